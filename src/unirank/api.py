@@ -1,0 +1,87 @@
+"""The Python API: everything the CLI does, as plain method calls.
+
+    from unirank import Unirank
+    ur = Unirank()                      # settings from unirank.toml and UNIRANK_* env
+    ur.ingest("docs/", index="handbook")
+    for hit in ur.search("how do I rotate keys?", index="handbook").hits:
+        print(hit.score, hit.chunk.title)
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Mapping
+
+from unirank.ingest.pipeline import Ingestor, ProgressCallback
+from unirank.ingest.report import IngestReport
+from unirank.models.embedder import Embedder
+from unirank.models.loading import load_embedder, load_reranker
+from unirank.models.reranker import Reranker
+from unirank.search.backend import SearchBackend
+from unirank.search.factory import make_backend
+from unirank.search.searcher import Searcher
+from unirank.search.types import IndexInfo, SearchMode, SearchResults
+from unirank.settings import Settings
+
+
+class Unirank:
+    """Models load on first use, so listing indexes or showing settings stays instant."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+
+    @cached_property
+    def backend(self) -> SearchBackend:
+        return make_backend(self.settings)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return load_embedder(self.settings)
+
+    @cached_property
+    def reranker(self) -> Reranker | None:
+        if not self.settings.reranker.enabled:
+            return None
+        return load_reranker(self.settings, self.embedder)
+
+    @cached_property
+    def searcher(self) -> Searcher:
+        return Searcher(self.backend, self.embedder, self.reranker, self.settings.search,
+                        rerank_top_k=self.settings.reranker.top_k)
+
+    def ingest(self, source: str, index: str, *, prune: bool = False,
+               progress: ProgressCallback | None = None) -> IngestReport:
+        ingestor = Ingestor(self.backend, self.embedder, self.settings.chunking, self.settings.storage,
+                            batch_chunks=self.settings.ingest.batch_chunks)
+        return ingestor.run(source, index, prune=prune, progress=progress)
+
+    def search(
+        self,
+        query: str,
+        index: str,
+        *,
+        mode: SearchMode | None = None,
+        top_k: int | None = None,
+        rerank: bool | None = None,
+        filters: Mapping[str, str] | None = None,
+    ) -> SearchResults:
+        return self.searcher.search(query, index, mode=mode, top_k=top_k, rerank=rerank, filters=filters)
+
+    def list_indexes(self) -> list[IndexInfo]:
+        return self.backend.list_indexes()
+
+    def index_info(self, index: str) -> IndexInfo:
+        return self.backend.info(index)
+
+    def delete_index(self, index: str) -> None:
+        self.backend.delete_index(index)
+
+    def close(self) -> None:
+        if "backend" in self.__dict__:
+            self.backend.close()
+
+    def __enter__(self) -> "Unirank":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

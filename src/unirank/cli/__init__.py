@@ -1,0 +1,1 @@
+"""The ``unirank`` command line (Typer + Rich)."""

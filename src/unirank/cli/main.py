@@ -1,0 +1,170 @@
+"""``unirank`` CLI entry point."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from unirank.api import Unirank
+from unirank.cli.output import console, errors, print_indexes, print_json, print_report, print_results
+from unirank.errors import InvalidQueryError, UnirankError
+from unirank.settings import Settings
+
+app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+index_app = typer.Typer(help="Inspect and delete indexes.", no_args_is_help=True)
+config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+app.add_typer(config_app, name="config")
+
+
+def _client() -> Unirank:
+    try:
+        return Unirank(Settings())
+    except Exception as exc:  # pydantic ValidationError: bad unirank.toml or env
+        errors.print(f"[red]error:[/red] invalid settings: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: Exception) -> None:
+    errors.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
+def _parse_filters(values: list[str] | None) -> dict[str, str]:
+    filters: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidQueryError(f"Filter {item!r} is not key=value.")
+        filters[key.strip()] = value.strip()
+    return filters
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="Folder, file, s3://bucket/prefix or oss://bucket/prefix.")],
+    index: Annotated[str, typer.Option("--index", "-i", help="Index to write into (created if missing).")],
+    prune: Annotated[bool, typer.Option(help="Remove indexed files that are gone from SOURCE.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Parse, chunk, embed and index documents; unchanged files are skipped."""
+    ur = _client()
+    try:
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=errors,
+                      transient=True, disable=as_json) as bar:
+            task = bar.add_task("ingesting", total=None)
+
+            def progress(done: int, total: int, uri: str) -> None:
+                bar.update(task, completed=done, total=total, description=uri.rsplit("/", 1)[-1][:40])
+
+            report = ur.ingest(source, index, prune=prune, progress=progress)
+    except UnirankError as exc:
+        _fail(exc)
+    finally:
+        ur.close()
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        print_report(report)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to search for.")],
+    index: Annotated[str, typer.Option("--index", "-i")],
+    mode: Annotated[Optional[str], typer.Option(help="bm25, knn or hybrid (default from settings).")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="Results to return.")] = None,
+    rerank: Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Rescore with the reranker.")] = None,
+    filter_: Annotated[Optional[list[str]], typer.Option("--filter", "-f", help="key=value metadata filter; repeatable.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Search an index (hybrid BM25 + kNN with reranking by default)."""
+    ur = _client()
+    try:
+        results = ur.search(query, index, mode=mode, top_k=top_k, rerank=rerank,  # type: ignore[arg-type]
+                            filters=_parse_filters(filter_))
+    except UnirankError as exc:
+        _fail(exc)
+    finally:
+        ur.close()
+    if as_json:
+        print_json(results.to_dict())
+    else:
+        print_results(results)
+
+
+@index_app.command("list")
+def index_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List indexes."""
+    ur = _client()
+    infos = ur.list_indexes()
+    if as_json:
+        print_json([i.to_dict() for i in infos])
+    else:
+        print_indexes(infos)
+
+
+@index_app.command("info")
+def index_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one index: model, dimensions, counts, location."""
+    ur = _client()
+    try:
+        info = ur.index_info(name)
+    except UnirankError as exc:
+        _fail(exc)
+    if as_json:
+        print_json(info.to_dict())
+    else:
+        for key, value in info.to_dict().items():
+            console.print(f"[bold]{key}[/bold]: {value}")
+
+
+@index_app.command("delete")
+def index_delete(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete an index and everything in it."""
+    ur = _client()
+    try:
+        info = ur.index_info(name)
+        if not yes and not typer.confirm(f"Delete index {name!r} ({info.chunk_count} chunks)?"):
+            raise typer.Exit(1)
+        ur.delete_index(name)
+    except UnirankError as exc:
+        _fail(exc)
+    console.print(f"Deleted index {name!r}.")
+
+
+@config_app.command("show")
+def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print the effective settings (defaults < unirank.toml < UNIRANK_* env)."""
+    settings = _client().settings
+    data = settings.model_dump(mode="json")
+    if data["storage"].get("secret_access_key"):
+        data["storage"]["secret_access_key"] = "***"
+    if as_json:
+        print_json(data)
+        return
+    import tomli_w  # noqa: PLC0415 - only this command needs it
+
+    console.print(tomli_w.dumps(_drop_none(data)), markup=False, highlight=False)
+
+
+def _drop_none(data: dict) -> dict:
+    """TOML has no null: unset options are left out."""
+    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,77 @@
+"""Terminal rendering shared by the commands."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from unirank.ingest.report import IngestReport
+from unirank.search.types import IndexInfo, SearchResults
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    # Plain print: Rich would wrap long lines and break machine-readable output.
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def _location(uri: str, page: int | None) -> str:
+    return f"{uri} p.{page}" if page else uri
+
+
+def print_results(results: SearchResults) -> None:
+    flags = [results.mode]
+    if results.reranked:
+        flags.append("reranked")
+    if results.degraded:
+        flags.append("[yellow]rerank failed: not reranked[/yellow]")
+    table = Table(title=f"{results.query!r}  ({', '.join(flags)}, {results.timings_ms.get('total', 0):.1f} ms)",
+                  show_lines=True, expand=True)
+    table.add_column("#", justify="right", width=3)
+    table.add_column("score", justify="right", width=8)
+    table.add_column("document", ratio=1)
+    table.add_column("passage", ratio=3)
+    for rank, hit in enumerate(results.hits, start=1):
+        c = hit.chunk
+        heading = " > ".join(c.heading_path)
+        doc = f"[bold]{c.title or c.doc_id}[/bold]\n{heading + chr(10) if heading else ''}[dim]{_location(c.source_uri, c.page)}[/dim]"
+        text = c.text if len(c.text) <= 300 else c.text[:300] + "…"
+        table.add_row(str(rank), f"{hit.score:.4f}", doc, text)
+    if not results.hits:
+        console.print(f"No results for {results.query!r}.")
+        return
+    console.print(table)
+
+
+def print_report(report: IngestReport) -> None:
+    console.print(
+        f"[bold]{report.index}[/bold] ← {report.source}: {report.files_seen} files seen, "
+        f"[green]{len(report.ingested)} ingested[/green], {len(report.skipped)} skipped, "
+        f"{'[red]' if report.failed else ''}{len(report.failed)} failed{'[/red]' if report.failed else ''}"
+        f"{f', {len(report.pruned)} pruned' if report.pruned else ''}; "
+        f"{report.chunks_written} chunks written in {report.seconds:.1f}s"
+    )
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    for uri, reason in report.failed:
+        console.print(f"  [red]failed[/red] {uri}: {reason}")
+    unsupported = [(u, r) for u, r in report.skipped if r != "unchanged"]
+    for uri, reason in unsupported:
+        console.print(f"  [dim]skipped {uri}: {reason}[/dim]")
+
+
+def print_indexes(infos: list[IndexInfo]) -> None:
+    if not infos:
+        console.print("No indexes yet. Create one with `unirank ingest SOURCE --index NAME`.")
+        return
+    table = Table()
+    for col in ("name", "model", "dims", "chunks", "sources", "updated"):
+        table.add_column(col)
+    for i in infos:
+        table.add_row(i.name, str(i.model), str(i.model.dims), str(i.chunk_count), str(i.source_count), i.updated_at)
+    console.print(table)

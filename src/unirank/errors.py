@@ -1,0 +1,77 @@
+"""Every exception unirank raises on purpose, in one place (as httpx does).
+
+Each message tells the user what to do next; catch :class:`UnirankError` to handle them all.
+"""
+
+from __future__ import annotations
+
+
+class UnirankError(Exception):
+    """Base class for all unirank errors."""
+
+
+class ConfigurationError(UnirankError):
+    """Settings are missing or contradictory."""
+
+
+class IndexNotFoundError(UnirankError):
+    def __init__(self, name: str, available: list[str] | None = None) -> None:
+        hint = f" Available indexes: {', '.join(available)}." if available else ""
+        super().__init__(
+            f"Index {name!r} does not exist.{hint} Create it with `unirank ingest SOURCE --index {name}`."
+        )
+        self.name = name
+
+
+class DimensionMismatchError(UnirankError):
+    """The embedding model's vector size differs from the one the index was built with."""
+
+    def __init__(self, index: str, index_model: str, index_dims: int, model: str, model_dims: int) -> None:
+        super().__init__(
+            f"Index {index!r} was built with {index_model} ({index_dims} dimensions), but the embedder "
+            f"{model} produces {model_dims} dimensions. Nothing was written. Use the index's model, or "
+            f"ingest into a new index (or delete {index!r} first)."
+        )
+        self.index_dims = index_dims
+        self.model_dims = model_dims
+
+
+class RerankLimitError(UnirankError):
+    def __init__(self, requested: int, limit: int) -> None:
+        super().__init__(
+            f"Reranking {requested} candidates was requested, but at most {limit} can be reranked. "
+            f"Ask for top_k <= {limit}, or search with --no-rerank."
+        )
+        self.requested = requested
+        self.limit = limit
+
+
+class InvalidQueryError(UnirankError):
+    """A search request that cannot be answered as asked (empty query, bad filter, bad mode)."""
+
+
+class SourceError(UnirankError):
+    """A document source (folder, file, bucket) cannot be listed or read."""
+
+
+class ParseError(UnirankError):
+    """One document cannot be parsed; ingestion reports it and carries on with the others."""
+
+
+class UnsupportedFormatError(ParseError):
+    pass
+
+
+class DuplicateDocumentError(UnirankError):
+    """Two sources produced the same document id (e.g. two JSONL files with one ``_id``)."""
+
+
+class ModelLoadError(UnirankError):
+    """A model path or name cannot be loaded here."""
+
+
+class IndexLockedError(UnirankError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"Index {name!r} is being written by another process. Wait for it to finish, then retry."
+        )

@@ -1,0 +1,158 @@
+"""Ingestion: list -> read -> hash -> parse -> chunk -> embed -> write, incrementally.
+
+Files are embedded in batches across files (the embedder is the cost), and each batch is
+written in one transaction, so a run killed at any point leaves the last committed batch
+readable and a re-run finishes the rest without duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Callable
+
+from unirank.errors import DimensionMismatchError, DuplicateDocumentError, ParseError
+from unirank.ingest.chunking import Chunker
+from unirank.ingest.parsers import SUPPORTED_EXTENSIONS, parse_document
+from unirank.ingest.report import IngestReport
+from unirank.ingest.sources import DocumentSource, SourceFile
+from unirank.models.embedder import Embedder
+from unirank.search.backend import SearchBackend
+from unirank.search.types import Chunk, IndexedSource, SourceState
+from unirank.settings import ChunkingSettings, StorageSettings
+
+log = logging.getLogger(__name__)
+
+#: Called as progress(files_done, files_total, uri) after each file.
+ProgressCallback = Callable[[int, int, str], None]
+
+
+@dataclass
+class _Pending:
+    state: SourceState
+    chunks: list[Chunk]
+
+
+class Ingestor:
+    def __init__(
+        self,
+        backend: SearchBackend,
+        embedder: Embedder,
+        chunking: ChunkingSettings,
+        storage: StorageSettings | None = None,
+        *,
+        batch_chunks: int = 512,
+    ) -> None:
+        self.backend = backend
+        self.embedder = embedder
+        self.storage = storage or StorageSettings()
+        self.batch_chunks = batch_chunks
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.chunker = Chunker(embedder.tokenizer, embedder.max_seq_length,
+                                   size=chunking.size, overlap=chunking.overlap)
+        self.chunker_warnings = [str(w.message) for w in caught]
+
+    def run(self, source: str, index: str, *, prune: bool = False,
+            progress: ProgressCallback | None = None) -> IngestReport:
+        started = time.perf_counter()
+        report = IngestReport(source=source, index=index, warnings=list(self.chunker_warnings))
+        docs = DocumentSource(source, self.storage)
+        files = docs.list()  # a missing folder or bad credentials fail here, before any write
+        self._ensure_index(index)
+        states = self.backend.source_states(index)
+        report.files_seen = len(files)
+
+        pending: list[_Pending] = []
+        for done, file in enumerate(files, start=1):
+            item = self._prepare(docs, file, states.get(file.uri), report)
+            if item is not None:
+                pending.append(item)
+                if sum(len(p.chunks) for p in pending) >= self.batch_chunks:
+                    self._write(index, pending, report)
+                    pending = []
+            if progress:
+                progress(done, len(files), file.uri)
+        self._write(index, pending, report)
+
+        if prune:
+            seen = {f.uri for f in files}
+            gone = [uri for uri in states if docs.contains(uri) and uri not in seen]
+            if gone:
+                report.chunks_removed += self.backend.delete(index, gone)
+                report.pruned.extend(gone)
+        self.backend.flush(index)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _ensure_index(self, index: str) -> None:
+        signature = self.embedder.signature
+        if not self.backend.exists(index):
+            self.backend.create_index(index, signature)
+            return
+        model = self.backend.model(index)
+        if model.dims != signature.dims:
+            raise DimensionMismatchError(index, str(model), model.dims, str(signature), signature.dims)
+
+    def _prepare(self, docs: DocumentSource, file: SourceFile, previous: SourceState | None,
+                 report: IngestReport) -> _Pending | None:
+        suffix = PurePosixPath(file.uri).suffix.lower()
+        if suffix not in SUPPORTED_EXTENSIONS:
+            report.skipped.append((file.uri, f"unsupported file type {suffix or '(none)'!r}"))
+            return None
+        if previous and previous.size == file.size and previous.modified == file.modified:
+            report.skipped.append((file.uri, "unchanged"))
+            return None
+        try:
+            data = docs.read(file)
+        except Exception as exc:  # unreadable: permissions, vanished, network
+            report.failed.append((file.uri, f"cannot read: {exc}"))
+            return None
+        digest = hashlib.sha256(data).hexdigest()
+        if previous and previous.content_hash == digest:
+            report.skipped.append((file.uri, "unchanged"))
+            return None
+        try:
+            parsed = parse_document(data, file.uri)
+            chunks = [c for doc in parsed for c in self.chunker.chunk(doc, file.uri)]
+        except ParseError as exc:
+            report.failed.append((file.uri, str(exc)))
+            return None
+        if not chunks:
+            report.failed.append((file.uri, "no text to index"))
+            return None
+        state = SourceState(uri=file.uri, content_hash=digest, size=file.size, modified=file.modified,
+                            chunk_count=len(chunks))
+        return _Pending(state=state, chunks=chunks)
+
+    def _write(self, index: str, pending: list[_Pending], report: IngestReport) -> None:
+        if not pending:
+            return
+        vectors = self.embedder.embed_documents([c.embedding_input() for p in pending for c in p.chunks])
+        sources, offset = [], 0
+        for p in pending:
+            sources.append(IndexedSource(p.state, p.chunks, vectors[offset : offset + len(p.chunks)]))
+            offset += len(p.chunks)
+        try:
+            self.backend.index(index, sources)
+            written = sources
+        except DuplicateDocumentError:
+            written = self._write_one_by_one(index, sources, report)
+        report.ingested.extend(s.state.uri for s in written)
+        report.chunks_written += sum(len(s.chunks) for s in written)
+
+    def _write_one_by_one(self, index: str, sources: list[IndexedSource],
+                          report: IngestReport) -> list[IndexedSource]:
+        """Isolate the source that collides so the others still land."""
+        written = []
+        for source in sources:
+            try:
+                self.backend.index(index, [source])
+                written.append(source)
+            except DuplicateDocumentError as exc:
+                report.failed.append((source.state.uri, str(exc)))
+        return written

@@ -1,0 +1,43 @@
+"""What an ingest run did, file by file, for the summary the user reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class IngestReport:
+    source: str
+    index: str
+    files_seen: int = 0
+    ingested: list[str] = field(default_factory=list)
+    #: (uri, reason): unchanged since the last run, or a type unirank does not read.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: (uri, reason): the file could not be read or parsed; the run went on without it.
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    chunks_written: int = 0
+    chunks_removed: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "index": self.index,
+            "files_seen": self.files_seen,
+            "ingested": len(self.ingested),
+            "skipped": len(self.skipped),
+            "failed": len(self.failed),
+            "pruned": len(self.pruned),
+            "chunks_written": self.chunks_written,
+            "chunks_removed": self.chunks_removed,
+            "seconds": round(self.seconds, 3),
+            "failures": [{"uri": u, "reason": r} for u, r in self.failed],
+            "skips": [{"uri": u, "reason": r} for u, r in self.skipped],
+            "warnings": self.warnings,
+        }

@@ -1,0 +1,115 @@
+"""Where documents come from: a local folder or file, or S3-compatible object storage, via fsspec.
+
+``oss://bucket/prefix`` is Alibaba OSS through its S3-compatible endpoint
+(``storage.oss_endpoint_url``); ``s3://`` uses ``storage.endpoint_url`` when set (MinIO, etc.).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from unirank.errors import SourceError
+from unirank.settings import StorageSettings
+
+OBJECT_SCHEMES = ("s3", "oss")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    uri: str
+    size: int
+    #: A change marker: mtime for local files, ETag or LastModified for objects.
+    modified: str
+
+
+class DocumentSource:
+    """Lists and reads the files under one URI (a folder, prefix or single file)."""
+
+    def __init__(self, uri: str, storage: StorageSettings | None = None) -> None:
+        self.scheme, self.fs, self.path = _filesystem(uri, storage or StorageSettings())
+        self.root_uri = self._uri(self.path)
+
+    def _uri(self, path: str) -> str:
+        if self.scheme == "file":
+            return Path(path).resolve().as_uri()
+        return f"{self.scheme}://{path.rstrip('/')}"
+
+    def list(self) -> list[SourceFile]:
+        try:
+            if not self.fs.exists(self.path):
+                raise SourceError(f"{self.root_uri} does not exist. Check the path or bucket name.")
+            if self.fs.isfile(self.path):
+                entries = {self.path: self.fs.info(self.path)}
+            else:
+                entries = self.fs.find(self.path, detail=True)
+        except SourceError:
+            raise
+        except Exception as exc:  # permissions, credentials, network: say which source failed
+            raise SourceError(f"Cannot list {self.root_uri}: {exc}") from exc
+        files = []
+        for path, info in sorted(entries.items()):
+            if info.get("type", "file") != "file" or _hidden(path):
+                continue
+            files.append(SourceFile(uri=self._uri(path), size=int(info.get("size") or 0),
+                                    modified=_change_marker(info)))
+        return files
+
+    def read(self, file: SourceFile) -> bytes:
+        return self.fs.cat_file(self._path_of(file.uri))
+
+    def _path_of(self, uri: str) -> str:
+        if self.scheme == "file":
+            return fsspec.implementations.local.LocalFileSystem._strip_protocol(uri)
+        return uri.split("://", 1)[1]
+
+    def contains(self, uri: str) -> bool:
+        """Is ``uri`` under this source's root (so --prune may remove it)?"""
+        root = self.root_uri.rstrip("/")
+        return uri == root or uri.startswith(root + "/")
+
+
+def _hidden(path: str) -> bool:
+    return any(part.startswith(".") for part in Path(path).parts[-1:])
+
+
+def _change_marker(info: dict[str, Any]) -> str:
+    for key in ("ETag", "etag", "mtime", "LastModified", "last_modified"):
+        if info.get(key) is not None:
+            return str(info[key])
+    return ""
+
+
+def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
+    scheme, _, rest = uri.partition("://")
+    if not rest:
+        return "file", fsspec.filesystem("file"), str(Path(uri).expanduser().resolve())
+    if scheme == "file":
+        return "file", fsspec.filesystem("file"), str(Path(rest).resolve())
+    if scheme not in OBJECT_SCHEMES:
+        raise SourceError(f"Unsupported source {uri!r}: use a local path, s3://bucket/prefix or oss://bucket/prefix.")
+    endpoint = storage.oss_endpoint_url if scheme == "oss" else storage.endpoint_url
+    if scheme == "oss" and not endpoint:
+        raise SourceError(
+            "oss:// needs the OSS S3-compatible endpoint: set storage.oss_endpoint_url "
+            "(or UNIRANK_STORAGE__OSS_ENDPOINT_URL), e.g. https://oss-cn-hangzhou.aliyuncs.com."
+        )
+    client_kwargs: dict[str, Any] = {}
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    if storage.region:
+        client_kwargs["region_name"] = storage.region
+    options: dict[str, Any] = {"client_kwargs": client_kwargs, "skip_instance_cache": True}
+    if storage.access_key_id:
+        options["key"] = storage.access_key_id
+        options["secret"] = storage.secret_access_key
+    if scheme == "oss":
+        options["config_kwargs"] = {"s3": {"addressing_style": storage.oss_addressing_style}}
+    try:
+        fs = fsspec.filesystem("s3", **options)
+    except ImportError as exc:  # pragma: no cover - s3fs is a dependency
+        raise SourceError("Object storage needs s3fs: pip install s3fs") from exc
+    return scheme, fs, rest.rstrip("/")

@@ -1,0 +1,76 @@
+"""Bi-encoder embedders: text in, L2-normalised float32 vectors out."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from unirank.errors import ModelLoadError
+from unirank.search.types import ModelSignature
+
+
+class Embedder(Protocol):
+    signature: ModelSignature
+    #: Tokens the model reads; longer input would be cut, so chunks are made to fit.
+    max_seq_length: int
+
+    @property
+    def dims(self) -> int: ...
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model loaded in this process."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        name: str,
+        version: str,
+        device: str = "cpu",
+        batch_size: int = 64,
+        local_files_only: bool = True,
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(path, device=device, local_files_only=local_files_only)
+        except Exception as exc:  # the library raises OSError, ValueError, HF errors...
+            raise ModelLoadError(
+                f"Cannot load embedder {path!r}: {exc}. Give a local model folder, `base` for the "
+                "bundled all-MiniLM-L6-v2, or a hub id on a machine that can reach the hub."
+            ) from exc
+        self.path = path
+        self.batch_size = batch_size
+        self.max_seq_length = int(self.model.max_seq_length)
+        self.signature = ModelSignature(name=name, version=version, dims=self.dims)
+
+    @property
+    def dims(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        return self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        ).astype(np.float32, copy=False)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]

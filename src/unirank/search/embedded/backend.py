@@ -1,0 +1,367 @@
+"""The embedded default backend: SQLite (truth) + tantivy (BM25) + usearch (kNN), no server.
+
+Layout: ``<root>/<name>/CURRENT`` names the live version folder (``v1``, ``v2``...), which holds
+``chunks.sqlite``, ``fulltext/``, ``vectors.usearch`` and ``derived.json``. ``derived.json`` records
+which store generation each derived index reflects, so a crash is repaired on the next open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from unirank.errors import DimensionMismatchError, IndexLockedError, IndexNotFoundError, InvalidQueryError
+from unirank.search.backend import Filters
+from unirank.search.embedded.fulltext import FullTextIndex
+from unirank.search.embedded.store import ChunkStore, WriteOutcome, filter_term_set, filter_terms
+from unirank.search.embedded.vectors import VectorIndex
+from unirank.search.fusion import reciprocal_rank_fusion
+from unirank.search.types import Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
+
+log = logging.getLogger(__name__)
+
+#: Below this many filter matches, filtered kNN is exact instead of oversampled ANN.
+EXACT_FILTER_LIMIT = 20_000
+LOCK_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Handle:
+    version_dir: Path
+    store: ChunkStore
+    fulltext: FullTextIndex
+    vectors: VectorIndex
+    model: ModelSignature
+    derived_mtime: float = 0.0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def derived_path(self) -> Path:
+        return self.version_dir / "derived.json"
+
+    def read_derived(self) -> dict[str, int]:
+        try:
+            return json.loads(self.derived_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"fulltext": -1, "vectors": -1}
+
+    def write_derived(self, **generations: int) -> None:
+        state = {**self.read_derived(), **generations}
+        tmp = self.derived_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.derived_path)
+        self.derived_mtime = self.derived_path.stat().st_mtime
+
+    def close(self) -> None:
+        self.fulltext.release()
+        self.store.close()
+
+
+class EmbeddedBackend:
+    name = "embedded"
+
+    def __init__(self, root: Path, *, ef_search: int = 128) -> None:
+        self.root = Path(root)
+        self.ef_search = ef_search
+        self._handles: dict[str, _Handle] = {}
+        self._guard = threading.Lock()
+
+    # -- index lifecycle ------------------------------------------------------------------------
+    def _index_dir(self, index: str) -> Path:
+        if not index or "/" in index or index.startswith(".") or "\\" in index:
+            raise InvalidQueryError(f"Invalid index name {index!r}: use letters, digits, '-' and '_'.")
+        return self.root / index
+
+    def _lock(self, index: str) -> FileLock:
+        return FileLock(str(self._index_dir(index) / ".write.lock"), timeout=LOCK_TIMEOUT_S)
+
+    def exists(self, index: str) -> bool:
+        return (self._index_dir(index) / "CURRENT").exists()
+
+    def model(self, index: str) -> ModelSignature:
+        return self._handle(index).model
+
+    def create_index(self, index: str, model: ModelSignature) -> IndexInfo:
+        folder = self._index_dir(index)
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock(index):
+            if not self.exists(index):
+                version_dir = folder / "v1"
+                shutil.rmtree(version_dir, ignore_errors=True)  # a create that crashed half-way
+                version_dir.mkdir()
+                store = ChunkStore(version_dir / "chunks.sqlite")
+                store.init_meta(model)
+                store.close()
+                (version_dir / "derived.json").write_text(json.dumps({"fulltext": 0, "vectors": 0}))
+                tmp = folder / "CURRENT.tmp"
+                tmp.write_text("v1")
+                os.replace(tmp, folder / "CURRENT")
+        return self.info(index)
+
+    def delete_index(self, index: str) -> None:
+        if not self.exists(index):
+            raise IndexNotFoundError(index, [i.name for i in self.list_indexes()])
+        with self._guard:
+            handle = self._handles.pop(index, None)
+        if handle:
+            handle.close()
+        folder = self._index_dir(index)
+        (folder / "CURRENT").unlink()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def list_indexes(self) -> list[IndexInfo]:
+        if not self.root.exists():
+            return []
+        return [self.info(p.name) for p in sorted(self.root.iterdir()) if (p / "CURRENT").exists()]
+
+    def info(self, index: str) -> IndexInfo:
+        handle = self._handle(index)
+        with handle.lock:
+            meta = handle.store.meta()
+            chunks, sources = handle.store.counts()
+            return IndexInfo(
+                name=index,
+                model=handle.model,
+                chunk_count=chunks,
+                source_count=sources,
+                backend=self.name,
+                created_at=meta["created_at"],
+                updated_at=meta["updated_at"],
+                details={"path": str(handle.version_dir), "generation": int(meta["generation"])},
+            )
+
+    # -- opening and repair ---------------------------------------------------------------------
+    def _handle(self, index: str) -> _Handle:
+        with self._guard:
+            handle = self._handles.get(index)
+            if handle is not None and self._current_dir(index) == handle.version_dir:
+                self._refresh_if_changed(handle)
+                return handle
+            if handle is not None:  # the alias moved to a new version
+                handle.close()
+            handle = self._open(index)
+            self._handles[index] = handle
+            return handle
+
+    def _current_dir(self, index: str) -> Path:
+        folder = self._index_dir(index)
+        try:
+            return folder / (folder / "CURRENT").read_text().strip()
+        except FileNotFoundError:
+            raise IndexNotFoundError(index, self._names()) from None
+
+    def _names(self) -> list[str]:
+        return [p.name for p in sorted(self.root.iterdir()) if (p / "CURRENT").exists()] if self.root.exists() else []
+
+    def _open(self, index: str) -> _Handle:
+        version_dir = self._current_dir(index)
+        store = ChunkStore(version_dir / "chunks.sqlite")
+        model = store.model()
+        handle = _Handle(
+            version_dir=version_dir,
+            store=store,
+            fulltext=FullTextIndex(version_dir / "fulltext"),
+            vectors=VectorIndex(version_dir / "vectors.usearch", model.dims, ef_search=self.ef_search),
+            model=model,
+        )
+        lock = self._lock(index)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("index %s is being written elsewhere; opening read-only state", index)
+        else:
+            try:
+                self._repair(index, handle)
+            finally:
+                lock.release()
+        if handle.derived_path.exists():
+            handle.derived_mtime = handle.derived_path.stat().st_mtime
+        return handle
+
+    def _repair(self, index: str, handle: _Handle) -> None:
+        """Rebuild a derived index that is behind the store (the last run was killed)."""
+        generation = handle.store.generation()
+        derived = handle.read_derived()
+        if derived.get("fulltext") == generation and derived.get("vectors") == generation:
+            return
+        log.warning("index %s: derived indexes are behind the store (crash?); rebuilding", index)
+        rebuild_fulltext = derived.get("fulltext") != generation
+        rebuild_vectors = derived.get("vectors") != generation
+        if rebuild_fulltext:
+            handle.fulltext.clear()
+        if rebuild_vectors:
+            handle.vectors.clear()
+        for rows in handle.store.iter_all():
+            if rebuild_fulltext:
+                handle.fulltext.apply([], [(k, c, filter_terms(c)) for k, c, _ in rows])
+            if rebuild_vectors:
+                handle.vectors.apply([], [k for k, _, _ in rows], np.stack([v for _, _, v in rows]))
+        if rebuild_fulltext:
+            handle.fulltext.commit()
+        if rebuild_vectors:
+            handle.vectors.save()
+        handle.write_derived(fulltext=generation, vectors=generation)
+
+    def _refresh_if_changed(self, handle: _Handle) -> None:
+        """Pick up another process's committed writes."""
+        try:
+            mtime = handle.derived_path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime != handle.derived_mtime and not handle.vectors.dirty:
+            with handle.lock:
+                handle.fulltext.reload()
+                handle.vectors = VectorIndex(handle.vectors.path, handle.model.dims, ef_search=self.ef_search)
+                handle.derived_mtime = mtime
+
+    # -- writes ---------------------------------------------------------------------------------
+    def source_states(self, index: str) -> dict[str, SourceState]:
+        handle = self._handle(index)
+        with handle.lock:
+            return handle.store.source_states()
+
+    def index(self, index: str, sources: Sequence[IndexedSource]) -> None:
+        handle = self._handle(index)
+        for source in sources:
+            if source.vectors.ndim != 2 or len(source.vectors) != len(source.chunks):
+                raise ValueError(f"{source.state.uri}: {len(source.chunks)} chunks but vectors of shape "
+                                 f"{source.vectors.shape}")
+            if len(source.chunks) and source.vectors.shape[1] != handle.model.dims:
+                raise DimensionMismatchError(index, str(handle.model), handle.model.dims,
+                                             "the given vectors", int(source.vectors.shape[1]))
+        if not sources:
+            return
+        with self._write(index, handle):
+            outcome = handle.store.replace_sources(sources)
+            self._apply_derived(handle, outcome)
+
+    def delete(self, index: str, source_uris: Sequence[str]) -> int:
+        handle = self._handle(index)
+        if not source_uris:
+            return 0
+        with self._write(index, handle):
+            outcome = handle.store.delete_sources(source_uris)
+            self._apply_derived(handle, outcome)
+        return len(outcome.removed_keys)
+
+    def flush(self, index: str) -> None:
+        handle = self._handle(index)
+        with self._write(index, handle):
+            if handle.vectors.dirty:
+                handle.vectors.save()
+            handle.write_derived(vectors=handle.store.generation())
+
+    def _write(self, index: str, handle: _Handle) -> "_WriteScope":
+        return _WriteScope(self._lock(index), handle.lock, index)
+
+    @staticmethod
+    def _apply_derived(handle: _Handle, outcome: WriteOutcome) -> None:
+        handle.fulltext.apply(
+            outcome.removed_keys, [(k, c, filter_terms(c)) for k, c, _ in outcome.added]
+        )
+        handle.fulltext.commit()
+        handle.write_derived(fulltext=outcome.generation)
+        keys = [k for k, _, _ in outcome.added]
+        vectors = np.stack([v for _, _, v in outcome.added]) if keys else np.zeros((0, handle.model.dims))
+        # The vector index is saved by flush(); until then derived.json says it is behind.
+        handle.vectors.apply(outcome.removed_keys, keys, vectors)
+
+    # -- search ---------------------------------------------------------------------------------
+    def _hydrate(self, handle: _Handle, scored: Sequence[tuple[int, float]], stage: str) -> list[Hit]:
+        chunks = handle.store.chunks_by_key([k for k, _ in scored])
+        return [Hit(chunk=chunks[k], score=s, scores={stage: s}) for k, s in scored if k in chunks]
+
+    def check_dims(self, index: str, dims: int, model_name: str) -> ModelSignature:
+        handle = self._handle(index)
+        if dims != handle.model.dims:
+            raise DimensionMismatchError(index, str(handle.model), handle.model.dims, model_name, dims)
+        return handle.model
+
+    def bm25(self, index: str, query: str, top_k: int, filters: Filters | None = None) -> list[Hit]:
+        handle = self._handle(index)
+        with handle.lock:
+            scored = handle.fulltext.search(query, top_k, filter_term_set(filters or {}))
+            return self._hydrate(handle, scored, "bm25")
+
+    def knn(self, index: str, vector: np.ndarray, top_k: int, filters: Filters | None = None) -> list[Hit]:
+        handle = self._handle(index)
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != handle.model.dims:
+            raise DimensionMismatchError(index, str(handle.model), handle.model.dims,
+                                         "the query vector", int(vector.shape[0]))
+        with handle.lock:
+            if not filters:
+                scored = handle.vectors.search(vector, top_k)
+            else:
+                scored = self._filtered_knn(handle, vector, top_k, filters)
+            return self._hydrate(handle, scored, "knn")
+
+    def _filtered_knn(self, handle: _Handle, vector: np.ndarray, top_k: int,
+                      filters: Filters) -> list[tuple[int, float]]:
+        allowed = handle.store.keys_matching(filters)
+        if not allowed:
+            return []
+        if len(allowed) > EXACT_FILTER_LIMIT:
+            wide = handle.vectors.search(vector, top_k * 10)
+            kept = [(k, s) for k, s in wide if k in allowed][:top_k]
+            if len(kept) == top_k:
+                return kept
+        keys = sorted(allowed)
+        sims = handle.store.vectors_by_key(keys, handle.model.dims) @ vector
+        order = np.argsort(-sims)[:top_k]
+        return [(keys[i], float(sims[i])) for i in order]
+
+    def hybrid(
+        self,
+        index: str,
+        query: str,
+        vector: np.ndarray,
+        top_k: int,
+        filters: Filters | None = None,
+        *,
+        candidates: int = 100,
+        rrf_k: int = 60,
+        bm25_weight: float = 1.0,
+        knn_weight: float = 1.0,
+    ) -> list[Hit]:
+        depth = max(candidates, top_k)
+        lexical = self.bm25(index, query, depth, filters)
+        semantic = self.knn(index, vector, depth, filters)
+        return reciprocal_rank_fusion(
+            [("bm25", lexical, bm25_weight), ("knn", semantic, knn_weight)], k=rrf_k, top_k=top_k
+        )
+
+    def close(self) -> None:
+        with self._guard:
+            for handle in self._handles.values():
+                handle.close()
+            self._handles.clear()
+
+
+class _WriteScope:
+    """Cross-process file lock plus the in-process handle lock, for one write."""
+
+    def __init__(self, file_lock: FileLock, thread_lock: threading.RLock, index: str) -> None:
+        self.file_lock = file_lock
+        self.thread_lock = thread_lock
+        self.index = index
+
+    def __enter__(self) -> None:
+        try:
+            self.file_lock.acquire()
+        except Timeout:
+            raise IndexLockedError(self.index) from None
+        self.thread_lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread_lock.release()
+        self.file_lock.release()

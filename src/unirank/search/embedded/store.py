@@ -1,0 +1,241 @@
+"""The durable record of an embedded index: SQLite holds chunks, vectors and source states.
+
+SQLite is the source of truth. The full-text and vector indexes are derived from it and stamped
+with the store's ``generation``; a crash between the two leaves them stale, and they are rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from unirank.errors import DuplicateDocumentError
+
+from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources (
+    uri TEXT PRIMARY KEY, content_hash TEXT NOT NULL, size INTEGER NOT NULL,
+    modified TEXT NOT NULL, chunk_count INTEGER NOT NULL, ingested_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    key INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL, source_uri TEXT NOT NULL,
+    ordinal INTEGER NOT NULL, text TEXT NOT NULL, title TEXT NOT NULL,
+    heading_path TEXT NOT NULL, page INTEGER, metadata TEXT NOT NULL, vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_source ON chunks (source_uri);
+CREATE TABLE IF NOT EXISTS chunk_filters (key INTEGER NOT NULL, term TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS filters_by_term ON chunk_filters (term, key);
+CREATE INDEX IF NOT EXISTS filters_by_key ON chunk_filters (key);
+"""
+
+_CHUNK_COLUMNS = "key, id, doc_id, source_uri, ordinal, text, title, heading_path, page, metadata"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def filter_terms(chunk: Chunk) -> list[str]:
+    """The ``key=value`` terms a chunk can be filtered by: its metadata plus doc_id and source_uri."""
+    pairs: dict[str, object] = {**chunk.metadata, "doc_id": chunk.doc_id, "source_uri": chunk.source_uri}
+    return [f"{k}={_term_value(v)}" for k, v in pairs.items()]
+
+
+def _term_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def filter_term_set(filters: Mapping[str, str]) -> list[str]:
+    return [f"{k}={_term_value(v)}" for k, v in filters.items()]
+
+
+@dataclass
+class WriteOutcome:
+    removed_keys: list[int]
+    added: list[tuple[int, Chunk, np.ndarray]]
+    generation: int
+
+
+class ChunkStore:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        if readonly:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            self.db = sqlite3.connect(path, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+
+    # -- metadata -------------------------------------------------------------------------------
+    def init_meta(self, model: ModelSignature) -> None:
+        stamp = now_iso()
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("model_name", model.name),
+                    ("model_version", model.version),
+                    ("dims", str(model.dims)),
+                    ("created_at", stamp),
+                    ("updated_at", stamp),
+                    ("generation", "0"),
+                ],
+            )
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
+    def model(self) -> ModelSignature:
+        m = self.meta()
+        return ModelSignature(name=m["model_name"], version=m["model_version"], dims=int(m["dims"]))
+
+    def generation(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def counts(self) -> tuple[int, int]:
+        chunks = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        sources = self.db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
+        return int(chunks), int(sources)
+
+    # -- writes ---------------------------------------------------------------------------------
+    def replace_sources(self, sources: Sequence[IndexedSource]) -> WriteOutcome:
+        """One transaction: every source's old chunks out, new chunks in, generation bumped."""
+        removed: list[int] = []
+        added: list[tuple[int, Chunk, np.ndarray]] = []
+        stamp = now_iso()
+        with self.db:
+            for source in sources:
+                removed += self._delete_source_rows(source.state.uri)
+                for chunk, vector in zip(source.chunks, source.vectors, strict=True):
+                    vec = np.ascontiguousarray(vector, dtype=np.float32)
+                    try:
+                        cur = self._insert_chunk(chunk, vec)
+                    except sqlite3.IntegrityError:
+                        raise DuplicateDocumentError(
+                            f"{source.state.uri}: chunk {chunk.id!r} is already in the index from "
+                            "another source; document ids must be unique within an index."
+                        ) from None
+                    key = int(cur.lastrowid)  # type: ignore[arg-type]
+                    self.db.executemany(
+                        "INSERT INTO chunk_filters (key, term) VALUES (?, ?)",
+                        [(key, t) for t in filter_terms(chunk)],
+                    )
+                    added.append((key, chunk, vec))
+                s = source.state
+                self.db.execute(
+                    "INSERT OR REPLACE INTO sources (uri, content_hash, size, modified, chunk_count,"
+                    " ingested_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (s.uri, s.content_hash, s.size, s.modified, len(source.chunks), stamp),
+                )
+            generation = self._bump(stamp)
+        return WriteOutcome(removed_keys=removed, added=added, generation=generation)
+
+    def _insert_chunk(self, chunk: Chunk, vec: np.ndarray) -> sqlite3.Cursor:
+        return self.db.execute(
+            "INSERT INTO chunks (id, doc_id, source_uri, ordinal, text, title, heading_path,"
+            " page, metadata, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                chunk.id, chunk.doc_id, chunk.source_uri, chunk.ordinal, chunk.text, chunk.title,
+                json.dumps(list(chunk.heading_path)), chunk.page, json.dumps(chunk.metadata),
+                vec.tobytes(),
+            ),
+        )
+
+    def delete_sources(self, uris: Sequence[str]) -> WriteOutcome:
+        removed: list[int] = []
+        stamp = now_iso()
+        with self.db:
+            for uri in uris:
+                removed += self._delete_source_rows(uri)
+                self.db.execute("DELETE FROM sources WHERE uri = ?", (uri,))
+            generation = self._bump(stamp)
+        return WriteOutcome(removed_keys=removed, added=[], generation=generation)
+
+    def _delete_source_rows(self, uri: str) -> list[int]:
+        keys = [r[0] for r in self.db.execute("SELECT key FROM chunks WHERE source_uri = ?", (uri,))]
+        if keys:
+            self.db.execute(
+                "DELETE FROM chunk_filters WHERE key IN (SELECT key FROM chunks WHERE source_uri = ?)",
+                (uri,),
+            )
+            self.db.execute("DELETE FROM chunks WHERE source_uri = ?", (uri,))
+        return keys
+
+    def _bump(self, stamp: str) -> int:
+        generation = self.generation() + 1
+        self.db.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [("generation", str(generation)), ("updated_at", stamp)],
+        )
+        return generation
+
+    # -- reads ----------------------------------------------------------------------------------
+    def source_states(self) -> dict[str, SourceState]:
+        rows = self.db.execute("SELECT uri, content_hash, size, modified, chunk_count FROM sources")
+        return {r[0]: SourceState(uri=r[0], content_hash=r[1], size=r[2], modified=r[3], chunk_count=r[4])
+                for r in rows}
+
+    def chunks_by_key(self, keys: Sequence[int]) -> dict[int, Chunk]:
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        rows = self.db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE key IN ({marks})", list(keys))
+        return {row[0]: _row_to_chunk(row) for row in rows}
+
+    def keys_matching(self, filters: Mapping[str, str]) -> set[int]:
+        """Chunk keys that satisfy every ``key=value`` filter."""
+        terms = filter_term_set(filters)
+        result: set[int] | None = None
+        for term in terms:
+            keys = {r[0] for r in self.db.execute("SELECT key FROM chunk_filters WHERE term = ?", (term,))}
+            result = keys if result is None else result & keys
+            if not result:
+                return set()
+        return result or set()
+
+    def vectors_by_key(self, keys: Sequence[int], dims: int) -> np.ndarray:
+        out = np.zeros((len(keys), dims), dtype=np.float32)
+        position = {k: i for i, k in enumerate(keys)}
+        for start in range(0, len(keys), 900):
+            part = keys[start : start + 900]
+            marks = ",".join("?" * len(part))
+            for key, blob in self.db.execute(f"SELECT key, vector FROM chunks WHERE key IN ({marks})", part):
+                out[position[key]] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def iter_all(self, batch: int = 2048) -> Iterator[list[tuple[int, Chunk, np.ndarray]]]:
+        """Every chunk with its vector, in key order, for rebuilding derived indexes."""
+        last = -1
+        while True:
+            rows = self.db.execute(
+                f"SELECT {_CHUNK_COLUMNS}, vector FROM chunks WHERE key > ? ORDER BY key LIMIT ?",
+                (last, batch),
+            ).fetchall()
+            if not rows:
+                return
+            yield [(r[0], _row_to_chunk(r), np.frombuffer(r[10], dtype=np.float32)) for r in rows]
+            last = rows[-1][0]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _row_to_chunk(row: Iterable) -> Chunk:
+    r = list(row)
+    return Chunk(
+        id=r[1], doc_id=r[2], source_uri=r[3], ordinal=r[4], text=r[5], title=r[6],
+        heading_path=tuple(json.loads(r[7])), page=r[8], metadata=json.loads(r[9]),
+    )

@@ -1,0 +1,118 @@
+"""Query path: embed the query, retrieve (bm25 | knn | hybrid), then rerank at most 50 candidates."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Mapping
+
+from unirank.errors import DimensionMismatchError, InvalidQueryError, RerankLimitError
+from unirank.models.embedder import Embedder
+from unirank.models.reranker import Reranker
+from unirank.search.backend import SearchBackend
+from unirank.search.types import Hit, SearchMode, SearchResults
+from unirank.settings import MAX_RERANK_TOP_K, SearchSettings
+
+log = logging.getLogger(__name__)
+
+MODES: tuple[SearchMode, ...] = ("bm25", "knn", "hybrid")
+
+
+class Searcher:
+    def __init__(
+        self,
+        backend: SearchBackend,
+        embedder: Embedder,
+        reranker: Reranker | None,
+        settings: SearchSettings,
+        *,
+        rerank_top_k: int = MAX_RERANK_TOP_K,
+    ) -> None:
+        self.backend = backend
+        self.embedder = embedder
+        self.reranker = reranker
+        self.settings = settings
+        self.rerank_top_k = min(rerank_top_k, MAX_RERANK_TOP_K)
+
+    def search(
+        self,
+        query: str,
+        index: str,
+        *,
+        mode: SearchMode | None = None,
+        top_k: int | None = None,
+        rerank: bool | None = None,
+        filters: Mapping[str, str] | None = None,
+    ) -> SearchResults:
+        mode = mode or self.settings.mode
+        top_k = self.settings.top_k if top_k is None else top_k
+        rerank = (self.reranker is not None) if rerank is None else rerank
+        self._validate(query, mode, top_k, rerank)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+
+        depth = self.rerank_top_k if rerank else top_k
+        vector = None
+        if mode in ("knn", "hybrid"):
+            model = self.backend.model(index)
+            if model.dims != self.embedder.signature.dims:
+                raise DimensionMismatchError(index, str(model), model.dims, str(self.embedder.signature),
+                                             self.embedder.signature.dims)
+            t = time.perf_counter()
+            vector = self.embedder.embed_query(query)
+            timings["embed"] = _ms(t)
+
+        t = time.perf_counter()
+        if mode == "bm25":
+            hits = self.backend.bm25(index, query, depth, filters)
+        elif mode == "knn":
+            hits = self.backend.knn(index, vector, depth, filters)
+        else:
+            s = self.settings
+            hits = self.backend.hybrid(
+                index, query, vector, depth, filters, candidates=max(s.candidates, depth),
+                rrf_k=s.rrf_k, bm25_weight=s.bm25_weight, knn_weight=s.knn_weight,
+            )
+        timings["retrieve"] = _ms(t)
+
+        reranked = degraded = False
+        if rerank and hits:
+            t = time.perf_counter()
+            try:
+                hits = self._rerank(query, hits)
+                reranked = True
+            except Exception as exc:  # a remote or broken reranker must not take search down
+                log.warning("rerank failed, returning un-reranked results: %s", exc)
+                degraded = True
+            timings["rerank"] = _ms(t)
+        timings["total"] = _ms(started)
+        return SearchResults(query=query, mode=mode, hits=hits[:top_k], reranked=reranked,
+                             degraded=degraded, timings_ms=timings)
+
+    def _validate(self, query: str, mode: str, top_k: int, rerank: bool) -> None:
+        if not query or not query.strip():
+            raise InvalidQueryError("The query is empty: give some words to search for.")
+        if mode not in MODES:
+            raise InvalidQueryError(f"Unknown search mode {mode!r}: use one of {', '.join(MODES)}.")
+        if top_k < 1:
+            raise InvalidQueryError(f"top_k must be at least 1, got {top_k}.")
+        if rerank:
+            if self.reranker is None:
+                raise InvalidQueryError(
+                    "Reranking was asked for but no reranker is configured: set reranker.model "
+                    "(e.g. `base`) and reranker.enabled = true, or search with --no-rerank."
+                )
+            if top_k > self.rerank_top_k:
+                raise RerankLimitError(top_k, self.rerank_top_k)
+
+    def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+        assert self.reranker is not None
+        scores = self.reranker.score(query, [h.chunk.embedding_input() for h in hits])
+        for hit, score in zip(hits, scores, strict=True):
+            hit.scores["rerank"] = score
+            hit.score = score
+        return sorted(hits, key=lambda h: -h.score)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)

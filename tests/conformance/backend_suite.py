@@ -1,0 +1,131 @@
+"""The contract every SearchBackend must meet. A backend's test module subclasses
+:class:`BackendConformance` and provides a ``backend`` fixture (as Haystack's document stores do)."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from unirank.errors import DimensionMismatchError, IndexNotFoundError
+from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
+
+DIMS = 8
+MODEL = ModelSignature(name="unit-model", version="1", dims=DIMS)
+
+
+def unit(*components: float) -> np.ndarray:
+    v = np.zeros(DIMS, dtype=np.float32)
+    v[: len(components)] = components
+    return v / np.linalg.norm(v)
+
+
+def source(uri: str, texts: list[str], vectors: list[np.ndarray], **metadata) -> IndexedSource:
+    chunks = [
+        Chunk(id=f"{uri}#{i}", doc_id=uri, source_uri=uri, ordinal=i, text=t, title=f"Title of {uri}",
+              heading_path=("Guide", f"Part {i}"), page=i + 1, metadata=dict(metadata))
+        for i, t in enumerate(texts)
+    ]
+    state = SourceState(uri=uri, content_hash=uuid.uuid4().hex, size=len("".join(texts)), modified="m")
+    return IndexedSource(state=state, chunks=chunks, vectors=np.stack(vectors))
+
+
+class BackendConformance:
+    @pytest.fixture()
+    def index_name(self) -> str:
+        return f"conf-{uuid.uuid4().hex[:8]}"
+
+    @pytest.fixture()
+    def filled(self, backend, index_name):
+        backend.create_index(index_name, MODEL)
+        backend.index(index_name, [
+            source("mem://a", ["Rotate API keys every ninety days.", "Rate limits return HTTP 429."],
+                   [unit(1, 0), unit(0.9, 0.1)], team="platform"),
+            source("mem://b", ["Backups are snapshotted every six hours."], [unit(0, 1)], team="storage"),
+            source("mem://c", ["The incident commander coordinates the response."], [unit(0, 0, 1)],
+                   team="sre", public=True),
+        ])
+        backend.flush(index_name)
+        return index_name
+
+    def test_create_info_list_delete(self, backend, index_name):
+        assert not backend.exists(index_name)
+        info = backend.create_index(index_name, MODEL)
+        assert info.name == index_name and info.model == MODEL and info.chunk_count == 0
+        assert backend.exists(index_name)
+        assert backend.model(index_name) == MODEL
+        assert index_name in [i.name for i in backend.list_indexes()]
+        backend.delete_index(index_name)
+        assert not backend.exists(index_name)
+        with pytest.raises(IndexNotFoundError, match=index_name):
+            backend.info(index_name)
+
+    def test_counts_and_source_states(self, backend, filled):
+        info = backend.info(filled)
+        assert (info.chunk_count, info.source_count) == (4, 3)
+        states = backend.source_states(filled)
+        assert set(states) == {"mem://a", "mem://b", "mem://c"}
+        assert states["mem://a"].chunk_count == 2
+
+    def test_bm25_finds_the_words(self, backend, filled):
+        hits = backend.bm25(filled, "how often are backups snapshotted", 3)
+        assert hits[0].chunk.source_uri == "mem://b"
+        assert hits[0].scores["bm25"] == hits[0].score > 0
+
+    def test_bm25_stems_and_ignores_query_syntax(self, backend, filled):
+        hits = backend.bm25(filled, 'rotating "keys": (AND) OR?', 3)
+        assert hits and hits[0].chunk.id == "mem://a#0"
+
+    def test_knn_ranks_by_cosine(self, backend, filled):
+        hits = backend.knn(filled, unit(0, 1), 2)
+        assert hits[0].chunk.source_uri == "mem://b"
+        assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert hits[0].score >= hits[1].score
+
+    def test_hybrid_fuses_both_lists(self, backend, filled):
+        # Words point at the incident chunk, the vector at the backups chunk: both must appear.
+        hits = backend.hybrid(filled, "incident commander", unit(0, 1), 4)
+        uris = [h.chunk.source_uri for h in hits]
+        assert "mem://c" in uris[:2] and "mem://b" in uris[:2]
+        both = next(h for h in hits if h.chunk.source_uri == "mem://c")
+        assert "rrf" in both.scores and "bm25" in both.scores
+
+    def test_filters_apply_to_every_mode(self, backend, filled):
+        filters = {"team": "platform"}
+        assert {h.chunk.source_uri for h in backend.bm25(filled, "every", 10, filters)} == {"mem://a"}
+        assert {h.chunk.source_uri for h in backend.knn(filled, unit(0, 1), 10, filters)} == {"mem://a"}
+        fused = backend.hybrid(filled, "backups", unit(0, 1), 10, filters)
+        assert {h.chunk.source_uri for h in fused} == {"mem://a"}
+        assert backend.knn(filled, unit(1, 0), 10, {"public": "true"})[0].chunk.source_uri == "mem://c"
+        assert backend.bm25(filled, "backups", 10, {"team": "nobody"}) == []
+
+    def test_hits_round_trip_chunk_fields(self, backend, filled):
+        chunk = backend.knn(filled, unit(0, 0, 1), 1)[0].chunk
+        assert chunk.id == "mem://c#0" and chunk.doc_id == "mem://c"
+        assert chunk.title == "Title of mem://c"
+        assert chunk.heading_path == ("Guide", "Part 0") and chunk.page == 1
+        assert chunk.metadata == {"team": "sre", "public": True}
+
+    def test_reindexing_a_source_replaces_its_chunks(self, backend, filled):
+        backend.index(filled, [source("mem://a", ["Keys now rotate monthly."], [unit(1, 0)], team="platform")])
+        backend.flush(filled)
+        assert backend.info(filled).chunk_count == 3
+        assert backend.bm25(filled, "ninety", 5) == []
+        assert [h.chunk.text for h in backend.knn(filled, unit(1, 0), 1)] == ["Keys now rotate monthly."]
+
+    def test_delete_sources(self, backend, filled):
+        removed = backend.delete(filled, ["mem://a"])
+        backend.flush(filled)
+        assert removed == 2
+        assert backend.info(filled).chunk_count == 2
+        assert all(h.chunk.source_uri != "mem://a" for h in backend.knn(filled, unit(1, 0), 10))
+        assert "mem://a" not in backend.source_states(filled)
+
+    def test_wrong_dimensions_are_refused_before_writing(self, backend, filled):
+        bad = source("mem://d", ["x"], [np.ones(DIMS + 4, dtype=np.float32)])
+        with pytest.raises(DimensionMismatchError, match=r"8 dimensions.*12"):
+            backend.index(filled, [bad])
+        with pytest.raises(DimensionMismatchError):
+            backend.knn(filled, np.ones(DIMS + 4, dtype=np.float32), 3)
+        assert backend.info(filled).chunk_count == 4

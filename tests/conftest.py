@@ -1,0 +1,50 @@
+"""Shared fixtures: the real bundled base model, loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def base_embedder():
+    from unirank.models.loading import load_embedder
+    from unirank.settings import Settings
+
+    return load_embedder(Settings(_env_file=None))
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Settings isolated from the developer's unirank.toml and UNIRANK_* variables."""
+    from unirank.settings import Settings
+
+    for key in list(os.environ):
+        if key.startswith("UNIRANK_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("UNIRANK_CONFIG", str(tmp_path / "absent.toml"))
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture()
+def client(settings, base_embedder):
+    """A Unirank client on a temporary data dir that reuses the session's loaded model."""
+    from unirank.api import Unirank
+
+    ur = Unirank(settings)
+    ur.__dict__["embedder"] = base_embedder
+    yield ur
+    ur.close()
+
+
+def shared_path(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared data set is not beside this checkout")
+    return path

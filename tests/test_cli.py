@@ -1,0 +1,77 @@
+"""The ``unirank`` command line, run as users run it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sample-docs"
+
+
+@pytest.fixture()
+def run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"), COLUMNS="200")
+
+    def _run(*args: str, ok: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", *args], cwd=tmp_path,
+                              env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=300)
+        if ok:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    return _run
+
+
+def test_ingest_search_and_index_commands(run):
+    report = json.loads(run("ingest", str(SAMPLES), "--index", "handbook", "--json").stdout)
+    assert report["ingested"] >= 6 and report["failed"] == 0
+
+    out = json.loads(run("search", "what does SEV1 mean", "--index", "handbook", "--top-k", "2", "--json").stdout)
+    assert out["mode"] == "hybrid" and out["reranked"] is True and len(out["hits"]) == 2
+    assert out["hits"][0]["title"] == "Incident response runbook"
+
+    out = json.loads(run("search", "password", "--index", "handbook", "--mode", "bm25", "--no-rerank",
+                         "--filter", "category=account", "--json").stdout)
+    assert out["hits"] and {h["doc_id"] for h in out["hits"]} <= {"faq-3", "faq-4"}
+
+    table = run("search", "restore a database", "--index", "handbook", "--top-k", "1").stdout
+    assert "Backup and restore policy" in table
+
+    listed = json.loads(run("index", "list", "--json").stdout)
+    assert [i["name"] for i in listed] == ["handbook"] and listed[0]["model"]["dims"] == 384
+    info = json.loads(run("index", "info", "handbook", "--json").stdout)
+    assert info["chunk_count"] >= 6
+
+    run("index", "delete", "handbook", "--yes")
+    assert json.loads(run("index", "list", "--json").stdout) == []
+
+
+def test_errors_are_clear_and_exit_2(run):
+    run("ingest", str(SAMPLES / "backups.md"), "--index", "h")
+    proc = run("search", "x", "--index", "h", "--top-k", "51", "--rerank", ok=False)
+    assert proc.returncode == 2 and "at most 50" in proc.stderr
+    proc = run("search", "x", "--index", "missing", ok=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    proc = run("search", "x", "--index", "h", "--filter", "novalue", ok=False)
+    assert proc.returncode == 2 and "key=value" in proc.stderr
+
+
+def test_config_show_merges_toml_and_environment(run, tmp_path):
+    (tmp_path / "unirank.toml").write_text('[search]\nrrf_k = 30\ntop_k = 7\n[chunking]\nsize = 200\n')
+    out = json.loads(run("config", "show", "--json", extra_env={"UNIRANK_SEARCH__TOP_K": "12"}).stdout)
+    assert out["search"]["rrf_k"] == 30      # from the file
+    assert out["search"]["top_k"] == 12      # the environment wins
+    assert out["chunking"]["size"] == 200
+    assert "rrf_k = 30" in run("config", "show").stdout
+
+
+def test_invalid_settings_are_reported(run, tmp_path):
+    (tmp_path / "unirank.toml").write_text('[reranker]\ntop_k = 80\n')
+    proc = run("config", "show", ok=False)
+    assert proc.returncode == 2 and "at most 50" in proc.stderr

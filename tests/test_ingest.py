@@ -1,0 +1,112 @@
+"""Ingestion end to end with the real base model: formats, failures, incremental runs, pruning."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from unirank.errors import DimensionMismatchError, SourceError
+from unirank.search.types import ModelSignature
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "examples" / "sample-docs"
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    """The shipped samples, the generated PDF/DOCX, and three bad files."""
+    import make_office_docs
+
+    folder = tmp_path / "docs"
+    shutil.copytree(SAMPLES, folder, ignore=shutil.ignore_patterns("*.pdf", "*.docx"))
+    make_office_docs.make_docx(folder / "travel-policy.docx")
+    make_office_docs.make_pdf(folder / "security-whitepaper.pdf")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 4)
+    (folder / "firmware.txt").write_bytes(b"\x7fELF\x00\x01\x02" + bytes(range(256)) * 8)
+    (folder / "setup.exe").write_bytes(b"MZ\x90\x00")
+    return folder
+
+
+def test_a_folder_of_mixed_formats(client, corpus):
+    report = client.ingest(str(corpus), "docs")
+    ingested = {Path(u).name for u in report.ingested}
+    assert ingested == {"api-keys.md", "backups.md", "incident-response.html", "onboarding.txt",
+                        "pricing.html", "faq.jsonl", "travel-policy.docx", "security-whitepaper.pdf"}
+    failed = {Path(u).name: reason for u, reason in report.failed}
+    assert set(failed) == {"broken.pdf", "firmware.txt"}
+    assert "binary" in failed["firmware.txt"]
+    assert {Path(u).name for u, _ in report.skipped} == {"setup.exe"}
+    assert report.files_seen == 11
+    info = client.index_info("docs")
+    assert info.source_count == 8 and info.chunk_count == report.chunks_written > 8
+
+    hit = client.search("how long does the old key keep working after rotation", "docs", top_k=3).hits[0]
+    assert hit.chunk.title == "API keys and token rotation"
+    assert hit.chunk.heading_path[-1] == "Rotating a key"
+    assert hit.chunk.metadata.get("team") == "platform"
+
+    pdf_hit = client.search("bastion host certificates", "docs", mode="bm25", top_k=1, rerank=False).hits[0]
+    assert pdf_hit.chunk.source_uri.endswith("security-whitepaper.pdf") and pdf_hit.chunk.page == 2
+
+    faq = client.search("single sign-on", "docs", top_k=5, filters={"category": "account"}).hits
+    assert faq and {h.chunk.doc_id for h in faq} <= {"faq-3", "faq-4"}
+
+
+def test_reingesting_unchanged_files_does_nothing(client, corpus):
+    first = client.ingest(str(corpus), "docs")
+    generation = client.index_info("docs").details["generation"]
+    again = client.ingest(str(corpus), "docs")
+    assert again.ingested == [] and again.chunks_written == 0
+    assert {r for _, r in again.skipped} == {"unchanged", "unsupported file type '.exe'"}
+    assert client.index_info("docs").chunk_count == first.chunks_written
+    assert client.index_info("docs").details["generation"] == generation
+
+
+def test_a_changed_file_replaces_its_chunks_and_prune_removes_deleted_ones(client, corpus):
+    client.ingest(str(corpus), "docs")
+    before = client.index_info("docs").chunk_count
+    (corpus / "onboarding.txt").write_text("Onboarding now starts with a security quiz about phishing.")
+    (corpus / "backups.md").unlink()
+
+    report = client.ingest(str(corpus), "docs", prune=True)
+    assert [Path(u).name for u in report.ingested] == ["onboarding.txt"]
+    assert [Path(u).name for u in report.pruned] == ["backups.md"]
+    hits = client.search("phishing quiz", "docs", mode="bm25", rerank=False).hits
+    assert hits[0].chunk.source_uri.endswith("onboarding.txt")
+    assert client.search("laptop disk encryption", "docs", mode="bm25", rerank=False,
+                         filters={"source_uri": hits[0].chunk.source_uri}).hits == []
+    assert client.search("snapshots retention", "docs", mode="bm25", rerank=False,
+                         filters={"doc_id": (corpus / "backups.md").resolve().as_uri()}).hits == []
+    assert client.index_info("docs").chunk_count < before
+
+
+def test_a_single_file_source(client, corpus):
+    report = client.ingest(str(corpus / "api-keys.md"), "one")
+    assert len(report.ingested) == 1 and client.index_info("one").source_count == 1
+
+
+def test_a_missing_source_fails_before_creating_the_index(client, tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        client.ingest(str(tmp_path / "nope"), "docs")
+    assert not client.backend.exists("docs")
+
+
+def test_an_index_of_other_dimensions_is_refused_before_any_write(client, corpus):
+    client.backend.create_index("small", ModelSignature(name="tiny-model", version="3", dims=8))
+    with pytest.raises(DimensionMismatchError) as err:
+        client.ingest(str(corpus), "small")
+    message = str(err.value)
+    assert "tiny-model@3 (8 dimensions)" in message and "384 dimensions" in message
+    assert client.index_info("small").chunk_count == 0
+    assert client.backend.source_states("small") == {}
+    with pytest.raises(DimensionMismatchError):
+        client.search("keys", "small", mode="knn", rerank=False)
+
+
+def test_chunk_size_above_the_model_maximum_is_clamped_with_a_warning(client, corpus):
+    report = client.ingest(str(corpus / "api-keys.md"), "docs")
+    assert any("512" in w and "254" in w for w in report.warnings)

@@ -1,0 +1,76 @@
+"""The query path with the real base model: modes, rerank limits, filters, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unirank.errors import IndexNotFoundError, InvalidQueryError, RerankLimitError
+
+SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sample-docs"
+
+
+@pytest.fixture()
+def indexed(client):
+    client.ingest(str(SAMPLES), "docs")
+    return client
+
+
+@pytest.mark.parametrize("mode", ["bm25", "knn", "hybrid"])
+def test_each_mode_finds_the_backup_policy(indexed, mode):
+    results = indexed.search("how often are databases snapshotted", "docs", mode=mode, rerank=False, top_k=3)
+    assert results.mode == mode and not results.reranked
+    assert results.hits[0].chunk.title == "Backup and restore policy"
+    assert len(results.hits) <= 3
+
+
+def test_knn_understands_meaning_without_shared_words(indexed):
+    hits = indexed.search("what does it cost per seat", "docs", mode="knn", rerank=False, top_k=3).hits
+    assert any(h.chunk.title == "Plans and pricing" for h in hits)
+
+
+def test_rerank_rescores_at_most_fifty_candidates(indexed):
+    results = indexed.search("who updates the status page during an outage", "docs", top_k=5)
+    assert results.reranked and not results.degraded
+    assert all("rerank" in h.scores for h in results.hits)
+    assert [h.score for h in results.hits] == sorted((h.score for h in results.hits), reverse=True)
+    assert results.hits[0].chunk.title == "Incident response runbook"
+    assert indexed.search("status page", "docs", top_k=50).reranked
+
+
+def test_rerank_of_51_is_refused(indexed):
+    with pytest.raises(RerankLimitError, match="at most 50"):
+        indexed.search("status page", "docs", top_k=51, rerank=True)
+    assert len(indexed.search("status page", "docs", top_k=51, rerank=False).hits) > 0
+
+
+def test_a_failing_reranker_degrades_to_hybrid_results(indexed):
+    class Broken:
+        name = "broken"
+
+        def score(self, query, passages):
+            raise TimeoutError("reranker did not answer in time")
+
+    indexed.searcher.reranker = Broken()
+    results = indexed.search("status page", "docs", top_k=3)
+    assert results.degraded and not results.reranked and results.hits
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_empty_queries_are_refused(indexed, query):
+    with pytest.raises(InvalidQueryError, match="empty"):
+        indexed.search(query, "docs")
+
+
+def test_unknown_mode_and_index(indexed):
+    with pytest.raises(InvalidQueryError, match="mode"):
+        indexed.search("keys", "docs", mode="fuzzy")  # type: ignore[arg-type]
+    with pytest.raises(IndexNotFoundError, match="docs"):
+        indexed.search("keys", "nope", mode="bm25")
+
+
+def test_hybrid_weights_can_turn_one_side_off(indexed):
+    indexed.settings.search.bm25_weight = 0.0
+    hits = indexed.search("SEV2", "docs", rerank=False, top_k=5).hits
+    assert hits and all("knn" in h.scores and "bm25" not in h.scores for h in hits)
