@@ -70,6 +70,22 @@ class ModelLoadError(UnirankError):
     """A model path or name cannot be loaded here."""
 
 
+class ModelNotFoundError(UnirankError):
+    """A registry name, version or alias that does not exist."""
+
+
+class PromotionRefusedError(UnirankError):
+    """The candidate is worse than the model it would replace on the held-out evaluation."""
+
+
+class LeakageError(UnirankError):
+    """An evaluation would score a model on queries it was trained on."""
+
+
+class TrainingError(UnirankError):
+    """Training cannot start or continue with the given data."""
+
+
 class IndexLockedError(UnirankError):
     def __init__(self, name: str) -> None:
         super().__init__(

@@ -9,7 +9,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from unirank.api import Unirank
-from unirank.cli.output import console, errors, print_indexes, print_json, print_report, print_results
+from unirank.cli.models import models_app
+from unirank.cli.output import console, errors, fail, print_indexes, print_json, print_report, print_results
 from unirank.errors import InvalidQueryError, UnirankError
 from unirank.settings import Settings
 
@@ -19,6 +20,7 @@ index_app = typer.Typer(help="Inspect and delete indexes.", no_args_is_help=True
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
 
 
 def _client() -> Unirank:
@@ -27,11 +29,6 @@ def _client() -> Unirank:
     except Exception as exc:  # pydantic ValidationError: bad unirank.toml or env
         errors.print(f"[red]error:[/red] invalid settings: {exc}")
         raise typer.Exit(2) from None
-
-
-def _fail(exc: Exception) -> None:
-    errors.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(2)
 
 
 def _parse_filters(values: list[str] | None) -> dict[str, str]:
@@ -69,7 +66,7 @@ def ingest(
 
             report = ur.ingest(source, index, prune=prune, progress=progress)
     except UnirankError as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         ur.close()
     if as_json:
@@ -94,7 +91,7 @@ def search(
         results = ur.search(query, index, mode=mode, top_k=top_k, rerank=rerank,  # type: ignore[arg-type]
                             filters=_parse_filters(filter_))
     except UnirankError as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         ur.close()
     if as_json:
@@ -121,7 +118,7 @@ def index_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fal
     try:
         info = ur.index_info(name)
     except UnirankError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print_json(info.to_dict())
     else:
@@ -142,7 +139,7 @@ def index_delete(
             raise typer.Exit(1)
         ur.delete_index(name)
     except UnirankError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"Deleted index {name!r}.")
 
 

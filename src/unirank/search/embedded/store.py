@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from unirank.errors import DuplicateDocumentError
+from unirank.timeutil import now_iso
 
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
 
@@ -38,10 +38,6 @@ CREATE INDEX IF NOT EXISTS filters_by_key ON chunk_filters (key);
 """
 
 _CHUNK_COLUMNS = "key, id, doc_id, source_uri, ordinal, text, title, heading_path, page, metadata"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def filter_terms(chunk: Chunk) -> list[str]:

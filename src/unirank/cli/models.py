@@ -1,0 +1,114 @@
+"""``unirank models …``: the model registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from unirank.cli.output import console, fail, print_json
+from unirank.errors import UnirankError
+from unirank.registry import ModelRegistry
+from unirank.registry.describe import describe_model_folder
+from unirank.settings import Settings
+
+models_app = typer.Typer(help="Register, promote, roll back and export model versions.", no_args_is_help=True)
+
+
+def _registry() -> tuple[ModelRegistry, Settings]:
+    settings = Settings()
+    return ModelRegistry(settings.models_dir), settings
+
+
+@models_app.command("register")
+def register(
+    name: str,
+    role: Annotated[str, typer.Option(help="embedder or reranker.")],
+    path: Annotated[Optional[Path], typer.Option(help="Folder of a saved model.")] = None,
+) -> None:
+    """Register a model folder as the next version of NAME."""
+    registry, _ = _registry()
+    try:
+        if path is None:
+            raise UnirankError("Give --path DIR (a saved sentence-transformers model folder).")
+        record = describe_model_folder(path, role)
+        mv = registry.register(name, role, path=path, record=record)
+    except UnirankError as exc:
+        fail(exc)
+    console.print(f"Registered [bold]{mv.ref}[/bold] ({mv.role}, {mv.record.get('dims', '-')} dims).")
+
+
+@models_app.command("list")
+def list_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List every registered version."""
+    registry, _ = _registry()
+    versions = registry.list()
+    if as_json:
+        print_json([v.to_dict() for v in versions])
+        return
+    if not versions:
+        console.print("No models registered. Train one with `unirank train` or `unirank models register`.")
+        return
+    table = Table()
+    for col in ("model", "role", "aliases", "dims", "ndcg@10", "created"):
+        table.add_column(col)
+    for v in versions:
+        ndcg = v.metrics.get("ndcg@10")
+        table.add_row(v.ref, v.role, ",".join(v.aliases), str(v.record.get("dims", "-")),
+                      f"{ndcg:.4f}" if ndcg is not None else "-", v.created_at)
+    console.print(table)
+
+
+@models_app.command("show")
+def show(ref: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one version: NAME (latest), NAME@VERSION or NAME@ALIAS."""
+    registry, _ = _registry()
+    try:
+        mv = registry.get(ref)
+    except UnirankError as exc:
+        fail(exc)
+    data = {**mv.to_dict(), "history": registry.history(mv.name)}
+    if as_json:
+        print_json(data)
+    else:
+        for key, value in data.items():
+            console.print(f"[bold]{key}[/bold]: {value}")
+
+
+@models_app.command("promote")
+def promote(
+    ref: str,
+    alias: Annotated[str, typer.Option(help="Alias to point at REF.")] = "prod",
+    force: Annotated[bool, typer.Option(help="Promote even if its held-out eval is worse (logged).")] = False,
+) -> None:
+    """Point an alias at a version, if it is at least as good as the current one."""
+    registry, _ = _registry()
+    try:
+        mv = registry.promote(ref, alias, force=force)
+    except UnirankError as exc:
+        fail(exc)
+    console.print(f"{mv.name}@{alias} → version {mv.version}.")
+
+
+@models_app.command("rollback")
+def rollback(name: str, alias: Annotated[str, typer.Option()] = "prod") -> None:
+    """Point an alias back at the version it named before."""
+    registry, _ = _registry()
+    try:
+        mv = registry.rollback(name, alias)
+    except UnirankError as exc:
+        fail(exc)
+    console.print(f"{name}@{alias} rolled back to version {mv.version}.")
+
+
+@models_app.command("export")
+def export(ref: str, to: Annotated[str, typer.Option("--to", help="Folder, s3:// or oss:// URI.")]) -> None:
+    """Copy a version's files to a folder or object storage."""
+    registry, settings = _registry()
+    try:
+        dest = registry.export(ref, to, settings.storage)
+    except UnirankError as exc:
+        fail(exc)
+    console.print(f"Exported {ref} to {dest}.")

@@ -1,0 +1,354 @@
+"""Token-aware chunking: every chunk, with its title/heading prefix, fits the embedder's window.
+
+Chunks are contiguous slices of one section's text (never crossing a section, so page and
+heading stay exact). Breaks prefer paragraph ends, then sentence ends, then line ends, and
+only then hard cuts at token boundaries. Token counts come from the embedder's own tokenizer,
+called on batches of paragraphs so that chunking costs a small fraction of embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from bisect import bisect_left
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any, Iterable, Sequence
+
+from unirank.errors import ParseError
+from unirank.ingest.documents import ParsedDocument
+from unirank.search.types import Chunk
+
+log = logging.getLogger(__name__)
+
+# Strength of the break before a unit: lower is a better place to end a chunk.
+PARAGRAPH, SENTENCE, LINE, TOKEN = 0, 1, 2, 3
+
+_PARAGRAPH = re.compile(r"\n\s*\n")
+# A sentence ends at . ! ? (plus closing quotes/brackets) followed by space and a capital,
+# digit or opening quote; group 1 is the gap between the sentences.
+_SENTENCE = re.compile(
+    r"""[.!?]["'\u201d\u2019)\]]*(\s+)(?=["'\u201c\u2018(\[]?[A-Z0-9\u00c0-\u00d6\u00d8-\u00de])"""
+)
+_LINE = re.compile(r"\s*\n\s*")
+_TOKENIZE_BATCH = 1024
+_ContextKey = tuple[str, tuple[str, ...]]  # (title, heading path)
+_Context = tuple[str, tuple[str, ...], int]  # (title, heading path) as used, prefix tokens
+_MAX_REPLANS = 8
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """An unbreakable piece of a section: a sentence, a line, or a run of tokens."""
+
+    start: int
+    end: int
+    tokens: int
+    boundary: int  # strength of the break before it
+
+
+@dataclass
+class _Job:
+    """One section to cut, with the text budget its context prefix leaves."""
+
+    text: str
+    budget: int
+    prefix: str  # what embedding_input puts before the text
+
+
+class Chunker:
+    """Cuts parsed documents into chunks of at most ``size`` tokens of embedding input."""
+
+    def __init__(self, tokenizer: Any, max_seq_length: int, size: int = 512, overlap: int = 64) -> None:
+        if size < 1 or overlap < 0:
+            raise ValueError(f"chunk size must be >= 1 and overlap >= 0, got size={size}, overlap={overlap}")
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        #: What the model reads besides the special tokens ([CLS], [SEP]) it adds itself.
+        self.model_budget = max(1, max_seq_length - _special_tokens(tokenizer))
+        self.requested_size = size
+        self.requested_overlap = overlap
+        self.clamped = size > self.model_budget
+        self.size = min(size, self.model_budget)
+        if self.clamped:
+            _warn(
+                f"chunk size {size} exceeds the model maximum of {self.model_budget} tokens "
+                f"(max_seq_length {max_seq_length} minus special tokens); using {self.size}"
+            )
+        self.overlap = overlap
+        if overlap >= self.size:
+            self.overlap = self.size // 4
+            _warn(
+                f"chunk overlap {overlap} is not below the chunk size {self.size} "
+                f"(requested size {size}, model maximum {self.model_budget}); using overlap {self.overlap}"
+            )
+
+    # -- public -------------------------------------------------------------------------------
+
+    def chunk(self, doc: ParsedDocument, source_uri: str) -> list[Chunk]:
+        return self.chunk_documents([doc], source_uri)
+
+    def chunk_documents(self, docs: Sequence[ParsedDocument], source_uri: str) -> list[Chunk]:
+        """Chunk several documents with batched tokenizer calls (e.g. the records of one JSONL file)."""
+        contexts = self._contexts(docs)
+        jobs: list[_Job] = []
+        owners: list[tuple[int, int]] = []  # (doc index, section index) per job
+        for d, doc in enumerate(docs):
+            for s, section in enumerate(doc.sections):
+                if section.text.strip():
+                    title, path, prefix_tokens = contexts[(doc.title, section.heading_path)]
+                    jobs.append(_Job(section.text, self.size - prefix_tokens, _prefix(title, path)))
+                    owners.append((d, s))
+        spans = self._plan(jobs)
+        ordinals = [0] * len(docs)
+        chunks: list[Chunk] = []
+        for job, (d, s), job_spans in zip(jobs, owners, spans):
+            doc, section = docs[d], docs[d].sections[s]
+            title, path, _ = contexts[(doc.title, section.heading_path)]
+            for start, end in job_spans:
+                ordinal = ordinals[d]
+                ordinals[d] += 1
+                chunks.append(
+                    Chunk(
+                        id=f"{doc.doc_id}#{ordinal}",
+                        doc_id=doc.doc_id,
+                        source_uri=source_uri,
+                        ordinal=ordinal,
+                        text=job.text[start:end],
+                        title=title,
+                        heading_path=path,
+                        page=section.page,
+                        metadata=dict(doc.metadata),
+                    )
+                )
+        return chunks
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text as the model sees them, without special tokens (one batched call)."""
+        counts: list[int] = []
+        for start in range(0, len(texts), _TOKENIZE_BATCH):
+            batch = list(texts[start : start + _TOKENIZE_BATCH])
+            ids = self._encode(batch, offsets=False)["input_ids"]
+            counts.extend(len(row) for row in ids)
+        return counts
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def _plan(self, jobs: list[_Job]) -> list[list[tuple[int, int]]]:
+        """Character spans of each job's chunks, re-planned tighter where the check finds overflow.
+
+        Unit token counts add up exactly for tokenizers that split on whitespace (WordPiece);
+        the check with the real tokenizer makes the size guarantee hold for any tokenizer.
+        """
+        spans = self._pack_all(jobs)
+        pending = list(range(len(jobs)))
+        for _ in range(_MAX_REPLANS):
+            excess = self._excess(jobs, spans, pending)
+            pending = [j for j in pending if excess.get(j, 0) > 0]
+            if not pending:
+                return spans
+            for j in pending:
+                jobs[j] = _Job(jobs[j].text, max(1, jobs[j].budget - excess[j]), jobs[j].prefix)
+            for j, replanned in zip(pending, self._pack_all([jobs[j] for j in pending])):
+                spans[j] = replanned
+        # Unreachable with real tokenizers (each round shrinks the budget by the overflow);
+        # failing one file beats failing the whole ingestion run.
+        raise ParseError(f"cannot fit chunks into {self.size} tokens with this tokenizer")
+
+    def _excess(self, jobs: list[_Job], spans: list[list[tuple[int, int]]],
+                which: list[int]) -> dict[int, int]:
+        """Tokens over ``size`` in each job's worst chunk, counting the full embedding input."""
+        texts, owners = [], []
+        for j in which:
+            for start, end in spans[j]:
+                texts.append(jobs[j].prefix + jobs[j].text[start:end])
+                owners.append(j)
+        excess: dict[int, int] = {}
+        for j, count in zip(owners, self.count_tokens(texts)):
+            if count > self.size:
+                excess[j] = max(excess.get(j, 0), count - self.size)
+        return excess
+
+    def _pack_all(self, jobs: list[_Job]) -> list[list[tuple[int, int]]]:
+        paragraphs = [
+            (j, span) for j, job in enumerate(jobs) for span in _split(job.text, 0, len(job.text), _PARAGRAPH)
+        ]
+        units: list[list[_Unit]] = [[] for _ in jobs]
+        for first in range(0, len(paragraphs), _TOKENIZE_BATCH):
+            batch = paragraphs[first : first + _TOKENIZE_BATCH]
+            encoded = self._encode([jobs[j].text[a:b] for j, (a, b) in batch], offsets=True)
+            for (j, (a, b)), offsets in zip(batch, encoded["offset_mapping"]):
+                starts = [a + s for s, _ in offsets]
+                ends = [a + e for _, e in offsets]
+                units[j].extend(self._units(jobs[j], (a, b), starts, ends))
+        return [self._pack(job_units, job.budget) for job_units, job in zip(units, jobs)]
+
+    def _units(self, job: _Job, span: tuple[int, int], starts: list[int], ends: list[int]) -> Iterable[_Unit]:
+        """Sentences of one paragraph; lines, then token runs, for sentences over budget."""
+        text, budget = job.text, job.budget
+
+        def count(a: int, b: int) -> int:  # tokens starting inside text[a:b]
+            return bisect_left(starts, b) - bisect_left(starts, a)
+
+        boundary = PARAGRAPH
+        for a, b in _split(text, span[0], span[1], _SENTENCE, group=1):
+            if (n := count(a, b)) <= budget:
+                yield _Unit(a, b, n, boundary)
+            else:
+                for la, lb in _split(text, a, b, _LINE):
+                    if (n := count(la, lb)) <= budget:
+                        yield _Unit(la, lb, n, boundary)
+                    else:
+                        yield from self._hard_cut(text, la, lb, starts, ends, boundary, budget)
+                    boundary = LINE
+            boundary = SENTENCE
+
+    def _hard_cut(self, text: str, a: int, b: int, starts: list[int], ends: list[int],
+                  boundary: int, budget: int) -> Iterable[_Unit]:
+        """Runs of tokens, small enough that packing can fill chunks and overlap by whole runs.
+
+        Cuts fall before a word's first token when one is near, else at any token boundary.
+        """
+        piece = min(budget, max(1, self.overlap // 2)) if self.overlap else budget
+        first, last = bisect_left(starts, a), bisect_left(starts, b)
+        begin = a
+        while last - first > piece:
+            cut = first + piece
+            for c in range(cut, first + max(1, piece // 2), -1):
+                if starts[c] > ends[c - 1]:  # whitespace before this token: a word starts here
+                    cut = c
+                    break
+            end = starts[cut]
+            while end > begin and text[end - 1].isspace():
+                end -= 1
+            yield _Unit(begin, end, cut - first, boundary)
+            boundary, begin, first = TOKEN, starts[cut], cut
+        yield _Unit(begin, b, last - first, boundary)
+
+    def _pack(self, units: list[_Unit], budget: int) -> list[tuple[int, int]]:
+        """Greedy packing up to the budget, ending at the strongest break that keeps a chunk
+        at least half full; the next chunk repeats trailing units worth up to ``overlap`` tokens."""
+        if not units:
+            return []
+        totals = [0, *accumulate(u.tokens for u in units)]
+        spans: list[tuple[int, int]] = []
+        start, fresh, n = 0, 0, len(units)
+        while True:
+            end = start + 1
+            while end < n and totals[end + 1] - totals[start] <= budget:
+                end += 1
+            if end < n:
+                end = _best_break(units, totals, start, max(end, fresh + 1), fresh, budget // 2)
+            spans.append((units[start].start, units[end - 1].end))
+            if end >= n:
+                return spans
+            # Overlap: step back over trailing units, leaving room for the next new unit and
+            # never back to this chunk's own start (so every chunk moves forward).
+            room = min(self.overlap, budget - units[end].tokens)
+            previous, start = start, end
+            while start - 1 > previous and totals[end] - totals[start - 1] <= room:
+                start -= 1
+            fresh = end
+
+    # -- context ------------------------------------------------------------------------------
+
+    def _contexts(self, docs: Sequence[ParsedDocument]) -> dict[_ContextKey, _Context]:
+        """Per (title, heading path): the possibly shortened title/path and its prefix token count.
+
+        A prefix may take at most half the chunk, so a runaway title cannot starve the text.
+        """
+        keys = list(dict.fromkeys((doc.title, s.heading_path) for doc in docs for s in doc.sections))
+        counts = self.count_tokens([_prefix(title, path) for title, path in keys])
+        limit = self.size // 2
+        result = {}
+        for key, tokens in zip(keys, counts):
+            title, path = key
+            if tokens > limit:
+                title, path, tokens = self._shorten(title, path, limit)
+            result[key] = (title, path, tokens)
+        return result
+
+    def _shorten(self, title: str, path: tuple[str, ...], limit: int) -> tuple[str, tuple[str, ...], int]:
+        parts = [title, *path]
+        cap = max(1, limit // max(1, sum(1 for p in parts if p)))
+        while True:
+            cut = self._truncate(parts, cap)
+            tokens = self.count_tokens([_prefix(cut[0], tuple(cut[1:]))])[0]
+            if tokens <= limit:
+                return cut[0], tuple(cut[1:]), tokens
+            if cap == 1:
+                break
+            cap = max(1, cap // 2)
+        # Even one token per part is too much (very deep paths): keep the innermost heading only.
+        last = self._truncate([path[-1]], cap)[0] if path else self._truncate([title], cap)[0]
+        tokens = self.count_tokens([_prefix("", (last,))])[0]
+        return ("", (last,), tokens) if tokens <= limit else ("", (), 0)
+
+    def _truncate(self, parts: list[str], cap: int) -> list[str]:
+        """Each part cut to its first ``cap`` tokens (equal parts stay equal, so dedup still works)."""
+        encoded = self._encode(parts, offsets=True)["offset_mapping"]
+        return [
+            part if len(offs) <= cap else part[: offs[cap - 1][1]].rstrip()
+            for part, offs in zip(parts, encoded)
+        ]
+
+    def _encode(self, texts: list[str], *, offsets: bool) -> Any:
+        return self.tokenizer(
+            texts,
+            add_special_tokens=False,
+            return_offsets_mapping=offsets,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            truncation=False,
+            verbose=False,  # no "sequence longer than the model maximum" log: we cut it ourselves
+        )
+
+
+def _best_break(units: list[_Unit], totals: list[int], start: int, end: int, fresh: int,
+                min_fill: int) -> int:
+    """The chunk end in (start, end] with the strongest break, latest first, among ends that keep
+    the chunk at least ``min_fill`` tokens and add text the previous chunk did not have."""
+    best, best_strength = end, units[end].boundary if end < len(units) else PARAGRAPH
+    for e in range(end - 1, max(start, fresh), -1):
+        if totals[e] - totals[start] < min_fill:
+            break
+        if units[e].boundary < best_strength:
+            best, best_strength = e, units[e].boundary
+    return best
+
+
+def _split(text: str, a: int, b: int, pattern: re.Pattern[str], group: int = 0) -> list[tuple[int, int]]:
+    """Non-blank spans of text[a:b] between the separators ``pattern`` matches, whitespace trimmed."""
+    spans, pos = [], a
+    for match in pattern.finditer(text, a, b):
+        spans.append(_trim(text, pos, match.start(group)))
+        pos = match.end(group)
+    spans.append(_trim(text, pos, b))
+    return [(s, e) for s, e in spans if e > s]
+
+
+def _trim(text: str, a: int, b: int) -> tuple[int, int]:
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1].isspace():
+        b -= 1
+    return a, b
+
+
+def _prefix(title: str, heading_path: tuple[str, ...]) -> str:
+    """Exactly what Chunk.embedding_input puts before the text ('' when there is no context)."""
+    probe = Chunk(id="", doc_id="", source_uri="", ordinal=0, text="", title=title, heading_path=heading_path)
+    return probe.embedding_input()
+
+
+def _special_tokens(tokenizer: Any) -> int:
+    try:
+        return int(tokenizer.num_special_tokens_to_add(pair=False))
+    except Exception:  # not a Hugging Face tokenizer: assume [CLS] ... [SEP]
+        return 2
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=3)
+    log.warning(message)

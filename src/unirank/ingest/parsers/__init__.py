@@ -1,0 +1,95 @@
+"""Choosing a parser by file extension, and the rules every parsed document obeys.
+
+`parse_document` is the one entry point for ingestion: it refuses empty and binary input,
+turns any library failure into a ParseError (so one bad file never stops a run), and
+normalises whitespace so chunking and BM25 see clean text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from unirank.errors import ParseError, UnsupportedFormatError
+from unirank.ingest.documents import ParsedDocument, Parser
+from unirank.ingest.parsers.common import (
+    collapse,
+    decode_text,
+    extension_of,
+    normalize_whitespace,
+    stem_from_uri,
+)
+from unirank.ingest.parsers.docx import DocxParser
+from unirank.ingest.parsers.html import HtmlParser
+from unirank.ingest.parsers.jsonl import JsonlParser
+from unirank.ingest.parsers.markdown import MarkdownParser
+from unirank.ingest.parsers.pdf import PdfParser
+from unirank.ingest.parsers.text import TextParser
+
+PARSERS: tuple[Parser, ...] = (
+    PdfParser(),
+    DocxParser(),
+    HtmlParser(),
+    MarkdownParser(),
+    TextParser(),
+    JsonlParser(),
+)
+_BY_EXTENSION: dict[str, Parser] = {ext: parser for parser in PARSERS for ext in parser.extensions}
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_BY_EXTENSION)
+#: Formats that must be text: a NUL byte or undecodable bytes mean a mislabelled binary file.
+TEXT_EXTENSIONS: frozenset[str] = frozenset(
+    ext for parser in PARSERS if isinstance(parser, (TextParser, MarkdownParser, HtmlParser, JsonlParser))
+    for ext in parser.extensions
+)
+
+__all__ = [
+    "PARSERS",
+    "SUPPORTED_EXTENSIONS",
+    "TEXT_EXTENSIONS",
+    "parse_document",
+    "parser_for",
+]
+
+
+def parser_for(uri: str) -> Parser:
+    ext = extension_of(uri)
+    try:
+        return _BY_EXTENSION[ext]
+    except KeyError:
+        shown = f"'{ext}'" if ext else "(no extension)"
+        raise UnsupportedFormatError(
+            f"{stem_from_uri(uri)}{ext}: unsupported file type {shown}; "
+            f"supported: {', '.join(sorted(SUPPORTED_EXTENSIONS))}"
+        ) from None
+
+
+def parse_document(data: bytes, uri: str) -> list[ParsedDocument]:
+    """Parse one file's bytes into documents with normalised, non-empty sections."""
+    parser = parser_for(uri)
+    if not data or not data.strip():
+        raise ParseError("empty file")
+    if extension_of(uri) in TEXT_EXTENSIONS:
+        # Raises "binary content, not text"; re-encoding means the parser decodes UTF-8 only
+        # and the encoding is detected once.
+        data = decode_text(data).encode("utf-8")
+    try:
+        parsed = parser.parse(data, uri)
+    except ParseError:
+        raise
+    except Exception as exc:  # a library bug or an input it chokes on: report, don't crash the run
+        raise ParseError(f"cannot parse: {type(exc).__name__}: {exc}") from exc
+    documents = [_clean(doc, uri) for doc in parsed]
+    documents = [doc for doc in documents if doc.sections]
+    if not documents:
+        raise ParseError("no text found")
+    return documents
+
+
+def _clean(doc: ParsedDocument, uri: str) -> ParsedDocument:
+    sections = []
+    for section in doc.sections:
+        text = normalize_whitespace(section.text)
+        if text:
+            path = tuple(h for h in (collapse(h) for h in section.heading_path) if h)
+            sections.append(replace(section, text=text, heading_path=path))
+    title = collapse(doc.title) or stem_from_uri(uri)
+    return ParsedDocument(doc_id=doc.doc_id, title=title, sections=sections, metadata=doc.metadata)

@@ -1,0 +1,91 @@
+"""HTML via BeautifulSoup + lxml: page chrome dropped, h1-h6 give heading paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unirank.ingest.documents import ParsedDocument
+from unirank.ingest.parsers.common import SectionBuilder, collapse, decode_text, stem_from_uri
+
+_DROP = ("script", "style", "noscript", "nav", "header", "footer", "template", "iframe", "svg", "head")
+_HEADINGS = {f"h{n}": n for n in range(1, 7)}
+#: Elements whose text stands apart from its neighbours: each ends a paragraph.
+_BLOCKS = frozenset(
+    "address article aside blockquote body caption center dd details dialog dir div dl dt fieldset "
+    "figcaption figure form hr html legend li main menu ol p section summary ul".split()
+)
+
+
+class HtmlParser:
+    extensions: tuple[str, ...] = (".html", ".htm")
+
+    def parse(self, data: bytes, uri: str) -> list[ParsedDocument]:
+        from bs4 import BeautifulSoup
+
+        soup = BeautifulSoup(decode_text(data), "lxml")
+        title_tag = soup.find("title")
+        page_title = collapse(title_tag.get_text()) if title_tag else ""
+        for tag in soup.find_all(_DROP):
+            tag.decompose()
+        walker = _Walker()
+        walker.walk(soup.body or soup)
+        sections = walker.finish()
+        title = page_title or walker.first_heading.get(1) or stem_from_uri(uri)
+        return [ParsedDocument(doc_id=uri, title=title, sections=sections)]
+
+
+class _Walker(SectionBuilder):
+    """Depth-first walk that gathers inline text into paragraphs, cut at block elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inline: list[str] = []
+
+    def end_paragraph(self) -> None:
+        self.paragraph(collapse("".join(self._inline)))
+        self._inline = []
+
+    def walk(self, node: Any) -> None:
+        from bs4 import NavigableString, Tag
+
+        for child in node.children:
+            if isinstance(child, NavigableString):
+                if type(child) is NavigableString:  # not a Comment, CData, Doctype...
+                    self._inline.append(str(child))
+                continue
+            if not isinstance(child, Tag):
+                continue
+            name = child.name
+            if name in _HEADINGS:
+                self.end_paragraph()
+                self.heading(_HEADINGS[name], child.get_text(" "))
+            elif name == "br":
+                self._inline.append(" ")
+            elif name == "pre":
+                self.end_paragraph()
+                self.paragraph(child.get_text())
+            elif name == "table":
+                self.end_paragraph()
+                self.paragraph(_table_text(child))
+            elif name in _BLOCKS:
+                self.end_paragraph()
+                self.walk(child)
+                self.end_paragraph()
+            else:
+                self.walk(child)
+
+    def finish(self) -> list:
+        self.end_paragraph()
+        return super().finish()
+
+
+def _table_text(table: Any) -> str:
+    """One line per row, cells joined by ' | ' (rows of nested tables are not repeated)."""
+    lines = []
+    for row in table.find_all("tr"):
+        if row.find_parent("table") is not table:
+            continue
+        cells = [collapse(cell.get_text(" ")) for cell in row.find_all(["td", "th"], recursive=False)]
+        if any(cells):
+            lines.append(" | ".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""BEIR-style corpora: one JSON object per line, each line its own document.
+
+A bad line fails the whole file: half a corpus in the index is worse than a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+
+from unirank.errors import ParseError
+from unirank.ingest.documents import ParsedDocument, Section
+from unirank.ingest.parsers.common import decode_text
+from unirank.search.types import Metadata
+
+_RESERVED = ("_id", "title", "text")
+
+
+class JsonlParser:
+    extensions: tuple[str, ...] = (".jsonl",)
+
+    def parse(self, data: bytes, uri: str) -> list[ParsedDocument]:
+        docs: list[ParsedDocument] = []
+        seen: dict[str, int] = {}
+        for number, line in enumerate(decode_text(data).splitlines(), start=1):
+            if not line.strip():
+                continue
+            doc = _record(line, number)
+            if doc.doc_id in seen:
+                first = seen[doc.doc_id]
+                raise ParseError(f"line {number}: duplicate _id {doc.doc_id!r} (first on line {first})")
+            seen[doc.doc_id] = number
+            docs.append(doc)
+        return docs
+
+
+def _record(line: str, number: int) -> ParsedDocument:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise ParseError(f"line {number}: expected a JSON object, got {type(record).__name__}")
+    missing = [key for key in ("_id", "text") if record.get(key) is None]
+    if missing:
+        raise ParseError(f"line {number}: missing required field(s) {', '.join(missing)}")
+    doc_id, text = str(record["_id"]).strip(), record["text"]
+    if not doc_id:
+        raise ParseError(f"line {number}: empty _id")
+    if not isinstance(text, str):
+        raise ParseError(f"line {number}: field text must be a string, got {type(text).__name__}")
+    title = record.get("title")
+    title = title if isinstance(title, str) else ""
+    metadata: Metadata = {
+        key: value
+        for key, value in record.items()
+        if key not in _RESERVED and isinstance(value, (str, int, float, bool))
+    }
+    # Some BEIR records carry only a title; index the title rather than drop the record.
+    body = text if text.strip() else title
+    return ParsedDocument(doc_id=doc_id, title=title, sections=[Section(body)], metadata=metadata)

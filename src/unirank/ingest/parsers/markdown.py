@@ -1,0 +1,131 @@
+"""Markdown via markdown-it-py's token stream: headings give paths, YAML front matter gives metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unirank.ingest.documents import ParsedDocument
+from unirank.ingest.parsers.common import SectionBuilder, collapse, decode_text, stem_from_uri
+from unirank.search.types import Metadata
+
+_FENCES = ("---", "...")
+
+
+class MarkdownParser:
+    extensions: tuple[str, ...] = (".md", ".markdown")
+
+    def parse(self, data: bytes, uri: str) -> list[ParsedDocument]:
+        from markdown_it import MarkdownIt
+
+        metadata, body = split_front_matter(decode_text(data))
+        tokens = MarkdownIt("commonmark").enable("table").parse(body)
+        builder = SectionBuilder()
+        _Renderer(builder).render(tokens)
+        sections = builder.finish()
+        title = collapse(str(metadata.pop("title", ""))) or builder.first_heading.get(1) or stem_from_uri(uri)
+        return [ParsedDocument(doc_id=uri, title=title, sections=sections, metadata=metadata)]
+
+
+def split_front_matter(text: str) -> tuple[Metadata, str]:
+    """A `---` block at the very top: simple `key: value` lines become string metadata.
+
+    Deliberately not a YAML parser: nested values and lists are skipped, not guessed at.
+    """
+    lines = text.lstrip("\ufeff").split("\n")
+    if not lines or lines[0].strip() != "---":
+        return {}, text
+    for end in range(1, len(lines)):
+        if lines[end].strip() in _FENCES:
+            break
+    else:
+        return {}, text  # no closing fence: a thematic break, not front matter
+    metadata: Metadata = {}
+    for line in lines[1:end]:
+        if line[:1] in (" ", "\t", "-", "#") or ":" not in line:
+            continue
+        key, value = (part.strip() for part in line.split(":", 1))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        if key and value:
+            metadata[key] = value
+    return metadata, "\n".join(lines[end + 1 :])
+
+
+class _Renderer:
+    """Turns block tokens into paragraphs: list items and table rows become lines of one block."""
+
+    def __init__(self, builder: SectionBuilder) -> None:
+        self.builder = builder
+        self.list_depth = 0
+        self.lines: list[str] = []
+        self.cells: list[str] | None = None
+
+    def render(self, tokens: list[Any]) -> None:
+        heading_level: int | None = None
+        for token in tokens:
+            kind = token.type
+            if kind == "heading_open":
+                heading_level = int(token.tag[1:])
+            elif kind == "heading_close":
+                heading_level = None
+            elif kind == "inline":
+                text = inline_text(token)
+                if heading_level is not None:
+                    self._end_block()
+                    self.builder.heading(heading_level, text)
+                elif self.cells is not None:
+                    self.cells.append(collapse(text))
+                elif self.list_depth:
+                    self.lines.append("  " * (self.list_depth - 1) + "- " + text.strip())
+                else:
+                    self.builder.paragraph(text)
+            elif kind in ("bullet_list_open", "ordered_list_open"):
+                self.list_depth += 1
+            elif kind in ("bullet_list_close", "ordered_list_close"):
+                self.list_depth -= 1
+                if not self.list_depth:
+                    self._end_block()
+            elif kind == "table_open":
+                self._end_block()
+            elif kind == "tr_open":
+                self.cells = []
+            elif kind == "tr_close":
+                if self.cells and any(self.cells):
+                    self.lines.append(" | ".join(self.cells))
+                self.cells = None
+            elif kind == "table_close":
+                self._end_block()
+            elif kind in ("fence", "code_block"):
+                self._code(token.content.rstrip("\n"))
+            elif kind == "html_block":
+                self._code(_strip_html(token.content))
+
+    def _code(self, text: str) -> None:
+        if self.list_depth:
+            self.lines.append(text)
+        else:
+            self.builder.paragraph(text)
+
+    def _end_block(self) -> None:
+        if self.lines:
+            self.builder.paragraph("\n".join(self.lines))
+            self.lines = []
+
+
+def inline_text(token: Any) -> str:
+    """Plain text of an inline token: markup dropped, code spans and image alt text kept."""
+    parts = []
+    for child in token.children or []:
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+        elif child.type == "image":
+            parts.append(child.content)
+    return "".join(parts)
+
+
+def _strip_html(html: str) -> str:
+    from bs4 import BeautifulSoup
+
+    return BeautifulSoup(html, "lxml").get_text(" ")

@@ -1,0 +1,34 @@
+"""Read what a model folder is (dims, max sequence length, base model) to record it on registration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from unirank.errors import ModelLoadError
+
+
+def describe_model_folder(path: Path, role: str) -> dict[str, Any]:
+    path = Path(path)
+    config_path = path / "config.json"
+    if not config_path.exists():
+        raise ModelLoadError(f"{path} has no config.json: it is not a saved transformers/sentence-transformers model.")
+    config = json.loads(config_path.read_text())
+    info: dict[str, Any] = {"base_model": config.get("_name_or_path") or config.get("model_type", "unknown"),
+                            "architecture": (config.get("architectures") or ["?"])[0]}
+    if role == "embedder":
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        except Exception as exc:
+            raise ModelLoadError(f"{path} does not load as a sentence-transformers embedder: {exc}") from exc
+        info["dims"] = int(model.get_embedding_dimension())
+        info["max_seq_length"] = int(model.max_seq_length)
+    else:
+        ce_config = path / "config_sentence_transformers.json"
+        extra = json.loads(ce_config.read_text()) if ce_config.exists() else {}
+        info["max_seq_length"] = int(extra.get("max_length") or config.get("max_position_embeddings", 512))
+        info["num_labels"] = int(config.get("num_labels", len(config.get("id2label", {})) or 1))
+    return info

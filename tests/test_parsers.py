@@ -1,0 +1,381 @@
+"""Parsers on real files made here: every format, and the failures ingestion must report."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from unirank.errors import ParseError, UnsupportedFormatError
+from unirank.ingest.parsers import SUPPORTED_EXTENSIONS, parse_document, parser_for
+from unirank.ingest.parsers.common import stem_from_uri
+
+
+def parse(path: Path):
+    return parse_document(path.read_bytes(), path.resolve().as_uri())
+
+
+def only(path: Path):
+    docs = parse(path)
+    assert len(docs) == 1
+    return docs[0]
+
+
+# -- PDF -----------------------------------------------------------------------------------------
+
+
+def make_pdf(path: Path, pages: list[str], title: str | None = "Security whitepaper") -> Path:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    if title:
+        pdf.set_title(title)
+    pdf.set_font("Helvetica", size=11)
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 6, text)
+    pdf.output(str(path))
+    return path
+
+
+PAGES = [
+    "Encryption at rest. All data is encrypted with AES-256 and keys are rotated yearly.",
+    "Access control. Engineers reach production through a bastion host with short-lived certificates.",
+]
+
+
+def test_pdf_has_one_section_per_page_and_its_metadata_title(tmp_path):
+    doc = only(make_pdf(tmp_path / "whitepaper.pdf", PAGES))
+    assert doc.title == "Security whitepaper"
+    assert doc.doc_id == (tmp_path / "whitepaper.pdf").resolve().as_uri()
+    assert [s.page for s in doc.sections] == [1, 2]
+    assert "AES-256" in doc.sections[0].text and "bastion" not in doc.sections[0].text
+    assert "bastion host" in doc.sections[1].text
+
+
+def test_pdf_without_a_metadata_title_is_named_after_the_file(tmp_path):
+    doc = only(make_pdf(tmp_path / "quarterly-report.pdf", PAGES[:1], title=None))
+    assert doc.title == "quarterly-report"
+
+
+def test_corrupt_pdfs_are_parse_errors(tmp_path):
+    garbage = tmp_path / "broken.pdf"
+    garbage.write_bytes(b"%PDF-1.7\n" + random.Random(7).randbytes(4096))
+    with pytest.raises(ParseError, match="PDF"):
+        parse(garbage)
+
+    whole = make_pdf(tmp_path / "whole.pdf", PAGES).read_bytes()
+    truncated = tmp_path / "truncated.pdf"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ParseError, match="PDF"):
+        parse(truncated)
+
+
+def test_a_pdf_with_no_text_needs_ocr(tmp_path):
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.rect(20, 20, 80, 40)
+    pdf.output(str(tmp_path / "scan.pdf"))
+    with pytest.raises(ParseError, match="no extractable text.*OCR"):
+        parse(tmp_path / "scan.pdf")
+
+
+def test_a_password_protected_pdf_is_refused(tmp_path):
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=11)
+    pdf.add_page()
+    pdf.cell(text="Top secret merger plans.")
+    pdf.set_encryption(owner_password="owner", user_password="reader")
+    pdf.output(str(tmp_path / "locked.pdf"))
+    with pytest.raises(ParseError, match="encrypted"):
+        parse(tmp_path / "locked.pdf")
+
+
+# -- DOCX ----------------------------------------------------------------------------------------
+
+
+def test_docx_headings_give_heading_paths_and_tables_are_read(tmp_path):
+    from docx import Document
+
+    document = Document()
+    document.add_heading("Travel policy", level=0)
+    document.add_paragraph("This policy applies to all staff.")
+    document.add_heading("Booking", level=1)
+    document.add_paragraph("Book flights through the travel portal.")
+    document.add_heading("Hotels", level=2)
+    document.add_paragraph("Hotels up to 150 euros per night.")
+    table = document.add_table(rows=2, cols=2)
+    table.cell(0, 0).text, table.cell(0, 1).text = "City", "Nightly limit"
+    table.cell(1, 0).text, table.cell(1, 1).text = "Paris", "210 euros"
+    document.add_heading("Expenses", level=1)
+    document.add_paragraph("Submit receipts within 30 days.")
+    document.save(str(tmp_path / "policy.docx"))
+
+    doc = only(tmp_path / "policy.docx")
+    assert doc.title == "Travel policy"  # no core title: the Title paragraph
+    paths = {s.heading_path: s.text for s in doc.sections}
+    assert paths[("Travel policy",)] == "This policy applies to all staff."
+    assert paths[("Travel policy", "Booking")] == "Book flights through the travel portal."
+    hotels = paths[("Travel policy", "Booking", "Hotels")]
+    assert "150 euros" in hotels and "Paris | 210 euros" in hotels and "City | Nightly limit" in hotels
+    assert paths[("Travel policy", "Expenses")] == "Submit receipts within 30 days."
+
+
+def test_docx_title_prefers_core_properties_then_falls_back_to_the_stem(tmp_path):
+    from docx import Document
+
+    document = Document()
+    document.core_properties.title = "Official title"
+    document.add_heading("Visible heading", level=1)
+    document.add_paragraph("Body.")
+    document.save(str(tmp_path / "a.docx"))
+    assert only(tmp_path / "a.docx").title == "Official title"
+
+    document = Document()
+    document.add_paragraph("Just a body, no headings.")
+    document.save(str(tmp_path / "meeting-notes.docx"))
+    doc = only(tmp_path / "meeting-notes.docx")
+    assert doc.title == "meeting-notes" and doc.sections[0].heading_path == ()
+
+
+def test_a_corrupt_docx_is_a_parse_error(tmp_path):
+    (tmp_path / "bad.docx").write_bytes(b"PK\x03\x04 this is not really a zip archive")
+    with pytest.raises(ParseError, match="docx"):
+        parse(tmp_path / "bad.docx")
+
+
+# -- HTML ----------------------------------------------------------------------------------------
+
+
+HTML = """<!doctype html>
+<html><head><title>Incident runbook</title><style>body { color: red }</style>
+<script>var tracking = "analytics";</script></head>
+<body>
+<nav>Home | Runbooks</nav><header>Company header</header>
+<h1>Incident response</h1>
+<p>Anyone may declare an incident.</p>
+<h2>Severity</h2>
+<p>SEV1 means the product is down.</p><p>SEV2 means a feature is <b>degraded</b>.</p>
+<ul><li>Page the commander</li><li>Open a channel</li></ul>
+<h3>Examples</h3>
+<table><tr><th>Level</th><th>Example</th></tr><tr><td>SEV1</td><td>Login broken</td></tr></table>
+<h2>Roles</h2>
+<div>The commander decides.</div>
+<noscript>Enable JavaScript</noscript>
+<footer>Copyright 2024</footer>
+<script>console.log("x")</script>
+</body></html>
+"""
+
+
+def test_html_drops_page_chrome_and_builds_heading_paths(tmp_path):
+    (tmp_path / "runbook.html").write_text(HTML)
+    doc = only(tmp_path / "runbook.html")
+    assert doc.title == "Incident runbook"
+    everything = " ".join(s.text for s in doc.sections)
+    for dropped in ("analytics", "color", "Home", "Company header", "Copyright", "console", "JavaScript"):
+        assert dropped not in everything
+    paths = {s.heading_path: s.text for s in doc.sections}
+    assert paths[("Incident response",)] == "Anyone may declare an incident."
+    severity = paths[("Incident response", "Severity")]
+    assert severity.startswith("SEV1 means the product is down.\n\nSEV2 means a feature is degraded.")
+    assert "Page the commander\n\nOpen a channel" in severity
+    assert "SEV1 | Login broken" in paths[("Incident response", "Severity", "Examples")]
+    assert paths[("Incident response", "Roles")] == "The commander decides."
+
+
+def test_html_title_falls_back_to_the_first_h1_then_the_stem(tmp_path):
+    (tmp_path / "a.htm").write_text("<h1>First heading</h1><p>Text.</p>")
+    assert only(tmp_path / "a.htm").title == "First heading"
+    (tmp_path / "plain-page.html").write_text("<p>Text only.</p>")
+    assert only(tmp_path / "plain-page.html").title == "plain-page"
+
+
+# -- Markdown ------------------------------------------------------------------------------------
+
+
+MARKDOWN = """---
+title: "API keys and rotation"
+team: platform
+tags:
+  - security
+---
+# API keys
+
+Every service authenticates with an API key
+sent as a bearer token.
+
+## Rotating a key
+
+Rotate keys every **90 days**.
+
+- Create the successor
+- Redeploy clients
+
+```bash
+unirank-keys rotate --grace 24h
+```
+
+| Scope | Meaning |
+|-------|---------|
+| admin | everything |
+
+# Appendix
+
+See also the `security` guide.
+"""
+
+
+def test_markdown_front_matter_headings_and_code(tmp_path):
+    (tmp_path / "api-keys.md").write_text(MARKDOWN)
+    doc = only(tmp_path / "api-keys.md")
+    assert doc.title == "API keys and rotation"
+    assert doc.metadata == {"team": "platform"}  # title is the title; the list is skipped
+    paths = {s.heading_path: s.text for s in doc.sections}
+    assert paths[("API keys",)] == "Every service authenticates with an API key sent as a bearer token."
+    rotating = paths[("API keys", "Rotating a key")]
+    assert rotating.startswith("Rotate keys every 90 days.\n\n")
+    assert "- Create the successor\n- Redeploy clients" in rotating
+    assert "unirank-keys rotate --grace 24h" in rotating
+    assert "admin | everything" in rotating
+    assert paths[("Appendix",)] == "See also the security guide."
+    assert "---" not in " ".join(paths.values()) and "team:" not in " ".join(paths.values())
+
+
+def test_markdown_title_falls_back_to_h1_then_stem(tmp_path):
+    (tmp_path / "x.markdown").write_text("Intro.\n\n# Real title\n\nBody.")
+    assert only(tmp_path / "x.markdown").title == "Real title"
+    (tmp_path / "notes.md").write_text("Just notes.")
+    assert only(tmp_path / "notes.md").title == "notes"
+
+
+# -- plain text ----------------------------------------------------------------------------------
+
+
+def test_text_keeps_paragraphs_and_collapses_spaces(tmp_path):
+    (tmp_path / "onboarding.txt").write_text("First  day:\tlaptop.\r\n\r\n\r\n\nSecond   paragraph.\n")
+    doc = only(tmp_path / "onboarding.txt")
+    assert doc.title == "onboarding"
+    assert [s.text for s in doc.sections] == ["First day: laptop.\n\nSecond paragraph."]
+
+
+def test_text_in_latin_1_is_detected(tmp_path):
+    text = ("Die Straße führt über die Brücke zum Schloß. Überall blühen Rosen, "
+            "und die Bürger grüßen fröhlich. Café, Crème brûlée und Äpfel gibt es am Markt.\n") * 3
+    (tmp_path / "german.txt").write_bytes(text.encode("latin-1"))
+    assert "Straße führt über die Brücke" in only(tmp_path / "german.txt").sections[0].text
+
+
+def test_utf8_with_bom_is_read(tmp_path):
+    (tmp_path / "bom.txt").write_bytes("\ufeffNaïve café".encode("utf-8"))
+    assert only(tmp_path / "bom.txt").sections[0].text == "Naïve café"
+
+
+# -- JSONL ---------------------------------------------------------------------------------------
+
+
+def test_jsonl_records_become_documents_with_scalar_metadata(tmp_path):
+    records = [
+        {"_id": "faq-1", "title": "Export", "text": "Admins can export data.", "category": "data",
+         "votes": 12, "score": 0.5, "public": True, "nested": {"skip": 1}, "tags": ["x"]},
+        {"_id": 2, "text": "Untitled answer."},
+    ]
+    lines = [json.dumps(r) for r in records]
+    (tmp_path / "faq.jsonl").write_text(lines[0] + "\n\n" + lines[1] + "\n")
+    docs = parse(tmp_path / "faq.jsonl")
+    assert [d.doc_id for d in docs] == ["faq-1", "2"]
+    assert docs[0].title == "Export" and docs[0].sections[0].text == "Admins can export data."
+    assert docs[0].metadata == {"category": "data", "votes": 12, "score": 0.5, "public": True}
+    assert docs[1].title == "faq" and docs[1].metadata == {}
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "reason"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"_id": "x"}', "text"),
+        ('{"text": "no id"}', "_id"),
+        ("[1, 2]", "object"),
+    ],
+)
+def test_a_bad_jsonl_line_fails_the_file_naming_the_line(tmp_path, bad_line, reason):
+    good = json.dumps({"_id": "a", "text": "Fine."})
+    (tmp_path / "corpus.jsonl").write_text(f"{good}\n{good.replace('a', 'b')}\n{bad_line}\n")
+    with pytest.raises(ParseError, match=f"line 3.*{reason}"):
+        parse(tmp_path / "corpus.jsonl")
+
+
+def test_a_duplicate_jsonl_id_fails_the_file(tmp_path):
+    good = json.dumps({"_id": "a", "text": "Fine."})
+    (tmp_path / "dup.jsonl").write_text(f"{good}\n{good}\n")
+    with pytest.raises(ParseError, match="line 2: duplicate _id 'a'"):
+        parse(tmp_path / "dup.jsonl")
+
+
+# -- shared rules --------------------------------------------------------------------------------
+
+
+def test_empty_and_blank_files_are_refused(tmp_path):
+    for name in ("empty.txt", "empty.pdf", "blank.md"):
+        (tmp_path / name).write_bytes(b"" if name.startswith("empty") else b"  \n\n ")
+        with pytest.raises(ParseError, match="empty file"):
+            parse(tmp_path / name)
+
+
+def test_a_file_with_only_markup_has_no_text(tmp_path):
+    (tmp_path / "chrome.html").write_text("<html><head><title>T</title></head><body><nav>x</nav></body>")
+    with pytest.raises(ParseError, match="no text found"):
+        parse(tmp_path / "chrome.html")
+
+
+ELF = b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 8
+NO_NUL = random.Random(3).randbytes(4096).replace(b"\x00", b"\x01")  # binary that never has a NUL
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [("firmware.txt", ELF), ("image.md", ELF), ("blob.html", ELF), ("data.jsonl", ELF), ("noise.txt", NO_NUL)],
+)
+def test_binary_content_with_a_text_extension_is_refused(tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ParseError, match="binary content, not text"):
+        parse(tmp_path / name)
+
+
+def test_an_unsupported_extension_lists_the_supported_ones(tmp_path):
+    (tmp_path / "setup.exe").write_bytes(b"MZ\x90\x00")
+    with pytest.raises(UnsupportedFormatError, match=r"unsupported file type '\.exe'; supported: .*\.pdf"):
+        parse(tmp_path / "setup.exe")
+    with pytest.raises(UnsupportedFormatError):
+        parser_for("s3://bucket/README")
+
+
+def test_parsers_are_chosen_by_lower_cased_extension():
+    expected = {".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt", ".text", ".jsonl"}
+    assert SUPPORTED_EXTENSIONS == expected
+    assert parser_for("s3://bucket/Report.PDF").extensions == (".pdf",)
+    assert parser_for("file:///tmp/notes.Md").extensions == (".md", ".markdown")
+
+
+@pytest.mark.parametrize(
+    ("uri", "stem"),
+    [
+        ("file:///abs/path/white%20paper.pdf", "white paper"),
+        ("s3://bucket/key/x.pdf", "x"),
+        ("oss://bucket/deep/dir/report.final.docx", "report.final"),
+        ("/plain/path/notes.md", "notes"),
+    ],
+)
+def test_the_file_stem_comes_from_any_uri(uri, stem):
+    assert stem_from_uri(uri) == stem
+
+
+def test_object_storage_uris_parse_like_files():
+    doc = parse_document(b"Hello from a bucket.", "s3://bucket/team/readme.txt")[0]
+    assert doc.doc_id == "s3://bucket/team/readme.txt" and doc.title == "readme"
