@@ -29,7 +29,8 @@ def print_json(data: Any) -> None:
 
 
 def _location(uri: str, page: int | None) -> str:
-    return f"{uri} p.{page}" if page else uri
+    short = uri.rsplit("/", 1)[-1] if uri.startswith("file://") else uri
+    return f"{short} p.{page}" if page else short
 
 
 def print_results(results: SearchResults) -> None:
@@ -46,7 +47,7 @@ def print_results(results: SearchResults) -> None:
     table.add_column("passage", ratio=3)
     for rank, hit in enumerate(results.hits, start=1):
         c = hit.chunk
-        heading = " > ".join(c.heading_path)
+        heading = " > ".join(h for h in c.heading_path if h != c.title)
         doc = f"[bold]{c.title or c.doc_id}[/bold]\n{heading + chr(10) if heading else ''}[dim]{_location(c.source_uri, c.page)}[/dim]"
         text = c.text if len(c.text) <= 300 else c.text[:300] + "…"
         table.add_row(str(rank), f"{hit.score:.4f}", doc, text)

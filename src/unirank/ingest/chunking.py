@@ -351,4 +351,3 @@ def _special_tokens(tokenizer: Any) -> int:
 
 def _warn(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=3)
-    log.warning(message)

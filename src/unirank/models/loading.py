@@ -70,7 +70,15 @@ def is_cross_encoder(path: str) -> bool:
     return True
 
 
+def _quiet_transformers() -> None:
+    """Model loading progress bars are noise in a CLI that loads one small model."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def load_embedder(settings: Settings) -> Embedder:
+    _quiet_transformers()
     path, name, version = resolve_model_path(settings.embedder.model, settings.models_dir)
     return SentenceTransformerEmbedder(
         path,
@@ -83,6 +91,7 @@ def load_embedder(settings: Settings) -> Embedder:
 
 
 def load_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker:
+    _quiet_transformers()
     path, name, version = resolve_model_path(settings.reranker.model, settings.models_dir)
     if is_cross_encoder(path):
         return CrossEncoderReranker(
