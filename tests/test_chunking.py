@@ -62,12 +62,10 @@ def covered(section_text: str, chunk_texts: list[str]) -> None:
 # -- sizes ---------------------------------------------------------------------------------------
 
 
-def test_a_size_above_the_model_maximum_is_clamped_with_a_warning(tokenizer, caplog):
-    with caplog.at_level(logging.WARNING, logger="unirank.ingest.chunking"):
-        with pytest.warns(UserWarning, match=r"512.*254.*using 254"):
-            c = Chunker(tokenizer, MAX_SEQ_LENGTH, size=512, overlap=64)
+def test_a_size_above_the_model_maximum_is_clamped_with_a_warning(tokenizer):
+    with pytest.warns(UserWarning, match=r"512.*254.*using 254"):
+        c = Chunker(tokenizer, MAX_SEQ_LENGTH, size=512, overlap=64)
     assert (c.size, c.requested_size, c.clamped, c.overlap) == (254, 512, True, 64)
-    assert any("512" in r.message and "254" in r.message for r in caplog.records)
 
 
 def test_a_size_within_the_model_maximum_is_kept_silently(tokenizer):
