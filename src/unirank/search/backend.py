@@ -6,11 +6,11 @@ their chunks hydrated and ``scores`` naming the stage that produced each score.
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence
+from typing import Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from unirank.search.types import Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
+from unirank.search.types import Chunk, Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
 
 Filters = Mapping[str, str]
 
@@ -46,6 +46,10 @@ class SearchBackend(Protocol):
 
     def delete(self, index: str, source_uris: Sequence[str]) -> int:
         """Remove sources and their chunks; returns the number of chunks removed."""
+        ...
+
+    def iter_chunks(self, index: str, batch_size: int = 1000) -> Iterator[list[Chunk]]:
+        """Every chunk in the index, in batches (training data, re-embedding into a new index)."""
         ...
 
     def flush(self, index: str) -> None:

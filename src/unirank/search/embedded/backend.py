@@ -14,7 +14,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -25,7 +25,7 @@ from unirank.search.embedded.fulltext import FullTextIndex
 from unirank.search.embedded.store import ChunkStore, WriteOutcome, filter_term_set, filter_terms
 from unirank.search.embedded.vectors import VectorIndex
 from unirank.search.fusion import reciprocal_rank_fusion
-from unirank.search.types import Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
+from unirank.search.types import Chunk, Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,11 @@ class EmbeddedBackend:
             outcome = handle.store.delete_sources(source_uris)
             self._apply_derived(handle, outcome)
         return len(outcome.removed_keys)
+
+    def iter_chunks(self, index: str, batch_size: int = 1000) -> Iterator[list[Chunk]]:
+        handle = self._handle(index)
+        for rows in handle.store.iter_all(batch_size):
+            yield [chunk for _, chunk, _ in rows]
 
     def flush(self, index: str) -> None:
         handle = self._handle(index)
