@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Mapping
+from typing import Callable, Mapping
 
 from unirank.ingest.pipeline import Ingestor, ProgressCallback
 from unirank.ingest.report import IngestReport
@@ -72,6 +72,17 @@ class Unirank:
 
     def index_info(self, index: str) -> IndexInfo:
         return self.backend.info(index)
+
+    def rebuild_index(self, index: str, model: str, progress: Callable[[str], None] | None = None) -> IndexInfo:
+        """Re-embed ``index`` with ``model`` (e.g. ``cisi-embed@3``) into a new version and switch to it."""
+        from unirank.search.rebuild import reembedded_sources
+
+        settings = self.settings.model_copy(deep=True)
+        settings.embedder.model = model
+        embedder = load_embedder(settings)
+        if progress:
+            progress(f"re-embedding {index} with {embedder.signature}")
+        return self.backend.rebuild(index, reembedded_sources(self.backend, index, embedder), embedder.signature)
 
     def delete_index(self, index: str) -> None:
         self.backend.delete_index(index)

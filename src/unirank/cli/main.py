@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from unirank.api import Unirank
+from unirank.cli import training
 from unirank.cli.models import models_app
 from unirank.cli.output import console, errors, fail, print_indexes, print_json, print_report, print_results
 from unirank.errors import InvalidQueryError, UnirankError
@@ -21,6 +22,8 @@ config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=Tr
 app.add_typer(index_app, name="index")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+app.command("train")(training.train)
+app.command("eval")(training.evaluate)
 
 
 def _client() -> Unirank:
@@ -124,6 +127,20 @@ def index_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fal
     else:
         for key, value in info.to_dict().items():
             console.print(f"[bold]{key}[/bold]: {value}")
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    name: str,
+    model: Annotated[str, typer.Option(help="Embedder to re-embed with, e.g. mymodel-embed@prod.")],
+) -> None:
+    """Re-embed an index with another embedder into a new version, then switch to it atomically."""
+    ur = _client()
+    try:
+        info = ur.rebuild_index(name, model, progress=lambda m: errors.print(f"[dim]· {m}[/dim]"))
+    except UnirankError as exc:
+        fail(exc)
+    console.print(f"Index {name!r} now uses {info.model} ({info.chunk_count} chunks).")
 
 
 @index_app.command("delete")

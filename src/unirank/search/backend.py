@@ -6,7 +6,7 @@ their chunks hydrated and ``scores`` naming the stage that produced each score.
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Protocol, Sequence
+from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -54,6 +54,11 @@ class SearchBackend(Protocol):
 
     def flush(self, index: str) -> None:
         """Make everything written so far durable in every structure (end of an ingest run)."""
+        ...
+
+    def rebuild(self, index: str, sources: Iterable[Sequence[IndexedSource]], model: ModelSignature) -> IndexInfo:
+        """Write ``sources`` into a new version of ``index`` for ``model``, then switch the name to it
+        atomically: searches see the old version until the new one is complete."""
         ...
 
     def bm25(self, index: str, query: str, top_k: int, filters: Filters | None = None) -> list[Hit]: ...

@@ -14,7 +14,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -138,6 +138,45 @@ class EmbeddedBackend:
                 updated_at=meta["updated_at"],
                 details={"path": str(handle.version_dir), "generation": int(meta["generation"])},
             )
+
+    def rebuild(self, index: str, sources: Iterable[Sequence[IndexedSource]], model: ModelSignature) -> IndexInfo:
+        current = self._current_dir(index)
+        folder = current.parent
+        number = max(int(p.name[1:]) for p in folder.glob("v[0-9]*") if p.name[1:].isdigit()) + 1
+        new_dir = folder / f"v{number}"
+        shutil.rmtree(new_dir, ignore_errors=True)
+        new_dir.mkdir()
+        store = ChunkStore(new_dir / "chunks.sqlite")
+        store.init_meta(model)
+        store.close()
+        (new_dir / "derived.json").write_text(json.dumps({"fulltext": 0, "vectors": 0}))
+        handle = _Handle(version_dir=new_dir, store=ChunkStore(new_dir / "chunks.sqlite"),
+                         fulltext=FullTextIndex(new_dir / "fulltext"),
+                         vectors=VectorIndex(new_dir / "vectors.usearch", model.dims, ef_search=self.ef_search),
+                         model=model)
+        try:
+            for batch in sources:
+                for source in batch:
+                    if len(source.chunks) and source.vectors.shape[1] != model.dims:
+                        raise DimensionMismatchError(index, str(model), model.dims, "the given vectors",
+                                                     int(source.vectors.shape[1]))
+                outcome = handle.store.replace_sources(batch)
+                self._apply_derived(handle, outcome)
+            handle.vectors.save()
+            handle.write_derived(vectors=handle.store.generation())
+        except BaseException:
+            handle.close()
+            shutil.rmtree(new_dir, ignore_errors=True)
+            raise
+        handle.close()
+        with self._lock(index):
+            tmp = folder / "CURRENT.tmp"
+            tmp.write_text(new_dir.name)
+            os.replace(tmp, folder / "CURRENT")  # the atomic switch
+        for old in folder.glob("v[0-9]*"):
+            if old.is_dir() and old not in (new_dir, current):
+                shutil.rmtree(old, ignore_errors=True)  # keep the previous version, drop older ones
+        return self.info(index)
 
     # -- opening and repair ---------------------------------------------------------------------
     def _handle(self, index: str) -> _Handle:

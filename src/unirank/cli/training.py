@@ -1,0 +1,126 @@
+"""``unirank train`` and ``unirank eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from unirank.api import Unirank
+from unirank.cli.output import console, errors, fail, print_json
+from unirank.errors import UnirankError
+from unirank.evaluation.metrics import METRICS
+
+
+def _stage(message: str) -> None:
+    errors.print(f"[dim]· {message}[/dim]")
+
+
+def train(
+    name: Annotated[str, typer.Option("--name", help="Registers NAME-embed and NAME-rerank.")],
+    index: Annotated[Optional[str], typer.Option(help="Train on this index's chunks.")] = None,
+    beir: Annotated[Optional[Path], typer.Option(help="Train on a BEIR folder's corpus (indexed first).")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(help="Labelled pairs: JSONL {query, positive[, negative]} or TSV.")] = None,
+    qrels: Annotated[Optional[Path], typer.Option(help="Qrels TSV of training queries (labels).")] = None,
+    queries: Annotated[Optional[Path], typer.Option(help="Query texts for --qrels (default: the BEIR folder's).")] = None,
+    base: Annotated[str, typer.Option(help="Base model: `base`, a folder, or a registry ref.")] = "base",
+    pseudo: Annotated[Optional[bool], typer.Option("--pseudo/--no-pseudo", help="Add pseudo-queries (default: only without labels).")] = None,
+    epochs: Annotated[float, typer.Option(help="Epochs for both models.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
+    seed: Annotated[int, typer.Option()] = 13,
+    fresh: Annotated[bool, typer.Option(help="Start over instead of resuming this run.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Fine-tune an embedder and a cross-encoder reranker, and register both."""
+    from unirank.training.embedder_trainer import EmbedderTrainingConfig
+    from unirank.training.job import TrainJob, TrainRequest
+    from unirank.training.reranker_trainer import RerankerTrainingConfig
+
+    request = TrainRequest(
+        name=name, index=index, beir=beir, pairs=pairs, qrels=qrels, queries=queries, base=base, pseudo=pseudo,
+        seed=seed, fresh=fresh,
+        embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),
+        reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),
+    )
+    with Unirank() as ur:
+        try:
+            result = TrainJob(ur.settings, ur.backend, ur.embedder, request, stage=_stage).run()
+        except UnirankError as exc:
+            fail(exc)
+    summary = {"run_dir": str(result.run_dir), "embedder": result.embedder.ref, "reranker": result.reranker.ref,
+               "data": result.stats, "validation": result.metrics}
+    if as_json:
+        print_json(summary)
+        return
+    console.print(f"Registered [bold]{result.embedder.ref}[/bold] and [bold]{result.reranker.ref}[/bold] "
+                  f"(run folder {result.run_dir}).")
+    console.print(f"Validation: embedder nDCG@10 {result.metrics['embedder'].get('ndcg@10', 0):.4f}, "
+                  f"reranker nDCG@10 {result.metrics['reranker'].get('ndcg@10', 0):.4f}")
+    console.print(f"Next: unirank eval --beir DIR --models base,{name}   then   "
+                  f"unirank models promote {result.embedder.ref} --alias prod")
+
+
+def evaluate(
+    index: Annotated[Optional[str], typer.Option(help="Evaluate on this index (needs --queries and --qrels).")] = None,
+    beir: Annotated[Optional[Path], typer.Option(help="A BEIR folder: its corpus, queries and qrels/test.tsv.")] = None,
+    queries: Annotated[Optional[Path], typer.Option()] = None,
+    qrels: Annotated[Optional[Path], typer.Option()] = None,
+    models: Annotated[str, typer.Option(help="Comma-separated: base, a trained NAME[@ALIAS], or registry refs.")] = "base",
+    holdout_only: Annotated[bool, typer.Option(help="Drop queries a model was trained on instead of refusing.")] = False,
+    record: Annotated[bool, typer.Option(help="Store the figures in the registry (promotion uses them).")] = True,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a bar chart PNG.")] = None,
+) -> None:
+    """nDCG@10, Recall@10/100 and MRR@10 for bm25, knn, hybrid and hybrid+rerank per model."""
+    from unirank.evaluation.datasets import EvalSet, load_beir, load_qrels, load_queries
+    from unirank.evaluation.runner import Evaluation, plot, record_metrics, resolve_specs
+    from unirank.registry import ModelRegistry
+    from unirank.training.job import ensure_beir_index
+
+    with Unirank() as ur:
+        registry = ModelRegistry(ur.settings.models_dir)
+        try:
+            if (index is None) == (beir is None):
+                raise UnirankError("Give exactly one of --index NAME or --beir DIR.")
+            if beir:
+                data = load_beir(beir).judged()
+                name = f"beir:{beir.resolve().name}"
+            else:
+                if not (queries and qrels):
+                    raise UnirankError("--index needs --queries FILE and --qrels FILE (held-out queries).")
+                data = EvalSet(queries=load_queries(queries), qrels=load_qrels(qrels)).judged()
+                name = f"index:{index}"
+            specs = resolve_specs(models.split(","), registry)
+            evaluation = Evaluation(ur.settings, ur.backend, stage=_stage)
+
+            def index_for(embedder):
+                if beir:
+                    return ensure_beir_index(ur.settings, ur.backend, embedder, beir, _stage)
+                from unirank.search.rebuild import reembedded_index
+
+                return reembedded_index(ur.backend, index, embedder, stage=_stage)
+
+            results = evaluation.run(data, specs, index_for, holdout_only=holdout_only)
+            if record:
+                record_metrics(registry, results, specs, name)
+        except UnirankError as exc:
+            fail(exc)
+        finally:
+            registry.close()
+    meta = results.pop("_meta")
+    if plot_path:
+        plot(results, plot_path, f"{name} ({meta['queries']} held-out queries)")
+    if as_json:
+        print_json(results)
+        return
+    table = Table(title=f"{name}: {meta['queries']} held-out queries")
+    table.add_column("system")
+    for metric in METRICS:
+        table.add_column(metric, justify="right")
+    for system, scores in results.items():
+        table.add_row(system, *(f"{scores[m]:.4f}" for m in METRICS))
+    console.print(table)
+    if plot_path:
+        console.print(f"Chart: {plot_path}")

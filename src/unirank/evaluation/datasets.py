@@ -1,0 +1,78 @@
+"""Evaluation data: BEIR folders, query files and qrels."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from unirank.errors import UnirankError
+
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass
+class EvalSet:
+    queries: dict[str, str]
+    qrels: Qrels
+    corpus_path: Path | None = None
+
+    def judged(self) -> "EvalSet":
+        """Only queries that have at least one relevant document."""
+        keep = {q: t for q, t in self.queries.items() if any(v > 0 for v in self.qrels.get(q, {}).values())}
+        return EvalSet(queries=keep, qrels={q: self.qrels[q] for q in keep}, corpus_path=self.corpus_path)
+
+    def subset(self, query_ids: set[str]) -> "EvalSet":
+        return EvalSet(queries={q: t for q, t in self.queries.items() if q in query_ids},
+                       qrels={q: r for q, r in self.qrels.items() if q in query_ids},
+                       corpus_path=self.corpus_path)
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    """JSONL ``{"_id", "text"}`` (BEIR) or TSV ``id<TAB>text``."""
+    path = Path(path)
+    if not path.exists():
+        raise UnirankError(f"Query file {path} does not exist.")
+    queries: dict[str, str] = {}
+    with path.open(encoding="utf-8") as handle:
+        if path.suffix == ".jsonl":
+            for n, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                        queries[str(record["_id"])] = str(record["text"])
+                    except (json.JSONDecodeError, KeyError) as exc:
+                        raise UnirankError(f"{path}:{n}: expected {{\"_id\", \"text\"}}: {exc}") from exc
+        else:
+            for row in csv.reader(handle, delimiter="\t"):
+                if len(row) >= 2:
+                    queries[row[0]] = row[1]
+    return queries
+
+
+def load_qrels(path: Path) -> Qrels:
+    """TREC-style TSV ``query-id<TAB>corpus-id<TAB>score``, with or without a header line."""
+    path = Path(path)
+    if not path.exists():
+        raise UnirankError(f"Qrels file {path} does not exist.")
+    qrels: Qrels = {}
+    with path.open(encoding="utf-8") as handle:
+        for n, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if not row or (n == 1 and not row[-1].lstrip("-").isdigit()):
+                continue
+            if len(row) == 4:  # TREC qrels: qid iter docid rel
+                row = [row[0], row[2], row[3]]
+            if len(row) != 3:
+                raise UnirankError(f"{path}:{n}: expected query-id, corpus-id, score; got {row}")
+            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    return qrels
+
+
+def load_beir(folder: Path, split: str = "test") -> EvalSet:
+    folder = Path(folder)
+    corpus = folder / "corpus.jsonl"
+    if not corpus.exists():
+        raise UnirankError(f"{folder} is not a BEIR folder: corpus.jsonl is missing.")
+    return EvalSet(queries=load_queries(folder / "queries.jsonl"),
+                   qrels=load_qrels(folder / "qrels" / f"{split}.tsv"), corpus_path=corpus)

@@ -1,0 +1,33 @@
+"""Refuse to score a model on queries it was trained on."""
+
+from __future__ import annotations
+
+from unirank.errors import LeakageError
+from unirank.registry import ModelVersion
+from unirank.training.examples import query_fingerprint
+
+
+def trained_fingerprints(versions: list[ModelVersion]) -> dict[str, set[str]]:
+    return {v.ref: set(v.record.get("training_queries") or []) for v in versions}
+
+
+def leaked_queries(queries: dict[str, str], versions: list[ModelVersion]) -> dict[str, list[str]]:
+    """For each model, the evaluation query ids it saw in training."""
+    prints = {qid: query_fingerprint(text) for qid, text in queries.items()}
+    out: dict[str, list[str]] = {}
+    for ref, trained in trained_fingerprints(versions).items():
+        hit = sorted(q for q, fp in prints.items() if fp in trained)
+        if hit:
+            out[ref] = hit
+    return out
+
+
+def check_no_leakage(queries: dict[str, str], versions: list[ModelVersion]) -> None:
+    leaks = leaked_queries(queries, versions)
+    if leaks:
+        detail = "; ".join(f"{ref} was trained on {len(ids)} of them (e.g. {', '.join(ids[:5])})"
+                           for ref, ids in leaks.items())
+        raise LeakageError(
+            f"Refusing to evaluate on training queries: {detail}. Evaluate on held-out queries, or pass "
+            "--holdout-only to drop the trained queries from this evaluation."
+        )

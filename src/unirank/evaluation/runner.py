@@ -1,0 +1,150 @@
+"""Evaluate systems (bm25, knn, hybrid, hybrid+rerank) for a list of models on held-out queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from unirank.errors import UnirankError
+from unirank.evaluation.datasets import EvalSet
+from unirank.evaluation.leakage import check_no_leakage, leaked_queries
+from unirank.evaluation.metrics import score_run
+from unirank.evaluation.systems import SystemRunner
+from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
+from unirank.models.loading import BASE_ALIAS, load_embedder, load_reranker
+from unirank.models.reranker import Reranker
+from unirank.registry import ModelRegistry, ModelVersion
+from unirank.search.backend import SearchBackend
+from unirank.settings import Settings
+
+Stage = Callable[[str], None]
+
+
+@dataclass
+class ModelSpec:
+    """One entry of ``--models``: an embedder, a reranker, or a trained pair."""
+
+    label: str
+    embedder: str | None = None  # "base" or a registry ref
+    reranker: str | None = None
+    versions: list[ModelVersion] = field(default_factory=list)
+
+
+def resolve_specs(names: list[str], registry: ModelRegistry) -> list[ModelSpec]:
+    specs = []
+    for raw in names:
+        name = raw.strip()
+        if name == BASE_ALIAS:
+            specs.append(ModelSpec(label="base", embedder="base", reranker="base"))
+            continue
+        stem, _, selector = name.partition("@")
+        pair = [f"{stem}-embed", f"{stem}-rerank"]
+        if all(registry.exists(p) for p in pair):
+            e = registry.get(f"{pair[0]}@{selector}" if selector else pair[0])
+            r = registry.get(f"{pair[1]}@{selector}" if selector else pair[1])
+            specs.append(ModelSpec(label=f"{stem}@{e.version}", embedder=e.ref, reranker=r.ref, versions=[e, r]))
+            continue
+        version = registry.get(name)
+        if version.role == "embedder":
+            specs.append(ModelSpec(label=version.ref, embedder=version.ref, versions=[version]))
+        else:
+            specs.append(ModelSpec(label=version.ref, reranker=version.ref, versions=[version]))
+    return specs
+
+
+class Evaluation:
+    def __init__(self, settings: Settings, backend: SearchBackend, stage: Stage | None = None) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.stage = stage or (lambda _: None)
+        self._embedders: dict[str, Embedder] = {}
+
+    def embedder(self, ref: str) -> Embedder:
+        if ref not in self._embedders:
+            s = self.settings.model_copy(deep=True)
+            s.embedder.model = ref
+            self._embedders[ref] = load_embedder(s)
+        return self._embedders[ref]
+
+    def reranker(self, ref: str) -> Reranker:
+        s = self.settings.model_copy(deep=True)
+        s.reranker.model = ref
+        base = self._embedders.get("base") if ref == BASE_ALIAS else None
+        return load_reranker(s, base)
+
+    def run(self, data: EvalSet, specs: list[ModelSpec], index_for: Callable[[Embedder], str],
+            holdout_only: bool = False) -> dict[str, dict[str, float]]:
+        versions = [v for spec in specs for v in spec.versions]
+        queries = data.queries
+        if holdout_only:
+            leaked = {q for ids in leaked_queries(queries, versions).values() for q in ids}
+            data = data.subset(set(queries) - leaked)
+            queries = data.queries
+            if not queries:
+                raise UnirankError("Every evaluation query was used in training: nothing is held out.")
+        check_no_leakage(queries, versions)
+        results: dict[str, dict[str, float]] = {}
+        embedders = list(dict.fromkeys(s.embedder for s in specs if s.embedder))
+        rerank_pairs = [(s.embedder, s.reranker) for s in specs if s.embedder and s.reranker]
+        lone_rerankers = [s.reranker for s in specs if s.reranker and not s.embedder]
+        rerank_pairs += [(e, r) for r in lone_rerankers for e in embedders]
+        bm25_done = False
+        for ref in embedders:
+            embedder = self.embedder(ref)
+            index = index_for(embedder)
+            runner = SystemRunner(self.backend, index, self.settings.search,
+                                  progress=lambda what, n, total: self.stage(f"{what} {n}/{total}") if n % 10 == 0 else None)
+            if not bm25_done:
+                self.stage("bm25")
+                results["bm25"] = score_run(data.qrels, runner.bm25(queries))
+                bm25_done = True
+            self.stage(f"knn and hybrid with {ref}")
+            results[f"knn:{ref}"] = score_run(data.qrels, runner.knn(queries, embedder))
+            hits = runner.hybrid_hits(queries, embedder)
+            results[f"hybrid:{ref}"] = score_run(data.qrels, runner.hybrid(hits))
+            for e_ref, r_ref in rerank_pairs:
+                if e_ref == ref:
+                    self.stage(f"hybrid+rerank with {ref} + {r_ref}")
+                    results[f"hybrid+rerank:{e_ref}+{r_ref}"] = score_run(
+                        data.qrels, runner.rerank(queries, hits, self.reranker(r_ref)))
+        results["_meta"] = {"queries": len(queries)}  # type: ignore[assignment]
+        return results
+
+
+def record_metrics(registry: ModelRegistry, results: dict, specs: list[ModelSpec], eval_name: str) -> None:
+    """Store each model's held-out figures in its registry record (what promotion compares)."""
+    for spec in specs:
+        if spec.embedder and spec.embedder != BASE_ALIAS:
+            hybrid = results.get(f"hybrid:{spec.embedder}")
+            if hybrid:
+                registry.update_record(spec.embedder, metrics={**hybrid, "eval_set": eval_name,
+                                                                "system": f"hybrid:{spec.embedder}"})
+        if spec.reranker and spec.reranker != BASE_ALIAS and spec.embedder:
+            key = f"hybrid+rerank:{spec.embedder}+{spec.reranker}"
+            if key in results:
+                registry.update_record(spec.reranker, metrics={**results[key], "eval_set": eval_name, "system": key})
+
+
+def plot(results: dict[str, dict[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = [s for s in results if not s.startswith("_")]
+    metrics = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(systems)), 5))
+    width = 0.8 / len(metrics)
+    for i, metric in enumerate(metrics):
+        xs = [j + i * width for j in range(len(systems))]
+        bars = ax.bar(xs, [results[s][metric] for s in systems], width, label=metric)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, rotation=90, padding=2)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(systems))])
+    ax.set_xticklabels(systems, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,63 @@
+"""Re-embedding an index's chunks with another embedder (no re-parsing of the documents)."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from unirank.models.embedder import Embedder
+from unirank.search.backend import SearchBackend
+from unirank.search.types import Chunk, IndexedSource, SourceState
+
+Stage = Callable[[str], None]
+
+
+def reembedded_sources(backend: SearchBackend, index: str, embedder: Embedder,
+                       batch_chunks: int = 512) -> Iterator[list[IndexedSource]]:
+    """The index's sources, each with all its chunks and new vectors, in write-sized batches."""
+    states = backend.source_states(index)
+    by_source: dict[str, list[Chunk]] = {}
+    for batch in backend.iter_chunks(index):
+        for chunk in batch:
+            by_source.setdefault(chunk.source_uri, []).append(chunk)
+    pending: list[tuple[SourceState, list[Chunk]]] = []
+    count = 0
+    for uri, chunks in by_source.items():
+        chunks.sort(key=lambda c: c.ordinal)
+        state = states.get(uri) or SourceState(uri=uri, content_hash="", size=0)
+        pending.append((state, chunks))
+        count += len(chunks)
+        if count >= batch_chunks:
+            yield _embed(pending, embedder)
+            pending, count = [], 0
+    if pending:
+        yield _embed(pending, embedder)
+
+
+def _embed(pending: list[tuple[SourceState, list[Chunk]]], embedder: Embedder) -> list[IndexedSource]:
+    vectors = embedder.embed_documents([c.embedding_input() for _, chunks in pending for c in chunks])
+    out, offset = [], 0
+    for state, chunks in pending:
+        out.append(IndexedSource(state=state, chunks=chunks, vectors=vectors[offset : offset + len(chunks)]))
+        offset += len(chunks)
+    return out
+
+
+def reembedded_index(backend: SearchBackend, index: str, embedder: Embedder, stage: Stage | None = None) -> str:
+    """A sibling index ``INDEX--MODEL-VERSION`` with ``embedder``'s vectors, made once and reused."""
+    sig = embedder.signature
+    if backend.model(index) == sig:
+        return index
+    slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in f"{sig.name}-{sig.version}")
+    target = f"{index}--{slug}"[:120]
+    source_info = backend.info(index)
+    if backend.exists(target):
+        info = backend.info(target)
+        if info.model == sig and info.chunk_count == source_info.chunk_count and info.updated_at >= source_info.updated_at:
+            return target
+        backend.delete_index(target)
+    (stage or (lambda _: None))(f"re-embedding {index} with {sig} into {target}")
+    backend.create_index(target, sig)
+    for batch in reembedded_sources(backend, index, embedder):
+        backend.index(target, batch)
+    backend.flush(target)
+    return target

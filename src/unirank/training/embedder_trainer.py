@@ -1,0 +1,110 @@
+"""Fine-tune the bi-encoder with MultipleNegativesRankingLoss (in-batch + mined hard negatives)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from unirank.training.examples import TrainingPair
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedderTrainingConfig:
+    epochs: float = 1.0
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    #: Hard negatives per example given to the loss (0 = in-batch negatives only).
+    hard_negatives: int = 1
+    max_seq_length: int = 256
+    seed: int = 13
+    eval_steps: int = 0  # 0: evaluate once per epoch
+    #: Stop after this many steps (-1: train the full epochs).
+    max_steps: int = -1
+    extra: dict = field(default_factory=dict)
+
+
+def _rows(pairs: Sequence[TrainingPair], negatives: int) -> dict[str, list[str]]:
+    usable = [p for p in pairs if len(p.negatives) >= negatives]
+    rows: dict[str, list[str]] = {"anchor": [p.query for p in usable], "positive": [p.positive for p in usable]}
+    for i in range(negatives):
+        rows[f"negative_{i + 1}"] = [p.negatives[i] for p in usable]
+    return rows
+
+
+def train_embedder(
+    base_path: str,
+    train: Sequence[TrainingPair],
+    validation: Sequence[TrainingPair],
+    corpus: dict[str, str],
+    output_dir: Path,
+    config: EmbedderTrainingConfig,
+) -> dict[str, float]:
+    """Train, keep the best checkpoint on the validation queries, save to ``output_dir/final``.
+
+    Checkpoints go to ``output_dir/checkpoints``; a re-run resumes from the latest one.
+    Returns the best validation metrics.
+    """
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+
+    model = SentenceTransformer(base_path, device="cpu", local_files_only=Path(base_path).exists())
+    model.max_seq_length = min(model.max_seq_length, config.max_seq_length)
+    dataset = Dataset.from_dict(_rows(train, config.hard_negatives))
+    if len(dataset) < config.batch_size:
+        config.batch_size = max(2, len(dataset))
+
+    queries = {f"v{i}": p.query for i, p in enumerate(validation)}
+    relevant = {f"v{i}": {p.doc_id} for i, p in enumerate(validation)}
+    evaluator = InformationRetrievalEvaluator(queries=queries, corpus=corpus, relevant_docs=relevant,
+                                              name="val", ndcg_at_k=[10], mrr_at_k=[10],
+                                              accuracy_at_k=[1, 10], precision_recall_at_k=[10],
+                                              map_at_k=[100], batch_size=64, write_csv=False)
+    steps_per_epoch = max(1, len(dataset) // config.batch_size)
+    total_steps = config.max_steps if config.max_steps > 0 else int(steps_per_epoch * config.epochs)
+    eval_steps = config.eval_steps or min(steps_per_epoch, max(1, total_steps))
+    checkpoints = output_dir / "checkpoints"
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=int(config.warmup_ratio * steps_per_epoch * config.epochs),
+        seed=config.seed,
+        data_seed=config.seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_val_cosine_ndcg@10",
+        greater_is_better=True,
+        logging_steps=max(1, eval_steps // 4),
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
+                                         loss=MultipleNegativesRankingLoss(model), evaluator=evaluator)
+    resume = any(checkpoints.glob("checkpoint-*")) if checkpoints.exists() else False
+    if resume:
+        log.info("resuming embedder training from %s", checkpoints)
+    trainer.train(resume_from_checkpoint=resume or None)
+    final = output_dir / "final"
+    model.save(str(final))
+    scores = evaluator(model)
+    return {k.removeprefix("val_cosine_"): float(v) for k, v in scores.items() if k.startswith("val_cosine_")}

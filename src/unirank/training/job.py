@@ -1,0 +1,250 @@
+"""``unirank train``: data -> hard negatives -> embedder -> reranker -> held-out eval -> registry.
+
+Every stage leaves its output in the run folder (``data_dir/runs/NAME-<config hash>``) and a
+marker; running the same command again resumes after the last finished stage, and inside a
+training stage from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from unirank.errors import TrainingError
+from unirank.evaluation.datasets import EvalSet, load_beir, load_qrels, load_queries
+from unirank.models.embedder import Embedder
+from unirank.models.loading import resolve_model_path
+from unirank.registry import ModelRegistry, ModelVersion
+from unirank.search.backend import SearchBackend
+from unirank.search.types import Chunk
+from unirank.settings import Settings
+from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
+from unirank.training.examples import TrainingPair, data_hash, query_fingerprint, read_pairs, write_pairs
+from unirank.training.labelled import load_pair_file, pairs_from_qrels
+from unirank.training.mining import HardNegativeMiner, MiningConfig
+from unirank.training.pseudo_queries import KINDS, PseudoQueryGenerator
+from unirank.training.reranker_trainer import RerankerTrainingConfig, train_reranker
+from unirank.training.validation import split_pairs
+
+log = logging.getLogger(__name__)
+Stage = Callable[[str], None]
+
+
+@dataclass
+class TrainRequest:
+    name: str
+    index: str | None = None
+    beir: Path | None = None
+    pairs: Path | None = None
+    qrels: Path | None = None
+    queries: Path | None = None
+    base: str = "base"
+    pseudo: bool | None = None  # None: pseudo-queries only when no labels are given
+    pseudo_kinds: tuple[str, ...] = KINDS
+    seed: int = 13
+    embedder: EmbedderTrainingConfig = field(default_factory=EmbedderTrainingConfig)
+    reranker: RerankerTrainingConfig = field(default_factory=RerankerTrainingConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    fresh: bool = False
+
+    def validate(self) -> None:
+        if (self.index is None) == (self.beir is None):
+            raise TrainingError("Give exactly one of --index NAME or --beir DIR.")
+        if self.qrels and not (self.queries or self.beir):
+            raise TrainingError("--qrels needs the query texts: --queries FILE (or --beir DIR).")
+
+    def fingerprint(self) -> str:
+        data = {k: str(v) for k, v in asdict(self).items() if k not in {"fresh", "name"}}
+        for key in ("pairs", "qrels", "queries"):
+            path = getattr(self, key)
+            if path:
+                data[key + "_sha"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    embedder: ModelVersion
+    reranker: ModelVersion
+    stats: dict
+    metrics: dict
+
+
+class TrainJob:
+    def __init__(self, settings: Settings, backend: SearchBackend, base_embedder: Embedder,
+                 request: TrainRequest, stage: Stage | None = None) -> None:
+        request.validate()
+        self.settings = settings
+        self.backend = backend
+        self.embedder = base_embedder
+        self.request = request
+        self.stage = stage or (lambda message: log.info(message))
+        self.run_dir = settings.data_dir / "runs" / f"{request.name}-{request.fingerprint()}"
+
+    # -- stages ---------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        req = self.request
+        if req.fresh and self.run_dir.exists():
+            import shutil
+
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        index = self._corpus_index()
+        chunks = [c for batch in self.backend.iter_chunks(index) for c in batch]
+        if not chunks:
+            raise TrainingError(f"Index {index!r} is empty: ingest documents before training.")
+        pairs, stats = self._training_data(index, chunks)
+        split = split_pairs(pairs, seed=req.seed)
+        if not split.validation or len(split.train) < 8:
+            raise TrainingError(f"Only {len(pairs)} usable training pairs: give more documents or labels.")
+        base_path = resolve_model_path(req.base, self.settings.models_dir)[0]
+        corpus = {c.doc_id: c.embedding_input() for c in chunks if c.ordinal == 0}
+        for p in split.validation:  # every validation positive must be findable in the corpus
+            corpus.setdefault(p.doc_id or p.positive[:40], p.positive)
+
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        embed_val = self._stage("embedder", lambda out: train_embedder(
+            base_path, split.train, split.validation, corpus, out, req.embedder))
+        timings["embedder_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        rerank_val = self._stage("reranker", lambda out: train_reranker(
+            base_path, split.train, split.validation, out, req.reranker))
+        timings["reranker_s"] = round(time.perf_counter() - t, 1)
+        timings["total_s"] = round(time.perf_counter() - started, 1)
+
+        training_queries = sorted({query_fingerprint(p.query) for p in pairs if p.origin in ("qrels", "pairs", "feedback")})
+        common = {"base_model": req.base, "data_hash": data_hash(pairs), "run_dir": str(self.run_dir),
+                  "training_pairs": len(split.train), "validation_pairs": len(split.validation),
+                  "training_queries": training_queries, "data_stats": stats, "timings": timings,
+                  "corpus_index": index}
+        registry = ModelRegistry(self.settings.models_dir)
+        try:
+            embedder_version = self._register(registry, f"{req.name}-embed", "embedder", "embedder", {
+                **common, "hyperparameters": asdict(req.embedder), "validation": embed_val})
+            reranker_version = self._register(registry, f"{req.name}-rerank", "reranker", "reranker", {
+                **common, "hyperparameters": asdict(req.reranker), "validation": rerank_val})
+        finally:
+            registry.close()
+        return TrainResult(run_dir=self.run_dir, embedder=embedder_version, reranker=reranker_version,
+                           stats=stats, metrics={"embedder": embed_val, "reranker": rerank_val})
+
+    def _stage(self, name: str, train: Callable[[Path], dict]) -> dict:
+        out = self.run_dir / name
+        marker = out / "done.json"
+        if marker.exists():
+            self.stage(f"{name}: already trained in {out}, reusing it")
+            return json.loads(marker.read_text())
+        self.stage(f"training the {name}")
+        out.mkdir(parents=True, exist_ok=True)
+        metrics = train(out)
+        marker.write_text(json.dumps(metrics))
+        return metrics
+
+    def _register(self, registry: ModelRegistry, name: str, folder: str, role: str, record: dict) -> ModelVersion:
+        """Register once per run: a resumed run that already registered reuses that version."""
+        marker = self.run_dir / folder / "registered.json"
+        if marker.exists():
+            ref = json.loads(marker.read_text())["ref"]
+            if registry.exists(ref):
+                return registry.get(ref)
+        from unirank.registry.describe import describe_model_folder
+
+        path = self.run_dir / folder / "final"
+        version = registry.register(name, role, path=path, record={**describe_model_folder(path, role), **record})
+        marker.write_text(json.dumps({"ref": version.ref}))
+        return version
+
+    def _corpus_index(self) -> str:
+        req = self.request
+        if req.index:
+            if not self.backend.exists(req.index):
+                from unirank.errors import IndexNotFoundError
+
+                raise IndexNotFoundError(req.index)
+            return req.index
+        assert req.beir is not None
+        return ensure_beir_index(self.settings, self.backend, self.embedder, req.beir, self.stage)
+
+    def _training_data(self, index: str, chunks: list[Chunk]) -> tuple[list[TrainingPair], dict]:
+        data_file = self.run_dir / "training_pairs.jsonl"
+        stats_file = self.run_dir / "training_data.json"
+        if data_file.exists() and stats_file.exists():
+            self.stage("training data: reusing the mined pairs of this run")
+            return read_pairs(data_file), json.loads(stats_file.read_text())
+        req = self.request
+        labelled = self._labelled(chunks)
+        use_pseudo = req.pseudo if req.pseudo is not None else not labelled
+        stats: dict = {"labelled_pairs": len(labelled)}
+        miner = HardNegativeMiner(self.backend, index, self.embedder, self.settings.search, req.mining,
+                                  progress=lambda what, n, total: self.stage(f"{what}: {n}/{total}"))
+        pairs: list[TrainingPair] = []
+        if labelled:
+            relevant: dict[str, set[str]] = {}
+            for p in labelled:
+                relevant.setdefault(p.query_id, set()).add(p.doc_id)
+            mined, mstats = miner.mine(labelled, check_consistency=False, relevant=relevant)
+            pairs += mined
+            stats["labelled_mining"] = mstats.to_dict()
+        if use_pseudo:
+            self.stage("generating pseudo-queries")
+            generated = PseudoQueryGenerator(seed=req.seed, kinds=req.pseudo_kinds).generate(chunks)
+            mined, mstats = miner.mine(generated, check_consistency=True)
+            pairs += mined
+            stats["pseudo_generated"] = _count_origins(generated)
+            stats["pseudo_kept"] = _count_origins(mined)
+            stats["pseudo_mining"] = mstats.to_dict()
+        random.Random(req.seed).shuffle(pairs)
+        write_pairs(data_file, pairs)
+        stats_file.write_text(json.dumps(stats, indent=1))
+        return pairs, stats
+
+    def _labelled(self, chunks: list[Chunk]) -> list[TrainingPair]:
+        req = self.request
+        pairs: list[TrainingPair] = []
+        if req.pairs:
+            pairs += load_pair_file(req.pairs)
+        if req.qrels:
+            queries = load_queries(req.queries) if req.queries else load_beir(req.beir).queries  # type: ignore[arg-type]
+            pairs += pairs_from_qrels(queries, load_qrels(req.qrels), chunks)
+        return pairs
+
+
+def _count_origins(pairs: list[TrainingPair]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for p in pairs:
+        counts[p.origin] = counts.get(p.origin, 0) + 1
+    return counts
+
+
+def beir_index_name(folder: Path, embedder: Embedder) -> str:
+    sig = embedder.signature
+    slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in f"{sig.name}-{sig.version}")
+    return f"beir-{Path(folder).resolve().name}--{slug}"[:120]
+
+
+def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embedder, folder: Path,
+                      stage: Stage) -> str:
+    """Index a BEIR corpus with ``embedder`` once; later calls find it unchanged and skip it."""
+    from unirank.ingest.pipeline import Ingestor
+
+    name = beir_index_name(folder, embedder)
+    corpus = Path(folder) / "corpus.jsonl"
+    if not corpus.exists():
+        raise TrainingError(f"{folder} is not a BEIR folder: corpus.jsonl is missing.")
+    stage(f"indexing {corpus} into {name} (skipped when unchanged)")
+    Ingestor(backend, embedder, settings.chunking, settings.storage,
+             batch_chunks=settings.ingest.batch_chunks).run(str(corpus), name)
+    return name
+
+
+def eval_set_for(request: TrainRequest) -> EvalSet | None:
+    return load_beir(request.beir) if request.beir else None

@@ -1,0 +1,66 @@
+"""Labelled training data: (query, positive[, negative]) pair files and BEIR-style qrels."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Iterable
+
+from unirank.errors import TrainingError
+from unirank.search.types import Chunk
+from unirank.training.examples import TrainingPair
+
+
+def load_pair_file(path: Path) -> list[TrainingPair]:
+    """JSONL ``{"query", "positive"[, "negative" | "negatives"]}`` or TSV ``query<TAB>positive[<TAB>negative]``."""
+    path = Path(path)
+    if not path.exists():
+        raise TrainingError(f"Pair file {path} does not exist.")
+    pairs: list[TrainingPair] = []
+    with path.open(encoding="utf-8") as handle:
+        if path.suffix == ".jsonl":
+            for n, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    negatives = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
+                    pairs.append(TrainingPair(query=str(row["query"]), positive=str(row["positive"]),
+                                              negatives=[str(x) for x in negatives], origin="pairs",
+                                              query_id=str(row.get("query_id", "")), doc_id=str(row.get("doc_id", ""))))
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise TrainingError(f"{path}:{n}: expected {{\"query\", \"positive\"}}: {exc}") from exc
+        else:
+            for n, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+                if not row:
+                    continue
+                if len(row) < 2:
+                    raise TrainingError(f"{path}:{n}: expected query<TAB>positive[<TAB>negative]")
+                pairs.append(TrainingPair(query=row[0], positive=row[1], negatives=row[2:3], origin="pairs"))
+    if not pairs:
+        raise TrainingError(f"{path} holds no pairs.")
+    return pairs
+
+
+def pairs_from_qrels(queries: dict[str, str], qrels: dict[str, dict[str, int]],
+                     chunks: Iterable[Chunk]) -> list[TrainingPair]:
+    """One pair per (query, relevant document); the document's first chunk is the positive."""
+    first: dict[str, Chunk] = {}
+    for chunk in chunks:
+        if chunk.doc_id not in first or chunk.ordinal < first[chunk.doc_id].ordinal:
+            first[chunk.doc_id] = chunk
+    pairs = []
+    missing_queries = [q for q in qrels if q not in queries]
+    if missing_queries and len(missing_queries) == len(qrels):
+        raise TrainingError("None of the qrels' query ids are in the query file: wrong --queries?")
+    for qid in sorted(qrels):
+        if qid not in queries:
+            continue
+        for doc_id, grade in sorted(qrels[qid].items()):
+            if grade > 0 and doc_id in first:
+                pairs.append(TrainingPair(query=queries[qid], positive=first[doc_id].embedding_input(),
+                                          origin="qrels", doc_id=doc_id, query_id=qid))
+    if not pairs:
+        raise TrainingError("The qrels name no document that is in the index.")
+    return pairs

@@ -1,0 +1,108 @@
+"""Hard negatives from the index, and the consistency filter for pseudo-queries.
+
+One hybrid retrieval per query serves both: the pair is kept only if its source document ranks
+high for its own query (else the query is probably unanswerable or too vague), and negatives are
+the passages ranked near it that are *not* its source. A negative whose dense score is close to
+the positive's is likely an unlabelled positive (a false negative) and is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import numpy as np
+
+from unirank.models.embedder import Embedder
+from unirank.search.backend import SearchBackend
+from unirank.settings import SearchSettings
+from unirank.training.examples import TrainingPair
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class MiningConfig:
+    #: Keep a pseudo pair only if its source document is within this many documents.
+    consistency_top_k: int = 10
+    negatives_per_pair: int = 3
+    #: Skip this many top-ranked candidates: the very top is where unlabelled positives sit.
+    skip_top: int = 2
+    depth: int = 30
+    #: Drop a negative whose dense score is at least this fraction of the positive's.
+    max_relative_score: float = 0.95
+
+
+@dataclass
+class MiningStats:
+    pairs_in: int = 0
+    pairs_kept: int = 0
+    dropped_inconsistent: int = 0
+    dropped_false_negatives: int = 0
+    negatives: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class HardNegativeMiner:
+    def __init__(self, backend: SearchBackend, index: str, embedder: Embedder, search: SearchSettings,
+                 config: MiningConfig | None = None, progress: Progress | None = None) -> None:
+        self.backend = backend
+        self.index = index
+        self.embedder = embedder
+        self.search = search
+        self.config = config or MiningConfig()
+        self.progress = progress or (lambda *_: None)
+
+    def mine(self, pairs: Sequence[TrainingPair], *, check_consistency: bool,
+             relevant: dict[str, set[str]] | None = None) -> tuple[list[TrainingPair], MiningStats]:
+        """``relevant`` maps a query id to all its judged-relevant doc ids: never negatives."""
+        cfg = self.config
+        stats = MiningStats(pairs_in=len(pairs))
+        queries = list(dict.fromkeys(p.query for p in pairs))
+        qvecs = dict(zip(queries, self.embedder.embed_documents(queries)))
+        cache: dict[str, list] = {}
+        out: list[TrainingPair] = []
+        s = self.search
+        for n, pair in enumerate(pairs, start=1):
+            if pair.query not in cache:
+                cache[pair.query] = self.backend.hybrid(
+                    self.index, pair.query, qvecs[pair.query], cfg.depth, candidates=max(s.candidates, cfg.depth),
+                    rrf_k=s.rrf_k, bm25_weight=s.bm25_weight, knn_weight=s.knn_weight)
+            hits = cache[pair.query]
+            doc_order = list(dict.fromkeys(h.chunk.doc_id for h in hits))
+            if check_consistency:
+                rank = doc_order.index(pair.doc_id) if pair.doc_id in doc_order else None
+                if rank is None or rank >= cfg.consistency_top_k:
+                    stats.dropped_inconsistent += 1
+                    continue
+            exclude = {pair.doc_id} | (relevant or {}).get(pair.query_id, set())
+            positive_score = self._positive_score(pair, hits, qvecs[pair.query])
+            negatives: list[str] = []
+            top_docs = set(doc_order[: cfg.skip_top])
+            for hit in hits:
+                doc = hit.chunk.doc_id
+                if doc in exclude or doc in top_docs:
+                    continue
+                dense = hit.scores.get("knn")
+                if dense is not None and dense >= cfg.max_relative_score * positive_score:
+                    stats.dropped_false_negatives += 1
+                    continue
+                negatives.append(hit.chunk.embedding_input())
+                exclude.add(doc)
+                if len(negatives) == cfg.negatives_per_pair:
+                    break
+            stats.negatives += len(negatives)
+            out.append(replace(pair, negatives=negatives))
+            if n % 50 == 0 or n == len(pairs):
+                self.progress("mining hard negatives", n, len(pairs))
+        stats.pairs_kept = len(out)
+        return out, stats
+
+    def _positive_score(self, pair: TrainingPair, hits: list, qvec: np.ndarray) -> float:
+        """The source chunk's dense score is already in the hits; embed the positive only if not."""
+        scores = [h.scores["knn"] for h in hits if h.chunk.doc_id == pair.doc_id and "knn" in h.scores]
+        if scores:
+            return max(scores)
+        return float(np.dot(qvec, self.embedder.embed_documents([pair.positive])[0]))

@@ -1,0 +1,109 @@
+"""Pseudo-queries from the corpus alone, made so the query does not simply copy the passage.
+
+Three kinds (the README of the shared data says why plain (title, body) pairs are not enough):
+- ``crop``: a cropped sentence as the query, with that sentence removed from the passage
+  (inverse cloze), so the model must match meaning, not the same words;
+- ``keyphrase``: a handful of the passage's most distinctive terms (TF-IDF), shuffled;
+- ``title``: the document title as the query, with the title stripped from the passage.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Sequence
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from unirank.search.types import Chunk
+from unirank.training.examples import TrainingPair
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+KINDS = ("crop", "keyphrase", "title")
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+def passage_without_title(chunk: Chunk, text: str | None = None) -> str:
+    """The passage as embedded, minus the title line: what a title-query must be matched against."""
+    headings = [h for h in chunk.heading_path if h and h != chunk.title]
+    body = chunk.text if text is None else text
+    return "\n".join([" > ".join(headings), body]) if headings else body
+
+
+class PseudoQueryGenerator:
+    def __init__(self, *, seed: int = 13, kinds: Sequence[str] = KINDS, crops_per_chunk: int = 1,
+                 min_words: int = 5) -> None:
+        unknown = set(kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"Unknown pseudo-query kinds {sorted(unknown)}; use {', '.join(KINDS)}.")
+        self.kinds = tuple(kinds)
+        self.crops_per_chunk = crops_per_chunk
+        self.min_words = min_words
+        self.seed = seed
+
+    def generate(self, chunks: Sequence[Chunk]) -> list[TrainingPair]:
+        rng = random.Random(self.seed)
+        pairs: list[TrainingPair] = []
+        if "crop" in self.kinds:
+            for chunk in chunks:
+                pairs += self._crops(chunk, rng)
+        if "keyphrase" in self.kinds:
+            pairs += self._keyphrases(chunks, rng)
+        if "title" in self.kinds:
+            pairs += [p for c in chunks if (p := self._title(c))]
+        return pairs
+
+    def _crops(self, chunk: Chunk, rng: random.Random) -> list[TrainingPair]:
+        parts = sentences(chunk.text)
+        candidates = [i for i, s in enumerate(parts) if len(s.split()) >= self.min_words]
+        if len(parts) < 3 or not candidates:
+            return []
+        out = []
+        for i in rng.sample(candidates, min(self.crops_per_chunk, len(candidates))):
+            words = parts[i].rstrip(".!?").split()
+            span = rng.randint(min(len(words), self.min_words + 1), min(len(words), 20))
+            start = rng.randint(0, len(words) - span)
+            query = " ".join(words[start : start + span])
+            rest = " ".join(parts[:i] + parts[i + 1 :])
+            positive = _with_title(chunk, rest)
+            out.append(TrainingPair(query=query, positive=positive, origin="pseudo:crop", doc_id=chunk.doc_id))
+        return out
+
+    def _keyphrases(self, chunks: Sequence[Chunk], rng: random.Random) -> list[TrainingPair]:
+        texts = [c.text for c in chunks]
+        if len(texts) < 5:
+            return []
+        vectorizer = TfidfVectorizer(stop_words="english", ngram_range=(1, 2), min_df=2, max_df=0.3,
+                                     sublinear_tf=True, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
+        matrix = vectorizer.fit_transform(texts)
+        vocab = np.asarray(vectorizer.get_feature_names_out())
+        out = []
+        for row, chunk in enumerate(chunks):
+            weights = matrix.getrow(row)
+            if weights.nnz < 4:
+                continue
+            order = weights.indices[np.argsort(-weights.data)][:12]
+            terms = list(vocab[order])
+            picked = rng.sample(terms, min(len(terms), rng.randint(3, 6)))
+            words = list(dict.fromkeys(w for term in picked for w in term.split()))
+            rng.shuffle(words)
+            out.append(TrainingPair(query=" ".join(words), positive=chunk.embedding_input(),
+                                    origin="pseudo:keyphrase", doc_id=chunk.doc_id))
+        return out
+
+    def _title(self, chunk: Chunk) -> TrainingPair | None:
+        title = chunk.title.strip()
+        if chunk.ordinal != 0 or len(title.split()) < 3 or title.lower() in chunk.text.lower()[: len(title) + 5]:
+            return None
+        return TrainingPair(query=title, positive=passage_without_title(chunk), origin="pseudo:title",
+                            doc_id=chunk.doc_id)
+
+
+def _with_title(chunk: Chunk, text: str) -> str:
+    probe = Chunk(id="", doc_id="", source_uri="", ordinal=0, text=text, title=chunk.title,
+                  heading_path=chunk.heading_path)
+    return probe.embedding_input()

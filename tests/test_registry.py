@@ -1,0 +1,119 @@
+"""The model registry: versions, aliases, promotion refusal, rollback, export (folder and S3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unirank.errors import ModelNotFoundError, PromotionRefusedError
+from unirank.models.loading import resolve_model_path
+from unirank.registry import ModelRegistry
+
+BASE = Path(resolve_model_path("base")[0])
+
+
+@pytest.fixture()
+def registry(tmp_path) -> ModelRegistry:
+    return ModelRegistry(tmp_path / "models")
+
+
+def _version(registry, ndcg=None):
+    record = {"dims": 384, "base_model": "all-MiniLM-L6-v2"}
+    if ndcg is not None:
+        record["metrics"] = {"ndcg@10": ndcg}
+    return registry.register("cisi-embed", "embedder", path=BASE, record=record)
+
+
+def test_versions_are_immutable_copies_with_records(registry):
+    v1, v2 = _version(registry, 0.40), _version(registry, 0.45)
+    assert (v1.version, v2.version) == (1, 2)
+    assert v1.path != v2.path and (v1.path / "model.safetensors").exists()
+    assert json.loads((v2.path / "unirank_model.json").read_text()) == {"name": "cisi-embed", "version": 2, "role": "embedder"}
+    assert registry.get("cisi-embed").version == 2  # latest
+    assert registry.get("cisi-embed@1").metrics == {"ndcg@10": 0.40}
+    assert [v.ref for v in registry.list()] == ["cisi-embed@1", "cisi-embed@2"]
+
+
+def test_promotion_refuses_a_worse_candidate_unless_forced(registry):
+    _version(registry, 0.45), _version(registry, 0.40), _version(registry, 0.47)
+    registry.promote("cisi-embed@1")
+    with pytest.raises(PromotionRefusedError, match=r"0\.4000.*worse than cisi-embed@1 at 0\.4500"):
+        registry.promote("cisi-embed@2")
+    assert registry.get("cisi-embed@prod").version == 1
+    registry.promote("cisi-embed@2", force=True)
+    assert registry.get("cisi-embed@prod").version == 2
+    assert registry.history("cisi-embed")[-1]["note"].startswith("forced:")
+    registry.promote("cisi-embed@3")
+    assert registry.get("cisi-embed@prod").aliases == ["prod"]
+
+
+def test_unevaluated_candidate_cannot_replace_an_evaluated_prod(registry):
+    _version(registry, 0.45), _version(registry)
+    registry.promote("cisi-embed@1")
+    with pytest.raises(PromotionRefusedError, match="Evaluate it first"):
+        registry.promote("cisi-embed@2")
+
+
+def test_rollback_walks_the_alias_history(registry):
+    for score in (0.40, 0.42, 0.44):
+        _version(registry, score)
+    registry.promote("cisi-embed@1")
+    registry.promote("cisi-embed@2")
+    registry.promote("cisi-embed@3")
+    assert registry.rollback("cisi-embed").version == 2
+    assert registry.get("cisi-embed@prod").version == 2
+    with pytest.raises(ModelNotFoundError, match="never been set"):
+        registry.rollback("cisi-embed", "staging")
+
+
+def test_unknown_references_name_what_exists(registry):
+    _version(registry)
+    with pytest.raises(ModelNotFoundError, match="has no version 9; it has 1"):
+        registry.get("cisi-embed@9")
+    with pytest.raises(ModelNotFoundError, match="Registered: cisi-embed"):
+        registry.get("other")
+    with pytest.raises(ModelNotFoundError, match="is not set"):
+        registry.get("cisi-embed@prod")
+
+
+def test_registry_models_load_by_reference(registry, tmp_path):
+    _version(registry, 0.4)
+    registry.promote("cisi-embed@1")
+    path, name, version = resolve_model_path("cisi-embed@prod", tmp_path / "models")
+    assert (name, version) == ("cisi-embed", "1") and Path(path) == registry.get("cisi-embed@1").path
+
+
+def test_export_to_a_folder(registry, tmp_path):
+    _version(registry)
+    dest = registry.export("cisi-embed@1", str(tmp_path / "exported"))
+    assert (Path(dest) / "model.safetensors").exists() and (Path(dest) / "1_Pooling" / "config.json").exists()
+
+
+def test_cli_register_promote_rollback_and_export(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"))
+
+    def run(*args, ok=True):
+        proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
+        return proc
+
+    run("models", "register", "mini", "--path", str(BASE), "--role", "embedder")
+    run("models", "register", "mini", "--path", str(BASE), "--role", "embedder")
+    shown = json.loads(run("models", "show", "mini@2", "--json").stdout)
+    assert shown["dims"] == 384 and shown["max_seq_length"] == 256 and shown["role"] == "embedder"
+    run("models", "promote", "mini@1", "--alias", "prod")
+    run("models", "promote", "mini@2", "--alias", "prod")
+    assert "rolled back to version 1" in run("models", "rollback", "mini").stdout
+    listed = json.loads(run("models", "list", "--json").stdout)
+    assert [(m["version"], m["aliases"]) for m in listed] == [(1, ["prod"]), (2, [])]
+    out = run("models", "export", "mini@1", "--to", str(tmp_path / "out")).stdout
+    assert (tmp_path / "out" / "mini-v1" / "config.json").exists(), out
+    err = run("models", "register", "mini", "--path", str(tmp_path), "--role", "embedder", ok=False)
+    assert "config.json" in err.stderr

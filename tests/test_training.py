@@ -1,0 +1,191 @@
+"""Fine-tuning for a few steps on tiny data with the real base model: artefacts, registry, eval,
+leakage, resume, index rebuild."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data.make_minibeir import write as write_minibeir
+from unirank.errors import DimensionMismatchError, LeakageError
+from unirank.evaluation.datasets import load_beir
+from unirank.evaluation.runner import Evaluation, record_metrics, resolve_specs
+from unirank.registry import ModelRegistry
+from unirank.training.embedder_trainer import EmbedderTrainingConfig
+from unirank.training.job import TrainJob, TrainRequest, ensure_beir_index
+from unirank.training.reranker_trainer import RerankerTrainingConfig
+
+TINY = dict(batch_size=8, max_steps=4)
+
+
+def tiny_request(name: str, beir: Path, **extra) -> TrainRequest:
+    return TrainRequest(name=name, beir=beir, embedder=EmbedderTrainingConfig(**TINY),
+                        reranker=RerankerTrainingConfig(**TINY), **extra)
+
+
+@pytest.fixture(scope="module")
+def minibeir(tmp_path_factory) -> Path:
+    return write_minibeir(tmp_path_factory.mktemp("beir") / "minibeir")
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, base_embedder):
+    """One data dir for the module: training once is what the tests share."""
+    from unirank.api import Unirank
+    from unirank.settings import Settings
+
+    ur = Unirank(Settings(data_dir=tmp_path_factory.mktemp("train") / "data"))
+    ur.__dict__["embedder"] = base_embedder
+    yield ur
+    ur.close()
+
+
+@pytest.fixture(scope="module")
+def trained(client, minibeir):
+    stages: list[str] = []
+    job = TrainJob(client.settings, client.backend, client.embedder, tiny_request("tiny", minibeir),
+                   stage=stages.append)
+    return job.run(), stages
+
+
+def test_corpus_only_training_registers_both_models(client, trained):
+    result, stages = trained
+    assert any("pseudo-queries" in s for s in stages)
+    registry = ModelRegistry(client.settings.models_dir)
+    embed, rerank = registry.get("tiny-embed"), registry.get("tiny-rerank")
+    assert (embed.role, rerank.role) == ("embedder", "reranker")
+    assert embed.record["dims"] == 384 and embed.record["max_seq_length"] == 256
+    assert embed.record["data_hash"] == rerank.record["data_hash"]
+    assert embed.record["hyperparameters"]["max_steps"] == 4
+    assert "ndcg@10" in embed.record["validation"] and "ndcg@10" in rerank.record["validation"]
+    assert embed.record["training_queries"] == []  # pseudo-queries only: no real query was seen
+    kept = embed.record["data_stats"]["pseudo_kept"]
+    assert sum(kept.values()) <= sum(embed.record["data_stats"]["pseudo_generated"].values())
+
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    tuned = SentenceTransformer(str(embed.path), device="cpu")
+    assert tuned.encode(["api key rotation"]).shape == (1, 384)
+    ce = CrossEncoder(str(rerank.path), device="cpu")
+    assert len(ce.predict([("api keys", "Rotate keys every ninety days."), ("api keys", "Vacation days.")])) == 2
+    pairs = [json.loads(line) for line in (result.run_dir / "training_pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["query"] and p["positive"] for p in pairs)
+    assert any(p["negatives"] for p in pairs)
+
+
+def test_rerunning_resumes_instead_of_retraining(client, minibeir, trained):
+    stages: list[str] = []
+    again = TrainJob(client.settings, client.backend, client.embedder, tiny_request("tiny", minibeir),
+                     stage=stages.append).run()
+    assert again.embedder.ref == trained[0].embedder.ref  # not registered twice
+    assert any("embedder: already trained" in s for s in stages)
+    assert any("reusing the mined pairs" in s for s in stages)
+
+
+def test_eval_names_systems_and_records_metrics(client, minibeir, trained, tmp_path):
+    registry = ModelRegistry(client.settings.models_dir)
+    specs = resolve_specs(["base", "tiny"], registry)
+    evaluation = Evaluation(client.settings, client.backend)
+    evaluation._embedders["base"] = client.embedder
+    index_for = lambda emb: ensure_beir_index(client.settings, client.backend, emb, minibeir, lambda _: None)  # noqa: E731
+    results = evaluation.run(load_beir(minibeir).judged(), specs, index_for)
+    assert results.pop("_meta") == {"queries": 12}
+    assert set(results) == {"bm25", "knn:base", "hybrid:base", "hybrid+rerank:base+base", "knn:tiny-embed@1",
+                            "hybrid:tiny-embed@1", "hybrid+rerank:tiny-embed@1+tiny-rerank@1"}
+    for scores in results.values():
+        assert set(scores) == {"ndcg@10", "recall@10", "recall@100", "mrr@10"}
+        assert all(0.0 <= v <= 1.0 for v in scores.values())
+    assert results["knn:base"]["recall@100"] == 1.0  # 26 documents: everything is retrieved
+    record_metrics(registry, results, specs, "beir:minibeir")
+    assert registry.get("tiny-embed@1").metrics["ndcg@10"] == results["hybrid:tiny-embed@1"]["ndcg@10"]
+
+
+def test_labelled_training_is_refused_on_its_own_queries(client, minibeir, tmp_path):
+    train_qrels = tmp_path / "train.tsv"
+    lines = (minibeir / "qrels" / "test.tsv").read_text().splitlines()
+    train_qrels.write_text("\n".join(lines[:1] + [l for l in lines[1:] if l.split("\t")[0] in {"q1", "q2", "q3", "q5", "q6", "q7"}]))
+    job = TrainJob(client.settings, client.backend, client.embedder,
+                   tiny_request("labelled", minibeir, qrels=train_qrels, pseudo=True), stage=lambda _: None)
+    result = job.run()
+    assert len(result.embedder.record["training_queries"]) == 6
+    registry = ModelRegistry(client.settings.models_dir)
+    specs = resolve_specs(["labelled"], registry)
+    evaluation = Evaluation(client.settings, client.backend)
+    index_for = lambda emb: ensure_beir_index(client.settings, client.backend, emb, minibeir, lambda _: None)  # noqa: E731
+    with pytest.raises(LeakageError, match="6 of them"):
+        evaluation.run(load_beir(minibeir).judged(), specs, index_for)
+    held_out = evaluation.run(load_beir(minibeir).judged(), specs, index_for, holdout_only=True)
+    assert held_out["_meta"] == {"queries": 6}
+
+
+def test_index_rebuild_switches_embedder_atomically(client, trained, minibeir):
+    index = ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, lambda _: None)
+    before = client.index_info(index)
+    info = client.rebuild_index(index, "tiny-embed@1")
+    assert info.model.name == "tiny-embed" and info.model.version == "1"
+    assert info.chunk_count == before.chunk_count
+    assert Path(info.details["path"]).name == "v2"
+    # The searcher's embedder is still the base model: same 384 dims, so queries work...
+    assert client.search("rotate api keys", index, rerank=False).hits
+    # ...but an embedder of other dimensions is refused, naming both.
+    from sentence_transformers import SentenceTransformer, models
+
+    base = SentenceTransformer(str(trained[0].embedder.path), device="cpu")
+    small = SentenceTransformer(modules=[*base, models.Dense(384, 128)], device="cpu")
+    small_dir = client.settings.data_dir / "small-model"
+    small.save(str(small_dir))
+    registry = ModelRegistry(client.settings.models_dir)
+    from unirank.registry.describe import describe_model_folder
+
+    registry.register("small", "embedder", path=small_dir, record=describe_model_folder(small_dir, "embedder"))
+    with pytest.raises(DimensionMismatchError, match=r"384 dimensions.*128 dimensions"):
+        _search_with(client, index, "small@1")
+
+
+def _search_with(client, index, model):
+    from unirank.api import Unirank
+
+    settings = client.settings.model_copy(deep=True)
+    settings.embedder.model = model
+    with Unirank(settings) as other:
+        other.search("keys", index, mode="knn", rerank=False)
+
+
+def test_an_interrupted_training_resumes_from_its_checkpoint(tmp_path, minibeir):
+    script = tmp_path / "train.py"
+    script.write_text(f"""
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+from unirank.api import Unirank
+from unirank.settings import Settings
+from unirank.training.job import TrainJob, TrainRequest
+from unirank.training.embedder_trainer import EmbedderTrainingConfig
+from unirank.training.reranker_trainer import RerankerTrainingConfig
+req = TrainRequest(name="resumable", beir=__import__("pathlib").Path({str(minibeir)!r}),
+                   embedder=EmbedderTrainingConfig(batch_size=8, max_steps=6, eval_steps=2),
+                   reranker=RerankerTrainingConfig(batch_size=8, max_steps=2))
+with Unirank(Settings(data_dir={str(tmp_path / 'data')!r})) as ur:
+    TrainJob(ur.settings, ur.backend, ur.embedder, req, stage=lambda m: print(m, flush=True)).run()
+print("FINISHED", flush=True)
+""")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "UNIRANK_CONFIG": str(tmp_path / "none.toml")}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runs = tmp_path / "data" / "runs"
+    import time
+
+    deadline = time.monotonic() + 300
+    while not list(runs.glob("*/embedder/checkpoints/checkpoint-2")):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "FINISHED" in done.stdout and "reusing the mined pairs" in done.stdout
+    assert "resuming embedder training" in done.stdout + done.stderr
