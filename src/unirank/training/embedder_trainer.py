@@ -20,7 +20,8 @@ class EmbedderTrainingConfig:
     warmup_ratio: float = 0.1
     #: Hard negatives per example given to the loss (0 = in-batch negatives only).
     hard_negatives: int = 1
-    max_seq_length: int = 256
+    #: Training truncates here (CPU time grows with it); inference keeps the model maximum.
+    max_seq_length: int = 160
     seed: int = 13
     eval_steps: int = 0  # 0: evaluate once per epoch
     #: Stop after this many steps (-1: train the full epochs).
@@ -60,7 +61,8 @@ def train_embedder(
     )
 
     model = SentenceTransformer(base_path, device="cpu", local_files_only=Path(base_path).exists())
-    model.max_seq_length = min(model.max_seq_length, config.max_seq_length)
+    inference_length = model.max_seq_length
+    model.max_seq_length = min(inference_length, config.max_seq_length)
     dataset = Dataset.from_dict(_rows(train, config.hard_negatives))
     if len(dataset) < config.batch_size:
         config.batch_size = max(2, len(dataset))
@@ -105,6 +107,7 @@ def train_embedder(
         log.info("resuming embedder training from %s", checkpoints)
     trainer.train(resume_from_checkpoint=resume or None)
     final = output_dir / "final"
+    model.max_seq_length = inference_length  # chunks are cut to the model maximum, not the training one
     model.save(str(final))
     scores = evaluator(model)
     return {k.removeprefix("val_cosine_"): float(v) for k, v in scores.items() if k.startswith("val_cosine_")}

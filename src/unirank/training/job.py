@@ -51,6 +51,8 @@ class TrainRequest:
     embedder: EmbedderTrainingConfig = field(default_factory=EmbedderTrainingConfig)
     reranker: RerankerTrainingConfig = field(default_factory=RerankerTrainingConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
+    #: Cap on pseudo-query pairs (sampled evenly by kind): CPU training time grows with it.
+    max_pseudo_pairs: int = 2000
     fresh: bool = False
 
     def validate(self) -> None:
@@ -197,7 +199,10 @@ class TrainJob:
         if use_pseudo:
             self.stage("generating pseudo-queries")
             generated = PseudoQueryGenerator(seed=req.seed, kinds=req.pseudo_kinds).generate(chunks)
-            mined, mstats = miner.mine(generated, check_consistency=True)
+            # Mine a margin more than the cap: the consistency filter drops some.
+            sampled = _sample_by_origin(generated, int(req.max_pseudo_pairs * 1.2), req.seed)
+            mined, mstats = miner.mine(sampled, check_consistency=True)
+            mined = _sample_by_origin(mined, req.max_pseudo_pairs, req.seed)
             pairs += mined
             stats["pseudo_generated"] = _count_origins(generated)
             stats["pseudo_kept"] = _count_origins(mined)
@@ -216,6 +221,21 @@ class TrainJob:
             queries = load_queries(req.queries) if req.queries else load_beir(req.beir).queries  # type: ignore[arg-type]
             pairs += pairs_from_qrels(queries, load_qrels(req.qrels), chunks)
         return pairs
+
+
+def _sample_by_origin(pairs: list[TrainingPair], cap: int, seed: int) -> list[TrainingPair]:
+    """At most ``cap`` pairs, the same share from every kind of pseudo-query."""
+    if len(pairs) <= cap:
+        return pairs
+    groups: dict[str, list[TrainingPair]] = {}
+    for p in pairs:
+        groups.setdefault(p.origin, []).append(p)
+    rng = random.Random(seed)
+    share = cap // len(groups)
+    out: list[TrainingPair] = []
+    for items in groups.values():
+        out += rng.sample(items, min(share, len(items)))
+    return out
 
 
 def _count_origins(pairs: list[TrainingPair]) -> dict[str, int]:

@@ -18,7 +18,9 @@ class RerankerTrainingConfig:
     batch_size: int = 32
     learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
+    #: Inference length saved with the model; training truncates at ``train_length``.
     max_length: int = 256
+    train_length: int = 192
     seed: int = 13
     eval_steps: int = 0
     #: Stop after this many steps (-1: train the full epochs).
@@ -55,7 +57,7 @@ def train_reranker(
     from sentence_transformers.cross_encoder.trainer import CrossEncoderTrainer
     from sentence_transformers.cross_encoder.training_args import CrossEncoderTrainingArguments
 
-    model = CrossEncoder(base_path, num_labels=1, max_length=config.max_length, device="cpu",
+    model = CrossEncoder(base_path, num_labels=1, max_length=config.train_length, device="cpu",
                          local_files_only=Path(base_path).exists())
     rows = _rows(train)
     dataset = Dataset.from_dict(rows)
@@ -98,6 +100,7 @@ def train_reranker(
         log.info("resuming reranker training from %s", checkpoints)
     trainer.train(resume_from_checkpoint=resume or None)
     final = output_dir / "final"
+    model.max_length = config.max_length
     model.save(str(final))
     scores = evaluator(model)
     return {k.removeprefix("val_"): float(v) for k, v in scores.items() if k.startswith("val_")}
