@@ -80,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=["corpus", "labels"])
     parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--max-pairs", type=int, default=2000)
+    parser.add_argument("--max-pairs", type=int, default=1500)
     args = parser.parse_args()
     cisi = require_cisi()
     strategies = [args.only] if args.only else ["corpus", "labels"]

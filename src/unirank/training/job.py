@@ -52,7 +52,7 @@ class TrainRequest:
     reranker: RerankerTrainingConfig = field(default_factory=RerankerTrainingConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     #: Cap on pseudo-query pairs (sampled evenly by kind): CPU training time grows with it.
-    max_pseudo_pairs: int = 2000
+    max_pseudo_pairs: int = 1500
     fresh: bool = False
 
     def validate(self) -> None:
@@ -108,9 +108,7 @@ class TrainJob:
         if not split.validation or len(split.train) < 8:
             raise TrainingError(f"Only {len(pairs)} usable training pairs: give more documents or labels.")
         base_path = resolve_model_path(req.base, self.settings.models_dir)[0]
-        corpus = {c.doc_id: c.embedding_input() for c in chunks if c.ordinal == 0}
-        for p in split.validation:  # every validation positive must be findable in the corpus
-            corpus.setdefault(p.doc_id or p.positive[:40], p.positive)
+        corpus = validation_corpus(chunks, split.validation, req.seed)
 
         timings: dict[str, float] = {}
         t = time.perf_counter()
@@ -221,6 +219,21 @@ class TrainJob:
             queries = load_queries(req.queries) if req.queries else load_beir(req.beir).queries  # type: ignore[arg-type]
             pairs += pairs_from_qrels(queries, load_qrels(req.qrels), chunks)
         return pairs
+
+
+def validation_corpus(chunks: list[Chunk], validation: list[TrainingPair], seed: int,
+                      distractors: int = 500) -> dict[str, str]:
+    """The validation queries' documents plus a sample of others: re-encoding the whole corpus at
+    every evaluation would cost more than the training steps on a CPU."""
+    firsts = {c.doc_id: c.embedding_input() for c in chunks if c.ordinal == 0}
+    wanted = {p.doc_id for p in validation}
+    others = sorted(set(firsts) - wanted)
+    sample = random.Random(seed).sample(others, min(distractors, len(others)))
+    corpus = {d: firsts[d] for d in sorted(wanted) if d in firsts}
+    corpus.update({d: firsts[d] for d in sample})
+    for p in validation:  # every validation positive must be findable
+        corpus.setdefault(p.doc_id or p.positive[:40], p.positive)
+    return corpus
 
 
 def _sample_by_origin(pairs: list[TrainingPair], cap: int, seed: int) -> list[TrainingPair]:

@@ -20,20 +20,22 @@ class RerankerTrainingConfig:
     warmup_ratio: float = 0.1
     #: Inference length saved with the model; training truncates at ``train_length``.
     max_length: int = 256
-    train_length: int = 192
+    train_length: int = 160
+    #: Hard negatives per positive in the reranker's data (CPU time grows with it).
+    negatives_per_positive: int = 1
     seed: int = 13
     eval_steps: int = 0
     #: Stop after this many steps (-1: train the full epochs).
     max_steps: int = -1
 
 
-def _rows(pairs: Sequence[TrainingPair]) -> dict[str, list]:
+def _rows(pairs: Sequence[TrainingPair], negatives_per_positive: int) -> dict[str, list]:
     rows: dict[str, list] = {"query": [], "passage": [], "label": []}
     for pair in pairs:
         rows["query"].append(pair.query)
         rows["passage"].append(pair.positive)
         rows["label"].append(1.0)
-        for negative in pair.negatives:
+        for negative in pair.negatives[:negatives_per_positive]:
             rows["query"].append(pair.query)
             rows["passage"].append(negative)
             rows["label"].append(0.0)
@@ -59,7 +61,7 @@ def train_reranker(
 
     model = CrossEncoder(base_path, num_labels=1, max_length=config.train_length, device="cpu",
                          local_files_only=Path(base_path).exists())
-    rows = _rows(train)
+    rows = _rows(train, config.negatives_per_positive)
     dataset = Dataset.from_dict(rows)
     positives = sum(1 for y in rows["label"] if y > 0)
     negatives = len(rows["label"]) - positives
