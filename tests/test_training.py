@@ -179,13 +179,41 @@ print("FINISHED", flush=True)
     import time
 
     deadline = time.monotonic() + 300
-    while not list(runs.glob("*/embedder/checkpoints/checkpoint-2")):
+    while not list(runs.glob("*/embedder/checkpoints/checkpoint-2/trainer_state.json")):
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline
         time.sleep(0.2)
     proc.kill()
     proc.wait()
+    # As if the kill had also caught the next checkpoint half-written:
+    partial = next(runs.glob("*/embedder/checkpoints")) / "checkpoint-4"
+    partial.mkdir(exist_ok=True)
+    (partial / "model.safetensors").write_bytes(b"truncated")
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "FINISHED" in done.stdout and "reusing the mined pairs" in done.stdout
-    assert "resuming embedder training" in done.stdout + done.stderr
+    assert "resuming embedder training from" in done.stdout + done.stderr
+    assert "checkpoint-2" in done.stdout + done.stderr and "removing incomplete checkpoint" in done.stdout + done.stderr
+
+
+def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"))
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    trained = json.loads(run("train", "--beir", str(minibeir), "--name", "cli", "--epochs", "0.5",
+                             "--batch-size", "8", "--json"))
+    assert (trained["embedder"], trained["reranker"]) == ("cli-embed@1", "cli-rerank@1")
+    chart = tmp_path / "eval.png"
+    results = json.loads(run("eval", "--beir", str(minibeir), "--models", "base,cli", "--json", "--plot", str(chart)))
+    assert "hybrid+rerank:cli-embed@1+cli-rerank@1" in results and "bm25" in results
+    assert chart.stat().st_size > 10_000 and chart.read_bytes()[:4] == b"\x89PNG"
+    run("models", "promote", "cli-embed@1", "--alias", "prod")
+    shown = json.loads(run("models", "show", "cli-embed@prod", "--json"))
+    assert shown["metrics"]["eval_set"] == "beir:minibeir"
+    assert shown["metrics"]["ndcg@10"] == results["hybrid:cli-embed@1"]["ndcg@10"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -44,7 +46,8 @@ def train(
         embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),
         reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),
     )
-    with Unirank() as ur:
+    # The trainers print their logs to stdout; stdout is kept for the result (and --json).
+    with Unirank() as ur, contextlib.redirect_stdout(sys.stderr):
         try:
             result = TrainJob(ur.settings, ur.backend, ur.embedder, request, stage=_stage).run()
         except UnirankError as exc:

@@ -11,7 +11,7 @@ from unirank.evaluation.datasets import EvalSet
 from unirank.evaluation.leakage import check_no_leakage, leaked_queries
 from unirank.evaluation.metrics import score_run
 from unirank.evaluation.systems import SystemRunner
-from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
+from unirank.models.embedder import Embedder
 from unirank.models.loading import BASE_ALIAS, load_embedder, load_reranker
 from unirank.models.reranker import Reranker
 from unirank.registry import ModelRegistry, ModelVersion

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from unirank.training.checkpoints import resumable_checkpoint
 from unirank.training.examples import TrainingPair
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,10 @@ def train_embedder(
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
                                          loss=MultipleNegativesRankingLoss(model), evaluator=evaluator)
-    resume = any(checkpoints.glob("checkpoint-*")) if checkpoints.exists() else False
+    resume = resumable_checkpoint(checkpoints)
     if resume:
-        log.info("resuming embedder training from %s", checkpoints)
-    trainer.train(resume_from_checkpoint=resume or None)
+        log.info("resuming embedder training from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
     final = output_dir / "final"
     model.max_seq_length = inference_length  # chunks are cut to the model maximum, not the training one
     model.save(str(final))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from unirank.errors import TrainingError
-from unirank.evaluation.datasets import EvalSet, load_beir, load_qrels, load_queries
+from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
 from unirank.models.embedder import Embedder
 from unirank.models.loading import resolve_model_path
 from unirank.registry import ModelRegistry, ModelVersion
@@ -277,7 +277,3 @@ def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embe
     Ingestor(backend, embedder, settings.chunking, settings.storage,
              batch_chunks=settings.ingest.batch_chunks).run(str(corpus), name)
     return name
-
-
-def eval_set_for(request: TrainRequest) -> EvalSet | None:
-    return load_beir(request.beir) if request.beir else None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from unirank.training.checkpoints import resumable_checkpoint
 from unirank.training.examples import TrainingPair
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,10 @@ def train_reranker(
         dataloader_num_workers=0,
     )
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator)
-    resume = any(checkpoints.glob("checkpoint-*")) if checkpoints.exists() else False
+    resume = resumable_checkpoint(checkpoints)
     if resume:
-        log.info("resuming reranker training from %s", checkpoints)
-    trainer.train(resume_from_checkpoint=resume or None)
+        log.info("resuming reranker training from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
     final = output_dir / "final"
     model.max_length = config.max_length
     model.save(str(final))

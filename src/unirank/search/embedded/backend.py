@@ -324,12 +324,6 @@ class EmbeddedBackend:
         chunks = handle.store.chunks_by_key([k for k, _ in scored])
         return [Hit(chunk=chunks[k], score=s, scores={stage: s}) for k, s in scored if k in chunks]
 
-    def check_dims(self, index: str, dims: int, model_name: str) -> ModelSignature:
-        handle = self._handle(index)
-        if dims != handle.model.dims:
-            raise DimensionMismatchError(index, str(handle.model), handle.model.dims, model_name, dims)
-        return handle.model
-
     def bm25(self, index: str, query: str, top_k: int, filters: Filters | None = None) -> list[Hit]:
         handle = self._handle(index)
         with handle.lock:
