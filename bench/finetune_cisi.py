@@ -81,14 +81,17 @@ def main() -> None:
     parser.add_argument("--only", choices=["corpus", "labels"])
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-pairs", type=int, default=1500)
+    parser.add_argument("--work-dir", type=Path, help="Keep runs here (resumable) instead of a temp dir.")
     args = parser.parse_args()
     cisi = require_cisi()
     strategies = [args.only] if args.only else ["corpus", "labels"]
     report: dict = {}
     with tempfile.TemporaryDirectory(prefix="unirank-finetune-") as tmp:
+        work = args.work_dir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for strategy in strategies:
             print(f"\n== strategy: {strategy} ==", flush=True)
-            report[strategy] = run_strategy(strategy, cisi, Path(tmp), args.epochs, args.max_pairs)
+            report[strategy] = run_strategy(strategy, cisi, work, args.epochs, args.max_pairs)
     targets = {"corpus": 0.03, "labels": 0.06}
     for strategy, r in report.items():
         print(f"\n{strategy}: {r['queries']} held-out queries, training {r['train_seconds']} s "

@@ -74,3 +74,14 @@ def test_hybrid_weights_can_turn_one_side_off(indexed):
     indexed.settings.search.bm25_weight = 0.0
     hits = indexed.search("SEV2", "docs", rerank=False, top_k=5).hits
     assert hits and all("knn" in h.scores and "bm25" not in h.scores for h in hits)
+
+
+def test_blended_order_moves_from_first_stage_to_reranker_order():
+    from unirank.search.blend import blended_order
+
+    first_stage = ["a", "b", "c", "d"]
+    rerank = [0.1, 0.2, 0.9, 0.3]
+    assert [c for c, _ in blended_order(first_stage, rerank, 0.0)] == ["a", "b", "c", "d"]
+    assert [c for c, _ in blended_order(first_stage, rerank, 1.0)] == ["c", "d", "b", "a"]
+    assert [c for c, _ in blended_order(first_stage, rerank, 0.5)] == ["c", "a", "b", "d"]
+    assert blended_order([], [], 0.5) == []

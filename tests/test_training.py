@@ -63,6 +63,13 @@ def test_corpus_only_training_registers_both_models(client, trained):
     assert embed.record["data_hash"] == rerank.record["data_hash"]
     assert embed.record["hyperparameters"]["max_steps"] == 4
     assert "ndcg@10" in embed.record["validation"] and "ndcg@10" in rerank.record["validation"]
+    blend = rerank.record["validation"]["blend"]
+    assert blend["blend_weight"] in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+    assert blend["validation_ndcg@10_by_weight"][str(blend["blend_weight"])] == max(
+        blend["validation_ndcg@10_by_weight"].values())
+    from unirank.models.reranker import CrossEncoderReranker
+
+    assert CrossEncoderReranker(str(rerank.path), name="r").blend_weight == blend["blend_weight"]
     assert embed.record["training_queries"] == []  # pseudo-queries only: no real query was seen
     kept = embed.record["data_stats"]["pseudo_kept"]
     assert sum(kept.values()) <= sum(embed.record["data_stats"]["pseudo_generated"].values())

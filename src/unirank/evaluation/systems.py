@@ -12,6 +12,7 @@ from unirank.evaluation.metrics import DocRun
 from unirank.models.embedder import Embedder
 from unirank.models.reranker import Reranker
 from unirank.search.backend import SearchBackend
+from unirank.search.blend import blended_order
 from unirank.search.types import Hit
 from unirank.settings import MAX_RERANK_TOP_K, SearchSettings
 
@@ -75,7 +76,7 @@ class SystemRunner:
         for n, (q, text) in enumerate(queries.items(), start=1):
             head, tail = hits[q][:top], hits[q][top:]
             scores = reranker.score(text, [h.chunk.embedding_input() for h in head])
-            reordered = [h for _, h in sorted(zip(scores, head), key=lambda pair: -pair[0])]
+            reordered = [h for h, _ in blended_order(head, scores, getattr(reranker, "blend_weight", 1.0))]
             ranked[q] = documents_in_order(reordered + tail)
             self.progress("rerank", n, len(queries))
         return as_run(ranked)

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from unirank.errors import ModelLoadError
 from unirank.models.embedder import Embedder
 
 
+BLEND_FILE = "unirank_reranker.json"
+
+
 class Reranker(Protocol):
     name: str
+    #: How much the reranker's score counts against the first-stage rank (1.0: it alone).
+    blend_weight: float
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         """Higher is more relevant; one score per passage, in the passages' order."""
@@ -31,6 +39,7 @@ class CrossEncoderReranker:
             raise ModelLoadError(f"Cannot load cross-encoder {path!r}: {exc}") from exc
         self.name = name
         self.batch_size = batch_size
+        self.blend_weight = _stored_blend_weight(path)
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         if not passages:
@@ -51,6 +60,7 @@ class BiEncoderReranker:
     def __init__(self, embedder: Embedder, *, name: str) -> None:
         self.embedder = embedder
         self.name = name
+        self.blend_weight = 1.0
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         if not passages:
@@ -58,3 +68,11 @@ class BiEncoderReranker:
         q = self.embedder.embed_query(query)
         docs = self.embedder.embed_documents(passages)
         return [float(s) for s in docs @ q]
+
+
+def _stored_blend_weight(path: str) -> float:
+    """The weight chosen on validation at training time; 1.0 for a cross-encoder from elsewhere."""
+    marker = Path(path) / BLEND_FILE
+    if marker.exists():
+        return float(json.loads(marker.read_text()).get("blend_weight", 1.0))
+    return 1.0

@@ -10,6 +10,7 @@ from unirank.errors import DimensionMismatchError, InvalidQueryError, RerankLimi
 from unirank.models.embedder import Embedder
 from unirank.models.reranker import Reranker
 from unirank.search.backend import SearchBackend
+from unirank.search.blend import blended_order
 from unirank.search.types import Hit, SearchMode, SearchResults
 from unirank.settings import MAX_RERANK_TOP_K, SearchSettings
 
@@ -110,8 +111,11 @@ class Searcher:
         scores = self.reranker.score(query, [h.chunk.embedding_input() for h in hits])
         for hit, score in zip(hits, scores, strict=True):
             hit.scores["rerank"] = score
-            hit.score = score
-        return sorted(hits, key=lambda h: -h.score)
+        weight = getattr(self.reranker, "blend_weight", 1.0)
+        ordered = blended_order(hits, scores, weight)
+        for hit, blended in ordered:
+            hit.score = hit.scores["rerank"] if weight >= 1.0 else blended
+        return [hit for hit, _ in ordered]
 
 
 def _ms(since: float) -> float:

@@ -24,6 +24,7 @@ from unirank.registry import ModelRegistry, ModelVersion
 from unirank.search.backend import SearchBackend
 from unirank.search.types import Chunk
 from unirank.settings import Settings
+from unirank.training.blend_selection import choose_blend_weight
 from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
 from unirank.training.examples import TrainingPair, data_hash, query_fingerprint, read_pairs, write_pairs
 from unirank.training.labelled import load_pair_file, pairs_from_qrels
@@ -118,6 +119,10 @@ class TrainJob:
         t = time.perf_counter()
         rerank_val = self._stage("reranker", lambda out: train_reranker(
             base_path, split.train, split.validation, out, req.reranker))
+        blend = self._stage("blend", lambda out: choose_blend_weight(
+            self.run_dir / "reranker" / "final", self.backend, index, self.embedder, self.settings.search,
+            split.validation, seed=req.seed))
+        rerank_val = {**rerank_val, "blend": blend}
         timings["reranker_s"] = round(time.perf_counter() - t, 1)
         timings["total_s"] = round(time.perf_counter() - started, 1)
 
