@@ -27,6 +27,8 @@ class EmbedderSettings(BaseModel):
     model: str = "base"
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
+    #: Threads for embedding one query (0: torch's default). One is fastest for short inputs.
+    query_threads: int = Field(1, ge=0)
 
 
 class RerankerSettings(BaseModel):

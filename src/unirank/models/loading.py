@@ -87,6 +87,7 @@ def load_embedder(settings: Settings) -> Embedder:
         device=settings.embedder.device,
         batch_size=settings.embedder.batch_size,
         local_files_only=Path(path).exists(),
+        query_threads=settings.embedder.query_threads,
     )
 
 

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Hashable, Sequence, TypeVar
 
 from unirank.search.types import Hit
+
+K = TypeVar("K", bound=Hashable)
+
+
+def fuse_ranked_ids(
+    ranked_lists: Sequence[tuple[str, Sequence[tuple[K, float]], float]], *, k: int = 60, top_k: int = 10
+) -> list[tuple[K, float, dict[str, float]]]:
+    """RRF over ``(stage, [(id, score), ...], weight)``; returns (id, fused score, stage scores)."""
+    fused: dict[K, float] = {}
+    stages: dict[K, dict[str, float]] = {}
+    for stage, items, weight in ranked_lists:
+        if weight <= 0:
+            continue
+        for rank, (key, score) in enumerate(items, start=1):
+            fused[key] = fused.get(key, 0.0) + weight / (k + rank)
+            stages.setdefault(key, {})[stage] = score
+    ordered = sorted(fused, key=lambda key: (-fused[key], str(key)))[:top_k]
+    return [(key, fused[key], {**stages[key], "rrf": fused[key]}) for key in ordered]
 
 
 def reciprocal_rank_fusion(
@@ -14,17 +32,8 @@ def reciprocal_rank_fusion(
 
     Each fused hit keeps every stage's original score in ``scores`` plus ``rrf``.
     """
-    fused: dict[str, Hit] = {}
-    for stage, hits, weight in ranked_lists:
-        if weight <= 0:
-            continue
-        for rank, hit in enumerate(hits, start=1):
-            entry = fused.get(hit.id)
-            if entry is None:
-                entry = fused[hit.id] = Hit(chunk=hit.chunk, score=0.0, scores={})
-            entry.scores[stage] = hit.score
-            entry.score += weight / (k + rank)
-    ordered = sorted(fused.values(), key=lambda h: (-h.score, h.id))[:top_k]
-    for hit in ordered:
-        hit.scores["rrf"] = hit.score
-    return ordered
+    by_id = {hit.id: hit for _, hits, _ in ranked_lists for hit in hits}
+    fused = fuse_ranked_ids(
+        [(stage, [(h.id, h.score) for h in hits], weight) for stage, hits, weight in ranked_lists], k=k, top_k=top_k
+    )
+    return [Hit(chunk=by_id[key].chunk, score=score, scores=scores) for key, score, scores in fused]

@@ -24,7 +24,7 @@ from unirank.search.backend import Filters
 from unirank.search.embedded.fulltext import FullTextIndex
 from unirank.search.embedded.store import ChunkStore, WriteOutcome, filter_term_set, filter_terms
 from unirank.search.embedded.vectors import VectorIndex
-from unirank.search.fusion import reciprocal_rank_fusion
+from unirank.search.fusion import fuse_ranked_ids
 from unirank.search.types import Chunk, Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
 
 log = logging.getLogger(__name__)
@@ -327,21 +327,50 @@ class EmbeddedBackend:
     def bm25(self, index: str, query: str, top_k: int, filters: Filters | None = None) -> list[Hit]:
         handle = self._handle(index)
         with handle.lock:
-            scored = handle.fulltext.search(query, top_k, filter_term_set(filters or {}))
-            return self._hydrate(handle, scored, "bm25")
+            return self._hydrate(handle, self._bm25_keys(handle, query, top_k, filters), "bm25")
 
     def knn(self, index: str, vector: np.ndarray, top_k: int, filters: Filters | None = None) -> list[Hit]:
         handle = self._handle(index)
+        with handle.lock:
+            return self._hydrate(handle, self._knn_keys(handle, index, vector, top_k, filters), "knn")
+
+    def hybrid(
+        self,
+        index: str,
+        query: str,
+        vector: np.ndarray,
+        top_k: int,
+        filters: Filters | None = None,
+        *,
+        candidates: int = 100,
+        rrf_k: int = 60,
+        bm25_weight: float = 1.0,
+        knn_weight: float = 1.0,
+    ) -> list[Hit]:
+        """Fuses chunk keys first and reads only the fused top_k chunks from the store."""
+        handle = self._handle(index)
+        depth = max(candidates, top_k)
+        with handle.lock:
+            lexical = self._bm25_keys(handle, query, depth, filters) if bm25_weight > 0 else []
+            semantic = self._knn_keys(handle, index, vector, depth, filters) if knn_weight > 0 else []
+            fused = fuse_ranked_ids([("bm25", lexical, bm25_weight), ("knn", semantic, knn_weight)],
+                                    k=rrf_k, top_k=top_k)
+            chunks = handle.store.chunks_by_key([key for key, _, _ in fused])
+            return [Hit(chunk=chunks[key], score=score, scores=scores) for key, score, scores in fused
+                    if key in chunks]
+
+    def _bm25_keys(self, handle: _Handle, query: str, top_k: int, filters: Filters | None) -> list[tuple[int, float]]:
+        return handle.fulltext.search(query, top_k, filter_term_set(filters or {}))
+
+    def _knn_keys(self, handle: _Handle, index: str, vector: np.ndarray, top_k: int,
+                  filters: Filters | None) -> list[tuple[int, float]]:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != handle.model.dims:
             raise DimensionMismatchError(index, str(handle.model), handle.model.dims,
                                          "the query vector", int(vector.shape[0]))
-        with handle.lock:
-            if not filters:
-                scored = handle.vectors.search(vector, top_k)
-            else:
-                scored = self._filtered_knn(handle, vector, top_k, filters)
-            return self._hydrate(handle, scored, "knn")
+        if not filters:
+            return handle.vectors.search(vector, top_k)
+        return self._filtered_knn(handle, vector, top_k, filters)
 
     def _filtered_knn(self, handle: _Handle, vector: np.ndarray, top_k: int,
                       filters: Filters) -> list[tuple[int, float]]:
@@ -357,26 +386,6 @@ class EmbeddedBackend:
         sims = handle.store.vectors_by_key(keys, handle.model.dims) @ vector
         order = np.argsort(-sims)[:top_k]
         return [(keys[i], float(sims[i])) for i in order]
-
-    def hybrid(
-        self,
-        index: str,
-        query: str,
-        vector: np.ndarray,
-        top_k: int,
-        filters: Filters | None = None,
-        *,
-        candidates: int = 100,
-        rrf_k: int = 60,
-        bm25_weight: float = 1.0,
-        knn_weight: float = 1.0,
-    ) -> list[Hit]:
-        depth = max(candidates, top_k)
-        lexical = self.bm25(index, query, depth, filters)
-        semantic = self.knn(index, vector, depth, filters)
-        return reciprocal_rank_fusion(
-            [("bm25", lexical, bm25_weight), ("knn", semantic, knn_weight)], k=rrf_k, top_k=top_k
-        )
 
     def close(self) -> None:
         with self._guard:
