@@ -13,6 +13,7 @@ UR=.venv/bin/unirank
 $UR ingest examples/sample-docs --index sample --prune
 $UR index info sample
 $UR search "how long do old API keys keep working after rotation" --index sample --top-k 3
+$UR search "who updates the status page during an outage" --index sample --top-k 3 --rerank
 $UR search "what does SEV2 mean" --index sample --top-k 3 --mode bm25 --no-rerank
 $UR search "where is customer data kept" --index sample --top-k 3 --filter category=data
 $UR search "recovery point objective" --index sample --top-k 2 --json

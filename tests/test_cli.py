@@ -33,7 +33,11 @@ def test_ingest_search_and_index_commands(run):
     assert report["ingested"] >= 6 and report["failed"] == 0
 
     out = json.loads(run("search", "what does SEV1 mean", "--index", "handbook", "--top-k", "2", "--json").stdout)
-    assert out["mode"] == "hybrid" and out["reranked"] is True and len(out["hits"]) == 2
+    assert out["mode"] == "hybrid" and out["reranked"] is False and len(out["hits"]) == 2
+    assert out["hits"][0]["title"] == "Incident response runbook"
+    out = json.loads(run("search", "what does SEV1 mean", "--index", "handbook", "--top-k", "2", "--rerank",
+                         "--json").stdout)
+    assert out["reranked"] is True and all("rerank" in h["scores"] for h in out["hits"])
     assert out["hits"][0]["title"] == "Incident response runbook"
 
     out = json.loads(run("search", "password", "--index", "handbook", "--mode", "bm25", "--no-rerank",

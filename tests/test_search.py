@@ -31,12 +31,13 @@ def test_knn_understands_meaning_without_shared_words(indexed):
 
 
 def test_rerank_rescores_at_most_fifty_candidates(indexed):
-    results = indexed.search("who updates the status page during an outage", "docs", top_k=5)
+    assert not indexed.search("status page", "docs", top_k=5).reranked  # off unless asked or enabled
+    results = indexed.search("who updates the status page during an outage", "docs", top_k=5, rerank=True)
     assert results.reranked and not results.degraded
     assert all("rerank" in h.scores for h in results.hits)
     assert [h.score for h in results.hits] == sorted((h.score for h in results.hits), reverse=True)
     assert results.hits[0].chunk.title == "Incident response runbook"
-    assert indexed.search("status page", "docs", top_k=50).reranked
+    assert indexed.search("status page", "docs", top_k=50, rerank=True).reranked
 
 
 def test_rerank_of_51_is_refused(indexed):
@@ -53,7 +54,7 @@ def test_a_failing_reranker_degrades_to_hybrid_results(indexed):
             raise TimeoutError("reranker did not answer in time")
 
     indexed.searcher.reranker = Broken()
-    results = indexed.search("status page", "docs", top_k=3)
+    results = indexed.search("status page", "docs", top_k=3, rerank=True)
     assert results.degraded and not results.reranked and results.hits
 
 

@@ -40,14 +40,15 @@ class Unirank:
 
     @cached_property
     def reranker(self) -> Reranker | None:
-        if not self.settings.reranker.enabled:
+        if self.settings.reranker.model.lower() == "none":
             return None
         return load_reranker(self.settings, self.embedder)
 
     @cached_property
     def searcher(self) -> Searcher:
-        return Searcher(self.backend, self.embedder, self.reranker, self.settings.search,
-                        rerank_top_k=self.settings.reranker.top_k)
+        return Searcher(self.backend, self.embedder, lambda: self.reranker, self.settings.search,
+                        rerank_top_k=self.settings.reranker.top_k,
+                        rerank_by_default=self.settings.reranker.enabled)
 
     def ingest(self, source: str, index: str, *, prune: bool = False,
                progress: ProgressCallback | None = None) -> IngestReport:

@@ -88,7 +88,7 @@ def search(
     filter_: Annotated[Optional[list[str]], typer.Option("--filter", "-f", help="key=value metadata filter; repeatable.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
-    """Search an index (hybrid BM25 + kNN with reranking by default)."""
+    """Search an index: hybrid BM25 + kNN by default, reranked with --rerank (or reranker.enabled)."""
     ur = _client()
     try:
         results = ur.search(query, index, mode=mode, top_k=top_k, rerank=rerank,  # type: ignore[arg-type]

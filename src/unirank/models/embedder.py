@@ -38,7 +38,7 @@ class SentenceTransformerEmbedder:
         device: str = "cpu",
         batch_size: int = 64,
         local_files_only: bool = True,
-        query_threads: int = 1,
+        query_threads: int = 0,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -75,9 +75,8 @@ class SentenceTransformerEmbedder:
         ).astype(np.float32, copy=False)
 
     def embed_query(self, text: str) -> np.ndarray:
-        """One short text: intra-op threading costs more than it saves here (a CISI query on this
-        2-core machine, another job running: p50 13.8 -> 6.7 ms, p95 50 -> 8 ms with one thread),
-        so a query runs on ``query_threads`` threads."""
+        """Runs on ``query_threads`` threads when set: with other work on the machine, one thread
+        was far steadier for a CISI query (p50 13.8 -> 6.7 ms, p95 50 -> 8 ms on 2 cores)."""
         import torch
 
         previous = torch.get_num_threads()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 from unirank.errors import DimensionMismatchError, InvalidQueryError, RerankLimitError
 from unirank.models.embedder import Embedder
@@ -24,14 +24,17 @@ class Searcher:
         self,
         backend: SearchBackend,
         embedder: Embedder,
-        reranker: Reranker | None,
+        reranker: Reranker | Callable[[], Reranker | None] | None,
         settings: SearchSettings,
         *,
         rerank_top_k: int = MAX_RERANK_TOP_K,
+        rerank_by_default: bool = True,
     ) -> None:
+        """``reranker`` may be a loader, called the first time a search reranks."""
         self.backend = backend
         self.embedder = embedder
-        self.reranker = reranker
+        self._reranker = reranker
+        self.rerank_by_default = rerank_by_default
         self.settings = settings
         self.rerank_top_k = min(rerank_top_k, MAX_RERANK_TOP_K)
 
@@ -47,7 +50,7 @@ class Searcher:
     ) -> SearchResults:
         mode = mode or self.settings.mode
         top_k = self.settings.top_k if top_k is None else top_k
-        rerank = (self.reranker is not None) if rerank is None else rerank
+        rerank = self.rerank_by_default if rerank is None else rerank
         self._validate(query, mode, top_k, rerank)
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -98,13 +101,23 @@ class Searcher:
         if top_k < 1:
             raise InvalidQueryError(f"top_k must be at least 1, got {top_k}.")
         if rerank:
+            if top_k > self.rerank_top_k:
+                raise RerankLimitError(top_k, self.rerank_top_k)
             if self.reranker is None:
                 raise InvalidQueryError(
                     "Reranking was asked for but no reranker is configured: set reranker.model "
-                    "(e.g. `base`) and reranker.enabled = true, or search with --no-rerank."
+                    "(a cross-encoder, a registry ref, or `base`), or search with --no-rerank."
                 )
-            if top_k > self.rerank_top_k:
-                raise RerankLimitError(top_k, self.rerank_top_k)
+
+    @property
+    def reranker(self) -> Reranker | None:
+        if callable(self._reranker) and not hasattr(self._reranker, "score"):
+            self._reranker = self._reranker()
+        return self._reranker  # type: ignore[return-value]
+
+    @reranker.setter
+    def reranker(self, value: Reranker | None) -> None:
+        self._reranker = value
 
     def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         assert self.reranker is not None
