@@ -91,3 +91,15 @@ class IndexLockedError(UnirankError):
         super().__init__(
             f"Index {name!r} is being written by another process. Wait for it to finish, then retry."
         )
+
+
+class RemoteModelError(UnirankError):
+    """A model endpoint failed, timed out, or answered with something unusable."""
+
+
+class AuthenticationError(UnirankError):
+    """A request carried no valid token."""
+
+
+class AnswererError(UnirankError):
+    """The chat answerer (e.g. an LLM endpoint) failed; the message says how to fix it."""

@@ -96,6 +96,65 @@ class StorageSettings(BaseModel):
     oss_addressing_style: Literal["virtual", "path"] = "virtual"
 
 
+class ServingSettings(BaseModel):
+    """``unirank serve models``: the HTTP model server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    #: Worker processes behind the one port; a dead one is restarted.
+    replicas: int = Field(1, ge=1)
+    #: Registry refs (``NAME@ALIAS``) or ``base``; empty: ``embedder.model`` and ``reranker.model``.
+    models: list[str] = Field(default_factory=list)
+    #: Micro-batching: texts embedded together, and how long the first request waits for company.
+    max_batch_size: int = Field(64, ge=1)
+    max_wait_ms: float = Field(5.0, ge=0)
+    #: Request limits (a 4xx beyond them).
+    max_inputs: int = Field(256, ge=1)
+    max_input_tokens: int = Field(512, ge=1)
+    max_rerank_documents: int = Field(100, ge=1)
+    #: Bearer tokens accepted (empty: no auth). A file of ``TOKEN [EXPIRES_ISO8601]`` lines is re-read
+    #: when it changes, so a rotation needs no restart.
+    api_keys: list[str] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    #: Seconds between checks of the registry for a re-pointed alias (hot swap).
+    registry_poll_s: float = Field(2.0, gt=0)
+
+
+class RemoteSettings(BaseModel):
+    """How ingestion and search call a model registered with ``--endpoint``."""
+
+    timeout_s: float = Field(10.0, gt=0)
+    rerank_timeout_s: float = Field(2.0, gt=0)
+    retries: int = Field(2, ge=0)
+    backoff_s: float = Field(0.2, ge=0)
+    max_connections: int = Field(16, ge=1)
+
+
+class ChatSettings(BaseModel):
+    """The RAG chatbot."""
+
+    #: ``extractive`` (offline, default) or ``openai`` (any OpenAI-compatible chat endpoint).
+    answerer: Literal["extractive", "openai"] = "extractive"
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    #: Name of the environment variable holding the LLM API key (never the key itself).
+    llm_api_key_env: str = "OPENAI_API_KEY"
+    llm_timeout_s: float = Field(30.0, gt=0)
+    #: Tokens of retrieved context given to the answerer.
+    context_tokens: int = Field(1500, ge=64)
+    #: Passages retrieved per question.
+    top_k: int = Field(8, ge=1, le=MAX_RERANK_TOP_K)
+    #: Below this relevance the documents are said not to cover the question.
+    min_score: float = 0.0
+
+
+class ApiSettings(BaseModel):
+    """``unirank serve api``: the app server (chat API and web page)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
 class BackendSettings(BaseModel):
     kind: Literal["embedded"] = "embedded"
 
@@ -116,6 +175,10 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     storage: StorageSettings = StorageSettings()
     backend: BackendSettings = BackendSettings()
+    serving: ServingSettings = ServingSettings()
+    remote: RemoteSettings = RemoteSettings()
+    chat: ChatSettings = ChatSettings()
+    api: ApiSettings = ApiSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from unirank.api import Unirank
 from unirank.cli import training
 from unirank.cli.models import models_app
+from unirank.cli.serve import serve_app
 from unirank.cli.output import console, errors, fail, print_indexes, print_json, print_report, print_results
 from unirank.errors import InvalidQueryError, UnirankError
 from unirank.settings import Settings
@@ -22,6 +23,7 @@ config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=Tr
 app.add_typer(index_app, name="index")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+app.add_typer(serve_app, name="serve")
 app.command("train")(training.train)
 app.command("eval")(training.evaluate)
 
