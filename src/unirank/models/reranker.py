@@ -25,6 +25,10 @@ class Reranker(Protocol):
         """Higher is more relevant; one score per passage, in the passages' order."""
         ...
 
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """One score per (query, passage) pair; the queries may differ."""
+        ...
+
 
 class CrossEncoderReranker:
     """A cross-encoder reads query and passage together: the usual, strongest reranker."""
@@ -42,11 +46,13 @@ class CrossEncoderReranker:
         self.blend_weight = _stored_blend_weight(path)
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
-        if not passages:
+        return self.score_pairs([(query, p) for p in passages])
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Pairs from several queries in one forward pass: what the model server batches."""
+        if not pairs:
             return []
-        scores = self.model.predict(
-            [(query, p) for p in passages], batch_size=self.batch_size, show_progress_bar=False
-        )
+        scores = self.model.predict(list(pairs), batch_size=self.batch_size, show_progress_bar=False)
         return [float(s) for s in np.asarray(scores).reshape(-1)]
 
 
@@ -68,6 +74,14 @@ class BiEncoderReranker:
         q = self.embedder.embed_query(query)
         docs = self.embedder.embed_documents(passages)
         return [float(s) for s in docs @ q]
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        if not pairs:
+            return []
+        queries = sorted({q for q, _ in pairs})
+        q_vecs = dict(zip(queries, self.embedder.embed_documents(queries)))
+        docs = self.embedder.embed_documents([p for _, p in pairs])
+        return [float(doc @ q_vecs[q]) for doc, (q, _) in zip(docs, pairs)]
 
 
 def _stored_blend_weight(path: str) -> float:
