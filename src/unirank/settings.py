@@ -128,6 +128,8 @@ class RemoteSettings(BaseModel):
     retries: int = Field(2, ge=0)
     backoff_s: float = Field(0.2, ge=0)
     max_connections: int = Field(16, ge=1)
+    #: Texts sent in one embedding request; a larger ingestion batch is split into several.
+    batch_inputs: int = Field(64, ge=1)
 
 
 class ChatSettings(BaseModel):
