@@ -7,6 +7,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from unirank.errors import ModelLoadError
+from unirank.models.backends import backend_kwargs
 from unirank.search.types import ModelSignature
 
 
@@ -39,17 +40,23 @@ class SentenceTransformerEmbedder:
         batch_size: int = 64,
         local_files_only: bool = True,
         query_threads: int = 0,
+        backend: str = "torch",
+        onnx_file: str | None = None,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
         try:
-            self.model = SentenceTransformer(path, device=device, local_files_only=local_files_only)
+            self.model = SentenceTransformer(path, device=device, local_files_only=local_files_only,
+                                             **backend_kwargs(path, backend, onnx_file))
+        except ModelLoadError:
+            raise
         except Exception as exc:  # the library raises OSError, ValueError, HF errors...
             raise ModelLoadError(
                 f"Cannot load embedder {path!r}: {exc}. Give a local model folder, `base` for the "
                 "bundled all-MiniLM-L6-v2, or a hub id on a machine that can reach the hub."
             ) from exc
         self.path = path
+        self.backend = backend
         self.batch_size = batch_size
         self.query_threads = query_threads
         self.max_seq_length = int(self.model.max_seq_length)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from unirank.errors import ModelLoadError
 from unirank.registry.store import parse_reference
+from unirank.models.backends import registry_backend
 from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker
 from unirank.settings import Settings
@@ -88,12 +89,14 @@ def load_embedder(settings: Settings) -> Embedder:
         batch_size=settings.embedder.batch_size,
         local_files_only=Path(path).exists(),
         query_threads=settings.embedder.query_threads,
+        **registry_backend(settings.embedder.model, settings.models_dir),
     )
 
 
 def load_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker:
     _quiet_transformers()
     path, name, version = resolve_model_path(settings.reranker.model, settings.models_dir)
+    backend = registry_backend(settings.reranker.model, settings.models_dir)
     if is_cross_encoder(path):
         return CrossEncoderReranker(
             path,
@@ -101,11 +104,12 @@ def load_reranker(settings: Settings, embedder: Embedder | None = None) -> Reran
             device=settings.embedder.device,
             batch_size=settings.reranker.batch_size,
             local_files_only=Path(path).exists(),
+            **backend,
         )
     same_as_embedder = embedder is not None and getattr(embedder, "path", None) == path
     bi = embedder if same_as_embedder else SentenceTransformerEmbedder(
         path, name=name, version=version, device=settings.embedder.device,
-        local_files_only=Path(path).exists(),
+        local_files_only=Path(path).exists(), **backend,
     )
     assert bi is not None
     return BiEncoderReranker(bi, name=f"{name}@{version}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from unirank.errors import ModelLoadError
+from unirank.models.backends import backend_kwargs
 from unirank.models.embedder import Embedder
 
 
@@ -34,11 +35,14 @@ class CrossEncoderReranker:
     """A cross-encoder reads query and passage together: the usual, strongest reranker."""
 
     def __init__(self, path: str, *, name: str, device: str = "cpu", batch_size: int = 32,
-                 local_files_only: bool = True) -> None:
+                 local_files_only: bool = True, backend: str = "torch", onnx_file: str | None = None) -> None:
         from sentence_transformers import CrossEncoder
 
         try:
-            self.model = CrossEncoder(path, device=device, local_files_only=local_files_only)
+            self.model = CrossEncoder(path, device=device, local_files_only=local_files_only,
+                                      **backend_kwargs(path, backend, onnx_file))
+        except ModelLoadError:
+            raise
         except Exception as exc:
             raise ModelLoadError(f"Cannot load cross-encoder {path!r}: {exc}") from exc
         self.name = name

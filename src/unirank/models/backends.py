@@ -1,0 +1,59 @@
+"""Which inference backend a model runs on: PyTorch (default) or ONNX Runtime, chosen per registry version.
+
+``unirank models optimize`` registers an ONNX version with ``backend: "onnx"`` and ``onnx_file`` in its
+record; loading passes both to sentence-transformers, which runs the file with ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from unirank.errors import ModelLoadError
+
+BACKENDS: tuple[str, ...] = ("torch", "onnx")
+
+
+def backend_kwargs(path: str, backend: str, onnx_file: str | None) -> dict[str, Any]:
+    """Keyword arguments for ``SentenceTransformer``/``CrossEncoder`` that select the backend.
+
+    A missing ONNX file is refused here: sentence-transformers would otherwise quietly export a new
+    fp32 model in its place, which is not the file the registry promised.
+    """
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"Unknown backend {backend!r} for {path}: use one of {', '.join(BACKENDS)}.")
+    if backend == "torch":
+        return {}
+    if not onnx_file:
+        raise ModelLoadError(f"{path} is registered with backend onnx but names no onnx_file; "
+                             "re-run `unirank models optimize` on its source version.")
+    if not (Path(path) / onnx_file).is_file():
+        raise ModelLoadError(f"{Path(path) / onnx_file} is missing; re-run `unirank models optimize` "
+                             "on the source version to export it again.")
+    try:
+        import onnxruntime  # noqa: F401
+        import optimum.onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ModelLoadError(f"{path} runs on ONNX Runtime, which is not installed: "
+                             "pip install 'unirank[onnx]'.") from exc
+    return {"backend": "onnx", "model_kwargs": {"file_name": onnx_file}}
+
+
+def registry_backend(model: str, registry_root: Path | None) -> dict[str, Any]:
+    """``{"backend", "onnx_file"}`` for a registry reference whose record names ONNX; ``{}`` otherwise."""
+    if registry_root is None or Path(model).expanduser().exists():
+        return {}
+    if not (Path(registry_root) / "registry.sqlite").exists():
+        return {}
+    from unirank.registry import ModelRegistry
+
+    registry = ModelRegistry(Path(registry_root))
+    try:
+        if not registry.exists(model):
+            return {}
+        record = registry.get(model).record
+    finally:
+        registry.close()
+    if record.get("backend", "torch") == "torch":
+        return {}
+    return {"backend": record["backend"], "onnx_file": record.get("onnx_file")}
