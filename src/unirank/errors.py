@@ -103,3 +103,18 @@ class AuthenticationError(UnirankError):
 
 class AnswererError(UnirankError):
     """The chat answerer (e.g. an LLM endpoint) failed; the message says how to fix it."""
+
+
+class ServingRequestError(UnirankError):
+    """A model-server request that cannot be served as asked; carries the HTTP status to answer with."""
+
+    def __init__(self, message: str, *, status_code: int = 400, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+
+
+class ModelNotReadyError(ServingRequestError):
+    def __init__(self) -> None:
+        super().__init__("Models are still loading; retry shortly (GET /ready says when).",
+                         status_code=503, code="not_ready")

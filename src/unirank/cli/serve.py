@@ -2,6 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
 
+from unirank.cli.output import errors
+from unirank.settings import Settings
+
 serve_app = typer.Typer(help="Run the HTTP servers.", no_args_is_help=True)
+
+
+@serve_app.command("models")
+def serve_models(
+    model: Annotated[Optional[list[str]], typer.Option(
+        "--model", "-m", help="Model to serve: base, a folder, or a registry ref such as NAME@prod; repeatable. "
+        "Default: serving.models, else embedder.model and reranker.model.")] = None,
+    replicas: Annotated[Optional[int], typer.Option(help="Worker processes behind the one port.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default serving.port).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Interface (default serving.host).")] = None,
+) -> None:
+    """Serve embeddings and reranking over HTTP (OpenAI, TEI and Cohere APIs)."""
+    from unirank.serving.catalog import default_refs
+    from unirank.serving.runner import run_model_server
+
+    try:
+        settings = Settings()
+    except Exception as exc:  # pydantic ValidationError: bad unirank.toml or env
+        errors.print(f"[red]error:[/red] invalid settings: {exc}")
+        raise typer.Exit(2) from None
+    refs = list(model) if model else default_refs(settings)
+    replicas = replicas or settings.serving.replicas
+    if replicas < 1:
+        errors.print("[red]error:[/red] --replicas must be at least 1.")
+        raise typer.Exit(2)
+    run_model_server(settings, refs, host=host or settings.serving.host, port=port or settings.serving.port,
+                     replicas=replicas)

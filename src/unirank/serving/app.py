@@ -1,0 +1,301 @@
+"""The FastAPI app: routes, auth, readiness, metrics and the hot-swap watcher around a ModelCatalog."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from unirank.errors import AuthenticationError, ModelNotReadyError, ServingRequestError, UnirankError
+from unirank.serving.auth import TokenStore
+from unirank.serving.batcher import MicroBatcher
+from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
+from unirank.serving.limits import enforce_token_limit
+from unirank.serving.metrics import ServerMetrics
+from unirank.serving.schemas import (
+    CohereRerankRequest,
+    CohereRerankResponse,
+    CohereRerankResult,
+    EmbeddingData,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbedRequest,
+    Health,
+    ModelCard,
+    ModelList,
+    RerankDocument,
+    TeiRank,
+    TeiRerankRequest,
+    Usage,
+)
+from unirank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ServerState:
+    """Everything one server process holds; created per app, so tests can run several."""
+
+    def __init__(self, settings: Settings, refs: list[str]) -> None:
+        self.settings = settings
+        self.limits = settings.serving
+        self.catalog = ModelCatalog(settings, refs)
+        self.metrics = ServerMetrics()
+        self.tokens = TokenStore(settings.serving.api_keys, settings.serving.api_keys_file)
+        #: One thread runs every forward pass: torch already uses the cores within one.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+        self._batchers: dict[tuple[str, str], MicroBatcher[Any, Any]] = {}
+
+    def load(self) -> None:
+        try:
+            self.catalog.load_all()
+        except Exception as exc:  # the process stays up to say why on /health and /ready
+            log.exception("loading models failed")
+            self.load_error = str(exc)
+            return
+        self.ready.set()
+
+    def batcher(self, model: ServedModel, kind: str) -> MicroBatcher[Any, Any]:
+        key = (model.id, kind)
+        if key not in self._batchers:
+            ref = model.id
+            if kind == "embed":
+                def run(texts: list[str]) -> np.ndarray:
+                    embedder = self.catalog.get(ref).embedder
+                    assert embedder is not None
+                    return embedder.embed_documents(texts)
+            else:
+                def run(pairs: list[tuple[str, str]]) -> list[float]:  # type: ignore[misc]
+                    return self.catalog.get(ref).reranker.score_pairs(pairs)
+            self._batchers[key] = MicroBatcher(
+                run, executor=self.executor, max_batch=self.limits.max_batch_size,
+                max_wait_s=self.limits.max_wait_ms / 1000, metrics=self.metrics, model=ref, kind=kind)
+        return self._batchers[key]
+
+    async def watch_registry(self) -> None:
+        """Hot swap: poll the registry and load a model whose alias was re-pointed."""
+        while True:
+            await asyncio.sleep(self.limits.registry_poll_s)
+            if not self.ready.is_set():
+                continue
+            try:
+                for ref in await asyncio.to_thread(self.catalog.refresh):
+                    self.metrics.swaps.labels(model=ref).inc()
+            except Exception:  # a registry mid-write or a broken new version: keep serving the old
+                log.exception("hot swap check failed; still serving the loaded versions")
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.metrics.process_exited()
+
+
+def create_app(settings: Settings | None = None, refs: list[str] | None = None) -> FastAPI:
+    settings = settings or Settings()
+    state = ServerState(settings, refs or default_refs(settings))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loader = threading.Thread(target=state.load, name="model-loader", daemon=True)
+        loader.start()
+        watcher = asyncio.get_running_loop().create_task(state.watch_registry())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await state.close()
+
+    app = FastAPI(
+        title="unirank model server",
+        summary="Embeddings and reranking with the registry's models.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    _install_middleware_and_handlers(app, state)
+    _install_routes(app, state)
+    return app
+
+
+def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        state.metrics.requests.labels(endpoint=endpoint, status=str(response.status_code)).inc()
+        state.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+        return response
+
+    def error_body(request: Request, message: str, code: str) -> dict[str, Any]:
+        if request.url.path.startswith("/v1/"):  # OpenAI's shape, which its SDK turns into exceptions
+            return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+        return {"error": message, "error_type": code}  # text-embeddings-inference's shape
+
+    @app.exception_handler(ServingRequestError)
+    async def serving_error(request: Request, exc: ServingRequestError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+        return JSONResponse(error_body(request, str(exc), exc.code), exc.status_code, headers=headers)
+
+    @app.exception_handler(AuthenticationError)
+    async def auth_error(request: Request, exc: AuthenticationError) -> JSONResponse:
+        return JSONResponse(error_body(request, str(exc), "invalid_api_key"), 401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(UnirankError)
+    async def unirank_error(request: Request, exc: UnirankError) -> JSONResponse:
+        return JSONResponse(error_body(request, str(exc), "server_error"), 500)
+
+
+def _install_routes(app: FastAPI, state: ServerState) -> None:
+    bearer = HTTPBearer(auto_error=False, description="Required when the server has API keys.")
+
+    def authorized(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        state.tokens.check(request.headers.get("authorization"))
+
+    def ready() -> None:
+        if not state.ready.is_set():
+            raise ModelNotReadyError()
+
+    guarded = [Depends(authorized), Depends(ready)]
+    limits = state.limits
+
+    def checked_texts(texts: list[str], what: str) -> None:
+        if not texts:
+            raise ServingRequestError(f"{what} is empty: send at least one text.", code="empty_input")
+        if len(texts) > limits.max_inputs:
+            raise ServingRequestError(f"{len(texts)} inputs sent; at most {limits.max_inputs} per request. "
+                                      "Split the request.", status_code=413, code="too_many_inputs")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ServingRequestError(f"{what} {i} is empty; every input needs some text.",
+                                          code="empty_input")
+
+    async def embed(model: ServedModel, texts: list[str], truncate: bool) -> tuple[np.ndarray, int]:
+        limit = min(model.max_seq_length, limits.max_input_tokens)
+        texts, tokens = enforce_token_limit(model.tokenizer, texts, limit, truncate=truncate)
+        state.metrics.inputs.labels(model=model.id, kind="embed").inc(len(texts))
+        rows = await state.batcher(model, "embed").submit(texts)
+        return np.asarray(rows, dtype=np.float32), tokens
+
+    async def rerank(model: ServedModel, query: str, texts: list[str], truncate: bool,
+                     raw: bool) -> tuple[list[float], int]:
+        if not query.strip():
+            raise ServingRequestError("query is empty.", code="empty_input")
+        checked_texts(texts, "document")
+        if len(texts) > limits.max_rerank_documents:
+            raise ServingRequestError(
+                f"{len(texts)} documents sent; at most {limits.max_rerank_documents} can be reranked "
+                "per request.", status_code=413, code="too_many_documents")
+        limit = min(model.max_seq_length, limits.max_input_tokens)
+        (query,), query_tokens = enforce_token_limit(model.tokenizer, [query], limit, truncate=truncate,
+                                                     what="query")
+        texts, tokens = enforce_token_limit(model.tokenizer, texts, limit, truncate=truncate, what="document")
+        state.metrics.inputs.labels(model=model.id, kind="rerank").inc(len(texts))
+        scores = await state.batcher(model, "rerank").submit([(query, t) for t in texts])
+        if model.is_cross_encoder and not raw:
+            scores = [1.0 / (1.0 + math.exp(-s)) for s in scores]
+        return list(scores), tokens + query_tokens * len(texts)
+
+    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, dependencies=guarded,
+              tags=["OpenAI"], summary="OpenAI-compatible embeddings")
+    async def openai_embeddings(body: EmbeddingsRequest) -> EmbeddingsResponse:
+        raw = body.input
+        if isinstance(raw, list) and raw and not all(isinstance(x, str) for x in raw):
+            raise ServingRequestError("Token arrays are not accepted; send the texts.", code="unsupported_input")
+        texts = [raw] if isinstance(raw, str) else list(raw)  # type: ignore[arg-type]
+        checked_texts(texts, "input")
+        model = state.catalog.find(body.model, "embedder")
+        if body.dimensions is not None and body.dimensions != model.dims:
+            raise ServingRequestError(f"{model.id} makes {model.dims}-dimensional embeddings; "
+                                      f"dimensions={body.dimensions} cannot be served.", code="invalid_dimensions")
+        vectors, tokens = await embed(model, texts, body.truncate)
+        if body.encoding_format == "base64":
+            encoded: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
+        else:
+            encoded = vectors.tolist()
+        return EmbeddingsResponse(data=[EmbeddingData(index=i, embedding=e) for i, e in enumerate(encoded)],
+                                  model=model.id, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
+
+    @app.post("/embed", response_model=list[list[float]], dependencies=guarded,
+              tags=["text-embeddings-inference"], summary="TEI-compatible embeddings")
+    async def tei_embed(body: EmbedRequest) -> list[list[float]]:
+        texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+        checked_texts(texts, "input")
+        vectors, _ = await embed(state.catalog.find(body.model, "embedder"), texts, body.truncate)
+        return vectors.tolist()
+
+    @app.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
+              dependencies=guarded, tags=["text-embeddings-inference"], summary="TEI-compatible rerank")
+    async def tei_rerank(body: TeiRerankRequest) -> list[TeiRank]:
+        model = state.catalog.find(body.model, "reranker")
+        scores, _ = await rerank(model, body.query, body.texts, body.truncate, body.raw_scores)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return [TeiRank(index=i, score=scores[i], text=body.texts[i] if body.return_text else None) for i in order]
+
+    @app.post("/v1/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True,
+              dependencies=guarded, tags=["Cohere / Jina"], summary="Cohere- and Jina-compatible rerank")
+    async def cohere_rerank(body: CohereRerankRequest) -> CohereRerankResponse:
+        model = state.catalog.find(body.model, "reranker")
+        texts = [d.text if isinstance(d, RerankDocument) else d for d in body.documents]
+        # Cohere cuts long documents itself rather than refusing them.
+        scores, tokens = await rerank(model, body.query, texts, truncate=True, raw=False)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.top_n or len(scores)]
+        results = [CohereRerankResult(index=i, relevance_score=scores[i],
+                                      document=RerankDocument(text=texts[i]) if body.return_documents else None)
+                   for i in order]
+        return CohereRerankResponse(id=str(uuid.uuid4()), model=model.id, results=results,
+                                    meta={"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+                                    usage={"total_tokens": tokens})
+
+    @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(authorized)], tags=["OpenAI"])
+    async def list_models() -> ModelList:
+        return ModelList(data=[ModelCard(**m.describe()) for m in state.catalog.models()])
+
+    @app.get("/health", response_model=Health, tags=["operations"],
+             responses={503: {"model": Health, "description": "Loading the models failed."}})
+    async def health() -> Any:
+        if state.load_error:
+            return JSONResponse(Health(status="error", ready=False, detail=state.load_error).model_dump(), 503)
+        return Health(status="ok", ready=state.ready.is_set())
+
+    @app.get("/ready", response_model=Health, tags=["operations"],
+             responses={503: {"model": Health, "description": "Models are not loaded (yet)."}})
+    async def readiness() -> Any:
+        if not state.ready.is_set():
+            body = Health(status="error" if state.load_error else "loading", ready=False, detail=state.load_error)
+            return JSONResponse(body.model_dump(), 503)
+        return Health(status="ok", ready=True, detail=", ".join(f"{m.id}@{m.version}" for m in state.catalog.models()))
+
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}})
+    async def metrics() -> Response:
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def app_from_environment() -> FastAPI:
+    """The uvicorn factory each replica process calls: settings from unirank.toml and UNIRANK_*."""
+    settings = Settings()
+    if settings.serving.replicas > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.serving.replicas))
+    return create_app(settings)

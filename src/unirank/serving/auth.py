@@ -1,0 +1,79 @@
+"""Bearer tokens, rotated without a restart.
+
+Tokens come from ``serving.api_keys`` and from ``serving.api_keys_file``: one ``TOKEN`` or
+``TOKEN EXPIRES`` (ISO 8601) per line, re-read whenever the file changes. To rotate, add the new
+token and give the old one an expiry: both work until then, the old one not after.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from unirank.errors import AuthenticationError, ConfigurationError
+
+
+class TokenStore:
+    def __init__(self, keys: list[str], keys_file: Path | None) -> None:
+        self._static = {k: None for k in keys if k}
+        self._file = keys_file
+        self._file_state: tuple[float, int] | None = None
+        self._file_keys: dict[str, datetime | None] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._static) or self._file is not None
+
+    def check(self, authorization: str | None) -> None:
+        if not self.enabled:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationError("Missing bearer token: send `Authorization: Bearer <key>`.")
+        now = datetime.now(timezone.utc)
+        for known, expires in self._keys().items():
+            if hmac.compare_digest(known.encode(), token.strip().encode()):
+                if expires is not None and now >= expires:
+                    raise AuthenticationError("This token has expired (rotated out); use the new key.")
+                return
+        raise AuthenticationError("Invalid bearer token.")
+
+    def _keys(self) -> dict[str, datetime | None]:
+        return {**self._file_tokens(), **self._static}
+
+    def _file_tokens(self) -> dict[str, datetime | None]:
+        if self._file is None:
+            return {}
+        try:
+            stat = os.stat(self._file)
+        except FileNotFoundError:
+            return self._file_keys  # mid-rotation rename: keep the last good set
+        state = (stat.st_mtime, stat.st_size)
+        if state != self._file_state:
+            self._file_keys = parse_keys_file(Path(self._file).read_text())
+            self._file_state = state
+        return self._file_keys
+
+
+def parse_keys_file(text: str) -> dict[str, datetime | None]:
+    keys: dict[str, datetime | None] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        token, *rest = line.split()
+        expires = None
+        if rest:
+            try:
+                expires = datetime.fromisoformat(rest[0])
+            except ValueError:
+                raise ConfigurationError(
+                    f"api_keys_file line {number}: {rest[0]!r} is not an ISO 8601 time "
+                    "(e.g. 2026-12-01T00:00:00+00:00)."
+                ) from None
+            if expires.tzinfo is None:
+                expires = expires.replace(tzinfo=timezone.utc)
+        keys[token] = expires
+    return keys

@@ -1,0 +1,149 @@
+"""The models one server process serves, loaded once and swapped when a registry alias moves."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unirank.errors import ModelNotFoundError, ServingRequestError, UnirankError
+from unirank.models.embedder import Embedder
+from unirank.models.loading import BASE_ALIAS, is_cross_encoder, load_embedder, load_reranker, resolve_model_path
+from unirank.models.reranker import BiEncoderReranker, Reranker
+from unirank.registry.store import ModelRegistry, parse_reference
+from unirank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedModel:
+    """One loaded model version. An embedder can also rerank (by cosine), as ``reranker.model = base`` does."""
+
+    id: str
+    role: str
+    version: str
+    reranker: Reranker
+    embedder: Embedder | None
+    tokenizer: Any
+    max_seq_length: int
+
+    @property
+    def dims(self) -> int | None:
+        return self.embedder.dims if self.embedder is not None else None
+
+    @property
+    def is_cross_encoder(self) -> bool:
+        return self.embedder is None
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "model", "owned_by": "unirank", "role": self.role,
+                "version": self.version, "dims": self.dims, "max_seq_length": self.max_seq_length}
+
+
+class ModelCatalog:
+    def __init__(self, settings: Settings, refs: list[str]) -> None:
+        if not refs:
+            raise ServingRequestError("No models to serve: pass --model REF (e.g. base or NAME@prod).")
+        self.settings = settings
+        self.refs = list(dict.fromkeys(refs))
+        self._models: dict[str, ServedModel] = {}
+        self._lock = threading.Lock()
+
+    # -- loading and hot swap -------------------------------------------------------------------
+    def load_all(self) -> None:
+        for ref in self.refs:
+            self._models[ref] = self._load(ref, self._resolve_version(ref))
+
+    def refresh(self) -> list[str]:
+        """Load any model whose alias now points at another version, then swap it in.
+
+        The old version keeps answering until the new one is loaded, and a batch already running
+        finishes on the model it started with, so no request fails during a swap.
+        """
+        swapped = []
+        for ref in self.refs:
+            current = self._models.get(ref)
+            version = self._resolve_version(ref)
+            if current is None or version == current.version:
+                continue
+            log.info("%s moved from version %s to %s: loading", ref, current.version, version)
+            replacement = self._load(ref, version)
+            with self._lock:
+                self._models[ref] = replacement
+            swapped.append(ref)
+            log.info("%s now serves version %s", ref, version)
+        return swapped
+
+    def _resolve_version(self, ref: str) -> str:
+        if ref == BASE_ALIAS or Path(ref).expanduser().exists():
+            return resolve_model_path(ref)[2]
+        registry_db = self.settings.models_dir / "registry.sqlite"
+        if not registry_db.exists():
+            raise ModelNotFoundError(f"{ref!r} is not base, a model folder, or a registered model "
+                                     f"(no registry at {self.settings.models_dir}).")
+        registry = ModelRegistry(self.settings.models_dir)
+        try:
+            return str(registry.get(ref).version)
+        finally:
+            registry.close()
+
+    def _load(self, ref: str, version: str) -> ServedModel:
+        settings = self.settings.model_copy(deep=True)
+        exact = ref
+        if version not in (BASE_ALIAS, "local", "hub"):
+            exact = f"{parse_reference(ref)[0]}@{version}"
+        path = resolve_model_path(exact, settings.models_dir)[0]
+        if is_cross_encoder(path):
+            settings.reranker.model = exact
+            reranker = load_reranker(settings)
+            tokenizer = reranker.model.tokenizer  # type: ignore[attr-defined]
+            max_len = int(getattr(reranker.model, "max_length", None) or tokenizer.model_max_length)
+            return ServedModel(ref, "reranker", version, reranker, None, tokenizer, max_len)
+        settings.embedder.model = exact
+        embedder = load_embedder(settings)
+        return ServedModel(ref, "embedder", version, BiEncoderReranker(embedder, name=exact), embedder,
+                           embedder.tokenizer, embedder.max_seq_length)
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def get(self, ref: str) -> ServedModel:
+        with self._lock:
+            return self._models[ref]
+
+    def models(self) -> list[ServedModel]:
+        with self._lock:
+            return [self._models[r] for r in self.refs if r in self._models]
+
+    def find(self, requested: str | None, role: str) -> ServedModel:
+        """``requested`` may be the served id, its bare name, or omitted (the first model of ``role``)."""
+        models = self.models()
+        if requested:
+            for m in models:
+                if requested == m.id or requested == parse_reference(m.id)[0] or \
+                        requested == f"{parse_reference(m.id)[0]}@{m.version}":
+                    if role == "embedder" and m.embedder is None:
+                        raise ServingRequestError(f"{requested!r} is a reranker; it cannot embed.",
+                                                  status_code=400, code="wrong_model_role")
+                    return m
+            raise ServingRequestError(
+                f"Model {requested!r} is not served here. Served: {', '.join(m.id for m in models)}.",
+                status_code=404, code="model_not_found")
+        preferred = [m for m in models if m.role == role]
+        fallback = [m for m in models if role == "reranker" or m.embedder is not None]
+        if preferred or fallback:
+            return (preferred or fallback)[0]
+        raise ServingRequestError(f"No {role} is served here.", status_code=404, code="model_not_found")
+
+
+def default_refs(settings: Settings) -> list[str]:
+    if settings.serving.models:
+        return list(settings.serving.models)
+    refs = [settings.embedder.model]
+    if settings.reranker.model.lower() != "none":
+        refs.append(settings.reranker.model)
+    return list(dict.fromkeys(refs))
+
+
+__all__ = ["ModelCatalog", "ServedModel", "default_refs", "UnirankError"]

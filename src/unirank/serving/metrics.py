@@ -1,0 +1,42 @@
+"""Prometheus metrics, one registry per app (several replicas aggregate through a shared folder)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        #: With replicas, each process writes to the shared folder and any one can report all.
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self.registry = CollectorRegistry()
+        own = None if self.multiprocess else self.registry
+        self.requests = Counter("unirank_requests", "HTTP requests served.",
+                                ["endpoint", "status"], registry=own)
+        self.latency = Histogram("unirank_request_latency_seconds", "Request latency.",
+                                 ["endpoint"], buckets=_LATENCY_BUCKETS, registry=own)
+        self.inputs = Counter("unirank_inputs", "Texts embedded or pairs reranked.",
+                              ["model", "kind"], registry=own)
+        self.batch_size = Histogram("unirank_batch_size", "Items per model forward pass (micro-batch).",
+                                    ["model", "kind"], buckets=_BATCH_BUCKETS, registry=own)
+        self.queue_depth = Gauge("unirank_queue_depth", "Items waiting for the model.",
+                                 ["model", "kind"], registry=own, multiprocess_mode="livesum")
+        self.swaps = Counter("unirank_model_swaps", "Hot swaps after an alias moved.", ["model"],
+                             registry=own)
+        if self.multiprocess:
+            multiprocess.MultiProcessCollector(self.registry)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def process_exited(self) -> None:
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())

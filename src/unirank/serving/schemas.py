@@ -1,0 +1,112 @@
+"""Request and response bodies, in the shapes existing clients already send and parse."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Request(BaseModel):
+    #: Unknown fields (``user``, SDK extras) are accepted and ignored, as the upstream APIs do.
+    model_config = ConfigDict(extra="ignore")
+
+
+# -- OpenAI: POST /v1/embeddings --------------------------------------------------------------------
+class EmbeddingsRequest(_Request):
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A text or a list of texts. Token arrays are not accepted.")
+    model: str | None = Field(None, description="A served model id; omitted: the default embedder.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, description="Must equal the model's dimensions if given.")
+    truncate: bool = Field(False, description="unirank extension: cut over-long texts instead of refusing.")
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+# -- text-embeddings-inference: POST /embed, POST /rerank -------------------------------------------
+class EmbedRequest(_Request):
+    inputs: str | list[str]
+    truncate: bool = False
+    normalize: bool = True
+    model: str | None = Field(None, description="unirank extension: a served model id.")
+
+
+class TeiRerankRequest(_Request):
+    query: str
+    texts: list[str]
+    truncate: bool = False
+    raw_scores: bool = Field(False, description="Cross-encoder logits instead of sigmoid probabilities.")
+    return_text: bool = False
+    model: str | None = Field(None, description="unirank extension: a served model id.")
+
+
+class TeiRank(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+# -- Cohere / Jina: POST /v1/rerank -----------------------------------------------------------------
+class RerankDocument(BaseModel):
+    text: str
+
+
+class CohereRerankRequest(_Request):
+    query: str
+    documents: list[str | RerankDocument]
+    model: str | None = None
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+
+
+class CohereRerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class CohereRerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[CohereRerankResult]
+    meta: dict
+    usage: dict
+
+
+# -- models, health ---------------------------------------------------------------------------------
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "unirank"
+    role: str
+    version: str
+    dims: int | None
+    max_seq_length: int
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: str
+    ready: bool
+    detail: str | None = None
