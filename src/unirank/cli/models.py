@@ -10,6 +10,7 @@ from rich.table import Table
 
 from unirank.cli.output import console, fail, print_json
 from unirank.errors import UnirankError
+from unirank.models.remote import APIS, Endpoint, describe_endpoint
 from unirank.registry import ModelRegistry
 from unirank.registry.describe import describe_model_folder
 from unirank.settings import Settings
@@ -27,17 +28,41 @@ def register(
     name: str,
     role: Annotated[str, typer.Option(help="embedder or reranker.")],
     path: Annotated[Optional[Path], typer.Option(help="Folder of a saved model.")] = None,
+    endpoint: Annotated[Optional[str], typer.Option(
+        help="URL of a model server (e.g. http://host:8080): ingestion and search call it instead.")] = None,
+    api: Annotated[Optional[str], typer.Option(
+        help="Request shape the endpoint speaks: openai or tei (embedder), tei or cohere (reranker).")] = None,
+    token_env: Annotated[Optional[str], typer.Option(
+        help="Environment variable holding the endpoint's bearer token (read at each request).")] = None,
+    token_file: Annotated[Optional[Path], typer.Option(
+        help="File holding the bearer token; re-read when it changes, so tokens rotate without restarts.")] = None,
+    remote_model: Annotated[Optional[str], typer.Option(
+        help="The model id the server knows it by (default: its only model of this role).")] = None,
+    tokenizer: Annotated[str, typer.Option(
+        help="Local tokenizer that chunks text for a remote embedder: a folder, or `base`.")] = "base",
 ) -> None:
-    """Register a model folder as the next version of NAME."""
-    registry, _ = _registry()
+    """Register a model folder (--path) or an HTTP endpoint (--endpoint) as the next version of NAME."""
+    registry, settings = _registry()
     try:
-        if path is None:
-            raise UnirankError("Give --path DIR (a saved sentence-transformers model folder).")
-        record = describe_model_folder(path, role)
-        mv = registry.register(name, role, path=path, record=record)
+        if (path is None) == (endpoint is None):
+            raise UnirankError("Give either --path DIR (a saved model folder) or --endpoint URL (a model server).")
+        if path is not None:
+            record = describe_model_folder(path, role)
+            mv = registry.register(name, role, path=path, record=record)
+        else:
+            assert endpoint is not None
+            if role not in APIS:
+                raise UnirankError(f"Unknown role {role!r}: use embedder or reranker.")
+            remote = Endpoint(url=endpoint, api=api or APIS[role][0], role=role, token_env=token_env,
+                              token_file=str(token_file) if token_file else None, remote_model=remote_model)
+            record = describe_endpoint(remote, settings.remote, tokenizer=tokenizer)
+            mv = registry.register(name, role, record=record)
     except UnirankError as exc:
         fail(exc)
-    console.print(f"Registered [bold]{mv.ref}[/bold] ({mv.role}, {mv.record.get('dims', '-')} dims).")
+    finally:
+        registry.close()
+    where = f", {mv.record['endpoint']} ({mv.record['api']})" if mv.path is None else ""
+    console.print(f"Registered [bold]{mv.ref}[/bold] ({mv.role}, {mv.record.get('dims', '-')} dims{where}).")
 
 
 @models_app.command("list")

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 from unirank.errors import ModelLoadError
-from unirank.registry.store import parse_reference
+from unirank.registry.store import ModelVersion, parse_reference
 from unirank.models.backends import registry_backend
 from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
+from unirank.models.remote import Endpoint, RemoteEmbedder, RemoteReranker
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker
 from unirank.settings import Settings
 
@@ -40,13 +41,64 @@ def resolve_model_path(model: str, registry_root: Path | None = None) -> tuple[s
             if registry.exists(name):
                 version = registry.get(model)
                 if version.path is None:
-                    raise ModelLoadError(f"{version.ref} is a remote endpoint, not a local model.")
+                    raise ModelLoadError(
+                        f"{version.ref} is a remote endpoint ({version.record.get('endpoint')}), not a local "
+                        "model: it can embed and rerank, but has no files to train from or load here."
+                    )
                 return str(version.path), version.name, str(version.version)
         finally:
             registry.close()
     if path.exists():
         return str(path.resolve()), path.name, _local_version(path)
     return model, model, "hub"
+
+
+def remote_version(model: str, registry_root: Path | None) -> ModelVersion | None:
+    """The registry version ``model`` names when it is an endpoint (``--endpoint``), else None."""
+    if model == BASE_ALIAS or registry_root is None or Path(model).expanduser().exists():
+        return None
+    if not (registry_root / "registry.sqlite").exists():
+        return None
+    from unirank.registry import ModelRegistry
+
+    registry = ModelRegistry(registry_root)
+    try:
+        name, _ = parse_reference(model)
+        if not registry.exists(name):
+            return None
+        version = registry.get(model)
+    finally:
+        registry.close()
+    return version if version.path is None and version.record.get("endpoint") else None
+
+
+def resolve_tokenizer_path(tokenizer: str) -> str:
+    """``base`` is the bundled all-MiniLM-L6-v2 tokenizer; anything else a folder or hub id."""
+    if tokenizer == BASE_ALIAS:
+        return resolve_model_path(BASE_ALIAS)[0]
+    path = Path(tokenizer).expanduser()
+    return str(path.resolve()) if path.exists() else tokenizer
+
+
+def _remote_embedder(version: ModelVersion, settings: Settings) -> RemoteEmbedder:
+    if version.role != "embedder":
+        raise ModelLoadError(f"{version.ref} is a remote {version.role}, not an embedder: set embedder.model "
+                             "to an embedder.")
+    record = version.record
+    return RemoteEmbedder(
+        Endpoint.from_record("embedder", record), settings.remote, name=version.name,
+        version=str(version.version), dims=record.get("dims"),
+        max_seq_length=int(record.get("max_seq_length") or 512),
+        tokenizer_path=resolve_tokenizer_path(record.get("tokenizer") or BASE_ALIAS),
+    )
+
+
+def _remote_reranker(version: ModelVersion, settings: Settings) -> RemoteReranker:
+    if version.role != "reranker":
+        raise ModelLoadError(f"{version.ref} is a remote {version.role}, not a reranker: set reranker.model "
+                             "to a reranker.")
+    return RemoteReranker(Endpoint.from_record("reranker", version.record), settings.remote,
+                          name=version.ref, blend_weight=float(version.record.get("blend_weight", 1.0)))
 
 
 def _local_version(path: Path) -> str:
@@ -79,6 +131,9 @@ def _quiet_transformers() -> None:
 
 
 def load_embedder(settings: Settings) -> Embedder:
+    remote = remote_version(settings.embedder.model, settings.models_dir)
+    if remote is not None:
+        return _remote_embedder(remote, settings)
     _quiet_transformers()
     path, name, version = resolve_model_path(settings.embedder.model, settings.models_dir)
     return SentenceTransformerEmbedder(
@@ -94,6 +149,9 @@ def load_embedder(settings: Settings) -> Embedder:
 
 
 def load_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker:
+    remote = remote_version(settings.reranker.model, settings.models_dir)
+    if remote is not None:
+        return _remote_reranker(remote, settings)
     _quiet_transformers()
     path, name, version = resolve_model_path(settings.reranker.model, settings.models_dir)
     backend = registry_backend(settings.reranker.model, settings.models_dir)

@@ -1,0 +1,476 @@
+"""Models behind an HTTP endpoint: ingestion and search call it instead of loading weights here.
+
+A model registered with ``unirank models register NAME --endpoint URL`` is used through
+:class:`RemoteEmbedder` or :class:`RemoteReranker`. Each holds one pooled ``httpx.Client`` and
+retries, with exponential backoff, refused connections, dropped connections, 429 and 5xx answers,
+and, for embeddings only, timeouts. A rerank never retries a timeout and stops retrying once
+``remote.rerank_timeout_s`` has passed: search would rather answer un-reranked than late.
+
+The bearer token is never stored: it is read at request time from the environment variable or
+the token file named at registration (the file is re-read when it changes, and once more after a
+401), so a rotated token is picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import httpx
+import numpy as np
+import tenacity
+
+from unirank.errors import RemoteModelError
+from unirank.search.types import ModelSignature
+from unirank.settings import RemoteSettings
+
+log = logging.getLogger(__name__)
+
+Api = Literal["openai", "tei", "cohere"]
+#: The request shapes each role can speak, default first.
+APIS: dict[str, tuple[str, ...]] = {"embedder": ("openai", "tei"), "reranker": ("tei", "cohere")}
+#: Used when the endpoint does not say how many tokens its model reads.
+DEFAULT_MAX_SEQ_LENGTH = 512
+_PROBE_TEXT = "unirank endpoint probe"
+#: The longest single backoff wait, whatever remote.backoff_s and the attempt number give.
+_MAX_BACKOFF_S = 30.0
+
+
+class TokenSource:
+    """The bearer token, read when a request is made so that a rotated token needs no restart."""
+
+    def __init__(self, env: str | None = None, file: Path | str | None = None) -> None:
+        self.env = env
+        self.file = Path(file).expanduser() if file else None
+        self._cached: str | None = None
+        self._stamp: tuple[int, int] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.env or self.file)
+
+    def describe(self) -> str:
+        if self.file:
+            return f"token file {self.file}"
+        return f"${self.env}" if self.env else "no token"
+
+    def get(self, *, reread: bool = False) -> str | None:
+        """The current token; the file is read again only when its mtime or size changed."""
+        if self.file is not None:
+            try:
+                stat = self.file.stat()
+            except OSError as exc:
+                raise RemoteModelError(f"Cannot read the token file {self.file}: {exc}. Create it or "
+                                       "register the model again with another --token-file.") from exc
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if reread or stamp != self._stamp or self._cached is None:
+                self._cached = _first_line(self.file.read_text(encoding="utf-8"))
+                self._stamp = stamp
+            if not self._cached:
+                raise RemoteModelError(f"The token file {self.file} is empty: write the bearer token into it.")
+            return self._cached
+        if self.env:
+            token = os.environ.get(self.env, "").strip()
+            if not token:
+                raise RemoteModelError(f"The environment variable {self.env} (the endpoint's token) is not set.")
+            return token
+        return None
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line.split()[0]
+    return ""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a remote model lives and how to talk to it: what the registry records."""
+
+    url: str
+    api: str
+    role: str
+    token_env: str | None = None
+    token_file: str | None = None
+    #: The ``model`` field sent with each request (None: the server's default for the role).
+    remote_model: str | None = None
+
+    def __post_init__(self) -> None:
+        allowed = APIS.get(self.role)
+        if allowed is None:
+            raise RemoteModelError(f"Unknown role {self.role!r}: use embedder or reranker.")
+        if self.api not in allowed:
+            raise RemoteModelError(f"{'An' if self.role == 'embedder' else 'A'} {self.role} endpoint speaks {' or '.join(allowed)}, not {self.api!r}.")
+        if not self.url.startswith(("http://", "https://")):
+            raise RemoteModelError(f"Endpoint {self.url!r} is not an http:// or https:// URL.")
+        if self.token_env and self.token_file:
+            raise RemoteModelError("Give either --token-env or --token-file, not both.")
+
+    @classmethod
+    def from_record(cls, role: str, record: dict[str, Any]) -> "Endpoint":
+        return cls(url=record["endpoint"], api=record.get("api") or APIS[role][0], role=role,
+                   token_env=record.get("token_env"), token_file=record.get("token_file"),
+                   remote_model=record.get("remote_model"))
+
+
+class _RetryableStatus(Exception):
+    """A 429 or 5xx answer: worth another try after a pause."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+class RemoteClient:
+    """One model's connection pool, bearer auth and retry policy."""
+
+    def __init__(self, endpoint: Endpoint, settings: RemoteSettings) -> None:
+        self.endpoint = endpoint
+        self.settings = settings
+        self.tokens = TokenSource(endpoint.token_env, endpoint.token_file)
+        self.http = httpx.Client(
+            base_url=endpoint.url.rstrip("/"),
+            timeout=settings.timeout_s,
+            limits=httpx.Limits(max_connections=settings.max_connections,
+                                max_keepalive_connections=settings.max_connections),
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path, None, timeout=self.settings.timeout_s, retry_timeouts=True)
+
+    def post(self, path: str, payload: dict[str, Any], *, timeout: float, retry_timeouts: bool,
+             deadline_s: float | None = None) -> Any:
+        return self.request("POST", path, payload, timeout=timeout, retry_timeouts=retry_timeouts,
+                            deadline_s=deadline_s)
+
+    def request(self, method: str, path: str, payload: dict[str, Any] | None, *, timeout: float,
+                retry_timeouts: bool, deadline_s: float | None = None) -> Any:
+        """Send with retries; ``deadline_s`` stops retrying once that long has passed in all."""
+
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, httpx.TimeoutException):
+                return retry_timeouts
+            return isinstance(exc, (_RetryableStatus, httpx.TransportError))
+
+        stop = tenacity.stop_after_attempt(self.settings.retries + 1)
+        if deadline_s is not None:
+            stop = stop | tenacity.stop_before_delay(deadline_s)
+        retrying = tenacity.Retrying(
+            stop=stop,
+            wait=tenacity.wait_exponential(multiplier=self.settings.backoff_s, max=_MAX_BACKOFF_S),
+            retry=tenacity.retry_if_exception(retryable),
+            before_sleep=self._log_retry(method, path),
+            reraise=True,
+        )
+        started = time.perf_counter()
+        try:
+            for attempt in retrying:
+                with attempt:
+                    budget = timeout
+                    if deadline_s is not None:  # a retry gets only what is left of the deadline
+                        budget = max(0.001, min(timeout, deadline_s - (time.perf_counter() - started)))
+                    return self._send_once(method, path, payload, budget)
+        except _RetryableStatus as exc:
+            raise RemoteModelError(
+                f"{self._where(path)} answered HTTP {exc.response.status_code} "
+                f"({_server_message(exc.response)}) after {self.settings.retries + 1} attempts."
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise RemoteModelError(
+                f"{self._where(path)} did not answer within {timeout:g} s ({type(exc).__name__}). "
+                "Raise remote.timeout_s / remote.rerank_timeout_s, or check the server's load."
+            ) from exc
+        except httpx.TransportError as exc:
+            spent = time.perf_counter() - started
+            raise RemoteModelError(
+                f"Cannot reach {self._where(path)}: {exc or type(exc).__name__} (gave up after {spent:.1f} s). "
+                "Is the model server running (`unirank serve models`) and is the URL right?"
+            ) from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    def _send_once(self, method: str, path: str, payload: dict[str, Any] | None, timeout: float) -> Any:
+        response = self.http.request(method, path, json=payload, headers=self._auth(), timeout=timeout)
+        if response.status_code == 401 and self.tokens:
+            # The token may have been rotated since it was last read: read it again, once.
+            response = self.http.request(method, path, json=payload, headers=self._auth(reread=True),
+                                         timeout=timeout)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _RetryableStatus(response)
+        if response.status_code == 401:
+            hint = (f"check the token in {self.tokens.describe()}" if self.tokens else
+                    "register the model with --token-env VAR or --token-file PATH")
+            raise RemoteModelError(f"{self._where(path)} refused the request (HTTP 401: "
+                                   f"{_server_message(response)}); {hint}.")
+        if response.status_code >= 400:
+            raise RemoteModelError(f"{self._where(path)} refused the request (HTTP {response.status_code}): "
+                                   f"{_server_message(response)}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise RemoteModelError(f"{self._where(path)} answered with something that is not JSON: "
+                                   f"{response.text[:200]!r}") from exc
+
+    def _auth(self, *, reread: bool = False) -> dict[str, str]:
+        token = self.tokens.get(reread=reread)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _where(self, path: str) -> str:
+        return f"{self.endpoint.url.rstrip('/')}{path}"
+
+    def _log_retry(self, method: str, path: str) -> Any:
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.info("%s %s failed (%s); retry %d in %.2f s", method, self._where(path),
+                     exc or "?", state.attempt_number, wait)
+        return before_sleep
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The error text from FastAPI ({detail}), OpenAI ({error: {message}}) or TEI ({error}) bodies."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict):
+        for key in ("detail", "error", "message"):
+            value = body.get(key)
+            if isinstance(value, dict):
+                value = value.get("message") or value
+            if value:
+                return str(value)[:500]
+    return str(body)[:500]
+
+
+class RemoteEmbedder:
+    """An :class:`~unirank.models.embedder.Embedder` whose vectors come from an endpoint.
+
+    Chunking still happens here, so it needs a local copy of the model's tokenizer
+    (``tokenizer_path``). Its dimensions are probed from the live endpoint the first time
+    ``signature`` is read (before ingestion writes or search compares), and must match the
+    registry record: an endpoint re-pointed at another model fails loudly instead of mixing
+    vectors of two models in one index.
+    """
+
+    def __init__(self, endpoint: Endpoint, settings: RemoteSettings, *, name: str, version: str,
+                 dims: int | None, max_seq_length: int, tokenizer_path: str) -> None:
+        self.client = RemoteClient(endpoint, settings)
+        self.endpoint = endpoint
+        self.name = name
+        self.version = version
+        self.registered_dims = dims
+        self.max_seq_length = max_seq_length
+        self.tokenizer_path = tokenizer_path
+        self.batch_inputs = settings.batch_inputs
+        self.timeout_s = settings.timeout_s
+        self._signature: ModelSignature | None = None
+        self._tokenizer: Any = None
+
+    @property
+    def signature(self) -> ModelSignature:
+        if self._signature is None:
+            live = int(self._embed_batch([_PROBE_TEXT]).shape[1])
+            if self.registered_dims is not None and live != self.registered_dims:
+                raise RemoteModelError(
+                    f"{self.endpoint.url} now serves {live}-dimensional vectors, but {self.name}@{self.version} "
+                    f"was registered with {self.registered_dims}. The endpoint serves another model now: "
+                    f"point it back, or register it again (`unirank models register {self.name} --endpoint ...`) "
+                    "and rebuild the indexes made with it."
+                )
+            self._signature = ModelSignature(name=self.name, version=self.version, dims=live)
+        return self._signature
+
+    @property
+    def dims(self) -> int:
+        return self.signature.dims
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_path, self.name)
+        return self._tokenizer
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        parts = [self._embed_batch(texts[i : i + self.batch_inputs])
+                 for i in range(0, len(texts), self.batch_inputs)]
+        return np.concatenate(parts, axis=0)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._embed_batch([text])[0]
+
+    def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        if self.endpoint.api == "openai":
+            payload: dict[str, Any] = {"input": list(texts), "encoding_format": "float"}
+            if self.endpoint.remote_model:
+                payload["model"] = self.endpoint.remote_model
+            body = self.client.post("/v1/embeddings", payload, timeout=self.timeout_s, retry_timeouts=True)
+            try:
+                rows = sorted(body["data"], key=lambda d: d["index"])
+                vectors = [row["embedding"] for row in rows]
+            except (KeyError, TypeError) as exc:
+                raise RemoteModelError(f"{self.endpoint.url} sent an embeddings answer without "
+                                       f"data[].embedding/index: {str(body)[:200]}") from exc
+        else:  # tei
+            payload = {"inputs": list(texts), "truncate": True}
+            if self.endpoint.remote_model:
+                payload["model"] = self.endpoint.remote_model
+            vectors = self.client.post("/embed", payload, timeout=self.timeout_s, retry_timeouts=True)
+        array = np.asarray(vectors, dtype=np.float32)
+        if array.ndim != 2 or array.shape[0] != len(texts):
+            raise RemoteModelError(f"{self.endpoint.url} returned {array.shape[0] if array.ndim else 0} "
+                                   f"vectors for {len(texts)} texts.")
+        norms = np.linalg.norm(array, axis=1, keepdims=True)
+        return array / np.maximum(norms, 1e-12)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RemoteReranker:
+    """A :class:`~unirank.models.reranker.Reranker` scored by an endpoint; fails fast on timeouts."""
+
+    def __init__(self, endpoint: Endpoint, settings: RemoteSettings, *, name: str,
+                 blend_weight: float = 1.0) -> None:
+        self.client = RemoteClient(endpoint, settings)
+        self.endpoint = endpoint
+        self.name = name
+        self.blend_weight = blend_weight
+        self.timeout_s = settings.rerank_timeout_s
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        if not passages:
+            return []
+        if self.endpoint.api == "cohere":
+            payload: dict[str, Any] = {"query": query, "documents": list(passages), "top_n": len(passages),
+                                       "return_documents": False}
+            path, index_key, score_key = "/v1/rerank", "index", "relevance_score"
+        else:  # tei
+            payload = {"query": query, "texts": list(passages), "truncate": True, "return_text": False}
+            path, index_key, score_key = "/rerank", "index", "score"
+        if self.endpoint.remote_model:
+            payload["model"] = self.endpoint.remote_model
+        body = self.client.post(path, payload, timeout=self.timeout_s, retry_timeouts=False,
+                                deadline_s=self.timeout_s)
+        rows = body.get("results") if isinstance(body, dict) else body
+        scores: list[float | None] = [None] * len(passages)
+        try:
+            for row in rows:
+                scores[int(row[index_key])] = float(row[score_key])
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise RemoteModelError(f"{self.endpoint.url}{path} sent a malformed rerank answer: "
+                                   f"{str(body)[:200]}") from exc
+        if any(s is None for s in scores):
+            raise RemoteModelError(f"{self.endpoint.url}{path} scored {sum(s is not None for s in scores)} "
+                                   f"of {len(passages)} passages.")
+        return [float(s) for s in scores]  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def probe_endpoint(endpoint: Endpoint, settings: RemoteSettings) -> dict[str, Any]:
+    """Call the endpoint once as registration does; return what the registry records about it.
+
+    Reads ``GET /v1/models`` when the server has it (for the model id and its maximum sequence
+    length), then embeds or reranks a short text: an endpoint that cannot do that is refused now,
+    not at the first ingestion.
+    """
+    client = RemoteClient(endpoint, settings)
+    try:
+        listing = _served_models(client)
+    finally:
+        client.close()
+    entry = _pick_entry(listing, endpoint)
+    if entry is not None and endpoint.remote_model is None and entry.get("id"):
+        endpoint = Endpoint(**{**endpoint.__dict__, "remote_model": str(entry["id"])})
+    info: dict[str, Any] = {"remote_model": endpoint.remote_model,
+                            "max_seq_length": int((entry or {}).get("max_seq_length") or DEFAULT_MAX_SEQ_LENGTH)}
+    if endpoint.role == "embedder":
+        model = RemoteEmbedder(endpoint, settings, name="probe", version="0", dims=None,
+                               max_seq_length=info["max_seq_length"], tokenizer_path="")
+        try:
+            info["dims"] = model.signature.dims
+        finally:
+            model.close()
+        if entry and entry.get("dims") and int(entry["dims"]) != info["dims"]:
+            raise RemoteModelError(f"{endpoint.url} lists {entry['id']} with {entry['dims']} dimensions but "
+                                   f"returned {info['dims']}-dimensional vectors.")
+    else:
+        reranker = RemoteReranker(endpoint, settings.model_copy(update={"rerank_timeout_s": settings.timeout_s}),
+                                  name="probe")
+        try:
+            reranker.score(_PROBE_TEXT, [_PROBE_TEXT, "an unrelated passage"])
+        finally:
+            reranker.close()
+    return info
+
+
+def _served_models(client: RemoteClient) -> list[dict[str, Any]]:
+    """``GET /v1/models`` entries, or [] from a server without that route (e.g. TEI)."""
+    try:
+        body = client.get("/v1/models")
+    except RemoteModelError as exc:
+        if isinstance(exc.__cause__, httpx.TransportError):
+            raise
+        log.info("no model listing at %s: %s", client.endpoint.url, exc)
+        return []
+    data = body.get("data") if isinstance(body, dict) else None
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+
+def _pick_entry(listing: list[dict[str, Any]], endpoint: Endpoint) -> dict[str, Any] | None:
+    """The listed model requests will reach: the named one, else the only one of the role."""
+    if endpoint.remote_model is not None:
+        return next((d for d in listing if d.get("id") == endpoint.remote_model), None)
+    of_role = [d for d in listing if d.get("role") in (endpoint.role, None)]
+    return of_role[0] if len(of_role) == 1 else None
+
+
+def load_tokenizer(path: str, model: str) -> Any:
+    """The local tokenizer that chunks text to the remote model's token window."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=Path(path).exists())
+    except Exception as exc:  # OSError, ValueError, HF hub errors
+        raise RemoteModelError(
+            f"Cannot load the tokenizer {path!r} used to chunk text for {model}: {exc}. Register the "
+            "model with --tokenizer PATH (a folder holding the served model's tokenizer files), or "
+            "--tokenizer base for the bundled all-MiniLM-L6-v2 one."
+        ) from exc
+
+
+def describe_endpoint(endpoint: Endpoint, settings: RemoteSettings, *, tokenizer: str = "base") -> dict[str, Any]:
+    """The registry record of an endpoint, from one live probe. Never holds the token itself.
+
+    An embedder's ``max_seq_length`` is the server's (512 when it does not say) clamped to what
+    the local ``tokenizer`` can count, so chunks always fit the served model's window.
+    """
+    info = probe_endpoint(endpoint, settings)
+    record: dict[str, Any] = {
+        "endpoint": endpoint.url.rstrip("/"),
+        "api": endpoint.api,
+        "token_env": endpoint.token_env,
+        "token_file": str(Path(endpoint.token_file).expanduser().resolve()) if endpoint.token_file else None,
+        "base_model": f"remote:{info.get('remote_model') or endpoint.url}",
+        **info,
+    }
+    if endpoint.role == "embedder":
+        from unirank.models.loading import resolve_tokenizer_path
+
+        local = load_tokenizer(resolve_tokenizer_path(tokenizer), f"the endpoint {endpoint.url}")
+        limit = int(getattr(local, "model_max_length", 0) or 0)
+        if 0 < limit < record["max_seq_length"]:
+            record["max_seq_length"] = limit
+        record["tokenizer"] = tokenizer if tokenizer == "base" else resolve_tokenizer_path(tokenizer)
+    return record
