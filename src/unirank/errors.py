@@ -118,3 +118,7 @@ class ModelNotReadyError(ServingRequestError):
     def __init__(self) -> None:
         super().__init__("Models are still loading; retry shortly (GET /ready says when).",
                          status_code=503, code="not_ready")
+
+
+class ConversationNotFoundError(UnirankError):
+    """A chat session, message or citation that does not exist."""

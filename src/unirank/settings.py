@@ -146,8 +146,22 @@ class ChatSettings(BaseModel):
     context_tokens: int = Field(1500, ge=64)
     #: Passages retrieved per question.
     top_k: int = Field(8, ge=1, le=MAX_RERANK_TOP_K)
-    #: Below this relevance the documents are said not to cover the question.
-    min_score: float = 0.0
+    #: Fused candidates the reranker rescores per question (fewer than search's 50: it is per turn).
+    rerank_candidates: int = Field(20, ge=1, le=MAX_RERANK_TOP_K)
+    #: Below this relevance the documents are said not to cover the question. Unset: the
+    #: threshold for the reranker's kind below (a cosine and a logit are not on one scale).
+    min_score: float | None = None
+    #: For the base bi-encoder (cosine of question and passage). Sample docs: on-topic questions
+    #: score 0.30-0.81, off-topic ones 0.04-0.20; bench/chat_answers.py measures it on CISI.
+    min_score_cosine: float = 0.25
+    #: For a cross-encoder (a logit; 0 is a 50% chance of relevance under its BCE training).
+    min_score_logit: float = 0.0
+    #: Sentences the extractive answerer quotes at most.
+    max_sentences: int = Field(3, ge=1, le=20)
+    #: Index used when a request or command names none.
+    index: str | None = None
+    #: Conversations, messages and feedback (SQLite); unset: ``data_dir/chat.sqlite``.
+    db_path: Path | None = None
 
 
 class ApiSettings(BaseModel):
@@ -201,3 +215,7 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def chat_db_path(self) -> Path:
+        return self.chat.db_path or self.data_dir / "chat.sqlite"
