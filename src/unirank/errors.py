@@ -122,3 +122,7 @@ class ModelNotReadyError(ServingRequestError):
 
 class ConversationNotFoundError(UnirankError):
     """A chat session, message or citation that does not exist."""
+
+
+class OptimizationRefusedError(UnirankError):
+    """An ONNX/int8 copy of a model lost more quality than allowed; nothing was registered."""
