@@ -137,3 +137,8 @@ def export(ref: str, to: Annotated[str, typer.Option("--to", help="Folder, s3://
     except UnirankError as exc:
         fail(exc)
     console.print(f"Exported {ref} to {dest}.")
+
+
+from unirank.cli.optimize import optimize  # noqa: E402  (its own module; registered here with the others)
+
+models_app.command("optimize")(optimize)

@@ -1,0 +1,54 @@
+"""``unirank models optimize``: an ONNX (optionally int8) copy of a version, registered as its next version."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from unirank.cli.output import console, errors, fail, print_json
+from unirank.errors import UnirankError
+
+
+def _stage(message: str) -> None:
+    errors.print(f"[dim]· {message}[/dim]")
+
+
+def optimize(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME@ALIAS) of a PyTorch version, or `base`.")],
+    quantize: Annotated[Optional[str], typer.Option(help="`int8`: dynamic int8 quantization for this CPU.")] = None,
+    check_beir: Annotated[Optional[Path], typer.Option(
+        "--check-beir", help="BEIR folder: compare nDCG@10 with the source first; refuse if it drops too much.")] = None,
+    max_drop: Annotated[float, typer.Option(help="The most nDCG@10 the ONNX file may lose in the check.")] = 0.005,
+    name: Annotated[Optional[str], typer.Option(help="Registry name for `base` (default all-MiniLM-L6-v2).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Export a model to ONNX (fp32, or int8 with --quantize) and register it as the next version."""
+    from unirank.api import Unirank
+    from unirank.models.optimize import Optimizer
+    from unirank.registry import ModelRegistry
+
+    # Optimum and the trainers' loggers print to stdout; stdout is kept for the result (and --json).
+    with Unirank() as ur, contextlib.redirect_stdout(sys.stderr):
+        registry = ModelRegistry(ur.settings.models_dir)
+        try:
+            backend = ur.backend if check_beir is not None else None
+            result = Optimizer(ur.settings, registry, backend, stage=_stage).run(
+                ref, name=name, quantize=quantize, check_beir=check_beir, max_drop=max_drop)
+        except UnirankError as exc:
+            fail(exc)
+        finally:
+            registry.close()
+    mv = result.version
+    if as_json:
+        print_json({**mv.to_dict(), "source": result.source.ref})
+        return
+    console.print(f"Registered [bold]{mv.ref}[/bold]: {mv.record['onnx_file']} (ONNX Runtime) from {result.source.ref}.")
+    if result.check is not None:
+        c = result.check
+        console.print(f"{c.eval_set} {c.system} nDCG@10: {result.source.ref} {c.source:.4f}, {mv.ref} {c.optimized:.4f} "
+                      f"(drop {c.drop:.4f}, allowed {c.max_drop:.4f}, {c.queries} queries).")
+    console.print(f"Use it with {mv.role}.model = \"{mv.ref}\", or `unirank models promote {mv.ref} --alias prod`.")

@@ -1,0 +1,127 @@
+"""Export a model folder to ONNX (fp32, and dynamically quantized int8) with sentence-transformers' helpers.
+
+sentence-transformers exports through Optimum (``optimum.onnxruntime``) and quantizes with
+``export_dynamic_quantized_onnx_model``: int8 weights, activations quantized on the fly, no calibration
+data. The int8 configuration is chosen for the CPU it is made on (arm64, avx2, avx512, avx512_vnni),
+because a file quantized for VNNI can saturate on a CPU without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import platform
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from unirank.errors import ModelLoadError, UnirankError
+
+#: Where sentence-transformers puts the fp32 export, relative to the model folder.
+FP32_FILE = "onnx/model.onnx"
+QUANTIZATIONS: tuple[str, ...] = ("int8",)
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    folder: Path
+    fp32_file: str
+    #: ``onnx/model_qint8_<arch>.onnx`` when quantized.
+    int8_file: str | None = None
+    #: The int8 configuration used (arm64, avx2, avx512, avx512_vnni).
+    arch: str | None = None
+
+    @property
+    def served_file(self) -> str:
+        """The file a registry version built from this export runs: int8 when there is one."""
+        return self.int8_file or self.fp32_file
+
+
+def quantization_arch() -> str:
+    """The best dynamic-quantization configuration this CPU runs correctly."""
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    flags = _cpu_flags()
+    if "avx512_vnni" in flags or "avx512vnni" in flags:
+        return "avx512_vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2"
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags the kernel reports; torch's capability string where there is no /proc."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                return set(line.partition(":")[2].split())
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability().lower()  # "avx512", "avx2", "default"...
+    return {"avx512f"} if capability.startswith("avx512") else {capability}
+
+
+@contextlib.contextmanager
+def _transformers5_export_compat() -> Iterator[None]:
+    """Let Optimum's ONNX exporter trace transformers 5 models.
+
+    optimum-onnx's export patcher swaps in its own attention-mask builders written for the transformers
+    4.x signature (``cache_position``); transformers 5 calls them with ``q_length``/``q_offset`` and the
+    export fails with "missing ... 'cache_position'". Those builders only existed to avoid ``vmap``,
+    which transformers 5's own builders no longer use by default, so during the export the patcher is
+    given transformers' own functions. Nothing changes where the signatures still match.
+    """
+    from optimum.exporters.onnx import model_patcher
+    from transformers import masking_utils
+
+    theirs = inspect.signature(model_patcher.sdpa_mask_without_vmap).parameters
+    ours = inspect.signature(masking_utils.sdpa_mask).parameters
+    if "cache_position" not in theirs or "cache_position" in ours:
+        yield
+        return
+    saved = model_patcher.sdpa_mask_without_vmap, model_patcher.eager_mask_without_vmap
+    model_patcher.sdpa_mask_without_vmap = masking_utils.sdpa_mask
+    model_patcher.eager_mask_without_vmap = masking_utils.eager_mask
+    try:
+        yield
+    finally:
+        model_patcher.sdpa_mask_without_vmap, model_patcher.eager_mask_without_vmap = saved
+
+
+def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = None) -> OnnxExport:
+    """Copy the model folder ``source`` to ``dest`` and add ``onnx/model.onnx`` (+ the int8 file).
+
+    ``role`` is ``embedder`` (a sentence-transformers bi-encoder) or ``reranker`` (a cross-encoder).
+    """
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise UnirankError(f"Unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}.")
+    try:
+        from sentence_transformers import CrossEncoder, SentenceTransformer, export_dynamic_quantized_onnx_model
+        import optimum.onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ModelLoadError("ONNX export needs Optimum and ONNX Runtime: pip install 'unirank[onnx]'.") from exc
+
+    dest = Path(dest)
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("onnx", "unirank_model.json"))
+    model_class = SentenceTransformer if role == "embedder" else CrossEncoder
+    try:
+        with _transformers5_export_compat(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.onnx tracer notes about Python ints in the graph
+            model = model_class(str(dest), backend="onnx", device="cpu", local_files_only=True,
+                                model_kwargs={"export": True})
+        model.save_pretrained(str(dest))
+    except Exception as exc:  # Optimum/torch.onnx raise many kinds
+        raise ModelLoadError(f"Exporting {source} to ONNX failed: {exc}") from exc
+    if not (dest / FP32_FILE).is_file():
+        raise ModelLoadError(f"Exporting {source} to ONNX wrote no {FP32_FILE}.")
+    if quantize is None:
+        return OnnxExport(folder=dest, fp32_file=FP32_FILE)
+    arch = quantization_arch()
+    export_dynamic_quantized_onnx_model(model, arch, str(dest))
+    int8_file = f"onnx/model_qint8_{arch}.onnx"
+    if not (dest / int8_file).is_file():
+        raise ModelLoadError(f"Quantizing {source} for {arch} wrote no {int8_file}.")
+    return OnnxExport(folder=dest, fp32_file=FP32_FILE, int8_file=int8_file, arch=arch)

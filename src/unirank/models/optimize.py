@@ -1,0 +1,179 @@
+"""``unirank models optimize``: register an ONNX (optionally int8) copy of a version as the next version.
+
+The new version's record is the source's (base model, dimensions, metrics, training fingerprints) plus
+``backend: "onnx"``, ``onnx_file`` and ``optimized_from``; loading then runs it with ONNX Runtime. With
+a BEIR folder the optimized file is scored against its source first (nDCG@10, kNN for an embedder,
+hybrid + rerank for a cross-encoder) and nothing is registered when it loses more than ``max_drop``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from unirank.errors import OptimizationRefusedError, UnirankError
+from unirank.models.embedder import SentenceTransformerEmbedder
+from unirank.models.loading import BASE_ALIAS, BASE_MODEL_NAME, load_embedder, load_reranker, resolve_model_path
+from unirank.models.onnx_export import OnnxExport, export_onnx
+from unirank.models.reranker import CrossEncoderReranker
+from unirank.registry import ModelRegistry, ModelVersion
+from unirank.registry.describe import describe_model_folder
+from unirank.search.backend import SearchBackend
+from unirank.settings import Settings
+
+Stage = Callable[[str], None]
+#: The most nDCG@10 an optimized file may lose against its source (the issue's bar for int8).
+DEFAULT_MAX_DROP = 0.005
+METRIC = "ndcg@10"
+
+
+@dataclass(frozen=True)
+class QualityCheck:
+    eval_set: str
+    system: str
+    queries: int
+    source: float
+    optimized: float
+    max_drop: float
+
+    @property
+    def drop(self) -> float:
+        return round(self.source - self.optimized, 4)
+
+    @property
+    def passed(self) -> bool:
+        return self.drop <= self.max_drop
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "metric": METRIC, "drop": self.drop}
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    source: ModelVersion
+    version: ModelVersion
+    check: QualityCheck | None
+
+
+class Optimizer:
+    def __init__(self, settings: Settings, registry: ModelRegistry, backend: SearchBackend | None = None,
+                 stage: Stage | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.backend = backend
+        self.stage = stage or (lambda _: None)
+
+    def run(self, ref: str, *, name: str | None = None, quantize: str | None = None,
+            check_beir: Path | None = None, max_drop: float = DEFAULT_MAX_DROP) -> OptimizeResult:
+        if check_beir is not None and self.backend is None:
+            raise UnirankError("A quality check needs a search backend to index the BEIR corpus.")
+        source = self._source(ref, name)
+        assert source.path is not None
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="optimize-", dir=self.settings.data_dir) as tmp:
+            self.stage(f"exporting {source.ref} to ONNX" + (f" and quantizing to {quantize}" if quantize else ""))
+            export = export_onnx(source.path, Path(tmp) / "model", source.role, quantize=quantize)
+            check = None
+            if check_beir is not None:
+                check = self._check(ref if ref == BASE_ALIAS else source.ref, source, export, Path(check_beir),
+                                    max_drop)
+                if not check.passed:
+                    raise OptimizationRefusedError(
+                        f"{export.served_file} scores {METRIC} {check.optimized:.4f} on {check.eval_set} against "
+                        f"{check.source:.4f} for {source.ref}: a drop of {check.drop:.4f}, more than the "
+                        f"{max_drop:.4f} allowed. Nothing was registered. Register the fp32 ONNX file instead "
+                        "(run without --quantize), or keep the PyTorch version.")
+            record = {**source.record, "backend": "onnx", "onnx_file": export.served_file,
+                      "onnx_fp32_file": export.fp32_file, "optimized_from": source.ref,
+                      "quantization": ({"method": "dynamic", "dtype": "qint8", "config": export.arch}
+                                       if export.int8_file else None)}
+            if check is not None:
+                record["onnx_check"] = check.to_dict()
+            self.stage(f"registering the ONNX copy as the next version of {source.name}")
+            version = self.registry.register(source.name, source.role, path=export.folder, record=record)
+        return OptimizeResult(source=source, version=version, check=check)
+
+    def _source(self, ref: str, name: str | None) -> ModelVersion:
+        """The version to optimize; ``base`` is registered first (as NAME's next version) so the two can
+        be told apart and compared."""
+        if ref != BASE_ALIAS:
+            if name is not None:
+                raise UnirankError("--name applies only to `base`; a registered model's ONNX copy keeps its name.")
+            source = self.registry.get(ref)
+            if source.path is None:
+                raise UnirankError(f"{source.ref} is a remote endpoint: there are no weights to export.")
+            if source.record.get("backend", "torch") != "torch":
+                origin = source.record.get("optimized_from", "its PyTorch version")
+                raise UnirankError(f"{source.ref} is already an ONNX version; optimize {origin} instead.")
+            return source
+        name = name or BASE_MODEL_NAME
+        bundled = [v for v in self._versions(name) if v.record.get("bundled_base")]
+        if bundled:
+            return bundled[0]
+        if self._versions(name):
+            raise UnirankError(f"{name!r} already names other models; give the base model's copies "
+                               "another name with --name.")
+        path = Path(resolve_model_path(BASE_ALIAS)[0])
+        record = {**describe_model_folder(path, "embedder"), "bundled_base": True}
+        return self.registry.register(name, "embedder", path=path, record=record)
+
+    def _versions(self, name: str) -> list[ModelVersion]:
+        return [v for v in self.registry.list() if v.name == name]
+
+    def _check(self, source_ref: str, source: ModelVersion, export: OnnxExport, folder: Path,
+               max_drop: float) -> QualityCheck:
+        """Score source and optimized file on the same queries with the project's evaluation code.
+
+        Both share their weights, so queries a model was trained on favour both alike: the comparison
+        is what matters here, not the absolute figure.
+        """
+        from unirank.evaluation.datasets import load_beir
+        from unirank.evaluation.metrics import score_run
+        from unirank.evaluation.systems import SystemRunner
+        from unirank.training.job import ensure_beir_index
+
+        assert self.backend is not None
+        data = load_beir(folder).judged()
+        if not data.queries:
+            raise UnirankError(f"{folder} has no judged queries to check the ONNX model on.")
+        settings = self.settings.model_copy(deep=True)
+        candidate_version = f"{source.version}-onnx-candidate"
+        if source.role == "embedder":
+            settings.embedder.model = source_ref
+            scores = []
+            for label, embedder in (
+                (source.ref, load_embedder(settings)),
+                (export.served_file, SentenceTransformerEmbedder(
+                    str(export.folder), name=source.name, version=candidate_version,
+                    batch_size=settings.embedder.batch_size, backend="onnx", onnx_file=export.served_file)),
+            ):
+                self.stage(f"kNN {METRIC} of {label} on {folder.name}")
+                index = ensure_beir_index(settings, self.backend, embedder, folder, self.stage)
+                try:
+                    run = SystemRunner(self.backend, index, settings.search).knn(data.queries, embedder)
+                    scores.append(score_run(data.qrels, run)[METRIC])
+                finally:
+                    if embedder.signature.version == candidate_version:
+                        self.backend.delete_index(index)
+            system = "knn"
+        else:
+            settings.embedder.model = BASE_ALIAS
+            settings.reranker.model = source_ref
+            embedder = load_embedder(settings)
+            index = ensure_beir_index(settings, self.backend, embedder, folder, self.stage)
+            runner = SystemRunner(self.backend, index, settings.search)
+            hits = runner.hybrid_hits(data.queries, embedder)
+            scores = []
+            for label, reranker in (
+                (source.ref, load_reranker(settings, embedder)),
+                (export.served_file, CrossEncoderReranker(
+                    str(export.folder), name=f"{source.name}@{candidate_version}",
+                    batch_size=settings.reranker.batch_size, backend="onnx", onnx_file=export.served_file)),
+            ):
+                self.stage(f"hybrid + rerank {METRIC} of {label} on {folder.name}")
+                scores.append(score_run(data.qrels, runner.rerank(data.queries, hits, reranker))[METRIC])
+            system = f"hybrid:{BASE_ALIAS}+rerank"
+        return QualityCheck(eval_set=f"beir:{folder.resolve().name}", system=system, queries=len(data.queries),
+                            source=scores[0], optimized=scores[1], max_drop=max_drop)
