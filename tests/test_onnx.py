@@ -1,0 +1,198 @@
+"""ONNX backend: export the real base model (fp32 + int8), register it, load it from the registry, search
+with it, and refuse to register a copy that loses too much nDCG@10."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("optimum.onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+
+from data.make_minibeir import write as write_minibeir  # noqa: E402
+from unirank.errors import ModelLoadError, OptimizationRefusedError  # noqa: E402
+from unirank.models.embedder import SentenceTransformerEmbedder  # noqa: E402
+from unirank.models.loading import load_embedder, load_reranker  # noqa: E402
+from unirank.models.optimize import Optimizer  # noqa: E402
+from unirank.registry import ModelRegistry  # noqa: E402
+from unirank.settings import Settings  # noqa: E402
+
+TEXTS = [
+    "How do I rotate an API key?",
+    "Databases are snapshotted every six hours and the write-ahead log is shipped to object storage. " * 6,
+    "SEV1",
+    "Laptops use full disk encryption; lost laptops must be reported to the security team within one hour.",
+]
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith("UNIRANK_"):
+                mp.delenv(key)
+        root = tmp_path_factory.mktemp("onnx")
+        mp.setenv("UNIRANK_CONFIG", str(root / "absent.toml"))
+        yield Settings(data_dir=root / "data")
+
+
+@pytest.fixture(scope="module")
+def minibeir(tmp_path_factory) -> Path:
+    return write_minibeir(tmp_path_factory.mktemp("beir") / "minibeir")
+
+
+@pytest.fixture(scope="module")
+def optimized(settings):
+    """`base` exported once for the module: registered as minilm@1 (PyTorch), its int8 copy as minilm@2."""
+    registry = ModelRegistry(settings.models_dir)
+    stages: list[str] = []
+    result = Optimizer(settings, registry, stage=stages.append).run("base", name="minilm", quantize="int8")
+    yield result
+    registry.close()
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_base_is_registered_and_its_onnx_copy_is_the_next_version(optimized):
+    source, mv = optimized.source, optimized.version
+    assert source.ref == "minilm@1" and source.record.get("backend", "torch") == "torch"
+    assert mv.ref == "minilm@2" and mv.role == "embedder"
+    record = mv.record
+    assert record["backend"] == "onnx"
+    assert record["onnx_file"].startswith("onnx/model_qint8_") and record["onnx_file"].endswith(".onnx")
+    assert record["onnx_fp32_file"] == "onnx/model.onnx"
+    assert record["optimized_from"] == "minilm@1"
+    assert record["dims"] == 384 and record["base_model"] == source.record["base_model"]
+    assert record["quantization"]["dtype"] == "qint8"
+    assert record["quantization"]["config"] in record["onnx_file"]
+    int8, fp32 = mv.path / record["onnx_file"], mv.path / record["onnx_fp32_file"]
+    assert int8.is_file() and fp32.is_file()
+    assert int8.stat().st_size < 0.4 * fp32.stat().st_size  # int8 weights: about a quarter of fp32
+
+
+def test_onnx_embeddings_match_torch(optimized, base_embedder):
+    mv = optimized.version
+    torch_vectors = base_embedder.embed_documents(TEXTS)
+    fp32 = SentenceTransformerEmbedder(str(mv.path), name="m", version="fp32", backend="onnx",
+                                       onnx_file=mv.record["onnx_fp32_file"])
+    int8 = SentenceTransformerEmbedder(str(mv.path), name="m", version="int8", backend="onnx",
+                                       onnx_file=mv.record["onnx_file"])
+    assert fp32.model.get_backend() == "onnx" and fp32.dims == 384
+    fp32_vectors, int8_vectors = fp32.embed_documents(TEXTS), int8.embed_documents(TEXTS)
+    assert _cosines(torch_vectors, fp32_vectors).min() > 0.999
+    assert _cosines(torch_vectors, int8_vectors).min() > 0.98
+    assert not np.allclose(fp32_vectors, int8_vectors, atol=1e-4)  # the int8 file really is quantized
+
+
+def test_loading_a_registry_version_runs_its_onnx_file(optimized, settings):
+    mv = optimized.version
+    s = settings.model_copy(deep=True)
+    s.embedder.model = "minilm@2"
+    embedder = load_embedder(s)
+    assert embedder.backend == "onnx" and embedder.model.get_backend() == "onnx"
+    assert embedder.signature.name == "minilm" and embedder.signature.version == "2"
+    direct = SentenceTransformerEmbedder(str(mv.path), name="m", version="int8", backend="onnx",
+                                         onnx_file=mv.record["onnx_file"])
+    np.testing.assert_allclose(embedder.embed_documents(TEXTS), direct.embed_documents(TEXTS), atol=1e-6)
+    s.embedder.model = "minilm@1"
+    assert load_embedder(s).backend == "torch"
+
+
+def test_a_missing_onnx_file_is_a_clear_error(optimized):
+    with pytest.raises(ModelLoadError, match="missing"):
+        SentenceTransformerEmbedder(str(optimized.version.path), name="m", version="x", backend="onnx",
+                                    onnx_file="onnx/absent.onnx")
+
+
+def test_search_through_the_client_with_the_onnx_model(optimized, settings, minibeir):
+    from unirank.api import Unirank
+
+    s = settings.model_copy(deep=True)
+    s.embedder.model = "minilm@2"
+    with Unirank(s) as ur:
+        assert ur.embedder.backend == "onnx"
+        report = ur.ingest(str(minibeir / "corpus.jsonl"), index="onnx-docs")
+        assert report.to_dict()["failed"] == 0
+        info = ur.index_info("onnx-docs")
+        assert info.model.name == "minilm" and info.model.version == "2"
+        hits = ur.search("what should I do if my computer is stolen", index="onnx-docs", mode="knn", top_k=3).hits
+        assert hits[0].chunk.doc_id == "d8"
+
+
+def test_quality_check_refuses_and_registers_nothing(optimized, settings, minibeir):
+    """A tolerance below any real drop (negative: it would demand a gain) must refuse."""
+    from unirank.api import Unirank
+
+    with Unirank(settings) as ur:
+        registry = ModelRegistry(settings.models_dir)
+        try:
+            before = [v.ref for v in registry.list()]
+            indexes_before = {i.name for i in ur.list_indexes()}
+            with pytest.raises(OptimizationRefusedError, match=r"ndcg@10 .* a drop of .* Nothing was registered"):
+                Optimizer(settings, registry, ur.backend).run("minilm@1", quantize="int8", check_beir=minibeir,
+                                                              max_drop=-1.0)
+            assert [v.ref for v in registry.list()] == before
+            new_indexes = {i.name for i in ur.list_indexes()} - indexes_before
+            assert all("candidate" not in name for name in new_indexes)  # the candidate's index is dropped
+            assert not list(settings.data_dir.glob("optimize-*"))  # the staged export is removed
+        finally:
+            registry.close()
+
+
+def test_quality_check_passes_and_is_recorded(optimized, settings, minibeir):
+    """fp32 ONNX computes what PyTorch does: no drop on the same queries, so it is registered."""
+    from unirank.api import Unirank
+
+    with Unirank(settings) as ur:
+        registry = ModelRegistry(settings.models_dir)
+        try:
+            result = Optimizer(settings, registry, ur.backend).run("minilm@1", check_beir=minibeir)
+        finally:
+            registry.close()
+    mv, check = result.version, result.check
+    assert mv.ref == "minilm@3" and mv.record["onnx_file"] == "onnx/model.onnx"
+    assert check is not None and check.passed and check.system == "knn" and check.queries == 12
+    assert check.source > 0.5 and abs(check.drop) <= 0.005
+    assert mv.record["onnx_check"] == check.to_dict()
+
+
+def test_cli_optimize_refuses_an_onnx_version(optimized, settings):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(settings.data_dir),
+               UNIRANK_CONFIG=str(settings.data_dir / "absent.toml"), COLUMNS="200")
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "models", "optimize", "minilm@2",
+                           "--quantize", "int8"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "minilm@2 is already an ONNX version; optimize minilm@1 instead" in proc.stderr
+
+
+def test_cross_encoder_reranker_runs_on_onnx(settings, tmp_path_factory):
+    """A cross-encoder (an untrained head on the base encoder: the scores are meaningless, the plumbing
+    is real) exported to fp32 ONNX scores like PyTorch and loads from the registry by reference."""
+    from sentence_transformers import CrossEncoder
+
+    from unirank.models.loading import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("ce") / "ce"
+    CrossEncoder(resolve_model_path("base")[0], num_labels=1, local_files_only=True).save_pretrained(str(folder))
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        registry.register("ce-rerank", "reranker", path=folder, record={"dims": None})
+        mv = Optimizer(settings, registry).run("ce-rerank@1").version
+    finally:
+        registry.close()
+    assert mv.ref == "ce-rerank@2" and mv.record["onnx_file"] == "onnx/model.onnx" and mv.record["quantization"] is None
+    s = settings.model_copy(deep=True)
+    passages = ["Keys are rotated every ninety days.", "Vacation is requested two weeks ahead.", TEXTS[1]]
+    s.reranker.model = "ce-rerank@1"
+    torch_scores = load_reranker(s).score("how often are keys rotated", passages)
+    s.reranker.model = "ce-rerank@2"
+    onnx_reranker = load_reranker(s)
+    assert onnx_reranker.model.get_backend() == "onnx"
+    np.testing.assert_allclose(onnx_reranker.score("how often are keys rotated", passages), torch_scores, atol=1e-4)
