@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from unirank.api import Unirank
+from unirank.cli import chat as chat_cli
 from unirank.cli import training
 from unirank.cli.models import models_app
 from unirank.cli.serve import serve_app
@@ -26,6 +27,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(serve_app, name="serve")
 app.command("train")(training.train)
 app.command("eval")(training.evaluate)
+app.command("ask")(chat_cli.ask)
+app.command("chat")(chat_cli.chat)
+serve_app.command("api")(chat_cli.serve_api)
 
 
 def _client() -> Unirank:

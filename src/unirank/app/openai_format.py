@@ -1,0 +1,99 @@
+"""OpenAI's chat-completions wire format: the request model, responses and stream chunks.
+
+Only what a chat client sends and reads; unirank's extras (``index``, ``session_id`` in the
+request; ``citations``, ``grounded``, ``message_id``… in the response) are extra fields that
+OpenAI clients pass through (``extra_body=`` going out, ``model_extra`` coming back).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from unirank.chat.types import ChatAnswer, Turn
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    #: A string, or OpenAI's list of content parts (the text parts are used).
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(str(p.get("text", "")) for p in self.content if p.get("type", "text") == "text")
+        return self.content or ""
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # temperature, max_tokens… are accepted and ignored
+
+    model: str = "unirank"
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    #: unirank: the index to answer from (default: ``model`` when it names an index, else chat.index).
+    index: str | None = None
+    #: unirank: keep the turn in this session (its stored history is used for follow-ups).
+    session_id: str | None = None
+
+    def question_and_history(self) -> tuple[str, list[Turn]]:
+        """The last user message is the question; earlier user/assistant messages are the history."""
+        turns = [m for m in self.messages if m.role in ("user", "assistant")]
+        if not turns or turns[-1].role != "user":
+            raise ValueError("The last message must be the user's question.")
+        return turns[-1].text(), [Turn(role=m.role, content=m.text()) for m in turns[:-1]]
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def extras(answer: ChatAnswer) -> dict[str, Any]:
+    return {"citations": [c.to_dict() for c in answer.citations], "grounded": answer.grounded,
+            "query": answer.query, "session_id": answer.session_id, "message_id": answer.message_id,
+            "answerer": answer.answerer, "relevance": answer.relevance, "timings_ms": answer.timings_ms}
+
+
+def completion(answer: ChatAnswer, model: str) -> dict[str, Any]:
+    return {
+        "id": completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.answer},
+                     "finish_reason": "stop", "logprobs": None}],
+        **extras(answer),
+    }
+
+
+class ChunkWriter:
+    """Server-sent events in OpenAI's ``chat.completion.chunk`` format, ending with ``[DONE]``."""
+
+    def __init__(self, model: str) -> None:
+        self.id = completion_id()
+        self.model = model
+        self.created = int(time.time())
+
+    def _event(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+    def role(self, **extra: Any) -> str:
+        return self._event({"role": "assistant", "content": ""}, **extra)
+
+    def content(self, text: str) -> str:
+        return self._event({"content": text})
+
+    def finish(self, answer: ChatAnswer) -> str:
+        return self._event({}, "stop", **extras(answer))
+
+    @staticmethod
+    def error(message: str, kind: str) -> str:
+        return f"data: {json.dumps({'error': {'message': message, 'type': kind}}, ensure_ascii=False)}\n\n"
+
+    @staticmethod
+    def done() -> str:
+        return "data: [DONE]\n\n"

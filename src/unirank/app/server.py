@@ -1,0 +1,234 @@
+"""The unirank app server (``unirank serve api``): the chat API and its web page.
+
+- ``POST /v1/chat/completions``: OpenAI-compatible (``stream: true`` gives server-sent events in
+  OpenAI's chunk format, ending with ``data: [DONE]``); citations ride along as extra fields.
+- ``/v1/sessions``: conversations kept in SQLite; a question asked in a session is rewritten into
+  a stand-alone query from the session's history before retrieval.
+- ``/v1/feedback`` and ``/v1/messages/{id}/citations/{n}``: thumbs up/down, citation clicks, and
+  the cited passage.
+- ``/``: the web page (plain HTML and JavaScript in ``static/``, no build step).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from unirank.api import Unirank
+from unirank.app.openai_format import ChatCompletionRequest, ChunkWriter, completion
+from unirank.chat.service import ChatService
+from unirank.chat.store import ConversationStore
+from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
+from unirank.errors import (
+    AnswererError, ConfigurationError, ConversationNotFoundError, IndexNotFoundError, InvalidQueryError,
+    RerankLimitError, UnirankError,
+)
+from unirank.settings import Settings
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
+
+_STATUS: list[tuple[type[Exception], int, str]] = [
+    (ConversationNotFoundError, 404, "not_found"),
+    (IndexNotFoundError, 404, "not_found"),
+    (InvalidQueryError, 400, "invalid_request_error"),
+    (RerankLimitError, 400, "invalid_request_error"),
+    (AnswererError, 502, "answerer_error"),
+    (ConfigurationError, 500, "configuration_error"),
+]
+
+
+class NewSession(BaseModel):
+    index: str | None = None
+    title: str = ""
+
+
+class SessionQuestion(BaseModel):
+    content: str = Field(min_length=1)
+    stream: bool = False
+
+
+class FeedbackRequest(BaseModel):
+    message_id: str
+    kind: Literal["up", "down", "click"]
+    #: The citation number, for ``click``.
+    citation: int | None = None
+
+
+def create_app(settings: Settings | None = None, *, unirank: Unirank | None = None,
+               warm_up: bool = True) -> FastAPI:
+    """The app on ``settings`` (or an existing client's); models load at start-up when ``warm_up``."""
+    ur = unirank or Unirank(settings or Settings())
+    store = ConversationStore(ur.settings.chat_db_path)
+    service = ChatService(ur, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if warm_up:  # load the models now: the first question should not pay for it, and a bad
+            await run_in_threadpool(_warm_up, service)  # model name should fail the start, not a user
+        yield
+        store.close()
+        if unirank is None:
+            ur.close()
+
+    app = FastAPI(title="unirank", summary="Grounded answers with citations over your documents.",
+                  lifespan=lifespan)
+    app.state.chat = service
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(UnirankError)
+    async def _unirank_error(request: Request, exc: UnirankError) -> JSONResponse:
+        for kind, status, name in _STATUS:
+            if isinstance(exc, kind):
+                return _error(status, str(exc), name)
+        return _error(400, str(exc), "invalid_request_error")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _error(422, f"Invalid request: {detail}", "invalid_request_error")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/healthz")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/indexes")
+    def indexes() -> dict:
+        default = _default_index(service)
+        return {"indexes": [{"name": i.name, "chunks": i.chunk_count, "default": i.name == default}
+                            for i in ur.list_indexes()]}
+
+    @app.get("/v1/models")
+    def models() -> dict:
+        """OpenAI clients list models: each index is one (``model`` picks the index to answer from)."""
+        return {"object": "list", "data": [{"id": i.name, "object": "model", "created": 0, "owned_by": "unirank"}
+                                           for i in ur.list_indexes()]}
+
+    # -- OpenAI-compatible ----------------------------------------------------------------------
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest) -> Any:
+        try:
+            question, history = body.question_and_history()
+        except ValueError as exc:
+            raise InvalidQueryError(str(exc)) from exc
+        index = body.index
+        if index is None and body.model and await run_in_threadpool(ur.backend.exists, body.model):
+            index = body.model
+        session_id = body.session_id
+        events = service.stream(question, index, session_id=session_id,
+                                history=None if session_id else history)
+        if body.stream:
+            return await _sse(events, body.model)
+        answer = await run_in_threadpool(_collect, events)
+        return completion(answer, body.model)
+
+    # -- sessions -------------------------------------------------------------------------------
+    @app.post("/v1/sessions", status_code=201)
+    def create_session(body: NewSession) -> dict:
+        index = body.index or service.default_index()
+        if not ur.backend.exists(index):
+            raise IndexNotFoundError(index, [i.name for i in ur.list_indexes()])
+        return store.create_session(index, body.title).to_dict()
+
+    @app.get("/v1/sessions")
+    def list_sessions(limit: int = 100) -> dict:
+        return {"sessions": [s.to_dict() for s in store.sessions(limit)]}
+
+    @app.get("/v1/sessions/{session_id}")
+    def get_session(session_id: str) -> dict:
+        return {**store.session(session_id).to_dict(),
+                "messages": [m.to_dict() for m in store.messages(session_id)]}
+
+    @app.delete("/v1/sessions/{session_id}", status_code=204)
+    def delete_session(session_id: str) -> Response:
+        store.delete_session(session_id)
+        return Response(status_code=204)
+
+    @app.post("/v1/sessions/{session_id}/messages", response_model=None)
+    async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
+        events = service.stream(body.content, session_id=session_id)
+        if body.stream:
+            return await _sse(events, "unirank")
+        answer = await run_in_threadpool(_collect, events)
+        return answer.to_dict()
+
+    # -- citations and feedback -----------------------------------------------------------------
+    @app.get("/v1/messages/{message_id}/citations/{n}")
+    def citation(message_id: str, n: int) -> dict:
+        message = store.message(message_id)
+        return {**message.citation(n).to_dict(), "message_id": message_id, "index": message.index}
+
+    @app.post("/v1/feedback", status_code=201)
+    def feedback(body: FeedbackRequest) -> dict:
+        return store.add_feedback(body.message_id, body.kind, body.citation).to_dict()
+
+    @app.get("/v1/feedback")
+    def list_feedback(message_id: str | None = None) -> dict:
+        return {"events": [e.to_dict() for e in store.feedback(message_id)]}
+
+    return app
+
+
+def _warm_up(service: ChatService) -> None:
+    service.ur.embedder  # noqa: B018 - cached properties: loading them is the point
+    service.retriever.scorer  # noqa: B018
+    service.answerer  # noqa: B018
+
+
+def _default_index(service: ChatService) -> str | None:
+    try:
+        return service.default_index()
+    except InvalidQueryError:
+        return None
+
+
+def _collect(events: Iterator[ChatEvent]):
+    for event in events:
+        if isinstance(event, Completed):
+            return event.answer
+    raise RuntimeError("the chat stream ended without an answer")  # pragma: no cover
+
+
+async def _sse(events: Iterator[ChatEvent], model: str) -> StreamingResponse:
+    """Retrieval runs before the response starts, so a missing index or session is still a 404;
+    an error after the first byte arrives as an ``error`` event before ``[DONE]``."""
+    first = await run_in_threadpool(next, events)
+    writer = ChunkWriter(model)
+
+    def body() -> Iterator[str]:
+        extra = {"query": first.query, "grounded": first.grounded} if isinstance(first, Retrieved) else {}
+        yield writer.role(**extra)
+        try:
+            for event in events:
+                if isinstance(event, Delta):
+                    yield writer.content(event.text)
+                elif isinstance(event, Completed):
+                    yield writer.finish(event.answer)
+        except UnirankError as exc:
+            kind = "answerer_error" if isinstance(exc, AnswererError) else "invalid_request_error"
+            yield ChunkWriter.error(str(exc), kind)
+        except Exception as exc:  # the stream has begun: the client can only be told in-band
+            log.exception("chat stream failed")
+            yield ChunkWriter.error(f"internal error: {exc}", "server_error")
+        yield ChunkWriter.done()
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+

@@ -1,0 +1,242 @@
+// The unirank chat page: plain JavaScript, no build step.
+// Document text is untrusted: it is only ever put on the page as text (textContent), never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { sessionId: null, busy: false };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+  status.setAttribute("role", isError ? "alert" : "status");
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    headers: { "Content-Type": "application/json" }, ...options,
+  });
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+// ---- conversations ------------------------------------------------------------------------------
+async function loadIndexes() {
+  const { indexes } = await api("/v1/indexes");
+  const select = $("index");
+  select.replaceChildren(...indexes.map((i) => el("option", { value: i.name }, `${i.name} (${i.chunks} passages)`)));
+  const preferred = indexes.find((i) => i.default) || indexes[0];
+  if (preferred) select.value = preferred.name;
+  if (!indexes.length) setStatus("No documents are indexed yet: run `unirank ingest FOLDER --index NAME` first.", true);
+}
+
+async function loadSessions() {
+  const { sessions } = await api("/v1/sessions");
+  const list = $("sessions");
+  list.replaceChildren(...sessions.map((s) => el("li", {},
+    el("button", {
+      type: "button", "aria-current": String(s.id === state.sessionId), title: s.title || "(untitled)",
+      onclick: () => openSession(s.id),
+    }, s.title || "(untitled)"))));
+}
+
+async function openSession(id) {
+  const session = await api(`/v1/sessions/${encodeURIComponent(id)}`);
+  state.sessionId = session.id;
+  $("index").value = session.index;
+  const transcript = $("transcript");
+  transcript.replaceChildren();
+  for (const m of session.messages) {
+    if (m.role === "user") addUserMessage(m.content);
+    else renderAnswer(addAssistantMessage(), m);
+  }
+  await loadSessions();
+  $("question").focus();
+}
+
+function newConversation() {
+  state.sessionId = null;
+  $("transcript").replaceChildren();
+  setStatus("New conversation.");
+  loadSessions();
+  $("question").focus();
+}
+
+// ---- messages -----------------------------------------------------------------------------------
+function addUserMessage(text) {
+  const node = el("article", { class: "msg user", "aria-label": "Your question" },
+    el("p", { class: "who" }, "You"), el("p", { class: "answer" }, text));
+  $("transcript").append(node);
+  return node;
+}
+
+function addAssistantMessage() {
+  const answer = el("p", { class: "answer" });
+  const node = el("article", { class: "msg assistant", "aria-label": "Answer", "aria-busy": "true" },
+    el("p", { class: "who" }, "unirank"), answer);
+  $("transcript").append(node);
+  return node;
+}
+
+// "[2]" in the answer becomes a button that opens citation 2; the rest stays plain text.
+function answerWithCitations(text, citations, messageId) {
+  const known = new Map(citations.map((c) => [c.n, c]));
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(/\[(\d+)\]/g)) {
+    const n = Number(match[1]);
+    if (!known.has(n)) continue;
+    parts.push(text.slice(last, match.index));
+    parts.push(citeButton(messageId, known.get(n), `[${n}]`, "cite"));
+    last = match.index + match[0].length;
+  }
+  parts.push(text.slice(last));
+  return parts;
+}
+
+function citeButton(messageId, citation, label, cls) {
+  const where = citation.page ? `${citation.title}, page ${citation.page}` : citation.title;
+  return el("button", {
+    type: "button", class: cls, "data-n": String(citation.n),
+    "aria-label": `Open source ${citation.n}: ${where}`,
+    onclick: () => openCitation(messageId, citation.n),
+  }, label);
+}
+
+function renderAnswer(node, message) {
+  node.setAttribute("aria-busy", "false");
+  node.dataset.messageId = message.id || message.message_id || "";
+  node.classList.toggle("not-grounded", !message.grounded);
+  const messageId = node.dataset.messageId;
+  const citations = message.citations || [];
+  const answer = node.querySelector(".answer");
+  answer.replaceChildren(...answerWithCitations(message.content ?? message.answer ?? "", citations, messageId));
+  if (message.query) node.append(el("p", { class: "query" }, `Searched for: ${message.query}`));
+  if (citations.length) {
+    node.append(el("ol", { class: "sources", "aria-label": "Sources" }, ...citations.map((c) => el("li", { value: String(c.n) },
+      citeButton(messageId, c, [c.title, c.heading].filter(Boolean).join(" › ") + (c.page ? ` (p. ${c.page})` : ""), "source")))));
+  }
+  if (messageId) node.append(feedbackButtons(messageId));
+}
+
+function feedbackButtons(messageId) {
+  const group = el("div", { class: "feedback", role: "group", "aria-label": "Was this answer helpful?" });
+  const send = async (kind, button) => {
+    try {
+      await api("/v1/feedback", { method: "POST", body: JSON.stringify({ message_id: messageId, kind }) });
+      for (const b of group.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b === button));
+      setStatus(kind === "up" ? "Thanks: marked as helpful." : "Thanks: marked as not helpful.");
+    } catch (error) { setStatus(`Feedback failed: ${error.message}`, true); }
+  };
+  const up = el("button", { type: "button", "aria-pressed": "false", "aria-label": "Helpful" }, "👍");
+  const down = el("button", { type: "button", "aria-pressed": "false", "aria-label": "Not helpful" }, "👎");
+  up.addEventListener("click", () => send("up", up));
+  down.addEventListener("click", () => send("down", down));
+  group.append(up, down);
+  return group;
+}
+
+async function openCitation(messageId, n) {
+  try {
+    const c = await api(`/v1/messages/${encodeURIComponent(messageId)}/citations/${n}`);
+    $("passage-title").textContent = `[${c.n}] ${c.title}`;
+    $("passage-location").textContent = [c.heading, c.page ? `page ${c.page}` : "", c.uri].filter(Boolean).join(" · ");
+    const text = $("passage-text");
+    // The cited span is marked inside the whole passage (start/end are offsets into it).
+    text.replaceChildren(c.passage.slice(0, c.start), el("mark", {}, c.passage.slice(c.start, c.end)), c.passage.slice(c.end));
+    $("passage").showModal();
+    api("/v1/feedback", { method: "POST", body: JSON.stringify({ message_id: messageId, kind: "click", citation: n }) })
+      .catch((error) => setStatus(`Could not record the click: ${error.message}`, true));
+  } catch (error) { setStatus(`Could not open the source: ${error.message}`, true); }
+}
+
+// ---- asking, with the answer streamed as server-sent events ------------------------------------
+async function ask(question) {
+  if (!state.sessionId) {
+    const session = await api("/v1/sessions", { method: "POST", body: JSON.stringify({ index: $("index").value }) });
+    state.sessionId = session.id;
+  }
+  addUserMessage(question);
+  const node = addAssistantMessage();
+  const answer = node.querySelector(".answer");
+  setStatus("Searching the documents…");
+  const response = await fetch(`/v1/sessions/${encodeURIComponent(state.sessionId)}/messages`, {
+    method: "POST", headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+    body: JSON.stringify({ content: question, stream: true }),
+  });
+  if (!response.ok) {
+    let message = `${response.status}`;
+    try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "", text = "", final = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data: ")) continue;
+        const data = line.slice(6);
+        if (data === "[DONE]") continue;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(chunk.error.message);
+        const choice = chunk.choices[0];
+        if (choice.delta && choice.delta.content) {
+          text += choice.delta.content;
+          answer.textContent = text;
+          setStatus("Answering…");
+        }
+        if (choice.finish_reason) final = { ...chunk, answer: text };
+      }
+    }
+  }
+  if (!final) throw new Error("the answer stream ended early");
+  renderAnswer(node, final);
+  setStatus(final.grounded ? "Answered from the documents." : "The documents do not cover this question.");
+  await loadSessions();
+}
+
+async function onSubmit(event) {
+  event.preventDefault();
+  const input = $("question");
+  const question = input.value.trim();
+  if (!question || state.busy) return;
+  state.busy = true;
+  $("ask").disabled = true;
+  input.value = "";
+  try { await ask(question); } catch (error) { setStatus(`Error: ${error.message}`, true); }
+  finally {
+    state.busy = false;
+    $("ask").disabled = false;
+    input.focus();
+  }
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  $("ask-form").addEventListener("submit", onSubmit);
+  $("new-conversation").addEventListener("click", newConversation);
+  try {
+    await loadIndexes();
+    await loadSessions();
+  } catch (error) { setStatus(`Cannot reach the server: ${error.message}`, true); }
+});

@@ -1,0 +1,100 @@
+"""The offline answerer: quotes the retrieved sentences that answer the question best, with citations.
+
+It needs no LLM and cannot invent anything: every sentence of its answer is copied from a passage
+and cited, and it says that it quotes. Text in documents is only ever quoted, never obeyed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+from unirank.chat.sentences import MIN_SENTENCE_CHARS, sentence_spans, squash
+from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage
+from unirank.models.reranker import Reranker
+
+PREFIX = "From the documents:"
+
+
+class ExtractiveAnswerer:
+    name = "extractive"
+
+    def __init__(self, scorer: Reranker, *, logits: bool = False, max_sentences: int = 3,
+                 margin: float = 0.1) -> None:
+        """``scorer`` rates (question, text) pairs: cosines, or cross-encoder ``logits`` (read
+        through a sigmoid here, so one ``margin`` fits both). A sentence is quoted when its
+        relevance is within ``margin`` of the best sentence's."""
+        self.scorer = scorer
+        self.logits = logits
+        self.max_sentences = max_sentences
+        self.margin = margin
+
+    def stream(self, question: str, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
+        yield Delta(PREFIX)  # known as soon as retrieval found the question answerable
+        picked = self.select(question, passages)
+        numbers: dict[int, int] = {}  # context passage number -> citation number, in order of use
+        citations: dict[int, Citation] = {}
+        parts = [PREFIX]
+        for passage, start, end, score in picked:
+            n = numbers.setdefault(passage.n, len(numbers) + 1)
+            cited = Citation.from_passage(n, passage, start, end, score)
+            citations[n] = citations[n].merged(cited) if n in citations else cited
+            part = f" \u201c{squash(passage.chunk.text[start:end])}\u201d [{n}]"
+            parts.append(part)
+            yield Delta(part)
+        yield Final("".join(parts), [citations[n] for n in sorted(citations)])
+
+    def select(self, question: str, passages: Sequence[Passage]) -> list[tuple[Passage, int, int, float]]:
+        """The best sentences (at least one, at most ``max_sentences``), in reading order: by
+        passage rank, then by position in the passage.
+
+        A sentence's relevance is the mean of its own score (read under its title and heading)
+        and its passage's: a sentence alone is short and noisy ("Respond within 30 minutes."),
+        and the passage score keeps the quote to the passages that matched as a whole.
+        """
+        candidates: list[tuple[Passage, int, int]] = []
+        seen: set[str] = set()
+        for passage in passages:
+            spans = sentence_spans(passage.chunk.text) or [(0, len(passage.chunk.text))]
+            for start, end in _join_short(passage.chunk.text, spans):
+                key = squash(passage.chunk.text[start:end]).lower()
+                if key and key not in seen:  # overlapping chunks repeat sentences
+                    seen.add(key)
+                    candidates.append((passage, start, end))
+        if not candidates:
+            return []
+        raw = self.scorer.score(question, [_with_context(p, p.chunk.text[s:e]) for p, s, e in candidates])
+        scores = [(self._norm(r) + self._norm(p.score)) / 2 for r, (p, _, _) in zip(raw, candidates)]
+        ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])
+        best = ranked[0][1]
+        chosen = [item for item in ranked[:self.max_sentences] if item[1] >= best - self.margin]
+        chosen.sort(key=lambda item: (item[0][0].n, item[0][1]))
+        return [(p, s, e, float(score)) for (p, s, e), score in chosen]
+
+    def _norm(self, score: float) -> float:
+        return 1.0 / (1.0 + math.exp(-score)) if self.logits else score
+
+
+def _with_context(passage: Passage, sentence: str) -> str:
+    """A sentence is scored under its document title and heading, as the passage was embedded."""
+    context = " > ".join(part for part in (passage.chunk.title, passage.heading) if part)
+    return f"{context}\n{sentence}" if context else sentence
+
+
+def _join_short(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """A very short sentence ("Yes.", "Free.") joins the next one (the last joins the previous)."""
+    out: list[tuple[int, int]] = []
+    pending: int | None = None
+    for start, end in spans:
+        if pending is not None:
+            start, pending = pending, None
+        if end - start < MIN_SENTENCE_CHARS:
+            pending = start
+            continue
+        out.append((start, end))
+    if pending is not None:
+        if out:
+            out[-1] = (out[-1][0], spans[-1][1])
+        else:
+            out.append((pending, spans[-1][1]))
+    return out

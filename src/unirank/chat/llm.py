@@ -1,0 +1,104 @@
+"""An answerer on any OpenAI-compatible chat endpoint (OpenAI, DashScope compatible mode, vLLM, Ollama).
+
+The official ``openai`` client talks to it; the answer streams through as it is generated. A slow
+or unreachable endpoint becomes an :class:`AnswererError` that says which URL failed and what to
+check, never a hang: every request has ``chat.llm_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from typing import Iterator, Sequence
+
+import httpx
+import openai
+
+from unirank.chat.prompt import answer_prompt, rewrite_prompt
+from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage, Turn
+from unirank.errors import AnswererError, ConfigurationError
+from unirank.settings import ChatSettings
+
+_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+class OpenAIAnswerer:
+    name = "openai"
+
+    def __init__(self, settings: ChatSettings) -> None:
+        if not settings.llm_base_url or not settings.llm_model:
+            raise ConfigurationError(
+                "chat.answerer = \"openai\" needs chat.llm_base_url (e.g. http://localhost:11434/v1) and "
+                "chat.llm_model; set them in unirank.toml or UNIRANK_CHAT__LLM_BASE_URL / UNIRANK_CHAT__LLM_MODEL."
+            )
+        self.settings = settings
+        self.base_url = settings.llm_base_url
+        self.model = settings.llm_model
+        # Local servers (vLLM, Ollama) take any key; the client insists on one being set.
+        key = os.environ.get(settings.llm_api_key_env) or "no-key-set"
+        self.client = openai.OpenAI(base_url=settings.llm_base_url, api_key=key,
+                                    timeout=settings.llm_timeout_s, max_retries=0)
+
+    def stream(self, question: str, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
+        prompt = answer_prompt(question, passages)
+        parts: list[str] = []
+        with self._errors():
+            stream = self.client.chat.completions.create(model=self.model, messages=prompt.messages,  # type: ignore[arg-type]
+                                                         stream=True, temperature=0)
+            with contextlib.closing(stream):
+                for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        parts.append(chunk.choices[0].delta.content)
+                        yield Delta(parts[-1])
+        text = "".join(parts)
+        yield Final(text, cited(text, passages))
+
+    def rewrite(self, question: str, history: Sequence[Turn]) -> str:
+        """The LLM's stand-alone version of a follow-up question."""
+        with self._errors():
+            response = self.client.chat.completions.create(model=self.model, messages=rewrite_prompt(question, history),  # type: ignore[arg-type]
+                                                           temperature=0, max_tokens=96)
+        text = (response.choices[0].message.content or "").strip().strip('"').strip() if response.choices else ""
+        return text.splitlines()[0].strip() if text else question
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        where = f"the LLM endpoint {self.base_url} (model {self.model})"
+        try:
+            yield
+        except (openai.APITimeoutError, httpx.TimeoutException) as exc:
+            raise AnswererError(
+                f"{where} did not answer within {self.settings.llm_timeout_s:g}s. Check that it is up and "
+                "not overloaded, or raise chat.llm_timeout_s."
+            ) from exc
+        except openai.AuthenticationError as exc:
+            raise AnswererError(
+                f"{where} refused the API key ({exc.status_code}). Put a valid key in the environment "
+                f"variable {self.settings.llm_api_key_env} (named by chat.llm_api_key_env)."
+            ) from exc
+        except openai.APIStatusError as exc:
+            raise AnswererError(f"{where} answered HTTP {exc.status_code}: {_short(exc.message)}. "
+                                "Check chat.llm_model and the endpoint's logs.") from exc
+        except (openai.APIConnectionError, httpx.HTTPError) as exc:
+            raise AnswererError(
+                f"Cannot reach {where}: {exc}. Is it running, and is chat.llm_base_url right "
+                "(it usually ends in /v1)?"
+            ) from exc
+
+
+def cited(text: str, passages: Sequence[Passage]) -> list[Citation]:
+    """The passages an answer cites as ``[n]`` (numbers not in the context are ignored)."""
+    by_n = {p.n: p for p in passages}
+    numbers: list[int] = []
+    for match in _CITATION.finditer(text):
+        for part in match.group(1).split(","):
+            n = int(part)
+            if n in by_n and n not in numbers:
+                numbers.append(n)
+    return [Citation.from_passage(n, by_n[n]) for n in sorted(numbers)]
+
+
+def _short(message: str, limit: int = 300) -> str:
+    message = " ".join(str(message).split())
+    return message if len(message) <= limit else message[:limit] + "…"

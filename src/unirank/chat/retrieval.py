@@ -1,0 +1,121 @@
+"""Question -> numbered context passages: the search layer (hybrid + rerank), then a token budget.
+
+The reranker's score of the best passage decides whether the documents cover the question at
+all. The base bi-encoder scores a cosine and a cross-encoder a logit, so each kind has its own
+threshold (``chat.min_score_cosine`` / ``chat.min_score_logit``; ``chat.min_score`` overrides both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Mapping
+
+from unirank.api import Unirank
+from unirank.chat.types import Passage
+from unirank.models.reranker import BiEncoderReranker, Reranker
+from unirank.search.searcher import Searcher
+from unirank.search.types import Chunk
+from unirank.settings import ChatSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Retrieval:
+    query: str
+    passages: list[Passage]
+    #: Best reranker score among the passages (None when reranking failed and nothing was scored).
+    relevance: float | None
+    threshold: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def grounded(self) -> bool:
+        if not self.passages:
+            return False
+        return self.relevance is None or self.relevance >= self.threshold
+
+
+class Retriever:
+    def __init__(self, ur: Unirank, settings: ChatSettings) -> None:
+        self.ur = ur
+        self.settings = settings
+
+    @cached_property
+    def scorer(self) -> Reranker:
+        """The configured reranker; with ``reranker.model = none``, the embedder's cosine, since
+        the chat needs some relevance score to know when the documents do not cover a question."""
+        reranker = self.ur.reranker
+        if reranker is not None:
+            return reranker
+        return BiEncoderReranker(self.ur.embedder, name=f"{self.ur.embedder.signature}-cosine")
+
+    @cached_property
+    def searcher(self) -> Searcher:
+        """The search layer's own searcher, reranking fewer candidates than a search does (one per turn)."""
+        s = self.settings
+        return Searcher(self.ur.backend, self.ur.embedder, self.scorer, self.ur.settings.search,
+                        rerank_top_k=max(s.rerank_candidates, s.top_k), rerank_by_default=True)
+
+    @property
+    def threshold(self) -> float:
+        s = self.settings
+        if s.min_score is not None:
+            return s.min_score
+        return s.min_score_cosine if scores_cosine(self.scorer) else s.min_score_logit
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.ur.embedder.tokenizer
+
+    def retrieve(self, query: str, index: str, filters: Mapping[str, str] | None = None) -> Retrieval:
+        started = time.perf_counter()
+        results = self.searcher.search(query, index, top_k=self.settings.top_k, rerank=True, filters=filters)
+        if results.degraded:
+            log.warning("the reranker failed: answering from un-reranked passages without a relevance check")
+        scored = [(hit.chunk, hit.scores.get("rerank")) for hit in results.hits]
+        chunks = self._within_budget([c for c, _ in scored])
+        passages = [Passage(n=i, chunk=chunk, score=float(score if score is not None else 0.0))
+                    for i, (chunk, (_, score)) in enumerate(zip(chunks, scored), start=1)]
+        known = [s for _, s in scored if s is not None]
+        relevance = max(known) if known else None
+        timings = {**{f"search_{k}": v for k, v in results.timings_ms.items()},
+                   "retrieve": round((time.perf_counter() - started) * 1000, 3)}
+        return Retrieval(query=query, passages=passages, relevance=relevance, threshold=self.threshold,
+                         timings_ms=timings)
+
+    def _within_budget(self, chunks: list[Chunk]) -> list[Chunk]:
+        """Passages in rank order while they fit ``context_tokens``; the first is cut to fit if it must."""
+        budget = self.settings.context_tokens
+        kept: list[Chunk] = []
+        used = 0
+        for chunk in chunks:
+            tokens = self.count_tokens(chunk.embedding_input())
+            if used + tokens > budget:
+                if not kept:
+                    kept.append(self._cut(chunk, budget))
+                break
+            kept.append(chunk)
+            used += tokens
+        return kept
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _cut(self, chunk: Chunk, budget: int) -> Chunk:
+        prefix = self.count_tokens(chunk.embedding_input()) - self.count_tokens(chunk.text)
+        keep = max(1, budget - prefix)
+        encoded = self.tokenizer(chunk.text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoded["offset_mapping"]
+        if keep >= len(offsets):
+            return chunk
+        return dataclasses.replace(chunk, text=chunk.text[: offsets[keep - 1][1]])
+
+
+def scores_cosine(reranker: Reranker) -> bool:
+    """A bi-encoder reranker scores a cosine in [-1, 1]; anything else is taken to be a cross-encoder logit."""
+    return isinstance(reranker, BiEncoderReranker)

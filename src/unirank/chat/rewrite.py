@@ -1,0 +1,100 @@
+"""Follow-up questions -> stand-alone search queries, from the conversation so far.
+
+"How long does the old one keep working?" means nothing to a search index on its own. Offline,
+a follow-up (a pronoun or demonstrative that points back, an elliptical "what about …?", or a
+question with no content word at all) gets the key terms of the previous question that it does not
+already contain. With an LLM configured, the LLM rewrites it (and the heuristic is the fallback
+when the LLM fails).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Protocol, Sequence
+
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+from unirank.chat.types import Turn
+from unirank.errors import AnswererError
+
+log = logging.getLogger(__name__)
+
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_'\-]*")
+#: Words that point back at something said before.
+ANAPHORA = frozenset({
+    "it", "its", "itself", "they", "them", "their", "theirs", "this", "that", "these", "those",
+    "there", "he", "she", "him", "her", "his", "hers", "one", "ones", "such", "same", "former",
+    "latter", "else", "too", "also", "then",
+})
+#: Openings of elliptical follow-ups ("what about the sandbox?").
+ELLIPSIS = ("and ", "or ", "but ", "what about", "how about", "what if", "why not", "same for", "and?", "why?",
+            "how so", "which one", "what else")
+#: Question verbs sklearn's stop list lacks: they carry no topic.
+QUESTION_WORDS = frozenset({"does", "did", "doing", "mean", "means", "tell", "explain", "happens", "happen"})
+MAX_ADDED_TERMS = 8
+
+
+class LLMRewriter(Protocol):
+    def rewrite(self, question: str, history: Sequence[Turn]) -> str: ...
+
+
+def words(text: str) -> list[str]:
+    return [w.lower().strip("'-") for w in _WORD.findall(text)]
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in words(text) if w and w not in ENGLISH_STOP_WORDS and w not in ANAPHORA
+            and w not in QUESTION_WORDS]
+
+
+def is_follow_up(question: str) -> bool:
+    lowered = question.strip().lower()
+    return (any(w in ANAPHORA for w in words(lowered)) or lowered.startswith(ELLIPSIS)
+            or not content_words(lowered))
+
+
+class QueryRewriter:
+    def __init__(self, llm: LLMRewriter | None = None, *, max_turns: int = 6) -> None:
+        self.llm = llm
+        self.max_turns = max_turns
+
+    def rewrite(self, question: str, history: Sequence[Turn]) -> str:
+        """The stand-alone query for ``question`` (itself when there is no history to draw on)."""
+        previous = [t for t in history if t.role == "user"]
+        if not previous:
+            return question.strip()
+        if self.llm is not None:
+            try:
+                rewritten = self.llm.rewrite(question, list(history)[-self.max_turns:])
+                if rewritten.strip():
+                    return rewritten.strip()
+            except AnswererError as exc:
+                log.warning("LLM rewrite failed, rewriting the follow-up offline instead: %s", exc)
+        return self.heuristic(question, history)
+
+    def heuristic(self, question: str, history: Sequence[Turn]) -> str:
+        question = question.strip()
+        if not is_follow_up(question):
+            return question
+        anchor = self._previous_query(history)
+        have = set(content_words(question))
+        added: list[str] = []
+        for term in content_words(anchor):
+            if term not in have and term not in added:
+                added.append(term)
+        if not added:
+            return question
+        return f"{question} {' '.join(added[:MAX_ADDED_TERMS])}"
+
+    def _previous_query(self, history: Sequence[Turn]) -> str:
+        """The last user turn as a stand-alone query (rewriting it too when it was itself a follow-up)."""
+        turns = list(history)
+        for i in range(len(turns) - 1, -1, -1):
+            turn = turns[i]
+            if turn.role != "user":
+                continue
+            if turn.query:
+                return turn.query
+            return self.heuristic(turn.content, turns[:i])
+        return ""

@@ -1,0 +1,135 @@
+"""One chat turn: rewrite the follow-up, retrieve, decide whether it is covered, answer, remember.
+
+The CLI, the app server and the benchmark all go through :class:`ChatService`, so a question gets
+the same answer whichever surface asked it.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from typing import Iterator, Mapping, Protocol, Sequence
+
+from unirank.api import Unirank
+from unirank.chat.extractive import ExtractiveAnswerer
+from unirank.chat.retrieval import Retriever, scores_cosine
+from unirank.chat.rewrite import QueryRewriter
+from unirank.chat.store import ConversationStore
+from unirank.chat.types import (
+    NOT_COVERED, AnswerEvent, ChatAnswer, ChatEvent, Completed, Delta, Final, Passage, Retrieved, Turn,
+)
+from unirank.errors import InvalidQueryError
+
+
+class Answerer(Protocol):
+    """Turns a question and its numbered context passages into a cited answer, streamed."""
+
+    name: str
+
+    def stream(self, question: str, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
+        """Yields :class:`Delta` pieces of the answer, then one :class:`Final` with its citations."""
+        ...
+
+
+def make_answerer(ur: Unirank, retriever: Retriever) -> Answerer:
+    settings = ur.settings.chat
+    if settings.answerer == "openai":
+        from unirank.chat.llm import OpenAIAnswerer
+
+        return OpenAIAnswerer(settings)
+    return ExtractiveAnswerer(retriever.scorer, logits=not scores_cosine(retriever.scorer),
+                              max_sentences=settings.max_sentences)
+
+
+class ChatService:
+    def __init__(self, ur: Unirank, store: ConversationStore | None = None, answerer: Answerer | None = None) -> None:
+        self.ur = ur
+        self.settings = ur.settings.chat
+        self.store = store
+        self.retriever = Retriever(ur, self.settings)
+        if answerer is not None:
+            self.__dict__["answerer"] = answerer
+
+    @cached_property
+    def answerer(self) -> Answerer:
+        return make_answerer(self.ur, self.retriever)
+
+    @cached_property
+    def rewriter(self) -> QueryRewriter:
+        llm = self.answerer if hasattr(self.answerer, "rewrite") else None
+        return QueryRewriter(llm)  # type: ignore[arg-type]
+
+    def default_index(self) -> str:
+        """``chat.index``, else the only index there is."""
+        if self.settings.index:
+            return self.settings.index
+        names = [i.name for i in self.ur.list_indexes()]
+        if len(names) == 1:
+            return names[0]
+        hint = f" (there are: {', '.join(names)})" if names else " (there are none yet: run `unirank ingest`)"
+        raise InvalidQueryError(f"Name the index to answer from{hint}: --index NAME, or chat.index in settings.")
+
+    def ask(self, question: str, index: str | None = None, *, session_id: str | None = None,
+            history: Sequence[Turn] | None = None, filters: Mapping[str, str] | None = None) -> ChatAnswer:
+        for event in self.stream(question, index, session_id=session_id, history=history, filters=filters):
+            if isinstance(event, Completed):
+                return event.answer
+        raise AssertionError("the chat stream ended without an answer")  # pragma: no cover
+
+    def stream(self, question: str, index: str | None = None, *, session_id: str | None = None,
+               history: Sequence[Turn] | None = None,
+               filters: Mapping[str, str] | None = None) -> Iterator[ChatEvent]:
+        """Events of one turn: :class:`Retrieved`, then :class:`Delta` pieces, then :class:`Completed`.
+
+        With ``session_id`` the session's stored history is used and the turn is stored in it;
+        otherwise ``history`` (e.g. an OpenAI request's earlier messages) and the answer is stored
+        on its own, so feedback can still point at it.
+        """
+        if not question or not question.strip():
+            raise InvalidQueryError("The question is empty: ask something.")
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        if session_id is not None:
+            if self.store is None:
+                raise InvalidQueryError("Sessions need the conversation store; this chat runs without one.")
+            session = self.store.session(session_id)
+            index = index or session.index
+            history = self.store.history(session_id)
+        index = index or self.default_index()
+
+        query = self.rewriter.rewrite(question, history or [])
+        timings["rewrite"] = _ms(started)
+        retrieval = self.retriever.retrieve(query, index, filters)
+        timings.update(retrieval.timings_ms)
+        yield Retrieved(query=query, passages=retrieval.passages, grounded=retrieval.grounded)
+
+        final: Final | None = None
+        if not retrieval.grounded:
+            final = Final(NOT_COVERED, [])
+            timings["first_token"] = _ms(started)
+            yield Delta(NOT_COVERED)
+        else:
+            for event in self.answerer.stream(query, retrieval.passages):
+                if isinstance(event, Final):
+                    final = event
+                    continue
+                timings.setdefault("first_token", _ms(started))
+                yield event
+        assert final is not None, "the answerer ended without a Final event"
+        timings["total"] = _ms(started)
+        answer = ChatAnswer(
+            question=question.strip(), query=query, answer=final.text,
+            grounded=retrieval.grounded and bool(final.citations), citations=final.citations,
+            answerer=self.answerer.name if retrieval.grounded else "none", relevance=retrieval.relevance,
+            threshold=retrieval.threshold, session_id=session_id, timings_ms=timings,
+        )
+        if self.store is not None:
+            self.store.add_message(session_id, index, "user", answer.question)
+            stored = self.store.add_message(session_id, index, "assistant", answer.answer, query=query,
+                                            grounded=answer.grounded, citations=answer.citations)
+            answer.message_id = stored.id
+        yield Completed(answer)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)

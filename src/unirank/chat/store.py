@@ -1,0 +1,246 @@
+"""Durable conversations: sessions, their messages, and feedback events, in one SQLite file.
+
+Every answer is kept (with the stand-alone query it was retrieved for and its citations), in a
+session or not, so that thumbs up/down and citation clicks can later become training pairs
+(:mod:`unirank.training.feedback`). One connection serves the app server's threads behind a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from unirank.chat.types import Citation, Turn
+from unirank.errors import ConversationNotFoundError, InvalidQueryError
+
+FeedbackKind = Literal["up", "down", "click"]
+FEEDBACK_KINDS: tuple[str, ...] = ("up", "down", "click")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    index_name TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    session_id TEXT REFERENCES sessions(id) ON DELETE CASCADE,
+    index_name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    query TEXT,
+    grounded INTEGER,
+    citations TEXT NOT NULL DEFAULT '[]',
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_session ON messages(session_id, seq);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    citation_n INTEGER,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_by_message ON feedback(message_id);
+"""
+
+
+@dataclass
+class Session:
+    id: str
+    index: str
+    title: str
+    created_at: str
+    updated_at: str
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "index": self.index, "title": self.title, "created_at": self.created_at,
+                "updated_at": self.updated_at}
+
+
+@dataclass
+class Message:
+    id: str
+    session_id: str | None
+    index: str
+    role: str
+    content: str
+    created_at: str
+    #: For an assistant message: the question it answers, as retrieved for (stand-alone).
+    query: str | None = None
+    grounded: bool | None = None
+    citations: list[Citation] = field(default_factory=list)
+
+    def citation(self, n: int) -> Citation:
+        for c in self.citations:
+            if c.n == n:
+                return c
+        raise ConversationNotFoundError(
+            f"Message {self.id} has no citation [{n}]; it cites {[c.n for c in self.citations] or 'nothing'}."
+        )
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "session_id": self.session_id, "index": self.index, "role": self.role,
+                "content": self.content, "query": self.query, "grounded": self.grounded,
+                "citations": [c.to_dict() for c in self.citations], "created_at": self.created_at}
+
+
+@dataclass
+class FeedbackEvent:
+    id: int
+    message_id: str
+    kind: str
+    citation_n: int | None
+    created_at: str
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "message_id": self.message_id, "kind": self.kind, "citation": self.citation_n,
+                "created_at": self.created_at}
+
+
+class ConversationStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+
+    # -- sessions -------------------------------------------------------------------------------
+    def create_session(self, index: str, title: str = "") -> Session:
+        now = utc_now()
+        session = Session(id=uuid.uuid4().hex, index=index, title=title.strip()[:120], created_at=now, updated_at=now)
+        with self._lock:
+            self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                             (session.id, session.index, session.title, now, now))
+        return session
+
+    def session(self, session_id: str) -> Session:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        if row is None:
+            raise ConversationNotFoundError(
+                f"Session {session_id!r} does not exist: create one with POST /v1/sessions (or list them with GET /v1/sessions)."
+            )
+        return _session(row)
+
+    def sessions(self, limit: int = 100) -> list[Session]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM sessions ORDER BY updated_at DESC, rowid DESC LIMIT ?",
+                                    (limit,)).fetchall()
+        return [_session(r) for r in rows]
+
+    def delete_session(self, session_id: str) -> None:
+        self.session(session_id)
+        with self._lock:
+            self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    # -- messages -------------------------------------------------------------------------------
+    def add_message(self, session_id: str | None, index: str, role: str, content: str, *,
+                    query: str | None = None, grounded: bool | None = None,
+                    citations: list[Citation] | None = None) -> Message:
+        now = utc_now()
+        message = Message(id=uuid.uuid4().hex, session_id=session_id, index=index, role=role, content=content,
+                          created_at=now, query=query, grounded=grounded, citations=list(citations or []))
+        payload = json.dumps([c.to_dict() for c in message.citations], ensure_ascii=False)
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages").fetchone()[0]
+            self._db.execute(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (message.id, seq, session_id, index, role, content, query,
+                 None if grounded is None else int(grounded), payload, now))
+            if session_id is not None:
+                self._db.execute(
+                    "UPDATE sessions SET updated_at = ?, title = CASE WHEN title = '' AND ? = 'user' "
+                    "THEN ? ELSE title END WHERE id = ?", (now, role, content.strip()[:120], session_id))
+        return message
+
+    def messages(self, session_id: str) -> list[Message]:
+        self.session(session_id)
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM messages WHERE session_id = ? ORDER BY seq", (session_id,)).fetchall()
+        return [_message(r) for r in rows]
+
+    def message(self, message_id: str) -> Message:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            raise ConversationNotFoundError(f"Message {message_id!r} does not exist.")
+        return _message(row)
+
+    def history(self, session_id: str) -> list[Turn]:
+        """The session as turns; a user turn carries the stand-alone query its answer was retrieved for."""
+        turns: list[Turn] = []
+        for m in self.messages(session_id):
+            if m.role == "assistant" and turns and turns[-1].role == "user":
+                turns[-1].query = m.query
+            turns.append(Turn(role=m.role, content=m.content))
+        return turns
+
+    # -- feedback -------------------------------------------------------------------------------
+    def add_feedback(self, message_id: str, kind: str, citation_n: int | None = None) -> FeedbackEvent:
+        if kind not in FEEDBACK_KINDS:
+            raise InvalidQueryError(f"Feedback kind {kind!r} is not one of {', '.join(FEEDBACK_KINDS)}.")
+        message = self.message(message_id)
+        if message.role != "assistant":
+            raise InvalidQueryError("Feedback is given on answers (assistant messages), not on questions.")
+        if kind == "click":
+            if citation_n is None:
+                raise InvalidQueryError("A citation click names the citation: give its number n.")
+            message.citation(citation_n)
+        now = utc_now()
+        with self._lock:
+            cursor = self._db.execute("INSERT INTO feedback (message_id, kind, citation_n, created_at) VALUES (?, ?, ?, ?)",
+                                      (message_id, kind, citation_n, now))
+        return FeedbackEvent(id=int(cursor.lastrowid or 0), message_id=message_id, kind=kind,
+                             citation_n=citation_n, created_at=now)
+
+    def feedback(self, message_id: str | None = None) -> list[FeedbackEvent]:
+        sql, args = "SELECT * FROM feedback", ()
+        if message_id is not None:
+            sql, args = sql + " WHERE message_id = ?", (message_id,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        return [FeedbackEvent(id=r["id"], message_id=r["message_id"], kind=r["kind"], citation_n=r["citation_n"],
+                              created_at=r["created_at"]) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "ConversationStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def utc_now() -> str:
+    """Milliseconds, so that the conversation list orders turns within one second too."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _session(row: sqlite3.Row) -> Session:
+    return Session(id=row["id"], index=row["index_name"], title=row["title"], created_at=row["created_at"],
+                   updated_at=row["updated_at"])
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return Message(id=row["id"], session_id=row["session_id"], index=row["index_name"], role=row["role"],
+                   content=row["content"], created_at=row["created_at"], query=row["query"],
+                   grounded=None if row["grounded"] is None else bool(row["grounded"]),
+                   citations=[Citation.from_dict(c) for c in json.loads(row["citations"])])

@@ -1,0 +1,145 @@
+"""The records the chatbot passes around: context passages, citations, answers and stream events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from unirank.search.types import Chunk
+
+#: What every answerer says when retrieval found nothing relevant enough to answer from.
+NOT_COVERED = "The documents do not cover this question."
+
+
+@dataclass
+class Passage:
+    """A retrieved chunk as it is given to the answerer, numbered ``[n]`` in the context."""
+
+    n: int
+    chunk: Chunk
+    #: The reranker's relevance of the chunk to the question (cosine or logit).
+    score: float
+
+    @property
+    def heading(self) -> str:
+        return " > ".join(h for h in self.chunk.heading_path if h != self.chunk.title)
+
+
+@dataclass
+class Citation:
+    """What ``[n]`` in an answer points at: a source and the text span that supports the answer."""
+
+    n: int
+    chunk_id: str
+    doc_id: str
+    title: str
+    uri: str
+    page: int | None
+    heading: str
+    #: The cited span; always a literal substring of ``passage`` (``passage[start:end]``).
+    text: str
+    start: int
+    end: int
+    #: The whole chunk text, so the citation can be opened without another lookup.
+    passage: str
+    score: float = 0.0
+
+    @classmethod
+    def from_passage(cls, n: int, passage: Passage, start: int | None = None, end: int | None = None,
+                     score: float | None = None) -> "Citation":
+        text = passage.chunk.text
+        start = 0 if start is None else start
+        end = len(text) if end is None else end
+        c = passage.chunk
+        return cls(n=n, chunk_id=c.id, doc_id=c.doc_id, title=c.title or c.doc_id, uri=c.source_uri,
+                   page=c.page, heading=passage.heading, text=text[start:end], start=start, end=end,
+                   passage=text, score=passage.score if score is None else score)
+
+    def merged(self, other: "Citation") -> "Citation":
+        """One citation spanning both spans of the same passage (the answer quoted two sentences)."""
+        start, end = min(self.start, other.start), max(self.end, other.end)
+        return Citation(**{**self.to_dict(), "start": start, "end": end, "text": self.passage[start:end],
+                           "score": max(self.score, other.score)})
+
+    def brief(self) -> dict:
+        """The fields ``unirank ask --json`` prints."""
+        return {"n": self.n, "title": self.title, "uri": self.uri, "page": self.page, "text": self.text}
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "chunk_id": self.chunk_id, "doc_id": self.doc_id, "title": self.title,
+                "uri": self.uri, "page": self.page, "heading": self.heading, "text": self.text,
+                "start": self.start, "end": self.end, "passage": self.passage, "score": self.score}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Citation":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass
+class Turn:
+    """One message of a conversation, as the follow-up rewriter reads it."""
+
+    role: str  # "user" or "assistant"
+    content: str
+    #: For a user turn: the stand-alone query it was rewritten into, when known.
+    query: str | None = None
+
+
+# -- what an answerer streams ------------------------------------------------------------------
+@dataclass
+class Delta:
+    text: str
+
+
+@dataclass
+class Final:
+    text: str
+    citations: list[Citation]
+
+
+AnswerEvent = Union[Delta, Final]
+
+
+@dataclass
+class ChatAnswer:
+    question: str
+    #: The stand-alone query retrieval ran with (the question itself unless it was rewritten).
+    query: str
+    answer: str
+    grounded: bool
+    citations: list[Citation]
+    answerer: str
+    #: Best relevance among the retrieved passages, and the threshold it was compared with.
+    relevance: float | None = None
+    threshold: float | None = None
+    session_id: str | None = None
+    message_id: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def brief(self) -> dict:
+        """Exactly what ``unirank ask --json`` prints."""
+        return {"answer": self.answer, "grounded": self.grounded, "citations": [c.brief() for c in self.citations]}
+
+    def to_dict(self) -> dict:
+        return {"question": self.question, "query": self.query, "answer": self.answer, "grounded": self.grounded,
+                "citations": [c.to_dict() for c in self.citations], "answerer": self.answerer,
+                "relevance": self.relevance, "threshold": self.threshold, "session_id": self.session_id,
+                "message_id": self.message_id, "timings_ms": self.timings_ms}
+
+
+# -- what the chat service streams -------------------------------------------------------------
+@dataclass
+class Retrieved:
+    """Sent before the first token: what was searched for and whether it is answerable."""
+
+    query: str
+    passages: list[Passage]
+    grounded: bool
+
+
+@dataclass
+class Completed:
+    answer: ChatAnswer
+
+
+ChatEvent = Union[Retrieved, Delta, Completed]

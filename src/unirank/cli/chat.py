@@ -1,0 +1,159 @@
+"""``unirank ask``, ``unirank chat`` and ``unirank serve api``: the chatbot from the terminal and over HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.prompt import Prompt
+
+from unirank.api import Unirank
+from unirank.cli.output import console, errors, fail, print_json
+from unirank.errors import UnirankError
+from unirank.settings import Settings
+
+INDEX_HELP = "Index to answer from (default: chat.index, or the only index)."
+CHAT_HELP = ("Commands: /up or /down rate the last answer, /open N shows source N, /new starts a new "
+             "conversation, /quit (or Ctrl-D) leaves.")
+
+
+def _unirank() -> Unirank:
+    try:
+        return Unirank(Settings())
+    except Exception as exc:  # pydantic ValidationError: bad unirank.toml or env
+        errors.print(f"[red]error:[/red] invalid settings: {exc}")
+        raise typer.Exit(2) from None
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDEX_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {answer, grounded, citations} as JSON.")] = False,
+) -> None:
+    """Answer one question from the documents, with citations."""
+    from unirank.chat.service import ChatService
+    from unirank.chat.types import Completed, Delta
+
+    with _unirank() as ur:
+        service = ChatService(ur)
+        try:
+            if as_json:
+                print_json(service.ask(question, index).brief())
+                return
+            for event in service.stream(question, index):
+                if isinstance(event, Delta):
+                    console.print(event.text, end="", markup=False, highlight=False)
+                elif isinstance(event, Completed):
+                    console.print()
+                    _print_sources(event.answer.citations)
+        except UnirankError as exc:
+            fail(exc)
+
+
+def chat(index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDEX_HELP)] = None) -> None:
+    """Chat with your documents in the terminal; follow-up questions use the conversation so far."""
+    from unirank.chat.service import ChatService
+    from unirank.chat.store import ConversationStore
+    from unirank.chat.types import ChatAnswer, Completed, Delta
+
+    with _unirank() as ur, ConversationStore(ur.settings.chat_db_path) as store:
+        service = ChatService(ur, store)
+        try:
+            index = index or service.default_index()
+            if not ur.backend.exists(index):
+                from unirank.errors import IndexNotFoundError
+
+                raise IndexNotFoundError(index, [i.name for i in ur.list_indexes()])
+        except UnirankError as exc:
+            fail(exc)
+        session = store.create_session(index)
+        last: ChatAnswer | None = None
+        console.print(f"[bold]unirank chat[/bold] on index [bold]{escape(index)}[/bold]. {CHAT_HELP}")
+        while True:
+            try:
+                line = Prompt.ask("\n[bold cyan]you[/bold cyan]", console=console).strip()
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                return
+            if not line:
+                continue
+            command, _, arg = line.partition(" ")
+            if command in ("/quit", "/exit"):
+                return
+            if command == "/new":
+                session = store.create_session(index)
+                last = None
+                console.print("[dim]New conversation.[/dim]")
+                continue
+            if command in ("/up", "/down", "/open"):
+                _chat_command(store, last, command, arg)
+                continue
+            console.print("[bold green]unirank[/bold green] ", end="")
+            try:
+                for event in service.stream(line, session_id=session.id):
+                    if isinstance(event, Delta):
+                        console.print(event.text, end="", markup=False, highlight=False)
+                    elif isinstance(event, Completed):
+                        last = event.answer
+                        console.print()
+                        if last.query != last.question:
+                            console.print(f"[dim]searched for: {escape(last.query)}[/dim]")
+                        _print_sources(last.citations)
+            except UnirankError as exc:
+                console.print()
+                errors.print(f"[red]error:[/red] {escape(str(exc))}")
+
+
+def _chat_command(store, last, command: str, arg: str) -> None:
+    if last is None or last.message_id is None:
+        console.print("[yellow]Ask something first.[/yellow]")
+        return
+    try:
+        if command == "/open":
+            n = int(arg)
+            citation = store.message(last.message_id).citation(n)
+            store.add_feedback(last.message_id, "click", n)
+            where = " · ".join(p for p in (citation.heading, f"page {citation.page}" if citation.page else "",
+                                            citation.uri) if p)
+            console.print(f"[bold][{n}] {escape(citation.title)}[/bold]  [dim]{escape(where)}[/dim]")
+            p = citation.passage
+            console.print(f"{escape(p[:citation.start])}[reverse]{escape(p[citation.start:citation.end])}[/reverse]"
+                          f"{escape(p[citation.end:])}")
+        else:
+            store.add_feedback(last.message_id, command[1:])
+            console.print("[dim]Thanks: noted.[/dim]")
+    except ValueError:
+        console.print("[yellow]Usage: /open N, where N is a citation number.[/yellow]")
+    except UnirankError as exc:
+        errors.print(f"[red]error:[/red] {escape(str(exc))}")
+
+
+def _print_sources(citations) -> None:
+    for c in citations:
+        where = " › ".join(p for p in (c.title, c.heading) if p)
+        page = f" p.{c.page}" if c.page else ""
+        console.print(f"  [bold][{c.n}][/bold] {escape(where)}{page}  [dim]{escape(c.uri)}[/dim]")
+
+
+def serve_api(
+    host: Annotated[Optional[str], typer.Option(help="Interface (default: api.host, 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default: api.port, 8000).")] = None,
+    index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDEX_HELP)] = None,
+) -> None:
+    """Run the app server: the chat API (OpenAI-compatible and sessions) and the web page at /."""
+    import uvicorn
+
+    from unirank.app.server import create_app
+
+    settings = _unirank().settings
+    if index:
+        settings.chat.index = index
+    try:
+        app = create_app(settings)
+    except UnirankError as exc:
+        fail(exc)
+    host = host or settings.api.host
+    port = port or settings.api.port
+    errors.print(f"unirank app server on http://{host}:{port}/ (chat page), API under /v1")
+    uvicorn.run(app, host=host, port=port, log_level="info")
