@@ -91,6 +91,10 @@ class Unirank:
     def close(self) -> None:
         if "backend" in self.__dict__:
             self.backend.close()
+        for name in ("embedder", "reranker"):  # a remote model holds a connection pool
+            close = getattr(self.__dict__.get(name), "close", None)
+            if close is not None:
+                close()
 
     def __enter__(self) -> "Unirank":
         return self

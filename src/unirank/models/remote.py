@@ -310,7 +310,7 @@ class RemoteEmbedder:
 
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         if self.endpoint.api == "openai":
-            payload: dict[str, Any] = {"input": list(texts), "encoding_format": "float"}
+            payload: dict[str, Any] = {"input": self._fit_window(texts), "encoding_format": "float"}
             if self.endpoint.remote_model:
                 payload["model"] = self.endpoint.remote_model
             body = self.client.post("/v1/embeddings", payload, timeout=self.timeout_s, retry_timeouts=True)
@@ -331,6 +331,25 @@ class RemoteEmbedder:
                                    f"vectors for {len(texts)} texts.")
         norms = np.linalg.norm(array, axis=1, keepdims=True)
         return array / np.maximum(norms, 1e-12)
+
+    def _fit_window(self, texts: Sequence[str]) -> list[str]:
+        """Cut texts to the model's window here, as the local embedder would: OpenAI's API has no
+        truncate flag, and an OpenAI-compatible server may refuse an over-long text outright.
+
+        Only texts with more characters than the window has tokens can overflow (a token covers at
+        least one character), so short ones skip the tokenizer.
+        """
+        out = list(texts)
+        long = [i for i, t in enumerate(out) if len(t) > self.max_seq_length - 2]
+        if not long:
+            return out
+        encoded = self.tokenizer([out[i] for i in long], add_special_tokens=True, truncation=True,
+                                 max_length=self.max_seq_length, return_offsets_mapping=True, verbose=False)
+        for i, offsets in zip(long, encoded["offset_mapping"]):
+            ends = [end for start, end in offsets if end > start]
+            if ends:
+                out[i] = out[i][: ends[-1]]
+        return out
 
     def close(self) -> None:
         self.client.close()
@@ -355,7 +374,9 @@ class RemoteReranker:
                                        "return_documents": False}
             path, index_key, score_key = "/v1/rerank", "index", "relevance_score"
         else:  # tei
-            payload = {"query": query, "texts": list(passages), "truncate": True, "return_text": False}
+            # raw_scores: a cross-encoder's logits, as it scores in process (blending is scale-aware).
+            payload = {"query": query, "texts": list(passages), "truncate": True, "raw_scores": True,
+                       "return_text": False}
             path, index_key, score_key = "/rerank", "index", "score"
         if self.endpoint.remote_model:
             payload["model"] = self.endpoint.remote_model
@@ -433,7 +454,10 @@ def _pick_entry(listing: list[dict[str, Any]], endpoint: Endpoint) -> dict[str, 
     if endpoint.remote_model is not None:
         return next((d for d in listing if d.get("id") == endpoint.remote_model), None)
     of_role = [d for d in listing if d.get("role") in (endpoint.role, None)]
-    return of_role[0] if len(of_role) == 1 else None
+    if len(of_role) == 1:
+        return of_role[0]
+    # A server with one bi-encoder reranks with it too (by cosine), as ``reranker.model = base`` does.
+    return listing[0] if not of_role and len(listing) == 1 else None
 
 
 def load_tokenizer(path: str, model: str) -> Any:

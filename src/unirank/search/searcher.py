@@ -86,7 +86,8 @@ class Searcher:
                 hits = self._rerank(query, hits)
                 reranked = True
             except Exception as exc:  # a remote or broken reranker must not take search down
-                log.warning("rerank failed, returning un-reranked results: %s", exc)
+                log.warning("reranker %s failed (%s: %s); returning the un-reranked %s results, marked degraded",
+                            getattr(self._reranker, "name", "?"), type(exc).__name__, exc, mode)
                 degraded = True
             timings["rerank"] = _ms(t)
         timings["total"] = _ms(started)

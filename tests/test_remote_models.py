@@ -1,0 +1,403 @@
+"""Routing to remote models: ingestion, search and reranking through the real model server.
+
+One server (``unirank serve models``) is shared by the module; it serves the bundled base model,
+a 128-dimensional variant of it, and an alias that a test re-points (hot swap) to another size.
+Token rotation and retries use a second server, started with a keys file while a client is
+already knocking.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from unirank.api import Unirank
+from unirank.errors import DimensionMismatchError, RemoteModelError
+from unirank.models.loading import load_embedder, load_reranker, resolve_model_path
+from unirank.models.remote import Endpoint, RemoteEmbedder, RemoteReranker, TokenSource, describe_endpoint
+from unirank.registry import ModelRegistry
+from unirank.registry.describe import describe_model_folder
+from unirank.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serving_helpers import ModelServer, free_port  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sample-docs"
+QUERIES = ["how often are databases snapshotted", "who updates the status page during an outage",
+           "what does it cost per seat", "how do I reset my password"]
+TEXTS = ["Backups run nightly and are kept for 30 days.", "SEV1 means customers cannot log in.",
+         "pricing " * 300]  # the last is over the window: cut, as the local embedder does
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, base_embedder) -> Path:
+    """A real 128-dimensional sentence-transformers model: the base model plus a seeded Dense layer."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    torch.manual_seed(0)
+    dense = models.Dense(384, 128, bias=False, activation_function=torch.nn.Identity())
+    path = tmp_path_factory.mktemp("small") / "minilm-128"
+    SentenceTransformer(modules=[*base_embedder.model, dense], device="cpu").save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, small_model):
+    data = tmp_path_factory.mktemp("server")
+    registry = ModelRegistry(data / "models")
+    base = Path(resolve_model_path("base")[0])
+    registry.register("small-embed", "embedder", path=small_model, record=describe_model_folder(small_model, "embedder"))
+    registry.register("swap-embed", "embedder", path=small_model, record={"dims": 128})
+    registry.register("swap-embed", "embedder", path=base, record={"dims": 384})
+    registry.promote("swap-embed@1")
+    registry.close()
+    srv = ModelServer(data, ["base", "small-embed@1", "swap-embed@prod"],
+                      env={"UNIRANK_SERVING__REGISTRY_POLL_S": "0.5"})
+    srv.data_dir = data  # type: ignore[attr-defined]
+    try:
+        yield srv.wait_ready()
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client_settings(tmp_path_factory) -> Settings:
+    data = tmp_path_factory.mktemp("client")
+    return Settings(_env_file=None, data_dir=data / "data")
+
+
+def _register(settings: Settings, name: str, role: str, url: str, **endpoint) -> str:
+    record = describe_endpoint(Endpoint(url=url, role=role, **endpoint), settings.remote)
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        return registry.register(name, role, record=record).ref
+    finally:
+        registry.close()
+
+
+def _with(settings: Settings, **changes) -> Settings:
+    copy = settings.model_copy(deep=True)
+    for dotted, value in changes.items():
+        section, _, field = dotted.partition("__")
+        setattr(getattr(copy, section), field, value) if field else setattr(copy, section, value)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def remote(server, client_settings):
+    """Remote versions registered against the module server, by name."""
+    s = client_settings
+    return {
+        "openai": _register(s, "r-openai", "embedder", server.url, api="openai", remote_model="base"),
+        "tei": _register(s, "r-tei", "embedder", server.url, api="tei", remote_model="base"),
+        "rerank-tei": _register(s, "r-rerank-tei", "reranker", server.url, api="tei", remote_model="base"),
+        "rerank-cohere": _register(s, "r-rerank-cohere", "reranker", server.url, api="cohere"),
+        "small": _register(s, "r-small", "embedder", server.url, api="tei", remote_model="small-embed@1"),
+    }
+
+
+@pytest.fixture(scope="module")
+def indexes(client_settings, remote, base_embedder):
+    """The sample docs indexed in process ('local') and through the server ('remote')."""
+    local = Unirank(_with(client_settings))
+    local.__dict__["embedder"] = base_embedder
+    local.ingest(str(SAMPLES), "local")
+    through = Unirank(_with(client_settings, embedder__model="r-openai", reranker__model="r-rerank-tei"))
+    report = through.ingest(str(SAMPLES), "remote")
+    assert len(report.ingested) >= 6 and not report.failed
+    yield local, through
+    local.close()
+    through.close()
+
+
+# -- registration ---------------------------------------------------------------------------------
+def test_cli_registers_an_endpoint_with_what_it_probed(server, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"), COLUMNS="200", MY_TOKEN="s3cret")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "unirank.cli.main", "models", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    proc = cli("register", "edge", "--endpoint", server.url, "--role", "embedder", "--api", "tei",
+               "--remote-model", "base", "--token-env", "MY_TOKEN")
+    assert proc.returncode == 0, proc.stderr
+    assert "edge@1" in proc.stdout and "384 dims" in proc.stdout
+    registry = ModelRegistry(tmp_path / "data" / "models")
+    mv = registry.get("edge@1")
+    registry.close()
+    assert mv.path is None
+    assert {k: mv.record[k] for k in ("endpoint", "api", "remote_model", "dims", "max_seq_length",
+                                      "tokenizer", "token_env", "token_file")} == {
+        "endpoint": server.url, "api": "tei", "remote_model": "base", "dims": 384,
+        "max_seq_length": 256, "tokenizer": "base", "token_env": "MY_TOKEN", "token_file": None}
+    assert "s3cret" not in str(mv.record)
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    proc = cli("register", "gone", "--endpoint", dead, "--role", "reranker")
+    assert proc.returncode != 0 and "Cannot reach" in proc.stderr and "unirank serve models" in proc.stderr
+    proc = cli("register", "bad", "--endpoint", server.url, "--role", "reranker", "--api", "openai")
+    assert proc.returncode != 0 and "tei or cohere" in proc.stderr
+
+
+def test_registration_without_a_model_id_uses_the_server_default_and_refuses_unknown_ids(server, tmp_path):
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    # Three embedders are served, so none is picked: requests omit `model` and get the default (base).
+    record = describe_endpoint(Endpoint(url=server.url, api="openai", role="embedder"), settings.remote)
+    assert record["remote_model"] is None and record["dims"] == 384 and record["max_seq_length"] == 512
+    started = time.perf_counter()
+    with pytest.raises(RemoteModelError, match=r"HTTP 404.*'nope' is not served here"):
+        describe_endpoint(Endpoint(url=server.url, api="tei", role="embedder", remote_model="nope"),
+                          settings.remote)
+    assert time.perf_counter() - started < 2  # a 4xx is not retried
+
+
+# -- same model, same answers --------------------------------------------------------------------
+@pytest.mark.parametrize("api", ["openai", "tei"])
+def test_remote_vectors_equal_in_process_vectors(client_settings, remote, base_embedder, api):
+    embedder = load_embedder(_with(client_settings, embedder__model=remote[api]))
+    try:
+        assert isinstance(embedder, RemoteEmbedder) and embedder.signature.dims == 384
+        vectors = embedder.embed_documents(TEXTS)
+        assert vectors.dtype == np.float32 and vectors.shape == (3, 384)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+        np.testing.assert_allclose(vectors, base_embedder.embed_documents(TEXTS), atol=1e-5)
+        np.testing.assert_allclose(embedder.embed_query(QUERIES[0]), base_embedder.embed_query(QUERIES[0]),
+                                   atol=1e-5)
+    finally:
+        embedder.close()
+
+
+def test_large_ingestion_batches_are_split_into_requests(client_settings, remote, base_embedder, server):
+    settings = _with(client_settings, embedder__model=remote["tei"])
+    settings.remote.batch_inputs = 7
+    embedder = load_embedder(settings)
+
+    def embed_requests() -> float:
+        text = httpx.get(f"{server.url}/metrics").text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("unirank_requests_total") and 'endpoint="/embed"' in line)
+
+    texts = [f"passage number {i} about backups" for i in range(30)]
+    before = embed_requests()
+    vectors = embedder.embed_documents(texts)
+    embedder.close()
+    assert embed_requests() - before == 5  # ceil(30 / 7)
+    np.testing.assert_allclose(vectors, base_embedder.embed_documents(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["knn", "hybrid"])
+def test_search_through_the_server_equals_in_process_search(indexes, mode):
+    local, through = indexes
+    for query in QUERIES:
+        a = local.search(query, "local", mode=mode, top_k=5, rerank=False)
+        b = through.search(query, "remote", mode=mode, top_k=5, rerank=False)
+        assert [h.id for h in b.hits] == [h.id for h in a.hits]
+        np.testing.assert_allclose([h.score for h in b.hits], [h.score for h in a.hits], atol=1e-5)
+
+
+@pytest.mark.parametrize("api", ["rerank-tei", "rerank-cohere"])
+def test_remote_rerank_equals_in_process_rerank(indexes, remote, client_settings, api):
+    local, through = indexes
+    settings = _with(client_settings, reranker__model=remote[api])
+    settings.remote.rerank_timeout_s = 60  # 50 passages on a busy 2-core machine; timeouts are tested below
+    reranker = load_reranker(settings)
+    assert isinstance(reranker, RemoteReranker)
+    through.searcher.reranker = reranker
+    for query in QUERIES:
+        a = local.search(query, "local", top_k=5, rerank=True)
+        b = through.search(query, "remote", top_k=5, rerank=True)
+        assert b.reranked and not b.degraded
+        assert [h.id for h in b.hits] == [h.id for h in a.hits]
+        np.testing.assert_allclose([h.scores["rerank"] for h in b.hits], [h.scores["rerank"] for h in a.hits],
+                                   atol=1e-5)
+    reranker.close()
+
+
+# -- dimensions are checked against the live endpoint before any write -----------------------------
+def _new_doc(tmp_path: Path) -> str:
+    folder = tmp_path / "new-docs"
+    folder.mkdir(parents=True)
+    (folder / "vpn.md").write_text("# VPN\n\nConnect to the VPN before opening the admin console.\n")
+    return str(folder)
+
+
+def test_an_embedder_of_other_dims_is_refused_before_any_write(indexes, client_settings, remote, small_model,
+                                                               tmp_path):
+    _, through = indexes
+    before = through.index_info("remote").to_dict()
+    states = through.backend.source_states("remote")
+    registry = ModelRegistry(client_settings.models_dir)
+    registry.register("local-small", "embedder", path=small_model,
+                      record=describe_model_folder(small_model, "embedder"))
+    registry.close()
+    for model, dims in ((remote["small"], 128), ("local-small", 128)):
+        ur = Unirank(_with(client_settings, embedder__model=model))
+        with pytest.raises(DimensionMismatchError, match=f"384 dimensions.*produces {dims} dimensions"):
+            ur.ingest(_new_doc(tmp_path / model.replace("@", "-")), "remote")
+        ur.close()
+    assert through.index_info("remote").to_dict() == before
+    assert through.backend.source_states("remote") == states
+
+
+def test_an_endpoint_that_now_serves_other_dims_is_refused(server, client_settings, tmp_path):
+    ref = _register(client_settings, "r-swap", "embedder", server.url, api="openai", remote_model="swap-embed@prod")
+    ur = Unirank(_with(client_settings, embedder__model=ref))
+    ur.ingest(_new_doc(tmp_path / "a"), "swap")
+    assert ur.index_info("swap").model.dims == 128
+    before = ur.index_info("swap").to_dict()
+    ur.close()
+
+    registry = ModelRegistry(server.data_dir / "models")
+    registry.promote("swap-embed@2")  # the server hot-swaps to the 384-dimensional version
+    registry.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        served = {m["id"]: m for m in httpx.get(f"{server.url}/v1/models").json()["data"]}
+        if served["swap-embed@prod"]["dims"] == 384:
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("the server did not swap swap-embed@prod")
+
+    ur = Unirank(_with(client_settings, embedder__model=ref))
+    with pytest.raises(RemoteModelError, match="now serves 384-dimensional vectors.*registered with 128"):
+        ur.ingest(_new_doc(tmp_path / "b"), "swap")
+    assert ur.index_info("swap").to_dict() == before
+    ur.close()
+
+
+# -- graceful degradation ------------------------------------------------------------------------
+def test_a_rerank_timeout_returns_unreranked_results_marked_degraded(indexes, remote, client_settings, caplog):
+    _, through = indexes
+    settings = _with(client_settings, reranker__model=remote["rerank-tei"])
+    settings.remote.rerank_timeout_s = 0.001
+    through.searcher.reranker = load_reranker(settings)
+    plain = through.search(QUERIES[1], "remote", top_k=5, rerank=False)
+    with caplog.at_level(logging.WARNING, logger="unirank.search.searcher"):
+        results = through.search(QUERIES[1], "remote", top_k=5, rerank=True)
+    assert results.timings_ms["rerank"] < 500  # a timeout is not retried
+    assert results.degraded and not results.reranked
+    assert [h.id for h in results.hits] == [h.id for h in plain.hits]
+    assert "rerank" not in results.hits[0].scores and results.to_dict()["degraded"] is True
+    assert any("r-rerank-tei@1 failed" in r.message and "marked degraded" in r.message for r in caplog.records)
+
+
+def test_a_dead_rerank_endpoint_degrades_fast(indexes, client_settings):
+    _, through = indexes
+    registry = ModelRegistry(client_settings.models_dir)
+    dead = f"http://127.0.0.1:{free_port()}"
+    ref = registry.register("r-dead", "reranker", record={"endpoint": dead, "api": "cohere"}).ref
+    registry.close()
+    through.searcher.reranker = load_reranker(_with(client_settings, reranker__model=ref))
+    results = through.search(QUERIES[0], "remote", top_k=3, rerank=True)
+    assert results.degraded and not results.reranked and len(results.hits) == 3
+    # retries (0.2 s, 0.4 s) on refused connections, stopped by remote.rerank_timeout_s (2 s)
+    assert 600 <= results.timings_ms["rerank"] < 2000
+
+
+# -- token rotation and retries ------------------------------------------------------------------
+def test_tokens(tmp_path, monkeypatch):
+    token_file = tmp_path / "token"
+    source = TokenSource(file=token_file)
+    with pytest.raises(RemoteModelError, match="Cannot read the token file"):
+        source.get()
+    token_file.write_text("# rotated 2026-11-25\nfirst\n")
+    assert source.get() == "first"
+    token_file.write_text("second-token\n")
+    assert source.get() == "second-token"
+    token_file.write_text("")
+    with pytest.raises(RemoteModelError, match="empty"):
+        source.get()
+    monkeypatch.delenv("UNIRANK_TEST_TOKEN", raising=False)
+    with pytest.raises(RemoteModelError, match="UNIRANK_TEST_TOKEN .* is not set"):
+        TokenSource(env="UNIRANK_TEST_TOKEN").get()
+    monkeypatch.setenv("UNIRANK_TEST_TOKEN", "from-env")
+    assert TokenSource(env="UNIRANK_TEST_TOKEN").get() == "from-env"
+
+
+def _write_keys(path: Path, lines: list[str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+def test_retries_until_the_server_is_up_then_rotates_tokens_without_a_failure(tmp_path, base_embedder,
+                                                                              monkeypatch, caplog):
+    keys, token = tmp_path / "keys", tmp_path / "client-token"
+    _write_keys(keys, ["tok-old"])
+    token.write_text("tok-old\n")
+    data = tmp_path / "server"
+    data.mkdir()
+    srv = ModelServer(data, ["base"], env={"UNIRANK_SERVING__API_KEYS_FILE": str(keys)})
+    settings = Settings(_env_file=None, data_dir=tmp_path / "client")
+    settings.remote.retries, settings.remote.backoff_s = 12, 0.2
+    endpoint = Endpoint(url=srv.url, api="openai", role="embedder", token_file=str(token), remote_model="base")
+    embedder = RemoteEmbedder(endpoint, settings.remote, name="r", version="1", dims=384, max_seq_length=256,
+                              tokenizer_path=resolve_model_path("base")[0])
+    try:
+        # The server process is still starting: refused connections, then 503 while it loads.
+        with caplog.at_level(logging.INFO, logger="unirank.models.remote"):
+            first = embedder.embed_query("backup policy")
+        assert any("retry" in r.message for r in caplog.records)
+        np.testing.assert_allclose(first, base_embedder.embed_query("backup policy"), atol=1e-5)
+
+        failures: list[Exception] = []
+        calls = [0]
+        stop = threading.Event()
+
+        def keep_calling() -> None:
+            while not stop.is_set():
+                try:
+                    embedder.embed_query(f"query {calls[0]}")
+                    calls[0] += 1
+                except Exception as exc:  # noqa: BLE001 - any failure fails the test
+                    failures.append(exc)
+
+        worker = threading.Thread(target=keep_calling)
+        worker.start()
+        soon = (datetime.now(timezone.utc) + timedelta(seconds=60)).isoformat()
+        for step in (lambda: _write_keys(keys, [f"tok-old {soon}", "tok-new"]),  # overlap window
+                     lambda: token.write_text("tok-new\n"),                       # the client rotates
+                     lambda: _write_keys(keys, ["tok-new"])):                     # the old one is revoked
+            step()
+            time.sleep(1.0)
+        stop.set()
+        worker.join(30)
+        assert failures == [] and calls[0] >= 5
+        assert httpx.post(f"{srv.url}/embed", json={"inputs": "x"},
+                          headers={"Authorization": "Bearer tok-old"}).status_code == 401
+
+        # A rotation the mtime cannot show (same size, same mtime): the 401 makes the client re-read.
+        stamp = token.stat()
+        _write_keys(keys, ["tok-nxt"])
+        time.sleep(0.2)
+        token.write_text("tok-nxt\n")
+        os.utime(token, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        assert embedder.client.tokens._stamp == (stamp.st_mtime_ns, stamp.st_size)
+        embedder.embed_query("after a silent rotation")
+        assert embedder.client.tokens._cached == "tok-nxt"
+
+        # A reranker reading its token from the environment; without it, a clear error.
+        reranker = RemoteReranker(Endpoint(url=srv.url, api="cohere", role="reranker", token_env="R_TOKEN"),
+                                  settings.remote, name="r")
+        monkeypatch.setenv("R_TOKEN", "tok-nxt")
+        assert len(reranker.score("backups", ["nightly backups", "pricing"])) == 2
+        monkeypatch.setenv("R_TOKEN", "tok-old")
+        with pytest.raises(RemoteModelError, match=r"HTTP 401.*check the token in \$R_TOKEN"):
+            reranker.score("backups", ["nightly backups"])
+        reranker.close()
+    finally:
+        embedder.close()
+        srv.stop()
