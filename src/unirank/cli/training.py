@@ -14,6 +14,7 @@ from unirank.api import Unirank
 from unirank.cli.output import console, errors, fail, print_json
 from unirank.errors import UnirankError
 from unirank.evaluation.metrics import METRICS
+from unirank.settings import Settings
 
 
 def _stage(message: str) -> None:
@@ -29,6 +30,7 @@ def train(
     queries: Annotated[Optional[Path], typer.Option(help="Query texts for --qrels (default: the BEIR folder's).")] = None,
     base: Annotated[str, typer.Option(help="Base model: `base`, a folder, or a registry ref.")] = "base",
     pseudo: Annotated[Optional[bool], typer.Option("--pseudo/--no-pseudo", help="Add pseudo-queries (default: only without labels).")] = None,
+    feedback: Annotated[bool, typer.Option("--feedback", help="Add chat feedback (thumbs up/down, citation clicks) as labelled pairs.")] = False,
     epochs: Annotated[float, typer.Option(help="Epochs for both models.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
     seed: Annotated[int, typer.Option()] = 13,
@@ -42,7 +44,7 @@ def train(
 
     request = TrainRequest(
         name=name, index=index, beir=beir, pairs=pairs, qrels=qrels, queries=queries, base=base, pseudo=pseudo,
-        seed=seed, fresh=fresh,
+        seed=seed, fresh=fresh, feedback=Settings().chat_db_path if feedback else None,
         embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),
         reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),
     )

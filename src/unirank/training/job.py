@@ -55,6 +55,8 @@ class TrainRequest:
     #: Cap on pseudo-query pairs (sampled evenly by kind): CPU training time grows with it.
     max_pseudo_pairs: int = 1500
     fresh: bool = False
+    #: A chat database whose feedback (thumbs up/down, citation clicks) adds labelled pairs.
+    feedback: Path | None = None
 
     def validate(self) -> None:
         if (self.index is None) == (self.beir is None):
@@ -68,6 +70,10 @@ class TrainRequest:
             path = getattr(self, key)
             if path:
                 data[key + "_sha"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        if self.feedback and Path(self.feedback).exists():
+            from unirank.training.feedback import feedback_digest
+
+            data["feedback_sha"] = feedback_digest(self.feedback)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -223,6 +229,12 @@ class TrainJob:
         if req.qrels:
             queries = load_queries(req.queries) if req.queries else load_beir(req.beir).queries  # type: ignore[arg-type]
             pairs += pairs_from_qrels(queries, load_qrels(req.qrels), chunks)
+        if req.feedback:
+            from unirank.training.feedback import load_feedback_pairs
+
+            feedback = load_feedback_pairs(req.feedback, index=req.index)
+            self.stage(f"feedback: {len(feedback.pairs)} labelled pairs from {feedback.events} events")
+            pairs += feedback.pairs
         return pairs
 
 

@@ -93,6 +93,8 @@ class HardNegativeMiner:
                 exclude.add(doc)
                 if len(negatives) == cfg.negatives_per_pair:
                     break
+            # A pair's own negatives (from --pairs or thumbs-down feedback) come first.
+            negatives = list(dict.fromkeys([*pair.negatives, *negatives]))[: max(cfg.negatives_per_pair, len(pair.negatives))]
             stats.negatives += len(negatives)
             out.append(replace(pair, negatives=negatives))
             if n % 50 == 0 or n == len(pairs):

@@ -1,0 +1,255 @@
+"""The chatbot in-process, with the real base model over the real sample handbook: cited extractive
+answers, 'not covered', follow-ups through history, the hostile document, durable conversations,
+feedback as training pairs, and ``unirank ask --json``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chat_helpers import INJECTION_MARKERS, isolated_env, quotes, sample_folder, squash
+from unirank.api import Unirank
+from unirank.chat import NOT_COVERED, ChatService, ConversationStore
+from unirank.chat.extractive import PREFIX
+from unirank.chat.rewrite import QueryRewriter, is_follow_up
+from unirank.chat.sentences import sentence_spans
+from unirank.chat.types import Turn
+from unirank.errors import ConversationNotFoundError, InvalidQueryError
+from unirank.settings import Settings
+from unirank.training.feedback import feedback_digest, load_feedback_pairs
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, base_embedder):
+    """Two indexes: ``handbook`` (the sample docs) and ``hostile`` (the same plus the injection doc)."""
+    tmp = tmp_path_factory.mktemp("chat")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNIRANK_CONFIG", str(tmp / "absent.toml"))
+        settings = Settings(data_dir=tmp / "data")
+    ur = Unirank(settings)
+    ur.__dict__["embedder"] = base_embedder
+    assert not ur.ingest(str(sample_folder(tmp)), "handbook").failed
+    assert not ur.ingest(str(sample_folder(tmp, with_injection=True)), "hostile").failed
+    yield ur
+    ur.close()
+
+
+@pytest.fixture()
+def service(corpus, tmp_path):
+    store = ConversationStore(tmp_path / "chat.sqlite")
+    yield ChatService(corpus, store)
+    store.close()
+
+
+def _index_texts(ur: Unirank, index: str) -> dict[str, str]:
+    return {c.id: c.text for batch in ur.backend.iter_chunks(index) for c in batch}
+
+
+def assert_faithful(answer, texts: dict[str, str]) -> None:
+    """Every quoted sentence is in the passage its [n] cites, and that passage is in the index."""
+    assert answer.answer.startswith(PREFIX)
+    cited = {c.n: c for c in answer.citations}
+    found = quotes(answer.answer)
+    assert found, answer.answer
+    for sentence, n in found:
+        c = cited[n]
+        assert c.passage[c.start:c.end] == c.text
+        assert squash(sentence) in squash(c.text)
+        assert c.passage == texts[c.chunk_id]
+    assert sorted({n for _, n in found}) == sorted(cited)
+
+
+def test_sentence_spans_are_slices_of_the_text():
+    text = "Rotate keys every 90 days. Rotation creates a successor\nkey. After the window it is revoked!\n\nSEV1: down."
+    spans = sentence_spans(text)
+    assert [text[a:b] for a, b in spans] == [
+        "Rotate keys every 90 days.", "Rotation creates a successor\nkey.", "After the window it is revoked!",
+        "SEV1: down."]
+
+
+@pytest.mark.parametrize("question, title, fact", [
+    ("How long does an old API key keep working after rotation?", "API keys and token rotation", "24 hours"),
+    ("Who updates the status page during an incident?", "Incident response runbook", "communications lead"),
+    ("How do I reset my password?", "How do I reset my password?", "Forgot password"),
+])
+def test_answers_quote_and_cite_the_passages_they_come_from(service, corpus, question, title, fact):
+    answer = service.ask(question, "handbook")
+    assert answer.grounded and answer.relevance >= answer.threshold
+    assert_faithful(answer, _index_texts(corpus, "handbook"))
+    assert fact in answer.answer
+    assert answer.citations[0].title == title
+    assert answer.message_id  # stored, so feedback can point at it
+
+
+@pytest.mark.parametrize("question", ["What is the capital of France?", "How do I bake sourdough bread?",
+                                      "Who won the 2018 football world cup?"])
+def test_off_topic_questions_are_not_covered(service, question):
+    answer = service.ask(question, "handbook")
+    assert answer.answer == NOT_COVERED
+    assert not answer.grounded and answer.citations == []
+    assert answer.relevance < answer.threshold
+
+
+def test_follow_up_is_resolved_through_history(service):
+    session = service.store.create_session("handbook")
+    first = service.ask("How do I rotate an API key?", session_id=session.id)
+    assert first.grounded
+    follow_up = "How often should I do it?"
+    alone = service.ask(follow_up, "handbook")  # no history: nothing says what "it" is
+    assert alone.query == follow_up
+    assert "90 days" not in alone.answer
+
+    second = service.ask(follow_up, session_id=session.id)
+    assert second.query != follow_up and {"api", "key", "rotate"} <= set(second.query.lower().split())
+    assert second.grounded and "Rotate keys every 90 days" in second.answer
+    assert second.citations[0].title == "API keys and token rotation"
+
+    turns = service.store.history(session.id)
+    assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]
+    assert turns[2].content == follow_up and turns[2].query == second.query
+
+
+def test_rewriter_heuristic():
+    rewriter = QueryRewriter()
+    history = [Turn("user", "What is the recovery point objective for databases?"), Turn("assistant", "…")]
+    assert is_follow_up("And how long are they kept?") and is_follow_up("why?")
+    assert not is_follow_up("How much does the Team plan cost?")
+    assert rewriter.rewrite("How much does the Team plan cost?", history) == "How much does the Team plan cost?"
+    rewritten = rewriter.rewrite("And how long are they kept?", history)
+    assert rewritten.startswith("And how long are they kept?") and "databases" in rewritten
+    assert rewriter.rewrite("What is SEV1?", []) == "What is SEV1?"
+
+
+def test_injected_instructions_do_not_change_the_answer(service, corpus):
+    question = "How long does an old API key keep working after rotation?"
+    clean = service.ask(question, "handbook")
+    hostile = service.ask(question, "hostile")
+    assert hostile.answer == clean.answer
+    assert [(c.title, c.text) for c in hostile.citations] == [(c.title, c.text) for c in clean.citations]
+
+    # Asked about the hostile document itself, the answerer still only quotes and cites it.
+    wifi = service.ask("What is the guest Wi-Fi network called?", "hostile")
+    assert wifi.grounded and "Northwind-Guest" in wifi.answer
+    assert_faithful(wifi, _index_texts(corpus, "hostile"))
+    outside_quotes = wifi.answer
+    for sentence, _ in quotes(wifi.answer):
+        outside_quotes = outside_quotes.replace(sentence, "")
+    assert not any(marker.lower() in outside_quotes.lower() for marker in INJECTION_MARKERS)
+
+
+def test_context_budget_limits_the_passages(corpus, tmp_path):
+    settings = corpus.settings.model_copy(deep=True)
+    settings.chat.context_tokens = 64
+    ur = Unirank(settings)
+    ur.__dict__.update(embedder=corpus.embedder, backend=corpus.backend)
+    service = ChatService(ur)
+    retrieval = service.retriever.retrieve("How do I rotate an API key?", "handbook")
+    tokens = [service.retriever.count_tokens(p.chunk.embedding_input()) for p in retrieval.passages]
+    assert 1 <= len(retrieval.passages) < settings.chat.top_k
+    assert sum(tokens) <= 64
+
+
+def test_conversations_and_feedback_are_durable(service, tmp_path):
+    store = service.store
+    session = store.create_session("handbook")
+    answer = service.ask("How often are database snapshots taken?", session_id=session.id)
+    store.add_feedback(answer.message_id, "up")
+    store.add_feedback(answer.message_id, "click", answer.citations[0].n)
+    with pytest.raises(ConversationNotFoundError):
+        store.add_feedback(answer.message_id, "click", 99)
+    with pytest.raises(InvalidQueryError):
+        store.add_feedback(answer.message_id, "meh")
+    store.close()
+
+    reopened = ConversationStore(tmp_path / "chat.sqlite")
+    try:
+        assert session.id in [s.id for s in reopened.sessions()]
+        assert reopened.session(session.id).title == "How often are database snapshots taken?"
+        messages = reopened.messages(session.id)
+        assert [m.role for m in messages] == ["user", "assistant"]
+        assert messages[1].citations == answer.citations and messages[1].grounded
+        assert [e.kind for e in reopened.feedback(answer.message_id)] == ["up", "click"]
+        with pytest.raises(ConversationNotFoundError):
+            reopened.session("nope")
+    finally:
+        reopened.close()
+
+
+def test_feedback_becomes_labelled_training_pairs(service, tmp_path):
+    store = service.store
+    liked = service.ask("Who updates the status page during an incident?", "handbook")
+    clicked = service.ask("How do I reset my password?", "handbook")
+    disliked = service.ask("Who updates the status page during an incident?", "handbook")
+    store.add_feedback(liked.message_id, "down")
+    store.add_feedback(liked.message_id, "up")  # changed their mind: the last vote counts
+    store.add_feedback(clicked.message_id, "click", 1)
+    store.add_feedback(disliked.message_id, "down")
+    digest = feedback_digest(tmp_path / "chat.sqlite")
+
+    loaded = load_feedback_pairs(tmp_path / "chat.sqlite")
+    by_query = {}
+    for pair in loaded.pairs:
+        by_query.setdefault(pair.query, []).append(pair)
+        assert pair.origin == "feedback" and pair.query_id.startswith("feedback:")
+    status = by_query["Who updates the status page during an incident?"]
+    assert {p.doc_id for p in status} == {c.doc_id for c in liked.citations}
+    assert "communications lead updates the status page" in status[0].positive
+    assert status[0].positive.startswith("Incident response runbook > Roles\n")
+    # The same query's thumbs-down passages are its negatives (here the same answer, so none differ).
+    assert all(n != p.positive for p in status for n in p.negatives)
+    password = by_query["How do I reset my password?"]
+    assert len(password) == 1 and "Forgot password" in password[0].positive
+    assert loaded.events == 4
+    assert load_feedback_pairs(tmp_path / "chat.sqlite", index="other").pairs == []
+
+    store.add_feedback(clicked.message_id, "up")
+    assert feedback_digest(tmp_path / "chat.sqlite") != digest  # new feedback: a new training run
+
+
+def test_thumbs_down_passages_become_negatives(service, tmp_path):
+    store = service.store
+    good = service.ask("Where is customer data stored?", "handbook")
+    bad = service.ask("Where is customer data stored?", "handbook")
+    store.add_feedback(good.message_id, "click", good.citations[0].n)
+    store.add_feedback(bad.message_id, "down")
+    # The thumbs-down answer's passages, less the clicked positive itself, are the negatives.
+    pairs = load_feedback_pairs(tmp_path / "chat.sqlite").pairs
+    assert len(pairs) == 1
+    others = [c for c in bad.citations if c.chunk_id != good.citations[0].chunk_id]
+    assert len(pairs[0].negatives) == len(others)
+
+
+def test_train_request_takes_feedback(service, tmp_path):
+    from unirank.training.job import TrainRequest
+
+    db = tmp_path / "chat.sqlite"
+    answer = service.ask("How do I reset my password?", "handbook")
+    service.store.add_feedback(answer.message_id, "up")
+    request = TrainRequest(name="x", index="handbook", feedback=db)
+    before = request.fingerprint()
+    assert before != TrainRequest(name="x", index="handbook").fingerprint()
+    service.store.add_feedback(answer.message_id, "down")
+    assert request.fingerprint() != before
+
+
+def test_ask_cli_prints_exactly_the_documented_json(corpus, tmp_path):
+    env = isolated_env(corpus.settings.data_dir)
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ask", "What does SEV1 mean?", "--index",
+                           "handbook", "--json"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert list(out) == ["answer", "grounded", "citations"]
+    assert out["grounded"] is True and out["answer"].startswith(PREFIX)
+    assert out["citations"] and all(list(c) == ["n", "title", "uri", "page", "text"] for c in out["citations"])
+    assert out["citations"][0]["title"] == "Incident response runbook" and "SEV1" in out["answer"]
+
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ask", "What is the plot of Hamlet?", "-i",
+                           "handbook"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0 and NOT_COVERED in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ask", "anything", "-i", "missing"],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
