@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chat_helpers import INJECTION_MARKERS, isolated_env, quotes, sample_folder, squash
+from chat_helpers import INJECTION_MARKERS, build_corpus, isolated_env, quotes, squash
 from unirank.api import Unirank
 from unirank.chat import NOT_COVERED, ChatService, ConversationStore
 from unirank.chat.extractive import PREFIX
@@ -19,21 +19,13 @@ from unirank.chat.rewrite import QueryRewriter, is_follow_up
 from unirank.chat.sentences import sentence_spans
 from unirank.chat.types import Turn
 from unirank.errors import ConversationNotFoundError, InvalidQueryError
-from unirank.settings import Settings
 from unirank.training.feedback import feedback_digest, load_feedback_pairs
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, base_embedder):
     """Two indexes: ``handbook`` (the sample docs) and ``hostile`` (the same plus the injection doc)."""
-    tmp = tmp_path_factory.mktemp("chat")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("UNIRANK_CONFIG", str(tmp / "absent.toml"))
-        settings = Settings(data_dir=tmp / "data")
-    ur = Unirank(settings)
-    ur.__dict__["embedder"] = base_embedder
-    assert not ur.ingest(str(sample_folder(tmp)), "handbook").failed
-    assert not ur.ingest(str(sample_folder(tmp, with_injection=True)), "hostile").failed
+    ur = build_corpus(tmp_path_factory.mktemp("chat"), base_embedder)
     yield ur
     ur.close()
 
