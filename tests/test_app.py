@@ -1,0 +1,176 @@
+"""The app server end to end (``unirank serve api`` in a subprocess, the offline extractive answerer,
+the real sample handbook): the OpenAI-compatible endpoint through the official ``openai`` client,
+server-sent events, sessions with follow-ups, citations, feedback and errors."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from chat_helpers import AppServer, build_corpus, quotes, squash
+from unirank.chat import NOT_COVERED
+from unirank.chat.extractive import PREFIX
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, base_embedder):
+    ur = build_corpus(tmp_path_factory.mktemp("app"), base_embedder)
+    texts = {c.id: c.text for batch in ur.backend.iter_chunks("handbook") for c in batch}
+    data_dir = ur.settings.data_dir
+    ur.close()
+    return data_dir, texts
+
+
+@pytest.fixture(scope="module")
+def server(corpus):
+    data_dir, _ = corpus
+    app = AppServer(data_dir, "--index", "handbook").wait_ready()
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def llm_client(server):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+def assert_cited(answer: str, citations: list[dict], texts: dict[str, str]) -> None:
+    assert answer.startswith(PREFIX)
+    by_n = {c["n"]: c for c in citations}
+    found = quotes(answer)
+    assert found
+    for sentence, n in found:
+        c = by_n[n]
+        assert c["passage"] == texts[c["chunk_id"]]
+        assert c["passage"][c["start"]:c["end"]] == c["text"]
+        assert squash(sentence) in squash(c["text"])
+
+
+def test_openai_client_gets_a_cited_answer(llm_client, corpus):
+    _, texts = corpus
+    response = llm_client.chat.completions.create(
+        model="handbook", messages=[{"role": "user", "content": "How long does an old API key keep working after rotation?"}])
+    content = response.choices[0].message.content
+    extra = response.model_extra
+    assert response.object == "chat.completion" and response.choices[0].finish_reason == "stop"
+    assert "24 hours" in content and extra["grounded"] is True and extra["message_id"]
+    assert extra["citations"][0]["title"] == "API keys and token rotation"
+    assert_cited(content, extra["citations"], texts)
+
+
+def test_openai_client_streams_chunks(llm_client, corpus):
+    _, texts = corpus
+    stream = llm_client.chat.completions.create(
+        model="handbook", stream=True, messages=[{"role": "user", "content": "Who updates the status page?"}])
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+    assert len(pieces) >= 2 and all(c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    final = chunks[-1]
+    assert final.choices[0].finish_reason == "stop"
+    assert_cited("".join(pieces), final.model_extra["citations"], texts)
+    assert "communications lead" in "".join(pieces)
+
+
+def test_raw_server_sent_events_end_with_done(http):
+    with http.stream("POST", "/v1/chat/completions", json={
+            "model": "handbook", "stream": True, "messages": [{"role": "user", "content": "What does SEV2 mean?"}]}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines)
+    assert lines[-1] == "data: [DONE]"
+    final = json.loads(lines[-2][6:])
+    assert final["choices"][0]["finish_reason"] == "stop" and final["grounded"] is True
+
+
+def test_off_topic_is_not_covered(llm_client):
+    response = llm_client.chat.completions.create(
+        model="handbook", messages=[{"role": "user", "content": "What is the boiling point of water at sea level?"}])
+    assert response.choices[0].message.content == NOT_COVERED
+    assert response.model_extra["grounded"] is False and response.model_extra["citations"] == []
+
+
+def test_follow_up_from_the_request_messages(llm_client):
+    response = llm_client.chat.completions.create(model="handbook", messages=[
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": "How do I rotate an API key?"},
+        {"role": "assistant", "content": "From the documents: …"},
+        {"role": "user", "content": "How often should I do it?"},
+    ])
+    assert {"rotate", "api", "key"} <= set(response.model_extra["query"].lower().split())
+    assert "Rotate keys every 90 days" in response.choices[0].message.content
+
+
+def test_sessions_keep_history_and_resolve_follow_ups(http):
+    session = http.post("/v1/sessions", json={"index": "handbook"})
+    assert session.status_code == 201
+    sid = session.json()["id"]
+    first = http.post(f"/v1/sessions/{sid}/messages", json={"content": "How do I rotate an API key?"}).json()
+    assert first["grounded"] and first["session_id"] == sid
+    with http.stream("POST", f"/v1/sessions/{sid}/messages",
+                     json={"content": "How often should I do it?", "stream": True}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    final = events[-1]
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+    assert "Rotate keys every 90 days" in text and final["session_id"] == sid and final["message_id"]
+    assert final["query"] != "How often should I do it?" and "rotate" in final["query"]
+
+    listed = http.get("/v1/sessions").json()["sessions"]
+    assert listed[0]["id"] == sid and listed[0]["title"] == "How do I rotate an API key?"
+    detail = http.get(f"/v1/sessions/{sid}").json()
+    assert [m["role"] for m in detail["messages"]] == ["user", "assistant"] * 2
+    assert detail["messages"][3]["content"] == text and detail["messages"][3]["query"] == final["query"]
+
+
+def test_citation_endpoint_and_feedback(http):
+    answer = http.post("/v1/chat/completions", json={
+        "model": "handbook", "messages": [{"role": "user", "content": "How do I reset my password?"}]}).json()
+    mid, n = answer["message_id"], answer["citations"][0]["n"]
+    cited = http.get(f"/v1/messages/{mid}/citations/{n}").json()
+    assert cited["title"] == "How do I reset my password?" and "Forgot password" in cited["passage"]
+    assert cited["passage"][cited["start"]:cited["end"]] == cited["text"] and cited["index"] == "handbook"
+    assert http.get(f"/v1/messages/{mid}/citations/99").status_code == 404
+    assert http.get("/v1/messages/nope/citations/1").status_code == 404
+
+    assert http.post("/v1/feedback", json={"message_id": mid, "kind": "up"}).status_code == 201
+    click = http.post("/v1/feedback", json={"message_id": mid, "kind": "click", "citation": n})
+    assert click.status_code == 201 and click.json()["citation"] == n
+    assert http.post("/v1/feedback", json={"message_id": mid, "kind": "click"}).status_code == 400
+    assert http.post("/v1/feedback", json={"message_id": mid, "kind": "love"}).status_code == 422
+    assert http.post("/v1/feedback", json={"message_id": "nope", "kind": "up"}).status_code == 404
+    events = http.get("/v1/feedback", params={"message_id": mid}).json()["events"]
+    assert [(e["kind"], e["citation"]) for e in events] == [("up", None), ("click", n)]
+
+
+def test_errors_are_clear(http):
+    missing = http.post("/v1/chat/completions", json={"model": "x", "index": "nope",
+                                                      "messages": [{"role": "user", "content": "hi"}]})
+    assert missing.status_code == 404 and "unirank ingest" in missing.json()["error"]["message"]
+    assert http.post("/v1/chat/completions", json={"messages": []}).status_code == 422
+    last_assistant = http.post("/v1/chat/completions", json={"messages": [{"role": "assistant", "content": "hi"}]})
+    assert last_assistant.status_code == 400 and "user" in last_assistant.json()["error"]["message"]
+    assert http.post("/v1/sessions/nope/messages", json={"content": "hi"}).status_code == 404
+    assert http.post("/v1/sessions", json={"index": "nope"}).status_code == 404
+    streamed_missing = http.post("/v1/chat/completions", json={"index": "nope", "stream": True,
+                                                               "messages": [{"role": "user", "content": "hi"}]})
+    assert streamed_missing.status_code == 404  # checked before the stream starts
+
+
+def test_page_and_indexes(http):
+    page = http.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<label for="question">Your question</label>' in page.text
+    assert http.get("/static/app.js").status_code == 200
+    indexes = http.get("/v1/indexes").json()["indexes"]
+    assert {i["name"]: i["default"] for i in indexes} == {"handbook": True, "hostile": False}
+    assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["handbook", "hostile"]
