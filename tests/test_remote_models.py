@@ -405,3 +405,32 @@ def test_retries_until_the_server_is_up_then_rotates_tokens_without_a_failure(tm
     finally:
         embedder.close()
         srv.stop()
+
+
+def test_a_5xx_is_retried_after_retry_after_then_reported(tmp_path, caplog):
+    """A server whose model failed to load answers 503 (Retry-After: 1) to every model call."""
+    data = tmp_path / "server"
+    data.mkdir()
+    srv = ModelServer(data, ["no-such-model@prod"])
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{srv.url}/health", timeout=2).status_code == 503:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        settings = Settings(_env_file=None, data_dir=tmp_path / "client")
+        settings.remote.retries, settings.remote.backoff_s = 2, 0.05
+        embedder = RemoteEmbedder(Endpoint(url=srv.url, api="tei", role="embedder"), settings.remote, name="r",
+                                  version="1", dims=384, max_seq_length=256, tokenizer_path="base")
+        started = time.perf_counter()
+        with caplog.at_level(logging.INFO, logger="unirank.models.remote"), \
+                pytest.raises(RemoteModelError, match=r"HTTP 503 \(Models are still loading.*after 3 attempt"):
+            embedder.embed_query("anything")
+        assert time.perf_counter() - started >= 2.0  # two waits of Retry-After: 1, not 0.05 and 0.1
+        assert sum("HTTP 503" in r.message for r in caplog.records) == 2
+        embedder.close()
+    finally:
+        srv.stop()

@@ -163,9 +163,10 @@ class RemoteClient:
         stop = tenacity.stop_after_attempt(self.settings.retries + 1)
         if deadline_s is not None:
             stop = stop | tenacity.stop_before_delay(deadline_s)
+        backoff = tenacity.wait_exponential(multiplier=self.settings.backoff_s, max=_MAX_BACKOFF_S)
         retrying = tenacity.Retrying(
             stop=stop,
-            wait=tenacity.wait_exponential(multiplier=self.settings.backoff_s, max=_MAX_BACKOFF_S),
+            wait=lambda state: max(backoff(state), _retry_after(state)),
             retry=tenacity.retry_if_exception(retryable),
             before_sleep=self._log_retry(method, path),
             reraise=True,
@@ -179,9 +180,10 @@ class RemoteClient:
                         budget = max(0.001, min(timeout, deadline_s - (time.perf_counter() - started)))
                     return self._send_once(method, path, payload, budget)
         except _RetryableStatus as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
             raise RemoteModelError(
                 f"{self._where(path)} answered HTTP {exc.response.status_code} "
-                f"({_server_message(exc.response)}) after {self.settings.retries + 1} attempts."
+                f"({_server_message(exc.response)}) after {attempts} attempt(s)."
             ) from None
         except httpx.TimeoutException as exc:
             raise RemoteModelError(
@@ -232,6 +234,17 @@ class RemoteClient:
             log.info("%s %s failed (%s); retry %d in %.2f s", method, self._where(path),
                      exc or "?", state.attempt_number, wait)
         return before_sleep
+
+
+def _retry_after(state: tenacity.RetryCallState) -> float:
+    """Seconds a 429/503 asked the client to wait (``Retry-After``), at most the longest backoff."""
+    exc = state.outcome.exception() if state.outcome else None
+    if not isinstance(exc, _RetryableStatus):
+        return 0.0
+    try:
+        return min(float(exc.response.headers.get("retry-after", 0)), _MAX_BACKOFF_S)
+    except ValueError:  # an HTTP date: rare, and the exponential backoff is a fine stand-in
+        return 0.0
 
 
 def _server_message(response: httpx.Response) -> str:
