@@ -69,11 +69,11 @@ def test_base_is_registered_and_its_onnx_copy_is_the_next_version(optimized):
     assert record["onnx_fp32_file"] == "onnx/model.onnx"
     assert record["optimized_from"] == "minilm@1"
     assert record["dims"] == 384 and record["base_model"] == source.record["base_model"]
-    assert record["quantization"]["dtype"] == "qint8"
+    assert record["quantization"]["dtype"] == "qint8" and record["quantization"]["operators"] == ["MatMul"]
     assert record["quantization"]["config"] in record["onnx_file"]
     int8, fp32 = mv.path / record["onnx_file"], mv.path / record["onnx_fp32_file"]
     assert int8.is_file() and fp32.is_file()
-    assert int8.stat().st_size < 0.4 * fp32.stat().st_size  # int8 weights: about a quarter of fp32
+    assert int8.stat().st_size < 0.75 * fp32.stat().st_size  # int8 MatMul weights; the embedding table stays fp32
 
 
 def test_onnx_embeddings_match_torch(optimized, base_embedder):

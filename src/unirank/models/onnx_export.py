@@ -4,6 +4,10 @@ sentence-transformers exports through Optimum (``optimum.onnxruntime``) and quan
 ``export_dynamic_quantized_onnx_model``: int8 weights, activations quantized on the fly, no calibration
 data. The int8 configuration is chosen for the CPU it is made on (arm64, avx2, avx512, avx512_vnni),
 because a file quantized for VNNI can saturate on a CPU without it.
+
+Only the MatMul weights are quantized; the token-embedding table (a Gather) stays fp32. Quantizing it
+too (Optimum's default) cost all-MiniLM-L6-v2 0.0053 nDCG@10 on CISI (0.4233 -> 0.4181, past the 0.005
+allowed); MatMul-only scored 0.4264 at the same speed, in a 56 MiB file instead of 22 MiB.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from unirank.errors import ModelLoadError, UnirankError
 
 #: Where sentence-transformers puts the fp32 export, relative to the model folder.
 FP32_FILE = "onnx/model.onnx"
+#: Operators whose weights int8 quantization converts (see the module docstring).
+QUANTIZED_OPERATORS = ["MatMul"]
 QUANTIZATIONS: tuple[str, ...] = ("int8",)
 
 
@@ -119,8 +125,11 @@ def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = N
         raise ModelLoadError(f"Exporting {source} to ONNX wrote no {FP32_FILE}.")
     if quantize is None:
         return OnnxExport(folder=dest, fp32_file=FP32_FILE)
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
     arch = quantization_arch()
-    export_dynamic_quantized_onnx_model(model, arch, str(dest))
+    config = getattr(AutoQuantizationConfig, arch)(is_static=False, operators_to_quantize=QUANTIZED_OPERATORS)
+    export_dynamic_quantized_onnx_model(model, config, str(dest), file_suffix=f"qint8_{arch}")
     int8_file = f"onnx/model_qint8_{arch}.onnx"
     if not (dest / int8_file).is_file():
         raise ModelLoadError(f"Quantizing {source} for {arch} wrote no {int8_file}.")

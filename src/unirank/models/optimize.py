@@ -16,7 +16,7 @@ from typing import Any, Callable
 from unirank.errors import OptimizationRefusedError, UnirankError
 from unirank.models.embedder import SentenceTransformerEmbedder
 from unirank.models.loading import BASE_ALIAS, BASE_MODEL_NAME, load_embedder, load_reranker, resolve_model_path
-from unirank.models.onnx_export import OnnxExport, export_onnx
+from unirank.models.onnx_export import QUANTIZED_OPERATORS, OnnxExport, export_onnx
 from unirank.models.reranker import CrossEncoderReranker
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.describe import describe_model_folder
@@ -87,7 +87,8 @@ class Optimizer:
                         "(run without --quantize), or keep the PyTorch version.")
             record = {**source.record, "backend": "onnx", "onnx_file": export.served_file,
                       "onnx_fp32_file": export.fp32_file, "optimized_from": source.ref,
-                      "quantization": ({"method": "dynamic", "dtype": "qint8", "config": export.arch}
+                      "quantization": ({"method": "dynamic", "dtype": "qint8", "config": export.arch,
+                                        "operators": QUANTIZED_OPERATORS}
                                        if export.int8_file else None)}
             if check is not None:
                 record["onnx_check"] = check.to_dict()

@@ -1,0 +1,271 @@
+"""Model server throughput and rerank latency: ``unirank serve models`` vs. in-process sentence-transformers.
+
+One run, one machine:
+
+* **Embeddings/s.** Baseline: ``SentenceTransformer.encode`` of the bundled base model in this process,
+  batch 64, on N CISI passages (``title. text`` cut to ``--words`` words). Ours: the same texts sent to
+  ``unirank serve models --model base`` as ``POST /v1/embeddings`` with ONE text per request (as real
+  clients send them), by 1, 8 and 32 concurrent clients (httpx, asyncio). The server's micro-batcher
+  groups concurrent requests; the mean micro-batch size per level comes from ``GET /metrics``.
+  Target at 32 clients: >= 0.8x the in-process batch throughput.
+* **Rerank latency.** ``POST /rerank`` with 50 passages of 200 words (CISI text) and a CISI query, one
+  request at a time: p50/p95 for a cross-encoder on PyTorch, on ONNX fp32 and on ONNX int8 (both made
+  by ``unirank models optimize``), all served by the same server process. No trained cross-encoder ships
+  with unirank, so the cross-encoder is the base model's encoder with a new, untrained 1-logit head
+  (``CrossEncoder(base, num_labels=1)``): its scores are meaningless, its latency is the real one for
+  a MiniLM-L6 cross-encoder. Target: ONNX p95 < 400 ms on this 2-core machine.
+
+Everything runs in a temporary data dir and registry; the server is a real subprocess on a loopback port.
+
+    .venv/bin/python bench/serving.py [--texts 512] [--replicas 1] [--rerank-requests 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+sys.path.insert(0, str(C.PROJECT_ROOT / "tests"))
+from serving_helpers import ModelServer  # noqa: E402  (the launcher the server tests use)
+
+NAME = "serving"
+CONCURRENCY = (1, 8, 32)
+TARGET_RATIO = 0.8
+TARGET_RERANK_P95_MS = 400.0
+RERANK_PASSAGES = 50
+RERANK_WORDS = 200
+
+
+def passages(corpus: list[dict], words: int) -> list[str]:
+    texts = []
+    for doc in corpus:
+        tokens = f"{doc.get('title', '')}. {doc.get('text', '')}".split()
+        if len(tokens) >= 20:
+            texts.append(" ".join(tokens[:words]))
+    return texts
+
+
+def rerank_passages(corpus: list[dict], n: int, words: int) -> list[str]:
+    """``n`` passages of exactly ``words`` words, cut from the running CISI text (documents are short)."""
+    stream = [w for doc in corpus for w in f"{doc.get('title', '')}. {doc.get('text', '')}".split()]
+    return [" ".join(stream[i * words:(i + 1) * words]) for i in range(n)]
+
+
+def build_models(settings, stage) -> dict[str, str]:
+    """Register the cross-encoder (PyTorch) and its ONNX fp32 and int8 copies in the temporary registry."""
+    from sentence_transformers import CrossEncoder
+
+    from unirank.models.loading import resolve_model_path
+    from unirank.models.optimize import Optimizer
+    from unirank.registry import ModelRegistry
+
+    folder = settings.data_dir / "untrained-cross-encoder"
+    with contextlib.redirect_stderr(io.StringIO()):  # "classifier.weight MISSING": the head is new on purpose
+        CrossEncoder(resolve_model_path("base")[0], num_labels=1, local_files_only=True).save_pretrained(str(folder))
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        torch_ref = registry.register("bench-rerank", "reranker", path=folder,
+                                      record={"note": "untrained head: latency only"}).ref
+        optimizer = Optimizer(settings, registry, stage=stage)
+        fp32_ref = optimizer.run(torch_ref).version.ref
+        int8 = optimizer.run(torch_ref, quantize="int8").version
+    finally:
+        registry.close()
+    return {"torch": torch_ref, "onnx fp32": fp32_ref, "onnx int8": int8.ref,
+            "_int8_config": str(int8.record["quantization"]["config"])}
+
+
+def in_process_baseline(texts: list[str], batch_size: int, repeats: int) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    from unirank.models.loading import resolve_model_path
+
+    model = SentenceTransformer(resolve_model_path("base")[0], device="cpu", local_files_only=True)
+    model.encode(texts[:128], batch_size=batch_size, normalize_embeddings=True)  # warm-up
+    runs = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+        runs.append(time.perf_counter() - started)
+    best = min(runs)
+    return {"texts": len(texts), "batch_size": batch_size, "seconds_best": round(best, 2),
+            "seconds_all": [round(r, 2) for r in runs], "embeddings_per_s": round(len(texts) / best, 1)}
+
+
+async def _embed_level(url: str, texts: list[str], concurrency: int) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    failures = 0
+    queue = iter(texts)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+        async def worker() -> None:
+            nonlocal failures
+            for text in queue:
+                started = time.perf_counter()
+                response = await client.post("/v1/embeddings", json={"input": text, "model": "base", "truncate": True})
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200 or len(response.json()["data"][0]["embedding"]) != 384:
+                    failures += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"concurrency": concurrency, "requests": len(texts), "failures": failures, "seconds": round(elapsed, 2),
+            "embeddings_per_s": round(len(texts) / elapsed, 1),
+            "latency_p50_ms": round(C.percentile(latencies, 50) * 1000, 1),
+            "latency_p95_ms": round(C.percentile(latencies, 95) * 1000, 1)}
+
+
+def batch_histogram(url: str, kind: str) -> dict[str, float]:
+    """Cumulative ``unirank_batch_size`` count and sum (all models of ``kind``) from GET /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = {"count": 0.0, "sum": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        if family.name != "unirank_batch_size":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("kind") != kind:
+                continue
+            if sample.name.endswith("_count"):
+                totals["count"] += sample.value
+            elif sample.name.endswith("_sum"):
+                totals["sum"] += sample.value
+    return totals
+
+
+def batch_sizes_between(before: dict[str, float], after: dict[str, float]) -> dict:
+    batches = after["count"] - before["count"]
+    items = after["sum"] - before["sum"]
+    return {"micro_batches": int(batches), "mean_micro_batch": round(items / batches, 2) if batches else None}
+
+
+def rerank_latency(url: str, ref: str, query_texts: list[str], docs: list[str], requests: int) -> dict:
+    import httpx
+
+    latencies = []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for i in range(requests + 2):  # two warm-up requests
+            body = {"query": query_texts[i % len(query_texts)], "texts": docs, "model": ref, "truncate": True}
+            started = time.perf_counter()
+            response = client.post("/rerank", json=body)
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200 or len(response.json()) != len(docs):
+                raise SystemExit(f"rerank with {ref} failed: {response.status_code} {response.text[:300]}")
+            if i >= 2:
+                latencies.append(elapsed)
+    return {"model": ref, "requests": requests, "passages": len(docs),
+            "p50_ms": round(C.percentile(latencies, 50) * 1000, 1),
+            "p95_ms": round(C.percentile(latencies, 95) * 1000, 1),
+            "max_ms": round(max(latencies) * 1000, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=512, help="Texts per concurrency level (and baseline).")
+    parser.add_argument("--words", type=int, default=120, help="Words per embedded passage.")
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--rerank-requests", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=2, help="In-process baseline repeats (best kept).")
+    args = parser.parse_args()
+
+    cisi = C.require_cisi()
+    load_before = C.warn_if_busy()
+    corpus = C.load_corpus(cisi)
+    queries = list(C.load_queries(cisi).values())
+    pool = passages(corpus, args.words)
+    rng = random.Random(13)
+    texts = [pool[i % len(pool)] for i in rng.sample(range(len(pool)), min(args.texts, len(pool)))]
+    docs = rerank_passages(corpus, RERANK_PASSAGES, RERANK_WORDS)
+
+    with tempfile.TemporaryDirectory(prefix="unirank-serving-bench-") as tmp:
+        settings = C.isolated_settings(Path(tmp) / "data")
+        settings.data_dir.mkdir(parents=True)
+        print("registering the cross-encoder and its ONNX copies (unirank models optimize) ...")
+        refs = build_models(settings, stage=lambda m: print(f"  · {m}"))
+        int8_config = refs.pop("_int8_config")
+        print(f"in-process baseline: SentenceTransformer.encode of {len(texts)} texts, batch 64 ...")
+        baseline = in_process_baseline(texts, settings.embedder.batch_size, args.repeats)
+        print(f"  {baseline['embeddings_per_s']} embeddings/s")
+
+        server = ModelServer(settings.data_dir, ["base", *refs.values()], replicas=args.replicas)
+        try:
+            started = time.perf_counter()
+            server.wait_ready(timeout=600)
+            ready_s = time.perf_counter() - started
+            print(f"server ready in {ready_s:.1f} s ({args.replicas} replica(s)) at {server.url}")
+            asyncio.run(_embed_level(server.url, texts[:32], 8))  # warm-up
+            levels = []
+            for concurrency in CONCURRENCY:
+                level_texts = texts if concurrency > 1 else texts[: max(64, len(texts) // 4)]
+                before = batch_histogram(server.url, "embed")
+                level = asyncio.run(_embed_level(server.url, level_texts, concurrency))
+                level.update(batch_sizes_between(before, batch_histogram(server.url, "embed")))
+                level["ratio_to_in_process"] = round(level["embeddings_per_s"] / baseline["embeddings_per_s"], 2)
+                levels.append(level)
+                print(f"  concurrency {concurrency}: {level['embeddings_per_s']} embeddings/s, "
+                      f"mean micro-batch {level['mean_micro_batch']}, failures {level['failures']}")
+            reranks = {}
+            for label, ref in refs.items():
+                before = batch_histogram(server.url, "rerank")
+                reranks[label] = rerank_latency(server.url, ref, queries, docs, args.rerank_requests)
+                reranks[label].update(batch_sizes_between(before, batch_histogram(server.url, "rerank")))
+                print(f"  rerank {label}: p50 {reranks[label]['p50_ms']} ms, p95 {reranks[label]['p95_ms']} ms")
+        finally:
+            server.stop()
+
+    import transformers
+
+    from unirank.models.loading import resolve_model_path
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model_path("base")[0])
+    pair_tokens = [len(tokenizer(queries[0], d)["input_ids"]) for d in docs]
+
+    print()
+    print(f"Embeddings/s, {len(texts)} CISI passages of <= {args.words} words, one text per request "
+          f"({args.replicas} replica(s)); baseline: in-process encode, batch 64")
+    rows = [["in-process batch encode", baseline["embeddings_per_s"], "-", "-", "1.00x", "-"]]
+    for lv in levels:
+        rows.append([f"server, {lv['concurrency']} concurrent", lv["embeddings_per_s"], lv["latency_p50_ms"],
+                     lv["latency_p95_ms"], f"{lv['ratio_to_in_process']:.2f}x", lv["mean_micro_batch"]])
+    print(C.table(["", "emb/s", "p50 ms", "p95 ms", "vs batch", "micro-batch"], rows))
+    at32 = levels[-1]["ratio_to_in_process"]
+    print(f"target at 32 clients: >= {TARGET_RATIO}x -> {at32:.2f}x {'MET' if at32 >= TARGET_RATIO else 'NOT MET'}")
+    print()
+    print(f"Rerank latency, POST /rerank, {RERANK_PASSAGES} passages of {RERANK_WORDS} words "
+          f"({min(pair_tokens)}-{max(pair_tokens)} tokens per query+passage pair), one request at a time")
+    print("(cross-encoder = base encoder + UNTRAINED 1-logit head: meaningless scores, real latency)")
+    rows = [[label, r["model"], r["p50_ms"], r["p95_ms"], r["max_ms"], r["mean_micro_batch"]]
+            for label, r in reranks.items()]
+    print(C.table(["backend", "served as", "p50 ms", "p95 ms", "max ms", "micro-batch"], rows))
+    onnx_p95 = min(reranks["onnx int8"]["p95_ms"], reranks["onnx fp32"]["p95_ms"])
+    print(f"target ONNX p95 < {TARGET_RERANK_P95_MS:.0f} ms -> best ONNX p95 {onnx_p95} ms "
+          f"{'MET' if onnx_p95 < TARGET_RERANK_P95_MS else 'NOT MET'}")
+    C.write_json(NAME, {
+        "dataset": "cisi", "replicas": args.replicas, "server_ready_s": round(ready_s, 1),
+        "words_per_embedded_text": args.words,
+        "load_average_before": round(load_before, 2), "in_process": baseline, "server": levels,
+        "target_ratio_at_32": TARGET_RATIO, "ratio_at_32": at32,
+        "rerank": {"passages": RERANK_PASSAGES, "words": RERANK_WORDS, "pair_tokens_min": min(pair_tokens),
+                   "pair_tokens_max": max(pair_tokens), "int8_config": int8_config,
+                   "note": "untrained cross-encoder head on the base encoder: latency only", "results": reranks,
+                   "target_p95_ms": TARGET_RERANK_P95_MS, "best_onnx_p95_ms": onnx_p95},
+        "gpu": "no device machine was lent to this task; CPU figures only",
+    })
+
+
+if __name__ == "__main__":
+    main()
