@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import httpx
 import numpy as np
@@ -30,7 +30,6 @@ from unirank.settings import RemoteSettings
 
 log = logging.getLogger(__name__)
 
-Api = Literal["openai", "tei", "cohere"]
 #: The request shapes each role can speak, default first.
 APIS: dict[str, tuple[str, ...]] = {"embedder": ("openai", "tei"), "reranker": ("tei", "cohere")}
 #: Used when the endpoint does not say how many tokens its model reads.
