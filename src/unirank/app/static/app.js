@@ -61,9 +61,10 @@ async function openSession(id) {
   $("index").value = session.index;
   const transcript = $("transcript");
   transcript.replaceChildren();
+  let question = null;
   for (const m of session.messages) {
-    if (m.role === "user") addUserMessage(m.content);
-    else renderAnswer(addAssistantMessage(), m);
+    if (m.role === "user") { addUserMessage(m.content); question = m.content; }
+    else renderAnswer(addAssistantMessage(), m, question);
   }
   await loadSessions();
   $("question").focus();
@@ -79,7 +80,7 @@ function newConversation() {
 
 // ---- messages -----------------------------------------------------------------------------------
 function addUserMessage(text) {
-  const node = el("article", { class: "msg user", "aria-label": "Your question" },
+  const node = el("article", { class: "msg user", "aria-label": "You asked" },
     el("p", { class: "who" }, "You"), el("p", { class: "answer" }, text));
   $("transcript").append(node);
   return node;
@@ -118,15 +119,16 @@ function citeButton(messageId, citation, label, cls) {
   }, label);
 }
 
-function renderAnswer(node, message) {
+// ``message``: a stored assistant message, or the final stream chunk (plus the streamed text).
+function renderAnswer(node, message, question) {
   node.setAttribute("aria-busy", "false");
-  node.dataset.messageId = message.id || message.message_id || "";
+  node.dataset.messageId = message.message_id || message.id || "";
   node.classList.toggle("not-grounded", !message.grounded);
   const messageId = node.dataset.messageId;
   const citations = message.citations || [];
   const answer = node.querySelector(".answer");
   answer.replaceChildren(...answerWithCitations(message.content ?? message.answer ?? "", citations, messageId));
-  if (message.query) node.append(el("p", { class: "query" }, `Searched for: ${message.query}`));
+  if (message.query && message.query !== question) node.append(el("p", { class: "query" }, `Searched for: ${message.query}`));
   if (citations.length) {
     node.append(el("ol", { class: "sources", "aria-label": "Sources" }, ...citations.map((c) => el("li", { value: String(c.n) },
       citeButton(messageId, c, [c.title, c.heading].filter(Boolean).join(" › ") + (c.page ? ` (p. ${c.page})` : ""), "source")))));
@@ -143,8 +145,8 @@ function feedbackButtons(messageId) {
       setStatus(kind === "up" ? "Thanks: marked as helpful." : "Thanks: marked as not helpful.");
     } catch (error) { setStatus(`Feedback failed: ${error.message}`, true); }
   };
-  const up = el("button", { type: "button", "aria-pressed": "false", "aria-label": "Helpful" }, "👍");
-  const down = el("button", { type: "button", "aria-pressed": "false", "aria-label": "Not helpful" }, "👎");
+  const up = el("button", { type: "button", "aria-pressed": "false" }, el("span", { "aria-hidden": "true" }, "👍 "), "Helpful");
+  const down = el("button", { type: "button", "aria-pressed": "false" }, el("span", { "aria-hidden": "true" }, "👎 "), "Not helpful");
   up.addEventListener("click", () => send("up", up));
   down.addEventListener("click", () => send("down", down));
   group.append(up, down);
@@ -211,7 +213,7 @@ async function ask(question) {
     }
   }
   if (!final) throw new Error("the answer stream ended early");
-  renderAnswer(node, final);
+  renderAnswer(node, final, question);
   setStatus(final.grounded ? "Answered from the documents." : "The documents do not cover this question.");
   await loadSessions();
 }
