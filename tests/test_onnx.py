@@ -172,22 +172,27 @@ def test_cli_optimize_refuses_an_onnx_version(optimized, settings):
     assert "minilm@2 is already an ONNX version; optimize minilm@1 instead" in proc.stderr
 
 
-def test_cross_encoder_reranker_runs_on_onnx(settings, tmp_path_factory):
+def test_cross_encoder_reranker_runs_on_onnx(settings, tmp_path_factory, minibeir):
     """A cross-encoder (an untrained head on the base encoder: the scores are meaningless, the plumbing
-    is real) exported to fp32 ONNX scores like PyTorch and loads from the registry by reference."""
+    is real) exported to fp32 ONNX passes the hybrid + rerank check, scores like PyTorch and loads from
+    the registry by reference."""
     from sentence_transformers import CrossEncoder
 
+    from unirank.api import Unirank
     from unirank.models.loading import resolve_model_path
 
     folder = tmp_path_factory.mktemp("ce") / "ce"
     CrossEncoder(resolve_model_path("base")[0], num_labels=1, local_files_only=True).save_pretrained(str(folder))
-    registry = ModelRegistry(settings.models_dir)
-    try:
-        registry.register("ce-rerank", "reranker", path=folder, record={"dims": None})
-        mv = Optimizer(settings, registry).run("ce-rerank@1").version
-    finally:
-        registry.close()
+    with Unirank(settings) as ur:
+        registry = ModelRegistry(settings.models_dir)
+        try:
+            registry.register("ce-rerank", "reranker", path=folder, record={"dims": None})
+            result = Optimizer(settings, registry, ur.backend).run("ce-rerank@1", check_beir=minibeir)
+        finally:
+            registry.close()
+    mv = result.version
     assert mv.ref == "ce-rerank@2" and mv.record["onnx_file"] == "onnx/model.onnx" and mv.record["quantization"] is None
+    assert result.check is not None and result.check.system == "hybrid:base+rerank" and abs(result.check.drop) <= 0.001
     s = settings.model_copy(deep=True)
     passages = ["Keys are rotated every ninety days.", "Vacation is requested two weeks ahead.", TEXTS[1]]
     s.reranker.model = "ce-rerank@1"
