@@ -266,3 +266,24 @@ def test_chat_cli_session_with_feedback_and_sources(corpus, tmp_path):
         messages = store.messages(first.id)
         assert [m.role for m in messages] == ["user", "assistant"] * 2
         assert [e.kind for e in store.feedback(messages[3].id)] == ["click", "up"]
+
+
+def test_train_job_reads_feedback_and_mining_keeps_its_negatives(service, corpus, tmp_path):
+    from unirank.training.job import TrainJob, TrainRequest
+    from unirank.training.mining import HardNegativeMiner, MiningConfig
+
+    store = service.store
+    liked = service.ask("Where is customer data stored?", "handbook")
+    store.add_feedback(liked.message_id, "click", liked.citations[0].n)
+    other = service.ask("Where is customer data stored?", "handbook")
+    store.add_feedback(other.message_id, "down")
+    request = TrainRequest(name="fb", index="handbook", feedback=tmp_path / "chat.sqlite")
+    job = TrainJob(corpus.settings, corpus.backend, corpus.embedder, request, stage=lambda m: None)
+    (pair,) = job._labelled([])
+    assert pair.origin == "feedback" and pair.query == "Where is customer data stored?"
+
+    pair.negatives = ["Plans and pricing > Starter\nUp to 3 users and 10 GB of indexed documents."]
+    miner = HardNegativeMiner(corpus.backend, "handbook", corpus.embedder, corpus.settings.search,
+                              MiningConfig(negatives_per_pair=3, skip_top=0))
+    (mined,), _ = miner.mine([pair], check_consistency=False)
+    assert mined.negatives[0] == pair.negatives[0] and len(mined.negatives) == 3  # its own first, then mined
