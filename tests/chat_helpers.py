@@ -185,9 +185,9 @@ class OpenAIProtocolServer:
         self._thread.join(10)
 
 
-def build_corpus(tmp: Path, embedder):
-    """A Unirank on ``tmp/data`` with two indexes: ``handbook`` (the sample docs) and ``hostile``
-    (the same plus the injection document), reusing the session's loaded base model."""
+def build_corpus(tmp: Path, embedder, hostile: bool = True):
+    """A Unirank on ``tmp/data`` with the index ``handbook`` (the sample docs) and, with ``hostile``,
+    ``hostile`` (the same plus the injection document), reusing the session's loaded base model."""
     import pytest
 
     from unirank.api import Unirank
@@ -202,5 +202,6 @@ def build_corpus(tmp: Path, embedder):
     ur = Unirank(settings)
     ur.__dict__["embedder"] = embedder
     assert not ur.ingest(str(sample_folder(tmp)), "handbook").failed
-    assert not ur.ingest(str(sample_folder(tmp, with_injection=True)), "hostile").failed
+    if hostile:
+        assert not ur.ingest(str(sample_folder(tmp, with_injection=True)), "hostile").failed
     return ur

@@ -17,7 +17,7 @@ from unirank.chat.extractive import PREFIX
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, base_embedder):
-    ur = build_corpus(tmp_path_factory.mktemp("app"), base_embedder)
+    ur = build_corpus(tmp_path_factory.mktemp("app"), base_embedder, hostile=False)
     texts = {c.id: c.text for batch in ur.backend.iter_chunks("handbook") for c in batch}
     data_dir = ur.settings.data_dir
     ur.close()
@@ -172,5 +172,13 @@ def test_page_and_indexes(http):
     assert '<label for="question">Your question</label>' in page.text
     assert http.get("/static/app.js").status_code == 200
     indexes = http.get("/v1/indexes").json()["indexes"]
-    assert {i["name"]: i["default"] for i in indexes} == {"handbook": True, "hostile": False}
-    assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["handbook", "hostile"]
+    assert {i["name"]: i["default"] for i in indexes} == {"handbook": True}
+    assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["handbook"]
+
+
+def test_sessions_can_be_deleted(http):
+    sid = http.post("/v1/sessions", json={}).json()["id"]  # the server's default index
+    assert http.get(f"/v1/sessions/{sid}").json()["index"] == "handbook"
+    assert http.delete(f"/v1/sessions/{sid}").status_code == 204
+    assert http.get(f"/v1/sessions/{sid}").status_code == 404
+    assert sid not in [s["id"] for s in http.get("/v1/sessions").json()["sessions"]]

@@ -35,7 +35,7 @@ new MutationObserver(() => {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, base_embedder):
-    ur = build_corpus(tmp_path_factory.mktemp("web"), base_embedder)
+    ur = build_corpus(tmp_path_factory.mktemp("web"), base_embedder, hostile=False)
     data_dir = ur.settings.data_dir
     ur.close()
     app = AppServer(data_dir, "--index", "handbook").wait_ready()
