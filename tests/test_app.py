@@ -53,6 +53,7 @@ def assert_cited(answer: str, citations: list[dict], texts: dict[str, str]) -> N
         assert c["passage"] == texts[c["chunk_id"]]
         assert c["passage"][c["start"]:c["end"]] == c["text"]
         assert squash(sentence) in squash(c["text"])
+        assert squash(sentence) in [squash(c["passage"][a:b]) for a, b in c["spans"]]
 
 
 def test_openai_client_gets_a_cited_answer(llm_client, corpus):

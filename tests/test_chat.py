@@ -51,8 +51,10 @@ def assert_faithful(answer, texts: dict[str, str]) -> None:
         c = cited[n]
         assert c.passage[c.start:c.end] == c.text
         assert squash(sentence) in squash(c.text)
+        assert squash(sentence) in [squash(c.passage[a:b]) for a, b in c.spans]  # the exact quoted span
         assert c.passage == texts[c.chunk_id]
     assert sorted({n for _, n in found}) == sorted(cited)
+    assert sum(len(c.spans) for c in answer.citations) == len(found)
 
 
 def test_sentence_spans_are_slices_of_the_text():

@@ -86,7 +86,9 @@ def test_ask_stream_cite_and_rate_in_the_browser(server, page):
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible()
     expect(dialog.locator("h2")).to_have_text("[1] API keys and token rotation")
-    expect(dialog.locator("mark")).to_contain_text("overlap window of 24 hours")
+    marks = dialog.locator("mark")
+    expect(marks).to_have_count(final.count("[1]"))  # each quoted sentence marked on its own
+    expect(marks.nth(1)).to_contain_text("overlap window of 24 hours")
     page.screenshot(path=str(ARTIFACTS / "web-page-citation.png"), full_page=True)
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()

@@ -43,6 +43,8 @@ class Citation:
     #: The whole chunk text, so the citation can be opened without another lookup.
     passage: str
     score: float = 0.0
+    #: The quoted sentences inside ``start:end`` (an answer may quote sentences 1 and 3, not 2).
+    spans: list[tuple[int, int]] = field(default_factory=list)
 
     @classmethod
     def from_passage(cls, n: int, passage: Passage, start: int | None = None, end: int | None = None,
@@ -53,13 +55,13 @@ class Citation:
         c = passage.chunk
         return cls(n=n, chunk_id=c.id, doc_id=c.doc_id, title=c.title or c.doc_id, uri=c.source_uri,
                    page=c.page, heading=passage.heading, text=text[start:end], start=start, end=end,
-                   passage=text, score=passage.score if score is None else score)
+                   passage=text, score=passage.score if score is None else score, spans=[(start, end)])
 
     def merged(self, other: "Citation") -> "Citation":
         """One citation spanning both spans of the same passage (the answer quoted two sentences)."""
         start, end = min(self.start, other.start), max(self.end, other.end)
         return Citation(**{**self.to_dict(), "start": start, "end": end, "text": self.passage[start:end],
-                           "score": max(self.score, other.score)})
+                           "score": max(self.score, other.score), "spans": sorted({*self.spans, *other.spans})})
 
     def brief(self) -> dict:
         """The fields ``unirank ask --json`` prints."""
@@ -68,11 +70,14 @@ class Citation:
     def to_dict(self) -> dict:
         return {"n": self.n, "chunk_id": self.chunk_id, "doc_id": self.doc_id, "title": self.title,
                 "uri": self.uri, "page": self.page, "heading": self.heading, "text": self.text,
-                "start": self.start, "end": self.end, "passage": self.passage, "score": self.score}
+                "start": self.start, "end": self.end, "passage": self.passage, "score": self.score,
+                "spans": [list(span) for span in self.spans]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Citation":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields["spans"] = [tuple(span) for span in fields.get("spans") or [(fields["start"], fields["end"])]]
+        return cls(**fields)
 
 
 @dataclass

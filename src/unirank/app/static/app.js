@@ -159,8 +159,16 @@ async function openCitation(messageId, n) {
     $("passage-title").textContent = `[${c.n}] ${c.title}`;
     $("passage-location").textContent = [c.heading, c.page ? `page ${c.page}` : "", c.uri].filter(Boolean).join(" · ");
     const text = $("passage-text");
-    // The cited span is marked inside the whole passage (start/end are offsets into it).
-    text.replaceChildren(c.passage.slice(0, c.start), el("mark", {}, c.passage.slice(c.start, c.end)), c.passage.slice(c.end));
+    // The quoted sentences are marked inside the whole passage (spans are offsets into it).
+    const spans = c.spans && c.spans.length ? c.spans : [[c.start, c.end]];
+    const parts = [];
+    let at = 0;
+    for (const [start, end] of spans) {
+      parts.push(c.passage.slice(at, start), el("mark", {}, c.passage.slice(start, end)));
+      at = end;
+    }
+    parts.push(c.passage.slice(at));
+    text.replaceChildren(...parts);
     $("passage").showModal();
     api("/v1/feedback", { method: "POST", body: JSON.stringify({ message_id: messageId, kind: "click", citation: n }) })
       .catch((error) => setStatus(`Could not record the click: ${error.message}`, true));
