@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import platform
 import shutil
 import warnings
@@ -110,10 +111,17 @@ def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = N
     except ImportError as exc:
         raise ModelLoadError("ONNX export needs Optimum and ONNX Runtime: pip install 'unirank[onnx]'.") from exc
 
+    from transformers.utils import logging as hf_logging
+
     dest = Path(dest)
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("onnx", "unirank_model.json"))
     model_class = SentenceTransformer if role == "embedder" else CrossEncoder
+    hf_logging.disable_progress_bar()
+    # "Saving the exported ONNX model is heavily recommended": it is saved right below.
+    save_hint = logging.getLogger("sentence_transformers.backend.utils")
+    level = save_hint.level
     try:
+        save_hint.setLevel(logging.ERROR)
         with _transformers5_export_compat(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.onnx tracer notes about Python ints in the graph
             model = model_class(str(dest), backend="onnx", device="cpu", local_files_only=True,
@@ -121,6 +129,8 @@ def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = N
         model.save_pretrained(str(dest))
     except Exception as exc:  # Optimum/torch.onnx raise many kinds
         raise ModelLoadError(f"Exporting {source} to ONNX failed: {exc}") from exc
+    finally:
+        save_hint.setLevel(level)
     if not (dest / FP32_FILE).is_file():
         raise ModelLoadError(f"Exporting {source} to ONNX wrote no {FP32_FILE}.")
     if quantize is None:
