@@ -123,7 +123,12 @@ async def _embed_level(url: str, texts: list[str], concurrency: int) -> dict:
             nonlocal failures
             for text in queue:
                 started = time.perf_counter()
-                response = await client.post("/v1/embeddings", json={"input": text, "model": "base", "truncate": True})
+                try:
+                    response = await client.post("/v1/embeddings",
+                                                 json={"input": text, "model": "base", "truncate": True})
+                except httpx.HTTPError:  # a dropped connection is a failed request, as a client sees it
+                    failures += 1
+                    continue
                 latencies.append(time.perf_counter() - started)
                 if response.status_code != 200 or len(response.json()["data"][0]["embedding"]) != 384:
                     failures += 1
@@ -136,6 +141,19 @@ async def _embed_level(url: str, texts: list[str], concurrency: int) -> dict:
             "embeddings_per_s": round(len(texts) / elapsed, 1),
             "latency_p50_ms": round(C.percentile(latencies, 50) * 1000, 1),
             "latency_p95_ms": round(C.percentile(latencies, 95) * 1000, 1)}
+
+
+def wait_all_replicas_ready(url: str, streak: int = 20, timeout: float = 300) -> None:
+    """/ready answers from whichever replica takes the connection: wait for a run of fresh-connection 200s."""
+    import httpx
+
+    deadline, ok = time.monotonic() + timeout, 0
+    while ok < streak and time.monotonic() < deadline:
+        try:
+            ok = ok + 1 if httpx.get(f"{url}/ready", timeout=5).status_code == 200 else 0
+        except httpx.HTTPError:
+            ok = 0
+        time.sleep(0.1)
 
 
 def batch_histogram(url: str, kind: str) -> dict[str, float]:
@@ -239,6 +257,8 @@ def main() -> None:
         try:
             started = time.perf_counter()
             server.wait_ready(timeout=600)
+            if args.replicas > 1:
+                wait_all_replicas_ready(server.url)
             ready_s = time.perf_counter() - started
             print(f"server ready in {ready_s:.1f} s ({args.replicas} replica(s)) at {server.url}")
 
