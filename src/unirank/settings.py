@@ -152,14 +152,15 @@ class ChatSettings(BaseModel):
     #: every turn, and the base bi-encoder re-embeds each one).
     rerank_candidates: int = Field(10, ge=1, le=MAX_RERANK_TOP_K)
     #: Below this relevance the documents are said not to cover the question. Unset: the
-    #: threshold for the reranker's kind below (a cosine and a logit are not on one scale).
+    #: threshold for the reranker's kind below (a cosine and a probability are not on one scale).
     min_score: float | None = None
     #: For the base bi-encoder (cosine of question and passage), from bench/chat_answers.py: sample
     #: handbook questions score 0.30-0.82 (one outlier 0.08), off-topic ones at most 0.20; CISI's
     #: queries at least 0.39, off-topic ones up to 0.36 (a larger corpus has closer near-misses).
     min_score_cosine: float = 0.30
-    #: For a cross-encoder (a logit; 0 is a 50% chance of relevance under its BCE training).
-    min_score_logit: float = 0.0
+    #: For a cross-encoder: its score is a probability (sentence-transformers puts a sigmoid on
+    #: the one-logit head; TEI and Cohere rerank endpoints answer in [0, 1] too); 0.5 is even odds.
+    min_score_cross_encoder: float = Field(0.5, ge=0, le=1)
     #: Sentences the extractive answerer quotes at most.
     max_sentences: int = Field(3, ge=1, le=20)
     #: Index used when a request or command names none.

@@ -6,7 +6,6 @@ and cited, and it says that it quotes. Text in documents is only ever quoted, ne
 
 from __future__ import annotations
 
-import math
 from typing import Iterator, Sequence
 
 from unirank.chat.sentences import MIN_SENTENCE_CHARS, sentence_spans, squash
@@ -19,13 +18,11 @@ PREFIX = "From the documents:"
 class ExtractiveAnswerer:
     name = "extractive"
 
-    def __init__(self, scorer: Reranker, *, logits: bool = False, max_sentences: int = 3,
-                 margin: float = 0.1) -> None:
-        """``scorer`` rates (question, text) pairs: cosines, or cross-encoder ``logits`` (read
-        through a sigmoid here, so one ``margin`` fits both). A sentence is quoted when its
-        relevance is within ``margin`` of the best sentence's."""
+    def __init__(self, scorer: Reranker, *, max_sentences: int = 3, margin: float = 0.1) -> None:
+        """``scorer`` rates (question, text) pairs: cosines, or a cross-encoder's probabilities (both
+        about 0-1, so one ``margin`` fits both). A sentence is quoted when its relevance is within
+        ``margin`` of the best sentence's."""
         self.scorer = scorer
-        self.logits = logits
         self.max_sentences = max_sentences
         self.margin = margin
 
@@ -64,15 +61,12 @@ class ExtractiveAnswerer:
         if not candidates:
             return []
         raw = self.scorer.score(question, [_with_context(p, p.chunk.text[s:e]) for p, s, e in candidates])
-        scores = [(self._norm(r) + self._norm(p.score)) / 2 for r, (p, _, _) in zip(raw, candidates)]
+        scores = [(r + p.score) / 2 for r, (p, _, _) in zip(raw, candidates)]
         ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])
         best = ranked[0][1]
         chosen = [item for item in ranked[:self.max_sentences] if item[1] >= best - self.margin]
         chosen.sort(key=lambda item: (item[0][0].n, item[0][1]))
         return [(p, s, e, float(score)) for (p, s, e), score in chosen]
-
-    def _norm(self, score: float) -> float:
-        return 1.0 / (1.0 + math.exp(-score)) if self.logits else score
 
 
 def _with_context(passage: Passage, sentence: str) -> str:

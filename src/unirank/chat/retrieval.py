@@ -1,8 +1,8 @@
 """Question -> numbered context passages: the search layer (hybrid + rerank), then a token budget.
 
 The reranker's score of the best passage decides whether the documents cover the question at
-all. The base bi-encoder scores a cosine and a cross-encoder a logit, so each kind has its own
-threshold (``chat.min_score_cosine`` / ``chat.min_score_logit``; ``chat.min_score`` overrides both).
+all. The base bi-encoder scores a cosine and a cross-encoder a probability, so each kind has its own
+threshold (``chat.min_score_cosine`` / ``chat.min_score_cross_encoder``; ``chat.min_score`` overrides both).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class Retriever:
         s = self.settings
         if s.min_score is not None:
             return s.min_score
-        return s.min_score_cosine if scores_cosine(self.scorer) else s.min_score_logit
+        return s.min_score_cosine if scores_cosine(self.scorer) else s.min_score_cross_encoder
 
     @property
     def tokenizer(self) -> Any:
@@ -117,5 +117,6 @@ class Retriever:
 
 
 def scores_cosine(reranker: Reranker) -> bool:
-    """A bi-encoder reranker scores a cosine in [-1, 1]; anything else is taken to be a cross-encoder logit."""
+    """A bi-encoder reranker scores a cosine in [-1, 1]; anything else is taken to be a cross-encoder
+    scoring a probability in [0, 1] (in process or behind a TEI/Cohere rerank endpoint)."""
     return isinstance(reranker, BiEncoderReranker)

@@ -12,7 +12,7 @@ from typing import Iterator, Mapping, Protocol, Sequence
 
 from unirank.api import Unirank
 from unirank.chat.extractive import ExtractiveAnswerer
-from unirank.chat.retrieval import Retriever, scores_cosine
+from unirank.chat.retrieval import Retriever
 from unirank.chat.rewrite import QueryRewriter
 from unirank.chat.store import ConversationStore
 from unirank.chat.types import (
@@ -37,8 +37,7 @@ def make_answerer(ur: Unirank, retriever: Retriever) -> Answerer:
         from unirank.chat.llm import OpenAIAnswerer
 
         return OpenAIAnswerer(settings)
-    return ExtractiveAnswerer(retriever.scorer, logits=not scores_cosine(retriever.scorer),
-                              max_sentences=settings.max_sentences)
+    return ExtractiveAnswerer(retriever.scorer, max_sentences=settings.max_sentences)
 
 
 class ChatService:

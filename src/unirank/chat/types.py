@@ -17,7 +17,7 @@ class Passage:
 
     n: int
     chunk: Chunk
-    #: The reranker's relevance of the chunk to the question (cosine or logit).
+    #: The reranker's relevance of the chunk to the question (a cosine, or a cross-encoder's probability).
     score: float
 
     @property
