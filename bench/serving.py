@@ -116,6 +116,7 @@ async def _embed_level(url: str, texts: list[str], concurrency: int) -> dict:
 
     latencies: list[float] = []
     failures = 0
+    reasons: dict[str, int] = {}
     queue = iter(texts)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
@@ -126,17 +127,21 @@ async def _embed_level(url: str, texts: list[str], concurrency: int) -> dict:
                 try:
                     response = await client.post("/v1/embeddings",
                                                  json={"input": text, "model": "base", "truncate": True})
-                except httpx.HTTPError:  # a dropped connection is a failed request, as a client sees it
+                except httpx.HTTPError as exc:  # a dropped connection is a failed request, as a client sees it
                     failures += 1
+                    reasons[type(exc).__name__] = reasons.get(type(exc).__name__, 0) + 1
                     continue
                 latencies.append(time.perf_counter() - started)
                 if response.status_code != 200 or len(response.json()["data"][0]["embedding"]) != 384:
                     failures += 1
+                    reason = f"HTTP {response.status_code}: {response.text[:120]}"
+                    reasons[reason] = reasons.get(reason, 0) + 1
 
         started, client_cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_cpu
-    return {"concurrency": concurrency, "requests": len(texts), "failures": failures, "seconds": round(elapsed, 2),
+    return {"concurrency": concurrency, "requests": len(texts), "failures": failures, "failure_reasons": reasons,
+            "seconds": round(elapsed, 2),
             "client_cpu_ms_per_request": round(client_cpu / len(texts) * 1000, 2),
             "embeddings_per_s": round(len(texts) / elapsed, 1),
             "latency_p50_ms": round(C.percentile(latencies, 50) * 1000, 1),
@@ -253,7 +258,9 @@ def main() -> None:
         baseline = in_process_baseline(texts, settings.embedder.batch_size, args.repeats)
         print(f"  {baseline['embeddings_per_s']} embeddings/s")
 
-        server = ModelServer(settings.data_dir, ["base", *refs.values()], replicas=args.replicas)
+        C.OUT_DIR.mkdir(parents=True, exist_ok=True)
+        server_log = C.OUT_DIR / f"{NAME}-server-replicas{args.replicas}.log"
+        server = ModelServer(settings.data_dir, ["base", *refs.values()], replicas=args.replicas, log_path=server_log)
         try:
             started = time.perf_counter()
             server.wait_ready(timeout=600)
@@ -276,7 +283,7 @@ def main() -> None:
                 level["ratio_to_in_process"] = round(level["embeddings_per_s"] / baseline["embeddings_per_s"], 2)
                 levels.append(level)
                 print(f"  concurrency {concurrency}: {level['embeddings_per_s']} embeddings/s, "
-                      f"mean micro-batch {level['mean_micro_batch']}, failures {level['failures']}")
+                      f"mean micro-batch {level['mean_micro_batch']}, failures {level['failures']} {level['failure_reasons'] or ''}")
             reranks: dict[str, dict] = {}
             for label, ref in refs.items():
                 before = batch_histogram(server.url, "rerank")
@@ -333,6 +340,7 @@ def main() -> None:
         "target_ratio_at_32": TARGET_RATIO, "ratio_at_32": at32,
         "rerank": rerank_summary,
         "gpu": "no device machine was lent to this task; CPU figures only",
+        "server_log": str(server_log.relative_to(C.PROJECT_ROOT)),
     })
 
 

@@ -135,9 +135,10 @@ def test_quality_check_refuses_and_registers_nothing(optimized, settings, minibe
             before = [v.ref for v in registry.list()]
             indexes_before = {i.name for i in ur.list_indexes()}
             with pytest.raises(OptimizationRefusedError, match=r"ndcg@10 .* a drop of .* Nothing was registered"):
-                Optimizer(settings, registry, ur.backend).run("minilm@1", quantize="int8", check_beir=minibeir,
-                                                              max_drop=-1.0)
+                Optimizer(settings, registry, ur.backend).run("base", name="fresh", quantize="int8",
+                                                              check_beir=minibeir, max_drop=-1.0)
             assert [v.ref for v in registry.list()] == before
+            assert not registry.exists("fresh")  # not even the base model it would have been copied from
             new_indexes = {i.name for i in ur.list_indexes()} - indexes_before
             assert all("candidate" not in name for name in new_indexes)  # the candidate's index is dropped
             assert not list(settings.data_dir.glob("optimize-*"))  # the staged export is removed

@@ -69,7 +69,7 @@ class Optimizer:
             check_beir: Path | None = None, max_drop: float = DEFAULT_MAX_DROP) -> OptimizeResult:
         if check_beir is not None and self.backend is None:
             raise UnirankError("A quality check needs a search backend to index the BEIR corpus.")
-        source = self._source(ref, name)
+        source, unregistered_base = self._source(ref, name)
         assert source.path is not None
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="optimize-", dir=self.settings.data_dir) as tmp:
@@ -92,13 +92,18 @@ class Optimizer:
                                        if export.int8_file else None)}
             if check is not None:
                 record["onnx_check"] = check.to_dict()
+            if unregistered_base:
+                self.stage(f"registering the bundled base model as {source.ref}")
+                source = self.registry.register(source.name, source.role, path=source.path, record=source.record)
             self.stage(f"registering the ONNX copy as the next version of {source.name}")
             version = self.registry.register(source.name, source.role, path=export.folder, record=record)
         return OptimizeResult(source=source, version=version, check=check)
 
-    def _source(self, ref: str, name: str | None) -> ModelVersion:
-        """The version to optimize; ``base`` is registered first (as NAME's next version) so the two can
-        be told apart and compared."""
+    def _source(self, ref: str, name: str | None) -> tuple[ModelVersion, bool]:
+        """The version to optimize, and whether it is the bundled base model still to be registered.
+
+        ``base`` becomes NAME@1 (registered with its ONNX copy, NAME@2, once that passes any check), so
+        the two can be told apart, compared and promoted like any other versions."""
         if ref != BASE_ALIAS:
             if name is not None:
                 raise UnirankError("--name applies only to `base`; a registered model's ONNX copy keeps its name.")
@@ -108,17 +113,17 @@ class Optimizer:
             if source.record.get("backend", "torch") != "torch":
                 origin = source.record.get("optimized_from", "its PyTorch version")
                 raise UnirankError(f"{source.ref} is already an ONNX version; optimize {origin} instead.")
-            return source
+            return source, False
         name = name or BASE_MODEL_NAME
         bundled = [v for v in self._versions(name) if v.record.get("bundled_base")]
         if bundled:
-            return bundled[0]
+            return bundled[0], False
         if self._versions(name):
             raise UnirankError(f"{name!r} already names other models; give the base model's copies "
                                "another name with --name.")
         path = Path(resolve_model_path(BASE_ALIAS)[0])
         record = {**describe_model_folder(path, "embedder"), "bundled_base": True}
-        return self.registry.register(name, "embedder", path=path, record=record)
+        return ModelVersion(name=name, version=1, role="embedder", path=path, created_at="", record=record), True
 
     def _versions(self, name: str) -> list[ModelVersion]:
         return [v for v in self.registry.list() if v.name == name]
