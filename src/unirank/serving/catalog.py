@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from dataclasses import dataclass
@@ -27,8 +28,13 @@ class ServedModel:
     version: str
     reranker: Reranker
     embedder: Embedder | None
+    #: The server's own copy for counting and cutting inputs on the event loop: each call to a fast
+    #: tokenizer resets its truncation settings, so it is not shared with the thread running the model.
     tokenizer: Any
     max_seq_length: int
+
+    def __post_init__(self) -> None:
+        self.tokenizer = copy.deepcopy(self.tokenizer)
 
     @property
     def dims(self) -> int | None:
