@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Run every benchmark in sequence (about 15-20 minutes on 2 CPU cores); figures go to bench/out/*.json.
+# Run every benchmark in sequence (about 40 minutes on 2 idle CPU cores; finetune_cisi.py, ~40+ min more, runs on its own); figures go to bench/out/*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 export HF_HUB_OFFLINE=1
-for bench in retrieval_quality ingest_throughput query_latency; do
+for bench in retrieval_quality ingest_throughput query_latency onnx_quality serving chat_answers; do
     echo "=== bench/${bench}.py"
     "$PY" "bench/${bench}.py"
     echo
