@@ -17,3 +17,23 @@ $UR search "who updates the status page during an outage" --index sample --top-k
 $UR search "what does SEV2 mean" --index sample --top-k 3 --mode bm25 --no-rerank
 $UR search "where is customer data kept" --index sample --top-k 3 --filter category=data
 $UR search "recovery point objective" --index sample --top-k 2 --json
+
+# Ask the chatbot (offline extractive answerer, cited).
+$UR ask "how long does the old key keep working after a rotation?" --index sample
+$UR ask "what is the capital of France?" --index sample
+
+# Serve the model over HTTP and call it the way OpenAI and TEI clients do.
+PORT=${UNIRANK_QUICKSTART_PORT:-18080}
+$UR serve models --model base --port "$PORT" > .unirank/quickstart-server.log 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 120); do
+  curl -sf "http://127.0.0.1:$PORT/ready" > /dev/null && break
+  sleep 1
+done
+curl -sf "http://127.0.0.1:$PORT/v1/embeddings" -H 'Content-Type: application/json' \
+  -d '{"model": "base", "input": ["rotate API keys"]}' \
+  | .venv/bin/python -c 'import json,sys; r=json.load(sys.stdin); print("served embedding:", r["model"], len(r["data"][0]["embedding"]), "dims")'
+curl -sf "http://127.0.0.1:$PORT/rerank" -H 'Content-Type: application/json' \
+  -d '{"query": "who updates the status page", "texts": ["The communications lead updates the status page.", "Backups run nightly."]}'
+echo
