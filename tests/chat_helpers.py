@@ -9,17 +9,14 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import httpx
 from fastapi import FastAPI, Request  # module level: the route's annotations are resolved by name
 from fastapi.responses import JSONResponse, StreamingResponse
+
+from serving_helpers import AppServer, free_port, isolated_env  # noqa: F401 - the chat tests import them from here
 
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sample-docs"
 
@@ -57,59 +54,6 @@ def quotes(answer: str) -> list[tuple[str, int]]:
 
 def squash(text: str) -> str:
     return " ".join(text.split())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def isolated_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
-    env.update({"HF_HUB_OFFLINE": "1", "UNIRANK_DATA_DIR": str(data_dir),
-                "UNIRANK_CONFIG": str(data_dir / "absent.toml"), **extra})
-    return env
-
-
-class AppServer:
-    """``unirank serve api`` in a subprocess on a free loopback port."""
-
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "unirank.cli.main", "serve", "api", "--port", str(self.port), *args]
-        self.log_path = data_dir / f"app-{self.port}.log"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(cmd, env=isolated_env(data_dir, **(env or {})), stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 240) -> "AppServer":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"app server exited: {self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"app server not ready after {timeout}s: {self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
 
 
 class OpenAIProtocolServer:

@@ -1,4 +1,4 @@
-"""Start the real model server in a subprocess on a loopback port, for tests and benchmarks."""
+"""Run unirank's real servers in subprocesses on loopback ports, for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -19,35 +19,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ModelServer:
-    def __init__(self, data_dir: Path, models: list[str], *, replicas: int = 1,
+def isolated_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The caller's environment without its UNIRANK_* settings, pointed at ``data_dir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env.update({"HF_HUB_OFFLINE": "1", "UNIRANK_DATA_DIR": str(data_dir),
+                "UNIRANK_CONFIG": str(data_dir / "absent.toml"), **extra})
+    return env
+
+
+class ServerProcess:
+    """``unirank serve SUBCOMMAND …`` in its own process group, its output kept in a log file."""
+
+    #: The path that answers 200 once the server can take requests.
+    ready_path = "/health"
+
+    def __init__(self, data_dir: Path, subcommand: str, args: list[str], *,
                  env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "unirank.cli.main", "serve", "models", "--port", str(self.port),
-               "--replicas", str(replicas)]
-        for m in models:
-            cmd += ["--model", m]
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
-        full_env.update({"HF_HUB_OFFLINE": "1", "UNIRANK_DATA_DIR": str(data_dir),
-                         "UNIRANK_CONFIG": str(data_dir / "absent.toml"), **(env or {})})
-        self.log_path = log_path or data_dir / f"server-{self.port}.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "unirank.cli.main", "serve", subcommand, "--port", str(self.port), *args]
+        self.log_path = log_path or data_dir / f"{subcommand}-{self.port}.log"
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(cmd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(cmd, env=isolated_env(data_dir, **(env or {})), stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_ready(self, timeout: float = 180) -> "ModelServer":
+    def wait_ready(self, timeout: float = 240):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"model server exited: {self.log()}")
+                raise RuntimeError(f"{type(self).__name__} exited: {self.log()}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError(f"model server not ready after {timeout}s: {self.log()}")
+        raise TimeoutError(f"{type(self).__name__} not ready after {timeout}s: {self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -61,3 +69,25 @@ class ModelServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._log.close()
+
+
+class ModelServer(ServerProcess):
+    """``unirank serve models``; ready once its models are loaded."""
+
+    ready_path = "/ready"
+
+    def __init__(self, data_dir: Path, models: list[str], *, replicas: int = 1,
+                 env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+        args = ["--replicas", str(replicas)]
+        for m in models:
+            args += ["--model", m]
+        super().__init__(data_dir, "models", args, env=env, log_path=log_path)
+
+
+class AppServer(ServerProcess):
+    """``unirank serve api``: the chat API and web page."""
+
+    ready_path = "/healthz"
+
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        super().__init__(data_dir, "api", list(args), env=env)

@@ -8,22 +8,15 @@ import typer
 from rich.markup import escape
 from rich.prompt import Prompt
 
-from unirank.api import Unirank
+from unirank.cli.context import client, load_settings
 from unirank.cli.output import console, errors, fail, print_json
 from unirank.errors import UnirankError
-from unirank.settings import Settings
 
 INDEX_HELP = "Index to answer from (default: chat.index, or the only index)."
 CHAT_HELP = ("Commands: /up or /down rate the last answer, /open N shows source N, /new starts a new "
              "conversation, /quit (or Ctrl-D) leaves.")
 
 
-def _unirank() -> Unirank:
-    try:
-        return Unirank(Settings())
-    except Exception as exc:  # pydantic ValidationError: bad unirank.toml or env
-        errors.print(f"[red]error:[/red] invalid settings: {exc}")
-        raise typer.Exit(2) from None
 
 
 def ask(
@@ -35,7 +28,7 @@ def ask(
     from unirank.chat.service import ChatService
     from unirank.chat.types import Completed, Delta
 
-    with _unirank() as ur:
+    with client() as ur:
         service = ChatService(ur)
         try:
             if as_json:
@@ -57,7 +50,7 @@ def chat(index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDE
     from unirank.chat.store import ConversationStore
     from unirank.chat.types import ChatAnswer, Completed, Delta
 
-    with _unirank() as ur, ConversationStore(ur.settings.chat_db_path) as store:
+    with client() as ur, ConversationStore(ur.settings.chat_db_path) as store:
         service = ChatService(ur, store)
         try:
             index = index or service.default_index()
@@ -146,7 +139,7 @@ def serve_api(
 
     from unirank.app.server import create_app
 
-    settings = _unirank().settings
+    settings = load_settings()
     if index:
         settings.chat.index = index
     try:

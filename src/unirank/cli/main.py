@@ -8,14 +8,13 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from unirank.api import Unirank
 from unirank.cli import chat as chat_cli
 from unirank.cli import training
 from unirank.cli.models import models_app
 from unirank.cli.serve import serve_app
+from unirank.cli.context import client
 from unirank.cli.output import console, errors, fail, print_indexes, print_json, print_report, print_results
 from unirank.errors import InvalidQueryError, UnirankError
-from unirank.settings import Settings
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -32,12 +31,6 @@ app.command("chat")(chat_cli.chat)
 serve_app.command("api")(chat_cli.serve_api)
 
 
-def _client() -> Unirank:
-    try:
-        return Unirank(Settings())
-    except Exception as exc:  # pydantic ValidationError: bad unirank.toml or env
-        errors.print(f"[red]error:[/red] invalid settings: {exc}")
-        raise typer.Exit(2) from None
 
 
 def _parse_filters(values: list[str] | None) -> dict[str, str]:
@@ -63,7 +56,7 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Parse, chunk, embed and index documents; unchanged files are skipped."""
-    ur = _client()
+    ur = client()
     try:
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       MofNCompleteColumn(), TimeRemainingColumn(), console=errors,
@@ -95,7 +88,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Search an index: hybrid BM25 + kNN by default, reranked with --rerank (or reranker.enabled)."""
-    ur = _client()
+    ur = client()
     try:
         results = ur.search(query, index, mode=mode, top_k=top_k, rerank=rerank,  # type: ignore[arg-type]
                             filters=_parse_filters(filter_))
@@ -112,7 +105,7 @@ def search(
 @index_app.command("list")
 def index_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List indexes."""
-    ur = _client()
+    ur = client()
     infos = ur.list_indexes()
     if as_json:
         print_json([i.to_dict() for i in infos])
@@ -123,7 +116,7 @@ def index_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 @index_app.command("info")
 def index_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show one index: model, dimensions, counts, location."""
-    ur = _client()
+    ur = client()
     try:
         info = ur.index_info(name)
     except UnirankError as exc:
@@ -141,7 +134,7 @@ def index_rebuild(
     model: Annotated[str, typer.Option(help="Embedder to re-embed with, e.g. mymodel-embed@prod.")],
 ) -> None:
     """Re-embed an index with another embedder into a new version, then switch to it atomically."""
-    ur = _client()
+    ur = client()
     try:
         info = ur.rebuild_index(name, model, progress=lambda m: errors.print(f"[dim]· {m}[/dim]"))
     except UnirankError as exc:
@@ -155,7 +148,7 @@ def index_delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete an index and everything in it."""
-    ur = _client()
+    ur = client()
     try:
         info = ur.index_info(name)
         if not yes and not typer.confirm(f"Delete index {name!r} ({info.chunk_count} chunks)?"):
@@ -169,7 +162,7 @@ def index_delete(
 @config_app.command("show")
 def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Print the effective settings (defaults < unirank.toml < UNIRANK_* env)."""
-    settings = _client().settings
+    settings = client().settings
     data = settings.model_dump(mode="json")
     if data["storage"].get("secret_access_key"):
         data["storage"]["secret_access_key"] = "***"

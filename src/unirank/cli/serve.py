@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from unirank.cli.context import load_settings
 from unirank.cli.output import errors
-from unirank.settings import Settings
 
 serve_app = typer.Typer(help="Run the HTTP servers.", no_args_is_help=True)
 
@@ -25,11 +25,7 @@ def serve_models(
     from unirank.serving.catalog import default_refs
     from unirank.serving.runner import run_model_server
 
-    try:
-        settings = Settings()
-    except Exception as exc:  # pydantic ValidationError: bad unirank.toml or env
-        errors.print(f"[red]error:[/red] invalid settings: {exc}")
-        raise typer.Exit(2) from None
+    settings = load_settings()
     refs = list(model) if model else default_refs(settings)
     replicas = replicas or settings.serving.replicas
     if replicas < 1:

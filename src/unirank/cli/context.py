@@ -1,0 +1,21 @@
+"""What every command starts from: the settings, or a client on them, with bad settings reported once."""
+
+from __future__ import annotations
+
+import typer
+
+from unirank.api import Unirank
+from unirank.cli.output import errors
+from unirank.settings import Settings
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic ValidationError: bad unirank.toml or env
+        errors.print(f"[red]error:[/red] invalid settings: {exc}")
+        raise typer.Exit(2) from None
+
+
+def client() -> Unirank:
+    return Unirank(load_settings())
