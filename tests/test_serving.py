@@ -210,14 +210,15 @@ def test_hot_swap_under_load_fails_no_request(server: ModelServer, http: httpx.C
         return {m["id"]: m for m in http.get("/v1/models").json()["data"]}["swap-embed@prod"]["version"]
 
     assert version() == "1"
-    statuses: list[int] = []
+    statuses: list[tuple[float, int]] = []
     stop = threading.Event()
 
     def hammer() -> None:
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as c:
             while not stop.is_set():
-                statuses.append(c.post("/v1/embeddings", json={"model": "swap-embed@prod",
-                                                               "input": ["swap test"]}).status_code)
+                status = c.post("/v1/embeddings", json={"model": "swap-embed@prod",
+                                                        "input": ["swap test"]}).status_code
+                statuses.append((time.monotonic(), status))
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
@@ -225,18 +226,23 @@ def test_hot_swap_under_load_fails_no_request(server: ModelServer, http: httpx.C
     try:
         time.sleep(1.0)
         registry = ModelRegistry(data_dir / "data" / "models")
+        promoted = time.monotonic()
         registry.promote("swap-embed@2", "prod", force=True)
         registry.close()
         deadline = time.monotonic() + 90
         while version() != "2":
             assert time.monotonic() < deadline, "the server never swapped to version 2"
             time.sleep(0.2)
+        swapped = time.monotonic()
         time.sleep(1.0)
     finally:
         stop.set()
         for t in threads:
             t.join()
-    assert len(statuses) > 20 and set(statuses) == {200}
+    assert {status for _, status in statuses} == {200}
+    # Requests were answered while the new version loaded, and after it took over.
+    assert any(promoted < t < swapped for t, _ in statuses)
+    assert any(t > swapped for t, _ in statuses)
     assert _metric(http.get("/metrics").text, "unirank_model_swaps_total", model="swap-embed@prod") == 1
 
 
