@@ -128,11 +128,10 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         if index is None and body.model and await run_in_threadpool(ur.backend.exists, body.model):
             index = body.model
         session_id = body.session_id
-        events = service.stream(question, index, session_id=session_id,
-                                history=None if session_id else history)
+        history = None if session_id else history
         if body.stream:
-            return await _sse(events, body.model)
-        answer = await run_in_threadpool(_collect, events)
+            return await _sse(service.stream(question, index, session_id=session_id, history=history), body.model)
+        answer = await run_in_threadpool(service.ask, question, index, session_id=session_id, history=history)
         return completion(answer, body.model)
 
     # -- sessions -------------------------------------------------------------------------------
@@ -159,10 +158,9 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
     @app.post("/v1/sessions/{session_id}/messages", response_model=None)
     async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
-        events = service.stream(body.content, session_id=session_id)
         if body.stream:
-            return await _sse(events, "unirank")
-        answer = await run_in_threadpool(_collect, events)
+            return await _sse(service.stream(body.content, session_id=session_id), "unirank")
+        answer = await run_in_threadpool(service.ask, body.content, session_id=session_id)
         return answer.to_dict()
 
     # -- citations and feedback -----------------------------------------------------------------
@@ -193,13 +191,6 @@ def _default_index(service: ChatService) -> str | None:
         return service.default_index()
     except InvalidQueryError:
         return None
-
-
-def _collect(events: Iterator[ChatEvent]):
-    for event in events:
-        if isinstance(event, Completed):
-            return event.answer
-    raise RuntimeError("the chat stream ended without an answer")  # pragma: no cover
 
 
 async def _sse(events: Iterator[ChatEvent], model: str) -> StreamingResponse:
