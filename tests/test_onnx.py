@@ -173,32 +173,45 @@ def test_cli_optimize_refuses_an_onnx_version(optimized, settings):
     assert "minilm@2 is already an ONNX version; optimize minilm@1 instead" in proc.stderr
 
 
-def test_cross_encoder_reranker_runs_on_onnx(settings, tmp_path_factory, minibeir):
-    """A cross-encoder (an untrained head on the base encoder: the scores are meaningless, the plumbing
-    is real) exported to fp32 ONNX passes the hybrid + rerank check, scores like PyTorch and loads from
-    the registry by reference."""
+def mean_pooled_head(base: str):
+    from unirank.training.reranker_trainer import build_cross_encoder
+
+    return build_cross_encoder(base, max_length=256)
+
+
+def classification_head(base: str):
     from sentence_transformers import CrossEncoder
 
+    return CrossEncoder(base, num_labels=1, local_files_only=True)
+
+
+@pytest.mark.parametrize("build", [mean_pooled_head, classification_head], ids=["trained-kind", "given-kind"])
+def test_cross_encoder_reranker_runs_on_onnx(settings, tmp_path_factory, minibeir, build):
+    """A cross-encoder (an untrained head on the base encoder: the scores are meaningless, the plumbing
+    is real) exported to fp32 ONNX passes the hybrid + rerank check, scores like PyTorch and loads from
+    the registry by reference. Both kinds: the mean-pooled head ``unirank train`` builds, and the
+    [CLS] classification head of a cross-encoder given as ``--base``."""
     from unirank.api import Unirank
     from unirank.models.loading import resolve_model_path
 
+    name = "ce-" + build.__name__.replace("_", "-")  # a name of its own in the shared registry
     folder = tmp_path_factory.mktemp("ce") / "ce"
-    CrossEncoder(resolve_model_path("base")[0], num_labels=1, local_files_only=True).save_pretrained(str(folder))
+    build(resolve_model_path("base")[0]).save_pretrained(str(folder))
     with Unirank(settings) as ur:
         registry = ModelRegistry(settings.models_dir)
         try:
-            registry.register("ce-rerank", "reranker", path=folder, record={"dims": None})
-            result = Optimizer(settings, registry, ur.backend).run("ce-rerank@1", check_beir=minibeir)
+            registry.register(name, "reranker", path=folder, record={"dims": None})
+            result = Optimizer(settings, registry, ur.backend).run(f"{name}@1", check_beir=minibeir)
         finally:
             registry.close()
     mv = result.version
-    assert mv.ref == "ce-rerank@2" and mv.record["onnx_file"] == "onnx/model.onnx" and mv.record["quantization"] is None
+    assert mv.ref == f"{name}@2" and mv.record["onnx_file"] == "onnx/model.onnx" and mv.record["quantization"] is None
     assert result.check is not None and result.check.system == "hybrid:base+rerank" and abs(result.check.drop) <= 0.001
     s = settings.model_copy(deep=True)
     passages = ["Keys are rotated every ninety days.", "Vacation is requested two weeks ahead.", TEXTS[1]]
-    s.reranker.model = "ce-rerank@1"
+    s.reranker.model = f"{name}@1"
     torch_scores = load_reranker(s).score("how often are keys rotated", passages)
-    s.reranker.model = "ce-rerank@2"
+    s.reranker.model = f"{name}@2"
     onnx_reranker = load_reranker(s)
     assert onnx_reranker.model.get_backend() == "onnx"
     np.testing.assert_allclose(onnx_reranker.score("how often are keys rotated", passages), torch_scores, atol=1e-4)

@@ -113,6 +113,9 @@ def is_cross_encoder(path: str) -> bool:
     folder = Path(path)
     if not folder.is_dir():
         return True  # hub ids for rerankers are cross-encoders by convention
+    saved_as = folder / "config_sentence_transformers.json"
+    if saved_as.exists() and json.loads(saved_as.read_text()).get("model_type") == "CrossEncoder":
+        return True  # also a cross-encoder built from modules (a mean-pooled scoring head)
     if (folder / "modules.json").exists():
         modules = json.loads((folder / "modules.json").read_text())
         return not any("Pooling" in m.get("type", "") for m in modules)

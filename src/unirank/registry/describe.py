@@ -27,8 +27,12 @@ def describe_model_folder(path: Path, role: str) -> dict[str, Any]:
         info["dims"] = int(model.get_embedding_dimension())
         info["max_seq_length"] = int(model.max_seq_length)
     else:
-        ce_config = path / "config_sentence_transformers.json"
-        extra = json.loads(ce_config.read_text()) if ce_config.exists() else {}
-        info["max_seq_length"] = int(extra.get("max_length") or config.get("max_position_embeddings", 512))
-        info["num_labels"] = int(config.get("num_labels", len(config.get("id2label", {})) or 1))
+        from sentence_transformers import CrossEncoder
+
+        try:
+            model = CrossEncoder(str(path), device="cpu", local_files_only=True)
+        except Exception as exc:
+            raise ModelLoadError(f"{path} does not load as a sentence-transformers cross-encoder: {exc}") from exc
+        info["max_seq_length"] = int(model.max_seq_length or config.get("max_position_embeddings", 512))
+        info["num_labels"] = int(model.num_labels)
     return info
