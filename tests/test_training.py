@@ -70,6 +70,7 @@ def test_corpus_only_training_registers_both_models(client, trained):
     from unirank.models.reranker import CrossEncoderReranker
 
     assert CrossEncoderReranker(str(rerank.path), name="r").blend_weight == blend["blend_weight"]
+    assert rerank.record["initialised_from"] == "tuned embedder"  # the base is a bi-encoder
     assert embed.record["training_queries"] == []  # pseudo-queries only: no real query was seen
     kept = embed.record["data_stats"]["pseudo_kept"]
     assert sum(kept.values()) <= sum(embed.record["data_stats"]["pseudo_generated"].values())

@@ -19,7 +19,7 @@ from typing import Callable
 from unirank.errors import TrainingError
 from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
 from unirank.models.embedder import Embedder
-from unirank.models.loading import resolve_model_path
+from unirank.models.loading import is_cross_encoder, resolve_model_path
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.search.backend import SearchBackend
 from unirank.search.types import Chunk
@@ -123,8 +123,9 @@ class TrainJob:
             base_path, split.train, split.validation, corpus, out, req.embedder))
         timings["embedder_s"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
+        reranker_base = self._reranker_start(base_path)
         rerank_val = self._stage("reranker", lambda out: train_reranker(
-            base_path, split.train, split.validation, out, req.reranker))
+            reranker_base, split.train, split.validation, out, req.reranker))
         blend = self._stage("blend", lambda out: choose_blend_weight(
             self.run_dir / "reranker" / "final", self.backend, index, self.embedder, self.settings.search,
             split.validation, seed=req.seed))
@@ -142,11 +143,19 @@ class TrainJob:
             embedder_version = self._register(registry, f"{req.name}-embed", "embedder", "embedder", {
                 **common, "hyperparameters": asdict(req.embedder), "validation": embed_val})
             reranker_version = self._register(registry, f"{req.name}-rerank", "reranker", "reranker", {
-                **common, "hyperparameters": asdict(req.reranker), "validation": rerank_val})
+                **common, "hyperparameters": asdict(req.reranker), "validation": rerank_val,
+                "initialised_from": "tuned embedder" if reranker_base != base_path else req.base})
         finally:
             registry.close()
         return TrainResult(run_dir=self.run_dir, embedder=embedder_version, reranker=reranker_version,
                            stats=stats, metrics={"embedder": embed_val, "reranker": rerank_val})
+
+    def _reranker_start(self, base_path: str) -> str:
+        """A given cross-encoder is fine-tuned as it is; a bi-encoder base gives the reranker the
+        encoder this run just tuned, so it starts from the domain's vocabulary and topics."""
+        if is_cross_encoder(base_path) or not self.request.reranker.start_from_tuned_embedder:
+            return base_path
+        return str(self.run_dir / "embedder" / "final")
 
     def _stage(self, name: str, train: Callable[[Path], dict]) -> dict:
         out = self.run_dir / name
