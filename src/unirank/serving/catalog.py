@@ -106,7 +106,7 @@ class ModelCatalog:
             settings.reranker.model = exact
             reranker = load_reranker(settings)
             tokenizer = reranker.model.tokenizer  # type: ignore[attr-defined]
-            max_len = int(getattr(reranker.model, "max_length", None) or tokenizer.model_max_length)
+            max_len = int(getattr(reranker.model, "max_seq_length", None) or tokenizer.model_max_length)
             return ServedModel(ref, "reranker", version, reranker, None, tokenizer, max_len)
         settings.embedder.model = exact
         embedder = load_embedder(settings)
