@@ -108,7 +108,6 @@ def train_reranker(
     ``output_dir/final``; best checkpoint by validation reranking nDCG@10; resumable."""
     import torch
     from datasets import Dataset
-    from sentence_transformers.cross_encoder import CrossEncoder
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
     from sentence_transformers.cross_encoder.trainer import CrossEncoderTrainer
