@@ -113,8 +113,13 @@ def create_app(settings: Settings | None = None, refs: list[str] | None = None) 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        loader = threading.Thread(target=state.load, name="model-loader", daemon=True)
-        loader.start()
+        if settings.serving.replicas > 1:
+            # Replicas share one listening socket: a replica that accepted connections while
+            # loading would answer 503 to requests its loaded siblings could serve (seen when a
+            # killed replica was restarted under load). So it starts accepting once loaded.
+            await asyncio.to_thread(state.load)
+        else:  # one process: /health and /ready answer at once and say it is loading
+            threading.Thread(target=state.load, name="model-loader", daemon=True).start()
         watcher = asyncio.get_running_loop().create_task(state.watch_registry())
         try:
             yield
