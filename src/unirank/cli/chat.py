@@ -17,8 +17,6 @@ CHAT_HELP = ("Commands: /up or /down rate the last answer, /open N shows source 
              "conversation, /quit (or Ctrl-D) leaves.")
 
 
-
-
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDEX_HELP)] = None,

@@ -11,8 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from unirank.cli import chat as chat_cli
 from unirank.cli import training
 from unirank.cli.models import models_app
+from unirank.cli.context import client, load_settings
 from unirank.cli.serve import serve_app
-from unirank.cli.context import client
 from unirank.cli.output import console, errors, fail, print_indexes, print_json, print_report, print_results
 from unirank.errors import InvalidQueryError, UnirankError
 
@@ -29,8 +29,6 @@ app.command("eval")(training.evaluate)
 app.command("ask")(chat_cli.ask)
 app.command("chat")(chat_cli.chat)
 serve_app.command("api")(chat_cli.serve_api)
-
-
 
 
 def _parse_filters(values: list[str] | None) -> dict[str, str]:
@@ -162,7 +160,7 @@ def index_delete(
 @config_app.command("show")
 def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Print the effective settings (defaults < unirank.toml < UNIRANK_* env)."""
-    settings = client().settings
+    settings = load_settings()
     data = settings.model_dump(mode="json")
     if data["storage"].get("secret_access_key"):
         data["storage"]["secret_access_key"] = "***"
