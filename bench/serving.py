@@ -9,12 +9,13 @@ One run, one machine:
   groups concurrent requests; the mean micro-batch size per level comes from ``GET /metrics``.
   Target at 32 clients: >= 0.8x the in-process batch throughput.
 * **Rerank latency.** ``POST /rerank`` with 50 passages of 200 words (CISI text) and a CISI query, one
-  request at a time: p50/p95 for a cross-encoder on PyTorch, on ONNX fp32 and on ONNX int8 (both made
-  by ``unirank models optimize``), all served by the same server process. No trained cross-encoder ships
-  with unirank, so the cross-encoder is the base model's encoder with a new, untrained 1-logit head
-  (``CrossEncoder(base, num_labels=1)``, pairs cut at 256 tokens like the cross-encoders ``unirank train``
-  makes): its scores are meaningless, its latency is the real one for a MiniLM-L6 cross-encoder.
-  Target: ONNX p95 < 400 ms on this 2-core machine. The server's CPU seconds per request are printed
+  request at a time: p50/p95 for a cross-encoder on PyTorch, on ONNX fp32, on ONNX int8, and on ONNX
+  int8 reading at most 128 tokens per pair (all made by ``unirank models optimize``, the last with
+  ``--max-length 128``), all served by the same server process. No trained cross-encoder ships with
+  unirank, so the cross-encoder is the one ``unirank train`` builds before training (the base encoder,
+  mean pooling and a new 1-logit head; pairs cut at 256 tokens): its scores are meaningless, its latency
+  is the real one for a MiniLM-L6 cross-encoder. What the shorter window costs in quality is measured on
+  trained rerankers (see bench/README.md). Target: ONNX p95 < 400 ms on this 2-core machine. The server's CPU seconds per request are printed
   too: unlike wall-clock latency they are not inflated by other processes on a shared machine.
 
 Everything runs in a temporary data dir and registry; the server is a real subprocess on a loopback port.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import random
 import sys
 import tempfile
@@ -49,6 +49,8 @@ RERANK_PASSAGES = 50
 RERANK_WORDS = 200
 #: Tokens a query + passage pair is cut to: RerankerTrainingConfig.max_length, as trained rerankers use.
 RERANK_MAX_LENGTH = 256
+#: The shorter window `models optimize --max-length` gives a copy: a third of the work of 256 tokens.
+SHORT_WINDOW = 128
 
 
 def passages(corpus: list[dict], words: int) -> list[str]:
@@ -67,18 +69,15 @@ def rerank_passages(corpus: list[dict], n: int, words: int) -> list[str]:
 
 
 def build_models(settings, stage) -> dict[str, str]:
-    """Register the cross-encoder (PyTorch) and its ONNX fp32 and int8 copies in the temporary registry."""
-    from sentence_transformers import CrossEncoder
-
+    """Register the cross-encoder `unirank train` builds (PyTorch) and its ONNX copies in the temporary
+    registry: fp32, int8, and int8 reading at most SHORT_WINDOW tokens (`models optimize --max-length`)."""
     from unirank.models.loading import resolve_model_path
     from unirank.models.optimize import Optimizer
     from unirank.registry import ModelRegistry
+    from unirank.training.reranker_trainer import build_cross_encoder
 
     folder = settings.data_dir / "untrained-cross-encoder"
-    with contextlib.redirect_stderr(io.StringIO()):  # "classifier.weight MISSING": the head is new on purpose
-        model = CrossEncoder(resolve_model_path("base")[0], num_labels=1, local_files_only=True)
-    model.max_seq_length = RERANK_MAX_LENGTH  # what `unirank train` gives its cross-encoders
-    model.save_pretrained(str(folder))
+    build_cross_encoder(resolve_model_path("base")[0], RERANK_MAX_LENGTH).save_pretrained(str(folder))
     registry = ModelRegistry(settings.models_dir)
     try:
         torch_ref = registry.register("bench-rerank", "reranker", path=folder,
@@ -86,10 +85,11 @@ def build_models(settings, stage) -> dict[str, str]:
         optimizer = Optimizer(settings, registry, stage=stage)
         fp32_ref = optimizer.run(torch_ref).version.ref
         int8 = optimizer.run(torch_ref, quantize="int8").version
+        short = optimizer.run(torch_ref, quantize="int8", max_seq_length=SHORT_WINDOW).version
     finally:
         registry.close()
     return {"torch": torch_ref, "onnx fp32": fp32_ref, "onnx int8": int8.ref,
-            "_int8_config": str(int8.record["quantization"]["config"])}
+            f"onnx int8, {SHORT_WINDOW} tokens": short.ref, "_int8_config": str(int8.record["quantization"]["config"])}
 
 
 def in_process_baseline(texts: list[str], batch_size: int, repeats: int) -> dict:
@@ -319,20 +319,24 @@ def main() -> None:
         print()
         print(f"Rerank latency, POST /rerank, {RERANK_PASSAGES} passages of {RERANK_WORDS} words "
               f"({min(pair_tokens)}-{max(pair_tokens)} tokens per query+passage pair), one request at a time")
-        print("(cross-encoder = base encoder + UNTRAINED 1-logit head: meaningless scores, real latency)")
+        print("(cross-encoder = base encoder + mean pooling + UNTRAINED 1-logit head, as `unirank train` builds it: "
+              f"meaningless scores, real latency; {RERANK_MAX_LENGTH} tokens unless the row says otherwise)")
         rows = [[label, r["model"], r["p50_ms"], r["p95_ms"], r["max_ms"], r["mean_micro_batch"],
                  r["server_cpu_ms_per_request"]] for label, r in reranks.items()]
         print(C.table(["backend", "served as", "p50 ms", "p95 ms", "max ms", "micro-batch", "server CPU ms"], rows))
         print("(server CPU ms: CPU time the server spent per request, summed over its threads; on an idle machine "
               "wall-clock latency is about that divided by the threads the model runs on)")
-        onnx_p95 = min(reranks["onnx int8"]["p95_ms"], reranks["onnx fp32"]["p95_ms"])
+        full_p95 = min(reranks["onnx int8"]["p95_ms"], reranks["onnx fp32"]["p95_ms"])
+        onnx_p95 = min(r["p95_ms"] for label, r in reranks.items() if label.startswith("onnx"))
         print(f"target ONNX p95 < {TARGET_RERANK_P95_MS:.0f} ms -> best ONNX p95 {onnx_p95} ms "
-              f"{'MET' if onnx_p95 < TARGET_RERANK_P95_MS else 'NOT MET'}")
+              f"{'MET' if onnx_p95 < TARGET_RERANK_P95_MS else 'NOT MET'}; with the full {RERANK_MAX_LENGTH}-token "
+              f"window {full_p95} ms {'MET' if full_p95 < TARGET_RERANK_P95_MS else 'NOT MET'}")
         rerank_summary = {
             "passages": RERANK_PASSAGES, "words": RERANK_WORDS, "max_length": RERANK_MAX_LENGTH,
             "pair_tokens_min": min(pair_tokens), "pair_tokens_max": max(pair_tokens), "int8_config": int8_config,
             "note": "untrained cross-encoder head on the base encoder: latency only", "results": reranks,
-            "target_p95_ms": TARGET_RERANK_P95_MS, "best_onnx_p95_ms": onnx_p95}
+            "short_window": SHORT_WINDOW, "target_p95_ms": TARGET_RERANK_P95_MS, "best_onnx_p95_ms": onnx_p95,
+            "best_full_window_onnx_p95_ms": full_p95}
     C.write_json(NAME if args.replicas == 1 else f"{NAME}_replicas{args.replicas}", {
         "dataset": "cisi", "replicas": args.replicas, "server_ready_s": round(ready_s, 1),
         "words_per_embedded_text": args.words,

@@ -215,3 +215,39 @@ def test_cross_encoder_reranker_runs_on_onnx(settings, tmp_path_factory, minibei
     onnx_reranker = load_reranker(s)
     assert onnx_reranker.model.get_backend() == "onnx"
     np.testing.assert_allclose(onnx_reranker.score("how often are keys rotated", passages), torch_scores, atol=1e-4)
+
+
+def test_a_shorter_token_window_is_saved_with_the_onnx_copy(settings, tmp_path_factory):
+    """``--max-length``: the copy reads fewer tokens (what makes reranking 50 long passages fast), the
+    registry records it, every loader honours it, and a window past the source's is refused."""
+    from unirank.errors import UnirankError
+    from unirank.models.loading import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("ce-window") / "ce"
+    mean_pooled_head(resolve_model_path("base")[0]).save_pretrained(str(folder))
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        registry.register("ce-window", "reranker", path=folder, record={"dims": None, "max_seq_length": 256})
+        with pytest.raises(UnirankError, match="use at least 32"):
+            Optimizer(settings, registry).run("ce-window@1", max_seq_length=8)
+        with pytest.raises(UnirankError, match="reads at most 256 tokens"):
+            Optimizer(settings, registry).run("ce-window@1", max_seq_length=512)
+        assert [v.ref for v in registry.list() if v.name == "ce-window"] == ["ce-window@1"]
+        mv = Optimizer(settings, registry).run("ce-window@1", max_seq_length=64).version
+    finally:
+        registry.close()
+    assert mv.ref == "ce-window@2"
+    assert mv.record["max_seq_length"] == 64 and mv.record["source_max_seq_length"] == 256
+    s = settings.model_copy(deep=True)
+    s.reranker.model = "ce-window@1"
+    full = load_reranker(s)
+    long_passage = TEXTS[1]  # ~130 tokens: the window cuts it
+    passages = ["Keys are rotated every ninety days.", long_passage]
+    full_scores = full.score("how often are snapshots taken", passages)
+    full.model.max_seq_length = 64
+    cut_scores = full.score("how often are snapshots taken", passages)
+    s.reranker.model = "ce-window@2"
+    short = load_reranker(s)
+    assert short.model.max_seq_length == 64
+    np.testing.assert_allclose(short.score("how often are snapshots taken", passages), cut_scores, atol=1e-4)
+    assert abs(full_scores[1] - cut_scores[1]) > 1e-3  # the window changed what the long passage scores

@@ -23,6 +23,9 @@ def optimize(
     check_beir: Annotated[Optional[Path], typer.Option(
         "--check-beir", help="BEIR folder: compare nDCG@10 with the source first; refuse if it drops too much.")] = None,
     max_drop: Annotated[float, typer.Option(help="The most nDCG@10 the ONNX file may lose in the check.")] = 0.005,
+    max_length: Annotated[Optional[int], typer.Option(
+        "--max-length", help="Tokens the copy reads (at most the source's): a shorter window reranks faster; "
+                             "check what it costs with --check-beir.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Registry name for `base` (default all-MiniLM-L6-v2).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -37,7 +40,8 @@ def optimize(
         try:
             backend = ur.backend if check_beir is not None else None
             result = Optimizer(ur.settings, registry, backend, stage=_stage).run(
-                ref, name=name, quantize=quantize, check_beir=check_beir, max_drop=max_drop)
+                ref, name=name, quantize=quantize, check_beir=check_beir, max_drop=max_drop,
+                max_seq_length=max_length)
         except UnirankError as exc:
             fail(exc)
         finally:

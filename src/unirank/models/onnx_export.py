@@ -29,6 +29,8 @@ FP32_FILE = "onnx/model.onnx"
 #: Operators whose weights int8 quantization converts (see the module docstring).
 QUANTIZED_OPERATORS = ["MatMul"]
 QUANTIZATIONS: tuple[str, ...] = ("int8",)
+#: The shortest token window an export may be given: a query, a passage's start and the special tokens.
+MIN_SEQ_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -98,13 +100,28 @@ def _transformers5_export_compat() -> Iterator[None]:
         model_patcher.sdpa_mask_without_vmap, model_patcher.eager_mask_without_vmap = saved
 
 
-def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = None) -> OnnxExport:
+def _shorten_window(model, max_seq_length: int, source: Path) -> None:
+    """Cut the exported model's token window; a longer one than it was trained with is refused."""
+    current = int(model.max_seq_length)
+    if max_seq_length > current:
+        raise UnirankError(f"{source} reads at most {current} tokens; a window of {max_seq_length} "
+                           f"would go past what it was trained on. Use a max_seq_length of at most {current}.")
+    model.max_seq_length = max_seq_length
+
+
+def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = None,
+                max_seq_length: int | None = None) -> OnnxExport:
     """Copy the model folder ``source`` to ``dest`` and add ``onnx/model.onnx`` (+ the int8 file).
 
     ``role`` is ``embedder`` (a sentence-transformers bi-encoder) or ``reranker`` (a cross-encoder).
+    ``max_seq_length`` shortens the token window the copy reads (saved in its tokenizer config, so
+    every loader honours it): a cross-encoder's cost grows with it, and 128 tokens cost a third of 256.
     """
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise UnirankError(f"Unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}.")
+    if max_seq_length is not None and max_seq_length < MIN_SEQ_LENGTH:
+        raise UnirankError(f"max_seq_length {max_seq_length} is too short to hold a query and a passage; "
+                           f"use at least {MIN_SEQ_LENGTH}.")
     try:
         from sentence_transformers import CrossEncoder, SentenceTransformer, export_dynamic_quantized_onnx_model
         import optimum.onnxruntime  # noqa: F401
@@ -126,7 +143,11 @@ def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = N
             warnings.simplefilter("ignore")  # torch.onnx tracer notes about Python ints in the graph
             model = model_class(str(dest), backend="onnx", device="cpu", local_files_only=True,
                                 model_kwargs={"export": True})
+        if max_seq_length is not None:
+            _shorten_window(model, max_seq_length, source)
         model.save_pretrained(str(dest))
+    except UnirankError:
+        raise
     except Exception as exc:  # Optimum/torch.onnx raise many kinds
         raise ModelLoadError(f"Exporting {source} to ONNX failed: {exc}") from exc
     finally:

@@ -66,15 +66,18 @@ class Optimizer:
         self.stage = stage or (lambda _: None)
 
     def run(self, ref: str, *, name: str | None = None, quantize: str | None = None,
-            check_beir: Path | None = None, max_drop: float = DEFAULT_MAX_DROP) -> OptimizeResult:
+            check_beir: Path | None = None, max_drop: float = DEFAULT_MAX_DROP,
+            max_seq_length: int | None = None) -> OptimizeResult:
         if check_beir is not None and self.backend is None:
             raise UnirankError("A quality check needs a search backend to index the BEIR corpus.")
         source, unregistered_base = self._source(ref, name)
         assert source.path is not None
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="optimize-", dir=self.settings.data_dir) as tmp:
-            self.stage(f"exporting {source.ref} to ONNX" + (f" and quantizing to {quantize}" if quantize else ""))
-            export = export_onnx(source.path, Path(tmp) / "model", source.role, quantize=quantize)
+            self.stage(f"exporting {source.ref} to ONNX" + (f" and quantizing to {quantize}" if quantize else "")
+                       + (f", reading at most {max_seq_length} tokens" if max_seq_length else ""))
+            export = export_onnx(source.path, Path(tmp) / "model", source.role, quantize=quantize,
+                                 max_seq_length=max_seq_length)
             check = None
             if check_beir is not None:
                 check = self._check(ref if ref == BASE_ALIAS else source.ref, source, export, Path(check_beir),
@@ -90,6 +93,9 @@ class Optimizer:
                       "quantization": ({"method": "dynamic", "dtype": "qint8", "config": export.arch,
                                         "operators": QUANTIZED_OPERATORS}
                                        if export.int8_file else None)}
+            if max_seq_length is not None:
+                record["max_seq_length"] = max_seq_length
+                record["source_max_seq_length"] = source.record.get("max_seq_length")
             if check is not None:
                 record["onnx_check"] = check.to_dict()
             if unregistered_base:
