@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 
 @dataclass
@@ -47,3 +48,36 @@ def data_hash(pairs: Iterable[TrainingPair]) -> str:
     for p in pairs:
         digest.update(json.dumps(asdict(p), sort_keys=True, ensure_ascii=False).encode())
     return digest.hexdigest()[:16]
+
+
+class RandomNegatives:
+    """Easy negatives: passages of other pairs that are not a known positive of the pair's query.
+
+    A query with many relevant documents (a CISI query has ~40) must not meet one of its own
+    positives as a "negative": each pair's query id (or its text) names all the documents it is
+    paired with, and those are never drawn.
+    """
+
+    def __init__(self, pairs: Sequence[TrainingPair], seed: int) -> None:
+        self.pairs = list(pairs)
+        self.rng = random.Random(seed)
+        self.positives: dict[str, set[str]] = {}
+        for pair in self.pairs:
+            self.positives.setdefault(self._key(pair), set()).update({pair.doc_id, pair.positive})
+
+    @staticmethod
+    def _key(pair: TrainingPair) -> str:
+        return pair.query_id or normalize_query(pair.query)
+
+    def draw(self, pair: TrainingPair, count: int) -> list[str]:
+        """Up to ``count`` distinct passages; fewer only when the pool has no more to give."""
+        known = self.positives.get(self._key(pair), set())
+        drawn: list[str] = []
+        for _ in range(count * 10):
+            if len(drawn) == count or not self.pairs:
+                break
+            other = self.rng.choice(self.pairs)
+            if other.doc_id in known or other.positive in known or other.positive in drawn:
+                continue
+            drawn.append(other.positive)
+        return drawn

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from unirank.training.checkpoints import resumable_checkpoint
-from unirank.training.examples import TrainingPair
+from unirank.training.examples import RandomNegatives, TrainingPair
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +42,12 @@ class RerankerTrainingConfig:
 def _rows(pairs: Sequence[TrainingPair], negatives_per_positive: int, random_negatives: int = 0,
           seed: int = 13) -> dict[str, list]:
     rows: dict[str, list] = {"query": [], "passage": [], "label": []}
-    rng = random.Random(seed)
+    easy = RandomNegatives(pairs, seed)
     for pair in pairs:
         rows["query"].append(pair.query)
         rows["passage"].append(pair.positive)
         rows["label"].append(1.0)
-        others = [rng.choice(pairs) for _ in range(random_negatives * 3)]
-        easy = [o.positive for o in others if o.doc_id != pair.doc_id and o.positive != pair.positive]
-        for negative in pair.negatives[:negatives_per_positive] + easy[:random_negatives]:
+        for negative in pair.negatives[:negatives_per_positive] + easy.draw(pair, random_negatives):
             rows["query"].append(pair.query)
             rows["passage"].append(negative)
             rows["label"].append(0.0)

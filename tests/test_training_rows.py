@@ -1,0 +1,44 @@
+"""The rows the trainers see: every labelled positive is kept, and no negative is one of the query's own positives."""
+
+from __future__ import annotations
+
+from unirank.training.embedder_trainer import _rows as embedder_rows
+from unirank.training.examples import TrainingPair
+from unirank.training.reranker_trainer import _rows as reranker_rows
+
+
+def _labelled() -> list[TrainingPair]:
+    """Two queries with several relevant documents each, as qrels give them; one pair has a mined negative."""
+    pairs = [TrainingPair(query="key rotation", positive=f"rotation doc {i}", doc_id=f"r{i}", query_id="q1")
+             for i in range(6)]
+    pairs += [TrainingPair(query="disk encryption", positive=f"encryption doc {i}", doc_id=f"e{i}", query_id="q2")
+              for i in range(6)]
+    pairs[0].negatives = ["a mined hard negative"]
+    return pairs
+
+
+def test_embedder_rows_keep_pairs_without_mined_negatives():
+    pairs = _labelled()
+    rows = embedder_rows(pairs, negatives=1, seed=3)
+    assert rows["anchor"] == [p.query for p in pairs]  # none dropped
+    assert rows["negative_1"][0] == "a mined hard negative"  # mined ones come first
+    for query, negative in zip(rows["anchor"][1:], rows["negative_1"][1:]):
+        own = "rotation" if query == "key rotation" else "encryption"
+        assert own not in negative, (query, negative)  # drawn from the other query's documents
+
+
+def test_embedder_rows_drop_a_pair_only_when_no_negative_exists():
+    lonely = [TrainingPair(query="key rotation", positive=f"rotation doc {i}", doc_id=f"r{i}", query_id="q1")
+              for i in range(3)]
+    assert embedder_rows(lonely, negatives=1)["anchor"] == []  # every other passage is a positive of q1
+    assert embedder_rows(lonely, negatives=0)["anchor"] == ["key rotation"] * 3
+
+
+def test_reranker_random_negatives_are_never_the_querys_own_positives():
+    pairs = _labelled()
+    rows = reranker_rows(pairs, negatives_per_positive=1, random_negatives=2, seed=5)
+    negatives = [(q, p) for q, p, label in zip(rows["query"], rows["passage"], rows["label"]) if label == 0.0]
+    assert len(negatives) == 1 + 2 * len(pairs)
+    for query, passage in negatives:
+        own = "rotation" if query == "key rotation" else "encryption"
+        assert own not in passage, (query, passage)
