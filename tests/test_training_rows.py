@@ -1,4 +1,4 @@
-"""The rows the trainers see: every labelled positive is kept, and no negative is one of the query's own positives."""
+"""The rows the trainers see: no random negative is one of the query's own positives."""
 
 from __future__ import annotations
 
@@ -17,21 +17,11 @@ def _labelled() -> list[TrainingPair]:
     return pairs
 
 
-def test_embedder_rows_keep_pairs_without_mined_negatives():
+def test_embedder_rows_keep_only_pairs_with_mined_negatives():
     pairs = _labelled()
-    rows = embedder_rows(pairs, negatives=1, seed=3)
-    assert rows["anchor"] == [p.query for p in pairs]  # none dropped
-    assert rows["negative_1"][0] == "a mined hard negative"  # mined ones come first
-    for query, negative in zip(rows["anchor"][1:], rows["negative_1"][1:]):
-        own = "rotation" if query == "key rotation" else "encryption"
-        assert own not in negative, (query, negative)  # drawn from the other query's documents
-
-
-def test_embedder_rows_drop_a_pair_only_when_no_negative_exists():
-    lonely = [TrainingPair(query="key rotation", positive=f"rotation doc {i}", doc_id=f"r{i}", query_id="q1")
-              for i in range(3)]
-    assert embedder_rows(lonely, negatives=1)["anchor"] == []  # every other passage is a positive of q1
-    assert embedder_rows(lonely, negatives=0)["anchor"] == ["key rotation"] * 3
+    rows = embedder_rows(pairs, negatives=1)
+    assert rows == {"anchor": ["key rotation"], "positive": ["rotation doc 0"], "negative_1": ["a mined hard negative"]}
+    assert embedder_rows(pairs, negatives=0)["anchor"] == [p.query for p in pairs]  # in-batch negatives only
 
 
 def test_reranker_random_negatives_are_never_the_querys_own_positives():

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from unirank.training.checkpoints import resumable_checkpoint
-from unirank.training.examples import RandomNegatives, TrainingPair
+from unirank.training.examples import TrainingPair
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +30,17 @@ class EmbedderTrainingConfig:
     extra: dict = field(default_factory=dict)
 
 
-def _rows(pairs: Sequence[TrainingPair], negatives: int, seed: int = 13) -> dict[str, list[str]]:
-    """One row per pair. A pair with fewer mined negatives than the loss takes is topped up with
-    random ones rather than dropped: with labelled CISI queries mining found none for 707 of 1,601
-    positives (the rest were judged relevant), and dropping them lost 44 % of the labels."""
-    rows: dict[str, list[str]] = {"anchor": [], "positive": []}
-    rows.update({f"negative_{i + 1}": [] for i in range(negatives)})
-    easy = RandomNegatives(pairs, seed)
-    for pair in pairs:
-        chosen = pair.negatives[:negatives]
-        if len(chosen) < negatives:
-            chosen = chosen + easy.draw(pair, negatives - len(chosen))
-        if len(chosen) < negatives:
-            continue  # too little data to find a negative at all
-        rows["anchor"].append(pair.query)
-        rows["positive"].append(pair.positive)
-        for i, negative in enumerate(chosen):
-            rows[f"negative_{i + 1}"].append(negative)
+def _rows(pairs: Sequence[TrainingPair], negatives: int) -> dict[str, list[str]]:
+    """One row per pair that mining found ``negatives`` hard negatives for; the others are left out.
+
+    Keeping them hurt. On labelled CISI queries (1,601 positives, 707 with no negative left once the
+    judged-relevant hits were removed), held-out tuned kNN nDCG@10 was 0.456 without them, 0.433 with
+    random negatives filled in, and 0.416 with every pair on in-batch negatives alone.
+    """
+    usable = [p for p in pairs if len(p.negatives) >= negatives]
+    rows: dict[str, list[str]] = {"anchor": [p.query for p in usable], "positive": [p.positive for p in usable]}
+    for i in range(negatives):
+        rows[f"negative_{i + 1}"] = [p.negatives[i] for p in usable]
     return rows
 
 
@@ -76,7 +70,7 @@ def train_embedder(
     model = SentenceTransformer(base_path, device="cpu", local_files_only=Path(base_path).exists())
     inference_length = model.max_seq_length
     model.max_seq_length = min(inference_length, config.max_seq_length)
-    dataset = Dataset.from_dict(_rows(train, config.hard_negatives, config.seed))
+    dataset = Dataset.from_dict(_rows(train, config.hard_negatives))
     if len(dataset) < config.batch_size:
         config.batch_size = max(2, len(dataset))
 
