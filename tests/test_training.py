@@ -214,7 +214,7 @@ def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
 
-    trained = json.loads(run("train", "--beir", str(minibeir), "--name", "cli", "--epochs", "0.5",
+    trained = json.loads(run("train", "--beir", str(minibeir), "--name", "cli", "--epochs", "0.5", "--min-steps", "0",
                              "--batch-size", "8", "--json"))
     assert (trained["embedder"], trained["reranker"]) == ("cli-embed@1", "cli-rerank@1")
     chart = tmp_path / "eval.png"

@@ -32,6 +32,8 @@ def train(
     pseudo: Annotated[Optional[bool], typer.Option("--pseudo/--no-pseudo", help="Add pseudo-queries (default: only without labels).")] = None,
     feedback: Annotated[bool, typer.Option("--feedback", help="Add chat feedback (thumbs up/down, citation clicks) as labelled pairs.")] = False,
     epochs: Annotated[float, typer.Option(help="Epochs for both models.")] = 1.0,
+    min_steps: Annotated[int, typer.Option(
+        help="The embedder trains at least this many steps, adding epochs on small data (0: exactly --epochs).")] = 80,
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
     seed: Annotated[int, typer.Option()] = 13,
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming this run.")] = False,
@@ -45,7 +47,7 @@ def train(
     request = TrainRequest(
         name=name, index=index, beir=beir, pairs=pairs, qrels=qrels, queries=queries, base=base, pseudo=pseudo,
         seed=seed, fresh=fresh, feedback=Settings().chat_db_path if feedback else None,
-        embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),
+        embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, min_steps=min_steps),
         reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),
     )
     # The trainers print their logs to stdout; stdout is kept for the result (and --json).

@@ -27,7 +27,12 @@ class EmbedderTrainingConfig:
     eval_steps: int = 0  # 0: evaluate once per epoch
     #: Stop after this many steps (-1: train the full epochs).
     max_steps: int = -1
+    #: Train at least this many steps, adding epochs when the data is small. Labelled CISI gives ~800
+    #: pairs, 27 steps an epoch at batch 32, and one epoch under-trains: held-out tuned hybrid nDCG@10
+    #: was 0.469 after 1 epoch, 0.484 after 2 and 0.491 after 3 (the best checkpoint is kept anyway).
+    min_steps: int = 80
     extra: dict = field(default_factory=dict)
+
 
 
 def _rows(pairs: Sequence[TrainingPair], negatives: int) -> dict[str, list[str]]:
@@ -81,16 +86,21 @@ def train_embedder(
                                               accuracy_at_k=[1, 10], precision_recall_at_k=[10],
                                               map_at_k=[100], batch_size=64, write_csv=False)
     steps_per_epoch = max(1, len(dataset) // config.batch_size)
-    total_steps = config.max_steps if config.max_steps > 0 else int(steps_per_epoch * config.epochs)
+    epochs = config.epochs
+    if config.max_steps <= 0 and steps_per_epoch * epochs < config.min_steps:
+        epochs = config.min_steps / steps_per_epoch
+        log.info("%d pairs make %d steps an epoch: training %.2f epochs to reach %d steps",
+                 len(dataset), steps_per_epoch, epochs, config.min_steps)
+    total_steps = config.max_steps if config.max_steps > 0 else int(steps_per_epoch * epochs)
     eval_steps = config.eval_steps or min(steps_per_epoch, max(1, total_steps))
     checkpoints = output_dir / "checkpoints"
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
-        num_train_epochs=config.epochs,
+        num_train_epochs=epochs,
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        warmup_steps=int(config.warmup_ratio * steps_per_epoch * config.epochs),
+        warmup_steps=int(config.warmup_ratio * steps_per_epoch * epochs),
         seed=config.seed,
         data_seed=config.seed,
         batch_sampler=BatchSamplers.NO_DUPLICATES,
