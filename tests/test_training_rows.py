@@ -28,7 +28,7 @@ def test_reranker_random_negatives_are_never_the_querys_own_positives():
     pairs = _labelled()
     rows = reranker_rows(pairs, negatives_per_positive=1, random_negatives=2, seed=5)
     negatives = [(q, p) for q, p, label in zip(rows["query"], rows["passage"], rows["label"]) if label == 0.0]
-    assert len(negatives) == 1 + 2 * len(pairs)
+    assert 1 + len(pairs) < len(negatives) <= 1 + 2 * len(pairs)  # draws that hit the query's own documents are skipped
     for query, passage in negatives:
         own = "rotation" if query == "key rotation" else "encryption"
         assert own not in passage, (query, passage)

@@ -70,13 +70,12 @@ class RandomNegatives:
         return pair.query_id or normalize_query(pair.query)
 
     def draw(self, pair: TrainingPair, count: int) -> list[str]:
-        """Up to ``count`` distinct passages; fewer only when the pool has no more to give."""
+        """Up to ``count`` distinct passages from ``3 * count`` draws (fewer when those hit positives)."""
         known = self.positives.get(self._key(pair), set())
         drawn: list[str] = []
-        for _ in range(count * 10):
-            if len(drawn) == count or not self.pairs:
+        for other in [self.rng.choice(self.pairs) for _ in range(count * 3)] if self.pairs else []:
+            if len(drawn) == count:
                 break
-            other = self.rng.choice(self.pairs)
             if other.doc_id in known or other.positive in known or other.positive in drawn:
                 continue
             drawn.append(other.positive)
