@@ -7,11 +7,6 @@ from typing import Any
 from unirank.errors import ServingRequestError
 
 
-def token_counts(tokenizer: Any, texts: list[str]) -> list[int]:
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False,
-                                          verbose=False)["input_ids"]]
-
-
 def enforce_token_limit(tokenizer: Any, texts: list[str], limit: int, *, truncate: bool,
                         what: str = "input") -> tuple[list[str], int]:
     """Refuse texts over ``limit`` tokens, or cut them to fit when the request asks to truncate.

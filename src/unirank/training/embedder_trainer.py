@@ -36,7 +36,6 @@ class EmbedderTrainingConfig:
     extra: dict = field(default_factory=dict)
 
 
-
 def _rows(pairs: Sequence[TrainingPair], negatives: int) -> dict[str, list[str]]:
     """One row per pair that mining found ``negatives`` hard negatives for; the others are left out.
 

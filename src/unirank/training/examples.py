@@ -73,7 +73,7 @@ class RandomNegatives:
         """Up to ``count`` distinct passages from ``3 * count`` draws (fewer when those hit positives)."""
         known = self.positives.get(self._key(pair), set())
         drawn: list[str] = []
-        for other in [self.rng.choice(self.pairs) for _ in range(count * 3)] if self.pairs else []:
+        for other in [self.rng.choice(self.pairs) for _ in range(count * 3)]:
             if len(drawn) == count:
                 break
             if other.doc_id in known or other.positive in known or other.positive in drawn:
