@@ -72,6 +72,11 @@ class Optimizer:
             raise UnirankError("A quality check needs a search backend to index the BEIR corpus.")
         source, unregistered_base = self._source(ref, name)
         assert source.path is not None
+        window = source.record.get("max_seq_length")
+        if max_seq_length is not None and window and max_seq_length > int(window):
+            # Refused before the export: it takes a quarter of a minute and would be thrown away.
+            raise UnirankError(f"{source.ref} reads at most {window} tokens; a window of {max_seq_length} "
+                               f"would go past what it was trained on. Use a max_seq_length of at most {window}.")
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="optimize-", dir=self.settings.data_dir) as tmp:
             self.stage(f"exporting {source.ref} to ONNX" + (f" and quantizing to {quantize}" if quantize else "")
