@@ -64,12 +64,12 @@ def test_corpus_only_training_registers_both_models(client, trained):
     assert embed.record["hyperparameters"]["max_steps"] == 4
     assert "ndcg@10" in embed.record["validation"] and "ndcg@10" in rerank.record["validation"]
     blend = rerank.record["validation"]["blend"]
-    assert blend["blend_weight"] in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-    assert blend["validation_ndcg@10_by_weight"][str(blend["blend_weight"])] == max(
-        blend["validation_ndcg@10_by_weight"].values())
+    # Pseudo-queries favour the reranker that trained on them: they are recorded, they do not choose.
+    assert blend["blend_weight"] == 0.0 and blend["chosen_on"].startswith("none: pseudo-queries only")
+    assert set(blend["validation_ndcg@10_by_weight"]) == {"0.0", "0.1", "0.2", "0.3", "0.5", "0.7", "1.0"}
     from unirank.models.reranker import CrossEncoderReranker
 
-    assert CrossEncoderReranker(str(rerank.path), name="r").blend_weight == blend["blend_weight"]
+    assert CrossEncoderReranker(str(rerank.path), name="r").blend_weight == 0.0
     assert rerank.record["initialised_from"] == "tuned embedder"  # the base is a bi-encoder
     assert embed.record["training_queries"] == []  # pseudo-queries only: no real query was seen
     kept = embed.record["data_stats"]["pseudo_kept"]
@@ -84,6 +84,50 @@ def test_corpus_only_training_registers_both_models(client, trained):
     pairs = [json.loads(line) for line in (result.run_dir / "training_pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["query"] and p["positive"] for p in pairs)
     assert any(p["negatives"] for p in pairs)
+
+
+def test_queries_people_wrote_choose_the_blend_weight(client, minibeir, trained, tmp_path):
+    """Labelled validation queries pick the best weight (the least reliance on ties); pseudo-queries mixed
+    in are left out of the choice."""
+    import shutil
+
+    from unirank.models.reranker import CrossEncoderReranker
+    from unirank.training.blend_selection import GRID, choose_blend_weight
+    from unirank.training.examples import TrainingPair
+
+    reranker_dir = tmp_path / "reranker"
+    shutil.copytree(trained[0].reranker.path, reranker_dir)
+    data = load_beir(minibeir).judged()
+    labelled = [TrainingPair(query=data.queries[qid], positive="", origin="qrels", doc_id=doc, query_id=qid)
+                for qid, docs in data.qrels.items() for doc in docs]
+    pseudo = [TrainingPair(query="zzz unrelated pseudo query", positive="", origin="pseudo:crop", doc_id="d1")]
+    index = ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, lambda _: None)
+    blend = choose_blend_weight(reranker_dir, client.backend, index, client.embedder, client.settings.search,
+                                labelled + pseudo)
+    curve = {float(w): v for w, v in blend["validation_ndcg@10_by_weight"].items()}
+    assert set(curve) == set(GRID)
+    assert blend["validation_queries"] == len(data.qrels)  # the pseudo-query did not count
+    assert blend["chosen_on"] == "queries people wrote"
+    assert blend["blend_weight"] == min(w for w, v in curve.items() if v == max(curve.values()))
+    assert CrossEncoderReranker(str(reranker_dir), name="r").blend_weight == blend["blend_weight"]
+
+
+def test_the_blend_weight_setting_overrides_the_stored_one(client, trained):
+    from unirank.models.loading import load_reranker
+
+    ref = trained[0].reranker.ref
+    reranker = client.settings.reranker
+    stored = load_reranker(client.settings.model_copy(update={"reranker": reranker.model_copy(update={"model": ref})}))
+    assert stored.blend_weight == 0.0
+    chosen = load_reranker(client.settings.model_copy(update={"reranker": reranker.model_copy(
+        update={"model": ref, "blend_weight": 0.25})}))
+    assert chosen.blend_weight == 0.25
+    from pydantic import ValidationError
+
+    from unirank.settings import Settings
+
+    with pytest.raises(ValidationError, match="blend_weight"):
+        Settings(reranker={"blend_weight": 1.5})
 
 
 def test_rerunning_resumes_instead_of_retraining(client, minibeir, trained):

@@ -44,6 +44,9 @@ class RerankerSettings(BaseModel):
     #: Pairs per forward pass: a full rerank of top_k candidates is one pass (50 long pairs: 4 % faster
     #: on ONNX int8 than 32 + 18).
     batch_size: int = Field(MAX_RERANK_TOP_K, ge=1)
+    #: How much the reranker's score counts against the hybrid rank (0: hybrid order, 1: reranker
+    #: alone). Unset: the weight training chose on validation queries people wrote (0 without any).
+    blend_weight: float | None = Field(None, ge=0.0, le=1.0)
 
     @field_validator("top_k")
     @classmethod

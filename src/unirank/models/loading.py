@@ -152,6 +152,13 @@ def load_embedder(settings: Settings) -> Embedder:
 
 
 def load_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker:
+    reranker = _load_reranker(settings, embedder)
+    if settings.reranker.blend_weight is not None:
+        reranker.blend_weight = settings.reranker.blend_weight
+    return reranker
+
+
+def _load_reranker(settings: Settings, embedder: Embedder | None) -> Reranker:
     registered = registry_version(settings.reranker.model, settings.models_dir)
     if _is_remote(registered):
         return _remote_reranker(registered, settings)  # type: ignore[arg-type]

@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 
+#: Origins of queries that people wrote, as opposed to pseudo-queries generated from the corpus.
+HUMAN_ORIGINS = frozenset({"qrels", "pairs", "feedback"})
+
+
 @dataclass
 class TrainingPair:
     query: str
@@ -19,6 +23,10 @@ class TrainingPair:
     origin: str = ""
     doc_id: str = ""
     query_id: str = ""
+
+    @property
+    def written_by_people(self) -> bool:
+        return self.origin in HUMAN_ORIGINS
 
 
 def write_pairs(path: Path, pairs: Iterable[TrainingPair]) -> None:

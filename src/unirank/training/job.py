@@ -133,7 +133,7 @@ class TrainJob:
         timings["reranker_s"] = round(time.perf_counter() - t, 1)
         timings["total_s"] = round(time.perf_counter() - started, 1)
 
-        training_queries = sorted({query_fingerprint(p.query) for p in pairs if p.origin in ("qrels", "pairs", "feedback")})
+        training_queries = sorted({query_fingerprint(p.query) for p in pairs if p.written_by_people})
         common = {"base_model": req.base, "data_hash": data_hash(pairs), "run_dir": str(self.run_dir),
                   "training_pairs": len(split.train), "validation_pairs": len(split.validation),
                   "training_queries": training_queries, "data_stats": stats, "timings": timings,
