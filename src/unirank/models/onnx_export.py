@@ -100,12 +100,16 @@ def _transformers5_export_compat() -> Iterator[None]:
         model_patcher.sdpa_mask_without_vmap, model_patcher.eager_mask_without_vmap = saved
 
 
-def _shorten_window(model, max_seq_length: int, source: Path) -> None:
-    """Cut the exported model's token window; a longer one than it was trained with is refused."""
-    current = int(model.max_seq_length)
+def refuse_longer_window(source: object, current: int, max_seq_length: int) -> None:
+    """A window longer than the one ``source`` was trained with would read tokens it never learned."""
     if max_seq_length > current:
         raise UnirankError(f"{source} reads at most {current} tokens; a window of {max_seq_length} "
                            f"would go past what it was trained on. Use a max_seq_length of at most {current}.")
+
+
+def _shorten_window(model, max_seq_length: int, source: Path) -> None:
+    """Cut the exported model's token window; a longer one than it was trained with is refused."""
+    refuse_longer_window(source, int(model.max_seq_length), max_seq_length)
     model.max_seq_length = max_seq_length
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from unirank.errors import OptimizationRefusedError, UnirankError
 from unirank.models.embedder import SentenceTransformerEmbedder
 from unirank.models.loading import BASE_ALIAS, BASE_MODEL_NAME, load_embedder, load_reranker, resolve_model_path
-from unirank.models.onnx_export import QUANTIZED_OPERATORS, OnnxExport, export_onnx
+from unirank.models.onnx_export import QUANTIZED_OPERATORS, OnnxExport, export_onnx, refuse_longer_window
 from unirank.models.reranker import CrossEncoderReranker
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.describe import describe_model_folder
@@ -73,10 +73,9 @@ class Optimizer:
         source, unregistered_base = self._source(ref, name)
         assert source.path is not None
         window = source.record.get("max_seq_length")
-        if max_seq_length is not None and window and max_seq_length > int(window):
-            # Refused before the export: it takes a quarter of a minute and would be thrown away.
-            raise UnirankError(f"{source.ref} reads at most {window} tokens; a window of {max_seq_length} "
-                               f"would go past what it was trained on. Use a max_seq_length of at most {window}.")
+        if max_seq_length is not None and window:
+            # Checked before the export too: it takes a quarter of a minute and would be thrown away.
+            refuse_longer_window(source.ref, int(window), max_seq_length)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="optimize-", dir=self.settings.data_dir) as tmp:
             self.stage(f"exporting {source.ref} to ONNX" + (f" and quantizing to {quantize}" if quantize else "")
