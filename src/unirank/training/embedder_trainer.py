@@ -94,7 +94,7 @@ def train_embedder(
                                               accuracy_at_k=[1, 10], precision_recall_at_k=[10],
                                               map_at_k=[100], batch_size=64, write_csv=False)
     steps_per_epoch = max(1, len(dataset) // config.batch_size)
-    epochs = planned_epochs(config, steps_per_epoch, labelled=any(not p.origin.startswith("pseudo:") for p in train))
+    epochs = planned_epochs(config, steps_per_epoch, labelled=any(p.written_by_people for p in train))
     if epochs != config.epochs:
         log.info("%d pairs make %d steps an epoch: training %.2f epochs to reach %d steps",
                  len(dataset), steps_per_epoch, epochs, config.min_steps)
