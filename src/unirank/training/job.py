@@ -52,7 +52,9 @@ class TrainRequest:
     embedder: EmbedderTrainingConfig = field(default_factory=EmbedderTrainingConfig)
     reranker: RerankerTrainingConfig = field(default_factory=RerankerTrainingConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
-    #: Cap on pseudo-query pairs (sampled evenly by kind): CPU training time grows with it.
+    #: Cap on pseudo-query pairs (sampled evenly by kind): CPU training time grows with it, and more
+    #: is not better: on CISI, 3,000 pairs gave tuned kNN nDCG@10 0.415 and hybrid 0.446 against
+    #: 0.425 and 0.452 with 1,500 (base 0.420 / 0.443): the extra pseudo-queries add their noise.
     max_pseudo_pairs: int = 1500
     fresh: bool = False
     #: A chat database whose feedback (thumbs up/down, citation clicks) adds labelled pairs.

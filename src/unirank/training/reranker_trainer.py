@@ -1,4 +1,10 @@
-"""Fine-tune a cross-encoder reranker on positives and mined hard negatives (binary cross-entropy)."""
+"""Fine-tune a cross-encoder reranker on positives and mined hard negatives (binary cross-entropy).
+
+Why BCE and not a ranking loss: on labelled CISI (35 training queries, the same pairs, one epoch each),
+MultipleNegativesRankingLoss with 3 in-batch negatives ranked better alone (held-out nDCG@10 0.347
+against 0.275) but not once blended with the hybrid rank, which is how it serves (best 0.487
+against 0.488), for 25 % more training time; LambdaLoss gained ~0.007 for 4x the time.
+"""
 
 from __future__ import annotations
 
