@@ -182,12 +182,13 @@ class Optimizer:
             runner = SystemRunner(self.backend, index, settings.search)
             hits = runner.hybrid_hits(data.queries, embedder)
             scores = []
-            for label, reranker in (
-                (source.ref, load_reranker(settings, embedder)),
-                (export.served_file, CrossEncoderReranker(
-                    str(export.folder), name=f"{source.name}@{candidate_version}",
-                    batch_size=settings.reranker.batch_size, backend="onnx", onnx_file=export.served_file)),
-            ):
+            source_reranker = load_reranker(settings, embedder)
+            copy_reranker = CrossEncoderReranker(
+                str(export.folder), name=f"{source.name}@{candidate_version}",
+                batch_size=settings.reranker.batch_size, backend="onnx", onnx_file=export.served_file)
+            # Both at the weight searches will use (reranker.blend_weight overrides the stored one).
+            copy_reranker.blend_weight = source_reranker.blend_weight
+            for label, reranker in ((source.ref, source_reranker), (export.served_file, copy_reranker)):
                 self.stage(f"hybrid + rerank {METRIC} of {label} on {folder.name}")
                 scores.append(score_run(data.qrels, runner.rerank(data.queries, hits, reranker))[METRIC])
             system = f"hybrid:{BASE_ALIAS}+rerank"
