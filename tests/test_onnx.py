@@ -223,6 +223,27 @@ def test_cross_encoder_reranker_runs_on_onnx(settings, tmp_path_factory, minibei
     np.testing.assert_allclose(onnx_reranker.score("how often are keys rotated", passages), torch_scores, atol=1e-4)
 
 
+def test_the_quality_check_scores_both_rerankers_at_the_blend_weight_set(settings, tmp_path_factory, minibeir):
+    """``reranker.blend_weight`` 0 keeps the hybrid order: source and copy must then score the same.
+    The untrained head, read alone (its stored weight, 1.0), would order the hits otherwise."""
+    from unirank.api import Unirank
+    from unirank.models.loading import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("ce") / "ce"
+    mean_pooled_head(resolve_model_path("base")[0]).save_pretrained(str(folder))
+    weighted = settings.model_copy(deep=True)
+    weighted.reranker.blend_weight = 0.0
+    with Unirank(weighted) as ur:
+        registry = ModelRegistry(weighted.models_dir)
+        try:
+            registry.register("ce-weight", "reranker", path=folder, record={"dims": None})
+            check = Optimizer(weighted, registry, ur.backend).run("ce-weight@1", check_beir=minibeir).check
+        finally:
+            registry.close()
+    assert check is not None and check.system == "hybrid:base+rerank"
+    assert check.optimized == check.source and check.drop == 0
+
+
 def test_a_shorter_token_window_is_saved_with_the_onnx_copy(settings, tmp_path_factory, monkeypatch):
     """``--max-length``: the copy reads fewer tokens (what makes reranking 50 long passages fast), the
     registry records it, every loader honours it, and a window past the source's is refused."""
