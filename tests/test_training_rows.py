@@ -42,3 +42,11 @@ def test_small_labelled_data_gets_more_epochs_and_pseudo_queries_do_not():
     assert planned_epochs(config, 27, labelled=False) == 1.0
     assert planned_epochs(config, 200, labelled=True) == 1.0  # already past the floor
     assert planned_epochs(EmbedderTrainingConfig(epochs=1.0, min_steps=80, max_steps=6), 27, labelled=True) == 1.0
+
+
+def test_labelled_data_trains_at_its_own_learning_rate():
+    from unirank.training.embedder_trainer import EmbedderTrainingConfig, planned_learning_rate
+
+    config = EmbedderTrainingConfig(learning_rate=2e-5, labelled_learning_rate=5e-5)
+    assert planned_learning_rate(config, labelled=True) == 5e-5
+    assert planned_learning_rate(config, labelled=False) == 2e-5
