@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from unirank.training.embedder_trainer import _rows as embedder_rows
 from unirank.training.examples import TrainingPair
 from unirank.training.reranker_trainer import _rows as reranker_rows
@@ -50,3 +52,22 @@ def test_labelled_data_trains_at_its_own_learning_rate():
     config = EmbedderTrainingConfig(learning_rate=2e-5, labelled_learning_rate=5e-5)
     assert planned_learning_rate(config, labelled=True) == 5e-5
     assert planned_learning_rate(config, labelled=False) == 2e-5
+
+
+def test_pseudo_queries_train_with_the_guided_loss_and_labels_with_mnrl():
+    from unirank.training.embedder_trainer import EmbedderTrainingConfig, planned_loss
+
+    config = EmbedderTrainingConfig()
+    assert planned_loss(config, labelled=False) == "gist"
+    assert planned_loss(config, labelled=True) == "mnrl"
+    swapped = EmbedderTrainingConfig(pseudo_query_loss="mnrl", labelled_loss="gist")
+    assert planned_loss(swapped, labelled=False) == "mnrl"
+    assert planned_loss(swapped, labelled=True) == "gist"
+
+
+def test_an_unknown_embedder_loss_is_refused_when_configured():
+    from unirank.errors import ConfigurationError
+    from unirank.training.embedder_trainer import EmbedderTrainingConfig
+
+    with pytest.raises(ConfigurationError, match="'mnrl' or 'gist'"):
+        EmbedderTrainingConfig(pseudo_query_loss="triplet")
