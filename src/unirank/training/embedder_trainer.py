@@ -27,8 +27,8 @@ class EmbedderTrainingConfig:
     labelled_learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
     #: Loss for pseudo-queries alone. "gist" (GISTEmbedLoss) is MNRL that drops every in-batch or hard
-    #: negative the guide model (the untrained base) scores above the positive: a pseudo-query is vague,
-    #: and other passages in its batch often answer it too. On CISI, held-out tuned kNN / hybrid
+    #: negative the guide (the model training starts from) scores above the positive: a pseudo-query
+    #: is vague, and other passages in its batch often answer it too. On CISI, held-out tuned kNN / hybrid
     #: nDCG@10 0.443 / 0.461 against 0.425 / 0.452 with "mnrl", and 0.443 / 0.458 against 0.423 / 0.454
     #: with seed 7.
     pseudo_query_loss: Literal["mnrl", "gist"] = "gist"
@@ -141,6 +141,7 @@ def train_embedder(
     steps_per_epoch = max(1, len(dataset) // config.batch_size)
     labelled = any(p.written_by_people for p in train)
     loss = planned_loss(config, labelled=labelled)
+    log.info("embedder loss: %s (%s data)", loss, "labelled" if labelled else "pseudo-query")
     epochs = planned_epochs(config, steps_per_epoch, labelled=labelled)
     if epochs != config.epochs:
         log.info("%d pairs make %d steps an epoch: training %.2f epochs to reach %d steps",
