@@ -93,14 +93,19 @@ def planned_learning_rate(config: EmbedderTrainingConfig, *, labelled: bool) -> 
     return config.labelled_learning_rate if labelled else config.learning_rate
 
 
-def _loss(name: str, model, base_path: str, config: EmbedderTrainingConfig):
+def _load(base_path: str):
+    """A folder loads offline; a hub id may download (where a hub is reachable)."""
     from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(base_path, device="cpu", local_files_only=Path(base_path).exists())
+
+
+def _loss(name: str, model, base_path: str, config: EmbedderTrainingConfig):
     from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss, MultipleNegativesRankingLoss
 
     if name == "mnrl":
         return MultipleNegativesRankingLoss(model)
-    guide = SentenceTransformer(base_path, device="cpu", local_files_only=Path(base_path).exists())
-    return GISTEmbedLoss(model, guide, temperature=config.guide_temperature)
+    return GISTEmbedLoss(model, _load(base_path), temperature=config.guide_temperature)
 
 
 def train_embedder(
@@ -117,7 +122,6 @@ def train_embedder(
     Returns the best validation metrics.
     """
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import (
@@ -125,7 +129,7 @@ def train_embedder(
         SentenceTransformerTrainingArguments,
     )
 
-    model = SentenceTransformer(base_path, device="cpu", local_files_only=Path(base_path).exists())
+    model = _load(base_path)
     inference_length = model.max_seq_length
     model.max_seq_length = min(inference_length, config.max_seq_length)
     dataset = Dataset.from_dict(_rows(train, config.hard_negatives))
