@@ -74,3 +74,13 @@ def test_an_unknown_embedder_loss_is_refused_when_configured():
 
     with pytest.raises(ConfigurationError, match="'mnrl' or 'gist'"):
         EmbedderTrainingConfig(pseudo_query_loss="triplet")
+
+
+def test_gist_with_more_than_one_hard_negative_is_refused_before_training():
+    """GISTEmbedLoss takes (anchor, positive[, negative]); two negatives would fail only at the first step."""
+    from unirank.errors import ConfigurationError
+    from unirank.training.embedder_trainer import EmbedderTrainingConfig
+
+    with pytest.raises(ConfigurationError, match="one hard negative"):
+        EmbedderTrainingConfig(hard_negatives=2)
+    assert EmbedderTrainingConfig(hard_negatives=2, pseudo_query_loss="mnrl").hard_negatives == 2

@@ -59,6 +59,10 @@ class EmbedderTrainingConfig:
         for name in ("pseudo_query_loss", "labelled_loss"):
             if getattr(self, name) not in ("mnrl", "gist"):
                 raise ConfigurationError(f"Unknown embedder {name} {getattr(self, name)!r}: use 'mnrl' or 'gist'.")
+            if getattr(self, name) == "gist" and self.hard_negatives > 1:
+                raise ConfigurationError(
+                    f"{name} 'gist' takes one hard negative per example (GISTEmbedLoss), but hard_negatives is "
+                    f"{self.hard_negatives}: set hard_negatives to 0 or 1, or {name} to 'mnrl'.")
 
 
 def _rows(pairs: Sequence[TrainingPair], negatives: int) -> dict[str, list[str]]:
