@@ -30,6 +30,8 @@ def train(
     queries: Annotated[Optional[Path], typer.Option(help="Query texts for --qrels (default: the BEIR folder's).")] = None,
     base: Annotated[str, typer.Option(help="Base model: `base`, a folder, or a registry ref.")] = "base",
     pseudo: Annotated[Optional[bool], typer.Option("--pseudo/--no-pseudo", help="Add pseudo-queries (default: only without labels).")] = None,
+    pseudo_kinds: Annotated[Optional[str], typer.Option(
+        help="Comma-separated pseudo-query kinds of crop, keyphrase, title, lead (default: the README's).")] = None,
     feedback: Annotated[bool, typer.Option("--feedback", help="Add chat feedback (thumbs up/down, citation clicks) as labelled pairs.")] = False,
     epochs: Annotated[float, typer.Option(help="Epochs for both models.")] = 1.0,
     min_steps: Annotated[int, typer.Option(
@@ -44,8 +46,11 @@ def train(
     from unirank.training.job import TrainJob, TrainRequest
     from unirank.training.reranker_trainer import RerankerTrainingConfig
 
+    from unirank.training.pseudo_queries import DEFAULT_KINDS
+
+    kinds = DEFAULT_KINDS if pseudo_kinds is None else tuple(k.strip() for k in pseudo_kinds.split(",") if k.strip())
     request = TrainRequest(
-        name=name, index=index, beir=beir, pairs=pairs, qrels=qrels, queries=queries, base=base, pseudo=pseudo,
+        name=name, index=index, beir=beir, pairs=pairs, qrels=qrels, queries=queries, base=base, pseudo=pseudo, pseudo_kinds=kinds,
         seed=seed, fresh=fresh, feedback=Settings().chat_db_path if feedback else None,
         embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, min_steps=min_steps),
         reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),

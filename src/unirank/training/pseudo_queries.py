@@ -4,7 +4,9 @@ Three kinds (the README of the shared data says why plain (title, body) pairs ar
 - ``crop``: a cropped sentence as the query, with that sentence removed from the passage
   (inverse cloze), so the model must match meaning, not the same words;
 - ``keyphrase``: a handful of the passage's most distinctive terms (TF-IDF), shuffled;
-- ``title``: the document title as the query, with the title stripped from the passage.
+- ``title``: the document title as the query, with the title stripped from the passage;
+- ``lead``: the passage's opening sentence, which usually states its topic as a whole question
+  would, removed from the passage (not a default kind: see ``DEFAULT_KINDS``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from unirank.search.types import Chunk
 from unirank.training.examples import TrainingPair
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-KINDS = ("crop", "keyphrase", "title")
+KINDS = ("crop", "keyphrase", "title", "lead")
+DEFAULT_KINDS = ("crop", "keyphrase", "title")
 
 
 def sentences(text: str) -> list[str]:
@@ -35,7 +38,7 @@ def passage_without_title(chunk: Chunk, text: str | None = None) -> str:
 
 
 class PseudoQueryGenerator:
-    def __init__(self, *, seed: int = 13, kinds: Sequence[str] = KINDS, crops_per_chunk: int = 1,
+    def __init__(self, *, seed: int = 13, kinds: Sequence[str] = DEFAULT_KINDS, crops_per_chunk: int = 1,
                  min_words: int = 5) -> None:
         unknown = set(kinds) - set(KINDS)
         if unknown:
@@ -55,6 +58,8 @@ class PseudoQueryGenerator:
             pairs += self._keyphrases(chunks, rng)
         if "title" in self.kinds:
             pairs += [p for c in chunks if (p := self._title(c))]
+        if "lead" in self.kinds:
+            pairs += [p for c in chunks if (p := self._lead(c))]
         return pairs
 
     def _crops(self, chunk: Chunk, rng: random.Random) -> list[TrainingPair]:
@@ -77,9 +82,15 @@ class PseudoQueryGenerator:
         texts = [c.text for c in chunks]
         if len(texts) < 5:
             return []
-        vectorizer = TfidfVectorizer(stop_words="english", ngram_range=(1, 2), min_df=2, max_df=0.3,
-                                     sublinear_tf=True, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
-        matrix = vectorizer.fit_transform(texts)
+        # Terms in at least 2 passages and at most 30 % of them; as a count, so that a small corpus
+        # (under 7 passages) still has a range to keep.
+        vectorizer = TfidfVectorizer(stop_words="english", ngram_range=(1, 2), min_df=2,
+                                     max_df=max(2, int(0.3 * len(texts))), sublinear_tf=True,
+                                     token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
+        try:
+            matrix = vectorizer.fit_transform(texts)
+        except ValueError:  # no term is shared by 2 passages: nothing distinctive to pick
+            return []
         vocab = np.asarray(vectorizer.get_feature_names_out())
         out = []
         for row, chunk in enumerate(chunks):
@@ -94,6 +105,13 @@ class PseudoQueryGenerator:
             out.append(TrainingPair(query=" ".join(words), positive=chunk.embedding_input(),
                                     origin="pseudo:keyphrase", doc_id=chunk.doc_id))
         return out
+
+    def _lead(self, chunk: Chunk) -> TrainingPair | None:
+        parts = sentences(chunk.text)
+        if len(parts) < 3 or len(parts[0].split()) < self.min_words:
+            return None
+        return TrainingPair(query=parts[0], positive=_with_title(chunk, " ".join(parts[1:])),
+                            origin="pseudo:lead", doc_id=chunk.doc_id)
 
     def _title(self, chunk: Chunk) -> TrainingPair | None:
         title = chunk.title.strip()
