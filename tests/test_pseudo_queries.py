@@ -45,12 +45,13 @@ def test_lead_is_the_opening_sentence_and_the_rest_stays(chunks):
     assert first.positive.startswith("Study number 0")  # the title still gives the passage its context
 
 
-def test_keyphrases_come_from_the_passage_and_lead_is_not_a_default(chunks):
+def test_keyphrases_come_from_the_passage_and_crop_is_not_a_default(chunks):
     # Key phrases are terms that 2 passages share but most do not: give each text a second edition.
     editions = [Chunk(id=c.id + "b", doc_id=c.doc_id + "b", source_uri=c.source_uri + "b", ordinal=0,
                       text=c.text + " A second edition.", title=c.title) for c in chunks]
     pairs = PseudoQueryGenerator(seed=3).generate(chunks + editions)
-    assert "lead" not in DEFAULT_KINDS and not any(p.origin == "pseudo:lead" for p in pairs)
+    assert DEFAULT_KINDS == ("lead", "keyphrase", "title")
+    assert {p.origin for p in pairs} == {"pseudo:lead", "pseudo:keyphrase", "pseudo:title"}
     keyphrases = [p for p in pairs if p.origin == "pseudo:keyphrase"]
     assert keyphrases
     for pair in keyphrases:
@@ -65,7 +66,7 @@ def test_an_unknown_kind_is_refused():
 def test_a_corpus_of_a_few_passages_still_gets_pseudo_queries(chunks):
     """6 passages once made the key-phrase filter's range empty (at most 30 % of 6 < at least 2): an error."""
     pairs = PseudoQueryGenerator().generate(chunks)
-    assert {p.origin for p in pairs} >= {"pseudo:crop", "pseudo:title"}
+    assert {p.origin for p in pairs} >= {"pseudo:lead", "pseudo:title"}
 
 
 def test_training_refuses_an_unknown_kind_before_any_work(tmp_path):
