@@ -44,9 +44,8 @@ def train(
     """Fine-tune an embedder and a cross-encoder reranker, and register both."""
     from unirank.training.embedder_trainer import EmbedderTrainingConfig
     from unirank.training.job import TrainJob, TrainRequest
-    from unirank.training.reranker_trainer import RerankerTrainingConfig
-
     from unirank.training.pseudo_queries import DEFAULT_KINDS
+    from unirank.training.reranker_trainer import RerankerTrainingConfig
 
     kinds = DEFAULT_KINDS if pseudo_kinds is None else tuple(k.strip() for k in pseudo_kinds.split(",") if k.strip())
     request = TrainRequest(

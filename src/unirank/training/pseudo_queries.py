@@ -1,6 +1,6 @@
 """Pseudo-queries from the corpus alone, made so the query does not simply copy the passage.
 
-Three kinds (the README of the shared data says why plain (title, body) pairs are not enough):
+Four kinds (the README of the shared data says why plain (title, body) pairs are not enough):
 - ``crop``: a cropped sentence as the query, with that sentence removed from the passage
   (inverse cloze), so the model must match meaning, not the same words;
 - ``keyphrase``: a handful of the passage's most distinctive terms (TF-IDF), shuffled;
