@@ -23,7 +23,9 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class MiningConfig:
-    #: Keep a pseudo pair only if its source document is within this many documents.
+    #: Keep a pseudo pair only if its source document is within this many documents. Stricter was not
+    #: better: on corpus-only CISI, top 5 gave held-out tuned kNN / hybrid nDCG@10 0.450 / 0.459 against
+    #: 0.455 / 0.468 with top 10 (it drops the harder pairs, 109 of 1,800 against 73).
     consistency_top_k: int = 10
     negatives_per_pair: int = 3
     #: Skip this many top-ranked candidates: the very top is where unlabelled positives sit.
