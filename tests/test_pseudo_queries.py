@@ -59,7 +59,9 @@ def test_keyphrases_come_from_the_passage_and_crop_is_not_a_default(chunks):
 
 
 def test_an_unknown_kind_is_refused():
-    with pytest.raises(ValueError, match="Unknown pseudo-query kinds"):
+    from unirank.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="Unknown pseudo-query kinds"):
         PseudoQueryGenerator(kinds=("crop", "summary"))
 
 

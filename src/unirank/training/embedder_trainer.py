@@ -50,9 +50,9 @@ class EmbedderTrainingConfig:
     #: was 0.469 after 1 epoch, 0.484 after 2 and 0.491 after 3 (at 2e-5). Pseudo-queries (1,500 at
     #: most, 42 steps an epoch on CISI) get the floor with GIST: tuned kNN / hybrid 0.454 / 0.465 after
     #: 2 epochs against 0.443 / 0.461 after 1, and 0.448 / 0.460 against 0.443 / 0.458 with seed 7 (a
-    #: small gain, mostly kNN's); a 120-step floor (2.9 epochs) lost it again (0.446 / 0.460 against
-    #: 0.455 / 0.468 at 80, default kinds), and their validation picked the last epoch all the same. Not with plain MNRL, which fitted their noise in ~1.9 epochs (held-out
-    #: tuned kNN 0.424 -> 0.412).
+    #: small gain, mostly kNN's). Not with plain MNRL, which fitted their noise in ~1.9 epochs (held-out
+    #: tuned kNN 0.424 -> 0.412). A 120-step floor (2.9 epochs) lost GIST's gain again (0.446 / 0.460
+    #: against 0.455 / 0.468 at 80, default kinds), though validation picked the last epoch all the same.
     min_steps: int = 80
     extra: dict = field(default_factory=dict)
 

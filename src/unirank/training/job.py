@@ -29,7 +29,7 @@ from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embe
 from unirank.training.examples import TrainingPair, data_hash, query_fingerprint, read_pairs, write_pairs
 from unirank.training.labelled import load_pair_file, pairs_from_qrels
 from unirank.training.mining import HardNegativeMiner, MiningConfig
-from unirank.training.pseudo_queries import DEFAULT_KINDS, KINDS, PseudoQueryGenerator
+from unirank.training.pseudo_queries import DEFAULT_KINDS, PseudoQueryGenerator, check_kinds
 from unirank.training.reranker_trainer import RerankerTrainingConfig, train_reranker
 from unirank.training.validation import split_pairs
 
@@ -65,10 +65,7 @@ class TrainRequest:
             raise TrainingError("Give exactly one of --index NAME or --beir DIR.")
         if self.qrels and not (self.queries or self.beir):
             raise TrainingError("--qrels needs the query texts: --queries FILE (or --beir DIR).")
-        unknown = sorted(set(self.pseudo_kinds) - set(KINDS))
-        if unknown or not self.pseudo_kinds:
-            raise TrainingError(f"Unknown pseudo-query kinds {unknown or '(none given)'}: "
-                                f"choose from {', '.join(KINDS)}.")
+        check_kinds(self.pseudo_kinds)
 
     def fingerprint(self) -> str:
         data = {k: str(v) for k, v in asdict(self).items() if k not in {"fresh", "name"}}

@@ -24,12 +24,20 @@ from typing import Sequence
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from unirank.errors import TrainingError
 from unirank.search.types import Chunk
 from unirank.training.examples import TrainingPair
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 KINDS = ("crop", "keyphrase", "title", "lead")
 DEFAULT_KINDS = ("lead", "keyphrase", "title")
+
+
+def check_kinds(kinds: Sequence[str]) -> None:
+    """Refuse an unknown or empty list of kinds before any indexing or mining is done for it."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise TrainingError(f"Unknown pseudo-query kinds {unknown or '(none given)'}: choose from {', '.join(KINDS)}.")
 
 
 def sentences(text: str) -> list[str]:
@@ -46,9 +54,7 @@ def passage_without_title(chunk: Chunk, text: str | None = None) -> str:
 class PseudoQueryGenerator:
     def __init__(self, *, seed: int = 13, kinds: Sequence[str] = DEFAULT_KINDS, crops_per_chunk: int = 1,
                  min_words: int = 5) -> None:
-        unknown = set(kinds) - set(KINDS)
-        if unknown:
-            raise ValueError(f"Unknown pseudo-query kinds {sorted(unknown)}; use {', '.join(KINDS)}.")
+        check_kinds(kinds)
         self.kinds = tuple(kinds)
         self.crops_per_chunk = crops_per_chunk
         self.min_words = min_words
