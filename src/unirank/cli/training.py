@@ -31,7 +31,7 @@ def train(
     base: Annotated[str, typer.Option(help="Base model: `base`, a folder, or a registry ref.")] = "base",
     pseudo: Annotated[Optional[bool], typer.Option("--pseudo/--no-pseudo", help="Add pseudo-queries (default: only without labels).")] = None,
     pseudo_kinds: Annotated[Optional[str], typer.Option(
-        help="Comma-separated pseudo-query kinds of crop, keyphrase, title, lead (default: the README's).")] = None,
+        help="Comma-separated pseudo-query kinds of crop, keyphrase, title, lead (default: lead,keyphrase,title).")] = None,
     feedback: Annotated[bool, typer.Option("--feedback", help="Add chat feedback (thumbs up/down, citation clicks) as labelled pairs.")] = False,
     epochs: Annotated[float, typer.Option(help="Epochs for both models.")] = 1.0,
     min_steps: Annotated[int, typer.Option(

@@ -31,6 +31,8 @@ from unirank.training.examples import TrainingPair
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 KINDS = ("crop", "keyphrase", "title", "lead")
 DEFAULT_KINDS = ("lead", "keyphrase", "title")
+#: A sentence-kind query needs a passage that keeps at least two sentences once it is taken out.
+MIN_SENTENCES = 3
 
 
 def check_kinds(kinds: Sequence[str]) -> None:
@@ -77,7 +79,7 @@ class PseudoQueryGenerator:
     def _crops(self, chunk: Chunk, rng: random.Random) -> list[TrainingPair]:
         parts = sentences(chunk.text)
         candidates = [i for i, s in enumerate(parts) if len(s.split()) >= self.min_words]
-        if len(parts) < 3 or not candidates:
+        if len(parts) < MIN_SENTENCES or not candidates:
             return []
         out = []
         for i in rng.sample(candidates, min(self.crops_per_chunk, len(candidates))):
@@ -85,9 +87,8 @@ class PseudoQueryGenerator:
             span = rng.randint(min(len(words), self.min_words + 1), min(len(words), 20))
             start = rng.randint(0, len(words) - span)
             query = " ".join(words[start : start + span])
-            rest = " ".join(parts[:i] + parts[i + 1 :])
-            positive = _with_title(chunk, rest)
-            out.append(TrainingPair(query=query, positive=positive, origin="pseudo:crop", doc_id=chunk.doc_id))
+            out.append(TrainingPair(query=query, positive=_without_sentence(chunk, parts, i), origin="pseudo:crop",
+                                    doc_id=chunk.doc_id))
         return out
 
     def _keyphrases(self, chunks: Sequence[Chunk], rng: random.Random) -> list[TrainingPair]:
@@ -120,10 +121,10 @@ class PseudoQueryGenerator:
 
     def _lead(self, chunk: Chunk) -> TrainingPair | None:
         parts = sentences(chunk.text)
-        if len(parts) < 3 or len(parts[0].split()) < self.min_words:
+        if len(parts) < MIN_SENTENCES or len(parts[0].split()) < self.min_words:
             return None
-        return TrainingPair(query=parts[0], positive=_with_title(chunk, " ".join(parts[1:])),
-                            origin="pseudo:lead", doc_id=chunk.doc_id)
+        return TrainingPair(query=parts[0], positive=_without_sentence(chunk, parts, 0), origin="pseudo:lead",
+                            doc_id=chunk.doc_id)
 
     def _title(self, chunk: Chunk) -> TrainingPair | None:
         title = chunk.title.strip()
@@ -131,6 +132,11 @@ class PseudoQueryGenerator:
             return None
         return TrainingPair(query=title, positive=passage_without_title(chunk), origin="pseudo:title",
                             doc_id=chunk.doc_id)
+
+
+def _without_sentence(chunk: Chunk, parts: list[str], index: int) -> str:
+    """The passage as embedded (title included) with the sentence a query was taken from left out."""
+    return _with_title(chunk, " ".join(parts[:index] + parts[index + 1 :]))
 
 
 def _with_title(chunk: Chunk, text: str) -> str:
