@@ -31,7 +31,11 @@ class EmbedderTrainingConfig:
     #: is vague, and other passages in its batch often answer it too. On CISI, held-out tuned kNN / hybrid
     #: nDCG@10 0.443 / 0.461 against 0.425 / 0.452 with "mnrl", and 0.443 / 0.458 against 0.423 / 0.454
     #: with seed 7. A second round (pairs re-mined with the tuned model's index, GIST guided by it,
-    #: trained from the base again) did not beat one: 0.442 / 0.457 against 0.445 / 0.462.
+    #: trained from the base again) did not beat one: 0.442 / 0.457 against 0.445 / 0.462. Nor did
+    #: distilling the hybrid into it (GIST plus a listwise KL toward base cosine + BM25/max over the
+    #: positive, its negative and the two top hybrid hits; that teacher ranks the positive first for 88 %
+    #: of pseudo-queries, the base alone for 50 %): 0.449 / 0.455. kNN learns BM25's view and the hybrid
+    #: loses what made its two halves complementary.
     pseudo_query_loss: Literal["mnrl", "gist"] = "gist"
     #: Loss when people's labels are in the data; GIST did not help there (labelled CISI, held-out
     #: tuned hybrid 0.485 against 0.483 at 2e-5, below MNRL's 0.507 at 5e-5).
