@@ -14,9 +14,9 @@ The defaults are ``lead``, ``keyphrase`` and ``title``. On corpus-only CISI (1,5
 phrases (lead and title only) it fell to 0.433 / 0.453; all four kinds at 2,000 pairs gave 0.443 / 0.462.
 The lead-for-crop gain is within run-to-run noise (the full bench: tuned hybrid 0.463 against 0.464).
 
-BM25 ranks the source passage first for 96 % of the kept pairs (1,297 of 1,356). Making them harder
-did not help: taking out the rarer half of the query words the passage shares (BM25 top-1 still 84 %)
-gave 0.437 / 0.449 against 0.445 / 0.462.
+BM25 ranks the source passage first for 96 % of the training split's pairs (1,297 of 1,356). Making
+them harder did not help: taking out the rarer half of the query words the passage shares (BM25 top-1
+still 84 %) gave 0.437 / 0.449 against 0.445 / 0.462.
 """
 
 from __future__ import annotations
