@@ -16,7 +16,9 @@ The lead-for-crop gain is within run-to-run noise (the full bench: tuned hybrid 
 
 BM25 ranks the source passage first for 96 % of the training split's pairs (1,297 of 1,356). Making
 them harder did not help: taking out the rarer half of the query words the passage shares (BM25 top-1
-still 84 %) gave 0.437 / 0.449 against 0.445 / 0.462.
+still 84 %) gave 0.437 / 0.449 against 0.445 / 0.462. Nor did length: CISI's questions run to a median
+of 50 words, and ``lead`` queries made of the opening sentences up to 40 words (median 51) gave
+0.446 / 0.463.
 """
 
 from __future__ import annotations
