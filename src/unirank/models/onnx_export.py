@@ -8,6 +8,11 @@ because a file quantized for VNNI can saturate on a CPU without it.
 Only the MatMul weights are quantized; the token-embedding table (a Gather) stays fp32. Quantizing it
 too (Optimum's default) cost all-MiniLM-L6-v2 0.0053 nDCG@10 on CISI (0.4233 -> 0.4181, past the 0.005
 allowed); MatMul-only scored 0.4264 at the same speed, in a 56 MiB file instead of 22 MiB.
+
+There is no graph-fusion pass before quantizing: ONNX Runtime's transformer optimizer (model_type
+``bert``) finds only the Gelu and SkipLayerNormalization patterns in this export, not the attention, and
+its int8 file reranked 50 pairs at 256 tokens no faster than this one (p50 2,389 against 2,184 ms,
+measured side by side on one machine).
 """
 
 from __future__ import annotations
