@@ -161,7 +161,7 @@ def test_quality_check_passes_and_is_recorded(optimized, settings, minibeir):
     assert mv.ref == "minilm@3" and mv.record["onnx_file"] == "onnx/model.onnx"
     assert check is not None and check.passed and check.system == "knn" and check.queries == 12
     assert check.source > 0.5 and abs(check.drop) <= 0.005
-    assert mv.record["onnx_check"] == check.to_dict()
+    assert mv.record["quality_check"] == check.to_dict()
 
 
 def test_cli_optimize_refuses_an_onnx_version(optimized, settings):
@@ -171,7 +171,7 @@ def test_cli_optimize_refuses_an_onnx_version(optimized, settings):
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "models", "optimize", "minilm@2",
                            "--quantize", "int8"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert "minilm@2 is already an ONNX version; optimize minilm@1 instead" in proc.stderr
+    assert "minilm@2 is already an optimized copy; optimize minilm@1 instead" in proc.stderr
 
 
 def mean_pooled_head(base: str):

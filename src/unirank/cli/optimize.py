@@ -1,4 +1,4 @@
-"""``unirank models optimize``: an ONNX (optionally int8) copy of a version, registered as its next version."""
+"""``unirank models optimize``: an ONNX (optionally int8) or bfloat16 copy of a version, registered as its next version."""
 
 from __future__ import annotations
 
@@ -20,16 +20,19 @@ def _stage(message: str) -> None:
 def optimize(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME@ALIAS) of a PyTorch version, or `base`.")],
     quantize: Annotated[Optional[str], typer.Option(help="`int8`: dynamic int8 quantization for this CPU.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(
+        help="`bfloat16`: a PyTorch copy in bf16 instead of ONNX, for CPUs with AMX or AVX512-BF16 and for GPUs.")] = None,
     check_beir: Annotated[Optional[Path], typer.Option(
         "--check-beir", help="BEIR folder: compare nDCG@10 with the source first; refuse if it drops too much.")] = None,
-    max_drop: Annotated[float, typer.Option(help="The most nDCG@10 the ONNX file may lose in the check.")] = 0.005,
+    max_drop: Annotated[float, typer.Option(help="The most nDCG@10 the copy may lose in the check.")] = 0.005,
     max_length: Annotated[Optional[int], typer.Option(
         "--max-length", help="Tokens the copy reads (at most the source's): a shorter window reranks faster; "
                              "check what it costs with --check-beir.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Registry name for `base` (default all-MiniLM-L6-v2).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Export a model to ONNX (fp32, or int8 with --quantize) and register it as the next version."""
+    """Export a model to ONNX (fp32, or int8 with --quantize), or copy it in bf16 (--dtype), and register
+    it as the next version."""
     from unirank.api import Unirank
     from unirank.models.optimize import Optimizer
     from unirank.registry import ModelRegistry
@@ -40,7 +43,7 @@ def optimize(
         try:
             backend = ur.backend if check_beir is not None else None
             result = Optimizer(ur.settings, registry, backend, stage=_stage).run(
-                ref, name=name, quantize=quantize, check_beir=check_beir, max_drop=max_drop,
+                ref, name=name, quantize=quantize, dtype=dtype, check_beir=check_beir, max_drop=max_drop,
                 max_seq_length=max_length)
         except UnirankError as exc:
             fail(exc)
@@ -50,7 +53,9 @@ def optimize(
     if as_json:
         print_json({**mv.to_dict(), "source": result.source.ref})
         return
-    console.print(f"Registered [bold]{mv.ref}[/bold]: {mv.record['onnx_file']} (ONNX Runtime) from {result.source.ref}.")
+    runs = (f"{mv.record['onnx_file']} (ONNX Runtime)" if mv.record.get("backend") == "onnx"
+            else f"{mv.record['dtype']} weights (PyTorch)")
+    console.print(f"Registered [bold]{mv.ref}[/bold]: {runs} from {result.source.ref}.")
     if result.check is not None:
         c = result.check
         console.print(f"{c.eval_set} {c.system} nDCG@10: {result.source.ref} {c.source:.4f}, {mv.ref} {c.optimized:.4f} "

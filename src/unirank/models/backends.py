@@ -1,7 +1,8 @@
 """Which inference backend a model runs on: PyTorch (default) or ONNX Runtime, chosen per registry version.
 
 ``unirank models optimize`` registers an ONNX version with ``backend: "onnx"`` and ``onnx_file`` in its
-record; loading passes both to sentence-transformers, which runs the file with ONNX Runtime.
+record; loading passes both to sentence-transformers, which runs the file with ONNX Runtime. With
+``--dtype bfloat16`` it registers a PyTorch version with ``dtype: "bfloat16"`` instead, loaded in bf16.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unirank.errors import ModelLoadError
+from unirank.models.precision import torch_dtype_kwargs
 
 if TYPE_CHECKING:
     from unirank.registry.store import ModelVersion
@@ -17,7 +19,8 @@ if TYPE_CHECKING:
 BACKENDS: tuple[str, ...] = ("torch", "onnx")
 
 
-def backend_kwargs(path: str, backend: str, onnx_file: str | None) -> dict[str, Any]:
+def backend_kwargs(path: str, backend: str, onnx_file: str | None, dtype: str | None = None,
+                   device: str = "cpu") -> dict[str, Any]:
     """Keyword arguments for ``SentenceTransformer``/``CrossEncoder`` that select the backend.
 
     A missing ONNX file is refused here: sentence-transformers would otherwise quietly export a new
@@ -26,7 +29,10 @@ def backend_kwargs(path: str, backend: str, onnx_file: str | None) -> dict[str, 
     if backend not in BACKENDS:
         raise ModelLoadError(f"Unknown backend {backend!r} for {path}: use one of {', '.join(BACKENDS)}.")
     if backend == "torch":
-        return {}
+        return torch_dtype_kwargs(path, dtype, device) if dtype else {}
+    if dtype:
+        raise ModelLoadError(f"{path} names dtype {dtype!r} for ONNX Runtime, which runs its file's own types; "
+                             "a bf16 copy runs on PyTorch (backend torch).")
     if not onnx_file:
         raise ModelLoadError(f"{path} is registered with backend onnx but names no onnx_file; "
                              "re-run `unirank models optimize` on its source version.")
@@ -43,8 +49,8 @@ def backend_kwargs(path: str, backend: str, onnx_file: str | None) -> dict[str, 
 
 
 def registry_backend(version: "ModelVersion | None") -> dict[str, Any]:
-    """``{"backend", "onnx_file"}`` for a registry version whose record names ONNX; ``{}`` otherwise."""
+    """``{"backend", "onnx_file"}`` for a version whose record names ONNX, ``{"dtype"}`` for a bf16 one."""
     record = version.record if version is not None else {}
     if record.get("backend", "torch") == "torch":
-        return {}
+        return {"dtype": record["dtype"]} if record.get("dtype") else {}
     return {"backend": record["backend"], "onnx_file": record.get("onnx_file")}

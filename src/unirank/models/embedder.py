@@ -42,12 +42,13 @@ class SentenceTransformerEmbedder:
         query_threads: int = 0,
         backend: str = "torch",
         onnx_file: str | None = None,
+        dtype: str | None = None,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
         try:
             self.model = SentenceTransformer(path, device=device, local_files_only=local_files_only,
-                                             **backend_kwargs(path, backend, onnx_file))
+                                             **backend_kwargs(path, backend, onnx_file, dtype, device))
         except ModelLoadError:
             raise
         except Exception as exc:  # the library raises OSError, ValueError, HF errors...
@@ -57,6 +58,7 @@ class SentenceTransformerEmbedder:
             ) from exc
         self.path = path
         self.backend = backend
+        self.dtype = dtype or "float32"
         self.batch_size = batch_size
         self.query_threads = query_threads
         self.max_seq_length = int(self.model.max_seq_length)

@@ -1,8 +1,9 @@
-"""``unirank models optimize``: register an ONNX (optionally int8) copy of a version as the next version.
+"""``unirank models optimize``: register a faster copy of a version as the next version.
 
-The new version's record is the source's (base model, dimensions, metrics, training fingerprints) plus
-``backend: "onnx"``, ``onnx_file`` and ``optimized_from``; loading then runs it with ONNX Runtime. With
-a BEIR folder the optimized file is scored against its source first (nDCG@10, kNN for an embedder,
+The copy is an ONNX export (optionally int8), or with ``dtype`` a PyTorch copy in bfloat16 for hardware
+that computes in it. The new version's record is the source's (base model, dimensions, metrics, training
+fingerprints) plus ``backend: "onnx"`` and ``onnx_file``, or ``dtype``, and ``optimized_from``; loading
+runs it accordingly. With a BEIR folder the copy is scored against its source first (nDCG@10, kNN for an embedder,
 hybrid + rerank for a cross-encoder) and nothing is registered when it loses more than ``max_drop``.
 """
 
@@ -16,7 +17,8 @@ from typing import Any, Callable
 from unirank.errors import OptimizationRefusedError, UnirankError
 from unirank.models.embedder import SentenceTransformerEmbedder
 from unirank.models.loading import BASE_ALIAS, BASE_MODEL_NAME, load_embedder, load_reranker, resolve_model_path
-from unirank.models.onnx_export import QUANTIZED_OPERATORS, OnnxExport, export_onnx, refuse_longer_window
+from unirank.models.onnx_export import QUANTIZED_OPERATORS, export_onnx, refuse_longer_window
+from unirank.models.precision import check_dtype, save_dtype_copy
 from unirank.models.reranker import CrossEncoderReranker
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.describe import describe_model_folder
@@ -51,6 +53,20 @@ class QualityCheck:
 
 
 @dataclass(frozen=True)
+class OptimizedCopy:
+    """A model folder made from a source version, and how to load it (before it is registered)."""
+
+    folder: Path
+    kind: str
+    #: How errors and progress name it: the ONNX file, or "the bfloat16 copy".
+    label: str
+    #: Keyword arguments for the embedder and reranker classes that load it as registered.
+    load: dict[str, Any]
+    #: What the registry version's record adds to the source's.
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class OptimizeResult:
     source: ModelVersion
     version: ModelVersion
@@ -65,11 +81,16 @@ class Optimizer:
         self.backend = backend
         self.stage = stage or (lambda _: None)
 
-    def run(self, ref: str, *, name: str | None = None, quantize: str | None = None,
+    def run(self, ref: str, *, name: str | None = None, quantize: str | None = None, dtype: str | None = None,
             check_beir: Path | None = None, max_drop: float = DEFAULT_MAX_DROP,
             max_seq_length: int | None = None) -> OptimizeResult:
         if check_beir is not None and self.backend is None:
             raise UnirankError("A quality check needs a search backend to index the BEIR corpus.")
+        if quantize is not None and dtype is not None:
+            raise UnirankError("--quantize makes an ONNX int8 copy and --dtype a PyTorch copy in another "
+                               "precision: choose one.")
+        if dtype is not None:
+            check_dtype(dtype)
         source, unregistered_base = self._source(ref, name)
         assert source.path is not None
         window = source.record.get("max_seq_length")
@@ -78,36 +99,48 @@ class Optimizer:
             refuse_longer_window(source.ref, int(window), max_seq_length)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="optimize-", dir=self.settings.data_dir) as tmp:
-            self.stage(f"exporting {source.ref} to ONNX" + (f" and quantizing to {quantize}" if quantize else "")
-                       + (f", reading at most {max_seq_length} tokens" if max_seq_length else ""))
-            export = export_onnx(source.path, Path(tmp) / "model", source.role, quantize=quantize,
-                                 max_seq_length=max_seq_length)
+            copy = self._make_copy(source, Path(tmp) / "model", quantize, dtype, max_seq_length)
             check = None
             if check_beir is not None:
-                check = self._check(ref if ref == BASE_ALIAS else source.ref, source, export, Path(check_beir),
+                check = self._check(ref if ref == BASE_ALIAS else source.ref, source, copy, Path(check_beir),
                                     max_drop)
                 if not check.passed:
+                    keep = ("Register the fp32 ONNX file instead (run without --quantize), or keep the PyTorch "
+                            "version." if quantize else "Keep the fp32 version.")
                     raise OptimizationRefusedError(
-                        f"{export.served_file} scores {METRIC} {check.optimized:.4f} on {check.eval_set} against "
+                        f"{copy.label} scores {METRIC} {check.optimized:.4f} on {check.eval_set} against "
                         f"{check.source:.4f} for {source.ref}: a drop of {check.drop:.4f}, more than the "
-                        f"{max_drop:.4f} allowed. Nothing was registered. Register the fp32 ONNX file instead "
-                        "(run without --quantize), or keep the PyTorch version.")
-            record = {**source.record, "backend": "onnx", "onnx_file": export.served_file,
-                      "onnx_fp32_file": export.fp32_file, "optimized_from": source.ref,
-                      "quantization": ({"method": "dynamic", "dtype": "qint8", "config": export.arch,
-                                        "operators": QUANTIZED_OPERATORS}
-                                       if export.int8_file else None)}
+                        f"{max_drop:.4f} allowed. Nothing was registered. {keep}")
+            record = {**source.record, **copy.record, "optimized_from": source.ref}
             if max_seq_length is not None:
                 record["max_seq_length"] = max_seq_length
                 record["source_max_seq_length"] = source.record.get("max_seq_length")
             if check is not None:
-                record["onnx_check"] = check.to_dict()
+                record["quality_check"] = check.to_dict()
             if unregistered_base:
                 self.stage(f"registering the bundled base model as {source.ref}")
                 source = self.registry.register(source.name, source.role, path=source.path, record=source.record)
-            self.stage(f"registering the ONNX copy as the next version of {source.name}")
-            version = self.registry.register(source.name, source.role, path=export.folder, record=record)
+            self.stage(f"registering the {copy.kind} copy as the next version of {source.name}")
+            version = self.registry.register(source.name, source.role, path=copy.folder, record=record)
         return OptimizeResult(source=source, version=version, check=check)
+
+    def _make_copy(self, source: ModelVersion, dest: Path, quantize: str | None, dtype: str | None,
+                   max_seq_length: int | None) -> "OptimizedCopy":
+        assert source.path is not None
+        window = f", reading at most {max_seq_length} tokens" if max_seq_length else ""
+        if dtype is not None:
+            self.stage(f"saving a {dtype} copy of {source.ref}{window}")
+            folder = save_dtype_copy(source.path, dest, source.role, dtype, max_seq_length=max_seq_length)
+            return OptimizedCopy(folder=folder, kind=dtype, label=f"the {dtype} copy",
+                                 load={"dtype": dtype}, record={"backend": "torch", "dtype": dtype})
+        self.stage(f"exporting {source.ref} to ONNX" + (f" and quantizing to {quantize}" if quantize else "") + window)
+        export = export_onnx(source.path, dest, source.role, quantize=quantize, max_seq_length=max_seq_length)
+        return OptimizedCopy(
+            folder=export.folder, kind="ONNX", label=export.served_file,
+            load={"backend": "onnx", "onnx_file": export.served_file},
+            record={"backend": "onnx", "onnx_file": export.served_file, "onnx_fp32_file": export.fp32_file,
+                    "quantization": ({"method": "dynamic", "dtype": "qint8", "config": export.arch,
+                                      "operators": QUANTIZED_OPERATORS} if export.int8_file else None)})
 
     def _source(self, ref: str, name: str | None) -> tuple[ModelVersion, bool]:
         """The version to optimize, and whether it is the bundled base model still to be registered.
@@ -120,9 +153,9 @@ class Optimizer:
             source = self.registry.get(ref)
             if source.path is None:
                 raise UnirankError(f"{source.ref} is a remote endpoint: there are no weights to export.")
-            if source.record.get("backend", "torch") != "torch":
-                origin = source.record.get("optimized_from", "its PyTorch version")
-                raise UnirankError(f"{source.ref} is already an ONNX version; optimize {origin} instead.")
+            if source.record.get("backend", "torch") != "torch" or source.record.get("dtype"):
+                origin = source.record.get("optimized_from", "its fp32 PyTorch version")
+                raise UnirankError(f"{source.ref} is already an optimized copy; optimize {origin} instead.")
             return source, False
         name = name or BASE_MODEL_NAME
         bundled = [v for v in self._versions(name) if v.record.get("bundled_base")]
@@ -138,9 +171,9 @@ class Optimizer:
     def _versions(self, name: str) -> list[ModelVersion]:
         return [v for v in self.registry.list() if v.name == name]
 
-    def _check(self, source_ref: str, source: ModelVersion, export: OnnxExport, folder: Path,
+    def _check(self, source_ref: str, source: ModelVersion, copy: OptimizedCopy, folder: Path,
                max_drop: float) -> QualityCheck:
-        """Score source and optimized file on the same queries with the project's evaluation code.
+        """Score source and optimized copy on the same queries with the project's evaluation code.
 
         Both share their weights, so queries a model was trained on favour both alike: the comparison
         is what matters here, not the absolute figure.
@@ -153,17 +186,17 @@ class Optimizer:
         assert self.backend is not None
         data = load_beir(folder).judged()
         if not data.queries:
-            raise UnirankError(f"{folder} has no judged queries to check the ONNX model on.")
+            raise UnirankError(f"{folder} has no judged queries to check the optimized model on.")
         settings = self.settings.model_copy(deep=True)
-        candidate_version = f"{source.version}-onnx-candidate"
+        candidate_version = f"{source.version}-{copy.kind.lower()}-candidate"
         if source.role == "embedder":
             settings.embedder.model = source_ref
             scores = []
             for label, embedder in (
                 (source.ref, load_embedder(settings)),
-                (export.served_file, SentenceTransformerEmbedder(
-                    str(export.folder), name=source.name, version=candidate_version,
-                    batch_size=settings.embedder.batch_size, backend="onnx", onnx_file=export.served_file)),
+                (copy.label, SentenceTransformerEmbedder(
+                    str(copy.folder), name=source.name, version=candidate_version,
+                    batch_size=settings.embedder.batch_size, **copy.load)),
             ):
                 self.stage(f"kNN {METRIC} of {label} on {folder.name}")
                 index = ensure_beir_index(settings, self.backend, embedder, folder, self.stage)
@@ -184,11 +217,11 @@ class Optimizer:
             scores = []
             source_reranker = load_reranker(settings, embedder)
             copy_reranker = CrossEncoderReranker(
-                str(export.folder), name=f"{source.name}@{candidate_version}",
-                batch_size=settings.reranker.batch_size, backend="onnx", onnx_file=export.served_file)
+                str(copy.folder), name=f"{source.name}@{candidate_version}",
+                batch_size=settings.reranker.batch_size, **copy.load)
             # Both at the weight searches will use (reranker.blend_weight overrides the stored one).
             copy_reranker.blend_weight = source_reranker.blend_weight
-            for label, reranker in ((source.ref, source_reranker), (export.served_file, copy_reranker)):
+            for label, reranker in ((source.ref, source_reranker), (copy.label, copy_reranker)):
                 self.stage(f"hybrid + rerank {METRIC} of {label} on {folder.name}")
                 scores.append(score_run(data.qrels, runner.rerank(data.queries, hits, reranker))[METRIC])
             system = f"hybrid:{BASE_ALIAS}+rerank"

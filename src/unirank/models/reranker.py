@@ -35,12 +35,13 @@ class CrossEncoderReranker:
     """A cross-encoder reads query and passage together: the usual, strongest reranker."""
 
     def __init__(self, path: str, *, name: str, device: str = "cpu", batch_size: int = 32,
-                 local_files_only: bool = True, backend: str = "torch", onnx_file: str | None = None) -> None:
+                 local_files_only: bool = True, backend: str = "torch", onnx_file: str | None = None,
+                 dtype: str | None = None) -> None:
         from sentence_transformers import CrossEncoder
 
         try:
             self.model = CrossEncoder(path, device=device, local_files_only=local_files_only,
-                                      **backend_kwargs(path, backend, onnx_file))
+                                      **backend_kwargs(path, backend, onnx_file, dtype, device))
         except ModelLoadError:
             raise
         except Exception as exc:

@@ -1,0 +1,157 @@
+"""bfloat16 copies (``unirank models optimize --dtype bfloat16``): the real base model and a cross-encoder
+copied in bf16, registered, loaded from the registry in bf16, scoring like their fp32 sources, checked
+on a BEIR set, and the refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data.make_minibeir import write as write_minibeir
+from unirank.errors import UnirankError
+from unirank.models.loading import load_embedder, load_reranker, resolve_model_path
+from unirank.models.optimize import Optimizer
+from unirank.models import precision
+from unirank.registry import ModelRegistry
+from unirank.settings import Settings
+
+TEXTS = [
+    "How do I rotate an API key?",
+    "Databases are snapshotted every six hours and the write-ahead log is shipped to object storage. " * 6,
+    "Laptops use full disk encryption; lost laptops must be reported to the security team within one hour.",
+]
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith("UNIRANK_"):
+                mp.delenv(key)
+        root = tmp_path_factory.mktemp("bf16")
+        mp.setenv("UNIRANK_CONFIG", str(root / "absent.toml"))
+        yield Settings(data_dir=root / "data")
+
+
+@pytest.fixture(scope="module")
+def copied(settings):
+    """`base` registered as minilm@1, its bf16 copy as minilm@2."""
+    registry = ModelRegistry(settings.models_dir)
+    result = Optimizer(settings, registry).run("base", name="minilm", dtype="bfloat16")
+    yield result
+    registry.close()
+
+
+def _settings_for(settings: Settings, embedder: str | None = None, reranker: str | None = None) -> Settings:
+    s = settings.model_copy(deep=True)
+    if embedder:
+        s.embedder.model = embedder
+    if reranker:
+        s.reranker.model = reranker
+    return s
+
+
+def test_the_copy_is_registered_with_its_dtype_and_half_the_weights(copied):
+    source, mv = copied.source, copied.version
+    assert (source.ref, mv.ref) == ("minilm@1", "minilm@2")
+    assert mv.record["backend"] == "torch" and mv.record["dtype"] == "bfloat16"
+    assert mv.record["optimized_from"] == "minilm@1" and mv.record["dims"] == 384
+    fp32_bytes = (Path(resolve_model_path("base")[0]) / "model.safetensors").stat().st_size
+    bf16_bytes = (mv.path / "model.safetensors").stat().st_size
+    assert 0.45 < bf16_bytes / fp32_bytes < 0.55
+
+
+def test_the_registry_version_loads_in_bf16_and_embeds_like_fp32(copied, settings):
+    fp32 = load_embedder(_settings_for(settings, embedder="minilm@1"))
+    bf16 = load_embedder(_settings_for(settings, embedder="minilm@2"))
+    assert next(fp32.model.parameters()).dtype == torch.float32
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16 and bf16.dtype == "bfloat16"
+    a, b = fp32.embed_documents(TEXTS), bf16.embed_documents(TEXTS)
+    assert b.dtype == np.float32 and b.shape == (3, 384)  # the index still gets float32 vectors
+    cosines = (a * b).sum(axis=1)
+    assert cosines.min() > 0.99
+    assert not np.allclose(a, b, atol=1e-4)  # really computed in bf16
+
+
+def test_search_through_the_client_with_the_bf16_model(copied, settings, tmp_path_factory):
+    from unirank.api import Unirank
+
+    minibeir = write_minibeir(tmp_path_factory.mktemp("beir") / "minibeir")
+    with Unirank(_settings_for(settings, embedder="minilm@2")) as ur:
+        assert ur.embedder.dtype == "bfloat16"
+        assert ur.ingest(str(minibeir / "corpus.jsonl"), index="bf16-docs").to_dict()["failed"] == 0
+        info = ur.index_info("bf16-docs")
+        assert info.model.name == "minilm" and info.model.version == "2" and info.model.dims == 384
+        hits = ur.search("what should I do if my computer is stolen", index="bf16-docs", mode="knn", top_k=3).hits
+    assert hits[0].chunk.doc_id == "d8"
+
+
+def test_a_bf16_cross_encoder_with_a_shorter_window_passes_the_check(settings, tmp_path_factory):
+    """The hybrid + rerank check on a BEIR set registers it; its scores follow the fp32 source's."""
+    from unirank.api import Unirank
+    from unirank.training.reranker_trainer import build_cross_encoder
+
+    minibeir = write_minibeir(tmp_path_factory.mktemp("beir") / "minibeir")
+    folder = tmp_path_factory.mktemp("ce") / "ce"
+    torch.manual_seed(0)  # an untrained head: seeded so its scores are the same every run
+    build_cross_encoder(resolve_model_path("base")[0], max_length=256).save_pretrained(str(folder))
+    with Unirank(settings) as ur:
+        registry = ModelRegistry(settings.models_dir)
+        try:
+            registry.register("ce", "reranker", path=folder, record={"dims": None, "max_seq_length": 256})
+            result = Optimizer(settings, registry, ur.backend).run("ce@1", dtype="bfloat16", max_seq_length=128,
+                                                                  check_beir=minibeir, max_drop=0.05)
+        finally:
+            registry.close()
+    mv, check = result.version, result.check
+    assert mv.ref == "ce@2" and mv.record["dtype"] == "bfloat16" and mv.record["max_seq_length"] == 128
+    assert check is not None and check.system == "hybrid:base+rerank" and check.passed
+    assert mv.record["quality_check"] == check.to_dict()
+    source = load_reranker(_settings_for(settings, reranker="ce@1"))
+    copy = load_reranker(_settings_for(settings, reranker="ce@2"))
+    assert next(copy.model.parameters()).dtype == torch.bfloat16 and copy.model.max_seq_length == 128
+    passages = ["Keys are rotated every ninety days.", "Vacation is requested two weeks ahead.",
+                "API keys are rotated on a schedule by the platform team.", TEXTS[2]]
+    query = "how often are API keys rotated"
+    a, b = np.array(source.score(query, passages)), np.array(copy.score(query, passages))
+    assert np.corrcoef(a, b)[0, 1] > 0.98
+
+
+def test_refusals(copied, settings):
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        before = [v.ref for v in registry.list()]
+        with pytest.raises(UnirankError, match="Unknown dtype 'float16'"):
+            Optimizer(settings, registry).run("minilm@1", dtype="float16")
+        with pytest.raises(UnirankError, match="choose one"):
+            Optimizer(settings, registry).run("minilm@1", dtype="bfloat16", quantize="int8")
+        with pytest.raises(UnirankError, match="minilm@2 is already an optimized copy; optimize minilm@1 instead"):
+            Optimizer(settings, registry).run("minilm@2", dtype="bfloat16")
+        assert [v.ref for v in registry.list()] == before
+    finally:
+        registry.close()
+
+
+def test_cli_registers_a_bf16_copy(copied, settings):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(settings.data_dir),
+               UNIRANK_CONFIG=str(settings.data_dir / "absent.toml"), COLUMNS="200")
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "models", "optimize", "minilm@1",
+                           "--dtype", "bfloat16"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Registered minilm@3: bfloat16 weights (PyTorch) from minilm@1." in proc.stdout
+
+
+def test_loading_a_bf16_copy_warns_where_the_cpu_emulates_bf16(copied, settings, monkeypatch):
+    """It still loads and embeds (emulated bf16 is correct, only slower than fp32), with a warning that
+    says what to serve instead. The hardware answer is patched: this test's CPU may have bf16 units."""
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    with pytest.warns(RuntimeWarning, match="has no native bf16 .* Serve its fp32 source or an ONNX copy"):
+        embedder = load_embedder(_settings_for(settings, embedder="minilm@2"))
+    assert embedder.embed_documents(TEXTS[:1]).shape == (1, 384)
+
