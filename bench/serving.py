@@ -7,11 +7,15 @@ One run, one machine:
   ``unirank serve models --model base`` as ``POST /v1/embeddings`` with ONE text per request (as real
   clients send them), by 1, 8 and 32 concurrent clients (httpx, asyncio). The server's micro-batcher
   groups concurrent requests; the mean micro-batch size per level comes from ``GET /metrics``.
-  Target at 32 clients: >= 0.8x the in-process batch throughput.
+  Target at 32 clients: >= 0.8x the in-process batch throughput. The baseline and the three levels
+  run in ``--repeats`` alternating rounds and each keeps its best round, so a noisy minute on a shared
+  machine does not land on one side only.
 * **Rerank latency.** ``POST /rerank`` with 50 passages of 200 words (CISI text) and a CISI query, one
-  request at a time: p50/p95 for a cross-encoder on PyTorch, on ONNX fp32, on ONNX int8, and on ONNX
-  int8 reading at most 128 tokens per pair (all made by ``unirank models optimize``, the last with
-  ``--max-length 128``), all served by the same server process. No trained cross-encoder ships with
+  request at a time: p50/p95 for a cross-encoder on PyTorch, on ONNX fp32, on ONNX int8, on ONNX
+  int8 reading at most 128 tokens per pair, and on PyTorch in bfloat16 at 256 and 128 tokens (all made
+  by ``unirank models optimize``: ``--quantize int8``, ``--dtype bfloat16``, ``--max-length 128``), all
+  served by the same server process. bf16 is fast only on CPUs with AMX or AVX512-BF16; the table
+  says whether this one has them. No trained cross-encoder ships with
   unirank, so the cross-encoder is the one ``unirank train`` builds before training (the base encoder,
   mean pooling and a new 1-logit head; pairs cut at 256 tokens): its scores are meaningless, its latency
   is the real one for a MiniLM-L6 cross-encoder. What the shorter window costs in quality is measured on
@@ -20,7 +24,7 @@ One run, one machine:
 
 Everything runs in a temporary data dir and registry; the server is a real subprocess on a loopback port.
 
-    .venv/bin/python bench/serving.py [--texts 512] [--replicas 1] [--rerank-requests 20]
+    .venv/bin/python bench/serving.py [--texts 512] [--replicas 1] [--rerank-requests 20] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -69,8 +73,9 @@ def rerank_passages(corpus: list[dict], n: int, words: int) -> list[str]:
 
 
 def build_models(settings, stage) -> dict[str, str]:
-    """Register the cross-encoder `unirank train` builds (PyTorch) and its ONNX copies in the temporary
-    registry: fp32, int8, and int8 reading at most SHORT_WINDOW tokens (`models optimize --max-length`)."""
+    """Register the cross-encoder `unirank train` builds (PyTorch) and its copies in the temporary registry:
+    ONNX fp32, int8, and int8 reading at most SHORT_WINDOW tokens (`models optimize --max-length`), and
+    PyTorch bf16 at both windows (`models optimize --dtype bfloat16`)."""
     from unirank.models.loading import resolve_model_path
     from unirank.models.optimize import Optimizer
     from unirank.registry import ModelRegistry
@@ -86,29 +91,42 @@ def build_models(settings, stage) -> dict[str, str]:
         fp32_ref = optimizer.run(torch_ref).version.ref
         int8 = optimizer.run(torch_ref, quantize="int8").version
         short = optimizer.run(torch_ref, quantize="int8", max_seq_length=SHORT_WINDOW).version
+        bf16_ref = optimizer.run(torch_ref, dtype="bfloat16").version.ref
+        bf16_short_ref = optimizer.run(torch_ref, dtype="bfloat16", max_seq_length=SHORT_WINDOW).version.ref
     finally:
         registry.close()
     return {"torch": torch_ref, "onnx fp32": fp32_ref, "onnx int8": int8.ref,
-            f"onnx int8, {SHORT_WINDOW} tokens": short.ref, "_int8_config": str(int8.record["quantization"]["config"])}
+            f"onnx int8, {SHORT_WINDOW} tokens": short.ref, "torch bf16": bf16_ref,
+            f"torch bf16, {SHORT_WINDOW} tokens": bf16_short_ref,
+            "_int8_config": str(int8.record["quantization"]["config"])}
 
 
-def in_process_baseline(texts: list[str], batch_size: int, repeats: int) -> dict:
-    from sentence_transformers import SentenceTransformer
+class InProcessBaseline:
+    """``SentenceTransformer.encode`` of the base model in this process: the figure the server is held to."""
 
-    from unirank.models.loading import resolve_model_path
+    def __init__(self, texts: list[str], batch_size: int) -> None:
+        from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(resolve_model_path("base")[0], device="cpu", local_files_only=True)
-    model.encode(texts[:128], batch_size=batch_size, normalize_embeddings=True)  # warm-up
-    runs, cpu_runs = [], []
-    for _ in range(repeats):
+        from unirank.models.loading import resolve_model_path
+
+        self.texts, self.batch_size = texts, batch_size
+        self.model = SentenceTransformer(resolve_model_path("base")[0], device="cpu", local_files_only=True)
+        self.model.encode(texts[:128], batch_size=batch_size, normalize_embeddings=True)  # warm-up
+        self.runs: list[tuple[float, float]] = []
+
+    def run(self) -> float:
+        """One timed encode of every text; embeddings/s."""
         started, cpu = time.perf_counter(), time.process_time()
-        model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
-        runs.append(time.perf_counter() - started)
-        cpu_runs.append(time.process_time() - cpu)
-    best = min(runs)
-    return {"texts": len(texts), "batch_size": batch_size, "seconds_best": round(best, 2),
-            "seconds_all": [round(r, 2) for r in runs], "embeddings_per_s": round(len(texts) / best, 1),
-            "cpu_ms_per_embedding": round(min(cpu_runs) / len(texts) * 1000, 2)}
+        self.model.encode(self.texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False)
+        self.runs.append((time.perf_counter() - started, time.process_time() - cpu))
+        return len(self.texts) / self.runs[-1][0]
+
+    def summary(self) -> dict:
+        best = min(seconds for seconds, _ in self.runs)
+        return {"texts": len(self.texts), "batch_size": self.batch_size, "seconds_best": round(best, 2),
+                "seconds_all": [round(seconds, 2) for seconds, _ in self.runs],
+                "embeddings_per_s": round(len(self.texts) / best, 1),
+                "cpu_ms_per_embedding": round(min(cpu for _, cpu in self.runs) / len(self.texts) * 1000, 2)}
 
 
 async def _embed_level(url: str, texts: list[str], concurrency: int) -> dict:
@@ -233,7 +251,8 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=120, help="Words per embedded passage.")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--rerank-requests", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=2, help="In-process baseline repeats (best kept).")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="Rounds of the baseline and every concurrency level, alternating (best of each kept).")
     args = parser.parse_args()
 
     cisi = C.require_cisi()
@@ -254,9 +273,7 @@ def main() -> None:
             print("registering the cross-encoder and its ONNX copies (unirank models optimize) ...")
             refs = build_models(settings, stage=lambda m: print(f"  · {m}"))
             int8_config = refs.pop("_int8_config")
-        print(f"in-process baseline: SentenceTransformer.encode of {len(texts)} texts, batch 64 ...")
-        baseline = in_process_baseline(texts, settings.embedder.batch_size, args.repeats)
-        print(f"  {baseline['embeddings_per_s']} embeddings/s")
+        baseline_encoder = InProcessBaseline(texts, settings.embedder.batch_size)
 
         C.OUT_DIR.mkdir(parents=True, exist_ok=True)
         server_log = C.OUT_DIR / f"{NAME}-server-replicas{args.replicas}.log"
@@ -273,17 +290,29 @@ def main() -> None:
                 return server_cpu_s(server.process.pid)
 
             asyncio.run(_embed_level(server.url, texts[:32], 8))  # warm-up
+            # Rounds alternate the baseline and every level, and each keeps its best round: a shared
+            # machine's slow minutes then fall on both sides alike.
+            rounds: dict[int, list[dict]] = {c: [] for c in CONCURRENCY}
+            for round_no in range(1, args.repeats + 1):
+                print(f"round {round_no}/{args.repeats}: in-process encode of {len(texts)} texts, batch 64: "
+                      f"{baseline_encoder.run():.1f} embeddings/s")
+                for concurrency in CONCURRENCY:
+                    level_texts = texts if concurrency > 1 else texts[: max(64, len(texts) // 4)]
+                    before, cpu_before = batch_histogram(server.url, "embed"), cpu()
+                    level = asyncio.run(_embed_level(server.url, level_texts, concurrency))
+                    level["server_cpu_ms_per_embedding"] = round((cpu() - cpu_before) / len(level_texts) * 1000, 2)
+                    level.update(batch_sizes_between(before, batch_histogram(server.url, "embed")))
+                    rounds[concurrency].append(level)
+                    print(f"  concurrency {concurrency}: {level['embeddings_per_s']} embeddings/s, mean micro-batch "
+                          f"{level['mean_micro_batch']}, failures {level['failures']} {level['failure_reasons'] or ''}")
+            baseline = baseline_encoder.summary()
             levels = []
             for concurrency in CONCURRENCY:
-                level_texts = texts if concurrency > 1 else texts[: max(64, len(texts) // 4)]
-                before, cpu_before = batch_histogram(server.url, "embed"), cpu()
-                level = asyncio.run(_embed_level(server.url, level_texts, concurrency))
-                level["server_cpu_ms_per_embedding"] = round((cpu() - cpu_before) / len(level_texts) * 1000, 2)
-                level.update(batch_sizes_between(before, batch_histogram(server.url, "embed")))
+                level = max(rounds[concurrency], key=lambda lv: lv["embeddings_per_s"])
+                level["failures"] = sum(lv["failures"] for lv in rounds[concurrency])  # any round's failure counts
+                level["embeddings_per_s_all"] = [lv["embeddings_per_s"] for lv in rounds[concurrency]]
                 level["ratio_to_in_process"] = round(level["embeddings_per_s"] / baseline["embeddings_per_s"], 2)
                 levels.append(level)
-                print(f"  concurrency {concurrency}: {level['embeddings_per_s']} embeddings/s, "
-                      f"mean micro-batch {level['mean_micro_batch']}, failures {level['failures']} {level['failure_reasons'] or ''}")
             reranks: dict[str, dict] = {}
             for label, ref in refs.items():
                 before = batch_histogram(server.url, "rerank")
@@ -295,7 +324,8 @@ def main() -> None:
 
     print()
     print(f"Embeddings/s, {len(texts)} CISI passages of <= {args.words} words, one text per request "
-          f"({args.replicas} replica(s)); baseline: in-process encode, batch 64")
+          f"({args.replicas} replica(s)); baseline: in-process encode, batch 64; best of {args.repeats} "
+          "alternating rounds each")
     rows = [["in-process batch encode", baseline["embeddings_per_s"], "-", "-", "1.00x", "-",
              baseline["cpu_ms_per_embedding"], "-"]]
     for lv in levels:
@@ -312,6 +342,9 @@ def main() -> None:
         import transformers
 
         from unirank.models.loading import resolve_model_path
+        from unirank.models.precision import native_bf16 as has_native_bf16
+
+        native_bf16 = has_native_bf16("cpu")
 
         tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model_path("base")[0])
         pair_tokens = [len(tokenizer(queries[0], d)["input_ids"]) for d in docs]
@@ -331,12 +364,18 @@ def main() -> None:
         print(f"target ONNX p95 < {TARGET_RERANK_P95_MS:.0f} ms -> best ONNX p95 {onnx_p95} ms "
               f"{'MET' if onnx_p95 < TARGET_RERANK_P95_MS else 'NOT MET'}; with the full {RERANK_MAX_LENGTH}-token "
               f"window {full_p95} ms {'MET' if full_p95 < TARGET_RERANK_P95_MS else 'NOT MET'}")
+        bf16 = {label: r["p95_ms"] for label, r in reranks.items() if "bf16" in label}
+        if bf16:
+            fastest = min(bf16, key=bf16.__getitem__)
+            print(f"PyTorch bf16 (this CPU {'has' if native_bf16 else 'has NO'} native bf16): best p95 {bf16[fastest]} "
+                  f"ms ({fastest}), {'under' if bf16[fastest] < TARGET_RERANK_P95_MS else 'over'} the "
+                  f"{TARGET_RERANK_P95_MS:.0f} ms the issue asks of ONNX")
         rerank_summary = {
             "passages": RERANK_PASSAGES, "words": RERANK_WORDS, "max_length": RERANK_MAX_LENGTH,
             "pair_tokens_min": min(pair_tokens), "pair_tokens_max": max(pair_tokens), "int8_config": int8_config,
             "note": "untrained cross-encoder head on the base encoder: latency only", "results": reranks,
             "short_window": SHORT_WINDOW, "target_p95_ms": TARGET_RERANK_P95_MS, "best_onnx_p95_ms": onnx_p95,
-            "best_full_window_onnx_p95_ms": full_p95}
+            "best_full_window_onnx_p95_ms": full_p95, "native_bf16": native_bf16}
     C.write_json(NAME if args.replicas == 1 else f"{NAME}_replicas{args.replicas}", {
         "dataset": "cisi", "replicas": args.replicas, "server_ready_s": round(ready_s, 1),
         "words_per_embedded_text": args.words,
