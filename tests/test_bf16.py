@@ -155,3 +155,34 @@ def test_loading_a_bf16_copy_warns_where_the_cpu_emulates_bf16(copied, settings,
         embedder = load_embedder(_settings_for(settings, embedder="minilm@2"))
     assert embedder.embed_documents(TEXTS[:1]).shape == (1, 384)
 
+
+
+def test_the_embedder_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
+    """A few real steps with ``bf16=True``: the trainer ran in bf16 autocast, the saved model keeps fp32
+    master weights and has moved from the base; on a CPU without bf16 units the config is refused."""
+    from test_reranker_training import title_pairs
+
+    from unirank.errors import ConfigurationError
+    from unirank.training import embedder_trainer
+    from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
+
+    pairs = title_pairs()
+    corpus = {p.doc_id: p.positive for p in pairs}
+    config = EmbedderTrainingConfig(batch_size=8, max_steps=3, eval_steps=3, bf16=True, pseudo_query_loss="mnrl")
+    base = resolve_model_path("base")[0]
+    train_embedder(base, pairs[:20], pairs[20:], corpus, tmp_path / "emb", config)
+    args = torch.load(next((tmp_path / "emb" / "checkpoints").glob("checkpoint-*")) / "training_args.bin",
+                      weights_only=False)
+    assert args.bf16 is True
+    from sentence_transformers import SentenceTransformer
+
+    tuned, start = (SentenceTransformer(str(p), device="cpu", local_files_only=True)
+                    for p in (tmp_path / "emb" / "final", base))
+    assert next(tuned.parameters()).dtype == torch.float32
+    moved = (tuned.encode(TEXTS) * start.encode(TEXTS)).sum(axis=1) / (
+        np.linalg.norm(tuned.encode(TEXTS), axis=1) * np.linalg.norm(start.encode(TEXTS), axis=1))
+    assert moved.min() < 0.99999
+
+    monkeypatch.setattr(embedder_trainer, "native_bf16", lambda device: False)
+    with pytest.raises(ConfigurationError, match="bf16 training needs a CPU that computes bf16 natively"):
+        EmbedderTrainingConfig(bf16=True)

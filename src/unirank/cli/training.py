@@ -38,6 +38,8 @@ def train(
         help="The embedder trains at least this many steps, adding epochs on small data (0: exactly --epochs).")] = 80,
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
     seed: Annotated[int, typer.Option()] = 13,
+    bf16: Annotated[bool, typer.Option(
+        "--bf16", help="Train the embedder in bf16 mixed precision: ~1.5x faster on CPUs with AMX or AVX512-BF16.")] = False,
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming this run.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -48,12 +50,16 @@ def train(
     from unirank.training.reranker_trainer import RerankerTrainingConfig
 
     kinds = DEFAULT_KINDS if pseudo_kinds is None else tuple(k.strip() for k in pseudo_kinds.split(",") if k.strip())
-    request = TrainRequest(
-        name=name, index=index, beir=beir, pairs=pairs, qrels=qrels, queries=queries, base=base, pseudo=pseudo, pseudo_kinds=kinds,
-        seed=seed, fresh=fresh, feedback=Settings().chat_db_path if feedback else None,
-        embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, min_steps=min_steps),
-        reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),
-    )
+    try:  # a setting this machine cannot honour (e.g. --bf16 without bf16 units) is refused here
+        request = TrainRequest(
+            name=name, index=index, beir=beir, pairs=pairs, qrels=qrels, queries=queries, base=base, pseudo=pseudo, pseudo_kinds=kinds,
+            seed=seed, fresh=fresh, feedback=Settings().chat_db_path if feedback else None,
+            embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, min_steps=min_steps,
+                                            bf16=bf16),
+            reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),
+        )
+    except UnirankError as exc:
+        fail(exc)
     # The trainers print their logs to stdout; stdout is kept for the result (and --json).
     with Unirank() as ur, contextlib.redirect_stdout(sys.stderr):
         try:
