@@ -32,6 +32,20 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return Settings(data_dir=tmp_path / "data")
 
 
+@pytest.fixture(scope="module")
+def module_settings(tmp_path_factory):
+    """``settings``, shared by one module's tests: one registry, so a model is exported or copied once."""
+    from unirank.settings import Settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith("UNIRANK_"):
+                mp.delenv(key)
+        root = tmp_path_factory.mktemp("module")
+        mp.setenv("UNIRANK_CONFIG", str(root / "absent.toml"))
+        yield Settings(data_dir=root / "data")
+
+
 @pytest.fixture()
 def client(settings, base_embedder):
     """A Unirank client on a temporary data dir that reuses the session's loaded model."""

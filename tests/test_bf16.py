@@ -4,7 +4,6 @@ on a BEIR set, and the refusals."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 from data.make_minibeir import write as write_minibeir
+from serving_helpers import isolated_env
 from unirank.errors import UnirankError
 from unirank.models.loading import load_embedder, load_reranker, resolve_model_path
 from unirank.models.optimize import Optimizer
@@ -28,14 +28,8 @@ TEXTS = [
 ]
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("UNIRANK_"):
-                mp.delenv(key)
-        root = tmp_path_factory.mktemp("bf16")
-        mp.setenv("UNIRANK_CONFIG", str(root / "absent.toml"))
-        yield Settings(data_dir=root / "data")
+def settings(module_settings):
+    return module_settings
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +132,7 @@ def test_refusals(copied, settings):
 
 
 def test_cli_registers_a_bf16_copy(copied, settings):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
-    env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(settings.data_dir),
-               UNIRANK_CONFIG=str(settings.data_dir / "absent.toml"), COLUMNS="200")
+    env = isolated_env(settings.data_dir, COLUMNS="200")
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "models", "optimize", "minilm@1",
                            "--dtype", "bfloat16"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

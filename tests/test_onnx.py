@@ -3,7 +3,6 @@ with it, and refuse to register a copy that loses too much nDCG@10."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +13,13 @@ import pytest
 pytest.importorskip("optimum.onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
 
 from data.make_minibeir import write as write_minibeir  # noqa: E402
+from serving_helpers import isolated_env  # noqa: E402
 from unirank.errors import ModelLoadError, OptimizationRefusedError  # noqa: E402
 from unirank.models.embedder import SentenceTransformerEmbedder  # noqa: E402
 from unirank.models.loading import load_embedder, load_reranker  # noqa: E402
 from unirank.models import optimize as optimize_module  # noqa: E402
 from unirank.models.optimize import Optimizer  # noqa: E402
 from unirank.registry import ModelRegistry  # noqa: E402
-from unirank.settings import Settings  # noqa: E402
 
 TEXTS = [
     "How do I rotate an API key?",
@@ -31,14 +30,8 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("UNIRANK_"):
-                mp.delenv(key)
-        root = tmp_path_factory.mktemp("onnx")
-        mp.setenv("UNIRANK_CONFIG", str(root / "absent.toml"))
-        yield Settings(data_dir=root / "data")
+def settings(module_settings):
+    return module_settings
 
 
 @pytest.fixture(scope="module")
@@ -165,9 +158,7 @@ def test_quality_check_passes_and_is_recorded(optimized, settings, minibeir):
 
 
 def test_cli_optimize_refuses_an_onnx_version(optimized, settings):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
-    env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(settings.data_dir),
-               UNIRANK_CONFIG=str(settings.data_dir / "absent.toml"), COLUMNS="200")
+    env = isolated_env(settings.data_dir, COLUMNS="200")
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "models", "optimize", "minilm@2",
                            "--quantize", "int8"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2

@@ -125,7 +125,7 @@ class Optimizer:
         return OptimizeResult(source=source, version=version, check=check)
 
     def _make_copy(self, source: ModelVersion, dest: Path, quantize: str | None, dtype: str | None,
-                   max_seq_length: int | None) -> "OptimizedCopy":
+                   max_seq_length: int | None) -> OptimizedCopy:
         assert source.path is not None
         window = f", reading at most {max_seq_length} tokens" if max_seq_length else ""
         if dtype is not None:

@@ -2,14 +2,13 @@
 
 On a CPU with AMX or AVX512-BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and later) PyTorch runs
 bf16 matmuls through oneDNN several times faster than fp32. Measured on this project's 2-core test
-machine: a cross-encoder scored 50 pairs at 128 tokens in 196 ms against 852 ms in fp32, the bundled
-embedder encoded CISI 2.6x faster, and its kNN nDCG@10 on CISI moved 0.4233 -> 0.4225. Without those
+machine: a cross-encoder scored 50 pairs at 128 tokens in 196 ms against 852 ms in fp32, and the
+bundled embedder encoded CISI 2.8x faster at kNN nDCG@10 0.4218 against 0.4233 (bench/onnx_quality.py). Without those
 units bf16 is emulated and slower than fp32, so such a copy warns when it is loaded there.
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -18,8 +17,6 @@ from unirank.errors import ModelLoadError, UnirankError
 
 #: The dtypes a registry version may name; fp32 versions name none.
 DTYPES: tuple[str, ...] = ("bfloat16",)
-
-log = logging.getLogger(__name__)
 
 
 def check_dtype(dtype: str) -> str:
