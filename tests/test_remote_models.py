@@ -321,9 +321,13 @@ def test_tokens(tmp_path, monkeypatch):
     assert source.get() == "first"
     token_file.write_text("second-token\n")
     assert source.get() == "second-token"
+    token_file.write_text("")  # a rewrite in place, caught between truncate and write: the last token stays
+    assert source.get() == "second-token"
+    token_file.write_text("third\n")
+    assert source.get() == "third"
     token_file.write_text("")
-    with pytest.raises(RemoteModelError, match="empty"):
-        source.get()
+    with pytest.raises(RemoteModelError, match="empty"):  # nothing read before: nothing to fall back on
+        TokenSource(file=token_file).get()
     monkeypatch.delenv("UNIRANK_TEST_TOKEN", raising=False)
     with pytest.raises(RemoteModelError, match="UNIRANK_TEST_TOKEN .* is not set"):
         TokenSource(env="UNIRANK_TEST_TOKEN").get()

@@ -57,7 +57,11 @@ class TokenSource:
         return f"${self.env}" if self.env else "no token"
 
     def get(self, *, reread: bool = False) -> str | None:
-        """The current token; the file is read again only when its mtime or size changed."""
+        """The current token; the file is read again only when its mtime or size changed.
+
+        A file rewritten in place (``echo NEW > file``) is empty for a moment: a read that finds it empty
+        keeps the token read before and tries again on the next request, so a rotation fails no request.
+        """
         if self.file is not None:
             try:
                 stat = self.file.stat()
@@ -66,8 +70,9 @@ class TokenSource:
                                        "register the model again with another --token-file.") from exc
             stamp = (stat.st_mtime_ns, stat.st_size)
             if reread or stamp != self._stamp or self._cached is None:
-                self._cached = _first_line(self.file.read_text(encoding="utf-8"))
-                self._stamp = stamp
+                token = _first_line(self.file.read_text(encoding="utf-8"))
+                if token or not self._cached:
+                    self._cached, self._stamp = token, stamp
             if not self._cached:
                 raise RemoteModelError(f"The token file {self.file} is empty: write the bearer token into it.")
             return self._cached
