@@ -49,8 +49,13 @@ def backend_kwargs(path: str, backend: str, onnx_file: str | None, dtype: str | 
 
 
 def registry_backend(version: "ModelVersion | None") -> dict[str, Any]:
-    """``{"backend", "onnx_file"}`` for a version whose record names ONNX, ``{"dtype"}`` for a bf16 one."""
-    record = version.record if version is not None else {}
+    """``record_backend`` of a registry version's record; ``{}`` for none."""
+    return record_backend(version.record if version is not None else {})
+
+
+def record_backend(record: dict[str, Any]) -> dict[str, Any]:
+    """``{"backend", "onnx_file"}`` for a record that names ONNX, ``{"dtype"}`` for a bf16 one, else ``{}``:
+    the keyword arguments the embedder and reranker classes take to load it as recorded."""
     if record.get("backend", "torch") == "torch":
         return {"dtype": record["dtype"]} if record.get("dtype") else {}
     return {"backend": record["backend"], "onnx_file": record.get("onnx_file")}

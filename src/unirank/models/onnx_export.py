@@ -112,8 +112,15 @@ def refuse_longer_window(source: object, current: int, max_seq_length: int) -> N
                            f"would go past what it was trained on. Use a max_seq_length of at most {current}.")
 
 
-def _shorten_window(model, max_seq_length: int, source: Path) -> None:
-    """Cut the exported model's token window; a longer one than it was trained with is refused."""
+def refuse_short_window(max_seq_length: int | None) -> None:
+    """A window too short for a query and the start of a passage would make every copy useless."""
+    if max_seq_length is not None and max_seq_length < MIN_SEQ_LENGTH:
+        raise UnirankError(f"max_seq_length {max_seq_length} is too short to hold a query and a passage; "
+                           f"use at least {MIN_SEQ_LENGTH}.")
+
+
+def shorten_window(model, max_seq_length: int, source: Path) -> None:
+    """Cut a loaded model's token window; a longer one than it was trained with is refused."""
     refuse_longer_window(source, int(model.max_seq_length), max_seq_length)
     model.max_seq_length = max_seq_length
 
@@ -128,9 +135,7 @@ def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = N
     """
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise UnirankError(f"Unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}.")
-    if max_seq_length is not None and max_seq_length < MIN_SEQ_LENGTH:
-        raise UnirankError(f"max_seq_length {max_seq_length} is too short to hold a query and a passage; "
-                           f"use at least {MIN_SEQ_LENGTH}.")
+    refuse_short_window(max_seq_length)
     try:
         from sentence_transformers import CrossEncoder, SentenceTransformer, export_dynamic_quantized_onnx_model
         import optimum.onnxruntime  # noqa: F401
@@ -153,7 +158,7 @@ def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = N
             model = model_class(str(dest), backend="onnx", device="cpu", local_files_only=True,
                                 model_kwargs={"export": True})
         if max_seq_length is not None:
-            _shorten_window(model, max_seq_length, source)
+            shorten_window(model, max_seq_length, source)
         model.save_pretrained(str(dest))
     except UnirankError:
         raise

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from unirank.errors import OptimizationRefusedError, UnirankError
+from unirank.models.backends import record_backend
 from unirank.models.embedder import SentenceTransformerEmbedder
 from unirank.models.loading import BASE_ALIAS, BASE_MODEL_NAME, load_embedder, load_reranker, resolve_model_path
 from unirank.models.onnx_export import QUANTIZED_OPERATORS, export_onnx, refuse_longer_window
@@ -60,10 +61,13 @@ class OptimizedCopy:
     kind: str
     #: How errors and progress name it: the ONNX file, or "the bfloat16 copy".
     label: str
-    #: Keyword arguments for the embedder and reranker classes that load it as registered.
-    load: dict[str, Any]
     #: What the registry version's record adds to the source's.
     record: dict[str, Any]
+
+    @property
+    def load(self) -> dict[str, Any]:
+        """Keyword arguments for the embedder and reranker classes that load it as it will be registered."""
+        return record_backend(self.record)
 
 
 @dataclass(frozen=True)
@@ -132,12 +136,11 @@ class Optimizer:
             self.stage(f"saving a {dtype} copy of {source.ref}{window}")
             folder = save_dtype_copy(source.path, dest, source.role, dtype, max_seq_length=max_seq_length)
             return OptimizedCopy(folder=folder, kind=dtype, label=f"the {dtype} copy",
-                                 load={"dtype": dtype}, record={"backend": "torch", "dtype": dtype})
+                                 record={"backend": "torch", "dtype": dtype})
         self.stage(f"exporting {source.ref} to ONNX" + (f" and quantizing to {quantize}" if quantize else "") + window)
         export = export_onnx(source.path, dest, source.role, quantize=quantize, max_seq_length=max_seq_length)
         return OptimizedCopy(
             folder=export.folder, kind="ONNX", label=export.served_file,
-            load={"backend": "onnx", "onnx_file": export.served_file},
             record={"backend": "onnx", "onnx_file": export.served_file, "onnx_fp32_file": export.fp32_file,
                     "quantization": ({"method": "dynamic", "dtype": "qint8", "config": export.arch,
                                       "operators": QUANTIZED_OPERATORS} if export.int8_file else None)})

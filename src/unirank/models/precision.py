@@ -56,12 +56,10 @@ def save_dtype_copy(source: Path, dest: Path, role: str, dtype: str, *,
     import torch
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
-    from unirank.models.onnx_export import MIN_SEQ_LENGTH, refuse_longer_window
+    from unirank.models.onnx_export import refuse_short_window, shorten_window
 
     check_dtype(dtype)
-    if max_seq_length is not None and max_seq_length < MIN_SEQ_LENGTH:
-        raise UnirankError(f"max_seq_length {max_seq_length} is too short to hold a query and a passage; "
-                           f"use at least {MIN_SEQ_LENGTH}.")
+    refuse_short_window(max_seq_length)
     dest = Path(dest)
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("onnx", "unirank_model.json", "*.safetensors",
                                                                 "pytorch_model.bin"))
@@ -70,8 +68,7 @@ def save_dtype_copy(source: Path, dest: Path, role: str, dtype: str, *,
         model = model_class(str(source), device="cpu", local_files_only=True,
                             model_kwargs={"dtype": getattr(torch, dtype)})
         if max_seq_length is not None:
-            refuse_longer_window(source, int(model.max_seq_length), max_seq_length)
-            model.max_seq_length = max_seq_length
+            shorten_window(model, max_seq_length, source)
         model.save_pretrained(str(dest))
     except UnirankError:
         raise
