@@ -3,6 +3,7 @@ with it, and refuse to register a copy that loses too much nDCG@10."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,20 @@ def optimized(settings):
     registry.close()
 
 
+def _op_types(onnx_file: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(onnx_file)).graph.node}
+
+
+def _traced_with_eager_attention(copy: Path, onnx_file: str) -> None:
+    """SDPA's export masks every attention score with ``Where``/``IsNaN`` passes (a quarter of the int8
+    rerank time); the eager trace has none. The copy's config does not keep the export's choice, so on
+    PyTorch it runs SDPA like its source."""
+    assert "IsNaN" not in _op_types(copy / onnx_file) and "MatMul" in _op_types(copy / "onnx/model.onnx")
+    assert not [key for key in json.loads((copy / "config.json").read_text()) if "attn_implementation" in key]
+
+
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
@@ -68,6 +83,7 @@ def test_base_is_registered_and_its_onnx_copy_is_the_next_version(optimized):
     int8, fp32 = mv.path / record["onnx_file"], mv.path / record["onnx_fp32_file"]
     assert int8.is_file() and fp32.is_file()
     assert int8.stat().st_size < 0.75 * fp32.stat().st_size  # int8 MatMul weights; the embedding table stays fp32
+    _traced_with_eager_attention(mv.path, record["onnx_file"])
 
 
 def test_onnx_embeddings_match_torch(optimized, base_embedder):
@@ -204,6 +220,7 @@ def test_cross_encoder_reranker_runs_on_onnx(settings, tmp_path_factory, minibei
     mv = result.version
     assert mv.ref == f"{name}@2" and mv.record["onnx_file"] == "onnx/model.onnx" and mv.record["quantization"] is None
     assert result.check is not None and result.check.system == "hybrid:base+rerank" and abs(result.check.drop) <= 0.001
+    _traced_with_eager_attention(mv.path, mv.record["onnx_file"])
     s = settings.model_copy(deep=True)
     passages = ["Keys are rotated every ninety days.", "Vacation is requested two weeks ahead.", TEXTS[1]]
     s.reranker.model = f"{name}@1"
