@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 import sys
 from pathlib import Path
 
@@ -50,17 +51,17 @@ def optimized(settings):
     registry.close()
 
 
-def _op_types(onnx_file: Path) -> set[str]:
+def _op_counts(onnx_file: Path) -> Counter[str]:
     import onnx
 
-    return {node.op_type for node in onnx.load(str(onnx_file)).graph.node}
+    return Counter(node.op_type for node in onnx.load(str(onnx_file)).graph.node)
 
 
 def _traced_with_eager_attention(copy: Path, onnx_file: str) -> None:
     """SDPA's export masks every attention score with ``Where``/``IsNaN`` passes (a quarter of the int8
     rerank time); the eager trace has none. The copy's config does not keep the export's choice, so on
     PyTorch it runs SDPA like its source."""
-    assert "IsNaN" not in _op_types(copy / onnx_file) and "MatMul" in _op_types(copy / "onnx/model.onnx")
+    assert "IsNaN" not in _op_counts(copy / onnx_file) and "MatMul" in _op_counts(copy / "onnx/model.onnx")
     assert not [key for key in json.loads((copy / "config.json").read_text()) if "attn_implementation" in key]
 
 
@@ -84,6 +85,8 @@ def test_base_is_registered_and_its_onnx_copy_is_the_next_version(optimized):
     assert int8.is_file() and fp32.is_file()
     assert int8.stat().st_size < 0.75 * fp32.stat().st_size  # int8 MatMul weights; the embedding table stays fp32
     _traced_with_eager_attention(mv.path, record["onnx_file"])
+    # 6 layers x (query, key, value, output, 2 feed-forward) weights in int8; attention's 2 products fp32
+    assert _op_counts(int8)["MatMulInteger"] == 36 and _op_counts(int8)["MatMul"] == 12
 
 
 def test_onnx_embeddings_match_torch(optimized, base_embedder):
