@@ -3,7 +3,7 @@
 On a CPU with AMX or AVX512-BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and later) PyTorch runs
 bf16 matmuls through oneDNN several times faster than fp32. Measured on this project's 2-core test
 machine: a cross-encoder scored 50 pairs at 128 tokens in 196 ms against 852 ms in fp32, and the
-bundled embedder encoded CISI 2.8x faster at kNN nDCG@10 0.4218 against 0.4233 (bench/onnx_quality.py). Without those
+bundled embedder encoded CISI 2.1-2.8x faster (two days) at kNN nDCG@10 0.4218 against 0.4233 (bench/onnx_quality.py). Without those
 units bf16 is emulated and slower than fp32, so such a copy warns when it is loaded there.
 """
 
