@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt, isolated_settings, require_cisi, table, write_json  # noqa: E402
 
 
-def run_strategy(strategy: str, cisi: Path, work: Path, epochs: float, max_pairs: int) -> dict:
+def run_strategy(strategy: str, cisi: Path, work: Path, epochs: float, max_pairs: int, bf16: bool = False) -> dict:
     from unirank.api import Unirank
     from unirank.evaluation.datasets import load_beir
     from unirank.evaluation.runner import Evaluation, resolve_specs
@@ -38,8 +38,8 @@ def run_strategy(strategy: str, cisi: Path, work: Path, epochs: float, max_pairs
     data = load_beir(cisi).judged()
     log = lambda m: print(f"  [{strategy}] {m}", flush=True)  # noqa: E731
     request = TrainRequest(name=f"cisi-{strategy}", beir=cisi, max_pseudo_pairs=max_pairs,
-                           embedder=EmbedderTrainingConfig(epochs=epochs),
-                           reranker=RerankerTrainingConfig(epochs=epochs))
+                           embedder=EmbedderTrainingConfig(epochs=epochs, bf16=bf16),
+                           reranker=RerankerTrainingConfig(epochs=epochs, bf16=bf16))
     held_out = data
     if strategy == "labels":
         qids = sorted(data.queries)
@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-pairs", type=int, default=1500)
     parser.add_argument("--work-dir", type=Path, help="Keep runs here (resumable) instead of a temp dir.")
+    parser.add_argument("--bf16", action="store_true",
+                        help="Train both models in bf16 mixed precision (`unirank train --bf16`; CPUs with AMX).")
     args = parser.parse_args()
     cisi = require_cisi()
     strategies = [args.only] if args.only else ["corpus", "labels"]
@@ -91,7 +93,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         for strategy in strategies:
             print(f"\n== strategy: {strategy} ==", flush=True)
-            report[strategy] = run_strategy(strategy, cisi, work, args.epochs, args.max_pairs)
+            report[strategy] = run_strategy(strategy, cisi, work, args.epochs, args.max_pairs, args.bf16)
     targets = {"corpus": 0.03, "labels": 0.06}
     for strategy, r in report.items():
         print(f"\n{strategy}: {r['queries']} held-out queries, training {r['train_seconds']} s "
@@ -100,7 +102,8 @@ def main() -> None:
                     [[name, fmt(s["ndcg@10"]), fmt(s["recall@100"]), fmt(s["mrr@10"])] for name, s in r["systems"].items()]))
         print(f"tuned hybrid+rerank vs base hybrid: {r['gain_vs_base_hybrid']:+.4f} nDCG@10 "
               f"(target {targets[strategy]:+.2f})")
-    write_json("finetune_cisi", {"epochs": args.epochs, "max_pairs": args.max_pairs, "results": report})
+    write_json("finetune_cisi", {"epochs": args.epochs, "max_pairs": args.max_pairs, "bf16": args.bf16,
+                                  "results": report})
 
 
 if __name__ == "__main__":

@@ -155,7 +155,6 @@ def test_the_embedder_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
     from test_reranker_training import title_pairs
 
     from unirank.errors import ConfigurationError
-    from unirank.training import embedder_trainer
     from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
 
     pairs = title_pairs()
@@ -175,6 +174,35 @@ def test_the_embedder_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
         np.linalg.norm(tuned.encode(TEXTS), axis=1) * np.linalg.norm(start.encode(TEXTS), axis=1))
     assert moved.min() < 0.99999
 
-    monkeypatch.setattr(embedder_trainer, "native_bf16", lambda device: False)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
     with pytest.raises(ConfigurationError, match="bf16 training needs a CPU that computes bf16 natively"):
         EmbedderTrainingConfig(bf16=True)
+
+
+def test_the_reranker_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
+    """The cross-encoder too: bf16 autocast in the trainer, fp32 weights saved, scores moved from the
+    seeded start; refused on a CPU without bf16 units."""
+    from sentence_transformers import CrossEncoder
+    from test_reranker_training import title_pairs
+    from transformers import set_seed
+
+    from unirank.errors import ConfigurationError
+    from unirank.training.reranker_trainer import RerankerTrainingConfig, build_cross_encoder, train_reranker
+
+    pairs = title_pairs()
+    config = RerankerTrainingConfig(batch_size=8, max_steps=3, eval_steps=3, bf16=True)
+    base = resolve_model_path("base")[0]
+    train_reranker(base, pairs[:20], pairs[20:], tmp_path / "rr", config)
+    args = torch.load(next((tmp_path / "rr" / "checkpoints").glob("checkpoint-*")) / "training_args.bin",
+                      weights_only=False)
+    assert args.bf16 is True
+    tuned = CrossEncoder(str(tmp_path / "rr" / "final"), device="cpu", local_files_only=True)
+    assert next(tuned.parameters()).dtype == torch.float32
+    set_seed(config.seed)  # the head train_reranker started from
+    start = build_cross_encoder(base, config.train_length)
+    sample = [(p.query, p.positive) for p in pairs[:6]]
+    assert not np.allclose(tuned.predict(sample), start.predict(sample), atol=1e-4)
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    with pytest.raises(ConfigurationError, match="bf16 training needs a CPU that computes bf16 natively"):
+        RerankerTrainingConfig(bf16=True)

@@ -39,7 +39,7 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
     seed: Annotated[int, typer.Option()] = 13,
     bf16: Annotated[bool, typer.Option(
-        "--bf16", help="Train the embedder in bf16 mixed precision: ~1.5x faster on CPUs with AMX or AVX512-BF16.")] = False,
+        "--bf16", help="Train both models in bf16 mixed precision: ~1.5x faster on CPUs with AMX or AVX512-BF16.")] = False,
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming this run.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -56,7 +56,7 @@ def train(
             seed=seed, fresh=fresh, feedback=Settings().chat_db_path if feedback else None,
             embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, min_steps=min_steps,
                                             bf16=bf16),
-            reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed),
+            reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, bf16=bf16),
         )
     except UnirankError as exc:
         fail(exc)

@@ -5,6 +5,11 @@ bf16 matmuls through oneDNN several times faster than fp32. Measured on this pro
 machine: a cross-encoder scored 50 pairs at 128 tokens in 196 ms against 852 ms in fp32, and the
 bundled embedder encoded CISI 2.1-2.8x faster (two days) at kNN nDCG@10 0.4218 against 0.4233 (bench/onnx_quality.py). Without those
 units bf16 is emulated and slower than fp32, so such a copy warns when it is loaded there.
+
+Not done: ``torch.compile`` (inductor, with freezing) of a bf16 cross-encoder. On the bare transformer it
+cut 50 pairs at 128 tokens from 240-412 to 168-295 ms, but through sentence-transformers' ``predict`` the
+gain vanished in the noise (p50 339 against 317 ms, 790 against 787 ms at 256 tokens, alternating), and
+each process paid 30-55 s of compiling per model, twice (batch size 1 recompiles).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from unirank.errors import ModelLoadError, UnirankError
+from unirank.errors import ConfigurationError, ModelLoadError, UnirankError
 
 #: The dtypes a registry version may name; fp32 versions name none.
 DTYPES: tuple[str, ...] = ("bfloat16",)
@@ -32,6 +37,13 @@ def native_bf16(device: str) -> bool:
     if device.startswith("cuda"):
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def refuse_emulated_bf16_training() -> None:
+    """bf16 training is only worth it where bf16 is native; emulated, it is slower than fp32."""
+    if not native_bf16("cpu"):
+        raise ConfigurationError("bf16 training needs a CPU that computes bf16 natively (AMX or AVX512-BF16); "
+                                 "this one would emulate it, slower than fp32. Train without --bf16.")
 
 
 def torch_dtype_kwargs(path: str, dtype: str, device: str) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 from unirank.errors import ConfigurationError
-from unirank.models.precision import native_bf16
+from unirank.models.precision import refuse_emulated_bf16_training
 from unirank.training.checkpoints import resumable_checkpoint
 from unirank.training.examples import TrainingPair
 
@@ -62,10 +62,11 @@ class EmbedderTrainingConfig:
     #: against 0.455 / 0.468 at 80, default kinds), though validation picked the last epoch all the same.
     min_steps: int = 80
     #: bf16 mixed precision (fp32 master weights) where the CPU computes bf16 natively (AMX or
-    #: AVX512-BF16). On corpus-only CISI: held-out tuned kNN / hybrid nDCG@10 0.444 / 0.462 against
-    #: 0.445 / 0.462 in fp32, 699 s of embedder training against ~950 s on another day; side by side, a
-    #: forward + backward of 96 texts at 160 tokens took 5.4 s against 8.1 s. Off by default: the
-    #: labelled figures were measured in fp32 and it is untried there.
+    #: AVX512-BF16); ``unirank train --bf16`` sets it for both models. bench/finetune_cisi.py --bf16:
+    #: held-out tuned hybrid + rerank +0.0253 over base hybrid corpus-only (fp32: +0.0200) and +0.0601
+    #: with labels (fp32: +0.0615), training 891 s and 618 s (fp32, another day: ~1,140 s corpus-only);
+    #: side by side, a forward + backward of 96 texts at 160 tokens took 5.4 s against 8.1 s. Both
+    #: within what a change of seed moves, so it is a speed option, not a quality one; off by default.
     bf16: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -77,9 +78,8 @@ class EmbedderTrainingConfig:
                 raise ConfigurationError(
                     f"{name} 'gist' takes one hard negative per example (GISTEmbedLoss), but hard_negatives is "
                     f"{self.hard_negatives}: set hard_negatives to 0 or 1, or {name} to 'mnrl'.")
-        if self.bf16 and not native_bf16("cpu"):
-            raise ConfigurationError("bf16 training needs a CPU that computes bf16 natively (AMX or AVX512-BF16); "
-                                     "this one would emulate it, slower than fp32. Train without --bf16.")
+        if self.bf16:
+            refuse_emulated_bf16_training()
 
 
 def _rows(pairs: Sequence[TrainingPair], negatives: int) -> dict[str, list[str]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from unirank.models.precision import refuse_emulated_bf16_training
 from unirank.training.checkpoints import resumable_checkpoint
 from unirank.training.examples import RandomNegatives, TrainingPair
 
@@ -43,6 +44,12 @@ class RerankerTrainingConfig:
     eval_steps: int = 0
     #: Stop after this many steps (-1: train the full epochs).
     max_steps: int = -1
+    #: bf16 mixed precision (fp32 master weights), as ``EmbedderTrainingConfig.bf16``.
+    bf16: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bf16:
+            refuse_emulated_bf16_training()
 
 
 def _rows(pairs: Sequence[TrainingPair], negatives_per_positive: int, random_negatives: int = 0,
@@ -153,6 +160,7 @@ def train_reranker(
         logging_steps=max(1, eval_steps // 4),
         report_to="none",
         use_cpu=True,
+        bf16=config.bf16,
         dataloader_num_workers=0,
     )
     resume = resumable_checkpoint(checkpoints)
