@@ -127,7 +127,7 @@ def weight_matmuls(onnx_file: Path) -> list[str]:
     return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
 
 
-#: The config keys that choose transformers' attention implementation (the second is how it is saved).
+#: Both spellings of the config key that chooses transformers' attention implementation.
 _ATTENTION_KEYS = ("attn_implementation", "_attn_implementation")
 
 

@@ -65,8 +65,8 @@ class EmbedderTrainingConfig:
     #: AVX512-BF16); ``unirank train --bf16`` sets it for both models. bench/finetune_cisi.py --bf16:
     #: held-out tuned hybrid + rerank +0.0253 over base hybrid corpus-only (fp32: +0.0200) and +0.0601
     #: with labels (fp32: +0.0615), training 891 s and 618 s (fp32, another day: ~1,140 s corpus-only);
-    #: side by side, a forward + backward of 96 texts at 160 tokens took 5.4 s against 8.1 s. Both
-    #: within what a change of seed moves, so it is a speed option, not a quality one; off by default.
+    #: side by side, a forward + backward of 96 texts at 160 tokens took 5.4 s against 8.1 s. One run
+    #: of each is no evidence of a quality change either way, so it is a speed option; off by default.
     bf16: bool = False
     extra: dict = field(default_factory=dict)
 
