@@ -112,12 +112,13 @@ def main() -> None:
     print(f"CISI, {len(judged)} judged queries, {len(doc_texts)} documents, exact cosine kNN over whole documents")
     print(C.table(["backend", "nDCG@10", "R@100", "drop", "docs/s", "speed", "min cos", "weights"], rows))
     int8_drop = results["onnx int8"]["ndcg_drop_vs_torch"]
-    verdict = "within" if int8_drop <= MAX_DROP else "OUTSIDE"
-    print(f"\nint8 nDCG@10 drop {int8_drop:+.4f}: {verdict} the {MAX_DROP} allowed "
-          f"(shared README reference for exact kNN: 0.4237)")
     bf16_drop = results["torch bf16"]["ndcg_drop_vs_torch"]
-    print(f"bf16 nDCG@10 drop {bf16_drop:+.4f}: {'within' if bf16_drop <= MAX_DROP else 'OUTSIDE'} the {MAX_DROP} "
-          f"allowed; this CPU {'has' if native_bf16('cpu') else 'has NO'} native bf16")
+
+    def verdict(drop: float) -> str:
+        return f"drop {drop:+.4f}: {'within' if drop <= MAX_DROP else 'OUTSIDE'} the {MAX_DROP} allowed"
+
+    print(f"\nint8 nDCG@10 {verdict(int8_drop)} (shared README reference for exact kNN: 0.4237)")
+    print(f"bf16 nDCG@10 {verdict(bf16_drop)}; this CPU {'has' if native_bf16('cpu') else 'has NO'} native bf16")
     C.write_json(NAME, {
         "dataset": "cisi", "queries": len(judged), "documents": len(doc_texts),
         "system": "exact cosine kNN over whole documents (title. text), batch 64",

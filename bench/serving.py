@@ -342,9 +342,9 @@ def main() -> None:
         import transformers
 
         from unirank.models.loading import resolve_model_path
-        from unirank.models.precision import native_bf16 as has_native_bf16
+        from unirank.models.precision import native_bf16
 
-        native_bf16 = has_native_bf16("cpu")
+        bf16_native = native_bf16("cpu")
 
         tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model_path("base")[0])
         pair_tokens = [len(tokenizer(queries[0], d)["input_ids"]) for d in docs]
@@ -367,7 +367,7 @@ def main() -> None:
         bf16 = {label: r["p95_ms"] for label, r in reranks.items() if "bf16" in label}
         if bf16:
             fastest = min(bf16, key=bf16.__getitem__)
-            print(f"PyTorch bf16 (this CPU {'has' if native_bf16 else 'has NO'} native bf16): best p95 {bf16[fastest]} "
+            print(f"PyTorch bf16 (this CPU {'has' if bf16_native else 'has NO'} native bf16): best p95 {bf16[fastest]} "
                   f"ms ({fastest}), {'under' if bf16[fastest] < TARGET_RERANK_P95_MS else 'over'} the "
                   f"{TARGET_RERANK_P95_MS:.0f} ms the issue asks of ONNX")
         rerank_summary = {
@@ -375,7 +375,7 @@ def main() -> None:
             "pair_tokens_min": min(pair_tokens), "pair_tokens_max": max(pair_tokens), "int8_config": int8_config,
             "note": "untrained cross-encoder head on the base encoder: latency only", "results": reranks,
             "short_window": SHORT_WINDOW, "target_p95_ms": TARGET_RERANK_P95_MS, "best_onnx_p95_ms": onnx_p95,
-            "best_full_window_onnx_p95_ms": full_p95, "native_bf16": native_bf16}
+            "best_full_window_onnx_p95_ms": full_p95, "native_bf16": bf16_native}
     C.write_json(NAME if args.replicas == 1 else f"{NAME}_replicas{args.replicas}", {
         "dataset": "cisi", "replicas": args.replicas, "server_ready_s": round(ready_s, 1),
         "words_per_embedded_text": args.words,

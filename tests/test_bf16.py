@@ -148,13 +148,25 @@ def test_loading_a_bf16_copy_warns_where_the_cpu_emulates_bf16(copied, settings,
     assert embedder.embed_documents(TEXTS[:1]).shape == (1, 384)
 
 
+def _trained_in_bf16(run_dir: Path) -> bool:
+    """Whether the Trainer that wrote ``run_dir``'s checkpoints ran with ``bf16`` on."""
+    args = torch.load(next((run_dir / "checkpoints").glob("checkpoint-*")) / "training_args.bin", weights_only=False)
+    return args.bf16 is True
+
+
+def _refused_without_bf16_units(config_class, monkeypatch) -> None:
+    from unirank.errors import ConfigurationError
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    with pytest.raises(ConfigurationError, match="bf16 training needs a CPU that computes bf16 natively"):
+        config_class(bf16=True)
+
 
 def test_the_embedder_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
     """A few real steps with ``bf16=True``: the trainer ran in bf16 autocast, the saved model keeps fp32
     master weights and has moved from the base; on a CPU without bf16 units the config is refused."""
     from test_reranker_training import title_pairs
 
-    from unirank.errors import ConfigurationError
     from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
 
     pairs = title_pairs()
@@ -162,9 +174,7 @@ def test_the_embedder_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
     config = EmbedderTrainingConfig(batch_size=8, max_steps=3, eval_steps=3, bf16=True, pseudo_query_loss="mnrl")
     base = resolve_model_path("base")[0]
     train_embedder(base, pairs[:20], pairs[20:], corpus, tmp_path / "emb", config)
-    args = torch.load(next((tmp_path / "emb" / "checkpoints").glob("checkpoint-*")) / "training_args.bin",
-                      weights_only=False)
-    assert args.bf16 is True
+    assert _trained_in_bf16(tmp_path / "emb")
     from sentence_transformers import SentenceTransformer
 
     tuned, start = (SentenceTransformer(str(p), device="cpu", local_files_only=True)
@@ -173,10 +183,7 @@ def test_the_embedder_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
     moved = (tuned.encode(TEXTS) * start.encode(TEXTS)).sum(axis=1) / (
         np.linalg.norm(tuned.encode(TEXTS), axis=1) * np.linalg.norm(start.encode(TEXTS), axis=1))
     assert moved.min() < 0.99999
-
-    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
-    with pytest.raises(ConfigurationError, match="bf16 training needs a CPU that computes bf16 natively"):
-        EmbedderTrainingConfig(bf16=True)
+    _refused_without_bf16_units(EmbedderTrainingConfig, monkeypatch)
 
 
 def test_the_reranker_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
@@ -186,23 +193,17 @@ def test_the_reranker_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
     from test_reranker_training import title_pairs
     from transformers import set_seed
 
-    from unirank.errors import ConfigurationError
     from unirank.training.reranker_trainer import RerankerTrainingConfig, build_cross_encoder, train_reranker
 
     pairs = title_pairs()
     config = RerankerTrainingConfig(batch_size=8, max_steps=3, eval_steps=3, bf16=True)
     base = resolve_model_path("base")[0]
     train_reranker(base, pairs[:20], pairs[20:], tmp_path / "rr", config)
-    args = torch.load(next((tmp_path / "rr" / "checkpoints").glob("checkpoint-*")) / "training_args.bin",
-                      weights_only=False)
-    assert args.bf16 is True
+    assert _trained_in_bf16(tmp_path / "rr")
     tuned = CrossEncoder(str(tmp_path / "rr" / "final"), device="cpu", local_files_only=True)
     assert next(tuned.parameters()).dtype == torch.float32
     set_seed(config.seed)  # the head train_reranker started from
     start = build_cross_encoder(base, config.train_length)
     sample = [(p.query, p.positive) for p in pairs[:6]]
     assert not np.allclose(tuned.predict(sample), start.predict(sample), atol=1e-4)
-
-    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
-    with pytest.raises(ConfigurationError, match="bf16 training needs a CPU that computes bf16 natively"):
-        RerankerTrainingConfig(bf16=True)
+    _refused_without_bf16_units(RerankerTrainingConfig, monkeypatch)
