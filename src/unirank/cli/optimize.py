@@ -1,4 +1,5 @@
-"""``unirank models optimize``: an ONNX (optionally int8) or bfloat16 copy of a version, registered as its next version."""
+"""``unirank models optimize``: an ONNX (optionally int8, or run by OpenVINO) or bfloat16 copy of a version,
+registered as its next version."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ def optimize(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME@ALIAS) of a PyTorch version, or `base`.")],
     quantize: Annotated[Optional[str], typer.Option(help="`int8`: dynamic int8 quantization for this CPU.")] = None,
     dtype: Annotated[Optional[str], typer.Option(
-        help="`bfloat16`: a PyTorch copy in bf16 instead of ONNX, for CPUs with AMX or AVX512-BF16 and for GPUs.")] = None,
+        help="`bfloat16`: compute in bf16, for CPUs with AMX or AVX512-BF16 and for GPUs: a PyTorch copy, or "
+             "with --provider openvino the ONNX file run by OpenVINO in bf16.")] = None,
+    provider: Annotated[Optional[str], typer.Option(
+        help="ONNX Runtime execution provider for the copy: `cpu` (default) or `openvino` (needs the "
+             "onnxruntime-openvino build; with --dtype bfloat16 the fastest CPU reranker here).")] = None,
     check_beir: Annotated[Optional[Path], typer.Option(
         "--check-beir", help="BEIR folder: compare nDCG@10 with the source first; refuse if it drops too much.")] = None,
     max_drop: Annotated[float, typer.Option(help="The most nDCG@10 the copy may lose in the check.")] = 0.005,
@@ -31,8 +36,8 @@ def optimize(
     name: Annotated[Optional[str], typer.Option(help="Registry name for `base` (default all-MiniLM-L6-v2).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Export a model to ONNX (fp32, or int8 with --quantize), or copy it in bf16 (--dtype), and register
-    it as the next version."""
+    """Export a model to ONNX (fp32, int8 with --quantize, or run by OpenVINO with --provider), or copy it
+    in bf16 (--dtype), and register it as the next version."""
     from unirank.api import Unirank
     from unirank.models.optimize import Optimizer
     from unirank.registry import ModelRegistry
@@ -44,7 +49,7 @@ def optimize(
             backend = ur.backend if check_beir is not None else None
             result = Optimizer(ur.settings, registry, backend, stage=_stage).run(
                 ref, name=name, quantize=quantize, dtype=dtype, check_beir=check_beir, max_drop=max_drop,
-                max_seq_length=max_length)
+                max_seq_length=max_length, provider=provider)
         except UnirankError as exc:
             fail(exc)
         finally:
@@ -53,8 +58,11 @@ def optimize(
     if as_json:
         print_json({**mv.to_dict(), "source": result.source.ref})
         return
-    runs = (f"{mv.record['onnx_file']} (ONNX Runtime)" if mv.record.get("backend") == "onnx"
-            else f"{mv.record['dtype']} weights (PyTorch)")
+    if mv.record.get("backend") == "onnx":
+        on = mv.record.get("onnx_provider", "cpu")
+        runs = f"{mv.record['onnx_file']} (ONNX Runtime, {on} provider{', ' + mv.record['dtype'] if mv.record.get('dtype') else ''})"
+    else:
+        runs = f"{mv.record['dtype']} weights (PyTorch)"
     console.print(f"Registered [bold]{mv.ref}[/bold]: {runs} from {result.source.ref}.")
     if result.check is not None:
         c = result.check

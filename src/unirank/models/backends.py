@@ -3,24 +3,30 @@
 ``unirank models optimize`` registers an ONNX version with ``backend: "onnx"`` and ``onnx_file`` in its
 record; loading passes both to sentence-transformers, which runs the file with ONNX Runtime. With
 ``--dtype bfloat16`` it registers a PyTorch version with ``dtype: "bfloat16"`` instead, loaded in bf16.
+With ``--provider openvino`` the ONNX file runs on ONNX Runtime's OpenVINO execution provider
+(``onnx_provider: "openvino"``), in bf16 when the record also names ``dtype: "bfloat16"``.
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unirank.errors import ModelLoadError
-from unirank.models.precision import torch_dtype_kwargs
+from unirank.models.precision import check_dtype, native_bf16, torch_dtype_kwargs
 
 if TYPE_CHECKING:
     from unirank.registry.store import ModelVersion
 
 BACKENDS: tuple[str, ...] = ("torch", "onnx")
+#: ONNX Runtime execution providers a version may name, and their ONNX Runtime names.
+ONNX_PROVIDERS: dict[str, str] = {"cpu": "CPUExecutionProvider", "openvino": "OpenVINOExecutionProvider"}
 
 
 def backend_kwargs(path: str, backend: str, onnx_file: str | None, dtype: str | None = None,
-                   device: str = "cpu") -> dict[str, Any]:
+                   device: str = "cpu", onnx_provider: str = "cpu") -> dict[str, Any]:
     """Keyword arguments for ``SentenceTransformer``/``CrossEncoder`` that select the backend.
 
     A missing ONNX file is refused here: sentence-transformers would otherwise quietly export a new
@@ -30,22 +36,58 @@ def backend_kwargs(path: str, backend: str, onnx_file: str | None, dtype: str | 
         raise ModelLoadError(f"Unknown backend {backend!r} for {path}: use one of {', '.join(BACKENDS)}.")
     if backend == "torch":
         return torch_dtype_kwargs(path, dtype, device) if dtype else {}
-    if dtype:
-        raise ModelLoadError(f"{path} names dtype {dtype!r} for ONNX Runtime, which runs its file's own types; "
-                             "a bf16 copy runs on PyTorch (backend torch).")
+    if dtype and onnx_provider == "cpu":
+        raise ModelLoadError(f"{path} names dtype {dtype!r} for ONNX Runtime's CPU provider, which runs its file's "
+                             "own types; a bf16 copy runs on PyTorch (backend torch) or OpenVINO (onnx_provider openvino).")
     if not onnx_file:
         raise ModelLoadError(f"{path} is registered with backend onnx but names no onnx_file; "
                              "re-run `unirank models optimize` on its source version.")
     if not (Path(path) / onnx_file).is_file():
         raise ModelLoadError(f"{Path(path) / onnx_file} is missing; re-run `unirank models optimize` "
                              "on the source version to export it again.")
+    provider = require_onnx_provider(onnx_provider, path)
+    # Named even for the CPU provider: sentence-transformers would otherwise take the first available
+    # one, which is OpenVINO in that build, and it runs the int8 files slower than the CPU provider.
+    model_kwargs: dict[str, Any] = {"file_name": onnx_file, "provider": provider}
+    if onnx_provider == "openvino":
+        model_kwargs["provider_options"] = openvino_options(path, dtype)
+    return {"backend": "onnx", "model_kwargs": model_kwargs}
+
+
+def require_onnx_provider(onnx_provider: str, path: str) -> str:
+    """ONNX Runtime's name for ``onnx_provider``, once it is known to be installed here."""
+    if onnx_provider not in ONNX_PROVIDERS:
+        raise ModelLoadError(f"{path} names ONNX provider {onnx_provider!r}: use one of {', '.join(ONNX_PROVIDERS)}.")
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime
         import optimum.onnxruntime  # noqa: F401
     except ImportError as exc:
         raise ModelLoadError(f"{path} runs on ONNX Runtime, which is not installed: "
                              "pip install 'unirank[onnx]'.") from exc
-    return {"backend": "onnx", "model_kwargs": {"file_name": onnx_file}}
+    provider = ONNX_PROVIDERS[onnx_provider]
+    available = onnxruntime.get_available_providers()
+    if provider not in available:
+        raise ModelLoadError(
+            f"{path} runs on ONNX Runtime's {provider}, which this ONNX Runtime build lacks (it has "
+            f"{', '.join(available)}). Install its OpenVINO build in place of the plain one (pip uninstall "
+            "onnxruntime && pip install onnxruntime-openvino; x86-64 only), or use an ONNX copy made without "
+            "--provider.")
+    return provider
+
+
+def openvino_options(path: str, dtype: str | None) -> dict[str, str]:
+    """The OpenVINO provider's options: CPU, computing in bf16 only when asked and native here.
+
+    The precision is set either way: left to itself the provider runs fp32 even on AMX."""
+    precision = "f32"
+    if dtype:
+        check_dtype(dtype)
+        if native_bf16("cpu"):
+            precision = "bf16"
+        else:
+            warnings.warn(f"{path} asks OpenVINO for {dtype}, but this CPU has no native bf16 (AMX or "
+                          "AVX512-BF16): it runs in fp32 here.", RuntimeWarning, stacklevel=4)
+    return {"device_type": "CPU", "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": precision}})}
 
 
 def registry_backend(version: "ModelVersion | None") -> dict[str, Any]:
@@ -54,8 +96,10 @@ def registry_backend(version: "ModelVersion | None") -> dict[str, Any]:
 
 
 def record_backend(record: dict[str, Any]) -> dict[str, Any]:
-    """``{"backend", "onnx_file"}`` for a record that names ONNX, ``{"dtype"}`` for a bf16 one, else ``{}``:
-    the keyword arguments the embedder and reranker classes take to load it as recorded."""
+    """The keyword arguments the embedder and reranker classes take to load a record's model as recorded:
+    ``{"backend", "onnx_file"}`` (plus ``onnx_provider`` and ``dtype`` when named) for ONNX, ``{"dtype"}``
+    for a bf16 PyTorch copy, else ``{}``."""
     if record.get("backend", "torch") == "torch":
         return {"dtype": record["dtype"]} if record.get("dtype") else {}
-    return {"backend": record["backend"], "onnx_file": record.get("onnx_file")}
+    named = {key: record[key] for key in ("onnx_provider", "dtype") if record.get(key)}
+    return {"backend": record["backend"], "onnx_file": record.get("onnx_file"), **named}

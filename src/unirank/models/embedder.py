@@ -43,12 +43,13 @@ class SentenceTransformerEmbedder:
         backend: str = "torch",
         onnx_file: str | None = None,
         dtype: str | None = None,
+        onnx_provider: str = "cpu",
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
         try:
             self.model = SentenceTransformer(path, device=device, local_files_only=local_files_only,
-                                             **backend_kwargs(path, backend, onnx_file, dtype, device))
+                                             **backend_kwargs(path, backend, onnx_file, dtype, device, onnx_provider))
         except ModelLoadError:
             raise
         except Exception as exc:  # the library raises OSError, ValueError, HF errors...

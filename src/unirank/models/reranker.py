@@ -36,12 +36,12 @@ class CrossEncoderReranker:
 
     def __init__(self, path: str, *, name: str, device: str = "cpu", batch_size: int = 32,
                  local_files_only: bool = True, backend: str = "torch", onnx_file: str | None = None,
-                 dtype: str | None = None) -> None:
+                 dtype: str | None = None, onnx_provider: str = "cpu") -> None:
         from sentence_transformers import CrossEncoder
 
         try:
             self.model = CrossEncoder(path, device=device, local_files_only=local_files_only,
-                                      **backend_kwargs(path, backend, onnx_file, dtype, device))
+                                      **backend_kwargs(path, backend, onnx_file, dtype, device, onnx_provider))
         except ModelLoadError:
             raise
         except Exception as exc:
