@@ -61,7 +61,10 @@ class OpenAIProtocolServer:
     in a thread. It records every request, can be made slow, and answers deterministically:
 
     - an answer request: the first sentence of fenced passage 1, cited ``[1]``;
-    - a rewrite request: the last question with the previous user question appended.
+    - a rewrite request: the last question with the previous user question appended;
+    - a doc2query request: two numbered questions made of the passage's longest words.
+
+    With ``fail_after`` set, every request after that many answers HTTP 503.
     """
 
     def __init__(self, api_key: str | None = None) -> None:
@@ -70,6 +73,7 @@ class OpenAIProtocolServer:
         self.requests: list[dict] = []
         self.delay_s = 0.0
         self.api_key = api_key
+        self.fail_after: int | None = None
         app = FastAPI()
 
         @app.post("/v1/chat/completions")
@@ -79,6 +83,9 @@ class OpenAIProtocolServer:
             if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
                 return JSONResponse({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
                                                "code": "invalid_api_key"}}, status_code=401)
+            if self.fail_after is not None and len(self.requests) > self.fail_after:
+                return JSONResponse({"error": {"message": "The server is overloaded", "type": "server_error",
+                                               "code": None}}, status_code=503)
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             content = self.reply(body["messages"])
@@ -114,6 +121,10 @@ class OpenAIProtocolServer:
     @staticmethod
     def reply(messages: list[dict]) -> str:
         system, user = messages[0]["content"], messages[-1]["content"]
+        if "retrieval training set" in system:
+            passage = re.search(r"<<<\n(.*?)\n>>>", user, re.DOTALL).group(1)  # type: ignore[union-attr]
+            words = sorted(set(re.findall(r"[a-z]{5,}", passage.lower())), key=lambda w: (-len(w), w))[:3]
+            return f"1. What is known about {words[0]} and {words[1]}?\n2. How does {words[2]} relate to {words[0]}?"
         if "stand-alone search query" in system:
             last = re.search(r"Last question: (.*)", user).group(1).strip()  # type: ignore[union-attr]
             previous = re.findall(r"^user: (.*)$", user, re.MULTILINE)

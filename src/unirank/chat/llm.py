@@ -56,11 +56,17 @@ class OpenAIAnswerer:
 
     def rewrite(self, question: str, history: Sequence[Turn]) -> str:
         """The LLM's stand-alone version of a follow-up question."""
-        with self._errors():
-            response = self.client.chat.completions.create(model=self.model, messages=rewrite_prompt(question, history),  # type: ignore[arg-type]
-                                                           temperature=0, max_tokens=96)
-        text = (response.choices[0].message.content or "").strip().strip('"').strip() if response.choices else ""
+        text = self.complete(rewrite_prompt(question, history), temperature=0, max_tokens=96).strip('"').strip()
         return text.splitlines()[0].strip() if text else question
+
+    def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
+                 seed: int | None = None) -> str:
+        """One non-streamed reply's text ("" for none); errors as :class:`AnswererError`."""
+        with self._errors():
+            response = self.client.chat.completions.create(model=self.model, messages=messages,  # type: ignore[arg-type]
+                                                           temperature=temperature, max_tokens=max_tokens,
+                                                           **({"seed": seed} if seed is not None else {}))
+        return (response.choices[0].message.content or "").strip() if response.choices else ""
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

@@ -31,7 +31,8 @@ def train(
     base: Annotated[str, typer.Option(help="Base model: `base`, a folder, or a registry ref.")] = "base",
     pseudo: Annotated[Optional[bool], typer.Option("--pseudo/--no-pseudo", help="Add pseudo-queries (default: only without labels).")] = None,
     pseudo_kinds: Annotated[Optional[str], typer.Option(
-        help="Comma-separated pseudo-query kinds of crop, keyphrase, title, lead (default: lead,keyphrase,title).")] = None,
+        help="Comma-separated pseudo-query kinds of crop, keyphrase, title, lead, llm (default: lead,keyphrase,title). "
+             "llm: questions written by the OpenAI-compatible endpoint in chat.llm_base_url / chat.llm_model.")] = None,
     feedback: Annotated[bool, typer.Option("--feedback", help="Add chat feedback (thumbs up/down, citation clicks) as labelled pairs.")] = False,
     epochs: Annotated[float, typer.Option(help="Epochs for both models.")] = 1.0,
     min_steps: Annotated[int, typer.Option(

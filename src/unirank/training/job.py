@@ -25,6 +25,7 @@ from unirank.search.backend import SearchBackend
 from unirank.search.types import Chunk
 from unirank.settings import Settings
 from unirank.training.blend_selection import choose_blend_weight
+from unirank.training.doc2query import LLM_KIND, LLMQueryWriter, require_llm
 from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
 from unirank.training.examples import TrainingPair, data_hash, query_fingerprint, read_pairs, write_pairs
 from unirank.training.labelled import load_pair_file, pairs_from_qrels
@@ -93,6 +94,8 @@ class TrainJob:
     def __init__(self, settings: Settings, backend: SearchBackend, base_embedder: Embedder,
                  request: TrainRequest, stage: Stage | None = None) -> None:
         request.validate()
+        if LLM_KIND in request.pseudo_kinds and request.pseudo is not False:
+            require_llm(settings.chat)
         self.settings = settings
         self.backend = backend
         self.embedder = base_embedder
@@ -220,6 +223,8 @@ class TrainJob:
         if use_pseudo:
             self.stage("generating pseudo-queries")
             generated = PseudoQueryGenerator(seed=req.seed, kinds=req.pseudo_kinds).generate(chunks)
+            if LLM_KIND in req.pseudo_kinds:
+                generated += self._llm_queries(chunks)
             # Mine a margin more than the cap: the consistency filter drops some.
             sampled = _sample_by_origin(generated, int(req.max_pseudo_pairs * 1.2), req.seed)
             mined, mstats = miner.mine(sampled, check_consistency=True)
@@ -232,6 +237,16 @@ class TrainJob:
         write_pairs(data_file, pairs)
         stats_file.write_text(json.dumps(stats, indent=1))
         return pairs, stats
+
+    def _llm_queries(self, chunks: list[Chunk]) -> list[TrainingPair]:
+        """The ``llm`` kind's share of the pseudo-queries (with the same margin as the others)."""
+        req, chat = self.request, self.settings.chat
+        share = int(req.max_pseudo_pairs * 1.2) // len(req.pseudo_kinds)
+        self.stage(f"asking {chat.llm_model} at {chat.llm_base_url} for questions (doc2query)")
+        writer = LLMQueryWriter(chat, self.run_dir / "doc2query.jsonl", seed=req.seed,
+                                progress=lambda n, total: self.stage(f"doc2query: {n}/{total} passages")
+                                if n % 50 == 0 or n == total else None)
+        return writer.write(chunks, share)
 
     def _labelled(self, chunks: list[Chunk]) -> list[TrainingPair]:
         req = self.request

@@ -1,6 +1,7 @@
 """Pseudo-queries from the corpus alone, made so the query does not simply copy the passage.
 
-Four kinds (the README of the shared data says why plain (title, body) pairs are not enough):
+Four offline kinds (the README of the shared data says why plain (title, body) pairs are not enough),
+and ``llm``, questions an LLM writes when an endpoint is configured (``doc2query.py``):
 - ``crop``: a cropped sentence as the query, with that sentence removed from the passage
   (inverse cloze), so the model must match meaning, not the same words;
 - ``keyphrase``: a handful of the passage's most distinctive terms (TF-IDF), shuffled;
@@ -35,7 +36,9 @@ from unirank.search.types import Chunk
 from unirank.training.examples import TrainingPair
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-KINDS = ("crop", "keyphrase", "title", "lead")
+#: ``llm`` (doc2query on an OpenAI-compatible endpoint) is written by ``doc2query.LLMQueryWriter``;
+#: this generator makes the other, offline kinds.
+KINDS = ("crop", "keyphrase", "title", "lead", "llm")
 DEFAULT_KINDS = ("lead", "keyphrase", "title")
 #: A sentence-kind query needs a passage that keeps at least two sentences once it is taken out.
 MIN_SENTENCES = 3
