@@ -4,8 +4,9 @@ The copy is an ONNX export (optionally int8), or with ``dtype`` a PyTorch copy i
 that computes in it; with ``provider="openvino"`` the fp32 ONNX export runs on ONNX Runtime's OpenVINO
 execution provider (in bfloat16 too, with ``dtype``). The new version's record is the source's (base
 model, dimensions, metrics, training fingerprints) plus ``backend: "onnx"``, ``onnx_file`` and
-``onnx_provider``, or ``dtype``, and ``optimized_from``; loading runs it accordingly. With a BEIR folder the copy is scored against its source first (nDCG@10, kNN for an embedder,
-hybrid + rerank for a cross-encoder) and nothing is registered when it loses more than ``max_drop``.
+``onnx_provider``, or ``dtype``, and ``optimized_from``; loading runs it accordingly. With a BEIR
+folder the copy is scored against its source first (nDCG@10, kNN for an embedder, hybrid + rerank for
+a cross-encoder) and nothing is registered when it loses more than ``max_drop``.
 """
 
 from __future__ import annotations
