@@ -43,8 +43,8 @@ def main() -> None:
     doc_texts = [f"{d.get('title', '')}. {d.get('text', '')}".strip(". ") for d in corpus]
 
     import numpy as np
-    import onnxruntime
 
+    from unirank.models.backends import onnx_provider_available
     from unirank.models.embedder import SentenceTransformerEmbedder
     from unirank.models.loading import resolve_model_path
     from unirank.models.onnx_export import export_onnx
@@ -69,7 +69,7 @@ def main() -> None:
                  "onnx fp32": (export.folder / export.fp32_file).stat().st_size,
                  "onnx int8": (export.folder / str(export.int8_file)).stat().st_size,
                  "torch bf16": (bf16_folder / "model.safetensors").stat().st_size}
-        if "OpenVINOExecutionProvider" in onnxruntime.get_available_providers():
+        if onnx_provider_available("openvino"):
             models["onnx openvino bf16"] = SentenceTransformerEmbedder(
                 str(export.folder), name="base", version="openvino-bf16", backend="onnx",
                 onnx_file=export.fp32_file, onnx_provider="openvino", dtype="bfloat16")

@@ -77,6 +77,7 @@ def build_models(settings, stage) -> dict[str, str]:
     """Register the cross-encoder `unirank train` builds (PyTorch) and its copies in the temporary registry:
     ONNX fp32, int8, and int8 reading at most SHORT_WINDOW tokens (`models optimize --max-length`), the
     ONNX file on OpenVINO in bf16 and PyTorch bf16 at both windows (`--provider openvino`, `--dtype bfloat16`)."""
+    from unirank.models.backends import onnx_provider_available
     from unirank.models.loading import resolve_model_path
     from unirank.models.optimize import Optimizer
     from unirank.registry import ModelRegistry
@@ -95,7 +96,7 @@ def build_models(settings, stage) -> dict[str, str]:
         bf16_ref = optimizer.run(torch_ref, dtype="bfloat16").version.ref
         bf16_short_ref = optimizer.run(torch_ref, dtype="bfloat16", max_seq_length=SHORT_WINDOW).version.ref
         openvino = {}
-        if openvino_available():
+        if onnx_provider_available("openvino"):
             openvino = {
                 "onnx openvino bf16": optimizer.run(torch_ref, dtype="bfloat16", provider="openvino").version.ref,
                 f"onnx openvino bf16, {SHORT_WINDOW} tokens": optimizer.run(
@@ -108,12 +109,6 @@ def build_models(settings, stage) -> dict[str, str]:
             f"onnx int8, {SHORT_WINDOW} tokens": short.ref, **openvino, "torch bf16": bf16_ref,
             f"torch bf16, {SHORT_WINDOW} tokens": bf16_short_ref,
             "_int8_config": str(int8.record["quantization"]["config"])}
-
-
-def openvino_available() -> bool:
-    import onnxruntime
-
-    return "OpenVINOExecutionProvider" in onnxruntime.get_available_providers()
 
 
 class InProcessBaseline:

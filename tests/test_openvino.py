@@ -17,13 +17,14 @@ import onnxruntime  # noqa: E402
 from data.make_minibeir import write as write_minibeir  # noqa: E402
 from serving_helpers import isolated_env  # noqa: E402
 from unirank.errors import ModelLoadError, UnirankError  # noqa: E402
+from unirank.models.backends import onnx_provider_available  # noqa: E402
 from unirank.models.loading import load_reranker, resolve_model_path  # noqa: E402
 from unirank.models.optimize import Optimizer  # noqa: E402
 from unirank.models.precision import native_bf16  # noqa: E402
 from unirank.models.reranker import CrossEncoderReranker  # noqa: E402
 from unirank.registry import ModelRegistry  # noqa: E402
 
-HAS_OPENVINO = "OpenVINOExecutionProvider" in onnxruntime.get_available_providers()
+HAS_OPENVINO = onnx_provider_available("openvino")
 needs_openvino = pytest.mark.skipif(
     not HAS_OPENVINO, reason="ONNX Runtime here is not the OpenVINO build (the onnx extra installs "
                              "onnxruntime-openvino on x86-64 Linux only)")

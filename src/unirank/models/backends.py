@@ -36,16 +36,13 @@ def backend_kwargs(path: str, backend: str, onnx_file: str | None, dtype: str | 
         raise ModelLoadError(f"Unknown backend {backend!r} for {path}: use one of {', '.join(BACKENDS)}.")
     if backend == "torch":
         return torch_dtype_kwargs(path, dtype, device) if dtype else {}
-    if dtype and onnx_provider == "cpu":
-        raise ModelLoadError(f"{path} names dtype {dtype!r} for ONNX Runtime's CPU provider, which runs its file's "
-                             "own types; a bf16 copy runs on PyTorch (backend torch) or OpenVINO (onnx_provider openvino).")
     if not onnx_file:
         raise ModelLoadError(f"{path} is registered with backend onnx but names no onnx_file; "
                              "re-run `unirank models optimize` on its source version.")
     if not (Path(path) / onnx_file).is_file():
         raise ModelLoadError(f"{Path(path) / onnx_file} is missing; re-run `unirank models optimize` "
                              "on the source version to export it again.")
-    provider = require_onnx_provider(onnx_provider, path)
+    provider = require_onnx_provider(onnx_provider, path, dtype)
     # Named even for the CPU provider: sentence-transformers would otherwise take the first available
     # one, which is OpenVINO in that build, and it runs the int8 files slower than the CPU provider.
     model_kwargs: dict[str, Any] = {"file_name": onnx_file, "provider": provider}
@@ -54,25 +51,35 @@ def backend_kwargs(path: str, backend: str, onnx_file: str | None, dtype: str | 
     return {"backend": "onnx", "model_kwargs": model_kwargs}
 
 
-def require_onnx_provider(onnx_provider: str, path: str) -> str:
-    """ONNX Runtime's name for ``onnx_provider``, once it is known to be installed here."""
+def onnx_provider_available(onnx_provider: str) -> bool:
+    """Whether this ONNX Runtime build has ``onnx_provider`` (a key of ``ONNX_PROVIDERS``)."""
+    import onnxruntime
+
+    return ONNX_PROVIDERS[onnx_provider] in onnxruntime.get_available_providers()
+
+
+def require_onnx_provider(onnx_provider: str, path: str, dtype: str | None = None) -> str:
+    """ONNX Runtime's name for ``onnx_provider``, once it is known to be installed here and to compute
+    in ``dtype`` (the CPU provider runs the file's own types)."""
     if onnx_provider not in ONNX_PROVIDERS:
         raise ModelLoadError(f"{path} names ONNX provider {onnx_provider!r}: use one of {', '.join(ONNX_PROVIDERS)}.")
+    if dtype and onnx_provider == "cpu":
+        raise ModelLoadError(f"{path} names dtype {dtype!r}, but ONNX Runtime's CPU provider computes in the file's "
+                             "own types: for bf16 use the OpenVINO provider (--provider openvino), or a PyTorch copy "
+                             "(--dtype alone).")
     try:
         import onnxruntime
         import optimum.onnxruntime  # noqa: F401
     except ImportError as exc:
         raise ModelLoadError(f"{path} runs on ONNX Runtime, which is not installed: "
                              "pip install 'unirank[onnx]'.") from exc
-    provider = ONNX_PROVIDERS[onnx_provider]
-    available = onnxruntime.get_available_providers()
-    if provider not in available:
+    if not onnx_provider_available(onnx_provider):
         raise ModelLoadError(
-            f"{path} runs on ONNX Runtime's {provider}, which this ONNX Runtime build lacks (it has "
-            f"{', '.join(available)}). Install its OpenVINO build in place of the plain one (pip uninstall "
-            "onnxruntime && pip install onnxruntime-openvino; x86-64 only), or use an ONNX copy made without "
-            "--provider.")
-    return provider
+            f"{path} runs on ONNX Runtime's {ONNX_PROVIDERS[onnx_provider]}, which this ONNX Runtime build lacks (it "
+            f"has {', '.join(onnxruntime.get_available_providers())}). Install its OpenVINO build in place of the plain "
+            "one (pip uninstall onnxruntime && pip install onnxruntime-openvino; x86-64 only), or use an ONNX copy "
+            "made without --provider.")
+    return ONNX_PROVIDERS[onnx_provider]
 
 
 def openvino_options(path: str, dtype: str | None) -> dict[str, str]:

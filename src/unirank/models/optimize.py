@@ -98,14 +98,11 @@ class Optimizer:
         if dtype is not None:
             check_dtype(dtype)
         if provider is not None:
-            require_onnx_provider(provider, ref)  # before a quarter of a minute of exporting
+            require_onnx_provider(provider, ref, dtype)  # before a quarter of a minute of exporting
             if provider == "openvino" and quantize is not None:
                 # Measured: 50 pairs at 128 tokens, 1,320 ms on OpenVINO against 459 ms on the CPU provider.
                 raise UnirankError("OpenVINO runs the int8 file slower than ONNX Runtime's CPU provider: use "
                                    "--provider openvino --dtype bfloat16 (or --quantize int8 alone).")
-            if provider == "cpu" and dtype is not None:
-                raise UnirankError("ONNX Runtime's CPU provider computes in the file's own types: for bf16 use "
-                                   "--provider openvino, or --dtype alone for a PyTorch copy.")
         source, unregistered_base = self._source(ref, name)
         assert source.path is not None
         window = source.record.get("max_seq_length")

@@ -97,12 +97,11 @@ class LLMQueryWriter:
                     done += 1
                     self.progress(done, total)
         except AnswererError as exc:
-            pool.shutdown(wait=True, cancel_futures=True)
             raise TrainingError(
                 f"LLM doc2query stopped with questions for {done} of {total} passages: {exc} Those answers are "
                 f"kept in {self.cache}; run the same command again to ask for the rest.") from exc
         finally:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=True, cancel_futures=True)  # after a failure, the passages not yet asked
 
     def _ask(self, chunk: Chunk) -> list[str]:
         passage = chunk.embedding_input()[: self.max_passage_chars]

@@ -223,10 +223,11 @@ class TrainJob:
         if use_pseudo:
             self.stage("generating pseudo-queries")
             generated = PseudoQueryGenerator(seed=req.seed, kinds=req.pseudo_kinds).generate(chunks)
-            if LLM_KIND in req.pseudo_kinds:
-                generated += self._llm_queries(chunks)
             # Mine a margin more than the cap: the consistency filter drops some.
-            sampled = _sample_by_origin(generated, int(req.max_pseudo_pairs * 1.2), req.seed)
+            with_margin = int(req.max_pseudo_pairs * 1.2)
+            if LLM_KIND in req.pseudo_kinds:
+                generated += self._llm_queries(chunks, with_margin // len(req.pseudo_kinds))
+            sampled = _sample_by_origin(generated, with_margin, req.seed)
             mined, mstats = miner.mine(sampled, check_consistency=True)
             mined = _sample_by_origin(mined, req.max_pseudo_pairs, req.seed)
             pairs += mined
@@ -238,10 +239,9 @@ class TrainJob:
         stats_file.write_text(json.dumps(stats, indent=1))
         return pairs, stats
 
-    def _llm_queries(self, chunks: list[Chunk]) -> list[TrainingPair]:
-        """The ``llm`` kind's share of the pseudo-queries (with the same margin as the others)."""
+    def _llm_queries(self, chunks: list[Chunk], share: int) -> list[TrainingPair]:
+        """About ``share`` questions, the ``llm`` kind's part of the pseudo-queries."""
         req, chat = self.request, self.settings.chat
-        share = int(req.max_pseudo_pairs * 1.2) // len(req.pseudo_kinds)
         self.stage(f"asking {chat.llm_model} at {chat.llm_base_url} for questions (doc2query)")
         writer = LLMQueryWriter(chat, self.run_dir / "doc2query.jsonl", seed=req.seed,
                                 progress=lambda n, total: self.stage(f"doc2query: {n}/{total} passages")
