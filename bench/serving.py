@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import sys
 import tempfile
@@ -40,6 +41,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+# The server runs as `unirank serve models` runs for users, with the tokenizers library's default
+# parallel tokenization (_common turns it off for the other benches); the in-process baseline gets the
+# same. With it off, a 50-passage rerank's two tokenizer passes took ~35 ms more (p50 427-438 ms
+# against 392-404 ms, OpenVINO bf16 at 128 tokens, alternating runs).
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
