@@ -2,7 +2,7 @@
 
 Ours: ``Unirank.ingest`` of ``../shared/data/cisi/corpus.jsonl`` into a fresh index (list, read,
 hash, parse, chunk, embed, write SQLite + tantivy + usearch, flush), in chunks per second.
-Baseline: ``SentenceTransformer.encode`` (the very model object unirank loaded, batch_size 64,
+Baseline: ``SentenceTransformer.encode`` (the very model object unirank loaded, at its batch_size,
 normalised) of exactly the texts unirank embedded (``chunk.embedding_input()`` of the chunks read
 back from the index's SQLite store after the first ingest), timed alone. The model is warmed up
 first; the two runs alternate in one process (ingest, encode, ingest, encode) and the best of the

@@ -37,7 +37,7 @@ class SentenceTransformerEmbedder:
         name: str,
         version: str,
         device: str = "cpu",
-        batch_size: int = 64,
+        batch_size: int = 16,
         local_files_only: bool = True,
         query_threads: int = 0,
         backend: str = "torch",
