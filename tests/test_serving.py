@@ -142,6 +142,8 @@ def test_bad_requests_get_clear_4xx(http: httpx.Client, path: str, body: dict, s
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert (error["code"] if isinstance(error, dict) else response.json()["error_type"]) == code
+    # Refusals are counted under their route and status, as the metrics middleware saw the response.
+    assert _metric(http.get("/metrics").text, "unirank_requests_total", endpoint=path, status=str(status)) > 0
 
 
 def test_truncate_on_request_and_openai_sdk_errors(server: ModelServer, http: httpx.Client) -> None:

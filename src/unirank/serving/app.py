@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import math
 import os
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -19,13 +19,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 
 from unirank.errors import AuthenticationError, ModelNotReadyError, ServingRequestError, UnirankError
 from unirank.serving.auth import TokenStore
 from unirank.serving.batcher import MicroBatcher
 from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
 from unirank.serving.limits import enforce_token_limit
-from unirank.serving.metrics import ServerMetrics
+from unirank.serving.metrics import RequestMetricsMiddleware, ServerMetrics
 from unirank.serving.schemas import (
     CohereRerankRequest,
     CohereRerankResponse,
@@ -140,15 +141,7 @@ def create_app(settings: Settings | None = None, refs: list[str] | None = None) 
 
 
 def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        state.metrics.requests.labels(endpoint=endpoint, status=str(response.status_code)).inc()
-        state.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
 
     def error_body(request: Request, message: str, code: str) -> dict[str, Any]:
         if request.url.path.startswith("/v1/"):  # OpenAI's shape, which its SDK turns into exceptions
@@ -170,13 +163,21 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
         return JSONResponse(error_body(request, str(exc), "server_error"), 500)
 
 
+def json_response(payload: BaseModel) -> Response:
+    """The body serialised by pydantic-core in one pass. Returning the model instead has FastAPI dump it,
+    validate it again against ``response_model`` and walk every float of every vector in Python; the
+    route's ``response_model`` still documents it."""
+    return Response(payload.model_dump_json(), media_type="application/json")
+
+
 def _install_routes(app: FastAPI, state: ServerState) -> None:
     bearer = HTTPBearer(auto_error=False, description="Required when the server has API keys.")
 
-    def authorized(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    # Both async: FastAPI runs a plain-def dependency on a worker thread, two thread hops per request.
+    async def authorized(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         state.tokens.check(request.headers.get("authorization"))
 
-    def ready() -> None:
+    async def ready() -> None:
         if not state.ready.is_set():
             raise ModelNotReadyError()
 
@@ -222,7 +223,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse, dependencies=guarded,
               tags=["OpenAI"], summary="OpenAI-compatible embeddings")
-    async def openai_embeddings(body: EmbeddingsRequest) -> EmbeddingsResponse:
+    async def openai_embeddings(body: EmbeddingsRequest) -> Response:
         raw = body.input
         if isinstance(raw, list) and raw and not all(isinstance(x, str) for x in raw):
             raise ServingRequestError("Token arrays are not accepted; send the texts.", code="unsupported_input")
@@ -237,16 +238,17 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             encoded: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
         else:
             encoded = vectors.tolist()
-        return EmbeddingsResponse(data=[EmbeddingData(index=i, embedding=e) for i, e in enumerate(encoded)],
-                                  model=model.id, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
+        return json_response(EmbeddingsResponse(
+            data=[EmbeddingData(index=i, embedding=e) for i, e in enumerate(encoded)],
+            model=model.id, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)))
 
     @app.post("/embed", response_model=list[list[float]], dependencies=guarded,
               tags=["text-embeddings-inference"], summary="TEI-compatible embeddings")
-    async def tei_embed(body: EmbedRequest) -> list[list[float]]:
+    async def tei_embed(body: EmbedRequest) -> Response:
         texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
         checked_texts(texts, "input")
         vectors, _ = await embed(state.catalog.find(body.model, "embedder"), texts, body.truncate)
-        return vectors.tolist()
+        return Response(json.dumps(vectors.tolist()), media_type="application/json")
 
     @app.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
               dependencies=guarded, tags=["text-embeddings-inference"], summary="TEI-compatible rerank")

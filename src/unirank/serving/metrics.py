@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from typing import Any, Awaitable, Callable, MutableMapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -40,3 +42,38 @@ class ServerMetrics:
     def process_exited(self) -> None:
         if self.multiprocess:
             multiprocess.mark_process_dead(os.getpid())
+
+
+Message = MutableMapping[str, Any]
+
+
+class RequestMetricsMiddleware:
+    """Counts requests by route and status and times them.
+
+    Plain ASGI rather than ``@app.middleware("http")``, whose per-request wrapping of the request and
+    response streams cost the server CPU on every small embedding request."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # an exception before the response started is a server error, as clients see it
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")  # set by the router on a match
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+            self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
