@@ -163,11 +163,12 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
         return JSONResponse(error_body(request, str(exc), "server_error"), 500)
 
 
-def json_response(payload: BaseModel) -> Response:
-    """The body serialised by pydantic-core in one pass. Returning the model instead has FastAPI dump it,
-    validate it again against ``response_model`` and walk every float of every vector in Python; the
-    route's ``response_model`` still documents it."""
-    return Response(payload.model_dump_json(), media_type="application/json")
+def json_response(payload: BaseModel | list[Any]) -> Response:
+    """The body serialised in one pass (pydantic-core, or the json module for plain lists). Returning the
+    payload instead has FastAPI dump it, validate it again against ``response_model`` and walk every float
+    of every vector in Python; the route's ``response_model`` still documents it."""
+    body = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+    return Response(body, media_type="application/json")
 
 
 def _install_routes(app: FastAPI, state: ServerState) -> None:
@@ -248,7 +249,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
         checked_texts(texts, "input")
         vectors, _ = await embed(state.catalog.find(body.model, "embedder"), texts, body.truncate)
-        return Response(json.dumps(vectors.tolist()), media_type="application/json")
+        return json_response(vectors.tolist())
 
     @app.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
               dependencies=guarded, tags=["text-embeddings-inference"], summary="TEI-compatible rerank")
