@@ -69,11 +69,15 @@ class _Handle:
 class EmbeddedBackend:
     name = "embedded"
 
-    def __init__(self, root: Path, *, ef_search: int = 128) -> None:
+    def __init__(self, root: Path, *, ef_search: int = 128, build_threads: int = 1) -> None:
         self.root = Path(root)
         self.ef_search = ef_search
+        self.build_threads = build_threads
         self._handles: dict[str, _Handle] = {}
         self._guard = threading.Lock()
+
+    def _vectors(self, path: Path, dims: int) -> VectorIndex:
+        return VectorIndex(path, dims, ef_search=self.ef_search, build_threads=self.build_threads)
 
     # -- index lifecycle ------------------------------------------------------------------------
     def _index_dir(self, index: str) -> Path:
@@ -152,7 +156,7 @@ class EmbeddedBackend:
         (new_dir / "derived.json").write_text(json.dumps({"fulltext": 0, "vectors": 0}))
         handle = _Handle(version_dir=new_dir, store=ChunkStore(new_dir / "chunks.sqlite"),
                          fulltext=FullTextIndex(new_dir / "fulltext"),
-                         vectors=VectorIndex(new_dir / "vectors.usearch", model.dims, ef_search=self.ef_search),
+                         vectors=self._vectors(new_dir / "vectors.usearch", model.dims),
                          model=model)
         try:
             for batch in sources:
@@ -209,7 +213,7 @@ class EmbeddedBackend:
             version_dir=version_dir,
             store=store,
             fulltext=FullTextIndex(version_dir / "fulltext"),
-            vectors=VectorIndex(version_dir / "vectors.usearch", model.dims, ef_search=self.ef_search),
+            vectors=self._vectors(version_dir / "vectors.usearch", model.dims),
             model=model,
         )
         lock = self._lock(index)
@@ -259,7 +263,7 @@ class EmbeddedBackend:
         if mtime != handle.derived_mtime and not handle.vectors.dirty:
             with handle.lock:
                 handle.fulltext.reload()
-                handle.vectors = VectorIndex(handle.vectors.path, handle.model.dims, ef_search=self.ef_search)
+                handle.vectors = self._vectors(handle.vectors.path, handle.model.dims)
                 handle.derived_mtime = mtime
 
     # -- writes ---------------------------------------------------------------------------------

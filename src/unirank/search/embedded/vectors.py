@@ -16,9 +16,11 @@ EXPANSION_ADD = 256
 
 
 class VectorIndex:
-    def __init__(self, path: Path, dims: int, *, ef_search: int = 128, view: bool = False) -> None:
+    def __init__(self, path: Path, dims: int, *, ef_search: int = 128, view: bool = False,
+                 build_threads: int = 1) -> None:
         self.path = path
         self.dims = dims
+        self.build_threads = build_threads
         self.index = self._new(ef_search)
         self.ef_search = ef_search
         if path.exists():
@@ -48,7 +50,8 @@ class VectorIndex:
             if present:
                 self.index.remove(np.asarray(present, dtype=np.uint64))
         if len(keys):
-            self.index.add(np.asarray(keys, dtype=np.uint64), np.ascontiguousarray(vectors, dtype=np.float32))
+            self.index.add(np.asarray(keys, dtype=np.uint64), np.ascontiguousarray(vectors, dtype=np.float32),
+                           threads=self.build_threads)
         self.dirty = self.dirty or bool(removed_keys) or bool(len(keys))
 
     def clear(self) -> None:
