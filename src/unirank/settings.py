@@ -95,8 +95,9 @@ class SearchSettings(BaseModel):
     ef_search: int = Field(256, ge=8)
     #: Threads that build the HNSW graph (0: all cores). With more than one the graph depends on their
     #: timing, so the same documents gave different neighbours from one build to the next, and with them
-    #: different hard negatives and evaluation figures. One keeps builds reproducible; on 2 cores it
-    #: added 20k vectors in 39 s against 32 s, beside ~12 ms of embedding per chunk.
+    #: different hard negatives and evaluation figures. One keeps builds reproducible at a cost: on 2
+    #: cores the 100k-chunk index of bench/query_latency.py took 125 s against 67 s (embedding that many
+    #: chunks takes ~20 min there); search latency was the same (hybrid p95 41 ms either way).
     build_threads: int = Field(1, ge=0)
 
 
