@@ -7,8 +7,8 @@ backends of the same weights embed every CISI document (``title. text``) and que
 Runtime fp32, ONNX Runtime int8, PyTorch bf16 (fast only where the CPU has AMX or AVX512-BF16) and, where
 ONNX Runtime is its OpenVINO build, the fp32 ONNX file run by OpenVINO in bf16 (``--provider openvino``). Quality: exact cosine kNN over whole
 documents (numpy, no ANN, so only the model's numerics differ), nDCG@10 and Recall@100 with ranx on the
-76 judged queries. Throughput: documents embedded per second (batch 16, the embedder's default), best of ``--repeats`` rounds
-that alternate the backends. The issue's bar: int8 within 0.005 nDCG@10 of fp32; bf16 is held to the same.
+76 judged queries. Throughput: documents embedded per second (batch 16, the embedder's default), best
+of ``--repeats`` rounds that alternate the backends. The issue's bar: int8 within 0.005 nDCG@10 of fp32; bf16 is held to the same.
 
     .venv/bin/python bench/onnx_quality.py [--repeats 2]
 """

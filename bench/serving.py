@@ -3,9 +3,9 @@
 One run, one machine:
 
 * **Embeddings/s.** Baseline: ``SentenceTransformer.encode`` of the bundled base model in this process,
-  batch ``embedder.batch_size`` (16), on N CISI passages (``title. text`` cut to ``--words`` words). Ours: the same texts sent to
-  ``unirank serve models --model base`` as ``POST /v1/embeddings`` with ONE text per request (as real
-  clients send them), by 1, 8 and 32 concurrent clients (httpx, asyncio). The server's micro-batcher
+  batch ``embedder.batch_size`` (16), on N CISI passages (``title. text`` cut to ``--words`` words).
+  Ours: the same texts sent to ``unirank serve models --model base`` as ``POST /v1/embeddings`` with ONE
+  text per request (as real clients send them), by 1, 8 and 32 concurrent clients (httpx, asyncio). The server's micro-batcher
   groups concurrent requests; the mean micro-batch size per level comes from ``GET /metrics``.
   Target at 32 clients: >= 0.8x the in-process batch throughput. The baseline and the three levels
   run in ``--repeats`` alternating rounds and each keeps its best round, so a noisy minute on a shared
@@ -310,8 +310,8 @@ def main() -> None:
             # machine's slow minutes then fall on both sides alike.
             rounds: dict[int, list[dict]] = {c: [] for c in CONCURRENCY}
             for round_no in range(1, args.repeats + 1):
-                print(f"round {round_no}/{args.repeats}: in-process encode of {len(texts)} texts, batch {baseline_encoder.batch_size}: "
-                      f"{baseline_encoder.run():.1f} embeddings/s")
+                print(f"round {round_no}/{args.repeats}: in-process encode of {len(texts)} texts, "
+                      f"batch {baseline_encoder.batch_size}: {baseline_encoder.run():.1f} embeddings/s")
                 for concurrency in CONCURRENCY:
                     level_texts = texts if concurrency > 1 else texts[: max(64, len(texts) // 4)]
                     before, cpu_before = batch_histogram(server.url, "embed"), cpu()
@@ -340,8 +340,8 @@ def main() -> None:
 
     print()
     print(f"Embeddings/s, {len(texts)} CISI passages of <= {args.words} words, one text per request "
-          f"({args.replicas} replica(s)); baseline: in-process encode, batch {baseline['batch_size']}; best of {args.repeats} "
-          "alternating rounds each")
+          f"({args.replicas} replica(s)); baseline: in-process encode, batch {baseline['batch_size']}; "
+          f"best of {args.repeats} alternating rounds each")
     rows = [["in-process batch encode", baseline["embeddings_per_s"], "-", "-", "1.00x", "-",
              baseline["cpu_ms_per_embedding"], "-"]]
     for lv in levels:
