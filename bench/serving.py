@@ -118,29 +118,40 @@ def build_models(settings, stage) -> dict[str, str]:
 
 
 class InProcessBaseline:
-    """``SentenceTransformer.encode`` of the base model in this process: the figure the server is held to."""
+    """The base model embedding every text in this process: the figure the server is held to.
 
-    def __init__(self, texts: list[str], batch_size: int) -> None:
-        from sentence_transformers import SentenceTransformer
+    ``padding_free=False`` is sentence-transformers' ``encode`` (the issue's baseline); ``True`` is unirank's
+    embedder, which runs a BERT's dense layers on real tokens only, as the server does.
+    """
 
+    def __init__(self, texts: list[str], batch_size: int, *, padding_free: bool = False) -> None:
+        from unirank.models.embedder import SentenceTransformerEmbedder
         from unirank.models.loading import resolve_model_path
 
-        self.texts, self.batch_size = texts, batch_size
-        self.model = SentenceTransformer(resolve_model_path("base")[0], device="cpu", local_files_only=True)
-        self.model.encode(texts[:128], batch_size=batch_size, normalize_embeddings=True)  # warm-up
+        self.texts, self.batch_size, self.padding_free = texts, batch_size, padding_free
+        self.embedder = SentenceTransformerEmbedder(resolve_model_path("base")[0], name="base", version="bench",
+                                                    batch_size=batch_size, padding_free=padding_free)
+        self.embed_documents(texts[:128])  # warm-up
         self.runs: list[tuple[float, float]] = []
+
+    def embed_documents(self, texts: list[str]) -> None:
+        if self.padding_free:
+            self.embedder.embed_documents(texts)
+        else:
+            self.embedder.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                       show_progress_bar=False)
 
     def run(self) -> float:
         """One timed encode of every text; embeddings/s."""
         started, cpu = time.perf_counter(), time.process_time()
-        self.model.encode(self.texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False)
+        self.embed_documents(self.texts)
         self.runs.append((time.perf_counter() - started, time.process_time() - cpu))
         return len(self.texts) / self.runs[-1][0]
 
     def summary(self) -> dict:
         best = min(seconds for seconds, _ in self.runs)
-        return {"texts": len(self.texts), "batch_size": self.batch_size, "seconds_best": round(best, 2),
-                "seconds_all": [round(seconds, 2) for seconds, _ in self.runs],
+        return {"texts": len(self.texts), "batch_size": self.batch_size, "padding_free": self.padding_free,
+                "seconds_best": round(best, 2), "seconds_all": [round(seconds, 2) for seconds, _ in self.runs],
                 "embeddings_per_s": round(len(self.texts) / best, 1),
                 "cpu_ms_per_embedding": round(min(cpu for _, cpu in self.runs) / len(self.texts) * 1000, 2)}
 
@@ -290,6 +301,7 @@ def main() -> None:
             refs = build_models(settings, stage=lambda m: print(f"  · {m}"))
             int8_config = refs.pop("_int8_config")
         baseline_encoder = InProcessBaseline(texts, settings.embedder.batch_size)
+        padding_free_encoder = InProcessBaseline(texts, settings.embedder.batch_size, padding_free=True)
 
         C.OUT_DIR.mkdir(parents=True, exist_ok=True)
         server_log = C.OUT_DIR / f"{NAME}-server-replicas{args.replicas}.log"
@@ -311,7 +323,8 @@ def main() -> None:
             rounds: dict[int, list[dict]] = {c: [] for c in CONCURRENCY}
             for round_no in range(1, args.repeats + 1):
                 print(f"round {round_no}/{args.repeats}: in-process encode of {len(texts)} texts, "
-                      f"batch {baseline_encoder.batch_size}: {baseline_encoder.run():.1f} embeddings/s")
+                      f"batch {baseline_encoder.batch_size}: {baseline_encoder.run():.1f} embeddings/s "
+                      f"(unirank's padding-free embedder: {padding_free_encoder.run():.1f})")
                 for concurrency in CONCURRENCY:
                     level_texts = texts if concurrency > 1 else texts[: max(64, len(texts) // 4)]
                     before, cpu_before = batch_histogram(server.url, "embed"), cpu()
@@ -321,13 +334,14 @@ def main() -> None:
                     rounds[concurrency].append(level)
                     print(f"  concurrency {concurrency}: {level['embeddings_per_s']} embeddings/s, mean micro-batch "
                           f"{level['mean_micro_batch']}, failures {level['failures']} {level['failure_reasons'] or ''}")
-            baseline = baseline_encoder.summary()
+            baseline, padding_free = baseline_encoder.summary(), padding_free_encoder.summary()
             levels = []
             for concurrency in CONCURRENCY:
                 level = max(rounds[concurrency], key=lambda lv: lv["embeddings_per_s"])
                 level["failures"] = sum(lv["failures"] for lv in rounds[concurrency])  # any round's failure counts
                 level["embeddings_per_s_all"] = [lv["embeddings_per_s"] for lv in rounds[concurrency]]
                 level["ratio_to_in_process"] = round(level["embeddings_per_s"] / baseline["embeddings_per_s"], 2)
+                level["ratio_to_padding_free"] = round(level["embeddings_per_s"] / padding_free["embeddings_per_s"], 2)
                 levels.append(level)
             reranks: dict[str, dict] = {}
             for label, ref in refs.items():
@@ -342,13 +356,19 @@ def main() -> None:
     print(f"Embeddings/s, {len(texts)} CISI passages of <= {args.words} words, one text per request "
           f"({args.replicas} replica(s)); baseline: in-process encode, batch {baseline['batch_size']}; "
           f"best of {args.repeats} alternating rounds each")
-    rows = [["in-process batch encode", baseline["embeddings_per_s"], "-", "-", "1.00x", "-",
-             baseline["cpu_ms_per_embedding"], "-"]]
+    pf_ratio = padding_free["embeddings_per_s"] / baseline["embeddings_per_s"]
+    rows = [["in-process batch encode", baseline["embeddings_per_s"], "-", "-", "1.00x", "-", "-",
+             baseline["cpu_ms_per_embedding"], "-"],
+            ["in-process, padding-free", padding_free["embeddings_per_s"], "-", "-", f"{pf_ratio:.2f}x", "1.00x",
+             "-", padding_free["cpu_ms_per_embedding"], "-"]]
     for lv in levels:
         rows.append([f"server, {lv['concurrency']} concurrent", lv["embeddings_per_s"], lv["latency_p50_ms"],
-                     lv["latency_p95_ms"], f"{lv['ratio_to_in_process']:.2f}x", lv["mean_micro_batch"],
-                     lv["server_cpu_ms_per_embedding"], lv["client_cpu_ms_per_request"]])
-    print(C.table(["", "emb/s", "p50 ms", "p95 ms", "vs batch", "micro-batch", "CPU ms/emb", "client CPU ms"], rows))
+                     lv["latency_p95_ms"], f"{lv['ratio_to_in_process']:.2f}x", f"{lv['ratio_to_padding_free']:.2f}x",
+                     lv["mean_micro_batch"], lv["server_cpu_ms_per_embedding"], lv["client_cpu_ms_per_request"]])
+    print(C.table(["", "emb/s", "p50 ms", "p95 ms", "vs batch", "vs padding-free", "micro-batch", "CPU ms/emb",
+                   "client CPU ms"], rows))
+    print("(vs batch: against sentence-transformers' encode, the baseline; vs padding-free: against unirank's "
+          "embedder in process, which the server runs)")
     print("(CPU ms/emb: the server's CPU time per embedding, or this process's for the baseline; client CPU ms: "
           "what this process, the load generator, spent per request on the same cores)")
     at32 = levels[-1]["ratio_to_in_process"]
@@ -395,7 +415,7 @@ def main() -> None:
     C.write_json(NAME if args.replicas == 1 else f"{NAME}_replicas{args.replicas}", {
         "dataset": "cisi", "replicas": args.replicas, "server_ready_s": round(ready_s, 1),
         "words_per_embedded_text": args.words,
-        "load_average_before": round(load_before, 2), "in_process": baseline, "server": levels,
+        "load_average_before": round(load_before, 2), "in_process": baseline, "in_process_padding_free": padding_free, "server": levels,
         "target_ratio_at_32": TARGET_RATIO, "ratio_at_32": at32,
         "rerank": rerank_summary,
         "gpu": "no device machine was lent to this task; CPU figures only",

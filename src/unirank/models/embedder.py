@@ -44,8 +44,11 @@ class SentenceTransformerEmbedder:
         onnx_file: str | None = None,
         dtype: str | None = None,
         onnx_provider: str = "cpu",
+        padding_free: bool = True,
     ) -> None:
         from sentence_transformers import SentenceTransformer
+
+        from unirank.models.padding_free import padding_free_encoder
 
         try:
             self.model = SentenceTransformer(path, device=device, local_files_only=local_files_only,
@@ -64,6 +67,8 @@ class SentenceTransformerEmbedder:
         self.query_threads = query_threads
         self.max_seq_length = int(self.model.max_seq_length)
         self.signature = ModelSignature(name=name, version=version, dims=self.dims)
+        #: Set when the model is a plain BERT with mean pooling (see unirank.models.padding_free).
+        self.padding_free = padding_free_encoder(self.model) if padding_free and backend == "torch" else None
 
     @property
     def dims(self) -> int:
@@ -76,6 +81,8 @@ class SentenceTransformerEmbedder:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
+        if self.padding_free is not None:
+            return self.padding_free.encode(list(texts), self.batch_size)
         return self.model.encode(
             list(texts),
             batch_size=self.batch_size,

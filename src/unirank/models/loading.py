@@ -147,6 +147,7 @@ def load_embedder(settings: Settings) -> Embedder:
         batch_size=settings.embedder.batch_size,
         local_files_only=Path(path).exists(),
         query_threads=settings.embedder.query_threads,
+        padding_free=settings.embedder.padding_free,
         **registry_backend(registered),
     )
 
