@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def test_base_is_registered_and_its_onnx_copy_is_the_next_version(optimized):
     assert int8.is_file() and fp32.is_file()
     assert int8.stat().st_size < 0.75 * fp32.stat().st_size  # int8 MatMul weights; the embedding table stays fp32
     _traced_with_eager_attention(mv.path, record["onnx_file"])
+    assert record["onnx_attention"] == "eager"
     # 6 layers x (query, key, value, output, 2 feed-forward) weights in int8; attention's 2 products fp32
     int8_ops = _op_counts(int8)
     assert int8_ops["MatMulInteger"] == 36 and int8_ops["MatMul"] == 12
@@ -294,3 +296,19 @@ def test_a_shorter_token_window_is_saved_with_the_onnx_copy(settings, tmp_path_f
     assert short.model.max_seq_length == 64
     np.testing.assert_allclose(short.score("how often are snapshots taken", passages), cut_scores, atol=1e-4)
     assert abs(full_scores[1] - cut_scores[1]) > 1e-3  # the window changed what the long passage scores
+
+
+def test_an_onnx_copy_exported_before_eager_attention_warns_when_loaded(optimized):
+    """Its record has no onnx_attention: it still loads as recorded, with a warning naming the fix."""
+    import dataclasses
+
+    from unirank.models.backends import registry_backend
+
+    current = optimized.version
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert registry_backend(current)["backend"] == "onnx"  # a current copy loads quietly
+    older = dataclasses.replace(current, record={k: v for k, v in current.record.items() if k != "onnx_attention"})
+    with pytest.warns(RuntimeWarning, match=r"minilm@2's ONNX file was exported with SDPA attention.*"
+                                            r"unirank models optimize minilm@1"):
+        assert registry_backend(older) == registry_backend(current)

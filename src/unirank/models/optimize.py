@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from unirank.errors import OptimizationRefusedError, UnirankError
-from unirank.models.backends import record_backend, require_onnx_provider
+from unirank.models.backends import ONNX_ATTENTION, record_backend, require_onnx_provider
 from unirank.models.embedder import SentenceTransformerEmbedder
 from unirank.models.loading import BASE_ALIAS, BASE_MODEL_NAME, load_embedder, load_reranker, resolve_model_path
 from unirank.models.onnx_export import QUANTIZED_OPERATORS, export_onnx, refuse_longer_window
@@ -151,6 +151,7 @@ class Optimizer:
         return OptimizedCopy(
             folder=export.folder, kind="ONNX", label=export.served_file + (f" on {provider}" if provider else ""),
             record={"backend": "onnx", "onnx_file": export.served_file, "onnx_fp32_file": export.fp32_file, **runs_on,
+                    "onnx_attention": ONNX_ATTENTION,
                     "quantization": ({"method": "dynamic", "dtype": "qint8", "config": export.arch,
                                       "operators": QUANTIZED_OPERATORS} if export.int8_file else None)})
 
