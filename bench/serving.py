@@ -415,7 +415,8 @@ def main() -> None:
     C.write_json(NAME if args.replicas == 1 else f"{NAME}_replicas{args.replicas}", {
         "dataset": "cisi", "replicas": args.replicas, "server_ready_s": round(ready_s, 1),
         "words_per_embedded_text": args.words,
-        "load_average_before": round(load_before, 2), "in_process": baseline, "in_process_padding_free": padding_free, "server": levels,
+        "load_average_before": round(load_before, 2), "in_process": baseline,
+        "in_process_padding_free": padding_free, "server": levels,
         "target_ratio_at_32": TARGET_RATIO, "ratio_at_32": at32,
         "rerank": rerank_summary,
         "gpu": "no device machine was lent to this task; CPU figures only",
