@@ -120,8 +120,8 @@ def build_models(settings, stage) -> dict[str, str]:
 class InProcessBaseline:
     """The base model embedding every text in this process: the figure the server is held to.
 
-    ``padding_free=False`` is sentence-transformers' ``encode`` (the issue's baseline); ``True`` is unirank's
-    embedder, which runs a BERT's dense layers on real tokens only, as the server does.
+    Through unirank's embedder: with ``padding_free=False`` it is sentence-transformers' ``encode`` (the
+    issue's baseline); with ``True`` a BERT's dense layers run on real tokens only, as in the server.
     """
 
     def __init__(self, texts: list[str], batch_size: int, *, padding_free: bool = False) -> None:
@@ -131,20 +131,13 @@ class InProcessBaseline:
         self.texts, self.batch_size, self.padding_free = texts, batch_size, padding_free
         self.embedder = SentenceTransformerEmbedder(resolve_model_path("base")[0], name="base", version="bench",
                                                     batch_size=batch_size, padding_free=padding_free)
-        self.embed_documents(texts[:128])  # warm-up
+        self.embedder.embed_documents(texts[:128])  # warm-up
         self.runs: list[tuple[float, float]] = []
-
-    def embed_documents(self, texts: list[str]) -> None:
-        if self.padding_free:
-            self.embedder.embed_documents(texts)
-        else:
-            self.embedder.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                       show_progress_bar=False)
 
     def run(self) -> float:
         """One timed encode of every text; embeddings/s."""
         started, cpu = time.perf_counter(), time.process_time()
-        self.embed_documents(self.texts)
+        self.embedder.embed_documents(self.texts)
         self.runs.append((time.perf_counter() - started, time.process_time() - cpu))
         return len(self.texts) / self.runs[-1][0]
 

@@ -96,10 +96,9 @@ def padding_free_encoder(model: Any) -> PaddingFreeEncoder | None:
     if len(modules) == 3 and not isinstance(modules[2], Normalize):
         return None
     bert = modules[0].auto_model
-    config = getattr(bert, "config", None)
-    if type(bert) is not BertModel or config.is_decoder:
+    if type(bert) is not BertModel or bert.config.is_decoder:
         return None
-    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+    if getattr(bert.config, "position_embedding_type", "absolute") != "absolute":
         return None
     if getattr(model.tokenizer, "padding_side", "right") != "right" or getattr(model, "default_prompt_name", None):
         return None
