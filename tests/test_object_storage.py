@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import boto3
@@ -13,19 +12,6 @@ from unirank.settings import StorageSettings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sample-docs"
 KEYS = {"access_key_id": "testing", "secret_access_key": "testing", "region": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture()

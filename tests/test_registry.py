@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from unirank.errors import ModelNotFoundError, PromotionRefusedError
+from unirank.errors import ExportError, ModelNotFoundError, PromotionRefusedError
 from unirank.models.loading import resolve_model_path
 from unirank.registry import ModelRegistry
 
@@ -92,6 +92,57 @@ def test_export_to_a_folder(registry, tmp_path):
     _version(registry)
     dest = registry.export("cisi-embed@1", str(tmp_path / "exported"))
     assert (Path(dest) / "model.safetensors").exists() and (Path(dest) / "1_Pooling" / "config.json").exists()
+    files = sorted(p.relative_to(dest).as_posix() for p in Path(dest).rglob("*") if p.is_file())
+    # Again to the same place: the same files, not a second copy nested inside the first.
+    assert registry.export("cisi-embed@1", str(tmp_path / "exported")) == dest
+    assert sorted(p.relative_to(dest).as_posix() for p in Path(dest).rglob("*") if p.is_file()) == files
+    assert json.loads((Path(dest) / "unirank_model.json").read_text())["version"] == 1
+
+
+def test_export_to_object_storage_loads_back(registry, tmp_path, s3_endpoint):
+    import boto3
+    from sentence_transformers import SentenceTransformer
+
+    from unirank.settings import StorageSettings
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    s3.create_bucket(Bucket="model-artefacts")
+    storage = StorageSettings(endpoint_url=s3_endpoint, access_key_id="testing", secret_access_key="testing",
+                              region="us-east-1")
+    _version(registry)
+    uri = registry.export("cisi-embed@1", "s3://model-artefacts/team-a/", storage)
+    assert uri == "s3://model-artefacts/team-a/cisi-embed-v1"
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="model-artefacts")["Contents"])
+    assert registry.export("cisi-embed@1", "s3://model-artefacts/team-a", storage) == uri
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket="model-artefacts")["Contents"]) == keys
+    local = registry.get("cisi-embed@1").path
+    expected = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    assert keys == [f"team-a/cisi-embed-v1/{name}" for name in expected]
+
+    copy = tmp_path / "downloaded"
+    for key in keys:
+        (copy / key).parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file("model-artefacts", key, str(copy / key))
+    folder = copy / "team-a" / "cisi-embed-v1"
+    vectors = SentenceTransformer(str(folder), device="cpu").encode(["library catalogue indexing"])
+    original = SentenceTransformer(str(local), device="cpu").encode(["library catalogue indexing"])
+    assert abs(vectors - original).max() < 1e-6
+
+
+def test_export_to_a_missing_bucket_is_refused_without_creating_it(registry, s3_endpoint):
+    import boto3
+
+    from unirank.settings import StorageSettings
+
+    storage = StorageSettings(endpoint_url=s3_endpoint, access_key_id="testing", secret_access_key="testing",
+                              region="us-east-1")
+    _version(registry)
+    with pytest.raises(ExportError, match="s3://no-such-bucket does not exist: create the bucket first"):
+        registry.export("cisi-embed@1", "s3://no-such-bucket/models", storage)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    assert "no-such-bucket" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
 
 
 def test_cli_register_promote_rollback_and_export(tmp_path):

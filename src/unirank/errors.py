@@ -54,6 +54,10 @@ class SourceError(UnirankError):
     """A document source (folder, file, bucket) cannot be listed or read."""
 
 
+class ExportError(UnirankError):
+    """A model version cannot be copied to the folder or object storage it was exported to."""
+
+
 class ParseError(UnirankError):
     """One document cannot be parsed; ingestion reports it and carries on with the others."""
 

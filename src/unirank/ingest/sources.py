@@ -83,10 +83,27 @@ def _change_marker(info: dict[str, Any]) -> str:
     return ""
 
 
-def filesystem_for(uri: str, storage: StorageSettings | None = None) -> tuple[Any, str]:
+@dataclass(frozen=True)
+class StorageLocation:
+    """A local folder or an object storage prefix, opened with fsspec."""
+
+    scheme: str  # "file", "s3" or "oss"
+    fs: Any
+    path: str  # without the scheme: a resolved local path, or "bucket/prefix"
+
+    @property
+    def is_object_storage(self) -> bool:
+        return self.scheme in OBJECT_SCHEMES
+
+    def uri(self, path: str | None = None) -> str:
+        """``path`` (default: this location) as the user would write it: a local path or scheme://bucket/key."""
+        path = self.path if path is None else path
+        return f"{self.scheme}://{path}" if self.is_object_storage else path
+
+
+def filesystem_for(uri: str, storage: StorageSettings | None = None) -> StorageLocation:
     """The fsspec filesystem and path for a local path or an s3:// / oss:// URI."""
-    _, fs, path = _filesystem(uri, storage or StorageSettings())
-    return fs, path
+    return StorageLocation(*_filesystem(uri, storage or StorageSettings()))
 
 
 def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from unirank.errors import ModelLoadError
-from unirank.registry.store import ModelVersion, parse_reference
+from unirank.registry.store import MARKER_FILE, ModelVersion, parse_reference
 from unirank.models.backends import registry_backend
 from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
 from unirank.models.remote import Endpoint, RemoteEmbedder, RemoteReranker
@@ -102,7 +102,7 @@ def _remote_reranker(version: ModelVersion, settings: Settings) -> RemoteReranke
 
 
 def _local_version(path: Path) -> str:
-    marker = path / "unirank_model.json"
+    marker = path / MARKER_FILE
     if marker.exists():
         return str(json.loads(marker.read_text()).get("version", "local"))
     return "local"

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Iterator
 
 from unirank.errors import ModelLoadError, UnirankError
+from unirank.registry.store import MARKER_FILE
 
 #: Where sentence-transformers puts the fp32 export, relative to the model folder.
 FP32_FILE = "onnx/model.onnx"
@@ -204,7 +205,7 @@ def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = N
     from transformers.utils import logging as hf_logging
 
     dest = Path(dest)
-    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("onnx", "unirank_model.json"))
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("onnx", MARKER_FILE))
     model_class = SentenceTransformer if role == "embedder" else CrossEncoder
     hf_logging.disable_progress_bar()
     # "Saving the exported ONNX model is heavily recommended": it is saved right below.

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from unirank.errors import ConfigurationError, ModelLoadError, UnirankError
+from unirank.registry.store import MARKER_FILE
 
 #: The dtypes a registry version may name; fp32 versions name none.
 DTYPES: tuple[str, ...] = ("bfloat16",)
@@ -73,7 +74,7 @@ def save_dtype_copy(source: Path, dest: Path, role: str, dtype: str, *,
     check_dtype(dtype)
     refuse_short_window(max_seq_length)
     dest = Path(dest)
-    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("onnx", "unirank_model.json", "*.safetensors",
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("onnx", MARKER_FILE, "*.safetensors",
                                                                 "pytorch_model.bin"))
     model_class = SentenceTransformer if role == "embedder" else CrossEncoder
     try:

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from unirank.errors import ModelNotFoundError, PromotionRefusedError, UnirankError
+from unirank.errors import ExportError, ModelNotFoundError, PromotionRefusedError, UnirankError
 from unirank.timeutil import now_iso
 
 log = logging.getLogger(__name__)
 
 Role = Literal["embedder", "reranker"]
 ROLES: tuple[str, ...] = ("embedder", "reranker")
+#: Written into every version's folder (name, version, role); the last file an export copies.
+MARKER_FILE = "unirank_model.json"
 #: The held-out metric that decides promotions.
 PROMOTION_METRIC = "ndcg@10"
 
@@ -102,7 +104,7 @@ class ModelRegistry:
             tmp = target.with_name(target.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(path, tmp)
-            (tmp / "unirank_model.json").write_text(json.dumps({"name": name, "version": version, "role": role}))
+            (tmp / MARKER_FILE).write_text(json.dumps({"name": name, "version": version, "role": role}))
             shutil.rmtree(target, ignore_errors=True)
             tmp.rename(target)
         with self.db:
@@ -177,16 +179,39 @@ class ModelRegistry:
             )
 
     def export(self, ref: str, to: str, storage: Any = None) -> str:
-        """Copy a version's files to a folder or object storage URI; returns where they went."""
+        """Copy a version's files to ``to``/NAME-vVERSION (a folder or object storage URI); returns its URI.
+
+        Exporting again overwrites the same files (a version never changes). The version's marker file
+        (``MARKER_FILE``) goes last: a copy that has it is whole, one cut short by a failure is not.
+        """
         from unirank.ingest.sources import filesystem_for
 
         mv = self.get(ref)
         if mv.path is None:
             raise UnirankError(f"{mv.ref} is a remote endpoint; there are no files to export.")
-        fs, target = filesystem_for(to, storage)
-        dest = f"{target.rstrip('/')}/{mv.name}-v{mv.version}"
-        fs.put(str(mv.path), dest, recursive=True)
-        return dest
+        location = filesystem_for(to, storage)
+        dest = f"{location.path.rstrip('/')}/{mv.name}-v{mv.version}"
+        if location.is_object_storage:
+            bucket = location.path.split("/", 1)[0]
+            if not location.fs.exists(bucket):
+                raise ExportError(f"{location.scheme}://{bucket} does not exist: create the bucket first "
+                                  "(export does not create buckets), or check the name and storage endpoint.")
+
+        def target(path: Path) -> str:
+            relative = path.relative_to(mv.path).as_posix()
+            return dest if relative == "." else f"{dest}/{relative}"
+
+        files = sorted((p for p in mv.path.rglob("*") if p.is_file()), key=lambda p: (p.name == MARKER_FILE, str(p)))
+        try:
+            if not location.is_object_storage:  # object storage has no folders to make
+                for parent in sorted({p.parent for p in files}):
+                    location.fs.makedirs(target(parent), exist_ok=True)
+            for path in files:
+                location.fs.put_file(str(path), target(path))
+        except OSError as exc:
+            raise ExportError(f"Exporting {mv.ref} to {location.uri(dest)} failed: {exc}. Nothing in the registry "
+                              "changed; fix the destination and export again.") from exc
+        return location.uri(dest)
 
     # -- reads ----------------------------------------------------------------------------------
     def get(self, ref: str) -> ModelVersion:
