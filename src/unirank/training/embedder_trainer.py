@@ -21,7 +21,8 @@ class EmbedderTrainingConfig:
     hybrid nDCG@10 was 0.452 / 0.469): averaging its weights with the base model's (WiSE-FT) lost
     (0.439 / 0.456 half-way, 0.441 / 0.457 at 0.7 tuned), going past them along the same direction
     helped kNN only (1.3x: 0.456 / 0.465, 1.6x: 0.459 / 0.467), and averaging the checkpoints of its
-    two epochs lost too (0.450 / 0.462)."""
+    two epochs lost too (0.450 / 0.462). Nor did a soup of two runs on the same pairs (seeds 13 and 7,
+    weights averaged; twice the training): 0.450 / 0.468 against 0.452 / 0.468 and 0.447 / 0.469 alone."""
 
     epochs: float = 1.0
     #: Larger batches give more in-batch negatives, but not a clear gain here: CachedGISTEmbedLoss at 128
