@@ -189,6 +189,7 @@ class ModelRegistry:
         mv = self.get(ref)
         if mv.path is None:
             raise UnirankError(f"{mv.ref} is a remote endpoint; there are no files to export.")
+        root = mv.path
         location = filesystem_for(to, storage)
         dest = f"{location.path.rstrip('/')}/{mv.name}-v{mv.version}"
         if location.is_object_storage:
@@ -198,10 +199,10 @@ class ModelRegistry:
                                   "(export does not create buckets), or check the name and storage endpoint.")
 
         def target(path: Path) -> str:
-            relative = path.relative_to(mv.path).as_posix()
+            relative = path.relative_to(root).as_posix()
             return dest if relative == "." else f"{dest}/{relative}"
 
-        files = sorted((p for p in mv.path.rglob("*") if p.is_file()), key=lambda p: (p.name == MARKER_FILE, str(p)))
+        files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: (p.name == MARKER_FILE, str(p)))
         try:
             if not location.is_object_storage:  # object storage has no folders to make
                 for parent in sorted({p.parent for p in files}):
