@@ -320,3 +320,25 @@ def test_a_killed_replica_is_replaced_and_requests_are_still_answered(tmp_path: 
         assert _metric(metrics, "unirank_requests_total", endpoint="/embed", status="200") > 0
     finally:
         srv.stop()
+
+
+def test_openmp_spin_count_is_set_unless_the_environment_chooses() -> None:
+    from unirank.serving.runner import openmp_environment
+    from unirank.settings import ServingSettings
+
+    assert openmp_environment(ServingSettings(), {}) == {"GOMP_SPINCOUNT": "10000"}
+    assert openmp_environment(ServingSettings(openmp_spin_count=0), {"PATH": "/bin"}) == {"GOMP_SPINCOUNT": "0"}
+    assert openmp_environment(ServingSettings(openmp_spin_count=None), {}) == {}
+    assert openmp_environment(ServingSettings(), {"GOMP_SPINCOUNT": "300000"}) == {}
+    assert openmp_environment(ServingSettings(), {"OMP_WAIT_POLICY": "ACTIVE"}) == {}
+
+
+def test_serve_models_sets_openmp_before_torch_loads() -> None:
+    """libgomp reads GOMP_SPINCOUNT once, when torch loads it: the CLI must not import torch before the runner."""
+    import subprocess
+    import sys
+
+    code = ("import sys, unirank.cli.main, unirank.cli.serve, unirank.serving.runner, uvicorn; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

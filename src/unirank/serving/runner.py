@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
+from typing import Mapping
 
 from unirank.serving.metrics import MULTIPROC_ENV
-from unirank.settings import Settings
+from unirank.settings import ServingSettings, Settings
+
+log = logging.getLogger(__name__)
+
+
+def openmp_environment(serving: ServingSettings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables the server sets before torch loads OpenMP (see ``serving.openmp_spin_count``).
+
+    Nothing when the setting is None or the environment already chooses how OpenMP threads wait.
+    """
+    if serving.openmp_spin_count is None or "GOMP_SPINCOUNT" in environ or "OMP_WAIT_POLICY" in environ:
+        return {}
+    return {"GOMP_SPINCOUNT": str(serving.openmp_spin_count)}
 
 
 def run_model_server(settings: Settings, refs: list[str], *, host: str, port: int, replicas: int,
                      log_level: str = "info") -> None:
     import uvicorn
 
+    openmp = openmp_environment(settings.serving, os.environ)
+    if openmp and "torch" in sys.modules:
+        log.warning("torch is already loaded, so serving.openmp_spin_count cannot take effect in this process")
+    os.environ.update(openmp)  # replicas inherit it
     # Replicas are fresh processes that read their settings from the environment.
     os.environ["UNIRANK_SERVING__MODELS"] = json.dumps(refs)
     os.environ["UNIRANK_SERVING__REPLICAS"] = str(replicas)
