@@ -266,6 +266,8 @@ def rerank_latency(url: str, ref: str, query_texts: list[str], docs: list[str], 
 
 
 def main() -> None:
+    from unirank.serving.runner import openmp_environment
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=512, help="Texts per concurrency level (and baseline).")
     parser.add_argument("--words", type=int, default=120, help="Words per embedded passage.")
@@ -412,6 +414,9 @@ def main() -> None:
         "in_process_padding_free": padding_free, "server": levels,
         "target_ratio_at_32": TARGET_RATIO, "ratio_at_32": at32,
         "rerank": rerank_summary,
+        # What the server's OpenMP threads ran with (serving.openmp_spin_count unless the environment chose).
+        "server_openmp": openmp_environment(settings.serving, os.environ) or {
+            k: os.environ[k] for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if k in os.environ} or "libgomp default",
         "gpu": "no device machine was lent to this task; CPU figures only",
         "server_log": str(server_log.relative_to(C.PROJECT_ROOT)),
     })
