@@ -266,7 +266,7 @@ def rerank_latency(url: str, ref: str, query_texts: list[str], docs: list[str], 
 
 
 def main() -> None:
-    from unirank.serving.runner import openmp_environment
+    from unirank.serving.runner import OPENMP_VARIABLES, openmp_environment
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=512, help="Texts per concurrency level (and baseline).")
@@ -416,7 +416,7 @@ def main() -> None:
         "rerank": rerank_summary,
         # What the server's OpenMP threads ran with (serving.openmp_spin_count unless the environment chose).
         "server_openmp": openmp_environment(settings.serving, os.environ) or {
-            k: os.environ[k] for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if k in os.environ} or "libgomp default",
+            k: os.environ[k] for k in OPENMP_VARIABLES if k in os.environ} or "libgomp default",
         "gpu": "no device machine was lent to this task; CPU figures only",
         "server_log": str(server_log.relative_to(C.PROJECT_ROOT)),
     })

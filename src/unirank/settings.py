@@ -143,10 +143,11 @@ class ServingSettings(BaseModel):
     registry_poll_s: float = Field(2.0, gt=0)
     #: How long PyTorch's idle OpenMP threads spin before they sleep (GNU libgomp's GOMP_SPINCOUNT, set
     #: for the server's processes before torch loads). At libgomp's default, 300,000, they spin on cores
-    #: the event loop needs: on 2 cores with the load generator beside it, one replica spent 1.13-1.17x
-    #: the in-process CPU per embedding at 32 clients (0.75x and 0.80x the in-process throughput); at
-    #: 10,000, 0.99-1.02x (0.83x and 0.88x), with one client's p50 unchanged relative to the host's
-    #: speed. 0 sleeps at once (OMP_WAIT_POLICY=PASSIVE): 0.83x, but one client's p50 rose 28 -> 40 ms.
+    #: the event loop needs. bench/serving.py, one replica on 2 cores, 32 clients, six runs of each
+    #: alternating: 0.79-0.88x the in-process throughput (mean 0.825) at 10,000 against 0.75-0.81x (mean
+    #: 0.79) at the default, and server CPU per embedding 0.99-1.10x the in-process figure against
+    #: 1.10-1.17x; one client's requests kept their speed (0.47-0.50x against 0.44-0.50x). 0 sleeps at
+    #: once (OMP_WAIT_POLICY=PASSIVE): 0.83x, but one client's p50 rose from 28 to 40 ms.
     #: None keeps libgomp's default; a GOMP_SPINCOUNT or OMP_WAIT_POLICY in the environment wins.
     openmp_spin_count: int | None = Field(10_000, ge=0)
 

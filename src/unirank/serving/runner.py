@@ -14,6 +14,8 @@ from unirank.serving.metrics import MULTIPROC_ENV
 from unirank.settings import ServingSettings, Settings
 
 log = logging.getLogger(__name__)
+#: The variables that choose how OpenMP threads wait; one already set is left as it is.
+OPENMP_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
 
 def openmp_environment(serving: ServingSettings, environ: Mapping[str, str]) -> dict[str, str]:
@@ -21,7 +23,7 @@ def openmp_environment(serving: ServingSettings, environ: Mapping[str, str]) -> 
 
     Nothing when the setting is None or the environment already chooses how OpenMP threads wait.
     """
-    if serving.openmp_spin_count is None or "GOMP_SPINCOUNT" in environ or "OMP_WAIT_POLICY" in environ:
+    if serving.openmp_spin_count is None or any(name in environ for name in OPENMP_VARIABLES):
         return {}
     return {"GOMP_SPINCOUNT": str(serving.openmp_spin_count)}
 
