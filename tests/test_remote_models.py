@@ -1,7 +1,8 @@
 """Routing to remote models: ingestion, search and reranking through the real model server.
 
 One server (``unirank serve models``) is shared by the module; it serves the bundled base model,
-a 128-dimensional variant of it, and an alias that a test re-points (hot swap) to another size.
+a 128-dimensional variant of it, a small cross-encoder, and an alias that a test re-points (hot
+swap) to another size.
 Token rotation and retries use a second server, started with a keys file while a client is
 already knocking.
 """
@@ -53,7 +54,19 @@ def small_model(tmp_path_factory, base_embedder) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, small_model):
+def cross_encoder(tmp_path_factory) -> Path:
+    """A real cross-encoder: the base encoder with a seeded one-logit head."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("cross") / "tiny-cross"
+    CrossEncoder(resolve_model_path("base")[0], num_labels=1, local_files_only=True).save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, small_model, cross_encoder):
     data = tmp_path_factory.mktemp("server")
     registry = ModelRegistry(data / "models")
     base = Path(resolve_model_path("base")[0])
@@ -61,8 +74,9 @@ def server(tmp_path_factory, small_model):
     registry.register("swap-embed", "embedder", path=small_model, record={"dims": 128})
     registry.register("swap-embed", "embedder", path=base, record={"dims": 384})
     registry.promote("swap-embed@1")
+    registry.register("tiny-cross", "reranker", path=cross_encoder)
     registry.close()
-    srv = ModelServer(data, ["base", "small-embed@1", "swap-embed@prod"],
+    srv = ModelServer(data, ["base", "small-embed@1", "swap-embed@prod", "tiny-cross@1"],
                       env={"UNIRANK_SERVING__REGISTRY_POLL_S": "0.5"})
     srv.data_dir = data  # type: ignore[attr-defined]
     try:
@@ -102,7 +116,10 @@ def remote(server, client_settings):
         "openai": _register(s, "r-openai", "embedder", server.url, api="openai", remote_model="base"),
         "tei": _register(s, "r-tei", "embedder", server.url, api="tei", remote_model="base"),
         "rerank-tei": _register(s, "r-rerank-tei", "reranker", server.url, api="tei", remote_model="base"),
-        "rerank-cohere": _register(s, "r-rerank-cohere", "reranker", server.url, api="cohere"),
+        "rerank-cohere": _register(s, "r-rerank-cohere", "reranker", server.url, api="cohere", remote_model="base"),
+        "cross-tei": _register(s, "r-cross-tei", "reranker", server.url, api="tei", remote_model="tiny-cross@1"),
+        "cross-cohere": _register(s, "r-cross-cohere", "reranker", server.url, api="cohere",
+                                  remote_model="tiny-cross@1"),
         "small": _register(s, "r-small", "embedder", server.url, api="tei", remote_model="small-embed@1"),
     }
 
@@ -226,6 +243,22 @@ def test_remote_rerank_equals_in_process_rerank(indexes, remote, client_settings
                                        [h.scores["rerank"] for h in a.hits], atol=1e-5)
     finally:
         local.searcher.rerank_top_k = through.searcher.rerank_top_k = 50
+        reranker.close()
+
+
+@pytest.mark.parametrize("api", ["cross-tei", "cross-cohere"])
+def test_a_remote_cross_encoder_scores_what_it_scores_in_process(remote, client_settings, cross_encoder, api):
+    """Probabilities both ways: the blend weight and the chat's threshold were set on them."""
+    from unirank.models.reranker import CrossEncoderReranker
+
+    settings = _with(client_settings, reranker__model=remote[api])
+    settings.remote.rerank_timeout_s = 60
+    reranker = load_reranker(settings)
+    try:
+        assert isinstance(reranker, RemoteReranker)
+        local = CrossEncoderReranker(str(cross_encoder), name="tiny-cross").score(QUERIES[0], TEXTS)
+        np.testing.assert_allclose(reranker.score(QUERIES[0], TEXTS), local, atol=1e-5)
+    finally:
         reranker.close()
 
 

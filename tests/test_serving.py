@@ -106,6 +106,30 @@ def test_tei_embed_and_both_rerank_shapes(http: httpx.Client) -> None:
                      ).json()[0]["score"] != default[0]["score"]
 
 
+def test_rerank_scores_are_the_in_process_probabilities_and_raw_scores_the_logits(
+        http: httpx.Client, data_dir: Path) -> None:
+    """TEI's contract: a sigmoid over the logit by default, the logit itself with raw_scores; Cohere's
+    relevance_score is the probability. In process the reranker gives that same probability."""
+    from unirank.models.reranker import CrossEncoderReranker
+
+    query = "sleeping cats"
+    texts = ["The stock market fell.", "A kitten naps in the sun.", "Dogs bark at night."]
+    local = CrossEncoderReranker(str(data_dir / "cross"), name="tiny")
+    logits = local.logits([(query, t) for t in texts])
+    probabilities = np.array(local.score(query, texts))
+    np.testing.assert_allclose(probabilities, 1 / (1 + np.exp(-logits)), atol=1e-6)
+
+    def by_index(rows: list[dict], key: str) -> np.ndarray:
+        return np.array([row[key] for row in sorted(rows, key=lambda row: row["index"])])
+
+    body = {"model": "tiny-rerank", "query": query, "texts": texts}
+    np.testing.assert_allclose(by_index(http.post("/rerank", json=body).json(), "score"), probabilities, atol=1e-5)
+    raw = by_index(http.post("/rerank", json={**body, "raw_scores": True}).json(), "score")
+    np.testing.assert_allclose(raw, logits, atol=1e-4)
+    cohere = http.post("/v1/rerank", json={"model": "tiny-rerank", "query": query, "documents": texts}).json()
+    np.testing.assert_allclose(by_index(cohere["results"], "relevance_score"), probabilities, atol=1e-5)
+
+
 def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: httpx.Client) -> None:
     models = {m["id"]: m for m in http.get("/v1/models").json()["data"]}
     assert set(models) == {"base", "swap-embed@prod", "tiny-rerank@prod"}

@@ -391,8 +391,9 @@ class RemoteReranker:
                                        "return_documents": False}
             path, index_key, score_key = "/v1/rerank", "index", "relevance_score"
         else:  # tei
-            # raw_scores: a cross-encoder's logits, as it scores in process (blending is scale-aware).
-            payload = {"query": query, "texts": list(passages), "truncate": True, "raw_scores": True,
+            # Not raw: the logit through a sigmoid, the probability a cross-encoder gives in process, which
+            # the blend weight (min-max scaled, so the scale matters) and the chat's threshold are set on.
+            payload = {"query": query, "texts": list(passages), "truncate": True, "raw_scores": False,
                        "return_text": False}
             path, index_key, score_key = "/rerank", "index", "score"
         if self.endpoint.remote_model:

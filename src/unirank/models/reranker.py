@@ -54,11 +54,25 @@ class CrossEncoderReranker:
         return self.score_pairs([(query, p) for p in passages])
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Pairs from several queries in one forward pass: what the model server batches."""
+        """Pairs from several queries in one forward pass, through the model's own activation (a sigmoid
+        for a one-logit head, as sentence-transformers sets it): a probability, what the chat's
+        threshold and the blend weight chosen at training time were set on."""
         if not pairs:
             return []
-        scores = self.model.predict(list(pairs), batch_size=self.batch_size, show_progress_bar=False)
-        return [float(s) for s in np.asarray(scores).reshape(-1)]
+        import torch
+
+        scores = self.model.activation_fn(torch.from_numpy(self.logits(pairs)))
+        return [float(s) for s in scores.reshape(-1)]
+
+    def logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """The head's raw outputs, one per pair: what TEI's ``raw_scores`` returns."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        from torch.nn import Identity
+
+        scores = self.model.predict(list(pairs), batch_size=self.batch_size, show_progress_bar=False,
+                                    activation_fn=Identity())
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
 
 
 class BiEncoderReranker:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import logging
-import math
 import os
 import threading
 import uuid
@@ -83,7 +82,10 @@ class ServerState:
                     return embedder.embed_documents(texts)
             else:
                 def run(pairs: list[tuple[str, str]]) -> list[float]:  # type: ignore[misc]
-                    return self.catalog.get(ref).reranker.score_pairs(pairs)
+                    served = self.catalog.get(ref)
+                    if served.is_cross_encoder:  # logits: the handler applies the sigmoid unless raw
+                        return served.reranker.logits(pairs).tolist()  # type: ignore[attr-defined]
+                    return served.reranker.score_pairs(pairs)
             self._batchers[key] = MicroBatcher(
                 run, executor=self.executor, max_batch=self.limits.max_batch_size,
                 max_wait_s=self.limits.max_wait_ms / 1000, metrics=self.metrics, model=ref, kind=kind)
@@ -219,7 +221,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         state.metrics.inputs.labels(model=model.id, kind="rerank").inc(len(texts))
         scores = await state.batcher(model, "rerank").submit([(query, t) for t in texts])
         if model.is_cross_encoder and not raw:
-            scores = [1.0 / (1.0 + math.exp(-s)) for s in scores]
+            scores = (0.5 * (1.0 + np.tanh(0.5 * np.asarray(scores, dtype=np.float64)))).tolist()  # sigmoid
         return list(scores), tokens + query_tokens * len(texts)
 
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse, dependencies=guarded,
