@@ -15,7 +15,9 @@ One run, one machine:
   int8 reading at most 128 tokens per pair, the ONNX file on ONNX Runtime's OpenVINO provider in bfloat16
   at 256 and 128 tokens, and on PyTorch in bfloat16 at 256 and 128 tokens (all made by ``unirank models
   optimize``: ``--quantize int8``, ``--provider openvino``, ``--dtype bfloat16``, ``--max-length 128``), all
-  served by the same server process. bf16 is fast only on CPUs with AMX or AVX512-BF16; the table
+  served by the same server process; then the OpenVINO copy at 256 tokens again on a second server with
+  ``reranker.openvino_fixed_shape`` off (dynamic shapes only), the baseline for its fixed-shape session
+  (``unirank.models.fixed_shape``). bf16 is fast only on CPUs with AMX or AVX512-BF16; the table
   says whether this one has them. No trained cross-encoder ships with
   unirank, so the cross-encoder is the one ``unirank train`` builds before training (the base encoder,
   mean pooling and a new 1-logit head; pairs cut at 256 tokens): its scores are meaningless, its latency
@@ -62,6 +64,9 @@ RERANK_WORDS = 200
 RERANK_MAX_LENGTH = 256
 #: The shorter window `models optimize --max-length` gives a copy: a third of the work of 256 tokens.
 SHORT_WINDOW = 128
+#: The OpenVINO copy at the full window, also measured with its fixed-shape session off (DYNAMIC).
+OPENVINO_FULL = "onnx openvino bf16"
+DYNAMIC = "dynamic shapes only"
 
 
 def passages(corpus: list[dict], words: int) -> list[str]:
@@ -104,7 +109,7 @@ def build_models(settings, stage) -> dict[str, str]:
         openvino = {}
         if onnx_provider_available("openvino"):
             openvino = {
-                "onnx openvino bf16": optimizer.run(torch_ref, dtype="bfloat16", provider="openvino").version.ref,
+                OPENVINO_FULL: optimizer.run(torch_ref, dtype="bfloat16", provider="openvino").version.ref,
                 f"onnx openvino bf16, {SHORT_WINDOW} tokens": optimizer.run(
                     torch_ref, dtype="bfloat16", provider="openvino", max_seq_length=SHORT_WINDOW).version.ref}
         else:
@@ -265,6 +270,22 @@ def rerank_latency(url: str, ref: str, query_texts: list[str], docs: list[str], 
             "server_cpu_ms_per_request": round(cpu_used / requests * 1000, 1)}
 
 
+def dynamic_shape_rerank(settings, ref: str, queries: list[str], docs: list[str], requests: int) -> dict:
+    """The OpenVINO copy on a server with ``reranker.openvino_fixed_shape`` off: the dynamic-shape session
+    alone, the baseline for the fixed-shape one (unirank.models.fixed_shape)."""
+    server = ModelServer(settings.data_dir, [ref], env={"UNIRANK_RERANKER__OPENVINO_FIXED_SHAPE": "false"},
+                         log_path=C.OUT_DIR / f"{NAME}-server-dynamic-shapes.log")
+    try:
+        server.wait_ready(timeout=600)
+        before = batch_histogram(server.url, "rerank")
+        result = rerank_latency(server.url, ref, queries, docs, requests, lambda: server_cpu_s(server.process.pid))
+        result.update(batch_sizes_between(before, batch_histogram(server.url, "rerank")))
+    finally:
+        server.stop()
+    print(f"  rerank {OPENVINO_FULL}, {DYNAMIC}: p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms")
+    return result
+
+
 def main() -> None:
     from unirank.serving.runner import OPENMP_VARIABLES, openmp_environment
 
@@ -346,6 +367,9 @@ def main() -> None:
                 print(f"  rerank {label}: p50 {reranks[label]['p50_ms']} ms, p95 {reranks[label]['p95_ms']} ms")
         finally:
             server.stop()
+        if OPENVINO_FULL in refs:
+            reranks[f"{OPENVINO_FULL}, {DYNAMIC}"] = dynamic_shape_rerank(settings, refs[OPENVINO_FULL], queries, docs,
+                                                                          args.rerank_requests)
 
     print()
     print(f"Embeddings/s, {len(texts)} CISI passages of <= {args.words} words, one text per request "

@@ -121,6 +121,43 @@ def test_bf16_is_what_openvino_computes_in_where_the_cpu_has_it(on_openvino):
 
 
 @needs_openvino
+@pytest.mark.parametrize("dtype", [None, "bfloat16"])
+def test_full_window_batches_run_on_the_fixed_shape_session_and_score_as_on_the_dynamic_one(on_openvino, dtype):
+    """Padded to the window and to whole calls of FIXED_ROWS, a batch gives the dynamic session's
+    scores: padding rows are dropped and the token outputs cut back to the batch's length."""
+    from unirank.models.fixed_shape import FIXED_ROWS, PAD_FROM
+
+    folder, onnx_file = str(on_openvino.version.path), on_openvino.version.record["onnx_file"]
+
+    def load(fixed: bool) -> CrossEncoderReranker:
+        return CrossEncoderReranker(folder, name="ov", backend="onnx", onnx_file=onnx_file, onnx_provider="openvino",
+                                    dtype=dtype, openvino_fixed_shape=fixed)
+
+    fixed, dynamic = load(True), load(False)
+    assert fixed.fixed_shape is not None and dynamic.fixed_shape is None
+    assert fixed.fixed_shape.window == 128
+    tokenizer = fixed.model.tokenizer
+
+    def pair_tokens(passage: str) -> int:
+        return len(tokenizer(QUERY, passage)["input_ids"])
+
+    words = ("Snapshots of every database are taken six hours apart and shipped to object storage "
+             "with the write-ahead log").split()
+    near = " ".join(words)
+    while pair_tokens(near) < PAD_FROM * 128 + 2:
+        near += " " + words[len(near.split()) % len(words)]
+    assert PAD_FROM * 128 < pair_tokens(near) < 128  # padded to the window, then cut back
+
+    tolerance = 1e-5 if dtype is None else 1e-3  # equal here; kernels for one shape may round otherwise
+    for passages, calls in ((PASSAGES, 1), ([PASSAGES[3]] * 5, 2), ([near] * 3, 1), (PASSAGES[:3], 0)):
+        before = fixed.fixed_shape.fixed_calls
+        np.testing.assert_allclose(fixed.logits([(QUERY, p) for p in passages]),
+                                   dynamic.logits([(QUERY, p) for p in passages]), atol=tolerance)
+        assert fixed.fixed_shape.fixed_calls - before == calls, passages
+    assert calls == 0 and FIXED_ROWS == 4  # the short batch ran on the dynamic session
+
+
+@needs_openvino
 def test_other_onnx_copies_stay_on_the_cpu_provider(settings, source):
     """In the OpenVINO build OpenVINO is the first provider, and sentence-transformers takes the first one
     unless told: it would run the int8 files about 3x slower there."""

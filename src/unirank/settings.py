@@ -34,6 +34,9 @@ class EmbedderSettings(BaseModel):
     #: server's micro-batches) embedded at 78-83 against 66-71 texts/s, sorted ones at 83-88 against
     #: 78-82. Other models and ONNX copies always use sentence-transformers' encode.
     padding_free: bool = True
+    #: On ONNX Runtime's OpenVINO provider, run full-window batches on a second session compiled for
+    #: one fixed shape (see unirank.models.fixed_shape): faster, for ~150 MB more memory per model.
+    openvino_fixed_shape: bool = True
     device: str = "cpu"
     #: Threads for embedding one query (0: torch's default). On a quiet 2-core machine two are
     #: faster for long queries (CISI p50 14 vs 21 ms); under load one is far steadier.
@@ -52,6 +55,8 @@ class RerankerSettings(BaseModel):
     #: Pairs per forward pass: a full rerank of top_k candidates is one pass (50 long pairs: 4 % faster
     #: on ONNX int8 than 32 + 18).
     batch_size: int = Field(MAX_RERANK_TOP_K, ge=1)
+    #: As embedder.openvino_fixed_shape, for a cross-encoder on the OpenVINO provider.
+    openvino_fixed_shape: bool = True
     #: How much the reranker's score counts against the hybrid rank (0: hybrid order, 1: reranker
     #: alone). Unset: the weight training chose on validation queries people wrote (0 without any).
     blend_weight: float | None = Field(None, ge=0.0, le=1.0)

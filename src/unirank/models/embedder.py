@@ -8,6 +8,7 @@ import numpy as np
 
 from unirank.errors import ModelLoadError
 from unirank.models.backends import backend_kwargs
+from unirank.models.fixed_shape import use_fixed_shape_session
 from unirank.search.types import ModelSignature
 
 
@@ -45,6 +46,7 @@ class SentenceTransformerEmbedder:
         dtype: str | None = None,
         onnx_provider: str = "cpu",
         padding_free: bool = True,
+        openvino_fixed_shape: bool = True,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -69,6 +71,8 @@ class SentenceTransformerEmbedder:
         self.signature = ModelSignature(name=name, version=version, dims=self.dims)
         #: Set when the model is a plain BERT with mean pooling (see unirank.models.padding_free).
         self.padding_free = padding_free_encoder(self.model) if padding_free and backend == "torch" else None
+        self.fixed_shape = use_fixed_shape_session(self.model, path, backend=backend, onnx_file=onnx_file,
+                                                   dtype=dtype, onnx_provider=onnx_provider, enabled=openvino_fixed_shape)
 
     @property
     def dims(self) -> int:

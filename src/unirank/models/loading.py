@@ -148,6 +148,7 @@ def load_embedder(settings: Settings) -> Embedder:
         local_files_only=Path(path).exists(),
         query_threads=settings.embedder.query_threads,
         padding_free=settings.embedder.padding_free,
+        openvino_fixed_shape=settings.embedder.openvino_fixed_shape,
         **registry_backend(registered),
     )
 
@@ -173,6 +174,7 @@ def _load_reranker(settings: Settings, embedder: Embedder | None) -> Reranker:
             device=settings.embedder.device,
             batch_size=settings.reranker.batch_size,
             local_files_only=Path(path).exists(),
+            openvino_fixed_shape=settings.reranker.openvino_fixed_shape,
             **backend,
         )
     same_as_embedder = embedder is not None and getattr(embedder, "path", None) == path

@@ -12,6 +12,7 @@ import numpy as np
 from unirank.errors import ModelLoadError
 from unirank.models.backends import backend_kwargs
 from unirank.models.embedder import Embedder
+from unirank.models.fixed_shape import use_fixed_shape_session
 
 
 BLEND_FILE = "unirank_reranker.json"
@@ -36,7 +37,7 @@ class CrossEncoderReranker:
 
     def __init__(self, path: str, *, name: str, device: str = "cpu", batch_size: int = 32,
                  local_files_only: bool = True, backend: str = "torch", onnx_file: str | None = None,
-                 dtype: str | None = None, onnx_provider: str = "cpu") -> None:
+                 dtype: str | None = None, onnx_provider: str = "cpu", openvino_fixed_shape: bool = True) -> None:
         from sentence_transformers import CrossEncoder
 
         try:
@@ -49,6 +50,8 @@ class CrossEncoderReranker:
         self.name = name
         self.batch_size = batch_size
         self.blend_weight = _stored_blend_weight(path)
+        self.fixed_shape = use_fixed_shape_session(self.model, path, backend=backend, onnx_file=onnx_file,
+                                                   dtype=dtype, onnx_provider=onnx_provider, enabled=openvino_fixed_shape)
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         return self.score_pairs([(query, p) for p in passages])
