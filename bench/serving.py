@@ -270,6 +270,15 @@ def rerank_latency(url: str, ref: str, query_texts: list[str], docs: list[str], 
             "server_cpu_ms_per_request": round(cpu_used / requests * 1000, 1)}
 
 
+def rerank_with_batches(url: str, ref: str, queries: list[str], docs: list[str], requests: int,
+                        cpu: Callable[[], float]) -> dict:
+    """``rerank_latency`` plus the micro-batch sizes the server's metrics counted meanwhile."""
+    before = batch_histogram(url, "rerank")
+    result = rerank_latency(url, ref, queries, docs, requests, cpu)
+    result.update(batch_sizes_between(before, batch_histogram(url, "rerank")))
+    return result
+
+
 def dynamic_shape_rerank(settings, ref: str, queries: list[str], docs: list[str], requests: int) -> dict:
     """The OpenVINO copy on a server with ``reranker.openvino_fixed_shape`` off: the dynamic-shape session
     alone, the baseline for the fixed-shape one (unirank.models.fixed_shape)."""
@@ -277,9 +286,7 @@ def dynamic_shape_rerank(settings, ref: str, queries: list[str], docs: list[str]
                          log_path=C.OUT_DIR / f"{NAME}-server-dynamic-shapes.log")
     try:
         server.wait_ready(timeout=600)
-        before = batch_histogram(server.url, "rerank")
-        result = rerank_latency(server.url, ref, queries, docs, requests, lambda: server_cpu_s(server.process.pid))
-        result.update(batch_sizes_between(before, batch_histogram(server.url, "rerank")))
+        result = rerank_with_batches(server.url, ref, queries, docs, requests, lambda: server_cpu_s(server.process.pid))
     finally:
         server.stop()
     print(f"  rerank {OPENVINO_FULL}, {DYNAMIC}: p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms")
@@ -361,9 +368,7 @@ def main() -> None:
                 levels.append(level)
             reranks: dict[str, dict] = {}
             for label, ref in refs.items():
-                before = batch_histogram(server.url, "rerank")
-                reranks[label] = rerank_latency(server.url, ref, queries, docs, args.rerank_requests, cpu)
-                reranks[label].update(batch_sizes_between(before, batch_histogram(server.url, "rerank")))
+                reranks[label] = rerank_with_batches(server.url, ref, queries, docs, args.rerank_requests, cpu)
                 print(f"  rerank {label}: p50 {reranks[label]['p50_ms']} ms, p95 {reranks[label]['p95_ms']} ms")
         finally:
             server.stop()

@@ -53,8 +53,9 @@ class SentenceTransformerEmbedder:
         from unirank.models.padding_free import padding_free_encoder
 
         try:
+            loaded_with = backend_kwargs(path, backend, onnx_file, dtype, device, onnx_provider)
             self.model = SentenceTransformer(path, device=device, local_files_only=local_files_only,
-                                             **backend_kwargs(path, backend, onnx_file, dtype, device, onnx_provider))
+                                             **loaded_with)
         except ModelLoadError:
             raise
         except Exception as exc:  # the library raises OSError, ValueError, HF errors...
@@ -71,8 +72,7 @@ class SentenceTransformerEmbedder:
         self.signature = ModelSignature(name=name, version=version, dims=self.dims)
         #: Set when the model is a plain BERT with mean pooling (see unirank.models.padding_free).
         self.padding_free = padding_free_encoder(self.model) if padding_free and backend == "torch" else None
-        self.fixed_shape = use_fixed_shape_session(self.model, path, backend=backend, onnx_file=onnx_file,
-                                                   dtype=dtype, onnx_provider=onnx_provider, enabled=openvino_fixed_shape)
+        self.fixed_shape = use_fixed_shape_session(self.model, path, loaded_with, enabled=openvino_fixed_shape)
 
     @property
     def dims(self) -> int:

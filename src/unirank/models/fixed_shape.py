@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from unirank.models.backends import ONNX_PROVIDERS, openvino_options
+from unirank.models.backends import ONNX_PROVIDERS
 
 #: Rows per call of the fixed-shape session; the last call of a batch is padded up to it.
 FIXED_ROWS = 4
@@ -73,12 +73,15 @@ class FixedShapeSession:
         return out
 
 
-def use_fixed_shape_session(model: Any, path: str, *, backend: str, onnx_file: str | None,
-                            dtype: str | None, onnx_provider: str, enabled: bool = True) -> FixedShapeSession | None:
+def use_fixed_shape_session(model: Any, path: str, loaded_with: dict[str, Any], *,
+                            enabled: bool = True) -> FixedShapeSession | None:
     """Give a sentence-transformers model loaded on ONNX Runtime's OpenVINO provider a fixed-shape
-    session for full-window batches. None, and nothing changed, when not ``enabled``, for any other
-    backend or provider, or inputs that are not a BERT-style export's."""
-    if not enabled or backend != "onnx" or onnx_provider != "openvino" or not onnx_file:
+    session for full-window batches, with the file and provider options it was loaded with
+    (``loaded_with``: what ``backend_kwargs`` gave). None, and nothing changed, when not ``enabled``,
+    for any other backend or provider, or inputs that are not a BERT-style export's."""
+    model_kwargs = loaded_with.get("model_kwargs", {})
+    on_openvino = loaded_with.get("backend") == "onnx" and model_kwargs.get("provider") == ONNX_PROVIDERS["openvino"]
+    if not enabled or not on_openvino:
         return None
     import onnxruntime
 
@@ -91,10 +94,10 @@ def use_fixed_shape_session(model: Any, path: str, *, backend: str, onnx_file: s
     if not set(names) <= set(_PAD_VALUES) or "input_ids" not in names:
         return None
     shape = ",".join(f"{name}[{FIXED_ROWS},{window}]" for name in names)
-    options = {**openvino_options(path, dtype), "reshape_input": shape}
+    options = {**model_kwargs["provider_options"], "reshape_input": shape}
     try:
-        fixed = onnxruntime.InferenceSession(str(Path(path) / onnx_file), providers=[ONNX_PROVIDERS["openvino"]],
-                                             provider_options=[options])
+        fixed = onnxruntime.InferenceSession(str(Path(path) / model_kwargs["file_name"]),
+                                             providers=[ONNX_PROVIDERS["openvino"]], provider_options=[options])
     except Exception as exc:  # an export OpenVINO cannot reshape: the dynamic session still serves it all
         warnings.warn(f"{path}: no fixed-shape OpenVINO session ({exc}); running on dynamic shapes only.",
                       RuntimeWarning, stacklevel=3)

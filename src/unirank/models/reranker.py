@@ -41,8 +41,9 @@ class CrossEncoderReranker:
         from sentence_transformers import CrossEncoder
 
         try:
+            loaded_with = backend_kwargs(path, backend, onnx_file, dtype, device, onnx_provider)
             self.model = CrossEncoder(path, device=device, local_files_only=local_files_only,
-                                      **backend_kwargs(path, backend, onnx_file, dtype, device, onnx_provider))
+                                      **loaded_with)
         except ModelLoadError:
             raise
         except Exception as exc:
@@ -50,8 +51,7 @@ class CrossEncoderReranker:
         self.name = name
         self.batch_size = batch_size
         self.blend_weight = _stored_blend_weight(path)
-        self.fixed_shape = use_fixed_shape_session(self.model, path, backend=backend, onnx_file=onnx_file,
-                                                   dtype=dtype, onnx_provider=onnx_provider, enabled=openvino_fixed_shape)
+        self.fixed_shape = use_fixed_shape_session(self.model, path, loaded_with, enabled=openvino_fixed_shape)
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         return self.score_pairs([(query, p) for p in passages])
