@@ -277,7 +277,8 @@ def test_train_job_reads_feedback_and_mining_keeps_its_negatives(service, corpus
     store.add_feedback(other.message_id, "down")
     request = TrainRequest(name="fb", index="handbook", feedback=tmp_path / "chat.sqlite")
     job = TrainJob(corpus.settings, corpus.backend, corpus.embedder, request, stage=lambda m: None)
-    (pair,) = job._labelled([])
+    (pair,), stats = job._labelled([])
+    assert stats["feedback_pairs"] == 1
     assert pair.origin == "feedback" and pair.query == "Where is customer data stored?"
 
     pair.negatives = ["Plans and pricing > Starter\nUp to 3 users and 10 GB of indexed documents."]

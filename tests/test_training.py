@@ -17,6 +17,7 @@ from unirank.evaluation.datasets import load_beir
 from unirank.evaluation.runner import Evaluation, record_metrics, resolve_specs
 from unirank.registry import ModelRegistry
 from unirank.training.embedder_trainer import EmbedderTrainingConfig
+from unirank.training.examples import query_fingerprint
 from unirank.training.job import TrainJob, TrainRequest, ensure_beir_index
 from unirank.training.reranker_trainer import RerankerTrainingConfig
 
@@ -269,3 +270,26 @@ def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
     shown = json.loads(run("models", "show", "cli-embed@prod", "--json"))
     assert shown["metrics"]["eval_set"] == "beir:minibeir"
     assert shown["metrics"]["ndcg@10"] == results["hybrid:cli-embed@1"]["ndcg@10"]
+
+
+def test_a_click_log_trains_and_its_queries_count_as_seen(client, minibeir, tmp_path):
+    """Clicked documents are the positives, results skipped above them the first negatives, and the
+    logged queries are recorded for the leakage check like labels."""
+    data = load_beir(minibeir).judged()
+    clicked = [f"q{n}" for n in range(1, 11)]
+    log = tmp_path / "clicks.jsonl"
+    log.write_text("".join(json.dumps({"query": data.queries[q], "shown": ["d20", "d21", *sorted(data.qrels[q])],
+                                       "clicked": [{"id": d, "dwell_s": 40} for d in sorted(data.qrels[q])]}) + "\n"
+                           for q in clicked))
+    job = TrainJob(client.settings, client.backend, client.embedder,
+                   tiny_request("clicked", minibeir, clicks=log, min_dwell_s=10), stage=lambda _: None)
+    result = job.run()
+    assert result.stats["click_pairs"] == 12 and "pseudo_kept" not in result.stats
+    assert sorted(result.embedder.record["training_queries"]) == sorted(query_fingerprint(data.queries[q]) for q in clicked)
+    pairs = [json.loads(line) for line in (result.run_dir / "training_pairs.jsonl").read_text().splitlines()]
+    assert {p["origin"] for p in pairs} == {"clicks"}
+    index = ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, lambda _: None)
+    texts = {c.doc_id: c.embedding_input() for batch in client.backend.iter_chunks(index) for c in batch}
+    for pair in pairs:
+        assert pair["positive"] == texts[pair["doc_id"]]
+        assert pair["negatives"][:2] == [texts["d20"], texts["d21"]]  # skipped above the click, then mined

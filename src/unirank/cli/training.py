@@ -34,6 +34,11 @@ def train(
         help="Comma-separated pseudo-query kinds of crop, keyphrase, title, lead, llm (default: lead,keyphrase,title). "
              "llm: questions written by the OpenAI-compatible endpoint in chat.llm_base_url / chat.llm_model.")] = None,
     feedback: Annotated[bool, typer.Option("--feedback", help="Add chat feedback (thumbs up/down, citation clicks) as labelled pairs.")] = False,
+    clicks: Annotated[Optional[Path], typer.Option(
+        help="A search click log: JSONL {query, shown: [id, ...], clicked: [id | {id, dwell_s}, ...]} per result page; "
+             "clicks are positives, results skipped above a click negatives.")] = None,
+    min_dwell: Annotated[float, typer.Option(
+        help="Seconds: a click whose user came back sooner is a bounce, not a positive (clicks without dwell_s count).")] = 0.0,
     epochs: Annotated[float, typer.Option(help="Epochs for both models.")] = 1.0,
     min_steps: Annotated[int, typer.Option(
         help="The embedder trains at least this many steps, adding epochs on small data (0: exactly --epochs).")] = 80,
@@ -54,7 +59,8 @@ def train(
     try:  # a setting this machine cannot honour (e.g. --bf16 without bf16 units) is refused here
         request = TrainRequest(
             name=name, index=index, beir=beir, pairs=pairs, qrels=qrels, queries=queries, base=base, pseudo=pseudo, pseudo_kinds=kinds,
-            seed=seed, fresh=fresh, feedback=Settings().chat_db_path if feedback else None,
+            seed=seed, fresh=fresh, feedback=Settings().chat_db_path if feedback else None, clicks=clicks,
+            min_dwell_s=min_dwell,
             embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, min_steps=min_steps,
                                             bf16=bf16),
             reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, bf16=bf16),

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 
 #: Origins of queries that people wrote, as opposed to pseudo-queries generated from the corpus.
-HUMAN_ORIGINS = frozenset({"qrels", "pairs", "feedback"})
+HUMAN_ORIGINS = frozenset({"qrels", "pairs", "feedback", "clicks"})
 
 
 @dataclass
@@ -19,7 +19,7 @@ class TrainingPair:
     query: str
     positive: str
     negatives: list[str] = field(default_factory=list)
-    #: Where it came from: pseudo:crop, pseudo:keyphrase, pseudo:title, pairs, qrels, feedback.
+    #: Where it came from: pseudo:<kind>, pairs, qrels, feedback, clicks.
     origin: str = ""
     doc_id: str = ""
     query_id: str = ""

@@ -60,17 +60,27 @@ class TrainRequest:
     fresh: bool = False
     #: A chat database whose feedback (thumbs up/down, citation clicks) adds labelled pairs.
     feedback: Path | None = None
+    #: A search click log (JSONL result pages, ``unirank.training.clicks``) that adds labelled pairs.
+    clicks: Path | None = None
+    #: A click whose user came back sooner than this (seconds) is a bounce, not a positive.
+    min_dwell_s: float = 0.0
 
     def validate(self) -> None:
         if (self.index is None) == (self.beir is None):
             raise TrainingError("Give exactly one of --index NAME or --beir DIR.")
         if self.qrels and not (self.queries or self.beir):
             raise TrainingError("--qrels needs the query texts: --queries FILE (or --beir DIR).")
+        for option in ("pairs", "qrels", "queries", "clicks"):
+            path = getattr(self, option)
+            if path is not None and not Path(path).is_file():
+                raise TrainingError(f"--{option} {path}: no such file.")
+        if self.min_dwell_s < 0:
+            raise TrainingError(f"--min-dwell must be 0 or more seconds, got {self.min_dwell_s}.")
         check_kinds(self.pseudo_kinds)
 
     def fingerprint(self) -> str:
         data = {k: str(v) for k, v in asdict(self).items() if k not in {"fresh", "name"}}
-        for key in ("pairs", "qrels", "queries"):
+        for key in ("pairs", "qrels", "queries", "clicks"):
             path = getattr(self, key)
             if path:
                 data[key + "_sha"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -207,9 +217,9 @@ class TrainJob:
             self.stage("training data: reusing the mined pairs of this run")
             return read_pairs(data_file), json.loads(stats_file.read_text())
         req = self.request
-        labelled = self._labelled(chunks)
+        labelled, stats = self._labelled(chunks)
         use_pseudo = req.pseudo if req.pseudo is not None else not labelled
-        stats: dict = {"labelled_pairs": len(labelled)}
+        stats["labelled_pairs"] = len(labelled)
         miner = HardNegativeMiner(self.backend, index, self.embedder, self.settings.search, req.mining,
                                   progress=lambda what, n, total: self.stage(f"{what}: {n}/{total}"))
         pairs: list[TrainingPair] = []
@@ -248,9 +258,10 @@ class TrainJob:
                                 if n % 50 == 0 or n == total else None)
         return writer.write(chunks, share)
 
-    def _labelled(self, chunks: list[Chunk]) -> list[TrainingPair]:
+    def _labelled(self, chunks: list[Chunk]) -> tuple[list[TrainingPair], dict]:
         req = self.request
         pairs: list[TrainingPair] = []
+        stats: dict = {}
         if req.pairs:
             pairs += load_pair_file(req.pairs)
         if req.qrels:
@@ -262,7 +273,16 @@ class TrainJob:
             feedback = load_feedback_pairs(req.feedback, index=req.index)
             self.stage(f"feedback: {len(feedback.pairs)} labelled pairs from {feedback.events} events")
             pairs += feedback.pairs
-        return pairs
+            stats.update(feedback.stats)
+        if req.clicks:
+            from unirank.training.clicks import load_click_pairs
+
+            clicks = load_click_pairs(req.clicks, chunks, min_dwell_s=req.min_dwell_s,
+                                      max_negatives=req.mining.negatives_per_pair)
+            self.stage(f"clicks: {len(clicks.pairs)} labelled pairs from {clicks.stats['click_pages']} result pages")
+            pairs += clicks.pairs
+            stats.update(clicks.stats)
+        return pairs, stats
 
 
 def validation_corpus(chunks: list[Chunk], validation: list[TrainingPair], seed: int,

@@ -1,0 +1,157 @@
+"""Search click logs as labelled training pairs (``unirank train --clicks FILE``).
+
+A click log is JSONL, one line per result page a user saw::
+
+    {"query": "reset my password", "shown": ["doc-7", "doc-2", "doc-9"],
+     "clicked": ["doc-9", {"id": "doc-2", "dwell_s": 3.5}]}
+
+``shown`` is the ranked list as displayed; ids are chunk ids or document ids of the index being
+trained on (a document id stands for its first passage). Pages of the same query (same text,
+whatever its case or spacing) are pooled:
+
+- a click is a positive for its query, unless the user came back within ``min_dwell_s`` (a
+  bounce; a click without ``dwell_s`` always counts);
+- *skip-above*: a result shown above a clicked one and not clicked on that page is a negative for
+  the query (the user read past it to a better one), put before the mined hard negatives, most
+  skipped first. A document the query has a click on anywhere in the log is never a negative, and
+  results below the last click say nothing (the user may not have looked at them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from unirank.errors import TrainingError
+from unirank.search.types import Chunk
+from unirank.training.examples import TrainingPair, normalize_query, query_fingerprint
+
+
+@dataclass
+class ClickPairs:
+    pairs: list[TrainingPair]
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Query:
+    text: str
+    clicks: dict[str, int] = field(default_factory=dict)  # chunk id -> clicks
+    skips: dict[str, int] = field(default_factory=dict)  # chunk id -> skip-above count
+
+
+def load_click_pairs(path: Path, chunks: Iterable[Chunk], min_dwell_s: float = 0.0,
+                     max_negatives: int = 3) -> ClickPairs:
+    """Pairs from the click log at ``path``, its ids resolved against ``chunks`` (the index trained on).
+
+    At most ``max_negatives`` skipped passages per query, the most skipped: a long page of skips
+    would otherwise outweigh the click in the reranker's data.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TrainingError(f"Click log {path} does not exist.")
+    by_id = _passages_by_id(chunks)
+    queries: dict[str, _Query] = {}
+    unknown: set[str] = set()
+    pages = bounces = resolved = lost_clicks = 0
+    with path.open(encoding="utf-8") as handle:
+        for n, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            query, shown, clicked = _parse_page(line, f"{path}:{n}")
+            pages += 1
+            entry = queries.setdefault(normalize_query(query), _Query(text=query))
+            ranked = [by_id[i].id for i in shown if i in by_id]
+            unknown.update(i for i in shown if i not in by_id)
+            resolved += len(ranked)
+            satisfied: list[str] = []
+            for click_id, dwell in clicked:
+                if click_id not in by_id:
+                    unknown.add(click_id)
+                    lost_clicks += 1
+                    continue
+                resolved += 1
+                if dwell is not None and dwell < min_dwell_s:
+                    bounces += 1
+                    continue
+                satisfied.append(by_id[click_id].id)
+            for chunk_id in satisfied:
+                entry.clicks[chunk_id] = entry.clicks.get(chunk_id, 0) + 1
+            last = max((ranked.index(c) for c in satisfied if c in ranked), default=0)
+            for chunk_id in ranked[:last]:
+                if chunk_id not in satisfied:
+                    entry.skips[chunk_id] = entry.skips.get(chunk_id, 0) + 1
+    if not pages:
+        raise TrainingError(f"Click log {path} holds no result pages.")
+    if not resolved:
+        raise TrainingError(f"None of the ids in {path} is a chunk or document of the index trained on: "
+                            "was the log written against another index? Train with --index NAME of that index.")
+
+    chunk_by_id = {c.id: c for c in by_id.values()}
+    pairs: list[TrainingPair] = []
+    unused_skips = 0
+    for entry in queries.values():
+        clicked_docs = {chunk_by_id[c].doc_id for c in entry.clicks}
+        negatives = [chunk_by_id[c].embedding_input() for c, _ in sorted(entry.skips.items(), key=lambda kv: -kv[1])
+                     if chunk_by_id[c].doc_id not in clicked_docs][:max_negatives]
+        if not entry.clicks:
+            unused_skips += len(negatives)
+            continue
+        query_id = f"clicks:{query_fingerprint(entry.text)}"
+        for chunk_id in sorted(entry.clicks, key=lambda c: -entry.clicks[c]):
+            chunk = chunk_by_id[chunk_id]
+            pairs.append(TrainingPair(query=entry.text, positive=chunk.embedding_input(), negatives=list(negatives),
+                                      origin="clicks", doc_id=chunk.doc_id, query_id=query_id))
+    if not pairs:
+        raise TrainingError(f"Click log {path} has no click that counts: {bounces} came back within "
+                            f"{min_dwell_s:g} s (--min-dwell) and {lost_clicks} name no passage of the index.")
+    stats = {"click_pages": pages, "click_queries": len(queries), "click_pairs": len(pairs),
+             "click_negatives": sum(len(p.negatives) for p in pairs), "click_bounces": bounces,
+             "click_unknown_ids": len(unknown), "click_skips_without_click": unused_skips}
+    return ClickPairs(pairs=pairs, stats=stats)
+
+
+def _passages_by_id(chunks: Iterable[Chunk]) -> dict[str, Chunk]:
+    """Chunk ids, and document ids standing for their first chunk (a chunk id wins a clash)."""
+    firsts: dict[str, Chunk] = {}
+    by_chunk: dict[str, Chunk] = {}
+    for chunk in chunks:
+        by_chunk[chunk.id] = chunk
+        if chunk.doc_id not in firsts or chunk.ordinal < firsts[chunk.doc_id].ordinal:
+            firsts[chunk.doc_id] = chunk
+    return {**firsts, **by_chunk}
+
+
+def _parse_page(line: str, where: str) -> tuple[str, list[str], list[tuple[str, float | None]]]:
+    expected = ('expected {"query": "...", "shown": ["id", ...], "clicked": ["id" | {"id": "...", '
+                '"dwell_s": seconds}, ...]}')
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise TrainingError(f"{where}: not JSON ({exc.msg}); {expected}") from exc
+    if not isinstance(row, dict):
+        raise TrainingError(f"{where}: {expected}")
+    query = row.get("query")
+    shown = row.get("shown", [])
+    clicked = row.get("clicked", [])
+    if not isinstance(query, str) or not query.strip():
+        raise TrainingError(f"{where}: the query is missing or empty; {expected}")
+    if not isinstance(shown, list) or not all(isinstance(i, str) for i in shown):
+        raise TrainingError(f"{where}: \"shown\" must be a list of id strings; {expected}")
+    if not isinstance(clicked, list):
+        raise TrainingError(f"{where}: \"clicked\" must be a list; {expected}")
+    clicks: list[tuple[str, float | None]] = []
+    for item in clicked:
+        if isinstance(item, str):
+            clicks.append((item, None))
+        elif isinstance(item, dict) and isinstance(item.get("id"), str):
+            dwell = item.get("dwell_s")
+            if dwell is not None and (isinstance(dwell, bool) or not isinstance(dwell, (int, float)) or dwell < 0):
+                raise TrainingError(f"{where}: dwell_s must be a number of seconds >= 0, got {dwell!r}.")
+            clicks.append((item["id"], None if dwell is None else float(dwell)))
+        else:
+            raise TrainingError(f"{where}: a click is an id or {{\"id\", \"dwell_s\"}}, got {item!r}.")
+    return query.strip(), shown, clicks
+
