@@ -84,3 +84,14 @@ def test_gist_with_more_than_one_hard_negative_is_refused_before_training():
     with pytest.raises(ConfigurationError, match="one hard negative"):
         EmbedderTrainingConfig(hard_negatives=2)
     assert EmbedderTrainingConfig(hard_negatives=2, pseudo_query_loss="mnrl").hard_negatives == 2
+
+
+def test_validation_runs_once_an_epoch_but_at_most_max_evaluations_times():
+    from unirank.training.embedder_trainer import EmbedderTrainingConfig, planned_eval_steps
+
+    config = EmbedderTrainingConfig(max_evaluations=8)
+    assert planned_eval_steps(config, 27, 81) == 27  # labelled CISI: 3 epochs, 3 evaluations
+    assert planned_eval_steps(config, 42, 80) == 42
+    assert planned_eval_steps(config, 4, 80) == 10  # 20 short epochs: 8 evaluations, not 20
+    assert planned_eval_steps(config, 27, 4) == 4  # max_steps shorter than an epoch
+    assert planned_eval_steps(EmbedderTrainingConfig(eval_steps=3), 4, 80) == 3
