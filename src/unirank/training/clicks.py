@@ -27,6 +27,7 @@ from typing import Iterable
 from unirank.errors import TrainingError
 from unirank.search.types import Chunk
 from unirank.training.examples import TrainingPair, normalize_query, query_fingerprint
+from unirank.training.labelled import first_chunks
 
 
 @dataclass
@@ -89,19 +90,18 @@ def load_click_pairs(path: Path, chunks: Iterable[Chunk], min_dwell_s: float = 0
         raise TrainingError(f"None of the ids in {path} is a chunk or document of the index trained on: "
                             "was the log written against another index? Train with --index NAME of that index.")
 
-    chunk_by_id = {c.id: c for c in by_id.values()}
     pairs: list[TrainingPair] = []
     unused_skips = 0
     for entry in queries.values():
-        clicked_docs = {chunk_by_id[c].doc_id for c in entry.clicks}
-        negatives = [chunk_by_id[c].embedding_input() for c, _ in sorted(entry.skips.items(), key=lambda kv: -kv[1])
-                     if chunk_by_id[c].doc_id not in clicked_docs][:max_negatives]
+        clicked_docs = {by_id[c].doc_id for c in entry.clicks}
+        negatives = [by_id[c].embedding_input() for c, _ in sorted(entry.skips.items(), key=lambda kv: -kv[1])
+                     if by_id[c].doc_id not in clicked_docs][:max_negatives]
         if not entry.clicks:
             unused_skips += len(negatives)
             continue
         query_id = f"clicks:{query_fingerprint(entry.text)}"
         for chunk_id in sorted(entry.clicks, key=lambda c: -entry.clicks[c]):
-            chunk = chunk_by_id[chunk_id]
+            chunk = by_id[chunk_id]
             pairs.append(TrainingPair(query=entry.text, positive=chunk.embedding_input(), negatives=list(negatives),
                                       origin="clicks", doc_id=chunk.doc_id, query_id=query_id))
     if not pairs:
@@ -115,13 +115,8 @@ def load_click_pairs(path: Path, chunks: Iterable[Chunk], min_dwell_s: float = 0
 
 def _passages_by_id(chunks: Iterable[Chunk]) -> dict[str, Chunk]:
     """Chunk ids, and document ids standing for their first chunk (a chunk id wins a clash)."""
-    firsts: dict[str, Chunk] = {}
-    by_chunk: dict[str, Chunk] = {}
-    for chunk in chunks:
-        by_chunk[chunk.id] = chunk
-        if chunk.doc_id not in firsts or chunk.ordinal < firsts[chunk.doc_id].ordinal:
-            firsts[chunk.doc_id] = chunk
-    return {**firsts, **by_chunk}
+    chunks = list(chunks)
+    return {**first_chunks(chunks), **{chunk.id: chunk for chunk in chunks}}
 
 
 def _parse_page(line: str, where: str) -> tuple[str, list[str], list[tuple[str, float | None]]]:

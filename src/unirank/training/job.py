@@ -65,12 +65,15 @@ class TrainRequest:
     #: A click whose user came back sooner than this (seconds) is a bounce, not a positive.
     min_dwell_s: float = 0.0
 
+    #: The options that name input files: checked up front, and their contents are in the fingerprint.
+    INPUT_FILES = ("pairs", "qrels", "queries", "clicks")
+
     def validate(self) -> None:
         if (self.index is None) == (self.beir is None):
             raise TrainingError("Give exactly one of --index NAME or --beir DIR.")
         if self.qrels and not (self.queries or self.beir):
             raise TrainingError("--qrels needs the query texts: --queries FILE (or --beir DIR).")
-        for option in ("pairs", "qrels", "queries", "clicks"):
+        for option in self.INPUT_FILES:
             path = getattr(self, option)
             if path is not None and not Path(path).is_file():
                 raise TrainingError(f"--{option} {path}: no such file.")
@@ -80,7 +83,7 @@ class TrainRequest:
 
     def fingerprint(self) -> str:
         data = {k: str(v) for k, v in asdict(self).items() if k not in {"fresh", "name"}}
-        for key in ("pairs", "qrels", "queries", "clicks"):
+        for key in self.INPUT_FILES:
             path = getattr(self, key)
             if path:
                 data[key + "_sha"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -43,13 +43,19 @@ def load_pair_file(path: Path) -> list[TrainingPair]:
     return pairs
 
 
-def pairs_from_qrels(queries: dict[str, str], qrels: dict[str, dict[str, int]],
-                     chunks: Iterable[Chunk]) -> list[TrainingPair]:
-    """One pair per (query, relevant document); the document's first chunk is the positive."""
+def first_chunks(chunks: Iterable[Chunk]) -> dict[str, Chunk]:
+    """Each document's first chunk: what a label (or click) naming a document id stands for."""
     first: dict[str, Chunk] = {}
     for chunk in chunks:
         if chunk.doc_id not in first or chunk.ordinal < first[chunk.doc_id].ordinal:
             first[chunk.doc_id] = chunk
+    return first
+
+
+def pairs_from_qrels(queries: dict[str, str], qrels: dict[str, dict[str, int]],
+                     chunks: Iterable[Chunk]) -> list[TrainingPair]:
+    """One pair per (query, relevant document); the document's first chunk is the positive."""
+    first = first_chunks(chunks)
     pairs = []
     missing_queries = [q for q in qrels if q not in queries]
     if missing_queries and len(missing_queries) == len(qrels):
