@@ -108,8 +108,12 @@ def test_queries_people_wrote_choose_the_blend_weight(client, minibeir, trained,
     curve = {float(w): v for w, v in blend["validation_ndcg@10_by_weight"].items()}
     assert set(curve) == set(GRID)
     assert blend["validation_queries"] == len(data.qrels)  # the pseudo-query did not count
-    assert blend["chosen_on"] == "queries people wrote"
-    assert blend["blend_weight"] == min(w for w, v in curve.items() if v == max(curve.values()))
+    assert blend["chosen_on"].startswith("queries people wrote")
+    best = min(w for w, v in curve.items() if v == max(curve.values()))
+    test = blend["sign_test"]
+    assert test["candidate"] == best
+    # a weight above 0 is kept only if the sign test says its gain over 0 is not chance
+    assert blend["blend_weight"] == (best if best == 0.0 or test["sign_test_p"] <= test["alpha"] else 0.0)
     assert CrossEncoderReranker(str(reranker_dir), name="r").blend_weight == blend["blend_weight"]
 
 
