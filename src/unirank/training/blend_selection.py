@@ -51,7 +51,8 @@ def significant_weight(per_query: Mapping[float, Mapping[str, float]],
     """The weight with the best mean score (the least reliance on the reranker among ties), kept only if
     it beats weight 0 on significantly more queries than it loses (ties left out); else 0."""
     means = {w: mean_score(s) for w, s in per_query.items()}
-    best = min(w for w, m in means.items() if m == max(means.values()))
+    top = max(means.values())
+    best = min(w for w, m in means.items() if m == top)
     if best == 0.0:
         return 0.0, {"candidate": 0.0}
     base, candidate = per_query[0.0], per_query[best]
