@@ -11,16 +11,21 @@ and ``llm``, questions an LLM writes when an endpoint is configured (``doc2query
 
 The defaults are ``lead``, ``keyphrase`` and ``title``. On corpus-only CISI (1,500 pairs, GIST, all
 76 judged queries), held-out tuned kNN / hybrid nDCG@10 was 0.455 / 0.468 against 0.454 / 0.465 with
-``crop`` in place of ``lead``, and 0.446 / 0.468 against 0.448 / 0.460 with seed 7. Without key
+``crop`` in place of ``lead``, and 0.446 / 0.468 against 0.448 / 0.460 with seed 7 (within
+run-to-run noise: the full bench gave tuned hybrid 0.463 against 0.464). Without key
 phrases (lead and title only) it fell to 0.433 / 0.453; all four kinds at 2,000 pairs gave 0.443 / 0.462.
-The lead-for-crop gain is within run-to-run noise (the full bench: tuned hybrid 0.463 against 0.464).
+Without leads (key phrases and titles, 750 each) kNN kept its gain but hybrid lost it: 0.452 / 0.455
+against 0.452 / 0.468 (another day, bf16): key phrases alone teach kNN the words BM25 already matches.
+Without titles (leads and key phrases, 750 each): 0.443 / 0.456. Each of the three kinds earns its share.
 
 BM25 ranks the source passage first for 96 % of the training split's pairs (1,297 of 1,356). Making
 them harder did not help: taking out the rarer half of the query words the passage shares (BM25 top-1
 still 84 %) gave 0.437 / 0.449 against 0.445 / 0.462. Nor did length: CISI's questions run to a median
 of 50 words, and ``lead`` queries made of the opening sentences up to 40 words (median 51) gave
 0.446 / 0.463. Nor did question form: key phrases set in question templates ("What is known about
-...?", four of them, on the same pairs otherwise) gave 0.454 / 0.463 against 0.452 / 0.468.
+...?", four of them, on the same pairs otherwise) gave 0.454 / 0.463 against 0.452 / 0.468. Nor did
+taking half of a key-phrase query's words out of its passage (so the model must find the passage by
+the words around them, which BM25 cannot): 0.452 / 0.467 against 0.452 / 0.468 on the same pairs.
 """
 
 from __future__ import annotations
