@@ -15,7 +15,7 @@ Prints nDCG@10 for bm25 / base knn / tuned knn / base hybrid / tuned hybrid / tu
 tuned rerank (and base hybrid + base rerank), with training time. Targets: corpus-only tuned
 hybrid+rerank >= base hybrid + 0.03; with labels >= + 0.06.
 
-    .venv/bin/python bench/finetune_cisi.py [--only corpus|labels|clicks] [--epochs 1]
+    .venv/bin/python bench/finetune_cisi.py [--only corpus|labels|clicks] [--epochs 1] [--seed 13]
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt, isolated_settings, require_cisi, table, write_json  # noqa: E402
 
 
-def run_strategy(strategy: str, cisi: Path, work: Path, epochs: float, max_pairs: int, bf16: bool = False) -> dict:
+def run_strategy(strategy: str, cisi: Path, work: Path, epochs: float, max_pairs: int, bf16: bool = False,
+                 seed: int = 13) -> dict:
     from unirank.api import Unirank
     from unirank.evaluation.datasets import load_beir
     from unirank.evaluation.runner import Evaluation, resolve_specs
@@ -41,12 +42,12 @@ def run_strategy(strategy: str, cisi: Path, work: Path, epochs: float, max_pairs
     from unirank.training.job import TrainJob, TrainRequest, ensure_beir_index
     from unirank.training.reranker_trainer import RerankerTrainingConfig
 
-    settings = isolated_settings(work / strategy)
+    settings = isolated_settings(work / (strategy if seed == 13 else f"{strategy}-seed{seed}"))
     data = load_beir(cisi).judged()
     log = lambda m: print(f"  [{strategy}] {m}", flush=True)  # noqa: E731
-    request = TrainRequest(name=f"cisi-{strategy}", beir=cisi, max_pseudo_pairs=max_pairs,
-                           embedder=EmbedderTrainingConfig(epochs=epochs, bf16=bf16),
-                           reranker=RerankerTrainingConfig(epochs=epochs, bf16=bf16))
+    request = TrainRequest(name=f"cisi-{strategy}", beir=cisi, max_pseudo_pairs=max_pairs, seed=seed,
+                           embedder=EmbedderTrainingConfig(epochs=epochs, bf16=bf16, seed=seed),
+                           reranker=RerankerTrainingConfig(epochs=epochs, bf16=bf16, seed=seed))
     held_out = data
     train_ids: set[str] = set()
     if strategy in ("labels", "clicks"):
@@ -115,6 +116,9 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, help="Keep runs here (resumable) instead of a temp dir.")
     parser.add_argument("--bf16", action="store_true",
                         help="Train both models in bf16 mixed precision (`unirank train --bf16`; CPUs with AMX).")
+    parser.add_argument("--seed", type=int, default=13,
+                        help="Training seed (`unirank train --seed`): the pseudo-query sample, the validation split, "
+                             "the training order. The held-out query split stays fixed.")
     args = parser.parse_args()
     cisi = require_cisi()
     strategies = [args.only] if args.only else ["corpus", "labels"]
@@ -124,7 +128,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         for strategy in strategies:
             print(f"\n== strategy: {strategy} ==", flush=True)
-            report[strategy] = run_strategy(strategy, cisi, work, args.epochs, args.max_pairs, args.bf16)
+            report[strategy] = run_strategy(strategy, cisi, work, args.epochs, args.max_pairs, args.bf16, args.seed)
     targets = {"corpus": "target +0.03", "labels": "target +0.06", "clicks": "no target: simulated clicks"}
     for strategy, r in report.items():
         print(f"\n{strategy}: {r['queries']} held-out queries, training {r['train_seconds']} s "
@@ -132,7 +136,7 @@ def main() -> None:
         print(table(["system", "nDCG@10", "Recall@100", "MRR@10"],
                     [[name, fmt(s["ndcg@10"]), fmt(s["recall@100"]), fmt(s["mrr@10"])] for name, s in r["systems"].items()]))
         print(f"tuned hybrid+rerank vs base hybrid: {r['gain_vs_base_hybrid']:+.4f} nDCG@10 ({targets[strategy]})")
-    write_json("finetune_cisi", {"epochs": args.epochs, "max_pairs": args.max_pairs, "bf16": args.bf16,
+    write_json("finetune_cisi", {"epochs": args.epochs, "max_pairs": args.max_pairs, "bf16": args.bf16, "seed": args.seed,
                                   "results": report})
 
 
