@@ -51,6 +51,11 @@ def query_fingerprint(text: str) -> str:
     return hashlib.sha1(normalize_query(text).encode()).hexdigest()[:16]
 
 
+def query_key(pair: TrainingPair) -> str:
+    """Pairs of one query share it: the query's id when the labels have one, else its text."""
+    return pair.query_id or normalize_query(pair.query)
+
+
 def data_hash(pairs: Iterable[TrainingPair]) -> str:
     digest = hashlib.sha256()
     for p in pairs:
@@ -71,15 +76,11 @@ class RandomNegatives:
         self.rng = random.Random(seed)
         self.positives: dict[str, set[str]] = {}
         for pair in self.pairs:
-            self.positives.setdefault(self._key(pair), set()).update({pair.doc_id, pair.positive})
-
-    @staticmethod
-    def _key(pair: TrainingPair) -> str:
-        return pair.query_id or normalize_query(pair.query)
+            self.positives.setdefault(query_key(pair), set()).update({pair.doc_id, pair.positive})
 
     def draw(self, pair: TrainingPair, count: int) -> list[str]:
         """Up to ``count`` distinct passages from ``3 * count`` draws (fewer when those hit positives)."""
-        known = self.positives.get(self._key(pair), set())
+        known = self.positives.get(query_key(pair), set())
         drawn: list[str] = []
         for other in [self.rng.choice(self.pairs) for _ in range(count * 3)]:
             if len(drawn) == count:

@@ -29,7 +29,7 @@ from unirank.training.doc2query import LLM_KIND, LLMQueryWriter, require_llm
 from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
 from unirank.training.examples import TrainingPair, data_hash, query_fingerprint, read_pairs, write_pairs
 from unirank.training.labelled import load_pair_file, pairs_from_qrels
-from unirank.training.mining import HardNegativeMiner, MiningConfig
+from unirank.training.mining import HardNegativeMiner, MiningConfig, judged_documents
 from unirank.training.pseudo_queries import DEFAULT_KINDS, PseudoQueryGenerator, check_kinds
 from unirank.training.reranker_trainer import RerankerTrainingConfig, train_reranker
 from unirank.training.validation import split_pairs
@@ -227,10 +227,7 @@ class TrainJob:
                                   progress=lambda what, n, total: self.stage(f"{what}: {n}/{total}"))
         pairs: list[TrainingPair] = []
         if labelled:
-            relevant: dict[str, set[str]] = {}
-            for p in labelled:
-                relevant.setdefault(p.query_id, set()).add(p.doc_id)
-            mined, mstats = miner.mine(labelled, check_consistency=False, relevant=relevant)
+            mined, mstats = miner.mine(labelled, check_consistency=False, relevant=judged_documents(labelled))
             pairs += mined
             stats["labelled_mining"] = mstats.to_dict()
         if use_pseudo:
