@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unirank.training.embedder_trainer import _rows as embedder_rows
+from unirank.training.embedder_trainer import _columns, _usable
 from unirank.training.examples import TrainingPair
 from unirank.training.reranker_trainer import _rows as reranker_rows
 
@@ -21,9 +21,10 @@ def _labelled() -> list[TrainingPair]:
 
 def test_embedder_rows_keep_only_pairs_with_mined_negatives():
     pairs = _labelled()
-    rows = embedder_rows(pairs, negatives=1)
+    rows = _columns(_usable(pairs, negatives=1), 1, row_labels=False)
     assert rows == {"anchor": ["key rotation"], "positive": ["rotation doc 0"], "negative_1": ["a mined hard negative"]}
-    assert embedder_rows(pairs, negatives=0)["anchor"] == [p.query for p in pairs]  # in-batch negatives only
+    assert _usable(pairs, negatives=0) == pairs  # in-batch negatives only
+    assert _columns(pairs, 0, row_labels=True)["label"] == list(range(len(pairs)))  # for KnownPositivesMNRL
 
 
 def test_reranker_random_negatives_are_never_the_querys_own_positives():
