@@ -31,9 +31,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt, isolated_settings, require_cisi, table, write_json  # noqa: E402
 
+#: `unirank train --seed`'s default; its runs keep the work-dir layout they had before --seed.
+DEFAULT_SEED = 13
+
 
 def run_strategy(strategy: str, cisi: Path, work: Path, epochs: float, max_pairs: int, bf16: bool = False,
-                 seed: int = 13) -> dict:
+                 seed: int = DEFAULT_SEED) -> dict:
     from unirank.api import Unirank
     from unirank.evaluation.datasets import load_beir
     from unirank.evaluation.runner import Evaluation, resolve_specs
@@ -42,7 +45,7 @@ def run_strategy(strategy: str, cisi: Path, work: Path, epochs: float, max_pairs
     from unirank.training.job import TrainJob, TrainRequest, ensure_beir_index
     from unirank.training.reranker_trainer import RerankerTrainingConfig
 
-    settings = isolated_settings(work / (strategy if seed == 13 else f"{strategy}-seed{seed}"))
+    settings = isolated_settings(work / (strategy if seed == DEFAULT_SEED else f"{strategy}-seed{seed}"))
     data = load_beir(cisi).judged()
     log = lambda m: print(f"  [{strategy}] {m}", flush=True)  # noqa: E731
     request = TrainRequest(name=f"cisi-{strategy}", beir=cisi, max_pseudo_pairs=max_pairs, seed=seed,
@@ -116,7 +119,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, help="Keep runs here (resumable) instead of a temp dir.")
     parser.add_argument("--bf16", action="store_true",
                         help="Train both models in bf16 mixed precision (`unirank train --bf16`; CPUs with AMX).")
-    parser.add_argument("--seed", type=int, default=13,
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="Training seed (`unirank train --seed`): the pseudo-query sample, the validation split, "
                              "the training order. The held-out query split stays fixed.")
     args = parser.parse_args()
