@@ -7,7 +7,7 @@ import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 
 #: Origins of queries that people wrote, as opposed to pseudo-queries generated from the corpus.
@@ -56,6 +56,14 @@ def query_key(pair: TrainingPair) -> str:
     return pair.query_id or normalize_query(pair.query)
 
 
+def by_query(pairs: Iterable[TrainingPair], values: Callable[[TrainingPair], Iterable[str]]) -> dict[str, set[str]]:
+    """``values`` of every pair, gathered per query (``query_key``)."""
+    gathered: dict[str, set[str]] = {}
+    for pair in pairs:
+        gathered.setdefault(query_key(pair), set()).update(values(pair))
+    return gathered
+
+
 def data_hash(pairs: Iterable[TrainingPair]) -> str:
     digest = hashlib.sha256()
     for p in pairs:
@@ -74,9 +82,7 @@ class RandomNegatives:
     def __init__(self, pairs: Sequence[TrainingPair], seed: int) -> None:
         self.pairs = list(pairs)
         self.rng = random.Random(seed)
-        self.positives: dict[str, set[str]] = {}
-        for pair in self.pairs:
-            self.positives.setdefault(query_key(pair), set()).update({pair.doc_id, pair.positive})
+        self.positives = by_query(self.pairs, lambda p: (p.doc_id, p.positive))
 
     def draw(self, pair: TrainingPair, count: int) -> list[str]:
         """Up to ``count`` distinct passages from ``3 * count`` draws (fewer when those hit positives)."""

@@ -7,7 +7,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from unirank.training.examples import TrainingPair, query_key
+from unirank.training.examples import TrainingPair, by_query, query_key
 
 
 class KnownPositivesMNRL(nn.Module):
@@ -24,9 +24,7 @@ class KnownPositivesMNRL(nn.Module):
         super().__init__()
         self.model = model
         self.scale = scale
-        known: dict[str, set[str]] = {}
-        for pair in rows:
-            known.setdefault(query_key(pair), set()).add(pair.positive)
+        known = by_query(rows, lambda p: (p.positive,))
         self._known = [known[query_key(pair)] for pair in rows]
         # Column c of row r: its positive (c = 0) or its c-th hard negative.
         self._texts = [[pair.positive, *pair.negatives[:negatives]] for pair in rows]

@@ -16,7 +16,7 @@ import numpy as np
 from unirank.models.embedder import Embedder
 from unirank.search.backend import SearchBackend
 from unirank.settings import SearchSettings
-from unirank.training.examples import TrainingPair, query_key
+from unirank.training.examples import TrainingPair, by_query, query_key
 
 Progress = Callable[[str, int, int], None]
 
@@ -52,10 +52,7 @@ class MiningStats:
 
 def judged_documents(pairs: Sequence[TrainingPair]) -> dict[str, set[str]]:
     """Every document each query (``query_key``: its id, else its text) is paired with."""
-    judged: dict[str, set[str]] = {}
-    for pair in pairs:
-        judged.setdefault(query_key(pair), set()).add(pair.doc_id)
-    return judged
+    return by_query(pairs, lambda p: (p.doc_id,))
 
 
 class HardNegativeMiner:
