@@ -13,7 +13,8 @@ embeddings/s against 66-71 through ``SentenceTransformer.encode``, and length-so
 ingestion sends it) 83-88 against 78-82; a bf16 copy gains too (groups of 16: 180-212 against 174-194).
 
 Only a plain BERT encoder with mean pooling qualifies (all-MiniLM-L6-v2, E5 and their fine-tuned
-versions); any other model (a [CLS]-pooled BGE, say), or an ONNX copy, keeps ``encode``.
+versions, also when centred on a corpus: the ``Dense`` and ``Normalize`` modules after the pooling
+run as they are); any other model (a [CLS]-pooled BGE, say), or an ONNX copy, keeps ``encode``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class PaddingFreeEncoder:
         self.model = model
         self.bert = model[0].auto_model
         self.heads = self.bert.config.num_attention_heads
+        self.tail = list(model)[2:]  # what follows the pooling: Normalize, and a corpus centring's Dense
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         """L2-normalised float32 vectors, in input order; texts go through in length-sorted batches."""
@@ -77,23 +79,27 @@ class PaddingFreeEncoder:
 
         text_of_token = real // width
         sums = torch.zeros(rows, size, device=device).index_add_(0, text_of_token, hidden.float())
-        means = sums / mask.sum(dim=1, keepdim=True).float()
-        return F.normalize(means, dim=1).cpu().numpy()
+        features = {"sentence_embedding": sums / mask.sum(dim=1, keepdim=True).float()}
+        for module in self.tail:
+            features = module(features)
+        return F.normalize(features["sentence_embedding"], dim=1).cpu().numpy()
 
 
 def padding_free_encoder(model: Any) -> PaddingFreeEncoder | None:
     """A :class:`PaddingFreeEncoder` for ``model`` when its architecture is one this runs exactly, else None."""
+    from sentence_transformers.base.modules.dense import Dense
     from sentence_transformers.base.modules.normalize import Normalize
     from sentence_transformers.base.modules.transformer import Transformer
     from sentence_transformers.sentence_transformer.modules.pooling import Pooling
     from transformers.models.bert.modeling_bert import BertModel
 
     modules = list(model)
-    if len(modules) not in (2, 3) or not isinstance(modules[0], Transformer):
+    if len(modules) < 2 or not isinstance(modules[0], Transformer):
         return None
     if not isinstance(modules[1], Pooling) or modules[1].pooling_mode != "mean":
         return None
-    if len(modules) == 3 and not isinstance(modules[2], Normalize):
+    on_the_vector = lambda m: m.module_input_name == m.module_output_name == "sentence_embedding"  # noqa: E731
+    if not all(isinstance(m, (Normalize, Dense)) and on_the_vector(m) for m in modules[2:]):
         return None
     bert = modules[0].auto_model
     if type(bert) is not BertModel or bert.config.is_decoder:
