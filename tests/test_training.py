@@ -25,7 +25,8 @@ TINY = dict(batch_size=8, max_steps=4)
 
 
 def tiny_request(name: str, beir: Path, **extra) -> TrainRequest:
-    return TrainRequest(name=name, beir=beir, embedder=EmbedderTrainingConfig(**TINY),
+    # The tiny corpus is under centring's passage floor; lowered here so the runs centre the base too.
+    return TrainRequest(name=name, beir=beir, embedder=EmbedderTrainingConfig(**TINY, center_min_passages=1),
                         reranker=RerankerTrainingConfig(**TINY), **extra)
 
 
@@ -78,8 +79,15 @@ def test_corpus_only_training_registers_both_models(client, trained):
 
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
+    from unirank.training.centering import is_centering_tail
+
     tuned = SentenceTransformer(str(embed.path), device="cpu")
     assert tuned.encode(["api key rotation"]).shape == (1, 384)
+    # Trained from the base centred on the corpus: the centring modules travel with the model.
+    assert any("centring the base" in s for s in stages)
+    assert embed.record["centered_on_corpus"]["passages"] == len(list(client.backend.iter_chunks(
+        embed.record["corpus_index"]))[0])
+    assert is_centering_tail(list(tuned)[-2:])
     ce = CrossEncoder(str(rerank.path), device="cpu")
     assert len(ce.predict([("api keys", "Rotate keys every ninety days."), ("api keys", "Vacation days.")])) == 2
     pairs = [json.loads(line) for line in (result.run_dir / "training_pairs.jsonl").read_text().splitlines()]

@@ -46,6 +46,9 @@ def train(
     seed: Annotated[int, typer.Option()] = 13,
     bf16: Annotated[bool, typer.Option(
         "--bf16", help="Train both models in bf16 mixed precision: ~1.5x faster on CPUs with AMX or AVX512-BF16.")] = False,
+    center: Annotated[bool, typer.Option(
+        "--center/--no-center", help="Centre the base embedder on the corpus (its mean vector taken away) before "
+                                     "training; needs a local bi-encoder base and 100+ passages.")] = True,
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming this run.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -62,7 +65,7 @@ def train(
             seed=seed, fresh=fresh, feedback=Settings().chat_db_path if feedback else None, clicks=clicks,
             min_dwell_s=min_dwell,
             embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, min_steps=min_steps,
-                                            bf16=bf16),
+                                            bf16=bf16, center_on_corpus=center),
             reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, bf16=bf16),
         )
     except UnirankError as exc:

@@ -11,6 +11,7 @@ from typing import Literal, Sequence
 from unirank.errors import ConfigurationError
 from unirank.models.precision import refuse_emulated_bf16_training
 from unirank.training.checkpoints import resumable_checkpoint
+from unirank.training.centering import freeze_centering
 from unirank.training.examples import TrainingPair
 from unirank.training.losses import KnownPositivesMNRL
 
@@ -110,6 +111,12 @@ class EmbedderTrainingConfig:
     #: side by side, a forward + backward of 96 texts at 160 tokens took 5.4 s against 8.1 s. One run
     #: of each is no evidence of a quality change either way, so it is a speed option; off by default.
     bf16: bool = False
+    #: Start from the base centred on the corpus (``unirank.training.centering``): its mean vector taken
+    #: away before the final normalisation, learned from the passages alone. Corpus-only CISI, same
+    #: pairs, held-out tuned kNN / hybrid nDCG@10: 0.462 / 0.478 against 0.452 / 0.468 from the plain base.
+    center_on_corpus: bool = True
+    #: Fewer passages than this give a mean of a few texts, not of the domain: no centring then.
+    center_min_passages: int = 100
 
     def __post_init__(self) -> None:
         for name in ("pseudo_query_loss", "labelled_loss"):
@@ -218,6 +225,8 @@ def train_embedder(
     )
 
     model = _load(base_path)
+    if freeze_centering(model):
+        log.info("the base is centred on the corpus: its centring stays fixed while the encoder trains")
     inference_length = model.max_seq_length
     model.max_seq_length = min(inference_length, config.max_seq_length)
     rows = _usable(train, config.hard_negatives)

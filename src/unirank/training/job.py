@@ -25,6 +25,7 @@ from unirank.search.backend import SearchBackend
 from unirank.search.types import Chunk
 from unirank.settings import Settings
 from unirank.training.blend_selection import choose_blend_weight
+from unirank.training.centering import save_centered_copy
 from unirank.training.doc2query import LLM_KIND, LLMQueryWriter, require_llm
 from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
 from unirank.training.examples import TrainingPair, data_hash, query_fingerprint, read_pairs, write_pairs
@@ -138,8 +139,9 @@ class TrainJob:
 
         timings: dict[str, float] = {}
         t = time.perf_counter()
+        embedder_start, centering = self._embedder_start(base_path, chunks)
         embed_val = self._stage("embedder", lambda out: train_embedder(
-            base_path, split.train, split.validation, corpus, out, req.embedder))
+            embedder_start, split.train, split.validation, corpus, out, req.embedder))
         timings["embedder_s"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         reranker_base = self._reranker_start(base_path)
@@ -160,7 +162,8 @@ class TrainJob:
         registry = ModelRegistry(self.settings.models_dir)
         try:
             embedder_version = self._register(registry, f"{req.name}-embed", "embedder", "embedder", {
-                **common, "hyperparameters": asdict(req.embedder), "validation": embed_val})
+                **common, "hyperparameters": asdict(req.embedder), "validation": embed_val,
+                "centered_on_corpus": centering})
             reranker_version = self._register(registry, f"{req.name}-rerank", "reranker", "reranker", {
                 **common, "hyperparameters": asdict(req.reranker), "validation": rerank_val,
                 "initialised_from": "tuned embedder" if reranker_base != base_path else req.base})
@@ -169,6 +172,20 @@ class TrainJob:
         return TrainResult(run_dir=self.run_dir, embedder=embedder_version, reranker=reranker_version,
                            stats=stats, metrics={"embedder": embed_val, "reranker": rerank_val})
 
+    def _embedder_start(self, base_path: str, chunks: list[Chunk]) -> tuple[str, dict | None]:
+        """The base centred on this corpus (``unirank.training.centering``) and what to record of it;
+        the base as it is when centring is off, the corpus too small, or the base not a local bi-encoder."""
+        config = self.request.embedder
+        if not config.center_on_corpus or is_cross_encoder(base_path):
+            return base_path, None
+        if len(chunks) < config.center_min_passages:
+            self.stage(f"centring: skipped, {len(chunks)} passages are fewer than {config.center_min_passages}")
+            return base_path, None
+        info = self._stage("centering", lambda out: save_centered_copy(
+            base_path, [c.embedding_input() for c in chunks], out / "model", seed=self.request.seed),
+            doing="centring the base on the corpus")
+        return str(self.run_dir / "centering" / "model"), info
+
     def _reranker_start(self, base_path: str) -> str:
         """A given cross-encoder is fine-tuned as it is; a bi-encoder base gives the reranker the
         encoder this run just tuned, so it starts from the domain's vocabulary and topics."""
@@ -176,13 +193,13 @@ class TrainJob:
             return base_path
         return str(self.run_dir / "embedder" / "final")
 
-    def _stage(self, name: str, train: Callable[[Path], dict]) -> dict:
+    def _stage(self, name: str, train: Callable[[Path], dict], doing: str | None = None) -> dict:
         out = self.run_dir / name
         marker = out / "done.json"
         if marker.exists():
             self.stage(f"{name}: already trained in {out}, reusing it")
             return json.loads(marker.read_text())
-        self.stage(f"training the {name}")
+        self.stage(doing or f"training the {name}")
         out.mkdir(parents=True, exist_ok=True)
         metrics = train(out)
         marker.write_text(json.dumps(metrics))
