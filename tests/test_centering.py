@@ -94,3 +94,60 @@ def test_training_leaves_the_centring_fixed_and_the_encoder_trainable(centered, 
     assert not any(p.requires_grad for p in model[3].parameters())
     assert all(p.requires_grad for p in model[0].parameters())
     assert not freeze_centering(base_embedder.model)  # nothing to fix on a plain model
+
+
+def test_whitening_evens_out_the_corpus_main_directions_and_is_the_identity_at_zero():
+    from unirank.training.centering import whitening
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(1000, 8)) * np.array([8, 4, 2, 1, 1, 1, 1, 1]) + 3.0
+    np.testing.assert_array_equal(whitening(vectors, 0.0), np.eye(8))
+    transform = whitening(vectors, 0.25)
+    np.testing.assert_allclose(transform, transform.T, atol=1e-12)
+    spread = np.linalg.svd(vectors - vectors.mean(axis=0), compute_uv=False)
+    evened = np.linalg.svd((vectors - vectors.mean(axis=0)) @ transform, compute_uv=False)
+    # (spread ratio) ** (1 - 0.25): the widest direction is now 8 ** 0.75 ~ 4.8x the narrowest, not ~8x.
+    assert evened[0] / evened[-1] == pytest.approx((spread[0] / spread[-1]) ** 0.75, rel=1e-6)
+    with pytest.raises(TrainingError, match="outside 0-0.5"):
+        whitening(vectors, 0.8)
+
+
+def test_a_whitened_model_applies_the_transform_and_is_recognised_frozen_and_replaced(base_embedder, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from unirank.training.centering import append_centering, freeze_centering, is_centering_tail, whitening, \
+        without_centering
+
+    rng = np.random.default_rng(1)
+    corpus = rng.normal(size=(1000, 384)) * np.linspace(3, 0.5, 384)
+    mean, transform = corpus.mean(axis=0) * 0.01, whitening(corpus, 0.25)
+    model = SentenceTransformer(modules=list(base_embedder.model), device="cpu")
+    append_centering(model, mean, transform)
+    model.save(str(tmp_path / "whitened"))
+    loaded = SentenceTransformer(str(tmp_path / "whitened"), device="cpu", local_files_only=True)
+    plain = base_embedder.model.encode(QUERIES, normalize_embeddings=True)
+    expected = (plain - mean) @ transform
+    np.testing.assert_allclose(loaded.encode(QUERIES), expected / np.linalg.norm(expected, axis=1, keepdims=True),
+                               atol=1e-5)
+    from unirank.models.embedder import SentenceTransformerEmbedder
+
+    served = SentenceTransformerEmbedder(str(tmp_path / "whitened"), name="whitened", version="1")
+    assert served.padding_free is not None
+    np.testing.assert_allclose(served.embed_documents(QUERIES), loaded.encode(QUERIES), atol=1e-5)
+    assert is_centering_tail(list(loaded)[-2:]) and freeze_centering(loaded)
+    assert [type(m).__name__ for m in without_centering(loaded)] == ["Transformer", "Pooling", "Normalize"]
+    with pytest.raises(TrainingError, match="transform of shape"):
+        append_centering(model, np.zeros(384), np.eye(8))
+
+
+def test_too_few_passages_to_measure_their_spread_are_centred_only(centered):
+    _, _, info = centered  # 6 passages for 384 dimensions
+    assert info["whitening"] == 0.0
+
+
+def test_a_whitening_strength_outside_its_range_is_refused_before_any_work():
+    from unirank.errors import ConfigurationError
+    from unirank.training.embedder_trainer import EmbedderTrainingConfig
+
+    with pytest.raises(ConfigurationError, match="give 0-0.5"):
+        EmbedderTrainingConfig(whitening_strength=0.6)

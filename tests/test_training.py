@@ -88,6 +88,9 @@ def test_corpus_only_training_registers_both_models(client, trained):
     assert embed.record["centered_on_corpus"]["passages"] == len(list(client.backend.iter_chunks(
         embed.record["corpus_index"]))[0])
     assert is_centering_tail(list(tuned)[-2:])
+    # Far fewer passages than 2 a dimension: the spread is not measured, only the mean taken away.
+    assert embed.record["centered_on_corpus"]["whitening"] == 0.0
+    assert embed.record["hyperparameters"]["whitening_strength"] == 0.25
     ce = CrossEncoder(str(rerank.path), device="cpu")
     assert len(ce.predict([("api keys", "Rotate keys every ninety days."), ("api keys", "Vacation days.")])) == 2
     pairs = [json.loads(line) for line in (result.run_dir / "training_pairs.jsonl").read_text().splitlines()]

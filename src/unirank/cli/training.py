@@ -49,6 +49,9 @@ def train(
     center: Annotated[bool, typer.Option(
         "--center/--no-center", help="Centre the base embedder on the corpus (its mean vector taken away) before "
                                      "training; needs a local bi-encoder base and 100+ passages.")] = True,
+    whiten: Annotated[float, typer.Option(
+        help="With --center, how far to even out the corpus's main directions: 0 centres only, 0.5 whitens fully; "
+             "needs 2 passages a dimension.")] = 0.25,
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming this run.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -65,7 +68,8 @@ def train(
             seed=seed, fresh=fresh, feedback=Settings().chat_db_path if feedback else None, clicks=clicks,
             min_dwell_s=min_dwell,
             embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, min_steps=min_steps,
-                                            bf16=bf16, center_on_corpus=center),
+                                            bf16=bf16, center_on_corpus=center,
+                                            whitening_strength=whiten),
             reranker=RerankerTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, bf16=bf16),
         )
     except UnirankError as exc:

@@ -11,7 +11,7 @@ from typing import Literal, Sequence
 from unirank.errors import ConfigurationError
 from unirank.models.precision import refuse_emulated_bf16_training
 from unirank.training.checkpoints import resumable_checkpoint
-from unirank.training.centering import freeze_centering
+from unirank.training.centering import DEFAULT_WHITENING, freeze_centering
 from unirank.training.examples import TrainingPair
 from unirank.training.losses import KnownPositivesMNRL
 
@@ -119,8 +119,15 @@ class EmbedderTrainingConfig:
     center_on_corpus: bool = True
     #: Fewer passages than this give a mean of a few texts, not of the domain: no centring then.
     center_min_passages: int = 100
+    #: With centring, how far the corpus's principal directions are evened out (0: centring only,
+    #: 0.5: full whitening; ``unirank.training.centering.whitening``). Applied with at least two
+    #: passages a dimension (768 for a 384-dimensional model), else centring only.
+    whitening_strength: float = DEFAULT_WHITENING
 
     def __post_init__(self) -> None:
+        if not 0 <= self.whitening_strength <= 0.5:
+            raise ConfigurationError(f"whitening_strength is {self.whitening_strength}; give 0-0.5 (0: centring only, "
+                                "0.5: full whitening).")
         for name in ("pseudo_query_loss", "labelled_loss"):
             if getattr(self, name) not in ("mnrl", "gist"):
                 raise ConfigurationError(f"Unknown embedder {name} {getattr(self, name)!r}: use 'mnrl' or 'gist'.")

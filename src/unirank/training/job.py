@@ -182,7 +182,8 @@ class TrainJob:
             self.stage(f"centring: skipped, {len(chunks)} passages are fewer than {config.center_min_passages}")
             return base_path, None
         info = self._stage("centering", lambda out: save_centered_copy(
-            base_path, [c.embedding_input() for c in chunks], out / "model", seed=self.request.seed),
+            base_path, [c.embedding_input() for c in chunks], out / "model", seed=self.request.seed,
+            strength=config.whitening_strength),
             doing="centring the base on the corpus")
         return str(self.run_dir / "centering" / "model"), info
 
