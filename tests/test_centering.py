@@ -97,6 +97,7 @@ def test_training_leaves_the_centring_fixed_and_the_encoder_trainable(centered, 
 
 
 def test_whitening_evens_out_the_corpus_main_directions_and_is_the_identity_at_zero():
+    from unirank.errors import ConfigurationError
     from unirank.training.centering import whitening
 
     rng = np.random.default_rng(0)
@@ -108,13 +109,14 @@ def test_whitening_evens_out_the_corpus_main_directions_and_is_the_identity_at_z
     evened = np.linalg.svd((vectors - vectors.mean(axis=0)) @ transform, compute_uv=False)
     # (spread ratio) ** (1 - 0.25): the widest direction is now 8 ** 0.75 ~ 4.8x the narrowest, not ~8x.
     assert evened[0] / evened[-1] == pytest.approx((spread[0] / spread[-1]) ** 0.75, rel=1e-6)
-    with pytest.raises(TrainingError, match="outside 0-0.5"):
+    with pytest.raises(ConfigurationError, match="outside 0-0.5"):
         whitening(vectors, 0.8)
 
 
 def test_a_whitened_model_applies_the_transform_and_is_recognised_frozen_and_replaced(base_embedder, tmp_path):
     from sentence_transformers import SentenceTransformer
 
+    from unirank.models.embedder import SentenceTransformerEmbedder
     from unirank.training.centering import append_centering, freeze_centering, is_centering_tail, whitening, \
         without_centering
 
@@ -129,8 +131,6 @@ def test_a_whitened_model_applies_the_transform_and_is_recognised_frozen_and_rep
     expected = (plain - mean) @ transform
     np.testing.assert_allclose(loaded.encode(QUERIES), expected / np.linalg.norm(expected, axis=1, keepdims=True),
                                atol=1e-5)
-    from unirank.models.embedder import SentenceTransformerEmbedder
-
     served = SentenceTransformerEmbedder(str(tmp_path / "whitened"), name="whitened", version="1")
     assert served.padding_free is not None
     np.testing.assert_allclose(served.embed_documents(QUERIES), loaded.encode(QUERIES), atol=1e-5)

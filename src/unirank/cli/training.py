@@ -15,6 +15,7 @@ from unirank.cli.output import console, errors, fail, print_json
 from unirank.errors import UnirankError
 from unirank.evaluation.metrics import METRICS
 from unirank.settings import Settings
+from unirank.training.centering import DEFAULT_WHITENING
 
 
 def _stage(message: str) -> None:
@@ -51,7 +52,7 @@ def train(
                                      "training; needs a local bi-encoder base and 100+ passages.")] = True,
     whiten: Annotated[float, typer.Option(
         help="With --center, how far to even out the corpus's main directions: 0 centres only, 0.5 whitens fully; "
-             "needs 2 passages a dimension.")] = 0.25,
+             "needs 2 passages a dimension.")] = DEFAULT_WHITENING,
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming this run.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from unirank.errors import TrainingError
+from unirank.errors import ConfigurationError, TrainingError
 
 #: Passages whose statistics are taken; more move them by less than the noise of the estimate.
 MAX_PASSAGES = 5000
@@ -57,12 +57,17 @@ def corpus_vectors(model: Any, passages: Sequence[str], *, seed: int = 13, batch
     return np.asarray(vectors, dtype=np.float64)
 
 
+def check_whitening_strength(strength: float) -> None:
+    """Refuse a strength outside 0-0.5: beyond full whitening the narrow directions outweigh the broad."""
+    if not 0 <= strength <= 0.5:
+        raise ConfigurationError(f"A whitening strength of {strength} is outside 0-0.5: give 0-0.5 "
+                                 "(0: centring only, 0.5: full whitening).")
+
+
 def whitening(vectors: np.ndarray, strength: float) -> np.ndarray:
     """The symmetric matrix that scales each principal direction of the centred ``vectors`` by
     (its spread / the widest one's) ** -strength; the identity at strength 0."""
-    if not 0 <= strength <= 0.5:
-        raise TrainingError(f"A whitening strength of {strength} is outside 0-0.5 (0: centring only, "
-                            "0.5: full whitening).")
+    check_whitening_strength(strength)
     dims = vectors.shape[1]
     if strength == 0:
         return np.eye(dims)

@@ -11,7 +11,7 @@ from typing import Literal, Sequence
 from unirank.errors import ConfigurationError
 from unirank.models.precision import refuse_emulated_bf16_training
 from unirank.training.checkpoints import resumable_checkpoint
-from unirank.training.centering import DEFAULT_WHITENING, freeze_centering
+from unirank.training.centering import DEFAULT_WHITENING, check_whitening_strength, freeze_centering
 from unirank.training.examples import TrainingPair
 from unirank.training.losses import KnownPositivesMNRL
 
@@ -124,9 +124,7 @@ class EmbedderTrainingConfig:
     whitening_strength: float = DEFAULT_WHITENING
 
     def __post_init__(self) -> None:
-        if not 0 <= self.whitening_strength <= 0.5:
-            raise ConfigurationError(f"whitening_strength is {self.whitening_strength}; give 0-0.5 (0: centring only, "
-                                "0.5: full whitening).")
+        check_whitening_strength(self.whitening_strength)
         for name in ("pseudo_query_loss", "labelled_loss"):
             if getattr(self, name) not in ("mnrl", "gist"):
                 raise ConfigurationError(f"Unknown embedder {name} {getattr(self, name)!r}: use 'mnrl' or 'gist'.")
