@@ -108,6 +108,14 @@ def _local_version(path: Path) -> str:
     return "local"
 
 
+def load_sentence_transformer(path: str):
+    """A bi-encoder to train or transform, on the CPU: a folder loads offline; a hub id may download
+    (where a hub is reachable)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device="cpu", local_files_only=Path(path).exists())
+
+
 def is_cross_encoder(path: str) -> bool:
     """A sentence-transformers bi-encoder has modules.json with pooling; a cross-encoder a classifier head."""
     folder = Path(path)

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from unirank.errors import ConfigurationError, TrainingError
+from unirank.models.loading import load_sentence_transformer
 
 #: Passages whose statistics are taken; more move them by less than the noise of the estimate.
 MAX_PASSAGES = 5000
@@ -138,10 +139,7 @@ def save_centered_copy(base_path: str, passages: Sequence[str], out: Path, *, se
                        strength: float = DEFAULT_WHITENING) -> dict[str, Any]:
     """Save ``base_path`` centred (and whitened at ``strength``) on ``passages`` to ``out``; returns
     what to record about it."""
-    from sentence_transformers import SentenceTransformer
-
-    model = without_centering(SentenceTransformer(base_path, device="cpu",
-                                                  local_files_only=Path(base_path).exists()))
+    model = without_centering(load_sentence_transformer(base_path))
     vectors = corpus_vectors(model, passages, seed=seed)
     dims = vectors.shape[1]
     if len(vectors) < WHITENING_PASSAGES_PER_DIM * dims:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 from unirank.errors import ConfigurationError
+from unirank.models.loading import load_sentence_transformer
 from unirank.models.precision import refuse_emulated_bf16_training
 from unirank.training.checkpoints import resumable_checkpoint
 from unirank.training.centering import DEFAULT_WHITENING, check_whitening_strength, freeze_centering
@@ -184,13 +185,6 @@ def planned_learning_rate(config: EmbedderTrainingConfig, *, labelled: bool) -> 
     return config.labelled_learning_rate if labelled else config.learning_rate
 
 
-def _load(base_path: str):
-    """A folder loads offline; a hub id may download (where a hub is reachable)."""
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(base_path, device="cpu", local_files_only=Path(base_path).exists())
-
-
 def _masks_known_positives(name: str, config: EmbedderTrainingConfig) -> bool:
     return name == "mnrl" and config.mask_known_positives
 
@@ -202,7 +196,7 @@ def _loss(name: str, model, base_path: str, config: EmbedderTrainingConfig, rows
         return KnownPositivesMNRL(model, rows, config.hard_negatives)
     if name == "mnrl":
         return MultipleNegativesRankingLoss(model)
-    return GISTEmbedLoss(model, _load(base_path), temperature=config.guide_temperature)
+    return GISTEmbedLoss(model, load_sentence_transformer(base_path), temperature=config.guide_temperature)
 
 
 def train_embedder(
@@ -230,7 +224,7 @@ def train_embedder(
         SentenceTransformerTrainingArguments,
     )
 
-    model = _load(base_path)
+    model = load_sentence_transformer(base_path)
     if freeze_centering(model):
         log.info("the base is centred on the corpus: its centring stays fixed while the encoder trains")
     inference_length = model.max_seq_length
