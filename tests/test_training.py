@@ -264,6 +264,22 @@ print("FINISHED", flush=True)
     assert "checkpoint-2" in done.stdout + done.stderr and "removing incomplete checkpoint" in done.stdout + done.stderr
 
 
+def test_the_step_floor_trains_min_steps_when_an_epoch_ends_in_a_short_batch(tmp_path):
+    """5 pairs at batch 4 are 2 batches an epoch; epochs scaled from 5 // 4 trained twice the floor."""
+    from unirank.models.loading import resolve_model_path
+    from unirank.training.embedder_trainer import train_embedder
+    from unirank.training.examples import TrainingPair
+
+    corpus = {f"d{i}": f"Passage {i} about topic number {i}." for i in range(10)}
+    pairs = [TrainingPair(query=f"question on topic {n}", positive=corpus[f"d{n}"], negatives=[corpus[f"d{n + 5}"]],
+                          origin="pseudo:lead", doc_id=f"d{n}") for n in range(5)]
+    config = EmbedderTrainingConfig(batch_size=4, min_steps=3, max_seq_length=32, center_on_corpus=False)
+    train_embedder(resolve_model_path("base")[0], pairs, pairs[:2], corpus, tmp_path, config)
+    states = sorted((tmp_path / "checkpoints").glob("checkpoint-*/trainer_state.json"),
+                    key=lambda p: int(p.parent.name.split("-")[1]))
+    assert json.loads(states[-1].read_text())["global_step"] == 3
+
+
 def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
     env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"))

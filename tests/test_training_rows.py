@@ -37,17 +37,17 @@ def test_reranker_random_negatives_are_never_the_querys_own_positives():
         assert own not in passage, (query, passage)
 
 
-def test_small_data_gets_more_epochs_except_pseudo_queries_under_plain_mnrl():
-    from unirank.training.embedder_trainer import EmbedderTrainingConfig, planned_epochs
+def test_small_data_trains_to_the_step_floor_except_pseudo_queries_under_plain_mnrl():
+    from unirank.training.embedder_trainer import EmbedderTrainingConfig, planned_max_steps
 
     config = EmbedderTrainingConfig(epochs=1.0, min_steps=80)
-    assert planned_epochs(config, 27, labelled=True) == 80 / 27
-    assert planned_epochs(config, 42, labelled=False) == 80 / 42  # GIST on pseudo-queries: the floor too
+    assert planned_max_steps(config, 27, labelled=True) == 80
+    assert planned_max_steps(config, 42, labelled=False) == 80  # GIST on pseudo-queries: the floor too
     plain = EmbedderTrainingConfig(epochs=1.0, min_steps=80, pseudo_query_loss="mnrl")
-    assert planned_epochs(plain, 42, labelled=False) == 1.0
-    assert planned_epochs(plain, 27, labelled=True) == 80 / 27
-    assert planned_epochs(config, 200, labelled=True) == 1.0  # already past the floor
-    assert planned_epochs(EmbedderTrainingConfig(epochs=1.0, min_steps=80, max_steps=6), 27, labelled=True) == 1.0
+    assert planned_max_steps(plain, 42, labelled=False) == -1
+    assert planned_max_steps(plain, 27, labelled=True) == 80
+    assert planned_max_steps(config, 200, labelled=True) == -1  # already past the floor: config.epochs
+    assert planned_max_steps(EmbedderTrainingConfig(epochs=1.0, min_steps=80, max_steps=6), 27, labelled=True) == 6
 
 
 def test_labelled_data_trains_at_its_own_learning_rate():

@@ -165,12 +165,18 @@ def planned_loss(config: EmbedderTrainingConfig, *, labelled: bool) -> str:
     return config.labelled_loss if labelled else config.pseudo_query_loss
 
 
-def planned_epochs(config: EmbedderTrainingConfig, steps_per_epoch: int, *, labelled: bool) -> float:
-    """``config.epochs``, raised to reach ``min_steps`` unless it is MNRL on pseudo-queries (see the config)."""
+def planned_max_steps(config: EmbedderTrainingConfig, steps_per_epoch: int, *, labelled: bool) -> int:
+    """``config.max_steps``, or ``min_steps`` when ``config.epochs`` would train fewer, except MNRL on
+    pseudo-queries (see the config); -1 trains ``config.epochs``.
+
+    A step count, not epochs scaled from ``steps_per_epoch``: the data loader keeps an epoch's last
+    short batch, so the scaled epochs overshot (the sample corpus's 33 pairs at batch 32 made 2
+    batches an epoch, not 1, and a floor of 80 steps trained 160).
+    """
     fits_noise = not labelled and planned_loss(config, labelled=False) == "mnrl"
     if not fits_noise and config.max_steps <= 0 and steps_per_epoch * config.epochs < config.min_steps:
-        return config.min_steps / steps_per_epoch
-    return config.epochs
+        return config.min_steps
+    return config.max_steps
 
 
 def planned_eval_steps(config: EmbedderTrainingConfig, steps_per_epoch: int, total_steps: int) -> int:
@@ -245,20 +251,19 @@ def train_embedder(
                                               map_at_k=[100], batch_size=64, write_csv=False)
     steps_per_epoch = max(1, len(dataset) // config.batch_size)
     log.info("embedder loss: %s (%s data)", loss, "labelled" if labelled else "pseudo-query")
-    epochs = planned_epochs(config, steps_per_epoch, labelled=labelled)
-    if epochs != config.epochs:
-        log.info("%d pairs make %d steps an epoch: training %.2f epochs to reach %d steps",
-                 len(dataset), steps_per_epoch, epochs, config.min_steps)
-    total_steps = config.max_steps if config.max_steps > 0 else int(steps_per_epoch * epochs)
+    max_steps = planned_max_steps(config, steps_per_epoch, labelled=labelled)
+    if max_steps != config.max_steps:
+        log.info("%d pairs make about %d steps an epoch: training %d steps", len(dataset), steps_per_epoch, max_steps)
+    total_steps = max_steps if max_steps > 0 else int(steps_per_epoch * config.epochs)
     eval_steps = planned_eval_steps(config, steps_per_epoch, total_steps)
     checkpoints = output_dir / "checkpoints"
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
-        num_train_epochs=epochs,
-        max_steps=config.max_steps,
+        num_train_epochs=config.epochs,
+        max_steps=max_steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=planned_learning_rate(config, labelled=labelled),
-        warmup_steps=int(config.warmup_ratio * steps_per_epoch * epochs),
+        warmup_steps=int(config.warmup_ratio * total_steps),
         seed=config.seed,
         data_seed=config.seed,
         batch_sampler=BatchSamplers.NO_DUPLICATES,
