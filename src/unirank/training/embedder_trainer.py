@@ -169,9 +169,9 @@ def planned_max_steps(config: EmbedderTrainingConfig, steps_per_epoch: int, *, l
     """``config.max_steps``, or ``min_steps`` when ``config.epochs`` would train fewer, except MNRL on
     pseudo-queries (see the config); -1 trains ``config.epochs``.
 
-    A step count, not epochs scaled from ``steps_per_epoch``: the data loader keeps an epoch's last
-    short batch, so the scaled epochs overshot (the sample corpus's 33 pairs at batch 32 made 2
-    batches an epoch, not 1, and a floor of 80 steps trained 160).
+    A step count, not epochs scaled from ``steps_per_epoch``: the trainer rounds epochs up to whole
+    batches, and scaled epochs overshot (counted as ``len // batch_size``, the sample corpus's 33
+    pairs at batch 32 made 2 batches an epoch, not 1, and a floor of 80 steps trained 160).
     """
     fits_noise = not labelled and planned_loss(config, labelled=False) == "mnrl"
     if not fits_noise and config.max_steps <= 0 and steps_per_epoch * config.epochs < config.min_steps:
@@ -249,11 +249,11 @@ def train_embedder(
                                               name="val", ndcg_at_k=[10], mrr_at_k=[10],
                                               accuracy_at_k=[1, 10], precision_recall_at_k=[10],
                                               map_at_k=[100], batch_size=64, write_csv=False)
-    steps_per_epoch = max(1, len(dataset) // config.batch_size)
+    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)  # the loader keeps a short last batch
     log.info("embedder loss: %s (%s data)", loss, "labelled" if labelled else "pseudo-query")
     max_steps = planned_max_steps(config, steps_per_epoch, labelled=labelled)
     if max_steps != config.max_steps:
-        log.info("%d pairs make about %d steps an epoch: training %d steps", len(dataset), steps_per_epoch, max_steps)
+        log.info("%d pairs make %d steps an epoch: training %d steps", len(dataset), steps_per_epoch, max_steps)
     total_steps = max_steps if max_steps > 0 else int(steps_per_epoch * config.epochs)
     eval_steps = planned_eval_steps(config, steps_per_epoch, total_steps)
     checkpoints = output_dir / "checkpoints"
