@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unirank.errors import DimensionMismatchError, SourceError
+from unirank.errors import DimensionMismatchError, EmbedderMismatchError, SourceError
 from unirank.search.types import ModelSignature
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +105,20 @@ def test_an_index_of_other_dimensions_is_refused_before_any_write(client, corpus
     assert client.backend.source_states("small") == {}
     with pytest.raises(DimensionMismatchError):
         client.search("keys", "small", mode="knn", rerank=False)
+
+
+def test_an_index_of_another_model_with_the_same_dimensions_is_refused_before_any_write(client, corpus):
+    """384 dimensions both, but another model's vectors: kNN over them would rank noise."""
+    client.backend.create_index("tuned", ModelSignature(name="handbook-embed", version="2", dims=384))
+    with pytest.raises(EmbedderMismatchError, match=r"made by handbook-embed@2, but the embedder is "
+                                                     r"all-MiniLM-L6-v2@base.*'handbook-embed@2'.*index rebuild tuned"):
+        client.ingest(str(corpus), "tuned")
+    assert client.index_info("tuned").chunk_count == 0
+    assert client.backend.source_states("tuned") == {}
+    for mode in ("knn", "hybrid"):
+        with pytest.raises(EmbedderMismatchError):
+            client.search("keys", "tuned", mode=mode, rerank=False)
+    assert client.search("keys", "tuned", mode="bm25", rerank=False).hits == []  # BM25 needs no embedder
 
 
 def test_chunk_size_above_the_model_maximum_is_clamped_with_a_warning(client, corpus):

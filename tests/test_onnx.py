@@ -141,6 +141,13 @@ def test_search_through_the_client_with_the_onnx_model(optimized, settings, mini
         assert info.model.name == "minilm" and info.model.version == "2"
         hits = ur.search("what should I do if my computer is stolen", index="onnx-docs", mode="knn", top_k=3).hits
         assert hits[0].chunk.doc_id == "d8"
+    # The copy's vectors are its source's: the PyTorch version and the bundled `base` search its index.
+    for source in ("minilm@1", "base"):
+        s.embedder.model = source
+        with Unirank(s) as ur:
+            assert source in ("base", str(ur.embedder.signature)) and "minilm@2" in ur.embedder.same_vectors_as
+            hits = ur.search("what should I do if my computer is stolen", index="onnx-docs", mode="knn", top_k=3).hits
+            assert hits[0].chunk.doc_id == "d8"
 
 
 def test_quality_check_refuses_and_registers_nothing(optimized, settings, minibeir):

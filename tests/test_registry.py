@@ -168,3 +168,28 @@ def test_cli_register_promote_rollback_and_export(tmp_path):
     assert (tmp_path / "out" / "mini-v1" / "config.json").exists(), out
     err = run("models", "register", "mini", "--path", str(tmp_path), "--role", "embedder", ok=False)
     assert "config.json" in err.stderr
+
+
+def test_optimized_copies_share_their_sources_vectors_and_nothing_else():
+    from unirank.registry import ModelVersion
+    from unirank.registry.lineage import same_vector_refs
+
+    def version(name, number, **record):
+        return ModelVersion(name=name, version=number, role="embedder", path=None, created_at="", record=record)
+
+    versions = [
+        version("handbook-embed", 1), version("handbook-embed", 2),
+        version("handbook-embed", 3, optimized_from="handbook-embed@2", backend="onnx"),
+        version("handbook-embed", 4, optimized_from="handbook-embed@3", backend="onnx"),  # a copy's copy
+        version("all-MiniLM-L6-v2", 1, bundled_base=True),
+        version("all-MiniLM-L6-v2", 2, optimized_from="all-MiniLM-L6-v2@1", backend="onnx"),
+    ]
+    base = "all-MiniLM-L6-v2@base"
+    family = {"handbook-embed@2", "handbook-embed@3", "handbook-embed@4"}
+    for ref in family:
+        assert same_vector_refs(versions, ref, bundled_base_ref=base) == family
+    assert same_vector_refs(versions, "handbook-embed@1", bundled_base_ref=base) == {"handbook-embed@1"}
+    bundled = {base, "all-MiniLM-L6-v2@1", "all-MiniLM-L6-v2@2"}
+    assert same_vector_refs(versions, base, bundled_base_ref=base) == bundled
+    assert same_vector_refs(versions, "all-MiniLM-L6-v2@2", bundled_base_ref=base) == bundled
+    assert same_vector_refs(versions, "elsewhere@1", bundled_base_ref=base) == {"elsewhere@1"}

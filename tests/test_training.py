@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from data.make_minibeir import write as write_minibeir
-from unirank.errors import DimensionMismatchError, LeakageError
+from unirank.errors import DimensionMismatchError, EmbedderMismatchError, LeakageError
 from unirank.evaluation.datasets import load_beir
 from unirank.evaluation.runner import Evaluation, record_metrics, resolve_specs
 from unirank.registry import ModelRegistry
@@ -198,9 +198,12 @@ def test_index_rebuild_switches_embedder_atomically(client, trained, minibeir):
     assert info.model.name == "tiny-embed" and info.model.version == "1"
     assert info.chunk_count == before.chunk_count
     assert Path(info.details["path"]).name == "v2"
-    # The searcher's embedder is still the base model: same 384 dims, so queries work...
-    assert client.search("rotate api keys", index, rerank=False).hits
-    # ...but an embedder of other dimensions is refused, naming both.
+    # The searcher's embedder is still the base model: same 384 dims, but not the index's vectors...
+    with pytest.raises(EmbedderMismatchError, match=r"made by tiny-embed@1, but the embedder is all-MiniLM-L6-v2@base"):
+        client.search("rotate api keys", index, rerank=False)
+    assert client.search("rotate api keys", index, mode="bm25", rerank=False).hits
+    assert _search_with(client, index, "tiny-embed@1")  # ...the model that made them searches it
+    # An embedder of other dimensions is refused, naming both.
     from sentence_transformers import SentenceTransformer, models
 
     base = SentenceTransformer(str(trained[0].embedder.path), device="cpu")
@@ -213,6 +216,11 @@ def test_index_rebuild_switches_embedder_atomically(client, trained, minibeir):
     registry.register("small", "embedder", path=small_dir, record=describe_model_folder(small_dir, "embedder"))
     with pytest.raises(DimensionMismatchError, match=r"384 dimensions.*128 dimensions"):
         _search_with(client, index, "small@1")
+    # The BEIR index is eval's and training's cache of the base's vectors: it is made again, not used.
+    stages: list[str] = []
+    assert ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, stages.append) == index
+    assert client.index_info(index).model == client.embedder.signature
+    assert any("not all-MiniLM-L6-v2@base's: indexing it again" in s for s in stages)
 
 
 def _search_with(client, index, model):
@@ -221,7 +229,7 @@ def _search_with(client, index, model):
     settings = client.settings.model_copy(deep=True)
     settings.embedder.model = model
     with Unirank(settings) as other:
-        other.search("keys", index, mode="knn", rerank=False)
+        return other.search("keys", index, mode="knn", rerank=False).hits
 
 
 def test_an_interrupted_training_resumes_from_its_checkpoint(tmp_path, minibeir):

@@ -21,6 +21,7 @@ _EXPORTS = {
     "SearchResults": "unirank.search.types",
     "UnirankError": "unirank.errors",
     "DimensionMismatchError": "unirank.errors",
+    "EmbedderMismatchError": "unirank.errors",
     "IndexNotFoundError": "unirank.errors",
     "InvalidQueryError": "unirank.errors",
     "ParseError": "unirank.errors",
@@ -32,8 +33,8 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from unirank.api import Unirank
-    from unirank.errors import (DimensionMismatchError, IndexNotFoundError, InvalidQueryError, ParseError,
-                                RerankLimitError, SourceError, UnirankError)
+    from unirank.errors import (DimensionMismatchError, EmbedderMismatchError, IndexNotFoundError,
+                                InvalidQueryError, ParseError, RerankLimitError, SourceError, UnirankError)
     from unirank.ingest.report import IngestReport
     from unirank.search.types import Chunk, Hit, IndexInfo, ModelSignature, SearchResults
     from unirank.settings import Settings

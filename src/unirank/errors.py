@@ -36,6 +36,21 @@ class DimensionMismatchError(UnirankError):
         self.model_dims = model_dims
 
 
+class EmbedderMismatchError(UnirankError):
+    """The index's vectors were made by another model: same size, but not comparable."""
+
+    def __init__(self, index: str, index_model: str, model: str) -> None:
+        setting = "base" if index_model.endswith("@base") else index_model
+        super().__init__(
+            f"Index {index!r} holds vectors made by {index_model}, but the embedder is {model}: vectors of "
+            "two models are not comparable, so nothing was searched or written. Use the index's model "
+            f"(embedder.model = {setting!r}, or UNIRANK_EMBEDDER__MODEL={setting}), or re-embed the index "
+            f"with this one: unirank index rebuild {index} --model MODEL."
+        )
+        self.index_model = index_model
+        self.model = model
+
+
 class RerankLimitError(UnirankError):
     def __init__(self, requested: int, limit: int) -> None:
         super().__init__(

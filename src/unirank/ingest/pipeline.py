@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Callable
 
-from unirank.errors import DimensionMismatchError, DuplicateDocumentError, ParseError
+from unirank.errors import DuplicateDocumentError, ParseError
 from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import SUPPORTED_EXTENSIONS, parse_document
 from unirank.ingest.report import IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
-from unirank.models.embedder import Embedder
+from unirank.models.embedder import Embedder, require_comparable_vectors
 from unirank.search.backend import SearchBackend
 from unirank.search.types import Chunk, IndexedSource, SourceState
 from unirank.settings import ChunkingSettings, StorageSettings
@@ -94,9 +94,7 @@ class Ingestor:
         if not self.backend.exists(index):
             self.backend.create_index(index, signature)
             return
-        model = self.backend.model(index)
-        if model.dims != signature.dims:
-            raise DimensionMismatchError(index, str(model), model.dims, str(signature), signature.dims)
+        require_comparable_vectors(index, self.backend.model(index), self.embedder)
 
     def _prepare(self, docs: DocumentSource, file: SourceFile, previous: SourceState | None,
                  report: IngestReport) -> _Pending | None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from unirank.errors import ModelLoadError
+from unirank.errors import DimensionMismatchError, EmbedderMismatchError, ModelLoadError
 from unirank.models.backends import backend_kwargs
 from unirank.models.fixed_shape import use_fixed_shape_session
 from unirank.search.types import ModelSignature
@@ -14,6 +14,9 @@ from unirank.search.types import ModelSignature
 
 class Embedder(Protocol):
     signature: ModelSignature
+    #: Other models (``NAME@VERSION``) whose vectors this one's are interchangeable with: an optimized
+    #: copy and its source (``unirank.registry.lineage``).
+    same_vectors_as: frozenset[str]
     #: Tokens the model reads; longer input would be cut, so chunks are made to fit.
     max_seq_length: int
 
@@ -26,6 +29,22 @@ class Embedder(Protocol):
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def embed_query(self, text: str) -> np.ndarray: ...
+
+
+def makes_vectors_of(embedder: Embedder, index_model: ModelSignature) -> bool:
+    """Whether ``embedder``'s vectors are comparable with those of an index made by ``index_model``."""
+    mine = embedder.signature
+    return index_model.dims == mine.dims and (str(index_model) == str(mine)
+                                              or str(index_model) in embedder.same_vectors_as)
+
+
+def require_comparable_vectors(index: str, index_model: ModelSignature, embedder: Embedder) -> None:
+    """Refuse to query or extend ``index`` with an embedder whose vectors are not comparable with its own."""
+    mine = embedder.signature
+    if index_model.dims != mine.dims:
+        raise DimensionMismatchError(index, str(index_model), index_model.dims, str(mine), mine.dims)
+    if not makes_vectors_of(embedder, index_model):
+        raise EmbedderMismatchError(index, str(index_model), str(mine))
 
 
 class SentenceTransformerEmbedder:
@@ -47,6 +66,7 @@ class SentenceTransformerEmbedder:
         onnx_provider: str = "cpu",
         padding_free: bool = True,
         openvino_fixed_shape: bool = True,
+        same_vectors_as: Iterable[str] = (),
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -70,6 +90,7 @@ class SentenceTransformerEmbedder:
         self.query_threads = query_threads
         self.max_seq_length = int(self.model.max_seq_length)
         self.signature = ModelSignature(name=name, version=version, dims=self.dims)
+        self.same_vectors_as = frozenset(same_vectors_as)
         #: Set when the model is a plain BERT with mean pooling (see unirank.models.padding_free).
         self.padding_free = padding_free_encoder(self.model) if padding_free and backend == "torch" else None
         self.fixed_shape = use_fixed_shape_session(self.model, path, loaded_with, enabled=openvino_fixed_shape)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from unirank.errors import ModelLoadError
+from unirank.registry.lineage import same_vector_refs
 from unirank.registry.store import MARKER_FILE, ModelVersion, parse_reference
 from unirank.models.backends import registry_backend
 from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
@@ -15,6 +16,8 @@ from unirank.settings import Settings
 
 BASE_MODEL_NAME = "all-MiniLM-L6-v2"
 BASE_ALIAS = "base"
+#: How an index names vectors of the bundled model loaded as ``base``.
+BASE_SIGNATURE_REF = f"{BASE_MODEL_NAME}@{BASE_ALIAS}"
 
 
 def registry_version(model: str, registry_root: Path | None) -> ModelVersion | None:
@@ -157,8 +160,24 @@ def load_embedder(settings: Settings) -> Embedder:
         query_threads=settings.embedder.query_threads,
         padding_free=settings.embedder.padding_free,
         openvino_fixed_shape=settings.embedder.openvino_fixed_shape,
+        same_vectors_as=_same_vectors(settings.embedder.model, registered, settings.models_dir),
         **registry_backend(registered),
     )
+
+
+def _same_vectors(model: str, registered: ModelVersion | None, registry_root: Path) -> frozenset[str]:
+    """The registered versions whose vectors ``model``'s are interchangeable with (optimized copies)."""
+    if (model != BASE_ALIAS and registered is None) or not (registry_root / "registry.sqlite").exists():
+        return frozenset()
+    from unirank.registry import ModelRegistry
+
+    registry = ModelRegistry(registry_root)
+    try:
+        versions = registry.list()
+    finally:
+        registry.close()
+    ref = BASE_SIGNATURE_REF if registered is None else registered.ref
+    return same_vector_refs(versions, ref, bundled_base_ref=BASE_SIGNATURE_REF)
 
 
 def load_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker:

@@ -277,6 +277,10 @@ class RemoteEmbedder:
     vectors of two models in one index.
     """
 
+    #: The endpoint's registration names its vectors: an index made in process, even by the model the
+    #: endpoint serves, is re-embedded through it (``unirank index rebuild``) before it is searched with it.
+    same_vectors_as: frozenset[str] = frozenset()
+
     def __init__(self, endpoint: Endpoint, settings: RemoteSettings, *, name: str, version: str,
                  dims: int | None, max_seq_length: int, tokenizer_path: str) -> None:
         self.client = RemoteClient(endpoint, settings)

@@ -6,8 +6,8 @@ import logging
 import time
 from typing import Callable, Mapping
 
-from unirank.errors import DimensionMismatchError, InvalidQueryError, RerankLimitError
-from unirank.models.embedder import Embedder
+from unirank.errors import InvalidQueryError, RerankLimitError
+from unirank.models.embedder import Embedder, require_comparable_vectors
 from unirank.models.reranker import Reranker
 from unirank.search.backend import SearchBackend
 from unirank.search.blend import blended_order
@@ -58,10 +58,7 @@ class Searcher:
         depth = self.rerank_top_k if rerank else top_k
         vector = None
         if mode in ("knn", "hybrid"):
-            model = self.backend.model(index)
-            if model.dims != self.embedder.signature.dims:
-                raise DimensionMismatchError(index, str(model), model.dims, str(self.embedder.signature),
-                                             self.embedder.signature.dims)
+            require_comparable_vectors(index, self.backend.model(index), self.embedder)
             t = time.perf_counter()
             vector = self.embedder.embed_query(query)
             timings["embed"] = _ms(t)

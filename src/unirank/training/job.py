@@ -18,10 +18,11 @@ from typing import Callable
 
 from unirank.errors import TrainingError
 from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
-from unirank.models.embedder import Embedder
+from unirank.models.embedder import Embedder, makes_vectors_of
 from unirank.models.loading import is_cross_encoder, resolve_model_path
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.search.backend import SearchBackend
+from unirank.search.rebuild import reembedded_index
 from unirank.search.types import Chunk
 from unirank.settings import Settings
 from unirank.training.blend_selection import choose_blend_weight
@@ -227,7 +228,10 @@ class TrainJob:
                 from unirank.errors import IndexNotFoundError
 
                 raise IndexNotFoundError(req.index)
-            return req.index
+            if makes_vectors_of(self.embedder, self.backend.model(req.index)):
+                return req.index
+            # Hard negatives are mined with this embedder's query vectors: they need its document vectors.
+            return reembedded_index(self.backend, req.index, self.embedder, stage=self.stage)
         assert req.beir is not None
         return ensure_beir_index(self.settings, self.backend, self.embedder, req.beir, self.stage)
 
@@ -355,6 +359,10 @@ def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embe
     corpus = Path(folder) / "corpus.jsonl"
     if not corpus.exists():
         raise TrainingError(f"{folder} is not a BEIR folder: corpus.jsonl is missing.")
+    if backend.exists(name) and not makes_vectors_of(embedder, backend.model(name)):
+        # Only this function writes it; another model's vectors got in (an `index rebuild` of it).
+        stage(f"{name} holds {backend.model(name)}'s vectors, not {embedder.signature}'s: indexing it again")
+        backend.delete_index(name)
     stage(f"indexing {corpus} into {name} (skipped when unchanged)")
     Ingestor(backend, embedder, settings.chunking, settings.storage,
              batch_chunks=settings.ingest.batch_chunks).run(str(corpus), name)
