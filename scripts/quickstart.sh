@@ -22,9 +22,21 @@ $UR search "recovery point objective" --index sample --top-k 2 --json
 $UR ask "how long does the old key keep working after a rotation?" --index sample
 $UR ask "what is the capital of France?" --index sample
 
+# Fine-tune the embedder and reranker on the sample corpus alone (pseudo-queries mined from its
+# passages; a short run of 20 steps, about a minute), then search with the tuned embedder. An index
+# holds one model's vectors, so the tuned model gets its own index.
+TRAIN_LOG=$UNIRANK_DATA_DIR/quickstart-train.log
+TUNED=$($UR train --index sample --name sample --min-steps 20 --json 2> "$TRAIN_LOG" \
+  | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["embedder"])') \
+  || { tail -n 20 "$TRAIN_LOG"; exit 1; }
+$UR models show "$TUNED"
+UNIRANK_EMBEDDER__MODEL=$TUNED $UR ingest examples/sample-docs --index sample-tuned --prune
+UNIRANK_EMBEDDER__MODEL=$TUNED $UR search "how long do old API keys keep working after rotation" \
+  --index sample-tuned --top-k 3
+
 # Serve the model over HTTP and call it the way OpenAI and TEI clients do.
 PORT=${UNIRANK_QUICKSTART_PORT:-18080}
-$UR serve models --model base --port "$PORT" > .unirank/quickstart-server.log 2>&1 &
+$UR serve models --model base --port "$PORT" > "$UNIRANK_DATA_DIR/quickstart-server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 120); do
