@@ -12,8 +12,13 @@ from unirank.search.types import Chunk
 from unirank.training.examples import TrainingPair
 
 
+TSV_HEADER = ("query", "positive")
+
+
 def load_pair_file(path: Path) -> list[TrainingPair]:
-    """JSONL ``{"query", "positive"[, "negative" | "negatives"]}`` or TSV ``query<TAB>positive[<TAB>negative]``."""
+    """JSONL ``{"query", "positive"[, "negative" | "negatives"]}`` or TSV ``query<TAB>positive[<TAB>negative]``
+    (a header row ``query<TAB>positive...`` is skipped). A malformed row is an error naming its line:
+    training on half a file, or on a row whose columns a stray tab shifted, would go unnoticed."""
     path = Path(path)
     if not path.exists():
         raise TrainingError(f"Pair file {path} does not exist.")
@@ -26,21 +31,33 @@ def load_pair_file(path: Path) -> list[TrainingPair]:
                 try:
                     row = json.loads(line)
                     negatives = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
-                    pairs.append(TrainingPair(query=str(row["query"]), positive=str(row["positive"]),
-                                              negatives=[str(x) for x in negatives], origin="pairs",
-                                              query_id=str(row.get("query_id", "")), doc_id=str(row.get("doc_id", ""))))
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    pair = TrainingPair(query=str(row["query"]), positive=str(row["positive"]),
+                                        negatives=[str(x) for x in negatives], origin="pairs",
+                                        query_id=str(row.get("query_id", "")), doc_id=str(row.get("doc_id", "")))
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
                     raise TrainingError(f"{path}:{n}: expected {{\"query\", \"positive\"}}: {exc}") from exc
+                pairs.append(_checked(pair, path, n))
         else:
-            for n, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            for n, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
                 if not row:
                     continue
-                if len(row) < 2:
-                    raise TrainingError(f"{path}:{n}: expected query<TAB>positive[<TAB>negative]")
-                pairs.append(TrainingPair(query=row[0], positive=row[1], negatives=row[2:3], origin="pairs"))
+                if n == 1 and tuple(cell.strip().lower() for cell in row[:2]) == TSV_HEADER:
+                    continue
+                if not 2 <= len(row) <= 3:
+                    raise TrainingError(f"{path}:{n}: expected query<TAB>positive[<TAB>negative], got {len(row)} "
+                                        "column(s); a tab inside a text must be replaced, or use JSONL.")
+                negatives = [row[2]] if len(row) == 3 and row[2].strip() else []
+                pairs.append(_checked(TrainingPair(query=row[0], positive=row[1], negatives=negatives,
+                                                   origin="pairs"), path, n))
     if not pairs:
         raise TrainingError(f"{path} holds no pairs.")
     return pairs
+
+
+def _checked(pair: TrainingPair, path: Path, line: int) -> TrainingPair:
+    if not pair.query.strip() or not pair.positive.strip():
+        raise TrainingError(f"{path}:{line}: the query and the positive must not be empty.")
+    return pair
 
 
 def first_chunks(chunks: Iterable[Chunk]) -> dict[str, Chunk]:
