@@ -42,12 +42,15 @@ def load_queries(path: Path) -> dict[str, str]:
                     try:
                         record = json.loads(line)
                         queries[str(record["_id"])] = str(record["text"])
-                    except (json.JSONDecodeError, KeyError) as exc:
+                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
                         raise UnirankError(f"{path}:{n}: expected {{\"_id\", \"text\"}}: {exc}") from exc
         else:
-            for row in csv.reader(handle, delimiter="\t"):
-                if len(row) >= 2:
-                    queries[row[0]] = row[1]
+            for n, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+                if not row:
+                    continue
+                if len(row) != 2:
+                    raise UnirankError(f"{path}:{n}: expected id<TAB>text, got {len(row)} column(s).")
+                queries[row[0]] = row[1]
     return queries
 
 
@@ -58,13 +61,16 @@ def load_qrels(path: Path) -> Qrels:
         raise UnirankError(f"Qrels file {path} does not exist.")
     qrels: Qrels = {}
     with path.open(encoding="utf-8") as handle:
-        for n, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+        for n, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if len(row) == 1:  # TREC files separate by spaces (their ids hold none)
+                row = row[0].split()
             if not row or (n == 1 and not row[-1].lstrip("-").isdigit()):
                 continue
             if len(row) == 4:  # TREC qrels: qid iter docid rel
                 row = [row[0], row[2], row[3]]
-            if len(row) != 3:
-                raise UnirankError(f"{path}:{n}: expected query-id, corpus-id, score; got {row}")
+            if len(row) != 3 or not row[2].strip().lstrip("-").isdigit():
+                raise UnirankError(f"{path}:{n}: expected query-id<TAB>corpus-id<TAB>integer score "
+                                   f"(or TREC's qid iter docid rel); got {row}")
             qrels.setdefault(row[0], {})[row[1]] = int(row[2])
     return qrels
 

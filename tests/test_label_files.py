@@ -1,4 +1,5 @@
-"""Labelled pair files as users write them: JSONL and TSV, and the malformed rows that must stop training."""
+"""Pair, query and qrels files as users write them, and the malformed rows that must stop training or
+evaluation instead of being half read."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from unirank.errors import TrainingError
+from unirank.errors import TrainingError, UnirankError
+from unirank.evaluation.datasets import load_qrels, load_queries
 from unirank.training.labelled import load_pair_file
 
 
@@ -58,3 +60,29 @@ def test_a_malformed_row_is_refused_with_its_line(tmp_path, name, text, message)
 def test_a_missing_file_is_refused(tmp_path):
     with pytest.raises(TrainingError, match="does not exist"):
         load_pair_file(tmp_path / "absent.jsonl")
+
+
+def test_qrels_in_beir_tsv_with_a_header_and_in_trec_format(tmp_path):
+    beir = _write(tmp_path / "test.tsv", "query-id\tcorpus-id\tscore\nq1\tfile:///docs/my notes.md\t1\nq1\td2\t0\n")
+    assert load_qrels(beir) == {"q1": {"file:///docs/my notes.md": 1, "d2": 0}}
+    trec = _write(tmp_path / "qrels.txt", "q1 0 d1 2\nq2\t0\td3\t1\n")
+    assert load_qrels(trec) == {"q1": {"d1": 2}, "q2": {"d3": 1}}
+
+
+@pytest.mark.parametrize("text", ["q1\td1\t1\nq2\td2\trelevant\n", "q1\td1\t1\nq2\td2\n"])
+def test_a_malformed_qrels_row_is_refused_with_its_line(tmp_path, text):
+    with pytest.raises(UnirankError, match=r"test.tsv:2: expected query-id<TAB>corpus-id<TAB>integer score"):
+        load_qrels(_write(tmp_path / "test.tsv", text))
+
+
+def test_queries_in_jsonl_and_tsv(tmp_path):
+    assert load_queries(_write(tmp_path / "q.jsonl", '{"_id": 1, "text": "key rotation"}\n')) == {"1": "key rotation"}
+    assert load_queries(_write(tmp_path / "q.tsv", 'q1\t"quoted" words\n\nq2\tsev2\n')) == {
+        "q1": '"quoted" words', "q2": "sev2"}
+
+
+@pytest.mark.parametrize("name, text", [("q.tsv", "q1\tok\nq2 has no tab\n"), ("q.tsv", "q1\tok\nq2\ta\tb\n"),
+                                        ("q.jsonl", '{"_id": "q1", "text": "ok"}\n"just a string"\n')])
+def test_a_malformed_query_row_is_refused_with_its_line(tmp_path, name, text):
+    with pytest.raises(UnirankError, match=rf"{name}:2: expected"):
+        load_queries(_write(tmp_path / name, text))
