@@ -216,8 +216,16 @@ def test_index_rebuild_switches_embedder_atomically(client, trained, minibeir):
     registry.register("small", "embedder", path=small_dir, record=describe_model_folder(small_dir, "embedder"))
     with pytest.raises(DimensionMismatchError, match=r"384 dimensions.*128 dimensions"):
         _search_with(client, index, "small@1")
-    # The BEIR index is eval's and training's cache of the base's vectors: it is made again, not used.
+    # Training on it with the base mines hard negatives in a copy of it with the base's vectors.
     stages: list[str] = []
+    request = TrainRequest(name="again", index=index, embedder=EmbedderTrainingConfig(**TINY),
+                           reranker=RerankerTrainingConfig(**TINY))
+    result = TrainJob(client.settings, client.backend, client.embedder, request, stage=stages.append).run()
+    sibling = result.embedder.record["corpus_index"]
+    assert sibling != index and client.index_info(sibling).model == client.embedder.signature
+    assert any(f"re-embedding {index} with all-MiniLM-L6-v2@base" in s for s in stages)
+    # The BEIR index is eval's and training's cache of the base's vectors: it is made again, not used.
+    stages.clear()
     assert ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, stages.append) == index
     assert client.index_info(index).model == client.embedder.signature
     assert any("not all-MiniLM-L6-v2@base's: indexing it again" in s for s in stages)

@@ -360,7 +360,7 @@ def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embe
     if not corpus.exists():
         raise TrainingError(f"{folder} is not a BEIR folder: corpus.jsonl is missing.")
     if backend.exists(name) and not makes_vectors_of(embedder, backend.model(name)):
-        # Only this function writes it; another model's vectors got in (an `index rebuild` of it).
+        # This function's own cache, yet another model's vectors are in it (an `index rebuild` of it).
         stage(f"{name} holds {backend.model(name)}'s vectors, not {embedder.signature}'s: indexing it again")
         backend.delete_index(name)
     stage(f"indexing {corpus} into {name} (skipped when unchanged)")
