@@ -111,7 +111,7 @@ def test_an_index_of_another_model_with_the_same_dimensions_is_refused_before_an
     """384 dimensions both, but another model's vectors: kNN over them would rank noise."""
     client.backend.create_index("tuned", ModelSignature(name="handbook-embed", version="2", dims=384))
     with pytest.raises(EmbedderMismatchError, match=r"made by handbook-embed@2, but the embedder is "
-                                                     r"all-MiniLM-L6-v2@base.*'handbook-embed@2'.*index rebuild tuned"):
+                                                     r'all-MiniLM-L6-v2@base.*"handbook-embed@2".*index rebuild tuned'):
         client.ingest(str(corpus), "tuned")
     assert client.index_info("tuned").chunk_count == 0
     assert client.backend.source_states("tuned") == {}
