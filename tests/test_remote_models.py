@@ -54,6 +54,19 @@ def small_model(tmp_path_factory, base_embedder) -> Path:
 
 
 @pytest.fixture(scope="module")
+def twisted_model(tmp_path_factory, base_embedder) -> Path:
+    """Another real 384-dimensional model: the base model plus a seeded 384 x 384 Dense layer."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    torch.manual_seed(1)
+    dense = models.Dense(384, 384, bias=False, activation_function=torch.nn.Identity())
+    path = tmp_path_factory.mktemp("twisted") / "minilm-twisted"
+    SentenceTransformer(modules=[*base_embedder.model, dense], device="cpu").save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
 def cross_encoder(tmp_path_factory) -> Path:
     """A real cross-encoder: the base encoder with a seeded one-logit head."""
     import torch
@@ -66,13 +79,14 @@ def cross_encoder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, small_model, cross_encoder):
+def server(tmp_path_factory, small_model, twisted_model, cross_encoder):
     data = tmp_path_factory.mktemp("server")
     registry = ModelRegistry(data / "models")
     base = Path(resolve_model_path("base")[0])
     registry.register("small-embed", "embedder", path=small_model, record=describe_model_folder(small_model, "embedder"))
     registry.register("swap-embed", "embedder", path=small_model, record={"dims": 128})
     registry.register("swap-embed", "embedder", path=base, record={"dims": 384})
+    registry.register("swap-embed", "embedder", path=twisted_model, record={"dims": 384})
     registry.promote("swap-embed@1")
     registry.register("tiny-cross", "reranker", path=cross_encoder)
     registry.close()
@@ -312,6 +326,41 @@ def test_an_endpoint_that_now_serves_other_dims_is_refused(server, client_settin
     with pytest.raises(RemoteModelError, match="now serves 384-dimensional vectors.*registered with 128"):
         ur.ingest(_new_doc(tmp_path / "b"), "swap")
     assert ur.index_info("swap").to_dict() == before
+    ur.close()
+
+
+def _serve_version(server, ref: str) -> None:
+    """Promote ``ref`` to prod in the server's registry and wait for its hot swap."""
+    registry = ModelRegistry(server.data_dir / "models")
+    registry.promote(ref, force=True)
+    registry.close()
+    version = ref.partition("@")[2]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        served = {m["id"]: m for m in httpx.get(f"{server.url}/v1/models").json()["data"]}
+        if str(served["swap-embed@prod"]["version"]) == version:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"the server did not swap swap-embed@prod to {ref}")
+
+
+def test_an_endpoint_that_now_serves_another_model_of_the_same_dims_is_refused(server, client_settings, tmp_path):
+    """Promoting a tuned version swaps 384 dims for 384: only the vectors tell the models apart."""
+    _serve_version(server, "swap-embed@2")
+    ref = _register(client_settings, "r-same-dims", "embedder", server.url, api="tei", remote_model="swap-embed@prod")
+    ur = Unirank(_with(client_settings, embedder__model=ref))
+    ur.ingest(_new_doc(tmp_path / "a"), "same-dims")
+    assert ur.search("a new document", "same-dims", mode="knn", rerank=False).hits
+    before = ur.index_info("same-dims").to_dict()
+    ur.close()
+
+    _serve_version(server, "swap-embed@3")
+    ur = Unirank(_with(client_settings, embedder__model=ref))
+    with pytest.raises(RemoteModelError, match=r"now serves other vectors than when r-same-dims@1 was registered"):
+        ur.ingest(_new_doc(tmp_path / "b"), "same-dims")
+    with pytest.raises(RemoteModelError, match="other vectors"):
+        ur.search("a new document", "same-dims", mode="knn", rerank=False)
+    assert ur.index_info("same-dims").to_dict() == before
     ur.close()
 
 

@@ -99,6 +99,8 @@ def show(ref: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> 
         print_json(data)
     else:
         for key, value in data.items():
+            if isinstance(value, str) and len(value) > 200:  # the endpoint's probe fingerprint
+                value = f"{value[:40]}… ({len(value)} characters; --json shows all)"
             console.print(f"[bold]{key}[/bold]: {value}")
 
 

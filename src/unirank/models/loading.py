@@ -93,6 +93,7 @@ def _remote_embedder(version: ModelVersion, settings: Settings) -> RemoteEmbedde
         version=str(version.version), dims=record.get("dims"),
         max_seq_length=int(record.get("max_seq_length") or 512),
         tokenizer_path=resolve_tokenizer_path(record.get("tokenizer") or BASE_ALIAS),
+        fingerprint=record.get("probe_fingerprint"),  # registrations before it was recorded have none
     )
 
 

@@ -13,6 +13,7 @@ the token file named at registration (the file is re-read when it changes, and o
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import time
@@ -35,6 +36,19 @@ APIS: dict[str, tuple[str, ...]] = {"embedder": ("openai", "tei"), "reranker": (
 #: Used when the endpoint does not say how many tokens its model reads.
 DEFAULT_MAX_SEQ_LENGTH = 512
 _PROBE_TEXT = "unirank endpoint probe"
+#: The probe text's vector from the registered model and from the endpoint now must be at least this
+#: close: the same model answers it to rounding (an int8 copy of it within 0.986), another model not.
+SAME_MODEL_MIN_COSINE = 0.98
+
+
+def vector_fingerprint(vector: np.ndarray) -> str:
+    """The probe text's unit vector as the registry keeps it: float16, base64 (~1 KB for 384 dims)."""
+    return base64.b64encode(np.asarray(vector, dtype="<f2").tobytes()).decode("ascii")
+
+
+def _fingerprint_vector(fingerprint: str) -> np.ndarray:
+    vector = np.frombuffer(base64.b64decode(fingerprint), dtype="<f2").astype(np.float32)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 #: The longest single backoff wait, whatever remote.backoff_s and the attempt number give.
 _MAX_BACKOFF_S = 30.0
 
@@ -282,7 +296,7 @@ class RemoteEmbedder:
     same_vectors_as: frozenset[str] = frozenset()
 
     def __init__(self, endpoint: Endpoint, settings: RemoteSettings, *, name: str, version: str,
-                 dims: int | None, max_seq_length: int, tokenizer_path: str) -> None:
+                 dims: int | None, max_seq_length: int, tokenizer_path: str, fingerprint: str | None = None) -> None:
         self.client = RemoteClient(endpoint, settings)
         self.endpoint = endpoint
         self.name = name
@@ -292,20 +306,32 @@ class RemoteEmbedder:
         self.tokenizer_path = tokenizer_path
         self.batch_inputs = settings.batch_inputs
         self.timeout_s = settings.timeout_s
+        self.fingerprint = fingerprint
+        #: The probe text's vector, read with the signature.
+        self.probe_vector: np.ndarray | None = None
         self._signature: ModelSignature | None = None
         self._tokenizer: Any = None
 
     @property
     def signature(self) -> ModelSignature:
         if self._signature is None:
-            live = int(self._embed_batch([_PROBE_TEXT]).shape[1])
+            probe = self._embed_batch([_PROBE_TEXT])[0]
+            live = int(probe.shape[0])
+            again = (f"point it back, or register it again (`unirank models register {self.name} --endpoint ...`) "
+                     "and rebuild the indexes made with it.")
             if self.registered_dims is not None and live != self.registered_dims:
                 raise RemoteModelError(
                     f"{self.endpoint.url} now serves {live}-dimensional vectors, but {self.name}@{self.version} "
-                    f"was registered with {self.registered_dims}. The endpoint serves another model now: "
-                    f"point it back, or register it again (`unirank models register {self.name} --endpoint ...`) "
-                    "and rebuild the indexes made with it."
-                )
+                    f"was registered with {self.registered_dims}. The endpoint serves another model now: {again}")
+            if self.fingerprint is not None:
+                cosine = float(probe @ _fingerprint_vector(self.fingerprint))
+                if cosine < SAME_MODEL_MIN_COSINE:
+                    raise RemoteModelError(
+                        f"{self.endpoint.url} now serves other vectors than when {self.name}@{self.version} was "
+                        f"registered (cosine {cosine:.3f} between the two for a probe text): the server swapped "
+                        f"to another model, e.g. on a promotion, and its vectors are not comparable with the "
+                        f"indexes made before. Nothing was searched or written: {again}")
+            self.probe_vector = probe
             self._signature = ModelSignature(name=self.name, version=self.version, dims=live)
         return self._signature
 
@@ -443,6 +469,7 @@ def probe_endpoint(endpoint: Endpoint, settings: RemoteSettings) -> dict[str, An
                                max_seq_length=info["max_seq_length"], tokenizer_path="")
         try:
             info["dims"] = model.signature.dims
+            info["probe_fingerprint"] = vector_fingerprint(model.probe_vector)
         finally:
             model.close()
         if entry and entry.get("dims") and int(entry["dims"]) != info["dims"]:
