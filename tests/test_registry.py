@@ -170,7 +170,7 @@ def test_cli_register_promote_rollback_and_export(tmp_path):
     assert "config.json" in err.stderr
 
 
-def test_optimized_copies_share_their_sources_vectors_and_nothing_else():
+def test_optimized_copies_and_endpoints_share_their_sources_vectors_and_nothing_else():
     from unirank.registry import ModelVersion
     from unirank.registry.lineage import same_vector_refs
 
@@ -183,13 +183,17 @@ def test_optimized_copies_share_their_sources_vectors_and_nothing_else():
         version("handbook-embed", 4, optimized_from="handbook-embed@3", backend="onnx"),  # a copy's copy
         version("all-MiniLM-L6-v2", 1, bundled_base=True),
         version("all-MiniLM-L6-v2", 2, optimized_from="all-MiniLM-L6-v2@1", backend="onnx"),
+        version("edge", 1, endpoint="http://models:8080", serves="handbook-embed@2"),  # checked on its vectors
+        version("edge-base", 1, endpoint="http://models:8080", serves="all-MiniLM-L6-v2@base"),
+        version("edge-other", 1, endpoint="http://other:8080"),
     ]
     base = "all-MiniLM-L6-v2@base"
-    family = {"handbook-embed@2", "handbook-embed@3", "handbook-embed@4"}
+    family = {"handbook-embed@2", "handbook-embed@3", "handbook-embed@4", "edge@1"}
     for ref in family:
         assert same_vector_refs(versions, ref, bundled_base_ref=base) == family
     assert same_vector_refs(versions, "handbook-embed@1", bundled_base_ref=base) == {"handbook-embed@1"}
-    bundled = {base, "all-MiniLM-L6-v2@1", "all-MiniLM-L6-v2@2"}
+    bundled = {base, "all-MiniLM-L6-v2@1", "all-MiniLM-L6-v2@2", "edge-base@1"}
+    assert same_vector_refs(versions, "edge-other@1", bundled_base_ref=base) == {"edge-other@1"}
     assert same_vector_refs(versions, base, bundled_base_ref=base) == bundled
     assert same_vector_refs(versions, "all-MiniLM-L6-v2@2", bundled_base_ref=base) == bundled
     assert same_vector_refs(versions, "elsewhere@1", bundled_base_ref=base) == {"elsewhere@1"}

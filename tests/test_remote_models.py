@@ -24,7 +24,7 @@ import pytest
 
 from unirank.api import Unirank
 from unirank.errors import DimensionMismatchError, RemoteModelError
-from unirank.models.loading import load_embedder, load_reranker, resolve_model_path
+from unirank.models.loading import describe_remote, load_embedder, load_reranker, resolve_model_path
 from unirank.models.remote import Endpoint, RemoteEmbedder, RemoteReranker, TokenSource, describe_endpoint
 from unirank.registry import ModelRegistry
 from unirank.registry.describe import describe_model_folder
@@ -106,7 +106,8 @@ def client_settings(tmp_path_factory) -> Settings:
 
 
 def _register(settings: Settings, name: str, role: str, url: str, **endpoint) -> str:
-    record = describe_endpoint(Endpoint(url=url, role=role, **endpoint), settings.remote)
+    """As `unirank models register NAME --endpoint URL` does."""
+    record = describe_remote(Endpoint(url=url, role=role, **endpoint), settings)
     registry = ModelRegistry(settings.models_dir)
     try:
         return registry.register(name, role, record=record).ref
@@ -282,6 +283,23 @@ def _new_doc(tmp_path: Path) -> str:
     folder.mkdir(parents=True)
     (folder / "vpn.md").write_text("# VPN\n\nConnect to the VPN before opening the admin console.\n")
     return str(folder)
+
+
+def test_an_endpoint_serving_a_model_registered_here_searches_its_indexes(indexes, remote, client_settings):
+    """r-openai serves `base`, which answers the probe text as it does here: the index built in process
+    is searched through the endpoint, and the one built through it in process, without re-embedding."""
+    local, through = indexes
+    registry = ModelRegistry(client_settings.models_dir)
+    served = {key: registry.get(remote[key]).record.get("serves") for key in ("openai", "tei", "small")}
+    registry.close()
+    assert served == {"openai": "all-MiniLM-L6-v2@base", "tei": "all-MiniLM-L6-v2@base", "small": None}
+    for query in QUERIES:
+        expected = [h.id for h in local.search(query, "local", mode="knn", top_k=5, rerank=False).hits]
+        assert [h.id for h in through.search(query, "local", mode="knn", top_k=5, rerank=False).hits] == expected
+    with Unirank(_with(client_settings)) as here:  # `base` loaded with this registry: it knows r-openai
+        assert "r-openai@1" in here.embedder.same_vectors_as
+        expected = [h.id for h in through.search(QUERIES[0], "remote", mode="knn", top_k=5, rerank=False).hits]
+        assert [h.id for h in here.search(QUERIES[0], "remote", mode="knn", top_k=5, rerank=False).hits] == expected
 
 
 def test_an_embedder_of_other_dims_is_refused_before_any_write(indexes, client_settings, remote, small_model,

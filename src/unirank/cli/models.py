@@ -10,7 +10,7 @@ from rich.table import Table
 
 from unirank.cli.output import console, fail, print_json
 from unirank.errors import UnirankError
-from unirank.models.remote import APIS, Endpoint, describe_endpoint
+from unirank.models.remote import APIS, Endpoint
 from unirank.registry import ModelRegistry
 from unirank.registry.describe import describe_model_folder
 from unirank.settings import Settings
@@ -55,7 +55,9 @@ def register(
                 raise UnirankError(f"Unknown role {role!r}: use embedder or reranker.")
             remote = Endpoint(url=endpoint, api=api or APIS[role][0], role=role, token_env=token_env,
                               token_file=str(token_file) if token_file else None, remote_model=remote_model)
-            record = describe_endpoint(remote, settings.remote, tokenizer=tokenizer)
+            from unirank.models.loading import describe_remote
+
+            record = describe_remote(remote, settings, tokenizer=tokenizer)
             mv = registry.register(name, role, record=record)
     except UnirankError as exc:
         fail(exc)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from unirank.errors import ModelLoadError
 from unirank.registry.lineage import same_vector_refs
 from unirank.registry.store import MARKER_FILE, ModelVersion, parse_reference
 from unirank.models.backends import registry_backend
 from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
-from unirank.models.remote import Endpoint, RemoteEmbedder, RemoteReranker
+from unirank.models.remote import (PROBE_TEXT, SAME_MODEL_MIN_COSINE, Endpoint, RemoteEmbedder, RemoteReranker,
+                                   describe_endpoint, fingerprint_vector)
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker
 from unirank.settings import Settings
 
@@ -94,7 +96,34 @@ def _remote_embedder(version: ModelVersion, settings: Settings) -> RemoteEmbedde
         max_seq_length=int(record.get("max_seq_length") or 512),
         tokenizer_path=resolve_tokenizer_path(record.get("tokenizer") or BASE_ALIAS),
         fingerprint=record.get("probe_fingerprint"),  # registrations before it was recorded have none
+        same_vectors_as=_same_vectors(version.ref, version, settings.models_dir),
     )
+
+
+def describe_remote(endpoint: Endpoint, settings: Settings, *, tokenizer: str = BASE_ALIAS) -> dict[str, Any]:
+    """The endpoint's registry record (``describe_endpoint``), with ``serves`` when its model id names
+    an embedder here (``base`` or a registered version) that answers the probe text as it does: then
+    indexes made in process with that model are searched through the endpoint, and the other way round."""
+    record = describe_endpoint(endpoint, settings.remote, tokenizer=tokenizer)
+    served = _served_here(record, settings)
+    if served:
+        record["serves"] = served
+    return record
+
+
+def _served_here(record: dict[str, Any], settings: Settings) -> str | None:
+    model, fingerprint = record.get("remote_model"), record.get("probe_fingerprint")
+    if not model or not fingerprint:
+        return None
+    if model != BASE_ALIAS:
+        local = registry_version(model, settings.models_dir)
+        if local is None or local.path is None or local.role != "embedder":
+            return None
+    here = settings.model_copy(deep=True)
+    here.embedder.model = model
+    embedder = load_embedder(here)
+    cosine = float(embedder.embed_documents([PROBE_TEXT])[0] @ fingerprint_vector(fingerprint))
+    return str(embedder.signature) if cosine >= SAME_MODEL_MIN_COSINE else None
 
 
 def _remote_reranker(version: ModelVersion, settings: Settings) -> RemoteReranker:

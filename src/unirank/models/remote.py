@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 APIS: dict[str, tuple[str, ...]] = {"embedder": ("openai", "tei"), "reranker": ("tei", "cohere")}
 #: Used when the endpoint does not say how many tokens its model reads.
 DEFAULT_MAX_SEQ_LENGTH = 512
-_PROBE_TEXT = "unirank endpoint probe"
+PROBE_TEXT = "unirank endpoint probe"
 #: The probe text's vector from the registered model and from the endpoint now must be at least this
 #: close: the same model answers it to rounding (an int8 copy of it within 0.986 on CISI), while the
 #: CISI-tuned embedders answer it at 0.92 (corpus-only) and 0.90 (labels) of the base's. A 20-step
@@ -48,7 +48,7 @@ def vector_fingerprint(vector: np.ndarray) -> str:
     return base64.b64encode(np.asarray(vector, dtype="<f2").tobytes()).decode("ascii")
 
 
-def _fingerprint_vector(fingerprint: str) -> np.ndarray:
+def fingerprint_vector(fingerprint: str) -> np.ndarray:
     vector = np.frombuffer(base64.b64decode(fingerprint), dtype="<f2").astype(np.float32)
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
 #: The longest single backoff wait, whatever remote.backoff_s and the attempt number give.
@@ -293,12 +293,9 @@ class RemoteEmbedder:
     vectors of two models in one index.
     """
 
-    #: The endpoint's registration names its vectors: an index made in process, even by the model the
-    #: endpoint serves, is re-embedded through it (``unirank index rebuild``) before it is searched with it.
-    same_vectors_as: frozenset[str] = frozenset()
-
     def __init__(self, endpoint: Endpoint, settings: RemoteSettings, *, name: str, version: str,
-                 dims: int | None, max_seq_length: int, tokenizer_path: str, fingerprint: str | None = None) -> None:
+                 dims: int | None, max_seq_length: int, tokenizer_path: str, fingerprint: str | None = None,
+                 same_vectors_as: frozenset[str] = frozenset()) -> None:
         self.client = RemoteClient(endpoint, settings)
         self.endpoint = endpoint
         self.name = name
@@ -309,6 +306,8 @@ class RemoteEmbedder:
         self.batch_inputs = settings.batch_inputs
         self.timeout_s = settings.timeout_s
         self.fingerprint = fingerprint
+        #: The model registered here that the endpoint serves, with its copies (``serves``; lineage).
+        self.same_vectors_as = same_vectors_as
         #: The probe text's vector, read with the signature.
         self.probe_vector: np.ndarray | None = None
         self._signature: ModelSignature | None = None
@@ -317,7 +316,7 @@ class RemoteEmbedder:
     @property
     def signature(self) -> ModelSignature:
         if self._signature is None:
-            probe = self._embed_batch([_PROBE_TEXT])[0]
+            probe = self._embed_batch([PROBE_TEXT])[0]
             live = int(probe.shape[0])
             again = (f"point it back, or register it again (`unirank models register {self.name} --endpoint ...`) "
                      "and rebuild the indexes made with it.")
@@ -326,7 +325,7 @@ class RemoteEmbedder:
                     f"{self.endpoint.url} now serves {live}-dimensional vectors, but {self.name}@{self.version} "
                     f"was registered with {self.registered_dims}. The endpoint serves another model now: {again}")
             if self.fingerprint is not None:
-                cosine = float(probe @ _fingerprint_vector(self.fingerprint))
+                cosine = float(probe @ fingerprint_vector(self.fingerprint))
                 if cosine < SAME_MODEL_MIN_COSINE:
                     raise RemoteModelError(
                         f"{self.endpoint.url} now serves other vectors than when {self.name}@{self.version} was "
@@ -481,7 +480,7 @@ def probe_endpoint(endpoint: Endpoint, settings: RemoteSettings) -> dict[str, An
         reranker = RemoteReranker(endpoint, settings.model_copy(update={"rerank_timeout_s": settings.timeout_s}),
                                   name="probe")
         try:
-            reranker.score(_PROBE_TEXT, [_PROBE_TEXT, "an unrelated passage"])
+            reranker.score(PROBE_TEXT, [PROBE_TEXT, "an unrelated passage"])
         finally:
             reranker.close()
     return info
