@@ -35,12 +35,15 @@ log = logging.getLogger(__name__)
 APIS: dict[str, tuple[str, ...]] = {"embedder": ("openai", "tei"), "reranker": ("tei", "cohere")}
 #: Used when the endpoint does not say how many tokens its model reads.
 DEFAULT_MAX_SEQ_LENGTH = 512
+#: Embedded once per process (and at registration) to check what the endpoint serves.
 PROBE_TEXT = "unirank endpoint probe"
 #: The probe text's vector from the registered model and from the endpoint now must be at least this
 #: close: the same model answers it to rounding (an int8 copy of it within 0.986 on CISI), while the
 #: CISI-tuned embedders answer it at 0.92 (corpus-only) and 0.90 (labels) of the base's. A 20-step
 #: run on the 24-chunk sample corpus stays at 0.9999: its vectors are still the base's.
 SAME_MODEL_MIN_COSINE = 0.98
+#: The longest single backoff wait, whatever remote.backoff_s and the attempt number give.
+_MAX_BACKOFF_S = 30.0
 
 
 def vector_fingerprint(vector: np.ndarray) -> str:
@@ -49,10 +52,9 @@ def vector_fingerprint(vector: np.ndarray) -> str:
 
 
 def fingerprint_vector(fingerprint: str) -> np.ndarray:
+    """``vector_fingerprint`` read back, as a unit vector."""
     vector = np.frombuffer(base64.b64decode(fingerprint), dtype="<f2").astype(np.float32)
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
-#: The longest single backoff wait, whatever remote.backoff_s and the attempt number give.
-_MAX_BACKOFF_S = 30.0
 
 
 class TokenSource:
