@@ -289,10 +289,10 @@ class RemoteEmbedder:
     """An :class:`~unirank.models.embedder.Embedder` whose vectors come from an endpoint.
 
     Chunking still happens here, so it needs a local copy of the model's tokenizer
-    (``tokenizer_path``). Its dimensions are probed from the live endpoint the first time
-    ``signature`` is read (before ingestion writes or search compares), and must match the
-    registry record: an endpoint re-pointed at another model fails loudly instead of mixing
-    vectors of two models in one index.
+    (``tokenizer_path``). The live endpoint embeds a probe text the first time ``signature`` is
+    read (before ingestion writes or search compares); its size and its vector must match the
+    registry record: an endpoint re-pointed at another model, of the same size or not, fails loudly
+    instead of mixing vectors of two models in one index.
     """
 
     def __init__(self, endpoint: Endpoint, settings: RemoteSettings, *, name: str, version: str,
