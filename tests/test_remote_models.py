@@ -40,30 +40,27 @@ TEXTS = ["Backups run nightly and are kept for 30 days.", "SEV1 means customers 
          "pricing " * 300]  # the last is over the window: cut, as the local embedder does
 
 
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory, base_embedder) -> Path:
-    """A real 128-dimensional sentence-transformers model: the base model plus a seeded Dense layer."""
+def _base_with_dense(folder: Path, base_embedder, dims: int, seed: int) -> Path:
+    """A real sentence-transformers model: the base model plus a seeded Dense layer to ``dims``."""
     import torch
     from sentence_transformers import SentenceTransformer, models
 
-    torch.manual_seed(0)
-    dense = models.Dense(384, 128, bias=False, activation_function=torch.nn.Identity())
-    path = tmp_path_factory.mktemp("small") / "minilm-128"
-    SentenceTransformer(modules=[*base_embedder.model, dense], device="cpu").save(str(path))
-    return path
+    torch.manual_seed(seed)
+    dense = models.Dense(384, dims, bias=False, activation_function=torch.nn.Identity())
+    SentenceTransformer(modules=[*base_embedder.model, dense], device="cpu").save(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, base_embedder) -> Path:
+    """A 128-dimensional model."""
+    return _base_with_dense(tmp_path_factory.mktemp("small") / "minilm-128", base_embedder, 128, seed=0)
 
 
 @pytest.fixture(scope="module")
 def twisted_model(tmp_path_factory, base_embedder) -> Path:
-    """Another real 384-dimensional model: the base model plus a seeded 384 x 384 Dense layer."""
-    import torch
-    from sentence_transformers import SentenceTransformer, models
-
-    torch.manual_seed(1)
-    dense = models.Dense(384, 384, bias=False, activation_function=torch.nn.Identity())
-    path = tmp_path_factory.mktemp("twisted") / "minilm-twisted"
-    SentenceTransformer(modules=[*base_embedder.model, dense], device="cpu").save(str(path))
-    return path
+    """Another 384-dimensional model, with vectors other than the base's."""
+    return _base_with_dense(tmp_path_factory.mktemp("twisted") / "minilm-twisted", base_embedder, 384, seed=1)
 
 
 @pytest.fixture(scope="module")
