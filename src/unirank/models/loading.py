@@ -11,8 +11,8 @@ from unirank.registry.lineage import same_vector_refs
 from unirank.registry.store import MARKER_FILE, ModelVersion, parse_reference
 from unirank.models.backends import registry_backend
 from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
-from unirank.models.remote import (PROBE_TEXT, SAME_MODEL_MIN_COSINE, Endpoint, RemoteEmbedder, RemoteReranker,
-                                   describe_endpoint, fingerprint_vector)
+from unirank.models.remote import (PROBE_TEXT, Endpoint, RemoteEmbedder, RemoteReranker, describe_endpoint,
+                                   matches_fingerprint)
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker
 from unirank.settings import Settings
 
@@ -122,8 +122,8 @@ def _served_here(record: dict[str, Any], settings: Settings) -> str | None:
     here = settings.model_copy(deep=True)
     here.embedder.model = model
     embedder = load_embedder(here)
-    cosine = float(embedder.embed_documents([PROBE_TEXT])[0] @ fingerprint_vector(fingerprint))
-    return str(embedder.signature) if cosine >= SAME_MODEL_MIN_COSINE else None
+    same, _ = matches_fingerprint(embedder.embed_documents([PROBE_TEXT])[0], fingerprint)
+    return str(embedder.signature) if same else None
 
 
 def _remote_reranker(version: ModelVersion, settings: Settings) -> RemoteReranker:

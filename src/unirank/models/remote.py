@@ -51,10 +51,11 @@ def vector_fingerprint(vector: np.ndarray) -> str:
     return base64.b64encode(np.asarray(vector, dtype="<f2").tobytes()).decode("ascii")
 
 
-def fingerprint_vector(fingerprint: str) -> np.ndarray:
-    """``vector_fingerprint`` read back, as a unit vector."""
-    vector = np.frombuffer(base64.b64decode(fingerprint), dtype="<f2").astype(np.float32)
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+def matches_fingerprint(vector: np.ndarray, fingerprint: str) -> tuple[bool, float]:
+    """Whether ``vector`` (a unit vector of the probe text) is the fingerprinted model's, and the cosine."""
+    recorded = np.frombuffer(base64.b64decode(fingerprint), dtype="<f2").astype(np.float32)
+    cosine = float(vector @ recorded) / max(float(np.linalg.norm(recorded)), 1e-12)
+    return cosine >= SAME_MODEL_MIN_COSINE, cosine
 
 
 class TokenSource:
@@ -327,8 +328,8 @@ class RemoteEmbedder:
                     f"{self.endpoint.url} now serves {live}-dimensional vectors, but {self.name}@{self.version} "
                     f"was registered with {self.registered_dims}. The endpoint serves another model now: {again}")
             if self.fingerprint is not None:
-                cosine = float(probe @ fingerprint_vector(self.fingerprint))
-                if cosine < SAME_MODEL_MIN_COSINE:
+                same, cosine = matches_fingerprint(probe, self.fingerprint)
+                if not same:
                     raise RemoteModelError(
                         f"{self.endpoint.url} now serves other vectors than when {self.name}@{self.version} was "
                         f"registered (cosine {cosine:.3f} between the two for a probe text): the server swapped "
