@@ -79,6 +79,10 @@ def test_unknown_references_name_what_exists(registry):
         registry.get("other")
     with pytest.raises(ModelNotFoundError, match="is not set"):
         registry.get("cisi-embed@prod")
+    with pytest.raises(ModelNotFoundError, match="No model named 'other'. Registered: cisi-embed"):
+        registry.rollback("other")
+    with pytest.raises(ModelNotFoundError, match="cisi-embed@prod has never been set"):
+        registry.rollback("cisi-embed")
 
 
 def test_registry_models_load_by_reference(registry, tmp_path):
@@ -197,3 +201,24 @@ def test_optimized_copies_and_endpoints_share_their_sources_vectors_and_nothing_
     assert same_vector_refs(versions, base, bundled_base_ref=base) == bundled
     assert same_vector_refs(versions, "all-MiniLM-L6-v2@2", bundled_base_ref=base) == bundled
     assert same_vector_refs(versions, "elsewhere@1", bundled_base_ref=base) == {"elsewhere@1"}
+
+
+def test_registration_describes_a_folder_by_what_it_is_and_refuses_a_misfit(tmp_path):
+    """A cross-encoder has no sentence vectors; a bi-encoder reranker ranks by cosine (as the server and
+    search load it), not through a new, untrained classification head."""
+    from unirank.errors import ModelLoadError, UnirankError
+    from unirank.registry.describe import describe_model_folder
+    from unirank.training.reranker_trainer import build_cross_encoder
+
+    with pytest.raises(UnirankError, match="Unknown role 'ranker'"):
+        describe_model_folder(BASE, "ranker")
+    with pytest.raises(ModelLoadError, match="is not a folder"):
+        describe_model_folder(tmp_path / "missing", "embedder")
+    bi_reranker = describe_model_folder(BASE, "reranker")
+    assert bi_reranker["scoring"] == "bi-encoder cosine" and "num_labels" not in bi_reranker
+    cross = tmp_path / "cross"
+    build_cross_encoder(str(BASE), 64).save_pretrained(str(cross))
+    with pytest.raises(ModelLoadError, match="is a cross-encoder"):
+        describe_model_folder(cross, "embedder")
+    assert describe_model_folder(cross, "reranker")["num_labels"] == 1
+    assert describe_model_folder(BASE, "embedder")["dims"] == 384

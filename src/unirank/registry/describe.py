@@ -6,18 +6,30 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unirank.errors import ModelLoadError
+from unirank.errors import ModelLoadError, UnirankError
+from unirank.registry.store import ROLES
 
 
 def describe_model_folder(path: Path, role: str) -> dict[str, Any]:
     path = Path(path)
+    if role not in ROLES:  # before loading anything: a typo should not cost a model load
+        raise UnirankError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
+    if not path.is_dir():
+        raise ModelLoadError(f"{path} is not a folder: give --path the folder a model was saved to.")
     config_path = path / "config.json"
     if not config_path.exists():
         raise ModelLoadError(f"{path} has no config.json: it is not a saved transformers/sentence-transformers model.")
     config = json.loads(config_path.read_text())
     info: dict[str, Any] = {"base_model": config.get("_name_or_path") or config.get("model_type", "unknown"),
                             "architecture": (config.get("architectures") or ["?"])[0]}
-    if role == "embedder":
+    from unirank.models.loading import is_cross_encoder
+
+    cross = is_cross_encoder(str(path))
+    if role == "embedder" and cross:
+        raise ModelLoadError(
+            f"{path} is a cross-encoder (it scores query-passage pairs), not an embedder: register it with "
+            "--role reranker.")
+    if not cross:  # an embedder, or a bi-encoder reranker (it ranks by cosine, as `base` does)
         from sentence_transformers import SentenceTransformer
 
         try:
@@ -26,6 +38,8 @@ def describe_model_folder(path: Path, role: str) -> dict[str, Any]:
             raise ModelLoadError(f"{path} does not load as a sentence-transformers embedder: {exc}") from exc
         info["dims"] = int(model.get_embedding_dimension())
         info["max_seq_length"] = int(model.max_seq_length)
+        if role == "reranker":
+            info["scoring"] = "bi-encoder cosine"
     else:
         from sentence_transformers import CrossEncoder
 

@@ -161,6 +161,8 @@ class ModelRegistry:
             "SELECT version FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq DESC", (name, alias)
         ).fetchall()
         if not rows:
+            if not self.db.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone():
+                raise ModelNotFoundError(self._missing(name))
             raise ModelNotFoundError(f"{name}@{alias} has never been set; nothing to roll back.")
         current = rows[0][0]
         previous = next((r[0] for r in rows[1:] if r[0] != current), None)
