@@ -86,8 +86,8 @@ def test_ids_of_another_index_are_counted_and_a_log_of_only_those_refused(tmp_pa
 
 
 @pytest.mark.parametrize(("line", "message"), [
-    ("{not json", r"clicks.jsonl:2: not JSON"),
-    ('["q", ["a"]]', r"clicks.jsonl:2: expected \{\"query\""),
+    ("{not json", r"clicks.jsonl:2: not valid JSON \(Expecting property name"),
+    ('["q", ["a"]]', r"clicks.jsonl:2: expected a JSON object, got an array; expected \{\"query\""),
     ('{"query": " ", "shown": ["a"], "clicked": ["a"]}', r":2: the query is missing or empty"),
     ('{"query": "q", "shown": "a b", "clicked": ["a"]}', r":2: \"shown\" must be a list of id strings"),
     ('{"query": "q", "shown": ["a"], "clicked": [7]}', r":2: a click is an id or"),

@@ -43,9 +43,10 @@ def test_tsv_pairs_skip_a_header_and_keep_quotes_as_written(tmp_path):
 
 
 @pytest.mark.parametrize("name, text, message", [
-    ("p.jsonl", '{"query": "a", "positive": "b"}\n{"query": broken\n', r"p.jsonl:2: expected"),
-    ("p.jsonl", '{"query": "a"}\n', r"p.jsonl:1: expected"),
-    ("p.jsonl", '["a", "b"]\n', r"p.jsonl:1: expected"),
+    ("p.jsonl", '{"query": "a", "positive": "b"}\n{"query": broken\n', r"p.jsonl:2: not valid JSON \(Expecting value at column 11\); expected \{\"query\""),
+    ("p.jsonl", '{"query": "a"}\n', r"p.jsonl:1: missing required field\(s\) positive"),
+    ("p.jsonl", '["a", "b"]\n', r"p.jsonl:1: expected a JSON object, got an array"),
+    ("p.jsonl", '{"query": "a", "positive": "b", "negatives": "c"}\n', r"p.jsonl:1: \"negatives\" must be a list"),
     ("p.jsonl", '{"query": " ", "positive": "b"}\n', r"p.jsonl:1: the query and the positive must not be empty"),
     ("p.tsv", "a\tb\n" "a\tb\tc\td\n", r"p.tsv:2: expected query<TAB>positive\[<TAB>negative\], got 4 column"),
     ("p.tsv", "just one column\n", r"p.tsv:1: .* got 1 column"),

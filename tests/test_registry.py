@@ -81,6 +81,8 @@ def test_unknown_references_name_what_exists(registry):
         registry.get("cisi-embed@prod")
     with pytest.raises(ModelNotFoundError, match="No model named 'other'. Registered: cisi-embed"):
         registry.rollback("other")
+    with pytest.raises(ModelNotFoundError, match="No model named 'other'. Registered: cisi-embed"):
+        registry.get("other@prod")
     with pytest.raises(ModelNotFoundError, match="cisi-embed@prod has never been set"):
         registry.rollback("cisi-embed")
 

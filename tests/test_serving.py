@@ -366,3 +366,18 @@ def test_serve_models_sets_openmp_before_torch_loads() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+def test_serve_models_refuses_a_ref_that_names_nothing_before_starting(data_dir: Path) -> None:
+    """Before, the server started and answered 503 on /health for good; a typo now fails the command."""
+    import subprocess
+    import sys
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")},
+           "UNIRANK_DATA_DIR": str(data_dir / "data"), "HF_HUB_OFFLINE": "1"}
+    for ref, message in [("swap-embed@staging", r"swap-embed@staging is not set"),
+                         ("nope@prod", r"No model named 'nope'\. Registered: swap-embed, tiny-rerank")]:
+        out = subprocess.run([sys.executable, "-m", "unirank.cli.main", "serve", "models", "--model", "base",
+                              "--model", ref, "--port", "1"], capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert re.search(message, " ".join(out.stderr.split())), out.stderr

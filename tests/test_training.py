@@ -340,3 +340,38 @@ def test_a_click_log_trains_and_its_queries_count_as_seen(client, minibeir, tmp_
     for pair in pairs:
         assert pair["positive"] == texts[pair["doc_id"]]
         assert pair["negatives"][:2] == [texts["d20"], texts["d21"]]  # skipped above the click, then mined
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(name="team/handbook"), r"Invalid model name 'team/handbook-embed'"),
+    (dict(name="clash"), r"'clash-embed' holds reranker models"),
+    (dict(base="no-such-org/no-such-model"), r"'no-such-org/no-such-model' is not `base`.*the hub cannot give it"),
+])
+def test_training_refuses_what_would_fail_at_registration_before_any_work(client, minibeir, change, message):
+    """Before, these failed only when registering (or loading the base), after minutes of indexing, mining
+    and training."""
+    from unirank.errors import UnirankError
+    from unirank.models.loading import resolve_model_path
+
+    registry = ModelRegistry(client.settings.models_dir)
+    if not registry.exists("clash-embed@1"):
+        registry.register("clash-embed", "reranker", path=Path(resolve_model_path("base")[0]))
+    registry.close()
+    stages: list[str] = []
+    request = tiny_request(**{"name": "refused", "beir": minibeir, **change})
+    job = TrainJob(client.settings, client.backend, client.embedder, request, stage=stages.append)
+    with pytest.raises(UnirankError, match=message):
+        job.run()
+    assert stages == [] and not job.run_dir.exists()
+
+
+@pytest.mark.parametrize("embedder, message", [
+    (dict(epochs=0), r"--epochs must be above 0"),
+    (dict(min_steps=-1), r"--min-steps must be 0 or more"),
+    (dict(batch_size=1), r"--batch-size must be at least 2"),
+])
+def test_training_settings_that_cannot_train_are_refused(minibeir, embedder, message):
+    from unirank.errors import TrainingError
+
+    with pytest.raises(TrainingError, match=message):
+        TrainRequest(name="x", beir=minibeir, embedder=EmbedderTrainingConfig(**embedder)).validate()

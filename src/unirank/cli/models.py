@@ -46,13 +46,12 @@ def register(
     try:
         if (path is None) == (endpoint is None):
             raise UnirankError("Give either --path DIR (a saved model folder) or --endpoint URL (a model server).")
+        registry.check_registrable(name, role)  # before a model loads
         if path is not None:
             record = describe_model_folder(path, role)
             mv = registry.register(name, role, path=path, record=record)
         else:
             assert endpoint is not None
-            if role not in APIS:
-                raise UnirankError(f"Unknown role {role!r}: use embedder or reranker.")
             remote = Endpoint(url=endpoint, api=api or APIS[role][0], role=role, token_env=token_env,
                               token_file=str(token_file) if token_file else None, remote_model=remote_model)
             from unirank.models.loading import describe_remote

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from unirank.cli.context import load_settings
-from unirank.cli.output import errors
+from unirank.cli.output import errors, fail
+from unirank.errors import UnirankError
 
 serve_app = typer.Typer(help="Run the HTTP servers.", no_args_is_help=True)
 
@@ -17,19 +18,23 @@ def serve_models(
     model: Annotated[Optional[list[str]], typer.Option(
         "--model", "-m", help="Model to serve: base, a folder, or a registry ref such as NAME@prod; repeatable. "
         "Default: serving.models, else embedder.model and reranker.model.")] = None,
-    replicas: Annotated[Optional[int], typer.Option(help="Worker processes behind the one port.")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port (default serving.port).")] = None,
+    replicas: Annotated[Optional[int], typer.Option(min=1, help="Worker processes behind the one port.")] = None,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default serving.port).")] = None,
     host: Annotated[Optional[str], typer.Option(help="Interface (default serving.host).")] = None,
 ) -> None:
     """Serve embeddings and reranking over HTTP (OpenAI, TEI and Cohere APIs)."""
-    from unirank.serving.catalog import default_refs
+    from unirank.serving.catalog import ModelCatalog, default_refs
     from unirank.serving.runner import run_model_server
 
     settings = load_settings()
     refs = list(model) if model else default_refs(settings)
-    replicas = replicas or settings.serving.replicas
+    replicas = settings.serving.replicas if replicas is None else replicas
     if replicas < 1:
         errors.print("[red]error:[/red] --replicas must be at least 1.")
         raise typer.Exit(2)
+    try:  # a ref that names nothing is refused here; a model that then fails to load is reported on /health
+        ModelCatalog(settings, refs).check_refs()
+    except UnirankError as exc:
+        fail(exc)
     run_model_server(settings, refs, host=host or settings.serving.host, port=port or settings.serving.port,
                      replicas=replicas)

@@ -90,7 +90,8 @@ def train(
                   f"(run folder {result.run_dir}).")
     console.print(f"Validation: embedder nDCG@10 {result.metrics['embedder'].get('ndcg@10', 0):.4f}, "
                   f"reranker nDCG@10 {result.metrics['reranker'].get('ndcg@10', 0):.4f}")
-    console.print(f"Next: unirank eval --beir DIR --models base,{name}   then   "
+    where = f"--beir {beir}" if beir else f"--index {index} --queries HELD_OUT_QUERIES --qrels HELD_OUT_QRELS"
+    console.print(f"Next: unirank eval {where} --models base,{name}   then   "
                   f"unirank models promote {result.embedder.ref} --alias prod")
 
 
@@ -116,6 +117,8 @@ def evaluate(
         try:
             if (index is None) == (beir is None):
                 raise UnirankError("Give exactly one of --index NAME or --beir DIR.")
+            if plot_path and not plot_path.parent.is_dir():  # found out before the evaluation, not after
+                raise UnirankError(f"--plot {plot_path}: the folder {plot_path.parent} does not exist.")
             if beir:
                 data = load_beir(beir).judged()
                 name = f"beir:{beir.resolve().name}"

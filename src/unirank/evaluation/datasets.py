@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from unirank.errors import UnirankError
+from unirank.jsonl import parse_object_line
 
 Qrels = dict[str, dict[str, int]]
 
@@ -40,10 +40,10 @@ def load_queries(path: Path) -> dict[str, str]:
             for n, line in enumerate(handle, start=1):
                 if line.strip():
                     try:
-                        record = json.loads(line)
-                        queries[str(record["_id"])] = str(record["text"])
-                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                        raise UnirankError(f"{path}:{n}: expected {{\"_id\", \"text\"}}: {exc}") from exc
+                        record = parse_object_line(line, ("_id", "text"))
+                    except ValueError as exc:
+                        raise UnirankError(f"{path}:{n}: {exc}; expected {{\"_id\", \"text\"}}.") from None
+                    queries[str(record["_id"])] = str(record["text"])
         else:
             for n, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
                 if not row:

@@ -149,6 +149,19 @@ def load_sentence_transformer(path: str):
     return SentenceTransformer(path, device="cpu", local_files_only=Path(path).exists())
 
 
+def require_hub_model(model_id: str) -> None:
+    """A hub id must be in the local cache or downloadable here; its config (a few kB) tells."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(model_id)
+    except Exception as exc:  # OSError offline or for an unknown id, ValueError for a malformed one
+        raise ModelLoadError(
+            f"{model_id!r} is not `base`, a registry version or a local folder, and the hub cannot give it "
+            f"here ({type(exc).__name__}). Give a model folder, `base` for the bundled all-MiniLM-L6-v2, or a "
+            "hub id on a machine that can reach the hub.") from exc
+
+
 def is_cross_encoder(path: str) -> bool:
     """A sentence-transformers bi-encoder has modules.json with pooling; a cross-encoder a classifier head."""
     folder = Path(path)

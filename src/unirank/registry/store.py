@@ -87,14 +87,8 @@ class ModelRegistry:
     def register(self, name: str, role: str, *, path: Path | None = None,
                  record: dict[str, Any] | None = None) -> ModelVersion:
         """Copy ``path`` into the registry as the next version of ``name`` (or record an endpoint)."""
-        if role not in ROLES:
-            raise UnirankError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
-        if "@" in name or "/" in name or not name:
-            raise UnirankError(f"Invalid model name {name!r}: no '@' or '/'.")
+        self.check_registrable(name, role)
         record = dict(record or {})
-        existing_role = self.db.execute("SELECT role FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone()
-        if existing_role and existing_role[0] != role:
-            raise UnirankError(f"{name!r} holds {existing_role[0]} models; register the {role} under another name.")
         if path is not None and not Path(path).is_dir():
             raise UnirankError(f"{path} is not a model folder.")
         version = self._next_version(name)
@@ -113,6 +107,18 @@ class ModelRegistry:
                 (name, version, role, str(target) if target else None, json.dumps(record), now_iso()),
             )
         return self.get(f"{name}@{version}")
+
+    def check_registrable(self, name: str, role: str) -> None:
+        """Whether ``name`` can take a new ``role`` version; callers check before work that takes minutes
+        (loading a model, training), so a typo does not waste it."""
+        if role not in ROLES:
+            raise UnirankError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
+        if "@" in name or "/" in name or not name.strip():
+            raise UnirankError(f"Invalid model name {name!r}: a name needs some text and no '@' or '/' "
+                               "(they separate a name from its version and path).")
+        existing_role = self.db.execute("SELECT role FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone()
+        if existing_role and existing_role[0] != role:
+            raise UnirankError(f"{name!r} holds {existing_role[0]} models; register the {role} under another name.")
 
     def _next_version(self, name: str) -> int:
         row = self.db.execute("SELECT MAX(version) FROM versions WHERE name = ?", (name,)).fetchone()
@@ -161,8 +167,7 @@ class ModelRegistry:
             "SELECT version FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq DESC", (name, alias)
         ).fetchall()
         if not rows:
-            if not self.db.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone():
-                raise ModelNotFoundError(self._missing(name))
+            self._require_name(name)
             raise ModelNotFoundError(f"{name}@{alias} has never been set; nothing to roll back.")
         current = rows[0][0]
         previous = next((r[0] for r in rows[1:] if r[0] != current), None)
@@ -229,6 +234,7 @@ class ModelRegistry:
         else:
             target = self._alias_target(name, selector)
             if target is None:
+                self._require_name(name)
                 raise ModelNotFoundError(f"{name}@{selector} is not set. Promote a version with "
                                          f"`unirank models promote {name}@VERSION --alias {selector}`.")
             return target
@@ -246,6 +252,10 @@ class ModelRegistry:
     def _alias_target(self, name: str, alias: str) -> ModelVersion | None:
         row = self.db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
         return self.get(f"{name}@{row[0]}") if row else None
+
+    def _require_name(self, name: str) -> None:
+        if not self.db.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone():
+            raise ModelNotFoundError(self._missing(name))
 
     def _missing(self, name: str, version: int | None = None) -> str:
         versions = [v for (v,) in self.db.execute("SELECT version FROM versions WHERE name = ?", (name,))]

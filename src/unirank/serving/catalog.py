@@ -59,9 +59,13 @@ class ModelCatalog:
         self._lock = threading.Lock()
 
     # -- loading and hot swap -------------------------------------------------------------------
+    def check_refs(self) -> dict[str, str]:
+        """Each ref's version, without loading it: a ref that names nothing is refused before a server starts."""
+        return {ref: self._resolve_version(ref) for ref in self.refs}
+
     def load_all(self) -> None:
-        for ref in self.refs:
-            self._models[ref] = self._load(ref, self._resolve_version(ref))
+        for ref, version in self.check_refs().items():
+            self._models[ref] = self._load(ref, version)
 
     def refresh(self) -> list[str]:
         """Load any model whose alias now points at another version, then swap it in.

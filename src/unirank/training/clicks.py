@@ -19,12 +19,12 @@ whatever its case or spacing) are pooled:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from unirank.errors import TrainingError
+from unirank.jsonl import parse_object_line
 from unirank.search.types import Chunk
 from unirank.training.examples import TrainingPair, normalize_query, query_fingerprint
 from unirank.training.labelled import first_chunks
@@ -123,11 +123,9 @@ def _parse_page(line: str, where: str) -> tuple[str, list[str], list[tuple[str, 
     expected = ('expected {"query": "...", "shown": ["id", ...], "clicked": ["id" | {"id": "...", '
                 '"dwell_s": seconds}, ...]}')
     try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise TrainingError(f"{where}: not JSON ({exc.msg}); {expected}") from exc
-    if not isinstance(row, dict):
-        raise TrainingError(f"{where}: {expected}")
+        row = parse_object_line(line)
+    except ValueError as exc:
+        raise TrainingError(f"{where}: {exc}; {expected}") from None
     query = row.get("query")
     shown = row.get("shown", [])
     clicked = row.get("clicked", [])

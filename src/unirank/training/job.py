@@ -19,7 +19,7 @@ from typing import Callable
 from unirank.errors import TrainingError
 from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
 from unirank.models.embedder import Embedder, makes_vectors_of
-from unirank.models.loading import is_cross_encoder, resolve_model_path
+from unirank.models.loading import is_cross_encoder, require_hub_model, resolve_model_path
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.search.backend import SearchBackend
 from unirank.search.rebuild import reembedded_index
@@ -81,6 +81,15 @@ class TrainRequest:
                 raise TrainingError(f"--{option} {path}: no such file.")
         if self.min_dwell_s < 0:
             raise TrainingError(f"--min-dwell must be 0 or more seconds, got {self.min_dwell_s}.")
+        if self.embedder.epochs <= 0 or self.reranker.epochs <= 0:
+            raise TrainingError(f"--epochs must be above 0, got {self.embedder.epochs}.")
+        if self.embedder.min_steps < 0:
+            raise TrainingError(f"--min-steps must be 0 or more, got {self.embedder.min_steps}.")
+        if self.embedder.batch_size < 2 or self.reranker.batch_size < 2:
+            # In-batch negatives need company: a batch of one has no negative to learn from.
+            raise TrainingError(f"--batch-size must be at least 2, got {self.embedder.batch_size}.")
+        if self.max_pseudo_pairs < 1:
+            raise TrainingError(f"The pseudo-query cap must be at least 1, got {self.max_pseudo_pairs}.")
         check_kinds(self.pseudo_kinds)
 
     def fingerprint(self) -> str:
@@ -118,9 +127,24 @@ class TrainJob:
         self.stage = stage or (lambda message: log.info(message))
         self.run_dir = settings.data_dir / "runs" / f"{request.name}-{request.fingerprint()}"
 
+    def _preflight(self) -> str:
+        """Refuse in a second what would otherwise fail after minutes of indexing, mining and training:
+        names the registry cannot take, and a base model that cannot be loaded here. Returns its path."""
+        registry = ModelRegistry(self.settings.models_dir)
+        try:
+            for name, role in ((f"{self.request.name}-embed", "embedder"), (f"{self.request.name}-rerank", "reranker")):
+                registry.check_registrable(name, role)
+        finally:
+            registry.close()
+        base_path = resolve_model_path(self.request.base, self.settings.models_dir)[0]
+        if not Path(base_path).exists():
+            require_hub_model(base_path)
+        return base_path
+
     # -- stages ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         req = self.request
+        base_path = self._preflight()
         if req.fresh and self.run_dir.exists():
             import shutil
 
@@ -135,7 +159,6 @@ class TrainJob:
         split = split_pairs(pairs, seed=req.seed)
         if not split.validation or len(split.train) < 8:
             raise TrainingError(f"Only {len(pairs)} usable training pairs: give more documents or labels.")
-        base_path = resolve_model_path(req.base, self.settings.models_dir)[0]
         corpus = validation_corpus(chunks, split.validation, req.seed)
 
         timings: dict[str, float] = {}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Iterable
 
 from unirank.errors import TrainingError
+from unirank.jsonl import parse_object_line
 from unirank.search.types import Chunk
 from unirank.training.examples import TrainingPair
 
@@ -29,13 +29,15 @@ def load_pair_file(path: Path) -> list[TrainingPair]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
-                    negatives = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
-                    pair = TrainingPair(query=str(row["query"]), positive=str(row["positive"]),
-                                        negatives=[str(x) for x in negatives], origin="pairs",
-                                        query_id=str(row.get("query_id", "")), doc_id=str(row.get("doc_id", "")))
-                except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-                    raise TrainingError(f"{path}:{n}: expected {{\"query\", \"positive\"}}: {exc}") from exc
+                    row = parse_object_line(line, ("query", "positive"))
+                except ValueError as exc:
+                    raise TrainingError(f"{path}:{n}: {exc}; expected {{\"query\", \"positive\"[, \"negative\"]}}.") from None
+                negatives = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
+                if not isinstance(negatives, list):
+                    raise TrainingError(f"{path}:{n}: \"negatives\" must be a list of texts.")
+                pair = TrainingPair(query=str(row["query"]), positive=str(row["positive"]),
+                                    negatives=[str(x) for x in negatives], origin="pairs",
+                                    query_id=str(row.get("query_id", "")), doc_id=str(row.get("doc_id", "")))
                 pairs.append(_checked(pair, path, n))
         else:
             for n, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):

@@ -5,11 +5,11 @@ A bad line fails the whole file: half a corpus in the index is worse than a clea
 
 from __future__ import annotations
 
-import json
 
 from unirank.errors import ParseError
 from unirank.ingest.documents import ParsedDocument, Section
 from unirank.ingest.parsers.common import decode_text
+from unirank.jsonl import parse_object_line
 from unirank.search.types import Metadata
 
 _RESERVED = ("_id", "title", "text")
@@ -35,14 +35,9 @@ class JsonlParser:
 
 def _record(line: str, number: int) -> ParsedDocument:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ParseError(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(record, dict):
-        raise ParseError(f"line {number}: expected a JSON object, got {type(record).__name__}")
-    missing = [key for key in ("_id", "text") if record.get(key) is None]
-    if missing:
-        raise ParseError(f"line {number}: missing required field(s) {', '.join(missing)}")
+        record = parse_object_line(line, ("_id", "text"))
+    except ValueError as exc:
+        raise ParseError(f"line {number}: {exc}") from None
     doc_id, text = str(record["_id"]).strip(), record["text"]
     if not doc_id:
         raise ParseError(f"line {number}: empty _id")
