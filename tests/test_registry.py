@@ -224,3 +224,23 @@ def test_registration_describes_a_folder_by_what_it_is_and_refuses_a_misfit(tmp_
         describe_model_folder(cross, "embedder")
     assert describe_model_folder(cross, "reranker")["num_labels"] == 1
     assert describe_model_folder(BASE, "embedder")["dims"] == 384
+
+
+def test_a_ref_with_a_version_is_looked_up_in_the_registry_only(registry, tmp_path):
+    """NAME@VERSION cannot be a hub id or folder: a typo gets the registry's answer, not the hub's."""
+    with pytest.raises(ModelNotFoundError, match="names a registry version, but no model is registered"):
+        resolve_model_path("cisi-embed@1", tmp_path / "empty")
+    _version(registry)
+    with pytest.raises(ModelNotFoundError, match="No model named 'cisi-emb'. Registered: cisi-embed"):
+        resolve_model_path("cisi-emb@1", registry.root)
+    assert resolve_model_path("cisi-embed@1", registry.root)[1:] == ("cisi-embed", "1")
+
+
+@pytest.mark.parametrize("alias", ["", "3", "a@b", "team/prod"])
+def test_an_alias_that_could_not_be_read_back_is_refused(registry, alias):
+    from unirank.errors import UnirankError
+
+    _version(registry)
+    with pytest.raises(UnirankError, match="Invalid alias"):
+        registry.promote("cisi-embed@1", alias)
+    assert registry.get("cisi-embed@1").aliases == []

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unirank.errors import ModelLoadError
+from unirank.errors import ModelLoadError, ModelNotFoundError
 from unirank.registry.lineage import same_vector_refs
 from unirank.registry.store import MARKER_FILE, ModelVersion, parse_reference
 from unirank.models.backends import registry_backend
@@ -30,14 +30,21 @@ def registry_version(model: str, registry_root: Path | None) -> ModelVersion | N
     """
     if model == BASE_ALIAS or registry_root is None or Path(model).expanduser().exists():
         return None
+    # Hub ids and folder names have no '@': NAME@VERSION can only be the registry's, so it is not
+    # passed on to the hub, whose error about repo ids would hide the typo.
+    registry_ref = "@" in model
     if not (registry_root / "registry.sqlite").exists():
+        if registry_ref:
+            raise ModelNotFoundError(f"{model!r} names a registry version, but no model is registered in "
+                                     f"{registry_root}. Train one with `unirank train` or register one with "
+                                     "`unirank models register`.")
         return None
     from unirank.registry import ModelRegistry
 
     registry = ModelRegistry(registry_root)
     try:
         name, _ = parse_reference(model)
-        return registry.get(model) if registry.exists(name) else None
+        return registry.get(model) if registry_ref or registry.exists(name) else None
     finally:
         registry.close()
 
