@@ -244,3 +244,20 @@ def test_an_alias_that_could_not_be_read_back_is_refused(registry, alias):
     with pytest.raises(UnirankError, match="Invalid alias"):
         registry.promote("cisi-embed@1", alias)
     assert registry.get("cisi-embed@1").aliases == []
+
+
+def test_a_reranker_version_is_refused_as_the_embedder(tmp_path):
+    """A cross-encoder would load as a bi-encoder (with only a warning) and index meaningless vectors."""
+    from unirank.errors import ModelLoadError
+    from unirank.models.loading import load_embedder
+    from unirank.settings import Settings
+    from unirank.training.reranker_trainer import build_cross_encoder
+
+    settings = Settings(data_dir=tmp_path / "data")
+    registry = ModelRegistry(settings.models_dir)
+    build_cross_encoder(str(BASE), 64).save_pretrained(str(tmp_path / "cross"))
+    registry.register("handbook-rerank", "reranker", path=tmp_path / "cross")
+    registry.close()
+    settings.embedder.model = "handbook-rerank@1"
+    with pytest.raises(ModelLoadError, match="handbook-rerank@1 is registered as a reranker, not an embedder"):
+        load_embedder(settings)

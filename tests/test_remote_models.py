@@ -511,8 +511,13 @@ def test_retries_until_the_server_is_up_then_rotates_tokens_without_a_failure(tm
 def test_a_5xx_is_retried_after_retry_after_then_reported(tmp_path, caplog):
     """A server whose model failed to load answers 503 (Retry-After: 1) to every model call."""
     data = tmp_path / "server"
-    data.mkdir()
-    srv = ModelServer(data, ["no-such-model@prod"])
+    broken = tmp_path / "broken"  # registered, so the ref resolves; its files do not load
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    registry = ModelRegistry(data / "models")
+    registry.register("broken-embed", "embedder", path=broken)
+    registry.close()
+    srv = ModelServer(data, ["broken-embed@1"])
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -173,6 +173,28 @@ def test_eval_names_systems_and_records_metrics(client, minibeir, trained, tmp_p
     assert registry.get("tiny-embed@1").metrics["ndcg@10"] == results["hybrid:tiny-embed@1"]["ndcg@10"]
 
 
+def test_eval_refuses_judgments_that_cannot_measure_anything_and_counts_missing_documents(client, minibeir):
+    from unirank.errors import EvaluationDataError
+    from unirank.evaluation.datasets import EvalSet
+
+    evaluation = Evaluation(client.settings, client.backend)
+    evaluation._embedders["base"] = client.embedder
+    index_for = lambda emb: ensure_beir_index(client.settings, client.backend, emb, minibeir, lambda _: None)  # noqa: E731
+    specs = resolve_specs(["base"], ModelRegistry(client.settings.models_dir))
+    data = load_beir(minibeir).judged()
+    one_query = data.subset({sorted(data.queries)[0]})
+    (qid, judged), = one_query.qrels.items()
+    # Ids written another way (here, with a prefix): every system would score 0 against them.
+    renamed = EvalSet(queries=one_query.queries, qrels={qid: {f"doc:{d}": s for d, s in judged.items()}})
+    with pytest.raises(EvaluationDataError, match=r"None of the \d+ judged documents is in index .* e\.g\. 'doc:"):
+        evaluation.run(renamed, specs, index_for)
+    with pytest.raises(EvaluationDataError, match="No query has a relevant judged document"):
+        evaluation.run(EvalSet(queries=one_query.queries, qrels={"other": judged}).judged(), specs, index_for)
+    partly = EvalSet(queries=one_query.queries, qrels={qid: {**judged, "not-in-the-corpus": 1}})
+    results = evaluation.run(partly, specs, index_for)
+    assert results["_meta"] == {"queries": 1, "judged_documents_not_in_index": 1}
+
+
 def test_labelled_training_is_refused_on_its_own_queries(client, minibeir, tmp_path):
     train_qrels = tmp_path / "train.tsv"
     lines = (minibeir / "qrels" / "test.tsv").read_text().splitlines()

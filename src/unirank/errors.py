@@ -101,6 +101,11 @@ class LeakageError(UnirankError):
     """An evaluation would score a model on queries it was trained on."""
 
 
+class EvaluationDataError(UnirankError):
+    """Queries and judgments that cannot measure anything: no query is judged, or the judged documents
+    are not in the index evaluated."""
+
+
 class TrainingError(UnirankError):
     """Training cannot start or continue with the given data."""
 

@@ -150,7 +150,9 @@ def evaluate(
     if as_json:
         print_json(results)
         return
-    table = Table(title=f"{name}: {meta['queries']} held-out queries")
+    missing = meta.get("judged_documents_not_in_index")
+    note = f" ({missing} judged documents are not in the index: misses for every system)" if missing else ""
+    table = Table(title=f"{name}: {meta['queries']} held-out queries{note}")
     table.add_column("system")
     for metric in METRICS:
         table.add_column(metric, justify="right")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from unirank.errors import UnirankError
+from unirank.errors import EvaluationDataError, UnirankError
 from unirank.evaluation.datasets import EvalSet
 from unirank.evaluation.leakage import check_no_leakage, leaked_queries
 from unirank.evaluation.metrics import score_run
@@ -83,8 +83,13 @@ class Evaluation:
             queries = data.queries
             if not queries:
                 raise UnirankError("Every evaluation query was used in training: nothing is held out.")
+        if not queries:
+            raise EvaluationDataError(
+                "No query has a relevant judged document, so there is nothing to score: check that the qrels "
+                "name the queries by the ids in the queries file (and that their scores are above 0).")
         check_no_leakage(queries, versions)
         results: dict[str, dict[str, float]] = {}
+        meta: dict[str, Any] = {"queries": len(queries)}
         embedders = list(dict.fromkeys(s.embedder for s in specs if s.embedder))
         rerank_pairs = [(s.embedder, s.reranker) for s in specs if s.embedder and s.reranker]
         lone_rerankers = [s.reranker for s in specs if s.reranker and not s.embedder]
@@ -96,6 +101,7 @@ class Evaluation:
             runner = SystemRunner(self.backend, index, self.settings.search,
                                   progress=lambda what, n, total: self.stage(f"{what} {n}/{total}") if n % 10 == 0 else None)
             if not bm25_done:
+                meta.update(self._check_judged_documents(data, index))
                 self.stage("bm25")
                 results["bm25"] = score_run(data.qrels, runner.bm25(queries))
                 bm25_done = True
@@ -108,8 +114,27 @@ class Evaluation:
                     self.stage(f"hybrid+rerank with {ref} + {r_ref}")
                     results[f"hybrid+rerank:{e_ref}+{r_ref}"] = score_run(
                         data.qrels, runner.rerank(queries, hits, self.reranker(r_ref)))
-        results["_meta"] = {"queries": len(queries)}  # type: ignore[assignment]
+        results["_meta"] = meta
         return results
+
+    def _check_judged_documents(self, data: EvalSet, index: str) -> dict[str, Any]:
+        """Judged documents the index lacks can only count as misses: all of them is a mistake (ids written
+        another way, another corpus), some of them is worth saying, as it lowers every system's score."""
+        judged = {doc for rels in data.qrels.values() for doc, score in rels.items() if score > 0}
+        indexed = {chunk.doc_id for batch in self.backend.iter_chunks(index) for chunk in batch}
+        missing = sorted(judged - indexed)
+        if not missing:
+            return {}
+        examples = ", ".join(repr(d) for d in missing[:3])
+        if len(missing) == len(judged):
+            known = ", ".join(repr(d) for d in sorted(indexed)[:2])
+            raise EvaluationDataError(
+                f"None of the {len(judged)} judged documents is in index {index!r} (the qrels name e.g. {examples}; "
+                f"the index holds e.g. {known}). Qrels name documents by the doc_id that "
+                "`unirank search --json` shows.")
+        self.stage(f"warning: {len(missing)} of {len(judged)} judged documents are not in index {index!r} "
+                   f"(e.g. {examples}); they count as misses for every system")
+        return {"judged_documents_not_in_index": len(missing)}
 
 
 def record_metrics(registry: ModelRegistry, results: dict, specs: list[ModelSpec], eval_name: str) -> None:

@@ -93,9 +93,6 @@ def resolve_tokenizer_path(tokenizer: str) -> str:
 
 
 def _remote_embedder(version: ModelVersion, settings: Settings) -> RemoteEmbedder:
-    if version.role != "embedder":
-        raise ModelLoadError(f"{version.ref} is a remote {version.role}, not an embedder: set embedder.model "
-                             "to an embedder.")
     record = version.record
     return RemoteEmbedder(
         Endpoint.from_record("embedder", record), settings.remote, name=version.name,
@@ -123,7 +120,10 @@ def _served_here(record: dict[str, Any], settings: Settings) -> str | None:
     if not model or not fingerprint:
         return None
     if model != BASE_ALIAS:
-        local = registry_version(model, settings.models_dir)
+        try:
+            local = registry_version(model, settings.models_dir)
+        except ModelNotFoundError:  # the server's registry names it; this one does not
+            return None
         if local is None or local.path is None or local.role != "embedder":
             return None
     here = settings.model_copy(deep=True)
@@ -196,6 +196,10 @@ def _quiet_transformers() -> None:
 
 def load_embedder(settings: Settings) -> Embedder:
     registered = registry_version(settings.embedder.model, settings.models_dir)
+    if registered is not None and registered.role != "embedder":
+        # A cross-encoder loads as a bi-encoder with a warning, and its vectors mean nothing.
+        raise ModelLoadError(f"{registered.ref} is registered as a {registered.role}, not an embedder: set "
+                             "embedder.model (or --model) to an embedder; `unirank models list` shows each role.")
     if _is_remote(registered):
         return _remote_embedder(registered, settings)  # type: ignore[arg-type]
     _quiet_transformers()
