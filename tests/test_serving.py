@@ -156,6 +156,7 @@ def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: http
         ("/v1/embeddings", {"input": "x", "model": "tiny-rerank"}, 400, "wrong_model_role"),
         ("/v1/embeddings", {"input": "x", "dimensions": 128}, 400, "invalid_dimensions"),
         ("/embed", {"inputs": "word " * 400}, 413, "input_too_long"),
+        ("/embed", {"inputs": "x", "normalize": False}, 400, "unsupported_option"),
         ("/rerank", {"query": "q", "texts": ["t"] * 9}, 413, "too_many_documents"),
         ("/rerank", {"query": " ", "texts": ["t"]}, 400, "empty_input"),
         ("/v1/rerank", {"query": "q", "documents": []}, 400, "empty_input"),

@@ -248,6 +248,10 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/embed", response_model=list[list[float]], dependencies=guarded,
               tags=["text-embeddings-inference"], summary="TEI-compatible embeddings")
     async def tei_embed(body: EmbedRequest) -> Response:
+        if not body.normalize:  # refused rather than ignored: a caller asking for raw vectors relies on them
+            raise ServingRequestError("normalize=false is not served: unirank embeds for cosine search, so its "
+                                      "vectors are always unit length. Drop the field or send true.",
+                                      code="unsupported_option")
         texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
         checked_texts(texts, "input")
         vectors, _ = await embed(state.catalog.find(body.model, "embedder"), texts, body.truncate)

@@ -44,7 +44,8 @@ class EmbeddingsResponse(BaseModel):
 class EmbedRequest(_Request):
     inputs: str | list[str]
     truncate: bool = False
-    normalize: bool = True
+    normalize: bool = Field(True, description="Vectors are always unit length (unirank searches by cosine): "
+                                              "false is refused with 400.")
     model: str | None = Field(None, description="unirank extension: a served model id.")
 
 
