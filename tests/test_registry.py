@@ -208,12 +208,14 @@ def test_optimized_copies_and_endpoints_share_their_sources_vectors_and_nothing_
 def test_registration_describes_a_folder_by_what_it_is_and_refuses_a_misfit(tmp_path):
     """A cross-encoder has no sentence vectors; a bi-encoder reranker ranks by cosine (as the server and
     search load it), not through a new, untrained classification head."""
-    from unirank.errors import ModelLoadError, UnirankError
+    from unirank.errors import ModelLoadError
     from unirank.registry.describe import describe_model_folder
     from unirank.training.reranker_trainer import build_cross_encoder
 
-    with pytest.raises(UnirankError, match="Unknown role 'ranker'"):
-        describe_model_folder(BASE, "ranker")
+    from unirank.errors import UnirankError
+
+    with pytest.raises(UnirankError, match="Unknown role 'ranker'"):  # what `models register` checks first
+        ModelRegistry(tmp_path / "models").check_registrable("handbook", "ranker")
     with pytest.raises(ModelLoadError, match="is not a folder"):
         describe_model_folder(tmp_path / "missing", "embedder")
     bi_reranker = describe_model_folder(BASE, "reranker")

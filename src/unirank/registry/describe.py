@@ -6,14 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unirank.errors import ModelLoadError, UnirankError
-from unirank.registry.store import ROLES
+from unirank.errors import ModelLoadError
 
 
 def describe_model_folder(path: Path, role: str) -> dict[str, Any]:
     path = Path(path)
-    if role not in ROLES:  # before loading anything: a typo should not cost a model load
-        raise UnirankError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
     if not path.is_dir():
         raise ModelLoadError(f"{path} is not a folder: give --path the folder a model was saved to.")
     config_path = path / "config.json"

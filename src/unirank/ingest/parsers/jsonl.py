@@ -5,7 +5,6 @@ A bad line fails the whole file: half a corpus in the index is worse than a clea
 
 from __future__ import annotations
 
-
 from unirank.errors import ParseError
 from unirank.ingest.documents import ParsedDocument, Section
 from unirank.ingest.parsers.common import decode_text
