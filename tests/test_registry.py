@@ -263,3 +263,15 @@ def test_a_reranker_version_is_refused_as_the_embedder(tmp_path):
     settings.embedder.model = "handbook-rerank@1"
     with pytest.raises(ModelLoadError, match="handbook-rerank@1 is registered as a reranker, not an embedder"):
         load_embedder(settings)
+
+
+def test_promotion_compares_figures_only_when_measured_on_the_same_queries(registry):
+    """A figure from other queries (another eval set, or --holdout-only dropping others) says nothing
+    about which model is better, however high it is."""
+    for ndcg, queries in [(0.40, "digest-a"), (0.45, "digest-b"), (0.42, "digest-a")]:
+        registry.register("cisi-embed", "embedder", path=BASE, record={
+            "dims": 384, "metrics": {"ndcg@10": ndcg, "eval_set": "beir:cisi", "eval_queries": queries}})
+    registry.promote("cisi-embed@1")
+    with pytest.raises(PromotionRefusedError, match="evaluated on other queries .* --models cisi-embed@1,cisi-embed@2"):
+        registry.promote("cisi-embed@2")
+    assert registry.promote("cisi-embed@3").aliases == ["prod"]

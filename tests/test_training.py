@@ -14,7 +14,7 @@ import pytest
 from data.make_minibeir import write as write_minibeir
 from unirank.errors import DimensionMismatchError, EmbedderMismatchError, LeakageError
 from unirank.evaluation.datasets import load_beir
-from unirank.evaluation.runner import Evaluation, record_metrics, resolve_specs
+from unirank.evaluation.runner import Evaluation, queries_digest, record_metrics, resolve_specs
 from unirank.registry import ModelRegistry
 from unirank.training.embedder_trainer import EmbedderTrainingConfig
 from unirank.training.examples import query_fingerprint
@@ -162,7 +162,8 @@ def test_eval_names_systems_and_records_metrics(client, minibeir, trained, tmp_p
     evaluation._embedders["base"] = client.embedder
     index_for = lambda emb: ensure_beir_index(client.settings, client.backend, emb, minibeir, lambda _: None)  # noqa: E731
     results = evaluation.run(load_beir(minibeir).judged(), specs, index_for)
-    assert results.pop("_meta") == {"queries": 12}
+    meta = results.pop("_meta")
+    assert meta["queries"] == 12 and meta["queries_digest"] == queries_digest(load_beir(minibeir).judged().queries)
     assert set(results) == {"bm25", "knn:base", "hybrid:base", "hybrid+rerank:base+base", "knn:tiny-embed@1",
                             "hybrid:tiny-embed@1", "hybrid+rerank:tiny-embed@1+tiny-rerank@1"}
     for scores in results.values():
@@ -171,6 +172,9 @@ def test_eval_names_systems_and_records_metrics(client, minibeir, trained, tmp_p
     assert results["knn:base"]["recall@100"] == 1.0  # 26 documents: everything is retrieved
     record_metrics(registry, results, specs, "beir:minibeir")
     assert registry.get("tiny-embed@1").metrics["ndcg@10"] == results["hybrid:tiny-embed@1"]["ndcg@10"]
+    # A reranker named alone reranks the base's hybrid results (before, nothing at all was scored).
+    alone = evaluation.run(load_beir(minibeir).judged(), resolve_specs(["tiny-rerank@1"], registry), index_for)
+    assert set(alone) - {"_meta"} == {"bm25", "knn:base", "hybrid:base", "hybrid+rerank:base+tiny-rerank@1"}
 
 
 def test_eval_refuses_judgments_that_cannot_measure_anything_and_counts_missing_documents(client, minibeir):
@@ -192,7 +196,7 @@ def test_eval_refuses_judgments_that_cannot_measure_anything_and_counts_missing_
         evaluation.run(EvalSet(queries=one_query.queries, qrels={"other": judged}).judged(), specs, index_for)
     partly = EvalSet(queries=one_query.queries, qrels={qid: {**judged, "not-in-the-corpus": 1}})
     results = evaluation.run(partly, specs, index_for)
-    assert results["_meta"] == {"queries": 1, "judged_documents_not_in_index": 1}
+    assert results["_meta"]["queries"] == 1 and results["_meta"]["judged_documents_not_in_index"] == 1
 
 
 def test_labelled_training_is_refused_on_its_own_queries(client, minibeir, tmp_path):
@@ -210,7 +214,7 @@ def test_labelled_training_is_refused_on_its_own_queries(client, minibeir, tmp_p
     with pytest.raises(LeakageError, match="6 of them"):
         evaluation.run(load_beir(minibeir).judged(), specs, index_for)
     held_out = evaluation.run(load_beir(minibeir).judged(), specs, index_for, holdout_only=True)
-    assert held_out["_meta"] == {"queries": 6}
+    assert held_out["_meta"]["queries"] == 6
 
 
 def test_index_rebuild_switches_embedder_atomically(client, trained, minibeir):
@@ -337,7 +341,7 @@ def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
     assert chart.stat().st_size > 10_000 and chart.read_bytes()[:4] == b"\x89PNG"
     run("models", "promote", "cli-embed@1", "--alias", "prod")
     shown = json.loads(run("models", "show", "cli-embed@prod", "--json"))
-    assert shown["metrics"]["eval_set"] == "beir:minibeir"
+    assert shown["metrics"]["eval_set"] == "beir:minibeir" and len(shown["metrics"]["eval_queries"]) == 12
     assert shown["metrics"]["ndcg@10"] == results["hybrid:cli-embed@1"]["ndcg@10"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -89,10 +91,12 @@ class Evaluation:
                 "name the queries by the ids in the queries file (and that their scores are above 0).")
         check_no_leakage(queries, versions)
         results: dict[str, dict[str, float]] = {}
-        meta: dict[str, Any] = {"queries": len(queries)}
+        meta: dict[str, Any] = {"queries": len(queries), "queries_digest": queries_digest(queries)}
         embedders = list(dict.fromkeys(s.embedder for s in specs if s.embedder))
         rerank_pairs = [(s.embedder, s.reranker) for s in specs if s.embedder and s.reranker]
         lone_rerankers = [s.reranker for s in specs if s.reranker and not s.embedder]
+        if not embedders:  # rerankers alone rerank the base's hybrid results (before, nothing was scored)
+            embedders = [BASE_ALIAS]
         rerank_pairs += [(e, r) for r in lone_rerankers for e in embedders]
         bm25_done = False
         for ref in embedders:
@@ -137,18 +141,25 @@ class Evaluation:
         return {"judged_documents_not_in_index": len(missing)}
 
 
+def queries_digest(queries: dict[str, str]) -> str:
+    """Which queries (ids and texts) a figure was measured on: promotion compares figures only when it matches."""
+    return hashlib.sha256(json.dumps(sorted(queries.items())).encode()).hexdigest()[:12]
+
+
 def record_metrics(registry: ModelRegistry, results: dict, specs: list[ModelSpec], eval_name: str) -> None:
     """Store each model's held-out figures in its registry record (what promotion compares)."""
+    where = {"eval_set": eval_name}
+    if "_meta" in results:
+        where["eval_queries"] = results["_meta"]["queries_digest"]
     for spec in specs:
         if spec.embedder and spec.embedder != BASE_ALIAS:
             hybrid = results.get(f"hybrid:{spec.embedder}")
             if hybrid:
-                registry.update_record(spec.embedder, metrics={**hybrid, "eval_set": eval_name,
-                                                                "system": f"hybrid:{spec.embedder}"})
+                registry.update_record(spec.embedder, metrics={**hybrid, **where, "system": f"hybrid:{spec.embedder}"})
         if spec.reranker and spec.reranker != BASE_ALIAS and spec.embedder:
             key = f"hybrid+rerank:{spec.embedder}+{spec.reranker}"
             if key in results:
-                registry.update_record(spec.reranker, metrics={**results[key], "eval_set": eval_name, "system": key})
+                registry.update_record(spec.reranker, metrics={**results[key], **where, "system": key})
 
 
 def plot(results: dict[str, dict[str, float]], path: Path, title: str) -> None:

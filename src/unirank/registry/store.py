@@ -160,6 +160,12 @@ class ModelRegistry:
         if new is None:
             return (f"{candidate.ref} has no held-out {PROMOTION_METRIC}; {current.ref} (current) has "
                     f"{old:.4f}. Evaluate it first.")
+        new_queries, old_queries = candidate.metrics.get("eval_queries"), current.metrics.get("eval_queries")
+        if new_queries and old_queries and new_queries != old_queries:
+            return (f"{candidate.ref} was evaluated on other queries ({candidate.metrics.get('eval_set')}) than "
+                    f"{current.ref} ({current.metrics.get('eval_set')}), so their {PROMOTION_METRIC} cannot be "
+                    f"compared. Evaluate both on the same queries: unirank eval ... --models "
+                    f"{current.ref},{candidate.ref}.")
         if new < old:
             return (f"{candidate.ref} scores {PROMOTION_METRIC} {new:.4f} on the held-out set, worse than "
                     f"{current.ref} at {old:.4f}.")
