@@ -401,3 +401,16 @@ def test_training_settings_that_cannot_train_are_refused(minibeir, embedder, mes
 
     with pytest.raises(TrainingError, match=message):
         TrainRequest(name="x", beir=minibeir, embedder=EmbedderTrainingConfig(**embedder)).validate()
+
+
+def test_too_little_data_is_refused_saying_what_was_made_of_it(client, tmp_path):
+    from unirank.errors import TrainingError
+
+    one = tmp_path / "one-document"
+    one.mkdir()
+    (one / "corpus.jsonl").write_text(
+        '{"_id": "d1", "title": "Refunds", "text": "Refunds take five days. They go back to the card used."}\n')
+    job = TrainJob(client.settings, client.backend, client.embedder, tiny_request("one", one))
+    with pytest.raises(TrainingError, match=r"Only \d+ usable training pairs \(\d+ pseudo-queries made from 1 "
+                                            r"passages, \d+ kept .*\); training needs at least 8"):
+        job.run()

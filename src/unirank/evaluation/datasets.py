@@ -78,6 +78,8 @@ def load_qrels(path: Path) -> Qrels:
 def load_beir(folder: Path, split: str = "test") -> EvalSet:
     folder = Path(folder)
     corpus = folder / "corpus.jsonl"
+    if not folder.is_dir():
+        raise UnirankError(f"{folder} does not exist: give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")
     if not corpus.exists():
         raise UnirankError(f"{folder} is not a BEIR folder: corpus.jsonl is missing.")
     return EvalSet(queries=load_queries(folder / "queries.jsonl"),

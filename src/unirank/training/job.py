@@ -158,7 +158,12 @@ class TrainJob:
         pairs, stats = self._training_data(index, chunks)
         split = split_pairs(pairs, seed=req.seed)
         if not split.validation or len(split.train) < 8:
-            raise TrainingError(f"Only {len(pairs)} usable training pairs: give more documents or labels.")
+            generated = sum(stats.get("pseudo_generated", {}).values())
+            made = (f" ({generated} pseudo-queries made from {len(chunks)} passages, "
+                    f"{sum(stats.get('pseudo_kept', {}).values())} kept after the consistency filter and mining)"
+                    if "pseudo_generated" in stats else "")
+            raise TrainingError(f"Only {len(pairs)} usable training pairs{made}; training needs at least 8 and a "
+                                "validation split: give more documents or labels.")
         corpus = validation_corpus(chunks, split.validation, req.seed)
 
         timings: dict[str, float] = {}
