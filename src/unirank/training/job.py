@@ -387,9 +387,10 @@ def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embe
     corpus = Path(folder) / "corpus.jsonl"
     if not corpus.exists():
         raise TrainingError(f"{folder} is not a BEIR folder: corpus.jsonl is missing.")
-    if backend.exists(name) and not makes_vectors_of(embedder, backend.model(name)):
+    cached = backend.model(name) if backend.exists(name) else None
+    if cached is not None and not makes_vectors_of(embedder, cached):
         # This function's own cache, yet another model's vectors are in it (an `index rebuild` of it).
-        stage(f"{name} holds {backend.model(name)}'s vectors, not {embedder.signature}'s: indexing it again")
+        stage(f"{name} holds {cached}'s vectors, not {embedder.signature}'s: indexing it again")
         backend.delete_index(name)
     stage(f"indexing {corpus} into {name} (skipped when unchanged)")
     Ingestor(backend, embedder, settings.chunking, settings.storage,
