@@ -122,6 +122,16 @@ class BackendConformance:
         assert all(h.chunk.source_uri != "mem://a" for h in backend.knn(filled, unit(1, 0), 10))
         assert "mem://a" not in backend.source_states(filled)
 
+    def test_documents_present_names_only_indexed_documents(self, backend, filled):
+        asked = ["mem://a", "mem://c", "mem://zzz", "mem://"]
+        assert backend.documents_present(filled, asked) == {"mem://a", "mem://c"}
+        assert backend.documents_present(filled, []) == set()
+        backend.delete(filled, ["mem://a"])
+        backend.flush(filled)
+        assert backend.documents_present(filled, ["mem://a", "mem://b"]) == {"mem://b"}
+        many = [f"mem://missing-{i}" for i in range(2000)] + ["mem://b"]
+        assert backend.documents_present(filled, many) == {"mem://b"}
+
     def test_wrong_dimensions_are_refused_before_writing(self, backend, filled):
         bad = source("mem://d", ["x"], [np.ones(DIMS + 4, dtype=np.float32)])
         with pytest.raises(DimensionMismatchError, match=r"8 dimensions.*12"):

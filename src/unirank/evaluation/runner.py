@@ -125,13 +125,13 @@ class Evaluation:
         """Judged documents the index lacks can only count as misses: all of them is a mistake (ids written
         another way, another corpus), some of them is worth saying, as it lowers every system's score."""
         judged = {doc for rels in data.qrels.values() for doc, score in rels.items() if score > 0}
-        indexed = {chunk.doc_id for batch in self.backend.iter_chunks(index) for chunk in batch}
-        missing = sorted(judged - indexed)
+        missing = sorted(judged - self.backend.documents_present(index, judged))
         if not missing:
             return {}
         examples = ", ".join(repr(d) for d in missing[:3])
         if len(missing) == len(judged):
-            known = ", ".join(repr(d) for d in sorted(indexed)[:2])
+            first_chunks = next(self.backend.iter_chunks(index, batch_size=20), [])
+            known = ", ".join(repr(d) for d in list(dict.fromkeys(c.doc_id for c in first_chunks))[:2])
             raise EvaluationDataError(
                 f"None of the {len(judged)} judged documents is in index {index!r} (the qrels name e.g. {examples}; "
                 f"the index holds e.g. {known}). Qrels name documents by the doc_id that "

@@ -6,7 +6,7 @@ their chunks hydrated and ``scores`` naming the stage that produced each score.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Collection, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -50,6 +50,11 @@ class SearchBackend(Protocol):
 
     def iter_chunks(self, index: str, batch_size: int = 1000) -> Iterator[list[Chunk]]:
         """Every chunk in the index, in batches (training data, re-embedding into a new index)."""
+        ...
+
+    def documents_present(self, index: str, doc_ids: Collection[str]) -> set[str]:
+        """Which of ``doc_ids`` have chunks in the index, without reading the chunks (checking an eval
+        set's judgements against a large index)."""
         ...
 
     def flush(self, index: str) -> None:

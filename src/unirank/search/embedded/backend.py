@@ -14,7 +14,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -300,6 +300,11 @@ class EmbeddedBackend:
         handle = self._handle(index)
         for rows in handle.store.iter_all(batch_size):
             yield [chunk for _, chunk, _ in rows]
+
+    def documents_present(self, index: str, doc_ids: Collection[str]) -> set[str]:
+        handle = self._handle(index)
+        with handle.lock:
+            return handle.store.documents_present(doc_ids)
 
     def flush(self, index: str) -> None:
         handle = self._handle(index)

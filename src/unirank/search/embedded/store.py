@@ -10,7 +10,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -201,6 +201,17 @@ class ChunkStore:
             if not result:
                 return set()
         return result or set()
+
+    def documents_present(self, doc_ids: Collection[str]) -> set[str]:
+        """Looked up in the filter terms' index (``doc_id=…``), so the chunk rows are never read."""
+        wanted = list(dict.fromkeys(doc_ids))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 900):
+            terms = [f"doc_id={d}" for d in wanted[start : start + 900]]
+            marks = ",".join("?" * len(terms))
+            rows = self.db.execute(f"SELECT DISTINCT term FROM chunk_filters WHERE term IN ({marks})", terms)
+            found.update(term.removeprefix("doc_id=") for (term,) in rows)
+        return found
 
     def vectors_by_key(self, keys: Sequence[int], dims: int) -> np.ndarray:
         out = np.zeros((len(keys), dims), dtype=np.float32)
