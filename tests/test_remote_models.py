@@ -192,6 +192,15 @@ def test_registration_without_a_model_id_uses_the_server_default_and_refuses_unk
     assert time.perf_counter() - started < 2  # a 4xx is not retried
 
 
+def test_an_openai_style_base_url_ending_in_v1_names_the_same_server(server, tmp_path):
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    record = describe_endpoint(Endpoint(url=f"{server.url}/v1/", api="openai", role="embedder",
+                                        remote_model="base"), settings.remote)
+    assert record["endpoint"] == server.url and record["dims"] == 384
+    with pytest.raises(RemoteModelError, match="names no host"):
+        Endpoint(url="http:///v1", api="openai", role="embedder")
+
+
 # -- same model, same answers --------------------------------------------------------------------
 @pytest.mark.parametrize("api", ["openai", "tei"])
 def test_remote_vectors_equal_in_process_vectors(client_settings, remote, base_embedder, api):

@@ -131,6 +131,12 @@ class Endpoint:
             raise RemoteModelError(f"{'An' if self.role == 'embedder' else 'A'} {self.role} endpoint speaks {' or '.join(allowed)}, not {self.api!r}.")
         if not self.url.startswith(("http://", "https://")):
             raise RemoteModelError(f"Endpoint {self.url!r} is not an http:// or https:// URL.")
+        # The server's root is what is recorded: the paths called carry their own ``/v1``, but an
+        # OpenAI client's base URL ends in it (as ``chat.llm_base_url`` does), so it is taken either way.
+        root = self.url.rstrip("/").removesuffix("/v1").rstrip("/")
+        if "://" not in root or not root.split("://", 1)[1]:
+            raise RemoteModelError(f"Endpoint {self.url!r} names no host.")
+        object.__setattr__(self, "url", root)
         if self.token_env and self.token_file:
             raise RemoteModelError("Give either --token-env or --token-file, not both.")
 
@@ -157,7 +163,7 @@ class RemoteClient:
         self.settings = settings
         self.tokens = TokenSource(endpoint.token_env, endpoint.token_file)
         self.http = httpx.Client(
-            base_url=endpoint.url.rstrip("/"),
+            base_url=endpoint.url,
             timeout=settings.timeout_s,
             limits=httpx.Limits(max_connections=settings.max_connections,
                                 max_keepalive_connections=settings.max_connections),
@@ -248,7 +254,7 @@ class RemoteClient:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _where(self, path: str) -> str:
-        return f"{self.endpoint.url.rstrip('/')}{path}"
+        return f"{self.endpoint.url}{path}"
 
     def _log_retry(self, method: str, path: str) -> Any:
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -535,7 +541,7 @@ def describe_endpoint(endpoint: Endpoint, settings: RemoteSettings, *, tokenizer
     """
     info = probe_endpoint(endpoint, settings)
     record: dict[str, Any] = {
-        "endpoint": endpoint.url.rstrip("/"),
+        "endpoint": endpoint.url,
         "api": endpoint.api,
         "token_env": endpoint.token_env,
         "token_file": str(Path(endpoint.token_file).expanduser().resolve()) if endpoint.token_file else None,
