@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from serving_helpers import free_port
 from unirank.errors import ExportError, ModelNotFoundError, PromotionRefusedError
 from unirank.models.loading import resolve_model_path
 from unirank.registry import ModelRegistry
@@ -149,6 +150,11 @@ def test_export_to_a_missing_bucket_is_refused_without_creating_it(registry, s3_
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
                       aws_secret_access_key="testing", region_name="us-east-1")
     assert "no-such-bucket" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    # An endpoint nobody answers on is said to be unreachable, not reported as a missing bucket.
+    dead = StorageSettings(endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="testing",
+                           secret_access_key="testing", region="us-east-1")
+    with pytest.raises(ExportError, match=r"Cannot reach s3://model-artefacts: Could not connect"):
+        registry.export("cisi-embed@1", "s3://model-artefacts/models", dead)
 
 
 def test_cli_register_promote_rollback_and_export(tmp_path):

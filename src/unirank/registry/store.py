@@ -211,9 +211,14 @@ class ModelRegistry:
         dest = f"{location.path.rstrip('/')}/{mv.name}-v{mv.version}"
         if location.is_object_storage:
             bucket = location.path.split("/", 1)[0]
-            if not location.fs.exists(bucket):
+            try:  # not fs.exists: it answers False for missing credentials or an unreachable endpoint too
+                location.fs.info(bucket)
+            except FileNotFoundError:
                 raise ExportError(f"{location.scheme}://{bucket} does not exist: create the bucket first "
-                                  "(export does not create buckets), or check the name and storage endpoint.")
+                                  "(export does not create buckets), or check the name and storage endpoint.") from None
+            except Exception as exc:
+                raise ExportError(f"Cannot reach {location.scheme}://{bucket}: {exc}. Check the storage settings "
+                                  "(storage.endpoint_url, credentials) and export again.") from exc
 
         def target(path: Path) -> str:
             relative = path.relative_to(root).as_posix()
