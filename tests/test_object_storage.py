@@ -7,6 +7,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from serving_helpers import free_port
 from unirank.errors import SourceError
 from unirank.settings import StorageSettings
 
@@ -62,4 +63,13 @@ def test_missing_bucket_is_reported(client, s3_endpoint):
     client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
     with pytest.raises(SourceError, match="does not exist"):
         client.ingest("s3://no-such-bucket/x", "s3docs")
+    with pytest.raises(SourceError, match="s3://no-such-bucket does not exist"):
+        client.ingest("s3://no-such-bucket", "s3docs")
+    assert not client.backend.exists("s3docs")
+
+
+def test_an_unreachable_endpoint_is_not_reported_as_a_missing_bucket(client):
+    client.settings.storage = StorageSettings(endpoint_url=f"http://127.0.0.1:{free_port()}", **KEYS)
+    with pytest.raises(SourceError, match=r"Cannot list s3://handbook: Could not connect"):
+        client.ingest("s3://handbook", "s3docs")
     assert not client.backend.exists("s3docs")

@@ -39,15 +39,14 @@ class DocumentSource:
         return f"{self.scheme}://{path.rstrip('/')}"
 
     def list(self) -> list[SourceFile]:
-        try:
-            if not self.fs.exists(self.path):
-                raise SourceError(f"{self.root_uri} does not exist. Check the path or bucket name.")
-            if self.fs.isfile(self.path):
-                entries = {self.path: self.fs.info(self.path)}
+        try:  # not fs.exists: on object storage it answers False for missing credentials too
+            root = self.fs.info(self.path)
+            if root.get("type", "file") == "file":
+                entries = {self.path: root}
             else:
                 entries = self.fs.find(self.path, detail=True)
-        except SourceError:
-            raise
+        except FileNotFoundError:
+            raise SourceError(f"{self.root_uri} does not exist. Check the path or bucket name.") from None
         except Exception as exc:  # permissions, credentials, network: say which source failed
             raise SourceError(f"Cannot list {self.root_uri}: {exc}") from exc
         files = []
