@@ -1,4 +1,4 @@
-"""Pick the checkpoint to resume from: the newest *complete* one.
+"""Checkpoints: how both trainers save them, and which one a re-run resumes from.
 
 A run killed while writing a checkpoint leaves a folder without ``trainer_state.json``; resuming
 from it fails, so such folders are removed and the previous checkpoint is used.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -26,3 +27,27 @@ def resumable_checkpoint(checkpoints: Path) -> str | None:
             log.warning("removing incomplete checkpoint %s (the run was killed while saving it)", folder)
             shutil.rmtree(folder, ignore_errors=True)
     return str(complete) if complete else None
+
+
+def best_checkpoint_arguments(checkpoints: Path, *, eval_steps: int, metric: str, seed: int,
+                              bf16: bool) -> dict[str, Any]:
+    """Trainer arguments the embedder and reranker share: validate and save every ``eval_steps``, keep
+    the checkpoint best on ``metric`` (and one more, to resume from), seeded, on the CPU."""
+    return dict(
+        output_dir=str(checkpoints),
+        seed=seed,
+        data_seed=seed,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=True,
+        logging_steps=max(1, eval_steps // 4),
+        report_to="none",
+        use_cpu=True,
+        bf16=bf16,
+        dataloader_num_workers=0,
+    )

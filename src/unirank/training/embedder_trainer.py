@@ -11,7 +11,7 @@ from typing import Literal, Sequence
 from unirank.errors import ConfigurationError
 from unirank.models.loading import load_sentence_transformer
 from unirank.models.precision import refuse_emulated_bf16_training
-from unirank.training.checkpoints import resumable_checkpoint
+from unirank.training.checkpoints import best_checkpoint_arguments, resumable_checkpoint
 from unirank.training.centering import DEFAULT_WHITENING, check_whitening_strength, freeze_centering
 from unirank.training.examples import TrainingPair
 from unirank.training.losses import KnownPositivesMNRL
@@ -258,28 +258,14 @@ def train_embedder(
     eval_steps = planned_eval_steps(config, steps_per_epoch, total_steps)
     checkpoints = output_dir / "checkpoints"
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoints),
         num_train_epochs=config.epochs,
         max_steps=max_steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=planned_learning_rate(config, labelled=labelled),
         warmup_steps=int(config.warmup_ratio * total_steps),
-        seed=config.seed,
-        data_seed=config.seed,
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_val_cosine_ndcg@10",
-        greater_is_better=True,
-        logging_steps=max(1, eval_steps // 4),
-        report_to="none",
-        use_cpu=True,
-        bf16=config.bf16,
-        dataloader_num_workers=0,
+        **best_checkpoint_arguments(checkpoints, eval_steps=eval_steps, metric="eval_val_cosine_ndcg@10",
+                                    seed=config.seed, bf16=config.bf16),
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
                                          loss=_loss(loss, model, base_path, config, rows), evaluator=evaluator)

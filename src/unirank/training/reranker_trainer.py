@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from unirank.models.precision import refuse_emulated_bf16_training
-from unirank.training.checkpoints import resumable_checkpoint
+from unirank.training.checkpoints import best_checkpoint_arguments, resumable_checkpoint
 from unirank.training.examples import RandomNegatives, TrainingPair
 
 log = logging.getLogger(__name__)
@@ -141,27 +141,13 @@ def train_reranker(
     eval_steps = config.eval_steps or min(steps_per_epoch, max(1, total_steps))
     checkpoints = output_dir / "checkpoints"
     args = CrossEncoderTrainingArguments(
-        output_dir=str(checkpoints),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         warmup_steps=int(config.warmup_ratio * steps_per_epoch * config.epochs),
-        seed=config.seed,
-        data_seed=config.seed,
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_val_ndcg@10",
-        greater_is_better=True,
-        logging_steps=max(1, eval_steps // 4),
-        report_to="none",
-        use_cpu=True,
-        bf16=config.bf16,
-        dataloader_num_workers=0,
+        **best_checkpoint_arguments(checkpoints, eval_steps=eval_steps, metric="eval_val_ndcg@10",
+                                    seed=config.seed, bf16=config.bf16),
     )
     resume = resumable_checkpoint(checkpoints)
     if resume:
