@@ -157,6 +157,12 @@ def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: http
         ("/v1/embeddings", {"input": "x", "dimensions": 128}, 400, "invalid_dimensions"),
         ("/embed", {"inputs": "word " * 400}, 413, "input_too_long"),
         ("/embed", {"inputs": "x", "normalize": False}, 400, "unsupported_option"),
+        ("/embed", {"inputs": "x", "truncation_direction": "Left"}, 400, "unsupported_option"),
+        ("/embed", {"inputs": "x", "prompt_name": "query"}, 400, "unsupported_option"),
+        ("/rerank", {"query": "q", "texts": ["t"], "truncation_direction": "left"}, 400, "unsupported_option"),
+        ("/embed", {"inputs": "x", "truncation_direction": "Middle"}, 422, "invalid_request"),
+        ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 422, "invalid_request"),
+        ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, 422, "invalid_request"),
         ("/rerank", {"query": "q", "texts": ["t"] * 9}, 413, "too_many_documents"),
         ("/rerank", {"query": " ", "texts": ["t"]}, 400, "empty_input"),
         ("/v1/rerank", {"query": "q", "documents": []}, 400, "empty_input"),
@@ -179,6 +185,11 @@ def test_truncate_on_request_and_openai_sdk_errors(server: ModelServer, http: ht
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=TOKEN, max_retries=0)
     with pytest.raises(openai.NotFoundError, match="not served here"):
         client.embeddings.create(model="gpt-nothing", input="x")
+    # A body the schema refuses comes back in OpenAI's error shape, so the SDK shows what is wrong.
+    with pytest.raises(openai.UnprocessableEntityError, match=r"encoding_format: Input should be 'float' or"):
+        client.embeddings.create(model="base", input="x", encoding_format="hex")  # type: ignore[arg-type]
+    garbled = http.post("/embed", content=b"{inputs: x", headers={"Content-Type": "application/json"})
+    assert garbled.status_code == 422 and garbled.json()["error"].startswith("The request body is not valid JSON")
     with pytest.raises(openai.APIStatusError, match="the limit is 256"):
         client.embeddings.create(model="base", input=long_text)
     assert len(client.embeddings.create(model="base", input=long_text, extra_body={"truncate": True}

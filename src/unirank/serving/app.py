@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -164,6 +165,39 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
     async def unirank_error(request: Request, exc: UnirankError) -> JSONResponse:
         return JSONResponse(error_body(request, str(exc), "server_error"), 500)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # In the route's own error shape, so SDKs show the message instead of an unparsed body.
+        return JSONResponse(error_body(request, validation_message(exc.errors()), "invalid_request"), 422)
+
+
+def validation_message(errors: Any) -> str:
+    """One line a person can act on, from pydantic's error list."""
+    parts = []
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            return f"The request body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})."
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return "Invalid request: " + "; ".join(parts) + "."
+
+
+def refuse_unsupported_tei_options(truncation_direction: str, *, prompt_name: str | None = None,
+                                   normalize: bool = True) -> None:
+    """TEI options that would change the answer are refused rather than ignored: a caller relies on them."""
+    if not normalize:
+        raise ServingRequestError("normalize=false is not served: unirank embeds for cosine search, so its "
+                                  "vectors are always unit length. Drop the field or send true.",
+                                  code="unsupported_option")
+    if truncation_direction.lower() == "left":
+        raise ServingRequestError("truncation_direction=Left is not served: texts over the limit are cut at the "
+                                  "end (Right). Drop the field, or shorten the texts yourself.",
+                                  code="unsupported_option")
+    if prompt_name is not None:
+        raise ServingRequestError(f"prompt_name={prompt_name!r} is not served: unirank's models have no named "
+                                  "prompts. Drop the field and put any prefix in the text.",
+                                  code="unsupported_option")
+
 
 def json_response(payload: BaseModel | list[Any]) -> Response:
     """The body serialised in one pass (pydantic-core, or the json module for plain lists). Returning the
@@ -248,10 +282,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/embed", response_model=list[list[float]], dependencies=guarded,
               tags=["text-embeddings-inference"], summary="TEI-compatible embeddings")
     async def tei_embed(body: EmbedRequest) -> Response:
-        if not body.normalize:  # refused rather than ignored: a caller asking for raw vectors relies on them
-            raise ServingRequestError("normalize=false is not served: unirank embeds for cosine search, so its "
-                                      "vectors are always unit length. Drop the field or send true.",
-                                      code="unsupported_option")
+        refuse_unsupported_tei_options(body.truncation_direction, prompt_name=body.prompt_name,
+                                       normalize=body.normalize)
         texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
         checked_texts(texts, "input")
         vectors, _ = await embed(state.catalog.find(body.model, "embedder"), texts, body.truncate)
@@ -260,6 +292,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
               dependencies=guarded, tags=["text-embeddings-inference"], summary="TEI-compatible rerank")
     async def tei_rerank(body: TeiRerankRequest) -> list[TeiRank]:
+        refuse_unsupported_tei_options(body.truncation_direction)
         model = state.catalog.find(body.model, "reranker")
         scores, _ = await rerank(model, body.query, body.texts, body.truncate, body.raw_scores)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])

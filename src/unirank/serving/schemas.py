@@ -46,6 +46,9 @@ class EmbedRequest(_Request):
     truncate: bool = False
     normalize: bool = Field(True, description="Vectors are always unit length (unirank searches by cosine): "
                                               "false is refused with 400.")
+    truncation_direction: Literal["Right", "right", "Left", "left"] = Field(
+        "Right", description="Only Right (cut at the end) is served; Left is refused with 400.")
+    prompt_name: str | None = Field(None, description="unirank's models have no named prompts: refused with 400.")
     model: str | None = Field(None, description="unirank extension: a served model id.")
 
 
@@ -55,6 +58,8 @@ class TeiRerankRequest(_Request):
     truncate: bool = False
     raw_scores: bool = Field(False, description="Cross-encoder logits instead of sigmoid probabilities.")
     return_text: bool = False
+    truncation_direction: Literal["Right", "right", "Left", "left"] = Field(
+        "Right", description="Only Right (cut at the end) is served; Left is refused with 400.")
     model: str | None = Field(None, description="unirank extension: a served model id.")
 
 
