@@ -74,6 +74,11 @@ def test_openai_sdk_embeddings_match_in_process_model(server: ModelServer, base_
     assert served.shape == (2, 384)
     np.testing.assert_allclose(served, base_embedder.embed_documents(texts), atol=1e-5)
     assert response.model == "base" and response.usage.prompt_tokens > 10
+    card = client.models.retrieve("tiny-rerank@prod")
+    assert card.id == "tiny-rerank@prod" and card.model_extra["role"] == "reranker"
+    assert client.models.retrieve("swap-embed").id == "swap-embed@prod"  # a bare name, as requests take it
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        client.models.retrieve("gpt-nothing")
 
     plain = httpx.post(f"{server.url}/v1/embeddings", json={"input": texts[0], "encoding_format": "float"},
                        headers={"Authorization": f"Bearer {TOKEN}"}).json()

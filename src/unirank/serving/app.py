@@ -317,6 +317,11 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     async def list_models() -> ModelList:
         return ModelList(data=[ModelCard(**m.describe()) for m in state.catalog.models()])
 
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, dependencies=[Depends(authorized)],
+             tags=["OpenAI"], summary="One served model (the OpenAI SDK's models.retrieve)")
+    async def retrieve_model(model_id: str) -> ModelCard:
+        return ModelCard(**state.catalog.get(model_id).describe())
+
     @app.get("/health", response_model=Health, tags=["operations"],
              responses={503: {"model": Health, "description": "Loading the models failed."}})
     async def health() -> Any:

@@ -126,20 +126,26 @@ class ModelCatalog:
         with self._lock:
             return [self._models[r] for r in self.refs if r in self._models]
 
+    def get(self, requested: str) -> ServedModel:
+        """The served model ``requested`` names: its served id, its bare name, or NAME@VERSION."""
+        models = self.models()
+        for m in models:
+            name = parse_reference(m.id)[0]
+            if requested in (m.id, name, f"{name}@{m.version}"):
+                return m
+        raise ServingRequestError(
+            f"Model {requested!r} is not served here. Served: {', '.join(m.id for m in models)}.",
+            status_code=404, code="model_not_found")
+
     def find(self, requested: str | None, role: str) -> ServedModel:
-        """``requested`` may be the served id, its bare name, or omitted (the first model of ``role``)."""
+        """``requested`` as :meth:`get` takes it, or omitted (the first model of ``role``)."""
         models = self.models()
         if requested:
-            for m in models:
-                if requested == m.id or requested == parse_reference(m.id)[0] or \
-                        requested == f"{parse_reference(m.id)[0]}@{m.version}":
-                    if role == "embedder" and m.embedder is None:
-                        raise ServingRequestError(f"{requested!r} is a reranker; it cannot embed.",
-                                                  status_code=400, code="wrong_model_role")
-                    return m
-            raise ServingRequestError(
-                f"Model {requested!r} is not served here. Served: {', '.join(m.id for m in models)}.",
-                status_code=404, code="model_not_found")
+            m = self.get(requested)
+            if role == "embedder" and m.embedder is None:
+                raise ServingRequestError(f"{requested!r} is a reranker; it cannot embed.",
+                                          status_code=400, code="wrong_model_role")
+            return m
         preferred = [m for m in models if m.role == role]
         fallback = [m for m in models if role == "reranker" or m.embedder is not None]
         if preferred or fallback:
