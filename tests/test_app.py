@@ -147,7 +147,9 @@ def test_citation_endpoint_and_feedback(http):
     click = http.post("/v1/feedback", json={"message_id": mid, "kind": "click", "citation": n})
     assert click.status_code == 201 and click.json()["citation"] == n
     assert http.post("/v1/feedback", json={"message_id": mid, "kind": "click"}).status_code == 400
-    assert http.post("/v1/feedback", json={"message_id": mid, "kind": "love"}).status_code == 422
+    love = http.post("/v1/feedback", json={"message_id": mid, "kind": "love"})
+    assert love.status_code == 422
+    assert love.json()["error"]["message"].startswith("Invalid request: kind: Input should be")
     assert http.post("/v1/feedback", json={"message_id": "nope", "kind": "up"}).status_code == 404
     events = http.get("/v1/feedback", params={"message_id": mid}).json()["events"]
     assert [(e["kind"], e["citation"]) for e in events] == [("up", None), ("click", n)]
@@ -158,6 +160,8 @@ def test_errors_are_clear(http):
                                                       "messages": [{"role": "user", "content": "hi"}]})
     assert missing.status_code == 404 and "unirank ingest" in missing.json()["error"]["message"]
     assert http.post("/v1/chat/completions", json={"messages": []}).status_code == 422
+    garbled = http.post("/v1/chat/completions", content=b"{messages", headers={"Content-Type": "application/json"})
+    assert garbled.status_code == 422 and "not valid JSON" in garbled.json()["error"]["message"]
     last_assistant = http.post("/v1/chat/completions", json={"messages": [{"role": "assistant", "content": "hi"}]})
     assert last_assistant.status_code == 400 and "user" in last_assistant.json()["error"]["message"]
     assert http.post("/v1/sessions/nope/messages", json={"content": "hi"}).status_code == 404

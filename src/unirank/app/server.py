@@ -32,6 +32,7 @@ from unirank.errors import (
     AnswererError, ConfigurationError, ConversationNotFoundError, IndexNotFoundError, InvalidQueryError,
     RerankLimitError, UnirankError,
 )
+from unirank.request_errors import validation_message
 from unirank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return _error(422, f"Invalid request: {detail}", "invalid_request_error")
+        return _error(422, validation_message(exc.errors()), "invalid_request_error")
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from unirank.errors import AuthenticationError, ModelNotReadyError, ServingRequestError, UnirankError
+from unirank.request_errors import validation_message
 from unirank.serving.auth import TokenStore
 from unirank.serving.batcher import MicroBatcher
 from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
@@ -169,17 +170,6 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         # In the route's own error shape, so SDKs show the message instead of an unparsed body.
         return JSONResponse(error_body(request, validation_message(exc.errors()), "invalid_request"), 422)
-
-
-def validation_message(errors: Any) -> str:
-    """One line a person can act on, from pydantic's error list."""
-    parts = []
-    for error in errors:
-        if error.get("type") == "json_invalid":
-            return f"The request body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})."
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
-    return "Invalid request: " + "; ".join(parts) + "."
 
 
 def refuse_unsupported_tei_options(truncation_direction: str, *, prompt_name: str | None = None,
