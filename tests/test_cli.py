@@ -79,3 +79,15 @@ def test_invalid_settings_are_reported(run, tmp_path):
     (tmp_path / "unirank.toml").write_text('[reranker]\ntop_k = 80\n')
     proc = run("config", "show", ok=False)
     assert proc.returncode == 2 and "at most 50" in proc.stderr
+    # A misspelt key is refused, not left silently at its default; the message suggests the real one.
+    (tmp_path / "unirank.toml").write_text('[embedder]\nmodle = "team-embed@prod"\n[serch]\ntop_k = 3\n')
+    proc = run("models", "list", ok=False, extra_env={"UNIRANK_CHAT__ANSWERR": "openai"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    for line in ("unknown setting embedder.modle (did you mean embedder.model?)",
+                 "unknown setting serch (did you mean search?)",
+                 "unknown setting chat.answerr (did you mean chat.answerer?)"):
+        assert line in " ".join(proc.stderr.split()), proc.stderr
+    (tmp_path / "unirank.toml").unlink()
+    proc = run("config", "show", ok=False, extra_env={"UNIRANK_SERVING__API_KEYS": "key-1,key-2"})
+    assert proc.returncode == 2 and "UNIRANK_SERVING__API_KEYS could not be read" in proc.stderr
+    assert "takes JSON" in " ".join(proc.stderr.split())

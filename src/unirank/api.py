@@ -28,7 +28,7 @@ class Unirank:
     """Models load on first use, so listing indexes or showing settings stays instant."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings or Settings.load()
 
     @cached_property
     def backend(self) -> SearchBackend:

@@ -6,23 +6,33 @@ The TOML file is ``./unirank.toml`` unless ``UNIRANK_CONFIG`` names another.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+from unirank.errors import ConfigurationError
 
 #: The most candidates a cross-encoder may rescore in one search.
 MAX_RERANK_TOP_K = 50
 
 
-class EmbedderSettings(BaseModel):
+class _Section(BaseModel):
+    #: A misspelt key (``[embedder] modle = …``) is an error, not a setting silently left at its default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbedderSettings(_Section):
     #: ``base`` is the bundled all-MiniLM-L6-v2; otherwise a local path or a hub id.
     model: str = "base"
     #: Texts per forward pass. Small batches are faster on CPU: less padding and activations that stay in
@@ -43,7 +53,7 @@ class EmbedderSettings(BaseModel):
     query_threads: int = Field(0, ge=0)
 
 
-class RerankerSettings(BaseModel):
+class RerankerSettings(_Section):
     #: A cross-encoder folder, a registry ref (``NAME-rerank@prod``), a hub id, ``base`` (the
     #: bundled bi-encoder rescoring by cosine), or ``none``.
     model: str = "base"
@@ -71,7 +81,7 @@ class RerankerSettings(BaseModel):
         return value
 
 
-class ChunkingSettings(BaseModel):
+class ChunkingSettings(_Section):
     #: Tokens per chunk, counted with the embedder's own tokenizer.
     size: int = Field(512, ge=16)
     overlap: int = Field(64, ge=0)
@@ -83,12 +93,12 @@ class ChunkingSettings(BaseModel):
         return self
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(_Section):
     #: Chunks embedded and committed together; a killed run loses at most one batch of work.
     batch_chunks: int = Field(512, ge=1)
 
 
-class SearchSettings(BaseModel):
+class SearchSettings(_Section):
     mode: Literal["bm25", "knn", "hybrid"] = "hybrid"
     top_k: int = Field(10, ge=1, le=1000)
     #: Reciprocal-rank-fusion constant: larger flattens the rank curve. RRF's usual k and equal weights
@@ -111,7 +121,7 @@ class SearchSettings(BaseModel):
     build_threads: int = Field(1, ge=0)
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(_Section):
     """Object storage (S3 and S3-compatible such as Alibaba OSS, MinIO)."""
 
     endpoint_url: str | None = None
@@ -124,7 +134,7 @@ class StorageSettings(BaseModel):
     oss_addressing_style: Literal["virtual", "path"] = "virtual"
 
 
-class ServingSettings(BaseModel):
+class ServingSettings(_Section):
     """``unirank serve models``: the HTTP model server."""
 
     host: str = "127.0.0.1"
@@ -157,7 +167,7 @@ class ServingSettings(BaseModel):
     openmp_spin_count: int | None = Field(10_000, ge=0)
 
 
-class RemoteSettings(BaseModel):
+class RemoteSettings(_Section):
     """How ingestion and search call a model registered with ``--endpoint``."""
 
     timeout_s: float = Field(10.0, gt=0)
@@ -171,7 +181,7 @@ class RemoteSettings(BaseModel):
     batch_inputs: int = Field(64, ge=1)
 
 
-class ChatSettings(BaseModel):
+class ChatSettings(_Section):
     """The RAG chatbot."""
 
     #: ``extractive`` (offline, default) or ``openai`` (any OpenAI-compatible chat endpoint).
@@ -206,14 +216,14 @@ class ChatSettings(BaseModel):
     db_path: Path | None = None
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(_Section):
     """``unirank serve api``: the app server (chat API and web page)."""
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 
 
-class BackendSettings(BaseModel):
+class BackendSettings(_Section):
     kind: Literal["embedded"] = "embedded"
 
 
@@ -247,8 +257,22 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("UNIRANK_CONFIG", "unirank.toml"))
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path()))
+
+    @classmethod
+    def load(cls) -> "Settings":
+        """The settings from ``unirank.toml`` and ``UNIRANK_*``, or a ConfigurationError that says which
+        key is wrong and how (pydantic's own message names neither the file nor the variable)."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = [_describe_error(error) for error in exc.errors()]
+            raise ConfigurationError(f"Invalid settings ({_sources()}):\n" + "\n".join(f"  - {p}" for p in problems)
+                                     ) from None
+        except SettingsError as exc:  # a variable the environment source could not parse (a list, say)
+            raise ConfigurationError(_describe_env_error(exc)) from None
+        except ValueError as exc:  # unirank.toml that is not TOML
+            raise ConfigurationError(f"Invalid settings: {config_path()} is not valid TOML ({exc}).") from None
 
     @property
     def indexes_dir(self) -> Path:
@@ -261,3 +285,42 @@ class Settings(BaseSettings):
     @property
     def chat_db_path(self) -> Path:
         return self.chat.db_path or self.data_dir / "chat.sqlite"
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("UNIRANK_CONFIG", "unirank.toml"))
+
+
+def _sources() -> str:
+    example = "UNIRANK_SEARCH__TOP_K sets [search] top_k"
+    if config_path().exists():
+        return f"read from {config_path()} and the UNIRANK_* variables; {example}"
+    return f"read from the UNIRANK_* variables ({example}); there is no {config_path()}"
+
+
+def _describe_error(error: dict) -> str:
+    loc = [str(p) for p in error.get("loc", ())]
+    where = ".".join(loc)
+    if error.get("type") == "extra_forbidden":
+        model: type[BaseModel] = Settings
+        for part in loc[:-1]:
+            field = model.model_fields.get(part)
+            annotation = field.annotation if field else None
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                break
+            model = annotation
+        close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
+        known = f"did you mean {'.'.join(loc[:-1] + close[:1])}?" if close else \
+            f"known keys there: {', '.join(model.model_fields)}"
+        return f"unknown setting {where} ({known})"
+    got = error.get("input")
+    return f"{where}: {error.get('msg')}" + (f" (got {got!r})" if not isinstance(got, dict) else "")
+
+
+def _describe_env_error(exc: SettingsError) -> str:
+    match = re.search(r'field "(\w+)"', str(exc))
+    section = match.group(1).upper() if match else ""
+    named = sorted(k for k in os.environ if section and k.startswith(f"UNIRANK_{section}"))
+    which = ", ".join(named) or "a UNIRANK_* variable"
+    return (f"Invalid settings: {which} could not be read ({exc.__cause__ or exc}). A list or table setting "
+            'takes JSON in the environment, e.g. UNIRANK_SERVING__API_KEYS=\'["key-1", "key-2"]\'.')

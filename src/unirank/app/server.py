@@ -68,7 +68,7 @@ class FeedbackRequest(BaseModel):
 def create_app(settings: Settings | None = None, *, unirank: Unirank | None = None,
                warm_up: bool = True) -> FastAPI:
     """The app on ``settings`` (or an existing client's); models load at start-up when ``warm_up``."""
-    ur = unirank or Unirank(settings or Settings())
+    ur = unirank or Unirank(settings or Settings.load())
     store = ConversationStore(ur.settings.chat_db_path)
     service = ChatService(ur, store)
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from unirank.api import Unirank
+from unirank.errors import ConfigurationError
 from unirank.cli.output import errors
 from unirank.settings import Settings
 
 
 def load_settings() -> Settings:
     try:
-        return Settings()
-    except Exception as exc:  # pydantic ValidationError: bad unirank.toml or env
-        errors.print(f"[red]error:[/red] invalid settings: {exc}")
+        return Settings.load()
+    except ConfigurationError as exc:
+        errors.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 

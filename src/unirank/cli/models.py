@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from unirank.cli.context import load_settings
 from unirank.cli.output import console, fail, print_json
 from unirank.errors import UnirankError
 from unirank.models.remote import APIS, Endpoint
@@ -19,7 +20,7 @@ models_app = typer.Typer(help="Register, promote, roll back and export model ver
 
 
 def _registry() -> tuple[ModelRegistry, Settings]:
-    settings = Settings()
+    settings = load_settings()
     return ModelRegistry(settings.models_dir), settings
 
 

@@ -38,12 +38,12 @@ def optimize(
 ) -> None:
     """Export a model to ONNX (fp32, int8 with --quantize, or run by OpenVINO with --provider), or copy it
     in bf16 (--dtype), and register it as the next version."""
-    from unirank.api import Unirank
+    from unirank.cli.context import client
     from unirank.models.optimize import Optimizer
     from unirank.registry import ModelRegistry
 
     # Optimum and the trainers' loggers print to stdout; stdout is kept for the result (and --json).
-    with Unirank() as ur, contextlib.redirect_stdout(sys.stderr):
+    with client() as ur, contextlib.redirect_stdout(sys.stderr):
         registry = ModelRegistry(ur.settings.models_dir)
         try:
             backend = ur.backend if check_beir is not None else None

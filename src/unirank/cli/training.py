@@ -10,11 +10,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from unirank.api import Unirank
+from unirank.cli.context import client, load_settings
 from unirank.cli.output import console, errors, fail, print_json
 from unirank.errors import UnirankError
 from unirank.evaluation.metrics import METRICS
-from unirank.settings import Settings
 from unirank.training.centering import DEFAULT_WHITENING
 
 
@@ -66,7 +65,7 @@ def train(
     try:  # a setting this machine cannot honour (e.g. --bf16 without bf16 units) is refused here
         request = TrainRequest(
             name=name, index=index, beir=beir, pairs=pairs, qrels=qrels, queries=queries, base=base, pseudo=pseudo, pseudo_kinds=kinds,
-            seed=seed, fresh=fresh, feedback=Settings().chat_db_path if feedback else None, clicks=clicks,
+            seed=seed, fresh=fresh, feedback=load_settings().chat_db_path if feedback else None, clicks=clicks,
             min_dwell_s=min_dwell,
             embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, min_steps=min_steps,
                                             bf16=bf16, center_on_corpus=center,
@@ -76,7 +75,7 @@ def train(
     except UnirankError as exc:
         fail(exc)
     # The trainers print their logs to stdout; stdout is kept for the result (and --json).
-    with Unirank() as ur, contextlib.redirect_stdout(sys.stderr):
+    with client() as ur, contextlib.redirect_stdout(sys.stderr):
         try:
             result = TrainJob(ur.settings, ur.backend, ur.embedder, request, stage=_stage).run()
         except UnirankError as exc:
@@ -112,7 +111,7 @@ def evaluate(
     from unirank.registry import ModelRegistry
     from unirank.training.job import ensure_beir_index
 
-    with Unirank() as ur:
+    with client() as ur:
         registry = ModelRegistry(ur.settings.models_dir)
         try:
             if (index is None) == (beir is None):

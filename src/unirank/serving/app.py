@@ -113,7 +113,7 @@ class ServerState:
 
 
 def create_app(settings: Settings | None = None, refs: list[str] | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or Settings.load()
     state = ServerState(settings, refs or default_refs(settings))
 
     @asynccontextmanager
@@ -335,7 +335,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
 
 def app_from_environment() -> FastAPI:
     """The uvicorn factory each replica process calls: settings from unirank.toml and UNIRANK_*."""
-    settings = Settings()
+    settings = Settings.load()
     if settings.serving.replicas > 1:
         import torch
 
