@@ -64,6 +64,11 @@ def test_errors_are_clear_and_exit_2(run):
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     proc = run("search", "x", "--index", "h", "--filter", "novalue", ok=False)
     assert proc.returncode == 2 and "key=value" in proc.stderr
+    # The app server refuses what would fail every request, instead of starting anyway.
+    proc = run("serve", "api", "--index", "nope", ok=False)
+    assert proc.returncode == 2 and "Index 'nope' does not exist" in proc.stderr and "Uvicorn" not in proc.stderr
+    proc = run("serve", "api", "--port", "99999", ok=False)
+    assert proc.returncode == 2 and "--port" in proc.stderr
 
 
 def test_config_show_merges_toml_and_environment(run, tmp_path):

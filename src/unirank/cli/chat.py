@@ -10,7 +10,7 @@ from rich.prompt import Prompt
 
 from unirank.cli.context import client, load_settings
 from unirank.cli.output import console, errors, fail, print_json
-from unirank.errors import UnirankError
+from unirank.errors import IndexNotFoundError, UnirankError
 
 INDEX_HELP = "Index to answer from (default: chat.index, or the only index)."
 CHAT_HELP = ("Commands: /up or /down rate the last answer, /open N shows source N, /new starts a new "
@@ -53,8 +53,6 @@ def chat(index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDE
         try:
             index = index or service.default_index()
             if not ur.backend.exists(index):
-                from unirank.errors import IndexNotFoundError
-
                 raise IndexNotFoundError(index, [i.name for i in ur.list_indexes()])
         except UnirankError as exc:
             fail(exc)
@@ -129,7 +127,7 @@ def _print_sources(citations) -> None:
 
 def serve_api(
     host: Annotated[Optional[str], typer.Option(help="Interface (default: api.host, 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port (default: api.port, 8000).")] = None,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default: api.port, 8000).")] = None,
     index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDEX_HELP)] = None,
 ) -> None:
     """Run the app server: the chat API (OpenAI-compatible and sessions) and the web page at /."""
@@ -142,6 +140,8 @@ def serve_api(
         settings.chat.index = index
     try:
         app = create_app(settings)
+        if index and not app.state.chat.ur.backend.exists(index):  # every question would get a 404
+            raise IndexNotFoundError(index, [i.name for i in app.state.chat.ur.list_indexes()])
     except UnirankError as exc:
         fail(exc)
     host = host or settings.api.host
