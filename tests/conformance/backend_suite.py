@@ -8,7 +8,7 @@ import uuid
 import numpy as np
 import pytest
 
-from unirank.errors import DimensionMismatchError, IndexNotFoundError
+from unirank.errors import DimensionMismatchError, IndexNotFoundError, InvalidQueryError
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
 
 DIMS = 8
@@ -121,6 +121,12 @@ class BackendConformance:
         assert backend.info(filled).chunk_count == 2
         assert all(h.chunk.source_uri != "mem://a" for h in backend.knn(filled, unit(1, 0), 10))
         assert "mem://a" not in backend.source_states(filled)
+
+    @pytest.mark.parametrize("name", ["", " ", "a b", "x@1", "../up", "a/b", ".hidden", "-flag", "é"])
+    def test_names_every_backend_cannot_take_are_refused(self, backend, name):
+        with pytest.raises(InvalidQueryError, match="Invalid index name"):
+            backend.create_index(name, MODEL)
+        assert name not in [i.name for i in backend.list_indexes()]
 
     def test_documents_present_names_only_indexed_documents(self, backend, filled):
         asked = ["mem://a", "mem://c", "mem://zzz", "mem://"]

@@ -6,20 +6,33 @@ their chunks hydrated and ``scores`` naming the stage that produced each score.
 
 from __future__ import annotations
 
+import re
 from typing import Collection, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from unirank.errors import InvalidQueryError
+
 from unirank.search.types import Chunk, Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
 
 Filters = Mapping[str, str]
+
+#: Names a new index may take on every backend: they are folder names, URL path segments and CLI words.
+_INDEX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def require_valid_index_name(index: str) -> None:
+    """Checked when an index is created (names made before the rule keep working)."""
+    if not _INDEX_NAME.fullmatch(index):
+        raise InvalidQueryError(f"Invalid index name {index!r}: use letters, digits, '-' and '_' (at most 128, "
+                                "starting with a letter or digit).")
 
 
 class SearchBackend(Protocol):
     name: str
 
     def create_index(self, index: str, model: ModelSignature) -> IndexInfo:
-        """Create an empty index for vectors of ``model``'s dimensions."""
+        """Create an empty index for vectors of ``model``'s dimensions (``require_valid_index_name`` first)."""
         ...
 
     def info(self, index: str) -> IndexInfo:

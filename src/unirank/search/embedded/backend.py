@@ -20,7 +20,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from unirank.errors import DimensionMismatchError, IndexLockedError, IndexNotFoundError, InvalidQueryError
-from unirank.search.backend import Filters
+from unirank.search.backend import Filters, require_valid_index_name
 from unirank.search.embedded.fulltext import FullTextIndex
 from unirank.search.embedded.store import ChunkStore, WriteOutcome, filter_term_set, filter_terms
 from unirank.search.embedded.vectors import VectorIndex
@@ -95,6 +95,8 @@ class EmbeddedBackend:
         return self._handle(index).model
 
     def create_index(self, index: str, model: ModelSignature) -> IndexInfo:
+        if not self.exists(index):
+            require_valid_index_name(index)
         folder = self._index_dir(index)
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock(index):
