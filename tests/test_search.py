@@ -86,3 +86,15 @@ def test_blended_order_moves_from_first_stage_to_reranker_order():
     assert [c for c, _ in blended_order(first_stage, rerank, 1.0)] == ["c", "d", "b", "a"]
     assert [c for c, _ in blended_order(first_stage, rerank, 0.5)] == ["c", "a", "b", "d"]
     assert blended_order([], [], 0.5) == []
+
+
+@pytest.mark.parametrize(("parts", "expected"), [
+    (("beir-cisi", "all-MiniLM-L6-v2-base"), "beir-cisi--all-MiniLM-L6-v2-base"),  # caches made before keep their name
+    (("beir-my data.v2", "team-embed@3"), "beir-my-data-v2--team-embed-3"),
+    (("_old name", "é-1"), "old-name----1"),
+])
+def test_names_unirank_derives_for_its_own_indexes_are_valid(parts, expected):
+    from unirank.search.backend import derived_index_name, require_valid_index_name
+
+    assert derived_index_name(*parts) == expected
+    require_valid_index_name(expected)

@@ -21,6 +21,12 @@ Filters = Mapping[str, str]
 _INDEX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
+def derived_index_name(*parts: str) -> str:
+    """A valid name for an index unirank makes itself (``INDEX--MODEL-VERSION``): other characters become '-'."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", "--".join(parts)).lstrip("-_")
+    return name[:120] or "index"
+
+
 def require_valid_index_name(index: str) -> None:
     """Checked when an index is created (names made before the rule keep working)."""
     if not _INDEX_NAME.fullmatch(index):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from unirank.models.embedder import Embedder
-from unirank.search.backend import SearchBackend
+from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.search.types import Chunk, IndexedSource, SourceState
 
 Stage = Callable[[str], None]
@@ -47,8 +47,7 @@ def reembedded_index(backend: SearchBackend, index: str, embedder: Embedder, sta
     sig = embedder.signature
     if backend.model(index) == sig:
         return index
-    slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in f"{sig.name}-{sig.version}")
-    target = f"{index}--{slug}"[:120]
+    target = derived_index_name(index, f"{sig.name}-{sig.version}")
     source_info = backend.info(index)
     if backend.exists(target):
         info = backend.info(target)

@@ -21,7 +21,7 @@ from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
 from unirank.models.embedder import Embedder, makes_vectors_of
 from unirank.models.loading import is_cross_encoder, require_hub_model, resolve_model_path
 from unirank.registry import ModelRegistry, ModelVersion
-from unirank.search.backend import SearchBackend
+from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.search.rebuild import reembedded_index
 from unirank.search.types import Chunk
 from unirank.settings import Settings
@@ -374,8 +374,7 @@ def _count_origins(pairs: list[TrainingPair]) -> dict[str, int]:
 
 def beir_index_name(folder: Path, embedder: Embedder) -> str:
     sig = embedder.signature
-    slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in f"{sig.name}-{sig.version}")
-    return f"beir-{Path(folder).resolve().name}--{slug}"[:120]
+    return derived_index_name(f"beir-{Path(folder).resolve().name}", f"{sig.name}-{sig.version}")
 
 
 def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embedder, folder: Path,
