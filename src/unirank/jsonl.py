@@ -12,7 +12,8 @@ def parse_object_line(line: str, required: Sequence[str] = ()) -> dict[str, Any]
     try:
         value = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        where = f"{exc.msg} column {exc.colno}" if exc.msg.endswith(" at") else f"{exc.msg} at column {exc.colno}"
+        raise ValueError(f"not valid JSON ({where})") from None
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, got {_json_type(value)}")
     missing = [key for key in required if value.get(key) is None]
