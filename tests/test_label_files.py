@@ -44,7 +44,7 @@ def test_tsv_pairs_skip_a_header_and_keep_quotes_as_written(tmp_path):
 
 @pytest.mark.parametrize("name, text, message", [
     ("p.jsonl", '{"query": "a", "positive": "b"}\n{"query": broken\n', r"p.jsonl:2: not valid JSON \(Expecting value at column 11\); expected \{\"query\""),
-    ("u.jsonl", '{"query": "a", "positive": "b\n', r"u.jsonl:1: not valid JSON \(Unterminated string starting at column 28\)"),
+    ("u.jsonl", '{"query": "a", "positive": "b', r"u.jsonl:1: not valid JSON \(Unterminated string starting at column 28\)"),
     ("p.jsonl", '{"query": "a"}\n', r"p.jsonl:1: missing required field\(s\) positive"),
     ("p.jsonl", '["a", "b"]\n', r"p.jsonl:1: expected a JSON object, got an array"),
     ("p.jsonl", '{"query": "a", "positive": "b", "negatives": "c"}\n', r"p.jsonl:1: \"negatives\" must be a list"),
