@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from data.make_minibeir import write as write_minibeir
-from unirank.errors import DimensionMismatchError, EmbedderMismatchError, LeakageError
+from unirank.errors import DimensionMismatchError, EmbedderMismatchError, IndexNotFoundError, LeakageError
 from unirank.evaluation.datasets import load_beir
 from unirank.evaluation.runner import Evaluation, queries_digest, record_metrics, resolve_specs
 from unirank.registry import ModelRegistry
@@ -225,6 +225,8 @@ def test_index_rebuild_switches_embedder_atomically(client, trained, minibeir):
     assert info.model.name == "tiny-embed" and info.model.version == "1"
     assert info.chunk_count == before.chunk_count
     assert Path(info.details["path"]).name == "v2"
+    with pytest.raises(IndexNotFoundError):  # said before any model is looked up or loaded
+        client.rebuild_index("no-such-index", "no-such-model@1")
     # The searcher's embedder is still the base model: same 384 dims, but not the index's vectors...
     with pytest.raises(EmbedderMismatchError, match=r"made by tiny-embed@1, but the embedder is all-MiniLM-L6-v2@base"):
         client.search("rotate api keys", index, rerank=False)

@@ -78,6 +78,7 @@ class Unirank:
         """Re-embed ``index`` with ``model`` (e.g. ``cisi-embed@3``) into a new version and switch to it."""
         from unirank.search.rebuild import reembedded_sources
 
+        self.backend.info(index)  # a missing index is said before the model takes seconds to load
         settings = self.settings.model_copy(deep=True)
         settings.embedder.model = model
         embedder = load_embedder(settings)
