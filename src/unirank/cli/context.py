@@ -6,8 +6,8 @@ import typer
 from rich.markup import escape
 
 from unirank.api import Unirank
-from unirank.errors import ConfigurationError
 from unirank.cli.output import errors
+from unirank.errors import ConfigurationError
 from unirank.settings import Settings
 
 

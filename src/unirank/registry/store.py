@@ -214,8 +214,8 @@ class ModelRegistry:
             try:  # not fs.exists: it answers False for missing credentials or an unreachable endpoint too
                 location.fs.info(bucket)
             except FileNotFoundError:
-                raise ExportError(f"{location.scheme}://{bucket} does not exist: create the bucket first "
-                                  "(export does not create buckets), or check the name and storage endpoint.") from None
+                raise ExportError(f"{location.scheme}://{bucket} does not exist: create the bucket first (export "
+                                  "does not create buckets), or check the name and storage endpoint.") from None
             except Exception as exc:
                 raise ExportError(f"Cannot reach {location.scheme}://{bucket}: {exc}. Check the storage settings "
                                   "(storage.endpoint_url, credentials) and export again.") from exc

@@ -12,7 +12,6 @@ from typing import Collection, Iterable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 
 from unirank.errors import InvalidQueryError
-
 from unirank.search.types import Chunk, Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
 
 Filters = Mapping[str, str]
