@@ -398,3 +398,29 @@ def test_serve_models_refuses_a_ref_that_names_nothing_before_starting(data_dir:
                               "--model", ref, "--port", "1"], capture_output=True, text=True, timeout=120, env=env)
         assert out.returncode == 2, out.stdout + out.stderr
         assert re.search(message, " ".join(out.stderr.split())), out.stderr
+
+
+def test_a_keys_file_is_checked_at_start_and_a_bad_edit_keeps_the_last_good_tokens(tmp_path: Path) -> None:
+    from unirank.errors import AuthenticationError, ConfigurationError
+    from unirank.serving.auth import TokenStore
+
+    keys = tmp_path / "keys.txt"
+    with pytest.raises(ConfigurationError, match="does not exist"):  # it would lock every client out
+        TokenStore([], keys)
+    keys.write_text("old-token soon\n")
+    with pytest.raises(ConfigurationError, match="line 1: 'soon' is not an ISO 8601 time"):
+        TokenStore([], keys)
+
+    keys.write_text("old-token\n")
+    store = TokenStore([], keys)
+    store.check("Bearer old-token")
+    keys.write_text("old-token 2000-01-01T00:00:00+00:00\nnew-token tomorrow\n")  # a typo while rotating
+    os.utime(keys, (time.time() + 5, time.time() + 5))
+    store.check("Bearer old-token")  # the last good set stays
+    with pytest.raises(AuthenticationError):
+        store.check("Bearer new-token")
+    keys.write_text("old-token 2000-01-01T00:00:00+00:00\nnew-token\n")  # fixed
+    os.utime(keys, (time.time() + 10, time.time() + 10))
+    store.check("Bearer new-token")
+    with pytest.raises(AuthenticationError, match="expired"):
+        store.check("Bearer old-token")

@@ -23,6 +23,7 @@ def serve_models(
     host: Annotated[Optional[str], typer.Option(help="Interface (default serving.host).")] = None,
 ) -> None:
     """Serve embeddings and reranking over HTTP (OpenAI, TEI and Cohere APIs)."""
+    from unirank.serving.auth import TokenStore
     from unirank.serving.catalog import ModelCatalog, default_refs
     from unirank.serving.runner import run_model_server
 
@@ -34,6 +35,7 @@ def serve_models(
         raise typer.Exit(2)
     try:  # a ref that names nothing is refused here; a model that then fails to load is reported on /health
         ModelCatalog(settings, refs).check_refs()
+        TokenStore(settings.serving.api_keys, settings.serving.api_keys_file)  # a keys file that cannot be read
     except UnirankError as exc:
         fail(exc)
     run_model_server(settings, refs, host=host or settings.serving.host, port=port or settings.serving.port,

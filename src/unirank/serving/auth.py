@@ -8,11 +8,14 @@ token and give the old one an expiry: both work until then, the old one not afte
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 from unirank.errors import AuthenticationError, ConfigurationError
+
+log = logging.getLogger(__name__)
 
 
 class TokenStore:
@@ -21,6 +24,12 @@ class TokenStore:
         self._file = keys_file
         self._file_state: tuple[float, int] | None = None
         self._file_keys: dict[str, datetime | None] = {}
+        if keys_file is not None:  # at start there is no last good set to fall back on: it must read
+            if not Path(keys_file).is_file():
+                raise ConfigurationError(f"serving.api_keys_file {keys_file} does not exist: create it (one "
+                                         "`TOKEN [EXPIRES]` a line) or unset it. Serving without it would refuse "
+                                         "every request.")
+            self._file_tokens(strict=True)
 
     @property
     def enabled(self) -> bool:
@@ -43,7 +52,7 @@ class TokenStore:
     def _keys(self) -> dict[str, datetime | None]:
         return {**self._file_tokens(), **self._static}
 
-    def _file_tokens(self) -> dict[str, datetime | None]:
+    def _file_tokens(self, *, strict: bool = False) -> dict[str, datetime | None]:
         if self._file is None:
             return {}
         try:
@@ -52,8 +61,14 @@ class TokenStore:
             return self._file_keys  # mid-rotation rename: keep the last good set
         state = (stat.st_mtime, stat.st_size)
         if state != self._file_state:
-            self._file_keys = parse_keys_file(Path(self._file).read_text())
             self._file_state = state
+            try:
+                self._file_keys = parse_keys_file(Path(self._file).read_text())
+            except ConfigurationError as exc:
+                if strict:
+                    raise
+                # A typo made while rotating must not lock every client out: the last good set stays.
+                log.error("%s; keeping the tokens read before until the file is fixed", exc)
         return self._file_keys
 
 
