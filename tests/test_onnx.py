@@ -278,11 +278,13 @@ def test_a_shorter_token_window_is_saved_with_the_onnx_copy(settings, tmp_path_f
     registry = ModelRegistry(settings.models_dir)
     try:
         registry.register("ce-window", "reranker", path=folder, record={"dims": None, "max_seq_length": 256})
-        with pytest.raises(UnirankError, match="use at least 32"):
-            Optimizer(settings, registry).run("ce-window@1", max_seq_length=8)
-        with monkeypatch.context() as patch:  # refused from the record, before a costly export
+        with monkeypatch.context() as patch:  # refused up front, before a costly export
             patch.setattr(optimize_module, "export_onnx", lambda *a, **k: pytest.fail("exported anyway"))
-            with pytest.raises(UnirankError, match="reads at most 256 tokens"):
+            with pytest.raises(UnirankError, match="use at least 32"):
+                Optimizer(settings, registry).run("ce-window@1", max_seq_length=8)
+            with pytest.raises(UnirankError, match="Unknown quantization 'int4'"):
+                Optimizer(settings, registry).run("ce-window@1", quantize="int4")
+            with pytest.raises(UnirankError, match="reads at most 256 tokens"):  # from the record
                 Optimizer(settings, registry).run("ce-window@1", max_seq_length=512)
         assert [v.ref for v in registry.list() if v.name == "ce-window"] == ["ce-window@1"]
         mv = Optimizer(settings, registry).run("ce-window@1", max_seq_length=64).version

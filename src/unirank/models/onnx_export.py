@@ -172,6 +172,11 @@ def refuse_longer_window(source: object, current: int, max_seq_length: int) -> N
                            f"would go past what it was trained on. Use a max_seq_length of at most {current}.")
 
 
+def check_quantization(quantize: str | None) -> None:
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise UnirankError(f"Unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}.")
+
+
 def refuse_short_window(max_seq_length: int | None) -> None:
     """A window too short for a query and the start of a passage would make every copy useless."""
     if max_seq_length is not None and max_seq_length < MIN_SEQ_LENGTH:
@@ -193,8 +198,7 @@ def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = N
     ``max_seq_length`` shortens the token window the copy reads (saved in its tokenizer config, so
     every loader honours it): a cross-encoder's cost grows with it, and 128 tokens cost a third of 256.
     """
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise UnirankError(f"Unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}.")
+    check_quantization(quantize)
     refuse_short_window(max_seq_length)
     try:
         from sentence_transformers import CrossEncoder, SentenceTransformer, export_dynamic_quantized_onnx_model

@@ -20,7 +20,13 @@ from unirank.errors import OptimizationRefusedError, UnirankError
 from unirank.models.backends import ONNX_ATTENTION, record_backend, require_onnx_provider
 from unirank.models.embedder import SentenceTransformerEmbedder
 from unirank.models.loading import BASE_ALIAS, BASE_MODEL_NAME, load_embedder, load_reranker, resolve_model_path
-from unirank.models.onnx_export import QUANTIZED_OPERATORS, export_onnx, refuse_longer_window
+from unirank.models.onnx_export import (
+    QUANTIZED_OPERATORS,
+    check_quantization,
+    export_onnx,
+    refuse_longer_window,
+    refuse_short_window,
+)
 from unirank.models.precision import check_dtype, save_dtype_copy
 from unirank.models.reranker import CrossEncoderReranker
 from unirank.registry import ModelRegistry, ModelVersion
@@ -97,6 +103,8 @@ class Optimizer:
                                "precision: choose one.")
         if dtype is not None:
             check_dtype(dtype)
+        check_quantization(quantize)  # these two before a quarter of a minute of exporting, not after
+        refuse_short_window(max_seq_length)
         if provider is not None:
             require_onnx_provider(provider, ref, dtype)  # before a quarter of a minute of exporting
             if provider == "openvino" and quantize is not None:
