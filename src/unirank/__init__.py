@@ -20,6 +20,7 @@ _EXPORTS = {
     "ModelSignature": "unirank.search.types",
     "SearchResults": "unirank.search.types",
     "UnirankError": "unirank.errors",
+    "ConfigurationError": "unirank.errors",
     "DimensionMismatchError": "unirank.errors",
     "EmbedderMismatchError": "unirank.errors",
     "IndexNotFoundError": "unirank.errors",
@@ -33,8 +34,9 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from unirank.api import Unirank
-    from unirank.errors import (DimensionMismatchError, EmbedderMismatchError, IndexNotFoundError,
-                                InvalidQueryError, ParseError, RerankLimitError, SourceError, UnirankError)
+    from unirank.errors import (ConfigurationError, DimensionMismatchError, EmbedderMismatchError,
+                                IndexNotFoundError, InvalidQueryError, ParseError, RerankLimitError, SourceError,
+                                UnirankError)
     from unirank.ingest.report import IngestReport
     from unirank.search.types import Chunk, Hit, IndexInfo, ModelSignature, SearchResults
     from unirank.settings import Settings

@@ -1,0 +1,40 @@
+"""The settings object as the Python API loads it: mistakes in unirank.toml or UNIRANK_* are errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import unirank
+from unirank.settings import Settings
+
+
+@pytest.fixture()
+def config(tmp_path, monkeypatch):
+    for name in [k for k in os.environ if k.startswith("UNIRANK_")]:
+        monkeypatch.delenv(name)
+    path = tmp_path / "unirank.toml"
+    monkeypatch.setenv("UNIRANK_CONFIG", str(path))
+    return path
+
+
+def test_a_misspelt_key_is_a_configuration_error_naming_the_real_one(config):
+    config.write_text('[embedder]\nmodle = "team-embed@prod"\n')
+    with pytest.raises(unirank.ConfigurationError,
+                       match=r"unknown setting embedder\.modle \(did you mean embedder\.model\?\)"):
+        unirank.Unirank()
+    config.write_text('[search]\ntop_k = "ten"\n')
+    with pytest.raises(unirank.ConfigurationError, match=r"search\.top_k: Input should be a valid integer.*\(got 'ten'\)"):
+        Settings.load()
+    config.write_text("[search\n")
+    with pytest.raises(unirank.ConfigurationError, match="is not valid TOML"):
+        Settings.load()
+
+
+def test_good_settings_load_from_the_file_and_the_environment(config, monkeypatch):
+    config.write_text("[search]\ntop_k = 7\nrrf_k = 30\n")
+    monkeypatch.setenv("UNIRANK_SEARCH__TOP_K", "12")
+    monkeypatch.setenv("UNIRANK_SERVING__API_KEYS", '["k1", "k2"]')
+    settings = Settings.load()
+    assert (settings.search.top_k, settings.search.rrf_k, settings.serving.api_keys) == (12, 30, ["k1", "k2"])
