@@ -400,6 +400,20 @@ def test_serve_models_refuses_a_ref_that_names_nothing_before_starting(data_dir:
         assert re.search(message, " ".join(out.stderr.split())), out.stderr
 
 
+def test_a_folder_ref_that_is_not_a_model_is_refused_before_starting(tmp_path: Path) -> None:
+    from unirank.errors import ModelLoadError, ModelNotFoundError
+    from unirank.serving.catalog import ModelCatalog
+    from unirank.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data")
+    (tmp_path / "docs").mkdir()
+    with pytest.raises(ModelLoadError, match=r"docs is not a saved model \(no config\.json in it\)"):
+        ModelCatalog(settings, [str(tmp_path / "docs")]).check_refs()
+    for missing in ("/no/such/model", "models/typo", "./typo"):  # was "No model named '/no/such/model'"
+        with pytest.raises(ModelNotFoundError, match=f"^{re.escape(missing)} does not exist"):
+            ModelCatalog(settings, [missing]).check_refs()
+
+
 def test_a_keys_file_is_checked_at_start_and_a_bad_edit_keeps_the_last_good_tokens(tmp_path: Path) -> None:
     from unirank.errors import AuthenticationError, ConfigurationError
     from unirank.serving.auth import TokenStore

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unirank.errors import ModelNotFoundError, ServingRequestError, UnirankError
+from unirank.errors import ModelLoadError, ModelNotFoundError, ServingRequestError, UnirankError
 from unirank.models.embedder import Embedder
 from unirank.models.loading import BASE_ALIAS, is_cross_encoder, load_embedder, load_reranker, resolve_model_path
 from unirank.models.reranker import BiEncoderReranker, Reranker
@@ -88,8 +88,15 @@ class ModelCatalog:
         return swapped
 
     def _resolve_version(self, ref: str) -> str:
-        if ref == BASE_ALIAS or Path(ref).expanduser().exists():
+        folder = Path(ref).expanduser()
+        if ref != BASE_ALIAS and folder.exists() and not (folder / "config.json").is_file():
+            raise ModelLoadError(f"{ref} is not a saved model (no config.json in it): give the folder a model "
+                                 "was saved to, base, or a registry ref such as NAME@prod.")
+        if ref == BASE_ALIAS or folder.exists():
             return resolve_model_path(ref)[2]
+        if "/" in ref or ref.startswith((".", "~")):  # a registry name never has a '/': this is a path
+            raise ModelNotFoundError(f"{ref} does not exist. Serve base, a model folder, or a registry ref such as "
+                                     "NAME@prod.")
         registry_db = self.settings.models_dir / "registry.sqlite"
         if not registry_db.exists():
             raise ModelNotFoundError(f"{ref!r} is not base, a model folder, or a registered model "
