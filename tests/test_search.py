@@ -98,3 +98,31 @@ def test_names_unirank_derives_for_its_own_indexes_are_valid(parts, expected):
 
     assert derived_index_name(*parts) == expected
     require_valid_index_name(expected)
+
+
+def test_reembedding_streams_each_source_whole(indexed, monkeypatch):
+    from unirank.search.rebuild import reembedded_sources
+
+    client, index = indexed, "docs"
+    info = client.index_info(index)
+    read: list[int] = []
+    iter_chunks = client.backend.iter_chunks
+
+    def counted(name, batch_size=1000):
+        for batch in iter_chunks(name, batch_size):
+            read.append(len(batch))
+            yield batch
+
+    monkeypatch.setattr(client.backend, "iter_chunks", counted)
+    stream = reembedded_sources(client.backend, index, client.embedder, batch_chunks=4)
+    batches = [next(stream)]
+    assert sum(read) < info.chunk_count  # the first write batch comes before the whole index is read
+    batches += list(stream)
+    sources = [s for batch in batches for s in batch]
+    assert len({s.state.uri for s in sources}) == len(sources) == info.source_count
+    assert sum(len(s.chunks) for s in sources) == info.chunk_count
+    for s in sources:
+        for doc in {c.doc_id for c in s.chunks}:  # a JSONL source holds several documents
+            ordinals = [c.ordinal for c in s.chunks if c.doc_id == doc]
+            assert ordinals == list(range(len(ordinals)))
+        assert s.vectors.shape == (len(s.chunks), 384)

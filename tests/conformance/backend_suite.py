@@ -128,6 +128,16 @@ class BackendConformance:
             backend.create_index(name, MODEL)
         assert name not in [i.name for i in backend.list_indexes()]
 
+    def test_iter_chunks_yields_each_source_whole_and_in_order(self, backend, filled):
+        backend.index(filled, [source("mem://a", ["New first.", "New second.", "New third."],
+                                      [unit(1, 0), unit(0, 1), unit(0, 0, 1)])])  # rewritten after b and c
+        backend.flush(filled)
+        order = [(c.source_uri, c.ordinal) for batch in backend.iter_chunks(filled, batch_size=2) for c in batch]
+        uris = [uri for uri, _ in order]
+        runs = [uri for i, uri in enumerate(uris) if i == 0 or uris[i - 1] != uri]
+        assert sorted(runs) == ["mem://a", "mem://b", "mem://c"]  # each source in one run
+        assert [o for uri, o in order if uri == "mem://a"] == [0, 1, 2]
+
     def test_documents_present_names_only_indexed_documents(self, backend, filled):
         asked = ["mem://a", "mem://c", "mem://zzz", "mem://"]
         assert backend.documents_present(filled, asked) == {"mem://a", "mem://c"}

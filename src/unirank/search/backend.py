@@ -67,7 +67,8 @@ class SearchBackend(Protocol):
         ...
 
     def iter_chunks(self, index: str, batch_size: int = 1000) -> Iterator[list[Chunk]]:
-        """Every chunk in the index, in batches (training data, re-embedding into a new index)."""
+        """Every chunk in the index, in batches (training data, re-embedding into a new index); a source's
+        chunks come together, so a re-embedding can write each source whole while holding one batch."""
         ...
 
     def documents_present(self, index: str, doc_ids: Collection[str]) -> set[str]:

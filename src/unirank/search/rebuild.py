@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Iterator
 
+from unirank.errors import UnirankError
 from unirank.models.embedder import Embedder
 from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.search.types import Chunk, IndexedSource, SourceState
@@ -13,18 +15,20 @@ Stage = Callable[[str], None]
 
 def reembedded_sources(backend: SearchBackend, index: str, embedder: Embedder,
                        batch_chunks: int = 512) -> Iterator[list[IndexedSource]]:
-    """The index's sources, each with all its chunks and new vectors, in write-sized batches."""
+    """The index's sources, each with all its chunks and new vectors, in write-sized batches. Only one
+    batch is held at a time: ``iter_chunks`` yields a source's chunks together (the Protocol says so)."""
     states = backend.source_states(index)
-    by_source: dict[str, list[Chunk]] = {}
-    for batch in backend.iter_chunks(index):
-        for chunk in batch:
-            by_source.setdefault(chunk.source_uri, []).append(chunk)
     pending: list[tuple[SourceState, list[Chunk]]] = []
     count = 0
-    for uri, chunks in by_source.items():
-        chunks.sort(key=lambda c: c.ordinal)
-        state = states.get(uri) or SourceState(uri=uri, content_hash="", size=0)
-        pending.append((state, chunks))
+    seen: set[str] = set()
+    chunks_in_order = (chunk for batch in backend.iter_chunks(index, batch_size=batch_chunks) for chunk in batch)
+    for uri, group in itertools.groupby(chunks_in_order, key=lambda c: c.source_uri):
+        if uri in seen:  # writing it twice would keep only its second half
+            raise UnirankError(f"{backend.name} backend returned the chunks of {uri} apart; iter_chunks must "
+                               "yield a source's chunks together. Nothing was switched over.")
+        seen.add(uri)
+        chunks = list(group)  # as stored: a JSONL source holds several documents, each from ordinal 0
+        pending.append((states.get(uri) or SourceState(uri=uri, content_hash="", size=0), chunks))
         count += len(chunks)
         if count >= batch_chunks:
             yield _embed(pending, embedder)
