@@ -195,6 +195,11 @@ def test_truncate_on_request_and_openai_sdk_errors(server: ModelServer, http: ht
         client.embeddings.create(model="base", input="x", encoding_format="hex")  # type: ignore[arg-type]
     garbled = http.post("/embed", content=b"{inputs: x", headers={"Content-Type": "application/json"})
     assert garbled.status_code == 422 and garbled.json()["error"].startswith("The request body is not valid JSON")
+    # A value no member of a union takes: one clause naming the accepted forms, not one per member.
+    mixed = http.post("/v1/embeddings", json={"input": ["a", 1]}).json()["error"]["message"]
+    assert mixed == "Invalid request: input: expected one of str, list[str], list[int], list[list[int]]."
+    untitled = http.post("/v1/rerank", json={"query": "q", "documents": [{"title": "a"}]}).json()
+    assert untitled["error"]["message"] == "Invalid request: documents.0: expected one of str, RerankDocument."
     with pytest.raises(openai.APIStatusError, match="the limit is 256"):
         client.embeddings.create(model="base", input=long_text)
     assert len(client.embeddings.create(model="base", input=long_text, extra_body={"truncate": True}

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
+
+#: How pydantic names the member of a union a value was tried against (``str``, ``list[str]``, a model
+#: class); the request schemas' own field names are lower snake_case, so they never look like this.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|list|dict)(\[.*\])?$|^[A-Z]\w*$")
 
 
 def validation_message(errors: Iterable[dict[str, Any]]) -> str:
-    """From pydantic's error list: the JSON error alone, else each field with what is wrong with it."""
-    parts = []
+    """From pydantic's error list: the JSON error alone, else each field with what is wrong with it. A
+    field no member of its union accepts gets one clause naming the accepted forms, not one per member."""
+    parts: dict[str, str] = {}
+    unions: dict[str, list[str]] = {}
     for error in errors:
         if error.get("type") == "json_invalid":
             return f"The request body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})."
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
-    return "Invalid request: " + "; ".join(parts) + "."
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        member = next((i for i, p in enumerate(loc) if _UNION_MEMBER.match(p)), None)
+        if member is not None:
+            where = ".".join(loc[:member])
+            forms = unions.setdefault(where, [])
+            if loc[member] not in forms:
+                forms.append(loc[member])
+            parts.setdefault(where, "")
+            continue
+        where = ".".join(loc)
+        parts.setdefault(where, f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    for where, forms in unions.items():
+        parts[where] = f"{where}: expected one of {', '.join(forms)}"
+    return "Invalid request: " + "; ".join(parts.values()) + "."
