@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from unirank.cli.context import load_settings
-from unirank.cli.output import errors, fail
+from unirank.cli.output import fail
 from unirank.errors import UnirankError
 
 serve_app = typer.Typer(help="Run the HTTP servers.", no_args_is_help=True)
@@ -29,10 +29,7 @@ def serve_models(
 
     settings = load_settings()
     refs = list(model) if model else default_refs(settings)
-    replicas = settings.serving.replicas if replicas is None else replicas
-    if replicas < 1:
-        errors.print("[red]error:[/red] --replicas must be at least 1.")
-        raise typer.Exit(2)
+    replicas = settings.serving.replicas if replicas is None else replicas  # both are held to >= 1
     try:  # a ref that names nothing is refused here; a model that then fails to load is reported on /health
         ModelCatalog(settings, refs).check_refs()
         TokenStore(settings.serving.api_keys, settings.serving.api_keys_file)  # a keys file that cannot be read

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from unirank.api import Unirank
 from unirank.cli.context import client, load_settings
 from unirank.cli.output import console, errors, fail, print_json
 from unirank.errors import UnirankError
@@ -61,11 +62,12 @@ def train(
     from unirank.training.pseudo_queries import DEFAULT_KINDS
     from unirank.training.reranker_trainer import RerankerTrainingConfig
 
+    settings = load_settings()
     kinds = DEFAULT_KINDS if pseudo_kinds is None else tuple(k.strip() for k in pseudo_kinds.split(",") if k.strip())
     try:  # a setting this machine cannot honour (e.g. --bf16 without bf16 units) is refused here
         request = TrainRequest(
             name=name, index=index, beir=beir, pairs=pairs, qrels=qrels, queries=queries, base=base, pseudo=pseudo, pseudo_kinds=kinds,
-            seed=seed, fresh=fresh, feedback=load_settings().chat_db_path if feedback else None, clicks=clicks,
+            seed=seed, fresh=fresh, feedback=settings.chat_db_path if feedback else None, clicks=clicks,
             min_dwell_s=min_dwell,
             embedder=EmbedderTrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, min_steps=min_steps,
                                             bf16=bf16, center_on_corpus=center,
@@ -75,7 +77,7 @@ def train(
     except UnirankError as exc:
         fail(exc)
     # The trainers print their logs to stdout; stdout is kept for the result (and --json).
-    with client() as ur, contextlib.redirect_stdout(sys.stderr):
+    with Unirank(settings) as ur, contextlib.redirect_stdout(sys.stderr):
         try:
             result = TrainJob(ur.settings, ur.backend, ur.embedder, request, stage=_stage).run()
         except UnirankError as exc:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+#: TEI's ``truncation_direction``, shared by its embed and rerank requests.
+TruncationDirection = Annotated[Literal["Right", "right", "Left", "left"], Field(
+    description="Only Right (cut at the end) is served; Left is refused with 400.")]
 
 
 class _Request(BaseModel):
@@ -46,8 +50,7 @@ class EmbedRequest(_Request):
     truncate: bool = False
     normalize: bool = Field(True, description="Vectors are always unit length (unirank searches by cosine): "
                                               "false is refused with 400.")
-    truncation_direction: Literal["Right", "right", "Left", "left"] = Field(
-        "Right", description="Only Right (cut at the end) is served; Left is refused with 400.")
+    truncation_direction: TruncationDirection = "Right"
     prompt_name: str | None = Field(None, description="unirank's models have no named prompts: refused with 400.")
     model: str | None = Field(None, description="unirank extension: a served model id.")
 
@@ -58,8 +61,7 @@ class TeiRerankRequest(_Request):
     truncate: bool = False
     raw_scores: bool = Field(False, description="Cross-encoder logits instead of sigmoid probabilities.")
     return_text: bool = False
-    truncation_direction: Literal["Right", "right", "Left", "left"] = Field(
-        "Right", description="Only Right (cut at the end) is served; Left is refused with 400.")
+    truncation_direction: TruncationDirection = "Right"
     model: str | None = Field(None, description="unirank extension: a served model id.")
 
 
