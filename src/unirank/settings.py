@@ -82,13 +82,15 @@ class RerankerSettings(_Section):
 
 
 class ChunkingSettings(_Section):
-    #: Tokens per chunk, counted with the embedder's own tokenizer.
-    size: int = Field(512, ge=16)
+    #: Tokens per chunk, counted with the embedder's own tokenizer. None: the embedder's whole window
+    #: (254 for all-MiniLM-L6-v2), at most 512; a size above the window is cut to it with a warning,
+    #: since the model would drop the rest of every chunk.
+    size: int | None = Field(None, ge=16)
     overlap: int = Field(64, ge=0)
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "ChunkingSettings":
-        if self.overlap >= self.size:
+        if self.size is not None and self.overlap >= self.size:
             raise ValueError(f"chunking.overlap ({self.overlap}) must be smaller than chunking.size ({self.size})")
         return self
 

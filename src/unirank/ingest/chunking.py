@@ -57,16 +57,24 @@ class _Job:
     prefix: str  # what embedding_input puts before the text
 
 
+#: The default chunk size for a long-context model: a chunk is what a search hit cites and a
+#: reranker reads, and a passage of a few hundred tokens ranks better than pages of them.
+DEFAULT_MAX_CHUNK_TOKENS = 512
+
+
 class Chunker:
     """Cuts parsed documents into chunks of at most ``size`` tokens of embedding input."""
 
-    def __init__(self, tokenizer: Any, max_seq_length: int, size: int = 512, overlap: int = 64) -> None:
-        if size < 1 or overlap < 0:
+    def __init__(self, tokenizer: Any, max_seq_length: int, size: int | None = None, overlap: int = 64) -> None:
+        """``size`` None fills the model's window up to ``DEFAULT_MAX_CHUNK_TOKENS``; a size larger than
+        the window is clamped to it with a warning."""
+        if (size is not None and size < 1) or overlap < 0:
             raise ValueError(f"chunk size must be >= 1 and overlap >= 0, got size={size}, overlap={overlap}")
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
         #: What the model reads besides the special tokens ([CLS], [SEP]) it adds itself.
         self.model_budget = max(1, max_seq_length - _special_tokens(tokenizer))
+        size = min(self.model_budget, DEFAULT_MAX_CHUNK_TOKENS) if size is None else size
         self.requested_size = size
         self.requested_overlap = overlap
         self.clamped = size > self.model_budget
