@@ -159,6 +159,9 @@ def test_errors_are_clear(http):
     missing = http.post("/v1/chat/completions", json={"model": "x", "index": "nope",
                                                       "messages": [{"role": "user", "content": "hi"}]})
     assert missing.status_code == 404 and "unirank ingest" in missing.json()["error"]["message"]
+    typo = http.post("/v1/chat/completions", json={"model": "handbok", "messages": [{"role": "user", "content": "hi"}]})
+    assert typo.status_code == 404, "a model that names no index is not answered from the default one"
+    assert "Index 'handbok' does not exist. Available indexes: handbook" in typo.json()["error"]["message"]
     assert http.post("/v1/chat/completions", json={"messages": []}).status_code == 422
     garbled = http.post("/v1/chat/completions", content=b"{messages", headers={"Content-Type": "application/json"})
     assert garbled.status_code == 422 and "not valid JSON" in garbled.json()["error"]["message"]

@@ -30,13 +30,18 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+#: The model name that means "the default index" (chat.index, or the only index).
+DEFAULT_MODEL = "unirank"
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # temperature, max_tokens… are accepted and ignored
 
-    model: str = "unirank"
+    #: An index name (``GET /v1/models`` lists them), or ``unirank`` for the default index.
+    model: str = DEFAULT_MODEL
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
-    #: unirank: the index to answer from (default: ``model`` when it names an index, else chat.index).
+    #: unirank: the index to answer from, whatever ``model`` says.
     index: str | None = None
     #: unirank: keep the turn in this session (its stored history is used for follow-ups).
     session_id: str | None = None

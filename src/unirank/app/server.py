@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from unirank.api import Unirank
-from unirank.app.openai_format import ChatCompletionRequest, ChunkWriter, completion
+from unirank.app.openai_format import DEFAULT_MODEL, ChatCompletionRequest, ChunkWriter, completion
 from unirank.chat.service import ChatService
 from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
@@ -124,9 +124,9 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
             question, history = body.question_and_history()
         except ValueError as exc:
             raise InvalidQueryError(str(exc)) from exc
-        index = body.index
-        if index is None and body.model and await run_in_threadpool(ur.backend.exists, body.model):
-            index = body.model
+        # A model that names no index is an error, not the default index: a typo would otherwise be
+        # answered from other documents.
+        index = body.index or (None if body.model == DEFAULT_MODEL else body.model)
         session_id = body.session_id
         history = None if session_id else history
         if body.stream:
