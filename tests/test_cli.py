@@ -51,6 +51,9 @@ def test_ingest_search_and_index_commands(run):
     assert [i["name"] for i in listed] == ["handbook"] and listed[0]["model"]["dims"] == 384
     info = json.loads(run("index", "info", "handbook", "--json").stdout)
     assert info["chunk_count"] >= 6
+    assert "model: all-MiniLM-L6-v2@base (384 dimensions)" in run("index", "info", "handbook").stdout
+    narrow = run("index", "list", extra_env={"COLUMNS": "80"}).stdout
+    assert "all-MiniLM-L6-v2@base" in narrow and "…" not in narrow, narrow
 
     run("index", "delete", "handbook", "--yes")
     assert json.loads(run("index", "list", "--json").stdout) == []

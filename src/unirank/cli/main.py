@@ -13,7 +13,8 @@ from unirank.cli import training
 from unirank.cli.models import models_app
 from unirank.cli.context import client, load_settings
 from unirank.cli.serve import serve_app
-from unirank.cli.output import console, errors, fail, print_indexes, print_json, print_report, print_results
+from unirank.cli.output import (console, errors, fail, print_index, print_indexes, print_json, print_report,
+                                print_results)
 from unirank.errors import InvalidQueryError, UnirankError
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
@@ -101,10 +102,13 @@ def search(
 
 
 @index_app.command("list")
-def index_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def index_list(as_json: Annotated[bool, typer.Option("--json", help="Print the indexes as JSON.")] = False) -> None:
     """List indexes."""
     ur = client()
-    infos = ur.list_indexes()
+    try:
+        infos = ur.list_indexes()
+    finally:
+        ur.close()
     if as_json:
         print_json([i.to_dict() for i in infos])
     else:
@@ -112,18 +116,25 @@ def index_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
 
 @index_app.command("info")
-def index_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def index_info(
+    name: Annotated[str, typer.Argument(help="The index.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the index's record as JSON.")] = False,
+) -> None:
     """Show one index: model, dimensions, counts, location."""
     ur = client()
     try:
         info = ur.index_info(name)
     except UnirankError as exc:
         fail(exc)
+    finally:
+        ur.close()
     if as_json:
         print_json(info.to_dict())
     else:
-        for key, value in info.to_dict().items():
-            console.print(f"[bold]{key}[/bold]: {value}")
+        print_index(info)
+
+
+index_app.command("show", hidden=True, help="Same as `index info` (as `models show`).")(index_info)
 
 
 @index_app.command("rebuild")

@@ -79,8 +79,19 @@ def print_indexes(infos: list[IndexInfo]) -> None:
         console.print("No indexes yet. Create one with `unirank ingest SOURCE --index NAME`.")
         return
     table = Table()
-    for col in ("name", "model", "dims", "chunks", "sources", "updated"):
-        table.add_column(col)
+    # Names are what the user types next: whole, and the other columns wrap in a narrow terminal.
+    table.add_column("name", min_width=max(len(i.name) for i in infos), overflow="fold")
+    table.add_column("model", min_width=max(len(str(i.model)) for i in infos), overflow="fold")
+    for col in ("dims", "chunks", "sources", "updated (UTC)"):
+        table.add_column(col, overflow="fold")
     for i in infos:
-        table.add_row(i.name, str(i.model), str(i.model.dims), str(i.chunk_count), str(i.source_count), i.updated_at)
+        updated = i.updated_at[:16].replace("T", " ")  # to the minute; `index info` has the full time
+        table.add_row(i.name, str(i.model), str(i.model.dims), str(i.chunk_count), str(i.source_count), updated)
     console.print(table)
+
+
+def print_index(info: IndexInfo) -> None:
+    fields = {"name": info.name, "model": f"{info.model} ({info.model.dims} dimensions)", **{
+        key: value for key, value in info.to_dict().items() if key not in ("name", "model")}}
+    for key, value in fields.items():
+        console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
