@@ -79,12 +79,12 @@ class ServerState:
             ref = model.id
             if kind == "embed":
                 def run(texts: list[str]) -> np.ndarray:
-                    embedder = self.catalog.get(ref).embedder
+                    embedder = self.catalog.served(ref).embedder
                     assert embedder is not None
                     return embedder.embed_documents(texts)
             else:
                 def run(pairs: list[tuple[str, str]]) -> list[float]:  # type: ignore[misc]
-                    served = self.catalog.get(ref)
+                    served = self.catalog.served(ref)
                     if served.is_cross_encoder:  # logits: the handler applies the sigmoid unless raw
                         return served.reranker.logits(pairs).tolist()  # type: ignore[attr-defined]
                     return served.reranker.score_pairs(pairs)

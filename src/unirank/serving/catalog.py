@@ -125,7 +125,9 @@ class ModelCatalog:
                            embedder.tokenizer, embedder.max_seq_length)
 
     # -- lookup ---------------------------------------------------------------------------------
-    def get(self, ref: str) -> ServedModel:
+    def served(self, ref: str) -> ServedModel:
+        """The model loaded under its exact served id: what a batch runs on, the swapped-in version
+        once a hot swap has replaced it."""
         with self._lock:
             return self._models[ref]
 
@@ -136,7 +138,8 @@ class ModelCatalog:
     def get(self, requested: str) -> ServedModel:
         """The served model ``requested`` names: its served id, its bare name, or NAME@VERSION."""
         models = self.models()
-        for m in models:
+        exact = [m for m in models if m.id == requested]  # before a bare name or another alias's version
+        for m in exact + models:
             name = parse_reference(m.id)[0]
             if requested in (m.id, name, f"{name}@{m.version}"):
                 return m
