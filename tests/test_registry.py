@@ -167,13 +167,18 @@ def test_cli_register_promote_rollback_and_export(tmp_path):
         assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
         return proc
 
-    run("models", "register", "mini", "--path", str(BASE), "--role", "embedder")
+    first = run("models", "register", "mini", "--path", str(BASE), "--role", "embedder")
+    assert first.stdout.startswith("Registered mini@1 (embedder, 384 dims)") and first.stderr == "", first.stderr
     run("models", "register", "mini", "--path", str(BASE), "--role", "embedder")
     shown = json.loads(run("models", "show", "mini@2", "--json").stdout)
     assert shown["dims"] == 384 and shown["max_seq_length"] == 256 and shown["role"] == "embedder"
     run("models", "promote", "mini@1", "--alias", "prod")
     run("models", "promote", "mini@2", "--alias", "prod")
     assert "rolled back to version 1" in run("models", "rollback", "mini").stdout
+    shown = run("models", "show", "mini@prod").stdout.splitlines()
+    assert "dims: 384" in shown and "aliases: prod" in shown and "history:" in shown, shown
+    assert [line.split(", changed_at")[0] for line in shown if line.startswith("  - ")] == [
+        "  - version: 1", "  - version: 2", "  - version: 1"], shown
     listed = json.loads(run("models", "list", "--json").stdout)
     assert [(m["version"], m["aliases"]) for m in listed] == [(1, ["prod"]), (2, [])]
     out = run("models", "export", "mini@1", "--to", str(tmp_path / "out")).stdout

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from unirank.cli.context import load_settings
-from unirank.cli.output import console, fail, print_json
+from unirank.cli.output import console, fail, print_json, print_record, to_the_minute
 from unirank.errors import UnirankError
 from unirank.models.remote import APIS, Endpoint
 from unirank.registry import ModelRegistry
@@ -79,12 +79,13 @@ def list_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
         console.print("No models registered. Train one with `unirank train` or `unirank models register`.")
         return
     table = Table()
-    for col in ("model", "role", "aliases", "dims", "ndcg@10", "created"):
-        table.add_column(col)
+    table.add_column("model", min_width=max(len(v.ref) for v in versions), overflow="fold")  # kept whole
+    for col in ("role", "aliases", "dims", "ndcg@10", "created (UTC)"):
+        table.add_column(col, overflow="fold")
     for v in versions:
         ndcg = v.metrics.get("ndcg@10")
         table.add_row(v.ref, v.role, ",".join(v.aliases), str(v.record.get("dims", "-")),
-                      f"{ndcg:.4f}" if ndcg is not None else "-", v.created_at)
+                      f"{ndcg:.4f}" if ndcg is not None else "-", to_the_minute(v.created_at))
     console.print(table)
 
 
@@ -100,10 +101,7 @@ def show(ref: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> 
     if as_json:
         print_json(data)
     else:
-        for key, value in data.items():
-            if isinstance(value, str) and len(value) > 200:  # the endpoint's probe fingerprint
-                value = f"{value[:40]}… ({len(value)} characters; --json shows all)"
-            console.print(f"[bold]{key}[/bold]: {value}")
+        print_record(data)
 
 
 @models_app.command("promote")

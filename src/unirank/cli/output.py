@@ -28,6 +28,44 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
+def to_the_minute(timestamp: str) -> str:
+    """An ISO time as ``2026-12-05 21:30`` for a table column; records show the full time."""
+    return timestamp[:16].replace("T", " ")
+
+
+def print_record(data: dict[str, Any]) -> None:
+    """A record (a model version, an index) as indented ``key: value`` lines: nested sections are
+    readable where Python's dict repr is not; ``--json`` keeps the exact values."""
+    for line in _record_lines(data, indent=""):
+        console.print(line, markup=False, highlight=False)
+
+
+def _record_lines(data: dict[str, Any], indent: str) -> list[str]:
+    lines = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            lines.append(f"{indent}{key}:")
+            lines.extend(_record_lines(value, indent + "  "))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"{indent}{key}:")
+            lines.extend(f"{indent}  - " + ", ".join(f"{k}: {_scalar(v)}" for k, v in item.items()) for item in value)
+        else:
+            lines.append(f"{indent}{key}: {_scalar(value)}")
+    return lines
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-3 and value else f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_scalar(v) for v in value) if value else "-"
+    if value is None or value == {}:
+        return "-"
+    if isinstance(value, str) and len(value) > 200:  # an endpoint's probe fingerprint
+        return f"{value[:40]}… ({len(value)} characters; --json shows all)"
+    return str(value)
+
+
 def _location(uri: str, page: int | None) -> str:
     short = uri.rsplit("/", 1)[-1] if uri.startswith("file://") else uri
     return f"{short} p.{page}" if page else short
@@ -85,13 +123,11 @@ def print_indexes(infos: list[IndexInfo]) -> None:
     for col in ("dims", "chunks", "sources", "updated (UTC)"):
         table.add_column(col, overflow="fold")
     for i in infos:
-        updated = i.updated_at[:16].replace("T", " ")  # to the minute; `index info` has the full time
-        table.add_row(i.name, str(i.model), str(i.model.dims), str(i.chunk_count), str(i.source_count), updated)
+        table.add_row(i.name, str(i.model), str(i.model.dims), str(i.chunk_count), str(i.source_count),
+                      to_the_minute(i.updated_at))
     console.print(table)
 
 
 def print_index(info: IndexInfo) -> None:
-    fields = {"name": info.name, "model": f"{info.model} ({info.model.dims} dimensions)", **{
-        key: value for key, value in info.to_dict().items() if key not in ("name", "model")}}
-    for key, value in fields.items():
-        console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+    print_record({"name": info.name, "model": f"{info.model} ({info.model.dims} dimensions)", **{
+        key: value for key, value in info.to_dict().items() if key not in ("name", "model")}})

@@ -187,7 +187,7 @@ def is_cross_encoder(path: str) -> bool:
     return True
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """Model loading progress bars are noise in a CLI that loads one small model."""
     from transformers.utils import logging as hf_logging
 
@@ -202,7 +202,7 @@ def load_embedder(settings: Settings) -> Embedder:
                              "embedder.model (or --model) to an embedder; `unirank models list` shows each role.")
     if _is_remote(registered):
         return _remote_embedder(registered, settings)  # type: ignore[arg-type]
-    _quiet_transformers()
+    quiet_transformers()
     path, name, version = resolve_model_path(settings.embedder.model, settings.models_dir, version=registered)
     return SentenceTransformerEmbedder(
         path,
@@ -245,7 +245,7 @@ def _load_reranker(settings: Settings, embedder: Embedder | None) -> Reranker:
     registered = registry_version(settings.reranker.model, settings.models_dir)
     if _is_remote(registered):
         return _remote_reranker(registered, settings)  # type: ignore[arg-type]
-    _quiet_transformers()
+    quiet_transformers()
     path, name, version = resolve_model_path(settings.reranker.model, settings.models_dir, version=registered)
     backend = registry_backend(registered)
     if is_cross_encoder(path):

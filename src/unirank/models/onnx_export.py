@@ -206,12 +206,12 @@ def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = N
     except ImportError as exc:
         raise ModelLoadError("ONNX export needs Optimum and ONNX Runtime: pip install 'unirank[onnx]'.") from exc
 
-    from transformers.utils import logging as hf_logging
+    from unirank.models.loading import quiet_transformers
 
     dest = Path(dest)
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("onnx", MARKER_FILE))
     model_class = SentenceTransformer if role == "embedder" else CrossEncoder
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     # "Saving the exported ONNX model is heavily recommended": it is saved right below.
     save_hint = logging.getLogger("sentence_transformers.backend.utils")
     level = save_hint.level

@@ -19,7 +19,9 @@ def describe_model_folder(path: Path, role: str) -> dict[str, Any]:
     config = json.loads(config_path.read_text())
     info: dict[str, Any] = {"base_model": config.get("_name_or_path") or config.get("model_type", "unknown"),
                             "architecture": (config.get("architectures") or ["?"])[0]}
-    from unirank.models.loading import is_cross_encoder
+    from unirank.models.loading import is_cross_encoder, quiet_transformers
+
+    quiet_transformers()
 
     cross = is_cross_encoder(str(path))
     if role == "embedder" and cross:
