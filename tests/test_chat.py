@@ -247,7 +247,8 @@ def test_ask_cli_prints_exactly_the_documented_json(corpus, tmp_path):
 
 def test_chat_cli_session_with_feedback_and_sources(corpus, tmp_path):
     env = isolated_env(corpus.settings.data_dir, UNIRANK_CHAT__DB_PATH=str(tmp_path / "cli-chat.sqlite"), COLUMNS="200")
-    script = "How do I rotate an API key?\nHow often should I do it?\n/open 1\n/up\n/open 9\n/new\n/quit\n"
+    script = ("How do I rotate an API key?\nHow often should I do it?\n/open 1\n/up\n/open 9\n/hepl\n/new\n"
+              "/quit\n")
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "chat", "--index", "handbook"], input=script,
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -256,6 +257,7 @@ def test_chat_cli_session_with_feedback_and_sources(corpus, tmp_path):
     assert "searched for: How often should I do it? " in out  # the follow-up was rewritten
     assert "[1] API keys and token rotation" in out and "New conversation." in out
     assert "has no citation [9]" in proc.stderr
+    assert "Unknown command /hepl. Commands: /up or /down" in out  # not asked as a question
 
     with ConversationStore(tmp_path / "cli-chat.sqlite") as store:
         sessions = store.sessions()

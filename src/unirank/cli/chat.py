@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Optional
 
 import typer
@@ -14,7 +15,7 @@ from unirank.errors import IndexNotFoundError, UnirankError
 
 INDEX_HELP = "Index to answer from (default: chat.index, or the only index)."
 CHAT_HELP = ("Commands: /up or /down rate the last answer, /open N shows source N, /new starts a new "
-             "conversation, /quit (or Ctrl-D) leaves.")
+             "conversation, /help shows this, /quit (or Ctrl-D) leaves.")
 
 
 def ask(
@@ -77,6 +78,10 @@ def chat(index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDE
                 continue
             if command in ("/up", "/down", "/open"):
                 _chat_command(store, last, command, arg)
+                continue
+            if re.fullmatch(r"/\w+|/\?", command) and not arg:  # a mistyped command, not a question to search
+                known = "" if command in ("/help", "/?") else f"[yellow]Unknown command {escape(command)}.[/yellow] "
+                console.print(f"{known}{CHAT_HELP}")
                 continue
             console.print("[bold green]unirank[/bold green] ", end="")
             try:
