@@ -171,6 +171,8 @@ def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: http
         ("/rerank", {"query": "q", "texts": ["t"] * 9}, 413, "too_many_documents"),
         ("/rerank", {"query": " ", "texts": ["t"]}, 400, "empty_input"),
         ("/v1/rerank", {"query": "q", "documents": []}, 400, "empty_input"),
+        ("/embed", {"inputs": []}, 400, "empty_input"),
+        ("/rerank", {"query": "q", "texts": ["t", ""]}, 400, "empty_input"),
     ],
 )
 def test_bad_requests_get_clear_4xx(http: httpx.Client, path: str, body: dict, status: int, code: str) -> None:
@@ -178,6 +180,10 @@ def test_bad_requests_get_clear_4xx(http: httpx.Client, path: str, body: dict, s
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert (error["code"] if isinstance(error, dict) else response.json()["error_type"]) == code
+    if code == "empty_input":  # the message names the request's own field
+        message = error["message"] if isinstance(error, dict) else error
+        field = next(k for k, v in body.items() if isinstance(v, list) or (isinstance(v, str) and not v.strip()))
+        assert message.startswith(field), (field, message)
     # Refusals are counted under their route and status, as the metrics middleware saw the response.
     assert _metric(http.get("/metrics").text, "unirank_requests_total", endpoint=path, status=str(status)) > 0
 

@@ -211,15 +211,16 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     guarded = [Depends(authorized), Depends(ready)]
     limits = state.limits
 
-    def checked_texts(texts: list[str], what: str) -> None:
+    def checked_texts(texts: list[str], what: str, field: str) -> None:
+        """``field`` is the request's own name for the list, so the error points at it."""
         if not texts:
-            raise ServingRequestError(f"{what} is empty: send at least one text.", code="empty_input")
+            raise ServingRequestError(f"{field} is empty: send at least one {what}.", code="empty_input")
         if len(texts) > limits.max_inputs:
             raise ServingRequestError(f"{len(texts)} inputs sent; at most {limits.max_inputs} per request. "
                                       "Split the request.", status_code=413, code="too_many_inputs")
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
-                raise ServingRequestError(f"{what} {i} is empty; every input needs some text.",
+                raise ServingRequestError(f"{field}[{i}] is empty; every {what} needs some text.",
                                           code="empty_input")
 
     async def embed(model: ServedModel, texts: list[str], truncate: bool) -> tuple[np.ndarray, int]:
@@ -229,11 +230,12 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         rows = await state.batcher(model, "embed").submit(texts)
         return np.asarray(rows, dtype=np.float32), tokens
 
-    async def rerank(model: ServedModel, query: str, texts: list[str], truncate: bool,
+    async def rerank(model: ServedModel, query: str, texts: list[str], field: str, truncate: bool,
                      raw: bool) -> tuple[list[float], int]:
         if not query.strip():
-            raise ServingRequestError("query is empty.", code="empty_input")
-        checked_texts(texts, "document")
+            raise ServingRequestError("query is empty: send the text to rank the documents against.",
+                                      code="empty_input")
+        checked_texts(texts, "document", field)
         if len(texts) > limits.max_rerank_documents:
             raise ServingRequestError(
                 f"{len(texts)} documents sent; at most {limits.max_rerank_documents} can be reranked "
@@ -255,7 +257,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         if isinstance(raw, list) and raw and not all(isinstance(x, str) for x in raw):
             raise ServingRequestError("Token arrays are not accepted; send the texts.", code="unsupported_input")
         texts = [raw] if isinstance(raw, str) else list(raw)  # type: ignore[arg-type]
-        checked_texts(texts, "input")
+        checked_texts(texts, "input", "input")
         model = state.catalog.find(body.model, "embedder")
         if body.dimensions is not None and body.dimensions != model.dims:
             raise ServingRequestError(f"{model.id} makes {model.dims}-dimensional embeddings; "
@@ -275,7 +277,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         refuse_unsupported_tei_options(body.truncation_direction, prompt_name=body.prompt_name,
                                        normalize=body.normalize)
         texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
-        checked_texts(texts, "input")
+        checked_texts(texts, "input", "inputs")
         vectors, _ = await embed(state.catalog.find(body.model, "embedder"), texts, body.truncate)
         return json_response(vectors.tolist())
 
@@ -284,7 +286,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     async def tei_rerank(body: TeiRerankRequest) -> list[TeiRank]:
         refuse_unsupported_tei_options(body.truncation_direction)
         model = state.catalog.find(body.model, "reranker")
-        scores, _ = await rerank(model, body.query, body.texts, body.truncate, body.raw_scores)
+        scores, _ = await rerank(model, body.query, body.texts, "texts", body.truncate, body.raw_scores)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return [TeiRank(index=i, score=scores[i], text=body.texts[i] if body.return_text else None) for i in order]
 
@@ -294,7 +296,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         model = state.catalog.find(body.model, "reranker")
         texts = [d.text if isinstance(d, RerankDocument) else d for d in body.documents]
         # Cohere cuts long documents itself rather than refusing them.
-        scores, tokens = await rerank(model, body.query, texts, truncate=True, raw=False)
+        scores, tokens = await rerank(model, body.query, texts, "documents", truncate=True, raw=False)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.top_n or len(scores)]
         results = [CohereRerankResult(index=i, relevance_score=scores[i],
                                       document=RerankDocument(text=texts[i]) if body.return_documents else None)
