@@ -178,9 +178,10 @@ def plot(results: dict[str, dict[str, float]], path: Path, title: str) -> None:
         ax.bar_label(bars, fmt="%.3f", fontsize=7, rotation=90, padding=2)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(systems))])
     ax.set_xticklabels(systems, rotation=20, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.15)  # headroom for the labels of bars at 1.0, which would run into the title
+    ax.set_yticks([i / 5 for i in range(6)])
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)  # beside the bars, never over one
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
