@@ -81,6 +81,12 @@ def test_config_show_merges_toml_and_environment(run, tmp_path):
     assert out["search"]["top_k"] == 12      # the environment wins
     assert out["chunking"]["size"] == 200
     assert "rrf_k = 30" in run("config", "show").stdout
+    (tmp_path / "unirank.toml").write_text("[chat]\nmin_score = 0.4\n")
+    before = json.loads(run("config", "show", "--json").stdout)
+    shown = run("config", "show").stdout
+    assert "# size (unset)" in shown.split("[chunking]")[1].split("[")[0]  # unset, named in its own section
+    (tmp_path / "unirank.toml").write_text(shown)  # what it prints is a unirank.toml that loads as the same
+    assert json.loads(run("config", "show", "--json").stdout) == before and before["chat"]["min_score"] == 0.4
 
 
 def test_invalid_settings_are_reported(run, tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -180,12 +180,23 @@ def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
         return
     import tomli_w  # noqa: PLC0415 - only this command needs it
 
-    console.print(tomli_w.dumps(_drop_none(data)), markup=False, highlight=False)
+    console.print(_as_toml(data, tomli_w.dumps), markup=False, highlight=False)
 
 
-def _drop_none(data: dict) -> dict:
-    """TOML has no null: unset options are left out."""
-    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}
+def _as_toml(data: dict, dumps: Callable[[dict], str]) -> str:
+    """TOML has no null: an unset option is shown as a comment in its section, so every setting
+    there is appears (``# size (unset)``), and the text still loads as a unirank.toml."""
+    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    parts = [_section(top, dumps)]
+    for name, section in data.items():
+        if isinstance(section, dict):
+            parts.append(f"[{name}]\n{_section(section, dumps)}")
+    return "\n".join(p for p in parts if p.strip())
+
+
+def _section(values: dict, dumps: Callable[[dict], str]) -> str:
+    unset = "".join(f"# {k} (unset)\n" for k, v in values.items() if v is None)
+    return dumps({k: v for k, v in values.items() if v is not None}) + unset
 
 
 if __name__ == "__main__":  # pragma: no cover
