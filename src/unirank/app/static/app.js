@@ -16,6 +16,22 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Thumbs as inline SVG (Material Design icons, Apache-2.0): emoji need a colour-emoji font, and
+// where none is installed (a server, a minimal desktop) they render as empty boxes.
+const THUMB_UP = "M1 21h4V9H1v12zm22-11c0-1.1-.9-2-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 7.59 7.59C7.22 7.95 7 8.45 7 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z";
+const THUMB_DOWN = "M15 3H6c-.83 0-1.54.5-1.84 1.22l-3.02 7.05c-.09.23-.14.47-.14.73v2c0 1.1.9 2 2 2h6.31l-.95 4.57-.03.32c0 .41.17.79.44 1.06L9.83 23l6.59-6.59c.36-.36.58-.86.58-1.41V5c0-1.1-.9-2-2-2zm4 0v12h4V3h-4z";
+
+function icon(path) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  for (const [key, value] of Object.entries({ viewBox: "0 0 24 24", width: "14", height: "14", fill: "currentColor",
+                                               "aria-hidden": "true", class: "icon" })) svg.setAttribute(key, value);
+  const shape = document.createElementNS(ns, "path");
+  shape.setAttribute("d", path);
+  svg.append(shape);
+  return svg;
+}
+
 function setStatus(text, isError = false) {
   const status = $("status");
   status.textContent = text;
@@ -145,8 +161,8 @@ function feedbackButtons(messageId) {
       setStatus(kind === "up" ? "Thanks: marked as helpful." : "Thanks: marked as not helpful.");
     } catch (error) { setStatus(`Feedback failed: ${error.message}`, true); }
   };
-  const up = el("button", { type: "button", "aria-pressed": "false" }, el("span", { "aria-hidden": "true" }, "👍 "), "Helpful");
-  const down = el("button", { type: "button", "aria-pressed": "false" }, el("span", { "aria-hidden": "true" }, "👎 "), "Not helpful");
+  const up = el("button", { type: "button", "aria-pressed": "false" }, icon(THUMB_UP), "Helpful");
+  const down = el("button", { type: "button", "aria-pressed": "false" }, icon(THUMB_DOWN), "Not helpful");
   up.addEventListener("click", () => send("up", up));
   down.addEventListener("click", () => send("down", down));
   group.append(up, down);
