@@ -39,14 +39,19 @@ from unirank.serving.schemas import (
     Health,
     ModelCard,
     ModelList,
+    OpenAIError,
     RerankDocument,
+    TeiError,
     TeiRank,
     TeiRerankRequest,
     Usage,
+    error_responses,
 )
 from unirank.settings import Settings
 
 log = logging.getLogger(__name__)
+#: What an inference route can answer besides 200 (documented in the OpenAPI spec).
+INFERENCE_ERRORS = (400, 401, 404, 413, 422, 503)
 
 
 class ServerState:
@@ -251,7 +256,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         return list(scores), tokens + query_tokens * len(texts)
 
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse, dependencies=guarded,
-              tags=["OpenAI"], summary="OpenAI-compatible embeddings")
+              tags=["OpenAI"], summary="OpenAI-compatible embeddings",
+              responses=error_responses(OpenAIError, *INFERENCE_ERRORS))
     async def openai_embeddings(body: EmbeddingsRequest) -> Response:
         raw = body.input
         if isinstance(raw, list) and raw and not all(isinstance(x, str) for x in raw):
@@ -272,7 +278,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             model=model.id, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)))
 
     @app.post("/embed", response_model=list[list[float]], dependencies=guarded,
-              tags=["text-embeddings-inference"], summary="TEI-compatible embeddings")
+              tags=["text-embeddings-inference"], summary="TEI-compatible embeddings",
+              responses=error_responses(TeiError, *INFERENCE_ERRORS))
     async def tei_embed(body: EmbedRequest) -> Response:
         refuse_unsupported_tei_options(body.truncation_direction, prompt_name=body.prompt_name,
                                        normalize=body.normalize)
@@ -282,7 +289,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         return json_response(vectors.tolist())
 
     @app.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
-              dependencies=guarded, tags=["text-embeddings-inference"], summary="TEI-compatible rerank")
+              dependencies=guarded, tags=["text-embeddings-inference"], summary="TEI-compatible rerank",
+              responses=error_responses(TeiError, *INFERENCE_ERRORS))
     async def tei_rerank(body: TeiRerankRequest) -> list[TeiRank]:
         refuse_unsupported_tei_options(body.truncation_direction)
         model = state.catalog.find(body.model, "reranker")
@@ -291,7 +299,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         return [TeiRank(index=i, score=scores[i], text=body.texts[i] if body.return_text else None) for i in order]
 
     @app.post("/v1/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True,
-              dependencies=guarded, tags=["Cohere / Jina"], summary="Cohere- and Jina-compatible rerank")
+              dependencies=guarded, tags=["Cohere / Jina"], summary="Cohere- and Jina-compatible rerank",
+              responses=error_responses(OpenAIError, *INFERENCE_ERRORS))
     async def cohere_rerank(body: CohereRerankRequest) -> CohereRerankResponse:
         model = state.catalog.find(body.model, "reranker")
         texts = [d.text if isinstance(d, RerankDocument) else d for d in body.documents]
@@ -305,12 +314,14 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                                     meta={"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
                                     usage={"total_tokens": tokens})
 
-    @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(authorized)], tags=["OpenAI"])
+    @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(authorized)], tags=["OpenAI"],
+             responses=error_responses(OpenAIError, 401))
     async def list_models() -> ModelList:
         return ModelList(data=[ModelCard(**m.describe()) for m in state.catalog.models()])
 
     @app.get("/v1/models/{model_id:path}", response_model=ModelCard, dependencies=[Depends(authorized)],
-             tags=["OpenAI"], summary="One served model (the OpenAI SDK's models.retrieve)")
+             tags=["OpenAI"], summary="One served model (the OpenAI SDK's models.retrieve)",
+             responses=error_responses(OpenAIError, 401, 404))
     async def retrieve_model(model_id: str) -> ModelCard:
         return ModelCard(**state.catalog.get(model_id).describe())
 

@@ -118,3 +118,41 @@ class Health(BaseModel):
     status: str
     ready: bool
     detail: str | None = None
+
+
+# -- errors -----------------------------------------------------------------------------------------
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str
+
+
+class OpenAIError(BaseModel):
+    """Errors under ``/v1/``: OpenAI's shape, which its SDK raises as typed exceptions."""
+
+    error: OpenAIErrorDetail
+
+
+class TeiError(BaseModel):
+    """Errors of ``/embed`` and ``/rerank``: text-embeddings-inference's shape."""
+
+    error: str
+    error_type: str
+
+
+_ERROR_MEANINGS = {
+    400: "Refused input: an empty text, token arrays, an option that is not served, `dimensions` other than "
+         "the model's, or a reranker asked to embed.",
+    401: "No bearer token, or one that is not (or no longer) valid, while keys are configured.",
+    404: "No model of that id is served here.",
+    413: "Too many inputs or documents, or a text over the token limit (send `truncate: true` to cut it).",
+    422: "The body is not JSON or does not fit the schema; the message names the field.",
+    503: "The models are still loading; retry after `Retry-After` seconds.",
+}
+
+
+def error_responses(shape: type[OpenAIError] | type[TeiError], *statuses: int) -> dict[int | str, dict]:
+    """The error answers a route gives, for its OpenAPI ``responses``: without them the spec showed
+    only FastAPI's own 422 body, which this server never sends."""
+    return {status: {"model": shape, "description": _ERROR_MEANINGS[status]} for status in statuses}
