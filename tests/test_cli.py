@@ -54,6 +54,7 @@ def test_ingest_search_and_index_commands(run):
     assert "model: all-MiniLM-L6-v2@base (384 dimensions)" in run("index", "info", "handbook").stdout
     narrow = run("index", "list", extra_env={"COLUMNS": "80"}).stdout
     assert "all-MiniLM-L6-v2@base" in narrow and "…" not in narrow, narrow
+    assert "updated" not in narrow and "updated (UTC)" in run("index", "list").stdout  # left out when narrow
 
     run("index", "delete", "handbook", "--yes")
     assert json.loads(run("index", "list", "--json").stdout) == []

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from unirank.cli.context import load_settings
-from unirank.cli.output import console, fail, print_json, print_record, to_the_minute
+from unirank.cli.output import console, fail, print_json, print_record, print_table, to_the_minute
 from unirank.errors import UnirankError
 from unirank.models.remote import APIS, Endpoint
 from unirank.registry import ModelRegistry
@@ -78,15 +77,13 @@ def list_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     if not versions:
         console.print("No models registered. Train one with `unirank train` or `unirank models register`.")
         return
-    table = Table()
-    table.add_column("model", min_width=max(len(v.ref) for v in versions), overflow="fold")  # kept whole
-    for col in ("role", "aliases", "dims", "ndcg@10", "created (UTC)"):
-        table.add_column(col, overflow="fold")
+    rows = []
     for v in versions:
         ndcg = v.metrics.get("ndcg@10")
-        table.add_row(v.ref, v.role, ",".join(v.aliases), str(v.record.get("dims", "-")),
-                      f"{ndcg:.4f}" if ndcg is not None else "-", to_the_minute(v.created_at))
-    console.print(table)
+        rows.append({"model": v.ref, "role": v.role, "aliases": ",".join(v.aliases),
+                     "dims": str(v.record.get("dims", "-")), "ndcg@10": f"{ndcg:.4f}" if ndcg is not None else "-",
+                     "created (UTC)": to_the_minute(v.created_at)})
+    print_table(rows, names=("model",), optional=("created (UTC)",))
 
 
 @models_app.command("show")

@@ -28,6 +28,10 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
+#: The width a name or model column keeps in a narrow terminal: what an 80-column table has room for.
+NAME_COLUMN_WIDTH = 22
+
+
 def to_the_minute(timestamp: str) -> str:
     """An ISO time as ``2026-12-05 21:30`` for a table column; records show the full time."""
     return timestamp[:16].replace("T", " ")
@@ -116,15 +120,29 @@ def print_indexes(infos: list[IndexInfo]) -> None:
     if not infos:
         console.print("No indexes yet. Create one with `unirank ingest SOURCE --index NAME`.")
         return
+    rows = [{"name": i.name, "model": str(i.model), "dims": str(i.model.dims), "chunks": str(i.chunk_count),
+             "sources": str(i.source_count), "updated (UTC)": to_the_minute(i.updated_at)} for i in infos]
+    print_table(rows, names=("name", "model"), optional=("updated (UTC)",))
+
+
+def print_table(rows: list[dict[str, str]], *, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+    """A table that stays readable in a narrow terminal: the ``optional`` columns are left out when the
+    rest would not fit, and the ``names`` columns (what the user types next) fold, never end in "…"."""
+    columns = list(rows[0])
+
+    def width(cols: list[str]) -> int:  # each column's widest cell, plus Rich's borders and padding
+        return sum(max(len(c), *(len(r[c]) for r in rows)) + 3 for c in cols) + 1
+
+    if width(columns) > console.width:
+        columns = [c for c in columns if c not in optional]
     table = Table()
-    # Names are what the user types next: whole, and the other columns wrap in a narrow terminal.
-    table.add_column("name", min_width=max(len(i.name) for i in infos), overflow="fold")
-    table.add_column("model", min_width=max(len(str(i.model)) for i in infos), overflow="fold")
-    for col in ("dims", "chunks", "sources", "updated (UTC)"):
-        table.add_column(col, overflow="fold")
-    for i in infos:
-        table.add_row(i.name, str(i.model), str(i.model.dims), str(i.chunk_count), str(i.source_count),
-                      to_the_minute(i.updated_at))
+    for col in columns:
+        if col in names:
+            table.add_column(col, overflow="fold", min_width=min(NAME_COLUMN_WIDTH, max(len(r[col]) for r in rows)))
+        else:
+            table.add_column(col, no_wrap=True)
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
     console.print(table)
 
 
