@@ -127,3 +127,21 @@ def test_chunks_fill_the_models_window_and_a_larger_size_is_clamped_with_a_warni
     client.settings.chunking.size = 512
     report = client.ingest(str(corpus / "api-keys.md"), "clamped")
     assert any("512" in w and "254" in w for w in report.warnings)
+
+
+# File names as people write them: a file:// URI percent-encodes them, and the path read back must be the
+# name on disk (before, every name with a space failed with "No such file or directory").
+AWKWARD_NAMES = ("Travel policy 2024.md", "q?and#hash.md", "literal%20percent.md", "naïve résumé.txt")
+
+
+def test_file_names_with_spaces_percent_signs_and_url_characters(client, tmp_path):
+    folder = tmp_path / "awkward docs"
+    folder.mkdir()
+    for n, name in enumerate(AWKWARD_NAMES):
+        (folder / name).write_text(f"Document number {n} about llamas{n}.\n", encoding="utf-8")
+    report = client.ingest(str(folder), "awkward")
+    assert report.failed == [] and len(report.ingested) == len(AWKWARD_NAMES), report.failed
+    for n, name in enumerate(AWKWARD_NAMES):
+        hit = client.search(f"llamas{n}", "awkward", mode="bm25", rerank=False, top_k=1).hits[0]
+        assert hit.chunk.source_uri == (folder / name).as_uri() and hit.chunk.title == Path(name).stem
+    assert client.ingest(str(folder), "awkward").skipped == [(u, "unchanged") for u in sorted(report.ingested)]

@@ -73,3 +73,16 @@ def test_an_unreachable_endpoint_is_not_reported_as_a_missing_bucket(client):
     with pytest.raises(SourceError, match=r"Cannot list s3://handbook: Could not connect"):
         client.ingest("s3://handbook", "s3docs")
     assert not client.backend.exists("s3docs")
+
+
+def test_object_keys_keep_spaces_percent_signs_and_url_characters(client, bucket, s3_endpoint):
+    """An object's URI carries its key as it is: '?' and '#' are not a query and a fragment, '%20' is not a space."""
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
+    keys = ("odd/Travel policy 2024.md", "odd/q?and#hash.md", "odd/literal%20percent.md", "odd/naïve résumé.txt")
+    for n, key in enumerate(keys):
+        bucket.put_object(Bucket="handbook", Key=key, Body=f"Document number {n} about llamas{n}.".encode())
+    report = client.ingest("s3://handbook/odd", "odd")
+    assert report.failed == [] and sorted(report.ingested) == sorted(f"s3://handbook/{k}" for k in keys)
+    for n, key in enumerate(keys):
+        hit = client.search(f"llamas{n}", "odd", mode="bm25", rerank=False, top_k=1).hits[0]
+        assert hit.chunk.source_uri == f"s3://handbook/{key}" and hit.chunk.title == key[4:].rsplit(".", 1)[0]

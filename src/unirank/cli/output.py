@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from unirank.ingest.report import IngestReport
+from unirank.ingest.uris import file_name
 from unirank.search.types import IndexInfo, SearchResults
 
 console = Console()
@@ -71,7 +72,7 @@ def _scalar(value: Any) -> str:
 
 
 def _location(uri: str, page: int | None) -> str:
-    short = uri.rsplit("/", 1)[-1] if uri.startswith("file://") else uri
+    short = file_name(uri) if uri.startswith("file://") else uri
     return f"{short} p.{page}" if page else short
 
 

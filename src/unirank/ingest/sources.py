@@ -13,6 +13,7 @@ from typing import Any
 import fsspec
 
 from unirank.errors import SourceError
+from unirank.ingest.uris import uri_path
 from unirank.settings import StorageSettings
 
 OBJECT_SCHEMES = ("s3", "oss")
@@ -61,9 +62,7 @@ class DocumentSource:
         return self.fs.cat_file(self._path_of(file.uri))
 
     def _path_of(self, uri: str) -> str:
-        if self.scheme == "file":
-            return fsspec.implementations.local.LocalFileSystem._strip_protocol(uri)
-        return uri.split("://", 1)[1]
+        return uri_path(uri)  # a file:// URI is percent-encoded: "with%20space.txt" is "with space.txt"
 
     def contains(self, uri: str) -> bool:
         """Is ``uri`` under this source's root (so --prune may remove it)?"""
@@ -110,7 +109,7 @@ def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
     if not rest:
         return "file", fsspec.filesystem("file"), str(Path(uri).expanduser().resolve())
     if scheme == "file":
-        return "file", fsspec.filesystem("file"), str(Path(rest).resolve())
+        return "file", fsspec.filesystem("file"), str(Path(uri_path(uri)).resolve())
     if scheme not in OBJECT_SCHEMES:
         raise SourceError(f"Unsupported source {uri!r}: use a local path, s3://bucket/prefix or oss://bucket/prefix.")
     endpoint = storage.oss_endpoint_url if scheme == "oss" else storage.endpoint_url

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
-from urllib.parse import unquote, urlsplit
 
 from unirank.errors import ParseError
 from unirank.ingest.documents import Section
+from unirank.ingest.uris import file_name
 
 BINARY = "binary content, not text"
 
@@ -59,17 +59,13 @@ def collapse(text: str) -> str:
 
 def stem_from_uri(uri: str) -> str:
     """The file name without extension, from a path or a file:// / s3:// style URI."""
-    parts = urlsplit(uri)
-    path = unquote(parts.path) if parts.scheme and len(parts.scheme) > 1 else uri
-    name = PurePosixPath(path.replace("\\", "/")).name
+    name = file_name(uri)
     return PurePosixPath(name).stem or name or uri
 
 
 def extension_of(uri: str) -> str:
     """Lower-cased extension with the dot ('.pdf'), or '' when there is none."""
-    parts = urlsplit(uri)
-    path = unquote(parts.path) if parts.scheme and len(parts.scheme) > 1 else uri
-    return PurePosixPath(path.replace("\\", "/")).suffix.lower()
+    return PurePosixPath(file_name(uri)).suffix.lower()
 
 
 class SectionBuilder:
