@@ -1,0 +1,28 @@
+"""The package as pip builds it for a non-editable install: the files it needs at run time are in the wheel."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_wheel_carries_every_file_of_the_package(tmp_path):
+    """The tests run on an editable install, which reads src/ in place; a wheel has only what setuptools
+    packs, and without package-data it packed no web page (/ answered 404 after `pip install .`)."""
+    checkout = tmp_path / "checkout"  # as a clean clone has it: no egg-info whose file list would fill gaps
+    shutil.copytree(ROOT / "src", checkout / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, checkout / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(checkout)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("unirank-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    source = checkout / "src"
+    wanted = {path.relative_to(source).as_posix() for path in (source / "unirank").rglob("*") if path.is_file()}
+    assert "unirank/app/static/app.js" in wanted
+    assert wanted <= names, sorted(wanted - names)
