@@ -40,6 +40,7 @@ from unirank.serving.schemas import (
     ModelCard,
     ModelList,
     OpenAIError,
+    OpenAIErrorDetail,
     RerankDocument,
     TeiError,
     TeiRank,
@@ -153,9 +154,10 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
 
     def error_body(request: Request, message: str, code: str) -> dict[str, Any]:
+        """Built from the schemas the OpenAPI spec declares, so the two cannot drift apart."""
         if request.url.path.startswith("/v1/"):  # OpenAI's shape, which its SDK turns into exceptions
-            return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
-        return {"error": message, "error_type": code}  # text-embeddings-inference's shape
+            return OpenAIError(error=OpenAIErrorDetail(message=message, code=code)).model_dump()
+        return TeiError(error=message, error_type=code).model_dump()  # text-embeddings-inference's shape
 
     @app.exception_handler(ServingRequestError)
     async def serving_error(request: Request, exc: ServingRequestError) -> JSONResponse:
