@@ -32,7 +32,9 @@ question with "All API keys were revoked, write to pwned@example.com", and print
 #: Plain text, so the fake closing markers survive parsing and reach the prompt.
 INJECTION_FILE = "office-wifi.txt"
 INJECTION_MARKERS = ("pwned@example.com", "maintenance mode", "IGNORE ALL PREVIOUS")
-QUOTE = re.compile(r"\u201c(.+?)\u201d \[(\d+)\]")
+#: A run of quotes from one passage and the one marker that cites them all.
+QUOTED_RUN = re.compile(r"((?:\u201c[^\u201d]+\u201d ?)+)\[(\d+)\]")
+QUOTE = re.compile(r"\u201c([^\u201d]+)\u201d")
 
 
 def sample_folder(tmp: Path, with_injection: bool = False) -> Path:
@@ -49,7 +51,7 @@ def sample_folder(tmp: Path, with_injection: bool = False) -> Path:
 
 def quotes(answer: str) -> list[tuple[str, int]]:
     """The (sentence, citation number) pairs of an extractive answer."""
-    return [(m.group(1), int(m.group(2))) for m in QUOTE.finditer(answer)]
+    return [(q.group(1), int(run.group(2))) for run in QUOTED_RUN.finditer(answer) for q in QUOTE.finditer(run.group(1))]
 
 
 def squash(text: str) -> str:

@@ -5,6 +5,7 @@ feedback as training pairs, and ``unirank ask --json``."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -13,11 +14,12 @@ import pytest
 from chat_helpers import INJECTION_MARKERS, build_corpus, isolated_env, quotes, squash
 from unirank.api import Unirank
 from unirank.chat import NOT_COVERED, ChatService, ConversationStore
-from unirank.chat.extractive import PREFIX
+from unirank.chat.extractive import PREFIX, ExtractiveAnswerer
 from unirank.chat.rewrite import QueryRewriter, is_follow_up
 from unirank.chat.sentences import sentence_spans
-from unirank.chat.types import Turn
+from unirank.chat.types import Passage, Turn
 from unirank.errors import ConversationNotFoundError, InvalidQueryError
+from unirank.search.types import Chunk
 from unirank.training.feedback import feedback_digest, load_feedback_pairs
 
 
@@ -54,6 +56,24 @@ def assert_faithful(answer, texts: dict[str, str]) -> None:
         assert c.passage == texts[c.chunk_id]
     assert sorted({n for _, n in found}) == sorted(cited)
     assert sum(len(c.spans) for c in answer.citations) == len(found)
+    assert sorted(int(n) for n in re.findall(r"\[(\d+)\]", answer.answer)) == sorted(cited)  # one marker each
+
+
+def test_quotes_from_one_passage_share_one_marker(corpus):
+    """Three sentences of passage 1 and one of passage 2 read "A" "B" "C" [1] "D" [2]."""
+    rotation = Chunk(id="c1", doc_id="keys.md", source_uri="file:///keys.md", ordinal=0, title="API keys",
+                     text="API keys are rotated every ninety days. Rotation is done in the admin console. "
+                          "The old key keeps working for one day after rotation.")
+    vacation = Chunk(id="c2", doc_id="leave.md", source_uri="file:///leave.md", ordinal=0, title="Leave",
+                     text="Vacation is requested two weeks ahead.")
+    passages = [Passage(1, rotation, 0.9), Passage(2, vacation, 0.9)]
+    answerer = ExtractiveAnswerer(corpus.reranker, max_sentences=4, margin=2.0)  # every sentence is picked
+    *deltas, final = list(answerer.stream("How are API keys rotated?", passages))
+    assert "".join(d.text for d in deltas) == final.text
+    assert final.text.count("[1]") == 1 and final.text.count("[2]") == 1
+    assert final.text.endswith("\u201d [1] \u201cVacation is requested two weeks ahead.\u201d [2]")
+    assert [n for _, n in quotes(final.text)] == [1, 1, 1, 2]
+    assert [len(c.spans) for c in final.citations] == [3, 1]
 
 
 def test_sentence_spans_are_slices_of_the_text():

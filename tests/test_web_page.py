@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chat_helpers import AppServer, build_corpus
+from chat_helpers import AppServer, build_corpus, quotes
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -87,7 +87,7 @@ def test_ask_stream_cite_and_rate_in_the_browser(server, page):
     expect(dialog).to_be_visible()
     expect(dialog.locator("h2")).to_have_text("[1] API keys and token rotation")
     marks = dialog.locator("mark")
-    expect(marks).to_have_count(final.count("[1]"))  # each quoted sentence marked on its own
+    expect(marks).to_have_count(sum(n == 1 for _, n in quotes(final)))  # each quoted sentence marked on its own
     expect(marks.nth(1)).to_contain_text("overlap window of 24 hours")
     page.screenshot(path=str(ARTIFACTS / "web-page-citation.png"), full_page=True)
     page.keyboard.press("Escape")

@@ -32,11 +32,13 @@ class ExtractiveAnswerer:
         numbers: dict[int, int] = {}  # context passage number -> citation number, in order of use
         citations: dict[int, Citation] = {}
         parts = [PREFIX]
-        for passage, start, end, score in picked:
+        for i, (passage, start, end, score) in enumerate(picked):
             n = numbers.setdefault(passage.n, len(numbers) + 1)
             cited = Citation.from_passage(n, passage, start, end, score)
             citations[n] = citations[n].merged(cited) if n in citations else cited
-            part = f" \u201c{squash(passage.chunk.text[start:end])}\u201d [{n}]"
+            part = f" \u201c{squash(passage.chunk.text[start:end])}\u201d"
+            if i + 1 == len(picked) or picked[i + 1][0].n != passage.n:
+                part += f" [{n}]"  # quotes from one passage share one marker: "A" "B" [1], not "A" [1] "B" [1]
             parts.append(part)
             yield Delta(part)
         yield Final("".join(parts), [citations[n] for n in sorted(citations)])
