@@ -126,6 +126,16 @@ def test_follow_up_is_resolved_through_history(service):
     assert turns[2].content == follow_up and turns[2].query == second.query
 
 
+def test_without_a_store_history_is_passed_in(corpus):
+    chat = ChatService(corpus)
+    with pytest.raises(InvalidQueryError, match="conversation store"):
+        chat.ask("How often should I do it?", "handbook", session_id="s-1")
+    history = [Turn("user", "How do I rotate an API key?"), Turn("assistant", "From the documents: …")]
+    answer = chat.ask("How often should I do it?", "handbook", history=history)
+    assert answer.grounded and "Rotate keys every 90 days" in answer.answer
+    assert answer.message_id is None  # nothing stored
+
+
 def test_rewriter_heuristic():
     rewriter = QueryRewriter()
     history = [Turn("user", "What is the recovery point objective for databases?"), Turn("assistant", "…")]

@@ -90,7 +90,8 @@ class ChatService:
         timings: dict[str, float] = {}
         if session_id is not None:
             if self.store is None:
-                raise InvalidQueryError("Sessions need the conversation store; this chat runs without one.")
+                raise InvalidQueryError("Sessions need a conversation store: ChatService(ur, ConversationStore(path)); "
+                                        "without one, pass the earlier turns as history=[Turn(...)].")
             session = self.store.session(session_id)
             index = index or session.index
             history = self.store.history(session_id)
