@@ -263,7 +263,10 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     async def openai_embeddings(body: EmbeddingsRequest) -> Response:
         raw = body.input
         if isinstance(raw, list) and raw and not all(isinstance(x, str) for x in raw):
-            raise ServingRequestError("Token arrays are not accepted; send the texts.", code="unsupported_input")
+            raise ServingRequestError(
+                "Token arrays are not accepted: send the texts, which the model tokenizes itself (ids from "
+                "another tokenizer, such as tiktoken's, mean nothing to it). LangChain's OpenAIEmbeddings "
+                "sends texts with check_embedding_ctx_length=False.", code="unsupported_input")
         texts = [raw] if isinstance(raw, str) else list(raw)  # type: ignore[arg-type]
         checked_texts(texts, "input", "input")
         model = state.catalog.find(body.model, "embedder")
