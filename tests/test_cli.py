@@ -60,6 +60,23 @@ def test_ingest_search_and_index_commands(run):
     assert json.loads(run("index", "list", "--json").stdout) == []
 
 
+def test_brackets_in_documents_and_paths_are_printed_as_written(run, tmp_path):
+    """Rich reads "[bold]" or "[the guide]" as markup; text from documents and paths must not be."""
+    docs = tmp_path / "docs [draft]"
+    docs.mkdir()
+    (docs / "[bold]notes.txt").write_text("Read [the guide] before you file [bold]expenses[/bold].\n", encoding="utf-8")
+    (docs / "[broken].pdf").write_bytes(b"not a pdf")
+    report = run("ingest", str(docs), "--index", "notes").stdout
+    assert f"notes ← {docs}: 2 files seen, 1 ingested" in report
+    assert f"failed {docs / '[broken].pdf'}: not a readable PDF" in report  # a path, as the user wrote it
+    table = run("search", "the guide [bold]", "--index", "notes", "--mode", "bm25").stdout
+    assert "'the guide [bold]'" in table
+    assert "Read [the guide] before you file [bold]expenses[/bold]." in " ".join(table.replace("│", " ").split())
+    assert "[bold]notes.txt" in table
+    missing = run("ingest", str(docs / "[red]gone"), "--index", "notes", ok=False)
+    assert missing.returncode == 2 and f"{docs.resolve() / '[red]gone'} does not exist" in missing.stderr
+
+
 def test_errors_are_clear_and_exit_2(run):
     run("ingest", str(SAMPLES / "backups.md"), "--index", "h")
     proc = run("search", "x", "--index", "h", "--top-k", "51", "--rerank", ok=False)

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.prompt import Prompt
 
 from unirank.cli.context import client, load_settings
-from unirank.cli.output import console, errors, fail, print_json
+from unirank.cli.output import console, errors, fail, print_error, print_json
 from unirank.errors import IndexNotFoundError, UnirankError
 
 INDEX_HELP = "Index to answer from (default: chat.index, or the only index)."
@@ -96,7 +96,7 @@ def chat(index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDE
                         _print_sources(last.citations)
             except UnirankError as exc:
                 console.print()
-                errors.print(f"[red]error:[/red] {escape(str(exc))}")
+                print_error(exc)
 
 
 def _chat_command(store, last, command: str, arg: str) -> None:
@@ -120,7 +120,7 @@ def _chat_command(store, last, command: str, arg: str) -> None:
     except ValueError:
         console.print("[yellow]Usage: /open N, where N is a citation number.[/yellow]")
     except UnirankError as exc:
-        errors.print(f"[red]error:[/red] {escape(str(exc))}")
+        print_error(exc)
 
 
 def _print_sources(citations) -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
 
 from unirank.api import Unirank
-from unirank.cli.output import errors
+from unirank.cli.output import print_error
 from unirank.errors import ConfigurationError
 from unirank.settings import Settings
 
@@ -15,7 +14,7 @@ def load_settings() -> Settings:
     try:
         return Settings.load()
     except ConfigurationError as exc:
-        errors.print(f"[red]error:[/red] {escape(str(exc))}")
+        print_error(exc)
         raise typer.Exit(2) from None
 
 

@@ -6,6 +6,7 @@ import logging
 from typing import Annotated, Callable, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from unirank.cli import chat as chat_cli
@@ -14,8 +15,9 @@ from unirank.cli.models import models_app
 from unirank.cli.context import client, load_settings
 from unirank.cli.serve import serve_app
 from unirank.cli.output import (console, errors, fail, print_index, print_indexes, print_json, print_report,
-                                print_results)
+                                print_results, print_stage)
 from unirank.errors import InvalidQueryError, UnirankError
+from unirank.ingest.uris import file_name
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -59,11 +61,11 @@ def ingest(
     try:
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       MofNCompleteColumn(), TimeRemainingColumn(), console=errors,
-                      transient=True, disable=as_json) as bar:
+                      transient=True, disable=as_json or not errors.is_terminal) as bar:  # a log gets the report only
             task = bar.add_task("ingesting", total=None)
 
             def progress(done: int, total: int, uri: str) -> None:
-                bar.update(task, completed=done, total=total, description=uri.rsplit("/", 1)[-1][:40])
+                bar.update(task, completed=done, total=total, description=escape(file_name(uri)[:40]))
 
             report = ur.ingest(source, index, prune=prune, progress=progress)
     except UnirankError as exc:
@@ -145,7 +147,7 @@ def index_rebuild(
     """Re-embed an index with another embedder into a new version, then switch to it atomically."""
     ur = client()
     try:
-        info = ur.rebuild_index(name, model, progress=lambda m: errors.print(f"[dim]· {m}[/dim]"))
+        info = ur.rebuild_index(name, model, progress=print_stage)
     except UnirankError as exc:
         fail(exc)
     console.print(f"Index {name!r} now uses {info.model} ({info.chunk_count} chunks).")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from unirank.cli.context import load_settings
 from unirank.cli.output import console, fail, print_json, print_record, print_table, to_the_minute
@@ -63,7 +64,7 @@ def register(
     finally:
         registry.close()
     where = f", {mv.record['endpoint']} ({mv.record['api']})" if mv.path is None else ""
-    console.print(f"Registered [bold]{mv.ref}[/bold] ({mv.role}, {mv.record.get('dims', '-')} dims{where}).")
+    console.print(f"Registered [bold]{mv.ref}[/bold] ({mv.role}, {mv.record.get('dims', '-')} dims{escape(where)}).")
 
 
 @models_app.command("list")
@@ -135,7 +136,7 @@ def export(ref: str, to: Annotated[str, typer.Option("--to", help="Folder, s3://
         dest = registry.export(ref, to, settings.storage)
     except UnirankError as exc:
         fail(exc)
-    console.print(f"Exported {ref} to {dest}.")
+    console.print(f"Exported {ref} to {escape(str(dest))}.")
 
 
 from unirank.cli.optimize import optimize  # noqa: E402  (its own module; registered here with the others)

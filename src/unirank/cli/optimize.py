@@ -10,12 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from unirank.cli.output import console, errors, fail, print_json
+from unirank.cli.output import console, fail, print_json, print_stage
 from unirank.errors import UnirankError
-
-
-def _stage(message: str) -> None:
-    errors.print(f"[dim]· {message}[/dim]")
 
 
 def optimize(
@@ -47,7 +43,7 @@ def optimize(
         registry = ModelRegistry(ur.settings.models_dir)
         try:
             backend = ur.backend if check_beir is not None else None
-            result = Optimizer(ur.settings, registry, backend, stage=_stage).run(
+            result = Optimizer(ur.settings, registry, backend, stage=print_stage).run(
                 ref, name=name, quantize=quantize, dtype=dtype, check_beir=check_beir, max_drop=max_drop,
                 max_seq_length=max_length, provider=provider)
         except UnirankError as exc:

@@ -6,22 +6,33 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from unirank.ingest.report import IngestReport
-from unirank.ingest.uris import file_name
+from unirank.ingest.uris import file_name, uri_path
 from unirank.search.types import IndexInfo, SearchResults
 
 console = Console()
 errors = Console(stderr=True)
 
 
+def print_error(exc: Exception) -> None:
+    """A user-facing error on stderr; its text is never read as markup (a path may hold "[draft]")."""
+    errors.print(f"[red]error:[/red] {escape(str(exc))}")
+
+
 def fail(exc: Exception) -> None:
     """Print a user-facing error and exit 2 (the code for 'your input was refused')."""
     import typer
 
-    errors.print(f"[red]error:[/red] {exc}")
+    print_error(exc)
     raise typer.Exit(2)
+
+
+def print_stage(message: str) -> None:
+    """A long job's progress line, on stderr so that ``--json`` output stays clean."""
+    errors.print(f"[dim]· {escape(message)}[/dim]")
 
 
 def print_json(data: Any) -> None:
@@ -82,7 +93,7 @@ def print_results(results: SearchResults) -> None:
         flags.append("reranked")
     if results.degraded:
         flags.append("[yellow]rerank failed: not reranked[/yellow]")
-    table = Table(title=f"{results.query!r}  ({', '.join(flags)}, {results.timings_ms.get('total', 0):.1f} ms)",
+    table = Table(title=f"{escape(repr(results.query))}  ({', '.join(flags)}, {results.timings_ms.get('total', 0):.1f} ms)",
                   show_lines=True, expand=True)
     table.add_column("#", justify="right", width=3)
     table.add_column("score", justify="right", width=8)
@@ -91,30 +102,36 @@ def print_results(results: SearchResults) -> None:
     for rank, hit in enumerate(results.hits, start=1):
         c = hit.chunk
         heading = " > ".join(h for h in c.heading_path if h != c.title)
-        doc = f"[bold]{c.title or c.doc_id}[/bold]\n{heading + chr(10) if heading else ''}[dim]{_location(c.source_uri, c.page)}[/dim]"
+        doc = (f"[bold]{escape(c.title or c.doc_id)}[/bold]\n{escape(heading) + chr(10) if heading else ''}"
+               f"[dim]{escape(_location(c.source_uri, c.page))}[/dim]")
         text = c.text if len(c.text) <= 300 else c.text[:300] + "…"
-        table.add_row(str(rank), f"{hit.score:.4f}", doc, text)
+        table.add_row(str(rank), f"{hit.score:.4f}", doc, escape(text))  # "[the guide]" is text, not markup
     if not results.hits:
-        console.print(f"No results for {results.query!r}.")
+        console.print(f"No results for {results.query!r}.", markup=False)
         return
     console.print(table)
 
 
+def _shown(uri: str) -> str:
+    """A local file as its path (``docs [draft]/a.pdf``, not ``docs%20%5Bdraft%5D/a.pdf``); ``--json`` keeps URIs."""
+    return uri_path(uri) if uri.startswith("file://") else uri
+
+
 def print_report(report: IngestReport) -> None:
     console.print(
-        f"[bold]{report.index}[/bold] ← {report.source}: {report.files_seen} files seen, "
+        f"[bold]{report.index}[/bold] ← {escape(report.source)}: {report.files_seen} files seen, "
         f"[green]{len(report.ingested)} ingested[/green], {len(report.skipped)} skipped, "
         f"{'[red]' if report.failed else ''}{len(report.failed)} failed{'[/red]' if report.failed else ''}"
         f"{f', {len(report.pruned)} pruned' if report.pruned else ''}; "
         f"{report.chunks_written} chunks written in {report.seconds:.1f}s"
     )
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     for uri, reason in report.failed:
-        console.print(f"  [red]failed[/red] {uri}: {reason}")
+        console.print(f"  [red]failed[/red] {escape(_shown(uri))}: {escape(reason)}")
     unsupported = [(u, r) for u, r in report.skipped if r != "unchanged"]
     for uri, reason in unsupported:
-        console.print(f"  [dim]skipped {uri}: {reason}[/dim]")
+        console.print(f"  [dim]skipped {escape(_shown(uri))}: {escape(reason)}[/dim]")
 
 
 def print_indexes(infos: list[IndexInfo]) -> None:
@@ -143,7 +160,7 @@ def print_table(rows: list[dict[str, str]], *, names: tuple[str, ...], optional:
         else:
             table.add_column(col, no_wrap=True)
     for row in rows:
-        table.add_row(*(row[c] for c in columns))
+        table.add_row(*(escape(row[c]) for c in columns))
     console.print(table)
 
 

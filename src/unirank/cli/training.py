@@ -8,18 +8,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from unirank.api import Unirank
 from unirank.cli.context import client, load_settings
-from unirank.cli.output import console, errors, fail, print_json
+from unirank.cli.output import console, fail, print_json, print_stage
 from unirank.errors import UnirankError
 from unirank.evaluation.metrics import METRICS
 from unirank.training.centering import DEFAULT_WHITENING
-
-
-def _stage(message: str) -> None:
-    errors.print(f"[dim]· {message}[/dim]")
 
 
 def train(
@@ -79,7 +76,7 @@ def train(
     # The trainers print their logs to stdout; stdout is kept for the result (and --json).
     with Unirank(settings) as ur, contextlib.redirect_stdout(sys.stderr):
         try:
-            result = TrainJob(ur.settings, ur.backend, ur.embedder, request, stage=_stage).run()
+            result = TrainJob(ur.settings, ur.backend, ur.embedder, request, stage=print_stage).run()
         except UnirankError as exc:
             fail(exc)
     summary = {"run_dir": str(result.run_dir), "embedder": result.embedder.ref, "reranker": result.reranker.ref,
@@ -88,11 +85,11 @@ def train(
         print_json(summary)
         return
     console.print(f"Registered [bold]{result.embedder.ref}[/bold] and [bold]{result.reranker.ref}[/bold] "
-                  f"(run folder {result.run_dir}).")
+                  f"(run folder {escape(str(result.run_dir))}).")
     console.print(f"Validation: embedder nDCG@10 {result.metrics['embedder'].get('ndcg@10', 0):.4f}, "
                   f"reranker nDCG@10 {result.metrics['reranker'].get('ndcg@10', 0):.4f}")
     where = f"--beir {beir}" if beir else f"--index {index} --queries HELD_OUT_QUERIES --qrels HELD_OUT_QRELS"
-    console.print(f"Next: unirank eval {where} --models base,{name}   then   "
+    console.print(f"Next: unirank eval {escape(where)} --models base,{name}   then   "
                   f"unirank models promote {result.embedder.ref} --alias prod")
 
 
@@ -129,14 +126,14 @@ def evaluate(
                 data = EvalSet(queries=load_queries(queries), qrels=load_qrels(qrels)).judged()
                 name = f"index:{index}"
             specs = resolve_specs(models.split(","), registry)
-            evaluation = Evaluation(ur.settings, ur.backend, stage=_stage)
+            evaluation = Evaluation(ur.settings, ur.backend, stage=print_stage)
 
             def index_for(embedder):
                 if beir:
-                    return ensure_beir_index(ur.settings, ur.backend, embedder, beir, _stage)
+                    return ensure_beir_index(ur.settings, ur.backend, embedder, beir, print_stage)
                 from unirank.search.rebuild import reembedded_index
 
-                return reembedded_index(ur.backend, index, embedder, stage=_stage)
+                return reembedded_index(ur.backend, index, embedder, stage=print_stage)
 
             results = evaluation.run(data, specs, index_for, holdout_only=holdout_only)
             if record:
@@ -161,4 +158,4 @@ def evaluate(
         table.add_row(system, *(f"{scores[m]:.4f}" for m in METRICS))
     console.print(table)
     if plot_path:
-        console.print(f"Chart: {plot_path}")
+        console.print(f"Chart: {escape(str(plot_path))}")

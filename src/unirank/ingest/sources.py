@@ -33,6 +33,8 @@ class DocumentSource:
     def __init__(self, uri: str, storage: StorageSettings | None = None) -> None:
         self.scheme, self.fs, self.path = _filesystem(uri, storage or StorageSettings())
         self.root_uri = self._uri(self.path)
+        #: How errors name the source: a local one as the path the user gave, not a percent-encoded URI.
+        self.shown = str(Path(self.path).resolve()) if self.scheme == "file" else self.root_uri
 
     def _uri(self, path: str) -> str:
         if self.scheme == "file":
@@ -47,9 +49,9 @@ class DocumentSource:
             else:
                 entries = self.fs.find(self.path, detail=True)
         except FileNotFoundError:
-            raise SourceError(f"{self.root_uri} does not exist. Check the path or bucket name.") from None
+            raise SourceError(f"{self.shown} does not exist. Check the path or bucket name.") from None
         except Exception as exc:  # permissions, credentials, network: say which source failed
-            raise SourceError(f"Cannot list {self.root_uri}: {exc}") from exc
+            raise SourceError(f"Cannot list {self.shown}: {exc}") from exc
         files = []
         for path, info in sorted(entries.items()):
             if info.get("type", "file") != "file" or _hidden(path):
