@@ -150,12 +150,12 @@ def evaluate(
         return
     missing = meta.get("judged_documents_not_in_index")
     note = f" ({missing} judged documents are not in the index: misses for every system)" if missing else ""
-    table = Table(title=f"{name}: {meta['queries']} held-out queries{note}")
+    table = Table(title=escape(f"{name}: {meta['queries']} held-out queries{note}"))
     table.add_column("system")
     for metric in METRICS:
         table.add_column(metric, justify="right")
     for system, scores in results.items():
-        table.add_row(system, *(f"{scores[m]:.4f}" for m in METRICS))
+        table.add_row(escape(system), *(f"{scores[m]:.4f}" for m in METRICS))
     console.print(table)
     if plot_path:
         console.print(f"Chart: {escape(str(plot_path))}")
