@@ -112,6 +112,16 @@ def test_follow_up_from_the_request_messages(llm_client):
     assert "Rotate keys every 90 days" in response.choices[0].message.content
 
 
+def test_content_parts_are_read_as_text(llm_client):
+    """OpenAI's content-part list (as multimodal clients send it): the text parts are the question."""
+    response = llm_client.chat.completions.create(model="handbook", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "How often should I"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "text", "text": "rotate an API key?"}]}])
+    assert response.model_extra["query"] == "How often should I\nrotate an API key?"
+    assert "Rotate keys every 90 days" in response.choices[0].message.content
+
+
 def test_sessions_keep_history_and_resolve_follow_ups(http):
     session = http.post("/v1/sessions", json={"index": "handbook"})
     assert session.status_code == 201

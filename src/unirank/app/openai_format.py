@@ -21,12 +21,13 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    #: A string, or OpenAI's list of content parts (the text parts are used).
+    #: A string, or OpenAI's list of content parts (the text parts are used, a line each: two parts
+    #: "rotate" and "keys" must not read "rotatekeys").
     content: str | list[dict[str, Any]] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(str(p.get("text", "")) for p in self.content if p.get("type", "text") == "text")
+            return "\n".join(str(p.get("text", "")) for p in self.content if p.get("type", "text") == "text")
         return self.content or ""
 
 
