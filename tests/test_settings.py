@@ -32,6 +32,20 @@ def test_a_misspelt_key_is_a_configuration_error_naming_the_real_one(config):
         Settings.load()
 
 
+def test_a_misspelt_variable_is_a_configuration_error(config, monkeypatch):
+    monkeypatch.setenv("UNIRANK_SEARCH__RRF_KK", "30")  # a key inside a section: pydantic refuses it
+    with pytest.raises(unirank.ConfigurationError, match=r"unknown setting search\.rrf_kk"):
+        Settings.load()
+    monkeypatch.delenv("UNIRANK_SEARCH__RRF_KK")
+    monkeypatch.setenv("UNIRANK_SERACH__RRF_K", "30")  # a section: pydantic-settings alone would ignore it
+    with pytest.raises(unirank.ConfigurationError, match=r"UNIRANK_SERACH__RRF_K: there is no \[serach\] section "
+                                                         r"\(did you mean UNIRANK_SEARCH__RRF_K\?\)"):
+        unirank.Unirank()
+    monkeypatch.delenv("UNIRANK_SERACH__RRF_K")
+    monkeypatch.setenv("UNIRANK_TEST_TOKEN", "t")  # no "__": a tool's own variable, not a setting
+    assert Settings.load().search.rrf_k == 60
+
+
 def test_good_settings_load_from_the_file_and_the_environment(config, monkeypatch):
     config.write_text("[search]\ntop_k = 7\nrrf_k = 30\n")
     monkeypatch.setenv("UNIRANK_SEARCH__TOP_K", "12")

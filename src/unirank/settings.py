@@ -265,6 +265,9 @@ class Settings(BaseSettings):
     def load(cls) -> "Settings":
         """The settings from ``unirank.toml`` and ``UNIRANK_*``, or a ConfigurationError that says which
         key is wrong and how (pydantic's own message names neither the file nor the variable)."""
+        unknown = _unknown_env_sections()
+        if unknown:
+            raise ConfigurationError(f"Invalid settings ({_sources()}):\n" + "\n".join(f"  - {u}" for u in unknown))
         try:
             return cls()
         except ValidationError as exc:
@@ -317,6 +320,26 @@ def _describe_error(error: dict) -> str:
         return f"unknown setting {where} ({known})"
     got = error.get("input")
     return f"{where}: {error.get('msg')}" + (f" (got {got!r})" if not isinstance(got, dict) else "")
+
+
+def _unknown_env_sections() -> list[str]:
+    """``UNIRANK_SERACH__RRF_K`` names no section, and pydantic-settings would ignore it without a word
+    (a mistyped key inside a section is refused like one in unirank.toml). Variables without ``__``
+    are left alone: ``UNIRANK_CONFIG`` and tools' own ``UNIRANK_*`` variables are not settings."""
+    sections = [name for name, field in Settings.model_fields.items()
+                if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)]
+    problems = []
+    for variable in sorted(os.environ):
+        head, sep, rest = variable.partition("__")
+        if not (sep and variable.upper().startswith("UNIRANK_")):
+            continue
+        section = head[len("UNIRANK_"):].lower()
+        if section not in sections:
+            close = difflib.get_close_matches(section, sections, n=1)
+            hint = f"did you mean UNIRANK_{close[0].upper()}__{rest}?" if close else \
+                f"sections: {', '.join(sections)}"
+            problems.append(f"unknown setting {variable}: there is no [{section}] section ({hint})")
+    return problems
 
 
 def _describe_env_error(exc: SettingsError) -> str:
