@@ -147,3 +147,20 @@ def test_file_names_with_spaces_percent_signs_and_url_characters(client, tmp_pat
         hit = client.search(f"llamas{n}", "awkward", mode="bm25", rerank=False, top_k=1).hits[0]
         assert hit.chunk.source_uri == (folder / name).as_uri() and hit.chunk.title == Path(name).stem
     assert client.ingest(str(folder), "awkward").skipped == [(u, "unchanged") for u in sorted(report.ingested)]
+
+
+def test_hidden_folders_and_office_lock_files_are_passed_over(client, tmp_path):
+    root = tmp_path / ".config" / "docs"  # a hidden folder above the source is the user's choice
+    (root / ".git").mkdir(parents=True)
+    (root / "team" / ".obsidian").mkdir(parents=True)
+    (root / "team" / "onboarding.md").write_text("# Onboarding\n\nBadges are collected at reception.\n")
+    (root / ".git" / "description.md").write_text("# Repo\n\nUnnamed repository.\n")
+    (root / "team" / ".obsidian" / "notes.md").write_text("# Workspace\n\nEditor state.\n")
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "team" / "~$boarding.docx").write_bytes(b"\x0bAlice Admin")  # Word's lock file beside an open document
+    report = client.ingest(str(root), "notes")
+    assert report.files_seen == 1 and report.failed == [] and report.skipped == []
+    assert report.ingested == [(root / "team" / "onboarding.md").as_uri()]
+    hidden = root / ".git" / "description.md"
+    assert client.ingest(str(hidden), "named").ingested == [hidden.as_uri()]  # a file named on its own is read
+

@@ -24,6 +24,7 @@ def bucket(s3_endpoint):
         s3.upload_file(str(path), "handbook", f"policies/{path.name}")
     s3.put_object(Bucket="handbook", Key="policies/faq.jsonl", Body=(SAMPLES / "faq.jsonl").read_bytes())
     s3.put_object(Bucket="handbook", Key="other/ignored.md", Body=b"# Not under the prefix")
+    s3.put_object(Bucket="handbook", Key="policies/.trash/old.md", Body=b"# Old\n\nDeleted in the UI.")  # hidden
     yield s3
     for obj in s3.list_objects_v2(Bucket="handbook").get("Contents", []):
         s3.delete_object(Bucket="handbook", Key=obj["Key"])

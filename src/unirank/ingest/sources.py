@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
@@ -54,7 +54,7 @@ class DocumentSource:
             raise SourceError(f"Cannot list {self.shown}: {exc}") from exc
         files = []
         for path, info in sorted(entries.items()):
-            if info.get("type", "file") != "file" or _hidden(path):
+            if info.get("type", "file") != "file" or _not_a_document(path, self.path):
                 continue
             files.append(SourceFile(uri=self._uri(path), size=int(info.get("size") or 0),
                                     modified=_change_marker(info)))
@@ -72,8 +72,16 @@ class DocumentSource:
         return uri == root or uri.startswith(root + "/")
 
 
-def _hidden(path: str) -> bool:
-    return any(part.startswith(".") for part in Path(path).parts[-1:])
+def _not_a_document(path: str, root: str) -> bool:
+    """Files a folder holds beside its documents, passed over without a report line: hidden files and
+    anything in a hidden folder under the source (``.git/``, ``.DS_Store``), and the ``~$report.docx``
+    lock file Office keeps beside a document while it is open. A hidden folder above the source
+    (``~/.local/docs``) is the user's choice and counts as any other."""
+    if path == root:
+        return False  # the file the user named, even a hidden one
+    prefix = root.rstrip("/") + "/"
+    relative = PurePosixPath(path[len(prefix):] if path.startswith(prefix) else PurePosixPath(path).name)
+    return any(part.startswith(".") for part in relative.parts) or relative.name.startswith("~$")
 
 
 def _change_marker(info: dict[str, Any]) -> str:
