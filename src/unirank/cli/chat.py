@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.prompt import Prompt
 
 from unirank.cli.context import client, load_settings
-from unirank.cli.output import console, errors, fail, print_error, print_json
+from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri
 from unirank.errors import IndexNotFoundError, UnirankError
 
 INDEX_HELP = "Index to answer from (default: chat.index, or the only index)."
@@ -35,7 +35,7 @@ def ask(
                 return
             for event in service.stream(question, index):
                 if isinstance(event, Delta):
-                    console.print(event.text, end="", markup=False, highlight=False)
+                    console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
                 elif isinstance(event, Completed):
                     console.print()
                     _print_sources(event.answer.citations)
@@ -87,7 +87,7 @@ def chat(index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDE
             try:
                 for event in service.stream(line, session_id=session.id):
                     if isinstance(event, Delta):
-                        console.print(event.text, end="", markup=False, highlight=False)
+                        console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
                     elif isinstance(event, Completed):
                         last = event.answer
                         console.print()
@@ -109,7 +109,7 @@ def _chat_command(store, last, command: str, arg: str) -> None:
             citation = store.message(last.message_id).citation(n)
             store.add_feedback(last.message_id, "click", n)
             where = " · ".join(p for p in (citation.heading, f"page {citation.page}" if citation.page else "",
-                                            citation.uri) if p)
+                                            shown_uri(citation.uri)) if p)
             console.print(f"[bold][{n}] {escape(citation.title)}[/bold]  [dim]{escape(where)}[/dim]")
             p = citation.passage
             console.print(f"{escape(p[:citation.start])}[reverse]{escape(p[citation.start:citation.end])}[/reverse]"
@@ -127,7 +127,7 @@ def _print_sources(citations) -> None:
     for c in citations:
         where = " › ".join(p for p in (c.title, c.heading) if p)
         page = f" p.{c.page}" if c.page else ""
-        console.print(f"  [bold][{c.n}][/bold] {escape(where)}{page}  [dim]{escape(c.uri)}[/dim]")
+        console.print(f"  [bold][{c.n}][/bold] {escape(where)}{page}  [dim]{escape(shown_uri(c.uri))}[/dim]")
 
 
 def serve_api(

@@ -112,7 +112,7 @@ def print_results(results: SearchResults) -> None:
     console.print(table)
 
 
-def _shown(uri: str) -> str:
+def shown_uri(uri: str) -> str:
     """A local file as its path (``docs [draft]/a.pdf``, not ``docs%20%5Bdraft%5D/a.pdf``); ``--json`` keeps URIs."""
     return uri_path(uri) if uri.startswith("file://") else uri
 
@@ -128,10 +128,10 @@ def print_report(report: IngestReport) -> None:
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     for uri, reason in report.failed:
-        console.print(f"  [red]failed[/red] {escape(_shown(uri))}: {escape(reason)}")
+        console.print(f"  [red]failed[/red] {escape(shown_uri(uri))}: {escape(reason)}")
     unsupported = [(u, r) for u, r in report.skipped if r != "unchanged"]
     for uri, reason in unsupported:
-        console.print(f"  [dim]skipped {escape(_shown(uri))}: {escape(reason)}[/dim]")
+        console.print(f"  [dim]skipped {escape(shown_uri(uri))}: {escape(reason)}[/dim]")
 
 
 def print_indexes(infos: list[IndexInfo]) -> None:
