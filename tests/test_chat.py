@@ -286,7 +286,8 @@ def test_chat_cli_session_with_feedback_and_sources(corpus, tmp_path):
     assert out.count(PREFIX) == 2 and "Rotate keys every 90 days" in out
     assert "searched for: How often should I do it? " in out  # the follow-up was rewritten
     assert "[1] API keys and token rotation" in out and "New conversation." in out
-    assert "has no citation [9]" in proc.stderr
+    assert "The last answer has no source [9]; try /open 1." in out
+    assert "file://" not in out and "/api-keys.md" in out  # a local source as its path, not a URI
     assert "Unknown command /hepl. Commands: /up or /down" in out  # not asked as a question
 
     with ConversationStore(tmp_path / "cli-chat.sqlite") as store:

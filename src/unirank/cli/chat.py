@@ -106,6 +106,12 @@ def _chat_command(store, last, command: str, arg: str) -> None:
     try:
         if command == "/open":
             n = int(arg)
+            cited = [c.n for c in last.citations]
+            if n not in cited:
+                listed = ", ".join(f"/open {c}" for c in cited)
+                console.print(f"[yellow]The last answer has no source [{n}]"
+                              f"{f'; try {listed}' if cited else ': it cites nothing'}.[/yellow]")
+                return
             citation = store.message(last.message_id).citation(n)
             store.add_feedback(last.message_id, "click", n)
             where = " · ".join(p for p in (citation.heading, f"page {citation.page}" if citation.page else "",
