@@ -190,6 +190,21 @@ def test_html_drops_page_chrome_and_builds_heading_paths(tmp_path):
     assert paths[("Incident response", "Roles")] == "The commander decides."
 
 
+def test_an_articles_own_header_is_content_not_chrome(tmp_path):
+    """CMS pages put the article's h1 in the article's <header>; only the page-level one is chrome."""
+    (tmp_path / "post.html").write_text(
+        "<html><head><title>Acme intranet</title></head><body><header><a>Acme</a> Intranet home</header><main>"
+        "<article><header><h1>Expense policy</h1><p>Finance team</p></header>"
+        "<p>Receipts are due within 30 days.</p><footer>Filed under finance</footer></article></main>"
+        "<footer>Copyright Acme</footer></body></html>")
+    doc = only(tmp_path / "post.html")
+    paths = {s.heading_path: s.text for s in doc.sections}
+    assert paths[("Expense policy",)].startswith("Finance team\n\nReceipts are due within 30 days.")
+    everything = " ".join(s.text for s in doc.sections)
+    assert "Filed under finance" in everything
+    assert "Intranet home" not in everything and "Copyright Acme" not in everything
+
+
 def test_html_title_falls_back_to_the_first_h1_then_the_stem(tmp_path):
     (tmp_path / "a.htm").write_text("<h1>First heading</h1><p>Text.</p>")
     assert only(tmp_path / "a.htm").title == "First heading"

@@ -7,7 +7,12 @@ from typing import Any
 from unirank.ingest.documents import ParsedDocument
 from unirank.ingest.parsers.common import SectionBuilder, collapse, decode_text, stem_from_uri
 
-_DROP = ("script", "style", "noscript", "nav", "header", "footer", "template", "iframe", "svg", "head")
+_DROP = ("script", "style", "noscript", "nav", "template", "iframe", "svg", "head")
+#: A header or footer is the site's banner or footer only at page level. Inside an article or section
+#: it is that content's own introduction: the ``<header><h1>Expense policy</h1></header>`` of a blog
+#: or CMS page, whose heading must not be lost (HTML's own rule for the banner landmark).
+_PAGE_CHROME = ("header", "footer")
+_SECTIONING = ("article", "aside", "main", "section")
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
 #: Elements whose text stands apart from its neighbours: each ends a paragraph.
 _BLOCKS = frozenset(
@@ -27,6 +32,9 @@ class HtmlParser:
         page_title = collapse(title_tag.get_text()) if title_tag else ""
         for tag in soup.find_all(_DROP):
             tag.decompose()
+        for tag in soup.find_all(_PAGE_CHROME):
+            if tag.find_parent(_SECTIONING) is None:
+                tag.decompose()
         walker = _Walker()
         walker.walk(soup.body or soup)
         sections = walker.finish()
