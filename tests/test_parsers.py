@@ -55,6 +55,39 @@ def test_pdf_has_one_section_per_page_and_its_metadata_title(tmp_path):
     assert "bastion host" in doc.sections[1].text
 
 
+def test_running_headers_and_page_numbers_are_not_indexed(tmp_path):
+    from fpdf import FPDF
+
+    class Handbook(FPDF):
+        def header(self):
+            self.set_font("Helvetica", size=8)
+            self.cell(0, 5, "Acme Corp - Internal handbook - Confidential")
+            self.ln(8)
+
+        def footer(self):
+            self.set_y(-15)
+            self.set_font("Helvetica", size=8)
+            self.cell(0, 5, f"Page {self.page_no()} of {{nb}}")
+
+    pdf = Handbook()
+    topics = ["Travel is booked through the portal.", "Expenses are filed within 30 days.",
+              "Laptops are replaced every three years.", "Badges are collected at reception."]
+    for topic in topics:
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=11)
+        pdf.multi_cell(0, 6, f"{topic}\nAsk the Confidential desk for exceptions.\nPolicy {len(topic)} applies.")
+    pdf.output(str(tmp_path / "handbook.pdf"))
+    doc = only(tmp_path / "handbook.pdf")
+    assert [s.page for s in doc.sections] == [1, 2, 3, 4]
+    for section, topic in zip(doc.sections, topics):
+        # kept: a line repeated on every page but inside the body, and one at the foot whose number
+        # differs from page to page without counting the pages
+        assert section.text.split("\n") == [topic, "Ask the Confidential desk for exceptions.", f"Policy {len(topic)} applies."]
+
+    two_pages = make_pdf(tmp_path / "short.pdf", ["Acme Corp\nFirst page body.", "Acme Corp\nSecond page body."])
+    assert [s.text.split("\n")[0] for s in only(two_pages).sections] == ["Acme Corp", "Acme Corp"]  # too few to tell
+
+
 def test_pdf_without_a_metadata_title_is_named_after_the_file(tmp_path):
     doc = only(make_pdf(tmp_path / "quarterly-report.pdf", PAGES[:1], title=None))
     assert doc.title == "quarterly-report"

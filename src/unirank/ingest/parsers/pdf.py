@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
+import math
+import re
 import warnings
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -51,8 +54,62 @@ class PdfParser:
             title = _metadata_title(reader)
         if not any(text.strip() for text in texts):
             raise ParseError(NO_TEXT)
+        texts = without_running_lines(texts)
         sections = [Section(text, page=number) for number, text in enumerate(texts, start=1)]
         return [ParsedDocument(doc_id=uri, title=title or stem_from_uri(uri), sections=sections)]
+
+
+#: Lines at each end of a page where running headers and footers sit.
+EDGE_LINES = 2
+#: A line is a running header or footer when it recurs at a page edge on at least this share of the pages
+#: (and on at least MIN_RUNNING_PAGES of them).
+RUNNING_SHARE = 0.5
+MIN_RUNNING_PAGES = 3
+_NUMBER = re.compile(r"\d+")
+
+
+def without_running_lines(pages: list[str]) -> list[str]:
+    """Each page without the header and footer lines it shares with the others ("Acme Corp - Confidential",
+    "Page 3 of 12"): repeated on every page, they would be a sentence of every chunk, matched by BM25
+    and weighed into every embedding. Only lines at a page's edges count, so the body is never cut; a
+    line that differs from page to page only in its numbers is a running line when one of them counts
+    up with the pages (a page number), not when they merely differ ("Total: 36 items")."""
+    split = [text.split("\n") for text in pages]
+    edges = [_edge_lines(lines) for lines in split]
+    exact: Counter[str] = Counter()
+    numbered: dict[str, dict[int, list[int]]] = defaultdict(dict)  # shape -> page -> the line's numbers
+    for page, lines in enumerate(split):
+        exact.update({_words(lines[i]) for i in edges[page]})
+        for i in edges[page]:
+            numbered[_NUMBER.sub("#", _words(lines[i]))].setdefault(page, [int(n) for n in _NUMBER.findall(lines[i])])
+    needed = max(MIN_RUNNING_PAGES, math.ceil(RUNNING_SHARE * len(pages)))
+    repeated = {line for line, n in exact.items() if n >= needed}
+    counters = {shape for shape, seen in numbered.items() if len(seen) >= needed and _counts_pages(seen)}
+    if not repeated and not counters:
+        return pages
+    out = []
+    for page, lines in enumerate(split):
+        drop = {i for i in edges[page]
+                if _words(lines[i]) in repeated or _NUMBER.sub("#", _words(lines[i])) in counters}
+        out.append("\n".join(line for i, line in enumerate(lines) if i not in drop))
+    return out
+
+
+def _words(line: str) -> str:
+    return " ".join(line.split()).lower()
+
+
+def _edge_lines(lines: list[str]) -> list[int]:
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    return sorted(set(filled[:EDGE_LINES] + filled[-EDGE_LINES:]))
+
+
+def _counts_pages(numbers_by_page: dict[int, list[int]]) -> bool:
+    """One of the line's numbers rises with every page it is on: it counts pages."""
+    rows = [numbers_by_page[page] for page in sorted(numbers_by_page)]
+    if not rows[0] or any(len(row) != len(rows[0]) for row in rows):
+        return False
+    return any(all(b[j] > a[j] for a, b in zip(rows, rows[1:])) for j in range(len(rows[0])))
 
 
 def _decrypt(reader: object) -> None:
