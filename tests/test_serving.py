@@ -137,6 +137,8 @@ def test_rerank_scores_are_the_in_process_probabilities_and_raw_scores_the_logit
 
 
 def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: httpx.Client) -> None:
+    assert (f"unirank model server on {server.url} (1 replica): base, swap-embed@prod, tiny-rerank@prod. "
+            "POST /v1/embeddings") in server.log()  # where it listens and what it serves, before uvicorn's lines
     models = {m["id"]: m for m in http.get("/v1/models").json()["data"]}
     assert set(models) == {"base", "swap-embed@prod", "tiny-rerank@prod"}
     assert models["base"]["dims"] == 384 and models["tiny-rerank@prod"]["role"] == "reranker"

@@ -157,5 +157,5 @@ def serve_api(
         fail(exc)
     host = host or settings.api.host
     port = port or settings.api.port
-    errors.print(f"unirank app server on http://{host}:{port}/ (chat page), API under /v1")
+    errors.print(f"unirank app server on http://{host}:{port}/ (chat page), API under /v1", soft_wrap=True)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from unirank.cli.context import load_settings
-from unirank.cli.output import fail
+from unirank.cli.output import errors, fail
 from unirank.errors import UnirankError
 
 serve_app = typer.Typer(help="Run the HTTP servers.", no_args_is_help=True)
@@ -35,5 +35,8 @@ def serve_models(
         TokenStore(settings.serving.api_keys, settings.serving.api_keys_file)  # a keys file that cannot be read
     except UnirankError as exc:
         fail(exc)
-    run_model_server(settings, refs, host=host or settings.serving.host, port=port or settings.serving.port,
-                     replicas=replicas)
+    host, port = host or settings.serving.host, port or settings.serving.port
+    errors.print(f"unirank model server on http://{host}:{port} ({replicas} replica{'s' if replicas > 1 else ''}): "
+                 f"{', '.join(refs)}. POST /v1/embeddings, /embed, /rerank, /v1/rerank; "
+                 f"GET /v1/models, /health, /ready, /metrics; the OpenAPI spec at /docs", markup=False, soft_wrap=True)
+    run_model_server(settings, refs, host=host, port=port, replicas=replicas)
