@@ -34,7 +34,7 @@ class DocumentSource:
         self.scheme, self.fs, self.path = _filesystem(uri, storage or StorageSettings())
         self.root_uri = self._uri(self.path)
         #: How errors name the source: a local one as the path the user gave, not a percent-encoded URI.
-        self.shown = str(Path(self.path).resolve()) if self.scheme == "file" else self.root_uri
+        self.shown = self.path if self.scheme == "file" else self.root_uri
 
     def _uri(self, path: str) -> str:
         if self.scheme == "file":

@@ -81,7 +81,7 @@ def without_running_lines(pages: list[str]) -> list[str]:
     for page, lines in enumerate(split):
         exact.update({_words(lines[i]) for i in edges[page]})
         for i in edges[page]:
-            numbered[_NUMBER.sub("#", _words(lines[i]))].setdefault(page, [int(n) for n in _NUMBER.findall(lines[i])])
+            numbered[_shape(lines[i])].setdefault(page, [int(n) for n in _NUMBER.findall(lines[i])])
     needed = max(MIN_RUNNING_PAGES, math.ceil(RUNNING_SHARE * len(pages)))
     repeated = {line for line, n in exact.items() if n >= needed}
     counters = {shape for shape, seen in numbered.items() if len(seen) >= needed and _counts_pages(seen)}
@@ -90,13 +90,18 @@ def without_running_lines(pages: list[str]) -> list[str]:
     out = []
     for page, lines in enumerate(split):
         drop = {i for i in edges[page]
-                if _words(lines[i]) in repeated or _NUMBER.sub("#", _words(lines[i])) in counters}
+                if _words(lines[i]) in repeated or _shape(lines[i]) in counters}
         out.append("\n".join(line for i, line in enumerate(lines) if i not in drop))
     return out
 
 
 def _words(line: str) -> str:
     return " ".join(line.split()).lower()
+
+
+def _shape(line: str) -> str:
+    """The line with its numbers masked: "page # of #"."""
+    return _NUMBER.sub("#", _words(line))
 
 
 def _edge_lines(lines: list[str]) -> list[int]:
