@@ -122,6 +122,21 @@ def test_content_parts_are_read_as_text(llm_client):
     assert "Rotate keys every 90 days" in response.choices[0].message.content
 
 
+def test_filters_restrict_the_documents_answered_from(http):
+    def ask(filters: dict) -> dict:
+        return http.post("/v1/chat/completions", json={"model": "handbook", "filters": filters, "messages": [
+            {"role": "user", "content": "How do I reset my password?"}]}).json()
+
+    account = ask({"category": "account"})
+    assert account["grounded"] and {c["doc_id"] for c in account["citations"]} <= {"faq-3", "faq-4"}
+    data = ask({"category": "data"})
+    assert not data["grounded"] and data["choices"][0]["message"]["content"] == NOT_COVERED
+    sid = http.post("/v1/sessions", json={"index": "handbook"}).json()["id"]
+    in_session = http.post(f"/v1/sessions/{sid}/messages", json={
+        "content": "How do I reset my password?", "filters": {"doc_id": "faq-1"}}).json()
+    assert in_session["answer"] == NOT_COVERED  # faq-1 is about data export
+
+
 def test_sessions_keep_history_and_resolve_follow_ups(http):
     session = http.post("/v1/sessions", json={"index": "handbook"})
     assert session.status_code == 201

@@ -274,6 +274,16 @@ def test_ask_cli_prints_exactly_the_documented_json(corpus, tmp_path):
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
+    def ask_only(category: str) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ask", "How do I reset my password?", "-i",
+                               "handbook", "--filter", f"category={category}", "--json"],
+                              env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    assert ask_only("account")["citations"][0]["title"] == "How do I reset my password?"
+    assert ask_only("data") == {"answer": NOT_COVERED, "grounded": False, "citations": []}  # the FAQ is not "data"
+
 
 def test_chat_cli_session_with_feedback_and_sources(corpus, tmp_path):
     env = isolated_env(corpus.settings.data_dir, UNIRANK_CHAT__DB_PATH=str(tmp_path / "cli-chat.sqlite"), COLUMNS="200")

@@ -46,6 +46,8 @@ class ChatCompletionRequest(BaseModel):
     index: str | None = None
     #: unirank: keep the turn in this session (its stored history is used for follow-ups).
     session_id: str | None = None
+    #: unirank: answer only from chunks whose metadata, ``doc_id`` or ``source_uri`` match (as ``--filter``).
+    filters: dict[str, str] | None = None
 
     def question_and_history(self) -> tuple[str, list[Turn]]:
         """The last user message is the question; earlier user/assistant messages are the history."""

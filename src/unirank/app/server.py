@@ -56,6 +56,8 @@ class NewSession(BaseModel):
 class SessionQuestion(BaseModel):
     content: str = Field(min_length=1)
     stream: bool = False
+    #: Answer only from chunks whose metadata, ``doc_id`` or ``source_uri`` match.
+    filters: dict[str, str] | None = None
 
 
 class FeedbackRequest(BaseModel):
@@ -129,9 +131,10 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         index = body.index or (None if body.model == DEFAULT_MODEL else body.model)
         session_id = body.session_id
         history = None if session_id else history
+        asked = dict(session_id=session_id, history=history, filters=body.filters)
         if body.stream:
-            return await _sse(service.stream(question, index, session_id=session_id, history=history), body.model)
-        answer = await run_in_threadpool(service.ask, question, index, session_id=session_id, history=history)
+            return await _sse(service.stream(question, index, **asked), body.model)
+        answer = await run_in_threadpool(service.ask, question, index, **asked)
         return completion(answer, body.model)
 
     # -- sessions -------------------------------------------------------------------------------
@@ -159,8 +162,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.post("/v1/sessions/{session_id}/messages", response_model=None)
     async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
         if body.stream:
-            return await _sse(service.stream(body.content, session_id=session_id), "unirank")
-        answer = await run_in_threadpool(service.ask, body.content, session_id=session_id)
+            return await _sse(service.stream(body.content, session_id=session_id, filters=body.filters), "unirank")
+        answer = await run_in_threadpool(service.ask, body.content, session_id=session_id, filters=body.filters)
         return answer.to_dict()
 
     # -- citations and feedback -----------------------------------------------------------------

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.prompt import Prompt
 
-from unirank.cli.context import client, load_settings
+from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filters
 from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri
 from unirank.errors import IndexNotFoundError, UnirankError
 
@@ -21,6 +21,7 @@ CHAT_HELP = ("Commands: /up or /down rate the last answer, /open N shows source 
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDEX_HELP)] = None,
+    filter_: Annotated[Optional[list[str]], typer.Option("--filter", "-f", help=FILTER_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {answer, grounded, citations} as JSON.")] = False,
 ) -> None:
     """Answer one question from the documents, with citations."""
@@ -30,10 +31,11 @@ def ask(
     with client() as ur:
         service = ChatService(ur)
         try:
+            filters = parse_filters(filter_)
             if as_json:
-                print_json(service.ask(question, index).brief())
+                print_json(service.ask(question, index, filters=filters).brief())
                 return
-            for event in service.stream(question, index):
+            for event in service.stream(question, index, filters=filters):
                 if isinstance(event, Delta):
                     console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
                 elif isinstance(event, Completed):
@@ -43,7 +45,10 @@ def ask(
             fail(exc)
 
 
-def chat(index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDEX_HELP)] = None) -> None:
+def chat(
+    index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDEX_HELP)] = None,
+    filter_: Annotated[Optional[list[str]], typer.Option("--filter", "-f", help=FILTER_HELP)] = None,
+) -> None:
     """Chat with your documents in the terminal; follow-up questions use the conversation so far."""
     from unirank.chat.service import ChatService
     from unirank.chat.store import ConversationStore
@@ -52,6 +57,7 @@ def chat(index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDE
     with client() as ur, ConversationStore(ur.settings.chat_db_path) as store:
         service = ChatService(ur, store)
         try:
+            filters = parse_filters(filter_)
             index = index or service.default_index()
             if not ur.backend.exists(index):
                 raise IndexNotFoundError(index, [i.name for i in ur.list_indexes()])
@@ -59,7 +65,8 @@ def chat(index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDE
             fail(exc)
         session = store.create_session(index)
         last: ChatAnswer | None = None
-        console.print(f"[bold]unirank chat[/bold] on index [bold]{escape(index)}[/bold]. {CHAT_HELP}")
+        only = f" ({escape(', '.join(f'{k}={v}' for k, v in filters.items()))} only)" if filters else ""
+        console.print(f"[bold]unirank chat[/bold] on index [bold]{escape(index)}[/bold]{only}. {CHAT_HELP}")
         while True:
             try:
                 line = Prompt.ask("\n[bold cyan]you[/bold cyan]", console=console).strip()
@@ -85,7 +92,7 @@ def chat(index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDE
                 continue
             console.print("[bold green]unirank[/bold green] ", end="")
             try:
-                for event in service.stream(line, session_id=session.id):
+                for event in service.stream(line, session_id=session.id, filters=filters):
                     if isinstance(event, Delta):
                         console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
                     elif isinstance(event, Completed):

@@ -6,7 +6,7 @@ import typer
 
 from unirank.api import Unirank
 from unirank.cli.output import print_error
-from unirank.errors import ConfigurationError
+from unirank.errors import ConfigurationError, InvalidQueryError
 from unirank.settings import Settings
 
 
@@ -20,3 +20,17 @@ def load_settings() -> Settings:
 
 def client() -> Unirank:
     return Unirank(load_settings())
+
+
+FILTER_HELP = "key=value metadata filter (doc_id, source_uri or a metadata field); repeatable."
+
+
+def parse_filters(values: list[str] | None) -> dict[str, str]:
+    """``--filter key=value`` options, as search and the chat take them."""
+    filters: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidQueryError(f"Filter {item!r} is not key=value.")
+        filters[key.strip()] = value.strip()
+    return filters

@@ -12,11 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from unirank.cli import chat as chat_cli
 from unirank.cli import training
 from unirank.cli.models import models_app
-from unirank.cli.context import client, load_settings
+from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filters
 from unirank.cli.serve import serve_app
 from unirank.cli.output import (console, errors, fail, print_index, print_indexes, print_json, print_report,
                                 print_results, print_stage)
-from unirank.errors import InvalidQueryError, UnirankError
+from unirank.errors import UnirankError
 from unirank.ingest.uris import file_name
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
@@ -32,16 +32,6 @@ app.command("eval")(training.evaluate)
 app.command("ask")(chat_cli.ask)
 app.command("chat")(chat_cli.chat)
 serve_app.command("api")(chat_cli.serve_api)
-
-
-def _parse_filters(values: list[str] | None) -> dict[str, str]:
-    filters: dict[str, str] = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidQueryError(f"Filter {item!r} is not key=value.")
-        filters[key.strip()] = value.strip()
-    return filters
 
 
 @app.callback()
@@ -85,14 +75,14 @@ def search(
     mode: Annotated[Optional[str], typer.Option(help="bm25, knn or hybrid (default from settings).")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="Results to return.")] = None,
     rerank: Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Rescore with the reranker.")] = None,
-    filter_: Annotated[Optional[list[str]], typer.Option("--filter", "-f", help="key=value metadata filter; repeatable.")] = None,
+    filter_: Annotated[Optional[list[str]], typer.Option("--filter", "-f", help=FILTER_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Search an index: hybrid BM25 + kNN by default, reranked with --rerank (or reranker.enabled)."""
     ur = client()
     try:
         results = ur.search(query, index, mode=mode, top_k=top_k, rerank=rerank,  # type: ignore[arg-type]
-                            filters=_parse_filters(filter_))
+                            filters=parse_filters(filter_))
     except UnirankError as exc:
         fail(exc)
     finally:
