@@ -85,6 +85,8 @@ def test_errors_are_clear_and_exit_2(run):
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     proc = run("search", "x", "--index", "h", "--filter", "novalue", ok=False)
     assert proc.returncode == 2 and "key=value" in proc.stderr
+    proc = run("search", "x", "--index", "h", "-f", "category=a", "-f", "category=b", ok=False)
+    assert proc.returncode == 2 and "--filter category is given twice" in proc.stderr
     # The app server refuses what would fail every request, instead of starting anyway.
     proc = run("serve", "api", "--index", "nope", ok=False)
     assert proc.returncode == 2 and "Index 'nope' does not exist" in proc.stderr and "Uvicorn" not in proc.stderr

@@ -32,5 +32,8 @@ def parse_filters(values: list[str] | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InvalidQueryError(f"Filter {item!r} is not key=value.")
+        if key.strip() in filters:  # the last would silently win
+            raise InvalidQueryError(f"--filter {key.strip()} is given twice: each key takes one value, and a "
+                                    "result must match every filter.")
         filters[key.strip()] = value.strip()
     return filters
