@@ -77,6 +77,12 @@ def test_brackets_in_documents_and_paths_are_printed_as_written(run, tmp_path):
     assert missing.returncode == 2 and f"{docs.resolve() / '[red]gone'} does not exist" in missing.stderr
 
 
+def test_version_is_the_installed_packages(run):
+    from importlib.metadata import version
+
+    assert run("--version").stdout == f"unirank {version('unirank')}\n"
+
+
 def test_errors_are_clear_and_exit_2(run):
     run("ingest", str(SAMPLES / "backups.md"), "--index", "h")
     proc = run("search", "x", "--index", "h", "--top-k", "51", "--rerank", ok=False)

@@ -34,8 +34,20 @@ app.command("chat")(chat_cli.chat)
 serve_app.command("api")(chat_cli.serve_api)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from unirank import __version__
+
+        print(f"unirank {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
