@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from chat_helpers import AppServer, build_corpus, quotes, squash
+from unirank.app.openai_format import ErrorBody
 from unirank.chat import NOT_COVERED
 from unirank.chat.extractive import PREFIX
 
@@ -181,22 +182,37 @@ def test_citation_endpoint_and_feedback(http):
 
 
 def test_errors_are_clear(http):
-    missing = http.post("/v1/chat/completions", json={"model": "x", "index": "nope",
-                                                      "messages": [{"role": "user", "content": "hi"}]})
-    assert missing.status_code == 404 and "unirank ingest" in missing.json()["error"]["message"]
-    typo = http.post("/v1/chat/completions", json={"model": "handbok", "messages": [{"role": "user", "content": "hi"}]})
-    assert typo.status_code == 404, "a model that names no index is not answered from the default one"
-    assert "Index 'handbok' does not exist. Available indexes: handbook" in typo.json()["error"]["message"]
-    assert http.post("/v1/chat/completions", json={"messages": []}).status_code == 422
-    garbled = http.post("/v1/chat/completions", content=b"{messages", headers={"Content-Type": "application/json"})
-    assert garbled.status_code == 422 and "not valid JSON" in garbled.json()["error"]["message"]
-    last_assistant = http.post("/v1/chat/completions", json={"messages": [{"role": "assistant", "content": "hi"}]})
-    assert last_assistant.status_code == 400 and "user" in last_assistant.json()["error"]["message"]
-    assert http.post("/v1/sessions/nope/messages", json={"content": "hi"}).status_code == 404
-    assert http.post("/v1/sessions", json={"index": "nope"}).status_code == 404
-    streamed_missing = http.post("/v1/chat/completions", json={"index": "nope", "stream": True,
-                                                               "messages": [{"role": "user", "content": "hi"}]})
-    assert streamed_missing.status_code == 404  # checked before the stream starts
+    spec = http.get("/openapi.json").json()
+
+    def refused(method: str, route: str, path: str, status: int, **request) -> dict:
+        """The response has ``status`` and the body the OpenAPI spec declares for the route and status."""
+        response = http.request(method, path, **request)
+        assert response.status_code == status, response.text
+        declared = spec["paths"][route][method.lower()]["responses"][str(status)]
+        assert declared["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+        return ErrorBody.model_validate(response.json(), strict=True).error.model_dump()
+
+    chat = "/v1/chat/completions"
+    missing = refused("POST", chat, chat, 404, json={"model": "x", "index": "nope",
+                                                     "messages": [{"role": "user", "content": "hi"}]})
+    assert "unirank ingest" in missing["message"]
+    typo = refused("POST", chat, chat, 404, json={"model": "handbok", "messages": [{"role": "user", "content": "hi"}]})
+    assert "Index 'handbok' does not exist. Available indexes: handbook" in typo["message"]  # not the default index
+    refused("POST", chat, chat, 422, json={"messages": []})
+    garbled = refused("POST", chat, chat, 422, content=b"{messages", headers={"Content-Type": "application/json"})
+    assert "not valid JSON" in garbled["message"]
+    last_assistant = refused("POST", chat, chat, 400, json={"messages": [{"role": "assistant", "content": "hi"}]})
+    assert "user" in last_assistant["message"]
+    refused("POST", "/v1/sessions/{session_id}/messages", "/v1/sessions/nope/messages", 404, json={"content": "hi"})
+    refused("POST", "/v1/sessions", "/v1/sessions", 404, json={"index": "nope"})
+    refused("GET", "/v1/sessions/{session_id}", "/v1/sessions/nope", 404)
+    refused("DELETE", "/v1/sessions/{session_id}", "/v1/sessions/nope", 404)
+    refused("GET", "/v1/sessions", "/v1/sessions?limit=many", 422)
+    refused("GET", "/v1/messages/{message_id}/citations/{n}", "/v1/messages/nope/citations/1", 404)
+    refused("POST", "/v1/feedback", "/v1/feedback", 404, json={"message_id": "nope", "kind": "up"})
+    refused("POST", "/v1/feedback", "/v1/feedback", 422, json={"message_id": "nope", "kind": "meh"})
+    refused("POST", chat, chat, 404, json={"index": "nope", "stream": True,  # checked before the stream starts
+                                           "messages": [{"role": "user", "content": "hi"}]})
 
 
 def test_page_and_indexes(http):

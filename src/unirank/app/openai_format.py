@@ -105,3 +105,31 @@ class ChunkWriter:
     @staticmethod
     def done() -> str:
         return "data: [DONE]\n\n"
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    #: ``invalid_request_error``, ``not_found``, ``answerer_error`` or ``configuration_error``.
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error the app server answers: OpenAI's shape, which its SDK raises as typed exceptions."""
+
+    error: ErrorDetail
+
+
+_ERROR_MEANINGS = {
+    400: "Refused: an empty question, a last message that is not the user's, no index named while "
+         "there are several, feedback that does not fit its answer.",
+    404: "No index, session, message or citation of that name.",
+    422: "The body is not JSON or does not fit the schema; the message names the field.",
+    500: "The server's settings cannot answer (e.g. an OpenAI-compatible answerer without its key).",
+    502: "The configured LLM failed or timed out.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """A route's error answers, for its OpenAPI ``responses`` (FastAPI's own 422 body is never sent)."""
+    return {status: {"model": ErrorBody, "description": _ERROR_MEANINGS[status]} for status in statuses}
+

@@ -24,7 +24,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from unirank.api import Unirank
-from unirank.app.openai_format import DEFAULT_MODEL, ChatCompletionRequest, ChunkWriter, completion
+from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletionRequest, ChunkWriter, ErrorBody, ErrorDetail,
+                                       completion, error_responses)
 from unirank.chat.service import ChatService
 from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
@@ -120,7 +121,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
                                            for i in ur.list_indexes()]}
 
     # -- OpenAI-compatible ----------------------------------------------------------------------
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, responses=error_responses(400, 404, 422, 500, 502))
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         try:
             question, history = body.question_and_history()
@@ -138,28 +139,29 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return completion(answer, body.model)
 
     # -- sessions -------------------------------------------------------------------------------
-    @app.post("/v1/sessions", status_code=201)
+    @app.post("/v1/sessions", status_code=201, responses=error_responses(400, 404, 422))
     def create_session(body: NewSession) -> dict:
         index = body.index or service.default_index()
         if not ur.backend.exists(index):
             raise IndexNotFoundError(index, [i.name for i in ur.list_indexes()])
         return store.create_session(index, body.title).to_dict()
 
-    @app.get("/v1/sessions")
+    @app.get("/v1/sessions", responses=error_responses(422))
     def list_sessions(limit: int = 100) -> dict:
         return {"sessions": [s.to_dict() for s in store.sessions(limit)]}
 
-    @app.get("/v1/sessions/{session_id}")
+    @app.get("/v1/sessions/{session_id}", responses=error_responses(404))
     def get_session(session_id: str) -> dict:
         return {**store.session(session_id).to_dict(),
                 "messages": [m.to_dict() for m in store.messages(session_id)]}
 
-    @app.delete("/v1/sessions/{session_id}", status_code=204)
+    @app.delete("/v1/sessions/{session_id}", status_code=204, responses=error_responses(404))
     def delete_session(session_id: str) -> Response:
         store.delete_session(session_id)
         return Response(status_code=204)
 
-    @app.post("/v1/sessions/{session_id}/messages", response_model=None)
+    @app.post("/v1/sessions/{session_id}/messages", response_model=None,
+              responses=error_responses(400, 404, 422, 500, 502))
     async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
         if body.stream:
             return await _sse(service.stream(body.content, session_id=session_id, filters=body.filters), "unirank")
@@ -167,12 +169,12 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return answer.to_dict()
 
     # -- citations and feedback -----------------------------------------------------------------
-    @app.get("/v1/messages/{message_id}/citations/{n}")
+    @app.get("/v1/messages/{message_id}/citations/{n}", responses=error_responses(404, 422))
     def citation(message_id: str, n: int) -> dict:
         message = store.message(message_id)
         return {**message.citation(n).to_dict(), "message_id": message_id, "index": message.index}
 
-    @app.post("/v1/feedback", status_code=201)
+    @app.post("/v1/feedback", status_code=201, responses=error_responses(400, 404, 422))
     def feedback(body: FeedbackRequest) -> dict:
         return store.add_feedback(body.message_id, body.kind, body.citation).to_dict()
 
@@ -224,5 +226,5 @@ async def _sse(events: Iterator[ChatEvent], model: str) -> StreamingResponse:
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+    return JSONResponse(ErrorBody(error=ErrorDetail(message=message, type=kind)).model_dump(), status_code=status)
 
