@@ -5,12 +5,14 @@ server-sent events, sessions with follow-ups, citations, feedback and errors."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 import openai
 import pytest
 
-from chat_helpers import AppServer, build_corpus, quotes, squash
+from chat_helpers import AppServer, build_corpus, isolated_env, quotes, squash
 from unirank.app.openai_format import ErrorBody
 from unirank.chat import NOT_COVERED
 from unirank.chat.extractive import PREFIX
@@ -136,6 +138,33 @@ def test_filters_restrict_the_documents_answered_from(http):
     in_session = http.post(f"/v1/sessions/{sid}/messages", json={
         "content": "How do I reset my password?", "filters": {"doc_id": "faq-1"}}).json()
     assert in_session["answer"] == NOT_COVERED  # faq-1 is about data export
+
+
+def test_search_over_http_is_the_clis_search(http, corpus, tmp_path):
+    """POST /v1/search answers what `unirank search --json` prints for the same request."""
+    data_dir, _ = corpus
+    body = {"query": "which region keeps my data", "top_k": 3, "filters": {"category": "data"}}
+    served = http.post("/v1/search", json=body)
+    assert served.status_code == 200, served.text
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "search", body["query"], "--index", "handbook",
+                           "--top-k", "3", "--filter", "category=data", "--json"],
+                          env=isolated_env(data_dir), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert served.json().keys() == printed.keys() == {"query", "mode", "reranked", "degraded", "timings_ms", "hits"}
+    del printed["timings_ms"]
+    without_timings = {k: v for k, v in served.json().items() if k != "timings_ms"}
+    assert without_timings == printed and printed["hits"][0]["title"] == "Where is my data stored?"
+    assert {h["metadata"]["category"] for h in printed["hits"]} == {"data"} and len(printed["hits"]) == 2
+
+    reranked = http.post("/v1/search", json={"query": "rotate an API key", "index": "handbook", "rerank": True,
+                                             "mode": "bm25", "top_k": 2}).json()
+    assert reranked["reranked"] and all("rerank" in h["scores"] for h in reranked["hits"])
+    too_many = http.post("/v1/search", json={"query": "x", "rerank": True, "top_k": 51})
+    assert too_many.status_code == 400 and "at most 50" in too_many.json()["error"]["message"]
+    assert http.post("/v1/search", json={"query": "x", "index": "nope"}).status_code == 404
+    typo = http.post("/v1/search", json={"query": "x", "topk": 3})
+    assert typo.status_code == 422 and "topk" in typo.json()["error"]["message"]
 
 
 def test_sessions_keep_history_and_resolve_follow_ups(http):

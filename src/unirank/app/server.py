@@ -6,6 +6,7 @@
   a stand-alone query from the session's history before retrieval.
 - ``/v1/feedback`` and ``/v1/messages/{id}/citations/{n}``: thumbs up/down, citation clicks, and
   the cited passage.
+- ``POST /v1/search``: the search layer itself, answering what ``unirank search --json`` prints.
 - ``/``: the web page (plain HTML and JavaScript in ``static/``, no build step).
 """
 
@@ -26,6 +27,7 @@ from pydantic import BaseModel, Field
 from unirank.api import Unirank
 from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletionRequest, ChunkWriter, ErrorBody, ErrorDetail,
                                        completion, error_responses)
+from unirank.app.search_format import SearchRequest, SearchResponse
 from unirank.chat.service import ChatService
 from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
@@ -119,6 +121,13 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         """OpenAI clients list models: each index is one (``model`` picks the index to answer from)."""
         return {"object": "list", "data": [{"id": i.name, "object": "model", "created": 0, "owned_by": "unirank"}
                                            for i in ur.list_indexes()]}
+
+    @app.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 404, 422))
+    def search(body: SearchRequest) -> dict:
+        """Hybrid (BM25 + kNN) search, then the reranker when asked: what ``unirank search --json`` prints."""
+        index = body.index or service.default_index()
+        return ur.search(body.query, index, mode=body.mode, top_k=body.top_k, rerank=body.rerank,
+                         filters=body.filters).to_dict()
 
     # -- OpenAI-compatible ----------------------------------------------------------------------
     @app.post("/v1/chat/completions", response_model=None, responses=error_responses(400, 404, 422, 500, 502))
