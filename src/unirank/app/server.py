@@ -1,4 +1,4 @@
-"""The unirank app server (``unirank serve api``): the chat API and its web page.
+"""The unirank app server (``unirank serve api``): the chat API, search, and the web page.
 
 - ``POST /v1/chat/completions``: OpenAI-compatible (``stream: true`` gives server-sent events in
   OpenAI's chunk format, ending with ``data: [DONE]``); citations ride along as extra fields.

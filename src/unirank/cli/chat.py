@@ -148,7 +148,7 @@ def serve_api(
     port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default: api.port, 8000).")] = None,
     index: Annotated[Optional[str], typer.Option("--index", "-i", help=INDEX_HELP)] = None,
 ) -> None:
-    """Run the app server: the chat API (OpenAI-compatible and sessions) and the web page at /."""
+    """Run the app server: the chat API (OpenAI-compatible and sessions), search, and the web page at /."""
     import uvicorn
 
     from unirank.app.server import create_app
