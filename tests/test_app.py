@@ -13,7 +13,8 @@ import openai
 import pytest
 
 from chat_helpers import AppServer, build_corpus, isolated_env, quotes, squash
-from unirank.app.openai_format import ErrorBody
+from unirank.app.openai_format import ChatCompletion, ErrorBody, SessionAnswer
+from unirank.app.search_format import SearchResponse
 from unirank.chat import NOT_COVERED
 from unirank.chat.extractive import PREFIX
 
@@ -208,6 +209,23 @@ def test_citation_endpoint_and_feedback(http):
     assert http.post("/v1/feedback", json={"message_id": "nope", "kind": "up"}).status_code == 404
     events = http.get("/v1/feedback", params={"message_id": mid}).json()["events"]
     assert [(e["kind"], e["citation"]) for e in events] == [("up", None), ("click", n)]
+
+
+def test_answers_have_the_shapes_the_spec_declares(http):
+    spec = http.get("/openapi.json").json()
+    question = {"role": "user", "content": "How do I reset my password?"}
+    for route, model, response in [
+        ("/v1/chat/completions", ChatCompletion, http.post("/v1/chat/completions", json={"messages": [question]})),
+        ("/v1/sessions/{session_id}/messages", SessionAnswer, http.post(
+            f"/v1/sessions/{http.post('/v1/sessions', json={}).json()['id']}/messages", json={"content": "Hi?"})),
+        ("/v1/search", SearchResponse, http.post("/v1/search", json={"query": "password reset"})),
+    ]:
+        assert response.status_code == 200, response.text
+        declared = spec["paths"][route]["post"]["responses"]["200"]["content"]
+        assert declared["application/json"]["schema"]["$ref"].endswith(f"/{model.__name__}")
+        validated = model.model_validate_json(response.text, strict=True)
+        assert validated.model_dump(mode="json") == response.json()  # every field declared, none left out
+    assert "text/event-stream" in spec["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
 
 
 def test_errors_are_clear(http):

@@ -100,7 +100,8 @@ class ChunkWriter:
 
     @staticmethod
     def error(message: str, kind: str) -> str:
-        return f"data: {json.dumps({'error': {'message': message, 'type': kind}}, ensure_ascii=False)}\n\n"
+        body = ErrorBody(error=ErrorDetail(message=message, type=kind)).model_dump()
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     @staticmethod
     def done() -> str:
@@ -132,4 +133,81 @@ _ERROR_MEANINGS = {
 def error_responses(*statuses: int) -> dict[int | str, dict]:
     """A route's error answers, for its OpenAPI ``responses`` (FastAPI's own 422 body is never sent)."""
     return {status: {"model": ErrorBody, "description": _ERROR_MEANINGS[status]} for status in statuses}
+
+
+# -- what the chat routes answer, for the OpenAPI spec ----------------------------------------------
+class CitationOut(BaseModel):
+    """What ``[n]`` in an answer points at; ``text == passage[start:end]``."""
+
+    n: int
+    chunk_id: str
+    doc_id: str
+    title: str
+    uri: str
+    page: int | None
+    heading: str
+    text: str
+    start: int
+    end: int
+    passage: str
+    score: float
+    #: The quoted sentences inside ``start:end``, as ``[start, end]`` pairs.
+    spans: list[list[int]]
+
+
+class AnswerExtras(BaseModel):
+    """unirank's fields beside OpenAI's (in the last chunk when streaming)."""
+
+    citations: list[CitationOut]
+    grounded: bool
+    #: The stand-alone query the answer was retrieved for (a follow-up is rewritten).
+    query: str
+    session_id: str | None
+    message_id: str | None
+    answerer: str
+    relevance: float
+    timings_ms: dict[str, float]
+
+
+class CompletionMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    message: CompletionMessage
+    finish_reason: Literal["stop"]
+    logprobs: None = None
+
+
+class ChatCompletion(AnswerExtras):
+    """OpenAI's ``chat.completion``; with ``stream: true``, ``chat.completion.chunk`` events instead."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+
+
+class SessionAnswer(BaseModel):
+    question: str
+    query: str
+    answer: str
+    grounded: bool
+    citations: list[CitationOut]
+    answerer: str
+    relevance: float
+    threshold: float
+    session_id: str | None
+    message_id: str | None
+    timings_ms: dict[str, float]
+
+
+def answer_responses(model: type[BaseModel]) -> dict[int | str, dict]:
+    """A chat route's 200: JSON in ``model``'s shape, or server-sent events when the request streams."""
+    return {200: {"model": model, "description": "The answer; with `stream: true`, server-sent events "
+                  "(`text/event-stream`) ending with `data: [DONE]`.",
+                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 

@@ -25,8 +25,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from unirank.api import Unirank
-from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletionRequest, ChunkWriter, ErrorBody, ErrorDetail,
-                                       completion, error_responses)
+from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter, ErrorBody,
+                                       ErrorDetail, SessionAnswer, answer_responses, completion, error_responses)
 from unirank.app.search_format import SearchRequest, SearchResponse
 from unirank.chat.service import ChatService
 from unirank.chat.store import ConversationStore
@@ -130,7 +130,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
                          filters=body.filters).to_dict()
 
     # -- OpenAI-compatible ----------------------------------------------------------------------
-    @app.post("/v1/chat/completions", response_model=None, responses=error_responses(400, 404, 422, 500, 502))
+    @app.post("/v1/chat/completions", response_model=None,
+              responses={**answer_responses(ChatCompletion), **error_responses(400, 404, 422, 500, 502)})
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         try:
             question, history = body.question_and_history()
@@ -170,7 +171,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return Response(status_code=204)
 
     @app.post("/v1/sessions/{session_id}/messages", response_model=None,
-              responses=error_responses(400, 404, 422, 500, 502))
+              responses={**answer_responses(SessionAnswer), **error_responses(400, 404, 422, 500, 502)})
     async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
         if body.stream:
             return await _sse(service.stream(body.content, session_id=session_id, filters=body.filters), "unirank")
