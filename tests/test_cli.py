@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,14 @@ def test_errors_are_clear_and_exit_2(run):
     assert proc.returncode == 2 and "Index 'nope' does not exist" in proc.stderr and "Uvicorn" not in proc.stderr
     proc = run("serve", "api", "--port", "99999", ok=False)
     assert proc.returncode == 2 and "--port" in proc.stderr
+    with socket.socket() as taken:  # a port something listens on is refused before any model loads
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for command in (["serve", "api"], ["serve", "models"]):
+            proc = run(*command, "--port", port, ok=False)
+            assert proc.returncode == 2 and f"Cannot listen on 127.0.0.1:{port}" in proc.stderr, proc.stderr
+            assert "Uvicorn" not in proc.stderr and "Started server" not in proc.stderr
 
 
 def test_config_show_merges_toml_and_environment(run, tmp_path):

@@ -152,17 +152,19 @@ def serve_api(
     import uvicorn
 
     from unirank.app.server import create_app
+    from unirank.cli.serve import refuse_busy_port
 
     settings = load_settings()
     if index:
         settings.chat.index = index
+    host = host or settings.api.host
+    port = port or settings.api.port
     try:
+        refuse_busy_port(host, port)
         app = create_app(settings)
         if index and not app.state.chat.ur.backend.exists(index):  # every question would get a 404
             raise IndexNotFoundError(index, [i.name for i in app.state.chat.ur.list_indexes()])
     except UnirankError as exc:
         fail(exc)
-    host = host or settings.api.host
-    port = port or settings.api.port
     errors.print(f"unirank app server on http://{host}:{port}/ (chat page), API under /v1", soft_wrap=True)
     uvicorn.run(app, host=host, port=port, log_level="info")

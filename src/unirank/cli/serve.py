@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated, Optional
 
 import typer
 
 from unirank.cli.context import load_settings
 from unirank.cli.output import errors, fail
-from unirank.errors import UnirankError
+from unirank.errors import ConfigurationError, UnirankError
 
 serve_app = typer.Typer(help="Run the HTTP servers.", no_args_is_help=True)
+
+
+def refuse_busy_port(host: str, port: int) -> None:
+    """Found out before the models load, not after: uvicorn only tries the port once it has started."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"Cannot listen on {host!r}: {exc.strerror}. Give --host an address of this "
+                                 "machine, e.g. 127.0.0.1 or 0.0.0.0.") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigurationError(f"Cannot listen on {host}:{port}: {exc.strerror}. Stop what listens there "
+                                     "(another unirank server?) or choose another --port.") from None
 
 
 @serve_app.command("models")
@@ -36,6 +54,10 @@ def serve_models(
     except UnirankError as exc:
         fail(exc)
     host, port = host or settings.serving.host, port or settings.serving.port
+    try:
+        refuse_busy_port(host, port)
+    except UnirankError as exc:
+        fail(exc)
     errors.print(f"unirank model server on http://{host}:{port} ({replicas} replica{'s' if replicas > 1 else ''}): "
                  f"{', '.join(refs)}. POST /v1/embeddings, /embed, /rerank, /v1/rerank; "
                  f"GET /v1/models, /health, /ready, /metrics; the OpenAPI spec at /docs", markup=False, soft_wrap=True)
