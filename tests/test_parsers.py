@@ -88,6 +88,14 @@ def test_running_headers_and_page_numbers_are_not_indexed(tmp_path):
     assert [s.text.split("\n")[0] for s in only(two_pages).sections] == ["Acme Corp", "Acme Corp"]  # too few to tell
 
 
+def test_words_broken_across_lines_are_joined(tmp_path):
+    pdf = make_pdf(tmp_path / "keys.pdf", ["Keys are replaced by automatic rota-\ntion every ninety days.\n"
+                                           "Costs fell from 2019-\n2020 in the EU-\nUS region."])
+    text = only(pdf).sections[0].text
+    assert "automatic rotation every" in text  # one word again
+    assert "2019-\n2020" in text and "EU-\nUS" in text  # numbers and capitals keep their hyphen
+
+
 def test_pdf_without_a_metadata_title_is_named_after_the_file(tmp_path):
     doc = only(make_pdf(tmp_path / "quarterly-report.pdf", PAGES[:1], title=None))
     assert doc.title == "quarterly-report"

@@ -54,9 +54,24 @@ class PdfParser:
             title = _metadata_title(reader)
         if not any(text.strip() for text in texts):
             raise ParseError(NO_TEXT)
-        texts = without_running_lines(texts)
+        texts = [joined_hyphenation(text) for text in without_running_lines(texts)]
         sections = [Section(text, page=number) for number, text in enumerate(texts, start=1)]
         return [ParsedDocument(doc_id=uri, title=title or stem_from_uri(uri), sections=sections)]
+
+
+#: A word the typesetter broke across two lines: a lower-case letter, a hyphen ending the line, a lower-case letter.
+_LINE_BREAK_HYPHEN = re.compile(r"(?<=[a-z])-\n(?=[a-z])")
+
+
+def joined_hyphenation(text: str) -> str:
+    """A word broken at a line end ("rota-" then "tion") is one word again, so BM25 and the tokenizer
+    see "rotation", not two halves of it.
+
+    As PyMuPDF's dehyphenation does, every such break is joined: hyphenated text breaks words far more
+    often than it breaks a compound at its own hyphen ("short-lived" at a line end becomes
+    "shortlived"). Numbers ("2019-2020") and capitals ("EU-US") keep their hyphen and line break.
+    """
+    return _LINE_BREAK_HYPHEN.sub("", text)
 
 
 #: Lines at each end of a page where running headers and footers sit.
