@@ -14,6 +14,8 @@ import pytest
 
 from chat_helpers import AppServer, build_corpus, isolated_env, quotes, squash
 from unirank.app.openai_format import ChatCompletion, ErrorBody, SessionAnswer
+from unirank.app.session_format import (CitedPassage, FeedbackList, FeedbackOut, IndexList, IndexModels, Liveness,
+                                        SessionList, SessionOut, SessionWithMessages)
 from unirank.app.search_format import SearchResponse
 from unirank.chat import NOT_COVERED
 from unirank.chat.extractive import PREFIX
@@ -212,19 +214,37 @@ def test_citation_endpoint_and_feedback(http):
 
 
 def test_answers_have_the_shapes_the_spec_declares(http):
+    """Every route's answer validates against the model its OpenAPI spec names, field for field."""
     spec = http.get("/openapi.json").json()
+    components = {m.__name__: m for m in (ChatCompletion, SessionAnswer, SearchResponse, Liveness, IndexList, IndexModels,
+                                          SessionOut, SessionList, SessionWithMessages, CitedPassage, FeedbackOut,
+                                          FeedbackList)}
+    session = http.post("/v1/sessions", json={}).json()
+    sid = session["id"]
+    answer = http.post(f"/v1/sessions/{sid}/messages", json={"content": "How do I reset my password?"}).json()
+    http.post("/v1/feedback", json={"message_id": answer["message_id"], "kind": "click", "citation": 1})
     question = {"role": "user", "content": "How do I reset my password?"}
-    for route, model, response in [
-        ("/v1/chat/completions", ChatCompletion, http.post("/v1/chat/completions", json={"messages": [question]})),
-        ("/v1/sessions/{session_id}/messages", SessionAnswer, http.post(
-            f"/v1/sessions/{http.post('/v1/sessions', json={}).json()['id']}/messages", json={"content": "Hi?"})),
-        ("/v1/search", SearchResponse, http.post("/v1/search", json={"query": "password reset"})),
-    ]:
-        assert response.status_code == 200, response.text
-        declared = spec["paths"][route]["post"]["responses"]["200"]["content"]
-        assert declared["application/json"]["schema"]["$ref"].endswith(f"/{model.__name__}")
+    calls = [
+        ("GET", "/healthz", "/healthz", {}),
+        ("GET", "/v1/indexes", "/v1/indexes", {}),
+        ("GET", "/v1/models", "/v1/models", {}),
+        ("POST", "/v1/search", "/v1/search", {"json": {"query": "password reset"}}),
+        ("POST", "/v1/chat/completions", "/v1/chat/completions", {"json": {"messages": [question]}}),
+        ("POST", "/v1/sessions", "/v1/sessions", {"json": {"index": "handbook"}}),
+        ("GET", "/v1/sessions", "/v1/sessions", {}),
+        ("GET", "/v1/sessions/{session_id}", f"/v1/sessions/{sid}", {}),
+        ("POST", "/v1/sessions/{session_id}/messages", f"/v1/sessions/{sid}/messages", {"json": {"content": "Hi?"}}),
+        ("GET", "/v1/messages/{message_id}/citations/{n}", f"/v1/messages/{answer['message_id']}/citations/1", {}),
+        ("POST", "/v1/feedback", "/v1/feedback", {"json": {"message_id": answer["message_id"], "kind": "up"}}),
+        ("GET", "/v1/feedback", f"/v1/feedback?message_id={answer['message_id']}", {}),
+    ]
+    for method, route, path, request in calls:
+        response = http.request(method, path, **request)
+        assert response.is_success, (path, response.text)
+        declared = spec["paths"][route][method.lower()]["responses"][str(response.status_code)]["content"]
+        model = components[declared["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
         validated = model.model_validate_json(response.text, strict=True)
-        assert validated.model_dump(mode="json") == response.json()  # every field declared, none left out
+        assert validated.model_dump(mode="json") == response.json(), path  # every field declared, none left out
     assert "text/event-stream" in spec["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
 
 

@@ -28,6 +28,8 @@ from unirank.api import Unirank
 from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter, ErrorBody,
                                        ErrorDetail, SessionAnswer, answer_responses, completion, error_responses)
 from unirank.app.search_format import SearchRequest, SearchResponse
+from unirank.app.session_format import (CitedPassage, FeedbackList, FeedbackOut, IndexList, IndexModels, Liveness,
+                                        SessionList, SessionOut, SessionWithMessages)
 from unirank.chat.service import ChatService
 from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
@@ -106,17 +108,17 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=described(Liveness))
     def health() -> dict:
         return {"status": "ok"}
 
-    @app.get("/v1/indexes")
+    @app.get("/v1/indexes", responses=described(IndexList))
     def indexes() -> dict:
         default = _default_index(service)
         return {"indexes": [{"name": i.name, "chunks": i.chunk_count, "default": i.name == default}
                             for i in ur.list_indexes()]}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=described(IndexModels))
     def models() -> dict:
         """OpenAI clients list models: each index is one (``model`` picks the index to answer from)."""
         return {"object": "list", "data": [{"id": i.name, "object": "model", "created": 0, "owned_by": "unirank"}
@@ -149,18 +151,18 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return completion(answer, body.model)
 
     # -- sessions -------------------------------------------------------------------------------
-    @app.post("/v1/sessions", status_code=201, responses=error_responses(400, 404, 422))
+    @app.post("/v1/sessions", status_code=201, responses={**described(SessionOut, 201), **error_responses(400, 404, 422)})
     def create_session(body: NewSession) -> dict:
         index = body.index or service.default_index()
         if not ur.backend.exists(index):
             raise IndexNotFoundError(index, [i.name for i in ur.list_indexes()])
         return store.create_session(index, body.title).to_dict()
 
-    @app.get("/v1/sessions", responses=error_responses(422))
+    @app.get("/v1/sessions", responses={**described(SessionList), **error_responses(422)})
     def list_sessions(limit: int = 100) -> dict:
         return {"sessions": [s.to_dict() for s in store.sessions(limit)]}
 
-    @app.get("/v1/sessions/{session_id}", responses=error_responses(404))
+    @app.get("/v1/sessions/{session_id}", responses={**described(SessionWithMessages), **error_responses(404)})
     def get_session(session_id: str) -> dict:
         return {**store.session(session_id).to_dict(),
                 "messages": [m.to_dict() for m in store.messages(session_id)]}
@@ -179,16 +181,17 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return answer.to_dict()
 
     # -- citations and feedback -----------------------------------------------------------------
-    @app.get("/v1/messages/{message_id}/citations/{n}", responses=error_responses(404, 422))
+    @app.get("/v1/messages/{message_id}/citations/{n}",
+             responses={**described(CitedPassage), **error_responses(404, 422)})
     def citation(message_id: str, n: int) -> dict:
         message = store.message(message_id)
         return {**message.citation(n).to_dict(), "message_id": message_id, "index": message.index}
 
-    @app.post("/v1/feedback", status_code=201, responses=error_responses(400, 404, 422))
+    @app.post("/v1/feedback", status_code=201, responses={**described(FeedbackOut, 201), **error_responses(400, 404, 422)})
     def feedback(body: FeedbackRequest) -> dict:
         return store.add_feedback(body.message_id, body.kind, body.citation).to_dict()
 
-    @app.get("/v1/feedback")
+    @app.get("/v1/feedback", responses=described(FeedbackList))
     def list_feedback(message_id: str | None = None) -> dict:
         return {"events": [e.to_dict() for e in store.feedback(message_id)]}
 
@@ -233,6 +236,11 @@ async def _sse(events: Iterator[ChatEvent], model: str) -> StreamingResponse:
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def described(model: type[BaseModel], status: int = 200) -> dict[int | str, dict]:
+    """A route's answer in the spec; the route returns the store's record, which ``model`` describes."""
+    return {status: {"model": model, "description": model.__doc__ or "Success"}}
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:

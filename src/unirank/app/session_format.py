@@ -1,0 +1,89 @@
+"""What the session, citation, feedback and listing routes answer, for the OpenAPI spec.
+
+The routes return the store's own records (``Session.to_dict`` …); these models describe them, and
+``tests/test_app.py`` checks real answers against them field for field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from unirank.app.openai_format import CitationOut
+
+
+class SessionOut(BaseModel):
+    id: str
+    index: str
+    #: The first question, cut to 120 characters; empty until one is asked.
+    title: str
+    created_at: str
+    updated_at: str
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+
+
+class MessageOut(BaseModel):
+    id: str
+    session_id: str | None
+    index: str
+    role: Literal["user", "assistant"]
+    content: str
+    #: For an answer: the stand-alone query it was retrieved for.
+    query: str | None
+    grounded: bool | None
+    citations: list[CitationOut]
+    created_at: str
+
+
+class SessionWithMessages(SessionOut):
+    messages: list[MessageOut]
+
+
+class CitedPassage(CitationOut):
+    message_id: str
+    index: str
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    message_id: str
+    kind: Literal["up", "down", "click"]
+    citation: int | None
+    created_at: str
+
+
+class FeedbackList(BaseModel):
+    events: list[FeedbackOut]
+
+
+class IndexOut(BaseModel):
+    name: str
+    chunks: int
+    #: The index a question without one is answered from.
+    default: bool
+
+
+class IndexList(BaseModel):
+    indexes: list[IndexOut]
+
+
+class IndexAsModel(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class IndexModels(BaseModel):
+    """OpenAI's model list: each index is a ``model`` to answer from."""
+
+    object: Literal["list"]
+    data: list[IndexAsModel]
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
