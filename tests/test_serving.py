@@ -77,6 +77,9 @@ def test_openai_sdk_embeddings_match_in_process_model(server: ModelServer, base_
     assert response.model == "base" and response.usage.prompt_tokens > 10
     card = client.models.retrieve("tiny-rerank@prod")
     assert card.id == "tiny-rerank@prod" and card.model_extra["role"] == "reranker"
+    assert time.time() - 3600 < card.created <= time.time()  # its files were written by this test module
+    assert {m.id: m.object for m in client.models.list()} == {
+        "base": "model", "swap-embed@prod": "model", "tiny-rerank@prod": "model"}
     assert client.models.retrieve("swap-embed").id == "swap-embed@prod"  # a bare name, as requests take it
     with pytest.raises(openai.NotFoundError, match="not served here"):
         client.models.retrieve("gpt-nothing")

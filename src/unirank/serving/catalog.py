@@ -32,6 +32,8 @@ class ServedModel:
     #: tokenizer resets its truncation settings, so it is not shared with the thread running the model.
     tokenizer: Any
     max_seq_length: int
+    #: OpenAI's ``created``: when the model's files were written (Unix seconds); 0 when there are none here.
+    created: int = 0
 
     def __post_init__(self) -> None:
         self.tokenizer = copy.deepcopy(self.tokenizer)
@@ -45,7 +47,7 @@ class ServedModel:
         return self.embedder is None
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "model", "owned_by": "unirank", "role": self.role,
+        return {"id": self.id, "object": "model", "created": self.created, "owned_by": "unirank", "role": self.role,
                 "version": self.version, "dims": self.dims, "max_seq_length": self.max_seq_length}
 
 
@@ -118,11 +120,11 @@ class ModelCatalog:
             reranker = load_reranker(settings)
             tokenizer = reranker.model.tokenizer  # type: ignore[attr-defined]
             max_len = int(getattr(reranker.model, "max_seq_length", None) or tokenizer.model_max_length)
-            return ServedModel(ref, "reranker", version, reranker, None, tokenizer, max_len)
+            return ServedModel(ref, "reranker", version, reranker, None, tokenizer, max_len, _written_at(path))
         settings.embedder.model = exact
         embedder = load_embedder(settings)
         return ServedModel(ref, "embedder", version, BiEncoderReranker(embedder, name=exact), embedder,
-                           embedder.tokenizer, embedder.max_seq_length)
+                           embedder.tokenizer, embedder.max_seq_length, _written_at(path))
 
     # -- lookup ---------------------------------------------------------------------------------
     def served(self, ref: str) -> ServedModel:
@@ -173,3 +175,10 @@ def default_refs(settings: Settings) -> list[str]:
 
 
 __all__ = ["ModelCatalog", "ServedModel", "default_refs", "UnirankError"]
+
+
+def _written_at(path: str) -> int:
+    """A model folder's config.json time; a hub id has no files here."""
+    config = Path(path) / "config.json"
+    return int(config.stat().st_mtime) if config.is_file() else 0
+

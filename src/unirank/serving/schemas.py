@@ -102,6 +102,8 @@ class CohereRerankResponse(BaseModel):
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
+    #: When the model's files were written (Unix seconds), as OpenAI's ``created``.
+    created: int
     owned_by: str = "unirank"
     role: str
     version: str
