@@ -21,16 +21,12 @@ from unirank.ingest.uris import file_name
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-index_app = typer.Typer(help="Inspect and delete indexes.", no_args_is_help=True)
+index_app = typer.Typer(help="List, inspect, rebuild (re-embed with another model) and delete indexes.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(serve_app, name="serve")
-app.command("train")(training.train)
-app.command("eval")(training.evaluate)
-app.command("ask")(chat_cli.ask)
-app.command("chat")(chat_cli.chat)
 serve_app.command("api")(chat_cli.serve_api)
 
 
@@ -103,6 +99,13 @@ def search(
         print_json(results.to_dict())
     else:
         print_results(results)
+
+
+# In --help, commands are listed as registered: the workflow's order after ingest and search.
+app.command("ask")(chat_cli.ask)
+app.command("chat")(chat_cli.chat)
+app.command("train")(training.train)
+app.command("eval")(training.evaluate)
 
 
 @index_app.command("list")
