@@ -32,8 +32,7 @@ def optimize(
     name: Annotated[Optional[str], typer.Option(help="Registry name for `base` (default all-MiniLM-L6-v2).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Export a model to ONNX (fp32, int8 with --quantize, or run by OpenVINO with --provider), or copy it
-    in bf16 (--dtype), and register it as the next version."""
+    """Make a faster copy of a model (ONNX, int8 with --quantize, OpenVINO, or bf16) as its next version."""
     from unirank.cli.context import client
     from unirank.models.optimize import Optimizer
     from unirank.registry import ModelRegistry
