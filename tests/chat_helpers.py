@@ -51,7 +51,8 @@ def sample_folder(tmp: Path, with_injection: bool = False) -> Path:
 
 def quotes(answer: str) -> list[tuple[str, int]]:
     """The (sentence, citation number) pairs of an extractive answer."""
-    return [(q.group(1), int(run.group(2))) for run in QUOTED_RUN.finditer(answer) for q in QUOTE.finditer(run.group(1))]
+    return [(quote.group(1), int(run.group(2)))
+            for run in QUOTED_RUN.finditer(answer) for quote in QUOTE.finditer(run.group(1))]
 
 
 def squash(text: str) -> str:

@@ -216,9 +216,9 @@ def test_citation_endpoint_and_feedback(http):
 def test_answers_have_the_shapes_the_spec_declares(http):
     """Every route's answer validates against the model its OpenAPI spec names, field for field."""
     spec = http.get("/openapi.json").json()
-    components = {m.__name__: m for m in (ChatCompletion, SessionAnswer, SearchResponse, Liveness, IndexList, IndexModels,
-                                          SessionOut, SessionList, SessionWithMessages, CitedPassage, FeedbackOut,
-                                          FeedbackList)}
+    components = {m.__name__: m for m in (ChatCompletion, SessionAnswer, SearchResponse, Liveness, IndexList,
+                                          IndexModels, SessionOut, SessionList, SessionWithMessages, CitedPassage,
+                                          FeedbackOut, FeedbackList)}
     session = http.post("/v1/sessions", json={}).json()
     sid = session["id"]
     answer = http.post(f"/v1/sessions/{sid}/messages", json={"content": "How do I reset my password?"}).json()

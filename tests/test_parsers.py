@@ -82,7 +82,8 @@ def test_running_headers_and_page_numbers_are_not_indexed(tmp_path):
     for section, topic in zip(doc.sections, topics):
         # kept: a line repeated on every page but inside the body, and one at the foot whose number
         # differs from page to page without counting the pages
-        assert section.text.split("\n") == [topic, "Ask the Confidential desk for exceptions.", f"Policy {len(topic)} applies."]
+        assert section.text.split("\n") == [topic, "Ask the Confidential desk for exceptions.",
+                                             f"Policy {len(topic)} applies."]
 
     two_pages = make_pdf(tmp_path / "short.pdf", ["Acme Corp\nFirst page body.", "Acme Corp\nSecond page body."])
     assert [s.text.split("\n")[0] for s in only(two_pages).sections] == ["Acme Corp", "Acme Corp"]  # too few to tell

@@ -151,7 +151,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return completion(answer, body.model)
 
     # -- sessions -------------------------------------------------------------------------------
-    @app.post("/v1/sessions", status_code=201, responses={**described(SessionOut, 201), **error_responses(400, 404, 422)})
+    @app.post("/v1/sessions", status_code=201,
+              responses={**described(SessionOut, 201), **error_responses(400, 404, 422)})
     def create_session(body: NewSession) -> dict:
         index = body.index or service.default_index()
         if not ur.backend.exists(index):
@@ -187,7 +188,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         message = store.message(message_id)
         return {**message.citation(n).to_dict(), "message_id": message_id, "index": message.index}
 
-    @app.post("/v1/feedback", status_code=201, responses={**described(FeedbackOut, 201), **error_responses(400, 404, 422)})
+    @app.post("/v1/feedback", status_code=201,
+              responses={**described(FeedbackOut, 201), **error_responses(400, 404, 422)})
     def feedback(body: FeedbackRequest) -> dict:
         return store.add_feedback(body.message_id, body.kind, body.citation).to_dict()
 

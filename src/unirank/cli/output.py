@@ -93,7 +93,8 @@ def print_results(results: SearchResults) -> None:
         flags.append("reranked")
     if results.degraded:
         flags.append("[yellow]rerank failed: not reranked[/yellow]")
-    table = Table(title=f"{escape(repr(results.query))}  ({', '.join(flags)}, {results.timings_ms.get('total', 0):.1f} ms)",
+    took = results.timings_ms.get("total", 0)
+    table = Table(title=f"{escape(repr(results.query))}  ({', '.join(flags)}, {took:.1f} ms)",
                   show_lines=True, expand=True)
     table.add_column("#", justify="right", width=3)
     table.add_column("score", justify="right", width=8)

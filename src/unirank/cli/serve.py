@@ -11,7 +11,8 @@ from unirank.cli.context import load_settings
 from unirank.cli.output import errors, fail
 from unirank.errors import ConfigurationError, UnirankError
 
-serve_app = typer.Typer(help="Run the HTTP servers: models (embeddings, rerank) and api (chat, search, web page).", no_args_is_help=True)
+serve_app = typer.Typer(help="Run the HTTP servers: models (embeddings, rerank) and api (chat, search, web page).",
+                        no_args_is_help=True)
 
 
 def refuse_busy_port(host: str, port: int) -> None:
