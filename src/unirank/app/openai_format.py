@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from unirank.chat.types import ChatAnswer, Turn
+from unirank.chat.types import ChatAnswer, Citation, Turn
 
 
 class ChatMessage(BaseModel):
@@ -100,8 +100,7 @@ class ChunkWriter:
 
     @staticmethod
     def error(message: str, kind: str) -> str:
-        body = ErrorBody(error=ErrorDetail(message=message, type=kind)).model_dump()
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+        return f"data: {json.dumps(error_body(message, kind), ensure_ascii=False)}\n\n"
 
     @staticmethod
     def done() -> str:
@@ -120,6 +119,11 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+def error_body(message: str, kind: str) -> dict[str, Any]:
+    """The JSON of an error, as a response body or as a stream's last event."""
+    return ErrorBody(error=ErrorDetail(message=message, type=kind)).model_dump()
+
+
 _ERROR_MEANINGS = {
     400: "Refused: an empty question, a last message that is not the user's, no index named while "
          "there are several, feedback that does not fit its answer.",
@@ -136,23 +140,10 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
 
 
 # -- what the chat routes answer, for the OpenAPI spec ----------------------------------------------
-class CitationOut(BaseModel):
-    """What ``[n]`` in an answer points at; ``text == passage[start:end]``."""
-
-    n: int
-    chunk_id: str
-    doc_id: str
-    title: str
-    uri: str
-    page: int | None
-    heading: str
-    text: str
-    start: int
-    end: int
-    passage: str
-    score: float
-    #: The quoted sentences inside ``start:end``, as ``[start, end]`` pairs.
-    spans: list[list[int]]
+#: What ``[n]`` in an answer points at: the fields of ``Citation.to_dict``, taken from the record itself
+#: so the two cannot differ (``spans`` as ``[start, end]`` pairs; ``text == passage[start:end]``).
+CitationOut = create_model("CitationOut", **{
+    name: (hint, ...) for name, hint in get_type_hints(Citation).items()})  # type: ignore[call-overload]
 
 
 class AnswerExtras(BaseModel):

@@ -25,8 +25,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from unirank.api import Unirank
-from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter, ErrorBody,
-                                       ErrorDetail, SessionAnswer, answer_responses, completion, error_responses)
+from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter,
+                                       SessionAnswer, answer_responses, completion, error_body, error_responses)
 from unirank.app.search_format import SearchRequest, SearchResponse
 from unirank.app.session_format import (CitedPassage, FeedbackList, FeedbackOut, IndexList, IndexModels, Liveness,
                                         SessionList, SessionOut, SessionWithMessages)
@@ -246,5 +246,5 @@ def described(model: type[BaseModel], status: int = 200) -> dict[int | str, dict
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
-    return JSONResponse(ErrorBody(error=ErrorDetail(message=message, type=kind)).model_dump(), status_code=status)
+    return JSONResponse(error_body(message, kind), status_code=status)
 
