@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import typer
-
 from unirank.api import Unirank
-from unirank.cli.output import print_error
+from unirank.cli.output import fail
 from unirank.errors import ConfigurationError, InvalidQueryError
 from unirank.settings import Settings
 
@@ -14,8 +12,7 @@ def load_settings() -> Settings:
     try:
         return Settings.load()
     except ConfigurationError as exc:
-        print_error(exc)
-        raise typer.Exit(2) from None
+        fail(exc)
 
 
 def client() -> Unirank:
@@ -30,10 +27,11 @@ def parse_filters(values: list[str] | None) -> dict[str, str]:
     filters: dict[str, str] = {}
     for item in values or []:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise InvalidQueryError(f"Filter {item!r} is not key=value.")
-        if key.strip() in filters:  # the last would silently win
-            raise InvalidQueryError(f"--filter {key.strip()} is given twice: each key takes one value, and a "
+        if key in filters:  # the last would silently win
+            raise InvalidQueryError(f"--filter {key} is given twice: each key takes one value, and a "
                                     "result must match every filter.")
-        filters[key.strip()] = value.strip()
+        filters[key] = value.strip()
     return filters

@@ -49,13 +49,10 @@ def serve_models(
     settings = load_settings()
     refs = list(model) if model else default_refs(settings)
     replicas = settings.serving.replicas if replicas is None else replicas  # both are held to >= 1
+    host, port = host or settings.serving.host, port or settings.serving.port
     try:  # a ref that names nothing is refused here; a model that then fails to load is reported on /health
         ModelCatalog(settings, refs).check_refs()
         TokenStore(settings.serving.api_keys, settings.serving.api_keys_file)  # a keys file that cannot be read
-    except UnirankError as exc:
-        fail(exc)
-    host, port = host or settings.serving.host, port or settings.serving.port
-    try:
         refuse_busy_port(host, port)
     except UnirankError as exc:
         fail(exc)
