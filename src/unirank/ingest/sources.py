@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -31,10 +31,11 @@ class DocumentSource:
     """Lists and reads the files under one URI (a folder, prefix or single file)."""
 
     def __init__(self, uri: str, storage: StorageSettings | None = None) -> None:
-        self.scheme, self.fs, self.path = _filesystem(uri, storage or StorageSettings())
+        location = filesystem_for(uri, storage)
+        self.scheme, self.fs, self.path = location.scheme, location.fs, location.path
         self.root_uri = self._uri(self.path)
-        #: How errors name the source: a local one as the path the user gave, not a percent-encoded URI.
-        self.shown = self.path if self.scheme == "file" else self.root_uri
+        #: How errors name the source: a local one as its path, not a percent-encoded URI.
+        self.shown = location.uri()
 
     def _uri(self, path: str) -> str:
         if self.scheme == "file":
@@ -80,8 +81,8 @@ def _not_a_document(path: str, root: str) -> bool:
     if path == root:
         return False  # the file the user named, even a hidden one
     prefix = root.rstrip("/") + "/"
-    relative = PurePosixPath(path[len(prefix):] if path.startswith(prefix) else PurePosixPath(path).name)
-    return any(part.startswith(".") for part in relative.parts) or relative.name.startswith("~$")
+    parts = (path[len(prefix):] if path.startswith(prefix) else path.rsplit("/", 1)[-1]).split("/")
+    return any(part.startswith(".") for part in parts) or parts[-1].startswith("~$")
 
 
 def _change_marker(info: dict[str, Any]) -> str:
