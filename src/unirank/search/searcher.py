@@ -31,7 +31,7 @@ class Searcher:
         rerank_by_default: bool = True,
     ) -> None:
         """``embedder`` and ``reranker`` may be loaders, called the first time a search needs them: BM25
-        without reranking loads no model (a CLI search in bm25 mode starts in 2 s, not 6)."""
+        without reranking loads no model (a CLI search in bm25 mode takes 0.5 s, not 6)."""
         self.backend = backend
         self._embedder = embedder
         self._reranker = reranker
