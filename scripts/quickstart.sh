@@ -24,14 +24,14 @@ $UR ask "what is the capital of France?" --index sample
 
 # Fine-tune the embedder and reranker on the sample corpus alone (pseudo-queries mined from its
 # passages; a short run of 20 steps, about a minute), then search with the tuned embedder. An index
-# holds one model's vectors, so the tuned model gets its own index.
+# holds one model's vectors, so the tuned model gets its own index, and searches of it use that model.
 TRAIN_LOG=$UNIRANK_DATA_DIR/quickstart-train.log
 TUNED=$($UR train --index sample --name sample --min-steps 20 --json 2> "$TRAIN_LOG" \
   | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["embedder"])') \
   || { tail -n 20 "$TRAIN_LOG"; exit 1; }
 $UR models show "$TUNED"
 UNIRANK_EMBEDDER__MODEL=$TUNED $UR ingest examples/sample-docs --index sample-tuned --prune
-UNIRANK_EMBEDDER__MODEL=$TUNED $UR search "how long do old API keys keep working after rotation" \
+$UR search "how long do old API keys keep working after rotation" \
   --index sample-tuned --top-k 3
 
 # Serve the model over HTTP and call it the way OpenAI and TEI clients do.

@@ -58,6 +58,22 @@ def client(settings, base_embedder):
     ur.close()
 
 
+def register_base_copy(settings, name: str):
+    """The bundled base model registered as ``name@1``: another model to the index (its own signature)."""
+    from unirank.models.loading import resolve_model_path
+    from unirank.registry import ModelRegistry
+    from unirank.registry.describe import describe_model_folder
+    from unirank.search.types import ModelSignature
+
+    base = Path(resolve_model_path("base")[0])
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        version = registry.register(name, "embedder", path=base, record=describe_model_folder(base, "embedder"))
+    finally:
+        registry.close()
+    return ModelSignature(name=name, version=str(version.version), dims=384)
+
+
 def shared_path(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

@@ -76,6 +76,24 @@ def test_quotes_from_one_passage_share_one_marker(corpus):
     assert [len(c.spans) for c in final.citations] == [3, 1]
 
 
+def test_the_chat_answers_from_an_index_made_by_another_model_with_that_model(settings, base_embedder, tmp_path):
+    """No embedder.model set: the chat reads an index made by a registered model with it, as search does."""
+    from chat_helpers import SAMPLES
+    from conftest import register_base_copy
+
+    made_by = register_base_copy(settings, "handbook-embed")
+    with Unirank(settings) as ur:
+        ur.__dict__["embedder"] = base_embedder  # the configured base, for the reranker's cosine
+        ur.backend.create_index("tuned", made_by)
+        ur.ingest(str(SAMPLES / "api-keys.md"), "tuned")
+        store = ConversationStore(tmp_path / "chat.sqlite")
+        try:
+            answer = ChatService(ur, store).ask("How long does the old key keep working after a rotation?", "tuned")
+        finally:
+            store.close()
+    assert answer.citations and "24 hours" in answer.answer
+
+
 def test_sentence_spans_are_slices_of_the_text():
     text = "Rotate keys every 90 days. Rotation creates a successor\nkey. After the window it is revoked!\n\nSEV1: down."
     spans = sentence_spans(text)

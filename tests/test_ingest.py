@@ -123,6 +123,29 @@ def test_an_index_of_another_model_with_the_same_dimensions_is_refused_before_an
     assert client.search("keys", "tuned", mode="bm25", rerank=False).hits == []  # BM25 needs no embedder
 
 
+def test_an_index_made_by_a_registered_model_is_read_and_extended_with_it_unless_another_is_set(client, corpus):
+    """An index remembers its model: with no embedder.model, ingest and search use it (as an index rebuilt
+    with a tuned model would be); a model named in the settings is used as named, and a mismatch refused."""
+    from conftest import register_base_copy
+    from unirank.api import Unirank
+
+    made_by = register_base_copy(client.settings, "copy")
+    client.backend.create_index("tuned", made_by)
+    assert client.ingest(str(corpus / "api-keys.md"), "tuned").ingested
+    assert client.index_info("tuned").model == made_by and client.index_info("tuned").chunk_count > 0
+    assert str(client.searcher.embedder_for("tuned").signature) == "copy@1"
+    assert client.search("rotate keys", "tuned", mode="knn", rerank=False).hits
+    pinned_settings = client.settings.model_copy(deep=True)
+    pinned_settings.embedder.model = "base"
+    with Unirank(pinned_settings) as pinned:
+        pinned.__dict__["embedder"] = client.embedder
+        with pytest.raises(EmbedderMismatchError, match="made by copy@1"):
+            pinned.ingest(str(corpus), "tuned")
+        with pytest.raises(EmbedderMismatchError):
+            pinned.search("rotate keys", "tuned", mode="hybrid", rerank=False)
+    assert len(client.backend.source_states("tuned")) == 1  # nothing written by the refused ingest
+
+
 def test_chunks_fill_the_models_window_and_a_larger_size_is_clamped_with_a_warning(client, corpus):
     report = client.ingest(str(corpus / "api-keys.md"), "docs")
     assert report.warnings == []  # the default size is the model's window

@@ -227,11 +227,14 @@ def test_index_rebuild_switches_embedder_atomically(client, trained, minibeir):
     assert Path(info.details["path"]).name == "v2"
     with pytest.raises(IndexNotFoundError):  # said before any model is looked up or loaded
         client.rebuild_index("no-such-index", "no-such-model@1")
-    # The searcher's embedder is still the base model: same 384 dims, but not the index's vectors...
+    # With no embedder.model set, the index is searched with the model that made it, as it is...
+    assert str(client.searcher.embedder_for(index).signature) == "tiny-embed@1"
+    followed = client.search("rotate api keys", index, mode="knn", rerank=False).hits
+    assert [(h.chunk.id, round(h.score, 5)) for h in followed] == [
+        (h.chunk.id, round(h.score, 5)) for h in _search_with(client, index, "tiny-embed@1", "rotate api keys")]
+    # ...and a model set in the settings is used as set: the base has 384 dims too, but not these vectors.
     with pytest.raises(EmbedderMismatchError, match=r"made by tiny-embed@1, but the embedder is all-MiniLM-L6-v2@base"):
-        client.search("rotate api keys", index, rerank=False)
-    assert client.search("rotate api keys", index, mode="bm25", rerank=False).hits
-    assert _search_with(client, index, "tiny-embed@1")  # ...the model that made them searches it
+        _search_with(client, index, "base")
     # An embedder of other dimensions is refused, naming both.
     from sentence_transformers import SentenceTransformer, models
 
@@ -260,13 +263,13 @@ def test_index_rebuild_switches_embedder_atomically(client, trained, minibeir):
     assert any("not all-MiniLM-L6-v2@base's: indexing it again" in s for s in stages)
 
 
-def _search_with(client, index, model):
+def _search_with(client, index, model, query="keys"):
     from unirank.api import Unirank
 
     settings = client.settings.model_copy(deep=True)
     settings.embedder.model = model
     with Unirank(settings) as other:
-        return other.search("keys", index, mode="knn", rerank=False).hits
+        return other.search(query, index, mode="knn", rerank=False).hits
 
 
 def test_an_interrupted_training_resumes_from_its_checkpoint(tmp_path, minibeir):

@@ -9,18 +9,19 @@
 
 from __future__ import annotations
 
+import threading
 from functools import cached_property
 from typing import Callable, Mapping
 
 from unirank.ingest.pipeline import Ingestor, ProgressCallback
 from unirank.ingest.report import IngestReport
 from unirank.models.embedder import Embedder
-from unirank.models.loading import load_embedder, load_reranker
+from unirank.models.loading import index_model_ref, load_embedder, load_reranker
 from unirank.models.reranker import Reranker
 from unirank.search.backend import SearchBackend
 from unirank.search.factory import make_backend
 from unirank.search.searcher import Searcher
-from unirank.search.types import IndexInfo, SearchMode, SearchResults
+from unirank.search.types import IndexInfo, ModelSignature, SearchMode, SearchResults
 from unirank.settings import Settings
 
 
@@ -29,6 +30,8 @@ class Unirank:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.load()
+        self._index_embedders: dict[str, Embedder] = {}
+        self._loading = threading.Lock()  # the app server searches from several threads
 
     @cached_property
     def backend(self) -> SearchBackend:
@@ -38,6 +41,21 @@ class Unirank:
     def embedder(self) -> Embedder:
         return load_embedder(self.settings)
 
+    def embedder_for(self, index_model: ModelSignature) -> Embedder:
+        """The embedder that reads and extends an index made by ``index_model``: the configured one when
+        ``embedder.model`` is set, else the index's own model when it loads here, so an index rebuilt with
+        a tuned model needs no setting to be searched (as Elasticsearch's semantic_text fields keep their
+        inference endpoint). Anything else is refused by the vector check that follows."""
+        ref = index_model_ref(self.settings, index_model)
+        if ref is None or ref == self.settings.embedder.model:
+            return self.embedder
+        with self._loading:
+            if ref not in self._index_embedders:
+                settings = self.settings.model_copy(deep=True)
+                settings.embedder.model = ref
+                self._index_embedders[ref] = load_embedder(settings)
+            return self._index_embedders[ref]
+
     @cached_property
     def reranker(self) -> Reranker | None:
         if self.settings.reranker.model.lower() == "none":
@@ -46,13 +64,14 @@ class Unirank:
 
     @cached_property
     def searcher(self) -> Searcher:
-        return Searcher(self.backend, lambda: self.embedder, lambda: self.reranker, self.settings.search,
+        return Searcher(self.backend, self.embedder_for, lambda: self.reranker, self.settings.search,
                         rerank_top_k=self.settings.reranker.top_k,
                         rerank_by_default=self.settings.reranker.enabled)
 
     def ingest(self, source: str, index: str, *, prune: bool = False,
                progress: ProgressCallback | None = None) -> IngestReport:
-        ingestor = Ingestor(self.backend, self.embedder, self.settings.chunking, self.settings.storage,
+        embedder = self.embedder_for(self.backend.model(index)) if self.backend.exists(index) else self.embedder
+        ingestor = Ingestor(self.backend, embedder, self.settings.chunking, self.settings.storage,
                             batch_chunks=self.settings.ingest.batch_chunks)
         return ingestor.run(source, index, prune=prune, progress=progress)
 
@@ -92,8 +111,9 @@ class Unirank:
     def close(self) -> None:
         if "backend" in self.__dict__:
             self.backend.close()
-        for name in ("embedder", "reranker"):  # a remote model holds a connection pool
-            close = getattr(self.__dict__.get(name), "close", None)
+        loaded = [self.__dict__.get("embedder"), self.__dict__.get("reranker"), *self._index_embedders.values()]
+        for model in loaded:  # a remote model holds a connection pool
+            close = getattr(model, "close", None)
             if close is not None:
                 close()
 

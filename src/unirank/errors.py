@@ -43,9 +43,10 @@ class EmbedderMismatchError(UnirankError):
         setting = "base" if index_model.endswith("@base") else index_model
         super().__init__(
             f"Index {index!r} holds vectors made by {index_model}, but the embedder is {model}: vectors of "
-            "two models are not comparable, so nothing was searched or written. Use the index's model "
-            f"(embedder.model = \"{setting}\" in unirank.toml, or UNIRANK_EMBEDDER__MODEL={setting}), or "
-            f"re-embed the index with this one: unirank index rebuild {index} --model MODEL."
+            "two models are not comparable, so nothing was searched or written. Use the index's model: "
+            f"embedder.model = \"{setting}\" in unirank.toml (or UNIRANK_EMBEDDER__MODEL={setting}), or no "
+            "embedder.model at all, and each index is read with the model that made it if that is `base` or "
+            f"registered here. Or re-embed the index with this one: unirank index rebuild {index} --model MODEL."
         )
         self.index_model = index_model
         self.model = model

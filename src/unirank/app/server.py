@@ -202,6 +202,9 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
 def _warm_up(service: ChatService) -> None:
     service.ur.embedder  # noqa: B018 - cached properties: loading them is the point
+    index = _default_index(service)
+    if index is not None and service.ur.backend.exists(index):  # it may be made by another model
+        service.ur.embedder_for(service.ur.backend.model(index))
     service.retriever.scorer  # noqa: B018
     service.answerer  # noqa: B018
 

@@ -58,7 +58,7 @@ class Retriever:
     def searcher(self) -> Searcher:
         """The search layer's own searcher, reranking fewer candidates than a search does (one per turn)."""
         s = self.settings
-        return Searcher(self.ur.backend, self.ur.embedder, self.scorer, self.ur.settings.search,
+        return Searcher(self.ur.backend, self.ur.embedder_for, self.scorer, self.ur.settings.search,
                         rerank_top_k=max(s.rerank_candidates, s.top_k), rerank_by_default=True)
 
     @property

@@ -14,6 +14,7 @@ from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
 from unirank.models.remote import (PROBE_TEXT, Endpoint, RemoteEmbedder, RemoteReranker, describe_endpoint,
                                    matches_fingerprint)
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker
+from unirank.search.types import ModelSignature
 from unirank.settings import Settings
 
 BASE_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -217,6 +218,23 @@ def load_embedder(settings: Settings) -> Embedder:
         same_vectors_as=_same_vectors(settings.embedder.model, registered, settings.models_dir),
         **registry_backend(registered),
     )
+
+
+def index_model_ref(settings: Settings, index_model: ModelSignature) -> str | None:
+    """The model to read and extend an index made by ``index_model`` with, when ``embedder.model`` is not
+    set: that model itself if it loads here (``base`` or a registered embedder), so an index rebuilt with a
+    tuned model is searched with it as it is. None when the setting names a model (it is then used, and a
+    mismatch refused) or the index's model is not here (a folder, another machine's registry)."""
+    if "model" in settings.embedder.model_fields_set:
+        return None
+    ref = str(index_model)
+    if ref == BASE_SIGNATURE_REF:
+        return BASE_ALIAS
+    try:
+        version = registry_version(ref, settings.models_dir)
+    except ModelNotFoundError:
+        return None
+    return ref if version is not None and version.role == "embedder" else None
 
 
 def _same_vectors(model: str, registered: ModelVersion | None, registry_root: Path) -> frozenset[str]:

@@ -11,27 +11,30 @@ from unirank.models.embedder import Embedder, require_comparable_vectors
 from unirank.models.reranker import Reranker
 from unirank.search.backend import SearchBackend
 from unirank.search.blend import blended_order
-from unirank.search.types import Hit, SearchMode, SearchResults
+from unirank.search.types import Hit, ModelSignature, SearchMode, SearchResults
 from unirank.settings import MAX_RERANK_TOP_K, SearchSettings
 
 log = logging.getLogger(__name__)
 
 MODES: tuple[SearchMode, ...] = ("bm25", "knn", "hybrid")
+#: Gives the embedder to query an index made by the given model with (``Unirank.embedder_for``).
+EmbedderFor = Callable[[ModelSignature], Embedder]
 
 
 class Searcher:
     def __init__(
         self,
         backend: SearchBackend,
-        embedder: Embedder | Callable[[], Embedder],
+        embedder: Embedder | EmbedderFor,
         reranker: Reranker | Callable[[], Reranker | None] | None,
         settings: SearchSettings,
         *,
         rerank_top_k: int = MAX_RERANK_TOP_K,
         rerank_by_default: bool = True,
     ) -> None:
-        """``embedder`` and ``reranker`` may be loaders, called the first time a search needs them: BM25
-        without reranking loads no model (a CLI search in bm25 mode takes 0.5 s, not 6)."""
+        """``embedder`` may be a function of the index's model and ``reranker`` a loader, called the first
+        time a search needs them: BM25 without reranking loads no model (a CLI search in bm25 mode takes
+        0.5 s, not 6)."""
         self.backend = backend
         self._embedder = embedder
         self._reranker = reranker
@@ -59,9 +62,9 @@ class Searcher:
         depth = self.rerank_top_k if rerank else top_k
         vector = None
         if mode in ("knn", "hybrid"):
-            require_comparable_vectors(index, self.backend.model(index), self.embedder)
+            embedder = self.embedder_for(index)
             t = time.perf_counter()
-            vector = self.embedder.embed_query(query)
+            vector = embedder.embed_query(query)
             timings["embed"] = _ms(t)
 
         t = time.perf_counter()
@@ -108,15 +111,12 @@ class Searcher:
                     "(a cross-encoder, a registry ref, or `base`), or search with --no-rerank."
                 )
 
-    @property
-    def embedder(self) -> Embedder:
-        if callable(self._embedder) and not hasattr(self._embedder, "embed_query"):
-            self._embedder = self._embedder()
-        return self._embedder  # type: ignore[return-value]
-
-    @embedder.setter
-    def embedder(self, value: Embedder) -> None:
-        self._embedder = value
+    def embedder_for(self, index: str) -> Embedder:
+        """The embedder for ``index``'s queries, refused unless its vectors are comparable with the index's."""
+        index_model = self.backend.model(index)
+        embedder = self._embedder if hasattr(self._embedder, "embed_query") else self._embedder(index_model)
+        require_comparable_vectors(index, index_model, embedder)  # type: ignore[arg-type]
+        return embedder  # type: ignore[return-value]
 
     @property
     def reranker(self) -> Reranker | None:
