@@ -289,6 +289,7 @@ def test_page_and_indexes(http):
     assert http.get("/static/app.js").status_code == 200
     indexes = http.get("/v1/indexes").json()["indexes"]
     assert {i["name"]: i["default"] for i in indexes} == {"handbook": True}
+    assert indexes[0]["model"] == "all-MiniLM-L6-v2@base"
     assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["handbook"]
 
 

@@ -115,8 +115,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.get("/v1/indexes", responses=described(IndexList))
     def indexes() -> dict:
         default = _default_index(service)
-        return {"indexes": [{"name": i.name, "chunks": i.chunk_count, "default": i.name == default}
-                            for i in ur.list_indexes()]}
+        return {"indexes": [{"name": i.name, "chunks": i.chunk_count, "model": str(i.model),
+                             "default": i.name == default} for i in ur.list_indexes()]}
 
     @app.get("/v1/models", responses=described(IndexModels))
     def models() -> dict:

@@ -55,7 +55,7 @@ async function api(path, options = {}) {
 async function loadIndexes() {
   const { indexes } = await api("/v1/indexes");
   const select = $("index");
-  select.replaceChildren(...indexes.map((i) => el("option", { value: i.name }, `${i.name} (${i.chunks} passages)`)));
+  select.replaceChildren(...indexes.map((i) => el("option", { value: i.name, title: `vectors made by ${i.model}` }, `${i.name} (${i.chunks} passages)`)));
   const preferred = indexes.find((i) => i.default) || indexes[0];
   if (preferred) select.value = preferred.name;
   if (!indexes.length) setStatus("No documents are indexed yet: run `unirank ingest FOLDER --index NAME` first.", true);
