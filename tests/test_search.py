@@ -46,6 +46,26 @@ def test_bm25_needs_no_embedder(indexed):
             bm25_only.search("databases", "docs", mode="knn", rerank=False)
 
 
+def test_timings_leave_out_loading_the_models(indexed):
+    """A first search loads its models; its timings are the search's own, as later searches' are."""
+    import time
+
+    from unirank.search.searcher import Searcher
+
+    def slow_to_load(model):
+        time.sleep(1.0)
+        return indexed.embedder
+
+    def slow_reranker():
+        time.sleep(1.0)
+        return indexed.reranker
+
+    searcher = Searcher(indexed.backend, slow_to_load, slow_reranker, indexed.settings.search)
+    results = searcher.search("who updates the status page", "docs", mode="hybrid", rerank=True, top_k=3)
+    assert results.reranked and results.hits
+    assert results.timings_ms["total"] < 1000, results.timings_ms
+
+
 def test_rerank_rescores_at_most_fifty_candidates(indexed):
     assert not indexed.search("status page", "docs", top_k=5).reranked  # off unless asked or enabled
     results = indexed.search("who updates the status page during an outage", "docs", top_k=5, rerank=True)

@@ -55,14 +55,14 @@ class Searcher:
         mode = mode or self.settings.mode
         top_k = self.settings.top_k if top_k is None else top_k
         rerank = self.rerank_by_default if rerank is None else rerank
-        self._validate(query, mode, top_k, rerank)
+        self._validate(query, mode, top_k, rerank)  # loads the reranker on first use, before the clock
+        embedder = self.embedder_for(index) if mode in ("knn", "hybrid") else None  # the same for the embedder
         timings: dict[str, float] = {}
         started = time.perf_counter()
 
         depth = self.rerank_top_k if rerank else top_k
         vector = None
-        if mode in ("knn", "hybrid"):
-            embedder = self.embedder_for(index)
+        if embedder is not None:
             t = time.perf_counter()
             vector = embedder.embed_query(query)
             timings["embed"] = _ms(t)
