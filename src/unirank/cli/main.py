@@ -80,7 +80,7 @@ def ingest(
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to search for.")],
-    index: Annotated[str, typer.Option("--index", "-i")],
+    index: Annotated[str, typer.Option("--index", "-i", help="Index to search (`unirank index list`).")],
     mode: Annotated[Optional[str], typer.Option(help="bm25, knn or hybrid (default from settings).")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="Results to return.")] = None,
     rerank: Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Rescore with the reranker.")] = None,
@@ -177,7 +177,7 @@ def index_delete(
 
 
 @config_app.command("show")
-def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print the settings as JSON.")] = False) -> None:
     """Print the effective settings (defaults < unirank.toml < UNIRANK_* env)."""
     settings = load_settings()
     data = settings.model_dump(mode="json")

@@ -68,7 +68,7 @@ def register(
 
 
 @models_app.command("list")
-def list_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print the versions as JSON.")] = False) -> None:
     """List every registered version."""
     registry, _ = _registry()
     versions = registry.list()
@@ -88,7 +88,7 @@ def list_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
 
 @models_app.command("show")
-def show(ref: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show(ref: str, as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False) -> None:
     """Show one version: NAME (latest), NAME@VERSION or NAME@ALIAS."""
     registry, _ = _registry()
     try:
@@ -118,7 +118,7 @@ def promote(
 
 
 @models_app.command("rollback")
-def rollback(name: str, alias: Annotated[str, typer.Option()] = "prod") -> None:
+def rollback(name: str, alias: Annotated[str, typer.Option(help="The alias to move back.")] = "prod") -> None:
     """Point an alias back at the version it named before."""
     registry, _ = _registry()
     try:

@@ -30,7 +30,7 @@ def optimize(
         "--max-length", help="Tokens the copy reads (at most the source's): a shorter window reranks faster; "
                              "check what it costs with --check-beir.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Registry name for `base` (default all-MiniLM-L6-v2).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new version and its checks as JSON.")] = False,
 ) -> None:
     """Make a faster copy of a model (ONNX, int8 with --quantize, OpenVINO, or bf16) as its next version."""
     from unirank.cli.context import client

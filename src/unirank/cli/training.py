@@ -40,7 +40,7 @@ def train(
     min_steps: Annotated[int, typer.Option(
         help="The embedder trains at least this many steps, adding epochs on small data (0: exactly --epochs).")] = 80,
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
-    seed: Annotated[int, typer.Option()] = 13,
+    seed: Annotated[int, typer.Option(help="Seeds the pseudo-query sample, the validation split and the training order.")] = 13,
     bf16: Annotated[bool, typer.Option(
         "--bf16", help="Train both models in bf16 mixed precision: ~1.5x faster on CPUs with AMX or AVX512-BF16.")] = False,
     center: Annotated[bool, typer.Option(
@@ -50,7 +50,7 @@ def train(
         help="With --center, how far to even out the corpus's main directions: 0 centres only, 0.5 whitens fully; "
              "needs 2 passages a dimension.")] = DEFAULT_WHITENING,
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming this run.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the registered versions and figures as JSON.")] = False,
 ) -> None:
     """Fine-tune an embedder and a cross-encoder reranker, and register both."""
     from unirank.training.embedder_trainer import EmbedderTrainingConfig
@@ -95,12 +95,15 @@ def train(
 def evaluate(
     index: Annotated[Optional[str], typer.Option(help="Evaluate on this index (needs --queries and --qrels).")] = None,
     beir: Annotated[Optional[Path], typer.Option(help="A BEIR folder: its corpus, queries and qrels/test.tsv.")] = None,
-    queries: Annotated[Optional[Path], typer.Option()] = None,
-    qrels: Annotated[Optional[Path], typer.Option()] = None,
+    queries: Annotated[Optional[Path], typer.Option(
+        help='Held-out queries for --index: JSONL {"_id", "text"} (BEIR) or TSV id<TAB>text.')] = None,
+    qrels: Annotated[Optional[Path], typer.Option(
+        help="Their judgements: TSV query-id<TAB>doc-id<TAB>score (header optional); doc ids as "
+             "`unirank search --json` shows them.")] = None,
     models: Annotated[str, typer.Option(help="Comma-separated: base, a trained NAME[@ALIAS], or registry refs.")] = "base",
     holdout_only: Annotated[bool, typer.Option(help="Drop queries a model was trained on instead of refusing.")] = False,
     record: Annotated[bool, typer.Option(help="Store the figures in the registry (promotion uses them).")] = True,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {system: {metric: value}} as JSON.")] = False,
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a bar chart PNG.")] = None,
 ) -> None:
     """nDCG@10, Recall@10/100 and MRR@10 for bm25, knn, hybrid and hybrid+rerank per model."""
