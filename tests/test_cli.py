@@ -84,8 +84,8 @@ def test_version_is_the_installed_packages(run):
     assert run("--version").stdout == f"unirank {version('unirank')}\n"
 
 
-def test_every_option_says_what_it_does_in_help():
-    """`--help` is the CLI's reference: an option listed without a word leaves the user to guess."""
+def test_every_option_and_argument_says_what_it_does_in_help():
+    """`--help` is the CLI's reference: a parameter listed without a word leaves the user to guess."""
     import typer.main
 
     from unirank.cli.main import app
@@ -95,8 +95,7 @@ def test_every_option_says_what_it_does_in_help():
     def walk(command, path):
         for name, sub in getattr(command, "commands", {}).items():
             walk(sub, [*path, name])
-        unexplained.extend(f"unirank {' '.join(path)} {p.opts[0]}" for p in command.params
-                           if p.param_type_name == "option" and not p.help)
+        unexplained.extend(f"unirank {' '.join(path)} {p.opts[0]}" for p in command.params if not p.help)
 
     walk(typer.main.get_command(app), [])
     assert unexplained == []

@@ -147,7 +147,7 @@ index_app.command("show", hidden=True, help="Same as `index info` (as `models sh
 
 @index_app.command("rebuild")
 def index_rebuild(
-    name: str,
+    name: Annotated[str, typer.Argument(help="The index.")],
     model: Annotated[str, typer.Option(help="Embedder to re-embed with, e.g. mymodel-embed@prod.")],
 ) -> None:
     """Re-embed an index with another embedder into a new version, then switch to it atomically."""
@@ -161,7 +161,7 @@ def index_rebuild(
 
 @index_app.command("delete")
 def index_delete(
-    name: str,
+    name: Annotated[str, typer.Argument(help="The index.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete an index and everything in it."""

@@ -26,7 +26,7 @@ def _registry() -> tuple[ModelRegistry, Settings]:
 
 @models_app.command("register")
 def register(
-    name: str,
+    name: Annotated[str, typer.Argument(help="Registry name; each registration is its next version.")],
     role: Annotated[str, typer.Option(help="embedder or reranker.")],
     path: Annotated[Optional[Path], typer.Option(help="Folder of a saved model.")] = None,
     endpoint: Annotated[Optional[str], typer.Option(
@@ -88,7 +88,8 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print the 
 
 
 @models_app.command("show")
-def show(ref: str, as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False) -> None:
+def show(ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
+         as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False) -> None:
     """Show one version: NAME (latest), NAME@VERSION or NAME@ALIAS."""
     registry, _ = _registry()
     try:
@@ -104,7 +105,7 @@ def show(ref: str, as_json: Annotated[bool, typer.Option("--json", help="Print t
 
 @models_app.command("promote")
 def promote(
-    ref: str,
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION to promote.")],
     alias: Annotated[str, typer.Option(help="Alias to point at REF.")] = "prod",
     force: Annotated[bool, typer.Option(help="Promote even if its held-out eval is worse (logged).")] = False,
 ) -> None:
@@ -118,7 +119,8 @@ def promote(
 
 
 @models_app.command("rollback")
-def rollback(name: str, alias: Annotated[str, typer.Option(help="The alias to move back.")] = "prod") -> None:
+def rollback(name: Annotated[str, typer.Argument(help="Registry name.")],
+             alias: Annotated[str, typer.Option(help="The alias to move back.")] = "prod") -> None:
     """Point an alias back at the version it named before."""
     registry, _ = _registry()
     try:
@@ -129,7 +131,8 @@ def rollback(name: str, alias: Annotated[str, typer.Option(help="The alias to mo
 
 
 @models_app.command("export")
-def export(ref: str, to: Annotated[str, typer.Option("--to", help="Folder, s3:// or oss:// URI.")]) -> None:
+def export(ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
+           to: Annotated[str, typer.Option("--to", help="Folder, s3:// or oss:// URI.")]) -> None:
     """Copy a version's files to a folder or object storage."""
     registry, settings = _registry()
     try:
