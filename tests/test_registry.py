@@ -216,6 +216,22 @@ def test_optimized_copies_and_endpoints_share_their_sources_vectors_and_nothing_
     assert same_vector_refs(versions, "elsewhere@1", bundled_base_ref=base) == {"elsewhere@1"}
 
 
+def test_a_registry_name_must_work_as_a_folder_a_list_item_and_a_setting(tmp_path):
+    """A name with a comma broke `eval --models A,B`; `base` and `none` could be registered and then
+    never loaded by name, since both already mean something wherever a model is named."""
+    from unirank.errors import UnirankError
+
+    registry = ModelRegistry(tmp_path / "models")
+    for name in ("a b", "a,b", ".hidden", "team/x", "x@1", "", "-x", "x" * 129):
+        with pytest.raises(UnirankError, match="Invalid model name"):
+            registry.check_registrable(name, "embedder")
+    for name in ("base", "None"):
+        with pytest.raises(UnirankError, match="cannot be a registry name"):
+            registry.check_registrable(name, "reranker")
+    registry.check_registrable("cisi-embed.v2_b", "embedder")
+    registry.close()
+
+
 def test_registration_describes_a_folder_by_what_it_is_and_refuses_a_misfit(tmp_path):
     """A cross-encoder has no sentence vectors; a bi-encoder reranker ranks by cosine (as the server and
     search load it), not through a new, untrained classification head."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ Role = Literal["embedder", "reranker"]
 ROLES: tuple[str, ...] = ("embedder", "reranker")
 #: Written into every version's folder (name, version, role); the last file an export copies.
 MARKER_FILE = "unirank_model.json"
+#: A name goes into folder names, `--models A,B` lists, URLs and settings as it is.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: Words that already mean something wherever a model is named: the bundled model, and no reranker.
+RESERVED_NAMES = ("base", "none")
 #: The held-out metric that decides promotions.
 PROMOTION_METRIC = "ndcg@10"
 
@@ -113,9 +118,12 @@ class ModelRegistry:
         (loading a model, training), so a typo does not waste it."""
         if role not in ROLES:
             raise UnirankError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
-        if "@" in name or "/" in name or not name.strip():
-            raise UnirankError(f"Invalid model name {name!r}: a name needs some text and no '@' or '/' "
-                               "(they separate a name from its version and path).")
+        if not _MODEL_NAME.fullmatch(name):
+            raise UnirankError(f"Invalid model name {name!r}: use letters, digits, '.', '-' and '_' (at most 128, "
+                               "starting with a letter or digit); '@' separates a name from its version.")
+        if name.lower() in RESERVED_NAMES:
+            raise UnirankError(f"{name!r} cannot be a registry name: wherever a model is named, `base` is the "
+                               "bundled all-MiniLM-L6-v2 and `none` no reranker. Register under another name.")
         existing_role = self.db.execute("SELECT role FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone()
         if existing_role and existing_role[0] != role:
             raise UnirankError(f"{name!r} holds {existing_role[0]} models; register the {role} under another name.")
