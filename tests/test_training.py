@@ -193,11 +193,19 @@ def test_eval_refuses_judgments_that_cannot_measure_anything_and_counts_missing_
     with pytest.raises(EvaluationDataError,
                        match=r"None of the \d+ judged documents is in index .* e\.g\. 'doc:.*index holds e\.g\. '[^':]+'"):
         evaluation.run(renamed, specs, index_for)
+
+    def not_before_the_check(embedder):
+        raise AssertionError("an index was made for the model before the qrels were checked")
+
+    index = index_for(client.embedder)  # `eval --index`: the user's index, which re-embedded copies are made from
+    with pytest.raises(EvaluationDataError, match=f"None of the \\d+ judged documents is in index '{index}'"):
+        evaluation.run(renamed, specs, not_before_the_check, documents_in=index)
     with pytest.raises(EvaluationDataError, match="No query has a relevant judged document"):
         evaluation.run(EvalSet(queries=one_query.queries, qrels={"other": judged}).judged(), specs, index_for)
     partly = EvalSet(queries=one_query.queries, qrels={qid: {**judged, "not-in-the-corpus": 1}})
-    results = evaluation.run(partly, specs, index_for)
-    assert results["_meta"]["queries"] == 1 and results["_meta"]["judged_documents_not_in_index"] == 1
+    for documents_in in (None, index):
+        results = evaluation.run(partly, specs, index_for, documents_in=documents_in)
+        assert results["_meta"]["queries"] == 1 and results["_meta"]["judged_documents_not_in_index"] == 1
 
 
 def test_labelled_training_is_refused_on_its_own_queries(client, minibeir, tmp_path):

@@ -137,7 +137,7 @@ def evaluate(
 
                 return reembedded_index(ur.backend, index, embedder, stage=print_stage)
 
-            results = evaluation.run(data, specs, index_for, holdout_only=holdout_only)
+            results = evaluation.run(data, specs, index_for, holdout_only=holdout_only, documents_in=index)
             if record:
                 record_metrics(registry, results, specs, name)
         except UnirankError as exc:

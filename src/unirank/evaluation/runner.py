@@ -76,7 +76,10 @@ class Evaluation:
         return load_reranker(s, base)
 
     def run(self, data: EvalSet, specs: list[ModelSpec], index_for: Callable[[Embedder], str],
-            holdout_only: bool = False) -> dict[str, dict[str, float]]:
+            holdout_only: bool = False, documents_in: str | None = None) -> dict[str, dict[str, float]]:
+        """``documents_in``: an index holding the documents every ``index_for`` index will hold (the one a
+        re-embedded copy is made from), where the qrels are checked before any model loads or re-embeds;
+        else they are checked in the first model's index."""
         versions = [v for spec in specs for v in spec.versions]
         queries = data.queries
         if holdout_only:
@@ -92,6 +95,8 @@ class Evaluation:
         check_no_leakage(queries, versions)
         results: dict[str, dict[str, float]] = {}
         meta: dict[str, Any] = {"queries": len(queries), "queries_digest": queries_digest(queries)}
+        if documents_in is not None:
+            meta.update(self._check_judged_documents(data, documents_in))
         embedders = list(dict.fromkeys(s.embedder for s in specs if s.embedder))
         rerank_pairs = [(s.embedder, s.reranker) for s in specs if s.embedder and s.reranker]
         lone_rerankers = [s.reranker for s in specs if s.reranker and not s.embedder]
@@ -105,7 +110,8 @@ class Evaluation:
             runner = SystemRunner(self.backend, index, self.settings.search,
                                   progress=lambda what, n, total: self.stage(f"{what} {n}/{total}") if n % 10 == 0 else None)
             if not bm25_done:
-                meta.update(self._check_judged_documents(data, index))
+                if documents_in is None:
+                    meta.update(self._check_judged_documents(data, index))
                 self.stage("bm25")
                 results["bm25"] = score_run(data.qrels, runner.bm25(queries))
                 bm25_done = True
