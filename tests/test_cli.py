@@ -69,6 +69,8 @@ def test_brackets_in_documents_and_paths_are_printed_as_written(run, tmp_path):
     (docs / "[broken].pdf").write_bytes(b"not a pdf")
     report = run("ingest", str(docs), "--index", "notes").stdout
     assert f"notes ← {docs}: 2 files seen, 1 ingested" in report
+    again = run("ingest", str(docs / "[bold]notes.txt"), "--index", "notes").stdout  # unchanged
+    assert f"notes ← {docs / '[bold]notes.txt'}: 1 file seen, 0 ingested, 1 skipped, 0 failed; 0 chunks" in again
     assert f"failed {docs / '[broken].pdf'}: not a readable PDF" in report  # a path, as the user wrote it
     table = run("search", "the guide [bold]", "--index", "notes", "--mode", "bm25").stdout
     assert "'the guide [bold]'" in table

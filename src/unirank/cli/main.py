@@ -14,7 +14,7 @@ from unirank.cli import training
 from unirank.cli.models import models_app
 from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filters
 from unirank.cli.serve import serve_app
-from unirank.cli.output import (console, errors, fail, print_index, print_indexes, print_json, print_report,
+from unirank.cli.output import (console, counted, errors, fail, print_index, print_indexes, print_json, print_report,
                                 print_results, print_stage)
 from unirank.errors import UnirankError
 from unirank.ingest.uris import file_name
@@ -156,7 +156,7 @@ def index_rebuild(
         info = ur.rebuild_index(name, model, progress=print_stage)
     except UnirankError as exc:
         fail(exc)
-    console.print(f"Index {name!r} now uses {info.model} ({info.chunk_count} chunks).")
+    console.print(f"Index {name!r} now uses {info.model} ({counted(info.chunk_count, 'chunk')}).")
 
 
 @index_app.command("delete")
@@ -168,7 +168,7 @@ def index_delete(
     ur = client()
     try:
         info = ur.index_info(name)
-        if not yes and not typer.confirm(f"Delete index {name!r} ({info.chunk_count} chunks)?"):
+        if not yes and not typer.confirm(f"Delete index {name!r} ({counted(info.chunk_count, 'chunk')})?"):
             raise typer.Exit(1)
         ur.delete_index(name)
     except UnirankError as exc:

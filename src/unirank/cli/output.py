@@ -118,13 +118,17 @@ def shown_uri(uri: str) -> str:
     return uri_path(uri) if uri.startswith("file://") else uri
 
 
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def print_report(report: IngestReport) -> None:
     console.print(
-        f"[bold]{report.index}[/bold] ← {escape(report.source)}: {report.files_seen} files seen, "
+        f"[bold]{report.index}[/bold] ← {escape(report.source)}: {counted(report.files_seen, 'file')} seen, "
         f"[green]{len(report.ingested)} ingested[/green], {len(report.skipped)} skipped, "
         f"{'[red]' if report.failed else ''}{len(report.failed)} failed{'[/red]' if report.failed else ''}"
         f"{f', {len(report.pruned)} pruned' if report.pruned else ''}; "
-        f"{report.chunks_written} chunks written in {report.seconds:.1f}s"
+        f"{counted(report.chunks_written, 'chunk')} written in {report.seconds:.1f}s"
     )
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
