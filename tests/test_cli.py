@@ -139,6 +139,8 @@ def test_config_show_merges_toml_and_environment(run, tmp_path):
     before = json.loads(run("config", "show", "--json").stdout)
     shown = run("config", "show").stdout
     assert "# size (unset)" in shown.split("[chunking]")[1].split("[")[0]  # unset, named in its own section
+    # Unset, embedder.model lets each index be read with its own model; a copy of the output keeps it unset.
+    assert before["embedder"]["model"] is None and "# model (unset)" in shown.split("[embedder]")[1].split("[")[0]
     (tmp_path / "unirank.toml").write_text(shown)  # what it prints is a unirank.toml that loads as the same
     assert json.loads(run("config", "show", "--json").stdout) == before and before["chat"]["min_score"] == 0.4
 

@@ -47,7 +47,7 @@ class Unirank:
         a tuned model needs no setting to be searched (as Elasticsearch's semantic_text fields keep their
         inference endpoint). Anything else is refused by the vector check that follows."""
         ref = index_model_ref(self.settings, index_model)
-        if ref is None or ref == self.settings.embedder.model:
+        if ref is None or ref == self.settings.embedder.ref:
             return self.embedder
         with self._loading:
             if ref not in self._index_embedders:

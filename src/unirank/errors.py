@@ -44,8 +44,8 @@ class EmbedderMismatchError(UnirankError):
         super().__init__(
             f"Index {index!r} holds vectors made by {index_model}, but the embedder is {model}: vectors of "
             "two models are not comparable, so nothing was searched or written. Use the index's model: "
-            f"embedder.model = \"{setting}\" in unirank.toml (or UNIRANK_EMBEDDER__MODEL={setting}), or no "
-            "embedder.model at all, and each index is read with the model that made it if that is `base` or "
+            f"embedder.model = \"{setting}\" in unirank.toml (or UNIRANK_EMBEDDER__MODEL={setting}), or leave "
+            "embedder.model unset, and each index is read with the model that made it if that is `base` or "
             f"registered here. Or re-embed the index with this one: unirank index rebuild {index} --model MODEL."
         )
         self.index_model = index_model

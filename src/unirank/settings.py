@@ -33,8 +33,10 @@ class _Section(BaseModel):
 
 
 class EmbedderSettings(_Section):
-    #: ``base`` is the bundled all-MiniLM-L6-v2; otherwise a local path or a hub id.
-    model: str = "base"
+    #: ``base`` is the bundled all-MiniLM-L6-v2; otherwise a registry ref, a local path or a hub id.
+    #: Unset, new indexes are made with ``base`` and an index is read and extended with the model that
+    #: made it (when it is ``base`` or registered here); set, that model is used for every index.
+    model: str | None = None
     #: Texts per forward pass. Small batches are faster on CPU: less padding and activations that stay in
     #: cache. 512 CISI passages on 2 cores, embeddings/s at 8/16/32/64: PyTorch fp32 83/81/76/67, ONNX int8
     #: 157/152/130/109, PyTorch bf16 205/226/200/168, OpenVINO bf16 236/244/243/239. Raise it on a GPU.
@@ -51,6 +53,11 @@ class EmbedderSettings(_Section):
     #: Threads for embedding one query (0: torch's default). On a quiet 2-core machine two are
     #: faster for long queries (CISI p50 14 vs 21 ms); under load one is far steadier.
     query_threads: int = Field(0, ge=0)
+
+    @property
+    def ref(self) -> str:
+        """The model to load when no index says otherwise: ``model``, or ``base`` when it is unset."""
+        return self.model or "base"
 
 
 class RerankerSettings(_Section):

@@ -196,7 +196,7 @@ def quiet_transformers() -> None:
 
 
 def load_embedder(settings: Settings) -> Embedder:
-    registered = registry_version(settings.embedder.model, settings.models_dir)
+    registered = registry_version(settings.embedder.ref, settings.models_dir)
     if registered is not None and registered.role != "embedder":
         # A cross-encoder loads as a bi-encoder with a warning, and its vectors mean nothing.
         raise ModelLoadError(f"{registered.ref} is registered as a {registered.role}, not an embedder: set "
@@ -204,7 +204,7 @@ def load_embedder(settings: Settings) -> Embedder:
     if _is_remote(registered):
         return _remote_embedder(registered, settings)  # type: ignore[arg-type]
     quiet_transformers()
-    path, name, version = resolve_model_path(settings.embedder.model, settings.models_dir, version=registered)
+    path, name, version = resolve_model_path(settings.embedder.ref, settings.models_dir, version=registered)
     return SentenceTransformerEmbedder(
         path,
         name=name,
@@ -215,7 +215,7 @@ def load_embedder(settings: Settings) -> Embedder:
         query_threads=settings.embedder.query_threads,
         padding_free=settings.embedder.padding_free,
         openvino_fixed_shape=settings.embedder.openvino_fixed_shape,
-        same_vectors_as=_same_vectors(settings.embedder.model, registered, settings.models_dir),
+        same_vectors_as=_same_vectors(settings.embedder.ref, registered, settings.models_dir),
         **registry_backend(registered),
     )
 
@@ -225,7 +225,7 @@ def index_model_ref(settings: Settings, index_model: ModelSignature) -> str | No
     set: that model itself if it loads here (``base`` or a registered embedder), so an index rebuilt with a
     tuned model is searched with it as it is. None when the setting names a model (it is then used, and a
     mismatch refused) or the index's model is not here (a folder, another machine's registry)."""
-    if "model" in settings.embedder.model_fields_set:
+    if settings.embedder.model is not None:
         return None
     ref = str(index_model)
     if ref == BASE_SIGNATURE_REF:

@@ -168,7 +168,7 @@ class ModelCatalog:
 def default_refs(settings: Settings) -> list[str]:
     if settings.serving.models:
         return list(settings.serving.models)
-    refs = [settings.embedder.model]
+    refs = [settings.embedder.ref]
     if settings.reranker.model.lower() != "none":
         refs.append(settings.reranker.model)
     return list(dict.fromkeys(refs))
