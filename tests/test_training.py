@@ -405,6 +405,27 @@ def test_training_refuses_what_would_fail_at_registration_before_any_work(client
     assert stages == [] and not job.run_dir.exists()
 
 
+@pytest.mark.parametrize("kind, line, message", [
+    ("pairs", '{"query": "how are keys rotated"}', r"bad\.jsonl:2: missing required field\(s\) positive"),
+    ("clicks", '{"query": "keys", "shown": "d1"}', r"bad\.jsonl:2: \"shown\" must be a list"),
+    ("qrels", "q1\td1\tvery", r"bad\.jsonl:2: expected query-id<TAB>corpus-id<TAB>integer score"),
+])
+def test_a_malformed_label_file_is_refused_before_any_work(client, minibeir, tmp_path, kind, line, message):
+    """Label files are read after the corpus is indexed: a bad line failed only after minutes of indexing."""
+    from unirank.errors import UnirankError
+
+    good = {"pairs": '{"query": "keys", "positive": "Rotate keys."}', "clicks": '{"query": "keys", "shown": ["d1"]}',
+            "qrels": "q1\td1\t1"}[kind]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(f"{good}\n{line}\n")
+    stages: list[str] = []
+    job = TrainJob(client.settings, client.backend, client.embedder,
+                   tiny_request("refused", minibeir, **{kind: bad}), stage=stages.append)
+    with pytest.raises(UnirankError, match=message):
+        job.run()
+    assert stages == [] and not job.run_dir.exists()
+
+
 @pytest.mark.parametrize("embedder, message", [
     (dict(epochs=0), r"--epochs must be above 0"),
     (dict(min_steps=-1), r"--min-steps must be 0 or more"),

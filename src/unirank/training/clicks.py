@@ -43,6 +43,18 @@ class _Query:
     skips: dict[str, int] = field(default_factory=dict)  # chunk id -> skip-above count
 
 
+def check_click_log(path: Path) -> None:
+    """Parse every page of the log, as ``load_click_pairs`` will (its ids are resolved later, against the
+    index): a malformed line is reported before the minutes of indexing that come first."""
+    path = Path(path)
+    if not path.exists():
+        raise TrainingError(f"Click log {path} does not exist.")
+    with path.open(encoding="utf-8") as handle:
+        for n, line in enumerate(handle, start=1):
+            if line.strip():
+                _parse_page(line, f"{path}:{n}")
+
+
 def load_click_pairs(path: Path, chunks: Iterable[Chunk], min_dwell_s: float = 0.0,
                      max_negatives: int = 3) -> ClickPairs:
     """Pairs from the click log at ``path``, its ids resolved against ``chunks`` (the index trained on).

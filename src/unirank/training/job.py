@@ -129,7 +129,8 @@ class TrainJob:
 
     def _preflight(self) -> str:
         """Refuse in a second what would otherwise fail after minutes of indexing, mining and training:
-        names the registry cannot take, and a base model that cannot be loaded here. Returns its path."""
+        names the registry cannot take, a base model that cannot be loaded here, and malformed label
+        files. Returns the base model's path."""
         registry = ModelRegistry(self.settings.models_dir)
         try:
             for name, role in ((f"{self.request.name}-embed", "embedder"), (f"{self.request.name}-rerank", "reranker")):
@@ -139,7 +140,23 @@ class TrainJob:
         base_path = resolve_model_path(self.request.base, self.settings.models_dir)[0]
         if not Path(base_path).exists():
             require_hub_model(base_path)
+        self._check_label_files()
         return base_path
+
+    def _check_label_files(self) -> None:
+        """Parse the label files now, as they are read after the corpus is indexed (their ids and texts
+        are matched against it): a malformed line is found in a second, not after minutes of indexing."""
+        from unirank.training.clicks import check_click_log
+
+        req = self.request
+        if req.pairs:
+            load_pair_file(req.pairs)
+        if req.qrels:
+            load_qrels(req.qrels)
+        if req.queries:
+            load_queries(req.queries)
+        if req.clicks:
+            check_click_log(req.clicks)
 
     # -- stages ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
