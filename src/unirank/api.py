@@ -46,13 +46,16 @@ class Unirank:
         ``embedder.model`` is set, else the index's own model when it loads here, so an index rebuilt with
         a tuned model needs no setting to be searched (as Elasticsearch's semantic_text fields keep their
         inference endpoint). Anything else is refused by the vector check that follows."""
-        ref = index_model_ref(self.settings, index_model)
-        if ref is None or ref == self.settings.embedder.ref:
+        ref = str(index_model)
+        if ref in self._index_embedders:  # a version's files never change: no registry lookup a search
+            return self._index_embedders[ref]
+        followed = index_model_ref(self.settings, index_model)
+        if followed is None or followed == self.settings.embedder.ref:
             return self.embedder
         with self._loading:
             if ref not in self._index_embedders:
                 settings = self.settings.model_copy(deep=True)
-                settings.embedder.model = ref
+                settings.embedder.model = followed
                 self._index_embedders[ref] = load_embedder(settings)
             return self._index_embedders[ref]
 
