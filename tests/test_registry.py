@@ -229,6 +229,8 @@ def test_a_registry_name_must_work_as_a_folder_a_list_item_and_a_setting(tmp_pat
         with pytest.raises(UnirankError, match="cannot be a registry name"):
             registry.check_registrable(name, "reranker")
     registry.check_registrable("cisi-embed.v2_b", "embedder")
+    with pytest.raises(UnirankError, match="'base' is not in the registry: .* the bundled all-MiniLM-L6-v2"):
+        registry.get("base")  # `unirank models show base`
     registry.close()
 
 

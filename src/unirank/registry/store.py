@@ -282,6 +282,9 @@ class ModelRegistry:
 
     def _missing(self, name: str, version: int | None = None) -> str:
         versions = [v for (v,) in self.db.execute("SELECT version FROM versions WHERE name = ?", (name,))]
+        if not versions and name.lower() in RESERVED_NAMES:
+            return (f"{name!r} is not in the registry: wherever a model is named, `base` is the bundled "
+                    "all-MiniLM-L6-v2 and `none` no reranker, with no registration.")
         if not versions:
             known = [n for (n,) in self.db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
             hint = f" Registered: {', '.join(known)}." if known else " The registry is empty."
