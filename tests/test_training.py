@@ -357,6 +357,11 @@ def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
     shown = json.loads(run("models", "show", "cli-embed@prod", "--json"))
     assert shown["metrics"]["eval_set"] == "beir:minibeir" and len(shown["metrics"]["eval_queries"]) == 12
     assert shown["metrics"]["ndcg@10"] == results["hybrid:cli-embed@1"]["ndcg@10"]
+    # Re-embedded with the promoted version, the corpus's index is searched with it, with no setting.
+    (beir_index,) = [i["name"] for i in json.loads(run("index", "list", "--json")) if i["model"]["name"] == "all-MiniLM-L6-v2"]
+    run("index", "rebuild", beir_index, "--model", "cli-embed@prod")
+    hits = json.loads(run("search", "rotation", "--index", beir_index, "--mode", "knn", "--json"))["hits"]
+    assert hits and json.loads(run("index", "info", beir_index, "--json"))["model"]["name"] == "cli-embed"
 
 
 def test_a_click_log_trains_and_its_queries_count_as_seen(client, minibeir, tmp_path):

@@ -88,8 +88,10 @@ def train(
     console.print(f"Validation: embedder nDCG@10 {result.metrics['embedder'].get('ndcg@10', 0):.4f}, "
                   f"reranker nDCG@10 {result.metrics['reranker'].get('ndcg@10', 0):.4f}")
     where = f"--beir {beir}" if beir else f"--index {index} --queries HELD_OUT_QUERIES --qrels HELD_OUT_QRELS"
-    console.print(f"Next: unirank eval {escape(where)} --models base,{name}   then   "
-                  f"unirank models promote {result.embedder.ref} --alias prod")
+    steps = [f"unirank eval {where} --models base,{name}", f"unirank models promote {result.embedder.ref} --alias prod"]
+    if index:
+        steps.append(f"unirank index rebuild {index} --model {name}-embed@prod   (its searches then use it)")
+    console.print("Next:\n" + "\n".join(f"  {escape(step)}" for step in steps), soft_wrap=True)
 
 
 def evaluate(
