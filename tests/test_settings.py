@@ -60,3 +60,15 @@ def test_chunk_overlap_is_checked_against_a_size_only_when_one_is_set(config):
     with pytest.raises(unirank.ConfigurationError, match=r"chunking\.overlap \(100\) must be smaller than "
                                                           r"chunking\.size \(100\)"):
         Settings.load()
+
+
+def test_the_embedder_model_is_unset_by_default_and_never_empty(config, monkeypatch):
+    """Unset, each index is read with the model that made it; an empty value is neither that nor a model."""
+    settings = Settings.load()
+    assert (settings.embedder.model, settings.embedder.ref) == (None, "base")
+    monkeypatch.setenv("UNIRANK_EMBEDDER__MODEL", " ")
+    with pytest.raises(unirank.ConfigurationError, match=r"embedder\.model is empty: name a model, or remove") as err:
+        Settings.load()
+    assert "Value error" not in str(err.value)  # pydantic's prefix, noise before a message that names its key
+    monkeypatch.setenv("UNIRANK_EMBEDDER__MODEL", "team-embed@prod")
+    assert Settings.load().embedder.ref == "team-embed@prod"

@@ -54,6 +54,14 @@ class EmbedderSettings(_Section):
     #: faster for long queries (CISI p50 14 vs 21 ms); under load one is far steadier.
     query_threads: int = Field(0, ge=0)
 
+    @field_validator("model")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("embedder.model is empty: name a model, or remove the setting to read each index "
+                             "with the model that made it")
+        return value
+
     @property
     def ref(self) -> str:
         """The model to load when no index says otherwise: ``model``, or ``base`` when it is unset."""
@@ -326,7 +334,10 @@ def _describe_error(error: dict) -> str:
             f"known keys there: {', '.join(model.model_fields)}"
         return f"unknown setting {where} ({known})"
     got = error.get("input")
-    return f"{where}: {error.get('msg')}" + (f" (got {got!r})" if not isinstance(got, dict) else "")
+    message = error.get("msg", "")
+    if error.get("type") == "value_error":  # our own validators' messages name the key already
+        return message.removeprefix("Value error, ") + (f" (got {got!r})" if not isinstance(got, dict) else "")
+    return f"{where}: {message}" + (f" (got {got!r})" if not isinstance(got, dict) else "")
 
 
 def _unknown_env_sections() -> list[str]:
