@@ -30,7 +30,7 @@ TUNED=$($UR train --index sample --name sample --min-steps 20 --json 2> "$TRAIN_
   | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["embedder"])') \
   || { tail -n 20 "$TRAIN_LOG"; exit 1; }
 $UR models show "$TUNED"
-UNIRANK_EMBEDDER__MODEL=$TUNED $UR ingest examples/sample-docs --index sample-tuned --prune
+$UR ingest examples/sample-docs --index sample-tuned --model "$TUNED" --prune
 $UR search "how long do old API keys keep working after rotation" \
   --index sample-tuned --top-k 3
 

@@ -57,6 +57,11 @@ def test_ingest_search_and_index_commands(run):
     assert "all-MiniLM-L6-v2@base" in narrow and "…" not in narrow, narrow
     assert "updated" not in narrow and "updated (UTC)" in run("index", "list").stdout  # left out when narrow
 
+    for model, says in (("", "--model is empty"), ("never-registered@1", "never-registered@1")):
+        refused = run("ingest", str(SAMPLES), "--index", "other", "--model", model, ok=False)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+    assert [i["name"] for i in json.loads(run("index", "list", "--json").stdout)] == ["handbook"]
+
     run("index", "delete", "handbook", "--yes")
     assert json.loads(run("index", "list", "--json").stdout) == []
 

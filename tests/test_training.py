@@ -362,6 +362,10 @@ def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
     run("index", "rebuild", beir_index, "--model", "cli-embed@prod")
     hits = json.loads(run("search", "rotation", "--index", beir_index, "--mode", "knn", "--json"))["hits"]
     assert hits and json.loads(run("index", "info", beir_index, "--json"))["model"]["name"] == "cli-embed"
+    # A new index made by a chosen model with `ingest --model`, searched with it with no setting.
+    run("ingest", str(minibeir / "corpus.jsonl"), "--index", "chosen", "--model", "cli-embed@prod")
+    assert json.loads(run("index", "info", "chosen", "--json"))["model"]["name"] == "cli-embed"
+    assert json.loads(run("search", "rotation", "--index", "chosen", "--mode", "knn", "--json"))["hits"]
 
 
 def test_a_click_log_trains_and_its_queries_count_as_seen(client, minibeir, tmp_path):

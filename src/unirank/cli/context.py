@@ -15,8 +15,14 @@ def load_settings() -> Settings:
         fail(exc)
 
 
-def client() -> Unirank:
-    return Unirank(load_settings())
+def client(*, embedder_model: str | None = None) -> Unirank:
+    """``embedder_model``: a command's ``--model``, over ``embedder.model``."""
+    settings = load_settings()
+    if embedder_model is not None:
+        if not embedder_model.strip():
+            fail(ConfigurationError("--model is empty: name a model (e.g. handbook-embed@prod), or leave it out."))
+        settings.embedder.model = embedder_model
+    return Unirank(settings)
 
 
 FILTER_HELP = "key=value metadata filter (doc_id, source_uri or a metadata field); repeatable."

@@ -53,10 +53,13 @@ def ingest(
     source: Annotated[str, typer.Argument(help="Folder, file, s3://bucket/prefix or oss://bucket/prefix.")],
     index: Annotated[str, typer.Option("--index", "-i", help="Index to write into (created if missing).")],
     prune: Annotated[bool, typer.Option(help="Remove indexed files that are gone from SOURCE.")] = False,
+    model: Annotated[Optional[str], typer.Option(
+        help="Embedder for this run, e.g. handbook-embed@prod (default: embedder.model, else the index's own "
+             "model, else base); later searches of the index use it with no setting.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Parse, chunk, embed and index documents; unchanged files are skipped."""
-    ur = client()
+    ur = client(embedder_model=model)
     try:
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       MofNCompleteColumn(), TimeRemainingColumn(), console=errors,
