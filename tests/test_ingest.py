@@ -135,11 +135,17 @@ def test_an_index_made_by_a_registered_model_is_read_and_extended_with_it_unless
     assert client.index_info("tuned").model == made_by and client.index_info("tuned").chunk_count > 0
     assert str(client.searcher.embedder_for("tuned").signature) == "copy@1"
     assert client.search("rotate keys", "tuned", mode="knn", rerank=False).hits
+    # Re-embedded with another version, the index is read with that one, and the first is let go.
+    register_base_copy(client.settings, "copy")
+    client.rebuild_index("tuned", "copy@2")
+    assert str(client.searcher.embedder_for("tuned").signature) == "copy@2"
+    assert list(client._index_embedders) == ["copy@2"]
+    made_by = client.index_info("tuned").model
     pinned_settings = client.settings.model_copy(deep=True)
     pinned_settings.embedder.model = "base"
     with Unirank(pinned_settings) as pinned:
         pinned.__dict__["embedder"] = client.embedder
-        with pytest.raises(EmbedderMismatchError, match="made by copy@1"):
+        with pytest.raises(EmbedderMismatchError, match=f"made by {made_by}"):
             pinned.ingest(str(corpus), "tuned")
         with pytest.raises(EmbedderMismatchError):
             pinned.search("rotate keys", "tuned", mode="hybrid", rerank=False)

@@ -54,6 +54,9 @@ class Unirank:
             return self.embedder
         with self._loading:
             if ref not in self._index_embedders:
+                # A server outlives rebuilds: a model no index is made by any more is let go, not kept.
+                in_use = {str(info.model) for info in self.backend.list_indexes()}
+                self._index_embedders = {r: e for r, e in self._index_embedders.items() if r in in_use}
                 settings = self.settings.model_copy(deep=True)
                 settings.embedder.model = followed
                 self._index_embedders[ref] = load_embedder(settings)
