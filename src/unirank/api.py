@@ -47,8 +47,9 @@ class Unirank:
         a tuned model needs no setting to be searched (as Elasticsearch's semantic_text fields keep their
         inference endpoint). Anything else is refused by the vector check that follows."""
         ref = str(index_model)
-        if ref in self._index_embedders:  # a version's files never change: no registry lookup a search
-            return self._index_embedders[ref]
+        cached = self._index_embedders.get(ref)  # one read: another thread may replace the dict meanwhile
+        if cached is not None:  # a version's files never change: no registry lookup a search
+            return cached
         followed = index_model_ref(self.settings, index_model)
         if followed is None or followed == self.settings.embedder.ref:
             return self.embedder
