@@ -63,7 +63,8 @@ class FeedbackList(BaseModel):
 class IndexOut(BaseModel):
     name: str
     chunks: int
-    #: The embedder its vectors were made by (``NAME@VERSION``); its questions are searched with it.
+    #: The embedder its vectors were made by (``NAME@VERSION``): questions to it are searched with that
+    #: model, unless embedder.model names another.
     model: str
     #: The index a question without one is answered from.
     default: bool
