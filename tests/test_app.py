@@ -154,7 +154,9 @@ def test_search_over_http_is_the_clis_search(http, corpus, tmp_path):
                           env=isolated_env(data_dir), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
-    assert served.json().keys() == printed.keys() == {"query", "mode", "reranked", "degraded", "timings_ms", "hits"}
+    assert served.json().keys() == printed.keys() == {"query", "mode", "embedder", "reranked", "degraded",
+                                                      "timings_ms", "hits"}
+    assert printed["embedder"] == "all-MiniLM-L6-v2@base"
     del printed["timings_ms"]
     without_timings = {k: v for k, v in served.json().items() if k != "timings_ms"}
     assert without_timings == printed and printed["hits"][0]["title"] == "Where is my data stored?"

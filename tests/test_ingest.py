@@ -134,7 +134,8 @@ def test_an_index_made_by_a_registered_model_is_read_and_extended_with_it_unless
     assert client.ingest(str(corpus / "api-keys.md"), "tuned").ingested
     assert client.index_info("tuned").model == made_by and client.index_info("tuned").chunk_count > 0
     assert str(client.searcher.embedder_for("tuned").signature) == "copy@1"
-    assert client.search("rotate keys", "tuned", mode="knn", rerank=False).hits
+    followed = client.search("rotate keys", "tuned", mode="knn", rerank=False)
+    assert followed.hits and followed.embedder == "copy@1"  # said with the results, as `search` prints it
     # Re-embedded with another version, the index is read with that one, and the first is let go.
     register_base_copy(client.settings, "copy")
     client.rebuild_index("tuned", "copy@2")

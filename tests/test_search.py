@@ -39,8 +39,8 @@ def test_bm25_needs_no_embedder(indexed):
     settings = indexed.settings.model_copy(deep=True)
     settings.embedder.model = "never-registered@1"
     with Unirank(settings) as bm25_only:
-        hits = bm25_only.search("how often are databases snapshotted", "docs", mode="bm25", rerank=False).hits
-        assert hits[0].chunk.title == "Backup and restore policy"
+        results = bm25_only.search("how often are databases snapshotted", "docs", mode="bm25", rerank=False)
+        assert results.hits[0].chunk.title == "Backup and restore policy" and results.embedder is None
         assert "embedder" not in bm25_only.__dict__  # never loaded
         with pytest.raises(ModelNotFoundError, match="never-registered@1"):
             bm25_only.search("databases", "docs", mode="knn", rerank=False)

@@ -360,8 +360,9 @@ def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
     # Re-embedded with the promoted version, the corpus's index is searched with it, with no setting.
     (beir_index,) = [i["name"] for i in json.loads(run("index", "list", "--json")) if i["model"]["name"] == "all-MiniLM-L6-v2"]
     run("index", "rebuild", beir_index, "--model", "cli-embed@prod")
-    hits = json.loads(run("search", "rotation", "--index", beir_index, "--mode", "knn", "--json"))["hits"]
-    assert hits and json.loads(run("index", "info", beir_index, "--json"))["model"]["name"] == "cli-embed"
+    found = json.loads(run("search", "rotation", "--index", beir_index, "--mode", "knn", "--json"))
+    assert found["hits"] and found["embedder"] == "cli-embed@1"
+    assert json.loads(run("index", "info", beir_index, "--json"))["model"]["name"] == "cli-embed"
     # A new index made by a chosen model with `ingest --model`, searched with it with no setting.
     run("ingest", str(minibeir / "corpus.jsonl"), "--index", "chosen", "--model", "cli-embed@prod")
     assert json.loads(run("index", "info", "chosen", "--json"))["model"]["name"] == "cli-embed"

@@ -42,6 +42,8 @@ class SearchHit(BaseModel):
 class SearchResponse(BaseModel):
     query: str
     mode: SearchMode
+    #: The model that embedded the query (``NAME@VERSION``); null for BM25.
+    embedder: str | None
     reranked: bool
     #: True when reranking was asked for and failed: the hits are the un-reranked ones.
     degraded: bool

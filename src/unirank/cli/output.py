@@ -88,7 +88,7 @@ def _location(uri: str, page: int | None) -> str:
 
 
 def print_results(results: SearchResults) -> None:
-    flags = [results.mode]
+    flags = [f"{results.mode} with {results.embedder}" if results.embedder else results.mode]
     if results.reranked:
         flags.append("reranked")
     if results.degraded:

@@ -93,7 +93,8 @@ class Searcher:
             timings["rerank"] = _ms(t)
         timings["total"] = _ms(started)
         return SearchResults(query=query, mode=mode, hits=hits[:top_k], reranked=reranked,
-                             degraded=degraded, timings_ms=timings)
+                             degraded=degraded, timings_ms=timings,
+                             embedder=str(embedder.signature) if embedder is not None else None)
 
     def _validate(self, query: str, mode: str, top_k: int, rerank: bool) -> None:
         if not query or not query.strip():

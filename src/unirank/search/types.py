@@ -102,11 +102,14 @@ class SearchResults:
     #: True when reranking was asked for but failed, and the hits are the un-reranked ones.
     degraded: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: The model that embedded the query (``NAME@VERSION``); None for BM25, which needs none.
+    embedder: str | None = None
 
     def to_dict(self) -> dict:
         return {
             "query": self.query,
             "mode": self.mode,
+            "embedder": self.embedder,
             "reranked": self.reranked,
             "degraded": self.degraded,
             "timings_ms": self.timings_ms,
