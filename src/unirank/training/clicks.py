@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from unirank.errors import TrainingError
 from unirank.jsonl import parse_object_line
@@ -43,16 +43,22 @@ class _Query:
     skips: dict[str, int] = field(default_factory=dict)  # chunk id -> skip-above count
 
 
-def check_click_log(path: Path) -> None:
-    """Parse every page of the log, as ``load_click_pairs`` will (its ids are resolved later, against the
-    index): a malformed line is reported before the minutes of indexing that come first."""
+def _pages(path: Path) -> Iterator[tuple[str, list[str], list[tuple[str, float | None]]]]:
+    """Each result page of the log, parsed: (query, shown ids, clicked (id, dwell) pairs)."""
     path = Path(path)
     if not path.exists():
         raise TrainingError(f"Click log {path} does not exist.")
     with path.open(encoding="utf-8") as handle:
         for n, line in enumerate(handle, start=1):
             if line.strip():
-                _parse_page(line, f"{path}:{n}")
+                yield _parse_page(line, f"{path}:{n}")
+
+
+def check_click_log(path: Path) -> None:
+    """Parse every page of the log, as ``load_click_pairs`` will (its ids are resolved later, against the
+    index): a malformed line is reported before the minutes of indexing that come first."""
+    for _ in _pages(path):
+        pass
 
 
 def load_click_pairs(path: Path, chunks: Iterable[Chunk], min_dwell_s: float = 0.0,
@@ -62,40 +68,33 @@ def load_click_pairs(path: Path, chunks: Iterable[Chunk], min_dwell_s: float = 0
     At most ``max_negatives`` skipped passages per query, the most skipped: a long page of skips
     would otherwise outweigh the click in the reranker's data.
     """
-    path = Path(path)
-    if not path.exists():
-        raise TrainingError(f"Click log {path} does not exist.")
     by_id = _passages_by_id(chunks)
     queries: dict[str, _Query] = {}
     unknown: set[str] = set()
     pages = bounces = resolved = lost_clicks = 0
-    with path.open(encoding="utf-8") as handle:
-        for n, line in enumerate(handle, start=1):
-            if not line.strip():
+    for query, shown, clicked in _pages(path):
+        pages += 1
+        entry = queries.setdefault(normalize_query(query), _Query(text=query))
+        ranked = [by_id[i].id for i in shown if i in by_id]
+        unknown.update(i for i in shown if i not in by_id)
+        resolved += len(ranked)
+        satisfied: list[str] = []
+        for click_id, dwell in clicked:
+            if click_id not in by_id:
+                unknown.add(click_id)
+                lost_clicks += 1
                 continue
-            query, shown, clicked = _parse_page(line, f"{path}:{n}")
-            pages += 1
-            entry = queries.setdefault(normalize_query(query), _Query(text=query))
-            ranked = [by_id[i].id for i in shown if i in by_id]
-            unknown.update(i for i in shown if i not in by_id)
-            resolved += len(ranked)
-            satisfied: list[str] = []
-            for click_id, dwell in clicked:
-                if click_id not in by_id:
-                    unknown.add(click_id)
-                    lost_clicks += 1
-                    continue
-                resolved += 1
-                if dwell is not None and dwell < min_dwell_s:
-                    bounces += 1
-                    continue
-                satisfied.append(by_id[click_id].id)
-            for chunk_id in satisfied:
-                entry.clicks[chunk_id] = entry.clicks.get(chunk_id, 0) + 1
-            last = max((ranked.index(c) for c in satisfied if c in ranked), default=0)
-            for chunk_id in ranked[:last]:
-                if chunk_id not in satisfied:
-                    entry.skips[chunk_id] = entry.skips.get(chunk_id, 0) + 1
+            resolved += 1
+            if dwell is not None and dwell < min_dwell_s:
+                bounces += 1
+                continue
+            satisfied.append(by_id[click_id].id)
+        for chunk_id in satisfied:
+            entry.clicks[chunk_id] = entry.clicks.get(chunk_id, 0) + 1
+        last = max((ranked.index(c) for c in satisfied if c in ranked), default=0)
+        for chunk_id in ranked[:last]:
+            if chunk_id not in satisfied:
+                entry.skips[chunk_id] = entry.skips.get(chunk_id, 0) + 1
     if not pages:
         raise TrainingError(f"Click log {path} holds no result pages.")
     if not resolved:
