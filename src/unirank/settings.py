@@ -334,10 +334,11 @@ def _describe_error(error: dict) -> str:
             f"known keys there: {', '.join(model.model_fields)}"
         return f"unknown setting {where} ({known})"
     got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
     message = error.get("msg", "")
     if error.get("type") == "value_error":  # our own validators' messages name the key already
-        return message.removeprefix("Value error, ") + (f" (got {got!r})" if not isinstance(got, dict) else "")
-    return f"{where}: {message}" + (f" (got {got!r})" if not isinstance(got, dict) else "")
+        return message.removeprefix("Value error, ") + shown
+    return f"{where}: {message}{shown}"
 
 
 def _unknown_env_sections() -> list[str]:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from unirank.cli.context import load_settings
-from unirank.cli.output import errors, fail
+from unirank.cli.output import counted, errors, fail
 from unirank.errors import ConfigurationError, UnirankError
 
 serve_app = typer.Typer(help="Run the HTTP servers: models (embeddings, rerank) and api (chat, search, web page).",
@@ -56,7 +56,7 @@ def serve_models(
         refuse_busy_port(host, port)
     except UnirankError as exc:
         fail(exc)
-    errors.print(f"unirank model server on http://{host}:{port} ({replicas} replica{'s' if replicas > 1 else ''}): "
+    errors.print(f"unirank model server on http://{host}:{port} ({counted(replicas, 'replica')}): "
                  f"{', '.join(refs)}. POST /v1/embeddings, /embed, /rerank, /v1/rerank; "
                  f"GET /v1/models, /health, /ready, /metrics; the OpenAPI spec at /docs", markup=False, soft_wrap=True)
     run_model_server(settings, refs, host=host, port=port, replicas=replicas)
