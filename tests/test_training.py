@@ -415,6 +415,20 @@ def test_training_refuses_what_would_fail_at_registration_before_any_work(client
     assert stages == [] and not job.run_dir.exists()
 
 
+def test_a_missing_index_is_said_before_the_base_model_loads(client, minibeir):
+    """The CLI hands the job a loader: a typo in --index costs no model load, and the error names the
+    indexes there are, as a search's does."""
+    index = ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, lambda _: None)
+    loads: list[int] = []
+    stages: list[str] = []
+    request = tiny_request("typo", None, index=index + "x")
+    job = TrainJob(client.settings, client.backend, lambda: loads.append(1) or client.embedder, request,
+                   stage=stages.append)
+    with pytest.raises(IndexNotFoundError, match=rf"'{index}x' does not exist\. Available indexes: .*{index}"):
+        job.run()
+    assert loads == [] and stages == [] and not job.run_dir.exists()
+
+
 @pytest.mark.parametrize("kind, line, message", [
     ("pairs", '{"query": "how are keys rotated"}', r"bad\.jsonl:2: missing required field\(s\) positive"),
     ("clicks", '{"query": "keys", "shown": "d1"}', r"bad\.jsonl:2: \"shown\" must be a list"),

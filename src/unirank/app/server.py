@@ -155,8 +155,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
               responses={**described(SessionOut, 201), **error_responses(400, 404, 422)})
     def create_session(body: NewSession) -> dict:
         index = body.index or service.default_index()
-        if not ur.backend.exists(index):
-            raise IndexNotFoundError(index, [i.name for i in ur.list_indexes()])
+        ur.index_info(index)  # a missing index is a 404 now, not on the session's first question
         return store.create_session(index, body.title).to_dict()
 
     @app.get("/v1/sessions", responses={**described(SessionList), **error_responses(422)})

@@ -11,7 +11,7 @@ from rich.prompt import Prompt
 
 from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filters
 from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri
-from unirank.errors import IndexNotFoundError, UnirankError
+from unirank.errors import UnirankError
 
 INDEX_HELP = "Index to answer from (default: chat.index, or the only index)."
 CHAT_HELP = ("Commands: /up or /down rate the last answer, /open N shows source N, /new starts a new "
@@ -59,8 +59,7 @@ def chat(
         try:
             filters = parse_filters(filter_)
             index = index or service.default_index()
-            if not ur.backend.exists(index):
-                raise IndexNotFoundError(index, [i.name for i in ur.list_indexes()])
+            ur.index_info(index)  # a missing index is said, with the ones there are, before the first question
         except UnirankError as exc:
             fail(exc)
         session = store.create_session(index)
@@ -162,8 +161,8 @@ def serve_api(
     try:
         refuse_busy_port(host, port)
         app = create_app(settings)
-        if index and not app.state.chat.ur.backend.exists(index):  # every question would get a 404
-            raise IndexNotFoundError(index, [i.name for i in app.state.chat.ur.list_indexes()])
+        if index:  # a missing one is said now: every question would get a 404
+            app.state.chat.ur.index_info(index)
     except UnirankError as exc:
         fail(exc)
     errors.print(f"unirank app server on http://{host}:{port}/ (chat page), API under /v1", soft_wrap=True)

@@ -75,7 +75,7 @@ def train(
     # The trainers print their logs to stdout; stdout is kept for the result (and --json).
     with Unirank(settings) as ur, contextlib.redirect_stdout(sys.stderr):
         try:
-            result = TrainJob(ur.settings, ur.backend, ur.embedder, request, stage=print_stage).run()
+            result = TrainJob(ur.settings, ur.backend, lambda: ur.embedder, request, stage=print_stage).run()
         except UnirankError as exc:
             fail(exc)
     summary = {"run_dir": str(result.run_dir), "embedder": result.embedder.ref, "reranker": result.reranker.ref,

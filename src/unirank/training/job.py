@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -115,22 +116,29 @@ class TrainResult:
 
 
 class TrainJob:
-    def __init__(self, settings: Settings, backend: SearchBackend, base_embedder: Embedder,
+    def __init__(self, settings: Settings, backend: SearchBackend, base_embedder: Embedder | Callable[[], Embedder],
                  request: TrainRequest, stage: Stage | None = None) -> None:
+        """``base_embedder`` may be a loader, called after the preflight: a typo in the index's name or a
+        malformed label file is then said in a second, not after the model's ten-second load."""
         request.validate()
         if LLM_KIND in request.pseudo_kinds and request.pseudo is not False:
             require_llm(settings.chat)
         self.settings = settings
         self.backend = backend
-        self.embedder = base_embedder
+        self._base_embedder = base_embedder
         self.request = request
         self.stage = stage or (lambda message: log.info(message))
         self.run_dir = settings.data_dir / "runs" / f"{request.name}-{request.fingerprint()}"
 
+    @cached_property
+    def embedder(self) -> Embedder:
+        loaded = self._base_embedder
+        return loaded if hasattr(loaded, "embed_query") else loaded()  # type: ignore[operator,return-value]
+
     def _preflight(self) -> str:
-        """Refuse in a second what would otherwise fail after minutes of indexing, mining and training:
-        names the registry cannot take, a base model that cannot be loaded here, and malformed label
-        files. Returns the base model's path."""
+        """Refuse in seconds what would otherwise fail after minutes of indexing, mining and training:
+        names the registry cannot take, a base model that cannot be loaded here, malformed label files
+        and a missing index. Returns the base model's path."""
         registry = ModelRegistry(self.settings.models_dir)
         try:
             for name, role in ((f"{self.request.name}-embed", "embedder"), (f"{self.request.name}-rerank", "reranker")):
@@ -141,6 +149,8 @@ class TrainJob:
         if not Path(base_path).exists():
             require_hub_model(base_path)
         self._check_label_files()
+        if self.request.index:
+            self.backend.info(self.request.index)  # a missing index raises, naming the ones there are
         return base_path
 
     def _check_label_files(self) -> None:
@@ -269,10 +279,6 @@ class TrainJob:
     def _corpus_index(self) -> str:
         req = self.request
         if req.index:
-            if not self.backend.exists(req.index):
-                from unirank.errors import IndexNotFoundError
-
-                raise IndexNotFoundError(req.index)
             if makes_vectors_of(self.embedder, self.backend.model(req.index)):
                 return req.index
             # Hard negatives are mined with this embedder's query vectors: they need its document vectors.
