@@ -163,6 +163,9 @@ def test_invalid_settings_are_reported(run, tmp_path):
                  "unknown setting chat.answerr (did you mean chat.answerer?)"):
         assert line in " ".join(proc.stderr.split()), proc.stderr
     (tmp_path / "unirank.toml").unlink()
+    proc = run("config", "show", ok=False, extra_env={"UNIRANK_INGEST__LEGACY_ENCODING": "cp-1252x"})
+    assert proc.returncode == 2 and "ingest.legacy_encoding 'cp-1252x' is not an encoding Python knows" in \
+        " ".join(proc.stderr.split()), proc.stderr
     proc = run("config", "show", ok=False, extra_env={"UNIRANK_SERVING__API_KEYS": "key-1,key-2"})
     assert proc.returncode == 2 and "UNIRANK_SERVING__API_KEYS could not be read" in proc.stderr
     assert "takes JSON" in " ".join(proc.stderr.split())

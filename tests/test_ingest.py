@@ -179,6 +179,14 @@ def test_file_names_with_spaces_percent_signs_and_url_characters(client, tmp_pat
     assert client.ingest(str(folder), "awkward").skipped == [(u, "unchanged") for u in sorted(report.ingested)]
 
 
+def test_ingest_reads_files_that_are_not_utf8_in_the_legacy_encoding_setting(client, tmp_path):
+    text = "A kulcsok cseréje fontos feladat. Az őrző szerver naponta ellenőrzi a tűzfalat."
+    (tmp_path / "hu.txt").write_bytes(text.encode("cp1250"))
+    client.settings.ingest.legacy_encoding = "cp1250"
+    client.ingest(str(tmp_path / "hu.txt"), "hu")
+    assert client.search("őrző szerver", "hu", mode="bm25", rerank=False).hits[0].chunk.text == text
+
+
 def test_hidden_folders_and_office_lock_files_are_passed_over(client, tmp_path):
     root = tmp_path / ".config" / "docs"  # a hidden folder above the source is the user's choice
     (root / ".git").mkdir(parents=True)

@@ -324,9 +324,58 @@ def test_text_keeps_paragraphs_and_collapses_spaces(tmp_path):
 
 def test_text_in_latin_1_is_detected(tmp_path):
     text = ("Die Straße führt über die Brücke zum Schloß. Überall blühen Rosen, "
-            "und die Bürger grüßen fröhlich. Café, Crème brûlée und Äpfel gibt es am Markt.\n") * 3
-    (tmp_path / "german.txt").write_bytes(text.encode("latin-1"))
-    assert "Straße führt über die Brücke" in only(tmp_path / "german.txt").sections[0].text
+            "und die Bürger grüßen fröhlich. Café, Crème brûlée und Äpfel gibt es am Markt.")
+    (tmp_path / "german.txt").write_bytes((text + "\n").encode("latin-1"))
+    assert only(tmp_path / "german.txt").sections[0].text == text  # "Crème brûlée", not "Crčme brűlée"
+
+
+@pytest.mark.parametrize("text", [
+    "Travel policy: the team’s budget is €5,000 a quarter – approved. Don’t book “flexible” fares…",
+    "It’s simple: rotate keys every 90 days.",
+    "Qualità e velocità: è più facile così.",
+    "Ação, coração e informação são importantes; você está lá?",
+    "Smörgåsbord från Göteborg; Århus, Ærø og Øresund.",
+])
+def test_windows_1252_text_is_read_as_written(tmp_path, text):
+    """The encoding English and Western European files have outside UTF-8. charset-normalizer alone read
+    these as code page 852, Big5 or Windows-1250: "teamĺs", "It𠏋", "velocitŕ"."""
+    (tmp_path / "legacy.txt").write_bytes(text.encode("cp1252"))
+    assert only(tmp_path / "legacy.txt").sections[0].text == text
+
+
+@pytest.mark.parametrize("encoding, text", [
+    ("cp1251", "Ключи нужно менять регулярно. Сервер каждый день проверяет правила брандмауэра, а пароли "
+                "пользователей нужно обновлять."),
+    ("koi8_r", "Ключи нужно менять регулярно. Сервер каждый день проверяет правила брандмауэра, а пароли "
+                "пользователей нужно обновлять."),
+    ("cp1253", "Καλημέρα, αυτό είναι ελληνικό κείμενο για τα κλειδιά."),
+    ("gb18030", "这是关于密钥轮换的中文文本。"),
+    ("cp1250", "Zażółć gęślą jaźń, to jest polski tekst o kluczach."),
+])
+def test_text_that_is_not_western_is_still_detected(tmp_path, encoding, text):
+    (tmp_path / "other.txt").write_bytes(text.encode(encoding))
+    assert only(tmp_path / "other.txt").sections[0].text == text
+
+
+def test_the_legacy_encoding_setting_reads_central_european_files(tmp_path):
+    """Hungarian's ő and ű are Windows-1252's õ and û: only the setting can tell them apart."""
+    text = "A kulcsok cseréje fontos feladat. Az őrző szerver naponta ellenőrzi a tűzfalat."
+    data = text.encode("cp1250")
+    assert parse_document(data, "hu.txt", legacy_encoding="cp1250")[0].sections[0].text == text
+    assert "õrzõ" in parse_document(data, "hu.txt")[0].sections[0].text  # the Western default, as documented
+
+
+def test_an_html_pages_declared_charset_outranks_a_guess():
+    text = "A kulcsok cseréje fontos feladat. Az őrző szerver naponta ellenőrzi a tűzfalat."
+    page = f'<html><head><meta charset="iso-8859-2"><title>Kulcsok</title></head><body><p>{text}</p></body></html>'
+    assert parse_document(page.encode("iso-8859-2"), "hu.html")[0].sections[0].text == text
+    # "Latin-1" on the web means Windows-1252, whose quotes and dashes Latin-1 lacks (WHATWG).
+    quoted = "It’s “quoted” — and crème."
+    page = f'<html><head><meta charset="iso-8859-1"></head><body><p>{quoted}</p></body></html>'
+    assert parse_document(page.encode("cp1252"), "q.html")[0].sections[0].text == quoted
+    # Valid UTF-8 wins over a stale declaration.
+    page = f'<html><head><meta charset="iso-8859-2"></head><body><p>{quoted}</p></body></html>'
+    assert parse_document(page.encode("utf-8"), "q.html")[0].sections[0].text == quoted
 
 
 def test_utf8_with_bom_is_read(tmp_path):

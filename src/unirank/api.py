@@ -79,7 +79,7 @@ class Unirank:
                progress: ProgressCallback | None = None) -> IngestReport:
         embedder = self.embedder_for(self.backend.model(index)) if self.backend.exists(index) else self.embedder
         ingestor = Ingestor(self.backend, embedder, self.settings.chunking, self.settings.storage,
-                            batch_chunks=self.settings.ingest.batch_chunks)
+                            self.settings.ingest)
         return ingestor.run(source, index, prune=prune, progress=progress)
 
     def search(

@@ -113,6 +113,26 @@ class ChunkingSettings(_Section):
 class IngestSettings(_Section):
     #: Chunks embedded and committed together; a killed run loses at most one batch of work.
     batch_chunks: int = Field(512, ge=1)
+    #: What a text file that is not UTF-8 is read as when it reads as plausible text in it; other files
+    #: get charset-normalizer's guess ("auto": always guess). Windows-1252 is what English and Western
+    #: European files are written in outside UTF-8 (the web's default for them too), and the guess alone
+    #: misreads them: "don't" with a typographic apostrophe as code page 852, "crème" as "crčme". Set
+    #: "cp1250" for Central European files, whose letters would otherwise read as Western ones ("ő" as
+    #: "õ"). Files already ingested keep their text until they change or are ingested into a new index.
+    legacy_encoding: str = "cp1252"
+
+    @field_validator("legacy_encoding")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        import codecs
+
+        if value != "auto":
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(f"ingest.legacy_encoding {value!r} is not an encoding Python knows: use one "
+                                 "such as cp1252, cp1250 or latin-1, or auto") from None
+        return value
 
 
 class SearchSettings(_Section):

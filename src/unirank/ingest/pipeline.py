@@ -23,7 +23,7 @@ from unirank.ingest.sources import DocumentSource, SourceFile
 from unirank.models.embedder import Embedder, require_comparable_vectors
 from unirank.search.backend import SearchBackend
 from unirank.search.types import Chunk, IndexedSource, SourceState
-from unirank.settings import ChunkingSettings, StorageSettings
+from unirank.settings import ChunkingSettings, IngestSettings, StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,12 @@ class Ingestor:
         embedder: Embedder,
         chunking: ChunkingSettings,
         storage: StorageSettings | None = None,
-        *,
-        batch_chunks: int = 512,
+        ingest: IngestSettings | None = None,
     ) -> None:
         self.backend = backend
         self.embedder = embedder
         self.storage = storage or StorageSettings()
-        self.batch_chunks = batch_chunks
+        self.ingest = ingest or IngestSettings()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.chunker = Chunker(embedder.tokenizer, embedder.max_seq_length,
@@ -72,7 +71,7 @@ class Ingestor:
             item = self._prepare(docs, file, states.get(file.uri), report)
             if item is not None:
                 pending.append(item)
-                if sum(len(p.chunks) for p in pending) >= self.batch_chunks:
+                if sum(len(p.chunks) for p in pending) >= self.ingest.batch_chunks:
                     self._write(index, pending, report)
                     pending = []
             if progress:
@@ -115,7 +114,7 @@ class Ingestor:
             report.skipped.append((file.uri, "unchanged"))
             return None
         try:
-            parsed = parse_document(data, file.uri)
+            parsed = parse_document(data, file.uri, legacy_encoding=self.ingest.legacy_encoding)
             chunks = [c for doc in parsed for c in self.chunker.chunk(doc, file.uri)]
         except ParseError as exc:
             report.failed.append((file.uri, str(exc)))

@@ -415,6 +415,5 @@ def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embe
         stage(f"{name} holds {cached}'s vectors, not {embedder.signature}'s: indexing it again")
         backend.delete_index(name)
     stage(f"indexing {corpus} into {name} (skipped when unchanged)")
-    Ingestor(backend, embedder, settings.chunking, settings.storage,
-             batch_chunks=settings.ingest.batch_chunks).run(str(corpus), name)
+    Ingestor(backend, embedder, settings.chunking, settings.storage, settings.ingest).run(str(corpus), name)
     return name

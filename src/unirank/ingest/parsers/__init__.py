@@ -62,15 +62,17 @@ def parser_for(uri: str) -> Parser:
         ) from None
 
 
-def parse_document(data: bytes, uri: str) -> list[ParsedDocument]:
-    """Parse one file's bytes into documents with normalised, non-empty sections."""
+def parse_document(data: bytes, uri: str, *, legacy_encoding: str = "cp1252") -> list[ParsedDocument]:
+    """Parse one file's bytes into documents with normalised, non-empty sections; text that is not UTF-8
+    is decoded as ``decode_text`` says."""
     parser = parser_for(uri)
     if not data or not data.strip():
         raise ParseError("empty file")
     if extension_of(uri) in TEXT_EXTENSIONS:
         # Raises "binary content, not text"; re-encoding means the parser decodes UTF-8 only
         # and the encoding is detected once.
-        data = decode_text(data).encode("utf-8")
+        declared = parser.declared_encoding(data) if isinstance(parser, HtmlParser) else None
+        data = decode_text(data, legacy_encoding, declared=declared).encode("utf-8")
     try:
         parsed = parser.parse(data, uri)
     except ParseError:

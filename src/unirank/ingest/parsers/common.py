@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import PurePosixPath
 
@@ -10,6 +11,8 @@ from unirank.ingest.documents import Section
 from unirank.ingest.uris import file_name
 
 BINARY = "binary content, not text"
+#: charset-normalizer's own cut-off for a decoding that reads as text.
+PLAUSIBLE_MESS = 0.2
 
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_RUNS = re.compile(r"\n\s*\n\s*")
@@ -17,8 +20,11 @@ _BLANK_RUNS = re.compile(r"\n\s*\n\s*")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 
 
-def decode_text(data: bytes) -> str:
-    """UTF-8 first (the common case, and exact); otherwise charset-normalizer's best guess.
+def decode_text(data: bytes, legacy_encoding: str = "cp1252", *, declared: str | None = None) -> str:
+    """UTF-8 first (the common case, and exact); then the encoding the file ``declared`` (an HTML page's
+    charset); then ``legacy_encoding`` (``ingest.legacy_encoding``) when the text reads as plausible in
+    it; otherwise charset-normalizer's best guess. Valid UTF-8 wins over a declaration: a page saved
+    as UTF-8 often keeps its old charset line.
 
     Raises ParseError for data that is not text at all, so a binary file with a text
     extension is reported rather than indexed as garbage.
@@ -33,15 +39,47 @@ def decode_text(data: bytes) -> str:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        from charset_normalizer import from_bytes
-
-        best = from_bytes(data).best()
-        if best is None:
-            raise ParseError(BINARY) from None
-        text = str(best)
+        text = _declared_text(data, declared) or _legacy_text(data, legacy_encoding)
     if text and len(_CONTROL.findall(text)) > max(8, len(text) // 100):
         raise ParseError(BINARY)
     return text
+
+
+#: Labels that mean Windows-1252 on the web (WHATWG): pages labelled Latin-1 use its quotes and dashes.
+_WINDOWS_1252_LABELS = frozenset({"ascii", "iso8859-1"})
+
+
+def _declared_text(data: bytes, declared: str | None) -> str | None:
+    if not declared:
+        return None
+    try:
+        codec = codecs.lookup(declared).name
+    except LookupError:  # a typo in the page: detect instead
+        return None
+    try:
+        return data.decode("cp1252" if codec in _WINDOWS_1252_LABELS else codec)
+    except UnicodeDecodeError:
+        return None
+
+
+def _legacy_text(data: bytes, legacy_encoding: str) -> str:
+    from charset_normalizer import from_bytes
+    from charset_normalizer.md import mess_ratio
+
+    if legacy_encoding != "auto":
+        try:
+            text = data.decode(legacy_encoding)
+        except UnicodeDecodeError:
+            pass
+        else:
+            # Cyrillic, Greek or CJK bytes read as Windows-1252 are runs of accented letters and symbols,
+            # which the mess ratio scores at 1 or more; Western text scores under 0.06.
+            if mess_ratio(text, PLAUSIBLE_MESS) < PLAUSIBLE_MESS:
+                return text
+    best = from_bytes(data).best()
+    if best is None:
+        raise ParseError(BINARY) from None
+    return str(best)
 
 
 def normalize_whitespace(text: str) -> str:

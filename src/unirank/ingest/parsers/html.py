@@ -24,6 +24,13 @@ _BLOCKS = frozenset(
 class HtmlParser:
     extensions: tuple[str, ...] = (".html", ".htm")
 
+    @staticmethod
+    def declared_encoding(data: bytes) -> str | None:
+        """The page's ``<meta charset>`` (or XML declaration), which outranks a guess."""
+        from bs4.dammit import EncodingDetector
+
+        return EncodingDetector.find_declared_encoding(data, is_html=True)
+
     def parse(self, data: bytes, uri: str) -> list[ParsedDocument]:
         from bs4 import BeautifulSoup
 
