@@ -108,6 +108,16 @@ def test_every_option_and_argument_says_what_it_does_in_help():
     assert unexplained == []
 
 
+def test_help_shows_flags_as_flags():
+    """typer 0.29 lists every flag as taking a value (`--json <bool>`, `--help <bool>`): pinned below it."""
+    from typer.testing import CliRunner
+
+    from unirank.cli.main import app
+
+    shown = CliRunner().invoke(app, ["index", "info", "--help"], env={"COLUMNS": "100"}).output
+    assert "--json" in shown and "<bool>" not in shown, shown
+
+
 def test_errors_are_clear_and_exit_2(run):
     run("ingest", str(SAMPLES / "backups.md"), "--index", "h")
     proc = run("search", "x", "--index", "h", "--top-k", "51", "--rerank", ok=False)
