@@ -67,6 +67,41 @@ def test_reingesting_unchanged_files_does_nothing(client, corpus):
     assert client.index_info("docs").details["generation"] == generation
 
 
+def test_changed_chunk_settings_apply_to_unchanged_files_when_ingesting_again(client, corpus):
+    """Before, unchanged files were skipped whatever the settings: a new chunking.size reached only new
+    and edited files, silently."""
+    first = client.ingest(str(corpus), "docs")
+    client.settings.chunking.size, client.settings.chunking.overlap = 64, 16
+    smaller = client.ingest(str(corpus), "docs")
+    assert sorted(smaller.reread) == sorted(smaller.ingested) == sorted(first.ingested)
+    assert smaller.chunks_removed == 0 and client.index_info("docs").chunk_count == smaller.chunks_written
+    assert smaller.chunks_written > first.chunks_written
+    assert max(len(client.embedder.tokenizer.tokenize(c.embedding_input()))
+               for batch in client.backend.iter_chunks("docs") for c in batch) <= 64
+    again = client.ingest(str(corpus), "docs")
+    assert again.ingested == again.reread == [] and again.chunks_written == 0
+
+
+def test_an_index_from_before_recipes_opens_and_is_read_again_once(client, corpus):
+    """Its sources have no recorded recipe: they are re-read once, with today's parsers and settings."""
+    import sqlite3
+
+    first = client.ingest(str(corpus), "docs")
+    path = Path(client.index_info("docs").details["path"]) / "chunks.sqlite"
+    client.backend.close()
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE sources DROP COLUMN recipe")
+    from unirank.api import Unirank
+
+    with Unirank(client.settings) as ur:
+        ur.__dict__["embedder"] = client.embedder
+        assert ur.index_info("docs").source_count == len(first.ingested)
+        upgraded = ur.ingest(str(corpus), "docs")
+        assert sorted(upgraded.reread) == sorted(first.ingested)
+        assert ur.ingest(str(corpus), "docs").reread == []
+        assert ur.index_info("docs").chunk_count == first.chunks_written
+
+
 def test_a_changed_file_replaces_its_chunks_and_prune_removes_deleted_ones(client, corpus):
     client.ingest(str(corpus), "docs")
     before = client.index_info("docs").chunk_count

@@ -118,7 +118,7 @@ class IngestSettings(_Section):
     #: European files are written in outside UTF-8 (the web's default for them too), and the guess alone
     #: misreads them: "don't" with a typographic apostrophe as code page 852, "crème" as "crčme". Set
     #: "cp1250" for Central European files, whose letters would otherwise read as Western ones ("ő" as
-    #: "õ"). Files already ingested keep their text until they change or are ingested into a new index.
+    #: "õ"). The next ingest reads the text files already in an index again with the new setting.
     legacy_encoding: str = "cp1252"
 
     @field_validator("legacy_encoding")

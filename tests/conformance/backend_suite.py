@@ -27,7 +27,8 @@ def source(uri: str, texts: list[str], vectors: list[np.ndarray], **metadata) ->
               heading_path=("Guide", f"Part {i}"), page=i + 1, metadata=dict(metadata))
         for i, t in enumerate(texts)
     ]
-    state = SourceState(uri=uri, content_hash=uuid.uuid4().hex, size=len("".join(texts)), modified="m")
+    state = SourceState(uri=uri, content_hash=uuid.uuid4().hex, size=len("".join(texts)), modified="m",
+                        recipe=f"parser=2;size={len(texts)}")
     return IndexedSource(state=state, chunks=chunks, vectors=np.stack(vectors))
 
 
@@ -67,6 +68,7 @@ class BackendConformance:
         states = backend.source_states(filled)
         assert set(states) == {"mem://a", "mem://b", "mem://c"}
         assert states["mem://a"].chunk_count == 2
+        assert states["mem://a"].recipe == "parser=2;size=2"  # how it was cut: ingest compares it
 
     def test_bm25_finds_the_words(self, backend, filled):
         hits = backend.bm25(filled, "how often are backups snapshotted", 3)

@@ -132,6 +132,9 @@ def print_report(report: IngestReport) -> None:
     )
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    if report.reread:
+        console.print(f"  {counted(len(report.reread), 'unchanged file')} read again: ingested before with other "
+                      "chunking or encoding settings, or by an older unirank")
     for uri, reason in report.failed:
         console.print(f"  [red]failed[/red] {escape(shown_uri(uri))}: {escape(reason)}")
     unsupported = [(u, r) for u, r in report.skipped if r != "unchanged"]

@@ -17,7 +17,8 @@ from typing import Callable
 
 from unirank.errors import DuplicateDocumentError, ParseError
 from unirank.ingest.chunking import Chunker
-from unirank.ingest.parsers import SUPPORTED_EXTENSIONS, parse_document
+from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
+from unirank.ingest.parsers.common import extension_of
 from unirank.ingest.report import IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
 from unirank.models.embedder import Embedder, require_comparable_vectors
@@ -95,13 +96,23 @@ class Ingestor:
             return
         require_comparable_vectors(index, self.backend.model(index), self.embedder)
 
+    def recipe(self, uri: str) -> str:
+        """What decides a file's chunks besides its bytes: a setting changed since it was ingested must
+        apply to it when ingesting again, not only to new and edited files."""
+        parts = [f"parser={PARSER_VERSION}", f"size={self.chunker.size}", f"overlap={self.chunker.overlap}"]
+        if extension_of(uri) in TEXT_EXTENSIONS:
+            parts.append(f"encoding={self.ingest.legacy_encoding}")
+        return ";".join(parts)
+
     def _prepare(self, docs: DocumentSource, file: SourceFile, previous: SourceState | None,
                  report: IngestReport) -> _Pending | None:
         suffix = PurePosixPath(file.uri).suffix.lower()
         if suffix not in SUPPORTED_EXTENSIONS:
             report.skipped.append((file.uri, f"unsupported file type {suffix or '(none)'!r}"))
             return None
-        if previous and previous.size == file.size and previous.modified == file.modified:
+        recipe = self.recipe(file.uri)
+        current = previous is not None and previous.recipe == recipe  # else its chunks were cut another way
+        if current and previous.size == file.size and previous.modified == file.modified:  # type: ignore[union-attr]
             report.skipped.append((file.uri, "unchanged"))
             return None
         try:
@@ -111,8 +122,10 @@ class Ingestor:
             return None
         digest = hashlib.sha256(data).hexdigest()
         if previous and previous.content_hash == digest:
-            report.skipped.append((file.uri, "unchanged"))
-            return None
+            if current:
+                report.skipped.append((file.uri, "unchanged"))
+                return None
+            report.reread.append(file.uri)
         try:
             parsed = parse_document(data, file.uri, legacy_encoding=self.ingest.legacy_encoding)
             chunks = [c for doc in parsed for c in self.chunker.chunk(doc, file.uri)]
@@ -123,7 +136,7 @@ class Ingestor:
             report.failed.append((file.uri, "no text to index"))
             return None
         state = SourceState(uri=file.uri, content_hash=digest, size=file.size, modified=file.modified,
-                            chunk_count=len(chunks))
+                            chunk_count=len(chunks), recipe=recipe)
         return _Pending(state=state, chunks=chunks)
 
     def _write(self, index: str, pending: list[_Pending], report: IngestReport) -> None:

@@ -15,6 +15,8 @@ class IngestReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: (uri, reason): the file could not be read or parsed; the run went on without it.
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Unchanged files read again: ingested with other chunk or encoding settings, or older parsers.
+    reread: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     chunks_written: int = 0
     chunks_removed: int = 0
@@ -33,6 +35,7 @@ class IngestReport:
             "ingested": len(self.ingested),
             "skipped": len(self.skipped),
             "failed": len(self.failed),
+            "reread": len(self.reread),
             "pruned": len(self.pruned),
             "chunks_written": self.chunks_written,
             "chunks_removed": self.chunks_removed,

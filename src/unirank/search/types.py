@@ -55,6 +55,9 @@ class SourceState:
     size: int
     modified: str = ""
     chunk_count: int = 0
+    #: How the file was parsed and chunked (``Ingestor.recipe``): one ingested another way (other chunk
+    #: settings, another encoding setting, an older parser) is read again even when it is unchanged.
+    recipe: str = ""
 
 
 @dataclass

@@ -23,7 +23,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
     uri TEXT PRIMARY KEY, content_hash TEXT NOT NULL, size INTEGER NOT NULL,
-    modified TEXT NOT NULL, chunk_count INTEGER NOT NULL, ingested_at TEXT NOT NULL
+    modified TEXT NOT NULL, chunk_count INTEGER NOT NULL, ingested_at TEXT NOT NULL,
+    recipe TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS chunks (
     key INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -73,6 +74,14 @@ class ChunkStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Indexes made before a column existed get it, empty, so they open and are written as they are."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(sources)")}
+        if "recipe" not in columns:
+            with self.db:
+                self.db.execute("ALTER TABLE sources ADD COLUMN recipe TEXT NOT NULL DEFAULT ''")
 
     # -- metadata -------------------------------------------------------------------------------
     def init_meta(self, model: ModelSignature) -> None:
@@ -133,8 +142,8 @@ class ChunkStore:
                 s = source.state
                 self.db.execute(
                     "INSERT OR REPLACE INTO sources (uri, content_hash, size, modified, chunk_count,"
-                    " ingested_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (s.uri, s.content_hash, s.size, s.modified, len(source.chunks), stamp),
+                    " ingested_at, recipe) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (s.uri, s.content_hash, s.size, s.modified, len(source.chunks), stamp, s.recipe),
                 )
             generation = self._bump(stamp)
         return WriteOutcome(removed_keys=removed, added=added, generation=generation)
@@ -180,9 +189,9 @@ class ChunkStore:
 
     # -- reads ----------------------------------------------------------------------------------
     def source_states(self) -> dict[str, SourceState]:
-        rows = self.db.execute("SELECT uri, content_hash, size, modified, chunk_count FROM sources")
-        return {r[0]: SourceState(uri=r[0], content_hash=r[1], size=r[2], modified=r[3], chunk_count=r[4])
-                for r in rows}
+        rows = self.db.execute("SELECT uri, content_hash, size, modified, chunk_count, recipe FROM sources")
+        return {r[0]: SourceState(uri=r[0], content_hash=r[1], size=r[2], modified=r[3], chunk_count=r[4],
+                                  recipe=r[5]) for r in rows}
 
     def chunks_by_key(self, keys: Sequence[int]) -> dict[int, Chunk]:
         if not keys:
