@@ -18,7 +18,6 @@ from typing import Callable
 from unirank.errors import DuplicateDocumentError, ParseError
 from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
-from unirank.ingest.parsers.common import extension_of
 from unirank.ingest.report import IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
 from unirank.models.embedder import Embedder, require_comparable_vectors
@@ -96,11 +95,11 @@ class Ingestor:
             return
         require_comparable_vectors(index, self.backend.model(index), self.embedder)
 
-    def recipe(self, uri: str) -> str:
+    def _recipe(self, suffix: str) -> str:
         """What decides a file's chunks besides its bytes: a setting changed since it was ingested must
         apply to it when ingesting again, not only to new and edited files."""
         parts = [f"parser={PARSER_VERSION}", f"size={self.chunker.size}", f"overlap={self.chunker.overlap}"]
-        if extension_of(uri) in TEXT_EXTENSIONS:
+        if suffix in TEXT_EXTENSIONS:
             parts.append(f"encoding={self.ingest.legacy_encoding}")
         return ";".join(parts)
 
@@ -110,9 +109,9 @@ class Ingestor:
         if suffix not in SUPPORTED_EXTENSIONS:
             report.skipped.append((file.uri, f"unsupported file type {suffix or '(none)'!r}"))
             return None
-        recipe = self.recipe(file.uri)
-        current = previous is not None and previous.recipe == recipe  # else its chunks were cut another way
-        if current and previous.size == file.size and previous.modified == file.modified:  # type: ignore[union-attr]
+        recipe = self._recipe(suffix)
+        current = previous if previous and previous.recipe == recipe else None  # else cut another way
+        if current and current.size == file.size and current.modified == file.modified:
             report.skipped.append((file.uri, "unchanged"))
             return None
         try:
