@@ -52,6 +52,28 @@ def test_stale_derived_indexes_are_rebuilt_from_the_store(tmp_path):
     assert repaired["vectors"] == repaired["fulltext"] == reopened.info("docs").details["generation"]
 
 
+def test_a_full_text_index_holding_deleted_chunks_is_rebuilt_on_open(tmp_path):
+    """Indexes written before deletes reached tantivy kept every replaced chunk there: a better-matching
+    old text took BM25's places and was then dropped, so a search could come back empty."""
+    from unirank.search.embedded.fulltext import FullTextIndex
+    from unirank.search.types import Chunk
+
+    b = EmbeddedBackend(tmp_path / "ix")
+    b.create_index("docs", MODEL)
+    b.index("docs", [source("mem://a", ["Wombats are marsupials."], [unit(1, 0)])])
+    b.flush("docs")
+    b.close()
+    fulltext = FullTextIndex(tmp_path / "ix" / "docs" / "v1" / "fulltext")  # what the old deletes left
+    old = Chunk(id="mem://a#0", doc_id="mem://a", source_uri="mem://a", ordinal=0, title="",
+                text="Wombats wombats wombats dig burrows.")
+    fulltext.apply([], [(999, old, [])])
+    fulltext.commit()
+
+    reopened = EmbeddedBackend(tmp_path / "ix")
+    assert [h.chunk.text for h in reopened.bm25("docs", "wombats", 1)] == ["Wombats are marsupials."]
+    reopened.close()
+
+
 def test_filtered_knn_is_exact_on_small_filter_sets(tmp_path):
     b = EmbeddedBackend(tmp_path / "ix")
     b.create_index("docs", MODEL)

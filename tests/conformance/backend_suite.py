@@ -115,6 +115,8 @@ class BackendConformance:
         assert backend.info(filled).chunk_count == 3
         assert backend.bm25(filled, "ninety", 5) == []
         assert [h.chunk.text for h in backend.knn(filled, unit(1, 0), 1)] == ["Keys now rotate monthly."]
+        # The old chunk, a better BM25 match, must be gone, not only hidden: it would take the one place.
+        assert [h.chunk.text for h in backend.bm25(filled, "rotate API keys", 1)] == ["Keys now rotate monthly."]
 
     def test_delete_sources(self, backend, filled):
         removed = backend.delete(filled, ["mem://a"])
@@ -122,6 +124,7 @@ class BackendConformance:
         assert removed == 2
         assert backend.info(filled).chunk_count == 2
         assert all(h.chunk.source_uri != "mem://a" for h in backend.knn(filled, unit(1, 0), 10))
+        assert [h.chunk.source_uri for h in backend.bm25(filled, "rotate keys rate limits backups", 1)] == ["mem://b"]
         assert "mem://a" not in backend.source_states(filled)
 
     @pytest.mark.parametrize("name", ["", " ", "a b", "x@1", "../up", "a/b", ".hidden", "-flag", "é"])

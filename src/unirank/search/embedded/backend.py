@@ -233,14 +233,16 @@ class EmbeddedBackend:
         return handle
 
     def _repair(self, index: str, handle: _Handle) -> None:
-        """Rebuild a derived index that is behind the store (the last run was killed)."""
+        """Rebuild a derived index that is behind the store (the last run was killed) or holds another
+        number of chunks (indexes written before replaced chunks were deleted from the full-text index)."""
         generation = handle.store.generation()
         derived = handle.read_derived()
-        if derived.get("fulltext") == generation and derived.get("vectors") == generation:
+        chunks, _ = handle.store.counts()
+        rebuild_fulltext = derived.get("fulltext") != generation or handle.fulltext.num_docs() != chunks
+        rebuild_vectors = derived.get("vectors") != generation or len(handle.vectors) != chunks
+        if not (rebuild_fulltext or rebuild_vectors):
             return
-        log.warning("index %s: derived indexes are behind the store (crash?); rebuilding", index)
-        rebuild_fulltext = derived.get("fulltext") != generation
-        rebuild_vectors = derived.get("vectors") != generation
+        log.warning("index %s: derived indexes disagree with the store (a crash?); rebuilding", index)
         if rebuild_fulltext:
             handle.fulltext.clear()
         if rebuild_vectors:

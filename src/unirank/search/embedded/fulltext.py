@@ -55,8 +55,10 @@ class FullTextIndex:
 
     def apply(self, removed_keys: Sequence[int], added: Iterable[tuple[int, Chunk, list[str]]]) -> None:
         writer = self.writer
-        for key in removed_keys:
-            writer.delete_documents_by_term("key", key)
+        if removed_keys:
+            # Not delete_documents_by_term("key", k): tantivy-py makes that term a signed one, which
+            # matches nothing in this unsigned field, so replaced chunks stayed searchable.
+            writer.delete_documents_by_query(tantivy.Query.term_set_query(self.schema, "key", list(removed_keys)))
         for key, chunk, terms in added:
             doc = tantivy.Document(body=[chunk.embedding_input()], filters=terms)
             doc.add_unsigned("key", key)
