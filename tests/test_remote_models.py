@@ -417,6 +417,23 @@ def test_a_dead_rerank_endpoint_degrades_fast(indexes, client_settings):
     assert 600 <= results.timings_ms["rerank"] < 2000
 
 
+def test_the_chat_answers_when_the_rerank_endpoint_is_down(indexes, client_settings, base_embedder):
+    """Before, search degraded but the offline answerer then scored sentences with the dead reranker: the
+    answer began ("From the documents:") and failed."""
+    from unirank.chat.service import ChatService
+
+    local, _ = indexes
+    registry = ModelRegistry(client_settings.models_dir)
+    ref = registry.register("r-down", "reranker",
+                            record={"endpoint": f"http://127.0.0.1:{free_port()}", "api": "tei"}).ref
+    registry.close()
+    with Unirank(_with(client_settings, reranker__model=ref)) as ur:
+        ur.__dict__["embedder"] = base_embedder
+        answer = ChatService(ur).ask("How often are backups taken?", "local")
+    assert answer.answer.startswith("From the documents:") and answer.citations
+    assert answer.citations[0].title == "Backup and restore policy"
+
+
 # -- token rotation and retries ------------------------------------------------------------------
 def test_tokens(tmp_path, monkeypatch):
     token_file = tmp_path / "token"

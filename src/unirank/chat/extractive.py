@@ -6,11 +6,14 @@ and cited, and it says that it quotes. Text in documents is only ever quoted, ne
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+import logging
+from typing import Callable, Iterator, Sequence
 
 from unirank.chat.sentences import MIN_SENTENCE_CHARS, sentence_spans, squash
 from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage
 from unirank.models.reranker import Reranker
+
+log = logging.getLogger(__name__)
 
 PREFIX = "From the documents:"
 
@@ -18,11 +21,14 @@ PREFIX = "From the documents:"
 class ExtractiveAnswerer:
     name = "extractive"
 
-    def __init__(self, scorer: Reranker, *, max_sentences: int = 3, margin: float = 0.1) -> None:
+    def __init__(self, scorer: Reranker, *, max_sentences: int = 3, margin: float = 0.1,
+                 fallback: Callable[[], Reranker] | None = None) -> None:
         """``scorer`` rates (question, text) pairs: cosines, or a cross-encoder's probabilities (both
         about 0-1, so one ``margin`` fits both). A sentence is quoted when its relevance is within
-        ``margin`` of the best sentence's."""
+        ``margin`` of the best sentence's. ``fallback`` gives the scorer to use when ``scorer`` fails
+        (a remote reranker that is down): the answer has already begun streaming."""
         self.scorer = scorer
+        self.fallback = fallback
         self.max_sentences = max_sentences
         self.margin = margin
 
@@ -62,13 +68,24 @@ class ExtractiveAnswerer:
                     candidates.append((passage, start, end))
         if not candidates:
             return []
-        raw = self.scorer.score(question, [_with_context(p, p.chunk.text[s:e]) for p, s, e in candidates])
+        raw = self._score(question, [_with_context(p, p.chunk.text[s:e]) for p, s, e in candidates])
         scores = [(r + p.score) / 2 for r, (p, _, _) in zip(raw, candidates)]
         ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])
         best = ranked[0][1]
         chosen = [item for item in ranked[:self.max_sentences] if item[1] >= best - self.margin]
         chosen.sort(key=lambda item: (item[0][0].n, item[0][1]))
         return [(p, s, e, float(score)) for (p, s, e), score in chosen]
+
+
+    def _score(self, question: str, texts: list[str]) -> list[float]:
+        try:
+            return list(self.scorer.score(question, texts))
+        except Exception as exc:  # as search does when reranking fails: degrade, do not fail
+            if self.fallback is None:
+                raise
+            log.warning("the reranker failed (%s: %s); choosing sentences by the embedder's cosine",
+                        type(exc).__name__, exc)
+            return list(self.fallback().score(question, texts))
 
 
 def _with_context(passage: Passage, sentence: str) -> str:

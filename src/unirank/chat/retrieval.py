@@ -50,8 +50,12 @@ class Retriever:
         """The configured reranker; with ``reranker.model = none``, the embedder's cosine, since
         the chat needs some relevance score to know when the documents do not cover a question."""
         reranker = self.ur.reranker
-        if reranker is not None:
-            return reranker
+        return reranker if reranker is not None else self.cosine
+
+    @cached_property
+    def cosine(self) -> Reranker:
+        """The embedder's cosine: the relevance score without a reranker, and the answerer's when a
+        remote reranker fails (search then answers un-reranked; the answer must not fail after it began)."""
         return BiEncoderReranker(self.ur.embedder, name=f"{self.ur.embedder.signature}-cosine")
 
     @cached_property

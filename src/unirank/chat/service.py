@@ -37,7 +37,8 @@ def make_answerer(ur: Unirank, retriever: Retriever) -> Answerer:
         from unirank.chat.llm import OpenAIAnswerer
 
         return OpenAIAnswerer(settings)
-    return ExtractiveAnswerer(retriever.scorer, max_sentences=settings.max_sentences)
+    return ExtractiveAnswerer(retriever.scorer, max_sentences=settings.max_sentences,
+                             fallback=lambda: retriever.cosine)
 
 
 class ChatService:
