@@ -66,6 +66,32 @@ def test_ingest_search_and_index_commands(run):
     assert json.loads(run("index", "list", "--json").stdout) == []
 
 
+def test_a_renamed_folder_is_removed_by_its_old_path_and_an_empty_one_never_prunes_all(run, tmp_path):
+    """Before: `ingest EMPTY --prune` emptied the index silently (an unmounted share looks empty), and a
+    renamed folder's old documents could not be removed, since `ingest OLD --prune` needs OLD to exist."""
+    old, new = tmp_path / "handbook", tmp_path / "handbook-2026"
+    old.mkdir()
+    (old / "wombats.txt").write_text("Wombats dig burrows.\n")
+    (old / "koalas.txt").write_text("Koalas sleep most of the day.\n")
+    run("ingest", str(old), "--index", "zoo")
+    old.rename(new)
+    run("ingest", str(new), "--index", "zoo")
+    assert json.loads(run("index", "info", "zoo", "--json").stdout)["source_count"] == 4  # twice over
+
+    removed = run("index", "remove", "zoo", str(old), "--yes").stdout
+    assert "Removed 2 sources (2 chunks) from index 'zoo'." in removed
+    hits = json.loads(run("search", "wombats", "--index", "zoo", "--mode", "bm25", "--json").stdout)["hits"]
+    assert [h["source_uri"] for h in hits] == [(new / "wombats.txt").as_uri()]
+    again = run("index", "remove", "zoo", str(old), "--yes", ok=False)
+    assert again.returncode == 2 and "holds no documents from" in again.stderr
+
+    for f in new.iterdir():
+        f.unlink()
+    refused = run("ingest", str(new), "--index", "zoo", "--prune", ok=False)
+    assert refused.returncode == 2 and "--prune would remove all 2 ingested from it" in " ".join(refused.stderr.split())
+    assert json.loads(run("index", "info", "zoo", "--json").stdout)["source_count"] == 2
+
+
 def test_brackets_in_documents_and_paths_are_printed_as_written(run, tmp_path):
     """Rich reads "[bold]" or "[the guide]" as markup; text from documents and paths must not be."""
     docs = tmp_path / "docs [draft]"

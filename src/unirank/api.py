@@ -112,6 +112,20 @@ class Unirank:
             progress(f"re-embedding {index} with {embedder.signature}")
         return self.backend.rebuild(index, reembedded_sources(self.backend, index, embedder), embedder.signature)
 
+    def sources_under(self, index: str, source: str) -> list[str]:
+        """The ingested sources at or under ``source`` (a folder, file or object-storage prefix), which
+        need not exist any more: a renamed folder's old documents are found by their old path."""
+        from unirank.ingest.sources import DocumentSource
+
+        docs = DocumentSource(source, self.settings.storage)
+        return sorted(uri for uri in self.backend.source_states(index) if docs.contains(uri))
+
+    def remove_sources(self, index: str, uris: list[str]) -> int:
+        """Remove these sources' chunks from ``index``; returns how many chunks went."""
+        removed = self.backend.delete(index, uris)
+        self.backend.flush(index)
+        return removed
+
     def delete_index(self, index: str) -> None:
         self.backend.delete_index(index)
 

@@ -16,7 +16,7 @@ from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filter
 from unirank.cli.serve import serve_app
 from unirank.cli.output import (console, counted, errors, fail, print_index, print_indexes, print_json, print_report,
                                 print_results, print_stage)
-from unirank.errors import UnirankError
+from unirank.errors import SourceError, UnirankError
 from unirank.ingest.uris import file_name
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
@@ -177,6 +177,29 @@ def index_delete(
     except UnirankError as exc:
         fail(exc)
     console.print(f"Deleted index {name!r}.")
+
+
+@index_app.command("remove")
+def index_remove(
+    name: Annotated[str, typer.Argument(help="The index.")],
+    source: Annotated[str, typer.Argument(help="A folder, file or s3:// / oss:// prefix that was ingested; it "
+                                               "need not exist any more (a renamed or deleted folder).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove the documents ingested from SOURCE (everything at or under it) from an index."""
+    ur = client()
+    try:
+        ur.index_info(name)
+        uris = ur.sources_under(name, source)
+        if not uris:
+            raise SourceError(f"Index {name!r} holds no documents from {source}: `unirank index info {name}` "
+                              "counts its sources, and a search's results show where each came from.")
+        if not yes and not typer.confirm(f"Remove {counted(len(uris), 'source')} from index {name!r}?"):
+            raise typer.Exit(1)
+        chunks = ur.remove_sources(name, uris)
+    except UnirankError as exc:
+        fail(exc)
+    console.print(f"Removed {counted(len(uris), 'source')} ({counted(chunks, 'chunk')}) from index {name!r}.")
 
 
 @config_app.command("show")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Callable
 
-from unirank.errors import DuplicateDocumentError, ParseError
+from unirank.errors import DuplicateDocumentError, ParseError, SourceError
 from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
 from unirank.ingest.report import IngestReport
@@ -62,6 +62,8 @@ class Ingestor:
         report = IngestReport(source=source, index=index, warnings=list(self.chunker_warnings))
         docs = DocumentSource(source, self.storage)
         files = docs.list()  # a missing folder or bad credentials fail here, before any write
+        if prune and not files:
+            self._refuse_emptying(docs, index)
         self._ensure_index(index)
         states = self.backend.source_states(index)
         report.files_seen = len(files)
@@ -87,6 +89,18 @@ class Ingestor:
         self.backend.flush(index)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _refuse_emptying(self, docs: DocumentSource, index: str) -> None:
+        """An unmounted share or a mistyped empty folder lists nothing: pruning against it would remove
+        every document ingested from there."""
+        if not self.backend.exists(index):
+            return
+        doomed = [uri for uri in self.backend.source_states(index) if docs.contains(uri)]
+        if doomed:
+            raise SourceError(
+                f"{docs.shown} holds no documents, so --prune would remove all {len(doomed)} ingested from it. "
+                "Check the path (an unmounted share looks empty); to remove them on purpose, "
+                f"`unirank index remove {index} {docs.shown}`.")
 
     def _ensure_index(self, index: str) -> None:
         signature = self.embedder.signature
