@@ -98,7 +98,9 @@ def test_brackets_in_documents_and_paths_are_printed_as_written(run, tmp_path):
     docs.mkdir()
     (docs / "[bold]notes.txt").write_text("Read [the guide] before you file [bold]expenses[/bold].\n", encoding="utf-8")
     (docs / "[broken].pdf").write_bytes(b"not a pdf")
-    report = run("ingest", str(docs), "--index", "notes").stdout
+    failed = run("ingest", str(docs), "--index", "notes", ok=False)
+    assert failed.returncode == 1  # a file failed: scripts notice, and the others are in the index
+    report = failed.stdout
     assert f"notes ← {docs}: 2 files seen, 1 ingested" in report
     again = run("ingest", str(docs / "[bold]notes.txt"), "--index", "notes").stdout  # unchanged
     assert f"notes ← {docs / '[bold]notes.txt'}: 1 file seen, 0 ingested, 1 skipped, 0 failed; 0 chunks" in again

@@ -58,7 +58,11 @@ def ingest(
              "model, else base); later searches of the index use it with no setting.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Parse, chunk, embed and index documents; unchanged files are skipped."""
+    """Parse, chunk, embed and index documents; unchanged files are skipped.
+
+    Exits 0 when every file was read, 1 when some failed (the others are in the index; the report says
+    why each failed), and 2 when nothing was done (a bad source, index name or setting).
+    """
     ur = client(embedder_model=model)
     try:
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -78,6 +82,8 @@ def ingest(
         print_json(report.to_dict())
     else:
         print_report(report)
+    if report.failed:  # scripts and CI notice; the run itself went on past each bad file
+        raise typer.Exit(1)
 
 
 @app.command()
