@@ -39,7 +39,7 @@ def isolated_settings(data_dir: Path, **overrides):
         del os.environ[key]
     if dropped:
         print(f"note: ignoring environment variables {', '.join(sorted(dropped))} so defaults are measured")
-    os.environ["UNIRANK_CONFIG"] = str(data_dir / "absent-unirank.toml")
+    os.environ["UNIRANK_CONFIG"] = os.devnull
     from unirank.settings import Settings
 
     return Settings(data_dir=data_dir, **overrides)

@@ -155,7 +155,7 @@ def build_corpus(tmp: Path, embedder, hostile: bool = True):
         for key in list(os.environ):
             if key.startswith("UNIRANK_"):
                 mp.delenv(key)
-        mp.setenv("UNIRANK_CONFIG", str(tmp / "absent.toml"))
+        mp.setenv("UNIRANK_CONFIG", os.devnull)
         settings = Settings(data_dir=tmp / "data")
     ur = Unirank(settings)
     ur.__dict__["embedder"] = embedder

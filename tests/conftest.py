@@ -29,7 +29,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for key in list(os.environ):
         if key.startswith("UNIRANK_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("UNIRANK_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("UNIRANK_CONFIG", os.devnull)
     return Settings(data_dir=tmp_path / "data")
 
 
@@ -43,7 +43,7 @@ def module_settings(tmp_path_factory):
             if key.startswith("UNIRANK_"):
                 mp.delenv(key)
         root = tmp_path_factory.mktemp("module")
-        mp.setenv("UNIRANK_CONFIG", str(root / "absent.toml"))
+        mp.setenv("UNIRANK_CONFIG", os.devnull)
         yield Settings(data_dir=root / "data")
 
 

@@ -23,7 +23,7 @@ def isolated_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The caller's environment without its UNIRANK_* settings, pointed at ``data_dir``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
     env.update({"HF_HUB_OFFLINE": "1", "UNIRANK_DATA_DIR": str(data_dir),
-                "UNIRANK_CONFIG": str(data_dir / "absent.toml"), **extra})
+                "UNIRANK_CONFIG": os.devnull, **extra})
     return env
 
 

@@ -186,6 +186,10 @@ def test_config_show_merges_toml_and_environment(run, tmp_path):
     assert before["embedder"]["model"] is None and "# model (unset)" in shown.split("[embedder]")[1].split("[")[0]
     (tmp_path / "unirank.toml").write_text(shown)  # what it prints is a unirank.toml that loads as the same
     assert json.loads(run("config", "show", "--json").stdout) == before and before["chat"]["min_score"] == 0.4
+    secrets = {"UNIRANK_SERVING__API_KEYS": '["k-live-abc"]', "UNIRANK_STORAGE__SECRET_ACCESS_KEY": "s3-secret"}
+    for flags in ((), ("--json",)):
+        shown = run("config", "show", *flags, extra_env=secrets).stdout
+        assert "k-live-abc" not in shown and "s3-secret" not in shown and "***" in shown
 
 
 def test_invalid_settings_are_reported(run, tmp_path):

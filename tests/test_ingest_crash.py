@@ -34,7 +34,7 @@ def test_kill_mid_ingest_then_rerun(tmp_path, settings, client):
     docs = tmp_path / "docs"
     _write_corpus(docs, 120)
     env = {**os.environ, "UNIRANK_DATA_DIR": str(settings.data_dir), "UNIRANK_INGEST__BATCH_CHUNKS": "4",
-           "HF_HUB_OFFLINE": "1", "UNIRANK_CONFIG": str(tmp_path / "absent.toml")}
+           "HF_HUB_OFFLINE": "1", "UNIRANK_CONFIG": os.devnull}
     proc = subprocess.Popen([sys.executable, "-m", "unirank.cli.main", "ingest", str(docs), "--index", "notes"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     db = settings.indexes_dir / "notes" / "v1" / "chunks.sqlite"

@@ -41,7 +41,7 @@ def index(tmp_path_factory, base_embedder):
     with pytest.MonkeyPatch.context() as mp:
         for key in [k for k in os.environ if k.startswith("UNIRANK_")]:
             mp.delenv(key)
-        mp.setenv("UNIRANK_CONFIG", str(tmp / "absent.toml"))
+        mp.setenv("UNIRANK_CONFIG", os.devnull)
         settings = Settings(data_dir=tmp / "data")
     ur = Unirank(settings)
     ur.__dict__["embedder"] = base_embedder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -15,6 +16,7 @@ def config(tmp_path, monkeypatch):
     for name in [k for k in os.environ if k.startswith("UNIRANK_")]:
         monkeypatch.delenv(name)
     path = tmp_path / "unirank.toml"
+    path.write_text("")
     monkeypatch.setenv("UNIRANK_CONFIG", str(path))
     return path
 
@@ -44,6 +46,24 @@ def test_a_misspelt_variable_is_a_configuration_error(config, monkeypatch):
     monkeypatch.delenv("UNIRANK_SERACH__RRF_K")
     monkeypatch.setenv("UNIRANK_TEST_TOKEN", "t")  # no "__": a tool's own variable, not a setting
     assert Settings.load().search.rrf_k == 60
+
+
+def test_errors_say_where_the_settings_came_from(config, monkeypatch):
+    """The header named UNIRANK_SEARCH__TOP_K as an example even when no variable was set: it read as
+    if one were."""
+    config.write_text("[search]\ntop_k = 0\n")
+    with pytest.raises(unirank.ConfigurationError, match=rf"^Invalid settings \(read from {re.escape(str(config))}\):"):
+        Settings.load()
+    monkeypatch.setenv("UNIRANK_RERANKER__TOP_K", "99")
+    with pytest.raises(unirank.ConfigurationError,
+                       match=rf"^Invalid settings \(read from {re.escape(str(config))}, UNIRANK_RERANKER__TOP_K\):"):
+        Settings.load()
+
+
+def test_a_config_file_that_does_not_exist_is_an_error_not_the_defaults(config, monkeypatch):
+    monkeypatch.setenv("UNIRANK_CONFIG", str(config.with_name("unirnak.toml")))
+    with pytest.raises(unirank.ConfigurationError, match=r"UNIRANK_CONFIG names .*unirnak\.toml, which does not exist"):
+        Settings.load()
 
 
 def test_good_settings_load_from_the_file_and_the_environment(config, monkeypatch):

@@ -297,7 +297,7 @@ with Unirank(Settings(data_dir={str(tmp_path / 'data')!r})) as ur:
     TrainJob(ur.settings, ur.backend, ur.embedder, req, stage=lambda m: print(m, flush=True)).run()
 print("FINISHED", flush=True)
 """)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "UNIRANK_CONFIG": str(tmp_path / "none.toml")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "UNIRANK_CONFIG": os.devnull}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     runs = tmp_path / "data" / "runs"
     import time

@@ -300,6 +300,10 @@ class Settings(BaseSettings):
     def load(cls) -> "Settings":
         """The settings from ``unirank.toml`` and ``UNIRANK_*``, or a ConfigurationError that says which
         key is wrong and how (pydantic's own message names neither the file nor the variable)."""
+        named = os.environ.get("UNIRANK_CONFIG")
+        if named and not Path(named).exists():  # a typo in the path would silently give the defaults
+            raise ConfigurationError(f"UNIRANK_CONFIG names {named}, which does not exist: fix the path, or unset "
+                                     "UNIRANK_CONFIG to read ./unirank.toml (when there is one).")
         unknown = _unknown_env_sections()
         if unknown:
             raise ConfigurationError(f"Invalid settings ({_sources()}):\n" + "\n".join(f"  - {u}" for u in unknown))
@@ -328,14 +332,16 @@ class Settings(BaseSettings):
 
 
 def config_path() -> Path:
-    return Path(os.environ.get("UNIRANK_CONFIG", "unirank.toml"))
+    return Path(os.environ.get("UNIRANK_CONFIG") or "unirank.toml")
 
 
 def _sources() -> str:
-    example = "UNIRANK_SEARCH__TOP_K sets [search] top_k"
-    if config_path().exists():
-        return f"read from {config_path()} and the UNIRANK_* variables; {example}"
-    return f"read from the UNIRANK_* variables ({example}); there is no {config_path()}"
+    """Where the settings came from, for an error's first line: the file and the variables set."""
+    variables = sorted(k for k in os.environ if k.startswith("UNIRANK_") and ("__" in k or k == "UNIRANK_DATA_DIR"))
+    places = ([str(config_path())] if config_path().is_file() else []) + variables
+    if not places:
+        return f"no {config_path()} and no UNIRANK_* variables"
+    return "read from " + ", ".join(places)
 
 
 def _describe_error(error: dict) -> str:

@@ -215,6 +215,7 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print the 
     data = settings.model_dump(mode="json")
     if data["storage"].get("secret_access_key"):
         data["storage"]["secret_access_key"] = "***"
+    data["serving"]["api_keys"] = ["***" for _ in data["serving"]["api_keys"]]  # a pasted output leaks none
     if as_json:
         print_json(data)
         return
