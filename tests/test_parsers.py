@@ -293,7 +293,7 @@ def test_markdown_front_matter_headings_and_code(tmp_path):
     (tmp_path / "api-keys.md").write_text(MARKDOWN)
     doc = only(tmp_path / "api-keys.md")
     assert doc.title == "API keys and rotation"
-    assert doc.metadata == {"team": "platform"}  # title is the title; the list is skipped
+    assert doc.metadata == {"team": "platform", "tags": ["security"]}  # title is the title; a list is kept
     paths = {s.heading_path: s.text for s in doc.sections}
     assert paths[("API keys",)] == "Every service authenticates with an API key sent as a bearer token."
     rotating = paths[("API keys", "Rotating a key")]
@@ -303,6 +303,18 @@ def test_markdown_front_matter_headings_and_code(tmp_path):
     assert "admin | everything" in rotating
     assert paths[("Appendix",)] == "See also the security guide."
     assert "---" not in " ".join(paths.values()) and "team:" not in " ".join(paths.values())
+
+
+def test_markdown_front_matter_is_yaml(tmp_path):
+    """It was read line by line: `tags: [alpha, beta]` became the text "[alpha, beta]", which no
+    --filter tags=alpha could match."""
+    (tmp_path / "runbook.md").write_text("---\ntags: [alpha, beta]\nreviewed: 2024-05-01\nversion: 2\n"
+                                         "draft: false\nowner:\n  name: Ana\n---\n# Runbook\n\nSteps.\n")
+    assert only(tmp_path / "runbook.md").metadata == {"tags": ["alpha", "beta"], "reviewed": "2024-05-01",
+                                                       "version": 2, "draft": False}  # a nested map is left out
+    (tmp_path / "broken.md").write_text("---\ntags: [alpha\n---\nThe body stays.\n")
+    doc = only(tmp_path / "broken.md")
+    assert doc.metadata == {} and doc.sections[0].text == "The body stays."
 
 
 def test_markdown_title_falls_back_to_h1_then_stem(tmp_path):
@@ -386,7 +398,7 @@ def test_utf8_with_bom_is_read(tmp_path):
 # -- JSONL ---------------------------------------------------------------------------------------
 
 
-def test_jsonl_records_become_documents_with_scalar_metadata(tmp_path):
+def test_jsonl_records_become_documents_with_scalar_and_list_metadata(tmp_path):
     records = [
         {"_id": "faq-1", "title": "Export", "text": "Admins can export data.", "category": "data",
          "votes": 12, "score": 0.5, "public": True, "nested": {"skip": 1}, "tags": ["x"]},
@@ -397,7 +409,7 @@ def test_jsonl_records_become_documents_with_scalar_metadata(tmp_path):
     docs = parse(tmp_path / "faq.jsonl")
     assert [d.doc_id for d in docs] == ["faq-1", "2"]
     assert docs[0].title == "Export" and docs[0].sections[0].text == "Admins can export data."
-    assert docs[0].metadata == {"category": "data", "votes": 12, "score": 0.5, "public": True}
+    assert docs[0].metadata == {"category": "data", "votes": 12, "score": 0.5, "public": True, "tags": ["x"]}
     assert docs[1].title == "faq" and docs[1].metadata == {}
 
 

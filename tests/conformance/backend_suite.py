@@ -102,6 +102,16 @@ class BackendConformance:
         assert backend.knn(filled, unit(1, 0), 10, {"public": "true"})[0].chunk.source_uri == "mem://c"
         assert backend.bm25(filled, "backups", 10, {"team": "nobody"}) == []
 
+    def test_a_list_of_values_matches_a_filter_on_any_of_them(self, backend, filled):
+        backend.index(filled, [source("mem://d", ["Tagged runbook for backups."], [unit(0, 1)],
+                                      tags=["security", "backups"])])
+        backend.flush(filled)
+        for tag in ("security", "backups"):
+            assert [h.chunk.source_uri for h in backend.bm25(filled, "backups", 10, {"tags": tag})] == ["mem://d"]
+            assert [h.chunk.source_uri for h in backend.knn(filled, unit(0, 1), 10, {"tags": tag})] == ["mem://d"]
+        assert backend.bm25(filled, "backups", 10, {"tags": "security,backups"}) == []
+        assert backend.knn(filled, unit(0, 1), 1)[0].chunk.metadata == {"tags": ["security", "backups"]}
+
     def test_hits_round_trip_chunk_fields(self, backend, filled):
         chunk = backend.knn(filled, unit(0, 0, 1), 1)[0].chunk
         assert chunk.id == "mem://c#0" and chunk.doc_id == "mem://c"

@@ -7,7 +7,10 @@ from typing import Literal
 
 import numpy as np
 
-MetadataValue = str | int | float | bool
+MetadataScalar = str | int | float | bool
+#: A list (front matter's ``tags: [a, b]``) matches a filter on any of its items, as a keyword array
+#: does in Elasticsearch.
+MetadataValue = MetadataScalar | list[MetadataScalar]
 Metadata = dict[str, MetadataValue]
 SearchMode = Literal["bm25", "knn", "hybrid"]
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import codecs
 import re
+from datetime import date, time
 from pathlib import PurePosixPath
 
 from unirank.errors import ParseError
 from unirank.ingest.documents import Section
 from unirank.ingest.uris import file_name
+from unirank.search.types import MetadataValue
 
 BINARY = "binary content, not text"
 #: charset-normalizer's own cut-off for a decoding that reads as text.
@@ -80,6 +82,20 @@ def _legacy_text(data: bytes, legacy_encoding: str) -> str:
     if best is None:
         raise ParseError(BINARY) from None
     return str(best)
+
+
+def metadata_value(value: object) -> MetadataValue | None:
+    """A field kept as metadata: a scalar, or a list of scalars (tags); dates as ISO text. Anything
+    else (nested objects, nulls) is left out: it could not be filtered on."""
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, list):
+        items = [metadata_value(item) for item in value if item is not None]
+        if items and all(isinstance(item, (str, int, float, bool)) for item in items):
+            return items  # type: ignore[return-value]
+    return None
 
 
 def normalize_whitespace(text: str) -> str:

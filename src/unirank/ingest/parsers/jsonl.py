@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from unirank.errors import ParseError
 from unirank.ingest.documents import ParsedDocument, Section
-from unirank.ingest.parsers.common import decode_text
+from unirank.ingest.parsers.common import decode_text, metadata_value
 from unirank.jsonl import parse_object_line
 from unirank.search.types import Metadata
 
@@ -44,11 +44,8 @@ def _record(line: str, number: int) -> ParsedDocument:
         raise ParseError(f"line {number}: field text must be a string, got {type(text).__name__}")
     title = record.get("title")
     title = title if isinstance(title, str) else ""
-    metadata: Metadata = {
-        key: value
-        for key, value in record.items()
-        if key not in _RESERVED and isinstance(value, (str, int, float, bool))
-    }
+    kept = {key: metadata_value(value) for key, value in record.items() if key not in _RESERVED}
+    metadata: Metadata = {key: value for key, value in kept.items() if value is not None}
     # Some BEIR records carry only a title; index the title rather than drop the record.
     body = text if text.strip() else title
     return ParsedDocument(doc_id=doc_id, title=title, sections=[Section(body)], metadata=metadata)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from unirank.ingest.documents import ParsedDocument
-from unirank.ingest.parsers.common import SectionBuilder, collapse, decode_text, stem_from_uri
+from unirank.ingest.parsers.common import SectionBuilder, collapse, decode_text, metadata_value, stem_from_uri
 from unirank.search.types import Metadata
 
 _FENCES = ("---", "...")
@@ -27,10 +27,11 @@ class MarkdownParser:
 
 
 def split_front_matter(text: str) -> tuple[Metadata, str]:
-    """A `---` block at the very top: simple `key: value` lines become string metadata.
+    """A `---` block at the very top, read as YAML (PyYAML's safe loader): scalars and lists of scalars
+    (``tags: [a, b]``) become metadata; nested maps are left out. A block that is not valid YAML is
+    still taken off the text, with no metadata: the document matters more than its header."""
+    import yaml
 
-    Deliberately not a YAML parser: nested values and lists are skipped, not guessed at.
-    """
     lines = text.lstrip("\ufeff").split("\n")
     if not lines or lines[0].strip() != "---":
         return {}, text
@@ -39,15 +40,15 @@ def split_front_matter(text: str) -> tuple[Metadata, str]:
             break
     else:
         return {}, text  # no closing fence: a thematic break, not front matter
+    try:
+        header = yaml.safe_load("\n".join(lines[1:end]))
+    except yaml.YAMLError:
+        header = None
     metadata: Metadata = {}
-    for line in lines[1:end]:
-        if line[:1] in (" ", "\t", "-", "#") or ":" not in line:
-            continue
-        key, value = (part.strip() for part in line.split(":", 1))
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        if key and value:
-            metadata[key] = value
+    for key, value in (header.items() if isinstance(header, dict) else ()):
+        kept = metadata_value(value)
+        if isinstance(key, str) and key.strip() and kept not in (None, "", []):
+            metadata[key.strip()] = kept  # type: ignore[assignment]
     return metadata, "\n".join(lines[end + 1 :])
 
 

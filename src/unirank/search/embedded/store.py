@@ -44,7 +44,7 @@ _CHUNK_COLUMNS = "key, id, doc_id, source_uri, ordinal, text, title, heading_pat
 def filter_terms(chunk: Chunk) -> list[str]:
     """The ``key=value`` terms a chunk can be filtered by: its metadata plus doc_id and source_uri."""
     pairs: dict[str, object] = {**chunk.metadata, "doc_id": chunk.doc_id, "source_uri": chunk.source_uri}
-    return [f"{k}={_term_value(v)}" for k, v in pairs.items()]
+    return [f"{k}={_term_value(item)}" for k, v in pairs.items() for item in (v if isinstance(v, list) else [v])]
 
 
 def _term_value(value: object) -> str:
