@@ -146,7 +146,10 @@ def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: http
     assert set(models) == {"base", "swap-embed@prod", "tiny-rerank@prod"}
     assert models["base"]["dims"] == 384 and models["tiny-rerank@prod"]["role"] == "reranker"
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "ready": True, "detail": None}
-    assert httpx.get(f"{server.url}/ready").status_code == 200
+    ready = httpx.get(f"{server.url}/ready")
+    assert ready.status_code == 200 and ready.json()["detail"] == (  # was "base@base, swap-embed@prod@2, …"
+        f"base, swap-embed@prod (version {models['swap-embed@prod']['version']}), "
+        f"tiny-rerank@prod (version {models['tiny-rerank@prod']['version']})")
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'unirank_requests_total{endpoint="/v1/models",status="200"}' in metrics
     assert "unirank_request_latency_seconds_bucket" in metrics and "unirank_queue_depth" in metrics

@@ -343,7 +343,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         if not state.ready.is_set():
             body = Health(status="error" if state.load_error else "loading", ready=False, detail=state.load_error)
             return JSONResponse(body.model_dump(), 503)
-        return Health(status="ok", ready=True, detail=", ".join(f"{m.id}@{m.version}" for m in state.catalog.models()))
+        return Health(status="ok", ready=True, detail=", ".join(m.label for m in state.catalog.models()))
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}})

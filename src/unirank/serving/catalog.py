@@ -46,6 +46,12 @@ class ServedModel:
     def is_cross_encoder(self) -> bool:
         return self.embedder is None
 
+    @property
+    def label(self) -> str:
+        """The id, with the version an alias stands for: ``hb-embed@prod (version 3)``; ``base``."""
+        exact = self.id == self.version or self.id.endswith(f"@{self.version}")
+        return self.id if exact else f"{self.id} (version {self.version})"
+
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "object": "model", "created": self.created, "owned_by": "unirank", "role": self.role,
                 "version": self.version, "dims": self.dims, "max_seq_length": self.max_seq_length}
