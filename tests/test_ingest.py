@@ -12,6 +12,8 @@ import pytest
 from unirank.errors import DimensionMismatchError, EmbedderMismatchError, SourceError
 from unirank.search.types import ModelSignature
 
+from conftest import register_base_copy
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "examples" / "sample-docs"
 sys.path.insert(0, str(ROOT / "examples"))
@@ -161,7 +163,6 @@ def test_an_index_of_another_model_with_the_same_dimensions_is_refused_before_an
 def test_an_index_made_by_a_registered_model_is_read_and_extended_with_it_unless_another_is_set(client, corpus):
     """An index remembers its model: with no embedder.model, ingest and search use it (as an index rebuilt
     with a tuned model would be); a model named in the settings is used as named, and a mismatch refused."""
-    from conftest import register_base_copy
     from unirank.api import Unirank
 
     made_by = register_base_copy(client.settings, "copy")
@@ -186,6 +187,18 @@ def test_an_index_made_by_a_registered_model_is_read_and_extended_with_it_unless
         with pytest.raises(EmbedderMismatchError):
             pinned.search("rotate keys", "tuned", mode="hybrid", rerank=False)
     assert len(client.backend.source_states("tuned")) == 1  # nothing written by the refused ingest
+
+
+def test_a_typo_in_a_registered_models_name_is_said_not_sent_to_the_hub(settings):
+    """'handbok-embed' was taken for a hub id: offline an error about the hub, online a minute of retries."""
+    from unirank.errors import ModelNotFoundError
+    from unirank.models.loading import load_embedder
+
+    register_base_copy(settings, "handbook-embed")
+    settings.embedder.model = "handbok-embed"
+    with pytest.raises(ModelNotFoundError, match=r"'handbok-embed' is not a registered model \(did you mean "
+                                                 r"handbook-embed\?\)"):
+        load_embedder(settings)
 
 
 def test_chunks_fill_the_models_window_and_a_larger_size_is_clamped_with_a_warning(client, corpus):

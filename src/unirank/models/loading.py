@@ -45,9 +45,25 @@ def registry_version(model: str, registry_root: Path | None) -> ModelVersion | N
     registry = ModelRegistry(registry_root)
     try:
         name, _ = parse_reference(model)
-        return registry.get(model) if registry_ref or registry.exists(name) else None
+        if registry_ref or registry.exists(name):
+            return registry.get(model)
+        _refuse_a_near_miss(model, {v.name for v in registry.list()})
+        return None
     finally:
         registry.close()
+
+
+def _refuse_a_near_miss(model: str, registered: set[str]) -> None:
+    """A bare name one typo from a registered one is that typo, not a hub id: the hub would take a
+    minute of retries to say it does not know it (hub ids of today are ORG/NAME)."""
+    import difflib
+
+    if "/" in model:
+        return
+    close = difflib.get_close_matches(model, sorted(registered), n=1, cutoff=0.8)
+    if close:
+        raise ModelNotFoundError(f"{model!r} is not a registered model (did you mean {close[0]}?) nor a local "
+                                 "folder. `unirank models list` shows the registry; write a hub id as ORG/NAME.")
 
 
 def resolve_model_path(model: str, registry_root: Path | None = None, *,
