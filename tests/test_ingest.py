@@ -158,6 +158,12 @@ def test_an_index_of_another_model_with_the_same_dimensions_is_refused_before_an
         with pytest.raises(EmbedderMismatchError):
             client.search("keys", "tuned", mode=mode, rerank=False)
     assert client.search("keys", "tuned", mode="bm25", rerank=False).hits == []  # BM25 needs no embedder
+    # An index made by a model folder records only the folder's name: the advice is its path, not a ref.
+    client.backend.create_index("folder", ModelSignature(name="handbook-model", version="local", dims=384))
+    with pytest.raises(EmbedderMismatchError) as err:
+        client.search("keys", "folder", mode="knn", rerank=False)
+    assert "to the path of the model folder 'handbook-model'" in str(err.value)
+    assert "handbook-model@local\"" not in str(err.value) and "unset" not in str(err.value)
 
 
 def test_an_index_made_by_a_registered_model_is_read_and_extended_with_it_unless_another_is_set(client, corpus):

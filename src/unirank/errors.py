@@ -40,13 +40,21 @@ class EmbedderMismatchError(UnirankError):
     """The index's vectors were made by another model: same size, but not comparable."""
 
     def __init__(self, index: str, index_model: str, model: str) -> None:
-        setting = "base" if index_model.endswith("@base") else index_model
+        name, _, version = index_model.rpartition("@")
+        if version == "local":  # an index names a folder model by the folder's name only
+            use = (f"set embedder.model (or ingest --model) to the path of the model folder {name!r} it was "
+                   "made with")
+        else:
+            setting = {"base": "base", "hub": name}.get(version, index_model)
+            use = (f"embedder.model = \"{setting}\" in unirank.toml (or UNIRANK_EMBEDDER__MODEL={setting}, or "
+                   f"ingest --model {setting})")
+            if version != "hub":
+                use += (", or leave embedder.model unset, and each index is read with the model that made it "
+                        "if that is `base` or registered here")
         super().__init__(
             f"Index {index!r} holds vectors made by {index_model}, but the embedder is {model}: vectors of "
-            "two models are not comparable, so nothing was searched or written. Use the index's model: "
-            f"embedder.model = \"{setting}\" in unirank.toml (or UNIRANK_EMBEDDER__MODEL={setting}), or leave "
-            "embedder.model unset, and each index is read with the model that made it if that is `base` or "
-            f"registered here. Or re-embed the index with this one: unirank index rebuild {index} --model MODEL."
+            f"two models are not comparable, so nothing was searched or written. Use the index's model: {use}. "
+            f"Or re-embed the index with this one: unirank index rebuild {index} --model MODEL."
         )
         self.index_model = index_model
         self.model = model
