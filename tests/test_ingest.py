@@ -127,6 +127,26 @@ def test_a_single_file_source(client, corpus):
     assert len(report.ingested) == 1 and client.index_info("one").source_count == 1
 
 
+def test_a_bad_source_or_index_name_is_said_before_the_model_loads(client, corpus, tmp_path):
+    """The embedder loaded first: a typo took the model's five seconds to be told."""
+    from unirank.errors import InvalidQueryError
+    from unirank.ingest.pipeline import Ingestor
+
+    loads: list[int] = []
+
+    def loader():
+        loads.append(1)
+        return client.embedder
+
+    ingestor = Ingestor(client.backend, loader, client.settings.chunking)
+    with pytest.raises(SourceError, match="does not exist"):
+        ingestor.run(str(tmp_path / "nowhere"), "docs")
+    with pytest.raises(InvalidQueryError, match="Invalid index name 'bad name'"):
+        ingestor.run(str(corpus), "bad name")
+    assert loads == [] and not client.backend.exists("bad name")
+    assert ingestor.run(str(corpus / "api-keys.md"), "docs").ingested and loads == [1]
+
+
 def test_a_missing_source_fails_before_creating_the_index(client, tmp_path):
     missing = tmp_path / "no such [draft] #2"
     with pytest.raises(SourceError, match=f"^{re.escape(str(missing))} does not exist"):  # the path, not a URI

@@ -77,7 +77,9 @@ class Unirank:
 
     def ingest(self, source: str, index: str, *, prune: bool = False,
                progress: ProgressCallback | None = None) -> IngestReport:
-        embedder = self.embedder_for(self.backend.model(index)) if self.backend.exists(index) else self.embedder
+        def embedder() -> Embedder:  # loaded once the source is listed: a typo there costs no model load
+            return self.embedder_for(self.backend.model(index)) if self.backend.exists(index) else self.embedder
+
         ingestor = Ingestor(self.backend, embedder, self.settings.chunking, self.settings.storage,
                             self.settings.ingest)
         return ingestor.run(source, index, prune=prune, progress=progress)

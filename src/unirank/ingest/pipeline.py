@@ -12,6 +12,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Callable
 
@@ -21,7 +22,7 @@ from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EX
 from unirank.ingest.report import IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
 from unirank.models.embedder import Embedder, require_comparable_vectors
-from unirank.search.backend import SearchBackend
+from unirank.search.backend import SearchBackend, require_valid_index_name
 from unirank.search.types import Chunk, IndexedSource, SourceState
 from unirank.settings import ChunkingSettings, IngestSettings, StorageSettings
 
@@ -41,30 +42,55 @@ class Ingestor:
     def __init__(
         self,
         backend: SearchBackend,
-        embedder: Embedder,
+        embedder: Embedder | Callable[[], Embedder],
         chunking: ChunkingSettings,
         storage: StorageSettings | None = None,
         ingest: IngestSettings | None = None,
     ) -> None:
+        """``embedder`` may be a loader, called once the source is listed and the index name checked: a
+        typo in either is said in a second, not after the model's load."""
         self.backend = backend
-        self.embedder = embedder
+        self._embedder = embedder
+        self.chunking = chunking
         self.storage = storage or StorageSettings()
         self.ingest = ingest or IngestSettings()
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        loaded = self._embedder
+        return loaded if hasattr(loaded, "embed_documents") else loaded()  # type: ignore[operator,return-value]
+
+    @cached_property
+    def _chunker_and_warnings(self) -> tuple[Chunker, list[str]]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.chunker = Chunker(embedder.tokenizer, embedder.max_seq_length,
-                                   size=chunking.size, overlap=chunking.overlap)
-        self.chunker_warnings = [str(w.message) for w in caught]
+            chunker = Chunker(self.embedder.tokenizer, self.embedder.max_seq_length,
+                              size=self.chunking.size, overlap=self.chunking.overlap)
+        return chunker, [str(w.message) for w in caught]
+
+    @property
+    def chunker(self) -> Chunker:
+        return self._chunker_and_warnings[0]
+
+    @property
+    def chunker_warnings(self) -> list[str]:
+        """A chunk size clamped to the model's window, said in the report."""
+        return self._chunker_and_warnings[1]
 
     def run(self, source: str, index: str, *, prune: bool = False,
             progress: ProgressCallback | None = None) -> IngestReport:
         started = time.perf_counter()
-        report = IngestReport(source=source, index=index, warnings=list(self.chunker_warnings))
         docs = DocumentSource(source, self.storage)
         files = docs.list()  # a missing folder or bad credentials fail here, before any write
         if prune and not files:
             self._refuse_emptying(docs, index)
+        if not self.backend.exists(index):
+            require_valid_index_name(index)
+        loading = time.perf_counter()
+        _ = self.chunker  # the model loads here: its seconds are not the ingest's
+        started += time.perf_counter() - loading
         self._ensure_index(index)
+        report = IngestReport(source=source, index=index, warnings=list(self.chunker_warnings))
         states = self.backend.source_states(index)
         report.files_seen = len(files)
 
