@@ -171,6 +171,31 @@ def test_errors_are_clear_and_exit_2(run):
             assert "Uvicorn" not in proc.stderr and "Started server" not in proc.stderr
 
 
+def test_the_app_server_says_at_start_when_requests_must_name_their_index(run, tmp_path):
+    """With two indexes and no --index it started silently, and every request without an index got a 400."""
+    run("ingest", str(SAMPLES / "backups.md"), "--index", "one")
+    run("ingest", str(SAMPLES / "api-keys.md"), "--index", "two")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"), COLUMNS="200")
+    proc = subprocess.Popen([sys.executable, "-m", "unirank.cli.main", "serve", "api", "--port", port], cwd=tmp_path,
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        said = []
+        for line in proc.stderr:  # type: ignore[union-attr]
+            said.append(line)
+            if "app server on" in line:
+                break
+        text = " ".join("".join(said).split())
+        assert "warning: Name the index to answer from (there are: one, two)" in text, text
+        assert "each request must name its index" in text and "by default" not in text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_config_show_merges_toml_and_environment(run, tmp_path):
     (tmp_path / "unirank.toml").write_text('[search]\nrrf_k = 30\ntop_k = 7\n[chunking]\nsize = 200\n')
     out = json.loads(run("config", "show", "--json", extra_env={"UNIRANK_SEARCH__TOP_K": "12"}).stdout)

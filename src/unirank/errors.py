@@ -64,7 +64,7 @@ class RerankLimitError(UnirankError):
     def __init__(self, requested: int, limit: int) -> None:
         super().__init__(
             f"Reranking {requested} candidates was requested, but at most {limit} can be reranked. "
-            f"Ask for top_k <= {limit}, or search with --no-rerank."
+            f"Ask for top_k <= {limit}, or search without reranking (--no-rerank; \"rerank\": false over HTTP)."
         )
         self.requested = requested
         self.limit = limit

@@ -67,7 +67,8 @@ class ChatService:
         if len(names) == 1:
             return names[0]
         hint = f" (there are: {', '.join(names)})" if names else " (there are none yet: run `unirank ingest`)"
-        raise InvalidQueryError(f"Name the index to answer from{hint}: --index NAME, or chat.index in settings.")
+        raise InvalidQueryError(f"Name the index to answer from{hint}: --index NAME (over HTTP, the request's "
+                                "\"index\", or an index name as the \"model\"), or chat.index in settings.")
 
     def ask(self, question: str, index: str | None = None, *, session_id: str | None = None,
             history: Sequence[Turn] | None = None, filters: Mapping[str, str] | None = None) -> ChatAnswer:

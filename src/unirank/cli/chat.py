@@ -11,7 +11,7 @@ from rich.prompt import Prompt
 
 from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filters
 from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri
-from unirank.errors import UnirankError
+from unirank.errors import InvalidQueryError, UnirankError
 
 INDEX_HELP = "Index to answer from (default: chat.index, or the only index)."
 CHAT_HELP = ("Commands: /up or /down rate the last answer, /open N shows source N, /new starts a new "
@@ -163,7 +163,13 @@ def serve_api(
         app = create_app(settings)
         if index:  # a missing one is said now: every question would get a 404
             app.state.chat.ur.index_info(index)
+        default = app.state.chat.default_index()
+    except InvalidQueryError as exc:  # no default index: the server still answers requests that name one
+        default = None
+        errors.print(f"[yellow]warning:[/yellow] {escape(str(exc))} Until then each request must name its index.",
+                     soft_wrap=True)
     except UnirankError as exc:
         fail(exc)
-    errors.print(f"unirank app server on http://{host}:{port}/ (chat page), API under /v1", soft_wrap=True)
+    where = f", answering from {escape(default)} by default" if default else ""
+    errors.print(f"unirank app server on http://{host}:{port}/ (chat page), API under /v1{where}", soft_wrap=True)
     uvicorn.run(app, host=host, port=port, log_level="info")

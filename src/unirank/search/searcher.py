@@ -109,7 +109,8 @@ class Searcher:
             if self.reranker is None:
                 raise InvalidQueryError(
                     "Reranking was asked for but no reranker is configured: set reranker.model "
-                    "(a cross-encoder, a registry ref, or `base`), or search with --no-rerank."
+                    "(a cross-encoder, a registry ref, or `base`), or search without reranking (--no-rerank; "
+                    "\"rerank\": false over HTTP)."
                 )
 
     def embedder_for(self, index: str) -> Embedder:
