@@ -45,6 +45,9 @@ def test_ingest_search_and_index_commands(run):
                          "--filter", "category=account", "--json").stdout)
     assert out["hits"] and {h["doc_id"] for h in out["hits"]} <= {"faq-3", "faq-4"}
 
+    nothing = " ".join(run("search", "password", "--index", "handbook", "--mode", "bm25", "-f", "categroy=account"
+                           ).stdout.split())
+    assert "No results for 'password' with categroy=account: a filter matches a metadata value" in nothing
     table = run("search", "restore a database", "--index", "handbook", "--top-k", "1").stdout
     assert "Backup and restore policy" in table
 

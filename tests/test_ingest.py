@@ -250,6 +250,9 @@ def test_file_names_with_spaces_percent_signs_and_url_characters(client, tmp_pat
     for n, name in enumerate(AWKWARD_NAMES):
         hit = client.search(f"llamas{n}", "awkward", mode="bm25", rerank=False, top_k=1).hits[0]
         assert hit.chunk.source_uri == (folder / name).as_uri() and hit.chunk.title == Path(name).stem
+        by_path = client.search(f"llamas{n}", "awkward", mode="bm25", rerank=False,
+                                filters={"source_uri": str(folder / name)}).hits  # a path, as a user types it
+        assert [h.chunk.source_uri for h in by_path] == [(folder / name).as_uri()]
     assert client.ingest(str(folder), "awkward").skipped == [(u, "unchanged") for u in sorted(report.ingested)]
 
 

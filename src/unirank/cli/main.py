@@ -99,8 +99,9 @@ def search(
     """Search an index: hybrid BM25 + kNN by default, reranked with --rerank (or reranker.enabled)."""
     ur = client()
     try:
+        filters = parse_filters(filter_)
         results = ur.search(query, index, mode=mode, top_k=top_k, rerank=rerank,  # type: ignore[arg-type]
-                            filters=parse_filters(filter_))
+                            filters=filters)
     except UnirankError as exc:
         fail(exc)
     finally:
@@ -108,7 +109,7 @@ def search(
     if as_json:
         print_json(results.to_dict())
     else:
-        print_results(results)
+        print_results(results, filters)
 
 
 # In --help, commands are listed as registered: the workflow's order after ingest and search.

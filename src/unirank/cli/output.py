@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
 from rich.console import Console
 from rich.markup import escape
@@ -87,7 +87,7 @@ def _location(uri: str, page: int | None) -> str:
     return f"{short} p.{page}" if page else short
 
 
-def print_results(results: SearchResults) -> None:
+def print_results(results: SearchResults, filters: Mapping[str, str] | None = None) -> None:
     flags = [f"{results.mode} with {results.embedder}" if results.embedder else results.mode]
     if results.reranked:
         flags.append("reranked")
@@ -108,7 +108,10 @@ def print_results(results: SearchResults) -> None:
         text = c.text if len(c.text) <= 300 else c.text[:300] + "…"
         table.add_row(str(rank), f"{hit.score:.4f}", doc, escape(text))  # "[the guide]" is text, not markup
     if not results.hits:
-        console.print(f"No results for {results.query!r}.", markup=False)
+        only = ", ".join(f"{k}={v}" for k, v in (filters or {}).items())
+        hint = (f" with {only}: a filter matches a metadata value, doc_id or source_uri exactly (keys and "
+                "values as stored; `--json` on a search without it shows them)") if only else ""
+        console.print(f"No results for {results.query!r}{hint}.", markup=False)
         return
     console.print(table)
 

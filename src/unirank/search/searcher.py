@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Callable, Mapping
 
 from unirank.errors import InvalidQueryError, RerankLimitError
@@ -56,6 +57,7 @@ class Searcher:
         top_k = self.settings.top_k if top_k is None else top_k
         rerank = self.rerank_by_default if rerank is None else rerank
         self._validate(query, mode, top_k, rerank)  # loads the reranker on first use, before the clock
+        filters = _as_stored(filters)
         embedder = self.embedder_for(index) if mode in ("knn", "hybrid") else None  # the same for the embedder
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -144,3 +146,12 @@ class Searcher:
 
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
+
+
+def _as_stored(filters: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """A ``source_uri`` given as a local path is the file:// URI it is stored as (percent-encoded):
+    ``--filter source_uri=./docs/my file.md`` matches, as the user would expect."""
+    value = (filters or {}).get("source_uri")
+    if not value or "://" in value:
+        return filters
+    return {**filters, "source_uri": Path(value).expanduser().resolve().as_uri()}  # type: ignore[dict-item]
