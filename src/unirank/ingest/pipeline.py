@@ -21,7 +21,7 @@ from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
 from unirank.ingest.report import IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
-from unirank.models.embedder import Embedder, require_comparable_vectors
+from unirank.models.embedder import Embedder, loaded, require_comparable_vectors
 from unirank.search.backend import SearchBackend, require_valid_index_name
 from unirank.search.types import Chunk, IndexedSource, SourceState
 from unirank.settings import ChunkingSettings, IngestSettings, StorageSettings
@@ -57,8 +57,7 @@ class Ingestor:
 
     @cached_property
     def embedder(self) -> Embedder:
-        loaded = self._embedder
-        return loaded if hasattr(loaded, "embed_documents") else loaded()  # type: ignore[operator,return-value]
+        return loaded(self._embedder)
 
     @cached_property
     def _chunker_and_warnings(self) -> tuple[Chunker, list[str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -29,6 +29,12 @@ class Embedder(Protocol):
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def embed_query(self, text: str) -> np.ndarray: ...
+
+
+def loaded(embedder: Embedder | Callable[[], Embedder]) -> Embedder:
+    """The embedder itself, or what its loader gives: a job that takes a loader checks its cheap inputs
+    (names, paths, label files) before the model's seconds-long load."""
+    return embedder if hasattr(embedder, "embed_documents") else embedder()  # type: ignore[operator,return-value]
 
 
 def makes_vectors_of(embedder: Embedder, index_model: ModelSignature) -> bool:

@@ -19,7 +19,7 @@ from typing import Callable
 
 from unirank.errors import TrainingError
 from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
-from unirank.models.embedder import Embedder, makes_vectors_of
+from unirank.models.embedder import Embedder, loaded, makes_vectors_of
 from unirank.models.loading import is_cross_encoder, require_hub_model, resolve_model_path
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.search.backend import SearchBackend, derived_index_name
@@ -132,8 +132,7 @@ class TrainJob:
 
     @cached_property
     def embedder(self) -> Embedder:
-        loaded = self._base_embedder
-        return loaded if hasattr(loaded, "embed_query") else loaded()  # type: ignore[operator,return-value]
+        return loaded(self._base_embedder)
 
     def _preflight(self) -> str:
         """Refuse in seconds what would otherwise fail after minutes of indexing, mining and training:
