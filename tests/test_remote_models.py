@@ -434,6 +434,26 @@ def test_the_chat_answers_when_the_rerank_endpoint_is_down(indexes, client_setti
     assert answer.citations[0].title == "Backup and restore policy"
 
 
+def test_the_app_server_answers_502_when_the_embedding_endpoint_of_an_index_is_down(client_settings):
+    """It answered 400 (invalid_request_error): the request was fine, the model server behind it was not."""
+    from fastapi.testclient import TestClient
+
+    from unirank.app.server import create_app
+    from unirank.search.types import ModelSignature
+
+    registry = ModelRegistry(client_settings.models_dir)
+    registry.register("r-gone", "embedder", record={"endpoint": f"http://127.0.0.1:{free_port()}", "api": "tei",
+                                                    "dims": 384})
+    registry.close()
+    with Unirank(_with(client_settings)) as ur:
+        ur.backend.create_index("gone", ModelSignature(name="r-gone", version="1", dims=384))
+        with TestClient(create_app(unirank=ur, warm_up=False)) as http:
+            refused = http.post("/v1/search", json={"query": "backups", "index": "gone", "mode": "knn"})
+        ur.delete_index("gone")
+    assert refused.status_code == 502 and refused.json()["error"]["type"] == "upstream_error"
+    assert "Cannot reach" in refused.json()["error"]["message"]
+
+
 # -- token rotation and retries ------------------------------------------------------------------
 def test_tokens(tmp_path, monkeypatch):
     token_file = tmp_path / "token"

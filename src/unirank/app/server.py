@@ -35,7 +35,7 @@ from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
 from unirank.errors import (
     AnswererError, ConfigurationError, ConversationNotFoundError, IndexNotFoundError, InvalidQueryError,
-    RerankLimitError, UnirankError,
+    RemoteModelError, RerankLimitError, UnirankError,
 )
 from unirank.request_errors import validation_message
 from unirank.settings import Settings
@@ -49,6 +49,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (InvalidQueryError, 400, "invalid_request_error"),
     (RerankLimitError, 400, "invalid_request_error"),
     (AnswererError, 502, "answerer_error"),
+    (RemoteModelError, 502, "upstream_error"),  # the request was fine; the model server behind it is not
     (ConfigurationError, 500, "configuration_error"),
 ]
 
@@ -124,7 +125,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return {"object": "list", "data": [{"id": i.name, "object": "model", "created": 0, "owned_by": "unirank"}
                                            for i in ur.list_indexes()]}
 
-    @app.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 404, 422))
+    @app.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 404, 422, 502))
     def search(body: SearchRequest) -> dict:
         """Hybrid (BM25 + kNN) search, then the reranker when asked: what ``unirank search --json`` prints."""
         index = body.index or service.default_index()
