@@ -439,6 +439,52 @@ def test_a_folder_ref_that_is_not_a_model_is_refused_before_starting(tmp_path: P
             ModelCatalog(settings, [missing]).check_refs()
 
 
+def test_a_bi_encoder_registered_as_a_reranker_is_served_as_one(tmp_path: Path, base_embedder) -> None:
+    """Search reranks with it (by cosine); the server loaded it as an embedder, whose role check failed, so
+    it was never ready."""
+    from conftest import register_base_copy
+    from unirank.models.reranker import BiEncoderReranker
+    from unirank.registry import ModelRegistry
+    from unirank.serving.catalog import ModelCatalog
+    from unirank.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data")
+    register_base_copy(settings, "copy")  # an embedder; its folder again, as a reranker:
+    registry = ModelRegistry(settings.models_dir)
+    registry.register("cosine-rerank", "reranker", path=registry.get("copy@1").path)
+    registry.close()
+    catalog = ModelCatalog(settings, ["cosine-rerank@1"])
+    catalog.load_all()
+    served = catalog.find("cosine-rerank@1", "reranker")
+    assert served.role == "reranker" and isinstance(served.reranker, BiEncoderReranker)
+    query, docs = "how often are backups taken", ["Backups run nightly.", "Lunch is at noon."]
+    assert served.reranker.score(query, docs) == pytest.approx(BiEncoderReranker(base_embedder, name="b").score(
+        query, docs), abs=1e-5)
+
+
+def test_a_server_whose_models_failed_to_load_says_why_instead_of_still_loading(tmp_path: Path) -> None:
+    """It answered "still loading; retry shortly" with Retry-After for ever."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from unirank.serving.app import create_app
+    from unirank.settings import Settings
+
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")  # passes the start-up check, fails to load
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data"), [str(broken)])) as http:
+        deadline = time.monotonic() + 60
+        while http.get("/health").json()["status"] != "error":
+            assert time.monotonic() < deadline, "the load neither failed nor finished"
+            time.sleep(0.2)
+        refused = http.post("/v1/embeddings", json={"input": "hello"})
+    assert refused.status_code == 503 and "retry-after" not in refused.headers
+    assert refused.json()["error"]["code"] == "load_failed"
+    assert refused.json()["error"]["message"].startswith("The models failed to load, so this server cannot answer:")
+
+
 def test_a_keys_file_is_checked_at_start_and_a_bad_edit_keeps_the_last_good_tokens(tmp_path: Path) -> None:
     from unirank.errors import AuthenticationError, ConfigurationError
     from unirank.serving.auth import TokenStore

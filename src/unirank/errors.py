@@ -148,9 +148,13 @@ class ServingRequestError(UnirankError):
 
 
 class ModelNotReadyError(ServingRequestError):
-    def __init__(self) -> None:
-        super().__init__("Models are still loading; retry shortly (GET /ready says when).",
-                         status_code=503, code="not_ready")
+    def __init__(self, load_error: str | None = None) -> None:
+        if load_error:  # a retry cannot help: say why, not "still loading" for ever
+            super().__init__(f"The models failed to load, so this server cannot answer: {load_error} Fix the "
+                             "model and restart the server.", status_code=503, code="load_failed")
+        else:
+            super().__init__("Models are still loading; retry shortly (GET /ready says when).",
+                             status_code=503, code="not_ready")
 
 
 class ConversationNotFoundError(UnirankError):

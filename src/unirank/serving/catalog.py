@@ -127,10 +127,25 @@ class ModelCatalog:
             tokenizer = reranker.model.tokenizer  # type: ignore[attr-defined]
             max_len = int(getattr(reranker.model, "max_seq_length", None) or tokenizer.model_max_length)
             return ServedModel(ref, "reranker", version, reranker, None, tokenizer, max_len, _written_at(path))
+        if self._registered_role(exact) == "reranker":  # a bi-encoder registered to rerank (by cosine), as
+            settings.reranker.model = exact          # search loads it: load_embedder refuses the role
+            bi = load_reranker(settings)
+            embedder = bi.embedder  # type: ignore[attr-defined]
+            return ServedModel(ref, "reranker", version, bi, embedder, embedder.tokenizer, embedder.max_seq_length,
+                               _written_at(path))
         settings.embedder.model = exact
         embedder = load_embedder(settings)
         return ServedModel(ref, "embedder", version, BiEncoderReranker(embedder, name=exact), embedder,
                            embedder.tokenizer, embedder.max_seq_length, _written_at(path))
+
+    def _registered_role(self, exact: str) -> str | None:
+        if "@" not in exact or not (self.settings.models_dir / "registry.sqlite").exists():
+            return None
+        registry = ModelRegistry(self.settings.models_dir)
+        try:
+            return registry.get(exact).role
+        finally:
+            registry.close()
 
     # -- lookup ---------------------------------------------------------------------------------
     def served(self, ref: str) -> ServedModel:
