@@ -178,6 +178,7 @@ def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: http
         ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 422, "invalid_request"),
         ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, 422, "invalid_request"),
         ("/rerank", {"query": "q", "texts": ["t"] * 9}, 413, "too_many_documents"),
+        ("/v1/rerank", {"query": "q", "documents": ["t"] * 17}, 413, "too_many_documents"),  # not "inputs"
         ("/rerank", {"query": " ", "texts": ["t"]}, 400, "empty_input"),
         ("/v1/rerank", {"query": "q", "documents": []}, 400, "empty_input"),
         ("/embed", {"inputs": []}, 400, "empty_input"),

@@ -222,7 +222,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         """``field`` is the request's own name for the list, so the error points at it."""
         if not texts:
             raise ServingRequestError(f"{field} is empty: send at least one {what}.", code="empty_input")
-        if len(texts) > limits.max_inputs:
+        if what == "input" and len(texts) > limits.max_inputs:  # documents have their own, smaller limit
             raise ServingRequestError(f"{len(texts)} inputs sent; at most {limits.max_inputs} per request. "
                                       "Split the request.", status_code=413, code="too_many_inputs")
         for i, text in enumerate(texts):
