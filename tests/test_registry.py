@@ -267,7 +267,7 @@ def test_a_ref_with_a_version_is_looked_up_in_the_registry_only(registry, tmp_pa
     assert resolve_model_path("cisi-embed@1", registry.root)[1:] == ("cisi-embed", "1")
 
 
-@pytest.mark.parametrize("alias", ["", "3", "a@b", "team/prod"])
+@pytest.mark.parametrize("alias", ["", "3", "a@b", "team/prod", "bad alias", "a,b", "latest", ".hidden"])
 def test_an_alias_that_could_not_be_read_back_is_refused(registry, alias):
     from unirank.errors import UnirankError
 

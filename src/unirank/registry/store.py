@@ -141,10 +141,11 @@ class ModelRegistry:
         return self.get(mv.ref)
 
     def promote(self, ref: str, alias: str = "prod", *, force: bool = False) -> ModelVersion:
-        if not alias.strip() or alias.isdigit() or "@" in alias or "/" in alias:
-            # NAME@3 means version 3, so an alias "3" could never be read back.
-            raise UnirankError(f"Invalid alias {alias!r}: use a word such as prod or staging (not a number, "
-                               "no '@' or '/').")
+        if not _MODEL_NAME.fullmatch(alias) or alias.isdigit() or alias == "latest":
+            # NAME@3 means version 3 and NAME@latest the newest, so neither could be read back as an alias;
+            # a space or comma would make `models list`'s alias column ambiguous.
+            raise UnirankError(f"Invalid alias {alias!r}: use a word such as prod or staging (letters, digits, "
+                               "'.', '-' and '_'; not a number, not latest).")
         candidate = self.get(ref)
         current = self._alias_target(candidate.name, alias)
         note = "promoted"
