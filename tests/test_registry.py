@@ -301,6 +301,9 @@ def test_promotion_compares_figures_only_when_measured_on_the_same_queries(regis
         registry.register("cisi-embed", "embedder", path=BASE, record={
             "dims": 384, "metrics": {"ndcg@10": ndcg, "eval_set": "beir:cisi", "eval_queries": queries}})
     registry.promote("cisi-embed@1")
-    with pytest.raises(PromotionRefusedError, match="evaluated on other queries .* --models cisi-embed@1,cisi-embed@2"):
+    with pytest.raises(PromotionRefusedError, match="evaluated on other queries .* --models cisi-embed@1,cisi-embed@2"
+                       ) as refused:
         registry.promote("cisi-embed@2")
+    # The same set named twice said nothing: which queries each was measured on tells them apart.
+    assert "(beir:cisi, queries digest-b) than cisi-embed@1 (beir:cisi, queries digest-a)" in str(refused.value)
     assert registry.promote("cisi-embed@3").aliases == ["prod"]

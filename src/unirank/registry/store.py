@@ -171,8 +171,11 @@ class ModelRegistry:
                     f"{old:.4f}. Evaluate it first.")
         new_queries, old_queries = candidate.metrics.get("eval_queries"), current.metrics.get("eval_queries")
         if new_queries and old_queries and new_queries != old_queries:
-            return (f"{candidate.ref} was evaluated on other queries ({candidate.metrics.get('eval_set')}) than "
-                    f"{current.ref} ({current.metrics.get('eval_set')}), so their {PROMOTION_METRIC} cannot be "
+            def described(version: ModelVersion) -> str:  # the set's name, and which of its query sets
+                return f"{version.metrics.get('eval_set')}, queries {str(version.metrics['eval_queries'])[:8]}"
+
+            return (f"{candidate.ref} was evaluated on other queries ({described(candidate)}) than "
+                    f"{current.ref} ({described(current)}), so their {PROMOTION_METRIC} cannot be "
                     f"compared. Evaluate both on the same queries: unirank eval ... --models "
                     f"{current.ref},{candidate.ref}.")
         if new < old:
