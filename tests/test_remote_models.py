@@ -579,7 +579,7 @@ def test_a_5xx_is_retried_after_retry_after_then_reported(tmp_path, caplog):
                                   version="1", dims=384, max_seq_length=256, tokenizer_path="base")
         started = time.perf_counter()
         with caplog.at_level(logging.INFO, logger="unirank.models.remote"), \
-                pytest.raises(RemoteModelError, match=r"HTTP 503 \(Models are still loading.*after 3 attempt"):
+                pytest.raises(RemoteModelError, match=r"HTTP 503 \(The models failed to load.*after 3 attempt"):
             embedder.embed_query("anything")
         assert time.perf_counter() - started >= 2.0  # two waits of Retry-After: 1, not 0.05 and 0.1
         assert sum("HTTP 503" in r.message for r in caplog.records) == 2
