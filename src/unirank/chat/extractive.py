@@ -76,7 +76,6 @@ class ExtractiveAnswerer:
         chosen.sort(key=lambda item: (item[0][0].n, item[0][1]))
         return [(p, s, e, float(score)) for (p, s, e), score in chosen]
 
-
     def _score(self, question: str, texts: list[str]) -> list[float]:
         try:
             return list(self.scorer.score(question, texts))

@@ -49,7 +49,7 @@ class ServedModel:
     @property
     def label(self) -> str:
         """The id, with the version an alias stands for: ``hb-embed@prod (version 3)``; ``base``."""
-        exact = self.id == self.version or self.id.endswith(f"@{self.version}")
+        exact = self.version in (self.id, "local", "hub") or self.id.endswith(f"@{self.version}")
         return self.id if exact else f"{self.id} (version {self.version})"
 
     def describe(self) -> dict[str, Any]:
