@@ -282,6 +282,12 @@ def test_errors_are_clear(http):
     refused("POST", "/v1/feedback", "/v1/feedback", 422, json={"message_id": "nope", "kind": "meh"})
     refused("POST", chat, chat, 404, json={"index": "nope", "stream": True,  # checked before the stream starts
                                            "messages": [{"role": "user", "content": "hi"}]})
+    # The router's own refusals come in the same shape, not FastAPI's {"detail": "Not Found"}.
+    unknown = http.get("/v1/chat/complete")
+    assert unknown.status_code == 404 and ErrorBody.model_validate(unknown.json()).error.type == "not_found"
+    wrong = http.delete("/v1/search")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert ErrorBody.model_validate(wrong.json()).error.message == "DELETE /v1/search: Method Not Allowed"
 
 
 def test_page_and_indexes(http):

@@ -159,6 +159,16 @@ def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: http
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
+def test_unknown_paths_and_methods_answer_in_the_routes_error_shape(http: httpx.Client) -> None:
+    """They answered FastAPI's {"detail": "Not Found"}, which neither the OpenAI SDK nor a TEI client reads."""
+    unknown = http.post("/v1/embedding", json={"input": "x"})
+    assert unknown.status_code == 404
+    assert OpenAIError.model_validate(unknown.json(), strict=True).error.code == "not_found"
+    wrong = http.get("/embed")
+    assert wrong.status_code == 405
+    assert TeiError.model_validate(wrong.json(), strict=True).error_type == "method_not_allowed"
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "code"),
     [

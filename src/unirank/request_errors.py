@@ -1,4 +1,4 @@
-"""Turning a request body the schema refused into one line a person can act on (both HTTP servers)."""
+"""Turning refused requests into one line a person can act on, and a code (both HTTP servers)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,8 @@ def validation_message(errors: Iterable[dict[str, Any]]) -> str:
     for where, forms in unions.items():
         parts[where] = f"{where}: expected one of {', '.join(forms)}"
     return "Invalid request: " + "; ".join(parts.values()) + "."
+
+
+def http_error_code(exc: Any) -> str:
+    """The error code for a refusal the router makes itself (an unknown path, a wrong method)."""
+    return {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")

@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
 
 from unirank.api import Unirank
@@ -37,7 +38,7 @@ from unirank.errors import (
     AnswererError, ConfigurationError, ConversationNotFoundError, IndexNotFoundError, InvalidQueryError,
     RemoteModelError, RerankLimitError, UnirankError,
 )
-from unirank.request_errors import validation_message
+from unirank.request_errors import http_error_code, validation_message
 from unirank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,13 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, validation_message(exc.errors()), "invalid_request_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """An unknown path or a wrong method, in the error shape every other refusal has."""
+        response = _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", http_error_code(exc))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -17,12 +17,13 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from unirank.errors import AuthenticationError, ModelNotReadyError, ServingRequestError, UnirankError
-from unirank.request_errors import validation_message
+from unirank.request_errors import http_error_code, validation_message
 from unirank.serving.auth import TokenStore
 from unirank.serving.batcher import MicroBatcher
 from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
@@ -177,6 +178,12 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         # In the route's own error shape, so SDKs show the message instead of an unparsed body.
         return JSONResponse(error_body(request, validation_message(exc.errors()), "invalid_request"), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """An unknown path or a wrong method, in the route family's error shape, not FastAPI's."""
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return JSONResponse(error_body(request, message, http_error_code(exc)), exc.status_code, headers=exc.headers)
 
 
 def refuse_unsupported_tei_options(truncation_direction: str, *, prompt_name: str | None = None,
