@@ -207,6 +207,8 @@ def test_citation_endpoint_and_feedback(http):
     click = http.post("/v1/feedback", json={"message_id": mid, "kind": "click", "citation": n})
     assert click.status_code == 201 and click.json()["citation"] == n
     assert http.post("/v1/feedback", json={"message_id": mid, "kind": "click"}).status_code == 400
+    voted = http.post("/v1/feedback", json={"message_id": mid, "kind": "down", "citation": 1})  # stored, then ignored
+    assert voted.status_code == 400 and "only a click names a citation" in voted.json()["error"]["message"]
     love = http.post("/v1/feedback", json={"message_id": mid, "kind": "love"})
     assert love.status_code == 422
     assert love.json()["error"]["message"].startswith("Invalid request: kind: Input should be")
@@ -277,6 +279,7 @@ def test_errors_are_clear(http):
     refused("GET", "/v1/sessions/{session_id}", "/v1/sessions/nope", 404)
     refused("DELETE", "/v1/sessions/{session_id}", "/v1/sessions/nope", 404)
     refused("GET", "/v1/sessions", "/v1/sessions?limit=many", 422)
+    refused("GET", "/v1/sessions", "/v1/sessions?limit=-1", 422)  # it listed every session
     refused("GET", "/v1/messages/{message_id}/citations/{n}", "/v1/messages/nope/citations/1", 404)
     refused("POST", "/v1/feedback", "/v1/feedback", 404, json={"message_id": "nope", "kind": "up"})
     refused("POST", "/v1/feedback", "/v1/feedback", 422, json={"message_id": "nope", "kind": "meh"})

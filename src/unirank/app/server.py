@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Annotated, Any, Iterator, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -168,7 +168,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return store.create_session(index, body.title).to_dict()
 
     @app.get("/v1/sessions", responses={**described(SessionList), **error_responses(422)})
-    def list_sessions(limit: int = 100) -> dict:
+    def list_sessions(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict:
         return {"sessions": [s.to_dict() for s in store.sessions(limit)]}
 
     @app.get("/v1/sessions/{session_id}", responses={**described(SessionWithMessages), **error_responses(404)})

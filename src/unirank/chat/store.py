@@ -202,6 +202,9 @@ class ConversationStore:
             if citation_n is None:
                 raise InvalidQueryError("A citation click names the citation: give its number n.")
             message.citation(citation_n)
+        elif citation_n is not None:  # training reads a vote as about the whole answer: it would be lost
+            raise InvalidQueryError(f"A {kind!r} vote is on the whole answer; only a click names a citation. "
+                                    "Leave the citation out.")
         now = utc_now()
         with self._lock:
             cursor = self._db.execute("INSERT INTO feedback (message_id, kind, citation_n, created_at) VALUES (?, ?, ?, ?)",
