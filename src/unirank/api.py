@@ -119,8 +119,7 @@ class Unirank:
         need not exist any more: a renamed folder's old documents are found by their old path."""
         from unirank.ingest.sources import DocumentSource
 
-        docs = DocumentSource(source, self.settings.storage)
-        return sorted(uri for uri in self.backend.source_states(index) if docs.contains(uri))
+        return DocumentSource(source, self.settings.storage).under(self.backend.source_states(index))
 
     def remove_sources(self, index: str, uris: list[str]) -> int:
         """Remove these sources' chunks from ``index``; returns how many chunks went."""

@@ -81,14 +81,15 @@ class Ingestor:
         started = time.perf_counter()
         docs = DocumentSource(source, self.storage)
         files = docs.list()  # a missing folder or bad credentials fail here, before any write
-        if prune and not files:
+        existed = self.backend.exists(index)
+        if prune and not files and existed:
             self._refuse_emptying(docs, index)
-        if not self.backend.exists(index):
+        if not existed:
             require_valid_index_name(index)
         loading = time.perf_counter()
         _ = self.chunker  # the model loads here: its seconds are not the ingest's
         started += time.perf_counter() - loading
-        self._ensure_index(index)
+        self._ensure_index(index, existed)
         report = IngestReport(source=source, index=index, warnings=list(self.chunker_warnings))
         states = self.backend.source_states(index)
         report.files_seen = len(files)
@@ -107,7 +108,7 @@ class Ingestor:
 
         if prune:
             seen = {f.uri for f in files}
-            gone = [uri for uri in states if docs.contains(uri) and uri not in seen]
+            gone = [uri for uri in docs.under(states) if uri not in seen]
             if gone:
                 report.chunks_removed += self.backend.delete(index, gone)
                 report.pruned.extend(gone)
@@ -118,18 +119,16 @@ class Ingestor:
     def _refuse_emptying(self, docs: DocumentSource, index: str) -> None:
         """An unmounted share or a mistyped empty folder lists nothing: pruning against it would remove
         every document ingested from there."""
-        if not self.backend.exists(index):
-            return
-        doomed = [uri for uri in self.backend.source_states(index) if docs.contains(uri)]
+        doomed = docs.under(self.backend.source_states(index))
         if doomed:
             raise SourceError(
                 f"{docs.shown} holds no documents, so --prune would remove all {len(doomed)} ingested from it. "
                 "Check the path (an unmounted share looks empty); to remove them on purpose, "
                 f"`unirank index remove {index} {docs.shown}`.")
 
-    def _ensure_index(self, index: str) -> None:
+    def _ensure_index(self, index: str, existed: bool) -> None:
         signature = self.embedder.signature
-        if not self.backend.exists(index):
+        if not existed:
             self.backend.create_index(index, signature)
             return
         require_comparable_vectors(index, self.backend.model(index), self.embedder)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import fsspec
 
@@ -71,6 +71,10 @@ class DocumentSource:
         """Is ``uri`` under this source's root (so --prune may remove it)?"""
         root = self.root_uri.rstrip("/")
         return uri == root or uri.startswith(root + "/")
+
+    def under(self, uris: Iterable[str]) -> list[str]:
+        """The ``uris`` at or under this source's root, sorted: what --prune or `index remove` may remove."""
+        return sorted(uri for uri in uris if self.contains(uri))
 
 
 def _not_a_document(path: str, root: str) -> bool:
