@@ -11,7 +11,8 @@ from typing import Any
 
 from unirank.errors import ModelLoadError, ModelNotFoundError, ServingRequestError, UnirankError
 from unirank.models.embedder import Embedder
-from unirank.models.loading import BASE_ALIAS, is_cross_encoder, load_embedder, load_reranker, resolve_model_path
+from unirank.models.loading import (BASE_ALIAS, is_cross_encoder, load_embedder, load_reranker, registry_version,
+                                    resolve_model_path)
 from unirank.models.reranker import BiEncoderReranker, Reranker
 from unirank.registry.store import ModelRegistry, parse_reference
 from unirank.settings import Settings
@@ -127,8 +128,9 @@ class ModelCatalog:
             tokenizer = reranker.model.tokenizer  # type: ignore[attr-defined]
             max_len = int(getattr(reranker.model, "max_seq_length", None) or tokenizer.model_max_length)
             return ServedModel(ref, "reranker", version, reranker, None, tokenizer, max_len, _written_at(path))
-        if self._registered_role(exact) == "reranker":  # a bi-encoder registered to rerank (by cosine), as
-            settings.reranker.model = exact          # search loads it: load_embedder refuses the role
+        registered = registry_version(exact, settings.models_dir)
+        if registered is not None and registered.role == "reranker":  # a bi-encoder registered to rerank (by
+            settings.reranker.model = exact  # cosine), as search loads it: load_embedder refuses the role
             bi = load_reranker(settings)
             embedder = bi.embedder  # type: ignore[attr-defined]
             return ServedModel(ref, "reranker", version, bi, embedder, embedder.tokenizer, embedder.max_seq_length,
@@ -137,15 +139,6 @@ class ModelCatalog:
         embedder = load_embedder(settings)
         return ServedModel(ref, "embedder", version, BiEncoderReranker(embedder, name=exact), embedder,
                            embedder.tokenizer, embedder.max_seq_length, _written_at(path))
-
-    def _registered_role(self, exact: str) -> str | None:
-        if "@" not in exact or not (self.settings.models_dir / "registry.sqlite").exists():
-            return None
-        registry = ModelRegistry(self.settings.models_dir)
-        try:
-            return registry.get(exact).role
-        finally:
-            registry.close()
 
     # -- lookup ---------------------------------------------------------------------------------
     def served(self, ref: str) -> ServedModel:
