@@ -337,8 +337,7 @@ def config_path() -> Path:
 
 def _sources() -> str:
     """Where the settings came from, for an error's first line: the file and the variables set."""
-    variables = sorted(k for k in os.environ if k.startswith("UNIRANK_") and ("__" in k or k == "UNIRANK_DATA_DIR"))
-    places = ([str(config_path())] if config_path().is_file() else []) + variables
+    places = ([str(config_path())] if config_path().is_file() else []) + _setting_variables()
     if not places:
         return f"no {config_path()} and no UNIRANK_* variables"
     return "read from " + ", ".join(places)
@@ -367,6 +366,13 @@ def _describe_error(error: dict) -> str:
     return f"{where}: {message}{shown}"
 
 
+def _setting_variables() -> list[str]:
+    """The ``UNIRANK_*`` variables that are settings: ``SECTION__KEY`` ones and ``UNIRANK_DATA_DIR``.
+    Tools keep their own ``UNIRANK_*`` variables (``UNIRANK_CONFIG``, ``UNIRANK_ES_URL``)."""
+    return sorted(k for k in os.environ
+                  if k.upper().startswith("UNIRANK_") and ("__" in k or k.upper() == "UNIRANK_DATA_DIR"))
+
+
 def _unknown_env_sections() -> list[str]:
     """``UNIRANK_SERACH__RRF_K`` names no section, and pydantic-settings would ignore it without a word
     (a mistyped key inside a section is refused like one in unirank.toml). Variables without ``__``
@@ -374,9 +380,9 @@ def _unknown_env_sections() -> list[str]:
     sections = [name for name, field in Settings.model_fields.items()
                 if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)]
     problems = []
-    for variable in sorted(os.environ):
+    for variable in _setting_variables():
         head, sep, rest = variable.partition("__")
-        if not (sep and variable.upper().startswith("UNIRANK_")):
+        if not sep:  # UNIRANK_DATA_DIR
             continue
         section = head[len("UNIRANK_"):].lower()
         if section not in sections:
