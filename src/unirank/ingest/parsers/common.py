@@ -84,16 +84,19 @@ def _legacy_text(data: bytes, legacy_encoding: str) -> str:
     return str(best)
 
 
+_SCALARS = (str, int, float, bool)
+
+
 def metadata_value(value: object) -> MetadataValue | None:
     """A field kept as metadata: a scalar, or a list of scalars (tags); dates as ISO text. Anything
     else (nested objects, nulls) is left out: it could not be filtered on."""
     if isinstance(value, (date, time)):
         return value.isoformat()
-    if isinstance(value, (str, int, float, bool)):
+    if isinstance(value, _SCALARS):
         return value
     if isinstance(value, list):
         items = [metadata_value(item) for item in value if item is not None]
-        if items and all(isinstance(item, (str, int, float, bool)) for item in items):
+        if items and all(isinstance(item, _SCALARS) for item in items):
             return items  # type: ignore[return-value]
     return None
 
