@@ -170,6 +170,8 @@ def test_search_over_http_is_the_clis_search(http, corpus, tmp_path):
     assert http.post("/v1/search", json={"query": "x", "index": "nope"}).status_code == 404
     typo = http.post("/v1/search", json={"query": "x", "topk": 3})
     assert typo.status_code == 422 and "topk" in typo.json()["error"]["message"]
+    no = http.post("/v1/search", json={"query": "x", "rerank": "no"})  # a string is not a boolean
+    assert no.status_code == 422 and no.json()["error"]["message"].startswith("Invalid request: rerank: Input should be a valid boolean")
 
 
 def test_sessions_keep_history_and_resolve_follow_ups(http):
@@ -209,6 +211,8 @@ def test_citation_endpoint_and_feedback(http):
     assert http.post("/v1/feedback", json={"message_id": mid, "kind": "click"}).status_code == 400
     voted = http.post("/v1/feedback", json={"message_id": mid, "kind": "down", "citation": 1})  # stored, then ignored
     assert voted.status_code == 400 and "only a click names a citation" in voted.json()["error"]["message"]
+    as_text = http.post("/v1/feedback", json={"message_id": mid, "kind": "click", "citation": str(n)})
+    assert as_text.status_code == 422 and "citation: Input should be a valid integer" in as_text.text
     love = http.post("/v1/feedback", json={"message_id": mid, "kind": "love"})
     assert love.status_code == 422
     assert love.json()["error"]["message"].startswith("Invalid request: kind: Input should be")
@@ -254,6 +258,9 @@ def test_answers_have_the_shapes_the_spec_declares(http):
 
 def test_errors_are_clear(http):
     spec = http.get("/openapi.json").json()
+    # FastAPI's own 422 body, which this app never sends, was declared for GET /v1/feedback and others.
+    assert "ValidationError" not in json.dumps(spec)
+    assert "422" not in spec["paths"]["/v1/sessions/{session_id}"]["delete"]["responses"]
 
     def refused(method: str, route: str, path: str, status: int, **request) -> dict:
         """The response has ``status`` and the body the OpenAPI spec declares for the route and status."""
@@ -270,6 +277,8 @@ def test_errors_are_clear(http):
     typo = refused("POST", chat, chat, 404, json={"model": "handbok", "messages": [{"role": "user", "content": "hi"}]})
     assert "Index 'handbok' does not exist. Available indexes: handbook" in typo["message"]  # not the default index
     refused("POST", chat, chat, 422, json={"messages": []})
+    yes = refused("POST", chat, chat, 422, json={"stream": "yes", "messages": [{"role": "user", "content": "hi"}]})
+    assert yes["message"] == "Invalid request: stream: Input should be a valid boolean."  # not read as true
     garbled = refused("POST", chat, chat, 422, content=b"{messages", headers={"Content-Type": "application/json"})
     assert "not valid JSON" in garbled["message"]
     last_assistant = refused("POST", chat, chat, 400, json={"messages": [{"role": "assistant", "content": "hi"}]})

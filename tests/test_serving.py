@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -157,6 +158,9 @@ def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: http
     assert {"/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/v1/models", "/health", "/ready",
             "/metrics"} <= set(spec["paths"])
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    # FastAPI's own 422 body is never sent: /v1/models/{model_id} declared it all the same.
+    assert "ValidationError" not in json.dumps(spec) and "422" not in spec["paths"]["/v1/models/{model_id}"]["get"]["responses"]
+    assert spec["paths"]["/embed"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/TeiError")
 
 
 def test_unknown_paths_and_methods_answer_in_the_routes_error_shape(http: httpx.Client) -> None:
@@ -229,6 +233,11 @@ def test_truncate_on_request_and_openai_sdk_errors(server: ModelServer, http: ht
     # A value no member of a union takes: one clause naming the accepted forms, not one per member.
     mixed = http.post("/v1/embeddings", json={"input": ["a", 1]}).json()["error"]["message"]
     assert mixed == "Invalid request: input: expected one of str, list[str], list[int], list[list[int]]."
+    # Wrong JSON types are refused, not coerced: "yes" is not read as true, nor "2" as 2.
+    yes = http.post("/embed", json={"inputs": long_text, "truncate": "yes"}).json()["error"]
+    assert yes == "Invalid request: truncate: Input should be a valid boolean."
+    two = http.post("/v1/rerank", json={"query": "q", "documents": ["a", "b", "c"], "top_n": "2"}).json()
+    assert two["error"]["message"] == "Invalid request: top_n: Input should be a valid integer."
     untitled = http.post("/v1/rerank", json={"query": "q", "documents": [{"title": "a"}]}).json()
     assert untitled["error"]["message"] == "Invalid request: documents.0: expected one of str, RerankDocument."
     with pytest.raises(openai.APIStatusError, match="the limit is 256"):

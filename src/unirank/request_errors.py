@@ -37,3 +37,31 @@ def validation_message(errors: Iterable[dict[str, Any]]) -> str:
 def http_error_code(exc: Any) -> str:
     """The error code for a refusal the router makes itself (an unknown path, a wrong method)."""
     return {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+
+
+def _only_text_parameters(operation: dict[str, Any]) -> bool:
+    """Whether nothing the route reads can fail validation: no body, and path or query strings only."""
+    def is_text(schema: dict[str, Any]) -> bool:
+        return schema.get("type") == "string" or all(
+            s.get("type") in ("string", "null") for s in schema.get("anyOf", [{"type": "object"}]))
+    return "requestBody" not in operation and all(is_text(p.get("schema", {})) for p in operation.get("parameters", []))
+
+
+def declare_only_sent_errors(app: Any) -> None:
+    """FastAPI's spec gives every route with a parameter a 422 in FastAPI's own body, which these servers
+    never send. Routes that can be refused declare their 422 in the server's shape; from routes whose
+    parameters are all text, which nothing refuses, the undeclared one is dropped."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        spec = build()
+        for operation in (op for ops in spec.get("paths", {}).values() for op in ops.values()):
+            invalid = operation.get("responses", {}).get("422", {})
+            if "HTTPValidationError" in str(invalid) and _only_text_parameters(operation):
+                del operation["responses"]["422"]
+        if "HTTPValidationError" not in str(spec.get("paths")):
+            for name in ("HTTPValidationError", "ValidationError"):
+                spec.get("components", {}).get("schemas", {}).pop(name, None)
+        return spec
+
+    app.openapi = openapi

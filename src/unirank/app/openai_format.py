@@ -18,7 +18,7 @@ from unirank.chat.types import ChatAnswer, Citation, Turn
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     #: A string, or OpenAI's list of content parts (the text parts are used, a line each: two parts
@@ -36,7 +36,9 @@ DEFAULT_MODEL = "unirank"
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # temperature, max_tokens… are accepted and ignored
+    #: temperature, max_tokens… are accepted and ignored. Strict: ``"stream": "yes"`` is a 422 naming
+    #: the field, not a guess at what was meant.
+    model_config = ConfigDict(extra="allow", strict=True)
 
     #: An index name (``GET /v1/models`` lists them), or ``unirank`` for the default index.
     model: str = DEFAULT_MODEL

@@ -10,7 +10,8 @@ from unirank.search.types import SearchMode
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt option must not be searched without
+    #: A misspelt option must not be searched without, and ``"rerank": "no"`` must not read as true.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str = Field(min_length=1)
     #: The index to search; omitted: ``chat.index``, or the only index.

@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from unirank.api import Unirank
 from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter,
@@ -38,7 +38,7 @@ from unirank.errors import (
     AnswererError, ConfigurationError, ConversationNotFoundError, IndexNotFoundError, InvalidQueryError,
     RemoteModelError, RerankLimitError, UnirankError,
 )
-from unirank.request_errors import http_error_code, validation_message
+from unirank.request_errors import declare_only_sent_errors, http_error_code, validation_message
 from unirank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,18 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
 ]
 
 
+#: A wrong JSON type (``"stream": "yes"``, ``"citation": "2"``) is a 422 naming the field, not a guess.
+_STRICT = ConfigDict(strict=True)
+
+
 class NewSession(BaseModel):
+    model_config = _STRICT
     index: str | None = None
     title: str = ""
 
 
 class SessionQuestion(BaseModel):
+    model_config = _STRICT
     content: str = Field(min_length=1)
     stream: bool = False
     #: Answer only from chunks whose metadata, ``doc_id`` or ``source_uri`` match.
@@ -68,6 +74,7 @@ class SessionQuestion(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
+    model_config = _STRICT
     message_id: str
     kind: Literal["up", "down", "click"]
     #: The citation number, for ``click``.
@@ -94,6 +101,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
                   lifespan=lifespan)
     app.state.chat = service
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    declare_only_sent_errors(app)
 
     @app.exception_handler(UnirankError)
     async def _unirank_error(request: Request, exc: UnirankError) -> JSONResponse:

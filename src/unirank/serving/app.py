@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from unirank.errors import AuthenticationError, ModelNotReadyError, ServingRequestError, UnirankError
-from unirank.request_errors import http_error_code, validation_message
+from unirank.request_errors import declare_only_sent_errors, http_error_code, validation_message
 from unirank.serving.auth import TokenStore
 from unirank.serving.batcher import MicroBatcher
 from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
@@ -148,6 +148,7 @@ def create_app(settings: Settings | None = None, refs: list[str] | None = None) 
     app.state.server = state
     _install_middleware_and_handlers(app, state)
     _install_routes(app, state)
+    declare_only_sent_errors(app)
     return app
 
 

@@ -12,8 +12,9 @@ TruncationDirection = Annotated[Literal["Right", "right", "Left", "left"], Field
 
 
 class _Request(BaseModel):
-    #: Unknown fields (``user``, SDK extras) are accepted and ignored, as the upstream APIs do.
-    model_config = ConfigDict(extra="ignore")
+    #: Unknown fields (``user``, SDK extras) are accepted and ignored, as the upstream APIs do. Strict:
+    #: ``"truncate": "yes"`` or ``"top_n": "5"`` is a 422 naming the field, not a guess at what was meant.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 # -- OpenAI: POST /v1/embeddings --------------------------------------------------------------------
