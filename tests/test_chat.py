@@ -154,6 +154,22 @@ def test_without_a_store_history_is_passed_in(corpus):
     assert answer.message_id is None  # nothing stored
 
 
+def test_a_follow_up_that_names_a_new_subject_leaves_the_old_one(service):
+    """"what about SEV2?" after API keys was searched as "what about SEV2? long old api keys working
+    rotation", and answered about API keys."""
+    history = [Turn("user", "How long do old API keys keep working after rotation?"), Turn("assistant", "…")]
+    sev2 = service.ask("What about SEV2?", "handbook", history=history)
+    assert not {"api", "keys", "rotation"} & set(sev2.query.lower().split())
+    assert sev2.citations[0].title == "Incident response runbook" and "SEV2: a major feature is degraded" in sev2.answer
+    # What the new subject's passages also hold is still carried: the plan the price was asked for.
+    history = [Turn("user", "How much does the team plan cost?"), Turn("assistant", "…")]
+    assert service.ask("What about the enterprise plan?", "handbook", history=history).query.endswith(" team")
+    # A subject the documents lack is not answered about the old one.
+    history = [Turn("user", "How do I rotate an API key?"), Turn("assistant", "…")]
+    elsewhere = service.ask("What about Kubernetes?", "handbook", history=history)
+    assert elsewhere.query == "What about Kubernetes?" and not elsewhere.grounded
+
+
 def test_rewriter_heuristic():
     rewriter = QueryRewriter()
     history = [Turn("user", "What is the recovery point objective for databases?"), Turn("assistant", "…")]

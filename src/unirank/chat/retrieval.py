@@ -92,6 +92,11 @@ class Retriever:
         return Retrieval(query=query, passages=passages, relevance=relevance, threshold=self.threshold,
                          timings_ms=timings)
 
+    def texts_about(self, words: str, index: str, filters: Mapping[str, str] | None = None, k: int = 3) -> list[str]:
+        """What the passages BM25 finds first for ``words`` say: the context a follow-up's new subject has."""
+        results = self.searcher.search(words, index, mode="bm25", top_k=k, rerank=False, filters=filters)
+        return [hit.chunk.text for hit in results.hits]
+
     def _within_budget(self, chunks: list[Chunk]) -> list[Chunk]:
         """Passages in rank order while they fit ``context_tokens``; the first is cut to fit if it must."""
         budget = self.settings.context_tokens

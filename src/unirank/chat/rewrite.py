@@ -3,20 +3,23 @@
 "How long does the old one keep working?" means nothing to a search index on its own. Offline,
 a follow-up (a pronoun or demonstrative that points back, an elliptical "what about …?", or a
 question with no content word at all) gets the key terms of the previous question that it does not
-already contain. With an LLM configured, the LLM rewrites it (and the heuristic is the fallback
-when the LLM fails).
+already contain. A follow-up that names a new subject ("what about SEV2?" after a question on API
+keys) gets only those terms the passages about its subject also hold: carried whole, "api key"
+outweighed "SEV2" and the answer stayed on the old topic. With an LLM configured, the LLM rewrites
+it (and the heuristic is the fallback when the LLM fails).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from unirank.chat.types import Turn
 from unirank.errors import AnswererError
+from unirank.search.embedded.fulltext import english_analyzer
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,9 @@ ELLIPSIS = ("and ", "or ", "but ", "what about", "how about", "what if", "why no
 #: Question verbs sklearn's stop list lacks: they carry no topic.
 QUESTION_WORDS = frozenset({"does", "did", "doing", "mean", "means", "tell", "explain", "happens", "happen"})
 MAX_ADDED_TERMS = 8
+
+#: The texts of the few passages a search for some words finds (in the chat's index, under its filters).
+RelatedTexts = Callable[[str], Sequence[str]]
 
 
 class LLMRewriter(Protocol):
@@ -54,13 +60,22 @@ def is_follow_up(question: str) -> bool:
             or not content_words(lowered))
 
 
+def changes_subject(question: str) -> bool:
+    """An elliptical follow-up that names its own subject and points back at nothing ("what about SEV2?")."""
+    lowered = question.strip().lower()
+    return (lowered.startswith(ELLIPSIS) and not any(w in ANAPHORA for w in words(lowered))
+            and bool(content_words(lowered)))
+
+
 class QueryRewriter:
     def __init__(self, llm: LLMRewriter | None = None, *, max_turns: int = 6) -> None:
         self.llm = llm
         self.max_turns = max_turns
+        self._stems = english_analyzer()  # BM25's own: "rotating" in a passage holds "rotate"
 
-    def rewrite(self, question: str, history: Sequence[Turn]) -> str:
-        """The stand-alone query for ``question`` (itself when there is no history to draw on)."""
+    def rewrite(self, question: str, history: Sequence[Turn], related: RelatedTexts | None = None) -> str:
+        """The stand-alone query for ``question`` (itself when there is no history to draw on). ``related``
+        finds the passages about a new subject, so that only the earlier terms they share are carried."""
         previous = [t for t in history if t.role == "user"]
         if not previous:
             return question.strip()
@@ -71,23 +86,31 @@ class QueryRewriter:
                     return rewritten.strip()
             except AnswererError as exc:
                 log.warning("LLM rewrite failed, rewriting the follow-up offline instead: %s", exc)
-        return self.heuristic(question, history)
+        return self.heuristic(question, history, related)
 
-    def heuristic(self, question: str, history: Sequence[Turn]) -> str:
+    def heuristic(self, question: str, history: Sequence[Turn], related: RelatedTexts | None = None) -> str:
         question = question.strip()
         if not is_follow_up(question):
             return question
-        anchor = self._previous_query(history)
+        anchor = self._previous_query(history, related)
         have = set(content_words(question))
         added: list[str] = []
         for term in content_words(anchor):
             if term not in have and term not in added:
                 added.append(term)
+        if added and related is not None and changes_subject(question):
+            added = self._shared_with(added, related(" ".join(content_words(question))))
         if not added:
             return question
         return f"{question} {' '.join(added[:MAX_ADDED_TERMS])}"
 
-    def _previous_query(self, history: Sequence[Turn]) -> str:
+    def _shared_with(self, terms: list[str], texts: Sequence[str]) -> list[str]:
+        """The terms these texts also hold, compared stemmed. None when nothing is about the new subject:
+        the old topic's terms would then answer the old question again."""
+        held = {stem for text in texts for stem in self._stems.analyze(text)}
+        return [t for t in terms if any(stem in held for stem in self._stems.analyze(t))]
+
+    def _previous_query(self, history: Sequence[Turn], related: RelatedTexts | None = None) -> str:
         """The last user turn as a stand-alone query (rewriting it too when it was itself a follow-up)."""
         turns = list(history)
         for i in range(len(turns) - 1, -1, -1):
@@ -96,5 +119,5 @@ class QueryRewriter:
                 continue
             if turn.query:
                 return turn.query
-            return self.heuristic(turn.content, turns[:i])
+            return self.heuristic(turn.content, turns[:i], related)
         return ""

@@ -99,7 +99,8 @@ class ChatService:
             history = self.store.history(session_id)
         index = index or self.default_index()
 
-        query = self.rewriter.rewrite(question, history or [])
+        query = self.rewriter.rewrite(question, history or [],
+                                      related=lambda words: self.retriever.texts_about(words, index, filters))
         timings["rewrite"] = _ms(started)
         retrieval = self.retriever.retrieve(query, index, filters)
         timings.update(retrieval.timings_ms)
