@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterator, Sequence
 
+from unirank.chat.rewrite import words
 from unirank.chat.sentences import MIN_SENTENCE_CHARS, sentence_spans, squash
 from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage
 from unirank.models.reranker import Reranker
@@ -73,6 +74,10 @@ class ExtractiveAnswerer:
         ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])
         best = ranked[0][1]
         chosen = [item for item in ranked[:self.max_sentences] if item[1] >= best - self.margin]
+        asked = codes(question)
+        naming = [item for item in chosen if asked & codes(item[0][0].chunk.text[item[0][1]:item[0][2]])]
+        if asked and naming:  # "SEV2: …" and "SEV3: …" score alike: quote the one the question names
+            chosen = naming
         chosen.sort(key=lambda item: (item[0][0].n, item[0][1]))
         return [(p, s, e, float(score)) for (p, s, e), score in chosen]
 
@@ -85,6 +90,12 @@ class ExtractiveAnswerer:
             log.warning("the reranker failed (%s: %s); choosing sentences by the embedder's cosine",
                         type(exc).__name__, exc)
             return list(self.fallback().score(question, texts))
+
+
+def codes(text: str) -> set[str]:
+    """Words with a digit: severities, statuses, versions ("SEV2", "429", "v1"). Embeddings barely tell
+    "SEV1: …" from "SEV2: …", so a question naming one quoted all three."""
+    return {w for w in words(text) if any(ch.isdigit() for ch in w)}
 
 
 def _with_context(passage: Passage, sentence: str) -> str:
