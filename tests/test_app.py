@@ -309,7 +309,7 @@ def test_page_and_indexes(http):
     assert http.get("/static/app.js").status_code == 200
     indexes = http.get("/v1/indexes").json()["indexes"]
     assert {i["name"]: i["default"] for i in indexes} == {"handbook": True}
-    assert indexes[0]["model"] == "all-MiniLM-L6-v2@base"
+    assert indexes[0]["model"] == "all-MiniLM-L6-v2@base" and indexes[0]["copy_of"] is None
     assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["handbook"]
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from unirank.search.embedded.backend import EmbeddedBackend
+
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sample-docs"
 
 
@@ -29,7 +31,7 @@ def run(tmp_path):
     return _run
 
 
-def test_ingest_search_and_index_commands(run):
+def test_ingest_search_and_index_commands(run, tmp_path):
     report = json.loads(run("ingest", str(SAMPLES), "--index", "handbook", "--json").stdout)
     assert report["ingested"] >= 6 and report["failed"] == 0
 
@@ -59,6 +61,14 @@ def test_ingest_search_and_index_commands(run):
     narrow = run("index", "list", extra_env={"COLUMNS": "80"}).stdout
     assert "all-MiniLM-L6-v2@base" in narrow and "…" not in narrow, narrow
     assert "updated" not in narrow and "updated (UTC)" in run("index", "list").stdout  # left out when narrow
+    assert info["copy_of"] is None and "copy_of" not in run("index", "info", "handbook").stdout
+    # A copy eval made says which index it re-embeds.
+    backend = EmbeddedBackend(tmp_path / "data" / "indexes")
+    backend.create_index("handbook--other-1", backend.model("handbook"), copy_of="handbook")
+    backend.close()
+    assert "copy of" in run("index", "list").stdout
+    assert "copy_of: handbook" in run("index", "info", "handbook--other-1").stdout
+    run("index", "delete", "handbook--other-1", "--yes")
 
     for model, says in (("", "--model is empty"), ("never-registered@1", "never-registered@1")):
         refused = run("ingest", str(SAMPLES), "--index", "other", "--model", model, ok=False)

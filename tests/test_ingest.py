@@ -186,6 +186,23 @@ def test_an_index_of_another_model_with_the_same_dimensions_is_refused_before_an
     assert "handbook-model@local\"" not in str(err.value) and "unset" not in str(err.value)
 
 
+def test_a_re_embedded_copy_is_marked_and_never_taken_as_the_default_index(client, corpus):
+    """`eval --index handbook --models copy@1` makes handbook--copy-1; after it, `unirank ask` over the one
+    index of documents said "Name the index to answer from (there are: handbook, handbook--copy-1)"."""
+    from unirank.chat import ChatService
+    from unirank.search.rebuild import reembedded_index
+
+    assert client.ingest(str(corpus / "api-keys.md"), "handbook").ingested
+    made_by = register_base_copy(client.settings, "copy")
+    copy = reembedded_index(client.backend, "handbook", client.embedder_for(made_by))
+    assert copy == "handbook--copy-1" and client.index_info(copy).copy_of == "handbook"
+    assert client.index_info("handbook").copy_of is None
+    assert ChatService(client).default_index() == "handbook"
+    register_base_copy(client.settings, "copy")
+    client.rebuild_index(copy, "copy@2")  # a new version of the copy is still the copy
+    assert client.index_info(copy).copy_of == "handbook" and client.index_info(copy).model.version == "2"
+
+
 def test_an_index_made_by_a_registered_model_is_read_and_extended_with_it_unless_another_is_set(client, corpus):
     """An index remembers its model: with no embedder.model, ingest and search use it (as an index rebuilt
     with a tuned model would be); a model named in the settings is used as named, and a mismatch refused."""

@@ -36,6 +36,8 @@ new MutationObserver(() => {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, base_embedder):
     ur = build_corpus(tmp_path_factory.mktemp("web"), base_embedder, hostile=False)
+    # A copy `eval` re-embeds with another model holds the same documents: not offered in the picker.
+    ur.backend.create_index("handbook--other-1", ur.backend.model("handbook"), copy_of="handbook")
     data_dir = ur.settings.data_dir
     ur.close()
     app = AppServer(data_dir, "--index", "handbook").wait_ready()
@@ -60,6 +62,7 @@ def test_ask_stream_cite_and_rate_in_the_browser(server, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(server.url)
     expect(page.get_by_label("Documents")).to_have_value("handbook")
+    assert page.get_by_label("Documents").locator("option").all_inner_texts() == ["handbook (19 passages)"]
     page.evaluate(WATCH_ANSWERS)
 
     question = page.get_by_label("Your question")

@@ -62,6 +62,14 @@ class BackendConformance:
         with pytest.raises(IndexNotFoundError, match=index_name):
             backend.info(index_name)
 
+    def test_a_copy_names_the_index_it_re_embeds(self, backend, filled):
+        assert backend.info(filled).copy_of is None
+        copy = f"{filled}--other-1"
+        info = backend.create_index(copy, MODEL, copy_of=filled)
+        assert info.copy_of == filled and backend.info(copy).to_dict()["copy_of"] == filled
+        assert {i.name: i.copy_of for i in backend.list_indexes()}[copy] == filled
+        backend.delete_index(copy)
+
     def test_counts_and_source_states(self, backend, filled):
         info = backend.info(filled)
         assert (info.chunk_count, info.source_count) == (4, 3)

@@ -133,7 +133,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     def indexes() -> dict:
         default = _default_index(service)
         return {"indexes": [{"name": i.name, "chunks": i.chunk_count, "model": str(i.model),
-                             "default": i.name == default} for i in ur.list_indexes()]}
+                             "default": i.name == default, "copy_of": i.copy_of} for i in ur.list_indexes()]}
 
     @app.get("/v1/models", responses=described(IndexModels))
     def models() -> dict:

@@ -68,6 +68,8 @@ class IndexOut(BaseModel):
     model: str
     #: The index a question without one is answered from.
     default: bool
+    #: The index this one re-embeds with another model (a copy ``eval`` made), else null.
+    copy_of: str | None
 
 
 class IndexList(BaseModel):

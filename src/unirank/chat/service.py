@@ -63,9 +63,11 @@ class ChatService:
         """``chat.index``, else the only index there is."""
         if self.settings.index:
             return self.settings.index
-        names = [i.name for i in self.ur.list_indexes()]
-        if len(names) == 1:
-            return names[0]
+        indexes = self.ur.list_indexes()
+        originals = [i.name for i in indexes if i.copy_of is None]  # eval's re-embedded copies are not meant
+        if len(originals) == 1:
+            return originals[0]
+        names = [i.name for i in indexes]
         hint = f" (there are: {', '.join(names)})" if names else " (there are none yet: run `unirank ingest`)"
         raise InvalidQueryError(f"Name the index to answer from{hint}: --index NAME (over HTTP, the request's "
                                 "\"index\", or an index name as the \"model\"), or chat.index in settings.")

@@ -150,7 +150,8 @@ def print_indexes(infos: list[IndexInfo]) -> None:
         console.print("No indexes yet. Create one with `unirank ingest SOURCE --index NAME`.")
         return
     rows = [{"name": i.name, "model": str(i.model), "dims": str(i.model.dims), "chunks": str(i.chunk_count),
-             "sources": str(i.source_count), "updated (UTC)": to_the_minute(i.updated_at)} for i in infos]
+             "sources": str(i.source_count), "updated (UTC)": to_the_minute(i.updated_at),
+             **({"copy of": i.copy_of or ""} if any(j.copy_of for j in infos) else {})} for i in infos]
     print_table(rows, names=("name", "model"), optional=("updated (UTC)",))
 
 
@@ -177,4 +178,5 @@ def print_table(rows: list[dict[str, str]], *, names: tuple[str, ...], optional:
 
 def print_index(info: IndexInfo) -> None:
     print_record({"name": info.name, "model": f"{info.model} ({info.model.dims} dimensions)", **{
-        key: value for key, value in info.to_dict().items() if key not in ("name", "model")}})
+        key: value for key, value in info.to_dict().items()
+        if key not in ("name", "model") and not (key == "copy_of" and value is None)}})

@@ -36,8 +36,9 @@ def require_valid_index_name(index: str) -> None:
 class SearchBackend(Protocol):
     name: str
 
-    def create_index(self, index: str, model: ModelSignature) -> IndexInfo:
-        """Create an empty index for vectors of ``model``'s dimensions (``require_valid_index_name`` first)."""
+    def create_index(self, index: str, model: ModelSignature, *, copy_of: str | None = None) -> IndexInfo:
+        """Create an empty index for vectors of ``model``'s dimensions (``require_valid_index_name`` first).
+        ``copy_of``: the index it re-embeds, kept in ``IndexInfo.copy_of`` (also across a rebuild)."""
         ...
 
     def info(self, index: str) -> IndexInfo:

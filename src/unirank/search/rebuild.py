@@ -59,7 +59,7 @@ def reembedded_index(backend: SearchBackend, index: str, embedder: Embedder, sta
             return target
         backend.delete_index(target)
     (stage or (lambda _: None))(f"re-embedding {index} with {sig} into {target}")
-    backend.create_index(target, sig)
+    backend.create_index(target, sig, copy_of=index)
     for batch in reembedded_sources(backend, index, embedder):
         backend.index(target, batch)
     backend.flush(target)

@@ -133,6 +133,9 @@ class IndexInfo:
     created_at: str
     updated_at: str
     details: dict = field(default_factory=dict)
+    #: The index this one re-embeds with another model (``eval``/``train`` make such copies): it is
+    #: searchable by name, but never taken as the default index.
+    copy_of: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -143,5 +146,6 @@ class IndexInfo:
             "backend": self.backend,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "copy_of": self.copy_of,
             **self.details,
         }

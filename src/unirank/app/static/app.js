@@ -53,7 +53,8 @@ async function api(path, options = {}) {
 
 // ---- conversations ------------------------------------------------------------------------------
 async function loadIndexes() {
-  const { indexes } = await api("/v1/indexes");
+  // The copies eval re-embeds with other models are left out: they hold the same documents.
+  const indexes = (await api("/v1/indexes")).indexes.filter((i) => !i.copy_of);
   const select = $("index");
   select.replaceChildren(...indexes.map((i) => el("option", { value: i.name, title: `vectors made by ${i.model}` }, `${i.name} (${i.chunks} passages)`)));
   const preferred = indexes.find((i) => i.default) || indexes[0];

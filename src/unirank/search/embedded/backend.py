@@ -94,7 +94,7 @@ class EmbeddedBackend:
     def model(self, index: str) -> ModelSignature:
         return self._handle(index).model
 
-    def create_index(self, index: str, model: ModelSignature) -> IndexInfo:
+    def create_index(self, index: str, model: ModelSignature, *, copy_of: str | None = None) -> IndexInfo:
         if not self.exists(index):
             require_valid_index_name(index)
         folder = self._index_dir(index)
@@ -105,7 +105,7 @@ class EmbeddedBackend:
                 shutil.rmtree(version_dir, ignore_errors=True)  # a create that crashed half-way
                 version_dir.mkdir()
                 store = ChunkStore(version_dir / "chunks.sqlite")
-                store.init_meta(model)
+                store.init_meta(model, copy_of=copy_of)
                 store.close()
                 (version_dir / "derived.json").write_text(json.dumps({"fulltext": 0, "vectors": 0}))
                 tmp = folder / "CURRENT.tmp"
@@ -143,6 +143,7 @@ class EmbeddedBackend:
                 created_at=meta["created_at"],
                 updated_at=meta["updated_at"],
                 details={"path": str(handle.version_dir), "generation": int(meta["generation"])},
+                copy_of=meta.get("copy_of"),
             )
 
     def rebuild(self, index: str, sources: Iterable[Sequence[IndexedSource]], model: ModelSignature) -> IndexInfo:
@@ -152,8 +153,9 @@ class EmbeddedBackend:
         new_dir = folder / f"v{number}"
         shutil.rmtree(new_dir, ignore_errors=True)
         new_dir.mkdir()
+        copy_of = self.info(index).copy_of
         store = ChunkStore(new_dir / "chunks.sqlite")
-        store.init_meta(model)
+        store.init_meta(model, copy_of=copy_of)
         store.close()
         (new_dir / "derived.json").write_text(json.dumps({"fulltext": 0, "vectors": 0}))
         handle = _Handle(version_dir=new_dir, store=ChunkStore(new_dir / "chunks.sqlite"),

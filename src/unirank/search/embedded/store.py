@@ -84,7 +84,7 @@ class ChunkStore:
                 self.db.execute("ALTER TABLE sources ADD COLUMN recipe TEXT NOT NULL DEFAULT ''")
 
     # -- metadata -------------------------------------------------------------------------------
-    def init_meta(self, model: ModelSignature) -> None:
+    def init_meta(self, model: ModelSignature, *, copy_of: str | None = None) -> None:
         stamp = now_iso()
         with self.db:
             self.db.executemany(
@@ -96,6 +96,7 @@ class ChunkStore:
                     ("created_at", stamp),
                     ("updated_at", stamp),
                     ("generation", "0"),
+                    *([("copy_of", copy_of)] if copy_of else []),
                 ],
             )
 
