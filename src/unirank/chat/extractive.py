@@ -69,13 +69,13 @@ class ExtractiveAnswerer:
                     candidates.append((passage, start, end))
         if not candidates:
             return []
-        raw = self._score(question, [_with_context(p, p.chunk.text[s:e]) for p, s, e in candidates])
+        raw = self._score(question, [_with_context(c[0], _sentence(c)) for c in candidates])
         scores = [(r + p.score) / 2 for r, (p, _, _) in zip(raw, candidates)]
         ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])
         best = ranked[0][1]
         chosen = [item for item in ranked[:self.max_sentences] if item[1] >= best - self.margin]
         asked = codes(question)
-        naming = [item for item in chosen if asked & codes(item[0][0].chunk.text[item[0][1]:item[0][2]])]
+        naming = [(candidate, score) for candidate, score in chosen if asked & codes(_sentence(candidate))]
         if asked and naming:  # "SEV2: …" and "SEV3: …" score alike: quote the one the question names
             chosen = naming
         chosen.sort(key=lambda item: (item[0][0].n, item[0][1]))
@@ -96,6 +96,11 @@ def codes(text: str) -> set[str]:
     """Words with a digit: severities, statuses, versions ("SEV2", "429", "v1"). Embeddings barely tell
     "SEV1: …" from "SEV2: …", so a question naming one quoted all three."""
     return {w for w in words(text) if any(ch.isdigit() for ch in w)}
+
+
+def _sentence(candidate: tuple[Passage, int, int]) -> str:
+    passage, start, end = candidate
+    return passage.chunk.text[start:end]
 
 
 def _with_context(passage: Passage, sentence: str) -> str:
