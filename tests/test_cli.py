@@ -50,6 +50,9 @@ def test_ingest_search_and_index_commands(run, tmp_path):
     nothing = " ".join(run("search", "password", "--index", "handbook", "--mode", "bm25", "-f", "categroy=account"
                            ).stdout.split())
     assert "No results for 'password' with categroy=account: a filter matches a metadata value" in nothing
+    assert "No passage has the key 'categroy' (did you mean 'category'?); the keys there are: " in nothing
+    wrong_value = run("search", "password", "--index", "handbook", "--mode", "bm25", "-f", "category=acount").stdout
+    assert "No results" in wrong_value and "No passage has the key" not in wrong_value  # the key exists
     table = run("search", "restore a database", "--index", "handbook", "--top-k", "1").stdout
     assert "Backup and restore policy" in table
 

@@ -62,6 +62,9 @@ class BackendConformance:
         with pytest.raises(IndexNotFoundError, match=index_name):
             backend.info(index_name)
 
+    def test_filter_keys_are_the_metadata_keys_and_the_two_fields(self, backend, filled):
+        assert backend.filter_keys(filled) == {"team", "public", "doc_id", "source_uri"}
+
     def test_a_copy_names_the_index_it_re_embeds(self, backend, filled):
         assert backend.info(filled).copy_of is None
         copy = f"{filled}--other-1"

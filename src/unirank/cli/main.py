@@ -102,6 +102,7 @@ def search(
         filters = parse_filters(filter_)
         results = ur.search(query, index, mode=mode, top_k=top_k, rerank=rerank,  # type: ignore[arg-type]
                             filters=filters)
+        keys = ur.backend.filter_keys(index) if filters and not results.hits else set()
     except UnirankError as exc:
         fail(exc)
     finally:
@@ -109,7 +110,7 @@ def search(
     if as_json:
         print_json(results.to_dict())
     else:
-        print_results(results, filters)
+        print_results(results, filters, keys)
 
 
 # In --help, commands are listed as registered: the workflow's order after ingest and search.

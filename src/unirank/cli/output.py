@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from rich.console import Console
 from rich.markup import escape
@@ -87,7 +88,9 @@ def _location(uri: str, page: int | None) -> str:
     return f"{short} p.{page}" if page else short
 
 
-def print_results(results: SearchResults, filters: Mapping[str, str] | None = None) -> None:
+def print_results(results: SearchResults, filters: Mapping[str, str] | None = None,
+                  filter_keys: Collection[str] = ()) -> None:
+    """``filter_keys``: the keys the index's passages have, when a filtered search found nothing."""
     flags = [f"{results.mode} with {results.embedder}" if results.embedder else results.mode]
     if results.reranked:
         flags.append("reranked")
@@ -112,6 +115,10 @@ def print_results(results: SearchResults, filters: Mapping[str, str] | None = No
         hint = (f" with {only}: a filter matches a metadata value, doc_id or source_uri exactly (keys and "
                 "values as stored; `--json` on a search without it shows them)") if only else ""
         console.print(f"No results for {results.query!r}{hint}.", markup=False)
+        for key in [k for k in filters or {} if filter_keys and k not in filter_keys]:
+            close = difflib.get_close_matches(key, sorted(filter_keys), n=1)
+            console.print(f"No passage has the key {key!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                          f"the keys there are: {', '.join(sorted(filter_keys))}.", markup=False)
         return
     console.print(table)
 

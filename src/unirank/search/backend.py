@@ -77,6 +77,11 @@ class SearchBackend(Protocol):
         set's judgements against a large index)."""
         ...
 
+    def filter_keys(self, index: str) -> set[str]:
+        """The keys its chunks can be filtered by (their metadata's, ``doc_id``, ``source_uri``): to say
+        which filter of a search that found nothing names a key no chunk has."""
+        ...
+
     def flush(self, index: str) -> None:
         """Make everything written so far durable in every structure (end of an ingest run)."""
         ...

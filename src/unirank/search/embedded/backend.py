@@ -312,6 +312,11 @@ class EmbeddedBackend:
         with handle.lock:
             return handle.store.documents_present(doc_ids)
 
+    def filter_keys(self, index: str) -> set[str]:
+        handle = self._handle(index)
+        with handle.lock:
+            return handle.store.filter_keys()
+
     def flush(self, index: str) -> None:
         handle = self._handle(index)
         with self._write(index, handle):

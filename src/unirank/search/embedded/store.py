@@ -212,6 +212,10 @@ class ChunkStore:
                 return set()
         return result or set()
 
+    def filter_keys(self) -> set[str]:
+        rows = self.db.execute("SELECT DISTINCT substr(term, 1, instr(term, '=') - 1) FROM chunk_filters")
+        return {key for (key,) in rows} | {"doc_id", "source_uri"}
+
     def documents_present(self, doc_ids: Collection[str]) -> set[str]:
         """Looked up in the filter terms' index (``doc_id=…``), so the chunk rows are never read."""
         wanted = list(dict.fromkeys(doc_ids))
