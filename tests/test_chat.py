@@ -306,6 +306,12 @@ def test_ask_cli_prints_exactly_the_documented_json(corpus, tmp_path):
     assert out["citations"][0]["title"] == "Incident response runbook" and "SEV1" in out["answer"]
     assert "SEV2" not in out["answer"] and "SEV3" not in out["answer"]  # all three were quoted: they score alike
 
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ask", "How do I reset my password?", "--index",
+                           "handbook", "--filter", "categroy=account", "--json"], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["grounded"] is False  # nothing has the misspelt key
+    assert "warning: No passage has the key 'categroy' (did you mean 'category'?)" in proc.stderr, proc.stderr
+
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ask", "anything", "-i", "missing"],
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 2 and "does not exist" in proc.stderr

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.prompt import Prompt
 
 from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filters
-from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri
+from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri, unknown_filter_keys
 from unirank.errors import InvalidQueryError, UnirankError
 
 INDEX_HELP = "Index to answer from (default: chat.index, or the only index)."
@@ -32,6 +32,9 @@ def ask(
         service = ChatService(ur)
         try:
             filters = parse_filters(filter_)
+            if filters:  # said before the answer, which is "not covered" when a key matches nothing
+                for note in unknown_filter_keys(filters, ur.backend.filter_keys(index or service.default_index())):
+                    errors.print(f"warning: {note}", markup=False, highlight=False)
             if as_json:
                 print_json(service.ask(question, index, filters=filters).brief())
                 return
@@ -60,6 +63,8 @@ def chat(
             filters = parse_filters(filter_)
             index = index or service.default_index()
             ur.index_info(index)  # a missing index is said, with the ones there are, before the first question
+            for note in unknown_filter_keys(filters, ur.backend.filter_keys(index) if filters else ()):
+                errors.print(f"warning: {note}", markup=False, highlight=False)
         except UnirankError as exc:
             fail(exc)
         session = store.create_session(index)

@@ -88,6 +88,16 @@ def _location(uri: str, page: int | None) -> str:
     return f"{short} p.{page}" if page else short
 
 
+def unknown_filter_keys(filters: Mapping[str, str] | None, filter_keys: Collection[str]) -> list[str]:
+    """A line for each filter whose key no passage has (a misspelt key matches nothing, silently)."""
+    notes = []
+    for key in [k for k in filters or {} if filter_keys and k not in filter_keys]:
+        close = difflib.get_close_matches(key, sorted(filter_keys), n=1)
+        notes.append(f"No passage has the key {key!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                     f"the keys there are: {', '.join(sorted(filter_keys))}.")
+    return notes
+
+
 def print_results(results: SearchResults, filters: Mapping[str, str] | None = None,
                   filter_keys: Collection[str] = ()) -> None:
     """``filter_keys``: the keys the index's passages have, when a filtered search found nothing."""
@@ -115,10 +125,8 @@ def print_results(results: SearchResults, filters: Mapping[str, str] | None = No
         hint = (f" with {only}: a filter matches a metadata value, doc_id or source_uri exactly (keys and "
                 "values as stored; `--json` on a search without it shows them)") if only else ""
         console.print(f"No results for {results.query!r}{hint}.", markup=False)
-        for key in [k for k in filters or {} if filter_keys and k not in filter_keys]:
-            close = difflib.get_close_matches(key, sorted(filter_keys), n=1)
-            console.print(f"No passage has the key {key!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
-                          f"the keys there are: {', '.join(sorted(filter_keys))}.", markup=False)
+        for note in unknown_filter_keys(filters, filter_keys):
+            console.print(note, markup=False)
         return
     console.print(table)
 
