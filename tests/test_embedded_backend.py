@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conformance.backend_suite import MODEL, BackendConformance, source, unit
+from unirank.search.types import ModelSignature
 from unirank.search.embedded.backend import EmbeddedBackend
 
 
@@ -122,3 +123,68 @@ def test_the_default_vector_index_builds_the_same_graph_every_time(tmp_path):
 
     first = neighbours(0)
     assert all(neighbours(run) == first for run in (1, 2))
+
+
+class _Constant:
+    """An embedder of another signature whose vectors are all alike: the test reads texts, not ranks."""
+
+    signature = ModelSignature(name="other", version="2", dims=MODEL.dims)
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        return np.stack([unit(1, 1)] * len(texts))
+
+
+def test_writes_made_while_an_index_is_rebuilt_reach_the_new_version(backend):
+    """An ingest run during `index rebuild` reported its chunks written, and they were gone after the switch;
+    a source removed meanwhile came back."""
+    from unirank.search.rebuild import reembedded_sources
+
+    backend.create_index("docs", MODEL)
+    backend.index("docs", [source("mem://a", ["alpha"], [unit(1, 0)]), source("mem://b", ["beta"], [unit(0, 1)])])
+    backend.flush("docs")
+    embedder = _Constant()
+
+    def read_while_others_write():
+        batches = reembedded_sources(backend, "docs", embedder, batch_chunks=1)
+        yield next(batches)  # mem://a, as it was
+        backend.index("docs", [source("mem://c", ["gamma"], [unit(1, 1)])])  # a new document
+        backend.index("docs", [source("mem://a", ["alpha, edited"], [unit(1, 0)])])  # one ingested again
+        backend.delete("docs", ["mem://b"])  # `unirank index remove`
+        backend.flush("docs")
+        yield from batches
+
+    caught: list[list[str]] = []
+
+    def catch_up(uris):
+        caught.append(sorted(uris))
+        return reembedded_sources(backend, "docs", embedder, sources=uris)
+
+    info = backend.rebuild("docs", read_while_others_write(), embedder.signature, catch_up)
+    assert info.model == embedder.signature and info.source_count == 2
+    assert {c.source_uri: c.text for batch in backend.iter_chunks("docs") for c in batch} == {
+        "mem://a": "alpha, edited", "mem://c": "gamma"}
+    assert caught == [["mem://a", "mem://c"]]  # read before the writes ended, so read again under the lock
+    assert [h.chunk.id for h in backend.bm25("docs", "beta", 5)] == []  # the removed one stays removed
+    assert [h.chunk.text for h in backend.bm25("docs", "edited", 5)] == ["alpha, edited"]
+
+
+def test_an_index_deleted_while_it_is_rebuilt_says_so(backend):
+    """`index delete` during a rebuild ended the rebuild with "ValueError: Failed to acquire Lockfile"."""
+    from unirank.errors import IndexNotFoundError
+    from unirank.search.rebuild import reembedded_sources
+
+    backend.create_index("docs", MODEL)
+    backend.index("docs", [source("mem://a", ["alpha"], [unit(1, 0)]), source("mem://b", ["beta"], [unit(0, 1)])])
+    backend.flush("docs")
+    embedder = _Constant()
+
+    def read_then_deleted():
+        batches = reembedded_sources(backend, "docs", embedder, batch_chunks=1)
+        yield next(batches)
+        backend.delete_index("docs")
+        yield from batches
+
+    with pytest.raises(IndexNotFoundError, match="'docs' does not exist"):
+        backend.rebuild("docs", read_then_deleted(), embedder.signature,
+                        lambda uris: reembedded_sources(backend, "docs", embedder, sources=uris))
+    assert not backend.exists("docs") and not (backend.root / "docs").exists()

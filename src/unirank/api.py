@@ -112,7 +112,10 @@ class Unirank:
         embedder = load_embedder(settings)
         if progress:
             progress(f"re-embedding {index} with {embedder.signature}")
-        return self.backend.rebuild(index, reembedded_sources(self.backend, index, embedder), embedder.signature)
+        return self.backend.rebuild(
+            index, reembedded_sources(self.backend, index, embedder), embedder.signature,
+            # what was ingested or removed meanwhile, taken in under the write lock just before the switch
+            catch_up=lambda uris: reembedded_sources(self.backend, index, embedder, sources=uris))
 
     def sources_under(self, index: str, source: str) -> list[str]:
         """The ingested sources at or under ``source`` (a folder, file or object-storage prefix), which

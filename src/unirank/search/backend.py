@@ -7,7 +7,7 @@ their chunks hydrated and ``scores`` naming the stage that produced each score.
 from __future__ import annotations
 
 import re
-from typing import Collection, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -15,6 +15,8 @@ from unirank.errors import InvalidQueryError
 from unirank.search.types import Chunk, Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
 
 Filters = Mapping[str, str]
+#: The named sources as they are in the index now, with the new model's vectors (``rebuild``'s catch-up).
+CatchUp = Callable[[Collection[str]], Iterable[Sequence[IndexedSource]]]
 
 #: Names a new index may take on every backend: they are folder names, URL path segments and CLI words.
 _INDEX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -67,9 +69,11 @@ class SearchBackend(Protocol):
         """Remove sources and their chunks; returns the number of chunks removed."""
         ...
 
-    def iter_chunks(self, index: str, batch_size: int = 1000) -> Iterator[list[Chunk]]:
-        """Every chunk in the index, in batches (training data, re-embedding into a new index); a source's
-        chunks come together, so a re-embedding can write each source whole while holding one batch."""
+    def iter_chunks(self, index: str, batch_size: int = 1000,
+                    sources: Collection[str] | None = None) -> Iterator[list[Chunk]]:
+        """Every chunk in the index (or of these ``sources`` only), in batches (training data, re-embedding
+        into a new index); a source's chunks come together, so a re-embedding can write each source whole
+        while holding one batch."""
         ...
 
     def documents_present(self, index: str, doc_ids: Collection[str]) -> set[str]:
@@ -86,9 +90,14 @@ class SearchBackend(Protocol):
         """Make everything written so far durable in every structure (end of an ingest run)."""
         ...
 
-    def rebuild(self, index: str, sources: Iterable[Sequence[IndexedSource]], model: ModelSignature) -> IndexInfo:
+    def rebuild(self, index: str, sources: Iterable[Sequence[IndexedSource]], model: ModelSignature,
+                catch_up: CatchUp) -> IndexInfo:
         """Write ``sources`` into a new version of ``index`` for ``model``, then switch the name to it
-        atomically: searches see the old version until the new one is complete."""
+        atomically: searches see the old version until the new one is complete.
+
+        Writes to ``index`` go on while ``sources`` are read; none may be lost. Before the switch, under
+        the index's write lock, the new version drops the sources ``index`` no longer has and takes the
+        ones whose state differs (added or re-ingested meanwhile) from ``catch_up(uris)``."""
         ...
 
     def bm25(self, index: str, query: str, top_k: int, filters: Filters | None = None) -> list[Hit]: ...

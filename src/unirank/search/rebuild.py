@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Iterator
+from typing import Callable, Collection, Iterator
 
-from unirank.errors import UnirankError
 from unirank.models.embedder import Embedder
 from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.search.types import Chunk, IndexedSource, SourceState
@@ -13,20 +12,21 @@ from unirank.search.types import Chunk, IndexedSource, SourceState
 Stage = Callable[[str], None]
 
 
-def reembedded_sources(backend: SearchBackend, index: str, embedder: Embedder,
-                       batch_chunks: int = 512) -> Iterator[list[IndexedSource]]:
-    """The index's sources, each with all its chunks and new vectors, in write-sized batches. Only one
-    batch is held at a time: ``iter_chunks`` yields a source's chunks together (the Protocol says so)."""
+def reembedded_sources(backend: SearchBackend, index: str, embedder: Embedder, batch_chunks: int = 512,
+                       sources: Collection[str] | None = None) -> Iterator[list[IndexedSource]]:
+    """The index's sources (or these ``sources``), each with all its chunks and new vectors, in write-sized
+    batches. Only one batch is held at a time: ``iter_chunks`` yields a source's chunks together."""
     states = backend.source_states(index)
     pending: list[tuple[SourceState, list[Chunk]]] = []
     count = 0
-    seen: set[str] = set()
-    chunks_in_order = (chunk for batch in backend.iter_chunks(index, batch_size=batch_chunks) for chunk in batch)
+    chunks_in_order = (chunk for batch in backend.iter_chunks(index, batch_size=batch_chunks, sources=sources)
+                       for chunk in batch)
     for uri, group in itertools.groupby(chunks_in_order, key=lambda c: c.source_uri):
-        if uri in seen:  # writing it twice would keep only its second half
-            raise UnirankError(f"{backend.name} backend returned the chunks of {uri} apart; iter_chunks must "
-                               "yield a source's chunks together. Nothing was switched over.")
-        seen.add(uri)
+        if any(state.uri == uri for state, _ in pending):
+            # Ingested again while being read: its new chunks come later and replace the old ones, in a
+            # batch of their own (one write holds a source once). rebuild's catch-up settles its state.
+            yield _embed(pending, embedder)
+            pending, count = [], 0
         chunks = list(group)  # as stored: a JSONL source holds several documents, each from ordinal 0
         pending.append((states.get(uri) or SourceState(uri=uri, content_hash="", size=0), chunks))
         count += len(chunks)

@@ -20,7 +20,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from unirank.errors import DimensionMismatchError, IndexLockedError, IndexNotFoundError, InvalidQueryError
-from unirank.search.backend import Filters, require_valid_index_name
+from unirank.search.backend import CatchUp, Filters, require_valid_index_name
 from unirank.search.embedded.fulltext import FullTextIndex
 from unirank.search.embedded.store import ChunkStore, WriteOutcome, filter_term_set, filter_terms
 from unirank.search.embedded.vectors import VectorIndex
@@ -146,7 +146,8 @@ class EmbeddedBackend:
                 copy_of=meta.get("copy_of"),
             )
 
-    def rebuild(self, index: str, sources: Iterable[Sequence[IndexedSource]], model: ModelSignature) -> IndexInfo:
+    def rebuild(self, index: str, sources: Iterable[Sequence[IndexedSource]], model: ModelSignature,
+                catch_up: CatchUp) -> IndexInfo:
         current = self._current_dir(index)
         folder = current.parent
         number = max(int(p.name[1:]) for p in folder.glob("v[0-9]*") if p.name[1:].isdigit()) + 1
@@ -163,28 +164,43 @@ class EmbeddedBackend:
                          vectors=self._vectors(new_dir / "vectors.usearch", model.dims),
                          model=model)
         try:
-            for batch in sources:
-                for source in batch:
-                    if len(source.chunks) and source.vectors.shape[1] != model.dims:
-                        raise DimensionMismatchError(index, str(model), model.dims, "the given vectors",
-                                                     int(source.vectors.shape[1]))
-                outcome = handle.store.replace_sources(batch)
-                self._apply_derived(handle, outcome)
-            handle.vectors.save()
-            handle.write_derived(vectors=handle.store.generation())
+            self._write_rebuilt(index, handle, sources)
+            live = self._handle(index)
+            with self._write(index, live):  # ingests wait from here to the switch
+                if not self.exists(index):
+                    raise IndexNotFoundError(index, self._names())
+                now, built = live.store.source_states(), handle.store.source_states()
+                gone = [uri for uri in built if uri not in now]
+                if gone:
+                    self._apply_derived(handle, handle.store.delete_sources(gone))
+                changed = [uri for uri, state in now.items() if built.get(uri) != state]
+                if changed:  # ingested (or ingested again) while the rest was re-embedded
+                    self._write_rebuilt(index, handle, catch_up(changed))
+                handle.vectors.save()
+                handle.write_derived(vectors=handle.store.generation())
+                handle.close()
+                tmp = folder / "CURRENT.tmp"
+                tmp.write_text(new_dir.name)
+                os.replace(tmp, folder / "CURRENT")  # the atomic switch
         except BaseException:
             handle.close()
             shutil.rmtree(new_dir, ignore_errors=True)
+            if not self.exists(index):  # deleted meanwhile: its files went from under the new version
+                raise IndexNotFoundError(index, self._names()) from None
             raise
-        handle.close()
-        with self._lock(index):
-            tmp = folder / "CURRENT.tmp"
-            tmp.write_text(new_dir.name)
-            os.replace(tmp, folder / "CURRENT")  # the atomic switch
         for old in folder.glob("v[0-9]*"):
             if old.is_dir() and old not in (new_dir, current):
                 shutil.rmtree(old, ignore_errors=True)  # keep the previous version, drop older ones
         return self.info(index)
+
+    def _write_rebuilt(self, index: str, handle: _Handle, sources: Iterable[Sequence[IndexedSource]]) -> None:
+        model = handle.model
+        for batch in sources:
+            for source in batch:
+                if len(source.chunks) and source.vectors.shape[1] != model.dims:
+                    raise DimensionMismatchError(index, str(model), model.dims, "the given vectors",
+                                                 int(source.vectors.shape[1]))
+            self._apply_derived(handle, handle.store.replace_sources(batch))
 
     # -- opening and repair ---------------------------------------------------------------------
     def _handle(self, index: str) -> _Handle:
@@ -302,9 +318,10 @@ class EmbeddedBackend:
             self._apply_derived(handle, outcome)
         return len(outcome.removed_keys)
 
-    def iter_chunks(self, index: str, batch_size: int = 1000) -> Iterator[list[Chunk]]:
+    def iter_chunks(self, index: str, batch_size: int = 1000,
+                    sources: Collection[str] | None = None) -> Iterator[list[Chunk]]:
         handle = self._handle(index)
-        for rows in handle.store.iter_all(batch_size):
+        for rows in handle.store.iter_all(batch_size, sources):
             yield [chunk for _, chunk, _ in rows]
 
     def documents_present(self, index: str, doc_ids: Collection[str]) -> set[str]:

@@ -237,13 +237,25 @@ class ChunkStore:
                 out[position[key]] = np.frombuffer(blob, dtype=np.float32)
         return out
 
-    def iter_all(self, batch: int = 2048) -> Iterator[list[tuple[int, Chunk, np.ndarray]]]:
-        """Every chunk with its vector, in key order, for rebuilding derived indexes."""
+    def iter_all(self, batch: int = 2048,
+                 sources: Collection[str] | None = None) -> Iterator[list[tuple[int, Chunk, np.ndarray]]]:
+        """Every chunk with its vector (or those of ``sources``), in key order: a source's chunks are
+        written in one transaction, so they come together."""
+        if sources is not None:
+            uris = sorted(set(sources))
+            for start in range(0, len(uris), 500):
+                yield from self._iter_where(batch, "source_uri IN (%s)" % ",".join("?" * len(uris[start:start + 500])),
+                                            uris[start:start + 500])
+            return
+        yield from self._iter_where(batch, "1", [])
+
+    def _iter_where(self, batch: int, where: str,
+                    params: list[str]) -> Iterator[list[tuple[int, Chunk, np.ndarray]]]:
         last = -1
         while True:
             rows = self.db.execute(
-                f"SELECT {_CHUNK_COLUMNS}, vector FROM chunks WHERE key > ? ORDER BY key LIMIT ?",
-                (last, batch),
+                f"SELECT {_CHUNK_COLUMNS}, vector FROM chunks WHERE key > ? AND {where} ORDER BY key LIMIT ?",
+                (last, *params, batch),
             ).fetchall()
             if not rows:
                 return
