@@ -40,6 +40,37 @@ def test_versions_are_immutable_copies_with_records(registry):
     assert [v.ref for v in registry.list()] == ["cisi-embed@1", "cisi-embed@2"]
 
 
+def test_two_registrations_at_once_get_a_version_each_with_their_own_files(tmp_path):
+    """Both took version 1: the second copied its files over the first's, then its row was refused, so
+    `models show race@1` described one model and loading it gave the other."""
+    import threading
+
+    folders = {}
+    for which in ("a", "b"):
+        folder = folders[which] = tmp_path / which
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(which.encode() * 20_000_000)  # a copy slow enough to overlap
+    start, outcome = threading.Barrier(2), {}
+
+    def register(which: str) -> None:
+        registry = ModelRegistry(tmp_path / "models")  # as another process would: its own connection
+        start.wait()
+        try:
+            outcome[which] = registry.register("race", "embedder", path=folders[which], record={"which": which})
+        finally:
+            registry.close()
+
+    threads = [threading.Thread(target=register, args=(w,)) for w in folders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(v.version for v in outcome.values()) == [1, 2]
+    for which, version in outcome.items():
+        assert version.record["which"] == which and (version.path / "weights.bin").read_bytes()[:1] == which.encode()
+    assert not [p for p in (tmp_path / "models" / "race").iterdir() if p.name.startswith(".")]  # nothing left over
+
+
 def test_promotion_refuses_a_worse_candidate_unless_forced(registry):
     _version(registry, 0.45), _version(registry, 0.40), _version(registry, 0.47)
     registry.promote("cisi-embed@1")

@@ -11,6 +11,7 @@ import logging
 import re
 import shutil
 import sqlite3
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -96,21 +97,33 @@ class ModelRegistry:
         record = dict(record or {})
         if path is not None and not Path(path).is_dir():
             raise UnirankError(f"{path} is not a model folder.")
-        version = self._next_version(name)
-        target = None
+        incoming = self.root / name / f".incoming-{uuid.uuid4().hex}"  # the slow copy, under no lock
         if path is not None:
-            target = self.root / name / f"v{version}"
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(path, tmp)
-            (tmp / MARKER_FILE).write_text(json.dumps({"name": name, "version": version, "role": role}))
-            shutil.rmtree(target, ignore_errors=True)
-            tmp.rename(target)
-        with self.db:
-            self.db.execute(
-                "INSERT INTO versions (name, version, role, path, record, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (name, version, role, str(target) if target else None, json.dumps(record), now_iso()),
-            )
+            shutil.copytree(path, incoming)
+        try:
+            # The version number is taken, the folder named after it and the row written in one exclusive
+            # transaction: two registrations of a name at once each got version 1, and the second
+            # replaced the first one's files before its row was refused.
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.check_registrable(name, role)
+                version = self._next_version(name)
+                target = None
+                if path is not None:
+                    target = self.root / name / f"v{version}"
+                    (incoming / MARKER_FILE).write_text(json.dumps({"name": name, "version": version, "role": role}))
+                    shutil.rmtree(target, ignore_errors=True)  # no row names it: left by a failed registration
+                    incoming.rename(target)
+                self.db.execute(
+                    "INSERT INTO versions (name, version, role, path, record, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, version, role, str(target) if target else None, json.dumps(record), now_iso()),
+                )
+                self.db.commit()
+            except BaseException:
+                self.db.rollback()
+                raise
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
         return self.get(f"{name}@{version}")
 
     def check_registrable(self, name: str, role: str) -> None:
