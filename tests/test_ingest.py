@@ -186,6 +186,34 @@ def test_an_index_of_another_model_with_the_same_dimensions_is_refused_before_an
     assert "handbook-model@local\"" not in str(err.value) and "unset" not in str(err.value)
 
 
+def test_two_model_folders_of_one_name_are_told_apart_by_their_files(tmp_path):
+    """An index made by /a/basemodel (``basemodel@local``) was extended and searched with /b/basemodel, other
+    weights of the same size: both were ``basemodel@local``."""
+    from types import SimpleNamespace
+
+    from unirank.models.embedder import makes_vectors_of
+    from unirank.models.loading import resolve_model_path
+
+    base = Path(resolve_model_path("base")[0])
+    a = shutil.copytree(base, tmp_path / "a" / "basemodel", ignore=shutil.ignore_patterns("onnx", "openvino"))
+    b = shutil.copytree(a, tmp_path / "b" / "basemodel")
+    made_by = resolve_model_path(str(a))[2]
+    assert made_by.startswith("local-") and resolve_model_path(str(b))[2] == made_by  # the same files
+    with open(b / "model.safetensors", "r+b") as weights:  # as fine-tuning does, to every weight
+        weights.seek(-4096, 2)
+        weights.write(b"\x01" * 4096)
+    other = resolve_model_path(str(b))[2]
+    assert other.startswith("local-") and other != made_by
+
+    def embedder(version: str) -> SimpleNamespace:
+        return SimpleNamespace(signature=ModelSignature("basemodel", version, 384), same_vectors_as=frozenset())
+
+    assert not makes_vectors_of(embedder(other), ModelSignature("basemodel", made_by, 384))
+    assert makes_vectors_of(embedder(made_by), ModelSignature("basemodel", made_by, 384))
+    # An index made before names the folder alone: read with a folder of that name, as it was.
+    assert makes_vectors_of(embedder(other), ModelSignature("basemodel", "local", 384))
+
+
 def test_a_re_embedded_copy_is_marked_and_never_taken_as_the_default_index(client, corpus):
     """`eval --index handbook --models copy@1` makes handbook--copy-1; after it, `unirank ask` over the one
     index of documents said "Name the index to answer from (there are: handbook, handbook--copy-1)"."""

@@ -41,7 +41,7 @@ class EmbedderMismatchError(UnirankError):
 
     def __init__(self, index: str, index_model: str, model: str) -> None:
         name, _, version = index_model.rpartition("@")
-        if version == "local":  # an index names a folder model by the folder's name only
+        if version.startswith("local"):  # a folder model: its name, and a digest of its files
             use = (f"set embedder.model (or ingest --model) to the path of the model folder {name!r} it was "
                    "made with")
         else:

@@ -40,8 +40,12 @@ def loaded(embedder: Embedder | Callable[[], Embedder]) -> Embedder:
 def makes_vectors_of(embedder: Embedder, index_model: ModelSignature) -> bool:
     """Whether ``embedder``'s vectors are comparable with those of an index made by ``index_model``."""
     mine = embedder.signature
-    return index_model.dims == mine.dims and (str(index_model) == str(mine)
-                                              or str(index_model) in embedder.same_vectors_as)
+    if index_model.dims != mine.dims:
+        return False
+    if str(index_model) == str(mine) or str(index_model) in embedder.same_vectors_as:
+        return True
+    # An index made before folder models were told apart by their files names the folder alone.
+    return index_model.version == "local" and mine.name == index_model.name and mine.version.startswith("local-")
 
 
 def require_comparable_vectors(index: str, index_model: ModelSignature, embedder: Embedder) -> None:

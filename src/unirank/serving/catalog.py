@@ -50,7 +50,7 @@ class ServedModel:
     @property
     def label(self) -> str:
         """The id, with the version an alias stands for: ``hb-embed@prod (version 3)``; ``base``."""
-        exact = self.version in (self.id, "local", "hub") or self.id.endswith(f"@{self.version}")
+        exact = self.version in (self.id, "hub") or self.version.startswith("local") or self.id.endswith(f"@{self.version}")
         return self.id if exact else f"{self.id} (version {self.version})"
 
     def describe(self) -> dict[str, Any]:
@@ -119,7 +119,7 @@ class ModelCatalog:
     def _load(self, ref: str, version: str) -> ServedModel:
         settings = self.settings.model_copy(deep=True)
         exact = ref
-        if version not in (BASE_ALIAS, "local", "hub"):
+        if version not in (BASE_ALIAS, "hub") and not version.startswith("local"):
             exact = f"{parse_reference(ref)[0]}@{version}"
         path = resolve_model_path(exact, settings.models_dir)[0]
         if is_cross_encoder(path):
