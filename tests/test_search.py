@@ -144,8 +144,8 @@ def test_reembedding_streams_each_source_whole(indexed, monkeypatch):
     read: list[int] = []
     iter_chunks = client.backend.iter_chunks
 
-    def counted(name, batch_size=1000):
-        for batch in iter_chunks(name, batch_size):
+    def counted(name, batch_size=1000, sources=None):
+        for batch in iter_chunks(name, batch_size, sources):
             read.append(len(batch))
             yield batch
 
