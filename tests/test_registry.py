@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -99,6 +100,11 @@ def test_rollback_walks_the_alias_history(registry):
     registry.promote("cisi-embed@3")
     assert registry.rollback("cisi-embed").version == 2
     assert registry.get("cisi-embed@prod").version == 2
+    assert registry.rollback("cisi-embed").version == 1  # further back, not to v3 again
+    with pytest.raises(ModelNotFoundError, match="no earlier version to roll back to"):
+        registry.rollback("cisi-embed")
+    registry.promote("cisi-embed@3")
+    assert registry.rollback("cisi-embed").version == 1
     with pytest.raises(ModelNotFoundError, match="never been set"):
         registry.rollback("cisi-embed", "staging")
 
@@ -135,6 +141,31 @@ def test_export_to_a_folder(registry, tmp_path):
     assert registry.export("cisi-embed@1", str(tmp_path / "exported")) == dest
     assert sorted(p.relative_to(dest).as_posix() for p in Path(dest).rglob("*") if p.is_file()) == files
     assert json.loads((Path(dest) / "unirank_model.json").read_text())["version"] == 1
+
+
+def test_a_registry_is_read_from_anywhere_and_after_its_folder_moves(tmp_path, monkeypatch):
+    """With the default data_dir (".unirank", relative) a version's path was stored as ".unirank/models/…":
+    run from another folder, or after the data dir moved, its model could not be loaded or exported."""
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    registry = ModelRegistry(Path(".unirank") / "models")
+    registry.register("rel", "embedder", path=BASE)
+    registry.close()
+    monkeypatch.chdir(tmp_path)
+    elsewhere = ModelRegistry(project / ".unirank" / "models")
+    assert (elsewhere.get("rel@1").path / "model.safetensors").is_file()
+    elsewhere.close()
+    (project / ".unirank").rename(tmp_path / "moved")
+    moved = ModelRegistry(tmp_path / "moved" / "models")
+    assert moved.get("rel@1").path == (tmp_path / "moved" / "models" / "rel" / "v1").resolve()
+    assert (Path(moved.export("rel@1", str(tmp_path / "out"))) / "model.safetensors").is_file()
+    # Files gone from under it: said, not "Exported" over nothing.
+    shutil.rmtree(moved.get("rel@1").path)
+    with pytest.raises(ExportError, match="The files of rel@1 are missing"):
+        moved.export("rel@1", str(tmp_path / "out2"))
+    assert not (tmp_path / "out2").exists()
+    moved.close()
 
 
 def test_export_to_object_storage_loads_back(registry, tmp_path, s3_endpoint):

@@ -83,7 +83,7 @@ def parse_reference(ref: str) -> tuple[str, str | None]:
 
 class ModelRegistry:
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.root / "registry.sqlite", check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -116,7 +116,8 @@ class ModelRegistry:
                     incoming.rename(target)
                 self.db.execute(
                     "INSERT INTO versions (name, version, role, path, record, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, version, role, str(target) if target else None, json.dumps(record), now_iso()),
+                    # Where the files are, relative to the registry: it may be opened from elsewhere or moved.
+                    (name, version, role, f"{name}/v{version}" if target else None, json.dumps(record), now_iso()),
                 )
                 self.db.commit()
             except BaseException:
@@ -197,19 +198,26 @@ class ModelRegistry:
         return None
 
     def rollback(self, name: str, alias: str = "prod") -> ModelVersion:
-        """Point ``alias`` back at the version it named before the last change."""
+        """Point ``alias`` at the version promoted before the current one; again, at the one before that.
+        (It went back and forth between the last two: v1 of three promotions could not be reached.)"""
         rows = self.db.execute(
-            "SELECT version FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq DESC", (name, alias)
+            "SELECT version, note FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq", (name, alias)
         ).fetchall()
         if not rows:
             self._require_name(name)
             raise ModelNotFoundError(f"{name}@{alias} has never been set; nothing to roll back.")
-        current = rows[0][0]
-        previous = next((r[0] for r in rows[1:] if r[0] != current), None)
-        if previous is None:
-            raise ModelNotFoundError(f"{name}@{alias} has no earlier version to roll back to.")
-        self._set_alias(name, alias, previous, f"rollback from v{current}")
-        return self.get(f"{name}@{previous}")
+        promoted: list[int] = []  # the versions it went through, less those rolled back from
+        for version, note in rows:
+            if note.startswith("rollback") and promoted:
+                promoted.pop()
+            if not promoted or promoted[-1] != version:
+                promoted.append(version)
+        current = promoted.pop()
+        if not promoted:
+            raise ModelNotFoundError(f"{name}@{alias} has no earlier version to roll back to (it is v{current}); "
+                                     f"`unirank models promote {name}@VERSION --alias {alias}` names one outright.")
+        self._set_alias(name, alias, promoted[-1], f"rollback from v{current}")
+        return self.get(f"{name}@{promoted[-1]}")
 
     def _set_alias(self, name: str, alias: str, version: int, note: str) -> None:
         with self.db:
@@ -232,6 +240,9 @@ class ModelRegistry:
         if mv.path is None:
             raise UnirankError(f"{mv.ref} is a remote endpoint; there are no files to export.")
         root = mv.path
+        if not root.is_dir() or not any(root.iterdir()):  # exported nothing, and said it had
+            raise ExportError(f"The files of {mv.ref} are missing from {root}: nothing was exported. Restore the "
+                              f"folder (or the data dir it was in), or register the model again.")
         location = filesystem_for(to, storage)
         dest = f"{location.path.rstrip('/')}/{mv.name}-v{mv.version}"
         if location.is_object_storage:
@@ -286,7 +297,10 @@ class ModelRegistry:
             raise ModelNotFoundError(self._missing(name, version))
         aliases = [a for (a,) in self.db.execute(
             "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias", (name, version))]
-        return ModelVersion(name=row[0], version=row[1], role=row[2], path=Path(row[3]) if row[3] else None,
+        # A version's files are always at NAME/vVERSION under the registry; rows written before kept the path
+        # as given then (relative to where a command ran, or to where the data dir was), so it is not read.
+        files = self.root / row[0] / f"v{row[1]}" if row[3] else None
+        return ModelVersion(name=row[0], version=row[1], role=row[2], path=files,
                             created_at=row[5], record=json.loads(row[4]), aliases=aliases)
 
     def _alias_target(self, name: str, alias: str) -> ModelVersion | None:
