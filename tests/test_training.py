@@ -173,8 +173,14 @@ def test_eval_names_systems_and_records_metrics(client, minibeir, trained, tmp_p
     record_metrics(registry, results, specs, "beir:minibeir")
     assert registry.get("tiny-embed@1").metrics["ndcg@10"] == results["hybrid:tiny-embed@1"]["ndcg@10"]
     # A reranker named alone reranks the base's hybrid results (before, nothing at all was scored).
-    alone = evaluation.run(load_beir(minibeir).judged(), resolve_specs(["tiny-rerank@1"], registry), index_for)
+    alone_specs = resolve_specs(["tiny-rerank@1"], registry)
+    alone = evaluation.run(load_beir(minibeir).judged(), alone_specs, index_for)
     assert set(alone) - {"_meta"} == {"bm25", "knn:base", "hybrid:base", "hybrid+rerank:base+tiny-rerank@1"}
+    # and its figure is recorded, which promotion asks for (named alone, it was not: "Evaluate it first")
+    record_metrics(registry, alone, alone_specs, "beir:minibeir")
+    recorded = registry.get("tiny-rerank@1").metrics
+    assert recorded["system"] == "hybrid+rerank:base+tiny-rerank@1"
+    assert recorded["ndcg@10"] == alone["hybrid+rerank:base+tiny-rerank@1"]["ndcg@10"]
 
 
 def test_eval_refuses_judgments_that_cannot_measure_anything_and_counts_missing_documents(client, minibeir):

@@ -162,8 +162,10 @@ def record_metrics(registry: ModelRegistry, results: dict, specs: list[ModelSpec
             hybrid = results.get(f"hybrid:{spec.embedder}")
             if hybrid:
                 registry.update_record(spec.embedder, metrics={**hybrid, **where, "system": f"hybrid:{spec.embedder}"})
-        if spec.reranker and spec.reranker != BASE_ALIAS and spec.embedder:
-            key = f"hybrid+rerank:{spec.embedder}+{spec.reranker}"
+        if spec.reranker and spec.reranker != BASE_ALIAS:
+            # Named alone, a reranker reranked each embedder's results: its figure is over the first.
+            key = (f"hybrid+rerank:{spec.embedder}+{spec.reranker}" if spec.embedder else
+                   next((k for k in results if k.startswith("hybrid+rerank:") and k.endswith(f"+{spec.reranker}")), ""))
             if key in results:
                 registry.update_record(spec.reranker, metrics={**results[key], **where, "system": key})
 
