@@ -162,8 +162,11 @@ def test_an_index_of_other_dimensions_is_refused_before_any_write(client, corpus
     assert "tiny-model@3 (8 dimensions)" in message and "384 dimensions" in message
     assert client.index_info("small").chunk_count == 0
     assert client.backend.source_states("small") == {}
-    with pytest.raises(DimensionMismatchError):
+    with pytest.raises(DimensionMismatchError) as err:
         client.search("keys", "small", mode="knn", rerank=False)
+    # The ways out, as for a model of the same size (it said only "ingest into a new index").
+    assert 'embedder.model = "tiny-model@3"' in str(err.value)
+    assert "unirank index rebuild small --model MODEL" in str(err.value)
 
 
 def test_an_index_of_another_model_with_the_same_dimensions_is_refused_before_any_write(client, corpus):

@@ -117,6 +117,7 @@ def test_unknown_references_name_what_exists(registry):
         registry.get("other")
     with pytest.raises(ModelNotFoundError, match="is not set"):
         registry.get("cisi-embed@prod")
+    assert registry.get("cisi-embed@latest").version == 1  # "@latest … is not set; promote --alias latest"
     with pytest.raises(ModelNotFoundError, match="No model named 'other'. Registered: cisi-embed"):
         registry.rollback("other")
     with pytest.raises(ModelNotFoundError, match="No model named 'other'. Registered: cisi-embed"):
@@ -247,6 +248,11 @@ def test_cli_register_promote_rollback_and_export(tmp_path):
     assert (tmp_path / "out" / "mini-v1" / "config.json").exists(), out
     err = run("models", "register", "mini", "--path", str(tmp_path), "--role", "embedder", ok=False)
     assert "config.json" in err.stderr
+    # Endpoint options with a folder were dropped without a word.
+    err = run("models", "register", "mini", "--path", str(BASE), "--role", "embedder", "--token-env", "KEY", ok=False)
+    assert "--token-env describe an endpoint (--endpoint URL); a model folder (--path) takes none" in " ".join(
+        err.stderr.split())
+    assert json.loads(run("models", "show", "mini@latest", "--json").stdout)["version"] == 2  # it said "not set"
 
 
 def test_optimized_copies_and_endpoints_share_their_sources_vectors_and_nothing_else():

@@ -23,14 +23,29 @@ class IndexNotFoundError(UnirankError):
         self.name = name
 
 
+def _how_to_use(index_model: str) -> str:
+    """How to read an index with the model that made it, for each kind of model reference."""
+    name, _, version = index_model.rpartition("@")
+    if version.startswith("local"):  # a folder model: its name, and a digest of its files
+        return f"set embedder.model (or ingest --model) to the path of the model folder {name!r} it was made with"
+    setting = {"base": "base", "hub": name}.get(version, index_model)
+    use = (f"embedder.model = \"{setting}\" in unirank.toml (or UNIRANK_EMBEDDER__MODEL={setting}, or "
+           f"ingest --model {setting})")
+    if version != "hub":
+        use += (", or leave embedder.model unset, and each index is read with the model that made it "
+                "if that is `base` or registered here")
+    return use
+
+
 class DimensionMismatchError(UnirankError):
     """The embedding model's vector size differs from the one the index was built with."""
 
     def __init__(self, index: str, index_model: str, index_dims: int, model: str, model_dims: int) -> None:
         super().__init__(
             f"Index {index!r} was built with {index_model} ({index_dims} dimensions), but the embedder "
-            f"{model} produces {model_dims} dimensions. Nothing was written. Use the index's model, or "
-            f"ingest into a new index (or delete {index!r} first)."
+            f"{model} produces {model_dims} dimensions. Nothing was searched or written. Use the index's model: "
+            f"{_how_to_use(index_model)}. Or re-embed the index with this one: unirank index rebuild {index} "
+            f"--model MODEL; or ingest into a new index."
         )
         self.index_dims = index_dims
         self.model_dims = model_dims
@@ -40,21 +55,11 @@ class EmbedderMismatchError(UnirankError):
     """The index's vectors were made by another model: same size, but not comparable."""
 
     def __init__(self, index: str, index_model: str, model: str) -> None:
-        name, _, version = index_model.rpartition("@")
-        if version.startswith("local"):  # a folder model: its name, and a digest of its files
-            use = (f"set embedder.model (or ingest --model) to the path of the model folder {name!r} it was "
-                   "made with")
-        else:
-            setting = {"base": "base", "hub": name}.get(version, index_model)
-            use = (f"embedder.model = \"{setting}\" in unirank.toml (or UNIRANK_EMBEDDER__MODEL={setting}, or "
-                   f"ingest --model {setting})")
-            if version != "hub":
-                use += (", or leave embedder.model unset, and each index is read with the model that made it "
-                        "if that is `base` or registered here")
         super().__init__(
             f"Index {index!r} holds vectors made by {index_model}, but the embedder is {model}: vectors of "
-            f"two models are not comparable, so nothing was searched or written. Use the index's model: {use}. "
-            f"Or re-embed the index with this one: unirank index rebuild {index} --model MODEL."
+            f"two models are not comparable, so nothing was searched or written. Use the index's model: "
+            f"{_how_to_use(index_model)}. Or re-embed the index with this one: unirank index rebuild {index} "
+            f"--model MODEL."
         )
         self.index_model = index_model
         self.model = model

@@ -47,6 +47,11 @@ def register(
     try:
         if (path is None) == (endpoint is None):
             raise UnirankError("Give either --path DIR (a saved model folder) or --endpoint URL (a model server).")
+        endpoint_only = {"--api": api, "--token-env": token_env, "--token-file": token_file,
+                         "--remote-model": remote_model, "--tokenizer": tokenizer if tokenizer != "base" else None}
+        if path is not None and any(v is not None for v in endpoint_only.values()):
+            given = ", ".join(k for k, v in endpoint_only.items() if v is not None)
+            raise UnirankError(f"{given} describe an endpoint (--endpoint URL); a model folder (--path) takes none.")
         registry.check_registrable(name, role)  # before a model loads
         if path is not None:
             record = describe_model_folder(path, role)

@@ -1,6 +1,6 @@
 """The model registry: SQLite records + immutable copies of each version's files.
 
-``NAME@VERSION`` (a number) or ``NAME@ALIAS`` (``prod``...) or ``NAME`` (the latest version)
+``NAME@VERSION`` (a number) or ``NAME@ALIAS`` (``prod``...) or ``NAME`` / ``NAME@latest`` (the latest version)
 refer to one version. Every alias change is kept in a history, which is what rollback walks back.
 """
 
@@ -275,7 +275,7 @@ class ModelRegistry:
     # -- reads ----------------------------------------------------------------------------------
     def get(self, ref: str) -> ModelVersion:
         name, selector = parse_reference(ref)
-        if selector is None:
+        if selector is None or selector == "latest":  # promote refuses "latest" as an alias name: it means this
             row = self.db.execute("SELECT MAX(version) FROM versions WHERE name = ?", (name,)).fetchone()
             if row[0] is None:
                 raise ModelNotFoundError(self._missing(name))
