@@ -88,3 +88,54 @@ def test_queries_in_jsonl_and_tsv(tmp_path):
 def test_a_malformed_query_row_is_refused_with_its_line(tmp_path, name, text):
     with pytest.raises(UnirankError, match=rf"{name}:2: expected"):
         load_queries(_write(tmp_path / name, text))
+
+
+def test_files_saved_by_windows_tools_are_read_and_other_encodings_said(tmp_path):
+    """A byte-order mark made the header a pair ("\\ufeffquery") or the first id "\\ufeff1" (its query then
+    matched no judgement); a cp1252 file ended in a UnicodeDecodeError traceback."""
+    bom = "\ufeffquery\tpositive\r\nkey rotation\tRotate keys every 90 days.\r\n   \r\nsev2\tSEV2: degraded.\r\n"
+    pairs = load_pair_file(_write(tmp_path / "p.tsv", bom))
+    assert [(p.query, p.positive) for p in pairs] == [("key rotation", "Rotate keys every 90 days."),
+                                                      ("sev2", "SEV2: degraded.")]
+    assert [p.query for p in load_pair_file(_write(tmp_path / "p.jsonl", '\ufeff{"query": "a", "positive": "b"}\n'))] == ["a"]
+    assert load_queries(_write(tmp_path / "q.tsv", "\ufeff1\tWhat is a key?\n")) == {"1": "What is a key?"}
+    assert load_qrels(_write(tmp_path / "r.tsv", "\ufeff1\tdoc-1\t1\n")) == {"1": {"doc-1": 1}}
+    latin = tmp_path / "l.tsv"
+    latin.write_bytes("café\tcrème brûlée\nnext\tline\n".encode("cp1252"))
+    with pytest.raises(TrainingError, match=r"l.tsv:1: not UTF-8 text \(byte 0xe9\): save the file as UTF-8"):
+        load_pair_file(latin)
+    latin.write_bytes("1\tok\n2\tcafé\n".encode("cp1252"))
+    with pytest.raises(UnirankError, match=r"l.tsv:2: not UTF-8 text"):
+        load_queries(latin)
+
+
+def test_pairs_of_one_question_share_an_id_and_are_matched_to_their_passages(tmp_path):
+    """Without ids every pair of a file fell in one validation group, so a file of pairs could never train
+    ("no validation split"), and validation looked for document ""."""
+    from unirank.search.types import Chunk
+    from unirank.training.labelled import with_documents
+    from unirank.training.validation import split_pairs
+
+    text = "".join(f"question {i % 6}\tpassage {i}\n" for i in range(24)) + "Question 0\tRotate keys every 90 days.\n"
+    pairs = load_pair_file(_write(tmp_path / "p.tsv", text))
+    assert len({p.query_id for p in pairs}) == 6 and pairs[0].query_id == pairs[-1].query_id  # case and spacing aside
+    split = split_pairs(pairs)
+    assert split.validation and {p.query_id for p in split.validation}.isdisjoint(p.query_id for p in split.train)
+    chunk = Chunk(id="keys.md#2", doc_id="keys.md", source_uri="file:///keys.md", ordinal=2,
+                  text="Rotate  keys every 90 days.", title="API keys")
+    placed = with_documents(pairs, [chunk])
+    assert placed[-1].doc_id == "keys.md"  # a passage of the index: its document
+    assert placed[0].doc_id.startswith("pair:") and len({p.doc_id for p in placed}) == 25
+
+
+def test_judgements_left_out_of_training_are_counted(tmp_path):
+    """Qrels rows naming a query the queries file lacks, or a document the index lacks, were dropped silently."""
+    from unirank.search.types import Chunk
+    from unirank.training.labelled import pairs_from_qrels
+
+    chunks = [Chunk(id=f"{d}#0", doc_id=d, source_uri=f"mem://{d}", ordinal=0, text=f"text of {d}", title=d)
+              for d in ("d1", "d2")]
+    qrels = {"1": {"d1": 1, "d2": 0, "gone": 1}, "9001": {"d1": 1}, "2": {"d2": 2}}
+    pairs, skipped = pairs_from_qrels({"1": "first", "2": "second"}, qrels, chunks)
+    assert [(p.query_id, p.doc_id) for p in pairs] == [("1", "d1"), ("2", "d2")]
+    assert skipped == {"qrels_query_not_in_queries": 1, "qrels_document_not_in_index": 1}

@@ -3,6 +3,7 @@ leakage, resume, index rebuild."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -479,3 +480,72 @@ def test_too_little_data_is_refused_saying_what_was_made_of_it(client, tmp_path)
     with pytest.raises(TrainingError, match=r"Only \d+ usable training pairs \(\d+ pseudo-queries made from 1 "
                                             r"passages, \d+ kept .*\); training needs at least 8"):
         job.run()
+
+
+def test_a_file_of_pairs_trains_and_its_validation_measures_something(client, minibeir, tmp_path):
+    """A TSV of (query, passage) rows, as the README shows, always stopped at "Only N usable training pairs":
+    with no ids every row fell in one validation group. With ids, validation looked for document ""."""
+    from data.make_minibeir import DOCS
+
+    index = ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, lambda _: None)
+    passages = {c.doc_id: c.text for batch in client.backend.iter_chunks(index) for c in batch if c.ordinal == 0}
+    rows = [f"{title.lower()}\t{passages[doc]}" for doc, (title, _) in DOCS.items() if doc in passages]
+    rows += [f"what does the policy on {title.lower()} say\t{passages[doc]}" for doc, (title, _) in DOCS.items()
+             if doc in passages]
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("query\tpositive\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    request = TrainRequest(name="from-pairs", index=index, pairs=pairs, embedder=EmbedderTrainingConfig(**TINY),
+                           reranker=RerankerTrainingConfig(**TINY))
+    result = TrainJob(client.settings, client.backend, client.embedder, request).run()
+    assert result.stats["labelled_pairs"] == len(rows)
+    assert result.metrics["embedder"]["ndcg@10"] > 0.3  # the passages are findable: it was 0.0
+
+
+def test_a_rerun_after_the_index_or_the_base_changed_trains_again(client, minibeir, tmp_path):
+    """The run folder was keyed by the request alone: after an ingest, or a promotion of the base's alias,
+    the same command reused the old run and registered its models as if trained on the new data."""
+    from conftest import register_base_copy
+    from unirank.search.types import IndexedSource, SourceState
+
+    index = ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, lambda _: None)
+    register_base_copy(client.settings, "start")
+    registry = ModelRegistry(client.settings.models_dir)
+    registry.promote("start@1", force=True)
+
+    def run_dir(**extra) -> Path:
+        request = TrainRequest(name="keyed", index=index, base="start@prod", **extra)
+        return TrainJob(client.settings, client.backend, client.embedder, request).run_dir
+
+    first = run_dir()
+    assert run_dir() == first  # the same command on the same inputs resumes
+    assert TrainJob(client.settings, client.backend, client.embedder,
+                    TrainRequest(name="keyed", index=index, base="start@prod")).base_ref == "start@1"
+    register_base_copy(client.settings, "start")
+    registry.promote("start@2", force=True)
+    registry.close()
+    after_promotion = run_dir()
+    assert after_promotion != first
+    chunk = next(iter(client.backend.iter_chunks(index)))[0]
+    client.backend.index(index, [IndexedSource(
+        state=SourceState(uri="mem://new", content_hash="h", size=1), vectors=client.embedder.embed_documents(["x"]),
+        chunks=[dataclasses.replace(chunk, id="mem://new#0", doc_id="new", source_uri="mem://new", text="x")])])
+    client.backend.flush(index)
+    try:
+        assert run_dir() not in (first, after_promotion)
+    finally:
+        client.backend.delete(index, ["mem://new"])
+        client.backend.flush(index)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(name="base"), r"--name base: `base` stands for the bundled model"),
+    (dict(name="None"), r"--name None: `None` stands for the absence of a model"),
+    (dict(feedback=Path("chat.sqlite")), r"--feedback adds the votes and clicks of chats over --index NAME"),
+])
+def test_requests_that_would_train_the_wrong_thing_are_refused(minibeir, change, message):
+    """`--name base` registered base-embed, which `eval --models base` never reaches; `--feedback` with
+    `--beir` trained on the feedback of every index's chats."""
+    from unirank.errors import TrainingError
+
+    with pytest.raises(TrainingError, match=message):
+        TrainRequest(**{"name": "x", "beir": minibeir, **change}).validate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Sequence
 
 
@@ -25,3 +26,17 @@ def parse_object_line(line: str, required: Sequence[str] = ()) -> dict[str, Any]
 def _json_type(value: Any) -> str:
     names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def label_file_lines(path: Path) -> list[str]:
+    """The lines of a label file (pairs, queries, qrels, click log): UTF-8, with or without the byte-order
+    mark that Excel and Notepad write (it was read as part of the first id or header). ``ValueError``
+    names the line of a byte that is not UTF-8 (it ended in a traceback)."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file as "
+                         "UTF-8") from None
+    return text.splitlines(keepends=True)

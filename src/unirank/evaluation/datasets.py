@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unirank.errors import UnirankError
-from unirank.jsonl import parse_object_line
+from unirank.jsonl import label_file_lines, parse_object_line
 
 Qrels = dict[str, dict[str, int]]
 
@@ -35,23 +35,30 @@ def load_queries(path: Path) -> dict[str, str]:
     if not path.exists():
         raise UnirankError(f"Query file {path} does not exist.")
     queries: dict[str, str] = {}
-    with path.open(encoding="utf-8") as handle:
-        if path.suffix == ".jsonl":
-            for n, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        record = parse_object_line(line, ("_id", "text"))
-                    except ValueError as exc:
-                        raise UnirankError(f"{path}:{n}: {exc}; expected {{\"_id\", \"text\"}}.") from None
-                    queries[str(record["_id"])] = str(record["text"])
-        else:
-            for n, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-                if not row:
-                    continue
-                if len(row) != 2:
-                    raise UnirankError(f"{path}:{n}: expected id<TAB>text, got {len(row)} column(s).")
-                queries[row[0]] = row[1]
+    lines = _lines(path)
+    if path.suffix == ".jsonl":
+        for n, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    record = parse_object_line(line, ("_id", "text"))
+                except ValueError as exc:
+                    raise UnirankError(f"{path}:{n}: {exc}; expected {{\"_id\", \"text\"}}.") from None
+                queries[str(record["_id"])] = str(record["text"])
+    else:
+        for n, row in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if not row:
+                continue
+            if len(row) != 2:
+                raise UnirankError(f"{path}:{n}: expected id<TAB>text, got {len(row)} column(s).")
+            queries[row[0]] = row[1]
     return queries
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return label_file_lines(path)
+    except ValueError as exc:
+        raise UnirankError(str(exc)) from None
 
 
 def load_qrels(path: Path) -> Qrels:
@@ -60,18 +67,18 @@ def load_qrels(path: Path) -> Qrels:
     if not path.exists():
         raise UnirankError(f"Qrels file {path} does not exist.")
     qrels: Qrels = {}
-    with path.open(encoding="utf-8") as handle:
-        for n, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if len(row) == 1:  # TREC files separate by spaces (their ids hold none)
-                row = row[0].split()
-            if not row or (n == 1 and not row[-1].lstrip("-").isdigit()):
-                continue
-            if len(row) == 4:  # TREC qrels: qid iter docid rel
-                row = [row[0], row[2], row[3]]
-            if len(row) != 3 or not row[2].strip().lstrip("-").isdigit():
-                raise UnirankError(f"{path}:{n}: expected query-id<TAB>corpus-id<TAB>integer score "
-                                   f"(or TREC's qid iter docid rel); got {row}")
-            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    lines = _lines(path)
+    for n, row in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+        if len(row) == 1:  # TREC files separate by spaces (their ids hold none)
+            row = row[0].split()
+        if not row or (n == 1 and not row[-1].lstrip("-").isdigit()):
+            continue
+        if len(row) == 4:  # TREC qrels: qid iter docid rel
+            row = [row[0], row[2], row[3]]
+        if len(row) != 3 or not row[2].strip().lstrip("-").isdigit():
+            raise UnirankError(f"{path}:{n}: expected query-id<TAB>corpus-id<TAB>integer score "
+                               f"(or TREC's qid iter docid rel); got {row}")
+        qrels.setdefault(row[0], {})[row[1]] = int(row[2])
     return qrels
 
 

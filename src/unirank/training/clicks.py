@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from unirank.errors import TrainingError
-from unirank.jsonl import parse_object_line
+from unirank.jsonl import label_file_lines, parse_object_line
 from unirank.search.types import Chunk
 from unirank.training.examples import TrainingPair, normalize_query, query_fingerprint
 from unirank.training.labelled import first_chunks
@@ -48,10 +48,13 @@ def _pages(path: Path) -> Iterator[tuple[str, list[str], list[tuple[str, float |
     path = Path(path)
     if not path.exists():
         raise TrainingError(f"Click log {path} does not exist.")
-    with path.open(encoding="utf-8") as handle:
-        for n, line in enumerate(handle, start=1):
-            if line.strip():
-                yield _parse_page(line, f"{path}:{n}")
+    try:
+        lines = label_file_lines(path)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    for n, line in enumerate(lines, start=1):
+        if line.strip():
+            yield _parse_page(line, f"{path}:{n}")
 
 
 def check_click_log(path: Path) -> None:

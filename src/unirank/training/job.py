@@ -22,6 +22,7 @@ from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
 from unirank.models.embedder import Embedder, loaded, makes_vectors_of
 from unirank.models.loading import is_cross_encoder, require_hub_model, resolve_model_path
 from unirank.registry import ModelRegistry, ModelVersion
+from unirank.registry.store import RESERVED_NAMES
 from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.search.rebuild import reembedded_index
 from unirank.search.types import Chunk
@@ -31,7 +32,7 @@ from unirank.training.centering import save_centered_copy
 from unirank.training.doc2query import LLM_KIND, LLMQueryWriter, require_llm
 from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
 from unirank.training.examples import TrainingPair, data_hash, query_fingerprint, read_pairs, write_pairs
-from unirank.training.labelled import load_pair_file, pairs_from_qrels
+from unirank.training.labelled import load_pair_file, pairs_from_qrels, with_documents
 from unirank.training.mining import HardNegativeMiner, MiningConfig, judged_documents
 from unirank.training.pseudo_queries import DEFAULT_KINDS, PseudoQueryGenerator, check_kinds
 from unirank.training.reranker_trainer import RerankerTrainingConfig, train_reranker
@@ -76,6 +77,13 @@ class TrainRequest:
             raise TrainingError("Give exactly one of --index NAME or --beir DIR.")
         if self.qrels and not (self.queries or self.beir):
             raise TrainingError("--qrels needs the query texts: --queries FILE (or --beir DIR).")
+        if self.name.lower() in RESERVED_NAMES:  # eval --models base means the bundled model, whatever is registered
+            raise TrainingError(f"--name {self.name}: `{self.name}` stands for the "
+                                f"{'bundled model' if self.name.lower() == 'base' else 'absence of a model'} "
+                                "wherever models are named; choose another name.")
+        if self.feedback and self.beir:  # it took the feedback of every index's chats
+            raise TrainingError("--feedback adds the votes and clicks of chats over --index NAME; a --beir run "
+                                "has no such index: train with --index to use them.")
         for option in self.INPUT_FILES:
             path = getattr(self, option)
             if path is not None and not Path(path).is_file():
@@ -93,8 +101,11 @@ class TrainRequest:
             raise TrainingError(f"The pseudo-query cap must be at least 1, got {self.max_pseudo_pairs}.")
         check_kinds(self.pseudo_kinds)
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, inputs: dict[str, str] | None = None) -> str:
+        """The run folder's key: a re-run of the same command on the same inputs resumes. ``inputs``: what
+        the request only names (the index's contents, the version the base names now)."""
         data = {k: str(v) for k, v in asdict(self).items() if k not in {"fresh", "name"}}
+        data.update(inputs or {})
         for key in self.INPUT_FILES:
             path = getattr(self, key)
             if path:
@@ -128,7 +139,28 @@ class TrainJob:
         self._base_embedder = base_embedder
         self.request = request
         self.stage = stage or (lambda message: log.info(message))
-        self.run_dir = settings.data_dir / "runs" / f"{request.name}-{request.fingerprint()}"
+
+    @cached_property
+    def run_dir(self) -> Path:
+        """Keyed by the inputs as they are now: a re-run after an ingest, or after the base's alias moved,
+        reused the earlier run and registered its models again as if trained on the new data."""
+        req = self.request
+        inputs = {"base": self.base_ref}
+        if req.index and self.backend.exists(req.index):  # a missing one is said by the preflight
+            info = self.backend.info(req.index)
+            inputs["index"] = f"{info.model}:{info.chunk_count}:{info.source_count}:{info.updated_at}"
+        corpus = Path(req.beir) / "corpus.jsonl" if req.beir else None
+        if corpus is not None and corpus.is_file():  # a missing one is said when the corpus is read
+            inputs["beir_corpus"] = f"{corpus.stat().st_size}:{corpus.stat().st_mtime_ns}"
+        return self.settings.data_dir / "runs" / f"{req.name}-{req.fingerprint(inputs)}"
+
+    @cached_property
+    def base_ref(self) -> str:
+        """The base as a version (``tuned-embed@2``, not ``tuned-embed@prod``), for the run's key and record."""
+        if self.request.base == "base":
+            return "base"
+        _, name, version = resolve_model_path(self.request.base, self.settings.models_dir)
+        return f"{name}@{version}"
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -210,7 +242,7 @@ class TrainJob:
         timings["total_s"] = round(time.perf_counter() - started, 1)
 
         training_queries = sorted({query_fingerprint(p.query) for p in pairs if p.written_by_people})
-        common = {"base_model": req.base, "data_hash": data_hash(pairs), "run_dir": str(self.run_dir),
+        common = {"base_model": self.base_ref, "data_hash": data_hash(pairs), "run_dir": str(self.run_dir),
                   "training_pairs": len(split.train), "validation_pairs": len(split.validation),
                   "training_queries": training_queries, "data_stats": stats, "timings": timings,
                   "corpus_index": index}
@@ -221,7 +253,7 @@ class TrainJob:
                 "centered_on_corpus": centering})
             reranker_version = self._register(registry, f"{req.name}-rerank", "reranker", "reranker", {
                 **common, "hyperparameters": asdict(req.reranker), "validation": rerank_val,
-                "initialised_from": "tuned embedder" if reranker_base != base_path else req.base})
+                "initialised_from": "tuned embedder" if reranker_base != base_path else self.base_ref})
         finally:
             registry.close()
         return TrainResult(run_dir=self.run_dir, embedder=embedder_version, reranker=reranker_version,
@@ -335,10 +367,15 @@ class TrainJob:
         pairs: list[TrainingPair] = []
         stats: dict = {}
         if req.pairs:
-            pairs += load_pair_file(req.pairs)
+            pairs += with_documents(load_pair_file(req.pairs), chunks)
         if req.qrels:
             queries = load_queries(req.queries) if req.queries else load_beir(req.beir).queries  # type: ignore[arg-type]
-            pairs += pairs_from_qrels(queries, load_qrels(req.qrels), chunks)
+            from_qrels, skipped = pairs_from_qrels(queries, load_qrels(req.qrels), chunks)
+            pairs += from_qrels
+            if skipped:
+                self.stage(f"warning: {sum(skipped.values())} relevant judgements of {req.qrels} left out: "
+                           + ", ".join(f"{n} {why.removeprefix('qrels_').replace('_', ' ')}" for why, n in skipped.items()))
+                stats.update(skipped)
         if req.feedback:
             from unirank.training.feedback import load_feedback_pairs
 
@@ -368,7 +405,9 @@ def validation_corpus(chunks: list[Chunk], validation: list[TrainingPair], seed:
     corpus = {d: firsts[d] for d in sorted(wanted) if d in firsts}
     corpus.update({d: firsts[d] for d in sample})
     for p in validation:  # every validation positive must be findable
-        corpus.setdefault(p.doc_id or p.positive[:40], p.positive)
+        if p.origin == "pairs":  # the passage the pair names, not its document's first one
+            corpus[p.doc_id] = p.positive
+        corpus.setdefault(p.doc_id, p.positive)
     return corpus
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
 from unirank.errors import TrainingError
-from unirank.jsonl import parse_object_line
+from unirank.jsonl import label_file_lines, parse_object_line
 from unirank.search.types import Chunk
-from unirank.training.examples import TrainingPair
+from unirank.training.examples import TrainingPair, normalize_query, query_fingerprint
 
 
 TSV_HEADER = ("query", "positive")
+#: Read as one JSON object a line; any other name as TSV.
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 def load_pair_file(path: Path) -> list[TrainingPair]:
@@ -22,38 +25,60 @@ def load_pair_file(path: Path) -> list[TrainingPair]:
     path = Path(path)
     if not path.exists():
         raise TrainingError(f"Pair file {path} does not exist.")
+    try:
+        lines = label_file_lines(path)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
     pairs: list[TrainingPair] = []
-    with path.open(encoding="utf-8") as handle:
-        if path.suffix == ".jsonl":
-            for n, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = parse_object_line(line, ("query", "positive"))
-                except ValueError as exc:
-                    raise TrainingError(f"{path}:{n}: {exc}; expected {{\"query\", \"positive\"[, \"negative\"]}}.") from None
-                negatives = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
-                if not isinstance(negatives, list):
-                    raise TrainingError(f"{path}:{n}: \"negatives\" must be a list of texts.")
-                pair = TrainingPair(query=str(row["query"]), positive=str(row["positive"]),
-                                    negatives=[str(x) for x in negatives], origin="pairs",
-                                    query_id=str(row.get("query_id", "")), doc_id=str(row.get("doc_id", "")))
-                pairs.append(_checked(pair, path, n))
-        else:
-            for n, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-                if not row:
-                    continue
-                if n == 1 and tuple(cell.strip().lower() for cell in row[:2]) == TSV_HEADER:
-                    continue
-                if not 2 <= len(row) <= 3:
-                    raise TrainingError(f"{path}:{n}: expected query<TAB>positive[<TAB>negative], got {len(row)} "
-                                        "column(s); a tab inside a text must be replaced, or use JSONL.")
-                negatives = [row[2]] if len(row) == 3 and row[2].strip() else []
-                pairs.append(_checked(TrainingPair(query=row[0], positive=row[1], negatives=negatives,
-                                                   origin="pairs"), path, n))
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = parse_object_line(line, ("query", "positive"))
+            except ValueError as exc:
+                raise TrainingError(f"{path}:{n}: {exc}; expected {{\"query\", \"positive\"[, \"negative\"]}}.") from None
+            negatives = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
+            if not isinstance(negatives, list):
+                raise TrainingError(f"{path}:{n}: \"negatives\" must be a list of texts.")
+            pair = TrainingPair(query=str(row["query"]), positive=str(row["positive"]),
+                                negatives=[str(x) for x in negatives], origin="pairs",
+                                query_id=str(row.get("query_id") or _query_id(str(row["query"]))),
+                                doc_id=str(row.get("doc_id", "")))
+            pairs.append(_checked(pair, path, n))
+    else:
+        for n, row in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if not any(cell.strip() for cell in row):  # a blank line, or one of spaces
+                continue
+            if n == 1 and tuple(cell.strip().lower() for cell in row[:2]) == TSV_HEADER:
+                continue
+            if not 2 <= len(row) <= 3:
+                raise TrainingError(f"{path}:{n}: expected query<TAB>positive[<TAB>negative], got {len(row)} "
+                                    "column(s); a tab inside a text must be replaced, or use JSONL.")
+            negatives = [row[2]] if len(row) == 3 and row[2].strip() else []
+            pairs.append(_checked(TrainingPair(query=row[0], positive=row[1], negatives=negatives,
+                                               origin="pairs", query_id=_query_id(row[0])), path, n))
     if not pairs:
         raise TrainingError(f"{path} holds no pairs.")
     return pairs
+
+
+def _query_id(query: str) -> str:
+    """Pairs of one question share an id, so the validation split never divides them: without one, every
+    pair of a file fell in one group, and training stopped at "no validation split"."""
+    return f"pairs:{query_fingerprint(query)}"
+
+
+def with_documents(pairs: list[TrainingPair], chunks: Iterable[Chunk]) -> list[TrainingPair]:
+    """A pair file names passages, not documents: each positive that is a passage of the index gets its
+    document's id (validation ranks documents); another, an id of its own text, under which validation
+    finds it. (With none, validation looked for document "" and scored 0.)"""
+    by_text: dict[str, str] = {}
+    for chunk in chunks:
+        by_text.setdefault(normalize_query(chunk.text), chunk.doc_id)
+        by_text.setdefault(normalize_query(chunk.embedding_input()), chunk.doc_id)
+    return [pair if pair.doc_id else replace(pair, doc_id=by_text.get(normalize_query(pair.positive))
+                                             or f"pair:{query_fingerprint(pair.positive)}") for pair in pairs]
 
 
 def _checked(pair: TrainingPair, path: Path, line: int) -> TrainingPair:
@@ -72,20 +97,26 @@ def first_chunks(chunks: Iterable[Chunk]) -> dict[str, Chunk]:
 
 
 def pairs_from_qrels(queries: dict[str, str], qrels: dict[str, dict[str, int]],
-                     chunks: Iterable[Chunk]) -> list[TrainingPair]:
-    """One pair per (query, relevant document); the document's first chunk is the positive."""
+                     chunks: Iterable[Chunk]) -> tuple[list[TrainingPair], dict[str, int]]:
+    """One pair per (query, relevant document); the document's first chunk is the positive. Also how many
+    judgements were left out, and why (they were dropped without a word)."""
     first = first_chunks(chunks)
     pairs = []
     missing_queries = [q for q in qrels if q not in queries]
     if missing_queries and len(missing_queries) == len(qrels):
         raise TrainingError("None of the qrels' query ids are in the query file: wrong --queries?")
+    skipped = {"qrels_query_not_in_queries": 0, "qrels_document_not_in_index": 0}
     for qid in sorted(qrels):
-        if qid not in queries:
-            continue
         for doc_id, grade in sorted(qrels[qid].items()):
-            if grade > 0 and doc_id in first:
+            if grade <= 0:
+                continue
+            if qid not in queries:
+                skipped["qrels_query_not_in_queries"] += 1
+            elif doc_id not in first:
+                skipped["qrels_document_not_in_index"] += 1
+            else:
                 pairs.append(TrainingPair(query=queries[qid], positive=first[doc_id].embedding_input(),
                                           origin="qrels", doc_id=doc_id, query_id=qid))
     if not pairs:
         raise TrainingError("The qrels name no document that is in the index.")
-    return pairs
+    return pairs, {k: v for k, v in skipped.items() if v}
