@@ -134,15 +134,21 @@ class _Constant:
         return np.stack([unit(1, 1)] * len(texts))
 
 
-def test_writes_made_while_an_index_is_rebuilt_reach_the_new_version(backend):
+@pytest.fixture()
+def two_sources(backend):
+    """``docs`` with mem://a and mem://b, and an embedder of another model to rebuild it with."""
+    backend.create_index("docs", MODEL)
+    backend.index("docs", [source("mem://a", ["alpha"], [unit(1, 0)]), source("mem://b", ["beta"], [unit(0, 1)])])
+    backend.flush("docs")
+    return _Constant()
+
+
+def test_writes_made_while_an_index_is_rebuilt_reach_the_new_version(backend, two_sources):
     """An ingest run during `index rebuild` reported its chunks written, and they were gone after the switch;
     a source removed meanwhile came back."""
     from unirank.search.rebuild import reembedded_sources
 
-    backend.create_index("docs", MODEL)
-    backend.index("docs", [source("mem://a", ["alpha"], [unit(1, 0)]), source("mem://b", ["beta"], [unit(0, 1)])])
-    backend.flush("docs")
-    embedder = _Constant()
+    embedder = two_sources
 
     def read_while_others_write():
         batches = reembedded_sources(backend, "docs", embedder, batch_chunks=1)
@@ -168,15 +174,12 @@ def test_writes_made_while_an_index_is_rebuilt_reach_the_new_version(backend):
     assert [h.chunk.text for h in backend.bm25("docs", "edited", 5)] == ["alpha, edited"]
 
 
-def test_an_index_deleted_while_it_is_rebuilt_says_so(backend):
+def test_an_index_deleted_while_it_is_rebuilt_says_so(backend, two_sources):
     """`index delete` during a rebuild ended the rebuild with "ValueError: Failed to acquire Lockfile"."""
     from unirank.errors import IndexNotFoundError
     from unirank.search.rebuild import reembedded_sources
 
-    backend.create_index("docs", MODEL)
-    backend.index("docs", [source("mem://a", ["alpha"], [unit(1, 0)]), source("mem://b", ["beta"], [unit(0, 1)])])
-    backend.flush("docs")
-    embedder = _Constant()
+    embedder = two_sources
 
     def read_then_deleted():
         batches = reembedded_sources(backend, "docs", embedder, batch_chunks=1)
