@@ -152,6 +152,7 @@ def test_rerunning_resumes_instead_of_retraining(client, minibeir, trained):
     again = TrainJob(client.settings, client.backend, client.embedder, tiny_request("tiny", minibeir),
                      stage=stages.append).run()
     assert again.embedder.ref == trained[0].embedder.ref  # not registered twice
+    assert again.registered_before and not trained[0].registered_before  # and said so: it said "Registered"
     assert any("embedder: already trained" in s for s in stages)
     assert any("reusing the mined pairs" in s for s in stages)
 

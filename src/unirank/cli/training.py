@@ -83,8 +83,10 @@ def train(
     if as_json:
         print_json(summary)
         return
-    console.print(f"Registered [bold]{result.embedder.ref}[/bold] and [bold]{result.reranker.ref}[/bold] "
-                  f"(run folder {escape(str(result.run_dir))}).")
+    done = "This run had registered" if result.registered_before else "Registered"  # not a second time
+    console.print(f"{done} [bold]{result.embedder.ref}[/bold] and [bold]{result.reranker.ref}[/bold] "
+                  f"(run folder {escape(str(result.run_dir))}"
+                  f"{'; --fresh trains again' if result.registered_before else ''}).")
     console.print(f"Validation: embedder nDCG@10 {result.metrics['embedder'].get('ndcg@10', 0):.4f}, "
                   f"reranker nDCG@10 {result.metrics['reranker'].get('ndcg@10', 0):.4f}")
     where = f"--beir {beir}" if beir else f"--index {index} --queries HELD_OUT_QUERIES --qrels HELD_OUT_QRELS"

@@ -124,6 +124,8 @@ class TrainResult:
     reranker: ModelVersion
     stats: dict
     metrics: dict
+    #: Both versions were registered by an earlier run of the same command (nothing new was registered).
+    registered_before: bool = False
 
 
 class TrainJob:
@@ -247,6 +249,8 @@ class TrainJob:
                   "training_queries": training_queries, "data_stats": stats, "timings": timings,
                   "corpus_index": index}
         registry = ModelRegistry(self.settings.models_dir)
+        registered_before = all((self.run_dir / folder / "registered.json").exists()
+                                for folder in ("embedder", "reranker"))
         try:
             embedder_version = self._register(registry, f"{req.name}-embed", "embedder", "embedder", {
                 **common, "hyperparameters": asdict(req.embedder), "validation": embed_val,
@@ -257,7 +261,8 @@ class TrainJob:
         finally:
             registry.close()
         return TrainResult(run_dir=self.run_dir, embedder=embedder_version, reranker=reranker_version,
-                           stats=stats, metrics={"embedder": embed_val, "reranker": rerank_val})
+                           stats=stats, metrics={"embedder": embed_val, "reranker": rerank_val},
+                           registered_before=registered_before)
 
     def _embedder_start(self, base_path: str, chunks: list[Chunk]) -> tuple[str, dict | None]:
         """The base centred on this corpus (``unirank.training.centering``) and what to record of it;
