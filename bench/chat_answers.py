@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 NAME = "chat_answers"
-QUOTE = re.compile(r"\u201c(.+?)\u201d \[(\d+)\]")
+#: A run of quotes from one passage and its one marker: "A" "B" [1].
+QUOTED_RUN = re.compile(r"((?:\u201c[^\u201d]+\u201d ?)+)\[(\d+)\]")
+QUOTE = re.compile(r"\u201c([^\u201d]+)\u201d")
 
 #: Questions the sample handbook answers, and ones it does not.
 SAMPLE_ON = [
@@ -53,16 +55,18 @@ OFF_TOPIC = [
 
 
 def faithful(answer, texts: dict[str, str]) -> bool:
-    """Every quoted sentence is in the passage its [n] cites, and that passage is the indexed chunk."""
+    """Every quoted sentence is one of the spans its [n] cites, and that passage is the indexed chunk. Quotes
+    from one passage share a marker ("A" "B" [1]); read as one quote, such a run failed the check."""
     by_n = {c.n: c for c in answer.citations}
-    quotes = [(m.group(1), int(m.group(2))) for m in QUOTE.finditer(answer.answer)]
+    quotes = [(quote.group(1), int(run.group(2)))
+              for run in QUOTED_RUN.finditer(answer.answer) for quote in QUOTE.finditer(run.group(1))]
     if not quotes:
         return False
     for sentence, n in quotes:
         c = by_n.get(n)
         if c is None or c.passage != texts.get(c.chunk_id) or c.passage[c.start:c.end] != c.text:
             return False
-        if " ".join(sentence.split()) not in " ".join(c.text.split()):
+        if " ".join(sentence.split()) not in [" ".join(c.passage[a:b].split()) for a, b in c.spans]:
             return False
     return True
 
