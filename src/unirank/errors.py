@@ -5,6 +5,8 @@ Each message tells the user what to do next; catch :class:`UnirankError` to hand
 
 from __future__ import annotations
 
+from unirank.search.types import is_folder_version
+
 
 class UnirankError(Exception):
     """Base class for all unirank errors."""
@@ -26,7 +28,7 @@ class IndexNotFoundError(UnirankError):
 def _how_to_use(index_model: str) -> str:
     """How to read an index with the model that made it, for each kind of model reference."""
     name, _, version = index_model.rpartition("@")
-    if version.startswith("local"):  # a folder model: its name, and a digest of its files
+    if is_folder_version(version):  # a folder model: its name, and a digest of its files
         return f"set embedder.model (or ingest --model) to the path of the model folder {name!r} it was made with"
     setting = {"base": "base", "hub": name}.get(version, index_model)
     use = (f"embedder.model = \"{setting}\" in unirank.toml (or UNIRANK_EMBEDDER__MODEL={setting}, or "

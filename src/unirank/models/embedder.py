@@ -9,7 +9,7 @@ import numpy as np
 from unirank.errors import DimensionMismatchError, EmbedderMismatchError, ModelLoadError
 from unirank.models.backends import backend_kwargs
 from unirank.models.fixed_shape import use_fixed_shape_session
-from unirank.search.types import ModelSignature
+from unirank.search.types import FOLDER_VERSION, ModelSignature, is_folder_version
 
 
 class Embedder(Protocol):
@@ -45,7 +45,8 @@ def makes_vectors_of(embedder: Embedder, index_model: ModelSignature) -> bool:
     if str(index_model) == str(mine) or str(index_model) in embedder.same_vectors_as:
         return True
     # An index made before folder models were told apart by their files names the folder alone.
-    return index_model.version == "local" and mine.name == index_model.name and mine.version.startswith("local-")
+    return (index_model.version == FOLDER_VERSION and mine.name == index_model.name
+            and is_folder_version(mine.version))
 
 
 def require_comparable_vectors(index: str, index_model: ModelSignature, embedder: Embedder) -> None:

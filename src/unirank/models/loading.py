@@ -15,7 +15,7 @@ from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
 from unirank.models.remote import (PROBE_TEXT, Endpoint, RemoteEmbedder, RemoteReranker, describe_endpoint,
                                    matches_fingerprint)
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker
-from unirank.search.types import ModelSignature
+from unirank.search.types import FOLDER_VERSION, ModelSignature
 from unirank.settings import Settings
 
 BASE_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -162,8 +162,8 @@ def _remote_reranker(version: ModelVersion, settings: Settings) -> RemoteReranke
 def _local_version(path: Path) -> str:
     marker = path / MARKER_FILE
     if marker.exists():
-        return str(json.loads(marker.read_text()).get("version", "local"))
-    return f"local-{folder_digest(path)}"
+        return str(json.loads(marker.read_text()).get("version", FOLDER_VERSION))
+    return f"{FOLDER_VERSION}-{folder_digest(path)}"
 
 
 def folder_digest(path: Path, samples: int = 8, sample_bytes: int = 1 << 16) -> str:

@@ -15,6 +15,15 @@ Metadata = dict[str, MetadataValue]
 SearchMode = Literal["bm25", "knn", "hybrid"]
 
 
+#: The version of a model given as a folder path: ``local-<digest of its files>``; indexes made before the
+#: digest say ``local`` alone.
+FOLDER_VERSION = "local"
+
+
+def is_folder_version(version: str) -> bool:
+    return version == FOLDER_VERSION or version.startswith(f"{FOLDER_VERSION}-")
+
+
 @dataclass(frozen=True)
 class ModelSignature:
     """What an index's vectors were made with; a query or write with other dims is refused."""

@@ -15,6 +15,7 @@ from unirank.models.loading import (BASE_ALIAS, is_cross_encoder, load_embedder,
                                     resolve_model_path)
 from unirank.models.reranker import BiEncoderReranker, Reranker
 from unirank.registry.store import ModelRegistry, parse_reference
+from unirank.search.types import is_folder_version
 from unirank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class ServedModel:
     @property
     def label(self) -> str:
         """The id, with the version an alias stands for: ``hb-embed@prod (version 3)``; ``base``."""
-        exact = self.version in (self.id, "hub") or self.version.startswith("local") or self.id.endswith(f"@{self.version}")
+        exact = (self.version in (self.id, "hub") or is_folder_version(self.version)
+                 or self.id.endswith(f"@{self.version}"))
         return self.id if exact else f"{self.id} (version {self.version})"
 
     def describe(self) -> dict[str, Any]:
@@ -119,7 +121,7 @@ class ModelCatalog:
     def _load(self, ref: str, version: str) -> ServedModel:
         settings = self.settings.model_copy(deep=True)
         exact = ref
-        if version not in (BASE_ALIAS, "hub") and not version.startswith("local"):
+        if version not in (BASE_ALIAS, "hub") and not is_folder_version(version):
             exact = f"{parse_reference(ref)[0]}@{version}"
         path = resolve_model_path(exact, settings.models_dir)[0]
         if is_cross_encoder(path):
