@@ -28,15 +28,15 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def label_file_lines(path: Path) -> list[str]:
+def label_file_lines(path: Path, error: type[Exception] = ValueError) -> list[str]:
     """The lines of a label file (pairs, queries, qrels, click log): UTF-8, with or without the byte-order
-    mark that Excel and Notepad write (it was read as part of the first id or header). ``ValueError``
-    names the line of a byte that is not UTF-8 (it ended in a traceback)."""
+    mark that Excel and Notepad write (it was read as part of the first id or header). ``error`` (the
+    caller's own class) names the line of a byte that is not UTF-8 (it ended in a traceback)."""
     data = Path(path).read_bytes()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file as "
+        raise error(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file as "
                          "UTF-8") from None
     return text.splitlines(keepends=True)

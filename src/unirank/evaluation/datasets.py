@@ -35,7 +35,7 @@ def load_queries(path: Path) -> dict[str, str]:
     if not path.exists():
         raise UnirankError(f"Query file {path} does not exist.")
     queries: dict[str, str] = {}
-    lines = _lines(path)
+    lines = label_file_lines(path, UnirankError)
     if path.suffix == ".jsonl":
         for n, line in enumerate(lines, start=1):
             if line.strip():
@@ -54,20 +54,13 @@ def load_queries(path: Path) -> dict[str, str]:
     return queries
 
 
-def _lines(path: Path) -> list[str]:
-    try:
-        return label_file_lines(path)
-    except ValueError as exc:
-        raise UnirankError(str(exc)) from None
-
-
 def load_qrels(path: Path) -> Qrels:
     """TREC-style TSV ``query-id<TAB>corpus-id<TAB>score``, with or without a header line."""
     path = Path(path)
     if not path.exists():
         raise UnirankError(f"Qrels file {path} does not exist.")
     qrels: Qrels = {}
-    lines = _lines(path)
+    lines = label_file_lines(path, UnirankError)
     for n, row in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
         if len(row) == 1:  # TREC files separate by spaces (their ids hold none)
             row = row[0].split()

@@ -48,10 +48,7 @@ def _pages(path: Path) -> Iterator[tuple[str, list[str], list[tuple[str, float |
     path = Path(path)
     if not path.exists():
         raise TrainingError(f"Click log {path} does not exist.")
-    try:
-        lines = label_file_lines(path)
-    except ValueError as exc:
-        raise TrainingError(str(exc)) from None
+    lines = label_file_lines(path, TrainingError)
     for n, line in enumerate(lines, start=1):
         if line.strip():
             yield _parse_page(line, f"{path}:{n}")

@@ -25,10 +25,7 @@ def load_pair_file(path: Path) -> list[TrainingPair]:
     path = Path(path)
     if not path.exists():
         raise TrainingError(f"Pair file {path} does not exist.")
-    try:
-        lines = label_file_lines(path)
-    except ValueError as exc:
-        raise TrainingError(str(exc)) from None
+    lines = label_file_lines(path, TrainingError)
     pairs: list[TrainingPair] = []
     if path.suffix.lower() in JSONL_SUFFIXES:
         for n, line in enumerate(lines, start=1):
