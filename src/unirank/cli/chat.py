@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -13,9 +13,19 @@ from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filter
 from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri, unknown_filter_keys
 from unirank.errors import InvalidQueryError, UnirankError
 
+if TYPE_CHECKING:
+    from unirank.api import Unirank
+
 INDEX_HELP = "Index to answer from (default: chat.index, or the only index)."
 CHAT_HELP = ("Commands: /up or /down rate the last answer, /open N shows source N, /new starts a new "
              "conversation, /help shows this, /quit (or Ctrl-D) leaves.")
+
+
+def _warn_of_unknown_filter_keys(ur: Unirank, index: str, filters: dict[str, str]) -> None:
+    """Said before the answer, which is "not covered" when a filter's key matches nothing."""
+    if filters:
+        for note in unknown_filter_keys(filters, ur.backend.filter_keys(index)):
+            errors.print(f"warning: {note}", markup=False, highlight=False)
 
 
 def ask(
@@ -32,9 +42,8 @@ def ask(
         service = ChatService(ur)
         try:
             filters = parse_filters(filter_)
-            if filters:  # said before the answer, which is "not covered" when a key matches nothing
-                for note in unknown_filter_keys(filters, ur.backend.filter_keys(index or service.default_index())):
-                    errors.print(f"warning: {note}", markup=False, highlight=False)
+            index = index or service.default_index()
+            _warn_of_unknown_filter_keys(ur, index, filters)
             if as_json:
                 print_json(service.ask(question, index, filters=filters).brief())
                 return
@@ -63,8 +72,7 @@ def chat(
             filters = parse_filters(filter_)
             index = index or service.default_index()
             ur.index_info(index)  # a missing index is said, with the ones there are, before the first question
-            for note in unknown_filter_keys(filters, ur.backend.filter_keys(index) if filters else ()):
-                errors.print(f"warning: {note}", markup=False, highlight=False)
+            _warn_of_unknown_filter_keys(ur, index, filters)
         except UnirankError as exc:
             fail(exc)
         session = store.create_session(index)
