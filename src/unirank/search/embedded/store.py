@@ -243,9 +243,8 @@ class ChunkStore:
         written in one transaction, so they come together."""
         if sources is not None:
             uris = sorted(set(sources))
-            for start in range(0, len(uris), 500):
-                yield from self._iter_where(batch, "source_uri IN (%s)" % ",".join("?" * len(uris[start:start + 500])),
-                                            uris[start:start + 500])
+            for group in (uris[start:start + 500] for start in range(0, len(uris), 500)):
+                yield from self._iter_where(batch, f"source_uri IN ({','.join('?' * len(group))})", group)
             return
         yield from self._iter_where(batch, "1", [])
 
