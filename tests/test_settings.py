@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,18 @@ def test_the_embedder_model_is_unset_by_default_and_never_empty(config, monkeypa
     assert "Value error" not in str(err.value)  # pydantic's prefix, noise before a message that names its key
     monkeypatch.setenv("UNIRANK_EMBEDDER__MODEL", "team-embed@prod")
     assert Settings.load().embedder.ref == "team-embed@prod"
+
+
+def test_relative_paths_in_the_file_are_read_from_its_folder_and_in_the_environment_from_the_cwd(
+        config, monkeypatch, tmp_path):
+    """A config named by UNIRANK_CONFIG must mean the same data wherever a command runs."""
+    config.write_text('data_dir = "data"\n[chat]\ndb_path = "chats/chat.sqlite"\n[serving]\napi_keys_file = "~/keys"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = Settings.load()
+    assert settings.data_dir == config.parent / "data"
+    assert settings.chat_db_path == config.parent / "chats" / "chat.sqlite"
+    assert settings.serving.api_keys_file == Path.home() / "keys"
+    monkeypatch.setenv("UNIRANK_DATA_DIR", "from-env")
+    assert Settings.load().data_dir == Path("from-env")

@@ -1,7 +1,8 @@
 """The one settings object: defaults < ``unirank.toml`` < ``UNIRANK_*`` environment variables.
 
 Nested fields use a double underscore in the environment, e.g. ``UNIRANK_SEARCH__RRF_K=30``.
-The TOML file is ``./unirank.toml`` unless ``UNIRANK_CONFIG`` names another.
+The TOML file is ``./unirank.toml`` unless ``UNIRANK_CONFIG`` names another; a relative path in
+it is read from the file's folder, so the file means the same wherever a command runs.
 """
 
 from __future__ import annotations
@@ -294,7 +295,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path()))
+        return (init_settings, env_settings, _TomlFileSource(settings_cls, toml_file=config_path()))
 
     @classmethod
     def load(cls) -> "Settings":
@@ -329,6 +330,24 @@ class Settings(BaseSettings):
     @property
     def chat_db_path(self) -> Path:
         return self.chat.db_path or self.data_dir / "chat.sqlite"
+
+
+class _TomlFileSource(TomlConfigSettingsSource):
+    """The TOML file, with its relative paths made relative to the file's folder rather than the cwd
+    (a relative path in an environment variable stays relative to the cwd, as a shell user expects)."""
+
+    #: The path settings: (section or None, key).
+    _PATH_KEYS = ((None, "data_dir"), ("serving", "api_keys_file"), ("chat", "db_path"))
+
+    def __call__(self) -> dict:
+        values = super().__call__()
+        folder = config_path().resolve().parent
+        for section, key in self._PATH_KEYS:
+            table = values.get(section) if section else values
+            if isinstance(table, dict) and isinstance(table.get(key), str):
+                path = Path(table[key]).expanduser()
+                table[key] = str(path if path.is_absolute() else folder / path)
+        return values
 
 
 def config_path() -> Path:
