@@ -41,6 +41,16 @@ def test_versions_are_immutable_copies_with_records(registry):
     assert [v.ref for v in registry.list()] == ["cisi-embed@1", "cisi-embed@2"]
 
 
+def test_a_registry_read_before_its_first_registration_sees_it_after(tmp_path):
+    """Reads write nothing, and a long-lived reader (the model server's alias poll) still sees the
+    registry another process then creates."""
+    reader = ModelRegistry(tmp_path / "models")
+    assert reader.list() == [] and not reader.exists("mini")
+    assert not (tmp_path / "models").exists()
+    ModelRegistry(tmp_path / "models").register("mini", "embedder", path=BASE, record={"dims": 384})
+    assert [v.ref for v in reader.list()] == ["mini@1"]
+
+
 def test_two_registrations_at_once_get_a_version_each_with_their_own_files(tmp_path):
     """Both took version 1: the second copied its files over the first's, then its row was refused, so
     `models show race@1` described one model and loading it gave the other."""
@@ -230,6 +240,8 @@ def test_cli_register_promote_rollback_and_export(tmp_path):
         assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
         return proc
 
+    assert json.loads(run("models", "list", "--json").stdout) == []
+    assert not (tmp_path / "data").exists()  # reading in the wrong folder left a data dir there
     first = run("models", "register", "mini", "--path", str(BASE), "--role", "embedder")
     assert first.stdout.startswith("Registered mini@1 (embedder, 384 dims)") and first.stderr == "", first.stderr
     run("models", "register", "mini", "--path", str(BASE), "--role", "embedder")

@@ -84,10 +84,31 @@ def parse_reference(ref: str) -> tuple[str, str | None]:
 class ModelRegistry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.root / "registry.sqlite", check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(_SCHEMA)
+        self._db: sqlite3.Connection | None = None
+        self._on_disk = False
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The registry's database. Until a first registration writes one, reads see an empty one in
+        memory: ``models list`` run in the wrong folder used to leave a ``.unirank/`` there."""
+        if self._db is None or (not self._on_disk and self.db_path.exists()):  # another process made it
+            self._connect(create=False)
+        return self._db
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "registry.sqlite"
+
+    def _connect(self, *, create: bool) -> None:
+        if self._db is not None:
+            self._db.close()
+        self._on_disk = create or self.db_path.exists()
+        if self._on_disk:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.db_path if self._on_disk else ":memory:", check_same_thread=False)
+        if self._on_disk:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
 
     # -- writes ---------------------------------------------------------------------------------
     def register(self, name: str, role: str, *, path: Path | None = None,
@@ -97,6 +118,8 @@ class ModelRegistry:
         record = dict(record or {})
         if path is not None and not Path(path).is_dir():
             raise UnirankError(f"{path} is not a model folder.")
+        if not self._on_disk:
+            self._connect(create=True)
         incoming = self.root / name / f".incoming-{uuid.uuid4().hex}"  # the slow copy, under no lock
         if path is not None:
             shutil.copytree(path, incoming)
@@ -341,4 +364,6 @@ class ModelRegistry:
         return [{"version": v, "changed_at": t, "note": n} for v, t, n in rows]
 
     def close(self) -> None:
-        self.db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
