@@ -66,6 +66,37 @@ def http(server: ModelServer):
         yield c
 
 
+@pytest.fixture(scope="module")
+def tight(data_dir: Path):
+    """A server whose limits are below the models' own: 128 tokens an input, 16 inputs, 8 documents."""
+    srv = ModelServer(data_dir / "tight", ["base", str(data_dir / "cross")],
+                      env={"UNIRANK_SERVING__MAX_INPUT_TOKENS": "128", "UNIRANK_SERVING__MAX_INPUTS": "16",
+                           "UNIRANK_SERVING__MAX_RERANK_DOCUMENTS": "8", "UNIRANK_SERVING__MAX_WAIT_MS": "1"})
+    try:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            yield client
+    finally:
+        srv.stop()
+
+
+def test_model_cards_publish_the_limits_the_server_enforces(tight: httpx.Client, base_embedder) -> None:
+    """/v1/models said max_seq_length 256 (the model's) under max_input_tokens=128, so a client that chunked
+    to it got 413s; max_inputs and max_rerank_documents were not published at all."""
+    cards = {m["id"]: m for m in tight.get("/v1/models").json()["data"]}
+    assert cards["base"]["max_seq_length"] == 128
+    assert {(c["max_inputs"], c["max_rerank_documents"]) for c in cards.values()} == {(16, 8)}
+    assert tight.get("/v1/models/base").json() == cards["base"]
+    tokenizer = base_embedder.tokenizer
+    words = [f"w{i}" for i in range(400)]
+    fits = tokenizer.convert_tokens_to_string(tokenizer.tokenize(" ".join(words))[:126])  # + [CLS] [SEP] = 128
+    assert len(tokenizer(fits)["input_ids"]) == 128
+    assert tight.post("/embed", json={"inputs": fits}).status_code == 200  # what the card says, fits
+    over = tight.post("/embed", json={"inputs": fits + " more"})
+    assert over.status_code == 413 and "the limit is 128" in over.json()["error"]
+    assert tight.post("/embed", json={"inputs": ["x"] * 17}).status_code == 413
+
+
 def test_openai_sdk_embeddings_match_in_process_model(server: ModelServer, base_embedder) -> None:
     import openai
 

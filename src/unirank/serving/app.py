@@ -239,8 +239,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                                           code="empty_input")
 
     async def embed(model: ServedModel, texts: list[str], truncate: bool) -> tuple[np.ndarray, int]:
-        limit = min(model.max_seq_length, limits.max_input_tokens)
-        texts, tokens = enforce_token_limit(model.tokenizer, texts, limit, truncate=truncate)
+        texts, tokens = enforce_token_limit(model.tokenizer, texts, model.token_limit(limits), truncate=truncate)
         state.metrics.inputs.labels(model=model.id, kind="embed").inc(len(texts))
         rows = await state.batcher(model, "embed").submit(texts)
         return np.asarray(rows, dtype=np.float32), tokens
@@ -255,7 +254,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             raise ServingRequestError(
                 f"{len(texts)} documents sent; at most {limits.max_rerank_documents} can be reranked "
                 "per request.", status_code=413, code="too_many_documents")
-        limit = min(model.max_seq_length, limits.max_input_tokens)
+        limit = model.token_limit(limits)
         (query,), query_tokens = enforce_token_limit(model.tokenizer, [query], limit, truncate=truncate,
                                                      what="query")
         texts, tokens = enforce_token_limit(model.tokenizer, texts, limit, truncate=truncate, what="document")
@@ -330,13 +329,13 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(authorized)], tags=["OpenAI"],
              responses=error_responses(OpenAIError, 401))
     async def list_models() -> ModelList:
-        return ModelList(data=[ModelCard(**m.describe()) for m in state.catalog.models()])
+        return ModelList(data=[ModelCard(**m.describe(limits)) for m in state.catalog.models()])
 
     @app.get("/v1/models/{model_id:path}", response_model=ModelCard, dependencies=[Depends(authorized)],
              tags=["OpenAI"], summary="One served model (the OpenAI SDK's models.retrieve)",
              responses=error_responses(OpenAIError, 401, 404))
     async def retrieve_model(model_id: str) -> ModelCard:
-        return ModelCard(**state.catalog.get(model_id).describe())
+        return ModelCard(**state.catalog.get(model_id).describe(limits))
 
     @app.get("/health", response_model=Health, tags=["operations"],
              responses={503: {"model": Health, "description": "Loading the models failed."}})

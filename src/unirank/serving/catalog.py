@@ -16,7 +16,7 @@ from unirank.models.loading import (BASE_ALIAS, is_cross_encoder, load_embedder,
 from unirank.models.reranker import BiEncoderReranker, Reranker
 from unirank.registry.store import ModelRegistry, parse_reference
 from unirank.search.types import is_folder_version
-from unirank.settings import Settings
+from unirank.settings import ServingSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,16 @@ class ServedModel:
                  or self.id.endswith(f"@{self.version}"))
         return self.id if exact else f"{self.id} (version {self.version})"
 
-    def describe(self) -> dict[str, Any]:
+    def token_limit(self, limits: ServingSettings) -> int:
+        """The tokens one input may hold here: the model's window, or ``serving.max_input_tokens`` if smaller."""
+        return min(self.max_seq_length, limits.max_input_tokens)
+
+    def describe(self, limits: ServingSettings) -> dict[str, Any]:
+        """The model card: ``max_seq_length`` is the window a client should chunk to (the effective one,
+        not the model's own when the server allows fewer tokens), with the server's per-request limits."""
         return {"id": self.id, "object": "model", "created": self.created, "owned_by": "unirank", "role": self.role,
-                "version": self.version, "dims": self.dims, "max_seq_length": self.max_seq_length}
+                "version": self.version, "dims": self.dims, "max_seq_length": self.token_limit(limits),
+                "max_inputs": limits.max_inputs, "max_rerank_documents": limits.max_rerank_documents}
 
 
 class ModelCatalog:

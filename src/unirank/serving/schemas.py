@@ -109,7 +109,11 @@ class ModelCard(BaseModel):
     role: str
     version: str
     dims: int | None
-    max_seq_length: int
+    max_seq_length: int = Field(description="Tokens one input may hold here: the model's window, or "
+                                            "serving.max_input_tokens if smaller. Chunk texts to it.")
+    max_inputs: int = Field(description="Texts one embedding request may hold (serving.max_inputs).")
+    max_rerank_documents: int = Field(description="Documents one rerank request may hold "
+                                                  "(serving.max_rerank_documents).")
 
 
 class ModelList(BaseModel):
