@@ -89,6 +89,32 @@ def test_running_headers_and_page_numbers_are_not_indexed(tmp_path):
     assert [s.text.split("\n")[0] for s in only(two_pages).sections] == ["Acme Corp", "Acme Corp"]  # too few to tell
 
 
+def test_short_pages_keep_lines_that_only_resemble_running_lines(tmp_path):
+    """An invoice a page: the invoice numbers rise by one and the amounts rise, yet neither is a page
+    number, and the repeated payment terms are the body, not a header; nothing may be cut."""
+    customers = ["Alpha", "Beta", "Gamma", "Delta"]
+    invoices = [f"Invoice number {1017 + i}\nCustomer: {customer}\n"
+                f"Payment terms: net 30 days from the invoice date\nAmount due: {1250 + 100 * i} EUR"
+                for i, customer in enumerate(customers)]
+    doc = only(make_pdf(tmp_path / "invoices.pdf", invoices))
+    assert [s.text for s in doc.sections] == invoices
+
+
+def test_only_lines_shaped_like_page_numbers_count_pages(tmp_path):
+    pages = [f"Ticket {4711 + i}\nThe printer on floor {i + 2} jams.\nIt was reset.\n"
+             f"Continued on page {2 * i + 3}\n- {i + 41} -" for i in range(4)]
+    doc = only(make_pdf(tmp_path / "tickets.pdf", pages))
+    # "- 41 -" counts the pages (an excerpt may start at page 41); a ticket number counting up at the
+    # top edge does not look like a page number, and "page 3, 5, 7" does not go up in step with the pages
+    assert [s.text for s in doc.sections] == [page.rsplit("\n", 1)[0] for page in pages]
+
+
+def test_a_page_never_loses_most_of_its_lines(tmp_path):
+    pages = [f"Acme Corp - Internal handbook\nRule {i}: lock your screen.\nPage {i + 1} of 4" for i in range(4)]
+    doc = only(make_pdf(tmp_path / "rules.pdf", pages))
+    assert [s.text for s in doc.sections] == pages  # a header left on a short page costs less than its body
+
+
 def test_words_broken_across_lines_are_joined(tmp_path):
     pdf = make_pdf(tmp_path / "keys.pdf", ["Keys are replaced by automatic rota-\ntion every ninety days.\n"
                                            "Costs fell from 2019-\n2020 in the EU-\nUS region."])

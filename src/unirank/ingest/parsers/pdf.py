@@ -9,7 +9,7 @@ import re
 import warnings
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from unirank.errors import ParseError
 from unirank.ingest.documents import ParsedDocument, Section
@@ -81,33 +81,45 @@ EDGE_LINES = 2
 RUNNING_SHARE = 0.5
 MIN_RUNNING_PAGES = 3
 _NUMBER = re.compile(r"\d+")
+#: What a page number looks like: bare ("7", "- 7 -", "[7]"), counted ("7 / 12", "7 of 12") or labelled
+#: ("Page 7", "p. 7 of 12", anywhere in the line: "Acme Corp | Page 7"). The group is the page's number.
+_PAGE_NUMBER = (
+    re.compile(r"^[\W_]*(\d+)(?:\s*(?:/|of)\s*\d+)?[\W_]*$"),
+    re.compile(r"\b(?:page|pg|p|seite|p[aá]gina)\.?:?\s*(\d+)(?:\s*(?:/|of)\s*\d+)?\b"),
+)
 
 
 def without_running_lines(pages: list[str]) -> list[str]:
     """Each page without the header and footer lines it shares with the others ("Acme Corp - Confidential",
     "Page 3 of 12"): repeated on every page, they would be a sentence of every chunk, matched by BM25
-    and weighed into every embedding. Only lines at a page's edges count, so the body is never cut; a
-    line that differs from page to page only in its numbers is a running line when one of them counts
-    up with the pages (a page number), not when they merely differ ("Total: 36 items")."""
+    and weighed into every embedding.
+
+    Only lines at a page's very edge count, and a page keeps some body beyond its edges, so short pages
+    (an invoice a page) are not mistaken for all header. A line that differs from page to page is a page
+    number only when it looks like one and counts up by one with the pages ("- 7 -", "Page 7 of 12"),
+    not when it merely rises ("Invoice number 1017"). A page that would lose most of its lines keeps them
+    all: a header left on a short page costs less than its body lost."""
     split = [text.split("\n") for text in pages]
     edges = [_edge_lines(lines) for lines in split]
     exact: Counter[str] = Counter()
-    numbered: dict[str, dict[int, list[int]]] = defaultdict(dict)  # shape -> page -> the line's numbers
+    numbered: dict[str, dict[int, int]] = defaultdict(dict)  # shape -> page -> the page number on it
     for page, lines in enumerate(split):
-        exact.update({_words(lines[i]) for i in edges[page]})
-        for i in edges[page]:
-            numbered[_shape(lines[i])].setdefault(page, [int(n) for n in _NUMBER.findall(lines[i])])
+        at_edges = [i for side in edges[page] for i in side]
+        exact.update({_words(lines[i]) for i in at_edges})
+        for i in at_edges:
+            number = _page_number(lines[i])
+            if number is not None:
+                numbered[_shape(lines[i])].setdefault(page, number)
     needed = max(MIN_RUNNING_PAGES, math.ceil(RUNNING_SHARE * len(pages)))
     repeated = {line for line, n in exact.items() if n >= needed}
     counters = {shape for shape, seen in numbered.items() if len(seen) >= needed and _counts_pages(seen)}
     if not repeated and not counters:
         return pages
-    out = []
-    for page, lines in enumerate(split):
-        drop = {i for i in edges[page]
-                if _words(lines[i]) in repeated or _shape(lines[i]) in counters}
-        out.append("\n".join(line for i, line in enumerate(lines) if i not in drop))
-    return out
+
+    def running(line: str) -> bool:
+        return _words(line) in repeated or _shape(line) in counters
+
+    return [_without(lines, _running_edges(lines, edges[page], running)) for page, lines in enumerate(split)]
 
 
 def _words(line: str) -> str:
@@ -119,17 +131,48 @@ def _shape(line: str) -> str:
     return _NUMBER.sub("#", _words(line))
 
 
-def _edge_lines(lines: list[str]) -> list[int]:
+def _edge_lines(lines: list[str]) -> tuple[list[int], list[int]]:
+    """Up to EDGE_LINES filled lines at the top and at the bottom (each listed from the page's edge
+    inwards), fewer on a short page so at least one line lies between them: a page of four lines has
+    one header line and one footer line at most."""
     filled = [i for i, line in enumerate(lines) if line.strip()]
-    return sorted(set(filled[:EDGE_LINES] + filled[-EDGE_LINES:]))
+    depth = max(0, min(EDGE_LINES, (len(filled) - 1) // 2))
+    return filled[:depth], filled[::-1][:depth]
 
 
-def _counts_pages(numbers_by_page: dict[int, list[int]]) -> bool:
-    """One of the line's numbers rises with every page it is on: it counts pages."""
-    rows = [numbers_by_page[page] for page in sorted(numbers_by_page)]
-    if not rows[0] or any(len(row) != len(rows[0]) for row in rows):
-        return False
-    return any(all(b[j] > a[j] for a, b in zip(rows, rows[1:])) for j in range(len(rows[0])))
+def _running_edges(
+    lines: list[str], edges: tuple[list[int], list[int]], running: Callable[[str], bool]
+) -> set[int]:
+    """The edge lines to drop: running ones from each edge inwards, stopping at the first that is not (a
+    header sits at the edge, not below body text); none when that would be most of the page's lines."""
+    drop: set[int] = set()
+    for side in edges:
+        for i in side:
+            if not running(lines[i]):
+                break
+            drop.add(i)
+    filled = sum(1 for line in lines if line.strip())
+    return drop if 2 * len(drop) <= filled else set()
+
+
+def _without(lines: list[str], drop: set[int]) -> str:
+    return "\n".join(line for i, line in enumerate(lines) if i not in drop)
+
+
+def _page_number(line: str) -> int | None:
+    """The page number the line shows, when it looks like a page number at all."""
+    words = _words(line)
+    for pattern in _PAGE_NUMBER:
+        match = pattern.search(words)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _counts_pages(number_by_page: dict[int, int]) -> bool:
+    """The number goes up by one from page to page, in step with the pages (it may start anywhere:
+    an excerpt's first page may be page 41)."""
+    return len({number - page for page, number in number_by_page.items()}) == 1
 
 
 def _decrypt(reader: object) -> None:
