@@ -327,3 +327,28 @@ def test_hidden_folders_and_office_lock_files_are_passed_over(client, tmp_path):
     hidden = root / ".git" / "description.md"
     assert client.ingest(str(hidden), "named").ingested == [hidden.as_uri()]  # a file named on its own is read
 
+
+
+def test_linked_folders_and_files_are_followed_and_prune_keeps_what_they_point_at(client, tmp_path):
+    """A folder moved away and linked back was skipped in silence (fsspec lists a link as "other"), and
+    --prune then removed its documents."""
+    docs, elsewhere = tmp_path / "docs", tmp_path / "elsewhere"
+    (docs / "policies").mkdir(parents=True)
+    elsewhere.mkdir()
+    (docs / "policies" / "p1.txt").write_text("Expenses over 500 euros need a manager's approval.\n")
+    (docs / "readme.txt").write_text("This folder holds the company policies.\n")
+    (elsewhere / "notes.txt").write_text("Wombats dig burrows.\n")
+    first = client.ingest(str(docs), "lk")
+    assert len(first.ingested) == 2
+
+    (docs / "policies").rename(elsewhere / "policies")
+    (docs / "policies").symlink_to(elsewhere / "policies", target_is_directory=True)
+    (docs / "notes.txt").symlink_to(elsewhere / "notes.txt")
+    (docs / "policies" / "loop").symlink_to(docs, target_is_directory=True)  # walked once, not for ever
+    (docs / "gone.txt").symlink_to(elsewhere / "gone.txt")  # broken: said, not skipped
+    report = client.ingest(str(docs), "lk", prune=True)
+    assert report.pruned == []
+    assert report.ingested == [(docs / "notes.txt").as_uri()]  # the link's path, under the source
+    assert ((docs / "policies" / "p1.txt").as_uri(), "unchanged") in report.skipped
+    assert [u for u, _ in report.failed] == [(docs / "gone.txt").as_uri()]
+    assert client.index_info("lk").source_count == 3

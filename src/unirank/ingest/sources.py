@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,8 +39,8 @@ class DocumentSource:
         self.shown = location.uri()
 
     def _uri(self, path: str) -> str:
-        if self.scheme == "file":
-            return Path(path).resolve().as_uri()
+        if self.scheme == "file":  # not resolved: a file in a linked folder keeps its path under the source
+            return Path(path).as_uri()
         return f"{self.scheme}://{path.rstrip('/')}"
 
     def list(self) -> list[SourceFile]:
@@ -47,6 +48,8 @@ class DocumentSource:
             root = self.fs.info(self.path)
             if root.get("type", "file") == "file":
                 entries = {self.path: root}
+            elif self.scheme == "file":
+                entries = _local_files(self.path)
             else:
                 entries = self.fs.find(self.path, detail=True)
         except FileNotFoundError:
@@ -75,6 +78,50 @@ class DocumentSource:
     def under(self, uris: Iterable[str]) -> list[str]:
         """The ``uris`` at or under this source's root, sorted: what --prune or `index remove` may remove."""
         return sorted(uri for uri in uris if self.contains(uri))
+
+
+def _local_files(root: str) -> dict[str, dict[str, Any]]:
+    """Every file under ``root``, following symbolic links: fsspec's ``find`` reports a link as type
+    "other", so a folder moved away and linked back was skipped, and --prune then removed its documents.
+    A folder is walked once, by its real path (a link to an ancestor would loop), and links are followed
+    after the real files, so a document reached both ways keeps its own path. A broken link is listed
+    too: reading it fails in the report, and --prune keeps what it pointed at."""
+    files: dict[str, dict[str, Any]] = {}
+    walked: set[str] = set()
+    read: set[str] = set()
+    links: list[str] = []
+
+    def add(path: str) -> None:
+        real = os.path.realpath(path)
+        if real not in read:
+            read.add(real)
+            stat = os.stat(path)
+            files[path] = {"type": "file", "size": stat.st_size, "mtime": stat.st_mtime}
+
+    def walk(folder: str) -> None:
+        real = os.path.realpath(folder)
+        if real in walked:
+            return
+        walked.add(real)
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_symlink():
+                    links.append(entry.path)
+                elif entry.is_dir():
+                    walk(entry.path)
+                elif entry.is_file():
+                    add(entry.path)
+
+    walk(root)
+    while links:
+        link = links.pop(0)
+        if os.path.isdir(link):
+            walk(link)
+        elif os.path.isfile(link):
+            add(link)
+        elif not os.path.exists(link):  # broken
+            files[link] = {"type": "file", "size": 0, "mtime": None}
+    return files
 
 
 def _not_a_document(path: str, root: str) -> bool:
