@@ -480,16 +480,31 @@ def test_a_file_with_only_markup_has_no_text(tmp_path):
 
 ELF = b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 8
 NO_NUL = random.Random(3).randbytes(4096).replace(b"\x00", b"\x01")  # binary that never has a NUL
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + random.Random(5).randbytes(6000)  # compressed pixels
+UTF16_NO_BOM = "Keys are rotated every ninety days.\n".encode("utf-16-le") * 50  # byte order unknown
 
 
 @pytest.mark.parametrize(
     ("name", "data"),
-    [("firmware.txt", ELF), ("image.md", ELF), ("blob.html", ELF), ("data.jsonl", ELF), ("noise.txt", NO_NUL)],
+    [("firmware.txt", ELF), ("image.md", ELF), ("blob.html", ELF), ("data.jsonl", ELF), ("noise.txt", NO_NUL),
+     ("photo.txt", PNG), ("utf16.txt", UTF16_NO_BOM)],
 )
 def test_binary_content_with_a_text_extension_is_refused(tmp_path, name, data):
     (tmp_path / name).write_bytes(data)
     with pytest.raises(ParseError, match="binary content, not text"):
         parse(tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["server.txt", "server.md"])
+def test_a_stray_nul_byte_does_not_make_a_log_binary(tmp_path, name):
+    """A log cut mid-write: one NUL in 9 KB of text is damage to drop, not a sign of a binary file."""
+    lines = [f"2024-05-0{1 + i % 9} 12:00:{i % 60:02d} INFO request {i} served in {i % 7} ms" for i in range(180)]
+    data = "\n".join(lines).encode("utf-8")
+    assert len(data) > 9000
+    (tmp_path / name).write_bytes(data.replace(b"request 80 ", b"request 80\x00 ", 1))
+    text = "\n\n".join(s.text for s in parse(tmp_path / name)[0].sections)
+    assert "\x00" not in text
+    assert "request 80 served in 3 ms" in text and lines[-1] in text
 
 
 def test_an_unsupported_extension_lists_the_supported_ones(tmp_path):

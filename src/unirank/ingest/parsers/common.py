@@ -20,6 +20,12 @@ _SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_RUNS = re.compile(r"\n\s*\n\s*")
 # Control characters that never occur in real text (tab, LF, CR, FF and ESC, for coloured logs, are allowed).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+_CONTROL_BYTES = re.compile(_CONTROL.pattern.encode("ascii"))
+#: The head of a file sniffed for binary content, and the share of control bytes (NUL included) in it
+#: that makes it binary: text has none or a stray few, binary formats a tenth or more, and UTF-16 without
+#: a BOM (refused: no way to know its byte order) is half NULs.
+SNIFF_BYTES = 8192
+BINARY_SHARE = 0.03
 
 
 def decode_text(data: bytes, legacy_encoding: str = "cp1252", *, declared: str | None = None) -> str:
@@ -36,7 +42,7 @@ def decode_text(data: bytes, legacy_encoding: str = "cp1252", *, declared: str |
             return data.decode("utf-16")
         except UnicodeDecodeError:
             raise ParseError(BINARY) from None
-    if b"\x00" in data:
+    if _looks_binary(data):
         raise ParseError(BINARY)
     try:
         text = data.decode("utf-8-sig")
@@ -44,7 +50,14 @@ def decode_text(data: bytes, legacy_encoding: str = "cp1252", *, declared: str |
         text = _declared_text(data, declared) or _legacy_text(data, legacy_encoding)
     if text and len(_CONTROL.findall(text)) > max(8, len(text) // 100):
         raise ParseError(BINARY)
-    return text
+    return text.replace("\x00", "")  # a stray NUL (a log cut mid-write) is no character of the text
+
+
+def _looks_binary(data: bytes) -> bool:
+    """Judged by a share of the head, not by one byte: a single NUL in a log is damage, not a format.
+    Cheap, so a large binary file is refused before any decoding is tried."""
+    head = data[:SNIFF_BYTES]
+    return len(_CONTROL_BYTES.findall(head)) > BINARY_SHARE * len(head)
 
 
 #: Labels that mean Windows-1252 on the web (WHATWG): pages labelled Latin-1 use its quotes and dashes.
