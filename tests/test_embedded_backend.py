@@ -191,3 +191,37 @@ def test_an_index_deleted_while_it_is_rebuilt_says_so(backend, two_sources):
         backend.rebuild("docs", read_then_deleted(), embedder.signature,
                         lambda uris: reembedded_sources(backend, "docs", embedder, sources=uris))
     assert not backend.exists("docs") and not (backend.root / "docs").exists()
+
+
+def test_hundreds_of_identical_chunks_do_not_hide_the_others(tmp_path):
+    """400 folders holding the same licence beside 20 notes: the copies filled each other's HNSW
+    neighbour lists and half the notes could not be found even by their own vector."""
+    rng = np.random.default_rng(1)
+    dims = 384
+    licence = rng.standard_normal(dims).astype(np.float32)
+    notes = rng.standard_normal((20, dims)).astype(np.float32)
+    notes /= np.linalg.norm(notes, axis=1, keepdims=True)
+    model = ModelSignature(name="m", version="1", dims=dims)
+    writer = EmbeddedBackend(tmp_path / "ix")
+    writer.create_index("docs", model)
+    copies = [source(f"mem://pkg{i}/LICENSE", ["the licence"], [licence / np.linalg.norm(licence)]) for i in range(400)]
+    writer.index("docs", copies[:200])
+    writer.index("docs", [source(f"mem://note{i}", [f"note {i}"], [notes[i]]) for i in range(20)])
+    writer.index("docs", copies[200:])  # copies of a vector already in the graph, in a later batch
+    writer.flush("docs")
+
+    reader = EmbeddedBackend(tmp_path / "ix")  # what another process reads back from disk
+    assert reader.info("docs").chunk_count == 420
+    for i in range(20):
+        assert reader.knn("docs", notes[i], 10)[0].chunk.source_uri == f"mem://note{i}"
+    licence_hits = reader.knn("docs", licence, 50)
+    assert len(licence_hits) == 50 and all("LICENSE" in h.chunk.source_uri for h in licence_hits)
+    assert licence_hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+    # Deleting the copy that stands in the graph for the others keeps the rest findable.
+    writer.delete("docs", [f"mem://pkg{i}/LICENSE" for i in range(399)])
+    writer.flush("docs")
+    assert [h.chunk.source_uri for h in writer.knn("docs", licence, 3)][0] == "mem://pkg399/LICENSE"
+    assert writer.info("docs").chunk_count == 21
+    reopened = EmbeddedBackend(tmp_path / "ix")
+    assert len(reopened.knn("docs", licence, 30)) == 21
