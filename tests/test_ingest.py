@@ -352,3 +352,26 @@ def test_linked_folders_and_files_are_followed_and_prune_keeps_what_they_point_a
     assert ((docs / "policies" / "p1.txt").as_uri(), "unchanged") in report.skipped
     assert [u for u, _ in report.failed] == [(docs / "gone.txt").as_uri()]
     assert client.index_info("lk").source_count == 3
+
+
+def test_a_source_of_no_documents_creates_no_index_and_never_prunes_all(client, tmp_path):
+    """An empty folder made an empty index and said nothing; and --prune's "holds no documents" refusal
+    counted any file, so one CSV beside the deleted documents let it remove them all."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SourceError, match=rf"^No documents found in {re.escape(str(empty))}\. unirank reads "
+                                          r".*\.md.*index 'e1' was not created"):
+        client.ingest(str(empty), "e1")
+    assert not client.backend.exists("e1")
+
+    folder = tmp_path / "pr"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Wombats dig burrows.\n")
+    assert client.ingest(str(folder), "pr").ingested
+    (folder / "a.txt").unlink()
+    (folder / "x.csv").write_text("a,b\n")
+    with pytest.raises(SourceError, match=r"--prune would remove all 1 ingested from it"):
+        client.ingest(str(folder), "pr", prune=True)
+    with pytest.raises(SourceError, match=r"only files of other types: \.csv"):
+        client.ingest(str(folder), "pr")
+    assert client.index_info("pr").source_count == 1

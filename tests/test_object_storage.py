@@ -87,3 +87,13 @@ def test_object_keys_keep_spaces_percent_signs_and_url_characters(client, bucket
     for n, key in enumerate(keys):
         hit = client.search(f"llamas{n}", "odd", mode="bm25", rerank=False, top_k=1).hits[0]
         assert hit.chunk.source_uri == f"s3://handbook/{key}" and hit.chunk.title == key[4:].rsplit(".", 1)[0]
+
+
+def test_a_prefix_of_no_documents_is_said_and_creates_no_index(client, bucket, s3_endpoint):
+    """It made an empty index and exited 0."""
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
+    bucket.put_object(Bucket="handbook", Key="exports/sales.csv", Body=b"a,b\n")
+    with pytest.raises(SourceError, match=r"No documents found in s3://handbook/exports \(only files of other "
+                                          r"types: \.csv\)"):
+        client.ingest("s3://handbook/exports", "s3docs")
+    assert not client.backend.exists("s3docs")

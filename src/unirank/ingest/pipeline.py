@@ -82,8 +82,8 @@ class Ingestor:
         docs = DocumentSource(source, self.storage)
         files = docs.list()  # a missing folder or bad credentials fail here, before any write
         existed = self.backend.exists(index)
-        if prune and not files and existed:
-            self._refuse_emptying(docs, index)
+        if not any(_is_document(f) for f in files):
+            self._refuse_no_documents(docs, index, files, existed=existed, prune=prune)
         if not existed:
             require_valid_index_name(index)
         loading = time.perf_counter()
@@ -116,9 +116,22 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
+    def _refuse_no_documents(self, docs: DocumentSource, index: str, files: list[SourceFile], *,
+                             existed: bool, prune: bool) -> None:
+        """An unmounted share, a mistyped empty folder or one of other files (a CSV) holds nothing to read:
+        pruning against it would remove every document ingested from there, and ingesting it made an
+        empty index and said nothing."""
+        if prune and existed:
+            self._refuse_emptying(docs, index)
+        others = sorted({PurePosixPath(f.uri).suffix.lower() or "(none)" for f in files})
+        found = f" (only files of other types: {', '.join(others)})" if others else ""
+        created = "" if existed else f"; index {index!r} was not created"
+        raise SourceError(
+            f"No documents found in {docs.shown}{found}. unirank reads {', '.join(sorted(SUPPORTED_EXTENSIONS))}. "
+            f"Nothing was written{created}. Check the path (an unmounted share looks empty).")
+
     def _refuse_emptying(self, docs: DocumentSource, index: str) -> None:
-        """An unmounted share or a mistyped empty folder lists nothing: pruning against it would remove
-        every document ingested from there."""
+        """Pruning against a source with no documents would remove every document ingested from there."""
         doomed = docs.under(self.backend.source_states(index))
         if doomed:
             raise SourceError(
@@ -203,3 +216,8 @@ class Ingestor:
             except DuplicateDocumentError as exc:
                 report.failed.append((source.state.uri, str(exc)))
         return written
+
+
+def _is_document(file: SourceFile) -> bool:
+    """A file of a type unirank reads: only these make a source worth ingesting or pruning against."""
+    return PurePosixPath(file.uri).suffix.lower() in SUPPORTED_EXTENSIONS
