@@ -231,7 +231,7 @@ def test_large_ingestion_batches_are_split_into_requests(client_settings, remote
     before = embed_requests()
     vectors = embedder.embed_documents(texts)
     embedder.close()
-    assert embed_requests() - before == 5  # ceil(30 / 7)
+    assert embed_requests() - before == 1 + 5  # the first probe, then ceil(30 / 6): each carries the probe
     np.testing.assert_allclose(vectors, base_embedder.embed_documents(texts), atol=1e-5)
 
 
@@ -385,6 +385,27 @@ def test_an_endpoint_that_now_serves_another_model_of_the_same_dims_is_refused(s
     with pytest.raises(RemoteModelError, match="other vectors"):
         ur.search("a new document", "same-dims", mode="knn", rerank=False)
     assert ur.index_info("same-dims").to_dict() == before
+    ur.close()
+
+
+def test_a_long_running_process_notices_a_hot_swap(server, client_settings, tmp_path):
+    """The app server or a notebook keeps one embedder: it probed once, then searched the swapped
+    model's vectors (meaningless negative scores) and wrote them into the index."""
+    _serve_version(server, "swap-embed@2")
+    ref = _register(client_settings, "r-long-lived", "embedder", server.url, api="tei",
+                    remote_model="swap-embed@prod")
+    ur = Unirank(_with(client_settings, embedder__model=ref, remote__verify_interval_s=1.0))
+    ur.ingest(_new_doc(tmp_path / "a"), "long-lived")
+    assert ur.search("a new document", "long-lived", mode="knn", rerank=False).hits
+    before = ur.index_info("long-lived").to_dict()
+    _serve_version(server, "swap-embed@3")
+    # Within the interval: every request of an ingestion carries the probe text.
+    with pytest.raises(RemoteModelError, match="other vectors"):
+        ur.ingest(_new_doc(tmp_path / "b"), "long-lived")
+    time.sleep(1.0)
+    with pytest.raises(RemoteModelError, match="other vectors"):
+        ur.search("a new document", "long-lived", mode="knn", rerank=False)
+    assert ur.index_info("long-lived").to_dict() == before
     ur.close()
 
 

@@ -215,8 +215,12 @@ class RemoteSettings(_Section):
     retries: int = Field(2, ge=0)
     backoff_s: float = Field(0.2, ge=0)
     max_connections: int = Field(16, ge=1)
-    #: Texts sent in one embedding request; a larger ingestion batch is split into several.
+    #: Texts sent in one embedding request (the probe text that checks the model is one of them); a
+    #: larger ingestion batch is split into several.
     batch_inputs: int = Field(64, ge=1)
+    #: Seconds a search process trusts its last check that the endpoint serves the registered model (a
+    #: probe text, re-embedded after this long). Ingestion checks every request.
+    verify_interval_s: float = Field(10.0, ge=0)
 
 
 class ChatSettings(_Section):

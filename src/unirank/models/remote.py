@@ -297,7 +297,8 @@ class RemoteEmbedder:
 
     Chunking still happens here, so it needs a local copy of the model's tokenizer
     (``tokenizer_path``). The live endpoint embeds a probe text the first time ``signature`` is
-    read (before ingestion writes or search compares); its size and its vector must match the
+    read (before ingestion writes or search compares), again with every batch of documents and at
+    least every ``remote.verify_interval_s`` for queries; its size and its vector must match the
     registry record: an endpoint re-pointed at another model, of the same size or not, fails loudly
     instead of mixing vectors of two models in one index.
     """
@@ -320,30 +321,43 @@ class RemoteEmbedder:
         #: The probe text's vector, read with the signature.
         self.probe_vector: np.ndarray | None = None
         self._signature: ModelSignature | None = None
+        self._verified_at = 0.0
+        self.verify_interval_s = settings.verify_interval_s
         self._tokenizer: Any = None
 
     @property
     def signature(self) -> ModelSignature:
-        if self._signature is None:
+        """Probed once, and again after ``remote.verify_interval_s``: a long-running process (the app
+        server, a notebook) kept the first answer and searched a swapped model's vectors in silence."""
+        now = time.monotonic()
+        if self._signature is None or now - self._verified_at >= self.verify_interval_s:
             probe = self._embed_batch([PROBE_TEXT])[0]
-            live = int(probe.shape[0])
-            again = (f"point it back, or register it again (`unirank models register {self.name} --endpoint ...`) "
-                     "and rebuild the indexes made with it.")
-            if self.registered_dims is not None and live != self.registered_dims:
-                raise RemoteModelError(
-                    f"{self.endpoint.url} now serves {live}-dimensional vectors, but {self.name}@{self.version} "
-                    f"was registered with {self.registered_dims}. The endpoint serves another model now: {again}")
-            if self.fingerprint is not None:
-                same, cosine = matches_fingerprint(probe, self.fingerprint)
-                if not same:
-                    raise RemoteModelError(
-                        f"{self.endpoint.url} now serves other vectors than when {self.name}@{self.version} was "
-                        f"registered (cosine {cosine:.3f} between the two for a probe text): the server swapped "
-                        f"to another model, e.g. on a promotion, and its vectors are not comparable with the "
-                        f"indexes made before. Nothing was searched or written: {again}")
-            self.probe_vector = probe
-            self._signature = ModelSignature(name=self.name, version=self.version, dims=live)
+            self._verify(probe)
+            self._verified_at = now
+            self._signature = ModelSignature(name=self.name, version=self.version, dims=int(probe.shape[0]))
         return self._signature
+
+    def _verify(self, probe: np.ndarray) -> None:
+        """Raise unless ``probe`` (the probe text's vector now) is what the registered model gives."""
+        again = (f"point it back, or register it again (`unirank models register {self.name} --endpoint ...`) "
+                 "and rebuild the indexes made with it.")
+        live = int(probe.shape[0])
+        if self.registered_dims is not None and live != self.registered_dims:
+            raise RemoteModelError(
+                f"{self.endpoint.url} now serves {live}-dimensional vectors, but {self.name}@{self.version} "
+                f"was registered with {self.registered_dims}. The endpoint serves another model now: {again}")
+        expected = self.fingerprint or (vector_fingerprint(self.probe_vector) if self.probe_vector is not None
+                                        else None)
+        if expected is not None:
+            same, cosine = matches_fingerprint(probe, expected)
+            if not same:
+                raise RemoteModelError(
+                    f"{self.endpoint.url} now serves other vectors than when {self.name}@{self.version} was "
+                    f"registered (cosine {cosine:.3f} between the two for a probe text): the server swapped "
+                    f"to another model, e.g. on a promotion, and its vectors are not comparable with the "
+                    f"indexes made before. Nothing it answered since was searched or written: {again}")
+        if self.probe_vector is None:
+            self.probe_vector = probe
 
     @property
     def dims(self) -> int:
@@ -356,13 +370,23 @@ class RemoteEmbedder:
         return self._tokenizer
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Each request carries the probe text too, and its vector is checked: these vectors get
+        written, and a swap between two checks would put two models' vectors in one index."""
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
-        parts = [self._embed_batch(texts[i : i + self.batch_inputs])
-                 for i in range(0, len(texts), self.batch_inputs)]
+        self.signature  # noqa: B018 -- the first probe, before anything is sent
+        with_probe = self.batch_inputs > 1  # else the probe goes on its own
+        per_request = self.batch_inputs - 1 if with_probe else 1
+        parts = []
+        for i in range(0, len(texts), per_request):
+            batch = list(texts[i : i + per_request])
+            vectors = self._embed_batch([*batch, PROBE_TEXT] if with_probe else batch)
+            self._verify(vectors[-1] if with_probe else self._embed_batch([PROBE_TEXT])[0])
+            parts.append(vectors[:len(batch)])
         return np.concatenate(parts, axis=0)
 
     def embed_query(self, text: str) -> np.ndarray:
+        self.signature  # noqa: B018 -- re-probed once verify_interval_s has passed
         return self._embed_batch([text])[0]
 
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
