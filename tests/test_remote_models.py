@@ -192,6 +192,16 @@ def test_registration_without_a_model_id_uses_the_server_default_and_refuses_unk
     assert time.perf_counter() - started < 2  # a 4xx is not retried
 
 
+def test_a_bare_model_name_finds_the_listed_model_as_the_server_does(server, tmp_path):
+    """The server answers `small-embed` with small-embed@1; registration looked for that exact id in
+    the listing, missed it, and recorded the default 512-token window for a 256-token model."""
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    for name in ("small-embed", "small-embed@1"):
+        record = describe_endpoint(Endpoint(url=server.url, api="tei", role="embedder", remote_model=name),
+                                   settings.remote)
+        assert (record["remote_model"], record["dims"], record["max_seq_length"]) == (name, 128, 256)
+
+
 def test_an_openai_style_base_url_ending_in_v1_names_the_same_server(server, tmp_path):
     settings = Settings(_env_file=None, data_dir=tmp_path)
     record = describe_endpoint(Endpoint(url=f"{server.url}/v1/", api="openai", role="embedder",

@@ -305,7 +305,7 @@ class RemoteEmbedder:
 
     def __init__(self, endpoint: Endpoint, settings: RemoteSettings, *, name: str, version: str,
                  dims: int | None, max_seq_length: int, tokenizer_path: str, fingerprint: str | None = None,
-                 same_vectors_as: frozenset[str] = frozenset()) -> None:
+                 same_vectors_as: frozenset[str] = frozenset(), max_inputs: int | None = None) -> None:
         self.client = RemoteClient(endpoint, settings)
         self.endpoint = endpoint
         self.name = name
@@ -313,7 +313,8 @@ class RemoteEmbedder:
         self.registered_dims = dims
         self.max_seq_length = max_seq_length
         self.tokenizer_path = tokenizer_path
-        self.batch_inputs = settings.batch_inputs
+        #: ``remote.batch_inputs``, or less when the server takes fewer texts per request.
+        self.batch_inputs = min(settings.batch_inputs, max_inputs or settings.batch_inputs)
         self.timeout_s = settings.timeout_s
         self.fingerprint = fingerprint
         #: The model registered here that the endpoint serves, with its copies (``serves``; lineage).
@@ -498,6 +499,8 @@ def probe_endpoint(endpoint: Endpoint, settings: RemoteSettings) -> dict[str, An
         endpoint = Endpoint(**{**endpoint.__dict__, "remote_model": str(entry["id"])})
     info: dict[str, Any] = {"remote_model": endpoint.remote_model,
                             "max_seq_length": int((entry or {}).get("max_seq_length") or DEFAULT_MAX_SEQ_LENGTH)}
+    if (entry or {}).get("max_inputs"):  # the server's limit per request, where it says
+        info["max_inputs"] = int(entry["max_inputs"])
     if endpoint.role == "embedder":
         model = RemoteEmbedder(endpoint, settings, name="probe", version="0", dims=None,
                                max_seq_length=info["max_seq_length"], tokenizer_path="")
@@ -535,12 +538,25 @@ def _served_models(client: RemoteClient) -> list[dict[str, Any]]:
 def _pick_entry(listing: list[dict[str, Any]], endpoint: Endpoint) -> dict[str, Any] | None:
     """The listed model requests will reach: the named one, else the only one of the role."""
     if endpoint.remote_model is not None:
-        return next((d for d in listing if d.get("id") == endpoint.remote_model), None)
+        # As a unirank server resolves a request's model: its id, else its bare name or NAME@VERSION.
+        wanted = endpoint.remote_model
+        exact = [d for d in listing if d.get("id") == wanted]
+        return next((d for d in exact + listing if wanted in _names_of(d)), None)
     of_role = [d for d in listing if d.get("role") in (endpoint.role, None)]
     if len(of_role) == 1:
         return of_role[0]
     # A server with one bi-encoder reranks with it too (by cosine), as ``reranker.model = base`` does.
     return listing[0] if not of_role and len(listing) == 1 else None
+
+
+def _names_of(entry: dict[str, Any]) -> set[str]:
+    """What a request may call a listed model: ``hbx@prod`` also answers to ``hbx`` and ``hbx@2``."""
+    served = str(entry.get("id") or "")
+    name = served.partition("@")[0]
+    names = {served, name}
+    if entry.get("version") is not None:
+        names.add(f"{name}@{entry['version']}")
+    return names
 
 
 def load_tokenizer(path: str, model: str) -> Any:
