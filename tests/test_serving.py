@@ -97,6 +97,40 @@ def test_model_cards_publish_the_limits_the_server_enforces(tight: httpx.Client,
     assert tight.post("/embed", json={"inputs": ["x"] * 17}).status_code == 413
 
 
+def test_a_huge_input_is_refused_or_cut_without_holding_up_other_clients(tight: httpx.Client) -> None:
+    """A 10 MB input took 9.5 s to be refused, tokenized on the event loop, and /health waited 9.3 s behind it."""
+    huge = "lorem ipsum dolor " * 600_000  # 10.8 MB
+    health_waits: list[float] = []
+    done = threading.Event()
+
+    def probe_health() -> None:
+        with httpx.Client(base_url=str(tight.base_url), timeout=60) as other:
+            while not done.is_set():
+                started = time.monotonic()
+                assert other.get("/health").status_code == 200
+                health_waits.append(time.monotonic() - started)
+                time.sleep(0.05)
+
+    prober = threading.Thread(target=probe_health)
+    prober.start()
+    try:
+        started = time.monotonic()
+        refused = tight.post("/embed", json={"inputs": ["short", huge]})
+        refused_in = time.monotonic() - started
+        cut = tight.post("/v1/embeddings", json={"input": [huge] * 16, "truncate": True})
+    finally:
+        done.set()
+        prober.join()
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["error"].startswith("input 1 has 10,800,000 characters, far more than the limit of 128 "
+                                              "tokens holds")
+    assert refused_in < 3.0
+    assert cut.status_code == 200 and cut.json()["usage"]["prompt_tokens"] == 16 * 128
+    head = tight.post("/v1/embeddings", json={"input": huge[:2000], "truncate": True}).json()
+    np.testing.assert_allclose(cut.json()["data"][15]["embedding"], head["data"][0]["embedding"], atol=1e-5)
+    assert max(health_waits) < 1.0, health_waits
+
+
 def test_openai_sdk_embeddings_match_in_process_model(server: ModelServer, base_embedder) -> None:
     import openai
 
