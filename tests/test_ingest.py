@@ -375,3 +375,46 @@ def test_a_source_of_no_documents_creates_no_index_and_never_prunes_all(client, 
     with pytest.raises(SourceError, match=r"only files of other types: \.csv"):
         client.ingest(str(folder), "pr")
     assert client.index_info("pr").source_count == 1
+
+
+def test_an_endpoint_that_dies_partway_keeps_what_was_committed_and_a_new_index_is_not_left_empty(
+        settings, tmp_path):
+    """An embedding server that died after 40 of 120 files: the run exited 2 with "Cannot reach" and no
+    report; and a first ingest that failed left an empty index locked to the failing model."""
+    from unirank.api import Unirank
+    from unirank.models.loading import describe_remote
+    from unirank.models.remote import Endpoint
+    from unirank.registry import ModelRegistry
+    from unirank.errors import RemoteModelError
+
+    from serving_helpers import ModelServer
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(120):
+        (docs / f"note-{i:03d}.txt").write_text(f"Note {i} about topic{i}: wombats, burrows and tunnels.\n")
+    server = ModelServer(tmp_path / "server", ["base"]).wait_ready()
+    try:
+        settings.remote.retries, settings.remote.timeout_s, settings.remote.verify_interval_s = 0, 5, 600
+        settings.ingest.batch_chunks = 4
+        registry = ModelRegistry(settings.models_dir)
+        record = describe_remote(Endpoint(url=server.url, api="tei", role="embedder", remote_model="base"), settings)
+        registry.register("edge", "embedder", record=record)
+        registry.close()
+        settings.embedder.model = "edge@1"
+        with Unirank(settings) as ur:
+            def die_after_40(done: int, total: int, uri: str) -> None:
+                if done == 40:
+                    server.stop()
+
+            report = ur.ingest(str(docs), "partial", progress=die_after_40)
+            assert report.stopped and "Cannot reach" in report.stopped and not report.ok
+            assert 30 <= len(report.ingested) <= 40 and report.to_dict()["stopped"] == report.stopped
+            assert ur.index_info("partial").source_count == len(report.ingested)
+            assert ur.search("topic3", "partial", mode="bm25", rerank=False).hits
+
+            with pytest.raises(RemoteModelError, match="Cannot reach"):
+                ur.ingest(str(docs), "fresh")
+            assert not ur.backend.exists("fresh")
+    finally:
+        server.stop()

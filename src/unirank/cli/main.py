@@ -60,8 +60,10 @@ def ingest(
 ) -> None:
     """Parse, chunk, embed and index documents; unchanged files are skipped.
 
-    Exits 0 when every file was read, 1 when some failed (the others are in the index; the report says
-    why each failed), and 2 when nothing was done (a bad source, index name or setting).
+    Exits 0 when every file was read, 1 when some failed or the run stopped partway (what was committed
+    stays in the index; the report says why, and the same command again finishes the rest), and 2 when
+    nothing was done (a bad source or one with no documents, an index name, a setting, a model or
+    endpoint that failed before the first commit).
     """
     ur = client(embedder_model=model)
     try:
@@ -82,7 +84,11 @@ def ingest(
         print_json(report.to_dict())
     else:
         print_report(report)
-    if report.failed:  # scripts and CI notice; the run itself went on past each bad file
+    if report.stopped:
+        errors.print(f"[red]Stopped partway:[/red] {escape(report.stopped)}\nThe files counted as ingested above "
+                     "are committed and searchable; re-run the same command to finish (unchanged files are "
+                     "skipped).")
+    if not report.ok:  # scripts and CI notice; the run itself went on past each bad file
         raise typer.Exit(1)
 
 

@@ -16,14 +16,14 @@ from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Callable
 
-from unirank.errors import DuplicateDocumentError, ParseError, SourceError
+from unirank.errors import DuplicateDocumentError, ParseError, SourceError, UnirankError
 from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
 from unirank.ingest.report import IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
 from unirank.models.embedder import Embedder, loaded, require_comparable_vectors
 from unirank.search.backend import SearchBackend, require_valid_index_name
-from unirank.search.types import Chunk, IndexedSource, SourceState
+from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
 from unirank.settings import ChunkingSettings, IngestSettings, StorageSettings
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,9 @@ class Ingestor:
         self.chunking = chunking
         self.storage = storage or StorageSettings()
         self.ingest = ingest or IngestSettings()
+        #: The model of the index this run makes at its first commit, and whether it made it.
+        self._to_create: ModelSignature | None = None
+        self._created = False
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -89,11 +92,24 @@ class Ingestor:
         loading = time.perf_counter()
         _ = self.chunker  # the model loads here: its seconds are not the ingest's
         started += time.perf_counter() - loading
-        self._ensure_index(index, existed)
+        self._check_model(index, existed)
         report = IngestReport(source=source, index=index, warnings=list(self.chunker_warnings))
-        states = self.backend.source_states(index)
+        states = self.backend.source_states(index) if existed else {}
         report.files_seen = len(files)
+        try:
+            self._ingest_files(docs, files, index, states, report, progress)
+            if prune:
+                self._prune(docs, files, index, states, report)
+        except Exception as exc:  # an endpoint or model that dies partway: keep and say what was committed
+            self._stop(index, report, exc)
+        if existed or self._created:
+            self.backend.flush(index)
+        report.seconds = time.perf_counter() - started
+        return report
 
+    def _ingest_files(self, docs: DocumentSource, files: list[SourceFile], index: str,
+                      states: dict[str, SourceState], report: IngestReport,
+                      progress: ProgressCallback | None) -> None:
         pending: list[_Pending] = []
         for done, file in enumerate(files, start=1):
             item = self._prepare(docs, file, states.get(file.uri), report)
@@ -106,15 +122,25 @@ class Ingestor:
                 progress(done, len(files), file.uri)
         self._write(index, pending, report)
 
-        if prune:
-            seen = {f.uri for f in files}
-            gone = [uri for uri in docs.under(states) if uri not in seen]
-            if gone:
-                report.chunks_removed += self.backend.delete(index, gone)
-                report.pruned.extend(gone)
-        self.backend.flush(index)
-        report.seconds = time.perf_counter() - started
-        return report
+    def _prune(self, docs: DocumentSource, files: list[SourceFile], index: str,
+               states: dict[str, SourceState], report: IngestReport) -> None:
+        seen = {f.uri for f in files}
+        gone = [uri for uri in docs.under(states) if uri not in seen]
+        if gone:
+            report.chunks_removed += self.backend.delete(index, gone)
+            report.pruned.extend(gone)
+
+    def _stop(self, index: str, report: IngestReport, exc: Exception) -> None:
+        """A run that committed nothing raises as it was (an index it created goes: it would be locked to
+        the model that failed); one that committed some batches returns its report, marked stopped,
+        since a re-run finishes the rest from there."""
+        if not report.ingested:
+            if self._created:
+                self.backend.delete_index(index)
+                self._created = False
+            raise exc
+        log.debug("ingest stopped", exc_info=exc)
+        report.stopped = str(exc) if isinstance(exc, UnirankError) else f"{type(exc).__name__}: {exc}"
 
     def _refuse_no_documents(self, docs: DocumentSource, index: str, files: list[SourceFile], *,
                              existed: bool, prune: bool) -> None:
@@ -139,12 +165,20 @@ class Ingestor:
                 "Check the path (an unmounted share looks empty); to remove them on purpose, "
                 f"`unirank index remove {index} {docs.shown}`.")
 
-    def _ensure_index(self, index: str, existed: bool) -> None:
-        signature = self.embedder.signature
-        if not existed:
-            self.backend.create_index(index, signature)
-            return
-        require_comparable_vectors(index, self.backend.model(index), self.embedder)
+    def _check_model(self, index: str, existed: bool) -> None:
+        """A new index is made by the first batch that commits, not here: a run whose endpoint or model
+        fails before then left an empty index that refused every other model."""
+        self._created = False
+        if existed:
+            require_comparable_vectors(index, self.backend.model(index), self.embedder)
+            self._to_create = None
+        else:
+            self._to_create = self.embedder.signature  # a remote endpoint is probed now, before any parsing
+
+    def _create_if_new(self, index: str) -> None:
+        if self._to_create is not None:
+            self.backend.create_index(index, self._to_create)
+            self._to_create, self._created = None, True
 
     def _recipe(self, suffix: str) -> str:
         """What decides a file's chunks besides its bytes: a setting changed since it was ingested must
@@ -197,6 +231,7 @@ class Ingestor:
         for p in pending:
             sources.append(IndexedSource(p.state, p.chunks, vectors[offset : offset + len(p.chunks)]))
             offset += len(p.chunks)
+        self._create_if_new(index)
         try:
             self.backend.index(index, sources)
             written = sources

@@ -22,10 +22,13 @@ class IngestReport:
     chunks_removed: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Why the run stopped partway (an endpoint or model that failed); what it committed stays, and
+    #: the same run again finishes the rest.
+    stopped: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and self.stopped is None
 
     def to_dict(self) -> dict:
         return {
@@ -43,4 +46,5 @@ class IngestReport:
             "failures": [{"uri": u, "reason": r} for u, r in self.failed],
             "skips": [{"uri": u, "reason": r} for u, r in self.skipped],
             "warnings": self.warnings,
+            "stopped": self.stopped,
         }
