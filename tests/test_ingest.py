@@ -418,3 +418,24 @@ def test_an_endpoint_that_dies_partway_keeps_what_was_committed_and_a_new_index_
             assert not ur.backend.exists("fresh")
     finally:
         server.stop()
+
+
+def test_a_file_that_turns_unreadable_keeps_its_previous_version_and_the_report_says_so(client, tmp_path):
+    """It said "failed: binary content" while its old chunks stayed in the index with no word."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "wombats.txt").write_text("Wombats dig burrows.\n")
+    (folder / "koalas.txt").write_text("Koalas sleep most of the day.\n")
+    (folder / "new.txt").write_bytes(bytes(range(256)) * 8)
+    first = client.ingest(str(folder), "notes")
+    assert [r for _, r in first.failed] == ["binary content, not text"]  # never indexed: nothing to keep
+
+    (folder / "wombats.txt").write_bytes(bytes(range(256)) * 8)
+    (folder / "koalas.txt").write_text("")
+    report = client.ingest(str(folder), "notes")
+    kept = "(the previous version stays indexed; fix the file, or remove it and use --prune)"
+    failed = {Path(u).name: r for u, r in report.failed}
+    assert failed["wombats.txt"].startswith("binary content") and failed["wombats.txt"].endswith(kept)
+    assert failed["koalas.txt"] == f"empty file {kept}"
+    assert failed["new.txt"] == "binary content, not text"
+    assert client.search("wombats burrows", "notes", mode="bm25", rerank=False).hits

@@ -202,7 +202,7 @@ class Ingestor:
         try:
             data = docs.read(file)
         except Exception as exc:  # unreadable: permissions, vanished, network
-            report.failed.append((file.uri, f"cannot read: {exc}"))
+            _fail(report, file.uri, f"cannot read: {exc}", previous)
             return None
         digest = hashlib.sha256(data).hexdigest()
         if previous and previous.content_hash == digest:
@@ -214,10 +214,10 @@ class Ingestor:
             parsed = parse_document(data, file.uri, legacy_encoding=self.ingest.legacy_encoding)
             chunks = [c for doc in parsed for c in self.chunker.chunk(doc, file.uri)]
         except ParseError as exc:
-            report.failed.append((file.uri, str(exc)))
+            _fail(report, file.uri, str(exc), previous)
             return None
         if not chunks:
-            report.failed.append((file.uri, "no text to index"))
+            _fail(report, file.uri, "no text to index", previous)
             return None
         state = SourceState(uri=file.uri, content_hash=digest, size=file.size, modified=file.modified,
                             chunk_count=len(chunks), recipe=recipe)
@@ -256,3 +256,11 @@ class Ingestor:
 def _is_document(file: SourceFile) -> bool:
     """A file of a type unirank reads: only these make a source worth ingesting or pruning against."""
     return PurePosixPath(file.uri).suffix.lower() in SUPPORTED_EXTENSIONS
+
+
+def _fail(report: IngestReport, uri: str, reason: str, previous: SourceState | None) -> None:
+    """A file indexed before keeps its old chunks when its new version cannot be read (nothing is lost
+    on a bad save); the report says so, or the index would answer from the old text with no word."""
+    if previous is not None:
+        reason += " (the previous version stays indexed; fix the file, or remove it and use --prune)"
+    report.failed.append((uri, reason))
