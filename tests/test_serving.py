@@ -205,6 +205,39 @@ def test_rerank_scores_are_the_in_process_probabilities_and_raw_scores_the_logit
     np.testing.assert_allclose(by_index(cohere["results"], "relevance_score"), probabilities, atol=1e-5)
 
 
+def test_a_cross_encoder_pair_over_its_window_is_refused_or_cut_not_silently_truncated(
+        http: httpx.Client, data_dir: Path) -> None:
+    """A long query and two long documents that differ only at the end scored the same: the model cut each
+    (query, document) pair to its window in silence, though each text alone was within the limit."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(data_dir / "cross"))
+    window = http.get("/v1/models/tiny-rerank").json()["max_seq_length"]
+
+    def words(n: int, word: str) -> str:  # n tokens
+        text = " ".join([word] * n)
+        assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) == n
+        return text
+
+    half = (window - 3) // 2  # [CLS] query [SEP] document [SEP]
+    query = words(half, "cat")
+    fits = words(window - 3 - half, "dog")
+    assert len(tokenizer(query, fits)["input_ids"]) == window
+    assert http.post("/rerank", json={"model": "tiny-rerank", "query": query, "texts": [fits]}).status_code == 200
+    docs = [fits + " cat", fits + " dog"]  # one token more than the window, differing only there
+    refused = http.post("/rerank", json={"model": "tiny-rerank", "query": query, "texts": [fits, docs[1]]})
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["error"].startswith(f"document 1 and the query hold {window + 1} tokens together; "
+                                              f"this reranker reads at most {window}")
+    cut = http.post("/rerank", json={"model": "tiny-rerank", "query": query, "texts": docs, "truncate": True})
+    assert cut.status_code == 200
+    cohere = http.post("/v1/rerank", json={"model": "tiny-rerank", "query": query, "documents": docs}).json()
+    assert cohere["usage"]["total_tokens"] == 2 * window  # cut to the window, as Cohere's API does
+    long_query = words(window, "cat")  # alone it fills the window: it is cut to half, the documents keep theirs
+    assert http.post("/rerank", json={"model": "tiny-rerank", "query": long_query, "texts": docs,
+                                      "truncate": True}).status_code == 200
+
+
 def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: httpx.Client) -> None:
     assert (f"unirank model server on {server.url} (1 replica): base, swap-embed@prod, tiny-rerank@prod. "
             "POST /v1/embeddings") in server.log()  # where it listens and what it serves, before uvicorn's lines

@@ -12,7 +12,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -28,7 +28,7 @@ from unirank.request_errors import declare_only_sent_errors, http_error_code, va
 from unirank.serving.auth import TokenStore
 from unirank.serving.batcher import MicroBatcher
 from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
-from unirank.serving.limits import INLINE_CHARS, enforce_token_limit
+from unirank.serving.limits import INLINE_CHARS, enforce_pair_limit, enforce_token_limit
 from unirank.serving.metrics import RequestMetricsMiddleware, ServerMetrics
 from unirank.serving.schemas import (
     CohereRerankRequest,
@@ -53,6 +53,7 @@ from unirank.serving.schemas import (
 from unirank.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 #: What an inference route can answer besides 200 (documented in the OpenAPI spec).
 INFERENCE_ERRORS = (400, 401, 404, 413, 422, 503)
 
@@ -243,14 +244,17 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 raise ServingRequestError(f"{field}[{i}] is empty; every {what} needs some text.",
                                           code="empty_input")
 
-    async def within_limit(model: ServedModel, texts: list[str], limit: int, *, truncate: bool,
-                           what: str = "input") -> tuple[list[str], int]:
-        """:func:`enforce_token_limit`, on the tokenizing thread when the texts are long enough to hold up
-        the event loop."""
-        call = partial(enforce_token_limit, model.tokenizer, texts, limit, truncate=truncate, what=what)
+    async def tokenized(call: Callable[[], T], texts: list[str]) -> T:
+        """``call`` (which tokenizes ``texts``), on the tokenizing thread when the texts are long enough to
+        hold up the event loop."""
         if sum(map(len, texts)) <= INLINE_CHARS:
             return call()
         return await asyncio.get_running_loop().run_in_executor(state.tokenizing, call)
+
+    async def within_limit(model: ServedModel, texts: list[str], limit: int, *, truncate: bool,
+                           what: str = "input") -> tuple[list[str], int]:
+        return await tokenized(partial(enforce_token_limit, model.tokenizer, texts, limit, truncate=truncate,
+                                       what=what), texts)
 
     async def embed(model: ServedModel, texts: list[str], truncate: bool) -> tuple[np.ndarray, int]:
         texts, tokens = await within_limit(model, texts, model.token_limit(limits), truncate=truncate)
@@ -269,13 +273,18 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 f"{len(texts)} documents sent; at most {limits.max_rerank_documents} can be reranked "
                 "per request.", status_code=413, code="too_many_documents")
         limit = model.token_limit(limits)
-        (query,), query_tokens = await within_limit(model, [query], limit, truncate=truncate, what="query")
-        texts, tokens = await within_limit(model, texts, limit, truncate=truncate, what="document")
+        if model.is_cross_encoder:  # it reads each (query, document) pair as one sequence
+            query, texts, tokens = await tokenized(partial(
+                enforce_pair_limit, model.tokenizer, query, texts, limit, truncate=truncate), [query, *texts])
+        else:
+            (query,), query_tokens = await within_limit(model, [query], limit, truncate=truncate, what="query")
+            texts, tokens = await within_limit(model, texts, limit, truncate=truncate, what="document")
+            tokens += query_tokens * len(texts)
         state.metrics.inputs.labels(model=model.id, kind="rerank").inc(len(texts))
         scores = await state.batcher(model, "rerank").submit([(query, t) for t in texts])
         if model.is_cross_encoder and not raw:
             scores = (0.5 * (1.0 + np.tanh(0.5 * np.asarray(scores, dtype=np.float64)))).tolist()  # sigmoid
-        return list(scores), tokens + query_tokens * len(texts)
+        return list(scores), tokens
 
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse, dependencies=guarded,
               tags=["OpenAI"], summary="OpenAI-compatible embeddings",

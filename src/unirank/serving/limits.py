@@ -54,7 +54,47 @@ def enforce_token_limit(tokenizer: Any, texts: list[str], limit: int, *, truncat
     keep = max(0, limit - tokenizer.num_special_tokens_to_add(pair=False))
     texts = list(texts)
     for i in over:
-        ends = [end for start, end in encoded["offset_mapping"][i] if end > start][:keep]
-        texts[i] = texts[i][: ends[-1]] if ends else ""
+        texts[i] = _cut(texts[i], encoded["offset_mapping"][i], keep)
         counts[i] = limit
     return texts, sum(counts)
+
+
+def enforce_pair_limit(tokenizer: Any, query: str, texts: list[str], limit: int, *,
+                       truncate: bool) -> tuple[str, list[str], int]:
+    """For a cross-encoder, which reads the query and a document as one sequence of at most ``limit``
+    tokens: refuse a pair over it (the query, the document and the special tokens around them), or cut
+    it to fit when the request asks to truncate. Unchecked, the model cut the end of every document
+    itself, so documents that differed only there scored the same.
+
+    Returns the query and documents to run and the tokens of all the pairs (for usage reporting).
+    When cutting, the query keeps its tokens unless that left a document less than half the window.
+    """
+    (query,) = bound_characters([query], limit, truncate=truncate, what="query")
+    texts = bound_characters(texts, limit, truncate=truncate, what="document")
+    encoded = tokenizer([query, *texts], add_special_tokens=False, truncation=False,
+                        return_offsets_mapping=True, verbose=False)
+    query_tokens, *doc_tokens = (len(ids) for ids in encoded["input_ids"])
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    room = max(0, limit - specials)
+    over = [i for i, n in enumerate(doc_tokens) if query_tokens + n > room]
+    if over and not truncate:
+        i = over[0]
+        raise ServingRequestError(
+            f"document {i} and the query hold {query_tokens + doc_tokens[i] + specials} tokens together; this "
+            f"reranker reads at most {limit} (the query, the document and {specials} special tokens). Shorten "
+            "them, or send `truncate: true` to cut the document to fit.", status_code=413, code="input_too_long")
+    if not over:
+        return query, texts, sum(query_tokens + n + specials for n in doc_tokens)
+    query_keep = min(query_tokens, max(room - max(doc_tokens), room // 2))
+    doc_keep = room - query_keep
+    if query_keep < query_tokens:
+        query = _cut(query, encoded["offset_mapping"][0], query_keep)
+    texts = [_cut(text, encoded["offset_mapping"][i + 1], doc_keep) if n > doc_keep else text
+             for i, (text, n) in enumerate(zip(texts, doc_tokens))]
+    return query, texts, sum(query_keep + min(n, doc_keep) + specials for n in doc_tokens)
+
+
+def _cut(text: str, offsets: list[tuple[int, int]], keep: int) -> str:
+    """``text`` up to the end of its ``keep``-th token (``offsets`` are its tokens' character spans)."""
+    ends = [end for start, end in offsets if end > start][:keep]
+    return text[: ends[-1]] if ends else ""
