@@ -344,6 +344,30 @@ def test_truncate_on_request_and_openai_sdk_errors(server: ModelServer, http: ht
                                         ).data[0].embedding) == 384
 
 
+def test_a_lone_surrogate_or_a_body_not_in_utf8_is_a_422_naming_the_field(http: httpx.Client) -> None:
+    """"\\ud800" made the tokenizer raise TypeError: a plain-text 500 and a reset connection. A body in Latin-1
+    got 400 http_error "There was an error parsing the body"."""
+    json_header = {"Content-Type": "application/json"}
+    for path, body, where in [
+        ("/v1/embeddings", r'{"input": ["ok", "\ud800 abc"]}', "input.1"),
+        ("/embed", r'{"inputs": "\ud800 abc"}', "inputs"),
+        ("/v1/rerank", r'{"query": "q", "documents": ["a", {"text": "b \udfff"}]}', "documents.1.text"),
+        ("/rerank", r'{"query": "\ud83d", "texts": ["a"]}', "query"),
+        ("/v1/embeddings", r'{"input": "ok", "model": "\ud800"}', "model"),
+    ]:
+        refused = http.post(path, content=body, headers=json_header)
+        assert refused.status_code == 422, (path, refused.text)
+        shape = OpenAIError if path.startswith("/v1/") else TeiError
+        error = shape.model_validate(refused.json(), strict=True)
+        message = error.error.message if isinstance(error, OpenAIError) else error.error
+        assert message.startswith(f"Invalid request: {where}: holds a lone UTF-16 surrogate"), message
+    latin1 = http.post("/v1/embeddings", content='{"input": "café"}'.encode("latin-1"), headers=json_header)
+    assert latin1.status_code == 422 and latin1.json()["error"]["code"] == "invalid_request"
+    assert latin1.json()["error"]["message"].startswith("The request body is not valid JSON: it is not UTF-8")
+    paired = http.post("/v1/embeddings", content=r'{"input": "\ud83d\ude00 ok"}', headers=json_header)
+    assert paired.status_code == 200  # a whole pair is one character
+
+
 def test_tokens_are_required_and_rotate_without_restart(server: ModelServer, data_dir: Path) -> None:
     url = f"{server.url}/embed"
     assert httpx.post(url, json={"inputs": "x"}).status_code == 401

@@ -189,8 +189,15 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """An unknown path or a wrong method, in the route family's error shape, not FastAPI's."""
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's 400 "There was an error parsing the body"
+            return JSONResponse(error_body(request, not_utf8_message(exc.__cause__), "invalid_request"), 422)
         message = f"{request.method} {request.url.path}: {exc.detail}"
         return JSONResponse(error_body(request, message, http_error_code(exc)), exc.status_code, headers=exc.headers)
+
+
+def not_utf8_message(exc: UnicodeDecodeError) -> str:
+    return (f"The request body is not valid JSON: it is not UTF-8 ({exc.reason} at byte {exc.start}). "
+            "Send the JSON encoded as UTF-8.")
 
 
 def refuse_unsupported_tei_options(truncation_direction: str, *, prompt_name: str | None = None,
