@@ -97,3 +97,62 @@ def test_a_prefix_of_no_documents_is_said_and_creates_no_index(client, bucket, s
                                           r"types: \.csv\)"):
         client.ingest("s3://handbook/exports", "s3docs")
     assert not client.backend.exists("s3docs")
+
+
+@pytest.fixture()
+def no_aws_credentials(monkeypatch, tmp_path):
+    """No AWS_* variables, profile or instance metadata: only the settings give credentials."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+SETTINGS_NAMED = r"storage\.access_key_id and storage\.secret_access_key \(UNIRANK_STORAGE__ACCESS_KEY_ID"
+
+
+def test_missing_or_half_given_credentials_name_the_settings_to_set(client, bucket, s3_endpoint, no_aws_credentials,
+                                                                     monkeypatch):
+    """botocore's "Unable to locate credentials" and "Partial credentials found…" named no setting."""
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, region="us-east-1")
+    with pytest.raises(SourceError, match=rf"Cannot list s3://handbook/policies: no credentials were found\. "
+                                          rf"Set {SETTINGS_NAMED}.*AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        client.ingest("s3://handbook/policies", "s3docs")
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, region="us-east-1", access_key_id="testing")
+    with pytest.raises(SourceError, match=r"storage\.access_key_id is set but storage\.secret_access_key is not: "
+                                          r"set both \(UNIRANK_STORAGE__ACCESS_KEY_ID and "
+                                          r"UNIRANK_STORAGE__SECRET_ACCESS_KEY\)"):
+        client.ingest("s3://handbook/policies", "s3docs")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # half of the AWS pair
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, region="us-east-1")
+    with pytest.raises(SourceError, match=rf"the credentials are incomplete \(.*\)\. Set {SETTINGS_NAMED}"):
+        client.ingest("s3://handbook/policies", "s3docs")
+    assert not client.backend.exists("s3docs")
+
+
+def test_rejected_credentials_are_said_to_be_rejected(client, no_aws_credentials):
+    """Wrong keys said only "Cannot list s3://docs/corp: Forbidden"."""
+    import httpx
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        boto3.client("s3", endpoint_url=url, **{f"aws_{k}": v for k, v in KEYS.items() if k != "region"},
+                     region_name="us-east-1").create_bucket(Bucket="docs")
+        httpx.post(f"{url}/moto-api/reset-auth", content=b"0").raise_for_status()  # check keys from now on
+        client.settings.storage = StorageSettings(endpoint_url=url, region="us-east-1", access_key_id="wrong",
+                                                  secret_access_key="wrong")
+        with pytest.raises(SourceError, match=r"Cannot list s3://docs/corp: access denied \(403 Forbidden\): the "
+                                              rf"storage rejected the credentials.*Set {SETTINGS_NAMED}"):
+            client.ingest("s3://docs/corp", "s3docs")
+    finally:  # moto's auth switch is one for the process: the other tests' servers take any keys again
+        httpx.post(f"{url}/moto-api/reset-auth", content=b"inf").raise_for_status()
+        server.stop()
+

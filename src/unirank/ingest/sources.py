@@ -18,6 +18,8 @@ from unirank.ingest.uris import uri_path
 from unirank.settings import StorageSettings
 
 OBJECT_SCHEMES = ("s3", "oss")
+_SET_CREDENTIALS = ("Set storage.access_key_id and storage.secret_access_key (UNIRANK_STORAGE__ACCESS_KEY_ID and "
+                    "UNIRANK_STORAGE__SECRET_ACCESS_KEY), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class DocumentSource:
         except FileNotFoundError:
             raise SourceError(f"{self.shown} does not exist. Check the path or bucket name.") from None
         except Exception as exc:  # permissions, credentials, network: say which source failed
-            raise SourceError(f"Cannot list {self.shown}: {exc}") from exc
+            raise SourceError(f"Cannot list {self.shown}: {self._why(exc)}") from exc
         files = []
         for path, info in sorted(entries.items()):
             if info.get("type", "file") != "file" or _not_a_document(path, self.path):
@@ -63,6 +65,21 @@ class DocumentSource:
             files.append(SourceFile(uri=self._uri(path), size=int(info.get("size") or 0),
                                     modified=_change_marker(info)))
         return files
+
+    def _why(self, exc: Exception) -> str:
+        """botocore's words ("Unable to locate credentials", "Forbidden") name no setting to fix."""
+        if self.scheme not in OBJECT_SCHEMES:
+            return str(exc)
+        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+        if isinstance(exc, PartialCredentialsError):
+            return f"the credentials are incomplete ({exc}). {_SET_CREDENTIALS}"
+        if isinstance(exc, NoCredentialsError):
+            return f"no credentials were found. {_SET_CREDENTIALS}"
+        if isinstance(exc, PermissionError):
+            return (f"access denied (403 {exc}): the storage rejected the credentials, or they may not list "
+                    f"this bucket. Check the keys and their permissions. {_SET_CREDENTIALS}")
+        return str(exc)
 
     def read(self, file: SourceFile) -> bytes:
         return self.fs.cat_file(self._path_of(file.uri))
@@ -186,6 +203,12 @@ def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
     if storage.region:
         client_kwargs["region_name"] = storage.region
     options: dict[str, Any] = {"client_kwargs": client_kwargs, "skip_instance_cache": True}
+    if bool(storage.access_key_id) != bool(storage.secret_access_key):
+        given, missing = (("access_key_id", "secret_access_key") if storage.access_key_id
+                          else ("secret_access_key", "access_key_id"))
+        raise SourceError(f"storage.{given} is set but storage.{missing} is not: set both (UNIRANK_STORAGE__"
+                          f"{given.upper()} and UNIRANK_STORAGE__{missing.upper()}), or neither to use "
+                          "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
     if storage.access_key_id:
         options["key"] = storage.access_key_id
         options["secret"] = storage.secret_access_key
