@@ -156,3 +156,14 @@ def test_rejected_credentials_are_said_to_be_rejected(client, no_aws_credentials
         httpx.post(f"{url}/moto-api/reset-auth", content=b"inf").raise_for_status()
         server.stop()
 
+
+def test_folder_markers_are_not_files(client, bucket, s3_endpoint):
+    """A console's "create folder" makes an empty key ending in '/': it was reported as "skipped
+    folder_marker: unsupported file type", and a prefix holding only one was not said to be empty."""
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
+    for key in ("policies/", "policies/drafts/", "empty/"):
+        bucket.put_object(Bucket="handbook", Key=key, Body=b"")
+    report = client.ingest("s3://handbook/policies", "s3docs")
+    assert report.skipped == [] and report.failed == [] and report.files_seen == 3
+    with pytest.raises(SourceError, match=r"No documents found in s3://handbook/empty\. "):
+        client.ingest("s3://handbook/empty", "s3docs")

@@ -60,8 +60,8 @@ class DocumentSource:
             raise SourceError(f"Cannot list {self.shown}: {self._why(exc)}") from exc
         files = []
         for path, info in sorted(entries.items()):
-            if info.get("type", "file") != "file" or _not_a_document(path, self.path):
-                continue
+            if info.get("type", "file") != "file" or path.endswith("/") or _not_a_document(path, self.path):
+                continue  # a key ending in '/' is the folder marker a console makes, not a file
             files.append(SourceFile(uri=self._uri(path), size=int(info.get("size") or 0),
                                     modified=_change_marker(info)))
         return files
