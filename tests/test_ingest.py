@@ -439,3 +439,15 @@ def test_a_file_that_turns_unreadable_keeps_its_previous_version_and_the_report_
     assert failed["koalas.txt"] == f"empty file {kept}"
     assert failed["new.txt"] == "binary content, not text"
     assert client.search("wombats burrows", "notes", mode="bm25", rerank=False).hits
+
+
+def test_ingest_help_does_not_promise_a_folder_model_is_remembered():
+    """It said later searches use the --model "with no setting", which a model folder's path is not."""
+    from typer.testing import CliRunner
+
+    from unirank.cli.main import app
+
+    result = CliRunner().invoke(app, ["ingest", "--help"], env={"COLUMNS": "300"})
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "use it with no setting when it is base or a registered model" in text
+    assert "A model folder's path is not remembered: search with embedder.model set to it." in text

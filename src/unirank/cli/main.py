@@ -55,7 +55,8 @@ def ingest(
     prune: Annotated[bool, typer.Option(help="Remove indexed files that are gone from SOURCE.")] = False,
     model: Annotated[Optional[str], typer.Option(
         help="Embedder for this run, e.g. handbook-embed@prod (default: embedder.model, else the index's own "
-             "model, else base); later searches of the index use it with no setting.")] = None,
+             "model, else base); later searches of the index use it with no setting when it is base or a "
+             "registered model. A model folder's path is not remembered: search with embedder.model set to it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Parse, chunk, embed and index documents; unchanged files are skipped.
