@@ -451,3 +451,20 @@ def test_ingest_help_does_not_promise_a_folder_model_is_remembered():
     text = " ".join(result.output.replace("│", " ").split())
     assert "use it with no setting when it is base or a registered model" in text
     assert "A model folder's path is not remembered: search with embedder.model set to it." in text
+
+
+def test_a_touched_but_unchanged_file_is_read_once_then_skipped_by_its_new_marker(client, tmp_path):
+    """Its new mtime was never stored, so every later run read and hashed it again."""
+    import os
+
+    note = tmp_path / "notes" / "wombats.txt"
+    note.parent.mkdir()
+    note.write_text("Wombats dig burrows.\n")
+    client.ingest(str(note.parent), "notes")
+    generation = client.index_info("notes").details["generation"]
+    os.utime(note, (1_700_000_000, 1_700_000_000))  # touched: same bytes, another mtime
+    report = client.ingest(str(note.parent), "notes")
+    assert report.skipped == [(note.as_uri(), "unchanged")] and report.ingested == []
+    state = client.backend.source_states("notes")[note.as_uri()]
+    assert state.modified == str(note.stat().st_mtime) and state.size == note.stat().st_size
+    assert client.index_info("notes").details["generation"] == generation  # no chunk moved

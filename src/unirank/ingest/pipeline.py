@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Callable
@@ -57,6 +57,8 @@ class Ingestor:
         #: The model of the index this run makes at its first commit, and whether it made it.
         self._to_create: ModelSignature | None = None
         self._created = False
+        #: Files re-read with their content unchanged (touched): their new size and marker to store.
+        self._touched: list[SourceState] = []
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -111,6 +113,7 @@ class Ingestor:
                       states: dict[str, SourceState], report: IngestReport,
                       progress: ProgressCallback | None) -> None:
         pending: list[_Pending] = []
+        self._touched = []
         for done, file in enumerate(files, start=1):
             item = self._prepare(docs, file, states.get(file.uri), report)
             if item is not None:
@@ -121,6 +124,7 @@ class Ingestor:
             if progress:
                 progress(done, len(files), file.uri)
         self._write(index, pending, report)
+        self.backend.update_states(index, self._touched)
 
     def _prune(self, docs: DocumentSource, files: list[SourceFile], index: str,
                states: dict[str, SourceState], report: IngestReport) -> None:
@@ -206,7 +210,8 @@ class Ingestor:
             return None
         digest = hashlib.sha256(data).hexdigest()
         if previous and previous.content_hash == digest:
-            if current:
+            if current:  # touched, not changed: its new marker is stored, or every run reads it again
+                self._touched.append(replace(current, size=file.size, modified=file.modified))
                 report.skipped.append((file.uri, "unchanged"))
                 return None
             report.reread.append(file.uri)

@@ -65,6 +65,11 @@ class SearchBackend(Protocol):
         """Replace each source's chunks with the given ones. Checks dims before writing anything."""
         ...
 
+    def update_states(self, index: str, states: Sequence[SourceState]) -> None:
+        """Record the size and change marker of sources re-read with their content unchanged (a touched
+        file), so the next run skips them without reading; their chunks stay as they are."""
+        ...
+
     def delete(self, index: str, source_uris: Sequence[str]) -> int:
         """Remove sources and their chunks; returns the number of chunks removed."""
         ...

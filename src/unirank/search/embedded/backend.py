@@ -309,6 +309,13 @@ class EmbeddedBackend:
             outcome = handle.store.replace_sources(sources)
             self._apply_derived(handle, outcome)
 
+    def update_states(self, index: str, states: Sequence[SourceState]) -> None:
+        if not states:
+            return
+        handle = self._handle(index)
+        with self._write(index, handle):
+            handle.store.update_states(states)
+
     def delete(self, index: str, source_uris: Sequence[str]) -> int:
         handle = self._handle(index)
         if not source_uris:

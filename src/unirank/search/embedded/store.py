@@ -160,6 +160,13 @@ class ChunkStore:
             ),
         )
 
+    def update_states(self, states: Sequence[SourceState]) -> None:
+        """New size and change marker of sources whose content is unchanged: no chunk moves, so no new
+        generation."""
+        with self.db:
+            self.db.executemany("UPDATE sources SET size = ?, modified = ? WHERE uri = ? AND content_hash = ?",
+                                [(s.size, s.modified, s.uri, s.content_hash) for s in states])
+
     def delete_sources(self, uris: Sequence[str]) -> WriteOutcome:
         removed: list[int] = []
         stamp = now_iso()
