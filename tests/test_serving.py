@@ -567,6 +567,25 @@ def test_serve_models_refuses_a_ref_that_names_nothing_before_starting(data_dir:
         assert re.search(message, " ".join(out.stderr.split())), out.stderr
 
 
+def test_serve_models_refuses_a_remote_endpoint_registration_before_starting(tmp_path: Path) -> None:
+    """It started, failed to load the endpoint's (absent) files and answered 503 with Retry-After for ever."""
+    import subprocess
+    import sys
+
+    from serving_helpers import isolated_env
+    from unirank.registry import ModelRegistry
+
+    registry = ModelRegistry(tmp_path / "data" / "models")
+    registry.register("edge", "embedder", record={"endpoint": "http://127.0.0.1:9/v1", "api": "openai"})
+    registry.close()
+    out = subprocess.run([sys.executable, "-m", "unirank.cli.main", "serve", "models", "--model", "edge",
+                          "--port", "1"], capture_output=True, text=True, timeout=120,
+                         env=isolated_env(tmp_path / "data"))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "edge is a remote endpoint (http://127.0.0.1:9/v1), not a model with files here" in " ".join(
+        out.stderr.split()), out.stderr
+
+
 def test_a_folder_ref_that_is_not_a_model_is_refused_before_starting(tmp_path: Path) -> None:
     from unirank.errors import ModelLoadError, ModelNotFoundError
     from unirank.serving.catalog import ModelCatalog
@@ -622,7 +641,7 @@ def test_a_server_whose_models_failed_to_load_says_why_instead_of_still_loading(
             assert time.monotonic() < deadline, "the load neither failed nor finished"
             time.sleep(0.2)
         refused = http.post("/v1/embeddings", json={"input": "hello"})
-    assert refused.status_code == 503
+    assert refused.status_code == 503 and "retry-after" not in refused.headers  # retrying cannot help
     assert refused.json()["error"]["code"] == "load_failed"
     assert refused.json()["error"]["message"].startswith("The models failed to load, so this server cannot answer:")
 

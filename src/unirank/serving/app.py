@@ -169,7 +169,8 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
 
     @app.exception_handler(ServingRequestError)
     async def serving_error(request: Request, exc: ServingRequestError) -> JSONResponse:
-        headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+        # Only a wait ends "not_ready"; a retry after load_failed gets the same answer.
+        headers = {"Retry-After": "1"} if exc.code == "not_ready" else None
         return JSONResponse(error_body(request, str(exc), exc.code), exc.status_code, headers=headers)
 
     @app.exception_handler(AuthenticationError)

@@ -121,9 +121,15 @@ class ModelCatalog:
                                      f"(no registry at {self.settings.models_dir}).")
         registry = ModelRegistry(self.settings.models_dir)
         try:
-            return str(registry.get(ref).version)
+            version = registry.get(ref)
         finally:
             registry.close()
+        if version.path is None:  # loading it failed, and the server answered 503 with Retry-After for ever
+            raise ModelLoadError(
+                f"{ref} is a remote endpoint ({version.record.get('endpoint')}), not a model with files here: "
+                "`unirank serve models` serves local models only. Send clients to that endpoint, or serve a "
+                "local model (base, a folder, or a registry ref with files).")
+        return str(version.version)
 
     def _load(self, ref: str, version: str) -> ServedModel:
         settings = self.settings.model_copy(deep=True)
