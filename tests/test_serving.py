@@ -641,9 +641,27 @@ def test_a_server_whose_models_failed_to_load_says_why_instead_of_still_loading(
             assert time.monotonic() < deadline, "the load neither failed nor finished"
             time.sleep(0.2)
         refused = http.post("/v1/embeddings", json={"input": "hello"})
+        listing = http.get("/v1/models")
+    assert listing.status_code == 503 and listing.json()["error"]["code"] == "load_failed"  # was 200, no models
     assert refused.status_code == 503 and "retry-after" not in refused.headers  # retrying cannot help
     assert refused.json()["error"]["code"] == "load_failed"
     assert refused.json()["error"]["message"].startswith("The models failed to load, so this server cannot answer:")
+
+
+def test_model_listing_answers_503_until_the_models_are_loaded(tmp_path: Path) -> None:
+    """While loading, GET /v1/models answered 200 {"data": []} and /v1/models/base 404 "Served: ."."""
+    from fastapi.testclient import TestClient
+
+    from unirank.serving.app import create_app
+    from unirank.settings import Settings
+
+    http = TestClient(create_app(Settings(data_dir=tmp_path / "data"), ["base"]))  # no lifespan: never loads
+    for path in ("/v1/models", "/v1/models/base"):
+        response = http.get(path)
+        assert response.status_code == 503 and response.headers["retry-after"] == "1", response.text
+        assert response.json()["error"]["code"] == "not_ready"
+    spec = http.get("/openapi.json").json()["paths"]
+    assert {"503"} <= set(spec["/v1/models"]["get"]["responses"]) & set(spec["/v1/models/{model_id}"]["get"]["responses"])
 
 
 def test_a_keys_file_is_checked_at_start_and_a_bad_edit_keeps_the_last_good_tokens(tmp_path: Path) -> None:

@@ -356,14 +356,15 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                                     meta={"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
                                     usage={"total_tokens": tokens})
 
-    @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(authorized)], tags=["OpenAI"],
-             responses=error_responses(OpenAIError, 401))
+    # Guarded too: while loading, an empty list and a 404 told a client no model was served.
+    @app.get("/v1/models", response_model=ModelList, dependencies=guarded, tags=["OpenAI"],
+             responses=error_responses(OpenAIError, 401, 503))
     async def list_models() -> ModelList:
         return ModelList(data=[ModelCard(**m.describe(limits)) for m in state.catalog.models()])
 
-    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, dependencies=[Depends(authorized)],
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, dependencies=guarded,
              tags=["OpenAI"], summary="One served model (the OpenAI SDK's models.retrieve)",
-             responses=error_responses(OpenAIError, 401, 404))
+             responses=error_responses(OpenAIError, 401, 404, 503))
     async def retrieve_model(model_id: str) -> ModelCard:
         return ModelCard(**state.catalog.get(model_id).describe(limits))
 
