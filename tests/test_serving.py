@@ -674,6 +674,16 @@ def test_a_keys_file_is_checked_at_start_and_a_bad_edit_keeps_the_last_good_toke
     keys.write_text("old-token soon\n")
     with pytest.raises(ConfigurationError, match="line 1: 'soon' is not an ISO 8601 time"):
         TokenStore([], keys)
+    for empty in ("", "# tokens go here\n\n"):  # it started, then refused every request
+        keys.write_text(empty)
+        with pytest.raises(ConfigurationError, match="api_keys_file holds no tokens"):
+            TokenStore([], keys)
+    keys.write_text("tok-a#b  # the '#' in a token is part of it\n#tok-c\n")  # was read as tok-a
+    store = TokenStore([], keys)
+    store.check("Bearer tok-a#b")
+    for refused in ("tok-a", "#tok-c", "tok-c"):
+        with pytest.raises(AuthenticationError):
+            store.check(f"Bearer {refused}")
 
     keys.write_text("old-token\n")
     store = TokenStore([], keys)

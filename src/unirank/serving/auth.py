@@ -1,7 +1,8 @@
 """Bearer tokens, rotated without a restart.
 
 Tokens come from ``serving.api_keys`` and from ``serving.api_keys_file``: one ``TOKEN`` or
-``TOKEN EXPIRES`` (ISO 8601) per line, re-read whenever the file changes. To rotate, add the new
+``TOKEN EXPIRES`` (ISO 8601) per line (``#`` starts a comment at the start of a line or after a space),
+re-read whenever the file changes. To rotate, add the new
 token and give the old one an expiry: both work until then, the old one not after.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -72,10 +74,15 @@ class TokenStore:
         return self._file_keys
 
 
+#: A comment: ``#`` at the start of a line or after whitespace. One inside a token (``tok-a#b``) is part of it.
+_COMMENT = re.compile(r"(?:^|\s)#.*")
+
+
 def parse_keys_file(text: str) -> dict[str, datetime | None]:
+    """The file's tokens and their expiry times; a file without one is refused (it would lock every client out)."""
     keys: dict[str, datetime | None] = {}
     for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
+        line = _COMMENT.sub("", line).strip()
         if not line:
             continue
         token, *rest = line.split()
@@ -91,4 +98,7 @@ def parse_keys_file(text: str) -> dict[str, datetime | None]:
             if expires.tzinfo is None:
                 expires = expires.replace(tzinfo=timezone.utc)
         keys[token] = expires
+    if not keys:
+        raise ConfigurationError("api_keys_file holds no tokens, so every request would be refused: add one "
+                                 "`TOKEN [EXPIRES]` a line, or unset serving.api_keys_file to serve without keys.")
     return keys
