@@ -468,3 +468,34 @@ def test_a_touched_but_unchanged_file_is_read_once_then_skipped_by_its_new_marke
     state = client.backend.source_states("notes")[note.as_uri()]
     assert state.modified == str(note.stat().st_mtime) and state.size == note.stat().st_size
     assert client.index_info("notes").details["generation"] == generation  # no chunk moved
+
+
+@pytest.mark.parametrize("batch_chunks", [1, 64], ids=["apart", "one-batch"])
+def test_a_record_moved_between_jsonl_files_lands_in_the_same_run(client, tmp_path, batch_chunks):
+    """r1 moved from z.jsonl into a.jsonl: a.jsonl, written first, collided with z's old copy of r1
+    and failed ('already in the index from another source'), and r1 was missing until the next run."""
+    import json
+
+    client.settings.ingest.batch_chunks = batch_chunks
+    docs = tmp_path / "records"
+    docs.mkdir()
+
+    def write(name: str, ids: list[str]) -> None:
+        (docs / name).write_text("".join(json.dumps({"_id": i, "text": f"Record {i} about wombat burrows."}) + "\n"
+                                         for i in ids))
+
+    write("z.jsonl", ["r1", "r2"])
+    write("a.jsonl", ["r3"])
+    client.ingest(str(docs), "records")
+    write("z.jsonl", ["r2"])
+    write("a.jsonl", ["r1", "r3"])
+    report = client.ingest(str(docs), "records")
+    assert report.failed == [] and sorted(Path(u).name for u in report.ingested) == ["a.jsonl", "z.jsonl"]
+    hits = client.search("record r1", "records", mode="bm25", rerank=False, top_k=10).hits
+    assert {(h.chunk.doc_id, Path(h.chunk.source_uri).name) for h in hits} == {
+        ("r1", "a.jsonl"), ("r2", "z.jsonl"), ("r3", "a.jsonl")}
+
+    write("b.jsonl", ["r2"])  # a real duplicate still fails, naming the file that holds the id
+    report = client.ingest(str(docs), "records")
+    assert [(Path(u).name, re.search(r"from (\S+);", why).group(1).rsplit("/", 1)[-1])
+            for u, why in report.failed] == [("b.jsonl", "z.jsonl")]

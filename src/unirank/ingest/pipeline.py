@@ -114,6 +114,7 @@ class Ingestor:
                       progress: ProgressCallback | None) -> None:
         pending: list[_Pending] = []
         self._touched = []
+        self._collided: list[IndexedSource] = []
         for done, file in enumerate(files, start=1):
             item = self._prepare(docs, file, states.get(file.uri), report)
             if item is not None:
@@ -124,6 +125,7 @@ class Ingestor:
             if progress:
                 progress(done, len(files), file.uri)
         self._write(index, pending, report)
+        self._write_collided(index, report)
         self.backend.update_states(index, self._touched)
 
     def _prune(self, docs: DocumentSource, files: list[SourceFile], index: str,
@@ -247,15 +249,27 @@ class Ingestor:
 
     def _write_one_by_one(self, index: str, sources: list[IndexedSource],
                           report: IngestReport) -> list[IndexedSource]:
-        """Isolate the source that collides so the others still land."""
+        """Isolate the source that collides so the others still land; it is tried again at the end."""
         written = []
         for source in sources:
             try:
                 self.backend.index(index, [source])
                 written.append(source)
+            except DuplicateDocumentError:
+                self._collided.append(source)
+        return written
+
+    def _write_collided(self, index: str, report: IngestReport) -> None:
+        """A JSONL record moved from z.jsonl to a.jsonl collides with z's old copy until z is written:
+        after the run's other writes, the ids are free; what still collides is a real duplicate."""
+        for source in self._collided:
+            try:
+                self.backend.index(index, [source])
             except DuplicateDocumentError as exc:
                 report.failed.append((source.state.uri, str(exc)))
-        return written
+                continue
+            report.ingested.append(source.state.uri)
+            report.chunks_written += len(source.chunks)
 
 
 def _is_document(file: SourceFile) -> bool:

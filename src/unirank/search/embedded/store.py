@@ -123,8 +123,9 @@ class ChunkStore:
         added: list[tuple[int, Chunk, np.ndarray]] = []
         stamp = now_iso()
         with self.db:
-            for source in sources:
+            for source in sources:  # all out first: a record moved between two files of the batch
                 removed += self._delete_source_rows(source.state.uri)
+            for source in sources:
                 for chunk, vector in zip(source.chunks, source.vectors, strict=True):
                     vec = np.ascontiguousarray(vector, dtype=np.float32)
                     try:
@@ -132,7 +133,7 @@ class ChunkStore:
                     except sqlite3.IntegrityError:
                         raise DuplicateDocumentError(
                             f"{source.state.uri}: chunk {chunk.id!r} is already in the index from "
-                            "another source; document ids must be unique within an index."
+                            f"{self._owner(chunk.id)}; document ids must be unique within an index."
                         ) from None
                     key = int(cur.lastrowid)  # type: ignore[arg-type]
                     self.db.executemany(
@@ -176,6 +177,10 @@ class ChunkStore:
                 self.db.execute("DELETE FROM sources WHERE uri = ?", (uri,))
             generation = self._bump(stamp)
         return WriteOutcome(removed_keys=removed, added=[], generation=generation)
+
+    def _owner(self, chunk_id: str) -> str:
+        row = self.db.execute("SELECT source_uri FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
+        return row[0] if row else "another source of this batch"
 
     def _delete_source_rows(self, uri: str) -> list[int]:
         keys = [r[0] for r in self.db.execute("SELECT key FROM chunks WHERE source_uri = ?", (uri,))]
