@@ -617,3 +617,52 @@ def test_a_5xx_is_retried_after_retry_after_then_reported(tmp_path, caplog):
         embedder.close()
     finally:
         srv.stop()
+
+
+def test_registration_records_the_limits_the_server_enforces(tmp_path):
+    """A server limited to 16 inputs of 128 tokens listed the model's 256-token window: registration
+    recorded it, and ingestion then got 413s it could do nothing about."""
+    server = ModelServer(tmp_path / "server", ["base"], env={"UNIRANK_SERVING__MAX_INPUT_TOKENS": "128",
+                                                             "UNIRANK_SERVING__MAX_INPUTS": "16"}).wait_ready()
+    try:
+        settings = Settings(_env_file=None, data_dir=tmp_path / "client")
+        ref = _register(settings, "edge", "embedder", server.url, api="tei", remote_model="base")
+        registry = ModelRegistry(settings.models_dir)
+        record = registry.get(ref).record
+        registry.close()
+        assert (record["max_seq_length"], record["max_inputs"]) == (128, 16)
+        docs = tmp_path / "docs"
+        docs.mkdir()
+        for i in range(3):  # ~40 chunks of at most 128 tokens
+            (docs / f"long-{i}.txt").write_text(" ".join(f"Paragraph {i}.{j} on wombat burrows and tunnel "
+                                                         f"depth in clay soil." for j in range(150)))
+        with Unirank(_with(settings, embedder__model=ref)) as ur:
+            report = ur.ingest(str(docs), "limited")
+        assert report.ok and report.chunks_written > 16, report.to_dict()
+    finally:
+        server.stop()
+
+
+def test_registration_against_a_server_that_cannot_list_its_models_says_so(tmp_path):
+    """A listing that answers 503 (loading, or failed to load) was taken for a server without one, and
+    the default 512-token window recorded."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")  # passes the start-up check, fails to load
+    server = ModelServer(tmp_path / "server", [str(broken)])
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{server.url}/health", timeout=2).json()["status"] == "error":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.3)
+        settings = Settings(_env_file=None, data_dir=tmp_path / "client")
+        settings.remote.retries = 0
+        with pytest.raises(RemoteModelError, match=r"/v1/models answered HTTP 503 \(The models failed to load"):
+            describe_endpoint(Endpoint(url=server.url, api="tei", role="embedder"), settings.remote)
+    finally:
+        server.stop()

@@ -136,6 +136,11 @@ class IndexLockedError(UnirankError):
 class RemoteModelError(UnirankError):
     """A model endpoint failed, timed out, or answered with something unusable."""
 
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        #: The endpoint's HTTP status, when it answered with an error.
+        self.status_code = status_code
+
 
 class AuthenticationError(UnirankError):
     """A request carried no valid token."""

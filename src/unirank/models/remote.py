@@ -212,7 +212,8 @@ class RemoteClient:
             attempts = retrying.statistics.get("attempt_number", 1)
             raise RemoteModelError(
                 f"{self._where(path)} answered HTTP {exc.response.status_code} "
-                f"({_server_message(exc.response)}) after {attempts} attempt(s)."
+                f"({_server_message(exc.response)}) after {attempts} attempt(s).",
+                status_code=exc.response.status_code,
             ) from None
         except httpx.TimeoutException as exc:
             raise RemoteModelError(
@@ -242,7 +243,7 @@ class RemoteClient:
                                    f"{_server_message(response)}); {hint}.")
         if response.status_code >= 400:
             raise RemoteModelError(f"{self._where(path)} refused the request (HTTP {response.status_code}): "
-                                   f"{_server_message(response)}")
+                                   f"{_server_message(response)}", status_code=response.status_code)
         try:
             return response.json()
         except ValueError as exc:
@@ -527,7 +528,9 @@ def _served_models(client: RemoteClient) -> list[dict[str, Any]]:
     try:
         body = client.get("/v1/models")
     except RemoteModelError as exc:
-        if isinstance(exc.__cause__, httpx.TransportError):
+        # Only a server without the route goes on without a listing: one still loading (503) would
+        # have the default window recorded for a model that reads fewer tokens.
+        if isinstance(exc.__cause__, httpx.TransportError) or exc.status_code not in (404, 405):
             raise
         log.info("no model listing at %s: %s", client.endpoint.url, exc)
         return []
