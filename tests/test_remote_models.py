@@ -585,8 +585,9 @@ def test_retries_until_the_server_is_up_then_rotates_tokens_without_a_failure(tm
         srv.stop()
 
 
-def test_a_5xx_is_retried_after_retry_after_then_reported(tmp_path, caplog):
-    """A server whose model failed to load answers 503 (Retry-After: 1) to every model call."""
+def test_a_5xx_is_retried_with_backoff_then_reported(tmp_path, caplog):
+    """A server whose model failed to load answers 503 to every model call, with no Retry-After (it
+    is not going to recover): the client backs off on its own schedule, then says what the server said."""
     data = tmp_path / "server"
     broken = tmp_path / "broken"  # registered, so the ref resolves; its files do not load
     broken.mkdir()
@@ -612,7 +613,7 @@ def test_a_5xx_is_retried_after_retry_after_then_reported(tmp_path, caplog):
         with caplog.at_level(logging.INFO, logger="unirank.models.remote"), \
                 pytest.raises(RemoteModelError, match=r"HTTP 503 \(The models failed to load.*after 3 attempt"):
             embedder.embed_query("anything")
-        assert time.perf_counter() - started >= 2.0  # two waits of Retry-After: 1, not 0.05 and 0.1
+        assert time.perf_counter() - started < 1.5  # waits of 0.05 and 0.1 s: no Retry-After to honour
         assert sum("HTTP 503" in r.message for r in caplog.records) == 2
         embedder.close()
     finally:
