@@ -188,6 +188,10 @@ class ServingSettings(_Section):
     max_inputs: int = Field(256, ge=1)
     max_input_tokens: int = Field(512, ge=1)
     max_rerank_documents: int = Field(100, ge=1)
+    #: The largest request body read, in MB: its JSON is parsed on the event loop, so a 170 MB body held
+    #: every other client up for seconds. 256 inputs of the longest text read whole (512 tokens at 32
+    #: characters a token) are 4 MB.
+    max_request_mb: float = Field(16.0, gt=0)
     #: Bearer tokens accepted (empty: no auth). A file of ``TOKEN [EXPIRES_ISO8601]`` lines is re-read
     #: when it changes, so a rotation needs no restart.
     api_keys: list[str] = Field(default_factory=list)

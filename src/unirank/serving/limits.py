@@ -98,3 +98,48 @@ def _cut(text: str, offsets: list[tuple[int, int]], keep: int) -> str:
     """``text`` up to the end of its ``keep``-th token (``offsets`` are its tokens' character spans)."""
     ends = [end for start, end in offsets if end > start][:keep]
     return text[: ends[-1]] if ends else ""
+
+
+class RequestSizeLimit:
+    """Refuses a request body over ``max_bytes`` before it is read: by its Content-Length, or as its
+    chunks arrive. Plain ASGI; the error it raises reaches the route's handlers (see app.py)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        seen = 0
+
+        async def limited_receive() -> Any:
+            nonlocal seen
+            if declared is not None and declared > self.max_bytes:
+                raise self._too_large(declared)
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise self._too_large(seen, at_least=True)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _too_large(self, size: int, *, at_least: bool = False) -> ServingRequestError:
+        return ServingRequestError(
+            f"The request body is {'over ' if at_least else ''}{size / 1e6:,.1f} MB; this server reads at most "
+            f"{self.max_bytes / 1e6:,.1f} MB (serving.max_request_mb). Send fewer or shorter inputs per request.",
+            status_code=413, code="request_too_large")
+
+
+def _content_length(scope: Any) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
