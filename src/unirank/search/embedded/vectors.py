@@ -23,6 +23,8 @@ EXPANSION_ADD = 256
 #: Cosine distance under which two vectors are copies: the same text embedded in batches of other
 #: lengths differs by float rounding (~1e-7), distinct chunks by far more.
 DUPLICATE_DISTANCE = 1e-5
+#: The HNSW search breadth used to look a new vector's copy up in the graph.
+DUPLICATE_SEARCH_BREADTH = 16
 
 
 class VectorIndex:
@@ -123,7 +125,13 @@ class VectorIndex:
         """Each vector's copy in the graph, where it has one."""
         if len(self.index) == 0:
             return None
-        found = self.index.search(vectors, 1, threads=self.build_threads)
+        # A narrow search finds a copy at distance 0: at the search's own breadth (256), looking for
+        # copies made building 22k vectors take 64 s against a plain index's 40 s; at 16, 39.5 s.
+        self.index.expansion_search = DUPLICATE_SEARCH_BREADTH
+        try:
+            found = self.index.search(vectors, 1, threads=self.build_threads)
+        finally:
+            self.index.expansion_search = self.ef_search
         keys = np.asarray(found.keys).reshape(len(vectors), -1)[:, 0]
         distances = np.asarray(found.distances).reshape(len(vectors), -1)[:, 0]
         return [int(k) if d <= DUPLICATE_DISTANCE else None for k, d in zip(keys, distances)]
