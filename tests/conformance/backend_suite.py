@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import numpy as np
@@ -80,6 +81,19 @@ class BackendConformance:
         assert set(states) == {"mem://a", "mem://b", "mem://c"}
         assert states["mem://a"].chunk_count == 2
         assert states["mem://a"].recipe == "parser=2;size=2"  # how it was cut: ingest compares it
+
+    def test_a_touched_source_gets_its_new_marker_and_keeps_its_chunks(self, backend, filled):
+        before = backend.source_states(filled)["mem://a"]
+        touched = dataclasses.replace(before, size=before.size + 1, modified="touched")
+        stale = dataclasses.replace(backend.source_states(filled)["mem://b"], content_hash="changed since",
+                                    modified="stale")  # its content changed: only a re-ingest may mark it
+        backend.update_states(filled, [touched, stale])
+        backend.flush(filled)
+        after = backend.source_states(filled)
+        assert (after["mem://a"].size, after["mem://a"].modified) == (before.size + 1, "touched")
+        assert after["mem://b"].modified != "stale"
+        assert backend.info(filled).chunk_count == 4
+        assert [h.chunk.id for h in backend.bm25(filled, "rotate API keys", 1)] == ["mem://a#0"]
 
     def test_bm25_finds_the_words(self, backend, filled):
         hits = backend.bm25(filled, "how often are backups snapshotted", 3)
