@@ -14,8 +14,8 @@ import pytest
 
 from chat_helpers import AppServer, build_corpus, isolated_env, quotes, squash
 from unirank.app.openai_format import ChatCompletion, ErrorBody, SessionAnswer
-from unirank.app.session_format import (CitedPassage, FeedbackList, FeedbackOut, IndexList, IndexModels, Liveness,
-                                        SessionList, SessionOut, SessionWithMessages)
+from unirank.app.session_format import (CitedPassage, FeedbackList, FeedbackOut, IndexAsModel, IndexList,
+                                        IndexModels, Liveness, SessionList, SessionOut, SessionWithMessages)
 from unirank.app.search_format import SearchResponse
 from unirank.chat import NOT_COVERED
 from unirank.chat.extractive import PREFIX
@@ -225,8 +225,8 @@ def test_answers_have_the_shapes_the_spec_declares(http):
     """Every route's answer validates against the model its OpenAPI spec names, field for field."""
     spec = http.get("/openapi.json").json()
     components = {m.__name__: m for m in (ChatCompletion, SessionAnswer, SearchResponse, Liveness, IndexList,
-                                          IndexModels, SessionOut, SessionList, SessionWithMessages, CitedPassage,
-                                          FeedbackOut, FeedbackList)}
+                                          IndexModels, IndexAsModel, SessionOut, SessionList, SessionWithMessages,
+                                          CitedPassage, FeedbackOut, FeedbackList)}
     session = http.post("/v1/sessions", json={}).json()
     sid = session["id"]
     answer = http.post(f"/v1/sessions/{sid}/messages", json={"content": "How do I reset my password?"}).json()
@@ -237,7 +237,12 @@ def test_answers_have_the_shapes_the_spec_declares(http):
         ("GET", "/v1/indexes", "/v1/indexes", {}),
         ("GET", "/v1/models", "/v1/models", {}),
         ("POST", "/v1/search", "/v1/search", {"json": {"query": "password reset"}}),
+        ("GET", "/v1/models/{model_id}", "/v1/models/handbook", {}),
         ("POST", "/v1/chat/completions", "/v1/chat/completions", {"json": {"messages": [question]}}),
+        # Nothing retrieved: relevance is null, which the spec said could not be.
+        ("POST", "/v1/chat/completions", "/v1/chat/completions",
+         {"json": {"messages": [question], "filters": {"category": "none-such"}}}),
+        ("POST", "/v1/sessions", "/v1/sessions", {}),  # no body: every field is optional
         ("POST", "/v1/sessions", "/v1/sessions", {"json": {"index": "handbook"}}),
         ("GET", "/v1/sessions", "/v1/sessions", {}),
         ("GET", "/v1/sessions/{session_id}", f"/v1/sessions/{sid}", {}),
@@ -294,6 +299,23 @@ def test_errors_are_clear(http):
     refused("POST", "/v1/feedback", "/v1/feedback", 422, json={"message_id": "nope", "kind": "meh"})
     refused("POST", chat, chat, 404, json={"index": "nope", "stream": True,  # checked before the stream starts
                                            "messages": [{"role": "user", "content": "hi"}]})
+    # A misspelt filter key matched nothing, and over HTTP nothing said so.
+    sid = http.post("/v1/sessions", json={"index": "handbook"}).json()["id"]
+    for route, path, body in [("/v1/search", "/v1/search", {"query": "password", "filters": {"categry": "x"}}),
+                              (chat, chat, {"filters": {"categry": "x"},
+                                            "messages": [{"role": "user", "content": "hi"}]}),
+                              ("/v1/sessions/{session_id}/messages", f"/v1/sessions/{sid}/messages",
+                               {"content": "hi", "filters": {"categry": "x"}})]:
+        typo = refused("POST", route, path, 400, json=body)
+        assert typo["message"].startswith("No passage has the key 'categry' (did you mean 'category'?)"), typo
+    # A session answers from its own index: `model` naming another one mixed two corpora in one session.
+    other = refused("POST", chat, chat, 400, json={"model": "other", "session_id": sid,
+                                                   "messages": [{"role": "user", "content": "hi"}]})
+    assert other["message"].startswith(f"Session '{sid}' answers from index 'handbook', not 'other'")
+    form = refused("POST", "/v1/search", "/v1/search", 422, content=b'{"query": "password"}',
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})  # curl -d's default
+    assert form["message"].startswith("The request body was sent as application/x-www-form-urlencoded, not JSON")
+    refused("GET", "/v1/models/{model_id}", "/v1/models/nope", 404)
     # The router's own refusals come in the same shape, not FastAPI's {"detail": "Not Found"}.
     unknown = http.get("/v1/chat/complete")
     assert unknown.status_code == 404 and ErrorBody.model_validate(unknown.json()).error.type == "not_found"

@@ -10,9 +10,13 @@ from typing import Any, Iterable
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|list|dict)(\[.*\])?$|^[A-Z]\w*$")
 
 
-def validation_message(errors: Iterable[dict[str, Any]]) -> str:
+def validation_message(errors: Iterable[dict[str, Any]], content_type: str | None = "application/json") -> str:
     """From pydantic's error list: the JSON error alone, else each field with what is wrong with it. A
-    field no member of its union accepts gets one clause naming the accepted forms, not one per member."""
+    field no member of its union accepts gets one clause naming the accepted forms, not one per member.
+    A body not sent as JSON (curl's default is a form) is said to be the cause."""
+    if content_type is not None and "json" not in content_type.lower():
+        return (f"The request body was sent as {content_type or 'no content type'}, not JSON: send a JSON object "
+                "with Content-Type: application/json.")
     parts: dict[str, str] = {}
     unions: dict[str, list[str]] = {}
     for error in errors:
@@ -32,6 +36,13 @@ def validation_message(errors: Iterable[dict[str, Any]]) -> str:
     for where, forms in unions.items():
         parts[where] = f"{where}: expected one of {', '.join(forms)}"
     return "Invalid request: " + "; ".join(parts.values()) + "."
+
+
+def body_type(request: Any) -> str | None:
+    """The content type a POST's body was sent as ("" when none), or None for a request without a body."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    return request.headers.get("content-type", "")
 
 
 def http_error_code(exc: Any) -> str:

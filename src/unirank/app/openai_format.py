@@ -159,7 +159,8 @@ class AnswerExtras(BaseModel):
     session_id: str | None
     message_id: str | None
     answerer: str
-    relevance: float
+    #: The best passage's relevance; null when nothing was retrieved to judge.
+    relevance: float | None
     timings_ms: dict[str, float]
 
 
@@ -192,7 +193,7 @@ class SessionAnswer(BaseModel):
     grounded: bool
     citations: list[CitationOut]
     answerer: str
-    relevance: float
+    relevance: float | None
     threshold: float
     session_id: str | None
     message_id: str | None

@@ -29,8 +29,8 @@ from unirank.api import Unirank
 from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter,
                                        SessionAnswer, answer_responses, completion, error_body, error_responses)
 from unirank.app.search_format import SearchRequest, SearchResponse
-from unirank.app.session_format import (CitedPassage, FeedbackList, FeedbackOut, IndexList, IndexModels, Liveness,
-                                        SessionList, SessionOut, SessionWithMessages)
+from unirank.app.session_format import (CitedPassage, FeedbackList, FeedbackOut, IndexAsModel, IndexList,
+                                        IndexModels, Liveness, SessionList, SessionOut, SessionWithMessages)
 from unirank.chat.service import ChatService
 from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
@@ -38,7 +38,8 @@ from unirank.errors import (
     AnswererError, ConfigurationError, ConversationNotFoundError, IndexNotFoundError, InvalidQueryError,
     RemoteModelError, RerankLimitError, UnirankError,
 )
-from unirank.request_errors import declare_only_sent_errors, http_error_code, validation_message
+from unirank.request_errors import body_type, declare_only_sent_errors, http_error_code, validation_message
+from unirank.search.backend import unknown_filter_keys
 from unirank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, validation_message(exc.errors()), "invalid_request_error")
+        return _error(422, validation_message(exc.errors(), body_type(request)), "invalid_request_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -141,10 +142,24 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return {"object": "list", "data": [{"id": i.name, "object": "model", "created": 0, "owned_by": "unirank"}
                                            for i in ur.list_indexes()]}
 
+    def refuse_unknown_filter_keys(index: str | None, filters: dict[str, str] | None) -> None:
+        """A misspelt key matches nothing: over HTTP that was an empty result (or "not covered") with no
+        word, where the CLI names the key and the nearest one."""
+        if filters:
+            notes = unknown_filter_keys(filters, ur.backend.filter_keys(index or service.default_index()))
+            if notes:
+                raise InvalidQueryError(" ".join(notes) + " Fix the filter's key, or drop it.")
+
+    @app.get("/v1/models/{model_id}", responses={**described(IndexAsModel), **error_responses(404)})
+    def model(model_id: str) -> dict:
+        """OpenAI clients check a model exists before using it: an index here."""
+        return {"id": ur.index_info(model_id).name, "object": "model", "created": 0, "owned_by": "unirank"}
+
     @app.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 404, 422, 502))
     def search(body: SearchRequest) -> dict:
         """Hybrid (BM25 + kNN) search, then the reranker when asked: what ``unirank search --json`` prints."""
         index = body.index or service.default_index()
+        refuse_unknown_filter_keys(index, body.filters)
         return ur.search(body.query, index, mode=body.mode, top_k=body.top_k, rerank=body.rerank,
                          filters=body.filters).to_dict()
 
@@ -160,6 +175,9 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         # answered from other documents.
         index = body.index or (None if body.model == DEFAULT_MODEL else body.model)
         session_id = body.session_id
+        if session_id:
+            index = _session_index(store, session_id, index)
+        refuse_unknown_filter_keys(index, body.filters)
         history = None if session_id else history
         asked = dict(session_id=session_id, history=history, filters=body.filters)
         if body.stream:
@@ -170,7 +188,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     # -- sessions -------------------------------------------------------------------------------
     @app.post("/v1/sessions", status_code=201,
               responses={**described(SessionOut, 201), **error_responses(400, 404, 422)})
-    def create_session(body: NewSession) -> dict:
+    def create_session(body: NewSession | None = None) -> dict:
+        body = body or NewSession()  # every field is optional, so is the body
         index = body.index or service.default_index()
         ur.index_info(index)  # a missing index is a 404 now, not on the session's first question
         return store.create_session(index, body.title).to_dict()
@@ -192,6 +211,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.post("/v1/sessions/{session_id}/messages", response_model=None,
               responses={**answer_responses(SessionAnswer), **error_responses(400, 404, 422, 500, 502)})
     async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
+        refuse_unknown_filter_keys(store.session(session_id).index, body.filters)
         if body.stream:
             return await _sse(service.stream(body.content, session_id=session_id, filters=body.filters), "unirank")
         answer = await run_in_threadpool(service.ask, body.content, session_id=session_id, filters=body.filters)
@@ -214,6 +234,16 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return {"events": [e.to_dict() for e in store.feedback(message_id)]}
 
     return app
+
+
+def _session_index(store: ConversationStore, session_id: str, named: str | None) -> str:
+    """The session's index; a request naming another is refused, not answered from it: its messages
+    would be stored in a session of other documents, and follow-ups rewritten with that history."""
+    index = store.session(session_id).index
+    if named and named != index:
+        raise InvalidQueryError(f"Session {session_id!r} answers from index {index!r}, not {named!r}: drop "
+                                f"`model`/`index`, send {index!r}, or start a new session for {named!r}.")
+    return index
 
 
 def _warm_up(service: ChatService) -> None:

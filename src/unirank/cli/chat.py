@@ -10,8 +10,9 @@ from rich.markup import escape
 from rich.prompt import Prompt
 
 from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filters
-from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri, unknown_filter_keys
+from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri
 from unirank.errors import InvalidQueryError, UnirankError
+from unirank.search.backend import unknown_filter_keys
 
 if TYPE_CHECKING:
     from unirank.api import Unirank

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from typing import Any, Collection, Mapping
 
@@ -12,6 +11,7 @@ from rich.table import Table
 
 from unirank.ingest.report import IngestReport
 from unirank.ingest.uris import file_name, uri_path
+from unirank.search.backend import unknown_filter_keys
 from unirank.search.types import IndexInfo, SearchResults
 
 console = Console()
@@ -86,16 +86,6 @@ def _scalar(value: Any) -> str:
 def _location(uri: str, page: int | None) -> str:
     short = file_name(uri) if uri.startswith("file://") else uri
     return f"{short} p.{page}" if page else short
-
-
-def unknown_filter_keys(filters: Mapping[str, str] | None, filter_keys: Collection[str]) -> list[str]:
-    """A line for each filter whose key no passage has (a misspelt key matches nothing, silently)."""
-    notes = []
-    for key in [k for k in filters or {} if filter_keys and k not in filter_keys]:
-        close = difflib.get_close_matches(key, sorted(filter_keys), n=1)
-        notes.append(f"No passage has the key {key!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
-                     f"the keys there are: {', '.join(sorted(filter_keys))}.")
-    return notes
 
 
 def print_results(results: SearchResults, filters: Mapping[str, str] | None = None,

@@ -6,6 +6,7 @@ their chunks hydrated and ``scores`` naming the stage that produced each score.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Callable, Collection, Iterable, Iterator, Mapping, Protocol, Sequence
 
@@ -20,6 +21,16 @@ CatchUp = Callable[[Collection[str]], Iterable[Sequence[IndexedSource]]]
 
 #: Names a new index may take on every backend: they are folder names, URL path segments and CLI words.
 _INDEX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def unknown_filter_keys(filters: Mapping[str, str] | None, filter_keys: Collection[str]) -> list[str]:
+    """A line for each filter whose key no passage has (a misspelt key matches nothing, silently)."""
+    notes = []
+    for key in [k for k in filters or {} if filter_keys and k not in filter_keys]:
+        close = difflib.get_close_matches(key, sorted(filter_keys), n=1)
+        notes.append(f"No passage has the key {key!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                     f"the keys there are: {', '.join(sorted(filter_keys))}.")
+    return notes
 
 
 def derived_index_name(*parts: str) -> str:

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from unirank.errors import AuthenticationError, ModelNotReadyError, ServingRequestError, UnirankError
-from unirank.request_errors import declare_only_sent_errors, http_error_code, validation_message
+from unirank.request_errors import body_type, declare_only_sent_errors, http_error_code, validation_message
 from unirank.serving.auth import TokenStore
 from unirank.serving.batcher import MicroBatcher
 from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
@@ -186,7 +186,8 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         # In the route's own error shape, so SDKs show the message instead of an unparsed body.
-        return JSONResponse(error_body(request, validation_message(exc.errors()), "invalid_request"), 422)
+        message = validation_message(exc.errors(), body_type(request))
+        return JSONResponse(error_body(request, message, "invalid_request"), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
