@@ -316,6 +316,10 @@ def test_errors_are_clear(http):
                    headers={"Content-Type": "application/x-www-form-urlencoded"})  # curl -d's default
     assert form["message"].startswith("The request body was sent as application/x-www-form-urlencoded, not JSON")
     refused("GET", "/v1/models/{model_id}", "/v1/models/nope", 404)
+    # A 2 MB question was read, embedded and stored whole.
+    huge = refused("POST", chat, chat, 413, json={"messages": [{"role": "user", "content": "why? " * 400_000}]})
+    assert huge["message"].startswith("The request body is 2.0 MB; this server reads at most 1.0 MB "
+                                      "(api.max_request_mb)") and huge["type"] == "request_too_large"
     # The router's own refusals come in the same shape, not FastAPI's {"detail": "Not Found"}.
     unknown = http.get("/v1/chat/complete")
     assert unknown.status_code == 404 and ErrorBody.model_validate(unknown.json()).error.type == "not_found"

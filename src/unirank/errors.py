@@ -150,6 +150,10 @@ class AnswererError(UnirankError):
     """The chat answerer (e.g. an LLM endpoint) failed; the message says how to fix it."""
 
 
+class RequestTooLargeError(UnirankError):
+    """A request body over the server's limit (``serving.max_request_mb``, ``api.max_request_mb``)."""
+
+
 class ServingRequestError(UnirankError):
     """A model-server request that cannot be served as asked; carries the HTTP status to answer with."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from unirank.errors import RequestTooLargeError
+
 #: How pydantic names the member of a union a value was tried against (``str``, ``list[str]``, a model
 #: class); the request schemas' own field names are lower snake_case, so they never look like this.
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|list|dict)(\[.*\])?$|^[A-Z]\w*$")
@@ -76,3 +78,50 @@ def declare_only_sent_errors(app: Any) -> None:
         return spec
 
     app.openapi = openapi
+
+
+class RequestSizeLimit:
+    """Refuses a request body over ``max_bytes`` before it is read: by its Content-Length, or as its
+    chunks arrive. A body's JSON is parsed on the event loop, so a huge one held every other client up.
+    Plain ASGI; FastAPI turns the error raised while reading into a 400 whose cause is it, which each
+    server's handler answers as a 413."""
+
+    def __init__(self, app: Any, max_bytes: int, setting: str) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.setting = setting
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        seen = 0
+
+        async def limited_receive() -> Any:
+            nonlocal seen
+            if declared is not None and declared > self.max_bytes:
+                raise self._too_large(declared)
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise self._too_large(seen, at_least=True)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _too_large(self, size: int, *, at_least: bool = False) -> RequestTooLargeError:
+        return RequestTooLargeError(
+            f"The request body is {'over ' if at_least else ''}{size / 1e6:,.1f} MB; this server reads at most "
+            f"{self.max_bytes / 1e6:,.1f} MB ({self.setting}). Send fewer or shorter texts per request.")
+
+
+def _content_length(scope: Any) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -267,6 +267,9 @@ class ApiSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    #: The largest request body read, in MB (a question with its history is a few KB; a 560 KB question
+    #: was read, embedded and stored whole).
+    max_request_mb: float = Field(1.0, gt=0)
 
 
 class BackendSettings(_Section):

@@ -130,6 +130,7 @@ _ERROR_MEANINGS = {
     400: "Refused: an empty query or question, a last message that is not the user's, no index named "
          "while there are several, a top_k over the rerank limit, feedback that does not fit its answer.",
     404: "No index, session, message or citation of that name.",
+    413: "The request body is over api.max_request_mb (1 MB by default).",
     422: "The body is not JSON or does not fit the schema; the message names the field.",
     500: "The server's settings cannot answer (e.g. an OpenAI-compatible answerer without its key).",
     502: "A model endpoint the index is read with (a remote embedder), or the configured LLM, failed or "

@@ -36,9 +36,10 @@ from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
 from unirank.errors import (
     AnswererError, ConfigurationError, ConversationNotFoundError, IndexNotFoundError, InvalidQueryError,
-    RemoteModelError, RerankLimitError, UnirankError,
+    RemoteModelError, RequestTooLargeError, RerankLimitError, UnirankError,
 )
-from unirank.request_errors import body_type, declare_only_sent_errors, http_error_code, validation_message
+from unirank.request_errors import (RequestSizeLimit, body_type, declare_only_sent_errors, http_error_code,
+                                    validation_message)
 from unirank.search.backend import unknown_filter_keys
 from unirank.settings import Settings
 
@@ -102,6 +103,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
                   lifespan=lifespan)
     app.state.chat = service
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(RequestSizeLimit, max_bytes=int(ur.settings.api.max_request_mb * 1_000_000),
+                       setting="api.max_request_mb")
     declare_only_sent_errors(app)
 
     @app.exception_handler(UnirankError)
@@ -118,6 +121,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """An unknown path or a wrong method, in the error shape every other refusal has."""
+        if isinstance(exc.__cause__, RequestTooLargeError):  # raised while the body was read
+            return _error(413, str(exc.__cause__), "request_too_large")
         response = _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", http_error_code(exc))
         response.headers.update(exc.headers or {})
         return response
@@ -155,7 +160,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         """OpenAI clients check a model exists before using it: an index here."""
         return {"id": ur.index_info(model_id).name, "object": "model", "created": 0, "owned_by": "unirank"}
 
-    @app.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 404, 422, 502))
+    @app.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 404, 413, 422, 502))
     def search(body: SearchRequest) -> dict:
         """Hybrid (BM25 + kNN) search, then the reranker when asked: what ``unirank search --json`` prints."""
         index = body.index or service.default_index()
@@ -165,7 +170,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
     # -- OpenAI-compatible ----------------------------------------------------------------------
     @app.post("/v1/chat/completions", response_model=None,
-              responses={**answer_responses(ChatCompletion), **error_responses(400, 404, 422, 500, 502)})
+              responses={**answer_responses(ChatCompletion), **error_responses(400, 404, 413, 422, 500, 502)})
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         try:
             question, history = body.question_and_history()
@@ -209,7 +214,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return Response(status_code=204)
 
     @app.post("/v1/sessions/{session_id}/messages", response_model=None,
-              responses={**answer_responses(SessionAnswer), **error_responses(400, 404, 422, 500, 502)})
+              responses={**answer_responses(SessionAnswer), **error_responses(400, 404, 413, 422, 500, 502)})
     async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
         refuse_unknown_filter_keys(store.session(session_id).index, body.filters)
         if body.stream:

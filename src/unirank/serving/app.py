@@ -23,12 +23,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from unirank.errors import AuthenticationError, ModelNotReadyError, ServingRequestError, UnirankError
-from unirank.request_errors import body_type, declare_only_sent_errors, http_error_code, validation_message
+from unirank.errors import (AuthenticationError, ModelNotReadyError, RequestTooLargeError, ServingRequestError,
+                            UnirankError)
+from unirank.request_errors import (RequestSizeLimit, body_type, declare_only_sent_errors, http_error_code,
+                                    validation_message)
 from unirank.serving.auth import TokenStore
 from unirank.serving.batcher import MicroBatcher
 from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
-from unirank.serving.limits import INLINE_CHARS, RequestSizeLimit, enforce_pair_limit, enforce_token_limit
+from unirank.serving.limits import INLINE_CHARS, enforce_pair_limit, enforce_token_limit
 from unirank.serving.metrics import RequestMetricsMiddleware, ServerMetrics
 from unirank.serving.schemas import (
     CohereRerankRequest,
@@ -159,7 +161,8 @@ def create_app(settings: Settings | None = None, refs: list[str] | None = None) 
 
 
 def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
-    app.add_middleware(RequestSizeLimit, max_bytes=int(state.limits.max_request_mb * 1_000_000))
+    app.add_middleware(RequestSizeLimit, max_bytes=int(state.limits.max_request_mb * 1_000_000),
+                       setting="serving.max_request_mb")
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
 
     def error_body(request: Request, message: str, code: str) -> dict[str, Any]:
@@ -194,9 +197,8 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
         """An unknown path or a wrong method, in the route family's error shape, not FastAPI's."""
         if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's 400 "There was an error parsing the body"
             return JSONResponse(error_body(request, not_utf8_message(exc.__cause__), "invalid_request"), 422)
-        if isinstance(exc.__cause__, ServingRequestError):  # raised while the body was read: too large
-            cause = exc.__cause__
-            return JSONResponse(error_body(request, str(cause), cause.code), cause.status_code)
+        if isinstance(exc.__cause__, RequestTooLargeError):  # raised while the body was read
+            return JSONResponse(error_body(request, str(exc.__cause__), "request_too_large"), 413)
         message = f"{request.method} {request.url.path}: {exc.detail}"
         return JSONResponse(error_body(request, message, http_error_code(exc)), exc.status_code, headers=exc.headers)
 
