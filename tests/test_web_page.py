@@ -3,6 +3,7 @@ in, open a citation, give feedback, ask a follow-up; screenshots go to ``test-ar
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -33,11 +34,21 @@ new MutationObserver(() => {
 """
 
 
+OFFICE_DOC = """# Office Wi-Fi
+
+The guest Wi-Fi network is called Northwind-Guest. Its password changes every Monday and is posted at reception.
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, base_embedder):
     ur = build_corpus(tmp_path_factory.mktemp("web"), base_embedder, hostile=False)
     # A copy `eval` re-embeds with another model holds the same documents: not offered in the picker.
     ur.backend.create_index("handbook--other-1", ur.backend.model("handbook"), copy_of="handbook")
+    # A second index with other documents, for picking another one mid-conversation.
+    office = tmp_path_factory.mktemp("office-docs")
+    (office / "office.md").write_text(OFFICE_DOC, encoding="utf-8")
+    assert not ur.ingest(str(office), "office").failed
     data_dir = ur.settings.data_dir
     ur.close()
     app = AppServer(data_dir, "--index", "handbook").wait_ready()
@@ -62,7 +73,8 @@ def test_ask_stream_cite_and_rate_in_the_browser(server, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(server.url)
     expect(page.get_by_label("Documents")).to_have_value("handbook")
-    assert page.get_by_label("Documents").locator("option").all_inner_texts() == ["handbook (19 passages)"]
+    assert page.get_by_label("Documents").locator("option").all_inner_texts() == ["handbook (19 passages)",
+                                                                                  "office (1 passages)"]
     page.evaluate(WATCH_ANSWERS)
 
     question = page.get_by_label("Your question")
@@ -124,3 +136,127 @@ def test_ask_stream_cite_and_rate_in_the_browser(server, page):
     expect(last).to_have_attribute("aria-busy", "false", timeout=120_000)
     expect(last.locator(".answer")).to_have_text("The documents do not cover this question.")
     expect(last.locator("button.cite")).to_have_count(0)
+
+
+def ask_and_wait(page, text: str):
+    """Asks ``text`` and returns the last answer bubble once it is no longer busy."""
+    from playwright.sync_api import expect
+
+    page.evaluate("document.querySelectorAll('#transcript article').forEach((a) => { a.dataset.seen = '1'; })")
+    page.get_by_label("Your question").fill(text)
+    page.get_by_label("Your question").press("Enter")
+    answer = page.locator("#transcript article.assistant:not([data-seen])").last
+    expect(answer).to_have_attribute("aria-busy", "false", timeout=120_000)
+    expect(page.locator("#ask")).to_be_enabled()
+    return answer
+
+
+def test_picking_other_documents_starts_a_new_conversation(server, page):
+    """The picker used to be ignored once a conversation had begun: the session stayed on the old index."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    picker = page.get_by_label("Documents")
+    expect(picker).to_have_value("handbook")
+    first = ask_and_wait(page, "How long does an old API key keep working after rotation?")
+    expect(first.locator(".answer")).to_contain_text("24 hours")
+    first_session = page.evaluate("state.sessionId")
+
+    picker.select_option("office")
+    expect(page.locator("#transcript article")).to_have_count(0)  # the old messages are gone with their session
+    expect(page.get_by_role("status")).to_contain_text("New conversation")
+
+    second = ask_and_wait(page, "What is the guest Wi-Fi network called?")
+    expect(second.locator(".answer")).to_contain_text("Northwind-Guest")
+    expect(second.get_by_role("list", name="Sources")).to_contain_text("Office Wi-Fi")
+    expect(page.locator("#transcript article")).to_have_count(2)
+    session_id = page.evaluate("state.sessionId")
+    assert session_id != first_session
+    assert httpx.get(f"{server.url}/v1/sessions/{session_id}").json()["index"] == "office"
+    assert httpx.get(f"{server.url}/v1/sessions/{first_session}").json()["index"] == "handbook"
+
+
+def test_a_conversation_deleted_elsewhere_is_started_again(server, page):
+    """Asking in a deleted session showed the API's 404 text, and every later question failed too."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    ask_and_wait(page, "How long does an old API key keep working after rotation?")
+    old = page.evaluate("state.sessionId")
+    assert httpx.delete(f"{server.url}/v1/sessions/{old}").status_code == 204
+
+    answer = ask_and_wait(page, "How often should API keys be rotated?")
+    expect(answer).not_to_have_class(re.compile("failed"))
+    expect(answer.locator(".answer")).to_contain_text("90 days")
+    status = page.locator("#status")
+    expect(status).to_contain_text("a new conversation was started")
+    expect(status).not_to_contain_text("does not exist")
+    expect(status).not_to_have_class(re.compile("error"))
+    # The transcript is the new conversation's: the question asked again and its answer.
+    expect(page.locator("#transcript article")).to_have_count(2)
+    new = page.evaluate("state.sessionId")
+    assert new and new != old
+    assert [m["role"] for m in httpx.get(f"{server.url}/v1/sessions/{new}").json()["messages"]] == ["user", "assistant"]
+
+    # Later questions go on in the new session.
+    follow_up = ask_and_wait(page, "How long does an old API key keep working after rotation?")
+    expect(follow_up.locator(".answer")).to_contain_text("24 hours")
+    assert page.evaluate("state.sessionId") == new
+
+
+def test_a_failed_answer_is_marked_and_not_left_busy(server, page):
+    """A failed answer left an empty bubble marked aria-busy and the server's wording in the status line."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    messages = "**/v1/sessions/*/messages"
+    error_json = json.dumps({"error": {"message": "LLM at http://10.0.0.5:8000 timed out after 60 s",
+                                       "type": "upstream_error"}})
+    cases = [
+        ("upstream", lambda route: route.fulfill(status=502, content_type="application/json", body=error_json),
+         "failed or took too long"),
+        ("unreachable", lambda route: route.abort("connectionrefused"), "cannot be reached"),
+        ("cut off", lambda route: route.fulfill(status=200, content_type="text/event-stream", body=(
+            'data: {"choices": [{"index": 0, "delta": {"content": "From the"}, "finish_reason": null}]}\n\n')),
+         "cut off"),
+        ("in-band", lambda route: route.fulfill(status=200, content_type="text/event-stream", body=(
+            'data: {"choices": [{"index": 0, "delta": {"content": "From"}, "finish_reason": null}]}\n\n'
+            f"data: {error_json}\n\ndata: [DONE]\n\n")), "failed or took too long"),
+    ]
+    try:
+        for name, handler, words in cases:
+            page.route(messages, handler)
+            answer = ask_and_wait(page, "How often should API keys be rotated?")
+            expect(answer, name).to_have_class(re.compile("failed"))
+            expect(answer.locator(".answer"), name).to_contain_text(words)
+            alert = page.get_by_role("alert")
+            expect(alert, name).to_contain_text("No answer:")
+            expect(alert, name).to_contain_text(words)
+            expect(alert, name).not_to_contain_text("10.0.0.5")
+            page.unroute(messages)
+
+        # A session that stays missing is started again once, not in a loop, and then reported plainly.
+        asked = []
+
+        def gone(route):
+            asked.append(route.request.url)
+            route.fulfill(status=404, content_type="application/json", body=json.dumps(
+                {"error": {"message": "Session 'x' does not exist: create one with POST /v1/sessions",
+                           "type": "not_found"}}))
+
+        page.route(messages, gone)
+        answer = ask_and_wait(page, "How often should API keys be rotated?")
+        assert len(asked) == 2 and asked[0] != asked[1]
+        expect(answer).to_have_class(re.compile("failed"))
+        expect(page.get_by_role("alert")).to_contain_text("no longer exists")
+        expect(page.get_by_role("alert")).not_to_contain_text("POST /v1/sessions")
+        page.unroute(messages)
+    finally:
+        page.unroute_all()
+
+    # The page still answers once the server does.
+    answer = ask_and_wait(page, "How often should API keys be rotated?")
+    expect(answer).not_to_have_class(re.compile("failed"))
+    expect(answer.locator(".answer")).to_contain_text("90 days")
+    expect(page.locator("#status")).to_contain_text("Answered from the documents")
+    assert page.locator("#transcript article[aria-busy='true']").count() == 0

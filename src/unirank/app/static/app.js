@@ -3,7 +3,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { sessionId: null, busy: false };
+// ``conversation`` counts the conversations started on this page, so an answer still arriving for
+// one the user has left does not write over the status line of the one they are in.
+const state = { sessionId: null, busy: false, conversation: 0 };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -43,12 +45,27 @@ async function api(path, options = {}) {
   const response = await fetch(path, {
     headers: { "Content-Type": "application/json" }, ...options,
   });
-  if (!response.ok) {
-    let message = `${response.status} ${response.statusText}`;
-    try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
-    throw new Error(message);
-  }
+  if (!response.ok) throw await responseError(response);
   return response.status === 204 ? null : response.json();
+}
+
+// An error that keeps the HTTP status and the server's error type, so the page can act on them.
+async function responseError(response) {
+  let message = `${response.status} ${response.statusText}`, type = "";
+  try { ({ message, type } = (await response.json()).error); } catch (_) { /* not JSON */ }
+  return Object.assign(new Error(message), { status: response.status, type });
+}
+
+// What to tell the user when a question gets no answer: plain words, not the API's.
+function plainError(error) {
+  if (error instanceof TypeError) return "The unirank server cannot be reached. Check that it is running, then ask again.";
+  if (error.sessionGone) return "This conversation no longer exists on the server. Click \u201cNew conversation\u201d and ask again.";
+  if (error.status === 404) return "The documents picked are no longer indexed. Pick others under \u201cDocuments\u201d and ask again.";
+  if (error.status === 502 || error.type === "answerer_error" || error.type === "upstream_error")
+    return "The model that writes the answers failed or took too long. Try again in a moment.";
+  if (error.status === 400 || error.status === 422) return `The question was refused: ${error.message}`;
+  if (error.cutOff) return "The answer was cut off before it was finished. Ask again.";
+  return "Something went wrong on the server, so there is no answer. Try again; if it keeps failing, see the server's log.";
 }
 
 // ---- conversations ------------------------------------------------------------------------------
@@ -68,12 +85,16 @@ async function loadSessions() {
   list.replaceChildren(...sessions.map((s) => el("li", {},
     el("button", {
       type: "button", "aria-current": String(s.id === state.sessionId), title: s.title || "(untitled)",
-      onclick: () => openSession(s.id),
+      onclick: () => openSession(s.id).catch((error) => {
+        setStatus(error.status === 404 ? "That conversation no longer exists." : `Could not open the conversation: ${plainError(error)}`, true);
+        loadSessions().catch(() => {});
+      }),
     }, s.title || "(untitled)"))));
 }
 
 async function openSession(id) {
   const session = await api(`/v1/sessions/${encodeURIComponent(id)}`);
+  state.conversation += 1;
   state.sessionId = session.id;
   $("index").value = session.index;
   const transcript = $("transcript");
@@ -87,12 +108,25 @@ async function openSession(id) {
   $("question").focus();
 }
 
-function newConversation() {
+// Forgets the session and the messages shown; the next question creates a session over the index picked.
+function startConversation(status) {
+  state.conversation += 1;
   state.sessionId = null;
   $("transcript").replaceChildren();
-  setStatus("New conversation.");
-  loadSessions();
+  setStatus(status);
+}
+
+function newConversation() {
+  startConversation("New conversation.");
+  loadSessions().catch(() => {});
   $("question").focus();
+}
+
+// A session belongs to one index: picking other documents starts a new conversation over them.
+// (Focus stays on the picker, where the arrow keys change it.)
+function onIndexChange() {
+  startConversation(`New conversation over \u201c${$("index").value}\u201d.`);
+  loadSessions().catch(() => {});
 }
 
 // ---- messages -----------------------------------------------------------------------------------
@@ -139,6 +173,7 @@ function citeButton(messageId, citation, label, cls) {
 // ``message``: a stored assistant message, or the final stream chunk (plus the streamed text).
 function renderAnswer(node, message, question) {
   node.setAttribute("aria-busy", "false");
+  node.classList.remove("failed");
   node.dataset.messageId = message.message_id || message.id || "";
   node.classList.toggle("not-grounded", !message.grounded);
   const messageId = node.dataset.messageId;
@@ -151,6 +186,13 @@ function renderAnswer(node, message, question) {
       citeButton(messageId, c, [c.title, c.heading].filter(Boolean).join(" › ") + (c.page ? ` (p. ${c.page})` : ""), "source")))));
   }
   if (messageId) node.append(feedbackButtons(messageId));
+}
+
+// The bubble of a question that got no answer: no longer busy, marked failed, saying why.
+function failAnswer(node, text) {
+  node.setAttribute("aria-busy", "false");
+  node.classList.add("failed");
+  node.querySelector(".answer").textContent = text;
 }
 
 function feedbackButtons(messageId) {
@@ -194,22 +236,58 @@ async function openCitation(messageId, n) {
 
 // ---- asking, with the answer streamed as server-sent events ------------------------------------
 async function ask(question) {
+  let conversation = state.conversation;
+  const status = (text, isError) => { if (conversation === state.conversation) setStatus(text, isError); };
+  addUserMessage(question);
+  let node = addAssistantMessage();
+  let restarted = false;
+  try {
+    let final;
+    try {
+      final = await streamAnswer(question, node, status);
+    } catch (error) {
+      if (!error.sessionGone) throw error;
+      // The session was deleted elsewhere: start a new conversation and ask once more there.
+      startConversation("");
+      conversation = state.conversation;
+      restarted = true;
+      addUserMessage(question);
+      node = addAssistantMessage();
+      final = await streamAnswer(question, node, status);
+    }
+    renderAnswer(node, final, question);
+    const note = restarted ? "The earlier conversation no longer exists, so a new conversation was started. " : "";
+    status(note + (final.grounded ? "Answered from the documents." : "The documents do not cover this question."));
+  } catch (error) {
+    console.warn("unirank: no answer:", error);
+    const text = plainError(error);
+    failAnswer(node, text);
+    status(`No answer: ${text}`, true);
+  }
+  await loadSessions().catch(() => {});
+}
+
+// Asks in the current session (creating one over the picked index first) and returns the final chunk.
+// A 404 from the session's messages means the session is gone: that error has ``sessionGone`` set.
+async function streamAnswer(question, node, status) {
   if (!state.sessionId) {
     const session = await api("/v1/sessions", { method: "POST", body: JSON.stringify({ index: $("index").value }) });
     state.sessionId = session.id;
   }
-  addUserMessage(question);
-  const node = addAssistantMessage();
+  const sessionId = state.sessionId;
   const answer = node.querySelector(".answer");
-  setStatus("Searching the documents…");
-  const response = await fetch(`/v1/sessions/${encodeURIComponent(state.sessionId)}/messages`, {
+  status("Searching the documents\u2026");
+  const response = await fetch(`/v1/sessions/${encodeURIComponent(sessionId)}/messages`, {
     method: "POST", headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
     body: JSON.stringify({ content: question, stream: true }),
   });
   if (!response.ok) {
-    let message = `${response.status}`;
-    try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
-    throw new Error(message);
+    const error = await responseError(response);
+    if (response.status === 404) {
+      error.sessionGone = true;
+      if (state.sessionId === sessionId) state.sessionId = null;
+    }
+    throw error;
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "", text = "", final = null;
@@ -226,21 +304,19 @@ async function ask(question) {
         const data = line.slice(6);
         if (data === "[DONE]") continue;
         const chunk = JSON.parse(data);
-        if (chunk.error) throw new Error(chunk.error.message);
+        if (chunk.error) throw Object.assign(new Error(chunk.error.message), { type: chunk.error.type });
         const choice = chunk.choices[0];
         if (choice.delta && choice.delta.content) {
           text += choice.delta.content;
           answer.textContent = text;
-          setStatus("Answering…");
+          status("Answering\u2026");
         }
         if (choice.finish_reason) final = { ...chunk, answer: text };
       }
     }
   }
-  if (!final) throw new Error("the answer stream ended early");
-  renderAnswer(node, final, question);
-  setStatus(final.grounded ? "Answered from the documents." : "The documents do not cover this question.");
-  await loadSessions();
+  if (!final) throw Object.assign(new Error("the answer stream ended early"), { cutOff: true });
+  return final;
 }
 
 async function onSubmit(event) {
@@ -251,7 +327,7 @@ async function onSubmit(event) {
   state.busy = true;
   $("ask").disabled = true;
   input.value = "";
-  try { await ask(question); } catch (error) { setStatus(`Error: ${error.message}`, true); }
+  try { await ask(question); } catch (error) { setStatus(`No answer: ${plainError(error)}`, true); }
   finally {
     state.busy = false;
     $("ask").disabled = false;
@@ -262,6 +338,7 @@ async function onSubmit(event) {
 document.addEventListener("DOMContentLoaded", async () => {
   $("ask-form").addEventListener("submit", onSubmit);
   $("new-conversation").addEventListener("click", newConversation);
+  $("index").addEventListener("change", onIndexChange);
   try {
     await loadIndexes();
     await loadSessions();
