@@ -282,6 +282,8 @@ def test_errors_are_clear(http):
     typo = refused("POST", chat, chat, 404, json={"model": "handbok", "messages": [{"role": "user", "content": "hi"}]})
     assert "Index 'handbok' does not exist. Available indexes: handbook" in typo["message"]  # not the default index
     refused("POST", chat, chat, 422, json={"messages": []})
+    empty = refused("POST", chat, chat, 422, json={"model": "", "messages": [{"role": "user", "content": "hi"}]})
+    assert empty["message"].startswith("Invalid request: model:")  # it was answered from the default index
     yes = refused("POST", chat, chat, 422, json={"stream": "yes", "messages": [{"role": "user", "content": "hi"}]})
     assert yes["message"] == "Invalid request: stream: Input should be a valid boolean."  # not read as true
     garbled = refused("POST", chat, chat, 422, content=b"{messages", headers={"Content-Type": "application/json"})

@@ -40,8 +40,9 @@ class ChatCompletionRequest(BaseModel):
     #: the field, not a guess at what was meant.
     model_config = ConfigDict(extra="allow", strict=True)
 
-    #: An index name (``GET /v1/models`` lists them), or ``unirank`` for the default index.
-    model: str = DEFAULT_MODEL
+    #: An index name (``GET /v1/models`` lists them), or ``unirank`` for the default index. Never empty:
+    #: "" was answered from the default index, as a typo would be if it were allowed.
+    model: str = Field(DEFAULT_MODEL, min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     #: unirank: the index to answer from, whatever ``model`` says.
