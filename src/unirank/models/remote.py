@@ -317,13 +317,15 @@ class RemoteEmbedder:
         #: ``remote.batch_inputs``, or less when the server takes fewer texts per request.
         self.batch_inputs = min(settings.batch_inputs, max_inputs or settings.batch_inputs)
         self.timeout_s = settings.timeout_s
-        self.fingerprint = fingerprint
         #: The model registered here that the endpoint serves, with its copies (``serves``; lineage).
         self.same_vectors_as = same_vectors_as
         #: The probe text's vector, read with the signature.
         self.probe_vector: np.ndarray | None = None
         self._signature: ModelSignature | None = None
         self._verified_at = 0.0
+        #: The registered probe fingerprint each probe answer is checked against; for a registration
+        #: made before fingerprints were kept, the first answer's (computed once, not per check).
+        self._reference = fingerprint
         self.verify_interval_s = settings.verify_interval_s
         self._tokenizer: Any = None
 
@@ -348,16 +350,15 @@ class RemoteEmbedder:
             raise RemoteModelError(
                 f"{self.endpoint.url} now serves {live}-dimensional vectors, but {self.name}@{self.version} "
                 f"was registered with {self.registered_dims}. The endpoint serves another model now: {again}")
-        expected = self.fingerprint or (vector_fingerprint(self.probe_vector) if self.probe_vector is not None
-                                        else None)
-        if expected is not None:
-            same, cosine = matches_fingerprint(probe, expected)
-            if not same:
-                raise RemoteModelError(
-                    f"{self.endpoint.url} now serves other vectors than when {self.name}@{self.version} was "
-                    f"registered (cosine {cosine:.3f} between the two for a probe text): the server swapped "
-                    f"to another model, e.g. on a promotion, and its vectors are not comparable with the "
-                    f"indexes made before. Nothing it answered since was searched or written: {again}")
+        if self._reference is None:  # registered before fingerprints were kept: the first answer is it
+            self._reference = vector_fingerprint(probe)
+        same, cosine = matches_fingerprint(probe, self._reference)
+        if not same:
+            raise RemoteModelError(
+                f"{self.endpoint.url} now serves other vectors than when {self.name}@{self.version} was "
+                f"registered (cosine {cosine:.3f} between the two for a probe text): the server swapped "
+                f"to another model, e.g. on a promotion, and its vectors are not comparable with the "
+                f"indexes made before. Nothing it answered since was searched or written: {again}")
         if self.probe_vector is None:
             self.probe_vector = probe
 
@@ -376,7 +377,8 @@ class RemoteEmbedder:
         written, and a swap between two checks would put two models' vectors in one index."""
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
-        self.signature  # noqa: B018 -- the first probe, before anything is sent
+        if self._signature is None:
+            self.signature  # noqa: B018 -- the first probe, before anything is sent; each request re-checks
         with_probe = self.batch_inputs > 1  # else the probe goes on its own
         per_request = self.batch_inputs - 1 if with_probe else 1
         parts = []
