@@ -317,6 +317,10 @@ def test_errors_are_clear(http):
     form = refused("POST", "/v1/search", "/v1/search", 422, content=b'{"query": "password"}',
                    headers={"Content-Type": "application/x-www-form-urlencoded"})  # curl -d's default
     assert form["message"].startswith("The request body was sent as application/x-www-form-urlencoded, not JSON")
+    # A Latin-1 body (a Windows script's default) was a 400 "There was an error parsing the body".
+    latin1 = refused("POST", "/v1/search", "/v1/search", 422, content='{"query": "café"}'.encode("latin-1"),
+                     headers={"Content-Type": "application/json"})
+    assert latin1["message"].startswith("The request body is not valid JSON: it is not UTF-8"), latin1
     refused("GET", "/v1/models/{model_id}", "/v1/models/nope", 404)
     # A 2 MB question was read, embedded and stored whole.
     huge = refused("POST", chat, chat, 413, json={"messages": [{"role": "user", "content": "why? " * 400_000}]})

@@ -47,6 +47,18 @@ def body_type(request: Any) -> str | None:
     return request.headers.get("content-type", "")
 
 
+def body_refusal(exc: Any) -> tuple[int, str, str] | None:
+    """Status, message and code for a body that failed while it was read (too large, not UTF-8), which the
+    router reports as an HTTPException caused by it; None for the router's own refusals."""
+    cause = exc.__cause__
+    if isinstance(cause, RequestTooLargeError):
+        return 413, str(cause), "request_too_large"
+    if isinstance(cause, UnicodeDecodeError):  # FastAPI's 400 "There was an error parsing the body"
+        return 422, (f"The request body is not valid JSON: it is not UTF-8 ({cause.reason} at byte {cause.start}). "
+                     "Send the JSON encoded as UTF-8."), "invalid_request"
+    return None
+
+
 def http_error_code(exc: Any) -> str:
     """The error code for a refusal the router makes itself (an unknown path, a wrong method)."""
     return {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")

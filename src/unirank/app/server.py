@@ -36,10 +36,10 @@ from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
 from unirank.errors import (
     AnswererError, ConfigurationError, ConversationNotFoundError, IndexNotFoundError, InvalidQueryError,
-    RemoteModelError, RequestTooLargeError, RerankLimitError, UnirankError,
+    RemoteModelError, RerankLimitError, UnirankError,
 )
-from unirank.request_errors import (RequestSizeLimit, body_type, declare_only_sent_errors, http_error_code,
-                                    validation_message)
+from unirank.request_errors import (RequestSizeLimit, body_refusal, body_type, declare_only_sent_errors,
+                                    http_error_code, validation_message)
 from unirank.search.backend import unknown_filter_keys
 from unirank.settings import Settings
 
@@ -121,8 +121,9 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """An unknown path or a wrong method, in the error shape every other refusal has."""
-        if isinstance(exc.__cause__, RequestTooLargeError):  # raised while the body was read
-            return _error(413, str(exc.__cause__), "request_too_large")
+        refusal = body_refusal(exc)
+        if refusal is not None:
+            return _error(*refusal)
         response = _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", http_error_code(exc))
         response.headers.update(exc.headers or {})
         return response

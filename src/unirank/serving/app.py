@@ -23,10 +23,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from unirank.errors import (AuthenticationError, ModelNotReadyError, RequestTooLargeError, ServingRequestError,
+from unirank.errors import (AuthenticationError, ModelNotReadyError, ServingRequestError,
                             UnirankError)
-from unirank.request_errors import (RequestSizeLimit, body_type, declare_only_sent_errors, http_error_code,
-                                    validation_message)
+from unirank.request_errors import (RequestSizeLimit, body_refusal, body_type, declare_only_sent_errors,
+                                    http_error_code, validation_message)
 from unirank.serving.auth import TokenStore
 from unirank.serving.batcher import MicroBatcher
 from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
@@ -195,17 +195,12 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """An unknown path or a wrong method, in the route family's error shape, not FastAPI's."""
-        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's 400 "There was an error parsing the body"
-            return JSONResponse(error_body(request, not_utf8_message(exc.__cause__), "invalid_request"), 422)
-        if isinstance(exc.__cause__, RequestTooLargeError):  # raised while the body was read
-            return JSONResponse(error_body(request, str(exc.__cause__), "request_too_large"), 413)
+        refusal = body_refusal(exc)
+        if refusal is not None:
+            status, message, code = refusal
+            return JSONResponse(error_body(request, message, code), status)
         message = f"{request.method} {request.url.path}: {exc.detail}"
         return JSONResponse(error_body(request, message, http_error_code(exc)), exc.status_code, headers=exc.headers)
-
-
-def not_utf8_message(exc: UnicodeDecodeError) -> str:
-    return (f"The request body is not valid JSON: it is not UTF-8 ({exc.reason} at byte {exc.start}). "
-            "Send the JSON encoded as UTF-8.")
 
 
 def refuse_unsupported_tei_options(truncation_direction: str, *, prompt_name: str | None = None,
