@@ -18,21 +18,23 @@ def reembedded_sources(backend: SearchBackend, index: str, embedder: Embedder, b
     batches. Only one batch is held at a time: ``iter_chunks`` yields a source's chunks together."""
     states = backend.source_states(index)
     pending: list[tuple[SourceState, list[Chunk]]] = []
+    pending_uris: set[str] = set()
     count = 0
     chunks_in_order = (chunk for batch in backend.iter_chunks(index, batch_size=batch_chunks, sources=sources)
                        for chunk in batch)
     for uri, group in itertools.groupby(chunks_in_order, key=lambda c: c.source_uri):
-        if any(state.uri == uri for state, _ in pending):
+        if uri in pending_uris:
             # Ingested again while being read: its new chunks come later and replace the old ones, in a
             # batch of their own (one write holds a source once). rebuild's catch-up settles its state.
             yield _embed(pending, embedder)
-            pending, count = [], 0
+            pending, pending_uris, count = [], set(), 0
         chunks = list(group)  # as stored: a JSONL source holds several documents, each from ordinal 0
         pending.append((states.get(uri) or SourceState(uri=uri, content_hash="", size=0), chunks))
+        pending_uris.add(uri)
         count += len(chunks)
         if count >= batch_chunks:
             yield _embed(pending, embedder)
-            pending, count = [], 0
+            pending, pending_uris, count = [], set(), 0
     if pending:
         yield _embed(pending, embedder)
 
