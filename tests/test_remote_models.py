@@ -620,6 +620,53 @@ def test_a_5xx_is_retried_with_backoff_then_reported(tmp_path, caplog):
         srv.stop()
 
 
+def test_a_429_is_retried_after_the_wait_the_server_asks_for(tmp_path, caplog):
+    """A rate-limited endpoint (a gateway, a hosted TEI) says how long to wait in Retry-After; retrying on
+    the client's own 0.01 s schedule would spend every attempt inside the limit window."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[float] = []
+
+    class RateLimited(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(time.perf_counter())
+            if len(seen) == 1:
+                self.send_response(429)
+                self.send_header("Retry-After", "1")
+                answer = b'{"error": "rate limited"}'
+            else:
+                self.send_response(200)
+                answer = json.dumps([[float(len(t)), 1.0, 0.0] for t in body["inputs"]]).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    http_server = ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    settings = Settings(_env_file=None, data_dir=tmp_path / "client")
+    settings.remote.retries, settings.remote.backoff_s = 3, 0.01
+    embedder = RemoteEmbedder(Endpoint(url=f"http://127.0.0.1:{http_server.server_port}", api="tei",
+                                       role="embedder"), settings.remote, name="r", version="1", dims=3,
+                              max_seq_length=256, tokenizer_path="base")
+    try:
+        with caplog.at_level(logging.INFO, logger="unirank.models.remote"):
+            vector = embedder.embed_query("backup")
+        assert len(seen) == 3  # the refused probe, the probe again, the query
+        assert seen[1] - seen[0] >= 0.95, f"retried {seen[1] - seen[0]:.2f} s after a 429 asking for 1 s"
+        np.testing.assert_allclose(vector, np.array([6.0, 1.0, 0.0]) / np.sqrt(37.0), rtol=1e-6)
+        assert any("HTTP 429" in r.message and "retry 1 in 1.00 s" in r.message for r in caplog.records), \
+            [r.message for r in caplog.records]
+    finally:
+        embedder.close()
+        http_server.shutdown()
+
+
 def test_registration_records_the_limits_the_server_enforces(tmp_path):
     """A server limited to 16 inputs of 128 tokens listed the model's 256-token window: registration
     recorded it, and ingestion then got 413s it could do nothing about."""
