@@ -37,6 +37,7 @@ new MutationObserver(() => {
 OFFICE_DOC = """# Office Wi-Fi
 
 The guest Wi-Fi network is called Northwind-Guest. Its password changes every Monday and is posted at reception.
+The floor plans are kept in binder [1] at reception, beside the visitor book.
 """
 
 
@@ -74,7 +75,7 @@ def test_ask_stream_cite_and_rate_in_the_browser(server, page):
     page.goto(server.url)
     expect(page.get_by_label("Documents")).to_have_value("handbook")
     assert page.get_by_label("Documents").locator("option").all_inner_texts() == ["handbook (19 passages)",
-                                                                                  "office (1 passages)"]
+                                                                                  "office (1 passage)"]
     page.evaluate(WATCH_ANSWERS)
 
     question = page.get_by_label("Your question")
@@ -174,6 +175,28 @@ def test_picking_other_documents_starts_a_new_conversation(server, page):
     assert session_id != first_session
     assert httpx.get(f"{server.url}/v1/sessions/{session_id}").json()["index"] == "office"
     assert httpx.get(f"{server.url}/v1/sessions/{first_session}").json()["index"] == "handbook"
+
+
+def test_citation_markers_are_buttons_but_a_quoted_bracket_is_text(server, page):
+    """A "[1]" inside a quoted sentence (the document's own words) was made a citation button, and an
+    LLM's "[1, 2]" was left as plain text."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    page.get_by_label("Documents").select_option("office")
+    answer = ask_and_wait(page, "Where are the office floor plans kept?")
+    text = answer.locator(".answer").inner_text()
+    assert "binder [1] at reception" in text, text
+    expect(answer.locator(".answer button.cite")).to_have_count(1)  # the marker after the quote, not the one in it
+    assert text.rstrip().endswith("[1]")
+
+    rendered = page.evaluate("""() => {
+      const p = document.createElement("p");
+      p.append(...answerWithCitations("Both say so [1, 2]; only one does [2]; none [3].",
+                                      [{n: 1, title: "A"}, {n: 2, title: "B"}], "m"));
+      return [p.textContent, [...p.querySelectorAll("button.cite")].map((b) => b.dataset.n)];
+    }""")
+    assert rendered == ["Both say so [1, 2]; only one does [2]; none [3].", ["1", "2", "2"]]
 
 
 def test_a_conversation_deleted_elsewhere_is_started_again(server, page):

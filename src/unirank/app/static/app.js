@@ -73,7 +73,7 @@ async function loadIndexes() {
   // The copies eval re-embeds with other models are left out: they hold the same documents.
   const indexes = (await api("/v1/indexes")).indexes.filter((i) => !i.copy_of);
   const select = $("index");
-  select.replaceChildren(...indexes.map((i) => el("option", { value: i.name, title: `vectors made by ${i.model}` }, `${i.name} (${i.chunks} passages)`)));
+  select.replaceChildren(...indexes.map((i) => el("option", { value: i.name, title: `vectors made by ${i.model}` }, `${i.name} (${i.chunks} passage${i.chunks === 1 ? "" : "s"})`)));
   const preferred = indexes.find((i) => i.default) || indexes[0];
   if (preferred) select.value = preferred.name;
   if (!indexes.length) setStatus("No documents are indexed yet: run `unirank ingest FOLDER --index NAME` first.", true);
@@ -145,16 +145,27 @@ function addAssistantMessage() {
   return node;
 }
 
-// "[2]" in the answer becomes a button that opens citation 2; the rest stays plain text.
+// "[2]" or "[1, 2]" in the answer becomes buttons that open those citations; the rest stays plain text.
+// Text inside “quotes” is a passage's own words: a "[1]" there is the document's, not a citation.
 function answerWithCitations(text, citations, messageId) {
   const known = new Map(citations.map((c) => [c.n, c]));
   const parts = [];
   let last = 0;
-  for (const match of text.matchAll(/\[(\d+)\]/g)) {
-    const n = Number(match[1]);
-    if (!known.has(n)) continue;
+  for (const match of text.matchAll(/\u201c[^\u201d]*\u201d|\[(\d+(?:\s*,\s*\d+)*)\]/g)) {
+    if (match[1] === undefined) continue;  // a quotation
+    const numbers = match[1].split(",").map((part) => Number(part.trim()));
+    if (!numbers.some((n) => known.has(n))) continue;
     parts.push(text.slice(last, match.index));
-    parts.push(citeButton(messageId, known.get(n), `[${n}]`, "cite"));
+    if (numbers.length === 1) {
+      parts.push(citeButton(messageId, known.get(numbers[0]), match[0], "cite"));
+    } else {
+      parts.push("[");
+      numbers.forEach((n, i) => {
+        if (i) parts.push(", ");
+        parts.push(known.has(n) ? citeButton(messageId, known.get(n), String(n), "cite") : String(n));
+      });
+      parts.push("]");
+    }
     last = match.index + match[0].length;
   }
   parts.push(text.slice(last));
