@@ -275,6 +275,30 @@ def test_a_typo_in_a_registered_models_name_is_said_not_sent_to_the_hub(settings
         load_embedder(settings)
 
 
+def test_a_registered_name_wins_over_a_folder_of_documents_named_like_it(settings, tmp_path, monkeypatch):
+    """`--model edge` from a folder holding ./edge (documents) loaded the documents folder as a model and
+    failed on its missing config.json, without a word about the registered edge@1."""
+    from huggingface_hub import constants
+
+    from unirank.errors import ModelLoadError, ModelNotFoundError
+    from unirank.models.loading import load_embedder, resolve_model_path
+
+    register_base_copy(settings, "edge")
+    (tmp_path / "edge").mkdir()
+    (tmp_path / "edge" / "notes.md").write_text("# Notes\nnot a model\n")
+    monkeypatch.chdir(tmp_path)
+    settings.embedder.model = "edge"
+    assert str(load_embedder(settings).signature) == "edge@1"
+    with pytest.raises(ModelLoadError, match=r"'./edge' is a folder .* but not a model folder: it has no config.json"):
+        resolve_model_path("./edge", settings.models_dir)
+    # A name found nowhere, with the hub switched off: said so, not "check your internet connection".
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    settings.embedder.model = "nonexist"
+    with pytest.raises(ModelNotFoundError, match=r"'nonexist' is not a registered model .* HF_HUB_OFFLINE=1 keeps "
+                                                 r"the hub from being asked"):
+        load_embedder(settings)
+
+
 def test_chunks_fill_the_models_window_and_a_larger_size_is_clamped_with_a_warning(client, corpus):
     report = client.ingest(str(corpus / "api-keys.md"), "docs")
     assert report.warnings == []  # the default size is the model's window

@@ -91,7 +91,7 @@ class SentenceTransformerEmbedder:
             raise
         except Exception as exc:  # the library raises OSError, ValueError, HF errors...
             raise ModelLoadError(
-                f"Cannot load embedder {path!r}: {exc}. Give a local model folder, `base` for the "
+                f"Cannot load embedder {path!r}: {str(exc).rstrip('.')}. Give a local model folder, `base` for the "
                 "bundled all-MiniLM-L6-v2, or a hub id on a machine that can reach the hub."
             ) from exc
         self.path = path

@@ -30,11 +30,14 @@ def registry_version(model: str, registry_root: Path | None) -> ModelVersion | N
     Looked up once per load, so an alias moved meanwhile cannot mix one version's files with
     another's record.
     """
-    if model == BASE_ALIAS or registry_root is None or Path(model).expanduser().exists():
+    if model == BASE_ALIAS or registry_root is None:
         return None
+    folder = Path(model).expanduser().exists()
     # Hub ids and folder names have no '@': NAME@VERSION can only be the registry's, so it is not
     # passed on to the hub, whose error about repo ids would hide the typo.
     registry_ref = "@" in model
+    if folder and (registry_ref or _path_like(model)):
+        return None
     if not (registry_root / "registry.sqlite").exists():
         if registry_ref:
             raise ModelNotFoundError(f"{model!r} names a registry version, but no model is registered in "
@@ -47,11 +50,19 @@ def registry_version(model: str, registry_root: Path | None) -> ModelVersion | N
     try:
         name, _ = parse_reference(model)
         if registry_ref or registry.exists(name):
+            # A bare registered name wins over a folder of that name in the working directory (a folder
+            # of documents named like the model); ./NAME names the folder.
             return registry.get(model)
-        _refuse_a_near_miss(model, {v.name for v in registry.list()})
+        if not folder:
+            _refuse_a_near_miss(model, {v.name for v in registry.list()})
         return None
     finally:
         registry.close()
+
+
+def _path_like(model: str) -> bool:
+    """Written as a path (``./edge``, ``~/models/x``, ``/srv/m``, ``models/x``), not as a bare name."""
+    return model.startswith((".", "~")) or "/" in model or "\\" in model
 
 
 def _refuse_a_near_miss(model: str, registered: set[str]) -> None:
@@ -92,9 +103,35 @@ def resolve_model_path(model: str, registry_root: Path | None = None, *,
             )
         return str(version.path), version.name, str(version.version)
     path = Path(model).expanduser()
+    if path.is_dir() and not any((path / name).exists() for name in ("config.json", "modules.json")):
+        raise ModelLoadError(f"{model!r} is a folder ({path.resolve()}) but not a model folder: it has no "
+                             "config.json or modules.json. Name a folder saved by sentence-transformers or "
+                             "transformers, `base`, or a registered NAME[@VERSION] (`unirank models list`).")
     if path.exists():
         return str(path.resolve()), path.name, _local_version(path)
+    _refuse_an_unreachable_hub_id(model)
     return model, model, "hub"
+
+
+def _refuse_an_unreachable_hub_id(model: str) -> None:
+    """With the hub switched off (``HF_HUB_OFFLINE=1``), a name that is not in the hub cache cannot load:
+    say what it was looked for as, instead of the hub client's advice to check the internet connection."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not constants.HF_HUB_OFFLINE:
+        return
+    # sentence-transformers reads a bare name as sentence-transformers/NAME too
+    candidates = [model] if "/" in model else [model, f"sentence-transformers/{model}"]
+    for repo_id in candidates:
+        try:
+            if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+                return
+        except ValueError:  # not a valid repo id at all
+            continue
+    raise ModelNotFoundError(
+        f"{model!r} is not a registered model (`unirank models list`), nor a folder here ({Path.cwd()}), "
+        "nor a hub model in this machine's cache, and HF_HUB_OFFLINE=1 keeps the hub from being asked. "
+        "Name `base` (the bundled all-MiniLM-L6-v2), a model folder, or a registered NAME[@VERSION].")
 
 
 def _is_remote(version: ModelVersion | None) -> bool:
