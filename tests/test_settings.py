@@ -108,3 +108,39 @@ def test_relative_paths_in_the_file_are_read_from_its_folder_and_in_the_environm
     assert settings.serving.api_keys_file == Path.home() / "keys"
     monkeypatch.setenv("UNIRANK_DATA_DIR", "from-env")
     assert Settings.load().data_dir == Path("from-env")
+
+
+def test_an_error_names_only_the_sources_that_set_what_is_wrong(config, monkeypatch):
+    """With UNIRANK_DATA_DIR set as well, a misspelt section's header read `read from UNIRANK_DATA_DIR,
+    UNIRANK_SERACH__RRF_K`, as if the data dir were part of the problem."""
+    monkeypatch.setenv("UNIRANK_DATA_DIR", "/tmp/data")
+    monkeypatch.setenv("UNIRANK_SERACH__RRF_K", "5")
+    with pytest.raises(unirank.ConfigurationError) as err:
+        Settings.load()
+    assert str(err.value).startswith("Invalid settings (read from UNIRANK_SERACH__RRF_K):\n"), err.value
+    assert "did you mean UNIRANK_SEARCH__RRF_K?" in str(err.value)
+    monkeypatch.delenv("UNIRANK_SERACH__RRF_K")
+    monkeypatch.setenv("UNIRANK_SEARCH__RRF_K", "0")  # a bad value: its variable, not the file or the data dir
+    config.write_text("[search]\ntop_k = 7\n")
+    with pytest.raises(unirank.ConfigurationError, match=r"^Invalid settings \(read from UNIRANK_SEARCH__RRF_K\):"):
+        Settings.load()
+    monkeypatch.delenv("UNIRANK_SEARCH__RRF_K")
+    config.write_text("[chunking]\nsize = 20\n")  # a check across a section: whoever set its keys
+    monkeypatch.setenv("UNIRANK_CHUNKING__OVERLAP", "30")
+    with pytest.raises(unirank.ConfigurationError,
+                       match=rf"^Invalid settings \(read from {re.escape(str(config))}, UNIRANK_CHUNKING__OVERLAP\):"):
+        Settings.load()
+
+
+def test_a_validator_message_does_not_repeat_the_value(config, monkeypatch):
+    """It read `reranker.top_k is 51, but at most 50 candidates can be reranked (got 51)`."""
+    for where in ("file", "variable"):
+        if where == "file":
+            config.write_text("[reranker]\ntop_k = 51\n")
+        else:
+            config.write_text("")
+            monkeypatch.setenv("UNIRANK_RERANKER__TOP_K", "51")
+        with pytest.raises(unirank.ConfigurationError) as err:
+            Settings.load()
+        assert str(err.value).endswith("reranker.top_k is 51, but at most 50 candidates can be reranked"), err.value
+

@@ -317,14 +317,17 @@ class Settings(BaseSettings):
             raise ConfigurationError(f"UNIRANK_CONFIG names {named}, which does not exist: fix the path, or unset "
                                      "UNIRANK_CONFIG to read ./unirank.toml (when there is one).")
         unknown = _unknown_env_sections()
-        if unknown:
-            raise ConfigurationError(f"Invalid settings ({_sources()}):\n" + "\n".join(f"  - {u}" for u in unknown))
+        if unknown:  # the header names those variables alone: the others are not what is wrong
+            raise ConfigurationError(f"Invalid settings ({_sources([v for v, _ in unknown])}):\n"
+                                     + "\n".join(f"  - {u}" for _, u in unknown))
         try:
             return cls()
         except ValidationError as exc:
-            problems = [_describe_error(error) for error in exc.errors()]
-            raise ConfigurationError(f"Invalid settings ({_sources()}):\n" + "\n".join(f"  - {p}" for p in problems)
-                                     ) from None
+            errors = exc.errors()
+            problems = [_describe_error(error) for error in errors]
+            setting = _setters([tuple(str(p) for p in error.get("loc", ())) for error in errors])
+            raise ConfigurationError(f"Invalid settings ({_sources(setting)}):\n"
+                                     + "\n".join(f"  - {p}" for p in problems)) from None
         except SettingsError as exc:  # a variable the environment source could not parse (a list, say)
             raise ConfigurationError(_describe_env_error(exc)) from None
         except ValueError as exc:  # unirank.toml that is not TOML
@@ -365,12 +368,58 @@ def config_path() -> Path:
     return Path(os.environ.get("UNIRANK_CONFIG") or "unirank.toml")
 
 
-def _sources() -> str:
-    """Where the settings came from, for an error's first line: the file and the variables set."""
-    places = ([str(config_path())] if config_path().is_file() else []) + _setting_variables()
+def _sources(places: list[str] | None = None) -> str:
+    """Where the settings came from, for an error's first line: ``places`` (the file and the variables that
+    set what is wrong), else the file and every setting variable."""
+    if not places:
+        places = ([str(config_path())] if config_path().is_file() else []) + _setting_variables()
     if not places:
         return f"no {config_path()} and no UNIRANK_* variables"
     return "read from " + ", ".join(places)
+
+
+def _setters(locations: list[tuple[str, ...]]) -> list[str]:
+    """The file and the variables that set the settings at ``locations`` (pydantic's error locations, e.g.
+    ``("search", "rrf_k")``, or ``("chunking",)`` for a check across a section), file first. A setting that
+    a variable sets came from the variable (it wins over the file); a section's keys, from either. Empty
+    when none is found (the header then names every source)."""
+    variables = {v: tuple(v[len("UNIRANK_"):].lower().split("__")) for v in _setting_variables()}
+    file_values = _file_values()
+    from_file, named = False, set()
+    for loc in locations:
+        loc = tuple(part.lower() for part in loc)
+        if not loc:
+            continue
+        covering = {v for v, path in variables.items() if loc[:len(path)] == path}  # the value, or a list it is in
+        below = {v for v, path in variables.items() if len(path) > len(loc) and path[:len(loc)] == loc}
+        named |= covering | below
+        if not covering and _holds(file_values, loc):
+            from_file = True
+    return ([str(config_path())] if from_file else []) + sorted(named)
+
+
+def _file_values() -> dict:
+    path = config_path()
+    if not path.is_file():
+        return {}
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _holds(values: object, loc: tuple[str, ...]) -> bool:
+    """Whether the file's table sets something at ``loc`` (or the value that holds it: a list's items)."""
+    for part in loc:
+        if not isinstance(values, dict):
+            return True  # a list or scalar the error is inside of
+        match = next((k for k in values if str(k).lower() == part), None)
+        if match is None:
+            return False
+        values = values[match]
+    return True
 
 
 def _describe_error(error: dict) -> str:
@@ -391,8 +440,8 @@ def _describe_error(error: dict) -> str:
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     message = error.get("msg", "")
-    if error.get("type") == "value_error":  # our own validators' messages name the key already
-        return message.removeprefix("Value error, ") + shown
+    if error.get("type") == "value_error":  # our own validators' messages name the key and the value already
+        return message.removeprefix("Value error, ")
     return f"{where}: {message}{shown}"
 
 
@@ -403,10 +452,11 @@ def _setting_variables() -> list[str]:
                   if k.upper().startswith("UNIRANK_") and ("__" in k or k.upper() == "UNIRANK_DATA_DIR"))
 
 
-def _unknown_env_sections() -> list[str]:
+def _unknown_env_sections() -> list[tuple[str, str]]:
     """``UNIRANK_SERACH__RRF_K`` names no section, and pydantic-settings would ignore it without a word
     (a mistyped key inside a section is refused like one in unirank.toml). Variables without ``__``
-    are left alone: ``UNIRANK_CONFIG`` and tools' own ``UNIRANK_*`` variables are not settings."""
+    are left alone: ``UNIRANK_CONFIG`` and tools' own ``UNIRANK_*`` variables are not settings.
+    Each problem is (the variable, what is wrong with it)."""
     sections = [name for name, field in Settings.model_fields.items()
                 if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)]
     problems = []
@@ -419,7 +469,7 @@ def _unknown_env_sections() -> list[str]:
             close = difflib.get_close_matches(section, sections, n=1)
             hint = f"did you mean UNIRANK_{close[0].upper()}__{rest}?" if close else \
                 f"sections: {', '.join(sections)}"
-            problems.append(f"unknown setting {variable}: there is no [{section}] section ({hint})")
+            problems.append((variable, f"unknown setting {variable}: there is no [{section}] section ({hint})"))
     return problems
 
 
