@@ -144,3 +144,21 @@ def test_a_validator_message_does_not_repeat_the_value(config, monkeypatch):
             Settings.load()
         assert str(err.value).endswith("reranker.top_k is 51, but at most 50 candidates can be reranked"), err.value
 
+
+def test_a_bad_edit_of_the_keys_file_is_logged_as_sentences(tmp_path, caplog):
+    """The log line read `…to serve without keys.; keeping the tokens read before…`."""
+    import logging
+    import time
+
+    from unirank.serving.auth import TokenStore
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("old-token\n")
+    store = TokenStore([], keys)
+    keys.write_text("# rotating\n")
+    os.utime(keys, (time.time() + 5, time.time() + 5))
+    with caplog.at_level(logging.ERROR, logger="unirank.serving.auth"):
+        store.check("Bearer old-token")  # the last good set stays
+    assert caplog.messages == ["api_keys_file holds no tokens, so every request would be refused: add one "
+                               "`TOKEN [EXPIRES]` a line, or unset serving.api_keys_file to serve without keys. "
+                               "Keeping the tokens read before until the file is fixed."]

@@ -70,8 +70,14 @@ class TokenStore:
                 if strict:
                     raise
                 # A typo made while rotating must not lock every client out: the last good set stays.
-                log.error("%s; keeping the tokens read before until the file is fixed", exc)
+                # The message is whole sentences ("…to serve without keys."): this one follows it.
+                log.error("%s Keeping the tokens read before until the file is fixed.", _sentence(str(exc)))
         return self._file_keys
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 #: A comment: ``#`` at the start of a line or after whitespace. One inside a token (``tok-a#b``) is part of it.
