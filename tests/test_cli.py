@@ -51,6 +51,10 @@ def test_ingest_search_and_index_commands(run, tmp_path):
                            ).stdout.split())
     assert "No results for 'password' with categroy=account: a filter matches a metadata value" in nothing
     assert "No passage has the key 'categroy' (did you mean 'category'?); the keys there are: " in nothing
+    # --json is read by scripts: an unknown key is refused as /v1/search refuses it (it was a silent empty list).
+    refused = run("search", "password", "--index", "handbook", "--mode", "bm25", "-f", "categroy=account", "--json",
+                  ok=False)
+    assert refused.returncode == 2 and refused.stdout == "" and "No passage has the key 'categroy' (did you mean 'category'?)" in refused.stderr
     wrong_value = run("search", "password", "--index", "handbook", "--mode", "bm25", "-f", "category=acount").stdout
     assert "No results" in wrong_value and "No passage has the key" not in wrong_value  # the key exists
     table = run("search", "restore a database", "--index", "handbook", "--top-k", "1").stdout
@@ -252,3 +256,16 @@ def test_invalid_settings_are_reported(run, tmp_path):
     proc = run("config", "show", ok=False, extra_env={"UNIRANK_SERVING__API_KEYS": "key-1,key-2"})
     assert proc.returncode == 2 and "UNIRANK_SERVING__API_KEYS could not be read" in proc.stderr
     assert "takes JSON" in " ".join(proc.stderr.split())
+
+
+def test_ingest_help_paragraphs_wrap_cleanly(run):
+    """Line breaks inside the docstring's paragraph came through Typer's rich help: "…partway (what was" and
+    "committed" ended short lines of their own."""
+    for columns in ("100", "200"):
+        proc = run("ingest", "--help", extra_env={"COLUMNS": columns})
+        lines = [line.strip() for line in proc.stdout.splitlines()]
+        start = next(i for i, line in enumerate(lines) if line.startswith("Exits 0"))
+        paragraph = lines[start:lines.index("", start)]
+        width = int(columns)
+        assert all(len(line) > width - 30 for line in paragraph[:-1]), paragraph  # only the last line is short
+        assert " ".join(paragraph).endswith("a model or endpoint that failed before the first commit).")

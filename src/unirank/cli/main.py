@@ -18,6 +18,7 @@ from unirank.cli.output import (console, counted, errors, fail, print_index, pri
                                 print_results, print_stage)
 from unirank.errors import SourceError, UnirankError
 from unirank.ingest.uris import file_name
+from unirank.search.backend import refuse_unknown_filter_keys
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -48,7 +49,13 @@ def _main(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-@app.command()
+# The help is one string per paragraph: Typer's rich help keeps a docstring's line breaks, so a wrapped
+# docstring printed ragged lines ("…what was committed" alone on one, the rest on the next).
+@app.command(help="Parse, chunk, embed and index documents; unchanged files are skipped.\n\n"
+                  "Exits 0 when every file was read, 1 when some failed or the run stopped partway (what was "
+                  "committed stays in the index; the report says why, and the same command again finishes the "
+                  "rest), and 2 when nothing was done (a bad source or one with no documents, an index name, a "
+                  "setting, a model or endpoint that failed before the first commit).")
 def ingest(
     source: Annotated[str, typer.Argument(help="Folder, file, s3://bucket/prefix or oss://bucket/prefix.")],
     index: Annotated[str, typer.Option("--index", "-i", help="Index to write into (created if missing).")],
@@ -59,13 +66,6 @@ def ingest(
              "registered model. A model folder's path is not remembered: search with embedder.model set to it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Parse, chunk, embed and index documents; unchanged files are skipped.
-
-    Exits 0 when every file was read, 1 when some failed or the run stopped partway (what was committed
-    stays in the index; the report says why, and the same command again finishes the rest), and 2 when
-    nothing was done (a bad source or one with no documents, an index name, a setting, a model or
-    endpoint that failed before the first commit).
-    """
     ur = client(embedder_model=model)
     try:
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -110,6 +110,8 @@ def search(
         results = ur.search(query, index, mode=mode, top_k=top_k, rerank=rerank,  # type: ignore[arg-type]
                             filters=filters)
         keys = ur.backend.filter_keys(index) if filters and not results.hits else set()
+        if as_json:  # as /v1/search answers it: a script reads no "No results" line
+            refuse_unknown_filter_keys(filters, keys)
     except UnirankError as exc:
         fail(exc)
     finally:
