@@ -51,10 +51,6 @@ def test_ingest_search_and_index_commands(run, tmp_path):
                            ).stdout.split())
     assert "No results for 'password' with categroy=account: a filter matches a metadata value" in nothing
     assert "No passage has the key 'categroy' (did you mean 'category'?); the keys there are: " in nothing
-    # --json is read by scripts: an unknown key is refused as /v1/search refuses it (it was a silent empty list).
-    refused = run("search", "password", "--index", "handbook", "--mode", "bm25", "-f", "categroy=account", "--json",
-                  ok=False)
-    assert refused.returncode == 2 and refused.stdout == "" and "No passage has the key 'categroy' (did you mean 'category'?)" in refused.stderr
     wrong_value = run("search", "password", "--index", "handbook", "--mode", "bm25", "-f", "category=acount").stdout
     assert "No results" in wrong_value and "No passage has the key" not in wrong_value  # the key exists
     table = run("search", "restore a database", "--index", "handbook", "--top-k", "1").stdout
@@ -256,6 +252,25 @@ def test_invalid_settings_are_reported(run, tmp_path):
     proc = run("config", "show", ok=False, extra_env={"UNIRANK_SERVING__API_KEYS": "key-1,key-2"})
     assert proc.returncode == 2 and "UNIRANK_SERVING__API_KEYS could not be read" in proc.stderr
     assert "takes JSON" in " ".join(proc.stderr.split())
+
+
+def test_config_show_prints_the_data_dir_it_will_use_as_an_absolute_path(run, tmp_path):
+    """With an empty ./unirank.toml (and no UNIRANK_CONFIG or UNIRANK_DATA_DIR) it printed `data_dir =
+    ".unirank"`, where a config file that names the folder printed the path resolved against the file's."""
+    (tmp_path / "unirank.toml").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "config", "show", "--json"], cwd=tmp_path,
+                          env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    shown = Path(json.loads(proc.stdout)["data_dir"])
+    assert shown.is_absolute() and shown.resolve() == (tmp_path / ".unirank").resolve(), shown
+    config = tmp_path / "conf" / "unirank.toml"
+    config.parent.mkdir()
+    config.write_text('data_dir = ".unirank"\n[chat]\ndb_path = "chats.sqlite"\n')
+    data = json.loads(run("config", "show", "--json", extra_env={"UNIRANK_CONFIG": str(config),
+                                                                  "UNIRANK_DATA_DIR": "rel-data"}).stdout)
+    assert Path(data["data_dir"]).resolve() == (tmp_path / "rel-data").resolve()  # a variable: from the cwd
+    assert Path(data["chat"]["db_path"]).resolve() == (config.parent / "chats.sqlite").resolve()
 
 
 def test_ingest_help_paragraphs_wrap_cleanly(run):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
@@ -18,7 +19,6 @@ from unirank.cli.output import (console, counted, errors, fail, print_index, pri
                                 print_results, print_stage)
 from unirank.errors import SourceError, UnirankError
 from unirank.ingest.uris import file_name
-from unirank.search.backend import refuse_unknown_filter_keys
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -224,6 +224,12 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print the 
     """Print the effective settings (defaults < unirank.toml < UNIRANK_* env)."""
     settings = load_settings()
     data = settings.model_dump(mode="json")
+    # A relative path (the default data_dir, or one from a variable) is read from the current directory, one
+    # in unirank.toml from the file's folder: shown absolute, each says where the command will look.
+    for section, key in (None, "data_dir"), ("serving", "api_keys_file"), ("chat", "db_path"):
+        table = data[section] if section else data
+        if table.get(key) is not None:
+            table[key] = str(Path(table[key]).absolute())
     if data["storage"].get("secret_access_key"):
         data["storage"]["secret_access_key"] = "***"
     data["serving"]["api_keys"] = ["***" for _ in data["serving"]["api_keys"]]  # a pasted output leaks none
