@@ -51,6 +51,11 @@ def test_ingest_search_and_index_commands(run, tmp_path):
                            ).stdout.split())
     assert "No results for 'password' with categroy=account: a filter matches a metadata value" in nothing
     assert "No passage has the key 'categroy' (did you mean 'category'?); the keys there are: " in nothing
+    # --json is read by scripts: an unknown key is refused as /v1/search refuses it (it was a silent empty list).
+    refused = run("search", "password", "--index", "handbook", "--mode", "bm25", "-f", "categroy=account", "--json",
+                  ok=False)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "No passage has the key 'categroy' (did you mean 'category'?)" in refused.stderr
     wrong_value = run("search", "password", "--index", "handbook", "--mode", "bm25", "-f", "category=acount").stdout
     assert "No results" in wrong_value and "No passage has the key" not in wrong_value  # the key exists
     table = run("search", "restore a database", "--index", "handbook", "--top-k", "1").stdout

@@ -40,7 +40,7 @@ from unirank.errors import (
 )
 from unirank.request_errors import (RequestSizeLimit, body_refusal, body_type, declare_only_sent_errors,
                                     http_error_code, validation_message)
-from unirank.search.backend import unknown_filter_keys
+from unirank.search.backend import refuse_unknown_filter_keys
 from unirank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -148,13 +148,11 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return {"object": "list", "data": [{"id": i.name, "object": "model", "created": 0, "owned_by": "unirank"}
                                            for i in ur.list_indexes()]}
 
-    def refuse_unknown_filter_keys(index: str | None, filters: dict[str, str] | None) -> None:
+    def check_filter_keys(index: str | None, filters: dict[str, str] | None) -> None:
         """A misspelt key matches nothing: over HTTP that was an empty result (or "not covered") with no
         word, where the CLI names the key and the nearest one."""
         if filters:
-            notes = unknown_filter_keys(filters, ur.backend.filter_keys(index or service.default_index()))
-            if notes:
-                raise InvalidQueryError(" ".join(notes) + " Fix the filter's key, or drop it.")
+            refuse_unknown_filter_keys(filters, ur.backend.filter_keys(index or service.default_index()))
 
     @app.get("/v1/models/{model_id}", responses={**described(IndexAsModel), **error_responses(404)})
     def model(model_id: str) -> dict:
@@ -165,7 +163,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     def search(body: SearchRequest) -> dict:
         """Hybrid (BM25 + kNN) search, then the reranker when asked: what ``unirank search --json`` prints."""
         index = body.index or service.default_index()
-        refuse_unknown_filter_keys(index, body.filters)
+        check_filter_keys(index, body.filters)
         return ur.search(body.query, index, mode=body.mode, top_k=body.top_k, rerank=body.rerank,
                          filters=body.filters).to_dict()
 
@@ -183,7 +181,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         session_id = body.session_id
         if session_id:
             index = _session_index(store, session_id, index)
-        refuse_unknown_filter_keys(index, body.filters)
+        check_filter_keys(index, body.filters)
         history = None if session_id else history
         asked = dict(session_id=session_id, history=history, filters=body.filters)
         if body.stream:
@@ -217,7 +215,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.post("/v1/sessions/{session_id}/messages", response_model=None,
               responses={**answer_responses(SessionAnswer), **error_responses(400, 404, 413, 422, 500, 502)})
     async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
-        refuse_unknown_filter_keys(store.session(session_id).index, body.filters)
+        check_filter_keys(store.session(session_id).index, body.filters)
         if body.stream:
             return await _sse(service.stream(body.content, session_id=session_id, filters=body.filters), "unirank")
         answer = await run_in_threadpool(service.ask, body.content, session_id=session_id, filters=body.filters)

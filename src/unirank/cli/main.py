@@ -19,6 +19,7 @@ from unirank.cli.output import (console, counted, errors, fail, print_index, pri
                                 print_results, print_stage)
 from unirank.errors import SourceError, UnirankError
 from unirank.ingest.uris import file_name
+from unirank.search.backend import refuse_unknown_filter_keys
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
                   no_args_is_help=True, pretty_exceptions_enable=False)

@@ -33,6 +33,14 @@ def unknown_filter_keys(filters: Mapping[str, str] | None, filter_keys: Collecti
     return notes
 
 
+def refuse_unknown_filter_keys(filters: Mapping[str, str] | None, filter_keys: Collection[str]) -> None:
+    """Where no person reads a "no results" line (HTTP, ``--json``), a misspelt key is an error, not an
+    empty result."""
+    notes = unknown_filter_keys(filters, filter_keys)
+    if notes:
+        raise InvalidQueryError(" ".join(notes) + " Fix the filter's key, or drop it.")
+
+
 def derived_index_name(*parts: str) -> str:
     """A valid name for an index unirank makes itself (``INDEX--MODEL-VERSION``): other characters become '-'."""
     name = re.sub(r"[^A-Za-z0-9_-]", "-", "--".join(parts)).lstrip("-_")
