@@ -276,7 +276,7 @@ def test_errors_are_clear(http):
         return ErrorBody.model_validate(response.json(), strict=True).error.model_dump()
 
     chat = "/v1/chat/completions"
-    missing = refused("POST", chat, chat, 404, json={"model": "x", "index": "nope",
+    missing = refused("POST", chat, chat, 404, json={"model": "unirank", "index": "nope",
                                                      "messages": [{"role": "user", "content": "hi"}]})
     assert "unirank ingest" in missing["message"]
     typo = refused("POST", chat, chat, 404, json={"model": "handbok", "messages": [{"role": "user", "content": "hi"}]})
@@ -314,6 +314,10 @@ def test_errors_are_clear(http):
     other = refused("POST", chat, chat, 400, json={"model": "other", "session_id": sid,
                                                    "messages": [{"role": "user", "content": "hi"}]})
     assert other["message"].startswith(f"Session '{sid}' answers from index 'handbook', not 'other'")
+    # `model` and `index` naming two indexes: answered from `index` while the answer said `model`.
+    both = refused("POST", chat, chat, 400, json={"model": "handbook", "index": "other",
+                                                  "messages": [{"role": "user", "content": "hi"}]})
+    assert both["message"].startswith("`model` names the index 'handbook' and `index` names 'other'"), both
     form = refused("POST", "/v1/search", "/v1/search", 422, content=b'{"query": "password"}',
                    headers={"Content-Type": "application/x-www-form-urlencoded"})  # curl -d's default
     assert form["message"].startswith("The request body was sent as application/x-www-form-urlencoded, not JSON")
@@ -342,7 +346,16 @@ def test_page_and_indexes(http):
     indexes = http.get("/v1/indexes").json()["indexes"]
     assert {i["name"]: i["default"] for i in indexes} == {"handbook": True}
     assert indexes[0]["model"] == "all-MiniLM-L6-v2@base" and indexes[0]["copy_of"] is None
-    assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["handbook"]
+    assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["unirank", "handbook"]
+
+
+def test_the_default_model_id_is_listed_and_can_be_retrieved(llm_client):
+    """`model: "unirank"` answers from the default index, but the model lookup OpenAI clients make first
+    was a 404 ("Index 'unirank' does not exist")."""
+    assert llm_client.models.retrieve("unirank").id == "unirank"
+    assert [m.id for m in llm_client.models.list()] == ["unirank", "handbook"]
+    with pytest.raises(openai.NotFoundError, match="Index 'nope' does not exist"):
+        llm_client.models.retrieve("nope")
 
 
 def test_sessions_can_be_deleted(http):

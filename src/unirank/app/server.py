@@ -145,8 +145,10 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.get("/v1/models", responses=described(IndexModels))
     def models() -> dict:
         """OpenAI clients list models: each index is one (``model`` picks the index to answer from)."""
-        return {"object": "list", "data": [{"id": i.name, "object": "model", "created": 0, "owned_by": "unirank"}
-                                           for i in ur.list_indexes()]}
+        names = [i.name for i in ur.list_indexes()]
+        if DEFAULT_MODEL not in names and _default_index(service) is not None:
+            names.insert(0, DEFAULT_MODEL)  # accepted as `model`, so listed: it answers from the default index
+        return {"object": "list", "data": [_model_card(name) for name in names]}
 
     def check_filter_keys(index: str | None, filters: dict[str, str] | None) -> None:
         """A misspelt key matches nothing: over HTTP that was an empty result (or "not covered") with no
@@ -155,9 +157,16 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
             refuse_unknown_filter_keys(filters, ur.backend.filter_keys(index or service.default_index()))
 
     @app.get("/v1/models/{model_id}", responses={**described(IndexAsModel), **error_responses(404)})
-    def model(model_id: str) -> dict:
-        """OpenAI clients check a model exists before using it: an index here."""
-        return {"id": ur.index_info(model_id).name, "object": "model", "created": 0, "owned_by": "unirank"}
+    def model(model_id: str) -> Any:
+        """OpenAI clients check a model exists before using it: an index here, or ``unirank`` (the default)."""
+        if model_id == DEFAULT_MODEL and not ur.backend.exists(DEFAULT_MODEL):
+            try:
+                service.default_index()
+            except InvalidQueryError as exc:
+                return _error(404, f"{DEFAULT_MODEL!r} answers from the default index, and there is none: {exc}",
+                              "not_found")
+            return _model_card(DEFAULT_MODEL)
+        return _model_card(ur.index_info(model_id).name)
 
     @app.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 404, 413, 422, 502))
     def search(body: SearchRequest) -> dict:
@@ -177,6 +186,9 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
             raise InvalidQueryError(str(exc)) from exc
         # A model that names no index is an error, not the default index: a typo would otherwise be
         # answered from other documents.
+        if body.index and body.model not in (DEFAULT_MODEL, body.index):
+            raise InvalidQueryError(f"`model` names the index {body.model!r} and `index` names {body.index!r}: send "
+                                    f"one of them (or \"model\": \"{DEFAULT_MODEL}\" with the index).")
         index = body.index or (None if body.model == DEFAULT_MODEL else body.model)
         session_id = body.session_id
         if session_id:
@@ -248,6 +260,10 @@ def _session_index(store: ConversationStore, session_id: str, named: str | None)
         raise InvalidQueryError(f"Session {session_id!r} answers from index {index!r}, not {named!r}: drop "
                                 f"`model`/`index`, send {index!r}, or start a new session for {named!r}.")
     return index
+
+
+def _model_card(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "unirank"}
 
 
 def _warm_up(service: ChatService) -> None:
