@@ -375,6 +375,8 @@ def test_linked_folders_and_files_are_followed_and_prune_keeps_what_they_point_a
     assert report.ingested == [(docs / "notes.txt").as_uri()]  # the link's path, under the source
     assert ((docs / "policies" / "p1.txt").as_uri(), "unchanged") in report.skipped
     assert [u for u, _ in report.failed] == [(docs / "gone.txt").as_uri()]
+    assert report.failed[0][1] == (f"cannot read: a broken symbolic link: it points to {elsewhere / 'gone.txt'}, "
+                                   "which does not exist"), report.failed  # was "[Errno 2] No such file or directory"
     assert client.index_info("lk").source_count == 3
 
 

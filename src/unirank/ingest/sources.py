@@ -82,7 +82,10 @@ class DocumentSource:
         return str(exc)
 
     def read(self, file: SourceFile) -> bytes:
-        return self.fs.cat_file(self._path_of(file.uri))
+        path = self._path_of(file.uri)
+        if self.scheme == "file" and os.path.islink(path) and not os.path.exists(path):
+            raise FileNotFoundError(f"a broken symbolic link: it points to {os.readlink(path)}, which does not exist")
+        return self.fs.cat_file(path)
 
     def _path_of(self, uri: str) -> str:
         return uri_path(uri)  # a file:// URI is percent-encoded: "with%20space.txt" is "with space.txt"
