@@ -268,6 +268,11 @@ def test_models_health_ready_metrics_and_openapi(server: ModelServer, http: http
     # FastAPI's own 422 body is never sent: /v1/models/{model_id} declared it all the same.
     assert "ValidationError" not in json.dumps(spec) and "422" not in spec["paths"]["/v1/models/{model_id}"]["get"]["responses"]
     assert spec["paths"]["/embed"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/TeiError")
+    # /docs is served from local files (it loaded Swagger UI from a CDN: a blank page offline).
+    docs = httpx.get(f"{server.url}/docs").text
+    assets = re.findall(r"""(?:src|href)=['"](/[^'"]+\.(?:js|css))['"]""", docs)
+    assert len(assets) == 2 and "cdn" not in docs
+    assert all(httpx.get(f"{server.url}{asset}").status_code == 200 for asset in assets)
 
 
 def test_unknown_paths_and_methods_answer_in_the_routes_error_shape(http: httpx.Client) -> None:

@@ -283,3 +283,13 @@ def test_a_failed_answer_is_marked_and_not_left_busy(server, page):
     expect(answer.locator(".answer")).to_contain_text("90 days")
     expect(page.locator("#status")).to_contain_text("Answered from the documents")
     assert page.locator("#transcript article[aria-busy='true']").count() == 0
+
+
+def test_the_api_docs_page_renders_without_a_network(server, page):
+    """/docs loaded Swagger UI from cdn.jsdelivr.net: on a machine without internet it was a blank page."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/docs")
+    expect(page.locator(".opblock-summary-path", has_text="/v1/chat/completions")).to_have_count(1, timeout=30_000)
+    assert all(url.startswith(server.url) for url in page.evaluate(
+        "performance.getEntriesByType('resource').map((r) => r.name)"))

@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline  # /docs from local files: no CDN on an offline machine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         if unirank is None:
             ur.close()
 
-    app = FastAPI(title="unirank", summary="Grounded answers with citations over your documents.",
+    app = FastAPIOffline(title="unirank", summary="Grounded answers with citations over your documents.",
                   lifespan=lifespan)
     app.state.chat = service
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline  # /docs from local files: no CDN on an offline machine
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
@@ -147,7 +148,7 @@ def create_app(settings: Settings | None = None, refs: list[str] | None = None) 
             watcher.cancel()
             await state.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="unirank model server",
         summary="Embeddings and reranking with the registry's models.",
         version="1",
