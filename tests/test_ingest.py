@@ -275,6 +275,30 @@ def test_a_typo_in_a_registered_models_name_is_said_not_sent_to_the_hub(settings
         load_embedder(settings)
 
 
+def test_a_search_made_while_a_rebuild_switches_models_uses_one_model(client, corpus):
+    """A search read the index's model, embedded the query with it, and only then read the vectors: when
+    `index rebuild` switched versions in between, the old model's query vector was scored against the new
+    model's vectors (or, for other dims, the search failed)."""
+    made_by = register_base_copy(client.settings, "copy")
+    client.backend.create_index("swapped", made_by)
+    assert client.ingest(str(corpus / "api-keys.md"), "swapped").ingested
+    register_base_copy(client.settings, "copy")
+    knn, switched = client.backend.knn, []
+
+    def knn_after_a_switch(index, vector, top_k, filters=None):
+        if not switched:  # the rebuild lands between the embedding of the query and the vector search
+            switched.append(client.rebuild_index("swapped", "copy@2").model)
+        return knn(index, vector, top_k, filters)
+
+    client.backend.knn = knn_after_a_switch
+    try:
+        results = client.search("rotate keys", "swapped", mode="knn", rerank=False)
+    finally:
+        del client.backend.knn
+    assert [str(m) for m in switched] == ["copy@2"]
+    assert results.embedder == "copy@2" and results.hits  # searched again with the model the vectors are from
+
+
 def test_a_registered_name_wins_over_a_folder_of_documents_named_like_it(settings, tmp_path, monkeypatch):
     """`--model edge` from a folder holding ./edge (documents) loaded the documents folder as a model and
     failed on its missing config.json, without a word about the registered edge@1."""

@@ -43,9 +43,11 @@ class DimensionMismatchError(UnirankError):
     """The embedding model's vector size differs from the one the index was built with."""
 
     def __init__(self, index: str, index_model: str, index_dims: int, model: str, model_dims: int) -> None:
+        # ``model`` names an embedder, or describes what was handed in ("the query vector")
+        what = f"{model} has" if model.startswith("the ") else f"the embedder {model} produces"
         super().__init__(
-            f"Index {index!r} was built with {index_model} ({index_dims} dimensions), but the embedder "
-            f"{model} produces {model_dims} dimensions. Nothing was searched or written. Use the index's model: "
+            f"Index {index!r} was built with {index_model} ({index_dims} dimensions), but {what} "
+            f"{model_dims} dimensions. Nothing was searched or written. Use the index's model: "
             f"{_how_to_use(index_model)}. Or re-embed the index with this one: unirank index rebuild {index} "
             f"--model MODEL; or ingest into a new index."
         )
@@ -131,6 +133,10 @@ class IndexLockedError(UnirankError):
         super().__init__(
             f"Index {name!r} is being written by another process. Wait for it to finish, then retry."
         )
+
+
+class IndexChangedError(UnirankError):
+    """The index kept changing to another model's vectors while it was read."""
 
 
 class RemoteModelError(UnirankError):

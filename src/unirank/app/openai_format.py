@@ -131,6 +131,8 @@ _ERROR_MEANINGS = {
     400: "Refused: an empty query or question, a last message that is not the user's, no index named "
          "while there are several, a top_k over the rerank limit, feedback that does not fit its answer.",
     404: "No index, session, message or citation of that name.",
+    409: "The index was switched to another model's vectors several times during the search (an `index "
+         "rebuild` loop): search again.",
     413: "The request body is over api.max_request_mb (1 MB by default).",
     422: "The body is not JSON or does not fit the schema; the message names the field.",
     500: "The server's settings cannot answer (e.g. an OpenAI-compatible answerer without its key).",

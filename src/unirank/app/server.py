@@ -36,8 +36,8 @@ from unirank.chat.service import ChatService
 from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
 from unirank.errors import (
-    AnswererError, ConfigurationError, ConversationNotFoundError, IndexNotFoundError, InvalidQueryError,
-    RemoteModelError, RerankLimitError, UnirankError,
+    AnswererError, ConfigurationError, ConversationNotFoundError, IndexChangedError, IndexNotFoundError,
+    InvalidQueryError, RemoteModelError, RerankLimitError, UnirankError,
 )
 from unirank.request_errors import (RequestSizeLimit, body_refusal, body_type, declare_only_sent_errors,
                                     http_error_code, validation_message)
@@ -50,6 +50,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 _STATUS: list[tuple[type[Exception], int, str]] = [
     (ConversationNotFoundError, 404, "not_found"),
     (IndexNotFoundError, 404, "not_found"),
+    (IndexChangedError, 409, "index_changed"),
     (InvalidQueryError, 400, "invalid_request_error"),
     (RerankLimitError, 400, "invalid_request_error"),
     (AnswererError, 502, "answerer_error"),
@@ -169,7 +170,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
             return _model_card(DEFAULT_MODEL)
         return _model_card(ur.index_info(model_id).name)
 
-    @app.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 404, 413, 422, 502))
+    @app.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 404, 409, 413, 422, 502))
     def search(body: SearchRequest) -> dict:
         """Hybrid (BM25 + kNN) search, then the reranker when asked: what ``unirank search --json`` prints."""
         index = body.index or service.default_index()
@@ -179,7 +180,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
     # -- OpenAI-compatible ----------------------------------------------------------------------
     @app.post("/v1/chat/completions", response_model=None,
-              responses={**answer_responses(ChatCompletion), **error_responses(400, 404, 413, 422, 500, 502)})
+              responses={**answer_responses(ChatCompletion), **error_responses(400, 404, 409, 413, 422, 500, 502)})
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         try:
             question, history = body.question_and_history()
@@ -226,7 +227,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return Response(status_code=204)
 
     @app.post("/v1/sessions/{session_id}/messages", response_model=None,
-              responses={**answer_responses(SessionAnswer), **error_responses(400, 404, 413, 422, 500, 502)})
+              responses={**answer_responses(SessionAnswer), **error_responses(400, 404, 409, 413, 422, 500, 502)})
     async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
         check_filter_keys(store.session(session_id).index, body.filters)
         if body.stream:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from unirank.errors import InvalidQueryError, RerankLimitError
+from unirank.errors import DimensionMismatchError, IndexChangedError, InvalidQueryError, RerankLimitError
 from unirank.models.embedder import Embedder, require_comparable_vectors
 from unirank.models.reranker import Reranker
 from unirank.search.backend import SearchBackend
@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 MODES: tuple[SearchMode, ...] = ("bm25", "knn", "hybrid")
 #: Gives the embedder to query an index made by the given model with (``Unirank.embedder_for``).
 EmbedderFor = Callable[[ModelSignature], Embedder]
+#: Searches made again when the index swaps to another model's vectors meanwhile (one swap is all a
+#: rebuild makes; more means something rebuilds in a loop).
+_SWAP_RETRIES = 2
 
 
 class Searcher:
@@ -58,29 +61,19 @@ class Searcher:
         rerank = self.rerank_by_default if rerank is None else rerank
         self._validate(query, mode, top_k, rerank)  # loads the reranker on first use, before the clock
         filters = _as_stored(filters)
-        embedder = self.embedder_for(index) if mode in ("knn", "hybrid") else None  # the same for the embedder
+        if mode != "bm25":  # the model is loaded on first use before the clock starts (as the reranker is)
+            index_model = self.backend.model(index)
+            chosen = index_model, self.embedder_for(index, index_model)
         timings: dict[str, float] = {}
         started = time.perf_counter()
-
         depth = self.rerank_top_k if rerank else top_k
-        vector = None
-        if embedder is not None:
-            t = time.perf_counter()
-            vector = embedder.embed_query(query)
-            timings["embed"] = _ms(t)
-
-        t = time.perf_counter()
         if mode == "bm25":
+            embedder = None
+            t = time.perf_counter()
             hits = self.backend.bm25(index, query, depth, filters)
-        elif mode == "knn":
-            hits = self.backend.knn(index, vector, depth, filters)
+            timings["retrieve"] = _ms(t)
         else:
-            s = self.settings
-            hits = self.backend.hybrid(
-                index, query, vector, depth, filters, candidates=max(s.candidates, depth),
-                rrf_k=s.rrf_k, bm25_weight=s.bm25_weight, knn_weight=s.knn_weight,
-            )
-        timings["retrieve"] = _ms(t)
+            embedder, hits = self._vector_search(query, index, mode, depth, filters, timings, chosen)
 
         reranked = degraded = False
         if rerank and hits:
@@ -97,6 +90,41 @@ class Searcher:
         return SearchResults(query=query, mode=mode, hits=hits[:top_k], reranked=reranked,
                              degraded=degraded, timings_ms=timings,
                              embedder=str(embedder.signature) if embedder is not None else None)
+
+    def _vector_search(self, query: str, index: str, mode: SearchMode, depth: int, filters: Mapping[str, str] | None,
+                       timings: dict[str, float], chosen: tuple[ModelSignature, Embedder]) -> tuple[Embedder, list[Hit]]:
+        """kNN or hybrid retrieval with the query embedded by the index's model. When `index rebuild` swaps
+        the index to another model's vectors between the two steps, the search is made again with the new
+        model: one model's query vector is never scored against another model's vectors."""
+        index_model, embedder = chosen
+        for attempt in range(_SWAP_RETRIES + 1):
+            if attempt:
+                index_model = self.backend.model(index)
+                embedder = self.embedder_for(index, index_model)
+            t = time.perf_counter()
+            vector = embedder.embed_query(query)
+            timings["embed"] = _ms(t)
+            t = time.perf_counter()
+            try:
+                if mode == "knn":
+                    hits = self.backend.knn(index, vector, depth, filters)
+                else:
+                    s = self.settings
+                    hits = self.backend.hybrid(
+                        index, query, vector, depth, filters, candidates=max(s.candidates, depth),
+                        rrf_k=s.rrf_k, bm25_weight=s.bm25_weight, knn_weight=s.knn_weight,
+                    )
+            except DimensionMismatchError:
+                if attempt == _SWAP_RETRIES or self.backend.model(index) == index_model:
+                    raise
+                continue  # swapped to a model of other dims meanwhile
+            timings["retrieve"] = _ms(t)
+            if self.backend.model(index) == index_model:
+                return embedder, hits
+            log.info("index %s moved from %s to %s during a search; searching again", index, index_model,
+                     self.backend.model(index))
+        raise IndexChangedError(f"Index {index!r} was switched to another model's vectors {_SWAP_RETRIES + 1} "
+                                "times during one search (an `index rebuild` loop?). Search again.")
 
     def _validate(self, query: str, mode: str, top_k: int, rerank: bool) -> None:
         if not query or not query.strip():
@@ -115,9 +143,9 @@ class Searcher:
                     "\"rerank\": false over HTTP)."
                 )
 
-    def embedder_for(self, index: str) -> Embedder:
+    def embedder_for(self, index: str, index_model: ModelSignature | None = None) -> Embedder:
         """The embedder for ``index``'s queries, refused unless its vectors are comparable with the index's."""
-        index_model = self.backend.model(index)
+        index_model = index_model or self.backend.model(index)
         embedder = self._embedder if hasattr(self._embedder, "embed_query") else self._embedder(index_model)
         require_comparable_vectors(index, index_model, embedder)  # type: ignore[arg-type]
         return embedder  # type: ignore[return-value]
