@@ -289,3 +289,18 @@ def test_ingest_help_paragraphs_wrap_cleanly(run):
         width = int(columns)
         assert all(len(line) > width - 30 for line in paragraph[:-1]), paragraph  # only the last line is short
         assert " ".join(paragraph).endswith("a model or endpoint that failed before the first commit).")
+
+
+def test_a_rebuild_with_a_model_folder_says_how_to_search_it(run, tmp_path):
+    """An index rebuilt with a model folder cannot be searched until embedder.model names that folder (an
+    index does not remember a folder), and the rebuild said nothing of it."""
+    from unirank.models.loading import resolve_model_path
+
+    folder = resolve_model_path("base")[0]
+    run("ingest", str(SAMPLES / "faq.jsonl"), "--index", "faq")
+    rebuilt = run("index", "rebuild", "faq", "--model", folder)
+    assert "Index 'faq' now uses" in rebuilt.stdout
+    note = " ".join(rebuilt.stderr.split())
+    assert "is a model folder, and an index does not remember a folder: search 'faq' with embedder.model" in note
+    registered = run("index", "rebuild", "faq", "--model", "base")
+    assert "does not remember" not in registered.stderr

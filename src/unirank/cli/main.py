@@ -178,6 +178,13 @@ def index_rebuild(
     except UnirankError as exc:
         fail(exc)
     console.print(f"Index {name!r} now uses {info.model} ({counted(info.chunk_count, 'chunk')}).")
+    from unirank.models.loading import index_model_ref
+
+    if ur.settings.embedder.model is None and index_model_ref(ur.settings, info.model) is None:
+        errors.print(f"[yellow]note:[/yellow] {escape(model)} is a model folder, and an index does not remember "
+                     f"a folder: search {escape(name)!r} with embedder.model set to it (UNIRANK_EMBEDDER__MODEL="
+                     f"{escape(model)}), or register the folder (`unirank models register`) and rebuild with "
+                     "NAME@VERSION.")
 
 
 @index_app.command("delete")
