@@ -244,7 +244,10 @@ def test_cli_register_promote_rollback_and_export(tmp_path):
     assert not (tmp_path / "data").exists()  # reading in the wrong folder left a data dir there
     first = run("models", "register", "mini", "--path", str(BASE), "--role", "embedder")
     assert first.stdout.startswith("Registered mini@1 (embedder, 384 dims)") and first.stderr == "", first.stderr
-    run("models", "register", "mini", "--path", str(BASE), "--role", "embedder")
+    # The same folder again is said to be mini@1, not silently registered as mini@2; --force registers it.
+    again = run("models", "register", "mini", "--path", str(BASE), "--role", "embedder", ok=False)
+    assert "mini@1 already holds these files" in " ".join(again.stderr.split()) and "--force" in again.stderr
+    run("models", "register", "mini", "--path", str(BASE), "--role", "embedder", "--force")
     shown = json.loads(run("models", "show", "mini@2", "--json").stdout)
     assert shown["dims"] == 384 and shown["max_seq_length"] == 256 and shown["role"] == "embedder"
     run("models", "promote", "mini@1", "--alias", "prod")
@@ -387,3 +390,250 @@ def test_promotion_compares_figures_only_when_measured_on_the_same_queries(regis
     # The same set named twice said nothing: which queries each was measured on tells them apart.
     assert "(beir:cisi, queries digest-b) than cisi-embed@1 (beir:cisi, queries digest-a)" in str(refused.value)
     assert registry.promote("cisi-embed@3").aliases == ["prod"]
+
+
+# -- export carries the record; per-set figures; promotion; re-export; register's refusals ---------------------
+
+TRAINED_QUERY = "how are library catalogues indexed"
+
+
+def _trained_version(registry, name="t1-embed"):
+    """A version as `unirank train` registers one: base model, data hash, hyper-parameters, training-query
+    fingerprints, and (after `unirank eval`) figures saying which eval set they were measured on."""
+    from unirank.training.examples import query_fingerprint
+
+    record = {"dims": 384, "base_model": "all-MiniLM-L6-v2", "data_hash": "d4t4h45h",
+              "hyperparameters": {"epochs": 1, "learning_rate": 2e-5}, "corpus_index": "handbook",
+              "training_queries": [query_fingerprint(TRAINED_QUERY)]}
+    mv = registry.register(name, "embedder", path=BASE, record=record)
+    return registry.update_record(mv.ref, metrics={"ndcg@10": 0.5, "eval_set": "index:handbook",
+                                                   "eval_queries": "q-handbook", "system": f"hybrid:{mv.ref}"})
+
+
+def test_an_exported_folder_registers_again_with_its_record_and_training_queries_stay_refused(registry, tmp_path):
+    """The export's marker held only {name, version, role}: registered again, the copy was recorded as
+    base model "bert" with no training queries, and `unirank eval` scored it on the queries it was trained on."""
+    from unirank.errors import LeakageError
+    from unirank.evaluation.leakage import check_no_leakage
+    from unirank.registry.describe import registration_record
+
+    t1 = _trained_version(registry)
+    dest = Path(registry.export(t1.ref, str(tmp_path / "out")))
+    marker = json.loads((dest / "unirank_model.json").read_text())
+    assert (marker["name"], marker["version"], marker["role"]) == ("t1-embed", 1, "embedder")  # as before
+    assert marker["record"]["training_queries"] == t1.record["training_queries"] and marker["files_sha256"]
+
+    record, warnings = registration_record(dest, "embedder")
+    reimp = registry.register("reimp", "embedder", path=dest, record=record)
+    assert warnings == []
+    for key in ("base_model", "data_hash", "hyperparameters", "training_queries", "dims", "max_seq_length"):
+        assert reimp.record[key] == t1.record.get(key, record.get(key)), key
+    assert reimp.record["base_model"] == "all-MiniLM-L6-v2"  # not the config's model type, "bert"
+    assert reimp.metrics["eval_set"] == "index:handbook" and reimp.metrics["ndcg@10"] == 0.5
+    assert reimp.record["lineage"]["exported_from"] == "t1-embed@1"
+    with pytest.raises(LeakageError, match="reimp@1 was trained on 1 of them"):
+        check_no_leakage({"q1": TRAINED_QUERY.upper(), "q2": "an unseen question"}, [reimp])
+    check_no_leakage({"q2": "an unseen question"}, [reimp])
+
+    # A copy changed since the export keeps its training queries only: the rest describes other files.
+    changed = tmp_path / "changed"
+    shutil.copytree(dest, changed)
+    (changed / "config.json").write_text((changed / "config.json").read_text().replace("{", "{\n", 1))
+    record, warnings = registration_record(changed, "embedder")
+    assert record["training_queries"] == t1.record["training_queries"] and "data_hash" not in record
+    assert "metrics" not in record and "files changed since t1-embed@1 was exported" in warnings[0]
+
+    # An export from before exports carried records still registers, with a warning that says what is unknown.
+    old = tmp_path / "old-export"
+    shutil.copytree(dest, old)
+    (old / "unirank_model.json").write_text(json.dumps({"name": "t1-embed", "version": 1, "role": "embedder"}))
+    record, warnings = registration_record(old, "embedder")
+    assert "training_queries" not in record and record["lineage"] == {"exported_from": "t1-embed@1"}
+    assert "evaluation cannot refuse its training queries" in warnings[0]
+    assert registry.register("old", "embedder", path=old, record=record).record["dims"] == 384
+
+
+def test_links_to_the_exporting_registry_become_lineage(registry, tmp_path):
+    """`optimized_from` names a version of the registry it was written in; registered elsewhere it would
+    name whatever that registry holds under the same ref (lineage.same_vector_refs follows it)."""
+    from unirank.registry.describe import exported_record
+
+    registry.register("copy-embed", "embedder", path=BASE, record={"optimized_from": "src-embed@2", "backend": "torch"})
+    dest = Path(registry.export("copy-embed@1", str(tmp_path / "out")))
+    record, _ = exported_record(dest, "embedder")
+    assert "optimized_from" not in record and record["lineage"]["optimized_from"] == "src-embed@2"
+    assert record["backend"] == "torch"  # how it loads is kept
+
+
+def _evaluated(registry, ref, ndcg, eval_set, queries):
+    """What `unirank eval --models REF` (recording, the default) stores."""
+    from unirank.evaluation.runner import ModelSpec, record_metrics
+
+    results = {f"hybrid:{ref}": {"ndcg@10": ndcg, "recall@10": ndcg}, "_meta": {"queries_digest": queries}}
+    record_metrics(registry, results, [ModelSpec(label=ref, embedder=ref)], eval_set)
+
+
+def test_an_evaluation_on_another_set_keeps_the_figures_promotion_compares(registry):
+    """A later `eval --models X@2` on another set replaced X@2's figures, and promotion then refused:
+    "evaluated on other queries"."""
+    _version(registry), _version(registry)
+    _evaluated(registry, "cisi-embed@1", 0.40, "beir:cisi", "q-cisi")
+    _evaluated(registry, "cisi-embed@2", 0.45, "beir:cisi", "q-cisi")
+    _evaluated(registry, "cisi-embed@2", 0.10, "beir:scifact", "q-scifact")  # another corpus altogether
+    v2 = registry.get("cisi-embed@2")
+    assert v2.metrics["eval_set"] == "beir:scifact"  # the latest, as `models list` shows it
+    assert [f["eval_set"] for f in v2.evaluations.values()] == ["beir:cisi", "beir:scifact"]
+    registry.promote("cisi-embed@1")
+    assert registry.promote("cisi-embed@2").aliases == ["prod"]
+    assert "0.4500 against 0.4000 for cisi-embed@1 on beir:cisi" in registry.history("cisi-embed")[-1]["note"]
+
+    # Worse on the set both were evaluated on: refused, whatever other sets say.
+    _version(registry)
+    _evaluated(registry, "cisi-embed@3", 0.30, "beir:cisi", "q-cisi")
+    _evaluated(registry, "cisi-embed@3", 0.99, "beir:other", "q-other")
+    with pytest.raises(PromotionRefusedError, match=r"0\.3000 on the held-out set \(beir:cisi, queries q-cisi\)"):
+        registry.promote("cisi-embed@3")
+
+
+def test_a_record_from_before_figures_were_kept_per_set_keeps_its_figures(registry):
+    registry.register("cisi-embed", "embedder", path=BASE, record={
+        "metrics": {"ndcg@10": 0.40, "eval_set": "beir:cisi", "eval_queries": "q-cisi"}})
+    registry.register("cisi-embed", "embedder", path=BASE, record={
+        "metrics": {"ndcg@10": 0.42, "eval_set": "beir:cisi", "eval_queries": "q-cisi"}})
+    _evaluated(registry, "cisi-embed@2", 0.10, "beir:scifact", "q-scifact")
+    assert [f["ndcg@10"] for f in registry.get("cisi-embed@2").evaluations.values()] == [0.42, 0.10]
+    registry.promote("cisi-embed@1")
+    registry.promote("cisi-embed@2")
+
+
+def test_promotion_prefers_the_set_the_candidate_was_trained_on(registry):
+    """Evaluated on two sets both versions share, the candidate is compared on its own corpus's."""
+    for _ in range(2):
+        registry.register("hb-embed", "embedder", path=BASE, record={"corpus_index": "handbook--all-MiniLM-L6-v2-base"})
+    for ref, general, own in (("hb-embed@1", 0.30, 0.60), ("hb-embed@2", 0.35, 0.55)):
+        _evaluated(registry, ref, general, "beir:scifact", "q-scifact")
+        _evaluated(registry, ref, own, "index:handbook", "q-handbook")
+    registry.promote("hb-embed@1")
+    with pytest.raises(PromotionRefusedError, match=r"index:handbook.*worse than hb-embed@1 at 0\.6000"):
+        registry.promote("hb-embed@2")
+
+
+def test_a_bare_name_is_not_promoted_and_an_unchecked_promotion_is_said(registry):
+    """`models promote t1-embed` promoted the latest version without a word; so did a promotion over a
+    version with no held-out figures."""
+    from unirank.errors import UnirankError
+
+    _version(registry), _version(registry)
+    with pytest.raises(UnirankError, match=r"Name the version to promote: cisi-embed@VERSION .* has versions 1, 2"):
+        registry.promote("cisi-embed", "staging")
+    with pytest.raises(ModelNotFoundError, match="No model named 'other'"):
+        registry.promote("other")
+    assert registry.get("cisi-embed@2").aliases == []
+    warnings = []
+    registry.promote("cisi-embed@1", "staging", warn=warnings.append)
+    assert warnings == []  # the first: nothing to compare with
+    registry.promote("cisi-embed@2", "staging", warn=warnings.append)
+    assert warnings == ["The promotion of cisi-embed@2 to staging (from cisi-embed@1) was not checked: neither "
+                        "cisi-embed@2 nor cisi-embed@1 has a held-out ndcg@10. To check it, evaluate both on the same "
+                        "queries (unirank eval ... --models cisi-embed@1,cisi-embed@2) and promote again."]
+    assert registry.history("cisi-embed", "staging")[-1]["note"].startswith("promoted, not checked:")
+    assert registry.promote("cisi-embed@latest", "staging").version == 2  # named outright, it is taken
+
+
+def test_exporting_again_replaces_the_earlier_export_whole(registry, tmp_path):
+    """A second export into the same place merged: files of the earlier one (stale.bin, 3_Dense/) stayed."""
+    from unirank.errors import ExportError
+
+    _version(registry)
+    dest = Path(registry.export("cisi-embed@1", str(tmp_path / "out")))
+    listed = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*"))
+    (dest / "stale.bin").write_bytes(b"old")
+    (dest / "3_Dense").mkdir()
+    (dest / "3_Dense" / "config.json").write_text("{}")
+    assert Path(registry.export("cisi-embed@1", str(tmp_path / "out"))) == dest
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == listed
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["cisi-embed-v1"]  # no staging folder left
+
+    # A folder of something else is not replaced unless asked.
+    other = tmp_path / "other"
+    (other / "cisi-embed-v1").mkdir(parents=True)
+    (other / "cisi-embed-v1" / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not an export of cisi-embed@1.*--force"):
+        registry.export("cisi-embed@1", str(other))
+    assert (other / "cisi-embed-v1" / "notes.txt").read_text() == "mine"
+    registry.export("cisi-embed@1", str(other), force=True)
+    assert not (other / "cisi-embed-v1" / "notes.txt").exists()
+
+
+def test_exporting_again_to_object_storage_leaves_no_stale_objects(registry, s3_endpoint):
+    import boto3
+
+    from unirank.errors import ExportError
+    from unirank.settings import StorageSettings
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    s3.create_bucket(Bucket="reexport")
+    storage = StorageSettings(endpoint_url=s3_endpoint, access_key_id="testing", secret_access_key="testing",
+                              region="us-east-1")
+    _trained_version(registry, "cisi-embed")
+
+    def keys():
+        return sorted(o["Key"] for o in s3.list_objects_v2(Bucket="reexport").get("Contents", []))
+
+    registry.export("cisi-embed@1", "s3://reexport/m", storage)
+    first = keys()
+    s3.put_object(Bucket="reexport", Key="m/cisi-embed-v1/stale.bin", Body=b"old")
+    s3.put_object(Bucket="reexport", Key="m/cisi-embed-v1/3_Dense/config.json", Body=b"{}")
+    registry.export("cisi-embed@1", "s3://reexport/m", storage)
+    assert keys() == first
+    marker = json.loads(s3.get_object(Bucket="reexport", Key="m/cisi-embed-v1/unirank_model.json")["Body"].read())
+    assert marker["record"]["data_hash"] == "d4t4h45h"
+    s3.put_object(Bucket="reexport", Key="n/cisi-embed-v1/notes.txt", Body=b"mine")
+    with pytest.raises(ExportError, match="s3://reexport/n/cisi-embed-v1 already holds files that are not an export"):
+        registry.export("cisi-embed@1", "s3://reexport/n", storage)
+
+
+def test_identical_versions_are_found_by_their_files(registry, tmp_path):
+    _version(registry)
+    legacy = registry.register("cisi-embed", "embedder", path=BASE)
+    with registry.db:  # as a version registered before the digest was recorded
+        registry.db.execute("UPDATE versions SET record = '{}' WHERE version = 2")
+    assert [v.ref for v in registry.identical_versions("cisi-embed", BASE)] == ["cisi-embed@1", legacy.ref]
+    changed = tmp_path / "changed"
+    shutil.copytree(BASE, changed)
+    (changed / "config.json").write_text((changed / "config.json").read_text() + "\n")
+    assert registry.identical_versions("cisi-embed", changed) == []
+    assert registry.identical_versions("other", BASE) == []
+
+
+def test_cli_register_restores_an_export_and_says_what_it_cannot_read(tmp_path, monkeypatch):
+    """`models register x --path s3://models/unirank/t1-embed-v1` said "s3:/models/… is not a folder"."""
+    from typer.testing import CliRunner
+
+    from unirank.cli.main import app
+
+    monkeypatch.setenv("UNIRANK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("UNIRANK_CONFIG", "/dev/null")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["models", "register", "x", "--path", "s3://models/unirank/t1-embed-v1",
+                                  "--role", "embedder"])
+    assert refused.exit_code == 2
+    assert "s3://models/unirank/t1-embed-v1" in refused.output and "s3:/models" not in refused.output.replace(
+        "s3://", "")
+    assert "registering from object storage (s3://) is not supported" in " ".join(refused.output.split())
+
+    registry = ModelRegistry(tmp_path / "data" / "models")
+    _trained_version(registry)
+    registry.close()
+    assert runner.invoke(app, ["models", "export", "t1-embed@1", "--to", str(tmp_path / "out")]).exit_code == 0
+    done = runner.invoke(app, ["models", "register", "reimp", "--path", str(tmp_path / "out" / "t1-embed-v1"),
+                               "--role", "embedder"])
+    assert done.exit_code == 0, done.output
+    assert "From the export of t1-embed@1, with its record: 1 training queries" in " ".join(done.output.split())
+    shown = json.loads(runner.invoke(app, ["models", "show", "reimp@1", "--json"]).output)
+    assert shown["base_model"] == "all-MiniLM-L6-v2" and len(shown["training_queries"]) == 1
+    bare = runner.invoke(app, ["models", "promote", "reimp", "--alias", "staging"])
+    assert bare.exit_code == 2 and "reimp@VERSION" in bare.output

@@ -9,11 +9,11 @@ import typer
 from rich.markup import escape
 
 from unirank.cli.context import load_settings
-from unirank.cli.output import console, fail, print_json, print_record, print_table, to_the_minute
+from unirank.cli.output import console, errors, fail, print_json, print_record, print_table, to_the_minute
 from unirank.errors import UnirankError
 from unirank.models.remote import APIS, Endpoint
 from unirank.registry import ModelRegistry
-from unirank.registry.describe import describe_model_folder
+from unirank.registry.describe import registration_record
 from unirank.settings import Settings
 
 models_app = typer.Typer(help="Register, promote, roll back and export model versions.", no_args_is_help=True)
@@ -28,7 +28,10 @@ def _registry() -> tuple[ModelRegistry, Settings]:
 def register(
     name: Annotated[str, typer.Argument(help="Registry name; each registration is its next version.")],
     role: Annotated[str, typer.Option(help="embedder or reranker.")],
-    path: Annotated[Optional[Path], typer.Option(help="Folder of a saved model.")] = None,
+    path: Annotated[Optional[str], typer.Option(
+        help="Folder of a saved model, here on this machine (download one from object storage first). A folder "
+             "made by `models export` is registered with the record it carries: base model, training queries "
+             "(evaluation still refuses them), data hash, hyper-parameters, metrics and where it came from.")] = None,
     endpoint: Annotated[Optional[str], typer.Option(
         help="URL of a model server (e.g. http://host:8080): ingestion and search call it instead.")] = None,
     api: Annotated[Optional[str], typer.Option(
@@ -41,8 +44,13 @@ def register(
         help="The model id the server knows it by (default: its only model of this role).")] = None,
     tokenizer: Annotated[str, typer.Option(
         help="Local tokenizer that chunks text for a remote embedder: a folder, or `base`.")] = "base",
+    force: Annotated[bool, typer.Option(
+        help="Register a folder whose files are those of a version of NAME already (refused without it).")] = False,
 ) -> None:
-    """Register a model folder (--path) or an HTTP endpoint (--endpoint) as the next version of NAME."""
+    """Register a model folder (--path) or an HTTP endpoint (--endpoint) as the next version of NAME.
+
+    A folder whose files are identical to a version of NAME already registered is refused, naming that
+    version (use it as it is); --force registers it again as a new version."""
     registry, settings = _registry()
     try:
         if (path is None) == (endpoint is None):
@@ -54,8 +62,18 @@ def register(
             raise UnirankError(f"{given} describe an endpoint (--endpoint URL); a model folder (--path) takes none.")
         registry.check_registrable(name, role)  # before a model loads
         if path is not None:
-            record = describe_model_folder(path, role)
-            mv = registry.register(name, role, path=path, record=record)
+            folder = _local_folder(path)
+            # (a folder without config.json is refused as no model by registration_record, unhashed)
+            same = registry.identical_versions(name, folder) if (folder / "config.json").is_file() else []
+            if same and not force:
+                raise UnirankError(
+                    f"{same[-1].ref} already holds these files (the same weights and configuration): nothing was "
+                    f"registered. Use {same[-1].ref} as it is, or pass --force to register them again as a new "
+                    f"version of {name}.")
+            record, warnings = registration_record(folder, role)
+            for warning in warnings:
+                errors.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+            mv = registry.register(name, role, path=folder, record=record)
         else:
             assert endpoint is not None
             remote = Endpoint(url=endpoint, api=api or APIS[role][0], role=role, token_env=token_env,
@@ -70,6 +88,29 @@ def register(
         registry.close()
     where = f", {mv.record['endpoint']} ({mv.record['api']})" if mv.path is None else ""
     console.print(f"Registered [bold]{mv.ref}[/bold] ({mv.role}, {mv.record.get('dims', '-')} dims{escape(where)}).")
+    source = (mv.record.get("lineage") or {}).get("exported_from")
+    kept = [f"{len(mv.record['training_queries'])} training queries" if "training_queries" in mv.record else "",
+            f"base model {mv.record['base_model']}" if "data_hash" in mv.record else "",
+            "data hash and hyper-parameters" if "hyperparameters" in mv.record else "",
+            f"metrics on {'; '.join(mv.evaluations)}" if mv.evaluations else ""]
+    if source and any(kept):
+        console.print(escape(f"From the export of {source}, with its record: {', '.join(k for k in kept if k)}."))
+
+
+def _local_folder(path: str) -> Path:
+    """``--path`` as a local folder: a URI of object storage is refused as such (Path("s3://b/k") read as
+    the folder "s3:/b/k", and the error named that)."""
+    from unirank.ingest.uris import uri_path
+
+    scheme, sep, _ = path.partition("://")
+    if sep and len(scheme) > 1:  # not a Windows drive letter
+        if scheme.lower() == "file":
+            return Path(uri_path(path))
+        raise UnirankError(
+            f"--path {path}: `models register` reads a model folder on this machine; registering from object "
+            f"storage ({scheme}://) is not supported. Download the folder first (e.g. `aws s3 cp --recursive "
+            f"{path} ./{path.rstrip('/').rsplit('/', 1)[-1]}`) and register that folder.")
+    return Path(path).expanduser()
 
 
 @models_app.command("list")
@@ -110,14 +151,19 @@ def show(ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALI
 
 @models_app.command("promote")
 def promote(
-    ref: Annotated[str, typer.Argument(help="NAME@VERSION to promote.")],
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME@ALIAS) to promote; a bare NAME is refused.")],
     alias: Annotated[str, typer.Option(help="Alias to point at REF.")] = "prod",
     force: Annotated[bool, typer.Option(help="Promote even if its held-out eval is worse (logged).")] = False,
 ) -> None:
-    """Point an alias at a version, if it is at least as good as the current one."""
+    """Point an alias at a version, if it is at least as good as the current one.
+
+    The two are compared on nDCG@10 of an evaluation both had (the same eval set and queries), preferring
+    the set the candidate was trained on. When the current version has no held-out figures, the promotion
+    goes ahead with a warning that it was not checked."""
     registry, _ = _registry()
     try:
-        mv = registry.promote(ref, alias, force=force)
+        mv = registry.promote(ref, alias, force=force,
+                              warn=lambda message: errors.print(f"[yellow]warning:[/yellow] {escape(message)}"))
     except UnirankError as exc:
         fail(exc)
     console.print(f"{mv.name}@{alias} → version {mv.version}.")
@@ -137,11 +183,20 @@ def rollback(name: Annotated[str, typer.Argument(help="Registry name.")],
 
 @models_app.command("export")
 def export(ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
-           to: Annotated[str, typer.Option("--to", help="Folder, s3:// or oss:// URI.")]) -> None:
-    """Copy a version's files to a folder or object storage."""
+           to: Annotated[str, typer.Option("--to", help="Folder, s3:// or oss:// URI.")],
+           force: Annotated[bool, typer.Option(
+               help="Replace TO/NAME-vVERSION even when it holds something other than an earlier export of "
+                    "the version.")] = False) -> None:
+    """Copy a version's files, and its record, to TO/NAME-vVERSION in a folder or object storage.
+
+    unirank_model.json, written last, holds the version's record (base model, training queries, data hash,
+    hyper-parameters, metrics and the eval sets they came from): `models register --path` restores it.
+    An earlier export there is replaced whole: in a folder the copy is made beside it and renamed into
+    place; in object storage the old marker is deleted first, objects not in the new export are deleted,
+    and the marker is written last (until then the copy reads as incomplete)."""
     registry, settings = _registry()
     try:
-        dest = registry.export(ref, to, settings.storage)
+        dest = registry.export(ref, to, settings.storage, force=force)
     except UnirankError as exc:
         fail(exc)
     console.print(f"Exported {ref} to {escape(str(dest))}.")

@@ -17,6 +17,7 @@ from unirank.models.embedder import Embedder
 from unirank.models.loading import BASE_ALIAS, load_embedder, load_reranker
 from unirank.models.reranker import Reranker
 from unirank.registry import ModelRegistry, ModelVersion
+from unirank.registry.store import evaluation_key
 from unirank.search.backend import SearchBackend
 from unirank.settings import Settings
 
@@ -153,21 +154,31 @@ def queries_digest(queries: dict[str, str]) -> str:
 
 
 def record_metrics(registry: ModelRegistry, results: dict, specs: list[ModelSpec], eval_name: str) -> None:
-    """Store each model's held-out figures in its registry record (what promotion compares)."""
+    """Store each model's held-out figures in its registry record (what promotion compares).
+
+    Each eval set (and set of queries: ``--holdout-only`` drops some) keeps its own figures, under
+    ``evaluations``; ``metrics`` is the latest. (An evaluation on another set replaced the figures
+    promotion compared, and it could then compare none.)"""
     where = {"eval_set": eval_name}
     if "_meta" in results:
         where["eval_queries"] = results["_meta"]["queries_digest"]
+
+    def store(ref: str, figures: dict[str, Any]) -> None:
+        kept = registry.get(ref).evaluations  # with the figures of a record from before they were kept by set
+        kept[evaluation_key(figures)] = figures
+        registry.update_record(ref, metrics=figures, evaluations=kept)
+
     for spec in specs:
         if spec.embedder and spec.embedder != BASE_ALIAS:
             hybrid = results.get(f"hybrid:{spec.embedder}")
             if hybrid:
-                registry.update_record(spec.embedder, metrics={**hybrid, **where, "system": f"hybrid:{spec.embedder}"})
+                store(spec.embedder, {**hybrid, **where, "system": f"hybrid:{spec.embedder}"})
         if spec.reranker and spec.reranker != BASE_ALIAS:
             # Named alone, a reranker reranked each embedder's results: its figure is over the first.
             key = (f"hybrid+rerank:{spec.embedder}+{spec.reranker}" if spec.embedder else
                    next((k for k in results if k.startswith("hybrid+rerank:") and k.endswith(f"+{spec.reranker}")), ""))
             if key in results:
-                registry.update_record(spec.reranker, metrics={**results[key], **where, "system": key})
+                store(spec.reranker, {**results[key], **where, "system": key})
 
 
 def plot(results: dict[str, dict[str, float]], path: Path, title: str) -> None:

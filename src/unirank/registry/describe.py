@@ -1,4 +1,5 @@
-"""Read what a model folder is (dims, max sequence length, base model) to record it on registration."""
+"""Read what a model folder is (dims, max sequence length, base model) to record it on registration, and
+the record an exported folder carries."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from unirank.errors import ModelLoadError
+from unirank.registry.store import MARKER_FILE, REGISTRY_LINKS, files_digest
 
 
 def describe_model_folder(path: Path, role: str) -> dict[str, Any]:
@@ -49,3 +51,65 @@ def describe_model_folder(path: Path, role: str) -> dict[str, Any]:
         info["max_seq_length"] = int(model.max_seq_length or config.get("max_position_embeddings", 512))
         info["num_labels"] = int(model.num_labels)
     return info
+
+
+#: What ``describe_model_folder`` reads from the files themselves: it wins over an exported record's.
+MEASURED = ("dims", "max_seq_length", "architecture", "scoring", "num_labels")
+
+
+def exported_record(path: Path, role: str) -> tuple[dict[str, Any], list[str]]:
+    """The record a folder made by ``unirank models export`` carries (its marker file), to register it
+    with, and warnings on what could not be kept.
+
+    The version's record comes back whole (base model, data hash, hyper-parameters, training-query
+    fingerprints, metrics with the eval sets they were measured on...), less what names other versions
+    of the registry it came from (``REGISTRY_LINKS``): those, and where it was exported from, go under
+    ``lineage``. Files changed since the export keep only the training queries (the model was made from
+    one trained on them). A folder without a marker, or with one from before exports carried records,
+    gives nothing to restore."""
+    marker_path = Path(path) / MARKER_FILE
+    if not marker_path.is_file():
+        return {}, []
+    try:
+        marker = json.loads(marker_path.read_text())
+    except (OSError, ValueError) as exc:
+        return {}, [f"{marker_path} is not readable ({exc}): registered without the record it may carry."]
+    if not isinstance(marker, dict) or not marker.get("name"):
+        return {}, []
+    source = f"{marker['name']}@{marker.get('version')}"
+    record = marker.get("record")
+    if not isinstance(record, dict):
+        return {"lineage": {"exported_from": source}}, [
+            f"{path} is marked as {source} but carries no record (an export made before exports carried one, "
+            "or a registry folder copied as it is): what it was trained on (training queries, data hash, "
+            f"hyper-parameters) and its metrics are unknown here, so evaluation cannot refuse its training "
+            f"queries. Where {source}'s registry is at hand, export it again and register that copy."]
+    lineage: dict[str, Any] = {"exported_from": source, "created_at": marker.get("created_at"),
+                               "exported_at": marker.get("exported_at")}
+    lineage.update({key: record[key] for key in REGISTRY_LINKS if key in record})
+    if record.get("lineage"):
+        lineage["lineage"] = record["lineage"]  # where that version came from in turn
+    restored = {k: v for k, v in record.items() if k not in (*REGISTRY_LINKS, "lineage", "files_sha256")}
+    warnings = []
+    expected = marker.get("files_sha256")
+    if expected and files_digest(Path(path)) != expected:
+        lineage["files_changed_since_export"] = True
+        kept = {k: restored[k] for k in ("training_queries",) if k in restored}
+        warnings.append(f"{path}'s files changed since {source} was exported: its training queries are kept "
+                        "(the model was made from one trained on them), not its metrics, base model, data hash "
+                        "or hyper-parameters, which describe the exported files.")
+        return {**kept, "lineage": lineage}, warnings
+    if marker.get("role") not in (None, role):
+        dropped = [k for k in ("metrics", "evaluations") if restored.pop(k, None) is not None]
+        if dropped:
+            warnings.append(f"{source} was registered as a {marker['role']}: its metrics, measured as one, are not "
+                            f"kept for this {role}.")
+    return {**restored, "lineage": lineage}, warnings
+
+
+def registration_record(path: Path, role: str) -> tuple[dict[str, Any], list[str]]:
+    """``describe_model_folder``, with the record of an exported folder restored over it (what the files
+    say of themselves, ``MEASURED``, still comes from them); and warnings."""
+    described = describe_model_folder(path, role)
+    restored, warnings = exported_record(path, role)
+    return {**described, **restored, **{k: described[k] for k in MEASURED if k in described}}, warnings
