@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from unirank.errors import ModelLoadError
-from unirank.registry.store import MARKER_FILE, REGISTRY_LINKS, files_digest
+from unirank.registry.files import MARKER_FILE, files_digest
+from unirank.registry.store import REGISTRY_LINKS
 
 
 def describe_model_folder(path: Path, role: str) -> dict[str, Any]:

@@ -6,10 +6,8 @@ refer to one version. Every alias change is kept in a history, which is what rol
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import sqlite3
@@ -18,17 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from unirank.errors import ExportError, ModelNotFoundError, PromotionRefusedError, UnirankError
+from unirank.errors import ModelNotFoundError, PromotionRefusedError, UnirankError
+from unirank.registry.evaluations import compare_for_promotion, evaluation_key, evaluations
+from unirank.registry.export import export_version
+from unirank.registry.files import MARKER_FILE, file_listing, files_digest
 from unirank.timeutil import now_iso
+
+__all__ = ["MARKER_FILE", "REGISTRY_LINKS", "RESERVED_NAMES", "ROLES", "ModelRegistry", "ModelVersion", "Role",
+           "evaluation_key", "parse_reference"]
 
 log = logging.getLogger(__name__)
 
 Role = Literal["embedder", "reranker"]
 ROLES: tuple[str, ...] = ("embedder", "reranker")
-#: Written into every version's folder (name, version, role). An export writes it last, with the
-#: version's whole record (``record``) and a digest of the files (``files_sha256``): registering the
-#: exported folder restores the record (``unirank.registry.describe.exported_record``).
-MARKER_FILE = "unirank_model.json"
 #: Record fields that name other versions of the registry they were written in (``NAME@VERSION``): a
 #: folder exported and registered again keeps them under ``lineage``, where they link nothing.
 REGISTRY_LINKS = ("optimized_from", "serves", "bundled_base")
@@ -36,8 +36,6 @@ REGISTRY_LINKS = ("optimized_from", "serves", "bundled_base")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: Words that already mean something wherever a model is named: the bundled model, and no reranker.
 RESERVED_NAMES = ("base", "none")
-#: The held-out metric that decides promotions.
-PROMOTION_METRIC = "ndcg@10"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -83,81 +81,6 @@ class ModelVersion:
         return {"name": self.name, "version": self.version, "role": self.role,
                 "path": str(self.path) if self.path else None, "created_at": self.created_at,
                 "aliases": self.aliases, **self.record}
-
-
-def evaluation_key(figures: dict[str, Any]) -> str:
-    """Which evaluation figures come from: the eval set's name and a digest of its queries."""
-    eval_set = figures.get("eval_set") or "an unnamed eval set"
-    queries = figures.get("eval_queries")
-    return f"{eval_set}, queries {str(queries)[:12]}" if queries else str(eval_set)
-
-
-def evaluations(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every held-out evaluation of a version, by ``evaluation_key``, in the order first recorded.
-
-    Records written before figures were kept per eval set hold one evaluation, ``metrics`` (a later
-    evaluation on other queries replaced it, and promotion could then compare nothing)."""
-    stored = record.get("evaluations")
-    found = {k: v for k, v in stored.items() if isinstance(v, dict)} if isinstance(stored, dict) else {}
-    latest = record.get("metrics")
-    if isinstance(latest, dict) and latest:
-        found.setdefault(evaluation_key(latest), latest)
-    return found
-
-
-def comparable(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two evaluations measured the same thing: the same eval set where both name one, and the
-    same queries where both say which (figures recorded before either was kept are compared)."""
-    if a.get("eval_set") and b.get("eval_set") and a["eval_set"] != b["eval_set"]:
-        return False
-    if a.get("eval_queries") and b.get("eval_queries"):
-        return a["eval_queries"] == b["eval_queries"]
-    return True
-
-
-def _model_files(folder: Path) -> list[Path]:
-    """A model folder's files, its marker (which says where the copy came from) left out."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() != MARKER_FILE)
-
-
-def _listing(folder: Path) -> list[tuple[str, int]]:
-    return [(p.relative_to(folder).as_posix(), p.stat().st_size) for p in _model_files(folder)]
-
-
-def files_digest(folder: Path) -> str:
-    """sha256 of a model folder's files (paths, sizes and contents; the marker left out): the same for
-    an identical copy, whatever it is called, and different after any change to the weights."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for file in _model_files(folder):
-        digest.update(f"{file.relative_to(folder).as_posix()}\0{file.stat().st_size}\0".encode())
-        with file.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class PromotionCheck:
-    """What comparing a candidate with the version an alias names found."""
-
-    #: Why the candidate must not replace the current version, or None.
-    refusal: str | None = None
-    #: Why nothing could be compared (the current version has no held-out figures), or None.
-    unchecked: str | None = None
-    #: The evaluation both were compared on, when they were.
-    compared_on: str | None = None
-
-
-def _trained_on(version: ModelVersion, eval_set: Any) -> bool:
-    """Whether ``eval_set`` (``index:NAME``, ``beir:FOLDER``) is the corpus ``version`` was trained on
-    (``corpus_index``: the index, a re-embedded copy ``INDEX--MODEL``, or ``beir-FOLDER--MODEL``)."""
-    trained = version.record.get("corpus_index")
-    kind, _, name = str(eval_set or "").partition(":")
-    if not trained or not name or kind not in ("index", "beir"):
-        return False
-    base = name if kind == "index" else re.sub(r"[^A-Za-z0-9_-]", "-", f"beir-{name}")
-    return trained == base or str(trained).startswith(f"{base}--")
 
 
 def parse_reference(ref: str) -> tuple[str, str | None]:
@@ -289,7 +212,7 @@ class ModelRegistry:
         current = self._alias_target(candidate.name, alias)
         note = "promoted"
         if current is not None and current.version != candidate.version:
-            check = self._compare(candidate, current)
+            check = compare_for_promotion(candidate, current)
             if check.refusal and not force:
                 raise PromotionRefusedError(f"{check.refusal} Use --force to promote anyway.")
             if check.refusal:
@@ -304,40 +227,6 @@ class ModelRegistry:
                 note = f"promoted: {check.compared_on}"
         self._set_alias(candidate.name, alias, candidate.version, note)
         return self.get(candidate.ref)
-
-    @staticmethod
-    def _compare(candidate: ModelVersion, current: ModelVersion) -> PromotionCheck:
-        """Compare the two on an evaluation both had (the same eval set and queries): the one of the set
-        the candidate was trained on, else the first the candidate was evaluated on."""
-        metric = PROMOTION_METRIC
-        new_sets = {k: f for k, f in candidate.evaluations.items() if f.get(metric) is not None}
-        old_sets = {k: f for k, f in current.evaluations.items() if f.get(metric) is not None}
-        evaluate_both = f"unirank eval ... --models {current.ref},{candidate.ref}"
-        if not old_sets:
-            which = (f"{current.ref} has no held-out {metric} to compare with" if new_sets
-                     else f"neither {candidate.ref} nor {current.ref} has a held-out {metric}")
-            return PromotionCheck(unchecked=f"{which}. To check it, evaluate both on the same queries "
-                                            f"({evaluate_both}) and promote again")
-        if not new_sets:
-            key, old = next(iter(old_sets.items()))
-            return PromotionCheck(refusal=f"{candidate.ref} has no held-out {metric}; {current.ref} (current) "
-                                          f"has {old[metric]:.4f} ({key}). Evaluate it first: {evaluate_both}.")
-        pairs = [(key, new, old) for key, new in new_sets.items()
-                 for old in [next((o for o in old_sets.values() if comparable(new, o)), None)] if old is not None]
-        if not pairs:
-            def described(sets: dict[str, dict[str, Any]]) -> str:
-                return "; ".join(sets)
-
-            return PromotionCheck(refusal=(
-                f"{candidate.ref} was evaluated on other queries ({described(new_sets)}) than {current.ref} "
-                f"({described(old_sets)}), so their {metric} cannot be compared. Evaluate both on the same "
-                f"queries: {evaluate_both}."))
-        key, new, old = next((p for p in pairs if _trained_on(candidate, p[1].get("eval_set"))), pairs[0])
-        if new[metric] < old[metric]:
-            return PromotionCheck(refusal=f"{candidate.ref} scores {metric} {new[metric]:.4f} on the held-out set "
-                                          f"({key}), worse than {current.ref} at {old[metric]:.4f}.")
-        return PromotionCheck(compared_on=f"{metric} {new[metric]:.4f} against {old[metric]:.4f} for "
-                                          f"{current.ref} on {key}")
 
     def rollback(self, name: str, alias: str = "prod") -> ModelVersion:
         """Point ``alias`` at the version promoted before the current one; again, at the one before that.
@@ -373,119 +262,11 @@ class ModelRegistry:
     def export(self, ref: str, to: str, storage: Any = None, *, force: bool = False) -> str:
         """Copy a version's files to ``to``/NAME-vVERSION (a folder or object storage URI); returns its URI.
 
-        The marker file (``MARKER_FILE``) is written last and holds the version's whole record (base model,
-        dimensions, data hash, hyper-parameters, training-query fingerprints, metrics and the eval sets
-        they were measured on), its lineage and a digest of its files: registering the folder restores
-        the record, so evaluation still refuses the queries it was trained on.
-
-        Exporting again replaces an earlier export of the version: into a folder, the copy is made in a
-        fresh folder beside it and swapped in by renaming, so files of the earlier one never linger; to
-        object storage (no renames), the earlier marker is deleted first, the files written, objects not
-        in this export deleted, and the marker written last. A destination that holds anything else is
-        refused unless ``force``.
-        """
-        from unirank.ingest.sources import filesystem_for
-
-        mv = self.get(ref)
-        if mv.path is None:
-            raise UnirankError(f"{mv.ref} is a remote endpoint; there are no files to export.")
-        root = mv.path
-        if not root.is_dir() or not any(root.iterdir()):  # exported nothing, and said it had
-            raise ExportError(f"The files of {mv.ref} are missing from {root}: nothing was exported. Restore the "
-                              f"folder (or the data dir it was in), or register the model again.")
-        location = filesystem_for(to, storage)
-        dest = f"{location.path.rstrip('/')}/{mv.name}-v{mv.version}"
-        if location.is_object_storage:
-            bucket = location.path.split("/", 1)[0]
-            try:  # not fs.exists: it answers False for missing credentials or an unreachable endpoint too
-                location.fs.info(bucket)
-            except FileNotFoundError:
-                raise ExportError(f"{location.scheme}://{bucket} does not exist: create the bucket first (export "
-                                  "does not create buckets), or check the name and storage endpoint.") from None
-            except Exception as exc:
-                raise ExportError(f"Cannot reach {location.scheme}://{bucket}: {exc}. Check the storage settings "
-                                  "(storage.endpoint_url, credentials) and export again.") from exc
-        marker = json.dumps(self._export_marker(mv), indent=2)
-        try:
-            if location.is_object_storage:
-                self._export_to_objects(mv, location, dest, marker, force)
-            else:
-                self._export_to_folder(mv, Path(dest), marker, force)
-        except OSError as exc:
-            raise ExportError(f"Exporting {mv.ref} to {location.uri(dest)} failed: {exc}. Nothing in the registry "
-                              "changed; fix the destination and export again.") from exc
-        return location.uri(dest)
-
-    def _export_marker(self, mv: ModelVersion) -> dict[str, Any]:
-        assert mv.path is not None
-        return {"name": mv.name, "version": mv.version, "role": mv.role, "created_at": mv.created_at,
-                "aliases": mv.aliases, "exported_at": now_iso(), "files_sha256": files_digest(mv.path),
-                "record": mv.record}
-
-    @staticmethod
-    def _refuse_other_contents(mv: ModelVersion, where: str, earlier: Any) -> None:
-        if isinstance(earlier, dict) and earlier.get("name") == mv.name and earlier.get("version") == mv.version:
-            return  # an earlier export of this version: replaced
-        raise ExportError(f"{where} already holds files that are not an export of {mv.ref} (no {MARKER_FILE} "
-                          "naming it): nothing was exported. Remove them or export elsewhere, or pass --force "
-                          "to replace them.")
-
-    def _export_to_folder(self, mv: ModelVersion, dest: Path, marker: str, force: bool) -> None:
-        assert mv.path is not None
-        root = mv.path
-        if dest.exists() and not dest.is_dir():
-            raise ExportError(f"{dest} exists and is not a folder: nothing was exported. Remove it or export "
-                              "elsewhere.")
-        if dest.is_dir() and any(dest.iterdir()) and not force:
-            try:
-                earlier = json.loads((dest / MARKER_FILE).read_text())
-            except (OSError, ValueError):
-                earlier = None
-            self._refuse_other_contents(mv, str(dest), earlier)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        token = uuid.uuid4().hex[:8]
-        staging = dest.parent / f".{dest.name}.exporting-{token}"
-        replaced = dest.parent / f".{dest.name}.replaced-{token}"
-        done = False
-        try:
-            shutil.copytree(root, staging, ignore=lambda folder, names: (
-                [MARKER_FILE] if Path(folder) == root else []))
-            (staging / MARKER_FILE).write_text(marker)  # last: a copy that has it is whole
-            if dest.exists():
-                os.rename(dest, replaced)
-            try:
-                os.rename(staging, dest)
-            except OSError:
-                if replaced.exists() and not dest.exists():
-                    os.rename(replaced, dest)  # the earlier export back where it was
-                raise
-            done = True
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            if done:
-                shutil.rmtree(replaced, ignore_errors=True)
-
-    def _export_to_objects(self, mv: ModelVersion, location: Any, dest: str, marker: str, force: bool) -> None:
-        assert mv.path is not None
-        root, fs = mv.path, location.fs
-        marker_key = f"{dest}/{MARKER_FILE}"
-        existing = set(fs.find(dest + "/"))
-        if existing and not force:
-            try:
-                earlier = json.loads(fs.cat_file(marker_key))
-            except (OSError, ValueError):
-                earlier = None
-            self._refuse_other_contents(mv, location.uri(dest), earlier)
-        files = _model_files(root)
-        keys = {f"{dest}/{path.relative_to(root).as_posix()}" for path in files}
-        if marker_key in existing:  # until the new one is written, the copy reads as incomplete
-            fs.rm_file(marker_key)
-        for path in files:
-            fs.put_file(str(path), f"{dest}/{path.relative_to(root).as_posix()}")
-        stale = sorted(existing - keys - {marker_key})
-        if stale:
-            fs.rm(stale)
-        fs.pipe_file(marker_key, marker.encode())
+        The marker file (``MARKER_FILE``) is written last and holds the version's whole record, so
+        registering the folder restores it; exporting again replaces an earlier export of the version,
+        and a destination holding anything else is refused unless ``force``
+        (``unirank.registry.export.export_version``)."""
+        return export_version(self.get(ref), to, storage, force=force)
 
     def identical_versions(self, name: str, path: Path) -> list[ModelVersion]:
         """The versions of ``name`` whose files are those of the folder ``path`` (its marker left out)."""
@@ -501,8 +282,8 @@ class ModelRegistry:
                 continue
             stored = mv.record.get("files_sha256")
             if stored is None:  # registered before the digest was recorded: a different listing differs
-                listing = listing if listing is not None else _listing(path)
-                if _listing(mv.path) != listing:
+                listing = listing if listing is not None else file_listing(path)
+                if file_listing(mv.path) != listing:
                     continue
                 stored = files_digest(mv.path)
             digest = digest or files_digest(path)

@@ -1,0 +1,138 @@
+"""Exporting a registered version's files to a folder or object storage.
+
+The marker file (``MARKER_FILE``) is written last and holds the version's whole record (base model,
+dimensions, data hash, hyper-parameters, training-query fingerprints, metrics and the eval sets they
+were measured on), its lineage and a digest of its files: registering the folder restores the record,
+so evaluation still refuses the queries it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unirank.errors import ExportError, UnirankError
+from unirank.registry.files import MARKER_FILE, files_digest, model_files
+from unirank.timeutil import now_iso
+
+if TYPE_CHECKING:  # store imports this module
+    from unirank.registry.store import ModelVersion
+
+
+def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: bool = False) -> str:
+    """Copy ``mv``'s files to ``to``/NAME-vVERSION (a folder or object storage URI); returns its URI.
+
+    Exporting again replaces an earlier export of the version: into a folder, the copy is made in a
+    fresh folder beside it and swapped in by renaming, so files of the earlier one never linger; to
+    object storage (no renames), the earlier marker is deleted first, the files written, objects not
+    in this export deleted, and the marker written last. A destination that holds anything else is
+    refused unless ``force``.
+    """
+    from unirank.ingest.sources import filesystem_for
+
+    if mv.path is None:
+        raise UnirankError(f"{mv.ref} is a remote endpoint; there are no files to export.")
+    root = mv.path
+    if not root.is_dir() or not any(root.iterdir()):  # exported nothing, and said it had
+        raise ExportError(f"The files of {mv.ref} are missing from {root}: nothing was exported. Restore the "
+                          f"folder (or the data dir it was in), or register the model again.")
+    location = filesystem_for(to, storage)
+    dest = f"{location.path.rstrip('/')}/{mv.name}-v{mv.version}"
+    if location.is_object_storage:
+        bucket = location.path.split("/", 1)[0]
+        try:  # not fs.exists: it answers False for missing credentials or an unreachable endpoint too
+            location.fs.info(bucket)
+        except FileNotFoundError:
+            raise ExportError(f"{location.scheme}://{bucket} does not exist: create the bucket first (export "
+                              "does not create buckets), or check the name and storage endpoint.") from None
+        except Exception as exc:
+            raise ExportError(f"Cannot reach {location.scheme}://{bucket}: {exc}. Check the storage settings "
+                              "(storage.endpoint_url, credentials) and export again.") from exc
+    marker = json.dumps(_export_marker(mv), indent=2)
+    try:
+        if location.is_object_storage:
+            _export_to_objects(mv, location, dest, marker, force)
+        else:
+            _export_to_folder(mv, Path(dest), marker, force)
+    except OSError as exc:
+        raise ExportError(f"Exporting {mv.ref} to {location.uri(dest)} failed: {exc}. Nothing in the registry "
+                          "changed; fix the destination and export again.") from exc
+    return location.uri(dest)
+
+
+def _export_marker(mv: ModelVersion) -> dict[str, Any]:
+    assert mv.path is not None
+    return {"name": mv.name, "version": mv.version, "role": mv.role, "created_at": mv.created_at,
+            "aliases": mv.aliases, "exported_at": now_iso(), "files_sha256": files_digest(mv.path),
+            "record": mv.record}
+
+
+def _refuse_other_contents(mv: ModelVersion, where: str, earlier: Any) -> None:
+    if isinstance(earlier, dict) and earlier.get("name") == mv.name and earlier.get("version") == mv.version:
+        return  # an earlier export of this version: replaced
+    raise ExportError(f"{where} already holds files that are not an export of {mv.ref} (no {MARKER_FILE} "
+                      "naming it): nothing was exported. Remove them or export elsewhere, or pass --force "
+                      "to replace them.")
+
+
+def _export_to_folder(mv: ModelVersion, dest: Path, marker: str, force: bool) -> None:
+    assert mv.path is not None
+    root = mv.path
+    if dest.exists() and not dest.is_dir():
+        raise ExportError(f"{dest} exists and is not a folder: nothing was exported. Remove it or export "
+                          "elsewhere.")
+    if dest.is_dir() and any(dest.iterdir()) and not force:
+        try:
+            earlier = json.loads((dest / MARKER_FILE).read_text())
+        except (OSError, ValueError):
+            earlier = None
+        _refuse_other_contents(mv, str(dest), earlier)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    staging = dest.parent / f".{dest.name}.exporting-{token}"
+    replaced = dest.parent / f".{dest.name}.replaced-{token}"
+    done = False
+    try:
+        shutil.copytree(root, staging, ignore=lambda folder, names: (
+            [MARKER_FILE] if Path(folder) == root else []))
+        (staging / MARKER_FILE).write_text(marker)  # last: a copy that has it is whole
+        if dest.exists():
+            os.rename(dest, replaced)
+        try:
+            os.rename(staging, dest)
+        except OSError:
+            if replaced.exists() and not dest.exists():
+                os.rename(replaced, dest)  # the earlier export back where it was
+            raise
+        done = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if done:
+            shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _export_to_objects(mv: ModelVersion, location: Any, dest: str, marker: str, force: bool) -> None:
+    assert mv.path is not None
+    root, fs = mv.path, location.fs
+    marker_key = f"{dest}/{MARKER_FILE}"
+    existing = set(fs.find(dest + "/"))
+    if existing and not force:
+        try:
+            earlier = json.loads(fs.cat_file(marker_key))
+        except (OSError, ValueError):
+            earlier = None
+        _refuse_other_contents(mv, location.uri(dest), earlier)
+    files = model_files(root)
+    keys = {f"{dest}/{path.relative_to(root).as_posix()}" for path in files}
+    if marker_key in existing:  # until the new one is written, the copy reads as incomplete
+        fs.rm_file(marker_key)
+    for path in files:
+        fs.put_file(str(path), f"{dest}/{path.relative_to(root).as_posix()}")
+    stale = sorted(existing - keys - {marker_key})
+    if stale:
+        fs.rm(stale)
+    fs.pipe_file(marker_key, marker.encode())
