@@ -49,6 +49,16 @@ def test_tsv_pairs_skip_a_header_and_keep_quotes_as_written(tmp_path):
     ("p.jsonl", '["a", "b"]\n', r"p.jsonl:1: expected a JSON object, got an array"),
     ("p.jsonl", '{"query": "a", "positive": "b", "negatives": "c"}\n', r"p.jsonl:1: \"negatives\" must be a list"),
     ("p.jsonl", '{"query": " ", "positive": "b"}\n', r"p.jsonl:1: the query and the positive must not be empty"),
+    # str() made these the query "5" and the positive "['abc']", and trained on them
+    ("p.jsonl", '{"query": "a", "positive": "b"}\n{"query": 5, "positive": ["abc"]}\n',
+     r"p.jsonl:2: \"query\" must be a text, got a number; expected \{\"query\""),
+    ("p.jsonl", '{"query": "a", "positive": ["abc"]}\n', r"p.jsonl:1: \"positive\" must be a text, got an array"),
+    ("p.jsonl", '{"query": "a", "positive": {"text": "b"}}\n', r"p.jsonl:1: \"positive\" must be a text, got an object"),
+    ("p.jsonl", '{"query": "a", "positive": "b", "negative": 3}\n', r"p.jsonl:1: \"negative\" must be a text, got a number"),
+    ("p.jsonl", '{"query": "a", "positive": "b", "negative": ["c"]}\n', r"p.jsonl:1: \"negative\" must be a text, got an array"),
+    ("p.jsonl", '{"query": "a", "positive": "b", "negatives": ["c", 4]}\n', r"p.jsonl:1: \"negatives\" must be a list of texts"),
+    ("p.jsonl", '{"query": "a", "positive": "b", "doc_id": ["d1"]}\n', r"p.jsonl:1: \"doc_id\" must be a text or an integer"),
+    ("p.jsonl", '{"query": true, "positive": "b"}\n', r"p.jsonl:1: \"query\" must be a text, got a boolean"),
     ("p.tsv", "a\tb\n" "a\tb\tc\td\n", r"p.tsv:2: expected query<TAB>positive\[<TAB>negative\], got 4 column"),
     ("p.tsv", "just one column\n", r"p.tsv:1: .* got 1 column"),
     ("p.tsv", "a\t\tc\n", r"p.tsv:1: the query and the positive must not be empty"),
@@ -57,6 +67,26 @@ def test_tsv_pairs_skip_a_header_and_keep_quotes_as_written(tmp_path):
 def test_a_malformed_row_is_refused_with_its_line(tmp_path, name, text, message):
     with pytest.raises(TrainingError, match=message):
         load_pair_file(_write(tmp_path / name, text))
+
+
+def test_a_negative_that_is_its_positive_is_left_out_and_its_line_counted(tmp_path):
+    """{"query": "q", "positive": "p", "negative": "p"} trained p as both the positive and a negative."""
+    from unirank.training.labelled import read_pair_file
+
+    rows = [{"query": "q", "positive": "p", "negative": "p"},
+            {"query": "r", "positive": "Rotate keys.", "negatives": ["rotate  KEYS.", "Backups run nightly."]},
+            {"query": "s", "positive": "t", "negative": "u"},
+            {"query": "v", "positive": "w", "query_id": 7, "doc_id": 12, "negative": None}]
+    path = _write(tmp_path / "p.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    read = read_pair_file(path)
+    assert [p.negatives for p in read.pairs] == [[], ["Backups run nightly."], ["u"], []]
+    assert read.negatives_same_as_positive == [1, 2]
+    assert read.warning(path) == (f"warning: 2 negative(s) of {path} equal to their own positive left out "
+                                  "(line 1, 2): a passage cannot be both")
+    assert (read.pairs[3].query_id, read.pairs[3].doc_id) == ("7", "12")  # numeric ids, as BEIR's often are
+    tsv = read_pair_file(_write(tmp_path / "p.tsv", "query\tpositive\tnegative\nq\tp\tp\nr\ts\tt\n"))
+    assert [p.negatives for p in tsv.pairs] == [[], ["t"]] and tsv.negatives_same_as_positive == [2]
+    assert read_pair_file(_write(tmp_path / "ok.tsv", "q\tp\tn\n")).warning(tmp_path / "ok.tsv") is None
 
 
 def test_a_missing_file_is_refused(tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -18,31 +18,47 @@ TSV_HEADER = ("query", "positive")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
+@dataclass
+class PairFile:
+    pairs: list[TrainingPair]
+    #: Lines whose negative was the positive itself (its text, case and spacing aside): left out.
+    negatives_same_as_positive: list[int] = field(default_factory=list)
+
+    def warning(self, path: Path) -> str | None:
+        lines = self.negatives_same_as_positive
+        if not lines:
+            return None
+        shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+        return (f"warning: {len(lines)} negative(s) of {path} equal to their own positive left out "
+                f"(line {shown}): a passage cannot be both")
+
+
 def load_pair_file(path: Path) -> list[TrainingPair]:
+    """``read_pair_file``'s pairs."""
+    return read_pair_file(path).pairs
+
+
+def read_pair_file(path: Path) -> PairFile:
     """JSONL ``{"query", "positive"[, "negative" | "negatives"]}`` or TSV ``query<TAB>positive[<TAB>negative]``
     (a header row ``query<TAB>positive...`` is skipped). A malformed row is an error naming its line:
-    training on half a file, or on a row whose columns a stray tab shifted, would go unnoticed."""
+    training on half a file, on a row whose columns a stray tab shifted, or on a number or list read as
+    text (``{"query": 5}`` trained on "5") would go unnoticed. A negative that is the positive itself
+    (case and spacing aside) is left out, and its line counted (``PairFile.negatives_same_as_positive``)."""
     path = Path(path)
     if not path.exists():
         raise TrainingError(f"Pair file {path} does not exist.")
     lines = label_file_lines(path, TrainingError)
-    pairs: list[TrainingPair] = []
+    result = PairFile(pairs=[])
     if path.suffix.lower() in JSONL_SUFFIXES:
         for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 row = parse_object_line(line, ("query", "positive"))
+                pair = _pair_from_object(row)
             except ValueError as exc:
                 raise TrainingError(f"{path}:{n}: {exc}; expected {{\"query\", \"positive\"[, \"negative\"]}}.") from None
-            negatives = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
-            if not isinstance(negatives, list):
-                raise TrainingError(f"{path}:{n}: \"negatives\" must be a list of texts.")
-            pair = TrainingPair(query=str(row["query"]), positive=str(row["positive"]),
-                                negatives=[str(x) for x in negatives], origin="pairs",
-                                query_id=str(row.get("query_id") or _query_id(str(row["query"]))),
-                                doc_id=str(row.get("doc_id", "")))
-            pairs.append(_checked(pair, path, n))
+            result.pairs.append(_checked(pair, path, n, result))
     else:
         for n, row in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
             if not any(cell.strip() for cell in row):  # a blank line, or one of spaces
@@ -53,11 +69,37 @@ def load_pair_file(path: Path) -> list[TrainingPair]:
                 raise TrainingError(f"{path}:{n}: expected query<TAB>positive[<TAB>negative], got {len(row)} "
                                     "column(s); a tab inside a text must be replaced, or use JSONL.")
             negatives = [row[2]] if len(row) == 3 and row[2].strip() else []
-            pairs.append(_checked(TrainingPair(query=row[0], positive=row[1], negatives=negatives,
-                                               origin="pairs", query_id=_query_id(row[0])), path, n))
-    if not pairs:
+            result.pairs.append(_checked(TrainingPair(query=row[0], positive=row[1], negatives=negatives,
+                                                      origin="pairs", query_id=_query_id(row[0])), path, n, result))
+    if not result.pairs:
         raise TrainingError(f"{path} holds no pairs.")
-    return pairs
+    return result
+
+
+def _pair_from_object(row: dict) -> TrainingPair:
+    """A JSONL row's pair; ``ValueError`` names a field of the wrong type (``str()`` made ``5`` the query "5"
+    and ``["abc"]`` the positive "['abc']")."""
+    for key in ("query", "positive"):
+        if not isinstance(row[key], str):
+            raise ValueError(f'"{key}" must be a text, got {_json_kind(row[key])}')
+    negative, negatives = row.get("negative"), row.get("negatives")
+    if negative is not None and not isinstance(negative, str):
+        raise ValueError(f'"negative" must be a text, got {_json_kind(negative)}')
+    if negatives is not None and not (isinstance(negatives, list) and all(isinstance(x, str) for x in negatives)):
+        raise ValueError('"negatives" must be a list of texts')
+    for key in ("query_id", "doc_id"):  # ids may be numbers, as BEIR's often are
+        if row.get(key) is not None and (isinstance(row[key], bool) or not isinstance(row[key], (str, int))):
+            raise ValueError(f'"{key}" must be a text or an integer, got {_json_kind(row[key])}')
+    given = list(dict.fromkeys([*(negatives or []), *([negative] if negative is not None else [])]))
+    query = row["query"]
+    return TrainingPair(query=query, positive=row["positive"], negatives=[x for x in given if x.strip()],
+                        origin="pairs", query_id=str(row.get("query_id") or _query_id(query)),
+                        doc_id=str(row.get("doc_id") if row.get("doc_id") is not None else ""))
+
+
+def _json_kind(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def _query_id(query: str) -> str:
@@ -78,9 +120,14 @@ def with_documents(pairs: list[TrainingPair], chunks: Iterable[Chunk]) -> list[T
                                              or f"pair:{query_fingerprint(pair.positive)}") for pair in pairs]
 
 
-def _checked(pair: TrainingPair, path: Path, line: int) -> TrainingPair:
+def _checked(pair: TrainingPair, path: Path, line: int, file: PairFile) -> TrainingPair:
     if not pair.query.strip() or not pair.positive.strip():
         raise TrainingError(f"{path}:{line}: the query and the positive must not be empty.")
+    positive = normalize_query(pair.positive)
+    kept = [x for x in pair.negatives if normalize_query(x) != positive]
+    if len(kept) < len(pair.negatives):  # trained as both, it pulled and pushed the same passage
+        file.negatives_same_as_positive.append(line)
+        pair = replace(pair, negatives=kept)
     return pair
 
 
