@@ -22,7 +22,10 @@ def train(
     name: Annotated[str, typer.Option("--name", help="Registers NAME-embed and NAME-rerank.")],
     index: Annotated[Optional[str], typer.Option(help="Train on this index's chunks.")] = None,
     beir: Annotated[Optional[Path], typer.Option(help="Train on a BEIR folder's corpus (indexed first).")] = None,
-    pairs: Annotated[Optional[Path], typer.Option(help="Labelled pairs: JSONL {query, positive[, negative]} or TSV.")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(
+        help="Labelled pairs: JSONL {query, positive[, negative]} (texts; a line with a number or list there is "
+             "refused) or TSV query<TAB>positive[<TAB>negative]. A negative equal to its positive is left out, "
+             "with a warning counting them.")] = None,
     qrels: Annotated[Optional[Path], typer.Option(help="Qrels TSV of training queries (labels).")] = None,
     queries: Annotated[Optional[Path], typer.Option(help="Query texts for --qrels (default: the BEIR folder's).")] = None,
     base: Annotated[str, typer.Option(help="Base model: `base`, a folder, or a registry ref.")] = "base",
@@ -74,10 +77,14 @@ def train(
         fail(exc)
     # The trainers print their logs to stdout; stdout is kept for the result (and --json).
     with Unirank(settings) as ur, contextlib.redirect_stdout(sys.stderr):
+        job = None
         try:
-            result = TrainJob(ur.settings, ur.backend, lambda: ur.embedder, request, stage=print_stage).run()
+            job = TrainJob(ur.settings, ur.backend, lambda: ur.embedder, request, stage=print_stage)
+            result = job.run()
         except UnirankError as exc:
             fail(exc)
+        except KeyboardInterrupt:
+            _interrupted(job, fresh)
     summary = {"run_dir": str(result.run_dir), "embedder": result.embedder.ref, "reranker": result.reranker.ref,
                "data": result.stats, "validation": result.metrics}
     if as_json:
@@ -94,6 +101,19 @@ def train(
     if index:
         steps.append(f"unirank index rebuild {index} --model {name}-embed@prod   (its searches then use it)")
     console.print("Next:\n" + "\n".join(f"  {escape(step)}" for step in steps), soft_wrap=True)
+
+
+def _interrupted(job, fresh: bool) -> None:
+    """Ctrl-C: say that the same command resumes (it exited 130 without a word), and exit 130 as before."""
+    run_dir = job.__dict__.get("run_dir") if job is not None else None  # set once the run began
+    again = "the same command without --fresh" if fresh else "the same command"
+    if run_dir is not None and run_dir.exists():
+        message = (f"Interrupted. Finished stages are kept in {run_dir}: {again} resumes after the last "
+                   "finished one (a training stage from its last checkpoint).")
+    else:
+        message = "Interrupted before any stage was saved: nothing to resume."
+    print(f"\n{message}", file=sys.stderr, flush=True)
+    raise typer.Exit(130)
 
 
 def evaluate(

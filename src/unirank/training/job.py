@@ -32,7 +32,7 @@ from unirank.training.centering import save_centered_copy
 from unirank.training.doc2query import LLM_KIND, LLMQueryWriter, require_llm
 from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
 from unirank.training.examples import TrainingPair, data_hash, query_fingerprint, read_pairs, write_pairs
-from unirank.training.labelled import load_pair_file, pairs_from_qrels, with_documents
+from unirank.training.labelled import load_pair_file, pairs_from_qrels, read_pair_file, with_documents
 from unirank.training.mining import HardNegativeMiner, MiningConfig, judged_documents
 from unirank.training.pseudo_queries import DEFAULT_KINDS, PseudoQueryGenerator, check_kinds
 from unirank.training.reranker_trainer import RerankerTrainingConfig, train_reranker
@@ -211,6 +211,14 @@ class TrainJob:
             shutil.rmtree(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
+        try:
+            return self._run(base_path, started)
+        finally:  # an interrupted or failed attempt's time counts too: a resumed run builds on it
+            self._ledger.add("run", time.perf_counter() - started)
+
+    def _run(self, base_path: str, started: float) -> TrainResult:
+        req = self.request
+        earlier_runs = self._ledger.seconds("run")
         index = self._corpus_index()
         chunks = [c for batch in self.backend.iter_chunks(index) for c in batch]
         if not chunks:
@@ -226,13 +234,9 @@ class TrainJob:
                                 "validation split: give more documents or labels.")
         corpus = validation_corpus(chunks, split.validation, req.seed)
 
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
-        embedder_start, centering = self._embedder_start(base_path, chunks)
+        embedder_start, centering, not_centered = self._embedder_start(base_path, chunks)
         embed_val = self._stage("embedder", lambda out: train_embedder(
             embedder_start, split.train, split.validation, corpus, out, req.embedder))
-        timings["embedder_s"] = round(time.perf_counter() - t, 1)
-        t = time.perf_counter()
         reranker_base = self._reranker_start(base_path)
         rerank_val = self._stage("reranker", lambda out: train_reranker(
             reranker_base, split.train, split.validation, out, req.reranker))
@@ -240,21 +244,30 @@ class TrainJob:
             self.run_dir / "reranker" / "final", self.backend, index, self.embedder, self.settings.search,
             split.validation, seed=req.seed))
         rerank_val = {**rerank_val, "blend": blend}
-        timings["reranker_s"] = round(time.perf_counter() - t, 1)
-        timings["total_s"] = round(time.perf_counter() - started, 1)
+        # The time each stage took when it ran, though that was in an earlier, interrupted run of this
+        # command (a resumed run recorded 0.0 for the embedder it reused); the total is every run's.
+        ledger = self._ledger
+        timings = {"embedder_s": round(ledger.seconds("centering") + ledger.seconds("embedder"), 1),
+                   "reranker_s": round(ledger.seconds("reranker") + ledger.seconds("blend"), 1),
+                   "total_s": round(earlier_runs + time.perf_counter() - started, 1)}
 
-        training_queries = sorted({query_fingerprint(p.query) for p in pairs if p.written_by_people})
+        own = {query_fingerprint(p.query) for p in pairs if p.written_by_people}
+        inherited, inherited_from = self._base_training_queries()
         common = {"base_model": self.base_ref, "data_hash": data_hash(pairs), "run_dir": str(self.run_dir),
                   "training_pairs": len(split.train), "validation_pairs": len(split.validation),
-                  "training_queries": training_queries, "data_stats": stats, "timings": timings,
-                  "corpus_index": index}
+                  # the base's too: a model trained from it has seen what it saw (the leakage check reads these)
+                  "training_queries": sorted(own | inherited),
+                  "training_queries_inherited_from": inherited_from,  # [] too: this record is complete
+                  "data_stats": stats, "timings": timings, "corpus_index": index}
         registry = ModelRegistry(self.settings.models_dir)
         registered_before = all((self.run_dir / folder / "registered.json").exists()
                                 for folder in ("embedder", "reranker"))
         try:
+            # center_on_corpus says what was done, not what was asked (it was true when centring was skipped)
+            hyperparameters = {**asdict(req.embedder), "center_on_corpus": centering is not None}
             embedder_version = self._register(registry, f"{req.name}-embed", "embedder", "embedder", {
-                **common, "hyperparameters": asdict(req.embedder), "validation": embed_val,
-                "centered_on_corpus": centering})
+                **common, "hyperparameters": hyperparameters, "validation": embed_val,
+                "centered_on_corpus": centering, **({"not_centered": not_centered} if not_centered else {})})
             reranker_version = self._register(registry, f"{req.name}-rerank", "reranker", "reranker", {
                 **common, "hyperparameters": asdict(req.reranker), "validation": rerank_val,
                 "initialised_from": "tuned embedder" if reranker_base != base_path else self.base_ref})
@@ -264,20 +277,24 @@ class TrainJob:
                            stats=stats, metrics={"embedder": embed_val, "reranker": rerank_val},
                            registered_before=registered_before)
 
-    def _embedder_start(self, base_path: str, chunks: list[Chunk]) -> tuple[str, dict | None]:
-        """The base centred on this corpus (``unirank.training.centering``) and what to record of it;
-        the base as it is when centring is off, the corpus too small, or the base not a local bi-encoder."""
+    def _embedder_start(self, base_path: str, chunks: list[Chunk]) -> tuple[str, dict | None, str | None]:
+        """The base centred on this corpus (``unirank.training.centering``), what to record of it, and why
+        it was not centred: the base as it is when centring is off, the corpus too small, or the base not
+        a local bi-encoder."""
         config = self.request.embedder
-        if not config.center_on_corpus or is_cross_encoder(base_path):
-            return base_path, None
+        if not config.center_on_corpus:
+            return base_path, None, "turned off (--no-center)"
+        if is_cross_encoder(base_path):
+            return base_path, None, "the base is not a local bi-encoder"
         if len(chunks) < config.center_min_passages:
-            self.stage(f"centring: skipped, {len(chunks)} passages are fewer than {config.center_min_passages}")
-            return base_path, None
+            why = f"{len(chunks)} passages are fewer than {config.center_min_passages}"
+            self.stage(f"centring: skipped, {why}")
+            return base_path, None, why
         info = self._stage("centering", lambda out: save_centered_copy(
             base_path, [c.embedding_input() for c in chunks], out / "model", seed=self.request.seed,
             strength=config.whitening_strength),
             doing="centring the base on the corpus")
-        return str(self.run_dir / "centering" / "model"), info
+        return str(self.run_dir / "centering" / "model"), info, None
 
     def _reranker_start(self, base_path: str) -> str:
         """A given cross-encoder is fine-tuned as it is; a bi-encoder base gives the reranker the
@@ -294,9 +311,69 @@ class TrainJob:
             return json.loads(marker.read_text())
         self.stage(doing or f"training the {name}")
         out.mkdir(parents=True, exist_ok=True)
-        metrics = train(out)
+        started = time.perf_counter()
+        try:
+            metrics = train(out)
+        finally:  # an interrupted stage's time too: the next run resumes from its checkpoint
+            self._ledger.add(name, time.perf_counter() - started)
         marker.write_text(json.dumps(metrics))
         return metrics
+
+    @cached_property
+    def _ledger(self) -> _TimeLedger:
+        return _TimeLedger(self.run_dir / "timings.json")
+
+    def _base_training_queries(self) -> tuple[set[str], list[str]]:
+        """The training-query fingerprints of the base (a registry version, a registry folder, or a folder
+        exported with its record) and of the bases it was trained from, with the versions that had any.
+        A model trained from ``t1-embed@1`` has seen t1's training queries: the leakage check must refuse
+        them. Records written since carry their bases' (``training_queries_inherited_from``, even
+        empty); older ones name their base, followed here."""
+        ref, record = self._base_record()
+        prints: set[str] = set()
+        sources: list[str] = []
+        registry = ModelRegistry(self.settings.models_dir)
+        try:
+            seen: set[str] = set()
+            while record is not None:
+                fingerprints = set(record.get("training_queries") or [])
+                if fingerprints:
+                    prints |= fingerprints
+                    sources.append(ref or "?")
+                base = str(record.get("base_model") or "")
+                # Complete already, or a copy from another registry (its base_model names a version there).
+                if "training_queries_inherited_from" in record or "lineage" in record or "@" not in base:
+                    break
+                seen.add(ref or "")
+                if base in seen or not registry.exists(base):
+                    break
+                ref, record = base, registry.get(base).record
+            return prints, sources
+        finally:
+            registry.close()
+
+    def _base_record(self) -> tuple[str | None, dict | None]:
+        """The base's ref and registry record: none for `base`, a hub id or a folder of no registry."""
+        if self.request.base == "base":
+            return None, None
+        folder = Path(self.request.base).expanduser()
+        if folder.is_dir():
+            from unirank.registry.store import MARKER_FILE
+
+            try:  # a registry's folder names its version; one `models export` wrote also carries its record
+                marker = json.loads((folder / MARKER_FILE).read_text())
+                ref = f"{marker['name']}@{marker['version']}"
+            except (OSError, ValueError, KeyError, TypeError):
+                return None, None
+            if isinstance(marker.get("record"), dict):
+                return ref, {**marker["record"], "lineage": {"exported_from": ref}}
+        else:
+            ref = self.base_ref
+        registry = ModelRegistry(self.settings.models_dir)
+        try:
+            return (ref, registry.get(ref).record) if registry.exists(ref) else (ref, None)
+        finally:
+            registry.close()
 
     def _register(self, registry: ModelRegistry, name: str, folder: str, role: str, record: dict) -> ModelVersion:
         """Register once per run: a resumed run that already registered reuses that version."""
@@ -372,7 +449,12 @@ class TrainJob:
         pairs: list[TrainingPair] = []
         stats: dict = {}
         if req.pairs:
-            pairs += with_documents(load_pair_file(req.pairs), chunks)
+            pair_file = read_pair_file(req.pairs)
+            pairs += with_documents(pair_file.pairs, chunks)
+            warning = pair_file.warning(req.pairs)
+            if warning:
+                self.stage(warning)
+                stats["pairs_negative_same_as_positive"] = len(pair_file.negatives_same_as_positive)
         if req.qrels:
             queries = load_queries(req.queries) if req.queries else load_beir(req.beir).queries  # type: ignore[arg-type]
             from_qrels, skipped = pairs_from_qrels(queries, load_qrels(req.qrels), chunks)
@@ -397,6 +479,31 @@ class TrainJob:
             pairs += clicks.pairs
             stats.update(clicks.stats)
         return pairs, stats
+
+
+class _TimeLedger:
+    """Seconds spent per stage (and per run) in a run folder, summed over the runs of one command."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self) -> dict[str, float]:
+        try:
+            return {k: float(v) for k, v in json.loads(self.path.read_text()).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def seconds(self, key: str) -> float:
+        return self._read().get(key, 0.0)
+
+    def add(self, key: str, seconds: float) -> None:
+        if not self.path.parent.is_dir():
+            return
+        data = self._read()
+        data[key] = round(data.get(key, 0.0) + seconds, 3)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.path)
 
 
 def validation_corpus(chunks: list[Chunk], validation: list[TrainingPair], seed: int,
