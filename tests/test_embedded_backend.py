@@ -225,3 +225,88 @@ def test_hundreds_of_identical_chunks_do_not_hide_the_others(tmp_path):
     assert writer.info("docs").chunk_count == 21
     reopened = EmbeddedBackend(tmp_path / "ix")
     assert len(reopened.knn("docs", licence, 30)) == 21
+
+
+def test_two_processes_ingesting_into_one_index_at_once_keep_each_others_vectors(tmp_path):
+    """Each writer kept its vectors in memory and saved them at flush: the last flush dropped the other's
+    from kNN (half the documents of two parallel ingests were not found by their own vector), and a
+    reader that had the index open never noticed."""
+    first, second, reader = (EmbeddedBackend(tmp_path / "ix") for _ in range(3))
+    first.create_index("docs", MODEL)
+    reader.info("docs")  # open before the writes, as a server would be
+    directions = {f"mem://{name}{i}": unit(*np.eye(8)[(i + offset) % 8] + 0.01 * i)
+                  for name, offset in (("a", 0), ("b", 4)) for i in range(4)}
+    for i in range(4):  # interleaved batches, each writer flushing only at its end
+        first.index("docs", [source(f"mem://a{i}", [f"alpha {i}"], [directions[f"mem://a{i}"]])])
+        second.index("docs", [source(f"mem://b{i}", [f"beta {i}"], [directions[f"mem://b{i}"]])])
+    first.flush("docs")
+    second.flush("docs")
+    for backend in (reader, EmbeddedBackend(tmp_path / "ix")):
+        assert backend.info("docs").chunk_count == 8
+        for uri, vector in directions.items():
+            assert backend.knn("docs", vector, 1)[0].chunk.doc_id == uri
+
+
+def test_an_index_deleted_and_made_again_elsewhere_is_opened_again(tmp_path):
+    """A client with the index open kept its handle on the deleted files: it searched deleted documents,
+    and its ingests reported success while going to the deleted copy."""
+    other, mine = EmbeddedBackend(tmp_path / "ix"), EmbeddedBackend(tmp_path / "ix")
+    other.create_index("docs", MODEL)
+    other.index("docs", [source("mem://old", ["old text"], [unit(1, 0)])])
+    other.flush("docs")
+    assert [h.chunk.doc_id for h in mine.bm25("docs", "text", 5)] == ["mem://old"]
+    other.delete_index("docs")
+    other.create_index("docs", MODEL)
+    other.index("docs", [source("mem://new", ["new text"], [unit(0, 1)])])
+    other.flush("docs")
+    assert [h.chunk.doc_id for h in mine.bm25("docs", "text", 5)] == ["mem://new"]
+    mine.index("docs", [source("mem://mine", ["my text"], [unit(1, 1)])])
+    mine.flush("docs")
+    assert {h.chunk.doc_id for h in EmbeddedBackend(tmp_path / "ix").bm25("docs", "text", 5)} == {
+        "mem://new", "mem://mine"}
+
+
+def test_closing_while_other_threads_search_neither_crashes_nor_fails_them(tmp_path):
+    """close() closed the SQLite store under a search in another thread: a raw sqlite3.ProgrammingError,
+    and one run in three a segfault. Run in a child process, so a crash fails this test alone."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys, threading, time
+        import numpy as np
+        sys.path.insert(0, {str(tmp_path.parent)!r})
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+        from conformance.backend_suite import MODEL, source, unit
+        from unirank.search.embedded.backend import EmbeddedBackend
+
+        backend = EmbeddedBackend({str(tmp_path / "ix")!r})
+        backend.create_index("docs", MODEL)
+        backend.index("docs", [source(f"mem://{{i}}", [f"word{{i}} text"] * 20, [unit(1, i % 3)] * 20)
+                               for i in range(30)])
+        backend.flush("docs")
+        failures, stop = [], threading.Event()
+
+        def search():
+            while not stop.is_set():
+                try:
+                    assert backend.hybrid("docs", "text", unit(1, 1), 10)
+                    assert backend.bm25("docs", "word3", 5)
+                except Exception as exc:
+                    failures.append(repr(exc))
+
+        threads = [threading.Thread(target=search) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for _ in range(40):
+            time.sleep(0.02)
+            backend.close()
+        stop.set()
+        for t in threads:
+            t.join()
+        print("failures:", failures[:3], len(failures))
+        sys.exit(1 if failures else 0)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr[-2000:]

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Iterable, Iterator, Sequence
@@ -43,6 +44,11 @@ class _Handle:
     model: ModelSignature
     derived_mtime: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
+    #: The store generation the vectors in memory hold: another process's writes are behind it.
+    generation: int = 0
+    #: The store file's identity: an index deleted and made again by another process has the same path.
+    identity: tuple[int, int] = (0, 0)
+    closed: bool = False
 
     @property
     def derived_path(self) -> Path:
@@ -62,8 +68,12 @@ class _Handle:
         self.derived_mtime = self.derived_path.stat().st_mtime
 
     def close(self) -> None:
-        self.fulltext.release()
-        self.store.close()
+        """Under the handle's lock: a search in another thread finishes first (closing the store under it
+        crashed the process), and a search waiting for the lock sees ``closed`` and opens the index again."""
+        with self.lock:
+            self.closed = True
+            self.fulltext.release()
+            self.store.close()
 
 
 class EmbeddedBackend:
@@ -130,8 +140,7 @@ class EmbeddedBackend:
         return [self.info(p.name) for p in sorted(self.root.iterdir()) if (p / "CURRENT").exists()]
 
     def info(self, index: str) -> IndexInfo:
-        handle = self._handle(index)
-        with handle.lock:
+        with self._reading(index) as handle:
             meta = handle.store.meta()
             chunks, sources = handle.store.counts()
             return IndexInfo(
@@ -165,8 +174,7 @@ class EmbeddedBackend:
                          model=model)
         try:
             self._write_rebuilt(index, handle, sources)
-            live = self._handle(index)
-            with self._write(index, live):  # ingests wait from here to the switch
+            with self._write(index) as live:  # ingests wait from here to the switch
                 if not self.exists(index):
                     raise IndexNotFoundError(index, self._names())
                 now, built = live.store.source_states(), handle.store.source_states()
@@ -204,16 +212,30 @@ class EmbeddedBackend:
 
     # -- opening and repair ---------------------------------------------------------------------
     def _handle(self, index: str) -> _Handle:
+        # A handle's own lock is never taken under ``_guard`` (a write holding it opens handles too).
         with self._guard:
-            handle = self._handles.get(index)
-            if handle is not None and self._current_dir(index) == handle.version_dir:
-                self._refresh_if_changed(handle)
-                return handle
-            if handle is not None:  # the alias moved to a new version
-                handle.close()
-            handle = self._open(index)
-            self._handles[index] = handle
-            return handle
+            handle = stale = self._handles.get(index)
+            if (handle is not None and not handle.closed and self._current_dir(index) == handle.version_dir
+                    and _identity(handle.version_dir) == handle.identity):
+                stale = None
+            else:  # not open yet, the alias moved to a new version, or the index was made again
+                handle = self._open(index)
+                self._handles[index] = handle
+        if stale is not None:
+            stale.close()
+        else:
+            self._refresh_if_changed(handle)
+        return handle
+
+    @contextmanager
+    def _reading(self, index: str) -> Iterator[_Handle]:
+        """The index's handle, locked; one closed meanwhile (by ``close`` or a version switch) is opened again."""
+        while True:
+            handle = self._handle(index)
+            with handle.lock:
+                if not handle.closed:
+                    yield handle
+                    return
 
     def _current_dir(self, index: str) -> Path:
         folder = self._index_dir(index)
@@ -248,6 +270,8 @@ class EmbeddedBackend:
                 lock.release()
         if handle.derived_path.exists():
             handle.derived_mtime = handle.derived_path.stat().st_mtime
+        handle.generation = handle.read_derived().get("vectors", -1)
+        handle.identity = _identity(version_dir)
         return handle
 
     def _repair(self, index: str, handle: _Handle) -> None:
@@ -282,45 +306,59 @@ class EmbeddedBackend:
             mtime = handle.derived_path.stat().st_mtime
         except FileNotFoundError:
             return
-        if mtime != handle.derived_mtime and not handle.vectors.dirty:
-            with handle.lock:
+        if mtime == handle.derived_mtime:
+            return
+        with handle.lock:
+            if not handle.closed and mtime != handle.derived_mtime and not handle.vectors.dirty:
                 handle.fulltext.reload()
                 handle.vectors = self._vectors(handle.vectors.path, handle.model.dims)
                 handle.derived_mtime = mtime
+                handle.generation = handle.read_derived().get("vectors", -1)
+
+    @staticmethod
+    def _catch_up(handle: _Handle) -> None:
+        """Under the write lock, before writing: take in what another process wrote since this handle's
+        vectors were read. Vectors are saved at flush, so without this two ingests into one index at once
+        each saved only their own, and the last flush dropped the other's from kNN."""
+        if handle.store.generation() == handle.generation:
+            return
+        stored, held = handle.store.keys(), handle.vectors.keys()
+        missing = sorted(stored - held)
+        handle.vectors.apply(sorted(held - stored), missing, handle.store.vectors_by_key(missing, handle.model.dims))
+        handle.fulltext.reload()
+        handle.generation = handle.store.generation()
 
     # -- writes ---------------------------------------------------------------------------------
     def source_states(self, index: str) -> dict[str, SourceState]:
-        handle = self._handle(index)
-        with handle.lock:
+        with self._reading(index) as handle:
             return handle.store.source_states()
 
     def index(self, index: str, sources: Sequence[IndexedSource]) -> None:
-        handle = self._handle(index)
+        model = self.model(index)
         for source in sources:
             if source.vectors.ndim != 2 or len(source.vectors) != len(source.chunks):
                 raise ValueError(f"{source.state.uri}: {len(source.chunks)} chunks but vectors of shape "
                                  f"{source.vectors.shape}")
-            if len(source.chunks) and source.vectors.shape[1] != handle.model.dims:
-                raise DimensionMismatchError(index, str(handle.model), handle.model.dims,
+            if len(source.chunks) and source.vectors.shape[1] != model.dims:
+                raise DimensionMismatchError(index, str(model), model.dims,
                                              "the given vectors", int(source.vectors.shape[1]))
         if not sources:
             return
-        with self._write(index, handle):
+        with self._write(index) as handle:
             outcome = handle.store.replace_sources(sources)
             self._apply_derived(handle, outcome)
 
     def update_states(self, index: str, states: Sequence[SourceState]) -> None:
         if not states:
             return
-        handle = self._handle(index)
-        with self._write(index, handle):
+        with self._write(index) as handle:
             handle.store.update_states(states)
 
     def delete(self, index: str, source_uris: Sequence[str]) -> int:
-        handle = self._handle(index)
         if not source_uris:
+            self._handle(index)  # a missing index is said all the same
             return 0
-        with self._write(index, handle):
+        with self._write(index) as handle:
             outcome = handle.store.delete_sources(source_uris)
             self._apply_derived(handle, outcome)
         return len(outcome.removed_keys)
@@ -332,27 +370,38 @@ class EmbeddedBackend:
             yield [chunk for _, chunk, _ in rows]
 
     def documents_present(self, index: str, doc_ids: Collection[str]) -> set[str]:
-        handle = self._handle(index)
-        with handle.lock:
+        with self._reading(index) as handle:
             return handle.store.documents_present(doc_ids)
 
     def filter_keys(self, index: str) -> set[str]:
-        handle = self._handle(index)
-        with handle.lock:
+        with self._reading(index) as handle:
             return handle.store.filter_keys()
 
     def flush(self, index: str) -> None:
-        handle = self._handle(index)
-        with self._write(index, handle):
+        with self._write(index) as handle:
             if handle.vectors.dirty:
                 handle.vectors.save()
             handle.write_derived(vectors=handle.store.generation())
 
-    def _write(self, index: str, handle: _Handle) -> "_WriteScope":
-        return _WriteScope(self._lock(index), handle.lock, index)
+    @contextmanager
+    def _write(self, index: str) -> Iterator[_Handle]:
+        """The cross-process write lock, then the index's handle, locked and caught up with what other
+        processes wrote; a handle closed meanwhile is opened again."""
+        lock = self._lock(index)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise IndexLockedError(index) from None
+        try:
+            with self._reading(index) as handle:
+                self._catch_up(handle)
+                yield handle
+        finally:
+            lock.release()
 
     @staticmethod
     def _apply_derived(handle: _Handle, outcome: WriteOutcome) -> None:
+        handle.generation = outcome.generation
         handle.fulltext.apply(
             outcome.removed_keys, [(k, c, filter_terms(c)) for k, c, _ in outcome.added]
         )
@@ -369,13 +418,11 @@ class EmbeddedBackend:
         return [Hit(chunk=chunks[k], score=s, scores={stage: s}) for k, s in scored if k in chunks]
 
     def bm25(self, index: str, query: str, top_k: int, filters: Filters | None = None) -> list[Hit]:
-        handle = self._handle(index)
-        with handle.lock:
+        with self._reading(index) as handle:
             return self._hydrate(handle, self._bm25_keys(handle, query, top_k, filters), "bm25")
 
     def knn(self, index: str, vector: np.ndarray, top_k: int, filters: Filters | None = None) -> list[Hit]:
-        handle = self._handle(index)
-        with handle.lock:
+        with self._reading(index) as handle:
             return self._hydrate(handle, self._knn_keys(handle, index, vector, top_k, filters), "knn")
 
     def hybrid(
@@ -392,9 +439,8 @@ class EmbeddedBackend:
         knn_weight: float = 1.0,
     ) -> list[Hit]:
         """Fuses chunk keys first and reads only the fused top_k chunks from the store."""
-        handle = self._handle(index)
         depth = max(candidates, top_k)
-        with handle.lock:
+        with self._reading(index) as handle:
             lexical = self._bm25_keys(handle, query, depth, filters) if bm25_weight > 0 else []
             semantic = self._knn_keys(handle, index, vector, depth, filters) if knn_weight > 0 else []
             fused = fuse_ranked_ids([("bm25", lexical, bm25_weight), ("knn", semantic, knn_weight)],
@@ -433,26 +479,15 @@ class EmbeddedBackend:
 
     def close(self) -> None:
         with self._guard:
-            for handle in self._handles.values():
-                handle.close()
+            handles = list(self._handles.values())
             self._handles.clear()
+        for handle in handles:  # each waits for the search it is in to finish
+            handle.close()
 
 
-class _WriteScope:
-    """Cross-process file lock plus the in-process handle lock, for one write."""
-
-    def __init__(self, file_lock: FileLock, thread_lock: threading.RLock, index: str) -> None:
-        self.file_lock = file_lock
-        self.thread_lock = thread_lock
-        self.index = index
-
-    def __enter__(self) -> None:
-        try:
-            self.file_lock.acquire()
-        except Timeout:
-            raise IndexLockedError(self.index) from None
-        self.thread_lock.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.thread_lock.release()
-        self.file_lock.release()
+def _identity(version_dir: Path) -> tuple[int, int]:
+    try:
+        stat = (version_dir / "chunks.sqlite").stat()
+    except FileNotFoundError:
+        return (0, 0)
+    return (stat.st_dev, stat.st_ino)

@@ -111,6 +111,9 @@ class ChunkStore:
         row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row[0]) if row else 0
 
+    def keys(self) -> set[int]:
+        return {key for (key,) in self.db.execute("SELECT key FROM chunks")}
+
     def counts(self) -> tuple[int, int]:
         chunks = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         sources = self.db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]

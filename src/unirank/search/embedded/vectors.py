@@ -72,6 +72,10 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self.index) + len(self.original)
 
+    def keys(self) -> set[int]:
+        """Every key held: in the graph, and copies standing behind a point of it."""
+        return set(np.asarray(self.index.keys).tolist()) | set(self.original)
+
     def apply(self, removed_keys: Sequence[int], keys: Sequence[int], vectors: np.ndarray) -> None:
         for key in removed_keys:
             self._remove(int(key))
