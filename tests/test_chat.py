@@ -94,6 +94,26 @@ def test_the_chat_answers_from_an_index_made_by_another_model_with_that_model(se
     assert answer.citations and "24 hours" in answer.answer
 
 
+def test_a_turn_that_cannot_be_answered_is_refused_when_asked(service):
+    """stream() raised nothing until iterated; a session asked about another index stored the turn in it
+    (the HTTP layer refused, the Python API did not); a misspelt filter key answered "not covered"; a
+    dict in history was an AttributeError."""
+    from unirank.errors import IndexNotFoundError, InvalidQueryError
+
+    with pytest.raises(IndexNotFoundError, match="'nope' does not exist"):
+        service.stream("What does SEV1 mean?", "nope")  # not iterated
+    session = service.store.create_session("handbook")
+    with pytest.raises(InvalidQueryError, match=f"Session '{session.id}' answers from index 'handbook', not 'hostile'"):
+        service.ask("What does SEV1 mean?", "hostile", session_id=session.id)
+    assert service.store.messages(session.id) == []
+    with pytest.raises(InvalidQueryError, match=r"No passage has the key 'categry' \(did you mean 'category'\?\)"):
+        service.ask("How do I reset my password?", "handbook", filters={"categry": "account"})
+    with pytest.raises(InvalidQueryError, match="history must be a list of unirank.chat.Turn"):
+        service.ask("And SEV2?", "handbook", history=[{"role": "user", "content": "What does SEV1 mean?"}])
+    with pytest.raises(InvalidQueryError, match="The question must be text, got int"):
+        service.ask(5, "handbook")
+
+
 def test_sentence_spans_are_slices_of_the_text():
     text = "Rotate keys every 90 days. Rotation creates a successor\nkey. After the window it is revoked!\n\nSEV1: down."
     spans = sentence_spans(text)
@@ -309,8 +329,8 @@ def test_ask_cli_prints_exactly_the_documented_json(corpus, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ask", "How do I reset my password?", "--index",
                            "handbook", "--filter", "categroy=account", "--json"], env=env, capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0 and json.loads(proc.stdout)["grounded"] is False  # nothing has the misspelt key
-    assert "warning: No passage has the key 'categroy' (did you mean 'category'?)" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and proc.stdout == ""  # refused before answering "not covered"
+    assert "No passage has the key 'categroy' (did you mean 'category'?)" in " ".join(proc.stderr.split())
 
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ask", "anything", "-i", "missing"],
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)

@@ -299,6 +299,19 @@ def test_a_search_made_while_a_rebuild_switches_models_uses_one_model(client, co
     assert results.embedder == "copy@2" and results.hits  # searched again with the model the vectors are from
 
 
+def test_a_path_object_is_a_source_and_a_non_source_is_refused_in_words(client, corpus):
+    """ingest(Path(...)) raised AttributeError: 'PosixPath' object has no attribute 'partition'."""
+    import unirank
+    from unirank.errors import SourceError
+
+    assert client.ingest(corpus / "api-keys.md", "paths").ingested
+    with pytest.raises(SourceError, match="The source must be a folder, a file or an s3:// / oss:// URI, got None"):
+        client.ingest(None, "paths")  # type: ignore[arg-type]
+    # The errors the API raises are importable from the package, and listed by dir().
+    assert {"IndexChangedError", "IndexLockedError", "ModelNotFoundError", "ChatService"} <= set(dir(unirank))
+    assert unirank.IndexLockedError.__module__ == "unirank.errors"
+
+
 def test_a_registered_name_wins_over_a_folder_of_documents_named_like_it(settings, tmp_path, monkeypatch):
     """`--model edge` from a folder holding ./edge (documents) loaded the documents folder as a model and
     failed on its missing config.json, without a word about the registered edge@1."""

@@ -25,4 +25,5 @@ def test_the_wheel_carries_every_file_of_the_package(tmp_path):
     source = checkout / "src"
     wanted = {path.relative_to(source).as_posix() for path in (source / "unirank").rglob("*") if path.is_file()}
     assert "unirank/app/static/app.js" in wanted
+    assert "unirank/py.typed" in wanted  # type checkers read the package's hints only with it (PEP 561)
     assert wanted <= names, sorted(wanted - names)

@@ -95,6 +95,30 @@ def test_a_failing_reranker_degrades_to_hybrid_results(indexed):
     assert results.degraded and not results.reranked and results.hits
 
 
+@pytest.mark.parametrize(("call", "says"), [
+    (dict(query="x", top_k=2**31), "top_k must be between 1 and 1000"),  # tantivy aborted the process
+    (dict(query="x", top_k=2**63), "top_k must be between 1 and 1000"),  # a PanicException (BaseException)
+    (dict(query="x", top_k=1.5), "top_k must be a whole number"),
+    (dict(query="x", top_k=True), "top_k must be a whole number"),
+    (dict(query=123), "The query must be text, got int"),
+    (dict(query=b"api key"), "The query must be text, got bytes"),
+    (dict(query="api \ud800 key"), "lone surrogate"),
+    (dict(query="x", index=123), "The index must be named by its name"),
+    (dict(query="x", rerank="no"), "rerank must be True, False or None"),
+    (dict(query="x", filters=[("category", "account")]), "filters must map each key to one value"),
+    (dict(query="x", filters={"tags": ["security"]}), "filters must map each key to one value"),
+    (dict(query="password", filters={"catgory": "account"}), "No passage has the key 'catgory' (did you mean"),
+])
+@pytest.mark.parametrize("mode", ["bm25", "hybrid"])
+def test_arguments_a_search_cannot_use_are_refused_in_words(indexed, call, says, mode):
+    """Each raised a raw AttributeError/TypeError/UnicodeEncodeError from a library, crashed the process, or
+    (a misspelt filter key) returned nothing with no word."""
+    call = {"index": "docs", "mode": mode, "rerank": False, **call}
+    with pytest.raises(InvalidQueryError) as refused:
+        indexed.search(call.pop("query"), call.pop("index"), **call)
+    assert says in str(refused.value)
+
+
 @pytest.mark.parametrize("query", ["", "   "])
 def test_empty_queries_are_refused(indexed, query):
     with pytest.raises(InvalidQueryError, match="empty"):

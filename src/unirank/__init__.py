@@ -19,25 +19,53 @@ _EXPORTS = {
     "IndexInfo": "unirank.search.types",
     "ModelSignature": "unirank.search.types",
     "SearchResults": "unirank.search.types",
+    "ChatService": "unirank.chat",
+    "ChatAnswer": "unirank.chat",
+    "Citation": "unirank.chat",
+    "ConversationStore": "unirank.chat",
+    "ModelRegistry": "unirank.registry",
+    # every error a method of the classes above raises
     "UnirankError": "unirank.errors",
     "ConfigurationError": "unirank.errors",
+    "IndexNotFoundError": "unirank.errors",
     "DimensionMismatchError": "unirank.errors",
     "EmbedderMismatchError": "unirank.errors",
-    "IndexNotFoundError": "unirank.errors",
-    "InvalidQueryError": "unirank.errors",
-    "ParseError": "unirank.errors",
     "RerankLimitError": "unirank.errors",
+    "InvalidQueryError": "unirank.errors",
     "SourceError": "unirank.errors",
+    "ExportError": "unirank.errors",
+    "ParseError": "unirank.errors",
+    "UnsupportedFormatError": "unirank.errors",
+    "DuplicateDocumentError": "unirank.errors",
+    "ModelLoadError": "unirank.errors",
+    "ModelNotFoundError": "unirank.errors",
+    "PromotionRefusedError": "unirank.errors",
+    "LeakageError": "unirank.errors",
+    "EvaluationDataError": "unirank.errors",
+    "TrainingError": "unirank.errors",
+    "IndexLockedError": "unirank.errors",
+    "IndexChangedError": "unirank.errors",
+    "RemoteModelError": "unirank.errors",
+    "AnswererError": "unirank.errors",
+    "ConversationNotFoundError": "unirank.errors",
+    "OptimizationRefusedError": "unirank.errors",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from unirank.api import Unirank
-    from unirank.errors import (ConfigurationError, DimensionMismatchError, EmbedderMismatchError,
-                                IndexNotFoundError, InvalidQueryError, ParseError, RerankLimitError, SourceError,
-                                UnirankError)
+    from unirank.chat import ChatAnswer, ChatService, Citation, ConversationStore
+    from unirank.errors import (
+        AnswererError, ConfigurationError, ConversationNotFoundError, DimensionMismatchError,
+        DuplicateDocumentError, EmbedderMismatchError, EvaluationDataError, ExportError,
+        IndexChangedError, IndexLockedError, IndexNotFoundError, InvalidQueryError, LeakageError,
+        ModelLoadError, ModelNotFoundError, OptimizationRefusedError, ParseError,
+        PromotionRefusedError, RemoteModelError, RerankLimitError, SourceError, TrainingError,
+        UnirankError, UnsupportedFormatError,
+    )
     from unirank.ingest.report import IngestReport
+    from unirank.registry import ModelRegistry
     from unirank.search.types import Chunk, Hit, IndexInfo, ModelSignature, SearchResults
     from unirank.settings import Settings
 
@@ -46,3 +74,8 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'unirank' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazily imported names too, so ``dir(unirank)`` and editors' completion list them."""
+    return sorted({*globals(), *_EXPORTS})

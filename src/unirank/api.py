@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import cached_property
 from typing import Callable, Mapping
 
+from unirank.errors import SourceError
 from unirank.ingest.pipeline import Ingestor, ProgressCallback
 from unirank.ingest.report import IngestReport
 from unirank.models.embedder import Embedder
@@ -26,7 +28,12 @@ from unirank.settings import Settings
 
 
 class Unirank:
-    """Models load on first use, so listing indexes or showing settings stays instant."""
+    """Models load on first use, so listing indexes or showing settings stays instant.
+
+    ``Unirank()`` reads settings as the CLI does (defaults < ``unirank.toml`` < ``UNIRANK_*`` variables);
+    pass ``Settings(...)`` to set them in code. Errors are :class:`unirank.UnirankError` subclasses whose
+    messages say what to do. Use it as a context manager, or call :meth:`close`, to release the index files.
+    """
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.load()
@@ -75,8 +82,20 @@ class Unirank:
                         rerank_top_k=self.settings.reranker.top_k,
                         rerank_by_default=self.settings.reranker.enabled)
 
-    def ingest(self, source: str, index: str, *, prune: bool = False,
+    def ingest(self, source: str | os.PathLike[str], index: str, *, prune: bool = False,
                progress: ProgressCallback | None = None) -> IngestReport:
+        """Parse, chunk, embed and index ``source`` (a folder, a file, or ``s3://`` / ``oss://`` URI) into
+        ``index``, created on first use; unchanged files are skipped, and ``prune`` removes the documents of
+        files gone from the source. ``progress(done, total, uri)`` is called after each file.
+
+        Bad files do not raise: they are listed in ``report.failed``. A run that stops partway (a model
+        endpoint that fails) returns what it committed with ``report.stopped`` saying why; check
+        ``report.ok``. A bad source, index name or setting raises before anything is written."""
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        if not isinstance(source, str) or not source:
+            raise SourceError(f"The source must be a folder, a file or an s3:// / oss:// URI, got {source!r}.")
+
         def embedder() -> Embedder:  # loaded once the source is listed: a typo there costs no model load
             return self.embedder_for(self.backend.model(index)) if self.backend.exists(index) else self.embedder
 
@@ -94,12 +113,20 @@ class Unirank:
         rerank: bool | None = None,
         filters: Mapping[str, str] | None = None,
     ) -> SearchResults:
+        """The ``top_k`` best passages of ``index`` for ``query``: ``mode`` is ``bm25``, ``knn`` or
+        ``hybrid`` (default ``search.mode``), ``rerank`` rescores at most 50 candidates with the
+        reranker (default ``reranker.enabled``; a reranker that fails at search time gives the
+        un-reranked results with ``degraded`` set), and ``filters`` keep passages whose metadata,
+        ``doc_id`` or ``source_uri`` equals the value. Raises :class:`InvalidQueryError` for an empty
+        query, a ``top_k`` outside 1-1000 (1-50 with rerank) or a filter key no passage has."""
         return self.searcher.search(query, index, mode=mode, top_k=top_k, rerank=rerank, filters=filters)
 
     def list_indexes(self) -> list[IndexInfo]:
+        """Every index, with its model, chunk and source counts."""
         return self.backend.list_indexes()
 
     def index_info(self, index: str) -> IndexInfo:
+        """One index's model and counts; :class:`IndexNotFoundError` names the ones there are."""
         return self.backend.info(index)
 
     def rebuild_index(self, index: str, model: str, progress: Callable[[str], None] | None = None) -> IndexInfo:
@@ -131,9 +158,11 @@ class Unirank:
         return removed
 
     def delete_index(self, index: str) -> None:
+        """Delete the index and all its versions (no confirmation: the CLI asks)."""
         self.backend.delete_index(index)
 
     def close(self) -> None:
+        """Release the index files and model connections; a search running in another thread finishes first."""
         if "backend" in self.__dict__:
             self.backend.close()
         loaded = [self.__dict__.get("embedder"), self.__dict__.get("reranker"), *self._index_embedders.values()]

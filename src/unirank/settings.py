@@ -26,6 +26,8 @@ from unirank.errors import ConfigurationError
 
 #: The most candidates a cross-encoder may rescore in one search.
 MAX_RERANK_TOP_K = 50
+#: The most results one search returns (a larger top_k made the full-text engine allocate for it and abort).
+MAX_TOP_K = 1000
 
 
 class _Section(BaseModel):
@@ -138,7 +140,7 @@ class IngestSettings(_Section):
 
 class SearchSettings(_Section):
     mode: Literal["bm25", "knn", "hybrid"] = "hybrid"
-    top_k: int = Field(10, ge=1, le=1000)
+    top_k: int = Field(10, ge=1, le=MAX_TOP_K)
     #: Reciprocal-rank-fusion constant: larger flattens the rank curve. RRF's usual k and equal weights
     #: hold for every embedder. On CISI other values scored higher (tuned hybrid nDCG@10 up to 0.475
     #: against 0.462 at k=30, knn_weight 3; the base's up to 0.455 against 0.443), but only when they

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from unirank.search.types import SearchMode
+from unirank.settings import MAX_TOP_K
 
 
 class SearchRequest(BaseModel):
@@ -19,7 +20,7 @@ class SearchRequest(BaseModel):
     #: ``search.mode`` when omitted.
     mode: SearchMode | None = None
     #: ``search.top_k`` when omitted; at most ``reranker.top_k`` (50) when reranking.
-    top_k: int | None = Field(None, ge=1, le=1000)
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
     #: ``reranker.enabled`` when omitted.
     rerank: bool | None = None
     #: Only chunks whose metadata, ``doc_id`` or ``source_uri`` match every pair.

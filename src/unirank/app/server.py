@@ -194,7 +194,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         index = body.index or (None if body.model == DEFAULT_MODEL else body.model)
         session_id = body.session_id
         if session_id:
-            index = _session_index(store, session_id, index)
+            index = service.session_index(session_id, index)
         check_filter_keys(index, body.filters)
         history = None if session_id else history
         asked = dict(session_id=session_id, history=history, filters=body.filters)
@@ -252,16 +252,6 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return {"events": [e.to_dict() for e in store.feedback(message_id)]}
 
     return app
-
-
-def _session_index(store: ConversationStore, session_id: str, named: str | None) -> str:
-    """The session's index; a request naming another is refused, not answered from it: its messages
-    would be stored in a session of other documents, and follow-ups rewritten with that history."""
-    index = store.session(session_id).index
-    if named and named != index:
-        raise InvalidQueryError(f"Session {session_id!r} answers from index {index!r}, not {named!r}: drop "
-                                f"`model`/`index`, send {index!r}, or start a new session for {named!r}.")
-    return index
 
 
 def _model_card(name: str) -> dict:

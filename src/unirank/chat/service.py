@@ -88,19 +88,35 @@ class ChatService:
         otherwise ``history`` (e.g. an OpenAI request's earlier messages) and the answer is stored
         on its own, so feedback can still point at it.
         """
-        if not question or not question.strip():
+        if not isinstance(question, str):
+            raise InvalidQueryError(f"The question must be text, got {type(question).__name__}.")
+        if not question.strip():
             raise InvalidQueryError("The question is empty: ask something.")
+        if history is not None and not all(isinstance(turn, Turn) for turn in history):
+            raise InvalidQueryError("history must be a list of unirank.chat.Turn(role, content), oldest first.")
+        if session_id is not None:
+            index = self.session_index(session_id, index)
+            history = self.store.history(session_id)  # type: ignore[union-attr]
+        index = index or self.default_index()
+        self.ur.backend.model(index)  # a missing index is said now, not once the events are read
+        return self._turn(question, index, session_id, history, filters)
+
+    def session_index(self, session_id: str, named: str | None = None) -> str:
+        """The session's index; a request naming another is refused, not answered from it: its messages
+        would be stored in a session of other documents, and follow-ups rewritten with that history."""
+        if self.store is None:
+            raise InvalidQueryError("Sessions need a conversation store: ChatService(ur, ConversationStore(path)); "
+                                    "without one, pass the earlier turns as history=[Turn(...)].")
+        index = self.store.session(session_id).index
+        if named and named != index:
+            raise InvalidQueryError(f"Session {session_id!r} answers from index {index!r}, not {named!r}: drop "
+                                    f"`model`/`index`, send {index!r}, or start a new session for {named!r}.")
+        return index
+
+    def _turn(self, question: str, index: str, session_id: str | None, history: Sequence[Turn] | None,
+              filters: Mapping[str, str] | None) -> Iterator[ChatEvent]:
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        if session_id is not None:
-            if self.store is None:
-                raise InvalidQueryError("Sessions need a conversation store: ChatService(ur, ConversationStore(path)); "
-                                        "without one, pass the earlier turns as history=[Turn(...)].")
-            session = self.store.session(session_id)
-            index = index or session.index
-            history = self.store.history(session_id)
-        index = index or self.default_index()
-
         query = self.rewriter.rewrite(question, history or [],
                                       related=lambda words: self.retriever.texts_about(words, index, filters))
         timings["rewrite"] = _ms(started)

@@ -12,7 +12,7 @@ from rich.prompt import Prompt
 from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filters
 from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri
 from unirank.errors import InvalidQueryError, UnirankError
-from unirank.search.backend import unknown_filter_keys
+from unirank.search.backend import refuse_unknown_filter_keys
 
 if TYPE_CHECKING:
     from unirank.api import Unirank
@@ -22,11 +22,10 @@ CHAT_HELP = ("Commands: /up or /down rate the last answer, /open N shows source 
              "conversation, /help shows this, /quit (or Ctrl-D) leaves.")
 
 
-def _warn_of_unknown_filter_keys(ur: Unirank, index: str, filters: dict[str, str]) -> None:
-    """Said before the answer, which is "not covered" when a filter's key matches nothing."""
+def _refuse_unknown_filter_keys(ur: Unirank, index: str, filters: dict[str, str]) -> None:
+    """Before the first question: the answer would be "not covered" when a filter's key matches nothing."""
     if filters:
-        for note in unknown_filter_keys(filters, ur.backend.filter_keys(index)):
-            errors.print(f"warning: {note}", markup=False, highlight=False)
+        refuse_unknown_filter_keys(filters, ur.backend.filter_keys(index))
 
 
 def ask(
@@ -44,7 +43,7 @@ def ask(
         try:
             filters = parse_filters(filter_)
             index = index or service.default_index()
-            _warn_of_unknown_filter_keys(ur, index, filters)
+            _refuse_unknown_filter_keys(ur, index, filters)
             if as_json:
                 print_json(service.ask(question, index, filters=filters).brief())
                 return
@@ -73,7 +72,7 @@ def chat(
             filters = parse_filters(filter_)
             index = index or service.default_index()
             ur.index_info(index)  # a missing index is said, with the ones there are, before the first question
-            _warn_of_unknown_filter_keys(ur, index, filters)
+            _refuse_unknown_filter_keys(ur, index, filters)
         except UnirankError as exc:
             fail(exc)
         session = store.create_session(index)

@@ -19,7 +19,6 @@ from unirank.cli.output import (console, counted, errors, fail, print_index, pri
                                 print_results, print_stage)
 from unirank.errors import SourceError, UnirankError
 from unirank.ingest.uris import file_name
-from unirank.search.backend import refuse_unknown_filter_keys
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -110,17 +109,14 @@ def search(
         filters = parse_filters(filter_)
         results = ur.search(query, index, mode=mode, top_k=top_k, rerank=rerank,  # type: ignore[arg-type]
                             filters=filters)
-        keys = ur.backend.filter_keys(index) if filters and not results.hits else set()
-        if as_json:  # as /v1/search answers it: a script reads no "No results" line
-            refuse_unknown_filter_keys(filters, keys)
-    except UnirankError as exc:
+    except UnirankError as exc:  # a filter key no passage has too, as /v1/search refuses it
         fail(exc)
     finally:
         ur.close()
     if as_json:
         print_json(results.to_dict())
     else:
-        print_results(results, filters, keys)
+        print_results(results, filters)
 
 
 # In --help, commands are listed as registered: the workflow's order after ingest and search.

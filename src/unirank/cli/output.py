@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Collection, Mapping
+from typing import Any, Mapping
 
 from rich.console import Console
 from rich.markup import escape
@@ -11,7 +11,6 @@ from rich.table import Table
 
 from unirank.ingest.report import IngestReport
 from unirank.ingest.uris import file_name, uri_path
-from unirank.search.backend import unknown_filter_keys
 from unirank.search.types import IndexInfo, SearchResults
 
 console = Console()
@@ -88,9 +87,7 @@ def _location(uri: str, page: int | None) -> str:
     return f"{short} p.{page}" if page else short
 
 
-def print_results(results: SearchResults, filters: Mapping[str, str] | None = None,
-                  filter_keys: Collection[str] = ()) -> None:
-    """``filter_keys``: the keys the index's passages have, when a filtered search found nothing."""
+def print_results(results: SearchResults, filters: Mapping[str, str] | None = None) -> None:
     flags = [f"{results.mode} with {results.embedder}" if results.embedder else results.mode]
     if results.reranked:
         flags.append("reranked")
@@ -115,8 +112,6 @@ def print_results(results: SearchResults, filters: Mapping[str, str] | None = No
         hint = (f" with {only}: a filter matches a metadata value, doc_id or source_uri exactly (keys and "
                 "values as stored; `--json` on a search without it shows them)") if only else ""
         console.print(f"No results for {results.query!r}{hint}.", markup=False)
-        for note in unknown_filter_keys(filters, filter_keys):
-            console.print(note, markup=False)
         return
     console.print(table)
 

@@ -10,10 +10,10 @@ from typing import Callable, Mapping
 from unirank.errors import DimensionMismatchError, IndexChangedError, InvalidQueryError, RerankLimitError
 from unirank.models.embedder import Embedder, require_comparable_vectors
 from unirank.models.reranker import Reranker
-from unirank.search.backend import SearchBackend
+from unirank.search.backend import SearchBackend, refuse_unknown_filter_keys
 from unirank.search.blend import blended_order
 from unirank.search.types import Hit, ModelSignature, SearchMode, SearchResults
-from unirank.settings import MAX_RERANK_TOP_K, SearchSettings
+from unirank.settings import MAX_RERANK_TOP_K, MAX_TOP_K, SearchSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Searcher:
         mode = mode or self.settings.mode
         top_k = self.settings.top_k if top_k is None else top_k
         rerank = self.rerank_by_default if rerank is None else rerank
-        self._validate(query, mode, top_k, rerank)  # loads the reranker on first use, before the clock
+        self._validate(query, index, mode, top_k, rerank, filters)  # loads the reranker on first use, before the clock
         filters = _as_stored(filters)
         if mode != "bm25":  # the model is loaded on first use before the clock starts (as the reranker is)
             index_model = self.backend.model(index)
@@ -74,6 +74,8 @@ class Searcher:
             timings["retrieve"] = _ms(t)
         else:
             embedder, hits = self._vector_search(query, index, mode, depth, filters, timings, chosen)
+        if filters and not hits:  # a misspelt key matches nothing: said, not an empty result
+            refuse_unknown_filter_keys(filters, self.backend.filter_keys(index))
 
         reranked = degraded = False
         if rerank and hits:
@@ -126,13 +128,30 @@ class Searcher:
         raise IndexChangedError(f"Index {index!r} was switched to another model's vectors {_SWAP_RETRIES + 1} "
                                 "times during one search (an `index rebuild` loop?). Search again.")
 
-    def _validate(self, query: str, mode: str, top_k: int, rerank: bool) -> None:
-        if not query or not query.strip():
+    def _validate(self, query: str, index: str, mode: str, top_k: int, rerank: bool,
+                  filters: Mapping[str, str] | None) -> None:
+        """Arguments of the wrong type are refused here, in words, rather than deep in a library."""
+        if not isinstance(query, str):
+            raise InvalidQueryError(f"The query must be text, got {type(query).__name__}.")
+        if not query.strip():
             raise InvalidQueryError("The query is empty: give some words to search for.")
+        if any("\ud800" <= ch <= "\udfff" for ch in query):
+            raise InvalidQueryError("The query holds a lone surrogate (\\ud800-\\udfff), which is not text: "
+                                    "decode the bytes it came from as UTF-8.")
+        if not isinstance(index, str):
+            raise InvalidQueryError(f"The index must be named by its name (text), got {type(index).__name__}.")
         if mode not in MODES:
             raise InvalidQueryError(f"Unknown search mode {mode!r}: use one of {', '.join(MODES)}.")
-        if top_k < 1:
-            raise InvalidQueryError(f"top_k must be at least 1, got {top_k}.")
+        if isinstance(top_k, bool) or not isinstance(top_k, int):
+            raise InvalidQueryError(f"top_k must be a whole number, got {top_k!r}.")
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidQueryError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}.")
+        if not isinstance(rerank, bool):
+            raise InvalidQueryError(f"rerank must be True, False or None, got {rerank!r}.")
+        if filters is not None and not (isinstance(filters, Mapping) and all(
+                isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in filters.items())):
+            raise InvalidQueryError(f"filters must map each key to one value (text or a number), e.g. "
+                                    f"{{'category': 'account'}}; got {filters!r}.")
         if rerank:
             if top_k > self.rerank_top_k:
                 raise RerankLimitError(top_k, self.rerank_top_k)
