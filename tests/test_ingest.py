@@ -483,6 +483,26 @@ def test_an_endpoint_that_dies_partway_keeps_what_was_committed_and_a_new_index_
         server.stop()
 
 
+def test_an_error_in_the_callers_progress_callback_is_raised_not_reported_as_a_stop(client, tmp_path):
+    """A bug in the caller's callback became report.stopped, logged at DEBUG only: a caller who did not
+    check report.ok took a partial ingest for a whole one."""
+    docs = tmp_path / "cb"
+    docs.mkdir()
+    for i in range(6):
+        (docs / f"n{i}.txt").write_text(f"Note {i} about wombats.\n")
+    client.settings.ingest.batch_chunks = 2
+
+    def buggy(done: int, total: int, uri: str) -> None:
+        if done == 4:
+            raise RuntimeError("callback bug")
+
+    with pytest.raises(RuntimeError, match="callback bug"):
+        client.ingest(str(docs), "cb", progress=buggy)
+    committed = client.index_info("cb").source_count
+    assert 2 <= committed < 6  # what was committed before stays, and the same call again finishes the rest
+    assert len(client.ingest(str(docs), "cb").ingested) == 6 - committed
+
+
 def test_a_file_that_turns_unreadable_keeps_its_previous_version_and_the_report_says_so(client, tmp_path):
     """It said "failed: binary content" while its old chunks stayed in the index with no word."""
     folder = tmp_path / "notes"

@@ -102,6 +102,9 @@ class Ingestor:
             self._ingest_files(docs, files, index, states, report, progress)
             if prune:
                 self._prune(docs, files, index, states, report)
+        except _CallerError as exc:  # the caller's own callback failed: theirs to see, not a stopped ingest
+            self.backend.flush(index)  # what was committed stays searchable
+            raise exc.__cause__ from None  # type: ignore[misc]
         except Exception as exc:  # an endpoint or model that dies partway: keep and say what was committed
             self._stop(index, report, exc)
         if existed or self._created:
@@ -123,7 +126,10 @@ class Ingestor:
                     self._write(index, pending, report)
                     pending = []
             if progress:
-                progress(done, len(files), file.uri)
+                try:
+                    progress(done, len(files), file.uri)
+                except Exception as exc:
+                    raise _CallerError() from exc
         self._write(index, pending, report)
         self._write_collided(index, report)
         self.backend.update_states(index, self._touched)
@@ -283,3 +289,7 @@ def _fail(report: IngestReport, uri: str, reason: str, previous: SourceState | N
     if previous is not None:
         reason += " (the previous version stays indexed; fix the file, or remove it and use --prune)"
     report.failed.append((uri, reason))
+
+
+class _CallerError(Exception):
+    """Carries an exception raised by the caller's progress callback past the stop-and-report handling."""
