@@ -446,6 +446,7 @@ def test_jsonl_records_become_documents_with_scalar_and_list_metadata(tmp_path):
         ('{"_id": "x"}', "text"),
         ('{"text": "no id"}', "_id"),
         ("[1, 2]", "object"),
+        ('{"_id": "c", "text": "t", "score": NaN}', "NaN is not a JSON value"),  # it broke strict JSON output
     ],
 )
 def test_a_bad_jsonl_line_fails_the_file_naming_the_line(tmp_path, bad_line, reason):

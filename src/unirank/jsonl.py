@@ -11,7 +11,7 @@ def parse_object_line(line: str, required: Sequence[str] = ()) -> dict[str, Any]
     """The line's object. ``ValueError`` says what is wrong: not JSON (and where), not an object, or which
     ``required`` fields are missing; callers add the file and line and raise their own error."""
     try:
-        value = json.loads(line)
+        value = json.loads(line, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         where = f"{exc.msg} column {exc.colno}" if exc.msg.endswith(" at") else f"{exc.msg} at column {exc.colno}"
         raise ValueError(f"not valid JSON ({where})") from None
@@ -21,6 +21,12 @@ def parse_object_line(line: str, required: Sequence[str] = ()) -> dict[str, Any]
     if missing:
         raise ValueError(f"missing required field(s) {', '.join(missing)}")
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON: Python reads them, and results carrying them then break every strict
+    JSON reader (a browser, jq, another language's parser)."""
+    raise ValueError(f"not valid JSON ({name} is not a JSON value: write null, or the number as text)")
 
 
 def _json_type(value: Any) -> str:
