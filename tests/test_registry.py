@@ -637,3 +637,22 @@ def test_cli_register_restores_an_export_and_says_what_it_cannot_read(tmp_path, 
     assert shown["base_model"] == "all-MiniLM-L6-v2" and len(shown["training_queries"]) == 1
     bare = runner.invoke(app, ["models", "promote", "reimp", "--alias", "staging"])
     assert bare.exit_code == 2 and "reimp@VERSION" in bare.output
+
+
+def test_a_version_trained_from_another_before_bases_were_recorded_is_refused_on_the_bases_queries(registry):
+    """Records written before a version carried its base's training queries name the base alone: the
+    leakage check followed none, so a model tuned from t1 was scored on the queries t1 was trained on."""
+    from unirank.errors import LeakageError
+    from unirank.evaluation.leakage import check_no_leakage
+    from unirank.training.examples import query_fingerprint
+
+    t1 = _trained_version(registry, "t1-embed")
+    older = registry.register("p4-embed", "embedder", path=BASE, record={
+        "dims": 384, "base_model": t1.ref, "training_queries": [query_fingerprint("a question of p4's own")]})
+    with pytest.raises(LeakageError, match="p4-embed@1 was trained on 1 of them"):
+        check_no_leakage({"q1": TRAINED_QUERY}, [older], registry)
+    check_no_leakage({"q1": TRAINED_QUERY}, [older])  # without the registry only its own queries are known
+    # A record that says it carries its bases' queries already is not followed further.
+    complete = registry.register("p5-embed", "embedder", path=BASE, record={
+        "dims": 384, "base_model": t1.ref, "training_queries": [], "training_queries_inherited_from": []})
+    check_no_leakage({"q1": TRAINED_QUERY}, [complete], registry)

@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 from unirank.errors import LeakageError
-from unirank.registry import ModelVersion
+from unirank.registry import ModelRegistry, ModelVersion
+from unirank.registry.lineage import training_queries_with_bases
 from unirank.training.examples import query_fingerprint
 
 
-def trained_fingerprints(versions: list[ModelVersion]) -> dict[str, set[str]]:
-    return {v.ref: set(v.record.get("training_queries") or []) for v in versions}
+def trained_fingerprints(versions: list[ModelVersion], registry: ModelRegistry | None = None) -> dict[str, set[str]]:
+    """Each version's training queries, its bases' included (followed in ``registry`` for records written
+    before versions carried them)."""
+    if registry is None:
+        return {v.ref: set(v.record.get("training_queries") or []) for v in versions}
+    return {v.ref: training_queries_with_bases(registry, v.ref, v.record)[0] for v in versions}
 
 
-def leaked_queries(queries: dict[str, str], versions: list[ModelVersion]) -> dict[str, list[str]]:
+def leaked_queries(queries: dict[str, str], versions: list[ModelVersion],
+                   registry: ModelRegistry | None = None) -> dict[str, list[str]]:
     """For each model, the evaluation query ids it saw in training."""
     prints = {qid: query_fingerprint(text) for qid, text in queries.items()}
     out: dict[str, list[str]] = {}
-    for ref, trained in trained_fingerprints(versions).items():
+    for ref, trained in trained_fingerprints(versions, registry).items():
         hit = sorted(q for q, fp in prints.items() if fp in trained)
         if hit:
             out[ref] = hit
     return out
 
 
-def check_no_leakage(queries: dict[str, str], versions: list[ModelVersion]) -> None:
-    leaks = leaked_queries(queries, versions)
+def check_no_leakage(queries: dict[str, str], versions: list[ModelVersion],
+                     registry: ModelRegistry | None = None) -> None:
+    raise_for_leaks(leaked_queries(queries, versions, registry))
+
+
+def raise_for_leaks(leaks: dict[str, list[str]]) -> None:
     if leaks:
         detail = "; ".join(f"{ref} was trained on {len(ids)} of them (e.g. {', '.join(ids[:5])})"
                            for ref, ids in leaks.items())

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from unirank.errors import EvaluationDataError, UnirankError
 from unirank.evaluation.datasets import EvalSet
-from unirank.evaluation.leakage import check_no_leakage, leaked_queries
+from unirank.evaluation.leakage import leaked_queries, raise_for_leaks
 from unirank.evaluation.metrics import score_run
 from unirank.evaluation.systems import SystemRunner
 from unirank.models.embedder import Embedder
@@ -83,8 +83,13 @@ class Evaluation:
         else they are checked in the first model's index."""
         versions = [v for spec in specs for v in spec.versions]
         queries = data.queries
+        registry = ModelRegistry(self.settings.models_dir)  # bases of older records are followed in it
+        try:
+            leaks = leaked_queries(queries, versions, registry)
+        finally:
+            registry.close()
         if holdout_only:
-            leaked = {q for ids in leaked_queries(queries, versions).values() for q in ids}
+            leaked = {q for ids in leaks.values() for q in ids}
             data = data.subset(set(queries) - leaked)
             queries = data.queries
             if not queries:
@@ -93,7 +98,8 @@ class Evaluation:
             raise EvaluationDataError(
                 "No query has a relevant judged document, so there is nothing to score: check that the qrels "
                 "name the queries by the ids in the queries file (and that their scores are above 0).")
-        check_no_leakage(queries, versions)
+        if leaks and not holdout_only:  # with holdout_only they were dropped above
+            raise_for_leaks(leaks)
         results: dict[str, dict[str, float]] = {}
         meta: dict[str, Any] = {"queries": len(queries), "queries_digest": queries_digest(queries)}
         if documents_in is not None:

@@ -10,9 +10,9 @@ among another's.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
-from unirank.registry.store import ModelVersion
+from unirank.registry.store import ModelRegistry, ModelVersion
 
 
 def _source_of(version: ModelVersion, by_ref: dict[str, ModelVersion], bundled_base_ref: str) -> str:
@@ -44,3 +44,28 @@ def same_vector_refs(versions: Iterable[ModelVersion], ref: str, *, bundled_base
     source = bundled_base_ref if ref == bundled_base_ref else _source_of(by_ref[ref], by_ref, bundled_base_ref)
     return frozenset({ref, source} | {r for r, v in by_ref.items()
                                       if _source_of(v, by_ref, bundled_base_ref) == source})
+
+
+def training_queries_with_bases(registry: ModelRegistry, ref: str | None,
+                                record: dict[str, Any] | None) -> tuple[set[str], list[str]]:
+    """The training-query fingerprints of ``record`` (version ``ref``) and of the versions it was trained
+    from, with the refs that had any: a model trained from ``t1-embed@1`` has seen t1's queries too.
+    Records written since training carried them (``training_queries_inherited_from``, even empty) are
+    complete; older ones name their base, which is followed while it is a version of this registry."""
+    prints: set[str] = set()
+    sources: list[str] = []
+    seen: set[str] = set()
+    while record is not None:
+        fingerprints = set(record.get("training_queries") or [])
+        if fingerprints:
+            prints |= fingerprints
+            sources.append(ref or "?")
+        base = str(record.get("base_model") or "")
+        # Complete already, or a copy from another registry (its base_model names a version there).
+        if "training_queries_inherited_from" in record or "lineage" in record or "@" not in base:
+            break
+        seen.add(ref or "")
+        if base in seen or not registry.exists(base):
+            break
+        ref, record = base, registry.get(base).record
+    return prints, sources

@@ -21,6 +21,7 @@ from unirank.errors import TrainingError
 from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
 from unirank.models.embedder import Embedder, loaded, makes_vectors_of
 from unirank.models.loading import is_cross_encoder, require_hub_model, resolve_model_path
+from unirank.registry.lineage import training_queries_with_bases
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.store import RESERVED_NAMES
 from unirank.search.backend import SearchBackend, derived_index_name
@@ -330,25 +331,9 @@ class TrainJob:
         them. Records written since carry their bases' (``training_queries_inherited_from``, even
         empty); older ones name their base, followed here."""
         ref, record = self._base_record()
-        prints: set[str] = set()
-        sources: list[str] = []
         registry = ModelRegistry(self.settings.models_dir)
         try:
-            seen: set[str] = set()
-            while record is not None:
-                fingerprints = set(record.get("training_queries") or [])
-                if fingerprints:
-                    prints |= fingerprints
-                    sources.append(ref or "?")
-                base = str(record.get("base_model") or "")
-                # Complete already, or a copy from another registry (its base_model names a version there).
-                if "training_queries_inherited_from" in record or "lineage" in record or "@" not in base:
-                    break
-                seen.add(ref or "")
-                if base in seen or not registry.exists(base):
-                    break
-                ref, record = base, registry.get(base).record
-            return prints, sources
+            return training_queries_with_bases(registry, ref, record)
         finally:
             registry.close()
 
