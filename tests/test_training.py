@@ -344,6 +344,7 @@ def test_the_step_floor_trains_min_steps_when_an_epoch_ends_in_a_short_batch(tmp
     assert json.loads(states[-1].read_text())["global_step"] == 3
 
 
+@pytest.mark.slow  # a real train, eval and rebuild through the CLI: in the slow step
 def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
     env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"))

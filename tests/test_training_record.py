@@ -27,6 +27,10 @@ from unirank.training.job import TrainJob, TrainRequest, ensure_beir_index
 from unirank.training.reranker_trainer import RerankerTrainingConfig
 
 
+#: Real training runs, about 80 s: in the separate slow step (`scripts/test.sh -m slow`, which .ci/run runs).
+pytestmark = pytest.mark.slow
+
+
 def tiny(name: str, beir: Path | None = None, *, reranker_steps: int = 1, embedder: dict | None = None,
          **extra) -> TrainRequest:
     """As small as a real run gets: two embedder steps, ``reranker_steps`` reranker steps (a checkpoint
@@ -168,38 +172,63 @@ def test_a_version_trained_from_a_registered_base_records_the_bases_training_que
             trainer.close()
 
 
+_FIRST_RUN = """
+import json, os, signal, sys, threading, time
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[1])
+from test_training_record import tiny
+from unirank.api import Unirank
+from unirank.settings import Settings
+from unirank.training.job import TrainJob
+
+ur = Unirank(Settings(data_dir=Path(sys.argv[2])))
+marks = []
+job = TrainJob(ur.settings, ur.backend, ur.embedder, tiny("resumed", Path(sys.argv[3]), reranker_steps=2),
+               stage=lambda message: marks.append((time.time(), message)))
+checkpoint = job.run_dir / "reranker" / "checkpoints" / "checkpoint-1" / "trainer_state.json"
+
+
+def ctrl_c_after_the_first_reranker_checkpoint():
+    while True:
+        time.sleep(0.02)
+        try:  # written last, and whole: the checkpoint is complete (the second run resumes from it)
+            json.loads(checkpoint.read_text())
+        except (OSError, ValueError):
+            continue
+        os.kill(os.getpid(), signal.SIGINT)
+        return
+
+
+threading.Thread(target=ctrl_c_after_the_first_reranker_checkpoint, daemon=True).start()
+try:
+    job.run()
+except KeyboardInterrupt:
+    marks.append((time.time(), "interrupted"))
+Path(sys.argv[4]).write_text(json.dumps(marks))
+os._exit(0)
+"""
+
+
 @pytest.fixture(scope="module")
-def resumed(client, minibeir):
-    """A run cut short by a real SIGINT once the reranker saved its first checkpoint, and the same request
-    again. Returns the second run's result and the (time, stage message) pairs of each, with the moment
-    the first one's KeyboardInterrupt came out."""
-    request = lambda: tiny("resumed", minibeir, reranker_steps=2)  # noqa: E731
-    first: list[tuple[float, str]] = []
-    job = TrainJob(client.settings, client.backend, client.embedder, request(),
-                   stage=lambda message: first.append((time.perf_counter(), message)))
-    checkpoint = job.run_dir / "reranker" / "checkpoints" / "checkpoint-1" / "trainer_state.json"
-    finished = threading.Event()
-
-    def ctrl_c_after_the_first_reranker_checkpoint():
-        while not finished.wait(0.02):
-            try:  # written last, and whole: the checkpoint is complete (the second run resumes from it)
-                json.loads(checkpoint.read_text())
-            except (OSError, ValueError):
-                continue
-            os.kill(os.getpid(), signal.SIGINT)
-            return
-
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    watcher = threading.Thread(target=ctrl_c_after_the_first_reranker_checkpoint, daemon=True)
-    watcher.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            job.run()
-        interrupted_at = time.perf_counter()
-    finally:
-        finished.set()
-        watcher.join()
-        signal.signal(signal.SIGINT, previous)
+def resumed(client, minibeir, tmp_path_factory):
+    """A run cut short by a real SIGINT once the reranker saved its first checkpoint (in a child process: a
+    KeyboardInterrupt inside torch's training is no state for the test process to go on in), and the same
+    request again here. Returns the second run's result and the (time, stage message) pairs of each, with
+    the moment the first one's KeyboardInterrupt came out."""
+    marks = tmp_path_factory.mktemp("resume") / "marks.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env.update(HF_HUB_OFFLINE="1", UNIRANK_CONFIG=os.devnull, OMP_NUM_THREADS="1")
+    child = subprocess.run([sys.executable, "-c", _FIRST_RUN, str(Path(__file__).parent),
+                            str(client.settings.data_dir), str(minibeir), str(marks)],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0 and marks.exists(), child.stderr[-3000:]
+    first = [(t, m) for t, m in json.loads(marks.read_text())]
+    assert first[-1][1] == "interrupted", first
+    interrupted_at, first = first[-1][0], first[:-1]
     second: list[tuple[float, str]] = []
     said = _Said()
     logger = logging.getLogger("unirank.training.reranker_trainer")
@@ -207,9 +236,9 @@ def resumed(client, minibeir):
     logger.addHandler(said)
     logger.setLevel(logging.INFO)
     try:
-        result = TrainJob(client.settings, client.backend, client.embedder, request(),
-                          stage=lambda message: second.append((time.perf_counter(), message))).run()
-        done_at = time.perf_counter()
+        result = TrainJob(client.settings, client.backend, client.embedder, tiny("resumed", minibeir, reranker_steps=2),
+                          stage=lambda message: second.append((time.time(), message))).run()
+        done_at = time.time()
     finally:
         logger.removeHandler(said)
         logger.setLevel(level)
