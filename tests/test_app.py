@@ -306,6 +306,10 @@ def test_errors_are_clear(http):
     for route, path, body in [("/v1/search", "/v1/search", {"query": "password", "filters": {"categry": "x"}}),
                               (chat, chat, {"filters": {"categry": "x"},
                                             "messages": [{"role": "user", "content": "hi"}]}),
+                              (chat, chat, {"filters": {"categry": "x"}, "stream": True,  # before the stream
+                                            "messages": [{"role": "user", "content": "hi"}]}),
+                              ("/v1/sessions/{session_id}/messages", f"/v1/sessions/{sid}/messages",
+                               {"content": "hi", "filters": {"categry": "x"}, "stream": True}),
                               ("/v1/sessions/{session_id}/messages", f"/v1/sessions/{sid}/messages",
                                {"content": "hi", "filters": {"categry": "x"}})]:
         typo = refused("POST", route, path, 400, json=body)

@@ -41,7 +41,6 @@ from unirank.errors import (
 )
 from unirank.request_errors import (RequestSizeLimit, body_refusal, body_type, declare_only_sent_errors,
                                     http_error_code, validation_message)
-from unirank.search.backend import refuse_unknown_filter_keys
 from unirank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -152,12 +151,6 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
             names.insert(0, DEFAULT_MODEL)  # accepted as `model`, so listed: it answers from the default index
         return {"object": "list", "data": [_model_card(name) for name in names]}
 
-    def check_filter_keys(index: str | None, filters: dict[str, str] | None) -> None:
-        """A misspelt key matches nothing: over HTTP that was an empty result (or "not covered") with no
-        word, where the CLI names the key and the nearest one."""
-        if filters:
-            refuse_unknown_filter_keys(filters, ur.backend.filter_keys(index or service.default_index()))
-
     @app.get("/v1/models/{model_id}", responses={**described(IndexAsModel), **error_responses(404)})
     def model(model_id: str) -> Any:
         """OpenAI clients check a model exists before using it: an index here, or ``unirank`` (the default)."""
@@ -174,7 +167,6 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     def search(body: SearchRequest) -> dict:
         """Hybrid (BM25 + kNN) search, then the reranker when asked: what ``unirank search --json`` prints."""
         index = body.index or service.default_index()
-        check_filter_keys(index, body.filters)
         return ur.search(body.query, index, mode=body.mode, top_k=body.top_k, rerank=body.rerank,
                          filters=body.filters).to_dict()
 
@@ -192,14 +184,13 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
             raise InvalidQueryError(f"`model` names the index {body.model!r} and `index` names {body.index!r}: send "
                                     f"one of them (or \"model\": \"{DEFAULT_MODEL}\" with the index).")
         index = body.index or (None if body.model == DEFAULT_MODEL else body.model)
+        # A session asked about another index, or a filter key no passage has, is refused by the service
+        # before an answer starts (a 400, not an error event in a stream).
         session_id = body.session_id
-        if session_id:
-            index = service.session_index(session_id, index)
-        check_filter_keys(index, body.filters)
         history = None if session_id else history
         asked = dict(session_id=session_id, history=history, filters=body.filters)
         if body.stream:
-            return await _sse(service.stream(question, index, **asked), body.model)
+            return await _sse(await run_in_threadpool(service.stream, question, index, **asked), body.model)
         answer = await run_in_threadpool(service.ask, question, index, **asked)
         return completion(answer, body.model)
 
@@ -229,9 +220,9 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.post("/v1/sessions/{session_id}/messages", response_model=None,
               responses={**answer_responses(SessionAnswer), **error_responses(400, 404, 409, 413, 422, 500, 502)})
     async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
-        check_filter_keys(store.session(session_id).index, body.filters)
         if body.stream:
-            return await _sse(service.stream(body.content, session_id=session_id, filters=body.filters), "unirank")
+            events = await run_in_threadpool(service.stream, body.content, session_id=session_id, filters=body.filters)
+            return await _sse(events, "unirank")
         answer = await run_in_threadpool(service.ask, body.content, session_id=session_id, filters=body.filters)
         return answer.to_dict()
 

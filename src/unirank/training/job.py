@@ -21,8 +21,8 @@ from unirank.errors import TrainingError
 from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
 from unirank.models.embedder import Embedder, loaded, makes_vectors_of
 from unirank.models.loading import is_cross_encoder, require_hub_model, resolve_model_path
-from unirank.registry.lineage import training_queries_with_bases
 from unirank.registry import ModelRegistry, ModelVersion
+from unirank.registry.lineage import training_queries_with_bases
 from unirank.registry.store import RESERVED_NAMES
 from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.search.rebuild import reembedded_index
