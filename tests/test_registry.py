@@ -259,6 +259,10 @@ def test_cli_register_promote_rollback_and_export(tmp_path):
         "  - version: 1", "  - version: 2", "  - version: 1"], shown
     listed = json.loads(run("models", "list", "--json").stdout)
     assert [(m["version"], m["aliases"]) for m in listed] == [(1, ["prod"]), (2, [])]
+    # The table says which eval set each figure was measured on (figures from two sets were side by side).
+    _evaluated(ModelRegistry(tmp_path / "data" / "models"), "mini@2", 0.4321, "beir:cisi", "q-cisi")
+    table = {line.split("│")[1].strip(): line for line in run("models", "list").stdout.splitlines() if "mini@" in line}
+    assert "0.4321" in table["mini@2"] and "beir:cisi" in table["mini@2"] and "beir" not in table["mini@1"], table
     out = run("models", "export", "mini@1", "--to", str(tmp_path / "out")).stdout
     assert (tmp_path / "out" / "mini-v1" / "config.json").exists(), out
     err = run("models", "register", "mini", "--path", str(tmp_path), "--role", "embedder", ok=False)
@@ -493,6 +497,29 @@ def test_an_evaluation_on_another_set_keeps_the_figures_promotion_compares(regis
     _evaluated(registry, "cisi-embed@3", 0.99, "beir:other", "q-other")
     with pytest.raises(PromotionRefusedError, match=r"0\.3000 on the held-out set \(beir:cisi, queries q-cisi\)"):
         registry.promote("cisi-embed@3")
+
+
+def test_two_evaluations_recorded_at_once_keep_both_sets(registry):
+    """Two `eval` runs on two sets that record at the same moment: each read the record and wrote it
+    back, and the one that wrote last dropped the other's figures."""
+    import threading
+
+    from unirank.evaluation.runner import record_metrics  # noqa: F401  (imported before the race, not in it)
+
+    _version(registry)
+    other = ModelRegistry(registry.root)  # the second `unirank eval` process's registry
+    second: list[threading.Thread] = []
+
+    def change(record):
+        # The first evaluation has read the record; the second records its own in the meantime.
+        second.append(threading.Thread(target=_evaluated, args=(other, "cisi-embed@1", 0.2, "beir:b", "q-b")))
+        second[0].start()
+        second[0].join(2)  # it finishes in that time unless the record is locked
+        return {**record, "evaluations": {"beir:a": {"ndcg@10": 0.1, "eval_set": "beir:a"}}}
+
+    registry.change_record("cisi-embed@1", change)
+    second[0].join()
+    assert sorted(registry.get("cisi-embed@1").evaluations) == ["beir:a", "beir:b, queries q-b"]
 
 
 def test_a_record_from_before_figures_were_kept_per_set_keeps_its_figures(registry):

@@ -129,6 +129,8 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print the 
         ndcg = v.metrics.get("ndcg@10")
         rows.append({"model": v.ref, "role": v.role, "aliases": ",".join(v.aliases),
                      "dims": str(v.record.get("dims", "-")), "ndcg@10": f"{ndcg:.4f}" if ndcg is not None else "-",
+                     # A figure means nothing without the queries it was measured on (the latest evaluation's).
+                     "eval set": str(v.metrics.get("eval_set") or "-") if ndcg is not None else "-",
                      "created (UTC)": to_the_minute(v.created_at)})
     print_table(rows, names=("model",), optional=("created (UTC)",))
 

@@ -17,7 +17,6 @@ from unirank.models.embedder import Embedder
 from unirank.models.loading import BASE_ALIAS, load_embedder, load_reranker
 from unirank.models.reranker import Reranker
 from unirank.registry import ModelRegistry, ModelVersion
-from unirank.registry.store import evaluation_key
 from unirank.search.backend import SearchBackend
 from unirank.settings import Settings
 
@@ -169,22 +168,17 @@ def record_metrics(registry: ModelRegistry, results: dict, specs: list[ModelSpec
     if "_meta" in results:
         where["eval_queries"] = results["_meta"]["queries_digest"]
 
-    def store(ref: str, figures: dict[str, Any]) -> None:
-        kept = registry.get(ref).evaluations  # with the figures of a record from before they were kept by set
-        kept[evaluation_key(figures)] = figures
-        registry.update_record(ref, metrics=figures, evaluations=kept)
-
     for spec in specs:
         if spec.embedder and spec.embedder != BASE_ALIAS:
             hybrid = results.get(f"hybrid:{spec.embedder}")
             if hybrid:
-                store(spec.embedder, {**hybrid, **where, "system": f"hybrid:{spec.embedder}"})
+                registry.record_evaluation(spec.embedder, {**hybrid, **where, "system": f"hybrid:{spec.embedder}"})
         if spec.reranker and spec.reranker != BASE_ALIAS:
             # Named alone, a reranker reranked each embedder's results: its figure is over the first.
             key = (f"hybrid+rerank:{spec.embedder}+{spec.reranker}" if spec.embedder else
                    next((k for k in results if k.startswith("hybrid+rerank:") and k.endswith(f"+{spec.reranker}")), ""))
             if key in results:
-                store(spec.reranker, {**results[key], **where, "system": key})
+                registry.record_evaluation(spec.reranker, {**results[key], **where, "system": key})
 
 
 def plot(results: dict[str, dict[str, float]], path: Path, title: str) -> None:

@@ -183,11 +183,31 @@ class ModelRegistry:
         return (row[0] or 0) + 1
 
     def update_record(self, ref: str, **fields: Any) -> ModelVersion:
+        return self.change_record(ref, lambda record: {**record, **fields})
+
+    def record_evaluation(self, ref: str, figures: dict[str, Any]) -> ModelVersion:
+        """Keep ``figures`` as the version's evaluation on their eval set, and as its latest."""
+        def change(record: dict[str, Any]) -> dict[str, Any]:
+            kept = evaluations(record)  # with the figures of a record from before they were kept by set
+            kept[evaluation_key(figures)] = figures
+            return {**record, "metrics": figures, "evaluations": kept}
+        return self.change_record(ref, change)
+
+    def change_record(self, ref: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> ModelVersion:
+        """Read, change and write a version's record in one write transaction: two evaluations recorded at
+        once (each read the record, then wrote it back) lost the first one's figures."""
         mv = self.get(ref)
-        record = {**mv.record, **fields}
-        with self.db:
-            self.db.execute("UPDATE versions SET record = ? WHERE name = ? AND version = ?",
-                            (json.dumps(record), mv.name, mv.version))
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")  # takes the write lock before the read
+        try:
+            (stored,) = db.execute("SELECT record FROM versions WHERE name = ? AND version = ?",
+                                   (mv.name, mv.version)).fetchone()
+            db.execute("UPDATE versions SET record = ? WHERE name = ? AND version = ?",
+                       (json.dumps(change(json.loads(stored))), mv.name, mv.version))
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
         return self.get(mv.ref)
 
     def promote(self, ref: str, alias: str = "prod", *, force: bool = False,
