@@ -193,6 +193,28 @@ def test_an_index_deleted_while_it_is_rebuilt_says_so(backend, two_sources):
     assert not backend.exists("docs") and not (backend.root / "docs").exists()
 
 
+def test_reading_every_chunk_outlives_a_close_but_not_a_new_version(backend, two_sources):
+    """The walk `train` and `index rebuild` make read a store that `close()` or a version switch had
+    closed meanwhile: "Cannot operate on a closed database"."""
+    from unirank.errors import IndexChangedError
+    from unirank.search.rebuild import reembedded_sources
+
+    pages = backend.iter_chunks("docs", batch_size=1)
+    assert [c.source_uri for c in next(pages)] == ["mem://a"]
+    backend.close()
+    assert [c.source_uri for c in next(pages)] == ["mem://b"]
+    assert next(pages, None) is None
+
+    pages = backend.iter_chunks("docs", batch_size=1)
+    next(pages)
+    embedder = two_sources
+    backend.rebuild("docs", reembedded_sources(backend, "docs", embedder), embedder.signature,
+                    lambda uris: reembedded_sources(backend, "docs", embedder, sources=uris))
+    with pytest.raises(IndexChangedError, match="'docs' was switched to a new version"):
+        next(pages)  # keys of the old version would skip or repeat chunks of the new one
+    assert len([c for page in backend.iter_chunks("docs", batch_size=1) for c in page]) == 2
+
+
 def test_hundreds_of_identical_chunks_do_not_hide_the_others(tmp_path):
     """400 folders holding the same licence beside 20 notes: the copies filled each other's HNSW
     neighbour lists and half the notes could not be found even by their own vector."""

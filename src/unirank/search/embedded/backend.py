@@ -20,10 +20,11 @@ from typing import Collection, Iterable, Iterator, Sequence
 import numpy as np
 from filelock import FileLock, Timeout
 
-from unirank.errors import DimensionMismatchError, IndexLockedError, IndexNotFoundError, InvalidQueryError
+from unirank.errors import (DimensionMismatchError, IndexChangedError, IndexLockedError, IndexNotFoundError,
+                            InvalidQueryError)
 from unirank.search.backend import CatchUp, Filters, require_valid_index_name
 from unirank.search.embedded.fulltext import FullTextIndex
-from unirank.search.embedded.store import ChunkStore, WriteOutcome, filter_term_set, filter_terms
+from unirank.search.embedded.store import ChunkStore, WriteOutcome, filter_term_set, filter_terms, source_groups
 from unirank.search.embedded.vectors import VectorIndex
 from unirank.search.fusion import fuse_ranked_ids
 from unirank.search.types import Chunk, Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
@@ -365,9 +366,23 @@ class EmbeddedBackend:
 
     def iter_chunks(self, index: str, batch_size: int = 1000,
                     sources: Collection[str] | None = None) -> Iterator[list[Chunk]]:
-        handle = self._handle(index)
-        for rows in handle.store.iter_all(batch_size, sources):
-            yield [chunk for _, chunk, _ in rows]
+        # A page at a time under the handle's lock, not the whole walk: a caller embeds each page (for
+        # minutes) and must not hold up searches, and a handle closed meanwhile is opened again.
+        version_dir = None
+        for group in source_groups(sources):
+            last = -1
+            while True:
+                with self._reading(index) as handle:
+                    version_dir = version_dir or handle.version_dir
+                    if handle.version_dir != version_dir:  # keys of one version mean nothing in another
+                        raise IndexChangedError(
+                            f"Index {index!r} was switched to a new version (an `index rebuild`?) while its chunks "
+                            "were read. Run the command again.")
+                    rows = handle.store.page(last, batch_size, group)
+                if not rows:
+                    break
+                yield [chunk for _, chunk, _ in rows]
+                last = rows[-1][0]
 
     def documents_present(self, index: str, doc_ids: Collection[str]) -> set[str]:
         with self._reading(index) as handle:

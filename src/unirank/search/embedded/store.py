@@ -256,28 +256,33 @@ class ChunkStore:
                  sources: Collection[str] | None = None) -> Iterator[list[tuple[int, Chunk, np.ndarray]]]:
         """Every chunk with its vector (or those of ``sources``), in key order: a source's chunks are
         written in one transaction, so they come together."""
-        if sources is not None:
-            uris = sorted(set(sources))
-            for group in (uris[start:start + 500] for start in range(0, len(uris), 500)):
-                yield from self._iter_where(batch, f"source_uri IN ({','.join('?' * len(group))})", group)
-            return
-        yield from self._iter_where(batch, "1", [])
+        for group in source_groups(sources):
+            last = -1
+            while rows := self.page(last, batch, group):
+                yield rows
+                last = rows[-1][0]
 
-    def _iter_where(self, batch: int, where: str,
-                    params: list[str]) -> Iterator[list[tuple[int, Chunk, np.ndarray]]]:
-        last = -1
-        while True:
-            rows = self.db.execute(
-                f"SELECT {_CHUNK_COLUMNS}, vector FROM chunks WHERE key > ? AND {where} ORDER BY key LIMIT ?",
-                (last, *params, batch),
-            ).fetchall()
-            if not rows:
-                return
-            yield [(r[0], _row_to_chunk(r), np.frombuffer(r[10], dtype=np.float32)) for r in rows]
-            last = rows[-1][0]
+    def page(self, after_key: int, batch: int,
+             sources: Sequence[str] | None = None) -> list[tuple[int, Chunk, np.ndarray]]:
+        """Up to ``batch`` chunks (of ``sources``, at most 500 of them) with keys above ``after_key``."""
+        where, params = ("1", []) if sources is None else (f"source_uri IN ({','.join('?' * len(sources))})",
+                                                           list(sources))
+        rows = self.db.execute(
+            f"SELECT {_CHUNK_COLUMNS}, vector FROM chunks WHERE key > ? AND {where} ORDER BY key LIMIT ?",
+            (after_key, *params, batch),
+        ).fetchall()
+        return [(r[0], _row_to_chunk(r), np.frombuffer(r[10], dtype=np.float32)) for r in rows]
 
     def close(self) -> None:
         self.db.close()
+
+
+def source_groups(sources: Collection[str] | None) -> list[list[str] | None]:
+    """``sources`` in groups that fit one query's parameters; ``[None]`` (every chunk) when not given."""
+    if sources is None:
+        return [None]
+    uris = sorted(set(sources))
+    return [uris[start:start + 500] for start in range(0, len(uris), 500)]
 
 
 def _row_to_chunk(row: Iterable) -> Chunk:
