@@ -58,6 +58,17 @@ def client(settings, base_embedder):
     ur.close()
 
 
+@pytest.fixture(scope="module")
+def module_client(module_settings, base_embedder):
+    """``client``, shared by one module's tests (training once is what they share)."""
+    from unirank.api import Unirank
+
+    ur = Unirank(module_settings)
+    ur.__dict__["embedder"] = base_embedder
+    yield ur
+    ur.close()
+
+
 def register_base_copy(settings, name: str):
     """The bundled base model registered as ``name@1``: another model to the index (its own signature)."""
     from unirank.models.loading import resolve_model_path

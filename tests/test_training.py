@@ -37,15 +37,8 @@ def minibeir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, base_embedder):
-    """One data dir for the module: training once is what the tests share."""
-    from unirank.api import Unirank
-    from unirank.settings import Settings
-
-    ur = Unirank(Settings(data_dir=tmp_path_factory.mktemp("train") / "data"))
-    ur.__dict__["embedder"] = base_embedder
-    yield ur
-    ur.close()
+def client(module_client):
+    return module_client
 
 
 @pytest.fixture(scope="module")

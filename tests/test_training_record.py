@@ -67,14 +67,8 @@ def prints(minibeir) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, base_embedder):
-    from unirank.api import Unirank
-    from unirank.settings import Settings
-
-    ur = Unirank(Settings(data_dir=tmp_path_factory.mktemp("record") / "data"))
-    ur.__dict__["embedder"] = base_embedder
-    yield ur
-    ur.close()
+def client(module_client):
+    return module_client
 
 
 def _register_base_copy(client, name: str, record: dict):
