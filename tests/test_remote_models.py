@@ -255,6 +255,17 @@ def test_search_through_the_server_equals_in_process_search(indexes, mode):
         np.testing.assert_allclose([h.score for h in b.hits], [h.score for h in a.hits], atol=1e-5)
 
 
+def test_a_closed_client_searches_again_through_the_server(client_settings, remote, indexes):
+    """close() released the remote models' connection pools for good: the next search failed with httpx's
+    "Cannot send a request, as the client has been closed" instead of connecting again."""
+    ur = Unirank(_with(client_settings, embedder__model="r-openai", reranker__model="r-rerank-tei"))
+    before = ur.search(QUERIES[0], "remote", top_k=3, rerank=True)
+    ur.close()
+    after = ur.search(QUERIES[0], "remote", top_k=3, rerank=True)
+    ur.close()
+    assert [h.id for h in after.hits] == [h.id for h in before.hits] and not after.degraded
+
+
 @pytest.mark.parametrize("api", ["rerank-tei", "rerank-cohere"])
 def test_remote_rerank_equals_in_process_rerank(indexes, remote, client_settings, api):
     local, through = indexes

@@ -162,7 +162,9 @@ class Unirank:
         self.backend.delete_index(index)
 
     def close(self) -> None:
-        """Release the index files and model connections; a search running in another thread finishes first."""
+        """Release the index files and model connections; a search running in another thread finishes first.
+
+        Not final: a later call opens what it needs again (as a closed file is opened again to read it)."""
         if "backend" in self.__dict__:
             self.backend.close()
         loaded = [self.__dict__.get("embedder"), self.__dict__.get("reranker"), *self._index_embedders.values()]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,15 +163,29 @@ class RemoteClient:
         self.endpoint = endpoint
         self.settings = settings
         self.tokens = TokenSource(endpoint.token_env, endpoint.token_file)
-        self.http = httpx.Client(
-            base_url=endpoint.url,
-            timeout=settings.timeout_s,
-            limits=httpx.Limits(max_connections=settings.max_connections,
-                                max_keepalive_connections=settings.max_connections),
+        self._opening = threading.Lock()
+        self._http = self._pool()
+
+    def _pool(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.endpoint.url,
+            timeout=self.settings.timeout_s,
+            limits=httpx.Limits(max_connections=self.settings.max_connections,
+                                max_keepalive_connections=self.settings.max_connections),
         )
 
+    @property
+    def http(self) -> httpx.Client:
+        """The connection pool, opened again after :meth:`close` (``Unirank.close()`` then another search
+        failed with httpx's "the client has been closed")."""
+        if self._http.is_closed:
+            with self._opening:
+                if self._http.is_closed:
+                    self._http = self._pool()
+        return self._http
+
     def close(self) -> None:
-        self.http.close()
+        self._http.close()
 
     def get(self, path: str) -> Any:
         return self.request("GET", path, None, timeout=self.settings.timeout_s, retry_timeouts=True)
