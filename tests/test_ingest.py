@@ -582,3 +582,38 @@ def test_a_record_moved_between_jsonl_files_lands_in_the_same_run(client, tmp_pa
     report = client.ingest(str(docs), "records")
     assert [(Path(u).name, re.search(r"from (\S+);", why).group(1).rsplit("/", 1)[-1])
             for u, why in report.failed] == [("b.jsonl", "z.jsonl")]
+
+
+def test_a_text_the_embedding_endpoint_refuses_fails_its_file_not_the_run(settings, tmp_path):
+    """A 413 for one text of a batch (here: the server now reads 64 tokens, the registration said 256)
+    ended the whole ingest, exit 2, with nothing written and no file named."""
+    from unirank.api import Unirank
+    from unirank.models.loading import describe_remote
+    from unirank.models.remote import Endpoint
+    from unirank.registry import ModelRegistry
+
+    from serving_helpers import ModelServer
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(3):
+        (docs / f"short-{i}.txt").write_text(f"Wombat note {i}: burrows.\n")
+    (docs / "long.md").write_text("# Tunnels\n\n" + " ".join(f"Tunnel {i} runs under the hill." for i in range(40)))
+    server = ModelServer(tmp_path / "server", ["base"], env={"UNIRANK_SERVING__MAX_INPUT_TOKENS": "64"}).wait_ready()
+    try:
+        settings.remote.retries, settings.remote.verify_interval_s = 0, 600
+        record = describe_remote(Endpoint(url=server.url, api="openai", role="embedder", remote_model="base"),
+                                 settings)
+        registry = ModelRegistry(settings.models_dir)
+        registry.register("edge", "embedder", record={**record, "max_seq_length": 256})  # as registered before
+        registry.close()
+        settings.embedder.model = "edge@1"
+        with Unirank(settings) as ur:
+            report = ur.ingest(str(docs), "refused")
+            assert sorted(report.ingested) == sorted((docs / f"short-{i}.txt").as_uri() for i in range(3))
+            [(uri, reason)] = report.failed
+            assert uri == (docs / "long.md").as_uri() and not report.ok and report.stopped is None
+            assert reason.startswith("the embedding endpoint refused it:") and "HTTP 413" in reason, reason
+            assert ur.index_info("refused").source_count == 3
+    finally:
+        server.stop()

@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Callable
 
-from unirank.errors import DuplicateDocumentError, ParseError, SourceError, UnirankError
+from unirank.errors import DuplicateDocumentError, ParseError, RemoteModelError, SourceError, UnirankError
 from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
 from unirank.ingest.report import IngestReport
@@ -30,12 +30,17 @@ log = logging.getLogger(__name__)
 
 #: Called as progress(files_done, files_total, uri) after each file.
 ProgressCallback = Callable[[int, int, str], None]
+#: What an embedding endpoint answers for a text it will not take (too long, malformed), as opposed to
+#: failing itself: the file that holds it fails, and the run goes on.
+REFUSED_INPUT_STATUSES = (400, 413, 422)
 
 
 @dataclass
 class _Pending:
     state: SourceState
     chunks: list[Chunk]
+    #: What the index held for the file before this run (None: not indexed).
+    previous: SourceState | None = None
 
 
 class Ingestor:
@@ -234,16 +239,14 @@ class Ingestor:
             return None
         state = SourceState(uri=file.uri, content_hash=digest, size=file.size, modified=file.modified,
                             chunk_count=len(chunks), recipe=recipe)
-        return _Pending(state=state, chunks=chunks)
+        return _Pending(state=state, chunks=chunks, previous=previous)
 
     def _write(self, index: str, pending: list[_Pending], report: IngestReport) -> None:
         if not pending:
             return
-        vectors = self.embedder.embed_documents([c.embedding_input() for p in pending for c in p.chunks])
-        sources, offset = [], 0
-        for p in pending:
-            sources.append(IndexedSource(p.state, p.chunks, vectors[offset : offset + len(p.chunks)]))
-            offset += len(p.chunks)
+        sources = self._embedded(pending, report)
+        if not sources:
+            return
         self._create_if_new(index)
         try:
             self.backend.index(index, sources)
@@ -252,6 +255,25 @@ class Ingestor:
             written = self._write_one_by_one(index, sources, report)
         report.ingested.extend(s.state.uri for s in written)
         report.chunks_written += sum(len(s.chunks) for s in written)
+
+    def _embedded(self, pending: list[_Pending], report: IngestReport) -> list[IndexedSource]:
+        """The files' chunks with their vectors, embedded together. An endpoint that refuses an input of
+        the batch refused the whole run (exit 2, nothing written, no file named): the files are then
+        embedded one by one, and those it refuses fail, named, while the others are written."""
+        try:
+            vectors = self.embedder.embed_documents([c.embedding_input() for p in pending for c in p.chunks])
+        except RemoteModelError as exc:
+            if exc.status_code not in REFUSED_INPUT_STATUSES:
+                raise
+            if len(pending) > 1:
+                return [source for p in pending for source in self._embedded([p], report)]
+            _fail(report, pending[0].state.uri, f"the embedding endpoint refused it: {exc}", pending[0].previous)
+            return []
+        sources, offset = [], 0
+        for p in pending:
+            sources.append(IndexedSource(p.state, p.chunks, vectors[offset : offset + len(p.chunks)]))
+            offset += len(p.chunks)
+        return sources
 
     def _write_one_by_one(self, index: str, sources: list[IndexedSource],
                           report: IngestReport) -> list[IndexedSource]:
