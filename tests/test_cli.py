@@ -189,6 +189,12 @@ def test_errors_are_clear_and_exit_2(run):
             proc = run(*command, "--port", port, ok=False)
             assert proc.returncode == 2 and f"Cannot listen on 127.0.0.1:{port}" in proc.stderr, proc.stderr
             assert "Uvicorn" not in proc.stderr and "Started server" not in proc.stderr
+            assert "Stop what listens there" in proc.stderr
+    # An address that is not this machine's: the advice was to stop what listens on the port.
+    proc = run("serve", "models", "--host", "10.255.255.1", "--port", port, ok=False)
+    message = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Cannot listen on 10.255.255.1:" in message, message
+    assert "it is not an address of this machine" in message and "another --port" not in message
 
 
 def test_the_app_server_says_at_start_when_requests_must_name_their_index(run, tmp_path):

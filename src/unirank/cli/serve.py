@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Annotated, Optional
 
@@ -28,6 +29,13 @@ def refuse_busy_port(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:  # the port is not the trouble
+                raise ConfigurationError(f"Cannot listen on {host}: {exc.strerror} (it is not an address of this "
+                                         "machine). Give --host one of its addresses, e.g. 127.0.0.1 or 0.0.0.0 "
+                                         "for all of them.") from None
+            if exc.errno == errno.EACCES:
+                raise ConfigurationError(f"Cannot listen on {host}:{port}: {exc.strerror} (ports below 1024 need "
+                                         "privileges). Choose a --port above 1023.") from None
             raise ConfigurationError(f"Cannot listen on {host}:{port}: {exc.strerror}. Stop what listens there "
                                      "(another unirank server?) or choose another --port.") from None
 
