@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -468,6 +469,202 @@ def test_hot_swap_under_load_fails_no_request(server: ModelServer, http: httpx.C
     assert any(promoted < t < swapped for t, _ in statuses)
     assert any(t > swapped for t, _ in statuses)
     assert _metric(http.get("/metrics").text, "unirank_model_swaps_total", model="swap-embed@prod") == 1
+
+
+def test_the_batcher_splits_a_large_request_and_reports_failures_and_queue_depth() -> None:
+    """In process, with a stand-in model: slices of at most max_batch, a later request run between them,
+    a failing batch failing only its own requests, and the queue depth back at 0."""
+    import asyncio
+
+    from unirank.serving.batcher import MicroBatcher
+    from unirank.serving.metrics import ServerMetrics
+
+    ran: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        ran.append(list(items))
+        if -1 in items:
+            raise ValueError("bad item")
+        time.sleep(0.01)
+        return [i * 10 for i in items]
+
+    async def scenario() -> tuple[list[str], list[int], list[int], str]:
+        metrics = ServerMetrics()
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            run, executor=ThreadPoolExecutor(1), max_batch=4, max_wait_s=0.001, metrics=metrics,
+            model="m", kind="embed")
+        finished: list[str] = []
+
+        async def request(name: str, items: list[int], delay: float = 0) -> list[int]:
+            await asyncio.sleep(delay)
+            result = await batcher.submit(items)
+            finished.append(name)
+            return result
+
+        big, small = await asyncio.gather(request("big", list(range(20))), request("small", [100], 0.015))
+        with pytest.raises(ValueError, match="bad item"):
+            await batcher.submit([-1, *range(9)])
+        await batcher.stop()
+        return finished, big, small, metrics.exposition().decode()
+
+    finished, big, small, exposition = asyncio.run(scenario())
+    assert finished == ["small", "big"] and big == [i * 10 for i in range(20)] and small == [1000]
+    assert max(map(len, ran)) == 4 and [-1, 0, 1, 2] == ran[-1]  # the failed request ran no further slice
+    assert _metric(exposition, "unirank_queue_depth", kind="embed", model="m") == 0
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A registry with ``myemb`` versions 1 and 2 (the base model; prod names 1) and 3, whose weights are
+    corrupt; version 2 exported to a folder outside it."""
+    from unirank.models.loading import resolve_model_path
+    from unirank.registry import ModelRegistry
+
+    root = tmp_path_factory.mktemp("exports")
+    base = Path(resolve_model_path("base")[0])
+    broken = root / "broken"
+    shutil.copytree(base, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file " * 100)
+    registry = ModelRegistry(root / "data" / "models")
+    try:
+        registry.register("myemb", "embedder", path=base, record={"dims": 384})
+        registry.register("myemb", "embedder", path=base, record={"dims": 384})
+        registry.register("myemb", "embedder", path=broken, record={"dims": 384})
+        registry.promote("myemb@1", "prod", force=True)
+        export = Path(registry.export("myemb@2", str(root / "exp")))
+    finally:
+        registry.close()
+    return {"root": root, "data": root / "data", "export": export, "v1": root / "data" / "models" / "myemb" / "v1"}
+
+
+@pytest.fixture(scope="module")
+def folder_server(exports: dict[str, Path]):
+    """Serves an exported folder and a registry version's folder by path, and ``myemb@prod``; four texts
+    a forward pass, the registry polled every 0.3 s."""
+    srv = ModelServer(exports["data"], [str(exports["export"]), str(exports["v1"]), "myemb@prod"],
+                      env={"UNIRANK_SERVING__MAX_BATCH_SIZE": "4", "UNIRANK_SERVING__MAX_WAIT_MS": "1",
+                           "UNIRANK_SERVING__REGISTRY_POLL_S": "0.3"})
+    try:
+        yield srv.wait_ready(timeout=120)
+    finally:
+        srv.stop()
+
+
+def test_an_exported_folder_or_a_registry_version_folder_is_served_by_path(
+        folder_server: ModelServer, exports: dict[str, Path], base_embedder, tmp_path: Path) -> None:
+    """Its marker file (version 2) made the server look up 'PATH@2' in the registry: the start-up check
+    passed, then every route answered 503 load_failed for good."""
+    from unirank.serving.catalog import ModelCatalog
+    from unirank.settings import Settings
+
+    export, v1 = str(exports["export"]), str(exports["v1"])
+    cards = {m["id"]: m for m in httpx.get(f"{folder_server.url}/v1/models").json()["data"]}
+    assert (cards[export]["version"], cards[v1]["version"]) == ("2", "1")
+    text = ["How do I rotate an API key?"]
+    expected = base_embedder.embed_documents(text)
+    for model in (export, v1):
+        body = httpx.post(f"{folder_server.url}/v1/embeddings", json={"model": model, "input": text}).json()
+        np.testing.assert_allclose([body["data"][0]["embedding"]], expected, atol=1e-5)
+    # In a data dir with no registry, as on the machine the export was copied to: the start-up check
+    # resolves it as loading does, and loading serves the folder.
+    catalog = ModelCatalog(Settings(data_dir=tmp_path / "elsewhere"), [export])
+    assert catalog.check_refs() == {export: "2"}
+    catalog.load_all()
+    assert catalog.get(export).version == "2"
+
+
+def test_a_request_larger_than_a_batch_takes_turns_with_other_requests(folder_server: ModelServer,
+                                                                         exports: dict[str, Path]) -> None:
+    """256 long texts held the model for 23 s, and a one-text request sent 0.5 s later waited 20.6 s behind
+    them (the remote client gives up after 10 s). Now a request runs max_batch_size texts at a time, and
+    what arrives meanwhile runs between its slices."""
+    model = str(exports["v1"])
+    url = folder_server.url
+    texts = [f"text {i}: " + "lorem ipsum dolor sit amet " * 300 for i in range(64)]
+    before = httpx.get(f"{url}/metrics").text
+    labels = {"kind": "embed", "model": model}
+    inputs0 = _metric(before, "unirank_inputs_total", **labels)
+    finished: list[str] = []
+    big: dict = {}
+
+    def send_big() -> None:
+        big["response"] = httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": texts, "truncate": True},
+                                     timeout=300)
+        finished.append("big")
+
+    sender = threading.Thread(target=send_big)
+    sender.start()
+    try:
+        deadline = time.monotonic() + 60
+        while _metric(httpx.get(f"{url}/metrics").text, "unirank_inputs_total", **labels) < inputs0 + 64:
+            assert time.monotonic() < deadline and sender.is_alive(), "the big request never reached the model"
+            time.sleep(0.02)  # counted as it is queued for the model
+        small = httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": "small"}, timeout=300)
+        finished.append("small")
+        waiting = _metric(httpx.get(f"{url}/metrics").text, "unirank_queue_depth", **labels)
+    finally:
+        sender.join()
+    assert small.status_code == 200 and big["response"].status_code == 200, big["response"].text
+    assert finished == ["small", "big"]
+    assert waiting > 0  # the big request's texts were still queued when the small one was answered
+    after = httpx.get(f"{url}/metrics").text
+    batches = (_metric(after, "unirank_batch_size_count", **labels)
+               - _metric(before, "unirank_batch_size_count", **labels))
+    up_to_4 = (_metric(after, "unirank_batch_size_bucket", le="4.0", **labels)
+               - _metric(before, "unirank_batch_size_bucket", le="4.0", **labels))
+    assert batches == up_to_4 == 17  # 65 texts, four a forward pass: batch sizes are what ran
+    # In order, as one forward pass gives them: each vector is the one its text gets alone.
+    vectors = np.array([d["embedding"] for d in big["response"].json()["data"]])
+    for i in (0, 3, 4, 37, 63):
+        alone = httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": texts[i], "truncate": True}).json()
+        np.testing.assert_allclose(vectors[i], alone["data"][0]["embedding"], atol=1e-5)
+
+
+def test_a_promoted_version_that_fails_to_load_is_tried_once_and_shown_on_ready(
+        folder_server: ModelServer, exports: dict[str, Path]) -> None:
+    """It was loaded again on every registry poll, each time logging a traceback, and /ready went on naming
+    the old version with nothing saying prod named one that cannot load."""
+    from unirank.registry import ModelRegistry
+
+    url = folder_server.url
+
+    def ready() -> dict:
+        return httpx.get(f"{url}/ready").json()
+
+    def promote(ref: str) -> None:
+        registry = ModelRegistry(exports["data"] / "models")
+        try:
+            registry.promote(ref, "prod", force=True)
+        finally:
+            registry.close()
+
+    assert ready()["failed_swaps"] == []
+    promote("myemb@3")  # its model.safetensors is not one
+    deadline = time.monotonic() + 60
+    while not ready()["failed_swaps"]:
+        assert time.monotonic() < deadline, folder_server.log()
+        time.sleep(0.1)
+    time.sleep(1.5)  # five more polls
+    body = ready()
+    (failed,) = body["failed_swaps"]
+    assert (failed["model"], failed["version"], failed["serving"]) == ("myemb@prod", "3", "1")
+    assert "safetensors" in failed["error"].lower() or "header" in failed["error"].lower(), failed
+    assert body["ready"]
+    assert "myemb@prod names version 3, which failed to load: still serving version 1" in body["detail"]
+    answer = httpx.post(f"{url}/v1/embeddings", json={"model": "myemb@prod", "input": "still here"})
+    assert answer.status_code == 200
+    assert {m["id"]: m["version"] for m in httpx.get(f"{url}/v1/models").json()["data"]}["myemb@prod"] == "1"
+    log = folder_server.log_path.read_text(errors="replace")
+    assert log.count("myemb@prod: version 3 failed to load") == 1, log[-4000:]
+    chained = log.count("The above exception was the direct cause") + log.count("During handling of the above")
+    assert log.count("Traceback (most recent call last)") == 1 + chained  # one traceback (its causes chained)
+    assert _metric(httpx.get(f"{url}/metrics").text, "unirank_model_swap_failures_total", model="myemb@prod") == 1
+
+    promote("myemb@2")  # the alias moves on: the failure is forgotten and the new version swapped in
+    deadline = time.monotonic() + 60
+    while ready()["failed_swaps"] or "myemb@prod (version 2)" not in ready()["detail"]:
+        assert time.monotonic() < deadline, folder_server.log()
+        time.sleep(0.1)
 
 
 def _worker_pids(parent: int) -> list[int]:

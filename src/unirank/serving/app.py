@@ -61,6 +61,22 @@ T = TypeVar("T")
 INFERENCE_ERRORS = (400, 401, 404, 413, 422, 503)
 
 
+class FailedSwapInfo(BaseModel):
+    """A hot swap that failed: ``model``'s alias names ``version``, which failed to load (``error``), so
+    ``serving`` still answers. Not tried again until the alias moves."""
+
+    model: str
+    version: str
+    serving: str
+    error: str
+
+
+class Readiness(Health):
+    """/ready's body: /health's, with the hot swaps that failed (prod naming a version that cannot load)."""
+
+    failed_swaps: list[FailedSwapInfo] = []
+
+
 class ServerState:
     """Everything one server process holds; created per app, so tests can run several."""
 
@@ -109,16 +125,27 @@ class ServerState:
         return self._batchers[key]
 
     async def watch_registry(self) -> None:
-        """Hot swap: poll the registry and load a model whose alias was re-pointed."""
+        """Hot swap: poll the registry and load a model whose alias was re-pointed.
+
+        A version that fails to load is remembered by the catalog, shown on /ready and counted once
+        (``unirank_model_swap_failures``), not loaded again and logged with a traceback every poll."""
+        last_error: str | None = None
         while True:
             await asyncio.sleep(self.limits.registry_poll_s)
             if not self.ready.is_set():
                 continue
             try:
-                for ref in await asyncio.to_thread(self.catalog.refresh):
-                    self.metrics.swaps.labels(model=ref).inc()
-            except Exception:  # a registry mid-write or a broken new version: keep serving the old
-                log.exception("hot swap check failed; still serving the loaded versions")
+                outcome = await asyncio.to_thread(self.catalog.refresh)
+            except Exception as exc:  # a registry mid-write, say: keep serving the loaded versions
+                if str(exc) != last_error:  # the same error on every poll is logged once
+                    log.exception("hot swap check failed; still serving the loaded versions")
+                last_error = str(exc)
+                continue
+            last_error = None
+            for ref in outcome.swapped:
+                self.metrics.swaps.labels(model=ref).inc()
+            for ref in outcome.failed:
+                self.metrics.swap_failures.labels(model=ref).inc()
 
     async def close(self) -> None:
         for batcher in self._batchers.values():
@@ -378,13 +405,20 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             return JSONResponse(Health(status="error", ready=False, detail=state.load_error).model_dump(), 503)
         return Health(status="ok", ready=state.ready.is_set())
 
-    @app.get("/ready", response_model=Health, tags=["operations"],
-             responses={503: {"model": Health, "description": "Models are not loaded (yet)."}})
+    @app.get("/ready", response_model=Readiness, tags=["operations"],
+             responses={503: {"model": Readiness, "description": "Models are not loaded (yet)."}})
     async def readiness() -> Any:
         if not state.ready.is_set():
-            body = Health(status="error" if state.load_error else "loading", ready=False, detail=state.load_error)
+            body = Readiness(status="error" if state.load_error else "loading", ready=False,
+                             detail=state.load_error)
             return JSONResponse(body.model_dump(), 503)
-        return Health(status="ok", ready=True, detail=", ".join(m.label for m in state.catalog.models()))
+        failed = [FailedSwapInfo(model=f.ref, version=f.version, serving=f.serving, error=f.error)
+                  for f in state.catalog.failed_swaps().values()]
+        detail = ", ".join(m.label for m in state.catalog.models())
+        if failed:  # still ready (the old versions answer), but the registry's alias names another
+            detail += "; " + "; ".join(f"{f.model} names version {f.version}, which failed to load: still serving "
+                                       f"version {f.serving}" for f in failed)
+        return Readiness(status="ok", ready=True, detail=detail, failed_swaps=failed)
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from unirank.models.embedder import Embedder
 from unirank.models.loading import (BASE_ALIAS, is_cross_encoder, load_embedder, load_reranker, registry_version,
                                     resolve_model_path)
 from unirank.models.reranker import BiEncoderReranker, Reranker
-from unirank.registry.store import ModelRegistry, parse_reference
+from unirank.registry.store import ModelRegistry, ModelVersion, parse_reference
 from unirank.search.types import is_folder_version
 from unirank.settings import ServingSettings, Settings
 
@@ -67,6 +67,34 @@ class ServedModel:
                 "max_inputs": limits.max_inputs, "max_rerank_documents": limits.max_rerank_documents}
 
 
+@dataclass(frozen=True)
+class FailedSwap:
+    """An alias moved to a version that failed to load: the version before it still serves."""
+
+    ref: str
+    version: str
+    serving: str
+    error: str
+
+
+@dataclass
+class RefreshOutcome:
+    """What one registry poll did: the refs swapped to a new version, and those whose new version failed."""
+
+    swapped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a ref names now: what the loaders are given (``exact``), its version, files and registry row."""
+
+    exact: str
+    version: str
+    path: str
+    registered: ModelVersion | None
+
+
 class ModelCatalog:
     def __init__(self, settings: Settings, refs: list[str]) -> None:
         if not refs:
@@ -74,36 +102,59 @@ class ModelCatalog:
         self.settings = settings
         self.refs = list(dict.fromkeys(refs))
         self._models: dict[str, ServedModel] = {}
+        self._failed: dict[str, FailedSwap] = {}
         self._lock = threading.Lock()
 
     # -- loading and hot swap -------------------------------------------------------------------
     def check_refs(self) -> dict[str, str]:
-        """Each ref's version, without loading it: a ref that names nothing is refused before a server starts."""
-        return {ref: self._resolve_version(ref) for ref in self.refs}
+        """Each ref's version, resolved as loading resolves it (all but reading the weights): a ref that
+        names nothing, or names something loading could not find, is refused before a server starts."""
+        return {ref: self._locate(ref).version for ref in self.refs}
 
     def load_all(self) -> None:
-        for ref, version in self.check_refs().items():
-            self._models[ref] = self._load(ref, version)
+        for ref in self.refs:
+            self._models[ref] = self._load(ref, self._locate(ref))
 
-    def refresh(self) -> list[str]:
+    def failed_swaps(self) -> dict[str, FailedSwap]:
+        """The refs whose alias names a version that failed to load, while the old one still serves."""
+        with self._lock:
+            return dict(self._failed)
+
+    def refresh(self) -> RefreshOutcome:
         """Load any model whose alias now points at another version, then swap it in.
 
         The old version keeps answering until the new one is loaded, and a batch already running
-        finishes on the model it started with, so no request fails during a swap.
+        finishes on the model it started with, so no request fails during a swap. A version that fails
+        to load is remembered and not tried again (each try loaded its weights and logged a traceback
+        on every poll) until the alias moves again; :meth:`failed_swaps` names it.
         """
-        swapped = []
+        outcome = RefreshOutcome()
         for ref in self.refs:
             current = self._models.get(ref)
+            if current is None:
+                continue
             version = self._resolve_version(ref)
-            if current is None or version == current.version:
+            with self._lock:
+                failed = self._failed.get(ref)
+                if failed is not None and failed.version != version:  # the alias moved on: forget it
+                    del self._failed[ref]
+            if version == current.version or (failed is not None and failed.version == version):
                 continue
             log.info("%s moved from version %s to %s: loading", ref, current.version, version)
-            replacement = self._load(ref, version)
+            try:
+                replacement = self._load(ref, self._locate(ref, version))
+            except Exception as exc:  # a broken version (any error its files raise): keep serving the old
+                log.exception("%s: version %s failed to load; still serving version %s, and not trying it "
+                              "again until the alias moves", ref, version, current.version)
+                with self._lock:
+                    self._failed[ref] = FailedSwap(ref, version, current.version, f"{type(exc).__name__}: {exc}")
+                outcome.failed.append(ref)
+                continue
             with self._lock:
                 self._models[ref] = replacement
-            swapped.append(ref)
+            outcome.swapped.append(ref)
             log.info("%s now serves version %s", ref, version)
-        return swapped
+        return outcome
 
     def _resolve_version(self, ref: str) -> str:
         folder = Path(ref).expanduser()
@@ -111,7 +162,7 @@ class ModelCatalog:
             raise ModelLoadError(f"{ref} is not a saved model (no config.json in it): give the folder a model "
                                  "was saved to, base, or a registry ref such as NAME@prod.")
         if ref == BASE_ALIAS or folder.exists():
-            return resolve_model_path(ref)[2]
+            return resolve_model_path(self._exact_ref(ref, ""))[2]
         if "/" in ref or ref.startswith((".", "~")):  # a registry name never has a '/': this is a path
             raise ModelNotFoundError(f"{ref} does not exist. Serve base, a model folder, or a registry ref such as "
                                      "NAME@prod.")
@@ -131,21 +182,40 @@ class ModelCatalog:
                 "local model (base, a folder, or a registry ref with files).")
         return str(version.version)
 
-    def _load(self, ref: str, version: str) -> ServedModel:
+    @staticmethod
+    def _exact_ref(ref: str, version: str) -> str:
+        """What loading is given for ``ref`` at ``version``: ``base``; a folder's absolute path, which
+        always loads that folder (its marker's version made it ``FOLDER@2``, looked up in the registry);
+        else the registry's ``NAME@VERSION``, so an alias moved meanwhile cannot change what loads."""
+        if ref == BASE_ALIAS:
+            return ref
+        folder = Path(ref).expanduser()
+        if folder.exists():
+            return str(folder.resolve())
+        return f"{parse_reference(ref)[0]}@{version}"
+
+    def _locate(self, ref: str, version: str | None = None) -> _Target:
+        """``ref`` resolved as the loaders resolve it: the start-up check runs this too, so it cannot pass
+        where loading then fails to find the model."""
+        version = version or self._resolve_version(ref)
+        exact = self._exact_ref(ref, version)
+        registered = registry_version(exact, self.settings.models_dir)
+        path, _, loaded = resolve_model_path(exact, self.settings.models_dir, version=registered)
+        if loaded != version:
+            raise ModelLoadError(f"{ref} names version {version}, but loading {exact} would give version {loaded}.")
+        return _Target(exact, version, path, registered)
+
+    def _load(self, ref: str, target: _Target) -> ServedModel:
         settings = self.settings.model_copy(deep=True)
-        exact = ref
-        if version not in (BASE_ALIAS, "hub") and not is_folder_version(version):
-            exact = f"{parse_reference(ref)[0]}@{version}"
-        path = resolve_model_path(exact, settings.models_dir)[0]
+        exact, version, path = target.exact, target.version, target.path
         if is_cross_encoder(path):
             settings.reranker.model = exact
             reranker = load_reranker(settings)
             tokenizer = reranker.model.tokenizer  # type: ignore[attr-defined]
             max_len = int(getattr(reranker.model, "max_seq_length", None) or tokenizer.model_max_length)
             return ServedModel(ref, "reranker", version, reranker, None, tokenizer, max_len, _written_at(path))
-        registered = registry_version(exact, settings.models_dir)
-        if registered is not None and registered.role == "reranker":  # a bi-encoder registered to rerank (by
-            settings.reranker.model = exact  # cosine), as search loads it: load_embedder refuses the role
+        if target.registered is not None and target.registered.role == "reranker":  # a bi-encoder registered to
+            settings.reranker.model = exact  # rerank (by cosine), as search loads it: load_embedder refuses the role
             bi = load_reranker(settings)
             embedder = bi.embedder  # type: ignore[attr-defined]
             return ServedModel(ref, "reranker", version, bi, embedder, embedder.tokenizer, embedder.max_seq_length,
@@ -203,7 +273,7 @@ def default_refs(settings: Settings) -> list[str]:
     return list(dict.fromkeys(refs))
 
 
-__all__ = ["ModelCatalog", "ServedModel", "default_refs", "UnirankError"]
+__all__ = ["FailedSwap", "ModelCatalog", "RefreshOutcome", "ServedModel", "default_refs", "UnirankError"]
 
 
 def _written_at(path: str) -> int:

@@ -33,6 +33,9 @@ class ServerMetrics:
                                  ["model", "kind"], registry=own, multiprocess_mode="livesum")
         self.swaps = Counter("unirank_model_swaps", "Hot swaps after an alias moved.", ["model"],
                              registry=own)
+        self.swap_failures = Counter("unirank_model_swap_failures",
+                                     "Versions an alias moved to that failed to load (the old one kept serving).",
+                                     ["model"], registry=own)
         if self.multiprocess:
             multiprocess.MultiProcessCollector(self.registry)
 
