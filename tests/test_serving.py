@@ -129,8 +129,8 @@ def test_a_huge_input_is_refused_or_cut_without_holding_up_other_clients(tight: 
         done.set()
         prober.join()
     assert refused.status_code == 413, refused.text
-    assert refused.json()["error"].startswith("input 1 has 1,080,000 characters, far more than the limit of 128 "
-                                              "tokens holds")
+    assert refused.json()["error"].startswith("input 1 has 1,080,000 characters, and more words than the limit of "
+                                              "128 tokens in its first 4,096 alone")
     assert refused_in < 3.0
     assert cut.status_code == 200 and cut.json()["usage"]["prompt_tokens"] == 8 * 128
     head = tight.post("/v1/embeddings", json={"input": huge[:2000], "truncate": True}).json()
@@ -345,14 +345,17 @@ def test_truncate_on_request_and_openai_sdk_errors(server: ModelServer, http: ht
     assert garbled.status_code == 422 and garbled.json()["error"].startswith("The request body is not valid JSON")
     # A value no member of a union takes: one clause naming the accepted forms, not one per member.
     mixed = http.post("/v1/embeddings", json={"input": ["a", 1]}).json()["error"]["message"]
-    assert mixed == "Invalid request: input: expected one of str, list[str], list[int], list[list[int]]."
+    assert mixed == ("Invalid request: input: expected a string, a list of strings, a list of token ids or a list of "
+                     "token-id lists.")
     # Wrong JSON types are refused, not coerced: "yes" is not read as true, nor "2" as 2.
     yes = http.post("/embed", json={"inputs": long_text, "truncate": "yes"}).json()["error"]
     assert yes == "Invalid request: truncate: Input should be a valid boolean."
     two = http.post("/v1/rerank", json={"query": "q", "documents": ["a", "b", "c"], "top_n": "2"}).json()
     assert two["error"]["message"] == "Invalid request: top_n: Input should be a valid integer."
     untitled = http.post("/v1/rerank", json={"query": "q", "documents": [{"title": "a"}]}).json()
-    assert untitled["error"]["message"] == "Invalid request: documents.0: expected one of str, RerankDocument."
+    # In the client's words: "expected one of str, RerankDocument" named a class of the server's code.
+    assert untitled["error"]["message"] == ("Invalid request: documents.0: expected a string or an object (text: "
+                                            "Field required).")
     with pytest.raises(openai.APIStatusError, match="the limit is 256"):
         client.embeddings.create(model="base", input=long_text)
     assert len(client.embeddings.create(model="base", input=long_text, extra_body={"truncate": True}

@@ -10,6 +10,10 @@ from unirank.errors import RequestTooLargeError
 #: How pydantic names the member of a union a value was tried against (``str``, ``list[str]``, a model
 #: class); the request schemas' own field names are lower snake_case, so they never look like this.
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|list|dict)(\[.*\])?$|^[A-Z]\w*$")
+#: Union members in words: "expected one of str, RerankDocument" named a class of the server's code.
+_FORM_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+               "dict": "an object", "list[str]": "a list of strings", "list[int]": "a list of token ids",
+               "list[list[int]]": "a list of token-id lists"}
 
 
 def validation_message(errors: Iterable[dict[str, Any]], content_type: str | None = "application/json") -> str:
@@ -28,16 +32,25 @@ def validation_message(errors: Iterable[dict[str, Any]], content_type: str | Non
         member = next((i for i, p in enumerate(loc) if _UNION_MEMBER.match(p)), None)
         if member is not None:
             where = ".".join(loc[:member])
+            form = _form_name(loc[member])
+            if form == "an object" and loc[member + 1:]:  # what the object lacks or holds wrong
+                form = f"an object ({'.'.join(loc[member + 1:])}: {error.get('msg')})"
             forms = unions.setdefault(where, [])
-            if loc[member] not in forms:
-                forms.append(loc[member])
+            if form not in forms and not any(f.startswith(f"{form} (") for f in forms):
+                forms.append(form)
             parts.setdefault(where, "")
             continue
         where = ".".join(loc)
         parts.setdefault(where, f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
     for where, forms in unions.items():
-        parts[where] = f"{where}: expected one of {', '.join(forms)}"
+        listed = forms[0] if len(forms) == 1 else f"{', '.join(forms[:-1])} or {forms[-1]}"
+        parts[where] = f"{where}: expected {listed}"
     return "Invalid request: " + "; ".join(parts.values()) + "."
+
+
+def _form_name(member: str) -> str:
+    """A union member as a client would describe it: a model class is an object."""
+    return _FORM_NAMES.get(member, "an object" if member[:1].isupper() else member)
 
 
 def body_type(request: Any) -> str | None:

@@ -1,0 +1,44 @@
+"""The model server's input limits, counted with the bundled model's real tokenizer."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from transformers import AutoTokenizer
+
+from unirank.errors import ServingRequestError
+from unirank.models.loading import resolve_model_path
+from unirank.serving.limits import enforce_pair_limit, enforce_token_limit
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model_path("base")[0])
+
+
+def test_a_text_of_few_words_in_many_characters_is_counted_not_guessed(tokenizer):
+    """A base64 image or a long URL in a document (20,000 characters, 17 tokens) was refused as "far more
+    than the limit of 256 tokens holds", and ingestion through the server failed on it."""
+    blob = "data: " + "QUJD" * 5000
+    url = "https://example.com/" + "x" * 9000
+    texts, tokens = enforce_token_limit(tokenizer, [blob, url], 256, truncate=False)
+    assert texts == [blob, url]  # nothing cut: they fit
+    assert tokens == len(tokenizer(blob)["input_ids"]) + len(tokenizer(url)["input_ids"]) < 40
+    (query, docs, _) = enforce_pair_limit(tokenizer, "what is in the image?", [blob], 256, truncate=False)
+    assert docs == [blob]
+
+
+def test_a_long_text_of_many_words_is_refused_without_tokenizing_it(tokenizer):
+    prose = "lorem ipsum dolor sit amet " * 400_000  # 10.8 MB: tokenizing it takes seconds
+    started = time.perf_counter()
+    with pytest.raises(ServingRequestError, match=r"input 1 has 10,800,000 characters, and more words than the "
+                                                  r"limit of 256 tokens in its first 8,192 alone") as refused:
+        enforce_token_limit(tokenizer, ["short", prose], 256, truncate=False)
+    assert refused.value.status_code == 413 and time.perf_counter() - started < 1.0
+    # Just over the character bound, with fewer words than the limit: counted, and refused on the count.
+    words = "antidisestablishmentarianism " * 250  # 7,250 characters... and 250 words of 6 tokens each
+    with pytest.raises(ServingRequestError, match=r"input 0 has \d+ tokens; the limit is 256"):
+        enforce_token_limit(tokenizer, [words + "x" * 2000], 256, truncate=False)
+    texts, tokens = enforce_token_limit(tokenizer, [prose], 256, truncate=True)
+    assert tokens == 256 and prose.startswith(texts[0]) and len(texts[0]) < 2000
