@@ -25,7 +25,14 @@ import pytest
 from unirank.api import Unirank
 from unirank.errors import DimensionMismatchError, RemoteModelError
 from unirank.models.loading import describe_remote, load_embedder, load_reranker, resolve_model_path
-from unirank.models.remote import Endpoint, RemoteEmbedder, RemoteReranker, TokenSource, describe_endpoint
+from unirank.models.remote import (
+    UNLISTED_MAX_INPUTS,
+    Endpoint,
+    RemoteEmbedder,
+    RemoteReranker,
+    TokenSource,
+    describe_endpoint,
+)
 from unirank.registry import ModelRegistry
 from unirank.registry.describe import describe_model_folder
 from unirank.settings import Settings
@@ -678,28 +685,158 @@ def test_a_429_is_retried_after_the_wait_the_server_asks_for(tmp_path, caplog):
         http_server.shutdown()
 
 
-def test_registration_records_the_limits_the_server_enforces(tmp_path):
-    """A server limited to 16 inputs of 128 tokens listed the model's 256-token window: registration
-    recorded it, and ingestion then got 413s it could do nothing about."""
-    server = ModelServer(tmp_path / "server", ["base"], env={"UNIRANK_SERVING__MAX_INPUT_TOKENS": "128",
-                                                             "UNIRANK_SERVING__MAX_INPUTS": "16"}).wait_ready()
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory):
+    """The base model behind small per-request limits: 16 inputs of 128 tokens, 3 documents a rerank."""
+    server = ModelServer(tmp_path_factory.mktemp("limited"), ["base"], env={
+        "UNIRANK_SERVING__MAX_INPUT_TOKENS": "128", "UNIRANK_SERVING__MAX_INPUTS": "16",
+        "UNIRANK_SERVING__MAX_RERANK_DOCUMENTS": "3"})
     try:
-        settings = Settings(_env_file=None, data_dir=tmp_path / "client")
-        ref = _register(settings, "edge", "embedder", server.url, api="tei", remote_model="base")
-        registry = ModelRegistry(settings.models_dir)
-        record = registry.get(ref).record
-        registry.close()
-        assert (record["max_seq_length"], record["max_inputs"]) == (128, 16)
-        docs = tmp_path / "docs"
-        docs.mkdir()
-        for i in range(3):  # ~40 chunks of at most 128 tokens
-            (docs / f"long-{i}.txt").write_text(" ".join(f"Paragraph {i}.{j} on wombat burrows and tunnel "
-                                                         f"depth in clay soil." for j in range(150)))
-        with Unirank(_with(settings, embedder__model=ref)) as ur:
-            report = ur.ingest(str(docs), "limited")
-        assert report.ok and report.chunks_written > 16, report.to_dict()
+        yield server.wait_ready()
     finally:
         server.stop()
+
+
+def _requests_to(server, route: str) -> float:
+    """Requests the server has answered on ``route``, from its Prometheus counters."""
+    text = httpx.get(f"{server.url}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("unirank_requests_total") and f'endpoint="{route}"' in line)
+
+
+def _record(settings: Settings, ref: str) -> dict:
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        return registry.get(ref).record
+    finally:
+        registry.close()
+
+
+def test_registration_records_the_limits_the_server_enforces(limited_server, tmp_path):
+    """A server limited to 16 inputs of 128 tokens listed the model's 256-token window: registration
+    recorded it, and ingestion then got 413s it could do nothing about."""
+    settings = Settings(_env_file=None, data_dir=tmp_path / "client")
+    ref = _register(settings, "edge", "embedder", limited_server.url, api="tei", remote_model="base")
+    record = _record(settings, ref)
+    assert (record["max_seq_length"], record["max_inputs"]) == (128, 16)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(3):  # ~40 chunks of at most 128 tokens
+        (docs / f"long-{i}.txt").write_text(" ".join(f"Paragraph {i}.{j} on wombat burrows and tunnel "
+                                                     f"depth in clay soil." for j in range(150)))
+    with Unirank(_with(settings, embedder__model=ref)) as ur:
+        report = ur.ingest(str(docs), "limited")
+    assert report.ok and report.chunks_written > 16, report.to_dict()
+
+
+def test_a_rerank_of_more_passages_than_the_server_takes_is_split_into_requests(limited_server, tmp_path,
+                                                                                 base_embedder):
+    """The server reranks at most 3 documents a request: all the passages went in one, the server answered
+    413, and every reranked search came back un-reranked, marked degraded. They go in several now."""
+    settings = Settings(_env_file=None, data_dir=tmp_path / "client")
+    settings.remote.rerank_timeout_s = 60  # a busy 2-core machine; the deadline is tested elsewhere
+    passages = [f"Passage {i}: backups of the {name} database run nightly and are kept {i + 2} weeks."
+                for i, name in enumerate(["billing", "auth", "search", "audit", "mail", "chat", "wiki", "ci"])]
+    local = load_reranker(settings, base_embedder)  # the base model, in process
+    expected = local.score(QUERIES[0], passages)
+    refs = {}
+    for api, route in (("tei", "/rerank"), ("cohere", "/v1/rerank")):
+        refs[api] = _register(settings, f"rr-{api}", "reranker", limited_server.url, api=api, remote_model="base")
+        assert _record(settings, refs[api])["max_rerank_documents"] == 3
+        reranker = load_reranker(_with(settings, reranker__model=refs[api]))
+        before = _requests_to(limited_server, route)
+        try:
+            np.testing.assert_allclose(reranker.score(QUERIES[0], passages), expected, atol=1e-5)
+        finally:
+            reranker.close()
+        assert _requests_to(limited_server, route) - before == 3  # 3 + 3 + 2 passages
+
+    with Unirank(_with(settings, reranker__model=refs["tei"])) as ur:
+        ur.__dict__["embedder"] = base_embedder
+        ur.ingest(str(SAMPLES), "docs")
+        results = ur.search(QUERIES[0], "docs", top_k=5, rerank=True)
+    assert results.reranked and not results.degraded
+    passages = [h.chunk.embedding_input() for h in results.hits]
+    np.testing.assert_allclose([h.scores["rerank"] for h in results.hits], local.score(QUERIES[0], passages),
+                               atol=1e-5)
+
+
+def test_an_endpoint_given_as_a_route_names_the_root_to_register(limited_server, tmp_path):
+    """`--endpoint http://host:port/v1/embeddings` failed with `POST /v1/embeddings/v1/embeddings: Not Found`,
+    without saying that --endpoint is the server's root URL."""
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    for role, api, route in (("embedder", "openai", "/v1/embeddings"), ("embedder", "tei", "/embed"),
+                             ("reranker", "tei", "/rerank"), ("reranker", "cohere", "/v1/rerank")):
+        with pytest.raises(RemoteModelError, match=rf"HTTP 404.*ends in the route {route}: --endpoint is the "
+                                                   rf"server's root URL.*--endpoint {limited_server.url}$"):
+            describe_endpoint(Endpoint(url=f"{limited_server.url}{route}", api=api, role=role), settings.remote)
+    # A base URL ending in /v1 is the OpenAI client's way of naming the root: still accepted.
+    assert describe_endpoint(Endpoint(url=f"{limited_server.url}/v1", api="openai", role="embedder"),
+                             settings.remote)["endpoint"] == limited_server.url
+
+
+def test_a_server_that_lists_no_limits_gets_at_most_32_texts_a_request(tmp_path):
+    """Stock text-embeddings-inference takes 32 texts a request (--max-client-batch-size) and has no
+    /v1/models to say so: a rerank of 50 passages was a 413 (every search degraded), and ingestion sent
+    64 texts (remote.batch_inputs) a request and failed."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sizes: list[int] = []
+
+    class Tei(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self._answer(404, {"error": "Not Found"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            texts = body.get("inputs") if self.path == "/embed" else body.get("texts")
+            if self.path not in ("/embed", "/rerank"):
+                return self._answer(404, {"error": "Not Found"})
+            sizes.append(len(texts))
+            if len(texts) > 32:
+                return self._answer(413, {"error": f"batch size {len(texts)} > maximum allowed batch size 32",
+                                          "error_type": "validation"})
+            if self.path == "/embed":
+                return self._answer(200, [[float(len(t)), 1.0, 0.0] for t in texts])
+            self._answer(200, [{"index": i, "score": 1.0 / len(t)} for i, t in enumerate(texts)])
+
+        def _answer(self, status: int, body) -> None:
+            answer = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    http_server = ThreadingHTTPServer(("127.0.0.1", 0), Tei)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    assert settings.remote.batch_inputs > UNLISTED_MAX_INPUTS == 32
+    try:
+        record = describe_endpoint(Endpoint(url=url, api="tei", role="reranker"), settings.remote)
+        assert "max_rerank_documents" not in record and "max_inputs" not in record
+        reranker = RemoteReranker(Endpoint.from_record("reranker", record), settings.remote, name="r")
+        passages = [f"passage {'x' * i}" for i in range(50)]
+        assert reranker.score("q", passages) == pytest.approx([1.0 / len(p) for p in passages])
+        reranker.close()
+
+        embedder = RemoteEmbedder(Endpoint.from_record("embedder", {"endpoint": url, "api": "tei"}), settings.remote,
+                                  name="e", version="1", dims=3, max_seq_length=256, tokenizer_path="base")
+        texts = [f"text {'y' * i}" for i in range(70)]
+        vectors = embedder.embed_documents(texts)
+        embedder.close()
+        np.testing.assert_allclose(vectors[:, 0] / vectors[:, 1], [len(t) for t in texts], rtol=1e-5)
+        assert max(sizes) == 32
+        # A lower remote.batch_inputs caps the requests of both roles, for a server stricter still.
+        settings.remote.batch_inputs = 5
+        assert RemoteReranker(Endpoint.from_record("reranker", record), settings.remote, name="r").per_request == 5
+    finally:
+        http_server.shutdown()
 
 
 def test_registration_against_a_server_that_cannot_list_its_models_says_so(tmp_path):

@@ -6,6 +6,9 @@ retries, with exponential backoff, refused connections, dropped connections, 429
 and, for embeddings only, timeouts. A rerank never retries a timeout and stops retrying once
 ``remote.rerank_timeout_s`` has passed: search would rather answer un-reranked than late.
 
+No request carries more texts than the server takes: a larger batch of texts to embed, or of
+passages to rerank, goes in several requests (a rerank's at once, under its one deadline).
+
 The bearer token is never stored: it is read at request time from the environment variable or
 the token file named at registration (the file is re-read when it changes, and once more after a
 401), so a rotated token is picked up without a restart.
@@ -18,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,6 +47,13 @@ PROBE_TEXT = "unirank endpoint probe"
 #: CISI-tuned embedders answer it at 0.92 (corpus-only) and 0.90 (labels) of the base's. A 20-step
 #: run on the 24-chunk sample corpus stays at 0.9999: its vectors are still the base's.
 SAME_MODEL_MIN_COSINE = 0.98
+#: Texts one request carries (to embed, or to rerank) when the server lists no limit of its own:
+#: text-embeddings-inference's default ``--max-client-batch-size``, beyond which it answers 413 on
+#: /embed and /rerank alike. OpenAI and Cohere take more, and ``unirank serve models`` lists its
+#: limits in ``GET /v1/models`` (recorded at registration), so this costs them only smaller requests.
+UNLISTED_MAX_INPUTS = 32
+#: Paths the client adds to the endpoint's URL: a URL that already ends in one names a route, not the server.
+ROUTES = ("/v1/embeddings", "/v1/rerank", "/v1/models", "/embed", "/rerank")
 #: The longest single backoff wait, whatever remote.backoff_s and the attempt number give.
 _MAX_BACKOFF_S = 30.0
 
@@ -123,6 +134,10 @@ class Endpoint:
     token_file: str | None = None
     #: The ``model`` field sent with each request (None: the server's default for the role).
     remote_model: str | None = None
+    #: Texts one embedding request, and documents one rerank request, may hold: the limits the server
+    #: listed at registration (None: it listed none).
+    max_inputs: int | None = None
+    max_documents: int | None = None
 
     def __post_init__(self) -> None:
         allowed = APIS.get(self.role)
@@ -145,7 +160,13 @@ class Endpoint:
     def from_record(cls, role: str, record: dict[str, Any]) -> "Endpoint":
         return cls(url=record["endpoint"], api=record.get("api") or APIS[role][0], role=role,
                    token_env=record.get("token_env"), token_file=record.get("token_file"),
-                   remote_model=record.get("remote_model"))
+                   remote_model=record.get("remote_model"), max_inputs=record.get("max_inputs"),
+                   max_documents=record.get("max_rerank_documents"))
+
+    def per_request(self, settings: RemoteSettings) -> int:
+        """Texts one request carries: ``remote.batch_inputs``, or fewer when the server takes fewer."""
+        listed = self.max_inputs if self.role == "embedder" else self.max_documents
+        return min(settings.batch_inputs, listed or UNLISTED_MAX_INPUTS)
 
 
 class _RetryableStatus(Exception):
@@ -258,7 +279,8 @@ class RemoteClient:
                                    f"{_server_message(response)}); {hint}.")
         if response.status_code >= 400:
             raise RemoteModelError(f"{self._where(path)} refused the request (HTTP {response.status_code}): "
-                                   f"{_server_message(response)}", status_code=response.status_code)
+                                   f"{_server_message(response)}{self._hint(response.status_code, payload)}",
+                                   status_code=response.status_code)
         try:
             return response.json()
         except ValueError as exc:
@@ -271,6 +293,21 @@ class RemoteClient:
 
     def _where(self, path: str) -> str:
         return f"{self.endpoint.url}{path}"
+
+    def _hint(self, status: int, payload: dict[str, Any] | None) -> str:
+        """What to do about a 404 from a URL that names a route (``POST /v1/embeddings/v1/embeddings``), or
+        a 413 for several texts (a server that takes fewer per request and does not list its limit)."""
+        url = self.endpoint.url
+        route = next((r for r in ROUTES if url.endswith(r)), None)
+        if status in (404, 405) and route:
+            return (f". {url} ends in the route {route}: --endpoint is the server's root URL, to which the "
+                    f"route is added. Register the model again with --endpoint {url.removesuffix(route)}")
+        sent = next((len(v) for k, v in (payload or {}).items()
+                     if k in ("input", "inputs", "texts", "documents") and isinstance(v, list)), 0)
+        if status == 413 and sent > 1:
+            return (f". If the server takes fewer than the {sent} texts sent in one request, set "
+                    "remote.batch_inputs lower")
+        return ""
 
     def _log_retry(self, method: str, path: str) -> Any:
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -322,6 +359,8 @@ class RemoteEmbedder:
     def __init__(self, endpoint: Endpoint, settings: RemoteSettings, *, name: str, version: str,
                  dims: int | None, max_seq_length: int, tokenizer_path: str, fingerprint: str | None = None,
                  same_vectors_as: frozenset[str] = frozenset(), max_inputs: int | None = None) -> None:
+        if max_inputs is not None:
+            endpoint = Endpoint(**{**endpoint.__dict__, "max_inputs": max_inputs})
         self.client = RemoteClient(endpoint, settings)
         self.endpoint = endpoint
         self.name = name
@@ -329,8 +368,8 @@ class RemoteEmbedder:
         self.registered_dims = dims
         self.max_seq_length = max_seq_length
         self.tokenizer_path = tokenizer_path
-        #: ``remote.batch_inputs``, or less when the server takes fewer texts per request.
-        self.batch_inputs = min(settings.batch_inputs, max_inputs or settings.batch_inputs)
+        #: ``remote.batch_inputs``, or fewer when the server takes fewer per request (or lists no limit).
+        self.batch_inputs = endpoint.per_request(settings)
         self.timeout_s = settings.timeout_s
         #: The model registered here that the endpoint serves, with its copies (``serves``; lineage).
         self.same_vectors_as = same_vectors_as
@@ -465,24 +504,45 @@ class RemoteReranker:
         self.name = name
         self.blend_weight = blend_weight
         self.timeout_s = settings.rerank_timeout_s
+        #: Passages one request carries: more than the server takes was a 413, and every rerank degraded.
+        self.per_request = endpoint.per_request(settings)
+        self._workers = settings.max_connections
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        """Passages beyond the server's limit go in further requests, sent at once: the rerank's
+        ``remote.rerank_timeout_s`` is for all of them together, as it was for one."""
         if not passages:
             return []
+        started = time.perf_counter()
+        step = self.per_request
+        parts = [list(passages[i : i + step]) for i in range(0, len(passages), step)]
+        if len(parts) == 1:
+            return self._score_part(query, parts[0], started)
+        pool = ThreadPoolExecutor(max_workers=min(len(parts), self._workers), thread_name_prefix="rerank")
+        try:
+            scored = list(pool.map(lambda part: self._score_part(query, part, started), parts))
+        finally:  # a failed part fails the rerank now; the others end within the deadline on their own
+            pool.shutdown(wait=False, cancel_futures=True)
+        return [s for part in scored for s in part]
+
+    def _score_part(self, query: str, passages: list[str], started: float) -> list[float]:
+        left = self.timeout_s - (time.perf_counter() - started)
+        if left <= 0:
+            raise RemoteModelError(f"{self.endpoint.url} did not rerank {len(passages)} of the passages within "
+                                   f"remote.rerank_timeout_s ({self.timeout_s:g} s) in all.")
         if self.endpoint.api == "cohere":
-            payload: dict[str, Any] = {"query": query, "documents": list(passages), "top_n": len(passages),
+            payload: dict[str, Any] = {"query": query, "documents": passages, "top_n": len(passages),
                                        "return_documents": False}
             path, index_key, score_key = "/v1/rerank", "index", "relevance_score"
         else:  # tei
             # Not raw: the logit through a sigmoid, the probability a cross-encoder gives in process, which
             # the blend weight (min-max scaled, so the scale matters) and the chat's threshold are set on.
-            payload = {"query": query, "texts": list(passages), "truncate": True, "raw_scores": False,
+            payload = {"query": query, "texts": passages, "truncate": True, "raw_scores": False,
                        "return_text": False}
             path, index_key, score_key = "/rerank", "index", "score"
         if self.endpoint.remote_model:
             payload["model"] = self.endpoint.remote_model
-        body = self.client.post(path, payload, timeout=self.timeout_s, retry_timeouts=False,
-                                deadline_s=self.timeout_s)
+        body = self.client.post(path, payload, timeout=left, retry_timeouts=False, deadline_s=left)
         rows = body.get("results") if isinstance(body, dict) else body
         scores: list[float | None] = [None] * len(passages)
         try:
@@ -517,8 +577,9 @@ def probe_endpoint(endpoint: Endpoint, settings: RemoteSettings) -> dict[str, An
         endpoint = Endpoint(**{**endpoint.__dict__, "remote_model": str(entry["id"])})
     info: dict[str, Any] = {"remote_model": endpoint.remote_model,
                             "max_seq_length": int((entry or {}).get("max_seq_length") or DEFAULT_MAX_SEQ_LENGTH)}
-    if (entry or {}).get("max_inputs"):  # the server's limit per request, where it says
-        info["max_inputs"] = int(entry["max_inputs"])
+    for key in ("max_inputs", "max_rerank_documents"):  # the server's limits per request, where it says
+        if (entry or {}).get(key):
+            info[key] = int(entry[key])
     if endpoint.role == "embedder":
         model = RemoteEmbedder(endpoint, settings, name="probe", version="0", dims=None,
                                max_seq_length=info["max_seq_length"], tokenizer_path="")
