@@ -614,6 +614,8 @@ def test_a_text_the_embedding_endpoint_refuses_fails_its_file_not_the_run(settin
             [(uri, reason)] = report.failed
             assert uri == (docs / "long.md").as_uri() and not report.ok and report.stopped is None
             assert reason.startswith("the embedding endpoint refused it:") and "HTTP 413" in reason, reason
+            # One text's length, said once: no ".." and no advice to send fewer texts per request.
+            assert "the limit is 64" in reason and ".." not in reason and "batch_inputs" not in reason, reason
             assert ur.index_info("refused").source_count == 3
     finally:
         server.stop()

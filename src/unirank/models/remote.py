@@ -278,8 +278,11 @@ class RemoteClient:
             raise RemoteModelError(f"{self._where(path)} refused the request (HTTP 401: "
                                    f"{_server_message(response)}); {hint}.")
         if response.status_code >= 400:
+            message, hint = _server_message(response), self._hint(response, payload)
+            if hint:  # which begins ". "
+                message = message.rstrip(".")
             raise RemoteModelError(f"{self._where(path)} refused the request (HTTP {response.status_code}): "
-                                   f"{_server_message(response)}{self._hint(response.status_code, payload)}",
+                                   f"{message}{hint}",
                                    status_code=response.status_code)
         try:
             return response.json()
@@ -294,17 +297,18 @@ class RemoteClient:
     def _where(self, path: str) -> str:
         return f"{self.endpoint.url}{path}"
 
-    def _hint(self, status: int, payload: dict[str, Any] | None) -> str:
+    def _hint(self, response: httpx.Response, payload: dict[str, Any] | None) -> str:
         """What to do about a 404 from a URL that names a route (``POST /v1/embeddings/v1/embeddings``), or
-        a 413 for several texts (a server that takes fewer per request and does not list its limit)."""
-        url = self.endpoint.url
+        a 413 for several texts (a server that takes fewer per request and does not list its limit); after
+        the server's message, which may end in a full stop."""
+        status, url = response.status_code, self.endpoint.url
         route = next((r for r in ROUTES if url.endswith(r)), None)
         if status in (404, 405) and route:
             return (f". {url} ends in the route {route}: --endpoint is the server's root URL, to which the "
                     f"route is added. Register the model again with --endpoint {url.removesuffix(route)}")
         sent = next((len(v) for k, v in (payload or {}).items()
                      if k in ("input", "inputs", "texts", "documents") and isinstance(v, list)), 0)
-        if status == 413 and sent > 1:
+        if status == 413 and sent > 1 and _error_code(response) != "input_too_long":  # not one text's length
             return (f". If the server takes fewer than the {sent} texts sent in one request, set "
                     "remote.batch_inputs lower")
         return ""
@@ -327,6 +331,18 @@ def _retry_after(state: tenacity.RetryCallState) -> float:
         return min(float(exc.response.headers.get("retry-after", 0)), _MAX_BACKOFF_S)
     except ValueError:  # an HTTP date: rare, and the exponential backoff is a fine stand-in
         return 0.0
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """The machine-readable cause in an OpenAI ({error: {code}}) or TEI ({error_type}) error body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    return str(error.get("code")) if isinstance(error, dict) else body.get("error_type")
 
 
 def _server_message(response: httpx.Response) -> str:
