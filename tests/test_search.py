@@ -30,6 +30,19 @@ def test_knn_understands_meaning_without_shared_words(indexed):
     assert any(h.chunk.title == "Plans and pricing" for h in hits)
 
 
+def test_a_question_typed_in_fullwidth_letters_is_read_as_it_looks(indexed):
+    """A question typed with a CJK input method (fullwidth Latin letters) was a row of unknown tokens to
+    the models: knn and the reranker found nothing it asked for (BM25 folded it already)."""
+    question = "how often are databases snapshotted?"
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else "\u3000" if c == " " else c for c in question)
+    assert fullwidth.startswith("ｈｏｗ　ｏｆｔｅｎ")
+    for mode, rerank in (("knn", False), ("hybrid", True)):
+        typed = indexed.search(fullwidth, "docs", mode=mode, rerank=rerank, top_k=3)
+        plain = indexed.search(question, "docs", mode=mode, rerank=rerank, top_k=3)
+        assert [h.id for h in typed.hits] == [h.id for h in plain.hits] and typed.query == fullwidth
+        assert [h.score for h in typed.hits] == pytest.approx([h.score for h in plain.hits], abs=1e-5)
+
+
 def test_bm25_needs_no_embedder(indexed):
     """BM25 without reranking loads no model: it answers even where the embedder cannot be loaded, and
     knn says why it cannot."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -60,6 +61,9 @@ class Searcher:
         top_k = self.settings.top_k if top_k is None else top_k
         rerank = self.rerank_by_default if rerank is None else rerank
         self._validate(query, index, mode, top_k, rerank, filters)  # loads the reranker on first use, before the clock
+        # Fullwidth letters (a CJK input method's), ligatures and the like, as the models' vocabularies
+        # spell them: "ｂａｃｋｕｐｓ" was a row of unknown tokens to the embedder and the reranker.
+        asked, query = query, unicodedata.normalize("NFKC", query)
         filters = _as_stored(filters)
         if mode != "bm25":  # the model is loaded on first use before the clock starts (as the reranker is)
             index_model = self.backend.model(index)
@@ -89,7 +93,7 @@ class Searcher:
                 degraded = True
             timings["rerank"] = _ms(t)
         timings["total"] = _ms(started)
-        return SearchResults(query=query, mode=mode, hits=hits[:top_k], reranked=reranked,
+        return SearchResults(query=asked, mode=mode, hits=hits[:top_k], reranked=reranked,
                              degraded=degraded, timings_ms=timings,
                              embedder=str(embedder.signature) if embedder is not None else None)
 
