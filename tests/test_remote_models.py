@@ -641,48 +641,33 @@ def test_a_5xx_is_retried_with_backoff_then_reported(tmp_path, caplog):
 def test_a_429_is_retried_after_the_wait_the_server_asks_for(tmp_path, caplog):
     """A rate-limited endpoint (a gateway, a hosted TEI) says how long to wait in Retry-After; retrying on
     the client's own 0.01 s schedule would spend every attempt inside the limit window."""
-    import json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from serving_helpers import JsonHandler, http_endpoint
 
     seen: list[float] = []
 
-    class RateLimited(BaseHTTPRequestHandler):
+    class RateLimited(JsonHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.json_body()
             seen.append(time.perf_counter())
             if len(seen) == 1:
-                self.send_response(429)
-                self.send_header("Retry-After", "1")
-                answer = b'{"error": "rate limited"}'
-            else:
-                self.send_response(200)
-                answer = json.dumps([[float(len(t)), 1.0, 0.0] for t in body["inputs"]]).encode()
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+                return self.answer(429, {"error": "rate limited"}, {"Retry-After": "1"})
+            self.answer(200, [[float(len(t)), 1.0, 0.0] for t in body["inputs"]])
 
-        def log_message(self, *args) -> None:
-            pass
-
-    http_server = ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
-    threading.Thread(target=http_server.serve_forever, daemon=True).start()
     settings = Settings(_env_file=None, data_dir=tmp_path / "client")
     settings.remote.retries, settings.remote.backoff_s = 3, 0.01
-    embedder = RemoteEmbedder(Endpoint(url=f"http://127.0.0.1:{http_server.server_port}", api="tei",
-                                       role="embedder"), settings.remote, name="r", version="1", dims=3,
-                              max_seq_length=256, tokenizer_path="base")
-    try:
-        with caplog.at_level(logging.INFO, logger="unirank.models.remote"):
-            vector = embedder.embed_query("backup")
-        assert len(seen) == 3  # the refused probe, the probe again, the query
-        assert seen[1] - seen[0] >= 0.95, f"retried {seen[1] - seen[0]:.2f} s after a 429 asking for 1 s"
-        np.testing.assert_allclose(vector, np.array([6.0, 1.0, 0.0]) / np.sqrt(37.0), rtol=1e-6)
-        assert any("HTTP 429" in r.message and "retry 1 in 1.00 s" in r.message for r in caplog.records), \
-            [r.message for r in caplog.records]
-    finally:
-        embedder.close()
-        http_server.shutdown()
+    with http_endpoint(RateLimited) as url:
+        embedder = RemoteEmbedder(Endpoint(url=url, api="tei", role="embedder"), settings.remote, name="r",
+                                  version="1", dims=3, max_seq_length=256, tokenizer_path="base")
+        try:
+            with caplog.at_level(logging.INFO, logger="unirank.models.remote"):
+                vector = embedder.embed_query("backup")
+        finally:
+            embedder.close()
+    assert len(seen) == 3  # the refused probe, the probe again, the query
+    assert seen[1] - seen[0] >= 0.95, f"retried {seen[1] - seen[0]:.2f} s after a 429 asking for 1 s"
+    np.testing.assert_allclose(vector, np.array([6.0, 1.0, 0.0]) / np.sqrt(37.0), rtol=1e-6)
+    assert any("HTTP 429" in r.message and "retry 1 in 1.00 s" in r.message for r in caplog.records), \
+        [r.message for r in caplog.records]
 
 
 @pytest.fixture(scope="module")
@@ -779,45 +764,30 @@ def test_a_server_that_lists_no_limits_gets_at_most_32_texts_a_request(tmp_path)
     """Stock text-embeddings-inference takes 32 texts a request (--max-client-batch-size) and has no
     /v1/models to say so: a rerank of 50 passages was a 413 (every search degraded), and ingestion sent
     64 texts (remote.batch_inputs) a request and failed."""
-    import json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from serving_helpers import JsonHandler, http_endpoint
 
     sizes: list[int] = []
 
-    class Tei(BaseHTTPRequestHandler):
+    class Tei(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self._answer(404, {"error": "Not Found"})
+            self.answer(404, {"error": "Not Found"})
 
         def do_POST(self) -> None:  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.json_body()
             texts = body.get("inputs") if self.path == "/embed" else body.get("texts")
             if self.path not in ("/embed", "/rerank"):
-                return self._answer(404, {"error": "Not Found"})
+                return self.answer(404, {"error": "Not Found"})
             sizes.append(len(texts))
             if len(texts) > 32:
-                return self._answer(413, {"error": f"batch size {len(texts)} > maximum allowed batch size 32",
-                                          "error_type": "validation"})
+                return self.answer(413, {"error": f"batch size {len(texts)} > maximum allowed batch size 32",
+                                         "error_type": "validation"})
             if self.path == "/embed":
-                return self._answer(200, [[float(len(t)), 1.0, 0.0] for t in texts])
-            self._answer(200, [{"index": i, "score": 1.0 / len(t)} for i, t in enumerate(texts)])
+                return self.answer(200, [[float(len(t)), 1.0, 0.0] for t in texts])
+            self.answer(200, [{"index": i, "score": 1.0 / len(t)} for i, t in enumerate(texts)])
 
-        def _answer(self, status: int, body) -> None:
-            answer = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    http_server = ThreadingHTTPServer(("127.0.0.1", 0), Tei)
-    threading.Thread(target=http_server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{http_server.server_port}"
     settings = Settings(_env_file=None, data_dir=tmp_path)
     assert settings.remote.batch_inputs > UNLISTED_MAX_INPUTS == 32
-    try:
+    with http_endpoint(Tei) as url:
         record = describe_endpoint(Endpoint(url=url, api="tei", role="reranker"), settings.remote)
         assert "max_rerank_documents" not in record and "max_inputs" not in record
         reranker = RemoteReranker(Endpoint.from_record("reranker", record), settings.remote, name="r")
@@ -830,13 +800,11 @@ def test_a_server_that_lists_no_limits_gets_at_most_32_texts_a_request(tmp_path)
         texts = [f"text {'y' * i}" for i in range(70)]
         vectors = embedder.embed_documents(texts)
         embedder.close()
-        np.testing.assert_allclose(vectors[:, 0] / vectors[:, 1], [len(t) for t in texts], rtol=1e-5)
-        assert max(sizes) == 32
-        # A lower remote.batch_inputs caps the requests of both roles, for a server stricter still.
-        settings.remote.batch_inputs = 5
-        assert RemoteReranker(Endpoint.from_record("reranker", record), settings.remote, name="r").per_request == 5
-    finally:
-        http_server.shutdown()
+    np.testing.assert_allclose(vectors[:, 0] / vectors[:, 1], [len(t) for t in texts], rtol=1e-5)
+    assert max(sizes) == 32
+    # A lower remote.batch_inputs caps the requests of both roles, for a server stricter still.
+    settings.remote.batch_inputs = 5
+    assert RemoteReranker(Endpoint.from_record("reranker", record), settings.remote, name="r").per_request == 5
 
 
 def test_registration_against_a_server_that_cannot_list_its_models_says_so(tmp_path):
