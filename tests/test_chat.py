@@ -174,6 +174,19 @@ def test_without_a_store_history_is_passed_in(corpus):
     assert answer.message_id is None  # nothing stored
 
 
+def test_a_long_history_of_follow_ups_is_rewritten_without_recursing(corpus):
+    """An OpenAI request whose history held 1,201 "and them?" questions (no stored queries) was a 500
+    RecursionError: each follow-up was rewritten by recursing into the one before."""
+    chat = ChatService(corpus)
+    opening = [Turn("user", "How do I rotate an API key?"), Turn("assistant", "From the documents: …")]
+    follow_ups = [turn for _ in range(1201) for turn in (Turn("user", "and them?"), Turn("assistant", "…"))]
+    answer = chat.ask("and them?", "handbook", history=opening + follow_ups)
+    assert answer.query.startswith("and them?")  # the topic, 1,201 questions back, is no longer carried
+    # A short chain still carries its topic through the follow-ups between.
+    short = chat.rewriter.rewrite("and them?", opening + follow_ups[:6])
+    assert {"rotate", "api", "key"} <= set(short.lower().split())
+
+
 def test_a_follow_up_that_names_a_new_subject_leaves_the_old_one(service):
     """"what about SEV2?" after API keys was searched as "what about SEV2? long old api keys working
     rotation", and answered about API keys."""

@@ -36,6 +36,11 @@ ELLIPSIS = ("and ", "or ", "but ", "what about", "how about", "what if", "why no
 #: Question verbs sklearn's stop list lacks: they carry no topic.
 QUESTION_WORDS = frozenset({"does", "did", "doing", "mean", "means", "tell", "explain", "happens", "happen"})
 MAX_ADDED_TERMS = 8
+#: How many earlier questions a follow-up of follow-ups is traced back through. Turns that carry no
+#: stored query (an OpenAI request's history) are rewritten anew on each request: unbounded, 1,201
+#: "and them?" turns recursed past Python's limit (a 500), and each naming a subject costs a search.
+#: A topic not named in the last 8 questions is not what "it" means any more.
+MAX_CHAIN = 8
 
 #: The texts of the few passages a search for some words finds (in the chat's index, under its filters).
 RelatedTexts = Callable[[str], Sequence[str]]
@@ -92,7 +97,13 @@ class QueryRewriter:
         question = question.strip()
         if not is_follow_up(question):
             return question
-        anchor = self._previous_query(history, related)
+        return self._resolve(question, self._previous_query(history, related), related)
+
+    def _resolve(self, question: str, anchor: str, related: RelatedTexts | None) -> str:
+        """A follow-up ``question`` with the terms of ``anchor`` (the previous stand-alone query) it lacks."""
+        question = question.strip()
+        if not is_follow_up(question):
+            return question
         have = set(content_words(question))
         added: list[str] = []
         for term in content_words(anchor):
@@ -111,13 +122,16 @@ class QueryRewriter:
         return [t for t in terms if any(stem in held for stem in self._stems.analyze(t))]
 
     def _previous_query(self, history: Sequence[Turn], related: RelatedTexts | None = None) -> str:
-        """The last user turn as a stand-alone query (rewriting it too when it was itself a follow-up)."""
-        turns = list(history)
-        for i in range(len(turns) - 1, -1, -1):
-            turn = turns[i]
-            if turn.role != "user":
-                continue
-            if turn.query:
-                return turn.query
-            return self.heuristic(turn.content, turns[:i], related)
-        return ""
+        """The last user turn as a stand-alone query. Turns without a stored query are rewritten in order
+        from the last one that stands alone, at most :data:`MAX_CHAIN` back (iteratively: a recursion per
+        turn overflowed on long histories)."""
+        asked = [t for t in history if t.role == "user"][-MAX_CHAIN:]
+        start = 0
+        for i in range(len(asked) - 1, -1, -1):
+            if asked[i].query or not is_follow_up(asked[i].content):
+                start = i
+                break
+        query = ""
+        for turn in asked[start:]:
+            query = turn.query or self._resolve(turn.content, query, related)
+        return query
