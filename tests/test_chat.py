@@ -187,6 +187,23 @@ def test_a_long_history_of_follow_ups_is_rewritten_without_recursing(corpus):
     assert {"rotate", "api", "key"} <= set(short.lower().split())
 
 
+def test_a_session_deleted_while_its_answer_is_written_says_so(corpus, tmp_path):
+    """Deleting a session while its question was being answered failed the request with sqlite3's
+    IntegrityError (a foreign key), a 500."""
+
+    class DeletedMeanwhile(ConversationStore):
+        def add_message(self, session_id, *args, **kwargs):
+            if session_id is not None and self.sessions():
+                self.delete_session(session_id)  # as DELETE /v1/sessions/{id} from another request
+            return super().add_message(session_id, *args, **kwargs)
+
+    with DeletedMeanwhile(tmp_path / "chat.sqlite") as store:
+        session = store.create_session("handbook")
+        with pytest.raises(ConversationNotFoundError, match="was deleted while its answer was being written"):
+            ChatService(corpus, store).ask("What does SEV1 mean?", session_id=session.id)
+        assert store.sessions() == [] and store.feedback() == []
+
+
 def test_a_follow_up_that_names_a_new_subject_leaves_the_old_one(service):
     """"what about SEV2?" after API keys was searched as "what about SEV2? long old api keys working
     rotation", and answered about API keys."""

@@ -157,7 +157,10 @@ class ConversationStore:
                           created_at=now, query=query, grounded=grounded, citations=list(citations or []))
         payload = json.dumps([c.to_dict() for c in message.citations], ensure_ascii=False)
         with self._lock, self._db:
-            self._db.execute("BEGIN")
+            self._db.execute("BEGIN IMMEDIATE")  # the write lock first: no other process deletes the session
+            if session_id is not None and not self._db.execute("SELECT 1 FROM sessions WHERE id = ?",
+                                                               (session_id,)).fetchone():
+                raise _deleted_meanwhile(session_id)
             seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages").fetchone()[0]
             self._db.execute(
                 "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -230,6 +233,15 @@ class ConversationStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _deleted_meanwhile(session_id: str) -> ConversationNotFoundError:
+    """A message for a session that is gone: it was deleted while its question was being answered (a
+    session that never existed is refused before retrieval), so the turn cannot be kept in it."""
+    return ConversationNotFoundError(
+        f"Session {session_id!r} was deleted while its answer was being written, so the question and answer "
+        "were not stored. Start a new session (POST /v1/sessions) and ask again."
+    )
 
 
 def utc_now() -> str:
