@@ -368,3 +368,120 @@ def test_sessions_can_be_deleted(http):
     assert http.delete(f"/v1/sessions/{sid}").status_code == 204
     assert http.get(f"/v1/sessions/{sid}").status_code == 404
     assert sid not in [s["id"] for s in http.get("/v1/sessions").json()["sessions"]]
+
+
+def test_a_lone_surrogate_in_any_field_is_a_400_naming_it(http):
+    """JSON's "\\ud800" (half a UTF-16 pair) in a filter, a session id, a message id or a title was a plain-text
+    500 (the index or SQLite failed on it); in a question it was already a 400."""
+    sid = http.post("/v1/sessions", json={"index": "handbook"}).json()["id"]
+    asked = '"messages": [{"role": "user", "content": "hi"}]'
+    chat = "/v1/chat/completions"
+    for path, body, where in [
+        ("/v1/search", r'{"query": "password", "filters": {"category": "\ud800"}}', "filters.category"),
+        (chat, '{%s, "filters": {"category": "\\ud800"}}' % asked, "filters.category"),
+        (chat, '{%s, "filters": {"\\udfff": "x"}}' % asked, "filters (a key)"),
+        (chat, '{%s, "session_id": "\\ud800"}' % asked, "session_id"),
+        (chat, r'{"messages": [{"role": "user", "content": [{"type": "text", "text": "a \ud83d b"}]}]}',
+         "messages.0.content.0.text"),
+        ("/v1/sessions", r'{"title": "\ud800"}', "title"),
+        (f"/v1/sessions/{sid}/messages", r'{"content": "hi", "filters": {"doc_id": "\ud800"}}', "filters.doc_id"),
+        (f"/v1/sessions/{sid}/messages", r'{"content": "\ud800 hi"}', "content"),
+        ("/v1/feedback", r'{"message_id": "\ud800", "kind": "up"}', "message_id"),
+    ]:
+        refused = http.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert refused.status_code == 400, (path, body, refused.text)
+        error = ErrorBody.model_validate(refused.json(), strict=True).error
+        assert error.type == "invalid_request_error"
+        assert error.message.startswith(f"{where}: holds a lone UTF-16 surrogate"), (body, error.message)
+    paired = http.post("/v1/sessions", content=r'{"title": "\ud83d\ude00 keys"}',
+                       headers={"Content-Type": "application/json"})
+    assert paired.status_code == 201 and paired.json()["title"] == "\U0001F600 keys"  # a whole pair is one character
+    assert http.delete(f"/v1/sessions/{paired.json()['id']}").status_code == 204
+
+
+def test_an_unexpected_error_is_a_500_in_the_error_shape(settings):
+    """A bug answered Starlette's plain-text "Internal Server Error", which no client of the API parses."""
+    from fastapi.testclient import TestClient
+
+    from unirank.api import Unirank
+    from unirank.app.server import create_app
+
+    def broken() -> None:
+        raise RuntimeError("the disk is on fire")
+
+    with Unirank(settings) as ur:
+        ur.list_indexes = broken  # type: ignore[method-assign]
+        app = create_app(unirank=ur, warm_up=False)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            response = client.get("/v1/indexes")
+        assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+        error = ErrorBody.model_validate(response.json(), strict=True).error
+        assert error.type == "server_error" and error.message.startswith("Internal error (RuntimeError) while "
+                                                                         "answering GET /v1/indexes")
+        with TestClient(app) as client, pytest.raises(RuntimeError, match="on fire"):
+            client.get("/v1/indexes")  # raised on after the answer, so the server logs its traceback
+
+
+def test_a_missing_index_is_told_from_a_missing_session_and_wrong_fields_are_refused(http, corpus):
+    """The page took every 404 on a session's messages for a deleted session and asked again in a new session
+    over `"index": ""`, which was the default index: a deleted index was answered from other documents.
+    Unknown fields were ignored, and a session's message naming another index was answered from the session's."""
+    from unirank.search.embedded.backend import EmbeddedBackend
+
+    data_dir, _ = corpus
+    backend = EmbeddedBackend(data_dir / "indexes")
+    try:
+        backend.create_index("gone", backend.model("handbook"))
+        gone = http.post("/v1/sessions", json={"index": "gone"}).json()["id"]
+        backend.delete_index("gone")  # `unirank index delete gone --yes` while the server runs
+    finally:
+        backend.close()
+    for stream in (False, True):
+        missing = http.post(f"/v1/sessions/{gone}/messages", json={"content": "hi", "stream": stream})
+        assert missing.status_code == 404, missing.text
+        assert missing.json()["error"]["type"] == "index_not_found"
+        assert missing.json()["error"]["message"].startswith("Index 'gone' does not exist")
+    no_session = http.post("/v1/sessions/nope/messages", json={"content": "hi"})
+    assert no_session.status_code == 404 and no_session.json()["error"]["type"] == "conversation_not_found"
+    assert http.post("/v1/chat/completions", json={"model": "nope", "messages": [
+        {"role": "user", "content": "hi"}]}).json()["error"]["type"] == "index_not_found"
+
+    for path, body in [("/v1/sessions", {}), ("/v1/search", {"query": "x"}),
+                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})]:
+        empty = http.post(path, json={**body, "index": ""})  # omitted: the default index
+        assert empty.status_code == 400, (path, empty.text)
+        assert empty.json()["error"]["message"].startswith("`index` is empty: name an index"), empty.text
+
+    sid = http.post("/v1/sessions", json={"index": "handbook"}).json()["id"]
+    other = http.post(f"/v1/sessions/{sid}/messages", json={"content": "hi", "index": "other"})
+    assert other.status_code == 400, other.text
+    assert other.json()["error"]["message"].startswith(f"Session '{sid}' answers from index 'handbook', not 'other'")
+    for path, body, field in [("/v1/sessions", {"index": "handbook", "titel": "x"}, "titel"),
+                              (f"/v1/sessions/{sid}/messages", {"content": "hi", "filter": {"category": "x"}},
+                               "filter"),
+                              ("/v1/feedback", {"message_id": "x", "kind": "up", "n": 1}, "n")]:
+        unknown = http.post(path, json=body)
+        assert unknown.status_code == 422, (path, unknown.text)
+        assert unknown.json()["error"]["message"] == f"Invalid request: {field}: Extra inputs are not permitted."
+    assert http.get(f"/v1/sessions/{sid}").json()["messages"] == []  # nothing was asked
+
+    part = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": [
+        {"type": "text", "text": 5}]}]})
+    assert part.status_code == 422, part.text  # it was asked as the question "5"
+    assert part.json()["error"]["message"].startswith("Invalid request: messages.0.content: part 0 is a text part "
+                                                      "with text of type int"), part.text
+
+
+def test_chat_stores_no_session_until_something_is_asked(corpus, tmp_path):
+    """`unirank chat` left without a question, and each /new, stored an empty session: "(untitled)" on the page."""
+    from unirank.chat.store import ConversationStore
+
+    data_dir, _ = corpus
+    db = tmp_path / "cli-chat.sqlite"
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "chat", "--index", "handbook"],
+                          input="/new\n/up\n/new\n", env=isolated_env(data_dir, UNIRANK_CHAT__DB_PATH=str(db)),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("New conversation.") == 2 and "Ask something first." in proc.stdout
+    with ConversationStore(db) as store:
+        assert store.sessions() == []

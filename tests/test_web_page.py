@@ -265,7 +265,7 @@ def test_a_failed_answer_is_marked_and_not_left_busy(server, page):
             asked.append(route.request.url)
             route.fulfill(status=404, content_type="application/json", body=json.dumps(
                 {"error": {"message": "Session 'x' does not exist: create one with POST /v1/sessions",
-                           "type": "not_found"}}))
+                           "type": "conversation_not_found"}}))
 
         page.route(messages, gone)
         answer = ask_and_wait(page, "How often should API keys be rotated?")
@@ -273,6 +273,24 @@ def test_a_failed_answer_is_marked_and_not_left_busy(server, page):
         expect(answer).to_have_class(re.compile("failed"))
         expect(page.get_by_role("alert")).to_contain_text("no longer exists")
         expect(page.get_by_role("alert")).not_to_contain_text("POST /v1/sessions")
+        page.unroute(messages)
+
+        # A session whose index was deleted is a 404 too, but not a deleted session: it was started again
+        # over `"index": ""`, answered from the default index, and said "the conversation no longer exists".
+        asked.clear()
+
+        def index_gone(route):
+            asked.append(route.request.url)
+            route.fulfill(status=404, content_type="application/json", body=json.dumps(
+                {"error": {"message": "Index 'hr' does not exist. Available indexes: handbook, office. Create it "
+                                      "with `unirank ingest SOURCE --index hr`.", "type": "index_not_found"}}))
+
+        page.route(messages, index_gone)
+        answer = ask_and_wait(page, "How often should API keys be rotated?")
+        assert len(asked) == 1, asked
+        expect(answer).to_have_class(re.compile("failed"))
+        expect(page.get_by_role("alert")).to_contain_text("no longer indexed")
+        expect(page.get_by_role("alert")).not_to_contain_text("conversation")
         page.unroute(messages)
     finally:
         page.unroute_all()

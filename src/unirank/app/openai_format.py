@@ -10,11 +10,69 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal, get_type_hints
+from typing import Any, Iterable, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from unirank.chat.types import ChatAnswer, Citation, Turn
+from unirank.errors import InvalidQueryError
+
+
+class RequestBody(BaseModel):
+    """A JSON body an app route reads. JSON can escape half a UTF-16 pair (``"\\ud800"``), which is no
+    text: in a filter, a session id or a title it failed deep in the index or in SQLite (a plain-text
+    500). It is refused before any field is read, wherever it is, as the same character in a question
+    is refused by the search layer: a 400 naming the field.
+
+    The refusals raise :class:`InvalidQueryError`, which pydantic does not wrap (it wraps only
+    ``ValueError`` and ``AssertionError``), so the server's handler answers it as a 400."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_lone_surrogates(cls, data: Any) -> Any:
+        where = lone_surrogate_at(data, "")
+        if where is not None:
+            raise InvalidQueryError(
+                f"{where or 'The request body'}: holds a lone UTF-16 surrogate (half of an escaped pair such as "
+                "\\ud83d\\ude00), which is not text. Send valid Unicode: both halves of the pair, or the character "
+                "itself in UTF-8.")
+        return data
+
+    @model_validator(mode="after")
+    def _refuse_an_empty_index(self) -> Any:
+        """``"index": ""`` was taken as "the default index": a blank form field or a bug in a client was
+        answered from other documents than it meant."""
+        if getattr(self, "index", None) == "":
+            raise InvalidQueryError("`index` is empty: name an index (GET /v1/indexes lists them), or leave the "
+                                    "field out to use the default index.")
+        return self
+
+
+def lone_surrogate_at(value: Any, where: str) -> str | None:
+    """The path (``filters.category``, ``messages.0.content``) of the first string in parsed JSON that UTF-8
+    cannot encode, or None. A key that cannot be encoded is named by the object holding it."""
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items: Iterable[tuple[str, Any]] = value.items()
+    elif isinstance(value, list):
+        items = ((str(i), item) for i, item in enumerate(value))
+    else:
+        return None
+    for key, child in items:
+        if lone_surrogate_at(key, where) is not None:
+            return f"{where} (a key)" if where else "a key"
+        found = lone_surrogate_at(child, f"{where}.{key}" if where else key)
+        if found is not None:
+            return found
+    return None
 
 
 class ChatMessage(BaseModel):
@@ -25,17 +83,33 @@ class ChatMessage(BaseModel):
     #: "rotate" and "keys" must not read "rotatekeys").
     content: str | list[dict[str, Any]] | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _text_parts_hold_text(cls, content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        """A text part whose ``text`` is not a string (``5``, missing) was asked as the question "5" or ""."""
+        for i, part in enumerate(content if isinstance(content, list) else []):
+            text = part.get("text")
+            if _is_text_part(part) and not isinstance(text, str):
+                got = "no text" if text is None else f"text of type {type(text).__name__}"
+                raise PydanticCustomError("text_part", f"part {i} is a text part with {got}: send "
+                                          '{"type": "text", "text": "..."} with the text as a string')
+        return content
+
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "\n".join(str(p.get("text", "")) for p in self.content if p.get("type", "text") == "text")
+            return "\n".join(p["text"] for p in self.content if _is_text_part(p))
         return self.content or ""
+
+
+def _is_text_part(part: dict[str, Any]) -> bool:
+    return part.get("type", "text") == "text"
 
 
 #: The model name that means "the default index" (chat.index, or the only index).
 DEFAULT_MODEL = "unirank"
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestBody):
     #: temperature, max_tokens… are accepted and ignored. Strict: ``"stream": "yes"`` is a 422 naming
     #: the field, not a guess at what was meant.
     model_config = ConfigDict(extra="allow", strict=True)
@@ -112,7 +186,9 @@ class ChunkWriter:
 
 class ErrorDetail(BaseModel):
     message: str
-    #: ``invalid_request_error``, ``not_found``, ``answerer_error`` or ``configuration_error``.
+    #: ``invalid_request_error``; ``conversation_not_found`` (a session, message or citation: start a new
+    #: session), ``index_not_found`` (the index asked about is gone), ``not_found`` (no such route);
+    #: ``answerer_error``, ``upstream_error``, ``configuration_error``, ``server_error`` (a bug: see the log).
     type: str
 
 
@@ -129,13 +205,16 @@ def error_body(message: str, kind: str) -> dict[str, Any]:
 
 _ERROR_MEANINGS = {
     400: "Refused: an empty query or question, a last message that is not the user's, no index named "
-         "while there are several, a top_k over the rerank limit, feedback that does not fit its answer.",
-    404: "No index, session, message or citation of that name.",
+         "while there are several, an empty `index`, another index than the session's, a top_k over the "
+         "rerank limit, feedback that does not fit its answer, a lone UTF-16 surrogate in any field.",
+    404: "No index (type `index_not_found`), or no session, message or citation (`conversation_not_found`), "
+         "of that name.",
     409: "The index was switched to another model's vectors several times during the search (an `index "
          "rebuild` loop): search again.",
     413: "The request body is over api.max_request_mb (1 MB by default).",
     422: "The body is not JSON or does not fit the schema; the message names the field.",
-    500: "The server's settings cannot answer (e.g. an OpenAI-compatible answerer without its key).",
+    500: "The server's settings cannot answer (e.g. an OpenAI-compatible answerer without its key), or an "
+         "unexpected error (type `server_error`: the server's log has the traceback).",
     502: "A model endpoint the index is read with (a remote embedder), or the configured LLM, failed or "
          "timed out. A failing remote reranker does not: search answers un-reranked, marked degraded.",
 }

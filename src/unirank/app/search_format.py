@@ -6,16 +6,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from unirank.app.openai_format import RequestBody
 from unirank.search.types import SearchMode
 from unirank.settings import MAX_TOP_K
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(RequestBody):
     #: A misspelt option must not be searched without, and ``"rerank": "no"`` must not read as true.
     model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str = Field(min_length=1)
-    #: The index to search; omitted: ``chat.index``, or the only index.
+    #: The index to search; omitted: ``chat.index``, or the only index ("" is refused).
     index: str | None = None
     #: ``search.mode`` when omitted.
     mode: SearchMode | None = None

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from unirank.api import Unirank
-from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter,
+from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter, RequestBody,
                                        SessionAnswer, answer_responses, completion, error_body, error_responses)
 from unirank.app.search_format import SearchRequest, SearchResponse
 from unirank.app.session_format import (CitedPassage, FeedbackList, FeedbackOut, IndexAsModel, IndexList,
@@ -46,9 +46,11 @@ from unirank.settings import Settings
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 
+#: Two 404s a client acts on differently: a session (or message) that is gone can be started again, while
+#: an index that is gone cannot be asked anywhere (the web page started a session over the default index).
 _STATUS: list[tuple[type[Exception], int, str]] = [
-    (ConversationNotFoundError, 404, "not_found"),
-    (IndexNotFoundError, 404, "not_found"),
+    (ConversationNotFoundError, 404, "conversation_not_found"),
+    (IndexNotFoundError, 404, "index_not_found"),
     (IndexChangedError, 409, "index_changed"),
     (InvalidQueryError, 400, "invalid_request_error"),
     (RerankLimitError, 400, "invalid_request_error"),
@@ -58,25 +60,30 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
 ]
 
 
-#: A wrong JSON type (``"stream": "yes"``, ``"citation": "2"``) is a 422 naming the field, not a guess.
-_STRICT = ConfigDict(strict=True)
+#: A wrong JSON type (``"stream": "yes"``, ``"citation": "2"``) is a 422 naming the field, not a guess;
+#: so is an unknown field (``"indx"``, ``"titel"``), which was ignored.
+_STRICT = ConfigDict(strict=True, extra="forbid")
 
 
-class NewSession(BaseModel):
+class NewSession(RequestBody):
     model_config = _STRICT
+    #: Omitted: the default index ("" is refused, not read as the default).
     index: str | None = None
     title: str = ""
 
 
-class SessionQuestion(BaseModel):
+class SessionQuestion(RequestBody):
     model_config = _STRICT
     content: str = Field(min_length=1)
     stream: bool = False
     #: Answer only from chunks whose metadata, ``doc_id`` or ``source_uri`` match.
     filters: dict[str, str] | None = None
+    #: Optional: the session's own index. Another index is refused (as on /v1/chat/completions), not
+    #: answered from the session's.
+    index: str | None = None
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(RequestBody):
     model_config = _STRICT
     message_id: str
     kind: Literal["up", "down", "click"]
@@ -129,6 +136,13 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         response.headers.update(exc.headers or {})
         return response
 
+    @app.exception_handler(Exception)
+    async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        """A bug is a 500 in the error shape every client parses, not Starlette's plain-text one. Starlette
+        raises the exception again once this answer is sent, so the server's log has its traceback."""
+        return _error(500, f"Internal error ({type(exc).__name__}) while answering {request.method} "
+                      f"{request.url.path}: the server's log has the details.", "server_error")
+
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
@@ -159,7 +173,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
                 service.default_index()
             except InvalidQueryError as exc:
                 return _error(404, f"{DEFAULT_MODEL!r} answers from the default index, and there is none: {exc}",
-                              "not_found")
+                              "index_not_found")
             return _model_card(DEFAULT_MODEL)
         return _model_card(ur.index_info(model_id).name)
 
@@ -220,10 +234,11 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.post("/v1/sessions/{session_id}/messages", response_model=None,
               responses={**answer_responses(SessionAnswer), **error_responses(400, 404, 409, 413, 422, 500, 502)})
     async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
+        # The service refuses an index other than the session's.
+        asked = dict(session_id=session_id, filters=body.filters)
         if body.stream:
-            events = await run_in_threadpool(service.stream, body.content, session_id=session_id, filters=body.filters)
-            return await _sse(events, "unirank")
-        answer = await run_in_threadpool(service.ask, body.content, session_id=session_id, filters=body.filters)
+            return await _sse(await run_in_threadpool(service.stream, body.content, body.index, **asked), "unirank")
+        answer = await run_in_threadpool(service.ask, body.content, body.index, **asked)
         return answer.to_dict()
 
     # -- citations and feedback -----------------------------------------------------------------
@@ -298,5 +313,7 @@ def described(model: type[BaseModel], status: int = 200) -> dict[int | str, dict
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
-    return JSONResponse(error_body(message, kind), status_code=status)
+    """An error answer. A message quoting a lone surrogate cannot be encoded as UTF-8: it is escaped."""
+    return JSONResponse(error_body(message.encode("utf-8", "backslashreplace").decode("utf-8"), kind),
+                        status_code=status)
 

@@ -63,7 +63,7 @@ def chat(
 ) -> None:
     """Chat with your documents in the terminal; follow-up questions use the conversation so far."""
     from unirank.chat.service import ChatService
-    from unirank.chat.store import ConversationStore
+    from unirank.chat.store import ConversationStore, Session
     from unirank.chat.types import ChatAnswer, Completed, Delta
 
     with client() as ur, ConversationStore(ur.settings.chat_db_path) as store:
@@ -75,7 +75,8 @@ def chat(
             _refuse_unknown_filter_keys(ur, index, filters)
         except UnirankError as exc:
             fail(exc)
-        session = store.create_session(index)
+        # Made on the first question: a chat left (or a /new) before asking stored an empty "(untitled)" session.
+        session: Session | None = None
         last: ChatAnswer | None = None
         only = f" ({escape(', '.join(f'{k}={v}' for k, v in filters.items()))} only)" if filters else ""
         console.print(f"[bold]unirank chat[/bold] on index [bold]{escape(index)}[/bold]{only}. {CHAT_HELP}")
@@ -91,7 +92,7 @@ def chat(
             if command in ("/quit", "/exit"):
                 return
             if command == "/new":
-                session = store.create_session(index)
+                session = None
                 last = None
                 console.print("[dim]New conversation.[/dim]")
                 continue
@@ -104,6 +105,7 @@ def chat(
                 continue
             console.print("[bold green]unirank[/bold green] ", end="")
             try:
+                session = session or store.create_session(index)
                 for event in service.stream(line, session_id=session.id, filters=filters):
                     if isinstance(event, Delta):
                         console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)

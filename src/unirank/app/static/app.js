@@ -5,7 +5,8 @@
 const $ = (id) => document.getElementById(id);
 // ``conversation`` counts the conversations started on this page, so an answer still arriving for
 // one the user has left does not write over the status line of the one they are in.
-const state = { sessionId: null, busy: false, conversation: 0 };
+// ``indexesLoaded`` settles once the picker is filled: a question asked while the page loads waits for it.
+const state = { sessionId: null, busy: false, conversation: 0, indexesLoaded: Promise.resolve() };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -60,6 +61,7 @@ async function responseError(response) {
 function plainError(error) {
   if (error instanceof TypeError) return "The unirank server cannot be reached. Check that it is running, then ask again.";
   if (error.sessionGone) return "This conversation no longer exists on the server. Click \u201cNew conversation\u201d and ask again.";
+  // The server's 404s say what is missing: a session (``conversation_not_found``) or an index (``index_not_found``).
   if (error.status === 404) return "The documents picked are no longer indexed. Pick others under \u201cDocuments\u201d and ask again.";
   if (error.status === 502 || error.type === "answerer_error" || error.type === "upstream_error")
     return "The model that writes the answers failed or took too long. Try again in a moment.";
@@ -279,10 +281,15 @@ async function ask(question) {
 }
 
 // Asks in the current session (creating one over the picked index first) and returns the final chunk.
-// A 404 from the session's messages means the session is gone: that error has ``sessionGone`` set.
+// A session that is gone (deleted elsewhere) gets ``sessionGone`` set, so it is started again. A session
+// whose index is gone is not: a new one over the picked index would be asked in the same missing
+// index, or answered from other documents than the user picked.
 async function streamAnswer(question, node, status) {
   if (!state.sessionId) {
-    const session = await api("/v1/sessions", { method: "POST", body: JSON.stringify({ index: $("index").value }) });
+    await state.indexesLoaded.catch(() => {});
+    // No index to pick (none is indexed): the server says so. An empty "index" is refused, not the default.
+    const index = $("index").value;
+    const session = await api("/v1/sessions", { method: "POST", body: JSON.stringify(index ? { index } : {}) });
     state.sessionId = session.id;
   }
   const sessionId = state.sessionId;
@@ -294,7 +301,7 @@ async function streamAnswer(question, node, status) {
   });
   if (!response.ok) {
     const error = await responseError(response);
-    if (response.status === 404) {
+    if (response.status === 404 && error.type === "conversation_not_found") {
       error.sessionGone = true;
       if (state.sessionId === sessionId) state.sessionId = null;
     }
@@ -351,7 +358,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("new-conversation").addEventListener("click", newConversation);
   $("index").addEventListener("change", onIndexChange);
   try {
-    await loadIndexes();
+    state.indexesLoaded = loadIndexes();
+    await state.indexesLoaded;
     await loadSessions();
   } catch (error) { setStatus(`Cannot reach the server: ${error.message}`, true); }
 });
