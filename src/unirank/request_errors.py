@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from pydantic import BaseModel
+
 from unirank.errors import RequestTooLargeError
 
 #: How pydantic names the member of a union a value was tried against (``str``, ``list[str]``, a model
@@ -14,6 +16,41 @@ _UNION_MEMBER = re.compile(r"^(str|int|float|bool|list|dict)(\[.*\])?$|^[A-Z]\w*
 _FORM_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
                "dict": "an object", "list[str]": "a list of strings", "list[int]": "a list of token ids",
                "list[list[int]]": "a list of token-id lists"}
+
+
+def lone_surrogate_at(value: Any, where: str = "") -> str | None:
+    """The path (``filters.category``, ``input.1``) of the first string in a parsed body or request model
+    that UTF-8 cannot encode, or None. JSON can escape half a UTF-16 pair (``"\\ud800"``), which is no
+    text. A key that cannot be encoded is named by the object holding it."""
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, BaseModel):
+        items: Iterable[tuple[str, Any]] = ((name, getattr(value, name)) for name in type(value).model_fields)
+    elif isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((str(i), item) for i, item in enumerate(value))
+    else:
+        return None
+    for key, child in items:
+        if lone_surrogate_at(key, where) is not None:
+            return f"{where} (a key)" if where else "a key"
+        found = lone_surrogate_at(child, f"{where}.{key}" if where else key)
+        if found is not None:
+            return found
+    return None
+
+
+def lone_surrogate_message(where: str) -> str:
+    return (f"{where or 'The request body'}: holds a lone UTF-16 surrogate (half of an escaped pair such as "
+            "\\ud83d\\ude00), which is not text. Send valid Unicode: both halves of the pair, or the character "
+            "itself in UTF-8")
 
 
 def validation_message(errors: Iterable[dict[str, Any]], content_type: str | None = "application/json") -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Iterable, Literal, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from unirank.chat.types import ChatAnswer, Citation, Turn
 from unirank.errors import InvalidQueryError
+from unirank.request_errors import lone_surrogate_at, lone_surrogate_message
 
 
 class RequestBody(BaseModel):
@@ -33,10 +34,7 @@ class RequestBody(BaseModel):
     def _refuse_lone_surrogates(cls, data: Any) -> Any:
         where = lone_surrogate_at(data, "")
         if where is not None:
-            raise InvalidQueryError(
-                f"{where or 'The request body'}: holds a lone UTF-16 surrogate (half of an escaped pair such as "
-                "\\ud83d\\ude00), which is not text. Send valid Unicode: both halves of the pair, or the character "
-                "itself in UTF-8.")
+            raise InvalidQueryError(lone_surrogate_message(where) + ".")
         return data
 
     @model_validator(mode="after")
@@ -48,31 +46,6 @@ class RequestBody(BaseModel):
                                     "field out to use the default index.")
         return self
 
-
-def lone_surrogate_at(value: Any, where: str) -> str | None:
-    """The path (``filters.category``, ``messages.0.content``) of the first string in parsed JSON that UTF-8
-    cannot encode, or None. A key that cannot be encoded is named by the object holding it."""
-    if isinstance(value, str):
-        if value.isascii():
-            return None
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return where
-        return None
-    if isinstance(value, dict):
-        items: Iterable[tuple[str, Any]] = value.items()
-    elif isinstance(value, list):
-        items = ((str(i), item) for i, item in enumerate(value))
-    else:
-        return None
-    for key, child in items:
-        if lone_surrogate_at(key, where) is not None:
-            return f"{where} (a key)" if where else "a key"
-        found = lone_surrogate_at(child, f"{where}.{key}" if where else key)
-        if found is not None:
-            return found
-    return None
 
 
 class ChatMessage(BaseModel):

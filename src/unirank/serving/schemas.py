@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 from typing_extensions import Self
 
+from unirank.request_errors import lone_surrogate_at, lone_surrogate_message
+
 #: TEI's ``truncation_direction``, shared by its embed and rerank requests.
 TruncationDirection = Annotated[Literal["Right", "right", "Left", "left"], Field(
     description="Only Right (cut at the end) is served; Left is refused with 400.")]
@@ -24,34 +26,9 @@ class _Request(BaseModel):
         TypeError on it (a plain-text 500), and an error message quoting it could not be encoded."""
         where = lone_surrogate_at(self, "")
         if where is not None:
-            raise PydanticCustomError(
-                "lone_surrogate", f"{where}: holds a lone UTF-16 surrogate (half of an escaped pair such as "
-                "\\ud83d\\ude00), which is not text. Send valid Unicode: both halves of the pair, or the "
-                "character itself in UTF-8")
+            raise PydanticCustomError("lone_surrogate", lone_surrogate_message(where))
         return self
 
-
-def lone_surrogate_at(value: object, where: str) -> str | None:
-    """The field path (``input.1``) of the first string in ``value`` that UTF-8 cannot encode, or None."""
-    if isinstance(value, str):
-        if value.isascii():
-            return None
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return where
-        return None
-    if isinstance(value, BaseModel):
-        children: list[tuple[str, object]] = [(name, getattr(value, name)) for name in type(value).model_fields]
-    elif isinstance(value, list):
-        children = [(str(i), item) for i, item in enumerate(value) if isinstance(item, (str, BaseModel))]
-    else:
-        return None
-    for name, child in children:
-        found = lone_surrogate_at(child, f"{where}.{name}" if where else name)
-        if found is not None:
-            return found
-    return None
 
 
 # -- OpenAI: POST /v1/embeddings --------------------------------------------------------------------
