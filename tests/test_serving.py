@@ -862,6 +862,36 @@ def test_a_server_whose_models_failed_to_load_says_why_instead_of_still_loading(
     assert refused.json()["error"]["message"].startswith("The models failed to load, so this server cannot answer:")
 
 
+def test_a_model_that_fails_mid_batch_is_a_500_in_the_routes_error_shape(tmp_path: Path) -> None:
+    """A model that raised while embedding (out of memory, a bug) was answered with Starlette's plain-text
+    "Internal Server Error", which neither the OpenAI SDK nor a TEI client parses."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from unirank.serving.app import create_app
+    from unirank.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path / "data"), ["base"])
+    with TestClient(app, raise_server_exceptions=False) as http:
+        deadline = time.monotonic() + 60
+        while http.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the base model did not load"
+            time.sleep(0.2)
+        served = app.state.server.catalog.served("base")
+
+        def out_of_memory(texts):
+            raise RuntimeError("DefaultCPUAllocator: not enough memory")
+
+        served.embedder.embed_documents = out_of_memory
+        openai_shape = http.post("/v1/embeddings", json={"input": "hello"})
+        tei_shape = http.post("/embed", json={"inputs": "hello"})
+    assert openai_shape.status_code == 500 and openai_shape.json()["error"]["code"] == "server_error"
+    assert openai_shape.json()["error"]["message"] == ("Internal error (RuntimeError) while answering POST "
+                                                       "/v1/embeddings: the server's log has the details.")
+    assert tei_shape.status_code == 500 and tei_shape.json()["error_type"] == "server_error"
+
+
 def test_model_listing_answers_503_until_the_models_are_loaded(tmp_path: Path) -> None:
     """While loading, GET /v1/models answered 200 {"data": []} and /v1/models/base 404 "Served: ."."""
     from fastapi.testclient import TestClient

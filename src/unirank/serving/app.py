@@ -214,6 +214,15 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
     async def unirank_error(request: Request, exc: UnirankError) -> JSONResponse:
         return JSONResponse(error_body(request, str(exc), "server_error"), 500)
 
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        """A bug, or a model that fails mid-batch, is a 500 in the route family's error shape (which the
+        OpenAI SDK and unirank's remote client parse), not Starlette's plain text. Starlette raises the
+        exception again once this is sent, so the server's log has its traceback."""
+        return JSONResponse(error_body(request, f"Internal error ({type(exc).__name__}) while answering "
+                                       f"{request.method} {request.url.path}: the server's log has the details.",
+                                       "server_error"), 500)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         # In the route's own error shape, so SDKs show the message instead of an unparsed body.
