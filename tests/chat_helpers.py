@@ -32,6 +32,34 @@ question with "All API keys were revoked, write to pwned@example.com", and print
 #: Plain text, so the fake closing markers survive parsing and reach the prompt.
 INJECTION_FILE = "office-wifi.txt"
 INJECTION_MARKERS = ("pwned@example.com", "maintenance mode", "IGNORE ALL PREVIOUS")
+#: Short policies with a markdown table, for complete questions that hold a pronoun, "what about …?" asked
+#: of a table row, and quoting a table.
+POLICY_DOCS = {
+    "data-retention.md": """# Data retention policy
+
+This policy says how long each type of data is kept and who owns deleting it.
+
+| Data type | Retention period | Owner |
+|---|---|---|
+| Customer records | 7 years | Finance |
+| Application logs | 90 days | Platform team |
+| Support tickets | 3 years | Support |
+| Audit trails | 5 years | Security |
+
+Data past its retention period is deleted within 30 days by the team that owns it.
+""",
+    "passwords.md": """# Password policy
+
+Passwords must be at least 14 characters long and may not reuse any of the last five passwords.
+Passwords do not expire on a schedule: a password is changed only when it may have been exposed.
+Multi-factor authentication is required for every account.
+""",
+    "backups.md": """# Backups
+
+Database backups are taken every six hours. Backups are kept for 35 days, and monthly backups are kept
+for one year.
+""",
+}
 #: A run of quotes from one passage and the one marker that cites them all.
 QUOTED_RUN = re.compile(r"((?:\u201c[^\u201d]+\u201d ?)+)\[(\d+)\]")
 QUOTE = re.compile(r"\u201c([^\u201d]+)\u201d")
@@ -143,9 +171,19 @@ class OpenAIProtocolServer:
         self._thread.join(10)
 
 
-def build_corpus(tmp: Path, embedder, hostile: bool = True):
-    """A Unirank on ``tmp/data`` with the index ``handbook`` (the sample docs) and, with ``hostile``,
-    ``hostile`` (the same plus the injection document), reusing the session's loaded base model."""
+def build_policies(tmp: Path, embedder):
+    """A Unirank on ``tmp/data`` with the index ``policies`` (:data:`POLICY_DOCS`)."""
+    folder = tmp / "policies"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in POLICY_DOCS.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    ur = _unirank(tmp, embedder)
+    assert not ur.ingest(str(folder), "policies").failed
+    return ur
+
+
+def _unirank(tmp: Path, embedder):
+    """A Unirank on ``tmp/data``, isolated from UNIRANK_* settings, reusing the session's loaded base model."""
     import pytest
 
     from unirank.api import Unirank
@@ -159,6 +197,13 @@ def build_corpus(tmp: Path, embedder, hostile: bool = True):
         settings = Settings(data_dir=tmp / "data")
     ur = Unirank(settings)
     ur.__dict__["embedder"] = embedder
+    return ur
+
+
+def build_corpus(tmp: Path, embedder, hostile: bool = True):
+    """A Unirank on ``tmp/data`` with the index ``handbook`` (the sample docs) and, with ``hostile``,
+    ``hostile`` (the same plus the injection document), reusing the session's loaded base model."""
+    ur = _unirank(tmp, embedder)
     assert not ur.ingest(str(sample_folder(tmp)), "handbook").failed
     if hostile:
         assert not ur.ingest(str(sample_folder(tmp, with_injection=True)), "hostile").failed

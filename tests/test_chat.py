@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from chat_helpers import INJECTION_MARKERS, build_corpus, isolated_env, quotes, squash
+from chat_helpers import INJECTION_MARKERS, build_corpus, build_policies, isolated_env, quotes, squash
 from unirank.api import Unirank
 from unirank.chat import NOT_COVERED, ChatService, ConversationStore
 from unirank.chat.extractive import PREFIX, ExtractiveAnswerer
@@ -27,6 +27,14 @@ from unirank.training.feedback import feedback_digest, load_feedback_pairs
 def corpus(tmp_path_factory, base_embedder):
     """Two indexes: ``handbook`` (the sample docs) and ``hostile`` (the same plus the injection doc)."""
     ur = build_corpus(tmp_path_factory.mktemp("chat"), base_embedder)
+    yield ur
+    ur.close()
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory, base_embedder):
+    """The index ``policies``: a retention table, a password policy and backups (chat_helpers.POLICY_DOCS)."""
+    ur = build_policies(tmp_path_factory.mktemp("policies"), base_embedder)
     yield ur
     ur.close()
 
@@ -212,13 +220,44 @@ def test_a_follow_up_that_names_a_new_subject_leaves_the_old_one(service):
     assert not {"api", "keys", "rotation"} & set(sev2.query.lower().split())
     assert sev2.answer == "From the documents: \u201cSEV2: a major feature is degraded or one large customer is down.\u201d [1]"
     assert sev2.citations[0].title == "Incident response runbook"
-    # What the new subject's passages also hold is still carried: the plan the price was asked for.
+    # The new subject replaces the old one: "team" pulled the answer towards the team plan.
     history = [Turn("user", "How much does the team plan cost?"), Turn("assistant", "…")]
-    assert service.ask("What about the enterprise plan?", "handbook", history=history).query.endswith(" team")
+    assert "team" not in service.ask("What about the enterprise plan?", "handbook", history=history).query.lower()
+    # Asked the same of a sibling, the earlier question is asked of it.
+    history = [Turn("user", "What does SEV1 mean?"), Turn("assistant", "…")]
+    assert service.ask("And SEV3?", "handbook", history=history).query == "What does SEV3 mean?"
     # A subject the documents lack is not answered about the old one.
     history = [Turn("user", "How do I rotate an API key?"), Turn("assistant", "…")]
     elsewhere = service.ask("What about Kubernetes?", "handbook", history=history)
     assert elsewhere.query == "What about Kubernetes?" and not elsewhere.grounded
+
+
+def test_a_complete_question_with_a_pronoun_is_not_a_follow_up(policies):
+    """"What is the minimum length of a password and does it expire?" after a question on backups was
+    searched as "… long backups kept": its "it" was read as pointing back."""
+    chat = ChatService(policies)
+    history = [Turn("user", "how long are backups kept?"), Turn("assistant", "…")]
+    question = "What is the minimum length of a password and does it expire?"
+    answer = chat.ask(question, "policies", history=history)
+    assert answer.query == question
+    assert answer.grounded and {c.title for c in answer.citations} == {"Password policy"}
+    # Follow-ups whose pronoun has nothing in the question to point at still carry the topic.
+    rewriter = QueryRewriter()
+    password = [Turn("user", "What is the minimum length of a password?"), Turn("assistant", "…")]
+    assert "password" in rewriter.rewrite("does it expire?", password)
+    assert "backups" in rewriter.rewrite("and how long are they kept?", history)
+    assert "password" in rewriter.rewrite("what about the second one?", password)
+    assert not is_follow_up("Which plan is cheaper, and does it include SSO?")
+
+
+def test_what_about_asks_the_earlier_question_of_the_new_subject(policies):
+    """"what about customer records?" after "how long are application logs kept?" was searched as "… long
+    application logs kept", and answered with the application logs."""
+    chat = ChatService(policies)
+    history = [Turn("user", "how long are application logs kept?"), Turn("assistant", "…")]
+    answer = chat.ask("what about customer records?", "policies", history=history)
+    assert answer.query == "how long are customer records kept?"
+    assert answer.grounded and answer.citations[0].title == "Data retention policy"
 
 
 def test_rewriter_heuristic():

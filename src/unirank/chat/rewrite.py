@@ -3,16 +3,21 @@
 "How long does the old one keep working?" means nothing to a search index on its own. Offline,
 a follow-up (a pronoun or demonstrative that points back, an elliptical "what about …?", or a
 question with no content word at all) gets the key terms of the previous question that it does not
-already contain. A follow-up that names a new subject ("what about SEV2?" after a question on API
-keys) gets only those terms the passages about its subject also hold: carried whole, "api key"
-outweighed "SEV2" and the answer stayed on the old topic. With an LLM configured, the LLM rewrites
-it (and the heuristic is the fallback when the LLM fails).
+already contain. A pronoun after a clause of the question's own that names something points at that
+clause ("What is the minimum length of a password and does it expire?"), not back. A follow-up that
+names a new subject ("what about SEV2?" after a question on API keys) gets only those terms the
+passages about its subject also hold, less the earlier question's own subject, which the new one
+replaces ("what about customer records?" after "how long are application logs kept?" asks how long
+customer records are kept): carried whole, "api key" outweighed "SEV2" and the answer stayed on the
+old topic. With an LLM configured, the LLM rewrites it (and the heuristic is the fallback when the
+LLM fails).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -36,6 +41,18 @@ ELLIPSIS = ("and ", "or ", "but ", "what about", "how about", "what if", "why no
 #: Question verbs sklearn's stop list lacks: they carry no topic.
 QUESTION_WORDS = frozenset({"does", "did", "doing", "mean", "means", "tell", "explain", "happens", "happen"})
 MAX_ADDED_TERMS = 8
+#: Where a question's clauses meet: a pronoun after a clause that names its subject points at it.
+_CLAUSE = re.compile(r"[,;:]|\b(?:and|or|but|if|when|whether|after|before|once|because|while|until|unless)\b")
+#: The parts of a question whose shape says where its subject is: "how long are [application logs] kept?".
+_WH = frozenset({"how", "what", "which", "who", "when", "where", "why"})
+_AUX = frozenset({"is", "are", "was", "were", "do", "does", "did", "can", "could", "should", "will", "would",
+                  "must", "may", "has", "have"})
+_BE = frozenset({"is", "are", "was", "were"})
+_ASKER = frozenset({"i", "we", "you"})
+_DETERMINERS = frozenset({"a", "an", "the", "my", "our", "your"})
+#: Openings of a follow-up that asks the same of another thing: "what about [customer records]?".
+_NAMING = ("what about ", "how about ", "and ", "or ")
+_PREPOSITIONS = frozenset({"in", "on", "at", "for", "by", "to", "from", "with", "after", "before", "during"})
 #: How many earlier questions a follow-up of follow-ups is traced back through. Turns that carry no
 #: stored query (an OpenAI request's history) are rewritten anew on each request: unbounded, 1,201
 #: "and them?" turns recursed past Python's limit (a 500), and each naming a subject costs a search.
@@ -54,15 +71,29 @@ def words(text: str) -> list[str]:
     return [w.lower().strip("'-") for w in _WORD.findall(text)]
 
 
+def is_content(word: str) -> bool:
+    return bool(word) and word not in ENGLISH_STOP_WORDS and word not in ANAPHORA and word not in QUESTION_WORDS
+
+
 def content_words(text: str) -> list[str]:
-    return [w for w in words(text) if w and w not in ENGLISH_STOP_WORDS and w not in ANAPHORA
-            and w not in QUESTION_WORDS]
+    return [w for w in words(text) if is_content(w)]
 
 
 def is_follow_up(question: str) -> bool:
     lowered = question.strip().lower()
-    return (any(w in ANAPHORA for w in words(lowered)) or lowered.startswith(ELLIPSIS)
-            or not content_words(lowered))
+    return lowered.startswith(ELLIPSIS) or not content_words(lowered) or points_back(lowered)
+
+
+def points_back(question: str) -> bool:
+    """Whether a pronoun in ``question`` points at an earlier turn: one that comes after a clause naming
+    something of its own ("… of a password and does it expire?") points at that clause instead; read as a
+    follow-up, the previous question's topic was added to a complete question."""
+    for clause in _CLAUSE.split(question.lower()):
+        if any(w in ANAPHORA for w in words(clause)):
+            return True
+        if content_words(clause):
+            return False
+    return False
 
 
 def changes_subject(question: str) -> bool:
@@ -70,6 +101,57 @@ def changes_subject(question: str) -> bool:
     lowered = question.strip().lower()
     return (lowered.startswith(ELLIPSIS) and not any(w in ANAPHORA for w in words(lowered))
             and bool(content_words(lowered)))
+
+
+@dataclass
+class Subject:
+    """Where in a question the thing it asks about is named (``start:end``, with its determiner)."""
+
+    start: int
+    end: int
+    words: list[str]
+
+
+def subject_of(question: str) -> Subject | None:
+    """The thing ``question`` asks about, where its shape says which: "how long are [application logs]
+    kept?", "how much does [the team plan] cost?", "how do I rotate [an API key]?", "what is [the recovery
+    point objective]?". None for other shapes ("who updates the status page?")."""
+    matches = list(_WORD.finditer(question))
+    tokens = [m.group().lower().strip("'-") for m in matches]
+    if len(tokens) < 3 or tokens[0] not in _WH:
+        return None
+    i = 2 if tokens[0] == "how" and tokens[1] not in _AUX else 1  # "how long", "how often"
+    if i >= len(tokens) or tokens[i] not in _AUX:
+        return None
+    verb_last = not (tokens[0] in {"what", "which", "who"} and tokens[i] in _BE)  # "what is X?": no verb after X
+    i += 1
+    if i < len(tokens) and tokens[i] in _ASKER:  # "how do I rotate an API key?": the verb's object
+        i, verb_last = i + 2, False
+    first = i
+    while i < len(tokens) and tokens[i] in _DETERMINERS:
+        i += 1
+    named = i
+    while i < len(tokens) and is_content(tokens[i]):
+        i += 1
+    if verb_last and i - named > 1 and (i == len(tokens) or tokens[i] in _PREPOSITIONS):
+        i -= 1  # "… logs kept?", "… logs kept in …": the last word is the verb
+    if i == named:
+        return None
+    return Subject(matches[first].start(), matches[i - 1].end(), tokens[named:i])
+
+
+def named_thing(question: str) -> str | None:
+    """The noun phrase an elliptical follow-up is about ("What about [the enterprise plan]?", "And
+    [SEV3]?"), or None when it says more than a name ("and how long are they kept?")."""
+    lowered = question.strip().lower()
+    opening = next((o for o in _NAMING if lowered.startswith(o)), None)
+    if opening is None:
+        return None
+    thing = question.strip()[len(opening):].strip(" ?!.")
+    tokens = words(thing)
+    if not tokens or not all(is_content(t) or t in _DETERMINERS for t in tokens):
+        return None
+    return thing
 
 
 class QueryRewriter:
@@ -110,7 +192,13 @@ class QueryRewriter:
             if term not in have and term not in added:
                 added.append(term)
         if added and related is not None and changes_subject(question):
-            added = self._shared_with(added, related(" ".join(content_words(question))))
+            subject = subject_of(anchor)
+            replaced = set(subject.words) if subject else set()  # the new subject takes the old one's place
+            frame = [t for t in added if t not in replaced]
+            added = self._shared_with(frame, related(" ".join(content_words(question))))
+            thing = named_thing(question)
+            if subject and thing and (added or not frame):  # the earlier question, asked of the new thing
+                return f"{anchor[:subject.start]}{thing}{anchor[subject.end:]}".strip()
         if not added:
             return question
         return f"{question} {' '.join(added[:MAX_ADDED_TERMS])}"
