@@ -128,6 +128,9 @@ def test_sentence_spans_are_slices_of_the_text():
     assert [text[a:b] for a, b in spans] == [
         "Rotate keys every 90 days.", "Rotation creates a successor\nkey.", "After the window it is revoked!",
         "SEV1: down."]
+    table = "Limits:\n\n| Plan | Requests |\n|---|---|\n| Team | 100. Per minute |\n\nEnd."
+    assert [table[a:b] for a, b in sentence_spans(table)] == [
+        "Limits:", "| Plan | Requests |", "| Team | 100. Per minute |", "End."]  # a row is one, rule line none
 
 
 @pytest.mark.parametrize("question, title, fact", [
@@ -258,6 +261,22 @@ def test_what_about_asks_the_earlier_question_of_the_new_subject(policies):
     answer = chat.ask("what about customer records?", "policies", history=history)
     assert answer.query == "how long are customer records kept?"
     assert answer.grounded and answer.citations[0].title == "Data retention policy"
+
+
+def test_a_table_row_is_quoted_with_its_header(policies):
+    """A markdown table has no sentence ends: "how long are support tickets kept?" quoted other sentences,
+    or the whole table as one squashed quote "Data type | Retention period | Owner Customer records | …"."""
+    chat = ChatService(policies)
+    answer = chat.ask("how long are support tickets kept?", "policies")
+    assert answer.answer.startswith(f"{PREFIX} \u201cData type | Retention period | Owner\u201d "
+                                    "\u201cSupport tickets | 3 years | Support\u201d")
+    assert "Application logs" not in answer.answer and "Customer records" not in answer.answer
+    assert_faithful(answer, _index_texts(policies, "policies"))  # exact spans of the passage, header included
+    history = [Turn("user", "how long are application logs kept?"), Turn("assistant", "…")]
+    records = chat.ask("what about customer records?", "policies", history=history)
+    assert quotes(records.answer)[:2] == [("Data type | Retention period | Owner", 1),
+                                          ("Customer records | 7 years | Finance", 1)]
+    assert "Application logs" not in records.answer
 
 
 def test_rewriter_heuristic():
@@ -433,8 +452,8 @@ def test_chat_cli_session_with_feedback_and_sources(corpus, tmp_path):
 
     with ConversationStore(tmp_path / "cli-chat.sqlite") as store:
         sessions = store.sessions()
-        assert len(sessions) == 2  # /new started another
-        first = next(s for s in sessions if s.title)
+        assert len(sessions) == 1  # /new then /quit asked nothing: no empty session is stored (b6adbbe)
+        first = sessions[0]
         messages = store.messages(first.id)
         assert [m.role for m in messages] == ["user", "assistant"] * 2
         assert [e.kind for e in store.feedback(messages[3].id)] == ["click", "up"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterator, Sequence
 
-from unirank.chat.rewrite import words
-from unirank.chat.sentences import MIN_SENTENCE_CHARS, sentence_spans, squash
+from unirank.chat.rewrite import content_words, words
+from unirank.chat.sentences import MIN_SENTENCE_CHARS, sentence_spans, squash, table_cells, table_headers
 from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage
 from unirank.models.reranker import Reranker
 
@@ -57,19 +57,27 @@ class ExtractiveAnswerer:
         A sentence's relevance is the mean of its own score (read under its title and heading)
         and its passage's: a sentence alone is short and noisy ("Respond within 30 minutes."),
         and the passage score keeps the quote to the passages that matched as a whole.
+
+        A table row is a sentence of its own, scored with its header's names for its cells and quoted
+        after its header row: a table has no sentence ends, and was scored and quoted as one squashed
+        quote (or not at all).
         """
         candidates: list[tuple[Passage, int, int]] = []
+        headers: dict[tuple[int, int, int], tuple[int, int]] = {}  # (passage n, row span) -> header span
         seen: set[str] = set()
         for passage in passages:
-            spans = sentence_spans(passage.chunk.text) or [(0, len(passage.chunk.text))]
-            for start, end in _join_short(passage.chunk.text, spans):
-                key = squash(passage.chunk.text[start:end]).lower()
+            text = passage.chunk.text
+            in_table = table_headers(text)
+            for start, end in _units(text, sentence_spans(text) or [(0, len(text))], in_table):
+                key = squash(text[start:end]).lower()
                 if key and key not in seen:  # overlapping chunks repeat sentences
                     seen.add(key)
                     candidates.append((passage, start, end))
+                    if (start, end) in in_table:
+                        headers[(passage.n, start, end)] = in_table[(start, end)]
         if not candidates:
             return []
-        raw = self._score(question, [_with_context(c[0], _sentence(c)) for c in candidates])
+        raw = self._score(question, [_with_context(c[0], _readable(c, headers)) for c in candidates])
         scores = [(r + p.score) / 2 for r, (p, _, _) in zip(raw, candidates)]
         ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])
         best = ranked[0][1]
@@ -78,8 +86,19 @@ class ExtractiveAnswerer:
         naming = [(candidate, score) for candidate, score in chosen if asked & codes(_sentence(candidate))]
         if asked and naming:  # "SEV2: …" and "SEV3: …" score alike: quote the one the question names
             chosen = naming
+        named = [item for item in ranked
+                 if item[1] >= best - self.margin and _names_row(question, item[0], headers)]
+        if named:  # so do a table's rows: quote the rows the question names, not their neighbours
+            prose = [item for item in chosen if (item[0][0].n, *item[0][1:]) not in headers]
+            chosen = (named + prose)[:self.max_sentences]
         chosen.sort(key=lambda item: (item[0][0].n, item[0][1]))
-        return [(p, s, e, float(score)) for (p, s, e), score in chosen]
+        picked: list[tuple[Passage, int, int, float]] = []
+        for (p, s, e), score in chosen:
+            header = headers.get((p.n, s, e))
+            if header and not any(q is p and (qs, qe) == header for q, qs, qe, _ in picked):
+                picked.append((p, *header, float(score)))  # quoted before its first row
+            picked.append((p, s, e, float(score)))
+        return picked
 
     def _score(self, question: str, texts: list[str]) -> list[float]:
         try:
@@ -101,6 +120,44 @@ def codes(text: str) -> set[str]:
 def _sentence(candidate: tuple[Passage, int, int]) -> str:
     passage, start, end = candidate
     return passage.chunk.text[start:end]
+
+
+def _names_row(question: str, candidate: tuple[Passage, int, int],
+               headers: dict[tuple[int, int, int], tuple[int, int]]) -> bool:
+    """Whether ``question`` names a table row by its first cell ("how long are support tickets kept?")."""
+    passage, start, end = candidate
+    if (passage.n, start, end) not in headers:
+        return False
+    key = content_words(table_cells(passage.chunk.text[start:end])[0])
+    return bool(key) and set(key) <= set(words(question))
+
+
+def _readable(candidate: tuple[Passage, int, int], headers: dict[tuple[int, int, int], tuple[int, int]]) -> str:
+    """A sentence as it is scored; a table row as "Data type: Support tickets; Retention period: 3 years"."""
+    passage, start, end = candidate
+    header = headers.get((passage.n, start, end))
+    if header is None:
+        return _sentence(candidate)
+    names = table_cells(passage.chunk.text[header[0]:header[1]])
+    cells = table_cells(passage.chunk.text[start:end])
+    return "; ".join(f"{name}: {cell}" if name else cell for name, cell in zip(names + [""] * len(cells), cells))
+
+
+def _units(text: str, spans: list[tuple[int, int]],
+           headers: dict[tuple[int, int], tuple[int, int]]) -> list[tuple[int, int]]:
+    """The sentences (short ones joined to a neighbour) and table rows that can be quoted; a header
+    row is not one: it is quoted with its rows."""
+    units: list[tuple[int, int]] = []
+    run: list[tuple[int, int]] = []
+    for span in spans:
+        if span not in headers:
+            run.append(span)
+            continue
+        units.extend(_join_short(text, run))  # a short sentence is not joined across a table
+        run = []
+        if headers[span] != span:
+            units.append(span)
+    return units + _join_short(text, run)
 
 
 def _with_context(passage: Passage, sentence: str) -> str:
