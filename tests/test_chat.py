@@ -116,6 +116,12 @@ def test_a_turn_that_cannot_be_answered_is_refused_when_asked(service):
     assert service.store.messages(session.id) == []
     with pytest.raises(InvalidQueryError, match=r"No passage has the key 'categry' \(did you mean 'category'\?\)"):
         service.ask("How do I reset my password?", "handbook", filters={"categry": "account"})
+    # A known key with a value no passage has: "not covered", and why, not a gap in the documents.
+    answer = service.ask("How do I reset my password?", "handbook", filters={"category": "Account"})
+    assert not answer.grounded and answer.answer == (
+        "The documents do not cover this question. No passage matches the filter category=Account: a filter "
+        "keeps passages whose value is exactly the one given, capitals included.")
+    assert service.ask("How do I reset my password?", "handbook", filters={"category": "account"}).grounded
     with pytest.raises(InvalidQueryError, match="history must be a list of unirank.chat.Turn"):
         service.ask("And SEV2?", "handbook", history=[{"role": "user", "content": "What does SEV1 mean?"}])
     with pytest.raises(InvalidQueryError, match="The question must be text, got int"):

@@ -126,9 +126,14 @@ class ChatService:
 
         final: Final | None = None
         if not retrieval.grounded:
-            final = Final(NOT_COVERED, [])
+            text = NOT_COVERED
+            if filters and not retrieval.passages:  # "--filter category=Data" for "data" looked like a gap
+                shown = ", ".join(f"{key}={value}" for key, value in filters.items())
+                text += (f" No passage matches the filter {shown}: a filter keeps passages whose value is exactly "
+                         "the one given, capitals included.")
+            final = Final(text, [])
             timings["first_token"] = _ms(started)
-            yield Delta(NOT_COVERED)
+            yield Delta(text)
         else:
             for event in self.answerer.stream(query, retrieval.passages):
                 if isinstance(event, Final):
