@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 export HF_HUB_OFFLINE=1
-for bench in retrieval_quality ingest_throughput query_latency onnx_quality serving chat_answers chat_follow_ups duplicate_chunks; do
+for bench in retrieval_quality ingest_throughput query_latency onnx_quality serving bulk_and_search chat_answers chat_follow_ups duplicate_chunks; do
     echo "=== bench/${bench}.py"
     "$PY" "bench/${bench}.py"
     echo
