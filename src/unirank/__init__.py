@@ -46,6 +46,7 @@ _EXPORTS = {
     "IndexLockedError": "unirank.errors",
     "IndexChangedError": "unirank.errors",
     "RemoteModelError": "unirank.errors",
+    "InputRefusedError": "unirank.errors",
     "AnswererError": "unirank.errors",
     "ConversationNotFoundError": "unirank.errors",
     "OptimizationRefusedError": "unirank.errors",
@@ -59,7 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from unirank.errors import (
         AnswererError, ConfigurationError, ConversationNotFoundError, DimensionMismatchError,
         DuplicateDocumentError, EmbedderMismatchError, EvaluationDataError, ExportError,
-        IndexChangedError, IndexLockedError, IndexNotFoundError, InvalidQueryError, LeakageError,
+        IndexChangedError, IndexLockedError, IndexNotFoundError, InputRefusedError, InvalidQueryError, LeakageError,
         ModelLoadError, ModelNotFoundError, OptimizationRefusedError, ParseError,
         PromotionRefusedError, RemoteModelError, RerankLimitError, SourceError, TrainingError,
         UnirankError, UnsupportedFormatError,

@@ -148,6 +148,11 @@ class RemoteModelError(UnirankError):
         self.status_code = status_code
 
 
+class InputRefusedError(RemoteModelError):
+    """A model endpoint refused the texts sent (HTTP 400, 413 or 422: too long, malformed), not itself
+    failing: the file that holds them fails, and an ingest goes on with the others."""
+
+
 class AuthenticationError(UnirankError):
     """A request carried no valid token."""
 

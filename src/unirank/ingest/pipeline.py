@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Callable
 
-from unirank.errors import DuplicateDocumentError, ParseError, RemoteModelError, SourceError, UnirankError
+from unirank.errors import DuplicateDocumentError, InputRefusedError, ParseError, SourceError, UnirankError
 from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
 from unirank.ingest.report import IngestReport
@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 
 #: Called as progress(files_done, files_total, uri) after each file.
 ProgressCallback = Callable[[int, int, str], None]
-#: What an embedding endpoint answers for a text it will not take (too long, malformed), as opposed to
-#: failing itself: the file that holds it fails, and the run goes on.
-REFUSED_INPUT_STATUSES = (400, 413, 422)
 
 
 @dataclass
@@ -262,9 +259,7 @@ class Ingestor:
         embedded one by one, and those it refuses fail, named, while the others are written."""
         try:
             vectors = self.embedder.embed_documents([c.embedding_input() for p in pending for c in p.chunks])
-        except RemoteModelError as exc:
-            if exc.status_code not in REFUSED_INPUT_STATUSES:
-                raise
+        except InputRefusedError as exc:
             if len(pending) > 1:
                 return [source for p in pending for source in self._embedded([p], report)]
             _fail(report, pending[0].state.uri, f"the embedding endpoint refused it: {exc}", pending[0].previous)

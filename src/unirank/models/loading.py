@@ -156,7 +156,6 @@ def _remote_embedder(version: ModelVersion, settings: Settings) -> RemoteEmbedde
         tokenizer_path=resolve_tokenizer_path(record.get("tokenizer") or BASE_ALIAS),
         fingerprint=record.get("probe_fingerprint"),  # registrations before it was recorded have none
         same_vectors_as=_same_vectors(version.ref, version, settings.models_dir),
-        max_inputs=record.get("max_inputs"),
     )
 
 

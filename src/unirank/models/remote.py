@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 import tenacity
 
-from unirank.errors import RemoteModelError
+from unirank.errors import InputRefusedError, RemoteModelError
 from unirank.search.types import ModelSignature
 from unirank.settings import RemoteSettings
 
@@ -52,6 +52,8 @@ SAME_MODEL_MIN_COSINE = 0.98
 #: /embed and /rerank alike. OpenAI and Cohere take more, and ``unirank serve models`` lists its
 #: limits in ``GET /v1/models`` (recorded at registration), so this costs them only smaller requests.
 UNLISTED_MAX_INPUTS = 32
+#: What an endpoint answers for texts it will not take, as opposed to failing itself.
+INPUT_REFUSED_STATUSES = (400, 413, 422)
 #: Paths the client adds to the endpoint's URL: a URL that already ends in one names a route, not the server.
 ROUTES = ("/v1/embeddings", "/v1/rerank", "/v1/models", "/embed", "/rerank")
 #: The longest single backoff wait, whatever remote.backoff_s and the attempt number give.
@@ -281,9 +283,9 @@ class RemoteClient:
             message, hint = _server_message(response), self._hint(response, payload)
             if hint:  # which begins ". "
                 message = message.rstrip(".")
-            raise RemoteModelError(f"{self._where(path)} refused the request (HTTP {response.status_code}): "
-                                   f"{message}{hint}",
-                                   status_code=response.status_code)
+            refused = InputRefusedError if response.status_code in INPUT_REFUSED_STATUSES else RemoteModelError
+            raise refused(f"{self._where(path)} refused the request (HTTP {response.status_code}): {message}{hint}",
+                          status_code=response.status_code)
         try:
             return response.json()
         except ValueError as exc:
@@ -374,9 +376,7 @@ class RemoteEmbedder:
 
     def __init__(self, endpoint: Endpoint, settings: RemoteSettings, *, name: str, version: str,
                  dims: int | None, max_seq_length: int, tokenizer_path: str, fingerprint: str | None = None,
-                 same_vectors_as: frozenset[str] = frozenset(), max_inputs: int | None = None) -> None:
-        if max_inputs is not None:
-            endpoint = Endpoint(**{**endpoint.__dict__, "max_inputs": max_inputs})
+                 same_vectors_as: frozenset[str] = frozenset()) -> None:
         self.client = RemoteClient(endpoint, settings)
         self.endpoint = endpoint
         self.name = name

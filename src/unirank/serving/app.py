@@ -41,11 +41,13 @@ from unirank.serving.schemas import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbedRequest,
+    FailedSwapInfo,
     Health,
     ModelCard,
     ModelList,
     OpenAIError,
     OpenAIErrorDetail,
+    Readiness,
     RerankDocument,
     TeiError,
     TeiRank,
@@ -59,22 +61,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: What an inference route can answer besides 200 (documented in the OpenAPI spec).
 INFERENCE_ERRORS = (400, 401, 404, 413, 422, 503)
-
-
-class FailedSwapInfo(BaseModel):
-    """A hot swap that failed: ``model``'s alias names ``version``, which failed to load (``error``), so
-    ``serving`` still answers. Not tried again until the alias moves."""
-
-    model: str
-    version: str
-    serving: str
-    error: str
-
-
-class Readiness(Health):
-    """/ready's body: /health's, with the hot swaps that failed (prod naming a version that cannot load)."""
-
-    failed_swaps: list[FailedSwapInfo] = []
 
 
 class ServerState:

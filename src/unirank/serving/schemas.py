@@ -141,6 +141,22 @@ class Health(BaseModel):
     detail: str | None = None
 
 
+class FailedSwapInfo(BaseModel):
+    """A hot swap that failed: ``model``'s alias names ``version``, which failed to load (``error``), so
+    ``serving`` still answers. Not tried again until the alias moves."""
+
+    model: str
+    version: str
+    serving: str
+    error: str
+
+
+class Readiness(Health):
+    """/ready's body: /health's, with the hot swaps that failed (prod naming a version that cannot load)."""
+
+    failed_swaps: list[FailedSwapInfo] = []
+
+
 # -- errors -----------------------------------------------------------------------------------------
 class OpenAIErrorDetail(BaseModel):
     message: str

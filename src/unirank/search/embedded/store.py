@@ -252,15 +252,12 @@ class ChunkStore:
                 out[position[key]] = np.frombuffer(blob, dtype=np.float32)
         return out
 
-    def iter_all(self, batch: int = 2048,
-                 sources: Collection[str] | None = None) -> Iterator[list[tuple[int, Chunk, np.ndarray]]]:
-        """Every chunk with its vector (or those of ``sources``), in key order: a source's chunks are
-        written in one transaction, so they come together."""
-        for group in source_groups(sources):
-            last = -1
-            while rows := self.page(last, batch, group):
-                yield rows
-                last = rows[-1][0]
+    def iter_all(self, batch: int = 2048) -> Iterator[list[tuple[int, Chunk, np.ndarray]]]:
+        """Every chunk with its vector, in key order (what a derived index is rebuilt from)."""
+        last = -1
+        while rows := self.page(last, batch):
+            yield rows
+            last = rows[-1][0]
 
     def page(self, after_key: int, batch: int,
              sources: Sequence[str] | None = None) -> list[tuple[int, Chunk, np.ndarray]]:
