@@ -139,6 +139,17 @@ def test_sentence_spans_are_slices_of_the_text():
         "Limits:", "| Plan | Requests |", "| Team | 100. Per minute |", "End."]  # a row is one, rule line none
 
 
+@pytest.mark.parametrize("text, sentences", [
+    ("Die Frist endet am 31. März. Danach gilt die neue Regel.",
+     ["Die Frist endet am 31. März.", "Danach gilt die neue Regel."]),
+    ("Keys issued on 1. May 2024 expire. Rotate them.", ["Keys issued on 1. May 2024 expire.", "Rotate them."]),
+    ("Ask Dr. Weber first. Then use e.g. Slack. Done.", ["Ask Dr. Weber first.", "Then use e.g. Slack.", "Done."]),
+    ("It shipped in 2019. Step 3. Then restart.", ["It shipped in 2019.", "Step 3.", "Then restart."]),
+])
+def test_a_day_before_its_month_or_an_abbreviation_does_not_end_a_sentence(text, sentences):
+    assert [text[a:b] for a, b in sentence_spans(text)] == sentences
+
+
 @pytest.mark.parametrize("question, title, fact", [
     ("How long does an old API key keep working after rotation?", "API keys and token rotation", "24 hours"),
     ("Who updates the status page during an incident?", "Incident response runbook", "communications lead"),

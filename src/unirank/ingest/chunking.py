@@ -27,9 +27,17 @@ PARAGRAPH, SENTENCE, LINE, TOKEN = 0, 1, 2, 3
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 # A sentence ends at . ! ? (plus closing quotes/brackets) followed by space and a capital,
-# digit or opening quote; group 1 is the gap between the sentences.
+# digit or opening quote; group 1 is the gap between the sentences. Not after a title or an
+# abbreviation that is followed by a capital ("Dr. Weber", "e.g. Slack"), nor after a day before its
+# month ("bis zum 31. März", "1. Mai"): those cut a sentence in two, and a quote of either half misled.
+_ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "Prof", "St", "Nr", "vs", "ca", "bzw", "e.g", "i.e", "z.B", "u.a", "d.h")
+_MONTHS = (r"(?:Jan(?:uar|uary)?|J\u00e4nner|Feb(?:ruar|ruary)?|M\u00e4rz|Mar(?:ch)?|Apr(?:il)?|Mai|May|Jun[ie]?|"
+           r"Jul[iy]?|Aug(?:ust)?|Sep(?:t|tember)?|O[ck]t(?:ober)?|Nov(?:ember)?|De[cz](?:ember)?)\b")
+_NOT_AN_END = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS) + (
+    rf"(?!(?<=\b\d\.)\s+{_MONTHS})(?!(?<=\b[0-3]\d\.)\s+{_MONTHS})")
 _SENTENCE = re.compile(
-    r"""[.!?]["'\u201d\u2019)\]]*(\s+)(?=["'\u201c\u2018(\[]?[A-Z0-9\u00c0-\u00d6\u00d8-\u00de])"""
+    r"""[.!?]""" + _NOT_AN_END
+    + r"""["'\u201d\u2019)\]]*(\s+)(?=["'\u201c\u2018(\[]?[A-Z0-9\u00c0-\u00d6\u00d8-\u00de])"""
 )
 _LINE = re.compile(r"\s*\n\s*")
 _TOKENIZE_BATCH = 1024
