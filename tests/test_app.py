@@ -370,6 +370,28 @@ def test_sessions_can_be_deleted(http):
     assert sid not in [s["id"] for s in http.get("/v1/sessions").json()["sessions"]]
 
 
+def test_a_turn_is_deleted_with_its_question_and_feedback(http):
+    """An answer asked for without a session was kept (for feedback) with no way to take it back."""
+    asked = {"model": "handbook", "messages": [{"role": "user", "content": "How do I reset my password?"}]}
+    mid = http.post("/v1/chat/completions", json=asked).json()["message_id"]
+    http.post("/v1/feedback", json={"message_id": mid, "kind": "up"})
+    deleted = http.delete(f"/v1/messages/{mid}")
+    assert deleted.status_code == 200 and len(deleted.json()["deleted"]) == 2 and mid in deleted.json()["deleted"]
+    assert http.get(f"/v1/messages/{mid}/citations/1").status_code == 404
+    assert http.get("/v1/feedback", params={"message_id": mid}).json()["events"] == []
+    gone = http.delete(f"/v1/messages/{mid}")
+    assert gone.status_code == 404 and gone.json()["error"]["type"] == "conversation_not_found"
+
+    sid = http.post("/v1/sessions", json={"index": "handbook"}).json()["id"]
+    for question in ("What does SEV1 mean?", "How do I reset my password?"):
+        http.post(f"/v1/sessions/{sid}/messages", json={"content": question})
+    first_question = http.get(f"/v1/sessions/{sid}").json()["messages"][0]["id"]
+    assert http.delete(f"/v1/messages/{first_question}").status_code == 200  # by its question: the answer too
+    left = http.get(f"/v1/sessions/{sid}").json()["messages"]
+    assert [(m["role"], m["content"][:27]) for m in left][:1] == [("user", "How do I reset my password?")]
+    assert [m["role"] for m in left] == ["user", "assistant"]
+
+
 def test_a_lone_surrogate_in_any_field_is_a_400_naming_it(http):
     """JSON's "\\ud800" (half a UTF-16 pair) in a filter, a session id, a message id or a title was a plain-text
     500 (the index or SQLite failed on it); in a question it was already a 400."""

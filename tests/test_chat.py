@@ -220,10 +220,10 @@ def test_a_session_deleted_while_its_answer_is_written_says_so(corpus, tmp_path)
     IntegrityError (a foreign key), a 500."""
 
     class DeletedMeanwhile(ConversationStore):
-        def add_message(self, session_id, *args, **kwargs):
+        def add_turn(self, session_id, *args, **kwargs):
             if session_id is not None and self.sessions():
                 self.delete_session(session_id)  # as DELETE /v1/sessions/{id} from another request
-            return super().add_message(session_id, *args, **kwargs)
+            return super().add_turn(session_id, *args, **kwargs)
 
     with DeletedMeanwhile(tmp_path / "chat.sqlite") as store:
         session = store.create_session("handbook")

@@ -30,8 +30,9 @@ from unirank.api import Unirank
 from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter, RequestBody,
                                        SessionAnswer, answer_responses, completion, error_body, error_responses)
 from unirank.app.search_format import SearchRequest, SearchResponse
-from unirank.app.session_format import (CitedPassage, FeedbackList, FeedbackOut, IndexAsModel, IndexList,
-                                        IndexModels, Liveness, SessionList, SessionOut, SessionWithMessages)
+from unirank.app.session_format import (CitedPassage, DeletedTurn, FeedbackList, FeedbackOut, IndexAsModel,
+                                        IndexList, IndexModels, Liveness, SessionList, SessionOut,
+                                        SessionWithMessages)
 from unirank.chat.service import ChatService
 from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
@@ -247,6 +248,10 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     def citation(message_id: str, n: int) -> dict:
         message = store.message(message_id)
         return {**message.citation(n).to_dict(), "message_id": message_id, "index": message.index}
+
+    @app.delete("/v1/messages/{message_id}", responses={**described(DeletedTurn), **error_responses(404)})
+    def delete_turn(message_id: str) -> dict:
+        return {"deleted": store.delete_turn(message_id)}
 
     @app.post("/v1/feedback", status_code=201,
               responses={**described(FeedbackOut, 201), **error_responses(400, 404, 422)})

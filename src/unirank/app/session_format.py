@@ -60,6 +60,12 @@ class FeedbackList(BaseModel):
     events: list[FeedbackOut]
 
 
+class DeletedTurn(BaseModel):
+    """The question and answer deleted (their feedback went with them)."""
+
+    deleted: list[str]
+
+
 class IndexOut(BaseModel):
     name: str
     chunks: int

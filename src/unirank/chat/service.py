@@ -150,8 +150,7 @@ class ChatService:
             threshold=retrieval.threshold, session_id=session_id, timings_ms=timings,
         )
         if self.store is not None:
-            self.store.add_message(session_id, index, "user", answer.question)
-            stored = self.store.add_message(session_id, index, "assistant", answer.answer, query=query,
+            _, stored = self.store.add_turn(session_id, index, answer.question, answer.answer, query=query,
                                             grounded=answer.grounded, citations=answer.citations)
             answer.message_id = stored.id
         yield Completed(answer)

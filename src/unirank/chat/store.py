@@ -152,25 +152,69 @@ class ConversationStore:
     def add_message(self, session_id: str | None, index: str, role: str, content: str, *,
                     query: str | None = None, grounded: bool | None = None,
                     citations: list[Citation] | None = None) -> Message:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # the write lock first: no other process deletes the session
+            return self._insert(session_id, index, role, content, query=query, grounded=grounded,
+                                citations=citations)
+
+    def _insert(self, session_id: str | None, index: str, role: str, content: str, *,
+                query: str | None = None, grounded: bool | None = None,
+                citations: list[Citation] | None = None) -> Message:
+        """One message, inside the caller's write transaction."""
         now = utc_now()
         message = Message(id=uuid.uuid4().hex, session_id=session_id, index=index, role=role, content=content,
                           created_at=now, query=query, grounded=grounded, citations=list(citations or []))
         payload = json.dumps([c.to_dict() for c in message.citations], ensure_ascii=False)
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")  # the write lock first: no other process deletes the session
-            if session_id is not None and not self._db.execute("SELECT 1 FROM sessions WHERE id = ?",
-                                                               (session_id,)).fetchone():
-                raise _deleted_meanwhile(session_id)
-            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages").fetchone()[0]
+        if session_id is not None and not self._db.execute("SELECT 1 FROM sessions WHERE id = ?",
+                                                           (session_id,)).fetchone():
+            raise _deleted_meanwhile(session_id)
+        seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages").fetchone()[0]
+        self._db.execute(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (message.id, seq, session_id, index, role, content, query,
+             None if grounded is None else int(grounded), payload, now))
+        if session_id is not None:
             self._db.execute(
-                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (message.id, seq, session_id, index, role, content, query,
-                 None if grounded is None else int(grounded), payload, now))
-            if session_id is not None:
-                self._db.execute(
-                    "UPDATE sessions SET updated_at = ?, title = CASE WHEN title = '' AND ? = 'user' "
-                    "THEN ? ELSE title END WHERE id = ?", (now, role, content.strip()[:120], session_id))
+                "UPDATE sessions SET updated_at = ?, title = CASE WHEN title = '' AND ? = 'user' "
+                "THEN ? ELSE title END WHERE id = ?", (now, role, content.strip()[:120], session_id))
         return message
+
+    def add_turn(self, session_id: str | None, index: str, question: str, answer: str, *,
+                 query: str | None = None, grounded: bool | None = None,
+                 citations: list[Citation] | None = None) -> tuple[Message, Message]:
+        """A question and its answer, stored together (one transaction): they sit side by side in the
+        message order even with other requests answered meanwhile, so either one names its turn."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            asked = self._insert(session_id, index, "user", question)
+            answered = self._insert(session_id, index, "assistant", answer, query=query, grounded=grounded,
+                                    citations=citations)
+        return asked, answered
+
+    def delete_turn(self, message_id: str) -> list[str]:
+        """Deletes a question and its answer, given either (and the answer's feedback with it): an
+        answer asked for without a session is kept for feedback, and this is how it is taken back.
+        Returns the ids deleted."""
+        message = self.message(message_id)
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            seq = self._db.execute("SELECT seq FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if seq is None:  # deleted by another request meanwhile
+                return []
+            scope = "session_id IS ? AND index_name = ?"
+            if message.role == "assistant":  # its question: the nearest earlier question of the same scope
+                other = self._db.execute(
+                    f"SELECT id, role FROM messages WHERE {scope} AND seq < ? ORDER BY seq DESC LIMIT 1",
+                    (message.session_id, message.index, seq[0])).fetchone()
+            else:  # its answer, unless the next message is another question (an answer that failed)
+                other = self._db.execute(
+                    f"SELECT id, role FROM messages WHERE {scope} AND seq > ? ORDER BY seq LIMIT 1",
+                    (message.session_id, message.index, seq[0])).fetchone()
+            ids = [message_id]
+            if other is not None and other["role"] != message.role:
+                ids.append(other["id"])
+            self._db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
+        return ids
 
     def messages(self, session_id: str) -> list[Message]:
         self.session(session_id)
