@@ -311,3 +311,45 @@ def test_the_api_docs_page_renders_without_a_network(server, page):
     expect(page.locator(".opblock-summary-path", has_text="/v1/chat/completions")).to_have_count(1, timeout=30_000)
     assert all(url.startswith(server.url) for url in page.evaluate(
         "performance.getEntriesByType('resource').map((r) => r.name)"))
+
+
+def hold_requests(page, pattern: str, method: str = "POST") -> list:
+    """Routes ``pattern`` so that its ``method`` requests wait (in the returned list) until the test lets
+    them go with ``route.continue_()``; the others go through."""
+    held = []
+    page.route(pattern, lambda route: held.append(route) if route.request.method == method else route.continue_())
+    return held
+
+
+def wait_for(page, condition, what: str, timeout_ms: int = 10_000):
+    for _ in range(timeout_ms // 50):
+        if condition():
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_question_stays_in_the_conversation_it_was_asked_in(server, page):
+    """A session created for a question was kept as the page's after the user had picked other documents
+    meanwhile: the next question, asked over "office", went to the "handbook" session."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    held = hold_requests(page, "**/v1/sessions")
+    try:
+        page.get_by_label("Your question").fill("How long does an old API key keep working after rotation?")
+        page.get_by_label("Your question").press("Enter")
+        wait_for(page, lambda: held, "the session to be asked for")
+        page.get_by_label("Documents").select_option("office")  # while the session is being created
+        held[0].continue_()
+        expect(page.locator("#ask")).to_be_enabled(timeout=120_000)
+    finally:
+        page.unroute_all()
+    assert page.evaluate("state.sessionId") is None
+    answer = ask_and_wait(page, "What is the guest Wi-Fi network called?")
+    expect(answer.locator(".answer")).to_contain_text("Northwind-Guest")
+    session = httpx.get(f"{server.url}/v1/sessions/{page.evaluate('state.sessionId')}").json()
+    assert session["index"] == "office" and len(session["messages"]) == 2
+    # The first question was answered in a session of its own, over the documents it was asked about.
+    first = httpx.get(f"{server.url}/v1/sessions").json()["sessions"][1]
+    assert (first["index"], first["title"]) == ("handbook", "How long does an old API key keep working after rotation?")

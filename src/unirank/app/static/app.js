@@ -95,7 +95,9 @@ async function loadSessions() {
 }
 
 async function openSession(id) {
+  const conversation = state.conversation;
   const session = await api(`/v1/sessions/${encodeURIComponent(id)}`);
+  if (conversation !== state.conversation) return;  // the user went on to another one meanwhile
   state.conversation += 1;
   state.sessionId = session.id;
   $("index").value = session.index;
@@ -249,24 +251,26 @@ async function openCitation(messageId, n) {
 
 // ---- asking, with the answer streamed as server-sent events ------------------------------------
 async function ask(question) {
-  let conversation = state.conversation;
-  const status = (text, isError) => { if (conversation === state.conversation) setStatus(text, isError); };
+  // What the user sees when they ask: the question belongs to this conversation and index, even if they
+  // open another conversation or pick other documents while its session is being created.
+  const asked = { conversation: state.conversation, sessionId: state.sessionId, index: $("index").value };
+  const status = (text, isError) => { if (asked.conversation === state.conversation) setStatus(text, isError); };
   addUserMessage(question);
   let node = addAssistantMessage();
   let restarted = false;
   try {
     let final;
     try {
-      final = await streamAnswer(question, node, status);
+      final = await streamAnswer(question, node, status, asked);
     } catch (error) {
-      if (!error.sessionGone) throw error;
+      if (!error.sessionGone || asked.conversation !== state.conversation) throw error;
       // The session was deleted elsewhere: start a new conversation and ask once more there.
       startConversation("");
-      conversation = state.conversation;
+      Object.assign(asked, { conversation: state.conversation, sessionId: null });
       restarted = true;
       addUserMessage(question);
       node = addAssistantMessage();
-      final = await streamAnswer(question, node, status);
+      final = await streamAnswer(question, node, status, asked);
     }
     renderAnswer(node, final, question);
     const note = restarted ? "The earlier conversation no longer exists, so a new conversation was started. " : "";
@@ -280,19 +284,21 @@ async function ask(question) {
   await loadSessions().catch(() => {});
 }
 
-// Asks in the current session (creating one over the picked index first) and returns the final chunk.
+// Asks in the conversation ``asked`` (creating its session over ``asked.index`` first) and returns the
+// final chunk. The new session becomes the page's only while the user is still in that conversation.
 // A session that is gone (deleted elsewhere) gets ``sessionGone`` set, so it is started again. A session
 // whose index is gone is not: a new one over the picked index would be asked in the same missing
 // index, or answered from other documents than the user picked.
-async function streamAnswer(question, node, status) {
-  if (!state.sessionId) {
+async function streamAnswer(question, node, status, asked) {
+  if (!asked.sessionId) {
     await state.indexesLoaded.catch(() => {});
     // No index to pick (none is indexed): the server says so. An empty "index" is refused, not the default.
-    const index = $("index").value;
+    const index = asked.index || $("index").value;
     const session = await api("/v1/sessions", { method: "POST", body: JSON.stringify(index ? { index } : {}) });
-    state.sessionId = session.id;
+    asked.sessionId = session.id;
+    if (asked.conversation === state.conversation) state.sessionId = session.id;
   }
-  const sessionId = state.sessionId;
+  const sessionId = asked.sessionId;
   const answer = node.querySelector(".answer");
   status("Searching the documents\u2026");
   const response = await fetch(`/v1/sessions/${encodeURIComponent(sessionId)}/messages`, {
