@@ -353,3 +353,30 @@ def test_a_question_stays_in_the_conversation_it_was_asked_in(server, page):
     # The first question was answered in a session of its own, over the documents it was asked about.
     first = httpx.get(f"{server.url}/v1/sessions").json()["sessions"][1]
     assert (first["index"], first["title"]) == ("handbook", "How long does an old API key keep working after rotation?")
+
+
+def test_the_page_fits_a_phone_and_keeps_new_answers_in_view(server, page):
+    """A long URL in a question made the page 960 px wide on a 375 px phone; and the transcript never
+    scrolled: each question pushed the question box and the new answer below the screen."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    # Earlier turns enough to overflow the transcript (made on the page: asking them would take long).
+    page.evaluate("for (let i = 0; i < 30; i++) addUserMessage(`Earlier question ${i}`);")
+    answer = ask_and_wait(page, "How often should API keys be rotated?")
+    expect(answer.locator(".answer")).to_contain_text("90 days")
+    expect(answer).to_be_in_viewport()
+    expect(page.get_by_label("Your question")).to_be_in_viewport()
+    assert page.evaluate("document.documentElement.scrollHeight <= innerHeight")
+
+    page.set_viewport_size({"width": 375, "height": 740})
+    try:
+        url = "https://intranet.example.com/" + "x" * 300
+        answer = ask_and_wait(page, f"What does {url} say?")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        expect(page.locator("#transcript article.user").last).to_contain_text(url)
+        expect(answer).to_be_in_viewport()
+        expect(page.get_by_label("Your question")).to_be_in_viewport()
+        page.screenshot(path=str(ARTIFACTS / "web-page-phone.png"))
+    finally:
+        page.set_viewport_size({"width": 1200, "height": 900})

@@ -6,7 +6,8 @@ const $ = (id) => document.getElementById(id);
 // ``conversation`` counts the conversations started on this page, so an answer still arriving for
 // one the user has left does not write over the status line of the one they are in.
 // ``indexesLoaded`` settles once the picker is filled: a question asked while the page loads waits for it.
-const state = { sessionId: null, busy: false, conversation: 0, indexesLoaded: Promise.resolve() };
+// ``follow``: the transcript keeps the newest text in view, until the user scrolls up to read.
+const state = { sessionId: null, busy: false, conversation: 0, indexesLoaded: Promise.resolve(), follow: true };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -108,6 +109,7 @@ async function openSession(id) {
     if (m.role === "user") { addUserMessage(m.content); question = m.content; }
     else renderAnswer(addAssistantMessage(), m, question);
   }
+  keepInView(true);
   await loadSessions();
   $("question").focus();
 }
@@ -134,6 +136,18 @@ function onIndexChange() {
 }
 
 // ---- messages -----------------------------------------------------------------------------------
+// Scrolls the transcript to its newest text while it follows (or always, with ``force``: a new question).
+function keepInView(force = false) {
+  const transcript = $("transcript");
+  if (force) state.follow = true;
+  if (state.follow) transcript.scrollTop = transcript.scrollHeight;
+}
+
+function onTranscriptScroll() {
+  const t = $("transcript");
+  state.follow = t.scrollHeight - t.scrollTop - t.clientHeight < 40;
+}
+
 function addUserMessage(text) {
   const node = el("article", { class: "msg user", "aria-label": "You asked" },
     el("p", { class: "who" }, "You"), el("p", { class: "answer" }, text));
@@ -257,6 +271,7 @@ async function ask(question) {
   const status = (text, isError) => { if (asked.conversation === state.conversation) setStatus(text, isError); };
   addUserMessage(question);
   let node = addAssistantMessage();
+  keepInView(true);
   let restarted = false;
   try {
     let final;
@@ -270,15 +285,18 @@ async function ask(question) {
       restarted = true;
       addUserMessage(question);
       node = addAssistantMessage();
+      keepInView(true);
       final = await streamAnswer(question, node, status, asked);
     }
     renderAnswer(node, final, question);
+    if (asked.conversation === state.conversation) keepInView();
     const note = restarted ? "The earlier conversation no longer exists, so a new conversation was started. " : "";
     status(note + (final.grounded ? "Answered from the documents." : "The documents do not cover this question."));
   } catch (error) {
     console.warn("unirank: no answer:", error);
     const text = plainError(error);
     failAnswer(node, text);
+    if (asked.conversation === state.conversation) keepInView();
     status(`No answer: ${text}`, true);
   }
   await loadSessions().catch(() => {});
@@ -333,6 +351,7 @@ async function streamAnswer(question, node, status, asked) {
         if (choice.delta && choice.delta.content) {
           text += choice.delta.content;
           answer.textContent = text;
+          if (asked.conversation === state.conversation) keepInView();
           status("Answering\u2026");
         }
         if (choice.finish_reason) final = { ...chunk, answer: text };
@@ -363,6 +382,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("ask-form").addEventListener("submit", onSubmit);
   $("new-conversation").addEventListener("click", newConversation);
   $("index").addEventListener("change", onIndexChange);
+  $("transcript").addEventListener("scroll", onTranscriptScroll, { passive: true });
   try {
     state.indexesLoaded = loadIndexes();
     await state.indexesLoaded;
