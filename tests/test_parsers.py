@@ -416,6 +416,31 @@ def test_an_html_pages_declared_charset_outranks_a_guess():
     assert parse_document(page.encode("utf-8"), "q.html")[0].sections[0].text == quoted
 
 
+FRENCH = "Le café est très bon. La crème brûlée était délicieuse à Paris. Naïve façade, résumé. " * 3
+RUSSIAN = "Привет мир. Это документ о ротации ключей, который нужно прочитать целиком. " * 3
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    # A Windows-1252 apostrophe pasted into a UTF-8 file.
+    (FRENCH.encode() + b"Don\x92t panic.", FRENCH + "Don\ufffdt panic."),
+    (FRENCH.encode() + b"Stray \xff byte.", FRENCH + "Stray \ufffd byte."),
+    # Cut off in the middle of a character (a size limit, an interrupted copy).
+    ((RUSSIAN + "Ключ").encode()[:-1], RUSSIAN + "Клю"),
+    (RUSSIAN.encode() + "Ключ".encode()[:1] + b" end.", RUSSIAN + "\ufffd end."),
+])
+def test_utf8_with_a_stray_byte_is_still_utf8(tmp_path, data, expected):
+    """One bad byte sent the whole file to the legacy reading ("Le cafÃ©") or refused it as binary."""
+    (tmp_path / "damaged.txt").write_bytes(data)
+    assert only(tmp_path / "damaged.txt").sections[0].text == expected.strip()
+
+
+def test_a_legacy_file_is_not_read_as_damaged_utf8(tmp_path):
+    """Its accented letters are single bytes, none of them valid UTF-8: the legacy reading stays."""
+    for text in ("Ça marche très bien.", "Meet me at the café"):
+        (tmp_path / "latin.txt").write_bytes(text.encode("latin-1"))
+        assert only(tmp_path / "latin.txt").sections[0].text == text
+
+
 def test_utf8_with_bom_is_read(tmp_path):
     (tmp_path / "bom.txt").write_bytes("\ufeffNaïve café".encode("utf-8"))
     assert only(tmp_path / "bom.txt").sections[0].text == "Naïve café"

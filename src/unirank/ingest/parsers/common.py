@@ -26,13 +26,18 @@ _CONTROL_BYTES = re.compile(_CONTROL.pattern.encode("ascii"))
 #: a BOM (refused: no way to know its byte order) is half NULs.
 SNIFF_BYTES = 8192
 BINARY_SHARE = 0.03
+#: Invalid bytes a UTF-8 file may have and still be read as UTF-8 (each one a U+FFFD): this many, or
+#: this share of its characters, whichever is more.
+STRAY_BYTES = 8
+STRAY_SHARE = 0.001
 
 
 def decode_text(data: bytes, legacy_encoding: str = "cp1252", *, declared: str | None = None) -> str:
-    """UTF-8 first (the common case, and exact); then the encoding the file ``declared`` (an HTML page's
-    charset); then ``legacy_encoding`` (``ingest.legacy_encoding``) when the text reads as plausible in
-    it; otherwise charset-normalizer's best guess. Valid UTF-8 wins over a declaration: a page saved
-    as UTF-8 often keeps its old charset line.
+    """UTF-8 first (the common case, and exact); then UTF-8 with a few stray bytes (a pasted Windows-1252
+    quote, a file cut mid-character) when its other characters show it is UTF-8; then the encoding the
+    file ``declared`` (an HTML page's charset); then ``legacy_encoding`` (``ingest.legacy_encoding``)
+    when the text reads as plausible in it; otherwise charset-normalizer's best guess. (Nearly) valid
+    UTF-8 wins over a declaration: a page saved as UTF-8 often keeps its old charset line.
 
     Raises ParseError for data that is not text at all, so a binary file with a text
     extension is reported rather than indexed as garbage.
@@ -47,7 +52,7 @@ def decode_text(data: bytes, legacy_encoding: str = "cp1252", *, declared: str |
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = _declared_text(data, declared) or _legacy_text(data, legacy_encoding)
+        text = _mostly_utf8(data) or _declared_text(data, declared) or _legacy_text(data, legacy_encoding)
     if text and len(_CONTROL.findall(text)) > max(8, len(text) // 100):
         raise ParseError(BINARY)
     return text.replace("\x00", "")  # a stray NUL (a log cut mid-write) is no character of the text
@@ -58,6 +63,22 @@ def _looks_binary(data: bytes) -> bool:
     Cheap, so a large binary file is refused before any decoding is tried."""
     head = data[:SNIFF_BYTES]
     return len(_CONTROL_BYTES.findall(head)) > BINARY_SHARE * len(head)
+
+
+def _mostly_utf8(data: bytes) -> str | None:
+    """UTF-8 with its few invalid bytes as U+FFFD, and a character cut off at the very end dropped, when
+    that is all that is wrong with it: one bad byte must not send a whole UTF-8 file to a legacy
+    encoding ("Le cafÃ©"). The file must show it is UTF-8 by valid multi-byte characters, at least as
+    many as the bad bytes: a legacy file has none (its accented letters are single invalid bytes), so
+    "Ça marche" in Latin-1 and a Windows-1252 "don’t" in ASCII text still go to the legacy reading."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+    text = decoder.decode(data, final=False)  # an incomplete character at the end stays in the buffer
+    cut = 1 if decoder.getstate()[0] else 0
+    bad = text.count("\ufffd") - data.count("\ufffd".encode("utf-8")) + cut
+    valid = len(text) - len(text.encode("ascii", "ignore")) - text.count("\ufffd")  # multi-byte characters
+    if bad <= max(STRAY_BYTES, STRAY_SHARE * len(text)) and valid >= bad:
+        return text
+    return None
 
 
 #: Labels that mean Windows-1252 on the web (WHATWG): pages labelled Latin-1 use its quotes and dashes.
