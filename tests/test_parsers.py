@@ -212,6 +212,54 @@ def test_docx_title_prefers_core_properties_then_falls_back_to_the_stem(tmp_path
     assert doc.title == "meeting-notes" and doc.sections[0].heading_path == ()
 
 
+def test_docx_reads_tracked_insertions_and_content_controls_but_not_deletions(tmp_path):
+    """python-docx's paragraph text skips runs in ``w:ins`` and inline ``w:sdt``, and its block iteration
+    skips body-level ``w:sdt``: a document under review or a filled-in form lost that text."""
+    from docx import Document
+    from docx.oxml import parse_xml
+    from docx.oxml.ns import nsdecls
+
+    def element(markup: str):
+        """One WordprocessingML element, the w: namespace declared on it."""
+        return parse_xml(markup.replace(">", f" {nsdecls('w')}>", 1))
+
+    revision = 'w:id="1" w:author="Reviewer" w:date="2024-01-01T00:00:00Z"'
+    document = Document()
+    heading = document.add_heading("Expenses", level=1)
+    heading._p.append(element(f"<w:ins {revision}><w:r><w:t xml:space='preserve'> and travel</w:t></w:r></w:ins>"))
+    paragraph = document.add_paragraph("Receipts are due within ")
+    paragraph._p.append(element(f"<w:del {revision}><w:r><w:delText>60</w:delText></w:r></w:del>"))
+    paragraph._p.append(element(f"<w:ins {revision}><w:r><w:t>30</w:t></w:r></w:ins>"))
+    paragraph._p.append(element("<w:r><w:t xml:space='preserve'> days, signed by </w:t></w:r>"))
+    paragraph._p.append(element(
+        "<w:sdt><w:sdtPr><w:alias w:val='Approver'/></w:sdtPr><w:sdtContent><w:r><w:t>the team lead</w:t></w:r>"
+        "</w:sdtContent></w:sdt>"))
+    paragraph._p.append(element("<w:r><w:t>.</w:t></w:r>"))
+    document.add_paragraph("Withdrawn rule:")._p.append(
+        element(f"<w:del {revision}><w:r><w:delText>Taxis are never refunded.</w:delText></w:r></w:del>"))
+    form = element(
+        "<w:sdt><w:sdtPr/><w:sdtContent>"
+        "<w:p><w:r><w:t>Cost centre 4711 pays for conferences.</w:t></w:r></w:p>"
+        "<w:sdt><w:sdtContent><w:p><w:r><w:t>Nested control text.</w:t></w:r></w:p></w:sdtContent></w:sdt>"
+        "</w:sdtContent></w:sdt>")
+    document.element.body.insert(len(document.element.body) - 1, form)  # before the final w:sectPr
+    table = document.add_table(rows=1, cols=2)
+    table.cell(0, 0).text = "Limit"
+    table.cell(0, 1)._tc.append(element(
+        "<w:sdt><w:sdtContent><w:p><w:r><w:t>210 euros</w:t></w:r></w:p></w:sdtContent></w:sdt>"))
+    document.save(str(tmp_path / "review.docx"))
+
+    [section] = only(tmp_path / "review.docx").sections
+    assert section.heading_path == ("Expenses and travel",)
+    assert section.text.split("\n\n") == [
+        "Receipts are due within 30 days, signed by the team lead.",
+        "Withdrawn rule:",
+        "Cost centre 4711 pays for conferences.",
+        "Nested control text.",
+        "Limit | 210 euros",
+    ]
+
+
 def test_a_corrupt_docx_is_a_parse_error(tmp_path):
     (tmp_path / "bad.docx").write_bytes(b"PK\x03\x04 this is not really a zip archive")
     with pytest.raises(ParseError, match="docx"):

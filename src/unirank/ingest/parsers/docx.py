@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Any
+from typing import Any, Iterator
 
 from unirank.errors import ParseError
 from unirank.ingest.documents import ParsedDocument
 from unirank.ingest.parsers.common import SectionBuilder, collapse, stem_from_uri
 
 _HEADING = re.compile(r"^heading ([1-9])$", re.IGNORECASE)
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_P, _TBL, _R, _SDT, _SDT_CONTENT, _CUSTOM_XML = (
+    _W + tag for tag in ("p", "tbl", "r", "sdt", "sdtContent", "customXml")
+)
+#: Inline wrappers whose runs are the paragraph's text: tracked insertions and moves (the text as it now
+#: reads), links, content controls (their ``sdtPr`` holds no runs), simple fields (their shown result),
+#: smart tags, custom XML, text direction. Runs in ``w:del`` and ``w:moveFrom`` (deleted or moved-away
+#: text) are left out, as is everything else that is not a run (bookmarks, proofing marks).
+_INLINE_WRAPPERS = frozenset(
+    _W + tag
+    for tag in ("ins", "moveTo", "hyperlink", "sdt", "sdtContent", "fldSimple", "smartTag", "customXml", "dir", "bdo")
+)
 
 
 class DocxParser:
@@ -26,15 +38,15 @@ class DocxParser:
                 f"not a readable .docx file (corrupt, or another format renamed): {exc}"
             ) from exc
         builder = SectionBuilder()
-        for block in document.iter_inner_content():
+        for block in _blocks(document.element.body, document):
             if hasattr(block, "rows"):
                 builder.paragraph(_table_text(block))
                 continue
             level = _heading_level(block)
             if level is None:
-                builder.paragraph(block.text)
+                builder.paragraph(_paragraph_text(block))
             else:
-                builder.heading(level, block.text)
+                builder.heading(level, _paragraph_text(block))
         sections = builder.finish()
         title = (
             collapse(document.core_properties.title or "")
@@ -43,6 +55,42 @@ class DocxParser:
             or stem_from_uri(uri)
         )
         return [ParsedDocument(doc_id=uri, title=title, sections=sections)]
+
+
+def _blocks(element: Any, parent: Any) -> Iterator[Any]:
+    """The paragraphs and tables of a body or table cell in document order, with those inside block-level
+    content controls (``w:sdt``: a form's fields, a template's placeholders) and custom XML, which
+    python-docx's ``iter_inner_content`` passes over."""
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    for child in element.iterchildren():
+        if child.tag == _P:
+            yield Paragraph(child, parent)
+        elif child.tag == _TBL:
+            yield Table(child, parent)
+        elif child.tag == _SDT:
+            content = child.find(_SDT_CONTENT)
+            if content is not None:
+                yield from _blocks(content, parent)
+        elif child.tag == _CUSTOM_XML:
+            yield from _blocks(child, parent)
+
+
+def _paragraph_text(paragraph: Any) -> str:
+    """A paragraph's text as it reads with its tracked changes accepted. python-docx's ``Paragraph.text``
+    reads only the runs and links directly in the paragraph: it misses tracked insertions (``w:ins``)
+    and inline content controls (``w:sdt``). A run's own text (``CT_R.text``: ``w:t``, tabs, breaks)
+    never has ``w:delText``, and text boxes inside a run's drawing are not the paragraph's."""
+    parts = []
+    stack = list(reversed(paragraph._p))
+    while stack:
+        child = stack.pop()
+        if child.tag == _R:
+            parts.append(child.text)
+        elif child.tag in _INLINE_WRAPPERS:
+            stack.extend(reversed(child))
+    return "".join(parts)
 
 
 def _heading_level(paragraph: Any) -> int | None:
@@ -73,6 +121,6 @@ def _table_text(table: Any) -> str:
 
 def _cell_text(cell: Any) -> str:
     parts = []
-    for block in cell.iter_inner_content():
-        parts.append(_table_text(block) if hasattr(block, "rows") else collapse(block.text))
+    for block in _blocks(cell._tc, cell):
+        parts.append(_table_text(block) if hasattr(block, "rows") else collapse(_paragraph_text(block)))
     return " ".join(part for part in parts if part)
