@@ -619,3 +619,22 @@ def test_a_text_the_embedding_endpoint_refuses_fails_its_file_not_the_run(settin
             assert ur.index_info("refused").source_count == 3
     finally:
         server.stop()
+
+
+def test_a_file_uri_with_two_slashes_is_refused_not_read_as_the_current_folder(client, tmp_path, monkeypatch):
+    """`file://name` reads "name" as the URI's host and its path as "": ingest ingested the whole current
+    folder, and `index remove IDX file://gone` removed every source under it."""
+    from unirank.ingest.uris import uri_path
+
+    (tmp_path / "here.txt").write_text("Wombats dig burrows.\n")
+    monkeypatch.chdir(tmp_path)
+    for uri in ("file://no-such-folder", "file://", "file://host/etc"):
+        with pytest.raises(SourceError, match=r"is not a local path: .*file:///home/me/docs"):
+            client.ingest(uri, "cwd")
+    assert not client.backend.exists("cwd")
+
+    assert client.ingest(str(tmp_path), "cwd").ingested
+    with pytest.raises(SourceError, match="is not a local path"):
+        client.sources_under("cwd", "file://gone")
+    assert client.sources_under("cwd", (tmp_path / "here.txt").as_uri()) == [(tmp_path / "here.txt").as_uri()]
+    assert uri_path(f"file://localhost{tmp_path}/a%20b.txt") == f"{tmp_path}/a b.txt"

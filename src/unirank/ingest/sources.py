@@ -187,11 +187,11 @@ def filesystem_for(uri: str, storage: StorageSettings | None = None) -> StorageL
 
 
 def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
-    scheme, _, rest = uri.partition("://")
+    scheme, sep, rest = uri.partition("://")
+    if scheme == "file" and sep:  # before `not rest`: "file://" is refused as a URI, not read as a folder named "file:"
+        return "file", fsspec.filesystem("file"), str(Path(uri_path(uri)).resolve())
     if not rest:
         return "file", fsspec.filesystem("file"), str(Path(uri).expanduser().resolve())
-    if scheme == "file":
-        return "file", fsspec.filesystem("file"), str(Path(uri_path(uri)).resolve())
     if scheme not in OBJECT_SCHEMES:
         raise SourceError(f"Unsupported source {uri!r}: use a local path, s3://bucket/prefix or oss://bucket/prefix.")
     endpoint = storage.oss_endpoint_url if scheme == "oss" else storage.endpoint_url

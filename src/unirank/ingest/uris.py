@@ -4,6 +4,11 @@ A local file's URI is percent-encoded (``Path.as_uri``: a space is ``%20``, a ``
 object's URI (``s3://``, ``oss://``) carries its key as it is, where ``?``, ``#``, ``%`` and spaces are
 ordinary characters. So only ``file://`` URIs are decoded, and no URI is split at ``?`` or ``#``
 except a ``file://`` one, where those can only be encoded.
+
+A ``file://`` URI names a path on this machine: ``file:///abs/path`` (or ``file://localhost/abs/path``).
+``file://docs`` is refused: ``docs`` is the URI's host, not a folder, and reading its path alone ("")
+took the current folder, so `ingest file://no-such-folder` ingested the whole current folder and
+`index remove IDX file://gone` removed every source under it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from unirank.errors import SourceError
+
 
 def uri_path(uri: str) -> str:
     """The local path of a ``file://`` URI, ``bucket/key`` of an object's; a plain path as it is."""
@@ -19,8 +26,17 @@ def uri_path(uri: str) -> str:
     if not sep or len(scheme) <= 1:  # a path (or a Windows drive letter), not a URI
         return uri
     if scheme == "file":
-        return url2pathname(urlsplit(uri).path)
+        return url2pathname(_file_uri_path(uri))
     return rest
+
+
+def _file_uri_path(uri: str) -> str:
+    """The (still percent-encoded) path of a ``file://`` URI that names one on this machine."""
+    parts = urlsplit(uri)
+    if parts.netloc.lower() not in ("", "localhost") or not parts.path:
+        raise SourceError(f"{uri!r} is not a local path: a file:// URI needs three slashes and an absolute "
+                          "path (file:///home/me/docs), or write the path itself (docs, /home/me/docs).")
+    return parts.path
 
 
 def file_name(uri: str) -> str:
