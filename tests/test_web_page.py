@@ -380,3 +380,28 @@ def test_the_page_fits_a_phone_and_keeps_new_answers_in_view(server, page):
         page.screenshot(path=str(ARTIFACTS / "web-page-phone.png"))
     finally:
         page.set_viewport_size({"width": 1200, "height": 900})
+
+
+def test_a_reload_reopens_the_conversation(server, page):
+    """Reloading the page lost the open conversation: it came back empty, the answers only in the list."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    page.get_by_label("Documents").select_option("office")
+    ask_and_wait(page, "What is the guest Wi-Fi network called?")
+    session_id = page.evaluate("state.sessionId")
+    page.reload()
+    expect(page.locator("#transcript article")).to_have_count(2)
+    expect(page.locator("#transcript article.assistant .answer")).to_contain_text("Northwind-Guest")
+    expect(page.get_by_label("Documents")).to_have_value("office")
+    assert page.evaluate("state.sessionId") == session_id
+
+    # One deleted meanwhile leaves a new conversation, not an error.
+    assert httpx.delete(f"{server.url}/v1/sessions/{session_id}").status_code == 204
+    page.reload()
+    expect(page.locator("#status")).to_contain_text("no longer exists")
+    expect(page.locator("#status")).not_to_have_class(re.compile("error"))
+    expect(page.locator("#transcript article")).to_have_count(0)
+    assert page.evaluate("state.sessionId") is None and "#" not in page.url
+    answer = ask_and_wait(page, "How often should API keys be rotated?")
+    expect(answer.locator(".answer")).to_contain_text("90 days")

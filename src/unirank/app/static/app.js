@@ -72,6 +72,33 @@ function plainError(error) {
 }
 
 // ---- conversations ------------------------------------------------------------------------------
+// The open conversation is kept in the address (#session=ID), so a reload or a bookmark reopens it.
+const SESSION_HASH = "#session=";
+
+function sessionInAddress() {
+  if (!location.hash.startsWith(SESSION_HASH)) return null;
+  try { return decodeURIComponent(location.hash.slice(SESSION_HASH.length)) || null; } catch (_) { return null; }
+}
+
+function setSession(id) {
+  state.sessionId = id;
+  if (id === sessionInAddress()) return;
+  history.replaceState(history.state, "", id ? SESSION_HASH + encodeURIComponent(id) : location.pathname + location.search);
+}
+
+// Opens the conversation the address names; one deleted (or never there) leaves a new conversation.
+async function openFromAddress() {
+  const id = sessionInAddress();
+  if (!id || id === state.sessionId) return;
+  try {
+    await openSession(id);
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    startConversation("The conversation in the address no longer exists, so this is a new one.");
+    await loadSessions();
+  }
+}
+
 async function loadIndexes() {
   // The copies eval re-embeds with other models are left out: they hold the same documents.
   const indexes = (await api("/v1/indexes")).indexes.filter((i) => !i.copy_of);
@@ -100,7 +127,7 @@ async function openSession(id) {
   const session = await api(`/v1/sessions/${encodeURIComponent(id)}`);
   if (conversation !== state.conversation) return;  // the user went on to another one meanwhile
   state.conversation += 1;
-  state.sessionId = session.id;
+  setSession(session.id);
   $("index").value = session.index;
   const transcript = $("transcript");
   transcript.replaceChildren();
@@ -117,7 +144,7 @@ async function openSession(id) {
 // Forgets the session and the messages shown; the next question creates a session over the index picked.
 function startConversation(status) {
   state.conversation += 1;
-  state.sessionId = null;
+  setSession(null);
   $("transcript").replaceChildren();
   setStatus(status);
 }
@@ -314,7 +341,7 @@ async function streamAnswer(question, node, status, asked) {
     const index = asked.index || $("index").value;
     const session = await api("/v1/sessions", { method: "POST", body: JSON.stringify(index ? { index } : {}) });
     asked.sessionId = session.id;
-    if (asked.conversation === state.conversation) state.sessionId = session.id;
+    if (asked.conversation === state.conversation) setSession(session.id);
   }
   const sessionId = asked.sessionId;
   const answer = node.querySelector(".answer");
@@ -327,7 +354,7 @@ async function streamAnswer(question, node, status, asked) {
     const error = await responseError(response);
     if (response.status === 404 && error.type === "conversation_not_found") {
       error.sessionGone = true;
-      if (state.sessionId === sessionId) state.sessionId = null;
+      if (state.sessionId === sessionId) setSession(null);
     }
     throw error;
   }
@@ -386,6 +413,11 @@ document.addEventListener("DOMContentLoaded", async () => {
   try {
     state.indexesLoaded = loadIndexes();
     await state.indexesLoaded;
-    await loadSessions();
+    if (sessionInAddress()) await openFromAddress();
+    else await loadSessions();
   } catch (error) { setStatus(`Cannot reach the server: ${error.message}`, true); }
+});
+
+window.addEventListener("hashchange", () => {
+  openFromAddress().catch((error) => setStatus(`Could not open the conversation: ${plainError(error)}`, true));
 });
