@@ -638,3 +638,28 @@ def test_a_file_uri_with_two_slashes_is_refused_not_read_as_the_current_folder(c
         client.sources_under("cwd", "file://gone")
     assert client.sources_under("cwd", (tmp_path / "here.txt").as_uri()) == [(tmp_path / "here.txt").as_uri()]
     assert uri_path(f"file://localhost{tmp_path}/a%20b.txt") == f"{tmp_path}/a b.txt"
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_its_uri_round_trips(client, tmp_path):
+    """as_uri percent-encodes a name's bytes (%FF%FE), but reading the URI back replaced the bytes that are
+    not UTF-8 with U+FFFD: such a file could never be ingested ("No such file or directory")."""
+    import os
+
+    from unirank.ingest.uris import file_name, local_path, uri_path
+
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    raw = os.path.join(os.fsencode(folder), b"bad\xff\xfename.txt")
+    with open(raw, "wb") as f:
+        f.write(b"Capybaras are the largest rodents.\n")
+    path = os.fsdecode(raw)
+    uri = Path(path).as_uri()
+    assert local_path(uri) == path and Path(local_path(uri)).as_uri() == uri
+    assert uri_path(uri) == f"{folder}/bad\ufffd\ufffdname.txt" and file_name(uri) == "bad\ufffd\ufffdname.txt"
+
+    report = client.ingest(str(folder), "legacy")
+    assert report.failed == [] and report.ingested == [uri], report.failed
+    hit = client.search("capybaras", "legacy", mode="bm25", rerank=False).hits[0]
+    assert hit.chunk.source_uri == uri and hit.chunk.title == "bad\ufffd\ufffdname"  # printable, as shown
+    assert client.ingest(str(folder), "legacy").skipped == [(uri, "unchanged")]
+    assert client.ingest(path, "legacy").skipped == [(uri, "unchanged")]  # the file named on its own

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import fsspec
 
 from unirank.errors import SourceError
-from unirank.ingest.uris import uri_path
+from unirank.ingest.uris import local_path, printable
 from unirank.settings import StorageSettings
 
 OBJECT_SCHEMES = ("s3", "oss")
@@ -37,8 +37,9 @@ class DocumentSource:
         location = filesystem_for(uri, storage)
         self.scheme, self.fs, self.path = location.scheme, location.fs, location.path
         self.root_uri = self._uri(self.path)
-        #: How errors name the source: a local one as its path, not a percent-encoded URI.
-        self.shown = location.uri()
+        #: How errors name the source: a local one as its path, not a percent-encoded URI (nor a name's
+        #: bytes that are not UTF-8, which no terminal prints).
+        self.shown = printable(location.uri())
 
     def _uri(self, path: str) -> str:
         if self.scheme == "file":  # not resolved: a file in a linked folder keeps its path under the source
@@ -88,7 +89,7 @@ class DocumentSource:
         return self.fs.cat_file(path)
 
     def _path_of(self, uri: str) -> str:
-        return uri_path(uri)  # a file:// URI is percent-encoded: "with%20space.txt" is "with space.txt"
+        return local_path(uri)  # a file:// URI is percent-encoded: "with%20space.txt" is "with space.txt"
 
     def contains(self, uri: str) -> bool:
         """Is ``uri`` under this source's root (so --prune may remove it)?"""
@@ -189,7 +190,7 @@ def filesystem_for(uri: str, storage: StorageSettings | None = None) -> StorageL
 def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
     scheme, sep, rest = uri.partition("://")
     if scheme == "file" and sep:  # before `not rest`: "file://" is refused as a URI, not read as a folder named "file:"
-        return "file", fsspec.filesystem("file"), str(Path(uri_path(uri)).resolve())
+        return "file", fsspec.filesystem("file"), str(Path(local_path(uri)).resolve())
     if not rest:
         return "file", fsspec.filesystem("file"), str(Path(uri).expanduser().resolve())
     if scheme not in OBJECT_SCHEMES:

@@ -13,20 +13,33 @@ took the current folder, so `ingest file://no-such-folder` ingested the whole cu
 
 from __future__ import annotations
 
+import os
 from pathlib import PurePosixPath
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from unirank.errors import SourceError
 
 
 def uri_path(uri: str) -> str:
-    """The local path of a ``file://`` URI, ``bucket/key`` of an object's; a plain path as it is."""
+    """The local path of a ``file://`` URI, ``bucket/key`` of an object's; a plain path as it is. As text
+    to show: a byte of a file name that is not UTF-8 is U+FFFD (see :func:`local_path`)."""
+    return printable(local_path(uri)) if uri.startswith("file://") else local_path(uri)
+
+
+def printable(path: str) -> str:
+    """``path`` with the bytes of a name that are not UTF-8 (kept by ``os.fsdecode`` as lone surrogates,
+    which no terminal or index takes) as U+FFFD, the replacement character."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def local_path(uri: str) -> str:
+    """:func:`uri_path` to open: a file name that is not UTF-8 (``b"bad\\xffname.txt"``) keeps its bytes, as
+    ``os.fsdecode`` writes them, so the file the URI was made from (``Path.as_uri``) is the one read."""
     scheme, sep, rest = uri.partition("://")
     if not sep or len(scheme) <= 1:  # a path (or a Windows drive letter), not a URI
         return uri
     if scheme == "file":
-        return url2pathname(_file_uri_path(uri))
+        return os.fsdecode(unquote_to_bytes(_file_uri_path(uri)))
     return rest
 
 
