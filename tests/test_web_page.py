@@ -124,7 +124,7 @@ def test_ask_stream_cite_and_rate_in_the_browser(server, page):
     follow_up = page.locator("#transcript article.assistant").nth(1)
     expect(follow_up).to_have_attribute("aria-busy", "false", timeout=120_000)
     expect(follow_up.locator(".answer")).to_contain_text("Rotate keys every 90 days")
-    expect(page.get_by_role("navigation", name="Conversations").get_by_role("button", name=re.compile("rotation"))
+    expect(page.get_by_role("navigation", name="Conversations").get_by_role("button", name=re.compile("^How long.*rotation"))
            ).to_have_attribute("aria-current", "true")
     assert page.evaluate("document.activeElement.id") == "question"
     page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
@@ -405,3 +405,45 @@ def test_a_reload_reopens_the_conversation(server, page):
     assert page.evaluate("state.sessionId") is None and "#" not in page.url
     answer = ask_and_wait(page, "How often should API keys be rotated?")
     expect(answer.locator(".answer")).to_contain_text("90 days")
+
+
+def test_conversations_can_be_deleted_from_the_list(server, page):
+    """The page could not delete a conversation, nor tell which documents or day one was from; on a
+    phone the list filled the first screen."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    ask_and_wait(page, "How often should API keys be rotated?")
+    session_id = page.evaluate("state.sessionId")
+    nav = page.get_by_role("navigation", name="Conversations")
+    current = nav.locator("li").filter(has=page.locator("button[aria-current='true']"))
+    expect(current).to_have_count(1)
+    expect(current.locator(".meta")).to_contain_text("handbook")
+    expect(current.locator("time")).to_have_text(re.compile(r"\d"))
+    delete = current.get_by_role("button", name="Delete conversation \u201cHow often should API keys be rotated?\u201d")
+
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    delete.click()
+    wait_for(page, lambda: asked, "the confirmation")
+    assert "How often should API keys be rotated?" in asked[0]
+    assert httpx.get(f"{server.url}/v1/sessions/{session_id}").status_code == 200  # not without a yes
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    delete.click()
+    expect(page.locator("#status")).to_contain_text("Deleted the conversation")
+    expect(page.locator("#transcript article")).to_have_count(0)  # the open one: a new conversation begins
+    assert page.evaluate("state.sessionId") is None
+    assert httpx.get(f"{server.url}/v1/sessions/{session_id}").status_code == 404
+    expect(nav.locator("button[aria-current='true']")).to_have_count(0)
+
+    page.set_viewport_size({"width": 375, "height": 740})
+    try:
+        expect(page.locator("#sessions")).to_be_hidden()  # folded, so the conversation comes first
+        nav.get_by_text("Conversations").click()
+        expect(page.locator("#sessions")).to_be_visible()
+        nav.locator("li button.open").first.click()
+        expect(page.locator("#transcript article").first).to_be_visible()
+        expect(page.locator("#sessions")).to_be_hidden()
+    finally:
+        page.set_viewport_size({"width": 1200, "height": 900})

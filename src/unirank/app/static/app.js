@@ -3,6 +3,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// As in style.css: on a narrow screen the conversation list is folded.
+const narrowScreen = window.matchMedia("(max-width: 700px)");
 // ``conversation`` counts the conversations started on this page, so an answer still arriving for
 // one the user has left does not write over the status line of the one they are in.
 // ``indexesLoaded`` settles once the picker is filled: a question asked while the page loads waits for it.
@@ -23,6 +25,7 @@ function el(tag, attrs = {}, ...children) {
 // Thumbs as inline SVG (Material Design icons, Apache-2.0): emoji need a colour-emoji font, and
 // where none is installed (a server, a minimal desktop) they render as empty boxes.
 const THUMB_UP = "M1 21h4V9H1v12zm22-11c0-1.1-.9-2-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 7.59 7.59C7.22 7.95 7 8.45 7 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z";
+const TRASH = "M6 19c0 1.1.9 2 2 2h8c1.1 0 2-.9 2-2V7H6v12zM19 4h-3.5l-1-1h-5l-1 1H5v2h14V4z";
 const THUMB_DOWN = "M15 3H6c-.83 0-1.54.5-1.84 1.22l-3.02 7.05c-.09.23-.14.47-.14.73v2c0 1.1.9 2 2 2h6.31l-.95 4.57-.03.32c0 .41.17.79.44 1.06L9.83 23l6.59-6.59c.36-.36.58-.86.58-1.41V5c0-1.1-.9-2-2-2zm4 0v12h4V3h-4z";
 
 function icon(path) {
@@ -109,17 +112,56 @@ async function loadIndexes() {
   if (!indexes.length) setStatus("No documents are indexed yet: run `unirank ingest FOLDER --index NAME` first.", true);
 }
 
+// When a conversation was last used: the time today, else the day (and the year, if not this one).
+function shortTime(iso) {
+  const when = new Date(iso), now = new Date();
+  if (Number.isNaN(when.getTime())) return "";
+  if (when.toDateString() === now.toDateString()) return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const day = { day: "numeric", month: "short" };
+  if (when.getFullYear() !== now.getFullYear()) day.year = "numeric";
+  return when.toLocaleDateString([], day);
+}
+
 async function loadSessions() {
   const { sessions } = await api("/v1/sessions");
   const list = $("sessions");
-  list.replaceChildren(...sessions.map((s) => el("li", {},
-    el("button", {
-      type: "button", "aria-current": String(s.id === state.sessionId), title: s.title || "(untitled)",
-      onclick: () => openSession(s.id).catch((error) => {
-        setStatus(error.status === 404 ? "That conversation no longer exists." : `Could not open the conversation: ${plainError(error)}`, true);
-        loadSessions().catch(() => {});
-      }),
-    }, s.title || "(untitled)"))));
+  list.replaceChildren(...sessions.map((s) => {
+    const title = s.title || "(untitled)";
+    const when = new Date(s.updated_at);
+    return el("li", {},
+      el("button", {
+        type: "button", class: "open", "aria-current": String(s.id === state.sessionId), title,
+        onclick: () => openSession(s.id).then(() => {
+          if (narrowScreen.matches) $("history").open = false;  // show the conversation, not the list
+        }).catch((error) => {
+          setStatus(error.status === 404 ? "That conversation no longer exists." : `Could not open the conversation: ${plainError(error)}`, true);
+          loadSessions().catch(() => {});
+        }),
+      }, el("span", { class: "title" }, title),
+      el("span", { class: "meta" }, `${s.index} \u00b7 `,
+        el("time", { datetime: s.updated_at, title: Number.isNaN(when.getTime()) ? "" : when.toLocaleString() }, shortTime(s.updated_at)))),
+      el("button", {
+        type: "button", class: "delete", "aria-label": `Delete conversation \u201c${title}\u201d`,
+        title: "Delete this conversation", onclick: () => deleteSession(s.id, title),
+      }, icon(TRASH)));
+  }));
+}
+
+async function deleteSession(id, title) {
+  if (!window.confirm(`Delete the conversation \u201c${title}\u201d? Its questions, answers and feedback are deleted for good.`)) return;
+  try {
+    await api(`/v1/sessions/${encodeURIComponent(id)}`, { method: "DELETE" });
+  } catch (error) {
+    if (error.status !== 404) {  // gone already is as good as deleted
+      setStatus(`Could not delete the conversation: ${error instanceof TypeError ? "the server cannot be reached." : error.message}`, true);
+      return;
+    }
+  }
+  const text = `Deleted the conversation \u201c${title}\u201d.`;
+  if (id === state.sessionId) startConversation(`${text} This is a new conversation.`);
+  else setStatus(text);
+  await loadSessions().catch(() => {});
+  $("question").focus();
 }
 
 async function openSession(id) {
@@ -410,6 +452,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("new-conversation").addEventListener("click", newConversation);
   $("index").addEventListener("change", onIndexChange);
   $("transcript").addEventListener("scroll", onTranscriptScroll, { passive: true });
+  $("history").open = !narrowScreen.matches;
+  narrowScreen.addEventListener("change", () => { $("history").open = !narrowScreen.matches; });
   try {
     state.indexesLoaded = loadIndexes();
     await state.indexesLoaded;
