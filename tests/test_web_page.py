@@ -447,3 +447,37 @@ def test_conversations_can_be_deleted_from_the_list(server, page):
         expect(page.locator("#sessions")).to_be_hidden()
     finally:
         page.set_viewport_size({"width": 1200, "height": 900})
+
+
+# Answers every question with a stream that breaks off after its first words, as a dropped connection does.
+DROP_THE_STREAM = """
+const realFetch = window.fetch;
+window.fetch = async (url, options) => {
+  if (!String(url).endsWith("/messages")) return realFetch(url, options);
+  const words = 'data: {"choices": [{"index": 0, "delta": {"content": "From the documents: keys are"}, '
+              + '"finish_reason": null}]}\\n\\n';
+  const body = new ReadableStream({
+    start(controller) {
+      controller.enqueue(new TextEncoder().encode(words));
+      setTimeout(() => controller.error(new TypeError("network error")), 100);
+    },
+  });
+  return new Response(body, {status: 200, headers: {"Content-Type": "text/event-stream"}});
+};
+"""
+
+
+def test_a_dropped_stream_keeps_the_words_that_came(server, page):
+    """A connection dropped mid-answer threw the words away and said the server could not be reached;
+    and the question was gone from the box, to be typed again."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    page.evaluate(DROP_THE_STREAM)
+    question = "How often should API keys be rotated?"
+    answer = ask_and_wait(page, question)
+    expect(answer).to_have_class(re.compile("failed"))
+    expect(answer.locator(".answer")).to_contain_text("From the documents: keys are")
+    expect(answer.locator(".answer")).to_contain_text("cut off")
+    expect(page.get_by_role("alert")).not_to_contain_text("cannot be reached")
+    expect(page.get_by_label("Your question")).to_have_value(question)  # Enter asks it again

@@ -286,11 +286,15 @@ function renderAnswer(node, message, question) {
   if (messageId) node.append(feedbackButtons(messageId));
 }
 
-// The bubble of a question that got no answer: no longer busy, marked failed, saying why.
-function failAnswer(node, text) {
+// The bubble of a question that got no answer: no longer busy, marked failed, saying why. The text
+// that arrived before a stream was cut off (``partial``) stays, with why after it.
+function failAnswer(node, text, partial = "") {
   node.setAttribute("aria-busy", "false");
   node.classList.add("failed");
-  node.querySelector(".answer").textContent = text;
+  node.classList.toggle("partial", Boolean(partial));
+  const answer = node.querySelector(".answer");
+  if (partial) answer.replaceChildren(partial, el("span", { class: "note" }, `\n${text}`));
+  else answer.textContent = text;
 }
 
 function feedbackButtons(messageId) {
@@ -364,11 +368,14 @@ async function ask(question) {
   } catch (error) {
     console.warn("unirank: no answer:", error);
     const text = plainError(error);
-    failAnswer(node, text);
+    failAnswer(node, text, error.partial);
     if (asked.conversation === state.conversation) keepInView();
     status(`No answer: ${text}`, true);
+    await loadSessions().catch(() => {});
+    return false;
   }
   await loadSessions().catch(() => {});
+  return true;
 }
 
 // Asks in the conversation ``asked`` (creating its session over ``asked.index`` first) and returns the
@@ -402,8 +409,12 @@ async function streamAnswer(question, node, status, asked) {
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "", text = "", final = null;
+  // The connection dropping mid-answer rejects a read (a TypeError, as when the server cannot be
+  // reached): the server was reached, and the text so far is kept.
+  const cutOff = (cause) => Object.assign(new Error("the answer stream ended early", { cause }), { cutOff: true, partial: text });
   for (;;) {
-    const { value, done } = await reader.read();
+    let value, done;
+    try { ({ value, done } = await reader.read()); } catch (error) { throw cutOff(error); }
     if (done) break;
     buffer += value;
     let cut;
@@ -427,7 +438,7 @@ async function streamAnswer(question, node, status, asked) {
       }
     }
   }
-  if (!final) throw Object.assign(new Error("the answer stream ended early"), { cutOff: true });
+  if (!final) throw cutOff();
   return final;
 }
 
@@ -439,8 +450,10 @@ async function onSubmit(event) {
   state.busy = true;
   $("ask").disabled = true;
   input.value = "";
-  try { await ask(question); } catch (error) { setStatus(`No answer: ${plainError(error)}`, true); }
+  let answered = false;
+  try { answered = await ask(question); } catch (error) { setStatus(`No answer: ${plainError(error)}`, true); }
   finally {
+    if (!answered && !input.value) input.value = question;  // to ask again with Enter, or to change it
     state.busy = false;
     $("ask").disabled = false;
     input.focus();
