@@ -481,3 +481,30 @@ def test_a_dropped_stream_keeps_the_words_that_came(server, page):
     expect(answer.locator(".answer")).to_contain_text("cut off")
     expect(page.get_by_role("alert")).not_to_contain_text("cannot be reached")
     expect(page.get_by_label("Your question")).to_have_value(question)  # Enter asks it again
+
+
+def test_a_question_too_long_is_refused_plainly(server, page):
+    """A question over the server's 1 MB limit (its 413) said "Something went wrong on the server", and
+    left an empty "(untitled)" conversation behind; opening a conversation kept the old status line."""
+    from playwright.sync_api import expect
+
+    opened = httpx.post(f"{server.url}/v1/sessions", json={"title": "One to open after"}).json()["id"]
+    page.goto(server.url)
+    question = page.get_by_label("Your question")
+    assert question.get_attribute("maxlength") == "4000"  # typing stops there; a script's value does not
+    before = httpx.get(f"{server.url}/v1/sessions").json()["sessions"]
+    page.evaluate("document.getElementById('question').value = 'Why? '.repeat(220_000)")
+    question.press("Enter")
+    answer = page.locator("#transcript article.assistant").last
+    expect(answer).to_have_class(re.compile("failed"))
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("The question was refused:")
+    expect(alert).not_to_contain_text("went wrong")
+    expect(page.locator("#ask")).to_be_enabled()
+    assert httpx.get(f"{server.url}/v1/sessions").json()["sessions"] == before
+    assert page.evaluate("state.sessionId") is None
+
+    page.get_by_role("navigation", name="Conversations").get_by_role("button", name=re.compile("^One to open after")).click()
+    expect(page.locator("#sessions button[aria-current='true']")).to_contain_text("One to open after")
+    assert page.evaluate("state.sessionId") == opened
+    expect(page.locator("#status")).to_have_text("")

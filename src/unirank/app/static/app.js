@@ -69,7 +69,8 @@ function plainError(error) {
   if (error.status === 404) return "The documents picked are no longer indexed. Pick others under \u201cDocuments\u201d and ask again.";
   if (error.status === 502 || error.type === "answerer_error" || error.type === "upstream_error")
     return "The model that writes the answers failed or took too long. Try again in a moment.";
-  if (error.status === 400 || error.status === 422) return `The question was refused: ${error.message}`;
+  // 413: a question over the server's request size limit (api.max_request_mb).
+  if (error.status === 400 || error.status === 413 || error.status === 422) return `The question was refused: ${error.message}`;
   if (error.cutOff) return "The answer was cut off before it was finished. Ask again.";
   return "Something went wrong on the server, so there is no answer. Try again; if it keeps failing, see the server's log.";
 }
@@ -169,6 +170,7 @@ async function openSession(id) {
   const session = await api(`/v1/sessions/${encodeURIComponent(id)}`);
   if (conversation !== state.conversation) return;  // the user went on to another one meanwhile
   state.conversation += 1;
+  setStatus("");
   setSession(session.id);
   $("index").value = session.index;
   const transcript = $("transcript");
@@ -371,11 +373,23 @@ async function ask(question) {
     failAnswer(node, text, error.partial);
     if (asked.conversation === state.conversation) keepInView();
     status(`No answer: ${text}`, true);
+    if (asked.created) await dropIfEmpty(asked.sessionId);
     await loadSessions().catch(() => {});
     return false;
   }
   await loadSessions().catch(() => {});
   return true;
+}
+
+// A session made for a question that got no answer (refused, say) holds nothing: it is deleted rather
+// than left in the list as "(untitled)", and the next question makes another.
+async function dropIfEmpty(sessionId) {
+  try {
+    const session = await api(`/v1/sessions/${encodeURIComponent(sessionId)}`);
+    if (session.messages.length) return;
+    await api(`/v1/sessions/${encodeURIComponent(sessionId)}`, { method: "DELETE" });
+    if (state.sessionId === sessionId) setSession(null);
+  } catch (_) { /* the server cannot be reached, or it is gone already */ }
 }
 
 // Asks in the conversation ``asked`` (creating its session over ``asked.index`` first) and returns the
@@ -389,7 +403,7 @@ async function streamAnswer(question, node, status, asked) {
     // No index to pick (none is indexed): the server says so. An empty "index" is refused, not the default.
     const index = asked.index || $("index").value;
     const session = await api("/v1/sessions", { method: "POST", body: JSON.stringify(index ? { index } : {}) });
-    asked.sessionId = session.id;
+    Object.assign(asked, { sessionId: session.id, created: true });
     if (asked.conversation === state.conversation) setSession(session.id);
   }
   const sessionId = asked.sessionId;
