@@ -663,3 +663,34 @@ def test_a_file_name_that_is_not_utf8_is_read_and_its_uri_round_trips(client, tm
     assert hit.chunk.source_uri == uri and hit.chunk.title == "bad\ufffd\ufffdname"  # printable, as shown
     assert client.ingest(str(folder), "legacy").skipped == [(uri, "unchanged")]
     assert client.ingest(path, "legacy").skipped == [(uri, "unchanged")]  # the file named on its own
+
+
+def test_a_linked_folder_named_as_the_source_is_the_one_ingested_under_its_parent(client, tmp_path, monkeypatch):
+    """The root was resolved through its links but the files under it were not: after `ingest docs`,
+    `index remove IDX docs/share` found nothing (the root read as /mnt/share, the files stored as
+    docs/share/...), and `ingest docs/share` indexed the share's files a second time."""
+    docs, share = tmp_path / "docs", tmp_path / "share"
+    docs.mkdir()
+    share.mkdir()
+    (docs / "local.txt").write_text("Local notes about wombats.\n")
+    (share / "one.txt").write_text("One: koalas sleep most of the day.\n")
+    (share / "two.txt").write_text("Two: capybaras are rodents.\n")
+    (docs / "share").symlink_to(share, target_is_directory=True)
+    linked = [(docs / "share" / n).as_uri() for n in ("one.txt", "two.txt")]
+    assert len(client.ingest(str(docs), "lk").ingested) == 3
+
+    again = client.ingest(str(docs / "share"), "lk")
+    assert again.ingested == [] and again.skipped == [(u, "unchanged") for u in linked]
+    assert client.index_info("lk").source_count == 3
+    assert client.sources_under("lk", str(docs / "share")) == linked
+    monkeypatch.chdir(tmp_path)
+    assert client.sources_under("lk", "docs/share") == client.sources_under("lk", "docs/share/") == linked
+    assert client.sources_under("lk", "docs/share/one.txt") == linked[:1]
+
+    # An index made when roots were resolved holds the share's own paths: still found, and pruned once the
+    # files are ingested by the linked path.
+    direct = client.ingest(str(share), "old").ingested
+    assert client.sources_under("old", "docs/share") == direct
+    moved = client.ingest("docs/share", "old", prune=True)
+    assert moved.ingested == linked and moved.pruned == direct
+    assert client.index_info("old").source_count == 2

@@ -37,6 +37,12 @@ class DocumentSource:
         location = filesystem_for(uri, storage)
         self.scheme, self.fs, self.path = location.scheme, location.fs, location.path
         self.root_uri = self._uri(self.path)
+        #: What --prune and `index remove` look under: the root, and the root resolved through its links,
+        #: which is what an index made before roots were left unresolved holds (``/mnt/share/a.txt`` for
+        #: ``docs/share``), so those documents are still found, and pruned once ingested by the new path.
+        self._roots = [self.root_uri.rstrip("/")]
+        if self.scheme == "file" and os.path.realpath(self.path) != self.path:
+            self._roots.append(self._uri(os.path.realpath(self.path)).rstrip("/"))
         #: How errors name the source: a local one as its path, not a percent-encoded URI (nor a name's
         #: bytes that are not UTF-8, which no terminal prints).
         self.shown = printable(location.uri())
@@ -93,8 +99,7 @@ class DocumentSource:
 
     def contains(self, uri: str) -> bool:
         """Is ``uri`` under this source's root (so --prune may remove it)?"""
-        root = self.root_uri.rstrip("/")
-        return uri == root or uri.startswith(root + "/")
+        return any(uri == root or uri.startswith(root + "/") for root in self._roots)
 
     def under(self, uris: Iterable[str]) -> list[str]:
         """The ``uris`` at or under this source's root, sorted: what --prune or `index remove` may remove."""
@@ -170,7 +175,7 @@ class StorageLocation:
 
     scheme: str  # "file", "s3" or "oss"
     fs: Any
-    path: str  # without the scheme: a resolved local path, or "bucket/prefix"
+    path: str  # without the scheme: an absolute local path (links not resolved), or "bucket/prefix"
 
     @property
     def is_object_storage(self) -> bool:
@@ -187,12 +192,20 @@ def filesystem_for(uri: str, storage: StorageSettings | None = None) -> StorageL
     return StorageLocation(*_filesystem(uri, storage or StorageSettings()))
 
 
+def _absolute(path: str) -> str:
+    """A local source's path, absolute but not resolved: the files under it keep their paths through a
+    linked folder (``_local_files``), so a root resolved through a link (``docs/share`` read as
+    ``/mnt/share``) named none of them: `index remove IDX docs/share` found nothing, and `ingest docs/share`
+    indexed its files a second time."""
+    return os.path.abspath(path)
+
+
 def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
     scheme, sep, rest = uri.partition("://")
     if scheme == "file" and sep:  # before `not rest`: "file://" is refused as a URI, not read as a folder named "file:"
-        return "file", fsspec.filesystem("file"), str(Path(local_path(uri)).resolve())
+        return "file", fsspec.filesystem("file"), _absolute(local_path(uri))
     if not rest:
-        return "file", fsspec.filesystem("file"), str(Path(uri).expanduser().resolve())
+        return "file", fsspec.filesystem("file"), _absolute(os.path.expanduser(uri))
     if scheme not in OBJECT_SCHEMES:
         raise SourceError(f"Unsupported source {uri!r}: use a local path, s3://bucket/prefix or oss://bucket/prefix.")
     endpoint = storage.oss_endpoint_url if scheme == "oss" else storage.endpoint_url
