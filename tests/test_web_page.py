@@ -508,3 +508,37 @@ def test_a_question_too_long_is_refused_plainly(server, page):
     expect(page.locator("#sessions button[aria-current='true']")).to_contain_text("One to open after")
     assert page.evaluate("state.sessionId") == opened
     expect(page.locator("#status")).to_have_text("")
+
+
+def test_asking_while_an_answer_runs_or_asking_nothing_says_so(server, page):
+    """Enter while an answer was running did nothing at all (the Ask button was disabled), and a
+    question of spaces was ignored without a word, where an empty one got the browser's bubble."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    question, status = page.get_by_label("Your question"), page.locator("#status")
+    held = hold_requests(page, "**/v1/sessions/*/messages")
+    try:
+        question.fill("How often should API keys be rotated?")
+        question.press("Enter")
+        wait_for(page, lambda: held, "the question to be sent")
+        expect(page.locator("#ask")).to_be_disabled()
+        question.fill("What is SEV1?")
+        question.press("Enter")
+        expect(status).to_contain_text("Wait for the current answer to finish")
+        expect(question).to_have_value("What is SEV1?")  # kept, to ask once the answer is in
+        held[0].continue_()
+        answer = page.locator("#transcript article.assistant").last
+        expect(answer).to_have_attribute("aria-busy", "false", timeout=120_000)
+        expect(page.locator("#ask")).to_be_enabled()
+    finally:
+        page.unroute_all()
+    expect(page.locator("#transcript article")).to_have_count(2)
+    expect(answer.locator(".answer")).to_contain_text("90 days")
+
+    for nothing in ["", "   "]:
+        page.evaluate("document.getElementById('status').textContent = ''")
+        question.fill(nothing)
+        question.press("Enter")
+        expect(status, repr(nothing)).to_have_text("Type a question first.")
+    expect(page.locator("#transcript article")).to_have_count(2)

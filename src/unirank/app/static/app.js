@@ -443,10 +443,10 @@ async function streamAnswer(question, node, status, asked) {
         if (chunk.error) throw Object.assign(new Error(chunk.error.message), { type: chunk.error.type });
         const choice = chunk.choices[0];
         if (choice.delta && choice.delta.content) {
+          if (!text) status("Answering\u2026");  // once: a "wait" said meanwhile stays until the answer ends
           text += choice.delta.content;
           answer.textContent = text;
           if (asked.conversation === state.conversation) keepInView();
-          status("Answering\u2026");
         }
         if (choice.finish_reason) final = { ...chunk, answer: text };
       }
@@ -460,16 +460,19 @@ async function onSubmit(event) {
   event.preventDefault();
   const input = $("question");
   const question = input.value.trim();
-  if (!question || state.busy) return;
+  // The Ask button stays focusable and Enter still submits while an answer runs, so both can say why
+  // nothing is asked (a disabled button would leave Enter silently doing nothing).
+  if (state.busy) { setStatus("Wait for the current answer to finish, then ask again."); return; }
+  if (!question) { setStatus("Type a question first."); input.value = ""; input.focus(); return; }
   state.busy = true;
-  $("ask").disabled = true;
+  $("ask").setAttribute("aria-disabled", "true");
   input.value = "";
   let answered = false;
   try { answered = await ask(question); } catch (error) { setStatus(`No answer: ${plainError(error)}`, true); }
   finally {
     if (!answered && !input.value) input.value = question;  // to ask again with Enter, or to change it
     state.busy = false;
-    $("ask").disabled = false;
+    $("ask").removeAttribute("aria-disabled");
     input.focus();
   }
 }
