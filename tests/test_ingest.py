@@ -694,3 +694,45 @@ def test_a_linked_folder_named_as_the_source_is_the_one_ingested_under_its_paren
     moved = client.ingest("docs/share", "old", prune=True)
     assert moved.ingested == linked and moved.pruned == direct
     assert client.index_info("old").source_count == 2
+
+
+def test_a_broken_link_to_a_folder_fails_and_prune_keeps_what_was_ingested_through_it(client, tmp_path):
+    """An unmounted share leaves its link broken: the link (no extension) was skipped as "unsupported file
+    type '(none)'", the run exited 0, and --prune removed every document ingested through it."""
+    docs, share = tmp_path / "docs", tmp_path / "share"
+    docs.mkdir()
+    share.mkdir()
+    (docs / "local.txt").write_text("Local notes about wombats.\n")
+    (share / "one.txt").write_text("One: koalas sleep most of the day.\n")
+    (share / "two.txt").write_text("Two: capybaras are rodents.\n")
+    (docs / "share").symlink_to(share, target_is_directory=True)
+    (docs / "old.txt").write_text("An old note about otters.\n")
+    assert len(client.ingest(str(docs), "lk").ingested) == 4
+
+    share.rename(tmp_path / "share.unmounted")
+    (docs / "old.txt").unlink()
+    (docs / "README").symlink_to(tmp_path / "moved-readme")  # broken, no extension: fails, not skipped
+    report = client.ingest(str(docs), "lk", prune=True)
+    assert report.pruned == [(docs / "old.txt").as_uri()] and not report.ok
+    assert report.failed == [
+        ((docs / "README").as_uri(), f"cannot read: a broken symbolic link: it points to {tmp_path / 'moved-readme'}, "
+                                     "which does not exist"),
+        ((docs / "share").as_uri(), f"cannot read: a broken symbolic link: it points to {share}, which does not "
+                                    "exist (2 documents ingested from under it stay indexed; mend the link, or "
+                                    "remove it and use --prune)")]
+    assert [u for u, _ in report.skipped] == [(docs / "local.txt").as_uri()]
+    assert client.index_info("lk").source_count == 3
+
+    (docs / "local.txt").unlink()
+    (docs / "README").unlink()
+    with pytest.raises(SourceError, match=rf"holds no documents \({re.escape(str(docs / 'share'))} is a broken "
+                                          r"symbolic link: .*, so --prune would remove all 3"):
+        client.ingest(str(docs), "lk", prune=True)
+    with pytest.raises(SourceError, match=rf"^No documents found in .* \({re.escape(str(docs / 'share'))} is a "
+                                          r"broken symbolic link: it points to"):
+        client.ingest(str(docs), "lk")
+    with pytest.raises(SourceError, match=rf"^{re.escape(str(docs / 'share'))} is a broken symbolic link"):
+        client.ingest(str(docs / "share"), "lk", prune=True)
+    (docs / "share").unlink()  # gone on purpose: pruned
+    (docs / "new.txt").write_text("A new note.\n")
+    assert len(client.ingest(str(docs), "lk", prune=True).pruned) == 3

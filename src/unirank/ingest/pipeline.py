@@ -21,6 +21,7 @@ from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
 from unirank.ingest.report import IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
+from unirank.ingest.uris import uri_path
 from unirank.models.embedder import Embedder, loaded, require_comparable_vectors
 from unirank.search.backend import SearchBackend, require_valid_index_name
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
@@ -121,7 +122,8 @@ class Ingestor:
         self._touched = []
         self._collided: list[IndexedSource] = []
         for done, file in enumerate(files, start=1):
-            item = self._prepare(docs, file, states.get(file.uri), report)
+            item = (self._broken_link(docs, file, states, report) if file.broken
+                    else self._prepare(docs, file, states.get(file.uri), report))
             if item is not None:
                 pending.append(item)
                 if sum(len(p.chunks) for p in pending) >= self.ingest.batch_chunks:
@@ -139,10 +141,27 @@ class Ingestor:
     def _prune(self, docs: DocumentSource, files: list[SourceFile], index: str,
                states: dict[str, SourceState], report: IngestReport) -> None:
         seen = {f.uri for f in files}
-        gone = [uri for uri in docs.under(states) if uri not in seen]
+        broken = [f.uri for f in files if f.broken]  # an unmounted share: its documents are not deleted ones
+        gone = [uri for uri in docs.under(states) if uri not in seen and not _at_or_under(uri, broken)]
         if gone:
             report.chunks_removed += self.backend.delete(index, gone)
             report.pruned.extend(gone)
+
+    def _broken_link(self, docs: DocumentSource, file: SourceFile, states: dict[str, SourceState],
+                     report: IngestReport) -> _Pending | None:
+        """A broken link fails whatever its name (one to a folder has no extension: it was skipped as
+        "unsupported file type '(none)'", and --prune removed the folder's documents): the run exits 1,
+        and what was ingested at or under it stays."""
+        reason = _why_broken(docs, file)
+        if reason is None:  # mended since it was listed
+            return self._prepare(docs, file, states.get(file.uri), report)
+        reason = f"cannot read: {reason}"
+        kept = [uri for uri in states if _at_or_under(uri, [file.uri])]
+        if kept and kept != [file.uri]:
+            reason += (f" ({_counted(len(kept), 'document')} ingested from under it stay indexed; mend the link, "
+                       "or remove it and use --prune)")
+        _fail(report, file.uri, reason, states.get(file.uri))
+        return None
 
     def _stop(self, index: str, report: IngestReport, exc: Exception) -> None:
         """A run that committed nothing raises as it was (an index it created goes: it would be locked to
@@ -162,20 +181,23 @@ class Ingestor:
         pruning against it would remove every document ingested from there, and ingesting it made an
         empty index and said nothing."""
         if prune and existed:
-            self._refuse_emptying(docs, index)
-        others = sorted({PurePosixPath(f.uri).suffix.lower() or "(none)" for f in files})
-        found = f" (only files of other types: {', '.join(others)})" if others else ""
+            self._refuse_emptying(docs, index, files)
+        others = sorted({PurePosixPath(f.uri).suffix.lower() or "(none)" for f in files if not f.broken})
+        notes = ([f"only files of other types: {', '.join(others)}"] if others else []) + _broken_links(docs, files)
+        found = f" ({'; '.join(notes)})" if notes else ""
         created = "" if existed else f"; index {index!r} was not created"
         raise SourceError(
             f"No documents found in {docs.shown}{found}. unirank reads {', '.join(sorted(SUPPORTED_EXTENSIONS))}. "
             f"Nothing was written{created}. Check the path (an unmounted share looks empty).")
 
-    def _refuse_emptying(self, docs: DocumentSource, index: str) -> None:
+    def _refuse_emptying(self, docs: DocumentSource, index: str, files: list[SourceFile]) -> None:
         """Pruning against a source with no documents would remove every document ingested from there."""
         doomed = docs.under(self.backend.source_states(index))
         if doomed:
+            broken = "; ".join(_broken_links(docs, files))
             raise SourceError(
-                f"{docs.shown} holds no documents, so --prune would remove all {len(doomed)} ingested from it. "
+                f"{docs.shown} holds no documents{f' ({broken})' if broken else ''}, so --prune "
+                f"would remove all {len(doomed)} ingested from it. "
                 "Check the path (an unmounted share looks empty); to remove them on purpose, "
                 f"`unirank index remove {index} {docs.shown}`.")
 
@@ -298,6 +320,31 @@ class Ingestor:
 def _is_document(file: SourceFile) -> bool:
     """A file of a type unirank reads: only these make a source worth ingesting or pruning against."""
     return PurePosixPath(file.uri).suffix.lower() in SUPPORTED_EXTENSIONS
+
+
+def _at_or_under(uri: str, roots: list[str]) -> bool:
+    return any(uri == root or uri.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def _broken_links(docs: DocumentSource, files: list[SourceFile], most: int = 5) -> list[str]:
+    """The broken links of a source refused as empty, named (an unmounted share leaves one)."""
+    broken = [f for f in files if f.broken]
+    named = [f"{uri_path(f.uri)} is {_why_broken(docs, f) or 'a link mended since it was listed'}"
+             for f in broken[:most]]
+    return named + ([f"and {len(broken) - most} more broken links"] if len(broken) > most else [])
+
+
+def _why_broken(docs: DocumentSource, file: SourceFile) -> str | None:
+    """Why a link listed as broken cannot be read (None: mended since)."""
+    try:
+        docs.read(file)
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _fail(report: IngestReport, uri: str, reason: str, previous: SourceState | None) -> None:

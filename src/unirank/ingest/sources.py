@@ -28,6 +28,9 @@ class SourceFile:
     size: int
     #: A change marker: mtime for local files, ETag or LastModified for objects.
     modified: str
+    #: A symbolic link to nothing (an unmounted share, a moved file): it fails in the report whatever its
+    #: name, and --prune keeps what was ingested at or under it.
+    broken: bool = False
 
 
 class DocumentSource:
@@ -62,6 +65,9 @@ class DocumentSource:
             else:
                 entries = self.fs.find(self.path, detail=True)
         except FileNotFoundError:
+            if self.scheme == "file" and os.path.islink(self.path):
+                raise SourceError(f"{self.shown} is {self._broken(self.path)}. Check the link (an unmounted share "
+                                  "leaves its links broken).") from None
             raise SourceError(f"{self.shown} does not exist. Check the path or bucket name.") from None
         except Exception as exc:  # permissions, credentials, network: say which source failed
             raise SourceError(f"Cannot list {self.shown}: {self._why(exc)}") from exc
@@ -70,7 +76,7 @@ class DocumentSource:
             if info.get("type", "file") != "file" or path.endswith("/") or _not_a_document(path, self.path):
                 continue  # a key ending in '/' is the folder marker a console makes, not a file
             files.append(SourceFile(uri=self._uri(path), size=int(info.get("size") or 0),
-                                    modified=_change_marker(info)))
+                                    modified=_change_marker(info), broken=bool(info.get("broken"))))
         return files
 
     def _why(self, exc: Exception) -> str:
@@ -91,8 +97,12 @@ class DocumentSource:
     def read(self, file: SourceFile) -> bytes:
         path = self._path_of(file.uri)
         if self.scheme == "file" and os.path.islink(path) and not os.path.exists(path):
-            raise FileNotFoundError(f"a broken symbolic link: it points to {os.readlink(path)}, which does not exist")
+            raise FileNotFoundError(self._broken(path))
         return self.fs.cat_file(path)
+
+    @staticmethod
+    def _broken(path: str) -> str:
+        return f"a broken symbolic link: it points to {printable(os.readlink(path))}, which does not exist"
 
     def _path_of(self, uri: str) -> str:
         return local_path(uri)  # a file:// URI is percent-encoded: "with%20space.txt" is "with space.txt"
@@ -111,7 +121,8 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
     "other", so a folder moved away and linked back was skipped, and --prune then removed its documents.
     A folder is walked once, by its real path (a link to an ancestor would loop), and links are followed
     after the real files, so a document reached both ways keeps its own path. A broken link is listed
-    too: reading it fails in the report, and --prune keeps what it pointed at."""
+    too, marked "broken" (a link to a folder as well as one to a file): reading it fails in the report, and
+    --prune keeps what was ingested at or under it."""
     files: dict[str, dict[str, Any]] = {}
     walked: set[str] = set()
     read: set[str] = set()
@@ -146,7 +157,7 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
         elif os.path.isfile(link):
             add(link)
         elif not os.path.exists(link):  # broken
-            files[link] = {"type": "file", "size": 0, "mtime": None}
+            files[link] = {"type": "file", "size": 0, "mtime": None, "broken": True}
     return files
 
 
