@@ -736,3 +736,34 @@ def test_a_broken_link_to_a_folder_fails_and_prune_keeps_what_was_ingested_throu
     (docs / "share").unlink()  # gone on purpose: pruned
     (docs / "new.txt").write_text("A new note.\n")
     assert len(client.ingest(str(docs), "lk", prune=True).pruned) == 3
+
+
+def test_the_report_names_each_pruned_source_and_json_lists_them(client, tmp_path, monkeypatch):
+    """The report said "22 pruned" and --json counted them: which documents went was never said."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from unirank.cli import main as cli
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for n in range(24):
+        (folder / f"n{n:02}.txt").write_text(f"Note {n} about wombat{n}.\n")
+    client.ingest(str(folder), "pr")
+    for n in range(1, 23):
+        (folder / f"n{n:02}.txt").unlink()
+    monkeypatch.setattr(cli, "client", lambda **_: client)
+    monkeypatch.setattr(cli.console, "width", 400)  # a path on one line
+
+    shown = CliRunner().invoke(cli.app, ["ingest", str(folder), "-i", "pr", "--prune"])
+    assert shown.exit_code == 0, shown.output
+    assert "2 skipped, 0 failed, 22 pruned;" in shown.output
+    named = [line for line in shown.output.splitlines() if line.startswith("  pruned ")]
+    assert named == [f"  pruned {folder / f'n{n:02}.txt'}" for n in range(1, 21)]
+    assert shown.output.endswith("  … and 2 more pruned (--json lists them all)\n")
+
+    (folder / "n23.txt").unlink()
+    data = json.loads(CliRunner().invoke(cli.app, ["ingest", str(folder), "-i", "pr", "--prune", "--json"]).output)
+    assert data["pruned"] == 1 and data["pruned_sources"] == [(folder / "n23.txt").as_uri()]
+    assert data["ingested"] == 0 and data["skipped"] == 1  # the counts stay counts

@@ -16,7 +16,7 @@ from unirank.cli.models import models_app
 from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filters
 from unirank.cli.serve import serve_app
 from unirank.cli.output import (console, counted, errors, fail, print_index, print_indexes, print_json, print_report,
-                                print_results, print_stage)
+                                print_results, print_stage, shown_uri)
 from unirank.errors import SourceError, UnirankError
 from unirank.ingest.uris import file_name
 
@@ -85,12 +85,25 @@ def ingest(
         print_json(report.to_dict())
     else:
         print_report(report)
+        _print_pruned(report.pruned)
     if report.stopped:
         errors.print(f"[red]Stopped partway:[/red] {escape(report.stopped)}\nThe files counted as ingested above "
                      "are committed and searchable; re-run the same command to finish (unchanged files are "
                      "skipped).")
     if not report.ok:  # scripts and CI notice; the run itself went on past each bad file
         raise typer.Exit(1)
+
+
+#: How many pruned sources the report names; --json lists them all.
+PRUNED_SHOWN = 20
+
+
+def _print_pruned(pruned: list[str]) -> None:
+    """What --prune removed, by name: the report said only "N pruned"."""
+    for uri in pruned[:PRUNED_SHOWN]:
+        console.print(f"  pruned {escape(shown_uri(uri))}")
+    if len(pruned) > PRUNED_SHOWN:
+        console.print(f"  … and {len(pruned) - PRUNED_SHOWN} more pruned (--json lists them all)")
 
 
 @app.command()

@@ -17,6 +17,7 @@ class IngestReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     #: Unchanged files read again: ingested with other chunk or encoding settings, or older parsers.
     reread: list[str] = field(default_factory=list)
+    #: Sources removed by --prune: gone from the source since they were ingested.
     pruned: list[str] = field(default_factory=list)
     chunks_written: int = 0
     chunks_removed: int = 0
@@ -31,6 +32,8 @@ class IngestReport:
         return not self.failed and self.stopped is None
 
     def to_dict(self) -> dict:
+        """The counts ("ingested", "pruned", ...) stay counts, as scripts read them; the sources are listed
+        under their own keys."""
         return {
             "source": self.source,
             "index": self.index,
@@ -45,6 +48,7 @@ class IngestReport:
             "seconds": round(self.seconds, 3),
             "failures": [{"uri": u, "reason": r} for u, r in self.failed],
             "skips": [{"uri": u, "reason": r} for u, r in self.skipped],
+            "pruned_sources": list(self.pruned),
             "warnings": self.warnings,
             "stopped": self.stopped,
         }
