@@ -328,6 +328,18 @@ def test_html_title_falls_back_to_the_first_h1_then_the_stem(tmp_path):
     assert only(tmp_path / "plain-page.html").title == "plain-page"
 
 
+
+@pytest.mark.parametrize("tag", ["div", "font color=red"])
+def test_html_with_hundreds_of_unclosed_tags_is_read(tmp_path, tag):
+    """An old page that never closes its tags nests them thousands deep in the parsed tree: a recursive
+    walk hit Python's recursion limit and the page was lost."""
+    lines = "".join(f"<p><{tag}>Line {i} of the old page." for i in range(1000))
+    (tmp_path / "legacy.html").write_text(f"<html><body><h1>Archive</h1>{lines}</body></html>")
+    [section] = only(tmp_path / "legacy.html").sections
+    assert section.heading_path == ("Archive",)
+    assert section.text.split("\n\n") == [f"Line {i} of the old page." for i in range(1000)]
+
+
 # -- Markdown ------------------------------------------------------------------------------------
 
 

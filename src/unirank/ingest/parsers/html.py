@@ -49,6 +49,10 @@ class HtmlParser:
         return [ParsedDocument(doc_id=uri, title=title, sections=sections)]
 
 
+#: Marks on the walk's stack where a block element's content ends.
+_END_BLOCK = object()
+
+
 class _Walker(SectionBuilder):
     """Depth-first walk that gathers inline text into paragraphs, cut at block elements."""
 
@@ -60,10 +64,17 @@ class _Walker(SectionBuilder):
         self.paragraph(collapse("".join(self._inline)))
         self._inline = []
 
-    def walk(self, node: Any) -> None:
+    def walk(self, root: Any) -> None:
+        """Iterative, with a stack of the nodes still to visit: legacy pages with hundreds of unclosed
+        ``<font>`` or ``<div>`` tags nest thousands deep, past Python's recursion limit."""
         from bs4 import NavigableString, Tag
 
-        for child in node.children:
+        stack: list[Any] = list(reversed(root.contents))
+        while stack:
+            child = stack.pop()
+            if child is _END_BLOCK:
+                self.end_paragraph()
+                continue
             if isinstance(child, NavigableString):
                 if type(child) is NavigableString:  # not a Comment, CData, Doctype...
                     self._inline.append(str(child))
@@ -84,10 +95,10 @@ class _Walker(SectionBuilder):
                 self.paragraph(_table_text(child))
             elif name in _BLOCKS:
                 self.end_paragraph()
-                self.walk(child)
-                self.end_paragraph()
+                stack.append(_END_BLOCK)  # popped once the block's content is walked
+                stack.extend(reversed(child.contents))
             else:
-                self.walk(child)
+                stack.extend(reversed(child.contents))
 
     def finish(self) -> list:
         self.end_paragraph()
