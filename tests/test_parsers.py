@@ -403,6 +403,28 @@ def test_markdown_front_matter_is_yaml(tmp_path):
     assert doc.metadata == {} and doc.sections[0].text == "The body stays."
 
 
+@pytest.mark.parametrize(("opening", "kept"), [
+    ("This document explains key rotation.", "This document explains key rotation."),  # YAML: a string
+    ("- Rotate keys\n- Revoke the old ones", "- Rotate keys\n- Revoke the old ones"),  # YAML: a list
+    ("Note the rule: keys rotate: every 90 days.", "Note the rule: keys rotate: every 90 days."),  # not YAML
+])
+def test_a_markdown_file_opening_with_a_rule_keeps_its_text(tmp_path, opening, kept):
+    """Text between two `---` rules at the top was taken for front matter whenever YAML could read it."""
+    (tmp_path / "keys.md").write_text(f"---\n{opening}\n---\n\n# Details\n\nRotate every 90 days.\n")
+    doc = only(tmp_path / "keys.md")
+    assert doc.metadata == {} and doc.title == "Details"
+    assert [(s.heading_path, s.text) for s in doc.sections] == [((), kept), (("Details",), "Rotate every 90 days.")]
+
+
+def test_front_matter_with_a_yaml_mistake_is_still_taken_off(tmp_path):
+    """Its lines are keys: a header that YAML refuses (an unquoted colon), not the document's opening."""
+    (tmp_path / "keys.md").write_text("---\ntitle: Keys: how to rotate\nowner: ana\ntags:\n  - security\n---\n"
+                                      "Rotate every 90 days.\n")
+    doc = only(tmp_path / "keys.md")
+    assert doc.metadata == {} and doc.title == "keys"
+    assert [(s.heading_path, s.text) for s in doc.sections] == [((), "Rotate every 90 days.")]
+
+
 def test_markdown_title_falls_back_to_h1_then_stem(tmp_path):
     (tmp_path / "x.markdown").write_text("Intro.\n\n# Real title\n\nBody.")
     assert only(tmp_path / "x.markdown").title == "Real title"

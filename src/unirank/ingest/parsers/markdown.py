@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from unirank.ingest.documents import ParsedDocument
@@ -27,9 +28,15 @@ class MarkdownParser:
 
 
 def split_front_matter(text: str) -> tuple[Metadata, str]:
-    """A `---` block at the very top, read as YAML (PyYAML's safe loader): scalars and lists of scalars
-    (``tags: [a, b]``) become metadata; nested maps are left out. A block that is not valid YAML is
-    still taken off the text, with no metadata: the document matters more than its header."""
+    """A `---` block at the very top, read as YAML (PyYAML's safe loader) when it is a mapping: scalars
+    and lists of scalars (``tags: [a, b]``) become metadata; nested maps are left out.
+
+    A block that reads as anything else (a sentence, a list) is text between two rules, and stays:
+    "---\\nThis document explains key rotation.\\n---" opens the document, it is not its header. Its
+    closing `---` stays a rule, not the underline that would make the text a heading (CommonMark's
+    setext heading, which as a heading with no text of its own would be left out). A block that is not
+    valid YAML stays too, unless its lines are all ``key:`` lines (and their indented or listed values):
+    a header with a YAML mistake (``title: Keys: how to rotate``), taken off with no metadata."""
     import yaml
 
     lines = text.lstrip("\ufeff").split("\n")
@@ -40,16 +47,40 @@ def split_front_matter(text: str) -> tuple[Metadata, str]:
             break
     else:
         return {}, text  # no closing fence: a thematic break, not front matter
+    block, body = lines[1:end], "\n".join(lines[end + 1 :])
+    as_text = "\n".join([*lines[:end], "", *lines[end:]])  # a blank line: the closing fence is a rule
     try:
-        header = yaml.safe_load("\n".join(lines[1:end]))
+        header = yaml.safe_load("\n".join(block))
     except yaml.YAMLError:
-        header = None
+        return {}, (body if _looks_like_keys(block) else as_text)
+    if header is not None and not isinstance(header, dict):
+        return {}, as_text
     metadata: Metadata = {}
-    for key, value in (header.items() if isinstance(header, dict) else ()):
+    for key, value in (header or {}).items():  # None: an empty block, or only comments
         kept = metadata_value(value)
         if isinstance(key, str) and key.strip() and kept not in (None, "", []):
             metadata[key.strip()] = kept  # type: ignore[assignment]
-    return metadata, "\n".join(lines[end + 1 :])
+    return metadata, body
+
+
+#: A top-level YAML key as front matter writes it: one word, then a colon.
+_KEY_LINE = re.compile(r"[^\W\d][\w.-]*\s*:(\s|$)")
+
+
+def _looks_like_keys(block: list[str]) -> bool:
+    """Every line a ``key:`` line, an indented or listed value under one, a comment or blank."""
+    keys = 0
+    for line in block:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0] in " \t" or line.startswith("- "):
+            if not keys:
+                return False
+        elif _KEY_LINE.match(line):
+            keys += 1
+        else:
+            return False
+    return keys > 0
 
 
 class _Renderer:
