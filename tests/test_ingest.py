@@ -687,12 +687,14 @@ def test_a_linked_folder_named_as_the_source_is_the_one_ingested_under_its_paren
     assert client.sources_under("lk", "docs/share") == client.sources_under("lk", "docs/share/") == linked
     assert client.sources_under("lk", "docs/share/one.txt") == linked[:1]
 
-    # An index made when roots were resolved holds the share's own paths: still found, and pruned once the
-    # files are ingested by the linked path.
+    # An index made when roots were resolved holds the share's own paths: still found, and a re-run by the
+    # linked path finds its files unchanged under them (not a second copy of each).
     direct = client.ingest(str(share), "old").ingested
     assert client.sources_under("old", "docs/share") == direct
-    moved = client.ingest("docs/share", "old", prune=True)
-    assert moved.ingested == linked and moved.pruned == direct
+    rerun = client.ingest("docs/share", "old", prune=True)
+    assert rerun.ingested == rerun.pruned == [] and rerun.skipped == [(u, "unchanged") for u in direct]
+    (share / "two.txt").write_text("Two: capybaras are the largest rodents.\n")
+    assert client.ingest("docs/share", "old").ingested == direct[1:]
     assert client.index_info("old").source_count == 2
 
 

@@ -100,6 +100,7 @@ class Ingestor:
         self._check_model(index, existed)
         report = IngestReport(source=source, index=index, warnings=list(self.chunker_warnings))
         states = self.backend.source_states(index) if existed else {}
+        files = docs.as_indexed(files, states)
         report.files_seen = len(files)
         try:
             self._ingest_files(docs, files, index, states, report, progress)

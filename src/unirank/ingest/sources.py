@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 import fsspec
 
@@ -78,6 +78,23 @@ class DocumentSource:
             files.append(SourceFile(uri=self._uri(path), size=int(info.get("size") or 0),
                                     modified=_change_marker(info), broken=bool(info.get("broken"))))
         return files
+
+    def as_indexed(self, files: list[SourceFile], indexed: Collection[str]) -> list[SourceFile]:
+        """``files`` under the URIs an index made before roots were left unresolved holds them by
+        (``/mnt/share/a.txt`` for ``docs/share/a.txt``): a plain re-run finds them unchanged, where it
+        would index each a second time under its new path."""
+        if len(self._roots) < 2 or not indexed:
+            return files
+        root, resolved = self._roots
+        listed = {f.uri for f in files}
+        adopted = []
+        for file in files:
+            under = file.uri == root or file.uri.startswith(root + "/")
+            legacy = resolved + file.uri[len(root):] if under else None
+            if file.uri not in indexed and legacy in indexed and legacy not in listed:
+                file = replace(file, uri=legacy)
+            adopted.append(file)
+        return adopted
 
     def _why(self, exc: Exception) -> str:
         """botocore's words ("Unable to locate credentials", "Forbidden") name no setting to fix."""
