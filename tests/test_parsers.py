@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -139,6 +140,40 @@ def test_corrupt_pdfs_are_parse_errors(tmp_path):
     truncated.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ParseError, match="PDF"):
         parse(truncated)
+
+
+def damaged_pages(pdf: bytes, pages: list[int]) -> bytes:
+    """The PDF with these pages' content streams (1-based) overwritten by bytes that do not inflate."""
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import NameObject
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
+    for number in pages:
+        contents = writer.pages[number - 1]["/Contents"].get_object()
+        contents._data = b"x\x9c\x00\x01garbage-not-zlib"
+        contents[NameObject("/Filter")] = NameObject("/FlateDecode")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_a_page_whose_text_cannot_be_read_is_reported(tmp_path, caplog):
+    """A corrupt content stream gives pypdf's text extraction nothing and a warning, which was silenced:
+    the page went missing from the index without a word."""
+    whole = make_pdf(tmp_path / "whole.pdf", [*PAGES, "Retention. Logs are kept for one year."]).read_bytes()
+    (tmp_path / "damaged.pdf").write_bytes(damaged_pages(whole, [2]))
+    with caplog.at_level(logging.WARNING):
+        doc = only(tmp_path / "damaged.pdf")
+    assert [s.page for s in doc.sections] == [1, 3]
+    [warning] = [r for r in caplog.records if r.name == "unirank.ingest.parsers.pdf"]
+    assert warning.levelno == logging.WARNING and "damaged.pdf: page 2: no text could be read" in warning.getMessage()
+    assert not [r for r in caplog.records if r.name.startswith("pypdf")]  # pypdf's own warnings stay quiet
+
+    (tmp_path / "ruined.pdf").write_bytes(damaged_pages(whole, [1, 2, 3]))
+    with pytest.raises(ParseError, match=r"damaged PDF: page 1: no text could be read .*\(and 2 more pages\)"):
+        parse(tmp_path / "ruined.pdf")
 
 
 def test_a_pdf_with_no_text_needs_ocr(tmp_path):

@@ -6,6 +6,7 @@ import io
 import logging
 import math
 import re
+import threading
 import warnings
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -18,18 +19,44 @@ from unirank.ingest.parsers.common import collapse, stem_from_uri
 NO_TEXT = "no extractable text; scanned PDFs need OCR, which unirank does not do"
 
 
+log = logging.getLogger(__name__)
+
+
+class _PypdfLog(logging.Handler):
+    """What pypdf logs at WARNING or above on this thread while a PDF is read, kept instead of printed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+        self._thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self._thread:
+            self.records.append(record)
+
+
 @contextmanager
-def _quiet_pypdf() -> Iterator[None]:
-    """pypdf logs a warning for every small spec deviation; real-world PDFs are full of them."""
+def _quiet_pypdf() -> Iterator[_PypdfLog]:
+    """pypdf logs a warning for every small spec deviation; real-world PDFs are full of them. They are
+    kept, not printed, so a page whose text could not be read can be named; its errors pass on as
+    before once the PDF is read."""
     logger = logging.getLogger("pypdf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    level, propagate = logger.level, logger.propagate
+    kept = _PypdfLog()
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    logger.addHandler(kept)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            yield
+            yield kept
     finally:
+        logger.removeHandler(kept)
         logger.setLevel(level)
+        logger.propagate = propagate
+        for record in kept.records:
+            if record.levelno >= logging.ERROR:
+                logging.getLogger(record.name).handle(record)
 
 
 class PdfParser:
@@ -39,12 +66,18 @@ class PdfParser:
         from pypdf import PdfReader
         from pypdf.errors import PyPdfError
 
-        with _quiet_pypdf():
+        with _quiet_pypdf() as pypdf_log:
             try:
                 reader = PdfReader(io.BytesIO(data))
                 if reader.is_encrypted:
                     _decrypt(reader)
-                texts = [page.extract_text() or "" for page in reader.pages]
+                texts, unread = [], []
+                for number, page in enumerate(reader.pages, start=1):
+                    logged = len(pypdf_log.records)
+                    texts.append(page.extract_text() or "")
+                    if not texts[-1].strip() and len(pypdf_log.records) > logged:  # e.g. a corrupt stream
+                        why = pypdf_log.records[logged].getMessage()
+                        unread.append(f"page {number}: no text could be read ({why})")
             except ParseError:
                 raise
             except PyPdfError as exc:
@@ -53,7 +86,12 @@ class PdfParser:
                 raise ParseError(f"not a readable PDF: {type(exc).__name__}: {exc}") from exc
             title = _metadata_title(reader)
         if not any(text.strip() for text in texts):
+            if unread and len(unread) == len(texts):
+                more = f" (and {len(unread) - 1} more pages)" if len(unread) > 1 else ""
+                raise ParseError(f"damaged PDF: {unread[0]}{more}")
             raise ParseError(NO_TEXT)
+        for problem in unread:  # the page is left out, and said to be: a Parser has no warnings to return
+            log.warning("%s: %s", uri, problem)
         texts = [joined_hyphenation(text) for text in without_running_lines(texts)]
         sections = [Section(text, page=number) for number, text in enumerate(texts, start=1)]
         return [ParsedDocument(doc_id=uri, title=title or stem_from_uri(uri), sections=sections)]
