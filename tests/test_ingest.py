@@ -686,6 +686,8 @@ def test_a_linked_folder_named_as_the_source_is_the_one_ingested_under_its_paren
     monkeypatch.chdir(tmp_path)
     assert client.sources_under("lk", "docs/share") == client.sources_under("lk", "docs/share/") == linked
     assert client.sources_under("lk", "docs/share/one.txt") == linked[:1]
+    by_path = client.search("koalas", "lk", mode="bm25", rerank=False, filters={"source_uri": "docs/share/one.txt"})
+    assert [hit.chunk.source_uri for hit in by_path.hits] == linked[:1]  # the path as ingested, link kept
 
     # An index made when roots were resolved holds the share's own paths: still found, and a re-run by the
     # linked path finds its files unchanged under them (not a second copy of each).

@@ -100,12 +100,12 @@ def register(
 def _local_folder(path: str) -> Path:
     """``--path`` as a local folder: a URI of object storage is refused as such (Path("s3://b/k") read as
     the folder "s3:/b/k", and the error named that)."""
-    from unirank.ingest.uris import uri_path
+    from unirank.ingest.uris import local_path
 
     scheme, sep, _ = path.partition("://")
     if sep and len(scheme) > 1:  # not a Windows drive letter
         if scheme.lower() == "file":
-            return Path(uri_path(path))
+            return Path(local_path(path))
         raise UnirankError(
             f"--path {path}: `models register` reads a model folder on this machine; registering from object "
             f"storage ({scheme}://) is not supported. Download the folder first (e.g. `aws s3 cp --recursive "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import unicodedata
 from pathlib import Path
@@ -205,4 +206,5 @@ def _as_stored(filters: Mapping[str, str] | None) -> Mapping[str, str] | None:
     value = (filters or {}).get("source_uri")
     if not value or "://" in value:
         return filters
-    return {**filters, "source_uri": Path(value).expanduser().resolve().as_uri()}  # type: ignore[dict-item]
+    # Absolute, not resolved through links: ingestion keeps a linked folder's path (docs/share/a.md).
+    return {**filters, "source_uri": Path(os.path.abspath(os.path.expanduser(value))).as_uri()}  # type: ignore[dict-item]
