@@ -24,6 +24,8 @@ class ParsedDocument:
     title: str
     sections: list[Section]
     metadata: Metadata = field(default_factory=dict)
+    #: What the parser left out and why (a PDF page it could not read): said in the ingest report.
+    warnings: list[str] = field(default_factory=list)
 
 
 class Parser(Protocol):

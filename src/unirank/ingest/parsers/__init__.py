@@ -98,4 +98,4 @@ def _clean(doc: ParsedDocument, uri: str) -> ParsedDocument:
             path = tuple(h for h in (collapse(h) for h in section.heading_path) if h)
             sections.append(replace(section, text=text, heading_path=path))
     title = collapse(doc.title) or stem_from_uri(uri)
-    return ParsedDocument(doc_id=doc.doc_id, title=title, sections=sections, metadata=doc.metadata)
+    return replace(doc, title=title, sections=sections)

@@ -19,9 +19,6 @@ from unirank.ingest.parsers.common import collapse, stem_from_uri
 NO_TEXT = "no extractable text; scanned PDFs need OCR, which unirank does not do"
 
 
-log = logging.getLogger(__name__)
-
-
 class _PypdfLog(logging.Handler):
     """What pypdf logs at WARNING or above on this thread while a PDF is read, kept instead of printed."""
 
@@ -90,11 +87,10 @@ class PdfParser:
                 more = f" (and {len(unread) - 1} more pages)" if len(unread) > 1 else ""
                 raise ParseError(f"damaged PDF: {unread[0]}{more}")
             raise ParseError(NO_TEXT)
-        for problem in unread:  # the page is left out, and said to be: a Parser has no warnings to return
-            log.warning("%s: %s", uri, problem)
         texts = [joined_hyphenation(text) for text in without_running_lines(texts)]
         sections = [Section(text, page=number) for number, text in enumerate(texts, start=1)]
-        return [ParsedDocument(doc_id=uri, title=title or stem_from_uri(uri), sections=sections)]
+        return [ParsedDocument(doc_id=uri, title=title or stem_from_uri(uri), sections=sections,
+                               warnings=unread)]  # those pages are left out, and the report says so
 
 
 #: A word the typesetter broke across two lines: a lower-case letter, a hyphen ending the line, a lower-case letter.
