@@ -665,10 +665,8 @@ def test_a_file_name_that_is_not_utf8_is_read_and_its_uri_round_trips(client, tm
     assert client.ingest(path, "legacy").skipped == [(uri, "unchanged")]  # the file named on its own
 
 
-def test_a_linked_folder_named_as_the_source_is_the_one_ingested_under_its_parent(client, tmp_path, monkeypatch):
-    """The root was resolved through its links but the files under it were not: after `ingest docs`,
-    `index remove IDX docs/share` found nothing (the root read as /mnt/share, the files stored as
-    docs/share/...), and `ingest docs/share` indexed the share's files a second time."""
+def _linked_share(tmp_path: Path) -> tuple[Path, Path]:
+    """docs/ (local.txt) with docs/share linked to share/ (one.txt, two.txt), as a mounted share is."""
     docs, share = tmp_path / "docs", tmp_path / "share"
     docs.mkdir()
     share.mkdir()
@@ -676,6 +674,14 @@ def test_a_linked_folder_named_as_the_source_is_the_one_ingested_under_its_paren
     (share / "one.txt").write_text("One: koalas sleep most of the day.\n")
     (share / "two.txt").write_text("Two: capybaras are rodents.\n")
     (docs / "share").symlink_to(share, target_is_directory=True)
+    return docs, share
+
+
+def test_a_linked_folder_named_as_the_source_is_the_one_ingested_under_its_parent(client, tmp_path, monkeypatch):
+    """The root was resolved through its links but the files under it were not: after `ingest docs`,
+    `index remove IDX docs/share` found nothing (the root read as /mnt/share, the files stored as
+    docs/share/...), and `ingest docs/share` indexed the share's files a second time."""
+    docs, share = _linked_share(tmp_path)
     linked = [(docs / "share" / n).as_uri() for n in ("one.txt", "two.txt")]
     assert len(client.ingest(str(docs), "lk").ingested) == 3
 
@@ -703,13 +709,7 @@ def test_a_linked_folder_named_as_the_source_is_the_one_ingested_under_its_paren
 def test_a_broken_link_to_a_folder_fails_and_prune_keeps_what_was_ingested_through_it(client, tmp_path):
     """An unmounted share leaves its link broken: the link (no extension) was skipped as "unsupported file
     type '(none)'", the run exited 0, and --prune removed every document ingested through it."""
-    docs, share = tmp_path / "docs", tmp_path / "share"
-    docs.mkdir()
-    share.mkdir()
-    (docs / "local.txt").write_text("Local notes about wombats.\n")
-    (share / "one.txt").write_text("One: koalas sleep most of the day.\n")
-    (share / "two.txt").write_text("Two: capybaras are rodents.\n")
-    (docs / "share").symlink_to(share, target_is_directory=True)
+    docs, share = _linked_share(tmp_path)
     (docs / "old.txt").write_text("An old note about otters.\n")
     assert len(client.ingest(str(docs), "lk").ingested) == 4
 
