@@ -683,3 +683,34 @@ def test_a_version_trained_from_another_before_bases_were_recorded_is_refused_on
     complete = registry.register("p5-embed", "embedder", path=BASE, record={
         "dims": 384, "base_model": t1.ref, "training_queries": [], "training_queries_inherited_from": []})
     check_no_leakage({"q1": TRAINED_QUERY}, [complete], registry)
+
+
+def test_eval_pairs_a_name_s_embedder_with_the_reranker_trained_with_it(registry):
+    """`--models tiny@3` paired tiny-embed@3 with tiny-rerank@3 by number: one embedder registered by
+    hand made the next run's pair tiny-embed@4 + tiny-rerank@3, and tiny@3 scored (and recorded as
+    tiny-rerank@3's figure) a pair never trained together."""
+    from unirank.errors import UnirankError
+    from unirank.evaluation.runner import resolve_specs
+
+    def trained(run, timings):
+        record = {"run_dir": f"/data/runs/tiny-{run}", "data_hash": run, "timings": {"total_s": timings}}
+        e = registry.register("tiny-embed", "embedder", path=BASE, record=record)
+        r = registry.register("tiny-rerank", "reranker", path=BASE, record=record)
+        return e, r
+
+    def pair(ref):
+        (spec,) = resolve_specs([ref], registry)
+        return spec.embedder, spec.reranker
+
+    trained("a", 1.0)
+    registry.register("tiny-embed", "embedder", path=BASE, record={"dims": 384})  # by hand: tiny-embed@2
+    trained("b", 2.0)  # tiny-embed@3 + tiny-rerank@2
+    trained("b", 3.0)  # the same run folder again (--fresh): tiny-embed@4 + tiny-rerank@3
+    assert pair("tiny@1") == ("tiny-embed@1", "tiny-rerank@1")
+    assert pair("tiny@3") == ("tiny-embed@3", "tiny-rerank@2")
+    assert pair("tiny") == ("tiny-embed@4", "tiny-rerank@3")
+    registry.promote("tiny-embed@3", "prod")
+    assert pair("tiny@prod") == ("tiny-embed@3", "tiny-rerank@2")
+    with pytest.raises(UnirankError, match=r"tiny-embed@2, but no version of tiny-rerank was trained with it.*"
+                                           r"--models tiny-embed@2,tiny-rerank@VERSION"):
+        resolve_specs(["tiny@2"], registry)

@@ -43,8 +43,15 @@ def resolve_specs(names: list[str], registry: ModelRegistry) -> list[ModelSpec]:
         stem, _, selector = name.partition("@")
         pair = [f"{stem}-embed", f"{stem}-rerank"]
         if all(registry.exists(p) for p in pair):
+            # The embedder NAME@SELECTOR names, and the reranker trained with it: the two names' version
+            # numbers drift apart (one registered by hand), so tiny-rerank@3 may be tiny-embed@4's partner.
             e = registry.get(f"{pair[0]}@{selector}" if selector else pair[0])
-            r = registry.get(f"{pair[1]}@{selector}" if selector else pair[1])
+            r = trained_partner(registry, e, pair[1])
+            if r is None:
+                raise UnirankError(
+                    f"{name!r} names {e.ref}, but no version of {pair[1]} was trained with it (in the same "
+                    f"training run), so there is no pair to evaluate. Name the two models yourself, e.g. "
+                    f"--models {e.ref},{pair[1]}@VERSION (the reranker then reranks {e.ref}'s results).")
             specs.append(ModelSpec(label=f"{stem}@{e.version}", embedder=e.ref, reranker=r.ref, versions=[e, r]))
             continue
         version = registry.get(name)
@@ -53,6 +60,31 @@ def resolve_specs(names: list[str], registry: ModelRegistry) -> list[ModelSpec]:
         else:
             specs.append(ModelSpec(label=version.ref, reranker=version.ref, versions=[version]))
     return specs
+
+
+#: What `unirank train` records alike in both models of a run: the run's folder and its training data;
+#: then its timings, which tell apart two runs in one folder (a run again with --fresh).
+_RUN_FIELDS = (("run_dir", "data_hash", "timings"), ("run_dir", "data_hash"))
+
+
+def trained_partner(registry: ModelRegistry, embedder: ModelVersion, reranker_name: str) -> ModelVersion | None:
+    """The version of ``reranker_name`` trained in the same run as ``embedder``, or None.
+
+    Versions registered from a copy (an export, ``lineage``) were not made by the run. Where one run folder
+    made several pairs, the k-th embedder it registered goes with the k-th reranker."""
+    if not embedder.record.get("run_dir") or "lineage" in embedder.record:
+        return None
+    versions = [v for v in registry.list() if "lineage" not in v.record]
+    for fields in _RUN_FIELDS:
+        def key(v: ModelVersion) -> str:
+            return json.dumps([v.record.get(f) for f in fields], sort_keys=True)
+
+        wanted = key(embedder)
+        embedders = [v for v in versions if v.name == embedder.name and key(v) == wanted]
+        rerankers = [v for v in versions if v.name == reranker_name and v.role == "reranker" and key(v) == wanted]
+        if rerankers and len(embedders) == len(rerankers):
+            return rerankers[[v.ref for v in embedders].index(embedder.ref)]
+    return None
 
 
 class Evaluation:
