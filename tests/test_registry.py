@@ -714,3 +714,29 @@ def test_eval_pairs_a_name_s_embedder_with_the_reranker_trained_with_it(registry
     with pytest.raises(UnirankError, match=r"tiny-embed@2, but no version of tiny-rerank was trained with it.*"
                                            r"--models tiny-embed@2,tiny-rerank@VERSION"):
         resolve_specs(["tiny@2"], registry)
+
+
+def test_a_registry_folder_registered_under_another_name_keeps_its_training_queries(registry, tmp_path):
+    """`models register copy-embed --path MODELS/t1-embed/v1` registered t1-embed@1's own files with no
+    training queries (a version folder's marker carries no record), and `unirank eval --models copy-embed`
+    scored it on the queries t1-embed@1 was trained on."""
+    from unirank.errors import LeakageError
+    from unirank.evaluation.leakage import check_no_leakage
+    from unirank.registry.describe import registration_record
+
+    t1 = _trained_version(registry)
+    record, _ = registration_record(t1.path, "embedder")
+    copy = registry.register("copy-embed", "embedder", path=t1.path, record=record)
+    assert copy.record["training_queries"] == t1.record["training_queries"]
+    assert copy.record["lineage"]["copy_of"] == "t1-embed@1"
+    with pytest.raises(LeakageError, match="copy-embed@1 was trained on 1 of them"):
+        check_no_leakage({"q1": TRAINED_QUERY, "q2": "an unseen question"}, [copy], registry)
+
+    # Copied elsewhere first, the same; changed files are another model (as for a changed export).
+    elsewhere = tmp_path / "v1-copy"
+    shutil.copytree(t1.path, elsewhere)
+    again = registry.register("copy2-embed", "embedder", path=elsewhere, record={"dims": 384})
+    assert again.record["training_queries"] == t1.record["training_queries"]
+    (elsewhere / "config.json").write_text((elsewhere / "config.json").read_text().replace("{", "{\n", 1))
+    changed = registry.register("copy3-embed", "embedder", path=elsewhere, record={"dims": 384})
+    assert "training_queries" not in changed.record and "lineage" not in changed.record

@@ -136,6 +136,8 @@ class ModelRegistry:
             # What the files are, to tell an identical folder registered again (`identical_versions`) and
             # an exported copy changed since (`describe.exported_record`); a caller's record can't say.
             record["files_sha256"] = files_digest(incoming)
+            if "training_queries" not in record:
+                record.update(self._training_of_copy(incoming, record))
         try:
             # The version number is taken, the folder named after it and the row written in one exclusive
             # transaction: two registrations of a name at once each got version 1, and the second
@@ -162,6 +164,32 @@ class ModelRegistry:
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
         return self.get(f"{name}@{version}")
+
+    def _training_of_copy(self, folder: Path, record: dict[str, Any]) -> dict[str, Any]:
+        """What a copy of one of this registry's version folders (its marker names that version and its
+        files are that version's) was trained on: that version's training queries, its bases' included.
+        Registered under a new name with nothing of the kind (such a marker carries no record), the copy
+        was scored by `unirank eval` on the very queries the version was trained on."""
+        try:
+            marker = json.loads((folder / MARKER_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(marker, dict) or not str(marker.get("version", "")).isdigit():
+            return {}
+        ref = f"{marker.get('name')}@{marker['version']}"
+        if not self.exists(ref):
+            return {}
+        source = self.get(ref)
+        stored = source.record.get("files_sha256")
+        if stored is None and source.path is not None and source.path.is_dir():  # registered before digests
+            stored = files_digest(source.path)
+        if stored != record["files_sha256"]:
+            return {}
+        from unirank.registry.lineage import training_queries_with_bases
+
+        prints, sources = training_queries_with_bases(self, source.ref, source.record)
+        lineage = {**(record.get("lineage") or {}), "copy_of": source.ref}
+        return {"training_queries": sorted(prints), "training_queries_inherited_from": sources, "lineage": lineage}
 
     def check_registrable(self, name: str, role: str) -> None:
         """Whether ``name`` can take a new ``role`` version; callers check before work that takes minutes
