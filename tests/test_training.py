@@ -19,7 +19,7 @@ from unirank.evaluation.runner import Evaluation, queries_digest, record_metrics
 from unirank.registry import ModelRegistry
 from unirank.training.embedder_trainer import EmbedderTrainingConfig
 from unirank.training.examples import query_fingerprint
-from unirank.training.job import TrainJob, TrainRequest, ensure_beir_index
+from unirank.training.job import TrainJob, TrainRequest, beir_set_name, ensure_beir_index
 from unirank.training.reranker_trainer import RerankerTrainingConfig
 
 TINY = dict(batch_size=8, max_steps=4)
@@ -209,6 +209,41 @@ def test_eval_refuses_judgments_that_cannot_measure_anything_and_counts_missing_
         assert results["_meta"]["queries"] == 1 and results["_meta"]["judged_documents_not_in_index"] == 1
 
 
+def test_two_beir_folders_of_one_name_have_their_own_index_kept_in_step_with_the_corpus(client, tmp_path):
+    """Named after the folder's last part only, ``a/beir`` and ``b/beir`` shared one index: the second's
+    corpus was added to the first's, and eval of the first scored documents of both."""
+    from types import SimpleNamespace
+
+    from unirank.registry.evaluations import _trained_on
+
+    first = write_minibeir(tmp_path / "a" / "beir")
+    second = tmp_path / "b" / "beir"
+    second.mkdir(parents=True)
+    (second / "corpus.jsonl").write_text('{"_id": "x1", "text": "Gardening tools are kept in the shed."}\n')
+
+    def doc_ids(index):
+        return {c.doc_id for batch in client.backend.iter_chunks(index) for c in batch}
+
+    ensure = lambda folder: ensure_beir_index(client.settings, client.backend, client.embedder,  # noqa: E731
+                                              folder, lambda _: None)
+    one = ensure(first)
+    two = ensure(second)
+    assert one != two and one.startswith("beir-beir-") and two.startswith("beir-beir-")
+    assert doc_ids(two) == {"x1"}
+    assert ensure(first) == one and doc_ids(one) == {f"d{n}" for n in range(1, 27)}  # none of b/beir's
+    # The eval set's name says which folder too, and still matches the index a model trained on it names.
+    assert beir_set_name(first) != beir_set_name(second)
+    assert _trained_on(SimpleNamespace(record={"corpus_index": one}), f"beir:{beir_set_name(first)}")
+    assert not _trained_on(SimpleNamespace(record={"corpus_index": one}), f"beir:{beir_set_name(second)}")
+    # The same folder through a link is the same folder: its index, not a second copy of its documents.
+    (tmp_path / "link").symlink_to(first)
+    assert ensure(tmp_path / "link") == one and client.index_info(one).source_count == 1
+    # A corpus edited since it was indexed is indexed again: a removed document goes.
+    corpus = first / "corpus.jsonl"
+    corpus.write_text("\n".join(line for line in corpus.read_text().splitlines() if '"d26"' not in line) + "\n")
+    assert ensure(first) == one and "d26" not in doc_ids(one) and "d25" in doc_ids(one)
+
+
 def test_labelled_training_is_refused_on_its_own_queries(client, minibeir, tmp_path):
     train_qrels = tmp_path / "train.tsv"
     lines = (minibeir / "qrels" / "test.tsv").read_text().splitlines()
@@ -357,7 +392,7 @@ def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
     assert chart.stat().st_size > 10_000 and chart.read_bytes()[:4] == b"\x89PNG"
     run("models", "promote", "cli-embed@1", "--alias", "prod")
     shown = json.loads(run("models", "show", "cli-embed@prod", "--json"))
-    assert shown["metrics"]["eval_set"] == "beir:minibeir" and len(shown["metrics"]["eval_queries"]) == 12
+    assert shown["metrics"]["eval_set"] == f"beir:{beir_set_name(minibeir)}" and len(shown["metrics"]["eval_queries"]) == 12
     assert shown["metrics"]["ndcg@10"] == results["hybrid:cli-embed@1"]["ndcg@10"]
     # Re-embedded with the promoted version, the corpus's index is searched with it, with no setting.
     (beir_index,) = [i["name"] for i in json.loads(run("index", "list", "--json")) if i["model"]["name"] == "all-MiniLM-L6-v2"]

@@ -134,7 +134,7 @@ def evaluate(
     from unirank.evaluation.datasets import EvalSet, load_beir, load_qrels, load_queries
     from unirank.evaluation.runner import Evaluation, plot, record_metrics, resolve_specs
     from unirank.registry import ModelRegistry
-    from unirank.training.job import ensure_beir_index
+    from unirank.training.job import beir_set_name, ensure_beir_index
 
     with client() as ur:
         registry = ModelRegistry(ur.settings.models_dir)
@@ -145,7 +145,7 @@ def evaluate(
                 raise UnirankError(f"--plot {plot_path}: the folder {plot_path.parent} does not exist.")
             if beir:
                 data = load_beir(beir).judged()
-                name = f"beir:{beir.resolve().name}"
+                name = f"beir:{beir_set_name(beir)}"  # the folder's name and a digest of its path
             else:
                 if not (queries and qrels):
                     raise UnirankError("--index needs --queries FILE and --qrels FILE (held-out queries).")

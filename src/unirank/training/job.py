@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -155,6 +156,8 @@ class TrainJob:
         corpus = Path(req.beir) / "corpus.jsonl" if req.beir else None
         if corpus is not None and corpus.is_file():  # a missing one is said when the corpus is read
             inputs["beir_corpus"] = f"{corpus.stat().st_size}:{corpus.stat().st_mtime_ns}"
+        if req.beir:  # which folder, not only the path as given: `--beir beir` run from two places
+            inputs["beir_folder"] = beir_set_name(req.beir)
         return self.settings.data_dir / "runs" / f"{req.name}-{req.fingerprint(inputs)}"
 
     @cached_property
@@ -530,9 +533,17 @@ def _count_origins(pairs: list[TrainingPair]) -> dict[str, int]:
     return counts
 
 
+def beir_set_name(folder: Path) -> str:
+    """A BEIR folder as eval sets (``beir:NAME-DIGEST``) and its cached indexes name it: its name, and a
+    digest of its resolved path. By its name alone, two folders called ``beir`` shared one index, and the
+    second's corpus was mixed into the first's (eval scored documents of both)."""
+    resolved = Path(folder).resolve()
+    return f"{resolved.name[:60]}-{hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]}"
+
+
 def beir_index_name(folder: Path, embedder: Embedder) -> str:
     sig = embedder.signature
-    return derived_index_name(f"beir-{Path(folder).resolve().name}", f"{sig.name}-{sig.version}")
+    return derived_index_name(f"beir-{beir_set_name(folder)}", f"{sig.name}-{sig.version}")
 
 
 def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embedder, folder: Path,
@@ -541,7 +552,8 @@ def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embe
     from unirank.ingest.pipeline import Ingestor
 
     name = beir_index_name(folder, embedder)
-    corpus = Path(folder) / "corpus.jsonl"
+    # The resolved path, as the index's name has it: the same folder reached through a link is one source.
+    corpus = Path(folder).resolve() / "corpus.jsonl"
     if not corpus.exists():
         raise TrainingError(f"{folder} is not a BEIR folder: corpus.jsonl is missing.")
     cached = backend.model(name) if backend.exists(name) else None
