@@ -740,3 +740,16 @@ def test_a_registry_folder_registered_under_another_name_keeps_its_training_quer
     (elsewhere / "config.json").write_text((elsewhere / "config.json").read_text().replace("{", "{\n", 1))
     changed = registry.register("copy3-embed", "embedder", path=elsewhere, record={"dims": 384})
     assert "training_queries" not in changed.record and "lineage" not in changed.record
+
+
+@pytest.mark.parametrize("config", ["{bad json", "[1, 2]", b"\xff\xfe{}"])
+def test_a_folder_whose_config_is_not_a_json_object_is_refused_as_such(tmp_path, config):
+    """`models register --path DIR` with a damaged config.json ended in a JSONDecodeError traceback."""
+    from unirank.errors import ModelLoadError
+    from unirank.registry.describe import registration_record
+
+    folder = tmp_path / "badcfg"
+    folder.mkdir()
+    (folder / "config.json").write_bytes(config if isinstance(config, bytes) else config.encode())
+    with pytest.raises(ModelLoadError, match=r"config\.json (is not valid JSON|holds a JSON list)"):
+        registration_record(folder, "embedder")

@@ -19,7 +19,15 @@ def describe_model_folder(path: Path, role: str) -> dict[str, Any]:
     config_path = path / "config.json"
     if not config_path.exists():
         raise ModelLoadError(f"{path} has no config.json: it is not a saved transformers/sentence-transformers model.")
-    config = json.loads(config_path.read_text())
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ModelLoadError(f"{config_path} is not valid JSON ({exc}): it is not a saved transformers/"
+                             "sentence-transformers model, or the file is damaged; save the model again "
+                             "(model.save_pretrained / SentenceTransformer.save) and register that folder.") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{config_path} holds a JSON {type(config).__name__}, not the object of a saved "
+                             "transformers model's configuration: save the model again and register that folder.")
     info: dict[str, Any] = {"base_model": config.get("_name_or_path") or config.get("model_type", "unknown"),
                             "architecture": (config.get("architectures") or ["?"])[0]}
     from unirank.models.loading import is_cross_encoder, quiet_transformers
