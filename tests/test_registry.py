@@ -134,6 +134,12 @@ def test_unknown_references_name_what_exists(registry):
         registry.get("other@prod")
     with pytest.raises(ModelNotFoundError, match="cisi-embed@prod has never been set"):
         registry.rollback("cisi-embed")
+    # Not read as the alias "1@2" ("is not set; promote … --alias 1@2", an alias promote refuses).
+    for ref in ("cisi-embed@1@2", "cisi-embed@prod@"):
+        with pytest.raises(ModelNotFoundError, match="more than one '@'") as refused:
+            registry.get(ref)
+        assert "is not set" not in str(refused.value)
+    assert not registry.exists("cisi-embed@1@2")
 
 
 def test_registry_models_load_by_reference(registry, tmp_path):

@@ -88,6 +88,9 @@ def parse_reference(ref: str) -> tuple[str, str | None]:
     name, sep, selector = ref.partition("@")
     if not name or (sep and not selector):
         raise ModelNotFoundError(f"{ref!r} is not a model reference: use NAME, NAME@VERSION or NAME@ALIAS.")
+    if "@" in selector:  # read as the alias "1@2", which promote refuses to set
+        raise ModelNotFoundError(f"{ref!r} is not a model reference: it has more than one '@'; use NAME, "
+                                 f"NAME@VERSION or NAME@ALIAS (e.g. {name}@{selector.partition('@')[0]}).")
     return name, selector or None
 
 
