@@ -19,7 +19,7 @@ from unirank.evaluation.runner import Evaluation, queries_digest, record_metrics
 from unirank.registry import ModelRegistry
 from unirank.training.embedder_trainer import EmbedderTrainingConfig
 from unirank.training.examples import query_fingerprint
-from unirank.training.job import TrainJob, TrainRequest, beir_set_name, ensure_beir_index
+from unirank.training.job import TrainJob, TrainRequest, beir_index_name, beir_set_name, ensure_beir_index
 from unirank.training.reranker_trainer import RerankerTrainingConfig
 
 TINY = dict(batch_size=8, max_steps=4)
@@ -242,6 +242,31 @@ def test_two_beir_folders_of_one_name_have_their_own_index_kept_in_step_with_the
     corpus = first / "corpus.jsonl"
     corpus.write_text("\n".join(line for line in corpus.read_text().splitlines() if '"d26"' not in line) + "\n")
     assert ensure(first) == one and "d26" not in doc_ids(one) and "d25" in doc_ids(one)
+
+
+def test_a_beir_corpus_with_a_bad_line_is_refused_naming_it_not_scored_as_it_was(client, tmp_path):
+    """The ingest report was not read: a bad line left the index as it was, and eval scored it (exit 0),
+    or, on a first run, said the index "does not exist" and to create it with `unirank ingest`."""
+    from unirank.errors import EvaluationDataError
+
+    folder = write_minibeir(tmp_path / "beir")
+    corpus = folder / "corpus.jsonl"
+    good = corpus.read_text()
+    corpus.write_text(good + '{"_id": "dZ", "text": "oops\n')
+    ensure = lambda: ensure_beir_index(client.settings, client.backend, client.embedder,  # noqa: E731
+                                       folder, lambda _: None)
+    with pytest.raises(EvaluationDataError, match=r"corpus\.jsonl could not be indexed: line 27: .*fix the file"):
+        ensure()
+    assert not client.backend.exists(beir_index_name(folder, client.embedder))
+    corpus.write_text(good)
+    index = ensure()
+    corpus.write_text(good.replace('{"_id": "d26"', '{"_id": "d27"') + "not json\n")
+    with pytest.raises(EvaluationDataError, match=r"line 27: ") as refused:
+        ensure()
+    assert "--prune" not in str(refused.value)  # the ingest's advice, not this one's
+    corpus.write_text(good.replace('{"_id": "d26"', '{"_id": "d27"'))  # mended: indexed again, as it is now
+    assert ensure() == index
+    assert "d27" in {c.doc_id for batch in client.backend.iter_chunks(index) for c in batch}
 
 
 def test_labelled_training_is_refused_on_its_own_queries(client, minibeir, tmp_path):

@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-from unirank.errors import TrainingError
+from unirank.errors import EvaluationDataError, TrainingError
 from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
 from unirank.models.embedder import Embedder, loaded, makes_vectors_of
 from unirank.models.loading import is_cross_encoder, require_hub_model, resolve_model_path
@@ -562,5 +562,16 @@ def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embe
         stage(f"{name} holds {cached}'s vectors, not {embedder.signature}'s: indexing it again")
         backend.delete_index(name)
     stage(f"indexing {corpus} into {name} (skipped when unchanged)")
-    Ingestor(backend, embedder, settings.chunking, settings.storage, settings.ingest).run(str(corpus), name)
+    existed = backend.exists(name)
+    report = Ingestor(backend, embedder, settings.chunking, settings.storage, settings.ingest).run(str(corpus), name)
+    if not report.ok:
+        # A bad line fails the whole file: the index holds the corpus as it was before (or nothing), and
+        # scoring it, or saying it "does not exist", hid the line to fix.
+        if not existed and backend.exists(name):
+            backend.delete_index(name)
+        reasons = [reason.split(" (the previous version stays indexed")[0] for _, reason in report.failed]
+        if report.stopped:
+            reasons.append(f"indexing stopped: {report.stopped}")
+        raise EvaluationDataError(f"{corpus} could not be indexed: {'; '.join(reasons)}. Nothing was scored or "
+                                  "trained on; fix the file and run again.")
     return name
