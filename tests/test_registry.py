@@ -759,3 +759,29 @@ def test_a_folder_whose_config_is_not_a_json_object_is_refused_as_such(tmp_path,
     (folder / "config.json").write_bytes(config if isinstance(config, bytes) else config.encode())
     with pytest.raises(ModelLoadError, match=r"config\.json (is not valid JSON|holds a JSON list)"):
         registration_record(folder, "embedder")
+
+
+def test_an_empty_beir_file_or_a_file_for_the_folder_is_said_as_such(tmp_path):
+    """An empty queries.jsonl or header-only qrels was reported as qrels naming no query by the ids of the
+    queries file; `--beir DIR/corpus.jsonl` as a folder that does not exist."""
+    from unirank.errors import EvaluationDataError, UnirankError
+    from unirank.evaluation.datasets import EvalSet, load_beir
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "a passage"}\n')
+    (beir / "queries.jsonl").write_text("\n")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    with pytest.raises(EvaluationDataError, match=r"queries\.jsonl holds no queries"):
+        load_beir(beir)
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "a question"}\n')
+    assert load_beir(beir).queries == {"q1": "a question"}  # training reads only the queries
+    with pytest.raises(EvaluationDataError, match=r"qrels/test\.tsv holds no rows"):
+        load_beir(beir).judged()
+    with pytest.raises(EvaluationDataError, match="The qrels file holds no rows"):
+        EvalSet(queries={"q1": "a question"}, qrels={}).judged()
+    with pytest.raises(UnirankError, match=r"corpus\.jsonl is a file, not a BEIR folder"):
+        load_beir(beir / "corpus.jsonl")
+    (beir / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    judged = load_beir(beir).judged()
+    assert judged.qrels == {"q1": {"d1": 1}} and judged.subset({"q1"}).qrels_path == beir / "qrels" / "test.tsv"

@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from unirank.errors import UnirankError
+from unirank.errors import EvaluationDataError, UnirankError
 from unirank.jsonl import label_file_lines, parse_object_line
 
 Qrels = dict[str, dict[str, int]]
@@ -17,16 +17,29 @@ class EvalSet:
     queries: dict[str, str]
     qrels: Qrels
     corpus_path: Path | None = None
+    #: The files the queries and qrels were read from, for messages.
+    queries_path: Path | None = None
+    qrels_path: Path | None = None
 
     def judged(self) -> "EvalSet":
-        """Only queries that have at least one relevant document."""
+        """Only queries that have at least one relevant document. An empty queries or qrels file is said
+        as such (it was reported as qrels naming no query of the queries file)."""
+        if not self.queries:
+            raise EvaluationDataError(f"{self.queries_path or 'The queries file'} holds no queries: nothing "
+                                      "to evaluate.")
+        if not self.qrels:
+            raise EvaluationDataError(f"{self.qrels_path or 'The qrels file'} holds no rows (query-id<TAB>"
+                                      "corpus-id<TAB>score): no query is judged, so there is nothing to score.")
         keep = {q: t for q, t in self.queries.items() if any(v > 0 for v in self.qrels.get(q, {}).values())}
-        return EvalSet(queries=keep, qrels={q: self.qrels[q] for q in keep}, corpus_path=self.corpus_path)
+        return self._with(queries=keep, qrels={q: self.qrels[q] for q in keep})
 
     def subset(self, query_ids: set[str]) -> "EvalSet":
-        return EvalSet(queries={q: t for q, t in self.queries.items() if q in query_ids},
-                       qrels={q: r for q, r in self.qrels.items() if q in query_ids},
-                       corpus_path=self.corpus_path)
+        return self._with(queries={q: t for q, t in self.queries.items() if q in query_ids},
+                          qrels={q: r for q, r in self.qrels.items() if q in query_ids})
+
+    def _with(self, queries: dict[str, str], qrels: Qrels) -> "EvalSet":
+        return EvalSet(queries=queries, qrels=qrels, corpus_path=self.corpus_path,
+                       queries_path=self.queries_path, qrels_path=self.qrels_path)
 
 
 def load_queries(path: Path) -> dict[str, str]:
@@ -76,11 +89,21 @@ def load_qrels(path: Path) -> Qrels:
 
 
 def load_beir(folder: Path, split: str = "test") -> EvalSet:
+    """A BEIR folder's queries and ``split``'s qrels. Queries.jsonl must hold some; empty qrels are said by
+    ``EvalSet.judged`` (training reads only the queries of a folder)."""
     folder = Path(folder)
     corpus = folder / "corpus.jsonl"
+    if folder.is_file():
+        raise UnirankError(f"{folder} is a file, not a BEIR folder: give the folder that holds corpus.jsonl, "
+                           f"queries.jsonl and qrels/ (here {folder.parent}, if it is one).")
     if not folder.is_dir():
         raise UnirankError(f"{folder} does not exist: give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")
     if not corpus.exists():
         raise UnirankError(f"{folder} is not a BEIR folder: corpus.jsonl is missing.")
-    return EvalSet(queries=load_queries(folder / "queries.jsonl"),
-                   qrels=load_qrels(folder / "qrels" / f"{split}.tsv"), corpus_path=corpus)
+    queries_path, qrels_path = folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"
+    queries = load_queries(queries_path)
+    if not queries:
+        raise EvaluationDataError(f"{queries_path} holds no queries: a BEIR folder's queries.jsonl has one "
+                                  '{"_id", "text"} object a line.')
+    return EvalSet(queries=queries, qrels=load_qrels(qrels_path), corpus_path=corpus,
+                   queries_path=queries_path, qrels_path=qrels_path)
