@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -267,6 +268,57 @@ def test_a_beir_corpus_with_a_bad_line_is_refused_naming_it_not_scored_as_it_was
     corpus.write_text(good.replace('{"_id": "d26"', '{"_id": "d27"'))  # mended: indexed again, as it is now
     assert ensure() == index
     assert "d27" in {c.doc_id for batch in client.backend.iter_chunks(index) for c in batch}
+
+
+def _eval_command(monkeypatch, data_dir: Path, *args: str):
+    """``unirank eval ARGS`` in this process (a monkeypatched function stays patched), its own data dir."""
+    from typer.testing import CliRunner
+
+    from unirank.cli.main import app
+
+    for key in list(os.environ):
+        if key.startswith("UNIRANK_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("UNIRANK_CONFIG", os.devnull)
+    monkeypatch.setenv("UNIRANK_DATA_DIR", str(data_dir))
+    return CliRunner().invoke(app, ["eval", *args], env={"COLUMNS": "250"})
+
+
+def test_a_chart_path_that_cannot_be_written_is_refused_before_the_evaluation(minibeir, tmp_path, monkeypatch):
+    """matplotlib refused it after the whole evaluation: a traceback (exit 1), and --json's figures lost."""
+    (tmp_path / "afile").write_text("")
+    cases = [(tmp_path / "chart.xyz", r"a chart is written as .*\.png.*\.svg.*\(e\.g\. chart\.png\), not \.xyz"),
+             (tmp_path / "afile" / "chart.png", r"the folder .*afile does not exist"),
+             (tmp_path, "that is a folder")]
+    if Path("/proc").is_dir():  # not a folder anyone can write a file to, root included
+        cases.append((Path("/proc/chart.png"), "the chart cannot be written there"))
+    for path, message in cases:
+        result = _eval_command(monkeypatch, tmp_path / "data", "--beir", str(minibeir), "--plot", str(path), "--json")
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        assert re.search(message, " ".join(result.stderr.split())), result.stderr
+        assert "indexing" not in result.stderr  # refused before any work
+    assert not (tmp_path / "data" / "indexes").exists() or not any((tmp_path / "data" / "indexes").iterdir())
+
+
+def test_the_chart_is_written_where_it_says_and_a_failing_one_keeps_the_figures(minibeir, tmp_path, monkeypatch):
+    import unirank.evaluation.runner
+
+    common = ("--beir", str(minibeir), "--models", "base", "--no-record")
+    result = _eval_command(monkeypatch, tmp_path / "data", *common, "--plot", str(tmp_path / "chart"))
+    assert result.exit_code == 0, result.output
+    chart = tmp_path / "chart.png"  # with no extension, matplotlib writes a .png: "Chart:" said `chart`
+    assert chart.read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "chart").exists()
+    assert f"Chart: {chart}" in result.stdout
+
+    def no_room(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(unirank.evaluation.runner, "plot", no_room)
+    result = _eval_command(monkeypatch, tmp_path / "data", *common, "--json", "--plot", str(tmp_path / "c.svg"))
+    assert result.exit_code == 2, result.output
+    assert "bm25" in json.loads(result.stdout)  # printed before the chart was tried
+    assert re.search(r"c\.svg: the chart could not be written \(.*No space left on device\)\. The figures were "
+                     r"printed\.", " ".join(result.stderr.split())), result.stderr
 
 
 def test_labelled_training_is_refused_on_its_own_queries(client, minibeir, tmp_path):

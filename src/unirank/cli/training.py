@@ -128,7 +128,9 @@ def evaluate(
     holdout_only: Annotated[bool, typer.Option(help="Drop queries a model was trained on instead of refusing.")] = False,
     record: Annotated[bool, typer.Option(help="Store the figures in the registry (promotion uses them).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print {system: {metric: value}} as JSON.")] = False,
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a bar chart PNG.")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option(
+        "--plot", help="Write a bar chart: a .png, .svg or .pdf file (another image type matplotlib writes, "
+                       "or no extension: .png is added).")] = None,
 ) -> None:
     """nDCG@10, Recall@10/100 and MRR@10 for bm25, knn, hybrid and hybrid+rerank per model."""
     from unirank.evaluation.datasets import EvalSet, load_beir, load_qrels, load_queries
@@ -141,8 +143,8 @@ def evaluate(
         try:
             if (index is None) == (beir is None):
                 raise UnirankError("Give exactly one of --index NAME or --beir DIR.")
-            if plot_path and not plot_path.parent.is_dir():  # found out before the evaluation, not after
-                raise UnirankError(f"--plot {plot_path}: the folder {plot_path.parent} does not exist.")
+            if plot_path:  # found out before the evaluation, not after it
+                plot_path = _chart_path(plot_path)
             if beir:
                 data = load_beir(beir).judged()
                 name = f"beir:{beir_set_name(beir)}"  # the folder's name and a digest of its path
@@ -169,10 +171,19 @@ def evaluate(
         finally:
             registry.close()
     meta = results.pop("_meta")
-    if plot_path:
-        plot(results, plot_path, f"{name} ({meta['queries']} held-out queries)")
+
+    def chart() -> None:
+        """After the figures are printed: a chart that cannot be written loses them no more."""
+        try:
+            plot(results, plot_path, f"{name} ({meta['queries']} held-out queries)")
+        except (OSError, ValueError, RuntimeError) as exc:
+            kept = "printed and recorded" if record else "printed"
+            fail(UnirankError(f"--plot {plot_path}: the chart could not be written ({exc}). The figures were {kept}."))
+
     if as_json:
         print_json(results)
+        if plot_path:
+            chart()
         return
     missing = meta.get("judged_documents_not_in_index")
     note = f" ({missing} judged documents are not in the index: misses for every system)" if missing else ""
@@ -186,4 +197,33 @@ def evaluate(
         table.add_row(escape(system), *(f"{scores[m]:.4f}" for m in METRICS))
     console.print(table)
     if plot_path:
+        chart()
         console.print(f"Chart: {escape(str(plot_path))}")
+
+
+def _chart_path(path: Path) -> Path:
+    """The file ``--plot`` writes, checked before the evaluation: after it, matplotlib refused an unknown
+    extension (a traceback, the figures lost) and named no extension .png where "Chart:" said otherwise."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if path.is_dir():
+        raise UnirankError(f"--plot {path}: that is a folder; give the chart's file name.")
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    kinds = sorted(set(FigureCanvasBase.get_supported_filetypes()) - {"pgf", "raw", "rgba"})  # pgf needs LaTeX
+    if path.suffix[1:].lower() not in kinds:
+        raise UnirankError(f"--plot {path}: a chart is written as {', '.join('.' + k for k in kinds)} "
+                           f"(e.g. {path.with_suffix('.png').name}), not {path.suffix}.")
+    if not path.parent.is_dir():
+        raise UnirankError(f"--plot {path}: the folder {path.parent} does not exist.")
+    if path.is_dir():
+        raise UnirankError(f"--plot {path}: that is a folder; give the chart's file name.")
+    existed = path.exists()
+    try:  # a folder this user cannot write to (root can write nearly anywhere: asking os.access is not enough)
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise UnirankError(f"--plot {path}: the chart cannot be written there ({exc.strerror or exc}).") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+    return path
