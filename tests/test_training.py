@@ -661,3 +661,18 @@ def test_requests_that_would_train_the_wrong_thing_are_refused(minibeir, change,
 
     with pytest.raises(TrainingError, match=message):
         TrainRequest(**{"name": "x", "beir": minibeir, **change}).validate()
+
+
+def test_a_file_given_as_the_beir_folder_is_said_to_be_a_file(minibeir, tmp_path, monkeypatch):
+    """`--beir DIR/corpus.jsonl` was said to "not exist" (eval), or to lack corpus.jsonl after the model's
+    load (train)."""
+    from unirank.errors import TrainingError
+
+    corpus = minibeir / "corpus.jsonl"
+    said = rf"--beir {re.escape(str(corpus))} is a file, not a BEIR folder: .*\({re.escape(str(minibeir))}, if this"
+    with pytest.raises(TrainingError, match=said):
+        TrainRequest(name="x", beir=corpus).validate()
+    with pytest.raises(TrainingError, match=r"--beir .*nowhere: no such folder"):
+        TrainRequest(name="x", beir=tmp_path / "nowhere").validate()
+    result = _eval_command(monkeypatch, tmp_path / "data", "--beir", str(corpus))
+    assert result.exit_code == 2 and re.search(said, " ".join(result.stderr.split())), result.output

@@ -83,6 +83,8 @@ class TrainRequest:
             raise TrainingError(f"--name {self.name}: `{self.name}` stands for the "
                                 f"{'bundled model' if self.name.lower() == 'base' else 'absence of a model'} "
                                 "wherever models are named; choose another name.")
+        if self.beir is not None:
+            check_beir_folder(self.beir)
         if self.feedback and self.beir:  # it took the feedback of every index's chats
             raise TrainingError("--feedback adds the votes and clicks of chats over --index NAME; a --beir run "
                                 "has no such index: train with --index to use them.")
@@ -531,6 +533,18 @@ def _count_origins(pairs: list[TrainingPair]) -> dict[str, int]:
     for p in pairs:
         counts[p.origin] = counts.get(p.origin, 0) + 1
     return counts
+
+
+def check_beir_folder(folder: Path) -> None:
+    """A file given as the folder (its corpus.jsonl, most often) was said to "not exist"."""
+    folder = Path(folder)
+    if folder.is_file():
+        hint = f" ({folder.parent}, if this is its corpus)" if folder.suffix.lower() == ".jsonl" else ""
+        raise TrainingError(f"--beir {folder} is a file, not a BEIR folder: give the folder that holds corpus.jsonl, "
+                            f"queries.jsonl and qrels/{hint}.")
+    if not folder.is_dir():
+        raise TrainingError(f"--beir {folder}: no such folder (a BEIR folder holds corpus.jsonl, queries.jsonl "
+                            "and qrels/).")
 
 
 def beir_set_name(folder: Path) -> str:
