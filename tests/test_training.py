@@ -676,3 +676,31 @@ def test_a_file_given_as_the_beir_folder_is_said_to_be_a_file(minibeir, tmp_path
         TrainRequest(name="x", beir=tmp_path / "nowhere").validate()
     result = _eval_command(monkeypatch, tmp_path / "data", "--beir", str(corpus))
     assert result.exit_code == 2 and re.search(said, " ".join(result.stderr.split())), result.output
+
+
+def test_train_says_to_promote_both_models(minibeir, tmp_path, monkeypatch):
+    """The hint promoted the embedder alone: `eval --models NAME@prod` then failed, NAME-rerank@prod unset."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from unirank.cli.main import app
+    from unirank.training.job import TrainResult
+
+    def trained(job):
+        version = lambda ref: SimpleNamespace(ref=ref)  # noqa: E731
+        return TrainResult(run_dir=tmp_path / "run", embedder=version("hint-embed@1"),
+                           reranker=version("hint-rerank@1"), stats={},
+                           metrics={"embedder": {"ndcg@10": 0.5}, "reranker": {"ndcg@10": 0.6}})
+
+    monkeypatch.setattr(TrainJob, "run", trained)
+    for key in list(os.environ):
+        if key.startswith("UNIRANK_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("UNIRANK_CONFIG", os.devnull)
+    monkeypatch.setenv("UNIRANK_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["train", "--beir", str(minibeir), "--name", "hint"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    hint = result.stdout.split("Next:")[1]
+    assert "unirank models promote hint-embed@1 --alias prod" in hint
+    assert "unirank models promote hint-rerank@1 --alias prod" in hint

@@ -97,7 +97,9 @@ def train(
     console.print(f"Validation: embedder nDCG@10 {result.metrics['embedder'].get('ndcg@10', 0):.4f}, "
                   f"reranker nDCG@10 {result.metrics['reranker'].get('ndcg@10', 0):.4f}")
     where = f"--beir {beir}" if beir else f"--index {index} --queries HELD_OUT_QUERIES --qrels HELD_OUT_QRELS"
-    steps = [f"unirank eval {where} --models base,{name}", f"unirank models promote {result.embedder.ref} --alias prod"]
+    # Both: `--models NAME@prod` (eval, serving) names the pair, and refused a reranker not promoted too.
+    steps = [f"unirank eval {where} --models base,{name}", f"unirank models promote {result.embedder.ref} --alias prod",
+             f"unirank models promote {result.reranker.ref} --alias prod"]
     if index:
         steps.append(f"unirank index rebuild {index} --model {name}-embed@prod   (its searches then use it)")
     console.print("Next:\n" + "\n".join(f"  {escape(step)}" for step in steps), soft_wrap=True)
