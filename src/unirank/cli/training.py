@@ -138,7 +138,7 @@ def evaluate(
     from unirank.evaluation.datasets import EvalSet, load_beir, load_qrels, load_queries
     from unirank.evaluation.runner import Evaluation, plot, record_metrics, resolve_specs
     from unirank.registry import ModelRegistry
-    from unirank.training.job import beir_set_name, check_beir_folder, ensure_beir_index
+    from unirank.training.job import beir_set_name, ensure_beir_index
 
     with client() as ur:
         registry = ModelRegistry(ur.settings.models_dir)
@@ -148,7 +148,6 @@ def evaluate(
             if plot_path:  # found out before the evaluation, not after it
                 plot_path = _chart_path(plot_path)
             if beir:
-                check_beir_folder(beir)
                 data = load_beir(beir).judged()
                 name = f"beir:{beir_set_name(beir)}"  # the folder's name and a digest of its path
             else:
