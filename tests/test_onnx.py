@@ -23,6 +23,7 @@ from unirank.models.loading import load_embedder, load_reranker  # noqa: E402
 from unirank.models import optimize as optimize_module  # noqa: E402
 from unirank.models.optimize import Optimizer  # noqa: E402
 from unirank.registry import ModelRegistry  # noqa: E402
+from unirank.training.job import beir_set_name  # noqa: E402
 
 TEXTS = [
     "How do I rotate an API key?",
@@ -185,6 +186,7 @@ def test_quality_check_passes_and_is_recorded(optimized, settings, minibeir):
     assert mv.ref == "minilm@3" and mv.record["onnx_file"] == "onnx/model.onnx"
     assert check is not None and check.passed and check.system == "knn" and check.queries == 12
     assert check.source > 0.5 and abs(check.drop) <= 0.005
+    assert check.eval_set == f"beir:{beir_set_name(minibeir)}"  # as eval names the folder's figures
     assert mv.record["quality_check"] == check.to_dict()
 
 

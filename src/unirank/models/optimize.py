@@ -205,7 +205,7 @@ class Optimizer:
         from unirank.evaluation.datasets import load_beir
         from unirank.evaluation.metrics import score_run
         from unirank.evaluation.systems import SystemRunner
-        from unirank.training.job import ensure_beir_index
+        from unirank.training.job import beir_set_name, ensure_beir_index
 
         assert self.backend is not None
         data = load_beir(folder).judged()
@@ -249,5 +249,5 @@ class Optimizer:
                 self.stage(f"hybrid + rerank {METRIC} of {label} on {folder.name}")
                 scores.append(score_run(data.qrels, runner.rerank(data.queries, hits, reranker))[METRIC])
             system = f"hybrid:{BASE_ALIAS}+rerank"
-        return QualityCheck(eval_set=f"beir:{folder.resolve().name}", system=system, queries=len(data.queries),
+        return QualityCheck(eval_set=f"beir:{beir_set_name(folder)}", system=system, queries=len(data.queries),
                             source=scores[0], optimized=scores[1], max_drop=max_drop)
