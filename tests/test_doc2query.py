@@ -98,7 +98,8 @@ def test_the_llm_kind_without_an_endpoint_is_refused_before_any_work(tmp_path, b
     from unirank.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "data")
+    (tmp_path / "beir").mkdir()  # a folder (its files are never read: the refusal comes first)
     with Unirank(settings) as ur:
         with pytest.raises(ConfigurationError, match="'llm' asks the OpenAI-compatible endpoint set by chat.llm_base_url"):
-            TrainJob(settings, ur.backend, base_embedder, request(tmp_path / "absent-beir"))
+            TrainJob(settings, ur.backend, base_embedder, request(tmp_path / "beir"))
     assert not (tmp_path / "data" / "runs").exists()
