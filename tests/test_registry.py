@@ -720,6 +720,12 @@ def test_eval_pairs_a_name_s_embedder_with_the_reranker_trained_with_it(registry
     with pytest.raises(UnirankError, match=r"tiny-embed@2, but no version of tiny-rerank was trained with it.*"
                                            r"--models tiny-embed@2,tiny-rerank@VERSION"):
         resolve_specs(["tiny@2"], registry)
+    # A run records each model's partner: that is the pair, whatever the run fields say.
+    e = registry.register("tiny-embed", "embedder", path=BASE, record={"run_dir": "/data/runs/c", "timings": 1})
+    r = registry.register("tiny-rerank", "reranker", path=BASE, record={"run_dir": "/data/runs/d",
+                                                                        "trained_with": e.ref})
+    registry.update_record(e.ref, trained_with=r.ref)
+    assert pair(e.ref.replace("-embed", "")) == (e.ref, r.ref) == ("tiny-embed@5", "tiny-rerank@4")
 
 
 def test_a_registry_folder_registered_under_another_name_keeps_its_training_queries(registry, tmp_path):

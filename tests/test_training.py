@@ -329,6 +329,8 @@ def test_labelled_training_is_refused_on_its_own_queries(client, minibeir, tmp_p
                    tiny_request("labelled", minibeir, qrels=train_qrels, pseudo=True), stage=lambda _: None)
     result = job.run()
     assert len(result.embedder.record["training_queries"]) == 6
+    assert result.embedder.record["trained_with"] == result.reranker.ref  # the pair `--models labelled` names
+    assert result.reranker.record["trained_with"] == result.embedder.ref
     registry = ModelRegistry(client.settings.models_dir)
     specs = resolve_specs(["labelled"], registry)
     evaluation = Evaluation(client.settings, client.backend)

@@ -70,9 +70,17 @@ _RUN_FIELDS = (("run_dir", "data_hash", "timings"), ("run_dir", "data_hash"))
 def trained_partner(registry: ModelRegistry, embedder: ModelVersion, reranker_name: str) -> ModelVersion | None:
     """The version of ``reranker_name`` trained in the same run as ``embedder``, or None.
 
-    Versions registered from a copy (an export, ``lineage``) were not made by the run. Where one run folder
-    made several pairs, the k-th embedder it registered goes with the k-th reranker."""
-    if not embedder.record.get("run_dir") or "lineage" in embedder.record:
+    The run records each model's partner (``trained_with``); for versions trained before it did, the run's
+    folder, data and timings tell. Versions registered from a copy (an export, ``lineage``) were not made by
+    the run. Where one run folder made several pairs, the k-th embedder it registered goes with the k-th
+    reranker."""
+    if "lineage" in embedder.record:
+        return None
+    partner = embedder.record.get("trained_with")  # written by `unirank train` since session 40
+    if partner and registry.exists(partner):
+        named = registry.get(partner)
+        return named if named.name == reranker_name and "lineage" not in named.record else None
+    if not embedder.record.get("run_dir"):
         return None
     versions = [v for v in registry.list() if "lineage" not in v.record]
     for fields in _RUN_FIELDS:

@@ -276,7 +276,10 @@ class TrainJob:
                 "centered_on_corpus": centering, **({"not_centered": not_centered} if not_centered else {})})
             reranker_version = self._register(registry, f"{req.name}-rerank", "reranker", "reranker", {
                 **common, "hyperparameters": asdict(req.reranker), "validation": rerank_val,
-                "initialised_from": "tuned embedder" if reranker_base != base_path else self.base_ref})
+                "initialised_from": "tuned embedder" if reranker_base != base_path else self.base_ref,
+                "trained_with": embedder_version.ref})
+            if embedder_version.record.get("trained_with") != reranker_version.ref:  # eval's NAME@N pairs by it
+                embedder_version = registry.update_record(embedder_version.ref, trained_with=reranker_version.ref)
         finally:
             registry.close()
         return TrainResult(run_dir=self.run_dir, embedder=embedder_version, reranker=reranker_version,
