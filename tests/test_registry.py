@@ -670,6 +670,10 @@ def test_cli_register_restores_an_export_and_says_what_it_cannot_read(tmp_path, 
     assert shown["base_model"] == "all-MiniLM-L6-v2" and len(shown["training_queries"]) == 1
     bare = runner.invoke(app, ["models", "promote", "reimp", "--alias", "staging"])
     assert bare.exit_code == 2 and "reimp@VERSION" in bare.output
+    # A registry version's own folder keeps that version's record: no warning that it carries none.
+    own_folder = tmp_path / "data" / "models" / "t1-embed" / "v1"
+    own = runner.invoke(app, ["models", "register", "own", "--path", str(own_folder), "--role", "embedder"])
+    assert own.exit_code == 0 and "carries no record" not in own.output, own.output
 
 
 def test_a_version_trained_from_another_before_bases_were_recorded_is_refused_on_the_bases_queries(registry):

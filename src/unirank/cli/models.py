@@ -71,9 +71,10 @@ def register(
                     f"registered. Use {same[-1].ref} as it is, or pass --force to register them again as a new "
                     f"version of {name}.")
             record, warnings = registration_record(folder, role)
-            for warning in warnings:
-                errors.print(f"[yellow]warning:[/yellow] {escape(warning)}")
             mv = registry.register(name, role, path=folder, record=record)
+            if not (mv.record.get("lineage") or {}).get("copy_of"):  # else its record came from that version
+                for warning in warnings:
+                    errors.print(f"[yellow]warning:[/yellow] {escape(warning)}")
         else:
             assert endpoint is not None
             remote = Endpoint(url=endpoint, api=api or APIS[role][0], role=role, token_env=token_env,

@@ -90,8 +90,7 @@ def exported_record(path: Path, role: str) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(record, dict):
         return {"lineage": {"exported_from": source}}, [
             f"{path} is marked as {source} but carries no record (an export made before exports carried one, "
-            "or a registry folder copied as it is): unless it is the unchanged files of "
-            f"{source} of this registry (whose training queries are then kept), what it was trained on (training "
+            "or a registry folder copied as it is): what it was trained on (training "
             "queries, data hash, hyper-parameters) and its metrics are unknown here, so evaluation cannot refuse "
             f"its training queries. Where {source}'s registry is at hand, export it again and register that copy."]
     lineage: dict[str, Any] = {"exported_from": source, "created_at": marker.get("created_at"),
