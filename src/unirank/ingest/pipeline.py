@@ -21,7 +21,7 @@ from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
 from unirank.ingest.report import IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
-from unirank.ingest.uris import uri_path
+from unirank.ingest.uris import at_or_under, uri_path
 from unirank.models.embedder import Embedder, loaded, require_comparable_vectors
 from unirank.search.backend import SearchBackend, require_valid_index_name
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
@@ -143,7 +143,8 @@ class Ingestor:
                states: dict[str, SourceState], report: IngestReport) -> None:
         seen = {f.uri for f in files}
         broken = [f.uri for f in files if f.broken]  # an unmounted share: its documents are not deleted ones
-        gone = [uri for uri in docs.under(states) if uri not in seen and not _at_or_under(uri, broken)]
+        gone = [uri for uri in docs.under(states)
+                if uri not in seen and not any(at_or_under(uri, link) for link in broken)]
         if gone:
             report.chunks_removed += self.backend.delete(index, gone)
             report.pruned.extend(gone)
@@ -157,7 +158,7 @@ class Ingestor:
         if reason is None:  # mended since it was listed
             return self._prepare(docs, file, states.get(file.uri), report)
         reason = f"cannot read: {reason}"
-        kept = [uri for uri in states if _at_or_under(uri, [file.uri])]
+        kept = [uri for uri in states if at_or_under(uri, file.uri)]
         if kept and kept != [file.uri]:
             reason += (f" ({_counted(len(kept), 'document')} ingested from under it stay indexed; mend the link, "
                        "or remove it and use --prune)")
@@ -322,10 +323,6 @@ class Ingestor:
 def _is_document(file: SourceFile) -> bool:
     """A file of a type unirank reads: only these make a source worth ingesting or pruning against."""
     return PurePosixPath(file.uri).suffix.lower() in SUPPORTED_EXTENSIONS
-
-
-def _at_or_under(uri: str, roots: list[str]) -> bool:
-    return any(uri == root or uri.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def _broken_links(docs: DocumentSource, files: list[SourceFile], most: int = 5) -> list[str]:

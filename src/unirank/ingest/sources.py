@@ -14,7 +14,7 @@ from typing import Any, Collection, Iterable
 import fsspec
 
 from unirank.errors import SourceError
-from unirank.ingest.uris import local_path, printable
+from unirank.ingest.uris import at_or_under, local_path, printable
 from unirank.settings import StorageSettings
 
 OBJECT_SCHEMES = ("s3", "oss")
@@ -89,8 +89,7 @@ class DocumentSource:
         listed = {f.uri for f in files}
         adopted = []
         for file in files:
-            under = file.uri == root or file.uri.startswith(root + "/")
-            legacy = resolved + file.uri[len(root):] if under else None
+            legacy = resolved + file.uri[len(root):] if at_or_under(file.uri, root) else None
             if file.uri not in indexed and legacy in indexed and legacy not in listed:
                 file = replace(file, uri=legacy)
             adopted.append(file)
@@ -126,7 +125,7 @@ class DocumentSource:
 
     def contains(self, uri: str) -> bool:
         """Is ``uri`` under this source's root (so --prune may remove it)?"""
-        return any(uri == root or uri.startswith(root + "/") for root in self._roots)
+        return any(at_or_under(uri, root) for root in self._roots)
 
     def under(self, uris: Iterable[str]) -> list[str]:
         """The ``uris`` at or under this source's root, sorted: what --prune or `index remove` may remove."""

@@ -52,6 +52,12 @@ def _file_uri_path(uri: str) -> str:
     return parts.path
 
 
+def at_or_under(uri: str, root: str) -> bool:
+    """Whether ``uri`` is ``root`` or names something under it (``root/…``, not ``root-old/…``)."""
+    root = root.rstrip("/")
+    return uri == root or uri.startswith(root + "/")
+
+
 def file_name(uri: str) -> str:
     """The last part of the path a URI names (``Travel policy.pdf``)."""
     return PurePosixPath(uri_path(uri).replace("\\", "/")).name
