@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from unirank.errors import ModelLoadError
-from unirank.registry.files import MARKER_FILE, files_digest
+from unirank.registry.files import MARKER_FILE, files_digest, read_marker
 from unirank.registry.store import REGISTRY_LINKS
 
 
@@ -76,14 +76,12 @@ def exported_record(path: Path, role: str) -> tuple[dict[str, Any], list[str]]:
     ``lineage``. Files changed since the export keep only the training queries (the model was made from
     one trained on them). A folder without a marker, or with one from before exports carried records,
     gives nothing to restore."""
-    marker_path = Path(path) / MARKER_FILE
-    if not marker_path.is_file():
-        return {}, []
     try:
-        marker = json.loads(marker_path.read_text())
+        marker = read_marker(path)
     except (OSError, ValueError) as exc:
-        return {}, [f"{marker_path} is not readable ({exc}): registered without the record it may carry."]
-    if not isinstance(marker, dict) or not marker.get("name"):
+        return {}, [f"{Path(path) / MARKER_FILE} is not readable ({exc}): registered without the record it may "
+                    "carry."]
+    if not marker or not marker.get("name"):
         return {}, []
     source = f"{marker['name']}@{marker.get('version')}"
     record = marker.get("record")

@@ -7,12 +7,24 @@ importing each other.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 #: Written into every version's folder (name, version, role). An export writes it last, with the
 #: version's whole record (``record``) and a digest of the files (``files_sha256``): registering the
 #: exported folder restores the record (``unirank.registry.describe.exported_record``).
 MARKER_FILE = "unirank_model.json"
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """A model folder's marker, or None when it has none (or holds no mapping). Raises OSError or
+    ValueError when the file is there but cannot be read as JSON."""
+    path = Path(folder) / MARKER_FILE
+    if not path.is_file():
+        return None
+    marker = json.loads(path.read_text())
+    return marker if isinstance(marker, dict) else None
 
 
 def model_files(folder: Path) -> list[Path]:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Literal
 from unirank.errors import ModelNotFoundError, PromotionRefusedError, UnirankError
 from unirank.registry.evaluations import compare_for_promotion, evaluation_key, evaluations
 from unirank.registry.export import export_version
-from unirank.registry.files import MARKER_FILE, file_listing, files_digest
+from unirank.registry.files import MARKER_FILE, file_listing, files_digest, read_marker
 from unirank.timeutil import now_iso
 
 __all__ = ["MARKER_FILE", "REGISTRY_LINKS", "RESERVED_NAMES", "ROLES", "ModelRegistry", "ModelVersion", "Role",
@@ -174,10 +174,10 @@ class ModelRegistry:
         Registered under a new name with nothing of the kind (such a marker carries no record), the copy
         was scored by `unirank eval` on the very queries the version was trained on."""
         try:
-            marker = json.loads((folder / MARKER_FILE).read_text())
+            marker = read_marker(folder)
         except (OSError, ValueError):
             return {}
-        if not isinstance(marker, dict) or not str(marker.get("version", "")).isdigit():
+        if not marker or not str(marker.get("version", "")).isdigit():
             return {}
         ref = f"{marker.get('name')}@{marker['version']}"
         if not self.exists(ref):
