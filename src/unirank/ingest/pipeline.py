@@ -346,11 +346,15 @@ def _counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+#: Said after a failure of a file indexed before (see ``_fail``).
+PREVIOUS_KEPT = " (the previous version stays indexed; fix the file, or remove it and use --prune)"
+
+
 def _fail(report: IngestReport, uri: str, reason: str, previous: SourceState | None) -> None:
     """A file indexed before keeps its old chunks when its new version cannot be read (nothing is lost
     on a bad save); the report says so, or the index would answer from the old text with no word."""
     if previous is not None:
-        reason += " (the previous version stays indexed; fix the file, or remove it and use --prune)"
+        reason += PREVIOUS_KEPT
     report.failed.append((uri, reason))
 
 

@@ -566,7 +566,7 @@ def beir_index_name(folder: Path, embedder: Embedder) -> str:
 def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embedder, folder: Path,
                       stage: Stage) -> str:
     """Index a BEIR corpus with ``embedder`` once; later calls find it unchanged and skip it."""
-    from unirank.ingest.pipeline import Ingestor
+    from unirank.ingest.pipeline import PREVIOUS_KEPT, Ingestor
 
     name = beir_index_name(folder, embedder)
     # The resolved path, as the index's name has it: the same folder reached through a link is one source.
@@ -586,7 +586,7 @@ def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embe
         # scoring it, or saying it "does not exist", hid the line to fix.
         if not existed and backend.exists(name):
             backend.delete_index(name)
-        reasons = [reason.split(" (the previous version stays indexed")[0] for _, reason in report.failed]
+        reasons = [reason.removesuffix(PREVIOUS_KEPT) for _, reason in report.failed]
         if report.stopped:
             reasons.append(f"indexing stopped: {report.stopped}")
         raise EvaluationDataError(f"{corpus} could not be indexed: {'; '.join(reasons)}. Nothing was scored or "
