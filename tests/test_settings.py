@@ -162,3 +162,58 @@ def test_a_bad_edit_of_the_keys_file_is_logged_as_sentences(tmp_path, caplog):
     assert caplog.messages == ["api_keys_file holds no tokens, so every request would be refused: add one "
                                "`TOKEN [EXPIRES]` a line, or unset serving.api_keys_file to serve without keys. "
                                "Keeping the tokens read before until the file is fixed."]
+
+
+def test_a_config_that_is_a_folder_is_an_error_not_the_defaults(config, monkeypatch):
+    monkeypatch.setenv("UNIRANK_CONFIG", str(config.parent))
+    with pytest.raises(unirank.ConfigurationError, match=r"UNIRANK_CONFIG names .*, which is a folder, not a settings "
+                                                         r"file"):
+        Settings.load()
+
+
+def test_a_whole_section_variable_is_named_when_it_is_wrong(config, monkeypatch):
+    """The header read `no … and no UNIRANK_* variables` for UNIRANK_SEARCH='{"rrfk": 7}'."""
+    monkeypatch.setenv("UNIRANK_SEARCH", '{"rrfk": 7}')
+    with pytest.raises(unirank.ConfigurationError, match=r"^Invalid settings \(read from UNIRANK_SEARCH\):\n"
+                                                         r".*did you mean search\.rrf_k\?"):
+        Settings.load()
+    monkeypatch.setenv("UNIRANK_SEARCH", '{"rrf_k": 7}')
+    assert Settings.load().search.rrf_k == 7
+
+
+def test_an_unreadable_variable_is_named_alone(config, monkeypatch):
+    """With UNIRANK_SERVING__PORT=9000 set too, both were said to be unreadable."""
+    monkeypatch.setenv("UNIRANK_SERVING__PORT", "9000")
+    monkeypatch.setenv("UNIRANK_SERVING__HOST", "localhost")  # not JSON, but a string setting is not parsed as JSON
+    monkeypatch.setenv("UNIRANK_SERVING__API_KEYS", "k1")
+    with pytest.raises(unirank.ConfigurationError,
+                       match=r"^Invalid settings: UNIRANK_SERVING__API_KEYS could not be read \("):
+        Settings.load()
+
+
+@pytest.mark.parametrize(("variable", "meant"), [("UNIRANK_SEARCH_RRF_K", "UNIRANK_SEARCH__RRF_K"),
+                                                 ("unirank_search_rrfk", "UNIRANK_SEARCH__RRF_K"),
+                                                 ("UNIRANK_DATADIR", "UNIRANK_DATA_DIR"),
+                                                 ("UNIRANK_SERCH", "UNIRANK_SEARCH")])
+def test_a_near_miss_variable_is_refused(config, monkeypatch, variable, meant):
+    """A single underscore between section and key, or a misspelt top-level name, was silently ignored."""
+    monkeypatch.setenv(variable, "7")
+    with pytest.raises(unirank.ConfigurationError, match=rf"^Invalid settings \(read from {variable}\):\n"
+                                                         rf"  - unknown setting {variable}.*did you mean {meant}\?"):
+        Settings.load()
+
+
+def test_the_projects_own_variables_are_not_near_misses(config, monkeypatch):
+    for name in ("UNIRANK_ES_URL", "UNIRANK_QUICKSTART_PORT", "UNIRANK_TEST_TOKEN", "UNIRANK_TEST_LLM_KEY",
+                 "UNIRANK_TEST_DOC2QUERY_KEY", "UNIRANK_CHAT_API_KEY", "UNIRANK_SERVING_TOKEN"):
+        monkeypatch.setenv(name, "x")  # a token variable a user named for chat.llm_api_key_env, say
+    assert Settings.load().search.rrf_k == 60
+
+
+def test_the_variable_holding_the_llm_key_is_not_a_near_miss(config, monkeypatch):
+    """chat.llm_api_key_env may name a UNIRANK_* variable that reads like chat.llm_api_key_env mistyped."""
+    monkeypatch.setenv("UNIRANK_CHAT_LLM_API_KEY", "sk-1")
+    with pytest.raises(unirank.ConfigurationError, match=r"did you mean UNIRANK_CHAT__LLM_API_KEY_ENV\?"):
+        Settings.load()
+    monkeypatch.setenv("UNIRANK_CHAT__LLM_API_KEY_ENV", "UNIRANK_CHAT_LLM_API_KEY")
+    assert Settings.load().chat.llm_api_key_env == "UNIRANK_CHAT_LLM_API_KEY"

@@ -8,8 +8,11 @@ it is read from the file's folder, so the file means the same wherever a command
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -213,7 +216,9 @@ class ServingSettings(_Section):
     #: 0.79) at the default, and server CPU per embedding 0.99-1.10x the in-process figure against
     #: 1.10-1.17x; one client's requests kept their speed (0.47-0.50x against 0.44-0.50x). 0 sleeps at
     #: once (OMP_WAIT_POLICY=PASSIVE): 0.83x, but one client's p50 rose from 28 to 40 ms.
-    #: None keeps libgomp's default; a GOMP_SPINCOUNT or OMP_WAIT_POLICY in the environment wins.
+    #: A GOMP_SPINCOUNT or OMP_WAIT_POLICY in the environment wins, so set GOMP_SPINCOUNT=300000 there to keep
+    #: libgomp's default. (None leaves the variable unset too, but only Python code can pass it: TOML has no
+    #: null, and an empty variable is not a number.)
     openmp_spin_count: int | None = Field(10_000, ge=0)
 
 
@@ -324,12 +329,15 @@ class Settings(BaseSettings):
         if named and not Path(named).exists():  # a typo in the path would silently give the defaults
             raise ConfigurationError(f"UNIRANK_CONFIG names {named}, which does not exist: fix the path, or unset "
                                      "UNIRANK_CONFIG to read ./unirank.toml (when there is one).")
+        if config_path().is_dir():  # read as no file at all: the defaults, silently
+            which = f"UNIRANK_CONFIG names {named}" if named else f"{config_path()} is"
+            raise ConfigurationError(f"{which}, which is a folder, not a settings file: name the file itself "
+                                     f"(e.g. {Path(config_path(), 'unirank.toml')}).")
         unknown = _unknown_env_sections()
-        if unknown:  # the header names those variables alone: the others are not what is wrong
-            raise ConfigurationError(f"Invalid settings ({_sources([v for v, _ in unknown])}):\n"
-                                     + "\n".join(f"  - {u}" for _, u in unknown))
+        if unknown:
+            raise _unknown_variables(unknown)
         try:
-            return cls()
+            settings = cls()
         except ValidationError as exc:
             errors = exc.errors()
             problems = [_describe_error(error) for error in errors]
@@ -340,6 +348,11 @@ class Settings(BaseSettings):
             raise ConfigurationError(_describe_env_error(exc)) from None
         except ValueError as exc:  # unirank.toml that is not TOML
             raise ConfigurationError(f"Invalid settings: {config_path()} is not valid TOML ({exc}).") from None
+        # After loading: the variable chat.llm_api_key_env names (UNIRANK_CHAT_LLM_API_KEY, say) is a key.
+        near_misses = _near_miss_variables(exempt=settings.chat.llm_api_key_env)
+        if near_misses:
+            raise _unknown_variables(near_misses)
+        return settings
 
     @property
     def indexes_dir(self) -> Path:
@@ -454,19 +467,68 @@ def _describe_error(error: dict) -> str:
 
 
 def _setting_variables() -> list[str]:
-    """The ``UNIRANK_*`` variables that are settings: ``SECTION__KEY`` ones and ``UNIRANK_DATA_DIR``.
-    Tools keep their own ``UNIRANK_*`` variables (``UNIRANK_CONFIG``, ``UNIRANK_ES_URL``)."""
-    return sorted(k for k in os.environ
-                  if k.upper().startswith("UNIRANK_") and ("__" in k or k.upper() == "UNIRANK_DATA_DIR"))
+    """The ``UNIRANK_*`` variables that are settings: ``SECTION__KEY`` ones, ``UNIRANK_DATA_DIR`` and a whole
+    section's (``UNIRANK_SEARCH='{"rrf_k": 30}'``). Tools keep their own ``UNIRANK_*`` variables
+    (``UNIRANK_CONFIG``, ``UNIRANK_ES_URL``)."""
+    fields = {name.upper() for name in Settings.model_fields}
+    return sorted(k for k in os.environ if k.upper().startswith("UNIRANK_")
+                  and ("__" in k or k.upper()[len("UNIRANK_"):] in fields))
+
+
+#: The project's own ``UNIRANK_*`` variables that are not settings.
+_OTHER_VARIABLES = frozenset({"UNIRANK_CONFIG", "UNIRANK_ES_URL", "UNIRANK_QUICKSTART_PORT"})
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    return {name: field.annotation for name, field in Settings.model_fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
+
+
+def _unknown_variables(problems: list[tuple[str, str]]) -> ConfigurationError:
+    """The error for (variable, what is wrong with it) problems: its header names those variables alone, since
+    the others are not what is wrong."""
+    return ConfigurationError(f"Invalid settings ({_sources([v for v, _ in problems])}):\n"
+                              + "\n".join(f"  - {p}" for _, p in problems))
+
+
+def _near_miss_variables(exempt: str = "") -> list[tuple[str, str]]:
+    """A variable without ``__`` is not a setting unless it names a top-level one, and pydantic-settings ignores
+    it; but ``UNIRANK_SEARCH_RRF_K`` (one underscore) and ``UNIRANK_DATADIR`` are settings mistyped, not tools'
+    own variables. Those are refused: a section and one of its keys (or close to one) joined by one underscore,
+    or a name close to a top-level setting; but not ``exempt``, the variable ``chat.llm_api_key_env`` names.
+    Each problem is (the variable, what is wrong with it)."""
+    fields = list(Settings.model_fields)
+    problems = []
+    for variable in sorted(os.environ):
+        upper = variable.upper()
+        if not upper.startswith("UNIRANK_") or "__" in upper or upper in _OTHER_VARIABLES or \
+                upper == exempt.upper():
+            continue
+        name = upper[len("UNIRANK_"):].lower()
+        if name in fields:
+            continue
+        guess, why = None, ""
+        for section, model in _sections().items():
+            if name.startswith(section + "_"):
+                close = difflib.get_close_matches(name[len(section) + 1:], list(model.model_fields), n=1,
+                                                  cutoff=0.75)
+                if close:
+                    guess, why = f"UNIRANK_{section.upper()}__{close[0].upper()}", \
+                        ": a section and its key are joined by a double underscore"
+        if guess is None:
+            close = difflib.get_close_matches(name, fields, n=1, cutoff=0.8)
+            if close:
+                guess = f"UNIRANK_{close[0].upper()}"
+        if guess:
+            problems.append((variable, f"unknown setting {variable}{why} (did you mean {guess}?)"))
+    return problems
 
 
 def _unknown_env_sections() -> list[tuple[str, str]]:
     """``UNIRANK_SERACH__RRF_K`` names no section, and pydantic-settings would ignore it without a word
     (a mistyped key inside a section is refused like one in unirank.toml). Variables without ``__``
-    are left alone: ``UNIRANK_CONFIG`` and tools' own ``UNIRANK_*`` variables are not settings.
-    Each problem is (the variable, what is wrong with it)."""
-    sections = [name for name, field in Settings.model_fields.items()
-                if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)]
+    are _near_miss_variables' to check. Each problem is (the variable, what is wrong with it)."""
+    sections = list(_sections())
     problems = []
     for variable in _setting_variables():
         head, sep, rest = variable.partition("__")
@@ -482,9 +544,42 @@ def _unknown_env_sections() -> list[tuple[str, str]]:
 
 
 def _describe_env_error(exc: SettingsError) -> str:
+    """pydantic-settings names the section whose variables it could not parse (``field "serving"``): the
+    variables named are those of it that should hold JSON and do not, else all of that section's."""
     match = re.search(r'field "(\w+)"', str(exc))
-    section = match.group(1).upper() if match else ""
-    named = sorted(k for k in os.environ if section and k.startswith(f"UNIRANK_{section}"))
-    which = ", ".join(named) or "a UNIRANK_* variable"
+    field = match.group(1).lower() if match else None
+    paths = {v: tuple(v[len("UNIRANK_"):].lower().split("__")) for v in _setting_variables()}
+    named = [v for v, path in paths.items() if path[0] == field]
+    bad = [v for v in named if _takes_json(paths[v]) and not _is_json(os.environ[v])]
+    which = ", ".join(bad or named) or "a UNIRANK_* variable"
     return (f"Invalid settings: {which} could not be read ({exc.__cause__ or exc}). A list or table setting "
             'takes JSON in the environment, e.g. UNIRANK_SERVING__API_KEYS=\'["key-1", "key-2"]\'.')
+
+
+def _takes_json(path: tuple[str, ...]) -> bool:
+    """Whether the setting at ``path`` (``("serving", "api_keys")``, or a section) is a list, table or section,
+    which the environment gives as JSON."""
+    model: type[BaseModel] | None = Settings
+    annotation: object = None
+    for part in path:
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return False
+        annotation = field.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return _complex(annotation)
+
+
+def _complex(annotation: object) -> bool:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_complex(a) for a in typing.get_args(annotation) if a is not type(None))
+    return (typing.get_origin(annotation) or annotation) in (list, dict, set, tuple, frozenset) or (
+        isinstance(annotation, type) and issubclass(annotation, BaseModel))
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
