@@ -164,6 +164,26 @@ def test_a_bad_edit_of_the_keys_file_is_logged_as_sentences(tmp_path, caplog):
                                "Keeping the tokens read before until the file is fixed."]
 
 
+def test_a_model_written_as_a_relative_path_in_the_file_is_read_from_its_folder(config, monkeypatch, tmp_path):
+    """`embedder.model = "./models/edge"` in a config named by UNIRANK_CONFIG was looked for under the cwd.
+    Names, registry refs and hub ids (ORG/NAME) stay as written."""
+    config.write_text('[embedder]\nmodel = "./models/edge"\n[reranker]\nmodel = "../rerankers/r1"\n[serving]\n'
+                      'models = ["./models/edge", "cisi@2", "base", "sentence-transformers/all-MiniLM-L6-v2"]\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = Settings.load()
+    assert Path(settings.embedder.model) == config.parent / "models" / "edge"
+    assert Path(settings.reranker.model).resolve() == (config.parent.parent / "rerankers" / "r1").resolve()
+    assert settings.serving.models[0] == str(config.parent / "models" / "edge")
+    assert settings.serving.models[1:] == ["cisi@2", "base", "sentence-transformers/all-MiniLM-L6-v2"]
+    config.write_text('[embedder]\nmodel = "cisi"\n[reranker]\nmodel = "org/cross-encoder"\n')
+    settings = Settings.load()
+    assert (settings.embedder.model, settings.reranker.model) == ("cisi", "org/cross-encoder")
+    monkeypatch.setenv("UNIRANK_EMBEDDER__MODEL", "./from-env")  # a variable's: from the cwd, as a shell user expects
+    assert Settings.load().embedder.model == "./from-env"
+
+
 def test_a_config_that_is_a_folder_is_an_error_not_the_defaults(config, monkeypatch):
     monkeypatch.setenv("UNIRANK_CONFIG", str(config.parent))
     with pytest.raises(unirank.ConfigurationError, match=r"UNIRANK_CONFIG names .*, which is a folder, not a settings "
@@ -188,6 +208,35 @@ def test_an_unreadable_variable_is_named_alone(config, monkeypatch):
     monkeypatch.setenv("UNIRANK_SERVING__API_KEYS", "k1")
     with pytest.raises(unirank.ConfigurationError,
                        match=r"^Invalid settings: UNIRANK_SERVING__API_KEYS could not be read \("):
+        Settings.load()
+
+
+def test_the_device_and_the_reranker_model_are_checked_when_loaded(config, monkeypatch):
+    for good in ("cpu", "cuda", "cuda:1", "mps", "xpu:0"):
+        monkeypatch.setenv("UNIRANK_EMBEDDER__DEVICE", good)
+        assert Settings.load().embedder.device == good
+    for bad in ("gpu", "cuda 1", "cuda:x", "CPU", ""):
+        monkeypatch.setenv("UNIRANK_EMBEDDER__DEVICE", bad)
+        with pytest.raises(unirank.ConfigurationError,
+                           match=rf"embedder\.device {re.escape(repr(bad))} is not a device torch knows"):
+            Settings.load()
+    monkeypatch.delenv("UNIRANK_EMBEDDER__DEVICE")
+    config.write_text('[reranker]\nmodel = ""\n')
+    with pytest.raises(unirank.ConfigurationError, match=r"reranker\.model is empty: name a model"):
+        Settings.load()
+
+
+def test_the_data_dir_variable_is_never_empty_and_expands_the_home_folder(config, monkeypatch):
+    """`UNIRANK_DATA_DIR=` meant the current directory, and `UNIRANK_DATA_DIR=~/foo` a folder named `~`."""
+    monkeypatch.setenv("UNIRANK_DATA_DIR", "")
+    with pytest.raises(unirank.ConfigurationError,
+                       match=r"^Invalid settings \(read from UNIRANK_DATA_DIR\):\n  - data_dir is empty"):
+        Settings.load()
+    monkeypatch.setenv("UNIRANK_DATA_DIR", "~/foo")
+    assert Settings.load().data_dir == Path.home() / "foo"
+    monkeypatch.delenv("UNIRANK_DATA_DIR")
+    config.write_text('data_dir = ""\n')
+    with pytest.raises(unirank.ConfigurationError, match=r"data_dir is empty"):
         Settings.load()
 
 

@@ -2,7 +2,8 @@
 
 Nested fields use a double underscore in the environment, e.g. ``UNIRANK_SEARCH__RRF_K=30``.
 The TOML file is ``./unirank.toml`` unless ``UNIRANK_CONFIG`` names another; a relative path in
-it is read from the file's folder, so the file means the same wherever a command runs.
+it (``data_dir``, ``chat.db_path``, ``serving.api_keys_file``, and a model written ``./NAME`` or ``../NAME``)
+is read from the file's folder, so the file means the same wherever a command runs.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class EmbedderSettings(_Section):
     #: On ONNX Runtime's OpenVINO provider, run full-window batches on a second session compiled for
     #: one fixed shape (see unirank.models.fixed_shape): faster, for ~150 MB more memory per model.
     openvino_fixed_shape: bool = True
+    #: The torch device the embedder and a local reranker run on: ``cpu``, ``cuda``, ``cuda:1``, ``mps``...
     device: str = "cpu"
     #: Threads for embedding one query (0: torch's default). On a quiet 2-core machine two are
     #: faster for long queries (CISI p50 14 vs 21 ms); under load one is far steadier.
@@ -67,6 +69,11 @@ class EmbedderSettings(_Section):
             raise ValueError("embedder.model is empty: name a model, or remove the setting to read each index "
                              "with the model that made it")
         return value
+
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, value: str) -> str:
+        return _check_device(value, "embedder.device")
 
     @property
     def ref(self) -> str:
@@ -91,6 +98,14 @@ class RerankerSettings(_Section):
     #: How much the reranker's score counts against the hybrid rank (0: hybrid order, 1: reranker
     #: alone). Unset: the weight training chose on validation queries people wrote (0 without any).
     blend_weight: float | None = Field(None, ge=0.0, le=1.0)
+
+    @field_validator("model")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("reranker.model is empty: name a model, `base`, or `none` for no reranker (or remove "
+                             "the setting for the default, base)")
+        return value
 
     @field_validator("top_k")
     @classmethod
@@ -221,6 +236,11 @@ class ServingSettings(_Section):
     #: null, and an empty variable is not a number.)
     openmp_spin_count: int | None = Field(10_000, ge=0)
 
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _keys_file_named(cls, value: object) -> object:
+        return _path_named(value, "serving.api_keys_file")
+
 
 class RemoteSettings(_Section):
     """How ingestion and search call a model registered with ``--endpoint``."""
@@ -274,6 +294,11 @@ class ChatSettings(_Section):
     #: Conversations, messages and feedback (SQLite); unset: ``data_dir/chat.sqlite``.
     db_path: Path | None = None
 
+    @field_validator("db_path", mode="before")
+    @classmethod
+    def _db_path_named(cls, value: object) -> object:
+        return _path_named(value, "chat.db_path")
+
 
 class ApiSettings(_Section):
     """``unirank serve api``: the app server (chat API and web page)."""
@@ -309,6 +334,17 @@ class Settings(BaseSettings):
     remote: RemoteSettings = RemoteSettings()
     chat: ChatSettings = ChatSettings()
     api: ApiSettings = ApiSettings()
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_named(cls, value: object) -> object:
+        return _path_named(value, "data_dir")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir_expanded(cls, value: Path) -> Path:
+        """``UNIRANK_DATA_DIR=~/data`` is the home folder's data, as in unirank.toml, not a folder named ``~``."""
+        return value.expanduser()
 
     @classmethod
     def settings_customise_sources(
@@ -373,16 +409,71 @@ class _TomlFileSource(TomlConfigSettingsSource):
 
     #: The path settings: (section or None, key).
     _PATH_KEYS = ((None, "data_dir"), ("serving", "api_keys_file"), ("chat", "db_path"))
+    #: The model settings (a name or a list of names). Only a value written as a relative path, ``./NAME`` or
+    #: ``../NAME``, is a folder read from the file's folder: others are ``base``, registry refs
+    #: (``NAME@prod``) and hub ids (``ORG/NAME``), which a folder under the cwd could not be told apart from.
+    _MODEL_KEYS = (("embedder", "model"), ("reranker", "model"), ("serving", "models"))
 
     def __call__(self) -> dict:
         values = super().__call__()
         folder = config_path().resolve().parent
         for section, key in self._PATH_KEYS:
             table = values.get(section) if section else values
-            if isinstance(table, dict) and isinstance(table.get(key), str):
+            if isinstance(table, dict) and isinstance(table.get(key), str) and table[key].strip():  # "": refused
                 path = Path(table[key]).expanduser()
                 table[key] = str(path if path.is_absolute() else folder / path)
+        for section, key in self._MODEL_KEYS:
+            table = values.get(section)
+            if not isinstance(table, dict):
+                continue
+            value = table.get(key)
+            if isinstance(value, str):
+                table[key] = _model_from(folder, value)
+            elif isinstance(value, list):
+                table[key] = [_model_from(folder, v) if isinstance(v, str) else v for v in value]
         return values
+
+
+def _model_from(folder: Path, model: str) -> str:
+    """``model`` as written in the settings file in ``folder``: ``./NAME`` and ``../NAME`` are read from there."""
+    if model in (".", "..") or model.startswith(("./", "../", ".\\", "..\\")):
+        return str(folder / model)
+    return model
+
+
+def _path_named(value: object, setting: str) -> object:
+    """An empty path setting is refused: as a Path it is ``.``, the current directory, which no one means."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"{setting} is empty: name a path (`.` for the current directory), or remove the "
+                         "setting for its default")
+    return value
+
+
+#: Device strings taken without importing torch (which takes a second and a half); torch.device is asked
+#: about the others.
+_COMMON_DEVICE = re.compile(r"(cpu|cuda|mps|xpu|hip|meta)(:(0|[1-9][0-9]*))?")
+
+
+def _check_device(value: str, setting: str) -> str:
+    """``value`` when torch.device takes it (``cpu``, ``cuda``, ``cuda:1``, ``mps``), else a ValueError that
+    names ``setting``: a typo (``gpu``, ``cuda 1``) surfaced only when a model first loaded."""
+    if _COMMON_DEVICE.fullmatch(value):
+        return value
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - a hard dependency; loading a model would say it is missing
+        return value
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.device("mkldnn") warns that it is deprecated
+            torch.device(value)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{setting} {value!r} is not a device torch knows ({said}): use cpu, cuda, cuda:N "
+                         "or mps") from None
+    return value
 
 
 def config_path() -> Path:
