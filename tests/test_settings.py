@@ -259,6 +259,26 @@ def test_the_projects_own_variables_are_not_near_misses(config, monkeypatch):
     assert Settings.load().search.rrf_k == 60
 
 
+def test_config_show_prints_toml_that_loads_back(config, monkeypatch, tmp_path):
+    """Rich wrapped the output at 80 columns when piped, so a long data_dir broke the TOML; masked secrets
+    (`api_keys = ["***"]`) loaded back as a real key."""
+    import subprocess
+    import sys
+
+    long_dir = tmp_path / ("a-rather-long-folder-name-" * 4) / "data"
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("UNIRANK_") and k != "COLUMNS"}
+    env.update(HF_HUB_OFFLINE="1", UNIRANK_CONFIG=str(config), UNIRANK_DATA_DIR=str(long_dir),
+               UNIRANK_SERVING__API_KEYS='["k-live-abc", "k-2"]', UNIRANK_STORAGE__SECRET_ACCESS_KEY="s3-secret")
+    shown = subprocess.run([sys.executable, "-m", "unirank.cli.main", "config", "show"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "k-live-abc" not in shown and "s3-secret" not in shown
+    assert "# api_keys" in shown and "2 keys" in shown and "# secret_access_key" in shown
+    config.write_text(shown)
+    settings = Settings.load()
+    assert settings.data_dir == long_dir
+    assert settings.serving.api_keys == [] and settings.storage.secret_access_key is None
+
+
 def test_the_variable_holding_the_llm_key_is_not_a_near_miss(config, monkeypatch):
     """chat.llm_api_key_env may name a UNIRANK_* variable that reads like chat.llm_api_key_env mistyped."""
     monkeypatch.setenv("UNIRANK_CHAT_LLM_API_KEY", "sk-1")

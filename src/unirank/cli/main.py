@@ -247,25 +247,39 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print the 
         table = data[section] if section else data
         if table.get(key) is not None:
             table[key] = str(Path(table[key]).absolute())
+    # A pasted output leaks no secret, and in TOML a copy of it plants no "***" key.
+    hidden: dict[tuple[str, str], str] = {}
     if data["storage"].get("secret_access_key"):
         data["storage"]["secret_access_key"] = "***"
-    data["serving"]["api_keys"] = ["***" for _ in data["serving"]["api_keys"]]  # a pasted output leaks none
+        hidden["storage", "secret_access_key"] = '"***" (hidden)'
+    keys = data["serving"]["api_keys"]
+    data["serving"]["api_keys"] = ["***" for _ in keys]
+    if keys:
+        hidden["serving", "api_keys"] = f'["***", ...] (hidden: {counted(len(keys), "key")})'
     if as_json:
         print_json(data)
         return
     import tomli_w  # noqa: PLC0415 - only this command needs it
 
-    console.print(_as_toml(data, tomli_w.dumps), markup=False, highlight=False)
+    # Plain: Rich wrapped a long line (a deep data_dir) at 80 columns when piped, and the TOML broke.
+    typer.echo(_as_toml(data, tomli_w.dumps, hidden).rstrip("\n"))
 
 
-def _as_toml(data: dict, dumps: Callable[[dict], str]) -> str:
+def _as_toml(data: dict, dumps: Callable[[dict], str], hidden: dict[tuple[str, str], str] | None = None) -> str:
     """TOML has no null: an unset option is shown as a comment in its section, so every setting
-    there is appears (``# size (unset)``), and the text still loads as a unirank.toml."""
+    there is appears (``# size (unset)``), and the text still loads as a unirank.toml. So is a
+    secret in ``hidden`` ((section, key): what to show), which would load back as a real value."""
+    hidden = hidden or {}
+
+    def shown(name: str | None, values: dict) -> str:
+        notes = "".join(f"# {k} = {hidden[name, k]}\n" for k in values if (name, k) in hidden)
+        return _section({k: v for k, v in values.items() if (name, k) not in hidden}, dumps) + notes
+
     top = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    parts = [_section(top, dumps)]
+    parts = [shown(None, top)]
     for name, section in data.items():
         if isinstance(section, dict):
-            parts.append(f"[{name}]\n{_section(section, dumps)}")
+            parts.append(f"[{name}]\n{shown(name, section)}")
     return "\n".join(p for p in parts if p.strip())
 
 
