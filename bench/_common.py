@@ -34,7 +34,7 @@ def require_cisi() -> Path:
 
 def isolated_settings(data_dir: Path, **overrides):
     """Default Settings on a temporary data dir, ignoring any unirank.toml and UNIRANK_* variables."""
-    dropped = [k for k in os.environ if k.startswith("UNIRANK_")]
+    dropped = [k for k in os.environ if k.upper().startswith("UNIRANK_")]  # pydantic-settings ignores case
     for key in dropped:
         del os.environ[key]
     if dropped:

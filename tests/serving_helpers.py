@@ -59,7 +59,7 @@ def http_endpoint(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 def isolated_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The caller's environment without its UNIRANK_* settings, pointed at ``data_dir``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("UNIRANK_")}  # matched ignoring case
     env.update({"HF_HUB_OFFLINE": "1", "UNIRANK_DATA_DIR": str(data_dir),
                 "UNIRANK_CONFIG": os.devnull, **extra})
     return env

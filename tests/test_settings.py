@@ -14,7 +14,7 @@ from unirank.settings import Settings
 
 @pytest.fixture()
 def config(tmp_path, monkeypatch):
-    for name in [k for k in os.environ if k.startswith("UNIRANK_")]:
+    for name in [k for k in os.environ if k.upper().startswith("UNIRANK_")]:
         monkeypatch.delenv(name)
     path = tmp_path / "unirank.toml"
     path.write_text("")
@@ -286,3 +286,22 @@ def test_the_variable_holding_the_llm_key_is_not_a_near_miss(config, monkeypatch
         Settings.load()
     monkeypatch.setenv("UNIRANK_CHAT__LLM_API_KEY_ENV", "UNIRANK_CHAT_LLM_API_KEY")
     assert Settings.load().chat.llm_api_key_env == "UNIRANK_CHAT_LLM_API_KEY"
+
+
+def test_the_isolated_environments_drop_settings_in_any_case(config, monkeypatch, tmp_path):
+    """pydantic-settings reads `unirank_search__rrf_k` as UNIRANK_SEARCH__RRF_K, but the benches' and the serving
+    tests' "defaults" kept it (they dropped only upper-case names)."""
+    import importlib.util
+
+    from serving_helpers import isolated_env
+
+    monkeypatch.setenv("unirank_search__rrf_k", "30")
+    assert "unirank_search__rrf_k" not in isolated_env(tmp_path)
+    for name, default in (("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        monkeypatch.setenv(name, os.environ.get(name, default))  # restored after: _common sets them on import
+    spec = importlib.util.spec_from_file_location(
+        "bench_common", Path(__file__).resolve().parents[1] / "bench" / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    assert common.isolated_settings(tmp_path / "data").search.rrf_k == 60
+    assert "unirank_search__rrf_k" not in os.environ
