@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from unirank.chat.types import Citation, Turn
-from unirank.errors import ConversationNotFoundError, InvalidQueryError
+from unirank.errors import ConfigurationError, ConversationNotFoundError, InvalidQueryError
 
 FeedbackKind = Literal["up", "down", "click"]
 FEEDBACK_KINDS: tuple[str, ...] = ("up", "down", "click")
@@ -110,14 +110,21 @@ class FeedbackEvent:
 class ConversationStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise _unusable(self.path, exc) from exc
         self._db.row_factory = sqlite3.Row
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _unusable(self.path, exc) from exc
 
     # -- sessions -------------------------------------------------------------------------------
     def create_session(self, index: str, title: str = "") -> Session:
@@ -285,6 +292,21 @@ def _deleted_meanwhile(session_id: str) -> ConversationNotFoundError:
     return ConversationNotFoundError(
         f"Session {session_id!r} was deleted while its answer was being written, so the question and answer "
         "were not stored. Start a new session (POST /v1/sessions) and ask again."
+    )
+
+
+def _unusable(path: Path, exc: Exception) -> ConfigurationError:
+    """The conversation database cannot be used: which file, why, and what to do (not SQLite's words alone)."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB",
+                                                                                          "SQLITE_CORRUPT"):
+        return ConfigurationError(
+            f"chat.db_path {path} is not a SQLite database (SQLite says: {reason}): it holds something else, or "
+            "it is damaged. Move it aside (a new, empty one is then made there) or set chat.db_path to another file."
+        )
+    return ConfigurationError(
+        f"chat.db_path {path} cannot be opened as the conversation database ({reason}). It must be a file (or "
+        "a place to make one) that this user may read and write; fix that, or set chat.db_path to another file."
     )
 
 
