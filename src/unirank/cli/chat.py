@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
 from rich.prompt import Prompt
+from rich.text import Text
 
 from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filters
 from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri
-from unirank.errors import InvalidQueryError, UnirankError
+from unirank.errors import AnswererError, ConversationNotFoundError, InvalidQueryError, UnirankError
 from unirank.search.backend import refuse_unknown_filter_keys
 
 if TYPE_CHECKING:
@@ -63,61 +65,209 @@ def chat(
 ) -> None:
     """Chat with your documents in the terminal; follow-up questions use the conversation so far."""
     from unirank.chat.service import ChatService
-    from unirank.chat.store import ConversationStore, Session
-    from unirank.chat.types import ChatAnswer, Completed, Delta
+    from unirank.chat.store import ConversationStore
 
-    with client() as ur, ConversationStore(ur.settings.chat_db_path) as store:
-        service = ChatService(ur, store)
+    with client() as ur:
         try:
-            filters = parse_filters(filter_)
-            index = index or service.default_index()
-            ur.index_info(index)  # a missing index is said, with the ones there are, before the first question
-            _refuse_unknown_filter_keys(ur, index, filters)
+            store = ConversationStore(ur.settings.chat_db_path)
         except UnirankError as exc:
             fail(exc)
-        # Made on the first question: a chat left (or a /new) before asking stored an empty "(untitled)" session.
-        session: Session | None = None
-        last: ChatAnswer | None = None
-        only = f" ({escape(', '.join(f'{k}={v}' for k, v in filters.items()))} only)" if filters else ""
-        console.print(f"[bold]unirank chat[/bold] on index [bold]{escape(index)}[/bold]{only}. {CHAT_HELP}")
-        while True:
+        with store:
+            service = ChatService(ur, store)
             try:
-                line = Prompt.ask("\n[bold cyan]you[/bold cyan]", console=console).strip()
-            except (EOFError, KeyboardInterrupt):
-                console.print()
-                return
-            if not line:
-                continue
-            command, _, arg = line.partition(" ")
-            if command in ("/quit", "/exit"):
-                return
-            if command == "/new":
-                session = None
-                last = None
-                console.print("[dim]New conversation.[/dim]")
-                continue
-            if command in ("/up", "/down", "/open"):
-                _chat_command(store, last, command, arg)
-                continue
-            if re.fullmatch(r"/\w+|/\?", command) and not arg:  # a mistyped command, not a question to search
-                known = "" if command in ("/help", "/?") else f"[yellow]Unknown command {escape(command)}.[/yellow] "
-                console.print(f"{known}{CHAT_HELP}")
-                continue
-            console.print("[bold green]unirank[/bold green] ", end="")
-            try:
-                session = session or store.create_session(index)
-                for event in service.stream(line, session_id=session.id, filters=filters):
-                    if isinstance(event, Delta):
-                        console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
-                    elif isinstance(event, Completed):
-                        last = event.answer
-                        console.print()
-                        if last.query != last.question:
-                            console.print(f"[dim]searched for: {escape(last.query)}[/dim]")
-                        _print_sources(last.citations)
+                filters = parse_filters(filter_)
+                index = index or service.default_index()
+                ur.index_info(index)  # a missing index is said, with the ones there are, before the first question
+                _refuse_unknown_filter_keys(ur, index, filters)
+                _load_models(service, index)  # a bad model or answerer is said now, not once per question
             except UnirankError as exc:
-                console.print()
+                fail(exc)
+            unanswered = _Chat(service, index, filters).run()
+    if unanswered and not sys.stdin.isatty():  # a script reading the transcript learns that it is incomplete
+        raise typer.Exit(1)
+
+
+def _load_models(service, index: str) -> None:
+    """What ``serve api`` loads at start-up (the embedder, the index's, the reranker, the answerer), and
+    whether the LLM endpoint can be reached: a chat that cannot answer should not ask for questions."""
+    service.ur.embedder  # noqa: B018 - cached properties: loading them is the point
+    service.retriever.searcher.embedder_for(index)  # and its vectors are comparable with the index's
+    service.retriever.scorer  # noqa: B018
+    _reach_llm(service.answerer)
+
+
+def _reach_llm(answerer) -> None:
+    """An OpenAI-compatible endpoint that is down, or refuses the key, is refused before the first question.
+    Its model list is asked (no tokens spent); an endpoint without one (a 404) is taken as reachable."""
+    client_ = getattr(answerer, "client", None)
+    if client_ is None or not hasattr(answerer, "_errors"):
+        return
+    import openai
+
+    try:
+        with answerer._errors():  # the answerer's own messages: they name the URL and what to check
+            client_.models.list()
+    except AnswererError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, openai.APIStatusError) and not isinstance(cause, openai.AuthenticationError):
+            return  # it answered: the questions will say if the model is wrong
+        raise
+    except (openai.APIError, ValueError):
+        return  # it answered, with something other than a model list
+
+
+class _Chat:
+    """The terminal conversation: a prompt loop over one index."""
+
+    def __init__(self, service, index: str, filters: dict[str, str]) -> None:
+        self.service = service
+        self.store = service.store
+        self.index = index
+        self.filters = filters
+        #: Made for the first question, and deleted again if it got no answer: no empty "(untitled)" one is left.
+        self.session = None
+        self.last = None
+        #: Questions that got no answer (failed, cancelled, or not UTF-8 text).
+        self.unanswered = 0
+        self.echo = not sys.stdin.isatty()  # piped in: the question is not echoed by a terminal
+
+    def run(self) -> int:
+        filters = self.filters
+        only = f" ({escape(', '.join(f'{k}={v}' for k, v in filters.items()))} only)" if filters else ""
+        console.print(f"[bold]unirank chat[/bold] on index [bold]{escape(self.index)}[/bold]{only}. {CHAT_HELP}")
+        # Bytes that are not UTF-8 arrive as lone surrogates rather than ending the chat with a traceback.
+        errors_before = getattr(sys.stdin, "errors", None)
+        reconfigured = _reconfigure_stdin(errors="surrogateescape")
+        try:
+            while self._one_line():
+                pass
+        finally:
+            if reconfigured and errors_before:
+                _reconfigure_stdin(errors=errors_before)
+        return self.unanswered
+
+    def _one_line(self) -> bool:
+        """Reads and handles one line; False when the chat ends."""
+        try:
+            line = Prompt.ask("\n[bold cyan]you[/bold cyan]", console=console).strip()
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return False
+        except UnicodeDecodeError:  # stdin kept strict decoding: it had been read from before the chat
+            return self._not_text()
+        if self.echo:
+            console.print(_printable(line), markup=False, highlight=False)
+        if _SURROGATE.search(line):
+            return self._not_text()
+        if not line:
+            return True
+        command, _, arg = line.partition(" ")
+        if command in ("/quit", "/exit"):
+            return False
+        if command == "/new":
+            self.session = None
+            self.last = None
+            console.print("[dim]New conversation.[/dim]")
+            return True
+        if command in ("/up", "/down", "/open"):
+            _chat_command(self.store, self.last, command, arg)
+            return True
+        if re.fullmatch(r"/\w+|/\?", command) and not arg:  # a mistyped command, not a question to search
+            known = "" if command in ("/help", "/?") else f"[yellow]Unknown command {escape(command)}.[/yellow] "
+            console.print(f"{known}{CHAT_HELP}")
+            return True
+        if not self._answer(line):
+            self.unanswered += 1
+        return True
+
+    def _not_text(self) -> bool:
+        self.unanswered += 1
+        encoding = getattr(sys.stdin, "encoding", None) or "UTF-8"
+        console.print(f"[yellow]That line is not {escape(encoding.upper())} text, so it was not asked: set "
+                      "the terminal (or the file) to UTF-8 and ask again.[/yellow]")
+        return True
+
+    def _answer(self, question: str) -> bool:
+        """Streams the answer to ``question`` in the conversation; False when it got none."""
+        from unirank.chat.types import Completed, Delta
+
+        if self.session is not None and not self._exists(self.session.id):
+            self.session = None  # deleted elsewhere (the web page): its history went with it
+            console.print("[yellow]This conversation was deleted elsewhere, so this question starts a new "
+                          "one.[/yellow]")
+        console.print("[bold green]unirank[/bold green] ", end="")
+        created = False
+        events = None
+        try:
+            if self.session is None:
+                self.session, created = self.store.create_session(self.index), True
+            events = self.service.stream(question, session_id=self.session.id, filters=self.filters)
+            for event in events:
+                if isinstance(event, Delta):
+                    console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+                elif isinstance(event, Completed):
+                    self.last = event.answer
+                    console.print()
+                    if self.last.query != self.last.question:
+                        console.print(f"[dim]searched for: {escape(self.last.query)}[/dim]")
+                    _print_sources(self.last.citations)
+            return True
+        except KeyboardInterrupt:
+            console.print("\n[yellow]Answer cancelled.[/yellow] [dim]Ask again, or Ctrl-D to leave.[/dim]")
+        except ConversationNotFoundError as exc:
+            console.print()
+            if self.session is not None and not self._exists(self.session.id):
+                console.print("[yellow]This conversation was deleted elsewhere while the answer was written, "
+                              "so it was not kept; the next question starts a new conversation.[/yellow]")
+                self.session, created = None, False
+            else:
                 print_error(exc)
+        except UnirankError as exc:
+            console.print()
+            print_error(exc)
+        finally:
+            if events is not None:
+                events.close()  # a cancelled answer stops where it was
+        if created:
+            self._drop_if_empty()
+        return False
+
+    def _exists(self, session_id: str) -> bool:
+        try:
+            self.store.session(session_id)
+        except ConversationNotFoundError:
+            return False
+        return True
+
+    def _drop_if_empty(self) -> None:
+        """The session made for a question that got no answer holds nothing: it is deleted, not left in
+        the web page's list as "(untitled)", and the next question makes another."""
+        session, self.session = self.session, None
+        try:
+            if session is not None and not self.store.messages(session.id):
+                self.store.delete_session(session.id)
+        except UnirankError:
+            pass  # deleted elsewhere meanwhile
+
+
+def _reconfigure_stdin(**options: str) -> bool:
+    reconfigure = getattr(sys.stdin, "reconfigure", None)
+    if reconfigure is None:
+        return False
+    try:
+        reconfigure(**options)
+    except (OSError, ValueError):  # io.UnsupportedOperation: text already read and not yet used
+        return False
+    return True
+
+
+#: A byte that is not UTF-8, as ``surrogateescape`` reads it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _printable(line: str) -> str:
+    """The line as it can be written out: a byte that is not UTF-8 shows as \ufffd."""
+    return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _chat_command(store, last, command: str, arg: str) -> None:
@@ -138,9 +288,7 @@ def _chat_command(store, last, command: str, arg: str) -> None:
             where = " · ".join(p for p in (citation.heading, f"page {citation.page}" if citation.page else "",
                                             shown_uri(citation.uri)) if p)
             console.print(f"[bold][{n}] {escape(citation.title)}[/bold]  [dim]{escape(where)}[/dim]")
-            p = citation.passage
-            console.print(f"{escape(p[:citation.start])}[reverse]{escape(p[citation.start:citation.end])}[/reverse]"
-                          f"{escape(p[citation.end:])}")
+            console.print(_marked(citation))
         else:
             store.add_feedback(last.message_id, command[1:])
             console.print("[dim]Thanks: noted.[/dim]")
@@ -148,6 +296,15 @@ def _chat_command(store, last, command: str, arg: str) -> None:
         console.print("[yellow]Usage: /open N, where N is a citation number.[/yellow]")
     except UnirankError as exc:
         print_error(exc)
+
+
+def _marked(citation) -> Text:
+    """The cited passage with each quoted sentence marked (``spans``, as the web page marks them): an
+    answer quoting sentences 1 and 3 does not mark sentence 2, which ``start:end`` spans."""
+    text = Text(citation.passage)
+    for start, end in citation.spans or [(citation.start, citation.end)]:
+        text.stylize("reverse", start, end)
+    return text
 
 
 def _print_sources(citations) -> None:
