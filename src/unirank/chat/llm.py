@@ -68,6 +68,21 @@ class OpenAIAnswerer:
                                                            **({"seed": seed} if seed is not None else {}))
         return (response.choices[0].message.content or "").strip() if response.choices else ""
 
+    def check_reachable(self) -> None:
+        """Refuse an endpoint that is down or refuses the key before anyone asks a question. Its model
+        list is asked (no tokens spent); one that answers with another status, or without a model list
+        (some servers have none), is taken as reachable: the questions will say if the model is wrong."""
+        try:
+            with self._errors():
+                self.client.models.list()
+        except AnswererError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, openai.APIStatusError) and not isinstance(cause, openai.AuthenticationError):
+                return
+            raise
+        except (openai.APIError, ValueError):
+            return
+
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         where = f"the LLM endpoint {self.base_url} (model {self.model})"
@@ -88,7 +103,7 @@ class OpenAIAnswerer:
                                 "Check chat.llm_model and the endpoint's logs.") from exc
         except (openai.APIConnectionError, httpx.HTTPError) as exc:
             raise AnswererError(
-                f"Cannot reach {where}: {exc}. Is it running, and is chat.llm_base_url right "
+                f"Cannot reach {where}: {str(exc).rstrip('.')}. Is it running, and is chat.llm_base_url right "
                 "(it usually ends in /v1)?"
             ) from exc
 

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filters
 from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri
-from unirank.errors import AnswererError, ConversationNotFoundError, InvalidQueryError, UnirankError
+from unirank.errors import ConversationNotFoundError, InvalidQueryError, UnirankError
 from unirank.search.backend import refuse_unknown_filter_keys
 
 if TYPE_CHECKING:
@@ -93,27 +93,9 @@ def _load_models(service, index: str) -> None:
     service.ur.embedder  # noqa: B018 - cached properties: loading them is the point
     service.retriever.searcher.embedder_for(index)  # and its vectors are comparable with the index's
     service.retriever.scorer  # noqa: B018
-    _reach_llm(service.answerer)
-
-
-def _reach_llm(answerer) -> None:
-    """An OpenAI-compatible endpoint that is down, or refuses the key, is refused before the first question.
-    Its model list is asked (no tokens spent); an endpoint without one (a 404) is taken as reachable."""
-    client_ = getattr(answerer, "client", None)
-    if client_ is None or not hasattr(answerer, "_errors"):
-        return
-    import openai
-
-    try:
-        with answerer._errors():  # the answerer's own messages: they name the URL and what to check
-            client_.models.list()
-    except AnswererError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, openai.APIStatusError) and not isinstance(cause, openai.AuthenticationError):
-            return  # it answered: the questions will say if the model is wrong
-        raise
-    except (openai.APIError, ValueError):
-        return  # it answered, with something other than a model list
+    check_reachable = getattr(service.answerer, "check_reachable", None)  # an LLM endpoint's answerer
+    if check_reachable is not None:
+        check_reachable()
 
 
 class _Chat:
