@@ -332,3 +332,135 @@ def test_closing_while_other_threads_search_neither_crashes_nor_fails_them(tmp_p
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]
+
+
+def _rebuild(backend: EmbeddedBackend, embedder, sources=None):
+    from unirank.search.rebuild import reembedded_sources
+
+    return backend.rebuild("docs", sources if sources is not None else reembedded_sources(backend, "docs", embedder),
+                           embedder.signature,
+                           lambda uris: reembedded_sources(backend, "docs", embedder, sources=uris))
+
+
+def test_a_write_checked_before_a_rebuild_switched_the_model_is_refused_under_the_lock(tmp_path):
+    """Both models make 8-dimensional vectors, so the width check let an ingest that began before the
+    switch write the old model's vectors into the new version, silently."""
+    from unirank.search.backend import IndexSwitchedError
+
+    writer, rebuilder = EmbeddedBackend(tmp_path / "ix"), EmbeddedBackend(tmp_path / "ix")
+    writer.create_index("docs", MODEL)
+    writer.index("docs", [source("mem://a", ["alpha"], [unit(1, 0)])], model=MODEL)
+    writer.flush("docs")
+    assert writer.model("docs") == MODEL  # the writer has the old version open
+    other = _Constant()
+    _rebuild(rebuilder, other)  # another process switches the index meanwhile
+    writer.model = lambda index: MODEL  # as if the switch came just after the check outside the lock
+    with pytest.raises(IndexSwitchedError, match=r"'docs' was switched to other@2 .*unit-model@1"):
+        writer.index("docs", [source("mem://late", ["late"], [unit(0, 1)])], model=MODEL)
+    writer.flush("docs")
+    assert {uri for uri in rebuilder.source_states("docs")} == {"mem://a"}
+    with rebuilder._reading("docs") as handle:  # every stored vector is the new model's
+        stored = handle.store.vectors_by_key(sorted(handle.store.keys()), 8)
+    np.testing.assert_allclose(stored, np.stack([unit(1, 1)]), atol=1e-6)
+
+
+def _derived(root, version="v1") -> dict:
+    return json.loads((root / "docs" / version / "derived.json").read_text())
+
+
+def test_a_reader_does_not_repair_an_index_a_live_writer_is_filling(tmp_path, caplog):
+    """Between an ingest's batches its vectors are legitimately behind the store until its flush: every
+    search in another process took that for a crash and rebuilt both derived indexes."""
+    writer = EmbeddedBackend(tmp_path / "ix")
+    writer.create_index("docs", MODEL)
+    writer.index("docs", [source("mem://a", ["alpha"], [unit(1, 0)])])
+    writer.flush("docs")
+    writer.index("docs", [source("mem://b", ["beta"], [unit(0, 1)])])  # mid-run: not flushed
+    behind = _derived(tmp_path / "ix")
+    assert behind["vectors"] < behind["fulltext"]
+    with caplog.at_level("INFO", logger="unirank.search.embedded.backend"):
+        reader = EmbeddedBackend(tmp_path / "ix")
+        assert [h.chunk.id for h in reader.bm25("docs", "beta", 5)] == ["mem://b#0"]  # what is committed
+        assert [h.chunk.id for h in reader.knn("docs", unit(1, 0), 5)] == ["mem://a#0"]  # vectors as saved
+    assert "disagree" not in caplog.text and "writer mid-run" in caplog.text
+    assert _derived(tmp_path / "ix") == behind  # nothing rebuilt
+    writer.flush("docs")
+    assert {h.chunk.id for h in reader.knn("docs", unit(0, 1), 5)} == {"mem://a#0", "mem://b#0"}
+    reader.close()
+
+
+def test_a_reader_repairs_an_index_whose_writer_was_killed_mid_run(tmp_path, caplog):
+    """The writers' lock is an OS lock: it goes with the killed process, so the next open repairs."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conformance.backend_suite import MODEL, source, unit
+        from unirank.search.embedded.backend import EmbeddedBackend
+
+        writer = EmbeddedBackend({str(tmp_path / "ix")!r})
+        writer.create_index("docs", MODEL)
+        writer.index("docs", [source("mem://a", ["alpha"], [unit(1, 0)])])
+        writer.flush("docs")
+        writer.index("docs", [source("mem://b", ["beta"], [unit(0, 1)])])
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9, run.stderr[-2000:]
+    assert _derived(tmp_path / "ix")["vectors"] < _derived(tmp_path / "ix")["fulltext"]
+    with caplog.at_level("WARNING", logger="unirank.search.embedded.backend"):
+        reader = EmbeddedBackend(tmp_path / "ix")
+        assert {h.chunk.id for h in reader.knn("docs", unit(0, 1), 5)} == {"mem://a#0", "mem://b#0"}
+    assert "disagree" in caplog.text
+    repaired = _derived(tmp_path / "ix")
+    assert repaired["vectors"] == repaired["fulltext"] == reader.info("docs").details["generation"]
+    reader.close()
+
+
+def test_a_second_rebuild_of_an_index_is_refused_at_once_and_leaves_the_first_alone(tmp_path):
+    """Two rebuilds at once picked one new version folder; each one's clean-up deleted the other's, and
+    the second died 40 s in with tantivy's raw "ValueError: Failed to acquire Lockfile"."""
+    import os
+
+    from unirank.search.backend import RebuildRunningError
+
+    first, second = EmbeddedBackend(tmp_path / "ix"), EmbeddedBackend(tmp_path / "ix")
+    first.create_index("docs", MODEL)
+    first.index("docs", [source("mem://a", ["alpha"], [unit(1, 0)]), source("mem://b", ["beta"], [unit(0, 1)])])
+    first.flush("docs")
+    (tmp_path / "ix" / "docs" / "v7").mkdir()  # what a rebuild killed before its switch left
+    other = _Constant()
+    refused = []
+
+    def sources_while_another_rebuild_starts():
+        from unirank.search.rebuild import reembedded_sources
+
+        batches = reembedded_sources(first, "docs", other, batch_chunks=1)
+        yield next(batches)
+        with pytest.raises(RebuildRunningError, match=rf"rebuild of 'docs' is already running \(pid {os.getpid()}\)"):
+            _rebuild(second, other)
+        refused.append(True)
+        yield from batches
+
+    info = _rebuild(first, other, sources_while_another_rebuild_starts())
+    assert refused and info.model == other.signature and info.chunk_count == 2
+    assert sorted(p.name for p in (tmp_path / "ix" / "docs").glob("v*")) == ["v1", "v2"]
+    assert _rebuild(second, other).model == other.signature  # the lock went with the first rebuild
+
+
+def test_a_rebuild_failing_in_a_library_below_says_so_in_words_and_changes_nothing(backend, two_sources):
+    from unirank.search.backend import RebuildFailedError
+
+    def failing():
+        raise ValueError("Failed to acquire Lockfile: LockError(IoError { kind: NotFound })")
+        yield  # pragma: no cover
+
+    with pytest.raises(RebuildFailedError, match=r"Rebuilding index 'docs' with other@2 failed: ValueError: "
+                                                 r"Failed to acquire Lockfile.*The index is unchanged"):
+        _rebuild(backend, two_sources, failing())
+    assert backend.model("docs") == MODEL and backend.info("docs").chunk_count == 2
+    assert [p.name for p in (backend.root / "docs").glob("v*")] == ["v1"]

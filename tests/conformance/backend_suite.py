@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from unirank.errors import DimensionMismatchError, IndexNotFoundError, InvalidQueryError
+from unirank.search.backend import IndexSwitchedError
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
 
 DIMS = 8
@@ -197,3 +198,19 @@ class BackendConformance:
         with pytest.raises(DimensionMismatchError):
             backend.knn(filled, np.ones(DIMS + 4, dtype=np.float32), 3)
         assert backend.info(filled).chunk_count == 4
+
+    def test_a_write_for_another_model_of_the_same_size_is_refused_before_writing(self, backend, filled):
+        """An ingest checks its model once, at its start; an `index rebuild` may switch the index to a tuned
+        model of the same size meanwhile. Its next write names the model it was checked against, and is
+        refused whole: the old model's vectors never land beside the new one's."""
+        tuned = dataclasses.replace(MODEL, version="2")
+        late = [source("mem://d", ["Late text."], [unit(1, 0)]), source("mem://a", ["Rewritten."], [unit(1, 0)])]
+        with pytest.raises(IndexSwitchedError, match=rf"{filled}.*switched to unit-model@1.*unit-model@2") as caught:
+            backend.index(filled, late, model=tuned)
+        assert (caught.value.written_for, caught.value.now) == (tuned, MODEL)
+        backend.flush(filled)
+        assert backend.info(filled).chunk_count == 4
+        assert backend.bm25(filled, "late rewritten", 5) == []
+        backend.index(filled, late[:1], model=MODEL)  # the index's own model: written
+        backend.flush(filled)
+        assert [h.chunk.id for h in backend.bm25(filled, "late", 5)] == ["mem://d#0"]

@@ -3,6 +3,12 @@
 Layout: ``<root>/<name>/CURRENT`` names the live version folder (``v1``, ``v2``...), which holds
 ``chunks.sqlite``, ``fulltext/``, ``vectors.usearch`` and ``derived.json``. ``derived.json`` records
 which store generation each derived index reflects, so a crash is repaired on the next open.
+
+Three locks in ``<root>/<name>/``: ``.write.lock`` (one write at a time), ``.writers.lock`` (shared by
+every process with writes not yet flushed: between its batches an ingest's vectors are legitimately
+behind the store, so a reader repairs only when it can take this lock exclusively, i.e. no writer is
+alive) and ``.rebuild.lock`` (one rebuild at a time). The last two are OS locks (flock), which the
+system drops when their process dies: a killed writer or rebuild never leaves one behind.
 """
 
 from __future__ import annotations
@@ -21,19 +27,29 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from unirank.errors import (DimensionMismatchError, IndexChangedError, IndexLockedError, IndexNotFoundError,
-                            InvalidQueryError)
-from unirank.search.backend import CatchUp, Filters, require_valid_index_name
+                            InvalidQueryError, UnirankError)
+from unirank.search.backend import (CatchUp, Filters, IndexSwitchedError, RebuildFailedError, RebuildRunningError,
+                                    require_valid_index_name)
 from unirank.search.embedded.fulltext import FullTextIndex
 from unirank.search.embedded.store import ChunkStore, WriteOutcome, filter_term_set, filter_terms, source_groups
 from unirank.search.embedded.vectors import VectorIndex
 from unirank.search.fusion import fuse_ranked_ids
 from unirank.search.types import Chunk, Hit, IndexedSource, IndexInfo, ModelSignature, SourceState
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no writer sessions or rebuild lock (repairs as before)
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 #: Below this many filter matches, filtered kNN is exact instead of oversampled ANN.
 EXACT_FILTER_LIMIT = 20_000
 LOCK_TIMEOUT_S = 30.0
+#: Held shared by each process with unflushed writes; taken exclusively to repair.
+WRITERS_LOCK = ".writers.lock"
+#: Held exclusively by a rebuild from start to end; it holds the rebuilding process's pid.
+REBUILD_LOCK = ".rebuild.lock"
 
 
 @dataclass
@@ -86,6 +102,8 @@ class EmbeddedBackend:
         self.build_threads = build_threads
         self._handles: dict[str, _Handle] = {}
         self._guard = threading.Lock()
+        #: Index -> the descriptor holding its writers' lock (shared) while this backend has unflushed writes.
+        self._sessions: dict[str, int] = {}
 
     def _vectors(self, path: Path, dims: int) -> VectorIndex:
         return VectorIndex(path, dims, ef_search=self.ef_search, build_threads=self.build_threads)
@@ -131,6 +149,7 @@ class EmbeddedBackend:
             handle = self._handles.pop(index, None)
         if handle:
             handle.close()
+        self._end_session(index)
         folder = self._index_dir(index)
         (folder / "CURRENT").unlink()
         shutil.rmtree(folder, ignore_errors=True)
@@ -158,49 +177,88 @@ class EmbeddedBackend:
 
     def rebuild(self, index: str, sources: Iterable[Sequence[IndexedSource]], model: ModelSignature,
                 catch_up: CatchUp) -> IndexInfo:
-        current = self._current_dir(index)
-        folder = current.parent
-        number = max(int(p.name[1:]) for p in folder.glob("v[0-9]*") if p.name[1:].isdigit()) + 1
-        new_dir = folder / f"v{number}"
-        shutil.rmtree(new_dir, ignore_errors=True)
-        new_dir.mkdir()
-        copy_of = self.info(index).copy_of
-        store = ChunkStore(new_dir / "chunks.sqlite")
-        store.init_meta(model, copy_of=copy_of)
-        store.close()
-        (new_dir / "derived.json").write_text(json.dumps({"fulltext": 0, "vectors": 0}))
-        handle = _Handle(version_dir=new_dir, store=ChunkStore(new_dir / "chunks.sqlite"),
-                         fulltext=FullTextIndex(new_dir / "fulltext"),
-                         vectors=self._vectors(new_dir / "vectors.usearch", model.dims),
-                         model=model)
-        try:
-            self._write_rebuilt(index, handle, sources)
-            with self._write(index) as live:  # ingests wait from here to the switch
-                if not self.exists(index):
-                    raise IndexNotFoundError(index, self._names())
-                now, built = live.store.source_states(), handle.store.source_states()
-                gone = [uri for uri in built if uri not in now]
-                if gone:
-                    self._apply_derived(handle, handle.store.delete_sources(gone))
-                changed = [uri for uri, state in now.items() if built.get(uri) != state]
-                if changed:  # ingested (or ingested again) while the rest was re-embedded
-                    self._write_rebuilt(index, handle, catch_up(changed))
-                handle.vectors.save()
-                handle.write_derived(vectors=handle.store.generation())
-                handle.close()
-                tmp = folder / "CURRENT.tmp"
-                tmp.write_text(new_dir.name)
-                os.replace(tmp, folder / "CURRENT")  # the atomic switch
-        except BaseException:
-            handle.close()
+        self._current_dir(index)  # a missing index is said before a lock file is made for it
+        with self._rebuild_lock(index):  # a second rebuild is refused here, before it touches a folder
+            current = self._current_dir(index)
+            folder = current.parent
+            # A rebuild killed before its switch left its half-written version above the live one.
+            for stale in _versions(folder):
+                if _number(stale) > _number(current):
+                    shutil.rmtree(stale, ignore_errors=True)
+            new_dir = folder / f"v{max(_number(p) for p in _versions(folder)) + 1}"
             shutil.rmtree(new_dir, ignore_errors=True)
-            if not self.exists(index):  # deleted meanwhile: its files went from under the new version
-                raise IndexNotFoundError(index, self._names()) from None
-            raise
-        for old in folder.glob("v[0-9]*"):
-            if old.is_dir() and old not in (new_dir, current):
-                shutil.rmtree(old, ignore_errors=True)  # keep the previous version, drop older ones
+            handle: _Handle | None = None
+            try:
+                new_dir.mkdir()
+                copy_of = self.info(index).copy_of
+                store = ChunkStore(new_dir / "chunks.sqlite")
+                store.init_meta(model, copy_of=copy_of)
+                store.close()
+                (new_dir / "derived.json").write_text(json.dumps({"fulltext": 0, "vectors": 0}))
+                handle = _Handle(version_dir=new_dir, store=ChunkStore(new_dir / "chunks.sqlite"),
+                                 fulltext=FullTextIndex(new_dir / "fulltext"),
+                                 vectors=self._vectors(new_dir / "vectors.usearch", model.dims),
+                                 model=model)
+                self._write_rebuilt(index, handle, sources)
+                with self._write(index) as live:  # ingests wait from here to the switch
+                    if not self.exists(index):
+                        raise IndexNotFoundError(index, self._names())
+                    now, built = live.store.source_states(), handle.store.source_states()
+                    gone = [uri for uri in built if uri not in now]
+                    if gone:
+                        self._apply_derived(handle, handle.store.delete_sources(gone))
+                    changed = [uri for uri, state in now.items() if built.get(uri) != state]
+                    if changed:  # ingested (or ingested again) while the rest was re-embedded
+                        self._write_rebuilt(index, handle, catch_up(changed))
+                    handle.vectors.save()
+                    handle.write_derived(vectors=handle.store.generation())
+                    handle.close()
+                    tmp = folder / "CURRENT.tmp"
+                    tmp.write_text(new_dir.name)
+                    os.replace(tmp, folder / "CURRENT")  # the atomic switch
+            except BaseException as exc:
+                if handle is not None:
+                    handle.close()
+                shutil.rmtree(new_dir, ignore_errors=True)
+                if not self.exists(index):  # deleted meanwhile: its files went from under the new version
+                    raise IndexNotFoundError(index, self._names()) from None
+                if isinstance(exc, Exception) and not isinstance(exc, UnirankError):
+                    # tantivy, usearch, SQLite or the embedder: said in words, not as a traceback
+                    raise RebuildFailedError(
+                        f"Rebuilding index {index!r} with {model} failed: {type(exc).__name__}: {exc}. The index "
+                        f"is unchanged (the half-built version was removed); run the command again.") from exc
+                raise
+            for old in _versions(folder):
+                if old not in (new_dir, current):
+                    shutil.rmtree(old, ignore_errors=True)  # keep the previous version, drop older ones
         return self.info(index)
+
+    @contextmanager
+    def _rebuild_lock(self, index: str) -> Iterator[None]:
+        """One rebuild of an index at a time: two picked the same new version folder, and each one's
+        clean-up deleted the other's (a raw tantivy "Failed to acquire Lockfile" 40 s in). Not waited for:
+        the second is refused at once, naming the first's process."""
+        if fcntl is None:  # pragma: no cover - Windows
+            yield
+            return
+        try:
+            fd = os.open(self._index_dir(index) / REBUILD_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # deleted a moment ago
+            raise IndexNotFoundError(index, self._names()) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RebuildRunningError(index, _read_pid(fd)) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def _write_rebuilt(self, index: str, handle: _Handle, sources: Iterable[Sequence[IndexedSource]]) -> None:
         model = handle.model
@@ -266,7 +324,11 @@ class EmbeddedBackend:
             log.info("index %s is being written elsewhere; opening read-only state", index)
         else:
             try:
-                self._repair(index, handle)
+                with self._no_live_writer(index) as repairable:
+                    if repairable:
+                        self._repair(index, handle)
+                    else:  # between an ingest's batches its vectors are behind the store until its flush
+                        log.info("index %s has a writer mid-run; opening its committed state", index)
             finally:
                 lock.release()
         if handle.derived_path.exists():
@@ -274,6 +336,57 @@ class EmbeddedBackend:
         handle.generation = handle.read_derived().get("vectors", -1)
         handle.identity = _identity(version_dir)
         return handle
+
+    @contextmanager
+    def _no_live_writer(self, index: str) -> Iterator[bool]:
+        """Under the write lock: whether no live process (this one included) has unflushed writes to
+        ``index``, so that derived indexes behind the store mean a crash. While True, the writers' lock is
+        held exclusively, so no writer begins until the block (a repair) ends."""
+        mine = index in self._sessions  # not under ``_guard``: ``_open`` runs under it
+        if fcntl is None or mine:
+            yield not mine
+            return
+        try:
+            fd = os.open(self._index_dir(index) / WRITERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:  # a folder this process may not write: repair as before
+            yield True
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                free = True
+            except BlockingIOError:  # a live writer holds it shared
+                free = False
+            yield free
+        finally:
+            os.close(fd)  # drops the lock
+
+    def _begin_session(self, index: str) -> None:
+        """Under the write lock, before a write that leaves the vectors behind the store until ``flush``:
+        hold the writers' lock shared (every writer may; a repair takes it exclusively, and only under
+        the write lock, so this never waits). The system drops it if this process dies."""
+        if fcntl is None:  # pragma: no cover - Windows
+            return
+        with self._guard:
+            if index in self._sessions:
+                return
+        fd = os.open(self._index_dir(index) / WRITERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._guard:
+            extra = fd if index in self._sessions else None
+            self._sessions.setdefault(index, fd)
+        if extra is not None:
+            os.close(extra)
+
+    def _end_session(self, index: str) -> None:
+        with self._guard:
+            fd = self._sessions.pop(index, None)
+        if fd is not None:
+            os.close(fd)  # drops the lock
 
     def _repair(self, index: str, handle: _Handle) -> None:
         """Rebuild a derived index that is behind the store (the last run was killed) or holds another
@@ -334,20 +447,30 @@ class EmbeddedBackend:
         with self._reading(index) as handle:
             return handle.store.source_states()
 
-    def index(self, index: str, sources: Sequence[IndexedSource]) -> None:
-        model = self.model(index)
+    def index(self, index: str, sources: Sequence[IndexedSource], *, model: ModelSignature | None = None) -> None:
+        self._check_write(index, self.model(index), sources, model)
+        if not sources:
+            return
+        with self._write(index) as handle:
+            # Again under the lock: an `index rebuild` may have switched the index to another model (of the
+            # same size, as a tuned version of the base is) since the check above or the caller's own.
+            self._check_write(index, handle.model, sources, model)
+            self._begin_session(index)
+            outcome = handle.store.replace_sources(sources)
+            self._apply_derived(handle, outcome)
+
+    @staticmethod
+    def _check_write(index: str, index_model: ModelSignature, sources: Sequence[IndexedSource],
+                     model: ModelSignature | None) -> None:
+        if model is not None and model != index_model:
+            raise IndexSwitchedError(index, model, index_model)
         for source in sources:
             if source.vectors.ndim != 2 or len(source.vectors) != len(source.chunks):
                 raise ValueError(f"{source.state.uri}: {len(source.chunks)} chunks but vectors of shape "
                                  f"{source.vectors.shape}")
-            if len(source.chunks) and source.vectors.shape[1] != model.dims:
-                raise DimensionMismatchError(index, str(model), model.dims,
+            if len(source.chunks) and source.vectors.shape[1] != index_model.dims:
+                raise DimensionMismatchError(index, str(index_model), index_model.dims,
                                              "the given vectors", int(source.vectors.shape[1]))
-        if not sources:
-            return
-        with self._write(index) as handle:
-            outcome = handle.store.replace_sources(sources)
-            self._apply_derived(handle, outcome)
 
     def update_states(self, index: str, states: Sequence[SourceState]) -> None:
         if not states:
@@ -360,6 +483,7 @@ class EmbeddedBackend:
             self._handle(index)  # a missing index is said all the same
             return 0
         with self._write(index) as handle:
+            self._begin_session(index)
             outcome = handle.store.delete_sources(source_uris)
             self._apply_derived(handle, outcome)
         return len(outcome.removed_keys)
@@ -397,6 +521,7 @@ class EmbeddedBackend:
             if handle.vectors.dirty:
                 handle.vectors.save()
             handle.write_derived(vectors=handle.store.generation())
+            self._end_session(index)  # nothing of this process's is behind any more
 
     @contextmanager
     def _write(self, index: str) -> Iterator[_Handle]:
@@ -498,6 +623,24 @@ class EmbeddedBackend:
             self._handles.clear()
         for handle in handles:  # each waits for the search it is in to finish
             handle.close()
+        for index in list(self._sessions):  # unflushed writes are gone with the handles: a reader may repair
+            self._end_session(index)
+
+
+def _number(version_dir: Path) -> int:
+    return int(version_dir.name[1:])
+
+
+def _versions(folder: Path) -> list[Path]:
+    """The version folders (``v1``, ``v2``...) of an index folder."""
+    return [p for p in folder.glob("v[0-9]*") if p.is_dir() and p.name[1:].isdigit()]
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
 
 
 def _identity(version_dir: Path) -> tuple[int, int]:
