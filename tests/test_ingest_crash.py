@@ -67,3 +67,77 @@ def test_kill_mid_ingest_then_rerun(tmp_path, settings, client):
         hits = client.search(f"topic{i}", "notes", mode="bm25", rerank=False, top_k=5).hits
         assert [h.chunk.doc_id for h in hits].count(hits[0].chunk.doc_id) == 1
         assert hits[0].chunk.doc_id.endswith(f"note-{i:03d}.txt")
+
+
+class _Model:
+    """An embedder of ``name@1`` (384 dimensions, as base) whose vectors all point one way, so the stored
+    vectors tell which model made them; it reads text with the base model's tokenizer."""
+
+    def __init__(self, base, name: str, axis: int) -> None:
+        import numpy as np
+
+        from unirank.search.types import ModelSignature
+
+        self.signature = ModelSignature(name=name, version="1", dims=384)
+        self.same_vectors_as: frozenset[str] = frozenset()
+        self.tokenizer, self.max_seq_length, self.dims = base.tokenizer, base.max_seq_length, 384
+        self.vector = np.eye(384, dtype=np.float32)[axis]
+        self.before_embedding = lambda call: None
+        self.calls = 0
+
+    def embed_documents(self, texts):
+        import numpy as np
+
+        self.calls += 1
+        self.before_embedding(self.calls)
+        return np.tile(self.vector, (len(texts), 1))
+
+    def embed_query(self, text):
+        return self.vector
+
+
+def test_an_ingest_stops_when_a_rebuild_switches_the_index_to_another_model_of_its_size(tmp_path, base_embedder):
+    """An ingest running while `index rebuild --model OTHER` switched the index wrote the old model's
+    vectors into the new version (both 384 wide: a tuned version of base), and both commands exited 0.
+    Here the switch comes between two batches of the ingest, from another backend (another process)."""
+    import numpy as np
+    import pytest
+
+    from unirank.ingest.pipeline import Ingestor
+    from unirank.search.backend import IndexSwitchedError
+    from unirank.search.embedded.backend import EmbeddedBackend
+    from unirank.search.rebuild import reembedded_sources
+    from unirank.settings import ChunkingSettings, IngestSettings
+
+    docs = tmp_path / "docs"
+    _write_corpus(docs, 12)
+    old, new = _Model(base_embedder, "old", 0), _Model(base_embedder, "tuned", 1)
+    ingesting, rebuilding = EmbeddedBackend(tmp_path / "ix"), EmbeddedBackend(tmp_path / "ix")
+
+    def switch_before_the_third_batch(call: int) -> None:
+        if call == 3:
+            rebuilding.rebuild("notes", reembedded_sources(rebuilding, "notes", new), new.signature,
+                               lambda uris: reembedded_sources(rebuilding, "notes", new, sources=uris))
+
+    old.before_embedding = switch_before_the_third_batch
+    ingestor = Ingestor(ingesting, old, ChunkingSettings(), ingest=IngestSettings(batch_chunks=3))
+    with pytest.raises(IndexSwitchedError, match=r"'notes' was switched to tuned@1 .* vectors of old@1.*"
+                                                 r"Run the same ingest again"):
+        ingestor.run(str(docs), "notes")
+    assert ingesting._sessions == {}  # flushed: readers may repair again
+
+    def stored(backend) -> np.ndarray:
+        with backend._reading("notes") as handle:
+            return handle.store.vectors_by_key(sorted(handle.store.keys()), 384)
+
+    reader = EmbeddedBackend(tmp_path / "ix")
+    assert reader.model("notes") == new.signature
+    assert reader.info("notes").source_count == 6  # the two batches committed before the switch, re-embedded
+    assert (stored(reader) == new.vector).all()  # not one of the old model's vectors
+
+    report = Ingestor(EmbeddedBackend(tmp_path / "ix"), new, ChunkingSettings(),
+                      ingest=IngestSettings(batch_chunks=3)).run(str(docs), "notes")
+    assert len(report.ingested) == 6 and report.failed == []
+    final = EmbeddedBackend(tmp_path / "ix")
+    assert final.info("notes").source_count == 12 and (stored(final) == new.vector).all()
+    assert len(final.knn("notes", new.vector, 100)) == final.info("notes").chunk_count

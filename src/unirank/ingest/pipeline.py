@@ -23,7 +23,7 @@ from unirank.ingest.report import IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
 from unirank.ingest.uris import at_or_under, uri_path
 from unirank.models.embedder import Embedder, loaded, require_comparable_vectors
-from unirank.search.backend import SearchBackend, require_valid_index_name
+from unirank.search.backend import IndexSwitchedError, SearchBackend, require_valid_index_name
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
 from unirank.settings import ChunkingSettings, IngestSettings, StorageSettings
 
@@ -60,6 +60,9 @@ class Ingestor:
         #: The model of the index this run makes at its first commit, and whether it made it.
         self._to_create: ModelSignature | None = None
         self._created = False
+        #: The index's model this run's vectors were checked against: each write carries it, and the
+        #: backend refuses it once an `index rebuild` has switched the index to another model.
+        self._index_model: ModelSignature | None = None
         #: Files re-read with their content unchanged (touched): their new size and marker to store.
         self._touched: list[SourceState] = []
 
@@ -109,6 +112,11 @@ class Ingestor:
         except _CallerError as exc:  # the caller's own callback failed: theirs to see, not a stopped ingest
             self.backend.flush(index)  # what was committed stays searchable
             raise exc.__cause__ from None  # type: ignore[misc]
+        except IndexSwitchedError:
+            # Not a stopped run to finish with the same vectors: the rest needs the new model. What was
+            # committed before the switch is in the new version (the rebuild re-embedded it).
+            self.backend.flush(index)
+            raise
         except Exception as exc:  # an endpoint or model that dies partway: keep and say what was committed
             self._stop(index, report, exc)
         if existed or self._created:
@@ -208,10 +216,12 @@ class Ingestor:
         fails before then left an empty index that refused every other model."""
         self._created = False
         if existed:
-            require_comparable_vectors(index, self.backend.model(index), self.embedder)
+            self._index_model = self.backend.model(index)
+            require_comparable_vectors(index, self._index_model, self.embedder)
             self._to_create = None
         else:
             self._to_create = self.embedder.signature  # a remote endpoint is probed now, before any parsing
+            self._index_model = self._to_create
 
     def _create_if_new(self, index: str) -> None:
         if self._to_create is not None:
@@ -271,7 +281,7 @@ class Ingestor:
             return
         self._create_if_new(index)
         try:
-            self.backend.index(index, sources)
+            self.backend.index(index, sources, model=self._index_model)
             written = sources
         except DuplicateDocumentError:
             written = self._write_one_by_one(index, sources, report)
@@ -301,7 +311,7 @@ class Ingestor:
         written = []
         for source in sources:
             try:
-                self.backend.index(index, [source])
+                self.backend.index(index, [source], model=self._index_model)
                 written.append(source)
             except DuplicateDocumentError:
                 self._collided.append(source)
@@ -312,7 +322,7 @@ class Ingestor:
         after the run's other writes, the ids are free; what still collides is a real duplicate."""
         for source in self._collided:
             try:
-                self.backend.index(index, [source])
+                self.backend.index(index, [source], model=self._index_model)
             except DuplicateDocumentError as exc:
                 report.failed.append((source.state.uri, str(exc)))
                 continue
