@@ -182,18 +182,33 @@ def index_rebuild(
 ) -> None:
     """Re-embed an index with another embedder into a new version, then switch to it atomically."""
     ur = client()
-    try:
+    try:  # a failure below (tantivy, usearch, the embedder) comes as a UnirankError too: no traceback
         info = ur.rebuild_index(name, model, progress=print_stage)
     except UnirankError as exc:
         fail(exc)
+    finally:
+        ur.close()
     console.print(f"Index {name!r} now uses {info.model} ({counted(info.chunk_count, 'chunk')}).")
     from unirank.models.loading import index_model_ref
+    from unirank.search.rebuild import configured_model_refused
 
-    if ur.settings.embedder.model is None and index_model_ref(ur.settings, info.model) is None:
+    settings = ur.settings
+    if settings.embedder.model is None and index_model_ref(settings, info.model) is None:
         errors.print(f"[yellow]note:[/yellow] {escape(model)} is a model folder, and an index does not remember "
                      f"a folder: search {escape(name)!r} with embedder.model set to it (UNIRANK_EMBEDDER__MODEL="
                      f"{escape(model)}), or register the folder (`unirank models register`) and rebuild with "
                      "NAME@VERSION.")
+    elif configured_model_refused(settings, model, info.model):
+        # Said here: the rebuild succeeded, and every search of the index with this setting is refused.
+        unset = settings.model_copy(deep=True)
+        unset.embedder.model = None
+        follows = index_model_ref(unset, info.model) is not None
+        use = str(Path(model).expanduser().resolve()) if Path(model).expanduser().is_dir() else model
+        errors.print(f"[yellow]note:[/yellow] embedder.model is set to {escape(settings.embedder.model or '')}, "
+                     f"but {escape(name)!r} now holds vectors of {escape(str(info.model))}: searches and ingests "
+                     f"of it with that setting are refused. Set embedder.model to {escape(use)} (in unirank.toml, "
+                     f"or UNIRANK_EMBEDDER__MODEL={escape(use)})"
+                     + (", or unset it: each index is then read with the model that made it." if follows else "."))
 
 
 @index_app.command("delete")

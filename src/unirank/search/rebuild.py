@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Collection, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Collection, Iterator
 
 from unirank.models.embedder import Embedder
 from unirank.search.backend import SearchBackend, derived_index_name
-from unirank.search.types import Chunk, IndexedSource, SourceState
+from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
+
+if TYPE_CHECKING:
+    from unirank.settings import Settings
 
 Stage = Callable[[str], None]
 
@@ -63,6 +67,27 @@ def reembedded_index(backend: SearchBackend, index: str, embedder: Embedder, sta
     (stage or (lambda _: None))(f"re-embedding {index} with {sig} into {target}")
     backend.create_index(target, sig, copy_of=index)
     for batch in reembedded_sources(backend, index, embedder):
-        backend.index(target, batch)
+        backend.index(target, batch, model=sig)
     backend.flush(target)
     return target
+
+
+def configured_model_refused(settings: Settings, rebuilt_with: str, index_model: ModelSignature) -> bool:
+    """Whether ``embedder.model`` is set to a model other than ``index_model``, which `index rebuild --model
+    rebuilt_with` just gave the index: every search and ingest of it with that setting is then refused.
+    Told without loading the model: by name, by the registry (an alias, an optimized copy), by folder."""
+    from unirank.errors import UnirankError
+    from unirank.models.loading import BASE_ALIAS, BASE_SIGNATURE_REF, _same_vectors, registry_version
+
+    configured = settings.embedder.model
+    if configured is None or configured in (rebuilt_with, str(index_model)):
+        return False
+    try:
+        registered = registry_version(configured, settings.models_dir)
+        if registered is None and configured != BASE_ALIAS:  # a folder (or a hub id): the one rebuilt with?
+            return Path(configured).expanduser().resolve() != Path(rebuilt_with).expanduser().resolve()
+        ref = BASE_SIGNATURE_REF if registered is None else registered.ref
+        same = _same_vectors(configured, registered, settings.models_dir)
+    except (UnirankError, OSError):  # a setting that does not load here is refused all the same
+        return True
+    return str(index_model) != ref and str(index_model) not in same

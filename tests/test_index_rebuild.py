@@ -1,0 +1,88 @@
+"""`unirank index rebuild` as users run it: one rebuild of an index at a time, and a word when the
+configured embedder.model no longer matches the index it rebuilt."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conformance.backend_suite import source
+from conftest import register_base_copy
+from unirank.search.embedded.backend import REBUILD_LOCK, EmbeddedBackend
+from unirank.search.rebuild import configured_model_refused
+from unirank.search.types import ModelSignature
+
+BASE = ModelSignature(name="all-MiniLM-L6-v2", version="base", dims=384)
+
+
+@pytest.fixture()
+def docs_index(settings):
+    """``docs``, made by base, with two short passages (their vectors are re-made by the rebuild)."""
+    backend = EmbeddedBackend(settings.indexes_dir)
+    backend.create_index("docs", BASE)
+    vectors = np.eye(384, dtype=np.float32)
+    backend.index("docs", [source("mem://a", ["Backups run nightly."], [vectors[0]]),
+                           source("mem://b", ["Keys rotate monthly."], [vectors[1]])])
+    backend.flush("docs")
+    backend.close()
+    return settings
+
+
+def _unirank(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    clean.update(HF_HUB_OFFLINE="1", UNIRANK_CONFIG=os.devnull, UNIRANK_DATA_DIR=str(settings.data_dir),
+                 COLUMNS="200", **env)
+    return subprocess.run([sys.executable, "-m", "unirank.cli.main", *args], env=clean, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_rebuild_while_another_runs_is_refused_naming_it(docs_index):
+    """The second of two rebuilds died ~40 s in with a raw tantivy traceback, after the two had deleted
+    each other's work."""
+    lock = os.open(docs_index.indexes_dir / "docs" / REBUILD_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running rebuild holds it
+        os.pwrite(lock, b"4242", 0)
+        run = _unirank(docs_index, "index", "rebuild", "docs", "--model", "base")
+    finally:
+        os.close(lock)
+    assert run.returncode == 2, run.stderr
+    assert "A rebuild of 'docs' is already running (pid 4242); wait for it" in " ".join(run.stderr.split())
+    assert "Traceback" not in run.stderr
+    assert sorted(p.name for p in (docs_index.indexes_dir / "docs").glob("v*")) == ["v1"]
+
+
+def test_a_rebuild_says_when_the_configured_model_will_be_refused_by_the_index(docs_index):
+    """With embedder.model = base set, a rebuild with another model succeeded without a word, and every
+    search of the index was then refused."""
+    copy = register_base_copy(docs_index, "copy")
+    run = _unirank(docs_index, "index", "rebuild", "docs", "--model", str(copy), UNIRANK_EMBEDDER__MODEL="base")
+    assert run.returncode == 0, run.stderr
+    said = " ".join(run.stderr.split())
+    assert "note: embedder.model is set to base, but 'docs' now holds vectors of copy@1" in said
+    assert "Set embedder.model to copy@1 (in unirank.toml, or UNIRANK_EMBEDDER__MODEL=copy@1), or unset it" in said
+
+
+def test_which_configured_models_the_rebuilt_index_refuses(settings):
+    copy = register_base_copy(settings, "copy")
+
+    def refused(configured: str | None, rebuilt_with: str, index_model: ModelSignature) -> bool:
+        settings.embedder.model = configured
+        return configured_model_refused(settings, rebuilt_with, index_model)
+
+    assert not refused(None, "copy@1", copy)  # unset: the index's own model is followed
+    assert not refused("copy@1", "copy@1", copy)
+    assert not refused("copy", "copy@1", copy)  # a bare registered name: its latest version
+    assert not refused("base", "base", BASE)
+    assert refused("base", "copy@1", copy)
+    assert refused("copy@1", "base", BASE)
+    assert refused("nope@3", "copy@1", copy)  # a setting that does not load is refused all the same
+    folder = settings.data_dir / "my-model"
+    folder.mkdir(parents=True)
+    assert not refused(str(folder), str(folder / "." / ""), ModelSignature("my-model", "local-1a2b3c4d", 384))
+    assert refused(str(folder), "copy@1", copy)
