@@ -296,6 +296,24 @@ def test_a_table_row_is_quoted_with_its_header(policies):
     assert "Application logs" not in records.answer
 
 
+def test_an_existential_there_does_not_point_back(service):
+    """"what plans are there?" after a question on API keys was read as a follow-up for its "there" and
+    searched as "what plans are there? rotate api key" (and answered with key rotation); so was "is there
+    a free plan?" after a question on where data is stored."""
+    for first, question, fact in [("How do I rotate an API key?", "What plans are there?", "40 euros"),
+                                  ("Where is customer data stored?", "Is there a free plan?", "Free.")]:
+        opening = service.ask(first, "handbook")
+        history = [Turn("user", first, query=opening.query), Turn("assistant", opening.answer)]
+        answer = service.ask(question, "handbook", history=history)
+        assert answer.query == question
+        assert answer.grounded and answer.citations[0].title == "Plans and pricing" and fact in answer.answer
+    for question in ["are there any limits?", "Isn't there a free plan?", "will there be downtime?",
+                     "there are three levels, which is worst?", "what is there to do on the first day?"]:
+        assert not is_follow_up(question), question
+    for question in ["what's the weather there?", "who works there?", "how do I get there?"]:
+        assert is_follow_up(question), question  # a place said before
+
+
 def test_rewriter_heuristic():
     rewriter = QueryRewriter()
     history = [Turn("user", "What is the recovery point objective for databases?"), Turn("assistant", "…")]

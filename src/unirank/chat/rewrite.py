@@ -9,8 +9,8 @@ names a new subject ("what about SEV2?" after a question on API keys) gets only 
 passages about its subject also hold, less the earlier question's own subject, which the new one
 replaces ("what about customer records?" after "how long are application logs kept?" asks how long
 customer records are kept): carried whole, "api key" outweighed "SEV2" and the answer stayed on the
-old topic. With an LLM configured, the LLM rewrites it (and the heuristic is the fallback when the
-LLM fails).
+old topic. An existential "there" ("is there a free plan?") points at nothing. With an LLM configured,
+the LLM rewrites it (and the heuristic is the fallback when the LLM fails).
 """
 
 from __future__ import annotations
@@ -41,6 +41,14 @@ ELLIPSIS = ("and ", "or ", "but ", "what about", "how about", "what if", "why no
 #: Question verbs sklearn's stop list lacks: they carry no topic.
 QUESTION_WORDS = frozenset({"does", "did", "doing", "mean", "means", "tell", "explain", "happens", "happen"})
 MAX_ADDED_TERMS = 8
+#: The words ("is", "are", "will [be]" …) beside which "there" only says that something exists:
+#: "is there a free plan?", "what plans are there?", "there are three levels". A complete question, read as a
+#: follow-up for its "there", was searched with the previous question's topic ("what plans are there? rotate
+#: api key"). "What's the weather there?", "who works there?" still point back.
+_THERE_BEFORE = frozenset({"is", "are", "was", "were", "isn't", "aren't", "wasn't", "weren't"})
+_THERE_AFTER = _THERE_BEFORE | frozenset({
+    "be", "been", "will", "would", "can", "could", "may", "might", "must", "should", "has", "have", "had",
+    "seem", "seems", "appear", "appears", "exist", "exists", "remain", "remains"})
 #: Where a question's clauses meet: a pronoun after a clause that names its subject points at it.
 _CLAUSE = re.compile(r"[,;:]|\b(?:and|or|but|if|when|whether|after|before|once|because|while|until|unless)\b")
 #: The parts of a question whose shape says where its subject is: "how long are [application logs] kept?".
@@ -71,6 +79,19 @@ def words(text: str) -> list[str]:
     return [w.lower().strip("'-") for w in _WORD.findall(text)]
 
 
+def pointers(text: str) -> list[str]:
+    """The words of ``text`` that point back at something said before (an existential "there" does not)."""
+    tokens = words(text)
+    return [w for i, w in enumerate(tokens) if w in ANAPHORA and not (w == "there" and _existential(tokens, i))]
+
+
+def _existential(tokens: list[str], i: int) -> bool:
+    """Whether ``tokens[i]`` ("there") is the existential one: "is there …", "… are there?", "there is …"."""
+    before = tokens[i - 1] if i > 0 else ""
+    after = tokens[i + 1] if i + 1 < len(tokens) else ""
+    return before in _THERE_BEFORE or after in _THERE_AFTER
+
+
 def is_content(word: str) -> bool:
     return bool(word) and word not in ENGLISH_STOP_WORDS and word not in ANAPHORA and word not in QUESTION_WORDS
 
@@ -89,7 +110,7 @@ def points_back(question: str) -> bool:
     something of its own ("… of a password and does it expire?") points at that clause instead; read as a
     follow-up, the previous question's topic was added to a complete question."""
     for clause in _CLAUSE.split(question.lower()):
-        if any(w in ANAPHORA for w in words(clause)):
+        if pointers(clause):
             return True
         if content_words(clause):
             return False
@@ -99,8 +120,7 @@ def points_back(question: str) -> bool:
 def changes_subject(question: str) -> bool:
     """An elliptical follow-up that names its own subject and points back at nothing ("what about SEV2?")."""
     lowered = question.strip().lower()
-    return (lowered.startswith(ELLIPSIS) and not any(w in ANAPHORA for w in words(lowered))
-            and bool(content_words(lowered)))
+    return lowered.startswith(ELLIPSIS) and not pointers(lowered) and bool(content_words(lowered))
 
 
 @dataclass
