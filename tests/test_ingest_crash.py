@@ -104,7 +104,7 @@ def test_an_ingest_stops_when_a_rebuild_switches_the_index_to_another_model_of_i
     import pytest
 
     from unirank.ingest.pipeline import Ingestor
-    from unirank.search.backend import IndexSwitchedError
+    from unirank.errors import IndexSwitchedError
     from unirank.search.embedded.backend import EmbeddedBackend
     from unirank.search.rebuild import reembedded_sources
     from unirank.settings import ChunkingSettings, IngestSettings

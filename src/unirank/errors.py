@@ -5,7 +5,7 @@ Each message tells the user what to do next; catch :class:`UnirankError` to hand
 
 from __future__ import annotations
 
-from unirank.search.types import is_folder_version
+from unirank.search.types import ModelSignature, is_folder_version
 
 
 class UnirankError(Exception):
@@ -137,6 +137,37 @@ class IndexLockedError(UnirankError):
 
 class IndexChangedError(UnirankError):
     """The index kept changing to another model's vectors while it was read."""
+
+
+class IndexSwitchedError(UnirankError):
+    """A write of one model's vectors into an index that now holds another model's (an ``index rebuild``
+    switched it meanwhile): refused before anything of the write lands."""
+
+    def __init__(self, index: str, written_for: ModelSignature, now: ModelSignature) -> None:
+        super().__init__(
+            f"Index {index!r} was switched to {now} by `unirank index rebuild` while this run was writing "
+            f"vectors of {written_for}: two models' vectors are not comparable, so this batch was not written. "
+            f"What the run committed before the switch was re-embedded into the new version by the rebuild. "
+            f"Run the same ingest again to finish with {now}: {_how_to_use(str(now))}.")
+        self.index = index
+        self.written_for = written_for
+        self.now = now
+
+
+class RebuildRunningError(UnirankError):
+    """Another ``index rebuild`` of the same index holds its rebuild lock."""
+
+    def __init__(self, index: str, pid: int | None = None) -> None:
+        by = f" (pid {pid})" if pid else ""
+        super().__init__(f"A rebuild of {index!r} is already running{by}; wait for it to finish (then `unirank "
+                         f"index info {index}` shows the model it switched to), and rebuild again only if needed.")
+        self.index = index
+        self.pid = pid
+
+
+class RebuildFailedError(UnirankError):
+    """A rebuild failed in a library below unirank (the full-text or vector index, the embedder): the
+    index is left as it was."""
 
 
 class RemoteModelError(UnirankError):

@@ -9,8 +9,7 @@ import uuid
 import numpy as np
 import pytest
 
-from unirank.errors import DimensionMismatchError, IndexNotFoundError, InvalidQueryError
-from unirank.search.backend import IndexSwitchedError
+from unirank.errors import DimensionMismatchError, IndexNotFoundError, IndexSwitchedError, InvalidQueryError
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
 
 DIMS = 8

@@ -16,14 +16,15 @@ from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Callable
 
-from unirank.errors import DuplicateDocumentError, InputRefusedError, ParseError, SourceError, UnirankError
+from unirank.errors import (DuplicateDocumentError, IndexSwitchedError, InputRefusedError, ParseError, SourceError,
+                            UnirankError)
 from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
 from unirank.ingest.report import IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
 from unirank.ingest.uris import at_or_under, uri_path
 from unirank.models.embedder import Embedder, loaded, require_comparable_vectors
-from unirank.search.backend import IndexSwitchedError, SearchBackend, require_valid_index_name
+from unirank.search.backend import SearchBackend, require_valid_index_name
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
 from unirank.settings import ChunkingSettings, IngestSettings, StorageSettings
 
