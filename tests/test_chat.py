@@ -238,7 +238,8 @@ def test_a_follow_up_that_names_a_new_subject_leaves_the_old_one(service):
     history = [Turn("user", "How long do old API keys keep working after rotation?"), Turn("assistant", "…")]
     sev2 = service.ask("What about SEV2?", "handbook", history=history)
     assert not {"api", "keys", "rotation"} & set(sev2.query.lower().split())
-    assert sev2.answer == "From the documents: \u201cSEV2: a major feature is degraded or one large customer is down.\u201d [1]"
+    assert sev2.answer == ("From the documents: \u201cSEV2: a major feature is degraded or one large customer is down.\u201d "
+                           "\u201cRespond within 30 minutes.\u201d [1]")  # its item's next sentence with it
     assert sev2.citations[0].title == "Incident response runbook"
     # The new subject replaces the old one: "team" pulled the answer towards the team plan.
     history = [Turn("user", "How much does the team plan cost?"), Turn("assistant", "…")]
@@ -312,6 +313,41 @@ def test_an_existential_there_does_not_point_back(service):
         assert not is_follow_up(question), question
     for question in ["what's the weather there?", "who works there?", "how do I get there?"]:
         assert is_follow_up(question), question  # a place said before
+
+
+def test_a_question_naming_a_code_quotes_the_rest_of_its_item(service):
+    """"how quickly must we respond to a SEV2 incident?" quoted only "SEV2: a major feature is degraded or one
+    large customer is down.": of the sentences chosen, only those naming the code were kept, and the answer,
+    "Respond within 30 minutes.", follows it in the same paragraph without naming it."""
+    answer = service.ask("How quickly must we respond to a SEV2 incident?", "handbook")
+    assert quotes(answer.answer) == [("SEV2: a major feature is degraded or one large customer is down.", 1),
+                                     ("Respond within 30 minutes.", 1)]
+    assert answer.citations[0].title == "Incident response runbook"
+    # The item ends at the next code of its kind and at the end of its paragraph or list item.
+    text = ("SEV1: the product is down. Page the incident commander at once.\n\n"
+            "1. SEV2: a major feature is degraded. Respond within 30 minutes.\n"
+            "2. Post-mortems are written within five days.\n\n"
+            "SEV3: a minor feature is broken. Handle it in business hours.")
+    incidents = Chunk(id="c1", doc_id="ir.md", source_uri="file:///ir.md", ordinal=0, title="Incidents", text=text)
+    answerer = ExtractiveAnswerer(service.retriever.scorer)
+    picked = answerer.select("How quickly must we respond to a SEV2 incident?", [Passage(1, incidents, 0.6)])
+    assert [text[s:e] for _, s, e, _ in picked] == ["1. SEV2: a major feature is degraded.",
+                                                     "Respond within 30 minutes."]
+
+
+def test_a_named_table_row_is_quoted_without_neighbouring_prose(corpus):
+    """"how long are backups kept?" over a retention table quoted the "Backups" row and, beside it, the best
+    other sentences ("Application logs are kept for 30 days."), which answer another question."""
+    text = ("Application logs are kept for 30 days. Customer records are kept for 7 years.\n\n"
+            "| Data type | Retention period |\n|---|---|\n| Backups | 90 days |\n| Support tickets | 3 years |\n\n"
+            "Backups older than that are deleted by the platform team.")
+    retention = Chunk(id="c1", doc_id="retention.md", source_uri="file:///retention.md", ordinal=0,
+                      title="Data retention", text=text)
+    answerer = ExtractiveAnswerer(corpus.reranker)
+    picked = answerer.select("How long are backups kept?", [Passage(1, retention, 0.6)])
+    quoted = [text[s:e] for _, s, e, _ in picked]
+    assert quoted[:2] == ["| Data type | Retention period |", "| Backups | 90 days |"]
+    assert set(quoted[2:]) <= {"Backups older than that are deleted by the platform team."}  # prose on the row only
 
 
 def test_rewriter_heuristic():

@@ -7,16 +7,23 @@ and cited, and it says that it quotes. Text in documents is only ever quoted, ne
 from __future__ import annotations
 
 import logging
+import re
 from typing import Callable, Iterator, Sequence
 
-from unirank.chat.rewrite import content_words, words
+from unirank.chat.rewrite import code_kind, codes, content_words, words
 from unirank.chat.sentences import MIN_SENTENCE_CHARS, sentence_spans, squash, table_cells, table_headers
 from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage
 from unirank.models.reranker import Reranker
+from unirank.search.embedded.fulltext import english_analyzer
 
 log = logging.getLogger(__name__)
 
 PREFIX = "From the documents:"
+#: Where an item ends: a blank line, or a line that opens a list item ("- …", "* …", "2. …").
+_PARAGRAPH_GAP = re.compile(r"\n\s*\n")
+_LIST_ITEM = re.compile(r"\s*\n\s*(?:[-*+\u2022]|\d+[.)])\s")
+#: BM25's analyzer: a row's "Backups" and a sentence's "backup" are one word.
+_ANALYZER = english_analyzer()
 
 
 class ExtractiveAnswerer:
@@ -64,11 +71,13 @@ class ExtractiveAnswerer:
         """
         candidates: list[tuple[Passage, int, int]] = []
         headers: dict[tuple[int, int, int], tuple[int, int]] = {}  # (passage n, row span) -> header span
+        units: dict[int, list[tuple[int, int]]] = {}  # passage n -> its quotable units, in reading order
         seen: set[str] = set()
         for passage in passages:
             text = passage.chunk.text
             in_table = table_headers(text)
-            for start, end in _units(text, sentence_spans(text) or [(0, len(text))], in_table):
+            units[passage.n] = _units(text, sentence_spans(text) or [(0, len(text))], in_table)
+            for start, end in units[passage.n]:
                 key = squash(text[start:end]).lower()
                 if key and key not in seen:  # overlapping chunks repeat sentences
                     seen.add(key)
@@ -83,13 +92,19 @@ class ExtractiveAnswerer:
         best = ranked[0][1]
         chosen = [item for item in ranked[:self.max_sentences] if item[1] >= best - self.margin]
         asked = codes(question)
-        naming = [(candidate, score) for candidate, score in chosen if asked & codes(_sentence(candidate))]
-        if asked and naming:  # "SEV2: …" and "SEV3: …" score alike: quote the one the question names
-            chosen = naming
+        # "SEV2: …" and "SEV3: …" score alike: quote the one the question names, looked for among all the
+        # sentences within the margin; among the best three only, "who do I page for it? sev2" found none
+        # (SEV2's was fourth) and quoted the Starter plan's price, its passage ranked first.
+        naming = [(candidate, score) for candidate, score in ranked
+                  if score >= best - self.margin and asked & codes(_sentence(candidate))]
+        if asked and naming:
+            chosen = self._with_continuations(naming, asked, units, headers)
         named = [item for item in ranked
                  if item[1] >= best - self.margin and _names_row(question, item[0], headers)]
         if named:  # so do a table's rows: quote the rows the question names, not their neighbours
-            prose = [item for item in chosen if (item[0][0].n, *item[0][1:]) not in headers]
+            keys = [_row_key(item[0]) for item in named]
+            prose = [item for item in chosen if (item[0][0].n, *item[0][1:]) not in headers
+                     and any(key <= _stems(_sentence(item[0])) for key in keys)]  # only prose on the same rows
             chosen = (named + prose)[:self.max_sentences]
         chosen.sort(key=lambda item: (item[0][0].n, item[0][1]))
         picked: list[tuple[Passage, int, int, float]] = []
@@ -99,6 +114,23 @@ class ExtractiveAnswerer:
                 picked.append((p, *header, float(score)))  # quoted before its first row
             picked.append((p, s, e, float(score)))
         return picked
+
+    def _with_continuations(self, naming: list[tuple[tuple[Passage, int, int], float]], asked: set[str],
+                            units: dict[int, list[tuple[int, int]]],
+                            headers: dict[tuple[int, int, int], tuple[int, int]],
+                            ) -> list[tuple[tuple[Passage, int, int], float]]:
+        """The sentences that name a code the question asks about, each with the sentences that go on with
+        its item (at most ``max_sentences`` in all): "SEV2: a major feature is degraded …" alone did not
+        answer "how quickly must we respond to a SEV2 incident?"; "Respond within 30 minutes." follows it."""
+        out: list[tuple[tuple[Passage, int, int], float]] = []
+        taken: set[str] = set()  # as candidates are: overlapping chunks repeat sentences
+        for (passage, start, end), score in naming:
+            for span in [(start, end), *_continuation(passage, (start, end), asked, units[passage.n], headers)]:
+                key = squash(passage.chunk.text[span[0]:span[1]]).lower()
+                if key not in taken:
+                    taken.add(key)
+                    out.append(((passage, *span), score))
+        return out[:self.max_sentences]
 
     def _score(self, question: str, texts: list[str]) -> list[float]:
         try:
@@ -111,10 +143,34 @@ class ExtractiveAnswerer:
             return list(self.fallback().score(question, texts))
 
 
-def codes(text: str) -> set[str]:
-    """Words with a digit: severities, statuses, versions ("SEV2", "429", "v1"). Embeddings barely tell
-    "SEV1: …" from "SEV2: …", so a question naming one quoted all three."""
-    return {w for w in words(text) if any(ch.isdigit() for ch in w)}
+def _continuation(passage: Passage, span: tuple[int, int], asked: set[str], spans: list[tuple[int, int]],
+                  headers: dict[tuple[int, int, int], tuple[int, int]]) -> list[tuple[int, int]]:
+    """The units after ``span`` in its item: the same paragraph (no blank line between), not across the
+    start of a list item, a table row, or a sentence that names another code of the asked kind ("SEV3: …")."""
+    text = passage.chunk.text
+    if (passage.n, *span) in headers or span not in spans:
+        return []
+    kinds = {code_kind(c) for c in asked}
+    out: list[tuple[int, int]] = []
+    end = span[1]
+    for start, stop in spans[spans.index(span) + 1:]:
+        if _PARAGRAPH_GAP.search(text[end:start]) or _LIST_ITEM.match(text, end) or (passage.n, start, stop) in headers:
+            break
+        if any(code_kind(c) in kinds for c in codes(text[start:stop]) - asked):
+            break
+        out.append((start, stop))
+        end = stop
+    return out
+
+
+def _row_key(candidate: tuple[Passage, int, int]) -> set[str]:
+    """The stems of a table row's first cell: what the row is about ("Backups | 90 days" -> {"backup"})."""
+    passage, start, end = candidate
+    return _stems(table_cells(passage.chunk.text[start:end])[0])
+
+
+def _stems(text: str) -> set[str]:
+    return set(_ANALYZER.analyze(text))
 
 
 def _sentence(candidate: tuple[Passage, int, int]) -> str:

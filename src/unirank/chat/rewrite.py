@@ -92,6 +92,17 @@ def _existential(tokens: list[str], i: int) -> bool:
     return before in _THERE_BEFORE or after in _THERE_AFTER
 
 
+def codes(text: str) -> set[str]:
+    """Words with a digit: severities, statuses, versions ("SEV2", "429", "v1"). Embeddings barely tell
+    "SEV1: …" from "SEV2: …", so a question naming one quoted all three."""
+    return {w for w in words(text) if any(ch.isdigit() for ch in w)}
+
+
+def code_kind(code: str) -> str:
+    """What a code is a code of: its letters ("sev2" and "sev1" -> "sev"; "429" and "503" -> "")."""
+    return "".join(ch for ch in code if not ch.isdigit())
+
+
 def is_content(word: str) -> bool:
     return bool(word) and word not in ENGLISH_STOP_WORDS and word not in ANAPHORA and word not in QUESTION_WORDS
 
