@@ -350,6 +350,30 @@ def test_a_named_table_row_is_quoted_without_neighbouring_prose(corpus):
     assert set(quoted[2:]) <= {"Backups older than that are deleted by the platform team."}  # prose on the row only
 
 
+def test_a_follow_up_naming_another_code_replaces_the_old_one(service):
+    """In one session, "what does SEV2 mean?", "who do I page for it?" (searched as "… sev2", and answered with
+    the Starter plan's price, its passage ranked first), then "and SEV1?" searched as "and SEV1? page sev2":
+    "not covered" (relevance 0.295), though the runbook says what SEV1 means."""
+    session = service.store.create_session("handbook")
+    assert service.ask("What does SEV2 mean?", session_id=session.id).grounded
+    page = service.ask("Who do I page for it?", session_id=session.id)
+    assert "sev2" in page.query.lower()
+    assert page.citations and {c.title for c in page.citations} == {"Incident response runbook"}
+    assert "Respond within 30 minutes." in page.answer and "Free." not in page.answer
+    sev1 = service.ask("and SEV1?", session_id=session.id)
+    assert "sev2" not in sev1.query.lower() and "SEV1" in sev1.query
+    assert sev1.grounded and "Page the incident commander at once." in sev1.answer
+    assert quotes(sev1.answer)[0][0].startswith("SEV1:") and "SEV2" not in sev1.answer
+    # Without a stored query (an OpenAI request's history) the chain is rewritten the same way.
+    related = lambda words: service.retriever.texts_about(words, "handbook")  # noqa: E731 - as the service's own
+    history = [Turn("user", "What does SEV2 mean?"), Turn("assistant", "…"),
+               Turn("user", "Who do I page for it?"), Turn("assistant", "…")]
+    assert service.rewriter.rewrite("and SEV1?", history, related) == "Who do I page for it? SEV1"
+    history = [Turn("user", "How quickly must we respond to a SEV2 incident?"), Turn("assistant", "…")]
+    assert (service.rewriter.rewrite("And SEV1?", history, related)
+            == "How quickly must we respond to a SEV1 incident?")
+
+
 def test_rewriter_heuristic():
     rewriter = QueryRewriter()
     history = [Turn("user", "What is the recovery point objective for databases?"), Turn("assistant", "…")]

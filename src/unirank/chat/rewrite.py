@@ -9,8 +9,9 @@ names a new subject ("what about SEV2?" after a question on API keys) gets only 
 passages about its subject also hold, less the earlier question's own subject, which the new one
 replaces ("what about customer records?" after "how long are application logs kept?" asks how long
 customer records are kept): carried whole, "api key" outweighed "SEV2" and the answer stayed on the
-old topic. An existential "there" ("is there a free plan?") points at nothing. With an LLM configured,
-the LLM rewrites it (and the heuristic is the fallback when the LLM fails).
+old topic. A code replaces the earlier one of its kind ("and SEV1?" after "… sev2"), and an existential
+"there" ("is there a free plan?") points at nothing. With an LLM configured, the LLM rewrites it (and
+the heuristic is the fallback when the LLM fails).
 """
 
 from __future__ import annotations
@@ -171,6 +172,19 @@ def subject_of(question: str) -> Subject | None:
     return Subject(matches[first].start(), matches[i - 1].end(), tokens[named:i])
 
 
+def replaced_code(anchor: str, question: str) -> Subject | None:
+    """Where ``anchor`` names the one code that a code in ``question`` replaces, being of its kind and not
+    named in ``question`` ("SEV2" in "who do I page for it? sev2", for "and SEV1?"); None when it names
+    none, or several."""
+    asked = codes(question)
+    kinds = {code_kind(c) for c in asked}
+    found = [m for m in re.finditer(r"\b\w*\d\w*\b", anchor)
+             if m.group().lower() not in asked and code_kind(m.group().lower()) in kinds]
+    if len({m.group().lower() for m in found}) != 1:
+        return None
+    return Subject(found[-1].start(), found[-1].end(), [found[-1].group().lower()])
+
+
 def named_thing(question: str) -> str | None:
     """The noun phrase an elliptical follow-up is about ("What about [the enterprise plan]?", "And
     [SEV3]?"), or None when it says more than a name ("and how long are they kept?")."""
@@ -218,16 +232,26 @@ class QueryRewriter:
         if not is_follow_up(question):
             return question
         have = set(content_words(question))
-        added: list[str] = []
+        carried: list[str] = []
         for term in content_words(anchor):
-            if term not in have and term not in added:
-                added.append(term)
-        if added and related is not None and changes_subject(question):
-            subject = subject_of(anchor)
+            if term not in have and term not in carried:
+                carried.append(term)
+        # A code the question names replaces the earlier ones of its kind: "and SEV1?" after a question on SEV2
+        # asks about SEV1 alone; carried, "sev2" (and the words carried with it) outweighed it. As the other
+        # subject changes, only where the passages are at hand: without them every term is carried (the
+        # earlier code still says what "and SEV3?" is about: alone, it was "not covered").
+        kinds = {code_kind(c) for c in codes(question)} if related is not None else set()
+        added = [t for t in carried if t not in codes(anchor) or code_kind(t) not in kinds]
+        if carried and related is not None and changes_subject(question):
+            thing = named_thing(question)
+            code = replaced_code(anchor, question)
+            if code is not None:  # the earlier question is asked of the new code only when that is all it names
+                subject = code if thing and set(content_words(thing)) <= codes(thing) else None
+            else:
+                subject = subject_of(anchor)
             replaced = set(subject.words) if subject else set()  # the new subject takes the old one's place
             frame = [t for t in added if t not in replaced]
             added = self._shared_with(frame, related(" ".join(content_words(question))))
-            thing = named_thing(question)
             if subject and thing and (added or not frame):  # the earlier question, asked of the new thing
                 return f"{anchor[:subject.start]}{thing}{anchor[subject.end:]}".strip()
         if not added:
