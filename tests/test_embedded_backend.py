@@ -75,6 +75,41 @@ def test_a_full_text_index_holding_deleted_chunks_is_rebuilt_on_open(tmp_path):
     reopened.close()
 
 
+def test_bm25_finds_a_cjk_word_inside_a_run_of_text(backend):
+    """Chinese and Japanese are written without spaces: a whole run between punctuation was one token."""
+    backend.create_index("docs", MODEL)
+    backend.index("docs", [source("mem://ja", ["日本語のドキュメントです。バックアップは毎日行われます。東京リージョン。"],
+                                  [unit(1, 0)]), source("mem://en", ["Backups run daily in Tokyo."], [unit(0, 1)])])
+    for query in ["バックアップ", "東京", "毎日のバックアップ"]:
+        assert [h.chunk.id for h in backend.bm25("docs", query, 5)] == ["mem://ja#0"], query
+    assert [h.chunk.id for h in backend.bm25("docs", "backups", 5)] == ["mem://en#0"]
+
+
+def test_a_full_text_index_from_an_older_analyzer_is_re_tokenized_on_open(tmp_path, monkeypatch):
+    import tantivy
+
+    from unirank.search.embedded import fulltext
+
+    def before_cjk_words() -> tantivy.TextAnalyzer:  # version 1: tantivy's simple tokenizer
+        return tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).filter(tantivy.Filter.lowercase()).build()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fulltext, "english_analyzer", before_cjk_words)
+        old = EmbeddedBackend(tmp_path / "ix")
+        old.create_index("docs", MODEL)
+        old.index("docs", [source("mem://ja", ["バックアップは毎日行われます。東京リージョン。"], [unit(1, 0)])])
+        old.flush("docs")
+        assert old.bm25("docs", "東京", 5) == []
+        old.close()
+    derived = tmp_path / "ix" / "docs" / "v1" / "derived.json"
+    derived.write_text(json.dumps({k: v for k, v in json.loads(derived.read_text()).items() if k != "analyzer"}))
+
+    reopened = EmbeddedBackend(tmp_path / "ix")
+    assert [h.chunk.id for h in reopened.bm25("docs", "東京", 5)] == ["mem://ja#0"]
+    assert json.loads(derived.read_text())["analyzer"] == fulltext.ANALYZER_VERSION
+    reopened.close()
+
+
 def test_filtered_knn_is_exact_on_small_filter_sets(tmp_path):
     b = EmbeddedBackend(tmp_path / "ix")
     b.create_index("docs", MODEL)
@@ -345,7 +380,7 @@ def _rebuild(backend: EmbeddedBackend, embedder, sources=None):
 def test_a_write_checked_before_a_rebuild_switched_the_model_is_refused_under_the_lock(tmp_path):
     """Both models make 8-dimensional vectors, so the width check let an ingest that began before the
     switch write the old model's vectors into the new version, silently."""
-    from unirank.search.backend import IndexSwitchedError
+    from unirank.errors import IndexSwitchedError
 
     writer, rebuilder = EmbeddedBackend(tmp_path / "ix"), EmbeddedBackend(tmp_path / "ix")
     writer.create_index("docs", MODEL)
@@ -426,7 +461,7 @@ def test_a_second_rebuild_of_an_index_is_refused_at_once_and_leaves_the_first_al
     the second died 40 s in with tantivy's raw "ValueError: Failed to acquire Lockfile"."""
     import os
 
-    from unirank.search.backend import RebuildRunningError
+    from unirank.errors import RebuildRunningError
 
     first, second = EmbeddedBackend(tmp_path / "ix"), EmbeddedBackend(tmp_path / "ix")
     first.create_index("docs", MODEL)
@@ -453,7 +488,7 @@ def test_a_second_rebuild_of_an_index_is_refused_at_once_and_leaves_the_first_al
 
 
 def test_a_rebuild_failing_in_a_library_below_says_so_in_words_and_changes_nothing(backend, two_sources):
-    from unirank.search.backend import RebuildFailedError
+    from unirank.errors import RebuildFailedError
 
     def failing():
         raise ValueError("Failed to acquire Lockfile: LockError(IoError { kind: NotFound })")

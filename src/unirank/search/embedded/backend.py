@@ -27,10 +27,10 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from unirank.errors import (DimensionMismatchError, IndexChangedError, IndexLockedError, IndexNotFoundError,
-                            InvalidQueryError, UnirankError)
-from unirank.search.backend import (CatchUp, Filters, IndexSwitchedError, RebuildFailedError, RebuildRunningError,
-                                    require_valid_index_name)
-from unirank.search.embedded.fulltext import FullTextIndex
+                            IndexSwitchedError, InvalidQueryError, RebuildFailedError, RebuildRunningError,
+                            UnirankError)
+from unirank.search.backend import CatchUp, Filters, require_valid_index_name
+from unirank.search.embedded.fulltext import ANALYZER_VERSION, FullTextIndex
 from unirank.search.embedded.store import ChunkStore, WriteOutcome, filter_term_set, filter_terms, source_groups
 from unirank.search.embedded.vectors import VectorIndex
 from unirank.search.fusion import fuse_ranked_ids
@@ -48,6 +48,8 @@ EXACT_FILTER_LIMIT = 20_000
 LOCK_TIMEOUT_S = 30.0
 #: Held shared by each process with unflushed writes; taken exclusively to repair.
 WRITERS_LOCK = ".writers.lock"
+#: derived.json of a version with nothing in it yet, tokenized by this version's analyzer.
+_NOTHING_DERIVED = {"fulltext": 0, "vectors": 0, "analyzer": ANALYZER_VERSION}
 #: Held exclusively by a rebuild from start to end; it holds the rebuilding process's pid.
 REBUILD_LOCK = ".rebuild.lock"
 
@@ -136,7 +138,7 @@ class EmbeddedBackend:
                 store = ChunkStore(version_dir / "chunks.sqlite")
                 store.init_meta(model, copy_of=copy_of)
                 store.close()
-                (version_dir / "derived.json").write_text(json.dumps({"fulltext": 0, "vectors": 0}))
+                (version_dir / "derived.json").write_text(json.dumps(_NOTHING_DERIVED))
                 tmp = folder / "CURRENT.tmp"
                 tmp.write_text("v1")
                 os.replace(tmp, folder / "CURRENT")
@@ -194,7 +196,7 @@ class EmbeddedBackend:
                 store = ChunkStore(new_dir / "chunks.sqlite")
                 store.init_meta(model, copy_of=copy_of)
                 store.close()
-                (new_dir / "derived.json").write_text(json.dumps({"fulltext": 0, "vectors": 0}))
+                (new_dir / "derived.json").write_text(json.dumps(_NOTHING_DERIVED))
                 handle = _Handle(version_dir=new_dir, store=ChunkStore(new_dir / "chunks.sqlite"),
                                  fulltext=FullTextIndex(new_dir / "fulltext"),
                                  vectors=self._vectors(new_dir / "vectors.usearch", model.dims),
@@ -389,16 +391,22 @@ class EmbeddedBackend:
             os.close(fd)  # drops the lock
 
     def _repair(self, index: str, handle: _Handle) -> None:
-        """Rebuild a derived index that is behind the store (the last run was killed) or holds another
-        number of chunks (indexes written before replaced chunks were deleted from the full-text index)."""
+        """Rebuild a derived index that is behind the store (the last run was killed), holds another
+        number of chunks (indexes written before replaced chunks were deleted from the full-text index),
+        or, for the full-text index, was tokenized by another version of the analyzer."""
         generation = handle.store.generation()
         derived = handle.read_derived()
         chunks, _ = handle.store.counts()
-        rebuild_fulltext = derived.get("fulltext") != generation or handle.fulltext.num_docs() != chunks
+        old_analyzer = derived.get("analyzer", 1) != ANALYZER_VERSION  # derived.json before versions: 1
+        rebuild_fulltext = (old_analyzer or derived.get("fulltext") != generation
+                            or handle.fulltext.num_docs() != chunks)
         rebuild_vectors = derived.get("vectors") != generation or len(handle.vectors) != chunks
         if not (rebuild_fulltext or rebuild_vectors):
             return
-        log.warning("index %s: derived indexes disagree with the store (a crash?); rebuilding", index)
+        if old_analyzer and not rebuild_vectors and derived.get("fulltext") == generation:
+            log.info("index %s: re-tokenizing its full text for this version of unirank's analyzer", index)
+        else:
+            log.warning("index %s: derived indexes disagree with the store (a crash?); rebuilding", index)
         if rebuild_fulltext:
             handle.fulltext.clear()
         if rebuild_vectors:
@@ -412,7 +420,7 @@ class EmbeddedBackend:
             handle.fulltext.commit()
         if rebuild_vectors:
             handle.vectors.save()
-        handle.write_derived(fulltext=generation, vectors=generation)
+        handle.write_derived(fulltext=generation, vectors=generation, analyzer=ANALYZER_VERSION)
 
     def _refresh_if_changed(self, handle: _Handle) -> None:
         """Pick up another process's committed writes."""
