@@ -16,6 +16,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request  # module level: the route's annotations are resolved by name
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from env_helpers import clear_unirank_settings
 from serving_helpers import AppServer, free_port, isolated_env  # noqa: F401 - the chat tests import them from here
 
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sample-docs"
@@ -190,9 +191,7 @@ def _unirank(tmp: Path, embedder):
     from unirank.settings import Settings
 
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("UNIRANK_"):
-                mp.delenv(key)
+        clear_unirank_settings(mp)
         mp.setenv("UNIRANK_CONFIG", os.devnull)
         settings = Settings(data_dir=tmp / "data")
     ur = Unirank(settings)

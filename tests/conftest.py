@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from env_helpers import clear_unirank_settings
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -26,9 +28,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Settings isolated from the developer's unirank.toml and UNIRANK_* variables."""
     from unirank.settings import Settings
 
-    for key in list(os.environ):
-        if key.startswith("UNIRANK_"):
-            monkeypatch.delenv(key)
+    clear_unirank_settings(monkeypatch)
     monkeypatch.setenv("UNIRANK_CONFIG", os.devnull)
     return Settings(data_dir=tmp_path / "data")
 
@@ -39,9 +39,7 @@ def module_settings(tmp_path_factory):
     from unirank.settings import Settings
 
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("UNIRANK_"):
-                mp.delenv(key)
+        clear_unirank_settings(mp)
         root = tmp_path_factory.mktemp("module")
         mp.setenv("UNIRANK_CONFIG", os.devnull)
         yield Settings(data_dir=root / "data")

@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 import httpx
 
+from env_helpers import without_unirank_settings
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -59,7 +61,7 @@ def http_endpoint(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 def isolated_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The caller's environment without its UNIRANK_* settings, pointed at ``data_dir``."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("UNIRANK_")}  # matched ignoring case
+    env = without_unirank_settings(os.environ)
     env.update({"HF_HUB_OFFLINE": "1", "UNIRANK_DATA_DIR": str(data_dir),
                 "UNIRANK_CONFIG": os.devnull, **extra})
     return env

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from env_helpers import without_unirank_settings
 from unirank.search.embedded.backend import EmbeddedBackend
 
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sample-docs"
@@ -18,7 +19,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sample-docs"
 
 @pytest.fixture()
 def run(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env = without_unirank_settings(os.environ)
     env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"), COLUMNS="200")
 
     def _run(*args: str, ok: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
@@ -204,7 +205,7 @@ def test_the_app_server_says_at_start_when_requests_must_name_their_index(run, t
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env = without_unirank_settings(os.environ)
     env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"), COLUMNS="200")
     proc = subprocess.Popen([sys.executable, "-m", "unirank.cli.main", "serve", "api", "--port", port], cwd=tmp_path,
                             env=env, stderr=subprocess.PIPE, text=True)
@@ -268,7 +269,7 @@ def test_config_show_prints_the_data_dir_it_will_use_as_an_absolute_path(run, tm
     """With an empty ./unirank.toml (and no UNIRANK_CONFIG or UNIRANK_DATA_DIR) it printed `data_dir =
     ".unirank"`, where a config file that names the folder printed the path resolved against the file's."""
     (tmp_path / "unirank.toml").write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env = without_unirank_settings(os.environ)
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "config", "show", "--json"], cwd=tmp_path,
                           env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

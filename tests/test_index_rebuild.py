@@ -13,6 +13,7 @@ import pytest
 
 from conformance.backend_suite import source
 from conftest import register_base_copy
+from env_helpers import without_unirank_settings
 from unirank.search.embedded.backend import REBUILD_LOCK, EmbeddedBackend
 from unirank.search.rebuild import configured_model_refused
 from unirank.search.types import ModelSignature
@@ -34,7 +35,7 @@ def docs_index(settings):
 
 
 def _unirank(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    clean = without_unirank_settings(os.environ)
     clean.update(HF_HUB_OFFLINE="1", UNIRANK_CONFIG=os.devnull, UNIRANK_DATA_DIR=str(settings.data_dir),
                  COLUMNS="200", **env)
     return subprocess.run([sys.executable, "-m", "unirank.cli.main", *args], env=clean, capture_output=True,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from env_helpers import clear_unirank_settings
 from unirank.training.examples import TrainingPair
 from unirank.training.mining import HardNegativeMiner, MiningConfig, judged_documents
 
@@ -39,8 +40,7 @@ def index(tmp_path_factory, base_embedder):
     for doc_id, text in DOCS.items():
         (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
-        for key in [k for k in os.environ if k.startswith("UNIRANK_")]:
-            mp.delenv(key)
+        clear_unirank_settings(mp)
         mp.setenv("UNIRANK_CONFIG", os.devnull)
         settings = Settings(data_dir=tmp / "data")
     ur = Unirank(settings)

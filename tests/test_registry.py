@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from env_helpers import without_unirank_settings
 from serving_helpers import free_port
 from unirank.errors import ExportError, ModelNotFoundError, PromotionRefusedError
 from unirank.models.loading import resolve_model_path
@@ -237,7 +238,7 @@ def test_export_to_a_missing_bucket_is_refused_without_creating_it(registry, s3_
 
 
 def test_cli_register_promote_rollback_and_export(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env = without_unirank_settings(os.environ)
     env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"))
 
     def run(*args, ok=True):

@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
+from env_helpers import without_unirank_settings
 from unirank.api import Unirank
 from unirank.errors import DimensionMismatchError, RemoteModelError
 from unirank.models.loading import describe_remote, load_embedder, load_reranker, resolve_model_path
@@ -159,7 +160,7 @@ def indexes(client_settings, remote, base_embedder):
 
 # -- registration ---------------------------------------------------------------------------------
 def test_cli_registers_an_endpoint_with_what_it_probed(server, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env = without_unirank_settings(os.environ)
     env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"), COLUMNS="200", MY_TOKEN="s3cret")
 
     def cli(*args: str) -> subprocess.CompletedProcess:

@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from env_helpers import without_unirank_settings
 from serving_helpers import ModelServer
 from unirank.serving.schemas import OpenAIError, TeiError
 
@@ -771,7 +772,7 @@ def test_serve_models_refuses_a_ref_that_names_nothing_before_starting(data_dir:
     import subprocess
     import sys
 
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")},
+    env = {**without_unirank_settings(os.environ),
            "UNIRANK_DATA_DIR": str(data_dir / "data"), "HF_HUB_OFFLINE": "1"}
     for ref, message in [("swap-embed@staging", r"swap-embed@staging is not set"),
                          ("nope@prod", r"No model named 'nope'\. Registered: swap-embed, tiny-rerank")]:

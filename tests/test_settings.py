@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from env_helpers import clear_unirank_settings, without_unirank_settings
 import unirank
 from unirank.settings import Settings
 
 
 @pytest.fixture()
 def config(tmp_path, monkeypatch):
-    for name in [k for k in os.environ if k.upper().startswith("UNIRANK_")]:
-        monkeypatch.delenv(name)
+    clear_unirank_settings(monkeypatch)
     path = tmp_path / "unirank.toml"
     path.write_text("")
     monkeypatch.setenv("UNIRANK_CONFIG", str(path))
@@ -266,7 +266,8 @@ def test_config_show_prints_toml_that_loads_back(config, monkeypatch, tmp_path):
     import sys
 
     long_dir = tmp_path / ("a-rather-long-folder-name-" * 4) / "data"
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("UNIRANK_") and k != "COLUMNS"}
+    env = without_unirank_settings(os.environ)
+    env.pop("COLUMNS", None)
     env.update(HF_HUB_OFFLINE="1", UNIRANK_CONFIG=str(config), UNIRANK_DATA_DIR=str(long_dir),
                UNIRANK_SERVING__API_KEYS='["k-live-abc", "k-2"]', UNIRANK_STORAGE__SECRET_ACCESS_KEY="s3-secret")
     shown = subprocess.run([sys.executable, "-m", "unirank.cli.main", "config", "show"], env=env, cwd=tmp_path,
@@ -297,6 +298,7 @@ def test_the_isolated_environments_drop_settings_in_any_case(config, monkeypatch
 
     monkeypatch.setenv("unirank_search__rrf_k", "30")
     assert "unirank_search__rrf_k" not in isolated_env(tmp_path)
+    assert "unirank_search__rrf_k" not in without_unirank_settings(os.environ)
     for name, default in (("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
         monkeypatch.setenv(name, os.environ.get(name, default))  # restored after: _common sets them on import
     spec = importlib.util.spec_from_file_location(

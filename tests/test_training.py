@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from data.make_minibeir import write as write_minibeir
+from env_helpers import clear_unirank_settings, without_unirank_settings
 from unirank.errors import DimensionMismatchError, EmbedderMismatchError, IndexNotFoundError, LeakageError
 from unirank.evaluation.datasets import load_beir
 from unirank.evaluation.runner import Evaluation, queries_digest, record_metrics, resolve_specs
@@ -276,9 +277,7 @@ def _eval_command(monkeypatch, data_dir: Path, *args: str):
 
     from unirank.cli.main import app
 
-    for key in list(os.environ):
-        if key.startswith("UNIRANK_"):
-            monkeypatch.delenv(key)
+    clear_unirank_settings(monkeypatch)
     monkeypatch.setenv("UNIRANK_CONFIG", os.devnull)
     monkeypatch.setenv("UNIRANK_DATA_DIR", str(data_dir))
     return CliRunner().invoke(app, ["eval", *args], env={"COLUMNS": "250"})
@@ -453,7 +452,7 @@ def test_the_step_floor_trains_min_steps_when_an_epoch_ends_in_a_short_batch(tmp
 
 @pytest.mark.slow  # a real train, eval and rebuild through the CLI: in the slow step
 def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env = without_unirank_settings(os.environ)
     env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"))
 
     def run(*args):
@@ -697,9 +696,7 @@ def test_train_says_to_promote_both_models(minibeir, tmp_path, monkeypatch):
                            metrics={"embedder": {"ndcg@10": 0.5}, "reranker": {"ndcg@10": 0.6}})
 
     monkeypatch.setattr(TrainJob, "run", trained)
-    for key in list(os.environ):
-        if key.startswith("UNIRANK_"):
-            monkeypatch.delenv(key)
+    clear_unirank_settings(monkeypatch)
     monkeypatch.setenv("UNIRANK_CONFIG", os.devnull)
     monkeypatch.setenv("UNIRANK_DATA_DIR", str(tmp_path / "data"))
     result = CliRunner().invoke(app, ["train", "--beir", str(minibeir), "--name", "hint"], env={"COLUMNS": "250"})

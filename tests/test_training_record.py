@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from data.make_minibeir import write as write_minibeir
+from env_helpers import without_unirank_settings
 from unirank.errors import LeakageError
 from unirank.evaluation.datasets import load_beir
 from unirank.evaluation.runner import Evaluation, resolve_specs
@@ -214,7 +215,7 @@ def resumed(client, minibeir, tmp_path_factory):
     request again here. Returns the second run's result and the (time, stage message) pairs of each, with
     the moment the first one's KeyboardInterrupt came out."""
     marks = tmp_path_factory.mktemp("resume") / "marks.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env = without_unirank_settings(os.environ)
     env.update(HF_HUB_OFFLINE="1", UNIRANK_CONFIG=os.devnull, OMP_NUM_THREADS="1")
     child = subprocess.run([sys.executable, "-c", _FIRST_RUN, str(Path(__file__).parent),
                             str(client.settings.data_dir), str(minibeir), str(marks)],
@@ -323,7 +324,7 @@ def test_centring_skipped_for_a_small_corpus_is_recorded_as_not_done(teacher, re
 def test_ctrl_c_says_that_the_same_command_resumes(minibeir, tmp_path):
     """Ctrl-C exited 130 without a word on what was kept or how to go on. A real `unirank train`, sent
     SIGINT once it says it trains the embedder (the mined pairs are kept by then)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRANK_")}
+    env = without_unirank_settings(os.environ)
     env.update(HF_HUB_OFFLINE="1", UNIRANK_CONFIG=os.devnull, UNIRANK_DATA_DIR=str(tmp_path / "data"),
                OMP_NUM_THREADS="1")  # as one_torch_thread
     command = [sys.executable, "-m", "unirank.cli.main", "train", "--beir", str(minibeir), "--name", "ctrlc",
