@@ -150,6 +150,15 @@ def test_a_day_before_its_month_or_an_abbreviation_does_not_end_a_sentence(text,
     assert [text[a:b] for a, b in sentence_spans(text)] == sentences
 
 
+def test_a_list_item_starts_a_sentence_whatever_ended_the_line_before():
+    """Markdown lists come out of the parser as "- " lines; an item without a full stop ran on into
+    the next one, so a quote of one item carried its neighbour."""
+    text = "We keep:\n- Backups for 90 days\n- Logs for 30 days. They rotate.\n1. First\n2) Second\nTemperatures of\n-3 C"
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "We keep:", "- Backups for 90 days", "- Logs for 30 days.", "They rotate.", "1. First",
+        "2) Second\nTemperatures of\n-3 C"]  # "-3" with no space after it is not a list marker
+
+
 @pytest.mark.parametrize("question, title, fact", [
     ("How long does an old API key keep working after rotation?", "API keys and token rotation", "24 hours"),
     ("Who updates the status page during an incident?", "Incident response runbook", "communications lead"),
