@@ -571,7 +571,7 @@ def test_a_malformed_label_file_is_refused_before_any_work(client, minibeir, tmp
 
 
 @pytest.mark.parametrize("embedder, message", [
-    (dict(epochs=0), r"--epochs must be above 0"),
+    (dict(epochs=0), r"--epochs must be a number above 0"),
     (dict(min_steps=-1), r"--min-steps must be 0 or more"),
     (dict(batch_size=1), r"--batch-size must be at least 2"),
 ])
@@ -704,3 +704,65 @@ def test_train_says_to_promote_both_models(minibeir, tmp_path, monkeypatch):
     hint = result.stdout.split("Next:")[1]
     assert "unirank models promote hint-embed@1 --alias prod" in hint
     assert "unirank models promote hint-rerank@1 --alias prod" in hint
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(embedder=EmbedderTrainingConfig(epochs=float("nan"))), r"--epochs must be a number above 0, got nan"),
+    (dict(embedder=EmbedderTrainingConfig(epochs=float("inf"))), r"--epochs must be a number above 0, got inf"),
+    (dict(reranker=RerankerTrainingConfig(epochs=float("nan"))), r"--epochs must be a number above 0, got nan"),
+    (dict(seed=-1), r"--seed must be 0 to 4294967295, got -1"),
+    (dict(seed=2**32), r"--seed must be 0 to 4294967295"),
+    (dict(reranker=RerankerTrainingConfig(seed=-5)), r"--seed must be 0 to"),
+    (dict(embedder=EmbedderTrainingConfig(learning_rate=float("nan"))), r"embedder's learning rate must be a number"),
+    (dict(reranker=RerankerTrainingConfig(head_learning_rate=float("inf"))), r"head learning rate must be a number"),
+    (dict(reranker=RerankerTrainingConfig(warmup_ratio=float("nan"))), r"reranker's warmup ratio must be 0 to 1"),
+    (dict(min_dwell_s=float("nan")), r"--min-dwell must be 0 or more seconds, got nan"),
+    (dict(min_dwell_s=float("inf")), r"--min-dwell must be 0 or more seconds, got inf"),
+])
+def test_numbers_that_cannot_train_are_refused_before_any_work(minibeir, change, message):
+    """`--epochs nan` / `inf` and `--seed -1` failed with a traceback in the trainer, after mining."""
+    from unirank.errors import TrainingError
+
+    with pytest.raises(TrainingError, match=message):
+        TrainRequest(**{"name": "x", "beir": minibeir, **change}).validate()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(queries="queries.tsv"), r"--queries gives the query texts of --qrels: add --qrels"),
+    (dict(min_dwell_s=10.0), r"--min-dwell applies to the clicks of a click log: add --clicks"),
+    (dict(pseudo=False, pseudo_kinds=("crop",)), r"--pseudo-kinds chooses the pseudo-queries that --no-pseudo"),
+    (dict(embedder=EmbedderTrainingConfig(center_on_corpus=False, whitening_strength=0.1)),
+     r"--whiten sets the whitening done with centring, which --no-center"),
+])
+def test_an_option_without_its_companion_is_refused(minibeir, tmp_path, change, message):
+    """`--queries` without `--qrels` and `--min-dwell` without `--clicks` were ignored (exit 0), yet changed the
+    run's fingerprint."""
+    from unirank.errors import TrainingError
+
+    if "queries" in change:
+        (tmp_path / "queries.tsv").write_text("q1\tkeys\n")
+        change = {"queries": tmp_path / "queries.tsv"}
+    with pytest.raises(TrainingError, match=message):
+        TrainRequest(**{"name": "x", "beir": minibeir, **change}).validate()
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--epochs", "nan"], "--epochs must be a number above 0, got nan"),
+    (["--epochs", "inf"], "--epochs must be a number above 0, got inf"),
+    (["--seed", "-1"], "--seed must be 0 to 4294967295, got -1"),
+    (["--min-dwell", "5"], "--min-dwell applies to the clicks"),
+    (["--whiten", "nan"], "whitening strength of nan"),
+])
+def test_the_cli_refuses_them_with_exit_2_and_no_run_folder(minibeir, tmp_path, monkeypatch, args, said):
+    from typer.testing import CliRunner
+
+    from unirank.cli.main import app
+
+    monkeypatch.setattr(TrainJob, "run", lambda job: pytest.fail("the job ran"))
+    clear_unirank_settings(monkeypatch)
+    monkeypatch.setenv("UNIRANK_CONFIG", os.devnull)
+    monkeypatch.setenv("UNIRANK_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["train", "--beir", str(minibeir), "--name", "n", *args], env={"COLUMNS": "250"})
+    assert result.exit_code == 2, result.output
+    assert said in " ".join(result.stderr.split()) and "error" in result.stderr.lower()
+    assert not (tmp_path / "data" / "runs").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -30,7 +31,7 @@ from unirank.search.rebuild import reembedded_index
 from unirank.search.types import Chunk
 from unirank.settings import Settings
 from unirank.training.blend_selection import choose_blend_weight
-from unirank.training.centering import save_centered_copy
+from unirank.training.centering import DEFAULT_WHITENING, check_whitening_strength, save_centered_copy
 from unirank.training.doc2query import LLM_KIND, LLMQueryWriter, require_llm
 from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
 from unirank.training.examples import TrainingPair, data_hash, query_fingerprint, read_pairs, write_pairs
@@ -92,10 +93,13 @@ class TrainRequest:
             path = getattr(self, option)
             if path is not None and not Path(path).is_file():
                 raise TrainingError(f"--{option} {path}: no such file.")
-        if self.min_dwell_s < 0:
+        if not 0 <= self.min_dwell_s < math.inf:  # NaN fails this too
             raise TrainingError(f"--min-dwell must be 0 or more seconds, got {self.min_dwell_s}.")
-        if self.embedder.epochs <= 0 or self.reranker.epochs <= 0:
-            raise TrainingError(f"--epochs must be above 0, got {self.embedder.epochs}.")
+        self._check_companions()
+        self._check_numbers()
+        for epochs in (self.embedder.epochs, self.reranker.epochs):
+            if not 0 < epochs < math.inf:  # NaN and inf failed in the trainer, after mining
+                raise TrainingError(f"--epochs must be a number above 0, got {epochs}.")
         if self.embedder.min_steps < 0:
             raise TrainingError(f"--min-steps must be 0 or more, got {self.embedder.min_steps}.")
         if self.embedder.batch_size < 2 or self.reranker.batch_size < 2:
@@ -104,6 +108,40 @@ class TrainRequest:
         if self.max_pseudo_pairs < 1:
             raise TrainingError(f"The pseudo-query cap must be at least 1, got {self.max_pseudo_pairs}.")
         check_kinds(self.pseudo_kinds)
+
+    def _check_companions(self) -> None:
+        """An option that only means something with another was taken without it, silently ignored (yet
+        part of the run's fingerprint): refused, as ``--qrels`` without its query texts is."""
+        if self.queries and not self.qrels:
+            raise TrainingError("--queries gives the query texts of --qrels: add --qrels FILE (for labelled "
+                                "pairs without qrels, use --pairs FILE).")
+        if self.min_dwell_s and not self.clicks:
+            raise TrainingError("--min-dwell applies to the clicks of a click log: add --clicks FILE, or leave "
+                                "--min-dwell out.")
+        if self.pseudo is False and tuple(self.pseudo_kinds) != tuple(DEFAULT_KINDS):
+            raise TrainingError("--pseudo-kinds chooses the pseudo-queries that --no-pseudo turns off: leave one out.")
+        if not self.embedder.center_on_corpus and self.embedder.whitening_strength != DEFAULT_WHITENING:
+            raise TrainingError("--whiten sets the whitening done with centring, which --no-center turns off: "
+                                "leave one out.")
+
+    def _check_numbers(self) -> None:
+        """Seeds a generator takes, and rates and ratios that are finite (NaN and inf failed after mining)."""
+        for seed in {self.seed, self.embedder.seed, self.reranker.seed}:
+            if not 0 <= seed <= 2**32 - 1:  # numpy's and transformers' set_seed refuse others
+                raise TrainingError(f"--seed must be 0 to {2**32 - 1}, got {seed}.")
+        e, r = self.embedder, self.reranker
+        for what, value in (("The embedder's learning rate", e.learning_rate),
+                            ("The embedder's labelled learning rate", e.labelled_learning_rate),
+                            ("The reranker's learning rate", r.learning_rate),
+                            ("The reranker's head learning rate", r.head_learning_rate)):
+            if not 0 < value < math.inf:
+                raise TrainingError(f"{what} must be a number above 0, got {value}.")
+        for what, value in (("The embedder's warmup ratio", e.warmup_ratio), ("The reranker's warmup ratio", r.warmup_ratio)):
+            if not 0 <= value <= 1:
+                raise TrainingError(f"{what} must be 0 to 1, got {value}.")
+        if not 0 < e.guide_temperature < math.inf:
+            raise TrainingError(f"The guide temperature must be a number above 0, got {e.guide_temperature}.")
+        check_whitening_strength(e.whitening_strength)  # --whiten nan/inf: refused here too, not only at the config
 
     def fingerprint(self, inputs: dict[str, str] | None = None) -> str:
         """The run folder's key: a re-run of the same command on the same inputs resumes. ``inputs``: what
