@@ -94,6 +94,36 @@ def test_corpus_only_training_registers_both_models(client, trained):
     assert any(p["negatives"] for p in pairs)
 
 
+def test_the_recorded_validation_is_the_kept_checkpoints_beside_the_base_models(client, trained):
+    """The reranker's record said 0.5 where the trainer kept a checkpoint scoring 0.5655: it was re-scored at
+    the serving length (256) after being chosen at the training length (160). And train showed no base
+    figure to compare the trained one with."""
+    from unirank.cli.training import validation_summary
+
+    result, _ = trained
+    registry = ModelRegistry(client.settings.models_dir)
+    for role, folder in (("embedder", "embedder"), ("reranker", "reranker")):
+        figures = result.metrics[role]
+        states = sorted((result.run_dir / folder / "checkpoints").glob("checkpoint-*/trainer_state.json"))
+        best = json.loads(states[-1].read_text())["best_metric"]
+        assert figures["selection_ndcg@10"] == pytest.approx(best, abs=1e-6), role  # the figure it was kept by
+        assert (figures["selection_length"], figures["max_length"]) == (160, 256)
+        assert figures["validation_queries"] > 0 and figures["validation_written_by_people"] == 0
+        assert 0 <= figures["base"]["ndcg@10"] <= 1 and figures["base"]["model"]
+        assert json.loads((result.run_dir / folder / "done.json").read_text())["base"] == figures["base"]
+        record = registry.get(f"tiny-{'embed' if role == 'embedder' else 'rerank'}").record["validation"]
+        assert record["base"] == figures["base"] and record["selection_ndcg@10"] == figures["selection_ndcg@10"]
+    registry.close()
+    assert {"recall@10", "mrr@10"} <= set(result.metrics["embedder"]["base"])
+    said = validation_summary(result.metrics)
+    embed, rerank = result.metrics["embedder"], result.metrics["reranker"]
+    assert f"{embed['validation_queries']} pseudo-queries held out from training" in said
+    assert f"nDCG@10 {embed['base']['ndcg@10']:.4f} -> {embed['ndcg@10']:.4f}" in said
+    assert f"nDCG@10 {rerank['base']['ndcg@10']:.4f} -> {rerank['ndcg@10']:.4f}" in said
+    assert f"chosen at 160 tokens, nDCG@10 {rerank['selection_ndcg@10']:.4f}" in said
+    assert "`unirank eval` on real held-out queries is the figure to trust" in said
+
+
 def test_queries_people_wrote_choose_the_blend_weight(client, minibeir, trained, tmp_path):
     """Labelled validation queries pick the best weight (the least reliance on ties); pseudo-queries mixed
     in are left out of the choice."""

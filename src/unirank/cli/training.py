@@ -94,8 +94,7 @@ def train(
     console.print(f"{done} [bold]{result.embedder.ref}[/bold] and [bold]{result.reranker.ref}[/bold] "
                   f"(run folder {escape(str(result.run_dir))}"
                   f"{'; --fresh trains again' if result.registered_before else ''}).")
-    console.print(f"Validation: embedder nDCG@10 {result.metrics['embedder'].get('ndcg@10', 0):.4f}, "
-                  f"reranker nDCG@10 {result.metrics['reranker'].get('ndcg@10', 0):.4f}")
+    console.print(escape(validation_summary(result.metrics)), soft_wrap=True)
     where = f"--beir {beir}" if beir else f"--index {index} --queries HELD_OUT_QUERIES --qrels HELD_OUT_QRELS"
     # Both: `--models NAME@prod` (eval, serving) names the pair, and refused a reranker not promoted too.
     steps = [f"unirank eval {where} --models base,{name}", f"unirank models promote {result.embedder.ref} --alias prod",
@@ -103,6 +102,36 @@ def train(
     if index:
         steps.append(f"unirank index rebuild {index} --model {name}-embed@prod   (its searches then use it)")
     console.print("Next:\n" + "\n".join(f"  {escape(step)}" for step in steps), soft_wrap=True)
+
+
+def validation_summary(metrics: dict) -> str:
+    """Base and trained figures on the run's validation split, and what that split is: it printed the
+    trained nDCG@10 alone, on a few pseudo-queries, with nothing to compare it with."""
+    lines = []
+    for role in ("embedder", "reranker"):
+        figures = metrics.get(role) or {}
+        base = figures.get("base") or {}
+        names = (("ndcg@10", "nDCG@10"), ("recall@10", "Recall@10"), ("mrr@10", "MRR@10"))
+        parts = [f"{label} {base[key]:.4f} -> {figures[key]:.4f}" if key in base else f"{label} {figures[key]:.4f}"
+                 for key, label in names if key in figures]
+        line = f"  {role}: " + ", ".join(parts)
+        if "selection_ndcg@10" in figures:
+            line += (f" (at {figures.get('max_length')} tokens, as it serves; the checkpoint was chosen at "
+                     f"{figures.get('selection_length')} tokens, nDCG@10 {figures['selection_ndcg@10']:.4f})")
+        lines.append(line)
+    embedder = metrics.get("embedder") or {}
+    count, people = embedder.get("validation_queries"), embedder.get("validation_written_by_people", 0)
+    if count is None:
+        what = "the run's validation queries"
+    elif people == 0:
+        what = f"{count} pseudo-queries held out from training"
+    else:
+        what = f"{count} validation queries held out from training ({people} written by people)"
+    head = f"Validation, base -> trained, on {what}:"
+    trust = ("These favour the tuned models (pseudo-queries come from the generator they trained on); "
+             "`unirank eval` on real held-out queries is the figure to trust." if people == 0 else
+             "`unirank eval` on real held-out queries is the figure to trust.")
+    return "\n".join([head, *lines, trust])
 
 
 def _interrupted(job, fresh: bool) -> None:

@@ -212,8 +212,13 @@ def train_embedder(
     corpus: dict[str, str],
     output_dir: Path,
     config: EmbedderTrainingConfig,
-) -> dict[str, float]:
+    baseline: str | None = None,
+) -> dict:
     """Train, keep the best checkpoint on the validation queries, save to ``output_dir/final``.
+
+    The figures returned are the kept model's at its inference length, as it serves, with
+    ``selection_ndcg@10``, the one the checkpoint was chosen by (at the training length); under
+    ``base``, ``baseline``'s on the same queries and passages (the model before any training).
 
     Checkpoints go to ``output_dir/checkpoints``; a re-run resumes from the latest one.
     Returns the best validation metrics.
@@ -274,7 +279,17 @@ def train_embedder(
         log.info("resuming embedder training from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
     final = output_dir / "final"
+    selection = _figures(evaluator(model))  # as the checkpoint was chosen: at the training length
     model.max_seq_length = inference_length  # chunks are cut to the model maximum, not the training one
     model.save(str(final))
-    scores = evaluator(model)
+    metrics: dict = _figures(evaluator(model))
+    metrics.update({"selection_ndcg@10": selection["ndcg@10"], "selection_length": min(inference_length, config.max_seq_length),
+                    "max_length": inference_length, "validation_queries": len(queries),
+                    "validation_written_by_people": sum(1 for p in validation if p.written_by_people)})
+    if baseline is not None:
+        metrics["base"] = {"model": baseline, **_figures(evaluator(load_sentence_transformer(baseline)))}
+    return metrics
+
+
+def _figures(scores: dict) -> dict[str, float]:
     return {k.removeprefix("val_cosine_"): float(v) for k, v in scores.items() if k.startswith("val_cosine_")}

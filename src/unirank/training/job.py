@@ -280,10 +280,11 @@ class TrainJob:
 
         embedder_start, centering, not_centered = self._embedder_start(base_path, chunks)
         embed_val = self._stage("embedder", lambda out: train_embedder(
-            embedder_start, split.train, split.validation, corpus, out, req.embedder))
+            embedder_start, split.train, split.validation, corpus, out, req.embedder,
+            baseline=None if is_cross_encoder(base_path) else base_path))
         reranker_base = self._reranker_start(base_path)
         rerank_val = self._stage("reranker", lambda out: train_reranker(
-            reranker_base, split.train, split.validation, out, req.reranker))
+            reranker_base, split.train, split.validation, out, req.reranker, baseline=base_path))
         blend = self._stage("blend", lambda out: choose_blend_weight(
             self.run_dir / "reranker" / "final", self.backend, index, self.embedder, self.settings.search,
             split.validation, seed=req.seed))

@@ -113,9 +113,16 @@ def train_reranker(
     validation: Sequence[TrainingPair],
     output_dir: Path,
     config: RerankerTrainingConfig,
-) -> dict[str, float]:
+    baseline: str | None = None,
+) -> dict:
     """A cross-encoder head on the base encoder (or a given cross-encoder), trained and saved to
-    ``output_dir/final``; best checkpoint by validation reranking nDCG@10; resumable."""
+    ``output_dir/final``; best checkpoint by validation reranking nDCG@10; resumable.
+
+    Returns the kept model's validation figures at the length it serves at (``max_length``), with
+    ``selection_ndcg@10``, the figure the checkpoint was chosen by (at ``train_length``: the two differ,
+    and recording only the first made the record disagree with the trainer's log), and under ``base``
+    the same figures for ``baseline`` (a cross-encoder as it is, a bi-encoder by cosine, as the
+    ``base`` reranker scores), on the same validation samples."""
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
@@ -156,7 +163,39 @@ def train_reranker(
                                   optimizers=(_optimizer(model, config), None))
     trainer.train(resume_from_checkpoint=resume)
     final = output_dir / "final"
+    selection = _figures(evaluator(model))  # as the checkpoint was chosen: at the training length
     model.max_seq_length = config.max_length
     model.save(str(final))
-    scores = evaluator(model)
+    metrics: dict = _figures(evaluator(model))  # as it serves
+    metrics.update({"selection_ndcg@10": selection["ndcg@10"], "selection_length": config.train_length,
+                    "max_length": config.max_length, "validation_queries": len(samples),
+                    "validation_written_by_people": sum(1 for p in validation if p.negatives and p.written_by_people)})
+    if baseline is not None:
+        metrics["base"] = {"model": baseline, **base_figures(baseline, evaluator, samples, config.max_length)}
+    return metrics
+
+
+def _figures(scores: dict) -> dict[str, float]:
     return {k.removeprefix("val_"): float(v) for k, v in scores.items() if k.startswith("val_")}
+
+
+def base_figures(base_path: str, evaluator, samples: list[dict], max_length: int) -> dict[str, float]:
+    """The validation figures of the reranker there is before training: a cross-encoder base as it is,
+    a bi-encoder base by full-passage cosine (what ``reranker.model = base`` does)."""
+    import numpy as np
+
+    from unirank.models.loading import is_cross_encoder, load_sentence_transformer
+
+    if is_cross_encoder(base_path):
+        return _figures(evaluator(build_cross_encoder(base_path, max_length)))
+    model = load_sentence_transformer(base_path)
+    mrr, ndcg, ap = [], [], []
+    for sample in samples:
+        docs = sample["positive"] + [d for d in sample["negative"] if d not in sample["positive"]]
+        vectors = model.encode([sample["query"], *docs], normalize_embeddings=True, show_progress_bar=False)
+        scores = np.asarray(vectors[1:]) @ np.asarray(vectors[0])
+        relevant = [True] * len(sample["positive"]) + [False] * (len(docs) - len(sample["positive"]))
+        m, n, a = evaluator.compute_metrics(relevant, scores, len(sample["positive"]))
+        mrr.append(m), ndcg.append(n), ap.append(a)
+    at = evaluator.at_k
+    return {"map": float(np.mean(ap)), f"mrr@{at}": float(np.mean(mrr)), f"ndcg@{at}": float(np.mean(ndcg))}
