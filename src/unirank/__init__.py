@@ -45,6 +45,9 @@ _EXPORTS = {
     "TrainingError": "unirank.errors",
     "IndexLockedError": "unirank.errors",
     "IndexChangedError": "unirank.errors",
+    "IndexSwitchedError": "unirank.errors",
+    "RebuildRunningError": "unirank.errors",
+    "RebuildFailedError": "unirank.errors",
     "RemoteModelError": "unirank.errors",
     "InputRefusedError": "unirank.errors",
     "AnswererError": "unirank.errors",
@@ -60,9 +63,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from unirank.errors import (
         AnswererError, ConfigurationError, ConversationNotFoundError, DimensionMismatchError,
         DuplicateDocumentError, EmbedderMismatchError, EvaluationDataError, ExportError,
-        IndexChangedError, IndexLockedError, IndexNotFoundError, InputRefusedError, InvalidQueryError, LeakageError,
-        ModelLoadError, ModelNotFoundError, OptimizationRefusedError, ParseError,
-        PromotionRefusedError, RemoteModelError, RerankLimitError, SourceError, TrainingError,
+        IndexChangedError, IndexLockedError, IndexNotFoundError, IndexSwitchedError, InputRefusedError,
+        InvalidQueryError, LeakageError, ModelLoadError, ModelNotFoundError, OptimizationRefusedError, ParseError,
+        PromotionRefusedError, RebuildFailedError, RebuildRunningError, RemoteModelError, RerankLimitError,
+        SourceError, TrainingError,
         UnirankError, UnsupportedFormatError,
     )
     from unirank.ingest.report import IngestReport
