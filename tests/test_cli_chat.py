@@ -54,6 +54,7 @@ def test_a_file_that_is_not_sqlite_is_refused_as_chat_db_path(tmp_path):
     assert bad.read_text() == "x\n"  # nothing written over it
 
 
+@pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
 def test_chat_and_serve_api_refuse_a_corrupt_conversation_db(data_dir, tmp_path):
     (tmp_path / "chat.sqlite").write_text("x\n")
     proc = chat(data_dir, tmp_path, b"")
@@ -68,6 +69,7 @@ def test_chat_and_serve_api_refuse_a_corrupt_conversation_db(data_dir, tmp_path)
     assert served.returncode == 2 and "is not a SQLite database" in " ".join(served.stderr.split()), served.stderr
 
 
+@pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
 @pytest.mark.parametrize("encoding", [{"PYTHONIOENCODING": "utf-8"}, {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}],
                          ids=["strict", "surrogateescape"])
 def test_a_line_that_is_not_utf8_is_not_asked_and_the_chat_goes_on(data_dir, tmp_path, monkeypatch, encoding):
@@ -91,6 +93,7 @@ def test_a_piped_chat_that_answers_everything_exits_0_with_the_questions_in_its_
     assert "you: /open 1\n[1] API keys and token rotation" in out and "you: /up\nThanks: noted." in out
 
 
+@pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
 @pytest.mark.parametrize("setting, says", [
     ({"UNIRANK_EMBEDDER__MODEL": "nosuch-embed@prod"}, "'nosuch-embed@prod' names a registry version"),
     ({"UNIRANK_RERANKER__MODEL": "/nonexistent/xx"}, "'/nonexistent/xx' is not a registered model"),
@@ -107,6 +110,7 @@ def test_a_chat_that_cannot_answer_is_refused_before_the_first_question(data_dir
     assert sessions(tmp_path) == []
 
 
+@pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
 def test_questions_that_fail_exit_1_and_leave_no_empty_conversation(data_dir, tmp_path):
     """The endpoint is up (it is asked at start-up) but answers every question with a 503."""
     llm = OpenAIProtocolServer()
@@ -155,6 +159,7 @@ class Terminal:
         self.proc.stdin.flush()  # type: ignore[union-attr]
 
 
+@pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
 def test_a_conversation_deleted_elsewhere_and_ctrl_c_while_answering(data_dir, tmp_path):
     llm = OpenAIProtocolServer()
     env = isolated_env(data_dir, UNIRANK_CHAT__DB_PATH=str(tmp_path / "chat.sqlite"), COLUMNS="200",

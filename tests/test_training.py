@@ -424,6 +424,7 @@ def _search_with(client, index, model, query="keys"):
         return other.search(query, index, mode="knn", rerank=False).hits
 
 
+@pytest.mark.slow  # two real trainings, one killed part-way (~40 s): in the slow step
 def test_an_interrupted_training_resumes_from_its_checkpoint(tmp_path, minibeir):
     script = tmp_path / "train.py"
     script.write_text(f"""
