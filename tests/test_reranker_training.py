@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from data.make_minibeir import DOCS
 from unirank.models.loading import is_cross_encoder, resolve_model_path
@@ -42,6 +43,7 @@ def test_scoring_head_reads_mean_pooled_tokens(tmp_path: Path):
     assert is_cross_encoder(str(tmp_path / "ce"))  # saved with modules.json and pooling, still a cross-encoder
 
 
+@pytest.mark.slow  # a real cross-encoder training (~30 s): in the slow step; test_training trains one by default too
 def test_reranker_learns_to_separate_positives_from_negatives(tmp_path: Path):
     """The loss used to stay at ln 2 with a [CLS] head on this base; a mean-pooled head learns."""
     from sentence_transformers.cross_encoder import CrossEncoder

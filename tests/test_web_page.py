@@ -126,7 +126,7 @@ def test_ask_stream_cite_and_rate_in_the_browser(server, page):
     expect(follow_up.locator(".answer")).to_contain_text("Rotate keys every 90 days")
     expect(page.get_by_role("navigation", name="Conversations").get_by_role("button", name=re.compile("^How long.*rotation"))
            ).to_have_attribute("aria-current", "true")
-    assert page.evaluate("document.activeElement.id") == "question"
+    expect(question).to_be_focused()  # waits: the focus returns after the answer's last awaits, not with aria-busy
     page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
     print(f"screenshots: {ARTIFACTS}/web-page*.png")
 
