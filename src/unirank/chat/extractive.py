@@ -13,14 +13,15 @@ from typing import Callable, Iterator, Sequence
 from unirank.chat.rewrite import code_kind, codes, content_words, words
 from unirank.chat.sentences import MIN_SENTENCE_CHARS, sentence_spans, squash, table_cells, table_headers
 from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage
+from unirank.ingest.chunking import _PARAGRAPH
 from unirank.models.reranker import Reranker
 from unirank.search.embedded.fulltext import english_analyzer
 
 log = logging.getLogger(__name__)
 
 PREFIX = "From the documents:"
-#: Where an item ends: a blank line, or a line that opens a list item ("- …", "* …", "2. …").
-_PARAGRAPH_GAP = re.compile(r"\n\s*\n")
+#: Where an item ends: a blank line (the chunker's paragraph break), or a line that opens a list item
+#: ("- …", "* …", "2. …").
 _LIST_ITEM = re.compile(r"\s*\n\s*(?:[-*+\u2022]|\d+[.)])\s")
 #: BM25's analyzer: a row's "Backups" and a sentence's "backup" are one word.
 _ANALYZER = english_analyzer()
@@ -154,7 +155,7 @@ def _continuation(passage: Passage, span: tuple[int, int], asked: set[str], span
     out: list[tuple[int, int]] = []
     end = span[1]
     for start, stop in spans[spans.index(span) + 1:]:
-        if _PARAGRAPH_GAP.search(text[end:start]) or _LIST_ITEM.match(text, end) or (passage.n, start, stop) in headers:
+        if _PARAGRAPH.search(text[end:start]) or _LIST_ITEM.match(text, end) or (passage.n, start, stop) in headers:
             break
         if any(code_kind(c) in kinds for c in codes(text[start:stop]) - asked):
             break
