@@ -235,6 +235,10 @@ class EmbeddedBackend:
                     shutil.rmtree(old, ignore_errors=True)  # keep the previous version, drop older ones
         return self.info(index)
 
+    def _lock_file(self, index: str, name: str) -> int:
+        """A descriptor of one of the index folder's OS-lock files (made on first use), to flock."""
+        return os.open(self._index_dir(index) / name, os.O_RDWR | os.O_CREAT, 0o644)
+
     @contextmanager
     def _rebuild_lock(self, index: str) -> Iterator[None]:
         """One rebuild of an index at a time: two picked the same new version folder, and each one's
@@ -244,7 +248,7 @@ class EmbeddedBackend:
             yield
             return
         try:
-            fd = os.open(self._index_dir(index) / REBUILD_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._lock_file(index, REBUILD_LOCK)
         except FileNotFoundError:  # deleted a moment ago
             raise IndexNotFoundError(index, self._names()) from None
         try:
@@ -349,7 +353,7 @@ class EmbeddedBackend:
             yield not mine
             return
         try:
-            fd = os.open(self._index_dir(index) / WRITERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._lock_file(index, WRITERS_LOCK)
         except OSError:  # a folder this process may not write: repair as before
             yield True
             return
@@ -372,7 +376,7 @@ class EmbeddedBackend:
         with self._guard:
             if index in self._sessions:
                 return
-        fd = os.open(self._index_dir(index) / WRITERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._lock_file(index, WRITERS_LOCK)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
         except BaseException:
