@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Sequence
 from unirank.chat.rewrite import code_kind, codes, content_words, words
 from unirank.chat.sentences import MIN_SENTENCE_CHARS, sentence_spans, squash, table_cells, table_headers
 from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage
-from unirank.ingest.chunking import _PARAGRAPH
+from unirank.ingest.chunking import _LIST_MARKER, _PARAGRAPH
 from unirank.models.reranker import Reranker
 from unirank.search.embedded.fulltext import english_analyzer
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 PREFIX = "From the documents:"
 #: Where an item ends: a blank line (the chunker's paragraph break), or a line that opens a list item
 #: ("- …", "* …", "2. …").
-_LIST_ITEM = re.compile(r"\s*\n\s*(?:[-*+\u2022]|\d+[.)])\s")
+_LIST_ITEM = re.compile(r"\s*\n\s*" + _LIST_MARKER + r"\s")
 #: BM25's analyzer: a row's "Backups" and a sentence's "backup" are one word.
 _ANALYZER = english_analyzer()
 

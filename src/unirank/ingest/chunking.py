@@ -36,12 +36,14 @@ _MONTHS = (r"(?:Jan(?:uar|uary)?|J\u00e4nner|Feb(?:ruar|ruary)?|M\u00e4rz|Mar(?:
 _NOT_AN_END = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS) + (
     rf"(?!(?<=\b\d\.)\s+{_MONTHS})(?!(?<=\b[0-3]\d\.)\s+{_MONTHS})"
     + "".join(rf"(?<!{line}\d{{{n}}}\.)" for line in ("^", "\n") for n in (1, 2, 3)))  # a list's "1. "
-# A list item ("- ", "* ", "1. ", "2) " at a line's start) begins a sentence too, whatever ended the
-# line before it: an item with no full stop was read as one sentence with the next.
+# What opens a list item at a line's start: "- ", "* ", "1. ", "2) ".
+_LIST_MARKER = r"(?:[-*+\u2022]|\d{1,3}[.)])"
+# A list item begins a sentence too, whatever ended the line before it: an item with no full stop
+# was read as one sentence with the next.
 _SENTENCE = re.compile(
     r"""(?:[.!?]""" + _NOT_AN_END
     + r"""["'\u201d\u2019)\]]*(?=\s+["'\u201c\u2018(\[]?[A-Z0-9\u00c0-\u00d6\u00d8-\u00de])"""
-    + r"""|(?=[ \t]*\n\s*(?:[-*+\u2022]|\d{1,3}[.)])[ \t]))(\s+)"""
+    + r"""|(?=[ \t]*\n\s*""" + _LIST_MARKER + r"""[ \t]))(\s+)"""
 )
 _LINE = re.compile(r"\s*\n\s*")
 _TOKENIZE_BATCH = 1024
