@@ -637,6 +637,9 @@ def test_a_file_uri_with_two_slashes_is_refused_not_read_as_the_current_folder(c
     with pytest.raises(SourceError, match="is not a local path"):
         client.sources_under("cwd", "file://gone")
     assert client.sources_under("cwd", (tmp_path / "here.txt").as_uri()) == [(tmp_path / "here.txt").as_uri()]
+    for empty in ("", "  "):  # an unset "$DIR": `index remove cwd "" --yes` removed every source under "."
+        with pytest.raises(SourceError, match="The source must be a folder"):
+            client.sources_under("cwd", empty)
     assert uri_path(f"file://localhost{tmp_path}/a%20b.txt") == f"{tmp_path}/a b.txt"
 
 

@@ -228,6 +228,8 @@ def _absolute(path: str) -> str:
 
 
 def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
+    if not uri.strip():  # read as ".": `index remove IDX "$UNSET" --yes` removed every document under it
+        raise SourceError(f"The source must be a folder, a file or an s3:// / oss:// URI, got {uri!r}.")
     scheme, sep, rest = uri.partition("://")
     if scheme == "file" and sep:  # before `not rest`: "file://" is refused as a URI, not read as a folder named "file:"
         return "file", fsspec.filesystem("file"), _absolute(local_path(uri))
