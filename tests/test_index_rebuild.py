@@ -87,3 +87,13 @@ def test_which_configured_models_the_rebuilt_index_refuses(settings):
     folder.mkdir(parents=True)
     assert not refused(str(folder), str(folder / "." / ""), ModelSignature("my-model", "local-1a2b3c4d", 384))
     assert refused(str(folder), "copy@1", copy)
+
+
+@pytest.mark.parametrize("model", ["", "  ", None])
+def test_a_rebuild_with_an_empty_model_is_refused_not_made_with_base(docs_index, client, model):
+    """An empty or missing model was read as unset, and the index was silently re-embedded with base."""
+    from unirank.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"\(--model\) is empty or not text"):
+        client.rebuild_index("docs", model)
+    assert sorted(p.name for p in (docs_index.indexes_dir / "docs").glob("v*")) == ["v1"]

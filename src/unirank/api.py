@@ -14,7 +14,7 @@ import threading
 from functools import cached_property
 from typing import Callable, Mapping
 
-from unirank.errors import SourceError
+from unirank.errors import ConfigurationError, SourceError
 from unirank.ingest.pipeline import Ingestor, ProgressCallback
 from unirank.ingest.report import IngestReport
 from unirank.models.embedder import Embedder
@@ -133,6 +133,10 @@ class Unirank:
         """Re-embed ``index`` with ``model`` (e.g. ``cisi-embed@3``) into a new version and switch to it."""
         from unirank.search.rebuild import reembedded_sources
 
+        # An empty model read as unset, i.e. `base`: the index was re-embedded with a model no one named.
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigurationError(f"The model to re-embed {index!r} with (--model) is empty or not text "
+                                     f"({model!r}): name one, e.g. handbook-embed@prod, a model folder, or base.")
         self.backend.info(index)  # a missing index is said before the model takes seconds to load
         settings = self.settings.model_copy(deep=True)
         settings.embedder.model = model
