@@ -503,6 +503,27 @@ def test_an_error_in_the_callers_progress_callback_is_raised_not_reported_as_a_s
     assert len(client.ingest(str(docs), "cb").ingested) == 6 - committed
 
 
+def test_a_progress_callback_failing_before_a_new_index_is_made_raises_and_leaves_no_folder(client, tmp_path):
+    """The flush after the callback's error ran on an index no batch had made: the caller got a false
+    IndexNotFoundError, and the write lock taken for it left a stray data/indexes/NAME/.write.lock."""
+    from unirank.errors import IndexNotFoundError
+
+    docs = tmp_path / "first"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Wombats dig burrows.\n")
+
+    def buggy(done: int, total: int, uri: str) -> None:
+        raise RuntimeError("callback bug")
+
+    with pytest.raises(RuntimeError, match="callback bug"):
+        client.ingest(str(docs), "fresh", progress=buggy)
+    assert not client.backend.exists("fresh")
+    assert not (client.settings.indexes_dir / "fresh").exists()
+    with pytest.raises(IndexNotFoundError):  # any write on a missing index: said, and no folder made for it
+        client.remove_sources("nope", ["file:///x.md"])
+    assert not (client.settings.indexes_dir / "nope").exists()
+
+
 def test_a_file_that_turns_unreadable_keeps_its_previous_version_and_the_report_says_so(client, tmp_path):
     """It said "failed: binary content" while its old chunks stayed in the index with no word."""
     folder = tmp_path / "notes"

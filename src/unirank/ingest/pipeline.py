@@ -111,7 +111,8 @@ class Ingestor:
             if prune:
                 self._prune(docs, files, index, states, report)
         except _CallerError as exc:  # the caller's own callback failed: theirs to see, not a stopped ingest
-            self.backend.flush(index)  # what was committed stays searchable
+            if existed or self._created:  # a new index no batch made yet has nothing to flush (nor a folder)
+                self.backend.flush(index)  # what was committed stays searchable
             raise exc.__cause__ from None  # type: ignore[misc]
         except IndexSwitchedError:
             # Not a stopped run to finish with the same vectors: the rest needs the new model. What was

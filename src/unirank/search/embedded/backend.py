@@ -539,6 +539,8 @@ class EmbeddedBackend:
     def _write(self, index: str) -> Iterator[_Handle]:
         """The cross-process write lock, then the index's handle, locked and caught up with what other
         processes wrote; a handle closed meanwhile is opened again."""
+        # A missing index is said before the lock: taking it makes the lock file's folder, a stray index folder.
+        self._current_dir(index)
         lock = self._lock(index)
         try:
             lock.acquire()
