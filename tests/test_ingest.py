@@ -524,6 +524,20 @@ def test_a_progress_callback_failing_before_a_new_index_is_made_raises_and_leave
     assert not (client.settings.indexes_dir / "nope").exists()
 
 
+@pytest.mark.parametrize("options, said", [({"prune": "false"}, "prune must be True or False"),
+                                           ({"prune": 1}, "prune must be True or False"),
+                                           ({"progress": "bar"}, "progress must be a function")])
+def test_a_prune_that_is_not_a_bool_or_a_progress_that_is_not_callable_is_refused_before_any_write(
+        client, corpus, options, said):
+    """prune="false" is truthy: it pruned every document gone from the source."""
+    from unirank.errors import InvalidQueryError
+
+    client.ingest(str(corpus / "api-keys.md"), "docs")
+    with pytest.raises(InvalidQueryError, match=said):
+        client.ingest(str(corpus / "backups.md"), "docs", **options)
+    assert client.index_info("docs").source_count == 1
+
+
 def test_a_file_that_turns_unreadable_keeps_its_previous_version_and_the_report_says_so(client, tmp_path):
     """It said "failed: binary content" while its old chunks stayed in the index with no word."""
     folder = tmp_path / "notes"

@@ -14,7 +14,7 @@ import threading
 from functools import cached_property
 from typing import Callable, Mapping
 
-from unirank.errors import ConfigurationError, SourceError
+from unirank.errors import ConfigurationError, InvalidQueryError, SourceError
 from unirank.ingest.pipeline import Ingestor, ProgressCallback
 from unirank.ingest.report import IngestReport
 from unirank.models.embedder import Embedder
@@ -95,6 +95,12 @@ class Unirank:
             source = os.fspath(source)
         if not isinstance(source, str) or not source:
             raise SourceError(f"The source must be a folder, a file or an s3:// / oss:// URI, got {source!r}.")
+        # As search's rerank: a truthy string ("false", "no") pruned, and a non-callable failed after the first file.
+        if not isinstance(prune, bool):
+            raise InvalidQueryError(f"prune must be True or False, got {prune!r}.")
+        if progress is not None and not callable(progress):
+            raise InvalidQueryError(f"progress must be a function called as progress(done, total, uri), or None; "
+                                    f"got {progress!r}.")
 
         def embedder() -> Embedder:  # loaded once the source is listed: a typo there costs no model load
             return self.embedder_for(self.backend.model(index)) if self.backend.exists(index) else self.embedder
