@@ -307,3 +307,20 @@ def test_the_isolated_environments_drop_settings_in_any_case(config, monkeypatch
     spec.loader.exec_module(common)
     assert common.isolated_settings(tmp_path / "data").search.rrf_k == 60
     assert "unirank_search__rrf_k" not in os.environ
+
+
+def test_settings_given_in_code_are_checked_as_the_files_and_variables_are(config, monkeypatch, tmp_path):
+    """The Python API's docs said to build Settings(...) in code, which skipped load()'s checks (a missing
+    UNIRANK_CONFIG gave the defaults) and raised pydantic's ValidationError: load(**overrides) does both."""
+    monkeypatch.setenv("UNIRANK_SEARCH__RRF_K", "30")
+    settings = Settings.load(data_dir=tmp_path / "data", search={"mode": "bm25"})
+    assert (settings.data_dir, settings.search.mode, settings.search.rrf_k) == (tmp_path / "data", "bm25", 30)
+    with pytest.raises(unirank.ConfigurationError, match=r"^Invalid settings \(read from the arguments to "
+                                                         r"Settings\.load\):\n  - search\.top_k: .*'ten'"):
+        Settings.load(search={"top_k": "ten"})
+    with pytest.raises(unirank.ConfigurationError, match=r"unknown setting datadir \(did you mean data_dir\?\)"):
+        Settings.load(datadir=tmp_path)
+    monkeypatch.setenv("UNIRANK_CONFIG", str(config.with_name("unirnak.toml")))
+    with pytest.raises(unirank.ConfigurationError, match=r"UNIRANK_CONFIG names .*unirnak\.toml, which does not exist"):
+        Settings.load(data_dir=tmp_path)
+    assert "Settings.load(" in unirank.Unirank.__doc__

@@ -31,8 +31,10 @@ class Unirank:
     """Models load on first use, so listing indexes or showing settings stays instant.
 
     ``Unirank()`` reads settings as the CLI does (defaults < ``unirank.toml`` < ``UNIRANK_*`` variables);
-    pass ``Settings(...)`` to set them in code. Errors are :class:`unirank.UnirankError` subclasses whose
-    messages say what to do. Use it as a context manager, or call :meth:`close`, to release the index files.
+    to set some in code, pass ``Settings.load(data_dir=..., search={"mode": "bm25"})``, which puts them above
+    those and checks them as the CLI does (``Settings(...)`` raises pydantic's own errors). Errors are
+    :class:`unirank.UnirankError` subclasses whose messages say what to do. Use it as a context manager, or
+    call :meth:`close`, to release the index files.
     """
 
     def __init__(self, settings: Settings | None = None) -> None:

@@ -15,7 +15,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -358,9 +358,13 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _TomlFileSource(settings_cls, toml_file=config_path()))
 
     @classmethod
-    def load(cls) -> "Settings":
-        """The settings from ``unirank.toml`` and ``UNIRANK_*``, or a ConfigurationError that says which
-        key is wrong and how (pydantic's own message names neither the file nor the variable)."""
+    def load(cls, **overrides: Any) -> "Settings":
+        """The settings from ``unirank.toml`` and ``UNIRANK_*``, with ``overrides`` above both (as
+        ``Settings.load(data_dir="/srv/data", search={"mode": "bm25"})``), or a ConfigurationError that says
+        which key is wrong and how (pydantic's own message names neither the file nor the variable).
+
+        Build settings in code with this, not ``Settings(...)``: that is pydantic's constructor, which raises
+        pydantic's ValidationError and checks neither that UNIRANK_CONFIG exists nor mistyped variables."""
         named = os.environ.get("UNIRANK_CONFIG")
         if named and not Path(named).exists():  # a typo in the path would silently give the defaults
             raise ConfigurationError(f"UNIRANK_CONFIG names {named}, which does not exist: fix the path, or unset "
@@ -373,11 +377,11 @@ class Settings(BaseSettings):
         if unknown:
             raise _unknown_variables(unknown)
         try:
-            settings = cls()
+            settings = cls(**overrides)
         except ValidationError as exc:
             errors = exc.errors()
             problems = [_describe_error(error) for error in errors]
-            setting = _setters([tuple(str(p) for p in error.get("loc", ())) for error in errors])
+            setting = _setters([tuple(str(p) for p in error.get("loc", ())) for error in errors], overrides)
             raise ConfigurationError(f"Invalid settings ({_sources(setting)}):\n"
                                      + "\n".join(f"  - {p}" for p in problems)) from None
         except SettingsError as exc:  # a variable the environment source could not parse (a list, say)
@@ -490,24 +494,29 @@ def _sources(places: list[str] | None = None) -> str:
     return "read from " + ", ".join(places)
 
 
-def _setters(locations: list[tuple[str, ...]]) -> list[str]:
+def _setters(locations: list[tuple[str, ...]], overrides: dict[str, Any] | None = None) -> list[str]:
     """The file and the variables that set the settings at ``locations`` (pydantic's error locations, e.g.
-    ``("search", "rrf_k")``, or ``("chunking",)`` for a check across a section), file first. A setting that
-    a variable sets came from the variable (it wins over the file); a section's keys, from either. Empty
+    ``("search", "rrf_k")``, or ``("chunking",)`` for a check across a section), file first, then the
+    ``overrides`` given to ``Settings.load``. A setting an override sets came from it (it wins over both); one
+    that a variable sets came from the variable (it wins over the file); a section's keys, from any. Empty
     when none is found (the header then names every source)."""
     variables = {v: tuple(v[len("UNIRANK_"):].lower().split("__")) for v in _setting_variables()}
     file_values = _file_values()
-    from_file, named = False, set()
+    from_file, from_overrides, named = False, False, set()
     for loc in locations:
         loc = tuple(part.lower() for part in loc)
         if not loc:
+            continue
+        if overrides and _holds(overrides, loc):
+            from_overrides = True
             continue
         covering = {v for v, path in variables.items() if loc[:len(path)] == path}  # the value, or a list it is in
         below = {v for v, path in variables.items() if len(path) > len(loc) and path[:len(loc)] == loc}
         named |= covering | below
         if not covering and _holds(file_values, loc):
             from_file = True
-    return ([str(config_path())] if from_file else []) + sorted(named)
+    return ([str(config_path())] if from_file else []) + sorted(named) + (
+        ["the arguments to Settings.load"] if from_overrides else [])
 
 
 def _file_values() -> dict:
