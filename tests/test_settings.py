@@ -324,3 +324,13 @@ def test_settings_given_in_code_are_checked_as_the_files_and_variables_are(confi
     with pytest.raises(unirank.ConfigurationError, match=r"UNIRANK_CONFIG names .*unirnak\.toml, which does not exist"):
         Settings.load(data_dir=tmp_path)
     assert "Settings.load(" in unirank.Unirank.__doc__
+
+
+def test_both_hybrid_weights_zero_is_refused(config):
+    """Every hybrid search came back empty, without a word."""
+    config.write_text("[search]\nbm25_weight = 0\nknn_weight = 0\n")
+    with pytest.raises(unirank.ConfigurationError, match=r"search\.bm25_weight and search\.knn_weight are both 0.*"
+                                                         r"search\.mode = \"bm25\" or \"knn\""):
+        Settings.load()
+    config.write_text("[search]\nbm25_weight = 0\n")
+    assert Settings.load().search.knn_weight == 1.0

@@ -178,6 +178,15 @@ class SearchSettings(_Section):
     #: chunks takes ~20 min there); search latency was the same (hybrid p95 41 ms either way).
     build_threads: int = Field(1, ge=0)
 
+    @model_validator(mode="after")
+    def _some_retriever_weighed(self) -> "SearchSettings":
+        """Both weights 0 fused nothing: every hybrid search came back empty, without a word."""
+        if self.bm25_weight == 0 and self.knn_weight == 0:
+            raise ValueError("search.bm25_weight and search.knn_weight are both 0, so hybrid search would find "
+                             "nothing: give one of them a weight above 0, or set search.mode = \"bm25\" or "
+                             "\"knn\" to search with one retriever")
+        return self
+
 
 class StorageSettings(_Section):
     """Object storage (S3 and S3-compatible such as Alibaba OSS, MinIO)."""
