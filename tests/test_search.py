@@ -96,6 +96,17 @@ def test_rerank_of_51_is_refused(indexed):
     assert len(indexed.search("status page", "docs", top_k=51, rerank=False).hits) > 0
 
 
+def test_a_reranked_top_k_over_the_reranker_top_k_setting_is_an_invalid_query(indexed):
+    """search() said InvalidQueryError for it, but RerankLimitError was not one, so `except InvalidQueryError`
+    let it through; and the limit is reranker.top_k, not always 50."""
+    indexed.settings.reranker.top_k = 5
+    indexed.__dict__.pop("searcher", None)  # made with the settings of its first use
+    with pytest.raises(InvalidQueryError, match="at most 5 can be reranked") as refused:
+        indexed.search("status page", "docs", top_k=6, rerank=True)
+    assert isinstance(refused.value, RerankLimitError) and refused.value.limit == 5
+    assert "reranker.top_k" in indexed.search.__doc__ and "RerankLimitError" in indexed.search.__doc__
+
+
 def test_a_failing_reranker_degrades_to_hybrid_results(indexed):
     class Broken:
         name = "broken"

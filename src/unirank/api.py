@@ -122,11 +122,12 @@ class Unirank:
         filters: Mapping[str, str] | None = None,
     ) -> SearchResults:
         """The ``top_k`` best passages of ``index`` for ``query``: ``mode`` is ``bm25``, ``knn`` or
-        ``hybrid`` (default ``search.mode``), ``rerank`` rescores at most 50 candidates with the
-        reranker (default ``reranker.enabled``; a reranker that fails at search time gives the
+        ``hybrid`` (default ``search.mode``), ``rerank`` rescores ``reranker.top_k`` candidates (at most 50)
+        with the reranker (default ``reranker.enabled``; a reranker that fails at search time gives the
         un-reranked results with ``degraded`` set), and ``filters`` keep passages whose metadata,
         ``doc_id`` or ``source_uri`` equals the value. Raises :class:`InvalidQueryError` for an empty
-        query, a ``top_k`` outside 1-1000 (1-50 with rerank) or a filter key no passage has."""
+        query, a ``top_k`` outside 1-1000 or a filter key no passage has, and its subclass
+        :class:`RerankLimitError` for a reranked ``top_k`` above ``reranker.top_k``."""
         return self.searcher.search(query, index, mode=mode, top_k=top_k, rerank=rerank, filters=filters)
 
     def list_indexes(self) -> list[IndexInfo]:

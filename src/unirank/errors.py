@@ -69,7 +69,14 @@ class EmbedderMismatchError(UnirankError):
         self.model = model
 
 
-class RerankLimitError(UnirankError):
+class InvalidQueryError(UnirankError):
+    """A search request that cannot be answered as asked (empty query, bad filter, bad mode)."""
+
+
+class RerankLimitError(InvalidQueryError):
+    """A reranked search asking for more results than ``reranker.top_k`` candidates: an invalid query too,
+    so one ``except InvalidQueryError`` catches every search refused for its arguments."""
+
     def __init__(self, requested: int, limit: int) -> None:
         super().__init__(
             f"Reranking {requested} candidates was requested, but at most {limit} can be reranked. "
@@ -77,10 +84,6 @@ class RerankLimitError(UnirankError):
         )
         self.requested = requested
         self.limit = limit
-
-
-class InvalidQueryError(UnirankError):
-    """A search request that cannot be answered as asked (empty query, bad filter, bad mode)."""
 
 
 class SourceError(UnirankError):
