@@ -307,6 +307,10 @@ def test_a_path_object_is_a_source_and_a_non_source_is_refused_in_words(client, 
     assert client.ingest(corpus / "api-keys.md", "paths").ingested
     with pytest.raises(SourceError, match="The source must be a folder, a file or an s3:// / oss:// URI, got None"):
         client.ingest(None, "paths")  # type: ignore[arg-type]
+    with pytest.raises(unirank.InvalidQueryError, match="The index must be named by its name \\(text\\), got int"):
+        client.ingest(corpus / "api-keys.md", 5)  # type: ignore[arg-type]  # a TypeError
+    with pytest.raises(unirank.ConfigurationError, match="settings must be a unirank.settings.Settings, got dict"):
+        unirank.Unirank({"data_dir": str(client.settings.data_dir)})  # type: ignore[arg-type]  # an AttributeError
     # The errors the API raises are importable from the package, and listed by dir().
     assert {"IndexChangedError", "IndexLockedError", "ModelNotFoundError", "ChatService"} <= set(dir(unirank))
     assert unirank.IndexLockedError.__module__ == "unirank.errors"

@@ -131,6 +131,7 @@ def test_a_failing_reranker_degrades_to_hybrid_results(indexed):
     (dict(query="x", rerank="no"), "rerank must be True, False or None"),
     (dict(query="x", filters=[("category", "account")]), "filters must map each key to one value"),
     (dict(query="x", filters={"tags": ["security"]}), "filters must map each key to one value"),
+    (dict(query="x", filters={"source_uri": 5}), "The source_uri filter must be a path or URI"),  # a TypeError
     (dict(query="password", filters={"catgory": "account"}), "No passage has the key 'catgory' (did you mean"),
 ])
 @pytest.mark.parametrize("mode", ["bm25", "hybrid"])
@@ -141,6 +142,15 @@ def test_arguments_a_search_cannot_use_are_refused_in_words(indexed, call, says,
     with pytest.raises(InvalidQueryError) as refused:
         indexed.search(call.pop("query"), call.pop("index"), **call)
     assert says in str(refused.value)
+
+
+def test_an_index_named_by_other_than_text_is_refused_in_words(indexed):
+    """index_info(3) raised a raw TypeError from the backend's path check."""
+    for call in (lambda: indexed.index_info(3), lambda: indexed.delete_index(None),  # type: ignore[arg-type]
+                 lambda: indexed.remove_sources(b"docs", ["x"])):  # type: ignore[arg-type]
+        with pytest.raises(InvalidQueryError, match="The index must be named by its name"):
+            call()
+    assert indexed.index_info("docs").source_count
 
 
 @pytest.mark.parametrize("query", ["", "   "])

@@ -38,7 +38,11 @@ class Unirank:
     """
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings.load()
+        if settings is not None and not isinstance(settings, Settings):  # a dict failed later, as an AttributeError
+            raise ConfigurationError(f"settings must be a unirank.settings.Settings, got {type(settings).__name__}: "
+                                     "build one with Settings.load(data_dir=..., search={...}), or pass none to "
+                                     "read unirank.toml and UNIRANK_* variables.")
+        self.settings = settings if settings is not None else Settings.load()
         self._index_embedders: dict[str, Embedder] = {}
         self._loading = threading.Lock()  # the app server searches from several threads
 

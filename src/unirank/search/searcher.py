@@ -157,6 +157,9 @@ class Searcher:
                 isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in filters.items())):
             raise InvalidQueryError(f"filters must map each key to one value (text or a number), e.g. "
                                     f"{{'category': 'account'}}; got {filters!r}.")
+        if filters is not None and not isinstance(filters.get("source_uri", ""), str):  # read as a path below
+            raise InvalidQueryError(f"The source_uri filter must be a path or URI (text), got "
+                                    f"{filters['source_uri']!r}.")
         if rerank:
             if top_k > self.rerank_top_k:
                 raise RerankLimitError(top_k, self.rerank_top_k)

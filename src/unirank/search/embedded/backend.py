@@ -112,6 +112,8 @@ class EmbeddedBackend:
 
     # -- index lifecycle ------------------------------------------------------------------------
     def _index_dir(self, index: str) -> Path:
+        if not isinstance(index, str):  # every call on an index comes here first: said, not a TypeError below
+            raise InvalidQueryError(f"The index must be named by its name (text), got {type(index).__name__}.")
         if not index or "/" in index or index.startswith(".") or "\\" in index:
             raise InvalidQueryError(f"Invalid index name {index!r}: use letters, digits, '-' and '_'.")
         return self.root / index
