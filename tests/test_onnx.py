@@ -190,6 +190,23 @@ def test_quality_check_passes_and_is_recorded(optimized, settings, minibeir):
     assert mv.record["quality_check"] == check.to_dict()
 
 
+def test_a_fresh_process_ingests_with_an_onnx_version(optimized, settings, tmp_path):
+    """onnxruntime loaded after usearch (the index opens before the model loads) died with SIGSEGV: every
+    ingest and search with an ONNX version crashed, while in-process tests had loaded onnxruntime first."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "keys.txt").write_text("Rotate API keys every ninety days; the old key works for one more day.\n")
+    env = isolated_env(settings.data_dir, COLUMNS="200")
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ingest", str(docs), "--index", "onnx-cli",
+                           "--model", "minilm@2"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "search", "key rotation", "--index", "onnx-cli",
+                           "--mode", "knn", "--no-rerank", "--json"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert json.loads(proc.stdout)["hits"][0]["source_uri"] == (docs / "keys.txt").as_uri()
+
+
 def test_cli_optimize_refuses_an_onnx_version(optimized, settings):
     env = isolated_env(settings.data_dir, COLUMNS="200")
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "models", "optimize", "minilm@2",

@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from usearch.index import Index
+
+try:  # before usearch: onnxruntime(-openvino) 1.24 loaded after it dies in its start-up (SIGSEGV), which
+    import onnxruntime  # noqa: F401  # killed ingest and search with an ONNX model version
+except ImportError:  # the `onnx` extra is not installed: nothing to order
+    pass
+from usearch.index import Index  # noqa: E402
 
 #: Graph degree and build breadth: on 100k near-duplicate-heavy vectors M=16 gave recall@10 0.87,
 #: M=32 with expansion_add=256 gave 0.98 at ef_search=128 (build ~3x slower, still far below embedding cost).
