@@ -167,3 +167,18 @@ def test_folder_markers_are_not_files(client, bucket, s3_endpoint):
     assert report.skipped == [] and report.failed == [] and report.files_seen == 3
     with pytest.raises(SourceError, match=r"No documents found in s3://handbook/empty\. "):
         client.ingest("s3://handbook/empty", "s3docs")
+
+
+@pytest.mark.parametrize("uri", ["s3://", "oss://", "s3:///policies"])
+def test_an_object_uri_without_a_bucket_is_refused(client, tmp_path, monkeypatch, uri):
+    """`ingest s3://` ingested a local folder named "s3:" (or said it did not exist), and `index remove IDX s3://`
+    looked for documents under it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / uri.split("//")[0]).mkdir()
+    (tmp_path / uri.split("//")[0] / "a.md").write_text("# A\n\nNot in a bucket.")
+    scheme = uri.split(":")[0]
+    with pytest.raises(SourceError, match=rf"^{scheme}:// needs a bucket: {scheme}://bucket/prefix$"):
+        client.ingest(uri, "s3docs")
+    with pytest.raises(SourceError, match="needs a bucket"):
+        client.sources_under("s3docs", uri)
+    assert not client.backend.exists("s3docs")

@@ -233,10 +233,12 @@ def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
     scheme, sep, rest = uri.partition("://")
     if scheme == "file" and sep:  # before `not rest`: "file://" is refused as a URI, not read as a folder named "file:"
         return "file", fsspec.filesystem("file"), _absolute(local_path(uri))
-    if not rest:
+    if not sep:
         return "file", fsspec.filesystem("file"), _absolute(os.path.expanduser(uri))
     if scheme not in OBJECT_SCHEMES:
         raise SourceError(f"Unsupported source {uri!r}: use a local path, s3://bucket/prefix or oss://bucket/prefix.")
+    if not rest.split("/", 1)[0]:  # "s3://" was read as a local folder named "s3:"; "s3:///key" has no bucket either
+        raise SourceError(f"{scheme}:// needs a bucket: {scheme}://bucket/prefix")
     endpoint = storage.oss_endpoint_url if scheme == "oss" else storage.endpoint_url
     if scheme == "oss" and not endpoint:
         raise SourceError(
