@@ -182,3 +182,18 @@ def test_an_object_uri_without_a_bucket_is_refused(client, tmp_path, monkeypatch
     with pytest.raises(SourceError, match="needs a bucket"):
         client.sources_under("s3docs", uri)
     assert not client.backend.exists("s3docs")
+
+
+def test_index_remove_needs_no_storage_settings(client, bucket, s3_endpoint):
+    """`index remove IDX oss://... --yes` never reads the storage, yet it was refused for a missing
+    storage.oss_endpoint_url or half a key pair: the source built its filesystem before looking at the URI."""
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, oss_endpoint_url=s3_endpoint,
+                                              oss_addressing_style="path", **KEYS)
+    client.ingest("s3://handbook/policies/api-keys.md", "s3docs")
+    client.ingest("oss://handbook/policies/backups.md", "s3docs")
+    for storage in (StorageSettings(), StorageSettings(access_key_id="only-half")):
+        client.settings.storage = storage
+        assert client.sources_under("s3docs", "oss://handbook/policies") == ["oss://handbook/policies/backups.md"]
+        assert client.sources_under("s3docs", "s3://handbook") == ["s3://handbook/policies/api-keys.md"]
+    with pytest.raises(SourceError, match="oss_endpoint_url"):  # reading still needs them
+        client.ingest("oss://handbook/policies", "s3docs")

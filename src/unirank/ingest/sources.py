@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Collection, Iterable
 
@@ -37,8 +38,10 @@ class DocumentSource:
     """Lists and reads the files under one URI (a folder, prefix or single file)."""
 
     def __init__(self, uri: str, storage: StorageSettings | None = None) -> None:
-        location = filesystem_for(uri, storage)
-        self.scheme, self.fs, self.path = location.scheme, location.fs, location.path
+        # The URI alone makes the root: the filesystem (and the storage settings it needs) waits for
+        # list() or read(), so `index remove IDX oss://...` works without an OSS endpoint or keys.
+        self.scheme, self.path = _parse(uri)
+        self._storage = storage
         self.root_uri = self._uri(self.path)
         #: What --prune and `index remove` look under: the root, and the root resolved through its links,
         #: which is what an index made before roots were left unresolved holds (``/mnt/share/a.txt`` for
@@ -48,7 +51,11 @@ class DocumentSource:
             self._roots.append(self._uri(os.path.realpath(self.path)).rstrip("/"))
         #: How errors name the source: a local one as its path, not a percent-encoded URI (nor a name's
         #: bytes that are not UTF-8, which no terminal prints).
-        self.shown = printable(location.uri())
+        self.shown = printable(f"{self.scheme}://{self.path}" if self.scheme in OBJECT_SCHEMES else self.path)
+
+    @cached_property
+    def fs(self) -> Any:
+        return _fsspec_filesystem(self.scheme, self._storage or StorageSettings())
 
     def _uri(self, path: str) -> str:
         if self.scheme == "file":  # not resolved: a file in a linked folder keeps its path under the source
@@ -56,14 +63,15 @@ class DocumentSource:
         return f"{self.scheme}://{path.rstrip('/')}"
 
     def list(self) -> list[SourceFile]:
+        fs = self.fs  # outside the try: settings it refuses (no OSS endpoint) are said as they are, not "Cannot list"
         try:  # not fs.exists: on object storage it answers False for missing credentials too
-            root = self.fs.info(self.path)
+            root = fs.info(self.path)
             if root.get("type", "file") == "file":
                 entries = {self.path: root}
             elif self.scheme == "file":
                 entries = _local_files(self.path)
             else:
-                entries = self.fs.find(self.path, detail=True)
+                entries = fs.find(self.path, detail=True)
         except FileNotFoundError:
             if self.scheme == "file" and os.path.islink(self.path):
                 raise SourceError(f"{self.shown} is {self._broken(self.path)}. Check the link (an unmounted share "
@@ -228,17 +236,30 @@ def _absolute(path: str) -> str:
 
 
 def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
+    scheme, path = _parse(uri)
+    return scheme, _fsspec_filesystem(scheme, storage), path
+
+
+def _parse(uri: str) -> tuple[str, str]:
+    """The scheme ("file", "s3" or "oss") and path of a source, refusing what names none, without the
+    storage settings: `index remove` reads no storage, so it needs none of them."""
     if not uri.strip():  # read as ".": `index remove IDX "$UNSET" --yes` removed every document under it
         raise SourceError(f"The source must be a folder, a file or an s3:// / oss:// URI, got {uri!r}.")
     scheme, sep, rest = uri.partition("://")
-    if scheme == "file" and sep:  # before `not rest`: "file://" is refused as a URI, not read as a folder named "file:"
-        return "file", fsspec.filesystem("file"), _absolute(local_path(uri))
+    if scheme == "file" and sep:  # before `not sep`: "file://" is refused as a URI, not read as a folder named "file:"
+        return "file", _absolute(local_path(uri))
     if not sep:
-        return "file", fsspec.filesystem("file"), _absolute(os.path.expanduser(uri))
+        return "file", _absolute(os.path.expanduser(uri))
     if scheme not in OBJECT_SCHEMES:
         raise SourceError(f"Unsupported source {uri!r}: use a local path, s3://bucket/prefix or oss://bucket/prefix.")
     if not rest.split("/", 1)[0]:  # "s3://" was read as a local folder named "s3:"; "s3:///key" has no bucket either
         raise SourceError(f"{scheme}:// needs a bucket: {scheme}://bucket/prefix")
+    return scheme, rest.rstrip("/")
+
+
+def _fsspec_filesystem(scheme: str, storage: StorageSettings) -> Any:
+    if scheme == "file":
+        return fsspec.filesystem("file")
     endpoint = storage.oss_endpoint_url if scheme == "oss" else storage.endpoint_url
     if scheme == "oss" and not endpoint:
         raise SourceError(
@@ -263,7 +284,6 @@ def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
     if scheme == "oss":
         options["config_kwargs"] = {"s3": {"addressing_style": storage.oss_addressing_style}}
     try:
-        fs = fsspec.filesystem("s3", **options)
+        return fsspec.filesystem("s3", **options)
     except ImportError as exc:  # pragma: no cover - s3fs is a dependency
         raise SourceError("Object storage needs s3fs: pip install s3fs") from exc
-    return scheme, fs, rest.rstrip("/")
