@@ -499,3 +499,82 @@ def test_a_rebuild_failing_in_a_library_below_says_so_in_words_and_changes_nothi
         _rebuild(backend, two_sources, failing())
     assert backend.model("docs") == MODEL and backend.info("docs").chunk_count == 2
     assert [p.name for p in (backend.root / "docs").glob("v*")] == ["v1"]
+
+
+def test_a_search_opening_an_index_while_this_process_deletes_it_is_not_cut_off(tmp_path, monkeypatch):
+    """The delete let go of the index's handle, then removed CURRENT and the files: a search that opened the
+    index in between had them removed from under it, a raw tantivy ValueError "Failed to acquire Lockfile
+    ... NotFound" from the repair (here sqlite's "unable to open database file"). CURRENT now goes under the
+    lock the opening holds, so the search finds the index whole or not at all."""
+    import threading
+    from pathlib import Path
+
+    from unirank.errors import IndexNotFoundError
+    from unirank.search.embedded import backend as module
+
+    b = EmbeddedBackend(tmp_path / "ix")
+    b.create_index("docs", MODEL)
+    b.index("docs", [source("mem://a", ["alpha"], [unit(1, 0)])])
+    b.flush("docs")
+    unlinking, unlink_go, opening, open_go = (threading.Event() for _ in range(4))
+    real_unlink, real_store = Path.unlink, module.ChunkStore
+
+    def paused_unlink(path: Path, *args, **kwargs) -> None:  # the delete, its handle let go, about to remove CURRENT
+        if path.name == "CURRENT" and threading.current_thread().name == "delete":
+            unlinking.set()
+            unlink_go.wait(10)
+        real_unlink(path, *args, **kwargs)
+
+    def paused_store(path, **kwargs):  # a search that has read CURRENT and opens the version it names
+        opening.set()
+        open_go.wait(10)
+        return real_store(path, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", paused_unlink)
+    monkeypatch.setattr(module, "ChunkStore", paused_store)
+    outcome: dict[str, object] = {}
+
+    def search() -> None:
+        try:
+            outcome["search"] = [h.chunk.id for h in b.bm25("docs", "alpha", 1)]
+        except IndexNotFoundError:
+            outcome["search"] = "not found"
+        except Exception as exc:  # noqa: BLE001 - what the race raised
+            outcome["search"] = exc
+
+    deleting = threading.Thread(target=b.delete_index, args=("docs",), name="delete")
+    deleting.start()
+    assert unlinking.wait(10)
+    searching = threading.Thread(target=search)
+    searching.start()
+    opening.wait(0.5)  # the search opens the index while the delete is paused, or waits for the delete
+    unlink_go.set()
+    deleting.join(10)
+    open_go.set()
+    searching.join(10)
+    assert not deleting.is_alive() and not searching.is_alive()
+    assert outcome["search"] == "not found", outcome
+    assert not (tmp_path / "ix" / "docs").exists() and not b.exists("docs")
+    b.close()
+
+
+def test_an_index_another_process_deletes_while_it_is_opened_is_not_found(tmp_path, monkeypatch):
+    """Its files went from under the opening; said as the missing index it now is, not as the library's error."""
+    import shutil
+
+    from unirank.errors import IndexNotFoundError
+    from unirank.search.embedded import backend as module
+
+    b = EmbeddedBackend(tmp_path / "ix")
+    b.create_index("docs", MODEL)
+    b.close()
+    real_fulltext = module.FullTextIndex
+
+    def deleted_first(path):  # another process's delete_index, between reading CURRENT and the full text
+        shutil.rmtree(tmp_path / "ix" / "docs")
+        return real_fulltext(path)
+
+    monkeypatch.setattr(module, "FullTextIndex", deleted_first)
+    with pytest.raises(IndexNotFoundError, match="'docs' does not exist"):
+        b.info("docs")
+    b.close()

@@ -147,16 +147,21 @@ class EmbeddedBackend:
         return self.info(index)
 
     def delete_index(self, index: str) -> None:
-        if not self.exists(index):
-            raise IndexNotFoundError(index, [i.name for i in self.list_indexes()])
-        with self._guard:
-            handle = self._handles.pop(index, None)
-        if handle:
-            handle.close()
-        self._end_session(index)
-        folder = self._index_dir(index)
-        (folder / "CURRENT").unlink()
-        shutil.rmtree(folder, ignore_errors=True)
+        """Under the write lock, so no write or repair (here or in another process) has its files removed
+        midway; and CURRENT goes under ``_guard``, so no handle of this process is being opened meanwhile
+        (a search racing the delete got tantivy's raw "Failed to acquire Lockfile")."""
+        with self._write_lock(index):
+            folder = self._index_dir(index)
+            with self._guard:
+                handle = self._handles.pop(index, None)
+                try:
+                    (folder / "CURRENT").unlink()
+                except FileNotFoundError:  # deleted by another process just before this took the lock
+                    raise IndexNotFoundError(index, self._names()) from None
+            if handle:
+                handle.close()  # after the search it is in
+            self._end_session(index)
+            shutil.rmtree(folder, ignore_errors=True)
 
     def list_indexes(self) -> list[IndexInfo]:
         if not self.root.exists():
@@ -316,15 +321,43 @@ class EmbeddedBackend:
 
     def _open(self, index: str) -> _Handle:
         version_dir = self._current_dir(index)
+        try:
+            return self._open_version(index, version_dir)
+        except Exception:
+            if (version_dir.parent / "CURRENT").exists():
+                raise
+            # Deleted by another process while this opened it: its files went from under the store, the
+            # full-text index or the repair (tantivy's "Failed to acquire Lockfile ... NotFound").
+            raise IndexNotFoundError(index, self._names()) from None
+
+    def _open_version(self, index: str, version_dir: Path) -> _Handle:
         store = ChunkStore(version_dir / "chunks.sqlite")
-        model = store.model()
-        handle = _Handle(
-            version_dir=version_dir,
-            store=store,
-            fulltext=FullTextIndex(version_dir / "fulltext"),
-            vectors=self._vectors(version_dir / "vectors.usearch", model.dims),
-            model=model,
-        )
+        try:
+            model = store.model()
+            handle = _Handle(
+                version_dir=version_dir,
+                store=store,
+                fulltext=FullTextIndex(version_dir / "fulltext"),
+                vectors=self._vectors(version_dir / "vectors.usearch", model.dims),
+                model=model,
+            )
+        except BaseException:
+            store.close()
+            raise
+        try:
+            self._repair_if_free(index, handle)
+        except BaseException:
+            handle.close()
+            raise
+        if handle.derived_path.exists():
+            handle.derived_mtime = handle.derived_path.stat().st_mtime
+        handle.generation = handle.read_derived().get("vectors", -1)
+        handle.identity = _identity(version_dir)
+        return handle
+
+    def _repair_if_free(self, index: str, handle: _Handle) -> None:
+        """Repair under the write lock when no one holds it (else another process is writing: its state is
+        read as committed)."""
         lock = self._lock(index)
         try:
             lock.acquire(timeout=0)
@@ -332,6 +365,8 @@ class EmbeddedBackend:
             log.info("index %s is being written elsewhere; opening read-only state", index)
         else:
             try:
+                if not (handle.version_dir.parent / "CURRENT").exists():  # deleted before this took the lock
+                    raise IndexNotFoundError(index, self._names())
                 with self._no_live_writer(index) as repairable:
                     if repairable:
                         self._repair(index, handle)
@@ -339,11 +374,6 @@ class EmbeddedBackend:
                         log.info("index %s has a writer mid-run; opening its committed state", index)
             finally:
                 lock.release()
-        if handle.derived_path.exists():
-            handle.derived_mtime = handle.derived_path.stat().st_mtime
-        handle.generation = handle.read_derived().get("vectors", -1)
-        handle.identity = _identity(version_dir)
-        return handle
 
     @contextmanager
     def _no_live_writer(self, index: str) -> Iterator[bool]:
@@ -541,6 +571,13 @@ class EmbeddedBackend:
     def _write(self, index: str) -> Iterator[_Handle]:
         """The cross-process write lock, then the index's handle, locked and caught up with what other
         processes wrote; a handle closed meanwhile is opened again."""
+        with self._write_lock(index), self._reading(index) as handle:
+            self._catch_up(handle)
+            yield handle
+
+    @contextmanager
+    def _write_lock(self, index: str) -> Iterator[None]:
+        """The cross-process write lock of an index that exists."""
         # A missing index is said before the lock: taking it makes the lock file's folder, a stray index folder.
         self._current_dir(index)
         lock = self._lock(index)
@@ -548,10 +585,10 @@ class EmbeddedBackend:
             lock.acquire()
         except Timeout:
             raise IndexLockedError(index) from None
+        except FileNotFoundError:  # deleted while this waited: the lock file went with its folder
+            raise IndexNotFoundError(index, self._names()) from None
         try:
-            with self._reading(index) as handle:
-                self._catch_up(handle)
-                yield handle
+            yield
         finally:
             lock.release()
 
