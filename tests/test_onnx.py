@@ -340,3 +340,35 @@ def test_an_onnx_copy_exported_before_eager_attention_warns_when_loaded(optimize
     with pytest.warns(RuntimeWarning, match=r"minilm@2's ONNX file was exported with SDPA attention.*"
                                             r"unirank models optimize minilm@1"):
         assert registry_backend(older) == registry_backend(current)
+
+
+def test_a_bi_encoder_registered_as_a_reranker_is_exported_as_the_bi_encoder_it_is(settings, minibeir):
+    """A bi-encoder reranker (record scoring "bi-encoder cosine") was exported as a CrossEncoder: a newly
+    initialised classifier head, registered as its copy. Its copy scores by cosine like its source."""
+    from unirank.api import Unirank
+    from unirank.models.loading import resolve_model_path
+    from unirank.models.reranker import BiEncoderReranker
+    from unirank.registry.describe import registration_record
+
+    base = Path(resolve_model_path("base")[0])
+    with Unirank(settings) as ur:
+        registry = ModelRegistry(settings.models_dir)
+        try:
+            record, _ = registration_record(base, "reranker")
+            assert record["scoring"] == "bi-encoder cosine"
+            registry.register("bi-rerank", "reranker", path=base, record=record)
+            result = Optimizer(settings, registry, ur.backend).run("bi-rerank@1", check_beir=minibeir)
+        finally:
+            registry.close()
+    mv = result.version
+    assert mv.ref == "bi-rerank@2" and mv.record["backend"] == "onnx"
+    assert result.check is not None and abs(result.check.drop) <= 0.001
+    assert not (mv.path / "config_sentence_transformers.json").read_text().count("CrossEncoder")
+    s = settings.model_copy(deep=True)
+    passages = ["Keys are rotated every ninety days.", "Vacation is requested two weeks ahead.", TEXTS[1]]
+    s.reranker.model = "bi-rerank@1"
+    torch_scores = load_reranker(s).score("how often are keys rotated", passages)
+    s.reranker.model = "bi-rerank@2"
+    copy = load_reranker(s)
+    assert isinstance(copy, BiEncoderReranker) and copy.embedder.backend == "onnx"
+    np.testing.assert_allclose(copy.score("how often are keys rotated", passages), torch_scores, atol=1e-4)

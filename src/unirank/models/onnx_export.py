@@ -194,7 +194,8 @@ def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = N
                 max_seq_length: int | None = None) -> OnnxExport:
     """Copy the model folder ``source`` to ``dest`` and add ``onnx/model.onnx`` (+ the int8 file).
 
-    ``role`` is ``embedder`` (a sentence-transformers bi-encoder) or ``reranker`` (a cross-encoder).
+    ``role`` is ``embedder`` or ``reranker``; a reranker is exported as what its files are, a cross-encoder
+    or a bi-encoder that reranks by cosine (``describe_model_folder``'s ``scoring``).
     ``max_seq_length`` shortens the token window the copy reads (saved in its tokenizer config, so
     every loader honours it): a cross-encoder's cost grows with it, and 128 tokens cost a third of 256.
     """
@@ -206,11 +207,14 @@ def export_onnx(source: Path, dest: Path, role: str, *, quantize: str | None = N
     except ImportError as exc:
         raise ModelLoadError("ONNX export needs Optimum and ONNX Runtime: pip install 'unirank[onnx]'.") from exc
 
-    from unirank.models.loading import quiet_transformers
+    from unirank.models.loading import is_cross_encoder, quiet_transformers
 
     dest = Path(dest)
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("onnx", MARKER_FILE))
-    model_class = SentenceTransformer if role == "embedder" else CrossEncoder
+    # From the files, not the role: a bi-encoder registered as a reranker, loaded as a CrossEncoder, got a
+    # newly initialised (random) classifier head, and its copy scored nothing like its source.
+    cross = role != "embedder" and is_cross_encoder(str(source))
+    model_class = CrossEncoder if cross else SentenceTransformer
     quiet_transformers()
     # "Saving the exported ONNX model is heavily recommended": it is saved right below.
     save_hint = logging.getLogger("sentence_transformers.backend.utils")

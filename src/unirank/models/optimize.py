@@ -19,7 +19,14 @@ from typing import Any, Callable
 from unirank.errors import OptimizationRefusedError, UnirankError
 from unirank.models.backends import ONNX_ATTENTION, record_backend, require_onnx_provider
 from unirank.models.embedder import SentenceTransformerEmbedder
-from unirank.models.loading import BASE_ALIAS, BASE_MODEL_NAME, load_embedder, load_reranker, resolve_model_path
+from unirank.models.loading import (
+    BASE_ALIAS,
+    BASE_MODEL_NAME,
+    is_cross_encoder,
+    load_embedder,
+    load_reranker,
+    resolve_model_path,
+)
 from unirank.models.onnx_export import (
     QUANTIZED_OPERATORS,
     check_quantization,
@@ -28,7 +35,7 @@ from unirank.models.onnx_export import (
     refuse_short_window,
 )
 from unirank.models.precision import check_dtype, save_dtype_copy
-from unirank.models.reranker import CrossEncoderReranker
+from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.describe import describe_model_folder
 from unirank.search.backend import SearchBackend
@@ -153,7 +160,10 @@ class Optimizer:
         window = f", reading at most {max_seq_length} tokens" if max_seq_length else ""
         if dtype is not None and provider is None:
             self.stage(f"saving a {dtype} copy of {source.ref}{window}")
-            folder = save_dtype_copy(source.path, dest, source.role, dtype, max_seq_length=max_seq_length)
+            # save_dtype_copy picks the model class by role: a bi-encoder reranker is saved as the bi-encoder
+            # it is (as a CrossEncoder it got a random classifier head).
+            kind = "reranker" if _is_cross_encoder(source) else "embedder"
+            folder = save_dtype_copy(source.path, dest, kind, dtype, max_seq_length=max_seq_length)
             return OptimizedCopy(folder=folder, kind=dtype, label=f"the {dtype} copy",
                                  record={"backend": "torch", "dtype": dtype})
         self.stage(f"exporting {source.ref} to ONNX" + (f" and quantizing to {quantize}" if quantize else "") + window)
@@ -240,9 +250,15 @@ class Optimizer:
             hits = runner.hybrid_hits(data.queries, embedder)
             scores = []
             source_reranker = load_reranker(settings, embedder)
-            copy_reranker = CrossEncoderReranker(
-                str(copy.folder), name=f"{source.name}@{candidate_version}",
-                batch_size=settings.reranker.batch_size, **copy.load)
+            copy_name = f"{source.name}@{candidate_version}"
+            copy_reranker: CrossEncoderReranker | BiEncoderReranker
+            if _is_cross_encoder(source):
+                copy_reranker = CrossEncoderReranker(str(copy.folder), name=copy_name,
+                                                     batch_size=settings.reranker.batch_size, **copy.load)
+            else:  # scored by cosine, as load_reranker scores its source and will score the copy
+                copy_reranker = BiEncoderReranker(SentenceTransformerEmbedder(
+                    str(copy.folder), name=source.name, version=candidate_version,
+                    batch_size=settings.embedder.batch_size, **copy.load), name=copy_name)
             # Both at the weight searches will use (reranker.blend_weight overrides the stored one).
             copy_reranker.blend_weight = source_reranker.blend_weight
             for label, reranker in ((source.ref, source_reranker), (copy.label, copy_reranker)):
@@ -251,3 +267,8 @@ class Optimizer:
             system = f"hybrid:{BASE_ALIAS}+rerank"
         return QualityCheck(eval_set=f"beir:{beir_set_name(folder)}", system=system, queries=len(data.queries),
                             source=scores[0], optimized=scores[1], max_drop=max_drop)
+
+
+def _is_cross_encoder(version: ModelVersion) -> bool:
+    """Whether a version's files are a cross-encoder: a reranker may be a bi-encoder scoring by cosine."""
+    return version.role == "reranker" and version.path is not None and is_cross_encoder(str(version.path))
