@@ -241,6 +241,31 @@ def test_a_session_deleted_while_its_answer_is_written_says_so(corpus, tmp_path)
         assert store.sessions() == [] and store.feedback() == []
 
 
+@pytest.mark.parametrize("index", ["", "  ", None, 5])
+def test_a_session_of_no_index_is_refused(tmp_path, index):
+    """create_session("") was stored (POST /v1/sessions refuses it with a 400), and None failed as sqlite3's
+    IntegrityError."""
+    with ConversationStore(tmp_path / "chat.sqlite") as store:
+        with pytest.raises(InvalidQueryError, match="A session answers from one index: name it"):
+            store.create_session(index)  # type: ignore[arg-type]
+        assert store.sessions() == []
+
+
+def test_a_closed_store_says_so(tmp_path):
+    """Each call raised sqlite3.ProgrammingError: Cannot operate on a closed database."""
+    import unirank.errors
+
+    store = ConversationStore(tmp_path / "chat.sqlite")
+    session = store.create_session("handbook")
+    store.close()
+    store.close()  # again: nothing to do
+    for call in (lambda: store.create_session("handbook"), lambda: store.session(session.id), store.sessions,
+                 lambda: store.add_message(session.id, "handbook", "user", "hi"), store.feedback):
+        with pytest.raises(unirank.errors.ConversationStoreClosedError, match="is closed: use it before close"):
+            call()
+    assert issubclass(unirank.errors.ConversationStoreClosedError, unirank.errors.UnirankError)
+
+
 def test_a_follow_up_that_names_a_new_subject_leaves_the_old_one(service):
     """"what about SEV2?" after API keys was searched as "what about SEV2? long old api keys working
     rotation", and answered about API keys."""

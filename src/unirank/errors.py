@@ -222,5 +222,14 @@ class ConversationNotFoundError(UnirankError):
     """A chat session, message or citation that does not exist."""
 
 
+class ConversationStoreClosedError(UnirankError):
+    """A :class:`~unirank.chat.ConversationStore` used after ``close()`` (or after its ``with`` block)."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(f"The conversation store {path} is closed: use it before close() (inside its `with` "
+                         "block), or open it again with ConversationStore(path).")
+        self.path = path
+
+
 class OptimizationRefusedError(UnirankError):
     """An ONNX/int8 copy of a model lost more quality than allowed; nothing was registered."""

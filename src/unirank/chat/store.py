@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from unirank.chat.types import Citation, Turn
-from unirank.errors import ConfigurationError, ConversationNotFoundError, InvalidQueryError
+from unirank.errors import (ConfigurationError, ConversationNotFoundError, ConversationStoreClosedError,
+                            InvalidQueryError)
 
 FeedbackKind = Literal["up", "down", "click"]
 FEEDBACK_KINDS: tuple[str, ...] = ("up", "down", "click")
@@ -111,9 +112,10 @@ class ConversationStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         except (OSError, sqlite3.Error) as exc:
             raise _unusable(self.path, exc) from exc
         self._db.row_factory = sqlite3.Row
@@ -126,8 +128,22 @@ class ConversationStore:
             self._db.close()
             raise _unusable(self.path, exc) from exc
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection, read under ``_lock``; after ``close`` an error that says so, not sqlite3's
+        ProgrammingError."""
+        if self._connection is None:
+            raise ConversationStoreClosedError(self.path)
+        return self._connection
+
     # -- sessions -------------------------------------------------------------------------------
     def create_session(self, index: str, title: str = "") -> Session:
+        # As over HTTP: "" was stored as a session of no index, and None failed as sqlite3's IntegrityError.
+        if not isinstance(index, str) or not index.strip():
+            raise InvalidQueryError(f"A session answers from one index: name it (`unirank index list` lists them), "
+                                    f"got {index!r}.")
+        if not isinstance(title, str):
+            raise InvalidQueryError(f"The session's title must be text, got {type(title).__name__}.")
         now = utc_now()
         session = Session(id=uuid.uuid4().hex, index=index, title=title.strip()[:120], created_at=now, updated_at=now)
         with self._lock:
@@ -276,8 +292,12 @@ class ConversationStore:
                               created_at=r["created_at"]) for r in rows]
 
     def close(self) -> None:
+        """Closes the database; closing again does nothing, and any other call raises
+        :class:`ConversationStoreClosedError`."""
         with self._lock:
-            self._db.close()
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def __enter__(self) -> "ConversationStore":
         return self
