@@ -403,6 +403,41 @@ def test_promotion_compares_figures_only_when_measured_on_the_same_queries(regis
     assert registry.promote("cisi-embed@3").aliases == ["prod"]
 
 
+def test_promotion_compares_figures_only_when_measured_with_the_same_system(registry):
+    """Two rerankers' figures over different embedders' results (the embedder is in `system`) were
+    compared as if measured alike: a reranker over a stronger embedder's hits replaced a better one."""
+    from unirank.evaluation.runner import ModelSpec, record_metrics
+
+    def reranked(embedder, reranker, ndcg):
+        results = {f"hybrid+rerank:{embedder}+{reranker}": {"ndcg@10": ndcg}, "_meta": {"queries_digest": "q"}}
+        record_metrics(registry, results, [ModelSpec(label=reranker, embedder=embedder, reranker=reranker)],
+                       "beir:cisi")
+
+    for _ in range(2):
+        registry.register("cisi-rerank", "reranker", path=BASE, record={"scoring": "bi-encoder cosine"})
+    reranked("weak@1", "cisi-rerank@1", 0.40)
+    reranked("strong@1", "cisi-rerank@2", 0.45)
+    registry.promote("cisi-rerank@1")
+    with pytest.raises(PromotionRefusedError, match=r"another system .*system hybrid\+rerank:strong@1\+cisi-rerank@2"
+                       r".*system hybrid\+rerank:weak@1\+cisi-rerank@1"):
+        registry.promote("cisi-rerank@2")
+    reranked("weak@1", "cisi-rerank@2", 0.39)  # over the same embedder's hits: worse
+    with pytest.raises(PromotionRefusedError, match=r"0\.3900 .* worse than cisi-rerank@1 at 0\.4000"):
+        registry.promote("cisi-rerank@2")
+    # An embedder's kNN figure (an optimized copy's quality check) is not its source's hybrid one.
+    _version(registry), _version(registry)
+    registry.record_evaluation("cisi-embed@1", {"ndcg@10": 0.40, "eval_set": "beir:cisi", "eval_queries": "q",
+                                                "system": "hybrid:cisi-embed@1"})
+    registry.record_evaluation("cisi-embed@2", {"ndcg@10": 0.41, "eval_set": "beir:cisi", "eval_queries": "q",
+                                                "system": "knn:cisi-embed@2"})
+    registry.promote("cisi-embed@1")
+    with pytest.raises(PromotionRefusedError, match="another system"):
+        registry.promote("cisi-embed@2")
+    registry.record_evaluation("cisi-embed@2", {"ndcg@10": 0.41, "eval_set": "beir:cisi", "eval_queries": "q",
+                                                "system": "hybrid:cisi-embed@2"})
+    assert registry.promote("cisi-embed@2").aliases == ["prod"]  # each its own embedder: comparable
+
+
 # -- export carries the record; per-set figures; promotion; re-export; register's refusals ---------------------
 
 TRAINED_QUERY = "how are library catalogues indexed"

@@ -37,10 +37,32 @@ def evaluations(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def comparable(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two evaluations measured the same thing: the same eval set where both name one, and the
-    same queries where both say which (figures recorded before either was kept are compared)."""
+def system_setup(figures: dict[str, Any], role: str | None) -> tuple[str, ...] | None:
+    """What a figure's system ran the version with: its mode (``knn``, ``hybrid``, ``hybrid+rerank``) and
+    the other models in it, the version's own ref left out (None when the figure names no system).
+
+    ``unirank eval`` records ``hybrid:EMBEDDER`` for an embedder and ``hybrid+rerank:EMBEDDER+RERANKER``
+    for a reranker: the version is the first model of its system, or a reranker the last."""
+    system = figures.get("system")
+    if not isinstance(system, str) or not system:
+        return None
+    if role is None:
+        return (system,)
+    mode, _, models = system.partition(":")
+    parts = models.split("+") if models else []
+    return (mode, *(parts[:-1] if role == "reranker" else parts[1:]))
+
+
+def comparable(a: dict[str, Any], b: dict[str, Any], role: str | None = None) -> bool:
+    """Whether two evaluations of two versions of one ``role`` measured the same thing: the same eval set
+    where both name one, the same queries where both say which, and the same system where both say which
+    (figures recorded before either was kept are compared). Two rerankers' figures over different
+    embedders' results, or an embedder's kNN figure and another's hybrid one, say nothing of which
+    version is better."""
     if a.get("eval_set") and b.get("eval_set") and a["eval_set"] != b["eval_set"]:
+        return False
+    setups = system_setup(a, role), system_setup(b, role)
+    if None not in setups and setups[0] != setups[1]:
         return False
     if a.get("eval_queries") and b.get("eval_queries"):
         return a["eval_queries"] == b["eval_queries"]
@@ -87,15 +109,16 @@ def compare_for_promotion(candidate: ModelVersion, current: ModelVersion) -> Pro
         return PromotionCheck(refusal=f"{candidate.ref} has no held-out {metric}; {current.ref} (current) "
                                       f"has {old[metric]:.4f} ({key}). Evaluate it first: {evaluate_both}.")
     pairs = [(key, new, old) for key, new in new_sets.items()
-             for old in [next((o for o in old_sets.values() if comparable(new, o)), None)] if old is not None]
+             for old in [next((o for o in old_sets.values() if comparable(new, o, candidate.role)), None)]
+             if old is not None]
     if not pairs:
         def described(sets: dict[str, dict[str, Any]]) -> str:
-            return "; ".join(sets)
+            return "; ".join(f"{key}, system {f['system']}" if f.get("system") else key for key, f in sets.items())
 
         return PromotionCheck(refusal=(
-            f"{candidate.ref} was evaluated on other queries ({described(new_sets)}) than {current.ref} "
-            f"({described(old_sets)}), so their {metric} cannot be compared. Evaluate both on the same "
-            f"queries: {evaluate_both}."))
+            f"{candidate.ref} was evaluated on other queries or with another system ({described(new_sets)}) "
+            f"than {current.ref} ({described(old_sets)}), so their {metric} cannot be compared. Evaluate both "
+            f"on the same queries with the same models: {evaluate_both}."))
     key, new, old = next((p for p in pairs if _trained_on(candidate, p[1].get("eval_set"))), pairs[0])
     if new[metric] < old[metric]:
         return PromotionCheck(refusal=f"{candidate.ref} scores {metric} {new[metric]:.4f} on the held-out set "
