@@ -149,7 +149,8 @@ def test_rejected_credentials_are_said_to_be_rejected(client, no_aws_credentials
         httpx.post(f"{url}/moto-api/reset-auth", content=b"0").raise_for_status()  # check keys from now on
         client.settings.storage = StorageSettings(endpoint_url=url, region="us-east-1", access_key_id="wrong",
                                                   secret_access_key="wrong")
-        with pytest.raises(SourceError, match=r"Cannot list s3://docs/corp: access denied \(403 Forbidden\): the "
+        with pytest.raises(SourceError, match=r"Cannot list s3://docs/corp: access denied \(403 InvalidAccessKeyId: "
+                                              r"The AWS Access Key Id you provided does not exist in our records\): the "
                                               rf"storage rejected the credentials.*Set {SETTINGS_NAMED}"):
             client.ingest("s3://docs/corp", "s3docs")
     finally:  # moto's auth switch is one for the process: the other tests' servers take any keys again
@@ -197,3 +198,28 @@ def test_index_remove_needs_no_storage_settings(client, bucket, s3_endpoint):
         assert client.sources_under("s3docs", "s3://handbook") == ["s3://handbook/policies/api-keys.md"]
     with pytest.raises(SourceError, match="oss_endpoint_url"):  # reading still needs them
         client.ingest("oss://handbook/policies", "s3docs")
+
+
+def test_a_trailing_slash_names_the_prefix_and_no_slash_the_object_and_the_prefix(client, bucket, s3_endpoint):
+    """Where an object `notes` and objects under `notes/` both exist, s3://b/notes/ read the object `notes`
+    alone (the slash was dropped and the object looked up first), and s3://b/notes did too, though --prune
+    and `index remove` take notes/a.md as under it."""
+    from unirank.ingest.sources import DocumentSource
+
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
+    for key in ("notes", "notes/a.md", "notes/b.md"):
+        bucket.put_object(Bucket="handbook", Key=key, Body=f"# {key}\n\nThe {key} text.".encode())
+    report = client.ingest("s3://handbook/notes/", "s3docs")
+    assert report.files_seen == 2 and report.skipped == []
+    assert sorted(report.ingested) == ["s3://handbook/notes/a.md", "s3://handbook/notes/b.md"]
+    report = client.ingest("s3://handbook/notes", "s3docs", prune=True)
+    assert report.files_seen == 3 and report.pruned == [] and report.ingested == []
+    assert ("s3://handbook/notes", "unsupported file type '(none)'") in report.skipped
+    uris = ["s3://handbook/notes", "s3://handbook/notes/a.md", "s3://handbook/notes-old/c.md"]
+    assert DocumentSource("s3://handbook/notes/").under(uris) == ["s3://handbook/notes/a.md"]
+    assert DocumentSource("s3://handbook/notes").under(uris) == uris[:2]
+    with pytest.raises(SourceError, match=r"s3://handbook/policies/api-keys\.md/ is not a folder: s3://handbook/"
+                                          r"policies/api-keys\.md is an object.*Drop the trailing slash"):
+        client.ingest("s3://handbook/policies/api-keys.md/", "s3docs")
+    assert client.ingest("s3://handbook/policies/api-keys.md", "s3docs").ingested == [
+        "s3://handbook/policies/api-keys.md"]

@@ -40,7 +40,7 @@ class DocumentSource:
     def __init__(self, uri: str, storage: StorageSettings | None = None) -> None:
         # The URI alone makes the root: the filesystem (and the storage settings it needs) waits for
         # list() or read(), so `index remove IDX oss://...` works without an OSS endpoint or keys.
-        self.scheme, self.path = _parse(uri)
+        self.scheme, self.path, self._folder = _parse(uri)
         self._storage = storage
         self.root_uri = self._uri(self.path)
         #: What --prune and `index remove` look under: the root, and the root resolved through its links,
@@ -51,7 +51,8 @@ class DocumentSource:
             self._roots.append(self._uri(os.path.realpath(self.path)).rstrip("/"))
         #: How errors name the source: a local one as its path, not a percent-encoded URI (nor a name's
         #: bytes that are not UTF-8, which no terminal prints).
-        self.shown = printable(f"{self.scheme}://{self.path}" if self.scheme in OBJECT_SCHEMES else self.path)
+        self.shown = printable(f"{self.scheme}://{self.path}{'/' * self._folder}" if self.scheme in OBJECT_SCHEMES
+                               else self.path)
 
     @cached_property
     def fs(self) -> Any:
@@ -65,13 +66,13 @@ class DocumentSource:
     def list(self) -> list[SourceFile]:
         fs = self.fs  # outside the try: settings it refuses (no OSS endpoint) are said as they are, not "Cannot list"
         try:  # not fs.exists: on object storage it answers False for missing credentials too
-            root = fs.info(self.path)
-            if root.get("type", "file") == "file":
-                entries = {self.path: root}
-            elif self.scheme == "file":
-                entries = _local_files(self.path)
+            if self.scheme in OBJECT_SCHEMES:
+                entries = self._objects(fs)
             else:
-                entries = fs.find(self.path, detail=True)
+                root = fs.info(self.path)
+                entries = {self.path: root} if root.get("type", "file") == "file" else _local_files(self.path)
+        except SourceError:
+            raise
         except FileNotFoundError:
             if self.scheme == "file" and os.path.islink(self.path):
                 raise SourceError(f"{self.shown} is {self._broken(self.path)}. Check the link (an unmounted share "
@@ -86,6 +87,27 @@ class DocumentSource:
             files.append(SourceFile(uri=self._uri(path), size=int(info.get("size") or 0),
                                     modified=_change_marker(info), broken=bool(info.get("broken"))))
         return files
+
+    def _objects(self, fs: Any) -> dict[str, dict[str, Any]]:
+        """The objects at and under the root. ``s3://b/notes/`` is the prefix ``notes/`` alone. ``s3://b/notes``
+        is the object ``notes`` and the objects under ``notes/``, where both exist: --prune and `index remove`
+        take both as at or under it, so listing one alone pruned the other's documents."""
+        entries = fs.find(self.path, detail=True)  # under path + "/"; where nothing is, the object path itself
+        key = self.path.partition("/")[2]
+        if self._folder:
+            if entries.pop(self.path, None) is not None and not entries:
+                raise SourceError(f"{self.shown} is not a folder: {self.shown[:-1]} is an object and nothing is "
+                                  "under it. Drop the trailing slash to read the object.")
+        elif key and self.path not in entries:
+            try:  # refresh: find's listing cached notes as a folder, hiding the object of the same name
+                info = fs.info(self.path, refresh=True)
+            except FileNotFoundError:
+                info = {}
+            if info.get("type") == "file":
+                entries[self.path] = info
+        if key and not entries:
+            raise FileNotFoundError(self.path)
+        return entries
 
     def as_indexed(self, files: list[SourceFile], indexed: Collection[str]) -> list[SourceFile]:
         """``files`` under the URIs an index made before roots were left unresolved holds them by
@@ -114,7 +136,9 @@ class DocumentSource:
         if isinstance(exc, NoCredentialsError):
             return f"no credentials were found. {_SET_CREDENTIALS}"
         if isinstance(exc, PermissionError):
-            return (f"access denied (403 {exc}): the storage rejected the credentials, or they may not list "
+            code, message = _s3_error(exc)  # a listing's 403 says why (InvalidAccessKeyId), a HEAD's only "Forbidden"
+            said = f"{code}: {message.rstrip('.')}" if code and not code.isdigit() else str(exc)
+            return (f"access denied (403 {said}): the storage rejected the credentials, or they may not list "
                     f"this bucket. Check the keys and their permissions. {_SET_CREDENTIALS}")
         return str(exc)
 
@@ -133,11 +157,27 @@ class DocumentSource:
 
     def contains(self, uri: str) -> bool:
         """Is ``uri`` under this source's root (so --prune may remove it)?"""
+        if self._folder:  # s3://b/notes/ holds notes/a.md, not the object s3://b/notes beside it
+            return uri.startswith(self.root_uri + "/")
         return any(at_or_under(uri, root) for root in self._roots)
 
     def under(self, uris: Iterable[str]) -> list[str]:
         """The ``uris`` at or under this source's root, sorted: what --prune or `index remove` may remove."""
         return sorted(uri for uri in uris if self.contains(uri))
+
+
+def _s3_error(exc: BaseException) -> tuple[str | None, str]:
+    """The S3 error code and message of the botocore ClientError behind ``exc`` (s3fs raises its own
+    FileNotFoundError or PermissionError from it), or None where there is none."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        error = getattr(cause, "response", None)
+        if isinstance(error, dict) and error.get("Error", {}).get("Code"):
+            return str(error["Error"]["Code"]), str(error["Error"].get("Message") or "")
+        cause = cause.__cause__ or cause.__context__
+    return None, ""
 
 
 def _local_files(root: str) -> dict[str, dict[str, Any]]:
@@ -236,25 +276,26 @@ def _absolute(path: str) -> str:
 
 
 def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
-    scheme, path = _parse(uri)
+    scheme, path, _ = _parse(uri)
     return scheme, _fsspec_filesystem(scheme, storage), path
 
 
-def _parse(uri: str) -> tuple[str, str]:
+def _parse(uri: str) -> tuple[str, str, bool]:
     """The scheme ("file", "s3" or "oss") and path of a source, refusing what names none, without the
-    storage settings: `index remove` reads no storage, so it needs none of them."""
+    storage settings: `index remove` reads no storage, so it needs none of them. And whether an object
+    storage URI ends in "/": ``s3://b/notes/`` names the prefix ``notes/``, not an object ``notes``."""
     if not uri.strip():  # read as ".": `index remove IDX "$UNSET" --yes` removed every document under it
         raise SourceError(f"The source must be a folder, a file or an s3:// / oss:// URI, got {uri!r}.")
     scheme, sep, rest = uri.partition("://")
     if scheme == "file" and sep:  # before `not sep`: "file://" is refused as a URI, not read as a folder named "file:"
-        return "file", _absolute(local_path(uri))
+        return "file", _absolute(local_path(uri)), False
     if not sep:
-        return "file", _absolute(os.path.expanduser(uri))
+        return "file", _absolute(os.path.expanduser(uri)), False
     if scheme not in OBJECT_SCHEMES:
         raise SourceError(f"Unsupported source {uri!r}: use a local path, s3://bucket/prefix or oss://bucket/prefix.")
     if not rest.split("/", 1)[0]:  # "s3://" was read as a local folder named "s3:"; "s3:///key" has no bucket either
         raise SourceError(f"{scheme}:// needs a bucket: {scheme}://bucket/prefix")
-    return scheme, rest.rstrip("/")
+    return scheme, rest.rstrip("/"), rest.endswith("/")
 
 
 def _fsspec_filesystem(scheme: str, storage: StorageSettings) -> Any:
