@@ -624,6 +624,66 @@ def test_a_request_larger_than_a_batch_takes_turns_with_other_requests(folder_se
         np.testing.assert_allclose(vectors[i], alone["data"][0]["embedding"], atol=1e-5)
 
 
+def test_a_client_that_gives_up_stops_its_requests_work(folder_server: ModelServer,
+                                                       exports: dict[str, Path]) -> None:
+    """A client that timed out or disconnected had every batch of its request computed anyway (and the remote
+    embedder, retrying the timeout, queued it three times). Now its remaining slices are dropped."""
+    model = str(exports["v1"])
+    url = folder_server.url
+    labels = {"kind": "embed", "model": model}
+    texts = [f"text {i}: " + "lorem ipsum dolor sit amet " * 300 for i in range(96)]  # 24 batches of 4
+
+    def batches() -> float:
+        return _metric(httpx.get(f"{url}/metrics").text, "unirank_batch_size_count", **labels)
+
+    before = batches()
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": texts, "truncate": True}, timeout=1)
+    deadline = time.monotonic() + 3  # the whole request takes 8 s or more here
+    while _metric(httpx.get(f"{url}/metrics").text, "unirank_queue_depth", **labels) > 0:
+        assert time.monotonic() < deadline, f"still computing for a client that left: {batches() - before} batches"
+        time.sleep(0.05)
+    ran = batches() - before
+    time.sleep(0.5)
+    assert batches() - before == ran < 12
+    metrics = httpx.get(f"{url}/metrics").text
+    assert _metric(metrics, "unirank_requests_total", endpoint="/v1/embeddings", status="499") == 1
+
+
+def test_the_batcher_drops_a_cancelled_request_without_running_it() -> None:
+    """A request cancelled while queued (its client left) runs no slice and takes no room in a batch."""
+    import asyncio
+
+    from unirank.serving.batcher import MicroBatcher
+    from unirank.serving.metrics import ServerMetrics
+
+    ran: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        ran.append(list(items))
+        time.sleep(0.05)
+        return items
+
+    async def scenario() -> str:
+        metrics = ServerMetrics()
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            run, executor=ThreadPoolExecutor(1), max_batch=4, max_wait_s=0.001, metrics=metrics,
+            model="m", kind="embed")
+        first = asyncio.ensure_future(batcher.submit([0]))
+        await asyncio.sleep(0.02)  # its batch is running
+        gone = asyncio.ensure_future(batcher.submit([1, 2]))
+        await asyncio.sleep(0)  # queued
+        gone.cancel()
+        assert await asyncio.gather(first, batcher.submit([100, 101]), batcher.submit([200, 201])) == [
+            [0], [100, 101], [200, 201]]
+        await batcher.stop()
+        return metrics.exposition().decode()
+
+    exposition = asyncio.run(scenario())
+    assert ran == [[0], [100, 101, 200, 201]]
+    assert _metric(exposition, "unirank_queue_depth", kind="embed", model="m") == 0
+
+
 def test_a_promoted_version_that_fails_to_load_is_tried_once_and_shown_on_ready(
         folder_server: ModelServer, exports: dict[str, Path]) -> None:
     """It was loaded again on every registry poll, each time logging a traceback, and /ready went on naming

@@ -12,7 +12,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, AsyncIterator, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -243,6 +243,37 @@ def refuse_unsupported_tei_options(truncation_direction: str, *, prompt_name: st
                                   code="unsupported_option")
 
 
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, unless the client disconnects first (its timeout, a closed connection): then
+    ``work`` is cancelled, so the batcher drops what it had queued, and the answer is a 499 nobody reads.
+    Without this the server computed every batch of a request whose client had given up, and a client
+    that retries a timeout (unirank's remote embedder) had it queued again each time."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():  # the client left, or this handler was cancelled (shutdown)
+            task.cancel()
+    if not task.done():
+        raise ServingRequestError("The client disconnected before its answer was ready; its queued work was "
+                                  "dropped. Give the client a longer timeout, or send fewer texts per request.",
+                                  status_code=499, code="client_closed_request")
+    return task.result()
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns once the client has disconnected. The body is read by now, so the server's next message for
+    this request is http.disconnect, sent when the connection closes."""
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            await asyncio.sleep(0.1)  # not expected after the body; never spin on it
+    except Exception:  # a receive that fails says nothing of the client: the work goes on
+        log.debug("cannot watch %s for a disconnect", request.url.path, exc_info=True)
+        await asyncio.Event().wait()
+
+
 def json_response(payload: BaseModel | list[Any]) -> Response:
     """The body serialised in one pass (pydantic-core, or the json module for plain lists). Returning the
     payload instead has FastAPI dump it, validate it again against ``response_model`` and walk every float
@@ -289,14 +320,15 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         return await tokenized(partial(enforce_token_limit, model.tokenizer, texts, limit, truncate=truncate,
                                        what=what), texts)
 
-    async def embed(model: ServedModel, texts: list[str], truncate: bool) -> tuple[np.ndarray, int]:
+    async def embed(request: Request, model: ServedModel, texts: list[str],
+                    truncate: bool) -> tuple[np.ndarray, int]:
         texts, tokens = await within_limit(model, texts, model.token_limit(limits), truncate=truncate)
         state.metrics.inputs.labels(model=model.id, kind="embed").inc(len(texts))
-        rows = await state.batcher(model, "embed").submit(texts)
+        rows = await unless_client_leaves(request, state.batcher(model, "embed").submit(texts))
         return np.asarray(rows, dtype=np.float32), tokens
 
-    async def rerank(model: ServedModel, query: str, texts: list[str], field: str, truncate: bool,
-                     raw: bool) -> tuple[list[float], int]:
+    async def rerank(request: Request, model: ServedModel, query: str, texts: list[str], field: str,
+                     truncate: bool, raw: bool) -> tuple[list[float], int]:
         if not query.strip():
             raise ServingRequestError("query is empty: send the text to rank the documents against.",
                                       code="empty_input")
@@ -314,7 +346,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             texts, tokens = await within_limit(model, texts, limit, truncate=truncate, what="document")
             tokens += query_tokens * len(texts)
         state.metrics.inputs.labels(model=model.id, kind="rerank").inc(len(texts))
-        scores = await state.batcher(model, "rerank").submit([(query, t) for t in texts])
+        scores = await unless_client_leaves(request, state.batcher(model, "rerank").submit(
+            [(query, t) for t in texts]))
         if model.is_cross_encoder and not raw:
             scores = (0.5 * (1.0 + np.tanh(0.5 * np.asarray(scores, dtype=np.float64)))).tolist()  # sigmoid
         return list(scores), tokens
@@ -322,7 +355,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse, dependencies=guarded,
               tags=["OpenAI"], summary="OpenAI-compatible embeddings",
               responses=error_responses(OpenAIError, *INFERENCE_ERRORS))
-    async def openai_embeddings(body: EmbeddingsRequest) -> Response:
+    async def openai_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
         raw = body.input
         if isinstance(raw, list) and raw and not all(isinstance(x, str) for x in raw):
             raise ServingRequestError(
@@ -335,7 +368,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         if body.dimensions is not None and body.dimensions != model.dims:
             raise ServingRequestError(f"{model.id} makes {model.dims}-dimensional embeddings; "
                                       f"dimensions={body.dimensions} cannot be served.", code="invalid_dimensions")
-        vectors, tokens = await embed(model, texts, body.truncate)
+        vectors, tokens = await embed(request, model, texts, body.truncate)
         if body.encoding_format == "base64":
             encoded: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
         else:
@@ -347,32 +380,32 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/embed", response_model=list[list[float]], dependencies=guarded,
               tags=["text-embeddings-inference"], summary="TEI-compatible embeddings",
               responses=error_responses(TeiError, *INFERENCE_ERRORS))
-    async def tei_embed(body: EmbedRequest) -> Response:
+    async def tei_embed(body: EmbedRequest, request: Request) -> Response:
         refuse_unsupported_tei_options(body.truncation_direction, prompt_name=body.prompt_name,
                                        normalize=body.normalize)
         texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
         checked_texts(texts, "input", "inputs")
-        vectors, _ = await embed(state.catalog.find(body.model, "embedder"), texts, body.truncate)
+        vectors, _ = await embed(request, state.catalog.find(body.model, "embedder"), texts, body.truncate)
         return json_response(vectors.tolist())
 
     @app.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
               dependencies=guarded, tags=["text-embeddings-inference"], summary="TEI-compatible rerank",
               responses=error_responses(TeiError, *INFERENCE_ERRORS))
-    async def tei_rerank(body: TeiRerankRequest) -> list[TeiRank]:
+    async def tei_rerank(body: TeiRerankRequest, request: Request) -> list[TeiRank]:
         refuse_unsupported_tei_options(body.truncation_direction)
         model = state.catalog.find(body.model, "reranker")
-        scores, _ = await rerank(model, body.query, body.texts, "texts", body.truncate, body.raw_scores)
+        scores, _ = await rerank(request, model, body.query, body.texts, "texts", body.truncate, body.raw_scores)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return [TeiRank(index=i, score=scores[i], text=body.texts[i] if body.return_text else None) for i in order]
 
     @app.post("/v1/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True,
               dependencies=guarded, tags=["Cohere / Jina"], summary="Cohere- and Jina-compatible rerank",
               responses=error_responses(OpenAIError, *INFERENCE_ERRORS))
-    async def cohere_rerank(body: CohereRerankRequest) -> CohereRerankResponse:
+    async def cohere_rerank(body: CohereRerankRequest, request: Request) -> CohereRerankResponse:
         model = state.catalog.find(body.model, "reranker")
         texts = [d.text if isinstance(d, RerankDocument) else d for d in body.documents]
         # Cohere cuts long documents itself rather than refusing them.
-        scores, tokens = await rerank(model, body.query, texts, "documents", truncate=True, raw=False)
+        scores, tokens = await rerank(request, model, body.query, texts, "documents", truncate=True, raw=False)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.top_n or len(scores)]
         results = [CohereRerankResult(index=i, relevance_score=scores[i],
                                       document=RerankDocument(text=texts[i]) if body.return_documents else None)

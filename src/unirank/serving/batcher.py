@@ -74,7 +74,10 @@ class MicroBatcher(Generic[Item, Result]):
             self._worker = None
 
     async def submit(self, items: list[Item]) -> list[Result]:
-        """The results for ``items``, in order, however many batches they were split over."""
+        """The results for ``items``, in order, however many batches they were split over.
+
+        Cancelling the caller cancels the request: its items still queued are dropped, not run (the
+        server cancels it when the client disconnects)."""
         if not items:  # no batch would ever finish it
             return []
         self.start()
@@ -86,22 +89,29 @@ class MicroBatcher(Generic[Item, Result]):
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            size = batch[0].remaining
+            first = await self._queue.get()
+            if self._dropped(first):
+                continue
+            batch = [first]
+            size = first.remaining
             # What queued up while the last batch ran goes in at once; only an idle queue waits.
             while size < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                size += batch[-1].remaining
+                request = self._queue.get_nowait()
+                if not self._dropped(request):
+                    batch.append(request)
+                    size += request.remaining
             deadline = loop.time() + self._max_wait_s
             while size < self._max_batch:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    request = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-                size += batch[-1].remaining
+                if not self._dropped(request):
+                    batch.append(request)
+                    size += request.remaining
             # A request with items left goes back behind those that arrived while its slice ran.
             for request in await self._run_batch(loop, batch):
                 self._queue.put_nowait(request)
@@ -143,6 +153,14 @@ class MicroBatcher(Generic[Item, Result]):
         # One that failed, or was cancelled while its slice ran, gets no more turns.
         self._set_pending(-sum(r.remaining for r in live if r.future.done()))
         return [r for r in live if not r.future.done()]
+
+    def _dropped(self, request: _Request[Item, Result]) -> bool:
+        """Whether ``request`` was cancelled (its client went away) while queued: its items are dropped
+        unrun, and take no room in the batch being gathered."""
+        if not request.future.done():
+            return False
+        self._set_pending(-request.remaining)
+        return True
 
     def _set_pending(self, change: int) -> None:
         if change:
