@@ -27,3 +27,18 @@ def test_the_wheel_carries_every_file_of_the_package(tmp_path):
     assert "unirank/app/static/app.js" in wanted
     assert "unirank/py.typed" in wanted  # type checkers read the package's hints only with it (PEP 561)
     assert wanted <= names, sorted(wanted - names)
+
+
+def test_every_error_a_library_user_can_meet_is_exported_from_the_package():
+    """`except unirank.XError` must work for each error the Python API raises; the model server's own
+    request errors are answered as HTTP statuses and never reach a library caller."""
+    import inspect
+
+    import unirank
+    import unirank.errors as errors
+
+    server_side = {"AuthenticationError", "RequestTooLargeError", "ServingRequestError", "ModelNotReadyError"}
+    raised = {name for name, cls in vars(errors).items()
+              if inspect.isclass(cls) and issubclass(cls, errors.UnirankError)} - server_side
+    assert raised - set(unirank.__all__) == set()
+    assert all(getattr(unirank, name) is getattr(errors, name) for name in raised)

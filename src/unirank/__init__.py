@@ -52,6 +52,7 @@ _EXPORTS = {
     "InputRefusedError": "unirank.errors",
     "AnswererError": "unirank.errors",
     "ConversationNotFoundError": "unirank.errors",
+    "ConversationStoreClosedError": "unirank.errors",
     "OptimizationRefusedError": "unirank.errors",
 }
 
@@ -61,8 +62,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from unirank.api import Unirank
     from unirank.chat import ChatAnswer, ChatService, Citation, ConversationStore
     from unirank.errors import (
-        AnswererError, ConfigurationError, ConversationNotFoundError, DimensionMismatchError,
-        DuplicateDocumentError, EmbedderMismatchError, EvaluationDataError, ExportError,
+        AnswererError, ConfigurationError, ConversationNotFoundError, ConversationStoreClosedError,
+        DimensionMismatchError, DuplicateDocumentError, EmbedderMismatchError, EvaluationDataError, ExportError,
         IndexChangedError, IndexLockedError, IndexNotFoundError, IndexSwitchedError, InputRefusedError,
         InvalidQueryError, LeakageError, ModelLoadError, ModelNotFoundError, OptimizationRefusedError, ParseError,
         PromotionRefusedError, RebuildFailedError, RebuildRunningError, RemoteModelError, RerankLimitError,
