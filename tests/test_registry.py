@@ -438,6 +438,33 @@ def test_promotion_compares_figures_only_when_measured_with_the_same_system(regi
     assert registry.promote("cisi-embed@2").aliases == ["prod"]  # each its own embedder: comparable
 
 
+def _cli(tmp_path, monkeypatch, *args):
+    """`unirank ARGS` in this process on the registry at tmp_path / "models" (the `registry` fixture's);
+    the output with its lines joined (rich wraps them at the terminal's width)."""
+    from typer.testing import CliRunner
+
+    from env_helpers import clear_unirank_settings
+    from unirank.cli.main import app
+
+    clear_unirank_settings(monkeypatch)
+    monkeypatch.setenv("UNIRANK_CONFIG", os.devnull)
+    monkeypatch.setenv("UNIRANK_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("selector", ["\u00b2", "1\u00b2", "\u0663"])  # ², 1², Arabic-Indic 3
+def test_a_version_of_other_than_ascii_digits_is_refused_as_no_reference(registry, tmp_path, monkeypatch, selector):
+    """`models show 'foo@²'` ended in a ValueError traceback from int(): str.isdigit() takes '²'."""
+    with pytest.raises(ModelNotFoundError, match=f"'foo@{selector}' is not a model reference: after '@' give a "
+                                                 "version number or an alias"):
+        registry.get(f"foo@{selector}")
+    with pytest.raises(ModelNotFoundError, match="is not a model reference"):
+        registry.promote(f"foo@{selector}")
+    code, output = _cli(tmp_path, monkeypatch, "models", "show", f"foo@{selector}")
+    assert code == 2 and "is not a model reference" in output and "Traceback" not in output, output
+
+
 # -- export carries the record; per-set figures; promotion; re-export; register's refusals ---------------------
 
 TRAINED_QUERY = "how are library catalogues indexed"

@@ -94,6 +94,12 @@ def parse_reference(ref: str) -> tuple[str, str | None]:
     return name, selector or None
 
 
+def _is_version_number(selector: str) -> bool:
+    """``3`` in ``NAME@3``: ASCII digits only. str.isdigit() takes '²' (int() then raised ValueError) and
+    other scripts' digits ('٣', which int() read as 3)."""
+    return selector.isascii() and selector.isdigit()
+
+
 class ModelRegistry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
@@ -177,7 +183,7 @@ class ModelRegistry:
             marker = read_marker(folder)
         except (OSError, ValueError):
             return {}
-        if not marker or not str(marker.get("version", "")).isdigit():
+        if not marker or not _is_version_number(str(marker.get("version", ""))):
             return {}
         ref = f"{marker.get('name')}@{marker['version']}"
         if not self.exists(ref):
@@ -245,7 +251,7 @@ class ModelRegistry:
                 warn: Callable[[str], None] | None = None) -> ModelVersion:
         """Point ``alias`` at the version ``ref`` names, if it scores at least as well as the version the
         alias names now, on an evaluation both had. ``warn`` hears of a promotion nothing could check."""
-        if not _MODEL_NAME.fullmatch(alias) or alias.isdigit() or alias == "latest":
+        if not _MODEL_NAME.fullmatch(alias) or _is_version_number(alias) or alias == "latest":
             # NAME@3 means version 3 and NAME@latest the newest, so neither could be read back as an alias;
             # a space or comma would make `models list`'s alias column ambiguous.
             raise UnirankError(f"Invalid alias {alias!r}: use a word such as prod or staging (letters, digits, "
@@ -350,8 +356,11 @@ class ModelRegistry:
             if row[0] is None:
                 raise ModelNotFoundError(self._missing(name))
             version = int(row[0])
-        elif selector.isdigit():
+        elif _is_version_number(selector):
             version = int(selector)
+        elif not _MODEL_NAME.fullmatch(selector):  # no alias can be named so (promote refuses it)
+            raise ModelNotFoundError(f"{ref!r} is not a model reference: after '@' give a version number or an "
+                                     f"alias (letters, digits, '.', '-' and '_'), e.g. {name}@1 or {name}@prod.")
         else:
             target = self._alias_target(name, selector)
             if target is None:
