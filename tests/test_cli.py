@@ -180,6 +180,14 @@ def test_errors_are_clear_and_exit_2(run):
     # The app server refuses what would fail every request, instead of starting anyway.
     proc = run("serve", "api", "--index", "nope", ok=False)
     assert proc.returncode == 2 and "Index 'nope' does not exist" in proc.stderr and "Uvicorn" not in proc.stderr
+    # A misnamed index was a warning, a bad model a traceback after the "running" banner (exit 3), and
+    # --index "" the default index.
+    for args, env, said in [(["--index", "bad/name"], {}, "Invalid index name 'bad/name'"),
+                            (["--index", ""], {}, "--index is empty"),
+                            (["--index", "h"], {"UNIRANK_EMBEDDER__MODEL": "nope"}, "'nope' is not a registered model")]:
+        proc = run("serve", "api", *args, ok=False, extra_env=env)
+        assert proc.returncode == 2 and said in " ".join(proc.stderr.split()), proc.stderr
+        assert "app server on" not in proc.stderr and "Traceback" not in proc.stderr and "warning" not in proc.stderr
     proc = run("serve", "api", "--port", "99999", ok=False)
     assert proc.returncode == 2 and "--port" in proc.stderr
     with socket.socket() as taken:  # a port something listens on is refused before any model loads

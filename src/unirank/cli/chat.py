@@ -304,24 +304,32 @@ def serve_api(
     """Run the app server: the chat API (OpenAI-compatible and sessions), search, and the web page at /."""
     import uvicorn
 
-    from unirank.app.server import create_app
+    from unirank.app.server import create_app, load_models
     from unirank.cli.serve import refuse_busy_port
 
     settings = load_settings()
-    if index:
+    if index is not None:
+        if not index.strip():  # "" was read as no --index, and the default index answered
+            fail(InvalidQueryError("--index is empty: name the index to answer from, or leave --index out to use "
+                                   "chat.index or the only index."))
         settings.chat.index = index
     host = host or settings.api.host
     port = port or settings.api.port
     try:
         refuse_busy_port(host, port)
-        app = create_app(settings)
-        if index:  # a missing one is said now: every question would get a 404
-            app.state.chat.ur.index_info(index)
-        default = app.state.chat.default_index()
-    except InvalidQueryError as exc:  # no default index: the server still answers requests that name one
-        default = None
-        errors.print(f"[yellow]warning:[/yellow] {escape(str(exc))} Until then each request must name its index.",
-                     soft_wrap=True)
+        # The models load here, before the banner: in the server's start-up a bad one was a traceback and
+        # "Application startup failed" (exit 3) after the banner had said it was running.
+        app = create_app(settings, warm_up=False)
+        service = app.state.chat
+        if index is not None:  # a missing or misnamed one is said now: every question would get a 404
+            service.ur.index_info(index)
+        try:
+            default = service.default_index()
+        except InvalidQueryError as exc:  # no default index: the server still answers requests that name one
+            default = None
+            errors.print(f"[yellow]warning:[/yellow] {escape(str(exc))} Until then each request must name its "
+                         "index.", soft_wrap=True)
+        load_models(service)
     except UnirankError as exc:
         fail(exc)
     where = f", answering from {escape(default)} by default" if default else ""
