@@ -77,9 +77,11 @@ def test_an_unreachable_endpoint_is_not_reported_as_a_missing_bucket(client):
 
 
 def test_object_keys_keep_spaces_percent_signs_and_url_characters(client, bucket, s3_endpoint):
-    """An object's URI carries its key as it is: '?' and '#' are not a query and a fragment, '%20' is not a space."""
+    """An object's URI carries its key as it is: '?' and '#' are not a query and a fragment, '%20' is not a space,
+    and '?versionId=' is not s3fs's object version (v.md?versionId=2.md was read as v.md)."""
     client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
-    keys = ("odd/Travel policy 2024.md", "odd/q?and#hash.md", "odd/literal%20percent.md", "odd/naïve résumé.txt")
+    keys = ("odd/Travel policy 2024.md", "odd/q?and#hash.md", "odd/literal%20percent.md", "odd/naïve résumé.txt",
+            "odd/v.md", "odd/v.md?versionId=2.md")
     for n, key in enumerate(keys):
         bucket.put_object(Bucket="handbook", Key=key, Body=f"Document number {n} about llamas{n}.".encode())
     report = client.ingest("s3://handbook/odd", "odd")
@@ -87,6 +89,9 @@ def test_object_keys_keep_spaces_percent_signs_and_url_characters(client, bucket
     for n, key in enumerate(keys):
         hit = client.search(f"llamas{n}", "odd", mode="bm25", rerank=False, top_k=1).hits[0]
         assert hit.chunk.source_uri == f"s3://handbook/{key}" and hit.chunk.title == key[4:].rsplit(".", 1)[0]
+    one = client.ingest("s3://handbook/odd/v.md?versionId=2.md", "one")  # the object named, not v.md
+    assert one.ingested == ["s3://handbook/odd/v.md?versionId=2.md"]
+    assert "llamas5" in client.search("llamas5", "one", mode="bm25", rerank=False).hits[0].chunk.text
 
 
 def test_a_prefix_of_no_documents_is_said_and_creates_no_index(client, bucket, s3_endpoint):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Collection, Iterable
 
@@ -325,6 +325,27 @@ def _fsspec_filesystem(scheme: str, storage: StorageSettings) -> Any:
     if scheme == "oss":
         options["config_kwargs"] = {"s3": {"addressing_style": storage.oss_addressing_style}}
     try:
-        return fsspec.filesystem("s3", **options)
+        return _keyed_s3()(**options)
     except ImportError as exc:  # pragma: no cover - s3fs is a dependency
         raise SourceError("Object storage needs s3fs: pip install s3fs") from exc
+
+
+_VERSION_MARK = "?versionId="
+_STAND_IN = "\x00"  # a NUL: in no key listed (S3 lists in XML 1.0, which cannot carry one)
+
+
+@cache
+def _keyed_s3() -> type:
+    """s3fs's filesystem, reading a path as bucket/key whole. s3fs cuts a key at "?versionId=" (its way
+    to name an object version, used only when version_aware): "v/a.md?versionId=2.md" read, listed
+    and checked the object "v/a.md", whose text was indexed under the other key's URI."""
+    from s3fs import S3FileSystem
+
+    class KeyedS3FileSystem(S3FileSystem):
+        def split_path(self, path: str) -> tuple[str, str, str | None]:
+            if self.version_aware or _VERSION_MARK not in path or _STAND_IN in path:
+                return super().split_path(path)
+            bucket, key, _ = super().split_path(path.replace(_VERSION_MARK, _STAND_IN))
+            return bucket, key.replace(_STAND_IN, _VERSION_MARK), None
+
+    return KeyedS3FileSystem
