@@ -372,3 +372,27 @@ def test_a_bi_encoder_registered_as_a_reranker_is_exported_as_the_bi_encoder_it_
     copy = load_reranker(s)
     assert isinstance(copy, BiEncoderReranker) and copy.embedder.backend == "onnx"
     np.testing.assert_allclose(copy.score("how often are keys rotated", passages), torch_scores, atol=1e-4)
+
+
+def test_a_name_or_beir_folder_that_would_fail_is_refused_before_the_export(settings, tmp_path, monkeypatch):
+    """`--name 'bad name'`, `--name none` and a missing `--check-beir` folder were refused only after a
+    quarter of a minute of exporting, which was thrown away."""
+    from unirank.errors import UnirankError
+
+    monkeypatch.setattr(optimize_module, "export_onnx", lambda *a, **k: pytest.fail("exported anyway"))
+    monkeypatch.setattr(optimize_module, "save_dtype_copy", lambda *a, **k: pytest.fail("copied anyway"))
+    registry = ModelRegistry(settings.models_dir)
+    optimizer = Optimizer(settings, registry, backend=object())  # no search runs before the export
+    try:
+        with pytest.raises(UnirankError, match="Invalid model name 'bad name'"):
+            optimizer.run("base", name="bad name", quantize="int8")
+        with pytest.raises(UnirankError, match="'none' cannot be a registry name"):
+            optimizer.run("base", name="none", dtype="bfloat16")
+        with pytest.raises(UnirankError, match="does not exist: give a BEIR folder"):
+            optimizer.run("base", name="fresh-name", check_beir=tmp_path / "nonexistent")
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(UnirankError, match="corpus.jsonl is missing"):
+            optimizer.run("base", name="fresh-name", check_beir=tmp_path / "empty")
+        assert not registry.exists("fresh-name")
+    finally:
+        registry.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from unirank.errors import OptimizationRefusedError, UnirankError
 from unirank.models.backends import ONNX_ATTENTION, record_backend, require_onnx_provider
@@ -40,6 +40,9 @@ from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.describe import describe_model_folder
 from unirank.search.backend import SearchBackend
 from unirank.settings import Settings
+
+if TYPE_CHECKING:
+    from unirank.evaluation.datasets import EvalSet
 
 Stage = Callable[[str], None]
 #: The most nDCG@10 an optimized file may lose against its source (the issue's bar for int8).
@@ -127,13 +130,16 @@ class Optimizer:
         if max_seq_length is not None and window:
             # Checked before the export too: it takes a quarter of a minute and would be thrown away.
             refuse_longer_window(source.ref, int(window), max_seq_length)
+        # The queries too: a missing or empty BEIR folder was said only after the export.
+        data = _judged_queries(Path(check_beir)) if check_beir is not None else None
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="optimize-", dir=self.settings.data_dir) as tmp:
             copy = self._make_copy(source, Path(tmp) / "model", quantize, dtype, max_seq_length, provider)
             check = None
             if check_beir is not None:
+                assert data is not None
                 check = self._check(ref if ref == BASE_ALIAS else source.ref, source, copy, Path(check_beir),
-                                    max_drop)
+                                    data, max_drop)
                 if not check.passed:
                     keep = ("Register the fp32 ONNX file instead (run without --quantize), or keep the PyTorch "
                             "version." if quantize else "Keep the fp32 version.")
@@ -192,6 +198,8 @@ class Optimizer:
                 raise UnirankError(f"{source.ref} is already an optimized copy; optimize {origin} instead.")
             return source, False
         name = name or BASE_MODEL_NAME
+        # A name that cannot be registered ('bad name', `none`) was refused only after the export.
+        self.registry.check_registrable(name, "embedder")
         bundled = [v for v in self._versions(name) if v.record.get("bundled_base")]
         if bundled:
             return bundled[0], False
@@ -205,22 +213,18 @@ class Optimizer:
     def _versions(self, name: str) -> list[ModelVersion]:
         return [v for v in self.registry.list() if v.name == name]
 
-    def _check(self, source_ref: str, source: ModelVersion, copy: OptimizedCopy, folder: Path,
+    def _check(self, source_ref: str, source: ModelVersion, copy: OptimizedCopy, folder: Path, data: EvalSet,
                max_drop: float) -> QualityCheck:
         """Score source and optimized copy on the same queries with the project's evaluation code.
 
         Both share their weights, so queries a model was trained on favour both alike: the comparison
         is what matters here, not the absolute figure.
         """
-        from unirank.evaluation.datasets import load_beir
         from unirank.evaluation.metrics import score_run
         from unirank.evaluation.systems import SystemRunner
         from unirank.training.job import beir_set_name, ensure_beir_index
 
         assert self.backend is not None
-        data = load_beir(folder).judged()
-        if not data.queries:
-            raise UnirankError(f"{folder} has no judged queries to check the optimized model on.")
         settings = self.settings.model_copy(deep=True)
         candidate_version = f"{source.version}-{copy.kind.lower()}-candidate"
         if source.role == "embedder":
@@ -272,3 +276,13 @@ class Optimizer:
 def _is_cross_encoder(version: ModelVersion) -> bool:
     """Whether a version's files are a cross-encoder: a reranker may be a bi-encoder scoring by cosine."""
     return version.role == "reranker" and version.path is not None and is_cross_encoder(str(version.path))
+
+
+def _judged_queries(folder: Path) -> EvalSet:
+    """The BEIR folder's judged queries, which the quality check scores both models on."""
+    from unirank.evaluation.datasets import load_beir
+
+    data = load_beir(folder).judged()
+    if not data.queries:
+        raise UnirankError(f"{folder} has no judged queries to check the optimized model on.")
+    return data
