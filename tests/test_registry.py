@@ -261,9 +261,9 @@ def test_cli_register_promote_rollback_and_export(tmp_path):
     run("models", "promote", "mini@2", "--alias", "prod")
     assert "rolled back to version 1" in run("models", "rollback", "mini").stdout
     shown = run("models", "show", "mini@prod").stdout.splitlines()
-    assert "dims: 384" in shown and "aliases: prod" in shown and "history:" in shown, shown
-    assert [line.split(", changed_at")[0] for line in shown if line.startswith("  - ")] == [
-        "  - version: 1", "  - version: 2", "  - version: 1"], shown
+    assert "dims: 384" in shown and "aliases: prod" in shown and "history:" in shown and "  prod:" in shown, shown
+    assert [line.split(", changed_at")[0] for line in shown if line.startswith("    - ")] == [
+        "    - version: 1", "    - version: 2", "    - version: 1"], shown
     listed = json.loads(run("models", "list", "--json").stdout)
     assert [(m["version"], m["aliases"]) for m in listed] == [(1, ["prod"]), (2, [])]
     # The table says which eval set each figure was measured on (figures from two sets were side by side).
@@ -463,6 +463,20 @@ def test_a_version_of_other_than_ascii_digits_is_refused_as_no_reference(registr
         registry.promote(f"foo@{selector}")
     code, output = _cli(tmp_path, monkeypatch, "models", "show", f"foo@{selector}")
     assert code == 2 and "is not a model reference" in output and "Traceback" not in output, output
+
+
+def test_show_gives_each_alias_s_history_under_its_name(registry, tmp_path, monkeypatch):
+    """`models show NAME@staging` printed prod's history alone, unlabelled, as if it were staging's."""
+    _version(registry), _version(registry)
+    registry.promote("cisi-embed@1")
+    registry.promote("cisi-embed@2", "staging")
+    code, output = _cli(tmp_path, monkeypatch, "models", "show", "cisi-embed@staging", "--json")
+    assert code == 0, output
+    history = json.loads(output)["history"]
+    assert {alias: [h["version"] for h in entries] for alias, entries in history.items()} == {
+        "prod": [1], "staging": [2]}
+    code, output = _cli(tmp_path, monkeypatch, "models", "show", "cisi-embed@staging")
+    assert "history: prod: - version: 1," in output and "staging: - version: 2," in output, output
 
 
 # -- export carries the record; per-set figures; promotion; re-export; register's refusals ---------------------

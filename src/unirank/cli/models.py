@@ -139,13 +139,14 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print the 
 @models_app.command("show")
 def show(ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
          as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False) -> None:
-    """Show one version: NAME (latest), NAME@VERSION or NAME@ALIAS."""
+    """Show one version: NAME (latest), NAME@VERSION or NAME@ALIAS, and the history of each of NAME's aliases."""
     registry, _ = _registry()
     try:
         mv = registry.get(ref)
     except UnirankError as exc:
         fail(exc)
-    data = {**mv.to_dict(), "history": registry.history(mv.name)}
+    # Every alias's history under its name: only prod's was shown, unlabelled, even for NAME@staging.
+    data = {**mv.to_dict(), "history": registry.histories(mv.name)}
     if as_json:
         print_json(data)
     else:

@@ -419,6 +419,14 @@ class ModelRegistry:
         )
         return [{"version": v, "changed_at": t, "note": n} for v, t, n in rows]
 
+    def histories(self, name: str) -> dict[str, list[dict[str, Any]]]:
+        """Every alias of ``name`` that was ever set, with its history, in the order first set."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for alias, version, changed_at, note in self.db.execute(
+                "SELECT alias, version, changed_at, note FROM alias_history WHERE name = ? ORDER BY seq", (name,)):
+            found.setdefault(alias, []).append({"version": version, "changed_at": changed_at, "note": note})
+        return found
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
