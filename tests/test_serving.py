@@ -731,6 +731,47 @@ def test_a_promoted_version_that_fails_to_load_is_tried_once_and_shown_on_ready(
         time.sleep(0.1)
 
 
+def test_a_served_folder_that_disappears_stops_no_other_swap_and_is_shown_on_ready(tmp_path: Path) -> None:
+    """Its error ended the whole registry poll, so no other model was swapped again, and /ready said nothing."""
+    from fastapi.testclient import TestClient
+
+    from conftest import register_base_copy
+    from unirank.registry import ModelRegistry
+    from unirank.serving.app import create_app
+    from unirank.serving.catalog import ModelCatalog
+    from unirank.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data")
+    register_base_copy(settings, "gone")
+    register_base_copy(settings, "moving")
+    register_base_copy(settings, "moving")
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        registry.promote("moving@1", "prod", force=True)
+        folder = str(registry.get("gone@1").path)
+    finally:
+        registry.close()
+    catalog = ModelCatalog(settings, [folder, "moving@prod"])
+    catalog.load_all()
+    shutil.rmtree(folder)
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        registry.promote("moving@2", "prod", force=True)
+    finally:
+        registry.close()
+    assert catalog.refresh().swapped == ["moving@prod"] and catalog.get("moving@prod").version == "2"
+    assert catalog.refresh().swapped == []  # the next poll finds it gone still: shown, not raised
+    (failed,) = catalog.failed_swaps().values()
+    assert (failed.ref, failed.version, failed.serving) == (folder, None, "1")
+    assert f"{folder} does not exist" in failed.error
+    app = create_app(settings, [folder, "moving@prod"])
+    app.state.server.catalog = catalog
+    app.state.server.ready.set()
+    body = TestClient(app).get("/ready").json()
+    assert body["ready"] and body["failed_swaps"][0]["version"] is None
+    assert f"{folder} cannot be found now (ModelNotFoundError: {folder} does not exist." in body["detail"]
+
+
 def _worker_pids(parent: int) -> list[int]:
     import psutil
 

@@ -444,8 +444,10 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                   for f in state.catalog.failed_swaps().values()]
         detail = ", ".join(m.label for m in state.catalog.models())
         if failed:  # still ready (the old versions answer), but the registry's alias names another
-            detail += "; " + "; ".join(f"{f.model} names version {f.version}, which failed to load: still serving "
-                                       f"version {f.serving}" for f in failed)
+            detail += "; " + "; ".join(
+                f"{f.model} names version {f.version}, which failed to load: still serving version {f.serving}"
+                if f.version is not None else
+                f"{f.model} cannot be found now ({f.error}): still serving version {f.serving}" for f in failed)
         return Readiness(status="ok", ready=True, detail=detail, failed_swaps=failed)
 
     @app.get("/metrics", tags=["operations"], response_class=Response,

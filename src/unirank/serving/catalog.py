@@ -69,10 +69,11 @@ class ServedModel:
 
 @dataclass(frozen=True)
 class FailedSwap:
-    """An alias moved to a version that failed to load: the version before it still serves."""
+    """An alias moved to a version that failed to load, or (``version`` None) what the ref names could not
+    be found (its folder or registry entry is gone): the version before it still serves."""
 
     ref: str
-    version: str
+    version: str | None
     serving: str
     error: str
 
@@ -133,10 +134,14 @@ class ModelCatalog:
             current = self._models.get(ref)
             if current is None:
                 continue
-            version = self._resolve_version(ref)
+            try:
+                version = self._resolve_version(ref)
+            except Exception as exc:  # its folder or registry entry is gone: the other refs still swap
+                self._unresolved(ref, current, exc)
+                continue
             with self._lock:
                 failed = self._failed.get(ref)
-                if failed is not None and failed.version != version:  # the alias moved on: forget it
+                if failed is not None and failed.version != version:  # the alias moved on (or resolves again)
                     del self._failed[ref]
             if version == current.version or (failed is not None and failed.version == version):
                 continue
@@ -155,6 +160,17 @@ class ModelCatalog:
             outcome.swapped.append(ref)
             log.info("%s now serves version %s", ref, version)
         return outcome
+
+    def _unresolved(self, ref: str, current: ServedModel, exc: Exception) -> None:
+        """``ref`` could not be resolved this poll: shown on /ready (and logged once) until it resolves again.
+        One such ref ended the whole poll, so no other model was swapped, and only the log said so."""
+        error = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            known = self._failed.get(ref)
+            self._failed[ref] = FailedSwap(ref, None, current.version, error)
+        if known is None or known.version is not None or known.error != error:
+            log.error("%s: cannot tell which version it names (%s); still serving version %s", ref, error,
+                      current.version)
 
     def _resolve_version(self, ref: str) -> str:
         folder = Path(ref).expanduser()

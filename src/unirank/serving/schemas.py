@@ -143,10 +143,11 @@ class Health(BaseModel):
 
 class FailedSwapInfo(BaseModel):
     """A hot swap that failed: ``model``'s alias names ``version``, which failed to load (``error``), so
-    ``serving`` still answers. Not tried again until the alias moves."""
+    ``serving`` still answers. Not tried again until the alias moves. ``version`` is null when what the
+    model names could not be found (its folder or registry entry is gone): tried again every poll."""
 
     model: str
-    version: str
+    version: str | None
     serving: str
     error: str
 
