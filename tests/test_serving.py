@@ -846,6 +846,35 @@ def test_a_killed_replica_is_replaced_and_requests_are_still_answered(tmp_path: 
         srv.stop()
 
 
+def test_a_killed_replicas_queue_depth_is_not_summed_for_ever(tmp_path: Path, monkeypatch) -> None:
+    """Only a clean exit dropped a replica's live gauges: after a SIGKILL or the OOM killer,
+    unirank_queue_depth went on adding the dead replica's last queue."""
+    import subprocess
+    import sys
+
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from unirank.serving.metrics import MULTIPROC_ENV, ServerMetrics
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(dead.stdout)
+
+    def queue_file(pid: int, depth: float) -> Path:
+        path = tmp_path / f"gauge_livesum_{pid}.db"
+        values = MmapedDict(str(path))
+        values.write_value(mmap_key("unirank_queue_depth", "unirank_queue_depth", ["model", "kind"], ["m", "embed"],
+                                    "Items waiting for the model."), depth, 0.0)
+        values.close()
+        return path
+
+    live, killed = queue_file(os.getpid(), 3), queue_file(dead_pid, 5)
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    exposition = ServerMetrics().exposition().decode()
+    assert _metric(exposition, "unirank_queue_depth", kind="embed", model="m") == 3
+    assert live.exists() and not killed.exists()
+
+
 def test_openmp_spin_count_is_set_unless_the_environment_chooses() -> None:
     from unirank.serving.runner import openmp_environment
     from unirank.settings import ServingSettings

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import time
 from typing import Any, Awaitable, Callable, MutableMapping
 
@@ -37,14 +39,41 @@ class ServerMetrics:
                                      "Versions an alias moved to that failed to load (the old one kept serving).",
                                      ["model"], registry=own)
         if self.multiprocess:
+            forget_dead_processes(os.environ[MULTIPROC_ENV])
             multiprocess.MultiProcessCollector(self.registry)
 
     def exposition(self) -> bytes:
+        if self.multiprocess:  # a replica killed since this one started
+            forget_dead_processes(os.environ[MULTIPROC_ENV])
         return generate_latest(self.registry)
 
     def process_exited(self) -> None:
         if self.multiprocess:
             multiprocess.mark_process_dead(os.getpid())
+
+
+def forget_dead_processes(directory: str) -> None:
+    """Drop the live gauges of processes that died without a clean exit (SIGKILL, the OOM killer): only a
+    clean exit marks a process dead, so unirank_queue_depth summed a killed replica's last queue for ever."""
+    if os.name != "posix":  # os.kill(pid, 0) would end the process on Windows
+        return
+    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
+        match = re.search(r"_(\d+)\.db$", path)
+        if match and not _running(int(match.group(1))):
+            try:
+                multiprocess.mark_process_dead(int(match.group(1)), directory)
+            except FileNotFoundError:  # another replica removed it first
+                pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 Message = MutableMapping[str, Any]
