@@ -60,12 +60,47 @@ def test_oss_without_endpoint_is_a_clear_error(client):
         client.ingest("oss://handbook/policies", "ossdocs")
 
 
-def test_missing_bucket_is_reported(client, s3_endpoint):
+def test_missing_bucket_is_reported(client, bucket, s3_endpoint):
     client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
-    with pytest.raises(SourceError, match="does not exist"):
+    no_bucket = rf"does not exist: {s3_endpoint} has no bucket 'no-such-bucket'\. Check the bucket name and " \
+                r"storage\.endpoint_url \(UNIRANK_STORAGE__ENDPOINT_URL\)\.$"
+    with pytest.raises(SourceError, match=rf"^s3://no-such-bucket/x {no_bucket}"):
         client.ingest("s3://no-such-bucket/x", "s3docs")
-    with pytest.raises(SourceError, match="s3://no-such-bucket does not exist"):
+    with pytest.raises(SourceError, match=rf"^s3://no-such-bucket {no_bucket}"):
         client.ingest("s3://no-such-bucket", "s3docs")
+    with pytest.raises(SourceError, match=rf"^s3://handbook/nothing does not exist at {s3_endpoint}\. Check the path"):
+        client.ingest("s3://handbook/nothing", "s3docs")
+    assert not client.backend.exists("s3docs")
+
+
+@pytest.fixture()
+def web_server(tmp_path):
+    """A plain web server (as `python -m http.server`): it answers 404 to every S3 request, without an S3 error."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_endpoint_that_is_not_s3_is_not_reported_as_a_missing_bucket(client, web_server):
+    """A wrong endpoint answering 404 was said as "s3://docs/hb does not exist. Check the path or bucket name."."""
+    client.settings.storage = StorageSettings(endpoint_url=web_server, oss_endpoint_url=web_server,
+                                              oss_addressing_style="path", **KEYS)
+    for uri, setting in (("s3://docs/hb", r"storage\.endpoint_url \(UNIRANK_STORAGE__ENDPOINT_URL\)"),
+                         ("s3://docs", r"storage\.endpoint_url"), ("oss://docs/hb/", r"storage\.oss_endpoint_url")):
+        with pytest.raises(SourceError, match=rf"^Cannot list {uri}: {web_server} answered 404 without an S3 "
+                                              rf"error, so it is not an S3 endpoint \(or not this storage's\)\. "
+                                              rf"Check {setting}"):
+            client.ingest(uri, "s3docs")
     assert not client.backend.exists("s3docs")
 
 
@@ -155,8 +190,8 @@ def test_rejected_credentials_are_said_to_be_rejected(client, no_aws_credentials
         client.settings.storage = StorageSettings(endpoint_url=url, region="us-east-1", access_key_id="wrong",
                                                   secret_access_key="wrong")
         with pytest.raises(SourceError, match=r"Cannot list s3://docs/corp: access denied \(403 InvalidAccessKeyId: "
-                                              r"The AWS Access Key Id you provided does not exist in our records\): the "
-                                              rf"storage rejected the credentials.*Set {SETTINGS_NAMED}"):
+                                              r"The AWS Access Key Id you provided does not exist in our records\): "
+                                              rf"the storage rejected the credentials.*Set {SETTINGS_NAMED}"):
             client.ingest("s3://docs/corp", "s3docs")
     finally:  # moto's auth switch is one for the process: the other tests' servers take any keys again
         httpx.post(f"{url}/moto-api/reset-auth", content=b"inf").raise_for_status()

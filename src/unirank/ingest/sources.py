@@ -73,11 +73,11 @@ class DocumentSource:
                 entries = {self.path: root} if root.get("type", "file") == "file" else _local_files(self.path)
         except SourceError:
             raise
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             if self.scheme == "file" and os.path.islink(self.path):
                 raise SourceError(f"{self.shown} is {self._broken(self.path)}. Check the link (an unmounted share "
                                   "leaves its links broken).") from None
-            raise SourceError(f"{self.shown} does not exist. Check the path or bucket name.") from None
+            raise SourceError(self._not_found(exc)) from None
         except Exception as exc:  # permissions, credentials, network: say which source failed
             raise SourceError(f"Cannot list {self.shown}: {self._why(exc)}") from exc
         files = []
@@ -124,6 +124,30 @@ class DocumentSource:
                 file = replace(file, uri=legacy)
             adopted.append(file)
         return adopted
+
+    def _not_found(self, exc: FileNotFoundError) -> str:
+        """s3fs makes any 404 a FileNotFoundError, the answer of a server that is no S3 endpoint (a wrong
+        port, a web server) too: that was said as a missing bucket. S3 says why in its error body (a
+        listing's 404 is NoSuchBucket); a 404 without one is the endpoint's."""
+        if self.scheme not in OBJECT_SCHEMES:
+            return f"{self.shown} does not exist. Check the path or bucket name."
+        endpoint, setting = self._endpoint()
+        code, _ = _s3_error(exc)
+        if code and code.isdigit():
+            return (f"Cannot list {self.shown}: {endpoint} answered {code} without an S3 error, so it is not an S3 "
+                    f"endpoint (or not this storage's). Check {setting}.")
+        bucket = self.path.split("/", 1)[0]
+        if code == "NoSuchBucket":
+            return (f"{self.shown} does not exist: {endpoint} has no bucket {bucket!r}. Check the bucket name "
+                    f"and {setting}.")
+        return f"{self.shown} does not exist at {endpoint}. Check the path or bucket name."
+
+    def _endpoint(self) -> tuple[str, str]:
+        """The endpoint this source's storage is reached at, and the setting that names it."""
+        storage = self._storage or StorageSettings()
+        if self.scheme == "oss":
+            return str(storage.oss_endpoint_url), "storage.oss_endpoint_url (UNIRANK_STORAGE__OSS_ENDPOINT_URL)"
+        return storage.endpoint_url or "AWS S3", "storage.endpoint_url (UNIRANK_STORAGE__ENDPOINT_URL)"
 
     def _why(self, exc: Exception) -> str:
         """botocore's words ("Unable to locate credentials", "Forbidden") name no setting to fix."""
