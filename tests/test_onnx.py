@@ -396,3 +396,45 @@ def test_a_name_or_beir_folder_that_would_fail_is_refused_before_the_export(sett
         assert not registry.exists("fresh-name")
     finally:
         registry.close()
+
+
+def test_an_optimized_copy_has_only_the_figures_measured_on_it(settings, minibeir, monkeypatch):
+    """A copy took its source's nDCG figures: `models list` showed them as its own, and promotion took an
+    unmeasured int8 copy as checked ("ndcg@10 0.5446 against 0.5446"). The quality check is its own
+    figure, for the system that measured it (kNN), which a hybrid figure is not compared with."""
+    import shutil
+
+    from unirank.errors import PromotionRefusedError
+    from unirank.evaluation.datasets import load_beir
+    from unirank.evaluation.runner import queries_digest
+    from unirank.models.loading import resolve_model_path
+    from unirank.models.onnx_export import OnnxExport
+    from unirank.models.optimize import QualityCheck
+
+    def copied(source, dest, role, **_):  # what matters here is the record, not the export
+        shutil.copytree(source, dest)
+        return OnnxExport(folder=Path(dest), fp32_file="onnx/model.onnx")
+
+    monkeypatch.setattr(optimize_module, "export_onnx", copied)
+    eval_set, digest = f"beir:{beir_set_name(minibeir)}", queries_digest(load_beir(minibeir).judged().queries)
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        registry.register("fig-embed", "embedder", path=Path(resolve_model_path("base")[0]), record={"dims": 384})
+        registry.record_evaluation("fig-embed@1", {"ndcg@10": 0.5446, "eval_set": eval_set, "eval_queries": digest,
+                                                   "system": "hybrid:fig-embed@1"})
+        registry.promote("fig-embed@1")
+        unmeasured = Optimizer(settings, registry).run("fig-embed@1").version
+        assert unmeasured.metrics == {} and unmeasured.evaluations == {}
+        with pytest.raises(PromotionRefusedError, match="fig-embed@2 has no held-out ndcg@10"):
+            registry.promote("fig-embed@2")
+
+        monkeypatch.setattr(Optimizer, "_check", lambda *a, **k: QualityCheck(
+            eval_set=eval_set, system="knn", queries=12, source=0.61, optimized=0.6, max_drop=0.05))
+        checked = Optimizer(settings, registry, backend=object()).run("fig-embed@1", check_beir=minibeir).version
+        assert list(checked.evaluations.values()) == [checked.metrics] and checked.metrics == {
+            "ndcg@10": 0.6, "eval_set": eval_set, "eval_queries": digest, "system": "knn:fig-embed@3",
+            "measured_by": "models optimize --check-beir"}
+        with pytest.raises(PromotionRefusedError, match="another system"):  # kNN against hybrid
+            registry.promote("fig-embed@3")
+    finally:
+        registry.close()
