@@ -479,6 +479,30 @@ def test_show_gives_each_alias_s_history_under_its_name(registry, tmp_path, monk
     assert "history: prod: - version: 1," in output and "staging: - version: 2," in output, output
 
 
+def test_a_registration_of_the_same_files_in_between_is_refused_under_the_lock(registry, tmp_path, monkeypatch):
+    """Two `models register a --path m1` at once both passed the check for identical files (made before
+    either had a row) and both registered them."""
+    from unirank.cli import models as cli_models
+
+    real = cli_models.registration_record
+
+    def the_other_registers_meanwhile(folder, role):
+        described = real(folder, role)
+        other = ModelRegistry(registry.root)  # the other process, whose check passed too
+        try:
+            other.register("same", "embedder", path=folder, record=dict(described[0]))
+        finally:
+            other.close()
+        return described
+
+    monkeypatch.setattr(cli_models, "registration_record", the_other_registers_meanwhile)
+    code, output = _cli(tmp_path, monkeypatch, "models", "register", "same", "--role", "embedder",
+                        "--path", str(BASE))
+    assert code == 2 and "same@1 already holds these files" in output and "--force" in output, output
+    assert [v.ref for v in registry.list()] == ["same@1"]
+    assert not [p for p in (registry.root / "same").iterdir() if p.name.startswith(".")]  # its copy is removed
+
+
 # -- export carries the record; per-set figures; promotion; re-export; register's refusals ---------------------
 
 TRAINED_QUERY = "how are library catalogues indexed"

@@ -63,15 +63,13 @@ def register(
         registry.check_registrable(name, role)  # before a model loads
         if path is not None:
             folder = _local_folder(path)
-            # (a folder without config.json is refused as no model by registration_record, unhashed)
-            same = registry.identical_versions(name, folder) if (folder / "config.json").is_file() else []
-            if same and not force:
-                raise UnirankError(
-                    f"{same[-1].ref} already holds these files (the same weights and configuration): nothing was "
-                    f"registered. Use {same[-1].ref} as it is, or pass --force to register them again as a new "
-                    f"version of {name}.")
+            # Before a model loads (a folder without config.json is refused as no model by
+            # registration_record, unhashed); register checks again under its lock, for a registration
+            # of the same files that gets in between.
+            if not force and (folder / "config.json").is_file():
+                registry.check_not_identical(name, folder)
             record, warnings = registration_record(folder, role)
-            mv = registry.register(name, role, path=folder, record=record)
+            mv = registry.register(name, role, path=folder, record=record, allow_identical=force)
             if not (mv.record.get("lineage") or {}).get("copy_of"):  # else its record came from that version
                 for warning in warnings:
                     errors.print(f"[yellow]warning:[/yellow] {escape(warning)}")

@@ -131,8 +131,11 @@ class ModelRegistry:
 
     # -- writes ---------------------------------------------------------------------------------
     def register(self, name: str, role: str, *, path: Path | None = None,
-                 record: dict[str, Any] | None = None) -> ModelVersion:
-        """Copy ``path`` into the registry as the next version of ``name`` (or record an endpoint)."""
+                 record: dict[str, Any] | None = None, allow_identical: bool = True) -> ModelVersion:
+        """Copy ``path`` into the registry as the next version of ``name`` (or record an endpoint).
+
+        ``allow_identical=False`` refuses files identical to a version of ``name`` (``check_not_identical``),
+        checked in the transaction that takes the version number."""
         self.check_registrable(name, role)
         record = dict(record or {})
         if path is not None and not Path(path).is_dir():
@@ -154,6 +157,10 @@ class ModelRegistry:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 self.check_registrable(name, role)
+                if not allow_identical and path is not None:
+                    # Here, under the write lock: two registrations of one folder at once both passed the
+                    # caller's check, made before either had a row, and both registered it.
+                    self.check_not_identical(name, incoming, digest=record["files_sha256"])
                 version = self._next_version(name)
                 target = None
                 if path is not None:
@@ -325,12 +332,23 @@ class ModelRegistry:
         (``unirank.registry.export.export_version``)."""
         return export_version(self.get(ref), to, storage, force=force)
 
-    def identical_versions(self, name: str, path: Path) -> list[ModelVersion]:
-        """The versions of ``name`` whose files are those of the folder ``path`` (its marker left out)."""
+    def check_not_identical(self, name: str, path: Path, *, digest: str | None = None) -> None:
+        """Refuse the folder ``path`` when a version of ``name`` holds its files already (``digest``: their
+        ``files_digest``, when known)."""
+        same = self.identical_versions(name, path, digest=digest)
+        if same:
+            raise UnirankError(
+                f"{same[-1].ref} already holds these files (the same weights and configuration): nothing was "
+                f"registered. Use {same[-1].ref} as it is, or pass --force to register them again as a new "
+                f"version of {name}.")
+
+    def identical_versions(self, name: str, path: Path, *, digest: str | None = None) -> list[ModelVersion]:
+        """The versions of ``name`` whose files are those of the folder ``path`` (its marker left out);
+        ``digest``, when known, is the folder's ``files_digest``."""
         path = Path(path)
         if not path.is_dir():
             return []
-        listing, digest = None, None
+        listing = None
         same = []
         for (version,) in self.db.execute("SELECT version FROM versions WHERE name = ? AND path IS NOT NULL "
                                           "ORDER BY version", (name,)).fetchall():
