@@ -161,6 +161,23 @@ def test_export_to_a_folder(registry, tmp_path):
     assert json.loads((Path(dest) / "unirank_model.json").read_text())["version"] == 1
 
 
+def test_export_into_the_registry_is_refused(registry, tmp_path, monkeypatch):
+    """`models export NAME@V --to REGISTRY/NAME/vV` wrote into a version folder (and to the registry root,
+    a folder beside the versions); a path through a link into it is the same place."""
+    v1 = _version(registry)
+    (tmp_path / "link").symlink_to(registry.root)
+    files = sorted(p.name for p in v1.path.iterdir())
+    for to in (v1.path, registry.root, registry.root / "cisi-embed", tmp_path / "link" / "cisi-embed" / "v1"):
+        with pytest.raises(ExportError, match=r"is inside the model registry .* Nothing was exported"):
+            registry.export("cisi-embed@1", str(to), force=True)
+    assert sorted(p.name for p in v1.path.iterdir()) == files
+    assert {p.name for p in registry.root.iterdir() if not p.name.startswith("registry.sqlite")} == {"cisi-embed"}
+    assert [p.name for p in (registry.root / "cisi-embed").iterdir()] == ["v1"]
+    code, output = _cli(tmp_path, monkeypatch, "models", "export", "cisi-embed@1", "--to", str(v1.path))
+    assert code == 2 and "is inside the model registry" in output, output
+    assert registry.export("cisi-embed@1", str(tmp_path / "out")).endswith("out/cisi-embed-v1")  # beside it: fine
+
+
 def test_a_registry_is_read_from_anywhere_and_after_its_folder_moves(tmp_path, monkeypatch):
     """With the default data_dir (".unirank", relative) a version's path was stored as ".unirank/models/…":
     run from another folder, or after the data dir moved, its model could not be loaded or exported."""

@@ -23,14 +23,15 @@ if TYPE_CHECKING:  # store imports this module
     from unirank.registry.store import ModelVersion
 
 
-def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: bool = False) -> str:
+def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: bool = False,
+                   registry_root: Path | None = None) -> str:
     """Copy ``mv``'s files to ``to``/NAME-vVERSION (a folder or object storage URI); returns its URI.
 
     Exporting again replaces an earlier export of the version: into a folder, the copy is made in a
     fresh folder beside it and swapped in by renaming, so files of the earlier one never linger; to
     object storage (no renames), the earlier marker is deleted first, the files written, objects not
     in this export deleted, and the marker written last. A destination that holds anything else is
-    refused unless ``force``.
+    refused unless ``force``, and so is a folder inside ``registry_root`` (the registry's own files).
     """
     from unirank.ingest.sources import filesystem_for
 
@@ -42,6 +43,8 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
                           f"folder (or the data dir it was in), or register the model again.")
     location = filesystem_for(to, storage)
     dest = f"{location.path.rstrip('/')}/{mv.name}-v{mv.version}"
+    if not location.is_object_storage and registry_root is not None:
+        _refuse_inside_registry(Path(dest), Path(registry_root))
     if location.is_object_storage:
         bucket = location.path.split("/", 1)[0]
         try:  # not fs.exists: it answers False for missing credentials or an unreachable endpoint too
@@ -62,6 +65,15 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
         raise ExportError(f"Exporting {mv.ref} to {location.uri(dest)} failed: {exc}. Nothing in the registry "
                           "changed; fix the destination and export again.") from exc
     return location.uri(dest)
+
+
+def _refuse_inside_registry(dest: Path, registry_root: Path) -> None:
+    """An export into the registry's folder wrote into its version folders (--to REGISTRY/NAME/vN), whose
+    files are a version's and must not change."""
+    dest, root = dest.resolve(), registry_root.resolve()
+    if dest == root or root in dest.parents:
+        raise ExportError(f"{dest} is inside the model registry ({root}): an export there would write among its "
+                          "versions' files. Nothing was exported; export to a folder outside it.")
 
 
 def _export_marker(mv: ModelVersion) -> dict[str, Any]:

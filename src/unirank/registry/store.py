@@ -329,8 +329,8 @@ class ModelRegistry:
         The marker file (``MARKER_FILE``) is written last and holds the version's whole record, so
         registering the folder restores it; exporting again replaces an earlier export of the version,
         and a destination holding anything else is refused unless ``force``
-        (``unirank.registry.export.export_version``)."""
-        return export_version(self.get(ref), to, storage, force=force)
+        (``unirank.registry.export.export_version``); so is a folder inside the registry."""
+        return export_version(self.get(ref), to, storage, force=force, registry_root=self.root)
 
     def check_not_identical(self, name: str, path: Path, *, digest: str | None = None) -> None:
         """Refuse the folder ``path`` when a version of ``name`` holds its files already (``digest``: their
