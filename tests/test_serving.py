@@ -945,6 +945,27 @@ def test_a_folder_ref_that_is_not_a_model_is_refused_before_starting(tmp_path: P
             ModelCatalog(settings, [missing]).check_refs()
 
 
+def test_a_name_is_resolved_as_search_resolves_it(tmp_path: Path, monkeypatch) -> None:
+    """A folder in the working directory named like a registered model was served as the folder, where
+    search loads the registered model (./NAME names the folder); --model "" was read as the working directory."""
+    from conftest import register_base_copy
+    from unirank.errors import ConfigurationError
+    from unirank.search.types import is_folder_version
+    from unirank.serving.catalog import ModelCatalog
+    from unirank.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data")
+    register_base_copy(settings, "dup")
+    (tmp_path / "dup").mkdir()
+    (tmp_path / "dup" / "config.json").write_text("{}")  # a folder of that name, saved by something else
+    monkeypatch.chdir(tmp_path)
+    versions = ModelCatalog(settings, ["dup", "./dup"]).check_refs()
+    assert versions["dup"] == "1" and is_folder_version(versions["./dup"]), versions
+    for empty in ("", "  "):
+        with pytest.raises(ConfigurationError, match="A model to serve is empty"):
+            ModelCatalog(settings, ["base", empty])
+
+
 def test_a_bi_encoder_registered_as_a_reranker_is_served_as_one(tmp_path: Path, base_embedder) -> None:
     """Search reranks with it (by cosine); the server loaded it as an embedder, whose role check failed, so
     it was never ready."""

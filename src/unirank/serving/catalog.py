@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unirank.errors import ModelLoadError, ModelNotFoundError, ServingRequestError, UnirankError
+from unirank.errors import (ConfigurationError, ModelLoadError, ModelNotFoundError, ServingRequestError,
+                            UnirankError)
 from unirank.models.embedder import Embedder
 from unirank.models.loading import (BASE_ALIAS, is_cross_encoder, load_embedder, load_reranker, registry_version,
                                     resolve_model_path)
@@ -100,6 +101,10 @@ class ModelCatalog:
     def __init__(self, settings: Settings, refs: list[str]) -> None:
         if not refs:
             raise ServingRequestError("No models to serve: pass --model REF (e.g. base or NAME@prod).")
+        for ref in refs:  # "" was read as the current folder
+            if not ref.strip():
+                raise ConfigurationError(f"A model to serve is empty ({ref!r}): name base, a model folder, or a "
+                                         "registry ref such as NAME@prod (--model, or serving.models).")
         self.settings = settings
         self.refs = list(dict.fromkeys(refs))
         self._models: dict[str, ServedModel] = {}
@@ -135,10 +140,11 @@ class ModelCatalog:
             if current is None:
                 continue
             try:
-                version = self._resolve_version(ref)
+                resolved = self._resolve(ref)
             except Exception as exc:  # its folder or registry entry is gone: the other refs still swap
                 self._unresolved(ref, current, exc)
                 continue
+            version = resolved[1]
             with self._lock:
                 failed = self._failed.get(ref)
                 if failed is not None and failed.version != version:  # the alias moved on (or resolves again)
@@ -147,7 +153,7 @@ class ModelCatalog:
                 continue
             log.info("%s moved from version %s to %s: loading", ref, current.version, version)
             try:
-                replacement = self._load(ref, self._locate(ref, version))
+                replacement = self._load(ref, self._locate(ref, resolved))
             except Exception as exc:  # a broken version (any error its files raise): keep serving the old
                 log.exception("%s: version %s failed to load; still serving version %s, and not trying it "
                               "again until the alias moves", ref, version, current.version)
@@ -172,49 +178,46 @@ class ModelCatalog:
             log.error("%s: cannot tell which version it names (%s); still serving version %s", ref, error,
                       current.version)
 
-    def _resolve_version(self, ref: str) -> str:
+    def _resolve(self, ref: str) -> tuple[str, str]:
+        """What loading is given for ``ref`` now, and its version, by the rule search loads models by
+        (models/loading.py): ``base``; a registered name, as ``NAME@VERSION`` so that an alias moved
+        meanwhile cannot change what loads (it wins over a folder of its name in the working directory,
+        which ``./NAME`` names); a folder, by its absolute path (its marker's version is not looked up in
+        this registry)."""
+        if ref == BASE_ALIAS:
+            return ref, BASE_ALIAS
+        registered = registry_version(ref, self.settings.models_dir)
+        if registered is not None:
+            if registered.path is None:  # loading it failed, and the server answered 503 with Retry-After for ever
+                raise ModelLoadError(
+                    f"{ref} is a remote endpoint ({registered.record.get('endpoint')}), not a model with files "
+                    "here: `unirank serve models` serves local models only. Send clients to that endpoint, or "
+                    "serve a local model (base, a folder, or a registry ref with files).")
+            return f"{registered.name}@{registered.version}", str(registered.version)
         folder = Path(ref).expanduser()
-        if ref != BASE_ALIAS and folder.exists() and not (folder / "config.json").is_file():
-            raise ModelLoadError(f"{ref} is not a saved model (no config.json in it): give the folder a model "
-                                 "was saved to, base, or a registry ref such as NAME@prod.")
-        if ref == BASE_ALIAS or folder.exists():
-            return resolve_model_path(self._exact_ref(ref, ""))[2]
+        if folder.exists():
+            if not (folder / "config.json").is_file():
+                raise ModelLoadError(f"{ref} is not a saved model (no config.json in it): give the folder a model "
+                                     "was saved to, base, or a registry ref such as NAME@prod.")
+            exact = str(folder.resolve())
+            return exact, resolve_model_path(exact)[2]
         if "/" in ref or ref.startswith((".", "~")):  # a registry name never has a '/': this is a path
             raise ModelNotFoundError(f"{ref} does not exist. Serve base, a model folder, or a registry ref such as "
                                      "NAME@prod.")
-        registry_db = self.settings.models_dir / "registry.sqlite"
-        if not registry_db.exists():
+        if not (self.settings.models_dir / "registry.sqlite").exists():
             raise ModelNotFoundError(f"{ref!r} is not base, a model folder, or a registered model "
                                      f"(no registry at {self.settings.models_dir}).")
         registry = ModelRegistry(self.settings.models_dir)
         try:
-            version = registry.get(ref)
+            registry.get(ref)  # raises, naming the registered models
         finally:
             registry.close()
-        if version.path is None:  # loading it failed, and the server answered 503 with Retry-After for ever
-            raise ModelLoadError(
-                f"{ref} is a remote endpoint ({version.record.get('endpoint')}), not a model with files here: "
-                "`unirank serve models` serves local models only. Send clients to that endpoint, or serve a "
-                "local model (base, a folder, or a registry ref with files).")
-        return str(version.version)
+        raise ModelNotFoundError(f"{ref!r} is not base, a model folder, or a registered model.")  # pragma: no cover
 
-    @staticmethod
-    def _exact_ref(ref: str, version: str) -> str:
-        """What loading is given for ``ref`` at ``version``: ``base``; a folder's absolute path, which
-        always loads that folder (its marker's version made it ``FOLDER@2``, looked up in the registry);
-        else the registry's ``NAME@VERSION``, so an alias moved meanwhile cannot change what loads."""
-        if ref == BASE_ALIAS:
-            return ref
-        folder = Path(ref).expanduser()
-        if folder.exists():
-            return str(folder.resolve())
-        return f"{parse_reference(ref)[0]}@{version}"
-
-    def _locate(self, ref: str, version: str | None = None) -> _Target:
+    def _locate(self, ref: str, resolved: tuple[str, str] | None = None) -> _Target:
         """``ref`` resolved as the loaders resolve it: the start-up check runs this too, so it cannot pass
         where loading then fails to find the model."""
-        version = version or self._resolve_version(ref)
-        exact = self._exact_ref(ref, version)
+        exact, version = resolved or self._resolve(ref)
         registered = registry_version(exact, self.settings.models_dir)
         path, _, loaded = resolve_model_path(exact, self.settings.models_dir, version=registered)
         if loaded != version:
