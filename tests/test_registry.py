@@ -520,6 +520,55 @@ def test_a_registration_of_the_same_files_in_between_is_refused_under_the_lock(r
     assert not [p for p in (registry.root / "same").iterdir() if p.name.startswith(".")]  # its copy is removed
 
 
+def _gone_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def test_copies_left_by_killed_registrations_and_optimizes_are_swept(registry, settings, monkeypatch):
+    """A killed `models register` left NAME/.incoming-* (hundreds of MB) and a crashed `models optimize`
+    DATA_DIR/optimize-*, forever. The next one removes those whose process is gone (or, where that
+    cannot be asked, unchanged for hours); those still being written stay."""
+    import socket
+
+    from unirank.errors import UnirankError
+    from unirank.models import optimize as optimize_module
+    from unirank.models.optimize import Optimizer
+    from unirank.registry import files
+
+    host = socket.gethostname()
+    name_dir = registry.root / "cisi-embed"
+    left = {kind: name_dir / f".incoming-{pid}" for kind, pid in (
+        ("killed", f"{_gone_pid()}@{host}-0123abcd"), ("running", f"{os.getpid()}@{host}-4567ef01"),
+        ("elsewhere", f"{_gone_pid()}@another-host-89ab"), ("unnamed", "c0ffee" * 5))}
+    for folder in left.values():
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"weights")
+    _version(registry)
+    assert {k for k, f in left.items() if f.exists()} == {"running", "elsewhere", "unnamed"}
+    monkeypatch.setattr(files, "STALE_AFTER_S", -1)  # as if hours had gone by
+    _version(registry)
+    assert {k for k, f in left.items() if f.exists()} == {"running"}  # its writer still runs
+
+    registry = ModelRegistry(settings.models_dir)
+    registry.register("swp", "embedder", path=BASE, record={"dims": 384})
+    crashed = settings.data_dir / f"optimize-{_gone_pid()}@{host}-x1y2z3"
+    (crashed / "model").mkdir(parents=True)
+
+    def exported(source, dest, role, **_):
+        assert not crashed.exists()  # swept before this export began
+        raise UnirankError("stopped here")
+
+    monkeypatch.setattr(optimize_module, "export_onnx", exported)
+    try:
+        with pytest.raises(UnirankError, match="stopped here"):
+            Optimizer(settings, registry).run("swp@1")
+    finally:
+        registry.close()
+    assert not list(settings.data_dir.glob("optimize-*"))
+
+
 # -- export carries the record; per-set figures; promotion; re-export; register's refusals ---------------------
 
 TRAINED_QUERY = "how are library catalogues indexed"

@@ -39,6 +39,7 @@ from unirank.models.precision import check_dtype, save_dtype_copy
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.describe import describe_model_folder
+from unirank.registry.files import staging_prefix, sweep_stale
 from unirank.search.backend import SearchBackend
 from unirank.settings import Settings
 
@@ -49,6 +50,8 @@ Stage = Callable[[str], None]
 #: The most nDCG@10 an optimized file may lose against its source (the issue's bar for int8).
 DEFAULT_MAX_DROP = 0.005
 METRIC = "ndcg@10"
+#: The export is made in DATA_DIR/STAGING... (``staging_prefix``) and registered from there.
+STAGING = "optimize-"
 #: Source record fields an optimized copy does not take: figures measured on the source's weights.
 SOURCE_FIGURES = ("metrics", "evaluations")
 
@@ -136,7 +139,10 @@ class Optimizer:
         # The queries too: a missing or empty BEIR folder was said only after the export.
         data = _judged_queries(Path(check_beir)) if check_beir is not None else None
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="optimize-", dir=self.settings.data_dir) as tmp:
+        # A killed optimize left its export here (hundreds of MB), kept forever: the folder names its process.
+        for stale in sweep_stale(self.settings.data_dir.glob(f"{STAGING}*"), STAGING):
+            self.stage(f"removed {stale.name}, left by an optimize that did not finish")
+        with tempfile.TemporaryDirectory(prefix=staging_prefix(STAGING), dir=self.settings.data_dir) as tmp:
             copy = self._make_copy(source, Path(tmp) / "model", quantize, dtype, max_seq_length, provider)
             check = None
             if check_beir is not None:

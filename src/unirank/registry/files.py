@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import socket
+import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 #: Written into every version's folder (name, version, role). An export writes it last, with the
 #: version's whole record (``record``) and a digest of the files (``files_sha256``): registering the
@@ -48,3 +53,55 @@ def files_digest(folder: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+#: A staging folder whose writer cannot be asked (another machine's, or named before writers were) is
+#: taken as abandoned once this old: a registration's copy or an export takes minutes.
+STALE_AFTER_S = 6 * 3600
+
+
+def staging_name(prefix: str) -> str:
+    """A staging folder's name, ``PREFIXPID@HOST-RANDOM``: it says which process writes it, so a later
+    one can tell a folder left by a killed registration or optimize (hundreds of MB, kept forever) from
+    one still being written."""
+    return f"{staging_prefix(prefix)}{uuid.uuid4().hex[:12]}"
+
+
+def staging_prefix(prefix: str) -> str:
+    """``staging_name`` less its random end (for ``tempfile``, which adds its own)."""
+    return f"{prefix}{os.getpid()}@{socket.gethostname()}-"
+
+
+def sweep_stale(folders: Iterable[Path], prefix: str) -> list[Path]:
+    """Remove the staging folders among ``folders`` (named ``staging_name(prefix)``, or ``prefix...``
+    before that) whose writer is gone: a process of this machine that no longer runs, or, where that
+    cannot be asked, a folder unchanged for ``STALE_AFTER_S``. Returns those removed."""
+    removed = []
+    for folder in folders:
+        if folder.name.startswith(prefix) and folder.is_dir() and _abandoned(folder, prefix):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _abandoned(folder: Path, prefix: str) -> bool:
+    writer = folder.name[len(prefix):].rpartition("-")[0]
+    pid, at, host = writer.partition("@")
+    if at and pid.isascii() and pid.isdigit() and host == socket.gethostname() and os.name == "posix":
+        return not _running(int(pid))
+    try:
+        stat = folder.stat()
+    except OSError:
+        return False
+    # ctime too: copytree gives a copy its source's (old) mtime, and changes its ctime in doing so.
+    return time.time() - max(stat.st_mtime, stat.st_ctime) > STALE_AFTER_S
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: asks, sends nothing
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process
+        return True
+    return True

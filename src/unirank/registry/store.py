@@ -11,7 +11,6 @@ import logging
 import re
 import shutil
 import sqlite3
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -19,7 +18,7 @@ from typing import Any, Callable, Literal
 from unirank.errors import ModelNotFoundError, PromotionRefusedError, UnirankError
 from unirank.registry.evaluations import compare_for_promotion, evaluation_key, evaluations
 from unirank.registry.export import export_version
-from unirank.registry.files import MARKER_FILE, file_listing, files_digest, read_marker
+from unirank.registry.files import MARKER_FILE, file_listing, files_digest, read_marker, staging_name, sweep_stale
 from unirank.timeutil import now_iso
 
 __all__ = ["MARKER_FILE", "REGISTRY_LINKS", "RESERVED_NAMES", "ROLES", "ModelRegistry", "ModelVersion", "Role",
@@ -36,6 +35,8 @@ REGISTRY_LINKS = ("optimized_from", "serves", "bundled_base")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: Words that already mean something wherever a model is named: the bundled model, and no reranker.
 RESERVED_NAMES = ("base", "none")
+#: A registration's copy is made in NAME/INCOMING... (``staging_name``), then renamed to NAME/vVERSION.
+INCOMING = ".incoming-"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -142,7 +143,7 @@ class ModelRegistry:
             raise UnirankError(f"{path} is not a model folder.")
         if not self._on_disk:
             self._connect(create=True)
-        incoming = self.root / name / f".incoming-{uuid.uuid4().hex}"  # the slow copy, under no lock
+        incoming = self.root / name / staging_name(INCOMING)  # the slow copy, under no lock
         if path is not None:
             shutil.copytree(path, incoming)
             # What the files are, to tell an identical folder registered again (`identical_versions`) and
@@ -156,6 +157,7 @@ class ModelRegistry:
             # replaced the first one's files before its row was refused.
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                self.sweep_abandoned()
                 self.check_registrable(name, role)
                 if not allow_identical and path is not None:
                     # Here, under the write lock: two registrations of one folder at once both passed the
@@ -180,6 +182,12 @@ class ModelRegistry:
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
         return self.get(f"{name}@{version}")
+
+    def sweep_abandoned(self) -> None:
+        """Remove the copies of registrations that did not finish (killed, or the machine went down): each
+        was hundreds of MB under NAME/, kept forever. Runs at each registration, under its lock."""
+        for folder in sweep_stale(self.root.glob(f"*/{INCOMING}*"), INCOMING):
+            log.info("removed %s, left by a registration that did not finish", folder)
 
     def _training_of_copy(self, folder: Path, record: dict[str, Any]) -> dict[str, Any]:
         """What a copy of one of this registry's version folders (its marker names that version and its
