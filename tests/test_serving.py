@@ -940,7 +940,7 @@ def test_a_folder_ref_that_is_not_a_model_is_refused_before_starting(tmp_path: P
     (tmp_path / "docs").mkdir()
     with pytest.raises(ModelLoadError, match=r"docs is not a saved model \(no config\.json in it\)"):
         ModelCatalog(settings, [str(tmp_path / "docs")]).check_refs()
-    for missing in ("/no/such/model", "models/typo", "./typo"):  # was "No model named '/no/such/model'"
+    for missing in ("/no/such/model", "models/sub/typo", "./typo"):  # was "No model named '/no/such/model'"
         with pytest.raises(ModelNotFoundError, match=f"^{re.escape(missing)} does not exist"):
             ModelCatalog(settings, [missing]).check_refs()
 
@@ -964,6 +964,43 @@ def test_a_name_is_resolved_as_search_resolves_it(tmp_path: Path, monkeypatch) -
     for empty in ("", "  "):
         with pytest.raises(ConfigurationError, match="A model to serve is empty"):
             ModelCatalog(settings, ["base", empty])
+
+
+def test_a_hub_id_in_the_hub_cache_is_served(tmp_path: Path, base_embedder) -> None:
+    """acme/mini, which ingest and search load from the hub cache, was refused: "acme/mini does not exist"."""
+    import subprocess
+    import sys
+
+    from serving_helpers import isolated_env
+    from unirank.models.loading import resolve_model_path
+
+    base = Path(resolve_model_path("base")[0])
+    snapshot = tmp_path / "hub" / "models--acme--mini" / "snapshots" / "abc123"
+    shutil.copytree(base, snapshot, copy_function=os.symlink)
+    (tmp_path / "hub" / "models--acme--mini" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--mini" / "refs" / "main").write_text("abc123")
+    code = """if True:
+        import json
+        from unirank.serving.catalog import ModelCatalog
+        from unirank.settings import Settings
+        catalog = ModelCatalog(Settings.load(), ["acme/mini"])
+        print(json.dumps(catalog.check_refs()))
+        catalog.load_all()
+        m = catalog.get("acme/mini")
+        print(json.dumps([m.role, m.label, m.embedder.embed_documents(["Backups run nightly."])[0].tolist()]))
+        ModelCatalog(Settings.load(), ["acme/other"]).check_refs()
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env=isolated_env(tmp_path / "data", HF_HUB_CACHE=str(tmp_path / "hub")))
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, out.stdout + out.stderr
+    assert json.loads(lines[0]) == {"acme/mini": "hub"}
+    role, label, vector = json.loads(lines[1])
+    assert (role, label) == ("embedder", "acme/mini")
+    np.testing.assert_allclose(vector, base_embedder.embed_documents(["Backups run nightly."])[0], atol=1e-5)
+    # One not in the cache is refused with loading's words, not "does not exist".
+    assert "ModelNotFoundError: 'acme/other' is not a registered model" in out.stderr
+    assert "nor a hub model in this machine's cache, and HF_HUB_OFFLINE=1" in out.stderr
 
 
 def test_a_bi_encoder_registered_as_a_reranker_is_served_as_one(tmp_path: Path, base_embedder) -> None:

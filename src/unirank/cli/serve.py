@@ -43,7 +43,8 @@ def refuse_busy_port(host: str, port: int) -> None:
 @serve_app.command("models")
 def serve_models(
     model: Annotated[Optional[list[str]], typer.Option(
-        "--model", "-m", help="Model to serve: base, a folder, or a registry ref such as NAME@prod; repeatable. "
+        "--model", "-m", help="Model to serve: base, a folder, a registry ref such as NAME@prod, or a hub id (ORG/NAME); "
+        "repeatable. "
         "Default: serving.models, else embedder.model and reranker.model.")] = None,
     replicas: Annotated[Optional[int], typer.Option(min=1, help="Worker processes behind the one port.")] = None,
     port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default serving.port).")] = None,

@@ -15,7 +15,7 @@ from unirank.models.embedder import Embedder
 from unirank.models.loading import (BASE_ALIAS, is_cross_encoder, load_embedder, load_reranker, registry_version,
                                     resolve_model_path)
 from unirank.models.reranker import BiEncoderReranker, Reranker
-from unirank.registry.store import ModelRegistry, ModelVersion, parse_reference
+from unirank.registry.store import ModelVersion, parse_reference
 from unirank.search.types import is_folder_version
 from unirank.settings import ServingSettings, Settings
 
@@ -183,7 +183,7 @@ class ModelCatalog:
         (models/loading.py): ``base``; a registered name, as ``NAME@VERSION`` so that an alias moved
         meanwhile cannot change what loads (it wins over a folder of its name in the working directory,
         which ``./NAME`` names); a folder, by its absolute path (its marker's version is not looked up in
-        this registry)."""
+        this registry); else a hub id, whose version is ``hub``."""
         if ref == BASE_ALIAS:
             return ref, BASE_ALIAS
         registered = registry_version(ref, self.settings.models_dir)
@@ -201,18 +201,11 @@ class ModelCatalog:
                                      "was saved to, base, or a registry ref such as NAME@prod.")
             exact = str(folder.resolve())
             return exact, resolve_model_path(exact)[2]
-        if "/" in ref or ref.startswith((".", "~")):  # a registry name never has a '/': this is a path
+        if ref.startswith(("/", ".", "~")) or "\\" in ref or ref.count("/") > 1:  # a path; a hub id is ORG/NAME
             raise ModelNotFoundError(f"{ref} does not exist. Serve base, a model folder, or a registry ref such as "
                                      "NAME@prod.")
-        if not (self.settings.models_dir / "registry.sqlite").exists():
-            raise ModelNotFoundError(f"{ref!r} is not base, a model folder, or a registered model "
-                                     f"(no registry at {self.settings.models_dir}).")
-        registry = ModelRegistry(self.settings.models_dir)
-        try:
-            registry.get(ref)  # raises, naming the registered models
-        finally:
-            registry.close()
-        raise ModelNotFoundError(f"{ref!r} is not base, a model folder, or a registered model.")  # pragma: no cover
+        # A hub id: loading says when it cannot be had (not in the hub cache with HF_HUB_OFFLINE=1).
+        return ref, resolve_model_path(ref, self.settings.models_dir)[2]
 
     def _locate(self, ref: str, resolved: tuple[str, str] | None = None) -> _Target:
         """``ref`` resolved as the loaders resolve it: the start-up check runs this too, so it cannot pass
@@ -227,7 +220,7 @@ class ModelCatalog:
     def _load(self, ref: str, target: _Target) -> ServedModel:
         settings = self.settings.model_copy(deep=True)
         exact, version, path = target.exact, target.version, target.path
-        if is_cross_encoder(path):
+        if is_cross_encoder(path if version != "hub" else _hub_folder(path)):
             settings.reranker.model = exact
             reranker = load_reranker(settings)
             tokenizer = reranker.model.tokenizer  # type: ignore[attr-defined]
@@ -293,6 +286,20 @@ def default_refs(settings: Settings) -> list[str]:
 
 
 __all__ = ["FailedSwap", "ModelCatalog", "RefreshOutcome", "ServedModel", "default_refs", "UnirankError"]
+
+
+def _hub_folder(repo_id: str) -> str:
+    """A hub id's folder in the hub cache, with the files that say whether it is a cross-encoder (fetched
+    when the hub can be reached); the id itself, read as a cross-encoder's, when it has none of them."""
+    from huggingface_hub import hf_hub_download
+
+    folder = repo_id
+    for name in ("config.json", "modules.json", "config_sentence_transformers.json"):
+        try:
+            folder = str(Path(hf_hub_download(repo_id, name)).parent)
+        except Exception:  # a file the repo lacks, or a hub out of reach: loading says why if it matters
+            pass
+    return folder
 
 
 def _written_at(path: str) -> int:
