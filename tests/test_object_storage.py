@@ -263,3 +263,31 @@ def test_a_trailing_slash_names_the_prefix_and_no_slash_the_object_and_the_prefi
         client.ingest("s3://handbook/policies/api-keys.md/", "s3docs")
     assert client.ingest("s3://handbook/policies/api-keys.md", "s3docs").ingested == [
         "s3://handbook/policies/api-keys.md"]
+
+
+def test_an_endpoint_that_never_answers_fails_in_seconds_naming_it():
+    """An endpoint that accepts connections and never answers kept `ingest` silent ~7 minutes: botocore's
+    60 s wait, 5 attempts, inside s3fs's 5 tries. The waits and attempts are bounded, and said."""
+    import socket
+    import time
+
+    from unirank.ingest import sources
+    from unirank.ingest.sources import DocumentSource, SourceFile
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts; nothing reads or answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        docs = DocumentSource("s3://docs/hb", StorageSettings(endpoint_url=url, **KEYS), connect_timeout=0.5,
+                              read_timeout=0.5, attempts=2)
+        said = rf"^{url} did not answer within 0\.5 s \(2 attempts\)\. Check storage\.endpoint_url " \
+               r"\(UNIRANK_STORAGE__ENDPOINT_URL\) and that the storage is up\.$"
+        started = time.monotonic()
+        with pytest.raises(SourceError, match=said.replace("^", "^Cannot list s3://docs/hb: ")):
+            docs.list()
+        with pytest.raises(SourceError, match=said):  # a read fails as the storage's, not as the file's
+            docs.read(SourceFile(uri="s3://docs/hb/a.md", size=1, modified=""))
+        assert time.monotonic() - started < 8
+    fs = DocumentSource("s3://docs/hb", StorageSettings(endpoint_url=url, **KEYS)).fs
+    assert fs.retries == 1 and fs.config_kwargs["read_timeout"] == sources.READ_TIMEOUT_S
+    assert fs.config_kwargs["retries"]["total_max_attempts"] == sources.ATTEMPTS

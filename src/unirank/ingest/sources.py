@@ -19,6 +19,13 @@ from unirank.ingest.uris import at_or_under, local_path, printable
 from unirank.settings import StorageSettings
 
 OBJECT_SCHEMES = ("s3", "oss")
+#: How long object storage may take to accept a connection and to answer, and how many times a request is
+#: made in all. botocore's own (60 s to answer, 5 attempts), times s3fs's 5 tries around them, kept
+#: `ingest` silent ~7 minutes on an endpoint that accepts and never answers. A later storage setting may
+#: pass its own values to DocumentSource / filesystem_for.
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0
+ATTEMPTS = 3
 _SET_CREDENTIALS = ("Set storage.access_key_id and storage.secret_access_key (UNIRANK_STORAGE__ACCESS_KEY_ID and "
                     "UNIRANK_STORAGE__SECRET_ACCESS_KEY), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
 
@@ -37,11 +44,14 @@ class SourceFile:
 class DocumentSource:
     """Lists and reads the files under one URI (a folder, prefix or single file)."""
 
-    def __init__(self, uri: str, storage: StorageSettings | None = None) -> None:
+    def __init__(self, uri: str, storage: StorageSettings | None = None, *,
+                 connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
+                 attempts: int = ATTEMPTS) -> None:
         # The URI alone makes the root: the filesystem (and the storage settings it needs) waits for
         # list() or read(), so `index remove IDX oss://...` works without an OSS endpoint or keys.
         self.scheme, self.path, self._folder = _parse(uri)
         self._storage = storage
+        self._limits = _Limits(connect_timeout, read_timeout, attempts)
         self.root_uri = self._uri(self.path)
         #: What --prune and `index remove` look under: the root, and the root resolved through its links,
         #: which is what an index made before roots were left unresolved holds (``/mnt/share/a.txt`` for
@@ -56,7 +66,7 @@ class DocumentSource:
 
     @cached_property
     def fs(self) -> Any:
-        return _fsspec_filesystem(self.scheme, self._storage or StorageSettings())
+        return _fsspec_filesystem(self.scheme, self._storage or StorageSettings(), self._limits)
 
     def _uri(self, path: str) -> str:
         if self.scheme == "file":  # not resolved: a file in a linked folder keeps its path under the source
@@ -153,8 +163,15 @@ class DocumentSource:
         """botocore's words ("Unable to locate credentials", "Forbidden") name no setting to fix."""
         if self.scheme not in OBJECT_SCHEMES:
             return str(exc)
-        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+        from botocore.exceptions import (ConnectTimeoutError, NoCredentialsError, PartialCredentialsError,
+                                         ReadTimeoutError)
 
+        if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
+            endpoint, setting = self._endpoint()
+            limits, waited = self._limits, "connect" if isinstance(exc, ConnectTimeoutError) else "answer"
+            seconds = limits.connect_timeout if waited == "connect" else limits.read_timeout
+            return (f"{endpoint} did not {waited} within {seconds:g} s ({limits.attempts} attempt"
+                    f"{'s' * (limits.attempts != 1)}). Check {setting} and that the storage is up.")
         if isinstance(exc, PartialCredentialsError):
             return f"the credentials are incomplete ({exc}). {_SET_CREDENTIALS}"
         if isinstance(exc, NoCredentialsError):
@@ -170,7 +187,14 @@ class DocumentSource:
         path = self._path_of(file.uri)
         if self.scheme == "file" and os.path.islink(path) and not os.path.exists(path):
             raise FileNotFoundError(self._broken(path))
-        return self.fs.cat_file(path)
+        if self.scheme not in OBJECT_SCHEMES:
+            return self.fs.cat_file(path)
+        from botocore.exceptions import ConnectionError as NoConnection, HTTPClientError
+
+        try:
+            return self.fs.cat_file(path)
+        except (NoConnection, HTTPClientError) as exc:  # the storage failed, not the file: say which endpoint
+            raise SourceError(self._why(exc)) from exc
 
     @staticmethod
     def _broken(path: str) -> str:
@@ -286,9 +310,19 @@ class StorageLocation:
         return f"{self.scheme}://{path}" if self.is_object_storage else path
 
 
-def filesystem_for(uri: str, storage: StorageSettings | None = None) -> StorageLocation:
+@dataclass(frozen=True)
+class _Limits:
+    connect_timeout: float = CONNECT_TIMEOUT_S
+    read_timeout: float = READ_TIMEOUT_S
+    attempts: int = ATTEMPTS
+
+
+def filesystem_for(uri: str, storage: StorageSettings | None = None, *, connect_timeout: float = CONNECT_TIMEOUT_S,
+                   read_timeout: float = READ_TIMEOUT_S, attempts: int = ATTEMPTS) -> StorageLocation:
     """The fsspec filesystem and path for a local path or an s3:// / oss:// URI."""
-    return StorageLocation(*_filesystem(uri, storage or StorageSettings()))
+    scheme, path, _ = _parse(uri)
+    fs = _fsspec_filesystem(scheme, storage or StorageSettings(), _Limits(connect_timeout, read_timeout, attempts))
+    return StorageLocation(scheme, fs, path)
 
 
 def _absolute(path: str) -> str:
@@ -297,11 +331,6 @@ def _absolute(path: str) -> str:
     ``/mnt/share``) named none of them: `index remove IDX docs/share` found nothing, and `ingest docs/share`
     indexed its files a second time."""
     return os.path.abspath(path)
-
-
-def _filesystem(uri: str, storage: StorageSettings) -> tuple[str, Any, str]:
-    scheme, path, _ = _parse(uri)
-    return scheme, _fsspec_filesystem(scheme, storage), path
 
 
 def _parse(uri: str) -> tuple[str, str, bool]:
@@ -322,7 +351,7 @@ def _parse(uri: str) -> tuple[str, str, bool]:
     return scheme, rest.rstrip("/"), rest.endswith("/")
 
 
-def _fsspec_filesystem(scheme: str, storage: StorageSettings) -> Any:
+def _fsspec_filesystem(scheme: str, storage: StorageSettings, limits: _Limits) -> Any:
     if scheme == "file":
         return fsspec.filesystem("file")
     endpoint = storage.oss_endpoint_url if scheme == "oss" else storage.endpoint_url
@@ -346,12 +375,19 @@ def _fsspec_filesystem(scheme: str, storage: StorageSettings) -> Any:
     if storage.access_key_id:
         options["key"] = storage.access_key_id
         options["secret"] = storage.secret_access_key
+    config: dict[str, Any] = {"connect_timeout": limits.connect_timeout, "read_timeout": limits.read_timeout,
+                              "retries": {"mode": "standard", "total_max_attempts": limits.attempts}}
     if scheme == "oss":
-        options["config_kwargs"] = {"s3": {"addressing_style": storage.oss_addressing_style}}
+        config["s3"] = {"addressing_style": storage.oss_addressing_style}
+    options["config_kwargs"] = config
     try:
-        return _keyed_s3()(**options)
+        fs = _keyed_s3()(**options)
     except ImportError as exc:  # pragma: no cover - s3fs is a dependency
         raise SourceError("Object storage needs s3fs: pip install s3fs") from exc
+    # botocore makes the attempts; s3fs's own tries (5) multiplied them, twice over for a read (its
+    # read retries wrap its request's).
+    fs.retries = 1
+    return fs
 
 
 _VERSION_MARK = "?versionId="
