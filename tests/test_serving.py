@@ -875,6 +875,54 @@ def test_a_killed_replicas_queue_depth_is_not_summed_for_ever(tmp_path: Path, mo
     assert live.exists() and not killed.exists()
 
 
+@pytest.mark.parametrize("how", ["prctl", "watcher"])
+def test_a_replica_stops_when_its_supervisor_is_killed(tmp_path: Path, how: str) -> None:
+    """After a SIGKILL (or the OOM killer) of `serve models --replicas N`, its replicas went on holding the port.
+    Linux's parent-death signal, or (elsewhere) a thread watching for a new parent."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = tmp_path / "supervisor.py"
+    script.write_text("""if True:
+        import multiprocessing, time
+
+        def replica():
+            from unirank.serving import runner
+            if %r == "watcher":
+                runner._parent_death_signal = lambda signum: False
+            runner.exit_with_parent()  # what each replica does as it starts
+            print("started", flush=True)
+            time.sleep(60)
+
+        if __name__ == "__main__":
+            child = multiprocessing.get_context("spawn").Process(target=replica)
+            child.start()
+            print(child.pid, flush=True)
+            time.sleep(60)
+    """ % how)
+    supervisor = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    replica = int(supervisor.stdout.readline())  # type: ignore[union-attr]
+    try:
+        assert supervisor.stdout.readline().strip() == "started"  # type: ignore[union-attr]
+        supervisor.kill()
+        supervisor.wait()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if psutil.Process(replica).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            assert time.monotonic() < deadline, "the replica outlived its supervisor"
+            time.sleep(0.1)
+    finally:
+        if psutil.pid_exists(replica):
+            os.kill(replica, signal.SIGKILL)
+        supervisor.stdout.close()  # type: ignore[union-attr]
+
+
 def test_openmp_spin_count_is_set_unless_the_environment_chooses() -> None:
     from unirank.serving.runner import openmp_environment
     from unirank.settings import ServingSettings

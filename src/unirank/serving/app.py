@@ -33,6 +33,7 @@ from unirank.serving.batcher import MicroBatcher
 from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
 from unirank.serving.limits import INLINE_CHARS, enforce_pair_limit, enforce_token_limit
 from unirank.serving.metrics import RequestMetricsMiddleware, ServerMetrics
+from unirank.serving.runner import exit_with_parent
 from unirank.serving.schemas import (
     CohereRerankRequest,
     CohereRerankResponse,
@@ -460,6 +461,7 @@ def app_from_environment() -> FastAPI:
     """The uvicorn factory each replica process calls: settings from unirank.toml and UNIRANK_*."""
     settings = Settings.load()
     if settings.serving.replicas > 1:
+        exit_with_parent()
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.serving.replicas))

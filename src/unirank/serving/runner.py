@@ -6,8 +6,11 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+import time
 from typing import Mapping
 
 from unirank.serving.metrics import MULTIPROC_ENV
@@ -26,6 +29,39 @@ def openmp_environment(serving: ServingSettings, environ: Mapping[str, str]) -> 
     if serving.openmp_spin_count is None or any(name in environ for name in OPENMP_VARIABLES):
         return {}
     return {"GOMP_SPINCOUNT": str(serving.openmp_spin_count)}
+
+
+def exit_with_parent() -> None:
+    """In a replica: stop (SIGTERM, a graceful shutdown) when the supervisor dies, even by SIGKILL or the
+    OOM killer, which give it no chance to stop its replicas: they went on holding the port, so a
+    restarted server could not listen there."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not a replica: one process serves
+        return
+    if sys.platform.startswith("linux") and _parent_death_signal(signal.SIGTERM):
+        if os.getppid() != parent.pid:  # it died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+        return
+
+    def watch() -> None:  # elsewhere: notice that this process was handed to another parent
+        while os.getppid() == parent.pid:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
+def _parent_death_signal(signum: int) -> bool:
+    """Linux's prctl(PR_SET_PDEATHSIG): the kernel sends ``signum`` when the parent exits."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, signum, 0, 0, 0) == 0  # 1 is PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no libc with prctl: the watcher thread instead
+        return False
 
 
 def run_model_server(settings: Settings, refs: list[str], *, host: str, port: int, replicas: int,
