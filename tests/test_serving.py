@@ -298,6 +298,8 @@ def test_unknown_paths_and_methods_answer_in_the_routes_error_shape(http: httpx.
         ("/v1/embeddings", {"input": "x", "model": "tiny-rerank"}, 400, "wrong_model_role"),
         ("/v1/embeddings", {"input": "x", "dimensions": 128}, 400, "invalid_dimensions"),
         ("/embed", {"inputs": "word " * 400}, 413, "input_too_long"),
+        ("/embed", {"inputs": "word " * 400, "truncate": None}, 413, "input_too_long"),  # TEI's null: false, not a 422
+        ("/rerank", {"query": "q", "texts": ["t"] * 9, "truncate": None}, 413, "too_many_documents"),
         ("/embed", {"inputs": "x", "normalize": False}, 400, "unsupported_option"),
         ("/embed", {"inputs": "x", "truncation_direction": "Left"}, 400, "unsupported_option"),
         ("/embed", {"inputs": "x", "prompt_name": "query"}, 400, "unsupported_option"),

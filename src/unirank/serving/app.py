@@ -386,7 +386,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                                        normalize=body.normalize)
         texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
         checked_texts(texts, "input", "inputs")
-        vectors, _ = await embed(request, state.catalog.find(body.model, "embedder"), texts, body.truncate)
+        vectors, _ = await embed(request, state.catalog.find(body.model, "embedder"), texts, bool(body.truncate))
         return json_response(vectors.tolist())
 
     @app.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
@@ -395,7 +395,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     async def tei_rerank(body: TeiRerankRequest, request: Request) -> list[TeiRank]:
         refuse_unsupported_tei_options(body.truncation_direction)
         model = state.catalog.find(body.model, "reranker")
-        scores, _ = await rerank(request, model, body.query, body.texts, "texts", body.truncate, body.raw_scores)
+        scores, _ = await rerank(request, model, body.query, body.texts, "texts", bool(body.truncate),
+                                 body.raw_scores)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return [TeiRank(index=i, score=scores[i], text=body.texts[i] if body.return_text else None) for i in order]
 

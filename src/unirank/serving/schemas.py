@@ -60,9 +60,13 @@ class EmbeddingsResponse(BaseModel):
 
 
 # -- text-embeddings-inference: POST /embed, POST /rerank -------------------------------------------
+#: TEI's ``truncate`` is an Option<bool>: its clients may send null, which is false.
+_TEI_TRUNCATE = Field(False, description="Cut over-long texts instead of refusing them; null is false, as in TEI.")
+
+
 class EmbedRequest(_Request):
     inputs: str | list[str]
-    truncate: bool = False
+    truncate: bool | None = _TEI_TRUNCATE
     normalize: bool = Field(True, description="Vectors are always unit length (unirank searches by cosine): "
                                               "false is refused with 400.")
     truncation_direction: TruncationDirection = "Right"
@@ -73,7 +77,7 @@ class EmbedRequest(_Request):
 class TeiRerankRequest(_Request):
     query: str
     texts: list[str]
-    truncate: bool = False
+    truncate: bool | None = _TEI_TRUNCATE
     raw_scores: bool = Field(False, description="Cross-encoder logits instead of sigmoid probabilities.")
     return_text: bool = False
     truncation_direction: TruncationDirection = "Right"
