@@ -455,7 +455,7 @@ def test_promotion_compares_figures_only_when_measured_with_the_same_system(regi
     assert registry.promote("cisi-embed@2").aliases == ["prod"]  # each its own embedder: comparable
 
 
-def _cli(tmp_path, monkeypatch, *args):
+def _cli(tmp_path, monkeypatch, *args, input=None):
     """`unirank ARGS` in this process on the registry at tmp_path / "models" (the `registry` fixture's);
     the output with its lines joined (rich wraps them at the terminal's width)."""
     from typer.testing import CliRunner
@@ -466,7 +466,7 @@ def _cli(tmp_path, monkeypatch, *args):
     clear_unirank_settings(monkeypatch)
     monkeypatch.setenv("UNIRANK_CONFIG", os.devnull)
     monkeypatch.setenv("UNIRANK_DATA_DIR", str(tmp_path))
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(app, list(args), input=input)
     return result.exit_code, " ".join(result.output.split())
 
 
@@ -567,6 +567,35 @@ def test_copies_left_by_killed_registrations_and_optimizes_are_swept(registry, s
     finally:
         registry.close()
     assert not list(settings.data_dir.glob("optimize-*"))
+
+
+def test_a_version_is_deleted_with_its_files_unless_an_alias_names_it(registry, tmp_path, monkeypatch):
+    """There was no way to delete a version: a wrong registration kept its ~88 MB forever."""
+    v1, _, v3 = _version(registry, 0.40), _version(registry, 0.41), _version(registry, 0.42)
+    for version in (1, 2, 3):
+        registry.promote(f"cisi-embed@{version}")
+    registry.promote("cisi-embed@2", "staging")
+    code, output = _cli(tmp_path, monkeypatch, "models", "delete", "cisi-embed@3", "--yes")
+    assert code == 2 and "cisi-embed@3 is cisi-embed@prod: nothing was deleted" in output, output
+    assert "unirank models promote cisi-embed@VERSION --alias prod" in output and v3.path.is_dir()
+    code, output = _cli(tmp_path, monkeypatch, "models", "delete", "cisi-embed@prod", "--yes")
+    assert code == 2 and "by its number: cisi-embed@VERSION" in output, output
+    code, output = _cli(tmp_path, monkeypatch, "models", "delete", "cisi-embed@1", input="n\n")
+    assert code == 1 and "Delete cisi-embed@1 (embedder) and its files" in output and v1.path.is_dir(), output
+    code, output = _cli(tmp_path, monkeypatch, "models", "delete", "cisi-embed@1", input="y\n")
+    assert code == 0 and output.endswith("Deleted cisi-embed@1."), output
+    assert not v1.path.exists() and [v.ref for v in registry.list()] == ["cisi-embed@2", "cisi-embed@3"]
+    with pytest.raises(ModelNotFoundError, match=r"no version 1 \(it was deleted at .*\); it has 2, 3"):
+        registry.get("cisi-embed@1")
+
+    assert registry.rollback("cisi-embed").version == 2
+    with pytest.raises(ModelNotFoundError, match="no earlier version"):  # not to the deleted cisi-embed@1
+        registry.rollback("cisi-embed")
+    assert registry.delete("cisi-embed@3").ref == "cisi-embed@3" and not v3.path.exists()
+    (v3.path / "1_Pooling").mkdir(parents=True)  # files of a deletion killed before it removed them
+    # Its number is not given again: an index or a setting naming cisi-embed@3 must not get another model.
+    assert _version(registry).version == 4
+    assert not v3.path.exists()  # the next registration removes them
 
 
 # -- export carries the record; per-set figures; promotion; re-export; register's refusals ---------------------

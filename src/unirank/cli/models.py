@@ -183,6 +183,30 @@ def rollback(name: Annotated[str, typer.Argument(help="Registry name.")],
     console.print(f"{name}@{alias} rolled back to version {mv.version}.")
 
 
+@models_app.command("delete")
+def delete(ref: Annotated[str, typer.Argument(help="NAME@VERSION to delete (its number: not an alias or a bare NAME).")],
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
+    """Delete a version and its files. Refused while an alias (prod...) names it: promote another version to
+    that alias first. Its number is not given to a later registration.
+
+    The registry does not know which indexes were embedded with the version: those can no longer be read
+    with it (an optimized copy of it still can); `unirank index rebuild INDEX --model ...` re-embeds one."""
+    registry, _ = _registry()
+    try:
+        mv = registry.deletable(ref)  # refused before asking
+        size = sum(p.stat().st_size for p in mv.path.rglob("*") if p.is_file()) if mv.path and mv.path.is_dir() else 0
+        files = f" and its files ({size / 1e6:,.0f} MB)" if size else ""
+        if not yes and not typer.confirm(f"Delete {mv.ref} ({mv.role}){files}? Indexes embedded with it can no "
+                                         "longer be read with it."):
+            raise typer.Exit(1)
+        registry.delete(mv.ref)
+    except UnirankError as exc:
+        fail(exc)
+    finally:
+        registry.close()
+    console.print(f"Deleted {mv.ref}.")
+
+
 @models_app.command("export")
 def export(ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
            to: Annotated[str, typer.Option("--to", help="Folder, s3:// or oss:// URI.")],

@@ -6,6 +6,7 @@ refer to one version. Every alias change is kept in a history, which is what rol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -45,6 +46,10 @@ CREATE TABLE IF NOT EXISTS versions (
 );
 CREATE TABLE IF NOT EXISTS aliases (
     name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (name, alias)
+);
+CREATE TABLE IF NOT EXISTS deleted_versions (
+    name TEXT NOT NULL, version INTEGER NOT NULL, role TEXT NOT NULL, record TEXT NOT NULL,
+    created_at TEXT NOT NULL, deleted_at TEXT NOT NULL, PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS alias_history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, alias TEXT NOT NULL,
@@ -188,6 +193,11 @@ class ModelRegistry:
         was hundreds of MB under NAME/, kept forever. Runs at each registration, under its lock."""
         for folder in sweep_stale(self.root.glob(f"*/{INCOMING}*"), INCOMING):
             log.info("removed %s, left by a registration that did not finish", folder)
+        for name, version in self.db.execute("SELECT name, version FROM deleted_versions").fetchall():
+            folder = self.root / name / f"v{version}"
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("removed %s, left by the deletion of %s@%s", folder, name, version)
 
     def _training_of_copy(self, folder: Path, record: dict[str, Any]) -> dict[str, Any]:
         """What a copy of one of this registry's version folders (its marker names that version and its
@@ -231,8 +241,51 @@ class ModelRegistry:
             raise UnirankError(f"{name!r} holds {existing_role[0]} models; register the {role} under another name.")
 
     def _next_version(self, name: str) -> int:
-        row = self.db.execute("SELECT MAX(version) FROM versions WHERE name = ?", (name,)).fetchone()
+        # Past deleted versions too: an index or a setting naming NAME@3 must never get another model.
+        row = self.db.execute("SELECT MAX(v) FROM (SELECT version AS v FROM versions WHERE name = ? UNION ALL "
+                              "SELECT version FROM deleted_versions WHERE name = ?)", (name, name)).fetchone()
         return (row[0] or 0) + 1
+
+    def deletable(self, ref: str) -> ModelVersion:
+        """The version ``ref`` names, if ``delete`` may delete it: named by its number, and no alias on it."""
+        name, selector = parse_reference(ref)
+        if selector is None or not _is_version_number(selector):
+            # An alias or "latest" may name another version by the time it is deleted.
+            raise UnirankError(f"Name the version to delete by its number: {name}@VERSION (`unirank models list` "
+                               f"shows them), not {ref!r}.")
+        mv = self.get(ref)
+        if mv.aliases:
+            named = ", ".join(f"{mv.name}@{alias}" for alias in mv.aliases)
+            first = mv.aliases[0]
+            raise UnirankError(f"{mv.ref} is {named}: nothing was deleted. Point {'each alias' if len(mv.aliases) > 1 else first} "
+                               f"at another version first (`unirank models promote {mv.name}@VERSION --alias "
+                               f"{first}`), then delete it.")
+        return mv
+
+    def delete(self, ref: str) -> ModelVersion:
+        """Delete the version ``NAME@VERSION`` and its files; returns what it was. Refused while an alias
+        names it (``deletable``). Its number is never given again. The registry does not know which
+        indexes were embedded with it: they can no longer be read with it (a copy of it still can)."""
+        self.deletable(ref)  # said before the lock, and checked again under it
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            mv = self.deletable(ref)
+            db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (mv.name, mv.version))
+            db.execute("INSERT OR REPLACE INTO deleted_versions (name, version, role, record, created_at, deleted_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (mv.name, mv.version, mv.role, json.dumps(mv.record), mv.created_at, now_iso()))
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        # The files after the row: a version without its files would still load, and fail. Files a killed
+        # deletion leaves, the next registration removes (``sweep_abandoned``).
+        if mv.path is not None:
+            shutil.rmtree(mv.path, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                mv.path.parent.rmdir()  # NAME/, when that was its last version
+        return mv
 
     def update_record(self, ref: str, **fields: Any) -> ModelVersion:
         return self.change_record(ref, lambda record: {**record, **fields})
@@ -315,6 +368,12 @@ class ModelRegistry:
                 promoted.pop()
             if not promoted or promoted[-1] != version:
                 promoted.append(version)
+        existing = {v for (v,) in self.db.execute("SELECT version FROM versions WHERE name = ?", (name,))}
+        kept: list[int] = []  # less deleted versions (`delete`), which cannot be gone back to
+        for version in promoted:
+            if version in existing and (not kept or kept[-1] != version):
+                kept.append(version)
+        promoted = kept
         current = promoted.pop()
         if not promoted:
             raise ModelNotFoundError(f"{name}@{alias} has no earlier version to roll back to (it is v{current}); "
@@ -422,10 +481,15 @@ class ModelRegistry:
             return (f"{name!r} is not in the registry: wherever a model is named, `base` is the bundled "
                     "all-MiniLM-L6-v2 and `none` no reranker, with no registration.")
         if not versions:
+            if self.db.execute("SELECT 1 FROM deleted_versions WHERE name = ?", (name,)).fetchone():
+                return f"{name!r} has no versions left: each was deleted (`unirank models delete`)."
             known = [n for (n,) in self.db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
             hint = f" Registered: {', '.join(known)}." if known else " The registry is empty."
             return f"No model named {name!r}.{hint}"
-        return f"{name} has no version {version}; it has {', '.join(map(str, versions))}."
+        deleted = self.db.execute("SELECT deleted_at FROM deleted_versions WHERE name = ? AND version = ?",
+                                  (name, version)).fetchone()
+        gone = f" (it was deleted at {deleted[0]})" if deleted else ""
+        return f"{name} has no version {version}{gone}; it has {', '.join(map(str, versions))}."
 
     def exists(self, ref: str) -> bool:
         try:
