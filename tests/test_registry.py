@@ -538,10 +538,11 @@ def test_copies_left_by_killed_registrations_and_optimizes_are_swept(registry, s
     from unirank.registry import files
 
     host = socket.gethostname()
+    assert "@" not in files.staging_name("optimize-")  # transformers read "DIR/optimize-1@host" as a hub id
     name_dir = registry.root / "cisi-embed"
     left = {kind: name_dir / f".incoming-{pid}" for kind, pid in (
-        ("killed", f"{_gone_pid()}@{host}-0123abcd"), ("running", f"{os.getpid()}@{host}-4567ef01"),
-        ("elsewhere", f"{_gone_pid()}@another-host-89ab"), ("unnamed", "c0ffee" * 5))}
+        ("killed", f"{_gone_pid()}-{host}-0123abcd"), ("running", f"{os.getpid()}-{host}-4567ef01"),
+        ("elsewhere", f"{_gone_pid()}-another-host-89ab"), ("unnamed", "c0ffee" * 5))}
     for folder in left.values():
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(b"weights")
@@ -553,7 +554,7 @@ def test_copies_left_by_killed_registrations_and_optimizes_are_swept(registry, s
 
     registry = ModelRegistry(settings.models_dir)
     registry.register("swp", "embedder", path=BASE, record={"dims": 384})
-    crashed = settings.data_dir / f"optimize-{_gone_pid()}@{host}-x1y2z3"
+    crashed = settings.data_dir / f"optimize-{_gone_pid()}-{host}-x1y2z3"
     (crashed / "model").mkdir(parents=True)
 
     def exported(source, dest, role, **_):

@@ -61,15 +61,15 @@ STALE_AFTER_S = 6 * 3600
 
 
 def staging_name(prefix: str) -> str:
-    """A staging folder's name, ``PREFIXPID@HOST-RANDOM``: it says which process writes it, so a later
+    """A staging folder's name, ``PREFIXPID-HOST-RANDOM``: it says which process writes it, so a later
     one can tell a folder left by a killed registration or optimize (hundreds of MB, kept forever) from
-    one still being written."""
+    one still being written. (No '@': transformers reads a path with one as a hub id at a revision.)"""
     return f"{staging_prefix(prefix)}{uuid.uuid4().hex[:12]}"
 
 
 def staging_prefix(prefix: str) -> str:
-    """``staging_name`` less its random end (for ``tempfile``, which adds its own)."""
-    return f"{prefix}{os.getpid()}@{socket.gethostname()}-"
+    """``staging_name`` less its random end (for ``tempfile``, which adds its own, without '-')."""
+    return f"{prefix}{os.getpid()}-{socket.gethostname()}-"
 
 
 def sweep_stale(folders: Iterable[Path], prefix: str) -> list[Path]:
@@ -86,8 +86,8 @@ def sweep_stale(folders: Iterable[Path], prefix: str) -> list[Path]:
 
 def _abandoned(folder: Path, prefix: str) -> bool:
     writer = folder.name[len(prefix):].rpartition("-")[0]
-    pid, at, host = writer.partition("@")
-    if at and pid.isascii() and pid.isdigit() and host == socket.gethostname() and os.name == "posix":
+    pid, sep, host = writer.partition("-")
+    if sep and pid.isascii() and pid.isdigit() and host == socket.gethostname() and os.name == "posix":
         return not _running(int(pid))
     try:
         stat = folder.stat()
