@@ -184,7 +184,7 @@ def rollback(name: Annotated[str, typer.Argument(help="Registry name.")],
 
 
 @models_app.command("delete")
-def delete(ref: Annotated[str, typer.Argument(help="NAME@VERSION to delete (its number: not an alias or a bare NAME).")],
+def delete(ref: Annotated[str, typer.Argument(help="NAME@VERSION to delete (a number, not an alias or a bare NAME).")],
            yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
     """Delete a version and its files. Refused while an alias (prod...) names it: promote another version to
     that alias first. Its number is not given to a later registration.

@@ -257,7 +257,8 @@ class ModelRegistry:
         if mv.aliases:
             named = ", ".join(f"{mv.name}@{alias}" for alias in mv.aliases)
             first = mv.aliases[0]
-            raise UnirankError(f"{mv.ref} is {named}: nothing was deleted. Point {'each alias' if len(mv.aliases) > 1 else first} "
+            which = "each alias" if len(mv.aliases) > 1 else first
+            raise UnirankError(f"{mv.ref} is {named}: nothing was deleted. Point {which} "
                                f"at another version first (`unirank models promote {mv.name}@VERSION --alias "
                                f"{first}`), then delete it.")
         return mv
