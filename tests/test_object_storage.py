@@ -267,27 +267,35 @@ def test_a_trailing_slash_names_the_prefix_and_no_slash_the_object_and_the_prefi
 
 def test_an_endpoint_that_never_answers_fails_in_seconds_naming_it():
     """An endpoint that accepts connections and never answers kept `ingest` silent ~7 minutes: botocore's
-    60 s wait, 5 attempts, inside s3fs's 5 tries. The waits and attempts are bounded, and said."""
+    60 s wait, 5 attempts, inside s3fs's 5 tries. The waits and attempts are the storage settings', bounded
+    by default, and said with the setting to raise."""
     import socket
     import time
 
-    from unirank.ingest import sources
-    from unirank.ingest.sources import DocumentSource, SourceFile
+    from unirank.ingest.sources import DocumentSource, SourceFile, filesystem_for
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel accepts; nothing reads or answers
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        docs = DocumentSource("s3://docs/hb", StorageSettings(endpoint_url=url, **KEYS), connect_timeout=0.5,
-                              read_timeout=0.5, attempts=2)
+        storage = StorageSettings(endpoint_url=url, connect_timeout_s=0.5, read_timeout_s=0.5, attempts=2, **KEYS)
+        docs = DocumentSource("s3://docs/hb", storage)
         said = rf"^{url} did not answer within 0\.5 s \(2 attempts\)\. Check storage\.endpoint_url " \
-               r"\(UNIRANK_STORAGE__ENDPOINT_URL\) and that the storage is up\.$"
+               r"\(UNIRANK_STORAGE__ENDPOINT_URL\) and that the storage is up; for a slow one, raise " \
+               r"storage\.read_timeout_s \(UNIRANK_STORAGE__READ_TIMEOUT_S\)\.$"
         started = time.monotonic()
         with pytest.raises(SourceError, match=said.replace("^", "^Cannot list s3://docs/hb: ")):
             docs.list()
         with pytest.raises(SourceError, match=said):  # a read fails as the storage's, not as the file's
             docs.read(SourceFile(uri="s3://docs/hb/a.md", size=1, modified=""))
         assert time.monotonic() - started < 8
-    fs = DocumentSource("s3://docs/hb", StorageSettings(endpoint_url=url, **KEYS)).fs
-    assert fs.retries == 1 and fs.config_kwargs["read_timeout"] == sources.READ_TIMEOUT_S
-    assert fs.config_kwargs["retries"]["total_max_attempts"] == sources.ATTEMPTS
+    defaults = StorageSettings(endpoint_url=url, **KEYS)
+    # Every caller gets the settings it passes: ingest and `index remove` (DocumentSource), and
+    # `models export` (filesystem_for).
+    for fs, limits in ((DocumentSource("s3://docs/hb", defaults).fs, (10, 30, 3)),
+                       (filesystem_for("s3://docs/hb", defaults).fs, (10, 30, 3)),
+                       (filesystem_for("oss://docs/hb", StorageSettings(
+                           oss_endpoint_url=url, connect_timeout_s=2, read_timeout_s=90, attempts=1)).fs, (2, 90, 1))):
+        config = fs.config_kwargs
+        assert fs.retries == 1
+        assert (config["connect_timeout"], config["read_timeout"], config["retries"]["total_max_attempts"]) == limits

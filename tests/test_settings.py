@@ -334,3 +334,20 @@ def test_both_hybrid_weights_zero_is_refused(config):
         Settings.load()
     config.write_text("[search]\nbm25_weight = 0\n")
     assert Settings.load().search.knn_weight == 1.0
+
+
+def test_the_storage_timeouts_and_attempts_are_settings(config, monkeypatch):
+    """How long object storage may take to connect and to answer, and how many tries a request gets, were
+    module constants in the sources: a slow endpoint (or one worth failing fast on) could not be told."""
+    storage = Settings.load().storage
+    assert (storage.connect_timeout_s, storage.read_timeout_s, storage.attempts) == (10.0, 30.0, 3)
+    config.write_text("[storage]\nconnect_timeout_s = 2.5\nread_timeout_s = 120\n")
+    monkeypatch.setenv("UNIRANK_STORAGE__ATTEMPTS", "1")
+    storage = Settings.load().storage
+    assert (storage.connect_timeout_s, storage.read_timeout_s, storage.attempts) == (2.5, 120.0, 1)
+    monkeypatch.delenv("UNIRANK_STORAGE__ATTEMPTS")
+    for key, value, said in (("connect_timeout_s", "0", "greater than 0"), ("read_timeout_s", "-1", "greater than 0"),
+                             ("attempts", "0", "greater than or equal to 1")):
+        config.write_text(f"[storage]\n{key} = {value}\n")
+        with pytest.raises(unirank.ConfigurationError, match=rf"storage\.{key}: Input should be {said}"):
+            Settings.load()

@@ -199,6 +199,13 @@ class StorageSettings(_Section):
     region: str | None = None
     #: OSS wants virtual-hosted buckets; ``path`` suits local S3-compatible test servers.
     oss_addressing_style: Literal["virtual", "path"] = "virtual"
+    #: How long the storage may take to accept a connection and to answer a request, in seconds, and how
+    #: many times a request is made in all (a timeout or a dropped connection is tried again). botocore's
+    #: own (60 s to answer, 5 attempts), inside s3fs's 5 tries, kept `ingest` silent ~7 minutes on an
+    #: endpoint that accepts and never answers. Ingest, `index remove` and `models export` all use them.
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0)
+    attempts: int = Field(3, ge=1)
 
 
 class ServingSettings(_Section):

@@ -19,13 +19,6 @@ from unirank.ingest.uris import at_or_under, local_path, printable
 from unirank.settings import StorageSettings
 
 OBJECT_SCHEMES = ("s3", "oss")
-#: How long object storage may take to accept a connection and to answer, and how many times a request is
-#: made in all. botocore's own (60 s to answer, 5 attempts), times s3fs's 5 tries around them, kept
-#: `ingest` silent ~7 minutes on an endpoint that accepts and never answers. A later storage setting may
-#: pass its own values to DocumentSource / filesystem_for.
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 30.0
-ATTEMPTS = 3
 _SET_CREDENTIALS = ("Set storage.access_key_id and storage.secret_access_key (UNIRANK_STORAGE__ACCESS_KEY_ID and "
                     "UNIRANK_STORAGE__SECRET_ACCESS_KEY), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
 
@@ -44,14 +37,11 @@ class SourceFile:
 class DocumentSource:
     """Lists and reads the files under one URI (a folder, prefix or single file)."""
 
-    def __init__(self, uri: str, storage: StorageSettings | None = None, *,
-                 connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
-                 attempts: int = ATTEMPTS) -> None:
+    def __init__(self, uri: str, storage: StorageSettings | None = None) -> None:
         # The URI alone makes the root: the filesystem (and the storage settings it needs) waits for
         # list() or read(), so `index remove IDX oss://...` works without an OSS endpoint or keys.
         self.scheme, self.path, self._folder = _parse(uri)
-        self._storage = storage
-        self._limits = _Limits(connect_timeout, read_timeout, attempts)
+        self._storage = storage or StorageSettings()
         self.root_uri = self._uri(self.path)
         #: What --prune and `index remove` look under: the root, and the root resolved through its links,
         #: which is what an index made before roots were left unresolved holds (``/mnt/share/a.txt`` for
@@ -66,7 +56,7 @@ class DocumentSource:
 
     @cached_property
     def fs(self) -> Any:
-        return _fsspec_filesystem(self.scheme, self._storage or StorageSettings(), self._limits)
+        return _fsspec_filesystem(self.scheme, self._storage)
 
     def _uri(self, path: str) -> str:
         if self.scheme == "file":  # not resolved: a file in a linked folder keeps its path under the source
@@ -154,10 +144,9 @@ class DocumentSource:
 
     def _endpoint(self) -> tuple[str, str]:
         """The endpoint this source's storage is reached at, and the setting that names it."""
-        storage = self._storage or StorageSettings()
         if self.scheme == "oss":
-            return str(storage.oss_endpoint_url), "storage.oss_endpoint_url (UNIRANK_STORAGE__OSS_ENDPOINT_URL)"
-        return storage.endpoint_url or "AWS S3", "storage.endpoint_url (UNIRANK_STORAGE__ENDPOINT_URL)"
+            return str(self._storage.oss_endpoint_url), "storage.oss_endpoint_url (UNIRANK_STORAGE__OSS_ENDPOINT_URL)"
+        return self._storage.endpoint_url or "AWS S3", "storage.endpoint_url (UNIRANK_STORAGE__ENDPOINT_URL)"
 
     def _why(self, exc: Exception) -> str:
         """botocore's words ("Unable to locate credentials", "Forbidden") name no setting to fix."""
@@ -168,10 +157,12 @@ class DocumentSource:
 
         if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
             endpoint, setting = self._endpoint()
-            limits, waited = self._limits, "connect" if isinstance(exc, ConnectTimeoutError) else "answer"
-            seconds = limits.connect_timeout if waited == "connect" else limits.read_timeout
-            return (f"{endpoint} did not {waited} within {seconds:g} s ({limits.attempts} attempt"
-                    f"{'s' * (limits.attempts != 1)}). Check {setting} and that the storage is up.")
+            waited, limit = (("connect", "connect_timeout_s") if isinstance(exc, ConnectTimeoutError)
+                             else ("answer", "read_timeout_s"))
+            attempts = self._storage.attempts
+            return (f"{endpoint} did not {waited} within {getattr(self._storage, limit):g} s ({attempts} attempt"
+                    f"{'s' * (attempts != 1)}). Check {setting} and that the storage is up; for a slow one, "
+                    f"raise storage.{limit} (UNIRANK_STORAGE__{limit.upper()}).")
         if isinstance(exc, PartialCredentialsError):
             return f"the credentials are incomplete ({exc}). {_SET_CREDENTIALS}"
         if isinstance(exc, NoCredentialsError):
@@ -310,19 +301,11 @@ class StorageLocation:
         return f"{self.scheme}://{path}" if self.is_object_storage else path
 
 
-@dataclass(frozen=True)
-class _Limits:
-    connect_timeout: float = CONNECT_TIMEOUT_S
-    read_timeout: float = READ_TIMEOUT_S
-    attempts: int = ATTEMPTS
-
-
-def filesystem_for(uri: str, storage: StorageSettings | None = None, *, connect_timeout: float = CONNECT_TIMEOUT_S,
-                   read_timeout: float = READ_TIMEOUT_S, attempts: int = ATTEMPTS) -> StorageLocation:
-    """The fsspec filesystem and path for a local path or an s3:// / oss:// URI."""
+def filesystem_for(uri: str, storage: StorageSettings | None = None) -> StorageLocation:
+    """The fsspec filesystem and path for a local path or an s3:// / oss:// URI, reached with ``storage``'s
+    endpoints, keys, timeouts and attempts."""
     scheme, path, _ = _parse(uri)
-    fs = _fsspec_filesystem(scheme, storage or StorageSettings(), _Limits(connect_timeout, read_timeout, attempts))
-    return StorageLocation(scheme, fs, path)
+    return StorageLocation(scheme, _fsspec_filesystem(scheme, storage or StorageSettings()), path)
 
 
 def _absolute(path: str) -> str:
@@ -351,7 +334,7 @@ def _parse(uri: str) -> tuple[str, str, bool]:
     return scheme, rest.rstrip("/"), rest.endswith("/")
 
 
-def _fsspec_filesystem(scheme: str, storage: StorageSettings, limits: _Limits) -> Any:
+def _fsspec_filesystem(scheme: str, storage: StorageSettings) -> Any:
     if scheme == "file":
         return fsspec.filesystem("file")
     endpoint = storage.oss_endpoint_url if scheme == "oss" else storage.endpoint_url
@@ -375,8 +358,8 @@ def _fsspec_filesystem(scheme: str, storage: StorageSettings, limits: _Limits) -
     if storage.access_key_id:
         options["key"] = storage.access_key_id
         options["secret"] = storage.secret_access_key
-    config: dict[str, Any] = {"connect_timeout": limits.connect_timeout, "read_timeout": limits.read_timeout,
-                              "retries": {"mode": "standard", "total_max_attempts": limits.attempts}}
+    config: dict[str, Any] = {"connect_timeout": storage.connect_timeout_s, "read_timeout": storage.read_timeout_s,
+                              "retries": {"mode": "standard", "total_max_attempts": storage.attempts}}
     if scheme == "oss":
         config["s3"] = {"addressing_style": storage.oss_addressing_style}
     options["config_kwargs"] = config
