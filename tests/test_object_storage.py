@@ -299,3 +299,58 @@ def test_an_endpoint_that_never_answers_fails_in_seconds_naming_it():
         config = fs.config_kwargs
         assert fs.retries == 1
         assert (config["connect_timeout"], config["read_timeout"], config["retries"]["total_max_attempts"]) == limits
+
+
+def test_a_storage_outage_partway_stops_the_run_and_keeps_what_was_read(client):
+    """Storage that went down partway failed each remaining file as its own, each after the timeouts, and one
+    indexed before was said to need fixing ("fix the file, or remove it and use --prune"). The run stops, as
+    for an embedder that goes down, with what it read before written. A missing object stays its own failure."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # killed: every connection drops
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/moto-api/", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "moto did not start"
+                time.sleep(0.05)
+        s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                          region_name="us-east-1")
+        s3.create_bucket(Bucket="outage")
+        for i in range(6):
+            s3.put_object(Bucket="outage", Key=f"p/f{i}.md", Body=f"# F{i}\n\nDocument {i} about walrus{i}.".encode())
+        client.settings.storage = StorageSettings(endpoint_url=url, connect_timeout_s=1, read_timeout_s=1,
+                                                  attempts=1, **KEYS)
+        uris = [f"s3://outage/p/f{i}.md" for i in range(6)]
+        killed: list[float] = []
+
+        def outage(done: int, total: int, uri: str) -> None:
+            if done == 1:
+                s3.delete_object(Bucket="outage", Key="p/f2.md")  # listed, then gone: its own failure
+            if done == 3:
+                moto.kill()
+                moto.wait()
+                killed.append(time.monotonic())
+
+        report = client.ingest("s3://outage/p", "s3docs", progress=outage)
+        assert time.monotonic() - killed[0] < 5
+    finally:
+        moto.kill()
+        moto.wait()
+    assert report.ingested == uris[:2] and not report.ok
+    assert [uri for uri, _ in report.failed] == [uris[2]]  # the missing object; none after the outage
+    assert report.stopped.startswith(f"The storage failed while reading {uris[3]}, so the run stopped with 3 files "
+                                     f"of 6 not read: ")
+    assert report.stopped.endswith(". Re-run once the storage is back; unchanged files are skipped.")
+    assert client.sources_under("s3docs", "s3://outage") == uris[:2]  # written, though no batch had filled
+    assert client.search("walrus1", "s3docs", mode="bm25", rerank=False).hits[0].chunk.source_uri == uris[1]

@@ -133,8 +133,18 @@ class Ingestor:
         self._touched = []
         self._collided: list[IndexedSource] = []
         for done, file in enumerate(files, start=1):
-            item = (self._broken_link(docs, file, states, report) if file.broken
-                    else self._prepare(docs, file, states.get(file.uri), report))
+            try:
+                item = (self._broken_link(docs, file, states, report) if file.broken
+                        else self._prepare(docs, file, states.get(file.uri), report))
+            except _StorageDown as down:
+                # Every file after it would wait out the same timeouts and fail as its own, and one indexed
+                # before would be said to need fixing: the run stops, keeping what it read before.
+                self._write_read(index, pending, report)
+                left, why = len(files) - done + 1, str(down.error).rstrip().rstrip(".")
+                raise SourceError(
+                    f"The storage failed while reading {down.uri}, so the run stopped with "
+                    f"{_counted(left, 'file')} of {len(files)} not read: {why}. Re-run once the storage is "
+                    "back; unchanged files are skipped.") from down.error
             if item is not None:
                 pending.append(item)
                 if sum(len(p.chunks) for p in pending) >= self.ingest.batch_chunks:
@@ -145,6 +155,10 @@ class Ingestor:
                     progress(done, len(files), file.uri)
                 except Exception as exc:
                     raise _CallerError() from exc
+        self._write_read(index, pending, report)
+
+    def _write_read(self, index: str, pending: list[_Pending], report: IngestReport) -> None:
+        """Write what was read and not yet written: at the end of the files, or when the storage fails."""
         self._write(index, pending, report)
         self._write_collided(index, report)
         self.backend.update_states(index, self._touched)
@@ -251,7 +265,9 @@ class Ingestor:
             return None
         try:
             data = docs.read(file)
-        except Exception as exc:  # unreadable: permissions, vanished, network
+        except SourceError as exc:  # the storage failed (a timeout, no connection), not this file
+            raise _StorageDown(file.uri, exc) from exc
+        except Exception as exc:  # unreadable: permissions, vanished
             _fail(report, file.uri, f"cannot read: {exc}", previous)
             return None
         digest = hashlib.sha256(data).hexdigest()
@@ -368,6 +384,14 @@ def _fail(report: IngestReport, uri: str, reason: str, previous: SourceState | N
     if previous is not None:
         reason += PREVIOUS_KEPT
     report.failed.append((uri, reason))
+
+
+class _StorageDown(Exception):
+    """DocumentSource.read's SourceError: the storage failed (a timeout, no connection), not one file."""
+
+    def __init__(self, uri: str, error: SourceError) -> None:
+        super().__init__(uri, error)
+        self.uri, self.error = uri, error
 
 
 class _CallerError(Exception):
