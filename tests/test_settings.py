@@ -351,3 +351,31 @@ def test_the_storage_timeouts_and_attempts_are_settings(config, monkeypatch):
         config.write_text(f"[storage]\n{key} = {value}\n")
         with pytest.raises(unirank.ConfigurationError, match=rf"storage\.{key}: Input should be {said}"):
             Settings.load()
+
+
+def test_a_storage_endpoint_is_a_url_with_a_scheme_and_a_host(config, monkeypatch):
+    """Aliyun's console lists OSS endpoints without a scheme: "oss-cn-hangzhou.aliyuncs.com" loaded, and boto
+    refused it only when a source was read ("Invalid endpoint"), naming no setting."""
+    config.write_text('[storage]\noss_endpoint_url = "oss-cn-hangzhou.aliyuncs.com"\n')
+    with pytest.raises(unirank.ConfigurationError,
+                       match=rf"^Invalid settings \(read from {re.escape(str(config))}\):\n  - storage\."
+                             r"oss_endpoint_url 'oss-cn-hangzhou\.aliyuncs\.com' needs a scheme: "
+                             r"https://oss-cn-hangzhou\.aliyuncs\.com$"):
+        Settings.load()
+    config.write_text("")
+    for value, said in (("localhost:9000", r"'localhost:9000' needs a scheme: http://localhost:9000"),
+                        ("ftp://minio.internal", r"'ftp://minio\.internal' must start with http:// or https://"),
+                        ("https://", r"'https://' names no host: https://HOST"),
+                        ("http://minio:port", r"'http://minio:port' is not a URL"),
+                        ("", r"is empty: give the endpoint's URL")):
+        monkeypatch.setenv("UNIRANK_STORAGE__ENDPOINT_URL", value)
+        with pytest.raises(unirank.ConfigurationError, match=r"\(read from UNIRANK_STORAGE__ENDPOINT_URL\):\n"
+                                                             rf"  - storage\.endpoint_url {said}"):
+            Settings.load()
+    monkeypatch.setenv("UNIRANK_STORAGE__ENDPOINT_URL", "http://localhost:9000")
+    monkeypatch.setenv("UNIRANK_STORAGE__OSS_ENDPOINT_URL", "https://oss-cn-hangzhou.aliyuncs.com")
+    storage = Settings.load().storage
+    assert (storage.endpoint_url, storage.oss_endpoint_url) == ("http://localhost:9000",
+                                                                "https://oss-cn-hangzhou.aliyuncs.com")
+    monkeypatch.delenv("UNIRANK_STORAGE__ENDPOINT_URL")
+    assert Settings.load().storage.endpoint_url is None  # unset: AWS S3

@@ -207,6 +207,44 @@ class StorageSettings(_Section):
     read_timeout_s: float = Field(30.0, gt=0)
     attempts: int = Field(3, ge=1)
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        return cls._url(value, "storage.endpoint_url")
+
+    @field_validator("oss_endpoint_url")
+    @classmethod
+    def _oss_endpoint_url(cls, value: str | None) -> str | None:
+        return cls._url(value, "storage.oss_endpoint_url")
+
+    @staticmethod
+    def _url(value: str | None, setting: str) -> str | None:
+        """An endpoint is a URL: http:// or https:// and a host. Aliyun's console lists OSS endpoints without
+        a scheme ("oss-cn-hangzhou.aliyuncs.com"), which boto refused only when a source was first read, as
+        "Invalid endpoint". The error names ``setting`` and, where the scheme is missing, the URL with one."""
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError(f"{setting} is empty: give the endpoint's URL (https://HOST), or remove the setting")
+        if value != value.strip():
+            raise ValueError(f"{setting} {value!r} has spaces around it: {value.strip()}")
+        scheme, sep, _ = value.partition("://")
+        if not sep:
+            local = re.match(r"(localhost|127\.[0-9.]+|\[::1\]|0\.0\.0\.0)(:|/|$)", value)  # a local server: http
+            raise ValueError(f"{setting} {value!r} needs a scheme: {'http' if local else 'https'}://{value}")
+        if scheme.lower() not in ("http", "https"):
+            raise ValueError(f"{setting} {value!r} must start with http:// or https://")
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"{setting} {value!r} is not a URL ({exc})") from None
+        if not parts.hostname:
+            raise ValueError(f"{setting} {value!r} names no host: {scheme}://HOST")
+        return value
+
 
 class ServingSettings(_Section):
     """``unirank serve models``: the HTTP model server."""
