@@ -353,6 +353,29 @@ def test_the_storage_timeouts_and_attempts_are_settings(config, monkeypatch):
             Settings.load()
 
 
+def test_timeouts_are_finite_and_storage_ones_bounded(config, monkeypatch):
+    """UNIRANK_STORAGE__CONNECT_TIMEOUT_S=inf failed every request ("cannot convert float infinity to integer"),
+    READ_TIMEOUT_S=inf or 1e12 waited for ever on an endpoint that never answers, and `config show` printed inf."""
+    for key, value, said in (("CONNECT_TIMEOUT_S", "inf", "a finite number"),
+                             ("READ_TIMEOUT_S", "inf", "a finite number"), ("READ_TIMEOUT_S", "nan", "a finite number"),
+                             ("READ_TIMEOUT_S", "1e12", "less than or equal to 3600"),
+                             ("CONNECT_TIMEOUT_S", "3601", "less than or equal to 3600"),
+                             ("ATTEMPTS", "21", "less than or equal to 20")):
+        monkeypatch.setenv(f"UNIRANK_STORAGE__{key}", value)
+        with pytest.raises(unirank.ConfigurationError, match=rf"storage\.{key.lower()}: Input should be {said}"):
+            Settings.load()
+        monkeypatch.delenv(f"UNIRANK_STORAGE__{key}")
+    monkeypatch.setenv("UNIRANK_STORAGE__READ_TIMEOUT_S", "3600")
+    monkeypatch.setenv("UNIRANK_STORAGE__ATTEMPTS", "20")
+    assert (Settings.load().storage.read_timeout_s, Settings.load().storage.attempts) == (3600.0, 20)
+    for section, key in (("remote", "timeout_s"), ("remote", "rerank_timeout_s"), ("remote", "backoff_s"),
+                         ("remote", "verify_interval_s"), ("chat", "llm_timeout_s"), ("serving", "registry_poll_s"),
+                         ("serving", "max_wait_ms"), ("serving", "max_request_mb"), ("api", "max_request_mb")):
+        config.write_text(f"[{section}]\n{key} = inf\n")
+        with pytest.raises(unirank.ConfigurationError, match=rf"{section}\.{key}: Input should be a finite number"):
+            Settings.load()
+
+
 def test_a_storage_endpoint_is_a_url_with_a_scheme_and_a_host(config, monkeypatch):
     """Aliyun's console lists OSS endpoints without a scheme: "oss-cn-hangzhou.aliyuncs.com" loaded, and boto
     refused it only when a source was read ("Invalid endpoint"), naming no setting."""

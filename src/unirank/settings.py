@@ -203,9 +203,11 @@ class StorageSettings(_Section):
     #: many times a request is made in all (a timeout or a dropped connection is tried again). botocore's
     #: own (60 s to answer, 5 attempts), inside s3fs's 5 tries, kept `ingest` silent ~7 minutes on an
     #: endpoint that accepts and never answers. Ingest, `index remove` and `models export` all use them.
-    connect_timeout_s: float = Field(10.0, gt=0)
-    read_timeout_s: float = Field(30.0, gt=0)
-    attempts: int = Field(3, ge=1)
+    #: At most an hour and 20 attempts: inf failed every request ("cannot convert float infinity to integer")
+    #: or, for read_timeout_s, waited for ever on an endpoint that never answers, as did 1e12.
+    connect_timeout_s: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False)
+    read_timeout_s: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False)
+    attempts: int = Field(3, ge=1, le=20)
 
     @field_validator("endpoint_url")
     @classmethod
@@ -263,7 +265,7 @@ class ServingSettings(_Section):
     #: for all four), and 32 clients' one-text requests merge 15-16 at a time (bench/bulk_and_search.py,
     #: bench/serving.py).
     max_batch_size: int = Field(32, ge=1)
-    max_wait_ms: float = Field(5.0, ge=0)
+    max_wait_ms: float = Field(5.0, ge=0, allow_inf_nan=False)
     #: Request limits (a 4xx beyond them).
     max_inputs: int = Field(256, ge=1)
     max_input_tokens: int = Field(512, ge=1)
@@ -271,13 +273,13 @@ class ServingSettings(_Section):
     #: The largest request body read, in MB: its JSON is parsed on the event loop, so a 170 MB body held
     #: every other client up for seconds. 256 inputs of the longest text read whole (512 tokens at 32
     #: characters a token) are 4 MB.
-    max_request_mb: float = Field(16.0, gt=0)
+    max_request_mb: float = Field(16.0, gt=0, allow_inf_nan=False)
     #: Bearer tokens accepted (empty: no auth). A file of ``TOKEN [EXPIRES_ISO8601]`` lines is re-read
     #: when it changes, so a rotation needs no restart.
     api_keys: list[str] = Field(default_factory=list)
     api_keys_file: Path | None = None
     #: Seconds between checks of the registry for a re-pointed alias (hot swap).
-    registry_poll_s: float = Field(2.0, gt=0)
+    registry_poll_s: float = Field(2.0, gt=0, allow_inf_nan=False)
     #: How long PyTorch's idle OpenMP threads spin before they sleep (GNU libgomp's GOMP_SPINCOUNT, set
     #: for the server's processes before torch loads). At libgomp's default, 300,000, they spin on cores
     #: the event loop needs. bench/serving.py, one replica on 2 cores, 32 clients, six runs of each
@@ -299,19 +301,19 @@ class ServingSettings(_Section):
 class RemoteSettings(_Section):
     """How ingestion and search call a model registered with ``--endpoint``."""
 
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
     #: A rerank slower than this is dropped and search answers un-reranked (degraded). Reranking 50
     #: passages with the base model takes ~1.8 s on an idle 2-core CPU; ONNX and GPUs are faster.
-    rerank_timeout_s: float = Field(5.0, gt=0)
+    rerank_timeout_s: float = Field(5.0, gt=0, allow_inf_nan=False)
     retries: int = Field(2, ge=0)
-    backoff_s: float = Field(0.2, ge=0)
+    backoff_s: float = Field(0.2, ge=0, allow_inf_nan=False)
     max_connections: int = Field(16, ge=1)
     #: Texts sent in one embedding request (the probe text that checks the model is one of them); a
     #: larger ingestion batch is split into several.
     batch_inputs: int = Field(64, ge=1)
     #: Seconds a search process trusts its last check that the endpoint serves the registered model (a
     #: probe text, re-embedded after this long). Ingestion checks every request.
-    verify_interval_s: float = Field(10.0, ge=0)
+    verify_interval_s: float = Field(10.0, ge=0, allow_inf_nan=False)
 
 
 class ChatSettings(_Section):
@@ -323,7 +325,7 @@ class ChatSettings(_Section):
     llm_model: str | None = None
     #: Name of the environment variable holding the LLM API key (never the key itself).
     llm_api_key_env: str = "OPENAI_API_KEY"
-    llm_timeout_s: float = Field(30.0, gt=0)
+    llm_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     #: Tokens of retrieved context given to the answerer.
     context_tokens: int = Field(1500, ge=64)
     #: Passages retrieved per question.
@@ -361,7 +363,7 @@ class ApiSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
     #: The largest request body read, in MB (a question with its history is a few KB; a 560 KB question
     #: was read, embedded and stored whole).
-    max_request_mb: float = Field(1.0, gt=0)
+    max_request_mb: float = Field(1.0, gt=0, allow_inf_nan=False)
 
 
 class BackendSettings(_Section):
