@@ -167,6 +167,32 @@ def test_help_shows_flags_as_flags():
     assert "--json" in shown and "<bool>" not in shown, shown
 
 
+def test_help_keeps_square_brackets_that_rich_would_read_as_markup():
+    """`unirank train --help` showed `JSONL {query, shown: , clicked: }`: rich took `[id, ...]` for a style tag;
+    `unirank eval --help` lost `[@ALIAS]` the same way. Every help text is checked as rich renders it."""
+    import typer.main
+    from rich.markup import render
+    from typer.testing import CliRunner
+
+    from unirank.cli.main import app
+
+    eaten = []
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+        for where, text in [("", command.help), *((p.opts[0], p.help) for p in command.params)]:
+            if text and render(text).plain != text.replace("\\[", "["):
+                eaten.append(f"unirank {' '.join(path)} {where}: {text!r}")
+
+    walk(typer.main.get_command(app), [])
+    assert eaten == []
+    shown = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output
+    assert "JSONL {query, shown: [id, ...], clicked: [id | {id, dwell_s}, ...]} per result page" in shown, shown
+    shown = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "300"}).output
+    assert "a trained NAME[@ALIAS], or registry refs" in shown, shown
+
+
 def test_errors_are_clear_and_exit_2(run):
     run("ingest", str(SAMPLES / "backups.md"), "--index", "h")
     proc = run("search", "x", "--index", "h", "--top-k", "51", "--rerank", ok=False)

@@ -35,7 +35,7 @@ def train(
              "llm: questions written by the OpenAI-compatible endpoint in chat.llm_base_url / chat.llm_model.")] = None,
     feedback: Annotated[bool, typer.Option("--feedback", help="Add chat feedback (thumbs up/down, citation clicks) as labelled pairs.")] = False,
     clicks: Annotated[Optional[Path], typer.Option(
-        help="A search click log: JSONL {query, shown: [id, ...], clicked: [id | {id, dwell_s}, ...]} per result page; "
+        help="A search click log: JSONL {query, shown: \\[id, ...], clicked: \\[id | {id, dwell_s}, ...]} per result page; "
              "clicks are positives, results skipped above a click negatives.")] = None,
     min_dwell: Annotated[float, typer.Option(
         help="Seconds: a click whose user came back sooner is a bounce, not a positive (clicks without dwell_s count).")] = 0.0,
@@ -155,7 +155,7 @@ def evaluate(
     qrels: Annotated[Optional[Path], typer.Option(
         help="Their judgements: TSV query-id<TAB>doc-id<TAB>score (header optional); doc ids as "
              "`unirank search --json` shows them.")] = None,
-    models: Annotated[str, typer.Option(help="Comma-separated: base, a trained NAME[@ALIAS], or registry refs.")] = "base",
+    models: Annotated[str, typer.Option(help="Comma-separated: base, a trained NAME\\[@ALIAS], or registry refs.")] = "base",
     holdout_only: Annotated[bool, typer.Option(help="Drop queries a model was trained on instead of refusing.")] = False,
     record: Annotated[bool, typer.Option(help="Store the figures in the registry (promotion uses them).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print {system: {metric: value}} as JSON.")] = False,
