@@ -301,6 +301,49 @@ def test_an_endpoint_that_never_answers_fails_in_seconds_naming_it():
         assert (config["connect_timeout"], config["read_timeout"], config["retries"]["total_max_attempts"]) == limits
 
 
+def test_models_export_words_storage_errors_as_ingest_does(tmp_path, bucket, s3_endpoint, monkeypatch):
+    """`models export` to an endpoint that never answered said "Cannot reach s3://models: Read timeout on endpoint
+    URL ... Check the storage settings (storage.endpoint_url, credentials)", not the setting to raise as ingest
+    does; oss:// was told to check storage.endpoint_url. One helper in the sources words both."""
+    import socket
+    import time
+
+    from botocore.exceptions import ReadTimeoutError
+
+    import unirank.registry.export as export
+    from unirank.errors import ExportError
+    from unirank.registry.store import ModelVersion
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    mv = ModelVersion(name="m", version=1, role="embedder", path=tmp_path, created_at="2024-01-01T00:00:00Z")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts; nothing reads or answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        for scheme, setting, storage in (
+                ("s3", "endpoint_url", StorageSettings(endpoint_url=url, read_timeout_s=0.5, attempts=2, **KEYS)),
+                ("oss", "oss_endpoint_url", StorageSettings(oss_endpoint_url=url, oss_addressing_style="path",
+                                                            read_timeout_s=0.5, attempts=2, **KEYS))):
+            with pytest.raises(ExportError, match=(
+                    rf"^Cannot reach {scheme}://models: {url} did not answer within 0\.5 s \(2 attempts\)\. Check "
+                    rf"storage\.{setting} \(UNIRANK_STORAGE__{setting.upper()}\) and that the storage is up; for "
+                    r"a slow one, raise storage\.read_timeout_s \(UNIRANK_STORAGE__READ_TIMEOUT_S\)\. Nothing was "
+                    r"exported; export again once it is fixed\.$")):
+                export.export_version(mv, f"{scheme}://models/team", storage)
+        assert time.monotonic() - started < 8
+    # Failing partway, after the bucket answered, is worded the same way.
+    storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
+
+    def times_out(*args, **kwargs):
+        raise ReadTimeoutError(endpoint_url=f"{s3_endpoint}/handbook/team/m-v1/model.safetensors")
+
+    monkeypatch.setattr(export, "_export_to_objects", times_out)
+    with pytest.raises(ExportError, match=rf"^Exporting m@1 to s3://handbook/team/m-v1 failed: {s3_endpoint} did "
+                                          r"not answer within 30 s \(3 attempts\)\. .* raise storage\.read_timeout_s"):
+        export.export_version(mv, "s3://handbook/team", storage)
+
+
 def test_a_storage_outage_partway_stops_the_run_and_keeps_what_was_read(client):
     """Storage that went down partway failed each remaining file as its own, each after the timeouts, and one
     indexed before was said to need fixing ("fix the file, or remove it and use --prune"). The run stops, as

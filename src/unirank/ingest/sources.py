@@ -144,35 +144,13 @@ class DocumentSource:
 
     def _endpoint(self) -> tuple[str, str]:
         """The endpoint this source's storage is reached at, and the setting that names it."""
-        if self.scheme == "oss":
-            return str(self._storage.oss_endpoint_url), "storage.oss_endpoint_url (UNIRANK_STORAGE__OSS_ENDPOINT_URL)"
-        return self._storage.endpoint_url or "AWS S3", "storage.endpoint_url (UNIRANK_STORAGE__ENDPOINT_URL)"
+        return storage_endpoint(self.scheme, self._storage)
 
     def _why(self, exc: Exception) -> str:
         """botocore's words ("Unable to locate credentials", "Forbidden") name no setting to fix."""
         if self.scheme not in OBJECT_SCHEMES:
             return str(exc)
-        from botocore.exceptions import (ConnectTimeoutError, NoCredentialsError, PartialCredentialsError,
-                                         ReadTimeoutError)
-
-        if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
-            endpoint, setting = self._endpoint()
-            waited, limit = (("connect", "connect_timeout_s") if isinstance(exc, ConnectTimeoutError)
-                             else ("answer", "read_timeout_s"))
-            attempts = self._storage.attempts
-            return (f"{endpoint} did not {waited} within {getattr(self._storage, limit):g} s ({attempts} attempt"
-                    f"{'s' * (attempts != 1)}). Check {setting} and that the storage is up; for a slow one, "
-                    f"raise storage.{limit} (UNIRANK_STORAGE__{limit.upper()}).")
-        if isinstance(exc, PartialCredentialsError):
-            return f"the credentials are incomplete ({exc}). {_SET_CREDENTIALS}"
-        if isinstance(exc, NoCredentialsError):
-            return f"no credentials were found. {_SET_CREDENTIALS}"
-        if isinstance(exc, PermissionError):
-            code, message = _s3_error(exc)  # a listing's 403 says why (InvalidAccessKeyId), a HEAD's only "Forbidden"
-            said = f"{code}: {message.rstrip('.')}" if code and not code.isdigit() else str(exc)
-            return (f"access denied (403 {said}): the storage rejected the credentials, or they may not list "
-                    f"this bucket. Check the keys and their permissions. {_SET_CREDENTIALS}")
-        return str(exc)
+        return storage_problem(exc, self.scheme, self._storage) or str(exc)
 
     def read(self, file: SourceFile) -> bytes:
         path = self._path_of(file.uri)
@@ -203,6 +181,44 @@ class DocumentSource:
     def under(self, uris: Iterable[str]) -> list[str]:
         """The ``uris`` at or under this source's root, sorted: what --prune or `index remove` may remove."""
         return sorted(uri for uri in uris if self.contains(uri))
+
+
+def storage_endpoint(scheme: str, storage: StorageSettings) -> tuple[str, str]:
+    """The endpoint ``scheme``'s object storage is reached at, and the setting (and variable) that names it."""
+    if scheme == "oss":
+        return str(storage.oss_endpoint_url), "storage.oss_endpoint_url (UNIRANK_STORAGE__OSS_ENDPOINT_URL)"
+    return storage.endpoint_url or "AWS S3", "storage.endpoint_url (UNIRANK_STORAGE__ENDPOINT_URL)"
+
+
+def storage_problem(exc: BaseException, scheme: str, storage: StorageSettings) -> str | None:
+    """Why object storage (``scheme`` s3 or oss, reached with ``storage``) failed, naming the setting to fix,
+    as one or more sentences; None for an error it has no better words for than ``exc``'s own. botocore's
+    ("Read timeout on endpoint URL", "Unable to locate credentials", "Forbidden") name no setting. Ingest,
+    `index remove` and `models export` all say storage errors with it."""
+    from botocore.exceptions import ConnectionError as NoConnection
+    from botocore.exceptions import (ConnectTimeoutError, NoCredentialsError, PartialCredentialsError,
+                                     ReadTimeoutError)
+
+    endpoint, setting = storage_endpoint(scheme, storage)
+    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):  # before NoConnection: a connect timeout is one
+        waited, limit = (("connect", "connect_timeout_s") if isinstance(exc, ConnectTimeoutError)
+                         else ("answer", "read_timeout_s"))
+        attempts = storage.attempts
+        return (f"{endpoint} did not {waited} within {getattr(storage, limit):g} s ({attempts} attempt"
+                f"{'s' * (attempts != 1)}). Check {setting} and that the storage is up; for a slow one, "
+                f"raise storage.{limit} (UNIRANK_STORAGE__{limit.upper()}).")
+    if isinstance(exc, NoConnection):  # refused, dropped, no such host
+        return f"{str(exc).rstrip('.')}. Check {setting}."
+    if isinstance(exc, PartialCredentialsError):
+        return f"the credentials are incomplete ({exc}). {_SET_CREDENTIALS}"
+    if isinstance(exc, NoCredentialsError):
+        return f"no credentials were found. {_SET_CREDENTIALS}"
+    if isinstance(exc, PermissionError):
+        code, message = _s3_error(exc)  # a listing's 403 says why (InvalidAccessKeyId), a HEAD's only "Forbidden"
+        said = f"{code}: {message.rstrip('.')}" if code and not code.isdigit() else str(exc)
+        return (f"access denied (403 {said}): the storage rejected the credentials, or they may not list "
+                f"this bucket. Check the keys and their permissions. {_SET_CREDENTIALS}")
+    return None
 
 
 def _s3_error(exc: BaseException) -> tuple[str | None, str]:

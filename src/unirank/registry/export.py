@@ -33,8 +33,10 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
     in this export deleted, and the marker written last. A destination that holds anything else is
     refused unless ``force``, and so is a folder inside ``registry_root`` (the registry's own files).
     """
-    from unirank.ingest.sources import filesystem_for
+    from unirank.ingest.sources import filesystem_for, storage_endpoint, storage_problem
+    from unirank.settings import StorageSettings
 
+    storage = storage or StorageSettings()
     if mv.path is None:
         raise UnirankError(f"{mv.ref} is a remote endpoint; there are no files to export.")
     root = mv.path
@@ -52,16 +54,24 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
         except FileNotFoundError:
             raise ExportError(f"{location.scheme}://{bucket} does not exist: create the bucket first (export "
                               "does not create buckets), or check the name and storage endpoint.") from None
-        except Exception as exc:
-            raise ExportError(f"Cannot reach {location.scheme}://{bucket}: {exc}. Check the storage settings "
-                              "(storage.endpoint_url, credentials) and export again.") from exc
+        except Exception as exc:  # worded as ingest words it: a timeout names the setting to raise
+            why = storage_problem(exc, location.scheme, storage) or (
+                f"{str(exc).rstrip('.')}. Check {storage_endpoint(location.scheme, storage)[1]} and the credentials.")
+            raise ExportError(f"Cannot reach {location.scheme}://{bucket}: {why} Nothing was exported; export "
+                              "again once it is fixed.") from exc
     marker = json.dumps(_export_marker(mv), indent=2)
     try:
         if location.is_object_storage:
             _export_to_objects(mv, location, dest, marker, force)
         else:
             _export_to_folder(mv, Path(dest), marker, force)
-    except OSError as exc:
+    except Exception as exc:  # the storage failing partway (a timeout, a dropped connection) is said as above
+        why = storage_problem(exc, location.scheme, storage) if location.is_object_storage else None
+        if why is not None:
+            raise ExportError(f"Exporting {mv.ref} to {location.uri(dest)} failed: {why} Nothing in the registry "
+                              "changed; export again once it is fixed.") from exc
+        if not isinstance(exc, OSError):
+            raise
         raise ExportError(f"Exporting {mv.ref} to {location.uri(dest)} failed: {exc}. Nothing in the registry "
                           "changed; fix the destination and export again.") from exc
     return location.uri(dest)
