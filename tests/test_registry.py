@@ -599,6 +599,72 @@ def test_a_version_is_deleted_with_its_files_unless_an_alias_names_it(registry, 
     assert not v3.path.exists()  # the next registration removes them
 
 
+
+def test_a_version_deleted_while_it_is_promoted_is_not_set_and_a_deleted_target_is_promoted_over(registry,
+                                                                                                 monkeypatch):
+    """A promotion read its candidate, then set the alias with no lock: a deletion in between left prod
+    naming a deleted version, after which `models show NAME@prod` and every promotion to prod failed."""
+    from unirank.registry import store
+
+    _version(registry, 0.40), _version(registry, 0.41), _version(registry, 0.42)
+    registry.promote("cisi-embed@1")
+    compare = store.compare_for_promotion
+
+    def deleted_meanwhile(candidate, current):
+        other = ModelRegistry(registry.root)  # another process's `models delete cisi-embed@2 --yes`
+        try:
+            other.delete(candidate.ref)
+        finally:
+            other.close()
+        return compare(candidate, current)
+
+    monkeypatch.setattr(store, "compare_for_promotion", deleted_meanwhile)
+    with pytest.raises(ModelNotFoundError, match=r"cisi-embed@2 was deleted .* while it was being promoted: "
+                                                 r"nothing changed \(cisi-embed@prod still names v1\)"):
+        registry.promote("cisi-embed@2")
+    monkeypatch.setattr(store, "compare_for_promotion", compare)
+    assert registry.get("cisi-embed@prod").version == 1
+    assert [h["version"] for h in registry.history("cisi-embed")] == [1]
+
+    # An alias set to a version that was deleted since (by a registry from before this was checked).
+    registry.promote("cisi-embed@3")
+    registry.db.execute("UPDATE aliases SET version = 3")
+    registry.db.execute("DELETE FROM versions WHERE version = 3")
+    registry.db.commit()
+    with pytest.raises(ModelNotFoundError, match=r"cisi-embed@prod names cisi-embed@3, which was deleted\. Point "
+                                                 r"it at another version \(`unirank models promote cisi-embed@VERSION"):
+        registry.get("cisi-embed@prod")
+    assert registry.promote("cisi-embed@1").aliases == ["prod"]  # it raised, as reading the alias did
+    assert registry.history("cisi-embed")[-1]["note"] == "promoted (it named v3, deleted)"
+    registry.db.execute("UPDATE aliases SET version = 3")
+    registry.db.commit()
+    assert registry.rollback("cisi-embed").version == 1  # from the deleted v3 to the one before it
+
+
+def test_a_promotion_checked_against_a_version_the_alias_no_longer_names_is_refused(registry, monkeypatch):
+    """The alias moved by another command between the check and the write was replaced unchecked."""
+    from unirank.errors import UnirankError
+    from unirank.registry import store
+
+    _version(registry, 0.40), _version(registry, 0.41), _version(registry, 0.50)
+    registry.promote("cisi-embed@1")
+    compare = store.compare_for_promotion
+
+    def promoted_meanwhile(candidate, current):
+        monkeypatch.setattr(store, "compare_for_promotion", compare)  # the other promotion's own check
+        other = ModelRegistry(registry.root)
+        try:
+            other.promote("cisi-embed@3")
+        finally:
+            other.close()
+        return compare(candidate, current)
+
+    monkeypatch.setattr(store, "compare_for_promotion", promoted_meanwhile)
+    with pytest.raises(UnirankError, match="cisi-embed@prod was moved to v3 by another command while the "
+                                           "promotion of cisi-embed@2 was checked against v1: nothing changed"):
+        registry.promote("cisi-embed@2")
+    assert registry.get("cisi-embed@prod").version == 3
+
 # -- export carries the record; per-set figures; promotion; re-export; register's refusals ---------------------
 
 TRAINED_QUERY = "how are library catalogues indexed"

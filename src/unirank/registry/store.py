@@ -335,8 +335,11 @@ class ModelRegistry:
                                f"(`unirank models list`), e.g. `unirank models promote {name}@{versions[-1]} "
                                f"--alias {alias}`.")
         candidate = self.get(ref)
-        current = self._alias_target(candidate.name, alias)
-        note = "promoted"
+        named = self._alias_version(candidate.name, alias)
+        # None when the alias names a version deleted since (set before promotions checked under the lock):
+        # the promotion then replaces it unchecked, as over an alias not set.
+        current = self._kept_version(candidate.name, named)
+        note = "promoted" if current is not None or named is None else f"promoted (it named v{named}, deleted)"
         if current is not None and current.version != candidate.version:
             check = compare_for_promotion(candidate, current)
             if check.refusal and not force:
@@ -351,45 +354,82 @@ class ModelRegistry:
                 (warn or log.warning)(message)
             elif check.compared_on:
                 note = f"promoted: {check.compared_on}"
-        self._set_alias(candidate.name, alias, candidate.version, note)
+        with self._writing():
+            # Checked again under the write lock, which `delete` takes too: a version deleted, or the alias
+            # moved, since they were read above. The alias was set to a deleted version, after which
+            # NAME@ALIAS and any promotion to it failed.
+            if self._kept_version(candidate.name, candidate.version) is None:
+                raise ModelNotFoundError(
+                    f"{candidate.ref} was deleted (`unirank models delete`) while it was being promoted: nothing "
+                    f"changed{self._still_names(candidate.name, alias)}. Promote another version: `unirank models "
+                    f"promote {candidate.name}@VERSION --alias {alias}`.")
+            now = self._alias_version(candidate.name, alias)
+            if now != named:
+                moved = f"to v{now}" if now is not None else "off (removed)"
+                raise UnirankError(
+                    f"{candidate.name}@{alias} was moved {moved} by another command while the promotion of "
+                    f"{candidate.ref} was checked against {f'v{named}' if named is not None else 'no version'}: "
+                    f"nothing changed. Run the promotion again to check it against the version {alias} names now.")
+            self._set_alias(candidate.name, alias, candidate.version, note)
         return self.get(candidate.ref)
 
     def rollback(self, name: str, alias: str = "prod") -> ModelVersion:
         """Point ``alias`` at the version promoted before the current one; again, at the one before that.
-        (It went back and forth between the last two: v1 of three promotions could not be reached.)"""
-        rows = self.db.execute(
-            "SELECT version, note FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq", (name, alias)
-        ).fetchall()
-        if not rows:
-            self._require_name(name)
-            raise ModelNotFoundError(f"{name}@{alias} has never been set; nothing to roll back.")
-        promoted: list[int] = []  # the versions it went through, less those rolled back from
-        for version, note in rows:
-            if note.startswith("rollback") and promoted:
-                promoted.pop()
-            if not promoted or promoted[-1] != version:
-                promoted.append(version)
-        existing = {v for (v,) in self.db.execute("SELECT version FROM versions WHERE name = ?", (name,))}
-        kept: list[int] = []  # less deleted versions (`delete`), which cannot be gone back to
-        for version in promoted:
-            if version in existing and (not kept or kept[-1] != version):
-                kept.append(version)
-        promoted = kept
-        current = promoted.pop()
-        if not promoted:
-            raise ModelNotFoundError(f"{name}@{alias} has no earlier version to roll back to (it is v{current}); "
-                                     f"`unirank models promote {name}@VERSION --alias {alias}` names one outright.")
-        self._set_alias(name, alias, promoted[-1], f"rollback from v{current}")
-        return self.get(f"{name}@{promoted[-1]}")
+        (It went back and forth between the last two: v1 of three promotions could not be reached.)
+        Deleted versions are skipped."""
+        with self._writing():  # read and written under the lock: a version deleted meanwhile is never set
+            rows = self.db.execute(
+                "SELECT version, note FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq", (name, alias)
+            ).fetchall()
+            if not rows:
+                self._require_name(name)
+                raise ModelNotFoundError(f"{name}@{alias} has never been set; nothing to roll back.")
+            named = self._alias_version(name, alias)
+            promoted: list[int] = []  # the versions it went through, less those rolled back from
+            for version, note in rows:
+                if note.startswith("rollback") and promoted:
+                    promoted.pop()
+                if not promoted or promoted[-1] != version:
+                    promoted.append(version)
+            if promoted and promoted[-1] == named:
+                promoted.pop()  # the current one (a version deleted since, if it was set before that was refused)
+            existing = {v for (v,) in self.db.execute("SELECT version FROM versions WHERE name = ?", (name,))}
+            earlier: list[int] = []  # less deleted versions (`delete`), which cannot be gone back to
+            for version in promoted:
+                if version in existing and (not earlier or earlier[-1] != version):
+                    earlier.append(version)
+            while earlier and earlier[-1] == named:
+                earlier.pop()
+            if not earlier:
+                raise ModelNotFoundError(f"{name}@{alias} has no earlier version to roll back to (it is v{named}); "
+                                         f"`unirank models promote {name}@VERSION --alias {alias}` names one outright.")
+            self._set_alias(name, alias, earlier[-1], f"rollback from v{named}")
+        return self.get(f"{name}@{earlier[-1]}")
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """One exclusive write transaction (``BEGIN IMMEDIATE``: the lock before the first read)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
 
     def _set_alias(self, name: str, alias: str, version: int, note: str) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO aliases (name, alias, version) VALUES (?, ?, ?)",
-                            (name, alias, version))
-            self.db.execute(
-                "INSERT INTO alias_history (name, alias, version, changed_at, note) VALUES (?, ?, ?, ?, ?)",
-                (name, alias, version, now_iso(), note),
-            )
+        """Point ``alias`` at ``version`` and record it; inside ``_writing``, which checked that it exists."""
+        self.db.execute("INSERT OR REPLACE INTO aliases (name, alias, version) VALUES (?, ?, ?)",
+                        (name, alias, version))
+        self.db.execute(
+            "INSERT INTO alias_history (name, alias, version, changed_at, note) VALUES (?, ?, ?, ?, ?)",
+            (name, alias, version, now_iso(), note),
+        )
+
+    def _still_names(self, name: str, alias: str) -> str:
+        named = self._alias_version(name, alias)
+        return f" ({name}@{alias} still names v{named})" if named is not None else f" ({name}@{alias} is not set)"
 
     def export(self, ref: str, to: str, storage: Any = None, *, force: bool = False) -> str:
         """Copy a version's files to ``to``/NAME-vVERSION (a folder or object storage URI); returns its URI.
@@ -469,8 +509,33 @@ class ModelRegistry:
                             created_at=row[5], record=json.loads(row[4]), aliases=aliases)
 
     def _alias_target(self, name: str, alias: str) -> ModelVersion | None:
+        named = self._alias_version(name, alias)
+        if named is None:
+            return None
+        target = self._kept_version(name, named)
+        if target is None:  # set before promotions were checked under the lock `delete` takes
+            raise ModelNotFoundError(
+                f"{name}@{alias} names {name}@{named}, which was deleted{self._deleted_at(name, named)}. Point it at "
+                f"another version (`unirank models promote {name}@VERSION --alias {alias}` or `unirank models "
+                f"rollback {name} --alias {alias}`).")
+        return target
+
+    def _alias_version(self, name: str, alias: str) -> int | None:
+        """The version number ``alias`` names, even a deleted one; None when it is not set."""
         row = self.db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
-        return self.get(f"{name}@{row[0]}") if row else None
+        return int(row[0]) if row else None
+
+    def _kept_version(self, name: str, version: int | None) -> ModelVersion | None:
+        """``name@version``, or None when ``version`` is None or was deleted."""
+        if version is None or not self.db.execute("SELECT 1 FROM versions WHERE name = ? AND version = ?",
+                                                  (name, version)).fetchone():
+            return None
+        return self.get(f"{name}@{version}")
+
+    def _deleted_at(self, name: str, version: int) -> str:
+        row = self.db.execute("SELECT deleted_at FROM deleted_versions WHERE name = ? AND version = ?",
+                              (name, version)).fetchone()
+        return f" at {row[0]}" if row else ""
 
     def _require_name(self, name: str) -> None:
         if not self.db.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone():
