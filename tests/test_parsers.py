@@ -681,3 +681,49 @@ def test_the_file_stem_comes_from_any_uri(uri, stem):
 def test_object_storage_uris_parse_like_files():
     doc = parse_document(b"Hello from a bucket.", "s3://bucket/team/readme.txt")[0]
     assert doc.doc_id == "s3://bucket/team/readme.txt" and doc.title == "readme"
+
+
+# -- examples/make_office_docs.py ----------------------------------------------------------------
+
+
+def test_the_office_samples_are_the_same_bytes_on_every_run(tmp_path, monkeypatch):
+    """scripts/quickstart.sh makes the samples before each ingest, and the DOCX's zip entry times and the PDF's
+    creation date (and the file ID made from it) were those of the run: a re-ingest re-read both as changed.
+    They are fixed, and a file that holds the bytes already is not written again, so its mtime stays."""
+    import importlib.util
+    import os
+    import time
+    import types
+    import zipfile
+    from datetime import datetime, timezone
+
+    from fpdf import FPDF
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "make_office_docs.py"
+    spec = importlib.util.spec_from_file_location("make_office_docs", script)
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    names = ("travel-policy.docx", "security-whitepaper.pdf")
+    made = FPDF.__init__
+
+    def run(folder: Path, clock: float) -> None:  # as if at `clock`: zip entries and a PDF take the run's time
+        def at_clock(pdf, *args, **kwargs):
+            made(pdf, *args, **kwargs)
+            pdf.creation_date = datetime.fromtimestamp(clock, timezone.utc)
+
+        monkeypatch.setattr(zipfile, "time", types.SimpleNamespace(time=lambda: clock, localtime=time.localtime))
+        monkeypatch.setattr(FPDF, "__init__", at_clock)
+        folder.mkdir(exist_ok=True)
+        make.make_docx(folder / names[0])
+        make.make_pdf(folder / names[1])
+
+    run(tmp_path / "a", 1_700_000_000)
+    run(tmp_path / "b", 1_700_003_600)
+    assert [name for name in names if (tmp_path / "a" / name).read_bytes() != (tmp_path / "b" / name).read_bytes()] == []
+    for name in names:
+        os.utime(tmp_path / "a" / name, ns=(10**18, 10**18))
+    run(tmp_path / "a", 1_700_007_200)
+    assert [(tmp_path / "a" / name).stat().st_mtime_ns for name in names] == [10**18, 10**18]
+    monkeypatch.undo()
+    assert only(tmp_path / "a" / names[0]).title == "Travel and expenses policy"
+    assert only(tmp_path / "a" / names[1]).title == "Security whitepaper"
