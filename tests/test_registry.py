@@ -665,6 +665,53 @@ def test_a_promotion_checked_against_a_version_the_alias_no_longer_names_is_refu
         registry.promote("cisi-embed@2")
     assert registry.get("cisi-embed@prod").version == 3
 
+
+def test_an_alias_is_removed_with_unalias_and_its_version_can_then_be_deleted(registry, tmp_path, monkeypatch):
+    """There was no way to remove an alias: a mistyped `--alias prdo` stayed, and a promoted name's only
+    version could never be deleted (`models delete` said to point the alias at another version first)."""
+    only = _version(registry, 0.40)
+    registry.promote("cisi-embed@1")
+    registry.promote("cisi-embed@1", "prdo")
+    code, output = _cli(tmp_path, monkeypatch, "models", "delete", "cisi-embed@1", "--yes")
+    assert code == 2 and "or remove it (`unirank models unalias cisi-embed --alias prdo`)" in output, output
+    code, output = _cli(tmp_path, monkeypatch, "models", "unalias", "cisi-embed", "--alias", "prdo", input="n\n")
+    assert code == 1 and "Remove cisi-embed@prdo (it names version 1)?" in output, output
+    code, output = _cli(tmp_path, monkeypatch, "models", "unalias", "cisi-embed", "--alias", "prdo", input="y\n")
+    assert code == 0 and output.endswith("Removed cisi-embed@prdo (it named version 1; the version is kept)."), output
+    assert registry.get("cisi-embed@1").aliases == ["prod"]
+    code, output = _cli(tmp_path, monkeypatch, "models", "unalias", "cisi-embed", "--alias", "prdo", "--yes")
+    assert code == 2 and "cisi-embed@prdo is not set: nothing was removed (its aliases are prod;" in output, output
+    code, output = _cli(tmp_path, monkeypatch, "models", "unalias", "cisi-embed@prod", "--yes")
+    assert code == 2 and "--alias" in output and registry.get("cisi-embed@prod").version == 1, output  # required
+    code, output = _cli(tmp_path, monkeypatch, "models", "unalias", "cisi-embed@prod", "--alias", "prod", "--yes")
+    assert code == 2 and "`unirank models unalias cisi-embed --alias prod`" in output, output
+
+    assert registry.unalias("cisi-embed", "prod") == 1
+    with pytest.raises(ModelNotFoundError, match="cisi-embed@prod is not set"):
+        registry.get("cisi-embed@prod")
+    with pytest.raises(ModelNotFoundError, match=r"cisi-embed@prod is not set \(it was removed"):
+        registry.rollback("cisi-embed")
+    code, output = _cli(tmp_path, monkeypatch, "models", "show", "cisi-embed", "--json")
+    history = json.loads(output)["history"]
+    assert [(h["version"], h["note"]) for h in history["prod"]] == [(1, "promoted"), (None, "removed (it named v1)")]
+    assert registry.delete("cisi-embed@1").ref == "cisi-embed@1" and not only.path.exists()
+
+    # Promoted again, rollback goes back no further than the removal.
+    _version(registry, 0.41), _version(registry, 0.42)
+    registry.promote("cisi-embed@2", "staging")
+    registry.unalias("cisi-embed", "staging")
+    registry.promote("cisi-embed@3", "staging")
+    with pytest.raises(ModelNotFoundError, match="no earlier version to roll back to"):
+        registry.rollback("cisi-embed", "staging")
+    # An alias left naming a deleted version (before promotions were checked under the lock) is removed too.
+    registry.db.execute("INSERT INTO aliases (name, alias, version) VALUES ('cisi-embed', 'old', 1)")
+    registry.db.commit()
+    with pytest.raises(ModelNotFoundError, match=r"or remove it \(`unirank models unalias cisi-embed --alias old`"):
+        registry.get("cisi-embed@old")
+    assert registry.unalias("cisi-embed", "old") == 1
+    with pytest.raises(ModelNotFoundError, match="No model named 'other'"):
+        registry.unalias("other", "prod")
+
 # -- export carries the record; per-set figures; promotion; re-export; register's refusals ---------------------
 
 TRAINED_QUERY = "how are library catalogues indexed"

@@ -183,11 +183,37 @@ def rollback(name: Annotated[str, typer.Argument(help="Registry name.")],
     console.print(f"{name}@{alias} rolled back to version {mv.version}.")
 
 
+@models_app.command("unalias")
+def unalias(name: Annotated[str, typer.Argument(help="Registry name (without @).")],
+            alias: Annotated[str, typer.Option(help="The alias to remove (prod, staging...).")],
+            yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
+    """Remove an alias from NAME: a mistyped one, or one whose version is to be deleted with no other to
+    point it at. The version stays; the removal is kept in the alias's history, and rollback does not go
+    back past it. A setting that names NAME@ALIAS no longer loads; `serve models` keeps serving the version
+    it loaded (listed under failed_swaps on /ready)."""
+    registry, _ = _registry()
+    try:
+        if "@" in name:
+            base, _, given = name.partition("@")
+            raise UnirankError(f"Give the name and the alias apart: `unirank models unalias {base} --alias "
+                               f"{given or alias}`.")
+        named = registry.unaliasable(name, alias)  # refused before asking
+        if not yes and not typer.confirm(f"Remove {name}@{alias} (it names version {named})? A setting naming "
+                                         f"{name}@{alias} no longer loads."):
+            raise typer.Exit(1)
+        named = registry.unalias(name, alias)
+    except UnirankError as exc:
+        fail(exc)
+    finally:
+        registry.close()
+    console.print(f"Removed {name}@{alias} (it named version {named}; the version is kept).")
+
+
 @models_app.command("delete")
 def delete(ref: Annotated[str, typer.Argument(help="NAME@VERSION to delete (a number, not an alias or a bare NAME).")],
            yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
     """Delete a version and its files. Refused while an alias (prod...) names it: promote another version to
-    that alias first. Its number is not given to a later registration.
+    that alias first, or remove the alias (`models unalias`). Its number is not given to a later registration.
 
     The registry does not know which indexes were embedded with the version: those can no longer be read
     with it (an optimized copy of it still can); `unirank index rebuild INDEX --model ...` re-embeds one."""

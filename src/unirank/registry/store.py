@@ -260,7 +260,8 @@ class ModelRegistry:
             which = "each alias" if len(mv.aliases) > 1 else first
             raise UnirankError(f"{mv.ref} is {named}: nothing was deleted. Point {which} "
                                f"at another version first (`unirank models promote {mv.name}@VERSION --alias "
-                               f"{first}`), then delete it.")
+                               f"{first}`), or remove it (`unirank models unalias {mv.name} --alias {first}`), "
+                               "then delete it.")
         return mv
 
     def delete(self, ref: str) -> ModelVersion:
@@ -376,7 +377,7 @@ class ModelRegistry:
     def rollback(self, name: str, alias: str = "prod") -> ModelVersion:
         """Point ``alias`` at the version promoted before the current one; again, at the one before that.
         (It went back and forth between the last two: v1 of three promotions could not be reached.)
-        Deleted versions are skipped."""
+        Deleted versions are skipped, and it goes back no further than the alias's removal (``unalias``)."""
         with self._writing():  # read and written under the lock: a version deleted meanwhile is never set
             rows = self.db.execute(
                 "SELECT version, note FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq", (name, alias)
@@ -385,8 +386,13 @@ class ModelRegistry:
                 self._require_name(name)
                 raise ModelNotFoundError(f"{name}@{alias} has never been set; nothing to roll back.")
             named = self._alias_version(name, alias)
-            promoted: list[int] = []  # the versions it went through, less those rolled back from
-            for version, note in rows:
+            if named is None:
+                raise ModelNotFoundError(f"{name}@{alias} is not set (it was removed with `unirank models unalias`):"
+                                         f" nothing to roll back. `unirank models promote {name}@VERSION --alias "
+                                         f"{alias}` sets it again.")
+            removals = [i for i, (version, _) in enumerate(rows) if version is None]
+            promoted: list[int] = []  # the versions it went through since it was set, less those rolled back from
+            for version, note in rows[removals[-1] + 1 if removals else 0:]:
                 if note.startswith("rollback") and promoted:
                     promoted.pop()
                 if not promoted or promoted[-1] != version:
@@ -405,6 +411,31 @@ class ModelRegistry:
                                          f"`unirank models promote {name}@VERSION --alias {alias}` names one outright.")
             self._set_alias(name, alias, earlier[-1], f"rollback from v{named}")
         return self.get(f"{name}@{earlier[-1]}")
+
+    def unaliasable(self, name: str, alias: str) -> int:
+        """The version ``alias`` names (even a deleted one), if ``unalias`` may remove it: it is set."""
+        named = self._alias_version(name, alias)
+        if named is None:
+            self._require_name(name)
+            others = [a for (a,) in self.db.execute("SELECT alias FROM aliases WHERE name = ? ORDER BY alias",
+                                                    (name,))]
+            which = f"its aliases are {', '.join(others)}" if others else "it has no aliases"
+            raise ModelNotFoundError(f"{name}@{alias} is not set: nothing was removed ({which}; "
+                                     f"`unirank models show {name}` shows them).")
+        return named
+
+    def unalias(self, name: str, alias: str) -> int:
+        """Remove ``alias`` from ``name``; returns the version it named. The removal is kept in the alias's
+        history (version None), and rollback goes back no further. There was no way to: a mistyped alias
+        stayed, and kept the files of the version it named, as did a name's only version promoted."""
+        self.unaliasable(name, alias)  # said before the lock, and checked again under it
+        with self._writing():
+            named = self.unaliasable(name, alias)
+            self.db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+            self.db.execute(
+                "INSERT INTO alias_history (name, alias, version, changed_at, note) VALUES (?, ?, NULL, ?, ?)",
+                (name, alias, now_iso(), f"removed (it named v{named})"))
+        return named
 
     @contextlib.contextmanager
     def _writing(self):
@@ -517,7 +548,7 @@ class ModelRegistry:
             raise ModelNotFoundError(
                 f"{name}@{alias} names {name}@{named}, which was deleted{self._deleted_at(name, named)}. Point it at "
                 f"another version (`unirank models promote {name}@VERSION --alias {alias}` or `unirank models "
-                f"rollback {name} --alias {alias}`).")
+                f"rollback {name} --alias {alias}`), or remove it (`unirank models unalias {name} --alias {alias}`).")
         return target
 
     def _alias_version(self, name: str, alias: str) -> int | None:
