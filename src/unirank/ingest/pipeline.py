@@ -143,8 +143,8 @@ class Ingestor:
                 left, why = len(files) - done + 1, str(down.error).rstrip().rstrip(".")
                 raise SourceError(
                     f"The storage failed while reading {down.uri}, so the run stopped with "
-                    f"{_counted(left, 'file')} of {len(files)} not read: {why}. Check that the storage is up; "
-                    "a re-run skips the files already ingested.") from down.error
+                    f"{_counted(left, 'file')} of {len(files)} not read: {why}. "
+                    "A re-run skips the files already ingested.") from down.error
             if item is not None:
                 pending.append(item)
                 if sum(len(p.chunks) for p in pending) >= self.ingest.batch_chunks:
