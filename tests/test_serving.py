@@ -663,7 +663,7 @@ def test_the_batcher_drops_a_cancelled_request_without_running_it() -> None:
 
     def run(items: list[int]) -> list[int]:
         ran.append(list(items))
-        time.sleep(0.05)
+        time.sleep(0.3)  # long enough for the rest to queue behind it on a loaded machine
         return items
 
     async def scenario() -> str:
@@ -672,7 +672,8 @@ def test_the_batcher_drops_a_cancelled_request_without_running_it() -> None:
             run, executor=ThreadPoolExecutor(1), max_batch=4, max_wait_s=0.001, metrics=metrics,
             model="m", kind="embed")
         first = asyncio.ensure_future(batcher.submit([0]))
-        await asyncio.sleep(0.02)  # its batch is running
+        while not ran:  # its batch is running (a fixed sleep lost the race on a loaded machine)
+            await asyncio.sleep(0.005)
         gone = asyncio.ensure_future(batcher.submit([1, 2]))
         await asyncio.sleep(0)  # queued
         gone.cancel()
