@@ -97,3 +97,49 @@ def test_a_rebuild_with_an_empty_model_is_refused_not_made_with_base(docs_index,
     with pytest.raises(ConfigurationError, match=r"\(--model\) is empty or not text"):
         client.rebuild_index("docs", model)
     assert sorted(p.name for p in (docs_index.indexes_dir / "docs").glob("v*")) == ["v1"]
+
+
+def test_an_index_whose_model_was_deleted_is_read_with_a_version_making_its_vectors_else_said_to_rebuild(
+        settings, client):
+    """Deleting a version broke every index it made, even with an optimized copy of it left (copies make
+    its vectors), and the error's advice, embedder.model = "copy@1" or leaving it unset, failed with
+    "copy has no version 1 (it was deleted ...)"."""
+    from unirank.errors import ModelNotFoundError
+    from unirank.models.loading import load_embedder
+    from unirank.models.loading import resolve_model_path
+    from unirank.registry import ModelRegistry
+
+    source_sig = register_base_copy(settings, "copy")  # copy@1, and two optimized copies of it
+    registry = ModelRegistry(settings.models_dir)
+    base_files = resolve_model_path("base")[0]
+    for _ in range(2):
+        registry.register("copy", "embedder", path=base_files, record={"dims": 384, "optimized_from": "copy@1"})
+    backend = EmbeddedBackend(settings.indexes_dir)
+    vectors = np.eye(384, dtype=np.float32)
+    for index, made_by in (("docs", source_sig), ("opt", ModelSignature(name="copy", version="2", dims=384))):
+        backend.create_index(index, made_by)
+        backend.index(index, [source("mem://a", ["Backups run nightly."], [vectors[0]])])
+        backend.flush(index)
+    backend.close()
+
+    def read_with(index: str) -> str | None:
+        return client.search("backups", index, mode="knn", rerank=False).embedder
+
+    try:
+        registry.delete("copy@2")  # a copy: the version it was made from reads its index
+        assert read_with("opt") == "copy@1"
+        registry.delete("copy@1")  # the source: its surviving copy reads its index
+        assert read_with("docs") == "copy@3"
+        settings.embedder.model = "copy@1"  # as the index's mismatch error advises
+        with pytest.raises(ModelNotFoundError, match=r"no version 1 \(it was deleted at .*\); it has 3\. copy@3 "
+                                                     r"makes the vectors it made"):
+            load_embedder(settings)
+        settings.embedder.model = None
+        registry.delete("copy@3")
+        client._index_embedders.clear()
+        with pytest.raises(ModelNotFoundError, match=r"An index embedded with copy@1 cannot be searched or extended: "
+                                                     r"copy@1 was deleted at .*No registered version makes its vectors"
+                                                     r".*`unirank index rebuild INDEX --model MODEL`"):
+            read_with("docs")
+    finally:
+        registry.close()

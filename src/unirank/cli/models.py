@@ -215,8 +215,9 @@ def delete(ref: Annotated[str, typer.Argument(help="NAME@VERSION to delete (a nu
     """Delete a version and its files. Refused while an alias (prod...) names it: promote another version to
     that alias first, or remove the alias (`models unalias`). Its number is not given to a later registration.
 
-    The registry does not know which indexes were embedded with the version: those can no longer be read
-    with it (an optimized copy of it still can); `unirank index rebuild INDEX --model ...` re-embeds one."""
+    The registry does not know which indexes were embedded with the version: those are then read with a
+    registered version that makes its vectors (an optimized copy of it, or the one it was made from), and
+    with none left `unirank index rebuild INDEX --model ...` re-embeds one."""
     registry, _ = _registry()
     try:
         mv = registry.deletable(ref)  # refused before asking

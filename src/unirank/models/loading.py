@@ -52,7 +52,14 @@ def registry_version(model: str, registry_root: Path | None) -> ModelVersion | N
         if registry_ref or registry.exists(name):
             # A bare registered name wins over a folder of that name in the working directory (a folder
             # of documents named like the model); ./NAME names the folder.
-            return registry.get(model)
+            try:
+                return registry.get(model)
+            except ModelNotFoundError as exc:
+                gone = _deleted(registry, model)
+                if gone is None or gone.role != "embedder":
+                    raise
+                # Its indexes' errors say to set embedder.model to it: say what reads them now.
+                raise ModelNotFoundError(f"{exc} {_after_deletion(registry, gone)[1]}") from None
         if not folder:
             _refuse_a_near_miss(model, {v.name for v in registry.list()})
         return None
@@ -295,8 +302,10 @@ def load_embedder(settings: Settings) -> Embedder:
 def index_model_ref(settings: Settings, index_model: ModelSignature) -> str | None:
     """The model to read and extend an index made by ``index_model`` with, when ``embedder.model`` is not
     set: that model itself if it loads here (``base`` or a registered embedder), so an index rebuilt with a
-    tuned model is searched with it as it is. None when the setting names a model (it is then used, and a
-    mismatch refused) or the index's model is not here (a folder, another machine's registry)."""
+    tuned model is searched with it as it is; for a version deleted since, a registered one that makes its
+    vectors (an optimized copy, the version it was made from), and where none is left, ModelNotFoundError
+    saying to re-embed the index. None when the setting names a model (it is then used, and a mismatch
+    refused) or the index's model is not here (a folder, another machine's registry)."""
     if settings.embedder.model is not None:
         return None
     ref = str(index_model)
@@ -305,8 +314,58 @@ def index_model_ref(settings: Settings, index_model: ModelSignature) -> str | No
     try:
         version = registry_version(ref, settings.models_dir)
     except ModelNotFoundError:
-        return None
+        return _reader_of_deleted(ref, settings.models_dir)
     return ref if version is not None and version.role == "embedder" else None
+
+
+def _reader_of_deleted(ref: str, registry_root: Path) -> str | None:
+    """What reads an index made by ``ref`` now that ``ref`` was deleted (``index_model_ref``); None when
+    ``ref`` is not a deleted version of this registry. Deleting a version broke every index it made,
+    even with an optimized copy of it left, and the error said to set embedder.model to it."""
+    if not (registry_root / "registry.sqlite").exists():
+        return None
+    from unirank.registry import ModelRegistry
+
+    registry = ModelRegistry(registry_root)
+    try:
+        gone = _deleted(registry, ref)
+        if gone is None or gone.role != "embedder":
+            return None
+        reader, advice = _after_deletion(registry, gone)
+    finally:
+        registry.close()
+    if reader is None:
+        raise ModelNotFoundError(f"An index embedded with {ref} cannot be searched or extended: {ref} was deleted"
+                                 f"{_when(gone)} (`unirank models delete`). {advice}")
+    return reader
+
+
+def _deleted(registry: Any, ref: str) -> ModelVersion | None:
+    """The deleted version ``ref`` (``NAME@VERSION``) names, with the record it had; else None."""
+    name, selector = parse_reference(ref)
+    return next((v for v in registry.deleted_versions() if v.name == name and str(v.version) == selector), None)
+
+
+def _when(gone: ModelVersion) -> str:
+    return f" at {gone.record['deleted_at']}" if gone.record.get("deleted_at") else ""
+
+
+def _after_deletion(registry: Any, gone: ModelVersion) -> tuple[str | None, str]:
+    """The model that reads indexes made by the deleted embedder ``gone`` (a registered version making its
+    vectors, the version it was made from first, then copies here, then endpoints; ``base`` for a copy of
+    the bundled model), or None; and a sentence saying so, or saying to re-embed them."""
+    kept = registry.list()
+    same = same_vector_refs([*kept, *registry.deleted_versions()], gone.ref, bundled_base_ref=BASE_SIGNATURE_REF)
+    readers = sorted((v for v in kept if v.ref in same and v.role == "embedder"),
+                     key=lambda v: (v.path is None, bool(v.record.get("optimized_from") or v.record.get("serves")),
+                                    v.name, v.version))
+    reader = readers[0].ref if readers else BASE_ALIAS if BASE_SIGNATURE_REF in same else None
+    if reader is None:
+        return None, ("No registered version makes its vectors (no optimized copy of it is left): re-embed each "
+                      "index made with it with another model, `unirank index rebuild INDEX --model MODEL` (e.g. "
+                      "--model base).")
+    return reader, (f"{reader} makes the vectors it made: indexes embedded with it are read with {reader} while "
+                    f"embedder.model is unset, or with embedder.model = \"{reader}\".")
 
 
 def _same_vectors(model: str, registered: ModelVersion | None, registry_root: Path) -> frozenset[str]:
@@ -317,7 +376,9 @@ def _same_vectors(model: str, registered: ModelVersion | None, registry_root: Pa
 
     registry = ModelRegistry(registry_root)
     try:
-        versions = registry.list()
+        # Deleted versions too: an index names the version that made it, and a copy of a deleted version
+        # (or the version a deleted copy was made from) still makes its vectors.
+        versions = [*registry.list(), *registry.deleted_versions()]
     finally:
         registry.close()
     ref = BASE_SIGNATURE_REF if registered is None else registered.ref

@@ -267,7 +267,8 @@ class ModelRegistry:
     def delete(self, ref: str) -> ModelVersion:
         """Delete the version ``NAME@VERSION`` and its files; returns what it was. Refused while an alias
         names it (``deletable``). Its number is never given again. The registry does not know which
-        indexes were embedded with it: they can no longer be read with it (a copy of it still can)."""
+        indexes were embedded with it: they are read with a version that makes its vectors, if one is left
+        (``deleted_versions``; ``unirank.models.loading.index_model_ref``)."""
         self.deletable(ref)  # said before the lock, and checked again under it
         db = self.db
         db.execute("BEGIN IMMEDIATE")
@@ -598,6 +599,15 @@ class ModelRegistry:
     def list(self) -> list[ModelVersion]:
         rows = self.db.execute("SELECT name, version FROM versions ORDER BY name, version").fetchall()
         return [self.get(f"{n}@{v}") for n, v in rows]
+
+    def deleted_versions(self) -> list[ModelVersion]:
+        """The versions ``delete`` removed, with the records they had (no files, no aliases): an index they
+        embedded still names them, and an optimized copy that survives makes their vectors."""
+        rows = self.db.execute("SELECT name, version, role, record, created_at, deleted_at FROM deleted_versions "
+                               "ORDER BY name, version").fetchall()
+        return [ModelVersion(name=n, version=v, role=role, path=None, created_at=created,
+                             record={**json.loads(record), "deleted_at": deleted})
+                for n, v, role, record, created, deleted in rows]
 
     def history(self, name: str, alias: str = "prod") -> list[dict[str, Any]]:
         rows = self.db.execute(
