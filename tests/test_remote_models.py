@@ -831,3 +831,71 @@ def test_registration_against_a_server_that_cannot_list_its_models_says_so(tmp_p
             describe_endpoint(Endpoint(url=server.url, api="tei", role="embedder"), settings.remote)
     finally:
         server.stop()
+
+
+def test_a_remote_reranker_takes_the_blend_weight_of_the_reranker_registered_here_or_the_one_given(
+        tmp_path, monkeypatch):
+    """`models register edge-rerank --role reranker --endpoint ...` recorded no blend weight, so the remote
+    copy of a trained reranker saved with weight 0 (its unirank_reranker.json) was blended at 1.0: its
+    scores reordered the results the reranker itself leaves in the hybrid order. (No server: the probe's
+    record stands in for one serving `--remote-model` as its listing names it.)"""
+    import json
+
+    from typer.testing import CliRunner
+
+    from env_helpers import clear_unirank_settings
+    from unirank.cli.main import app
+    from unirank.models import loading
+
+    trained = tmp_path / "trained-rerank"  # as `unirank train` saves a cross-encoder: weight 0, chosen on validation
+    trained.mkdir()
+    (trained / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
+    (trained / "unirank_reranker.json").write_text(json.dumps({"blend_weight": 0.0}))
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")
+    registry = ModelRegistry(settings.models_dir)
+    registry.register("handbook-rerank", "reranker", path=trained, record={})
+    registry.promote("handbook-rerank@1")
+    registry.close()
+
+    def probed(endpoint, remote_settings, *, tokenizer="base"):
+        model = endpoint.remote_model or "served-default"
+        return {"endpoint": endpoint.url, "api": endpoint.api, "token_env": None, "token_file": None,
+                "base_model": f"remote:{model}", "remote_model": model, "max_seq_length": 512}
+
+    monkeypatch.setattr(loading, "describe_endpoint", probed)
+    clear_unirank_settings(monkeypatch)
+    monkeypatch.setenv("UNIRANK_CONFIG", os.devnull)
+    monkeypatch.setenv("UNIRANK_DATA_DIR", str(settings.data_dir))
+
+    def cli(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["models", *args])
+        return result.exit_code, " ".join(result.output.split())
+
+    def registered(name: str, *options: str) -> tuple[dict, str]:
+        code, output = cli("register", name, "--role", "reranker", "--endpoint", "http://models:8080", "--api",
+                           "tei", *options)
+        assert code == 0, output
+        return _record(settings, name), output
+
+    record, output = registered("edge-rerank", "--remote-model", "handbook-rerank@prod")
+    assert (record["blend_weight"], record["blend_weight_from"]) == (0.0, "handbook-rerank@1")
+    assert "blended with the hybrid rank at weight 0.0, that of handbook-rerank@1" in output, output
+    reranker = load_reranker(_with(settings, reranker__model="edge-rerank"))
+    try:
+        assert isinstance(reranker, RemoteReranker) and reranker.blend_weight == 0.0
+    finally:
+        reranker.close()
+
+    record, _ = registered("edge-given", "--remote-model", "elsewhere@3", "--blend-weight", "0.3")
+    assert record["blend_weight"] == 0.3 and "blend_weight_from" not in record
+    record, output = registered("edge-unknown")  # the server's default model: nothing here to take it from
+    assert "blend_weight" not in record
+    assert "no blend weight is recorded" in output and "reranker.blend_weight" in output, output
+    code, output = cli("show", "edge-unknown@1", "--json")
+    assert code == 0 and "its scores replace the hybrid order (weight 1.0) unless reranker.blend_weight" in output
+    code, output = cli("register", "edge-embed", "--role", "embedder", "--endpoint", "http://models:8080",
+                       "--blend-weight", "0.5")
+    assert code == 2 and "--blend-weight is a reranker's" in output, output
+    code, output = cli("register", "edge-rerank", "--role", "reranker", "--endpoint", "http://models:8080",
+                       "--blend-weight", "1.5")
+    assert code == 2 and "1.5" in output, output

@@ -44,6 +44,11 @@ def register(
         help="The model id the server knows it by (default: its only model of this role).")] = None,
     tokenizer: Annotated[str, typer.Option(
         help="Local tokenizer that chunks text for a remote embedder: a folder, or `base`.")] = "base",
+    blend_weight: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0,
+        help="A remote reranker's blend weight (0-1; 0 keeps the hybrid order), as a trained reranker saves in "
+             "its unirank_reranker.json. Default: that of the reranker registered here the model id names, "
+             "else none (its scores alone, 1.0, unless reranker.blend_weight is set).")] = None,
     force: Annotated[bool, typer.Option(
         help="Register a folder whose files are those of a version of NAME already (refused without it).")] = False,
 ) -> None:
@@ -56,11 +61,15 @@ def register(
         if (path is None) == (endpoint is None):
             raise UnirankError("Give either --path DIR (a saved model folder) or --endpoint URL (a model server).")
         endpoint_only = {"--api": api, "--token-env": token_env, "--token-file": token_file,
-                         "--remote-model": remote_model, "--tokenizer": tokenizer if tokenizer != "base" else None}
+                         "--remote-model": remote_model, "--tokenizer": tokenizer if tokenizer != "base" else None,
+                         "--blend-weight": blend_weight}
         if path is not None and any(v is not None for v in endpoint_only.values()):
             given = ", ".join(k for k, v in endpoint_only.items() if v is not None)
             raise UnirankError(f"{given} describe an endpoint (--endpoint URL); a model folder (--path) takes none.")
         registry.check_registrable(name, role)  # before a model loads
+        if blend_weight is not None and role != "reranker":
+            raise UnirankError("--blend-weight is a reranker's (how much its score counts against the hybrid "
+                               f"rank); an {role} takes none.")
         if path is not None:
             folder = _local_folder(path)
             # Before a model loads (a folder without config.json is refused as no model by
@@ -79,7 +88,7 @@ def register(
                               token_file=str(token_file) if token_file else None, remote_model=remote_model)
             from unirank.models.loading import describe_remote
 
-            record = describe_remote(remote, settings, tokenizer=tokenizer)
+            record = describe_remote(remote, settings, tokenizer=tokenizer, blend_weight=blend_weight)
             mv = registry.register(name, role, record=record)
     except UnirankError as exc:
         fail(exc)
@@ -87,6 +96,9 @@ def register(
         registry.close()
     where = f", {mv.record['endpoint']} ({mv.record['api']})" if mv.path is None else ""
     console.print(f"Registered [bold]{mv.ref}[/bold] ({mv.role}, {mv.record.get('dims', '-')} dims{escape(where)}).")
+    blend = _remote_blend(mv.to_dict())
+    if blend:
+        (console if "blend_weight" in mv.record else errors).print(escape(blend))
     source = (mv.record.get("lineage") or {}).get("exported_from")
     kept = [f"{len(mv.record['training_queries'])} training queries" if "training_queries" in mv.record else "",
             f"base model {mv.record['base_model']}" if "data_hash" in mv.record else "",
@@ -94,6 +106,21 @@ def register(
             f"metrics on {'; '.join(mv.evaluations)}" if mv.evaluations else ""]
     if source and any(kept):
         console.print(escape(f"From the export of {source}, with its record: {', '.join(k for k in kept if k)}."))
+
+
+def _remote_blend(record: dict) -> str | None:
+    """What a remote reranker's scores are blended with the hybrid rank at: its recorded blend weight, or
+    that none is recorded (1.0, reranker.blend_weight aside). None for other versions."""
+    if record.get("role") != "reranker" or record.get("path") is not None or not record.get("endpoint"):
+        return None
+    if "blend_weight" in record:
+        source = record.get("blend_weight_from")
+        whose = f", that of {source}, the reranker registered here its model id names" if source else ""
+        return (f"Its scores are blended with the hybrid rank at weight {record['blend_weight']}{whose}; "
+                "reranker.blend_weight overrides it.")
+    return ("note: no blend weight is recorded (its model id names no reranker registered here): its scores "
+            "replace the hybrid order (weight 1.0) unless reranker.blend_weight is set. For a reranker trained "
+            "by unirank, register it with --blend-weight W, the weight in its unirank_reranker.json.")
 
 
 def _local_folder(path: str) -> Path:
@@ -149,6 +176,9 @@ def show(ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALI
         print_json(data)
     else:
         print_record(data)
+    blend = _remote_blend(data)
+    if blend and "blend_weight" not in data:  # a recorded one is in the record
+        errors.print(escape(blend))
 
 
 @models_app.command("promote")

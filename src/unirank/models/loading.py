@@ -14,7 +14,7 @@ from unirank.models.backends import registry_backend
 from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
 from unirank.models.remote import (PROBE_TEXT, Endpoint, RemoteEmbedder, RemoteReranker, describe_endpoint,
                                    matches_fingerprint)
-from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker
+from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker, _stored_blend_weight
 from unirank.search.types import FOLDER_VERSION, ModelSignature
 from unirank.settings import Settings
 
@@ -166,15 +166,47 @@ def _remote_embedder(version: ModelVersion, settings: Settings) -> RemoteEmbedde
     )
 
 
-def describe_remote(endpoint: Endpoint, settings: Settings, *, tokenizer: str = BASE_ALIAS) -> dict[str, Any]:
+def describe_remote(endpoint: Endpoint, settings: Settings, *, tokenizer: str = BASE_ALIAS,
+                    blend_weight: float | None = None) -> dict[str, Any]:
     """The endpoint's registry record (``describe_endpoint``), with ``serves`` when its model id names
     an embedder here (``base`` or a registered version) that answers the probe text as it does: then
-    indexes made in process with that model are searched through the endpoint, and the other way round."""
+    indexes made in process with that model are searched through the endpoint, and the other way round.
+
+    A reranker's ``blend_weight`` is the one given, else that of the reranker registered here its model id
+    names (``blend_weight_from``), as loading that one gives it; with neither none is recorded, and its
+    scores count alone (1.0) unless ``reranker.blend_weight`` is set. The remote copy of a trained
+    reranker saved with weight 0 reordered the results the reranker itself leaves as they are."""
     record = describe_endpoint(endpoint, settings.remote, tokenizer=tokenizer)
     served = _served_here(record, settings)
     if served:
         record["serves"] = served
+    if endpoint.role == "reranker":
+        if blend_weight is not None:
+            record["blend_weight"] = float(blend_weight)
+        else:
+            record.update(_blend_weight_here(record, settings))
     return record
+
+
+def _blend_weight_here(record: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """``blend_weight`` and ``blend_weight_from`` of the reranker registered here that an endpoint's model
+    id names (``cisi-rerank@prod``), as loading it gives them; {} when it names none."""
+    model = record.get("remote_model")
+    if not model or model == BASE_ALIAS:
+        return {}
+    try:
+        local = registry_version(model, settings.models_dir)
+    except ModelNotFoundError:  # the server's registry names it; this one does not
+        return {}
+    if local is None or local.role != "reranker":
+        return {}
+    if local.path is None:  # an endpoint itself: what it recorded
+        if "blend_weight" not in local.record:
+            return {}
+        weight = float(local.record["blend_weight"])
+    else:
+        weight = _stored_blend_weight(str(local.path)) if is_cross_encoder(str(local.path)) else 1.0
+    return {"blend_weight": weight, "blend_weight_from": local.ref}
 
 
 def _served_here(record: dict[str, Any], settings: Settings) -> str | None:
