@@ -712,6 +712,36 @@ def test_an_alias_is_removed_with_unalias_and_its_version_can_then_be_deleted(re
     with pytest.raises(ModelNotFoundError, match="No model named 'other'"):
         registry.unalias("other", "prod")
 
+
+def test_the_readme_s_model_commands_run_in_the_order_it_gives_them(registry, tmp_path, monkeypatch):
+    """The fine-tuning walkthrough named handbook-embed@prod, which `train` never sets (it registers versions
+    with no alias), rolled cisi-embed back from its first promotion, and deleted cisi-embed@1 just after
+    the rollback made it prod again: each refused. Its `models` commands are run here in order, on
+    versions as its `train` lines register them."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Fine-tune on your own documents", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    files = tmp_path / "files"
+    files.mkdir()
+    trained = {"handbook": 3, "cisi": 2}  # three `train --name handbook` lines; cisi trained twice, it says
+    for stem, runs in trained.items():
+        for run in range(1, runs + 1):
+            for suffix, role in (("embed", "embedder"), ("rerank", "reranker")):
+                (files / "weights.bin").write_bytes(f"{stem}-{suffix}-{run}".encode())
+                registry.register(f"{stem}-{suffix}", role, path=files, record={})
+    ran = []
+    for line in block.splitlines():
+        words = line.split("#", 1)[0].split()
+        if words[:2] != ["unirank", "models"] or words[2] not in ("promote", "rollback", "show", "unalias",
+                                                                   "delete"):
+            continue
+        confirm = ["--yes"] if words[2] in ("unalias", "delete") else []
+        code, output = _cli(tmp_path, monkeypatch, "models", *words[2:], *confirm)
+        assert code == 0, f"{line}\n{output}"
+        ran.append(words[2])
+    assert sorted(set(ran)) == ["delete", "promote", "rollback", "show", "unalias"], ran
+    for ref in ("handbook-embed@prod", "handbook-rerank@prod", "cisi-embed@prod"):  # named after the block
+        assert registry.get(ref).version == 1
+
 # -- export carries the record; per-set figures; promotion; re-export; register's refusals ---------------------
 
 TRAINED_QUERY = "how are library catalogues indexed"
