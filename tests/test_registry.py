@@ -742,6 +742,22 @@ def test_the_readme_s_model_commands_run_in_the_order_it_gives_them(registry, tm
     for ref in ("handbook-embed@prod", "handbook-rerank@prod", "cisi-embed@prod"):  # named after the block
         assert registry.get(ref).version == 1
 
+
+def test_the_help_names_every_models_and_index_command_and_what_promotion_compares(tmp_path, monkeypatch):
+    """`unirank models --help` said "Register, promote, roll back and export" (no list, show, delete,
+    optimize), `index --help` left out `index remove`, and `models promote --help` said nothing of the
+    system the two evaluations must share, which promotion has required since it compared them."""
+    monkeypatch.setenv("COLUMNS", "300")  # one line a sentence, outside the boxes
+    _, output = _cli(tmp_path, monkeypatch, "models", "--help")
+    assert "Register, list, show, promote, roll back, delete, export and optimize model versions, and remove " \
+           "aliases (unalias)." in output, output
+    _, output = _cli(tmp_path, monkeypatch, "index", "--help")
+    assert "List, inspect, rebuild (re-embed with another model), remove documents from and delete indexes." \
+        in output, output
+    _, output = _cli(tmp_path, monkeypatch, "models", "promote", "--help")
+    assert "measured with the same system (the same search mode, knn, hybrid or hybrid+rerank, and for a " \
+           "reranker the same embedder's results)" in output, output
+
 # -- export carries the record; per-set figures; promotion; re-export; register's refusals ---------------------
 
 TRAINED_QUERY = "how are library catalogues indexed"

@@ -22,7 +22,8 @@ from unirank.ingest.uris import file_name
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-index_app = typer.Typer(help="List, inspect, rebuild (re-embed with another model) and delete indexes.",
+index_app = typer.Typer(help="List, inspect, rebuild (re-embed with another model), remove documents from and "
+                             "delete indexes.",
                         no_args_is_help=True)
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
 app.add_typer(index_app, name="index")

@@ -16,7 +16,8 @@ from unirank.registry import ModelRegistry
 from unirank.registry.describe import registration_record
 from unirank.settings import Settings
 
-models_app = typer.Typer(help="Register, promote, roll back and export model versions.", no_args_is_help=True)
+models_app = typer.Typer(help="Register, list, show, promote, roll back, delete, export and optimize model versions, "
+                              "and remove aliases (unalias).", no_args_is_help=True)
 
 
 def _registry() -> tuple[ModelRegistry, Settings]:
@@ -185,13 +186,17 @@ def show(ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALI
 def promote(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME@ALIAS) to promote; a bare NAME is refused.")],
     alias: Annotated[str, typer.Option(help="Alias to point at REF.")] = "prod",
-    force: Annotated[bool, typer.Option(help="Promote even if its held-out eval is worse (logged).")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Promote even if its held-out eval is worse, or measured on no set and system the current version's "
+             "was (logged).")] = False,
 ) -> None:
     """Point an alias at a version, if it is at least as good as the current one.
 
-    The two are compared on nDCG@10 of an evaluation both had (the same eval set and queries), preferring
-    the set the candidate was trained on. When the current version has no held-out figures, the promotion
-    goes ahead with a warning that it was not checked."""
+    The two are compared on nDCG@10 of an evaluation both had: the same eval set and queries, measured with
+    the same system (the same search mode, knn, hybrid or hybrid+rerank, and for a reranker the same
+    embedder's results), preferring the set the candidate was trained on. Without one in common the
+    promotion is refused (--force promotes anyway). When the current version has no held-out figures, the
+    promotion goes ahead with a warning that it was not checked."""
     registry, _ = _registry()
     try:
         mv = registry.promote(ref, alias, force=force,
@@ -217,10 +222,12 @@ def rollback(name: Annotated[str, typer.Argument(help="Registry name.")],
 def unalias(name: Annotated[str, typer.Argument(help="Registry name (without @).")],
             alias: Annotated[str, typer.Option(help="The alias to remove (prod, staging...).")],
             yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
-    """Remove an alias from NAME: a mistyped one, or one whose version is to be deleted with no other to
-    point it at. The version stays; the removal is kept in the alias's history, and rollback does not go
-    back past it. A setting that names NAME@ALIAS no longer loads; `serve models` keeps serving the version
-    it loaded (listed under failed_swaps on /ready)."""
+    """Remove an alias from NAME; the version it names stays.
+
+    For a mistyped alias, or one whose version is to be deleted with no other to point it at. The removal
+    is kept in the alias's history, and rollback does not go back past it. A setting that names NAME@ALIAS
+    no longer loads; `serve models` keeps serving the version it loaded (listed under failed_swaps on
+    /ready)."""
     registry, _ = _registry()
     try:
         if "@" in name:
