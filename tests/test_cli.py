@@ -113,6 +113,7 @@ def test_a_renamed_folder_is_removed_by_its_old_path_and_an_empty_one_never_prun
     assert json.loads(run("index", "info", "zoo", "--json").stdout)["source_count"] == 2
 
 
+@pytest.mark.slow  # a CLI subprocess per step (~15 s): kept out of the default run for time
 def test_brackets_in_documents_and_paths_are_printed_as_written(run, tmp_path):
     """Rich reads "[bold]" or "[the guide]" as markup; text from documents and paths must not be."""
     docs = tmp_path / "docs [draft]"

@@ -190,6 +190,7 @@ def test_quality_check_passes_and_is_recorded(optimized, settings, minibeir):
     assert mv.record["quality_check"] == check.to_dict()
 
 
+@pytest.mark.slow  # two CLI subprocesses (~16 s): kept out of the default run for time
 def test_a_fresh_process_ingests_with_an_onnx_version(optimized, settings, tmp_path):
     """onnxruntime loaded after usearch (the index opens before the model loads) died with SIGSEGV: every
     ingest and search with an ONNX version crashed, while in-process tests had loaded onnxruntime first."""
