@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
+from unirank.processes import is_running
+
 #: Written into every version's folder (name, version, role). An export writes it last, with the
 #: version's whole record (``record``) and a digest of the files (``files_sha256``): registering the
 #: exported folder restores the record (``unirank.registry.describe.exported_record``).
@@ -88,20 +90,10 @@ def _abandoned(folder: Path, prefix: str) -> bool:
     writer = folder.name[len(prefix):].rpartition("-")[0]
     pid, sep, host = writer.partition("-")
     if sep and pid.isascii() and pid.isdigit() and host == socket.gethostname() and os.name == "posix":
-        return not _running(int(pid))
+        return not is_running(int(pid))
     try:
         stat = folder.stat()
     except OSError:
         return False
     # ctime too: copytree gives a copy its source's (old) mtime, and changes its ctime in doing so.
     return time.time() - max(stat.st_mtime, stat.st_ctime) > STALE_AFTER_S
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: asks, sends nothing
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: another user's process
-        return True
-    return True

@@ -11,6 +11,8 @@ from typing import Any, Awaitable, Callable, MutableMapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
+from unirank.processes import is_running
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -59,21 +61,11 @@ def forget_dead_processes(directory: str) -> None:
         return
     for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
         match = re.search(r"_(\d+)\.db$", path)
-        if match and not _running(int(match.group(1))):
+        if match and not is_running(int(match.group(1))):
             try:
                 multiprocess.mark_process_dead(int(match.group(1)), directory)
             except FileNotFoundError:  # another replica removed it first
                 pass
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 Message = MutableMapping[str, Any]
