@@ -160,8 +160,7 @@ class ModelRegistry:
             # The version number is taken, the folder named after it and the row written in one exclusive
             # transaction: two registrations of a name at once each got version 1, and the second
             # replaced the first one's files before its row was refused.
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._writing():
                 self.sweep_abandoned()
                 self.check_registrable(name, role)
                 if not allow_identical and path is not None:
@@ -180,10 +179,6 @@ class ModelRegistry:
                     # Where the files are, relative to the registry: it may be opened from elsewhere or moved.
                     (name, version, role, f"{name}/v{version}" if target else None, json.dumps(record), now_iso()),
                 )
-                self.db.commit()
-            except BaseException:
-                self.db.rollback()
-                raise
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
         return self.get(f"{name}@{version}")
@@ -270,18 +265,12 @@ class ModelRegistry:
         indexes were embedded with it: they are read with a version that makes its vectors, if one is left
         (``deleted_versions``; ``unirank.models.loading.index_model_ref``)."""
         self.deletable(ref)  # said before the lock, and checked again under it
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing() as db:
             mv = self.deletable(ref)
             db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (mv.name, mv.version))
             db.execute("INSERT OR REPLACE INTO deleted_versions (name, version, role, record, created_at, deleted_at) "
                        "VALUES (?, ?, ?, ?, ?, ?)",
                        (mv.name, mv.version, mv.role, json.dumps(mv.record), mv.created_at, now_iso()))
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
         # The files after the row: a version without its files would still load, and fail. Files a killed
         # deletion leaves, the next registration removes (``sweep_abandoned``).
         if mv.path is not None:
@@ -305,17 +294,11 @@ class ModelRegistry:
         """Read, change and write a version's record in one write transaction: two evaluations recorded at
         once (each read the record, then wrote it back) lost the first one's figures."""
         mv = self.get(ref)
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")  # takes the write lock before the read
-        try:
+        with self._writing() as db:  # the write lock before the read
             (stored,) = db.execute("SELECT record FROM versions WHERE name = ? AND version = ?",
                                    (mv.name, mv.version)).fetchone()
             db.execute("UPDATE versions SET record = ? WHERE name = ? AND version = ?",
                        (json.dumps(change(json.loads(stored))), mv.name, mv.version))
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
         return self.get(mv.ref)
 
     def promote(self, ref: str, alias: str = "prod", *, force: bool = False,
@@ -584,9 +567,8 @@ class ModelRegistry:
             known = [n for (n,) in self.db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
             hint = f" Registered: {', '.join(known)}." if known else " The registry is empty."
             return f"No model named {name!r}.{hint}"
-        deleted = self.db.execute("SELECT deleted_at FROM deleted_versions WHERE name = ? AND version = ?",
-                                  (name, version)).fetchone()
-        gone = f" (it was deleted at {deleted[0]})" if deleted else ""
+        deleted_at = self._deleted_at(name, version) if version is not None else ""
+        gone = f" (it was deleted{deleted_at})" if deleted_at else ""
         return f"{name} has no version {version}{gone}; it has {', '.join(map(str, versions))}."
 
     def exists(self, ref: str) -> bool:
