@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if warm_up:  # load the models now: the first question should not pay for it, and a bad
-            await run_in_threadpool(load_models, service)  # model name should fail the start, not a user
+            await run_in_threadpool(service.load_models)  # model name should fail the start, not a user
         yield
         store.close()
         if unirank is None:
@@ -267,17 +267,6 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
 def _model_card(name: str) -> dict:
     return {"id": name, "object": "model", "created": 0, "owned_by": "unirank"}
-
-
-def load_models(service: ChatService) -> None:
-    """Load the models a question needs now (``serve api`` does, before it says it is running).
-    A bad model name raises its UnirankError here, not in the first user's request."""
-    service.ur.embedder  # noqa: B018 - cached properties: loading them is the point
-    index = _default_index(service)
-    if index is not None and service.ur.backend.exists(index):  # it may be made by another model
-        service.ur.embedder_for(service.ur.backend.model(index))
-    service.retriever.scorer  # noqa: B018
-    service.answerer  # noqa: B018
 
 
 def _default_index(service: ChatService) -> str | None:

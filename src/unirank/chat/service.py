@@ -72,6 +72,24 @@ class ChatService:
         raise InvalidQueryError(f"Name the index to answer from{hint}: --index NAME (over HTTP, the request's "
                                 "\"index\", or an index name as the \"model\"), or chat.index in settings.")
 
+    def load_models(self, index: str | None = None, *, check_answerer: bool = False) -> None:
+        """Load what a question needs now (the embedder, the one ``index``'s vectors are comparable with, the
+        reranker, the answerer), so a bad model name fails the start of a chat or a server, not its first
+        question. ``index`` defaults to the default index, when there is one; ``check_answerer`` also asks an
+        LLM endpoint whether it can be reached."""
+        self.ur.embedder  # noqa: B018 - cached properties: loading them is the point
+        if index is None:
+            try:
+                index = self.default_index()
+            except InvalidQueryError:  # no default index: requests name theirs, loaded when asked
+                index = None
+        if index is not None and self.ur.backend.exists(index):  # it may have been made by another model
+            self.retriever.searcher.embedder_for(index)
+        self.retriever.scorer  # noqa: B018
+        check_reachable = getattr(self.answerer, "check_reachable", None)  # an LLM endpoint's answerer
+        if check_answerer and check_reachable is not None:
+            check_reachable()
+
     def ask(self, question: str, index: str | None = None, *, session_id: str | None = None,
             history: Sequence[Turn] | None = None, filters: Mapping[str, str] | None = None) -> ChatAnswer:
         for event in self.stream(question, index, session_id=session_id, history=history, filters=filters):

@@ -79,23 +79,12 @@ def chat(
                 index = index or service.default_index()
                 ur.index_info(index)  # a missing index is said, with the ones there are, before the first question
                 _refuse_unknown_filter_keys(ur, index, filters)
-                _load_models(service, index)  # a bad model or answerer is said now, not once per question
+                service.load_models(index, check_answerer=True)  # a bad model or answerer is said now, not per question
             except UnirankError as exc:
                 fail(exc)
             unanswered = _Chat(service, index, filters).run()
     if unanswered and not sys.stdin.isatty():  # a script reading the transcript learns that it is incomplete
         raise typer.Exit(1)
-
-
-def _load_models(service, index: str) -> None:
-    """What ``serve api`` loads at start-up (the embedder, the index's, the reranker, the answerer), and
-    whether the LLM endpoint can be reached: a chat that cannot answer should not ask for questions."""
-    service.ur.embedder  # noqa: B018 - cached properties: loading them is the point
-    service.retriever.searcher.embedder_for(index)  # and its vectors are comparable with the index's
-    service.retriever.scorer  # noqa: B018
-    check_reachable = getattr(service.answerer, "check_reachable", None)  # an LLM endpoint's answerer
-    if check_reachable is not None:
-        check_reachable()
 
 
 class _Chat:
@@ -304,7 +293,7 @@ def serve_api(
     """Run the app server: the chat API (OpenAI-compatible and sessions), search, and the web page at /."""
     import uvicorn
 
-    from unirank.app.server import create_app, load_models
+    from unirank.app.server import create_app
     from unirank.cli.serve import refuse_busy_port
 
     settings = load_settings()
@@ -329,7 +318,7 @@ def serve_api(
             default = None
             errors.print(f"[yellow]warning:[/yellow] {escape(str(exc))} Until then each request must name its "
                          "index.", soft_wrap=True)
-        load_models(service)
+        service.load_models()
     except UnirankError as exc:
         fail(exc)
     where = f", answering from {escape(default)} by default" if default else ""
