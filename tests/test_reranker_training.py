@@ -43,6 +43,28 @@ def test_scoring_head_reads_mean_pooled_tokens(tmp_path: Path):
     assert is_cross_encoder(str(tmp_path / "ce"))  # saved with modules.json and pooling, still a cross-encoder
 
 
+def test_a_hub_id_is_told_apart_by_its_files_in_the_hub_cache(tmp_path: Path, monkeypatch):
+    """Every id that was not a folder was read as a cross-encoder: a bi-encoder base from the hub was trained
+    as one, and a hub bi-encoder named as the reranker was given a new, random classifier head."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    def cached(repo: str, source: Path) -> None:
+        folder = tmp_path / "hub" / f"models--acme--{repo}"
+        shutil.copytree(source, folder / "snapshots" / "abc123")
+        (folder / "refs").mkdir()
+        (folder / "refs" / "main").write_text("abc123")
+
+    cached("mini", Path(resolve_model_path("base")[0]))
+    build_cross_encoder(resolve_model_path("base")[0], max_length=64).save(str(tmp_path / "ce"))
+    cached("ce", tmp_path / "ce")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert not is_cross_encoder("acme/mini")
+    assert is_cross_encoder("acme/ce")
+    assert is_cross_encoder("acme/absent")  # none of its files here: a hub reranker is a cross-encoder by convention
+
+
 @pytest.mark.slow  # a real cross-encoder training (~30 s): in the slow step; test_training trains one by default too
 def test_reranker_learns_to_separate_positives_from_negatives(tmp_path: Path):
     """The loss used to stay at ln 2 with a [CLS] head on this base; a mean-pooled head learns."""

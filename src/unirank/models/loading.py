@@ -14,7 +14,7 @@ from unirank.models.backends import registry_backend
 from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
 from unirank.models.remote import (PROBE_TEXT, Endpoint, RemoteEmbedder, RemoteReranker, describe_endpoint,
                                    matches_fingerprint)
-from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker, _stored_blend_weight
+from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker, stored_blend_weight
 from unirank.search.types import FOLDER_VERSION, ModelSignature
 from unirank.settings import Settings
 
@@ -205,7 +205,7 @@ def _blend_weight_here(record: dict[str, Any], settings: Settings) -> dict[str, 
             return {}
         weight = float(local.record["blend_weight"])
     else:
-        weight = _stored_blend_weight(str(local.path)) if is_cross_encoder(str(local.path)) else 1.0
+        weight = stored_blend_weight(str(local.path)) if is_cross_encoder(str(local.path)) else 1.0
     return {"blend_weight": weight, "blend_weight_from": local.ref}
 
 
@@ -282,10 +282,11 @@ def require_hub_model(model_id: str) -> None:
 
 
 def is_cross_encoder(path: str) -> bool:
-    """A sentence-transformers bi-encoder has modules.json with pooling; a cross-encoder a classifier head."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return True  # hub ids for rerankers are cross-encoders by convention
+    """A sentence-transformers bi-encoder has modules.json with pooling; a cross-encoder a classifier head.
+    A hub id is read from its files in the hub cache (fetched when the hub can be reached)."""
+    folder = Path(path) if Path(path).is_dir() else _hub_files(path)
+    if folder is None:
+        return True  # a hub id with none of its files here: rerankers from the hub are cross-encoders by convention
     saved_as = folder / "config_sentence_transformers.json"
     if saved_as.exists() and json.loads(saved_as.read_text()).get("model_type") == "CrossEncoder":
         return True  # also a cross-encoder built from modules (a mean-pooled scoring head)
@@ -297,6 +298,21 @@ def is_cross_encoder(path: str) -> bool:
         archs = json.loads(config.read_text()).get("architectures") or []
         return any(a.endswith("ForSequenceClassification") for a in archs)
     return True
+
+
+def _hub_files(repo_id: str) -> Path | None:
+    """The folder of a hub id's snapshot holding the files that say what kind of model it is; None when it
+    has none of them here. Without it a bi-encoder from the hub (a base to train, a reranker scoring by
+    cosine) was read as a cross-encoder and given a new, random classifier head."""
+    from huggingface_hub import hf_hub_download
+
+    folder = None
+    for name in ("config.json", "modules.json", "config_sentence_transformers.json"):
+        try:
+            folder = Path(hf_hub_download(repo_id, name)).parent
+        except Exception:  # a file the repo lacks, a malformed id, or a hub out of reach
+            pass
+    return folder
 
 
 def quiet_transformers() -> None:

@@ -50,7 +50,7 @@ class CrossEncoderReranker:
             raise ModelLoadError(f"Cannot load cross-encoder {path!r}: {exc}") from exc
         self.name = name
         self.batch_size = batch_size
-        self.blend_weight = _stored_blend_weight(path)
+        self.blend_weight = stored_blend_weight(path)
         self.fixed_shape = use_fixed_shape_session(self.model, path, loaded_with, enabled=openvino_fixed_shape)
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
@@ -106,7 +106,7 @@ class BiEncoderReranker:
         return [float(doc @ q_vecs[q]) for doc, (q, _) in zip(docs, pairs)]
 
 
-def _stored_blend_weight(path: str) -> float:
+def stored_blend_weight(path: str) -> float:
     """The weight chosen on validation at training time; 1.0 for a cross-encoder from elsewhere."""
     marker = Path(path) / BLEND_FILE
     if marker.exists():

@@ -220,7 +220,7 @@ class ModelCatalog:
     def _load(self, ref: str, target: _Target) -> ServedModel:
         settings = self.settings.model_copy(deep=True)
         exact, version, path = target.exact, target.version, target.path
-        if is_cross_encoder(path if version != "hub" else _hub_folder(path)):
+        if is_cross_encoder(path):
             settings.reranker.model = exact
             reranker = load_reranker(settings)
             tokenizer = reranker.model.tokenizer  # type: ignore[attr-defined]
@@ -286,20 +286,6 @@ def default_refs(settings: Settings) -> list[str]:
 
 
 __all__ = ["FailedSwap", "ModelCatalog", "RefreshOutcome", "ServedModel", "default_refs", "UnirankError"]
-
-
-def _hub_folder(repo_id: str) -> str:
-    """A hub id's folder in the hub cache, with the files that say whether it is a cross-encoder (fetched
-    when the hub can be reached); the id itself, read as a cross-encoder's, when it has none of them."""
-    from huggingface_hub import hf_hub_download
-
-    folder = repo_id
-    for name in ("config.json", "modules.json", "config_sentence_transformers.json"):
-        try:
-            folder = str(Path(hf_hub_download(repo_id, name)).parent)
-        except Exception:  # a file the repo lacks, or a hub out of reach: loading says why if it matters
-            pass
-    return folder
 
 
 def _written_at(path: str) -> int:
