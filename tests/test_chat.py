@@ -474,6 +474,30 @@ def test_conversations_and_feedback_are_durable(service, tmp_path):
         reopened.close()
 
 
+def test_feedback_on_an_answer_deleted_meanwhile_is_not_found(service, tmp_path):
+    """Another process (the chat CLI beside the app server) deleted the turn between the check that the
+    answer exists and the insert: a foreign-key IntegrityError, answered over HTTP as a 500."""
+    store = service.store
+    session = store.create_session("handbook")
+    answer = service.ask("How often are database snapshots taken?", session_id=session.id)
+    other = ConversationStore(tmp_path / "chat.sqlite")
+    read = store.message
+
+    def read_then_deleted_elsewhere(message_id: str):
+        message = read(message_id)
+        other.delete_turn(message_id)
+        return message
+
+    store.message = read_then_deleted_elsewhere
+    try:
+        with pytest.raises(ConversationNotFoundError, match="was deleted while its feedback was being recorded"):
+            store.add_feedback(answer.message_id, "up")
+    finally:
+        other.close()
+        del store.message
+    assert store.feedback(answer.message_id) == []
+
+
 def test_feedback_becomes_labelled_training_pairs(service, tmp_path):
     store = service.store
     liked = service.ask("Who updates the status page during an incident?", "handbook")

@@ -276,9 +276,13 @@ class ConversationStore:
             raise InvalidQueryError(f"A {kind!r} vote is on the whole answer; only a click names a citation. "
                                     "Leave the citation out.")
         now = utc_now()
-        with self._lock:
-            cursor = self._db.execute("INSERT INTO feedback (message_id, kind, citation_n, created_at) VALUES (?, ?, ?, ?)",
-                                      (message_id, kind, citation_n, now))
+        try:
+            with self._lock:
+                cursor = self._db.execute("INSERT INTO feedback (message_id, kind, citation_n, created_at) "
+                                          "VALUES (?, ?, ?, ?)", (message_id, kind, citation_n, now))
+        except sqlite3.IntegrityError:  # deleted (its turn or session) since it was read above
+            raise ConversationNotFoundError(f"Message {message_id!r} was deleted while its feedback was being "
+                                            "recorded: there is no answer left to give feedback on.") from None
         return FeedbackEvent(id=int(cursor.lastrowid or 0), message_id=message_id, kind=kind,
                              citation_n=citation_n, created_at=now)
 
