@@ -170,6 +170,16 @@ class BackendConformance:
             backend.create_index(name, MODEL)
         assert name not in [i.name for i in backend.list_indexes()]
 
+    @pytest.mark.parametrize("name", ["a\x00b", "x" * 300])
+    def test_names_no_index_can_have_are_refused_on_every_call(self, backend, name):
+        """A NUL byte or a name longer than a file name can be was an OS error (a 500 over HTTP), not a
+        clear refusal, on each call that looked an index up."""
+        for call in (backend.exists, backend.info, backend.model, backend.delete_index):
+            with pytest.raises(InvalidQueryError, match="Invalid index name"):
+                call(name)
+        with pytest.raises(InvalidQueryError, match="Invalid index name"):
+            backend.create_index(name, MODEL)
+
     def test_iter_chunks_yields_each_source_whole_and_in_order(self, backend, filled):
         backend.index(filled, [source("mem://a", ["New first.", "New second.", "New third."],
                                       [unit(1, 0), unit(0, 1), unit(0, 0, 1)])])  # rewritten after b and c

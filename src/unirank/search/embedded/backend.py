@@ -52,6 +52,8 @@ WRITERS_LOCK = ".writers.lock"
 _NOTHING_DERIVED = {"fulltext": 0, "vectors": 0, "analyzer": ANALYZER_VERSION}
 #: Held exclusively by a rebuild from start to end; it holds the rebuilding process's pid.
 REBUILD_LOCK = ".rebuild.lock"
+#: A file name's limit in bytes on Linux and macOS file systems: an index is a folder of that name.
+_LONGEST_FOLDER_NAME = 255
 
 
 @dataclass
@@ -114,8 +116,11 @@ class EmbeddedBackend:
     def _index_dir(self, index: str) -> Path:
         if not isinstance(index, str):  # every call on an index comes here first: said, not a TypeError below
             raise InvalidQueryError(f"The index must be named by its name (text), got {type(index).__name__}.")
-        if not index or "/" in index or index.startswith(".") or "\\" in index:
+        if not index or "/" in index or index.startswith(".") or "\\" in index or "\x00" in index:
             raise InvalidQueryError(f"Invalid index name {index!r}: use letters, digits, '-' and '_'.")
+        if len(index.encode("utf-8", "surrogatepass")) > _LONGEST_FOLDER_NAME:  # no index can have it
+            raise InvalidQueryError(f"Invalid index name {index[:40]!r}... ({len(index)} characters): index "
+                                    "names are at most 128 characters.")
         return self.root / index
 
     def _lock(self, index: str) -> FileLock:
