@@ -813,3 +813,48 @@ def test_the_report_names_each_pruned_source_and_json_lists_them(client, tmp_pat
     data = json.loads(CliRunner().invoke(cli.app, ["ingest", str(folder), "-i", "pr", "--prune", "--json"]).output)
     assert data["pruned"] == 1 and data["pruned_sources"] == [(folder / "n23.txt").as_uri()]
     assert data["ingested"] == 0 and data["skipped"] == 1  # the counts stay counts
+
+
+def test_lone_surrogates_are_read_as_replacement_characters_and_the_files_around_them_are_ingested(
+        client, tmp_path):
+    """A JSON or YAML \\ud800 escape made a text the tokenizer refused with a TypeError: the run stopped
+    with a traceback at that file, every time, so the files after it were never ingested."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a-wombats.txt").write_text("Wombats dig burrows.\n")
+    (docs / "m-records.jsonl").write_text('{"_id": "r\\udc00", "title": "Odd \\ud800", "text": "bad \\ud800 text",'
+                                          ' "tag\\udfff": "x\\ud800"}\n')
+    (docs / "m-front.md").write_text('---\ntitle: "Platypus \\ud800 notes"\n---\nPlatypuses lay eggs.\n')
+    (docs / "z-koalas.txt").write_text("Koalas sleep most of the day.\n")
+    report = client.ingest(str(docs), "odd")
+    assert report.failed == [] and len(report.ingested) == 4
+    [record] = client.search("bad text", "odd", mode="bm25", rerank=False, top_k=1).hits
+    chunk = record.chunk
+    assert (chunk.doc_id, chunk.title, chunk.text) == ("r\ufffd", "Odd \ufffd", "bad \ufffd text")
+    assert chunk.metadata["tag\ufffd"] == "x\ufffd"
+    [front] = client.search("platypuses eggs", "odd", mode="bm25", rerank=False, top_k=1).hits
+    assert front.chunk.title == "Platypus \ufffd notes"
+
+
+def test_an_unexpected_error_reading_one_file_fails_that_file_and_the_run_goes_on(client, tmp_path, monkeypatch):
+    """Only ParseError was caught: any other error from a parser or the tokenizer (the TypeError a lone
+    surrogate made) stopped the run with a traceback, at the same file on every re-run."""
+    from unirank.ingest.chunking import Chunker
+
+    chunk = Chunker.chunk
+
+    def tokenizer_bug(self, doc, uri):
+        if "middle" in uri:
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
+        return chunk(self, doc, uri)
+
+    monkeypatch.setattr(Chunker, "chunk", tokenizer_bug)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in [("a-first", "Wombats dig burrows."), ("m-middle", "Odd text."), ("z-last", "Koalas sleep.")]:
+        (docs / f"{name}.txt").write_text(text)
+    report = client.ingest(str(docs), "odd")
+    assert sorted(Path(u).name for u in report.ingested) == ["a-first.txt", "z-last.txt"]
+    [(uri, reason)] = report.failed
+    assert Path(uri).name == "m-middle.txt" and reason.startswith("cannot parse: TypeError: TextEncodeInput")
+    assert report.stopped is None and not report.ok

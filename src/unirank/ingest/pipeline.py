@@ -283,6 +283,10 @@ class Ingestor:
         except ParseError as exc:
             _fail(report, file.uri, str(exc), previous)
             return None
+        except Exception as exc:  # a parser or tokenizer bug this file's text meets: it fails, not the run
+            log.debug("reading %s failed", file.uri, exc_info=exc)
+            _fail(report, file.uri, f"cannot parse: {type(exc).__name__}: {exc}", previous)
+            return None
         if not chunks:
             _fail(report, file.uri, "no text to index", previous)
             return None

@@ -17,6 +17,7 @@ from unirank.ingest.parsers.common import (
     extension_of,
     normalize_whitespace,
     stem_from_uri,
+    without_lone_surrogates,
 )
 from unirank.ingest.parsers.docx import DocxParser
 from unirank.ingest.parsers.html import HtmlParser
@@ -91,11 +92,15 @@ def parse_document(data: bytes, uri: str, *, legacy_encoding: str = "cp1252") ->
 
 
 def _clean(doc: ParsedDocument, uri: str) -> ParsedDocument:
+    """Whitespace normalised, and no lone surrogate left anywhere (a JSON or YAML escape): one in a
+    text stopped the tokenizer, and with it the whole run."""
     sections = []
     for section in doc.sections:
-        text = normalize_whitespace(section.text)
+        text = normalize_whitespace(without_lone_surrogates(section.text))
         if text:
-            path = tuple(h for h in (collapse(h) for h in section.heading_path) if h)
+            path = tuple(h for h in (collapse(without_lone_surrogates(h)) for h in section.heading_path) if h)
             sections.append(replace(section, text=text, heading_path=path))
-    title = collapse(doc.title) or stem_from_uri(uri)
-    return replace(doc, title=title, sections=sections)
+    title = collapse(without_lone_surrogates(doc.title)) or stem_from_uri(uri)
+    metadata = {without_lone_surrogates(key): value for key, value in doc.metadata.items()}
+    return replace(doc, doc_id=without_lone_surrogates(doc.doc_id), title=title, sections=sections,
+                   metadata=metadata)

@@ -16,6 +16,9 @@ BINARY = "binary content, not text"
 #: charset-normalizer's own cut-off for a decoding that reads as text.
 PLAUSIBLE_MESS = 0.2
 
+#: A UTF-16 surrogate on its own (JSON's and YAML's \ud800 escapes make them): no character, so the
+#: tokenizer and SQLite refuse the text.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_RUNS = re.compile(r"\n\s*\n\s*")
 # Control characters that never occur in real text (tab, LF, CR, FF and ESC, for coloured logs, are allowed).
@@ -126,6 +129,8 @@ def metadata_value(value: object) -> MetadataValue | None:
     else (nested objects, nulls) is left out: it could not be filtered on."""
     if isinstance(value, (date, time)):
         return value.isoformat()
+    if isinstance(value, str):
+        return without_lone_surrogates(value)
     if isinstance(value, _SCALARS):
         return value
     if isinstance(value, list):
@@ -133,6 +138,12 @@ def metadata_value(value: object) -> MetadataValue | None:
         if items and all(isinstance(item, _SCALARS) for item in items):
             return items  # type: ignore[return-value]
     return None
+
+
+def without_lone_surrogates(text: str) -> str:
+    """Each lone surrogate as U+FFFD, as a decoder writes a byte it cannot read: in Python a str holds
+    no surrogate pair, so every surrogate in one is alone."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def normalize_whitespace(text: str) -> str:
