@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -458,6 +460,33 @@ def test_front_matter_with_a_yaml_mistake_is_still_taken_off(tmp_path):
     doc = only(tmp_path / "keys.md")
     assert doc.metadata == {} and doc.title == "keys"
     assert [(s.heading_path, s.text) for s in doc.sections] == [((), "Rotate every 90 days.")]
+
+
+@contextmanager
+def deadline(seconds: float):
+    """A TimeoutError once ``seconds`` pass, so a parser that would run for ever fails its test instead."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still parsing after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_front_matter_aliases_nesting_a_billion_items_are_left_out_at_once(tmp_path):
+    """A 460-byte header of YAML aliases ("billion laughs": a list of 9 lists of 9 lists ... of "lol")
+    hung the ingest: metadata_value walked every nested item. A list of lists is no metadata."""
+    laughs = ['a0: &a0 [' + ", ".join(['"lol"'] * 9) + ']']
+    laughs += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 9)]
+    (tmp_path / "bomb.md").write_text("---\n" + "\n".join(laughs) + "\ntitle: Bomb\n---\nBody text.\n")
+    with deadline(seconds=3):
+        doc = only(tmp_path / "bomb.md")
+    assert doc.title == "Bomb" and doc.metadata == {"a0": ["lol"] * 9}
+    assert [s.text for s in doc.sections] == ["Body text."]
 
 
 def test_markdown_title_falls_back_to_h1_then_stem(tmp_path):

@@ -126,18 +126,28 @@ _SCALARS = (str, int, float, bool)
 
 def metadata_value(value: object) -> MetadataValue | None:
     """A field kept as metadata: a scalar, or a list of scalars (tags); dates as ISO text. Anything
-    else (nested objects, nulls) is left out: it could not be filtered on."""
+    else (nested objects and lists, nulls) is left out: it could not be filtered on.
+
+    A list's items are looked at, never into: YAML aliases nest a 500-byte header into lists of 9⁹
+    items ("billion laughs"), which walking them took for ever."""
+    if isinstance(value, list):
+        items = [item for item in value if item is not None]
+        if items and all(_is_scalar(item) for item in items):
+            return [_scalar_value(item) for item in items]
+        return None
+    return _scalar_value(value) if _is_scalar(value) else None
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, (*_SCALARS, date, time))
+
+
+def _scalar_value(value: object) -> str | int | float | bool:
     if isinstance(value, (date, time)):
         return value.isoformat()
     if isinstance(value, str):
         return without_lone_surrogates(value)
-    if isinstance(value, _SCALARS):
-        return value
-    if isinstance(value, list):
-        items = [metadata_value(item) for item in value if item is not None]
-        if items and all(isinstance(item, _SCALARS) for item in items):
-            return items  # type: ignore[return-value]
-    return None
+    return value  # type: ignore[return-value]
 
 
 def without_lone_surrogates(text: str) -> str:
