@@ -562,6 +562,20 @@ def test_an_html_pages_declared_charset_outranks_a_guess():
     assert parse_document(page.encode("utf-8"), "q.html")[0].sections[0].text == quoted
 
 
+@pytest.mark.parametrize("charset", ["rot13", "hex", "base64", "zlib", "uu", "undefined", "no-such-charset"])
+def test_a_declared_charset_that_reads_no_text_is_passed_over(charset):
+    """Python's bytes-to-bytes codecs (hex, base64...) and "undefined" are no charsets: a page declaring
+    one stopped the whole run with a LookupError or UnicodeError. The encoding is detected instead."""
+    page = f'<html><head><meta charset="{charset}"></head><body><p>Caf\u00e9 cr\u00e8me</p></body></html>'
+    assert parse_document(page.encode("cp1252"), "menu.html")[0].sections[0].text == "Café crème"
+
+
+def test_a_legacy_encoding_that_reads_no_text_fails_the_file_not_the_run():
+    """The setting refuses one (test_settings); handed to the parsers all the same, it is a ParseError."""
+    with pytest.raises(ParseError, match="cannot parse: LookupError: 'hex' is not a text encoding"):
+        parse_document("Café".encode("cp1252"), "menu.txt", legacy_encoding="hex")
+
+
 FRENCH = "Le café est très bon. La crème brûlée était délicieuse à Paris. Naïve façade, résumé. " * 3
 RUSSIAN = "Привет мир. Это документ о ротации ключей, который нужно прочитать целиком. " * 3
 

@@ -402,3 +402,14 @@ def test_a_storage_endpoint_is_a_url_with_a_scheme_and_a_host(config, monkeypatc
                                                                 "https://oss-cn-hangzhou.aliyuncs.com")
     monkeypatch.delenv("UNIRANK_STORAGE__ENDPOINT_URL")
     assert Settings.load().storage.endpoint_url is None  # unset: AWS S3
+
+
+@pytest.mark.parametrize("encoding", ["hex", "rot13", "base64", "undefined"])
+def test_a_legacy_encoding_that_reads_no_text_is_a_configuration_error(config, monkeypatch, encoding):
+    """Python's bytes-to-bytes codecs passed, then stopped the ingest at the first file not in UTF-8."""
+    monkeypatch.setenv("UNIRANK_INGEST__LEGACY_ENCODING", encoding)
+    with pytest.raises(unirank.ConfigurationError, match=rf"ingest\.legacy_encoding '{encoding}' is not a text "
+                                                         r"encoding .*use one such as cp1252, cp1250 or latin-1"):
+        Settings.load()
+    monkeypatch.setenv("UNIRANK_INGEST__LEGACY_ENCODING", "cp1250")
+    assert Settings.load().ingest.legacy_encoding == "cp1250"

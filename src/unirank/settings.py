@@ -147,12 +147,22 @@ class IngestSettings(_Section):
     def _known_codec(cls, value: str) -> str:
         import codecs
 
-        if value != "auto":
-            try:
-                codecs.lookup(value)
-            except LookupError:
-                raise ValueError(f"ingest.legacy_encoding {value!r} is not an encoding Python knows: use one "
-                                 "such as cp1252, cp1250 or latin-1, or auto") from None
+        if value == "auto":
+            return value
+        try:
+            codec = codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"ingest.legacy_encoding {value!r} is not an encoding Python knows: use one "
+                             "such as cp1252, cp1250 or latin-1, or auto") from None
+        # Python's hex, base64, rot13 or zlib codecs turn bytes into bytes, and "undefined" reads nothing:
+        # each passed here, then stopped the ingest at the first file that was not UTF-8.
+        try:
+            reads_text = codec._is_text_encoding and bool(b"text".decode(codec.name))  # type: ignore[attr-defined]
+        except UnicodeError:
+            reads_text = False
+        if not reads_text:
+            raise ValueError(f"ingest.legacy_encoding {value!r} is not a text encoding (Python's {codec.name!r} "
+                             "codec does not read text files): use one such as cp1252, cp1250 or latin-1, or auto")
         return value
 
 

@@ -73,12 +73,9 @@ def parse_document(data: bytes, uri: str, *, legacy_encoding: str = "cp1252") ->
     parser = parser_for(uri)
     if not data or not data.strip():
         raise ParseError("empty file")
-    if extension_of(uri) in TEXT_EXTENSIONS:
-        # Raises "binary content, not text"; re-encoding means the parser decodes UTF-8 only
-        # and the encoding is detected once.
-        declared = parser.declared_encoding(data) if isinstance(parser, HtmlParser) else None
-        data = decode_text(data, legacy_encoding, declared=declared).encode("utf-8")
     try:
+        if extension_of(uri) in TEXT_EXTENSIONS:
+            data = _as_utf8(data, parser, legacy_encoding)
         parsed = parser.parse(data, uri)
     except ParseError:
         raise
@@ -89,6 +86,13 @@ def parse_document(data: bytes, uri: str, *, legacy_encoding: str = "cp1252") ->
     if not documents:
         raise ParseError("no text found")
     return documents
+
+
+def _as_utf8(data: bytes, parser: Parser, legacy_encoding: str) -> bytes:
+    """The text re-encoded as UTF-8, so the parser decodes UTF-8 only and the encoding is detected once.
+    Raises "binary content, not text"."""
+    declared = parser.declared_encoding(data) if isinstance(parser, HtmlParser) else None
+    return decode_text(data, legacy_encoding, declared=declared).encode("utf-8")
 
 
 def _clean(doc: ParsedDocument, uri: str) -> ParsedDocument:

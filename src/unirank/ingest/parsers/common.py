@@ -89,16 +89,28 @@ _WINDOWS_1252_LABELS = frozenset({"ascii", "iso8859-1"})
 
 
 def _declared_text(data: bytes, declared: str | None) -> str | None:
+    codec = _declared_codec(declared)
+    if codec is None:
+        return None
+    try:
+        return data.decode(codec)
+    except (UnicodeError, LookupError):  # not in that charset after all: detect instead
+        return None
+
+
+def _declared_codec(declared: str | None) -> str | None:
+    """The text encoding a page's charset names, or None (detect instead) for a typo, or for a codec of
+    Python's that is no charset: "rot13", "hex", "base64" or "zlib" convert bytes to bytes, and a page
+    declaring one stopped the whole run with a LookupError."""
     if not declared:
         return None
     try:
-        codec = codecs.lookup(declared).name
-    except LookupError:  # a typo in the page: detect instead
+        info = codecs.lookup(declared)
+    except LookupError:
         return None
-    try:
-        return data.decode("cp1252" if codec in _WINDOWS_1252_LABELS else codec)
-    except UnicodeDecodeError:
+    if not info._is_text_encoding:  # type: ignore[attr-defined]
         return None
+    return "cp1252" if info.name in _WINDOWS_1252_LABELS else info.name
 
 
 def _legacy_text(data: bytes, legacy_encoding: str) -> str:
@@ -108,7 +120,7 @@ def _legacy_text(data: bytes, legacy_encoding: str) -> str:
     if legacy_encoding != "auto":
         try:
             text = data.decode(legacy_encoding)
-        except UnicodeDecodeError:
+        except UnicodeError:  # a byte it has no character for ("undefined" has none at all)
             pass
         else:
             # Cyrillic, Greek or CJK bytes read as Windows-1252 are runs of accented letters and symbols,
