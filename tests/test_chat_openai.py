@@ -1,18 +1,25 @@
 """The OpenAI-compatible answerer against a local OpenAI-protocol server started here (the only
 stand-in allowed: no LLM runs on these machines): streaming, the fenced prompt, LLM rewriting of
-follow-ups, the API key from the environment, a timeout and an endpoint that is down."""
+follow-ups, the API key from the environment, a timeout and an endpoint that is down; and, against
+a scripted endpoint, streams that end early and clients that leave mid-answer."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
 
 import httpx
 import openai
 import pytest
 
 from chat_helpers import INJECTION_DOC, AppServer, OpenAIProtocolServer, build_corpus, free_port
+from serving_helpers import JsonHandler, http_endpoint
 from unirank.api import Unirank
 from unirank.chat import NOT_COVERED, ChatService, ConversationStore
 from unirank.chat.prompt import SYSTEM_PROMPT
@@ -21,6 +28,79 @@ from unirank.errors import AnswererError
 
 KEY_ENV = "UNIRANK_TEST_LLM_KEY"
 KEY = "sk-test-123"
+#: A question the handbook covers, so it reaches the LLM.
+COVERED = "Who updates the status page during an incident?"
+
+
+@dataclass
+class Script:
+    """What the scripted endpoint answers: ``pieces``, one every ``delay_s``, then ``ending``: "stop" or
+    "length" (that finish_reason, then ``[DONE]``), "truncated" (the body ends with neither), "dropped"
+    (the connection closes mid-body). ``client_left`` is set when its client hangs up mid-answer."""
+
+    pieces: list[str] = field(default_factory=lambda: ["According to the documents, ", "it is so [1]"])
+    delay_s: float = 0.0
+    ending: str = "stop"
+    sent: int = 0
+    client_left: threading.Event = field(default_factory=threading.Event)
+
+
+def _sse_chunk(delta: dict, finish_reason: str | None) -> bytes:
+    chunk = {"id": "cmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+class ScriptedHandler(JsonHandler):
+    """Streams its server's :class:`Script` over chunked HTTP/1.1, so an ending can be clean or broken."""
+
+    protocol_version = "HTTP/1.1"
+    script: Script
+
+    def do_POST(self) -> None:
+        self.json_body()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            self._answer(self.script)
+        except (BrokenPipeError, ConnectionResetError):
+            self.script.client_left.set()
+            self.close_connection = True
+
+    def _answer(self, script: Script) -> None:
+        for piece in script.pieces:
+            self._send(_sse_chunk({"content": piece}, None))
+            script.sent += 1
+            time.sleep(script.delay_s)
+        if script.ending == "dropped":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)  # no last chunk: the body is incomplete
+            return
+        if script.ending in ("stop", "length"):
+            self._send(_sse_chunk({}, script.ending) + b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")  # the body ends cleanly, [DONE] or not
+        self.wfile.flush()
+
+    def _send(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+@pytest.fixture(scope="module")
+def scripted_endpoint():
+    """The scripted endpoint's URL and its handler class, whose ``script`` each test sets."""
+    handler = type("Scripted", (ScriptedHandler,), {"script": Script()})
+    with http_endpoint(handler) as url:
+        yield f"{url}/v1", handler
+
+
+@pytest.fixture()
+def scripted(scripted_endpoint) -> Script:
+    """A fresh script for this test (the default: a short answer citing [1], finished)."""
+    scripted_endpoint[1].script = Script()
+    return scripted_endpoint[1].script
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +259,56 @@ def test_app_server_streams_the_llm_answer_through(corpus, llm, tmp_path):
     finally:
         llm.delay_s = 0.0
         server.stop()
+
+
+@contextmanager
+def app_in_thread(ur) -> Iterator[str]:
+    """The app server on ``ur`` in this process (uvicorn in a thread, as `unirank serve api` runs it):
+    no models to load, so it is up at once. Yields its URL."""
+    import uvicorn
+
+    from unirank.app.server import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(unirank=ur, warm_up=False), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the app server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def scripted_app(corpus, scripted_endpoint, tmp_path_factory) -> Iterator[str]:
+    """The app server answering with the scripted endpoint; its URL."""
+    settings = corpus.settings.model_copy(deep=True)
+    settings.chat.answerer = "openai"
+    settings.chat.llm_base_url = scripted_endpoint[0]
+    settings.chat.llm_model = "scripted"
+    settings.chat.db_path = tmp_path_factory.mktemp("scripted-app") / "chat.sqlite"
+    ur = Unirank(settings)
+    ur.__dict__.update(embedder=corpus.embedder, backend=corpus.backend)
+    with app_in_thread(ur) as url:
+        yield url
+
+
+def test_a_client_that_leaves_mid_stream_stops_the_llm_request(scripted_app, scripted):
+    """The answer's events were a sync generator that Starlette left suspended when the client left: the
+    LLM's stream stayed open, generating (and billing) for no one, until garbage collection."""
+    scripted.pieces, scripted.delay_s = [f"word{i} " for i in range(100)], 0.05  # 5 s of answer
+    asked = {"model": "handbook", "stream": True, "messages": [{"role": "user", "content": COVERED}]}
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", f"{scripted_app}/v1/chat/completions", json=asked) as response:
+            words = (line for line in response.iter_lines() if '"content": "word' in line)
+            for _ in range(3):
+                next(words)
+        left = time.monotonic()  # the client has hung up
+    assert scripted.client_left.wait(3), f"the LLM streamed on: {scripted.sent} pieces sent"
+    assert time.monotonic() - left < 1.5 and scripted.sent < 40

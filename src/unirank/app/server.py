@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal
+from typing import Annotated, Any, AsyncIterator, Generator, Iterator, Literal
 
+import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -276,17 +277,26 @@ def _default_index(service: ChatService) -> str | None:
         return None
 
 
-async def _sse(events: Iterator[ChatEvent], model: str) -> StreamingResponse:
+async def _sse(events: Generator[ChatEvent, None, None], model: str) -> StreamingResponse:
     """Retrieval runs before the response starts, so a missing index or session is still a 404;
     an error after the first byte arrives as an ``error`` event before ``[DONE]``."""
     first = await run_in_threadpool(next, events)
-    writer = ChunkWriter(model)
+    extra = {"query": first.query, "grounded": first.grounded} if isinstance(first, Retrieved) else {}
+    return StreamingResponse(_chunks(events, ChunkWriter(model), extra), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    def body() -> Iterator[str]:
-        extra = {"query": first.query, "grounded": first.grounded} if isinstance(first, Retrieved) else {}
+
+_END = object()
+
+
+async def _chunks(events: Generator[ChatEvent, None, None], writer: ChunkWriter, extra: dict) -> AsyncIterator[str]:
+    """The events as chunks, each event read in a worker thread. A client that leaves ends this generator
+    (cancelled, or closed), and ``finally`` closes ``events`` down to the LLM's HTTP stream: a sync
+    generator left suspended kept the LLM generating (and billing) for no one until garbage collection."""
+    try:
         yield writer.role(**extra)
         try:
-            for event in events:
+            while (event := await run_in_threadpool(next, events, _END)) is not _END:
                 if isinstance(event, Delta):
                     yield writer.content(event.text)
                 elif isinstance(event, Completed):
@@ -298,9 +308,9 @@ async def _sse(events: Iterator[ChatEvent], model: str) -> StreamingResponse:
             log.exception("chat stream failed")
             yield ChunkWriter.error(f"internal error: {exc}", "server_error")
         yield ChunkWriter.done()
-
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    finally:
+        with anyio.CancelScope(shield=True):  # cancelled by the client leaving: this await must still run
+            await run_in_threadpool(events.close)
 
 
 def described(model: type[BaseModel], status: int = 200) -> dict[int | str, dict]:
