@@ -144,8 +144,9 @@ def test_corrupt_pdfs_are_parse_errors(tmp_path):
         parse(truncated)
 
 
-def damaged_pages(pdf: bytes, pages: list[int]) -> bytes:
-    """The PDF with these pages' content streams (1-based) overwritten by bytes that do not inflate."""
+def damaged_pages(pdf: bytes, pages: list[int], *, unclosed_array: bool = False) -> bytes:
+    """The PDF with these pages' content streams (1-based) overwritten by bytes that do not inflate, or
+    (``unclosed_array``) by text operators whose array never closes, which pypdf raises on."""
     import io
 
     from pypdf import PdfReader, PdfWriter
@@ -154,8 +155,12 @@ def damaged_pages(pdf: bytes, pages: list[int]) -> bytes:
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
     for number in pages:
         contents = writer.pages[number - 1]["/Contents"].get_object()
-        contents._data = b"x\x9c\x00\x01garbage-not-zlib"
-        contents[NameObject("/Filter")] = NameObject("/FlateDecode")
+        if unclosed_array:
+            contents._data = b"BT /F1 12 Tf 72 712 Td [ (x) 5 (y ] TJ ET ) Tj ET"
+            del contents["/Filter"]
+        else:
+            contents._data = b"x\x9c\x00\x01garbage-not-zlib"
+            contents[NameObject("/Filter")] = NameObject("/FlateDecode")
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
@@ -174,6 +179,21 @@ def test_a_page_whose_text_cannot_be_read_is_reported(tmp_path, caplog):
     assert not [r for r in caplog.records if r.name.startswith("pypdf")]  # pypdf's own warnings stay quiet
 
     (tmp_path / "ruined.pdf").write_bytes(damaged_pages(whole, [1, 2, 3]))
+    with pytest.raises(ParseError, match=r"damaged PDF: page 1: no text could be read .*\(and 2 more pages\)"):
+        parse(tmp_path / "ruined.pdf")
+
+
+def test_a_page_pypdf_raises_on_is_left_out_and_reported_and_the_other_pages_are_read(tmp_path):
+    """pypdf raised on page 2's content stream (an array that never closes), and the whole PDF failed
+    as "not a readable PDF"; pages 1 and 3 were lost with it."""
+    whole = make_pdf(tmp_path / "whole.pdf", [*PAGES, "Retention. Logs are kept for one year."]).read_bytes()
+    (tmp_path / "damaged.pdf").write_bytes(damaged_pages(whole, [2], unclosed_array=True))
+    doc = only(tmp_path / "damaged.pdf")
+    assert [s.page for s in doc.sections] == [1, 3] and "Logs are kept" in doc.sections[1].text
+    [warning] = doc.warnings
+    assert warning.startswith("page 2: no text could be read (PdfReadError: ")
+
+    (tmp_path / "ruined.pdf").write_bytes(damaged_pages(whole, [1, 2, 3], unclosed_array=True))
     with pytest.raises(ParseError, match=r"damaged PDF: page 1: no text could be read .*\(and 2 more pages\)"):
         parse(tmp_path / "ruined.pdf")
 

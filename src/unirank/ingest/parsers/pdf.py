@@ -68,13 +68,7 @@ class PdfParser:
                 reader = PdfReader(io.BytesIO(data))
                 if reader.is_encrypted:
                     _decrypt(reader)
-                texts, unread = [], []
-                for number, page in enumerate(reader.pages, start=1):
-                    logged = len(pypdf_log.records)
-                    texts.append(page.extract_text() or "")
-                    if not texts[-1].strip() and len(pypdf_log.records) > logged:  # e.g. a corrupt stream
-                        why = pypdf_log.records[logged].getMessage()
-                        unread.append(f"page {number}: no text could be read ({why})")
+                texts, unread = _page_texts(reader, pypdf_log)
             except ParseError:
                 raise
             except PyPdfError as exc:
@@ -91,6 +85,24 @@ class PdfParser:
         sections = [Section(text, page=number) for number, text in enumerate(texts, start=1)]
         return [ParsedDocument(doc_id=uri, title=title or stem_from_uri(uri), sections=sections,
                                warnings=unread)]  # those pages are left out, and the report says so
+
+
+def _page_texts(reader: object, pypdf_log: _PypdfLog) -> tuple[list[str], list[str]]:
+    """Each page's text, and a note for each page whose text could not be read: that page is left out
+    (its text is ""), not the whole PDF, which one page pypdf choked on used to fail."""
+    texts, unread = [], []
+    for number, page in enumerate(reader.pages, start=1):  # type: ignore[attr-defined]
+        logged = len(pypdf_log.records)
+        try:
+            texts.append(page.extract_text() or "")
+        except Exception as exc:  # a broken content stream: pypdf raises ValueError, KeyError, PdfReadError...
+            texts.append("")
+            unread.append(f"page {number}: no text could be read ({type(exc).__name__}: {exc})")
+            continue
+        if not texts[-1].strip() and len(pypdf_log.records) > logged:  # e.g. a stream that does not inflate
+            why = pypdf_log.records[logged].getMessage()
+            unread.append(f"page {number}: no text could be read ({why})")
+    return texts, unread
 
 
 #: A word the typesetter broke across two lines: a lower-case letter, a hyphen ending the line, a lower-case letter.
