@@ -120,6 +120,17 @@ def test_a_malformed_query_row_is_refused_with_its_line(tmp_path, name, text):
         load_queries(_write(tmp_path / name, text))
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
+def test_a_unicode_line_separator_inside_a_row_does_not_split_it(tmp_path, separator):
+    """JSON allows them raw in a string and a TSV cell may hold one; splitlines() cut the row there, so
+    the pair file failed as 'not valid JSON' and a query row as two rows without a tab."""
+    row = json.dumps({"query": f"key{separator}rotation", "positive": "Rotate keys."}, ensure_ascii=False)
+    [pair] = load_pair_file(_write(tmp_path / "p.jsonl", row + "\n"))
+    assert pair.query == f"key{separator}rotation"
+    assert load_queries(_write(tmp_path / "q.tsv", f"q1\tkey{separator}rotation\r\nq2\tsev2\n")) == {
+        "q1": f"key{separator}rotation", "q2": "sev2"}
+
+
 def test_files_saved_by_windows_tools_are_read_and_other_encodings_said(tmp_path):
     """A byte-order mark made the header a pair ("\\ufeffquery") or the first id "\\ufeff1" (its query then
     matched no judgement); a cp1252 file ended in a UnicodeDecodeError traceback."""

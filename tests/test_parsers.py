@@ -661,6 +661,18 @@ def test_a_bad_jsonl_line_fails_the_file_naming_the_line(tmp_path, bad_line, rea
         parse(tmp_path / "corpus.jsonl")
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
+def test_jsonl_text_may_hold_unicode_line_separators(tmp_path, separator):
+    """JSON allows them raw inside a string, and json.dumps(ensure_ascii=False) writes them so, but
+    splitlines() split the record there and the whole file failed as 'not valid JSON'."""
+    records = [{"_id": "a", "text": f"First line{separator}second line."}, {"_id": "b", "text": "Fine."}]
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    (tmp_path / "corpus.jsonl").write_text(f"{lines[0]}\r\n{lines[1]}\r\n", encoding="utf-8", newline="")
+    docs = parse(tmp_path / "corpus.jsonl")
+    assert [(d.doc_id, d.sections[0].text) for d in docs] == [("a", f"First line{separator}second line."),
+                                                              ("b", "Fine.")]
+
+
 def test_a_duplicate_jsonl_id_fails_the_file(tmp_path):
     good = json.dumps({"_id": "a", "text": "Fine."})
     (tmp_path / "dup.jsonl").write_text(f"{good}\n{good}\n")

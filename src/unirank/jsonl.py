@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,4 +46,10 @@ def label_file_lines(path: Path, error: type[Exception] = ValueError) -> list[st
         line = data.count(b"\n", 0, exc.start) + 1
         raise error(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file as "
                          "UTF-8") from None
-    return text.splitlines(keepends=True)
+    return _lines(text)
+
+
+def _lines(text: str) -> list[str]:
+    """The lines with their ends, split at "\n" only: splitlines() also split at U+2028, U+2029 and U+0085,
+    which JSON allows raw inside a string and a TSV cell may hold, so such a row failed as two broken ones."""
+    return re.findall(r"[^\n]*\n|[^\n]+\Z", text)

@@ -20,10 +20,12 @@ class JsonlParser:
     def parse(self, data: bytes, uri: str) -> list[ParsedDocument]:
         docs: list[ParsedDocument] = []
         seen: dict[str, int] = {}
-        for number, line in enumerate(decode_text(data).splitlines(), start=1):
+        # Only "\n" ends a record: splitlines() also split at U+2028, U+2029 and U+0085, which JSON
+        # allows raw inside a string, and failed the file at the record's first half.
+        for number, line in enumerate(decode_text(data).split("\n"), start=1):
             if not line.strip():
                 continue
-            doc = _record(line, number)
+            doc = _record(line.rstrip(), number)  # a Windows "\r" and other spaces after the object
             if doc.doc_id in seen:
                 first = seen[doc.doc_id]
                 raise ParseError(f"line {number}: duplicate _id {doc.doc_id!r} (first on line {first})")
