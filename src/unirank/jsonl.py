@@ -50,6 +50,6 @@ def label_file_lines(path: Path, error: type[Exception] = ValueError) -> list[st
 
 
 def _lines(text: str) -> list[str]:
-    """The lines with their ends, split at "\n" only: splitlines() also split at U+2028, U+2029 and U+0085,
+    r"""The lines with their ends, split at "\n" only: splitlines() also split at U+2028, U+2029 and U+0085,
     which JSON allows raw inside a string and a TSV cell may hold, so such a row failed as two broken ones."""
     return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
