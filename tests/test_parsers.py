@@ -582,6 +582,30 @@ def test_an_html_pages_declared_charset_outranks_a_guess():
     assert parse_document(page.encode("utf-8"), "q.html")[0].sections[0].text == quoted
 
 
+@pytest.mark.parametrize(("charset", "encoding", "text"), [
+    ("utf-16", "cp1252", "Café crème, “quoted”."),  # no BOM: a single-byte page, read as UTF-16 it was CJK garbage
+    ("iso-8859-9", "cp1254", "Şirket “politikası” 5 €."),  # Windows-1254's quotes and euro sign
+    ("tis-620", "cp874", "ภาษาไทย “quoted” 5 €."),
+    ("windows-874", "cp874", "ภาษาไทย “quoted” 5 €."),  # a web label Python has no codec of that name for
+    ("shift_jis", "cp932", "東京～大阪①"),  # Windows-31J: its fullwidth tilde and circled digits
+    ("euc-kr", "cp949", "Report 똠 v2."),  # a Hangul syllable only Windows-949 has
+    ("gb2312", "gb18030", "Report 镕 v2."),  # a character GB2312 lacks
+    ("gbk", "gb18030", "价格 5 €"),
+])
+def test_a_declared_charset_is_read_as_browsers_read_it(charset, encoding, text):
+    """The WHATWG Encoding standard's meaning of a page's declared charset: a declared UTF-16 or UTF-32
+    is UTF-8 (a real UTF-16 page has a byte-order mark), and a legacy label is its Windows superset."""
+    page = f'<html><head><meta charset="{charset}"></head><body><p>{text}</p></body></html>'
+    assert parse_document(page.encode(encoding), "page.html")[0].sections[0].text == text
+
+
+def test_a_utf16_page_with_a_byte_order_mark_is_utf16_whatever_it_declares():
+    page = '<html><head><meta charset="utf-16"></head><body><p>Café “quoted”.</p></body></html>'
+    for encoding in ("utf-16", "utf-16-be"):
+        data = page.encode(encoding) if encoding == "utf-16" else b"\xfe\xff" + page.encode(encoding)
+        assert parse_document(data, "page.html")[0].sections[0].text == "Café “quoted”."
+
+
 @pytest.mark.parametrize("charset", ["rot13", "hex", "base64", "zlib", "uu", "undefined", "no-such-charset"])
 def test_a_declared_charset_that_reads_no_text_is_passed_over(charset):
     """Python's bytes-to-bytes codecs (hex, base64...) and "undefined" are no charsets: a page declaring

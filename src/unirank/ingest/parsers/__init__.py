@@ -36,7 +36,7 @@ PARSERS: tuple[Parser, ...] = (
 )
 #: Raised when a change to the parsers changes what a file yields: ingesting again then re-reads files
 #: parsed by the older ones (``SourceState.recipe``), instead of keeping their old text for good.
-PARSER_VERSION = 3
+PARSER_VERSION = 4
 _BY_EXTENSION: dict[str, Parser] = {ext: parser for parser in PARSERS for ext in parser.extensions}
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_BY_EXTENSION)
 #: Formats that must be text: a NUL byte or undecodable bytes mean a mislabelled binary file.

@@ -84,8 +84,18 @@ def _mostly_utf8(data: bytes) -> str | None:
     return None
 
 
-#: Labels that mean Windows-1252 on the web (WHATWG): pages labelled Latin-1 use its quotes and dashes.
-_WINDOWS_1252_LABELS = frozenset({"ascii", "iso8859-1"})
+#: What a declared charset means on the web (the WHATWG Encoding standard), by Python's name for it. A
+#: label of a legacy charset means its Windows or GB18030 superset, whose extra characters pages so
+#: labelled use (a page labelled Latin-1 has Windows-1252's quotes and dashes). A declared UTF-16 or
+#: UTF-32 means UTF-8: a real UTF-16 page starts with a byte-order mark, which is read before any
+#: declaration, and a single-byte page read as UTF-16 was indexed as CJK garbage.
+_WEB_CODECS = {
+    "ascii": "cp1252", "iso8859-1": "cp1252", "iso8859-9": "cp1254", "iso8859-11": "cp874", "tis-620": "cp874",
+    "shift_jis": "cp932", "euc_kr": "cp949", "gb2312": "gb18030", "gbk": "gb18030",
+    **dict.fromkeys(("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"), "utf-8"),
+}
+#: Web labels Python has no codec of that name for.
+_WEB_LABELS = {"windows-874": "cp874", "x-sjis": "cp932", "x-gbk": "gb18030", "x-user-defined": "cp1252"}
 
 
 def _declared_text(data: bytes, declared: str | None) -> str | None:
@@ -105,12 +115,12 @@ def _declared_codec(declared: str | None) -> str | None:
     if not declared:
         return None
     try:
-        info = codecs.lookup(declared)
+        info = codecs.lookup(_WEB_LABELS.get(declared.strip().lower(), declared))
     except LookupError:
         return None
     if not info._is_text_encoding:  # type: ignore[attr-defined]
         return None
-    return "cp1252" if info.name in _WINDOWS_1252_LABELS else info.name
+    return _WEB_CODECS.get(info.name, info.name)
 
 
 def _legacy_text(data: bytes, legacy_encoding: str) -> str:
