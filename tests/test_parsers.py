@@ -509,6 +509,14 @@ def test_front_matter_aliases_nesting_a_billion_items_are_left_out_at_once(tmp_p
     assert [s.text for s in doc.sections] == ["Body text."]
 
 
+def test_an_inline_html_line_break_in_markdown_parts_words(tmp_path):
+    """markdown-it gives <br> as inline HTML, which was dropped: "First linesecond line", "openclose"."""
+    (tmp_path / "steps.md").write_text("# Steps\n\nFirst line<br>second line and word<BR />joined.\n\n"
+                                       "| Step | Notes |\n|---|---|\n| 1 | open<br/>close |\n")
+    [section] = only(tmp_path / "steps.md").sections
+    assert section.text == "First line second line and word joined.\n\nStep | Notes\n1 | open close"
+
+
 def test_markdown_title_falls_back_to_h1_then_stem(tmp_path):
     (tmp_path / "x.markdown").write_text("Intro.\n\n# Real title\n\nBody.")
     assert only(tmp_path / "x.markdown").title == "Real title"

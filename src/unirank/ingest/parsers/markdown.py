@@ -10,6 +10,8 @@ from unirank.ingest.parsers.common import SectionBuilder, collapse, decode_text,
 from unirank.search.types import Metadata
 
 _FENCES = ("---", "...")
+#: An HTML line break written inline: <br>, <br/>, <BR />.
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
 class MarkdownParser:
@@ -150,8 +152,8 @@ def inline_text(token: Any) -> str:
     for child in token.children or []:
         if child.type in ("text", "code_inline"):
             parts.append(child.content)
-        elif child.type in ("softbreak", "hardbreak"):
-            parts.append(" ")
+        elif child.type in ("softbreak", "hardbreak") or (child.type == "html_inline" and _BR.match(child.content)):
+            parts.append(" ")  # a <br> too: "First line<br>second line" read "First linesecond line"
         elif child.type == "image":
             parts.append(child.content)
     return "".join(parts)
