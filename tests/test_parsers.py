@@ -378,6 +378,21 @@ def test_an_articles_own_header_is_content_not_chrome(tmp_path):
     assert "Intranet home" not in everything and "Copyright Acme" not in everything
 
 
+def test_html_headers_footers_form_fields_and_stray_cells_stand_apart_from_their_neighbours(tmp_path):
+    """They were inline to the walk: "Posted on 1 May 2024Rotate keys every 90 days.Filed under security",
+    "NameOpt AOpt BTA textSubmit"."""
+    (tmp_path / "post.html").write_text(
+        "<html><body><article><header>Posted on 1 May 2024</header>Rotate keys every 90 days."
+        "<footer>Filed under security</footer></article>"
+        "<form><hgroup>Sign up</hgroup><label>Name</label><input value='prefilled'><select><option>Opt A</option>"
+        "<option>Opt B</option></select><textarea>TA text</textarea><button>Submit</button></form>"
+        "<search>Find a policy</search><div><tr><td>Cell one</td><th>Cell two</th></tr></div></body></html>")
+    [section] = only(tmp_path / "post.html").sections
+    assert section.text.split("\n\n") == [
+        "Posted on 1 May 2024", "Rotate keys every 90 days.", "Filed under security", "Sign up", "Name",
+        "Opt A", "Opt B", "TA text", "Submit", "Find a policy", "Cell one", "Cell two"]
+
+
 def test_html_title_falls_back_to_the_first_h1_then_the_stem(tmp_path):
     (tmp_path / "a.htm").write_text("<h1>First heading</h1><p>Text.</p>")
     assert only(tmp_path / "a.htm").title == "First heading"

@@ -14,10 +14,13 @@ _DROP = ("script", "style", "noscript", "nav", "template", "iframe", "svg", "hea
 _PAGE_CHROME = ("header", "footer")
 _SECTIONING = ("article", "aside", "main", "section")
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
-#: Elements whose text stands apart from its neighbours: each ends a paragraph.
+#: Elements whose text stands apart from its neighbours: each ends a paragraph. An article's own header
+#: and footer, a form's labels, options, buttons and text areas, and table rows and cells met outside a
+#: table are among them: their words were glued to the next ("Posted on 1 May 2024Rotate keys").
 _BLOCKS = frozenset(
-    "address article aside blockquote body caption center dd details dialog dir div dl dt fieldset "
-    "figcaption figure form hr html legend li main menu ol p section summary ul".split()
+    "address article aside blockquote body button caption center dd details dialog dir div dl dt fieldset "
+    "figcaption figure footer form header hgroup hr html label legend li main menu ol option p search "
+    "section summary td textarea th tr ul".split()
 )
 
 
