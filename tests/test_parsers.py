@@ -532,6 +532,36 @@ def test_an_inline_html_line_break_in_markdown_parts_words(tmp_path):
     assert section.text == "First line second line and word joined.\n\nStep | Notes\n1 | open close"
 
 
+def test_a_heading_with_no_body_is_its_own_text(tmp_path):
+    """A document of headings only (an outline, an agenda) was refused as "no text found", and a last
+    heading with nothing under it was dropped. A heading whose body is its sub-headings stays a path."""
+    (tmp_path / "outline.md").write_text("# Outline\n\n## Goals\n\n## Risks\n\n### Budget\n\n## Timeline\n")
+    doc = only(tmp_path / "outline.md")
+    assert [(s.heading_path, s.text) for s in doc.sections] == [
+        (("Outline", "Goals"), "Goals"), (("Outline", "Risks", "Budget"), "Budget"),
+        (("Outline", "Timeline"), "Timeline")]
+    (tmp_path / "faq.md").write_text("# FAQ\n\nAsk us.\n\n## Billing\n\nMonthly.\n\n## Open questions\n")
+    assert [(s.heading_path, s.text) for s in only(tmp_path / "faq.md").sections] == [
+        (("FAQ",), "Ask us."), (("FAQ", "Billing"), "Monthly."), (("FAQ", "Open questions"), "Open questions")]
+
+
+def test_headings_with_no_body_in_html_and_docx_are_their_own_text(tmp_path):
+    from docx import Document
+
+    (tmp_path / "agenda.html").write_text("<html><body><h1>Agenda</h1><h2>Welcome</h2><p>Coffee.</p>"
+                                          "<h2>Wrap-up</h2></body></html>")
+    assert [(s.heading_path, s.text) for s in only(tmp_path / "agenda.html").sections] == [
+        (("Agenda", "Welcome"), "Coffee."), (("Agenda", "Wrap-up"), "Wrap-up")]
+    document = Document()
+    document.add_heading("Quarterly plan", level=1)
+    document.add_heading("Hire two engineers", level=2)
+    document.add_heading("Ship the search API", level=2)
+    document.save(str(tmp_path / "plan.docx"))
+    assert [(s.heading_path, s.text) for s in only(tmp_path / "plan.docx").sections] == [
+        (("Quarterly plan", "Hire two engineers"), "Hire two engineers"),
+        (("Quarterly plan", "Ship the search API"), "Ship the search API")]
+
+
 def test_markdown_title_falls_back_to_h1_then_stem(tmp_path):
     (tmp_path / "x.markdown").write_text("Intro.\n\n# Real title\n\nBody.")
     assert only(tmp_path / "x.markdown").title == "Real title"

@@ -205,7 +205,8 @@ def extension_of(uri: str) -> str:
 class SectionBuilder:
     """Collects paragraphs under the current heading path and cuts a Section at each heading.
 
-    Headings form a stack: a level-n heading replaces every open heading at level >= n.
+    Headings form a stack: a level-n heading replaces every open heading at level >= n. A heading with no
+    body of its own (no paragraph, no sub-heading) is its own text.
     """
 
     def __init__(self) -> None:
@@ -213,6 +214,8 @@ class SectionBuilder:
         self._stack: list[tuple[int, str]] = []
         self._paragraphs: list[str] = []
         self.first_heading: dict[int, str] = {}
+        #: The last heading has had neither a paragraph nor a sub-heading yet.
+        self._bare = False
 
     @property
     def heading_path(self) -> tuple[str, ...]:
@@ -223,14 +226,17 @@ class SectionBuilder:
         if not text:
             return
         self.flush()
+        self._end_bare_heading(next_level=level)
         self.first_heading.setdefault(level, text)
         while self._stack and self._stack[-1][0] >= level:
             self._stack.pop()
         self._stack.append((level, text))
+        self._bare = True
 
     def paragraph(self, text: str) -> None:
         if text and text.strip():
             self._paragraphs.append(text.strip())
+            self._bare = False
 
     def flush(self) -> None:
         if self._paragraphs:
@@ -239,4 +245,13 @@ class SectionBuilder:
 
     def finish(self) -> list[Section]:
         self.flush()
+        self._end_bare_heading()
         return self.sections
+
+    def _end_bare_heading(self, next_level: int | None = None) -> None:
+        """The last heading as a section of its own when nothing was under it: the next heading is at its
+        level or above, or the document ends. An outline of headings was refused as "no text found",
+        and a last heading with no body was dropped. (A deeper next heading is its body.)"""
+        if self._bare and (next_level is None or next_level <= self._stack[-1][0]):
+            self.sections.append(Section(self._stack[-1][1], self.heading_path))
+        self._bare = False
