@@ -317,6 +317,48 @@ def test_docx_reads_tracked_insertions_and_content_controls_but_not_deletions(tm
     ]
 
 
+def test_docx_page_and_column_breaks_part_words_and_text_boxes_are_read_once(tmp_path):
+    """python-docx reads a page or column break as "" ("AlphaBeta") and no text box at all: a flyer's
+    boxed text was left out without a word. Word writes each box twice (DrawingML, and VML in
+    mc:Fallback); it is read once, after the paragraph it is anchored in."""
+    from docx import Document
+    from docx.enum.text import WD_BREAK
+    from docx.oxml import parse_xml
+
+    def box(text: str, inner: str = "") -> str:
+        return f"<w:txbxContent><w:p><w:r><w:t>{text}</w:t></w:r>{inner}</w:p></w:txbxContent>"
+
+    def anchored(markup: str) -> str:
+        """A run holding the box as Word writes it: a DrawingML shape, with a VML copy as the fallback."""
+        return ("<w:r><mc:AlternateContent><mc:Choice Requires='wps'><w:drawing><wp:anchor><a:graphic>"
+                f"<a:graphicData><wps:wsp><wps:txbx>{markup}</wps:txbx></wps:wsp></a:graphicData></a:graphic>"
+                f"</wp:anchor></w:drawing></mc:Choice><mc:Fallback><w:pict><v:shape><v:textbox>{markup}"
+                "</v:textbox></v:shape></w:pict></mc:Fallback></mc:AlternateContent></w:r>")
+
+    namespaces = (
+        'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" '
+        'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006" '
+        'xmlns:wp="http://schemas.openxmlformats.org/drawingml/2006/wordprocessingDrawing" '
+        'xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main" '
+        'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape" '
+        'xmlns:v="urn:schemas-microsoft-com:vml"')
+    document = Document()
+    breaks = document.add_paragraph().add_run("Alpha")
+    breaks.add_break(WD_BREAK.PAGE)
+    breaks.add_text("Beta")
+    breaks.add_break(WD_BREAK.COLUMN)
+    breaks.add_text("Gamma")
+    host = document.add_paragraph("Body before box.")
+    host._p.append(parse_xml(f"<w:wrap {namespaces}>{anchored(box('Boxed offer.', anchored(box('Inner box.'))))}"
+                             "</w:wrap>")[0])
+    document.add_paragraph("Body after box.")
+    document.save(str(tmp_path / "flyer.docx"))
+
+    [section] = only(tmp_path / "flyer.docx").sections
+    assert section.text.split("\n\n") == [
+        "Alpha\nBeta\nGamma", "Body before box.", "Boxed offer.", "Inner box.", "Body after box."]
+
+
 def test_a_corrupt_docx_is_a_parse_error(tmp_path):
     (tmp_path / "bad.docx").write_bytes(b"PK\x03\x04 this is not really a zip archive")
     with pytest.raises(ParseError, match="docx"):

@@ -12,9 +12,13 @@ from unirank.ingest.parsers.common import SectionBuilder, collapse, stem_from_ur
 
 _HEADING = re.compile(r"^heading ([1-9])$", re.IGNORECASE)
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
-_P, _TBL, _R, _SDT, _SDT_CONTENT, _CUSTOM_XML = (
-    _W + tag for tag in ("p", "tbl", "r", "sdt", "sdtContent", "customXml")
+_P, _TBL, _R, _SDT, _SDT_CONTENT, _CUSTOM_XML, _BR, _TEXT_BOX = (
+    _W + tag for tag in ("p", "tbl", "r", "sdt", "sdtContent", "customXml", "br", "txbxContent")
 )
+#: Word writes each text box twice: as a DrawingML shape, and in mc:Fallback as VML for old readers.
+_MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+#: What python-docx reads as a run's text (CT_R.text).
+_RUN_TEXT = "w:br | w:cr | w:noBreakHyphen | w:ptab | w:t | w:tab"
 #: Inline wrappers whose runs are the paragraph's text: tracked insertions and moves (the text as it now
 #: reads), links, content controls (their ``sdtPr`` holds no runs), simple fields (their shown result),
 #: smart tags, custom XML, text direction. Runs in ``w:del`` and ``w:moveFrom`` (deleted or moved-away
@@ -67,6 +71,8 @@ def _blocks(element: Any, parent: Any) -> Iterator[Any]:
     for child in element.iterchildren():
         if child.tag == _P:
             yield Paragraph(child, parent)
+            for box in _text_boxes(child):  # read after the paragraph they are anchored in
+                yield from _blocks(box, parent)
         elif child.tag == _TBL:
             yield Table(child, parent)
         elif child.tag == _SDT:
@@ -77,20 +83,39 @@ def _blocks(element: Any, parent: Any) -> Iterator[Any]:
             yield from _blocks(child, parent)
 
 
+def _text_boxes(paragraph: Any) -> Iterator[Any]:
+    """The text boxes anchored in the paragraph, in order, each once: not its VML fallback copy, and not
+    a box inside another (read with the paragraph of that box it is anchored in). python-docx reads
+    none of them, so a flyer's or form's boxed text was left out without a word."""
+    for box in paragraph.iter(_TEXT_BOX):
+        for ancestor in box.iterancestors():
+            if ancestor is paragraph:
+                yield box
+                break
+            if ancestor.tag in (_TEXT_BOX, _MC_FALLBACK):
+                break
+
+
 def _paragraph_text(paragraph: Any) -> str:
     """A paragraph's text as it reads with its tracked changes accepted. python-docx's ``Paragraph.text``
     reads only the runs and links directly in the paragraph: it misses tracked insertions (``w:ins``)
-    and inline content controls (``w:sdt``). A run's own text (``CT_R.text``: ``w:t``, tabs, breaks)
-    never has ``w:delText``, and text boxes inside a run's drawing are not the paragraph's."""
+    and inline content controls (``w:sdt``). A run's own text (``w:t``, tabs, breaks) never has
+    ``w:delText``, and text boxes inside a run's drawing are not the paragraph's (``_text_boxes``)."""
     parts = []
     stack = list(reversed(paragraph._p))
     while stack:
         child = stack.pop()
         if child.tag == _R:
-            parts.append(child.text)
+            parts.append(_run_text(child))
         elif child.tag in _INLINE_WRAPPERS:
             stack.extend(reversed(child))
     return "".join(parts)
+
+
+def _run_text(run: Any) -> str:
+    """The run's text as python-docx's ``CT_R.text`` reads it, but with a page or column break a line
+    break too: python-docx reads those as "", which glued the words around them ("AlphaBeta")."""
+    return "".join("\n" if child.tag == _BR else str(child) for child in run.xpath(_RUN_TEXT))
 
 
 def _heading_level(paragraph: Any) -> int | None:
