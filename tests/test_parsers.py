@@ -443,6 +443,16 @@ def test_html_title_falls_back_to_the_first_h1_then_the_stem(tmp_path):
 
 
 
+def test_an_inline_svgs_title_does_not_name_the_page(tmp_path):
+    """An icon's <title> (its tooltip) was taken for the page's when the head had none."""
+    icon = '<svg viewBox="0 0 8 8"><title>Search icon</title><path d="M0 0h8"/></svg>'
+    (tmp_path / "icons.html").write_text(f"<html><body>{icon}<h1>Real heading</h1><p>Body text.</p></body></html>")
+    assert only(tmp_path / "icons.html").title == "Real heading"
+    (tmp_path / "titled.html").write_text(f"<html><head>{icon}<title>Page title</title></head><body><p>Text.</p>"
+                                          "</body></html>")
+    assert only(tmp_path / "titled.html").title == "Page title"
+
+
 @pytest.mark.parametrize("tag", ["div", "font color=red"])
 def test_html_with_hundreds_of_unclosed_tags_is_read(tmp_path, tag):
     """An old page that never closes its tags nests them thousands deep in the parsed tree: a recursive

@@ -38,8 +38,7 @@ class HtmlParser:
         from bs4 import BeautifulSoup
 
         soup = BeautifulSoup(decode_text(data), "lxml")
-        title_tag = soup.find("title")
-        page_title = collapse(title_tag.get_text()) if title_tag else ""
+        page_title = _page_title(soup)
         for tag in soup.find_all(_DROP):
             tag.decompose()
         for tag in soup.find_all(_PAGE_CHROME):
@@ -50,6 +49,15 @@ class HtmlParser:
         sections = walker.finish()
         title = page_title or walker.first_heading.get(1) or stem_from_uri(uri)
         return [ParsedDocument(doc_id=uri, title=title, sections=sections)]
+
+
+def _page_title(soup: Any) -> str:
+    """The page's <title>, not an inline SVG's: that one is an icon's tooltip ("Search icon"), which
+    named a page whose head has no title of its own."""
+    for tag in soup.find_all("title"):
+        if tag.find_parent("svg") is None:
+            return collapse(tag.get_text())
+    return ""
 
 
 #: Marks on the walk's stack where a block element's content ends.
