@@ -36,7 +36,8 @@ COVERED = "Who updates the status page during an incident?"
 class Script:
     """What the scripted endpoint answers: ``pieces``, one every ``delay_s``, then ``ending``: "stop" or
     "length" (that finish_reason, then ``[DONE]``), "truncated" (the body ends with neither), "dropped"
-    (the connection closes mid-body). ``client_left`` is set when its client hangs up mid-answer."""
+    (the connection closes mid-body), "stalled" (nothing for 1 s, then "stop"), "error" (an error event).
+    ``client_left`` is set when its client hangs up mid-answer."""
 
     pieces: list[str] = field(default_factory=lambda: ["According to the documents, ", "it is so [1]"])
     delay_s: float = 0.0
@@ -74,12 +75,16 @@ class ScriptedHandler(JsonHandler):
             self._send(_sse_chunk({"content": piece}, None))
             script.sent += 1
             time.sleep(script.delay_s)
+        if script.ending == "stalled":
+            time.sleep(1.0)  # past the answerer's timeout; then it ends as usual
         if script.ending == "dropped":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)  # no last chunk: the body is incomplete
             return
         if script.ending in ("stop", "length"):
             self._send(_sse_chunk({}, script.ending) + b"data: [DONE]\n\n")
+        if script.ending == "error":  # as OpenAI reports a failure once the stream has begun
+            self._send(b'data: {"error": {"message": "The model is overloaded.", "type": "server_error"}}\n\n')
         self.wfile.write(b"0\r\n\r\n")  # the body ends cleanly, [DONE] or not
         self.wfile.flush()
 
@@ -225,6 +230,28 @@ def test_an_endpoint_that_is_down_or_refuses_the_key(make_service, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-wrong")
     with pytest.raises(AnswererError, match=KEY_ENV):
         make_service().ask("Who updates the status page during an incident?", "handbook")
+
+
+@pytest.mark.parametrize("ending, error", [
+    ("truncated", r"ended before the answer was finished \(40 characters of it had arrived, and no finish_reason\)"),
+    ("length", r"stopped the answer at its token limit .*lower chat\.context_tokens"),
+    ("dropped", r"stopped mid-answer: the connection was closed after 40 characters of it had arrived"),
+    ("stalled", r"stopped mid-answer \(40 characters of it had arrived\) and sent nothing more for 0\.5s"),
+    ("error", r"reported an error mid-answer \(40 characters of it had arrived\): The model is overloaded\."),
+])
+def test_an_answer_the_endpoint_did_not_finish_is_an_error_not_an_answer(make_service, scripted_endpoint, scripted,
+                                                                          ending, error):
+    """A stream that ended without [DONE] or a finish_reason, or at the token limit, was stored and shown as
+    the whole answer; a connection dropped mid-answer said "Cannot reach ... Is it running?"."""
+    service = make_service(llm_base_url=scripted_endpoint[0], llm_timeout_s=0.5)
+    assert service.ask(COVERED, "handbook").answer == "According to the documents, it is so [1]"
+
+    scripted.ending = ending
+    session = service.store.create_session("handbook")
+    with pytest.raises(AnswererError, match=error) as refused:
+        service.ask(COVERED, session_id=session.id)
+    assert "Cannot reach" not in str(refused.value) and "Is it running" not in str(refused.value)
+    assert service.store.messages(session.id) == []  # nothing to pass for an answer later
 
 
 def test_app_server_streams_the_llm_answer_through(corpus, llm, tmp_path):

@@ -41,16 +41,25 @@ class OpenAIAnswerer:
                                     timeout=settings.llm_timeout_s, max_retries=0)
 
     def stream(self, question: str, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
+        """The answer's pieces as they arrive, then :class:`Final`. An answer the endpoint did not finish
+        (cut off, or stopped at its token limit) is an :class:`AnswererError`, not a shorter answer."""
         prompt = answer_prompt(question, passages)
         parts: list[str] = []
+        finish_reason: str | None = None
         with self._errors():
             stream = self.client.chat.completions.create(model=self.model, messages=prompt.messages,  # type: ignore[arg-type]
                                                          stream=True, temperature=0)
-            with contextlib.closing(stream):
-                for chunk in stream:
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        parts.append(chunk.choices[0].delta.content)
-                        yield Delta(parts[-1])
+        # Closed however this generator ends: a client that leaves mid-answer stops the LLM's work too.
+        with contextlib.closing(stream), self._mid_answer_errors(parts):
+            for chunk in stream:
+                if not chunk.choices:
+                    continue  # e.g. the usage chunk some servers send last
+                choice = chunk.choices[0]
+                finish_reason = choice.finish_reason or finish_reason
+                if choice.delta and choice.delta.content:
+                    parts.append(choice.delta.content)
+                    yield Delta(parts[-1])
+        self._check_finished(finish_reason, parts)
         text = "".join(parts)
         yield Final(text, cited(text, passages))
 
@@ -83,9 +92,55 @@ class OpenAIAnswerer:
         except (openai.APIError, ValueError):
             return
 
+    @property
+    def _where(self) -> str:
+        return f"the LLM endpoint {self.base_url} (model {self.model})"
+
+    def _check_finished(self, finish_reason: str | None, parts: list[str]) -> None:
+        """Refuse an answer the endpoint did not finish: stored and shown, it would pass for a whole one."""
+        got = _got(parts)
+        if finish_reason is None:
+            raise AnswererError(
+                f"The answer stream from {self._where} ended before the answer was finished ({got}, and no "
+                "finish_reason): the connection was closed early, or a proxy cut it. Nothing was stored; ask "
+                "again, and check the endpoint's logs if it keeps happening."
+            )
+        if finish_reason == "length":
+            raise AnswererError(
+                f"{_capital(self._where)} stopped the answer at its token limit (finish_reason \"length\", {got}), "
+                "so it is cut off and was not stored. Raise the endpoint's output or context limit (vLLM "
+                "--max-model-len, Ollama num_ctx/num_predict), or lower chat.context_tokens so the passages "
+                "leave the answer more room; unirank sets no max tokens of its own."
+            )
+        if finish_reason == "content_filter":
+            raise AnswererError(f"{_capital(self._where)} stopped the answer with its content filter ({got}), "
+                                "so it is cut off and was not stored. Rephrase the question, or check the "
+                                "endpoint's filter settings.")
+
+    @contextlib.contextmanager
+    def _mid_answer_errors(self, parts: list[str]) -> Iterator[None]:
+        """Errors once the endpoint has begun to answer: it was reached, so "cannot reach" would mislead."""
+        try:
+            yield
+        except (openai.APITimeoutError, httpx.TimeoutException) as exc:
+            raise AnswererError(
+                f"{_capital(self._where)} stopped mid-answer ({_got(parts)}) and sent nothing more for "
+                f"{self.settings.llm_timeout_s:g}s. Check that it is not overloaded, or raise chat.llm_timeout_s."
+            ) from exc
+        except (openai.APIConnectionError, httpx.HTTPError) as exc:
+            cause = exc.__cause__ or exc
+            raise AnswererError(
+                f"{_capital(self._where)} stopped mid-answer: the connection was closed after {_got(parts)} "
+                f"({_short(str(cause)).rstrip('.')}). Nothing was stored; ask again, and check the endpoint's "
+                "logs if it keeps happening."
+            ) from exc
+        except openai.APIError as exc:  # an error event in the stream
+            raise AnswererError(f"{_capital(self._where)} reported an error mid-answer ({_got(parts)}): "
+                                f"{_short(exc.message)}. Check the endpoint's logs.") from exc
+
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
-        where = f"the LLM endpoint {self.base_url} (model {self.model})"
+        where = self._where
         try:
             yield
         except (openai.APITimeoutError, httpx.TimeoutException) as exc:
@@ -118,6 +173,16 @@ def cited(text: str, passages: Sequence[Passage]) -> list[Citation]:
             if n in by_n and n not in numbers:
                 numbers.append(n)
     return [Citation.from_passage(n, by_n[n]) for n in sorted(numbers)]
+
+
+def _got(parts: list[str]) -> str:
+    """How much of the answer had arrived, for an error about it."""
+    size = sum(len(part) for part in parts)
+    return f"{size} character{'' if size == 1 else 's'} of it had arrived"
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _short(message: str, limit: int = 300) -> str:
