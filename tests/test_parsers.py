@@ -547,6 +547,9 @@ def test_front_matter_with_a_yaml_mistake_is_still_taken_off(tmp_path):
     doc = only(tmp_path / "keys.md")
     assert doc.metadata == {} and doc.title == "keys"
     assert [(s.heading_path, s.text) for s in doc.sections] == [((), "Rotate every 90 days.")]
+    # The ingest report says so (its fields were lost without a word), naming the line.
+    assert doc.warnings == ["front matter is not valid YAML (mapping values are not allowed here, on line 2): "
+                            "none of its fields became metadata; fix it (a value that holds ': ' needs quotes)"]
 
 
 @contextmanager
@@ -800,6 +803,19 @@ def test_jsonl_text_may_hold_unicode_line_separators(tmp_path, separator):
     docs = parse(tmp_path / "corpus.jsonl")
     assert [(d.doc_id, d.sections[0].text) for d in docs] == [("a", f"First line{separator}second line."),
                                                               ("b", "Fine.")]
+
+
+def test_jsonl_records_with_neither_text_nor_title_are_left_out_and_said(tmp_path):
+    """They were dropped without a word: the report counted the file as ingested whole."""
+    records = [{"_id": "a", "text": "Fine."}, {"_id": "b", "text": " "}, {"_id": "c", "text": "", "title": "Only"},
+               {"_id": "d", "text": "", "title": ""}]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    docs = parse(tmp_path / "corpus.jsonl")
+    assert [d.doc_id for d in docs] == ["a", "c"]
+    assert docs[0].warnings == ["2 records with neither text nor title left out (lines 2, 4)"]
+    (tmp_path / "blank.jsonl").write_text(json.dumps({"_id": "x", "text": ""}) + "\n")
+    with pytest.raises(ParseError, match="no text found"):
+        parse(tmp_path / "blank.jsonl")
 
 
 def test_a_duplicate_jsonl_id_fails_the_file(tmp_path):

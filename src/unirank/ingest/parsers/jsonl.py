@@ -20,6 +20,7 @@ class JsonlParser:
     def parse(self, data: bytes, uri: str) -> list[ParsedDocument]:
         docs: list[ParsedDocument] = []
         seen: dict[str, int] = {}
+        blank: list[int] = []  # lines of records with neither text nor title
         # Only "\n" ends a record: splitlines() also split at U+2028, U+2029 and U+0085, which JSON
         # allows raw inside a string, and failed the file at the record's first half.
         for number, line in enumerate(decode_text(data).split("\n"), start=1):
@@ -30,8 +31,20 @@ class JsonlParser:
                 first = seen[doc.doc_id]
                 raise ParseError(f"line {number}: duplicate _id {doc.doc_id!r} (first on line {first})")
             seen[doc.doc_id] = number
-            docs.append(doc)
+            if doc.sections[0].text.strip():
+                docs.append(doc)
+            else:
+                blank.append(number)
+        if blank and docs:  # none: the file has no text, and fails saying so
+            docs[0].warnings.append(_left_out(blank))
         return docs
+
+
+def _left_out(lines: list[int], most: int = 10) -> str:
+    """The records left out for having no text, said in the ingest report: they were dropped unsaid."""
+    shown = ", ".join(str(n) for n in lines[:most]) + (f" and {len(lines) - most} more" if len(lines) > most else "")
+    records = "1 record" if len(lines) == 1 else f"{len(lines)} records"
+    return f"{records} with neither text nor title left out (line{'s' if len(lines) > 1 else ''} {shown})"
 
 
 def _record(line: str, number: int) -> ParsedDocument:

@@ -20,16 +20,17 @@ class MarkdownParser:
     def parse(self, data: bytes, uri: str) -> list[ParsedDocument]:
         from markdown_it import MarkdownIt
 
-        metadata, body = split_front_matter(decode_text(data))
+        metadata, body, dropped = split_front_matter(decode_text(data))
         tokens = MarkdownIt("commonmark").enable("table").parse(body)
         builder = SectionBuilder()
         _Renderer(builder).render(tokens)
         sections = builder.finish()
         title = collapse(str(metadata.pop("title", ""))) or builder.first_heading.get(1) or stem_from_uri(uri)
-        return [ParsedDocument(doc_id=uri, title=title, sections=sections, metadata=metadata)]
+        return [ParsedDocument(doc_id=uri, title=title, sections=sections, metadata=metadata,
+                               warnings=[dropped] if dropped else [])]
 
 
-def split_front_matter(text: str) -> tuple[Metadata, str]:
+def split_front_matter(text: str) -> tuple[Metadata, str, str | None]:
     """A `---` block at the very top, read as YAML (PyYAML's safe loader) when it is a mapping: scalars
     and lists of scalars (``tags: [a, b]``) become metadata; nested maps are left out.
 
@@ -38,31 +39,44 @@ def split_front_matter(text: str) -> tuple[Metadata, str]:
     closing `---` stays a rule, not the underline that would make the text a heading (CommonMark's
     setext heading, which as a heading with no text of its own would be left out). A block that is not
     valid YAML stays too, unless its lines are all ``key:`` lines (and their indented or listed values):
-    a header with a YAML mistake (``title: Keys: how to rotate``), taken off with no metadata."""
+    a header with a YAML mistake (``title: Keys: how to rotate``), taken off with no metadata, and the
+    third item says so (it is None when nothing was left out)."""
     import yaml
 
     lines = text.lstrip("\ufeff").split("\n")
     if not lines or lines[0].strip() != "---":
-        return {}, text
+        return {}, text, None
     for end in range(1, len(lines)):
         if lines[end].strip() in _FENCES:
             break
     else:
-        return {}, text  # no closing fence: a thematic break, not front matter
+        return {}, text, None  # no closing fence: a thematic break, not front matter
     block, body = lines[1:end], "\n".join(lines[end + 1 :])
     as_text = "\n".join([*lines[:end], "", *lines[end:]])  # a blank line: the closing fence is a rule
     try:
         header = yaml.safe_load("\n".join(block))
-    except yaml.YAMLError:
-        return {}, (body if _looks_like_keys(block) else as_text)
+    except yaml.YAMLError as exc:
+        if _looks_like_keys(block):
+            return {}, body, _not_yaml(exc)
+        return {}, as_text, None
     if header is not None and not isinstance(header, dict):
-        return {}, as_text
+        return {}, as_text, None
     metadata: Metadata = {}
     for key, value in (header or {}).items():  # None: an empty block, or only comments
         kept = metadata_value(value)
         if isinstance(key, str) and key.strip() and kept not in (None, "", []):
             metadata[key.strip()] = kept  # type: ignore[assignment]
-    return metadata, body
+    return metadata, body, None
+
+
+def _not_yaml(error: Exception) -> str:
+    """Why a header was taken off with no metadata, and where: said in the ingest report, as its fields
+    were lost without a word."""
+    problem = getattr(error, "problem", None) or "not valid YAML"
+    mark = getattr(error, "problem_mark", None)
+    where = f", on line {mark.line + 2}" if mark is not None else ""  # the header starts on the file's line 2
+    return (f"front matter is not valid YAML ({problem}{where}): none of its fields became metadata; fix it "
+            "(a value that holds ': ' needs quotes)")
 
 
 #: A top-level YAML key as front matter writes it: one word, then a colon.
