@@ -339,3 +339,21 @@ def test_a_client_that_leaves_mid_stream_stops_the_llm_request(scripted_app, scr
         left = time.monotonic()  # the client has hung up
     assert scripted.client_left.wait(3), f"the LLM streamed on: {scripted.sent} pieces sent"
     assert time.monotonic() - left < 1.5 and scripted.sent < 40
+
+
+def test_an_error_mid_stream_is_typed_as_its_http_answer(scripted_app, scripted):
+    """A session deleted while its answer streamed ended the stream with an error event of type
+    "invalid_request_error"; asked once it is gone, the same error is a 404 "conversation_not_found"."""
+    scripted.pieces, scripted.delay_s = [f"word{i} " for i in range(20)], 0.05
+    with httpx.Client(base_url=scripted_app, timeout=30) as http:
+        sid = http.post("/v1/sessions", json={"index": "handbook"}).json()["id"]
+        with http.stream("POST", f"/v1/sessions/{sid}/messages", json={"content": COVERED, "stream": True}) as response:
+            lines = (line for line in response.iter_lines() if line)
+            assert "word0" in next(line for line in lines if '"content": "word' in line)
+            assert http.delete(f"/v1/sessions/{sid}").status_code == 204  # while the answer streams
+            rest = list(lines)
+        asked_after = http.post(f"/v1/sessions/{sid}/messages", json={"content": COVERED, "stream": True})
+    assert rest[-1] == "data: [DONE]"
+    error = json.loads(rest[-2][6:])["error"]
+    assert error["type"] == "conversation_not_found" == asked_after.json()["error"]["type"], error
+    assert asked_after.status_code == 404

@@ -227,6 +227,31 @@ def test_a_conversation_deleted_elsewhere_is_started_again(server, page):
     assert page.evaluate("state.sessionId") == new
 
 
+def test_a_conversation_deleted_while_its_answer_streams_is_started_again(server, page):
+    """The server's error event for a session deleted mid-answer ("conversation_not_found") said "Something
+    went wrong on the server ... see the server's log"; a 404 before the answer already started it again."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    gone = json.dumps({"error": {"message": "Session 'x' was deleted while its answer was being written",
+                                 "type": "conversation_not_found"}})
+    page.route("**/v1/sessions/*/messages", lambda route: route.fulfill(
+        status=200, content_type="text/event-stream", body=(
+            'data: {"choices": [{"index": 0, "delta": {"content": "Keys are"}, "finish_reason": null}]}\n\n'
+            f"data: {gone}\n\ndata: [DONE]\n\n")), times=1)
+    try:
+        answer = ask_and_wait(page, "How often should API keys be rotated?")
+    finally:
+        page.unroute_all()
+    expect(answer).not_to_have_class(re.compile("failed"))
+    expect(answer.locator(".answer")).to_contain_text("90 days")
+    expect(page.locator("#status")).to_contain_text("a new conversation was started")
+    expect(page.locator("#status")).not_to_have_class(re.compile("error"))
+    expect(page.locator("#transcript article")).to_have_count(2)  # the new conversation's question and answer
+    session = httpx.get(f"{server.url}/v1/sessions/{page.evaluate('state.sessionId')}").json()
+    assert [m["role"] for m in session["messages"]] == ["user", "assistant"]
+
+
 def test_a_failed_answer_is_marked_and_not_left_busy(server, page):
     """A failed answer left an empty bubble marked aria-busy and the server's wording in the status line."""
     from playwright.sync_api import expect
@@ -240,10 +265,11 @@ def test_a_failed_answer_is_marked_and_not_left_busy(server, page):
          "failed or took too long"),
         ("unreachable", lambda route: route.abort("connectionrefused"), "cannot be reached"),
         ("cut off", lambda route: route.fulfill(status=200, content_type="text/event-stream", body=(
-            'data: {"choices": [{"index": 0, "delta": {"content": "From the"}, "finish_reason": null}]}\n\n')),
+            'data: {"choices": [{"index": 0, "delta": {"content": "Keys are rotated"}, "finish_reason": null}]}\n\n')),
          "cut off"),
+        # An error event after some text: the text stays, as for a dropped connection (it was thrown away).
         ("in-band", lambda route: route.fulfill(status=200, content_type="text/event-stream", body=(
-            'data: {"choices": [{"index": 0, "delta": {"content": "From"}, "finish_reason": null}]}\n\n'
+            'data: {"choices": [{"index": 0, "delta": {"content": "Keys are rotated"}, "finish_reason": null}]}\n\n'
             f"data: {error_json}\n\ndata: [DONE]\n\n")), "failed or took too long"),
     ]
     try:
@@ -252,6 +278,8 @@ def test_a_failed_answer_is_marked_and_not_left_busy(server, page):
             answer = ask_and_wait(page, "How often should API keys be rotated?")
             expect(answer, name).to_have_class(re.compile("failed"))
             expect(answer.locator(".answer"), name).to_contain_text(words)
+            if name in ("cut off", "in-band"):
+                expect(answer.locator(".answer"), name).to_contain_text("Keys are rotated")
             alert = page.get_by_role("alert")
             expect(alert, name).to_contain_text("No answer:")
             expect(alert, name).to_contain_text(words)

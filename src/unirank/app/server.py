@@ -119,10 +119,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
     @app.exception_handler(UnirankError)
     async def _unirank_error(request: Request, exc: UnirankError) -> JSONResponse:
-        for kind, status, name in _STATUS:
-            if isinstance(exc, kind):
-                return _error(status, str(exc), name)
-        return _error(400, str(exc), "invalid_request_error")
+        status, kind = _status_and_type(exc)
+        return _error(status, str(exc), kind)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -279,7 +277,8 @@ def _default_index(service: ChatService) -> str | None:
 
 async def _sse(events: Generator[ChatEvent, None, None], model: str) -> StreamingResponse:
     """Retrieval runs before the response starts, so a missing index or session is still a 404;
-    an error after the first byte arrives as an ``error`` event before ``[DONE]``."""
+    an error after the first byte arrives as an ``error`` event before ``[DONE]``, of the ``type``
+    its HTTP answer has."""
     first = await run_in_threadpool(next, events)
     extra = {"query": first.query, "grounded": first.grounded} if isinstance(first, Retrieved) else {}
     return StreamingResponse(_chunks(events, ChunkWriter(model), extra), media_type="text/event-stream",
@@ -301,9 +300,8 @@ async def _chunks(events: Generator[ChatEvent, None, None], writer: ChunkWriter,
                     yield writer.content(event.text)
                 elif isinstance(event, Completed):
                     yield writer.finish(event.answer)
-        except UnirankError as exc:
-            kind = "answerer_error" if isinstance(exc, AnswererError) else "invalid_request_error"
-            yield ChunkWriter.error(str(exc), kind)
+        except UnirankError as exc:  # typed as its HTTP answer would be: a deleted session is not a bad request
+            yield ChunkWriter.error(str(exc), _status_and_type(exc)[1])
         except Exception as exc:  # the stream has begun: the client can only be told in-band
             log.exception("chat stream failed")
             yield ChunkWriter.error(f"internal error: {exc}", "server_error")
@@ -311,6 +309,14 @@ async def _chunks(events: Generator[ChatEvent, None, None], writer: ChunkWriter,
     finally:
         with anyio.CancelScope(shield=True):  # cancelled by the client leaving: this await must still run
             await run_in_threadpool(events.close)
+
+
+def _status_and_type(exc: UnirankError) -> tuple[int, str]:
+    """A refusal's HTTP status and error ``type`` (see ``_STATUS``), for an answer or a stream's error event."""
+    for kind, status, name in _STATUS:
+        if isinstance(exc, kind):
+            return status, name
+    return 400, "invalid_request_error"
 
 
 def described(model: type[BaseModel], status: int = 200) -> dict[int | str, dict]:

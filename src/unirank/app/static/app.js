@@ -66,11 +66,14 @@ function plainError(error) {
   if (error instanceof TypeError) return "The unirank server cannot be reached. Check that it is running, then ask again.";
   if (error.sessionGone) return "This conversation no longer exists on the server. Click \u201cNew conversation\u201d and ask again.";
   // The server's 404s say what is missing: a session (``conversation_not_found``) or an index (``index_not_found``).
-  if (error.status === 404) return "The documents picked are no longer indexed. Pick others under \u201cDocuments\u201d and ask again.";
+  // An error event in a stream has no status, but the same ``type`` as that error's HTTP answer.
+  if (error.status === 404 || error.type === "index_not_found")
+    return "The documents picked are no longer indexed. Pick others under \u201cDocuments\u201d and ask again.";
   if (error.status === 502 || error.type === "answerer_error" || error.type === "upstream_error")
     return "The model that writes the answers failed or took too long. Try again in a moment.";
   // 413: a question over the server's request size limit (api.max_request_mb).
-  if (error.status === 400 || error.status === 413 || error.status === 422) return `The question was refused: ${error.message}`;
+  if (error.status === 400 || error.status === 413 || error.status === 422 || error.type === "invalid_request_error")
+    return `The question was refused: ${error.message}`;
   if (error.cutOff) return "The answer was cut off before it was finished. Ask again.";
   return "Something went wrong on the server, so there is no answer. Try again; if it keeps failing, see the server's log.";
 }
@@ -415,10 +418,7 @@ async function streamAnswer(question, node, status, asked) {
   });
   if (!response.ok) {
     const error = await responseError(response);
-    if (response.status === 404 && error.type === "conversation_not_found") {
-      error.sessionGone = true;
-      if (state.sessionId === sessionId) setSession(null);
-    }
+    if (error.type === "conversation_not_found") sessionGone(error, sessionId);
     throw error;
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -440,7 +440,11 @@ async function streamAnswer(question, node, status, asked) {
         const data = line.slice(6);
         if (data === "[DONE]") continue;
         const chunk = JSON.parse(data);
-        if (chunk.error) throw Object.assign(new Error(chunk.error.message), { type: chunk.error.type });
+        if (chunk.error) {  // the answer failed after it began (the session deleted meanwhile, say): the text so far stays
+          const error = Object.assign(new Error(chunk.error.message), { type: chunk.error.type, partial: text });
+          if (error.type === "conversation_not_found") sessionGone(error, sessionId);
+          throw error;
+        }
         const choice = chunk.choices[0];
         if (choice.delta && choice.delta.content) {
           if (!text) status("Answering\u2026");  // once: a "wait" said meanwhile stays until the answer ends
@@ -454,6 +458,12 @@ async function streamAnswer(question, node, status, asked) {
   }
   if (!final) throw cutOff();
   return final;
+}
+
+// Marks ``error`` as the session being gone (deleted elsewhere), so the question is asked again in a new one.
+function sessionGone(error, sessionId) {
+  error.sessionGone = true;
+  if (state.sessionId === sessionId) setSession(null);
 }
 
 async function onSubmit(event) {
