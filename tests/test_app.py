@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from chat_helpers import AppServer, build_corpus, isolated_env, quotes, squash
+from chat_helpers import AppServer, build_corpus, build_policies, isolated_env, quotes, squash
 from unirank.app.openai_format import ChatCompletion, ErrorBody, SessionAnswer
 from unirank.app.session_format import (CitedPassage, FeedbackList, FeedbackOut, IndexAsModel, IndexList,
                                         IndexModels, Liveness, SessionList, SessionOut, SessionWithMessages)
@@ -360,6 +360,36 @@ def test_the_default_model_id_is_listed_and_can_be_retrieved(llm_client):
     assert [m.id for m in llm_client.models.list()] == ["unirank", "handbook"]
     with pytest.raises(openai.NotFoundError, match="Index 'nope' does not exist"):
         llm_client.models.retrieve("nope")
+
+
+def test_model_unirank_is_the_index_called_unirank_when_there_is_one(tmp_path, base_embedder):
+    """/v1/models listed an index named "unirank" and /v1/models/unirank described it, but `"model": "unirank"`
+    was answered from the default index."""
+    from fastapi.testclient import TestClient
+
+    from unirank.app.server import create_app
+
+    ur = build_policies(tmp_path, base_embedder)  # the index "policies": retention, passwords, backups
+    office = tmp_path / "office"
+    office.mkdir()
+    (office / "wifi.md").write_text("# Office Wi-Fi\n\nThe guest Wi-Fi network is called Northwind-Guest.\n")
+    assert not ur.ingest(str(office), "unirank").failed
+    ur.settings.chat.index = "policies"  # the default index is the other one
+    wifi = [{"role": "user", "content": "What is the guest Wi-Fi network called?"}]
+    try:
+        with TestClient(create_app(unirank=ur, warm_up=False)) as client:
+            assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["policies", "unirank"]
+            for stream in (False, True):
+                asked = client.post("/v1/chat/completions", json={"model": "unirank", "messages": wifi, "stream": stream})
+                assert "Northwind-Guest" in asked.text, (stream, asked.text)
+            beside = client.post("/v1/chat/completions", json={"model": "unirank", "index": "policies", "messages": wifi})
+            assert beside.json()["grounded"] is False  # beside `index`, "unirank" stands for it
+            sid = client.post("/v1/sessions", json={"index": "policies"}).json()["id"]
+            in_session = client.post("/v1/chat/completions", json={"model": "unirank", "session_id": sid, "messages": [
+                {"role": "user", "content": "How long are backups kept?"}]})
+            assert in_session.status_code == 200 and "35 days" in in_session.json()["choices"][0]["message"]["content"]
+    finally:
+        ur.close()
 
 
 def test_sessions_can_be_deleted(http):

@@ -87,7 +87,8 @@ class ChatCompletionRequest(RequestBody):
     #: the field, not a guess at what was meant.
     model_config = ConfigDict(extra="allow", strict=True)
 
-    #: An index name (``GET /v1/models`` lists them), or ``unirank`` for the default index. Never empty:
+    #: An index name (``GET /v1/models`` lists them), or ``unirank`` for the default index (or for an index
+    #: named ``unirank``, if there is one). Never empty:
     #: "" was answered from the default index, as a typo would be if it were allowed.
     model: str = Field(DEFAULT_MODEL, min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)

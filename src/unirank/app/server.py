@@ -165,10 +165,15 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
             names.insert(0, DEFAULT_MODEL)  # accepted as `model`, so listed: it answers from the default index
         return {"object": "list", "data": [_model_card(name) for name in names]}
 
+    def index_of_model(model: str) -> str | None:
+        """The index a ``model`` names: ``unirank`` is the default index (None), unless an index has that
+        name, as ``/v1/models`` lists it; any other name is an index's."""
+        return None if model == DEFAULT_MODEL and not ur.backend.exists(DEFAULT_MODEL) else model
+
     @app.get("/v1/models/{model_id}", responses={**described(IndexAsModel), **error_responses(404)})
     def model(model_id: str) -> Any:
         """OpenAI clients check a model exists before using it: an index here, or ``unirank`` (the default)."""
-        if model_id == DEFAULT_MODEL and not ur.backend.exists(DEFAULT_MODEL):
+        if index_of_model(model_id) is None:
             try:
                 service.default_index()
             except InvalidQueryError as exc:
@@ -197,7 +202,12 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         if body.index and body.model not in (DEFAULT_MODEL, body.index):
             raise InvalidQueryError(f"`model` names the index {body.model!r} and `index` names {body.index!r}: send "
                                     f"one of them (or \"model\": \"{DEFAULT_MODEL}\" with the index).")
-        index = body.index or (None if body.model == DEFAULT_MODEL else body.model)
+        # Beside `index` or a session, "unirank" stands for the index they name; alone, it is an index of
+        # that name if there is one (as /v1/models lists it), else the default index.
+        if body.index or (body.session_id and body.model == DEFAULT_MODEL):
+            index = body.index
+        else:
+            index = index_of_model(body.model)
         # A session asked about another index, or a filter key no passage has, is refused by the service
         # before an answer starts (a 400, not an error event in a stream).
         session_id = body.session_id
