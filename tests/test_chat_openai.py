@@ -357,3 +357,15 @@ def test_an_error_mid_stream_is_typed_as_its_http_answer(scripted_app, scripted)
     error = json.loads(rest[-2][6:])["error"]
     assert error["type"] == "conversation_not_found" == asked_after.json()["error"]["type"], error
     assert asked_after.status_code == 404
+
+
+def test_a_stream_says_whether_it_is_grounded_only_once_it_knows(scripted_app, scripted):
+    """The first chunk said "grounded": true from retrieval alone; an LLM answer that cites nothing then
+    ended with "grounded": false, so a client reading the first chunk was told the opposite."""
+    scripted.pieces = ["The passages say so, ", "but I cite none of them."]
+    asked = {"model": "handbook", "stream": True, "messages": [{"role": "user", "content": COVERED}]}
+    with httpx.Client(timeout=30) as http:
+        lines = http.post(f"{scripted_app}/v1/chat/completions", json=asked).text.splitlines()
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert chunks[0]["query"] == COVERED and chunks[-1]["grounded"] is False and chunks[-1]["citations"] == []
+    assert [c["grounded"] for c in chunks if "grounded" in c] == [False]  # the last chunk's only

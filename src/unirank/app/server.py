@@ -290,7 +290,9 @@ async def _sse(events: Generator[ChatEvent, None, None], model: str) -> Streamin
     an error after the first byte arrives as an ``error`` event before ``[DONE]``, of the ``type``
     its HTTP answer has."""
     first = await run_in_threadpool(next, events)
-    extra = {"query": first.query, "grounded": first.grounded} if isinstance(first, Retrieved) else {}
+    # The query is known now; whether the answer is grounded is not (an LLM may cite nothing), so it
+    # comes with the last chunk only: the first said true where the last then said false.
+    extra = {"query": first.query} if isinstance(first, Retrieved) else {}
     return StreamingResponse(_chunks(events, ChunkWriter(model), extra), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
