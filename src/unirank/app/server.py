@@ -38,8 +38,9 @@ from unirank.chat.service import ChatService
 from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
 from unirank.errors import (
-    AnswererError, ConfigurationError, ConversationNotFoundError, IndexChangedError, IndexNotFoundError,
-    InvalidQueryError, RemoteModelError, RerankLimitError, UnirankError,
+    AnswererError, ConfigurationError, ConversationNotFoundError, DimensionMismatchError, EmbedderMismatchError,
+    IndexChangedError, IndexLockedError, IndexNotFoundError, InvalidQueryError, ModelLoadError,
+    ModelNotFoundError, RebuildRunningError, RemoteModelError, RerankLimitError, UnirankError,
 )
 from unirank.request_errors import (RequestSizeLimit, body_refusal, body_type, declare_only_sent_errors,
                                     http_error_code, validation_message)
@@ -59,6 +60,14 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (AnswererError, 502, "answerer_error"),
     (RemoteModelError, 502, "upstream_error"),  # the request was fine; the model server behind it is not
     (ConfigurationError, 500, "configuration_error"),
+    # The server's own models, or an index its embedder cannot query: nothing the request can change.
+    (ModelLoadError, 500, "configuration_error"),
+    (ModelNotFoundError, 500, "configuration_error"),
+    (EmbedderMismatchError, 500, "configuration_error"),
+    (DimensionMismatchError, 500, "configuration_error"),
+    # Busy for now (another process writes or rebuilds the index): the same request succeeds later.
+    (IndexLockedError, 503, "index_busy"),
+    (RebuildRunningError, 503, "index_busy"),
 ]
 
 
@@ -120,7 +129,10 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.exception_handler(UnirankError)
     async def _unirank_error(request: Request, exc: UnirankError) -> JSONResponse:
         status, kind = _status_and_type(exc)
-        return _error(status, str(exc), kind)
+        response = _error(status, str(exc), kind)
+        if status == 503:
+            response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -74,6 +74,11 @@ function plainError(error) {
   // 413: a question over the server's request size limit (api.max_request_mb).
   if (error.status === 400 || error.status === 413 || error.status === 422 || error.type === "invalid_request_error")
     return `The question was refused: ${error.message}`;
+  // 503: another process is writing or rebuilding the index; 409: it changed while the answer was found.
+  if (error.status === 503 || error.type === "index_busy")
+    return "The documents are being re-indexed right now. Try again in a moment.";
+  if (error.status === 409 || error.type === "index_changed")
+    return "The documents changed while the answer was being found. Ask again.";
   if (error.cutOff) return "The answer was cut off before it was finished. Ask again.";
   return "Something went wrong on the server, so there is no answer. Try again; if it keeps failing, see the server's log.";
 }
