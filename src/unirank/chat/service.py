@@ -153,12 +153,18 @@ class ChatService:
             timings["first_token"] = _ms(started)
             yield Delta(text)
         else:
-            for event in self.answerer.stream(query, retrieval.passages):
-                if isinstance(event, Final):
-                    final = event
-                    continue
-                timings.setdefault("first_token", _ms(started))
-                yield event
+            events = self.answerer.stream(query, retrieval.passages)
+            try:
+                for event in events:
+                    if isinstance(event, Final):
+                        final = event
+                        continue
+                    timings.setdefault("first_token", _ms(started))
+                    yield event
+            finally:  # a turn closed early (its client left) closes the LLM's stream now, not at garbage collection
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
         assert final is not None, "the answerer ended without a Final event"
         timings["total"] = _ms(started)
         answer = ChatAnswer(
