@@ -254,6 +254,14 @@ def test_an_answer_the_endpoint_did_not_finish_is_an_error_not_an_answer(make_se
     assert service.store.messages(session.id) == []  # nothing to pass for an answer later
 
 
+def test_a_reply_that_is_not_a_chat_completion_is_an_answerer_error(make_service, scripted_endpoint, scripted):
+    """A follow-up's rewrite asks for one reply, not a stream; an endpoint that streamed it anyway gave an
+    AttributeError (the openai client hands back the body as text), a 500 with no word of the endpoint."""
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    with pytest.raises(AnswererError, match="did not answer with a chat completion"):
+        service.answerer.complete([{"role": "user", "content": "hello"}], temperature=0, max_tokens=8)
+
+
 def test_app_server_streams_the_llm_answer_through(corpus, llm, tmp_path):
     """``unirank serve api`` with the openai answerer: the LLM's pieces arrive as OpenAI chunks."""
     env = {"UNIRANK_CHAT__ANSWERER": "openai", "UNIRANK_CHAT__LLM_BASE_URL": llm.url, "UNIRANK_CHAT__LLM_TIMEOUT_S": "2",

@@ -75,7 +75,12 @@ class OpenAIAnswerer:
             response = self.client.chat.completions.create(model=self.model, messages=messages,  # type: ignore[arg-type]
                                                            temperature=temperature, max_tokens=max_tokens,
                                                            **({"seed": seed} if seed is not None else {}))
-        return (response.choices[0].message.content or "").strip() if response.choices else ""
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list):  # the openai client hands back a body it could not read as one
+            raise AnswererError(f"{self._where} did not answer with a chat completion (got "
+                                f"{type(response).__name__}: {str(response)[:80]!r}): check that chat.llm_base_url "
+                                "names an OpenAI-compatible API (usually ending in /v1).")
+        return (choices[0].message.content or "").strip() if choices else ""
 
     def check_reachable(self) -> None:
         """Refuse an endpoint that is down or refuses the key before anyone asks a question. Its model
