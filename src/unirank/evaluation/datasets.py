@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from unirank.errors import EvaluationDataError, UnirankError
+from unirank.errors import EvaluationDataError
 from unirank.jsonl import label_file_lines, parse_object_line
+from unirank.training.labelled import JSONL_SUFFIXES
 
 Qrels = dict[str, dict[str, int]]
+
+#: A relevance score: an integer, or an integral number written as a float ("1.0", as pandas writes them).
+_SCORE = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
+#: A header's score column: a word ("score", "rel", "relevance"), never a number or a broken one ("--1").
+_HEADER_WORD = re.compile(r"[A-Za-z][A-Za-z _-]*")
+QRELS_ROW = "query-id<TAB>corpus-id<TAB>integer score (or TREC's qid iter docid rel)"
 
 
 @dataclass
@@ -20,10 +27,15 @@ class EvalSet:
     #: The files the queries and qrels were read from, for messages.
     queries_path: Path | None = None
     qrels_path: Path | None = None
+    #: Why there are no qrels to read (a BEIR split the folder lacks): said by ``judged``, since training
+    #: reads only a folder's queries.
+    qrels_missing: str | None = None
 
     def judged(self) -> "EvalSet":
         """Only queries that have at least one relevant document. An empty queries or qrels file is said
         as such (it was reported as qrels naming no query of the queries file)."""
+        if self.qrels_missing:
+            raise EvaluationDataError(self.qrels_missing)
         if not self.queries:
             raise EvaluationDataError(f"{self.queries_path or 'The queries file'} holds no queries: nothing "
                                       "to evaluate.")
@@ -42,68 +54,131 @@ class EvalSet:
                        queries_path=self.queries_path, qrels_path=self.qrels_path)
 
 
-def load_queries(path: Path) -> dict[str, str]:
-    """JSONL ``{"_id", "text"}`` (BEIR) or TSV ``id<TAB>text``."""
+def _rows(path: Path) -> list[tuple[int, str, list[str]]]:
+    """Each non-blank line of a TSV label file: its number, the line as written (for messages), its cells
+    less trailing empty ones (a tab at the end of a line is no column)."""
+    rows = []
+    for n, line in enumerate(label_file_lines(path, EvaluationDataError), start=1):
+        line = line.rstrip("\r\n")
+        row = line.split("\t")  # no quoting: a cell's quotes are its own
+        while row and not row[-1].strip():
+            row.pop()
+        if row:
+            rows.append((n, line, row))
+    return rows
+
+
+def _require_file(path: Path, what: str) -> Path:
     path = Path(path)
-    if not path.exists():
-        raise UnirankError(f"Query file {path} does not exist.")
+    if not path.is_file():
+        which = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise EvaluationDataError(f"{what} {path} {which}: give the file's path.")
+    return path
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    """JSONL ``{"_id", "text"}`` (BEIR; a ``.jsonl``, ``.json`` or ``.ndjson`` file) or TSV ``id<TAB>text``.
+    An id given twice with two texts, or an empty text, is refused with its lines: the last one won
+    without a word."""
+    path = _require_file(path, "Query file")
+    rows = _jsonl_queries(path) if path.suffix.lower() in JSONL_SUFFIXES else _tsv_queries(path)
     queries: dict[str, str] = {}
-    lines = label_file_lines(path, UnirankError)
-    if path.suffix == ".jsonl":
-        for n, line in enumerate(lines, start=1):
-            if line.strip():
-                try:
-                    record = parse_object_line(line, ("_id", "text"))
-                except ValueError as exc:
-                    raise UnirankError(f"{path}:{n}: {exc}; expected {{\"_id\", \"text\"}}.") from None
-                queries[str(record["_id"])] = str(record["text"])
-    else:
-        for n, row in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if not row:
-                continue
-            if len(row) != 2:
-                raise UnirankError(f"{path}:{n}: expected id<TAB>text, got {len(row)} column(s).")
-            queries[row[0]] = row[1]
+    first_line: dict[str, int] = {}
+    for n, qid, text in rows:
+        if not text.strip():
+            raise EvaluationDataError(f"{path}:{n}: query {qid!r} has no text: give its words, or leave the line out.")
+        if qid in queries and queries[qid] != text:
+            raise EvaluationDataError(f"{path}:{n}: query id {qid!r} is given again with another text (first on "
+                                      f"line {first_line[qid]}): give each query its own id.")
+        first_line.setdefault(qid, n)
+        queries[qid] = text
     return queries
 
 
+def _jsonl_queries(path: Path) -> list[tuple[int, str, str]]:
+    rows = []
+    for n, line in enumerate(label_file_lines(path, EvaluationDataError), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = parse_object_line(line, ("_id", "text"))
+        except ValueError as exc:
+            raise EvaluationDataError(f"{path}:{n}: {exc}; expected {{\"_id\", \"text\"}}.") from None
+        if not isinstance(record["text"], str):
+            raise EvaluationDataError(f"{path}:{n}: \"text\" must be a text, got {record['text']!r}; "
+                                      "expected {\"_id\", \"text\"}.")
+        rows.append((n, str(record["_id"]), record["text"]))
+    return rows
+
+
+def _tsv_queries(path: Path) -> list[tuple[int, str, str]]:
+    rows = []
+    for n, line, row in _rows(path):
+        if len(row) == 1 and "\t" in line:
+            row = [row[0], ""]  # `id<TAB>` is an empty text, not a missing column
+        if len(row) != 2:
+            raise EvaluationDataError(f"{path}:{n}: expected id<TAB>text, got {len(row)} column(s): {line!r}")
+        rows.append((n, row[0], row[1]))
+    return rows
+
+
 def load_qrels(path: Path) -> Qrels:
-    """TREC-style TSV ``query-id<TAB>corpus-id<TAB>score``, with or without a header line."""
-    path = Path(path)
-    if not path.exists():
-        raise UnirankError(f"Qrels file {path} does not exist.")
+    """TREC-style TSV ``query-id<TAB>corpus-id<TAB>score``, with or without a header line (a first row
+    whose score is a word). A pair judged twice with two scores is refused with both lines."""
+    path = _require_file(path, "Qrels file")
     qrels: Qrels = {}
-    lines = label_file_lines(path, UnirankError)
-    for n, row in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+    judged_on: dict[tuple[str, str], int] = {}
+    for i, (n, line, row) in enumerate(_rows(path)):
         if len(row) == 1:  # TREC files separate by spaces (their ids hold none)
             row = row[0].split()
-        if not row or (n == 1 and not row[-1].lstrip("-").isdigit()):
+        if i == 0 and len(row) in (3, 4) and _HEADER_WORD.fullmatch(row[-1].strip()):
             continue
         if len(row) == 4:  # TREC qrels: qid iter docid rel
             row = [row[0], row[2], row[3]]
-        if len(row) != 3 or not row[2].strip().lstrip("-").isdigit():
-            raise UnirankError(f"{path}:{n}: expected query-id<TAB>corpus-id<TAB>integer score "
-                               f"(or TREC's qid iter docid rel); got {row}")
-        qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+        if len(row) != 3 or not _SCORE.fullmatch(row[2].strip()) or not (row[0] and row[1]):
+            raise EvaluationDataError(f"{path}:{n}: expected {QRELS_ROW}; got {line!r}")
+        qid, doc, score = row[0], row[1], int(row[2].strip().split(".")[0])
+        if doc in qrels.get(qid, {}) and qrels[qid][doc] != score:
+            raise EvaluationDataError(
+                f"{path}:{n}: query {qid!r} and document {doc!r} are judged again with another score "
+                f"({score}; {qrels[qid][doc]} on line {judged_on[qid, doc]}): keep one of the two lines.")
+        judged_on.setdefault((qid, doc), n)
+        qrels.setdefault(qid, {})[doc] = score
     return qrels
 
 
 def load_beir(folder: Path, split: str = "test") -> EvalSet:
-    """A BEIR folder's queries and ``split``'s qrels. Queries.jsonl must hold some; empty qrels are said by
-    ``EvalSet.judged`` (training reads only the queries of a folder)."""
+    """A BEIR folder's queries and ``split``'s qrels. Queries.jsonl must hold some; empty qrels, or none
+    for ``split``, are said by ``EvalSet.judged`` (training reads only the queries of a folder)."""
     folder = Path(folder)
     corpus = folder / "corpus.jsonl"
     if folder.is_file():
-        raise UnirankError(f"{folder} is a file, not a BEIR folder: give the folder that holds corpus.jsonl, "
-                           f"queries.jsonl and qrels/ (here {folder.parent}, if it is one).")
+        raise EvaluationDataError(f"{folder} is a file, not a BEIR folder: give the folder that holds corpus.jsonl, "
+                                  f"queries.jsonl and qrels/ (here {folder.parent}, if it is one).")
     if not folder.is_dir():
-        raise UnirankError(f"{folder} does not exist: give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")
+        raise EvaluationDataError(f"{folder} does not exist: give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")
     if not corpus.exists():
-        raise UnirankError(f"{folder} is not a BEIR folder: corpus.jsonl is missing.")
+        raise EvaluationDataError(f"{folder} is not a BEIR folder: corpus.jsonl is missing.")
     queries_path, qrels_path = folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"
     queries = load_queries(queries_path)
     if not queries:
         raise EvaluationDataError(f"{queries_path} holds no queries: a BEIR folder's queries.jsonl has one "
                                   '{"_id", "text"} object a line.')
+    if not qrels_path.is_file():
+        return EvalSet(queries=queries, qrels={}, corpus_path=corpus, queries_path=queries_path,
+                       qrels_path=qrels_path, qrels_missing=missing_split(folder, split))
     return EvalSet(queries=queries, qrels=load_qrels(qrels_path), corpus_path=corpus,
                    queries_path=queries_path, qrels_path=qrels_path)
+
+
+def splits(folder: Path) -> list[str]:
+    """The qrels splits a BEIR folder holds (``qrels/NAME.tsv``)."""
+    return sorted(p.stem for p in (Path(folder) / "qrels").glob("*.tsv") if p.is_file())
+
+
+def missing_split(folder: Path, split: str) -> str:
+    found = splits(folder)
+    there = (f"the splits there are {', '.join(found)}: choose one with --split NAME" if found else
+             "it holds no qrels/*.tsv: give judgements with --qrels FILE")
+    return f"{Path(folder) / 'qrels' / f'{split}.tsv'} does not exist, so split {split!r} cannot be scored; {there}."
+
