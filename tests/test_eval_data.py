@@ -121,6 +121,29 @@ def test_a_split_the_folder_lacks_is_said_with_the_splits_it_has(tmp_path):
         missing.judged()
 
 
+def test_eval_refuses_what_it_would_ignore_and_reads_a_split(tmp_path, monkeypatch):
+    """`eval --beir DIR --qrels FILE` ignored --qrels without a word; there was no way to score another split."""
+    folder = _beir(tmp_path / "beir", {"dev": "q1\td1\t1\n"})
+    qrels = _write(tmp_path / "qrels.tsv", "q1\td1\t1\n")
+    refusals = [
+        (["--beir", str(folder)], r"qrels/test\.tsv does not exist, .* the splits there are dev: choose one with --split"),
+        (["--beir", str(folder), "--split", "test2"], r"split 'test2' cannot be scored"),
+        (["--beir", str(folder), "--split", "dev", "--qrels", str(qrels)], r"--split dev chooses the folder's "
+                                                                          r"qrels/dev\.tsv, which --qrels replaces"),
+        (["--beir", str(folder), "--queries", str(qrels)], r"--queries gives the query texts of --qrels: add --qrels"),
+        (["--index", "handbook", "--split", "dev"], r"--split chooses a BEIR folder's qrels/SPLIT\.tsv"),
+        (["--beir", str(folder), "--qrels", str(_write(tmp_path / "bad.tsv", "q1\td1\t--1\n"))],
+         r"bad\.tsv:1: expected query-id"),
+        (["--index", "handbook", "--queries", str(_write(tmp_path / "q.json", '{"_id": "q1", "text": ""}\n')),
+          "--qrels", str(qrels)], r"q\.json:1: query 'q1' has no text"),
+    ]
+    for args, message in refusals:
+        code, output = _cli(monkeypatch, tmp_path, "eval", *args)
+        assert code == 2 and re.search(message, output), (args, output)
+        assert "Traceback" not in output
+    assert not (tmp_path / "data" / "indexes").exists()  # each refused before any indexing
+
+
 def test_train_refuses_a_malformed_qrels_score_naming_its_line(tmp_path, monkeypatch):
     """A score like '--1' or '²' ended `train --qrels` in a ValueError traceback."""
     folder = _beir(tmp_path / "beir", {"test": "q1\td1\t1\n"})

@@ -329,6 +329,23 @@ def test_a_chart_path_that_cannot_be_written_is_refused_before_the_evaluation(mi
     assert not (tmp_path / "data" / "indexes").exists() or not any((tmp_path / "data" / "indexes").iterdir())
 
 
+def test_eval_beir_takes_queries_and_qrels_that_replace_the_folder_s(minibeir, tmp_path):
+    """`eval --beir DIR --queries Q --qrels R` scored the folder's own queries and qrels without a word, where
+    `train --beir` takes them."""
+    from unirank.cli.training import _eval_set
+
+    queries = tmp_path / "held-out.tsv"
+    queries.write_text("q1\thow often must api credentials be replaced\nq2\ttoo many calls\n")
+    qrels = tmp_path / "held-out-qrels.tsv"
+    qrels.write_text("q1\td1\t1\nq2\td2\t1\nq3\td3\t1\n")  # q3 is not in the queries file: not scored
+    data, name = _eval_set(None, minibeir, queries, qrels, None)
+    assert name == f"beir:{beir_set_name(minibeir)}" and data.corpus_path == minibeir / "corpus.jsonl"
+    assert data.queries == {"q1": "how often must api credentials be replaced", "q2": "too many calls"}
+    assert data.qrels == {"q1": {"d1": 1}, "q2": {"d2": 1}} and data.qrels_path == qrels
+    data, _ = _eval_set(None, minibeir, None, qrels, None)  # the folder's queries, judged by --qrels
+    assert sorted(data.queries) == ["q1", "q2", "q3"] and data.queries["q2"] == load_beir(minibeir).queries["q2"]
+
+
 def test_the_chart_is_written_where_it_says_and_a_failing_one_keeps_the_figures(minibeir, tmp_path, monkeypatch):
     import unirank.evaluation.runner
 

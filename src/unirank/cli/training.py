@@ -149,12 +149,16 @@ def _interrupted(job, fresh: bool) -> None:
 
 def evaluate(
     index: Annotated[Optional[str], typer.Option(help="Evaluate on this index (needs --queries and --qrels).")] = None,
-    beir: Annotated[Optional[Path], typer.Option(help="A BEIR folder: its corpus, queries and qrels/test.tsv.")] = None,
+    beir: Annotated[Optional[Path], typer.Option(
+        help="A BEIR folder: its corpus, queries.jsonl and qrels/SPLIT.tsv (--queries and --qrels replace the "
+             "folder's).")] = None,
     queries: Annotated[Optional[Path], typer.Option(
-        help='Held-out queries for --index: JSONL {"_id", "text"} (BEIR) or TSV id<TAB>text.')] = None,
+        help='Held-out queries: JSONL {"_id", "text"} (BEIR; .jsonl, .json or .ndjson) or TSV id<TAB>text.')] = None,
     qrels: Annotated[Optional[Path], typer.Option(
         help="Their judgements: TSV query-id<TAB>doc-id<TAB>score (header optional); doc ids as "
              "`unirank search --json` shows them.")] = None,
+    split: Annotated[Optional[str], typer.Option(
+        help="With --beir, the judgements scored: qrels/SPLIT.tsv (default: test).")] = None,
     models: Annotated[str, typer.Option(help="Comma-separated: base, a trained NAME\\[@ALIAS], or registry refs.")] = "base",
     holdout_only: Annotated[bool, typer.Option(help="Drop queries a model was trained on instead of refusing.")] = False,
     record: Annotated[bool, typer.Option(help="Store the figures in the registry (promotion uses them).")] = True,
@@ -164,26 +168,16 @@ def evaluate(
                        "or no extension: .png is added).")] = None,
 ) -> None:
     """nDCG@10, Recall@10/100 and MRR@10 for bm25, knn, hybrid and hybrid+rerank per model."""
-    from unirank.evaluation.datasets import EvalSet, load_beir, load_qrels, load_queries
     from unirank.evaluation.runner import Evaluation, plot, record_metrics, resolve_specs
     from unirank.registry import ModelRegistry
-    from unirank.training.job import beir_set_name, ensure_beir_index
+    from unirank.training.job import ensure_beir_index
 
     with client() as ur:
         registry = ModelRegistry(ur.settings.models_dir)
         try:
-            if (index is None) == (beir is None):
-                raise UnirankError("Give exactly one of --index NAME or --beir DIR.")
+            data, name = _eval_set(index, beir, queries, qrels, split)
             if plot_path:  # found out before the evaluation, not after it
                 plot_path = _chart_path(plot_path)
-            if beir:
-                data = load_beir(beir).judged()
-                name = f"beir:{beir_set_name(beir)}"  # the folder's name and a digest of its path
-            else:
-                if not (queries and qrels):
-                    raise UnirankError("--index needs --queries FILE and --qrels FILE (held-out queries).")
-                data = EvalSet(queries=load_queries(queries), qrels=load_qrels(qrels)).judged()
-                name = f"index:{index}"
             specs = resolve_specs(models.split(","), registry)
             evaluation = Evaluation(ur.settings, ur.backend, stage=print_stage)
 
@@ -230,6 +224,41 @@ def evaluate(
     if plot_path:
         chart()
         console.print(f"Chart: {escape(str(plot_path))}")
+
+
+def _eval_set(index: str | None, beir: Path | None, queries: Path | None, qrels: Path | None,
+              split: str | None):
+    """The judged queries eval scores, and the eval set's name. With --beir, --queries and --qrels replace
+    the folder's files, as `train --beir` takes them (they were ignored without a word)."""
+    from unirank.evaluation.datasets import EvalSet, load_beir, load_qrels, load_queries
+    from unirank.training.job import beir_set_name
+
+    if (index is None) == (beir is None):
+        raise UnirankError("Give exactly one of --index NAME or --beir DIR.")
+    if split is not None and not beir:
+        raise UnirankError("--split chooses a BEIR folder's qrels/SPLIT.tsv: use it with --beir DIR.")
+    if split is not None and qrels:
+        raise UnirankError(f"--split {split} chooses the folder's qrels/{split}.tsv, which --qrels replaces: give "
+                           "one of the two.")
+    if queries and not qrels:
+        raise UnirankError("--queries gives the query texts of --qrels: add --qrels FILE (with --beir, the "
+                           "folder's queries.jsonl goes with its qrels).")
+    if index is not None and not qrels:
+        raise UnirankError("--index needs --queries FILE and --qrels FILE (held-out queries).")
+    if beir:
+        name = f"beir:{beir_set_name(beir)}"  # the folder's name and a digest of its path
+        folder = load_beir(beir, split or "test")
+        if not qrels:
+            return folder.judged(), name
+        data = EvalSet(queries=folder.queries, qrels={}, corpus_path=folder.corpus_path,
+                       queries_path=folder.queries_path)
+    else:
+        name = f"index:{index}"
+        data = EvalSet(queries={}, qrels={})
+    if queries:
+        data.queries, data.queries_path = load_queries(queries), queries
+    data.qrels, data.qrels_path = load_qrels(qrels), qrels
+    return data.judged(), name
 
 
 def _chart_path(path: Path) -> Path:
