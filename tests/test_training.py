@@ -241,6 +241,104 @@ def test_eval_refuses_judgments_that_cannot_measure_anything_and_counts_missing_
         assert results["_meta"]["queries"] == 1 and results["_meta"]["judged_documents_not_in_index"] == 1
 
 
+def _beir_folder(folder: Path, docs: dict[str, str], queries: dict[str, str], qrels: str) -> Path:
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": t}) + "\n" for d, t in docs.items()))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (folder / "qrels" / "test.tsv").write_text(qrels)
+    return folder
+
+
+def test_recall_at_100_counts_100_documents_when_each_spans_several_chunks(client, tmp_path):
+    """Runs were cut at 200 chunks, which held 40 to 55 documents of a corpus chunked small: Recall@100 was
+    measured over them (kNN over a 100-document corpus scored 0.9459, not 1.0). Here 25 documents of ten
+    chunks each rank above the one judged relevant, which only a run deeper than 200 chunks reaches."""
+    sentences = ["The roses in the garden bed need watering every morning in summer.",
+                 "Prune the rose bushes in early spring before new shoots appear.",
+                 "Garden soil for roses should be rich, loose and well drained.",
+                 "Mulch around the roses keeps the garden soil moist in dry weeks.",
+                 "Feed the roses with compost when the garden warms up in April.",
+                 "Deadheading faded roses keeps the garden flowering all season.",
+                 "Aphids on garden roses can be washed off with a jet of water.",
+                 "Climbing roses in the garden need a trellis or a sturdy fence.",
+                 "Water the garden roses at the base, never over their leaves.",
+                 "Cover the garden roses with fleece when frost is forecast."]
+    docs = {f"g{n}": " ".join(f"{s} (note {n})" for s in sentences) for n in range(25)}
+    docs["tax"] = "Corporate tax returns are filed with the revenue office by the end of April."
+    folder = _beir_folder(tmp_path / "beir", docs, {"q1": "how should I water and prune roses in my garden"},
+                          "q1\ttax\t1\n")
+    settings = client.settings.model_copy(deep=True)
+    settings.chunking.size, settings.chunking.overlap = 16, 0
+    evaluation = Evaluation(settings, client.backend)
+    evaluation._embedders["base"] = client.embedder
+    index_for = lambda emb: ensure_beir_index(settings, client.backend, emb, folder, lambda _: None)  # noqa: E731
+    results = evaluation.run(load_beir(folder).judged(), resolve_specs(["base"], ModelRegistry(settings.models_dir)),
+                             index_for)
+    assert client.index_info(index_for(client.embedder)).chunk_count > 250  # several chunks a document
+    assert results["knn:base"]["recall@100"] == 1.0  # every one of the 26 documents is in the run
+    assert results["hybrid:base"]["recall@100"] == 1.0
+
+
+def test_eval_ranks_hybrid_and_reranked_results_as_search_serves_them(client, minibeir):
+    """Eval fused 200 candidates a list where search fuses search.candidates, and reranked 50 candidates
+    whatever reranker.top_k said: it measured a ranking no search served."""
+    from unirank.evaluation.systems import SystemRunner, documents_in_order
+    from unirank.models.loading import load_reranker
+    from unirank.search.searcher import Searcher
+
+    settings = client.settings.model_copy(deep=True)
+    settings.search.candidates, settings.reranker.top_k = 3, 4
+    index = ensure_beir_index(settings, client.backend, client.embedder, minibeir, lambda _: None)
+    queries = load_beir(minibeir).judged().queries
+    reranker = load_reranker(settings, client.embedder)  # `base`: the bi-encoder, by cosine
+    search = Searcher(client.backend, client.embedder, reranker, settings.search, rerank_top_k=settings.reranker.top_k)
+
+    def served(text, top_k, rerank):
+        hits = search.search(text, index, mode="hybrid", top_k=top_k, rerank=rerank).hits
+        return list(dict.fromkeys(h.chunk.doc_id for h in hits))
+
+    hits = SystemRunner(client.backend, index, settings.search).hybrid_hits(queries, client.embedder)
+    for q, text in queries.items():
+        shown = served(text, 10, rerank=False)  # search.top_k: what `unirank search` shows
+        assert documents_in_order(hits[q])[:len(shown)] == shown, q
+        assert len(documents_in_order(hits[q])) == 26  # and below it, down to Recall@100's depth
+    runner = SystemRunner(client.backend, index, settings.search, rerank_top_k=settings.reranker.top_k)
+    reranked = runner.rerank(queries, runner.hybrid_hits(queries, client.embedder), reranker)
+    for q, text in queries.items():
+        ranked = sorted(reranked[q], key=lambda doc: -reranked[q][doc])
+        assert ranked[:4] == served(text, 4, rerank=True), q
+
+
+def test_beir_qrels_that_name_no_document_of_the_corpus_are_refused_before_it_is_indexed(client, tmp_path):
+    """The judged ids were checked in the index, after the whole corpus was embedded for the first model."""
+    from unirank.errors import EvaluationDataError
+
+    folder = write_minibeir(tmp_path / "beir")
+    (folder / "qrels" / "test.tsv").write_text("q1\tdoc:d1\t1\nq2\tdoc:d2\t1\n")
+
+    def not_indexed(embedder):
+        raise AssertionError("the corpus was indexed before the qrels were checked")
+
+    evaluation = Evaluation(client.settings, client.backend)
+    specs = resolve_specs(["base"], ModelRegistry(client.settings.models_dir))
+    with pytest.raises(EvaluationDataError, match=r"None of the 2 judged documents is in .*corpus\.jsonl \(the qrels "
+                                                  r"name e\.g\. 'doc:d1', 'doc:d2'; the corpus holds e\.g\. 'd1', 'd10'\)"):
+        evaluation.run(load_beir(folder).judged(), specs, not_indexed)
+
+
+def test_every_query_held_out_by_training_is_an_evaluation_data_error(client, minibeir):
+    """--holdout-only with nothing left raised the base UnirankError."""
+    from unirank.errors import EvaluationDataError
+
+    data = load_beir(minibeir).judged()
+    registry = ModelRegistry(client.settings.models_dir)
+    seen = registry.register("seen-all-embed", "embedder", record={
+        "dims": 384, "training_queries": sorted(query_fingerprint(t) for t in data.queries.values())})
+    with pytest.raises(EvaluationDataError, match="Every evaluation query was used in training"):
+        Evaluation(client.settings, client.backend).run(data, resolve_specs([seen.ref], registry),
+                                                        lambda _: pytest.fail("nothing to index"), holdout_only=True)
+
+
 def test_two_beir_folders_of_one_name_have_their_own_index_kept_in_step_with_the_corpus(client, tmp_path):
     """Named after the folder's last part only, ``a/beir`` and ``b/beir`` shared one index: the second's
     corpus was added to the first's, and eval of the first scored documents of both."""

@@ -182,3 +182,15 @@ def missing_split(folder: Path, split: str) -> str:
              "it holds no qrels/*.tsv: give judgements with --qrels FILE")
     return f"{Path(folder) / 'qrels' / f'{split}.tsv'} does not exist, so split {split!r} cannot be scored; {there}."
 
+
+def corpus_ids(corpus: Path) -> set[str]:
+    """The document ids of a BEIR corpus.jsonl, as ingestion gives them (``str(_id)``, stripped), read
+    without indexing it. Lines that are not records are skipped here: indexing says what is wrong with them."""
+    ids = set()
+    text = Path(corpus).read_bytes().decode("utf-8-sig", errors="replace")  # ingestion reads other encodings too
+    for line in text.split("\n"):
+        try:
+            ids.add(str(parse_object_line(line, ("_id",))["_id"]).strip())
+        except ValueError:
+            continue
+    return ids

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from unirank.errors import EvaluationDataError, UnirankError
-from unirank.evaluation.datasets import EvalSet
+from unirank.evaluation.datasets import EvalSet, corpus_ids
 from unirank.evaluation.leakage import leaked_queries, raise_for_leaks
 from unirank.evaluation.metrics import score_run
 from unirank.evaluation.systems import SystemRunner
@@ -132,7 +132,8 @@ class Evaluation:
             data = data.subset(set(queries) - leaked)
             queries = data.queries
             if not queries:
-                raise UnirankError("Every evaluation query was used in training: nothing is held out.")
+                raise EvaluationDataError("Every evaluation query was used in training: nothing is held out. "
+                                          "Evaluate on queries the models were not trained on.")
         if not queries:
             raise EvaluationDataError(
                 "No query has a relevant judged document, so there is nothing to score: check that the qrels "
@@ -143,6 +144,8 @@ class Evaluation:
         meta: dict[str, Any] = {"queries": len(queries), "queries_digest": queries_digest(queries)}
         if documents_in is not None:
             meta.update(self._check_judged_documents(data, documents_in))
+        elif data.corpus_path is not None:  # a BEIR corpus, checked before it is indexed for the first model
+            self._check_judged_in_corpus(data, data.corpus_path)
         embedders = list(dict.fromkeys(s.embedder for s in specs if s.embedder))
         rerank_pairs = [(s.embedder, s.reranker) for s in specs if s.embedder and s.reranker]
         lone_rerankers = [s.reranker for s in specs if s.reranker and not s.embedder]
@@ -153,7 +156,7 @@ class Evaluation:
         for ref in embedders:
             embedder = self.embedder(ref)
             index = index_for(embedder)
-            runner = SystemRunner(self.backend, index, self.settings.search,
+            runner = SystemRunner(self.backend, index, self.settings.search, rerank_top_k=self.settings.reranker.top_k,
                                   progress=lambda what, n, total: self.stage(f"{what} {n}/{total}") if n % 10 == 0 else None)
             if not bm25_done:
                 if documents_in is None:
@@ -173,10 +176,23 @@ class Evaluation:
         results["_meta"] = meta
         return results
 
+    @staticmethod
+    def _check_judged_in_corpus(data: EvalSet, corpus: Path) -> None:
+        """Qrels that name none of a BEIR corpus's documents, said before minutes of indexing it (the
+        index's check came after the whole corpus was embedded). Some missing are counted by that check."""
+        judged = _judged_documents(data)
+        ids = corpus_ids(corpus)
+        if judged and not judged & ids:
+            examples = ", ".join(repr(d) for d in sorted(judged)[:3])
+            known = ", ".join(repr(d) for d in sorted(ids)[:2])
+            raise EvaluationDataError(
+                f"None of the {len(judged)} judged documents is in {corpus} (the qrels name e.g. {examples}; the "
+                f"corpus holds e.g. {known}). Qrels name documents by the corpus's _id.")
+
     def _check_judged_documents(self, data: EvalSet, index: str) -> dict[str, Any]:
         """Judged documents the index lacks can only count as misses: all of them is a mistake (ids written
         another way, another corpus), some of them is worth saying, as it lowers every system's score."""
-        judged = {doc for rels in data.qrels.values() for doc, score in rels.items() if score > 0}
+        judged = _judged_documents(data)
         missing = sorted(judged - self.backend.documents_present(index, judged))
         if not missing:
             return {}
@@ -191,6 +207,10 @@ class Evaluation:
         self.stage(f"warning: {len(missing)} of {len(judged)} judged documents are not in index {index!r} "
                    f"(e.g. {examples}); they count as misses for every system")
         return {"judged_documents_not_in_index": len(missing)}
+
+
+def _judged_documents(data: EvalSet) -> set[str]:
+    return {doc for rels in data.qrels.values() for doc, score in rels.items() if score > 0}
 
 
 def queries_digest(queries: dict[str, str]) -> str:
