@@ -455,6 +455,107 @@ def test_promotion_compares_figures_only_when_measured_with_the_same_system(regi
     assert registry.promote("cisi-embed@2").aliases == ["prod"]  # each its own embedder: comparable
 
 
+def test_promotion_compares_figures_only_when_measured_with_the_same_judgments(registry):
+    """The queries' digest covered their ids and texts only: two versions measured against other judgments
+    of the same queries (a qrels file corrected in between) were compared as if measured alike."""
+    from unirank.evaluation.runner import ModelSpec, qrels_digest, record_metrics
+
+    def evaluated(ref, ndcg, qrels):
+        results = {f"hybrid:{ref}": {"ndcg@10": ndcg}, "_meta": {"queries_digest": "q", "qrels_digest": qrels}}
+        record_metrics(registry, results, [ModelSpec(label=ref, embedder=ref)], "beir:cisi")
+
+    _version(registry), _version(registry), _version(registry)
+    queries = {"1": "a question", "2": "another"}
+    before = qrels_digest({"1": {"d1": 1}, "2": {"d2": 1}, "3": {"d3": 1}}, queries)
+    corrected = qrels_digest({"1": {"d1": 1}, "2": {"d2": 1, "d9": 1}}, queries)
+    assert before == qrels_digest({"1": {"d1": 1}, "2": {"d2": 1}}, queries)  # only the scored queries' count
+    assert before != corrected
+    evaluated("cisi-embed@1", 0.40, before)
+    evaluated("cisi-embed@2", 0.45, corrected)
+    registry.promote("cisi-embed@1")
+    assert registry.get("cisi-embed@2").metrics["eval_qrels"] == corrected
+    with pytest.raises(PromotionRefusedError, match=rf"qrels {corrected}.* cannot be compared"):
+        registry.promote("cisi-embed@2")
+    evaluated("cisi-embed@2", 0.39, before)  # with the same judgments: worse
+    with pytest.raises(PromotionRefusedError, match=r"0\.3900 .* worse than cisi-embed@1 at 0\.4000"):
+        registry.promote("cisi-embed@2")
+    # A figure recorded before judgments were digested compares as before.
+    registry.record_evaluation("cisi-embed@3", {"ndcg@10": 0.41, "eval_set": "beir:cisi", "eval_queries": "q",
+                                                "system": "hybrid:cisi-embed@3"})
+    assert registry.promote("cisi-embed@3").version == 3
+    # Measured again with judgments, it is the one figure of its set, queries and system.
+    evaluated("cisi-embed@3", 0.42, before)
+    assert [f["ndcg@10"] for f in registry.get("cisi-embed@3").evaluations.values()] == [0.42]
+
+
+def _rerankers_of_two_runs(registry, runs: int = 2):
+    """Pairs as `unirank train --name tiny` registers them: each record names its partner (trained_with)."""
+    pairs = []
+    for _ in range(runs):
+        e = registry.register("tiny-embed", "embedder", path=BASE, record={"dims": 384})
+        r = registry.register("tiny-rerank", "reranker", path=BASE, record={"trained_with": e.ref})
+        pairs.append((registry.update_record(e.ref, trained_with=r.ref), r))
+    return pairs
+
+
+def _scored(registry, embedder, reranker, ndcg, spec_embedder=None, options="--beir /data/cisi"):
+    """What `unirank eval --beir /data/cisi --models ...` records for one system."""
+    from unirank.evaluation.runner import ModelSpec, record_metrics
+
+    results = {f"hybrid+rerank:{embedder}+{reranker}": {"ndcg@10": ndcg}, f"hybrid:{embedder}": {"ndcg@10": ndcg},
+               "_meta": {"queries_digest": "q", "qrels_digest": "j"}}
+    spec = ModelSpec(label=reranker, embedder=spec_embedder or embedder, reranker=reranker)
+    record_metrics(registry, results, [spec], "beir:cisi", options)
+
+
+def test_a_reranker_keeps_a_figure_per_system_and_an_alias_is_recorded_as_its_version(registry):
+    """A version kept one figure per eval set and queries: a reranker's figure over one embedder was replaced
+    by a later eval over another, and promotion then compared nothing. `weak@prod` and `weak@1` were two
+    systems, though one model."""
+    for name in ("weak", "strong"):
+        registry.register(name, "embedder", path=BASE, record={"dims": 384})
+    registry.promote("weak@1")
+    for _ in range(2):
+        registry.register("cisi-rerank", "reranker", path=BASE, record={"scoring": "bi-encoder cosine"})
+    _scored(registry, "weak@prod", "cisi-rerank@1", 0.40)
+    _scored(registry, "weak@1", "cisi-rerank@2", 0.45)
+    _scored(registry, "strong@1", "cisi-rerank@2", 0.10)  # a later eval over another embedder's results
+    assert registry.get("cisi-rerank@1").metrics["system"] == "hybrid+rerank:weak@1+cisi-rerank@1"
+    systems = [f["system"] for f in registry.get("cisi-rerank@2").evaluations.values()]
+    assert systems == ["hybrid+rerank:weak@1+cisi-rerank@2", "hybrid+rerank:strong@1+cisi-rerank@2"]
+    registry.promote("cisi-rerank@1")
+    assert registry.promote("cisi-rerank@2").version == 2
+    assert "0.4500 against 0.4000 for cisi-rerank@1" in registry.history("cisi-rerank")[-1]["note"]
+
+
+def test_two_rerankers_are_compared_by_their_trained_pairs_as_the_readme_promotes_them(registry, tmp_path,
+                                                                                      monkeypatch):
+    """`eval --models tiny@1,tiny@2` scores each reranker over its own embedder, so promoting tiny-rerank@2
+    after tiny-embed@2, as the README says, was refused: the two figures ran over different embedders."""
+    (e1, r1), (e2, r2), (e3, r3) = _rerankers_of_two_runs(registry, runs=3)
+    for (e, r), ndcg in (((e1, r1), 0.40), ((e2, r2), 0.45), ((e3, r3), 0.30)):
+        _scored(registry, e.ref, r.ref, ndcg)
+    for ref in (e1.ref, r1.ref, e2.ref):
+        assert _cli(tmp_path, monkeypatch, "models", "promote", ref, "--alias", "prod")[0] == 0
+    code, output = _cli(tmp_path, monkeypatch, "models", "promote", r2.ref, "--alias", "prod")
+    assert code == 0, output
+    assert ("Checked: the trained pairs compared: tiny-embed@2 + tiny-rerank@2 ndcg@10 0.4500 against tiny-embed@1 "
+            "+ tiny-rerank@1 0.4000 on beir:cisi (each reranker over the embedder it was trained with; over one "
+            "embedder's results: unirank eval --beir /data/cisi --models tiny-embed@2,tiny-rerank@1,tiny-rerank@2)"
+            ) in output
+    with pytest.raises(PromotionRefusedError, match=r"the trained pair tiny-embed@3 \+ tiny-rerank@3 scores ndcg@10 "
+                                                    r"0\.3000 .*worse than tiny-embed@2 \+ tiny-rerank@2 at 0\.4500"):
+        registry.promote(r3.ref)
+    # Over an embedder it was not trained with, a reranker's figure is no trained pair's: the refusal names
+    # the command that measures both over one embedder's results.
+    (e4, r4), = _rerankers_of_two_runs(registry, runs=1)
+    _scored(registry, e1.ref, r4.ref, 0.50)
+    with pytest.raises(PromotionRefusedError, match=r"cannot be compared\. Evaluate both on the same queries with the "
+                                                    r"same models: unirank eval --beir /data/cisi --models "
+                                                    r"tiny-embed@4,tiny-rerank@2,tiny-rerank@4\."):
+        registry.promote(r4.ref)
+
+
 def _cli(tmp_path, monkeypatch, *args, input=None):
     """`unirank ARGS` in this process on the registry at tmp_path / "models" (the `registry` fixture's);
     the output with its lines joined (rich wraps them at the terminal's width)."""
@@ -725,9 +826,16 @@ def test_the_readme_s_model_commands_run_in_the_order_it_gives_them(registry, tm
     trained = {"handbook": 3, "cisi": 2}  # three `train --name handbook` lines; cisi trained twice, it says
     for stem, runs in trained.items():
         for run in range(1, runs + 1):
+            versions = []
             for suffix, role in (("embed", "embedder"), ("rerank", "reranker")):
                 (files / "weights.bin").write_bytes(f"{stem}-{suffix}-{run}".encode())
-                registry.register(f"{stem}-{suffix}", role, path=files, record={})
+                partner = {"trained_with": versions[0].ref} if versions else {}
+                versions.append(registry.register(f"{stem}-{suffix}", role, path=files, record=partner))
+            registry.update_record(versions[0].ref, trained_with=versions[1].ref)
+    # `eval --models cisi@1,cisi@2`, as it says: each pair's figures (the second run's better), which the
+    # promotions of cisi-embed@2 and then cisi-rerank@2 compare; the rerankers' ran over different embedders.
+    for run, ndcg in ((1, 0.40), (2, 0.45)):
+        _scored(registry, f"cisi-embed@{run}", f"cisi-rerank@{run}", ndcg)
     ran = []
     for line in block.splitlines():
         words = line.split("#", 1)[0].split()
@@ -739,6 +847,8 @@ def test_the_readme_s_model_commands_run_in_the_order_it_gives_them(registry, tm
         assert code == 0, f"{line}\n{output}"
         ran.append(words[2])
     assert sorted(set(ran)) == ["delete", "promote", "rollback", "show", "unalias"], ran
+    promoted = [change["note"] for change in registry.history("cisi-rerank")]
+    assert promoted[1].startswith("promoted: the trained pairs compared: cisi-embed@2 + cisi-rerank@2"), promoted
     for ref in ("handbook-embed@prod", "handbook-rerank@prod", "cisi-embed@prod"):  # named after the block
         assert registry.get(ref).version == 1
 
@@ -857,7 +967,8 @@ def test_an_evaluation_on_another_set_keeps_the_figures_promotion_compares(regis
     _version(registry)
     _evaluated(registry, "cisi-embed@3", 0.30, "beir:cisi", "q-cisi")
     _evaluated(registry, "cisi-embed@3", 0.99, "beir:other", "q-other")
-    with pytest.raises(PromotionRefusedError, match=r"0\.3000 on the held-out set \(beir:cisi, queries q-cisi\)"):
+    with pytest.raises(PromotionRefusedError, match=r"0\.3000 on the held-out set \(beir:cisi, queries q-cisi, "
+                                                     r"system hybrid:cisi-embed@3\)"):
         registry.promote("cisi-embed@3")
 
 
@@ -881,7 +992,7 @@ def test_two_evaluations_recorded_at_once_keep_both_sets(registry):
 
     registry.change_record("cisi-embed@1", change)
     second[0].join()
-    assert sorted(registry.get("cisi-embed@1").evaluations) == ["beir:a", "beir:b, queries q-b"]
+    assert sorted(registry.get("cisi-embed@1").evaluations) == ["beir:a", "beir:b, queries q-b, system hybrid:cisi-embed@1"]
 
 
 def test_a_record_from_before_figures_were_kept_per_set_keeps_its_figures(registry):

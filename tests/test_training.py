@@ -17,7 +17,7 @@ from data.make_minibeir import write as write_minibeir
 from env_helpers import clear_unirank_settings, without_unirank_settings
 from unirank.errors import DimensionMismatchError, EmbedderMismatchError, IndexNotFoundError, LeakageError
 from unirank.evaluation.datasets import load_beir
-from unirank.evaluation.runner import Evaluation, queries_digest, record_metrics, resolve_specs
+from unirank.evaluation.runner import Evaluation, qrels_digest, queries_digest, record_metrics, resolve_specs
 from unirank.registry import ModelRegistry
 from unirank.training.embedder_trainer import EmbedderTrainingConfig
 from unirank.training.examples import query_fingerprint
@@ -190,15 +190,18 @@ def test_eval_names_systems_and_records_metrics(client, minibeir, trained, tmp_p
     index_for = lambda emb: ensure_beir_index(client.settings, client.backend, emb, minibeir, lambda _: None)  # noqa: E731
     results = evaluation.run(load_beir(minibeir).judged(), specs, index_for)
     meta = results.pop("_meta")
-    assert meta["queries"] == 12 and meta["queries_digest"] == queries_digest(load_beir(minibeir).judged().queries)
+    data = load_beir(minibeir).judged()
+    assert meta["queries"] == 12 and meta["queries_digest"] == queries_digest(data.queries)
+    assert meta["qrels_digest"] == qrels_digest(data.qrels, data.queries)  # the judgments the figures used
     assert set(results) == {"bm25", "knn:base", "hybrid:base", "hybrid+rerank:base+base", "knn:tiny-embed@1",
                             "hybrid:tiny-embed@1", "hybrid+rerank:tiny-embed@1+tiny-rerank@1"}
     for scores in results.values():
         assert set(scores) == {"ndcg@10", "recall@10", "recall@100", "mrr@10"}
         assert all(0.0 <= v <= 1.0 for v in scores.values())
     assert results["knn:base"]["recall@100"] == 1.0  # 26 documents: everything is retrieved
-    record_metrics(registry, results, specs, "beir:minibeir")
+    record_metrics(registry, {**results, "_meta": meta}, specs, "beir:minibeir")
     assert registry.get("tiny-embed@1").metrics["ndcg@10"] == results["hybrid:tiny-embed@1"]["ndcg@10"]
+    assert registry.get("tiny-embed@1").metrics["eval_qrels"] == meta["qrels_digest"]
     # A reranker named alone reranks the base's hybrid results (before, nothing at all was scored).
     alone_specs = resolve_specs(["tiny-rerank@1"], registry)
     alone = evaluation.run(load_beir(minibeir).judged(), alone_specs, index_for)

@@ -192,11 +192,13 @@ def promote(
 ) -> None:
     """Point an alias at a version, if it is at least as good as the current one.
 
-    The two are compared on nDCG@10 of an evaluation both had: the same eval set and queries, measured with
-    the same system (the same search mode, knn, hybrid or hybrid+rerank, and for a reranker the same
-    embedder's results), preferring the set the candidate was trained on. Without one in common the
-    promotion is refused (--force promotes anyway). When the current version has no held-out figures, the
-    promotion goes ahead with a warning that it was not checked."""
+    The two are compared on nDCG@10 of an evaluation both had: the same eval set, queries and judgments,
+    measured with the same system (the same search mode, knn, hybrid or hybrid+rerank, and for a reranker
+    the same embedder's results), preferring the set the candidate was trained on. Two rerankers without
+    one are compared as trained pairs (`eval --models NAME@1,NAME@2`: each over the embedder it was trained
+    with), which the message says. Without either the promotion is refused (--force promotes anyway).
+    When the current version has no held-out figures, the promotion goes ahead with a warning that it was
+    not checked."""
     registry, _ = _registry()
     try:
         mv = registry.promote(ref, alias, force=force,
@@ -204,6 +206,9 @@ def promote(
     except UnirankError as exc:
         fail(exc)
     console.print(f"{mv.name}@{alias} → version {mv.version}.")
+    note = registry.history(mv.name, alias)[-1]["note"]
+    if note.startswith("promoted: "):  # what it was compared on (the trained pairs, for two rerankers)
+        console.print(f"Checked: {escape(note.removeprefix('promoted: '))}.", soft_wrap=True)
 
 
 @models_app.command("rollback")

@@ -178,6 +178,7 @@ def evaluate(
             data, name = _eval_set(index, beir, queries, qrels, split)
             if plot_path:  # found out before the evaluation, not after it
                 plot_path = _chart_path(plot_path)
+            options = _eval_options(index, beir, queries, qrels, split, holdout_only)
             specs = resolve_specs(models.split(","), registry)
             evaluation = Evaluation(ur.settings, ur.backend, stage=print_stage)
 
@@ -190,7 +191,7 @@ def evaluate(
 
             results = evaluation.run(data, specs, index_for, holdout_only=holdout_only, documents_in=index)
             if record:
-                record_metrics(registry, results, specs, name)
+                record_metrics(registry, results, specs, name, options)
         except UnirankError as exc:
             fail(exc)
         finally:
@@ -259,6 +260,23 @@ def _eval_set(index: str | None, beir: Path | None, queries: Path | None, qrels:
         data.queries, data.queries_path = load_queries(queries), queries
     data.qrels, data.qrels_path = load_qrels(qrels), qrels
     return data.judged(), name
+
+
+def _eval_options(index: str | None, beir: Path | None, queries: Path | None, qrels: Path | None,
+                  split: str | None, holdout_only: bool) -> str:
+    """The options that measure on this eval set again (recorded with the figures, for promotion's
+    advice), with absolute paths."""
+    import shlex
+
+    parts = ["--index", index] if index else ["--beir", str(Path(beir).resolve())]  # type: ignore[arg-type]
+    for option, value in (("--queries", queries), ("--qrels", qrels)):
+        if value:
+            parts += [option, str(Path(value).resolve())]
+    if split:
+        parts += ["--split", split]
+    if holdout_only:
+        parts.append("--holdout-only")
+    return shlex.join(parts)
 
 
 def _chart_path(path: Path) -> Path:

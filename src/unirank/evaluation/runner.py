@@ -141,7 +141,8 @@ class Evaluation:
         if leaks and not holdout_only:  # with holdout_only they were dropped above
             raise_for_leaks(leaks)
         results: dict[str, dict[str, float]] = {}
-        meta: dict[str, Any] = {"queries": len(queries), "queries_digest": queries_digest(queries)}
+        meta: dict[str, Any] = {"queries": len(queries), "queries_digest": queries_digest(queries),
+                                "qrels_digest": qrels_digest(data.qrels, queries)}
         if documents_in is not None:
             meta.update(self._check_judged_documents(data, documents_in))
         elif data.corpus_path is not None:  # a BEIR corpus, checked before it is indexed for the first model
@@ -218,15 +219,27 @@ def queries_digest(queries: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(sorted(queries.items())).encode()).hexdigest()[:12]
 
 
-def record_metrics(registry: ModelRegistry, results: dict, specs: list[ModelSpec], eval_name: str) -> None:
+def qrels_digest(qrels: dict[str, dict[str, int]], queries: dict[str, str]) -> str:
+    """Which judgments (those of the scored queries) a figure was measured with: the same queries judged
+    otherwise give other figures, which promotion does not compare."""
+    judged = {q: sorted(qrels.get(q, {}).items()) for q in sorted(queries)}
+    return hashlib.sha256(json.dumps(judged).encode()).hexdigest()[:12]
+
+
+def record_metrics(registry: ModelRegistry, results: dict, specs: list[ModelSpec], eval_name: str,
+                   eval_options: str | None = None) -> None:
     """Store each model's held-out figures in its registry record (what promotion compares).
 
-    Each eval set (and set of queries: ``--holdout-only`` drops some) keeps its own figures, under
-    ``evaluations``; ``metrics`` is the latest. (An evaluation on another set replaced the figures
-    promotion compared, and it could then compare none.)"""
-    where = {"eval_set": eval_name}
-    if "_meta" in results:
-        where["eval_queries"] = results["_meta"]["queries_digest"]
+    Each eval set, set of queries (``--holdout-only`` drops some), judgments and system keeps its own
+    figures, under ``evaluations``; ``metrics`` is the latest. ``eval_options`` (``--beir DIR``) say how to
+    measure on the set again, for promotion's advice."""
+    where: dict[str, Any] = {"eval_set": eval_name}
+    meta = results.get("_meta") or {}
+    for field, name in (("queries_digest", "eval_queries"), ("qrels_digest", "eval_qrels")):
+        if meta.get(field):
+            where[name] = meta[field]
+    if eval_options:
+        where["eval_options"] = eval_options
 
     for spec in specs:
         if spec.embedder and spec.embedder != BASE_ALIAS:
@@ -234,11 +247,12 @@ def record_metrics(registry: ModelRegistry, results: dict, specs: list[ModelSpec
             if hybrid:
                 registry.record_evaluation(spec.embedder, {**hybrid, **where, "system": f"hybrid:{spec.embedder}"})
         if spec.reranker and spec.reranker != BASE_ALIAS:
-            # Named alone, a reranker reranked each embedder's results: its figure is over the first.
-            key = (f"hybrid+rerank:{spec.embedder}+{spec.reranker}" if spec.embedder else
-                   next((k for k in results if k.startswith("hybrid+rerank:") and k.endswith(f"+{spec.reranker}")), ""))
-            if key in results:
-                registry.record_evaluation(spec.reranker, {**results[key], **where, "system": key})
+            # Named alone, a reranker reranked each embedder's results: a figure for each system.
+            systems = ([f"hybrid+rerank:{spec.embedder}+{spec.reranker}"] if spec.embedder else
+                       [k for k in results if k.startswith("hybrid+rerank:") and k.endswith(f"+{spec.reranker}")])
+            for system in systems:
+                if system in results:
+                    registry.record_evaluation(spec.reranker, {**results[system], **where, "system": system})
 
 
 def plot(results: dict[str, dict[str, float]], path: Path, title: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from unirank.errors import ModelNotFoundError, PromotionRefusedError, UnirankError
-from unirank.registry.evaluations import compare_for_promotion, evaluation_key, evaluations
+from unirank.registry.evaluations import compare_for_promotion, evaluation_key, evaluations, superseded
 from unirank.registry.export import export_version
 from unirank.registry.files import MARKER_FILE, file_listing, files_digest, read_marker, staging_name, sweep_stale
 from unirank.timeutil import now_iso
@@ -283,12 +283,26 @@ class ModelRegistry:
         return self.change_record(ref, lambda record: {**record, **fields})
 
     def record_evaluation(self, ref: str, figures: dict[str, Any]) -> ModelVersion:
-        """Keep ``figures`` as the version's evaluation on their eval set, and as its latest."""
+        """Keep ``figures`` as the version's evaluation on their eval set and system, and as its latest.
+        The system names versions by number: an alias moves, and ``weak@prod`` and ``weak@1`` were two
+        systems to promotion though one model."""
+        if figures.get("system"):
+            figures = {**figures, "system": self._exact_system(figures["system"])}
+
         def change(record: dict[str, Any]) -> dict[str, Any]:
-            kept = evaluations(record)  # with the figures of a record from before they were kept by set
+            kept = {key: stored for key, stored in evaluations(record).items() if not superseded(stored, figures)}
             kept[evaluation_key(figures)] = figures
             return {**record, "metrics": figures, "evaluations": kept}
         return self.change_record(ref, change)
+
+    def _exact_system(self, system: str) -> str:
+        """``hybrid+rerank:cisi-embed@prod+cisi-rerank@prod`` as the versions it names now
+        (``hybrid+rerank:cisi-embed@2+cisi-rerank@2``); ``base`` and what the registry lacks as given."""
+        mode, sep, models = system.partition(":")
+        if not sep:
+            return system
+        exact = [self.get(part).ref if self.exists(part) else part for part in models.split("+")]
+        return f"{mode}:{'+'.join(exact)}"
 
     def change_record(self, ref: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> ModelVersion:
         """Read, change and write a version's record in one write transaction: two evaluations recorded at
