@@ -235,9 +235,9 @@ def record_metrics(registry: ModelRegistry, results: dict, specs: list[ModelSpec
     measure on the set again, for promotion's advice."""
     where: dict[str, Any] = {"eval_set": eval_name}
     meta = results.get("_meta") or {}
-    for field, name in (("queries_digest", "eval_queries"), ("qrels_digest", "eval_qrels")):
-        if meta.get(field):
-            where[name] = meta[field]
+    for digest, stored_as in (("queries_digest", "eval_queries"), ("qrels_digest", "eval_qrels")):
+        if meta.get(digest):
+            where[stored_as] = meta[digest]
     if eval_options:
         where["eval_options"] = eval_options
 

@@ -175,7 +175,10 @@ def _pairs_compared(candidate: ModelVersion, current: ModelVersion, key: str, ne
     """Two rerankers compared by their trained pairs' figures: said as such, since each ran over another
     embedder, with the command that compares the two rerankers alone."""
     metric = PROMOTION_METRIC
-    pair = lambda version: f"{version.record['trained_with']} + {version.ref}"  # noqa: E731
+
+    def pair(version: ModelVersion) -> str:
+        return f"{version.record['trained_with']} + {version.ref}"
+
     same_embedder = _evaluate_both(candidate, current, {key: new})
     if new[metric] < old[metric]:
         return PromotionCheck(refusal=(
