@@ -143,3 +143,30 @@ def test_an_index_whose_model_was_deleted_is_read_with_a_version_making_its_vect
             read_with("docs")
     finally:
         registry.close()
+
+
+def test_an_interrupt_right_after_the_switch_keeps_the_version_now_live(docs_index, monkeypatch):
+    """A Ctrl-C arriving as the rebuild left its write lock, after CURRENT had moved to the new version,
+    was cleaned up as a failed rebuild: the live version was deleted and every search failed."""
+    import filelock
+    current = docs_index.indexes_dir / "docs" / "CURRENT"
+    release = filelock.FileLock.release
+
+    def interrupted_release(self, *args, **kwargs):
+        release(self, *args, **kwargs)
+        if self.lock_file.endswith(os.path.join("docs", ".write.lock")) and current.read_text() != "v1":
+            monkeypatch.setattr(filelock.FileLock, "release", release)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(filelock.FileLock, "release", interrupted_release)
+    backend = EmbeddedBackend(docs_index.indexes_dir)
+    vectors = np.eye(384, dtype=np.float32)
+    rebuilt = [[source("mem://a", ["Backups run nightly."], [vectors[2]]),
+                source("mem://b", ["Keys rotate monthly."], [vectors[3]])]]
+    with pytest.raises(KeyboardInterrupt):
+        backend.rebuild("docs", rebuilt, BASE, catch_up=lambda uris: [])
+    assert current.read_text() == "v2" and (current.parent / "v2" / "chunks.sqlite").exists()
+    backend.close()
+    reader = EmbeddedBackend(docs_index.indexes_dir)
+    assert [hit.chunk.doc_id for hit in reader.knn("docs", vectors[3], 1)] == ["mem://b"]
+    reader.close()

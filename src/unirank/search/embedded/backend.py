@@ -202,6 +202,7 @@ class EmbeddedBackend:
             new_dir = folder / f"v{max(_number(p) for p in _versions(folder)) + 1}"
             shutil.rmtree(new_dir, ignore_errors=True)
             handle: _Handle | None = None
+            switched = False
             try:
                 new_dir.mkdir()
                 copy_of = self.info(index).copy_of
@@ -230,9 +231,12 @@ class EmbeddedBackend:
                     tmp = folder / "CURRENT.tmp"
                     tmp.write_text(new_dir.name)
                     os.replace(tmp, folder / "CURRENT")  # the atomic switch
+                    switched = True
             except BaseException as exc:
                 if handle is not None:
                     handle.close()
+                if switched:  # interrupted after the switch (leaving the lock): new_dir is the live version
+                    raise
                 shutil.rmtree(new_dir, ignore_errors=True)
                 if not self.exists(index):  # deleted meanwhile: its files went from under the new version
                     raise IndexNotFoundError(index, self._names()) from None
