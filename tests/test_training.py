@@ -252,6 +252,7 @@ def _beir_folder(folder: Path, docs: dict[str, str], queries: dict[str, str], qr
     return folder
 
 
+@pytest.mark.slow  # embeds 250 small chunks (~20 s): in the slow step, to keep the default run under 15 minutes
 def test_recall_at_100_counts_100_documents_when_each_spans_several_chunks(client, tmp_path):
     """Runs were cut at 200 chunks, which held 40 to 55 documents of a corpus chunked small: Recall@100 was
     measured over them (kNN over a 100-document corpus scored 0.9459, not 1.0). Here 25 documents of ten
