@@ -623,6 +623,26 @@ def test_a_record_moved_between_jsonl_files_lands_in_the_same_run(client, tmp_pa
             for u, why in report.failed] == [("b.jsonl", "z.jsonl")]
 
 
+def test_a_jsonl_file_renamed_and_pruned_keeps_its_records_in_the_same_run(client, tmp_path):
+    """faq.jsonl renamed a-faq.jsonl, then ingest --prune: a-faq.jsonl was retried against the old name's
+    copy of its ids before the prune removed it, so it failed and its records were gone until a next run."""
+    import json
+
+    docs = tmp_path / "records"
+    docs.mkdir()
+    (docs / "faq.jsonl").write_text("".join(json.dumps({"_id": f"faq-{i}", "text": f"Answer {i} on wombat burrows."})
+                                            + "\n" for i in (1, 2)))
+    client.ingest(str(docs), "records")
+    (docs / "faq.jsonl").rename(docs / "a-faq.jsonl")
+    report = client.ingest(str(docs), "records", prune=True)
+    assert report.failed == [] and report.ok
+    assert [Path(u).name for u in report.ingested] == ["a-faq.jsonl"]
+    assert [Path(u).name for u in report.pruned] == ["faq.jsonl"]
+    hits = client.search("answer wombat", "records", mode="bm25", rerank=False, top_k=10).hits
+    assert {(h.chunk.doc_id, Path(h.chunk.source_uri).name) for h in hits} == {
+        ("faq-1", "a-faq.jsonl"), ("faq-2", "a-faq.jsonl")}
+
+
 def test_a_text_the_embedding_endpoint_refuses_fails_its_file_not_the_run(settings, tmp_path):
     """A 413 for one text of a batch (here: the server now reads 64 tokens, the registration said 256)
     ended the whole ingest, exit 2, with nothing written and no file named."""

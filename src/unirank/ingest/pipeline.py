@@ -108,8 +108,9 @@ class Ingestor:
         report.files_seen = len(files)
         try:
             self._ingest_files(docs, files, index, states, report, progress)
-            if prune:
+            if prune:  # before the collided retry: a renamed JSONL file's records collide with its old name's
                 self._prune(docs, files, index, states, report)
+            self._write_last(index, report)
         except _CallerError as exc:  # the caller's own callback failed: theirs to see, not a stopped ingest
             if existed or self._created:  # a new index no batch made yet has nothing to flush (nor a folder)
                 self.backend.flush(index)  # what was committed stays searchable
@@ -155,11 +156,16 @@ class Ingestor:
                     progress(done, len(files), file.uri)
                 except Exception as exc:
                     raise _CallerError() from exc
-        self._write_read(index, pending, report)
+        self._write(index, pending, report)  # the colliding files and touched states come after any prune
 
     def _write_read(self, index: str, pending: list[_Pending], report: IngestReport) -> None:
-        """Write what was read and not yet written: at the end of the files, or when the storage fails."""
+        """Write what was read and not yet written, when the storage fails."""
         self._write(index, pending, report)
+        self._write_last(index, report)
+
+    def _write_last(self, index: str, report: IngestReport) -> None:
+        """After every file's own write (and a prune's deletes): the colliding files again, and the new
+        markers of touched files."""
         self._write_collided(index, report)
         self.backend.update_states(index, self._touched)
 
