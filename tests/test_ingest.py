@@ -643,6 +643,31 @@ def test_a_jsonl_file_renamed_and_pruned_keeps_its_records_in_the_same_run(clien
         ("faq-1", "a-faq.jsonl"), ("faq-2", "a-faq.jsonl")}
 
 
+@pytest.mark.parametrize(("made_by", "error"), [
+    (ModelSignature(name="handbook-embed", version="2", dims=384), EmbedderMismatchError),
+    (ModelSignature(name="tiny-model", version="3", dims=8), DimensionMismatchError),
+], ids=["same-dims", "other-dims"])
+def test_a_new_index_created_meanwhile_by_another_model_is_refused_as_such(client, settings, corpus, made_by,
+                                                                            error):
+    """Two first ingests into one new index: the second to create it was told an `index rebuild` switched
+    it (IndexSwitchedError), which none did. Another client creates it between this run's check and its
+    first write."""
+    from unirank.api import Unirank
+
+    other = Unirank(settings)
+
+    def create_meanwhile(done: int, total: int, uri: str) -> None:
+        if done == 1:
+            other.backend.create_index("race", made_by)
+
+    try:
+        with pytest.raises(error, match=rf"^Another run created index 'race' with {made_by} after this one"):
+            client.ingest(str(corpus), "race", progress=create_meanwhile)
+        assert other.index_info("race").model == made_by and other.index_info("race").chunk_count == 0
+    finally:
+        other.close()
+
+
 def test_a_text_the_embedding_endpoint_refuses_fails_its_file_not_the_run(settings, tmp_path):
     """A 413 for one text of a batch (here: the server now reads 64 tokens, the registration said 256)
     ended the whole ingest, exit 2, with nothing written and no file named."""

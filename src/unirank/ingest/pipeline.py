@@ -16,8 +16,8 @@ from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Callable
 
-from unirank.errors import (DuplicateDocumentError, IndexSwitchedError, InputRefusedError, ParseError, SourceError,
-                            UnirankError)
+from unirank.errors import (DimensionMismatchError, DuplicateDocumentError, EmbedderMismatchError, IndexSwitchedError,
+                            InputRefusedError, ParseError, SourceError, UnirankError)
 from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
 from unirank.ingest.report import IngestReport
@@ -247,8 +247,21 @@ class Ingestor:
 
     def _create_if_new(self, index: str) -> None:
         if self._to_create is not None:
-            self.backend.create_index(index, self._to_create)
+            made = self.backend.create_index(index, self._to_create).model
+            if made != self._to_create:
+                self._require_joinable(index, made)
+            self._index_model = made
             self._to_create, self._created = None, True
+
+    def _require_joinable(self, index: str, made: ModelSignature) -> None:
+        """Another run created the index first, with its model: writing on is refused as the up-front check
+        refuses it (the write's model check would say an `index rebuild` switched it, which none did)."""
+        try:
+            require_comparable_vectors(index, made, self.embedder)
+        except (DimensionMismatchError, EmbedderMismatchError) as exc:
+            exc.args = (f"Another run created index {index!r} with {made} after this one found it missing. "
+                        f"{exc}",)
+            raise
 
     def _recipe(self, suffix: str) -> str:
         """What decides a file's chunks besides its bytes: a setting changed since it was ingested must
