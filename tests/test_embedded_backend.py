@@ -578,3 +578,44 @@ def test_an_index_another_process_deletes_while_it_is_opened_is_not_found(tmp_pa
     with pytest.raises(IndexNotFoundError, match="'docs' does not exist"):
         b.info("docs")
     b.close()
+
+
+def _two_indexes_one_damaged(root, damage) -> EmbeddedBackend:
+    """``good`` and ``broken`` (a few hundred chunks each); ``damage(version_dir)`` is done to broken's."""
+    writer = EmbeddedBackend(root)
+    for name in ("good", "broken"):
+        writer.create_index(name, MODEL)
+        writer.index(name, [source(f"mem://{i}", [f"passage {i} " * 40], [unit(1, i % 2)]) for i in range(300)])
+        writer.flush(name)
+    writer.close()
+    damage(root / "broken" / "v1")
+    return EmbeddedBackend(root)
+
+
+def _truncate_store(version_dir) -> None:
+    store = version_dir / "chunks.sqlite"
+    with open(store, "r+b") as f:
+        f.truncate(store.stat().st_size // 2)
+
+
+def _lose_version_folder(version_dir) -> None:
+    import shutil
+    shutil.rmtree(version_dir)
+
+
+@pytest.mark.parametrize("damage", [_truncate_store, _lose_version_folder])
+def test_a_damaged_index_is_said_to_be_deleted_and_hides_no_other(tmp_path, damage):
+    """A truncated chunks.sqlite ("database disk image is malformed") ended `index list`, and searches of
+    every other index, in a raw sqlite3 traceback; the model lookup opened (and repaired) every index."""
+    from unirank.errors import IndexCorruptedError
+    backend = _two_indexes_one_damaged(tmp_path / "ix", damage)
+    assert backend.index_models() == {"good": MODEL}
+    assert not backend._handles  # read from the stores' metadata: nothing opened, nothing repaired
+    assert [info.name for info in backend.list_indexes()] == ["good"]
+    for call in (lambda: backend.info("broken"), lambda: backend.knn("broken", unit(1, 0), 3)):
+        with pytest.raises(IndexCorruptedError, match=r"'broken' is damaged .*`unirank index delete broken`"):
+            call()
+    assert len(backend.knn("good", unit(1, 0), 3)) == 3
+    backend.delete_index("broken")
+    assert not backend.exists("broken") and not (tmp_path / "ix" / "broken").exists()
+    backend.close()

@@ -69,7 +69,7 @@ class Unirank:
         with self._loading:
             if ref not in self._index_embedders:
                 # A server outlives rebuilds: a model no index is made by any more is let go, not kept.
-                in_use = {str(info.model) for info in self.backend.list_indexes()}
+                in_use = {str(model) for model in self.backend.index_models().values()}
                 self._index_embedders = {r: e for r, e in self._index_embedders.items() if r in in_use}
                 settings = self.settings.model_copy(deep=True)
                 settings.embedder.model = followed

@@ -25,6 +25,17 @@ class IndexNotFoundError(UnirankError):
         self.name = name
 
 
+class IndexCorruptedError(UnirankError):
+    """An index's files cannot be read (a truncated or overwritten store, a version folder gone)."""
+
+    def __init__(self, name: str, cause: str) -> None:
+        super().__init__(
+            f"Index {name!r} is damaged and cannot be read ({cause}). Delete it with `unirank index delete "
+            f"{name}` and ingest its sources again."
+        )
+        self.name = name
+
+
 def _how_to_use(index_model: str) -> str:
     """How to read an index with the model that made it, for each kind of model reference."""
     name, _, version = index_model.rpartition("@")

@@ -63,6 +63,9 @@ class BackendConformance:
         with pytest.raises(IndexNotFoundError, match=index_name):
             backend.info(index_name)
 
+    def test_index_models_names_each_index_s_model(self, backend, filled):
+        assert backend.index_models()[filled] == MODEL
+
     def test_filter_keys_are_the_metadata_keys_and_the_two_fields(self, backend, filled):
         assert backend.filter_keys(filled) == {"team", "public", "doc_id", "source_uri"}
 

@@ -72,7 +72,15 @@ class SearchBackend(Protocol):
         """The embedding model the index was built with (cheap: called on every query)."""
         ...
 
-    def list_indexes(self) -> list[IndexInfo]: ...
+    def list_indexes(self) -> list[IndexInfo]:
+        """Every index that can be read; a damaged one is left out (with a warning in the log), not raised:
+        it must not hide the others."""
+        ...
+
+    def index_models(self) -> dict[str, ModelSignature]:
+        """Each index's model, without opening (or repairing) the indexes: which models are still in use.
+        An index whose model cannot be read is left out."""
+        ...
 
     def delete_index(self, index: str) -> None: ...
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ from typing import Collection, Iterable, Iterator, Sequence
 import numpy as np
 from filelock import FileLock, Timeout
 
-from unirank.errors import (DimensionMismatchError, IndexChangedError, IndexLockedError, IndexNotFoundError,
-                            IndexSwitchedError, InvalidQueryError, RebuildFailedError, RebuildRunningError,
+from unirank.errors import (DimensionMismatchError, IndexChangedError, IndexCorruptedError, IndexLockedError,
+                            IndexNotFoundError, IndexSwitchedError, InvalidQueryError, RebuildFailedError, RebuildRunningError,
                             UnirankError)
 from unirank.search.backend import CatchUp, Filters, require_valid_index_name
 from unirank.search.embedded.fulltext import ANALYZER_VERSION, FullTextIndex
@@ -169,9 +170,36 @@ class EmbeddedBackend:
             shutil.rmtree(folder, ignore_errors=True)
 
     def list_indexes(self) -> list[IndexInfo]:
-        if not self.root.exists():
-            return []
-        return [self.info(p.name) for p in sorted(self.root.iterdir()) if (p / "CURRENT").exists()]
+        infos = []
+        for name in self._names():
+            try:
+                infos.append(self.info(name))
+            except IndexNotFoundError:  # deleted meanwhile
+                continue
+            except IndexCorruptedError as exc:  # one damaged index must not hide the others
+                log.warning("%s", exc)
+        return infos
+
+    def index_models(self) -> dict[str, ModelSignature]:
+        """Read from each store's metadata, read-only: no index is opened or repaired for it."""
+        models = {}
+        for name in self._names():
+            try:
+                models[name] = self._stored_model(name)
+            except (UnirankError, sqlite3.Error, OSError, KeyError, ValueError):  # gone or damaged: not in use
+                continue
+        return models
+
+    def _stored_model(self, index: str) -> ModelSignature:
+        version_dir = self._current_dir(index)
+        handle = self._handles.get(index)
+        if handle is not None and handle.version_dir == version_dir:
+            return handle.model
+        store = ChunkStore(version_dir / "chunks.sqlite", readonly=True)
+        try:
+            return store.model()
+        finally:
+            store.close()
 
     def info(self, index: str) -> IndexInfo:
         with self._reading(index) as handle:
@@ -315,7 +343,8 @@ class EmbeddedBackend:
             handle = self._handle(index)
             with handle.lock:
                 if not handle.closed:
-                    yield handle
+                    with _said_as_damage(index):  # a page of the store found malformed while reading it
+                        yield handle
                     return
 
     def _current_dir(self, index: str) -> Path:
@@ -331,7 +360,10 @@ class EmbeddedBackend:
     def _open(self, index: str) -> _Handle:
         version_dir = self._current_dir(index)
         try:
-            return self._open_version(index, version_dir)
+            if not (version_dir / "chunks.sqlite").is_file():
+                raise IndexCorruptedError(index, f"its version folder {version_dir.name} has no chunks.sqlite")
+            with _said_as_damage(index):
+                return self._open_version(index, version_dir)
         except Exception:
             if (version_dir.parent / "CURRENT").exists():
                 raise
@@ -687,6 +719,18 @@ class EmbeddedBackend:
             handle.close()
         for index in list(self._sessions):  # unflushed writes are gone with the handles: a reader may repair
             self._end_session(index)
+
+
+@contextmanager
+def _said_as_damage(index: str) -> Iterator[None]:
+    """SQLite's "database disk image is malformed" / "file is not a database" as an IndexCorruptedError.
+    OperationalError (locked, unable to open, I/O) is no damage to the file and goes through as it is."""
+    try:
+        yield
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise IndexCorruptedError(index, f"SQLite: {exc}") from exc
 
 
 def _number(version_dir: Path) -> int:
