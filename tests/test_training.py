@@ -745,6 +745,31 @@ def test_too_little_data_is_refused_saying_what_was_made_of_it(client, tmp_path)
         job.run()
 
 
+def test_an_index_too_small_for_hard_negatives_is_refused_before_training(client, tmp_path):
+    """Mining skips each query's top 2 documents: in a 2-document index no pair kept a negative, the embedder
+    "trained" 0 steps and was kept as done, and the reranker failed in a ValueError traceback."""
+    from unirank.errors import TrainingError
+
+    folder = tmp_path / "two-documents"
+    folder.mkdir()
+    docs = {"d1": "Refunds take five days and go back to the card used.",
+            "d2": "Rotate API keys every 90 days, at once if one may have leaked."}
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": t}) + "\n" for d, t in docs.items()))
+    questions = ["how long do refunds take", "where does a refund go", "refund timing", "card refund",
+                 "how often rotate keys", "leaked key", "key rotation period", "api key age"]
+    rows = [{"query": f"{q} ({n})", "positive": docs["d1" if i < 4 else "d2"]}
+            for n in range(2) for i, q in enumerate(questions)]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stages: list[str] = []
+    job = TrainJob(client.settings, client.backend, client.embedder, tiny_request("two", folder, pairs=pairs),
+                   stage=stages.append)
+    with pytest.raises(TrainingError, match=r"Only 0 of \d+ training pairs .* have a hard negative.*holds 2 "
+                                            r"document\(s\): too few documents"):
+        job.run()
+    assert not (job.run_dir / "embedder").exists()  # refused before training: a re-run cannot reuse a 0-step model
+
+
 def test_a_file_of_pairs_trains_and_its_validation_measures_something(client, minibeir, tmp_path):
     """A TSV of (query, passage) rows, as the README shows, always stopped at "Only N usable training pairs":
     with no ids every row fell in one validation group. With ids, validation looked for document ""."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
-from unirank.errors import ConfigurationError
+from unirank.errors import ConfigurationError, TrainingError
 from unirank.models.loading import load_sentence_transformer
 from unirank.models.precision import refuse_emulated_bf16_training
 from unirank.training.checkpoints import best_checkpoint_arguments, resumable_checkpoint
@@ -241,6 +241,9 @@ def train_embedder(
     inference_length = model.max_seq_length
     model.max_seq_length = min(inference_length, config.max_seq_length)
     rows = _usable(train, config.hard_negatives)
+    if not rows:  # a Trainer on no rows "trains" 0 steps and saves the base as if tuned
+        raise TrainingError(f"None of the {len(train)} training pairs has {config.hard_negatives} hard negative(s): "
+                            "mining found none (too few documents in the index): give the index more documents.")
     labelled = any(p.written_by_people for p in train)
     loss = planned_loss(config, labelled=labelled)
     dataset = Dataset.from_dict(_columns(rows, config.hard_negatives,

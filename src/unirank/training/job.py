@@ -39,7 +39,7 @@ from unirank.training.labelled import load_pair_file, pairs_from_qrels, read_pai
 from unirank.training.mining import HardNegativeMiner, MiningConfig, judged_documents
 from unirank.training.pseudo_queries import DEFAULT_KINDS, PseudoQueryGenerator, check_kinds
 from unirank.training.reranker_trainer import RerankerTrainingConfig, train_reranker
-from unirank.training.validation import split_pairs
+from unirank.training.validation import Split, split_pairs
 
 log = logging.getLogger(__name__)
 Stage = Callable[[str], None]
@@ -276,6 +276,7 @@ class TrainJob:
                     if "pseudo_generated" in stats else "")
             raise TrainingError(f"Only {len(pairs)} usable training pairs{made}; training needs at least 8 and a "
                                 "validation split: give more documents or labels.")
+        self._check_hard_negatives(split, chunks)
         corpus = validation_corpus(chunks, split.validation, req.seed)
 
         embedder_start, centering, not_centered = self._embedder_start(base_path, chunks)
@@ -324,6 +325,22 @@ class TrainJob:
         return TrainResult(run_dir=self.run_dir, embedder=embedder_version, reranker=reranker_version,
                            stats=stats, metrics={"embedder": embed_val, "reranker": rerank_val},
                            registered_before=registered_before)
+
+    def _check_hard_negatives(self, split: Split, chunks: list[Chunk]) -> None:
+        """Mining skips each query's top documents and its judged ones: in an index of a few documents
+        none are left, and the embedder then "trained" 0 steps and the reranker failed on empty samples."""
+        needed = max(1, self.request.embedder.hard_negatives)
+        usable = sum(1 for p in split.train if len(p.negatives) >= needed)
+        validated = sum(1 for p in split.validation if p.negatives)
+        if usable >= 8 and validated:
+            return
+        documents = len({c.doc_id for c in chunks})
+        raise TrainingError(
+            f"Only {usable} of {len(split.train)} training pairs and {validated} of {len(split.validation)} "
+            f"validation pairs have a hard negative; training needs at least 8 and one validation pair with one. "
+            f"Mining skips each query's top {self.request.mining.skip_top} documents and its judged-relevant "
+            f"ones, and the index holds {documents} document(s): too few documents in the index, give it more "
+            "documents.")
 
     def _embedder_start(self, base_path: str, chunks: list[Chunk]) -> tuple[str, dict | None, str | None]:
         """The base centred on this corpus (``unirank.training.centering``), what to record of it, and why
