@@ -63,6 +63,9 @@ def test_tsv_pairs_skip_a_header_and_keep_quotes_as_written(tmp_path):
     ("p.tsv", "just one column\n", r"p.tsv:1: .* got 1 column"),
     ("p.tsv", "a\t\tc\n", r"p.tsv:1: the query and the positive must not be empty"),
     ("p.tsv", "\n\n", r"holds no pairs"),
+    # a carriage return inside a line failed in a raw _csv.Error traceback
+    ("p.tsv", "query\tpositive\ra\tb\rc\td\r", r"p.tsv:1: a carriage return \(\\r\) inside the line: the file has old Mac"),
+    ("p.tsv", "a\tb\r\nq\tEvery service\rcalls the API\r\n", r"p.tsv:2: a carriage return .* no line breaks inside a cell"),
 ])
 def test_a_malformed_row_is_refused_with_its_line(tmp_path, name, text, message):
     with pytest.raises(TrainingError, match=message):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
@@ -60,7 +59,7 @@ def read_pair_file(path: Path) -> PairFile:
                 raise TrainingError(f"{path}:{n}: {exc}; expected {{\"query\", \"positive\"[, \"negative\"]}}.") from None
             result.pairs.append(_checked(pair, path, n, result))
     else:
-        for n, row in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+        for n, row in enumerate(_tsv_rows(lines, path), start=1):
             if not any(cell.strip() for cell in row):  # a blank line, or one of spaces
                 continue
             if n == 1 and tuple(cell.strip().lower() for cell in row[:2]) == TSV_HEADER:
@@ -74,6 +73,18 @@ def read_pair_file(path: Path) -> PairFile:
     if not result.pairs:
         raise TrainingError(f"{path} holds no pairs.")
     return result
+
+
+def _tsv_rows(lines: list[str], path: Path) -> Iterable[list[str]]:
+    """Each line's cells, split at tabs as the eval readers split them (no quoting: a cell's quotes are its
+    own). csv.reader failed on a carriage return inside a line with a raw ``_csv.Error`` traceback."""
+    for n, line in enumerate(lines, start=1):
+        line = line.rstrip("\r\n")
+        if "\r" in line:  # old-Mac line ends run the rows together; a cell's line break would be trained on
+            raise TrainingError(f"{path}:{n}: a carriage return (\\r) inside the line: the file has old Mac line "
+                                "ends, or a cell holds a line break; save it with \\n line ends and no line breaks "
+                                "inside a cell (or use JSONL).")
+        yield line.split("\t")
 
 
 def _pair_from_object(row: dict) -> TrainingPair:
