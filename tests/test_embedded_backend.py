@@ -416,7 +416,8 @@ def test_a_reader_does_not_repair_an_index_a_live_writer_is_filling(tmp_path, ca
     with caplog.at_level("INFO", logger="unirank.search.embedded.backend"):
         reader = EmbeddedBackend(tmp_path / "ix")
         assert [h.chunk.id for h in reader.bm25("docs", "beta", 5)] == ["mem://b#0"]  # what is committed
-        assert [h.chunk.id for h in reader.knn("docs", unit(1, 0), 5)] == ["mem://a#0"]  # vectors as saved
+        # the saved vectors, and the committed ones they lack scored from the store
+        assert [h.chunk.id for h in reader.knn("docs", unit(1, 0), 5)] == ["mem://a#0", "mem://b#0"]
     assert "disagree" not in caplog.text and "writer mid-run" in caplog.text
     assert _derived(tmp_path / "ix") == behind  # nothing rebuilt
     writer.flush("docs")
@@ -619,3 +620,24 @@ def test_a_damaged_index_is_said_to_be_deleted_and_hides_no_other(tmp_path, dama
     backend.delete_index("broken")
     assert not backend.exists("broken") and not (tmp_path / "ix" / "broken").exists()
     backend.close()
+
+
+def test_knn_during_another_process_s_ingest_returns_what_is_committed(tmp_path):
+    """Vectors are saved at an ingest's flush: a reader between its batches searched the old vector file,
+    whose keys of the edited documents the store had deleted, so kNN dropped them and came back short
+    (empty, when every document had been edited)."""
+    writer, reader = EmbeddedBackend(tmp_path / "ix"), EmbeddedBackend(tmp_path / "ix")
+    writer.create_index("docs", MODEL)
+    writer.index("docs", [source("mem://a", ["alpha"], [unit(1, 0)]), source("mem://b", ["beta"], [unit(0, 1)]),
+                          source("mem://c", ["gamma"], [unit(1, 1)])])
+    writer.flush("docs")
+    assert len(reader.knn("docs", unit(0, 1), 3)) == 3
+    writer.index("docs", [source("mem://a", ["alpha, edited"], [unit(0, 1)]),
+                          source("mem://c", ["gamma, edited"], [unit(1, -1)])])  # not flushed: mid-run
+    hits = reader.knn("docs", unit(0, 1), 3)
+    assert [h.chunk.text for h in hits][:2] in (["alpha, edited", "beta"], ["beta", "alpha, edited"])
+    assert [h.chunk.text for h in hits][2] == "gamma, edited"
+    assert [h.chunk.text for h in reader.knn("docs", unit(0, 1), 3, {"doc_id": "mem://a"})] == ["alpha, edited"]
+    writer.flush("docs")
+    assert [h.chunk.text for h in reader.knn("docs", unit(1, -1), 1)] == ["gamma, edited"]
+    writer.close(), reader.close()

@@ -693,8 +693,22 @@ class EmbeddedBackend:
             raise DimensionMismatchError(index, str(handle.model), handle.model.dims,
                                          "the query vector", int(vector.shape[0]))
         if not filters:
-            return handle.vectors.search(vector, top_k)
+            return self._ann(handle, vector, top_k)
         return self._filtered_knn(handle, vector, top_k, filters)
+
+    @staticmethod
+    def _ann(handle: _Handle, vector: np.ndarray, top_k: int) -> list[tuple[int, float]]:
+        """The ANN index's top_k of what the store holds. While another process's ingest is between its
+        batches the vector file is saved only at its flush, so it lacks the chunks written since and still
+        holds the ones they replaced: those are fetched past, and the missing ones scored exactly."""
+        if handle.store.generation() == handle.generation:
+            return handle.vectors.search(vector, top_k)
+        stored, held = handle.store.keys(), handle.vectors.keys()
+        deleted, missing = held - stored, sorted(stored - held)
+        found = [(k, s) for k, s in handle.vectors.search(vector, top_k + len(deleted)) if k not in deleted]
+        if missing:
+            found += _cosine_scores(handle.store.vectors_by_key(missing, handle.model.dims), missing, vector)
+        return sorted(found, key=lambda hit: -hit[1])[:top_k]
 
     def _filtered_knn(self, handle: _Handle, vector: np.ndarray, top_k: int,
                       filters: Filters) -> list[tuple[int, float]]:
@@ -702,7 +716,7 @@ class EmbeddedBackend:
         if not allowed:
             return []
         if len(allowed) > EXACT_FILTER_LIMIT:
-            wide = handle.vectors.search(vector, top_k * 10)
+            wide = self._ann(handle, vector, top_k * 10)
             kept = [(k, s) for k, s in wide if k in allowed][:top_k]
             if len(kept) == top_k:
                 return kept
@@ -731,6 +745,13 @@ def _said_as_damage(index: str) -> Iterator[None]:
         raise
     except sqlite3.DatabaseError as exc:
         raise IndexCorruptedError(index, f"SQLite: {exc}") from exc
+
+
+def _cosine_scores(vectors: np.ndarray, keys: Sequence[int], query: np.ndarray) -> list[tuple[int, float]]:
+    """As the ANN index scores (1 - cosine distance), so the two rank together."""
+    norms = np.linalg.norm(vectors, axis=1) * (np.linalg.norm(query) or 1.0)
+    sims = (vectors @ query) / np.where(norms == 0, 1.0, norms)
+    return [(key, float(sim)) for key, sim in zip(keys, sims)]
 
 
 def _number(version_dir: Path) -> int:
