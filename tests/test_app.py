@@ -544,11 +544,12 @@ def test_server_side_and_busy_refusals_are_not_answered_as_bad_requests():
     (the index's, deleted from the registry) told the client its request was wrong, and a busy index did not
     say to come back."""
     from unirank.app.server import _status_and_type
-    from unirank.errors import (IndexLockedError, InvalidQueryError, ModelLoadError, ModelNotFoundError,
-                                RebuildRunningError)
+    from unirank.errors import (IndexCorruptedError, IndexLockedError, InvalidQueryError, ModelLoadError,
+                                ModelNotFoundError, RebuildRunningError)
 
     assert _status_and_type(ModelLoadError("cannot load")) == (500, "configuration_error")
     assert _status_and_type(ModelNotFoundError("gone")) == (500, "configuration_error")
     assert _status_and_type(IndexLockedError("handbook")) == (503, "index_busy")
     assert _status_and_type(RebuildRunningError("handbook", 42)) == (503, "index_busy")
+    assert _status_and_type(IndexCorruptedError("handbook", "truncated")) == (500, "index_damaged")
     assert _status_and_type(InvalidQueryError("bad")) == (400, "invalid_request_error")

@@ -39,7 +39,7 @@ from unirank.chat.store import ConversationStore
 from unirank.chat.types import ChatEvent, Completed, Delta, Retrieved
 from unirank.errors import (
     AnswererError, ConfigurationError, ConversationNotFoundError, DimensionMismatchError, EmbedderMismatchError,
-    IndexChangedError, IndexLockedError, IndexNotFoundError, InvalidQueryError, ModelLoadError,
+    IndexChangedError, IndexCorruptedError, IndexLockedError, IndexNotFoundError, InvalidQueryError, ModelLoadError,
     ModelNotFoundError, RebuildRunningError, RemoteModelError, RerankLimitError, UnirankError,
 )
 from unirank.request_errors import (RequestSizeLimit, body_refusal, body_type, declare_only_sent_errors,
@@ -65,6 +65,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (ModelNotFoundError, 500, "configuration_error"),
     (EmbedderMismatchError, 500, "configuration_error"),
     (DimensionMismatchError, 500, "configuration_error"),
+    (IndexCorruptedError, 500, "index_damaged"),  # its files cannot be read: deleted and ingested again
     # Busy for now (another process writes or rebuilds the index): the same request succeeds later.
     (IndexLockedError, 503, "index_busy"),
     (RebuildRunningError, 503, "index_busy"),
