@@ -45,6 +45,7 @@ _EXPORTS = {
     "TrainingError": "unirank.errors",
     "IndexLockedError": "unirank.errors",
     "IndexChangedError": "unirank.errors",
+    "IndexCorruptedError": "unirank.errors",
     "IndexSwitchedError": "unirank.errors",
     "RebuildRunningError": "unirank.errors",
     "RebuildFailedError": "unirank.errors",
