@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
+
+from conftest import register_base_copy
 
 WORDS = ("library catalogue indexing retrieval citation archive thesaurus classification "
          "abstract journal periodical reference circulation acquisition metadata").split()
@@ -67,6 +73,60 @@ def test_kill_mid_ingest_then_rerun(tmp_path, settings, client):
         hits = client.search(f"topic{i}", "notes", mode="bm25", rerank=False, top_k=5).hits
         assert [h.chunk.doc_id for h in hits].count(hits[0].chunk.doc_id) == 1
         assert hits[0].chunk.doc_id.endswith(f"note-{i:03d}.txt")
+
+
+def _cli(settings, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "UNIRANK_DATA_DIR": str(settings.data_dir), "UNIRANK_INGEST__BATCH_CHUNKS": "4",
+           "HF_HUB_OFFLINE": "1", "UNIRANK_CONFIG": os.devnull, "COLUMNS": "400"}
+    return subprocess.Popen([sys.executable, "-m", "unirank.cli.main", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_for_generation(proc: subprocess.Popen, db: Path, generation: int) -> None:
+    deadline = time.monotonic() + 180
+    while _generation(db) < generation:
+        assert proc.poll() is None, f"the command ended before it could be interrupted: {proc.stderr.read().decode()}"
+        assert time.monotonic() < deadline, "the command made no progress"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_ingest_flushes_and_says_what_was_committed(tmp_path, settings, client):
+    """Ctrl-C exited 130 without a word and skipped the flush, so the next opener re-embedded nothing but
+    rebuilt the whole vector index from the store."""
+    docs = tmp_path / "docs"
+    _write_corpus(docs, 120)
+    proc = _cli(settings, "ingest", str(docs), "--index", "notes")
+    db = settings.indexes_dir / "notes" / "v1" / "chunks.sqlite"
+    _wait_for_generation(proc, db, 3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    said = " ".join(err.decode().split())
+    assert proc.returncode == 130, said
+    committed = re.search(r"interrupted: (\d+) files? committed; re-run the same command to finish", said)
+    assert committed, said
+    assert "Traceback" not in said
+    derived = json.loads((db.parent / "derived.json").read_text())
+    assert derived["vectors"] == _generation(db)  # flushed: the vectors are as current as the store
+    assert 0 < int(committed.group(1)) <= client.index_info("notes").source_count < 120
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_rebuild_says_the_index_was_not_switched(tmp_path, settings, client):
+    docs = tmp_path / "docs"
+    _write_corpus(docs, 200)
+    client.ingest(str(docs), "notes")
+    register_base_copy(settings, "copy")
+    proc = _cli(settings, "index", "rebuild", "notes", "--model", "copy@1")
+    stage = proc.stderr.readline().decode()  # the model loaded: re-embedding begins
+    assert "re-embedding notes with copy@1" in stage
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    said = " ".join((stage + err.decode()).split())
+    assert proc.returncode == 130, said
+    assert ("interrupted: index 'notes' was not switched (it still uses all-MiniLM-L6-v2@base); re-run the same "
+            "command to rebuild it.") in said
+    assert client.index_info("notes").model.name == "all-MiniLM-L6-v2"
 
 
 class _Model:

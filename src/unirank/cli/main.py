@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 from rich.markup import escape
@@ -18,7 +18,12 @@ from unirank.cli.serve import serve_app
 from unirank.cli.output import (console, counted, errors, fail, print_index, print_indexes, print_json, print_report,
                                 print_results, print_stage, shown_uri)
 from unirank.errors import SourceError, UnirankError
+from unirank.ingest.report import IngestInterrupted
 from unirank.ingest.uris import file_name
+from unirank.search.types import ModelSignature
+
+if TYPE_CHECKING:
+    from unirank.api import Unirank
 
 app = typer.Typer(help="unirank: fine-tuned retrieval for document Q&A and recommendations.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -80,6 +85,8 @@ def ingest(
             report = ur.ingest(source, index, prune=prune, progress=progress)
     except UnirankError as exc:
         fail(exc)
+    except KeyboardInterrupt as exc:
+        _ingest_interrupted(exc)
     finally:
         ur.close()
     if as_json:
@@ -93,6 +100,14 @@ def ingest(
                      "skipped).")
     if not report.ok:  # scripts and CI notice; the run itself went on past each bad file
         raise typer.Exit(1)
+
+
+def _ingest_interrupted(exc: KeyboardInterrupt) -> None:
+    """Ctrl-C: say what was committed (it exited 130 without a word) and that the same command finishes."""
+    committed = (f"{counted(len(exc.report.ingested), 'file')} committed; " if isinstance(exc, IngestInterrupted)
+                 else "")
+    errors.print(f"\ninterrupted: {committed}re-run the same command to finish (unchanged files are skipped).")
+    raise typer.Exit(130)
 
 
 #: How many pruned sources the report names; --json lists them all.
@@ -183,10 +198,14 @@ def index_rebuild(
 ) -> None:
     """Re-embed an index with another embedder into a new version, then switch to it atomically."""
     ur = client()
+    before = None
     try:  # a failure below (tantivy, usearch, the embedder) comes as a UnirankError too: no traceback
+        before = ur.index_info(name).model
         info = ur.rebuild_index(name, model, progress=print_stage)
     except UnirankError as exc:
         fail(exc)
+    except KeyboardInterrupt:
+        _rebuild_interrupted(ur, name, before)
     finally:
         ur.close()
     console.print(f"Index {name!r} now uses {info.model} ({counted(info.chunk_count, 'chunk')}).")
@@ -210,6 +229,23 @@ def index_rebuild(
                      f"of it with that setting are refused. Set embedder.model to {escape(use)} (in unirank.toml, "
                      f"or UNIRANK_EMBEDDER__MODEL={escape(use)})"
                      + (", or unset it: each index is then read with the model that made it." if follows else "."))
+
+
+def _rebuild_interrupted(ur: Unirank, name: str, before: ModelSignature | None) -> None:
+    """Ctrl-C: say whether the index was switched (it exited 130 without a word), read from the index itself."""
+    if before is None:  # before the rebuild began
+        errors.print(f"\ninterrupted: index {escape(name)!r} was not switched; re-run the same command to rebuild it.")
+        raise typer.Exit(130)
+    try:
+        now = ur.index_info(name).model
+    except Exception as exc:  # noqa: BLE001 - the interrupt is what to report; this only refines it
+        said = (f"could not read index {name!r} to tell whether it was switched ({exc}); `unirank index info "
+                f"{name}` shows its model: if it is still {before}, re-run the same command to rebuild it.")
+    else:
+        said = (f"index {name!r} was not switched (it still uses {before}); re-run the same command to rebuild it."
+                if now == before else f"index {name!r} was already switched: it now uses {now}.")
+    errors.print(f"\ninterrupted: {escape(said)}")
+    raise typer.Exit(130)
 
 
 @index_app.command("delete")

@@ -20,7 +20,7 @@ from unirank.errors import (DimensionMismatchError, DuplicateDocumentError, Embe
                             InputRefusedError, ParseError, SourceError, UnirankError)
 from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
-from unirank.ingest.report import IngestReport
+from unirank.ingest.report import IngestInterrupted, IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
 from unirank.ingest.uris import at_or_under, uri_path
 from unirank.models.embedder import Embedder, loaded, require_comparable_vectors
@@ -115,6 +115,9 @@ class Ingestor:
             if existed or self._created:  # a new index no batch made yet has nothing to flush (nor a folder)
                 self.backend.flush(index)  # what was committed stays searchable
             raise exc.__cause__ from None  # type: ignore[misc]
+        except KeyboardInterrupt:
+            self._flush_interrupted(index, existed)
+            raise IngestInterrupted(report) from None
         except IndexSwitchedError:
             # Not a stopped run to finish with the same vectors: the rest needs the new model. What was
             # committed before the switch is in the new version (the rebuild re-embedded it).
@@ -126,6 +129,11 @@ class Ingestor:
             self.backend.flush(index)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _flush_interrupted(self, index: str, existed: bool) -> None:
+        """Ctrl-C: what was committed is flushed, or the next opener rebuilt the whole vector index."""
+        if existed or self._created:
+            self.backend.flush(index)
 
     def _ingest_files(self, docs: DocumentSource, files: list[SourceFile], index: str,
                       states: dict[str, SourceState], report: IngestReport,

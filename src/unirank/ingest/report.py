@@ -52,3 +52,12 @@ class IngestReport:
             "warnings": self.warnings,
             "stopped": self.stopped,
         }
+
+
+class IngestInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an ingest, after what was committed was flushed: ``report`` says what that was, and
+    the same run again finishes the rest. A KeyboardInterrupt still, for callers that stop on one."""
+
+    def __init__(self, report: IngestReport) -> None:
+        super().__init__(f"{len(report.ingested)} files committed")
+        self.report = report
