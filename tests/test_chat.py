@@ -648,3 +648,22 @@ def test_a_cross_encoder_is_judged_on_the_probability_scale(corpus):
     assert service.retriever.threshold == corpus.settings.chat.min_score_cross_encoder == 0.5
     retrieval = service.retriever.retrieve("How do I rotate an API key?", "handbook")
     assert retrieval.passages and all(0.0 <= p.score <= 1.0 for p in retrieval.passages)
+
+
+def test_a_passage_an_up_voted_answer_cites_is_no_negative_of_its_query(service, corpus, tmp_path):
+    """A thumbs-down answer citing the passages an up-voted answer to the same query cites made each of them
+    a negative of the others' pairs: a passage judged relevant to the query was trained as irrelevant to it."""
+    from unirank.training.job import TrainJob, TrainRequest
+
+    store = service.store
+    liked = service.ask("How much does the Starter plan cost?", "handbook")
+    disliked = service.ask("How much does the Starter plan cost?", "handbook")
+    assert len({c.chunk_id for c in liked.citations}) >= 2  # else no positive could be another's negative
+    store.add_feedback(liked.message_id, "up")
+    store.add_feedback(disliked.message_id, "down")
+    request = TrainRequest(name="fb", index="handbook", feedback=tmp_path / "chat.sqlite")
+    job = TrainJob(corpus.settings, corpus.backend, corpus.embedder, request, stage=lambda m: None)
+    pairs, stats = job._labelled([])
+    positives = {p.positive for p in pairs}
+    assert len(pairs) >= 2 and not any(set(p.negatives) & positives for p in pairs)
+    assert stats["negatives_that_are_positives"] > 0

@@ -96,3 +96,23 @@ def test_validation_runs_once_an_epoch_but_at_most_max_evaluations_times():
     assert planned_eval_steps(config, 4, 80) == 10  # 20 short epochs: 8 evaluations, not 20
     assert planned_eval_steps(config, 27, 4) == 4  # max_steps shorter than an epoch
     assert planned_eval_steps(EmbedderTrainingConfig(eval_steps=3), 4, 80) == 3
+
+
+def test_a_positive_of_a_query_is_never_its_negative(settings, tmp_path):
+    """One row's negative was another row's positive for the same query: the passage was trained as both."""
+    import json
+
+    from unirank.training.job import TrainJob, TrainRequest
+
+    rows = [{"query": "key rotation", "positive": "Rotate keys every 90 days.", "negative": "Revoke a leaked key at once."},
+            {"query": "Key  rotation", "positive": "Revoke a leaked key at once.", "negative": "Backups run nightly."},
+            {"query": "backups", "positive": "Backups run nightly.", "negative": "Rotate keys every 90 days."}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    said: list[str] = []
+    job = TrainJob(settings, None, lambda: None, TrainRequest(name="x", index="docs", pairs=path), stage=said.append)
+    pairs, stats = job._labelled([])
+    # the other query's positive stays a negative: it is judged relevant to "backups", not to "key rotation"
+    assert [p.negatives for p in pairs] == [[], ["Backups run nightly."], ["Rotate keys every 90 days."]]
+    assert stats["negatives_that_are_positives"] == 1
+    assert said == ["warning: 1 negative(s) that are a positive of the same query left out: a passage cannot be both"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -62,6 +62,25 @@ def by_query(pairs: Iterable[TrainingPair], values: Callable[[TrainingPair], Ite
     for pair in pairs:
         gathered.setdefault(query_key(pair), set()).update(values(pair))
     return gathered
+
+
+def without_own_positives(pairs: Sequence[TrainingPair]) -> tuple[list[TrainingPair], int]:
+    """The pairs with every negative that is a positive of the same query left out, and how many were.
+
+    Labels of one query disagree: a thumbs-down answer cites a passage another, up-voted answer cites, or a
+    pair file's negative is another row's positive. A passage judged relevant to a query is never its
+    negative. The same query is the same ``query_key`` or the same text (label sources key it apart)."""
+    positives = by_query(pairs, lambda p: (normalize_query(p.positive),))
+    for pair in pairs:
+        positives.setdefault(normalize_query(pair.query), set()).add(normalize_query(pair.positive))
+    kept: list[TrainingPair] = []
+    dropped = 0
+    for pair in pairs:
+        own = positives[query_key(pair)] | positives[normalize_query(pair.query)]
+        negatives = [n for n in pair.negatives if normalize_query(n) not in own]
+        dropped += len(pair.negatives) - len(negatives)
+        kept.append(replace(pair, negatives=negatives) if len(negatives) < len(pair.negatives) else pair)
+    return kept, dropped
 
 
 def data_hash(pairs: Iterable[TrainingPair]) -> str:

@@ -34,7 +34,8 @@ from unirank.training.blend_selection import choose_blend_weight
 from unirank.training.centering import DEFAULT_WHITENING, check_whitening_strength, save_centered_copy
 from unirank.training.doc2query import LLM_KIND, LLMQueryWriter, require_llm
 from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
-from unirank.training.examples import TrainingPair, data_hash, query_fingerprint, read_pairs, write_pairs
+from unirank.training.examples import (TrainingPair, data_hash, query_fingerprint, read_pairs, without_own_positives,
+                                       write_pairs)
 from unirank.training.labelled import load_pair_file, pairs_from_qrels, read_pair_file, with_documents
 from unirank.training.mining import HardNegativeMiner, MiningConfig, judged_documents
 from unirank.training.pseudo_queries import DEFAULT_KINDS, PseudoQueryGenerator, check_kinds
@@ -527,6 +528,11 @@ class TrainJob:
             self.stage(f"clicks: {len(clicks.pairs)} labelled pairs from {clicks.stats['click_pages']} result pages")
             pairs += clicks.pairs
             stats.update(clicks.stats)
+        pairs, dropped = without_own_positives(pairs)
+        if dropped:  # the label sources disagree: one's negative is another's positive of the same query
+            self.stage(f"warning: {dropped} negative(s) that are a positive of the same query left out: "
+                       "a passage cannot be both")
+            stats["negatives_that_are_positives"] = dropped
         return pairs, stats
 
 
