@@ -345,3 +345,42 @@ def test_a_rebuild_with_a_model_folder_says_how_to_search_it(run, tmp_path):
     assert "is a model folder, and an index does not remember a folder: search 'faq' with embedder.model" in note
     registered = run("index", "rebuild", "faq", "--model", "base")
     assert "does not remember" not in registered.stderr
+
+
+def _two_indexes_one_truncated(data_dir: Path) -> None:
+    """``good`` and ``broken`` (a few hundred chunks each), broken's chunks.sqlite cut in half."""
+    import numpy as np
+
+    from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
+
+    backend = EmbeddedBackend(data_dir / "indexes")
+    for name in ("good", "broken"):
+        backend.create_index(name, ModelSignature(name="tiny", version="1", dims=4))
+        backend.index(name, [IndexedSource(SourceState(uri=f"mem://{i}", content_hash=str(i), size=1),
+                                           [Chunk(id=f"d{i}#0", doc_id=f"d{i}", source_uri=f"mem://{i}", ordinal=0,
+                                                  text=f"passage {i} " * 40)],
+                                           np.array([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32))
+                             for i in range(300)])
+        backend.flush(name)
+    backend.close()
+    store = data_dir / "indexes" / "broken" / "v1" / "chunks.sqlite"
+    with open(store, "r+b") as f:
+        f.truncate(store.stat().st_size // 2)
+
+
+def test_a_damaged_index_is_listed_as_damaged_and_can_be_deleted(run, tmp_path):
+    """A truncated chunks.sqlite: `index delete NAME --yes` read the index's info first and ended in a
+    traceback, so the index could not be deleted from the CLI; `index list` may not hide the others."""
+    _two_indexes_one_truncated(tmp_path / "data")
+    listed = json.loads(run("index", "list", "--json").stdout)
+    assert [i["name"] for i in listed] == ["good", "broken"] and "damaged" in listed[1]
+    table = " ".join(run("index", "list").stdout.split())
+    assert "good" in table and "broken: damaged, cannot be read" in table
+
+    deleted = run("index", "delete", "broken", "--yes")
+    assert "Deleted index 'broken'." in deleted.stdout and "Traceback" not in deleted.stderr
+    assert "index 'broken' cannot be read" in " ".join(deleted.stderr.split())
+    assert not (tmp_path / "data" / "indexes" / "broken").exists()
+    assert [i["name"] for i in json.loads(run("index", "list", "--json").stdout)] == ["good"]
+    missing = run("index", "delete", "broken", "--yes", ok=False)
+    assert missing.returncode == 2 and "'broken' does not exist" in missing.stderr

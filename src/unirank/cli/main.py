@@ -17,10 +17,10 @@ from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filter
 from unirank.cli.serve import serve_app
 from unirank.cli.output import (console, counted, errors, fail, print_index, print_indexes, print_json, print_report,
                                 print_results, print_stage, shown_uri)
-from unirank.errors import SourceError, UnirankError
+from unirank.errors import IndexNotFoundError, SourceError, UnirankError
 from unirank.ingest.report import IngestInterrupted
 from unirank.ingest.uris import file_name
-from unirank.search.types import ModelSignature
+from unirank.search.types import IndexInfo, ModelSignature
 
 if TYPE_CHECKING:
     from unirank.api import Unirank
@@ -160,13 +160,42 @@ def index_list(as_json: Annotated[bool, typer.Option("--json", help="Print the i
     """List indexes."""
     ur = client()
     try:
-        infos = ur.list_indexes()
+        infos, damaged = _readable_indexes(ur)
     finally:
         ur.close()
     if as_json:
-        print_json([i.to_dict() for i in infos])
-    else:
+        print_json([i.to_dict() for i in infos] + [{"name": name, "damaged": why} for name, why in damaged])
+        return
+    if infos or not damaged:
         print_indexes(infos)
+    for name, why in damaged:
+        console.print(f"{escape(name)}: damaged, cannot be read ({escape(why)}); `unirank index delete "
+                      f"{escape(name)}` removes it, and ingesting its documents again makes it anew.")
+
+
+def _readable_indexes(ur: Unirank) -> tuple[list[IndexInfo], list[tuple[str, str]]]:
+    """Each index's record, and (name, why) for each that cannot be read: one damaged index ended the
+    whole list in a traceback, hiding the others."""
+    infos, damaged = [], []
+    for name in _index_names(ur.settings.indexes_dir):
+        try:
+            infos.append(ur.index_info(name))
+        except IndexNotFoundError:  # deleted meanwhile
+            continue
+        except Exception as exc:  # noqa: BLE001 - any failure to read it is what the user must see
+            damaged.append((name, _reason(exc)))
+    return infos, damaged
+
+
+def _index_names(indexes_dir: Path) -> list[str]:
+    """The indexes there are, as folders holding a CURRENT version, whether or not they can be read."""
+    if not indexes_dir.is_dir():
+        return []
+    return [p.name for p in sorted(indexes_dir.iterdir()) if (p / "CURRENT").is_file()]
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc).strip() if isinstance(exc, UnirankError) else f"{type(exc).__name__}: {exc}"
 
 
 @index_app.command("info")
@@ -256,13 +285,31 @@ def index_delete(
     """Delete an index and everything in it."""
     ur = client()
     try:
-        info = ur.index_info(name)
-        if not yes and not typer.confirm(f"Delete index {name!r} ({counted(info.chunk_count, 'chunk')})?"):
+        question = _delete_question(ur, name)
+        if not yes and not typer.confirm(question):
             raise typer.Exit(1)
         ur.delete_index(name)
     except UnirankError as exc:
         fail(exc)
+    finally:
+        ur.close()
     console.print(f"Deleted index {name!r}.")
+
+
+def _delete_question(ur: Unirank, name: str) -> str:
+    """What to confirm: the index's size, or that it is damaged. A damaged index (a truncated chunks.sqlite)
+    could not be deleted, its info being read first; it is deleted as long as it is there."""
+    try:
+        info = ur.index_info(name)
+    except IndexNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever is damaged, deleting it is the way out
+        if not ur.backend.exists(name):
+            raise
+        errors.print(f"[yellow]note:[/yellow] index {escape(name)!r} cannot be read ({escape(_reason(exc))}); "
+                     "deleting it without counting its chunks.")
+        return f"Delete the damaged index {name!r}?"
+    return f"Delete index {name!r} ({counted(info.chunk_count, 'chunk')})?"
 
 
 @index_app.command("remove")
