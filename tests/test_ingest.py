@@ -312,7 +312,8 @@ def test_a_path_object_is_a_source_and_a_non_source_is_refused_in_words(client, 
     with pytest.raises(unirank.ConfigurationError, match="settings must be a unirank.settings.Settings, got dict"):
         unirank.Unirank({"data_dir": str(client.settings.data_dir)})  # type: ignore[arg-type]  # an AttributeError
     # The errors the API raises are importable from the package, and listed by dir().
-    assert {"IndexChangedError", "IndexLockedError", "ModelNotFoundError", "ChatService"} <= set(dir(unirank))
+    assert {"IndexChangedError", "IndexCorruptedError", "IndexLockedError", "ModelNotFoundError",
+            "ChatService"} <= set(dir(unirank))
     assert unirank.IndexLockedError.__module__ == "unirank.errors"
 
 
