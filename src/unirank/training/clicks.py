@@ -13,7 +13,7 @@ whatever its case or spacing) are pooled:
   bounce; a click without ``dwell_s`` always counts);
 - *skip-above*: a result shown above a clicked one and not clicked on that page is a negative for
   the query (the user read past it to a better one), put before the mined hard negatives, most
-  skipped first. A document the query has a click on anywhere in the log is never a negative, and
+  skipped first. A document the query has a click on anywhere in the log (a bounce too) is never a negative, and
   results below the last click say nothing (the user may not have looked at them).
 """
 
@@ -41,6 +41,7 @@ class _Query:
     text: str
     clicks: dict[str, int] = field(default_factory=dict)  # chunk id -> clicks
     skips: dict[str, int] = field(default_factory=dict)  # chunk id -> skip-above count
+    bounced: set[str] = field(default_factory=set)  # chunk ids clicked and came back from: no positive, no skip
 
 
 def _pages(path: Path) -> Iterator[tuple[str, list[str], list[tuple[str, float | None]]]]:
@@ -87,13 +88,16 @@ def load_click_pairs(path: Path, chunks: Iterable[Chunk], min_dwell_s: float = 0
             resolved += 1
             if dwell is not None and dwell < min_dwell_s:
                 bounces += 1
+                entry.bounced.add(by_id[click_id].id)
                 continue
             satisfied.append(by_id[click_id].id)
         for chunk_id in satisfied:
             entry.clicks[chunk_id] = entry.clicks.get(chunk_id, 0) + 1
+        # A bounce says the result disappointed, not that it was read past: clicked, it is no skip either.
+        clicked_here = {by_id[i].id for i, _ in clicked if i in by_id}
         last = max((ranked.index(c) for c in satisfied if c in ranked), default=0)
         for chunk_id in ranked[:last]:
-            if chunk_id not in satisfied:
+            if chunk_id not in clicked_here:
                 entry.skips[chunk_id] = entry.skips.get(chunk_id, 0) + 1
     if not pages:
         raise TrainingError(f"Click log {path} holds no result pages.")
@@ -104,7 +108,7 @@ def load_click_pairs(path: Path, chunks: Iterable[Chunk], min_dwell_s: float = 0
     pairs: list[TrainingPair] = []
     unused_skips = 0
     for entry in queries.values():
-        clicked_docs = {by_id[c].doc_id for c in entry.clicks}
+        clicked_docs = {by_id[c].doc_id for c in [*entry.clicks, *entry.bounced]}
         negatives = [by_id[c].embedding_input() for c, _ in sorted(entry.skips.items(), key=lambda kv: -kv[1])
                      if by_id[c].doc_id not in clicked_docs][:max_negatives]
         if not entry.clicks:
