@@ -667,3 +667,23 @@ def test_a_passage_an_up_voted_answer_cites_is_no_negative_of_its_query(service,
     positives = {p.positive for p in pairs}
     assert len(pairs) >= 2 and not any(set(p.negatives) & positives for p in pairs)
     assert stats["negatives_that_are_positives"] > 0
+
+
+def test_feedback_that_gives_no_pair_for_the_index_is_refused_before_any_work(service, corpus, tmp_path):
+    """--feedback whose votes were all on another index's answers, or only thumbs-down, trained a corpus-only
+    (pseudo-query) run without a word; --clicks refuses the same."""
+    from unirank.errors import TrainingError
+    from unirank.training.job import TrainJob, TrainRequest
+
+    liked = service.ask("How do I reset my password?", "handbook")
+    service.store.add_feedback(liked.message_id, "up")
+    disliked = service.ask("How do I reset my password?", "hostile")
+    service.store.add_feedback(disliked.message_id, "down")
+    stages: list[str] = []
+    request = TrainRequest(name="fb", index="hostile", feedback=tmp_path / "chat.sqlite")
+    job = TrainJob(corpus.settings, corpus.backend, corpus.embedder, request, stage=stages.append)
+    with pytest.raises(TrainingError, match=r"gives no labelled pair for index 'hostile': of its 2 feedback event\(s\), "
+                                            r"1 rated answer\(s\) are from other indexes \(1 from 'handbook'\) and 1 "
+                                            r"answer\(s\) of 'hostile' got only a thumbs-down"):
+        job.run()
+    assert stages == [] and not job.run_dir.exists()

@@ -29,6 +29,10 @@ class FeedbackPairs:
     unused_negatives: int = 0
     events: int = 0
     stats: dict = field(default_factory=dict)
+    #: Answers rated from other indexes than the one asked for, by index.
+    answers_of_other_indexes: dict[str, int] = field(default_factory=dict)
+    #: Answers of the index whose last vote was a thumbs-down (no positive of their own).
+    answers_voted_down: int = 0
 
 
 def load_feedback_pairs(db_path: Path, index: str | None = None) -> FeedbackPairs:
@@ -52,14 +56,18 @@ def load_feedback_pairs(db_path: Path, index: str | None = None) -> FeedbackPair
 
     positives: dict[tuple[str, str], TrainingPair] = {}
     negatives: dict[str, list[str]] = {}  # query fingerprint -> passages
+    other_indexes: dict[str, int] = {}  # index -> answers rated there
+    voted_down = 0
     for message_id, message in messages.items():
         if index is not None and message.index != index:
+            other_indexes[message.index] = other_indexes.get(message.index, 0) + 1
             continue
         query = (message.query or "").strip()
         if not query:
             continue
         vote = votes.get(message_id)
         if vote == "down":
+            voted_down += 1
             negatives.setdefault(query_fingerprint(query), []).extend(_text(c) for c in message.citations)
             continue
         cited = list(message.citations) if vote == "up" else []
@@ -84,7 +92,24 @@ def load_feedback_pairs(db_path: Path, index: str | None = None) -> FeedbackPair
         log.info("%d thumbs-down passages had no positive for their query and were not used", unused)
     return FeedbackPairs(pairs=pairs, unused_negatives=unused, events=len(events),
                          stats={"feedback_events": len(events), "feedback_pairs": len(pairs),
-                                "feedback_unused_negatives": unused})
+                                "feedback_unused_negatives": unused},
+                         answers_of_other_indexes=other_indexes, answers_voted_down=voted_down)
+
+
+def require_feedback_pairs(db_path: Path, index: str) -> FeedbackPairs:
+    """``load_feedback_pairs`` for ``index``, refused when it gives no pair: the run went on as a corpus-only
+    (pseudo-query) one without a word, though the feedback was asked for (--clicks refuses the same)."""
+    feedback = load_feedback_pairs(db_path, index=index)
+    if feedback.pairs:
+        return feedback
+    others = feedback.answers_of_other_indexes
+    elsewhere = ", ".join(f"{n} from {name!r}" for name, n in sorted(others.items()))
+    raise TrainingError(
+        f"--feedback {db_path} gives no labelled pair for index {index!r}: of its {feedback.events} feedback "
+        f"event(s), {sum(others.values())} rated answer(s) are from other indexes{f' ({elsewhere})' if elsewhere else ''} "
+        f"and {feedback.answers_voted_down} answer(s) of {index!r} got only a thumbs-down, which needs a liked or "
+        f"clicked answer to the same question. Give answers from {index!r} a thumbs-up or open their sources, "
+        "train with --index naming the index they came from, or leave --feedback out.")
 
 
 def feedback_digest(db_path: Path) -> str:

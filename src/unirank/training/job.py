@@ -245,6 +245,10 @@ class TrainJob:
             load_queries(req.queries)
         if req.clicks:
             check_click_log(req.clicks)
+        if req.feedback:  # a chat database, read in a moment: no pair for this index is said now
+            from unirank.training.feedback import require_feedback_pairs
+
+            require_feedback_pairs(req.feedback, index=req.index)  # type: ignore[arg-type]
 
     # -- stages ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -514,9 +518,9 @@ class TrainJob:
                            + ", ".join(f"{n} {why.removeprefix('qrels_').replace('_', ' ')}" for why, n in skipped.items()))
                 stats.update(skipped)
         if req.feedback:
-            from unirank.training.feedback import load_feedback_pairs
+            from unirank.training.feedback import require_feedback_pairs
 
-            feedback = load_feedback_pairs(req.feedback, index=req.index)
+            feedback = require_feedback_pairs(req.feedback, index=req.index)  # type: ignore[arg-type]
             self.stage(f"feedback: {len(feedback.pairs)} labelled pairs from {feedback.events} events")
             pairs += feedback.pairs
             stats.update(feedback.stats)
