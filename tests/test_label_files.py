@@ -183,3 +183,37 @@ def test_judgements_left_out_of_training_are_counted(tmp_path):
     pairs, skipped = pairs_from_qrels({"1": "first", "2": "second"}, qrels, chunks)
     assert [(p.query_id, p.doc_id) for p in pairs] == [("1", "d1"), ("2", "d2")]
     assert skipped == {"qrels_query_not_in_queries": 1, "qrels_document_not_in_index": 1}
+
+
+def test_a_header_after_blank_lines_is_no_pair_and_an_id_of_0_is_kept(tmp_path):
+    """A header after a leading blank line was trained as the pair ('query', 'positive'), and "query_id": 0
+    was read as no id (the query got an id of its text)."""
+    tsv = load_pair_file(_write(tmp_path / "p.tsv", "\n  \nquery\tpositive\nkeys\tRotate keys.\n"))
+    assert [(p.query, p.positive) for p in tsv] == [("keys", "Rotate keys.")]
+    (pair,) = load_pair_file(_write(tmp_path / "p.jsonl", '{"query": "keys", "positive": "Rotate.", "query_id": 0, '
+                                                          '"doc_id": 0}\n'))
+    assert (pair.query_id, pair.doc_id) == ("0", "0")
+
+
+def test_ctrl_c_before_any_stage_finished_does_not_say_finished_stages_are_kept(tmp_path, capsys):
+    """It said "Finished stages are kept in RUN" when the run folder held nothing finished."""
+    import types
+
+    import typer
+
+    from unirank.cli.training import _interrupted
+
+    run_dir = tmp_path / "runs" / "x-123"
+    (run_dir / "embedder" / "checkpoints").mkdir(parents=True)
+    job = types.SimpleNamespace(run_dir=run_dir)
+    with pytest.raises(typer.Exit):
+        _interrupted(job, fresh=False)
+    said = " ".join(capsys.readouterr().err.split())
+    assert said == (f"Interrupted before any stage finished: the same command starts again in {run_dir} "
+                    "(a training stage from its last checkpoint, if it saved one).")
+    (run_dir / "training_pairs.jsonl").write_text("")
+    (run_dir / "embedder" / "done.json").write_text("{}")
+    with pytest.raises(typer.Exit):
+        _interrupted(job, fresh=True)
+    assert f"Finished stages (training data, embedder) are kept in {run_dir}: the same command without --fresh " \
+           "resumes" in " ".join(capsys.readouterr().err.split())

@@ -356,7 +356,8 @@ def test_ctrl_c_says_that_the_same_command_resumes(minibeir, tmp_path):
                     proc.wait()
                 reader.join(timeout=10)
         said = " ".join("".join(lines).split("training the embedder", 1)[1].split())
-        assert "Interrupted. Finished stages are kept in " in said and again in said, said
-        kept = Path(said.split("Finished stages are kept in ", 1)[1].split(": ", 1)[0])
+        assert "Interrupted. Finished stages (training data) are kept in " in said and again in said, said
+        kept = Path(said.split("are kept in ", 1)[1].split(": ", 1)[0])
         assert kept.parent == tmp_path / "data" / "runs" and (kept / "training_pairs.jsonl").is_file()
         assert stdout.read_text() == ""
+

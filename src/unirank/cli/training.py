@@ -138,13 +138,24 @@ def _interrupted(job, fresh: bool) -> None:
     """Ctrl-C: say that the same command resumes (it exited 130 without a word), and exit 130 as before."""
     run_dir = job.__dict__.get("run_dir") if job is not None else None  # set once the run began
     again = "the same command without --fresh" if fresh else "the same command"
-    if run_dir is not None and run_dir.exists():
-        message = (f"Interrupted. Finished stages are kept in {run_dir}: {again} resumes after the last "
-                   "finished one (a training stage from its last checkpoint).")
+    finished = _finished_stages(run_dir) if run_dir is not None and run_dir.exists() else []
+    if finished:
+        message = (f"Interrupted. Finished stages ({', '.join(finished)}) are kept in {run_dir}: {again} resumes "
+                   "after the last finished one (a training stage from its last checkpoint).")
+    elif run_dir is not None and run_dir.exists():  # it said "Finished stages are kept" when none had finished
+        message = (f"Interrupted before any stage finished: {again} starts again in {run_dir} (a training stage "
+                   "from its last checkpoint, if it saved one).")
     else:
         message = "Interrupted before any stage was saved: nothing to resume."
     print(f"\n{message}", file=sys.stderr, flush=True)
     raise typer.Exit(130)
+
+
+def _finished_stages(run_dir: Path) -> list[str]:
+    """The stages a run folder holds finished: its mined pairs, and each stage folder with its marker."""
+    finished = ["training data"] if (run_dir / "training_pairs.jsonl").exists() else []
+    return finished + [stage for stage in ("centering", "embedder", "reranker", "blend")
+                       if (run_dir / stage / "done.json").exists()]
 
 
 def evaluate(

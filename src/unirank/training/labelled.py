@@ -59,10 +59,14 @@ def read_pair_file(path: Path) -> PairFile:
                 raise TrainingError(f"{path}:{n}: {exc}; expected {{\"query\", \"positive\"[, \"negative\"]}}.") from None
             result.pairs.append(_checked(pair, path, n, result))
     else:
+        first_row = True
         for n, row in enumerate(_tsv_rows(lines, path), start=1):
             if not any(cell.strip() for cell in row):  # a blank line, or one of spaces
                 continue
-            if n == 1 and tuple(cell.strip().lower() for cell in row[:2]) == TSV_HEADER:
+            # The first written row, not line 1: after a blank line the header was trained on as a pair.
+            is_header = first_row and tuple(cell.strip().lower() for cell in row[:2]) == TSV_HEADER
+            first_row = False
+            if is_header:
                 continue
             if not 2 <= len(row) <= 3:
                 raise TrainingError(f"{path}:{n}: expected query<TAB>positive[<TAB>negative], got {len(row)} "
@@ -104,8 +108,13 @@ def _pair_from_object(row: dict) -> TrainingPair:
     given = list(dict.fromkeys([*(negatives or []), *([negative] if negative is not None else [])]))
     query = row["query"]
     return TrainingPair(query=query, positive=row["positive"], negatives=[x for x in given if x.strip()],
-                        origin="pairs", query_id=str(row.get("query_id") or _query_id(query)),
-                        doc_id=str(row.get("doc_id") if row.get("doc_id") is not None else ""))
+                        origin="pairs", query_id=_given_id(row.get("query_id")) or _query_id(query),
+                        doc_id=_given_id(row.get("doc_id")))
+
+
+def _given_id(value: str | int | None) -> str:
+    """An id as written, "" when absent: ``or`` took the id 0 (BEIR's ids are often numbers) for none."""
+    return "" if value is None else str(value)
 
 
 def _json_kind(value: object) -> str:
