@@ -116,3 +116,18 @@ def test_a_positive_of_a_query_is_never_its_negative(settings, tmp_path):
     assert [p.negatives for p in pairs] == [[], ["Backups run nightly."], ["Rotate keys every 90 days."]]
     assert stats["negatives_that_are_positives"] == 1
     assert said == ["warning: 1 negative(s) that are a positive of the same query left out: a passage cannot be both"]
+
+
+def test_validation_scores_each_query_once_with_all_its_relevant_documents():
+    """10 queries with 2 positives each said "20 validation queries", each pair scored as a query of its own
+    whose other positive counted as a miss."""
+    from unirank.training.validation import validation_queries
+
+    pairs = _labelled()  # two queries, six judged documents each, one mined negative
+    pairs[1].negatives = ["encryption doc 0", "rotation doc 3", "a mined hard negative"]
+    grouped = validation_queries(pairs)
+    assert [(q.query, q.doc_ids) for q in grouped] == [("key rotation", {f"r{i}" for i in range(6)}),
+                                                       ("disk encryption", {f"e{i}" for i in range(6)})]
+    assert grouped[0].positives == [f"rotation doc {i}" for i in range(6)]
+    # another query's positive stays a negative; the query's own does not
+    assert grouped[0].negatives == ["a mined hard negative", "encryption doc 0"] and grouped[1].negatives == []

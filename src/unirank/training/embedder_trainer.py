@@ -15,6 +15,7 @@ from unirank.training.checkpoints import best_checkpoint_arguments, resumable_ch
 from unirank.training.centering import DEFAULT_WHITENING, check_whitening_strength, freeze_centering
 from unirank.training.examples import TrainingPair
 from unirank.training.losses import KnownPositivesMNRL
+from unirank.training.validation import validation_queries
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +252,9 @@ def train_embedder(
     if len(dataset) < config.batch_size:
         config.batch_size = max(2, len(dataset))
 
-    queries = {f"v{i}": p.query for i, p in enumerate(validation)}
-    relevant = {f"v{i}": {p.doc_id} for i, p in enumerate(validation)}
+    grouped = validation_queries(validation)
+    queries = {f"v{i}": q.query for i, q in enumerate(grouped)}
+    relevant = {f"v{i}": q.doc_ids for i, q in enumerate(grouped)}
     evaluator = InformationRetrievalEvaluator(queries=queries, corpus=corpus, relevant_docs=relevant,
                                               name="val", ndcg_at_k=[10], mrr_at_k=[10],
                                               accuracy_at_k=[1, 10], precision_recall_at_k=[10],
@@ -288,7 +290,7 @@ def train_embedder(
     metrics: dict = _figures(evaluator(model))
     metrics.update({"selection_ndcg@10": selection["ndcg@10"], "selection_length": min(inference_length, config.max_seq_length),
                     "max_length": inference_length, "validation_queries": len(queries),
-                    "validation_written_by_people": sum(1 for p in validation if p.written_by_people)})
+                    "validation_written_by_people": sum(1 for q in grouped if q.written_by_people)})
     if baseline is not None:
         metrics["base"] = {"model": baseline, **_figures(evaluator(load_sentence_transformer(baseline)))}
     return metrics

@@ -16,6 +16,7 @@ from typing import Sequence
 from unirank.models.precision import refuse_emulated_bf16_training
 from unirank.training.checkpoints import best_checkpoint_arguments, resumable_checkpoint
 from unirank.training.examples import RandomNegatives, TrainingPair
+from unirank.training.validation import validation_queries
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,8 @@ def train_reranker(
     positives = sum(1 for y in rows["label"] if y > 0)
     negatives = len(rows["label"]) - positives
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(max(1.0, negatives / max(1, positives))))
-    samples = [{"query": p.query, "positive": [p.positive], "negative": list(p.negatives)}
-               for p in validation if p.negatives]
+    grouped = [q for q in validation_queries(validation) if q.negatives]
+    samples = [{"query": q.query, "positive": q.positives, "negative": q.negatives} for q in grouped]
     evaluator = CrossEncoderRerankingEvaluator(samples=samples, at_k=10, name="val", batch_size=64,
                                                write_csv=False, always_rerank_positives=True)
     steps_per_epoch = max(1, len(dataset) // config.batch_size)
@@ -169,7 +170,7 @@ def train_reranker(
     metrics: dict = _figures(evaluator(model))  # as it serves
     metrics.update({"selection_ndcg@10": selection["ndcg@10"], "selection_length": config.train_length,
                     "max_length": config.max_length, "validation_queries": len(samples),
-                    "validation_written_by_people": sum(1 for p in validation if p.negatives and p.written_by_people)})
+                    "validation_written_by_people": sum(1 for q in grouped if q.written_by_people)})
     if baseline is not None:
         metrics["base"] = {"model": baseline, **base_figures(baseline, evaluator, samples, config.max_length)}
     return metrics

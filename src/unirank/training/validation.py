@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from unirank.training.examples import TrainingPair
+from unirank.training.examples import TrainingPair, query_key
 
 
 @dataclass
@@ -27,3 +27,29 @@ def split_pairs(pairs: Sequence[TrainingPair], fraction: float = 0.1, seed: int 
     val_keys = set(keys[:n_val])
     return Split(train=[p for k in keys[n_val:] for p in groups[k]],
                  validation=[p for k in sorted(val_keys) for p in groups[k]])
+
+
+@dataclass
+class ValidationQuery:
+    """One validation query with every document and passage judged relevant to it, and its negatives."""
+    query: str
+    doc_ids: set[str]
+    positives: list[str]
+    negatives: list[str]
+    written_by_people: bool
+
+
+def validation_queries(validation: Sequence[TrainingPair]) -> list[ValidationQuery]:
+    """The validation pairs grouped by query (``query_key``): scored as one query per pair, a query with two
+    relevant documents counted twice and the other positive as a miss each time."""
+    grouped: dict[str, ValidationQuery] = {}
+    for pair in validation:
+        entry = grouped.setdefault(query_key(pair), ValidationQuery(pair.query, set(), [], [], False))
+        entry.doc_ids.add(pair.doc_id)
+        if pair.positive not in entry.positives:
+            entry.positives.append(pair.positive)
+        entry.negatives += [n for n in pair.negatives if n not in entry.negatives]
+        entry.written_by_people |= pair.written_by_people
+    for entry in grouped.values():  # one pair's negative may be another's positive
+        entry.negatives = [n for n in entry.negatives if n not in entry.positives]
+    return list(grouped.values())
