@@ -361,3 +361,38 @@ def test_ctrl_c_says_that_the_same_command_resumes(minibeir, tmp_path):
         assert kept.parent == tmp_path / "data" / "runs" and (kept / "training_pairs.jsonl").is_file()
         assert stdout.read_text() == ""
 
+
+
+def test_an_interrupt_between_the_two_registrations_leaves_neither(client, minibeir, monkeypatch, capsys):
+    """Ctrl-C (or a failure) after NAME-embed@N was registered and before its reranker left the embedder
+    registered alone, and --fresh then orphaned it. It is removed again, and the interrupt says so."""
+    from unirank.cli.training import _interrupted
+
+    register = TrainJob._register
+
+    def interrupted_at_the_reranker(self, registry, name, folder, role, record):
+        if folder == "reranker":
+            raise KeyboardInterrupt
+        return register(self, registry, name, folder, role, record)
+
+    monkeypatch.setattr(TrainJob, "_register", interrupted_at_the_reranker)
+    job = TrainJob(client.settings, client.backend, client.embedder, tiny("halfway", minibeir))
+    with pytest.raises(KeyboardInterrupt):
+        job.run()
+    registry = ModelRegistry(client.settings.models_dir)
+    try:
+        assert [v.ref for v in registry.list() if v.name.startswith("halfway")] == []
+    finally:
+        registry.close()
+    assert job.registration_note == ("halfway-embed@1 was registered and removed again: its reranker was not "
+                                     "registered; the same command registers both.")
+    assert not (job.run_dir / "embedder" / "registered.json").exists()
+    with pytest.raises(Exception) as exit_:
+        _interrupted(job, fresh=False)
+    assert getattr(exit_.value, "exit_code", None) == 130
+    assert "halfway-embed@1 was registered and removed again" in capsys.readouterr().err
+
+    monkeypatch.setattr(TrainJob, "_register", register)
+    result = TrainJob(client.settings, client.backend, client.embedder, tiny("halfway", minibeir)).run()
+    assert (result.embedder.ref, result.reranker.ref) == ("halfway-embed@2", "halfway-rerank@1")
+    assert result.embedder.record["trained_with"] == "halfway-rerank@1"

@@ -147,7 +147,8 @@ def _interrupted(job, fresh: bool) -> None:
                    "from its last checkpoint, if it saved one).")
     else:
         message = "Interrupted before any stage was saved: nothing to resume."
-    print(f"\n{message}", file=sys.stderr, flush=True)
+    note = getattr(job, "registration_note", None)  # a registration the interrupt cut in two
+    print(f"\n{message}" + (f" {note}" if note else ""), file=sys.stderr, flush=True)
     raise typer.Exit(130)
 
 

@@ -184,6 +184,8 @@ class TrainJob:
         self._base_embedder = base_embedder
         self.request = request
         self.stage = stage or (lambda message: log.info(message))
+        #: What an interrupted or failed registration left in the registry, for the interrupt's message.
+        self.registration_note: str | None = None
 
     @cached_property
     def run_dir(self) -> Path:
@@ -313,6 +315,8 @@ class TrainJob:
         registry = ModelRegistry(self.settings.models_dir)
         registered_before = all((self.run_dir / folder / "registered.json").exists()
                                 for folder in ("embedder", "reranker"))
+        embedder_version = None
+        embedder_was_registered = (self.run_dir / "embedder" / "registered.json").exists()
         try:
             # center_on_corpus says what was done, not what was asked (it was true when centring was skipped)
             hyperparameters = {**asdict(req.embedder), "center_on_corpus": centering is not None}
@@ -325,6 +329,11 @@ class TrainJob:
                 "trained_with": embedder_version.ref})
             if embedder_version.record.get("trained_with") != reranker_version.ref:  # eval's NAME@N pairs by it
                 embedder_version = registry.update_record(embedder_version.ref, trained_with=reranker_version.ref)
+        except BaseException:
+            reranker_registered = (self.run_dir / "reranker" / "registered.json").exists()
+            if embedder_version is not None and not embedder_was_registered and not reranker_registered:
+                self._unregister_embedder(registry, embedder_version)
+            raise
         finally:
             registry.close()
         return TrainResult(run_dir=self.run_dir, embedder=embedder_version, reranker=reranker_version,
@@ -442,6 +451,22 @@ class TrainJob:
         version = registry.register(name, role, path=path, record={**describe_model_folder(path, role), **record})
         marker.write_text(json.dumps({"ref": version.ref}))
         return version
+
+    def _unregister_embedder(self, registry: ModelRegistry, version: ModelVersion) -> None:
+        """Remove the embedder this run registered when its reranker was not (Ctrl-C or an error between
+        the two): left, NAME-embed@N stood without its reranker, and --fresh then orphaned it. What was
+        done is kept in ``registration_note`` for the interrupt's message."""
+        try:
+            registry.delete(version.ref)
+            (self.run_dir / "embedder" / "registered.json").unlink(missing_ok=True)
+        except BaseException as exc:  # a second Ctrl-C, or the registry busy: say what is left
+            self.registration_note = (f"{version.ref} is registered without its reranker ({exc!r} stopped its "
+                                      f"removal): delete it with `unirank models delete {version.ref}`, or run "
+                                      "the same command again to register the reranker beside it.")
+            log.warning(self.registration_note)
+            return
+        self.registration_note = (f"{version.ref} was registered and removed again: its reranker was not "
+                                  "registered; the same command registers both.")
 
     def _corpus_index(self) -> str:
         req = self.request
