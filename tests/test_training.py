@@ -720,6 +720,27 @@ def test_a_malformed_label_file_is_refused_before_any_work(client, minibeir, tmp
     assert stages == [] and not job.run_dir.exists()
 
 
+@pytest.mark.parametrize("kind, text, message", [
+    ("clicks", "", r"Click log .*empty\.jsonl holds no result pages"),
+    ("clicks", '{"query": "keys", "shown": ["d1", "d2"]}\n', r"empty\.jsonl has 1 result page\(s\) and no click"),
+    ("qrels", "", r"--qrels .*empty\.jsonl holds no judgement"),
+    ("qrels", "q1\td1\t0\nq2\td2\t0\n", r"empty\.jsonl judges no document relevant"),
+])
+def test_a_label_file_that_gives_no_pair_is_refused_before_any_work(client, minibeir, tmp_path, kind, text, message):
+    """An empty click log or qrels, qrels of only 0 grades and a log without a click were refused after the
+    model's load and the indexing, the qrels as naming "no document that is in the index", with a run folder."""
+    from unirank.errors import TrainingError
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(text)
+    stages: list[str] = []
+    job = TrainJob(client.settings, client.backend, client.embedder,
+                   tiny_request("nothing", minibeir, **{kind: empty}), stage=stages.append)
+    with pytest.raises(TrainingError, match=message):
+        job.run()
+    assert stages == [] and not job.run_dir.exists()
+
+
 @pytest.mark.parametrize("embedder, message", [
     (dict(epochs=0), r"--epochs must be a number above 0"),
     (dict(min_steps=-1), r"--min-steps must be 0 or more"),

@@ -55,11 +55,21 @@ def _pages(path: Path) -> Iterator[tuple[str, list[str], list[tuple[str, float |
             yield _parse_page(line, f"{path}:{n}")
 
 
+_EXAMPLE = '{"query": "...", "shown": ["id", ...], "clicked": ["id", ...]}'
+
+
 def check_click_log(path: Path) -> None:
     """Parse every page of the log, as ``load_click_pairs`` will (its ids are resolved later, against the
     index): a malformed line is reported before the minutes of indexing that come first."""
-    for _ in _pages(path):
-        pass
+    pages = clicks = 0
+    for _, _, clicked in _pages(path):
+        pages += 1
+        clicks += len(clicked)
+    if not pages:  # refused only after indexing ("holds no result pages"): said now, before any work
+        raise TrainingError(f"Click log {path} holds no result pages: one JSON line a page, {_EXAMPLE}.")
+    if not clicks:
+        raise TrainingError(f"Click log {path} has {pages} result page(s) and no click: clicks are its positives "
+                            f"(\"clicked\": [ids]); give a log with the results users opened, {_EXAMPLE}.")
 
 
 def load_click_pairs(path: Path, chunks: Iterable[Chunk], min_dwell_s: float = 0.0,

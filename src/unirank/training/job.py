@@ -242,7 +242,7 @@ class TrainJob:
         if req.pairs:
             load_pair_file(req.pairs)
         if req.qrels:
-            load_qrels(req.qrels)
+            _check_training_qrels(req.qrels)
         if req.queries:
             load_queries(req.queries)
         if req.clicks:
@@ -627,6 +627,16 @@ def _count_origins(pairs: list[TrainingPair]) -> dict[str, int]:
     for p in pairs:
         counts[p.origin] = counts.get(p.origin, 0) + 1
     return counts
+
+
+def _check_training_qrels(path: Path) -> None:
+    """Qrels that judge nothing relevant train on nothing: an empty file, or every grade 0, was refused only
+    after indexing, as qrels that "name no document that is in the index" (the wrong cause, and no file)."""
+    qrels = load_qrels(path)
+    if not any(grade > 0 for judged in qrels.values() for grade in judged.values()):
+        what = "holds no judgement" if not qrels else "judges no document relevant (every score is 0 or less)"
+        raise TrainingError(f"--qrels {path} {what}: training takes pairs from the scores above 0 "
+                            "(query-id<TAB>corpus-id<TAB>score); give judgements of relevant documents.")
 
 
 def check_beir_folder(folder: Path) -> None:
