@@ -682,8 +682,17 @@ def test_a_version_is_deleted_with_its_files_unless_an_alias_names_it(registry, 
     assert "unirank models promote cisi-embed@VERSION --alias prod" in output and v3.path.is_dir()
     code, output = _cli(tmp_path, monkeypatch, "models", "delete", "cisi-embed@prod", "--yes")
     assert code == 2 and "by its number: cisi-embed@VERSION" in output, output
+    # The indexes it made are named (read from their metadata): the registry does not know them.
+    from unirank.search.embedded.backend import EmbeddedBackend
+    from unirank.search.types import ModelSignature
+
+    backend = EmbeddedBackend(tmp_path / "indexes")
+    for name, version in (("handbook", "1"), ("wiki", "1"), ("other", "2")):
+        backend.create_index(name, ModelSignature("cisi-embed", version, 384))
+    backend.close()
     code, output = _cli(tmp_path, monkeypatch, "models", "delete", "cisi-embed@1", input="n\n")
     assert code == 1 and "Delete cisi-embed@1 (embedder) and its files" in output and v1.path.is_dir(), output
+    assert "Indexes embedded with it: handbook, wiki;" in output and "other" not in output, output
     code, output = _cli(tmp_path, monkeypatch, "models", "delete", "cisi-embed@1", input="y\n")
     assert code == 0 and output.endswith("Deleted cisi-embed@1."), output
     assert not v1.path.exists() and [v.ref for v in registry.list()] == ["cisi-embed@2", "cisi-embed@3"]

@@ -257,16 +257,18 @@ def delete(ref: Annotated[str, typer.Argument(help="NAME@VERSION to delete (a nu
     """Delete a version and its files. Refused while an alias (prod...) names it: promote another version to
     that alias first, or remove the alias (`models unalias`). Its number is not given to a later registration.
 
-    The registry does not know which indexes were embedded with the version: those are then read with a
-    registered version that makes its vectors (an optimized copy of it, or the one it was made from), and
-    with none left `unirank index rebuild INDEX --model ...` re-embeds one."""
-    registry, _ = _registry()
+    The indexes embedded with the version are named first: they are then read with a registered version
+    that makes its vectors (an optimized copy of it, or the one it was made from), and with none left
+    `unirank index rebuild INDEX --model ...` re-embeds one."""
+    registry, settings = _registry()
     try:
         mv = registry.deletable(ref)  # refused before asking
         size = sum(p.stat().st_size for p in mv.path.rglob("*") if p.is_file()) if mv.path and mv.path.is_dir() else 0
         files = f" and its files ({size / 1e6:,.0f} MB)" if size else ""
-        if not yes and not typer.confirm(f"Delete {mv.ref} ({mv.role}){files}? Indexes embedded with it can no "
-                                         "longer be read with it."):
+        used_by = _indexes_embedded_with(settings, mv.ref)
+        in_use = (f" Indexes embedded with it: {', '.join(used_by)}; they are then read with a registered copy "
+                  "that makes the same vectors, or need `unirank index rebuild INDEX --model ...`." if used_by else "")
+        if not yes and not typer.confirm(f"Delete {mv.ref} ({mv.role}){files}?{in_use}"):
             raise typer.Exit(1)
         registry.delete(mv.ref)
     except UnirankError as exc:
@@ -274,6 +276,15 @@ def delete(ref: Annotated[str, typer.Argument(help="NAME@VERSION to delete (a nu
     finally:
         registry.close()
     console.print(f"Deleted {mv.ref}.")
+    if used_by and yes:  # asked nothing: said after
+        errors.print(f"note:{escape(in_use)}", soft_wrap=True)
+
+
+def _indexes_embedded_with(settings: Settings, ref: str) -> list[str]:
+    """The indexes whose vectors ``ref`` made, read from each index's metadata (nothing is opened)."""
+    from unirank.search.factory import make_backend
+
+    return sorted(name for name, model in make_backend(settings).index_models().items() if str(model) == ref)
 
 
 @models_app.command("export")
