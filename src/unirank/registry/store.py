@@ -301,8 +301,13 @@ class ModelRegistry:
         mode, sep, models = system.partition(":")
         if not sep:
             return system
-        exact = [self.get(part).ref if self.exists(part) else part for part in models.split("+")]
-        return f"{mode}:{'+'.join(exact)}"
+        return f"{mode}:{'+'.join(self._exact_ref(part) for part in models.split('+'))}"
+
+    def _exact_ref(self, ref: str) -> str:
+        try:
+            return self.get(ref).ref
+        except ModelNotFoundError:  # base, a folder or a hub id: as given
+            return ref
 
     def change_record(self, ref: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> ModelVersion:
         """Read, change and write a version's record in one write transaction: two evaluations recorded at
@@ -395,14 +400,12 @@ class ModelRegistry:
                     promoted.pop()
                 if not promoted or promoted[-1] != version:
                     promoted.append(version)
-            if promoted and promoted[-1] == named:
-                promoted.pop()  # the current one (a version deleted since, if it was set before that was refused)
             existing = {v for (v,) in self.db.execute("SELECT version FROM versions WHERE name = ?", (name,))}
             earlier: list[int] = []  # less deleted versions (`delete`), which cannot be gone back to
             for version in promoted:
                 if version in existing and (not earlier or earlier[-1] != version):
                     earlier.append(version)
-            while earlier and earlier[-1] == named:
+            while earlier and earlier[-1] == named:  # the current one is no version to go back to
                 earlier.pop()
             if not earlier:
                 raise ModelNotFoundError(f"{name}@{alias} has no earlier version to roll back to (it is v{named}); "
