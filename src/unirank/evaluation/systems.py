@@ -69,6 +69,8 @@ class SystemRunner:
         self.progress = progress or (lambda *_: None)
         self.rerank_top_k = min(rerank_top_k, MAX_RERANK_TOP_K)
         self._searcher: Searcher | None = None  # of the embedder the hybrid hits were found with
+        #: Each query's candidates a reranked search rescores, found once for every reranker of the embedder.
+        self._rerank_heads: dict[str, list[Hit]] = {}
 
     def bm25(self, queries: dict[str, str]) -> DocRun:
         return as_run({q: documents_in_order(deep_enough(lambda k: self.backend.bm25(self.index, as_searched(text), k)))
@@ -88,6 +90,7 @@ class SystemRunner:
         which only fill Recall@100's depth (fusing 200 candidates a list, eval ranked the top other
         than search did)."""
         self._searcher = Searcher(self.backend, embedder, None, self.search, rerank_top_k=self.rerank_top_k)
+        self._rerank_heads = {}
         served_depth = max(self.search.candidates, self.search.top_k)
         vectors = self._vectors(queries, embedder)
         hits = {}
@@ -119,7 +122,9 @@ class SystemRunner:
             raise RuntimeError("SystemRunner.rerank needs hybrid_hits first: it searches with their embedder")
         ranked: dict[str, list[str]] = {}
         for n, (q, text) in enumerate(queries.items(), start=1):
-            head = self._served(text, self.rerank_top_k)
+            if q not in self._rerank_heads:
+                self._rerank_heads[q] = self._served(text, self.rerank_top_k)
+            head = self._rerank_heads[q]
             scores = reranker.score(as_searched(text), [h.chunk.embedding_input() for h in head])
             reordered = [h for h, _ in blended_order(head, scores, getattr(reranker, "blend_weight", 1.0))]
             ranked[q] = documents_in_order(reordered + hits[q])
