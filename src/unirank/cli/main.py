@@ -229,7 +229,7 @@ def index_rebuild(
     ur = client()
     before = None
     try:  # a failure below (tantivy, usearch, the embedder) comes as a UnirankError too: no traceback
-        before = ur.index_info(name).model
+        before = ur.backend.model(name)
         info = ur.rebuild_index(name, model, progress=print_stage)
     except UnirankError as exc:
         fail(exc)
@@ -266,7 +266,7 @@ def _rebuild_interrupted(ur: Unirank, name: str, before: ModelSignature | None) 
         errors.print(f"\ninterrupted: index {escape(name)!r} was not switched; re-run the same command to rebuild it.")
         raise typer.Exit(130)
     try:
-        now = ur.index_info(name).model
+        now = ur.backend.model(name)
     except Exception as exc:  # noqa: BLE001 - the interrupt is what to report; this only refines it
         said = (f"could not read index {name!r} to tell whether it was switched ({exc}); `unirank index info "
                 f"{name}` shows its model: if it is still {before}, re-run the same command to rebuild it.")

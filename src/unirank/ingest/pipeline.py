@@ -112,11 +112,10 @@ class Ingestor:
                 self._prune(docs, files, index, states, report)
             self._write_last(index, report)
         except _CallerError as exc:  # the caller's own callback failed: theirs to see, not a stopped ingest
-            if existed or self._created:  # a new index no batch made yet has nothing to flush (nor a folder)
-                self.backend.flush(index)  # what was committed stays searchable
+            self._flush_if_made(index, existed)  # what was committed stays searchable
             raise exc.__cause__ from None  # type: ignore[misc]
-        except KeyboardInterrupt:
-            self._flush_interrupted(index, existed)
+        except KeyboardInterrupt:  # flushed, or the next opener rebuilt the whole vector index
+            self._flush_if_made(index, existed)
             raise IngestInterrupted(report) from None
         except IndexSwitchedError:
             # Not a stopped run to finish with the same vectors: the rest needs the new model. What was
@@ -125,13 +124,12 @@ class Ingestor:
             raise
         except Exception as exc:  # an endpoint or model that dies partway: keep and say what was committed
             self._stop(index, report, exc)
-        if existed or self._created:
-            self.backend.flush(index)
+        self._flush_if_made(index, existed)
         report.seconds = time.perf_counter() - started
         return report
 
-    def _flush_interrupted(self, index: str, existed: bool) -> None:
-        """Ctrl-C: what was committed is flushed, or the next opener rebuilt the whole vector index."""
+    def _flush_if_made(self, index: str, existed: bool) -> None:
+        """A new index no batch made yet has nothing to flush (nor a folder)."""
         if existed or self._created:
             self.backend.flush(index)
 

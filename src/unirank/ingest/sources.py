@@ -131,7 +131,7 @@ class DocumentSource:
         listing's 404 is NoSuchBucket); a 404 without one is the endpoint's."""
         if self.scheme not in OBJECT_SCHEMES:
             return f"{self.shown} does not exist. Check the path or bucket name."
-        endpoint, setting = self._endpoint()
+        endpoint, setting = storage_endpoint(self.scheme, self._storage)
         code, _ = _s3_error(exc)
         if code and code.isdigit():
             return (f"Cannot list {self.shown}: {endpoint} answered {code} without an S3 error, so it is not an S3 "
@@ -141,10 +141,6 @@ class DocumentSource:
             return (f"{self.shown} does not exist: {endpoint} has no bucket {bucket!r}. Check the bucket name "
                     f"and {setting}.")
         return f"{self.shown} does not exist at {endpoint}. Check the path or bucket name."
-
-    def _endpoint(self) -> tuple[str, str]:
-        """The endpoint this source's storage is reached at, and the setting that names it."""
-        return storage_endpoint(self.scheme, self._storage)
 
     def _why(self, exc: Exception) -> str:
         """botocore's words ("Unable to locate credentials", "Forbidden") name no setting to fix."""
