@@ -43,6 +43,7 @@ def test_scoring_head_reads_mean_pooled_tokens(tmp_path: Path):
     assert is_cross_encoder(str(tmp_path / "ce"))  # saved with modules.json and pooling, still a cross-encoder
 
 
+@pytest.mark.slow  # builds and saves a cross-encoder (~10 s): in the slow step, for the default run's margin
 def test_a_hub_id_is_told_apart_by_its_files_in_the_hub_cache(tmp_path: Path, monkeypatch):
     """Every id that was not a folder was read as a cross-encoder: a bi-encoder base from the hub was trained
     as one, and a hub bi-encoder named as the reranker was given a new, random classifier head."""

@@ -283,6 +283,7 @@ def test_recall_at_100_counts_100_documents_when_each_spans_several_chunks(clien
     assert results["hybrid:base"]["recall@100"] == 1.0
 
 
+@pytest.mark.slow  # ~15 s of searches and reranking: in the slow step, for the default run's margin under 15 minutes
 def test_eval_ranks_hybrid_and_reranked_results_as_search_serves_them(client, minibeir):
     """Eval fused 200 candidates a list where search fuses search.candidates, and reranked 50 candidates
     whatever reranker.top_k said: it measured a ranking no search served."""
