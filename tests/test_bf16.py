@@ -85,6 +85,7 @@ def test_search_through_the_client_with_the_bf16_model(copied, settings, tmp_pat
     assert hits[0].chunk.doc_id == "d8"
 
 
+@pytest.mark.slow  # trains and checks a bf16 cross-encoder (~40 s): in the slow step, for the default run's margin
 def test_a_bf16_cross_encoder_with_a_shorter_window_passes_the_check(settings, tmp_path_factory):
     """The hybrid + rerank check on a BEIR set registers it; its scores follow the fp32 source's."""
     from unirank.api import Unirank

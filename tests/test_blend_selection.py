@@ -49,6 +49,7 @@ def test_ties_on_the_mean_go_to_the_least_reliance_on_the_reranker():
     assert significant_weight(per_query)[0] == 0.5
 
 
+@pytest.mark.slow  # scores a run per query twice (~14 s): in the slow step, for the default run's margin
 def test_per_query_scores_average_to_the_run_score():
     qrels = {"a": {"d1": 1}, "b": {"d2": 1}, "c": {"d3": 1}, "unjudged": {"d9": 0}}
     run = {"a": {"d1": 2.0, "d2": 1.0}, "b": {"d1": 2.0, "d2": 1.0}, "c": {}, "unjudged": {"d9": 1.0}}

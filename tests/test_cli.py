@@ -87,6 +87,7 @@ def test_ingest_search_and_index_commands(run, tmp_path):
     assert json.loads(run("index", "list", "--json").stdout) == []
 
 
+@pytest.mark.slow  # five CLI ingests (~18 s): in the slow step, for the default run's margin
 def test_a_renamed_folder_is_removed_by_its_old_path_and_an_empty_one_never_prunes_all(run, tmp_path):
     """Before: `ingest EMPTY --prune` emptied the index silently (an unmounted share looks empty), and a
     renamed folder's old documents could not be removed, since `ingest OLD --prune` needs OLD to exist."""
@@ -332,6 +333,7 @@ def test_ingest_help_paragraphs_wrap_cleanly(run):
         assert " ".join(paragraph).endswith("a model or endpoint that failed before the first commit).")
 
 
+@pytest.mark.slow  # a CLI ingest and rebuild (~20 s): in the slow step, for the default run's margin
 def test_a_rebuild_with_a_model_folder_says_how_to_search_it(run, tmp_path):
     """An index rebuilt with a model folder cannot be searched until embedder.model names that folder (an
     index does not remember a folder), and the rebuild said nothing of it."""

@@ -254,6 +254,7 @@ def test_export_to_a_missing_bucket_is_refused_without_creating_it(registry, s3_
         registry.export("cisi-embed@1", "s3://model-artefacts/models", dead)
 
 
+@pytest.mark.slow  # six CLI subprocesses (~20 s), each step also tested in-process above: in the slow step
 def test_cli_register_promote_rollback_and_export(tmp_path):
     env = without_unirank_settings(os.environ)
     env.update(HF_HUB_OFFLINE="1", UNIRANK_DATA_DIR=str(tmp_path / "data"))
