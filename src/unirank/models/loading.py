@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -284,7 +285,7 @@ def require_hub_model(model_id: str) -> None:
 def is_cross_encoder(path: str) -> bool:
     """A sentence-transformers bi-encoder has modules.json with pooling; a cross-encoder a classifier head.
     A hub id is read from its files in the hub cache (fetched when the hub can be reached)."""
-    folder = Path(path) if Path(path).is_dir() else _hub_files(path)
+    folder = Path(path) if Path(path).is_dir() else _hub_files(path, _hub_cache())
     if folder is None:
         return True  # a hub id with none of its files here: rerankers from the hub are cross-encoders by convention
     saved_as = folder / "config_sentence_transformers.json"
@@ -300,16 +301,24 @@ def is_cross_encoder(path: str) -> bool:
     return True
 
 
-def _hub_files(repo_id: str) -> Path | None:
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+@functools.lru_cache(maxsize=64)
+def _hub_files(repo_id: str, cache_dir: str) -> Path | None:
     """The folder of a hub id's snapshot holding the files that say what kind of model it is; None when it
     has none of them here. Without it a bi-encoder from the hub (a base to train, a reranker scoring by
-    cosine) was read as a cross-encoder and given a new, random classifier head."""
+    cosine) was read as a cross-encoder and given a new, random classifier head. Kept per process and cache
+    folder: a training job asks for the same id several times, and each ask is up to three hub round trips."""
     from huggingface_hub import hf_hub_download
 
     folder = None
     for name in ("config.json", "modules.json", "config_sentence_transformers.json"):
         try:
-            folder = Path(hf_hub_download(repo_id, name)).parent
+            folder = Path(hf_hub_download(repo_id, name, cache_dir=cache_dir)).parent
         except Exception:  # a file the repo lacks, a malformed id, or a hub out of reach
             pass
     return folder
