@@ -613,6 +613,7 @@ def test_a_damaged_index_is_said_to_be_deleted_and_hides_no_other(tmp_path, dama
     assert backend.index_models() == {"good": MODEL}
     assert not backend._handles  # read from the stores' metadata: nothing opened, nothing repaired
     assert [info.name for info in backend.list_indexes()] == ["good"]
+    assert list(backend.damaged_indexes()) == ["broken"] and backend.damaged_indexes()["broken"]
     for call in (lambda: backend.info("broken"), lambda: backend.knn("broken", unit(1, 0), 3)):
         with pytest.raises(IndexCorruptedError, match=r"'broken' is damaged .*`unirank index delete broken`"):
             call()
@@ -638,6 +639,15 @@ def test_knn_during_another_process_s_ingest_returns_what_is_committed(tmp_path)
     assert [h.chunk.text for h in hits][:2] in (["alpha, edited", "beta"], ["beta", "alpha, edited"])
     assert [h.chunk.text for h in hits][2] == "gamma, edited"
     assert [h.chunk.text for h in reader.knn("docs", unit(0, 1), 3, {"doc_id": "mem://a"})] == ["alpha, edited"]
+
+    store = reader._handles["docs"].store
+    diffs = []
+    keys = store.keys
+    store.keys = lambda: diffs.append(1) or keys()
+    assert [h.chunk.text for h in reader.knn("docs", unit(1, -1), 1)] == ["gamma, edited"]
+    assert diffs == []  # the lag found by the last query, at the same store generation: each query diffed all keys
+    writer.index("docs", [source("mem://d", ["delta"], [unit(-1, 0)])])  # another batch: a new generation
+    assert [h.chunk.text for h in reader.knn("docs", unit(-1, 0), 1)] == ["delta"] and diffs == [1]
     writer.flush("docs")
     assert [h.chunk.text for h in reader.knn("docs", unit(1, -1), 1)] == ["gamma, edited"]
     writer.close(), reader.close()

@@ -34,6 +34,7 @@ class IndexCorruptedError(UnirankError):
             f"{name}` and ingest its sources again."
         )
         self.name = name
+        self.cause = cause
 
 
 def _how_to_use(index_model: str) -> str:

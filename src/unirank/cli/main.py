@@ -20,7 +20,7 @@ from unirank.cli.output import (console, counted, errors, fail, print_index, pri
 from unirank.errors import IndexNotFoundError, SourceError, UnirankError
 from unirank.ingest.report import IngestInterrupted
 from unirank.ingest.uris import file_name
-from unirank.search.types import IndexInfo, ModelSignature
+from unirank.search.types import ModelSignature
 
 if TYPE_CHECKING:
     from unirank.api import Unirank
@@ -159,8 +159,8 @@ app.command("eval")(training.evaluate)
 def index_list(as_json: Annotated[bool, typer.Option("--json", help="Print the indexes as JSON.")] = False) -> None:
     """List indexes."""
     ur = client()
-    try:
-        infos, damaged = _readable_indexes(ur)
+    try:  # one damaged index ended the whole list in a traceback, hiding the others
+        infos, damaged = ur.list_indexes(), sorted(ur.backend.damaged_indexes().items())
     finally:
         ur.close()
     if as_json:
@@ -171,27 +171,6 @@ def index_list(as_json: Annotated[bool, typer.Option("--json", help="Print the i
     for name, why in damaged:
         console.print(f"{escape(name)}: damaged, cannot be read ({escape(why)}); `unirank index delete "
                       f"{escape(name)}` removes it, and ingesting its documents again makes it anew.")
-
-
-def _readable_indexes(ur: Unirank) -> tuple[list[IndexInfo], list[tuple[str, str]]]:
-    """Each index's record, and (name, why) for each that cannot be read: one damaged index ended the
-    whole list in a traceback, hiding the others."""
-    infos, damaged = [], []
-    for name in _index_names(ur.settings.indexes_dir):
-        try:
-            infos.append(ur.index_info(name))
-        except IndexNotFoundError:  # deleted meanwhile
-            continue
-        except Exception as exc:  # noqa: BLE001 - any failure to read it is what the user must see
-            damaged.append((name, _reason(exc)))
-    return infos, damaged
-
-
-def _index_names(indexes_dir: Path) -> list[str]:
-    """The indexes there are, as folders holding a CURRENT version, whether or not they can be read."""
-    if not indexes_dir.is_dir():
-        return []
-    return [p.name for p in sorted(indexes_dir.iterdir()) if (p / "CURRENT").is_file()]
 
 
 def _reason(exc: Exception) -> str:

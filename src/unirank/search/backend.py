@@ -77,6 +77,11 @@ class SearchBackend(Protocol):
         it must not hide the others."""
         ...
 
+    def damaged_indexes(self) -> dict[str, str]:
+        """Each index that exists but cannot be read, with why: what ``list_indexes`` leaves out, for the
+        user to delete and ingest again."""
+        ...
+
     def index_models(self) -> dict[str, ModelSignature]:
         """Each index's model, without opening (or repairing) the indexes: which models are still in use.
         An index whose model cannot be read is left out."""

@@ -57,6 +57,16 @@ REBUILD_LOCK = ".rebuild.lock"
 _LONGEST_FOLDER_NAME = 255
 
 
+@dataclass(frozen=True)
+class _Lag:
+    """What the vectors in memory lack of the store (``missing``, with their ``vectors``) and still hold of
+    what it deleted, between two generations: (the store's, the vectors')."""
+    generations: tuple[int, int]
+    deleted: frozenset[int]
+    missing: list[int]
+    vectors: np.ndarray
+
+
 @dataclass
 class _Handle:
     version_dir: Path
@@ -71,6 +81,21 @@ class _Handle:
     #: The store file's identity: an index deleted and made again by another process has the same path.
     identity: tuple[int, int] = (0, 0)
     closed: bool = False
+    #: The last lag found behind another process's unflushed writes: each query then diffed every key.
+    lag: _Lag | None = None
+
+    def lag_behind_store(self) -> _Lag | None:
+        """None when the vectors in memory hold what the store does."""
+        generations = (self.store.generation(), self.generation)
+        if generations[0] == generations[1]:
+            return None
+        lag = self.lag
+        if lag is None or lag.generations != generations:
+            stored, held = self.store.keys(), self.vectors.keys()
+            missing = sorted(stored - held)
+            lag = self.lag = _Lag(generations, frozenset(held - stored), missing,
+                                  self.store.vectors_by_key(missing, self.model.dims))
+        return lag
 
     @property
     def derived_path(self) -> Path:
@@ -179,6 +204,17 @@ class EmbeddedBackend:
             except IndexCorruptedError as exc:  # one damaged index must not hide the others
                 log.warning("%s", exc)
         return infos
+
+    def damaged_indexes(self) -> dict[str, str]:
+        damaged = {}
+        for name in self._names():
+            try:
+                self.info(name)  # a readable index stays open for the list that comes with it
+            except IndexNotFoundError:  # deleted meanwhile
+                continue
+            except IndexCorruptedError as exc:
+                damaged[name] = exc.cause
+        return damaged
 
     def index_models(self) -> dict[str, ModelSignature]:
         """Read from each store's metadata, read-only: no index is opened or repaired for it."""
@@ -519,13 +555,12 @@ class EmbeddedBackend:
         """Under the write lock, before writing: take in what another process wrote since this handle's
         vectors were read. Vectors are saved at flush, so without this two ingests into one index at once
         each saved only their own, and the last flush dropped the other's from kNN."""
-        if handle.store.generation() == handle.generation:
+        lag = handle.lag_behind_store()
+        if lag is None:
             return
-        stored, held = handle.store.keys(), handle.vectors.keys()
-        missing = sorted(stored - held)
-        handle.vectors.apply(sorted(held - stored), missing, handle.store.vectors_by_key(missing, handle.model.dims))
+        handle.vectors.apply(sorted(lag.deleted), lag.missing, lag.vectors)
         handle.fulltext.reload()
-        handle.generation = handle.store.generation()
+        handle.generation = lag.generations[0]
 
     # -- writes ---------------------------------------------------------------------------------
     def source_states(self, index: str) -> dict[str, SourceState]:
@@ -701,13 +736,12 @@ class EmbeddedBackend:
         """The ANN index's top_k of what the store holds. While another process's ingest is between its
         batches the vector file is saved only at its flush, so it lacks the chunks written since and still
         holds the ones they replaced: those are fetched past, and the missing ones scored exactly."""
-        if handle.store.generation() == handle.generation:
+        lag = handle.lag_behind_store()
+        if lag is None:
             return handle.vectors.search(vector, top_k)
-        stored, held = handle.store.keys(), handle.vectors.keys()
-        deleted, missing = held - stored, sorted(stored - held)
-        found = [(k, s) for k, s in handle.vectors.search(vector, top_k + len(deleted)) if k not in deleted]
-        if missing:
-            found += _cosine_scores(handle.store.vectors_by_key(missing, handle.model.dims), missing, vector)
+        found = [(k, s) for k, s in handle.vectors.search(vector, top_k + len(lag.deleted)) if k not in lag.deleted]
+        if lag.missing:
+            found += _cosine_scores(lag.vectors, lag.missing, vector)
         return sorted(found, key=lambda hit: -hit[1])[:top_k]
 
     def _filtered_knn(self, handle: _Handle, vector: np.ndarray, top_k: int,
