@@ -58,6 +58,7 @@ class BackendConformance:
         assert backend.exists(index_name)
         assert backend.model(index_name) == MODEL
         assert index_name in [i.name for i in backend.list_indexes()]
+        assert index_name not in backend.damaged_indexes()
         backend.delete_index(index_name)
         assert not backend.exists(index_name)
         with pytest.raises(IndexNotFoundError, match=index_name):
