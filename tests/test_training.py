@@ -314,6 +314,29 @@ def test_eval_ranks_hybrid_and_reranked_results_as_search_serves_them(client, mi
         assert ranked[:4] == served(text, 4, rerank=True), q
 
 
+def test_eval_embeds_the_queries_once_per_embedder(client, minibeir):
+    """knn and hybrid of one embedder each embedded every query again."""
+    from unirank.evaluation.systems import SystemRunner
+
+    index = ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, lambda _: None)
+    queries = load_beir(minibeir).judged().queries
+    batches = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(client.embedder, name)
+
+        def embed_documents(self, texts):
+            batches.append(len(texts))
+            return client.embedder.embed_documents(texts)
+
+    runner, embedder = SystemRunner(client.backend, index, client.settings.search), Counting()
+    knn = runner.knn(queries, embedder)
+    runner.hybrid_hits(queries, embedder)
+    assert batches == [len(queries)]
+    assert runner.knn(queries, client.embedder) == knn and batches == [len(queries)]  # another embedder: its own
+
+
 def test_beir_qrels_that_name_no_document_of_the_corpus_are_refused_before_it_is_indexed(client, tmp_path):
     """The judged ids were checked in the index, after the whole corpus was embedded for the first model."""
     from unirank.errors import EvaluationDataError

@@ -9,7 +9,7 @@ reranker.top_k): below what search serves, the run goes on down a deeper fusion,
 from __future__ import annotations
 
 import unicodedata
-from typing import Callable
+from typing import Any, Callable
 
 from unirank.evaluation.metrics import DocRun
 from unirank.models.embedder import Embedder
@@ -71,13 +71,18 @@ class SystemRunner:
         self._searcher: Searcher | None = None  # of the embedder the hybrid hits were found with
         #: Each query's candidates a reranked search rescores, found once for every reranker of the embedder.
         self._rerank_heads: dict[str, list[Hit]] = {}
+        #: The last (embedder, queries, vectors): knn and hybrid_hits of one embedder embedded them twice.
+        self._embedded: tuple[Embedder, dict[str, str], dict[str, Any]] | None = None
 
     def bm25(self, queries: dict[str, str]) -> DocRun:
         return as_run({q: documents_in_order(deep_enough(lambda k: self.backend.bm25(self.index, as_searched(text), k)))
                        for q, text in queries.items()})
 
-    def _vectors(self, queries: dict[str, str], embedder: Embedder):
-        return dict(zip(queries, embedder.embed_documents([as_searched(t) for t in queries.values()])))
+    def _vectors(self, queries: dict[str, str], embedder: Embedder) -> dict[str, Any]:
+        if self._embedded is None or self._embedded[0] is not embedder or self._embedded[1] != queries:
+            vectors = embedder.embed_documents([as_searched(t) for t in queries.values()])
+            self._embedded = (embedder, dict(queries), dict(zip(queries, vectors)))
+        return self._embedded[2]
 
     def knn(self, queries: dict[str, str], embedder: Embedder) -> DocRun:
         vectors = self._vectors(queries, embedder)
