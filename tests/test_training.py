@@ -709,6 +709,26 @@ def test_training_refuses_what_would_fail_at_registration_before_any_work(client
     assert stages == [] and (sorted(runs.rglob("*")) if runs.exists() else []) == before
 
 
+def test_the_same_training_run_twice_at_once_is_refused(client, minibeir, trained):
+    """A retry while the first run still ran wrote one run folder's checkpoints from two processes."""
+    from unirank.errors import TrainingRunningError
+
+    job = TrainJob(client.settings, client.backend, client.embedder, tiny_request("tiny", minibeir))
+    hold = ("import sys; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+            "print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(job.run_dir.parent / f"{job.run_dir.name}.lock")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TrainingRunningError, match=r"Another `unirank train` is running this same training in "
+                                                       rf"{re.escape(str(job.run_dir))}.*another --name"):
+            job.run()
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    assert job.run().embedder.ref == trained[0].embedder.ref  # once it is done: its result, as any re-run
+
+
 def test_a_missing_index_is_said_before_the_base_model_loads(client, minibeir):
     """The CLI hands the job a loader: a typo in --index costs no model load, and the error names the
     indexes there are, as a search's does."""

@@ -143,6 +143,18 @@ class TrainingError(UnirankError):
     """Training cannot start or continue with the given data."""
 
 
+class TrainingRunningError(TrainingError):
+    """Another process is running the same training (same name and inputs) in the same run folder."""
+
+    def __init__(self, run_dir: str) -> None:
+        super().__init__(
+            f"Another `unirank train` is running this same training in {run_dir}: two at once overwrite each "
+            "other's checkpoints. Wait for it to finish (a run started then reuses its result), or give this "
+            "one another --name."
+        )
+        self.run_dir = run_dir
+
+
 class IndexLockedError(UnirankError):
     def __init__(self, name: str) -> None:
         super().__init__(

@@ -14,12 +14,13 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from unirank.errors import EvaluationDataError, TrainingError
+from unirank.errors import EvaluationDataError, TrainingError, TrainingRunningError
 from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
 from unirank.models.embedder import Embedder, loaded, makes_vectors_of
 from unirank.models.loading import is_cross_encoder, require_hub_model, resolve_model_path
@@ -256,16 +257,34 @@ class TrainJob:
     def run(self) -> TrainResult:
         req = self.request
         base_path = self._preflight()
-        if req.fresh and self.run_dir.exists():
-            import shutil
+        with self._only_run_in_folder():
+            if req.fresh and self.run_dir.exists():
+                import shutil
 
-            shutil.rmtree(self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
+                shutil.rmtree(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            started = time.perf_counter()
+            try:
+                return self._run(base_path, started)
+            finally:  # an interrupted or failed attempt's time counts too: a resumed run builds on it
+                self._ledger.add("run", time.perf_counter() - started)
+
+    @contextmanager
+    def _only_run_in_folder(self) -> Iterator[None]:
+        """The same training started twice at once (a retry while the first still runs) wrote one set of
+        checkpoints from two processes. The lock file sits beside the folder, which --fresh deletes."""
+        from filelock import FileLock, Timeout
+
+        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.run_dir.parent / f"{self.run_dir.name}.lock"), timeout=0)
         try:
-            return self._run(base_path, started)
-        finally:  # an interrupted or failed attempt's time counts too: a resumed run builds on it
-            self._ledger.add("run", time.perf_counter() - started)
+            lock.acquire()
+        except Timeout:
+            raise TrainingRunningError(str(self.run_dir)) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _run(self, base_path: str, started: float) -> TrainResult:
         req = self.request
