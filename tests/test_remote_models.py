@@ -190,9 +190,10 @@ def test_cli_registers_an_endpoint_with_what_it_probed(server, tmp_path):
 
 def test_registration_without_a_model_id_uses_the_server_default_and_refuses_unknown_ids(server, tmp_path):
     settings = Settings(_env_file=None, data_dir=tmp_path)
-    # Three embedders are served, so none is picked: requests omit `model` and get the default (base).
+    # Three embedders are served, so none is picked: requests omit `model` and get the default (base),
+    # whose window is recorded.
     record = describe_endpoint(Endpoint(url=server.url, api="openai", role="embedder"), settings.remote)
-    assert record["remote_model"] is None and record["dims"] == 384 and record["max_seq_length"] == 512
+    assert record["remote_model"] is None and record["dims"] == 384 and record["max_seq_length"] == 256
     started = time.perf_counter()
     with pytest.raises(RemoteModelError, match=r"HTTP 404.*'nope' is not served here"):
         describe_endpoint(Endpoint(url=server.url, api="tei", role="embedder", remote_model="nope"),
@@ -673,8 +674,9 @@ def test_a_429_is_retried_after_the_wait_the_server_asks_for(tmp_path, caplog):
 
 @pytest.fixture(scope="module")
 def limited_server(tmp_path_factory):
-    """The base model behind small per-request limits: 16 inputs of 128 tokens, 3 documents a rerank."""
-    server = ModelServer(tmp_path_factory.mktemp("limited"), ["base"], env={
+    """Two embedders (the base model, first, so the default, and the same model from its folder) and no
+    reranker, behind small per-request limits: 16 inputs of 128 tokens, 3 documents a rerank."""
+    server = ModelServer(tmp_path_factory.mktemp("limited"), ["base", resolve_model_path("base")[0]], env={
         "UNIRANK_SERVING__MAX_INPUT_TOKENS": "128", "UNIRANK_SERVING__MAX_INPUTS": "16",
         "UNIRANK_SERVING__MAX_RERANK_DOCUMENTS": "3"})
     try:
@@ -745,6 +747,52 @@ def test_a_rerank_of_more_passages_than_the_server_takes_is_split_into_requests(
     passages = [h.chunk.embedding_input() for h in results.hits]
     np.testing.assert_allclose([h.scores["rerank"] for h in results.hits], local.score(QUERIES[0], passages),
                                atol=1e-5)
+
+
+def test_registration_without_a_model_id_records_the_limits_of_the_server_default(limited_server, tmp_path,
+                                                                                  base_embedder):
+    """Two embedders and no reranker served: registration without --remote-model recorded neither the window
+    nor the request limits, so ingestion got 413s ("at most 16 per request") and every rerank degraded."""
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    settings.remote.rerank_timeout_s = 60  # a busy 2-core machine; the deadline is tested elsewhere
+    embedder = _record(settings, _register(settings, "edge", "embedder", limited_server.url, api="openai"))
+    assert (embedder["remote_model"], embedder["max_seq_length"], embedder["max_inputs"]) == (None, 128, 16)
+    remote_embedder = load_embedder(_with(settings, embedder__model="edge@1"))
+    try:  # 16 + 4 texts (unlisted limits allowed 32 in one request: a 413)
+        texts = [f"text {i} on wombat burrows" for i in range(20)]
+        np.testing.assert_allclose(remote_embedder.embed_documents(texts), base_embedder.embed_documents(texts),
+                                   atol=1e-5)
+    finally:
+        remote_embedder.close()
+    ref = _register(settings, "edge-rerank", "reranker", limited_server.url, api="tei")
+    assert _record(settings, ref)["max_rerank_documents"] == 3
+    passages = [f"Passage {i}: the {name} backups run nightly." for i, name in enumerate("abcdefg")]
+    reranker = load_reranker(_with(settings, reranker__model=ref))
+    try:  # 3 + 3 + 1 passages: the server took them all
+        np.testing.assert_allclose(reranker.score(QUERIES[0], passages),
+                                   load_reranker(settings, base_embedder).score(QUERIES[0], passages), atol=1e-5)
+    finally:
+        reranker.close()
+
+
+def test_registration_against_a_listing_without_a_default_records_its_smallest_limits(tmp_path):
+    """A server listing two models without roles (not a unirank server) has no default to tell: none of
+    their limits was recorded; the smallest of each is, so no request exceeds whichever model answers."""
+    from serving_helpers import JsonHandler, http_endpoint
+
+    class TwoModels(JsonHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.answer(200, {"data": [{"id": "wide", "max_seq_length": 512, "max_inputs": 4},
+                                       {"id": "narrow", "max_seq_length": 64, "max_inputs": 8}]})
+
+        def do_POST(self) -> None:  # noqa: N802
+            texts = self.json_body()["input"]
+            self.answer(200, {"data": [{"index": i, "embedding": [1.0, 0.0, 0.0]} for i in range(len(texts))]})
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    with http_endpoint(TwoModels) as url:
+        record = describe_endpoint(Endpoint(url=url, api="openai", role="embedder"), settings.remote)
+    assert (record["remote_model"], record["max_seq_length"], record["max_inputs"]) == (None, 64, 4)
 
 
 def test_an_endpoint_given_as_a_route_names_the_root_to_register(limited_server, tmp_path):

@@ -591,11 +591,12 @@ def probe_endpoint(endpoint: Endpoint, settings: RemoteSettings) -> dict[str, An
     entry = _pick_entry(listing, endpoint)
     if entry is not None and endpoint.remote_model is None and entry.get("id"):
         endpoint = Endpoint(**{**endpoint.__dict__, "remote_model": str(entry["id"])})
+    limits = entry or _limits_requests_meet(listing, endpoint)
     info: dict[str, Any] = {"remote_model": endpoint.remote_model,
-                            "max_seq_length": int((entry or {}).get("max_seq_length") or DEFAULT_MAX_SEQ_LENGTH)}
+                            "max_seq_length": int(limits.get("max_seq_length") or DEFAULT_MAX_SEQ_LENGTH)}
     for key in ("max_inputs", "max_rerank_documents"):  # the server's limits per request, where it says
-        if (entry or {}).get(key):
-            info[key] = int(entry[key])
+        if limits.get(key):
+            info[key] = int(limits[key])
     if endpoint.role == "embedder":
         model = RemoteEmbedder(endpoint, settings, name="probe", version="0", dims=None,
                                max_seq_length=info["max_seq_length"], tokenizer_path="")
@@ -644,6 +645,32 @@ def _pick_entry(listing: list[dict[str, Any]], endpoint: Endpoint) -> dict[str, 
         return of_role[0]
     # A server with one bi-encoder reranks with it too (by cosine), as ``reranker.model = base`` does.
     return listing[0] if not of_role and len(listing) == 1 else None
+
+
+def _limits_requests_meet(listing: list[dict[str, Any]], endpoint: Endpoint) -> dict[str, Any]:
+    """The window and request limits of the listed model that requests naming no model reach, where
+    :func:`_pick_entry` found none to record: the server's default, else the smallest of each listed,
+    so that no request exceeds the limits of whichever model answers it."""
+    default = None if endpoint.remote_model is not None else _served_by_default(listing, endpoint.role)
+    if default is not None:
+        return default
+    smallest: dict[str, Any] = {}
+    for key in ("max_seq_length", "max_inputs", "max_rerank_documents"):
+        values = [int(d[key]) for d in listing if d.get(key)]
+        if values:
+            smallest[key] = min(values)
+    return smallest
+
+
+def _served_by_default(listing: list[dict[str, Any]], role: str) -> dict[str, Any] | None:
+    """The listed model a unirank server answers a request naming none with (``ModelCatalog.find``): the
+    first of the role, else the first that can do the work (any model reranks; one listed with dims
+    embeds). None for a listing that is not a unirank server's (a model without a role), whose default
+    cannot be told."""
+    if not listing or any(d.get("role") is None for d in listing):
+        return None
+    able = [d for d in listing if role == "reranker" or d.get("dims") is not None]
+    return next(iter([d for d in listing if d["role"] == role] or able), None)
 
 
 def _names_of(entry: dict[str, Any]) -> set[str]:
