@@ -1182,3 +1182,31 @@ def test_a_keys_file_is_checked_at_start_and_a_bad_edit_keeps_the_last_good_toke
     store.check("Bearer new-token")
     with pytest.raises(AuthenticationError, match="expired"):
         store.check("Bearer old-token")
+
+
+def test_a_keys_file_deleted_while_serving_is_logged_once_and_the_tokens_read_before_stay(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The README says such an edit is logged: a deleted keys file was not, on any request."""
+    import logging
+
+    from unirank.serving.auth import TokenStore
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("tok-a\n")
+    store = TokenStore([], keys)
+
+    def missing_logged() -> int:
+        return sum("is missing" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+    with caplog.at_level(logging.ERROR, logger="unirank.serving.auth"):
+        keys.unlink()
+        for _ in range(3):
+            store.check("Bearer tok-a")
+        assert missing_logged() == 1
+        assert str(keys) in caplog.text and "Keeping the tokens read before" in caplog.text
+        keys.write_text("tok-b\n")  # back: read, and a later disappearance is logged again
+        os.utime(keys, (time.time() + 5, time.time() + 5))  # the size is the same: the time tells it changed
+        store.check("Bearer tok-b")
+        keys.unlink()
+        store.check("Bearer tok-b")
+        assert missing_logged() == 2

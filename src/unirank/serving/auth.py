@@ -26,6 +26,7 @@ class TokenStore:
         self._file = keys_file
         self._file_state: tuple[float, int] | None = None
         self._file_keys: dict[str, datetime | None] = {}
+        self._missing_logged = False
         if keys_file is not None:  # at start there is no last good set to fall back on: it must read
             if not Path(keys_file).is_file():
                 raise ConfigurationError(f"serving.api_keys_file {keys_file} does not exist: create it (one "
@@ -60,7 +61,9 @@ class TokenStore:
         try:
             stat = os.stat(self._file)
         except FileNotFoundError:
-            return self._file_keys  # mid-rotation rename: keep the last good set
+            self._log_missing_once()
+            return self._file_keys  # deleted, or mid-rotation: keep the last good set
+        self._missing_logged = False
         state = (stat.st_mtime, stat.st_size)
         if state != self._file_state:
             self._file_state = state
@@ -73,6 +76,13 @@ class TokenStore:
                 # The message is whole sentences ("…to serve without keys."): this one follows it.
                 log.error("%s Keeping the tokens read before until the file is fixed.", _sentence(str(exc)))
         return self._file_keys
+
+    def _log_missing_once(self) -> None:
+        """Every request looks at the file: once a disappearance, not once a request."""
+        if not self._missing_logged:
+            self._missing_logged = True
+            log.error("serving.api_keys_file %s is missing: put it back (one `TOKEN [EXPIRES]` a line). Keeping the "
+                      "tokens read before until it is back.", self._file)
 
 
 def _sentence(text: str) -> str:
