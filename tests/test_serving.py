@@ -1210,3 +1210,24 @@ def test_a_keys_file_deleted_while_serving_is_logged_once_and_the_tokens_read_be
         keys.unlink()
         store.check("Bearer tok-b")
         assert missing_logged() == 2
+
+
+def test_a_keys_file_line_of_three_fields_or_a_token_listed_twice_is_refused(tmp_path: Path) -> None:
+    """`tok-a EXPIRES tok-c` dropped tok-c unread (401 for it), and a token on two lines took the later one:
+    an expiry written on a new line, the old line left in, was silently dropped."""
+    from unirank.errors import AuthenticationError, ConfigurationError
+    from unirank.serving.auth import TokenStore, parse_keys_file
+
+    with pytest.raises(ConfigurationError, match=r"line 1: 3 fields, where a line is `TOKEN \[EXPIRES\]`"):
+        parse_keys_file("tok-a 2020-01-01T00:00:00+00:00 tok-c\n")
+    with pytest.raises(ConfigurationError, match="lines 1 and 3: the same token twice"):
+        parse_keys_file("old-token 2000-01-01T00:00:00+00:00\nnew-token\nold-token  # still here\n")
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("old-token\n")
+    store = TokenStore([], keys)
+    keys.write_text("old-token 2000-01-01T00:00:00+00:00\nnew-token\nold-token\n")  # refused like other bad edits
+    os.utime(keys, (time.time() + 5, time.time() + 5))
+    store.check("Bearer old-token")  # the last good set stays
+    with pytest.raises(AuthenticationError):
+        store.check("Bearer new-token")

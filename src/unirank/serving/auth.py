@@ -95,26 +95,33 @@ _COMMENT = re.compile(r"(?:^|\s)#.*")
 
 
 def parse_keys_file(text: str) -> dict[str, datetime | None]:
-    """The file's tokens and their expiry times; a file without one is refused (it would lock every client out)."""
+    """The file's tokens and their expiry times; a file without one is refused (it would lock every client out),
+    as is a line that cannot be read one way only: more than two fields, or a token listed before."""
     keys: dict[str, datetime | None] = {}
+    line_of: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
         line = _COMMENT.sub("", line).strip()
         if not line:
             continue
         token, *rest = line.split()
-        expires = None
-        if rest:
-            try:
-                expires = datetime.fromisoformat(rest[0])
-            except ValueError:
-                raise ConfigurationError(
-                    f"api_keys_file line {number}: {rest[0]!r} is not an ISO 8601 time "
-                    "(e.g. 2026-12-01T00:00:00+00:00)."
-                ) from None
-            if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=timezone.utc)
-        keys[token] = expires
+        if len(rest) > 1:  # a third field (a token written after the expiry) would be dropped unread
+            raise ConfigurationError(f"api_keys_file line {number}: {len(rest) + 1} fields, where a line is "
+                                     "`TOKEN [EXPIRES]`: put each token on a line of its own.")
+        if token in line_of:  # the later line would win: an expiry added above the old line is lost
+            raise ConfigurationError(f"api_keys_file lines {line_of[token]} and {number}: the same token twice; "
+                                     "keep one line for it (with its expiry, if it has one).")
+        line_of[token] = number
+        keys[token] = _expiry(rest[0], number) if rest else None
     if not keys:
         raise ConfigurationError("api_keys_file holds no tokens, so every request would be refused: add one "
                                  "`TOKEN [EXPIRES]` a line, or unset serving.api_keys_file to serve without keys.")
     return keys
+
+
+def _expiry(text: str, number: int) -> datetime:
+    try:
+        expires = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(f"api_keys_file line {number}: {text!r} is not an ISO 8601 time "
+                                 "(e.g. 2026-12-01T00:00:00+00:00).") from None
+    return expires if expires.tzinfo is not None else expires.replace(tzinfo=timezone.utc)
