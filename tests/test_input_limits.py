@@ -42,3 +42,29 @@ def test_a_long_text_of_many_words_is_refused_without_tokenizing_it(tokenizer):
         enforce_token_limit(tokenizer, [words + "x" * 2000], 256, truncate=False)
     texts, tokens = enforce_token_limit(tokenizer, [prose], 256, truncate=True)
     assert tokens == 256 and prose.startswith(texts[0]) and len(texts[0]) < 2000
+
+
+def test_a_text_of_invisible_characters_only_is_an_empty_input(tmp_path):
+    """A zero-width space or a NUL is dropped by the tokenizer: such an input was embedded (200, the vector of
+    an empty string) where "  " gets the documented 400 empty_input; a rerank query likewise."""
+    from fastapi.testclient import TestClient
+
+    from unirank.serving.app import create_app, is_blank
+    from unirank.settings import Settings
+
+    assert not is_blank("a\u200b") and not is_blank("\u00e9")
+    refused = []
+    with TestClient(create_app(Settings(_env_file=None, data_dir=tmp_path / "data"), ["base"])) as http:
+        deadline = time.monotonic() + 60
+        while http.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the base model did not load"
+            time.sleep(0.2)
+        for invisible in ("\u200b", "\u0000", " \u200b\ufeff\u200d\t", "\u0007\u2060"):
+            refused += [http.post("/v1/embeddings", json={"input": ["ok", invisible]}),
+                        http.post("/embed", json={"inputs": invisible}),
+                        http.post("/rerank", json={"query": invisible, "texts": ["t"]}),
+                        http.post("/v1/rerank", json={"query": "q", "documents": ["t", invisible]})]
+        assert http.post("/v1/embeddings", json={"input": ["ok", "\u200bok"]}).status_code == 200
+    assert [r.status_code for r in refused] == [400] * 16, [r.text for r in refused]
+    assert refused[0].json()["error"]["code"] == "empty_input" and refused[1].json()["error_type"] == "empty_input"
+    assert refused[3].json()["error"]["message"].startswith("documents[1] is empty")

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import threading
+import unicodedata
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -283,6 +284,12 @@ def json_response(payload: BaseModel | list[Any]) -> Response:
     return Response(body, media_type="application/json")
 
 
+def is_blank(text: str) -> bool:
+    """Whitespace, format and control characters only ("\\u200b", "\\x00"): the tokenizer drops them all,
+    so the model would embed or rank an empty string."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in text)
+
+
 def _install_routes(app: FastAPI, state: ServerState) -> None:
     bearer = HTTPBearer(auto_error=False, description="Required when the server has API keys.")
 
@@ -305,7 +312,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             raise ServingRequestError(f"{len(texts)} inputs sent; at most {limits.max_inputs} per request. "
                                       "Split the request.", status_code=413, code="too_many_inputs")
         for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str) or is_blank(text):
                 raise ServingRequestError(f"{field}[{i}] is empty; every {what} needs some text.",
                                           code="empty_input")
 
@@ -330,7 +337,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
 
     async def rerank(request: Request, model: ServedModel, query: str, texts: list[str], field: str,
                      truncate: bool, raw: bool) -> tuple[list[float], int]:
-        if not query.strip():
+        if is_blank(query):
             raise ServingRequestError("query is empty: send the text to rank the documents against.",
                                       code="empty_input")
         checked_texts(texts, "document", field)
