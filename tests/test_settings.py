@@ -413,3 +413,48 @@ def test_a_legacy_encoding_that_reads_no_text_is_a_configuration_error(config, m
         Settings.load()
     monkeypatch.setenv("UNIRANK_INGEST__LEGACY_ENCODING", "cp1250")
     assert Settings.load().ingest.legacy_encoding == "cp1250"
+
+
+def test_weights_and_score_thresholds_are_finite(config, monkeypatch):
+    """UNIRANK_SEARCH__KNN_WEIGHT=inf made every hybrid score Infinity (no ranking; `--json` printed `Infinity`),
+    and nan was refused as "greater than or equal to 0 (got nan)"."""
+    for key, value in (("KNN_WEIGHT", "inf"), ("BM25_WEIGHT", "inf"), ("KNN_WEIGHT", "nan")):
+        monkeypatch.setenv(f"UNIRANK_SEARCH__{key}", value)
+        with pytest.raises(unirank.ConfigurationError, match=rf"search\.{key.lower()}: Input should be a finite number"):
+            Settings.load()
+        monkeypatch.delenv(f"UNIRANK_SEARCH__{key}")
+    for section, key, value in (("search", "knn_weight", "inf"), ("reranker", "blend_weight", "nan"),
+                                ("chat", "min_score", "-inf"), ("chat", "min_score_cosine", "nan"),
+                                ("chat", "min_score_cross_encoder", "nan")):
+        config.write_text(f"[{section}]\n{key} = {value}\n")
+        with pytest.raises(unirank.ConfigurationError, match=rf"{section}\.{key}: Input should be a finite number"):
+            Settings.load()
+
+
+def test_every_path_variable_expands_the_home_folder(config, monkeypatch):
+    """The README says `~` is the home folder in the file and in variables: only UNIRANK_DATA_DIR expanded it,
+    so UNIRANK_CHAT__DB_PATH=~/chat.sqlite made a folder named `~` under the current one."""
+    monkeypatch.setenv("UNIRANK_CHAT__DB_PATH", "~/chats/chat.sqlite")
+    monkeypatch.setenv("UNIRANK_SERVING__API_KEYS_FILE", "~/keys")
+    settings = Settings.load()
+    assert settings.chat.db_path == settings.chat_db_path == Path.home() / "chats" / "chat.sqlite"
+    assert settings.serving.api_keys_file == Path.home() / "keys"
+
+
+def test_a_data_dir_that_is_a_file_is_refused(config, monkeypatch, tmp_path):
+    """A data_dir naming a file ended `ingest` and `search` in a NotADirectoryError traceback, and made `index
+    list` say "No indexes yet."."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    monkeypatch.setenv("UNIRANK_DATA_DIR", str(a_file))
+    with pytest.raises(unirank.ConfigurationError, match=rf"data_dir {re.escape(str(a_file))} is a file: name a folder"):
+        Settings.load()
+    monkeypatch.setenv("UNIRANK_DATA_DIR", str(tmp_path / "not-yet"))  # a folder made when first needed is fine
+    assert Settings.load().data_dir == tmp_path / "not-yet"
+
+
+def test_an_empty_chat_index_is_refused(config, monkeypatch):
+    """UNIRANK_CHAT__INDEX= was taken, and the error a question then got said to set chat.index."""
+    monkeypatch.setenv("UNIRANK_CHAT__INDEX", " ")
+    with pytest.raises(unirank.ConfigurationError, match=r"chat\.index is empty: name an index"):
+        Settings.load()

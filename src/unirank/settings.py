@@ -97,7 +97,7 @@ class RerankerSettings(_Section):
     openvino_fixed_shape: bool = True
     #: How much the reranker's score counts against the hybrid rank (0: hybrid order, 1: reranker
     #: alone). Unset: the weight training chose on validation queries people wrote (0 without any).
-    blend_weight: float | None = Field(None, ge=0.0, le=1.0)
+    blend_weight: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
 
     @field_validator("model")
     @classmethod
@@ -175,8 +175,9 @@ class SearchSettings(_Section):
     #: are picked on the judged queries themselves. Pseudo-queries, which BM25 already ranks well,
     #: would pick BM25-heavy weights, so a corpus-only run has no fair way to tune them.
     rrf_k: int = Field(60, ge=1)
-    bm25_weight: float = Field(1.0, ge=0)
-    knn_weight: float = Field(1.0, ge=0)
+    #: Finite: an inf weight made every hybrid score Infinity (no ranking, and `--json` printed `Infinity`).
+    bm25_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
+    knn_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     #: Candidates each retriever contributes to fusion.
     candidates: int = Field(100, ge=1, le=1000)
     #: HNSW search breadth; higher is more exact and slower.
@@ -307,6 +308,11 @@ class ServingSettings(_Section):
     def _keys_file_named(cls, value: object) -> object:
         return _path_named(value, "serving.api_keys_file")
 
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_file_expanded(cls, value: Path | None) -> Path | None:
+        return _path_expanded(value)
+
 
 class RemoteSettings(_Section):
     """How ingestion and search call a model registered with ``--endpoint``."""
@@ -345,14 +351,14 @@ class ChatSettings(_Section):
     rerank_candidates: int = Field(10, ge=1, le=MAX_RERANK_TOP_K)
     #: Below this relevance the documents are said not to cover the question. Unset: the
     #: threshold for the reranker's kind below (a cosine and a probability are not on one scale).
-    min_score: float | None = None
+    min_score: float | None = Field(None, allow_inf_nan=False)
     #: For the base bi-encoder (cosine of question and passage), from bench/chat_answers.py: sample
     #: handbook questions score 0.30-0.82 (one outlier 0.08), off-topic ones at most 0.20; CISI's
     #: queries at least 0.39, off-topic ones up to 0.36 (a larger corpus has closer near-misses).
-    min_score_cosine: float = 0.30
+    min_score_cosine: float = Field(0.30, allow_inf_nan=False)
     #: For a cross-encoder: its score is a probability (sentence-transformers puts a sigmoid on
     #: the one-logit head; TEI and Cohere rerank endpoints answer in [0, 1] too); 0.5 is even odds.
-    min_score_cross_encoder: float = Field(0.5, ge=0, le=1)
+    min_score_cross_encoder: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
     #: Sentences the extractive answerer quotes at most.
     max_sentences: int = Field(3, ge=1, le=20)
     #: Index used when a request or command names none.
@@ -364,6 +370,19 @@ class ChatSettings(_Section):
     @classmethod
     def _db_path_named(cls, value: object) -> object:
         return _path_named(value, "chat.db_path")
+
+    @field_validator("db_path")
+    @classmethod
+    def _db_path_expanded(cls, value: Path | None) -> Path | None:
+        return _path_expanded(value)
+
+    @field_validator("index")
+    @classmethod
+    def _index_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("chat.index is empty: name an index, or remove the setting to answer from the only "
+                             "index (or the one a request or command names)")
+        return value
 
 
 class ApiSettings(_Section):
@@ -408,9 +427,13 @@ class Settings(BaseSettings):
 
     @field_validator("data_dir")
     @classmethod
-    def _data_dir_expanded(cls, value: Path) -> Path:
-        """``UNIRANK_DATA_DIR=~/data`` is the home folder's data, as in unirank.toml, not a folder named ``~``."""
-        return value.expanduser()
+    def _data_dir_a_folder(cls, value: Path) -> Path:
+        """A data_dir that is a file ended `ingest` and `search` in a NotADirectoryError traceback, and made
+        `index list` say there were no indexes."""
+        value = _path_expanded(value)
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"data_dir {value} is a file: name a folder")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -517,6 +540,12 @@ def _path_named(value: object, setting: str) -> object:
         raise ValueError(f"{setting} is empty: name a path (`.` for the current directory), or remove the "
                          "setting for its default")
     return value
+
+
+def _path_expanded(value: Path | None) -> Path | None:
+    """``~`` is the home folder in every path setting, from a variable (``UNIRANK_DATA_DIR=~/data``) as from
+    unirank.toml, not a folder named ``~``."""
+    return value.expanduser() if value is not None else None
 
 
 #: Device strings taken without importing torch (which takes a second and a half); torch.device is asked
