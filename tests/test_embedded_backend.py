@@ -651,3 +651,16 @@ def test_knn_during_another_process_s_ingest_returns_what_is_committed(tmp_path)
     writer.flush("docs")
     assert [h.chunk.text for h in reader.knn("docs", unit(1, -1), 1)] == ["gamma, edited"]
     writer.close(), reader.close()
+
+
+def test_a_root_under_a_file_has_no_indexes(tmp_path):
+    """A data_dir naming a file: searching it ended in a NotADirectoryError traceback."""
+    from unirank.errors import IndexNotFoundError
+
+    (tmp_path / "notes.txt").write_text("not a folder")
+    backend = EmbeddedBackend(tmp_path / "notes.txt" / "indexes")
+    try:
+        with pytest.raises(IndexNotFoundError, match="'docs' does not exist"):
+            backend.info("docs")
+    finally:
+        backend.close()

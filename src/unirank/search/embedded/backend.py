@@ -387,7 +387,7 @@ class EmbeddedBackend:
         folder = self._index_dir(index)
         try:
             return folder / (folder / "CURRENT").read_text().strip()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file where a folder above it should be
             raise IndexNotFoundError(index, self._names()) from None
 
     def _names(self) -> list[str]:
