@@ -386,3 +386,12 @@ def test_a_damaged_index_is_listed_as_damaged_and_can_be_deleted(run, tmp_path):
     assert [i["name"] for i in json.loads(run("index", "list", "--json").stdout)] == ["good"]
     missing = run("index", "delete", "broken", "--yes", ok=False)
     assert missing.returncode == 2 and "'broken' does not exist" in missing.stderr
+
+
+def test_a_data_dir_that_is_a_file_is_an_error_not_an_empty_list(run, tmp_path):
+    """`index list` said "No indexes yet." (exit 0) for a data_dir naming a file; ingest and search ended in a
+    NotADirectoryError traceback."""
+    (tmp_path / "notes.txt").write_text("not a folder")
+    proc = run("index", "list", ok=False, extra_env={"UNIRANK_DATA_DIR": str(tmp_path / "notes.txt")})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"data_dir {tmp_path / 'notes.txt'} is a file: name a folder" in " ".join(proc.stderr.split())
