@@ -769,10 +769,12 @@ def test_a_malformed_label_file_is_refused_before_any_work(client, minibeir, tmp
     ("clicks", '{"query": "keys", "shown": ["d1", "d2"]}\n', r"empty\.jsonl has 1 result page\(s\) and no click"),
     ("qrels", "", r"--qrels .*empty\.jsonl holds no judgement"),
     ("qrels", "q1\td1\t0\nq2\td2\t0\n", r"empty\.jsonl judges no document relevant"),
+    ("qrels", "nope\td1\t1\n", r"None of the query ids of --qrels .* is in the query file .*queries\.jsonl; e\.g\. 'nope'"),
+    ("qrels", "q1\tdoc:d1\t1\n", r"judges relevant no document of .*corpus\.jsonl \(e\.g\. 'doc:d1'\): its corpus-ids"),
 ])
 def test_a_label_file_that_gives_no_pair_is_refused_before_any_work(client, minibeir, tmp_path, kind, text, message):
-    """An empty click log or qrels, qrels of only 0 grades and a log without a click were refused after the
-    model's load and the indexing, the qrels as naming "no document that is in the index", with a run folder."""
+    """An empty click log or qrels, qrels of only 0 grades or of no query or document there is, and a log
+    without a click were refused after the model's load and the indexing, with a run folder."""
     from unirank.errors import TrainingError
 
     empty = tmp_path / "empty.jsonl"

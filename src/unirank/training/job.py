@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from unirank.errors import EvaluationDataError, TrainingError, TrainingRunningError
-from unirank.evaluation.datasets import load_beir, load_qrels, load_queries
+from unirank.evaluation.datasets import corpus_ids, load_beir, load_qrels, load_queries
 from unirank.models.embedder import Embedder, loaded, makes_vectors_of
 from unirank.models.loading import is_cross_encoder, require_hub_model, resolve_model_path
 from unirank.registry import ModelRegistry, ModelVersion
@@ -232,7 +232,32 @@ class TrainJob:
         self._check_label_files()
         if self.request.index:
             self.backend.info(self.request.index)  # a missing index raises, naming the ones there are
+        self._check_qrels_match_the_data()
         return base_path
+
+    def _check_qrels_match_the_data(self) -> None:
+        """Qrels whose query ids are none of the query file's, or whose relevant documents are none of the
+        corpus's, train on nothing: that was said only after the corpus was indexed (minutes, for a --beir
+        corpus), and it left a run folder behind."""
+        req = self.request
+        if not req.qrels:
+            return
+        qrels = load_qrels(req.qrels)
+        queries = load_queries(req.queries) if req.queries else load_beir(req.beir).queries  # type: ignore[arg-type]
+        if not any(qid in queries for qid in qrels):
+            raise TrainingError(f"None of the query ids of --qrels {req.qrels} is in the query file "
+                                f"({req.queries or Path(req.beir) / 'queries.jsonl'}; e.g. {min(qrels)!r}): wrong "
+                                "--queries?")
+        relevant = {doc for judged in qrels.values() for doc, grade in judged.items() if grade > 0}
+        if req.index:
+            present, where = self.backend.documents_present(req.index, relevant), f"index {req.index!r}"
+        else:
+            corpus = Path(req.beir) / "corpus.jsonl"  # type: ignore[arg-type]
+            present, where = relevant & corpus_ids(corpus), str(corpus)
+        if not present:
+            raise TrainingError(f"--qrels {req.qrels} judges relevant no document of {where} (e.g. "
+                                f"{min(relevant)!r}): its corpus-ids must be the documents' ids, as `unirank "
+                                "search --json` shows them (doc_id).")
 
     def _check_label_files(self) -> None:
         """Parse the label files now, as they are read after the corpus is indexed (their ids and texts
