@@ -221,3 +221,21 @@ def test_reembedding_streams_each_source_whole(indexed, monkeypatch):
             ordinals = [c.ordinal for c in s.chunks if c.doc_id == doc]
             assert ordinals == list(range(len(ordinals)))
         assert s.vectors.shape == (len(s.chunks), 384)
+
+
+def test_a_bm25_search_reranked_by_a_cross_encoder_loads_no_embedder(indexed, tmp_path):
+    """The reranker was loaded with the embedder in hand, so a BM25 search reranked by a cross-encoder, which
+    never uses it, paid 5-10 s to load it."""
+    from unirank.api import Unirank
+    from unirank.models.loading import resolve_model_path
+    from unirank.training.reranker_trainer import build_cross_encoder
+
+    cross = tmp_path / "cross"
+    build_cross_encoder(resolve_model_path("base")[0], 64).save_pretrained(str(cross))
+    settings = indexed.settings.model_copy(deep=True)
+    settings.reranker.model = str(cross)
+    with Unirank(settings) as bm25_reranked:
+        results = bm25_reranked.search("how often are databases snapshotted", "docs", mode="bm25", rerank=True)
+        assert results.reranked and not results.degraded
+        assert "embedder" not in bm25_reranked.__dict__  # never loaded
+

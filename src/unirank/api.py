@@ -80,7 +80,7 @@ class Unirank:
     def reranker(self) -> Reranker | None:
         if self.settings.reranker.model.lower() == "none":
             return None
-        return load_reranker(self.settings, self.embedder)
+        return load_reranker(self.settings, lambda: self.embedder)  # loaded only for a bi-encoder reranker
 
     @cached_property
     def searcher(self) -> Searcher:

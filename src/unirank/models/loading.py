@@ -6,7 +6,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from unirank.errors import ModelLoadError, ModelNotFoundError
 from unirank.registry.lineage import same_vector_refs
@@ -442,14 +442,17 @@ def _same_vectors(model: str, registered: ModelVersion | None, registry_root: Pa
     return same_vector_refs(versions, ref, bundled_base_ref=BASE_SIGNATURE_REF)
 
 
-def load_reranker(settings: Settings, embedder: Embedder | None = None) -> Reranker:
+def load_reranker(settings: Settings, embedder: Embedder | Callable[[], Embedder] | None = None) -> Reranker:
+    """The configured reranker. ``embedder`` (or a function that gives it, called only when the reranker is a
+    bi-encoder: a cross-encoder never needs the embedder, which takes seconds to load) is used as the reranker
+    when it is that same model."""
     reranker = _load_reranker(settings, embedder)
     if settings.reranker.blend_weight is not None:
         reranker.blend_weight = settings.reranker.blend_weight
     return reranker
 
 
-def _load_reranker(settings: Settings, embedder: Embedder | None) -> Reranker:
+def _load_reranker(settings: Settings, embedder: Embedder | Callable[[], Embedder] | None) -> Reranker:
     registered = registry_version(settings.reranker.model, settings.models_dir)
     if _is_remote(registered):
         return _remote_reranker(registered, settings)  # type: ignore[arg-type]
@@ -466,6 +469,8 @@ def _load_reranker(settings: Settings, embedder: Embedder | None) -> Reranker:
             openvino_fixed_shape=settings.reranker.openvino_fixed_shape,
             **backend,
         )
+    if callable(embedder):
+        embedder = embedder()
     same_as_embedder = embedder is not None and getattr(embedder, "path", None) == path
     bi = embedder if same_as_embedder else SentenceTransformerEmbedder(
         path, name=name, version=version, device=settings.embedder.device,
