@@ -239,3 +239,12 @@ def test_a_bm25_search_reranked_by_a_cross_encoder_loads_no_embedder(indexed, tm
         assert results.reranked and not results.degraded
         assert "embedder" not in bm25_reranked.__dict__  # never loaded
 
+
+def test_a_rerank_limit_below_fifty_names_the_setting_that_raises_it(indexed):
+    """"at most 3 can be reranked. Ask for top_k <= 3" did not say that 3 is reranker.top_k, which can be 50."""
+    indexed.settings.reranker.top_k = 3
+    indexed.__dict__.pop("searcher", None)  # made with the settings of its first use
+    with pytest.raises(RerankLimitError) as refused:
+        indexed.search("status page", "docs", top_k=4, rerank=True)
+    assert "at most 3 can be reranked (the reranker.top_k setting, which can be raised to 50)" in str(refused.value)
+    assert "set reranker.top_k to 4" in str(refused.value)

@@ -90,9 +90,16 @@ class RerankLimitError(InvalidQueryError):
     so one ``except InvalidQueryError`` catches every search refused for its arguments."""
 
     def __init__(self, requested: int, limit: int) -> None:
+        from unirank.settings import MAX_RERANK_TOP_K  # settings imports this module
+
+        # A limit below the most a cross-encoder may rescore is the reranker.top_k setting, which can be raised.
+        setting = f" (the reranker.top_k setting, which can be raised to {MAX_RERANK_TOP_K})" \
+            if limit < MAX_RERANK_TOP_K else ""
+        raise_it = f", set reranker.top_k to {min(requested, MAX_RERANK_TOP_K)}" if limit < MAX_RERANK_TOP_K else ""
         super().__init__(
-            f"Reranking {requested} candidates was requested, but at most {limit} can be reranked. "
-            f"Ask for top_k <= {limit}, or search without reranking (--no-rerank; \"rerank\": false over HTTP)."
+            f"Reranking {requested} candidates was requested, but at most {limit} can be reranked{setting}. "
+            f"Ask for top_k <= {limit}{raise_it}, or search without reranking (--no-rerank; \"rerank\": false over "
+            "HTTP)."
         )
         self.requested = requested
         self.limit = limit
