@@ -407,7 +407,7 @@ def test_an_optimized_copy_has_only_the_figures_measured_on_it(settings, minibei
 
     from unirank.errors import PromotionRefusedError
     from unirank.evaluation.datasets import load_beir
-    from unirank.evaluation.runner import queries_digest
+    from unirank.evaluation.runner import qrels_digest, queries_digest
     from unirank.models.loading import resolve_model_path
     from unirank.models.onnx_export import OnnxExport
     from unirank.models.optimize import QualityCheck
@@ -417,7 +417,8 @@ def test_an_optimized_copy_has_only_the_figures_measured_on_it(settings, minibei
         return OnnxExport(folder=Path(dest), fp32_file="onnx/model.onnx")
 
     monkeypatch.setattr(optimize_module, "export_onnx", copied)
-    eval_set, digest = f"beir:{beir_set_name(minibeir)}", queries_digest(load_beir(minibeir).judged().queries)
+    judged = load_beir(minibeir).judged()
+    eval_set, digest = f"beir:{beir_set_name(minibeir)}", queries_digest(judged.queries)
     registry = ModelRegistry(settings.models_dir)
     try:
         registry.register("fig-embed", "embedder", path=Path(resolve_model_path("base")[0]), record={"dims": 384})
@@ -434,7 +435,7 @@ def test_an_optimized_copy_has_only_the_figures_measured_on_it(settings, minibei
         checked = Optimizer(settings, registry, backend=object()).run("fig-embed@1", check_beir=minibeir).version
         assert list(checked.evaluations.values()) == [checked.metrics] and checked.metrics == {
             "ndcg@10": 0.6, "eval_set": eval_set, "eval_queries": digest, "system": "knn:fig-embed@3",
-            "measured_by": "models optimize --check-beir"}
+            "eval_qrels": qrels_digest(judged.qrels, judged.queries), "measured_by": "models optimize --check-beir"}
         with pytest.raises(PromotionRefusedError, match="another system"):  # kNN against hybrid
             registry.promote("fig-embed@3")
     finally:

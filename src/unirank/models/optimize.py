@@ -180,7 +180,7 @@ class Optimizer:
         under the system that measured it: kNN, or the base's hybrid results reranked. Not where the
         source was trained on some of the queries, as `unirank eval` would refuse them."""
         from unirank.evaluation.leakage import leaked_queries
-        from unirank.evaluation.runner import queries_digest
+        from unirank.evaluation.runner import qrels_digest, queries_digest
 
         if leaked_queries(data.queries, [version], self.registry):
             self.stage(f"not recording the check as a held-out figure of {version.ref}: it was trained on some "
@@ -189,7 +189,7 @@ class Optimizer:
         system = f"knn:{version.ref}" if version.role == "embedder" else f"hybrid+rerank:{BASE_ALIAS}+{version.ref}"
         return self.registry.record_evaluation(version.ref, {
             METRIC: check.optimized, "eval_set": check.eval_set, "eval_queries": queries_digest(data.queries),
-            "system": system, "measured_by": "models optimize --check-beir"})
+            "eval_qrels": qrels_digest(data.qrels, data.queries), "system": system, "measured_by": "models optimize --check-beir"})
 
     def _make_copy(self, source: ModelVersion, dest: Path, quantize: str | None, dtype: str | None,
                    max_seq_length: int | None, provider: str | None) -> OptimizedCopy:
