@@ -36,12 +36,16 @@ COVERED = "Who updates the status page during an incident?"
 class Script:
     """What the scripted endpoint answers: ``pieces``, one every ``delay_s``, then ``ending``: "stop" or
     "length" (that finish_reason, then ``[DONE]``), "truncated" (the body ends with neither), "dropped"
-    (the connection closes mid-body), "stalled" (nothing for 1 s, then "stop"), "error" (an error event).
+    (the connection closes mid-body), "stalled" (nothing for 1 s, then "stop"), "error" (an error event),
+    "not json" (an event that is not JSON, then "stop"). ``reply``, a (Content-Type, body) pair, is sent
+    instead of the stream, and ``plain`` instead of it to a request that is not streamed (a rewrite).
     ``client_left`` is set when its client hangs up mid-answer."""
 
     pieces: list[str] = field(default_factory=lambda: ["According to the documents, ", "it is so [1]"])
     delay_s: float = 0.0
     ending: str = "stop"
+    reply: tuple[str, str] | None = None
+    plain: tuple[str, str] | None = None
     sent: int = 0
     client_left: threading.Event = field(default_factory=threading.Event)
 
@@ -59,7 +63,11 @@ class ScriptedHandler(JsonHandler):
     script: Script
 
     def do_POST(self) -> None:
-        self.json_body()
+        streamed = self.json_body().get("stream")
+        whole = self.script.reply if streamed else self.script.plain or self.script.reply
+        if whole is not None:
+            self._send_whole(*whole)
+            return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -83,10 +91,20 @@ class ScriptedHandler(JsonHandler):
             return
         if script.ending in ("stop", "length"):
             self._send(_sse_chunk({}, script.ending) + b"data: [DONE]\n\n")
+        if script.ending == "not json":
+            self._send(b"data: {not json\n\n" + _sse_chunk({}, "stop") + b"data: [DONE]\n\n")
         if script.ending == "error":  # as OpenAI reports a failure once the stream has begun
             self._send(b'data: {"error": {"message": "The model is overloaded.", "type": "server_error"}}\n\n')
         self.wfile.write(b"0\r\n\r\n")  # the body ends cleanly, [DONE] or not
         self.wfile.flush()
+
+    def _send_whole(self, content_type: str, body: str) -> None:
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _send(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -238,6 +256,7 @@ def test_an_endpoint_that_is_down_or_refuses_the_key(make_service, monkeypatch):
     ("dropped", r"stopped mid-answer: the connection was closed after 40 characters of it had arrived"),
     ("stalled", r"stopped mid-answer \(40 characters of it had arrived\) and sent nothing more for 0\.5s"),
     ("error", r"reported an error mid-answer \(40 characters of it had arrived\): The model is overloaded\."),
+    ("not json", r"sent an event that is not JSON mid-answer \(40 characters of it had arrived: .*OpenAI-compatible"),
 ])
 def test_an_answer_the_endpoint_did_not_finish_is_an_error_not_an_answer(make_service, scripted_endpoint, scripted,
                                                                           ending, error):
@@ -260,6 +279,46 @@ def test_a_reply_that_is_not_a_chat_completion_is_an_answerer_error(make_service
     service = make_service(llm_base_url=scripted_endpoint[0])
     with pytest.raises(AnswererError, match="did not answer with a chat completion"):
         service.answerer.complete([{"role": "user", "content": "hello"}], temperature=0, max_tokens=8)
+
+
+def _completion(content: str | None, finish_reason: str = "stop") -> tuple[str, str]:
+    """A whole (not streamed) chat completion, as the scripted endpoint's ``reply`` or ``plain``."""
+    return "application/json", json.dumps({
+        "id": "cmpl-whole", "object": "chat.completion", "created": 0, "model": "scripted",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}]})
+
+
+def test_a_chat_answer_that_is_not_json_keeps_no_empty_conversation(make_service, scripted_endpoint, scripted,
+                                                                    monkeypatch):
+    """An event that is not JSON ended `unirank chat` with a JSONDecodeError traceback, leaving the
+    conversation made for the question empty in the web page's list."""
+    import io
+
+    from rich.console import Console
+
+    import unirank.cli.chat as chat_cli
+
+    monkeypatch.setattr(chat_cli, "console", Console(file=io.StringIO()))
+    scripted.ending = "not json"
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    assert chat_cli._Chat(service, "handbook", {})._answer(COVERED) is False
+    assert service.store.sessions() == []
+
+
+@pytest.mark.parametrize("plain", [("application/json", "{not json")], ids=["not json"])
+def test_a_rewrite_the_llm_botched_falls_back_to_the_offline_one(make_service, scripted_endpoint, scripted, plain):
+    """A rewrite reply that is not JSON was a JSONDecodeError traceback."""
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    session = service.store.create_session("handbook")
+    service.ask("How do I rotate an API key?", session_id=session.id)
+    scripted.plain = plain
+    follow_up = service.ask("How often should I do it?", session_id=session.id)
+    assert follow_up.query == service.rewriter.heuristic("How often should I do it?",
+                                                         service.store.history(session.id)[:2])
+    assert "rotate" in follow_up.query.lower()
+    if plain[1] == "{not json":
+        with pytest.raises(AnswererError, match="sent a reply that is not JSON .*OpenAI-compatible"):
+            service.answerer.complete([{"role": "user", "content": "hello"}], temperature=0, max_tokens=8)
 
 
 def test_app_server_streams_the_llm_answer_through(corpus, llm, tmp_path):

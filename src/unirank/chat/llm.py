@@ -93,8 +93,10 @@ class OpenAIAnswerer:
             cause = exc.__cause__
             if isinstance(cause, openai.APIStatusError) and not isinstance(cause, openai.AuthenticationError):
                 return
+            if isinstance(cause, ValueError):  # a body that is not a model list
+                return
             raise
-        except (openai.APIError, ValueError):
+        except openai.APIError:
             return
 
     @property
@@ -142,6 +144,10 @@ class OpenAIAnswerer:
         except openai.APIError as exc:  # an error event in the stream
             raise AnswererError(f"{_capital(self._where)} reported an error mid-answer ({_got(parts)}): "
                                 f"{_short(exc.message)}. Check the endpoint's logs.") from exc
+        except ValueError as exc:  # the client lets json.JSONDecodeError through as it is
+            raise AnswererError(f"{_capital(self._where)} sent an event that is not JSON mid-answer ({_got(parts)}: "
+                                f"{_short(str(exc)).rstrip('.')}): check that chat.llm_base_url names an "
+                                "OpenAI-compatible API (usually ending in /v1).") from exc
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -166,6 +172,9 @@ class OpenAIAnswerer:
                 f"Cannot reach {where}: {str(exc).rstrip('.')}. Is it running, and is chat.llm_base_url right "
                 "(it usually ends in /v1)?"
             ) from exc
+        except ValueError as exc:  # the client lets json.JSONDecodeError through as it is
+            raise AnswererError(f"{where} sent a reply that is not JSON ({_short(str(exc)).rstrip('.')}): check "
+                                "that chat.llm_base_url names an OpenAI-compatible API (usually ending in /v1).") from exc
 
 
 def cited(text: str, passages: Sequence[Passage]) -> list[Citation]:

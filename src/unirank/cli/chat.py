@@ -167,7 +167,7 @@ class _Chat:
             console.print("[yellow]This conversation was deleted elsewhere, so this question starts a new "
                           "one.[/yellow]")
         console.print("[bold green]unirank[/bold green] ", end="")
-        created = False
+        created = answered = False
         events = None
         try:
             if self.session is None:
@@ -182,6 +182,7 @@ class _Chat:
                     if self.last.query != self.last.question:
                         console.print(f"[dim]searched for: {escape(self.last.query)}[/dim]")
                     _print_sources(self.last.citations)
+            answered = True
             return True
         except KeyboardInterrupt:
             console.print("\n[yellow]Answer cancelled.[/yellow] [dim]Ask again, or Ctrl-D to leave.[/dim]")
@@ -199,8 +200,8 @@ class _Chat:
         finally:
             if events is not None:
                 events.close()  # a cancelled answer stops where it was
-        if created:
-            self._drop_if_empty()
+            if created and not answered:  # whatever ended it, an unexpected error included
+                self._drop_if_empty()
         return False
 
     def _exists(self, session_id: str) -> bool:
