@@ -223,15 +223,23 @@ def test_reembedding_streams_each_source_whole(indexed, monkeypatch):
         assert s.vectors.shape == (len(s.chunks), 384)
 
 
-def test_a_bm25_search_reranked_by_a_cross_encoder_loads_no_embedder(indexed, tmp_path):
-    """The reranker was loaded with the embedder in hand, so a BM25 search reranked by a cross-encoder, which
-    never uses it, paid 5-10 s to load it."""
-    from unirank.api import Unirank
+@pytest.fixture(scope="module")
+def cross_encoder(tmp_path_factory) -> Path:
+    """The base model as an untrained cross-encoder: cheap, and loaded as any cross-encoder is."""
     from unirank.models.loading import resolve_model_path
     from unirank.training.reranker_trainer import build_cross_encoder
 
-    cross = tmp_path / "cross"
+    cross = tmp_path_factory.mktemp("models") / "cross"
     build_cross_encoder(resolve_model_path("base")[0], 64).save_pretrained(str(cross))
+    return cross
+
+
+def test_a_bm25_search_reranked_by_a_cross_encoder_loads_no_embedder(indexed, cross_encoder):
+    """The reranker was loaded with the embedder in hand, so a BM25 search reranked by a cross-encoder, which
+    never uses it, paid 5-10 s to load it."""
+    from unirank.api import Unirank
+
+    cross = cross_encoder
     settings = indexed.settings.model_copy(deep=True)
     settings.reranker.model = str(cross)
     with Unirank(settings) as bm25_reranked:
@@ -248,3 +256,23 @@ def test_a_rerank_limit_below_fifty_names_the_setting_that_raises_it(indexed):
         indexed.search("status page", "docs", top_k=4, rerank=True)
     assert "at most 3 can be reranked (the reranker.top_k setting, which can be raised to 50)" in str(refused.value)
     assert "set reranker.top_k to 4" in str(refused.value)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="cuda is a device this torch can use")
+def test_a_device_torch_cannot_use_is_said_to_be_the_setting(indexed, cross_encoder):
+    """embedder.device = cuda on a CPU-only torch said "Torch not compiled with CUDA enabled. Give a local model
+    folder, `base` ..., or a hub id": advice about the model, not the setting at fault."""
+    from unirank.api import Unirank
+    from unirank.errors import ModelLoadError
+    from unirank.models.reranker import CrossEncoderReranker
+
+    settings = indexed.settings.model_copy(deep=True)
+    settings.embedder.device = "cuda"
+    with Unirank(settings) as on_cuda:
+        with pytest.raises(ModelLoadError, match=r"on device 'cuda': .*embedder\.device .* names a device this "
+                                                 r"machine's torch cannot use: set it to cpu \(UNIRANK_EMBEDDER__DEVICE"
+                                                 r"=cpu\)") as refused:
+            on_cuda.search("databases", "docs", mode="knn", rerank=False)
+        assert "Give a local model folder" not in str(refused.value)
+    with pytest.raises(ModelLoadError, match=r"cross-encoder .* on device 'cuda'.*set it to cpu"):
+        CrossEncoderReranker(str(cross_encoder), name="cross@1", device="cuda")

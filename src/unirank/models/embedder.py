@@ -58,6 +58,32 @@ def require_comparable_vectors(index: str, index_model: ModelSignature, embedder
         raise EmbedderMismatchError(index, str(index_model), str(mine))
 
 
+def device_unusable(device: str) -> str | None:
+    """Why this process's torch cannot put a tensor on ``device`` (``cuda`` on a CPU-only build: "Torch not
+    compiled with CUDA enabled"; ``cuda:3`` on a one-GPU machine), or None when it can."""
+    if device == "cpu":
+        return None
+    import torch
+
+    try:
+        torch.empty(0, device=device)
+    except Exception as exc:  # AssertionError, RuntimeError, NotImplementedError, as the backend has it
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def raise_if_device_unusable(role: str, path: str, device: str, exc: Exception) -> None:
+    """A model that failed to load on a device torch cannot use is said to be the device setting's fault: the
+    general advice (give a local model folder or a hub id) sent users after the model instead."""
+    why = device_unusable(device)
+    if why is not None:
+        raise ModelLoadError(
+            f"Cannot load {role} {path!r} on device {device!r}: {why.rstrip('.')}. embedder.device (where the "
+            "embedder and a local reranker run) names a device this machine's torch cannot use: set it to cpu "
+            "(UNIRANK_EMBEDDER__DEVICE=cpu), or install a torch built for that device."
+        ) from exc
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model loaded in this process."""
 
@@ -90,6 +116,7 @@ class SentenceTransformerEmbedder:
         except ModelLoadError:
             raise
         except Exception as exc:  # the library raises OSError, ValueError, HF errors...
+            raise_if_device_unusable("embedder", path, device, exc)
             raise ModelLoadError(
                 f"Cannot load embedder {path!r}: {str(exc).rstrip('.')}. Give a local model folder, `base` for the "
                 "bundled all-MiniLM-L6-v2, or a hub id on a machine that can reach the hub."

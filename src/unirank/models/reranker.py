@@ -11,7 +11,7 @@ import numpy as np
 
 from unirank.errors import ModelLoadError
 from unirank.models.backends import backend_kwargs
-from unirank.models.embedder import Embedder
+from unirank.models.embedder import Embedder, raise_if_device_unusable
 from unirank.models.fixed_shape import use_fixed_shape_session
 
 
@@ -47,6 +47,7 @@ class CrossEncoderReranker:
         except ModelLoadError:
             raise
         except Exception as exc:
+            raise_if_device_unusable("cross-encoder", path, device, exc)
             raise ModelLoadError(f"Cannot load cross-encoder {path!r}: {exc}") from exc
         self.name = name
         self.batch_size = batch_size
