@@ -321,6 +321,23 @@ def test_a_rewrite_the_llm_botched_falls_back_to_the_offline_one(make_service, s
             service.answerer.complete([{"role": "user", "content": "hello"}], temperature=0, max_tokens=8)
 
 
+def test_an_endpoint_that_does_not_stream_gives_its_whole_answer(make_service, scripted_endpoint, scripted):
+    """An endpoint that ignores `stream: true` and sends one chat completion: its answer was refused as a
+    stream "closed early, or a proxy cut it"; it is the whole answer. A body of neither kind is refused."""
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    scripted.reply = _completion("Keys work 24 hours [1].")
+    answer = service.ask(COVERED, "handbook")
+    assert answer.answer == "Keys work 24 hours [1]." and [c.n for c in answer.citations] == [1]
+
+    scripted.reply = _completion("Keys work", "length")
+    with pytest.raises(AnswererError, match="stopped the answer at its token limit"):
+        service.ask(COVERED, "handbook")
+    scripted.reply = ("text/html", "<html>Welcome to nginx</html>")
+    with pytest.raises(AnswererError, match=r"neither an event stream nor a chat completion \(text/html: "
+                                            r"'<html>Welcome to nginx</html>'\).*OpenAI-compatible"):
+        service.ask(COVERED, "handbook")
+
+
 def test_app_server_streams_the_llm_answer_through(corpus, llm, tmp_path):
     """``unirank serve api`` with the openai answerer: the LLM's pieces arrive as OpenAI chunks."""
     env = {"UNIRANK_CHAT__ANSWERER": "openai", "UNIRANK_CHAT__LLM_BASE_URL": llm.url, "UNIRANK_CHAT__LLM_TIMEOUT_S": "2",

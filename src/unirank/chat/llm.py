@@ -51,6 +51,9 @@ class OpenAIAnswerer:
                                                          stream=True, temperature=0)
         # Closed however this generator ends: a client that leaves mid-answer stops the LLM's work too.
         with contextlib.closing(stream), self._mid_answer_errors(parts):
+            if not _is_event_stream(stream.response):  # an endpoint that ignores `stream: true`
+                yield from self._whole_answer(stream.response, passages)
+                return
             for chunk in stream:
                 if not chunk.choices:
                     continue  # e.g. the usage chunk some servers send last
@@ -61,6 +64,27 @@ class OpenAIAnswerer:
                     yield Delta(parts[-1])
         self._check_finished(finish_reason, parts)
         text = "".join(parts)
+        yield Final(text, cited(text, passages))
+
+    def _whole_answer(self, response: httpx.Response, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
+        """The answer of an endpoint that sent one complete chat completion instead of a stream: it is the
+        whole answer, at once. Any other body is refused as the non-streamed replies are."""
+        response.read()
+        try:
+            body = response.json()
+            choice = body["choices"][0]
+            text, finish_reason = choice["message"]["content"] or "", choice["finish_reason"]
+            if not isinstance(text, str):
+                raise TypeError(type(text).__name__)
+        except (ValueError, LookupError, TypeError, AttributeError):
+            kind = response.headers.get("content-type") or "no Content-Type"
+            raise AnswererError(
+                f"{_capital(self._where)} answered with neither an event stream nor a chat completion ({kind}: "
+                f"{_short(response.text, 80)!r}): check that chat.llm_base_url names an OpenAI-compatible API "
+                "(usually ending in /v1).") from None
+        self._check_finished(finish_reason, [text])
+        if text:
+            yield Delta(text)
         yield Final(text, cited(text, passages))
 
     def rewrite(self, question: str, history: Sequence[Turn]) -> str:
@@ -175,6 +199,10 @@ class OpenAIAnswerer:
         except ValueError as exc:  # the client lets json.JSONDecodeError through as it is
             raise AnswererError(f"{where} sent a reply that is not JSON ({_short(str(exc)).rstrip('.')}): check "
                                 "that chat.llm_base_url names an OpenAI-compatible API (usually ending in /v1).") from exc
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
 
 
 def cited(text: str, passages: Sequence[Passage]) -> list[Citation]:
