@@ -311,6 +311,8 @@ def index_remove(
         chunks = ur.remove_sources(name, uris)
     except UnirankError as exc:
         fail(exc)
+    finally:
+        ur.close()
     console.print(f"Removed {counted(len(uris), 'source')} ({counted(chunks, 'chunk')}) from index {name!r}.")
 
 
