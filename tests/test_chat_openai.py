@@ -305,9 +305,11 @@ def test_a_chat_answer_that_is_not_json_keeps_no_empty_conversation(make_service
     assert service.store.sessions() == []
 
 
-@pytest.mark.parametrize("plain", [("application/json", "{not json")], ids=["not json"])
+@pytest.mark.parametrize("plain", [("application/json", "{not json"), _completion(""), _completion(None)],
+                         ids=["not json", "empty", "null"])
 def test_a_rewrite_the_llm_botched_falls_back_to_the_offline_one(make_service, scripted_endpoint, scripted, plain):
-    """A rewrite reply that is not JSON was a JSONDecodeError traceback."""
+    """A rewrite reply that is not JSON was a JSONDecodeError traceback; an empty one searched for the bare
+    follow-up ("How often should I do it?"), which had lost what "it" is."""
     service = make_service(llm_base_url=scripted_endpoint[0])
     session = service.store.create_session("handbook")
     service.ask("How do I rotate an API key?", session_id=session.id)

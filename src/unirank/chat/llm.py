@@ -88,9 +88,10 @@ class OpenAIAnswerer:
         yield Final(text, cited(text, passages))
 
     def rewrite(self, question: str, history: Sequence[Turn]) -> str:
-        """The LLM's stand-alone version of a follow-up question."""
+        """The LLM's stand-alone version of a follow-up question; "" when it gave none, so that the
+        caller rewrites the follow-up itself (the bare follow-up would lose its context)."""
         text = self.complete(rewrite_prompt(question, history), temperature=0, max_tokens=96).strip('"').strip()
-        return text.splitlines()[0].strip() if text else question
+        return text.splitlines()[0].strip() if text else ""
 
     def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
                  seed: int | None = None) -> str:

@@ -73,7 +73,9 @@ RelatedTexts = Callable[[str], Sequence[str]]
 
 
 class LLMRewriter(Protocol):
-    def rewrite(self, question: str, history: Sequence[Turn]) -> str: ...
+    def rewrite(self, question: str, history: Sequence[Turn]) -> str:
+        """The stand-alone question; "" for none, and the follow-up is then rewritten offline."""
+        ...
 
 
 def words(text: str) -> list[str]:
