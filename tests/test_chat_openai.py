@@ -281,6 +281,27 @@ def test_a_reply_that_is_not_a_chat_completion_is_an_answerer_error(make_service
         service.answerer.complete([{"role": "user", "content": "hello"}], temperature=0, max_tokens=8)
 
 
+def test_ask_says_a_mid_answer_error_under_the_partial_answer(make_service, scripted_endpoint, scripted,
+                                                               monkeypatch):
+    """`unirank ask` wrote the error on the line of the answer's first part; `unirank chat` ended that line."""
+    import contextlib
+    import io
+
+    import typer
+    from rich.console import Console
+
+    import unirank.cli.chat as chat_cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(chat_cli, "console", Console(file=screen, width=200))
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    monkeypatch.setattr(chat_cli, "client", lambda: contextlib.nullcontext(service.ur))
+    scripted.ending = "error"
+    with pytest.raises(typer.Exit):
+        chat_cli.ask(COVERED, index="handbook", filter_=None, as_json=False)
+    assert screen.getvalue() == "According to the documents, it is so [1]\n"
+
+
 def _completion(content: str | None, finish_reason: str = "stop") -> tuple[str, str]:
     """A whole (not streamed) chat completion, as the scripted endpoint's ``reply`` or ``plain``."""
     return "application/json", json.dumps({

@@ -42,6 +42,7 @@ def ask(
 
     with client() as ur:
         service = ChatService(ur)
+        mid_line = False
         try:
             filters = parse_filters(filter_)
             index = index or service.default_index()
@@ -52,10 +53,13 @@ def ask(
             for event in service.stream(question, index, filters=filters):
                 if isinstance(event, Delta):
                     console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+                    mid_line = True
                 elif isinstance(event, Completed):
                     console.print()
                     _print_sources(event.answer.citations)
         except UnirankError as exc:
+            if mid_line:  # the error goes under the part of the answer that came, not on its line
+                console.print()
             fail(exc)
 
 
