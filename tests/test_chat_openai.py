@@ -361,6 +361,17 @@ def test_an_endpoint_that_does_not_stream_gives_its_whole_answer(make_service, s
         service.ask(COVERED, "handbook")
 
 
+def test_citations_of_no_passage_are_dropped_from_the_answer(make_service, scripted_endpoint, scripted):
+    """"[99]" and "[0]" were kept in the answer shown and stored, pointing at sources that are not there."""
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    scripted.pieces = ["Keys work a day [1] [99]. Rotate ", "them [0, 1] often [0]."]
+    session = service.store.create_session("handbook")
+    answer = service.ask(COVERED, session_id=session.id)
+    assert answer.answer == "Keys work a day [1]. Rotate them [1] often."
+    assert [c.n for c in answer.citations] == [1]
+    assert service.store.messages(session.id)[-1].content == answer.answer
+
+
 def test_app_server_streams_the_llm_answer_through(corpus, llm, tmp_path):
     """``unirank serve api`` with the openai answerer: the LLM's pieces arrive as OpenAI chunks."""
     env = {"UNIRANK_CHAT__ANSWERER": "openai", "UNIRANK_CHAT__LLM_BASE_URL": llm.url, "UNIRANK_CHAT__LLM_TIMEOUT_S": "2",

@@ -21,6 +21,8 @@ from unirank.errors import AnswererError, ConfigurationError
 from unirank.settings import ChatSettings
 
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+#: A citation marker with the spaces before it (dropped with it when none of its numbers is a passage's).
+_SPACED_CITATION = re.compile(r"([ \t]*)\[(\d+(?:\s*,\s*\d+)*)\]")
 
 
 class OpenAIAnswerer:
@@ -63,8 +65,7 @@ class OpenAIAnswerer:
                     parts.append(choice.delta.content)
                     yield Delta(parts[-1])
         self._check_finished(finish_reason, parts)
-        text = "".join(parts)
-        yield Final(text, cited(text, passages))
+        yield _final("".join(parts), passages)
 
     def _whole_answer(self, response: httpx.Response, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
         """The answer of an endpoint that sent one complete chat completion instead of a stream: it is the
@@ -85,7 +86,7 @@ class OpenAIAnswerer:
         self._check_finished(finish_reason, [text])
         if text:
             yield Delta(text)
-        yield Final(text, cited(text, passages))
+        yield _final(text, passages)
 
     def rewrite(self, question: str, history: Sequence[Turn]) -> str:
         """The LLM's stand-alone version of a follow-up question; "" when it gave none, so that the
@@ -204,6 +205,24 @@ class OpenAIAnswerer:
 
 def _is_event_stream(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
+
+
+def _final(text: str, passages: Sequence[Passage]) -> Final:
+    """The answer as stored and shown in full, without the markers that point at no passage."""
+    text = without_unknown_citations(text, passages)
+    return Final(text, cited(text, passages))
+
+
+def without_unknown_citations(text: str, passages: Sequence[Passage]) -> str:
+    """``text`` with the numbers in ``[n]`` markers that are no passage's dropped ("[99]" goes, with the
+    space before it; "[1, 99]" becomes "[1]"): shown, they would send a reader to a source that is not there."""
+    known = {p.n for p in passages}
+
+    def keep_known(match: re.Match[str]) -> str:
+        numbers = [part.strip() for part in match.group(2).split(",") if int(part) in known]
+        return f"{match.group(1)}[{', '.join(numbers)}]" if numbers else ""
+
+    return _SPACED_CITATION.sub(keep_known, text)
 
 
 def cited(text: str, passages: Sequence[Passage]) -> list[Citation]:
