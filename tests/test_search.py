@@ -75,9 +75,12 @@ def test_timings_leave_out_loading_the_models(indexed):
 
     indexed.search("warm up", "docs", mode="hybrid", rerank=True, top_k=3)  # torch's first passes are slow too
     searcher = Searcher(indexed.backend, slow_to_load, slow_reranker, indexed.settings.search)
+    started = time.perf_counter()
     results = searcher.search("who updates the status page", "docs", mode="hybrid", rerank=True, top_k=3)
+    wall_ms = (time.perf_counter() - started) * 1000
     assert results.reranked and results.hits
-    assert results.timings_ms["total"] < 1000, results.timings_ms
+    # The two seconds of loading are in the wall time and not in the timings, however busy the machine is.
+    assert results.timings_ms["total"] <= wall_ms - 1900, (results.timings_ms, wall_ms)
 
 
 def test_rerank_rescores_at_most_fifty_candidates(indexed):
