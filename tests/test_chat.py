@@ -384,6 +384,16 @@ def test_a_named_table_row_is_quoted_without_neighbouring_prose(corpus):
     assert set(quoted[2:]) <= {"Backups older than that are deleted by the platform team."}  # prose on the row only
 
 
+def test_a_question_naming_a_section_quotes_that_section_only(service):
+    """"what is the price of enterprise?" over sample-docs/pricing.html quoted the Team plan's "40 euros per
+    user per month." [1] beside the Enterprise section's "Contact sales for a quote." [2]."""
+    answer = service.ask("What is the price of enterprise?", "handbook")
+    assert answer.grounded and "Contact sales for a quote." in answer.answer, answer.answer
+    assert "40 euros" not in answer.answer and {c.heading for c in answer.citations} == {"Enterprise"}
+    team = service.ask("How much does the Team plan cost?", "handbook")
+    assert "40 euros per user per month." in team.answer and "Contact sales" not in team.answer, team.answer
+
+
 def test_a_follow_up_naming_another_code_replaces_the_old_one(service):
     """In one session, "what does SEV2 mean?", "who do I page for it?" (searched as "… sev2", and answered with
     the Starter plan's price, its passage ranked first), then "and SEV1?" searched as "and SEV1? page sev2":
@@ -656,8 +666,8 @@ def test_a_passage_an_up_voted_answer_cites_is_no_negative_of_its_query(service,
     from unirank.training.job import TrainJob, TrainRequest
 
     store = service.store
-    liked = service.ask("How much does the Starter plan cost?", "handbook")
-    disliked = service.ask("How much does the Starter plan cost?", "handbook")
+    liked = service.ask("How much do the plans cost?", "handbook")  # no plan named: more than one cited
+    disliked = service.ask("How much do the plans cost?", "handbook")
     assert len({c.chunk_id for c in liked.citations}) >= 2  # else no positive could be another's negative
     store.add_feedback(liked.message_id, "up")
     store.add_feedback(disliked.message_id, "down")

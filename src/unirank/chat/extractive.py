@@ -107,6 +107,7 @@ class ExtractiveAnswerer:
             prose = [item for item in chosen if (item[0][0].n, *item[0][1:]) not in headers
                      and any(key <= _stems(_sentence(item[0])) for key in keys)]  # only prose on the same rows
             chosen = (named + prose)[:self.max_sentences]
+        chosen = _under_named_headings(question, chosen)
         chosen.sort(key=lambda item: (item[0][0].n, item[0][1]))
         picked: list[tuple[Passage, int, int, float]] = []
         for (p, s, e), score in chosen:
@@ -187,6 +188,22 @@ def _names_row(question: str, candidate: tuple[Passage, int, int],
         return False
     key = content_words(table_cells(passage.chunk.text[start:end])[0])
     return bool(key) and set(key) <= set(words(question))
+
+
+def _under_named_headings(question: str, chosen: list[tuple[tuple[Passage, int, int], float]],
+                          ) -> list[tuple[tuple[Passage, int, int], float]]:
+    """The sentences of the passages whose heading the question names, when it names some of them: "what is
+    the price of enterprise?" quoted the Team plan's price beside the Enterprise section's answer."""
+    asked = _stems(question)
+    under = [item for item in chosen if _heading_named(item[0][0], asked)]
+    return under or chosen
+
+
+def _heading_named(passage: Passage, asked: set[str]) -> bool:
+    """Whether the words of the passage's own heading (its last level: "Enterprise" under "Plans and
+    pricing") are all among the question's stems ``asked``."""
+    key = _stems(" ".join(content_words(passage.heading.rpartition(" > ")[2])))
+    return bool(key) and key <= asked
 
 
 def _readable(candidate: tuple[Passage, int, int], headers: dict[tuple[int, int, int], tuple[int, int]]) -> str:
