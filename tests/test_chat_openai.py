@@ -46,6 +46,7 @@ class Script:
     ending: str = "stop"
     reply: tuple[str, str] | None = None
     plain: tuple[str, str] | None = None
+    stream_type: str = "text/event-stream"
     sent: int = 0
     client_left: threading.Event = field(default_factory=threading.Event)
 
@@ -69,7 +70,7 @@ class ScriptedHandler(JsonHandler):
             self._send_whole(*whole)
             return
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Type", self.script.stream_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
@@ -359,6 +360,8 @@ def test_an_endpoint_that_does_not_stream_gives_its_whole_answer(make_service, s
     with pytest.raises(AnswererError, match=r"neither an event stream nor a chat completion \(text/html: "
                                             r"'<html>Welcome to nginx</html>'\).*OpenAI-compatible"):
         service.ask(COVERED, "handbook")
+    scripted.reply, scripted.stream_type = None, "text/plain; charset=utf-8"  # a stream labelled loosely
+    assert service.ask(COVERED, "handbook").answer == "According to the documents, it is so [1]"
 
 
 def test_citations_of_no_passage_are_dropped_from_the_answer(make_service, scripted_endpoint, scripted):

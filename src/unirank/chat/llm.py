@@ -203,8 +203,12 @@ class OpenAIAnswerer:
                                 "that chat.llm_base_url names an OpenAI-compatible API (usually ending in /v1).") from exc
 
 
+#: Content types an event stream may come under: some servers and proxies label theirs loosely.
+_STREAM_TYPES = frozenset({"text/event-stream", "text/plain", "application/octet-stream", ""})
+
+
 def _is_event_stream(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
+    return response.headers.get("content-type", "").split(";")[0].strip().lower() in _STREAM_TYPES
 
 
 def _final(text: str, passages: Sequence[Passage]) -> Final:
