@@ -83,6 +83,34 @@ def test_two_registrations_at_once_get_a_version_each_with_their_own_files(tmp_p
     assert not [p for p in (tmp_path / "models" / "race").iterdir() if p.name.startswith(".")]  # nothing left over
 
 
+def test_registries_opened_at_once_on_a_new_folder_all_open(tmp_path):
+    """Switching a new database to WAL takes an exclusive lock that SQLite refuses at once, without its busy
+    timeout, while another connection takes one: two registrations at once on a new registry (or two first
+    ingests, two chats) failed now and then with "database is locked"."""
+    import threading
+
+    failures = []
+
+    def open_registry(root, start) -> None:
+        start.wait()
+        registry = ModelRegistry(root)
+        try:
+            registry._connect(create=True)  # as a first registration does
+        except Exception as exc:  # noqa: BLE001 - any failure to open is the defect
+            failures.append(exc)
+        finally:
+            registry.close()
+
+    for attempt in range(40):  # about one attempt in eight failed with the plain PRAGMA
+        start = threading.Barrier(6)
+        threads = [threading.Thread(target=open_registry, args=(tmp_path / str(attempt), start)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
+
+
 def test_promotion_refuses_a_worse_candidate_unless_forced(registry):
     _version(registry, 0.45), _version(registry, 0.40), _version(registry, 0.47)
     registry.promote("cisi-embed@1")

@@ -43,6 +43,7 @@ _EXPORTS = {
     "LeakageError": "unirank.errors",
     "EvaluationDataError": "unirank.errors",
     "TrainingError": "unirank.errors",
+    "TrainingRunningError": "unirank.errors",
     "IndexLockedError": "unirank.errors",
     "IndexChangedError": "unirank.errors",
     "IndexCorruptedError": "unirank.errors",
@@ -68,7 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
         IndexChangedError, IndexLockedError, IndexNotFoundError, IndexSwitchedError, InputRefusedError,
         InvalidQueryError, LeakageError, ModelLoadError, ModelNotFoundError, OptimizationRefusedError, ParseError,
         PromotionRefusedError, RebuildFailedError, RebuildRunningError, RemoteModelError, RerankLimitError,
-        SourceError, TrainingError,
+        SourceError, TrainingError, TrainingRunningError,
         UnirankError, UnsupportedFormatError,
     )
     from unirank.ingest.report import IngestReport

@@ -19,6 +19,7 @@ from typing import Literal
 from unirank.chat.types import Citation, Turn
 from unirank.errors import (ConfigurationError, ConversationNotFoundError, ConversationStoreClosedError,
                             InvalidQueryError)
+from unirank.sqlite_wal import use_wal
 
 FeedbackKind = Literal["up", "down", "click"]
 FEEDBACK_KINDS: tuple[str, ...] = ("up", "down", "click")
@@ -121,7 +122,7 @@ class ConversationStore:
         self._db.row_factory = sqlite3.Row
         try:
             with self._lock:
-                self._db.execute("PRAGMA journal_mode=WAL")
+                use_wal(self._db)
                 self._db.execute("PRAGMA foreign_keys=ON")
                 self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:

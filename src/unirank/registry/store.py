@@ -20,6 +20,7 @@ from unirank.errors import ModelNotFoundError, PromotionRefusedError, UnirankErr
 from unirank.registry.evaluations import compare_for_promotion, evaluation_key, evaluations, superseded
 from unirank.registry.export import export_version
 from unirank.registry.files import MARKER_FILE, file_listing, files_digest, read_marker, staging_name, sweep_stale
+from unirank.sqlite_wal import use_wal
 from unirank.timeutil import now_iso
 
 __all__ = ["MARKER_FILE", "REGISTRY_LINKS", "RESERVED_NAMES", "ROLES", "ModelRegistry", "ModelVersion", "Role",
@@ -132,7 +133,7 @@ class ModelRegistry:
             self.root.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.db_path if self._on_disk else ":memory:", check_same_thread=False)
         if self._on_disk:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            use_wal(self._db)
         self._db.executescript(_SCHEMA)
 
     # -- writes ---------------------------------------------------------------------------------

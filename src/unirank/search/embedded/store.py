@@ -18,6 +18,7 @@ from unirank.errors import DuplicateDocumentError
 from unirank.timeutil import now_iso
 
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
+from unirank.sqlite_wal import use_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,7 +72,7 @@ class ChunkStore:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         else:
             self.db = sqlite3.connect(path, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            use_wal(self.db)
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
             self._add_missing_columns()
