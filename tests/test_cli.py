@@ -234,6 +234,7 @@ def test_errors_are_clear_and_exit_2(run):
     assert "it is not an address of this machine" in message and "another --port" not in message
 
 
+@pytest.mark.slow  # starts the app server three times (~20 s): in the slow step, for the default run's margin
 def test_the_app_server_says_at_start_when_requests_must_name_their_index(run, tmp_path):
     """With two indexes and no --index it started silently, and every request without an index got a 400."""
     run("ingest", str(SAMPLES / "backups.md"), "--index", "one")

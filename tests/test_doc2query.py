@@ -62,6 +62,7 @@ def test_parse_questions_takes_one_per_line_without_list_markers():
     assert parse_questions(reply, 2) == ["What is X made of?", "How do Y work?"]
 
 
+@pytest.mark.slow  # two real trainings (~10-30 s): in the slow step, for the default run's margin
 def test_a_stopped_run_keeps_its_answers_and_the_next_run_trains_on_them(client, llm, tmp_path_factory):
     minibeir = write_minibeir(tmp_path_factory.mktemp("beir") / "minibeir")
     llm.requests.clear()
