@@ -756,10 +756,14 @@ def test_a_malformed_label_file_is_refused_before_any_work(client, minibeir, tmp
             "qrels": "q1\td1\t1"}[kind]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(f"{good}\n{line}\n")
+    assert_refused_before_any_work(client, tiny_request("refused", minibeir, **{kind: bad}), UnirankError, message)
+
+
+def assert_refused_before_any_work(client, request: TrainRequest, error: type[Exception], message: str) -> None:
+    """Refused with ``error`` before any stage ran and before the run folder was made."""
     stages: list[str] = []
-    job = TrainJob(client.settings, client.backend, client.embedder,
-                   tiny_request("refused", minibeir, **{kind: bad}), stage=stages.append)
-    with pytest.raises(UnirankError, match=message):
+    job = TrainJob(client.settings, client.backend, client.embedder, request, stage=stages.append)
+    with pytest.raises(error, match=message):
         job.run()
     assert stages == [] and not job.run_dir.exists()
 
@@ -779,12 +783,7 @@ def test_a_label_file_that_gives_no_pair_is_refused_before_any_work(client, mini
 
     empty = tmp_path / "empty.jsonl"
     empty.write_text(text)
-    stages: list[str] = []
-    job = TrainJob(client.settings, client.backend, client.embedder,
-                   tiny_request("nothing", minibeir, **{kind: empty}), stage=stages.append)
-    with pytest.raises(TrainingError, match=message):
-        job.run()
-    assert stages == [] and not job.run_dir.exists()
+    assert_refused_before_any_work(client, tiny_request("nothing", minibeir, **{kind: empty}), TrainingError, message)
 
 
 @pytest.mark.parametrize("embedder, message", [
