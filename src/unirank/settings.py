@@ -341,6 +341,8 @@ class ChatSettings(_Section):
     llm_model: str | None = None
     #: Name of the environment variable holding the LLM API key (never the key itself).
     llm_api_key_env: str = "OPENAI_API_KEY"
+    #: Seconds the endpoint may send nothing: to connect, before its first token, or between two. It
+    #: bounds each wait, not the whole answer, so a long answer that keeps streaming is not cut off.
     llm_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     #: Tokens of retrieved context given to the answerer.
     context_tokens: int = Field(1500, ge=64)

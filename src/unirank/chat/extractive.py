@@ -41,7 +41,10 @@ class ExtractiveAnswerer:
         self.max_sentences = max_sentences
         self.margin = margin
 
-    def stream(self, question: str, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
+    def stream(self, question: str, passages: Sequence[Passage], *,
+               as_asked: str | None = None) -> Iterator[AnswerEvent]:
+        """Sentences are scored against the stand-alone ``question``: a follow-up's own words (``as_asked``)
+        lack what it refers to."""
         yield Delta(PREFIX)  # known as soon as retrieval found the question answerable
         picked = self.select(question, passages)
         numbers: dict[int, int] = {}  # context passage number -> citation number, in order of use

@@ -42,11 +42,14 @@ class OpenAIAnswerer:
         self.client = openai.OpenAI(base_url=settings.llm_base_url, api_key=key,
                                     timeout=settings.llm_timeout_s, max_retries=0)
 
-    def stream(self, question: str, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
+    def stream(self, question: str, passages: Sequence[Passage], *,
+               as_asked: str | None = None) -> Iterator[AnswerEvent]:
         """The answer's pieces as they arrive, then :class:`Final`. An answer the endpoint did not finish
-        (cut off, or stopped at its token limit) is an :class:`AnswererError`, not a shorter answer."""
-        prompt = answer_prompt(question, passages)
+        (cut off, or stopped at its token limit) is an :class:`AnswererError`, not a shorter answer.
+        ``as_asked``: the follow-up as the user wrote it, when ``question`` is its stand-alone rewrite."""
+        prompt = answer_prompt(question, passages, as_asked=as_asked)
         parts: list[str] = []
+        shown = KnownCitations(passages)
         finish_reason: str | None = None
         with self._errors():
             stream = self.client.chat.completions.create(model=self.model, messages=prompt.messages,  # type: ignore[arg-type]
@@ -63,8 +66,11 @@ class OpenAIAnswerer:
                 finish_reason = choice.finish_reason or finish_reason
                 if choice.delta and choice.delta.content:
                     parts.append(choice.delta.content)
-                    yield Delta(parts[-1])
+                    if piece := shown.feed(parts[-1]):
+                        yield Delta(piece)
         self._check_finished(finish_reason, parts)
+        if rest := shown.flush():
+            yield Delta(rest)
         yield _final("".join(parts), passages)
 
     def _whole_answer(self, response: httpx.Response, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
@@ -84,9 +90,10 @@ class OpenAIAnswerer:
                 f"{_short(response.text, 80)!r}): check that chat.llm_base_url names an OpenAI-compatible API "
                 "(usually ending in /v1).") from None
         self._check_finished(finish_reason, [text])
-        if text:
-            yield Delta(text)
-        yield _final(text, passages)
+        final = _final(text, passages)
+        if final.text:
+            yield Delta(final.text)
+        yield final
 
     def rewrite(self, question: str, history: Sequence[Turn]) -> str:
         """The LLM's stand-alone version of a follow-up question; "" when it gave none, so that the
@@ -227,6 +234,30 @@ def without_unknown_citations(text: str, passages: Sequence[Passage]) -> str:
         return f"{match.group(1)}[{', '.join(numbers)}]" if numbers else ""
 
     return _SPACED_CITATION.sub(keep_known, text)
+
+
+class KnownCitations:
+    """Drops the markers of no passage from a stream as :func:`without_unknown_citations` drops them from
+    the whole answer, so the pieces shown add up to the answer stored. What may still become a marker
+    (trailing spaces, an unclosed "[1, 9") is held back until the next piece says whether it is one."""
+
+    _MAYBE_A_MARKER = re.compile(r"[ \t]*(?:\[[\d\s,]*)?\Z")
+
+    def __init__(self, passages: Sequence[Passage]) -> None:
+        self.passages = passages
+        self.held = ""
+
+    def feed(self, piece: str) -> str:
+        """The text that can be shown now ("" while all of it is held)."""
+        text = self.held + piece
+        cut = self._MAYBE_A_MARKER.search(text).start()  # type: ignore[union-attr] - matches at the end at least
+        self.held = text[cut:]
+        return without_unknown_citations(text[:cut], self.passages)
+
+    def flush(self) -> str:
+        """What was held back, once the answer has ended."""
+        text, self.held = self.held, ""
+        return without_unknown_citations(text, self.passages)
 
 
 def cited(text: str, passages: Sequence[Passage]) -> list[Citation]:

@@ -26,8 +26,10 @@ class Answerer(Protocol):
 
     name: str
 
-    def stream(self, question: str, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
-        """Yields :class:`Delta` pieces of the answer, then one :class:`Final` with its citations."""
+    def stream(self, question: str, passages: Sequence[Passage], *,
+               as_asked: str | None = None) -> Iterator[AnswerEvent]:
+        """Yields :class:`Delta` pieces of the answer, then one :class:`Final` with its citations.
+        ``question`` stands alone; ``as_asked`` is the user's follow-up in their words, when it differs."""
         ...
 
 
@@ -153,7 +155,8 @@ class ChatService:
             timings["first_token"] = _ms(started)
             yield Delta(text)
         else:
-            events = self.answerer.stream(query, retrieval.passages)
+            as_asked = question.strip() if question.strip() != query else None
+            events = self.answerer.stream(query, retrieval.passages, as_asked=as_asked)
             try:
                 for event in events:
                     if isinstance(event, Final):
