@@ -775,10 +775,13 @@ def assert_refused_before_any_work(client, request: TrainRequest, error: type[Ex
     ("qrels", "q1\td1\t0\nq2\td2\t0\n", r"empty\.jsonl judges no document relevant"),
     ("qrels", "nope\td1\t1\n", r"None of the query ids of --qrels .* is in the query file .*queries\.jsonl; e\.g\. 'nope'"),
     ("qrels", "q1\tdoc:d1\t1\n", r"judges relevant no document of .*corpus\.jsonl \(e\.g\. 'doc:d1'\): its corpus-ids"),
+    ("clicks", '{"query": "keys", "shown": ["x1", "x2#0"], "clicked": ["x2#0"]}\n',
+     r"None of the ids in click log .*empty\.jsonl is a document or chunk of .*corpus\.jsonl \(e\.g\. 'x1'\)"),
 ])
 def test_a_label_file_that_gives_no_pair_is_refused_before_any_work(client, minibeir, tmp_path, kind, text, message):
-    """An empty click log or qrels, qrels of only 0 grades or of no query or document there is, and a log
-    without a click were refused after the model's load and the indexing, with a run folder."""
+    """An empty click log or qrels, qrels of only 0 grades or of no query or document there is, a log
+    without a click and one of another corpus's ids were refused after the model's load and the indexing,
+    with a run folder."""
     from unirank.errors import TrainingError
 
     empty = tmp_path / "empty.jsonl"

@@ -58,18 +58,29 @@ def _pages(path: Path) -> Iterator[tuple[str, list[str], list[tuple[str, float |
 _EXAMPLE = '{"query": "...", "shown": ["id", ...], "clicked": ["id", ...]}'
 
 
-def check_click_log(path: Path) -> None:
+def check_click_log(path: Path) -> set[str]:
     """Parse every page of the log, as ``load_click_pairs`` will (its ids are resolved later, against the
-    index): a malformed line is reported before the minutes of indexing that come first."""
+    index): a malformed line is reported before the minutes of indexing that come first. Returns the ids
+    the log names, shown or clicked, for the caller to look for in the data."""
     pages = clicks = 0
-    for _, _, clicked in _pages(path):
+    ids: set[str] = set()
+    for _, shown, clicked in _pages(path):
         pages += 1
         clicks += len(clicked)
+        ids.update(shown)
+        ids.update(click_id for click_id, _ in clicked)
     if not pages:  # refused only after indexing ("holds no result pages"): said now, before any work
         raise TrainingError(f"Click log {path} holds no result pages: one JSON line a page, {_EXAMPLE}.")
     if not clicks:
         raise TrainingError(f"Click log {path} has {pages} result page(s) and no click: clicks are its positives "
                             f"(\"clicked\": [ids]); give a log with the results users opened, {_EXAMPLE}.")
+    return ids
+
+
+def documents_named(ids: Iterable[str]) -> set[str]:
+    """The document ids a log's ids may stand for: a document id names itself, a chunk id
+    (``DOC#ORDINAL``) its document."""
+    return {*ids, *(i.rpartition("#")[0] for i in ids if "#" in i)}
 
 
 def load_click_pairs(path: Path, chunks: Iterable[Chunk], min_dwell_s: float = 0.0,

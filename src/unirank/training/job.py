@@ -233,6 +233,7 @@ class TrainJob:
         if self.request.index:
             self.backend.info(self.request.index)  # a missing index raises, naming the ones there are
         self._check_qrels_match_the_data()
+        self._check_click_log()
         return base_path
 
     def _check_qrels_match_the_data(self) -> None:
@@ -249,21 +250,38 @@ class TrainJob:
                                 f"({req.queries or Path(req.beir) / 'queries.jsonl'}; e.g. {min(qrels)!r}): wrong "
                                 "--queries?")
         relevant = {doc for judged in qrels.values() for doc, grade in judged.items() if grade > 0}
-        if req.index:
-            present, where = self.backend.documents_present(req.index, relevant), f"index {req.index!r}"
-        else:
-            corpus = Path(req.beir) / "corpus.jsonl"  # type: ignore[arg-type]
-            present, where = relevant & corpus_ids(corpus), str(corpus)
+        present, where = self._documents_present(relevant)
         if not present:
             raise TrainingError(f"--qrels {req.qrels} judges relevant no document of {where} (e.g. "
                                 f"{min(relevant)!r}): its corpus-ids must be the documents' ids, as `unirank "
                                 "search --json` shows them (doc_id).")
 
+    def _check_click_log(self) -> None:
+        """Parse the click log, and refuse one written against other data: it trained on nothing, and that
+        was said only after a --beir corpus was indexed. Chunk ids count by their document, so a log that
+        passes may still name chunks the index lacks; those are counted and left out when it is read."""
+        from unirank.training.clicks import check_click_log, documents_named
+
+        if not self.request.clicks:
+            return
+        ids = check_click_log(self.request.clicks)
+        present, where = self._documents_present(documents_named(ids))
+        if not present:
+            raise TrainingError(f"None of the ids in click log {self.request.clicks} is a document or chunk of "
+                                f"{where} (e.g. {min(ids)!r}): was the log written against another index? Its ids "
+                                "must be the doc_id or id that `unirank search --json` shows.")
+
+    def _documents_present(self, doc_ids: set[str]) -> tuple[set[str], str]:
+        """Which of ``doc_ids`` the data trained on has, and how to name that data in an error."""
+        req = self.request
+        if req.index:
+            return self.backend.documents_present(req.index, doc_ids), f"index {req.index!r}"
+        corpus = Path(req.beir) / "corpus.jsonl"  # type: ignore[arg-type]
+        return doc_ids & corpus_ids(corpus), str(corpus)
+
     def _check_label_files(self) -> None:
         """Parse the label files now, as they are read after the corpus is indexed (their ids and texts
         are matched against it): a malformed line is found in a second, not after minutes of indexing."""
-        from unirank.training.clicks import check_click_log
-
         req = self.request
         if req.pairs:
             load_pair_file(req.pairs)
@@ -271,8 +289,6 @@ class TrainJob:
             _check_training_qrels(req.qrels)
         if req.queries:
             load_queries(req.queries)
-        if req.clicks:
-            check_click_log(req.clicks)
         if req.feedback:  # a chat database, read in a moment: no pair for this index is said now
             from unirank.training.feedback import require_feedback_pairs
 
