@@ -878,6 +878,31 @@ def test_a_killed_replicas_queue_depth_is_not_summed_for_ever(tmp_path: Path, mo
     assert live.exists() and not killed.exists()
 
 
+def test_the_metrics_folder_of_a_killed_supervisor_is_removed_by_the_next(tmp_path: Path, monkeypatch) -> None:
+    """`serve models --replicas N` removed its metrics folder only on a clean exit: after a SIGKILL it stayed
+    in the temp folder for good, one more at every restart."""
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    from unirank.serving.runner import replicas_metrics_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    host = socket.gethostname()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    killed = tmp_path / f"unirank-metrics-{int(dead.stdout)}-{host}-x1y2z3"
+    running = tmp_path / f"unirank-metrics-{os.getpid()}-{host}-a1b2c3"
+    older = tmp_path / "unirank-metrics-k2j4h6"  # an older unirank's name: whose it is cannot be told
+    for folder in (killed, running, older):
+        folder.mkdir()
+        (folder / "counter_1.db").write_bytes(b"x")
+    made = Path(replicas_metrics_dir())
+    assert not killed.exists() and running.exists() and older.exists()
+    assert made.parent == tmp_path and made.name.startswith(f"unirank-metrics-{os.getpid()}-{host}-")
+
+
 @pytest.mark.parametrize("how", ["prctl", "watcher"])
 def test_a_replica_stops_when_its_supervisor_is_killed(tmp_path: Path, how: str) -> None:
     """After a SIGKILL (or the OOM killer) of `serve models --replicas N`, its replicas went on holding the port.

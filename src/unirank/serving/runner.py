@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Mapping
 
 from unirank.serving.metrics import MULTIPROC_ENV
@@ -64,6 +67,21 @@ def _parent_death_signal(signum: int) -> bool:
         return False
 
 
+METRICS_DIR_PREFIX = "unirank-metrics-"
+
+
+def replicas_metrics_dir() -> str:
+    """A new folder for the replicas' shared metrics files, named for this process, after removing those
+    of servers that are gone: one killed with SIGKILL never removed its own, and each was left in the
+    temp folder for good."""
+    from unirank.registry.files import staging_prefix, sweep_stale
+
+    mine = re.compile(rf"{METRICS_DIR_PREFIX}\d+-{re.escape(socket.gethostname())}-")
+    leftovers = (path for path in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*") if mine.match(path.name))
+    sweep_stale(leftovers, METRICS_DIR_PREFIX)  # only folders named for a process: an older unirank's are left
+    return tempfile.mkdtemp(prefix=staging_prefix(METRICS_DIR_PREFIX))
+
+
 def run_model_server(settings: Settings, refs: list[str], *, host: str, port: int, replicas: int,
                      log_level: str = "info") -> None:
     import uvicorn
@@ -77,7 +95,7 @@ def run_model_server(settings: Settings, refs: list[str], *, host: str, port: in
     os.environ["UNIRANK_SERVING__REPLICAS"] = str(replicas)
     metrics_dir = None
     if replicas > 1 and not os.environ.get(MULTIPROC_ENV):
-        metrics_dir = tempfile.mkdtemp(prefix="unirank-metrics-")
+        metrics_dir = replicas_metrics_dir()
         os.environ[MULTIPROC_ENV] = metrics_dir
     try:
         uvicorn.run("unirank.serving.app:app_from_environment", factory=True, host=host, port=port,
