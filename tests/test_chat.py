@@ -622,7 +622,8 @@ def test_chat_cli_session_with_feedback_and_sources(corpus, tmp_path):
         assert [e.kind for e in store.feedback(messages[3].id)] == ["click", "up"]
 
 
-def test_train_job_reads_feedback_and_mining_keeps_its_negatives(service, corpus, tmp_path):
+def test_train_job_reads_feedback_and_mining_keeps_its_negatives(service, corpus, tmp_path, monkeypatch):
+    import unirank.training.feedback as feedback_module
     from unirank.training.job import TrainJob, TrainRequest
     from unirank.training.mining import HardNegativeMiner, MiningConfig
 
@@ -633,7 +634,12 @@ def test_train_job_reads_feedback_and_mining_keeps_its_negatives(service, corpus
     store.add_feedback(other.message_id, "down")
     request = TrainRequest(name="fb", index="handbook", feedback=tmp_path / "chat.sqlite")
     job = TrainJob(corpus.settings, corpus.backend, corpus.embedder, request, stage=lambda m: None)
+    reads = []
+    read = feedback_module.load_feedback_pairs
+    monkeypatch.setattr(feedback_module, "load_feedback_pairs", lambda *a, **k: reads.append(a) or read(*a, **k))
+    job._check_label_files()
     (pair,), stats = job._labelled([])
+    assert len(reads) == 1  # the preflight's read is the one trained on: the database was read twice
     assert stats["feedback_pairs"] == 1
     assert pair.origin == "feedback" and pair.query == "Where is customer data stored?"
 

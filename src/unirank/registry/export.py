@@ -22,6 +22,11 @@ from unirank.timeutil import now_iso
 if TYPE_CHECKING:  # store imports this module
     from unirank.registry.store import ModelVersion
 
+#: Written to an object storage export before its files and removed once its marker is written: it names
+#: the version, so a prefix left partway (a dropped connection, Ctrl-C), which has no marker, is still
+#: known as this version's export, and exporting again replaces it instead of refusing it as other files.
+IN_PROGRESS_FILE = "unirank_model.exporting.json"
+
 
 def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: bool = False,
                    registry_root: Path | None = None) -> str:
@@ -29,9 +34,10 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
 
     Exporting again replaces an earlier export of the version: into a folder, the copy is made in a
     fresh folder beside it and swapped in by renaming, so files of the earlier one never linger; to
-    object storage (no renames), the earlier marker is deleted first, the files written, objects not
-    in this export deleted, and the marker written last. A destination that holds anything else is
-    refused unless ``force``, and so is a folder inside ``registry_root`` (the registry's own files).
+    object storage (no renames), a note naming the version (``IN_PROGRESS_FILE``) is written first and
+    the earlier marker deleted, the files written, objects not in this export deleted, the marker
+    written last and the note removed. A destination that holds anything else is refused unless
+    ``force``, and so is a folder inside ``registry_root`` (the registry's own files).
     """
     from unirank.ingest.sources import filesystem_for, storage_endpoint, storage_problem
     from unirank.settings import StorageSettings
@@ -93,9 +99,10 @@ def _export_marker(mv: ModelVersion) -> dict[str, Any]:
             "record": mv.record}
 
 
-def _refuse_other_contents(mv: ModelVersion, where: str, earlier: Any) -> None:
-    if isinstance(earlier, dict) and earlier.get("name") == mv.name and earlier.get("version") == mv.version:
-        return  # an earlier export of this version: replaced
+def _refuse_other_contents(mv: ModelVersion, where: str, *earlier: Any) -> None:
+    """Refuse ``where`` unless one of ``earlier`` (its marker, or an unfinished export's note) names ``mv``."""
+    if any(isinstance(e, dict) and e.get("name") == mv.name and e.get("version") == mv.version for e in earlier):
+        return  # an earlier export of this version, whole or left partway: replaced
     raise ExportError(f"{where} already holds files that are not an export of {mv.ref} (no {MARKER_FILE} "
                       "naming it): nothing was exported. Remove them or export elsewhere, or pass --force "
                       "to replace them.")
@@ -140,21 +147,28 @@ def _export_to_folder(mv: ModelVersion, dest: Path, marker: str, force: bool) ->
 def _export_to_objects(mv: ModelVersion, location: Any, dest: str, marker: str, force: bool) -> None:
     assert mv.path is not None
     root, fs = mv.path, location.fs
-    marker_key = f"{dest}/{MARKER_FILE}"
+    marker_key, note_key = f"{dest}/{MARKER_FILE}", f"{dest}/{IN_PROGRESS_FILE}"
     existing = set(fs.find(dest + "/"))
     if existing and not force:
-        try:
-            earlier = json.loads(fs.cat_file(marker_key))
-        except (OSError, ValueError):
-            earlier = None
-        _refuse_other_contents(mv, location.uri(dest), earlier)
+        _refuse_other_contents(mv, location.uri(dest), _json_object(fs, marker_key), _json_object(fs, note_key))
     files = model_files(root)
     keys = {f"{dest}/{path.relative_to(root).as_posix()}" for path in files}
+    note = {"name": mv.name, "version": mv.version, "started_at": now_iso()}
+    fs.pipe_file(note_key, json.dumps(note).encode())  # before the marker goes: the prefix always names its version
     if marker_key in existing:  # until the new one is written, the copy reads as incomplete
         fs.rm_file(marker_key)
     for path in files:
         fs.put_file(str(path), f"{dest}/{path.relative_to(root).as_posix()}")
-    stale = sorted(existing - keys - {marker_key})
+    stale = sorted(existing - keys - {marker_key, note_key})
     if stale:
         fs.rm(stale)
     fs.pipe_file(marker_key, marker.encode())
+    fs.rm_file(note_key)
+
+
+def _json_object(fs: Any, key: str) -> Any:
+    """The JSON in the object ``key``, or None where there is none (or it is not JSON)."""
+    try:
+        return json.loads(fs.cat_file(key))
+    except (OSError, ValueError):
+        return None

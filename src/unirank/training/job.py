@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from unirank.errors import EvaluationDataError, TrainingError, TrainingRunningError
 from unirank.evaluation.datasets import corpus_ids, load_beir, load_qrels, load_queries
@@ -42,6 +42,9 @@ from unirank.training.mining import HardNegativeMiner, MiningConfig, judged_docu
 from unirank.training.pseudo_queries import DEFAULT_KINDS, PseudoQueryGenerator, check_kinds
 from unirank.training.reranker_trainer import RerankerTrainingConfig, train_reranker
 from unirank.training.validation import Split, split_pairs
+
+if TYPE_CHECKING:  # the chat store is imported only by a run that reads feedback
+    from unirank.training.feedback import FeedbackPairs
 
 log = logging.getLogger(__name__)
 Stage = Callable[[str], None]
@@ -205,6 +208,13 @@ class TrainJob:
         return self.settings.data_dir / "runs" / f"{req.name}-{req.fingerprint(inputs)}"
 
     @cached_property
+    def feedback_pairs(self) -> FeedbackPairs:
+        """The chat database's pairs for the index, read once: checked before any work, trained on later."""
+        from unirank.training.feedback import require_feedback_pairs
+
+        return require_feedback_pairs(self.request.feedback, index=self.request.index)  # type: ignore[arg-type]
+
+    @cached_property
     def base_ref(self) -> str:
         """The base as a version (``tuned-embed@2``, not ``tuned-embed@prod``), for the run's key and record."""
         if self.request.base == "base":
@@ -290,9 +300,7 @@ class TrainJob:
         if req.queries:
             load_queries(req.queries)
         if req.feedback:  # a chat database, read in a moment: no pair for this index is said now
-            from unirank.training.feedback import require_feedback_pairs
-
-            require_feedback_pairs(req.feedback, index=req.index)  # type: ignore[arg-type]
+            self.feedback_pairs  # noqa: B018 - a cached property: reading it is the check
 
     # -- stages ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -603,9 +611,7 @@ class TrainJob:
                            + ", ".join(f"{n} {why.removeprefix('qrels_').replace('_', ' ')}" for why, n in skipped.items()))
                 stats.update(skipped)
         if req.feedback:
-            from unirank.training.feedback import require_feedback_pairs
-
-            feedback = require_feedback_pairs(req.feedback, index=req.index)  # type: ignore[arg-type]
+            feedback = self.feedback_pairs
             self.stage(f"feedback: {len(feedback.pairs)} labelled pairs from {feedback.events} events")
             pairs += feedback.pairs
             stats.update(feedback.stats)
