@@ -397,3 +397,67 @@ def test_a_storage_outage_partway_stops_the_run_and_keeps_what_was_read(client):
     assert report.stopped.endswith(". A re-run skips the files already ingested.")
     assert client.sources_under("s3docs", "s3://outage") == uris[:2]  # written, though no batch had filled
     assert client.search("walrus1", "s3docs", mode="bm25", rerank=False).hits[0].chunk.source_uri == uris[1]
+
+
+def _model_version(folder: Path, name: str = "m", version: int = 1):
+    from unirank.registry.store import ModelVersion
+
+    (folder / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    for file in ("config.json", "model.safetensors", "tokenizer.json", "1_Pooling/config.json"):
+        (folder / file).write_bytes(f"{file} of {name}@{version}".encode())
+    return ModelVersion(name=name, version=version, role="embedder", path=folder, created_at="2024-01-01T00:00:00Z")
+
+
+def test_an_export_to_object_storage_that_failed_partway_is_exported_again(tmp_path, bucket, s3_endpoint, monkeypatch):
+    """An export that failed partway said to export again, and exporting again was refused: the earlier marker was
+    deleted before the upload, and a prefix with no marker read as someone else's files ("pass --force")."""
+    import json
+
+    import s3fs
+    from botocore.exceptions import EndpointConnectionError
+
+    import unirank.registry.export as export
+    from unirank.errors import ExportError
+
+    storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
+    mv = _model_version(tmp_path / "m")
+    put_file = s3fs.S3FileSystem.put_file
+
+    def keys(prefix: str) -> list[str]:
+        return sorted(o["Key"] for o in bucket.list_objects_v2(Bucket="handbook", Prefix=prefix).get("Contents", []))
+
+    def export_dropped_at_upload(upload: int) -> None:
+        uploads: list[str] = []
+
+        def drops(self, lpath, rpath, *args, **kwargs):
+            uploads.append(rpath)
+            if len(uploads) == upload:
+                raise EndpointConnectionError(endpoint_url=f"{s3_endpoint}/{rpath}")
+            return put_file(self, lpath, rpath, *args, **kwargs)
+
+        with monkeypatch.context() as patched:
+            patched.setattr(s3fs.S3FileSystem, "put_file", drops)
+            with pytest.raises(ExportError, match=r"^Exporting m@1 to s3://handbook/team/m-v1 failed: .*export again"):
+                export.export_version(mv, "s3://handbook/team", storage)
+
+    whole = ["team/m-v1/1_Pooling/config.json", "team/m-v1/config.json", "team/m-v1/model.safetensors",
+             "team/m-v1/tokenizer.json", "team/m-v1/unirank_model.json"]
+    export_dropped_at_upload(3)  # a first export
+    assert "team/m-v1/unirank_model.json" not in keys("team/")
+    assert export.export_version(mv, "s3://handbook/team", storage) == "s3://handbook/team/m-v1"
+    assert keys("team/") == whole
+    export_dropped_at_upload(2)  # over a whole earlier export
+    assert export.export_version(mv, "s3://handbook/team", storage) == "s3://handbook/team/m-v1"
+    assert keys("team/") == whole
+    marker = json.loads(bucket.get_object(Bucket="handbook", Key="team/m-v1/unirank_model.json")["Body"].read())
+    assert (marker["name"], marker["version"]) == ("m", 1)
+
+    # Files that are no export of m@1 are still refused: another's, and another version's export left partway.
+    bucket.put_object(Bucket="handbook", Key="mine/m-v1/notes.txt", Body=b"mine")
+    bucket.put_object(Bucket="handbook", Key="half/m-v1/unirank_model.exporting.json",
+                      Body=json.dumps({"name": "other", "version": 1}).encode())
+    for prefix in ("mine", "half"):
+        with pytest.raises(ExportError, match=rf"^s3://handbook/{prefix}/m-v1 already holds files that are not an "
+                                              r"export of m@1 .*--force"):
+            export.export_version(mv, f"s3://handbook/{prefix}", storage)
+    assert keys("mine/") == ["mine/m-v1/notes.txt"]
