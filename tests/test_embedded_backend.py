@@ -664,3 +664,51 @@ def test_a_root_under_a_file_has_no_indexes(tmp_path):
             backend.info("docs")
     finally:
         backend.close()
+
+
+def test_an_index_another_process_is_ingesting_into_is_not_deleted(tmp_path):
+    """delete_index took only the per-batch write lock: between two batches of another process's ingest it
+    deleted the index, and the ingest died at its next batch with "does not exist"."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from unirank.errors import IndexLockedError
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+        from conformance.backend_suite import MODEL, source, unit
+        from unirank.search.embedded.backend import EmbeddedBackend
+
+        backend = EmbeddedBackend({str(tmp_path / "ix")!r})
+        backend.create_index("docs", MODEL)
+        backend.index("docs", [source("mem://a", ["first batch"], [unit(1, 0)])])
+        print("between batches", flush=True)
+        sys.stdin.readline()
+        backend.index("docs", [source("mem://b", ["second batch"], [unit(0, 1)])])
+        backend.flush("docs")
+        print("ingested", flush=True)
+    """)
+    ingest = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert ingest.stdout.readline() == "between batches\n", ingest.stderr.read()
+        deleting = EmbeddedBackend(tmp_path / "ix")
+        with pytest.raises(IndexLockedError, match="'docs' is being written by an ingest .*Wait for it to finish"):
+            deleting.delete_index("docs")
+        out, err = ingest.communicate("go on\n", timeout=60)
+    finally:
+        ingest.kill()
+    assert ingest.returncode == 0 and out == "ingested\n", err
+    assert deleting.info("docs").chunk_count == 2
+    deleting.delete_index("docs")  # the ingest is over: nothing holds it
+    assert not deleting.exists("docs")
+
+
+def test_this_processs_own_unflushed_writes_do_not_hold_off_its_delete(backend):
+    """A run that fails before its flush deletes the index it created (ingest's _stop)."""
+    backend.create_index("docs", MODEL)
+    backend.index("docs", [source("mem://a", ["unflushed"], [unit(1, 0)])])  # this process's writer session
+    backend.delete_index("docs")
+    assert not backend.exists("docs")

@@ -175,7 +175,8 @@ class Unirank:
         return removed
 
     def delete_index(self, index: str) -> None:
-        """Delete the index and all its versions (no confirmation: the CLI asks)."""
+        """Delete the index and all its versions (no confirmation: the CLI asks). Raises
+        :class:`IndexLockedError` while another process is ingesting into it: wait for that run, or stop it."""
         self.backend.delete_index(index)
 
     def close(self) -> None:

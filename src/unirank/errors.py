@@ -163,10 +163,19 @@ class TrainingRunningError(TrainingError):
 
 
 class IndexLockedError(UnirankError):
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            f"Index {name!r} is being written by another process. Wait for it to finish, then retry."
-        )
+    """Another process is writing to the index; ``writer`` says which kind, for a delete it would break."""
+
+    def __init__(self, name: str, writer: str | None = None) -> None:
+        if writer:
+            super().__init__(
+                f"Index {name!r} is being written by {writer}: deleting it now would make that run fail. Wait "
+                "for it to finish, or stop it, then delete the index."
+            )
+        else:
+            super().__init__(
+                f"Index {name!r} is being written by another process. Wait for it to finish, then retry."
+            )
+        self.name = name
 
 
 class IndexChangedError(UnirankError):

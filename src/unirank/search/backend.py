@@ -87,7 +87,10 @@ class SearchBackend(Protocol):
         An index whose model cannot be read is left out."""
         ...
 
-    def delete_index(self, index: str) -> None: ...
+    def delete_index(self, index: str) -> None:
+        """Delete the index and all its versions. Raises :class:`IndexLockedError` while another process
+        has writes in progress to it (an ingest between its batches), which the delete would break."""
+        ...
 
     def source_states(self, index: str) -> dict[str, SourceState]:
         """What each ingested source looked like, for incremental re-ingestion."""

@@ -180,8 +180,9 @@ class EmbeddedBackend:
     def delete_index(self, index: str) -> None:
         """Under the write lock, so no write or repair (here or in another process) has its files removed
         midway; and CURRENT goes under ``_guard``, so no handle of this process is being opened meanwhile
-        (a search racing the delete got tantivy's raw "Failed to acquire Lockfile")."""
-        with self._write_lock(index):
+        (a search racing the delete got tantivy's raw "Failed to acquire Lockfile"). Refused while another
+        process's ingest or rebuild is writing to it, which then died at its next batch ("does not exist")."""
+        with self._write_lock(index), self._no_other_writer(index):
             folder = self._index_dir(index)
             with self._guard:
                 handle = self._handles.pop(index, None)
@@ -193,6 +194,25 @@ class EmbeddedBackend:
                 handle.close()  # after the search it is in
             self._end_session(index)
             shutil.rmtree(folder, ignore_errors=True)
+
+    @contextmanager
+    def _no_other_writer(self, index: str) -> Iterator[None]:
+        """Under the write lock, for a delete: the writers' lock exclusively, not waited for. Between its
+        batches an ingest holds only that one (shared); this process's own unflushed writes go with the
+        index. (A rebuild deleted meanwhile says the index does not exist, having written nothing.)"""
+        if fcntl is None:  # pragma: no cover - Windows: no writer sessions
+            yield
+            return
+        self._end_session(index)
+        fd = self._lock_file(index, WRITERS_LOCK)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise IndexLockedError(index, "an ingest (or a removal of sources) in another process") from None
+            yield
+        finally:
+            os.close(fd)  # drops the lock
 
     def list_indexes(self) -> list[IndexInfo]:
         infos = []
