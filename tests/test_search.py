@@ -279,3 +279,27 @@ def test_a_device_torch_cannot_use_is_said_to_be_the_setting(indexed, cross_enco
         assert "Give a local model folder" not in str(refused.value)
     with pytest.raises(ModelLoadError, match=r"cross-encoder .* on device 'cuda'.*set it to cpu"):
         CrossEncoderReranker(str(cross_encoder), name="cross@1", device="cuda")
+
+
+def test_sources_are_removed_by_uri_or_local_path_and_others_are_refused_in_words(indexed, monkeypatch):
+    """A lone string was read character by character, and local paths, None or numbers matched nothing:
+    each removed 0 chunks without a word."""
+    from unirank.errors import SourceError
+
+    first, second = sorted(indexed.backend.source_states("docs"))[:2]
+    chunks = indexed.index_info("docs").chunk_count
+    for uris, says in [(first, "must be a list of URIs or paths, got str .*: pass \\['file://"),
+                       (None, "must be a list of URIs or paths, got NoneType"),
+                       ([None], "Each source to remove must be a URI or path as text, got None"),
+                       ([1], "got 1"), ([first, ""], "got ''")]:
+        with pytest.raises(InvalidQueryError, match=says):
+            indexed.remove_sources("docs", uris)
+    with pytest.raises(SourceError, match="holds no documents from file:///nowhere/x.md, so nothing was removed"):
+        indexed.remove_sources("docs", [first, "file:///nowhere/x.md"])
+    assert indexed.index_info("docs").chunk_count == chunks
+
+    from unirank.ingest.sources import local_path
+
+    monkeypatch.chdir(Path(local_path(second)).parent)
+    assert indexed.remove_sources("docs", (first, Path(local_path(second)).name)) > 0  # a URI, and a relative path
+    assert not {first, second} & set(indexed.backend.source_states("docs"))

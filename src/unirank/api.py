@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from functools import cached_property
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from unirank.errors import ConfigurationError, InvalidQueryError, SourceError
 from unirank.ingest.pipeline import Ingestor, ProgressCallback
@@ -22,7 +22,7 @@ from unirank.models.loading import index_model_ref, load_embedder, load_reranker
 from unirank.models.reranker import Reranker
 from unirank.search.backend import SearchBackend
 from unirank.search.factory import make_backend
-from unirank.search.searcher import Searcher
+from unirank.search.searcher import Searcher, stored_source_uri
 from unirank.search.types import IndexInfo, ModelSignature, SearchMode, SearchResults
 from unirank.settings import Settings
 
@@ -168,9 +168,21 @@ class Unirank:
 
         return DocumentSource(source, self.settings.storage).under(self.backend.source_states(index))
 
-    def remove_sources(self, index: str, uris: list[str]) -> int:
-        """Remove these sources' chunks from ``index``; returns how many chunks went."""
-        removed = self.backend.delete(index, uris)
+    def remove_sources(self, index: str, uris: Iterable[str]) -> int:
+        """Remove these sources' chunks from ``index``: each a URI as ingested, or a local path (the
+        file:// URI it was ingested as); returns how many chunks went. Raises :class:`SourceError`, removing
+        nothing, if one is not in the index (as ``unirank index remove`` does); :meth:`sources_under` lists
+        those at or under a folder."""
+        wanted = _source_uris(uris)
+        if wanted:
+            held = self.backend.source_states(index)
+            missing = [uri for uri in wanted if uri not in held]
+            if missing:
+                shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+                raise SourceError(f"Index {index!r} holds no documents from {shown}, so nothing was removed. "
+                                  f"ur.sources_under({index!r}, FOLDER) lists the sources ingested from a folder, "
+                                  "as they are stored.")
+        removed = self.backend.delete(index, wanted)
         self.backend.flush(index)
         return removed
 
@@ -196,3 +208,18 @@ class Unirank:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _source_uris(uris: object) -> list[str]:
+    """Sources as stored: a lone string was read character by character, and a None or a number in the
+    list matched nothing; both removed 0 chunks without a word."""
+    if isinstance(uris, (str, bytes)) or not isinstance(uris, Iterable):
+        raise InvalidQueryError(f"The sources to remove must be a list of URIs or paths, got "
+                                f"{type(uris).__name__} {uris!r}" + (f": pass [{uris!r}] for one." if isinstance(
+                                    uris, str) else "."))
+    wanted = []
+    for uri in uris:
+        if not isinstance(uri, str) or not uri.strip():
+            raise InvalidQueryError(f"Each source to remove must be a URI or path as text, got {uri!r}.")
+        wanted.append(stored_source_uri(uri))
+    return wanted

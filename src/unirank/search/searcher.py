@@ -209,5 +209,12 @@ def _as_stored(filters: Mapping[str, str] | None) -> Mapping[str, str] | None:
     value = (filters or {}).get("source_uri")
     if not value or "://" in value:
         return filters
+    return {**filters, "source_uri": stored_source_uri(value)}  # type: ignore[dict-item]
+
+
+def stored_source_uri(value: str) -> str:
+    """The URI a source is stored under: a URI as given, a local path as its (percent-encoded) file:// URI."""
+    if "://" in value:
+        return value
     # Absolute, not resolved through links: ingestion keeps a linked folder's path (docs/share/a.md).
-    return {**filters, "source_uri": Path(os.path.abspath(os.path.expanduser(value))).as_uri()}  # type: ignore[dict-item]
+    return Path(os.path.abspath(os.path.expanduser(value))).as_uri()
