@@ -458,3 +458,27 @@ def test_an_empty_chat_index_is_refused(config, monkeypatch):
     monkeypatch.setenv("UNIRANK_CHAT__INDEX", " ")
     with pytest.raises(unirank.ConfigurationError, match=r"chat\.index is empty: name an index"):
         Settings.load()
+
+
+@pytest.mark.parametrize(("toml", "says"), [
+    ('[reranker]\nenabled = true\nmodel = "none"\n',
+     r'reranker.enabled is true but reranker.model is "none".*set reranker.model .*or set reranker.enabled = false'),
+    ("[reranker]\nenabled = true\ntop_k = 5\n",
+     r"reranker.enabled is true but search.top_k \(10\) is above reranker.top_k \(5\).*set search.top_k to at "
+     r"most 5, raise reranker.top_k \(at most 50\), or set reranker.enabled = false"),
+])
+def test_settings_under_which_every_default_search_fails_are_refused(config, monkeypatch, toml, says):
+    """Both loaded without a word, and then every search that took the defaults failed."""
+    config.write_text(toml)
+    with pytest.raises(unirank.ConfigurationError, match=says):
+        Settings.load()
+    config.write_text("")
+    monkeypatch.setenv("UNIRANK_RERANKER__ENABLED", "true")
+    monkeypatch.setenv("UNIRANK_SEARCH__TOP_K", "51")  # above the default reranker.top_k, 50
+    with pytest.raises(unirank.ConfigurationError, match=r"search.top_k \(51\) is above reranker.top_k \(50\)"):
+        Settings.load()
+    monkeypatch.setenv("UNIRANK_SEARCH__TOP_K", "50")
+    assert Settings.load().reranker.enabled
+    monkeypatch.setenv("UNIRANK_RERANKER__ENABLED", "false")
+    monkeypatch.setenv("UNIRANK_SEARCH__TOP_K", "51")
+    assert Settings.load(reranker={"model": "none"}).search.top_k == 51  # no reranking by default: nothing fails

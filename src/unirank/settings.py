@@ -437,6 +437,22 @@ class Settings(BaseSettings):
             raise ValueError(f"data_dir {value} is a file: name a folder")
         return value
 
+    @model_validator(mode="after")
+    def _default_search_can_rerank(self) -> "Settings":
+        """Settings under which every search that takes the defaults fails loaded without a word."""
+        reranker, search = self.reranker, self.search
+        if reranker.enabled and reranker.model.strip().lower() == "none":
+            raise ValueError("reranker.enabled is true but reranker.model is \"none\", so every search would be "
+                             "reranked with no reranker: set reranker.model (base, a cross-encoder, a registry "
+                             "ref), or set reranker.enabled = false")
+        if reranker.enabled and search.top_k > reranker.top_k:
+            raise ValueError(f"reranker.enabled is true but search.top_k ({search.top_k}) is above reranker.top_k "
+                             f"({reranker.top_k}), the most candidates reranked, so every search asking for the "
+                             f"default number of results would be refused: set search.top_k to at most "
+                             f"{reranker.top_k}, raise reranker.top_k (at most {MAX_RERANK_TOP_K}), or set "
+                             "reranker.enabled = false")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
