@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import boto3
@@ -461,3 +462,85 @@ def test_an_export_to_object_storage_that_failed_partway_is_exported_again(tmp_p
                                               r"export of m@1 .*--force"):
             export.export_version(mv, f"s3://handbook/{prefix}", storage)
     assert keys("mine/") == ["mine/m-v1/notes.txt"]
+
+
+@pytest.fixture()
+def scoped_keys(no_aws_credentials):
+    """A moto server that checks keys and policies, with a bucket `scoped` (corp/a.md, corp/b.md, secret.md) and
+    keys of two users: `reader` may list the bucket and read corp/* alone, `lister` may list it and read nothing.
+    Yields a client that may write the bucket, and each user's storage settings."""
+    import json
+
+    import httpx
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    admin = {"endpoint_url": url, "aws_access_key_id": "testing", "aws_secret_access_key": "testing",
+             "region_name": "us-east-1"}
+    s3, iam = boto3.client("s3", **admin), boto3.client("iam", **admin)
+    s3.create_bucket(Bucket="scoped")
+    for key in ("corp/a.md", "corp/b.md", "secret.md"):
+        s3.put_object(Bucket="scoped", Key=key, Body=f"# {key}\n\nThe text of {key}.".encode())
+    # moto asks for s3:ListObjectsV2 where AWS asks for s3:ListBucket; a HEAD needs s3:GetObject on both.
+    may_list = {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListObjectsV2"], "Resource": "arn:aws:s3:::scoped"}
+    may_read = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::scoped/corp/*"}
+    users = {}
+    may_write = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+    for user, statements in (("reader", [may_list, may_read]), ("lister", [may_list]), ("writer", [may_write])):
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="scoped", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": statements}))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        users[user] = StorageSettings(endpoint_url=url, region="us-east-1", access_key_id=key["AccessKeyId"],
+                                      secret_access_key=key["SecretAccessKey"])
+    writer = users.pop("writer")
+    httpx.post(f"{url}/moto-api/reset-auth", content=b"0").raise_for_status()  # check keys from now on
+    try:
+        yield boto3.client("s3", endpoint_url=url, aws_access_key_id=writer.access_key_id, region_name="us-east-1",
+                           aws_secret_access_key=writer.secret_access_key), users
+    finally:  # moto's auth switch and its accounts are one for the process: the other tests' servers meet neither
+        httpx.post(f"{url}/moto-api/reset-auth", content=b"inf").raise_for_status()
+        for user in (*users, "writer"):
+            iam.delete_user_policy(UserName=user, PolicyName="scoped")
+            for key in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
+                iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
+            iam.delete_user(UserName=user)
+        for obj in s3.list_objects_v2(Bucket="scoped").get("Contents", []):
+            s3.delete_object(Bucket="scoped", Key=obj["Key"])
+        s3.delete_bucket(Bucket="scoped")
+        server.stop()
+
+
+def test_a_prefix_without_a_slash_is_read_with_keys_that_may_read_only_under_it(client, scoped_keys):
+    """`ingest s3://scoped/corp` looked for an object named `corp` too, and the 403 of that look (outside the policy)
+    failed the run as "access denied ... may not list this bucket"; `s3://scoped/corp/` worked."""
+    _, users = scoped_keys
+    client.settings.storage = users["reader"]
+    for uri in ("s3://scoped/corp", "s3://scoped/corp/"):
+        report = client.ingest(uri, "corp")
+        assert report.failed == [] and report.files_seen == 2
+    assert sorted(client.sources_under("corp", "s3://scoped")) == ["s3://scoped/corp/a.md", "s3://scoped/corp/b.md"]
+    with pytest.raises(SourceError, match=r"^Cannot list s3://scoped/secret\.md: access denied \(403 "):
+        client.ingest("s3://scoped/secret.md", "corp")  # an object they may not look at is not said to be missing
+
+
+def test_an_object_the_keys_may_not_read_is_said_to_be_denied_naming_the_settings(client, scoped_keys):
+    """A 403 reading an object was reported as "cannot read: Access Denied", naming no permission or setting."""
+    s3, users = scoped_keys
+    denied = (r"^cannot read: access denied \(403 AccessDenied: Access Denied\): the storage rejected the credentials, "
+              rf"or they may not read this object \(s3:GetObject\)\. Check the keys and their permissions\. "
+              rf"Set {SETTINGS_NAMED}")
+    client.settings.storage = users["lister"]
+    report = client.ingest("s3://scoped/corp/", "corp")
+    assert [uri for uri, _ in report.failed] == ["s3://scoped/corp/a.md", "s3://scoped/corp/b.md"]
+    assert all(re.match(denied, reason) for _, reason in report.failed), report.failed
+    client.settings.storage = users["reader"]
+    assert client.ingest("s3://scoped/corp/", "corp").ingested == ["s3://scoped/corp/a.md", "s3://scoped/corp/b.md"]
+    s3.put_object(Bucket="scoped", Key="corp/a.md", Body=b"# A\n\nChanged since.")
+    client.settings.storage = users["lister"]
+    report = client.ingest("s3://scoped/corp/", "corp")
+    assert [uri for uri, _ in report.failed] == ["s3://scoped/corp/a.md"]  # b.md is unchanged: not read
+    assert re.match(denied, report.failed[0][1]) and "the previous version stays indexed" in report.failed[0][1]

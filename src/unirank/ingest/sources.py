@@ -103,6 +103,10 @@ class DocumentSource:
                 info = fs.info(self.path, refresh=True)
             except FileNotFoundError:
                 info = {}
+            except PermissionError:  # keys that may read notes/* alone may not look at an object `notes`
+                if not entries:
+                    raise  # nothing under it either: the denial is the answer
+                info = {}
             if info.get("type") == "file":
                 entries[self.path] = info
         if key and not entries:
@@ -160,6 +164,9 @@ class DocumentSource:
             return self.fs.cat_file(path)
         except (NoConnection, HTTPClientError) as exc:  # the storage failed, not the file: say which endpoint
             raise SourceError(self._why(exc)) from exc
+        except PermissionError as exc:  # s3fs says "Access Denied": no permission, no setting named
+            # Still this file's failure, not the run's: keys may be denied some objects only (another KMS key's).
+            raise PermissionError(access_denied(exc, f"read this object ({self.scheme}:GetObject)")) from exc
 
     @staticmethod
     def _broken(path: str) -> str:
@@ -210,11 +217,17 @@ def storage_problem(exc: BaseException, scheme: str, storage: StorageSettings) -
     if isinstance(exc, NoCredentialsError):
         return f"no credentials were found. {_SET_CREDENTIALS}"
     if isinstance(exc, PermissionError):
-        code, message = _s3_error(exc)  # a listing's 403 says why (InvalidAccessKeyId), a HEAD's only "Forbidden"
-        said = f"{code}: {message.rstrip('.')}" if code and not code.isdigit() else str(exc)
-        return (f"access denied (403 {said}): the storage rejected the credentials, or they may not list "
-                f"this bucket. Check the keys and their permissions. {_SET_CREDENTIALS}")
+        return access_denied(exc, "list this bucket")
     return None
+
+
+def access_denied(exc: PermissionError, action: str) -> str:
+    """A 403 from object storage, worded with the settings to fix: the keys were rejected, or they may not
+    ``action`` ("list this bucket", "read this object (s3:GetObject)")."""
+    code, message = _s3_error(exc)  # a listing's 403 says why (InvalidAccessKeyId), a HEAD's only "Forbidden"
+    said = f"{code}: {message.rstrip('.')}" if code and not code.isdigit() else str(exc)
+    return (f"access denied (403 {said}): the storage rejected the credentials, or they may not {action}. "
+            f"Check the keys and their permissions. {_SET_CREDENTIALS}")
 
 
 def _s3_error(exc: BaseException) -> tuple[str | None, str]:
