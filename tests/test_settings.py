@@ -482,3 +482,37 @@ def test_settings_under_which_every_default_search_fails_are_refused(config, mon
     monkeypatch.setenv("UNIRANK_RERANKER__ENABLED", "false")
     monkeypatch.setenv("UNIRANK_SEARCH__TOP_K", "51")
     assert Settings.load(reranker={"model": "none"}).search.top_k == 51  # no reranking by default: nothing fails
+
+
+@pytest.mark.parametrize(("key", "toml", "says"), [
+    ("SEARCH__TOP_K", "true", r"search.top_k: Input should be a number, not true or false \(got True\)"),
+    ("RERANKER__BLEND_WEIGHT", "false", r"reranker.blend_weight: Input should be a number, not true or false"),
+    ("CHUNKING__SIZE", "true", r"chunking.size: Input should be a number, not true or false"),
+    ("RERANKER__ENABLED", "1", r"reranker.enabled: Input should be true or false \(got 1\)"),
+    ("RERANKER__ENABLED", '"on"', r"reranker.enabled: Input should be true or false \(got 'on'\)"),
+    ("EMBEDDER__PADDING_FREE", '"yes"', r"embedder.padding_free: Input should be true or false"),
+])
+def test_a_bool_is_no_number_and_a_number_or_word_no_bool_in_the_file_as_in_variables(config, monkeypatch, key,
+                                                                                         toml, says):
+    """unirank.toml's `top_k = true` was read as 1 (the variable was refused), and `enabled = 1` or "on"
+    as true."""
+    section, name = key.lower().split("__")
+    config.write_text(f"[{section}]\n{name} = {toml}\n")
+    with pytest.raises(unirank.ConfigurationError, match=says):
+        Settings.load()
+    if toml == "1":  # the number 1 in the file; a variable's text "1" is true, as a shell writes it
+        return
+    config.write_text("")
+    monkeypatch.setenv(f"UNIRANK_{key}", toml.strip('"'))
+    with pytest.raises(unirank.ConfigurationError, match=f"{section}.{name}: Input should be"):
+        Settings.load()
+
+
+def test_true_and_false_are_read_alike_from_the_file_and_variables(config, monkeypatch):
+    config.write_text('[reranker]\nenabled = true\n[embedder]\npadding_free = "False"\n')
+    loaded = Settings.load()
+    assert loaded.reranker.enabled is True and loaded.embedder.padding_free is False
+    config.write_text("")
+    for value, meant in (("true", True), ("0", False), ("TRUE", True), ("1", True)):
+        monkeypatch.setenv("UNIRANK_RERANKER__ENABLED", value)
+        assert Settings.load().reranker.enabled is meant

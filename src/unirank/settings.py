@@ -17,7 +17,9 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,6 +39,34 @@ MAX_TOP_K = 1000
 class _Section(BaseModel):
     #: A misspelt key (``[embedder] modle = …``) is an error, not a setting silently left at its default.
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _bools_only_where_meant(cls, value: object, info: ValidationInfo) -> object:
+        """pydantic's lax mode read ``top_k = true`` in unirank.toml as 1 (a variable was refused), and
+        ``enabled = 1`` or ``"on"`` as true: the file and the variables now take the same values."""
+        kinds = _scalar_kinds(cls.model_fields[info.field_name].annotation) if info.field_name else set()
+        if bool in kinds:
+            if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in _BOOL_TEXTS):
+                return value
+            raise PydanticCustomError("bool_strict", "Input should be true or false")
+        if kinds & {int, float} and isinstance(value, bool):
+            raise PydanticCustomError("number_not_bool", "Input should be a number, not true or false")
+        return value
+
+
+#: What a variable may say for a true/false setting (as a shell writes it), in any case; the file may too.
+_BOOL_TEXTS = {"true", "false", "1", "0"}
+
+
+def _scalar_kinds(annotation: object) -> set[object]:
+    """The plain types a field's annotation allows: ``int | None`` is {int, NoneType}."""
+    args = typing.get_args(annotation)
+    if not args:
+        return {annotation}
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return {kind for arg in args for kind in _scalar_kinds(arg)}
+    return {typing.get_origin(annotation)}  # Literal[...], list[str]: neither a number nor a bool
 
 
 class EmbedderSettings(_Section):
