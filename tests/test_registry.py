@@ -1103,6 +1103,38 @@ def test_exporting_again_replaces_the_earlier_export_whole(registry, tmp_path):
     assert not (other / "cisi-embed-v1" / "notes.txt").exists()
 
 
+def test_a_killed_export_leaves_no_copy_behind_after_the_next(registry, tmp_path, monkeypatch):
+    """An export killed after its copy (SIGKILL, the OOM killer) left .NAME-vN.exporting-<random> beside the
+    export forever, a whole model each time. Its copy is named for its process now, and the next export removes
+    those whose process is gone; one still being written stays."""
+    import socket
+
+    import unirank.registry.export as export
+
+    host = socket.gethostname()
+    _version(registry)
+    out = tmp_path / "out"
+    left = {kind: out / name for kind, name in (
+        ("killed", f".cisi-embed-v1.exporting-{_gone_pid()}-{host}-0123abcd"),
+        ("moved aside", f".cisi-embed-v1.replaced-{_gone_pid()}-{host}-4567ef01"),
+        ("running", f".cisi-embed-v1.exporting-{os.getpid()}-{host}-89abcdef"))}
+    for folder in left.values():
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"weights")
+    copies = []
+    copytree = shutil.copytree
+
+    def copy(src, dst, *args, **kwargs):
+        copies.append(Path(dst))
+        return copytree(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(export.shutil, "copytree", copy)
+    dest = Path(registry.export("cisi-embed@1", str(out)))
+    assert copies[0].name.startswith(f".cisi-embed-v1.exporting-{os.getpid()}-{host}-")
+    assert {kind for kind, folder in left.items() if folder.exists()} == {"running"}
+    assert sorted(p.name for p in out.iterdir()) == [left["running"].name, dest.name]
+
+
 def test_exporting_again_to_object_storage_leaves_no_stale_objects(registry, s3_endpoint):
     import boto3
 

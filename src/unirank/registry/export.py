@@ -9,18 +9,20 @@ so evaluation still refuses the queries it was trained on.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unirank.errors import ExportError, UnirankError
-from unirank.registry.files import MARKER_FILE, files_digest, model_files
+from unirank.registry.files import MARKER_FILE, files_digest, model_files, staging_name, sweep_stale
 from unirank.timeutil import now_iso
 
 if TYPE_CHECKING:  # store imports this module
     from unirank.registry.store import ModelVersion
+
+log = logging.getLogger(__name__)
 
 #: Written to an object storage export before its files and removed once its marker is written: it names
 #: the version, so a prefix left partway (a dropped connection, Ctrl-C), which has no marker, is still
@@ -121,9 +123,12 @@ def _export_to_folder(mv: ModelVersion, dest: Path, marker: str, force: bool) ->
             earlier = None
         _refuse_other_contents(mv, str(dest), earlier)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
-    staging = dest.parent / f".{dest.name}.exporting-{token}"
-    replaced = dest.parent / f".{dest.name}.replaced-{token}"
+    staging_prefix, replaced_prefix = f".{dest.name}.exporting-", f".{dest.name}.replaced-"
+    _sweep_abandoned(dest.parent, staging_prefix, replaced_prefix)
+    # Named for this process (staging_name): the next export can tell one left by a killed export from one
+    # still being written, and removes it.
+    staging = dest.parent / staging_name(staging_prefix)
+    replaced = dest.parent / staging_name(replaced_prefix)
     done = False
     try:
         shutil.copytree(root, staging, ignore=lambda folder, names: (
@@ -142,6 +147,14 @@ def _export_to_folder(mv: ModelVersion, dest: Path, marker: str, force: bool) ->
         shutil.rmtree(staging, ignore_errors=True)
         if done:
             shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _sweep_abandoned(folder: Path, *prefixes: str) -> None:
+    """Remove the copies (and earlier exports moved aside) in ``folder`` that an export killed partway left:
+    each a whole model, kept forever."""
+    for prefix in prefixes:
+        for stale in sweep_stale(folder.iterdir(), prefix):
+            log.info("removed %s, left by an export that did not finish", stale)
 
 
 def _export_to_objects(mv: ModelVersion, location: Any, dest: str, marker: str, force: bool) -> None:
