@@ -516,3 +516,23 @@ def test_true_and_false_are_read_alike_from_the_file_and_variables(config, monke
     for value, meant in (("true", True), ("0", False), ("TRUE", True), ("1", True)):
         monkeypatch.setenv("UNIRANK_RERANKER__ENABLED", value)
         assert Settings.load().reranker.enabled is meant
+
+
+def test_a_data_dir_under_a_file_is_refused_and_one_that_cannot_be_made_is_said_to_be_data_dir(
+        config, monkeypatch, tmp_path):
+    """Both ended an ingest in a bare NotADirectoryError or FileNotFoundError, and `index list` said there
+    were no indexes."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    monkeypatch.setenv("UNIRANK_DATA_DIR", str(a_file / "data" / "more"))
+    with pytest.raises(unirank.ConfigurationError,
+                       match=rf"data_dir .*more cannot be made: {re.escape(str(a_file))} is a file, not a folder"):
+        Settings.load()
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc, where no folder can be made")
+    monkeypatch.setenv("UNIRANK_DATA_DIR", "/proc/unirank-nope")
+    with unirank.Unirank() as client:
+        with pytest.raises(unirank.ConfigurationError,
+                           match=r"data_dir /proc/unirank-nope cannot be used: making /proc/unirank-nope/indexes "
+                                 r"failed \(No such file or directory\)\. Set data_dir"):
+            client.ingest(str(Path(__file__).parents[1] / "examples" / "sample-docs"), "docs")

@@ -108,12 +108,25 @@ class Unirank:
             raise InvalidQueryError(f"progress must be a function called as progress(done, total, uri), or None; "
                                     f"got {progress!r}.")
 
+        self._make_indexes_dir()
+
         def embedder() -> Embedder:  # loaded once the source is listed: a typo there costs no model load
             return self.embedder_for(self.backend.model(index)) if self.backend.exists(index) else self.embedder
 
         ingestor = Ingestor(self.backend, embedder, self.settings.chunking, self.settings.storage,
                             self.settings.ingest)
         return ingestor.run(source, index, prune=prune, progress=progress)
+
+    def _make_indexes_dir(self) -> None:
+        """A data_dir that cannot be made (/proc/nope, a read-only mount) failed the ingest with a bare
+        FileNotFoundError or PermissionError."""
+        try:
+            self.settings.indexes_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"data_dir {self.settings.data_dir} cannot be used: making {self.settings.indexes_dir} failed "
+                f"({exc.strerror or exc}). Set data_dir (in unirank.toml, UNIRANK_DATA_DIR or Settings.load("
+                "data_dir=...)) to a folder this user can write.") from None
 
     def search(
         self,

@@ -465,6 +465,10 @@ class Settings(BaseSettings):
         value = _path_expanded(value)
         if value.exists() and not value.is_dir():
             raise ValueError(f"data_dir {value} is a file: name a folder")
+        blocking = _nearest_existing(value)
+        if blocking is not None and not blocking.is_dir():  # ingest failed with a bare NotADirectoryError
+            raise ValueError(f"data_dir {value} cannot be made: {blocking} is a file, not a folder; name a "
+                             "folder that exists or can be made")
         return value
 
     @model_validator(mode="after")
@@ -588,6 +592,17 @@ def _path_named(value: object, setting: str) -> object:
         raise ValueError(f"{setting} is empty: name a path (`.` for the current directory), or remove the "
                          "setting for its default")
     return value
+
+
+def _nearest_existing(path: Path) -> Path | None:
+    """``path`` or the nearest of its parents that exists (None when none can be looked at)."""
+    for candidate in (path.absolute(), *path.absolute().parents):
+        try:
+            if candidate.exists():
+                return candidate
+        except OSError:  # not allowed to look: the folder's own use says what is wrong
+            return None
+    return None
 
 
 def _path_expanded(value: Path | None) -> Path | None:
