@@ -544,3 +544,19 @@ def test_an_object_the_keys_may_not_read_is_said_to_be_denied_naming_the_setting
     report = client.ingest("s3://scoped/corp/", "corp")
     assert [uri for uri, _ in report.failed] == ["s3://scoped/corp/a.md"]  # b.md is unchanged: not read
     assert re.match(denied, report.failed[0][1]) and "the previous version stays indexed" in report.failed[0][1]
+
+
+def test_keys_with_dot_segments_are_documents_not_hidden_files(client, bucket, s3_endpoint):
+    """`odd/./c.md` and `odd/a/../b.md` were passed over without a word, as hidden files: a `.` or `..` segment of
+    an object key is part of its name (S3 keys are not paths), and each is read by its own key."""
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
+    keys = ("dots/./c.md", "dots/a/../b.md", "dots/../up.md", "dots/b.md")
+    for n, key in enumerate(keys):
+        bucket.put_object(Bucket="handbook", Key=key, Body=f"# Note {n}\n\nDocument {n} about okapis{n}.".encode())
+    bucket.put_object(Bucket="handbook", Key="dots/.hidden.md", Body=b"# Hidden\n\nStill passed over.")
+    report = client.ingest("s3://handbook/dots", "dots")
+    assert report.failed == [] and report.skipped == [] and report.files_seen == 4
+    assert sorted(report.ingested) == sorted(f"s3://handbook/{key}" for key in keys)
+    for n, key in enumerate(keys):  # its own text, not that of the key it would name as a path (dots/b.md)
+        hit = client.search(f"okapis{n}", "dots", mode="bm25", rerank=False, top_k=1).hits[0]
+        assert hit.chunk.source_uri == f"s3://handbook/{key}" and f"okapis{n}" in hit.chunk.text

@@ -293,12 +293,13 @@ def _not_a_document(path: str, root: str) -> bool:
     """Files a folder holds beside its documents, passed over without a report line: hidden files and
     anything in a hidden folder under the source (``.git/``, ``.DS_Store``), and the ``~$report.docx``
     lock file Office keeps beside a document while it is open. A hidden folder above the source
-    (``~/.local/docs``) is the user's choice and counts as any other."""
+    (``~/.local/docs``) is the user's choice and counts as any other. An object key's ``.`` and ``..``
+    segments (``odd/./c.md``) are parts of its name, not hidden names: S3 keys are not paths."""
     if path == root:
         return False  # the file the user named, even a hidden one
     prefix = root.rstrip("/") + "/"
     parts = (path[len(prefix):] if path.startswith(prefix) else path.rsplit("/", 1)[-1]).split("/")
-    return any(part.startswith(".") for part in parts) or parts[-1].startswith("~$")
+    return any(part.startswith(".") and part not in (".", "..") for part in parts) or parts[-1].startswith("~$")
 
 
 def _change_marker(info: dict[str, Any]) -> str:
