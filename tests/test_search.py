@@ -303,3 +303,10 @@ def test_sources_are_removed_by_uri_or_local_path_and_others_are_refused_in_word
     monkeypatch.chdir(Path(local_path(second)).parent)
     assert indexed.remove_sources("docs", (first, Path(local_path(second)).name)) > 0  # a URI, and a relative path
     assert not {first, second} & set(indexed.backend.source_states("docs"))
+
+
+def test_a_mode_that_is_not_none_is_checked_not_read_as_the_default(indexed):
+    """"", 0 and False searched in search.mode without a word."""
+    for mode in ("", 0, False, ["bm25"]):
+        with pytest.raises(InvalidQueryError, match="Unknown search mode"):
+            indexed.search("keys", "docs", mode=mode)  # type: ignore[arg-type]

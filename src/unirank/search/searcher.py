@@ -58,7 +58,7 @@ class Searcher:
         rerank: bool | None = None,
         filters: Mapping[str, str] | None = None,
     ) -> SearchResults:
-        mode = mode or self.settings.mode
+        mode = self.settings.mode if mode is None else mode  # "", 0 or False is a mistake, not the default
         top_k = self.settings.top_k if top_k is None else top_k
         rerank = self.rerank_by_default if rerank is None else rerank
         self._validate(query, index, mode, top_k, rerank, filters)  # loads the reranker on first use, before the clock
