@@ -560,3 +560,12 @@ def test_keys_with_dot_segments_are_documents_not_hidden_files(client, bucket, s
     for n, key in enumerate(keys):  # its own text, not that of the key it would name as a path (dots/b.md)
         hit = client.search(f"okapis{n}", "dots", mode="bm25", rerank=False, top_k=1).hits[0]
         assert hit.chunk.source_uri == f"s3://handbook/{key}" and f"okapis{n}" in hit.chunk.text
+
+
+def test_a_warning_names_the_object_by_its_uri(client, bucket, s3_endpoint):
+    """A warning for s3://handbook/warn/fm.md was said for `handbook/warn/fm.md`, its scheme lost."""
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
+    bucket.put_object(Bucket="handbook", Key="warn/fm.md", Body=b"---\ntitle: [unclosed\n---\n# Notes\n\nThe body.")
+    report = client.ingest("s3://handbook/warn", "warn")
+    assert report.ingested == ["s3://handbook/warn/fm.md"]
+    assert [w.split(": ", 1)[0] for w in report.warnings] == ["s3://handbook/warn/fm.md"], report.warnings

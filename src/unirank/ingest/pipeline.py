@@ -315,7 +315,8 @@ class Ingestor:
         if not chunks:
             _fail(report, file.uri, "no text to index", previous)
             return None
-        report.warnings.extend(f"{uri_path(file.uri)}: {warning}" for doc in parsed for warning in doc.warnings)
+        shown = uri_path(file.uri) if file.uri.startswith("file://") else file.uri  # s3://b/k, not b/k
+        report.warnings.extend(f"{shown}: {warning}" for doc in parsed for warning in doc.warnings)
         state = SourceState(uri=file.uri, content_hash=digest, size=file.size, modified=file.modified,
                             chunk_count=len(chunks), recipe=recipe)
         return _Pending(state=state, chunks=chunks, previous=previous)
