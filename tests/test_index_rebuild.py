@@ -7,6 +7,7 @@ import fcntl
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,20 @@ def test_an_interrupt_right_after_the_switch_keeps_the_version_now_live(docs_ind
     reader = EmbeddedBackend(docs_index.indexes_dir)
     assert [hit.chunk.doc_id for hit in reader.knn("docs", vectors[3], 1)] == ["mem://b"]
     reader.close()
+
+
+def test_a_progress_or_source_that_is_not_one_is_refused_before_any_work(docs_index, client, monkeypatch):
+    """rebuild_index(progress=5) raised a TypeError once the model had loaded, and sources_under(index, None)
+    a raw AttributeError."""
+    from unirank.errors import InvalidQueryError, SourceError
+
+    loaded = []
+    monkeypatch.setattr("unirank.api.load_embedder", lambda settings: loaded.append(settings))
+    with pytest.raises(InvalidQueryError, match=r"progress must be a function called as progress\(message\), "
+                                                r"or None; got 5"):
+        client.rebuild_index("docs", "base", progress=5)  # type: ignore[arg-type]
+    assert not loaded
+    for source in (None, 3, ""):
+        with pytest.raises(SourceError, match="The source must be a folder, a file or an s3:// / oss:// URI"):
+            client.sources_under("docs", source)  # type: ignore[arg-type]
+    assert client.sources_under("docs", Path("/nowhere")) == []

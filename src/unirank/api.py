@@ -97,16 +97,11 @@ class Unirank:
         Bad files do not raise: they are listed in ``report.failed``. A run that stops partway (a model
         endpoint that fails) returns what it committed with ``report.stopped`` saying why; check
         ``report.ok``. A bad source, index name or setting raises before anything is written."""
-        if isinstance(source, os.PathLike):
-            source = os.fspath(source)
-        if not isinstance(source, str) or not source:
-            raise SourceError(f"The source must be a folder, a file or an s3:// / oss:// URI, got {source!r}.")
+        source = _source_text(source)
         # As search's rerank: a truthy string ("false", "no") pruned, and a non-callable failed after the first file.
         if not isinstance(prune, bool):
             raise InvalidQueryError(f"prune must be True or False, got {prune!r}.")
-        if progress is not None and not callable(progress):
-            raise InvalidQueryError(f"progress must be a function called as progress(done, total, uri), or None; "
-                                    f"got {progress!r}.")
+        _check_progress(progress, "progress(done, total, uri)")
 
         self._make_indexes_dir()
 
@@ -163,6 +158,7 @@ class Unirank:
         if not isinstance(model, str) or not model.strip():
             raise ConfigurationError(f"The model to re-embed {index!r} with (--model) is empty or not text "
                                      f"({model!r}): name one, e.g. handbook-embed@prod, a model folder, or base.")
+        _check_progress(progress, "progress(message)")  # a TypeError once the model had loaded
         self.backend.info(index)  # a missing index is said before the model takes seconds to load
         settings = self.settings.model_copy(deep=True)
         settings.embedder.model = model
@@ -174,11 +170,12 @@ class Unirank:
             # what was ingested or removed meanwhile, taken in under the write lock just before the switch
             catch_up=lambda uris: reembedded_sources(self.backend, index, embedder, sources=uris))
 
-    def sources_under(self, index: str, source: str) -> list[str]:
+    def sources_under(self, index: str, source: str | os.PathLike[str]) -> list[str]:
         """The ingested sources at or under ``source`` (a folder, file or object-storage prefix), which
         need not exist any more: a renamed folder's old documents are found by their old path."""
         from unirank.ingest.sources import DocumentSource
 
+        source = _source_text(source)  # None was a raw AttributeError
         return DocumentSource(source, self.settings.storage).under(self.backend.source_states(index))
 
     def remove_sources(self, index: str, uris: Iterable[str]) -> int:
@@ -221,6 +218,21 @@ class Unirank:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _source_text(source: object) -> str:
+    """A folder, file or object-storage URI, as text; a path object is taken as its text."""
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str) or not source:
+        raise SourceError(f"The source must be a folder, a file or an s3:// / oss:// URI, got {source!r}.")
+    return source
+
+
+def _check_progress(progress: object, called_as: str) -> None:
+    """A progress callback that is not a function failed only when first called, after work was done."""
+    if progress is not None and not callable(progress):
+        raise InvalidQueryError(f"progress must be a function called as {called_as}, or None; got {progress!r}.")
 
 
 def _source_uris(uris: object) -> list[str]:
