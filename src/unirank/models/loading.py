@@ -341,6 +341,8 @@ def load_embedder(settings: Settings) -> Embedder:
         return _remote_embedder(registered, settings)  # type: ignore[arg-type]
     quiet_transformers()
     path, name, version = resolve_model_path(settings.embedder.ref, settings.models_dir, version=registered)
+    if registered is None:
+        _refuse_a_cross_encoder(settings.embedder.ref, path)
     return SentenceTransformerEmbedder(
         path,
         name=name,
@@ -354,6 +356,19 @@ def load_embedder(settings: Settings) -> Embedder:
         same_vectors_as=_same_vectors(settings.embedder.ref, registered, settings.models_dir),
         **registry_backend(registered),
     )
+
+
+def _refuse_a_cross_encoder(model: str, path: str) -> None:
+    """A folder (or hub id) holding a cross-encoder loads as a bi-encoder with a warning only, and its
+    vectors mean nothing: an ingest or rebuild with it wrote an index no search could use. Registered
+    versions are refused by their role (``load_embedder``)."""
+    folder = Path(path) if Path(path).is_dir() else _hub_files(path, _hub_cache())
+    if folder is None:  # a hub id with none of its files here: nothing says what it is
+        return
+    if is_cross_encoder(str(folder)):
+        raise ModelLoadError(f"{model!r} ({folder}) is a cross-encoder (a reranker), not an embedder: its vectors "
+                             "would mean nothing, so nothing was embedded or written. Give an embedder (`base`, a "
+                             "bi-encoder folder or a registered embedder); use this one as reranker.model.")
 
 
 def index_model_ref(settings: Settings, index_model: ModelSignature) -> str | None:

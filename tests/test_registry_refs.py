@@ -1,0 +1,65 @@
+"""Models named wrongly, or whose files are not what they should be: a cross-encoder folder given as the
+embedder, a registration whose copy fails, a version whose folder was deleted, and references written
+in the wrong form (NAME@ALIAS where the command takes NAME --alias ALIAS, NAME@vN for NAME@N)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance.backend_suite import source
+from unirank.errors import ModelLoadError
+from unirank.models.loading import resolve_model_path
+from unirank.search.embedded.backend import EmbeddedBackend
+from unirank.search.types import ModelSignature
+
+BASE = Path(resolve_model_path("base")[0])
+BASE_SIGNATURE = ModelSignature(name="all-MiniLM-L6-v2", version="base", dims=384)
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_folder(tmp_path_factory) -> Path:
+    """The base model saved as a cross-encoder (a reranker folder, as `unirank train` leaves one)."""
+    from sentence_transformers import CrossEncoder
+
+    folder = tmp_path_factory.mktemp("ce") / "rerankmodel"
+    CrossEncoder(str(BASE), num_labels=1, local_files_only=True).save_pretrained(str(folder))
+    return folder
+
+
+def _docs_index(settings) -> None:
+    backend = EmbeddedBackend(settings.indexes_dir)
+    backend.create_index("docs", BASE_SIGNATURE)
+    backend.index("docs", [source("mem://a", ["Backups run nightly."], [np.eye(384, dtype=np.float32)[0]])])
+    backend.flush("docs")
+    backend.close()
+
+
+def test_a_cross_encoder_folder_is_refused_as_the_model_of_a_rebuild(settings, cross_encoder_folder):
+    """It loaded as a bi-encoder with a warning, and the index was re-embedded with vectors that mean nothing."""
+    from unirank.api import Unirank
+
+    _docs_index(settings)
+    with Unirank(settings) as ur:
+        with pytest.raises(ModelLoadError, match="is a cross-encoder .* not an embedder.*Give an embedder"):
+            ur.rebuild_index("docs", str(cross_encoder_folder))
+        assert ur.index_info("docs").model == BASE_SIGNATURE
+    assert sorted(p.name for p in (settings.indexes_dir / "docs").glob("v*")) == ["v1"]
+
+
+def test_a_cross_encoder_folder_is_refused_by_ingest_before_an_index_is_made(settings, cross_encoder_folder,
+                                                                              tmp_path):
+    from unirank.api import Unirank
+    from unirank.errors import IndexNotFoundError
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Backups run nightly.")
+    settings.embedder.model = str(cross_encoder_folder)
+    with Unirank(settings) as ur:
+        with pytest.raises(ModelLoadError, match=str(cross_encoder_folder.name)):
+            ur.ingest(tmp_path / "docs", "ce")
+        with pytest.raises(IndexNotFoundError):
+            ur.index_info("ce")
