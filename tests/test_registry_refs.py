@@ -63,3 +63,21 @@ def test_a_cross_encoder_folder_is_refused_by_ingest_before_an_index_is_made(set
             ur.ingest(tmp_path / "docs", "ce")
         with pytest.raises(IndexNotFoundError):
             ur.index_info("ce")
+
+
+def test_a_folder_that_cannot_be_copied_is_refused_naming_the_file_and_leaves_no_copy(tmp_path):
+    """A dangling link in the folder: a raw shutil.Error traceback, and .incoming-* left in the registry."""
+    from unirank.registry import ModelRegistry
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "dangling.bin").symlink_to(tmp_path / "gone")
+    registry = ModelRegistry(tmp_path / "models")
+    try:
+        with pytest.raises(ModelLoadError, match=r"dangling\.bin.*Nothing was registered\. Fix or remove that file"):
+            registry.register("x", "embedder", path=folder, record={})
+        assert registry.list() == []
+    finally:
+        registry.close()
+    assert list((tmp_path / "models").glob("*/.incoming-*")) == []

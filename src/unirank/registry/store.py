@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from unirank.errors import ModelNotFoundError, PromotionRefusedError, UnirankError
+from unirank.errors import ModelLoadError, ModelNotFoundError, PromotionRefusedError, UnirankError
 from unirank.registry.evaluations import compare_for_promotion, evaluation_key, evaluations, superseded
 from unirank.registry.export import export_version
 from unirank.registry.files import MARKER_FILE, file_listing, files_digest, read_marker, staging_name, sweep_stale
@@ -101,6 +101,26 @@ def parse_reference(ref: str) -> tuple[str, str | None]:
     return name, selector or None
 
 
+def _copy_model_folder(path: Path, to: Path) -> None:
+    """Copy a folder to register; a file that cannot be copied is a ModelLoadError naming it (a raw
+    shutil.Error traceback said nothing of what to do)."""
+    try:
+        shutil.copytree(path, to)
+    except shutil.Error as exc:  # one (source, copy, why) per file that failed; the rest were copied
+        failures = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+        first = failures[0] if failures and len(failures[0]) == 3 else None
+        what = f"{first[0]}: {first[2]}" if first else str(exc)
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise ModelLoadError(f"Cannot copy {path} into the registry: {what}{more}. Nothing was registered. Fix or "
+                             "remove that file (a link to a file that is gone, one this user may not read) and "
+                             "register the folder again.") from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise ModelLoadError(f"Cannot copy {path} into the registry: {where}{exc.strerror or exc}. Nothing was "
+                             "registered. Fix that (a file this user may not read, a full disk) and register the "
+                             "folder again.") from None
+
+
 def _is_version_number(selector: str) -> bool:
     """``3`` in ``NAME@3``: ASCII digits only. str.isdigit() takes '²' (int() then raised ValueError) and
     other scripts' digits ('٣', which int() read as 3)."""
@@ -150,14 +170,16 @@ class ModelRegistry:
         if not self._on_disk:
             self._connect(create=True)
         incoming = self.root / name / staging_name(INCOMING)  # the slow copy, under no lock
-        if path is not None:
-            shutil.copytree(path, incoming)
-            # What the files are, to tell an identical folder registered again (`identical_versions`) and
-            # an exported copy changed since (`describe.exported_record`); a caller's record can't say.
-            record["files_sha256"] = files_digest(incoming)
-            if "training_queries" not in record:
-                record.update(self._training_of_copy(incoming, record))
         try:
+            if path is not None:
+                # In the try: a copy that failed partway (a dangling link, a file it may not read) was left
+                # in the registry as .incoming-*, a whole model each time.
+                _copy_model_folder(Path(path), incoming)
+                # What the files are, to tell an identical folder registered again (`identical_versions`) and
+                # an exported copy changed since (`describe.exported_record`); a caller's record can't say.
+                record["files_sha256"] = files_digest(incoming)
+                if "training_queries" not in record:
+                    record.update(self._training_of_copy(incoming, record))
             # The version number is taken, the folder named after it and the row written in one exclusive
             # transaction: two registrations of a name at once each got version 1, and the second
             # replaced the first one's files before its row was refused.
