@@ -19,10 +19,23 @@ class ConfigurationError(UnirankError):
 class IndexNotFoundError(UnirankError):
     def __init__(self, name: str, available: list[str] | None = None) -> None:
         hint = f" Available indexes: {', '.join(available)}." if available else ""
-        super().__init__(
-            f"Index {name!r} does not exist.{hint} Create it with `unirank ingest SOURCE --index {name}`."
-        )
+        invalid = _invalid_index_name(name)
+        # Told to `ingest --index -x`, a user got that refused as an invalid name.
+        todo = f" {invalid} No index can have this name." if invalid else \
+            f" Create it with `unirank ingest SOURCE --index {name}`."
+        super().__init__(f"Index {name!r} does not exist.{hint}{todo}")
         self.name = name
+
+
+def _invalid_index_name(name: str) -> str | None:
+    """Why no index can be made with ``name`` (ingest refuses it), or None when one can."""
+    from unirank.search.backend import require_valid_index_name  # it imports this module
+
+    try:
+        require_valid_index_name(name)
+    except (InvalidQueryError, TypeError) as exc:
+        return str(exc)
+    return None
 
 
 class IndexCorruptedError(UnirankError):

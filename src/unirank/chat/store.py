@@ -19,6 +19,7 @@ from typing import Literal
 from unirank.chat.types import Citation, Turn
 from unirank.errors import (ConfigurationError, ConversationNotFoundError, ConversationStoreClosedError,
                             InvalidQueryError)
+from unirank.search.backend import require_valid_index_name
 from unirank.sqlite_wal import use_wal
 
 FeedbackKind = Literal["up", "down", "click"]
@@ -143,6 +144,7 @@ class ConversationStore:
         if not isinstance(index, str) or not index.strip():
             raise InvalidQueryError(f"A session answers from one index: name it (`unirank index list` lists them), "
                                     f"got {index!r}.")
+        require_valid_index_name(index)  # '../x' was stored, and each question then failed on its name
         if not isinstance(title, str):
             raise InvalidQueryError(f"The session's title must be text, got {type(title).__name__}.")
         now = utc_now()
@@ -157,7 +159,8 @@ class ConversationStore:
             row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         if row is None:
             raise ConversationNotFoundError(
-                f"Session {session_id!r} does not exist: create one with POST /v1/sessions (or list them with GET /v1/sessions)."
+                f"Session {session_id!r} does not exist: create one with POST /v1/sessions, or in Python with "
+                "store.create_session(index) (GET /v1/sessions and store.sessions() list them)."
             )
         return _session(row)
 

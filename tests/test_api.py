@@ -1,0 +1,33 @@
+"""Messages of the Python API that tell the user what to do next."""
+
+from __future__ import annotations
+
+import pytest
+
+from unirank.api import Unirank
+from unirank.chat.store import ConversationStore
+from unirank.errors import ConversationNotFoundError, IndexNotFoundError, InvalidQueryError
+
+
+@pytest.mark.parametrize("name", ["-x", "a" * 129, "naïve"])
+def test_a_missing_index_whose_name_ingest_refuses_is_said_to_be_an_invalid_name(settings, name):
+    """The error said to create it with `unirank ingest ... --index NAME`, which then refused the name."""
+    with Unirank(settings) as client:
+        with pytest.raises(IndexNotFoundError, match="use letters, digits, '-' and '_'") as missing:
+            client.index_info(name)
+    assert "Create it with" not in str(missing.value)
+    with Unirank(settings) as client, pytest.raises(IndexNotFoundError, match=r"Create it with `unirank ingest "
+                                                                             r"SOURCE --index docs`"):
+        client.index_info("docs")
+
+
+def test_a_session_of_an_invalid_index_name_is_refused_and_a_missing_one_says_how_to_make_one(tmp_path):
+    """create_session('../x') stored the name unchecked; a missing session was said to be made over HTTP only."""
+    with ConversationStore(tmp_path / "chat.sqlite") as store:
+        for name in ("../x", "-x"):
+            with pytest.raises(InvalidQueryError, match="Invalid index name"):
+                store.create_session(name)
+        assert store.sessions() == []
+        with pytest.raises(ConversationNotFoundError, match=r"POST /v1/sessions, or in Python with "
+                                                            r"store\.create_session\(index\)"):
+            store.session("nope")
