@@ -81,3 +81,35 @@ def test_a_folder_that_cannot_be_copied_is_refused_naming_the_file_and_leaves_no
     finally:
         registry.close()
     assert list((tmp_path / "models").glob("*/.incoming-*")) == []
+
+
+@pytest.fixture()
+def gone(settings):
+    """gone@1 registered, then its folder deleted by hand."""
+    from conftest import register_base_copy
+
+    register_base_copy(settings, "gone")
+    shutil.rmtree(settings.models_dir / "gone" / "v1")
+    return settings
+
+
+def test_a_version_whose_folder_was_deleted_says_its_files_are_missing(gone):
+    """It said "Path not found. Give a local model folder, `base`..." of the registry's own folder."""
+    from unirank.models.loading import load_embedder
+
+    gone.embedder.model = "gone@1"
+    with pytest.raises(ModelLoadError, match=r"The files of gone@1 are missing from .*Restore the folder"):
+        load_embedder(gone)
+
+
+def test_a_version_whose_folder_was_deleted_is_not_promoted(gone):
+    from unirank.errors import PromotionRefusedError
+    from unirank.registry import ModelRegistry
+
+    registry = ModelRegistry(gone.models_dir)
+    try:
+        with pytest.raises(PromotionRefusedError, match=r"The files of gone@1 are missing.*nothing was promoted"):
+            registry.promote("gone@1", "prod")
+        assert registry.history("gone", "prod") == []
+    finally:
+        registry.close()

@@ -109,6 +109,10 @@ def resolve_model_path(model: str, registry_root: Path | None = None, *,
                 f"{version.ref} is a remote endpoint ({version.record.get('endpoint')}), not a local "
                 "model: it can embed and rerank, but has no files to train from or load here."
             )
+        missing = version.files_missing()
+        if missing:  # else the loader said "Path not found" and advised a folder, `base` or a registered name
+            raise ModelLoadError(f"{missing}: it cannot be loaded. Restore the folder (or the data dir it was in), "
+                                 "or register the model again (`unirank models register`) and name that version.")
         return str(version.path), version.name, str(version.version)
     path = Path(model).expanduser()
     if path.is_dir() and not any((path / name).exists() for name in ("config.json", "modules.json")):

@@ -84,6 +84,13 @@ class ModelVersion:
     def evaluations(self) -> dict[str, dict[str, Any]]:
         return evaluations(self.record)
 
+    def files_missing(self) -> str | None:
+        """Why this version's files cannot be used (its folder deleted or emptied by hand), as `models export`
+        words it; None when they are there, or it has none (an endpoint)."""
+        if self.path is None or (self.path.is_dir() and any(self.path.iterdir())):
+            return None
+        return f"The files of {self.ref} are missing from {self.path}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "role": self.role,
                 "path": str(self.path) if self.path else None, "created_at": self.created_at,
@@ -362,6 +369,11 @@ class ModelRegistry:
                                f"(`unirank models list`), e.g. `unirank models promote {name}@{versions[-1]} "
                                f"--alias {alias}`.")
         candidate = self.get(ref)
+        missing = candidate.files_missing()
+        if missing:  # promoted, the alias would name a model nothing can load
+            raise PromotionRefusedError(f"{missing}: nothing was promoted{self._still_names(candidate.name, alias)}. "
+                                        "Restore the folder (or the data dir it was in), or register the model "
+                                        "again and promote that version.")
         named = self._alias_version(candidate.name, alias)
         # None when the alias names a version deleted since (set before promotions checked under the lock):
         # the promotion then replaces it unchecked, as over an alias not set.
