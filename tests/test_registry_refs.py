@@ -113,3 +113,50 @@ def test_a_version_whose_folder_was_deleted_is_not_promoted(gone):
         assert registry.history("gone", "prod") == []
     finally:
         registry.close()
+
+
+@pytest.fixture()
+def emb_cli(settings, tmp_path, monkeypatch):
+    """emb@1 (a small folder) promoted to prod, and a CliRunner's invoke on that registry."""
+    from typer.testing import CliRunner
+
+    from unirank.cli.main import app
+    from unirank.registry import ModelRegistry
+
+    folder = tmp_path / "emb"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        registry.register("emb", "embedder", path=folder, record={"dims": 384})
+        registry.promote("emb@1", "prod")
+    finally:
+        registry.close()
+    monkeypatch.setenv("UNIRANK_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("COLUMNS", "300")
+
+    def invoke(*args: str):
+        return CliRunner().invoke(app, ["models", *args])
+    return invoke
+
+
+def _said(result) -> str:
+    return " ".join(result.output.split())
+
+
+def test_rollback_of_name_at_alias_answers_with_the_form_it_takes(emb_cli):
+    """It said "No model named 'emb@prod'"."""
+    result = emb_cli("rollback", "emb@prod")
+    assert result.exit_code == 2
+    assert "`unirank models rollback emb --alias prod`" in _said(result)
+
+
+def test_unalias_of_name_at_alias_or_without_an_alias_says_how_to_write_it(emb_cli):
+    """typer stopped it at "Missing option '--alias'" before the code that answers NAME@ALIAS ran."""
+    at = emb_cli("unalias", "emb@staging", "--yes")
+    assert at.exit_code == 2
+    assert "`unirank models unalias emb --alias staging`" in _said(at)
+    bare = emb_cli("unalias", "emb", "--yes")
+    assert bare.exit_code == 2
+    assert "Name the alias to remove: `unirank models unalias emb --alias ALIAS` (its aliases are prod)" in _said(bare)
+    assert emb_cli("show", "emb@prod").exit_code == 0  # nothing was removed

@@ -217,6 +217,7 @@ def rollback(name: Annotated[str, typer.Argument(help="Registry name.")],
     """Point an alias back at the version it named before."""
     registry, _ = _registry()
     try:
+        _refuse_name_at_alias("rollback", name, alias)  # else "No model named 'emb@prod'"
         mv = registry.rollback(name, alias)
     except UnirankError as exc:
         fail(exc)
@@ -225,7 +226,9 @@ def rollback(name: Annotated[str, typer.Argument(help="Registry name.")],
 
 @models_app.command("unalias")
 def unalias(name: Annotated[str, typer.Argument(help="Registry name (without @).")],
-            alias: Annotated[str, typer.Option(help="The alias to remove (prod, staging...).")],
+            # Optional to typer, so that NAME@ALIAS (or no --alias) gets an answer saying how to write it,
+            # not "Missing option '--alias'".
+            alias: Annotated[Optional[str], typer.Option(help="The alias to remove (prod, staging...).")] = None,
             yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
     """Remove an alias from NAME; the version it names stays.
 
@@ -235,10 +238,10 @@ def unalias(name: Annotated[str, typer.Argument(help="Registry name (without @).
     /ready)."""
     registry, _ = _registry()
     try:
-        if "@" in name:
-            base, _, given = name.partition("@")
-            raise UnirankError(f"Give the name and the alias apart: `unirank models unalias {base} --alias "
-                               f"{given or alias}`.")
+        _refuse_name_at_alias("unalias", name, alias)
+        if alias is None:
+            raise UnirankError(f"Name the alias to remove: `unirank models unalias {name} --alias ALIAS` "
+                               f"({_aliases_of(registry, name)}).")
         named = registry.unaliasable(name, alias)  # refused before asking
         if not yes and not typer.confirm(f"Remove {name}@{alias} (it names version {named})? A setting naming "
                                          f"{name}@{alias} no longer loads."):
@@ -249,6 +252,22 @@ def unalias(name: Annotated[str, typer.Argument(help="Registry name (without @).
     finally:
         registry.close()
     console.print(f"Removed {name}@{alias} (it named version {named}; the version is kept).")
+
+
+def _refuse_name_at_alias(command: str, name: str, alias: str | None) -> None:
+    """``rollback`` and ``unalias`` take NAME and --alias ALIAS apart; NAME@ALIAS is answered with that form."""
+    if "@" in name:
+        base, _, given = name.partition("@")
+        raise UnirankError(f"Give the name and the alias apart: `unirank models {command} {base} --alias "
+                           f"{given or alias or 'ALIAS'}`.")
+
+
+def _aliases_of(registry: ModelRegistry, name: str) -> str:
+    """``its aliases are prod, staging`` (or that it has none); ModelNotFoundError for an unknown name."""
+    aliases = sorted({a for v in registry.list() if v.name == name for a in v.aliases})
+    if not aliases:
+        registry.get(name)  # an unknown name is said as such
+    return f"its aliases are {', '.join(aliases)}" if aliases else f"{name} has no aliases"
 
 
 @models_app.command("delete")
