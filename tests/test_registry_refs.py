@@ -160,3 +160,19 @@ def test_unalias_of_name_at_alias_or_without_an_alias_says_how_to_write_it(emb_c
     assert bare.exit_code == 2
     assert "Name the alias to remove: `unirank models unalias emb --alias ALIAS` (its aliases are prod)" in _said(bare)
     assert emb_cli("show", "emb@prod").exit_code == 0  # nothing was removed
+
+
+def test_name_at_v_number_asks_whether_the_version_number_was_meant(emb_cli):
+    """It said "emb@v999 is not set. Promote a version with ... --alias v999"."""
+    result = emb_cli("show", "emb@v999")
+    assert result.exit_code == 2
+    assert "emb@v999 is not set: did you mean emb@999? Versions are named by their number; emb has version 1" \
+        in _said(result)
+    assert "--alias v999" not in _said(result)
+
+
+def test_an_alias_that_reads_like_a_version_is_refused(emb_cli):
+    result = emb_cli("promote", "emb@1", "--alias", "v3")
+    assert result.exit_code == 2
+    assert "Invalid alias 'v3': it reads like a version" in _said(result)
+    assert "v3" not in emb_cli("show", "emb@1", "--json").output

@@ -35,6 +35,8 @@ ROLES: tuple[str, ...] = ("embedder", "reranker")
 REGISTRY_LINKS = ("optimized_from", "serves", "bundled_base")
 #: A name goes into folder names, `--models A,B` lists, URLs and settings as it is.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: ``v3``: an alias so named would read as version 3 (its folder's name), and NAME@v3 typed for NAME@3 is that.
+_VERSION_LIKE = re.compile(r"[vV][0-9]+")
 #: Words that already mean something wherever a model is named: the bundled model, and no reranker.
 RESERVED_NAMES = ("base", "none")
 #: A registration's copy is made in NAME/INCOMING... (``staging_name``), then renamed to NAME/vVERSION.
@@ -359,6 +361,10 @@ class ModelRegistry:
             # a space or comma would make `models list`'s alias column ambiguous.
             raise UnirankError(f"Invalid alias {alias!r}: use a word such as prod or staging (letters, digits, "
                                "'.', '-' and '_'; not a number, not latest).")
+        if _VERSION_LIKE.fullmatch(alias):
+            # NAME@v3 would read as version 3 to anyone but the registry (folders are named v3).
+            raise UnirankError(f"Invalid alias {alias!r}: it reads like a version (NAME@{alias[1:]} names version "
+                               f"{alias[1:]}). Use a word such as prod or staging.")
         name, selector = parse_reference(ref)
         if selector is None:  # it promoted the latest version, which may not be the one meant
             self._require_name(name)
@@ -558,6 +564,9 @@ class ModelRegistry:
             target = self._alias_target(name, selector)
             if target is None:
                 self._require_name(name)
+                if _VERSION_LIKE.fullmatch(selector):  # NAME@v3 for NAME@3, as the folders are named
+                    raise ModelNotFoundError(f"{name}@{selector} is not set: did you mean {name}@{selector[1:]}? "
+                                             f"Versions are named by their number; {self._versions_of(name)}.")
                 raise ModelNotFoundError(f"{name}@{selector} is not set. Promote a version with "
                                          f"`unirank models promote {name}@VERSION --alias {selector}`.")
             return target
@@ -607,6 +616,11 @@ class ModelRegistry:
     def _require_name(self, name: str) -> None:
         if not self.db.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone():
             raise ModelNotFoundError(self._missing(name))
+
+    def _versions_of(self, name: str) -> str:
+        versions = [str(v) for (v,) in self.db.execute("SELECT version FROM versions WHERE name = ? ORDER BY version",
+                                                        (name,))]
+        return f"{name} has version{'s' if len(versions) > 1 else ''} {', '.join(versions)}"
 
     def _missing(self, name: str, version: int | None = None) -> str:
         versions = [v for (v,) in self.db.execute("SELECT version FROM versions WHERE name = ?", (name,))]
