@@ -48,9 +48,10 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
     if mv.path is None:
         raise UnirankError(f"{mv.ref} is a remote endpoint; there are no files to export.")
     root = mv.path
-    if not root.is_dir() or not any(root.iterdir()):  # exported nothing, and said it had
-        raise ExportError(f"The files of {mv.ref} are missing from {root}: nothing was exported. Restore the "
-                          f"folder (or the data dir it was in), or register the model again.")
+    missing = mv.files_missing()
+    if missing:  # exported nothing, and said it had
+        raise ExportError(f"{missing}: nothing was exported. Restore the folder (or the data dir it was in), or "
+                          "register the model again.")
     location = filesystem_for(to, storage)
     dest = f"{location.path.rstrip('/')}/{mv.name}-v{mv.version}"
     if not location.is_object_storage and registry_root is not None:
