@@ -56,6 +56,7 @@ def test_a_rebuild_while_another_runs_is_refused_naming_it(docs_index):
     assert run.returncode == 2, run.stderr
     assert "A rebuild of 'docs' is already running (pid 4242); wait for it" in " ".join(run.stderr.split())
     assert "Traceback" not in run.stderr
+    assert "re-embedding" not in run.stdout + run.stderr  # said only once this rebuild has begun
     assert sorted(p.name for p in (docs_index.indexes_dir / "docs").glob("v*")) == ["v1"]
 
 

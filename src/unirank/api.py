@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from functools import cached_property
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
 from unirank.errors import ConfigurationError, InvalidQueryError, SourceError
 from unirank.ingest.pipeline import Ingestor, ProgressCallback
@@ -163,10 +163,11 @@ class Unirank:
         settings = self.settings.model_copy(deep=True)
         settings.embedder.model = model
         embedder = load_embedder(settings)
-        if progress:
-            progress(f"re-embedding {index} with {embedder.signature}")
+        sources = reembedded_sources(self.backend, index, embedder)
+        if progress:  # once the rebuild has begun: a second one, refused, said it was re-embedding too
+            sources = _announced(sources, lambda: progress(f"re-embedding {index} with {embedder.signature}"))
         return self.backend.rebuild(
-            index, reembedded_sources(self.backend, index, embedder), embedder.signature,
+            index, sources, embedder.signature,
             # what was ingested or removed meanwhile, taken in under the write lock just before the switch
             catch_up=lambda uris: reembedded_sources(self.backend, index, embedder, sources=uris))
 
@@ -227,6 +228,15 @@ def _source_text(source: object) -> str:
     if not isinstance(source, str) or not source:
         raise SourceError(f"The source must be a folder, a file or an s3:// / oss:// URI, got {source!r}.")
     return source
+
+
+_Item = TypeVar("_Item")
+
+
+def _announced(items: Iterable[_Item], announce: Callable[[], None]) -> Iterator[_Item]:
+    """``items``, with ``announce()`` called when the first is asked for: when the work has really begun."""
+    announce()
+    yield from items
 
 
 def _check_progress(progress: object, called_as: str) -> None:
