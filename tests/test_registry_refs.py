@@ -176,3 +176,38 @@ def test_an_alias_that_reads_like_a_version_is_refused(emb_cli):
     assert result.exit_code == 2
     assert "Invalid alias 'v3': it reads like a version" in _said(result)
     assert "v3" not in emb_cli("show", "emb@1", "--json").output
+
+
+def test_each_registry_refusal_has_its_own_error_class(tmp_path):
+    """They were all plain UnirankError: a library caller could tell a name the registry cannot take from an
+    alias in the way of a delete only by reading the message."""
+    from unirank.errors import (AliasInUseError, InvalidModelReferenceError, PromotionRefusedError,
+                                RegistrationError, UnirankError)
+    from unirank.registry import ModelRegistry
+
+    folder = tmp_path / "emb"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    registry = ModelRegistry(tmp_path / "models")
+    try:
+        registry.register("emb", "embedder", path=folder, record={"dims": 384})
+        registry.promote("emb@1", "prod")
+        refusals = [
+            (RegistrationError, lambda: registry.register("bad name", "embedder", path=folder, record={})),
+            (RegistrationError, lambda: registry.register("base", "embedder", path=folder, record={})),
+            (RegistrationError, lambda: registry.register("emb", "reranker", path=folder, record={})),
+            (RegistrationError, lambda: registry.check_not_identical("emb", folder)),  # as `models register` asks
+            (RegistrationError, lambda: registry.register("x", "embedder", path=tmp_path / "none", record={})),
+            (InvalidModelReferenceError, lambda: registry.delete("emb@prod")),
+            (InvalidModelReferenceError, lambda: registry.promote("emb", "prod")),
+            (InvalidModelReferenceError, lambda: registry.promote("emb@1", "v2")),
+            (AliasInUseError, lambda: registry.delete("emb@1")),
+        ]
+        for error, refused in refusals:
+            with pytest.raises(error) as caught:
+                refused()
+            assert type(caught.value) is error and not isinstance(caught.value, PromotionRefusedError)
+            assert isinstance(caught.value, UnirankError)
+        assert [v.ref for v in registry.list()] == ["emb@1"]
+    finally:
+        registry.close()

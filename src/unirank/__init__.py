@@ -40,6 +40,10 @@ _EXPORTS = {
     "ModelLoadError": "unirank.errors",
     "ModelNotFoundError": "unirank.errors",
     "PromotionRefusedError": "unirank.errors",
+    "RegistrationError": "unirank.errors",
+    "InvalidModelReferenceError": "unirank.errors",
+    "AliasInUseError": "unirank.errors",
+    "AliasMovedError": "unirank.errors",
     "LeakageError": "unirank.errors",
     "EvaluationDataError": "unirank.errors",
     "TrainingError": "unirank.errors",
@@ -64,11 +68,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from unirank.api import Unirank
     from unirank.chat import ChatAnswer, ChatService, Citation, ConversationStore
     from unirank.errors import (
-        AnswererError, ConfigurationError, ConversationNotFoundError, ConversationStoreClosedError,
+        AliasInUseError, AliasMovedError, AnswererError, ConfigurationError, ConversationNotFoundError, ConversationStoreClosedError,
         DimensionMismatchError, DuplicateDocumentError, EmbedderMismatchError, EvaluationDataError, ExportError,
         IndexChangedError, IndexLockedError, IndexNotFoundError, IndexSwitchedError, InputRefusedError,
-        InvalidQueryError, LeakageError, ModelLoadError, ModelNotFoundError, OptimizationRefusedError, ParseError,
-        PromotionRefusedError, RebuildFailedError, RebuildRunningError, RemoteModelError, RerankLimitError,
+        InvalidModelReferenceError, InvalidQueryError, LeakageError, ModelLoadError, ModelNotFoundError, OptimizationRefusedError, ParseError,
+        PromotionRefusedError, RebuildFailedError, RegistrationError, RebuildRunningError, RemoteModelError, RerankLimitError,
         SourceError, TrainingError, TrainingRunningError,
         UnirankError, UnsupportedFormatError,
     )

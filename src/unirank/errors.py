@@ -150,6 +150,24 @@ class PromotionRefusedError(UnirankError):
     """The candidate is worse than the model it would replace on the held-out evaluation."""
 
 
+class RegistrationError(UnirankError):
+    """A model cannot be registered as asked: a name the registry cannot take (invalid, reserved, or
+    holding the other role), an unknown role, a folder that is not a model, or files already registered."""
+
+
+class InvalidModelReferenceError(UnirankError):
+    """A model reference or alias in a form the command cannot take (a delete by alias, a promotion
+    without a version, an alias that reads as a version number)."""
+
+
+class AliasInUseError(UnirankError):
+    """A version an alias names cannot be deleted: point the alias elsewhere first."""
+
+
+class AliasMovedError(UnirankError):
+    """Another command moved the alias while a promotion was checked against it; nothing changed."""
+
+
 class LeakageError(UnirankError):
     """An evaluation would score a model on queries it was trained on."""
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from unirank.cli.context import load_settings
 from unirank.cli.output import console, errors, fail, print_json, print_record, print_table, to_the_minute
-from unirank.errors import UnirankError
+from unirank.errors import InvalidModelReferenceError, RegistrationError, UnirankError
 from unirank.models.remote import APIS, Endpoint
 from unirank.registry import ModelRegistry
 from unirank.registry.describe import registration_record
@@ -60,16 +60,16 @@ def register(
     registry, settings = _registry()
     try:
         if (path is None) == (endpoint is None):
-            raise UnirankError("Give either --path DIR (a saved model folder) or --endpoint URL (a model server).")
+            raise RegistrationError("Give either --path DIR (a saved model folder) or --endpoint URL (a model server).")
         endpoint_only = {"--api": api, "--token-env": token_env, "--token-file": token_file,
                          "--remote-model": remote_model, "--tokenizer": tokenizer if tokenizer != "base" else None,
                          "--blend-weight": blend_weight}
         if path is not None and any(v is not None for v in endpoint_only.values()):
             given = ", ".join(k for k, v in endpoint_only.items() if v is not None)
-            raise UnirankError(f"{given} describe an endpoint (--endpoint URL); a model folder (--path) takes none.")
+            raise RegistrationError(f"{given} describe an endpoint (--endpoint URL); a model folder (--path) takes none.")
         registry.check_registrable(name, role)  # before a model loads
         if blend_weight is not None and role != "reranker":
-            raise UnirankError("--blend-weight is a reranker's (how much its score counts against the hybrid "
+            raise RegistrationError("--blend-weight is a reranker's (how much its score counts against the hybrid "
                                f"rank); an {role} takes none.")
         if path is not None:
             folder = _local_folder(path)
@@ -133,7 +133,7 @@ def _local_folder(path: str) -> Path:
     if sep and len(scheme) > 1:  # not a Windows drive letter
         if scheme.lower() == "file":
             return Path(local_path(path))
-        raise UnirankError(
+        raise RegistrationError(
             f"--path {path}: `models register` reads a model folder on this machine; registering from object "
             f"storage ({scheme}://) is not supported. Download the folder first (e.g. `aws s3 cp --recursive "
             f"{path} ./{path.rstrip('/').rsplit('/', 1)[-1]}`) and register that folder.")
@@ -240,7 +240,7 @@ def unalias(name: Annotated[str, typer.Argument(help="Registry name (without @).
     try:
         _refuse_name_at_alias("unalias", name, alias)
         if alias is None:
-            raise UnirankError(f"Name the alias to remove: `unirank models unalias {name} --alias ALIAS` "
+            raise InvalidModelReferenceError(f"Name the alias to remove: `unirank models unalias {name} --alias ALIAS` "
                                f"({_aliases_of(registry, name)}).")
         named = registry.unaliasable(name, alias)  # refused before asking
         if not yes and not typer.confirm(f"Remove {name}@{alias} (it names version {named})? A setting naming "
@@ -258,7 +258,7 @@ def _refuse_name_at_alias(command: str, name: str, alias: str | None) -> None:
     """``rollback`` and ``unalias`` take NAME and --alias ALIAS apart; NAME@ALIAS is answered with that form."""
     if "@" in name:
         base, _, given = name.partition("@")
-        raise UnirankError(f"Give the name and the alias apart: `unirank models {command} {base} --alias "
+        raise InvalidModelReferenceError(f"Give the name and the alias apart: `unirank models {command} {base} --alias "
                            f"{given or alias or 'ALIAS'}`.")
 
 

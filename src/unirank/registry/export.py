@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from unirank.errors import ExportError, UnirankError
+from unirank.errors import ExportError
 from unirank.registry.files import MARKER_FILE, files_digest, model_files, staging_name, sweep_stale
 from unirank.timeutil import now_iso
 
@@ -46,8 +46,7 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
 
     storage = storage or StorageSettings()
     if mv.path is None:
-        raise UnirankError(f"{mv.ref} is a remote endpoint; there are no files to export.")
-    root = mv.path
+        raise ExportError(f"{mv.ref} is a remote endpoint; there are no files to export: its server holds them.")
     missing = mv.files_missing()
     if missing:  # exported nothing, and said it had
         raise ExportError(f"{missing}: nothing was exported. Restore the folder (or the data dir it was in), or "

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from unirank.errors import ModelLoadError, ModelNotFoundError, PromotionRefusedError, UnirankError
+from unirank.errors import (AliasInUseError, AliasMovedError, InvalidModelReferenceError, ModelLoadError,
+                            ModelNotFoundError, PromotionRefusedError, RegistrationError)
 from unirank.registry.evaluations import compare_for_promotion, evaluation_key, evaluations, superseded
 from unirank.registry.export import export_version
 from unirank.registry.files import MARKER_FILE, file_listing, files_digest, read_marker, staging_name, sweep_stale
@@ -175,7 +176,7 @@ class ModelRegistry:
         self.check_registrable(name, role)
         record = dict(record or {})
         if path is not None and not Path(path).is_dir():
-            raise UnirankError(f"{path} is not a model folder.")
+            raise RegistrationError(f"{path} is not a model folder.")
         if not self._on_disk:
             self._connect(create=True)
         incoming = self.root / name / staging_name(INCOMING)  # the slow copy, under no lock
@@ -256,16 +257,16 @@ class ModelRegistry:
         """Whether ``name`` can take a new ``role`` version; callers check before work that takes minutes
         (loading a model, training), so a typo does not waste it."""
         if role not in ROLES:
-            raise UnirankError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
+            raise RegistrationError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
         if not _MODEL_NAME.fullmatch(name):
-            raise UnirankError(f"Invalid model name {name!r}: use letters, digits, '.', '-' and '_' (at most 128, "
+            raise RegistrationError(f"Invalid model name {name!r}: use letters, digits, '.', '-' and '_' (at most 128, "
                                "starting with a letter or digit); '@' separates a name from its version.")
         if name.lower() in RESERVED_NAMES:
-            raise UnirankError(f"{name!r} cannot be a registry name: wherever a model is named, `base` is the "
+            raise RegistrationError(f"{name!r} cannot be a registry name: wherever a model is named, `base` is the "
                                "bundled all-MiniLM-L6-v2 and `none` no reranker. Register under another name.")
         existing_role = self.db.execute("SELECT role FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone()
         if existing_role and existing_role[0] != role:
-            raise UnirankError(f"{name!r} holds {existing_role[0]} models; register the {role} under another name.")
+            raise RegistrationError(f"{name!r} holds {existing_role[0]} models; register the {role} under another name.")
 
     def _next_version(self, name: str) -> int:
         # Past deleted versions too: an index or a setting naming NAME@3 must never get another model.
@@ -278,14 +279,14 @@ class ModelRegistry:
         name, selector = parse_reference(ref)
         if selector is None or not _is_version_number(selector):
             # An alias or "latest" may name another version by the time it is deleted.
-            raise UnirankError(f"Name the version to delete by its number: {name}@VERSION (`unirank models list` "
+            raise InvalidModelReferenceError(f"Name the version to delete by its number: {name}@VERSION (`unirank models list` "
                                f"shows them), not {ref!r}.")
         mv = self.get(ref)
         if mv.aliases:
             named = ", ".join(f"{mv.name}@{alias}" for alias in mv.aliases)
             first = mv.aliases[0]
             which = "each alias" if len(mv.aliases) > 1 else first
-            raise UnirankError(f"{mv.ref} is {named}: nothing was deleted. Point {which} "
+            raise AliasInUseError(f"{mv.ref} is {named}: nothing was deleted. Point {which} "
                                f"at another version first (`unirank models promote {mv.name}@VERSION --alias "
                                f"{first}`), or remove it (`unirank models unalias {mv.name} --alias {first}`), "
                                "then delete it.")
@@ -359,18 +360,18 @@ class ModelRegistry:
         if not _MODEL_NAME.fullmatch(alias) or _is_version_number(alias) or alias == "latest":
             # NAME@3 means version 3 and NAME@latest the newest, so neither could be read back as an alias;
             # a space or comma would make `models list`'s alias column ambiguous.
-            raise UnirankError(f"Invalid alias {alias!r}: use a word such as prod or staging (letters, digits, "
+            raise InvalidModelReferenceError(f"Invalid alias {alias!r}: use a word such as prod or staging (letters, digits, "
                                "'.', '-' and '_'; not a number, not latest).")
         if _VERSION_LIKE.fullmatch(alias):
             # NAME@v3 would read as version 3 to anyone but the registry (folders are named v3).
-            raise UnirankError(f"Invalid alias {alias!r}: it reads like a version (NAME@{alias[1:]} names version "
+            raise InvalidModelReferenceError(f"Invalid alias {alias!r}: it reads like a version (NAME@{alias[1:]} names version "
                                f"{alias[1:]}). Use a word such as prod or staging.")
         name, selector = parse_reference(ref)
         if selector is None:  # it promoted the latest version, which may not be the one meant
             self._require_name(name)
             versions = [str(v) for (v,) in self.db.execute(
                 "SELECT version FROM versions WHERE name = ? ORDER BY version", (name,))]
-            raise UnirankError(f"Name the version to promote: {name}@VERSION (or {name}@ALIAS). {name} has "
+            raise InvalidModelReferenceError(f"Name the version to promote: {name}@VERSION (or {name}@ALIAS). {name} has "
                                f"version{'s' if len(versions) > 1 else ''} {', '.join(versions)} "
                                f"(`unirank models list`), e.g. `unirank models promote {name}@{versions[-1]} "
                                f"--alias {alias}`.")
@@ -411,7 +412,7 @@ class ModelRegistry:
             now = self._alias_version(candidate.name, alias)
             if now != named:
                 moved = f"to v{now}" if now is not None else "off (removed)"
-                raise UnirankError(
+                raise AliasMovedError(
                     f"{candidate.name}@{alias} was moved {moved} by another command while the promotion of "
                     f"{candidate.ref} was checked against {f'v{named}' if named is not None else 'no version'}: "
                     f"nothing changed. Run the promotion again to check it against the version {alias} names now.")
@@ -518,7 +519,7 @@ class ModelRegistry:
         ``files_digest``, when known)."""
         same = self.identical_versions(name, path, digest=digest)
         if same:
-            raise UnirankError(
+            raise RegistrationError(
                 f"{same[-1].ref} already holds these files (the same weights and configuration): nothing was "
                 f"registered. Use {same[-1].ref} as it is, or pass --force to register them again as a new "
                 f"version of {name}.")
