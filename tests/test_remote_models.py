@@ -947,3 +947,28 @@ def test_a_remote_reranker_takes_the_blend_weight_of_the_reranker_registered_her
     code, output = cli("register", "edge-rerank", "--role", "reranker", "--endpoint", "http://models:8080",
                        "--blend-weight", "1.5")
     assert code == 2 and "1.5" in output, output
+
+
+@pytest.mark.parametrize("api, bad", [("tei", float("nan")), ("cohere", float("inf"))])
+def test_a_rerank_answer_with_a_score_that_is_not_a_number_is_refused(tmp_path, api, bad):
+    """A NaN score passed as a score: the search stayed in first-stage order, marked reranked, and its JSON
+    carried NaN (the CLI) or null (HTTP)."""
+    from serving_helpers import JsonHandler, http_endpoint
+
+    class Scores(JsonHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            texts = self.json_body().get("texts" if api == "tei" else "documents")
+            rows = [{"index": i, "score" if api == "tei" else "relevance_score": bad if i == 1 else 0.5}
+                    for i in range(len(texts))]
+            self.answer(200, rows if api == "tei" else {"results": rows})
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    with http_endpoint(Scores) as url:
+        reranker = RemoteReranker(Endpoint.from_record("reranker", {"endpoint": url, "api": api}), settings.remote,
+                                  name="r")
+        try:
+            with pytest.raises(RemoteModelError, match=r"sent 1 score\(s\) that are not finite numbers \(e\.g\. "
+                                                       rf"{bad}\): check the model behind it"):
+                reranker.score("q", ["a", "b", "c"])
+        finally:
+            reranker.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -310,3 +311,52 @@ def test_a_mode_that_is_not_none_is_checked_not_read_as_the_default(indexed):
     for mode in ("", 0, False, ["bm25"]):
         with pytest.raises(InvalidQueryError, match="Unknown search mode"):
             indexed.search("keys", "docs", mode=mode)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["bm25", "knn", "hybrid"])
+def test_spaces_around_a_filter_key_or_value_are_trimmed_as_the_cli_trims_them(indexed, mode):
+    """`--filter "team= platform "` matched on the CLI, which trims; the same filter found nothing over HTTP
+    and in Python, with no word, since the key exists."""
+    trimmed = indexed.search("api keys", "docs", mode=mode, rerank=False, filters={"team": "platform"})
+    spaced = indexed.search("api keys", "docs", mode=mode, rerank=False, filters={" team ": " platform "})
+    assert trimmed.hits and [h.id for h in spaced.hits] == [h.id for h in trimmed.hits]
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf")])
+def test_a_reranker_score_that_is_not_a_number_degrades_the_search(indexed, score):
+    """One NaN left the first-stage order in results marked reranked, with "score": NaN in the CLI's JSON
+    (no JSON reader takes it) and null over HTTP; one inf gave neither order."""
+    class Broken:
+        name = "broken"
+
+        def score(self, query, passages):
+            return [score] + [0.5] * (len(passages) - 1)
+
+    indexed.searcher.reranker = Broken()
+    results = indexed.search("status page", "docs", top_k=3, rerank=True)
+    assert results.degraded and not results.reranked and results.hits
+    assert all(math.isfinite(h.score) for h in results.hits) and all("rerank" not in h.scores for h in results.hits)
+
+
+def test_a_reranked_search_of_a_missing_index_is_refused_before_the_reranker_loads(indexed):
+    """It loaded the reranker (seconds) before saying the index does not exist."""
+    def not_loaded():
+        raise AssertionError("the reranker was loaded for an index that does not exist")
+
+    indexed.searcher.reranker = not_loaded
+    with pytest.raises(IndexNotFoundError, match="'nosuch' does not exist"):
+        indexed.search("x", "nosuch", mode="bm25", rerank=True)
+
+
+def test_hybrid_ties_go_to_the_better_single_list_rank_then_the_key_as_a_number():
+    """Ties were ordered by the store's row key compared as text: "10" before "9", whatever the lists said."""
+    from unirank.search.fusion import fuse_ranked_ids
+
+    # At k=1, 30 (1st in one list: 1/2) ties 4 (2nd and 5th: 1/3 + 1/6); 30's first place wins the tie.
+    fused = fuse_ranked_ids([("bm25", [(30, 5.0), (4, 4.0), (1, 3.0), (2, 2.0), (3, 1.0)], 1.0),
+                             ("knn", [(5, .9), (6, .8), (7, .7), (8, .6), (4, .5)], 1.0)], k=1, top_k=10)
+    order = [key for key, _, _ in fused]
+    assert {key: score for key, score, _ in fused}[30] == {key: score for key, score, _ in fused}[4] == 0.5
+    assert order.index(30) < order.index(4)
+    tied = fuse_ranked_ids([("bm25", [(10, 1.0)], 1.0), ("knn", [(9, 1.0)], 1.0)], k=60, top_k=10)
+    assert [key for key, _, _ in tied] == [9, 10]  # both 1st in one list: 9 before 10 ("10" < "9" as text)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import os
 import threading
 import time
@@ -570,6 +571,10 @@ class RemoteReranker:
         if any(s is None for s in scores):
             raise RemoteModelError(f"{self.endpoint.url}{path} scored {sum(s is not None for s in scores)} "
                                    f"of {len(passages)} passages.")
+        unusable = [s for s in scores if not math.isfinite(s)]  # type: ignore[arg-type]
+        if unusable:  # NaN ordered nothing and reached JSON as NaN or null, in results marked reranked
+            raise RemoteModelError(f"{self.endpoint.url}{path} sent {len(unusable)} score(s) that are not finite "
+                                   f"numbers (e.g. {unusable[0]}): check the model behind it.")
         return [float(s) for s in scores]  # type: ignore[arg-type]
 
     def close(self) -> None:

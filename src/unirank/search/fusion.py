@@ -15,14 +15,23 @@ def fuse_ranked_ids(
     """RRF over ``(stage, [(id, score), ...], weight)``; returns (id, fused score, stage scores)."""
     fused: dict[K, float] = {}
     stages: dict[K, dict[str, float]] = {}
+    best_rank: dict[K, int] = {}
     for stage, items, weight in ranked_lists:
         if weight <= 0:
             continue
         for rank, (key, score) in enumerate(items, start=1):
             fused[key] = fused.get(key, 0.0) + weight / (k + rank)
             stages.setdefault(key, {})[stage] = score
-    ordered = sorted(fused, key=lambda key: (-fused[key], str(key)))[:top_k]
+            best_rank[key] = min(rank, best_rank.get(key, rank))
+    # Ties go to the better rank in either list (first at 1 and absent elsewhere beats 2nd and 3rd in
+    # both, at equal weights and a small k), then to the key as a number where it is one: the store's
+    # row keys compared as text put "10" before "9".
+    ordered = sorted(fused, key=lambda key: (-fused[key], best_rank[key], _in_order(key)))[:top_k]
     return [(key, fused[key], {**stages[key], "rrf": fused[key]}) for key in ordered]
+
+
+def _in_order(key: Hashable) -> tuple[int, float, str]:
+    return (0, float(key), "") if isinstance(key, (int, float)) else (1, 0.0, str(key))
 
 
 def reciprocal_rank_fusion(

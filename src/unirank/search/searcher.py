@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import unicodedata
@@ -163,6 +164,8 @@ class Searcher:
         if rerank:
             if top_k > self.rerank_top_k:
                 raise RerankLimitError(top_k, self.rerank_top_k)
+            if not self.backend.exists(index):  # said before the reranker takes seconds to load
+                self.backend.info(index)
             if self.reranker is None:
                 raise InvalidQueryError(
                     "Reranking was asked for but no reranker is configured: set reranker.model "
@@ -190,6 +193,8 @@ class Searcher:
     def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         assert self.reranker is not None
         scores = self.reranker.score(query, [h.chunk.embedding_input() for h in hits])
+        if not all(math.isfinite(score) for score in scores):  # a broken model's NaN orders nothing
+            raise ValueError(f"the reranker gave scores that are not finite numbers: {list(scores)[:5]}")
         for hit, score in zip(hits, scores, strict=True):
             hit.scores["rerank"] = score
         weight = getattr(self.reranker, "blend_weight", 1.0)
@@ -204,12 +209,16 @@ def _ms(since: float) -> float:
 
 
 def _as_stored(filters: Mapping[str, str] | None) -> Mapping[str, str] | None:
-    """A ``source_uri`` given as a local path is the file:// URI it is stored as (percent-encoded):
-    ``--filter source_uri=./docs/my file.md`` matches, as the user would expect."""
-    value = (filters or {}).get("source_uri")
-    if not value or "://" in value:
-        return filters
-    return {**filters, "source_uri": stored_source_uri(value)}  # type: ignore[dict-item]
+    """Keys and text values without the spaces around them, as the CLI's ``--filter key= value`` has them
+    (" data " matched there and nothing over HTTP or in Python); and a ``source_uri`` given as a local path
+    is the file:// URI it is stored as (percent-encoded): ``--filter source_uri=./docs/my file.md`` matches."""
+    if filters is None:
+        return None
+    trimmed = {key.strip(): value.strip() if isinstance(value, str) else value for key, value in filters.items()}
+    value = trimmed.get("source_uri")
+    if not value or "://" in value:  # type: ignore[operator]
+        return trimmed
+    return {**trimmed, "source_uri": stored_source_uri(value)}  # type: ignore[arg-type]
 
 
 def stored_source_uri(value: str) -> str:
