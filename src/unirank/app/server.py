@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Generator, Iterator, Literal
+from typing import Annotated, Any, AsyncIterator, Generator, Literal
 
 import anyio
 from fastapi import FastAPI, Query, Request
