@@ -4,6 +4,7 @@ with it, and refuse to register a copy that loses too much nDCG@10."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -172,16 +173,59 @@ def test_quality_check_refuses_and_registers_nothing(optimized, settings, minibe
             registry.close()
 
 
-def test_quality_check_passes_and_is_recorded(optimized, settings, minibeir):
-    """fp32 ONNX computes what PyTorch does: no drop on the same queries, so it is registered."""
+class _Scrambled:
+    """Random vectors under ``signature``: what a killed check's candidate index holds, as far as the next
+    check can tell (the vectors of another copy)."""
+
+    def __init__(self, inner, signature):
+        self.inner, self.signature, self.same_vectors_as = inner, signature, frozenset()
+        self.max_seq_length = inner.max_seq_length
+        self.rng = np.random.default_rng(0)
+
+    dims = property(lambda self: self.inner.dims)
+    tokenizer = property(lambda self: self.inner.tokenizer)
+
+    def embed_documents(self, texts):
+        vectors = self.rng.standard_normal((len(texts), self.dims)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def embed_query(self, text):
+        return self.embed_documents([text])[0]
+
+
+def _leftover_candidate_indexes(ur, settings, minibeir, base_embedder) -> tuple[str, str]:
+    """A killed run's candidate index under the fixed name checks used (the corpus, with other vectors),
+    and one named for a process that is gone."""
+    from unirank.ingest.pipeline import Ingestor
+    from unirank.search.types import ModelSignature
+    from unirank.training.job import beir_index_name
+
+    scrambled = _Scrambled(base_embedder, ModelSignature("minilm", "1-onnx-candidate", 384))
+    fixed_name = beir_index_name(minibeir, scrambled)
+    Ingestor(ur.backend, scrambled, settings.chunking, settings.storage, settings.ingest).run(
+        str(minibeir.resolve() / "corpus.jsonl"), fixed_name)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed_name = optimize_module.candidate_index_name().replace(f"-{os.getpid()}-", f"-{gone.stdout.strip()}-", 1)
+    ur.backend.create_index(killed_name, scrambled.signature)
+    return fixed_name, killed_name
+
+
+def test_quality_check_passes_and_is_recorded(optimized, settings, minibeir, base_embedder):
+    """fp32 ONNX computes what PyTorch does: no drop on the same queries, so it is registered. The copy's
+    index is its run's own: a killed check left its copy's index under a fixed name, which the next check
+    found "unchanged" and scored (the old copy's vectors, recorded as the new copy's figure)."""
     from unirank.api import Unirank
 
     with Unirank(settings) as ur:
+        fixed_name, killed_name = _leftover_candidate_indexes(ur, settings, minibeir, base_embedder)
         registry = ModelRegistry(settings.models_dir)
         try:
             result = Optimizer(settings, registry, ur.backend).run("minilm@1", check_beir=minibeir)
         finally:
             registry.close()
+        assert not ur.backend.exists(killed_name)  # its process is gone: removed
+        assert not [i.name for i in ur.list_indexes() if i.name.startswith(optimize_module.CANDIDATE_INDEX)]
+        ur.backend.delete_index(fixed_name)  # kept (an earlier release's check may be using it) until stale
     mv, check = result.version, result.check
     assert mv.ref == "minilm@3" and mv.record["onnx_file"] == "onnx/model.onnx"
     assert check is not None and check.passed and check.system == "knn" and check.queries == 12

@@ -12,7 +12,11 @@ an embedder, hybrid + rerank for a reranker) and nothing is registered when it l
 
 from __future__ import annotations
 
+import os
+import socket
 import tempfile
+import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -37,10 +41,11 @@ from unirank.models.onnx_export import (
 )
 from unirank.models.precision import check_dtype, save_dtype_copy
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker
+from unirank.processes import is_running
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.describe import describe_model_folder
-from unirank.registry.files import staging_prefix, sweep_stale
-from unirank.search.backend import SearchBackend
+from unirank.registry.files import STALE_AFTER_S, staging_prefix, sweep_stale
+from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,6 +59,10 @@ METRIC = "ndcg@10"
 STAGING = "optimize-"
 #: Source record fields an optimized copy does not take: figures measured on the source's weights.
 SOURCE_FIGURES = ("metrics", "evaluations")
+#: The quality check indexes the copy's vectors into CANDIDATE_INDEX + PID-HOST-RANDOM, a name of its run
+#: alone (``candidate_index_name``): under one fixed name, a killed run's index was found "unchanged" by the
+#: next check, which scored the old copy's vectors and recorded that figure as the new copy's.
+CANDIDATE_INDEX = "optimize-candidate-"
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,19 @@ class Optimizer:
                 version = self._record_check(version, check, data)
         return OptimizeResult(source=source, version=version, check=check)
 
+    def _sweep_candidate_indexes(self) -> None:
+        """Remove the candidate indexes of quality checks that did not finish (a killed run keeps its copy's
+        index, the whole corpus, for ever): those of a process of this machine that is gone, or, for another
+        machine's or the fixed names of earlier releases, unchanged for ``STALE_AFTER_S``."""
+        assert self.backend is not None
+        for info in self.backend.list_indexes():
+            if _abandoned_candidate(info.name, info.model.version, info.updated_at):
+                try:
+                    self.backend.delete_index(info.name)
+                except UnirankError:  # in use after all (locked): the next run asks again
+                    continue
+                self.stage(f"removed index {info.name}, left by a quality check that did not finish")
+
     def _record_check(self, version: ModelVersion, check: QualityCheck, data: EvalSet) -> ModelVersion:
         """The copy's figure in the quality check, as an evaluation of its own (what promotion compares),
         under the system that measured it: kNN, or the base's hybrid results reranked. Not where the
@@ -258,23 +280,25 @@ class Optimizer:
         assert self.backend is not None
         settings = self.settings.model_copy(deep=True)
         candidate_version = f"{source.version}-{copy.kind.lower()}-candidate"
+        self._sweep_candidate_indexes()
         if source.role == "embedder":
             settings.embedder.model = source_ref
             scores = []
-            for label, embedder in (
-                (source.ref, load_embedder(settings)),
+            # The source's index is cached (made once per folder and model); the copy's is of this run alone.
+            for label, embedder, index_name in (
+                (source.ref, load_embedder(settings), None),
                 (copy.label, SentenceTransformerEmbedder(
                     str(copy.folder), name=source.name, version=candidate_version,
-                    batch_size=settings.embedder.batch_size, **copy.load)),
+                    batch_size=settings.embedder.batch_size, **copy.load), candidate_index_name()),
             ):
                 self.stage(f"kNN {METRIC} of {label} on {folder.name}")
-                index = ensure_beir_index(settings, self.backend, embedder, folder, self.stage)
                 try:
+                    index = ensure_beir_index(settings, self.backend, embedder, folder, self.stage, name=index_name)
                     run = SystemRunner(self.backend, index, settings.search).knn(data.queries, embedder)
                     scores.append(score_run(data.qrels, run)[METRIC])
                 finally:
-                    if embedder.signature.version == candidate_version:
-                        self.backend.delete_index(index)
+                    if index_name is not None and self.backend.exists(index_name):
+                        self.backend.delete_index(index_name)
             system = "knn"
         else:
             settings.embedder.model = BASE_ALIAS
@@ -302,6 +326,36 @@ class Optimizer:
             system = f"hybrid:{BASE_ALIAS}+rerank"
         return QualityCheck(eval_set=f"beir:{beir_set_name(folder)}", system=system, queries=len(data.queries),
                             source=scores[0], optimized=scores[1], max_drop=max_drop)
+
+
+def candidate_index_name() -> str:
+    """The index of one quality check's copy: ``CANDIDATE_INDEX`` + PID-HOST-RANDOM, which tells a killed
+    run's from one still going (as ``registry.files.staging_name`` names folders)."""
+    host = derived_index_name(socket.gethostname())[:40]
+    return f"{CANDIDATE_INDEX}{os.getpid()}-{host}-{uuid.uuid4().hex[:12]}"
+
+
+def _abandoned_candidate(index: str, model_version: str, updated_at: str) -> bool:
+    """Whether ``index`` is a quality check's copy that no running check will use or delete."""
+    if index.startswith(CANDIDATE_INDEX):
+        pid, _, rest = index[len(CANDIDATE_INDEX):].partition("-")
+        host = rest.rpartition("-")[0]
+        if pid.isdigit() and host == derived_index_name(socket.gethostname())[:40] and os.name == "posix":
+            return not is_running(int(pid))
+    elif not (index.startswith("beir-") and model_version.endswith("-candidate")):  # the fixed names before:
+        # beir-SET--NAME-V-KIND-candidate, which a check of an earlier release may still be using
+        return False
+    return _older_than(updated_at, STALE_AFTER_S)
+
+
+def _older_than(timestamp: str, seconds: float) -> bool:
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(timestamp)
+    except (TypeError, ValueError):
+        return False
+    return time.time() - when.timestamp() > seconds
 
 
 def _is_cross_encoder(version: ModelVersion) -> bool:

@@ -731,11 +731,14 @@ def beir_index_name(folder: Path, embedder: Embedder) -> str:
 
 
 def ensure_beir_index(settings: Settings, backend: SearchBackend, embedder: Embedder, folder: Path,
-                      stage: Stage) -> str:
-    """Index a BEIR corpus with ``embedder`` once; later calls find it unchanged and skip it."""
+                      stage: Stage, *, name: str | None = None) -> str:
+    """Index a BEIR corpus with ``embedder`` once; later calls find it unchanged and skip it.
+
+    ``name``: another index than the cached one, for vectors used once (an optimized copy's quality check:
+    under the cached name, a killed check's index passed for the next copy's, whose vectors it is not)."""
     from unirank.ingest.pipeline import PREVIOUS_KEPT, Ingestor
 
-    name = beir_index_name(folder, embedder)
+    name = name or beir_index_name(folder, embedder)
     # The resolved path, as the index's name has it: the same folder reached through a link is one source.
     corpus = Path(folder).resolve() / "corpus.jsonl"
     if not corpus.exists():
