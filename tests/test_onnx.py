@@ -484,3 +484,39 @@ def test_an_optimized_copy_has_only_the_figures_measured_on_it(settings, minibei
             registry.promote("fig-embed@3")
     finally:
         registry.close()
+
+
+def _tiny_folder(tmp_path: Path, text: str = "{}") -> Path:
+    """A folder the registry takes as a version: these tests stop before anything loads it."""
+    folder = tmp_path / "tiny"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(text)
+    return folder
+
+
+@pytest.fixture()
+def no_export(monkeypatch):
+    monkeypatch.setattr(optimize_module, "export_onnx", lambda *a, **k: pytest.fail("exported anyway"))
+    monkeypatch.setattr(optimize_module, "save_dtype_copy", lambda *a, **k: pytest.fail("copied anyway"))
+
+
+def test_a_version_whose_files_were_deleted_is_refused_before_the_export(settings, tmp_path, no_export):
+    """A version folder deleted by hand failed with a raw FileNotFoundError from the export's copytree, and
+    an emptied one with a message naming the export's temp folder."""
+    import shutil
+
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        gone = registry.register("gone-files", "embedder", path=_tiny_folder(tmp_path))
+        emptied = registry.register("gone-files", "embedder", path=_tiny_folder(tmp_path, '{"x": 1}'))
+        shutil.rmtree(gone.path)
+        for path in emptied.path.iterdir():
+            path.unlink()
+        for version in (gone, emptied):
+            with pytest.raises(ModelLoadError, match=rf"The files of {version.ref} are missing from .*nothing to "
+                                                     r"optimize.*models register gone-files --role embedder"):
+                Optimizer(settings, registry).run(version.ref, quantize="int8")
+    finally:
+        registry.close()
+
+

@@ -21,7 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from unirank.errors import OptimizationRefusedError, UnirankError
+from unirank.errors import (
+    ModelLoadError,
+    OptimizationRefusedError,
+    UnirankError,
+)
 from unirank.models.backends import ONNX_ATTENTION, record_backend, require_onnx_provider
 from unirank.models.embedder import SentenceTransformerEmbedder
 from unirank.models.loading import (
@@ -249,6 +253,11 @@ class Optimizer:
             if source.record.get("backend", "torch") != "torch" or source.record.get("dtype"):
                 origin = source.record.get("optimized_from", "its fp32 PyTorch version")
                 raise UnirankError(f"{source.ref} is already an optimized copy; optimize {origin} instead.")
+            missing = source.files_missing()
+            if missing:  # else a raw FileNotFoundError from the export, or a message naming its temp folder
+                raise ModelLoadError(f"{missing}: there is nothing to optimize. Restore the folder (or the data dir "
+                                     f"it was in), or register the model again (`unirank models register "
+                                     f"{source.name} --role {source.role} --path FOLDER`) and optimize that version.")
             return source, False
         name = name or BASE_MODEL_NAME
         # A name that cannot be registered ('bad name', `none`) was refused only after the export.
