@@ -22,12 +22,14 @@ def test_a_missing_index_whose_name_ingest_refuses_is_said_to_be_an_invalid_name
 
 
 def test_a_session_of_an_invalid_index_name_is_refused_and_a_missing_one_says_how_to_make_one(tmp_path):
-    """create_session('../x') stored the name unchecked; a missing session was said to be made over HTTP only."""
+    """create_session('../x') stored the name unchecked; a missing session was said to be made over HTTP only.
+    A name made before the naming rule ('docs.v2') still names an index that can be asked, so it is taken."""
     with ConversationStore(tmp_path / "chat.sqlite") as store:
-        for name in ("../x", "-x"):
+        for name in ("../x", ".hidden", "a/b", "a\\b"):
             with pytest.raises(InvalidQueryError, match="Invalid index name"):
                 store.create_session(name)
         assert store.sessions() == []
+        assert store.create_session("docs.v2").index == "docs.v2"
         with pytest.raises(ConversationNotFoundError, match=r"POST /v1/sessions, or in Python with "
                                                             r"store\.create_session\(index\)"):
             store.session("nope")

@@ -703,3 +703,22 @@ def test_feedback_that_gives_no_pair_for_the_index_is_refused_before_any_work(se
                                             r"answer\(s\) of 'hostile' got only a thumbs-down"):
         job.run()
     assert stages == [] and not job.run_dir.exists()
+
+
+def test_an_answerer_written_before_follow_ups_reached_it_in_the_users_words_still_answers(corpus):
+    """Every answered question passed ``as_asked=``: an answerer with the earlier ``stream(question, passages)``
+    failed on each one with a TypeError. It gets the stand-alone question, as it did."""
+    from unirank.chat.types import Final, Turn
+
+    class Earlier:
+        name = "earlier"
+
+        def stream(self, question, passages):
+            yield Final(f"{question} [1]", [])
+
+    service = ChatService(corpus, answerer=Earlier())
+    answer = service.ask("How do I rotate an API key?", "handbook")
+    assert answer.answer == "How do I rotate an API key? [1]"
+    history = [Turn("user", "How do I rotate an API key?"), Turn("assistant", answer.answer)]
+    follow_up = service.ask("How often should I do it?", "handbook", history=history)
+    assert follow_up.query != "How often should I do it?" and follow_up.answer == f"{follow_up.query} [1]"

@@ -291,7 +291,7 @@ def test_sources_are_removed_by_uri_or_local_path_and_others_are_refused_in_word
     chunks = indexed.index_info("docs").chunk_count
     for uris, says in [(first, "must be a list of URIs or paths, got str .*: pass \\['file://"),
                        (None, "must be a list of URIs or paths, got NoneType"),
-                       ([None], "Each source to remove must be a URI or path as text, got None"),
+                       ([None], "Each source to remove must be a URI or path \\(text or a path object\\), got None"),
                        ([1], "got 1"), ([first, ""], "got ''")]:
         with pytest.raises(InvalidQueryError, match=says):
             indexed.remove_sources("docs", uris)
@@ -302,7 +302,7 @@ def test_sources_are_removed_by_uri_or_local_path_and_others_are_refused_in_word
     from unirank.ingest.sources import local_path
 
     monkeypatch.chdir(Path(local_path(second)).parent)
-    assert indexed.remove_sources("docs", (first, Path(local_path(second)).name)) > 0  # a URI, and a relative path
+    assert indexed.remove_sources("docs", (first, Path(Path(local_path(second)).name))) > 0  # a URI, a relative Path
     assert not {first, second} & set(indexed.backend.source_states("docs"))
 
 
@@ -320,6 +320,11 @@ def test_spaces_around_a_filter_key_or_value_are_trimmed_as_the_cli_trims_them(i
     trimmed = indexed.search("api keys", "docs", mode=mode, rerank=False, filters={"team": "platform"})
     spaced = indexed.search("api keys", "docs", mode=mode, rerank=False, filters={" team ": " platform "})
     assert trimmed.hits and [h.id for h in spaced.hits] == [h.id for h in trimmed.hits]
+    for filters, says in [({" source_uri ": 5}, "The source_uri filter must be a path or URI"),  # a TypeError
+                          ({" team ": "a", "team": "b"}, "'team' is given twice"),  # the last won
+                          ({"  ": "x"}, "A filter key is empty")]:
+        with pytest.raises(InvalidQueryError, match=says):
+            indexed.search("api keys", "docs", mode=mode, rerank=False, filters=filters)
 
 
 @pytest.mark.parametrize("score", [float("nan"), float("inf")])

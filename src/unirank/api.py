@@ -254,7 +254,10 @@ def _source_uris(uris: object) -> list[str]:
                                     uris, str) else "."))
     wanted = []
     for uri in uris:
+        if isinstance(uri, os.PathLike):  # as ingest and sources_under take them
+            uri = os.fspath(uri)
         if not isinstance(uri, str) or not uri.strip():
-            raise InvalidQueryError(f"Each source to remove must be a URI or path as text, got {uri!r}.")
+            raise InvalidQueryError(f"Each source to remove must be a URI or path (text or a path object), got "
+                                    f"{uri!r}.")
         wanted.append(stored_source_uri(uri))
     return wanted

@@ -6,6 +6,7 @@ the same answer whichever surface asked it.
 
 from __future__ import annotations
 
+import inspect
 import time
 from functools import cached_property
 from typing import Iterator, Mapping, Protocol, Sequence
@@ -55,6 +56,16 @@ class ChatService:
     @cached_property
     def answerer(self) -> Answerer:
         return make_answerer(self.ur, self.retriever)
+
+    @cached_property
+    def _answerer_takes_as_asked(self) -> bool:
+        """An answerer written before ``as_asked`` was (``stream(question, passages)``) gets the stand-alone
+        question alone, as it did: passed the keyword, it failed with a TypeError."""
+        try:
+            parameters = inspect.signature(self.answerer.stream).parameters.values()
+        except (TypeError, ValueError):  # no signature to read (a builtin): keep to the old call
+            return False
+        return any(p.name == "as_asked" or p.kind is p.VAR_KEYWORD for p in parameters)
 
     @cached_property
     def rewriter(self) -> QueryRewriter:
@@ -155,8 +166,9 @@ class ChatService:
             timings["first_token"] = _ms(started)
             yield Delta(text)
         else:
-            as_asked = question.strip() if question.strip() != query else None
-            events = self.answerer.stream(query, retrieval.passages, as_asked=as_asked)
+            follow_up = question.strip() != query and self._answerer_takes_as_asked
+            events = self.answerer.stream(query, retrieval.passages,
+                                          **({"as_asked": question.strip()} if follow_up else {}))
             try:
                 for event in events:
                     if isinstance(event, Final):

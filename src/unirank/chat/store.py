@@ -19,7 +19,7 @@ from typing import Literal
 from unirank.chat.types import Citation, Turn
 from unirank.errors import (ConfigurationError, ConversationNotFoundError, ConversationStoreClosedError,
                             InvalidQueryError)
-from unirank.search.backend import require_valid_index_name
+from unirank.search.backend import refuse_path_like_index_name
 from unirank.sqlite_wal import use_wal
 
 FeedbackKind = Literal["up", "down", "click"]
@@ -144,7 +144,9 @@ class ConversationStore:
         if not isinstance(index, str) or not index.strip():
             raise InvalidQueryError(f"A session answers from one index: name it (`unirank index list` lists them), "
                                     f"got {index!r}.")
-        require_valid_index_name(index)  # '../x' was stored, and each question then failed on its name
+        # '../x' was stored, and each question then failed on its name; a name made before the naming rule
+        # ('docs.v2') is still an index's, and is still asked.
+        refuse_path_like_index_name(index)
         if not isinstance(title, str):
             raise InvalidQueryError(f"The session's title must be text, got {type(title).__name__}.")
         now = utc_now()

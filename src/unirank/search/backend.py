@@ -47,6 +47,13 @@ def derived_index_name(*parts: str) -> str:
     return name[:120] or "index"
 
 
+def refuse_path_like_index_name(index: str) -> None:
+    """What no index can be named, even one made before the naming rule: empty, or a path (a separator, a
+    leading dot, NUL), which would read or write outside the indexes' folder."""
+    if not index or "/" in index or index.startswith(".") or "\\" in index or "\x00" in index:
+        raise InvalidQueryError(f"Invalid index name {index!r}: use letters, digits, '-' and '_'.")
+
+
 def require_valid_index_name(index: str) -> None:
     """Checked when an index is created (names made before the rule keep working)."""
     if not _INDEX_NAME.fullmatch(index):

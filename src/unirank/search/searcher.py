@@ -158,9 +158,9 @@ class Searcher:
                 isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in filters.items())):
             raise InvalidQueryError(f"filters must map each key to one value (text or a number), e.g. "
                                     f"{{'category': 'account'}}; got {filters!r}.")
-        if filters is not None and not isinstance(filters.get("source_uri", ""), str):  # read as a path below
+        if filters is not None and not isinstance(_trimmed(filters).get("source_uri", ""), str):  # read as a path
             raise InvalidQueryError(f"The source_uri filter must be a path or URI (text), got "
-                                    f"{filters['source_uri']!r}.")
+                                    f"{_trimmed(filters)['source_uri']!r}.")
         if rerank:
             if top_k > self.rerank_top_k:
                 raise RerankLimitError(top_k, self.rerank_top_k)
@@ -214,11 +214,27 @@ def _as_stored(filters: Mapping[str, str] | None) -> Mapping[str, str] | None:
     is the file:// URI it is stored as (percent-encoded): ``--filter source_uri=./docs/my file.md`` matches."""
     if filters is None:
         return None
-    trimmed = {key.strip(): value.strip() if isinstance(value, str) else value for key, value in filters.items()}
+    trimmed = _trimmed(filters)
     value = trimmed.get("source_uri")
     if not value or "://" in value:  # type: ignore[operator]
         return trimmed
     return {**trimmed, "source_uri": stored_source_uri(value)}  # type: ignore[arg-type]
+
+
+def _trimmed(filters: Mapping[str, str]) -> dict[str, str]:
+    """Keys and text values without the spaces around them; two keys that trim to one, or a key of only
+    spaces, are refused (the last of two would win without a word)."""
+    trimmed: dict[str, str] = {}
+    for key, value in filters.items():
+        name = key.strip()
+        if not name:
+            raise InvalidQueryError(f"A filter key is empty ({key!r}): name the metadata key to match, e.g. "
+                                    "{'category': 'account'}.")
+        if name in trimmed:
+            raise InvalidQueryError(f"The filter key {name!r} is given twice (spaces around it aside): each key "
+                                    "takes one value, and a result must match every filter.")
+        trimmed[name] = value.strip() if isinstance(value, str) else value
+    return trimmed
 
 
 def stored_source_uri(value: str) -> str:

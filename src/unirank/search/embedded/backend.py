@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 from unirank.errors import (DimensionMismatchError, IndexChangedError, IndexCorruptedError, IndexLockedError,
                             IndexNotFoundError, IndexSwitchedError, InvalidQueryError, RebuildFailedError, RebuildRunningError,
                             UnirankError)
-from unirank.search.backend import CatchUp, Filters, require_valid_index_name
+from unirank.search.backend import CatchUp, Filters, refuse_path_like_index_name, require_valid_index_name
 from unirank.search.embedded.fulltext import ANALYZER_VERSION, FullTextIndex
 from unirank.search.embedded.store import ChunkStore, WriteOutcome, filter_term_set, filter_terms, source_groups
 from unirank.search.embedded.vectors import VectorIndex
@@ -142,8 +142,7 @@ class EmbeddedBackend:
     def _index_dir(self, index: str) -> Path:
         if not isinstance(index, str):  # every call on an index comes here first: said, not a TypeError below
             raise InvalidQueryError(f"The index must be named by its name (text), got {type(index).__name__}.")
-        if not index or "/" in index or index.startswith(".") or "\\" in index or "\x00" in index:
-            raise InvalidQueryError(f"Invalid index name {index!r}: use letters, digits, '-' and '_'.")
+        refuse_path_like_index_name(index)
         if len(index.encode("utf-8", "surrogatepass")) > _LONGEST_FOLDER_NAME:  # no index can have it
             raise InvalidQueryError(f"Invalid index name {index[:40]!r}... ({len(index)} characters): index "
                                     "names are at most 128 characters.")
