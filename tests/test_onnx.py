@@ -520,3 +520,20 @@ def test_a_version_whose_files_were_deleted_is_refused_before_the_export(setting
         registry.close()
 
 
+def test_a_copy_whose_source_was_deleted_says_so(settings, tmp_path, no_export):
+    """It said "orphan@2 is already an optimized copy; optimize orphan@1 instead", of a deleted orphan@1."""
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        registry.register("orphan", "embedder", path=_tiny_folder(tmp_path))
+        registry.register("orphan", "embedder", path=_tiny_folder(tmp_path, '{"x": 1}'), record={
+            "backend": "onnx", "onnx_file": "onnx/model.onnx", "optimized_from": "orphan@1"})
+        with pytest.raises(ModelLoadError, match="optimize orphan@1 instead"):
+            Optimizer(settings, registry).run("orphan@2")
+        registry.delete("orphan@1")
+        with pytest.raises(ModelLoadError, match=r"its source orphan@1 was deleted.*`unirank models register "
+                                                 r"orphan --role embedder --path FOLDER`.*or use orphan@2 as it is"):
+            Optimizer(settings, registry).run("orphan@2")
+    finally:
+        registry.close()
+
+

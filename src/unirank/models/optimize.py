@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from unirank.errors import (
     ModelLoadError,
+    ModelNotFoundError,
     OptimizationRefusedError,
     UnirankError,
 )
@@ -251,8 +252,7 @@ class Optimizer:
             if source.path is None:
                 raise UnirankError(f"{source.ref} is a remote endpoint: there are no weights to export.")
             if source.record.get("backend", "torch") != "torch" or source.record.get("dtype"):
-                origin = source.record.get("optimized_from", "its fp32 PyTorch version")
-                raise UnirankError(f"{source.ref} is already an optimized copy; optimize {origin} instead.")
+                raise ModelLoadError(self._already_optimized(source))
             missing = source.files_missing()
             if missing:  # else a raw FileNotFoundError from the export, or a message naming its temp folder
                 raise ModelLoadError(f"{missing}: there is nothing to optimize. Restore the folder (or the data dir "
@@ -271,6 +271,21 @@ class Optimizer:
         path = Path(resolve_model_path(BASE_ALIAS)[0])
         record = {**describe_model_folder(path, "embedder"), "bundled_base": True}
         return ModelVersion(name=name, version=1, role="embedder", path=path, created_at="", record=record), True
+
+    def _already_optimized(self, copy: ModelVersion) -> str:
+        """Why a copy is not optimized again, and what to optimize instead: its source, or, when that was
+        deleted (it was named all the same), what still works."""
+        origin = copy.record.get("optimized_from")
+        if origin is None:
+            return f"{copy.ref} is already an optimized copy; optimize its fp32 PyTorch version instead."
+        try:
+            self.registry.get(origin)
+        except ModelNotFoundError:
+            return (f"{copy.ref} is already an optimized copy, and its source {origin} was deleted: there is no "
+                    f"PyTorch version of it to optimize. Register the source's folder again (`unirank models "
+                    f"register {copy.name} --role {copy.role} --path FOLDER`) and optimize that version, or use "
+                    f"{copy.ref} as it is.")
+        return f"{copy.ref} is already an optimized copy; optimize {origin} instead."
 
     def _versions(self, name: str) -> list[ModelVersion]:
         return [v for v in self.registry.list() if v.name == name]
