@@ -240,8 +240,8 @@ def unalias(name: Annotated[str, typer.Argument(help="Registry name (without @).
     try:
         _refuse_name_at_alias("unalias", name, alias)
         if alias is None:
-            raise InvalidModelReferenceError(f"Name the alias to remove: `unirank models unalias {name} --alias ALIAS` "
-                               f"({_aliases_of(registry, name)}).")
+            raise InvalidModelReferenceError(f"Name the alias to remove: `unirank models unalias {name} --alias "
+                                             f"ALIAS` ({registry.aliases_said(name)}).")
         named = registry.unaliasable(name, alias)  # refused before asking
         if not yes and not typer.confirm(f"Remove {name}@{alias} (it names version {named})? A setting naming "
                                          f"{name}@{alias} no longer loads."):
@@ -260,14 +260,6 @@ def _refuse_name_at_alias(command: str, name: str, alias: str | None) -> None:
         base, _, given = name.partition("@")
         raise InvalidModelReferenceError(f"Give the name and the alias apart: `unirank models {command} {base} --alias "
                            f"{given or alias or 'ALIAS'}`.")
-
-
-def _aliases_of(registry: ModelRegistry, name: str) -> str:
-    """``its aliases are prod, staging`` (or that it has none); ModelNotFoundError for an unknown name."""
-    aliases = sorted({a for v in registry.list() if v.name == name for a in v.aliases})
-    if not aliases:
-        registry.get(name)  # an unknown name is said as such
-    return f"its aliases are {', '.join(aliases)}" if aliases else f"{name} has no aliases"
 
 
 @models_app.command("delete")

@@ -459,13 +459,16 @@ class ModelRegistry:
         """The version ``alias`` names (even a deleted one), if ``unalias`` may remove it: it is set."""
         named = self._alias_version(name, alias)
         if named is None:
-            self._require_name(name)
-            others = [a for (a,) in self.db.execute("SELECT alias FROM aliases WHERE name = ? ORDER BY alias",
-                                                    (name,))]
-            which = f"its aliases are {', '.join(others)}" if others else "it has no aliases"
-            raise ModelNotFoundError(f"{name}@{alias} is not set: nothing was removed ({which}; "
+            raise ModelNotFoundError(f"{name}@{alias} is not set: nothing was removed ({self.aliases_said(name)}; "
                                      f"`unirank models show {name}` shows them).")
         return named
+
+    def aliases_said(self, name: str) -> str:
+        """``its aliases are prod, staging``, or ``it has no aliases``, counting aliases of deleted versions
+        (``unalias`` can remove them); ModelNotFoundError for an unknown name."""
+        self._require_name(name)
+        aliases = [a for (a,) in self.db.execute("SELECT alias FROM aliases WHERE name = ? ORDER BY alias", (name,))]
+        return f"its aliases are {', '.join(aliases)}" if aliases else "it has no aliases"
 
     def unalias(self, name: str, alias: str) -> int:
         """Remove ``alias`` from ``name``; returns the version it named. The removal is kept in the alias's
