@@ -18,7 +18,11 @@ pytest.importorskip("optimum.onnxruntime", reason="the onnx extra is not install
 
 from data.make_minibeir import write as write_minibeir  # noqa: E402
 from serving_helpers import isolated_env  # noqa: E402
-from unirank.errors import ModelLoadError, OptimizationRefusedError  # noqa: E402
+from unirank.errors import (  # noqa: E402
+    ConfigurationError,
+    ModelLoadError,
+    OptimizationRefusedError,
+)
 from unirank.models.embedder import SentenceTransformerEmbedder  # noqa: E402
 from unirank.models.loading import load_embedder, load_reranker  # noqa: E402
 from unirank.models import optimize as optimize_module  # noqa: E402
@@ -152,10 +156,11 @@ def test_search_through_the_client_with_the_onnx_model(optimized, settings, mini
             assert hits[0].chunk.doc_id == "d8"
 
 
-def test_quality_check_refuses_and_registers_nothing(optimized, settings, minibeir):
-    """A tolerance below any real drop (negative: it would demand a gain) must refuse."""
+def test_quality_check_refuses_and_registers_nothing(optimized, settings, minibeir, monkeypatch):
+    """A copy that fails the check (made to, whatever its drop: a negative tolerance is refused up front)."""
     from unirank.api import Unirank
 
+    monkeypatch.setattr(optimize_module.QualityCheck, "passed", property(lambda check: False))
     with Unirank(settings) as ur:
         registry = ModelRegistry(settings.models_dir)
         try:
@@ -163,7 +168,7 @@ def test_quality_check_refuses_and_registers_nothing(optimized, settings, minibe
             indexes_before = {i.name for i in ur.list_indexes()}
             with pytest.raises(OptimizationRefusedError, match=r"ndcg@10 .* a drop of .* Nothing was registered"):
                 Optimizer(settings, registry, ur.backend).run("base", name="fresh", quantize="int8",
-                                                              check_beir=minibeir, max_drop=-1.0)
+                                                              check_beir=minibeir, max_drop=0.0)
             assert [v.ref for v in registry.list()] == before
             assert not registry.exists("fresh")  # not even the base model it would have been copied from
             new_indexes = {i.name for i in ur.list_indexes()} - indexes_before
@@ -535,5 +540,23 @@ def test_a_copy_whose_source_was_deleted_says_so(settings, tmp_path, no_export):
             Optimizer(settings, registry).run("orphan@2")
     finally:
         registry.close()
+
+
+@pytest.mark.parametrize("max_drop", [float("nan"), -0.01, 1.5, float("inf")])
+def test_a_max_drop_outside_0_to_1_is_refused(settings, minibeir, no_export, max_drop):
+    """nan let every copy through the check, and a negative one none."""
+    with pytest.raises(ConfigurationError, match="from 0 to 1"):
+        Optimizer(settings, ModelRegistry(settings.models_dir), backend=object()).run(
+            "base", name="drop-name", check_beir=minibeir, max_drop=max_drop)
+
+
+def test_a_max_drop_without_a_check_is_refused(settings, no_export):
+    """It was ignored: a limit asked for, and an unchecked copy registered."""
+    with pytest.raises(ConfigurationError, match="no check runs without --check-beir"):
+        Optimizer(settings, ModelRegistry(settings.models_dir)).run("base", name="drop-name", max_drop=0.01)
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "models", "optimize", "base", "--max-drop",
+                           "0.01"], env=isolated_env(settings.data_dir, COLUMNS="200"), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "no check runs without --check-beir" in proc.stderr, proc.stderr[-2000:]
 
 

@@ -25,7 +25,8 @@ def optimize(
              "onnxruntime-openvino build; with --dtype bfloat16 the fastest CPU reranker here).")] = None,
     check_beir: Annotated[Optional[Path], typer.Option(
         "--check-beir", help="BEIR folder: compare nDCG@10 with the source first; refuse if it drops too much.")] = None,
-    max_drop: Annotated[float, typer.Option(help="The most nDCG@10 the copy may lose in the check.")] = 0.005,
+    max_drop: Annotated[Optional[float], typer.Option(
+        help="The most nDCG@10 the copy may lose in the --check-beir check, from 0 to 1 (default 0.005).")] = None,
     max_length: Annotated[Optional[int], typer.Option(
         "--max-length", help="Tokens the copy reads (at most the source's): a shorter window reranks faster; "
                              "check what it costs with --check-beir.")] = None,

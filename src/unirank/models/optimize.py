@@ -12,6 +12,7 @@ an embedder, hybrid + rerank for a reranker) and nothing is registered when it l
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from unirank.errors import (
+    ConfigurationError,
     ModelLoadError,
     ModelNotFoundError,
     OptimizationRefusedError,
@@ -124,8 +126,11 @@ class Optimizer:
         self.stage = stage or (lambda _: None)
 
     def run(self, ref: str, *, name: str | None = None, quantize: str | None = None, dtype: str | None = None,
-            check_beir: Path | None = None, max_drop: float = DEFAULT_MAX_DROP,
+            check_beir: Path | None = None, max_drop: float | None = None,
             max_seq_length: int | None = None, provider: str | None = None) -> OptimizeResult:
+        """``max_drop`` (with ``check_beir`` only; default ``DEFAULT_MAX_DROP``): the most nDCG@10 the copy may
+        lose."""
+        max_drop = checked_max_drop(max_drop, check_beir)
         if check_beir is not None and self.backend is None:
             raise UnirankError("A quality check needs a search backend to index the BEIR corpus.")
         if quantize is not None and dtype is not None:
@@ -350,6 +355,22 @@ class Optimizer:
             system = f"hybrid:{BASE_ALIAS}+rerank"
         return QualityCheck(eval_set=f"beir:{beir_set_name(folder)}", system=system, queries=len(data.queries),
                             source=scores[0], optimized=scores[1], max_drop=max_drop)
+
+
+def checked_max_drop(max_drop: float | None, check_beir: Path | None) -> float:
+    """The quality check's tolerance: refused without a check (a limit asked for, an unchecked copy
+    registered), and outside [0, 1] (nan let every copy through, a negative one none)."""
+    if max_drop is None:
+        return DEFAULT_MAX_DROP
+    if check_beir is None:
+        raise ConfigurationError(f"--max-drop {max_drop} limits the quality check, and no check runs without "
+                                 "--check-beir: give --check-beir DIR too (a BEIR folder to score the copy on), "
+                                 "or leave --max-drop out.")
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) \
+            or not 0 <= max_drop <= 1:
+        raise ConfigurationError(f"--max-drop {max_drop!r} is not an nDCG@10 the copy may lose: give a number "
+                                 f"from 0 to 1 (default {DEFAULT_MAX_DROP}).")
+    return float(max_drop)
 
 
 def candidate_index_name() -> str:
