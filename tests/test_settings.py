@@ -475,8 +475,13 @@ def test_settings_under_which_every_default_search_fails_are_refused(config, mon
     config.write_text("")
     monkeypatch.setenv("UNIRANK_RERANKER__ENABLED", "true")
     monkeypatch.setenv("UNIRANK_SEARCH__TOP_K", "51")  # above the default reranker.top_k, 50
-    with pytest.raises(unirank.ConfigurationError, match=r"search.top_k \(51\) is above reranker.top_k \(50\)"):
+    with pytest.raises(unirank.ConfigurationError, match=r"search.top_k \(51\) is above reranker.top_k \(50\)") as caught:
         Settings.load()
+    # The check spans sections, so the error has no location: its sources are the settings it names.
+    assert str(caught.value).startswith("Invalid settings (read from UNIRANK_RERANKER__ENABLED, UNIRANK_SEARCH__TOP_K)")
+    with pytest.raises(unirank.ConfigurationError, match=r"^Invalid settings \(read from UNIRANK_RERANKER__ENABLED, "
+                                                         r"the arguments to Settings.load\)"):
+        Settings.load(reranker={"model": "none"})
     monkeypatch.setenv("UNIRANK_SEARCH__TOP_K", "50")
     assert Settings.load().reranker.enabled
     monkeypatch.setenv("UNIRANK_RERANKER__ENABLED", "false")

@@ -522,7 +522,7 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             errors = exc.errors()
             problems = [_describe_error(error) for error in errors]
-            setting = _setters([tuple(str(p) for p in error.get("loc", ())) for error in errors], overrides)
+            setting = _setters([location for error in errors for location in _locations(error)], overrides)
             raise ConfigurationError(f"Invalid settings ({_sources(setting)}):\n"
                                      + "\n".join(f"  - {p}" for p in problems)) from None
         except SettingsError as exc:  # a variable the environment source could not parse (a list, say)
@@ -650,6 +650,17 @@ def _sources(places: list[str] | None = None) -> str:
     if not places:
         return f"no {config_path()} and no UNIRANK_* variables"
     return "read from " + ", ".join(places)
+
+
+def _locations(error: Any) -> list[tuple[str, ...]]:
+    """The settings an error is about: its location, or, for a check across sections (which has none), the
+    ``section.key`` settings its message names; without them it blamed every source but the real one."""
+    location = tuple(str(part) for part in error.get("loc", ()))
+    if location:
+        return [location]
+    sections = set(Settings.model_fields)
+    return [(section, key) for section, key in re.findall(r"\b([a-z_]+)\.([a-z_]+)\b", str(error.get("msg", "")))
+            if section in sections]
 
 
 def _setters(locations: list[tuple[str, ...]], overrides: dict[str, Any] | None = None) -> list[str]:
