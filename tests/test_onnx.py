@@ -560,3 +560,28 @@ def test_a_max_drop_without_a_check_is_refused(settings, no_export):
     assert proc.returncode == 2 and "no check runs without --check-beir" in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.slow  # a CLI subprocess (~7 s): kept out of the default run for time
+def test_ctrl_c_says_nothing_was_registered(settings):
+    """Ctrl-C exited 130 without a word."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "unirank.cli.main", "models", "optimize", "base", "--name",
+                             "interrupted"], env=isolated_env(settings.data_dir, COLUMNS="200"),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        said = []
+        for line in proc.stderr:  # interrupted once the export has begun, inside the command
+            said.append(line)
+            if "exporting" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        said.append(proc.stderr.read())
+        assert proc.wait(timeout=120) == 130, "".join(said)
+    finally:
+        proc.kill()
+    assert "interrupted: nothing was registered." in "".join(said)
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        assert not registry.exists("interrupted")
+    finally:
+        registry.close()

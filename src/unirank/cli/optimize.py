@@ -41,13 +41,17 @@ def optimize(
     # Optimum and the trainers' loggers print to stdout; stdout is kept for the result (and --json).
     with client() as ur, contextlib.redirect_stdout(sys.stderr):
         registry = ModelRegistry(ur.settings.models_dir)
+        optimizer = None
         try:
             backend = ur.backend if check_beir is not None else None
-            result = Optimizer(ur.settings, registry, backend, stage=print_stage).run(
+            optimizer = Optimizer(ur.settings, registry, backend, stage=print_stage)
+            result = optimizer.run(
                 ref, name=name, quantize=quantize, dtype=dtype, check_beir=check_beir, max_drop=max_drop,
                 max_seq_length=max_length, provider=provider)
         except UnirankError as exc:
             fail(exc)
+        except KeyboardInterrupt:
+            _interrupted(optimizer.registered if optimizer is not None else [])
         finally:
             registry.close()
     mv = result.version
@@ -65,3 +69,12 @@ def optimize(
         console.print(f"{c.eval_set} {c.system} nDCG@10: {result.source.ref} {c.source:.4f}, {mv.ref} {c.optimized:.4f} "
                       f"(drop {c.drop:.4f}, allowed {c.max_drop:.4f}, {c.queries} queries).")
     console.print(f"Use it with {mv.role}.model = \"{mv.ref}\", or `unirank models promote {mv.ref} --alias prod`.")
+
+
+def _interrupted(registered: list[str]) -> None:
+    """Ctrl-C: say what was registered (it exited 130 without a word); the export and its check are removed."""
+    from unirank.cli.output import errors
+
+    said = f"{', '.join(registered)} registered before it stopped" if registered else "nothing was registered"
+    errors.print(f"\ninterrupted: {said}.")
+    raise typer.Exit(130)

@@ -124,6 +124,10 @@ class Optimizer:
         self.registry = registry
         self.backend = backend
         self.stage = stage or (lambda _: None)
+        #: The versions this optimizer registered (the bundled base, the copy): what an interrupted run
+        #: says it left behind.
+        self.registered: list[str] = []
+
 
     def run(self, ref: str, *, name: str | None = None, quantize: str | None = None, dtype: str | None = None,
             check_beir: Path | None = None, max_drop: float | None = None,
@@ -187,8 +191,10 @@ class Optimizer:
             if unregistered_base:
                 self.stage(f"registering the bundled base model as {source.ref}")
                 source = self.registry.register(source.name, source.role, path=source.path, record=source.record)
+                self.registered.append(source.ref)
             self.stage(f"registering the {copy.kind} copy as the next version of {source.name}")
             version = self.registry.register(source.name, source.role, path=copy.folder, record=record)
+            self.registered.append(version.ref)
             if check is not None:
                 assert data is not None
                 version = self._record_check(version, check, data)
