@@ -695,13 +695,16 @@ def test_an_index_another_process_is_ingesting_into_is_not_deleted(tmp_path):
     try:
         assert ingest.stdout.readline() == "between batches\n", ingest.stderr.read()
         deleting = EmbeddedBackend(tmp_path / "ix")
+        deleting.index("docs", [source("mem://c", ["this process's own, unflushed"], [unit(1, 1)])])
         with pytest.raises(IndexLockedError, match="'docs' is being written by an ingest .*Wait for it to finish"):
             deleting.delete_index("docs")
+        assert "docs" in deleting._sessions  # its own unflushed writes are still guarded after the refusal
         out, err = ingest.communicate("go on\n", timeout=60)
     finally:
         ingest.kill()
     assert ingest.returncode == 0 and out == "ingested\n", err
-    assert deleting.info("docs").chunk_count == 2
+    deleting.flush("docs")
+    assert deleting.info("docs").chunk_count == 3
     deleting.delete_index("docs")  # the ingest is over: nothing holds it
     assert not deleting.exists("docs")
 

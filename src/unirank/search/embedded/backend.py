@@ -202,12 +202,16 @@ class EmbeddedBackend:
         if fcntl is None:  # pragma: no cover - Windows: no writer sessions
             yield
             return
-        self._end_session(index)
+        with self._guard:
+            had_session = index in self._sessions
+        self._end_session(index)  # this process's own shared lock would refuse the exclusive one
         fd = self._lock_file(index, WRITERS_LOCK)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                if had_session:  # kept deleting nothing: its unflushed writes stay guarded from a repair
+                    self._begin_session(index)  # still under the write lock, so no repair came in between
                 raise IndexLockedError(index, "an ingest (or a removal of sources) in another process") from None
             yield
         finally:
