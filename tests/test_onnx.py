@@ -560,6 +560,28 @@ def test_a_max_drop_without_a_check_is_refused(settings, no_export):
     assert proc.returncode == 2 and "no check runs without --check-beir" in proc.stderr, proc.stderr[-2000:]
 
 
+def test_option_errors_are_configuration_errors(settings, tmp_path, no_export):
+    """They were plain UnirankError: a caller could not tell an option to fix from a model that fails."""
+    registry = ModelRegistry(settings.models_dir)
+    optimizer = Optimizer(settings, registry)
+    try:
+        registry.register("opts", "embedder", path=_tiny_folder(tmp_path))
+        for options, says in (
+                (dict(quantize="int8", dtype="bfloat16"), "choose one"),
+                (dict(quantize="int4"), "Unknown quantization"),
+                (dict(dtype="float8"), "Unknown dtype"),
+                (dict(max_seq_length=4), "too short"),
+                (dict(name="other"), "--name applies only to `base`"),
+                (dict(check_beir=tmp_path), "needs a search backend")):
+            with pytest.raises(ConfigurationError, match=says):
+                optimizer.run("opts@1", **options)
+        registry.register("opts-endpoint", "embedder", record={"endpoint": "http://127.0.0.1:9", "api": "openai"})
+        with pytest.raises(ModelLoadError, match="remote endpoint: there are no weights"):  # the source, not an option
+            optimizer.run("opts-endpoint@1")
+    finally:
+        registry.close()
+
+
 @pytest.mark.slow  # a CLI subprocess (~7 s): kept out of the default run for time
 def test_ctrl_c_says_nothing_was_registered(settings):
     """Ctrl-C exited 130 without a word."""

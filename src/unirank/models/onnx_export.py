@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from unirank.errors import ModelLoadError, UnirankError
+from unirank.errors import ConfigurationError, ModelLoadError, UnirankError
 from unirank.registry.store import MARKER_FILE
 
 #: Where sentence-transformers puts the fp32 export, relative to the model folder.
@@ -168,20 +168,20 @@ def _transformer_subfolder(folder: Path) -> str:
 def refuse_longer_window(source: object, current: int, max_seq_length: int) -> None:
     """A window longer than the one ``source`` was trained with would read tokens it never learned."""
     if max_seq_length > current:
-        raise UnirankError(f"{source} reads at most {current} tokens; a window of {max_seq_length} "
-                           f"would go past what it was trained on. Use a max_seq_length of at most {current}.")
+        raise ConfigurationError(f"{source} reads at most {current} tokens; a window of {max_seq_length} "
+                                 f"would go past what it was trained on. Use a max_seq_length of at most {current}.")
 
 
 def check_quantization(quantize: str | None) -> None:
     if quantize is not None and quantize not in QUANTIZATIONS:
-        raise UnirankError(f"Unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}.")
+        raise ConfigurationError(f"Unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}.")
 
 
 def refuse_short_window(max_seq_length: int | None) -> None:
     """A window too short for a query and the start of a passage would make every copy useless."""
     if max_seq_length is not None and max_seq_length < MIN_SEQ_LENGTH:
-        raise UnirankError(f"max_seq_length {max_seq_length} is too short to hold a query and a passage; "
-                           f"use at least {MIN_SEQ_LENGTH}.")
+        raise ConfigurationError(f"max_seq_length {max_seq_length} is too short to hold a query and a passage; "
+                                 f"use at least {MIN_SEQ_LENGTH}.")
 
 
 def shorten_window(model, max_seq_length: int, source: Path) -> None:

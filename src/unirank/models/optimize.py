@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from unirank.errors import (
     ConfigurationError,
+    EvaluationDataError,
     ModelLoadError,
     ModelNotFoundError,
     OptimizationRefusedError,
@@ -128,7 +129,6 @@ class Optimizer:
         #: says it left behind.
         self.registered: list[str] = []
 
-
     def run(self, ref: str, *, name: str | None = None, quantize: str | None = None, dtype: str | None = None,
             check_beir: Path | None = None, max_drop: float | None = None,
             max_seq_length: int | None = None, provider: str | None = None) -> OptimizeResult:
@@ -136,10 +136,11 @@ class Optimizer:
         lose."""
         max_drop = checked_max_drop(max_drop, check_beir)
         if check_beir is not None and self.backend is None:
-            raise UnirankError("A quality check needs a search backend to index the BEIR corpus.")
+            raise ConfigurationError("A quality check needs a search backend to index the BEIR corpus: pass "
+                                     "Optimizer(settings, registry, backend).")
         if quantize is not None and dtype is not None:
-            raise UnirankError("--quantize makes an ONNX int8 copy and --dtype a copy that computes in another "
-                               "precision: choose one.")
+            raise ConfigurationError("--quantize makes an ONNX int8 copy and --dtype a copy that computes in "
+                                     "another precision: choose one.")
         if dtype is not None:
             check_dtype(dtype)
         check_quantization(quantize)  # these two before a quarter of a minute of exporting, not after
@@ -151,8 +152,8 @@ class Optimizer:
                 # A static int8 file (QDQ MatMuls, per-channel weights, activations calibrated on CISI pairs)
                 # was no better: 50 pairs at 256 tokens took 454 ms on OpenVINO against 402 ms for the fp32
                 # file in bf16, and its scores kept only 0.75 Kendall tau of fp32's order.
-                raise UnirankError("OpenVINO runs the int8 file slower than ONNX Runtime's CPU provider: use "
-                                   "--provider openvino --dtype bfloat16 (or --quantize int8 alone).")
+                raise ConfigurationError("OpenVINO runs the int8 file slower than ONNX Runtime's CPU provider: use "
+                                         "--provider openvino --dtype bfloat16 (or --quantize int8 alone).")
         source, unregistered_base = self._source(ref, name)
         assert source.path is not None
         window = source.record.get("max_seq_length")
@@ -258,10 +259,11 @@ class Optimizer:
         the two can be told apart, compared and promoted like any other versions."""
         if ref != BASE_ALIAS:
             if name is not None:
-                raise UnirankError("--name applies only to `base`; a registered model's ONNX copy keeps its name.")
+                raise ConfigurationError("--name applies only to `base`; a registered model's ONNX copy keeps "
+                                         "its name.")
             source = self.registry.get(ref)
             if source.path is None:
-                raise UnirankError(f"{source.ref} is a remote endpoint: there are no weights to export.")
+                raise ModelLoadError(f"{source.ref} is a remote endpoint: there are no weights to export.")
             if source.record.get("backend", "torch") != "torch" or source.record.get("dtype"):
                 raise ModelLoadError(self._already_optimized(source))
             missing = source.files_missing()
@@ -277,8 +279,8 @@ class Optimizer:
         if bundled:
             return bundled[0], False
         if self._versions(name):
-            raise UnirankError(f"{name!r} already names other models; give the base model's copies "
-                               "another name with --name.")
+            raise ConfigurationError(f"{name!r} already names other models; give the base model's copies "
+                                     "another name with --name.")
         path = Path(resolve_model_path(BASE_ALIAS)[0])
         record = {**describe_model_folder(path, "embedder"), "bundled_base": True}
         return ModelVersion(name=name, version=1, role="embedder", path=path, created_at="", record=record), True
@@ -420,5 +422,5 @@ def _judged_queries(folder: Path) -> EvalSet:
 
     data = load_beir(folder).judged()
     if not data.queries:
-        raise UnirankError(f"{folder} has no judged queries to check the optimized model on.")
+        raise EvaluationDataError(f"{folder} has no judged queries to check the optimized model on.")
     return data

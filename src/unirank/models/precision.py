@@ -27,7 +27,7 @@ DTYPES: tuple[str, ...] = ("bfloat16",)
 
 def check_dtype(dtype: str) -> str:
     if dtype not in DTYPES:
-        raise UnirankError(f"Unknown dtype {dtype!r}: use one of {', '.join(DTYPES)} (fp32 needs no copy).")
+        raise ConfigurationError(f"Unknown dtype {dtype!r}: use one of {', '.join(DTYPES)} (fp32 needs no copy).")
     return dtype
 
 
