@@ -135,7 +135,7 @@ def test_refusals(copied, settings):
 def test_cli_registers_a_bf16_copy(copied, settings):
     env = isolated_env(settings.data_dir, COLUMNS="200")
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "models", "optimize", "minilm@1",
-                           "--dtype", "bfloat16"], env=env, capture_output=True, text=True, timeout=300)
+                           "--dtype", "bfloat16", "--force"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Registered minilm@3: bfloat16 weights (PyTorch) from minilm@1." in proc.stdout
 

@@ -22,6 +22,7 @@ from unirank.errors import (  # noqa: E402
     ConfigurationError,
     ModelLoadError,
     OptimizationRefusedError,
+    RegistrationError,
 )
 from unirank.models.embedder import SentenceTransformerEmbedder  # noqa: E402
 from unirank.models.loading import load_embedder, load_reranker  # noqa: E402
@@ -463,6 +464,8 @@ def test_an_optimized_copy_has_only_the_figures_measured_on_it(settings, minibei
 
     def copied(source, dest, role, **_):  # what matters here is the record, not the export
         shutil.copytree(source, dest)
+        (Path(dest) / "onnx").mkdir()
+        (Path(dest) / "onnx" / "model.onnx").write_text("not read")
         return OnnxExport(folder=Path(dest), fp32_file="onnx/model.onnx")
 
     monkeypatch.setattr(optimize_module, "export_onnx", copied)
@@ -481,7 +484,8 @@ def test_an_optimized_copy_has_only_the_figures_measured_on_it(settings, minibei
 
         monkeypatch.setattr(Optimizer, "_check", lambda *a, **k: QualityCheck(
             eval_set=eval_set, system="knn", queries=12, source=0.61, optimized=0.6, max_drop=0.05))
-        checked = Optimizer(settings, registry, backend=object()).run("fig-embed@1", check_beir=minibeir).version
+        checked = Optimizer(settings, registry, backend=object()).run("fig-embed@1", check_beir=minibeir,
+                                                                      force=True).version
         assert list(checked.evaluations.values()) == [checked.metrics] and checked.metrics == {
             "ndcg@10": 0.6, "eval_set": eval_set, "eval_queries": digest, "system": "knn:fig-embed@3",
             "eval_qrels": qrels_digest(judged.qrels, judged.queries), "measured_by": "models optimize --check-beir"}
@@ -558,6 +562,32 @@ def test_a_max_drop_without_a_check_is_refused(settings, no_export):
                            "0.01"], env=isolated_env(settings.data_dir, COLUMNS="200"), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "no check runs without --check-beir" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_optimizing_twice_is_refused_naming_the_copy(settings, tmp_path, monkeypatch):
+    """The same copy was registered again, a version no one could tell from the first, without a word
+    (`models register` refuses identical files); --force registers it all the same."""
+    import shutil
+
+    from unirank.models.onnx_export import OnnxExport
+
+    def copied(source, dest, role, **_):  # the same files each time, as an export of one version makes
+        shutil.copytree(source, dest)
+        (Path(dest) / "onnx").mkdir()
+        (Path(dest) / "onnx" / "model.onnx").write_text("not read")
+        return OnnxExport(folder=Path(dest), fp32_file="onnx/model.onnx")
+
+    monkeypatch.setattr(optimize_module, "export_onnx", copied)
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        registry.register("twice", "embedder", path=_tiny_folder(tmp_path))
+        assert Optimizer(settings, registry).run("twice@1").version.ref == "twice@2"
+        with pytest.raises(RegistrationError, match="twice@2 already is this copy of twice@1 .* pass --force"):
+            Optimizer(settings, registry).run("twice@1")
+        assert [v.ref for v in registry.list() if v.name == "twice"] == ["twice@1", "twice@2"]
+        assert Optimizer(settings, registry).run("twice@1", force=True).version.ref == "twice@3"
+    finally:
+        registry.close()
 
 
 def test_option_errors_are_configuration_errors(settings, tmp_path, no_export):

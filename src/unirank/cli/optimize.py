@@ -31,6 +31,8 @@ def optimize(
         "--max-length", help="Tokens the copy reads (at most the source's): a shorter window reranks faster; "
                              "check what it costs with --check-beir.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Registry name for `base` (default all-MiniLM-L6-v2).")] = None,
+    force: Annotated[bool, typer.Option(
+        help="Register the copy even when a version of the name holds the same files already.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the new version and its checks as JSON.")] = False,
 ) -> None:
     """Make a faster copy of a model (ONNX, int8 with --quantize, OpenVINO, or bf16) as its next version."""
@@ -47,7 +49,7 @@ def optimize(
             optimizer = Optimizer(ur.settings, registry, backend, stage=print_stage)
             result = optimizer.run(
                 ref, name=name, quantize=quantize, dtype=dtype, check_beir=check_beir, max_drop=max_drop,
-                max_seq_length=max_length, provider=provider)
+                max_seq_length=max_length, provider=provider, force=force)
         except UnirankError as exc:
             fail(exc)
         except KeyboardInterrupt:

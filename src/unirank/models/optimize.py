@@ -28,6 +28,7 @@ from unirank.errors import (
     ModelLoadError,
     ModelNotFoundError,
     OptimizationRefusedError,
+    RegistrationError,
     UnirankError,
 )
 from unirank.models.backends import ONNX_ATTENTION, record_backend, require_onnx_provider
@@ -52,7 +53,7 @@ from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker
 from unirank.processes import is_running
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.describe import describe_model_folder
-from unirank.registry.files import STALE_AFTER_S, staging_prefix, sweep_stale
+from unirank.registry.files import STALE_AFTER_S, files_digest, staging_prefix, sweep_stale
 from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.settings import Settings
 
@@ -131,9 +132,9 @@ class Optimizer:
 
     def run(self, ref: str, *, name: str | None = None, quantize: str | None = None, dtype: str | None = None,
             check_beir: Path | None = None, max_drop: float | None = None,
-            max_seq_length: int | None = None, provider: str | None = None) -> OptimizeResult:
+            max_seq_length: int | None = None, provider: str | None = None, force: bool = False) -> OptimizeResult:
         """``max_drop`` (with ``check_beir`` only; default ``DEFAULT_MAX_DROP``): the most nDCG@10 the copy may
-        lose."""
+        lose. ``force`` registers a copy whose files a version of the name holds already."""
         max_drop = checked_max_drop(max_drop, check_beir)
         if check_beir is not None and self.backend is None:
             raise ConfigurationError("A quality check needs a search backend to index the BEIR corpus: pass "
@@ -168,6 +169,8 @@ class Optimizer:
             self.stage(f"removed {stale.name}, left by an optimize that did not finish")
         with tempfile.TemporaryDirectory(prefix=staging_prefix(STAGING), dir=self.settings.data_dir) as tmp:
             copy = self._make_copy(source, Path(tmp) / "model", quantize, dtype, max_seq_length, provider)
+            if not force:  # before the check: minutes spent on a copy that would not be registered
+                self._refuse_identical(source, copy)
             check = None
             if check_beir is not None:
                 assert data is not None
@@ -194,12 +197,23 @@ class Optimizer:
                 source = self.registry.register(source.name, source.role, path=source.path, record=source.record)
                 self.registered.append(source.ref)
             self.stage(f"registering the {copy.kind} copy as the next version of {source.name}")
-            version = self.registry.register(source.name, source.role, path=copy.folder, record=record)
+            # allow_identical: checked again under the registry's lock (an optimize of the same source at once).
+            version = self.registry.register(source.name, source.role, path=copy.folder, record=record,
+                                             allow_identical=force)
             self.registered.append(version.ref)
             if check is not None:
                 assert data is not None
                 version = self._record_check(version, check, data)
         return OptimizeResult(source=source, version=version, check=check)
+
+    def _refuse_identical(self, source: ModelVersion, copy: OptimizedCopy) -> None:
+        """A second optimize of one version with the same options makes the same files: registered again,
+        it was a second version no one can tell from the first (`models register` refuses such files)."""
+        same = self.registry.identical_versions(source.name, copy.folder, digest=files_digest(copy.folder))
+        if same:
+            raise RegistrationError(
+                f"{same[-1].ref} already is this copy of {source.ref} (the same files): nothing was registered. "
+                f"Use {same[-1].ref}, or pass --force to register it again as a new version of {source.name}.")
 
     def _sweep_candidate_indexes(self) -> None:
         """Remove the candidate indexes of quality checks that did not finish (a killed run keeps its copy's
