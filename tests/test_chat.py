@@ -722,3 +722,10 @@ def test_an_answerer_written_before_follow_ups_reached_it_in_the_users_words_sti
     history = [Turn("user", "How do I rotate an API key?"), Turn("assistant", answer.answer)]
     follow_up = service.ask("How often should I do it?", "handbook", history=history)
     assert follow_up.query != "How often should I do it?" and follow_up.answer == f"{follow_up.query} [1]"
+
+
+@pytest.mark.parametrize("question", ["", "  ", "\u200b", "\ufeff\x00"])
+def test_an_empty_or_invisible_question_is_refused(corpus, question):
+    """A question of only a zero-width space passed .strip(), and was answered from noise."""
+    with pytest.raises(InvalidQueryError, match="The question is empty"):
+        ChatService(corpus).ask(question, "handbook")

@@ -49,8 +49,9 @@ def test_a_text_of_invisible_characters_only_is_an_empty_input(tmp_path):
     an empty string) where "  " gets the documented 400 empty_input; a rerank query likewise."""
     from fastapi.testclient import TestClient
 
-    from unirank.serving.app import create_app, is_blank
+    from unirank.serving.app import create_app
     from unirank.settings import Settings
+    from unirank.text import is_blank
 
     assert not is_blank("a\u200b") and not is_blank("\u00e9")
     refused = []

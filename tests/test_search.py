@@ -157,7 +157,7 @@ def test_an_index_named_by_other_than_text_is_refused_in_words(indexed):
     assert indexed.index_info("docs").source_count
 
 
-@pytest.mark.parametrize("query", ["", "   "])
+@pytest.mark.parametrize("query", ["", "   ", "\u200b", "\x00 \ufeff"])  # invisible only: kNN returned noise
 def test_empty_queries_are_refused(indexed, query):
     with pytest.raises(InvalidQueryError, match="empty"):
         indexed.search(query, "docs")

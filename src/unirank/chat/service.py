@@ -20,6 +20,7 @@ from unirank.chat.types import (
     NOT_COVERED, AnswerEvent, ChatAnswer, ChatEvent, Completed, Delta, Final, Passage, Retrieved, Turn,
 )
 from unirank.errors import InvalidQueryError
+from unirank.text import is_blank
 
 
 class Answerer(Protocol):
@@ -121,7 +122,7 @@ class ChatService:
         """
         if not isinstance(question, str):
             raise InvalidQueryError(f"The question must be text, got {type(question).__name__}.")
-        if not question.strip():
+        if is_blank(question):  # a zero-width space passed .strip()
             raise InvalidQueryError("The question is empty: ask something.")
         if history is not None and not all(isinstance(turn, Turn) for turn in history):
             raise InvalidQueryError("history must be a list of unirank.chat.Turn(role, content), oldest first.")

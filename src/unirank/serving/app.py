@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import threading
-import unicodedata
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,6 +32,7 @@ from unirank.serving.auth import TokenStore
 from unirank.serving.batcher import MicroBatcher
 from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
 from unirank.serving.limits import INLINE_CHARS, enforce_pair_limit, enforce_token_limit
+from unirank.text import is_blank
 from unirank.serving.metrics import RequestMetricsMiddleware, ServerMetrics
 from unirank.serving.runner import exit_with_parent
 from unirank.serving.schemas import (
@@ -282,12 +282,6 @@ def json_response(payload: BaseModel | list[Any]) -> Response:
     of every vector in Python; the route's ``response_model`` still documents it."""
     body = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
     return Response(body, media_type="application/json")
-
-
-def is_blank(text: str) -> bool:
-    """Whitespace, format and control characters only ("\\u200b", "\\x00"): the tokenizer drops them all,
-    so the model would embed or rank an empty string."""
-    return all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in text)
 
 
 def _install_routes(app: FastAPI, state: ServerState) -> None:

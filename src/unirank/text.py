@@ -1,0 +1,11 @@
+"""Text checks shared by every surface that takes a query or an input."""
+
+from __future__ import annotations
+
+import unicodedata
+
+
+def is_blank(text: str) -> bool:
+    """Whitespace, format and control characters only ("\\u200b", "\\x00"): the tokenizer drops them all,
+    so a model would embed or rank an empty string, and a search would return noise as results."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in text)
