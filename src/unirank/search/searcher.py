@@ -159,9 +159,9 @@ class Searcher:
                 isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in filters.items())):
             raise InvalidQueryError(f"filters must map each key to one value (text or a number), e.g. "
                                     f"{{'category': 'account'}}; got {filters!r}.")
-        if filters is not None and not isinstance(_trimmed(filters).get("source_uri", ""), str):  # read as a path
-            raise InvalidQueryError(f"The source_uri filter must be a path or URI (text), got "
-                                    f"{_trimmed(filters)['source_uri']!r}.")
+        source_uri = _trimmed(filters).get("source_uri", "") if filters is not None else ""
+        if not isinstance(source_uri, str):  # read as a path below
+            raise InvalidQueryError(f"The source_uri filter must be a path or URI (text), got {source_uri!r}.")
         if rerank:
             if top_k > self.rerank_top_k:
                 raise RerankLimitError(top_k, self.rerank_top_k)
