@@ -50,10 +50,9 @@ from unirank.models.onnx_export import (
 )
 from unirank.models.precision import check_dtype, save_dtype_copy
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker
-from unirank.processes import is_running
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.describe import describe_model_folder
-from unirank.registry.files import STALE_AFTER_S, files_digest, staging_prefix, sweep_stale
+from unirank.registry.files import STALE_AFTER_S, files_digest, staging_prefix, sweep_stale, writer_gone
 from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.settings import Settings
 
@@ -405,10 +404,9 @@ def candidate_index_name() -> str:
 def _abandoned_candidate(index: str, model_version: str, updated_at: str) -> bool:
     """Whether ``index`` is a quality check's copy that no running check will use or delete."""
     if index.startswith(CANDIDATE_INDEX):
-        pid, _, rest = index[len(CANDIDATE_INDEX):].partition("-")
-        host = rest.rpartition("-")[0]
-        if pid.isdigit() and host == derived_index_name(socket.gethostname())[:40] and os.name == "posix":
-            return not is_running(int(pid))
+        gone = writer_gone(index[len(CANDIDATE_INDEX):], derived_index_name(socket.gethostname())[:40])
+        if gone is not None:
+            return gone
     elif not (index.startswith("beir-") and model_version.endswith("-candidate")):  # the fixed names before:
         # beir-SET--NAME-V-KIND-candidate, which a check of an earlier release may still be using
         return False

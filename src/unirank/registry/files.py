@@ -86,11 +86,20 @@ def sweep_stale(folders: Iterable[Path], prefix: str) -> list[Path]:
     return removed
 
 
-def _abandoned(folder: Path, prefix: str) -> bool:
-    writer = folder.name[len(prefix):].rpartition("-")[0]
-    pid, sep, host = writer.partition("-")
-    if sep and pid.isascii() and pid.isdigit() and host == socket.gethostname() and os.name == "posix":
+def writer_gone(named: str, host: str) -> bool | None:
+    """For a name ending ``PID-HOST-RANDOM`` (``named``, its prefix taken off): whether its writer, a process
+    of this machine (``host`` as such names spell it), is gone; None where the name cannot say (another
+    machine's, an older form) or the system cannot be asked."""
+    pid, sep, named_host = named.rpartition("-")[0].partition("-")
+    if sep and pid.isascii() and pid.isdigit() and named_host == host and os.name == "posix":
         return not is_running(int(pid))
+    return None
+
+
+def _abandoned(folder: Path, prefix: str) -> bool:
+    gone = writer_gone(folder.name[len(prefix):], socket.gethostname())
+    if gone is not None:
+        return gone
     try:
         stat = folder.stat()
     except OSError:
