@@ -189,3 +189,41 @@ def test_a_progress_or_source_that_is_not_one_is_refused_before_any_work(docs_in
         with pytest.raises(SourceError, match="The source must be a folder, a file or an s3:// / oss:// URI"):
             client.sources_under("docs", source)  # type: ignore[arg-type]
     assert client.sources_under("docs", Path("/nowhere")) == []
+
+
+def test_a_rebuild_with_a_model_of_a_smaller_window_is_refused_before_any_embedding(settings, client, tmp_path):
+    """Chunks cut for base's 256-token window were re-embedded by a 64-token model as stored: their
+    vectors made from their first 64 tokens, and the rebuild said only that it had succeeded. Eval's
+    re-embedded copies of an index (``reembedded_index``) were made the same way."""
+    import json
+    import shutil
+
+    from unirank.errors import ChunksTooLongError
+    from unirank.models.loading import resolve_model_path
+    from unirank.search.rebuild import reembedded_index
+
+    narrow = tmp_path / "narrow"
+    shutil.copytree(resolve_model_path("base")[0], narrow)
+    config = narrow / "sentence_bert_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "max_seq_length": 64}))
+    backend = EmbeddedBackend(settings.indexes_dir)
+    backend.create_index("docs", BASE)
+    long_text = " ".join(f"Backups of volume {n} are copied to the second region every night." for n in range(12))
+    backend.index("docs", [source("mem://short", ["Keys rotate monthly."], [np.eye(384, dtype=np.float32)[0]]),
+                           source("mem://long", [long_text], [np.eye(384, dtype=np.float32)[1]])])
+    backend.flush("docs")
+    backend.close()
+
+    with pytest.raises(ChunksTooLongError, match=r"1 of 2 chunks of index 'docs' are longer than the 64-token "
+                                                 r"window of narrow@local-\w+ \(the longest is \d+ tokens\)"):
+        client.rebuild_index("docs", str(narrow))
+    assert sorted(p.name for p in (settings.indexes_dir / "docs").glob("v*")) == ["v1"]
+    assert client.index_info("docs").model == BASE
+
+    from unirank.models.loading import load_embedder
+    narrow_settings = settings.model_copy(deep=True)
+    narrow_settings.embedder.model = str(narrow)
+    with pytest.raises(ChunksTooLongError):
+        reembedded_index(client.backend, "docs", load_embedder(narrow_settings))
+    assert [i.name for i in client.list_indexes()] == ["docs"]
+    client.rebuild_index("docs", "base")  # the window they were cut for: nothing refused

@@ -30,6 +30,7 @@ _EXPORTS = {
     "IndexNotFoundError": "unirank.errors",
     "DimensionMismatchError": "unirank.errors",
     "EmbedderMismatchError": "unirank.errors",
+    "ChunksTooLongError": "unirank.errors",
     "RerankLimitError": "unirank.errors",
     "InvalidQueryError": "unirank.errors",
     "SourceError": "unirank.errors",
@@ -68,7 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from unirank.api import Unirank
     from unirank.chat import ChatAnswer, ChatService, Citation, ConversationStore
     from unirank.errors import (
-        AliasInUseError, AliasMovedError, AnswererError, ConfigurationError, ConversationNotFoundError, ConversationStoreClosedError,
+        AliasInUseError, AliasMovedError, AnswererError, ChunksTooLongError, ConfigurationError, ConversationNotFoundError, ConversationStoreClosedError,
         DimensionMismatchError, DuplicateDocumentError, EmbedderMismatchError, EvaluationDataError, ExportError,
         IndexChangedError, IndexLockedError, IndexNotFoundError, IndexSwitchedError, InputRefusedError,
         InvalidModelReferenceError, InvalidQueryError, LeakageError, ModelLoadError, ModelNotFoundError, OptimizationRefusedError, ParseError,

@@ -152,7 +152,7 @@ class Unirank:
 
     def rebuild_index(self, index: str, model: str, progress: Callable[[str], None] | None = None) -> IndexInfo:
         """Re-embed ``index`` with ``model`` (e.g. ``cisi-embed@3``) into a new version and switch to it."""
-        from unirank.search.rebuild import reembedded_sources
+        from unirank.search.rebuild import reembedded_sources, refuse_chunks_over_window
 
         # An empty model read as unset, i.e. `base`: the index was re-embedded with a model no one named.
         if not isinstance(model, str) or not model.strip():
@@ -163,6 +163,7 @@ class Unirank:
         settings = self.settings.model_copy(deep=True)
         settings.embedder.model = model
         embedder = load_embedder(settings)
+        refuse_chunks_over_window(self.backend, index, embedder)
         sources = reembedded_sources(self.backend, index, embedder)
         if progress:  # once the rebuild has begun: a second one, refused, said it was re-embedding too
             sources = _announced(sources, lambda: progress(f"re-embedding {index} with {embedder.signature}"))

@@ -94,6 +94,21 @@ class EmbedderMismatchError(UnirankError):
         self.model = model
 
 
+class ChunksTooLongError(UnirankError):
+    """An index's chunks, cut for one model's window, are longer than another model's: re-embedded as
+    stored, their vectors would be made from cut text."""
+
+    def __init__(self, index: str, model: str, window: int, too_long: int, total: int, longest: int) -> None:
+        super().__init__(
+            f"{too_long} of {total} chunks of index {index!r} are longer than the {window}-token window of "
+            f"{model} (the longest is {longest} tokens): re-embedded as stored, their vectors would be made "
+            f"from cut text, so nothing was re-embedded. Ingest the documents again with this model, which "
+            f"cuts them to its window: unirank ingest SOURCE --index NEW_INDEX --model MODEL."
+        )
+        self.too_long = too_long
+        self.total = total
+
+
 class InvalidQueryError(UnirankError):
     """A search request that cannot be answered as asked (empty query, bad filter, bad mode)."""
 

@@ -6,6 +6,7 @@ import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Collection, Iterator
 
+from unirank.errors import ChunksTooLongError
 from unirank.models.embedder import Embedder
 from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
@@ -14,6 +15,24 @@ if TYPE_CHECKING:
     from unirank.settings import Settings
 
 Stage = Callable[[str], None]
+
+
+def refuse_chunks_over_window(backend: SearchBackend, index: str, embedder: Embedder,
+                              batch_chunks: int = 512) -> None:
+    """Chunks are cut for the window of the model that ingested them: a model with a smaller window (or
+    a tokenizer that reads the same text as more tokens) would embed them cut, without a word. One pass
+    of the tokenizer, far cheaper than the embedding it saves."""
+    window, tokenizer = embedder.max_seq_length, embedder.tokenizer
+    too_long = total = longest = 0
+    for batch in backend.iter_chunks(index, batch_size=batch_chunks):
+        encoded = tokenizer([c.embedding_input() for c in batch], add_special_tokens=True, truncation=False,
+                            return_attention_mask=False, return_token_type_ids=False, verbose=False)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        total += len(lengths)
+        too_long += sum(n > window for n in lengths)
+        longest = max([longest, *lengths])
+    if too_long:
+        raise ChunksTooLongError(index, str(embedder.signature), window, too_long, total, longest)
 
 
 def reembedded_sources(backend: SearchBackend, index: str, embedder: Embedder, batch_chunks: int = 512,
@@ -64,6 +83,7 @@ def reembedded_index(backend: SearchBackend, index: str, embedder: Embedder, sta
         if info.model == sig and info.chunk_count == source_info.chunk_count and info.updated_at >= source_info.updated_at:
             return target
         backend.delete_index(target)
+    refuse_chunks_over_window(backend, index, embedder)
     (stage or (lambda _: None))(f"re-embedding {index} with {sig} into {target}")
     backend.create_index(target, sig, copy_of=index)
     for batch in reembedded_sources(backend, index, embedder):
