@@ -223,6 +223,13 @@ def test_invariants_over_a_long_multi_section_document(tokenizer, size, overlap)
     assert sum(counts) / len(counts) > c.size * 0.5
 
 
+def test_a_section_of_only_invisible_characters_makes_no_chunk(tokenizer):
+    """A zero-width space passed str.strip(): the chunk embedded only its title, and kNN returned it as noise."""
+    doc = ParsedDocument("a.txt", "Notes", [Section("\u200b\n\u200b\ufeff", page=1), Section("Real text.", page=2),
+                                             Section("\x00 \u200d", page=3)])
+    assert [(ch.text, ch.page) for ch in chunker(tokenizer).chunk(doc, "a.txt")] == [("Real text.", 2)]
+
+
 def test_a_huge_title_is_shortened_so_the_embedding_input_still_fits(tokenizer):
     title = " ".join(["extraordinarily verbose title"] * 150)
     doc = ParsedDocument("d", title, [Section(paragraph(random.Random(5), 30), (title, "Section"))])

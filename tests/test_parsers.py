@@ -835,6 +835,26 @@ def test_empty_and_blank_files_are_refused(tmp_path):
             parse(tmp_path / name)
 
 
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200d\ufeff", "\u2060\u00ad"])
+def test_a_file_of_only_invisible_characters_has_no_text(tmp_path, invisible):
+    """A zero-width space passed str.strip(): the file was indexed, and only its name was embedded."""
+    (tmp_path / "zw.txt").write_text(f"{invisible}{invisible}\n{invisible}\n")
+    with pytest.raises(ParseError, match="no text found"):
+        parse(tmp_path / "zw.txt")
+
+
+def test_a_jsonl_record_of_only_invisible_characters_is_left_out_and_said(tmp_path):
+    """The record was indexed as a chunk of one zero-width space, which kNN answered with noise."""
+    records = [{"_id": "1", "text": "\u200b"}, {"_id": "2", "text": "ok"}, {"_id": "3", "text": "\u200b \u200b"}]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    docs = parse(tmp_path / "r.jsonl")
+    assert [d.doc_id for d in docs] == ["2"]
+    assert docs[0].warnings == ["2 records with only invisible characters left out (_id '1', '3')"]
+    (tmp_path / "zw.jsonl").write_text(json.dumps({"_id": "x", "text": "\u200b"}) + "\n")
+    with pytest.raises(ParseError, match="no text found"):
+        parse(tmp_path / "zw.jsonl")
+
+
 def test_a_file_with_only_markup_has_no_text(tmp_path):
     (tmp_path / "chrome.html").write_text("<html><head><title>T</title></head><body><nav>x</nav></body>")
     with pytest.raises(ParseError, match="no text found"):

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 from unirank.errors import ParseError
 from unirank.ingest.documents import ParsedDocument
 from unirank.search.types import Chunk
+from unirank.text import is_blank
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class Chunker:
         owners: list[tuple[int, int]] = []  # (doc index, section index) per job
         for d, doc in enumerate(docs):
             for s, section in enumerate(doc.sections):
-                if section.text.strip():
+                if not is_blank(section.text):  # not str.strip(): a zero-width space alone is no text
                     title, path, prefix_tokens = contexts[(doc.title, section.heading_path)]
                     jobs.append(_Job(section.text, self.size - prefix_tokens, _prefix(title, path)))
                     owners.append((d, s))

@@ -25,6 +25,7 @@ from unirank.ingest.parsers.jsonl import JsonlParser
 from unirank.ingest.parsers.markdown import MarkdownParser
 from unirank.ingest.parsers.pdf import PdfParser
 from unirank.ingest.parsers.text import TextParser
+from unirank.text import is_blank
 
 PARSERS: tuple[Parser, ...] = (
     PdfParser(),
@@ -36,7 +37,7 @@ PARSERS: tuple[Parser, ...] = (
 )
 #: Raised when a change to the parsers changes what a file yields: ingesting again then re-reads files
 #: parsed by the older ones (``SourceState.recipe``), instead of keeping their old text for good.
-PARSER_VERSION = 4
+PARSER_VERSION = 5
 _BY_EXTENSION: dict[str, Parser] = {ext: parser for parser in PARSERS for ext in parser.extensions}
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_BY_EXTENSION)
 #: Formats that must be text: a NUL byte or undecodable bytes mean a mislabelled binary file.
@@ -81,11 +82,23 @@ def parse_document(data: bytes, uri: str, *, legacy_encoding: str = "cp1252") ->
         raise
     except Exception as exc:  # a library bug or an input it chokes on: report, don't crash the run
         raise ParseError(f"cannot parse: {type(exc).__name__}: {exc}") from exc
-    documents = [_clean(doc, uri) for doc in parsed]
-    documents = [doc for doc in documents if doc.sections]
+    documents = _with_text([_clean(doc, stem_from_uri(uri)) for doc in parsed])
     if not documents:
         raise ParseError("no text found")
     return documents
+
+
+def _with_text(documents: list[ParsedDocument]) -> list[ParsedDocument]:
+    """The documents left with some text once cleaned. Records of a collection left with none (only
+    invisible characters, a zero-width space) are said on the first one kept, with their own warnings."""
+    kept = [doc for doc in documents if doc.sections]
+    dropped = [doc for doc in documents if not doc.sections]
+    if kept and dropped:
+        ids = ", ".join(repr(doc.doc_id) for doc in dropped[:10]) + (" and more" if len(dropped) > 10 else "")
+        records = "1 record" if len(dropped) == 1 else f"{len(dropped)} records"
+        kept[0].warnings.extend([w for doc in dropped for w in doc.warnings]
+                                + [f"{records} with only invisible characters left out (_id {ids})"])
+    return kept
 
 
 def _as_utf8(data: bytes, parser: Parser, legacy_encoding: str) -> bytes:
@@ -95,16 +108,19 @@ def _as_utf8(data: bytes, parser: Parser, legacy_encoding: str) -> bytes:
     return decode_text(data, legacy_encoding, declared=declared).encode("utf-8")
 
 
-def _clean(doc: ParsedDocument, uri: str) -> ParsedDocument:
+def _clean(doc: ParsedDocument, title_fallback: str) -> ParsedDocument:
     """Whitespace normalised, and no lone surrogate left anywhere (a JSON or YAML escape): one in a
-    text stopped the tokenizer, and with it the whole run."""
+    text stopped the tokenizer, and with it the whole run. Text of only invisible characters (a
+    zero-width space passes str.strip) is none: the model would embed an empty string."""
     sections = []
     for section in doc.sections:
         text = normalize_whitespace(without_lone_surrogates(section.text))
-        if text:
-            path = tuple(h for h in (collapse(without_lone_surrogates(h)) for h in section.heading_path) if h)
+        if not is_blank(text):
+            path = tuple(h for h in (collapse(without_lone_surrogates(h)) for h in section.heading_path)
+                         if not is_blank(h))
             sections.append(replace(section, text=text, heading_path=path))
-    title = collapse(without_lone_surrogates(doc.title)) or stem_from_uri(uri)
+    title = collapse(without_lone_surrogates(doc.title))
+    title = title_fallback if is_blank(title) else title
     metadata = {without_lone_surrogates(key): value for key, value in doc.metadata.items()}
     return replace(doc, doc_id=without_lone_surrogates(doc.doc_id), title=title, sections=sections,
                    metadata=metadata)
