@@ -773,7 +773,18 @@ def test_jsonl_records_become_documents_with_scalar_and_list_metadata(tmp_path):
     assert [d.doc_id for d in docs] == ["faq-1", "2"]
     assert docs[0].title == "Export" and docs[0].sections[0].text == "Admins can export data."
     assert docs[0].metadata == {"category": "data", "votes": 12, "score": 0.5, "public": True, "tags": ["x"]}
-    assert docs[1].title == "faq" and docs[1].metadata == {}
+    assert docs[1].title == "" and docs[1].metadata == {}
+
+
+def test_a_jsonl_record_without_a_title_is_not_titled_after_the_file(tmp_path):
+    """Each record of corpus.jsonl was titled "corpus": the word went before every record's text, so a
+    search for it found them all. The file's name titles a file of one document only."""
+    records = [{"_id": "q1", "title": "", "text": "Rotate API keys every ninety days."},
+               {"_id": "q2", "text": "Backups run nightly at two."}]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert [d.title for d in parse(tmp_path / "corpus.jsonl")] == ["", ""]
+    (tmp_path / "corpus.txt").write_text("Rotate API keys every ninety days.")
+    assert only(tmp_path / "corpus.txt").title == "corpus"
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ PARSERS: tuple[Parser, ...] = (
 )
 #: Raised when a change to the parsers changes what a file yields: ingesting again then re-reads files
 #: parsed by the older ones (``SourceState.recipe``), instead of keeping their old text for good.
-PARSER_VERSION = 5
+PARSER_VERSION = 6
 _BY_EXTENSION: dict[str, Parser] = {ext: parser for parser in PARSERS for ext in parser.extensions}
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_BY_EXTENSION)
 #: Formats that must be text: a NUL byte or undecodable bytes mean a mislabelled binary file.
@@ -82,10 +82,17 @@ def parse_document(data: bytes, uri: str, *, legacy_encoding: str = "cp1252") ->
         raise
     except Exception as exc:  # a library bug or an input it chokes on: report, don't crash the run
         raise ParseError(f"cannot parse: {type(exc).__name__}: {exc}") from exc
-    documents = _with_text([_clean(doc, stem_from_uri(uri)) for doc in parsed])
+    fallback = _title_fallback(parser, uri)
+    documents = _with_text([_clean(doc, fallback) for doc in parsed])
     if not documents:
         raise ParseError("no text found")
     return documents
+
+
+def _title_fallback(parser: Parser, uri: str) -> str:
+    """A file's name titles the one document it holds, not each record of a collection (JSONL): there it
+    went before every record's text, so every record matched it (``corpus`` for corpus.jsonl)."""
+    return "" if isinstance(parser, JsonlParser) else stem_from_uri(uri)
 
 
 def _with_text(documents: list[ParsedDocument]) -> list[ParsedDocument]:
