@@ -794,6 +794,29 @@ def test_a_linked_folder_named_as_the_source_is_the_one_ingested_under_its_paren
     assert client.index_info("old").source_count == 2
 
 
+def test_a_link_into_a_hidden_folder_is_ingested_under_its_own_path(client, tmp_path):
+    """git-annex keeps each document in .git/annex/objects and links it: the hidden copy marked the file
+    read, so the link was dropped as a second path to it, and the hidden copy was then passed over.
+    Neither was left: --prune removed the document, and a folder of such links held 'no documents'."""
+    docs = tmp_path / "an"
+    (docs / ".store").mkdir(parents=True)
+    (docs / "policy.md").write_text("Policy on data retention.\n")
+    (docs / "notes.txt").write_text("Plain notes.\n")
+    assert len(client.ingest(str(docs), "an").ingested) == 2
+    (docs / "policy.md").rename(docs / ".store" / "policy.md")
+    (docs / "policy.md").symlink_to(Path(".store") / "policy.md")
+    report = client.ingest(str(docs), "an", prune=True)
+    assert report.pruned == [] and report.ok
+    assert sorted(u for u, _ in report.skipped) == [(docs / "notes.txt").as_uri(), (docs / "policy.md").as_uri()]
+    assert client.index_info("an").source_count == 2
+
+    annexed = tmp_path / "annexed"
+    (annexed / ".git" / "annex" / "objects").mkdir(parents=True)
+    (annexed / ".git" / "annex" / "objects" / "x.md").write_text("# Report\n\nQuarterly figures.\n")
+    (annexed / "report.md").symlink_to(annexed / ".git" / "annex" / "objects" / "x.md")
+    assert client.ingest(str(annexed), "annexed").ingested == [(annexed / "report.md").as_uri()]
+
+
 def test_a_broken_link_to_a_folder_fails_and_prune_keeps_what_was_ingested_through_it(client, tmp_path):
     """An unmounted share leaves its link broken: the link (no extension) was skipped as "unsupported file
     type '(none)'", the run exited 0, and --prune removed every document ingested through it."""

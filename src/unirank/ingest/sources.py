@@ -250,7 +250,9 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
     A folder is walked once, by its real path (a link to an ancestor would loop), and links are followed
     after the real files, so a document reached both ways keeps its own path. A broken link is listed
     too, marked "broken" (a link to a folder as well as one to a file): reading it fails in the report, and
-    --prune keeps what was ingested at or under it."""
+    --prune keeps what was ingested at or under it. Hidden entries are passed over as they are met, not
+    after: a hidden copy read first marked its file read, and the link to it (git-annex's layout, each
+    document a link into ``.git/annex/objects``) was dropped as a second path to it."""
     files: dict[str, dict[str, Any]] = {}
     walked: set[str] = set()
     read: set[str] = set()
@@ -270,6 +272,8 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
         walked.add(real)
         with os.scandir(folder) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
+                if _hidden(entry):
+                    continue
                 if entry.is_symlink():
                     links.append(entry.path)
                 elif entry.is_dir():
@@ -287,6 +291,11 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
         elif not os.path.exists(link):  # broken
             files[link] = {"type": "file", "size": 0, "mtime": None, "broken": True}
     return files
+
+
+def _hidden(entry: os.DirEntry[str]) -> bool:
+    """An entry ``_not_a_document`` passes over: a hidden file or folder, or an Office lock file."""
+    return entry.name.startswith(".") or (entry.name.startswith("~$") and not entry.is_dir())
 
 
 def _not_a_document(path: str, root: str) -> bool:
