@@ -151,3 +151,18 @@ def test_train_refuses_a_malformed_qrels_score_naming_its_line(tmp_path, monkeyp
     code, output = _cli(monkeypatch, tmp_path, "train", "--beir", str(folder), "--qrels", str(qrels), "--name", "t")
     assert code == 2 and "train.tsv:2: expected query-id<TAB>corpus-id<TAB>integer score" in output, output
     assert not (tmp_path / "data" / "runs").exists()
+
+
+def test_eval_beir_reads_no_folder_file_that_queries_and_qrels_replace(tmp_path, monkeypatch):
+    """The folder's queries.jsonl and qrels/test.tsv were read before --queries and --qrels replaced them:
+    a folder holding only its corpus was refused, and a broken qrels file it would not use failed eval."""
+    corpus_only = tmp_path / "corpus-only"
+    corpus_only.mkdir()
+    (_beir(tmp_path / "beir", {}) / "corpus.jsonl").rename(corpus_only / "corpus.jsonl")
+    broken = _beir(tmp_path / "broken", {"test": "garbage\n"})
+    queries = _write(tmp_path / "q.jsonl", '{"_id": "q1", "text": "key rotation"}\n')
+    qrels = _write(tmp_path / "qrels.tsv", "q1\td1\t1\n")
+    for args in (["--beir", str(corpus_only), "--queries", str(queries)], ["--beir", str(broken)]):
+        code, output = _cli(monkeypatch, tmp_path, "eval", *args, "--qrels", str(qrels), "--no-record", "--json")
+        assert code == 0, (args, output)
+        assert '"bm25": { "ndcg@10"' in output, output

@@ -243,7 +243,7 @@ def _eval_set(index: str | None, beir: Path | None, queries: Path | None, qrels:
               split: str | None):
     """The judged queries eval scores, and the eval set's name. With --beir, --queries and --qrels replace
     the folder's files, as `train --beir` takes them (they were ignored without a word)."""
-    from unirank.evaluation.datasets import EvalSet, load_beir, load_qrels, load_queries
+    from unirank.evaluation.datasets import EvalSet, beir_corpus, beir_queries, load_beir, load_qrels, load_queries
     from unirank.training.job import beir_set_name
 
     if (index is None) == (beir is None):
@@ -260,11 +260,12 @@ def _eval_set(index: str | None, beir: Path | None, queries: Path | None, qrels:
         raise UnirankError("--index needs --queries FILE and --qrels FILE (held-out queries).")
     if beir:
         name = f"beir:{beir_set_name(beir)}"  # the folder's name and a digest of its path
-        folder = load_beir(beir, split or "test")
         if not qrels:
-            return folder.judged(), name
-        data = EvalSet(queries=folder.queries, qrels={}, corpus_path=folder.corpus_path,
-                       queries_path=folder.queries_path)
+            return load_beir(beir, split or "test").judged(), name
+        # The folder's files that --queries and --qrels replace are not read: they may be absent or broken.
+        data = EvalSet(queries={}, qrels={}, corpus_path=beir_corpus(beir))
+        if not queries:
+            data.queries, data.queries_path = beir_queries(beir)
     else:
         name = f"index:{index}"
         data = EvalSet(queries={}, qrels={})

@@ -147,23 +147,39 @@ def load_qrels(path: Path) -> Qrels:
     return qrels
 
 
-def load_beir(folder: Path, split: str = "test") -> EvalSet:
-    """A BEIR folder's queries and ``split``'s qrels. Queries.jsonl must hold some; empty qrels, or none
-    for ``split``, are said by ``EvalSet.judged`` (training reads only the queries of a folder)."""
+def beir_corpus(folder: Path) -> Path:
+    """A BEIR folder's corpus.jsonl, refused if the folder is not one."""
     folder = Path(folder)
-    corpus = folder / "corpus.jsonl"
     if folder.is_file():
         raise EvaluationDataError(f"{folder} is a file, not a BEIR folder: give the folder that holds corpus.jsonl, "
                                   f"queries.jsonl and qrels/ (here {folder.parent}, if it is one).")
     if not folder.is_dir():
         raise EvaluationDataError(f"{folder} does not exist: give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")
+    corpus = folder / "corpus.jsonl"
     if not corpus.exists():
         raise EvaluationDataError(f"{folder} is not a BEIR folder: corpus.jsonl is missing.")
-    queries_path, qrels_path = folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"
+    return corpus
+
+
+def beir_queries(folder: Path) -> tuple[dict[str, str], Path]:
+    """A BEIR folder's queries.jsonl and its path, which must hold some queries; its qrels are not read
+    (``eval --beir DIR --qrels FILE`` replaces them)."""
+    beir_corpus(folder)
+    queries_path = Path(folder) / "queries.jsonl"
     queries = load_queries(queries_path)
     if not queries:
         raise EvaluationDataError(f"{queries_path} holds no queries: a BEIR folder's queries.jsonl has one "
                                   '{"_id", "text"} object a line.')
+    return queries, queries_path
+
+
+def load_beir(folder: Path, split: str = "test") -> EvalSet:
+    """A BEIR folder's queries and ``split``'s qrels. Queries.jsonl must hold some; empty qrels, or none
+    for ``split``, are said by ``EvalSet.judged`` (training reads only the queries of a folder)."""
+    folder = Path(folder)
+    corpus = beir_corpus(folder)
+    queries, queries_path = beir_queries(folder)
+    qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         return EvalSet(queries=queries, qrels={}, corpus_path=corpus, queries_path=queries_path,
                        qrels_path=qrels_path, qrels_missing=missing_split(folder, split))
