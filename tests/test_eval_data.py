@@ -87,6 +87,10 @@ def test_json_lines_queries_are_read_as_such_by_any_of_the_pair_files_suffixes(t
     ("q.tsv", "q1\tkey rotation\nq2\t\n", r"q\.tsv:2: query 'q2' has no text"),
     ("q.tsv", "q1\t   \n", r"q\.tsv:1: query 'q1' has no text"),
     ("q.jsonl", '{"_id": "q1", "text": " "}\n', r"q\.jsonl:1: query 'q1' has no text"),
+    # invisible characters only: read, then refused by search halfway through eval, naming no line
+    ("q.jsonl", '{"_id": "q1", "text": "a"}\n{"_id": "q2", "text": "\\u200b"}\n', r"q\.jsonl:2: query 'q2' has no text"),
+    ("q.jsonl", '{"_id": "q1", "text": "\\u0000 \\ufeff"}\n', r"q\.jsonl:1: query 'q1' has no text"),
+    ("q.tsv", "q1\t\u200b\x00\n", r"q\.tsv:1: query 'q1' has no text"),
     ("q.jsonl", '{"_id": "q1", "text": 5}\n', r"q\.jsonl:1: \"text\" must be a text, got 5"),
 ])
 def test_a_query_given_twice_or_without_text_is_refused_naming_its_lines(tmp_path, name, text, message):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from unirank.errors import EvaluationDataError
 from unirank.jsonl import label_file_lines, parse_object_line
+from unirank.text import is_blank
 from unirank.training.labelled import JSONL_SUFFIXES
 
 Qrels = dict[str, dict[str, int]]
@@ -85,7 +86,7 @@ def load_queries(path: Path) -> dict[str, str]:
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for n, qid, text in rows:
-        if not text.strip():
+        if is_blank(text):  # as search refuses it: invisible characters only ("\u200b") are no words
             raise EvaluationDataError(f"{path}:{n}: query {qid!r} has no text: give its words, or leave the line out.")
         if qid in queries and queries[qid] != text:
             raise EvaluationDataError(f"{path}:{n}: query id {qid!r} is given again with another text (first on "
