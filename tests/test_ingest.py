@@ -794,6 +794,25 @@ def test_a_linked_folder_named_as_the_source_is_the_one_ingested_under_its_paren
     assert client.index_info("old").source_count == 2
 
 
+@pytest.mark.parametrize("first", ["link", "real"])
+def test_a_folder_ingested_by_a_link_and_by_its_real_path_is_indexed_once(client, tmp_path, first):
+    """Ingested by the link first, then by the real path, every file was indexed a second time (search
+    returned each passage twice); the other way round, the second run found them unchanged."""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "a.md").write_text("# Alpha\n\nAlpha text about apples.\n")
+    (tmp_path / "real" / "sub" / "b.txt").write_text("Beta text.\n")
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    second = "real" if first == "link" else "link"
+    once = client.ingest(str(tmp_path / first), "s2").chunks_written
+    again = client.ingest(str(tmp_path / second), "s2", prune=True)
+    assert again.ingested == again.pruned == [] and len(again.skipped) == 2
+    info = client.index_info("s2")
+    assert (info.source_count, info.chunk_count) == (2, once)
+    (tmp_path / "real" / "a.md").write_text("# Alpha\n\nAlpha text about ripe apples.\n")
+    assert client.ingest(str(tmp_path / second), "s2").ingested == [(tmp_path / first / "a.md").as_uri()]
+    assert client.index_info("s2").source_count == 2
+
+
 def test_a_link_into_a_hidden_folder_is_ingested_under_its_own_path(client, tmp_path):
     """git-annex keeps each document in .git/annex/objects and links it: the hidden copy marked the file
     read, so the link was dropped as a second path to it, and the hidden copy was then passed over.

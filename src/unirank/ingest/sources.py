@@ -114,10 +114,17 @@ class DocumentSource:
         return entries
 
     def as_indexed(self, files: list[SourceFile], indexed: Collection[str]) -> list[SourceFile]:
+        """``files`` under the URIs ``indexed`` already holds them by, where it holds them by another path:
+        a plain re-run finds them unchanged, where it would index each a second time under its new path."""
+        if not indexed:
+            return files
+        files = self._as_resolved(files, indexed)
+        return self._as_linked(files, indexed) if self.scheme == "file" else files
+
+    def _as_resolved(self, files: list[SourceFile], indexed: Collection[str]) -> list[SourceFile]:
         """``files`` under the URIs an index made before roots were left unresolved holds them by
-        (``/mnt/share/a.txt`` for ``docs/share/a.txt``): a plain re-run finds them unchanged, where it
-        would index each a second time under its new path."""
-        if len(self._roots) < 2 or not indexed:
+        (``/mnt/share/a.txt`` for ``docs/share/a.txt``)."""
+        if len(self._roots) < 2:
             return files
         root, resolved = self._roots
         listed = {f.uri for f in files}
@@ -126,6 +133,27 @@ class DocumentSource:
             legacy = resolved + file.uri[len(root):] if at_or_under(file.uri, root) else None
             if file.uri not in indexed and legacy in indexed and legacy not in listed:
                 file = replace(file, uri=legacy)
+            adopted.append(file)
+        return adopted
+
+    def _as_linked(self, files: list[SourceFile], indexed: Collection[str]) -> list[SourceFile]:
+        """``files`` under the URIs an index holds them by through a link from outside this source:
+        ``real/a.md`` ingested first as ``link/a.md`` (``link`` -> ``real``) is that file, not a new one.
+        Only files not indexed by their own URI pay for resolving the index's paths."""
+        if all(f.uri in indexed or f.broken for f in files):
+            return files
+        by_real: dict[str, str] = {}
+        for uri in sorted(indexed):
+            if uri.startswith("file://") and not self.contains(uri):
+                by_real.setdefault(os.path.realpath(local_path(uri)), uri)
+        taken = {f.uri for f in files}
+        adopted = []
+        for file in files:
+            other = (None if file.uri in indexed or file.broken
+                     else by_real.get(os.path.realpath(local_path(file.uri))))
+            if other is not None and other not in taken:
+                taken.add(other)
+                file = replace(file, uri=other)
             adopted.append(file)
         return adopted
 
