@@ -92,6 +92,10 @@ def test_json_lines_queries_are_read_as_such_by_any_of_the_pair_files_suffixes(t
     ("q.jsonl", '{"_id": "q1", "text": "\\u0000 \\ufeff"}\n', r"q\.jsonl:1: query 'q1' has no text"),
     ("q.tsv", "q1\t\u200b\x00\n", r"q\.tsv:1: query 'q1' has no text"),
     ("q.jsonl", '{"_id": "q1", "text": 5}\n', r"q\.jsonl:1: \"text\" must be a text, got 5"),
+    # JSON's escape of half a UTF-16 pair: it ended eval in a UnicodeEncodeError traceback
+    ("q.jsonl", '{"_id": "q1", "text": "a"}\n{"_id": "q2", "text": "abc \\ud800 def"}\n',
+     r"q\.jsonl:2: query 'q2' holds a lone UTF-16 surrogate .*, which is not text"),
+    ("q.jsonl", '{"_id": "q\\udfff", "text": "abc"}\n', r"q\.jsonl:1: query id 'q\\udfff' holds a lone UTF-16 surrogate"),
 ])
 def test_a_query_given_twice_or_without_text_is_refused_naming_its_lines(tmp_path, name, text, message):
     with pytest.raises(EvaluationDataError, match=message):

@@ -18,6 +18,10 @@ _SCORE = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
 #: A header's score column: a word ("score", "rel", "relevance"), never a number or a broken one ("--1").
 _HEADER_WORD = re.compile(r"[A-Za-z][A-Za-z _-]*")
 QRELS_ROW = "query-id<TAB>corpus-id<TAB>integer score (or TREC's qid iter docid rel)"
+#: Half of a UTF-16 pair on its own (JSON's "\ud800" escape makes one): no character, so no text to search.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_SURROGATE_ADVICE = ("holds a lone UTF-16 surrogate (half of an escaped pair such as \\ud83d\\ude00), which is not "
+                     "text: write both halves of the pair, or the character itself")
 
 
 @dataclass
@@ -88,6 +92,10 @@ def load_queries(path: Path) -> dict[str, str]:
     for n, qid, text in rows:
         if is_blank(text):  # as search refuses it: invisible characters only ("\u200b") are no words
             raise EvaluationDataError(f"{path}:{n}: query {qid!r} has no text: give its words, or leave the line out.")
+        if _LONE_SURROGATE.search(qid):
+            raise EvaluationDataError(f"{path}:{n}: query id {qid!r} {_SURROGATE_ADVICE}.")
+        if _LONE_SURROGATE.search(text):  # it failed eval with a UnicodeEncodeError traceback
+            raise EvaluationDataError(f"{path}:{n}: query {qid!r} {_SURROGATE_ADVICE}.")
         if qid in queries and queries[qid] != text:
             raise EvaluationDataError(f"{path}:{n}: query id {qid!r} is given again with another text (first on "
                                       f"line {first_line[qid]}): give each query its own id.")
