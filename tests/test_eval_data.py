@@ -174,3 +174,15 @@ def test_eval_beir_reads_no_folder_file_that_queries_and_qrels_replace(tmp_path,
         code, output = _cli(monkeypatch, tmp_path, "eval", *args, "--qrels", str(qrels), "--no-record", "--json")
         assert code == 0, (args, output)
         assert '"bm25": { "ndcg@10"' in output, output
+
+
+def test_judged_queries_the_queries_file_lacks_are_counted_in_a_warning_and_the_title(tmp_path, monkeypatch):
+    """They were left out of every figure without a word: the table said "1 held-out queries" of 3 judged."""
+    folder = _beir(tmp_path / "beir", {"test": "q1\td1\t1\nq999\td2\t1\nq998\td2\t2\nq997\td1\t0\n"})
+    judged = load_beir(folder).judged()
+    assert (list(judged.queries), judged.judged_not_in_queries) == (["q1"], ["q998", "q999"])  # q997: none relevant
+    code, output = _cli(monkeypatch, tmp_path, "eval", "--beir", str(folder), "--no-record")
+    assert code == 0, output
+    assert (f"warning: 2 of 3 judged queries are not in {folder / 'queries.jsonl'} (e.g. 'q998', 'q999'); they are "
+            "left out of every figure") in output, output
+    assert "1 held-out queries (2 judged queries are not in the queries file: left out)" in output, output

@@ -223,8 +223,12 @@ def evaluate(
         if plot_path:
             chart()
         return
-    missing = meta.get("judged_documents_not_in_index")
-    note = f" ({missing} judged documents are not in the index: misses for every system)" if missing else ""
+    notes = []
+    if missing := meta.get("judged_documents_not_in_index"):
+        notes.append(f"{missing} judged documents are not in the index: misses for every system")
+    if unread := meta.get("judged_queries_not_in_queries"):
+        notes.append(f"{unread} judged queries are not in the queries file: left out")
+    note = f" ({'; '.join(notes)})" if notes else ""
     from unirank.evaluation.metrics import METRICS  # ranx (numba) takes ~1 s to import: only eval pays it
 
     table = Table(title=escape(f"{name}: {meta['queries']} held-out queries{note}"))

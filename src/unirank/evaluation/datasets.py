@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from unirank.errors import EvaluationDataError
@@ -35,6 +35,9 @@ class EvalSet:
     #: Why there are no qrels to read (a BEIR split the folder lacks): said by ``judged``, since training
     #: reads only a folder's queries.
     qrels_missing: str | None = None
+    #: Queries the qrels judge (a relevant document) that the queries file lacks, set by ``judged``:
+    #: left out of every figure, which eval says (they were dropped without a word).
+    judged_not_in_queries: list[str] = field(default_factory=list)
 
     def judged(self) -> "EvalSet":
         """Only queries that have at least one relevant document. An empty queries or qrels file is said
@@ -48,7 +51,10 @@ class EvalSet:
             raise EvaluationDataError(f"{self.qrels_path or 'The qrels file'} holds no rows (query-id<TAB>"
                                       "corpus-id<TAB>score): no query is judged, so there is nothing to score.")
         keep = {q: t for q, t in self.queries.items() if any(v > 0 for v in self.qrels.get(q, {}).values())}
-        return self._with(queries=keep, qrels={q: self.qrels[q] for q in keep})
+        judged = self._with(queries=keep, qrels={q: self.qrels[q] for q in keep})
+        judged.judged_not_in_queries = sorted(q for q, rels in self.qrels.items()
+                                              if q not in self.queries and any(v > 0 for v in rels.values()))
+        return judged
 
     def subset(self, query_ids: set[str]) -> "EvalSet":
         return self._with(queries={q: t for q, t in self.queries.items() if q in query_ids},
@@ -56,7 +62,8 @@ class EvalSet:
 
     def _with(self, queries: dict[str, str], qrels: Qrels) -> "EvalSet":
         return EvalSet(queries=queries, qrels=qrels, corpus_path=self.corpus_path,
-                       queries_path=self.queries_path, qrels_path=self.qrels_path)
+                       queries_path=self.queries_path, qrels_path=self.qrels_path,
+                       judged_not_in_queries=self.judged_not_in_queries)
 
 
 def _rows(path: Path) -> list[tuple[int, str, list[str]]]:

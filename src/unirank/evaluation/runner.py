@@ -127,6 +127,7 @@ class Evaluation:
             leaks = leaked_queries(queries, versions, registry)
         finally:
             registry.close()
+        unread = self._count_judged_queries_missing(data)
         if holdout_only:
             leaked = {q for ids in leaks.values() for q in ids}
             data = data.subset(set(queries) - leaked)
@@ -143,6 +144,7 @@ class Evaluation:
         results: dict[str, dict[str, float]] = {}
         meta: dict[str, Any] = {"queries": len(queries), "queries_digest": queries_digest(queries),
                                 "qrels_digest": qrels_digest(data.qrels, queries)}
+        meta.update(unread)
         if documents_in is not None:
             meta.update(self._check_judged_documents(data, documents_in))
         elif data.corpus_path is not None:  # a BEIR corpus, checked before it is indexed for the first model
@@ -176,6 +178,18 @@ class Evaluation:
                         data.qrels, runner.rerank(queries, hits, self.reranker(r_ref)))
         results["_meta"] = meta
         return results
+
+    def _count_judged_queries_missing(self, data: EvalSet) -> dict[str, Any]:
+        """Judged queries the queries file lacks have no text to search: said, as they are left out of
+        every figure (a table of 1 query measured on 3 judged said nothing)."""
+        missing = data.judged_not_in_queries
+        if not missing:
+            return {}
+        total = len(missing) + len(data.queries)  # those of the queries file that the qrels judge
+        examples = ", ".join(repr(q) for q in missing[:3])
+        self.stage(f"warning: {len(missing)} of {total} judged queries are not in "
+                   f"{data.queries_path or 'the queries file'} (e.g. {examples}); they are left out of every figure")
+        return {"judged_queries_not_in_queries": len(missing)}
 
     @staticmethod
     def _check_judged_in_corpus(data: EvalSet, corpus: Path) -> None:
