@@ -624,6 +624,40 @@ def test_a_record_moved_between_jsonl_files_lands_in_the_same_run(client, tmp_pa
             for u, why in report.failed] == [("b.jsonl", "z.jsonl")]
 
 
+def test_a_jsonl_file_that_still_collides_says_its_previous_version_stays_and_when_prune_mends_it(client, tmp_path):
+    """Its line said only the collision, repeating its own URI: not that its previous version stays
+    indexed, as every other failure of a file indexed before says, nor that --prune, which removes the
+    deleted file holding the id, mends it."""
+    import json
+
+    from unirank.ingest.pipeline import PREVIOUS_KEPT
+
+    docs = tmp_path / "records"
+    docs.mkdir()
+
+    def write(name: str, ids: list[str]) -> None:
+        (docs / name).write_text("".join(json.dumps({"_id": i, "text": f"Record {i} about wombat burrows."}) + "\n"
+                                         for i in ids))
+
+    write("a.jsonl", ["r1"])
+    write("m.jsonl", ["r2"])
+    client.ingest(str(docs), "records")
+    write("a.jsonl", ["r1", "r2"])
+    (docs / "m.jsonl").unlink()
+    report = client.ingest(str(docs), "records")
+    a, m = (docs / "a.jsonl").as_uri(), (docs / "m.jsonl").as_uri()
+    assert report.failed == [(a, f"chunk 'r2#0' is already in the index from {m}; document ids must be unique "
+                                 f"within an index. {docs / 'm.jsonl'}, which holds one of them, is gone from "
+                                 f"{docs}: ingest again with --prune to remove it{PREVIOUS_KEPT}")]
+    assert {h.chunk.doc_id for h in client.search("record", "records", mode="bm25", rerank=False).hits} == {"r1", "r2"}
+
+    write("b.jsonl", ["r1"])  # a new file, and the file holding its id is still there: no such notes
+    report = client.ingest(str(docs), "records", prune=True)
+    assert sorted(report.ingested) == [a] and report.pruned == [m]
+    assert report.failed == [((docs / "b.jsonl").as_uri(), f"chunk 'r1#0' is already in the index from {a}; "
+                                                           "document ids must be unique within an index.")]
+
+
 def test_a_jsonl_file_renamed_and_pruned_keeps_its_records_in_the_same_run(client, tmp_path):
     """faq.jsonl renamed a-faq.jsonl, then ingest --prune: a-faq.jsonl was retried against the old name's
     copy of its ids before the prune removed it, so it failed and its records were gone until a next run."""

@@ -106,10 +106,11 @@ class Ingestor:
         states = self.backend.source_states(index) if existed else {}
         files = docs.as_indexed(files, states)
         report.files_seen = len(files)
+        self._source, self._gone = docs.shown, _gone(docs, files, states)
         try:
             self._ingest_files(docs, files, index, states, report, progress)
             if prune:  # before the collided retry: a renamed JSONL file's records collide with its old name's
-                self._prune(docs, files, index, states, report)
+                self._prune(index, report)
             self._write_last(index, report)
         except _CallerError as exc:  # the caller's own callback failed: theirs to see, not a stopped ingest
             self._flush_if_made(index, existed)  # what was committed stays searchable
@@ -138,7 +139,7 @@ class Ingestor:
                       progress: ProgressCallback | None) -> None:
         pending: list[_Pending] = []
         self._touched = []
-        self._collided: list[IndexedSource] = []
+        self._collided: list[tuple[IndexedSource, SourceState | None]] = []
         for done, file in enumerate(files, start=1):
             try:
                 item = (self._broken_link(docs, file, states, report) if file.broken
@@ -175,12 +176,8 @@ class Ingestor:
         self._write_collided(index, report)
         self.backend.update_states(index, self._touched)
 
-    def _prune(self, docs: DocumentSource, files: list[SourceFile], index: str,
-               states: dict[str, SourceState], report: IngestReport) -> None:
-        seen = {f.uri for f in files}
-        broken = [f.uri for f in files if f.broken]  # an unmounted share: its documents are not deleted ones
-        gone = [uri for uri in docs.under(states)
-                if uri not in seen and not any(at_or_under(uri, link) for link in broken)]
+    def _prune(self, index: str, report: IngestReport) -> None:
+        gone, self._gone = self._gone, []  # removed: no longer for a collision to name
         if gone:
             report.chunks_removed += self.backend.delete(index, gone)
             report.pruned.extend(gone)
@@ -332,7 +329,8 @@ class Ingestor:
             self.backend.index(index, sources, model=self._index_model)
             written = sources
         except DuplicateDocumentError:
-            written = self._write_one_by_one(index, sources, report)
+            previous = {p.state.uri: p.previous for p in pending}
+            written = self._write_one_by_one(index, sources, previous)
         report.ingested.extend(s.state.uri for s in written)
         report.chunks_written += sum(len(s.chunks) for s in written)
 
@@ -354,28 +352,58 @@ class Ingestor:
         return sources
 
     def _write_one_by_one(self, index: str, sources: list[IndexedSource],
-                          report: IngestReport) -> list[IndexedSource]:
-        """Isolate the source that collides so the others still land; it is tried again at the end."""
+                          previous: dict[str, SourceState | None]) -> list[IndexedSource]:
+        """Isolate the source that collides so the others still land; it is tried again at the end, with
+        what the index held for it before this run (``previous``)."""
         written = []
         for source in sources:
             try:
                 self.backend.index(index, [source], model=self._index_model)
                 written.append(source)
             except DuplicateDocumentError:
-                self._collided.append(source)
+                self._collided.append((source, previous.get(source.state.uri)))
         return written
 
     def _write_collided(self, index: str, report: IngestReport) -> None:
         """A JSONL record moved from z.jsonl to a.jsonl collides with z's old copy until z is written:
         after the run's other writes, the ids are free; what still collides is a real duplicate."""
-        for source in self._collided:
+        for source, previous in self._collided:
             try:
                 self.backend.index(index, [source], model=self._index_model)
             except DuplicateDocumentError as exc:
-                report.failed.append((source.state.uri, str(exc)))
+                _fail(report, source.state.uri, self._collision(index, source, exc), previous)
                 continue
             report.ingested.append(source.state.uri)
             report.chunks_written += len(source.chunks)
+
+    def _collision(self, index: str, source: IndexedSource, exc: DuplicateDocumentError) -> str:
+        """Why ``source`` still collides, without its own URI (its report line names it), and, where a file
+        gone from the source holds one of its ids, that --prune removes it (a run without it keeps it)."""
+        reason = str(exc).removeprefix(f"{source.state.uri}: ")
+        owner = self._gone_owner(index, source)
+        if owner is not None:
+            reason += (f" {uri_path(owner)}, which holds one of them, is gone from {self._source}: ingest again "
+                       "with --prune to remove it")
+        return reason
+
+    def _gone_owner(self, index: str, source: IndexedSource) -> str | None:
+        """The file gone from the source, and not pruned, that holds one of ``source``'s document ids."""
+        if not self._gone:
+            return None
+        ids = {chunk.doc_id for chunk in source.chunks}
+        for batch in self.backend.iter_chunks(index, sources=self._gone):
+            for chunk in batch:
+                if chunk.doc_id in ids:
+                    return chunk.source_uri
+        return None
+
+
+def _gone(docs: DocumentSource, files: list[SourceFile], states: dict[str, SourceState]) -> list[str]:
+    """The indexed files under the source that it no longer lists: what --prune removes. What was
+    ingested at or under a broken link (an unmounted share) is not gone."""
+    seen = {f.uri for f in files}
+    broken = [f.uri for f in files if f.broken]
+    return [uri for uri in docs.under(states) if uri not in seen and not any(at_or_under(uri, link) for link in broken)]
 
 
 def _is_document(file: SourceFile) -> bool:
