@@ -236,8 +236,10 @@ def test_eval_refuses_judgments_that_cannot_measure_anything_and_counts_missing_
     index = index_for(client.embedder)  # `eval --index`: the user's index, which re-embedded copies are made from
     with pytest.raises(EvaluationDataError, match=f"None of the \\d+ judged documents is in index '{index}'"):
         evaluation.run(renamed, specs, not_before_the_check, documents_in=index)
-    with pytest.raises(EvaluationDataError, match="No query has a relevant judged document"):
-        evaluation.run(EvalSet(queries=one_query.queries, qrels={"other": judged}).judged(), specs, index_for)
+    unjudged = EvalSet(queries=one_query.queries, qrels={"other": judged}).judged()
+    for holdout_only in (False, True):  # --holdout-only said every query was used in training, with no model trained
+        with pytest.raises(EvaluationDataError, match="No query has a relevant judged document"):
+            evaluation.run(unjudged, specs, index_for, holdout_only=holdout_only)
     partly = EvalSet(queries=one_query.queries, qrels={qid: {**judged, "not-in-the-corpus": 1}})
     for documents_in in (None, index):
         results = evaluation.run(partly, specs, index_for, documents_in=documents_in)

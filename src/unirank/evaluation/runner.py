@@ -128,6 +128,10 @@ class Evaluation:
         finally:
             registry.close()
         unread = self._count_judged_queries_missing(data)
+        if not queries:  # before --holdout-only, which would blame training for it
+            raise EvaluationDataError(
+                "No query has a relevant judged document, so there is nothing to score: check that the qrels "
+                "name the queries by the ids in the queries file (and that their scores are above 0).")
         if holdout_only:
             leaked = {q for ids in leaks.values() for q in ids}
             data = data.subset(set(queries) - leaked)
@@ -135,10 +139,6 @@ class Evaluation:
             if not queries:
                 raise EvaluationDataError("Every evaluation query was used in training: nothing is held out. "
                                           "Evaluate on queries the models were not trained on.")
-        if not queries:
-            raise EvaluationDataError(
-                "No query has a relevant judged document, so there is nothing to score: check that the qrels "
-                "name the queries by the ids in the queries file (and that their scores are above 0).")
         if leaks and not holdout_only:  # with holdout_only they were dropped above
             raise_for_leaks(leaks)
         results: dict[str, dict[str, float]] = {}
