@@ -59,6 +59,8 @@ def test_qrels_rows_are_read_as_written(tmp_path, text, expected):
     (["q1\td1\t1"], "q2\td2\t1.5"),
     ([], "q1\td1\t-"),  # no word: not a header
     (["q1\td1\t1"], "q2\td2"),
+    ([], "q1\td1\t9999999999999999999"),  # ranx's C long overflowed after every search: a traceback
+    (["q1\td1\t2147483647"], "q2\td2\t-2147483648.0"),
 ])
 def test_a_score_that_is_no_integer_is_refused_naming_and_quoting_its_line(tmp_path, rows, bad):
     path = _write(tmp_path / "qrels.tsv", "\n".join([*rows, bad]) + "\n")

@@ -18,6 +18,9 @@ _SCORE = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
 #: A header's score column: a word ("score", "rel", "relevance"), never a number or a broken one ("--1").
 _HEADER_WORD = re.compile(r"[A-Za-z][A-Za-z _-]*")
 QRELS_ROW = "query-id<TAB>corpus-id<TAB>integer score (or TREC's qid iter docid rel)"
+#: The largest relevance score: ranx stores scores as C longs, 32 bits on some systems (a larger one
+#: ended eval in an OverflowError traceback, after every search).
+MAX_SCORE = 2**31 - 1
 #: Half of a UTF-16 pair on its own (JSON's "\ud800" escape makes one): no character, so no text to search.
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SURROGATE_ADVICE = ("holds a lone UTF-16 surrogate (half of an escaped pair such as \\ud83d\\ude00), which is not "
@@ -154,6 +157,9 @@ def load_qrels(path: Path) -> Qrels:
         if len(row) != 3 or not _SCORE.fullmatch(row[2].strip()) or not (row[0] and row[1]):
             raise EvaluationDataError(f"{path}:{n}: expected {QRELS_ROW}; got {line!r}")
         qid, doc, score = row[0], row[1], int(row[2].strip().split(".")[0])
+        if abs(score) > MAX_SCORE:
+            raise EvaluationDataError(f"{path}:{n}: expected {QRELS_ROW}, a score between {-MAX_SCORE} and "
+                                      f"{MAX_SCORE} (a relevance grade: 0, 1, 2 ...); got {line!r}")
         if doc in qrels.get(qid, {}) and qrels[qid][doc] != score:
             raise EvaluationDataError(
                 f"{path}:{n}: query {qid!r} and document {doc!r} are judged again with another score "
