@@ -392,6 +392,26 @@ def test_model_unirank_is_the_index_called_unirank_when_there_is_one(tmp_path, b
         ur.close()
 
 
+def test_a_default_index_that_does_not_exist_is_not_listed_as_a_model(tmp_path, base_embedder):
+    """With chat.index naming a missing (or deleted) index, /v1/models listed `unirank` and /v1/models/unirank
+    answered its card, while every request naming no index got a 404."""
+    from fastapi.testclient import TestClient
+
+    from unirank.app.server import create_app
+
+    ur = build_policies(tmp_path, base_embedder)
+    ur.settings.chat.index = "nope"
+    try:
+        with TestClient(create_app(unirank=ur, warm_up=False)) as client:
+            assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["policies"]
+            card = client.get("/v1/models/unirank")
+            assert card.status_code == 404 and card.json()["error"]["type"] == "index_not_found", card.text
+            assert "Index 'nope' does not exist" in card.json()["error"]["message"]
+            assert [i["default"] for i in client.get("/v1/indexes").json()["indexes"]] == [False]
+    finally:
+        ur.close()
+
+
 def test_sessions_can_be_deleted(http):
     sid = http.post("/v1/sessions", json={}).json()["id"]  # the server's default index
     assert http.get(f"/v1/sessions/{sid}").json()["index"] == "handbook"

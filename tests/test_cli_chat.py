@@ -69,6 +69,17 @@ def test_chat_and_serve_api_refuse_a_corrupt_conversation_db(data_dir, tmp_path)
     assert served.returncode == 2 and "is not a SQLite database" in " ".join(served.stderr.split()), served.stderr
 
 
+def test_serve_api_refuses_a_chat_index_that_does_not_exist(data_dir, tmp_path):
+    """`--index nope` was refused, but chat.index = nope started a server that listed the model `unirank` and
+    answered every request naming no index with a 404."""
+    env = isolated_env(data_dir, UNIRANK_CHAT__INDEX="nope", UNIRANK_CHAT__DB_PATH=str(tmp_path / "chat.sqlite"))
+    served = subprocess.run([sys.executable, "-m", "unirank.cli.main", "serve", "api", "--port", str(free_port())],
+                            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    stderr = " ".join(served.stderr.split())
+    assert served.returncode == 2 and "Index 'nope' does not exist" in stderr, served.stderr
+    assert "app server on" not in stderr and "Uvicorn" not in stderr
+
+
 @pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
 @pytest.mark.parametrize("encoding", [{"PYTHONIOENCODING": "utf-8"}, {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}],
                          ids=["strict", "surrogateescape"])

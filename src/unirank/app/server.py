@@ -188,8 +188,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         """OpenAI clients check a model exists before using it: an index here, or ``unirank`` (the default)."""
         if index_of_model(model_id) is None:
             try:
-                service.default_index()
-            except InvalidQueryError as exc:
+                ur.index_info(service.default_index())  # chat.index may name one that is gone
+            except (InvalidQueryError, IndexNotFoundError) as exc:
                 return _error(404, f"{DEFAULT_MODEL!r} answers from the default index, and there is none: {exc}",
                               "index_not_found")
             return _model_card(DEFAULT_MODEL)
@@ -292,8 +292,11 @@ def _model_card(name: str) -> dict:
 
 
 def _default_index(service: ChatService) -> str | None:
+    """The default index, or None when there is none or chat.index names one that does not exist (deleted
+    while the server runs): /v1/models listed ``unirank`` for it, and every request naming no index got a 404."""
     try:
-        return service.default_index()
+        name = service.default_index()
+        return name if service.ur.backend.exists(name) else None
     except InvalidQueryError:
         return None
 

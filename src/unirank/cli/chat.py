@@ -315,14 +315,14 @@ def serve_api(
         # "Application startup failed" (exit 3) after the banner had said it was running.
         app = create_app(settings, warm_up=False)
         service = app.state.chat
-        if index is not None:  # a missing or misnamed one is said now: every question would get a 404
-            service.ur.index_info(index)
         try:
             default = service.default_index()
         except InvalidQueryError as exc:  # no default index: the server still answers requests that name one
             default = None
             errors.print(f"[yellow]warning:[/yellow] {escape(str(exc))} Until then each request must name its "
                          "index.", soft_wrap=True)
+        if default is not None:  # --index or chat.index: a missing or misnamed one is said now, as every
+            service.ur.index_info(default)  # request naming no index would get a 404
         service.load_models()
     except UnirankError as exc:
         fail(exc)
