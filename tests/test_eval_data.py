@@ -47,6 +47,7 @@ def _cli(monkeypatch, tmp_path: Path, *args: str):
     ("q1 0 d1 1\t\n", {"q1": {"d1": 1}}),
     ("\nquery-id\tcorpus-id\tscore\nq1\td1\t+1\n", {"q1": {"d1": 1}}),  # the header on the first written line
     ("qid\tdocid\trelevance\t\nq1\td1\t-1\nq1\td1\t-1\n", {"q1": {"d1": -1}}),  # the same row twice is one
+    ("qid iter docid REL\nq1 0 d1 1\n", {"q1": {"d1": 1}}),
 ])
 def test_qrels_rows_are_read_as_written(tmp_path, text, expected):
     assert load_qrels(_write(tmp_path / "qrels.tsv", text)) == expected
@@ -66,6 +67,17 @@ def test_a_score_that_is_no_integer_is_refused_naming_and_quoting_its_line(tmp_p
     path = _write(tmp_path / "qrels.tsv", "\n".join([*rows, bad]) + "\n")
     with pytest.raises(EvaluationDataError, match=rf"qrels\.tsv:{len(rows) + 1}: expected query-id<TAB>corpus-id<TAB>"
                                                   rf"integer score .*; got {re.escape(repr(bad))}$"):
+        load_qrels(path)
+
+
+@pytest.mark.parametrize("score", ["l", "yes", "x", "relevant"])
+def test_a_first_row_whose_score_is_a_word_no_header_uses_is_refused_naming_its_line(tmp_path, score):
+    """Any word made the first row a header: a mistyped score ('l' for '1') dropped its judgment without a word."""
+    bad = f"1\t28\t{score}"
+    path = _write(tmp_path / "qrels.tsv", f"{bad}\n1\t29\t1\n")
+    with pytest.raises(EvaluationDataError, match=rf"qrels\.tsv:1: expected query-id<TAB>corpus-id<TAB>integer score "
+                                                  rf".*, or a header whose score column is one of .*\bscore\b.*; "
+                                                  rf"got {re.escape(repr(bad))}$"):
         load_qrels(path)
 
 

@@ -15,8 +15,12 @@ Qrels = dict[str, dict[str, int]]
 
 #: A relevance score: an integer, or an integral number written as a float ("1.0", as pandas writes them).
 _SCORE = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
-#: A header's score column: a word ("score", "rel", "relevance"), never a number or a broken one ("--1").
-_HEADER_WORD = re.compile(r"[A-Za-z][A-Za-z _-]*")
+#: A header's score column: the words qrels files name it by. Any word was taken, so a first row with a
+#: mistyped score ("l" for "1", "yes") was dropped as a header.
+_HEADER_SCORES = frozenset({"score", "scores", "rel", "relevance", "relevancy", "label", "judgment", "judgement",
+                            "grade", "rating", "qrel"})
+#: A cell written as a word: a first row that ends in one may have been meant as a header.
+_WORD = re.compile(r"[A-Za-z][A-Za-z _-]*")
 QRELS_ROW = "query-id<TAB>corpus-id<TAB>integer score (or TREC's qid iter docid rel)"
 #: The largest relevance score: ranx stores scores as C longs, 32 bits on some systems (a larger one
 #: ended eval in an OverflowError traceback, after every search).
@@ -143,19 +147,20 @@ def _tsv_queries(path: Path) -> list[tuple[int, str, str]]:
 
 def load_qrels(path: Path) -> Qrels:
     """TREC-style TSV ``query-id<TAB>corpus-id<TAB>score``, with or without a header line (a first row
-    whose score is a word). A pair judged twice with two scores is refused with both lines."""
+    whose score column is named by one of ``_HEADER_SCORES``). A pair judged twice with two scores is
+    refused with both lines."""
     path = _require_file(path, "Qrels file")
     qrels: Qrels = {}
     judged_on: dict[tuple[str, str], int] = {}
     for i, (n, line, row) in enumerate(_rows(path)):
         if len(row) == 1:  # TREC files separate by spaces (their ids hold none)
             row = row[0].split()
-        if i == 0 and len(row) in (3, 4) and _HEADER_WORD.fullmatch(row[-1].strip()):
+        if i == 0 and len(row) in (3, 4) and row[-1].strip().lower() in _HEADER_SCORES:
             continue
         if len(row) == 4:  # TREC qrels: qid iter docid rel
             row = [row[0], row[2], row[3]]
         if len(row) != 3 or not _SCORE.fullmatch(row[2].strip()) or not (row[0] and row[1]):
-            raise EvaluationDataError(f"{path}:{n}: expected {QRELS_ROW}; got {line!r}")
+            raise EvaluationDataError(f"{path}:{n}: expected {QRELS_ROW}{_header_hint(i, row)}; got {line!r}")
         qid, doc, score = row[0], row[1], int(row[2].strip().split(".")[0])
         if abs(score) > MAX_SCORE:
             raise EvaluationDataError(f"{path}:{n}: expected {QRELS_ROW}, a score between {-MAX_SCORE} and "
@@ -167,6 +172,13 @@ def load_qrels(path: Path) -> Qrels:
         judged_on.setdefault((qid, doc), n)
         qrels.setdefault(qid, {})[doc] = score
     return qrels
+
+
+def _header_hint(i: int, row: list[str]) -> str:
+    """For a first row whose score is a word no header uses: the words that make it one."""
+    if i == 0 and row and _WORD.fullmatch(row[-1].strip()):
+        return f", or a header whose score column is one of {', '.join(sorted(_HEADER_SCORES))}"
+    return ""
 
 
 def beir_corpus(folder: Path) -> Path:
