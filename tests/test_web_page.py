@@ -435,6 +435,37 @@ def test_a_reload_reopens_the_conversation(server, page):
     expect(answer.locator(".answer")).to_contain_text("90 days")
 
 
+def test_a_conversation_over_documents_the_picker_lacks_keeps_the_picked_ones(server, page):
+    """Opening a conversation over a deleted index (or an eval copy, which the picker leaves out) blanked the
+    picker, and "New conversation" then asked with no index: answered from the server's default index while
+    the picker showed nothing, or refused with advice for the command line."""
+    from playwright.sync_api import expect
+
+    from unirank.search.embedded.backend import EmbeddedBackend
+
+    backend = EmbeddedBackend(server.log_path.parent / "indexes")  # the server's data dir
+    try:
+        backend.create_index("gone", backend.model("handbook"))
+        gone = httpx.post(f"{server.url}/v1/sessions", json={"index": "gone"}).json()["id"]
+        backend.delete_index("gone")  # `unirank index delete gone --yes` while the server runs
+    finally:
+        backend.close()
+    copy = httpx.post(f"{server.url}/v1/sessions", json={"index": "handbook--other-1"}).json()["id"]
+    for session_id, index in [(gone, "gone"), (copy, "handbook--other-1")]:
+        page.goto(server.url)
+        picker = page.get_by_label("Documents")
+        picker.select_option("office")
+        page.goto(f"{server.url}/#session={session_id}")
+        expect(page.locator("#status")).to_contain_text(f"This conversation's documents (\u201c{index}\u201d) are "
+                                                        "not among those under \u201cDocuments\u201d")
+        expect(picker).to_have_value("office")
+        page.get_by_role("button", name="New conversation").click()
+        answer = ask_and_wait(page, "What is the guest Wi-Fi network called?")
+        expect(answer.locator(".answer")).to_contain_text("Northwind-Guest")
+        asked = page.evaluate("state.sessionId")
+        assert httpx.get(f"{server.url}/v1/sessions/{asked}").json()["index"] == "office"
+
+
 def test_conversations_can_be_deleted_from_the_list(server, page):
     """The page could not delete a conversation, nor tell which documents or day one was from; on a
     phone the list filled the first screen."""

@@ -9,7 +9,9 @@ const narrowScreen = window.matchMedia("(max-width: 700px)");
 // one the user has left does not write over the status line of the one they are in.
 // ``indexesLoaded`` settles once the picker is filled: a question asked while the page loads waits for it.
 // ``follow``: the transcript keeps the newest text in view, until the user scrolls up to read.
-const state = { sessionId: null, busy: false, conversation: 0, indexesLoaded: Promise.resolve(), follow: true };
+// ``defaultIndex``: the index the picker starts on (the server's default, else the first listed).
+const state = { sessionId: null, busy: false, conversation: 0, indexesLoaded: Promise.resolve(), follow: true,
+                defaultIndex: "" };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -117,6 +119,7 @@ async function loadIndexes() {
   const select = $("index");
   select.replaceChildren(...indexes.map((i) => el("option", { value: i.name, title: `vectors made by ${i.model}` }, `${i.name} (${i.chunks} passage${i.chunks === 1 ? "" : "s"})`)));
   const preferred = indexes.find((i) => i.default) || indexes[0];
+  state.defaultIndex = preferred ? preferred.name : "";
   if (preferred) select.value = preferred.name;
   if (!indexes.length) setStatus("No documents are indexed yet: run `unirank ingest FOLDER --index NAME` first.", true);
 }
@@ -180,7 +183,8 @@ async function openSession(id) {
   state.conversation += 1;
   setStatus("");
   setSession(session.id);
-  $("index").value = session.index;
+  if (!showIndex(session.index) && $("index").value)
+    setStatus(`This conversation's documents (\u201c${session.index}\u201d) are not among those under \u201cDocuments\u201d (deleted, or a copy made by eval): a new conversation asks in \u201c${$("index").value}\u201d.`);
   const transcript = $("transcript");
   transcript.replaceChildren();
   let question = null;
@@ -193,9 +197,26 @@ async function openSession(id) {
   $("question").focus();
 }
 
+// Shows ``name`` in the picker and says whether it could. An index the picker lacks (deleted, or an eval
+// copy, which is not offered) would leave it blank, and the next new conversation was then asked with no
+// index: refused, or answered from the server's default while the page showed none. The picked one stays.
+function showIndex(name) {
+  const select = $("index");
+  const listed = [...select.options].some((o) => o.value === name);
+  if (listed) select.value = name;
+  else fillBlankPicker();
+  return listed;
+}
+
+function fillBlankPicker() {
+  const select = $("index");
+  if (!select.value && select.options.length) select.value = state.defaultIndex || select.options[0].value;
+}
+
 // Forgets the session and the messages shown; the next question creates a session over the index picked.
 function startConversation(status) {
   state.conversation += 1;
+  fillBlankPicker();
   setSession(null);
   $("transcript").replaceChildren();
   setStatus(status);
