@@ -342,6 +342,23 @@ def test_errors_are_clear(http):
     assert ErrorBody.model_validate(wrong.json()).error.message == "DELETE /v1/search: Method Not Allowed"
 
 
+def test_an_empty_question_or_query_is_the_400_a_blank_one_is(http):
+    """"" was a 422 on /v1/search and a session's messages (pydantic's min_length), " " a 400, and "" a 400 on
+    /v1/chat/completions: one condition, two statuses."""
+    sid = http.post("/v1/sessions", json={"index": "handbook"}).json()["id"]
+    for path, body, said in [("/v1/search", {"query": ""}, "The query is empty"),
+                             ("/v1/search", {"query": " "}, "The query is empty"),
+                             (f"/v1/sessions/{sid}/messages", {"content": ""}, "The question is empty"),
+                             (f"/v1/sessions/{sid}/messages", {"content": " "}, "The question is empty"),
+                             ("/v1/chat/completions", {"messages": [{"role": "user", "content": ""}]},
+                              "The question is empty")]:
+        refused = http.post(path, json=body)
+        assert refused.status_code == 400, (path, body, refused.text)
+        error = refused.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["message"].startswith(said), error
+    assert http.get(f"/v1/sessions/{sid}").json()["messages"] == []
+
+
 def test_page_and_indexes(http):
     page = http.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

@@ -15,7 +15,8 @@ class SearchRequest(RequestBody):
     #: A misspelt option must not be searched without, and ``"rerank": "no"`` must not read as true.
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    query: str = Field(min_length=1)
+    #: "" is refused by the searcher as a blank query is (a 400), not by a 422 of its own.
+    query: str
     #: The index to search; omitted: ``chat.index``, or the only index ("" is refused).
     index: str | None = None
     #: ``search.mode`` when omitted.

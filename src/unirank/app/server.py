@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline  # /docs from local files: no CDN on an offline machine
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from unirank.api import Unirank
 from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter, RequestBody,
@@ -86,7 +86,8 @@ class NewSession(RequestBody):
 
 class SessionQuestion(RequestBody):
     model_config = _STRICT
-    content: str = Field(min_length=1)
+    #: "" is refused by the service as a blank question is (a 400), not by a 422 of its own.
+    content: str
     stream: bool = False
     #: Answer only from chunks whose metadata, ``doc_id`` or ``source_uri`` match.
     filters: dict[str, str] | None = None
