@@ -856,11 +856,12 @@ def test_a_file_of_only_invisible_characters_has_no_text(tmp_path, invisible):
 
 def test_a_jsonl_record_of_only_invisible_characters_is_left_out_and_said(tmp_path):
     """The record was indexed as a chunk of one zero-width space, which kNN answered with noise."""
-    records = [{"_id": "1", "text": "\u200b"}, {"_id": "2", "text": "ok"}, {"_id": "3", "text": "\u200b \u200b"}]
+    records = [{"_id": "1", "text": "\u200b"}, {"_id": "2", "text": "ok"}, {"_id": "3", "text": "\u200b \u200b"},
+               {"_id": "4", "title": "Key rotation", "text": "\u200b"}]  # indexed by its title, as with " "
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     docs = parse(tmp_path / "r.jsonl")
-    assert [d.doc_id for d in docs] == ["2"]
-    assert docs[0].warnings == ["2 records with only invisible characters left out (_id '1', '3')"]
+    assert [(d.doc_id, d.sections[0].text) for d in docs] == [("2", "ok"), ("4", "Key rotation")]
+    assert docs[0].warnings == ["2 records with neither text nor title left out (lines 1, 3)"]
     (tmp_path / "zw.jsonl").write_text(json.dumps({"_id": "x", "text": "\u200b"}) + "\n")
     with pytest.raises(ParseError, match="no text found"):
         parse(tmp_path / "zw.jsonl")

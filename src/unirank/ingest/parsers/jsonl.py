@@ -10,6 +10,7 @@ from unirank.ingest.documents import ParsedDocument, Section
 from unirank.ingest.parsers.common import decode_text, metadata_value
 from unirank.jsonl import parse_object_line
 from unirank.search.types import Metadata
+from unirank.text import is_blank
 
 _RESERVED = ("_id", "title", "text")
 
@@ -31,7 +32,7 @@ class JsonlParser:
                 first = seen[doc.doc_id]
                 raise ParseError(f"line {number}: duplicate _id {doc.doc_id!r} (first on line {first})")
             seen[doc.doc_id] = number
-            if doc.sections[0].text.strip():
+            if not is_blank(doc.sections[0].text):
                 docs.append(doc)
             else:
                 blank.append(number)
@@ -62,5 +63,5 @@ def _record(line: str, number: int) -> ParsedDocument:
     kept = {key: metadata_value(value) for key, value in record.items() if key not in _RESERVED}
     metadata: Metadata = {key: value for key, value in kept.items() if value is not None}
     # Some BEIR records carry only a title; index the title rather than drop the record.
-    body = text if text.strip() else title
+    body = title if is_blank(text) else text  # a zero-width space is no more text than a space
     return ParsedDocument(doc_id=doc_id, title=title, sections=[Section(body)], metadata=metadata)
