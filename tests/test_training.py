@@ -545,19 +545,48 @@ def test_index_rebuild_switches_embedder_atomically(client, trained, minibeir):
     registry.register("small", "embedder", path=small_dir, record=describe_model_folder(small_dir, "embedder"))
     with pytest.raises(DimensionMismatchError, match=r"384 dimensions.*128 dimensions"):
         _search_with(client, index, "small@1")
-    # Training on it with the base mines hard negatives in a copy of it with the base's vectors.
+    # Training on it (from the model that made it, as `train --base tiny-embed@1`) mines it as search serves
+    # it, with tiny-embed@1: the index as it is. It mined with the bundled base, in a re-embedded copy.
     stages: list[str] = []
-    request = TrainRequest(name="again", index=index, embedder=EmbedderTrainingConfig(**TINY),
+    request = TrainRequest(name="again", index=index, base="tiny-embed@1", embedder=EmbedderTrainingConfig(**TINY),
                            reranker=RerankerTrainingConfig(**TINY))
     result = TrainJob(client.settings, client.backend, client.embedder, request, stage=stages.append).run()
-    sibling = result.embedder.record["corpus_index"]
-    assert sibling != index and client.index_info(sibling).model == client.embedder.signature
-    assert any(f"re-embedding {index} with all-MiniLM-L6-v2@base" in s for s in stages)
+    assert result.embedder.record["corpus_index"] == index
+    assert [i.name for i in client.backend.list_indexes() if i.copy_of == index] == []
+    assert f"mining {index} with tiny-embed@1, the model it is searched with" in stages
+    assert not any("re-embedding" in s for s in stages)
+    # The mining model is in the run's key: pairs mined with one model are not reused by another.
+    tuned = client.searcher.embedder_for(index)
+    run_with = lambda embedder: TrainJob(client.settings, client.backend, embedder,  # noqa: E731
+                                         tiny_request("miner", minibeir)).run_dir
+    assert run_with(tuned) != run_with(client.embedder)
     # The BEIR index is eval's and training's cache of the base's vectors: it is made again, not used.
     stages.clear()
     assert ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, stages.append) == index
     assert client.index_info(index).model == client.embedder.signature
     assert any("not all-MiniLM-L6-v2@base's: indexing it again" in s for s in stages)
+
+
+def test_an_index_whose_model_is_not_here_is_mined_in_a_copy_re_embedded_with_the_base(client, minibeir):
+    """The index's own model mines it when it loads here; one of another machine's registry does not, and the
+    given embedder mines a copy of the index with its own vectors, as before."""
+    from unirank.search.types import IndexedSource, ModelSignature
+
+    source = ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, lambda _: None)
+    chunks = [c for batch in client.backend.iter_chunks(source) for c in batch]
+    (state,) = client.backend.source_states(source).values()
+    client.backend.create_index("from-elsewhere", ModelSignature(name="elsewhere-embed", version="1", dims=384))
+    client.backend.index("from-elsewhere", [IndexedSource(
+        state=state, vectors=client.embedder.embed_documents([c.embedding_input() for c in chunks]), chunks=chunks)])
+    client.backend.flush("from-elsewhere")
+    stages: list[str] = []
+    job = TrainJob(client.settings, client.backend, client.embedder,
+                   tiny_request("elsewhere", None, index="from-elsewhere"), stage=stages.append)
+    assert job.embedder is client.embedder
+    copy = job._corpus_index()
+    assert client.index_info(copy).copy_of == "from-elsewhere"
+    assert client.index_info(copy).model == client.embedder.signature
+    assert any("re-embedding from-elsewhere with all-MiniLM-L6-v2@base" in s for s in stages)
 
 
 def _search_with(client, index, model, query="keys"):

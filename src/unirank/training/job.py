@@ -20,10 +20,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from unirank.errors import EvaluationDataError, TrainingError, TrainingRunningError
+from unirank.errors import (EvaluationDataError, ModelLoadError, ModelNotFoundError, TrainingError,
+                            TrainingRunningError)
 from unirank.evaluation.datasets import corpus_ids, load_beir, load_qrels, load_queries
 from unirank.models.embedder import Embedder, loaded, makes_vectors_of
-from unirank.models.loading import is_cross_encoder, require_hub_model, resolve_model_path
+from unirank.models.loading import (index_model_ref, is_cross_encoder, load_embedder, require_hub_model,
+                                    resolve_model_path)
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.lineage import training_queries_with_bases
 from unirank.registry.store import RESERVED_NAMES
@@ -196,7 +198,8 @@ class TrainJob:
         """Keyed by the inputs as they are now: a re-run after an ingest, or after the base's alias moved,
         reused the earlier run and registered its models again as if trained on the new data."""
         req = self.request
-        inputs = {"base": self.base_ref}
+        # The mining model too (loaded here): pairs mined with another were reused after embedder.model changed.
+        inputs = {"base": self.base_ref, "mining_embedder": str(self.embedder.signature)}
         if req.index and self.backend.exists(req.index):  # a missing one is said by the preflight
             info = self.backend.info(req.index)
             inputs["index"] = f"{info.model}:{info.chunk_count}:{info.source_count}:{info.updated_at}"
@@ -224,7 +227,33 @@ class TrainJob:
 
     @cached_property
     def embedder(self) -> Embedder:
-        return loaded(self._base_embedder)
+        """What mines the hard negatives, filters the pseudo-queries and picks the blend weight: for --index,
+        the model search serves that index with (its own, when it loads here), so the index is mined as it is
+        searched. Else the given embedder, for which an index of another model is re-embedded into a copy."""
+        return self._index_own_embedder() or loaded(self._base_embedder)
+
+    def _index_own_embedder(self) -> Embedder | None:
+        """The model that made the --index, loaded as ``Unirank.embedder_for`` does, when it is not the
+        configured one; None when it is, when ``embedder.model`` names another (search serves that one), or
+        when it cannot be loaded here. A run mined with the configured model (the bundled base by default),
+        after re-embedding a whole copy of an index that the model --base named had made."""
+        index = self.request.index
+        if not index or not self.backend.exists(index):  # a missing one is said by the preflight
+            return None
+        model = self.backend.model(index)
+        try:
+            ref = index_model_ref(self.settings, model)
+            if ref is None or ref == self.settings.embedder.ref:
+                return None
+            settings = self.settings.model_copy(deep=True)
+            settings.embedder.model = ref
+            embedder = load_embedder(settings)
+        except (ModelNotFoundError, ModelLoadError) as exc:
+            self.stage(f"{index}'s model {model} cannot be loaded here ({exc}): mining in a copy re-embedded "
+                       "with the configured embedder")
+            return None
+        self.stage(f"mining {index} with {model}, the model it is searched with")
+        return embedder
 
     def _preflight(self) -> str:
         """Refuse in seconds what would otherwise fail after minutes of indexing, mining and training:
