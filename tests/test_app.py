@@ -89,6 +89,23 @@ def test_openai_client_streams_chunks(llm_client, corpus):
     assert "communications lead" in "".join(pieces)
 
 
+def test_usage_is_sent_and_stream_may_be_null(llm_client, http):
+    """`"stream": null` (nullable in OpenAI's spec) was a 422, and `usage` was never sent, not even in the last
+    chunk `stream_options.include_usage` asks for. The extractive answerer runs no language model: 0 tokens."""
+    none = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    asked = [{"role": "user", "content": "Who updates the status page?"}]
+    reply = llm_client.chat.completions.create(model="handbook", messages=asked)
+    assert reply.usage is not None and reply.usage.model_dump(exclude_none=True) == none
+    null = http.post("/v1/chat/completions", json={"model": "handbook", "stream": None, "messages": asked})
+    assert null.status_code == 200 and null.json()["object"] == "chat.completion", null.text
+    chunks = list(llm_client.chat.completions.create(model="handbook", messages=asked, stream=True,
+                                                     stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.model_dump(exclude_none=True) == none
+    assert chunks[-2].choices[0].finish_reason == "stop" and all(c.usage is None for c in chunks[:-1])
+    plain = list(llm_client.chat.completions.create(model="handbook", messages=asked, stream=True))
+    assert plain[-1].choices[0].finish_reason == "stop"  # no usage chunk unless asked for
+
+
 def test_raw_server_sent_events_end_with_done(http):
     with http.stream("POST", "/v1/chat/completions", json={
             "model": "handbook", "stream": True, "messages": [{"role": "user", "content": "What does SEV2 mean?"}]}) as r:

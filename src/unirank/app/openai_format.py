@@ -82,6 +82,13 @@ def _is_text_part(part: dict[str, Any]) -> bool:
 DEFAULT_MODEL = "unirank"
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    #: A last chunk with ``choices: []`` and the answer's ``usage``, before ``[DONE]``.
+    include_usage: bool | None = None
+
+
 class ChatCompletionRequest(RequestBody):
     #: temperature, max_tokens… are accepted and ignored. Strict: ``"stream": "yes"`` is a 422 naming
     #: the field, not a guess at what was meant.
@@ -92,13 +99,18 @@ class ChatCompletionRequest(RequestBody):
     #: "" was answered from the default index, as a typo would be if it were allowed.
     model: str = Field(DEFAULT_MODEL, min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    #: Null is false, as OpenAI's spec has it.
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
     #: unirank: the index to answer from, whatever ``model`` says.
     index: str | None = None
     #: unirank: keep the turn in this session (its stored history is used for follow-ups).
     session_id: str | None = None
     #: unirank: answer only from chunks whose metadata, ``doc_id`` or ``source_uri`` match (as ``--filter``).
     filters: dict[str, str] | None = None
+
+    def wants_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
 
     def question_and_history(self) -> tuple[str, list[Turn]]:
         """The last user message is the question; earlier user/assistant messages are the history."""
@@ -118,27 +130,50 @@ def extras(answer: ChatAnswer) -> dict[str, Any]:
             "answerer": answer.answerer, "relevance": answer.relevance, "timings_ms": answer.timings_ms}
 
 
-def completion(answer: ChatAnswer, model: str) -> dict[str, Any]:
+#: Answerers that run no language model: their answers cost no model tokens.
+_NO_MODEL_ANSWERERS = frozenset({"extractive"})
+
+
+def usage(answerer: str) -> dict[str, int] | None:
+    """OpenAI's ``usage`` for an answer by ``answerer``: zero tokens for the extractive one, which runs no
+    language model (nor does a follow-up's rewrite beside it); null, unknown, for an LLM's, whose counts the
+    answerer does not pass on. No count is made up."""
+    if answerer in _NO_MODEL_ANSWERERS:
+        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    return None
+
+
+def completion(answer: ChatAnswer, model: str, counts: dict[str, int] | None = None) -> dict[str, Any]:
     return {
         "id": completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.answer},
                      "finish_reason": "stop", "logprobs": None}],
-        **extras(answer),
+        "usage": counts, **extras(answer),
     }
 
 
 class ChunkWriter:
     """Server-sent events in OpenAI's ``chat.completion.chunk`` format, ending with ``[DONE]``."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, include_usage: bool = False) -> None:
         self.id = completion_id()
         self.model = model
         self.created = int(time.time())
+        #: As OpenAI's: with ``stream_options.include_usage``, each chunk has ``usage: null`` and a last one
+        #: the counts.
+        self.include_usage = include_usage
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> str:
+        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                 "choices": choices, **({"usage": None} if self.include_usage else {}), **extra}
+        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
     def _event(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
-        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra)
+
+    def usage(self, counts: dict[str, int] | None) -> str:
+        """The chunk ``stream_options.include_usage`` asks for, after the answer's last."""
+        return self._chunk([], usage=counts)
 
     def role(self, **extra: Any) -> str:
         return self._event({"role": "assistant", "content": ""}, **extra)
@@ -233,6 +268,12 @@ class CompletionChoice(BaseModel):
     logprobs: None = None
 
 
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
 class ChatCompletion(AnswerExtras):
     """OpenAI's ``chat.completion``; with ``stream: true``, ``chat.completion.chunk`` events instead."""
 
@@ -241,6 +282,9 @@ class ChatCompletion(AnswerExtras):
     created: int
     model: str
     choices: list[CompletionChoice]
+    #: Zero for the extractive answerer (no language model runs); null for an LLM answerer, whose token
+    #: counts are not known here.
+    usage: Usage | None
 
 
 class SessionAnswer(BaseModel):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Generator, Literal
+from typing import Annotated, Any, AsyncIterator, Callable, Generator, Literal
 
 import anyio
 from fastapi import FastAPI, Query, Request
@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict
 
 from unirank.api import Unirank
 from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter, RequestBody,
-                                       SessionAnswer, answer_responses, completion, error_body, error_responses)
+                                       SessionAnswer, answer_responses, completion, error_body, error_responses,
+                                       usage)
 from unirank.app.search_format import SearchRequest, SearchResponse
 from unirank.app.session_format import (CitedPassage, DeletedTurn, FeedbackList, FeedbackOut, IndexAsModel,
                                         IndexList, IndexModels, Liveness, SessionList, SessionOut,
@@ -204,6 +205,10 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
                          filters=body.filters).to_dict()
 
     # -- OpenAI-compatible ----------------------------------------------------------------------
+    def answer_usage() -> dict[str, int] | None:
+        """Asked once the answer is written: the answerer is loaded by then, and a missing index said first."""
+        return usage(getattr(service.answerer, "name", ""))
+
     @app.post("/v1/chat/completions", response_model=None,
               responses={**answer_responses(ChatCompletion), **error_responses(400, 404, 409, 413, 422, 500, 502)})
     async def chat_completions(body: ChatCompletionRequest) -> Any:
@@ -228,9 +233,10 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         history = None if session_id else history
         asked = dict(session_id=session_id, history=history, filters=body.filters)
         if body.stream:
-            return await _sse(await run_in_threadpool(service.stream, question, index, **asked), body.model)
+            events = await run_in_threadpool(service.stream, question, index, **asked)
+            return await _sse(events, ChunkWriter(body.model, body.wants_usage()), answer_usage)
         answer = await run_in_threadpool(service.ask, question, index, **asked)
-        return completion(answer, body.model)
+        return completion(answer, body.model, answer_usage())
 
     # -- sessions -------------------------------------------------------------------------------
     @app.post("/v1/sessions", status_code=201,
@@ -261,7 +267,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         # The service refuses an index other than the session's.
         asked = dict(session_id=session_id, filters=body.filters)
         if body.stream:
-            return await _sse(await run_in_threadpool(service.stream, body.content, body.index, **asked), "unirank")
+            return await _sse(await run_in_threadpool(service.stream, body.content, body.index, **asked),
+                              ChunkWriter("unirank"))
         answer = await run_in_threadpool(service.ask, body.content, body.index, **asked)
         return answer.to_dict()
 
@@ -302,22 +309,24 @@ def _default_index(service: ChatService) -> str | None:
         return None
 
 
-async def _sse(events: Generator[ChatEvent, None, None], model: str) -> StreamingResponse:
+async def _sse(events: Generator[ChatEvent, None, None], writer: ChunkWriter,
+               usage_of: Callable[[], dict[str, int] | None] = lambda: None) -> StreamingResponse:
     """Retrieval runs before the response starts, so a missing index or session is still a 404;
     an error after the first byte arrives as an ``error`` event before ``[DONE]``, of the ``type``
-    its HTTP answer has."""
+    its HTTP answer has. ``usage_of``: the usage chunk's counts, when the writer includes usage."""
     first = await run_in_threadpool(next, events)
     # The query is known now; whether the answer is grounded is not (an LLM may cite nothing), so it
     # comes with the last chunk only: the first said true where the last then said false.
     extra = {"query": first.query} if isinstance(first, Retrieved) else {}
-    return StreamingResponse(_chunks(events, ChunkWriter(model), extra), media_type="text/event-stream",
+    return StreamingResponse(_chunks(events, writer, extra, usage_of), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 _END = object()
 
 
-async def _chunks(events: Generator[ChatEvent, None, None], writer: ChunkWriter, extra: dict) -> AsyncIterator[str]:
+async def _chunks(events: Generator[ChatEvent, None, None], writer: ChunkWriter, extra: dict,
+                  usage_of: Callable[[], dict[str, int] | None]) -> AsyncIterator[str]:
     """The events as chunks, each event read in a worker thread. A client that leaves ends this generator
     (cancelled, or closed), and ``finally`` closes ``events`` down to the LLM's HTTP stream: a sync
     generator left suspended kept the LLM generating (and billing) for no one until garbage collection."""
@@ -329,6 +338,8 @@ async def _chunks(events: Generator[ChatEvent, None, None], writer: ChunkWriter,
                     yield writer.content(event.text)
                 elif isinstance(event, Completed):
                     yield writer.finish(event.answer)
+            if writer.include_usage:
+                yield writer.usage(usage_of())
         except UnirankError as exc:  # typed as its HTTP answer would be: a deleted session is not a bad request
             yield ChunkWriter.error(str(exc), _status_and_type(exc)[1])
         except Exception as exc:  # the stream has begun: the client can only be told in-band
