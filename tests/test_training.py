@@ -92,6 +92,12 @@ def test_corpus_only_training_registers_both_models(client, trained):
     pairs = [json.loads(line) for line in (result.run_dir / "training_pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["query"] and p["positive"] for p in pairs)
     assert any(p["negatives"] for p in pairs)
+    # Both registered: the checkpoints (with their optimizer state, ~1 GB a run for this base) are removed;
+    # final/ stays for a re-run to register again, and the training history beside it.
+    for folder in ("embedder", "reranker"):
+        assert not (result.run_dir / folder / "checkpoints").exists(), folder
+        assert (result.run_dir / folder / "final" / "model.safetensors").is_file()
+        assert json.loads((result.run_dir / folder / "trainer_state.json").read_text())["log_history"]
 
 
 def test_the_recorded_validation_is_the_kept_checkpoints_beside_the_base_models(client, trained):
@@ -104,8 +110,7 @@ def test_the_recorded_validation_is_the_kept_checkpoints_beside_the_base_models(
     registry = ModelRegistry(client.settings.models_dir)
     for role, folder in (("embedder", "embedder"), ("reranker", "reranker")):
         figures = result.metrics[role]
-        states = sorted((result.run_dir / folder / "checkpoints").glob("checkpoint-*/trainer_state.json"))
-        best = json.loads(states[-1].read_text())["best_metric"]
+        best = json.loads((result.run_dir / folder / "trainer_state.json").read_text())["best_metric"]
         assert figures["selection_ndcg@10"] == pytest.approx(best, abs=1e-6), role  # the figure it was kept by
         assert (figures["selection_length"], figures["max_length"]) == (160, 256)
         assert figures["validation_queries"] > 0 and figures["validation_written_by_people"] == 0

@@ -29,6 +29,18 @@ def resumable_checkpoint(checkpoints: Path) -> str | None:
     return str(complete) if complete else None
 
 
+def remove_checkpoints(stage_dir: Path) -> None:
+    """Remove a registered stage's checkpoints: each is a copy of the model with its optimizer state (about
+    260 MB a stage for the bundled base's size), needed only to resume the stage. The last one's
+    ``trainer_state.json`` (the loss and validation history, the best checkpoint's figure) is kept beside
+    ``final/``, which stays for a re-run to register again."""
+    checkpoints = stage_dir / "checkpoints"
+    last = resumable_checkpoint(checkpoints)
+    if last is not None:
+        shutil.copyfile(Path(last) / "trainer_state.json", stage_dir / "trainer_state.json")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+
+
 def best_checkpoint_arguments(checkpoints: Path, *, eval_steps: int, metric: str, seed: int,
                               bf16: bool) -> dict[str, Any]:
     """Trainer arguments the embedder and reranker share: validate and save every ``eval_steps``, keep

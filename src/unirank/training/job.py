@@ -35,6 +35,7 @@ from unirank.search.types import Chunk
 from unirank.settings import Settings
 from unirank.training.blend_selection import choose_blend_weight
 from unirank.training.centering import DEFAULT_WHITENING, check_whitening_strength, save_centered_copy
+from unirank.training.checkpoints import remove_checkpoints
 from unirank.training.doc2query import LLM_KIND, LLMQueryWriter, require_llm
 from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
 from unirank.training.examples import (TrainingPair, data_hash, query_fingerprint, read_pairs, without_own_positives,
@@ -433,6 +434,8 @@ class TrainJob:
             raise
         finally:
             registry.close()
+        for folder in ("embedder", "reranker"):  # both registered: final/ is all a re-registration needs
+            remove_checkpoints(self.run_dir / folder)
         return TrainResult(run_dir=self.run_dir, embedder=embedder_version, reranker=reranker_version,
                            stats=stats, metrics={"embedder": embed_val, "reranker": rerank_val},
                            registered_before=registered_before)
