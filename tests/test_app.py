@@ -339,6 +339,19 @@ def test_errors_are_clear(http):
     both = refused("POST", chat, chat, 400, json={"model": "handbook", "index": "other",
                                                   "messages": [{"role": "user", "content": "hi"}]})
     assert both["message"].startswith("`model` names the index 'handbook' and `index` names 'other'"), both
+    # A filter key that reads like a union member's name was taken for one ("filters: expected an object"), a
+    # content of the wrong type was told in Python's type names, and an empty body named no field.
+    for key in ("Category", "list"):
+        named = refused("POST", "/v1/search", "/v1/search", 422, json={"query": "x", "filters": {key: 5}})
+        assert named["message"] == f"Invalid request: filters.{key}: Input should be a valid string.", named
+    content = refused("POST", chat, chat, 422, json={"messages": [{"role": "user", "content": 5}]})
+    assert content["message"] == ("Invalid request: messages.0.content: expected a string, a list of content parts, "
+                                  "or null."), content
+    items = refused("POST", chat, chat, 422, json={"messages": [{"role": "user", "content": [5]}]})
+    assert items["message"] == "Invalid request: messages.0.content: expected a string or a list of content parts."
+    for route in ("/v1/search", chat):
+        nothing = refused("POST", route, route, 422, content=b"", headers={"Content-Type": "application/json"})
+        assert nothing["message"] == "The request body is empty: send a JSON object.", nothing
     form = refused("POST", "/v1/search", "/v1/search", 422, content=b'{"query": "password"}',
                    headers={"Content-Type": "application/x-www-form-urlencoded"})  # curl -d's default
     assert form["message"].startswith("The request body was sent as application/x-www-form-urlencoded, not JSON")

@@ -10,12 +10,13 @@ from pydantic import BaseModel
 from unirank.errors import RequestTooLargeError
 
 #: How pydantic names the member of a union a value was tried against (``str``, ``list[str]``, a model
-#: class); the request schemas' own field names are lower snake_case, so they never look like this.
+#: class); the request schemas' own field names are lower snake_case, so they never look like this. A key
+#: the client sent (a filter's ``Category`` or ``list``) can: one in the body is not taken for a member.
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|list|dict)(\[.*\])?$|^[A-Z]\w*$")
 #: Union members in words: "expected one of str, RerankDocument" named a class of the server's code.
 _FORM_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
                "dict": "an object", "list[str]": "a list of strings", "list[int]": "a list of token ids",
-               "list[list[int]]": "a list of token-id lists"}
+               "list[list[int]]": "a list of token-id lists", "list[dict[str,any]]": "a list of content parts"}
 
 
 def lone_surrogate_at(value: Any, where: str = "") -> str | None:
@@ -53,10 +54,12 @@ def lone_surrogate_message(where: str) -> str:
             "itself in UTF-8")
 
 
-def validation_message(errors: Iterable[dict[str, Any]], content_type: str | None = "application/json") -> str:
+def validation_message(errors: Iterable[dict[str, Any]], content_type: str | None = "application/json",
+                       body: Any = None) -> str:
     """From pydantic's error list: the JSON error alone, else each field with what is wrong with it. A
     field no member of its union accepts gets one clause naming the accepted forms, not one per member.
-    A body not sent as JSON (curl's default is a form) is said to be the cause."""
+    A body not sent as JSON (curl's default is a form) is said to be the cause. ``body``, the parsed
+    request, tells a key the client sent from the name of a union's member."""
     if content_type is not None and "json" not in content_type.lower():
         return (f"The request body was sent as {content_type or 'no content type'}, not JSON: send a JSON object "
                 "with Content-Type: application/json.")
@@ -65,8 +68,11 @@ def validation_message(errors: Iterable[dict[str, Any]], content_type: str | Non
     for error in errors:
         if error.get("type") == "json_invalid":
             return f"The request body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})."
-        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
-        member = next((i for i, p in enumerate(loc) if _UNION_MEMBER.match(p)), None)
+        if error.get("type") == "missing" and tuple(error.get("loc", ())) == ("body",):  # was "Field required."
+            return "The request body is empty: send a JSON object."
+        raw = [p for p in error.get("loc", ()) if p != "body"]
+        loc = [str(p) for p in raw]
+        member = _union_member_at(raw, body)
         if member is not None:
             where = ".".join(loc[:member])
             form = _form_name(loc[member])
@@ -83,6 +89,22 @@ def validation_message(errors: Iterable[dict[str, Any]], content_type: str | Non
         listed = forms[0] if len(forms) == 1 else f"{', '.join(forms[:-1])} or {forms[-1]}"
         parts[where] = f"{where}: expected {listed}"
     return "Invalid request: " + "; ".join(parts.values()) + "."
+
+
+def _union_member_at(loc: list[Any], body: Any) -> int | None:
+    """Where in ``loc`` a union's member is named, or None. The body is walked along ``loc``: a part that
+    is a key (or an index) of what the client sent there is the client's, not a member."""
+    node = body
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(part, str) and _UNION_MEMBER.match(part):
+            return i
+        else:
+            node = None  # past what was sent (a missing field): no key of the client's below
+    return None
 
 
 def _form_name(member: str) -> str:

@@ -56,6 +56,14 @@ class ChatMessage(BaseModel):
     #: "rotate" and "keys" must not read "rotatekeys").
     content: str | list[dict[str, Any]] | None = None
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_of_a_known_form(cls, content: Any) -> Any:
+        """Pydantic named the forms it tried as Python types ("str or list[dict[str,any]]"), and not null."""
+        if content is not None and not isinstance(content, (str, list)):
+            raise PydanticCustomError("content_type", "expected a string, a list of content parts, or null")
+        return content
+
     @field_validator("content")
     @classmethod
     def _text_parts_hold_text(cls, content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:

@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, validation_message(exc.errors(), body_type(request)), "invalid_request_error")
+        return _error(422, validation_message(exc.errors(), body_type(request), exc.body), "invalid_request_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
