@@ -674,6 +674,7 @@ def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
     trained = json.loads(run("train", "--beir", str(minibeir), "--name", "cli", "--epochs", "0.5", "--min-steps", "0",
                              "--batch-size", "8", "--json"))
     assert (trained["embedder"], trained["reranker"]) == ("cli-embed@1", "cli-rerank@1")
+    assert trained["registered_before"] is False  # registered by this command, which --json did not tell
     chart = tmp_path / "eval.png"
     results = json.loads(run("eval", "--beir", str(minibeir), "--models", "base,cli", "--json", "--plot", str(chart)))
     assert "hybrid+rerank:cli-embed@1+cli-rerank@1" in results and "bm25" in results
@@ -875,9 +876,9 @@ def test_an_index_too_small_for_hard_negatives_is_refused_before_training(client
     assert not (job.run_dir / "embedder").exists()  # refused before training: a re-run cannot reuse a 0-step model
 
 
-def test_a_file_of_pairs_trains_and_its_validation_measures_something(client, minibeir, tmp_path):
-    """A TSV of (query, passage) rows, as the README shows, always stopped at "Only N usable training pairs":
-    with no ids every row fell in one validation group. With ids, validation looked for document ""."""
+@pytest.fixture(scope="module")
+def trained_on_pairs(client, minibeir, tmp_path_factory):
+    """A run on a TSV of (query, passage) rows, as the README shows: its request, result and row count."""
     from data.make_minibeir import DOCS
 
     index = ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, lambda _: None)
@@ -885,13 +886,33 @@ def test_a_file_of_pairs_trains_and_its_validation_measures_something(client, mi
     rows = [f"{title.lower()}\t{passages[doc]}" for doc, (title, _) in DOCS.items() if doc in passages]
     rows += [f"what does the policy on {title.lower()} say\t{passages[doc]}" for doc, (title, _) in DOCS.items()
              if doc in passages]
-    pairs = tmp_path / "pairs.tsv"
+    pairs = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
     pairs.write_text("query\tpositive\n" + "\n".join(rows) + "\n", encoding="utf-8")
     request = TrainRequest(name="from-pairs", index=index, pairs=pairs, embedder=EmbedderTrainingConfig(**TINY),
                            reranker=RerankerTrainingConfig(**TINY))
-    result = TrainJob(client.settings, client.backend, client.embedder, request).run()
-    assert result.stats["labelled_pairs"] == len(rows)
+    return request, TrainJob(client.settings, client.backend, client.embedder, request).run(), len(rows)
+
+
+def test_a_file_of_pairs_trains_and_its_validation_measures_something(trained_on_pairs):
+    """A TSV of (query, passage) rows, as the README shows, always stopped at "Only N usable training pairs":
+    with no ids every row fell in one validation group. With ids, validation looked for document ""."""
+    _, result, rows = trained_on_pairs
+    assert result.stats["labelled_pairs"] == rows
     assert result.metrics["embedder"]["ndcg@10"] > 0.3  # the passages are findable: it was 0.0
+
+
+def test_a_rerun_after_its_versions_were_deleted_registers_them_again_and_says_so(client, trained_on_pairs):
+    """It registered from-pairs-embed@2 and from-pairs-rerank@2 (from final/, the checkpoints gone) and said
+    "This run had registered" them, as if nothing new was registered: the run's markers alone were read."""
+    request, first, _ = trained_on_pairs
+    registry = ModelRegistry(client.settings.models_dir)
+    for version in (first.embedder, first.reranker):
+        registry.delete(version.ref)
+    registry.close()
+    again = TrainJob(client.settings, client.backend, client.embedder, request).run()
+    assert (again.embedder.ref, again.reranker.ref) == ("from-pairs-embed@2", "from-pairs-rerank@2")
+    assert not again.registered_before
+    assert again.embedder.record["trained_with"] == "from-pairs-rerank@2"
 
 
 def test_a_rerun_after_the_index_or_the_base_changed_trains_again(client, minibeir, tmp_path):

@@ -86,7 +86,8 @@ def train(
         except KeyboardInterrupt:
             _interrupted(job, fresh)
     summary = {"run_dir": str(result.run_dir), "embedder": result.embedder.ref, "reranker": result.reranker.ref,
-               "data": result.stats, "validation": result.metrics}
+               # both versions were an earlier run's (nothing new registered): the text's "This run had registered"
+               "registered_before": result.registered_before, "data": result.stats, "validation": result.metrics}
     if as_json:
         print_json(summary)
         return

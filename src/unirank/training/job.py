@@ -411,17 +411,15 @@ class TrainJob:
                   "training_queries_inherited_from": inherited_from,  # [] too: this record is complete
                   "data_stats": stats, "timings": timings, "corpus_index": index}
         registry = ModelRegistry(self.settings.models_dir)
-        registered_before = all((self.run_dir / folder / "registered.json").exists()
-                                for folder in ("embedder", "reranker"))
         embedder_version = None
         embedder_was_registered = (self.run_dir / "embedder" / "registered.json").exists()
         try:
             # center_on_corpus says what was done, not what was asked (it was true when centring was skipped)
             hyperparameters = {**asdict(req.embedder), "center_on_corpus": centering is not None}
-            embedder_version = self._register(registry, f"{req.name}-embed", "embedder", "embedder", {
+            embedder_version, embedder_reused = self._register(registry, f"{req.name}-embed", "embedder", "embedder", {
                 **common, "hyperparameters": hyperparameters, "validation": embed_val,
                 "centered_on_corpus": centering, **({"not_centered": not_centered} if not_centered else {})})
-            reranker_version = self._register(registry, f"{req.name}-rerank", "reranker", "reranker", {
+            reranker_version, reranker_reused = self._register(registry, f"{req.name}-rerank", "reranker", "reranker", {
                 **common, "hyperparameters": asdict(req.reranker), "validation": rerank_val,
                 "initialised_from": "tuned embedder" if reranker_base != base_path else self.base_ref,
                 "trained_with": embedder_version.ref})
@@ -438,7 +436,7 @@ class TrainJob:
             remove_checkpoints(self.run_dir / folder)
         return TrainResult(run_dir=self.run_dir, embedder=embedder_version, reranker=reranker_version,
                            stats=stats, metrics={"embedder": embed_val, "reranker": rerank_val},
-                           registered_before=registered_before)
+                           registered_before=embedder_reused and reranker_reused)
 
     def _check_hard_negatives(self, split: Split, chunks: list[Chunk]) -> None:
         """Mining skips each query's top documents and its judged ones: in an index of a few documents
@@ -538,19 +536,21 @@ class TrainJob:
         finally:
             registry.close()
 
-    def _register(self, registry: ModelRegistry, name: str, folder: str, role: str, record: dict) -> ModelVersion:
-        """Register once per run: a resumed run that already registered reuses that version."""
+    def _register(self, registry: ModelRegistry, name: str, folder: str, role: str,
+                  record: dict) -> tuple[ModelVersion, bool]:
+        """Register once per run: a resumed run that already registered reuses that version (True); one
+        whose version was deleted since registers a new one (False), which a marker alone did not tell."""
         marker = self.run_dir / folder / "registered.json"
         if marker.exists():
             ref = json.loads(marker.read_text())["ref"]
             if registry.exists(ref):
-                return registry.get(ref)
+                return registry.get(ref), True
         from unirank.registry.describe import describe_model_folder
 
         path = self.run_dir / folder / "final"
         version = registry.register(name, role, path=path, record={**describe_model_folder(path, role), **record})
         marker.write_text(json.dumps({"ref": version.ref}))
-        return version
+        return version, False
 
     def _unregister_embedder(self, registry: ModelRegistry, version: ModelVersion) -> None:
         """Remove the embedder this run registered when its reranker was not (Ctrl-C or an error between
