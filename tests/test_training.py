@@ -1032,19 +1032,27 @@ def test_numbers_that_cannot_train_are_refused_before_any_work(minibeir, change,
     (dict(queries="queries.tsv"), r"--queries gives the query texts of --qrels: add --qrels"),
     (dict(min_dwell_s=10.0), r"--min-dwell applies to the clicks of a click log: add --clicks"),
     (dict(pseudo=False, pseudo_kinds=("crop",)), r"--pseudo-kinds chooses the pseudo-queries that --no-pseudo"),
+    (dict(pairs="pairs.tsv", pseudo_kinds=("crop",)), r"--pseudo-kinds chooses pseudo-queries, which a run with "
+                                                      r"labels .* makes only with --pseudo: add --pseudo"),
+    (dict(pairs="pairs.tsv", pseudo_kinds=("lead", "llm")), r"makes only with --pseudo"),  # not: "set chat.llm_..."
     (dict(embedder=EmbedderTrainingConfig(center_on_corpus=False, whitening_strength=0.1)),
      r"--whiten sets the whitening done with centring, which --no-center"),
 ])
-def test_an_option_without_its_companion_is_refused(minibeir, tmp_path, change, message):
+def test_an_option_without_its_companion_is_refused(client, minibeir, tmp_path, change, message):
     """`--queries` without `--qrels` and `--min-dwell` without `--clicks` were ignored (exit 0), yet changed the
-    run's fingerprint."""
+    run's fingerprint; so was `--pseudo-kinds` with labels and no `--pseudo`, yet `llm` in it was refused for want
+    of an endpoint the run would never ask."""
     from unirank.errors import TrainingError
 
-    if "queries" in change:
-        (tmp_path / "queries.tsv").write_text("q1\tkeys\n")
-        change = {"queries": tmp_path / "queries.tsv"}
+    for option in ("queries", "pairs"):
+        if option in change:
+            (tmp_path / change[option]).write_text("q1\tkeys\n")
+            change = {**change, option: tmp_path / change[option]}
     with pytest.raises(TrainingError, match=message):
-        TrainRequest(**{"name": "x", "beir": minibeir, **change}).validate()
+        TrainJob(client.settings, client.backend, client.embedder, TrainRequest(**{"name": "x", "beir": minibeir,
+                                                                                    **change}))
+    if "pairs" in change:  # with --pseudo, the labelled run makes those kinds of pseudo-queries too
+        TrainRequest(**{"name": "x", "beir": minibeir, **change, "pseudo": True}).validate()
 
 
 @pytest.mark.parametrize("args, said", [

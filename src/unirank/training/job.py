@@ -128,6 +128,12 @@ class TrainRequest:
                                 "--min-dwell out.")
         if self.pseudo is False and tuple(self.pseudo_kinds) != tuple(DEFAULT_KINDS):
             raise TrainingError("--pseudo-kinds chooses the pseudo-queries that --no-pseudo turns off: leave one out.")
+        labels = self.pairs or self.qrels or self.clicks or self.feedback
+        if self.pseudo is None and labels and tuple(self.pseudo_kinds) != tuple(DEFAULT_KINDS):
+            # and `llm` in it was refused for want of an endpoint the run would never ask
+            raise TrainingError("--pseudo-kinds chooses pseudo-queries, which a run with labels (--pairs, --qrels, "
+                                "--clicks, --feedback) makes only with --pseudo: add --pseudo, or leave "
+                                "--pseudo-kinds out.")
         if not self.embedder.center_on_corpus and self.embedder.whitening_strength != DEFAULT_WHITENING:
             raise TrainingError("--whiten sets the whitening done with centring, which --no-center turns off: "
                                 "leave one out.")
