@@ -359,6 +359,12 @@ def test_errors_are_clear(http):
     latin1 = refused("POST", "/v1/search", "/v1/search", 422, content='{"query": "café"}'.encode("latin-1"),
                      headers={"Content-Type": "application/json"})
     assert latin1["message"].startswith("The request body is not valid JSON: it is not UTF-8"), latin1
+    assert latin1["type"] == "invalid_request_error"  # it was "invalid_request", a type no other error has
+    # Valid JSON nested deeper than the parser goes was a 400 "There was an error parsing the body".
+    deep = b'{"messages": [{"role": "user", "content": "hi"}], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    nested = refused("POST", chat, chat, 422, content=deep, headers={"Content-Type": "application/json"})
+    assert nested == {"type": "invalid_request_error", "message": "The request body is nested too deeply to read "
+                      "(arrays or objects more than about 900 levels deep): send flatter JSON."}, nested
     refused("GET", "/v1/models/{model_id}", "/v1/models/nope", 404)
     # A 2 MB question was read, embedded and stored whole.
     huge = refused("POST", chat, chat, 413, json={"messages": [{"role": "user", "content": "why? " * 400_000}]})

@@ -119,15 +119,19 @@ def body_type(request: Any) -> str | None:
     return request.headers.get("content-type", "")
 
 
-def body_refusal(exc: Any) -> tuple[int, str, str] | None:
-    """Status, message and code for a body that failed while it was read (too large, not UTF-8), which the
-    router reports as an HTTPException caused by it; None for the router's own refusals."""
+def body_refusal(exc: Any, invalid: str = "invalid_request") -> tuple[int, str, str] | None:
+    """Status, message and code for a body that failed while it was read (too large, not UTF-8, nested too
+    deeply), which the router reports as an HTTPException caused by it; None for the router's own refusals.
+    ``invalid``: the code the server gives its other 422s (the model server's, or the app's OpenAI type)."""
     cause = exc.__cause__
     if isinstance(cause, RequestTooLargeError):
         return 413, str(cause), "request_too_large"
     if isinstance(cause, UnicodeDecodeError):  # FastAPI's 400 "There was an error parsing the body"
         return 422, (f"The request body is not valid JSON: it is not UTF-8 ({cause.reason} at byte {cause.start}). "
-                     "Send the JSON encoded as UTF-8."), "invalid_request"
+                     "Send the JSON encoded as UTF-8."), invalid
+    if isinstance(cause, RecursionError):  # valid JSON, but deeper than the parser goes
+        return 422, ("The request body is nested too deeply to read (arrays or objects more than about 900 levels "
+                     "deep): send flatter JSON."), invalid
     return None
 
 

@@ -144,7 +144,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """An unknown path or a wrong method, in the error shape every other refusal has."""
-        refusal = body_refusal(exc)
+        refusal = body_refusal(exc, "invalid_request_error")
         if refusal is not None:
             return _error(*refusal)
         response = _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", http_error_code(exc))
