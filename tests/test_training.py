@@ -981,6 +981,23 @@ def test_a_file_given_as_the_beir_folder_is_said_to_be_a_file(minibeir, tmp_path
     assert result.exit_code == 2 and f"{corpus} is a file, not a BEIR folder" in shown and str(minibeir) in shown, shown
 
 
+def test_qrels_for_a_beir_folder_without_queries_ask_for_the_query_texts(tmp_path):
+    """It said "Query file DIR/queries.jsonl does not exist: give the file's path", a path the user never gave,
+    and not --queries."""
+    from unirank.errors import TrainingError
+
+    folder = tmp_path / "nobeir"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "Rotate keys every ninety days."}\n')
+    qrels, queries = tmp_path / "q.tsv", tmp_path / "queries.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    queries.write_text("q1\thow often are keys rotated\n")
+    with pytest.raises(TrainingError, match=rf"--beir {re.escape(str(folder))} has no queries\.jsonl: give the "
+                                            r"query texts of --qrels with --queries FILE\."):
+        TrainRequest(name="x", beir=folder, qrels=qrels).validate()
+    TrainRequest(name="x", beir=folder, qrels=qrels, queries=queries).validate()  # given: taken
+
+
 def test_train_says_to_promote_both_models(minibeir, tmp_path, monkeypatch):
     """The hint promoted the embedder alone: `eval --models NAME@prod` then failed, NAME-rerank@prod unset."""
     from types import SimpleNamespace

@@ -94,6 +94,10 @@ class TrainRequest:
                                 "wherever models are named; choose another name.")
         if self.beir is not None:
             check_beir_folder(self.beir)
+            if self.qrels and not self.queries and not (Path(self.beir) / "queries.jsonl").is_file():
+                # it was said as "Query file DIR/queries.jsonl does not exist: give the file's path"
+                raise TrainingError(f"--beir {self.beir} has no queries.jsonl: give the query texts of --qrels "
+                                    "with --queries FILE.")
         if self.feedback and self.beir:  # it took the feedback of every index's chats
             raise TrainingError("--feedback adds the votes and clicks of chats over --index NAME; a --beir run "
                                 "has no such index: train with --index to use them.")
