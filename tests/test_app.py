@@ -370,6 +370,20 @@ def test_errors_are_clear(http):
     huge = refused("POST", chat, chat, 413, json={"messages": [{"role": "user", "content": "why? " * 400_000}]})
     assert huge["message"].startswith("The request body is 2.0 MB; this server reads at most 1.0 MB "
                                       "(api.max_request_mb)") and huge["type"] == "request_too_large"
+    # Every route that reads a body refuses one over api.max_request_mb, and says so in its spec: POST
+    # /v1/sessions and /v1/feedback did not declare their 413.
+    oversized = b'{"title": "' + b"x" * 1_100_000 + b'"}'
+    body_routes = [(route, method) for route, ops in spec["paths"].items() for method, op in ops.items()
+                   if "requestBody" in op]
+    assert len(body_routes) == 5, body_routes
+    for route, method in body_routes:
+        refused(method.upper(), route, route.replace("{session_id}", sid), 413, content=oversized,
+                headers={"Content-Type": "application/json"})
+    # A damaged index (500 index_damaged) or a busy one (503 index_busy) is declared where an index is read.
+    for route in ("/v1/search", "/v1/chat/completions", "/v1/sessions", "/v1/sessions/{session_id}/messages"):
+        declared = spec["paths"][route]["post"]["responses"]
+        assert {"500", "503"} <= set(declared), (route, sorted(declared))
+    assert "index_busy" in spec["paths"]["/v1/search"]["post"]["responses"]["503"]["description"]
     # The router's own refusals come in the same shape, not FastAPI's {"detail": "Not Found"}.
     unknown = http.get("/v1/chat/complete")
     assert unknown.status_code == 404 and ErrorBody.model_validate(unknown.json()).error.type == "not_found"

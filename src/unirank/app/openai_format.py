@@ -205,7 +205,9 @@ class ErrorDetail(BaseModel):
     message: str
     #: ``invalid_request_error``; ``conversation_not_found`` (a session, message or citation: start a new
     #: session), ``index_not_found`` (the index asked about is gone), ``not_found`` (no such route);
-    #: ``answerer_error``, ``upstream_error``, ``configuration_error``, ``server_error`` (a bug: see the log).
+    #: ``method_not_allowed``; ``request_too_large``; ``index_changed`` (search again); ``answerer_error``,
+    #: ``upstream_error``, ``configuration_error``, ``index_damaged``, ``server_error`` (a bug: see the log);
+    #: ``index_busy`` (come back after Retry-After).
     type: str
 
 
@@ -230,10 +232,14 @@ _ERROR_MEANINGS = {
          "rebuild` loop): search again.",
     413: "The request body is over api.max_request_mb (1 MB by default).",
     422: "The body is not JSON or does not fit the schema; the message names the field.",
-    500: "The server's settings cannot answer (e.g. an OpenAI-compatible answerer without its key), or an "
-         "unexpected error (type `server_error`: the server's log has the traceback).",
+    500: "The server's settings cannot answer (type `configuration_error`: e.g. an OpenAI-compatible answerer "
+         "without its key, or an index made by a model the server cannot load), the index's files cannot be read "
+         "(`index_damaged`: delete it and ingest again), or an unexpected error (`server_error`: the server's log "
+         "has the traceback).",
     502: "A model endpoint the index is read with (a remote embedder), or the configured LLM, failed or "
          "timed out. A failing remote reranker does not: search answers un-reranked, marked degraded.",
+    503: "The index is busy (type `index_busy`): another process is writing or rebuilding it. Send the same "
+         "request again after the Retry-After header's seconds.",
 }
 
 

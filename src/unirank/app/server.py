@@ -197,7 +197,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
             return _model_card(DEFAULT_MODEL)
         return _model_card(ur.index_info(model_id).name)
 
-    @app.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 404, 409, 413, 422, 502))
+    @app.post("/v1/search", response_model=SearchResponse,
+              responses=error_responses(400, 404, 409, 413, 422, 500, 502, 503))
     def search(body: SearchRequest) -> dict:
         """Hybrid (BM25 + kNN) search, then the reranker when asked: what ``unirank search --json`` prints."""
         index = body.index or service.default_index()
@@ -210,7 +211,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return usage(getattr(service.answerer, "name", ""))
 
     @app.post("/v1/chat/completions", response_model=None,
-              responses={**answer_responses(ChatCompletion), **error_responses(400, 404, 409, 413, 422, 500, 502)})
+              responses={**answer_responses(ChatCompletion),
+                         **error_responses(400, 404, 409, 413, 422, 500, 502, 503)})
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         try:
             question, history = body.question_and_history()
@@ -240,7 +242,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
     # -- sessions -------------------------------------------------------------------------------
     @app.post("/v1/sessions", status_code=201,
-              responses={**described(SessionOut, 201), **error_responses(400, 404, 422)})
+              responses={**described(SessionOut, 201), **error_responses(400, 404, 413, 422, 500, 503)})
     def create_session(body: NewSession | None = None) -> dict:
         body = body or NewSession()  # every field is optional, so is the body
         index = body.index or service.default_index()
@@ -262,7 +264,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return Response(status_code=204)
 
     @app.post("/v1/sessions/{session_id}/messages", response_model=None,
-              responses={**answer_responses(SessionAnswer), **error_responses(400, 404, 409, 413, 422, 500, 502)})
+              responses={**answer_responses(SessionAnswer),
+                         **error_responses(400, 404, 409, 413, 422, 500, 502, 503)})
     async def ask_in_session(session_id: str, body: SessionQuestion) -> Any:
         # The service refuses an index other than the session's.
         asked = dict(session_id=session_id, filters=body.filters)
@@ -284,7 +287,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return {"deleted": store.delete_turn(message_id)}
 
     @app.post("/v1/feedback", status_code=201,
-              responses={**described(FeedbackOut, 201), **error_responses(400, 404, 422)})
+              responses={**described(FeedbackOut, 201), **error_responses(400, 404, 413, 422)})
     def feedback(body: FeedbackRequest) -> dict:
         return store.add_feedback(body.message_id, body.kind, body.citation).to_dict()
 
