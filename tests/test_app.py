@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from chat_helpers import AppServer, build_corpus, build_policies, isolated_env, quotes, squash
+from chat_helpers import AppServer, OpenAIProtocolServer, build_corpus, build_policies, isolated_env, quotes, squash
 from unirank.app.openai_format import ChatCompletion, ErrorBody, SessionAnswer
 from unirank.app.session_format import (CitedPassage, FeedbackList, FeedbackOut, IndexAsModel, IndexList,
                                         IndexModels, Liveness, SessionList, SessionOut, SessionWithMessages)
@@ -104,6 +104,31 @@ def test_usage_is_sent_and_stream_may_be_null(llm_client, http):
     assert chunks[-2].choices[0].finish_reason == "stop" and all(c.usage is None for c in chunks[:-1])
     plain = list(llm_client.chat.completions.create(model="handbook", messages=asked, stream=True))
     assert plain[-1].choices[0].finish_reason == "stop"  # no usage chunk unless asked for
+
+
+def test_an_llm_answer_sends_usage_as_unknown_not_made_up(tmp_path, base_embedder):
+    """An LLM answerer does not pass its endpoint's token counts on: usage is null, not a guess."""
+    from fastapi.testclient import TestClient
+
+    from unirank.app.server import create_app
+
+    llm = OpenAIProtocolServer()
+    ur = build_policies(tmp_path, base_embedder)
+    ur.settings.chat.llm_base_url = llm.url
+    ur.settings.chat.llm_model = "scripted"
+    ur.settings.chat.answerer = "openai"
+    asked = {"model": "policies", "messages": [{"role": "user", "content": "How long are backups kept?"}]}
+    try:
+        with TestClient(create_app(unirank=ur, warm_up=False)) as client:
+            reply = client.post("/v1/chat/completions", json=asked).json()
+            assert reply["answerer"] == "openai" and reply["usage"] is None, reply
+            streamed = client.post("/v1/chat/completions", json={
+                **asked, "stream": True, "stream_options": {"include_usage": True}}).text
+            last = json.loads(streamed.strip().split("\n\n")[-2][6:])
+            assert last["choices"] == [] and last["usage"] is None, last
+    finally:
+        ur.close()
+        llm.stop()
 
 
 def test_raw_server_sent_events_end_with_done(http):
