@@ -139,6 +139,25 @@ def machine() -> dict:
     }
 
 
+#: Stored and freshly encoded vectors of the same text: padding-free and padded encodes differ by ~1e-6.
+VECTOR_TOLERANCE = 1e-4
+
+
+def max_vector_difference(a, b) -> float:
+    """The largest absolute difference between two equally shaped arrays of vectors (inf when shapes differ)."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    if a.shape != b.shape:
+        return float("inf")
+    return float(np.abs(a - b).max()) if a.size else 0.0
+
+
+def vectors_match(a, b, tol: float = VECTOR_TOLERANCE) -> bool:
+    """Whether two arrays of vectors hold the same vectors, within ``tol`` in every component."""
+    return max_vector_difference(a, b) <= tol
+
+
 def write_json(name: str, payload: dict) -> Path:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUT_DIR / f"{name}.json"
