@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -156,6 +158,30 @@ def max_vector_difference(a, b) -> float:
 def vectors_match(a, b, tol: float = VECTOR_TOLERANCE) -> bool:
     """Whether two arrays of vectors hold the same vectors, within ``tol`` in every component."""
     return max_vector_difference(a, b) <= tol
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts: refused at once below 1, before minutes of setup end in a traceback."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type for counts where 0 means none (no warm-up, no rerank requests)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type for seconds and noise levels: a negative one means nothing."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
+    return value
 
 
 def write_json(name: str, payload: dict) -> Path:

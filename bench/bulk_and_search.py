@@ -75,9 +75,11 @@ async def measure(url: str, bulk: list[str], queries: list[str], bulk_requests: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--words", type=int, default=180, help="Words per bulk passage (~256 tokens at 180).")
-    parser.add_argument("--bulk-requests", type=int, default=3, help="256-text requests the bulk sends.")
-    parser.add_argument("--interval", type=float, default=0.25, help="Seconds between a search's queries.")
+    parser.add_argument("--words", type=C.positive_int, default=180,
+                        help="Words per bulk passage (~256 tokens at 180).")
+    parser.add_argument("--bulk-requests", type=C.positive_int, default=3, help="256-text requests the bulk sends.")
+    parser.add_argument("--interval", type=C.non_negative_float, default=0.25,
+                        help="Seconds between a search's queries.")
     args = parser.parse_args()
 
     cisi = C.require_cisi()

@@ -107,10 +107,10 @@ def calibration(service, index: str, on_topic: list[str] | list[float], off_qs: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=50, help="CISI queries to answer (of 112)")
+    parser.add_argument("--queries", type=C.positive_int, default=50, help="CISI queries to answer (of 112)")
     parser.add_argument("--data-dir", type=Path, help="reuse this data dir (CISI is indexed once, then skipped)")
     parser.add_argument("--reranker", help="calibrate a cross-encoder too (a folder or registry ref)")
-    parser.add_argument("--rerank-candidates", type=int, help="override chat.rerank_candidates")
+    parser.add_argument("--rerank-candidates", type=C.positive_int, help="override chat.rerank_candidates")
     args = parser.parse_args()
     cisi = C.require_cisi()
     C.warn_if_busy()

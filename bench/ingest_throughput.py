@@ -45,7 +45,7 @@ def stored_chunks(ur, index: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=C.positive_int, default=2)
     args = parser.parse_args()
 
     cisi = C.require_cisi()

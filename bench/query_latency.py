@@ -177,19 +177,23 @@ def summarize(lat: list[float]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rerank-queries", type=int, default=30,
+    parser.add_argument("--sizes", type=C.positive_int, nargs="+", default=[10_000, 100_000],
+                        help=f"synthetic index sizes in chunks (each > {TOP_K})")
+    parser.add_argument("--queries", type=C.positive_int, default=100)
+    parser.add_argument("--warmup", type=C.non_negative_int, default=5)
+    parser.add_argument("--rerank-queries", type=C.positive_int, default=30,
                         help="reranking re-embeds 50 passages per query (~1 s on 2 cores): fewer queries")
-    parser.add_argument("--noise", type=float, default=0.05, help="gaussian noise sd per vector dimension")
+    parser.add_argument("--noise", type=C.non_negative_float, default=0.05,
+                        help="gaussian noise sd per vector dimension")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--no-bm25s", action="store_true", help="skip the bm25s latency baseline")
-    parser.add_argument("--ef-sweep", type=int, nargs="*", default=[256, 512],
+    parser.add_argument("--ef-sweep", type=C.positive_int, nargs="*", default=[256, 512],
                         help="extra ef_search values to measure recall@10 at (besides the default)")
     parser.add_argument("--no-control", action="store_true",
                         help="skip the recall control on mixture vectors")
     args = parser.parse_args()
+    if min(args.sizes) <= TOP_K:  # exact search takes the top TOP_K of each size
+        parser.error(f"argument --sizes: each size must be > {TOP_K}, not {min(args.sizes)}")
 
     cisi = C.require_cisi()
     C.warn_if_busy()

@@ -297,11 +297,12 @@ def main() -> None:
     from unirank.serving.runner import OPENMP_VARIABLES, openmp_environment
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--texts", type=int, default=512, help="Texts per concurrency level (and baseline).")
-    parser.add_argument("--words", type=int, default=120, help="Words per embedded passage.")
-    parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--rerank-requests", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--texts", type=C.positive_int, default=512, help="Texts per concurrency level (and baseline).")
+    parser.add_argument("--words", type=C.positive_int, default=120, help="Words per embedded passage.")
+    parser.add_argument("--replicas", type=C.positive_int, default=1)
+    parser.add_argument("--rerank-requests", type=C.non_negative_int, default=20,
+                        help="Rerank requests per backend (0: no rerank part).")
+    parser.add_argument("--repeats", type=C.positive_int, default=3,
                         help="Rounds of the baseline and every concurrency level, alternating (best of each kept).")
     args = parser.parse_args()
 

@@ -5,8 +5,10 @@ No model is loaded and no CISI run starts: these take seconds.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,3 +58,53 @@ def test_vectors_match_is_false_for_a_different_count_or_nan(common):
     broken = vectors.copy()
     broken[2, 3] = np.nan
     assert not common.vectors_match(vectors, broken)
+
+
+@pytest.mark.parametrize("text", ["0", "-3"])
+def test_positive_int_refuses_zero_and_below(common, text):
+    with pytest.raises(argparse.ArgumentTypeError, match="must be >= 1"):
+        common.positive_int(text)
+
+
+def test_count_types_take_their_smallest_value(common):
+    assert common.positive_int("1") == 1
+    assert common.non_negative_int("0") == 0
+    assert common.non_negative_float("0") == 0.0
+    with pytest.raises(argparse.ArgumentTypeError, match="must be >= 0"):
+        common.non_negative_int("-1")
+
+
+@pytest.mark.parametrize("text", ["-0.25", "nan", "inf"])
+def test_non_negative_float_refuses_negative_and_non_finite(common, text):
+    with pytest.raises(argparse.ArgumentTypeError, match="finite number >= 0"):
+        common.non_negative_float(text)
+
+
+def run_bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    """The bench script as a user runs it; the timeout turns a bench that started for real into a failure."""
+    return subprocess.run([sys.executable, str(BENCH / f"{script}.py"), *args], cwd=BENCH.parent,
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.mark.parametrize(("script", "option", "value"), [
+    ("ingest_throughput", "--repeats", "0"),
+    ("onnx_quality", "--repeats", "0"),
+    ("serving", "--repeats", "0"),
+    ("serving", "--replicas", "0"),
+    ("serving", "--rerank-requests", "-1"),
+    ("query_latency", "--queries", "0"),
+    ("query_latency", "--noise", "-0.1"),
+    ("chat_answers", "--queries", "0"),
+    ("bulk_and_search", "--bulk-requests", "0"),
+    ("bulk_and_search", "--interval", "-1"),
+])
+def test_bench_refuses_a_count_it_cannot_run_with(script, option, value):
+    result = run_bench(script, option, value)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"argument {option}: must be" in result.stderr
+
+
+def test_query_latency_refuses_an_index_smaller_than_its_top_k():
+    result = run_bench("query_latency", "--sizes", "10")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "argument --sizes: each size must be > 10" in result.stderr
