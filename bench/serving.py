@@ -191,8 +191,11 @@ async def _embed_level(url: str, texts: list[str], concurrency: int) -> dict:
             "latency_p95_ms": round(C.percentile(latencies, 95) * 1000, 1)}
 
 
-def wait_all_replicas_ready(url: str, streak: int = 20, timeout: float = 300) -> None:
-    """/ready answers from whichever replica takes the connection: wait for a run of fresh-connection 200s."""
+def wait_all_replicas_ready(url: str, streak: int = 20, timeout: float = 300, log_path: Path | None = None) -> None:
+    """/ready answers from whichever replica takes the connection: wait for a run of fresh-connection 200s.
+
+    Raises TimeoutError when no such run comes in time: a replica that never got ready (out of memory, say)
+    would leave the bench measuring fewer replicas than its table and JSON name."""
     import httpx
 
     deadline, ok = time.monotonic() + timeout, 0
@@ -202,6 +205,11 @@ def wait_all_replicas_ready(url: str, streak: int = 20, timeout: float = 300) ->
         except httpx.HTTPError:
             ok = 0
         time.sleep(0.1)
+    if ok < streak:
+        where = f" (server log: {log_path})" if log_path else ""
+        raise TimeoutError(f"Not every replica of the model server at {url} answered /ready {streak} times in a row "
+                           f"within {timeout:g} s: one may have failed to start{where}. Rerun with fewer --replicas "
+                           "or once the log's error is fixed.")
 
 
 def batch_histogram(url: str, kind: str) -> dict[str, float]:
@@ -334,7 +342,7 @@ def main() -> None:
             started = time.perf_counter()
             server.wait_ready(timeout=600)
             if args.replicas > 1:
-                wait_all_replicas_ready(server.url)
+                wait_all_replicas_ready(server.url, log_path=server_log)
             ready_s = time.perf_counter() - started
             print(f"server ready in {ready_s:.1f} s ({args.replicas} replica(s)) at {server.url}")
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +110,14 @@ def test_query_latency_refuses_an_index_smaller_than_its_top_k():
     result = run_bench("query_latency", "--sizes", "10")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "argument --sizes: each size must be > 10" in result.stderr
+
+
+def test_waiting_for_every_replica_raises_when_none_answers():
+    serving = import_bench("serving")
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="Not every replica .* answered /ready 20 times in a row within 0.5 s"):
+        serving.wait_all_replicas_ready(f"http://127.0.0.1:{port}", timeout=0.5)
+    assert time.monotonic() - started < 10
