@@ -138,7 +138,18 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "load_average_1min": round(os.getloadavg()[0], 2),
+        **cuda_state(),
     }
+
+
+def cuda_state() -> dict:
+    """The CUDA devices this process sees: every JSON says whether a GPU was there, measured, not asserted."""
+    import torch
+
+    available = torch.cuda.is_available()
+    count = torch.cuda.device_count() if available else 0
+    return {"cuda_available": available, "cuda_device_count": count,
+            "cuda_devices": [torch.cuda.get_device_name(i) for i in range(count)]}
 
 
 #: Stored and freshly encoded vectors of the same text: padding-free and padded encodes differ by ~1e-6.

@@ -455,7 +455,8 @@ def main() -> None:
         # What the server's OpenMP threads ran with (serving.openmp_spin_count unless the environment chose).
         "server_openmp": openmp_environment(settings.serving, os.environ) or {
             k: os.environ[k] for k in OPENMP_VARIABLES if k in os.environ} or "libgomp default",
-        "gpu": "no device machine was lent to this task; CPU figures only",
+        # Where the server's models ran; machine.cuda_available says whether a GPU was there at all.
+        "model_device": settings.embedder.device,
         "server_log": str(server_log.relative_to(C.PROJECT_ROOT)),
     })
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import socket
 import subprocess
@@ -121,3 +122,16 @@ def test_waiting_for_every_replica_raises_when_none_answers():
     with pytest.raises(TimeoutError, match="Not every replica .* answered /ready 20 times in a row within 0.5 s"):
         serving.wait_all_replicas_ready(f"http://127.0.0.1:{port}", timeout=0.5)
     assert time.monotonic() - started < 10
+
+
+def test_every_bench_json_records_the_cuda_devices_it_saw(common, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(common, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(common, "OUT_DIR", tmp_path / "out")
+    written = json.loads(common.write_json("probe", {"figure": 1}).read_text())
+    seen = written["machine"]
+    assert seen["cuda_available"] is torch.cuda.is_available()
+    assert seen["cuda_device_count"] == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    assert len(seen["cuda_devices"]) == seen["cuda_device_count"]
+    assert all(isinstance(name, str) and name for name in seen["cuda_devices"])
