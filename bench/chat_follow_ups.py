@@ -16,6 +16,7 @@ until 2026-12), with the same retrieval and answerer. Also printed: the time the
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ def on_subject(answer, want: str | None) -> bool:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help; no options of its own
     from unirank.api import Unirank
     from unirank.chat.service import ChatService
     from unirank.chat.types import Turn

@@ -17,13 +17,14 @@ vector are added in two halves around the distinct ones (some before, some after
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from _common import fmt, percentile, table, write_json
+from _common import fmt, percentile, table, warn_if_busy, write_json
 
 DIMS = 384
 CASES = [(20, 400), (2000, 0), (2000, 400), (2000, 5000), (20000, 2000)]
@@ -50,6 +51,8 @@ def _measure(search, vectors: np.ndarray, targets: np.ndarray) -> tuple[float, f
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help; no options of its own
+    warn_if_busy()  # it times builds and queries
     from usearch.index import Index
 
     from unirank.search.embedded.vectors import CONNECTIVITY, EXPANSION_ADD, VectorIndex

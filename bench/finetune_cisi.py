@@ -112,7 +112,7 @@ def simulate_click_log(ur, index: str, train, path: Path, pages_per_query: int =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["corpus", "labels", "clicks"])
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-pairs", type=int, default=1500)

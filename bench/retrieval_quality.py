@@ -12,6 +12,7 @@ documents for context.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -80,6 +81,7 @@ def run_dense_exact(model, corpus: list[dict], queries: dict[str, str], qids: li
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help; no options of its own
     cisi = C.require_cisi()
     C.warn_if_busy()
     corpus = C.load_corpus(cisi)

@@ -135,3 +135,25 @@ def test_every_bench_json_records_the_cuda_devices_it_saw(common, tmp_path, monk
     assert seen["cuda_device_count"] == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
     assert len(seen["cuda_devices"]) == seen["cuda_device_count"]
     assert all(isinstance(name, str) and name for name in seen["cuda_devices"])
+
+
+BENCHES = ["retrieval_quality", "ingest_throughput", "query_latency", "onnx_quality", "serving", "bulk_and_search",
+           "chat_answers", "chat_follow_ups", "duplicate_chunks", "finetune_cisi"]
+
+
+def test_every_bench_script_is_listed_here():
+    assert sorted(BENCHES) == sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
+
+
+@pytest.mark.parametrize("script", BENCHES)
+def test_every_bench_answers_help_without_running(script):
+    result = run_bench(script, "--help")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"usage: {script}.py")
+
+
+@pytest.mark.parametrize("script", ["retrieval_quality", "chat_follow_ups", "duplicate_chunks"])
+def test_a_bench_without_options_refuses_an_unknown_one(script):
+    result = run_bench(script, "--bogus")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "unrecognized arguments: --bogus" in result.stderr
