@@ -387,6 +387,12 @@ def test_a_lone_surrogate_or_a_body_not_in_utf8_is_a_422_naming_the_field(http: 
     assert latin1.json()["error"]["message"].startswith("The request body is not valid JSON: it is not UTF-8")
     paired = http.post("/v1/embeddings", content=r'{"input": "\ud83d\ude00 ok"}', headers=json_header)
     assert paired.status_code == 200  # a whole pair is one character
+    # Nested deeper than the JSON parser goes: a 400 http_error "There was an error parsing the body".
+    deep = http.post("/v1/embeddings", content="[" * 5000 + "]" * 5000, headers=json_header)
+    assert deep.status_code == 422 and deep.json()["error"]["code"] == "invalid_request"
+    assert "nested too deeply" in deep.json()["error"]["message"]
+    empty = http.post("/embed", content=b"", headers=json_header)  # "Field required" named no field
+    assert empty.status_code == 422 and empty.json()["error"] == "The request body is empty: send a JSON object."
 
 
 def test_tokens_are_required_and_rotate_without_restart(server: ModelServer, data_dir: Path) -> None:

@@ -214,7 +214,7 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         # In the route's own error shape, so SDKs show the message instead of an unparsed body.
-        message = validation_message(exc.errors(), body_type(request))
+        message = validation_message(exc.errors(), body_type(request), exc.body)
         return JSONResponse(error_body(request, message, "invalid_request"), 422)
 
     @app.exception_handler(StarletteHTTPException)
