@@ -97,8 +97,10 @@ class ServerProcess:
             time.sleep(0.3)
         raise TimeoutError(f"{type(self).__name__} not ready after {timeout}s: {self.log()}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+    def log(self, tail: int | None = 4000) -> str:
+        """The server's output, its last ``tail`` characters (an error message's worth) or all of it."""
+        text = self.log_path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
     def stop(self) -> None:
         if self.process.poll() is None:
