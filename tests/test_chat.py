@@ -418,6 +418,22 @@ def test_a_follow_up_naming_another_code_replaces_the_old_one(service):
             == "How quickly must we respond to a SEV1 incident?")
 
 
+def test_a_pronoun_beside_a_new_code_leaves_the_old_topic(service):
+    """"who do I page for it? sev2" after "is there a free plan?" was searched as "… sev2 free plan" and answered
+    with the Free plan's price: only an elliptical "what about …?" kept just the terms the new subject's
+    passages hold; a pronoun beside a code the earlier question lacks carried every earlier term."""
+    history = [Turn("user", "is there a free plan?"), Turn("assistant", "…")]
+    page = service.ask("who do I page for it? sev2", "handbook", history=history)
+    assert not {"free", "plan"} & set(page.query.lower().split())
+    assert page.citations and page.citations[0].title == "Incident response runbook" and "Free." not in page.answer
+    history = [Turn("user", "how do I rotate an API key?"), Turn("assistant", "…")]
+    related = lambda words: service.retriever.texts_about(words, "handbook")  # noqa: E731 - as the service's own
+    assert service.rewriter.rewrite("what does SEV2 mean for it?", history, related) == "what does SEV2 mean for it?"
+    # Earlier terms the code's passages also hold are still carried.
+    history = [Turn("user", "how many requests may a key send per minute?"), Turn("assistant", "…")]
+    assert {"requests", "minute"} <= set(service.rewriter.rewrite("does it answer 429 then?", history, related).split())
+
+
 def test_rewriter_heuristic():
     rewriter = QueryRewriter()
     history = [Turn("user", "What is the recovery point objective for databases?"), Turn("assistant", "…")]

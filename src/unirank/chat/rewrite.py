@@ -9,9 +9,10 @@ names a new subject ("what about SEV2?" after a question on API keys) gets only 
 passages about its subject also hold, less the earlier question's own subject, which the new one
 replaces ("what about customer records?" after "how long are application logs kept?" asks how long
 customer records are kept): carried whole, "api key" outweighed "SEV2" and the answer stayed on the
-old topic. A code replaces the earlier one of its kind ("and SEV1?" after "… sev2"), and an existential
-"there" ("is there a free plan?") points at nothing. With an LLM configured, the LLM rewrites it (and
-the heuristic is the fallback when the LLM fails).
+old topic. So does a follow-up whose pronoun sits beside a code the earlier question lacks ("who do I
+page for it? sev2" after "is there a free plan?"). A code replaces the earlier one of its kind ("and
+SEV1?" after "… sev2"), and an existential "there" ("is there a free plan?") points at nothing. With an
+LLM configured, the LLM rewrites it (and the heuristic is the fallback when the LLM fails).
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def codes(text: str) -> set[str]:
     """Words with a digit: severities, statuses, versions ("SEV2", "429", "v1"). Embeddings barely tell
     "SEV1: …" from "SEV2: …", so a question naming one quoted all three."""
     return {w for w in words(text) if any(ch.isdigit() for ch in w)}
+
+
+def new_codes(question: str, anchor: str) -> set[str]:
+    """The codes ``question`` names that ``anchor`` (the earlier query) does not: a new subject."""
+    return codes(question) - codes(anchor)
 
 
 def code_kind(code: str) -> str:
@@ -256,6 +262,11 @@ class QueryRewriter:
             added = self._shared_with(frame, related(" ".join(content_words(question))))
             if subject and thing and (added or not frame):  # the earlier question, asked of the new thing
                 return f"{anchor[:subject.start]}{thing}{anchor[subject.end:]}".strip()
+        elif carried and related is not None and new_codes(question, anchor):
+            # A pronoun beside a code the earlier question lacks ("who do I page for it? sev2" after "is there a
+            # free plan?"): the code names the subject. Carried whole, "free plan" answered about pricing; only
+            # the terms the code's passages also hold are kept, none when they hold none.
+            added = self._shared_with(added, related(" ".join(sorted(new_codes(question, anchor)))))
         if not added:
             return question
         return f"{question} {' '.join(added[:MAX_ADDED_TERMS])}"
