@@ -50,12 +50,22 @@ def _measure(search, vectors: np.ndarray, targets: np.ndarray) -> tuple[float, f
     return found / len(sample), percentile(times, 50)
 
 
+def index_classes():
+    """unirank's ``VectorIndex`` and usearch's plain ``Index``, imported in the order that loads.
+
+    unirank's vectors module imports onnxruntime before usearch: onnxruntime(-openvino) 1.24 loaded after
+    usearch dies in its start-up (SIGSEGV), which killed this bench before its first case."""
+    from unirank.search.embedded.vectors import VectorIndex
+    from usearch.index import Index
+
+    return VectorIndex, Index
+
+
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help; no options of its own
     warn_if_busy()  # it times builds and queries
-    from usearch.index import Index
-
-    from unirank.search.embedded.vectors import CONNECTIVITY, EXPANSION_ADD, VectorIndex
+    VectorIndex, Index = index_classes()
+    from unirank.search.embedded.vectors import CONNECTIVITY, EXPANSION_ADD
     from unirank.settings import SearchSettings
 
     ef_search = SearchSettings().ef_search

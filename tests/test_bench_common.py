@@ -157,3 +157,12 @@ def test_a_bench_without_options_refuses_an_unknown_one(script):
     result = run_bench(script, "--bogus")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_duplicate_chunks_loads_its_two_indexes_in_an_order_that_does_not_crash():
+    """onnxruntime loaded after usearch died with SIGSEGV (exit -11) before the bench's first case."""
+    code = "import duplicate_chunks as d; d.index_classes(); print('loaded')"
+    result = subprocess.run([sys.executable, "-c", code], cwd=BENCH, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(BENCH)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "loaded"
