@@ -182,6 +182,19 @@ def test_off_topic_questions_are_not_covered(service, question):
     assert answer.relevance < answer.threshold
 
 
+def test_a_passage_naming_the_code_asked_about_covers_it(service):
+    """"what is SEV2" was "not covered": its best passage, the severity list, scored 0.290 under the 0.30
+    threshold, while "SEV2" and "what is SEV1" passed. A passage naming the asked code as a whole word covers it;
+    a code no passage names, or a question naming no code, is still judged by the score alone."""
+    answer = service.ask("what is SEV2", "handbook")
+    assert answer.relevance < answer.threshold  # below the score, on the code
+    assert answer.grounded and answer.citations[0].title == "Incident response runbook"
+    assert quotes(answer.answer)[0][0].startswith("SEV2:")
+    for question in ["what is SEV9", "what is the capital of France"]:
+        refused = service.ask(question, "handbook")
+        assert refused.answer == NOT_COVERED and refused.relevance < refused.threshold, question
+
+
 def test_follow_up_is_resolved_through_history(service):
     session = service.store.create_session("handbook")
     first = service.ask("How do I rotate an API key?", session_id=session.id)

@@ -3,6 +3,8 @@
 The reranker's score of the best passage decides whether the documents cover the question at
 all. The base bi-encoder scores a cosine and a cross-encoder a probability, so each kind has its own
 threshold (``chat.min_score_cosine`` / ``chat.min_score_cross_encoder``; ``chat.min_score`` overrides both).
+A question naming a code ("what is SEV2") is also covered when the best passage names that code: a short
+code question scores a low cosine (0.29) even against the passage that defines it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from functools import cached_property
 from typing import Any, Mapping
 
 from unirank.api import Unirank
+from unirank.chat.rewrite import codes
 from unirank.chat.types import Passage
 from unirank.models.reranker import BiEncoderReranker, Reranker
 from unirank.search.searcher import Searcher
@@ -37,7 +40,9 @@ class Retrieval:
     def grounded(self) -> bool:
         if not self.passages:
             return False
-        return self.relevance is None or self.relevance >= self.threshold
+        if self.relevance is None or self.relevance >= self.threshold:
+            return True
+        return names_asked_codes(self.query, self.passages[0])  # below the score, on the code it asks about
 
 
 class Retriever:
@@ -123,6 +128,14 @@ class Retriever:
         if keep >= len(offsets):
             return chunk
         return dataclasses.replace(chunk, text=chunk.text[: offsets[keep - 1][1]])
+
+
+def names_asked_codes(query: str, best: Passage) -> bool:
+    """Whether ``best`` names, each as a whole word, the codes ``query`` asks about ("SEV2" in "SEV2: a
+    major feature is degraded …", not in "SEV20"). Only codes with letters count: a bare number (a year, a
+    count) is in passages on every topic, and a question naming none is judged by its score alone."""
+    asked = {code for code in codes(query) if any(ch.isalpha() for ch in code)}
+    return bool(asked) and asked <= codes(best.chunk.text)
 
 
 def scores_cosine(reranker: Reranker) -> bool:
