@@ -1,6 +1,7 @@
 """A search's query while a bulk ingest embeds through the same model server.
 
-One run, one machine, ``unirank serve models --model base`` started twice:
+One run, one machine, ``unirank serve models --model base`` started four times (``serving.max_batch_size``
+256, 64, 32 and 16):
 
 * **Baseline:** ``serving.max_batch_size`` 256, so a 256-text request runs as one forward pass, as every
   request did before the micro-batcher cut large requests into turns.
