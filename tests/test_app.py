@@ -504,6 +504,52 @@ def test_a_default_index_that_does_not_exist_is_not_listed_as_a_model(tmp_path, 
         ur.close()
 
 
+def _add_damaged_index(data_dir, name: str) -> None:
+    """An index ``name`` of a few hundred passages whose chunks.sqlite is cut in half."""
+    import numpy as np
+
+    from unirank.search.embedded.backend import EmbeddedBackend
+    from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
+
+    backend = EmbeddedBackend(data_dir / "indexes")
+    backend.create_index(name, ModelSignature(name="tiny", version="1", dims=4))
+    backend.index(name, [IndexedSource(SourceState(uri=f"mem://{i}", content_hash=str(i), size=1),
+                                       [Chunk(id=f"d{i}#0", doc_id=f"d{i}", source_uri=f"mem://{i}", ordinal=0,
+                                              text=f"passage {i} " * 40)],
+                                       np.array([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32)) for i in range(300)])
+    backend.flush(name)
+    backend.close()
+    store = data_dir / "indexes" / name / "v1" / "chunks.sqlite"
+    with open(store, "r+b") as f:
+        f.truncate(store.stat().st_size // 2)
+
+
+def test_a_damaged_index_is_listed_as_damaged(tmp_path, base_embedder):
+    """/v1/indexes left a damaged index out (as Unirank.list_indexes does), so to API clients and the web page
+    it looked deleted, while /v1/models/NAME answered 500 index_damaged; `index list --json` shows it."""
+    from fastapi.testclient import TestClient
+
+    from unirank.app.server import create_app
+
+    ur = build_policies(tmp_path, base_embedder)
+    _add_damaged_index(ur.settings.data_dir, "broken")
+    try:
+        with TestClient(create_app(unirank=ur, warm_up=False)) as client:
+            listed = client.get("/v1/indexes").json()
+            IndexList.model_validate(listed, strict=True)
+            readable, broken = listed["indexes"]
+            assert readable["name"] == "policies" and readable["damaged"] is None and readable["chunks"] > 0
+            assert readable["default"] is True  # the only index that can answer
+            assert broken["name"] == "broken" and broken["damaged"], broken  # why it cannot be read
+            assert broken["chunks"] is None and broken["model"] is None and broken["default"] is False
+            # It cannot answer, so it is no model to pick; asked for by name, it says why.
+            assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["unirank", "policies"]
+            card = client.get("/v1/models/broken")
+            assert card.status_code == 500 and card.json()["error"]["type"] == "index_damaged", card.text
+    finally:
+        ur.close()
+
+
 def test_sessions_can_be_deleted(http):
     sid = http.post("/v1/sessions", json={}).json()["id"]  # the server's default index
     assert http.get(f"/v1/sessions/{sid}").json()["index"] == "handbook"

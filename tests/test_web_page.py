@@ -466,6 +466,35 @@ def test_a_conversation_over_documents_the_picker_lacks_keeps_the_picked_ones(se
         assert httpx.get(f"{server.url}/v1/sessions/{asked}").json()["index"] == "office"
 
 
+def test_a_damaged_index_is_named_and_not_offered(server, page):
+    """/v1/indexes lists a damaged index (chunks and model null, and why in ``damaged``): the picker offers
+    only the indexes that can answer, and the status names the damaged one, which no longer just looks gone."""
+    from playwright.sync_api import expect
+
+    from unirank.search.embedded.backend import EmbeddedBackend
+
+    indexes = server.log_path.parent / "indexes"  # the server's data dir
+    backend = EmbeddedBackend(indexes)
+    try:
+        backend.create_index("broken", backend.model("handbook"))
+        backend.flush("broken")
+    finally:
+        backend.close()
+    (indexes / "broken" / "v1" / "chunks.sqlite").write_bytes(b"not a database " * 1000)
+    try:
+        page.goto(server.url)
+        expect(page.locator("#status")).to_contain_text("These documents are damaged and cannot be read: "
+                                                        "\u201cbroken\u201d (")
+        picker = page.get_by_label("Documents")
+        expect(picker).to_have_value("handbook")
+        assert page.evaluate("[...document.getElementById('index').options].map((o) => o.value)") == [
+            "handbook", "office"]
+        answer = ask_and_wait(page, "What does SEV1 mean?")  # the page still asks and answers
+        expect(answer.locator(".answer")).to_contain_text("Page the incident commander at once.")
+    finally:
+        shutil.rmtree(indexes / "broken")
+
+
 def test_conversations_can_be_deleted_from_the_list(server, page):
     """The page could not delete a conversation, nor tell which documents or day one was from; on a
     phone the list filled the first screen."""

@@ -168,13 +168,19 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
     @app.get("/v1/indexes", responses=described(IndexList))
     def indexes() -> dict:
+        """Every index, a damaged one too, with why it cannot be read (as ``index list --json``): left out,
+        it looked deleted to clients and the web page, while a request naming it got a 500 index_damaged."""
         default = _default_index(service)
-        return {"indexes": [{"name": i.name, "chunks": i.chunk_count, "model": str(i.model),
-                             "default": i.name == default, "copy_of": i.copy_of} for i in ur.list_indexes()]}
+        readable = [{"name": i.name, "chunks": i.chunk_count, "model": str(i.model), "default": i.name == default,
+                     "copy_of": i.copy_of, "damaged": None} for i in ur.list_indexes()]
+        damaged = [{"name": name, "chunks": None, "model": None, "default": name == default, "copy_of": None,
+                    "damaged": why} for name, why in sorted(ur.backend.damaged_indexes().items())]
+        return {"indexes": readable + damaged}
 
     @app.get("/v1/models", responses=described(IndexModels))
     def models() -> dict:
-        """OpenAI clients list models: each index is one (``model`` picks the index to answer from)."""
+        """OpenAI clients list models: each index that can answer is one (``model`` picks the index to answer
+        from); a damaged index cannot, so it is only in ``/v1/indexes``, with why."""
         names = [i.name for i in ur.list_indexes()]
         if DEFAULT_MODEL not in names and _default_index(service) is not None:
             names.insert(0, DEFAULT_MODEL)  # accepted as `model`, so listed: it answers from the default index

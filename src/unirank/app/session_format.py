@@ -68,14 +68,18 @@ class DeletedTurn(BaseModel):
 
 class IndexOut(BaseModel):
     name: str
-    chunks: int
+    #: Null for a damaged index: its files cannot be read.
+    chunks: int | None
     #: The embedder its vectors were made by (``NAME@VERSION``): questions to it are searched with that
-    #: model, unless embedder.model names another.
-    model: str
+    #: model, unless embedder.model names another. Null for a damaged index.
+    model: str | None
     #: The index a question without one is answered from.
     default: bool
     #: The index this one re-embeds with another model (a copy ``eval`` made), else null.
     copy_of: str | None
+    #: Why the index cannot be read (``unirank index delete NAME`` and ingesting again make it anew), else
+    #: null. A damaged index answers nothing (a 500 ``index_damaged``) and is not among ``/v1/models``.
+    damaged: str | None
 
 
 class IndexList(BaseModel):

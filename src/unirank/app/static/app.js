@@ -114,14 +114,18 @@ async function openFromAddress() {
 }
 
 async function loadIndexes() {
-  // The copies eval re-embeds with other models are left out: they hold the same documents.
-  const indexes = (await api("/v1/indexes")).indexes.filter((i) => !i.copy_of);
+  // The copies eval re-embeds with other models are left out: they hold the same documents. So are damaged
+  // indexes, which answer nothing: the status names them, so they do not just look gone.
+  const listed = (await api("/v1/indexes")).indexes;
+  const indexes = listed.filter((i) => !i.copy_of && !i.damaged);
+  const damaged = listed.filter((i) => i.damaged).map((i) => `\u201c${i.name}\u201d (${i.damaged})`);
   const select = $("index");
   select.replaceChildren(...indexes.map((i) => el("option", { value: i.name, title: `vectors made by ${i.model}` }, `${i.name} (${i.chunks} passage${i.chunks === 1 ? "" : "s"})`)));
   const preferred = indexes.find((i) => i.default) || indexes[0];
   state.defaultIndex = preferred ? preferred.name : "";
   if (preferred) select.value = preferred.name;
-  if (!indexes.length) setStatus("No documents are indexed yet: run `unirank ingest FOLDER --index NAME` first.", true);
+  if (damaged.length) setStatus(`These documents are damaged and cannot be read: ${damaged.join(", ")}. Run \`unirank index delete NAME\` and ingest them again.`, true);
+  else if (!indexes.length) setStatus("No documents are indexed yet: run `unirank ingest FOLDER --index NAME` first.", true);
 }
 
 // When a conversation was last used: the time today, else the day (and the year, if not this one).
