@@ -826,6 +826,22 @@ def test_a_label_file_that_gives_no_pair_is_refused_before_any_work(client, mini
     assert_refused_before_any_work(client, tiny_request("nothing", minibeir, **{kind: empty}), TrainingError, message)
 
 
+def test_qrels_for_a_beir_folder_read_its_queries_not_its_own_qrels(client, minibeir, tmp_path):
+    """--qrels replaces the folder's qrels, yet reading the folder's queries parsed qrels/test.tsv too: a
+    folder whose held-out test.tsv did not parse failed train with that file's error."""
+    import shutil
+
+    from unirank.errors import TrainingError
+
+    folder = tmp_path / "beir"
+    shutil.copytree(minibeir, folder)
+    (folder / "qrels" / "test.tsv").write_text("not\ta qrels row\n")
+    labels = tmp_path / "train.tsv"
+    labels.write_text("nope\td1\t1\n")
+    assert_refused_before_any_work(client, tiny_request("nothing", folder, qrels=labels), TrainingError,
+                                   r"None of the query ids of --qrels .* is in the query file .*queries\.jsonl")
+
+
 @pytest.mark.parametrize("embedder, message", [
     (dict(epochs=0), r"--epochs must be a number above 0"),
     (dict(min_steps=-1), r"--min-steps must be 0 or more"),

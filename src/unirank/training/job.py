@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from unirank.errors import (EvaluationDataError, ModelLoadError, ModelNotFoundError, TrainingError,
                             TrainingRunningError)
-from unirank.evaluation.datasets import corpus_ids, load_beir, load_qrels, load_queries
+from unirank.evaluation.datasets import beir_queries, corpus_ids, load_qrels, load_queries
 from unirank.models.embedder import Embedder, loaded, makes_vectors_of
 from unirank.models.loading import (index_model_ref, is_cross_encoder, load_embedder, require_hub_model,
                                     resolve_model_path)
@@ -294,7 +294,7 @@ class TrainJob:
         if not req.qrels:
             return
         qrels = load_qrels(req.qrels)
-        queries = load_queries(req.queries) if req.queries else load_beir(req.beir).queries  # type: ignore[arg-type]
+        queries = load_queries(req.queries) if req.queries else beir_queries(req.beir)[0]  # type: ignore[arg-type]
         if not any(qid in queries for qid in qrels):
             raise TrainingError(f"None of the query ids of --qrels {req.qrels} is in the query file "
                                 f"({req.queries or Path(req.beir) / 'queries.jsonl'}; e.g. {min(qrels)!r}): wrong "
@@ -645,7 +645,7 @@ class TrainJob:
                 self.stage(warning)
                 stats["pairs_negative_same_as_positive"] = len(pair_file.negatives_same_as_positive)
         if req.qrels:
-            queries = load_queries(req.queries) if req.queries else load_beir(req.beir).queries  # type: ignore[arg-type]
+            queries = load_queries(req.queries) if req.queries else beir_queries(req.beir)[0]  # type: ignore[arg-type]
             from_qrels, skipped = pairs_from_qrels(queries, load_qrels(req.qrels), chunks)
             pairs += from_qrels
             if skipped:
