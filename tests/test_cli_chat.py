@@ -235,3 +235,21 @@ def test_open_marks_the_quoted_sentences_not_the_text_between_them(tmp_path, mon
         chat_cli._chat_command(store, last, "/open", "1")
     marked = re.findall(r"\x1b\[7m(.*?)\x1b\[0m", screen.getvalue())
     assert marked == [passage[slice(*one)], passage[slice(*three)]], screen.getvalue()
+
+
+@pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
+def test_after_a_question_that_got_no_answer_down_and_open_do_not_rate_the_earlier_answer(data_dir, tmp_path):
+    """/down after a failed question recorded a thumbs-down on the answer before it, which
+    `train --feedback` then turns into negatives for that earlier, unrelated query."""
+    llm = OpenAIProtocolServer()
+    llm.fail_after = 1  # the first question is answered; every request after it gets a 503
+    try:
+        proc = chat(data_dir, tmp_path, b"How do I rotate an API key?\nWhat does SEV1 mean?\n/down\n/open 1\n",
+                    UNIRANK_CHAT__ANSWERER="openai", UNIRANK_CHAT__LLM_BASE_URL=llm.url, UNIRANK_CHAT__LLM_MODEL="m")
+    finally:
+        llm.stop()
+    out = proc.stdout.decode()
+    assert proc.returncode == 1 and "answered HTTP 503" in " ".join(proc.stderr.decode().split()), proc.stderr
+    assert "you: /down\nAsk something first." in out and "you: /open 1\nAsk something first." in out, out
+    with ConversationStore(tmp_path / "chat.sqlite") as store:
+        assert store.feedback() == []

@@ -171,6 +171,8 @@ class _Chat:
             console.print("[yellow]This conversation was deleted elsewhere, so this question starts a new "
                           "one.[/yellow]")
         console.print("[bold green]unirank[/bold green] ", end="")
+        # /up, /down and /open then act on this question's answer, not an earlier one when this one gets none.
+        self.last = None
         created = answered = False
         events = None
         try:
