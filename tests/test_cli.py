@@ -389,6 +389,23 @@ def test_a_damaged_index_is_listed_as_damaged_and_can_be_deleted(run, tmp_path):
     assert missing.returncode == 2 and "'broken' does not exist" in missing.stderr
 
 
+def test_an_emptied_store_is_damaged_and_an_unreadable_vector_file_is_rebuilt(run, tmp_path):
+    """Both ended `index list` and every search (BM25 too) in a traceback (KeyError 'model_name', usearch's
+    RuntimeError), hiding the healthy indexes too."""
+    _two_indexes_one_truncated(tmp_path / "data")
+    indexes = tmp_path / "data" / "indexes"
+    (indexes / "broken" / "v1" / "chunks.sqlite").write_bytes(b"")
+    os.truncate(indexes / "good" / "v1" / "vectors.usearch", 100)
+    listed = run("index", "list")
+    table = " ".join(listed.stdout.split())
+    assert "Traceback" not in listed.stderr and "good" in table and "broken: damaged, cannot be read" in table
+    assert "index good: its vectors.usearch cannot be read" in " ".join(listed.stderr.split())
+    searched = run("search", "passage", "-i", "broken", "--mode", "bm25", ok=False)
+    assert searched.returncode == 2 and "'broken' is damaged" in searched.stderr
+    assert "Traceback" not in searched.stderr
+    assert "passage 1" in run("search", "passage", "-i", "good", "--mode", "bm25").stdout
+
+
 def test_a_data_dir_that_is_a_file_is_an_error_not_an_empty_list(run, tmp_path):
     """`index list` said "No indexes yet." (exit 0) for a data_dir naming a file; ingest and search ended in a
     NotADirectoryError traceback."""

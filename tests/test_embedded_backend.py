@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -604,7 +605,11 @@ def _lose_version_folder(version_dir) -> None:
     shutil.rmtree(version_dir)
 
 
-@pytest.mark.parametrize("damage", [_truncate_store, _lose_version_folder])
+def _empty_store(version_dir) -> None:
+    (version_dir / "chunks.sqlite").write_bytes(b"")
+
+
+@pytest.mark.parametrize("damage", [_truncate_store, _lose_version_folder, _empty_store])
 def test_a_damaged_index_is_said_to_be_deleted_and_hides_no_other(tmp_path, damage):
     """A truncated chunks.sqlite ("database disk image is malformed") ended `index list`, and searches of
     every other index, in a raw sqlite3 traceback; the model lookup opened (and repaired) every index."""
@@ -621,6 +626,35 @@ def test_a_damaged_index_is_said_to_be_deleted_and_hides_no_other(tmp_path, dama
     backend.delete_index("broken")
     assert not backend.exists("broken") and not (tmp_path / "ix" / "broken").exists()
     backend.close()
+
+
+def _truncate_vectors(version_dir) -> None:
+    os.truncate(version_dir / "vectors.usearch", 100)
+
+
+def _truncate_vector_copies(version_dir) -> None:
+    os.truncate(version_dir / "vectors.copies.npy", 10)
+
+
+def _overwrite_fulltext_meta(version_dir) -> None:
+    (version_dir / "fulltext" / "meta.json").write_text("xx\n")
+
+
+@pytest.mark.parametrize("damage", [_truncate_vectors, _truncate_vector_copies, _overwrite_fulltext_meta])
+def test_an_unreadable_derived_file_is_rebuilt_from_the_store(tmp_path, damage, caplog):
+    """A truncated vector file or an overwritten full-text meta.json ended `index list` and every search (BM25
+    too) in the library's traceback; both are derived from chunks.sqlite, as a missing fulltext/ is."""
+    backend = _two_indexes_one_damaged(tmp_path / "ix", damage)
+    with caplog.at_level("WARNING", logger="unirank.search.embedded.backend"):
+        assert [info.name for info in backend.list_indexes()] == ["broken", "good"]
+    assert "index broken: its " in caplog.text and "rebuilding it from the store" in caplog.text
+    assert backend.damaged_indexes() == {}
+    assert backend.info("broken").chunk_count == 300
+    assert len(backend.knn("broken", unit(1, 0), 3)) == 3 and len(backend.bm25("broken", "passage", 3)) == 3
+    backend.close()
+    reopened = EmbeddedBackend(tmp_path / "ix")  # repaired on disk, not only in memory
+    assert len(reopened.knn("broken", unit(1, 0), 300)) == 300 and len(reopened.bm25("broken", "passage", 3)) == 3
+    reopened.close()
 
 
 def test_knn_during_another_process_s_ingest_returns_what_is_committed(tmp_path):

@@ -22,7 +22,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Iterable, Iterator, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover - Windows: no writer sessions or rebuild
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
+_Derived = TypeVar("_Derived")
 
 #: Below this many filter matches, filtered kNN is exact instead of oversampled ANN.
 EXACT_FILTER_LIMIT = 20_000
@@ -437,8 +438,10 @@ class EmbeddedBackend:
             handle = _Handle(
                 version_dir=version_dir,
                 store=store,
-                fulltext=FullTextIndex(version_dir / "fulltext"),
-                vectors=self._vectors(version_dir / "vectors.usearch", model.dims),
+                fulltext=_readable_or_anew(index, [version_dir / "fulltext"],
+                                           lambda: FullTextIndex(version_dir / "fulltext")),
+                vectors=_readable_or_anew(index, [version_dir / "vectors.usearch", version_dir / "vectors.copies.npy"],
+                                          lambda: self._vectors(version_dir / "vectors.usearch", model.dims)),
                 model=model,
             )
         except BaseException:
@@ -802,6 +805,31 @@ def _said_as_damage(index: str) -> Iterator[None]:
         raise
     except sqlite3.DatabaseError as exc:
         raise IndexCorruptedError(index, f"SQLite: {exc}") from exc
+
+
+def _readable_or_anew(index: str, paths: Sequence[Path], open_derived: Callable[[], _Derived]) -> _Derived:
+    """A derived file its library cannot read (truncated, overwritten) is moved aside as NAME.broken and opened
+    empty: the repair then rebuilds it from chunks.sqlite, as it does a missing one. An OSError (I/O,
+    permissions) is no damage to the file and goes through as it is."""
+    try:
+        return open_derived()
+    except (RuntimeError, ValueError) as exc:
+        log.warning("index %s: its %s cannot be read (%s); rebuilding it from the store", index, paths[0].name, exc)
+        try:
+            for path in paths:
+                _move_aside(path)
+        except OSError as move_exc:
+            raise IndexCorruptedError(index, f"its {paths[0].name} cannot be read ({exc}) nor moved aside "
+                                             f"({move_exc})") from exc
+        return open_derived()
+
+
+def _move_aside(path: Path) -> None:
+    broken = path.with_name(path.name + ".broken")
+    if broken.is_dir():  # the last one moved aside: os.replace cannot overwrite a folder
+        shutil.rmtree(broken)
+    if path.exists():
+        os.replace(path, broken)
 
 
 def _cosine_scores(vectors: np.ndarray, keys: Sequence[int], query: np.ndarray) -> list[tuple[int, float]]:
