@@ -145,6 +145,16 @@ def test_a_validator_message_does_not_repeat_the_value(config, monkeypatch):
         assert str(err.value).endswith("reranker.top_k is 51, but at most 50 candidates can be reranked"), err.value
 
 
+@pytest.mark.parametrize("key, value", [("ef_search", "4294967296"), ("ef_search", "99999999999999999999"),
+                                        ("build_threads", "99999999999999999999")])
+def test_the_hnsw_breadth_and_threads_are_bounded(config, monkeypatch, key, value):
+    """Unbounded, a large search.ef_search crashed searches ("Out of memory!") and, at 2**64, every command
+    that opened an index (usearch takes a 32-bit breadth); build_threads went to usearch the same way."""
+    monkeypatch.setenv(f"UNIRANK_SEARCH__{key.upper()}", value)
+    with pytest.raises(unirank.ConfigurationError, match=rf"search\.{key}: Input should be less than or equal to"):
+        Settings.load()
+
+
 def test_a_bad_edit_of_the_keys_file_is_logged_as_sentences(tmp_path, caplog):
     """The log line read `…to serve without keys.; keeping the tokens read before…`."""
     import logging

@@ -210,14 +210,17 @@ class SearchSettings(_Section):
     knn_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     #: Candidates each retriever contributes to fusion.
     candidates: int = Field(100, ge=1, le=1000)
-    #: HNSW search breadth; higher is more exact and slower.
-    ef_search: int = Field(256, ge=8)
+    #: HNSW search breadth; higher is more exact and slower. Bounded: usearch takes a 32-bit breadth
+    #: (2**64 was a TypeError on opening any index, 2**32 "Out of memory!" on a search), and a breadth
+    #: above an index's chunk count gains nothing.
+    ef_search: int = Field(256, ge=8, le=100_000)
     #: Threads that build the HNSW graph (0: all cores). With more than one the graph depends on their
     #: timing, so the same documents gave different neighbours from one build to the next, and with them
     #: different hard negatives and evaluation figures. One keeps builds reproducible at a cost: on 2
     #: cores the 100k-chunk index of bench/query_latency.py took 125 s against 67 s (embedding that many
     #: chunks takes ~20 min there); search latency was the same (hybrid p95 41 ms either way).
-    build_threads: int = Field(1, ge=0)
+    #: Bounded as ef_search is: usearch takes the count as a C integer.
+    build_threads: int = Field(1, ge=0, le=1024)
 
     @model_validator(mode="after")
     def _some_retriever_weighed(self) -> "SearchSettings":
