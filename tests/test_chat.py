@@ -18,7 +18,7 @@ from unirank.chat.extractive import PREFIX, ExtractiveAnswerer
 from unirank.chat.rewrite import QueryRewriter, is_follow_up
 from unirank.chat.sentences import sentence_spans
 from unirank.chat.types import Passage, Turn
-from unirank.errors import ConversationNotFoundError, InvalidQueryError
+from unirank.errors import ConfigurationError, ConversationNotFoundError, InvalidQueryError
 from unirank.search.types import Chunk
 from unirank.training.feedback import feedback_digest, load_feedback_pairs
 
@@ -277,6 +277,38 @@ def test_a_closed_store_says_so(tmp_path):
         with pytest.raises(unirank.errors.ConversationStoreClosedError, match="is closed: use it before close"):
             call()
     assert issubclass(unirank.errors.ConversationStoreClosedError, unirank.errors.UnirankError)
+
+
+def damage_pages(path) -> None:
+    """Writes over every data page past the schema, as a failing disk would: the header stays valid."""
+    import os
+
+    with open(path, "r+b") as f:
+        for offset in range(8192, os.path.getsize(path), 4096):
+            f.seek(offset)
+            f.write(b"\xff" * 64)
+
+
+def test_a_conversation_db_with_damaged_pages_is_refused_and_damage_found_later_is_an_error(tmp_path):
+    """Opening read only the schema page, so the first question failed with sqlite3's DatabaseError
+    (a traceback in `unirank chat`)."""
+    import sqlite3
+
+    path = tmp_path / "chat.sqlite"
+    store = ConversationStore(path)
+    for _ in range(300):
+        store.create_session("handbook", title="t" * 120)
+    checkpoint = sqlite3.connect(path)  # another process's write: the open store rereads the file
+    checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint.close()
+    damage_pages(path)
+    for call in (store.sessions, lambda: store.create_session("handbook")):  # damaged while in use
+        with pytest.raises(ConfigurationError, match=r"chat.db_path .* it is damaged. Move it aside"):
+            call()
+    store.close()
+    with pytest.raises(ConfigurationError, match=r"chat.db_path .*chat.sqlite is not a SQLite database .*it is "
+                                                 r"damaged. Move it aside"):
+        ConversationStore(path)
 
 
 def test_a_follow_up_that_names_a_new_subject_leaves_the_old_one(service):

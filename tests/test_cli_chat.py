@@ -253,3 +253,19 @@ def test_after_a_question_that_got_no_answer_down_and_open_do_not_rate_the_earli
     assert "you: /down\nAsk something first." in out and "you: /open 1\nAsk something first." in out, out
     with ConversationStore(tmp_path / "chat.sqlite") as store:
         assert store.feedback() == []
+
+
+@pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
+def test_chat_refuses_a_conversation_db_with_damaged_pages_before_the_first_question(data_dir, tmp_path):
+    """Its header is whole, so it opened; the first question then ended the chat with a traceback."""
+    from test_chat import damage_pages
+
+    with ConversationStore(tmp_path / "chat.sqlite") as store:
+        for _ in range(300):
+            store.create_session("handbook", title="t" * 120)
+    damage_pages(tmp_path / "chat.sqlite")
+    proc = chat(data_dir, tmp_path, b"how long are backups kept?\n")
+    stderr = " ".join(proc.stderr.decode().split())
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr
+    assert f"error: chat.db_path {tmp_path / 'chat.sqlite'} is not a SQLite database" in stderr
+    assert "it is damaged. Move it aside" in stderr and "you:" not in proc.stdout.decode()

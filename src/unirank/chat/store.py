@@ -7,20 +7,25 @@ session or not, so that thumbs up/down and citation clicks can later become trai
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Literal, ParamSpec, TypeVar
 
 from unirank.chat.types import Citation, Turn
 from unirank.errors import (ConfigurationError, ConversationNotFoundError, ConversationStoreClosedError,
                             InvalidQueryError)
 from unirank.search.backend import refuse_path_like_index_name
 from unirank.sqlite_wal import use_wal
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 FeedbackKind = Literal["up", "down", "click"]
 FEEDBACK_KINDS: tuple[str, ...] = ("up", "down", "click")
@@ -110,6 +115,20 @@ class FeedbackEvent:
                 "created_at": self.created_at}
 
 
+def _database_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A store method whose database fails while in use (a page damaged since it was opened, a disk
+    error) raises a :class:`ConfigurationError` naming the file and what to do, which the chat prints
+    and goes on from, not sqlite3's DatabaseError."""
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            store = args[0]
+            raise _failed(store.path, exc) from exc  # type: ignore[attr-defined]
+    return wrapper
+
+
 class ConversationStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -126,6 +145,7 @@ class ConversationStore:
                 use_wal(self._db)
                 self._db.execute("PRAGMA foreign_keys=ON")
                 self._db.executescript(_SCHEMA)
+                _check_pages(self._db)
         except sqlite3.Error as exc:
             self._db.close()
             raise _unusable(self.path, exc) from exc
@@ -139,6 +159,7 @@ class ConversationStore:
         return self._connection
 
     # -- sessions -------------------------------------------------------------------------------
+    @_database_errors
     def create_session(self, index: str, title: str = "") -> Session:
         # As over HTTP: "" was stored as a session of no index, and None failed as sqlite3's IntegrityError.
         if not isinstance(index, str) or not index.strip():
@@ -156,6 +177,7 @@ class ConversationStore:
                              (session.id, session.index, session.title, now, now))
         return session
 
+    @_database_errors
     def session(self, session_id: str) -> Session:
         with self._lock:
             row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
@@ -166,18 +188,21 @@ class ConversationStore:
             )
         return _session(row)
 
+    @_database_errors
     def sessions(self, limit: int = 100) -> list[Session]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM sessions ORDER BY updated_at DESC, rowid DESC LIMIT ?",
                                     (limit,)).fetchall()
         return [_session(r) for r in rows]
 
+    @_database_errors
     def delete_session(self, session_id: str) -> None:
         self.session(session_id)
         with self._lock:
             self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
     # -- messages -------------------------------------------------------------------------------
+    @_database_errors
     def add_message(self, session_id: str | None, index: str, role: str, content: str, *,
                     query: str | None = None, grounded: bool | None = None,
                     citations: list[Citation] | None = None) -> Message:
@@ -208,6 +233,7 @@ class ConversationStore:
                 "THEN ? ELSE title END WHERE id = ?", (now, role, content.strip()[:120], session_id))
         return message
 
+    @_database_errors
     def add_turn(self, session_id: str | None, index: str, question: str, answer: str, *,
                  query: str | None = None, grounded: bool | None = None,
                  citations: list[Citation] | None = None) -> tuple[Message, Message]:
@@ -220,6 +246,7 @@ class ConversationStore:
                                     citations=citations)
         return asked, answered
 
+    @_database_errors
     def delete_turn(self, message_id: str) -> list[str]:
         """Deletes a question and its answer, given either (and the answer's feedback with it): an
         answer asked for without a session is kept for feedback, and this is how it is taken back.
@@ -245,12 +272,14 @@ class ConversationStore:
             self._db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
         return ids
 
+    @_database_errors
     def messages(self, session_id: str) -> list[Message]:
         self.session(session_id)
         with self._lock:
             rows = self._db.execute("SELECT * FROM messages WHERE session_id = ? ORDER BY seq", (session_id,)).fetchall()
         return [_message(r) for r in rows]
 
+    @_database_errors
     def message(self, message_id: str) -> Message:
         with self._lock:
             row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
@@ -258,6 +287,7 @@ class ConversationStore:
             raise ConversationNotFoundError(f"Message {message_id!r} does not exist.")
         return _message(row)
 
+    @_database_errors
     def history(self, session_id: str) -> list[Turn]:
         """The session as turns; a user turn carries the stand-alone query its answer was retrieved for."""
         turns: list[Turn] = []
@@ -268,6 +298,7 @@ class ConversationStore:
         return turns
 
     # -- feedback -------------------------------------------------------------------------------
+    @_database_errors
     def add_feedback(self, message_id: str, kind: str, citation_n: int | None = None) -> FeedbackEvent:
         if kind not in FEEDBACK_KINDS:
             raise InvalidQueryError(f"Feedback kind {kind!r} is not one of {', '.join(FEEDBACK_KINDS)}.")
@@ -292,6 +323,7 @@ class ConversationStore:
         return FeedbackEvent(id=int(cursor.lastrowid or 0), message_id=message_id, kind=kind,
                              citation_n=citation_n, created_at=now)
 
+    @_database_errors
     def feedback(self, message_id: str | None = None) -> list[FeedbackEvent]:
         sql, args = "SELECT * FROM feedback", ()
         if message_id is not None:
@@ -316,6 +348,18 @@ class ConversationStore:
         self.close()
 
 
+class _DamagedPages(sqlite3.DatabaseError):
+    """``PRAGMA quick_check`` found a damaged page."""
+
+
+def _check_pages(db: sqlite3.Connection) -> None:
+    """A damaged file is said when the store opens, not at the first question that reads the damage.
+    ``quick_check(1)`` stops at the first problem and skips the index cross-checks: fast on a large file."""
+    result = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if result != "ok":
+        raise _DamagedPages(" ".join(result.split()))  # its report spans lines
+
+
 def _deleted_meanwhile(session_id: str) -> ConversationNotFoundError:
     """A message for a session that is gone: it was deleted while its question was being answered (a
     session that never existed is refused before retrieval), so the turn cannot be kept in it."""
@@ -328,8 +372,7 @@ def _deleted_meanwhile(session_id: str) -> ConversationNotFoundError:
 def _unusable(path: Path, exc: Exception) -> ConfigurationError:
     """The conversation database cannot be used: which file, why, and what to do (not SQLite's words alone)."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    if isinstance(exc, sqlite3.DatabaseError) and getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB",
-                                                                                          "SQLITE_CORRUPT"):
+    if _is_damage(exc):
         return ConfigurationError(
             f"chat.db_path {path} is not a SQLite database (SQLite says: {reason}): it holds something else, or "
             "it is damaged. Move it aside (a new, empty one is then made there) or set chat.db_path to another file."
@@ -338,6 +381,22 @@ def _unusable(path: Path, exc: Exception) -> ConfigurationError:
         f"chat.db_path {path} cannot be opened as the conversation database ({reason}). It must be a file (or "
         "a place to make one) that this user may read and write; fix that, or set chat.db_path to another file."
     )
+
+
+def _failed(path: Path, exc: sqlite3.DatabaseError) -> ConfigurationError:
+    """The conversation database failed while in use: damaged as at start-up, or another error (a full disk)."""
+    if _is_damage(exc):
+        return _unusable(path, exc)
+    return ConfigurationError(
+        f"The conversation database chat.db_path {path} could not be read or written ({exc}). Check the disk "
+        "and this file's permissions, or set chat.db_path to another file."
+    )
+
+
+def _is_damage(exc: Exception) -> bool:
+    return isinstance(exc, _DamagedPages) or (
+        isinstance(exc, sqlite3.DatabaseError)
+        and getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"))
 
 
 def utc_now() -> str:

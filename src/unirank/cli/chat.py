@@ -151,7 +151,12 @@ class _Chat:
             known = "" if command in ("/help", "/?") else f"[yellow]Unknown command {escape(command)}.[/yellow] "
             console.print(f"{known}{CHAT_HELP}")
             return True
-        if not self._answer(line):
+        try:
+            answered = self._answer(line)
+        except UnirankError as exc:  # the conversation database failed before the question was asked
+            print_error(exc)
+            answered = False
+        if not answered:
             self.unanswered += 1
         return True
 
