@@ -155,6 +155,19 @@ def test_the_hnsw_breadth_and_threads_are_bounded(config, monkeypatch, key, valu
         Settings.load()
 
 
+@pytest.mark.parametrize("toml, key", [('[serving]\napi_keys = "sk-SECRET123"\n', "serving.api_keys"),
+                                       ('[serving]\napi_keys = ["sk-SECRET123", 12345678]\n', "serving.api_keys.1"),
+                                       ("[storage]\nsecret_access_key = 12345678\n", "storage.secret_access_key")])
+def test_an_invalid_secret_is_not_printed_in_the_error(config, toml, key):
+    """The error read `serving.api_keys: Input should be a valid list (got 'sk-SECRET123')`, printing the
+    secret that `config show` hides, to a message people paste into issues."""
+    config.write_text(toml)
+    with pytest.raises(unirank.ConfigurationError) as err:
+        Settings.load()
+    assert f"{key}: Input should be a valid" in str(err.value) and "(the value is hidden)" in str(err.value)
+    assert "SECRET123" not in str(err.value) and "12345678" not in str(err.value)
+
+
 def test_a_bad_edit_of_the_keys_file_is_logged_as_sentences(tmp_path, caplog):
     """The log line read `…to serve without keys.; keeping the tokens read before…`."""
     import logging

@@ -715,6 +715,10 @@ def _holds(values: object, loc: tuple[str, ...]) -> bool:
     return True
 
 
+#: Settings whose value an error leaves out, as `config show` does: people paste errors into issues.
+_SECRET_LOCATIONS = {("serving", "api_keys"), ("storage", "secret_access_key")}
+
+
 def _describe_error(error: dict) -> str:
     loc = [str(p) for p in error.get("loc", ())]
     where = ".".join(loc)
@@ -732,6 +736,8 @@ def _describe_error(error: dict) -> str:
         return f"unknown setting {where} ({known})"
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    if tuple(loc[:2]) in _SECRET_LOCATIONS:
+        shown = " (the value is hidden)"
     message = error.get("msg", "")
     if error.get("type") == "value_error":  # our own validators' messages name the key and the value already
         return message.removeprefix("Value error, ")
