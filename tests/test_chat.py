@@ -311,6 +311,22 @@ def test_a_conversation_db_with_damaged_pages_is_refused_and_damage_found_later_
         ConversationStore(path)
 
 
+@pytest.mark.parametrize("table", ["sessions", "messages", "feedback"])
+def test_a_conversation_db_with_another_applications_table_is_refused(tmp_path, table):
+    """CREATE TABLE IF NOT EXISTS kept a foreign 'sessions' table, and the first question failed with
+    sqlite3's "table sessions has 1 columns but 5 values were supplied"."""
+    import sqlite3
+
+    path = tmp_path / "other.sqlite"
+    other = sqlite3.connect(path)
+    other.execute(f"CREATE TABLE {table} (x)")
+    other.commit()
+    other.close()
+    with pytest.raises(ConfigurationError, match=rf"chat.db_path .*other.sqlite has a table '{table}' with other "
+                                                 r"columns \(x\): it is not a unirank conversation database"):
+        ConversationStore(path)
+
+
 def test_a_follow_up_that_names_a_new_subject_leaves_the_old_one(service):
     """"what about SEV2?" after API keys was searched as "what about SEV2? long old api keys working
     rotation", and answered about API keys."""

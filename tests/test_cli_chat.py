@@ -269,3 +269,18 @@ def test_chat_refuses_a_conversation_db_with_damaged_pages_before_the_first_ques
     assert proc.returncode == 2 and "Traceback" not in stderr, stderr
     assert f"error: chat.db_path {tmp_path / 'chat.sqlite'} is not a SQLite database" in stderr
     assert "it is damaged. Move it aside" in stderr and "you:" not in proc.stdout.decode()
+
+
+def test_chat_refuses_another_applications_sqlite_file_before_the_first_question(data_dir, tmp_path):
+    """A file with its own 'sessions' table opened, and the first question ended in a traceback."""
+    import sqlite3
+
+    other = sqlite3.connect(tmp_path / "chat.sqlite")
+    other.execute("CREATE TABLE sessions (x)")
+    other.commit()
+    other.close()
+    proc = chat(data_dir, tmp_path, b"how long are backups kept?\n")
+    stderr = " ".join(proc.stderr.decode().split())
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr
+    assert "has a table 'sessions' with other columns (x): it is not a unirank conversation database" in stderr
+    assert "you:" not in proc.stdout.decode()

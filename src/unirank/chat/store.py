@@ -115,6 +115,28 @@ class FeedbackEvent:
                 "created_at": self.created_at}
 
 
+#: Each table's columns, as _SCHEMA makes them.
+_COLUMNS = {
+    "sessions": ["id", "index_name", "title", "created_at", "updated_at"],
+    "messages": ["id", "seq", "session_id", "index_name", "role", "content", "query", "grounded", "citations",
+                 "created_at"],
+    "feedback": ["id", "message_id", "kind", "citation_n", "created_at"],
+}
+
+
+def _check_tables(db: sqlite3.Connection, path: Path) -> None:
+    """Another application's file with a table of the same name is kept by CREATE TABLE IF NOT EXISTS:
+    refused before the schema's indexes are made on it, not at the first question (sqlite3's "table
+    sessions has 1 columns")."""
+    for table, columns in _COLUMNS.items():
+        found = [row["name"] for row in db.execute(f"PRAGMA table_info({table})")]
+        if found and found != columns:
+            raise ConfigurationError(
+                f"chat.db_path {path} has a table {table!r} with other columns ({', '.join(found)}): it is not a "
+                "unirank conversation database. Set chat.db_path to another file (a new one is made there)."
+            )
+
+
 def _database_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """A store method whose database fails while in use (a page damaged since it was opened, a disk
     error) raises a :class:`ConfigurationError` naming the file and what to do, which the chat prints
@@ -144,11 +166,15 @@ class ConversationStore:
             with self._lock:
                 use_wal(self._db)
                 self._db.execute("PRAGMA foreign_keys=ON")
+                _check_tables(self._db, self.path)
                 self._db.executescript(_SCHEMA)
                 _check_pages(self._db)
         except sqlite3.Error as exc:
             self._db.close()
             raise _unusable(self.path, exc) from exc
+        except ConfigurationError:
+            self._db.close()
+            raise
 
     @property
     def _db(self) -> sqlite3.Connection:
