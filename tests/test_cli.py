@@ -135,6 +135,13 @@ def test_brackets_in_documents_and_paths_are_printed_as_written(run, tmp_path):
     missing = run("ingest", str(docs / "[red]gone"), "--index", "notes", ok=False)
     assert missing.returncode == 2 and f"{docs.resolve() / '[red]gone'} does not exist" in missing.stderr
 
+    from unirank.models.loading import resolve_model_path  # a model folder named with brackets: the table's title
+    model = tmp_path / "emb[bold]"
+    model.symlink_to(resolve_model_path("base")[0], target_is_directory=True)
+    run("ingest", str(docs / "[bold]notes.txt"), "--index", "br", "--model", str(model))
+    titled = run("search", "the guide", "--index", "br", extra_env={"UNIRANK_EMBEDDER__MODEL": str(model)}).stdout
+    assert "(hybrid with emb[bold]@local-" in titled
+
 
 def test_version_is_the_installed_packages(run):
     from importlib.metadata import version

@@ -88,7 +88,7 @@ def _location(uri: str, page: int | None) -> str:
 
 
 def print_results(results: SearchResults, filters: Mapping[str, str] | None = None) -> None:
-    flags = [f"{results.mode} with {results.embedder}" if results.embedder else results.mode]
+    flags = [f"{results.mode} with {escape(results.embedder)}" if results.embedder else results.mode]  # a folder name
     if results.reranked:
         flags.append("reranked")
     if results.degraded:
