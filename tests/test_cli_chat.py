@@ -284,3 +284,25 @@ def test_chat_refuses_another_applications_sqlite_file_before_the_first_question
     assert proc.returncode == 2 and "Traceback" not in stderr, stderr
     assert "has a table 'sessions' with other columns (x): it is not a unirank conversation database" in stderr
     assert "you:" not in proc.stdout.decode()
+
+
+@pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
+def test_an_index_that_holds_no_documents_is_said_by_chat_and_ask(tmp_path, base_embedder):
+    """Every question was answered "not covered", with nothing to say that the index was empty."""
+    from chat_helpers import _unirank, sample_folder
+
+    ur = _unirank(tmp_path, base_embedder)
+    doc = sample_folder(tmp_path) / "backups.md"
+    assert not ur.ingest(str(doc), "empty").failed
+    ur.remove_sources("empty", ur.sources_under("empty", doc))
+    assert ur.index_info("empty").chunk_count == 0
+    ur.close()
+    hint = "Index 'empty' holds no documents: ingest some with `unirank ingest SOURCE --index empty`."
+    env = isolated_env(ur.settings.data_dir, UNIRANK_CHAT__DB_PATH=str(tmp_path / "chat.sqlite"), COLUMNS="200")
+    chatted = subprocess.run([*CHAT[:-1], "empty"], input=b"how long are backups kept?\n", env=env,
+                             capture_output=True, timeout=300, cwd=tmp_path)
+    assert "warning: " + hint in " ".join(chatted.stderr.decode().split()), chatted.stderr
+    assert "The documents do not cover this question. " + hint in " ".join(chatted.stdout.decode().split())
+    asked = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ask", "how long are backups kept?", "-i", "empty"],
+                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert asked.returncode == 0 and hint in " ".join(asked.stdout.split()), asked.stdout + asked.stderr

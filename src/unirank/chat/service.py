@@ -158,11 +158,7 @@ class ChatService:
 
         final: Final | None = None
         if not retrieval.grounded:
-            text = NOT_COVERED
-            if filters and not retrieval.passages:  # "--filter category=Data" for "data" looked like a gap
-                shown = ", ".join(f"{key}={value}" for key, value in filters.items())
-                text += (f" No passage matches the filter {shown}: a filter keeps passages whose value is exactly "
-                         "the one given, capitals included.")
+            text = NOT_COVERED + self._why_nothing_matched(index, filters) if not retrieval.passages else NOT_COVERED
             final = Final(text, [])
             timings["first_token"] = _ms(started)
             yield Delta(text)
@@ -194,6 +190,21 @@ class ChatService:
                                             grounded=answer.grounded, citations=answer.citations)
             answer.message_id = stored.id
         yield Completed(answer)
+
+
+    def _why_nothing_matched(self, index: str, filters: Mapping[str, str] | None) -> str:
+        """Why no passage came back, when it is not a gap in the documents; "" when it is."""
+        if filters:  # "--filter category=Data" for "data" looked like a gap
+            shown = ", ".join(f"{key}={value}" for key, value in filters.items())
+            return (f" No passage matches the filter {shown}: a filter keeps passages whose value is exactly "
+                    "the one given, capitals included.")
+        if self.ur.index_info(index).chunk_count == 0:  # every question looked like a gap
+            return f" {empty_index_hint(index)}"
+        return ""
+
+
+def empty_index_hint(index: str) -> str:
+    return f"Index {index!r} holds no documents: ingest some with `unirank ingest SOURCE --index {index}`."
 
 
 def _ms(since: float) -> float:

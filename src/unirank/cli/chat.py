@@ -68,7 +68,7 @@ def chat(
     filter_: Annotated[Optional[list[str]], typer.Option("--filter", "-f", help=FILTER_HELP)] = None,
 ) -> None:
     """Chat with your documents in the terminal; follow-up questions use the conversation so far."""
-    from unirank.chat.service import ChatService
+    from unirank.chat.service import ChatService, empty_index_hint
     from unirank.chat.store import ConversationStore
 
     with client() as ur:
@@ -81,7 +81,9 @@ def chat(
             try:
                 filters = parse_filters(filter_)
                 index = index or service.default_index()
-                ur.index_info(index)  # a missing index is said, with the ones there are, before the first question
+                # a missing index is said, with the ones there are, before the first question
+                if ur.index_info(index).chunk_count == 0:
+                    errors.print(f"[yellow]warning:[/yellow] {escape(empty_index_hint(index))}", soft_wrap=True)
                 _refuse_unknown_filter_keys(ur, index, filters)
                 service.load_models(index, check_answerer=True)  # a bad model or answerer is said now, not per question
             except UnirankError as exc:
