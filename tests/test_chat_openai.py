@@ -39,7 +39,7 @@ class Script:
     (the connection closes mid-body), "stalled" (nothing for 1 s, then "stop"), "error" (an error event),
     "not json" (an event that is not JSON, then "stop"). ``reply``, a (Content-Type, body) pair, is sent
     instead of the stream, and ``plain`` instead of it to a request that is not streamed (a rewrite).
-    ``client_left`` is set when its client hangs up mid-answer."""
+    ``models`` is what GET /v1/models lists. ``client_left`` is set when its client hangs up mid-answer."""
 
     pieces: list[str] = field(default_factory=lambda: ["According to the documents, ", "it is so [1]"])
     delay_s: float = 0.0
@@ -47,6 +47,7 @@ class Script:
     reply: tuple[str, str] | None = None
     plain: tuple[str, str] | None = None
     stream_type: str = "text/event-stream"
+    models: list[str] = field(default_factory=lambda: ["scripted"])
     sent: int = 0
     client_left: threading.Event = field(default_factory=threading.Event)
 
@@ -62,6 +63,13 @@ class ScriptedHandler(JsonHandler):
 
     protocol_version = "HTTP/1.1"
     script: Script
+
+    def do_GET(self) -> None:
+        if not self.path.endswith("/models"):
+            self.answer(404, {"error": {"message": "not found"}})
+            return
+        self.answer(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "test"}
+                                                     for m in self.script.models]})
 
     def do_POST(self) -> None:
         streamed = self.json_body().get("stream")
@@ -274,6 +282,28 @@ def test_an_endpoint_that_is_down_or_refuses_the_key(make_service, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-wrong")
     with pytest.raises(AnswererError, match=KEY_ENV):
         make_service().ask("Who updates the status page during an incident?", "handbook")
+
+
+def test_a_model_the_endpoint_does_not_list_is_warned_of_at_start_up_not_refused(scripted_endpoint, scripted, caplog):
+    """The model list was asked for and not read: a misspelt chat.llm_model started the chat, and each
+    question then failed with the endpoint's 404. It is not refused: Ollama answers 'llama3' for the
+    'llama3:latest' it lists."""
+    from unirank.chat.llm import OpenAIAnswerer
+    from unirank.settings import ChatSettings
+
+    scripted.models = ["llama3:latest", "mistral:latest"]
+    for model, warned in (("llama3", True), ("llama3:latest", False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="unirank.chat.llm"):
+            OpenAIAnswerer(ChatSettings(answerer="openai", llm_base_url=scripted_endpoint[0],
+                                        llm_model=model)).check_reachable()
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert (f"does not list chat.llm_model {model!r} among its models (llama3:latest, mistral:latest)"
+                in said) is warned, said
+    scripted.models = []  # an empty list says nothing about the model
+    caplog.clear()
+    OpenAIAnswerer(ChatSettings(answerer="openai", llm_base_url=scripted_endpoint[0], llm_model="x")).check_reachable()
+    assert not caplog.records
 
 
 @pytest.mark.parametrize("ending, error", [

@@ -8,6 +8,7 @@ check, never a hang: every request has ``chat.llm_timeout_s``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from typing import Iterator, Sequence
@@ -19,6 +20,8 @@ from unirank.chat.prompt import answer_prompt, rewrite_prompt
 from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage, Turn
 from unirank.errors import AnswererError, ConfigurationError
 from unirank.settings import ChatSettings
+
+log = logging.getLogger(__name__)
 
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 #: A citation marker with the spaces before it (dropped with it when none of its numbers is a passage's).
@@ -118,10 +121,10 @@ class OpenAIAnswerer:
     def check_reachable(self) -> None:
         """Refuse an endpoint that is down or refuses the key before anyone asks a question. Its model
         list is asked (no tokens spent); one that answers with another status, or without a model list
-        (some servers have none), is taken as reachable: the questions will say if the model is wrong."""
+        (some servers have none), is taken as reachable; a model it does not list is warned of."""
         try:
             with self._errors():
-                self.client.models.list()
+                page = self.client.models.list()
         except AnswererError as exc:
             cause = exc.__cause__
             if isinstance(cause, openai.APIStatusError) and not isinstance(cause, openai.AuthenticationError):
@@ -131,6 +134,16 @@ class OpenAIAnswerer:
             raise
         except openai.APIError:
             return
+        self._warn_if_unlisted([getattr(m, "id", None) for m in getattr(page, "data", None) or []])
+
+    def _warn_if_unlisted(self, listed: list) -> None:
+        """A model the endpoint does not list is warned of, not refused: Ollama and proxies answer to names
+        their list spells otherwise ('llama3' for 'llama3:latest')."""
+        ids = [i for i in listed if isinstance(i, str)]
+        if ids and self.model not in ids:
+            shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+            log.warning("%s does not list chat.llm_model %r among its models (%s): if questions then fail with "
+                        "'model not found', set chat.llm_model to one of those.", self.base_url, self.model, shown)
 
     @property
     def _where(self) -> str:
