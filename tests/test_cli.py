@@ -288,6 +288,21 @@ def test_config_show_merges_toml_and_environment(run, tmp_path):
         assert "k-live-abc" not in shown and "s3-secret" not in shown and "***" in shown
 
 
+def test_config_show_prints_a_relative_model_from_a_variable_as_the_path_it_is_read_from(run, tmp_path):
+    """A ./NAME model from a variable is read from the cwd, one in a file from the file's folder: printed as
+    written, the output loaded from another folder named another model folder."""
+    models = {"UNIRANK_EMBEDDER__MODEL": "./m", "UNIRANK_RERANKER__MODEL": "../r",
+              "UNIRANK_SERVING__MODELS": '["./s", "base"]'}
+    before = json.loads(run("config", "show", "--json", extra_env=models).stdout)
+    assert before["embedder"]["model"] == str(tmp_path / "m")
+    assert before["reranker"]["model"] == str(tmp_path / ".." / "r")
+    assert before["serving"]["models"] == [str(tmp_path / "s"), "base"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "unirank.toml").write_text(run("config", "show", extra_env=models).stdout)
+    loaded = run("config", "show", "--json", extra_env={"UNIRANK_CONFIG": str(tmp_path / "other" / "unirank.toml")})
+    assert json.loads(loaded.stdout) == before
+
+
 def test_invalid_settings_are_reported(run, tmp_path):
     (tmp_path / "unirank.toml").write_text('[reranker]\ntop_k = 80\n')
     proc = run("config", "show", ok=False)

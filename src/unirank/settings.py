@@ -570,16 +570,22 @@ class _TomlFileSource(TomlConfigSettingsSource):
             if isinstance(table, dict) and isinstance(table.get(key), str) and table[key].strip():  # "": refused
                 path = Path(table[key]).expanduser()
                 table[key] = str(path if path.is_absolute() else folder / path)
-        for section, key in self._MODEL_KEYS:
-            table = values.get(section)
-            if not isinstance(table, dict):
-                continue
-            value = table.get(key)
-            if isinstance(value, str):
-                table[key] = _model_from(folder, value)
-            elif isinstance(value, list):
-                table[key] = [_model_from(folder, v) if isinstance(v, str) else v for v in value]
+        models_read_from(folder, values)
         return values
+
+
+def models_read_from(folder: Path, values: dict) -> None:
+    """The model settings in ``values`` (a settings dict) written ``./NAME`` or ``../NAME`` made paths in
+    ``folder``: the file's folder for unirank.toml, the cwd for `config show` (a variable's is read from there)."""
+    for section, key in _TomlFileSource._MODEL_KEYS:
+        table = values.get(section)
+        if not isinstance(table, dict):
+            continue
+        value = table.get(key)
+        if isinstance(value, str):
+            table[key] = _model_from(folder, value)
+        elif isinstance(value, list):
+            table[key] = [_model_from(folder, v) if isinstance(v, str) else v for v in value]
 
 
 def _model_from(folder: Path, model: str) -> str:

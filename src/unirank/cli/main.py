@@ -21,6 +21,7 @@ from unirank.errors import IndexNotFoundError, SourceError, UnirankError
 from unirank.ingest.report import IngestInterrupted
 from unirank.ingest.uris import file_name
 from unirank.search.types import ModelSignature
+from unirank.settings import models_read_from
 
 if TYPE_CHECKING:
     from unirank.api import Unirank
@@ -327,6 +328,7 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print the 
         table = data[section] if section else data
         if table.get(key) is not None:
             table[key] = str(Path(table[key]).absolute())
+    models_read_from(Path.cwd(), data)  # a variable's ./NAME model: those from the file are absolute already
     # A pasted output leaks no secret, and in TOML a copy of it plants no "***" key.
     hidden: dict[tuple[str, str], str] = {}
     if data["storage"].get("secret_access_key"):
