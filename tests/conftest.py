@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -13,6 +14,15 @@ from env_helpers import clear_unirank_settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run started in the background of a non-interactive shell (`./scripts/test.sh &`, nohup, some CI
+    runners) has SIGINT ignored, and every process it starts inherits that: the Ctrl-C tests' children then
+    never saw their interrupt and ran to the end (exit 0, not 130). A handler, unlike SIG_IGN, is not
+    inherited across exec, so the children start with Python's own."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
