@@ -18,7 +18,7 @@ from unirank.errors import ConfigurationError, InvalidQueryError, SourceError
 from unirank.ingest.pipeline import Ingestor, ProgressCallback
 from unirank.ingest.report import IngestReport
 from unirank.models.embedder import Embedder
-from unirank.models.loading import index_model_ref, load_embedder, load_reranker
+from unirank.models.loading import index_model_settings, load_embedder, load_reranker
 from unirank.models.reranker import Reranker
 from unirank.search.backend import SearchBackend
 from unirank.search.factory import make_backend
@@ -63,17 +63,15 @@ class Unirank:
         cached = self._index_embedders.get(ref)  # one read: another thread may replace the dict meanwhile
         if cached is not None:  # a version's files never change: no registry lookup a search
             return cached
-        followed = index_model_ref(self.settings, index_model)
-        if followed is None or followed == self.settings.embedder.ref:
+        own = index_model_settings(self.settings, index_model)
+        if own is None:
             return self.embedder
         with self._loading:
             if ref not in self._index_embedders:
                 # A server outlives rebuilds: a model no index is made by any more is let go, not kept.
                 in_use = {str(model) for model in self.backend.index_models().values()}
                 self._index_embedders = {r: e for r, e in self._index_embedders.items() if r in in_use}
-                settings = self.settings.model_copy(deep=True)
-                settings.embedder.model = followed
-                self._index_embedders[ref] = load_embedder(settings)
+                self._index_embedders[ref] = load_embedder(own)
             return self._index_embedders[ref]
 
     @cached_property

@@ -394,6 +394,17 @@ def index_model_ref(settings: Settings, index_model: ModelSignature) -> str | No
     return ref if version is not None and version.role == "embedder" else None
 
 
+def index_model_settings(settings: Settings, index_model: ModelSignature) -> Settings | None:
+    """Settings that load the model an index made by ``index_model`` is read with (``index_model_ref``),
+    for ``load_embedder``; None when that is the configured embedder."""
+    followed = index_model_ref(settings, index_model)
+    if followed is None or followed == settings.embedder.ref:
+        return None
+    own = settings.model_copy(deep=True)
+    own.embedder.model = followed
+    return own
+
+
 def _reader_of_deleted(ref: str, registry_root: Path) -> str | None:
     """What reads an index made by ``ref`` now that ``ref`` was deleted (``index_model_ref``); None when
     ``ref`` is not a deleted version of this registry. Deleting a version broke every index it made,
