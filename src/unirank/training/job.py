@@ -24,7 +24,7 @@ from unirank.errors import (EvaluationDataError, ModelLoadError, ModelNotFoundEr
                             TrainingRunningError)
 from unirank.evaluation.datasets import beir_queries, corpus_ids, load_qrels, load_queries
 from unirank.models.embedder import Embedder, loaded, makes_vectors_of
-from unirank.models.loading import (index_model_ref, is_cross_encoder, load_embedder, require_hub_model,
+from unirank.models.loading import (index_model_settings, is_cross_encoder, load_embedder, require_hub_model,
                                     resolve_model_path)
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.lineage import training_queries_with_bases
@@ -229,6 +229,13 @@ class TrainJob:
         return require_feedback_pairs(self.request.feedback, index=self.request.index)  # type: ignore[arg-type]
 
     @cached_property
+    def qrels_queries(self) -> dict[str, str]:
+        """The query texts of --qrels (--queries, else the --beir folder's), read once: checked before any
+        work, matched against the qrels, trained on later."""
+        req = self.request
+        return load_queries(req.queries) if req.queries else beir_queries(req.beir)[0]  # type: ignore[arg-type]
+
+    @cached_property
     def base_ref(self) -> str:
         """The base as a version (``tuned-embed@2``, not ``tuned-embed@prod``), for the run's key and record."""
         if self.request.base == "base":
@@ -253,12 +260,10 @@ class TrainJob:
             return None
         model = self.backend.model(index)
         try:
-            ref = index_model_ref(self.settings, model)
-            if ref is None or ref == self.settings.embedder.ref:
+            own = index_model_settings(self.settings, model)
+            if own is None:
                 return None
-            settings = self.settings.model_copy(deep=True)
-            settings.embedder.model = ref
-            embedder = load_embedder(settings)
+            embedder = load_embedder(own)
         except (ModelNotFoundError, ModelLoadError) as exc:
             self.stage(f"{index}'s model {model} cannot be loaded here ({exc}): mining in a copy re-embedded "
                        "with the configured embedder")
@@ -294,7 +299,7 @@ class TrainJob:
         if not req.qrels:
             return
         qrels = load_qrels(req.qrels)
-        queries = load_queries(req.queries) if req.queries else beir_queries(req.beir)[0]  # type: ignore[arg-type]
+        queries = self.qrels_queries
         if not any(qid in queries for qid in qrels):
             raise TrainingError(f"None of the query ids of --qrels {req.qrels} is in the query file "
                                 f"({req.queries or Path(req.beir) / 'queries.jsonl'}; e.g. {min(qrels)!r}): wrong "
@@ -338,7 +343,7 @@ class TrainJob:
         if req.qrels:
             _check_training_qrels(req.qrels)
         if req.queries:
-            load_queries(req.queries)
+            self.qrels_queries  # noqa: B018 - a cached property: reading it is the check
         if req.feedback:  # a chat database, read in a moment: no pair for this index is said now
             self.feedback_pairs  # noqa: B018 - a cached property: reading it is the check
 
@@ -645,7 +650,7 @@ class TrainJob:
                 self.stage(warning)
                 stats["pairs_negative_same_as_positive"] = len(pair_file.negatives_same_as_positive)
         if req.qrels:
-            queries = load_queries(req.queries) if req.queries else beir_queries(req.beir)[0]  # type: ignore[arg-type]
+            queries = self.qrels_queries
             from_qrels, skipped = pairs_from_qrels(queries, load_qrels(req.qrels), chunks)
             pairs += from_qrels
             if skipped:
