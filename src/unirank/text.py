@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
+
+#: Half of a UTF-16 pair on its own (JSON's "\ud800" escape makes one): no character, so no text; the
+#: tokenizer and SQLite refuse it.
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def is_blank(text: str) -> bool:

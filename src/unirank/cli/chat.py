@@ -15,6 +15,7 @@ from unirank.cli.context import FILTER_HELP, client, load_settings, parse_filter
 from unirank.cli.output import console, errors, fail, print_error, print_json, shown_uri
 from unirank.errors import ConversationNotFoundError, InvalidQueryError, UnirankError
 from unirank.search.backend import refuse_unknown_filter_keys
+from unirank.text import LONE_SURROGATE
 
 if TYPE_CHECKING:
     from unirank.api import Unirank
@@ -134,7 +135,7 @@ class _Chat:
             return self._not_text()
         if self.echo:
             console.print(_printable(line), markup=False, highlight=False)
-        if _SURROGATE.search(line):
+        if LONE_SURROGATE.search(line):  # a byte that is not UTF-8, as surrogateescape reads it
             return self._not_text()
         if not line:
             return True
@@ -244,10 +245,6 @@ def _reconfigure_stdin(**options: str) -> bool:
     except (OSError, ValueError):  # io.UnsupportedOperation: text already read and not yet used
         return False
     return True
-
-
-#: A byte that is not UTF-8, as ``surrogateescape`` reads it.
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _printable(line: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from unirank.errors import EvaluationDataError
 from unirank.jsonl import label_file_lines, parse_object_line
-from unirank.text import is_blank
+from unirank.text import LONE_SURROGATE, is_blank
 from unirank.training.labelled import JSONL_SUFFIXES
 
 Qrels = dict[str, dict[str, int]]
@@ -25,8 +25,6 @@ QRELS_ROW = "query-id<TAB>corpus-id<TAB>integer score (or TREC's qid iter docid 
 #: The largest relevance score: ranx stores scores as C longs, 32 bits on some systems (a larger one
 #: ended eval in an OverflowError traceback, after every search).
 MAX_SCORE = 2**31 - 1
-#: Half of a UTF-16 pair on its own (JSON's "\ud800" escape makes one): no character, so no text to search.
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SURROGATE_ADVICE = ("holds a lone UTF-16 surrogate (half of an escaped pair such as \\ud83d\\ude00), which is not "
                      "text: write both halves of the pair, or the character itself")
 
@@ -57,10 +55,10 @@ class EvalSet:
         if not self.qrels:
             raise EvaluationDataError(f"{self.qrels_path or 'The qrels file'} holds no rows (query-id<TAB>"
                                       "corpus-id<TAB>score): no query is judged, so there is nothing to score.")
-        keep = {q: t for q, t in self.queries.items() if any(v > 0 for v in self.qrels.get(q, {}).values())}
+        relevant = {q for q, rels in self.qrels.items() if any(v > 0 for v in rels.values())}
+        keep = {q: t for q, t in self.queries.items() if q in relevant}
         judged = self._with(queries=keep, qrels={q: self.qrels[q] for q in keep})
-        judged.judged_not_in_queries = sorted(q for q, rels in self.qrels.items()
-                                              if q not in self.queries and any(v > 0 for v in rels.values()))
+        judged.judged_not_in_queries = sorted(relevant.difference(self.queries))
         return judged
 
     def subset(self, query_ids: set[str]) -> "EvalSet":
@@ -106,9 +104,9 @@ def load_queries(path: Path) -> dict[str, str]:
     for n, qid, text in rows:
         if is_blank(text):  # as search refuses it: invisible characters only ("\u200b") are no words
             raise EvaluationDataError(f"{path}:{n}: query {qid!r} has no text: give its words, or leave the line out.")
-        if _LONE_SURROGATE.search(qid):
+        if LONE_SURROGATE.search(qid):
             raise EvaluationDataError(f"{path}:{n}: query id {qid!r} {_SURROGATE_ADVICE}.")
-        if _LONE_SURROGATE.search(text):  # it failed eval with a UnicodeEncodeError traceback
+        if LONE_SURROGATE.search(text):  # it failed eval with a UnicodeEncodeError traceback
             raise EvaluationDataError(f"{path}:{n}: query {qid!r} {_SURROGATE_ADVICE}.")
         if qid in queries and queries[qid] != text:
             raise EvaluationDataError(f"{path}:{n}: query id {qid!r} is given again with another text (first on "

@@ -17,7 +17,7 @@ from unirank.search.backend import SearchBackend, refuse_unknown_filter_keys
 from unirank.search.blend import blended_order
 from unirank.search.types import Hit, ModelSignature, SearchMode, SearchResults
 from unirank.settings import MAX_RERANK_TOP_K, MAX_TOP_K, SearchSettings
-from unirank.text import is_blank
+from unirank.text import LONE_SURROGATE, is_blank
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Searcher:
             raise InvalidQueryError(f"The query must be text, got {type(query).__name__}.")
         if is_blank(query):  # a zero-width space passed .strip(), and kNN returned noise as results
             raise InvalidQueryError("The query is empty: give some words to search for.")
-        if any("\ud800" <= ch <= "\udfff" for ch in query):
+        if LONE_SURROGATE.search(query):
             raise InvalidQueryError("The query holds a lone surrogate (\\ud800-\\udfff), which is not text: "
                                     "decode the bytes it came from as UTF-8.")
         if not isinstance(index, str):

@@ -11,14 +11,12 @@ from unirank.errors import ParseError
 from unirank.ingest.documents import Section
 from unirank.ingest.uris import file_name
 from unirank.search.types import MetadataValue
+from unirank.text import LONE_SURROGATE
 
 BINARY = "binary content, not text"
 #: charset-normalizer's own cut-off for a decoding that reads as text.
 PLAUSIBLE_MESS = 0.2
 
-#: A UTF-16 surrogate on its own (JSON's and YAML's \ud800 escapes make them): no character, so the
-#: tokenizer and SQLite refuse the text.
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_RUNS = re.compile(r"\n\s*\n\s*")
 # Control characters that never occur in real text (tab, LF, CR, FF and ESC, for coloured logs, are allowed).
@@ -175,7 +173,7 @@ def _scalar_value(value: object) -> str | int | float | bool:
 def without_lone_surrogates(text: str) -> str:
     """Each lone surrogate as U+FFFD, as a decoder writes a byte it cannot read: in Python a str holds
     no surrogate pair, so every surrogate in one is alone."""
-    return _LONE_SURROGATE.sub("\ufffd", text)
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def normalize_whitespace(text: str) -> str:
