@@ -83,7 +83,7 @@ def parse_document(data: bytes, uri: str, *, legacy_encoding: str = "cp1252") ->
     except Exception as exc:  # a library bug or an input it chokes on: report, don't crash the run
         raise ParseError(f"cannot parse: {type(exc).__name__}: {exc}") from exc
     fallback = _title_fallback(parser, uri)
-    documents = _with_text([_clean(doc, fallback) for doc in parsed])
+    documents = [doc for doc in (_clean(doc, fallback) for doc in parsed) if doc.sections]
     if not documents:
         raise ParseError("no text found")
     return documents
@@ -93,19 +93,6 @@ def _title_fallback(parser: Parser, uri: str) -> str:
     """A file's name titles the one document it holds, not each record of a collection (JSONL): there it
     went before every record's text, so every record matched it (``corpus`` for corpus.jsonl)."""
     return "" if isinstance(parser, JsonlParser) else stem_from_uri(uri)
-
-
-def _with_text(documents: list[ParsedDocument]) -> list[ParsedDocument]:
-    """The documents left with some text once cleaned. Records of a collection left with none (only
-    invisible characters, a zero-width space) are said on the first one kept, with their own warnings."""
-    kept = [doc for doc in documents if doc.sections]
-    dropped = [doc for doc in documents if not doc.sections]
-    if kept and dropped:
-        ids = ", ".join(repr(doc.doc_id) for doc in dropped[:10]) + (" and more" if len(dropped) > 10 else "")
-        records = "1 record" if len(dropped) == 1 else f"{len(dropped)} records"
-        kept[0].warnings.extend([w for doc in dropped for w in doc.warnings]
-                                + [f"{records} with only invisible characters left out (_id {ids})"])
-    return kept
 
 
 def _as_utf8(data: bytes, parser: Parser, legacy_encoding: str) -> bytes:
