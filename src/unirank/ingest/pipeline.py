@@ -107,6 +107,7 @@ class Ingestor:
         files = docs.as_indexed(files, states)
         report.files_seen = len(files)
         self._source, self._gone = docs.shown, _gone(docs, files, states)
+        self._gone_ids: dict[str, tuple[int, str]] | None = None  # doc id -> its first gone holder
         try:
             self._ingest_files(docs, files, index, states, report, progress)
             if prune:  # before the collided retry: a renamed JSONL file's records collide with its old name's
@@ -390,12 +391,13 @@ class Ingestor:
         """The file gone from the source, and not pruned, that holds one of ``source``'s document ids."""
         if not self._gone:
             return None
-        ids = {chunk.doc_id for chunk in source.chunks}
-        for batch in self.backend.iter_chunks(index, sources=self._gone):
-            for chunk in batch:
-                if chunk.doc_id in ids:
-                    return chunk.source_uri
-        return None
+        if self._gone_ids is None:  # read once, not once a colliding file (a renamed folder of JSONL files)
+            self._gone_ids = {}
+            for batch in self.backend.iter_chunks(index, sources=self._gone):
+                for chunk in batch:  # each id's first holder, with its place in the read
+                    self._gone_ids.setdefault(chunk.doc_id, (len(self._gone_ids), chunk.source_uri))
+        held = [self._gone_ids[chunk.doc_id] for chunk in source.chunks if chunk.doc_id in self._gone_ids]
+        return min(held)[1] if held else None
 
 
 def _gone(docs: DocumentSource, files: list[SourceFile], states: dict[str, SourceState]) -> list[str]:
