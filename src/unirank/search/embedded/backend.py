@@ -434,6 +434,8 @@ class EmbeddedBackend:
     def _open_version(self, index: str, version_dir: Path) -> _Handle:
         store = ChunkStore(version_dir / "chunks.sqlite")
         try:
+            if "model_name" not in store.meta():  # an emptied file: SQLite reads it as a new, empty database
+                raise IndexCorruptedError(index, "its chunks.sqlite holds no model record")
             model = store.model()
             handle = _Handle(
                 version_dir=version_dir,

@@ -14,7 +14,7 @@ from typing import Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from unirank.errors import DuplicateDocumentError, IndexCorruptedError
+from unirank.errors import DuplicateDocumentError
 from unirank.timeutil import now_iso
 
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
@@ -106,9 +106,6 @@ class ChunkStore:
 
     def model(self) -> ModelSignature:
         m = self.meta()
-        if "model_name" not in m:  # an emptied file: SQLite reads it as a new, empty database
-            index = self.path.parent.parent.name  # indexes/NAME/vN/chunks.sqlite
-            raise IndexCorruptedError(index, f"its {self.path.name} holds no model record")
         return ModelSignature(name=m["model_name"], version=m["model_version"], dims=int(m["dims"]))
 
     def generation(self) -> int:
