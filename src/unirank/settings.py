@@ -721,8 +721,8 @@ def _holds(values: object, loc: tuple[str, ...]) -> bool:
     return True
 
 
-#: Settings whose value an error leaves out, as `config show` does: people paste errors into issues.
-_SECRET_LOCATIONS = {("serving", "api_keys"), ("storage", "secret_access_key")}
+#: Settings whose value `config show` and an error leave out: people paste both into issues.
+SECRET_SETTINGS = {("serving", "api_keys"), ("storage", "secret_access_key")}
 
 
 def _describe_error(error: dict) -> str:
@@ -742,7 +742,7 @@ def _describe_error(error: dict) -> str:
         return f"unknown setting {where} ({known})"
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
-    if tuple(loc[:2]) in _SECRET_LOCATIONS:
+    if tuple(loc[:2]) in SECRET_SETTINGS:
         shown = " (the value is hidden)"
     message = error.get("msg", "")
     if error.get("type") == "value_error":  # our own validators' messages name the key and the value already

@@ -21,7 +21,7 @@ from unirank.errors import IndexNotFoundError, SourceError, UnirankError
 from unirank.ingest.report import IngestInterrupted
 from unirank.ingest.uris import file_name
 from unirank.search.types import ModelSignature
-from unirank.settings import models_read_from
+from unirank.settings import SECRET_SETTINGS, models_read_from
 
 if TYPE_CHECKING:
     from unirank.api import Unirank
@@ -331,13 +331,15 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print the 
     models_read_from(Path.cwd(), data)  # a variable's ./NAME model: those from the file are absolute already
     # A pasted output leaks no secret, and in TOML a copy of it plants no "***" key.
     hidden: dict[tuple[str, str], str] = {}
-    if data["storage"].get("secret_access_key"):
-        data["storage"]["secret_access_key"] = "***"
-        hidden["storage", "secret_access_key"] = '"***" (hidden)'
-    keys = data["serving"]["api_keys"]
-    data["serving"]["api_keys"] = ["***" for _ in keys]
-    if keys:
-        hidden["serving", "api_keys"] = f'["***", ...] (hidden: {counted(len(keys), "key")})'
+    for section, key in SECRET_SETTINGS:
+        value = data[section][key]
+        if isinstance(value, list):  # api_keys: the count is shown
+            data[section][key] = ["***" for _ in value]
+            if value:
+                hidden[section, key] = f'["***", ...] (hidden: {counted(len(value), "key")})'
+        elif value:
+            data[section][key] = "***"
+            hidden[section, key] = '"***" (hidden)'
     if as_json:
         print_json(data)
         return
