@@ -36,8 +36,9 @@ class Retrieval:
     threshold: float
     timings_ms: dict[str, float] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def grounded(self) -> bool:
+        """Read several times a turn: the code check below the score is made once."""
         if not self.passages:
             return False
         if self.relevance is None or self.relevance >= self.threshold:

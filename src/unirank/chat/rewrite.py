@@ -102,11 +102,6 @@ def codes(text: str) -> set[str]:
     return {w for w in words(text) if any(ch.isdigit() for ch in w)}
 
 
-def new_codes(question: str, anchor: str) -> set[str]:
-    """The codes ``question`` names that ``anchor`` (the earlier query) does not: a new subject."""
-    return codes(question) - codes(anchor)
-
-
 def code_kind(code: str) -> str:
     """What a code is a code of: its letters ("sev2" and "sev1" -> "sev"; "429" and "503" -> "")."""
     return "".join(ch for ch in code if not ch.isdigit())
@@ -262,11 +257,11 @@ class QueryRewriter:
             added = self._shared_with(frame, related(" ".join(content_words(question))))
             if subject and thing and (added or not frame):  # the earlier question, asked of the new thing
                 return f"{anchor[:subject.start]}{thing}{anchor[subject.end:]}".strip()
-        elif carried and related is not None and new_codes(question, anchor):
+        elif carried and related is not None and (fresh := codes(question) - codes(anchor)):
             # A pronoun beside a code the earlier question lacks ("who do I page for it? sev2" after "is there a
             # free plan?"): the code names the subject. Carried whole, "free plan" answered about pricing; only
             # the terms the code's passages also hold are kept, none when they hold none.
-            added = self._shared_with(added, related(" ".join(sorted(new_codes(question, anchor)))))
+            added = self._shared_with(added, related(" ".join(sorted(fresh))))
         if not added:
             return question
         return f"{question} {' '.join(added[:MAX_ADDED_TERMS])}"

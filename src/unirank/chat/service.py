@@ -158,7 +158,7 @@ class ChatService:
 
         final: Final | None = None
         if not retrieval.grounded:
-            text = NOT_COVERED + self._why_nothing_matched(index, filters) if not retrieval.passages else NOT_COVERED
+            text = NOT_COVERED + ("" if retrieval.passages else self._why_nothing_matched(index, filters))
             final = Final(text, [])
             timings["first_token"] = _ms(started)
             yield Delta(text)
@@ -190,7 +190,6 @@ class ChatService:
                                             grounded=answer.grounded, citations=answer.citations)
             answer.message_id = stored.id
         yield Completed(answer)
-
 
     def _why_nothing_matched(self, index: str, filters: Mapping[str, str] | None) -> str:
         """Why no passage came back, when it is not a gap in the documents; "" when it is."""
