@@ -97,7 +97,7 @@ def main() -> None:
                       f"encode alone {base[-1]:.2f}s wall / {base_cpu[-1]:.1f}s CPU "
                       f"(load average {os.getloadavg()[0]:.1f})")
             max_diff = C.max_vector_difference(vectors, stored_vectors)
-    vectors_match = max_diff <= C.VECTOR_TOLERANCE
+            vectors_match = C.vectors_match(vectors, stored_vectors)
 
     best_ours, best_base = min(ours), min(base)
     rate_ours, rate_base = n_chunks / best_ours, n_chunks / best_base

@@ -397,14 +397,18 @@ def checked_max_drop(max_drop: float | None, check_beir: Path | None) -> float:
 def candidate_index_name() -> str:
     """The index of one quality check's copy: ``CANDIDATE_INDEX`` + PID-HOST-RANDOM, which tells a killed
     run's from one still going (as ``registry.files.staging_name`` names folders)."""
-    host = derived_index_name(socket.gethostname())[:40]
-    return f"{CANDIDATE_INDEX}{os.getpid()}-{host}-{uuid.uuid4().hex[:12]}"
+    return f"{CANDIDATE_INDEX}{os.getpid()}-{_candidate_host()}-{uuid.uuid4().hex[:12]}"
+
+
+def _candidate_host() -> str:
+    """This machine as candidate index names spell it: written and matched alike."""
+    return derived_index_name(socket.gethostname())[:40]
 
 
 def _abandoned_candidate(index: str, model_version: str, updated_at: str) -> bool:
     """Whether ``index`` is a quality check's copy that no running check will use or delete."""
     if index.startswith(CANDIDATE_INDEX):
-        gone = writer_gone(index[len(CANDIDATE_INDEX):], derived_index_name(socket.gethostname())[:40])
+        gone = writer_gone(index[len(CANDIDATE_INDEX):], _candidate_host())
         if gone is not None:
             return gone
     elif not (index.startswith("beir-") and model_version.endswith("-candidate")):  # the fixed names before:
