@@ -33,3 +33,22 @@ def test_a_session_of_an_invalid_index_name_is_refused_and_a_missing_one_says_ho
         with pytest.raises(ConversationNotFoundError, match=r"POST /v1/sessions, or in Python with "
                                                             r"store\.create_session\(index\)"):
             store.session("nope")
+
+
+def test_a_damaged_index_is_listed_apart_and_hides_no_other(client, tmp_path):
+    """list_indexes leaves a damaged index out (so it cannot hide the others); Python callers had to reach
+    into client.backend to learn it existed, as the CLI and HTTP server did."""
+    from unirank.errors import IndexCorruptedError
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# Refunds\n\nRefunds are paid within 14 days of a return.\n")
+    for name in ("good", "broken"):
+        client.ingest(tmp_path / "docs", name)
+    client.close()
+    current = (client.settings.indexes_dir / "broken" / "CURRENT").read_text().strip()
+    (client.settings.indexes_dir / "broken" / current / "chunks.sqlite").write_bytes(b"")
+    with Unirank(client.settings) as reopened:
+        assert [info.name for info in reopened.list_indexes()] == ["good"]
+        damaged = reopened.damaged_indexes()
+        assert list(damaged) == ["broken"] and "chunks.sqlite" in damaged["broken"]
+        with pytest.raises(IndexCorruptedError):
+            reopened.index_info("broken")

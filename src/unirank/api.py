@@ -141,8 +141,13 @@ class Unirank:
         return self.searcher.search(query, index, mode=mode, top_k=top_k, rerank=rerank, filters=filters)
 
     def list_indexes(self) -> list[IndexInfo]:
-        """Every index, with its model, chunk and source counts."""
+        """Every readable index, with its model, chunk and source counts (``damaged_indexes``: the others)."""
         return self.backend.list_indexes()
+
+    def damaged_indexes(self) -> dict[str, str]:
+        """Each index that exists but cannot be read, with why: ``list_indexes`` leaves these out so one
+        damaged index does not hide the others; delete it and ingest again."""
+        return self.backend.damaged_indexes()
 
     def index_info(self, index: str) -> IndexInfo:
         """One index's model and counts; :class:`IndexNotFoundError` names the ones there are."""

@@ -174,7 +174,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         readable = [{"name": i.name, "chunks": i.chunk_count, "model": str(i.model), "default": i.name == default,
                      "copy_of": i.copy_of, "damaged": None} for i in ur.list_indexes()]
         damaged = [{"name": name, "chunks": None, "model": None, "default": name == default, "copy_of": None,
-                    "damaged": why} for name, why in sorted(ur.backend.damaged_indexes().items())]
+                    "damaged": why} for name, why in sorted(ur.damaged_indexes().items())]
         return {"indexes": readable + damaged}
 
     @app.get("/v1/models", responses=described(IndexModels))

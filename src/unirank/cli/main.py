@@ -161,7 +161,7 @@ def index_list(as_json: Annotated[bool, typer.Option("--json", help="Print the i
     """List indexes."""
     ur = client()
     try:  # one damaged index ended the whole list in a traceback, hiding the others
-        infos, damaged = ur.list_indexes(), sorted(ur.backend.damaged_indexes().items())
+        infos, damaged = ur.list_indexes(), sorted(ur.damaged_indexes().items())
     finally:
         ur.close()
     if as_json:
