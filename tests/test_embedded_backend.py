@@ -111,6 +111,42 @@ def test_a_full_text_index_from_an_older_analyzer_is_re_tokenized_on_open(tmp_pa
     reopened.close()
 
 
+def test_filter_terms_derived_by_an_older_version_are_derived_again_on_open(tmp_path, monkeypatch):
+    """Filter terms are stored twice (the store's table for kNN, the full-text index for BM25): an index
+    ingested before whole numbers were stored both ways must match ``version=2`` in both, not in one."""
+    import sqlite3
+
+    from unirank.search.embedded import backend as backend_module
+    from unirank.search.embedded import store
+
+    def before_number_forms(chunk):  # version 1: str() of each value, spaces kept
+        return [f"{k}={v}" for k, v in {**chunk.metadata, "doc_id": chunk.doc_id,
+                                          "source_uri": chunk.source_uri}.items()]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "filter_terms", before_number_forms)
+        patched.setattr(backend_module, "filter_terms", before_number_forms)
+        old = EmbeddedBackend(tmp_path / "ix")
+        old.create_index("docs", MODEL)
+        old.index("docs", [source("mem://v2", ["Release notes."], [unit(1, 0)], version=2.0)])
+        old.flush("docs")
+        assert old.bm25("docs", "release", 5, {"version": "2"}) == []
+        old.close()
+    with sqlite3.connect(tmp_path / "ix" / "docs" / "v1" / "chunks.sqlite") as db:  # as version 1 left it
+        db.execute("DELETE FROM meta WHERE key = 'filter_terms'")
+    db.close()
+
+    reopened = EmbeddedBackend(tmp_path / "ix")
+    assert [h.chunk.id for h in reopened.bm25("docs", "release", 5, {"version": "2"})] == ["mem://v2#0"]
+    assert [h.chunk.id for h in reopened.knn("docs", unit(1, 0), 5, {"version": "2"})] == ["mem://v2#0"]
+    assert [h.chunk.id for h in reopened.knn("docs", unit(1, 0), 5, {"version": "2.0"})] == ["mem://v2#0"]
+    reopened.close()
+    with sqlite3.connect(tmp_path / "ix" / "docs" / "v1" / "chunks.sqlite") as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'filter_terms'").fetchone() == (
+            store.FILTER_TERMS_VERSION,)
+    db.close()
+
+
 def test_filtered_knn_is_exact_on_small_filter_sets(tmp_path):
     b = EmbeddedBackend(tmp_path / "ix")
     b.create_index("docs", MODEL)

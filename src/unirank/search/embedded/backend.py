@@ -534,18 +534,23 @@ class EmbeddedBackend:
     def _repair(self, index: str, handle: _Handle) -> None:
         """Rebuild a derived index that is behind the store (the last run was killed), holds another
         number of chunks (indexes written before replaced chunks were deleted from the full-text index),
-        or, for the full-text index, was tokenized by another version of the analyzer."""
+        or, for the full-text index, was tokenized by another version of the analyzer or holds filter terms
+        derived by another version of ``filter_terms`` (which are derived again in the store first)."""
         generation = handle.store.generation()
         derived = handle.read_derived()
         chunks, _ = handle.store.counts()
         old_analyzer = derived.get("analyzer", 1) != ANALYZER_VERSION  # derived.json before versions: 1
-        rebuild_fulltext = (old_analyzer or derived.get("fulltext") != generation
+        old_terms = not handle.store.filter_terms_current()
+        if old_terms:
+            handle.store.rederive_filter_terms()
+        rebuild_fulltext = (old_analyzer or old_terms or derived.get("fulltext") != generation
                             or handle.fulltext.num_docs() != chunks)
         rebuild_vectors = derived.get("vectors") != generation or len(handle.vectors) != chunks
         if not (rebuild_fulltext or rebuild_vectors):
             return
-        if old_analyzer and not rebuild_vectors and derived.get("fulltext") == generation:
-            log.info("index %s: re-tokenizing its full text for this version of unirank's analyzer", index)
+        if (old_analyzer or old_terms) and not rebuild_vectors and derived.get("fulltext") == generation:
+            log.info("index %s: re-indexing its full text for this version of unirank's analyzer and "
+                     "filter terms", index)
         else:
             log.warning("index %s: derived indexes disagree with the store (a crash?); rebuilding", index)
         if rebuild_fulltext:

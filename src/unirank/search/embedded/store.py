@@ -42,10 +42,36 @@ CREATE INDEX IF NOT EXISTS filters_by_key ON chunk_filters (key);
 _CHUNK_COLUMNS = "key, id, doc_id, source_uri, ordinal, text, title, heading_path, page, metadata"
 
 
+#: Bumped whenever ``filter_terms`` changes what it stores: an index whose terms were derived by another
+#: version has them derived again (and its full text re-indexed) on the next write-locked open.
+FILTER_TERMS_VERSION = "2"
+
+
 def filter_terms(chunk: Chunk) -> list[str]:
-    """The ``key=value`` terms a chunk can be filtered by: its metadata plus doc_id and source_uri."""
-    pairs: dict[str, object] = {**chunk.metadata, "doc_id": chunk.doc_id, "source_uri": chunk.source_uri}
-    return [f"{k}={_term_value(item)}" for k, v in pairs.items() for item in (v if isinstance(v, list) else [v])]
+    """The ``key=value`` terms a chunk can be filtered by: its metadata plus doc_id and source_uri.
+
+    Metadata keys and text values are stored without the spaces around them, as a filter is trimmed
+    before it is looked up (a front matter ``status: " draft"`` could never be matched); a whole number
+    is stored both ways it is written (``version: 2`` and ``version: 2.0`` each match ``version=2`` and ``version=2.0``).
+    Text that looks like a number is left as it is: ``"2.10"`` is not ``"2.1"``."""
+    terms = (f"{k.strip()}={form}" for k, v in chunk.metadata.items() if k.strip() not in _OWN_FIELDS
+             for item in (v if isinstance(v, list) else [v]) for form in _stored_forms(item))
+    # doc_id and source_uri as they are (a metadata field of either name does not stand in for them):
+    # documents_present looks a document up by its exact id.
+    return [*dict.fromkeys(terms), f"doc_id={chunk.doc_id}", f"source_uri={chunk.source_uri}"]
+
+
+_OWN_FIELDS = frozenset({"doc_id", "source_uri"})
+
+
+def _stored_forms(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value.strip()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [str(value), f"{value}.0"]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:  # beyond, str() writes 1e+16
+        return [str(value), str(int(value))]
+    return [_term_value(value)]
 
 
 def _term_value(value: object) -> str:
@@ -97,6 +123,7 @@ class ChunkStore:
                     ("created_at", stamp),
                     ("updated_at", stamp),
                     ("generation", "0"),
+                    ("filter_terms", FILTER_TERMS_VERSION),
                     *([("copy_of", copy_of)] if copy_of else []),
                 ],
             )
@@ -107,6 +134,20 @@ class ChunkStore:
     def model(self) -> ModelSignature:
         m = self.meta()
         return ModelSignature(name=m["model_name"], version=m["model_version"], dims=int(m["dims"]))
+
+    def filter_terms_current(self) -> bool:
+        return self.meta().get("filter_terms") == FILTER_TERMS_VERSION
+
+    def rederive_filter_terms(self) -> None:
+        """Every chunk's filter terms as this version derives them, in one transaction: a filter must
+        match a document ingested before the change as it matches one ingested after."""
+        with self.db:
+            self.db.execute("DELETE FROM chunk_filters")
+            for rows in self.iter_all():
+                self.db.executemany("INSERT INTO chunk_filters (key, term) VALUES (?, ?)",
+                                    [(key, term) for key, chunk, _ in rows for term in filter_terms(chunk)])
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('filter_terms', ?)",
+                            (FILTER_TERMS_VERSION,))
 
     def generation(self) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
