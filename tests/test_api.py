@@ -52,3 +52,24 @@ def test_a_damaged_index_is_listed_apart_and_hides_no_other(client, tmp_path):
         assert list(damaged) == ["broken"] and "chunks.sqlite" in damaged["broken"]
         with pytest.raises(IndexCorruptedError):
             reopened.index_info("broken")
+
+
+@pytest.mark.parametrize("current", ["", "../good/v1"])
+def test_an_index_whose_current_file_names_no_version_folder_is_damaged_not_missing(client, tmp_path, current):
+    """An emptied CURRENT named the index folder itself: the index was said not to exist while the same
+    message listed it, and `ingest` (which that message advised) failed the same way; "../good/v1" opened
+    another index's store as this one."""
+    from unirank.errors import IndexCorruptedError
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# Refunds\n\nRefunds are paid within 14 days of a return.\n")
+    for name in ("good", "broken"):
+        client.ingest(tmp_path / "docs", name)
+    client.close()
+    (client.settings.indexes_dir / "broken" / "CURRENT").write_text(current)
+    with Unirank(client.settings) as reopened:
+        assert [info.name for info in reopened.list_indexes()] == ["good"]
+        assert "names no version folder" in reopened.damaged_indexes()["broken"]
+        with pytest.raises(IndexCorruptedError, match="'broken' is damaged"):
+            reopened.search("refunds", "broken", mode="bm25", rerank=False)
+        with pytest.raises(IndexCorruptedError):
+            reopened.ingest(tmp_path / "docs", "broken")

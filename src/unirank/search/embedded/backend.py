@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -56,6 +57,8 @@ _NOTHING_DERIVED = {"fulltext": 0, "vectors": 0, "analyzer": ANALYZER_VERSION}
 REBUILD_LOCK = ".rebuild.lock"
 #: A file name's limit in bytes on Linux and macOS file systems: an index is a folder of that name.
 _LONGEST_FOLDER_NAME = 255
+#: What CURRENT names: a version folder of the index.
+_VERSION_FOLDER = re.compile(r"v[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -410,9 +413,14 @@ class EmbeddedBackend:
     def _current_dir(self, index: str) -> Path:
         folder = self._index_dir(index)
         try:
-            return folder / (folder / "CURRENT").read_text().strip()
+            name = (folder / "CURRENT").read_text().strip()
         except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file where a folder above it should be
             raise IndexNotFoundError(index, self._names()) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IndexCorruptedError(index, f"its CURRENT file cannot be read ({exc})") from None
+        if not _VERSION_FOLDER.fullmatch(name):  # emptied, it named the index folder itself; "../x" another's
+            raise IndexCorruptedError(index, f"its CURRENT file names no version folder ({name[:40]!r})")
+        return folder / name
 
     def _names(self) -> list[str]:
         return [p.name for p in sorted(self.root.iterdir()) if (p / "CURRENT").exists()] if self.root.exists() else []
@@ -425,7 +433,7 @@ class EmbeddedBackend:
             with _said_as_damage(index):
                 return self._open_version(index, version_dir)
         except Exception:
-            if (version_dir.parent / "CURRENT").exists():
+            if (self._index_dir(index) / "CURRENT").exists():
                 raise
             # Deleted by another process while this opened it: its files went from under the store, the
             # full-text index or the repair (tantivy's "Failed to acquire Lockfile ... NotFound").
@@ -852,7 +860,7 @@ def _number(version_dir: Path) -> int:
 
 def _versions(folder: Path) -> list[Path]:
     """The version folders (``v1``, ``v2``...) of an index folder."""
-    return [p for p in folder.glob("v[0-9]*") if p.is_dir() and p.name[1:].isdigit()]
+    return [p for p in folder.glob("v[0-9]*") if p.is_dir() and _VERSION_FOLDER.fullmatch(p.name)]
 
 
 def _read_pid(fd: int) -> int | None:
