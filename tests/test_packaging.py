@@ -42,3 +42,16 @@ def test_every_error_a_library_user_can_meet_is_exported_from_the_package():
               if inspect.isclass(cls) and issubclass(cls, errors.UnirankError)} - server_side
     assert raised - set(unirank.__all__) == set()
     assert all(getattr(unirank, name) is getattr(errors, name) for name in raised)
+
+
+def test_type_checkers_see_every_lazily_exported_name():
+    """The package imports its exports lazily (``__getattr__``), so type checkers read them from the
+    ``TYPE_CHECKING`` block: a name left out of it is ``Any`` to mypy and pyright (IndexCorruptedError was)."""
+    import ast
+
+    import unirank
+
+    tree = ast.parse(Path(unirank.__file__).read_text())
+    block = next(node for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING")
+    seen = {alias.asname or alias.name for stmt in block.body for alias in stmt.names}  # type: ignore[attr-defined]
+    assert set(unirank.__all__) - seen == set()

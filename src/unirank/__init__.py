@@ -71,7 +71,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from unirank.errors import (
         AliasInUseError, AliasMovedError, AnswererError, ChunksTooLongError, ConfigurationError, ConversationNotFoundError, ConversationStoreClosedError,
         DimensionMismatchError, DuplicateDocumentError, EmbedderMismatchError, EvaluationDataError, ExportError,
-        IndexChangedError, IndexLockedError, IndexNotFoundError, IndexSwitchedError, InputRefusedError,
+        IndexChangedError, IndexCorruptedError, IndexLockedError, IndexNotFoundError, IndexSwitchedError, InputRefusedError,
         InvalidModelReferenceError, InvalidQueryError, LeakageError, ModelLoadError, ModelNotFoundError, OptimizationRefusedError, ParseError,
         PromotionRefusedError, RebuildFailedError, RegistrationError, RebuildRunningError, RemoteModelError, RerankLimitError,
         SourceError, TrainingError, TrainingRunningError,
