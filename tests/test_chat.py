@@ -195,6 +195,36 @@ def test_a_passage_naming_the_code_asked_about_covers_it(service):
         assert refused.answer == NOT_COVERED and refused.relevance < refused.threshold, question
 
 
+@pytest.mark.parametrize(("turn", "problem"), [
+    (Turn("User", "How do I rotate an API key?"), "role must be 'user' or 'assistant', got 'User'"),
+    (Turn("human", "How do I rotate an API key?"), "role must be 'user' or 'assistant', got 'human'"),
+    (Turn("user", None), "content must be text (a str), got NoneType"),  # type: ignore[arg-type]
+])
+def test_a_history_turn_of_another_role_or_not_text_is_refused(corpus, turn, problem):
+    """A "User" or "human" turn was dropped by the rewriter without a word, so the follow-up was not
+    rewritten and came back "not covered"; a turn of content None was taken."""
+    history = [Turn("assistant", "Ask me about the handbook."), turn]
+    with pytest.raises(InvalidQueryError, match=re.escape(f"history[1]: {problem}. Each turn is Turn(role, content)")):
+        ChatService(corpus).ask("How often should I do it?", "handbook", history=history)
+
+
+@pytest.mark.parametrize(("role", "content", "problem"), [
+    ("wizard", "hi", "role must be 'user' or 'assistant', got 'wizard'"),
+    ("User", "hi", "role must be 'user' or 'assistant', got 'User'"),
+    ("user", None, "content must be text (a str), got NoneType"),
+    ("assistant", 5, "content must be text (a str), got int"),
+])
+def test_the_store_refuses_a_message_of_another_role_or_not_text(tmp_path, role, content, problem):
+    """A "wizard" message was stored and handed back by history(); content None failed as a disk error."""
+    with ConversationStore(tmp_path / "chat.sqlite") as store:
+        session = store.create_session("handbook")
+        with pytest.raises(InvalidQueryError, match=re.escape(f"add_message: {problem}.")):
+            store.add_message(session.id, "handbook", role, content)
+        assert store.messages(session.id) == []
+        store.add_message(session.id, "handbook", "user", "hi")
+        assert [(t.role, t.content) for t in store.history(session.id)] == [("user", "hi")]
+
+
 def test_follow_up_is_resolved_through_history(service):
     session = service.store.create_session("handbook")
     first = service.ask("How do I rotate an API key?", session_id=session.id)

@@ -15,7 +15,7 @@ from unirank.api import Unirank
 from unirank.chat.extractive import ExtractiveAnswerer
 from unirank.chat.retrieval import Retriever
 from unirank.chat.rewrite import QueryRewriter
-from unirank.chat.store import ConversationStore
+from unirank.chat.store import ConversationStore, turn_problem
 from unirank.chat.types import (
     NOT_COVERED, AnswerEvent, ChatAnswer, ChatEvent, Completed, Delta, Final, Passage, Retrieved, Turn,
 )
@@ -124,8 +124,8 @@ class ChatService:
             raise InvalidQueryError(f"The question must be text, got {type(question).__name__}.")
         if is_blank(question):  # a zero-width space passed .strip()
             raise InvalidQueryError("The question is empty: ask something.")
-        if history is not None and not all(isinstance(turn, Turn) for turn in history):
-            raise InvalidQueryError("history must be a list of unirank.chat.Turn(role, content), oldest first.")
+        if history is not None:
+            _check_history(history)
         if session_id is not None:
             index = self.session_index(session_id, index)
             history = self.store.history(session_id)  # type: ignore[union-attr]
@@ -200,6 +200,18 @@ class ChatService:
         if self.ur.index_info(index).chunk_count == 0:  # every question looked like a gap
             return f" {empty_index_hint(index)}"
         return ""
+
+
+def _check_history(history: Sequence[Turn]) -> None:
+    """A turn the rewriter cannot read is refused, as OpenAI's endpoint refuses it: a "User" turn was
+    dropped without a word, so its follow-up was not rewritten and came back "not covered"."""
+    if not all(isinstance(turn, Turn) for turn in history):
+        raise InvalidQueryError("history must be a list of unirank.chat.Turn(role, content), oldest first.")
+    for i, turn in enumerate(history):
+        problem = turn_problem(turn.role, turn.content)
+        if problem:
+            raise InvalidQueryError(f"history[{i}]: {problem}. Each turn is Turn(role, content), with role 'user' "
+                                    "or 'assistant' and content the message's text.")
 
 
 def empty_index_hint(index: str) -> str:

@@ -29,6 +29,8 @@ _R = TypeVar("_R")
 
 FeedbackKind = Literal["up", "down", "click"]
 FEEDBACK_KINDS: tuple[str, ...] = ("up", "down", "click")
+#: The roles of a conversation's turns, as OpenAI's chat messages name them.
+TURN_ROLES: tuple[str, ...] = ("user", "assistant")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -122,6 +124,16 @@ _COLUMNS = {
                  "created_at"],
     "feedback": ["id", "message_id", "kind", "citation_n", "created_at"],
 }
+
+
+def turn_problem(role: object, content: object) -> str | None:
+    """What makes a turn one no conversation holds, or None: the follow-up rewriter reads only "user"
+    turns, so a "User" or "human" one was dropped without a word."""
+    if role not in TURN_ROLES:
+        return f"role must be 'user' or 'assistant', got {role!r}"
+    if not isinstance(content, str):
+        return f"content must be text (a str), got {type(content).__name__}"
+    return None
 
 
 def _check_tables(db: sqlite3.Connection, path: Path) -> None:
@@ -232,6 +244,9 @@ class ConversationStore:
     def add_message(self, session_id: str | None, index: str, role: str, content: str, *,
                     query: str | None = None, grounded: bool | None = None,
                     citations: list[Citation] | None = None) -> Message:
+        problem = turn_problem(role, content)
+        if problem:  # a "wizard" turn was stored, and handed back by history()
+            raise InvalidQueryError(f"add_message: {problem}.")
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")  # the write lock first: no other process deletes the session
             return self._insert(session_id, index, role, content, query=query, grounded=grounded,
