@@ -309,6 +309,48 @@ def test_a_closed_store_says_so(tmp_path):
     assert issubclass(unirank.errors.ConversationStoreClosedError, unirank.errors.UnirankError)
 
 
+def test_the_stores_argument_mistakes_are_said_as_such_not_as_a_disk_to_check(tmp_path):
+    """sessions(limit=None), session([]), messages({}) and add_turn(question=None) were a ConfigurationError
+    saying to check the disk: sqlite3 could not bind the argument, or a NOT NULL column refused it."""
+    with ConversationStore(tmp_path / "chat.sqlite") as store:
+        sessions = [store.create_session("handbook") for _ in range(3)]
+        newest_first = [s.id for s in reversed(sessions)]
+        assert [s.id for s in store.sessions(limit=None)] == newest_first  # None: all of them
+        assert [s.id for s in store.sessions(2)] == newest_first[:2]
+        assert [s.id for s in store.sessions(10**30)] == newest_first  # past what SQLite can bind
+        for limit in (0, -1, True, 2.0, "10"):
+            with pytest.raises(InvalidQueryError, match=re.escape(
+                    f"limit must be a whole number of sessions, 1 or more (or None for every session); got {limit!r}.")):
+                store.sessions(limit)  # type: ignore[arg-type]
+        session_id = sessions[0].id
+        refused = {
+            "session_id must be a session's id (Session.id, as store.sessions() lists them), a str; got list.": [
+                lambda: store.session([]), lambda: store.messages([]), lambda: store.history([]),
+                lambda: store.delete_session([])],
+            "session_id must be a session's id (Session.id, as store.sessions() lists them), a str or None; got "
+            "list.": [lambda: store.add_message([], "handbook", "user", "hi"),
+                      lambda: store.add_turn([], "handbook", "a question", "an answer")],
+            "message_id must be a message's id (Message.id, or an answer's ChatAnswer.message_id), a str; got dict.": [
+                lambda: store.message({}), lambda: store.delete_turn({}), lambda: store.add_feedback({}, "up")],
+            "message_id must be a message's id (Message.id, or an answer's ChatAnswer.message_id), a str or None; "
+            "got dict.": [lambda: store.feedback({})],
+            "index must be an index name, a str; got NoneType.": [
+                lambda: store.add_message(session_id, None, "user", "hi"),
+                lambda: store.add_turn(session_id, None, "a question", "an answer")],
+            "question must be text, a str; got NoneType.": [
+                lambda: store.add_turn(session_id, "handbook", None, "an answer")],
+            "answer must be text, a str; got NoneType.": [
+                lambda: store.add_turn(session_id, "handbook", "a question", None)],
+            "query must be the stand-alone query the answer was retrieved for, a str or None; got int.": [
+                lambda: store.add_turn(session_id, "handbook", "a question", "an answer", query=5)],
+        }
+        for message, calls in refused.items():
+            for call in calls:
+                with pytest.raises(InvalidQueryError, match=re.escape(message)):
+                    call()
+        assert store.messages(session_id) == [] and store.feedback() == []
+
+
 def damage_pages(path) -> None:
     """Writes over every data page past the schema, as a failing disk would: the header stays valid."""
     import os

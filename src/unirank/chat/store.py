@@ -31,6 +31,8 @@ FeedbackKind = Literal["up", "down", "click"]
 FEEDBACK_KINDS: tuple[str, ...] = ("up", "down", "click")
 #: The roles of a conversation's turns, as OpenAI's chat messages name them.
 TURN_ROLES: tuple[str, ...] = ("user", "assistant")
+#: SQLite's largest integer: a larger limit lists every session too, and sqlite3 cannot bind it.
+_SQLITE_MAX_INT = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -136,6 +138,35 @@ def turn_problem(role: object, content: object) -> str | None:
     return None
 
 
+def _require_text(name: str, value: object, meaning: str = "text", *, optional: bool = False) -> None:
+    """An argument of the wrong type is the caller's mistake, said before any SQL: sqlite3 could not bind
+    it (or a NOT NULL column refused None), which _database_errors reported as a disk to check."""
+    if isinstance(value, str) or (optional and value is None):
+        return
+    raise InvalidQueryError(f"{name} must be {meaning}, a str{' or None' if optional else ''}; got "
+                            f"{type(value).__name__}.")
+
+
+def _session_id(value: object, *, optional: bool = False) -> None:
+    _require_text("session_id", value, "a session's id (Session.id, as store.sessions() lists them)", optional=optional)
+
+
+def _message_id(value: object, *, optional: bool = False) -> None:
+    _require_text("message_id", value, "a message's id (Message.id, or an answer's ChatAnswer.message_id)",
+                  optional=optional)
+
+
+def _sql_limit(limit: object) -> int:
+    """``limit`` as SQLite's LIMIT: None is every session (-1 to SQLite), as a notebook asking for them all
+    would write it; anything but a whole number of 1 or more is refused."""
+    if limit is None:
+        return -1
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidQueryError(f"limit must be a whole number of sessions, 1 or more (or None for every "
+                                f"session); got {limit!r}.")
+    return min(limit, _SQLITE_MAX_INT)
+
+
 def _check_tables(db: sqlite3.Connection, path: Path) -> None:
     """Another application's file with a table of the same name is kept by CREATE TABLE IF NOT EXISTS:
     refused before the schema's indexes are made on it, not at the first question (sqlite3's "table
@@ -217,6 +248,7 @@ class ConversationStore:
 
     @_database_errors
     def session(self, session_id: str) -> Session:
+        _session_id(session_id)
         with self._lock:
             row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         if row is None:
@@ -227,10 +259,12 @@ class ConversationStore:
         return _session(row)
 
     @_database_errors
-    def sessions(self, limit: int = 100) -> list[Session]:
+    def sessions(self, limit: int | None = 100) -> list[Session]:
+        """The most recently updated first, at most ``limit`` of them (None: all)."""
+        sql_limit = _sql_limit(limit)
         with self._lock:
             rows = self._db.execute("SELECT * FROM sessions ORDER BY updated_at DESC, rowid DESC LIMIT ?",
-                                    (limit,)).fetchall()
+                                    (sql_limit,)).fetchall()
         return [_session(r) for r in rows]
 
     @_database_errors
@@ -247,6 +281,7 @@ class ConversationStore:
         problem = turn_problem(role, content)
         if problem:  # a "wizard" turn was stored, and handed back by history()
             raise InvalidQueryError(f"add_message: {problem}.")
+        _check_message_fields(session_id, index, query)
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")  # the write lock first: no other process deletes the session
             return self._insert(session_id, index, role, content, query=query, grounded=grounded,
@@ -280,6 +315,9 @@ class ConversationStore:
                  citations: list[Citation] | None = None) -> tuple[Message, Message]:
         """A question and its answer, stored together (one transaction): they sit side by side in the
         message order even with other requests answered meanwhile, so either one names its turn."""
+        _require_text("question", question)
+        _require_text("answer", answer)
+        _check_message_fields(session_id, index, query)
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             asked = self._insert(session_id, index, "user", question)
@@ -322,6 +360,7 @@ class ConversationStore:
 
     @_database_errors
     def message(self, message_id: str) -> Message:
+        _message_id(message_id)
         with self._lock:
             row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
         if row is None:
@@ -366,6 +405,7 @@ class ConversationStore:
 
     @_database_errors
     def feedback(self, message_id: str | None = None) -> list[FeedbackEvent]:
+        _message_id(message_id, optional=True)
         sql, args = "SELECT * FROM feedback", ()
         if message_id is not None:
             sql, args = sql + " WHERE message_id = ?", (message_id,)
@@ -387,6 +427,12 @@ class ConversationStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_message_fields(session_id: object, index: object, query: object) -> None:
+    _session_id(session_id, optional=True)  # None: an answer asked for outside a session
+    _require_text("index", index, "an index name")
+    _require_text("query", query, "the stand-alone query the answer was retrieved for", optional=True)
 
 
 class _DamagedPages(sqlite3.DatabaseError):
