@@ -395,6 +395,40 @@ def test_registration_describes_a_folder_by_what_it_is_and_refuses_a_misfit(tmp_
         describe_model_folder(cross, "embedder")
     assert describe_model_folder(cross, "reranker")["num_labels"] == 1
     assert describe_model_folder(BASE, "embedder")["dims"] == 384
+    for vocabulary in ("tokenizer.json", "vocab.txt"):
+        (cross / vocabulary).unlink(missing_ok=True)
+    with pytest.raises(ModelLoadError, match=r"reads every word as unknown.*vocabulary .* is missing"):
+        describe_model_folder(cross, "reranker")
+
+
+def _base_files(folder: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    """The bundled model's files in ``folder``, less ``leave_out``, to damage; its weights (90 MB) linked."""
+    folder.mkdir()
+    for file in BASE.iterdir():
+        if file.name in leave_out:
+            continue
+        if file.name == "model.safetensors":
+            (folder / file.name).symlink_to(file)
+        elif file.is_dir():
+            shutil.copytree(file, folder / file.name)
+        else:
+            shutil.copy(file, folder / file.name)
+    return folder
+
+
+@pytest.mark.parametrize("role", ["embedder", "reranker"])
+def test_a_folder_without_its_vocabulary_is_refused(tmp_path, role):
+    """Registered, its tokenizer read every word as [UNK]: every text got nearly the same vector (0.99
+    cosine between unrelated passages) and search results were silently wrong."""
+    from unirank.errors import ModelLoadError
+    from unirank.registry.describe import registration_record
+
+    folder = _base_files(tmp_path / "notok", leave_out=("tokenizer.json", "vocab.txt"))
+    with pytest.raises(ModelLoadError, match=r"notok: its tokenizer reads every word as unknown \(\[UNK\]\): the "
+                                             r"vocabulary \(tokenizer\.json or vocab\.txt\) is missing"):
+        registration_record(folder, role)
+    assert registration_record(_base_files(tmp_path / "vocab.txt only", leave_out=("tokenizer.json",)),
+                               role)[0]["max_seq_length"] == 256
 
 
 def test_a_ref_with_a_version_is_looked_up_in_the_registry_only(registry, tmp_path):

@@ -46,6 +46,7 @@ def describe_model_folder(path: Path, role: str) -> dict[str, Any]:
             model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         except Exception as exc:
             raise ModelLoadError(f"{path} does not load as a sentence-transformers embedder: {exc}") from exc
+        _refuse_a_missing_vocabulary(path, model.tokenizer)
         info["dims"] = int(model.get_embedding_dimension())
         info["max_seq_length"] = int(model.max_seq_length)
         if role == "reranker":
@@ -57,9 +58,25 @@ def describe_model_folder(path: Path, role: str) -> dict[str, Any]:
             model = CrossEncoder(str(path), device="cpu", local_files_only=True)
         except Exception as exc:
             raise ModelLoadError(f"{path} does not load as a sentence-transformers cross-encoder: {exc}") from exc
+        _refuse_a_missing_vocabulary(path, model.tokenizer)
         info["max_seq_length"] = int(model.max_seq_length or config.get("max_position_embeddings", 512))
         info["num_labels"] = int(model.num_labels)
     return info
+
+
+#: Words any real vocabulary holds, to tell a tokenizer that has one.
+_COMMON_WORDS = "the quick brown fox jumps over the lazy dog"
+
+
+def _refuse_a_missing_vocabulary(path: Path, tokenizer: Any) -> None:
+    """A folder without tokenizer.json and vocab.txt still loads: transformers builds a tokenizer of the
+    special tokens alone, which reads every word as unknown, so every text got nearly the same vector."""
+    ids = tokenizer(_COMMON_WORDS, add_special_tokens=False)["input_ids"]
+    if not ids or all(i == tokenizer.unk_token_id for i in ids):
+        raise ModelLoadError(
+            f"{path}: its tokenizer reads every word as unknown ({tokenizer.unk_token}): the vocabulary "
+            "(tokenizer.json or vocab.txt) is missing. Copy the whole folder the model was saved to and register "
+            "that folder.")
 
 
 #: What ``describe_model_folder`` reads from the files themselves: it wins over an exported record's.
