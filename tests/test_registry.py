@@ -365,7 +365,7 @@ def test_a_registry_name_must_work_as_a_folder_a_list_item_and_a_setting(tmp_pat
     for name in ("a b", "a,b", ".hidden", "team/x", "x@1", "", "-x", "x" * 129):
         with pytest.raises(UnirankError, match="Invalid model name"):
             registry.check_registrable(name, "embedder")
-    for name in ("base", "None"):
+    for name in ("base", "None", "registry.sqlite", "registry.sqlite-journal", "Registry.SQLite-wal"):
         with pytest.raises(UnirankError, match="cannot be a registry name"):
             registry.check_registrable(name, "reranker")
     registry.check_registrable("cisi-embed.v2_b", "embedder")

@@ -264,6 +264,11 @@ class ModelRegistry:
         if name.lower() in RESERVED_NAMES:
             raise RegistrationError(f"{name!r} cannot be a registry name: wherever a model is named, `base` is the "
                                "bundled all-MiniLM-L6-v2 and `none` no reranker. Register under another name.")
+        if name.lower().startswith(self.db_path.name.lower()):
+            # NAME/ sits beside the database: registry.sqlite-journal is where SQLite writes its rollback
+            # journal, and a folder so named broke every later open of the registry.
+            raise RegistrationError(f"{name!r} cannot be a registry name: names starting with {self.db_path.name!r} "
+                                    "are the registry database's own files. Register under another name.")
         existing_role = self.db.execute("SELECT role FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone()
         if existing_role and existing_role[0] != role:
             raise RegistrationError(f"{name!r} holds {existing_role[0]} models; register the {role} under another name.")
