@@ -132,6 +132,26 @@ def test_refusals(copied, settings):
         registry.close()
 
 
+def test_optimize_base_after_deletions_registers_the_base_again_and_names_it(settings):
+    """Deleted numbers are never given again, and copies keep `bundled_base` from the base's record:
+    the copy named a guessed rebase@1 as its source, and once the base was deleted `base` was a copy."""
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        Optimizer(settings, registry).run("base", name="rebase", dtype="bfloat16")  # rebase@1, its copy @2
+        registry.delete("rebase@2")
+        registry.delete("rebase@1")
+        again = Optimizer(settings, registry).run("base", name="rebase", dtype="bfloat16")
+        assert (again.source.ref, again.version.ref) == ("rebase@3", "rebase@4")
+        assert again.version.record["optimized_from"] == "rebase@3"
+        registry.delete("rebase@3")  # rebase@4, the copy, is kept
+        shorter = Optimizer(settings, registry).run("base", name="rebase", dtype="bfloat16", max_seq_length=128)
+        assert (shorter.source.ref, shorter.version.ref) == ("rebase@5", "rebase@6")
+        assert shorter.source.record.get("optimized_from") is None and "dtype" not in shorter.source.record
+        assert shorter.version.record["optimized_from"] == "rebase@5"
+    finally:
+        registry.close()
+
+
 def test_cli_registers_a_bf16_copy(copied, settings):
     env = isolated_env(settings.data_dir, COLUMNS="200")
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "models", "optimize", "minilm@1",

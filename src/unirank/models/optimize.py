@@ -182,6 +182,12 @@ class Optimizer:
                         f"{copy.label} scores {METRIC} {check.optimized:.4f} on {check.eval_set} against "
                         f"{check.source:.4f} for {source.ref}: a drop of {check.drop:.4f}, more than the "
                         f"{max_drop:.4f} allowed. Nothing was registered. {keep}")
+            if unregistered_base:
+                # First: the copy's record names the version the base is registered as, not the number
+                # guessed before (a deleted version's number is never given again).
+                self.stage(f"registering the bundled base model as the next version of {source.name}")
+                source = self.registry.register(source.name, source.role, path=source.path, record=source.record)
+                self.registered.append(source.ref)
             # Not the source's held-out figures: measured on other weights, `models list` showed them as the
             # copy's and promotion took an unmeasured int8 copy as checked against its source.
             record = {**{k: v for k, v in source.record.items() if k not in SOURCE_FIGURES}, **copy.record,
@@ -191,10 +197,6 @@ class Optimizer:
                 record["source_max_seq_length"] = source.record.get("max_seq_length")
             if check is not None:
                 record["quality_check"] = check.to_dict()
-            if unregistered_base:
-                self.stage(f"registering the bundled base model as {source.ref}")
-                source = self.registry.register(source.name, source.role, path=source.path, record=source.record)
-                self.registered.append(source.ref)
             self.stage(f"registering the {copy.kind} copy as the next version of {source.name}")
             # allow_identical: checked again under the registry's lock (an optimize of the same source at once).
             version = self.registry.register(source.name, source.role, path=copy.folder, record=record,
@@ -288,15 +290,26 @@ class Optimizer:
         name = name or BASE_MODEL_NAME
         # A name that cannot be registered ('bad name', `none`) was refused only after the export.
         self.registry.check_registrable(name, "embedder")
-        bundled = [v for v in self._versions(name) if v.record.get("bundled_base")]
-        if bundled:
-            return bundled[0], False
-        if self._versions(name):
+        versions = self._versions(name)
+        # Not a copy: copies keep `bundled_base` from their source's record (their vectors are the base's).
+        registered = [v for v in versions if v.record.get("bundled_base") and not v.record.get("optimized_from")]
+        if registered:
+            return registered[0], False
+        if any(not v.record.get("bundled_base") for v in versions):
             raise ConfigurationError(f"{name!r} already names other models; give the base model's copies "
                                      "another name with --name.")
+        # Not registered yet, or deleted while copies of it were kept: registered (again) with its copy.
         path = Path(resolve_model_path(BASE_ALIAS)[0])
         record = {**describe_model_folder(path, "embedder"), "bundled_base": True}
-        return ModelVersion(name=name, version=1, role="embedder", path=path, created_at="", record=record), True
+        return ModelVersion(name=name, version=self._next_number(name), role="embedder", path=path, created_at="",
+                            record=record), True
+
+    def _next_number(self, name: str) -> int:
+        """The version number ``name``'s next registration most likely takes (deleted numbers are never
+        given again), for the messages said before the base is registered; the registered version is
+        what the copy's record names."""
+        taken = [v.version for v in [*self._versions(name), *self.registry.deleted_versions()] if v.name == name]
+        return max(taken, default=0) + 1
 
     def _already_optimized(self, copy: ModelVersion) -> str:
         """Why a copy is not optimized again, and what to optimize instead: its source, or, when that was
