@@ -646,6 +646,20 @@ def test_a_version_of_other_than_ascii_digits_is_refused_as_no_reference(registr
     assert code == 2 and "is not a model reference" in output and "Traceback" not in output, output
 
 
+def test_a_version_number_too_large_for_the_database_is_no_version(registry, tmp_path, monkeypatch):
+    """`models show emb@99999999999999999999` (and delete, promote, export, a setting naming it) ended in
+    an OverflowError traceback from SQLite, where emb@0 said which versions emb has."""
+    _version(registry)
+    for version in (2**63 - 1, 2**63, 10**22):
+        ref = f"cisi-embed@{version}"
+        for refused in (registry.get, registry.promote, registry.delete):
+            with pytest.raises(ModelNotFoundError, match=f"cisi-embed has no version {version}; it has 1\\."):
+                refused(ref)
+        assert not registry.exists(ref)
+    code, output = _cli(tmp_path, monkeypatch, "models", "show", f"cisi-embed@{10**22}")
+    assert code == 2 and f"cisi-embed has no version {10**22}; it has 1." in output and "Traceback" not in output
+
+
 def test_show_gives_each_alias_s_history_under_its_name(registry, tmp_path, monkeypatch):
     """`models show NAME@staging` printed prod's history alone, unlabelled, as if it were staging's."""
     _version(registry), _version(registry)

@@ -38,6 +38,8 @@ REGISTRY_LINKS = ("optimized_from", "serves", "bundled_base")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: ``v3``: an alias so named would read as version 3 (its folder's name), and NAME@v3 typed for NAME@3 is that.
 _VERSION_LIKE = re.compile(r"[vV][0-9]+")
+#: The largest whole number SQLite stores; a version number above it names no version.
+_LARGEST_VERSION = 2**63 - 1
 #: Words that already mean something wherever a model is named: the bundled model, and no reranker.
 RESERVED_NAMES = ("base", "none")
 #: A registration's copy is made in NAME/INCOMING... (``staging_name``), then renamed to NAME/vVERSION.
@@ -566,6 +568,8 @@ class ModelRegistry:
             version = int(row[0])
         elif _is_version_number(selector):
             version = int(selector)
+            if version > _LARGEST_VERSION:  # SQLite cannot hold it (OverflowError): no version has it
+                raise ModelNotFoundError(self._missing(name, version))
         elif not _MODEL_NAME.fullmatch(selector):  # no alias can be named so (promote refuses it)
             raise ModelNotFoundError(f"{ref!r} is not a model reference: after '@' give a version number or an "
                                      f"alias (letters, digits, '.', '-' and '_'), e.g. {name}@1 or {name}@prod.")
@@ -642,7 +646,7 @@ class ModelRegistry:
             known = [n for (n,) in self.db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
             hint = f" Registered: {', '.join(known)}." if known else " The registry is empty."
             return f"No model named {name!r}.{hint}"
-        deleted_at = self._deleted_at(name, version) if version is not None else ""
+        deleted_at = self._deleted_at(name, version) if version is not None and version <= _LARGEST_VERSION else ""
         gone = f" (it was deleted{deleted_at})" if deleted_at else ""
         return f"{name} has no version {version}{gone}; it has {', '.join(map(str, versions))}."
 
