@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -1353,6 +1354,25 @@ def test_a_folder_whose_config_is_not_a_json_object_is_refused_as_such(tmp_path,
     folder.mkdir()
     (folder / "config.json").write_bytes(config if isinstance(config, bytes) else config.encode())
     with pytest.raises(ModelLoadError, match=r"config\.json (is not valid JSON|holds a JSON list)"):
+        registration_record(folder, "embedder")
+
+
+@pytest.mark.parametrize(("file", "content", "said"), [
+    ("modules.json", b"{not json", "is not valid JSON"),
+    ("modules.json", b"[1]", "holds a JSON list, not a list of objects"),
+    ("modules.json", b'{"type": "Pooling"}', "holds a JSON dict, not a list of objects"),
+    ("config_sentence_transformers.json", b"\xff\xfe", "is not valid JSON"),
+    ("config_sentence_transformers.json", b"[]", "holds a JSON list, not an object"),
+])
+def test_a_folder_whose_sentence_transformers_files_are_damaged_is_refused_naming_the_file(tmp_path, file, content,
+                                                                                           said):
+    """`models register` ended in a JSONDecodeError, UnicodeDecodeError or AttributeError traceback."""
+    from unirank.errors import ModelLoadError
+    from unirank.registry.describe import registration_record
+
+    folder = _base_files(tmp_path / "bad")
+    (folder / file).write_bytes(content)
+    with pytest.raises(ModelLoadError, match=f"bad/{re.escape(file)} {said}.*Save the model again"):
         registration_record(folder, "embedder")
 
 

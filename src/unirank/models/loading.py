@@ -293,16 +293,31 @@ def is_cross_encoder(path: str) -> bool:
     if folder is None:
         return True  # a hub id with none of its files here: rerankers from the hub are cross-encoders by convention
     saved_as = folder / "config_sentence_transformers.json"
-    if saved_as.exists() and json.loads(saved_as.read_text()).get("model_type") == "CrossEncoder":
+    if saved_as.exists() and _model_json(saved_as, dict).get("model_type") == "CrossEncoder":
         return True  # also a cross-encoder built from modules (a mean-pooled scoring head)
     if (folder / "modules.json").exists():
-        modules = json.loads((folder / "modules.json").read_text())
-        return not any("Pooling" in m.get("type", "") for m in modules)
+        modules = _model_json(folder / "modules.json", list)
+        return not any("Pooling" in str(m.get("type", "")) for m in modules)
     config = folder / "config.json"
     if config.exists():
-        archs = json.loads(config.read_text()).get("architectures") or []
-        return any(a.endswith("ForSequenceClassification") for a in archs)
+        archs = _model_json(config, dict).get("architectures") or []
+        return any(str(a).endswith("ForSequenceClassification") for a in archs)
     return True
+
+
+def _model_json(file: Path, shape: type) -> Any:
+    """A model folder's JSON file, an object (``dict``) or a list of objects (``list``); a damaged one is a
+    ModelLoadError naming it (bare json.loads gave a JSONDecodeError or AttributeError traceback)."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ModelLoadError(f"{file} is not valid JSON ({exc}): the model folder is damaged. Save the model again "
+                             "(SentenceTransformer.save / CrossEncoder.save_pretrained) and use that folder.") from None
+    if not isinstance(data, shape) or (shape is list and not all(isinstance(item, dict) for item in data)):
+        expected = "an object" if shape is dict else "a list of objects"
+        raise ModelLoadError(f"{file} holds a JSON {type(data).__name__}, not {expected} as a saved model's does: the "
+                             "model folder is damaged. Save the model again and use that folder.")
+    return data
 
 
 def _hub_cache() -> str:
