@@ -115,6 +115,30 @@ def test_a_version_whose_folder_was_deleted_is_not_promoted(gone):
         registry.close()
 
 
+def test_an_alias_is_not_rolled_back_to_a_version_whose_folder_was_deleted(tmp_path):
+    """Promote refused the version, and rollback pointed prod at it: `serve models` then swapped to a model
+    nothing could load."""
+    from unirank.errors import PromotionRefusedError
+    from unirank.registry import ModelRegistry
+
+    folder = tmp_path / "emb"
+    folder.mkdir()
+    registry = ModelRegistry(tmp_path / "models")
+    try:
+        for version in (1, 2):
+            (folder / "config.json").write_text(f'{{"v": {version}}}')
+            registry.register("conc", "embedder", path=folder, record={"dims": 384})
+            registry.promote(f"conc@{version}", "prod", force=True)
+        shutil.rmtree(registry.get("conc@1").path)
+        with pytest.raises(PromotionRefusedError, match=r"The files of conc@1 are missing from .*: nothing was rolled "
+                                                        r"back \(conc@prod still names v2\)\. Restore the folder"):
+            registry.rollback("conc", "prod")
+        assert registry.get("conc@prod").version == 2
+        assert [h["version"] for h in registry.history("conc", "prod")] == [1, 2]
+    finally:
+        registry.close()
+
+
 @pytest.fixture()
 def emb_cli(settings, tmp_path, monkeypatch):
     """emb@1 (a small folder) promoted to prod, and a CliRunner's invoke on that registry."""

@@ -429,7 +429,8 @@ class ModelRegistry:
     def rollback(self, name: str, alias: str = "prod") -> ModelVersion:
         """Point ``alias`` at the version promoted before the current one; again, at the one before that.
         (It went back and forth between the last two: v1 of three promotions could not be reached.)
-        Deleted versions are skipped, and it goes back no further than the alias's removal (``unalias``)."""
+        Deleted versions are skipped, and it goes back no further than the alias's removal (``unalias``); a
+        version whose folder is missing is refused, as promote refuses it."""
         with self._writing():  # read and written under the lock: a version deleted meanwhile is never set
             rows = self.db.execute(
                 "SELECT version, note FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq", (name, alias)
@@ -459,8 +460,19 @@ class ModelRegistry:
             if not earlier:
                 raise ModelNotFoundError(f"{name}@{alias} has no earlier version to roll back to (it is v{named}); "
                                          f"`unirank models promote {name}@VERSION --alias {alias}` names one outright.")
+            self._refuse_missing_files(self.get(f"{name}@{earlier[-1]}"), alias, named)
             self._set_alias(name, alias, earlier[-1], f"rollback from v{named}")
         return self.get(f"{name}@{earlier[-1]}")
+
+    def _refuse_missing_files(self, target: ModelVersion, alias: str, named: int) -> None:
+        """Rollback is the way back in an emergency (`serve models` swaps to what the alias names): an alias
+        pointed at a version whose folder is gone named a model nothing can load, which promote refuses."""
+        missing = target.files_missing()
+        if missing:
+            raise PromotionRefusedError(
+                f"{missing}: nothing was rolled back ({target.name}@{alias} still names v{named}). Restore the "
+                f"folder (or the data dir it was in), or point {target.name}@{alias} at a version whose files are "
+                f"there: `unirank models promote {target.name}@VERSION --alias {alias}`.")
 
     def unaliasable(self, name: str, alias: str) -> int:
         """The version ``alias`` names (even a deleted one), if ``unalias`` may remove it: it is set."""
