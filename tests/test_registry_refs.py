@@ -195,6 +195,14 @@ def test_name_at_v_number_asks_whether_the_version_number_was_meant(emb_cli):
     assert "--alias v999" not in _said(result)
 
 
+@pytest.mark.parametrize(("ref", "example"), [("emb@@1", "emb@1"), ("emb@1@2", "emb@1"), ("emb@@", "emb@1")])
+def test_a_ref_with_two_ats_is_answered_with_a_real_example(emb_cli, ref, example):
+    """`models show emb@@1` suggested `emb@`, itself no reference."""
+    result = emb_cli("show", ref)
+    assert result.exit_code == 2
+    assert f"it has more than one '@'; use NAME, NAME@VERSION or NAME@ALIAS (e.g. {example})." in _said(result)
+
+
 def test_an_alias_that_reads_like_a_version_is_refused(emb_cli):
     result = emb_cli("promote", "emb@1", "--alias", "v3")
     assert result.exit_code == 2

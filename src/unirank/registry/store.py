@@ -108,8 +108,9 @@ def parse_reference(ref: str) -> tuple[str, str | None]:
     if not name or (sep and not selector):
         raise ModelNotFoundError(f"{ref!r} is not a model reference: use NAME, NAME@VERSION or NAME@ALIAS.")
     if "@" in selector:  # read as the alias "1@2", which promote refuses to set
+        example = next((part for part in selector.split("@") if part), "1")  # NAME@@1: the 1, not nothing
         raise ModelNotFoundError(f"{ref!r} is not a model reference: it has more than one '@'; use NAME, "
-                                 f"NAME@VERSION or NAME@ALIAS (e.g. {name}@{selector.partition('@')[0]}).")
+                                 f"NAME@VERSION or NAME@ALIAS (e.g. {name}@{example}).")
     return name, selector or None
 
 
