@@ -375,6 +375,25 @@ def test_a_registry_name_must_work_as_a_folder_a_list_item_and_a_setting(tmp_pat
     registry.close()
 
 
+def test_a_damaged_registry_database_is_named_with_what_to_do(tmp_path, monkeypatch):
+    """Every models command ended in an sqlite3.DatabaseError traceback ("file is not a database")."""
+    from unirank.errors import ConfigurationError
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "registry.sqlite").write_text("garbage " * 200)
+    registry = ModelRegistry(tmp_path / "models")
+    said = r"models/registry\.sqlite cannot be read as the model registry's database \(file is not a database\)"
+    for command in (registry.list, lambda: registry.get("emb@1"), lambda: registry.check_registrable("emb", "embedder"),
+                    lambda: registry.register("emb", "embedder", path=BASE)):
+        with pytest.raises(ConfigurationError, match=said + ".*Restore it from a backup, or move it aside"):
+            command()
+    registry.close()
+    for args in (("models", "list"), ("models", "show", "emb@1"), ("models", "promote", "emb@1")):
+        code, output = _cli(tmp_path, monkeypatch, *args)
+        assert code == 2 and "cannot be read as the model registry's database" in output, output
+        assert "Traceback" not in output
+
+
 def test_registration_describes_a_folder_by_what_it_is_and_refuses_a_misfit(tmp_path):
     """A cross-encoder has no sentence vectors; a bi-encoder reranker ranks by cosine (as the server and
     search load it), not through a new, untrained classification head."""

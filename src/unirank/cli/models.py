@@ -144,7 +144,10 @@ def _local_folder(path: str) -> Path:
 def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print the versions as JSON.")] = False) -> None:
     """List every registered version."""
     registry, _ = _registry()
-    versions = registry.list()
+    try:
+        versions = registry.list()
+    except UnirankError as exc:  # a damaged registry.sqlite
+        fail(exc)
     if as_json:
         print_json([v.to_dict() for v in versions])
         return

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from unirank.errors import (AliasInUseError, AliasMovedError, InvalidModelReferenceError, ModelLoadError,
-                            ModelNotFoundError, PromotionRefusedError, RegistrationError)
+from unirank.errors import (AliasInUseError, AliasMovedError, ConfigurationError, InvalidModelReferenceError,
+                            ModelLoadError, ModelNotFoundError, PromotionRefusedError, RegistrationError)
 from unirank.registry.evaluations import compare_for_promotion, evaluation_key, evaluations, superseded
 from unirank.registry.export import export_version
 from unirank.registry.files import MARKER_FILE, file_listing, files_digest, read_marker, staging_name, sweep_stale
@@ -164,10 +164,24 @@ class ModelRegistry:
         self._on_disk = create or self.db_path.exists()
         if self._on_disk:
             self.root.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.db_path if self._on_disk else ":memory:", check_same_thread=False)
-        if self._on_disk:
-            use_wal(self._db)
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.db_path if self._on_disk else ":memory:", check_same_thread=False)
+            if self._on_disk:
+                use_wal(self._db)
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc):  # busy, not damaged: said as SQLite says it
+                raise
+            self.close()
+            raise self._unreadable(exc) from None
+
+    def _unreadable(self, exc: sqlite3.DatabaseError) -> ConfigurationError:
+        """A damaged registry.sqlite (or another file so named) failed every models command with an
+        sqlite3.DatabaseError traceback."""
+        return ConfigurationError(
+            f"{self.db_path} cannot be read as the model registry's database ({exc}): it is damaged, or is not "
+            "one. Restore it from a backup, or move it aside (the registry then starts empty; the version "
+            "folders beside it are kept).")
 
     # -- writes ---------------------------------------------------------------------------------
     def register(self, name: str, role: str, *, path: Path | None = None,
