@@ -345,6 +345,19 @@ def test_models_export_words_storage_errors_as_ingest_does(tmp_path, bucket, s3_
         export.export_version(mv, "s3://handbook/team", storage)
 
 
+def test_models_export_refusals_name_the_destination(tmp_path):
+    """An empty or unsupported `models export --to` was called "the source", a word of ingest."""
+    from unirank.registry.export import export_version
+    from unirank.registry.store import ModelVersion
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    mv = ModelVersion(name="m", version=1, role="embedder", path=tmp_path, created_at="2024-01-01T00:00:00Z")
+    with pytest.raises(SourceError, match=r"^The export destination \(--to\) must be a folder, .* got ''\.$"):
+        export_version(mv, "")
+    with pytest.raises(SourceError, match=r"^Unsupported export destination \(--to\) 'gs://b/x': use a local path"):
+        export_version(mv, "gs://b/x")
+
+
 def test_a_storage_outage_partway_stops_the_run_and_keeps_what_was_read(client):
     """Storage that went down partway failed each remaining file as its own, each after the timeouts, and one
     indexed before was said to need fixing ("fix the file, or remove it and use --prune"). The run stops, as

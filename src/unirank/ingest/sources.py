@@ -364,10 +364,11 @@ class StorageLocation:
         return f"{self.scheme}://{path}" if self.is_object_storage else path
 
 
-def filesystem_for(uri: str, storage: StorageSettings | None = None) -> StorageLocation:
+def filesystem_for(uri: str, storage: StorageSettings | None = None, *, what: str = "source") -> StorageLocation:
     """The fsspec filesystem and path for a local path or an s3:// / oss:// URI, reached with ``storage``'s
-    endpoints, keys, timeouts and attempts."""
-    scheme, path, _ = _parse(uri)
+    endpoints, keys, timeouts and attempts. ``what`` the URI is, as a refusal names it: `models export`'s
+    destination was called a "source"."""
+    scheme, path, _ = _parse(uri, what)
     return StorageLocation(scheme, _fsspec_filesystem(scheme, storage or StorageSettings()), path)
 
 
@@ -379,19 +380,19 @@ def _absolute(path: str) -> str:
     return os.path.abspath(path)
 
 
-def _parse(uri: str) -> tuple[str, str, bool]:
+def _parse(uri: str, what: str = "source") -> tuple[str, str, bool]:
     """The scheme ("file", "s3" or "oss") and path of a source, refusing what names none, without the
     storage settings: `index remove` reads no storage, so it needs none of them. And whether an object
     storage URI ends in "/": ``s3://b/notes/`` names the prefix ``notes/``, not an object ``notes``."""
     if not uri.strip():  # read as ".": `index remove IDX "$UNSET" --yes` removed every document under it
-        raise SourceError(f"The source must be a folder, a file or an s3:// / oss:// URI, got {uri!r}.")
+        raise SourceError(f"The {what} must be a folder, a file or an s3:// / oss:// URI, got {uri!r}.")
     scheme, sep, rest = uri.partition("://")
     if scheme == "file" and sep:  # before `not sep`: "file://" is refused as a URI, not read as a folder named "file:"
         return "file", _absolute(local_path(uri)), False
     if not sep:
         return "file", _absolute(os.path.expanduser(uri)), False
     if scheme not in OBJECT_SCHEMES:
-        raise SourceError(f"Unsupported source {uri!r}: use a local path, s3://bucket/prefix or oss://bucket/prefix.")
+        raise SourceError(f"Unsupported {what} {uri!r}: use a local path, s3://bucket/prefix or oss://bucket/prefix.")
     if not rest.split("/", 1)[0]:  # "s3://" was read as a local folder named "s3:"; "s3:///key" has no bucket either
         raise SourceError(f"{scheme}:// needs a bucket: {scheme}://bucket/prefix")
     return scheme, rest.rstrip("/"), rest.endswith("/")

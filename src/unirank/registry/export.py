@@ -51,7 +51,7 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
     if missing:  # exported nothing, and said it had
         raise ExportError(f"{missing}: nothing was exported. Restore the folder (or the data dir it was in), or "
                           "register the model again.")
-    location = filesystem_for(to, storage)
+    location = filesystem_for(to, storage, what="export destination (--to)")
     dest = f"{location.path.rstrip('/')}/{mv.name}-v{mv.version}"
     if not location.is_object_storage and registry_root is not None:
         _refuse_inside_registry(Path(dest), Path(registry_root))
