@@ -320,7 +320,8 @@ def test_the_stores_argument_mistakes_are_said_as_such_not_as_a_disk_to_check(tm
         assert [s.id for s in store.sessions(10**30)] == newest_first  # past what SQLite can bind
         for limit in (0, -1, True, 2.0, "10"):
             with pytest.raises(InvalidQueryError, match=re.escape(
-                    f"limit must be a whole number of sessions, 1 or more (or None for every session); got {limit!r}.")):
+                    "limit must be a whole number of sessions, 1 or more (or None for every session); "
+                    f"got {limit!r}.")):
                 store.sessions(limit)  # type: ignore[arg-type]
         session_id = sessions[0].id
         refused = {
@@ -631,6 +632,18 @@ def test_conversations_and_feedback_are_durable(service, tmp_path):
             reopened.session("nope")
     finally:
         reopened.close()
+
+
+def test_a_click_on_a_citation_that_is_not_a_whole_number_is_refused(service):
+    """A citation of "1" was "no citation [1]; it cites [1]", and True was stored as a click on citation 1."""
+    answer = service.ask("What does SEV1 mean?", "handbook")
+    assert [c.n for c in answer.citations][:1] == [1]
+    for citation in ("1", True, 1.0, [1]):
+        with pytest.raises(InvalidQueryError, match=re.escape(
+                f"citation must be a whole number, e.g. 1 (the n of [n]); got {citation!r}.")):
+            service.store.add_feedback(answer.message_id, "click", citation)  # type: ignore[arg-type]
+    assert service.store.feedback(answer.message_id) == []
+    assert service.store.add_feedback(answer.message_id, "click", 1).citation_n == 1
 
 
 def test_feedback_on_an_answer_deleted_meanwhile_is_not_found(service, tmp_path):

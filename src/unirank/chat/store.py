@@ -388,6 +388,8 @@ class ConversationStore:
         if kind == "click":
             if citation_n is None:
                 raise InvalidQueryError("A citation click names the citation: give its number n.")
+            if isinstance(citation_n, bool) or not isinstance(citation_n, int):  # True was stored; "1" not found
+                raise InvalidQueryError(f"citation must be a whole number, e.g. 1 (the n of [n]); got {citation_n!r}.")
             message.citation(citation_n)
         elif citation_n is not None:  # training reads a vote as about the whole answer: it would be lost
             raise InvalidQueryError(f"A {kind!r} vote is on the whole answer; only a click names a citation. "
