@@ -891,3 +891,18 @@ def test_an_empty_or_invisible_question_is_refused(corpus, question):
     """A question of only a zero-width space passed .strip(), and was answered from noise."""
     with pytest.raises(InvalidQueryError, match="The question is empty"):
         ChatService(corpus).ask(question, "handbook")
+
+
+def test_chat_create_session_refuses_an_index_that_does_not_exist(policies, tmp_path):
+    """ConversationStore.create_session keeps any name (it has no backend to ask): the README's snippet
+    made a session of a misspelt index, listed as a conversation until its first question failed."""
+    with ConversationStore(tmp_path / "chat.sqlite") as store:
+        chat = ChatService(policies, store)
+        from unirank.errors import IndexNotFoundError
+        with pytest.raises(IndexNotFoundError, match="handbok"):
+            chat.create_session("handbok")
+        assert store.sessions() == []
+        session = chat.create_session(None, "first")  # the only index
+        assert (session.index, session.title) == ("policies", "first") and store.sessions() == [session]
+        with pytest.raises(InvalidQueryError, match="conversation store"):
+            ChatService(policies).create_session("x")

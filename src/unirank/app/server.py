@@ -251,9 +251,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
               responses={**described(SessionOut, 201), **error_responses(400, 404, 413, 422, 500, 503)})
     def create_session(body: NewSession | None = None) -> dict:
         body = body or NewSession()  # every field is optional, so is the body
-        index = body.index or service.default_index()
-        ur.index_info(index)  # a missing index is a 404 now, not on the session's first question
-        return store.create_session(index, body.title).to_dict()
+        return service.create_session(body.index, body.title).to_dict()  # a missing index: 404 now
 
     @app.get("/v1/sessions", responses={**described(SessionList), **error_responses(422)})
     def list_sessions(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict:

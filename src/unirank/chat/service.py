@@ -15,7 +15,7 @@ from unirank.api import Unirank
 from unirank.chat.extractive import ExtractiveAnswerer
 from unirank.chat.retrieval import Retriever
 from unirank.chat.rewrite import QueryRewriter
-from unirank.chat.store import ConversationStore, turn_problem
+from unirank.chat.store import ConversationStore, Session, turn_problem
 from unirank.chat.types import (
     NOT_COVERED, AnswerEvent, ChatAnswer, ChatEvent, Completed, Delta, Final, Passage, Retrieved, Turn,
 )
@@ -132,6 +132,15 @@ class ChatService:
         index = index or self.default_index()
         self.ur.backend.model(index)  # a missing index is said now, not once the events are read
         return self._turn(question, index, session_id, history, filters)
+
+    def create_session(self, index: str | None = None, title: str = "") -> Session:
+        """A session of ``index`` (the default index when None) that exists now: the store alone keeps any
+        name, and a misspelt one was listed as a conversation until its first question failed."""
+        if self.store is None:
+            raise InvalidQueryError("Sessions need a conversation store: ChatService(ur, ConversationStore(path)).")
+        index = index or self.default_index()
+        self.ur.index_info(index)  # IndexNotFoundError names the indexes there are
+        return self.store.create_session(index, title)
 
     def session_index(self, session_id: str, named: str | None = None) -> str:
         """The session's index; a request naming another is refused, not answered from it: its messages
