@@ -62,6 +62,7 @@ def test_two_registrations_at_once_get_a_version_each_with_their_own_files(tmp_p
     for which in ("a", "b"):
         folder = folders[which] = tmp_path / which
         folder.mkdir()
+        (folder / "config.json").write_text("{}")
         (folder / "weights.bin").write_bytes(which.encode() * 20_000_000)  # a copy slow enough to overlap
     start, outcome = threading.Barrier(2), {}
 
@@ -392,6 +393,44 @@ def test_a_damaged_registry_database_is_named_with_what_to_do(tmp_path, monkeypa
         code, output = _cli(tmp_path, monkeypatch, *args)
         assert code == 2 and "cannot be read as the model registry's database" in output, output
         assert "Traceback" not in output
+
+
+def test_the_python_registry_refuses_what_is_no_model_folder_or_no_text_and_closes_as_a_context(tmp_path):
+    """ModelRegistry.register took a folder of documents (the CLI refuses it): promoted, it failed at the
+    first ingest. A reference, name or alias that is not a str ended in an AttributeError or TypeError,
+    and ``with ModelRegistry(...)`` was a TypeError."""
+    from unirank.errors import InvalidModelReferenceError, RegistrationError
+
+    docs = tmp_path / "my-docs"
+    docs.mkdir()
+    (docs / "api-keys.md").write_text("# Rotate API keys every 90 days.")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with ModelRegistry(tmp_path / "models") as registry:
+        with pytest.raises(RegistrationError, match=r"my-docs is not a model folder: it has no config\.json \(nor "
+                                                    r"modules\.json\)"):
+            registry.register("notamodel", "embedder", path=docs)
+        for not_a_folder in (tmp_path / "missing", 5):
+            with pytest.raises(RegistrationError, match="is not a model folder"):
+                registry.register("notamodel", "embedder", path=not_a_folder)
+        with pytest.raises(RegistrationError, match="Invalid model name None"):
+            registry.register(None, "embedder", path=model)
+        assert registry.list() == [] and not (tmp_path / "models" / "notamodel").exists()
+        registry.register("emb", "embedder", path=model)
+        registry.promote("emb@1")
+        refused = {r"A model reference must be a str \(NAME, NAME@VERSION or NAME@ALIAS\), got (None|1 \(int\))":
+                       (lambda: registry.get(None), lambda: registry.delete(None), lambda: registry.promote(1)),
+                   "An alias must be a str .*, got None": (lambda: registry.promote("emb@1", alias=None),),
+                   "The name to roll back must be a str": (lambda: registry.rollback(None),),
+                   "The alias to roll back must be a str": (lambda: registry.rollback("emb", ["prod"]),),
+                   "The alias to remove must be a str": (lambda: registry.unalias("emb", None),)}
+        for said, calls in refused.items():
+            for call in calls:
+                with pytest.raises(InvalidModelReferenceError, match=said):
+                    call()
+        assert registry.get("emb@prod").version == 1
+    assert registry._db is None  # closed by the with
 
 
 def test_registration_describes_a_folder_by_what_it_is_and_refuses_a_misfit(tmp_path):
@@ -929,6 +968,7 @@ def test_the_readme_s_model_commands_run_in_the_order_it_gives_them(registry, tm
     block = readme.split("## Fine-tune on your own documents", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     files = tmp_path / "files"
     files.mkdir()
+    (files / "config.json").write_text("{}")
     trained = {"handbook": 3, "cisi": 2}  # three `train --name handbook` lines; cisi trained twice, it says
     for stem, runs in trained.items():
         for run in range(1, runs + 1):

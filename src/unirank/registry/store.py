@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 import sqlite3
@@ -104,6 +105,7 @@ class ModelVersion:
 
 def parse_reference(ref: str) -> tuple[str, str | None]:
     """``name@3`` -> (name, "3"); ``name@prod`` -> (name, "prod"); ``name`` -> (name, None)."""
+    _require_text(ref, "A model reference", "NAME, NAME@VERSION or NAME@ALIAS")
     name, sep, selector = ref.partition("@")
     if not name or (sep and not selector):
         raise ModelNotFoundError(f"{ref!r} is not a model reference: use NAME, NAME@VERSION or NAME@ALIAS.")
@@ -112,6 +114,24 @@ def parse_reference(ref: str) -> tuple[str, str | None]:
         raise ModelNotFoundError(f"{ref!r} is not a model reference: it has more than one '@'; use NAME, "
                                  f"NAME@VERSION or NAME@ALIAS (e.g. {name}@{example}).")
     return name, selector or None
+
+
+def _require_text(value: Any, what: str, form: str) -> None:
+    """A reference, name or alias from Python that is not a str: an AttributeError or TypeError from deep
+    inside said nothing of what was wrong."""
+    if not isinstance(value, str):
+        raise InvalidModelReferenceError(f"{what} must be a str ({form}), got {value!r} ({type(value).__name__}).")
+
+
+def _refuse_no_model_folder(path: Any) -> None:
+    """What ``models register`` refuses before it loads a model (``describe_model_folder``), refused from
+    Python too: a folder of documents was registered, promoted, and failed at the first ingest."""
+    if not isinstance(path, (str, os.PathLike)) or not Path(path).is_dir():
+        raise RegistrationError(f"{path} is not a model folder.")
+    if not any((Path(path) / name).is_file() for name in ("config.json", "modules.json")):
+        raise RegistrationError(f"{path} is not a model folder: it has no config.json (nor modules.json), as a folder "
+                                "saved by transformers or sentence-transformers has. Give the folder the model was "
+                                "saved to.")
 
 
 def _copy_model_folder(path: Path, to: Path) -> None:
@@ -192,8 +212,8 @@ class ModelRegistry:
         checked in the transaction that takes the version number."""
         self.check_registrable(name, role)
         record = dict(record or {})
-        if path is not None and not Path(path).is_dir():
-            raise RegistrationError(f"{path} is not a model folder.")
+        if path is not None:
+            _refuse_no_model_folder(path)
         if not self._on_disk:
             self._connect(create=True)
         incoming = self.root / name / staging_name(INCOMING)  # the slow copy, under no lock
@@ -275,7 +295,7 @@ class ModelRegistry:
         (loading a model, training), so a typo does not waste it."""
         if role not in ROLES:
             raise RegistrationError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
-        if not _MODEL_NAME.fullmatch(name):
+        if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
             raise RegistrationError(f"Invalid model name {name!r}: use letters, digits, '.', '-' and '_' (at most 128, "
                                "starting with a letter or digit); '@' separates a name from its version.")
         if name.lower() in RESERVED_NAMES:
@@ -379,6 +399,7 @@ class ModelRegistry:
                 warn: Callable[[str], None] | None = None) -> ModelVersion:
         """Point ``alias`` at the version ``ref`` names, if it scores at least as well as the version the
         alias names now, on an evaluation both had. ``warn`` hears of a promotion nothing could check."""
+        _require_text(alias, "An alias", "such as prod or staging")
         if not _MODEL_NAME.fullmatch(alias) or _is_version_number(alias) or alias == "latest":
             # NAME@3 means version 3 and NAME@latest the newest, so neither could be read back as an alias;
             # a space or comma would make `models list`'s alias column ambiguous.
@@ -446,6 +467,8 @@ class ModelRegistry:
         (It went back and forth between the last two: v1 of three promotions could not be reached.)
         Deleted versions are skipped, and it goes back no further than the alias's removal (``unalias``); a
         version whose folder is missing is refused, as promote refuses it."""
+        _require_text(name, "The name to roll back", "NAME")
+        _require_text(alias, "The alias to roll back", "such as prod")
         with self._writing():  # read and written under the lock: a version deleted meanwhile is never set
             rows = self.db.execute(
                 "SELECT version, note FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq", (name, alias)
@@ -491,6 +514,8 @@ class ModelRegistry:
 
     def unaliasable(self, name: str, alias: str) -> int:
         """The version ``alias`` names (even a deleted one), if ``unalias`` may remove it: it is set."""
+        _require_text(name, "The name to remove an alias of", "NAME")
+        _require_text(alias, "The alias to remove", "such as prod")
         named = self._alias_version(name, alias)
         if named is None:
             raise ModelNotFoundError(f"{name}@{alias} is not set: nothing was removed ({self.aliases_said(name)}; "
@@ -716,3 +741,9 @@ class ModelRegistry:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+    def __enter__(self) -> ModelRegistry:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
