@@ -225,6 +225,13 @@ def test_the_store_refuses_a_message_of_another_role_or_not_text(tmp_path, role,
         assert [(t.role, t.content) for t in store.history(session.id)] == [("user", "hi")]
 
 
+def test_a_history_given_as_a_generator_is_read_whole(corpus):
+    """The turn check used a generator up, so the rewriter saw no history and the follow-up stayed as asked."""
+    turns = [Turn("user", "How do I rotate an API key?"), Turn("assistant", "Rotate keys every 90 days.")]
+    answer = ChatService(corpus).ask("How often should I do it?", "handbook", history=(t for t in turns))
+    assert {"api", "key", "rotate"} <= set(answer.query.lower().split())
+
+
 def test_follow_up_is_resolved_through_history(service):
     session = service.store.create_session("handbook")
     first = service.ask("How do I rotate an API key?", session_id=session.id)

@@ -125,7 +125,7 @@ class ChatService:
         if is_blank(question):  # a zero-width space passed .strip()
             raise InvalidQueryError("The question is empty: ask something.")
         if history is not None:
-            _check_history(history)
+            history = _checked_history(history)
         if session_id is not None:
             index = self.session_index(session_id, index)
             history = self.store.history(session_id)  # type: ignore[union-attr]
@@ -211,9 +211,14 @@ class ChatService:
         return ""
 
 
-def _check_history(history: Sequence[Turn]) -> None:
-    """A turn the rewriter cannot read is refused, as OpenAI's endpoint refuses it: a "User" turn was
-    dropped without a word, so its follow-up was not rewritten and came back "not covered"."""
+def _checked_history(history: Sequence[Turn]) -> list[Turn]:
+    """The turns as a list (a generator would be used up by the check), each one the rewriter can read:
+    others are refused, as OpenAI's endpoint refuses them. A "User" turn was dropped without a word, so
+    its follow-up was not rewritten and came back "not covered"."""
+    try:
+        history = list(history)
+    except TypeError:
+        raise InvalidQueryError("history must be a list of unirank.chat.Turn(role, content), oldest first.") from None
     if not all(isinstance(turn, Turn) for turn in history):
         raise InvalidQueryError("history must be a list of unirank.chat.Turn(role, content), oldest first.")
     for i, turn in enumerate(history):
@@ -221,6 +226,7 @@ def _check_history(history: Sequence[Turn]) -> None:
         if problem:
             raise InvalidQueryError(f"history[{i}]: {problem}. Each turn is Turn(role, content), with role 'user' "
                                     "or 'assistant' and content the message's text.")
+    return history
 
 
 def empty_index_hint(index: str) -> str:
