@@ -934,6 +934,20 @@ def test_a_remote_reranker_takes_the_blend_weight_of_the_reranker_registered_her
     finally:
         reranker.close()
 
+    # The alias moves (the server hot-swaps to what it names): the weight follows it, as in-process loading does.
+    retrained = tmp_path / "retrained-rerank"
+    retrained.mkdir()
+    (retrained / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
+    (retrained / "unirank_reranker.json").write_text(json.dumps({"blend_weight": 0.6}))
+    with ModelRegistry(settings.models_dir) as registry:
+        registry.register("handbook-rerank", "reranker", path=retrained, record={})
+        registry.promote("handbook-rerank@2", force=True)
+    reranker = load_reranker(_with(settings, reranker__model="edge-rerank"))
+    try:
+        assert reranker.blend_weight == 0.6
+    finally:
+        reranker.close()
+
     record, _ = registered("edge-given", "--remote-model", "elsewhere@3", "--blend-weight", "0.3")
     assert record["blend_weight"] == 0.3 and "blend_weight_from" not in record
     record, output = registered("edge-unknown")  # the server's default model: nothing here to take it from

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from unirank.errors import ModelLoadError, ModelNotFoundError
+from unirank.errors import ModelLoadError, ModelNotFoundError, UnirankError
 from unirank.registry.lineage import same_vector_refs
 from unirank.registry.store import MARKER_FILE, ModelVersion, parse_reference
 from unirank.models.backends import registry_backend
@@ -18,6 +19,8 @@ from unirank.models.remote import (PROBE_TEXT, Endpoint, RemoteEmbedder, RemoteR
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker, stored_blend_weight
 from unirank.search.types import FOLDER_VERSION, ModelSignature
 from unirank.settings import Settings
+
+log = logging.getLogger(__name__)
 
 BASE_MODEL_NAME = "all-MiniLM-L6-v2"
 BASE_ALIAS = "base"
@@ -237,7 +240,22 @@ def _remote_reranker(version: ModelVersion, settings: Settings) -> RemoteReranke
         raise ModelLoadError(f"{version.ref} is a remote {version.role}, not a reranker: set reranker.model "
                              "to a reranker.")
     return RemoteReranker(Endpoint.from_record("reranker", version.record), settings.remote,
-                          name=version.ref, blend_weight=float(version.record.get("blend_weight", 1.0)))
+                          name=version.ref, blend_weight=_remote_blend_weight(version.record, settings))
+
+
+def _remote_blend_weight(record: dict[str, Any], settings: Settings) -> float:
+    """The weight of the reranker the endpoint serves now: one taken from a local version at registration
+    (``blend_weight_from``) is read again, as ``--remote-model cisi-rerank@prod`` follows the alias when it
+    is promoted and the server swaps; a weight given with ``--blend-weight`` stays as given."""
+    if record.get("blend_weight_from"):
+        try:
+            current = _blend_weight_here(record, settings)
+        except UnirankError as exc:  # the local version now unreadable (or the registry): the recorded one
+            log.warning("%s: keeping the blend weight recorded at registration (%s)", record.get("remote_model"), exc)
+            current = {}
+        if "blend_weight" in current:
+            return float(current["blend_weight"])
+    return float(record.get("blend_weight", 1.0))
 
 
 def _local_version(path: Path) -> str:
