@@ -60,6 +60,22 @@ def test_bm25_needs_no_embedder(indexed):
             bm25_only.search("databases", "docs", mode="knn", rerank=False)
 
 
+def test_hybrid_with_a_knn_weight_of_0_embeds_nothing(indexed):
+    """With search.knn_weight = 0 the query vector weighs nothing in the fusion, yet each hybrid search
+    loaded the embedder and embedded the query (and failed where it could not be loaded)."""
+    from unirank.api import Unirank
+
+    settings = indexed.settings.model_copy(deep=True)
+    settings.embedder.model = "never-registered@1"
+    settings.search.knn_weight = 0
+    with Unirank(settings) as lexical:
+        results = lexical.search("how often are databases snapshotted", "docs", mode="hybrid", rerank=False)
+        assert "embedder" not in lexical.__dict__ and results.embedder is None and "embed" not in results.timings_ms
+        bm25 = lexical.search("how often are databases snapshotted", "docs", mode="bm25", rerank=False)
+        assert [h.id for h in results.hits] == [h.id for h in bm25.hits]
+        assert all(set(h.scores) == {"bm25", "rrf"} for h in results.hits), results.hits[0].scores
+
+
 def test_timings_leave_out_loading_the_models(indexed):
     """A first search loads its models; its timings are the search's own, as later searches' are."""
     import time

@@ -165,7 +165,7 @@ class SearchBackend(Protocol):
         self,
         index: str,
         query: str,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         top_k: int,
         filters: Filters | None = None,
         *,
@@ -173,6 +173,9 @@ class SearchBackend(Protocol):
         rrf_k: int = 60,
         bm25_weight: float = 1.0,
         knn_weight: float = 1.0,
-    ) -> list[Hit]: ...
+    ) -> list[Hit]:
+        """BM25 and kNN fused by weighted reciprocal rank; ``vector`` may be None when ``knn_weight`` is 0
+        (the query is then not embedded at all)."""
+        ...
 
     def close(self) -> None: ...

@@ -10,6 +10,8 @@ import unicodedata
 from pathlib import Path
 from typing import Callable, Mapping
 
+import numpy as np
+
 from unirank.errors import DimensionMismatchError, IndexChangedError, InvalidQueryError, RerankLimitError
 from unirank.models.embedder import Embedder, require_comparable_vectors
 from unirank.models.reranker import Reranker
@@ -68,16 +70,18 @@ class Searcher:
         # spell them: "ｂａｃｋｕｐｓ" was a row of unknown tokens to the embedder and the reranker.
         asked, query = query, unicodedata.normalize("NFKC", query)
         filters = _as_stored(filters)
-        if mode != "bm25":  # the model is loaded on first use before the clock starts (as the reranker is)
+        lexical_only = mode == "hybrid" and self.settings.knn_weight == 0  # the query vector would weigh 0
+        if mode != "bm25" and not lexical_only:  # the model is loaded on first use before the clock starts
             index_model = self.backend.model(index)
             chosen = index_model, self.embedder_for(index, index_model)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         depth = self.rerank_top_k if rerank else top_k
-        if mode == "bm25":
+        if mode == "bm25" or lexical_only:
             embedder = None
             t = time.perf_counter()
-            hits = self.backend.bm25(index, query, depth, filters)
+            hits = self.backend.bm25(index, query, depth, filters) if mode == "bm25" else self._fused(
+                index, query, None, depth, filters)
             timings["retrieve"] = _ms(t)
         else:
             embedder, hits = self._vector_search(query, index, mode, depth, filters, timings, chosen)
@@ -118,11 +122,7 @@ class Searcher:
                 if mode == "knn":
                     hits = self.backend.knn(index, vector, depth, filters)
                 else:
-                    s = self.settings
-                    hits = self.backend.hybrid(
-                        index, query, vector, depth, filters, candidates=max(s.candidates, depth),
-                        rrf_k=s.rrf_k, bm25_weight=s.bm25_weight, knn_weight=s.knn_weight,
-                    )
+                    hits = self._fused(index, query, vector, depth, filters)
             except DimensionMismatchError:
                 if attempt == _SWAP_RETRIES or self.backend.model(index) == index_model:
                     raise
@@ -134,6 +134,12 @@ class Searcher:
                      self.backend.model(index))
         raise IndexChangedError(f"Index {index!r} was switched to another model's vectors {_SWAP_RETRIES + 1} "
                                 "times during one search (an `index rebuild` loop?). Search again.")
+
+    def _fused(self, index: str, query: str, vector: np.ndarray | None, depth: int,
+               filters: Mapping[str, str] | None) -> list[Hit]:
+        s = self.settings
+        return self.backend.hybrid(index, query, vector, depth, filters, candidates=max(s.candidates, depth),
+                                   rrf_k=s.rrf_k, bm25_weight=s.bm25_weight, knn_weight=s.knn_weight)
 
     def _validate(self, query: str, index: str, mode: str, top_k: int, rerank: bool,
                   filters: Mapping[str, str] | None) -> None:

@@ -739,7 +739,7 @@ class EmbeddedBackend:
         self,
         index: str,
         query: str,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         top_k: int,
         filters: Filters | None = None,
         *,
@@ -752,6 +752,8 @@ class EmbeddedBackend:
         depth = max(candidates, top_k)
         with self._reading(index) as handle:
             lexical = self._bm25_keys(handle, query, depth, filters) if bm25_weight > 0 else []
+            if knn_weight > 0 and vector is None:
+                raise InvalidQueryError("hybrid search with a kNN weight above 0 needs the query vector.")
             semantic = self._knn_keys(handle, index, vector, depth, filters) if knn_weight > 0 else []
             fused = fuse_ranked_ids([("bm25", lexical, bm25_weight), ("knn", semantic, knn_weight)],
                                     k=rrf_k, top_k=top_k)
