@@ -1130,6 +1130,7 @@ def test_a_server_whose_models_failed_to_load_says_why_instead_of_still_loading(
     assert listing.status_code == 503 and listing.json()["error"]["code"] == "load_failed"  # was 200, no models
     assert refused.status_code == 503 and "retry-after" not in refused.headers  # retrying cannot help
     assert refused.json()["error"]["code"] == "load_failed"
+    assert refused.json()["error"]["type"] == listing.json()["error"]["type"] == "server_error"  # not the caller's
     assert refused.json()["error"]["message"].startswith("The models failed to load, so this server cannot answer:")
 
 
@@ -1158,6 +1159,7 @@ def test_a_model_that_fails_mid_batch_is_a_500_in_the_routes_error_shape(tmp_pat
         openai_shape = http.post("/v1/embeddings", json={"input": "hello"})
         tei_shape = http.post("/embed", json={"inputs": "hello"})
     assert openai_shape.status_code == 500 and openai_shape.json()["error"]["code"] == "server_error"
+    assert openai_shape.json()["error"]["type"] == "server_error"  # was invalid_request_error: the caller's fault
     assert openai_shape.json()["error"]["message"] == ("Internal error (RuntimeError) while answering POST "
                                                        "/v1/embeddings: the server's log has the details.")
     assert tei_shape.status_code == 500 and tei_shape.json()["error_type"] == "server_error"

@@ -12,7 +12,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -181,41 +181,45 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
                        setting="serving.max_request_mb")
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
 
-    def error_body(request: Request, message: str, code: str) -> dict[str, Any]:
+    def error_body(request: Request, message: str, code: str, status: int) -> dict[str, Any]:
         """Built from the schemas the OpenAPI spec declares, so the two cannot drift apart."""
         if request.url.path.startswith("/v1/"):  # OpenAI's shape, which its SDK turns into exceptions
-            return OpenAIError(error=OpenAIErrorDetail(message=message, code=code)).model_dump()
+            # OpenAI's convention, which clients branch on: a 5xx is the server's fault, not the request's.
+            kind = "server_error" if status >= 500 else "invalid_request_error"
+            return OpenAIError(error=OpenAIErrorDetail(message=message, type=kind, code=code)).model_dump()
         return TeiError(error=message, error_type=code).model_dump()  # text-embeddings-inference's shape
+
+    def error_response(request: Request, message: str, code: str, status: int,
+                       headers: Mapping[str, str] | None = None) -> JSONResponse:
+        return JSONResponse(error_body(request, message, code, status), status, headers=headers)
 
     @app.exception_handler(ServingRequestError)
     async def serving_error(request: Request, exc: ServingRequestError) -> JSONResponse:
         # Only a wait ends "not_ready"; a retry after load_failed gets the same answer.
         headers = {"Retry-After": "1"} if exc.code == "not_ready" else None
-        return JSONResponse(error_body(request, str(exc), exc.code), exc.status_code, headers=headers)
+        return error_response(request, str(exc), exc.code, exc.status_code, headers)
 
     @app.exception_handler(AuthenticationError)
     async def auth_error(request: Request, exc: AuthenticationError) -> JSONResponse:
-        return JSONResponse(error_body(request, str(exc), "invalid_api_key"), 401,
-                            headers={"WWW-Authenticate": "Bearer"})
+        return error_response(request, str(exc), "invalid_api_key", 401, {"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(UnirankError)
     async def unirank_error(request: Request, exc: UnirankError) -> JSONResponse:
-        return JSONResponse(error_body(request, str(exc), "server_error"), 500)
+        return error_response(request, str(exc), "server_error", 500)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         """A bug, or a model that fails mid-batch, is a 500 in the route family's error shape (which the
         OpenAI SDK and unirank's remote client parse), not Starlette's plain text. Starlette raises the
         exception again once this is sent, so the server's log has its traceback."""
-        return JSONResponse(error_body(request, f"Internal error ({type(exc).__name__}) while answering "
-                                       f"{request.method} {request.url.path}: the server's log has the details.",
-                                       "server_error"), 500)
+        return error_response(request, f"Internal error ({type(exc).__name__}) while answering {request.method} "
+                              f"{request.url.path}: the server's log has the details.", "server_error", 500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         # In the route's own error shape, so SDKs show the message instead of an unparsed body.
         message = validation_message(exc.errors(), body_type(request), exc.body)
-        return JSONResponse(error_body(request, message, "invalid_request"), 422)
+        return error_response(request, message, "invalid_request", 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -223,9 +227,9 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
         refusal = body_refusal(exc)
         if refusal is not None:
             status, message, code = refusal
-            return JSONResponse(error_body(request, message, code), status)
+            return error_response(request, message, code, status)
         message = f"{request.method} {request.url.path}: {exc.detail}"
-        return JSONResponse(error_body(request, message, http_error_code(exc)), exc.status_code, headers=exc.headers)
+        return error_response(request, message, http_error_code(exc), exc.status_code, exc.headers)
 
 
 def refuse_unsupported_tei_options(truncation_direction: str, *, prompt_name: str | None = None,
