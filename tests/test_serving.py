@@ -595,7 +595,7 @@ def test_a_request_larger_than_a_batch_takes_turns_with_other_requests(folder_se
     texts = [f"text {i}: " + "lorem ipsum dolor sit amet " * 300 for i in range(64)]
     before = httpx.get(f"{url}/metrics").text
     labels = {"kind": "embed", "model": model}
-    inputs0 = _metric(before, "unirank_inputs_total", **labels)
+    batches0 = _metric(before, "unirank_batch_size_count", **labels)
     finished: list[str] = []
     big: dict = {}
 
@@ -608,9 +608,9 @@ def test_a_request_larger_than_a_batch_takes_turns_with_other_requests(folder_se
     sender.start()
     try:
         deadline = time.monotonic() + 60
-        while _metric(httpx.get(f"{url}/metrics").text, "unirank_inputs_total", **labels) < inputs0 + 64:
+        while _metric(httpx.get(f"{url}/metrics").text, "unirank_batch_size_count", **labels) == batches0:
             assert time.monotonic() < deadline and sender.is_alive(), "the big request never reached the model"
-            time.sleep(0.02)  # counted as it is queued for the model
+            time.sleep(0.02)  # its first slice is running
         small = httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": "small"}, timeout=300)
         finished.append("small")
         waiting = _metric(httpx.get(f"{url}/metrics").text, "unirank_queue_depth", **labels)
@@ -644,7 +644,13 @@ def test_a_client_that_gives_up_stops_its_requests_work(folder_server: ModelServ
     def batches() -> float:
         return _metric(httpx.get(f"{url}/metrics").text, "unirank_batch_size_count", **labels)
 
+    def ran_and_counted() -> tuple[float, float]:
+        metrics = httpx.get(f"{url}/metrics").text
+        return (_metric(metrics, "unirank_batch_size_sum", **labels),
+                _metric(metrics, "unirank_inputs_total", **labels))
+
     before = batches()
+    texts_run0, inputs0 = ran_and_counted()
     with pytest.raises(httpx.TimeoutException):
         httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": texts, "truncate": True}, timeout=1)
     deadline = time.monotonic() + 3  # the whole request takes 8 s or more here
@@ -656,6 +662,8 @@ def test_a_client_that_gives_up_stops_its_requests_work(folder_server: ModelServ
     assert batches() - before == ran < 12
     metrics = httpx.get(f"{url}/metrics").text
     assert _metric(metrics, "unirank_requests_total", endpoint="/v1/embeddings", status="499") == 1
+    texts_run, inputs = ran_and_counted()
+    assert inputs - inputs0 == texts_run - texts_run0 == 4 * ran  # the 96 sent counted the dropped texts too
 
 
 def test_the_batcher_drops_a_cancelled_request_without_running_it() -> None:

@@ -329,7 +329,6 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
     async def embed(request: Request, model: ServedModel, texts: list[str],
                     truncate: bool) -> tuple[np.ndarray, int]:
         texts, tokens = await within_limit(model, texts, model.token_limit(limits), truncate=truncate)
-        state.metrics.inputs.labels(model=model.id, kind="embed").inc(len(texts))
         rows = await unless_client_leaves(request, state.batcher(model, "embed").submit(texts))
         return np.asarray(rows, dtype=np.float32), tokens
 
@@ -351,7 +350,6 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             (query,), query_tokens = await within_limit(model, [query], limit, truncate=truncate, what="query")
             texts, tokens = await within_limit(model, texts, limit, truncate=truncate, what="document")
             tokens += query_tokens * len(texts)
-        state.metrics.inputs.labels(model=model.id, kind="rerank").inc(len(texts))
         scores = await unless_client_leaves(request, state.batcher(model, "rerank").submit(
             [(query, t) for t in texts]))
         if model.is_cross_encoder and not raw:

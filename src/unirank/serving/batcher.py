@@ -143,6 +143,7 @@ class MicroBatcher(Generic[Item, Result]):
                 if not request.future.done():
                     request.future.set_exception(exc)
         else:
+            self._metrics.inputs.labels(**self._labels).inc(len(flat))  # what ran: not what a client left
             start = 0
             for request, count in taken:
                 request.results.extend(results[start:start + count])
