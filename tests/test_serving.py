@@ -666,6 +666,49 @@ def test_a_client_that_gives_up_stops_its_requests_work(folder_server: ModelServ
     assert inputs - inputs0 == texts_run - texts_run0 == 4 * ran  # the 96 sent counted the dropped texts too
 
 
+def test_on_sigterm_requests_finish_within_the_grace_period_and_the_rest_get_a_json_503(tmp_path: Path) -> None:
+    """A request still running 10 s after SIGTERM (uvicorn's grace, hard-coded; the README's 256-text bulk
+    request takes ~20 s) got uvicorn's plain-text 500. Now serving.graceful_shutdown_s sets the grace, a
+    request within it is answered, and one it cuts off gets a 503 to retry in the route's error shape."""
+    srv = ModelServer(tmp_path, ["base"], env={"UNIRANK_SERVING__GRACEFUL_SHUTDOWN_S": "4",
+                                               "UNIRANK_SERVING__MAX_BATCH_SIZE": "4",
+                                               "UNIRANK_SERVING__MAX_WAIT_MS": "1"})
+    texts = [f"text {i}: " + "lorem ipsum dolor sit amet " * 300 for i in range(256)]  # 64 slices: 20 s here
+    answers: dict[str, tuple[httpx.Response, float]] = {}
+
+    def send(name: str, path: str, body: dict) -> None:
+        answers[name] = (httpx.post(f"{srv.url}{path}", json=body, timeout=120), time.monotonic())
+
+    def wait_for_a_batch(kind: str) -> None:
+        deadline = time.monotonic() + 60
+        while not _metric(httpx.get(f"{srv.url}/metrics").text, "unirank_batch_size_count", kind=kind, model="base"):
+            assert time.monotonic() < deadline, f"no {kind} request reached the model"
+            time.sleep(0.02)
+
+    senders = [threading.Thread(target=send, args=("long", "/v1/embeddings", {"input": texts, "truncate": True})),
+               threading.Thread(target=send, args=("short", "/rerank", {"model": "base", "query": "lorem",
+                                                                        "texts": texts[:4], "truncate": True}))]
+    try:
+        srv.wait_ready()
+        senders[0].start()
+        wait_for_a_batch("embed")
+        senders[1].start()  # one slice, taking turns with the long request's: well within the grace
+        wait_for_a_batch("rerank")
+        os.killpg(srv.process.pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        for sender in senders:
+            sender.join(60)
+        srv.process.wait(30)
+    finally:
+        srv.stop()
+    (short, short_at), (cut, cut_at) = answers["short"], answers["long"]
+    assert short.status_code == 200 and short_at > signalled, short.text  # in flight when signalled, answered
+    assert cut.status_code == 503 and cut.headers["retry-after"] == "1", (cut.headers, cut.text)
+    assert cut.json()["error"]["code"] == "shutting_down" and cut.json()["error"]["type"] == "server_error"
+    assert cut.json()["error"]["message"].startswith("The server is shutting down and stopped this request")
+    assert 3.5 < cut_at - signalled < 9.5  # after the 4 s set, not uvicorn's 10 s
+
+
 def test_the_batcher_drops_a_cancelled_request_without_running_it() -> None:
     """A request cancelled while queued (its client left) runs no slice and takes no room in a batch."""
     import asyncio

@@ -324,6 +324,10 @@ class ServingSettings(_Section):
     api_keys_file: Path | None = None
     #: Seconds between checks of the registry for a re-pointed alias (hot swap).
     registry_poll_s: float = Field(2.0, gt=0, allow_inf_nan=False)
+    #: On SIGTERM or Ctrl-C, seconds the requests in flight get to finish before they are cancelled and
+    #: answered 503 ``shutting_down``. A 256-text request of long passages takes about 20 s on 2 CPU cores;
+    #: set an orchestrator's grace period (Kubernetes' is 30 s) above this, or it kills the server first.
+    graceful_shutdown_s: float = Field(60.0, gt=0, le=3600, allow_inf_nan=False)
     #: How long PyTorch's idle OpenMP threads spin before they sleep (GNU libgomp's GOMP_SPINCOUNT, set
     #: for the server's processes before torch loads). At libgomp's default, 300,000, they spin on cores
     #: the event loop needs. bench/serving.py, one replica on 2 cores, 32 clients, six runs of each

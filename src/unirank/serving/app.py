@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: What an inference route can answer besides 200 (documented in the OpenAPI spec).
 INFERENCE_ERRORS = (400, 401, 404, 413, 422, 503)
+#: Error codes a client should send again after ``Retry-After`` seconds.
+RETRYABLE_CODES = frozenset({"not_ready", "shutting_down"})
 
 
 class ServerState:
@@ -195,8 +197,8 @@ def _install_middleware_and_handlers(app: FastAPI, state: ServerState) -> None:
 
     @app.exception_handler(ServingRequestError)
     async def serving_error(request: Request, exc: ServingRequestError) -> JSONResponse:
-        # Only a wait ends "not_ready"; a retry after load_failed gets the same answer.
-        headers = {"Retry-After": "1"} if exc.code == "not_ready" else None
+        # Only these end with a wait (or another replica); a retry after load_failed gets the same answer.
+        headers = {"Retry-After": "1"} if exc.code in RETRYABLE_CODES else None
         return error_response(request, str(exc), exc.code, exc.status_code, headers)
 
     @app.exception_handler(AuthenticationError)
@@ -253,11 +255,19 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     """``work``'s result, unless the client disconnects first (its timeout, a closed connection): then
     ``work`` is cancelled, so the batcher drops what it had queued, and the answer is a 499 nobody reads.
     Without this the server computed every batch of a request whose client had given up, and a client
-    that retries a timeout (unirank's remote embedder) had it queued again each time."""
+    that retries a timeout (unirank's remote embedder) had it queued again each time.
+
+    The handler itself cancelled, with its client still there, is a shutdown whose grace period
+    (``serving.graceful_shutdown_s``) ran out: a 503 the client can retry, not uvicorn's plain-text 500."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_client_gone(request))
     try:
         await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        raise ServingRequestError("The server is shutting down and stopped this request before its answer was "
+                                  "ready (serving.graceful_shutdown_s ran out). Send it again: another replica, "
+                                  "or this server once restarted, will answer it.",
+                                  status_code=503, code="shutting_down") from None
     finally:
         watcher.cancel()
         if not task.done():  # the client left, or this handler was cancelled (shutdown)

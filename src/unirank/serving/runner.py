@@ -100,7 +100,7 @@ def run_model_server(settings: Settings, refs: list[str], *, host: str, port: in
     try:
         uvicorn.run("unirank.serving.app:app_from_environment", factory=True, host=host, port=port,
                     workers=replicas if replicas > 1 else None, log_level=log_level,
-                    timeout_graceful_shutdown=10)
+                    timeout_graceful_shutdown=settings.serving.graceful_shutdown_s)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

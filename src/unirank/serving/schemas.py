@@ -190,8 +190,9 @@ _ERROR_MEANINGS = {
     404: "No model of that id is served here.",
     413: "Too many inputs or documents, or a text over the token limit (send `truncate: true` to cut it).",
     422: "The body is not JSON or does not fit the schema; the message names the field.",
-    503: "The models are still loading (retry after `Retry-After` seconds), or failed to load (`load_failed`: "
-         "the message says why).",
+    503: "The models are still loading (retry after `Retry-After` seconds), failed to load (`load_failed`: "
+         "the message says why), or the server is shutting down and stopped the request (`shutting_down`: "
+         "send it again after `Retry-After` seconds).",
 }
 
 
