@@ -393,7 +393,8 @@ def test_timeouts_are_finite_and_storage_ones_bounded(config, monkeypatch):
     assert (Settings.load().storage.read_timeout_s, Settings.load().storage.attempts) == (3600.0, 20)
     for section, key in (("remote", "timeout_s"), ("remote", "rerank_timeout_s"), ("remote", "backoff_s"),
                          ("remote", "verify_interval_s"), ("chat", "llm_timeout_s"), ("serving", "registry_poll_s"),
-                         ("serving", "max_wait_ms"), ("serving", "max_request_mb"), ("api", "max_request_mb")):
+                         ("serving", "max_wait_ms"), ("serving", "max_request_mb"), ("serving", "graceful_shutdown_s"),
+                         ("api", "max_request_mb")):
         config.write_text(f"[{section}]\n{key} = inf\n")
         with pytest.raises(unirank.ConfigurationError, match=rf"{section}\.{key}: Input should be a finite number"):
             Settings.load()
