@@ -690,6 +690,20 @@ def test_an_html_pages_declared_charset_outranks_a_guess():
     assert parse_document(page.encode("utf-8"), "q.html")[0].sections[0].text == quoted
 
 
+@pytest.mark.parametrize("charset", ["windows-1251", "koi8-r"])
+def test_a_charset_declared_after_the_heads_first_kilobytes_is_read(charset):
+    """bs4 looks at the first 2 KB only: a <meta charset> after a page's inline CSS was missed, and its
+    Cyrillic text was indexed as mojibake ("Ïîëèòèêà"). Browsers read the whole head, and so do we."""
+    css = "<style>" + "".join(f".c{i}{{color:#{i:06x};margin:0 auto;padding:1px}}\n" for i in range(70)) + "</style>"
+    text = "Политика ротации ключей API"
+    page = f'<html><head>{css}<meta charset="{charset}"><title>T</title></head><body><p>{text}</p></body></html>'
+    assert len(css) > 2048
+    assert parse_document(page.encode(charset), "late.html")[0].sections[0].text == text
+    # Without </head>, the head ends where the body opens.
+    page = page.replace("</head>", "")
+    assert parse_document(page.encode(charset), "late.html")[0].sections[0].text == text
+
+
 @pytest.mark.parametrize(("charset", "encoding", "text"), [
     ("utf-16", "cp1252", "Café crème, “quoted”."),  # no BOM: a single-byte page, read as UTF-16 it was CJK garbage
     ("iso-8859-9", "cp1254", "Şirket “politikası” 5 €."),  # Windows-1254's quotes and euro sign

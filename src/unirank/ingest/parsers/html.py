@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from unirank.ingest.documents import ParsedDocument
@@ -14,6 +15,8 @@ _DROP = ("script", "style", "noscript", "nav", "template", "iframe", "svg", "hea
 _PAGE_CHROME = ("header", "footer")
 _SECTIONING = ("article", "aside", "main", "section")
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
+#: Where a page's head ends: its ``</head>``, or the ``<body>`` that opens the page when that is left out.
+_HEAD_END = re.compile(rb"</head\s*>|<body[\s>]", re.IGNORECASE)
 #: Elements whose text stands apart from its neighbours: each ends a paragraph. An article's own header
 #: and footer, a form's labels, options, buttons and text areas, and table rows and cells met outside a
 #: table are among them: their words were glued to the next ("Posted on 1 May 2024Rotate keys").
@@ -29,10 +32,14 @@ class HtmlParser:
 
     @staticmethod
     def declared_encoding(data: bytes) -> str | None:
-        """The page's ``<meta charset>`` (or XML declaration), which outranks a guess."""
+        """The page's ``<meta charset>`` (or XML declaration), which outranks a guess. Looked for in the
+        whole head, as browsers do: bs4 alone looks at the first 2 KB, and a charset after a page's inline
+        CSS or scripts was missed, its Cyrillic text indexed as mojibake ("Ïîëèòèêà")."""
         from bs4.dammit import EncodingDetector
 
-        return EncodingDetector.find_declared_encoding(data, is_html=True)
+        end = _HEAD_END.search(data)
+        head = data if end is None else data[: end.start()]
+        return EncodingDetector.find_declared_encoding(head, is_html=True, search_entire_document=True)
 
     def parse(self, data: bytes, uri: str) -> list[ParsedDocument]:
         from bs4 import BeautifulSoup
