@@ -552,6 +552,15 @@ def test_front_matter_with_a_yaml_mistake_is_still_taken_off(tmp_path):
                             "none of its fields became metadata; fix it (a value that holds ': ' needs quotes)"]
 
 
+def test_front_matter_ends_at_a_fence_in_column_0_only(tmp_path):
+    """An indented `---` or `...` inside a block scalar ended the header there: the fields after it were
+    lost, and what followed became a heading ("inside k: v")."""
+    (tmp_path / "f.md").write_text("---\ntitle: A\ndesc: |\n  ---\n  inside\n  ...\nk: v\n---\nBody.\n")
+    doc = only(tmp_path / "f.md")
+    assert doc.title == "A" and doc.metadata == {"desc": "---\ninside\n...\n", "k": "v"}
+    assert [(s.heading_path, s.text) for s in doc.sections] == [((), "Body.")]
+
+
 @contextmanager
 def deadline(seconds: float):
     """A TimeoutError once ``seconds`` pass, so a parser that would run for ever fails its test instead."""

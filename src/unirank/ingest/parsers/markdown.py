@@ -47,7 +47,7 @@ def split_front_matter(text: str) -> tuple[Metadata, str, str | None]:
     if not lines or lines[0].strip() != "---":
         return {}, text, None
     for end in range(1, len(lines)):
-        if lines[end].strip() in _FENCES:
+        if lines[end].rstrip() in _FENCES:  # in column 0: an indented `---` is a block scalar's text
             break
     else:
         return {}, text, None  # no closing fence: a thematic break, not front matter
