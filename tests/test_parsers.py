@@ -818,6 +818,11 @@ def test_a_jsonl_record_without_a_title_is_not_titled_after_the_file(tmp_path):
         ('{"text": "no id"}', "_id"),
         ("[1, 2]", "object"),
         ('{"_id": "c", "text": "t", "score": NaN}', "NaN is not a JSON value"),  # it broke strict JSON output
+        # An _id that is no string or integer was stored as its Python repr, and 1e2 as "100.0".
+        ('{"_id": {"a": 1}, "text": "t"}', 'must be a string or an integer, got {"a": 1}'),
+        ('{"_id": [1, 2], "text": "t"}', r"must be a string or an integer, got \[1, 2\]"),
+        ('{"_id": true, "text": "t"}', "must be a string or an integer, got true"),
+        ('{"_id": 1e2, "text": "t"}', "must be a string or an integer, got 100.0"),
     ],
 )
 def test_a_bad_jsonl_line_fails_the_file_naming_the_line(tmp_path, bad_line, reason):
