@@ -980,3 +980,37 @@ def test_an_unexpected_error_reading_one_file_fails_that_file_and_the_run_goes_o
     [(uri, reason)] = report.failed
     assert Path(uri).name == "m-middle.txt" and reason.startswith("cannot parse: TypeError: TextEncodeInput")
     assert report.stopped is None and not report.ok
+
+
+def test_a_file_folder_or_link_gone_while_the_folder_is_listed_is_passed_over(client, tmp_path, monkeypatch):
+    """A temp file a sync client or download made and removed while the folder was listed failed the whole
+    run as "does not exist. Check the path": its os.stat came after the folder's listing named it."""
+    import os
+
+    docs = tmp_path / "docs"
+    (docs / "tmp-folder").mkdir(parents=True)
+    (docs / "a.txt").write_text("Wombats dig burrows.\n")
+    (docs / "part.tmp.txt").write_text("Half a download.\n")
+    (docs / "tmp-folder" / "b.txt").write_text("A temporary note.\n")
+    (docs / "tmp-link.txt").symlink_to(docs / "a.txt")
+    (docs / "z.txt").write_text("Koalas sleep most of the day.\n")
+    stat, scandir = os.stat, os.scandir
+    doomed = {str(docs / "part.tmp.txt"), str(docs / "tmp-link.txt")}
+
+    def removed_first(path, *args, **kwargs):  # each goes between the folder's listing and its own look
+        if str(path) in doomed:
+            doomed.remove(str(path))
+            os.unlink(path)
+        return stat(path, *args, **kwargs)
+
+    def folder_removed_first(path="."):
+        if str(path) == str(docs / "tmp-folder"):
+            shutil.rmtree(path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "stat", removed_first)
+    monkeypatch.setattr(os, "scandir", folder_removed_first)
+    report = client.ingest(str(docs), "race")
+    assert not doomed and not (docs / "tmp-folder").exists()
+    assert report.ingested == [(docs / "a.txt").as_uri(), (docs / "z.txt").as_uri()]
+    assert report.failed == [] and report.files_seen == 2

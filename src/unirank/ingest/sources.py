@@ -280,7 +280,9 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
     too, marked "broken" (a link to a folder as well as one to a file): reading it fails in the report, and
     --prune keeps what was ingested at or under it. Hidden entries are passed over as they are met, not
     after: a hidden copy read first marked its file read, and the link to it (git-annex's layout, each
-    document a link into ``.git/annex/objects``) was dropped as a second path to it."""
+    document a link into ``.git/annex/objects``) was dropped as a second path to it. A file, folder or
+    link gone since its folder was listed is passed over: a temp file made and removed meanwhile failed
+    the whole run as a missing source."""
     files: dict[str, dict[str, Any]] = {}
     walked: set[str] = set()
     read: set[str] = set()
@@ -289,8 +291,11 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
     def add(path: str) -> None:
         real = os.path.realpath(path)
         if real not in read:
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                return  # gone since its folder was listed (a sync client's or a download's temp file)
             read.add(real)
-            stat = os.stat(path)
             files[path] = {"type": "file", "size": stat.st_size, "mtime": stat.st_mtime}
 
     def walk(folder: str) -> None:
@@ -298,16 +303,22 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
         if real in walked:
             return
         walked.add(real)
-        with os.scandir(folder) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                if _hidden(entry):
-                    continue
-                if entry.is_symlink():
-                    links.append(entry.path)
-                elif entry.is_dir():
-                    walk(entry.path)
-                elif entry.is_file():
-                    add(entry.path)
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except FileNotFoundError:
+            if folder == root:
+                raise  # the source itself: "does not exist"
+            return  # gone since its parent was listed
+        for entry in entries:
+            if _hidden(entry):
+                continue
+            if entry.is_symlink():
+                links.append(entry.path)
+            elif entry.is_dir():
+                walk(entry.path)
+            elif entry.is_file():
+                add(entry.path)
 
     walk(root)
     while links:
@@ -316,7 +327,7 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
             walk(link)
         elif os.path.isfile(link):
             add(link)
-        elif not os.path.exists(link):  # broken
+        elif os.path.lexists(link) and not os.path.exists(link):  # broken; a link gone since is passed over
             files[link] = {"type": "file", "size": 0, "mtime": None, "broken": True}
     return files
 
