@@ -435,3 +435,19 @@ def test_a_data_dir_that_is_a_file_is_an_error_not_an_empty_list(run, tmp_path):
     proc = run("index", "list", ok=False, extra_env={"UNIRANK_DATA_DIR": str(tmp_path / "notes.txt")})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"data_dir {tmp_path / 'notes.txt'} is a file: name a folder" in " ".join(proc.stderr.split())
+
+
+def test_json_output_is_strict_json_with_null_for_nan_and_infinity(capsys):
+    """Metadata an older unirank stored from 1e400 or YAML's .inf was printed by `search --json` as
+    Infinity and NaN, which JSON.parse and jq refuse; /v1/search answers null for them."""
+    from unirank.cli.output import print_json
+
+    print_json({"hits": [{"score": 1.5, "metadata": {"inf": float("inf"), "nan": float("nan"),
+                                                     "list": [1, float("-inf")], "pair": (float("inf"), "x")}}]})
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    printed = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert printed == {"hits": [{"score": 1.5, "metadata": {"inf": None, "nan": None, "list": [1, None],
+                                                            "pair": [None, "x"]}}]}

@@ -561,6 +561,17 @@ def test_front_matter_ends_at_a_fence_in_column_0_only(tmp_path):
     assert [(s.heading_path, s.text) for s in doc.sections] == [((), "Body.")]
 
 
+def test_non_finite_front_matter_numbers_are_left_out_and_said(tmp_path):
+    """YAML's .inf and .nan were stored, and `search --json` printed them as Infinity and NaN."""
+    (tmp_path / "f.md").write_text("---\ninf: .inf\nnan: .NaN\nscores: [1, -.inf]\nquoted: '.inf'\n"
+                                   "version: 2\n---\nBody.\n")
+    doc = only(tmp_path / "f.md")
+    assert doc.metadata == {"quoted": ".inf", "version": 2}
+    assert doc.warnings == ["front matter fields inf, nan, scores left out: not a finite number (NaN or infinity, "
+                            "such as 1e400 or YAML's .inf): no filter matches one, and strict JSON has no such "
+                            "number; write the value as text (in quotes) to keep it"]
+
+
 @contextmanager
 def deadline(seconds: float):
     """A TimeoutError once ``seconds`` pass, so a parser that would run for ever fails its test instead."""
@@ -855,6 +866,19 @@ def test_jsonl_records_with_neither_text_nor_title_are_left_out_and_said(tmp_pat
     (tmp_path / "blank.jsonl").write_text(json.dumps({"_id": "x", "text": ""}) + "\n")
     with pytest.raises(ParseError, match="no text found"):
         parse(tmp_path / "blank.jsonl")
+
+
+def test_non_finite_jsonl_numbers_are_left_out_of_metadata_and_said(tmp_path):
+    """1e400 overflows to infinity: it was stored, and `search --json` printed Infinity, which strict JSON
+    readers refuse (the literals NaN and Infinity already fail the file)."""
+    records = ['{"_id": "a", "text": "Quokkas.", "score": 1e400, "neg": -1e999, "votes": 3}',
+               '{"_id": "b", "text": "Wombats.", "score": 0.5}', '{"_id": "c", "text": "Koalas.", "score": 2e308}']
+    (tmp_path / "c.jsonl").write_text("\n".join(records) + "\n")
+    docs = parse(tmp_path / "c.jsonl")
+    assert [d.metadata for d in docs] == [{"votes": 3}, {"score": 0.5}, {}]
+    assert [w.split(": not a finite number")[0] for w in docs[0].warnings] == [
+        "field score left out of 2 records (lines 1, 3)", "field neg left out of 1 record (line 1)"]
+    assert "write the value as text (in quotes) to keep it" in docs[0].warnings[0]
 
 
 def test_a_duplicate_jsonl_id_fails_the_file(tmp_path):

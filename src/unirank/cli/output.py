@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping
 
 from rich.console import Console
@@ -36,8 +37,20 @@ def print_stage(message: str) -> None:
 
 
 def print_json(data: Any) -> None:
+    """Strict JSON: a NaN or an infinity (metadata an older unirank stored from 1e400 or YAML's .inf) is
+    null, as /v1/search answers; json.dumps wrote NaN and Infinity, which JSON.parse and jq refuse."""
     # Plain print: Rich would wrap long lines and break machine-readable output.
-    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    print(json.dumps(_finite(data), ensure_ascii=False, indent=2, default=str))
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(item) for item in data]
+    return data
 
 
 #: The width a name or model column keeps in a narrow terminal: what an 80-column table has room for.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import math
 import re
 from datetime import date, time
 from pathlib import PurePosixPath
@@ -146,7 +147,7 @@ _SCALARS = (str, int, float, bool)
 
 def metadata_value(value: object) -> MetadataValue | None:
     """A field kept as metadata: a scalar, or a list of scalars (tags); dates as ISO text. Anything
-    else (nested objects and lists, nulls) is left out: it could not be filtered on.
+    else (nested objects and lists, nulls, NaN and infinities) is left out: it could not be filtered on.
 
     A list's items are looked at, never into: YAML aliases nest a 500-byte header into lists of 9⁹
     items ("billion laughs"), which walking them took for ever."""
@@ -159,7 +160,22 @@ def metadata_value(value: object) -> MetadataValue | None:
 
 
 def _is_scalar(value: object) -> bool:
-    return isinstance(value, (*_SCALARS, date, time))
+    return isinstance(value, (*_SCALARS, date, time)) and not _non_finite_number(value)
+
+
+#: Why a NaN or an infinity is left out of metadata, said in the ingest report.
+NON_FINITE = ("not a finite number (NaN or infinity, such as 1e400 or YAML's .inf): no filter matches one, and "
+              "strict JSON has no such number; write the value as text (in quotes) to keep it")
+
+
+def is_non_finite(value: object) -> bool:
+    """A NaN or an infinity (an overflowing 1e400, YAML's .inf or .nan), or a list holding one: left out
+    of metadata, as ``search --json`` printed it as NaN/Infinity, which strict JSON readers refuse."""
+    return any(_non_finite_number(item) for item in (value if isinstance(value, list) else [value]))
+
+
+def _non_finite_number(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _scalar_value(value: object) -> str | int | float | bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 from unirank.errors import ParseError
 from unirank.ingest.documents import ParsedDocument, Section
-from unirank.ingest.parsers.common import decode_text, metadata_value
+from unirank.ingest.parsers.common import NON_FINITE, decode_text, is_non_finite, metadata_value
 from unirank.jsonl import parse_object_line
 from unirank.search.types import Metadata
 from unirank.text import is_blank
@@ -25,12 +25,15 @@ class JsonlParser:
         docs: list[ParsedDocument] = []
         seen: dict[str, int] = {}
         blank: list[int] = []  # lines of records with neither text nor title
+        non_finite: dict[str, list[int]] = {}  # lines of each field left out as NaN or infinite
         # Only "\n" ends a record: splitlines() also split at U+2028, U+2029 and U+0085, which JSON
         # allows raw inside a string, and failed the file at the record's first half.
         for number, line in enumerate(decode_text(data).split("\n"), start=1):
             if not line.strip():
                 continue
-            doc = _record(line.rstrip(), number)  # a Windows "\r" and other spaces after the object
+            doc, dropped = _record(line.rstrip(), number)  # a Windows "\r" and other spaces after the object
+            for key in dropped:
+                non_finite.setdefault(key, []).append(number)
             if doc.doc_id in seen:
                 first = seen[doc.doc_id]
                 raise ParseError(f"line {number}: duplicate _id {doc.doc_id!r} (first on line {first})")
@@ -40,15 +43,21 @@ class JsonlParser:
             else:
                 blank.append(number)
         if blank and docs:  # none: the file has no text, and fails saying so
-            docs[0].warnings.append(_left_out(blank))
+            docs[0].warnings.append(f"{_records(blank)} with neither text nor title left out ({_lines(blank)})")
+        if docs:
+            docs[0].warnings.extend(f"field {key} left out of {_records(lines)} ({_lines(lines)}): {NON_FINITE}"
+                                    for key, lines in non_finite.items())
         return docs
 
 
-def _left_out(lines: list[int], most: int = 10) -> str:
-    """The records left out for having no text, said in the ingest report: they were dropped unsaid."""
+def _records(lines: list[int]) -> str:
+    return "1 record" if len(lines) == 1 else f"{len(lines)} records"
+
+
+def _lines(lines: list[int], most: int = 10) -> str:
+    """The lines of records a warning of the ingest report is about, the first ``most`` of them."""
     shown = ", ".join(str(n) for n in lines[:most]) + (f" and {len(lines) - most} more" if len(lines) > most else "")
-    records = "1 record" if len(lines) == 1 else f"{len(lines)} records"
-    return f"{records} with neither text nor title left out (line{'s' if len(lines) > 1 else ''} {shown})"
+    return f"line{'s' if len(lines) > 1 else ''} {shown}"
 
 
 def _doc_id(raw: Any, number: int) -> str:
@@ -62,7 +71,8 @@ def _doc_id(raw: Any, number: int) -> str:
     return str(raw).strip()
 
 
-def _record(line: str, number: int) -> ParsedDocument:
+def _record(line: str, number: int) -> tuple[ParsedDocument, list[str]]:
+    """The record's document, and the fields left out of its metadata for being NaN or infinite."""
     try:
         record = parse_object_line(line, ("_id", "text"))
     except ValueError as exc:
@@ -74,8 +84,10 @@ def _record(line: str, number: int) -> ParsedDocument:
         raise ParseError(f"line {number}: field text must be a string, got {type(text).__name__}")
     title = record.get("title")
     title = title if isinstance(title, str) else ""
-    kept = {key: metadata_value(value) for key, value in record.items() if key not in _RESERVED}
+    fields = {key: value for key, value in record.items() if key not in _RESERVED}
+    kept = {key: metadata_value(value) for key, value in fields.items()}
     metadata: Metadata = {key: value for key, value in kept.items() if value is not None}
     # Some BEIR records carry only a title; index the title rather than drop the record.
     body = title if is_blank(text) else text  # a zero-width space is no more text than a space
-    return ParsedDocument(doc_id=doc_id, title=title, sections=[Section(body)], metadata=metadata)
+    doc = ParsedDocument(doc_id=doc_id, title=title, sections=[Section(body)], metadata=metadata)
+    return doc, [key for key, value in fields.items() if is_non_finite(value)]

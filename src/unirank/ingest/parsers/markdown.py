@@ -6,7 +6,15 @@ import re
 from typing import Any
 
 from unirank.ingest.documents import ParsedDocument
-from unirank.ingest.parsers.common import SectionBuilder, collapse, decode_text, metadata_value, stem_from_uri
+from unirank.ingest.parsers.common import (
+    NON_FINITE,
+    SectionBuilder,
+    collapse,
+    decode_text,
+    is_non_finite,
+    metadata_value,
+    stem_from_uri,
+)
 from unirank.search.types import Metadata
 
 _FENCES = ("---", "...")
@@ -40,7 +48,8 @@ def split_front_matter(text: str) -> tuple[Metadata, str, str | None]:
     setext heading, which as a heading with no text of its own would be left out). A block that is not
     valid YAML stays too, unless its lines are all ``key:`` lines (and their indented or listed values):
     a header with a YAML mistake (``title: Keys: how to rotate``), taken off with no metadata, and the
-    third item says so (it is None when nothing was left out)."""
+    third item says so (it is None when nothing was left out), as it says which fields were left out for
+    being NaN or infinite (``.inf``)."""
     import yaml
 
     lines = text.lstrip("\ufeff").split("\n")
@@ -62,11 +71,20 @@ def split_front_matter(text: str) -> tuple[Metadata, str, str | None]:
     if header is not None and not isinstance(header, dict):
         return {}, as_text, None
     metadata: Metadata = {}
+    non_finite: list[str] = []
     for key, value in (header or {}).items():  # None: an empty block, or only comments
         kept = metadata_value(value)
         if isinstance(key, str) and key.strip() and kept not in (None, "", []):
             metadata[key.strip()] = kept  # type: ignore[assignment]
-    return metadata, body, None
+        elif isinstance(key, str) and key.strip() and is_non_finite(value):
+            non_finite.append(key.strip())
+    return metadata, body, _non_finite_left_out(non_finite)
+
+
+def _non_finite_left_out(keys: list[str]) -> str | None:
+    if not keys:
+        return None
+    return f"front matter field{'s' if len(keys) > 1 else ''} {', '.join(keys)} left out: {NON_FINITE}"
 
 
 def _not_yaml(error: Exception) -> str:
