@@ -1014,3 +1014,56 @@ def test_a_file_folder_or_link_gone_while_the_folder_is_listed_is_passed_over(cl
     assert not doomed and not (docs / "tmp-folder").exists()
     assert report.ingested == [(docs / "a.txt").as_uri(), (docs / "z.txt").as_uri()]
     assert report.failed == [] and report.files_seen == 2
+
+
+def _locked_by_its_mode(folder: Path, monkeypatch) -> None:
+    folder.chmod(0o000)
+
+
+def _locked_by_a_denied_listing(folder: Path, monkeypatch) -> None:
+    """As chmod 000 looks to a user who is not root (root may list any folder)."""
+    import errno
+    import os
+
+    scandir = os.scandir
+
+    def denied(path="."):
+        if str(path) == str(folder):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+
+
+@pytest.mark.parametrize("lock", [_locked_by_its_mode, _locked_by_a_denied_listing])
+def test_an_unreadable_subfolder_fails_and_the_rest_is_ingested_and_prune_keeps_what_was_under_it(
+        client, tmp_path, monkeypatch, lock):
+    """A subfolder the user may not list (lost+found, System Volume Information) stopped the whole run
+    with "Cannot list <source>: Permission denied" (exit 2): nothing else was ingested. An unreadable
+    file, by contrast, fails alone."""
+    import os
+
+    if lock is _locked_by_its_mode and os.geteuid() == 0:
+        pytest.skip("root lists a folder whatever its mode")
+    docs, locked = tmp_path / "docs", tmp_path / "docs" / "locked"
+    locked.mkdir(parents=True)
+    (docs / "ok.txt").write_text("Wombats dig burrows.\n")
+    (locked / "s.txt").write_text("Secret plans about zebras.\n")
+    (locked / "t.txt").write_text("More secret plans.\n")
+    assert len(client.ingest(str(docs), "perm").ingested) == 3
+
+    (docs / "new.txt").write_text("Koalas sleep most of the day.\n")
+    lock(locked, monkeypatch)
+    try:
+        report = client.ingest(str(docs), "perm", prune=True)
+        with pytest.raises(SourceError, match=r"^Cannot list .*locked: \[Errno 13\] Permission denied"):
+            client.ingest(str(locked), "perm")  # the source itself: still the run's failure
+    finally:
+        locked.chmod(0o755)
+    assert report.ingested == [(docs / "new.txt").as_uri()] and report.pruned == []
+    assert report.skipped == [((docs / "ok.txt").as_uri(), "unchanged")]
+    assert report.failed == [(locked.as_uri(), "cannot read: a folder that cannot be listed: Permission denied "
+                                               "(2 documents ingested from under it stay indexed; make it readable, "
+                                               "or remove it and use --prune)")]
+    assert not report.ok and report.stopped is None  # `unirank ingest` exits 1
+    assert client.index_info("perm").source_count == 4

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from unirank.ingest.chunking import Chunker
 from unirank.ingest.parsers import PARSER_VERSION, SUPPORTED_EXTENSIONS, TEXT_EXTENSIONS, parse_document
 from unirank.ingest.report import IngestInterrupted, IngestReport
 from unirank.ingest.sources import DocumentSource, SourceFile
-from unirank.ingest.uris import at_or_under, uri_path
+from unirank.ingest.uris import at_or_under, local_path, uri_path
 from unirank.models.embedder import Embedder, loaded, require_comparable_vectors
 from unirank.search.backend import SearchBackend, require_valid_index_name
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
@@ -186,15 +187,16 @@ class Ingestor:
     def _broken_link(self, docs: DocumentSource, file: SourceFile, states: dict[str, SourceState],
                      report: IngestReport) -> _Pending | None:
         """A broken link fails whatever its name (one to a folder has no extension: it was skipped as
-        "unsupported file type '(none)'", and --prune removed the folder's documents): the run exits 1,
-        and what was ingested at or under it stays."""
+        "unsupported file type '(none)'", and --prune removed the folder's documents), and so does a
+        folder that cannot be listed: the run exits 1, and what was ingested at or under it stays."""
         reason = _why_broken(docs, file)
         if reason is None:  # mended since it was listed
             return self._prepare(docs, file, states.get(file.uri), report)
         reason = f"cannot read: {reason}"
         kept = [uri for uri in states if at_or_under(uri, file.uri)]
         if kept and kept != [file.uri]:
-            reason += (f" ({_counted(len(kept), 'document')} ingested from under it stay indexed; mend the link, "
+            mend = "make it readable" if os.path.isdir(local_path(file.uri)) else "mend the link"
+            reason += (f" ({_counted(len(kept), 'document')} ingested from under it stay indexed; {mend}, "
                        "or remove it and use --prune)")
         _fail(report, file.uri, reason, states.get(file.uri))
         return None
@@ -422,7 +424,7 @@ def _broken_links(docs: DocumentSource, files: list[SourceFile], most: int = 5) 
 
 
 def _why_broken(docs: DocumentSource, file: SourceFile) -> str | None:
-    """Why a link listed as broken cannot be read (None: mended since)."""
+    """Why a link or folder listed as broken cannot be read (None: mended since)."""
     try:
         docs.read(file)
     except Exception as exc:

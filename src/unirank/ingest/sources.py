@@ -29,8 +29,8 @@ class SourceFile:
     size: int
     #: A change marker: mtime for local files, ETag or LastModified for objects.
     modified: str
-    #: A symbolic link to nothing (an unmounted share, a moved file): it fails in the report whatever its
-    #: name, and --prune keeps what was ingested at or under it.
+    #: A symbolic link to nothing (an unmounted share, a moved file), or a folder that cannot be listed (no
+    #: permission): it fails in the report whatever its name, and --prune keeps what was ingested at or under it.
     broken: bool = False
 
 
@@ -184,6 +184,8 @@ class DocumentSource:
         path = self._path_of(file.uri)
         if self.scheme == "file" and os.path.islink(path) and not os.path.exists(path):
             raise FileNotFoundError(self._broken(path))
+        if self.scheme == "file" and file.broken and os.path.isdir(path):
+            raise PermissionError(_unlistable(path))
         if self.scheme not in OBJECT_SCHEMES:
             return self.fs.cat_file(path)
         from botocore.exceptions import ConnectionError as NoConnection, HTTPClientError
@@ -282,7 +284,8 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
     after: a hidden copy read first marked its file read, and the link to it (git-annex's layout, each
     document a link into ``.git/annex/objects``) was dropped as a second path to it. A file, folder or
     link gone since its folder was listed is passed over: a temp file made and removed meanwhile failed
-    the whole run as a missing source."""
+    the whole run as a missing source. A folder that cannot be listed (no permission: ``lost+found``) is
+    listed marked "broken" as well; it stopped the whole run."""
     files: dict[str, dict[str, Any]] = {}
     walked: set[str] = set()
     read: set[str] = set()
@@ -310,6 +313,11 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
             if folder == root:
                 raise  # the source itself: "does not exist"
             return  # gone since its parent was listed
+        except PermissionError:
+            if folder == root:
+                raise  # the source itself: the run's failure
+            files[folder] = {"type": "file", "size": 0, "mtime": None, "broken": True}  # fails alone, as a file
+            return
         for entry in entries:
             if _hidden(entry):
                 continue
@@ -330,6 +338,16 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
         elif os.path.lexists(link) and not os.path.exists(link):  # broken; a link gone since is passed over
             files[link] = {"type": "file", "size": 0, "mtime": None, "broken": True}
     return files
+
+
+def _unlistable(folder: str) -> str:
+    """Why ``folder``, listed as broken, cannot be read: what listing it says now."""
+    try:
+        with os.scandir(folder):
+            pass
+    except OSError as exc:
+        return f"a folder that cannot be listed: {exc.strerror or exc}"
+    return "a folder that could not be listed when the run began and can be now: ingest again to read it"
 
 
 def _hidden(entry: os.DirEntry[str]) -> bool:
