@@ -711,3 +711,53 @@ def test_server_side_and_busy_refusals_are_not_answered_as_bad_requests():
     assert _status_and_type(RebuildRunningError("handbook", 42)) == (503, "index_busy")
     assert _status_and_type(IndexCorruptedError("handbook", "truncated")) == (500, "index_damaged")
     assert _status_and_type(InvalidQueryError("bad")) == (400, "invalid_request_error")
+
+
+def test_liveness_and_sessions_answer_while_every_answer_is_busy(tmp_path, base_embedder):
+    """Answers ran in AnyIO's shared 40-thread pool: 45 questions at once took every thread, and /healthz
+    (a liveness probe's 1 s timeout) and the page's conversation list waited ~10 s behind them."""
+    import asyncio
+    import threading
+    import time
+
+    from unirank.app.server import create_app
+    from unirank.chat.types import Final
+
+    release, answering = threading.Event(), []
+
+    class HeldAnswerer:
+        name = "held"
+
+        def stream(self, question, passages, *, as_asked=None):
+            answering.append(question)
+            release.wait(60)
+            yield Final("Backups are kept for 35 days [1].", [])
+
+    ur = build_policies(tmp_path, base_embedder)
+    app = create_app(unirank=ur, warm_up=False)
+    app.state.chat.answerer = HeldAnswerer()
+
+    async def scenario() -> tuple[dict[str, float], set[int]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app", timeout=120) as client:
+            asks = [asyncio.create_task(client.post("/v1/chat/completions", json={
+                "model": "policies", "stream": i % 3 == 0,
+                "messages": [{"role": "user", "content": f"How long are backups kept? {i}"}]})) for i in range(45)]
+            try:
+                while len(answering) < 30:  # most of them are held in the answerer now
+                    await asyncio.sleep(0.05)
+                waited = {}
+                for path in ("/healthz", "/v1/sessions"):
+                    started = time.perf_counter()
+                    assert (await asyncio.wait_for(client.get(path), 5)).status_code == 200
+                    waited[path] = time.perf_counter() - started
+            finally:
+                release.set()
+            return waited, {r.status_code for r in await asyncio.gather(*asks)}
+
+    try:
+        waited, statuses = asyncio.run(scenario())
+    finally:
+        ur.close()
+    assert statuses == {200}
+    assert all(seconds < 1 for seconds in waited.values()), waited

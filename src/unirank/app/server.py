@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Callable, Generator, Literal
 
 import anyio
+from anyio.lowlevel import RunVar
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -49,6 +51,12 @@ from unirank.settings import Settings
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
+
+#: Answers (and each step of a streamed one) run in worker threads of their own, as many at once as AnyIO's
+#: shared pool allows: in that pool a burst of questions took every thread, and /healthz, /v1/sessions and
+#: every other plain route waited seconds behind whole answers.
+ANSWER_THREADS = 40
+_ANSWER_LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("unirank_answer_limiter")
 
 #: Two 404s a client acts on differently: a session (or message) that is gone can be started again, while
 #: an index that is gone cannot be asked anywhere (the web page started a session over the default index).
@@ -163,7 +171,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     @app.get("/healthz", responses=described(Liveness))
-    def health() -> dict:
+    async def health() -> dict:
+        """On the event loop, not in a worker thread: a liveness probe is answered even when every thread is busy."""
         return {"status": "ok"}
 
     @app.get("/v1/indexes", responses=described(IndexList))
@@ -241,9 +250,9 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         history = None if session_id else history
         asked = dict(session_id=session_id, history=history, filters=body.filters)
         if body.stream:
-            events = await run_in_threadpool(service.stream, question, index, **asked)
+            events = await _answering(service.stream, question, index, **asked)
             return await _sse(events, ChunkWriter(body.model, body.wants_usage()), answer_usage)
-        answer = await run_in_threadpool(service.ask, question, index, **asked)
+        answer = await _answering(service.ask, question, index, **asked)
         return completion(answer, body.model, answer_usage())
 
     # -- sessions -------------------------------------------------------------------------------
@@ -274,9 +283,9 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         # The service refuses an index other than the session's.
         asked = dict(session_id=session_id, filters=body.filters)
         if body.stream:
-            return await _sse(await run_in_threadpool(service.stream, body.content, body.index, **asked),
+            return await _sse(await _answering(service.stream, body.content, body.index, **asked),
                               ChunkWriter("unirank"))
-        answer = await run_in_threadpool(service.ask, body.content, body.index, **asked)
+        answer = await _answering(service.ask, body.content, body.index, **asked)
         return answer.to_dict()
 
     # -- citations and feedback -----------------------------------------------------------------
@@ -321,7 +330,7 @@ async def _sse(events: Generator[ChatEvent, None, None], writer: ChunkWriter,
     """Retrieval runs before the response starts, so a missing index or session is still a 404;
     an error after the first byte arrives as an ``error`` event before ``[DONE]``, of the ``type``
     its HTTP answer has. ``usage_of``: the usage chunk's counts, when the writer includes usage."""
-    first = await run_in_threadpool(next, events)
+    first = await _answering(next, events)
     # The query is known now; whether the answer is grounded is not (an LLM may cite nothing), so it
     # comes with the last chunk only: the first said true where the last then said false.
     extra = {"query": first.query} if isinstance(first, Retrieved) else {}
@@ -340,7 +349,7 @@ async def _chunks(events: Generator[ChatEvent, None, None], writer: ChunkWriter,
     try:
         yield writer.role(**extra)
         try:
-            while (event := await run_in_threadpool(next, events, _END)) is not _END:
+            while (event := await _answering(next, events, _END)) is not _END:
                 if isinstance(event, Delta):
                     yield writer.content(event.text)
                 elif isinstance(event, Completed):
@@ -355,7 +364,18 @@ async def _chunks(events: Generator[ChatEvent, None, None], writer: ChunkWriter,
         yield ChunkWriter.done()
     finally:
         with anyio.CancelScope(shield=True):  # cancelled by the client leaving: this await must still run
-            await run_in_threadpool(events.close)
+            await _answering(events.close)
+
+
+async def _answering(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``work`` in a worker thread of the answers' own limiter (see ``ANSWER_THREADS``), one per event loop
+    as AnyIO's default limiter is."""
+    try:
+        limiter = _ANSWER_LIMITER.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(ANSWER_THREADS)
+        _ANSWER_LIMITER.set(limiter)
+    return await anyio.to_thread.run_sync(partial(work, *args, **kwargs), limiter=limiter)
 
 
 def _status_and_type(exc: UnirankError) -> tuple[int, str]:
