@@ -540,6 +540,19 @@ def test_a_markdown_file_opening_with_a_rule_keeps_its_text(tmp_path, opening, k
     assert [(s.heading_path, s.text) for s in doc.sections] == [((), kept), (("Details",), "Rotate every 90 days.")]
 
 
+def test_front_matter_times_and_timestamps_are_kept_as_written(tmp_path):
+    """YAML 1.1 read `10:20` as the base-60 number 620, and a timestamp was stored as its isoformat():
+    --filter time_only=10:20 and --filter "updated=2024-03-05 10:20:30" found nothing. An impossible
+    date failed the whole file with a ValueError."""
+    (tmp_path / "t.md").write_text("---\ntime_only: 10:20\nstart: 09:30\nlong: 190:20:30.15\n"
+                                   "updated: 2024-03-05 10:20:30\nutc: 2024-03-05T10:20:30Z\nday: 2024-03-05\n"
+                                   "leap: 2024-02-30\nversion: 2\nratio: 1.5\nhex: 0x1F\n---\nBody.\n")
+    assert only(tmp_path / "t.md").metadata == {
+        "time_only": "10:20", "start": "09:30", "long": "190:20:30.15", "updated": "2024-03-05 10:20:30",
+        "utc": "2024-03-05T10:20:30Z", "day": "2024-03-05", "leap": "2024-02-30", "version": 2, "ratio": 1.5,
+        "hex": 31}
+
+
 def test_front_matter_with_a_yaml_mistake_is_still_taken_off(tmp_path):
     """Its lines are keys: a header that YAML refuses (an unquoted colon), not the document's opening."""
     (tmp_path / "keys.md").write_text("---\ntitle: Keys: how to rotate\nowner: ana\ntags:\n  - security\n---\n"

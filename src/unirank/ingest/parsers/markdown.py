@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 
 from unirank.ingest.documents import ParsedDocument
@@ -39,8 +40,9 @@ class MarkdownParser:
 
 
 def split_front_matter(text: str) -> tuple[Metadata, str, str | None]:
-    """A `---` block at the very top, read as YAML (PyYAML's safe loader) when it is a mapping: scalars
-    and lists of scalars (``tags: [a, b]``) become metadata; nested maps are left out.
+    """A `---` block at the very top, read as YAML (PyYAML's safe loader, times read as YAML 1.2 reads
+    them) when it is a mapping: scalars and lists of scalars (``tags: [a, b]``) become metadata; nested
+    maps are left out.
 
     A block that reads as anything else (a sentence, a list) is text between two rules, and stays:
     "---\\nThis document explains key rotation.\\n---" opens the document, it is not its header. Its
@@ -63,7 +65,7 @@ def split_front_matter(text: str) -> tuple[Metadata, str, str | None]:
     block, body = lines[1:end], "\n".join(lines[end + 1 :])
     as_text = "\n".join([*lines[:end], "", *lines[end:]])  # a blank line: the closing fence is a rule
     try:
-        header = yaml.safe_load("\n".join(block))
+        header = yaml.load("\n".join(block), Loader=_front_matter_loader())  # a SafeLoader
     except yaml.YAMLError as exc:
         if _looks_like_keys(block):
             return {}, body, _not_yaml(exc)
@@ -85,6 +87,34 @@ def _non_finite_left_out(keys: list[str]) -> str | None:
     if not keys:
         return None
     return f"front matter field{'s' if len(keys) > 1 else ''} {', '.join(keys)} left out: {NON_FINITE}"
+
+
+@cache
+def _front_matter_loader() -> type:
+    """PyYAML's safe loader, reading times as YAML 1.2 (and Hugo) do, so a filter with the value as
+    written matches it: ``time_only: 10:20`` stays the text "10:20" (YAML 1.1 read it as the base-60
+    number 620), and a timestamp stays as written (``2024-03-05 10:20:30`` was stored as
+    "2024-03-05T10:20:30", and an impossible date such as 2024-02-30 failed the whole file)."""
+    import yaml
+
+    class FrontMatterLoader(yaml.SafeLoader):
+        pass
+
+    FrontMatterLoader.yaml_implicit_resolvers = {
+        first: [(tag, _without_base_60(regexp) if tag in _NUMBER_TAGS else regexp) for tag, regexp in resolvers]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    FrontMatterLoader.add_constructor("tag:yaml.org,2002:timestamp",
+                                      lambda loader, node: loader.construct_scalar(node))
+    return FrontMatterLoader
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def _without_base_60(number: re.Pattern[str]) -> re.Pattern[str]:
+    """YAML 1.1's number pattern, less its sexagesimal form (``1:30``, ``190:20:30.15``): no ``:`` at all."""
+    return re.compile(r"(?![^:]*:)" + number.pattern, number.flags)
 
 
 def _not_yaml(error: Exception) -> str:
