@@ -520,6 +520,32 @@ def test_labelled_training_is_refused_on_its_own_queries(client, minibeir, tmp_p
     assert held_out["_meta"]["queries"] == 6
 
 
+def test_the_same_question_with_other_punctuation_or_unicode_form_is_refused_as_trained_on():
+    """A model trained on `where is customer data stored` was scored on `where is customer data stored?`
+    (and `café` in NFD on `café` in NFC): the fingerprint kept only case and spacing apart. A record written
+    before the words-only fingerprint (the old one alone) still matches what it matched."""
+    import unicodedata
+
+    from unirank.evaluation.leakage import check_no_leakage, leaked_queries
+    from unirank.registry import ModelVersion
+    from unirank.training.examples import query_fingerprints
+
+    def version(name: str, trained: list[str]) -> ModelVersion:
+        return ModelVersion(name, 1, "embedder", None, "", {"training_queries": trained})
+
+    nfc = unicodedata.normalize("NFC", "café opening hours")
+    now = version("now", sorted(query_fingerprints("where is customer data stored") | query_fingerprints(nfc)))
+    before = version("before", [query_fingerprint("Where is customer data stored?")])
+    queries = {"punct": "Where is customer data stored?", "dot": "where is customer data stored.",
+               "nfd": unicodedata.normalize("NFD", "Café opening hours?"), "spaced": "where is  CUSTOMER data stored?",
+               "other": "where is customer data deleted?", "marks": "???"}
+    assert leaked_queries(queries, [now, before]) == {"now@1": ["dot", "nfd", "punct", "spaced"],
+                                                     "before@1": ["punct", "spaced"]}
+    with pytest.raises(LeakageError, match="now@1 was trained on 4 of them"):
+        check_no_leakage(queries, [now])
+    assert leaked_queries({"marks": "!!!"}, [version("marks", sorted(query_fingerprints("???")))]) == {}
+
+
 def test_index_rebuild_switches_embedder_atomically(client, trained, minibeir):
     index = ensure_beir_index(client.settings, client.backend, client.embedder, minibeir, lambda _: None)
     before = client.index_info(index)

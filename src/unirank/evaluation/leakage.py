@@ -5,7 +5,7 @@ from __future__ import annotations
 from unirank.errors import LeakageError
 from unirank.registry import ModelRegistry, ModelVersion
 from unirank.registry.lineage import training_queries_with_bases
-from unirank.training.examples import query_fingerprint
+from unirank.training.examples import query_fingerprints
 
 
 def trained_fingerprints(versions: list[ModelVersion], registry: ModelRegistry | None = None) -> dict[str, set[str]]:
@@ -18,11 +18,12 @@ def trained_fingerprints(versions: list[ModelVersion], registry: ModelRegistry |
 
 def leaked_queries(queries: dict[str, str], versions: list[ModelVersion],
                    registry: ModelRegistry | None = None) -> dict[str, list[str]]:
-    """For each model, the evaluation query ids it saw in training."""
-    prints = {qid: query_fingerprint(text) for qid, text in queries.items()}
+    """For each model, the evaluation query ids it saw in training: either fingerprint of the query (its
+    words only, or as it is) among those recorded (``query_fingerprints``)."""
+    prints = {qid: query_fingerprints(text) for qid, text in queries.items()}
     out: dict[str, list[str]] = {}
     for ref, trained in trained_fingerprints(versions, registry).items():
-        hit = sorted(q for q, fp in prints.items() if fp in trained)
+        hit = sorted(q for q, fps in prints.items() if fps & trained)
         if hit:
             out[ref] = hit
     return out

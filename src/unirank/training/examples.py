@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
+import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -48,7 +50,25 @@ def normalize_query(text: str) -> str:
 
 def query_fingerprint(text: str) -> str:
     """What the leakage check compares: the same question, whatever its spacing or case."""
-    return hashlib.sha1(normalize_query(text).encode()).hexdigest()[:16]
+    return _sha1_16(normalize_query(text))
+
+
+def query_words_fingerprint(text: str) -> str | None:
+    """The same question, whatever its punctuation (a trailing '?'), Unicode form (NFC, NFD) or case too:
+    its words only. None for a text of no word (all punctuation would be one question)."""
+    words = re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold())
+    return _sha1_16(" ".join(words)) if words else None
+
+
+def query_fingerprints(text: str) -> set[str]:
+    """Both fingerprints of a query. Records keep both and a query is leaked when either is in them, so
+    records written before the words-only one still match."""
+    words = query_words_fingerprint(text)
+    return {query_fingerprint(text), *([words] if words else [])}
+
+
+def _sha1_16(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def query_key(pair: TrainingPair) -> str:

@@ -38,7 +38,7 @@ from unirank.training.centering import DEFAULT_WHITENING, check_whitening_streng
 from unirank.training.checkpoints import remove_checkpoints
 from unirank.training.doc2query import LLM_KIND, LLMQueryWriter, require_llm
 from unirank.training.embedder_trainer import EmbedderTrainingConfig, train_embedder
-from unirank.training.examples import (TrainingPair, data_hash, query_fingerprint, read_pairs, without_own_positives,
+from unirank.training.examples import (TrainingPair, data_hash, query_fingerprints, read_pairs, without_own_positives,
                                        write_pairs)
 from unirank.training.labelled import load_pair_file, pairs_from_qrels, read_pair_file, with_documents
 from unirank.training.mining import HardNegativeMiner, MiningConfig, judged_documents
@@ -417,7 +417,7 @@ class TrainJob:
                    "reranker_s": round(ledger.seconds("reranker") + ledger.seconds("blend"), 1),
                    "total_s": round(earlier_runs + time.perf_counter() - started, 1)}
 
-        own = {query_fingerprint(p.query) for p in pairs if p.written_by_people}
+        own = {fp for p in pairs if p.written_by_people for fp in query_fingerprints(p.query)}
         inherited, inherited_from = self._base_training_queries()
         common = {"base_model": self.base_ref, "data_hash": data_hash(pairs), "run_dir": str(self.run_dir),
                   "training_pairs": len(split.train), "validation_pairs": len(split.validation),
