@@ -394,6 +394,52 @@ def test_hidden_folders_and_office_lock_files_are_passed_over(client, tmp_path):
     assert client.ingest(str(hidden), "named").ingested == [hidden.as_uri()]  # a file named on its own is read
 
 
+def test_prune_keeps_hidden_files_ingested_by_naming_them_until_they_are_gone(client, tmp_path):
+    """The listing passes hidden files over by design, so their absence from it proves nothing: --prune
+    removed a hidden folder's or file's documents, ingested on purpose by naming them, though still there."""
+    docs = tmp_path / "hid"
+    (docs / ".drafts").mkdir(parents=True)
+    draft, note, main = docs / ".drafts" / "plan.md", docs / ".note.txt", docs / "main.md"
+    draft.write_text("# Draft\n\nDraft plan for zebra migration.\n")
+    note.write_text("A note about quokkas.\n")
+    main.write_text("Main text.\n")
+    assert client.ingest(str(docs / ".drafts"), "hid").ingested == [draft.as_uri()]
+    assert client.ingest(str(note), "hid").ingested == [note.as_uri()]
+    report = client.ingest(str(docs), "hid", prune=True)
+    assert report.ingested == [main.as_uri()] and report.pruned == []
+    assert client.search("zebra", "hid", mode="bm25", rerank=False).hits[0].chunk.source_uri == draft.as_uri()
+
+    draft.unlink()
+    note.unlink()
+    assert sorted(client.ingest(str(docs), "hid", prune=True).pruned) == sorted([draft.as_uri(), note.as_uri()])
+    assert client.index_info("hid").source_count == 1
+
+
+def test_prune_keeps_hidden_objects_ingested_by_naming_them_until_they_are_gone(client, s3_endpoint):
+    import boto3
+
+    from unirank.settings import StorageSettings
+
+    keys = {"access_key_id": "testing", "secret_access_key": "testing", "region": "us-east-1"}
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **keys)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                      region_name="us-east-1")
+    s3.create_bucket(Bucket="hidden-kept")
+    s3.put_object(Bucket="hidden-kept", Key="notes/.drafts/plan.md", Body=b"# Draft\n\nDraft plan for zebras.\n")
+    s3.put_object(Bucket="hidden-kept", Key="notes/main.md", Body=b"Main text.\n")
+    try:
+        draft = "s3://hidden-kept/notes/.drafts/plan.md"
+        assert client.ingest("s3://hidden-kept/notes/.drafts", "hid").ingested == [draft]
+        report = client.ingest("s3://hidden-kept/notes", "hid", prune=True)
+        assert report.ingested == ["s3://hidden-kept/notes/main.md"] and report.pruned == []
+        s3.delete_object(Bucket="hidden-kept", Key="notes/.drafts/plan.md")
+        assert client.ingest("s3://hidden-kept/notes", "hid", prune=True).pruned == [draft]
+    finally:
+        for obj in s3.list_objects_v2(Bucket="hidden-kept").get("Contents", []):
+            s3.delete_object(Bucket="hidden-kept", Key=obj["Key"])
+        s3.delete_bucket(Bucket="hidden-kept")
+
+
 
 def test_linked_folders_and_files_are_followed_and_prune_keeps_what_they_point_at(client, tmp_path):
     """A folder moved away and linked back was skipped in silence (fsspec lists a link as "other"), and

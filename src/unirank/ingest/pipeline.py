@@ -404,10 +404,12 @@ class Ingestor:
 
 def _gone(docs: DocumentSource, files: list[SourceFile], states: dict[str, SourceState]) -> list[str]:
     """The indexed files under the source that it no longer lists: what --prune removes. What was
-    ingested at or under a broken link (an unmounted share) is not gone."""
+    ingested at or under a broken link (an unmounted share) is not gone, nor is a hidden file still
+    there (ingested by naming it): the listing passes it over whether it is there or not."""
     seen = {f.uri for f in files}
     broken = [f.uri for f in files if f.broken]
-    return [uri for uri in docs.under(states) if uri not in seen and not any(at_or_under(uri, link) for link in broken)]
+    return [uri for uri in docs.under(states) if uri not in seen and not docs.passed_over(uri)
+            and not any(at_or_under(uri, link) for link in broken)]
 
 
 def _is_document(file: SourceFile) -> bool:

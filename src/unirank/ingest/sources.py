@@ -53,6 +53,8 @@ class DocumentSource:
         #: bytes that are not UTF-8, which no terminal prints).
         self.shown = printable(f"{self.scheme}://{self.path}{'/' * self._folder}" if self.scheme in OBJECT_SCHEMES
                                else self.path)
+        #: The objects list() found and passed over by design (hidden keys, lock files): see passed_over.
+        self._passed_over: set[str] = set()
 
     @cached_property
     def fs(self) -> Any:
@@ -80,10 +82,13 @@ class DocumentSource:
             raise SourceError(self._not_found(exc)) from None
         except Exception as exc:  # permissions, credentials, network: say which source failed
             raise SourceError(f"Cannot list {self.shown}: {self._why(exc)}") from exc
-        files = []
+        files, self._passed_over = [], set()
         for path, info in sorted(entries.items()):
-            if info.get("type", "file") != "file" or path.endswith("/") or _not_a_document(path, self.path):
+            if info.get("type", "file") != "file" or path.endswith("/"):
                 continue  # a key ending in '/' is the folder marker a console makes, not a file
+            if _not_a_document(path, self.path):
+                self._passed_over.add(self._uri(path))
+                continue
             files.append(SourceFile(uri=self._uri(path), size=int(info.get("size") or 0),
                                     modified=_change_marker(info), broken=bool(info.get("broken"))))
         return files
@@ -112,6 +117,16 @@ class DocumentSource:
         if key and not entries:
             raise FileNotFoundError(self.path)
         return entries
+
+    def passed_over(self, uri: str) -> bool:
+        """Whether ``uri`` is a file the listing passes over by design (a hidden file, one in a hidden folder,
+        an Office lock file) that is still there: ingested by naming it, it is not gone from the source, and
+        --prune removed it. A local folder's listing never enters a hidden folder, so the file is looked at."""
+        if self.scheme != "file":
+            return uri in self._passed_over
+        path = local_path(uri)
+        return (any(_not_a_document(path, root) for root in (self.path, os.path.realpath(self.path)))
+                and os.path.lexists(path))
 
     def as_indexed(self, files: list[SourceFile], indexed: Collection[str]) -> list[SourceFile]:
         """``files`` under the URIs ``indexed`` already holds them by, where it holds them by another path:
