@@ -578,6 +578,15 @@ def test_a_turn_is_deleted_with_its_question_and_feedback(http):
     left = http.get(f"/v1/sessions/{sid}").json()["messages"]
     assert [(m["role"], m["content"][:27]) for m in left][:1] == [("user", "How do I reset my password?")]
     assert [m["role"] for m in left] == ["user", "assistant"]
+    # The title was the deleted question's text, here and in the page's list: it is the next question's now.
+    titles = {s["id"]: s["title"] for s in http.get("/v1/sessions").json()["sessions"]}
+    assert titles[sid] == "How do I reset my password?"
+    assert http.delete(f"/v1/messages/{left[1]['id']}").status_code == 200
+    assert http.get(f"/v1/sessions/{sid}").json()["title"] == ""  # the next question asked gives it
+    named = http.post("/v1/sessions", json={"index": "handbook", "title": "Passwords"}).json()["id"]
+    asked = http.post(f"/v1/sessions/{named}/messages", json={"content": "How do I reset my password?"}).json()
+    assert http.delete(f"/v1/messages/{asked['message_id']}").status_code == 200
+    assert http.get(f"/v1/sessions/{named}").json()["title"] == "Passwords"  # a title given is kept
 
 
 def test_a_lone_surrogate_in_any_field_is_a_400_naming_it(http):

@@ -348,8 +348,26 @@ class ConversationStore:
             ids = [message_id]
             if other is not None and other["role"] != message.role:
                 ids.append(other["id"])
+            titled_by_it = message.session_id is not None and self._titled_by_one_of(message.session_id, ids)
             self._db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
+            if titled_by_it:
+                self._retitle_by_first_question(message.session_id)
         return ids
+
+    def _titled_by_one_of(self, session_id: str, message_ids: list[str]) -> bool:
+        """Whether the session's title is its first question's text (as ``_insert`` took it), and that question
+        is being deleted: a deleted question stayed on as the title. A title the user gave is kept."""
+        first = self._db.execute(
+            "SELECT m.id, m.content, s.title FROM messages m JOIN sessions s ON s.id = m.session_id "
+            "WHERE m.session_id = ? AND m.role = 'user' ORDER BY m.seq LIMIT 1", (session_id,)).fetchone()
+        return first is not None and first["id"] in message_ids and first["title"] == first["content"].strip()[:120]
+
+    def _retitle_by_first_question(self, session_id: str) -> None:
+        """The title taken from the first question left, or "" (then the next question asked gives it)."""
+        first = self._db.execute("SELECT content FROM messages WHERE session_id = ? AND role = 'user' "
+                                 "ORDER BY seq LIMIT 1", (session_id,)).fetchone()
+        title = first["content"].strip()[:120] if first is not None else ""
+        self._db.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, session_id))
 
     @_database_errors
     def messages(self, session_id: str) -> list[Message]:
