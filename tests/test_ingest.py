@@ -1113,3 +1113,21 @@ def test_an_unreadable_subfolder_fails_and_the_rest_is_ingested_and_prune_keeps_
                                                "or remove it and use --prune)")]
     assert not report.ok and report.stopped is None  # `unirank ingest` exits 1
     assert client.index_info("perm").source_count == 4
+
+
+def test_a_symbolic_link_loop_is_said_to_be_one(client, tmp_path):
+    """Links that point at each other (or at themselves) were said to point to a file "which does not
+    exist", though it did: the user went looking for a missing file."""
+    docs = tmp_path / "sl"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Wombats dig burrows.\n")
+    (docs / "loop1.md").symlink_to("loop2.md")
+    (docs / "loop2.md").symlink_to("loop1.md")
+    (docs / "self.txt").symlink_to("self.txt")
+    report = client.ingest(str(docs), "sl")
+    assert report.ingested == [(docs / "a.txt").as_uri()]
+    assert report.failed == [((docs / "loop1.md").as_uri(), "cannot read: a symbolic link loop: loop1.md -> loop2.md "
+                                                            "-> loop1.md"),
+                             ((docs / "loop2.md").as_uri(), "cannot read: a symbolic link loop: loop2.md -> loop1.md "
+                                                            "-> loop2.md"),
+                             ((docs / "self.txt").as_uri(), "cannot read: a symbolic link loop: self.txt -> self.txt")]

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
@@ -215,6 +216,13 @@ class DocumentSource:
 
     @staticmethod
     def _broken(path: str) -> str:
+        """Why the link ``path`` leads to no file: its target is missing, or the links go round in a loop
+        (said as missing, the user went looking for a file that was there)."""
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return f"a symbolic link loop: {_link_chain(path)}"
         return f"a broken symbolic link: it points to {printable(os.readlink(path))}, which does not exist"
 
     def _path_of(self, uri: str) -> str:
@@ -353,6 +361,20 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
         elif os.path.lexists(link) and not os.path.exists(link):  # broken; a link gone since is passed over
             files[link] = {"type": "file", "size": 0, "mtime": None, "broken": True}
     return files
+
+
+def _link_chain(link: str, most: int = 8) -> str:
+    """The links from ``link``, as written, up to the first one met again: ``loop1.md -> loop2.md -> loop1.md``
+    (``…`` where it goes on further, or loops through a linked folder on the way)."""
+    hops, seen, path = [os.path.basename(link)], set(), os.path.abspath(link)
+    while os.path.islink(path) and path not in seen and len(hops) <= most:
+        seen.add(path)
+        target = os.readlink(path)
+        hops.append(target)
+        path = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    if path not in seen:
+        hops.append("…")
+    return " -> ".join(printable(hop) for hop in hops)
 
 
 def _unlistable(folder: str) -> str:
