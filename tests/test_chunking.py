@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+import string
 import warnings
 
 import pytest
 
-from unirank.ingest.chunking import Chunker
+from unirank.ingest.chunking import MAX_TOKEN_CHARS, Chunker
 from unirank.ingest.documents import ParsedDocument, Section
 
 MAX_SEQ_LENGTH = 256  # all-MiniLM-L6-v2's
@@ -168,6 +169,21 @@ def test_a_giant_word_is_cut_inside_the_word(tokenizer):
     c = chunker(tokenizer, size=20, overlap=4)
     chunks = c.chunk(ParsedDocument("d", "", [Section(text)]), "d")
     assert len(chunks) > 2 and all(tokens(tokenizer, ch.embedding_input()) <= 20 for ch in chunks)
+    covered(text, [ch.text for ch in chunks])
+
+
+def test_a_run_of_characters_wordpiece_reads_as_one_token_is_cut_into_bounded_chunks(tokenizer):
+    """WordPiece reads a word of over 100 characters (a base64 blob) as one [UNK]: the whole run was one
+    chunk of "1 token", and a megabyte of it was cited to the chat. Chunks are bounded in characters too."""
+    run = "".join(random.Random(7).choices(string.ascii_letters + string.digits, k=200_000))
+    assert tokens(tokenizer, run) == 1
+    text = f"Intro about keys. {run} Outro about backups."
+    c = chunker(tokenizer)
+    chunks = c.chunk(ParsedDocument("d", "Long run", [Section(text)]), "d")
+    assert len(chunks) > 10
+    assert max(len(ch.text) for ch in chunks) <= c.size * MAX_TOKEN_CHARS
+    assert all(tokens(tokenizer, ch.embedding_input()) <= c.size for ch in chunks)
+    assert chunks[0].text.startswith("Intro about keys.") and chunks[-1].text.endswith("Outro about backups.")
     covered(text, [ch.text for ch in chunks])
 
 

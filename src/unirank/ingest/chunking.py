@@ -48,6 +48,10 @@ _SENTENCE = re.compile(
 )
 _LINE = re.compile(r"\s*\n\s*")
 _TOKENIZE_BATCH = 1024
+#: The most characters one token counts for: more than a vocabulary's longest word piece (18 in BERT's).
+#: WordPiece reads a word of over 100 characters (a base64 blob) as one [UNK] spanning all of it, which
+#: made a chunk of a megabyte; such a token counts as one per this many characters, and may be cut between.
+MAX_TOKEN_CHARS = 20
 _ContextKey = tuple[str, tuple[str, ...]]  # (title, heading path)
 _Context = tuple[str, tuple[str, ...], int]  # (title, heading path) as used, prefix tokens
 _MAX_REPLANS = 8
@@ -202,8 +206,7 @@ class Chunker:
             batch = paragraphs[first : first + _TOKENIZE_BATCH]
             encoded = self._encode([jobs[j].text[a:b] for j, (a, b) in batch], offsets=True)
             for (j, (a, b)), offsets in zip(batch, encoded["offset_mapping"]):
-                starts = [a + s for s, _ in offsets]
-                ends = [a + e for _, e in offsets]
+                starts, ends = _pieces([a + s for s, _ in offsets], [a + e for _, e in offsets])
                 units[j].extend(self._units(jobs[j], (a, b), starts, ends))
         return [self._pack(job_units, job.budget) for job_units, job in zip(units, jobs)]
 
@@ -326,6 +329,20 @@ class Chunker:
             truncation=False,
             verbose=False,  # no "sequence longer than the model maximum" log: we cut it ourselves
         )
+
+
+def _pieces(starts: list[int], ends: list[int]) -> tuple[list[int], list[int]]:
+    """The token spans, each over ``MAX_TOKEN_CHARS`` characters cut into pieces of that many, each then
+    counted as a token: chunks stay bounded in characters as well as in tokens."""
+    if all(end - start <= MAX_TOKEN_CHARS for start, end in zip(starts, ends)):
+        return starts, ends  # the common case: every token a word or a piece of one
+    piece_starts: list[int] = []
+    piece_ends: list[int] = []
+    for start, end in zip(starts, ends):
+        cuts = list(range(start, end, MAX_TOKEN_CHARS)) if end - start > MAX_TOKEN_CHARS else [start]
+        piece_starts.extend(cuts)
+        piece_ends.extend([*cuts[1:], end])
+    return piece_starts, piece_ends
 
 
 def _best_break(units: list[_Unit], totals: list[int], start: int, end: int, fresh: int,
