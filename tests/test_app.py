@@ -546,6 +546,20 @@ def test_a_damaged_index_is_listed_as_damaged(tmp_path, base_embedder):
             assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["unirank", "policies"]
             card = client.get("/v1/models/broken")
             assert card.status_code == 500 and card.json()["error"]["type"] == "index_damaged", card.text
+            # Each route that says so declares it in the spec (/v1/models/{model_id} declared only 200 and 404).
+            spec = client.get("/openapi.json").json()["paths"]
+            asked = [{"role": "user", "content": "hi"}]
+            for method, path, route, body in [
+                    ("GET", "/v1/models/broken", "/v1/models/{model_id}", None),
+                    ("POST", "/v1/search", "/v1/search", {"query": "passage", "index": "broken"}),
+                    ("POST", "/v1/chat/completions", "/v1/chat/completions", {"model": "broken", "messages": asked}),
+                    ("POST", "/v1/sessions", "/v1/sessions", {"index": "broken"})]:
+                damaged = client.request(method, path, json=body)
+                assert damaged.json()["error"]["type"] == "index_damaged", (path, damaged.text)
+                assert str(damaged.status_code) in spec[route][method.lower()]["responses"], (path, damaged.status_code)
+            ur.settings.chat.index = "broken"  # `unirank` is the default index, damaged
+            default = client.get("/v1/models/unirank")
+            assert default.status_code == 500 and default.json()["error"]["type"] == "index_damaged", default.text
     finally:
         ur.close()
 

@@ -200,9 +200,10 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         name, as ``/v1/models`` lists it; any other name is an index's."""
         return None if model == DEFAULT_MODEL and not ur.backend.exists(DEFAULT_MODEL) else model
 
-    @app.get("/v1/models/{model_id}", responses={**described(IndexAsModel), **error_responses(404)})
+    @app.get("/v1/models/{model_id}", responses={**described(IndexAsModel), **error_responses(404, 500)})
     def model(model_id: str) -> Any:
-        """OpenAI clients check a model exists before using it: an index here, or ``unirank`` (the default)."""
+        """OpenAI clients check a model exists before using it: an index here, or ``unirank`` (the default).
+        An index whose files are damaged is a 500 ``index_damaged``, as a question to it is."""
         if index_of_model(model_id) is None:
             try:
                 ur.index_info(service.default_index())  # chat.index may name one that is gone
