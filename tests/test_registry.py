@@ -1403,6 +1403,37 @@ def test_a_registry_folder_registered_under_another_name_keeps_its_training_quer
     assert "training_queries" not in changed.record and "lineage" not in changed.record
 
 
+def test_a_run_s_final_folder_registered_under_another_name_or_trained_from_keeps_its_training_queries(settings,
+                                                                                                       tmp_path):
+    """`models register copy3 --path RUN/embedder/final` (the files of the version the run registered, with
+    no marker) got no training queries, and `unirank eval --models copy3@1` scored it on the queries the
+    run trained on; so did a model trained with `--base RUN/embedder/final`. Now the files are looked up
+    under every name, deleted versions too."""
+    from unirank.errors import LeakageError
+    from unirank.evaluation.leakage import check_no_leakage
+    from unirank.training.job import TrainJob, TrainRequest
+
+    registry = ModelRegistry(settings.models_dir)
+    t1 = _trained_version(registry)
+    final = tmp_path / "run" / "embedder" / "final"
+    shutil.copytree(t1.path, final, ignore=shutil.ignore_patterns("unirank_model.json"))
+    copy = registry.register("copy3", "embedder", path=final, record={"dims": 384})
+    assert copy.record["training_queries"] == t1.record["training_queries"]
+    assert copy.record["training_queries_inherited_from"] == ["t1-embed@1"]
+    assert copy.record["lineage"] == {"copy_of": "t1-embed@1"}
+    with pytest.raises(LeakageError, match="copy3@1 was trained on 1 of them"):
+        check_no_leakage({"q1": TRAINED_QUERY, "q2": "an unseen question"}, [copy], registry)
+
+    job = TrainJob(settings, None, None, TrainRequest(name="next", index="handbook", base=str(final)))
+    assert job._base_training_queries() == (set(t1.record["training_queries"]), ["t1-embed@1"])
+
+    registry.delete(copy.ref)
+    registry.delete(t1.ref)
+    again = registry.register("copy4", "embedder", path=final, record={"dims": 384})
+    assert again.record["training_queries"] == t1.record["training_queries"]
+    registry.close()
+
+
 @pytest.mark.parametrize("config", ["{bad json", "[1, 2]", b"\xff\xfe{}"])
 def test_a_folder_whose_config_is_not_a_json_object_is_refused_as_such(tmp_path, config):
     """`models register --path DIR` with a damaged config.json ended in a JSONDecodeError traceback."""

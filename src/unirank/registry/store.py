@@ -226,7 +226,8 @@ class ModelRegistry:
                 # an exported copy changed since (`describe.exported_record`); a caller's record can't say.
                 record["files_sha256"] = files_digest(incoming)
                 if "training_queries" not in record:
-                    record.update(self._training_of_copy(incoming, record))
+                    record.update(self._training_of_copy(incoming, record)
+                                  or self.training_of_files(record["files_sha256"], record.get("lineage")))
             # The version number is taken, the folder named after it and the row written in one exclusive
             # transaction: two registrations of a name at once each got version 1, and the second
             # replaced the first one's files before its row was refused.
@@ -289,6 +290,34 @@ class ModelRegistry:
         prints, sources = training_queries_with_bases(self, source.ref, source.record)
         lineage = {**(record.get("lineage") or {}), "copy_of": source.ref}
         return {"training_queries": sorted(prints), "training_queries_inherited_from": sources, "lineage": lineage}
+
+    def training_of_files(self, digest: str, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a folder whose files have ``digest`` (``files_digest``) was trained on, when versions of any
+        name hold those files: their training queries, their bases' included, with the versions they came
+        from, and the version it is a copy of. A run's ``final/`` registered under another name (or a plain
+        copy of a version's folder, which has no marker) got none and was scored on its training queries.
+        Empty when no such version was trained on real queries."""
+        same = sorted(self.versions_with_files(digest), key=lambda v: v.created_at)
+        # Copies registered since have their queries from these: named as the sources, they would hide them.
+        originals = [v for v in same if "copy_of" not in (v.record.get("lineage") or {})] or same
+        from unirank.registry.lineage import training_queries_with_bases
+
+        prints: set[str] = set()
+        sources: list[str] = []
+        for version in originals:
+            found, came_from = training_queries_with_bases(self, version.ref, version.record)
+            prints |= found
+            sources += [ref for ref in came_from if ref not in sources]
+        if not prints:
+            return {}
+        return {"training_queries": sorted(prints), "training_queries_inherited_from": sources,
+                "lineage": {**(lineage or {}), "copy_of": originals[0].ref}}
+
+    def versions_with_files(self, digest: str) -> list[ModelVersion]:
+        """The versions of every name, deleted ones too (their records are kept), whose files had ``digest``
+        when registered. Versions registered before digests were recorded are not digested again here
+        (that would read every model of the registry)."""
+        return [v for v in (*self.list(), *self.deleted_versions()) if v.record.get("files_sha256") == digest]
 
     def check_registrable(self, name: str, role: str) -> None:
         """Whether ``name`` can take a new ``role`` version; callers check before work that takes minutes

@@ -524,9 +524,21 @@ class TrainJob:
         ref, record = self._base_record()
         registry = ModelRegistry(self.settings.models_dir)
         try:
+            folder = Path(self.request.base).expanduser()
+            if record is None and self.request.base != "base" and folder.is_dir():
+                return self._training_of_plain_folder(registry, folder)
             return training_queries_with_bases(registry, ref, record)
         finally:
             registry.close()
+
+    @staticmethod
+    def _training_of_plain_folder(registry: ModelRegistry, folder: Path) -> tuple[set[str], list[str]]:
+        """A base folder of no registry record (a run's ``final/``, a plain copy of a version's folder) that
+        holds the files of versions registered here was trained on their queries: found by its files."""
+        from unirank.registry.files import files_digest
+
+        copy = registry.training_of_files(files_digest(folder))
+        return set(copy.get("training_queries", [])), list(copy.get("training_queries_inherited_from", []))
 
     def _base_record(self) -> tuple[str | None, dict | None]:
         """The base's ref and registry record: none for `base`, a hub id or a folder of no registry."""
