@@ -1091,6 +1091,7 @@ def test_numbers_that_cannot_train_are_refused_before_any_work(minibeir, change,
     (dict(queries="queries.tsv"), r"--queries gives the query texts of --qrels: add --qrels"),
     (dict(min_dwell_s=10.0), r"--min-dwell applies to the clicks of a click log: add --clicks"),
     (dict(pseudo=False, pseudo_kinds=("crop",)), r"--pseudo-kinds chooses the pseudo-queries that --no-pseudo"),
+    (dict(pseudo=False), r"--no-pseudo leaves nothing to train on without labels: add --pairs"),
     (dict(pairs="pairs.tsv", pseudo_kinds=("crop",)), r"--pseudo-kinds chooses pseudo-queries, which a run with "
                                                       r"labels .* makes only with --pseudo: add --pseudo"),
     (dict(pairs="pairs.tsv", pseudo_kinds=("lead", "llm")), r"makes only with --pseudo"),  # not: "set chat.llm_..."
@@ -1100,7 +1101,8 @@ def test_numbers_that_cannot_train_are_refused_before_any_work(minibeir, change,
 def test_an_option_without_its_companion_is_refused(client, minibeir, tmp_path, change, message):
     """`--queries` without `--qrels` and `--min-dwell` without `--clicks` were ignored (exit 0), yet changed the
     run's fingerprint; so was `--pseudo-kinds` with labels and no `--pseudo`, yet `llm` in it was refused for want
-    of an endpoint the run would never ask."""
+    of an endpoint the run would never ask. `--no-pseudo` without labels was refused after indexing and mining,
+    as too little data ("give more documents"), its run folder left behind."""
     from unirank.errors import TrainingError
 
     for option in ("queries", "pairs"):
@@ -1120,6 +1122,7 @@ def test_an_option_without_its_companion_is_refused(client, minibeir, tmp_path, 
     (["--seed", "-1"], "--seed must be 0 to 4294967295, got -1"),
     (["--min-dwell", "5"], "--min-dwell applies to the clicks"),
     (["--whiten", "nan"], "whitening strength of nan"),
+    (["--no-pseudo"], "--no-pseudo leaves nothing to train on without labels"),
 ])
 def test_the_cli_refuses_them_with_exit_2_and_no_run_folder(minibeir, tmp_path, monkeypatch, args, said):
     from typer.testing import CliRunner

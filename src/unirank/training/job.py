@@ -133,6 +133,9 @@ class TrainRequest:
         if self.pseudo is False and tuple(self.pseudo_kinds) != tuple(DEFAULT_KINDS):
             raise TrainingError("--pseudo-kinds chooses the pseudo-queries that --no-pseudo turns off: leave one out.")
         labels = self.pairs or self.qrels or self.clicks or self.feedback
+        if self.pseudo is False and not labels:  # found only after indexing and mining, as "0 usable pairs"
+            raise TrainingError("--no-pseudo leaves nothing to train on without labels: add --pairs, --qrels, "
+                                "--clicks or --feedback, or leave --no-pseudo out.")
         if self.pseudo is None and labels and tuple(self.pseudo_kinds) != tuple(DEFAULT_KINDS):
             # and `llm` in it was refused for want of an endpoint the run would never ask
             raise TrainingError("--pseudo-kinds chooses pseudo-queries, which a run with labels (--pairs, --qrels, "
