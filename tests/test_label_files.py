@@ -42,6 +42,24 @@ def test_tsv_pairs_skip_a_header_and_keep_quotes_as_written(tmp_path):
     ]
 
 
+def test_tsv_pairs_padded_with_tabs_are_read_as_eval_reads_them_and_csv_quoting_is_refused(tmp_path):
+    """A row padded with empty cells was refused ("got 4 column(s)"), though eval's TSV readers drop them;
+    a file saved by csv.writer (or pandas' to_csv) with sep TAB wraps a cell holding a '"' in quotes and
+    doubles its own, and those were trained on: '"what does ""SEV1"" mean"'."""
+    import csv
+
+    padded = load_pair_file(_write(tmp_path / "padded.tsv", "q1\tp1\t\t\nq2\tp2\tn2\t \t\n"))
+    assert [(p.query, p.positive, p.negatives) for p in padded] == [("q1", "p1", []), ("q2", "p2", ["n2"])]
+
+    quoted = tmp_path / "quoted.tsv"
+    with quoted.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, delimiter="\t").writerows([
+            ("query", "positive", "negative"), ("how are keys rotated", "Keys rotate every 90 days.", "Backups run."),
+            ('what does "SEV1" mean', 'A "SEV1" incident means the product is down.', "Lunch is at noon.")])
+    with pytest.raises(TrainingError, match=r"quoted.tsv:3: CSV-style quoting"):
+        load_pair_file(quoted)
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("p.jsonl", '{"query": "a", "positive": "b"}\n{"query": broken\n', r"p.jsonl:2: not valid JSON \(Expecting value at column 11\); expected \{\"query\""),
     ("u.jsonl", '{"query": "a", "positive": "b', r"u.jsonl:1: not valid JSON \(Unterminated string starting at column 28\)"),
@@ -66,6 +84,8 @@ def test_tsv_pairs_skip_a_header_and_keep_quotes_as_written(tmp_path):
     # a carriage return inside a line failed in a raw _csv.Error traceback
     ("p.tsv", "query\tpositive\ra\tb\rc\td\r", r"p.tsv:1: a carriage return \(\\r\) inside the line: the file has old Mac"),
     ("p.tsv", "a\tb\r\nq\tEvery service\rcalls the API\r\n", r"p.tsv:2: a carriage return .* no line breaks inside a cell"),
+    ("p.tsv", 'a\tb\nq\tp\t"a ""SEV3"" incident"\n', r"p.tsv:2: CSV-style quoting .*: save without quotes, or use JSONL"),
+    ("p.tsv", "a\tb\t\tc\t\n", r"p.tsv:1: .* got 4 column"),  # an empty cell before the last is a column
 ])
 def test_a_malformed_row_is_refused_with_its_line(tmp_path, name, text, message):
     with pytest.raises(TrainingError, match=message):
