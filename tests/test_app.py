@@ -784,3 +784,27 @@ def test_liveness_and_sessions_answer_while_every_answer_is_busy(tmp_path, base_
         ur.close()
     assert statuses == {200}
     assert all(seconds < 1 for seconds in waited.values()), waited
+
+
+def test_with_no_default_index_each_route_is_told_the_field_it_takes(tmp_path, base_embedder):
+    """/v1/search and POST /v1/sessions said to send the index's name as the "model", a field both refuse (422)."""
+    from fastapi.testclient import TestClient
+
+    from unirank.app.server import create_app
+
+    ur = build_policies(tmp_path, base_embedder)
+    assert not ur.ingest(str(tmp_path / "policies"), "other").failed  # two indexes, no chat.index
+    try:
+        with TestClient(create_app(unirank=ur, warm_up=False)) as client:
+            for path, body in [("/v1/search", {"query": "backups"}), ("/v1/sessions", {})]:
+                refused = client.post(path, json=body)
+                assert refused.status_code == 400, (path, refused.text)
+                message = refused.json()["error"]["message"]
+                assert message.startswith("Name the index to answer from (there are: other, policies): "
+                                          'send "index": NAME (GET /v1/indexes lists them)'), message
+                assert '"model"' not in message
+                assert client.post(path, json={**body, "index": "policies"}).status_code in (200, 201)
+            chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+            assert chat.status_code == 400 and 'an index name as the "model"' in chat.json()["error"]["message"]
+    finally:
+        ur.close()

@@ -58,6 +58,11 @@ STATIC = Path(__file__).resolve().parent / "static"
 ANSWER_THREADS = 40
 _ANSWER_LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("unirank_answer_limiter")
 
+#: How /v1/search and POST /v1/sessions name their index when there is no default: they take no "model",
+#: which the service's own wording offers (and then refused as an unknown field).
+SEND_INDEX = ("send \"index\": NAME (GET /v1/indexes lists them), or give the server a default: "
+              "serve api --index NAME, or chat.index in settings")
+
 #: Two 404s a client acts on differently: a session (or message) that is gone can be started again, while
 #: an index that is gone cannot be asked anywhere (the web page started a session over the default index).
 _STATUS: list[tuple[type[Exception], int, str]] = [
@@ -217,7 +222,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
               responses=error_responses(400, 404, 409, 413, 422, 500, 502, 503))
     def search(body: SearchRequest) -> dict:
         """Hybrid (BM25 + kNN) search, then the reranker when asked: what ``unirank search --json`` prints."""
-        index = body.index or service.default_index()
+        index = body.index or service.default_index(SEND_INDEX)
         return ur.search(body.query, index, mode=body.mode, top_k=body.top_k, rerank=body.rerank,
                          filters=body.filters).to_dict()
 
@@ -261,7 +266,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
               responses={**described(SessionOut, 201), **error_responses(400, 404, 413, 422, 500, 503)})
     def create_session(body: NewSession | None = None) -> dict:
         body = body or NewSession()  # every field is optional, so is the body
-        return service.create_session(body.index, body.title).to_dict()  # a missing index: 404 now
+        index = body.index or service.default_index(SEND_INDEX)
+        return service.create_session(index, body.title).to_dict()  # a missing index: 404 now
 
     @app.get("/v1/sessions", responses={**described(SessionList), **error_responses(422)})
     def list_sessions(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict:

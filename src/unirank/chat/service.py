@@ -45,6 +45,11 @@ def make_answerer(ur: Unirank, retriever: Retriever) -> Answerer:
                              fallback=lambda: retriever.cosine)
 
 
+#: How to name the index to answer from, in the CLI and on /v1/chat/completions (which takes a "model").
+NAME_THE_INDEX = ("--index NAME (over HTTP, the request's \"index\", or an index name as the \"model\"), "
+                  "or chat.index in settings")
+
+
 class ChatService:
     def __init__(self, ur: Unirank, store: ConversationStore | None = None, answerer: Answerer | None = None) -> None:
         self.ur = ur
@@ -73,8 +78,9 @@ class ChatService:
         llm = self.answerer if hasattr(self.answerer, "rewrite") else None
         return QueryRewriter(llm)  # type: ignore[arg-type]
 
-    def default_index(self) -> str:
-        """``chat.index``, else the only index there is."""
+    def default_index(self, how: str = NAME_THE_INDEX) -> str:
+        """``chat.index``, else the only index there is. ``how``: the ways the caller has to name one, for the
+        error when there is none (an HTTP route that takes no ``model`` does not offer it)."""
         if self.settings.index:
             return self.settings.index
         indexes = self.ur.list_indexes()
@@ -83,8 +89,7 @@ class ChatService:
             return originals[0]
         names = [i.name for i in indexes]
         hint = f" (there are: {', '.join(names)})" if names else " (there are none yet: run `unirank ingest`)"
-        raise InvalidQueryError(f"Name the index to answer from{hint}: --index NAME (over HTTP, the request's "
-                                "\"index\", or an index name as the \"model\"), or chat.index in settings.")
+        raise InvalidQueryError(f"Name the index to answer from{hint}: {how}.")
 
     def load_models(self, index: str | None = None, *, check_answerer: bool = False) -> None:
         """Load what a question needs now (the embedder, the one ``index``'s vectors are comparable with, the
