@@ -808,3 +808,31 @@ def test_with_no_default_index_each_route_is_told_the_field_it_takes(tmp_path, b
             assert chat.status_code == 400 and 'an index name as the "model"' in chat.json()["error"]["message"]
     finally:
         ur.close()
+
+
+def test_a_conversation_database_that_cannot_be_read_is_a_declared_500(settings):
+    """chat.db_path damaged while the server runs is a 500 configuration_error naming the file on every route
+    that reads it, and the spec of the routes that only read sessions, messages or feedback declared no 500."""
+    from fastapi.testclient import TestClient
+
+    from unirank.api import Unirank
+    from unirank.app.server import create_app
+
+    with Unirank(settings) as ur, TestClient(create_app(unirank=ur, warm_up=False)) as client:
+        spec = client.get("/openapi.json").json()["paths"]
+        db = ur.settings.chat_db_path
+        for written in db.parent.glob(f"{db.name}*"):  # the database and its WAL files
+            written.write_bytes(b"not a database " * 1000)
+        for method, path, route, body in [
+                ("GET", "/v1/sessions", "/v1/sessions", None),
+                ("GET", "/v1/sessions/abc", "/v1/sessions/{session_id}", None),
+                ("DELETE", "/v1/sessions/abc", "/v1/sessions/{session_id}", None),
+                ("GET", "/v1/messages/abc/citations/1", "/v1/messages/{message_id}/citations/{n}", None),
+                ("DELETE", "/v1/messages/abc", "/v1/messages/{message_id}", None),
+                ("POST", "/v1/feedback", "/v1/feedback", {"message_id": "abc", "kind": "up"}),
+                ("GET", "/v1/feedback", "/v1/feedback", None)]:
+            failed = client.request(method, path, json=body)
+            error = ErrorBody.model_validate(failed.json(), strict=True).error
+            assert failed.status_code == 500 and error.type == "configuration_error", (path, failed.text)
+            assert str(db) in error.message
+            assert "500" in spec[route][method.lower()]["responses"], (method, route)

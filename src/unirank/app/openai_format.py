@@ -233,7 +233,8 @@ _ERROR_MEANINGS = {
     413: "The request body is over api.max_request_mb (1 MB by default).",
     422: "The body is not JSON or does not fit the schema; the message names the field.",
     500: "The server's settings cannot answer (type `configuration_error`: e.g. an OpenAI-compatible answerer "
-         "without its key, or an index made by a model the server cannot load), the index's files cannot be read "
+         "without its key, an index made by a model the server cannot load, or a conversation database "
+         "(chat.db_path) that cannot be read), the index's files cannot be read "
          "(`index_damaged`: delete it and ingest again), or an unexpected error (`server_error`: the server's log "
          "has the traceback).",
     502: "A model endpoint the index is read with (a remote embedder), or the configured LLM, failed or "

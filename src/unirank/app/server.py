@@ -262,6 +262,8 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         return completion(answer, body.model, answer_usage())
 
     # -- sessions -------------------------------------------------------------------------------
+    # Each route that reads the conversation store declares a 500: configuration_error naming chat.db_path
+    # when the database cannot be read (damaged since the server opened it, or locked by another process).
     @app.post("/v1/sessions", status_code=201,
               responses={**described(SessionOut, 201), **error_responses(400, 404, 413, 422, 500, 503)})
     def create_session(body: NewSession | None = None) -> dict:
@@ -269,16 +271,16 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         index = body.index or service.default_index(SEND_INDEX)
         return service.create_session(index, body.title).to_dict()  # a missing index: 404 now
 
-    @app.get("/v1/sessions", responses={**described(SessionList), **error_responses(422)})
+    @app.get("/v1/sessions", responses={**described(SessionList), **error_responses(422, 500)})
     def list_sessions(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict:
         return {"sessions": [s.to_dict() for s in store.sessions(limit)]}
 
-    @app.get("/v1/sessions/{session_id}", responses={**described(SessionWithMessages), **error_responses(404)})
+    @app.get("/v1/sessions/{session_id}", responses={**described(SessionWithMessages), **error_responses(404, 500)})
     def get_session(session_id: str) -> dict:
         return {**store.session(session_id).to_dict(),
                 "messages": [m.to_dict() for m in store.messages(session_id)]}
 
-    @app.delete("/v1/sessions/{session_id}", status_code=204, responses=error_responses(404))
+    @app.delete("/v1/sessions/{session_id}", status_code=204, responses=error_responses(404, 500))
     def delete_session(session_id: str) -> Response:
         store.delete_session(session_id)
         return Response(status_code=204)
@@ -297,21 +299,21 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
 
     # -- citations and feedback -----------------------------------------------------------------
     @app.get("/v1/messages/{message_id}/citations/{n}",
-             responses={**described(CitedPassage), **error_responses(404, 422)})
+             responses={**described(CitedPassage), **error_responses(404, 422, 500)})
     def citation(message_id: str, n: int) -> dict:
         message = store.message(message_id)
         return {**message.citation(n).to_dict(), "message_id": message_id, "index": message.index}
 
-    @app.delete("/v1/messages/{message_id}", responses={**described(DeletedTurn), **error_responses(404)})
+    @app.delete("/v1/messages/{message_id}", responses={**described(DeletedTurn), **error_responses(404, 500)})
     def delete_turn(message_id: str) -> dict:
         return {"deleted": store.delete_turn(message_id)}
 
     @app.post("/v1/feedback", status_code=201,
-              responses={**described(FeedbackOut, 201), **error_responses(400, 404, 413, 422)})
+              responses={**described(FeedbackOut, 201), **error_responses(400, 404, 413, 422, 500)})
     def feedback(body: FeedbackRequest) -> dict:
         return store.add_feedback(body.message_id, body.kind, body.citation).to_dict()
 
-    @app.get("/v1/feedback", responses=described(FeedbackList))
+    @app.get("/v1/feedback", responses={**described(FeedbackList), **error_responses(500)})
     def list_feedback(message_id: str | None = None) -> dict:
         return {"events": [e.to_dict() for e in store.feedback(message_id)]}
 
