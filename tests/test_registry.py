@@ -1310,7 +1310,7 @@ def test_cli_register_restores_an_export_and_says_what_it_cannot_read(tmp_path, 
     done = runner.invoke(app, ["models", "register", "reimp", "--path", str(tmp_path / "out" / "t1-embed-v1"),
                                "--role", "embedder"])
     assert done.exit_code == 0, done.output
-    assert "From the export of t1-embed@1, with its record: 1 training queries" in " ".join(done.output.split())
+    assert "From the export of t1-embed@1, with its record: its training queries' fingerprints" in " ".join(done.output.split())
     shown = json.loads(runner.invoke(app, ["models", "show", "reimp@1", "--json"]).output)
     assert shown["base_model"] == "all-MiniLM-L6-v2" and len(shown["training_queries"]) == 1
     bare = runner.invoke(app, ["models", "promote", "reimp", "--alias", "staging"])

@@ -101,7 +101,8 @@ def register(
     if blend:
         (console if "blend_weight" in mv.record else errors).print(escape(blend))
     source = (mv.record.get("lineage") or {}).get("exported_from")
-    kept = [f"{len(mv.record['training_queries'])} training queries" if "training_queries" in mv.record else "",
+    # Not a count: a query is kept as one or two fingerprints (as written, and by its words alone).
+    kept = ["its training queries' fingerprints" if "training_queries" in mv.record else "",
             f"base model {mv.record['base_model']}" if "data_hash" in mv.record else "",
             "data hash and hyper-parameters" if "hyperparameters" in mv.record else "",
             f"metrics on {'; '.join(mv.evaluations)}" if mv.evaluations else ""]
