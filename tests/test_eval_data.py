@@ -116,6 +116,19 @@ def test_a_query_given_twice_or_without_text_is_refused_naming_its_lines(tmp_pat
         load_queries(_write(tmp_path / name, text))
 
 
+def test_a_query_file_saved_with_csv_quoting_is_refused_naming_its_line(tmp_path):
+    """csv.writer and pandas quote a cell holding a '"' and double its own: the query was scored with the
+    quotes, and fingerprinted so, so eval did not refuse it as trained on (train's --pairs refuses it)."""
+    import csv
+    with open(tmp_path / "q.tsv", "w", newline="") as f:
+        csv.writer(f, delimiter="\t", lineterminator="\n").writerows([("q1", "key rotation"),
+                                                                        ("q2", 'what does "SEV1" mean')])
+    assert (tmp_path / "q.tsv").read_text().splitlines()[1] == 'q2\t"what does ""SEV1"" mean"'
+    with pytest.raises(EvaluationDataError, match=r"q\.tsv:2: CSV-style quoting .* save without quotes, or use JSONL"):
+        load_queries(tmp_path / "q.tsv")
+    assert load_queries(_write(tmp_path / "plain.tsv", 'q2\twhat does "SEV1" mean\n')) == {"q2": 'what does "SEV1" mean'}
+
+
 def test_the_same_query_given_twice_alike_is_read_once(tmp_path):
     assert load_queries(_write(tmp_path / "q.tsv", "q1\tkeys\nq1\tkeys\n")) == {"q1": "keys"}
 

@@ -1,4 +1,5 @@
-"""One JSON object a line (pairs, queries, click logs, documents): what is wrong with a line, in words."""
+"""Label files (pairs, queries, qrels, click logs, documents): one JSON object a line, or TSV cells; what
+is wrong with a line, in words."""
 
 from __future__ import annotations
 
@@ -53,3 +54,23 @@ def _lines(text: str) -> list[str]:
     r"""The lines with their ends, split at "\n" only: splitlines() also split at U+2028, U+2029 and U+0085,
     which JSON allows raw inside a string and a TSV cell may hold, so such a row failed as two broken ones."""
     return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
+
+
+#: What a cell that csv_quoted finds is told.
+CSV_QUOTING = "CSV-style quoting (a cell in quotes, its own quotes doubled): save without quotes, or use JSONL."
+
+
+def tsv_cells(line: str) -> list[str]:
+    """A TSV label line's cells, split at tabs (no quoting: a cell's quotes are its own), less trailing
+    empty ones (a row padded with tabs is no extra column)."""
+    row = line.rstrip("\r\n").split("\t")
+    while row and not row[-1].strip():
+        row.pop()
+    return row
+
+
+def csv_quoted(cell: str) -> bool:
+    """A cell as csv.writer and pandas' to_csv save one holding a '"' (in quotes, its own doubled): read as
+    written it would be used with them, and a query fingerprinted so (eval would not refuse it)."""
+    cell = cell.strip()
+    return len(cell) >= 2 and cell[0] == cell[-1] == '"' and '""' in cell[1:-1]

@@ -24,7 +24,7 @@ def train(
     beir: Annotated[Optional[Path], typer.Option(help="Train on a BEIR folder's corpus (indexed first).")] = None,
     pairs: Annotated[Optional[Path], typer.Option(
         help="Labelled pairs: JSONL {query, positive[, negative]} (texts; a line with a number or list there is "
-             "refused) or TSV query<TAB>positive[<TAB>negative]. A negative equal to its positive is left out, "
+             "refused) or TSV query<TAB>positive[<TAB>negative] (cells as written: no CSV quoting). A negative equal to its positive is left out, "
              "with a warning counting them.")] = None,
     qrels: Annotated[Optional[Path], typer.Option(help="Qrels TSV of training queries (labels).")] = None,
     queries: Annotated[Optional[Path], typer.Option(help="Query texts for --qrels (default: the BEIR folder's).")] = None,

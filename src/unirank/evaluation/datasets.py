@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unirank.errors import EvaluationDataError
-from unirank.jsonl import label_file_lines, parse_object_line
+from unirank.jsonl import CSV_QUOTING, csv_quoted, label_file_lines, parse_object_line, tsv_cells
 from unirank.text import LONE_SURROGATE, is_blank
 from unirank.training.labelled import JSONL_SUFFIXES
 
@@ -77,9 +77,9 @@ def _rows(path: Path) -> list[tuple[int, str, list[str]]]:
     rows = []
     for n, line in enumerate(label_file_lines(path, EvaluationDataError), start=1):
         line = line.rstrip("\r\n")
-        row = line.split("\t")  # no quoting: a cell's quotes are its own
-        while row and not row[-1].strip():
-            row.pop()
+        row = tsv_cells(line)
+        if any(map(csv_quoted, row)):  # its quotes would be part of the query (and of its fingerprint)
+            raise EvaluationDataError(f"{path}:{n}: {CSV_QUOTING}")
         if row:
             rows.append((n, line, row))
     return rows

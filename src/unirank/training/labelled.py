@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterable
 
 from unirank.errors import TrainingError
-from unirank.jsonl import label_file_lines, parse_object_line
+from unirank.jsonl import CSV_QUOTING, csv_quoted, label_file_lines, parse_object_line, tsv_cells
 from unirank.search.types import Chunk
 from unirank.training.examples import TrainingPair, normalize_query, query_fingerprint
 
@@ -71,9 +71,8 @@ def read_pair_file(path: Path) -> PairFile:
             if not 2 <= len(row) <= 3:
                 raise TrainingError(f"{path}:{n}: expected query<TAB>positive[<TAB>negative], got {len(row)} "
                                     "column(s); a tab inside a text must be replaced, or use JSONL.")
-            if any(map(_csv_quoted, row)):
-                raise TrainingError(f"{path}:{n}: CSV-style quoting (a cell in quotes, its own quotes doubled): "
-                                    "save without quotes, or use JSONL.")
+            if any(map(csv_quoted, row)):
+                raise TrainingError(f"{path}:{n}: {CSV_QUOTING}")
             negatives = [row[2]] if len(row) == 3 and row[2].strip() else []
             result.pairs.append(_checked(TrainingPair(query=row[0], positive=row[1], negatives=negatives,
                                                       origin="pairs", query_id=_query_id(row[0])), path, n, result))
@@ -83,26 +82,15 @@ def read_pair_file(path: Path) -> PairFile:
 
 
 def _tsv_rows(lines: list[str], path: Path) -> Iterable[list[str]]:
-    """Each line's cells, split at tabs as the eval readers split them (no quoting: a cell's quotes are its
-    own), less trailing empty ones as they drop them (a row padded with tabs is no extra column). csv.reader
-    failed on a carriage return inside a line with a raw ``_csv.Error`` traceback."""
+    """Each line's cells (``tsv_cells``, as the eval readers split them). csv.reader failed on a carriage
+    return inside a line with a raw ``_csv.Error`` traceback."""
     for n, line in enumerate(lines, start=1):
         line = line.rstrip("\r\n")
         if "\r" in line:  # old-Mac line ends run the rows together; a cell's line break would be trained on
             raise TrainingError(f"{path}:{n}: a carriage return (\\r) inside the line: the file has old Mac line "
                                 "ends, or a cell holds a line break; save it with \\n line ends and no line breaks "
                                 "inside a cell (or use JSONL).")
-        row = line.split("\t")
-        while row and not row[-1].strip():
-            row.pop()
-        yield row
-
-
-def _csv_quoted(cell: str) -> bool:
-    """A cell as csv.writer and pandas' to_csv save one holding a '"' (in quotes, its own doubled): read as
-    written it would be trained on with them, and its query fingerprinted so (eval would not refuse it)."""
-    cell = cell.strip()
-    return len(cell) >= 2 and cell[0] == cell[-1] == '"' and '""' in cell[1:-1]
+        yield tsv_cells(line)
 
 
 def _pair_from_object(row: dict) -> TrainingPair:
