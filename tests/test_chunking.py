@@ -258,6 +258,25 @@ def test_a_huge_title_is_shortened_so_the_embedding_input_still_fits(tokenizer):
     covered(doc.sections[0].text, [ch.text for ch in chunks])
 
 
+def test_a_title_and_heading_of_one_giant_token_are_cut_to_bounded_characters(tokenizer):
+    """A megabyte heading of one run of characters is one [UNK] to WordPiece: counted as one token, it was
+    kept whole as every chunk's title and heading, stored and sent to the chat with each of them."""
+    title = "A" * 1_000_000
+    heading = "".join(random.Random(8).choices(string.ascii_letters + string.digits, k=300_000))
+    assert tokens(tokenizer, title) == tokens(tokenizer, heading) == 1
+    doc = ParsedDocument("d", title, [Section(paragraph(random.Random(9), 20), (heading, "Section"))])
+    c = chunker(tokenizer, size=100, overlap=10)
+    chunks = c.chunk(doc, "d")
+    assert chunks
+    for chunk in chunks:
+        context = [chunk.title, *chunk.heading_path]
+        assert sum(len(part) for part in context) <= c.size // 2 * MAX_TOKEN_CHARS
+        assert all(whole.startswith(part) for whole, part in zip((title, heading, "Section"), context))
+        assert chunk.title and chunk.heading_path[-1] == "Section"
+        assert tokens(tokenizer, chunk.embedding_input()) <= c.size
+    covered(doc.sections[0].text, [ch.text for ch in chunks])
+
+
 def test_many_documents_are_chunked_together_with_their_own_ordinals(tokenizer):
     rng = random.Random(6)
     docs = [ParsedDocument(f"faq-{i}", f"Question {i}", [Section(paragraph(rng, 3 + 15 * (i % 2)))],

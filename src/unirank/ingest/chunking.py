@@ -282,10 +282,11 @@ class Chunker:
     def _contexts(self, docs: Sequence[ParsedDocument]) -> dict[_ContextKey, _Context]:
         """Per (title, heading path): the possibly shortened title/path and its prefix token count.
 
-        A prefix may take at most half the chunk, so a runaway title cannot starve the text.
+        A prefix may take at most half the chunk, so a runaway title cannot starve the text. It is
+        counted in pieces, as the text is, so that a title of one giant token is bounded in characters.
         """
         keys = list(dict.fromkeys((doc.title, s.heading_path) for doc in docs for s in doc.sections))
-        counts = self.count_tokens([_prefix(title, path) for title, path in keys])
+        counts = self._count_pieces([_prefix(title, path) for title, path in keys])
         limit = self.size // 2
         result = {}
         for key, tokens in zip(keys, counts):
@@ -300,7 +301,7 @@ class Chunker:
         cap = max(1, limit // max(1, sum(1 for p in parts if p)))
         while True:
             cut = self._truncate(parts, cap)
-            tokens = self.count_tokens([_prefix(cut[0], tuple(cut[1:]))])[0]
+            tokens = self._count_pieces([_prefix(cut[0], tuple(cut[1:]))])[0]
             if tokens <= limit:
                 return cut[0], tuple(cut[1:]), tokens
             if cap == 1:
@@ -308,16 +309,27 @@ class Chunker:
             cap = max(1, cap // 2)
         # Even one token per part is too much (very deep paths): keep the innermost heading only.
         last = self._truncate([path[-1]], cap)[0] if path else self._truncate([title], cap)[0]
-        tokens = self.count_tokens([_prefix("", (last,))])[0]
+        tokens = self._count_pieces([_prefix("", (last,))])[0]
         return ("", (last,), tokens) if tokens <= limit else ("", (), 0)
 
     def _truncate(self, parts: list[str], cap: int) -> list[str]:
-        """Each part cut to its first ``cap`` tokens (equal parts stay equal, so dedup still works)."""
-        encoded = self._encode(parts, offsets=True)["offset_mapping"]
+        """Each part cut to its first ``cap`` pieces (equal parts stay equal, so dedup still works)."""
         return [
-            part if len(offs) <= cap else part[: offs[cap - 1][1]].rstrip()
-            for part, offs in zip(parts, encoded)
+            part if len(ends) <= cap else part[: ends[cap - 1]].rstrip()
+            for part, ends in zip(parts, self._piece_ends(parts))
         ]
+
+    def _count_pieces(self, texts: list[str]) -> list[int]:
+        """Tokens per text, one giant token counted as its pieces of ``MAX_TOKEN_CHARS`` (see ``_pieces``)."""
+        return [len(ends) for ends in self._piece_ends(texts)]
+
+    def _piece_ends(self, texts: list[str]) -> list[list[int]]:
+        """Where each piece of each text ends: a token, or a cut of one spanning many characters."""
+        ends: list[list[int]] = []
+        for first in range(0, len(texts), _TOKENIZE_BATCH):
+            encoded = self._encode(texts[first : first + _TOKENIZE_BATCH], offsets=True)["offset_mapping"]
+            ends.extend(_pieces([s for s, _ in offsets], [e for _, e in offsets])[1] for offsets in encoded)
+        return ends
 
     def _encode(self, texts: list[str], *, offsets: bool) -> Any:
         return self.tokenizer(
