@@ -666,6 +666,33 @@ def test_a_client_that_gives_up_stops_its_requests_work(folder_server: ModelServ
     assert inputs - inputs0 == texts_run - texts_run0 == 4 * ran  # the 96 sent counted the dropped texts too
 
 
+def test_a_request_still_tokenizing_when_the_grace_period_ends_is_a_503_too() -> None:
+    """Only the wait for the model answered the shutdown with a 503: a request whose long texts were still
+    on the tokenizing thread got uvicorn's plain-text 500. (The test below shows a ServingRequestError raised
+    there reaches the client as the route's JSON; this shows the tokenizing wait raises it.)"""
+    import asyncio
+    import threading
+
+    from unirank.errors import ServingRequestError
+    from unirank.serving.app import unless_shut_down
+
+    release = threading.Event()
+
+    async def shut_down_while_tokenizing() -> None:
+        tokenizing = asyncio.get_running_loop().run_in_executor(None, release.wait)
+        handler = asyncio.ensure_future(unless_shut_down(tokenizing))
+        await asyncio.sleep(0.05)
+        handler.cancel()  # what uvicorn does to a handler still running when the grace period ends
+        try:
+            with pytest.raises(ServingRequestError) as refused:
+                await handler
+        finally:
+            release.set()
+        assert (refused.value.status_code, refused.value.code) == (503, "shutting_down")
+
+    asyncio.run(shut_down_while_tokenizing())
+
+
 def test_on_sigterm_requests_finish_within_the_grace_period_and_the_rest_get_a_json_503(tmp_path: Path) -> None:
     """A request still running 10 s after SIGTERM (uvicorn's grace, hard-coded; the README's 256-text bulk
     request takes ~20 s) got uvicorn's plain-text 500. Now serving.graceful_shutdown_s sets the grace, a

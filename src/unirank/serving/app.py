@@ -251,23 +251,29 @@ def refuse_unsupported_tei_options(truncation_direction: str, *, prompt_name: st
                                   code="unsupported_option")
 
 
+async def unless_shut_down(work: Awaitable[T]) -> T:
+    """``work``'s result; the handler cancelled meanwhile is a shutdown whose grace period
+    (``serving.graceful_shutdown_s``) ran out: a 503 the client can retry, not uvicorn's plain-text 500."""
+    try:
+        return await work
+    except asyncio.CancelledError:
+        raise ServingRequestError("The server is shutting down and stopped this request before its answer was "
+                                  "ready (serving.graceful_shutdown_s ran out). Send it again: another replica, "
+                                  "or this server once restarted, will answer it.",
+                                  status_code=503, code="shutting_down") from None
+
+
 async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     """``work``'s result, unless the client disconnects first (its timeout, a closed connection): then
     ``work`` is cancelled, so the batcher drops what it had queued, and the answer is a 499 nobody reads.
     Without this the server computed every batch of a request whose client had given up, and a client
     that retries a timeout (unirank's remote embedder) had it queued again each time.
 
-    The handler itself cancelled, with its client still there, is a shutdown whose grace period
-    (``serving.graceful_shutdown_s``) ran out: a 503 the client can retry, not uvicorn's plain-text 500."""
+    The handler itself cancelled, with its client still there, is a shutdown: ``unless_shut_down``."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_client_gone(request))
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        raise ServingRequestError("The server is shutting down and stopped this request before its answer was "
-                                  "ready (serving.graceful_shutdown_s ran out). Send it again: another replica, "
-                                  "or this server once restarted, will answer it.",
-                                  status_code=503, code="shutting_down") from None
+        await unless_shut_down(asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED))
     finally:
         watcher.cancel()
         if not task.done():  # the client left, or this handler was cancelled (shutdown)
@@ -329,7 +335,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         hold up the event loop."""
         if sum(map(len, texts)) <= INLINE_CHARS:
             return call()
-        return await asyncio.get_running_loop().run_in_executor(state.tokenizing, call)
+        return await unless_shut_down(asyncio.get_running_loop().run_in_executor(state.tokenizing, call))
 
     async def within_limit(model: ServedModel, texts: list[str], limit: int, *, truncate: bool,
                            what: str = "input") -> tuple[list[str], int]:
