@@ -1131,3 +1131,58 @@ def test_a_symbolic_link_loop_is_said_to_be_one(client, tmp_path):
                              ((docs / "loop2.md").as_uri(), "cannot read: a symbolic link loop: loop2.md -> loop1.md "
                                                             "-> loop2.md"),
                              ((docs / "self.txt").as_uri(), "cannot read: a symbolic link loop: self.txt -> self.txt")]
+
+
+def _unenterable_by_its_mode(folder: Path, monkeypatch) -> None:
+    folder.chmod(0o644)
+
+
+def _unenterable_by_a_denied_stat(folder: Path, monkeypatch) -> None:
+    """As chmod 644 looks to a user who is not root: the folder lists its names, but nothing in it can be
+    looked at or opened (root may enter any folder)."""
+    import errno
+    import os
+
+    stat = os.stat
+
+    def denied(path, *args, **kwargs):
+        if str(path).startswith(f"{folder}/"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", denied)
+
+
+@pytest.mark.parametrize("lock", [_unenterable_by_its_mode, _unenterable_by_a_denied_stat])
+def test_a_subfolder_that_can_be_listed_but_not_entered_fails_and_the_rest_is_ingested(
+        client, tmp_path, monkeypatch, lock):
+    """A subfolder with read but no execute permission lists its names, but none can be looked at: the
+    first one stopped the whole run with "Cannot list <source>: Permission denied" (exit 2), as a folder
+    that cannot be listed at all did before. It fails alone, as that one does now."""
+    import os
+
+    if lock is _unenterable_by_its_mode and os.geteuid() == 0:
+        pytest.skip("root enters a folder whatever its mode")
+    docs, locked = tmp_path / "docs", tmp_path / "docs" / "locked"
+    (locked / "inner").mkdir(parents=True)
+    (docs / "ok.txt").write_text("Wombats dig burrows.\n")
+    (locked / "s.txt").write_text("Secret plans about zebras.\n")
+    (locked / "inner" / "t.txt").write_text("More secret plans.\n")
+    assert len(client.ingest(str(docs), "enter").ingested) == 3
+
+    (docs / "new.txt").write_text("Koalas sleep most of the day.\n")
+    lock(locked, monkeypatch)
+    try:
+        report = client.ingest(str(docs), "enter", prune=True)
+        with pytest.raises(SourceError, match=r"^Cannot list .*locked: \[Errno 13\] Permission denied: .*: its "
+                                              r"folder can be listed but not entered \(no execute permission\)$"):
+            client.ingest(str(locked), "enter")  # the source itself: still the run's failure
+    finally:
+        locked.chmod(0o755)
+    assert report.ingested == [(docs / "new.txt").as_uri()] and report.pruned == []
+    assert report.skipped == [((docs / "ok.txt").as_uri(), "unchanged")]
+    assert report.failed == [(locked.as_uri(), "cannot read: a folder that can be listed but not entered (no execute "
+                                               "permission): Permission denied (2 documents ingested from under it "
+                                               "stay indexed; make it readable, or remove it and use --prune)")]
+    assert not report.ok and report.stopped is None  # `unirank ingest` exits 1
+    assert client.index_info("enter").source_count == 4

@@ -307,8 +307,9 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
     after: a hidden copy read first marked its file read, and the link to it (git-annex's layout, each
     document a link into ``.git/annex/objects``) was dropped as a second path to it. A file, folder or
     link gone since its folder was listed is passed over: a temp file made and removed meanwhile failed
-    the whole run as a missing source. A folder that cannot be listed (no permission: ``lost+found``) is
-    listed marked "broken" as well; it stopped the whole run."""
+    the whole run as a missing source. A folder that cannot be listed (no permission: ``lost+found``), or
+    can be listed but not entered (read without execute permission), is listed marked "broken" as well;
+    it stopped the whole run."""
     files: dict[str, dict[str, Any]] = {}
     walked: set[str] = set()
     read: set[str] = set()
@@ -332,6 +333,7 @@ def _local_files(root: str) -> dict[str, dict[str, Any]]:
         try:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
+            _require_enterable(entries)
         except FileNotFoundError:
             if folder == root:
                 raise  # the source itself: "does not exist"
@@ -377,11 +379,35 @@ def _link_chain(link: str, most: int = 8) -> str:
     return " -> ".join(printable(hop) for hop in hops)
 
 
-def _unlistable(folder: str) -> str:
-    """Why ``folder``, listed as broken, cannot be read: what listing it says now."""
+def _require_enterable(entries: list[os.DirEntry[str]]) -> None:
+    """Raise _NotEntered where the folder that listed ``entries`` cannot be entered: with read but no
+    execute permission it lists its names, but looking at any of them is denied. One look says so for all
+    (a file's own mode never denies it), before the entries are read (``is_dir`` may look too). A link is
+    looked at, not followed: a link to a file in a locked folder elsewhere is its own failure."""
+    if not entries:
+        return
     try:
-        with os.scandir(folder):
-            pass
+        os.stat(entries[0].path, follow_symlinks=False)
+    except PermissionError as exc:
+        raise _NotEntered(exc.errno, exc.strerror, exc.filename) from exc
+    except OSError:
+        pass  # gone since it was listed: the walk passes it over
+
+
+class _NotEntered(PermissionError):
+    """A folder that can be listed but not entered: its entries cannot be looked at."""
+
+    def __str__(self) -> str:  # the source itself fails the run with it: say what to change
+        return f"{super().__str__()}: its folder can be listed but not entered (no execute permission)"
+
+
+def _unlistable(folder: str) -> str:
+    """Why ``folder``, listed as broken, cannot be read: what listing and entering it say now."""
+    try:
+        with os.scandir(folder) as listing:
+            _require_enterable(list(listing))
+    except _NotEntered as exc:
+        return f"a folder that can be listed but not entered (no execute permission): {exc.strerror or exc}"
     except OSError as exc:
         return f"a folder that cannot be listed: {exc.strerror or exc}"
     return "a folder that could not be listed when the run began and can be now: ingest again to read it"
