@@ -1109,8 +1109,8 @@ def test_an_unreadable_subfolder_fails_and_the_rest_is_ingested_and_prune_keeps_
     assert report.ingested == [(docs / "new.txt").as_uri()] and report.pruned == []
     assert report.skipped == [((docs / "ok.txt").as_uri(), "unchanged")]
     assert report.failed == [(locked.as_uri(), "cannot read: a folder that cannot be listed: Permission denied "
-                                               "(2 documents ingested from under it stay indexed; make it readable, "
-                                               "or remove it and use --prune)")]
+                                               "(2 documents ingested from under it stay indexed; make it readable "
+                                               "and enterable (r and x), or remove it and use --prune)")]
     assert not report.ok and report.stopped is None  # `unirank ingest` exits 1
     assert client.index_info("perm").source_count == 4
 
@@ -1183,6 +1183,7 @@ def test_a_subfolder_that_can_be_listed_but_not_entered_fails_and_the_rest_is_in
     assert report.skipped == [((docs / "ok.txt").as_uri(), "unchanged")]
     assert report.failed == [(locked.as_uri(), "cannot read: a folder that can be listed but not entered (no execute "
                                                "permission): Permission denied (2 documents ingested from under it "
-                                               "stay indexed; make it readable, or remove it and use --prune)")]
+                                               "stay indexed; make it readable and enterable (r and x), or remove "
+                                               "it and use --prune)")]
     assert not report.ok and report.stopped is None  # `unirank ingest` exits 1
     assert client.index_info("enter").source_count == 4

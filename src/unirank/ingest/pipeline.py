@@ -195,7 +195,7 @@ class Ingestor:
         reason = f"cannot read: {reason}"
         kept = [uri for uri in states if at_or_under(uri, file.uri)]
         if kept and kept != [file.uri]:
-            mend = "make it readable" if os.path.isdir(local_path(file.uri)) else "mend the link"
+            mend = "make it readable and enterable (r and x)" if os.path.isdir(local_path(file.uri)) else "mend the link"
             reason += (f" ({_counted(len(kept), 'document')} ingested from under it stay indexed; {mend}, "
                        "or remove it and use --prune)")
         _fail(report, file.uri, reason, states.get(file.uri))
