@@ -146,17 +146,22 @@ class BackendConformance:
     def test_a_whole_number_matches_either_way_it_is_written_and_spaces_around_metadata_do_not_count(
             self, backend, filled):
         """A filter is trimmed before the lookup, so metadata stored with spaces around it never matched;
-        ``version: 2.0`` in front matter did not match ``--filter version=2``."""
+        ``version: 2.0`` in front matter did not match ``--filter version=2``; "Zürich" typed (ü) did not
+        match "Zürich" saved decomposed (u and a combining diaeresis)."""
         backend.index(filled, [source("mem://v2", ["Release notes for the second version."], [unit(0, 1)],
-                                      version=2.0, build=7, rating=4.5, code="2.10", **{" status ": " draft "})])
+                                      version=2.0, build=7, rating=4.5, code="2.10", **{" status ": " draft "},
+                                      city="Zu\u0308rich", **{"cafe\u0301": "open"})])  # decomposed, as macOS writes
         backend.flush(filled)
         for filters in ({"version": "2"}, {"version": "2.0"}, {"version": 2}, {"build": "7"}, {"build": "7.0"},
-                        {"rating": "4.5"}, {"code": "2.10"}, {"status": "draft"}):
+                        {"rating": "4.5"}, {"code": "2.10"}, {"status": "draft"}, {"city": "Z\u00fcrich"},
+                        {"city": "Zu\u0308rich"}, {"caf\u00e9": "open"}):
             assert [h.chunk.source_uri for h in backend.bm25(filled, "release", 10, filters)] == ["mem://v2"], filters
             assert [h.chunk.source_uri for h in backend.knn(filled, unit(0, 1), 10, filters)] == ["mem://v2"], filters
         for filters in ({"code": "2.1"}, {"version": "2.00"}, {"rating": "4"}):
             assert backend.bm25(filled, "release", 10, filters) == [], filters
         assert "status" in backend.filter_keys(filled)
+        from unirank.search.backend import unknown_filter_keys
+        assert unknown_filter_keys({"cafe\u0301": "closed"}, backend.filter_keys(filled)) == []  # a known key
 
     def test_hits_round_trip_chunk_fields(self, backend, filled):
         chunk = backend.knn(filled, unit(0, 0, 1), 1)[0].chunk

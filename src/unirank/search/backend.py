@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from typing import Callable, Collection, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -26,7 +27,8 @@ _INDEX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 def unknown_filter_keys(filters: Mapping[str, str] | None, filter_keys: Collection[str]) -> list[str]:
     """A line for each filter whose key no passage has (a misspelt key matches nothing, silently)."""
     notes = []
-    for key in [k for k in filters or {} if filter_keys and k not in filter_keys]:
+    known = {unicodedata.normalize("NFC", k) for k in filter_keys}  # as keys are matched: "café" either way
+    for key in [k for k in filters or {} if filter_keys and unicodedata.normalize("NFC", k) not in known]:
         close = difflib.get_close_matches(key, sorted(filter_keys), n=1)
         notes.append(f"No passage has the key {key!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
                      f"the keys there are: {', '.join(sorted(filter_keys))}.")

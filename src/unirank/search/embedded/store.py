@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Iterable, Iterator, Mapping, Sequence
@@ -44,17 +45,18 @@ _CHUNK_COLUMNS = "key, id, doc_id, source_uri, ordinal, text, title, heading_pat
 
 #: Bumped whenever ``filter_terms`` changes what it stores: an index whose terms were derived by another
 #: version has them derived again (and its full text re-indexed) on the next write-locked open.
-FILTER_TERMS_VERSION = "2"
+FILTER_TERMS_VERSION = "3"
 
 
 def filter_terms(chunk: Chunk) -> list[str]:
     """The ``key=value`` terms a chunk can be filtered by: its metadata plus doc_id and source_uri.
 
-    Metadata keys and text values are stored without the spaces around them, as a filter is trimmed
-    before it is looked up (a front matter ``status: " draft"`` could never be matched); a whole number
-    is stored both ways it is written (``version: 2`` and ``version: 2.0`` each match ``version=2`` and ``version=2.0``).
-    Text that looks like a number is left as it is: ``"2.10"`` is not ``"2.1"``."""
-    terms = (f"{k.strip()}={form}" for k, v in chunk.metadata.items() if k.strip() not in _OWN_FIELDS
+    Metadata keys and text values are stored without the spaces around them (a filter is trimmed, so a
+    front matter ``status: " draft"`` could never be matched) and in Unicode's composed form, as a filter
+    is looked up (``filter_term_set``). A whole number is stored both ways it is written (``version: 2``
+    and ``version: 2.0`` each match ``version=2`` and ``version=2.0``); text that looks like a number is
+    left as it is: ``"2.10"`` is not ``"2.1"``."""
+    terms = (f"{_nfc(k.strip())}={form}" for k, v in chunk.metadata.items() if k.strip() not in _OWN_FIELDS
              for item in (v if isinstance(v, list) else [v]) for form in _stored_forms(item))
     # doc_id and source_uri as they are (a metadata field of either name does not stand in for them):
     # documents_present looks a document up by its exact id.
@@ -66,7 +68,7 @@ _OWN_FIELDS = frozenset({"doc_id", "source_uri"})
 
 def _stored_forms(value: object) -> list[str]:
     if isinstance(value, str):
-        return [value.strip()]
+        return [_nfc(value.strip())]
     if isinstance(value, int) and not isinstance(value, bool):
         return [str(value), f"{value}.0"]
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:  # beyond, str() writes 1e+16
@@ -81,7 +83,14 @@ def _term_value(value: object) -> str:
 
 
 def filter_term_set(filters: Mapping[str, str]) -> list[str]:
-    return [f"{k}={_term_value(v)}" for k, v in filters.items()]
+    """The terms ``filters`` match, as ``filter_terms`` stores them: metadata in Unicode's composed form."""
+    return [f"{k}={v}" if k in _OWN_FIELDS else f"{_nfc(k)}={_nfc(_term_value(v))}" for k, v in filters.items()]
+
+
+def _nfc(text: str) -> str:
+    """One form for text that looks the same: "café" typed on one machine (é) and saved on another (e and
+    a combining accent, as macOS writes file names) are one filter value."""
+    return unicodedata.normalize("NFC", text)
 
 
 @dataclass
