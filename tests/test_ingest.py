@@ -1081,40 +1081,6 @@ def _locked_by_a_denied_listing(folder: Path, monkeypatch) -> None:
     monkeypatch.setattr(os, "scandir", denied)
 
 
-@pytest.mark.parametrize("lock", [_locked_by_its_mode, _locked_by_a_denied_listing])
-def test_an_unreadable_subfolder_fails_and_the_rest_is_ingested_and_prune_keeps_what_was_under_it(
-        client, tmp_path, monkeypatch, lock):
-    """A subfolder the user may not list (lost+found, System Volume Information) stopped the whole run
-    with "Cannot list <source>: Permission denied" (exit 2): nothing else was ingested. An unreadable
-    file, by contrast, fails alone."""
-    import os
-
-    if lock is _locked_by_its_mode and os.geteuid() == 0:
-        pytest.skip("root lists a folder whatever its mode")
-    docs, locked = tmp_path / "docs", tmp_path / "docs" / "locked"
-    locked.mkdir(parents=True)
-    (docs / "ok.txt").write_text("Wombats dig burrows.\n")
-    (locked / "s.txt").write_text("Secret plans about zebras.\n")
-    (locked / "t.txt").write_text("More secret plans.\n")
-    assert len(client.ingest(str(docs), "perm").ingested) == 3
-
-    (docs / "new.txt").write_text("Koalas sleep most of the day.\n")
-    lock(locked, monkeypatch)
-    try:
-        report = client.ingest(str(docs), "perm", prune=True)
-        with pytest.raises(SourceError, match=r"^Cannot list .*locked: \[Errno 13\] Permission denied"):
-            client.ingest(str(locked), "perm")  # the source itself: still the run's failure
-    finally:
-        locked.chmod(0o755)
-    assert report.ingested == [(docs / "new.txt").as_uri()] and report.pruned == []
-    assert report.skipped == [((docs / "ok.txt").as_uri(), "unchanged")]
-    assert report.failed == [(locked.as_uri(), "cannot read: a folder that cannot be listed: Permission denied "
-                                               "(2 documents ingested from under it stay indexed; make it readable "
-                                               "and enterable (r and x), or remove it and use --prune)")]
-    assert not report.ok and report.stopped is None  # `unirank ingest` exits 1
-    assert client.index_info("perm").source_count == 4
-
-
 def test_a_symbolic_link_loop_is_said_to_be_one(client, tmp_path):
     """Links that point at each other (or at themselves) were said to point to a file "which does not
     exist", though it did: the user went looking for a missing file."""
@@ -1153,37 +1119,43 @@ def _unenterable_by_a_denied_stat(folder: Path, monkeypatch) -> None:
     monkeypatch.setattr(os, "stat", denied)
 
 
-@pytest.mark.parametrize("lock", [_unenterable_by_its_mode, _unenterable_by_a_denied_stat])
-def test_a_subfolder_that_can_be_listed_but_not_entered_fails_and_the_rest_is_ingested(
-        client, tmp_path, monkeypatch, lock):
-    """A subfolder with read but no execute permission lists its names, but none can be looked at: the
-    first one stopped the whole run with "Cannot list <source>: Permission denied" (exit 2), as a folder
-    that cannot be listed at all did before. It fails alone, as that one does now."""
+_UNLISTABLE = "a folder that cannot be listed"
+_UNENTERABLE = "a folder that can be listed but not entered (no execute permission)"
+
+
+@pytest.mark.parametrize(("lock", "why"), [
+    (_locked_by_its_mode, _UNLISTABLE), (_locked_by_a_denied_listing, _UNLISTABLE),
+    (_unenterable_by_its_mode, _UNENTERABLE), (_unenterable_by_a_denied_stat, _UNENTERABLE)])
+def test_a_subfolder_that_cannot_be_listed_or_entered_fails_and_the_rest_is_ingested(
+        client, tmp_path, monkeypatch, lock, why):
+    """A subfolder the user may not list (lost+found, System Volume Information), or may list but not enter
+    (read without execute permission), stopped the whole run with "Cannot list <source>: Permission
+    denied" (exit 2): nothing else was ingested. It fails alone now, as an unreadable file does, and
+    --prune keeps what was ingested under it."""
     import os
 
-    if lock is _unenterable_by_its_mode and os.geteuid() == 0:
-        pytest.skip("root enters a folder whatever its mode")
+    if lock in (_locked_by_its_mode, _unenterable_by_its_mode) and os.geteuid() == 0:
+        pytest.skip("root lists and enters a folder whatever its mode")
     docs, locked = tmp_path / "docs", tmp_path / "docs" / "locked"
     (locked / "inner").mkdir(parents=True)
     (docs / "ok.txt").write_text("Wombats dig burrows.\n")
     (locked / "s.txt").write_text("Secret plans about zebras.\n")
     (locked / "inner" / "t.txt").write_text("More secret plans.\n")
-    assert len(client.ingest(str(docs), "enter").ingested) == 3
+    assert len(client.ingest(str(docs), "perm").ingested) == 3
 
     (docs / "new.txt").write_text("Koalas sleep most of the day.\n")
     lock(locked, monkeypatch)
     try:
-        report = client.ingest(str(docs), "enter", prune=True)
-        with pytest.raises(SourceError, match=r"^Cannot list .*locked: \[Errno 13\] Permission denied: .*: its "
-                                              r"folder can be listed but not entered \(no execute permission\)$"):
-            client.ingest(str(locked), "enter")  # the source itself: still the run's failure
+        report = client.ingest(str(docs), "perm", prune=True)
+        said = r": its folder can be listed but not entered \(no execute permission\)$" if why == _UNENTERABLE else ""
+        with pytest.raises(SourceError, match=rf"^Cannot list .*locked: \[Errno 13\] Permission denied.*{said}"):
+            client.ingest(str(locked), "perm")  # the source itself: still the run's failure
     finally:
         locked.chmod(0o755)
     assert report.ingested == [(docs / "new.txt").as_uri()] and report.pruned == []
     assert report.skipped == [((docs / "ok.txt").as_uri(), "unchanged")]
-    assert report.failed == [(locked.as_uri(), "cannot read: a folder that can be listed but not entered (no execute "
-                                               "permission): Permission denied (2 documents ingested from under it "
-                                               "stay indexed; make it readable and enterable (r and x), or remove "
-                                               "it and use --prune)")]
+    assert report.failed == [(locked.as_uri(), f"cannot read: {why}: Permission denied (2 documents ingested "
+                                               "from under it stay indexed; make it readable and enterable (r and "
+                                               "x), or remove it and use --prune)")]
     assert not report.ok and report.stopped is None  # `unirank ingest` exits 1
-    assert client.index_info("enter").source_count == 4
+    assert client.index_info("perm").source_count == 4
