@@ -240,7 +240,7 @@ class ConversationStore:
         if not isinstance(title, str):
             raise InvalidQueryError(f"The session's title must be text, got {type(title).__name__}.")
         now = utc_now()
-        session = Session(id=uuid.uuid4().hex, index=index, title=title.strip()[:120], created_at=now, updated_at=now)
+        session = Session(id=uuid.uuid4().hex, index=index, title=_title(title), created_at=now, updated_at=now)
         with self._lock:
             self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
                              (session.id, session.index, session.title, now, now))
@@ -306,7 +306,7 @@ class ConversationStore:
         if session_id is not None:
             self._db.execute(
                 "UPDATE sessions SET updated_at = ?, title = CASE WHEN title = '' AND ? = 'user' "
-                "THEN ? ELSE title END WHERE id = ?", (now, role, content.strip()[:120], session_id))
+                "THEN ? ELSE title END WHERE id = ?", (now, role, _title(content), session_id))
         return message
 
     @_database_errors
@@ -348,26 +348,22 @@ class ConversationStore:
             ids = [message_id]
             if other is not None and other["role"] != message.role:
                 ids.append(other["id"])
-            titled_by_it = message.session_id is not None and self._titled_by_one_of(message.session_id, ids)
+            # A title taken from the first question (as ``_insert`` takes it) goes with that question: it
+            # is the next question's, or "" (then the next question asked gives it). A given title stays.
+            first = self._first_question(message.session_id) if message.session_id is not None else None
+            retitle = first is not None and first["id"] in ids and self._db.execute(
+                "SELECT title FROM sessions WHERE id = ?", (message.session_id,)).fetchone()[0] == _title(
+                first["content"])
             self._db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
-            if titled_by_it:
-                self._retitle_by_first_question(message.session_id)
+            if retitle:
+                left = self._first_question(message.session_id)
+                self._db.execute("UPDATE sessions SET title = ? WHERE id = ?",
+                                 (_title(left["content"]) if left is not None else "", message.session_id))
         return ids
 
-    def _titled_by_one_of(self, session_id: str, message_ids: list[str]) -> bool:
-        """Whether the session's title is its first question's text (as ``_insert`` took it), and that question
-        is being deleted: a deleted question stayed on as the title. A title the user gave is kept."""
-        first = self._db.execute(
-            "SELECT m.id, m.content, s.title FROM messages m JOIN sessions s ON s.id = m.session_id "
-            "WHERE m.session_id = ? AND m.role = 'user' ORDER BY m.seq LIMIT 1", (session_id,)).fetchone()
-        return first is not None and first["id"] in message_ids and first["title"] == first["content"].strip()[:120]
-
-    def _retitle_by_first_question(self, session_id: str) -> None:
-        """The title taken from the first question left, or "" (then the next question asked gives it)."""
-        first = self._db.execute("SELECT content FROM messages WHERE session_id = ? AND role = 'user' "
-                                 "ORDER BY seq LIMIT 1", (session_id,)).fetchone()
-        title = first["content"].strip()[:120] if first is not None else ""
-        self._db.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, session_id))
+    def _first_question(self, session_id: str) -> sqlite3.Row | None:
+        return self._db.execute("SELECT id, content FROM messages WHERE session_id = ? AND role = 'user' "
+                                "ORDER BY seq LIMIT 1", (session_id,)).fetchone()
 
     @_database_errors
     def messages(self, session_id: str) -> list[Message]:
@@ -447,6 +443,11 @@ class ConversationStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _title(text: str) -> str:
+    """A session's title: given, or its first question's text, cut to fit a list."""
+    return text.strip()[:120]
 
 
 def _check_message_fields(session_id: object, index: object, query: object) -> None:
