@@ -285,11 +285,21 @@ class ModelRegistry:
             stored = files_digest(source.path)
         if stored != record["files_sha256"]:
             return {}
+        return self._inherited_training([source], record.get("lineage"))
+
+    def _inherited_training(self, sources: list[ModelVersion], lineage: dict[str, Any] | None) -> dict[str, Any]:
+        """The record fields of a copy of ``sources``' files: their training queries, their bases' included,
+        the versions those came from, and the first source as what it is a copy of."""
         from unirank.registry.lineage import training_queries_with_bases
 
-        prints, sources = training_queries_with_bases(self, source.ref, source.record)
-        lineage = {**(record.get("lineage") or {}), "copy_of": source.ref}
-        return {"training_queries": sorted(prints), "training_queries_inherited_from": sources, "lineage": lineage}
+        prints: set[str] = set()
+        came_from: list[str] = []
+        for version in sources:
+            found, refs = training_queries_with_bases(self, version.ref, version.record)
+            prints |= found
+            came_from += [ref for ref in refs if ref not in came_from]
+        return {"training_queries": sorted(prints), "training_queries_inherited_from": came_from,
+                "lineage": {**(lineage or {}), "copy_of": sources[0].ref}}
 
     def training_of_files(self, digest: str, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
         """What a folder whose files have ``digest`` (``files_digest``) was trained on, when versions of any
@@ -300,18 +310,8 @@ class ModelRegistry:
         same = sorted(self.versions_with_files(digest), key=lambda v: v.created_at)
         # Copies registered since have their queries from these: named as the sources, they would hide them.
         originals = [v for v in same if "copy_of" not in (v.record.get("lineage") or {})] or same
-        from unirank.registry.lineage import training_queries_with_bases
-
-        prints: set[str] = set()
-        sources: list[str] = []
-        for version in originals:
-            found, came_from = training_queries_with_bases(self, version.ref, version.record)
-            prints |= found
-            sources += [ref for ref in came_from if ref not in sources]
-        if not prints:
-            return {}
-        return {"training_queries": sorted(prints), "training_queries_inherited_from": sources,
-                "lineage": {**(lineage or {}), "copy_of": originals[0].ref}}
+        inherited = self._inherited_training(originals, lineage) if originals else {}
+        return inherited if inherited.get("training_queries") else {}
 
     def versions_with_files(self, digest: str) -> list[ModelVersion]:
         """The versions of every name, deleted ones too (their records are kept), whose files had ``digest``
