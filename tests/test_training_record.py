@@ -396,3 +396,22 @@ def test_an_interrupt_between_the_two_registrations_leaves_neither(client, minib
     result = TrainJob(client.settings, client.backend, client.embedder, tiny("halfway", minibeir)).run()
     assert (result.embedder.ref, result.reranker.ref) == ("halfway-embed@2", "halfway-rerank@1")
     assert result.embedder.record["trained_with"] == "halfway-rerank@1"
+
+    # Both versions deleted, the same command re-registers them: its run's markers name the deleted ones,
+    # and a failure at the reranker again leaves no embedder standing alone.
+    registry = ModelRegistry(client.settings.models_dir)
+    try:
+        for ref in ("halfway-embed@2", "halfway-rerank@1"):
+            registry.delete(ref)
+    finally:
+        registry.close()
+    monkeypatch.setattr(TrainJob, "_register", interrupted_at_the_reranker)
+    again = TrainJob(client.settings, client.backend, client.embedder, tiny("halfway", minibeir))
+    with pytest.raises(KeyboardInterrupt):
+        again.run()
+    registry = ModelRegistry(client.settings.models_dir)
+    try:
+        assert [v.ref for v in registry.list() if v.name.startswith("halfway")] == []
+    finally:
+        registry.close()
+    assert again.registration_note.startswith("halfway-embed@3 was registered and removed again")

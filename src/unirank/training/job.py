@@ -429,8 +429,8 @@ class TrainJob:
                   "training_queries_inherited_from": inherited_from,  # [] too: this record is complete
                   "data_stats": stats, "timings": timings, "corpus_index": index}
         registry = ModelRegistry(self.settings.models_dir)
-        embedder_version = None
-        embedder_was_registered = (self.run_dir / "embedder" / "registered.json").exists()
+        embedder_version = reranker_version = None
+        embedder_reused = True
         try:
             # center_on_corpus says what was done, not what was asked (it was true when centring was skipped)
             hyperparameters = {**asdict(req.embedder), "center_on_corpus": centering is not None}
@@ -444,8 +444,9 @@ class TrainJob:
             if embedder_version.record.get("trained_with") != reranker_version.ref:  # eval's NAME@N pairs by it
                 embedder_version = registry.update_record(embedder_version.ref, trained_with=reranker_version.ref)
         except BaseException:
-            reranker_registered = (self.run_dir / "reranker" / "registered.json").exists()
-            if embedder_version is not None and not embedder_was_registered and not reranker_registered:
+            # Only a version this call registered: one an earlier run registered (with its reranker) stays.
+            # A marker is not that proof: a re-run whose versions were deleted since registers anew.
+            if embedder_version is not None and not embedder_reused and reranker_version is None:
                 self._unregister_embedder(registry, embedder_version)
             raise
         finally:
