@@ -96,7 +96,10 @@ class OpenAIProtocolServer:
     - a rewrite request: the last question with the previous user question appended;
     - a doc2query request: two numbered questions made of the passage's longest words.
 
-    With ``fail_after`` set, every request after that many answers HTTP 503.
+    With ``fail_after`` set, every request after that many answers HTTP 503. With ``counts_tokens``, a reply
+    carries its ``usage`` (a stream, when its ``stream_options`` asks), recorded as the request's "usage"
+    (words for tokens); with ``refuses_stream_options``, a request with ``stream_options`` is a 400 naming
+    it, as older vLLM and OpenAI's API before it had them answer.
     """
 
     def __init__(self, api_key: str | None = None) -> None:
@@ -106,6 +109,8 @@ class OpenAIProtocolServer:
         self.delay_s = 0.0
         self.api_key = api_key
         self.fail_after: int | None = None
+        self.counts_tokens = False
+        self.refuses_stream_options = False
         app = FastAPI()
 
         @app.post("/v1/chat/completions")
@@ -118,13 +123,17 @@ class OpenAIProtocolServer:
             if self.fail_after is not None and len(self.requests) > self.fail_after:
                 return JSONResponse({"error": {"message": "The server is overloaded", "type": "server_error",
                                                "code": None}}, status_code=503)
+            if self.refuses_stream_options and "stream_options" in body:
+                return JSONResponse({"error": {"message": "Unrecognized request argument supplied: stream_options",
+                                               "type": "invalid_request_error", "code": None}}, status_code=400)
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             content = self.reply(body["messages"])
+            usage = self._usage(body, content)
             if not body.get("stream"):
                 return {"id": "cmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
                         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                     "finish_reason": "stop"}]}
+                                     "finish_reason": "stop"}], **({"usage": usage} if usage else {})}
 
             async def events():
                 pieces = re.findall(r"\S+\s*", content)
@@ -135,7 +144,10 @@ class OpenAIProtocolServer:
                     await asyncio.sleep(0.01)
                 end = {"id": "cmpl-test", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-                yield f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n"
+                yield f"data: {json.dumps(end)}\n\n"
+                if usage:  # OpenAI's last chunk, as stream_options.include_usage asks
+                    yield f"data: {json.dumps({**end, 'choices': [], 'usage': usage})}\n\n"
+                yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -149,6 +161,17 @@ class OpenAIProtocolServer:
             if time.monotonic() > deadline:
                 raise TimeoutError("the OpenAI-protocol test server did not start")
             time.sleep(0.05)
+
+    def _usage(self, body: dict, content: str) -> dict | None:
+        """The usage this reply reports (recorded with its request), or None."""
+        asked = not body.get("stream") or (body.get("stream_options") or {}).get("include_usage")
+        if not (self.counts_tokens and asked):
+            return None
+        prompt = sum(len(str(m["content"]).split()) for m in body["messages"])
+        completion = len(content.split())
+        self.requests[-1]["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                                      "total_tokens": prompt + completion}
+        return self.requests[-1]["usage"]
 
     @staticmethod
     def reply(messages: list[dict]) -> str:

@@ -106,26 +106,95 @@ def test_usage_is_sent_and_stream_may_be_null(llm_client, http):
     assert plain[-1].choices[0].finish_reason == "stop"  # no usage chunk unless asked for
 
 
+def _on_llm(ur, llm: OpenAIProtocolServer):
+    """``ur`` answering with the OpenAI-compatible answerer on ``llm``."""
+    ur.settings.chat.llm_base_url = llm.url
+    ur.settings.chat.llm_model = "scripted"
+    ur.settings.chat.answerer = "openai"
+    return ur
+
+
+def _streamed_usage(client, asked: dict) -> dict | None:
+    """The usage chunk of ``asked`` streamed with ``stream_options.include_usage``, after the answer's last."""
+    streamed = client.post("/v1/chat/completions", json={
+        **asked, "stream": True, "stream_options": {"include_usage": True}}).text
+    chunks = [json.loads(event[6:]) for event in streamed.strip().split("\n\n")[:-1]]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and chunks[-2]["answerer"] == "openai", chunks[-2]
+    assert chunks[-1]["choices"] == [], chunks[-1]
+    return chunks[-1]["usage"]
+
+
+def _counted(requests: list[dict]) -> dict[str, int]:
+    """The token counts the endpoint reported for ``requests``, summed."""
+    return {key: sum(r["usage"][key] for r in requests) for key in ("prompt_tokens", "completion_tokens",
+                                                                     "total_tokens")}
+
+
 def test_an_llm_answer_sends_usage_as_unknown_not_made_up(tmp_path, base_embedder):
-    """An LLM answerer does not pass its endpoint's token counts on: usage is null, not a guess."""
+    """An LLM endpoint that sends no token counts: usage is null, not a guess."""
     from fastapi.testclient import TestClient
 
     from unirank.app.server import create_app
 
     llm = OpenAIProtocolServer()
-    ur = build_policies(tmp_path, base_embedder)
-    ur.settings.chat.llm_base_url = llm.url
-    ur.settings.chat.llm_model = "scripted"
-    ur.settings.chat.answerer = "openai"
+    ur = _on_llm(build_policies(tmp_path, base_embedder), llm)
     asked = {"model": "policies", "messages": [{"role": "user", "content": "How long are backups kept?"}]}
     try:
         with TestClient(create_app(unirank=ur, warm_up=False)) as client:
             reply = client.post("/v1/chat/completions", json=asked).json()
             assert reply["answerer"] == "openai" and reply["usage"] is None, reply
-            streamed = client.post("/v1/chat/completions", json={
-                **asked, "stream": True, "stream_options": {"include_usage": True}}).text
-            last = json.loads(streamed.strip().split("\n\n")[-2][6:])
-            assert last["choices"] == [] and last["usage"] is None, last
+            assert _streamed_usage(client, asked) is None
+    finally:
+        ur.close()
+        llm.stop()
+
+
+def test_an_llm_answer_sends_the_tokens_its_endpoint_counted(tmp_path, base_embedder):
+    """The LLM answerer dropped the token counts its endpoint sent, so usage was null. It is their sum over
+    the answer's LLM calls, a follow-up's rewrite with its answer, streamed and not."""
+    from fastapi.testclient import TestClient
+
+    from unirank.app.server import create_app
+
+    llm = OpenAIProtocolServer()
+    llm.counts_tokens = True
+    ur = _on_llm(build_policies(tmp_path, base_embedder), llm)
+    asked = {"model": "policies", "messages": [
+        {"role": "user", "content": "How long are backups kept?"},
+        {"role": "assistant", "content": "Backups are kept for 35 days [1]."},
+        {"role": "user", "content": "And the monthly ones?"}]}
+    try:
+        with TestClient(create_app(unirank=ur, warm_up=False)) as client:
+            reply = client.post("/v1/chat/completions", json=asked).json()
+            assert reply["answerer"] == "openai" and len(llm.requests) == 2  # the rewrite, then the answer
+            assert reply["usage"] == _counted(llm.requests) and reply["usage"]["prompt_tokens"] > 0, reply
+            llm.requests.clear()
+            assert _streamed_usage(client, asked) == _counted(llm.requests)
+            assert [r["body"].get("stream_options") for r in llm.requests] == [None, {"include_usage": True}]
+    finally:
+        ur.close()
+        llm.stop()
+
+
+def test_an_llm_endpoint_that_refuses_stream_options_still_answers(tmp_path, base_embedder):
+    """The answer's stream asks for its token counts; an endpoint that refuses the parameter (a 400 naming
+    it) is asked again without it, and not asked for it again: its stream's counts are not known (null)."""
+    from fastapi.testclient import TestClient
+
+    from unirank.app.server import create_app
+
+    llm = OpenAIProtocolServer()
+    llm.counts_tokens = llm.refuses_stream_options = True
+    ur = _on_llm(build_policies(tmp_path, base_embedder), llm)
+    asked = {"model": "policies", "messages": [{"role": "user", "content": "How long are backups kept?"}]}
+    try:
+        with TestClient(create_app(unirank=ur, warm_up=False)) as client:
+            assert _streamed_usage(client, asked) is None
+            assert ["stream_options" in r["body"] for r in llm.requests] == [True, False]
+            reply = client.post("/v1/chat/completions", json=asked).json()
+            assert reply["choices"][0]["message"]["content"].startswith("According to the documents,"), reply
+            assert reply["usage"] is None
+            assert ["stream_options" in r["body"] for r in llm.requests] == [True, False, False]
     finally:
         ur.close()
         llm.stop()

@@ -23,7 +23,7 @@ from serving_helpers import JsonHandler, http_endpoint
 from unirank.api import Unirank
 from unirank.chat import NOT_COVERED, ChatService, ConversationStore
 from unirank.chat.prompt import SYSTEM_PROMPT
-from unirank.chat.types import Completed, Delta, Retrieved
+from unirank.chat.types import Completed, Delta, Retrieved, Usage
 from unirank.errors import AnswererError
 
 KEY_ENV = "UNIRANK_TEST_LLM_KEY"
@@ -37,13 +37,15 @@ class Script:
     """What the scripted endpoint answers: ``pieces``, one every ``delay_s``, then ``ending``: "stop" or
     "length" (that finish_reason, then ``[DONE]``), "truncated" (the body ends with neither), "dropped"
     (the connection closes mid-body), "stalled" (nothing for 1 s, then "stop"), "error" (an error event),
-    "not json" (an event that is not JSON, then "stop"). ``reply``, a (Content-Type, body) pair, is sent
+    "not json" (an event that is not JSON, then "stop"); ``usage``, the counts of a last chunk before
+    [DONE] (when the request's ``stream_options`` asks for it). ``reply``, a (Content-Type, body) pair, is sent
     instead of the stream, and ``plain`` instead of it to a request that is not streamed (a rewrite).
     ``models`` is what GET /v1/models lists. ``client_left`` is set when its client hangs up mid-answer."""
 
     pieces: list[str] = field(default_factory=lambda: ["According to the documents, ", "it is so [1]"])
     delay_s: float = 0.0
     ending: str = "stop"
+    usage: dict | None = None
     reply: tuple[str, str] | None = None
     plain: tuple[str, str] | None = None
     stream_type: str = "text/event-stream"
@@ -55,6 +57,13 @@ class Script:
 def _sse_chunk(delta: dict, finish_reason: str | None) -> bytes:
     chunk = {"id": "cmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
              "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+def _sse_usage(usage: dict) -> bytes:
+    """OpenAI's last chunk for ``stream_options.include_usage``: no choices, the counts."""
+    chunk = {"id": "cmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
+             "choices": [], "usage": usage}
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
@@ -72,7 +81,8 @@ class ScriptedHandler(JsonHandler):
                                                      for m in self.script.models]})
 
     def do_POST(self) -> None:
-        streamed = self.json_body().get("stream")
+        body = self.json_body()
+        streamed = body.get("stream")
         whole = self.script.reply if streamed else self.script.plain or self.script.reply
         if whole is not None:
             self._send_whole(*whole)
@@ -82,12 +92,12 @@ class ScriptedHandler(JsonHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
-            self._answer(self.script)
+            self._answer(self.script, bool((body.get("stream_options") or {}).get("include_usage")))
         except (BrokenPipeError, ConnectionResetError):
             self.script.client_left.set()
             self.close_connection = True
 
-    def _answer(self, script: Script) -> None:
+    def _answer(self, script: Script, asks_usage: bool) -> None:
         for piece in script.pieces:
             self._send(_sse_chunk({"content": piece}, None))
             script.sent += 1
@@ -99,7 +109,8 @@ class ScriptedHandler(JsonHandler):
             self.connection.shutdown(socket.SHUT_RDWR)  # no last chunk: the body is incomplete
             return
         if script.ending in ("stop", "length"):
-            self._send(_sse_chunk({}, script.ending) + b"data: [DONE]\n\n")
+            usage = _sse_usage(script.usage) if script.usage and asks_usage else b""
+            self._send(_sse_chunk({}, script.ending) + usage + b"data: [DONE]\n\n")
         if script.ending == "not json":
             self._send(b"data: {not json\n\n" + _sse_chunk({}, "stop") + b"data: [DONE]\n\n")
         if script.ending == "error":  # as OpenAI reports a failure once the stream has begun
@@ -196,6 +207,7 @@ def test_streams_the_llm_answer_and_maps_its_citations(make_service, llm):
     assert request["headers"]["authorization"] == f"Bearer {KEY}"
     body = request["body"]
     assert body["model"] == "test-model" and body["stream"] is True and body["temperature"] == 0
+    assert body["stream_options"] == {"include_usage": True}  # the token counts, in a last chunk
     assert "only the numbered passages" in body["messages"][0]["content"]
 
 
@@ -260,7 +272,7 @@ def test_the_rewrite_prompt_fences_the_conversation_as_data():
 def test_off_topic_questions_never_reach_the_llm(make_service, llm):
     answer = make_service().ask("Who won the 2018 football world cup?", "handbook")
     assert answer.answer == NOT_COVERED and not answer.grounded
-    assert llm.requests == []
+    assert llm.requests == [] and answer.usage == Usage()  # no LLM call: no tokens
 
 
 def test_a_slow_endpoint_times_out_with_a_clear_error(make_service, llm):
@@ -358,11 +370,36 @@ def test_ask_says_a_mid_answer_error_under_the_partial_answer(make_service, scri
     assert screen.getvalue() == "According to the documents, it is so [1]\n"
 
 
-def _completion(content: str | None, finish_reason: str = "stop") -> tuple[str, str]:
+def _completion(content: str | None, finish_reason: str = "stop", usage: dict | None = None) -> tuple[str, str]:
     """A whole (not streamed) chat completion, as the scripted endpoint's ``reply`` or ``plain``."""
     return "application/json", json.dumps({
         "id": "cmpl-whole", "object": "chat.completion", "created": 0, "model": "scripted",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}]})
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+        **({"usage": usage} if usage else {})})
+
+
+def test_an_answer_carries_the_tokens_of_its_llm_calls(make_service, scripted_endpoint, scripted):
+    """The counts the endpoint sent were dropped: with a stream's last chunk, with a whole completion sent
+    instead of a stream, with a follow-up's rewrite. They are the answer's usage, summed; a call the
+    endpoint did not count makes the sum unknown (None), not a part passed off as the whole."""
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    scripted.usage = {"prompt_tokens": 120, "completion_tokens": 9, "total_tokens": 129}
+    assert service.ask(COVERED, "handbook").usage == Usage(120, 9, 129)
+    scripted.reply = _completion("Keys work 24 hours [1].", usage={"prompt_tokens": 100, "completion_tokens": 7})
+    assert service.ask(COVERED, "handbook").usage == Usage(100, 7, 107)  # no total sent: the two summed
+
+    scripted.reply = None
+    scripted.plain = _completion("How often should an API key be rotated?",
+                                 usage={"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48})
+    session = service.store.create_session("handbook")
+    service.ask("How do I rotate an API key?", session_id=session.id)
+    follow_up = service.ask("How often should I do it?", session_id=session.id)
+    assert follow_up.query == "How often should an API key be rotated?" and follow_up.grounded
+    assert follow_up.usage == Usage(160, 17, 177)
+    scripted.plain = _completion("How often should an API key be rotated?")  # a rewrite the endpoint did not count
+    assert service.ask("How often should I do it?", session_id=session.id).usage is None
+    scripted.usage = None
+    assert service.ask(COVERED, "handbook").usage is None
 
 
 def test_a_chat_answer_that_is_not_json_keeps_no_empty_conversation(make_service, scripted_endpoint, scripted,

@@ -138,25 +138,19 @@ def extras(answer: ChatAnswer) -> dict[str, Any]:
             "answerer": answer.answerer, "relevance": answer.relevance, "timings_ms": answer.timings_ms}
 
 
-#: Answerers that run no language model: their answers cost no model tokens.
-_NO_MODEL_ANSWERERS = frozenset({"extractive"})
+def usage(answer: ChatAnswer) -> dict[str, int] | None:
+    """OpenAI's ``usage`` for ``answer``: the tokens its LLM calls cost as their endpoint counted them, zero
+    when it ran none (the extractive answerer); null, unknown, when an endpoint did not count one. No count
+    is made up."""
+    return answer.usage.to_dict() if answer.usage is not None else None
 
 
-def usage(answerer: str) -> dict[str, int] | None:
-    """OpenAI's ``usage`` for an answer by ``answerer``: zero tokens for the extractive one, which runs no
-    language model (nor does a follow-up's rewrite beside it); null, unknown, for an LLM's, whose counts the
-    answerer does not pass on. No count is made up."""
-    if answerer in _NO_MODEL_ANSWERERS:
-        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    return None
-
-
-def completion(answer: ChatAnswer, model: str, counts: dict[str, int] | None = None) -> dict[str, Any]:
+def completion(answer: ChatAnswer, model: str) -> dict[str, Any]:
     return {
         "id": completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.answer},
                      "finish_reason": "stop", "logprobs": None}],
-        "usage": counts, **extras(answer),
+        "usage": usage(answer), **extras(answer),
     }
 
 
@@ -179,9 +173,9 @@ class ChunkWriter:
     def _event(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra)
 
-    def usage(self, counts: dict[str, int] | None) -> str:
+    def usage(self, answer: ChatAnswer) -> str:
         """The chunk ``stream_options.include_usage`` asks for, after the answer's last."""
-        return self._chunk([], usage=counts)
+        return self._chunk([], usage=usage(answer))
 
     def role(self, **extra: Any) -> str:
         return self._event({"role": "assistant", "content": ""}, **extra)
@@ -297,8 +291,8 @@ class ChatCompletion(AnswerExtras):
     created: int
     model: str
     choices: list[CompletionChoice]
-    #: Zero for the extractive answerer (no language model runs); null for an LLM answerer, whose token
-    #: counts are not known here.
+    #: The tokens of the answer's LLM calls (the answer and a follow-up's rewrite) as the endpoint counted
+    #: them, summed; zero when none ran (the extractive answerer); null when the endpoint did not count one.
     usage: Usage | None
 
 

@@ -31,8 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 from unirank.api import Unirank
 from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter, RequestBody,
-                                       SessionAnswer, answer_responses, completion, error_body, error_responses,
-                                       usage)
+                                       SessionAnswer, answer_responses, completion, error_body, error_responses)
 from unirank.app.search_format import SearchRequest, SearchResponse
 from unirank.app.session_format import (CitedPassage, DeletedTurn, FeedbackList, FeedbackOut, IndexAsModel,
                                         IndexList, IndexModels, Liveness, SessionList, SessionOut,
@@ -227,10 +226,6 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
                          filters=body.filters).to_dict()
 
     # -- OpenAI-compatible ----------------------------------------------------------------------
-    def answer_usage() -> dict[str, int] | None:
-        """Asked once the answer is written: the answerer is loaded by then, and a missing index said first."""
-        return usage(getattr(service.answerer, "name", ""))
-
     @app.post("/v1/chat/completions", response_model=None,
               responses={**answer_responses(ChatCompletion),
                          **error_responses(400, 404, 409, 413, 422, 500, 502, 503)})
@@ -257,9 +252,9 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         asked = dict(session_id=session_id, history=history, filters=body.filters)
         if body.stream:
             events = await _answering(service.stream, question, index, **asked)
-            return await _sse(events, ChunkWriter(body.model, body.wants_usage()), answer_usage)
+            return await _sse(events, ChunkWriter(body.model, body.wants_usage()))
         answer = await _answering(service.ask, question, index, **asked)
-        return completion(answer, body.model, answer_usage())
+        return completion(answer, body.model)
 
     # -- sessions -------------------------------------------------------------------------------
     # Each route that reads the conversation store declares a 500: configuration_error naming chat.db_path
@@ -334,24 +329,22 @@ def _default_index(service: ChatService) -> str | None:
         return None
 
 
-async def _sse(events: Generator[ChatEvent, None, None], writer: ChunkWriter,
-               usage_of: Callable[[], dict[str, int] | None] = lambda: None) -> StreamingResponse:
+async def _sse(events: Generator[ChatEvent, None, None], writer: ChunkWriter) -> StreamingResponse:
     """Retrieval runs before the response starts, so a missing index or session is still a 404;
     an error after the first byte arrives as an ``error`` event before ``[DONE]``, of the ``type``
-    its HTTP answer has. ``usage_of``: the usage chunk's counts, when the writer includes usage."""
+    its HTTP answer has."""
     first = await _answering(next, events)
     # The query is known now; whether the answer is grounded is not (an LLM may cite nothing), so it
     # comes with the last chunk only: the first said true where the last then said false.
     extra = {"query": first.query} if isinstance(first, Retrieved) else {}
-    return StreamingResponse(_chunks(events, writer, extra, usage_of), media_type="text/event-stream",
+    return StreamingResponse(_chunks(events, writer, extra), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 _END = object()
 
 
-async def _chunks(events: Generator[ChatEvent, None, None], writer: ChunkWriter, extra: dict,
-                  usage_of: Callable[[], dict[str, int] | None]) -> AsyncIterator[str]:
+async def _chunks(events: Generator[ChatEvent, None, None], writer: ChunkWriter, extra: dict) -> AsyncIterator[str]:
     """The events as chunks, each event read in a worker thread. A client that leaves ends this generator
     (cancelled, or closed), and ``finally`` closes ``events`` down to the LLM's HTTP stream: a sync
     generator left suspended kept the LLM generating (and billing) for no one until garbage collection."""
@@ -363,8 +356,8 @@ async def _chunks(events: Generator[ChatEvent, None, None], writer: ChunkWriter,
                     yield writer.content(event.text)
                 elif isinstance(event, Completed):
                     yield writer.finish(event.answer)
-            if writer.include_usage:
-                yield writer.usage(usage_of())
+                    if writer.include_usage:  # the answer's last chunk, then its usage's
+                        yield writer.usage(event.answer)
         except UnirankError as exc:  # typed as its HTTP answer would be: a deleted session is not a bad request
             yield ChunkWriter.error(str(exc), _status_and_type(exc)[1])
         except Exception as exc:  # the stream has begun: the client can only be told in-band

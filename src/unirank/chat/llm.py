@@ -11,13 +11,14 @@ import contextlib
 import logging
 import os
 import re
+from functools import partial
 from typing import Iterator, Sequence
 
 import httpx
 import openai
 
 from unirank.chat.prompt import answer_prompt, rewrite_prompt
-from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage, Turn
+from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage, Turn, Usage
 from unirank.errors import AnswererError, ConfigurationError
 from unirank.settings import ChatSettings
 
@@ -44,6 +45,8 @@ class OpenAIAnswerer:
         key = os.environ.get(settings.llm_api_key_env) or "no-key-set"
         self.client = openai.OpenAI(base_url=settings.llm_base_url, api_key=key,
                                     timeout=settings.llm_timeout_s, max_retries=0)
+        #: Whether a stream asks for its token counts (``stream_options``); off once the endpoint refused it.
+        self.asks_stream_usage = True
 
     def stream(self, question: str, passages: Sequence[Passage], *,
                as_asked: str | None = None) -> Iterator[AnswerEvent]:
@@ -54,17 +57,18 @@ class OpenAIAnswerer:
         parts: list[str] = []
         shown = KnownCitations(passages)
         finish_reason: str | None = None
+        usage: Usage | None = None
         with self._errors():
-            stream = self.client.chat.completions.create(model=self.model, messages=prompt.messages,  # type: ignore[arg-type]
-                                                         stream=True, temperature=0)
+            stream = self._open_stream(prompt.messages)
         # Closed however this generator ends: a client that leaves mid-answer stops the LLM's work too.
         with contextlib.closing(stream), self._mid_answer_errors(parts):
             if not _is_event_stream(stream.response):  # an endpoint that ignores `stream: true`
                 yield from self._whole_answer(stream.response, passages)
                 return
             for chunk in stream:
+                usage = _reported_usage(getattr(chunk, "usage", None)) or usage  # the last chunk's, as asked
                 if not chunk.choices:
-                    continue  # e.g. the usage chunk some servers send last
+                    continue  # e.g. the usage chunk
                 choice = chunk.choices[0]
                 finish_reason = choice.finish_reason or finish_reason
                 if choice.delta and choice.delta.content:
@@ -74,7 +78,23 @@ class OpenAIAnswerer:
         self._check_finished(finish_reason, parts)
         if rest := shown.flush():
             yield Delta(rest)
-        yield _final("".join(parts), passages)
+        yield _final("".join(parts), passages, usage)
+
+    def _open_stream(self, messages: list[dict[str, str]]) -> openai.Stream:
+        """The answer's stream, asked to end with its token counts. An endpoint that refuses
+        ``stream_options`` (older vLLM, some proxies) is asked again without it, and not asked for it again."""
+        create = partial(self.client.chat.completions.create, model=self.model, messages=messages,
+                         stream=True, temperature=0)
+        if self.asks_stream_usage:
+            try:
+                return create(stream_options={"include_usage": True})
+            except openai.APIStatusError as exc:
+                if not _refuses_stream_options(exc):
+                    raise
+                log.info("%s refuses stream_options: its answers are streamed without their token counts.",
+                         _capital(self._where))
+                self.asks_stream_usage = False
+        return create()
 
     def _whole_answer(self, response: httpx.Response, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
         """The answer of an endpoint that sent one complete chat completion instead of a stream: it is the
@@ -93,7 +113,7 @@ class OpenAIAnswerer:
                 f"{_short(response.text, 80)!r}): check that chat.llm_base_url names an OpenAI-compatible API "
                 "(usually ending in /v1).") from None
         self._check_finished(finish_reason, [text])
-        final = _final(text, passages)
+        final = _final(text, passages, _reported_usage(body.get("usage")))
         if final.text:
             yield Delta(final.text)
         yield final
@@ -101,12 +121,22 @@ class OpenAIAnswerer:
     def rewrite(self, question: str, history: Sequence[Turn]) -> str:
         """The LLM's stand-alone version of a follow-up question; "" when it gave none, so that the
         caller rewrites the follow-up itself (the bare follow-up would lose its context)."""
-        text = self.complete(rewrite_prompt(question, history), temperature=0, max_tokens=96).strip('"').strip()
-        return text.splitlines()[0].strip() if text else ""
+        return self.rewrite_counted(question, history)[0]
+
+    def rewrite_counted(self, question: str, history: Sequence[Turn]) -> tuple[str, Usage | None]:
+        """:meth:`rewrite`, with the tokens it cost (None when the endpoint did not say)."""
+        text, usage = self.complete_counted(rewrite_prompt(question, history), temperature=0, max_tokens=96)
+        text = text.strip('"').strip()
+        return (text.splitlines()[0].strip() if text else ""), usage
 
     def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
                  seed: int | None = None) -> str:
         """One non-streamed reply's text ("" for none); errors as :class:`AnswererError`."""
+        return self.complete_counted(messages, temperature=temperature, max_tokens=max_tokens, seed=seed)[0]
+
+    def complete_counted(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
+                         seed: int | None = None) -> tuple[str, Usage | None]:
+        """:meth:`complete`, with the tokens the reply cost (None when the endpoint did not say)."""
         with self._errors():
             response = self.client.chat.completions.create(model=self.model, messages=messages,  # type: ignore[arg-type]
                                                            temperature=temperature, max_tokens=max_tokens,
@@ -116,7 +146,8 @@ class OpenAIAnswerer:
             raise AnswererError(f"{self._where} did not answer with a chat completion (got "
                                 f"{type(response).__name__}: {str(response)[:80]!r}): check that chat.llm_base_url "
                                 "names an OpenAI-compatible API (usually ending in /v1).")
-        return (choices[0].message.content or "").strip() if choices else ""
+        text = (choices[0].message.content or "").strip() if choices else ""
+        return text, _reported_usage(getattr(response, "usage", None))
 
     def check_reachable(self) -> None:
         """Refuse an endpoint that is down or refuses the key before anyone asks a question. Its model
@@ -231,10 +262,32 @@ def _is_event_stream(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").split(";")[0].strip().lower() in _STREAM_TYPES
 
 
-def _final(text: str, passages: Sequence[Passage]) -> Final:
+def _final(text: str, passages: Sequence[Passage], usage: Usage | None) -> Final:
     """The answer as stored and shown in full, without the markers that point at no passage."""
     text = without_unknown_citations(text, passages)
-    return Final(text, cited(text, passages))
+    return Final(text, cited(text, passages), usage)
+
+
+def _refuses_stream_options(exc: openai.APIStatusError) -> bool:
+    """Whether an endpoint's 4xx is its refusal of the ``stream_options`` parameter, which it names."""
+    return 400 <= exc.status_code < 500 and "stream_options" in f"{exc.message} {exc.body}"
+
+
+def _reported_usage(reported: object) -> Usage | None:
+    """The token counts an endpoint reported (the client's object, or the JSON body's ``usage``); None for
+    none, or for counts that are not counts. A missing total is the sum of the two."""
+    if reported is None:
+        return None
+    get = reported.get if isinstance(reported, dict) else partial(getattr, reported)
+    prompt, completion, total = (get(name, None) for name in ("prompt_tokens", "completion_tokens", "total_tokens"))
+    if not (_is_count(prompt) and _is_count(completion)):
+        return None
+    total = total if _is_count(total) else prompt + completion
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def without_unknown_citations(text: str, passages: Sequence[Passage]) -> str:

@@ -6,6 +6,7 @@ the same answer whichever surface asked it.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import time
 from functools import cached_property
@@ -17,7 +18,8 @@ from unirank.chat.retrieval import Retriever
 from unirank.chat.rewrite import QueryRewriter
 from unirank.chat.store import ConversationStore, Session, turn_problem
 from unirank.chat.types import (
-    NOT_COVERED, AnswerEvent, ChatAnswer, ChatEvent, Completed, Delta, Final, Passage, Retrieved, Turn,
+    NOT_COVERED, AnswerEvent, ChatAnswer, ChatEvent, Completed, Delta, Final, Passage, Retrieved, Turn, Usage,
+    add_usage,
 )
 from unirank.errors import InvalidQueryError
 from unirank.text import is_blank
@@ -163,8 +165,9 @@ class ChatService:
               filters: Mapping[str, str] | None) -> Iterator[ChatEvent]:
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        query = self.rewriter.rewrite(question, history or [],
-                                      related=lambda words: self.retriever.texts_about(words, index, filters))
+        rewriter, rewrites = self._rewriter_of_one_turn()
+        query = rewriter.rewrite(question, history or [],
+                                 related=lambda words: self.retriever.texts_about(words, index, filters))
         timings["rewrite"] = _ms(started)
         retrieval = self.retriever.retrieve(query, index, filters)
         timings.update(retrieval.timings_ms)
@@ -173,7 +176,7 @@ class ChatService:
         final: Final | None = None
         if not retrieval.grounded:
             text = NOT_COVERED + ("" if retrieval.passages else self._why_nothing_matched(index, filters))
-            final = Final(text, [])
+            final = Final(text, [], Usage())  # no answerer ran: no tokens
             timings["first_token"] = _ms(started)
             yield Delta(text)
         else:
@@ -198,12 +201,25 @@ class ChatService:
             grounded=retrieval.grounded and bool(final.citations), citations=final.citations,
             answerer=self.answerer.name if retrieval.grounded else "none", relevance=retrieval.relevance,
             threshold=retrieval.threshold, session_id=session_id, timings_ms=timings,
+            usage=add_usage(rewrites.usage, self._cost_of(final)),
         )
         if self.store is not None:
             _, stored = self.store.add_turn(session_id, index, answer.question, answer.answer, query=query,
                                             grounded=answer.grounded, citations=answer.citations)
             answer.message_id = stored.id
         yield Completed(answer)
+
+    def _rewriter_of_one_turn(self) -> tuple[QueryRewriter, "_CountedRewrites"]:
+        """The rewriter, its LLM's rewrites counted for this turn alone: a copy, as turns run side by side."""
+        rewriter = copy.copy(self.rewriter)
+        rewrites = _CountedRewrites(rewriter.llm)
+        if rewriter.llm is not None:
+            rewriter.llm = rewrites  # type: ignore[assignment]
+        return rewriter, rewrites
+
+    def _cost_of(self, final: Final) -> Usage | None:
+        """The tokens the answerer's :class:`Final` says it cost; the extractive answerer runs no language model."""
+        return Usage() if isinstance(self.answerer, ExtractiveAnswerer) else final.usage
 
     def _why_nothing_matched(self, index: str, filters: Mapping[str, str] | None) -> str:
         """Why no passage came back, when it is not a gap in the documents; "" when it is."""
@@ -214,6 +230,23 @@ class ChatService:
         if self.ur.index_info(index).chunk_count == 0:  # every question looked like a gap
             return f" {empty_index_hint(index)}"
         return ""
+
+
+class _CountedRewrites:
+    """An LLM rewriter whose rewrites add the tokens they cost to :attr:`usage` (None once one is not known)."""
+
+    def __init__(self, llm: object) -> None:
+        self.llm = llm
+        self.usage: Usage | None = Usage()
+
+    def rewrite(self, question: str, history: Sequence[Turn]) -> str:
+        counted = getattr(self.llm, "rewrite_counted", None)
+        if counted is None:  # a rewriter of the caller's own: what it cost is not known
+            self.usage = None
+            return self.llm.rewrite(question, history)  # type: ignore[attr-defined]
+        text, cost = counted(question, history)
+        self.usage = add_usage(self.usage, cost)
+        return text
 
 
 def _checked_history(history: Sequence[Turn]) -> list[Turn]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Union
 
 from unirank.search.types import Chunk
@@ -90,6 +90,31 @@ class Turn:
     query: str | None = None
 
 
+# -- what an answer cost ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Usage:
+    """The tokens LLM calls cost, as their endpoint counted them (OpenAI's ``usage``). ``Usage()``, zero,
+    is what an answer that called no language model cost."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def add_usage(*costs: Usage | None) -> Usage | None:
+    """What several LLM calls cost together; None (not known) when any of them was not counted by its
+    endpoint: the sum of the others would pass for the whole."""
+    counted = [cost for cost in costs if cost is not None]
+    if len(counted) < len(costs):
+        return None
+    return Usage(prompt_tokens=sum(c.prompt_tokens for c in counted),
+                 completion_tokens=sum(c.completion_tokens for c in counted),
+                 total_tokens=sum(c.total_tokens for c in counted))
+
+
 # -- what an answerer streams ------------------------------------------------------------------
 @dataclass
 class Delta:
@@ -100,6 +125,8 @@ class Delta:
 class Final:
     text: str
     citations: list[Citation]
+    #: What the answer cost in LLM tokens, as the endpoint reported it; None when it reported nothing.
+    usage: Usage | None = None
 
 
 AnswerEvent = Union[Delta, Final]
@@ -120,6 +147,9 @@ class ChatAnswer:
     session_id: str | None = None
     message_id: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: The tokens of the turn's LLM calls (the answer and a follow-up's rewrite) summed: zero when none ran,
+    #: None when an endpoint did not count one.
+    usage: Usage | None = None
 
     def brief(self) -> dict:
         """Exactly what ``unirank ask --json`` prints."""
