@@ -1159,3 +1159,59 @@ def test_a_subfolder_that_cannot_be_listed_or_entered_fails_and_the_rest_is_inge
                                                "x), or remove it and use --prune)")]
     assert not report.ok and report.stopped is None  # `unirank ingest` exits 1
     assert client.index_info("perm").source_count == 4
+
+
+def _links_into_it_denied(folder: Path, monkeypatch) -> None:
+    """As a link into a locked folder looks to a user who is not root: the link itself can be looked at, but
+    following it into the folder is denied (root may enter any folder)."""
+    import errno
+    import os
+
+    stat = os.stat
+
+    def denied(path, *args, follow_symlinks=True, **kwargs):
+        reached = os.path.realpath(path) if follow_symlinks else os.path.abspath(path)
+        if reached.startswith(f"{folder}/"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return stat(path, *args, follow_symlinks=follow_symlinks, **kwargs)
+
+    monkeypatch.setattr(os, "stat", denied)
+
+
+@pytest.mark.parametrize("lock", [_locked_by_its_mode, _unenterable_by_its_mode, _links_into_it_denied])
+def test_a_link_into_a_folder_that_cannot_be_entered_fails_for_its_permissions(client, tmp_path, monkeypatch, lock):
+    """A link to a file or folder inside a folder the user may not enter (mode 000, or read without execute)
+    failed as "a broken symbolic link: it points to ..., which does not exist": the user went looking for a
+    missing file that was there."""
+    import os
+
+    if lock in (_locked_by_its_mode, _unenterable_by_its_mode) and os.geteuid() == 0:
+        pytest.skip("root enters a folder whatever its mode")
+    docs, vault = tmp_path / "docs", tmp_path / "vault"
+    docs.mkdir()
+    (vault / "inner").mkdir(parents=True)
+    (docs / "ok.txt").write_text("Wombats dig burrows.\n")
+    (vault / "s.txt").write_text("Secret plans about zebras.\n")
+    (vault / "inner" / "t.txt").write_text("More secret plans.\n")
+    (docs / "secret.txt").symlink_to(vault / "s.txt")
+    (docs / "inner").symlink_to(vault / "inner", target_is_directory=True)
+    assert len(client.ingest(str(docs), "vault").ingested) == 3
+
+    (docs / "new.txt").write_text("Koalas sleep most of the day.\n")
+    lock(vault, monkeypatch)
+    try:
+        report = client.ingest(str(docs), "vault", prune=True)
+    finally:
+        vault.chmod(0o755)
+    unreachable = "cannot read: a symbolic link whose target cannot be reached: it points to {}, inside a folder " \
+                  "that cannot be entered (no execute permission): Permission denied"
+    assert report.failed == [
+        ((docs / "inner").as_uri(), unreachable.format(vault / "inner") + " (1 document ingested from under it "
+                                                                          "stay indexed; mend the link, or remove "
+                                                                          "it and use --prune)"),
+        ((docs / "secret.txt").as_uri(), unreachable.format(vault / "s.txt") + " (the previous version stays "
+                                                                               "indexed; fix the file, or remove it "
+                                                                               "and use --prune)")]
+    assert report.ingested == [(docs / "new.txt").as_uri()] and report.pruned == []
+    assert not report.ok and report.stopped is None  # `unirank ingest` exits 1
+    assert client.index_info("vault").source_count == 4

@@ -199,7 +199,7 @@ class DocumentSource:
     def read(self, file: SourceFile) -> bytes:
         path = self._path_of(file.uri)
         if self.scheme == "file" and os.path.islink(path) and not os.path.exists(path):
-            raise FileNotFoundError(self._broken(path))
+            raise self._broken(path)
         if self.scheme == "file" and file.broken and os.path.isdir(path):
             raise PermissionError(_unlistable(path))
         if self.scheme not in OBJECT_SCHEMES:
@@ -215,15 +215,20 @@ class DocumentSource:
             raise PermissionError(access_denied(exc, f"read this object ({self.scheme}:GetObject)")) from exc
 
     @staticmethod
-    def _broken(path: str) -> str:
-        """Why the link ``path`` leads to no file: its target is missing, or the links go round in a loop
-        (said as missing, the user went looking for a file that was there)."""
+    def _broken(path: str) -> OSError:
+        """Why the link ``path`` leads to no file: its target is missing, the links go round in a loop, or
+        a folder on the way cannot be entered (the last two said as missing, the user went looking for a
+        file that was there)."""
+        target = printable(os.readlink(path))
         try:
             os.stat(path)
+        except PermissionError as exc:
+            return PermissionError(f"a symbolic link whose target cannot be reached: it points to {target}, inside "
+                                   f"a folder that cannot be entered (no execute permission): {exc.strerror or exc}")
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                return f"a symbolic link loop: {_link_chain(path)}"
-        return f"a broken symbolic link: it points to {printable(os.readlink(path))}, which does not exist"
+                return FileNotFoundError(f"a symbolic link loop: {_link_chain(path)}")
+        return FileNotFoundError(f"a broken symbolic link: it points to {target}, which does not exist")
 
     def _path_of(self, uri: str) -> str:
         return local_path(uri)  # a file:// URI is percent-encoded: "with%20space.txt" is "with space.txt"
