@@ -277,6 +277,34 @@ def test_a_title_and_heading_of_one_giant_token_are_cut_to_bounded_characters(to
     covered(doc.sections[0].text, [ch.text for ch in chunks])
 
 
+def test_a_title_and_heading_with_megabytes_of_whitespace_between_words_are_bounded_in_characters(tokenizer):
+    """Whitespace between tokens counted for nothing: a title of two words a megabyte of spaces apart was two
+    tokens, kept whole as every chunk's title and heading, stored and sent to the chat with each of them."""
+    title = "Key" + " " * 1_000_000 + "rotation"
+    heading = (" \t\n" * 100_000).join(["Rotating", "a", "key", "every", "ninety", "days"])
+    doc = ParsedDocument("d", title, [Section(paragraph(random.Random(10), 20), (heading, "Section"))])
+    c = chunker(tokenizer, size=100, overlap=10)
+    chunks = c.chunk(doc, "d")
+    assert chunks
+    for chunk in chunks:
+        assert chunk.title == "Key" + " " * MAX_TOKEN_CHARS + "rotation"
+        assert chunk.heading_path == ("Rotating\n\na\n\nkey\n\nevery\n\nninety\n\ndays", "Section")
+        assert tokens(tokenizer, chunk.embedding_input()) <= c.size
+    covered(doc.sections[0].text, [ch.text for ch in chunks])
+
+
+def test_megabytes_of_whitespace_between_words_are_shortened_in_the_chunk_text(tokenizer):
+    """The text between two tokens counted for nothing: a megabyte of spaces between two words was one
+    chunk of "2 tokens", stored, cited and sent to the chat whole (and cutting its sentences took hours).
+    A run of more than MAX_TOKEN_CHARS whitespace characters keeps its line breaks (two at most) and the
+    indentation of the line it ends on, up to MAX_TOKEN_CHARS characters in all."""
+    text = ("Alpha" + " " * 1_000_000 + "beta." + "\n" * 1_000_000 + "Gamma" + "\t \n" * 300_000 + "delta\n"
+            + " " * 40 + "indented  twenty" + " " * 20 + "kept.")
+    chunks = chunker(tokenizer).chunk(ParsedDocument("d", "Spaced", [Section(text)]), "d")
+    assert [ch.text for ch in chunks] == [
+        "Alpha" + " " * 20 + "beta.\n\nGamma\n\ndelta\n" + " " * 19 + "indented  twenty" + " " * 20 + "kept."]
+
+
 def test_many_documents_are_chunked_together_with_their_own_ordinals(tokenizer):
     rng = random.Random(6)
     docs = [ParsedDocument(f"faq-{i}", f"Question {i}", [Section(paragraph(rng, 3 + 15 * (i % 2)))],

@@ -1,9 +1,10 @@
 """Token-aware chunking: every chunk, with its title/heading prefix, fits the embedder's window.
 
 Chunks are contiguous slices of one section's text (never crossing a section, so page and
-heading stay exact). Breaks prefer paragraph ends, then sentence ends, then line ends, and
-only then hard cuts at token boundaries. Token counts come from the embedder's own tokenizer,
-called on batches of paragraphs so that chunking costs a small fraction of embedding.
+heading stay exact), its whitespace runs over ``MAX_TOKEN_CHARS`` characters shortened. Breaks
+prefer paragraph ends, then sentence ends, then line ends, and only then hard cuts at token
+boundaries. Token counts come from the embedder's own tokenizer, called on batches of paragraphs
+so that chunking costs a small fraction of embedding.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ _TOKENIZE_BATCH = 1024
 #: WordPiece reads a word of over 100 characters (a base64 blob) as one [UNK] spanning all of it, which
 #: made a chunk of a megabyte; such a token counts as one per this many characters, and may be cut between.
 MAX_TOKEN_CHARS = 20
+#: Whitespace no token covers: a megabyte of it between two words made a chunk of "two tokens".
+_LONG_WHITESPACE = re.compile(rf"\s{{{MAX_TOKEN_CHARS + 1},}}")
 _ContextKey = tuple[str, tuple[str, ...]]  # (title, heading path)
 _Context = tuple[str, tuple[str, ...], int]  # (title, heading path) as used, prefix tokens
 _MAX_REPLANS = 8
@@ -125,7 +128,8 @@ class Chunker:
             for s, section in enumerate(doc.sections):
                 if not is_blank(section.text):  # not str.strip(): a zero-width space alone is no text
                     title, path, prefix_tokens = contexts[(doc.title, section.heading_path)]
-                    jobs.append(_Job(section.text, self.size - prefix_tokens, _prefix(title, path)))
+                    text = _bound_whitespace(section.text)
+                    jobs.append(_Job(text, self.size - prefix_tokens, _prefix(title, path)))
                     owners.append((d, s))
         spans = self._plan(jobs)
         ordinals = [0] * len(docs)
@@ -283,14 +287,15 @@ class Chunker:
         """Per (title, heading path): the possibly shortened title/path and its prefix token count.
 
         A prefix may take at most half the chunk, so a runaway title cannot starve the text. It is
-        counted in pieces, as the text is, so that a title of one giant token is bounded in characters.
+        counted in pieces, and its whitespace shortened, as the text is, so that a title of one giant
+        token, or of words megabytes of spaces apart, is bounded in characters.
         """
         keys = list(dict.fromkeys((doc.title, s.heading_path) for doc in docs for s in doc.sections))
-        counts = self._count_pieces([_prefix(title, path) for title, path in keys])
+        bounded = [(_bound_whitespace(title), tuple(map(_bound_whitespace, path))) for title, path in keys]
+        counts = self._count_pieces([_prefix(title, path) for title, path in bounded])
         limit = self.size // 2
         result = {}
-        for key, tokens in zip(keys, counts):
-            title, path = key
+        for key, (title, path), tokens in zip(keys, bounded, counts):
             if tokens > limit:
                 title, path, tokens = self._shorten(title, path, limit)
             result[key] = (title, path, tokens)
@@ -355,6 +360,21 @@ def _pieces(starts: list[int], ends: list[int]) -> tuple[list[int], list[int]]:
         piece_starts.extend(cuts)
         piece_ends.extend([*cuts[1:], end])
     return piece_starts, piece_ends
+
+
+def _bound_whitespace(text: str) -> str:
+    """``text`` with each whitespace run over ``MAX_TOKEN_CHARS`` characters shortened to that many: no token
+    covers whitespace, so counting tokens bounded a chunk in characters only with runs bounded too."""
+    return _LONG_WHITESPACE.sub(_shortened_run, text)
+
+
+def _shortened_run(match: re.Match[str]) -> str:
+    """A long whitespace run as its line breaks (two at most: a paragraph break stays one) and the end of
+    the indentation of the line it ends on, ``MAX_TOKEN_CHARS`` characters in all."""
+    run = match.group()
+    breaks = "\n" * min(2, run.count("\n"))
+    indentation = run[run.rfind("\n") + 1:]  # all of it when the run holds no line break
+    return breaks + indentation[-(MAX_TOKEN_CHARS - len(breaks)):]
 
 
 def _best_break(units: list[_Unit], totals: list[int], start: int, end: int, fresh: int,
