@@ -1207,8 +1207,9 @@ def test_a_link_into_a_folder_that_cannot_be_entered_fails_for_its_permissions(c
                   "that cannot be entered (no execute permission): Permission denied"
     assert report.failed == [
         ((docs / "inner").as_uri(), unreachable.format(vault / "inner") + " (1 document ingested from under it "
-                                                                          "stay indexed; mend the link, or remove "
-                                                                          "it and use --prune)"),
+                                                                          "stay indexed; make the folders on its "
+                                                                          "way enterable (x), or remove it and use "
+                                                                          "--prune)"),
         ((docs / "secret.txt").as_uri(), unreachable.format(vault / "s.txt") + " (the previous version stays "
                                                                                "indexed; fix the file, or remove it "
                                                                                "and use --prune)")]

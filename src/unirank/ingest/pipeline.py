@@ -189,13 +189,15 @@ class Ingestor:
         """A broken link fails whatever its name (one to a folder has no extension: it was skipped as
         "unsupported file type '(none)'", and --prune removed the folder's documents), and so does a
         folder that cannot be listed: the run exits 1, and what was ingested at or under it stays."""
-        reason = _why_broken(docs, file)
-        if reason is None:  # mended since it was listed
+        problem = _broken_by(docs, file)
+        if problem is None:  # mended since it was listed
             return self._prepare(docs, file, states.get(file.uri), report)
-        reason = f"cannot read: {reason}"
+        reason = f"cannot read: {problem}"
         kept = [uri for uri in states if at_or_under(uri, file.uri)]
         if kept and kept != [file.uri]:
-            mend = "make it readable and enterable (r and x)" if os.path.isdir(local_path(file.uri)) else "mend the link"
+            mend = ("make it readable and enterable (r and x)" if os.path.isdir(local_path(file.uri))
+                    else "make the folders on its way enterable (x)" if isinstance(problem, PermissionError)
+                    else "mend the link")
             reason += (f" ({_counted(len(kept), 'document')} ingested from under it stay indexed; {mend}, "
                        "or remove it and use --prune)")
         _fail(report, file.uri, reason, states.get(file.uri))
@@ -420,17 +422,17 @@ def _is_document(file: SourceFile) -> bool:
 def _broken_links(docs: DocumentSource, files: list[SourceFile], most: int = 5) -> list[str]:
     """The broken links of a source refused as empty, named (an unmounted share leaves one)."""
     broken = [f for f in files if f.broken]
-    named = [f"{uri_path(f.uri)} is {_why_broken(docs, f) or 'a link mended since it was listed'}"
+    named = [f"{uri_path(f.uri)} is {_broken_by(docs, f) or 'a link mended since it was listed'}"
              for f in broken[:most]]
     return named + ([f"and {len(broken) - most} more broken links"] if len(broken) > most else [])
 
 
-def _why_broken(docs: DocumentSource, file: SourceFile) -> str | None:
+def _broken_by(docs: DocumentSource, file: SourceFile) -> Exception | None:
     """Why a link or folder listed as broken cannot be read (None: mended since)."""
     try:
         docs.read(file)
     except Exception as exc:
-        return str(exc)
+        return exc
     return None
 
 
