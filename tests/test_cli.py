@@ -212,6 +212,10 @@ def test_errors_are_clear_and_exit_2(run):
     assert proc.returncode == 2 and "key=value" in proc.stderr
     proc = run("search", "x", "--index", "h", "-f", "category=a", "-f", "category=b", ok=False)
     assert proc.returncode == 2 and "--filter category is given twice" in proc.stderr
+    # A byte that is not UTF-8 (read as a lone surrogate) reached tantivy: a traceback and exit 1.
+    proc = run("search", "x", "--index", "h", "--mode", "bm25", "-f", "category=b\udcffackups", ok=False)
+    assert proc.returncode == 2 and "'category' holds a lone surrogate" in proc.stderr
+    assert "Traceback" not in proc.stderr
     # The app server refuses what would fail every request, instead of starting anyway.
     proc = run("serve", "api", "--index", "nope", ok=False)
     assert proc.returncode == 2 and "Index 'nope' does not exist" in proc.stderr and "Uvicorn" not in proc.stderr

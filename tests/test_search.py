@@ -343,6 +343,19 @@ def test_spaces_around_a_filter_key_or_value_are_trimmed_as_the_cli_trims_them(i
             indexed.search("api keys", "docs", mode=mode, rerank=False, filters=filters)
 
 
+def test_a_lone_surrogate_in_a_filter_is_refused_in_words(indexed):
+    """A byte that is not UTF-8 in `--filter team=plat\\xffform` ended in a traceback from tantivy (bm25, hybrid)
+    or SQLite (knn); the same byte in the query was refused in words."""
+    for mode in ("bm25", "knn", "hybrid"):
+        for filters in ({"team": "plat\udcffform"}, {"te\udcffam": "platform"}, {"doc_id": "faq-\udcff"},
+                        {"source_uri": "https://example.com/\udcff"}, {"source_uri": "/docs/\ud800.md"}):
+            with pytest.raises(InvalidQueryError, match=r"holds a lone surrogate .* decode the bytes it came from"):
+                indexed.search("api keys", "docs", mode=mode, rerank=False, filters=filters)
+    # A local path's undecodable byte is the file's own: its file:// URI percent-encodes it.
+    assert indexed.search("api keys", "docs", mode="bm25", rerank=False,
+                          filters={"source_uri": "/docs/\udcff.md"}).hits == []
+
+
 @pytest.mark.parametrize("score", [float("nan"), float("inf")])
 def test_a_reranker_score_that_is_not_a_number_degrades_the_search(indexed, score):
     """One NaN left the first-stage order in results marked reranked, with "score": NaN in the CLI's JSON

@@ -168,6 +168,7 @@ class Searcher:
         source_uri = _trimmed(filters).get("source_uri", "") if filters is not None else ""
         if not isinstance(source_uri, str):  # read as a path below
             raise InvalidQueryError(f"The source_uri filter must be a path or URI (text), got {source_uri!r}.")
+        _refuse_lone_surrogates(filters or {})
         if rerank:
             if top_k > self.rerank_top_k:
                 raise RerankLimitError(top_k, self.rerank_top_k)
@@ -209,6 +210,27 @@ class Searcher:
         for hit, blended in ordered:
             hit.score = hit.scores["rerank"] if weight >= 1.0 else blended
         return [hit for hit, _ in ordered]
+
+
+def _refuse_lone_surrogates(filters: Mapping[str, str]) -> None:
+    """A byte that is not UTF-8 in ``--filter`` (read with surrogateescape) reached tantivy and SQLite, which
+    failed with a traceback. A ``source_uri`` given as a local path is exempt when it names a file's bytes:
+    its file:// URI percent-encodes them."""
+    for key, value in filters.items():
+        if isinstance(value, str) and key.strip() == "source_uri" and "://" not in value and _is_fs_path(value):
+            value = ""
+        if LONE_SURROGATE.search(key) or (isinstance(value, str) and LONE_SURROGATE.search(value)):
+            raise InvalidQueryError(f"The filter {key!r} holds a lone surrogate (\\ud800-\\udfff), which is not "
+                                    "text: decode the bytes it came from as UTF-8.")
+
+
+def _is_fs_path(value: str) -> bool:
+    """Whether ``value`` is a path as the file system gives one (a byte that is not UTF-8 escaped)."""
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ms(since: float) -> float:
