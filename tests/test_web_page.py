@@ -600,9 +600,12 @@ def test_a_question_too_long_is_refused_plainly(server, page):
 
 def test_asking_while_an_answer_runs_or_asking_nothing_says_so(server, page):
     """Enter while an answer was running did nothing at all (the Ask button was disabled), and a
-    question of spaces was ignored without a word, where an empty one got the browser's bubble."""
+    question of spaces was ignored without a word, where an empty one got the browser's bubble.
+    Another conversation opened mid-answer, and this one opened again, showed neither the question nor
+    its answer (a turn is stored once answered) until a reload."""
     from playwright.sync_api import expect
 
+    httpx.post(f"{server.url}/v1/sessions", json={"title": "Another conversation"}).raise_for_status()
     page.goto(server.url)
     question, status = page.get_by_label("Your question"), page.locator("#status")
     held = hold_requests(page, "**/v1/sessions/*/messages")
@@ -615,6 +618,15 @@ def test_asking_while_an_answer_runs_or_asking_nothing_says_so(server, page):
         question.press("Enter")
         expect(status).to_contain_text("Wait for the current answer to finish")
         expect(question).to_have_value("What is SEV1?")  # kept, to ask once the answer is in
+
+        asked_in = page.evaluate("state.sessionId")
+        page.get_by_role("button", name=re.compile("^Another conversation")).click()
+        expect(page.locator("#transcript article")).to_have_count(0)
+        page.locator("#sessions button.open").first.click()  # the newest: the one being answered
+        page.wait_for_function(f"state.sessionId === {json.dumps(asked_in)}")
+        expect(page.locator("#transcript article.user")).to_have_text(re.compile("How often should API keys"))
+        expect(page.locator("#transcript article.assistant")).to_have_attribute("aria-busy", "true")
+
         held[0].continue_()
         answer = page.locator("#transcript article.assistant").last
         expect(answer).to_have_attribute("aria-busy", "false", timeout=120_000)
@@ -623,6 +635,7 @@ def test_asking_while_an_answer_runs_or_asking_nothing_says_so(server, page):
         page.unroute_all()
     expect(page.locator("#transcript article")).to_have_count(2)
     expect(answer.locator(".answer")).to_contain_text("90 days")
+    expect(status).to_contain_text("Answered from the documents")
 
     for nothing in ["", "   "]:
         page.evaluate("document.getElementById('status').textContent = ''")

@@ -10,8 +10,10 @@ const narrowScreen = window.matchMedia("(max-width: 700px)");
 // ``indexesLoaded`` settles once the picker is filled: a question asked while the page loads waits for it.
 // ``follow``: the transcript keeps the newest text in view, until the user scrolls up to read.
 // ``defaultIndex``: the index the picker starts on (the server's default, else the first listed).
+// ``pending``: the question being answered ({asked, nodes: [question, answer]}): a turn is stored only once
+// its answer is done, so a conversation opened again meanwhile puts these bubbles back (showPendingTurn).
 const state = { sessionId: null, busy: false, conversation: 0, indexesLoaded: Promise.resolve(), follow: true,
-                defaultIndex: "" };
+                defaultIndex: "", pending: null };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -196,9 +198,29 @@ async function openSession(id) {
     if (m.role === "user") { addUserMessage(m.content); question = m.content; }
     else renderAnswer(addAssistantMessage(), m, question);
   }
+  showPendingTurn();
   keepInView(true);
   await loadSessions();
   $("question").focus();
+}
+
+// Shows the turn being answered in the open conversation, if it is that turn's. Left and opened again
+// mid-answer, the conversation showed only its stored turns: the question and the answer still arriving
+// were gone until a reload. A turn stored just as it was opened is shown once: its stored bubbles stay.
+function showPendingTurn() {
+  const pending = state.pending;
+  if (!pending || !state.sessionId || pending.asked.sessionId !== state.sessionId) return;
+  const [question, answer] = pending.nodes;
+  const id = answer.dataset.messageId;
+  const transcript = $("transcript");
+  if (id && [...transcript.querySelectorAll("article.assistant")].some((a) => a !== answer && a.dataset.messageId === id)) {
+    question.remove();
+    answer.remove();
+  } else if (!answer.isConnected) {
+    transcript.append(question, answer);
+    pending.asked.conversation = state.conversation;  // its status and scrolling are this conversation's again
+    if (answer.getAttribute("aria-busy") === "true") setStatus("Answering\u2026");
+  }
 }
 
 // Shows ``name`` in the picker and says whether it could. An index the picker lacks (deleted, or an eval
@@ -377,8 +399,15 @@ async function ask(question) {
   // open another conversation or pick other documents while its session is being created.
   const asked = { conversation: state.conversation, sessionId: state.sessionId, index: $("index").value };
   const status = (text, isError) => { if (asked.conversation === state.conversation) setStatus(text, isError); };
-  addUserMessage(question);
-  let node = addAssistantMessage();
+  const pending = { asked, nodes: [addUserMessage(question), addAssistantMessage()] };
+  state.pending = pending;
+  try { return await answerPending(question, pending, status); } finally { state.pending = null; }
+}
+
+// Streams the answer to ``pending``'s question into its bubble; true once answered.
+async function answerPending(question, pending, status) {
+  const asked = pending.asked;
+  let node = pending.nodes[1];
   keepInView(true);
   let restarted = false;
   try {
@@ -391,12 +420,13 @@ async function ask(question) {
       startConversation("");
       Object.assign(asked, { conversation: state.conversation, sessionId: null });
       restarted = true;
-      addUserMessage(question);
-      node = addAssistantMessage();
+      pending.nodes = [addUserMessage(question), addAssistantMessage()];
+      node = pending.nodes[1];
       keepInView(true);
       final = await streamAnswer(question, node, status, asked);
     }
     renderAnswer(node, final, question);
+    showPendingTurn();
     if (asked.conversation === state.conversation) keepInView();
     const note = restarted ? "The earlier conversation no longer exists, so a new conversation was started. " : "";
     status(note + (final.grounded ? "Answered from the documents." : "The documents do not cover this question."));
@@ -404,6 +434,7 @@ async function ask(question) {
     console.warn("unirank: no answer:", error);
     const text = plainError(error);
     failAnswer(node, text, error.partial);
+    showPendingTurn();
     if (asked.conversation === state.conversation) keepInView();
     status(`No answer: ${text}`, true);
     if (asked.created) await dropIfEmpty(asked.sessionId);
