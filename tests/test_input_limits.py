@@ -53,19 +53,31 @@ def test_a_text_of_invisible_characters_only_is_an_empty_input(tmp_path):
     from unirank.settings import Settings
     from unirank.text import is_blank
 
-    assert not is_blank("a\u200b") and not is_blank("\u00e9")
+    assert not is_blank("a\u200b") and not is_blank("\u00e9") and not is_blank("e\u0301")
     refused = []
     with TestClient(create_app(Settings(_env_file=None, data_dir=tmp_path / "data"), ["base"])) as http:
         deadline = time.monotonic() + 60
         while http.get("/ready").status_code != 200:
             assert time.monotonic() < deadline, "the base model did not load"
             time.sleep(0.2)
-        for invisible in ("\u200b", "\u0000", " \u200b\ufeff\u200d\t", "\u0007\u2060"):
+        for invisible in ("\u200b", "\u0000", " \u200b\ufeff\u200d\t", "\u0007\u2060", "\ufffd", "\u0301\ue000"):
             refused += [http.post("/v1/embeddings", json={"input": ["ok", invisible]}),
                         http.post("/embed", json={"inputs": invisible}),
                         http.post("/rerank", json={"query": invisible, "texts": ["t"]}),
                         http.post("/v1/rerank", json={"query": "q", "documents": ["t", invisible]})]
         assert http.post("/v1/embeddings", json={"input": ["ok", "\u200bok"]}).status_code == 200
-    assert [r.status_code for r in refused] == [400] * 16, [r.text for r in refused]
+    assert [r.status_code for r in refused] == [400] * 24, [r.text for r in refused]
     assert refused[0].json()["error"]["code"] == "empty_input" and refused[1].json()["error_type"] == "empty_input"
     assert refused[3].json()["error"]["message"].startswith("documents[1] is empty")
+
+
+@pytest.mark.parametrize("text", ["\u034f", "\ufe0f", "\u0301", "\u20dd", "\ufffd", "\ue000", "\U0010fffd", "\u0378",
+                                  " \u0301\u200b\ufffd "])
+def test_marks_without_a_letter_private_use_and_replacement_characters_are_blank(text):
+    """A combining grapheme joiner, a variation selector, an accent or an enclosing circle with no letter before
+    it, a private-use or unassigned code point, U+FFFD: the tokenizer drops each (or reads [UNK]), yet a query
+    of one passed the empty-query check and kNN returned the empty string's neighbours as results."""
+    from unirank.text import is_blank
+
+    assert is_blank(text)
+    assert not is_blank("x" + text) and not is_blank(text + "\u4e2d")  # a letter or an ideograph is a word

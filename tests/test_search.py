@@ -179,6 +179,16 @@ def test_empty_queries_are_refused(indexed, query):
         indexed.search(query, "docs")
 
 
+def test_a_query_of_marks_private_use_or_replacement_characters_only_is_empty(indexed):
+    """Each was embedded as the empty string (the tokenizer drops them): kNN and hybrid returned the same two
+    "hits" for every one of them. An accent after a letter is part of the word."""
+    for query in ("\u034f", "\ufe0f", "\u0301", "\ufffd", "\ue000"):
+        for mode in ("knn", "hybrid"):
+            with pytest.raises(InvalidQueryError, match="The query is empty"):
+                indexed.search(query, "docs", mode=mode, rerank=False)
+    assert indexed.search("cafe\u0301 backups", "docs", mode="knn", rerank=False, top_k=2).hits
+
+
 def test_unknown_mode_and_index(indexed):
     with pytest.raises(InvalidQueryError, match="mode"):
         indexed.search("keys", "docs", mode="fuzzy")  # type: ignore[arg-type]
