@@ -382,6 +382,25 @@ def test_a_reranker_score_that_is_not_a_number_degrades_the_search(indexed, scor
     assert all(math.isfinite(h.score) for h in results.hits) and all("rerank" not in h.scores for h in results.hits)
 
 
+def test_a_reranker_giving_the_wrong_number_of_scores_degrades_the_search_without_its_scores(indexed):
+    """Each hit before the end of the shorter list got scores["rerank"] before zip(strict=True) failed: results
+    marked not reranked showed reranker scores (in --json and over HTTP)."""
+    class Miscounting:
+        name = "miscounting"
+
+        def __init__(self, extra):
+            self.extra = extra
+
+        def score(self, query, passages):
+            return [1.0] * (len(passages) + self.extra)
+
+    for extra in (-1, 1):
+        indexed.searcher.reranker = Miscounting(extra)
+        results = indexed.search("status page", "docs", mode="bm25", top_k=3, rerank=True)
+        assert results.degraded and not results.reranked and results.hits
+        assert all("rerank" not in h.scores for h in results.hits), [h.scores for h in results.hits]
+
+
 def test_a_reranked_search_of_a_missing_index_is_refused_before_the_reranker_loads(indexed):
     """It loaded the reranker (seconds) before saying the index does not exist."""
     def not_loaded():

@@ -200,9 +200,12 @@ class Searcher:
 
     def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         assert self.reranker is not None
-        scores = self.reranker.score(query, [h.chunk.embedding_input() for h in hits])
+        scores = list(self.reranker.score(query, [h.chunk.embedding_input() for h in hits]))
+        # Checked before any hit is written: degraded results must carry no reranker score.
+        if len(scores) != len(hits):
+            raise ValueError(f"the reranker gave {len(scores)} scores for {len(hits)} passages")
         if not all(math.isfinite(score) for score in scores):  # a broken model's NaN orders nothing
-            raise ValueError(f"the reranker gave scores that are not finite numbers: {list(scores)[:5]}")
+            raise ValueError(f"the reranker gave scores that are not finite numbers: {scores[:5]}")
         for hit, score in zip(hits, scores, strict=True):
             hit.scores["rerank"] = score
         weight = getattr(self.reranker, "blend_weight", 1.0)
