@@ -84,6 +84,20 @@ def test_quotes_from_one_passage_share_one_marker(corpus):
     assert [len(c.spans) for c in final.citations] == [3, 1]
 
 
+def test_a_quoted_sentence_quotes_its_own_quotes_singly(corpus):
+    """A sentence holding a \u201cterm\u201d was quoted with its double quotes as they were: the answer's quote
+    then seemed to end inside it, and the document's own "[1]" after the term read as a citation."""
+    gauge = Chunk(id="c1", doc_id="lab.md", source_uri="file:///lab.md", ordinal=0, title="Gauges",
+                  text="The \u201cblue gauge\u201d is kept in cabinet [1] of the calibration lab.")
+    answerer = ExtractiveAnswerer(corpus.reranker)
+    final = list(answerer.stream("Where is the blue gauge kept?", [Passage(1, gauge, 0.9)]))[-1]
+    assert final.text == (f"{PREFIX} \u201cThe \u2018blue gauge\u2019 is kept in cabinet [1] of the calibration "
+                          "lab.\u201d [1]")
+    assert quotes(final.text) == [("The \u2018blue gauge\u2019 is kept in cabinet [1] of the calibration lab.", 1)]
+    cited = final.citations[0]
+    assert cited.passage[cited.start:cited.end] == gauge.text  # the citation still marks the document's words
+
+
 def test_the_chat_answers_from_an_index_made_by_another_model_with_that_model(settings, base_embedder, tmp_path):
     """No embedder.model set: the chat reads an index made by a registered model with it, as search does."""
     from chat_helpers import SAMPLES

@@ -37,7 +37,7 @@ new MutationObserver(() => {
 OFFICE_DOC = """# Office Wi-Fi
 
 The guest Wi-Fi network is called Northwind-Guest. Its password changes every Monday and is posted at reception.
-The floor plans are kept in binder [1] at reception, beside the visitor book.
+The \u201cfloor plans\u201d are kept in binder [1] at reception, beside the visitor book.
 """
 
 
@@ -179,14 +179,14 @@ def test_picking_other_documents_starts_a_new_conversation(server, page):
 
 def test_citation_markers_are_buttons_but_a_quoted_bracket_is_text(server, page):
     """A "[1]" inside a quoted sentence (the document's own words) was made a citation button, and an
-    LLM's "[1, 2]" was left as plain text."""
+    LLM's "[1, 2]" was left as plain text; so was a "[1]" after a \u201cterm\u201d the sentence quotes."""
     from playwright.sync_api import expect
 
     page.goto(server.url)
     page.get_by_label("Documents").select_option("office")
     answer = ask_and_wait(page, "Where are the office floor plans kept?")
     text = answer.locator(".answer").inner_text()
-    assert "binder [1] at reception" in text, text
+    assert "\u2018floor plans\u2019 are kept in binder [1] at reception" in text, text
     expect(answer.locator(".answer button.cite")).to_have_count(1)  # the marker after the quote, not the one in it
     assert text.rstrip().endswith("[1]")
 

@@ -27,6 +27,14 @@ _LIST_ITEM = re.compile(r"\s*\n\s*" + _LIST_MARKER + r"\s")
 _ANALYZER = english_analyzer()
 
 
+def _quotable(sentence: str) -> str:
+    """A sentence as quoted: squashed, and its own curly double quotes made single ones, as a quote inside
+    a quote is written. The answer's quote then ends at its first closing double quote: the web page ended
+    it at the one closing a quoted term in the sentence, and took a "[1]" of the document after that for a
+    citation."""
+    return squash(sentence).replace("\u201c", "\u2018").replace("\u201d", "\u2019")
+
+
 class ExtractiveAnswerer:
     name = "extractive"
 
@@ -54,7 +62,7 @@ class ExtractiveAnswerer:
             n = numbers.setdefault(passage.n, len(numbers) + 1)
             cited = Citation.from_passage(n, passage, start, end, score)
             citations[n] = citations[n].merged(cited) if n in citations else cited
-            part = f" \u201c{squash(passage.chunk.text[start:end])}\u201d"
+            part = f" \u201c{_quotable(passage.chunk.text[start:end])}\u201d"
             if i + 1 == len(picked) or picked[i + 1][0].n != passage.n:
                 part += f" [{n}]"  # quotes from one passage share one marker: "A" "B" [1], not "A" [1] "B" [1]
             parts.append(part)
