@@ -73,3 +73,6 @@ def test_an_index_whose_current_file_names_no_version_folder_is_damaged_not_miss
             reopened.search("refunds", "broken", mode="bm25", rerank=False)
         with pytest.raises(IndexCorruptedError):
             reopened.ingest(tmp_path / "docs", "broken")
+        reopened.delete_index("broken")  # as every message above says; it failed as they did
+        assert [info.name for info in reopened.list_indexes()] == ["good"] and not reopened.damaged_indexes()
+    assert not (client.settings.indexes_dir / "broken").exists()

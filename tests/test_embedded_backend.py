@@ -664,6 +664,39 @@ def test_a_damaged_index_is_said_to_be_deleted_and_hides_no_other(tmp_path, dama
     backend.close()
 
 
+def _make_current_a_folder(current) -> None:
+    current.unlink()
+    (current / "v1").mkdir(parents=True)
+
+
+@pytest.mark.parametrize("damage", [lambda current: current.write_text(""),
+                                    lambda current: current.write_text("../good/v1"),
+                                    lambda current: current.write_bytes(b"v\xff"),
+                                    _make_current_a_folder],
+                         ids=["empty", "another-index", "not-utf8", "folder"])
+def test_an_index_whose_current_file_cannot_be_read_is_deleted(tmp_path, damage):
+    """Its damage said to run `unirank index delete`, which failed with that same damage: the delete's write
+    lock read CURRENT first, so the folder had to be removed by hand."""
+    from unirank.errors import IndexCorruptedError, IndexNotFoundError
+    backend = EmbeddedBackend(tmp_path / "ix")
+    for name in ("good", "broken"):
+        backend.create_index(name, MODEL)
+        backend.index(name, [source("mem://a", ["a passage"], [unit(1, 0)])])
+        backend.flush(name)
+    backend.close()
+    damage(tmp_path / "ix" / "broken" / "CURRENT")
+    with pytest.raises(IndexCorruptedError, match="'broken' is damaged"):
+        backend.info("broken")
+    backend.delete_index("broken")
+    assert not (tmp_path / "ix" / "broken").exists() and backend.damaged_indexes() == {}
+    assert [info.name for info in backend.list_indexes()] == ["good"]  # "../good/v1" took nothing of good's
+    assert len(backend.knn("good", unit(1, 0), 3)) == 1
+    with pytest.raises(IndexNotFoundError, match="'broken' does not exist"):
+        backend.delete_index("broken")
+    assert not (tmp_path / "ix" / "broken").exists()  # no lock file's folder made for a missing index
+    backend.close()
+
+
 def _truncate_vectors(version_dir) -> None:
     os.truncate(version_dir / "vectors.usearch", 100)
 

@@ -185,12 +185,13 @@ class EmbeddedBackend:
         midway; and CURRENT goes under ``_guard``, so no handle of this process is being opened meanwhile
         (a search racing the delete got tantivy's raw "Failed to acquire Lockfile"). Refused while another
         process's ingest or rebuild is writing to it, which then died at its next batch ("does not exist")."""
-        with self._write_lock(index), self._no_other_writer(index):
+        # A CURRENT that is empty, unreadable or names no version is what `index delete` is said to mend.
+        with self._write_lock(index, require_current=False), self._no_other_writer(index):
             folder = self._index_dir(index)
             with self._guard:
                 handle = self._handles.pop(index, None)
                 try:
-                    (folder / "CURRENT").unlink()
+                    _remove_current(folder / "CURRENT")
                 except FileNotFoundError:  # deleted by another process just before this took the lock
                     raise IndexNotFoundError(index, self._names()) from None
             if handle:
@@ -693,10 +694,14 @@ class EmbeddedBackend:
             yield handle
 
     @contextmanager
-    def _write_lock(self, index: str) -> Iterator[None]:
-        """The cross-process write lock of an index that exists."""
+    def _write_lock(self, index: str, *, require_current: bool = True) -> Iterator[None]:
+        """The cross-process write lock of an index that exists; with ``require_current=False`` (a delete)
+        its CURRENT need only be there, not readable."""
         # A missing index is said before the lock: taking it makes the lock file's folder, a stray index folder.
-        self._current_dir(index)
+        if require_current:
+            self._current_dir(index)
+        elif not self.exists(index):
+            raise IndexNotFoundError(index, self._names())
         lock = self._lock(index)
         try:
             lock.acquire()
@@ -847,6 +852,14 @@ def _move_aside(path: Path) -> None:
         shutil.rmtree(broken)
     if path.exists():
         os.replace(path, broken)
+
+
+def _remove_current(current: Path) -> None:
+    """CURRENT goes first, so the index is gone at once; a folder there (made by hand) goes whole."""
+    if current.is_dir() and not current.is_symlink():
+        shutil.rmtree(current)
+    else:
+        current.unlink()
 
 
 def _cosine_scores(vectors: np.ndarray, keys: Sequence[int], query: np.ndarray) -> list[tuple[int, float]]:
