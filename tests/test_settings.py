@@ -303,6 +303,33 @@ def test_config_show_prints_toml_that_loads_back(config, monkeypatch, tmp_path):
     assert settings.serving.api_keys == [] and settings.storage.secret_access_key is None
 
 
+def test_a_settings_file_that_cannot_be_read_is_a_configuration_error(config, monkeypatch):
+    """Another user's unirank.toml (mode 600), or one that fails with an I/O error, ended every command in
+    a raw PermissionError or OSError traceback (exit 1), not a settings error (exit 2)."""
+    from typer.testing import CliRunner
+
+    from unirank.cli.main import app
+
+    config.write_text("[search]\nrrf_k = 1\n")
+    opened = Path.open
+
+    def denied(self, *args, **kwargs):  # as for a user who may not read it (the tests run as root)
+        if self == config:
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    said = rf"^Invalid settings: {re.escape(str(config))} cannot be read \(Permission denied\): make it readable"
+    with pytest.raises(unirank.ConfigurationError, match=said + r".* or fix UNIRANK_CONFIG to name a settings file"):
+        Settings.load()
+    shown = CliRunner().invoke(app, ["config", "show"])
+    assert shown.exit_code == 2 and "cannot be read (Permission denied)" in " ".join(shown.output.split())
+    if Path("/proc/self/mem").is_file():  # Linux: a file whose reading fails with EIO
+        monkeypatch.setenv("UNIRANK_CONFIG", "/proc/self/mem")
+        with pytest.raises(unirank.ConfigurationError, match=r"/proc/self/mem cannot be read \(Input/output error\)"):
+            Settings.load()
+
+
 def test_the_variable_holding_the_llm_key_is_not_a_near_miss(config, monkeypatch):
     """chat.llm_api_key_env may name a UNIRANK_* variable that reads like chat.llm_api_key_env mistyped."""
     monkeypatch.setenv("UNIRANK_CHAT_LLM_API_KEY", "sk-1")

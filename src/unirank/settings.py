@@ -536,6 +536,8 @@ class Settings(BaseSettings):
             raise ConfigurationError(_describe_env_error(exc)) from None
         except ValueError as exc:  # unirank.toml that is not TOML
             raise ConfigurationError(f"Invalid settings: {config_path()} is not valid TOML ({exc}).") from None
+        except OSError as exc:  # another user's file (mode 600), an I/O error: a raw traceback, exit 1
+            raise _unreadable_file(exc) from None
         # After loading: the variable chat.llm_api_key_env names (UNIRANK_CHAT_LLM_API_KEY, say) is a key.
         near_misses = _near_miss_variables(exempt=settings.chat.llm_api_key_env)
         if near_misses:
@@ -699,6 +701,12 @@ def _setters(locations: list[tuple[str, ...]], overrides: dict[str, Any] | None 
             from_file = True
     return ([str(config_path())] if from_file else []) + sorted(named) + (
         ["the arguments to Settings.load"] if from_overrides else [])
+
+
+def _unreadable_file(exc: OSError) -> ConfigurationError:
+    variable = "fix UNIRANK_CONFIG" if os.environ.get("UNIRANK_CONFIG") else "set UNIRANK_CONFIG"
+    return ConfigurationError(f"Invalid settings: {config_path()} cannot be read ({exc.strerror or exc}): make it "
+                              f"readable by this user, or {variable} to name a settings file it can read.")
 
 
 def _file_values() -> dict:
