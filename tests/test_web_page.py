@@ -411,13 +411,18 @@ def test_the_page_fits_a_phone_and_keeps_new_answers_in_view(server, page):
 
 
 def test_a_reload_reopens_the_conversation(server, page):
-    """Reloading the page lost the open conversation: it came back empty, the answers only in the list."""
+    """Reloading the page lost the open conversation: it came back empty, the answers only in the list.
+    So did a reload after the skip link, which replaced #session=ID in the address with #question."""
     from playwright.sync_api import expect
 
     page.goto(server.url)
     page.get_by_label("Documents").select_option("office")
     ask_and_wait(page, "What is the guest Wi-Fi network called?")
     session_id = page.evaluate("state.sessionId")
+    page.get_by_role("link", name="Skip to the question box").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_label("Your question")).to_be_focused()
+    assert page.evaluate("location.hash") == f"#session={session_id}"
     page.reload()
     expect(page.locator("#transcript article")).to_have_count(2)
     expect(page.locator("#transcript article.assistant .answer")).to_contain_text("Northwind-Guest")

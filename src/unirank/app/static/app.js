@@ -248,6 +248,13 @@ function startConversation(status) {
   setStatus(status);
 }
 
+// The skip link focuses the question box without going to "#question": that replaced the address's
+// #session=ID, and a reload then lost the open conversation.
+function skipToQuestion(event) {
+  event.preventDefault();
+  $("question").focus();
+}
+
 function newConversation() {
   startConversation("New conversation.");
   loadSessions().catch(() => {});
@@ -551,6 +558,7 @@ async function onSubmit(event) {
 document.addEventListener("DOMContentLoaded", async () => {
   $("ask-form").addEventListener("submit", onSubmit);
   $("new-conversation").addEventListener("click", newConversation);
+  document.querySelector("a.skip").addEventListener("click", skipToQuestion);
   $("index").addEventListener("change", onIndexChange);
   $("transcript").addEventListener("scroll", onTranscriptScroll, { passive: true });
   $("history").open = !narrowScreen.matches;
