@@ -402,6 +402,26 @@ def test_an_answer_carries_the_tokens_of_its_llm_calls(make_service, scripted_en
     assert service.ask(COVERED, "handbook").usage is None
 
 
+def test_a_rewriter_of_the_callers_own_rewrites_at_a_cost_unknown(corpus, tmp_path):
+    """``ChatService.rewriter`` may be any object with ``rewrite`` (bench/chat_follow_ups.py's baseline is
+    one): counting a turn's tokens read its ``.llm`` and every question failed with an AttributeError."""
+    class OwnRewriter:
+        def rewrite(self, question, history, related=None):
+            return "How do I rotate an API key?" if history else question
+
+    store = ConversationStore(tmp_path / "chat.sqlite")
+    try:
+        service = ChatService(corpus, store)
+        service.__dict__["rewriter"] = OwnRewriter()
+        session = store.create_session("handbook")
+        service.ask("How do I rotate an API key?", session_id=session.id)
+        follow_up = service.ask("and how often?", session_id=session.id)
+    finally:
+        store.close()
+    assert follow_up.query == "How do I rotate an API key?" and follow_up.grounded
+    assert follow_up.answerer == "extractive" and follow_up.usage is None  # its rewrite may have run a model
+
+
 def test_a_chat_answer_that_is_not_json_keeps_no_empty_conversation(make_service, scripted_endpoint, scripted,
                                                                     monkeypatch):
     """An event that is not JSON ended `unirank chat` with a JSONDecodeError traceback, leaving the

@@ -210,7 +210,10 @@ class ChatService:
         yield Completed(answer)
 
     def _rewriter_of_one_turn(self) -> tuple[QueryRewriter, "_CountedRewrites"]:
-        """The rewriter, its LLM's rewrites counted for this turn alone: a copy, as turns run side by side."""
+        """The rewriter, its LLM's rewrites counted for this turn alone: a copy, as turns run side by side.
+        A rewriter of the caller's own (any object with ``rewrite``) is used as it is, at a cost unknown."""
+        if not isinstance(self.rewriter, QueryRewriter):
+            return self.rewriter, _CountedRewrites.unknown()
         rewriter = copy.copy(self.rewriter)
         rewrites = _CountedRewrites(rewriter.llm)
         if rewriter.llm is not None:
@@ -238,6 +241,13 @@ class _CountedRewrites:
     def __init__(self, llm: object) -> None:
         self.llm = llm
         self.usage: Usage | None = Usage()
+
+    @classmethod
+    def unknown(cls) -> "_CountedRewrites":
+        """The count of a rewriter that may run a model unseen: unknown (None), never made up as zero."""
+        counted = cls(None)
+        counted.usage = None
+        return counted
 
     def rewrite(self, question: str, history: Sequence[Turn]) -> str:
         counted = getattr(self.llm, "rewrite_counted", None)
