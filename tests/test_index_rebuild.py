@@ -46,11 +46,13 @@ def _unirank(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
 def test_a_rebuild_while_another_runs_is_refused_naming_it(docs_index):
     """The second of two rebuilds died ~40 s in with a raw tantivy traceback, after the two had deleted
     each other's work."""
+    from unirank.models.loading import resolve_model_path  # base's folder: another model than base's name
+
     lock = os.open(docs_index.indexes_dir / "docs" / REBUILD_LOCK, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running rebuild holds it
         os.pwrite(lock, b"4242", 0)
-        run = _unirank(docs_index, "index", "rebuild", "docs", "--model", "base")
+        run = _unirank(docs_index, "index", "rebuild", "docs", "--model", str(resolve_model_path("base")[0]))
     finally:
         os.close(lock)
     assert run.returncode == 2, run.stderr
@@ -69,6 +71,24 @@ def test_a_rebuild_says_when_the_configured_model_will_be_refused_by_the_index(d
     said = " ".join(run.stderr.split())
     assert "note: embedder.model is set to base, but 'docs' now holds vectors of copy@1" in said
     assert "Set embedder.model to copy@1 (in unirank.toml, or UNIRANK_EMBEDDER__MODEL=copy@1), or unset it" in said
+
+
+def test_a_rebuild_with_the_model_the_index_already_uses_does_nothing_and_says_so(docs_index, client,
+                                                                                   monkeypatch):
+    """It re-embedded every chunk into a new version (minutes for a real index), dropped the kept previous
+    one, and said the index 'now uses' the model it had used all along."""
+    from typer.testing import CliRunner
+
+    from unirank.cli.main import app
+
+    before = client.index_info("docs")
+    assert client.rebuild_index("docs", "base") == before
+    monkeypatch.setenv("UNIRANK_DATA_DIR", str(docs_index.data_dir))
+    run = CliRunner().invoke(app, ["index", "rebuild", "docs", "--model", "base"], env={"COLUMNS": "200"})
+    assert run.exit_code == 0, run.output
+    assert "Index 'docs' already uses all-MiniLM-L6-v2@base: nothing to re-embed." in run.output
+    assert "re-embedding" not in run.output and "now uses" not in run.output
+    assert sorted(p.name for p in (docs_index.indexes_dir / "docs").glob("v*")) == ["v1"]
 
 
 def test_which_configured_models_the_rebuilt_index_refuses(settings):
@@ -185,9 +205,9 @@ def test_a_progress_or_source_that_is_not_one_is_refused_before_any_work(docs_in
                                                 r"or None; got 5"):
         client.rebuild_index("docs", "base", progress=5)  # type: ignore[arg-type]
     assert not loaded
-    for source in (None, 3, ""):
+    for given in (None, 3, ""):
         with pytest.raises(SourceError, match="The source must be a folder, a file or an s3:// / oss:// URI"):
-            client.sources_under("docs", source)  # type: ignore[arg-type]
+            client.sources_under("docs", given)  # type: ignore[arg-type]
     assert client.sources_under("docs", Path("/nowhere")) == []
 
 
@@ -226,4 +246,5 @@ def test_a_rebuild_with_a_model_of_a_smaller_window_is_refused_before_any_embedd
     with pytest.raises(ChunksTooLongError):
         reembedded_index(client.backend, "docs", load_embedder(narrow_settings))
     assert [i.name for i in client.list_indexes()] == ["docs"]
-    client.rebuild_index("docs", "base")  # the window they were cut for: nothing refused
+    base_folder = resolve_model_path("base")[0]  # base's window, as another model: rebuilt, not left alone
+    assert client.rebuild_index("docs", base_folder).model.version.startswith("local-")  # nothing refused

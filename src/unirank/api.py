@@ -154,7 +154,8 @@ class Unirank:
         return self.backend.info(index)
 
     def rebuild_index(self, index: str, model: str, progress: Callable[[str], None] | None = None) -> IndexInfo:
-        """Re-embed ``index`` with ``model`` (e.g. ``cisi-embed@3``) into a new version and switch to it."""
+        """Re-embed ``index`` with ``model`` (e.g. ``cisi-embed@3``) into a new version and switch to it.
+        An index ``model`` already made is left as it is, with no new version: its info is returned."""
         from unirank.search.rebuild import reembedded_sources, refuse_chunks_over_window
 
         # An empty model read as unset, i.e. `base`: the index was re-embedded with a model no one named.
@@ -166,6 +167,8 @@ class Unirank:
         settings = self.settings.model_copy(deep=True)
         settings.embedder.model = model
         embedder = load_embedder(settings)
+        if self.backend.model(index) == embedder.signature:  # its vectors again, and the kept version dropped
+            return self.backend.info(index)
         refuse_chunks_over_window(self.backend, index, embedder)
         sources = reembedded_sources(self.backend, index, embedder)
         if progress:  # once the rebuild has begun: a second one, refused, said it was re-embedding too

@@ -217,7 +217,10 @@ def index_rebuild(
         _rebuild_interrupted(ur, name, before)
     finally:
         ur.close()
-    console.print(f"Index {name!r} now uses {info.model} ({counted(info.chunk_count, 'chunk')}).")
+    if info.model == before:  # rebuild_index leaves an index alone that the model already made
+        console.print(f"Index {name!r} already uses {info.model}: nothing to re-embed.")
+    else:
+        console.print(f"Index {name!r} now uses {info.model} ({counted(info.chunk_count, 'chunk')}).")
     from unirank.models.loading import index_model_ref
     from unirank.search.rebuild import configured_model_refused
 
