@@ -198,6 +198,21 @@ def test_citation_markers_are_buttons_but_a_quoted_bracket_is_text(server, page)
     }""")
     assert rendered == ["Both say so [1, 2]; only one does [2]; none [3].", ["1", "2", "2"]]
 
+    # An LLM's quotes are its own words: a "[1]" inside one is a citation (the server counts it), in the final
+    # chunk, which names the answerer, and reopened from the store, which does not. It was left as text.
+    llm = "The handbook says \u201cRotate keys every 90 days [1].\u201d The old key keeps working [1]."
+    extractive = "From the documents: \u201cKept in binder [1] at reception.\u201d [1]"
+    buttons = page.evaluate("""([llm, extractive]) => [
+        {answer: llm, answerer: "openai"}, {content: llm},
+        {answer: extractive, answerer: "extractive"}, {content: extractive},
+      ].map((message) => {
+        const node = addAssistantMessage();
+        renderAnswer(node, {...message, message_id: "m", grounded: true, citations: [{n: 1, title: "A"}]}, "q");
+        node.remove();
+        return node.querySelectorAll(".answer button.cite").length;
+      })""", [llm, extractive])
+    assert buttons == [2, 2, 1, 1]
+
 
 def test_a_conversation_deleted_elsewhere_is_started_again(server, page):
     """Asking in a deleted session showed the API's 404 text, and every later question failed too."""

@@ -296,13 +296,26 @@ function addAssistantMessage() {
   return node;
 }
 
+const MARKER = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
+const QUOTE_OR_MARKER = /\u201c[^\u201d]*\u201d|\[(\d+(?:\s*,\s*\d+)*)\]/g;
+// How every extractive answer opens (the server's chat.extractive.PREFIX and its first quote).
+const EXTRACTIVE_OPENING = "From the documents: \u201c";
+
+// Whether the answer's “quotes” hold documents' words: the extractive answerer's do, an LLM's are its own
+// (a "[1]" inside one is a citation, as the server counts it). The final chunk names its answerer; a stored
+// message does not, and the extractive answerer's opening tells it.
+function quotesDocuments(message, text) {
+  return message.answerer ? message.answerer === "extractive" : text.startsWith(EXTRACTIVE_OPENING);
+}
+
 // "[2]" or "[1, 2]" in the answer becomes buttons that open those citations; the rest stays plain text.
-// Text inside “quotes” is a passage's own words: a "[1]" there is the document's, not a citation.
-function answerWithCitations(text, citations, messageId) {
+// With ``documentQuotes``, text inside “quotes” is a passage's own words: a "[1]" there is the document's,
+// not a citation.
+function answerWithCitations(text, citations, messageId, documentQuotes = true) {
   const known = new Map(citations.map((c) => [c.n, c]));
   const parts = [];
   let last = 0;
-  for (const match of text.matchAll(/\u201c[^\u201d]*\u201d|\[(\d+(?:\s*,\s*\d+)*)\]/g)) {
+  for (const match of text.matchAll(documentQuotes ? QUOTE_OR_MARKER : MARKER)) {
     if (match[1] === undefined) continue;  // a quotation
     const numbers = match[1].split(",").map((part) => Number(part.trim()));
     if (!numbers.some((n) => known.has(n))) continue;
@@ -341,7 +354,8 @@ function renderAnswer(node, message, question) {
   const messageId = node.dataset.messageId;
   const citations = message.citations || [];
   const answer = node.querySelector(".answer");
-  answer.replaceChildren(...answerWithCitations(message.content ?? message.answer ?? "", citations, messageId));
+  const text = message.content ?? message.answer ?? "";
+  answer.replaceChildren(...answerWithCitations(text, citations, messageId, quotesDocuments(message, text)));
   if (message.query && message.query !== question) node.append(el("p", { class: "query" }, `Searched for: ${message.query}`));
   if (citations.length) {
     node.append(el("ol", { class: "sources", "aria-label": "Sources" }, ...citations.map((c) => el("li", { value: String(c.n) },
