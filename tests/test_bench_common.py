@@ -100,11 +100,37 @@ def run_bench(script: str, *args: str) -> subprocess.CompletedProcess:
     ("chat_answers", "--queries", "0"),
     ("bulk_and_search", "--bulk-requests", "0"),
     ("bulk_and_search", "--interval", "-1"),
+    ("finetune_cisi", "--epochs", "0"),
+    ("finetune_cisi", "--epochs", "nan"),
+    ("finetune_cisi", "--max-pairs", "0"),
 ])
 def test_bench_refuses_a_count_it_cannot_run_with(script, option, value):
     result = run_bench(script, option, value)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"argument {option}: must be" in result.stderr
+
+
+def test_rerank_passages_refuses_more_words_than_the_corpus_holds():
+    """Slices past the corpus's end were empty or short passages, sent and timed as full ones."""
+    serving = import_bench("serving")
+    corpus = [{"title": "One", "text": "two three four five"}, {"title": "Six", "text": "seven eight nine"}]
+    assert serving.rerank_passages(corpus, 3, 3) == ["One. two three", "four five Six.", "seven eight nine"]
+    with pytest.raises(SystemExit, match="3 passages of 4 words need 12 words; the corpus has 9"):
+        serving.rerank_passages(corpus, 3, 4)
+
+
+def test_an_embedding_level_counts_only_the_embeddings_that_came_back():
+    """Every request of a level refused (503) was counted as embeddings/s, and the target read as met."""
+    serving = import_bench("serving")
+    from serving_helpers import JsonHandler, http_endpoint
+
+    class Refusing(JsonHandler):
+        def do_POST(self):
+            self.answer(503, {"error": {"message": "busy"}})
+
+    with http_endpoint(Refusing) as url:
+        level = serving.asyncio.run(serving._embed_level(url, ["some text"] * 20, 4))
+    assert level["failures"] == 20 and level["embeddings_per_s"] == 0.0
 
 
 def test_query_latency_refuses_an_index_smaller_than_its_top_k():
