@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fmt, isolated_settings, require_cisi, table, write_json  # noqa: E402
+from _common import fmt, isolated_settings, positive_float, positive_int, require_cisi, table, write_json  # noqa: E402
 
 #: `unirank train --seed`'s default; its runs keep the work-dir layout they had before --seed.
 DEFAULT_SEED = 13
@@ -114,8 +114,8 @@ def simulate_click_log(ur, index: str, train, path: Path, pages_per_query: int =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["corpus", "labels", "clicks"])
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--max-pairs", type=int, default=1500)
+    parser.add_argument("--epochs", type=positive_float, default=1.0)
+    parser.add_argument("--max-pairs", type=positive_int, default=1500)
     parser.add_argument("--work-dir", type=Path, help="Keep runs here (resumable) instead of a temp dir.")
     parser.add_argument("--bf16", action="store_true",
                         help="Train both models in bf16 mixed precision (`unirank train --bf16`; CPUs with AMX).")
