@@ -194,6 +194,23 @@ def test_an_interrupt_right_after_the_switch_keeps_the_version_now_live(docs_ind
     reader.close()
 
 
+def test_a_rebuilt_index_keeps_the_time_it_was_created(docs_index):
+    """`index info`, `index list` and /v1/indexes gave the time of the last rebuild as the index's creation."""
+    import sqlite3
+
+    made = "2024-01-02T03:04:05+00:00"  # as an index made long before the rebuild
+    with sqlite3.connect(docs_index.indexes_dir / "docs" / "v1" / "chunks.sqlite") as db:
+        db.execute("UPDATE meta SET value = ? WHERE key IN ('created_at', 'updated_at')", (made,))
+    backend = EmbeddedBackend(docs_index.indexes_dir)
+    vectors = np.eye(384, dtype=np.float32)
+    rebuilt = backend.rebuild("docs", [[source("mem://a", ["Backups run nightly."], [vectors[2]]),
+                                        source("mem://b", ["Keys rotate monthly."], [vectors[3]])]],
+                              BASE, catch_up=lambda uris: [])
+    assert Path(rebuilt.details["path"]).name == "v2"
+    assert rebuilt.created_at == made and rebuilt.updated_at > made
+    backend.close()
+
+
 def test_a_progress_or_source_that_is_not_one_is_refused_before_any_work(docs_index, client, monkeypatch):
     """rebuild_index(progress=5) raised a TypeError once the model had loaded, and sources_under(index, None)
     a raw AttributeError."""

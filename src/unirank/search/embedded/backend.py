@@ -297,9 +297,9 @@ class EmbeddedBackend:
             switched = False
             try:
                 new_dir.mkdir()
-                copy_of = self.info(index).copy_of
+                rebuilt = self.info(index)  # a new version of the same index: its copy_of and created_at stay
                 store = ChunkStore(new_dir / "chunks.sqlite")
-                store.init_meta(model, copy_of=copy_of)
+                store.init_meta(model, copy_of=rebuilt.copy_of, created_at=rebuilt.created_at)
                 store.close()
                 (new_dir / "derived.json").write_text(json.dumps(_NOTHING_DERIVED))
                 handle = _Handle(version_dir=new_dir, store=ChunkStore(new_dir / "chunks.sqlite"),

@@ -120,7 +120,8 @@ class ChunkStore:
                 self.db.execute("ALTER TABLE sources ADD COLUMN recipe TEXT NOT NULL DEFAULT ''")
 
     # -- metadata -------------------------------------------------------------------------------
-    def init_meta(self, model: ModelSignature, *, copy_of: str | None = None) -> None:
+    def init_meta(self, model: ModelSignature, *, copy_of: str | None = None, created_at: str | None = None) -> None:
+        """``created_at``: the index's, for a new version of it (a rebuild), which is no new index."""
         stamp = now_iso()
         with self.db:
             self.db.executemany(
@@ -129,7 +130,7 @@ class ChunkStore:
                     ("model_name", model.name),
                     ("model_version", model.version),
                     ("dims", str(model.dims)),
-                    ("created_at", stamp),
+                    ("created_at", created_at or stamp),
                     ("updated_at", stamp),
                     ("generation", "0"),
                     ("filter_terms", FILTER_TERMS_VERSION),
