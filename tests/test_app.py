@@ -254,6 +254,41 @@ def test_filters_restrict_the_documents_answered_from(http):
     assert in_session["answer"] == NOT_COVERED  # faq-1 is about data export
 
 
+def test_filter_values_may_be_numbers_and_booleans_as_in_python(client, tmp_path):
+    """`{"version": 2}` was a 422 ("Input should be a valid string") on every route taking filters, while Python's
+    search matched it, as the README says a whole number does however it is written."""
+    from fastapi.testclient import TestClient
+
+    from unirank.app.server import create_app
+
+    docs = tmp_path / "releases"
+    docs.mkdir()
+    (docs / "two.md").write_text("---\nversion: 2\nstable: true\n---\n# Release two\n\nBackups run hourly.\n")
+    (docs / "three.md").write_text("---\nversion: 3\nstable: false\n---\n# Release three\n\nBackups run daily.\n")
+    assert not client.ingest(str(docs), "releases").failed
+    with TestClient(create_app(unirank=client, warm_up=False)) as http:
+        def found(filters: dict) -> list[str]:
+            served = http.post("/v1/search", json={"query": "backups", "index": "releases", "mode": "bm25",
+                                                   "rerank": False, "filters": filters})
+            assert served.status_code == 200, served.text
+            return [h["title"] for h in served.json()["hits"]]
+
+        assert found({"version": "2"}) == found({"version": 2}) == found({"version": 2.0}) == ["Release two"]
+        assert found({"stable": True}) == ["Release two"] and found({"stable": False}) == ["Release three"]
+        asked = [{"role": "user", "content": "How often do backups run?"}]
+        chat = http.post("/v1/chat/completions", json={"model": "releases", "messages": asked,
+                                                       "filters": {"version": 3}})
+        assert chat.status_code == 200, chat.text
+        assert {c["title"] for c in chat.json()["citations"]} == {"Release three"}, chat.text
+        sid = http.post("/v1/sessions", json={"index": "releases"}).json()["id"]
+        in_session = http.post(f"/v1/sessions/{sid}/messages", json={"content": "How often do backups run?",
+                                                                     "filters": {"version": 2, "stable": True}})
+        assert in_session.status_code == 200 and "hourly" in in_session.json()["answer"], in_session.text
+        listed = http.post("/v1/search", json={"query": "backups", "index": "releases", "filters": {"version": [2]}})
+        assert listed.status_code == 422 and listed.json()["error"]["message"] == (
+            "Invalid request: filters.version: expected a string, an integer, a number or true or false.")
+
+
 def test_search_over_http_is_the_clis_search(http, corpus, tmp_path):
     """POST /v1/search answers what `unirank search --json` prints for the same request."""
     data_dir, _ = corpus
@@ -436,8 +471,9 @@ def test_errors_are_clear(http):
     # A filter key that reads like a union member's name was taken for one ("filters: expected an object"), a
     # content of the wrong type was told in Python's type names, and an empty body named no field.
     for key in ("Category", "list"):
-        named = refused("POST", "/v1/search", "/v1/search", 422, json={"query": "x", "filters": {key: 5}})
-        assert named["message"] == f"Invalid request: filters.{key}: Input should be a valid string.", named
+        named = refused("POST", "/v1/search", "/v1/search", 422, json={"query": "x", "filters": {key: [5]}})
+        assert named["message"] == (f"Invalid request: filters.{key}: expected a string, an integer, a number or "
+                                    "true or false."), named
     content = refused("POST", chat, chat, 422, json={"messages": [{"role": "user", "content": 5}]})
     assert content["message"] == ("Invalid request: messages.0.content: expected a string, a list of content parts, "
                                   "or null."), content

@@ -20,6 +20,11 @@ from unirank.errors import InvalidQueryError
 from unirank.request_errors import lone_surrogate_at, lone_surrogate_message
 
 
+#: A filter's value, as a search in Python takes it: text, or a number or a boolean, matched as the metadata
+#: stores it (``{"version": 2}`` matches ``version: 2`` and ``version: 2.0``). A list or an object is a 422.
+FilterValue = str | int | float | bool
+
+
 class RequestBody(BaseModel):
     """A JSON body an app route reads. JSON can escape half a UTF-16 pair (``"\\ud800"``), which is no
     text: in a filter, a session id or a title it failed deep in the index or in SQLite (a plain-text
@@ -115,7 +120,7 @@ class ChatCompletionRequest(RequestBody):
     #: unirank: keep the turn in this session (its stored history is used for follow-ups).
     session_id: str | None = None
     #: unirank: answer only from chunks whose metadata, ``doc_id`` or ``source_uri`` match (as ``--filter``).
-    filters: dict[str, str] | None = None
+    filters: dict[str, FilterValue] | None = None
 
     def wants_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from unirank.app.openai_format import RequestBody
+from unirank.app.openai_format import FilterValue, RequestBody
 from unirank.search.types import SearchMode
 from unirank.settings import MAX_TOP_K
 
@@ -26,7 +26,7 @@ class SearchRequest(RequestBody):
     #: ``reranker.enabled`` when omitted.
     rerank: bool | None = None
     #: Only chunks whose metadata, ``doc_id`` or ``source_uri`` match every pair.
-    filters: dict[str, str] | None = None
+    filters: dict[str, FilterValue] | None = None
 
 
 class SearchHit(BaseModel):

@@ -30,8 +30,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict
 
 from unirank.api import Unirank
-from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter, RequestBody,
-                                       SessionAnswer, answer_responses, completion, error_body, error_responses)
+from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter, FilterValue,
+                                       RequestBody, SessionAnswer, answer_responses, completion, error_body,
+                                       error_responses)
 from unirank.app.search_format import SearchRequest, SearchResponse
 from unirank.app.session_format import (CitedPassage, DeletedTurn, FeedbackList, FeedbackOut, IndexAsModel,
                                         IndexList, IndexModels, Liveness, SessionList, SessionOut,
@@ -103,7 +104,7 @@ class SessionQuestion(RequestBody):
     content: str
     stream: bool = False
     #: Answer only from chunks whose metadata, ``doc_id`` or ``source_uri`` match.
-    filters: dict[str, str] | None = None
+    filters: dict[str, FilterValue] | None = None
     #: Optional: the session's own index. Another index is refused (as on /v1/chat/completions), not
     #: answered from the session's.
     index: str | None = None
