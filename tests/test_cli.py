@@ -60,6 +60,14 @@ def test_ingest_search_and_index_commands(run, tmp_path):
     assert "No results" in wrong_value and "No passage has the key" not in wrong_value  # the key exists
     table = run("search", "restore a database", "--index", "handbook", "--top-k", "1").stdout
     assert "Backup and restore policy" in table
+    # A pasted log is a query: its 98,000 characters were the table's title (and the "No results for" line).
+    pasted = "backup " * 14_000
+    for extra, says in ((["--top-k", "2"], "Backup and restore policy"), (["-f", "category=acount"], "No results for")):
+        shown = run("search", pasted, "--index", "handbook", "--mode", "bm25", "--no-rerank", *extra).stdout
+        assert len(shown) < 5000 and says in shown, shown
+        assert "(98,000 characters; --json shows all)" in " ".join(shown.split()), shown
+    assert json.loads(run("search", pasted, "--index", "handbook", "--mode", "bm25", "--no-rerank",
+                          "--json").stdout)["query"] == pasted
 
     listed = json.loads(run("index", "list", "--json").stdout)
     assert [i["name"] for i in listed] == ["handbook"] and listed[0]["model"]["dims"] == 384

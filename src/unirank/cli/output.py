@@ -100,6 +100,17 @@ def _location(uri: str, page: int | None) -> str:
     return f"{short} p.{page}" if page else short
 
 
+#: The most of a query a results table's title or the no-results line shows: a pasted error log is a query.
+SHOWN_QUERY_CHARS = 200
+
+
+def _shown_query(query: str) -> str:
+    """The query as Python writes it (quoted, newlines escaped), cut after SHOWN_QUERY_CHARS characters."""
+    if len(query) <= SHOWN_QUERY_CHARS:
+        return repr(query)
+    return f"{query[:SHOWN_QUERY_CHARS]!r}… ({len(query):,} characters; --json shows all)"
+
+
 def print_results(results: SearchResults, filters: Mapping[str, str] | None = None) -> None:
     flags = [f"{results.mode} with {escape(results.embedder)}" if results.embedder else results.mode]  # a folder name
     if results.reranked:
@@ -107,7 +118,7 @@ def print_results(results: SearchResults, filters: Mapping[str, str] | None = No
     if results.degraded:
         flags.append("[yellow]rerank failed: not reranked[/yellow]")
     took = results.timings_ms.get("total", 0)
-    table = Table(title=f"{escape(repr(results.query))}  ({', '.join(flags)}, {took:.1f} ms)",
+    table = Table(title=f"{escape(_shown_query(results.query))}  ({', '.join(flags)}, {took:.1f} ms)",
                   show_lines=True, expand=True)
     table.add_column("#", justify="right", width=3)
     table.add_column("score", justify="right", width=8)
@@ -124,7 +135,7 @@ def print_results(results: SearchResults, filters: Mapping[str, str] | None = No
         only = ", ".join(f"{k}={v}" for k, v in (filters or {}).items())
         hint = (f" with {only}: a filter matches a metadata value, doc_id or source_uri exactly (keys and "
                 "values as stored; `--json` on a search without it shows them)") if only else ""
-        console.print(f"No results for {results.query!r}{hint}.", markup=False)
+        console.print(f"No results for {_shown_query(results.query)}{hint}.", markup=False)
         return
     console.print(table)
 
