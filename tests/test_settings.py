@@ -330,6 +330,45 @@ def test_a_settings_file_that_cannot_be_read_is_a_configuration_error(config, mo
             Settings.load()
 
 
+def test_the_user_and_password_in_a_url_setting_are_hidden_in_config_show_and_errors(config, monkeypatch):
+    """`config show` (and --json) printed https://user:password@HOST whole, and so did a settings error
+    naming the URL, though either is pasted into issues as the keys it hides are."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from unirank.cli.main import app
+
+    monkeypatch.setenv("UNIRANK_CHAT__LLM_BASE_URL", "https://user:s3cret-pw@llm.example/v1")
+    monkeypatch.setenv("UNIRANK_STORAGE__ENDPOINT_URL", "http://minio:m1n1o-pw@localhost:9000")
+    monkeypatch.setenv("UNIRANK_STORAGE__OSS_ENDPOINT_URL", "https://oss-cn-hangzhou.aliyuncs.com")
+    as_json = json.loads(CliRunner().invoke(app, ["config", "show", "--json"]).stdout)
+    assert as_json["chat"]["llm_base_url"] == "https://***@llm.example/v1"
+    assert as_json["storage"]["endpoint_url"] == "http://***@localhost:9000"
+    assert as_json["storage"]["oss_endpoint_url"] == "https://oss-cn-hangzhou.aliyuncs.com"  # none to hide
+    shown = CliRunner().invoke(app, ["config", "show"]).stdout
+    assert '# llm_base_url = "https://***@llm.example/v1" (its user and password hidden)' in shown
+    assert 'oss_endpoint_url = "https://oss-cn-hangzhou.aliyuncs.com"' in shown
+    assert "s3cret" not in shown and "m1n1o" not in shown
+    monkeypatch.delenv("UNIRANK_CHAT__LLM_BASE_URL")
+    monkeypatch.delenv("UNIRANK_STORAGE__ENDPOINT_URL")
+    config.write_text(shown)  # loads back with no "***" user planted: the hidden URL is a comment
+    assert Settings.load().chat.llm_base_url is None
+
+    config.write_text("")
+    for wrong, says in (("minio:m1n1o-pw@localhost:9000", "needs a scheme: https://***@localhost:9000"),
+                        ("ftp://minio:m1n1o-pw@host", "'ftp://***@host' must start with http:// or https://")):
+        monkeypatch.setenv("UNIRANK_STORAGE__ENDPOINT_URL", wrong)
+        with pytest.raises(unirank.ConfigurationError, match=re.escape(says)) as refused:
+            Settings.load()
+        assert "m1n1o" not in str(refused.value)
+    monkeypatch.delenv("UNIRANK_STORAGE__ENDPOINT_URL")
+    monkeypatch.setenv("UNIRANK_CHAT", '{"llm_base_url": ["https://user:s3cret-pw@llm.example/v1"]}')
+    with pytest.raises(unirank.ConfigurationError, match=r"chat\.llm_base_url: .*\(got \['https://\*\*\*@llm") as refused:
+        Settings.load()
+    assert "s3cret" not in str(refused.value)
+
+
 def test_the_variable_holding_the_llm_key_is_not_a_near_miss(config, monkeypatch):
     """chat.llm_api_key_env may name a UNIRANK_* variable that reads like chat.llm_api_key_env mistyped."""
     monkeypatch.setenv("UNIRANK_CHAT_LLM_API_KEY", "sk-1")

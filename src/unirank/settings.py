@@ -272,23 +272,24 @@ class StorageSettings(_Section):
             return None
         if not value.strip():
             raise ValueError(f"{setting} is empty: give the endpoint's URL (https://HOST), or remove the setting")
+        shown = masked_url(value)  # people paste the error into issues
         if value != value.strip():
-            raise ValueError(f"{setting} {value!r} has spaces around it: {value.strip()}")
+            raise ValueError(f"{setting} {shown!r} has spaces around it: {shown.strip()}")
         scheme, sep, _ = value.partition("://")
         if not sep:
             local = re.match(r"(localhost|127\.[0-9.]+|\[::1\]|0\.0\.0\.0)(:|/|$)", value)  # a local server: http
-            raise ValueError(f"{setting} {value!r} needs a scheme: {'http' if local else 'https'}://{value}")
+            raise ValueError(f"{setting} {shown!r} needs a scheme: {'http' if local else 'https'}://{shown}")
         if scheme.lower() not in ("http", "https"):
-            raise ValueError(f"{setting} {value!r} must start with http:// or https://")
+            raise ValueError(f"{setting} {shown!r} must start with http:// or https://")
         from urllib.parse import urlsplit
 
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018 - raises for a port that is not a number
         except ValueError as exc:
-            raise ValueError(f"{setting} {value!r} is not a URL ({exc})") from None
+            raise ValueError(f"{setting} {shown!r} is not a URL ({exc})") from None
         if not parts.hostname:
-            raise ValueError(f"{setting} {value!r} names no host: {scheme}://HOST")
+            raise ValueError(f"{setting} {shown!r} names no host: {scheme}://HOST")
         return value
 
 
@@ -735,6 +736,17 @@ def _holds(values: object, loc: tuple[str, ...]) -> bool:
 
 #: Settings whose value `config show` and an error leave out: people paste both into issues.
 SECRET_SETTINGS = {("serving", "api_keys"), ("storage", "secret_access_key")}
+#: Settings holding a URL, whose user and password (https://USER:PASSWORD@HOST) are shown as ``***``.
+URL_SETTINGS = {("chat", "llm_base_url"), ("storage", "endpoint_url"), ("storage", "oss_endpoint_url")}
+
+
+def masked_url(url: str) -> str:
+    """``url`` with the user and password before its host as ``***`` (``https://***@HOST/v1``): a secret,
+    as a key is. Read as a client reads the host part (up to the first /, ? or #), with or without a scheme."""
+    start = url.find("://") + 3 if "://" in url else 0
+    end = min((i for i in (url.find(c, start) for c in "/?#") if i != -1), default=len(url))
+    at = url.rfind("@", start, end)
+    return url if at == -1 else url[:start] + "***" + url[at:]
 
 
 def _describe_error(error: dict) -> str:
@@ -756,6 +768,8 @@ def _describe_error(error: dict) -> str:
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     if tuple(loc[:2]) in SECRET_SETTINGS:
         shown = " (the value is hidden)"
+    elif tuple(loc[:2]) in URL_SETTINGS and shown:  # a URL in a list, say: its user and password hidden
+        shown = f" (got {masked_url(repr(got))})"
     message = error.get("msg", "")
     if error.get("type") == "value_error":  # our own validators' messages name the key and the value already
         return message.removeprefix("Value error, ")

@@ -21,7 +21,7 @@ from unirank.errors import IndexNotFoundError, SourceError, UnirankError
 from unirank.ingest.report import IngestInterrupted
 from unirank.ingest.uris import file_name
 from unirank.search.types import ModelSignature
-from unirank.settings import SECRET_SETTINGS, models_read_from
+from unirank.settings import SECRET_SETTINGS, URL_SETTINGS, masked_url, models_read_from
 
 if TYPE_CHECKING:
     from unirank.api import Unirank
@@ -332,7 +332,19 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print the 
         if table.get(key) is not None:
             table[key] = str(Path(table[key]).absolute())
     models_read_from(Path.cwd(), data)  # a variable's ./NAME model: those from the file are absolute already
-    # A pasted output leaks no secret, and in TOML a copy of it plants no "***" key.
+    hidden = _hide_secrets(data)
+    if as_json:
+        print_json(data)
+        return
+    import tomli_w  # noqa: PLC0415 - only this command needs it
+
+    # Plain: Rich wrapped a long line (a deep data_dir) at 80 columns when piped, and the TOML broke.
+    typer.echo(_as_toml(data, tomli_w.dumps, hidden).rstrip("\n"))
+
+
+def _hide_secrets(data: dict) -> dict[tuple[str, str], str]:
+    """A pasted output leaks no secret, and in TOML a copy of it plants no "***" key (or URL user): each
+    one hidden in ``data`` is returned, (section, key): what to show of it, as a comment."""
     hidden: dict[tuple[str, str], str] = {}
     for section, key in SECRET_SETTINGS:
         value = data[section][key]
@@ -343,13 +355,12 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print the 
         elif value:
             data[section][key] = "***"
             hidden[section, key] = '"***" (hidden)'
-    if as_json:
-        print_json(data)
-        return
-    import tomli_w  # noqa: PLC0415 - only this command needs it
-
-    # Plain: Rich wrapped a long line (a deep data_dir) at 80 columns when piped, and the TOML broke.
-    typer.echo(_as_toml(data, tomli_w.dumps, hidden).rstrip("\n"))
+    for section, key in URL_SETTINGS:  # https://USER:PASSWORD@HOST: the endpoint is shown, not who logs in
+        value = data[section][key]
+        if value and masked_url(value) != value:
+            data[section][key] = masked_url(value)
+            hidden[section, key] = f'"{masked_url(value)}" (its user and password hidden)'
+    return hidden
 
 
 def _as_toml(data: dict, dumps: Callable[[dict], str], hidden: dict[tuple[str, str], str] | None = None) -> str:
