@@ -649,6 +649,11 @@ def test_conversations_and_feedback_are_durable(service, tmp_path):
         assert [m.role for m in messages] == ["user", "assistant"]
         assert messages[1].citations == answer.citations and messages[1].grounded
         assert [e.kind for e in reopened.feedback(answer.message_id)] == ["up", "click"]
+        # An answer carries its last vote (a click is none), so a page reopening it shows the thumb pressed.
+        assert [m.vote for m in messages] == [None, "up"]
+        reopened.add_feedback(answer.message_id, "down")
+        assert [m.to_dict()["vote"] for m in reopened.messages(session.id)] == [None, "down"]
+        assert reopened.message(answer.message_id).vote == "down"
         with pytest.raises(ConversationNotFoundError):
             reopened.session("nope")
     finally:

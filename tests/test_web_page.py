@@ -117,6 +117,9 @@ def test_ask_stream_cite_and_rate_in_the_browser(server, page):
     message_id = answer.get_attribute("data-message-id")
     events = httpx.get(f"{server.url}/v1/feedback", params={"message_id": message_id}).json()["events"]
     assert sorted(e["kind"] for e in events) == ["click", "up"]
+    page.reload()  # the vote stays pressed: it showed as never given
+    expect(answer.get_by_role("button", name="Helpful", exact=True)).to_have_attribute("aria-pressed", "true")
+    expect(answer.get_by_role("button", name="Not helpful", exact=True)).to_have_attribute("aria-pressed", "false")
 
     # A follow-up in the same conversation is resolved through its history.
     question.fill("How often should I do it?")

@@ -37,6 +37,8 @@ class MessageOut(BaseModel):
     grounded: bool | None
     citations: list[CitationOut]
     created_at: str
+    #: For an answer: the last thumbs up or down given on it (``POST /v1/feedback``), else null.
+    vote: Literal["up", "down"] | None
 
 
 class SessionWithMessages(SessionOut):

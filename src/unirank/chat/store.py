@@ -31,6 +31,9 @@ FeedbackKind = Literal["up", "down", "click"]
 FEEDBACK_KINDS: tuple[str, ...] = ("up", "down", "click")
 #: The roles of a conversation's turns, as OpenAI's chat messages name them.
 TURN_ROLES: tuple[str, ...] = ("user", "assistant")
+#: A message's columns and its last vote (see Message.vote).
+_MESSAGE_WITH_VOTE = ("SELECT m.*, (SELECT kind FROM feedback WHERE message_id = m.id AND kind IN ('up', 'down') "
+                      "ORDER BY id DESC LIMIT 1) AS vote FROM messages AS m")
 #: SQLite's largest integer: a larger limit lists every session too, and sqlite3 cannot bind it.
 _SQLITE_MAX_INT = 2**63 - 1
 
@@ -91,6 +94,9 @@ class Message:
     query: str | None = None
     grounded: bool | None = None
     citations: list[Citation] = field(default_factory=list)
+    #: For an answer: the last thumbs up or down given on it ("up", "down"), else None. A page reloaded
+    #: showed its feedback buttons unpressed, and a second click recorded the vote again.
+    vote: str | None = None
 
     def citation(self, n: int) -> Citation:
         for c in self.citations:
@@ -103,7 +109,8 @@ class Message:
     def to_dict(self) -> dict:
         return {"id": self.id, "session_id": self.session_id, "index": self.index, "role": self.role,
                 "content": self.content, "query": self.query, "grounded": self.grounded,
-                "citations": [c.to_dict() for c in self.citations], "created_at": self.created_at}
+                "citations": [c.to_dict() for c in self.citations], "created_at": self.created_at,
+                "vote": self.vote}
 
 
 @dataclass
@@ -369,14 +376,14 @@ class ConversationStore:
     def messages(self, session_id: str) -> list[Message]:
         self.session(session_id)
         with self._lock:
-            rows = self._db.execute("SELECT * FROM messages WHERE session_id = ? ORDER BY seq", (session_id,)).fetchall()
+            rows = self._db.execute(f"{_MESSAGE_WITH_VOTE} WHERE session_id = ? ORDER BY seq", (session_id,)).fetchall()
         return [_message(r) for r in rows]
 
     @_database_errors
     def message(self, message_id: str) -> Message:
         _message_id(message_id)
         with self._lock:
-            row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+            row = self._db.execute(f"{_MESSAGE_WITH_VOTE} WHERE id = ?", (message_id,)).fetchone()
         if row is None:
             raise ConversationNotFoundError(f"Message {message_id!r} does not exist.")
         return _message(row)
@@ -521,4 +528,4 @@ def _message(row: sqlite3.Row) -> Message:
     return Message(id=row["id"], session_id=row["session_id"], index=row["index_name"], role=row["role"],
                    content=row["content"], created_at=row["created_at"], query=row["query"],
                    grounded=None if row["grounded"] is None else bool(row["grounded"]),
-                   citations=[Citation.from_dict(c) for c in json.loads(row["citations"])])
+                   citations=[Citation.from_dict(c) for c in json.loads(row["citations"])], vote=row["vote"])

@@ -361,7 +361,7 @@ function renderAnswer(node, message, question) {
     node.append(el("ol", { class: "sources", "aria-label": "Sources" }, ...citations.map((c) => el("li", { value: String(c.n) },
       citeButton(messageId, c, [c.title, c.heading].filter(Boolean).join(" › ") + (c.page ? ` (p. ${c.page})` : ""), "source")))));
   }
-  if (messageId) node.append(feedbackButtons(messageId));
+  if (messageId) node.append(feedbackButtons(messageId, message.vote));
 }
 
 // The bubble of a question that got no answer: no longer busy, marked failed, saying why. The text
@@ -375,7 +375,8 @@ function failAnswer(node, text, partial = "") {
   else answer.textContent = text;
 }
 
-function feedbackButtons(messageId) {
+// ``vote``: the stored message's last vote ("up", "down" or null), so a reopened answer shows it pressed.
+function feedbackButtons(messageId, vote = null) {
   const group = el("div", { class: "feedback", role: "group", "aria-label": "Was this answer helpful?" });
   const send = async (kind, button) => {
     try {
@@ -384,8 +385,8 @@ function feedbackButtons(messageId) {
       setStatus(kind === "up" ? "Thanks: marked as helpful." : "Thanks: marked as not helpful.");
     } catch (error) { setStatus(`Feedback failed: ${error.message}`, true); }
   };
-  const up = el("button", { type: "button", "aria-pressed": "false" }, icon(THUMB_UP), "Helpful");
-  const down = el("button", { type: "button", "aria-pressed": "false" }, icon(THUMB_DOWN), "Not helpful");
+  const up = el("button", { type: "button", "aria-pressed": String(vote === "up") }, icon(THUMB_UP), "Helpful");
+  const down = el("button", { type: "button", "aria-pressed": String(vote === "down") }, icon(THUMB_DOWN), "Not helpful");
   up.addEventListener("click", () => send("up", up));
   down.addEventListener("click", () => send("down", down));
   group.append(up, down);
