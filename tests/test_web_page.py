@@ -461,7 +461,8 @@ def test_a_reload_reopens_the_conversation(server, page):
 def test_a_conversation_over_documents_the_picker_lacks_keeps_the_picked_ones(server, page):
     """Opening a conversation over a deleted index (or an eval copy, which the picker leaves out) blanked the
     picker, and "New conversation" then asked with no index: answered from the server's default index while
-    the picker showed nothing, or refused with advice for the command line."""
+    the picker showed nothing, or refused with advice for the command line. A question asked in the one over
+    the deleted index failed each time, saying to pick other documents, which the picker already showed."""
     from playwright.sync_api import expect
 
     from unirank.search.embedded.backend import EmbeddedBackend
@@ -482,6 +483,13 @@ def test_a_conversation_over_documents_the_picker_lacks_keeps_the_picked_ones(se
         expect(page.locator("#status")).to_contain_text(f"This conversation's documents (\u201c{index}\u201d) are "
                                                         "not among those under \u201cDocuments\u201d")
         expect(picker).to_have_value("office")
+        if index == "gone":  # asked in it, every question failed saying to pick others: "office" was picked
+            answer = ask_and_wait(page, "What is the guest Wi-Fi network called?")
+            expect(answer.locator(".answer")).to_contain_text("Northwind-Guest")
+            expect(page.locator("#status")).to_contain_text("(\u201cgone\u201d) are no longer indexed, so a new "
+                                                            "conversation over \u201coffice\u201d was started")
+            expect(page.locator("#transcript article")).to_have_count(2)
+            assert page.evaluate("state.sessionId") != gone
         page.get_by_role("button", name="New conversation").click()
         answer = ask_and_wait(page, "What is the guest Wi-Fi network called?")
         expect(answer.locator(".answer")).to_contain_text("Northwind-Guest")

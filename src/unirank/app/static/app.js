@@ -12,7 +12,8 @@ const narrowScreen = window.matchMedia("(max-width: 700px)");
 // ``defaultIndex``: the index the picker starts on (the server's default, else the first listed).
 // ``pending``: the question being answered ({asked, nodes: [question, answer]}): a turn is stored only once
 // its answer is done, so a conversation opened again meanwhile puts these bubbles back (showPendingTurn).
-const state = { sessionId: null, busy: false, conversation: 0, indexesLoaded: Promise.resolve(), follow: true,
+// ``sessionIndex``: the index the open conversation's session answers from.
+const state = { sessionId: null, sessionIndex: null, busy: false, conversation: 0, indexesLoaded: Promise.resolve(), follow: true,
                 defaultIndex: "", pending: null };
 
 function el(tag, attrs = {}, ...children) {
@@ -96,8 +97,9 @@ function sessionInAddress() {
   try { return decodeURIComponent(location.hash.slice(SESSION_HASH.length)) || null; } catch (_) { return null; }
 }
 
-function setSession(id) {
+function setSession(id, index = null) {
   state.sessionId = id;
+  state.sessionIndex = id ? index : null;
   if (id === sessionInAddress()) return;
   history.replaceState(history.state, "", id ? SESSION_HASH + encodeURIComponent(id) : location.pathname + location.search);
 }
@@ -188,7 +190,7 @@ async function openSession(id) {
   if (conversation !== state.conversation) return;  // the user went on to another one meanwhile
   state.conversation += 1;
   setStatus("");
-  setSession(session.id);
+  setSession(session.id, session.index);
   if (!showIndex(session.index) && $("index").value)
     setStatus(`This conversation's documents (\u201c${session.index}\u201d) are not among those under \u201cDocuments\u201d (deleted, or a copy made by eval): a new conversation asks in \u201c${$("index").value}\u201d.`);
   const transcript = $("transcript");
@@ -419,7 +421,8 @@ async function openCitation(messageId, n) {
 async function ask(question) {
   // What the user sees when they ask: the question belongs to this conversation and index, even if they
   // open another conversation or pick other documents while its session is being created.
-  const asked = { conversation: state.conversation, sessionId: state.sessionId, index: $("index").value };
+  const asked = { conversation: state.conversation, sessionId: state.sessionId, sessionIndex: state.sessionIndex,
+                  index: $("index").value };
   const status = (text, isError) => { if (asked.conversation === state.conversation) setStatus(text, isError); };
   const pending = { asked, nodes: [addUserMessage(question), addAssistantMessage()] };
   state.pending = pending;
@@ -431,17 +434,16 @@ async function answerPending(question, pending, status) {
   const asked = pending.asked;
   let node = pending.nodes[1];
   keepInView(true);
-  let restarted = false;
+  let restarted = "";
   try {
     let final;
     try {
       final = await streamAnswer(question, node, status, asked);
     } catch (error) {
-      if (!error.sessionGone || asked.conversation !== state.conversation) throw error;
-      // The session was deleted elsewhere: start a new conversation and ask once more there.
+      restarted = restartNote(error, asked);
+      if (!restarted || asked.conversation !== state.conversation) throw error;
       startConversation("");
-      Object.assign(asked, { conversation: state.conversation, sessionId: null });
-      restarted = true;
+      Object.assign(asked, { conversation: state.conversation, sessionId: null, sessionIndex: null });
       pending.nodes = [addUserMessage(question), addAssistantMessage()];
       node = pending.nodes[1];
       keepInView(true);
@@ -450,8 +452,7 @@ async function answerPending(question, pending, status) {
     renderAnswer(node, final, question);
     showPendingTurn();
     if (asked.conversation === state.conversation) keepInView();
-    const note = restarted ? "The earlier conversation no longer exists, so a new conversation was started. " : "";
-    status(note + (final.grounded ? "Answered from the documents." : "The documents do not cover this question."));
+    status(restarted + (final.grounded ? "Answered from the documents." : "The documents do not cover this question."));
   } catch (error) {
     console.warn("unirank: no answer:", error);
     const text = plainError(error);
@@ -465,6 +466,18 @@ async function answerPending(question, pending, status) {
   }
   await loadSessions().catch(() => {});
   return true;
+}
+
+// Why a question that failed is asked once more in a new conversation (over the index picked), or "".
+// Its session was deleted elsewhere; or its index was, in a conversation reopened over it while the picker
+// shows others: every question there failed, saying to pick other documents, which were picked already.
+function restartNote(error, asked) {
+  if (error.sessionGone) return "The earlier conversation no longer exists, so a new conversation was started. ";
+  const otherPicked = asked.sessionIndex && asked.index && asked.index !== asked.sessionIndex;
+  if (error.type === "index_not_found" && asked.sessionId && otherPicked)
+    return `This conversation's documents (\u201c${asked.sessionIndex}\u201d) are no longer indexed, so a new ` +
+           `conversation over \u201c${asked.index}\u201d was started. `;
+  return "";
 }
 
 // A session made for a question that got no answer (refused, say) holds nothing: it is deleted rather
@@ -481,8 +494,8 @@ async function dropIfEmpty(sessionId) {
 // Asks in the conversation ``asked`` (creating its session over ``asked.index`` first) and returns the
 // final chunk. The new session becomes the page's only while the user is still in that conversation.
 // A session that is gone (deleted elsewhere) gets ``sessionGone`` set, so it is started again. A session
-// whose index is gone is not: a new one over the picked index would be asked in the same missing
-// index, or answered from other documents than the user picked.
+// whose index is gone is only when the picker shows other documents (restartNote): a new one over the
+// picked index would be asked in the same missing index.
 async function streamAnswer(question, node, status, asked) {
   if (!asked.sessionId) {
     await state.indexesLoaded.catch(() => {});
@@ -490,7 +503,7 @@ async function streamAnswer(question, node, status, asked) {
     const index = asked.index || $("index").value;
     const session = await api("/v1/sessions", { method: "POST", body: JSON.stringify(index ? { index } : {}) });
     Object.assign(asked, { sessionId: session.id, created: true });
-    if (asked.conversation === state.conversation) setSession(session.id);
+    if (asked.conversation === state.conversation) setSession(session.id, index);
   }
   const sessionId = asked.sessionId;
   const answer = node.querySelector(".answer");
