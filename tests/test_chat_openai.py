@@ -291,6 +291,11 @@ def test_an_endpoint_that_is_down_or_refuses_the_key(make_service, monkeypatch):
     with pytest.raises(AnswererError, match="Cannot reach the LLM endpoint") as refused:
         down.ask("Who updates the status page during an incident?", "handbook")
     assert ".." not in str(refused.value)  # the client's "Connection error." ends a clause, not the message
+    port = free_port()
+    with pytest.raises(AnswererError, match=rf"LLM endpoint http://\*\*\*@127.0.0.1:{port}/v1 ") as refused:
+        make_service(llm_base_url=f"http://proxy-user:pa55word@127.0.0.1:{port}/v1").ask(
+            "Who updates the status page during an incident?", "handbook")
+    assert "pa55word" not in str(refused.value)  # a password in the URL is a secret, as config show hides it
     monkeypatch.setenv(KEY_ENV, "sk-wrong")
     with pytest.raises(AnswererError, match=KEY_ENV):
         make_service().ask("Who updates the status page during an incident?", "handbook")

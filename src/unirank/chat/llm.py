@@ -20,7 +20,7 @@ import openai
 from unirank.chat.prompt import answer_prompt, rewrite_prompt
 from unirank.chat.types import AnswerEvent, Citation, Delta, Final, Passage, Turn, Usage
 from unirank.errors import AnswererError, ConfigurationError
-from unirank.settings import ChatSettings
+from unirank.settings import ChatSettings, masked_url
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class OpenAIAnswerer:
 
     @property
     def _where(self) -> str:
-        return f"the LLM endpoint {self.base_url} (model {self.model})"
+        return f"the LLM endpoint {masked_url(self.base_url)} (model {self.model})"
 
     def _check_finished(self, finish_reason: str | None, parts: list[str]) -> None:
         """Refuse an answer the endpoint did not finish: stored and shown, it would pass for a whole one."""

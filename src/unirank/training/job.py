@@ -32,7 +32,7 @@ from unirank.registry.store import RESERVED_NAMES
 from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.search.rebuild import reembedded_index
 from unirank.search.types import Chunk
-from unirank.settings import Settings
+from unirank.settings import Settings, masked_url
 from unirank.training.blend_selection import choose_blend_weight
 from unirank.training.centering import DEFAULT_WHITENING, check_whitening_strength, save_centered_copy
 from unirank.training.checkpoints import remove_checkpoints
@@ -648,7 +648,7 @@ class TrainJob:
     def _llm_queries(self, chunks: list[Chunk], share: int) -> list[TrainingPair]:
         """About ``share`` questions, the ``llm`` kind's part of the pseudo-queries."""
         req, chat = self.request, self.settings.chat
-        self.stage(f"asking {chat.llm_model} at {chat.llm_base_url} for questions (doc2query)")
+        self.stage(f"asking {chat.llm_model} at {masked_url(chat.llm_base_url or '')} for questions (doc2query)")
         writer = LLMQueryWriter(chat, self.run_dir / "doc2query.jsonl", seed=req.seed,
                                 progress=lambda n, total: self.stage(f"doc2query: {n}/{total} passages")
                                 if n % 50 == 0 or n == total else None)
