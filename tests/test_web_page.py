@@ -568,6 +568,30 @@ def test_conversations_can_be_deleted_from_the_list(server, page):
         page.set_viewport_size({"width": 1200, "height": 900})
 
 
+def test_conversations_past_the_newest_hundred_can_be_listed(server, page):
+    """The list showed the 100 newest conversations (the server's default limit), and the older ones
+    could not be reached from the page."""
+    from playwright.sync_api import expect
+
+    with httpx.Client(base_url=server.url) as http:
+        have = len(http.get("/v1/sessions", params={"limit": 10_000}).json()["sessions"])
+        made = [http.post("/v1/sessions", json={"title": f"Older {i}"}).json()["id"] for i in range(max(0, 101 - have))]
+        oldest = http.get("/v1/sessions", params={"limit": 10_000}).json()["sessions"][-1]["id"]
+        try:
+            page.goto(server.url)
+            sessions = page.locator("#sessions")
+            expect(sessions.locator("button.open")).to_have_count(100)
+            sessions.get_by_role("button", name="Show older conversations").click()
+            expect(sessions.locator("button.open")).to_have_count(have + len(made))
+            expect(sessions.get_by_role("button", name="Show older conversations")).to_have_count(0)
+            expect(sessions.locator("li").nth(100).locator("button.open")).to_be_focused()
+            sessions.locator("button.open").last.click()
+            page.wait_for_function(f"state.sessionId === {json.dumps(oldest)}")
+        finally:
+            for session_id in made:
+                http.delete(f"/v1/sessions/{session_id}")
+
+
 # Answers every question with a stream that breaks off after its first words, as a dropped connection does.
 DROP_THE_STREAM = """
 const realFetch = window.fetch;

@@ -13,7 +13,8 @@ const narrowScreen = window.matchMedia("(max-width: 700px)");
 // ``pending``: the question being answered ({asked, nodes: [question, answer]}): a turn is stored only once
 // its answer is done, so a conversation opened again meanwhile puts these bubbles back (showPendingTurn).
 // ``sessionIndex``: the index the open conversation's session answers from.
-const state = { sessionId: null, sessionIndex: null, busy: false, conversation: 0, indexesLoaded: Promise.resolve(), follow: true,
+// ``listed``: how many of the newest conversations the list shows ("Show older conversations" adds more).
+const state = { sessionId: null, sessionIndex: null, listed: 100, busy: false, conversation: 0, indexesLoaded: Promise.resolve(), follow: true,
                 defaultIndex: "", pending: null };
 
 function el(tag, attrs = {}, ...children) {
@@ -142,10 +143,14 @@ function shortTime(iso) {
   return when.toLocaleDateString([], day);
 }
 
+// The server lists at most 10,000 at once (and 100 unless asked): the rest were out of the page's reach.
+const SESSIONS_MORE = 100, SESSIONS_MAX = 10_000;
+
 async function loadSessions() {
-  const { sessions } = await api("/v1/sessions");
+  // One more than shown: whether there are older ones to offer.
+  const { sessions } = await api(`/v1/sessions?limit=${Math.min(state.listed + 1, SESSIONS_MAX)}`);
   const list = $("sessions");
-  list.replaceChildren(...sessions.map((s) => {
+  list.replaceChildren(...sessions.slice(0, state.listed).map((s) => {
     const title = s.title || "(untitled)";
     const when = new Date(s.updated_at);
     return el("li", {},
@@ -165,6 +170,23 @@ async function loadSessions() {
         title: "Delete this conversation", onclick: () => deleteSession(s.id, title),
       }, icon(TRASH)));
   }));
+  if (sessions.length > state.listed) {
+    list.append(el("li", {}, el("button", { type: "button", class: "more", onclick: showOlderSessions },
+      "Show older conversations")));
+  }
+}
+
+async function showOlderSessions() {
+  const shown = state.listed;
+  state.listed = Math.min(state.listed + SESSIONS_MORE, SESSIONS_MAX - 1);
+  try {
+    await loadSessions();
+    // The button is gone with the list it ended: the keyboard goes on at the first older conversation.
+    const first = $("sessions").children[shown];
+    if (first) first.querySelector("button").focus();
+  } catch (error) {
+    setStatus(`Could not list the older conversations: ${error instanceof TypeError ? "the server cannot be reached." : error.message}`, true);
+  }
 }
 
 async function deleteSession(id, title) {
