@@ -66,9 +66,14 @@ def faithful(answer, texts: dict[str, str]) -> bool:
         c = by_n.get(n)
         if c is None or c.passage != texts.get(c.chunk_id) or c.passage[c.start:c.end] != c.text:
             return False
-        if " ".join(sentence.split()) not in [" ".join(c.passage[a:b].split()) for a, b in c.spans]:
+        if as_quoted(sentence) not in [as_quoted(c.passage[a:b]) for a, b in c.spans]:
             return False
     return True
+
+
+def as_quoted(text: str) -> str:
+    """A span as the extractive answerer quotes it: whitespace squashed, its own curly double quotes single."""
+    return " ".join(text.split()).replace("\u201c", "\u2018").replace("\u201d", "\u2019")
 
 
 def relevance(service, question: str, index: str) -> float:

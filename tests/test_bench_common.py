@@ -192,3 +192,19 @@ def test_duplicate_chunks_loads_its_two_indexes_in_an_order_that_does_not_crash(
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(BENCH)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "loaded"
+
+
+def test_a_quote_whose_sentence_holds_curly_quotes_is_faithful():
+    """The extractive answerer writes a quoted sentence's own “ ” as ‘ ’ (a quote inside a quote): read
+    against the passage's words as they are, every such answer was counted unfaithful."""
+    from types import SimpleNamespace
+
+    chat_answers = import_bench("chat_answers")
+    passage = "Intro. The “blue gauge” is kept in cabinet 4. Outro."
+    start, end = passage.index("The"), passage.index("Outro") - 1
+    citation = SimpleNamespace(n=1, chunk_id="c1", passage=passage, start=start, end=end,
+                               text=passage[start:end], spans=[(start, end)])
+    quoted = "From the documents: “The ‘blue gauge’ is kept in cabinet 4.” [1]"
+    assert chat_answers.faithful(SimpleNamespace(answer=quoted, citations=[citation]), {"c1": passage})
+    altered = quoted.replace("cabinet 4", "cabinet 5")
+    assert not chat_answers.faithful(SimpleNamespace(answer=altered, citations=[citation]), {"c1": passage})
