@@ -317,6 +317,12 @@ def test_a_model_the_endpoint_does_not_list_is_warned_of_at_start_up_not_refused
         said = " ".join(r.getMessage() for r in caplog.records)
         assert (f"does not list chat.llm_model {model!r} among its models (llama3:latest, mistral:latest)"
                 in said) is warned, said
+    caplog.clear()  # a user and password in the URL are a secret, as config show and the errors hide them
+    with caplog.at_level("WARNING", logger="unirank.chat.llm"):
+        OpenAIAnswerer(ChatSettings(answerer="openai", llm_base_url=scripted_endpoint[0].replace("://", "://bob:hunter2@"),
+                                    llm_model="llama3")).check_reachable()
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "http://***@127.0.0.1" in said and "hunter2" not in said, said
     scripted.models = []  # an empty list says nothing about the model
     caplog.clear()
     OpenAIAnswerer(ChatSettings(answerer="openai", llm_base_url=scripted_endpoint[0], llm_model="x")).check_reachable()

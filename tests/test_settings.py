@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -631,3 +633,16 @@ def test_a_data_dir_under_a_file_is_refused_and_one_that_cannot_be_made_is_said_
                            match=r"data_dir /proc/unirank-nope cannot be used: making /proc/unirank-nope/indexes "
                                  r"failed \(No such file or directory\)\. Set data_dir"):
             client.ingest(str(Path(__file__).parents[1] / "examples" / "sample-docs"), "docs")
+
+
+def test_verbose_request_logs_hide_a_user_and_password_in_a_url():
+    """`unirank -v` logs the HTTP client's requests with their URLs whole: a chat.llm_base_url holding a user
+    and password printed them on every question, though config show and the errors hide them."""
+    code = ("import logging, httpx\n"
+            "from unirank.cli.main import _main\n"
+            "_main(verbose=True)\n"
+            "logging.getLogger('httpx').info('HTTP Request: %s %s \"%s\"', 'POST', "
+            "httpx.URL('http://bob:hunter2@127.0.0.1:9/v1/chat/completions'), 'HTTP/1.1 200 OK')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "POST http://***@127.0.0.1:9/v1/chat/completions" in done.stderr and "hunter2" not in done.stderr

@@ -174,7 +174,8 @@ class OpenAIAnswerer:
         if ids and self.model not in ids:
             shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
             log.warning("%s does not list chat.llm_model %r among its models (%s): if questions then fail with "
-                        "'model not found', set chat.llm_model to one of those.", self.base_url, self.model, shown)
+                        "'model not found', set chat.llm_model to one of those.", masked_url(self.base_url), self.model,
+                        shown)
 
     @property
     def _where(self) -> str:

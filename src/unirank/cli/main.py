@@ -54,6 +54,16 @@ def _main(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_hide_url_passwords)
+
+
+def _hide_url_passwords(record: logging.LogRecord) -> bool:
+    """HTTP clients log each request's URL whole (-v): a user and password in one (chat.llm_base_url) are
+    shown as ``***``, as `config show` shows them."""
+    if isinstance(record.args, tuple):
+        record.args = tuple(masked_url(str(a)) if "://" in str(a) and "@" in str(a) else a for a in record.args)
+    return True
 
 
 # The help is one string per paragraph: Typer's rich help keeps a docstring's line breaks, so a wrapped
