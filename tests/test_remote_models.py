@@ -986,3 +986,15 @@ def test_a_rerank_answer_with_a_score_that_is_not_a_number_is_refused(tmp_path, 
                 reranker.score("q", ["a", "b", "c"])
         finally:
             reranker.close()
+
+
+def test_an_endpoint_with_a_user_and_password_is_refused_before_it_is_probed():
+    """The registry stored the URL as given and every connection error printed it: the README promises the
+    token is never stored, and --token-env/--token-file are how an endpoint's secret is given."""
+    from unirank.models.remote import Endpoint, describe_endpoint
+    from unirank.settings import RemoteSettings
+
+    endpoint = Endpoint(url="http://bob:hunter2@127.0.0.1:9/v1", api="openai", role="embedder")
+    with pytest.raises(RemoteModelError, match=r"http://\*\*\*@127.0.0.1:9 is given with a user and password") as refused:
+        describe_endpoint(endpoint, RemoteSettings())
+    assert "hunter2" not in str(refused.value) and "--token-env VAR" in str(refused.value)

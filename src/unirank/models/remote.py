@@ -33,7 +33,7 @@ import tenacity
 
 from unirank.errors import InputRefusedError, RemoteModelError
 from unirank.search.types import ModelSignature
-from unirank.settings import RemoteSettings
+from unirank.settings import RemoteSettings, masked_url
 
 log = logging.getLogger(__name__)
 
@@ -708,6 +708,11 @@ def describe_endpoint(endpoint: Endpoint, settings: RemoteSettings, *, tokenizer
     An embedder's ``max_seq_length`` is the server's (512 when it does not say) clamped to what
     the local ``tokenizer`` can count, so chunks always fit the served model's window.
     """
+    if masked_url(endpoint.url) != endpoint.url:  # the registry would keep them, and every error print them
+        raise RemoteModelError(
+            f"The endpoint {masked_url(endpoint.url)} is given with a user and password (USER:PASSWORD@HOST): "
+            "register it without them, and give its bearer token with --token-env VAR or --token-file FILE, "
+            "which the registry names but never stores.")
     info = probe_endpoint(endpoint, settings)
     record: dict[str, Any] = {
         "endpoint": endpoint.url,
