@@ -765,6 +765,10 @@ def test_ask_cli_prints_exactly_the_documented_json(corpus, tmp_path):
     assert out["citations"][0]["title"] == "Incident response runbook" and "SEV1" in out["answer"]
     assert "SEV2" not in out["answer"] and "SEV3" not in out["answer"]  # all three were quoted: they score alike
 
+
+@pytest.mark.slow  # four CLI subprocesses (~18 s): kept out of the default run for time
+def test_ask_cli_filters_and_refuses_in_its_exit_codes(corpus, tmp_path):
+    env = isolated_env(corpus.settings.data_dir)
     proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ask", "How do I reset my password?", "--index",
                            "handbook", "--filter", "categroy=account", "--json"], env=env, capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)

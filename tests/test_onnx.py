@@ -283,7 +283,8 @@ def classification_head(base: str):
     return CrossEncoder(base, num_labels=1, local_files_only=True)
 
 
-@pytest.mark.parametrize("build", [mean_pooled_head, classification_head], ids=["trained-kind", "given-kind"])
+@pytest.mark.parametrize("build", [mean_pooled_head, pytest.param(classification_head, marks=pytest.mark.slow)],
+                         ids=["trained-kind", "given-kind"])  # the given kind (~12 s) in the slow step, for time
 def test_cross_encoder_reranker_runs_on_onnx(settings, tmp_path_factory, minibeir, build):
     """A cross-encoder (an untrained head on the base encoder: the scores are meaningless, the plumbing
     is real) exported to fp32 ONNX passes the hybrid + rerank check, scores like PyTorch and loads from
@@ -316,6 +317,7 @@ def test_cross_encoder_reranker_runs_on_onnx(settings, tmp_path_factory, minibei
     np.testing.assert_allclose(onnx_reranker.score("how often are keys rotated", passages), torch_scores, atol=1e-4)
 
 
+@pytest.mark.slow  # a third ONNX export and check (~12 s): kept out of the default run for time
 def test_the_quality_check_scores_both_rerankers_at_the_blend_weight_set(settings, tmp_path_factory, minibeir):
     """``reranker.blend_weight`` 0 keeps the hybrid order: source and copy must then score the same.
     The untrained head, read alone (its stored weight, 1.0), would order the hits otherwise."""
