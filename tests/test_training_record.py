@@ -375,15 +375,19 @@ def test_an_interrupt_between_the_two_registrations_leaves_neither(client, minib
             raise KeyboardInterrupt
         return register(self, registry, name, folder, role, record)
 
-    monkeypatch.setattr(TrainJob, "_register", interrupted_at_the_reranker)
-    job = TrainJob(client.settings, client.backend, client.embedder, tiny("halfway", minibeir))
-    with pytest.raises(KeyboardInterrupt):
-        job.run()
-    registry = ModelRegistry(client.settings.models_dir)
-    try:
-        assert [v.ref for v in registry.list() if v.name.startswith("halfway")] == []
-    finally:
-        registry.close()
+    def interrupted_run() -> TrainJob:
+        monkeypatch.setattr(TrainJob, "_register", interrupted_at_the_reranker)
+        job = TrainJob(client.settings, client.backend, client.embedder, tiny("halfway", minibeir))
+        with pytest.raises(KeyboardInterrupt):
+            job.run()
+        registry = ModelRegistry(client.settings.models_dir)
+        try:
+            assert [v.ref for v in registry.list() if v.name.startswith("halfway")] == []
+        finally:
+            registry.close()
+        return job
+
+    job = interrupted_run()
     assert job.registration_note == ("halfway-embed@1 was registered and removed again: its reranker was not "
                                      "registered; the same command registers both.")
     assert not (job.run_dir / "embedder" / "registered.json").exists()
@@ -405,13 +409,4 @@ def test_an_interrupt_between_the_two_registrations_leaves_neither(client, minib
             registry.delete(ref)
     finally:
         registry.close()
-    monkeypatch.setattr(TrainJob, "_register", interrupted_at_the_reranker)
-    again = TrainJob(client.settings, client.backend, client.embedder, tiny("halfway", minibeir))
-    with pytest.raises(KeyboardInterrupt):
-        again.run()
-    registry = ModelRegistry(client.settings.models_dir)
-    try:
-        assert [v.ref for v in registry.list() if v.name.startswith("halfway")] == []
-    finally:
-        registry.close()
-    assert again.registration_note.startswith("halfway-embed@3 was registered and removed again")
+    assert interrupted_run().registration_note.startswith("halfway-embed@3 was registered and removed again")
