@@ -24,6 +24,7 @@ from unirank.errors import (  # noqa: E402
     OptimizationRefusedError,
     RegistrationError,
 )
+from unirank.models.backends import onnx_provider_available  # noqa: E402
 from unirank.models.embedder import SentenceTransformerEmbedder  # noqa: E402
 from unirank.models.loading import load_embedder, load_reranker  # noqa: E402
 from unirank.models import optimize as optimize_module  # noqa: E402
@@ -588,6 +589,11 @@ def test_optimizing_twice_is_refused_naming_the_copy(settings, tmp_path, monkeyp
             Optimizer(settings, registry).run("twice@1")
         assert [v.ref for v in registry.list() if v.name == "twice"] == ["twice@1", "twice@2"]
         assert Optimizer(settings, registry).run("twice@1", force=True).version.ref == "twice@3"
+        if onnx_provider_available("openvino"):  # the same fp32 file run otherwise is another copy
+            openvino = Optimizer(settings, registry).run("twice@1", dtype="bfloat16", provider="openvino").version
+            assert openvino.ref == "twice@4" and openvino.record["onnx_provider"] == "openvino"
+            with pytest.raises(RegistrationError, match="twice@4 already is this copy of twice@1"):
+                Optimizer(settings, registry).run("twice@1", dtype="bfloat16", provider="openvino")
     finally:
         registry.close()
 

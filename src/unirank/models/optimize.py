@@ -168,8 +168,9 @@ class Optimizer:
             self.stage(f"removed {stale.name}, left by an optimize that did not finish")
         with tempfile.TemporaryDirectory(prefix=staging_prefix(STAGING), dir=self.settings.data_dir) as tmp:
             copy = self._make_copy(source, Path(tmp) / "model", quantize, dtype, max_seq_length, provider)
+            window = max_seq_length if max_seq_length is not None else source.record.get("max_seq_length")
             if not force:  # before the check: minutes spent on a copy that would not be registered
-                self._refuse_identical(source, copy)
+                self._refuse_identical(source, copy, window)
             check = None
             if check_beir is not None:
                 assert data is not None
@@ -198,19 +199,24 @@ class Optimizer:
             if check is not None:
                 record["quality_check"] = check.to_dict()
             self.stage(f"registering the {copy.kind} copy as the next version of {source.name}")
-            # allow_identical: checked again under the registry's lock (an optimize of the same source at once).
+            # allow_identical: checked again under the registry's lock (an optimize of the same source at once),
+            # unless the files are those of a copy run otherwise (the fp32 ONNX file on OpenVINO in bf16).
+            runs_otherwise = bool(self.registry.identical_versions(source.name, copy.folder))
             version = self.registry.register(source.name, source.role, path=copy.folder, record=record,
-                                             allow_identical=force)
+                                             allow_identical=force or runs_otherwise)
             self.registered.append(version.ref)
             if check is not None:
                 assert data is not None
                 version = self._record_check(version, check, data)
         return OptimizeResult(source=source, version=version, check=check)
 
-    def _refuse_identical(self, source: ModelVersion, copy: OptimizedCopy) -> None:
+    def _refuse_identical(self, source: ModelVersion, copy: OptimizedCopy, window: int | None) -> None:
         """A second optimize of one version with the same options makes the same files: registered again,
-        it was a second version no one can tell from the first (`models register` refuses such files)."""
-        same = self.registry.identical_versions(source.name, copy.folder, digest=files_digest(copy.folder))
+        it was a second version no one can tell from the first (`models register` refuses such files).
+        The same files run another way are another copy: the fp32 ONNX file on OpenVINO in bf16 (``window``:
+        the copy's token window, as recorded)."""
+        same = [v for v in self.registry.identical_versions(source.name, copy.folder, digest=files_digest(copy.folder))
+                if record_backend(v.record) == copy.load and v.record.get("max_seq_length") == window]
         if same:
             raise RegistrationError(
                 f"{same[-1].ref} already is this copy of {source.ref} (the same files): nothing was registered. "
