@@ -169,8 +169,11 @@ class Optimizer:
         with tempfile.TemporaryDirectory(prefix=staging_prefix(STAGING), dir=self.settings.data_dir) as tmp:
             copy = self._make_copy(source, Path(tmp) / "model", quantize, dtype, max_seq_length, provider)
             window = max_seq_length if max_seq_length is not None else source.record.get("max_seq_length")
-            if not force:  # before the check: minutes spent on a copy that would not be registered
-                self._refuse_identical(source, copy, window)
+            # The versions with these files (hashed once: an ONNX folder is hundreds of MB), before the check:
+            # minutes spent on a copy that would not be registered.
+            same_files = [] if force else self.registry.identical_versions(
+                source.name, copy.folder, digest=files_digest(copy.folder))
+            self._refuse_identical(source, copy, window, same_files)
             check = None
             if check_beir is not None:
                 assert data is not None
@@ -201,22 +204,21 @@ class Optimizer:
             self.stage(f"registering the {copy.kind} copy as the next version of {source.name}")
             # allow_identical: checked again under the registry's lock (an optimize of the same source at once),
             # unless the files are those of a copy run otherwise (the fp32 ONNX file on OpenVINO in bf16).
-            runs_otherwise = bool(self.registry.identical_versions(source.name, copy.folder))
             version = self.registry.register(source.name, source.role, path=copy.folder, record=record,
-                                             allow_identical=force or runs_otherwise)
+                                             allow_identical=force or bool(same_files))
             self.registered.append(version.ref)
             if check is not None:
                 assert data is not None
                 version = self._record_check(version, check, data)
         return OptimizeResult(source=source, version=version, check=check)
 
-    def _refuse_identical(self, source: ModelVersion, copy: OptimizedCopy, window: int | None) -> None:
+    def _refuse_identical(self, source: ModelVersion, copy: OptimizedCopy, window: int | None,
+                          same_files: list[ModelVersion]) -> None:
         """A second optimize of one version with the same options makes the same files: registered again,
         it was a second version no one can tell from the first (`models register` refuses such files).
         The same files run another way are another copy: the fp32 ONNX file on OpenVINO in bf16 (``window``:
-        the copy's token window, as recorded)."""
-        same = [v for v in self.registry.identical_versions(source.name, copy.folder, digest=files_digest(copy.folder))
-                if record_backend(v.record) == copy.load and v.record.get("max_seq_length") == window]
+        the copy's token window, as recorded; ``same_files``: the versions of the source's name with its files)."""
+        same = [v for v in same_files if record_backend(v.record) == copy.load and v.record.get("max_seq_length") == window]
         if same:
             raise RegistrationError(
                 f"{same[-1].ref} already is this copy of {source.ref} (the same files): nothing was registered. "
