@@ -339,6 +339,8 @@ def test_sessions_keep_history_and_resolve_follow_ups(http):
     detail = http.get(f"/v1/sessions/{sid}").json()
     assert [m["role"] for m in detail["messages"]] == ["user", "assistant"] * 2
     assert detail["messages"][3]["content"] == text and detail["messages"][3]["query"] == final["query"]
+    # What wrote each answer, as the answer said (the page reads it to tell quotes of documents from an LLM's)
+    assert [m["answerer"] for m in detail["messages"]] == [None, "extractive"] * 2 == [None, final["answerer"]] * 2
 
 
 def test_citation_endpoint_and_feedback(http):

@@ -421,6 +421,55 @@ def test_a_conversation_db_with_another_applications_table_is_refused(tmp_path, 
         ConversationStore(path)
 
 
+#: The messages table as unirank made it before it kept each answer's answerer.
+_MESSAGES_BEFORE_ANSWERER = """
+CREATE TABLE sessions (id TEXT PRIMARY KEY, index_name TEXT NOT NULL, title TEXT NOT NULL DEFAULT '',
+                       created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE messages (id TEXT PRIMARY KEY, seq INTEGER NOT NULL,
+                       session_id TEXT REFERENCES sessions(id) ON DELETE CASCADE, index_name TEXT NOT NULL,
+                       role TEXT NOT NULL, content TEXT NOT NULL, query TEXT, grounded INTEGER,
+                       citations TEXT NOT NULL DEFAULT '[]', created_at TEXT NOT NULL);
+INSERT INTO sessions VALUES ('s1', 'handbook', 'Old', '2026-01-01T00:00:00.000+00:00', '2026-01-01T00:00:00.000+00:00');
+INSERT INTO messages VALUES ('m1', 1, 's1', 'handbook', 'user', 'What does SEV1 mean?', NULL, NULL, '[]',
+                             '2026-01-01T00:00:00.000+00:00');
+INSERT INTO messages VALUES ('m2', 2, 's1', 'handbook', 'assistant', 'From the documents: ...', 'What does SEV1 mean?',
+                             1, '[]', '2026-01-01T00:00:00.000+00:00');
+"""
+
+
+def test_a_conversation_db_of_an_earlier_unirank_is_given_the_answerer_column_and_keeps_its_turns(tmp_path):
+    """Stored answers did not say what wrote them, so a reopened one was told extractive from LLM by its
+    opening words. A file made before the column is given it when opened, its turns kept (answerer None)."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(_MESSAGES_BEFORE_ANSWERER)
+    old.close()
+    with ConversationStore(path) as store:
+        kept = store.messages("s1")
+        assert [(m.id, m.role, m.answerer) for m in kept] == [("m1", "user", None), ("m2", "assistant", None)]
+        assert kept[1].to_dict()["answerer"] is None and kept[1].grounded is True
+        _, answered = store.add_turn("s1", "handbook", "And SEV2?", "An LLM's answer [1]", answerer="openai")
+        with pytest.raises(InvalidQueryError, match="answerer must be the name of what wrote the answer, a str or None"):
+            store.add_turn("s1", "handbook", "And SEV3?", "…", answerer=3)
+    with ConversationStore(path) as reopened:  # opened again: the column is there once, the answer's name kept
+        assert [m.answerer for m in reopened.messages("s1")] == [None, None, None, "openai"]
+        assert reopened.message(answered.id).to_dict()["answerer"] == "openai"
+    columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(messages)")]
+    assert columns.count("answerer") == 1 and columns[-1] == "answerer"
+
+
+def test_a_stored_answer_names_its_answerer(service):
+    session = service.store.create_session("handbook")
+    covered = service.ask("What does SEV1 mean?", "handbook", session_id=session.id)
+    uncovered = service.ask("What is the airspeed velocity of an unladen swallow?", "handbook", session_id=session.id)
+    assert (covered.answerer, uncovered.answerer) == ("extractive", "none")
+    stored = service.store.messages(session.id)
+    assert [(m.role, m.answerer) for m in stored] == [("user", None), ("assistant", "extractive"),
+                                                      ("user", None), ("assistant", "none")]
+
+
 def test_a_follow_up_that_names_a_new_subject_leaves_the_old_one(service):
     """"what about SEV2?" after API keys was searched as "what about SEV2? long old api keys working
     rotation", and answered about API keys."""

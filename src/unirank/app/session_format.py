@@ -39,6 +39,9 @@ class MessageOut(BaseModel):
     created_at: str
     #: For an answer: the last thumbs up or down given on it (``POST /v1/feedback``), else null.
     vote: Literal["up", "down"] | None
+    #: For an answer: what wrote it ("extractive", "openai"; "none" when nothing relevant was found), as
+    #: the answer's own ``answerer``. Null for a question, and for an answer stored by an earlier unirank.
+    answerer: str | None
 
 
 class SessionWithMessages(SessionOut):

@@ -205,7 +205,8 @@ class ChatService:
         )
         if self.store is not None:
             _, stored = self.store.add_turn(session_id, index, answer.question, answer.answer, query=query,
-                                            grounded=answer.grounded, citations=answer.citations)
+                                            grounded=answer.grounded, citations=answer.citations,
+                                            answerer=answer.answerer)
             answer.message_id = stored.id
         yield Completed(answer)
 

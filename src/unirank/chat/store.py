@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS messages (
     query TEXT,
     grounded INTEGER,
     citations TEXT NOT NULL DEFAULT '[]',
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    answerer TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_session ON messages(session_id, seq);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -97,6 +98,10 @@ class Message:
     #: For an answer: the last thumbs up or down given on it ("up", "down"), else None. A page reloaded
     #: showed its feedback buttons unpressed, and a second click recorded the vote again.
     vote: str | None = None
+    #: For an answer: what wrote it (ChatAnswer.answerer: "extractive", "openai", "none" when nothing
+    #: relevant was found). None for a question, and for an answer stored before unirank kept it: the
+    #: web page told an LLM's quotes from the documents' own by the extractive answerer's opening words.
+    answerer: str | None = None
 
     def citation(self, n: int) -> Citation:
         for c in self.citations:
@@ -110,7 +115,7 @@ class Message:
         return {"id": self.id, "session_id": self.session_id, "index": self.index, "role": self.role,
                 "content": self.content, "query": self.query, "grounded": self.grounded,
                 "citations": [c.to_dict() for c in self.citations], "created_at": self.created_at,
-                "vote": self.vote}
+                "vote": self.vote, "answerer": self.answerer}
 
 
 @dataclass
@@ -130,9 +135,12 @@ class FeedbackEvent:
 _COLUMNS = {
     "sessions": ["id", "index_name", "title", "created_at", "updated_at"],
     "messages": ["id", "seq", "session_id", "index_name", "role", "content", "query", "grounded", "citations",
-                 "created_at"],
+                 "created_at", "answerer"],
     "feedback": ["id", "message_id", "kind", "citation_n", "created_at"],
 }
+#: Columns added since a table was first made, last first: a file made before them is given them
+#: (ALTER TABLE ... ADD COLUMN, NULL in the rows it has) when it is opened.
+_ADDED_COLUMNS = {"messages": {"answerer": "TEXT"}}
 
 
 def turn_problem(role: object, content: object) -> str | None:
@@ -180,11 +188,28 @@ def _check_tables(db: sqlite3.Connection, path: Path) -> None:
     sessions has 1 columns")."""
     for table, columns in _COLUMNS.items():
         found = [row["name"] for row in db.execute(f"PRAGMA table_info({table})")]
-        if found and found != columns:
+        added = list(_ADDED_COLUMNS.get(table, {}))
+        if found and found not in [columns[:len(columns) - n] for n in range(len(added) + 1)]:
             raise ConfigurationError(
                 f"chat.db_path {path} has a table {table!r} with other columns ({', '.join(found)}): it is not a "
                 "unirank conversation database. Set chat.db_path to another file (a new one is made there)."
             )
+
+
+def _add_new_columns(db: sqlite3.Connection) -> None:
+    """Gives a file an earlier unirank made the columns added since (their values unknown: NULL). Under the
+    write lock, and looked at again there: two processes opening the file at once add each column once."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table, added in _ADDED_COLUMNS.items():
+            found = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+            for column, kind in added.items():
+                if column not in found:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _database_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -218,6 +243,7 @@ class ConversationStore:
                 self._db.execute("PRAGMA foreign_keys=ON")
                 _check_tables(self._db, self.path)
                 self._db.executescript(_SCHEMA)
+                _add_new_columns(self._db)
                 _check_pages(self._db)
         except sqlite3.Error as exc:
             self._db.close()
@@ -284,32 +310,34 @@ class ConversationStore:
     @_database_errors
     def add_message(self, session_id: str | None, index: str, role: str, content: str, *,
                     query: str | None = None, grounded: bool | None = None,
-                    citations: list[Citation] | None = None) -> Message:
+                    citations: list[Citation] | None = None, answerer: str | None = None) -> Message:
         problem = turn_problem(role, content)
         if problem:  # a "wizard" turn was stored, and handed back by history()
             raise InvalidQueryError(f"add_message: {problem}.")
         _check_message_fields(session_id, index, query)
+        _require_text("answerer", answerer, "the name of what wrote the answer", optional=True)
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")  # the write lock first: no other process deletes the session
             return self._insert(session_id, index, role, content, query=query, grounded=grounded,
-                                citations=citations)
+                                citations=citations, answerer=answerer)
 
     def _insert(self, session_id: str | None, index: str, role: str, content: str, *,
                 query: str | None = None, grounded: bool | None = None,
-                citations: list[Citation] | None = None) -> Message:
+                citations: list[Citation] | None = None, answerer: str | None = None) -> Message:
         """One message, inside the caller's write transaction."""
         now = utc_now()
         message = Message(id=uuid.uuid4().hex, session_id=session_id, index=index, role=role, content=content,
-                          created_at=now, query=query, grounded=grounded, citations=list(citations or []))
+                          created_at=now, query=query, grounded=grounded, citations=list(citations or []),
+                          answerer=answerer)
         payload = json.dumps([c.to_dict() for c in message.citations], ensure_ascii=False)
         if session_id is not None and not self._db.execute("SELECT 1 FROM sessions WHERE id = ?",
                                                            (session_id,)).fetchone():
             raise _deleted_meanwhile(session_id)
         seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages").fetchone()[0]
         self._db.execute(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO messages ({', '.join(_COLUMNS['messages'])}) VALUES ({', '.join('?' * len(_COLUMNS['messages']))})",
             (message.id, seq, session_id, index, role, content, query,
-             None if grounded is None else int(grounded), payload, now))
+             None if grounded is None else int(grounded), payload, now, answerer))
         if session_id is not None:
             self._db.execute(
                 "UPDATE sessions SET updated_at = ?, title = CASE WHEN title = '' AND ? = 'user' "
@@ -319,17 +347,18 @@ class ConversationStore:
     @_database_errors
     def add_turn(self, session_id: str | None, index: str, question: str, answer: str, *,
                  query: str | None = None, grounded: bool | None = None,
-                 citations: list[Citation] | None = None) -> tuple[Message, Message]:
+                 citations: list[Citation] | None = None, answerer: str | None = None) -> tuple[Message, Message]:
         """A question and its answer, stored together (one transaction): they sit side by side in the
         message order even with other requests answered meanwhile, so either one names its turn."""
         _require_text("question", question)
         _require_text("answer", answer)
+        _require_text("answerer", answerer, "the name of what wrote the answer", optional=True)
         _check_message_fields(session_id, index, query)
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             asked = self._insert(session_id, index, "user", question)
             answered = self._insert(session_id, index, "assistant", answer, query=query, grounded=grounded,
-                                    citations=citations)
+                                    citations=citations, answerer=answerer)
         return asked, answered
 
     @_database_errors
@@ -528,4 +557,5 @@ def _message(row: sqlite3.Row) -> Message:
     return Message(id=row["id"], session_id=row["session_id"], index=row["index_name"], role=row["role"],
                    content=row["content"], created_at=row["created_at"], query=row["query"],
                    grounded=None if row["grounded"] is None else bool(row["grounded"]),
-                   citations=[Citation.from_dict(c) for c in json.loads(row["citations"])], vote=row["vote"])
+                   citations=[Citation.from_dict(c) for c in json.loads(row["citations"])], vote=row["vote"],
+                   answerer=row["answerer"])

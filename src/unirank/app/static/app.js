@@ -326,8 +326,8 @@ const QUOTE_OR_MARKER = /\u201c[^\u201d]*\u201d|\[(\d+(?:\s*,\s*\d+)*)\]/g;
 const EXTRACTIVE_OPENING = "From the documents: \u201c";
 
 // Whether the answer's “quotes” hold documents' words: the extractive answerer's do, an LLM's are its own
-// (a "[1]" inside one is a citation, as the server counts it). The final chunk names its answerer; a stored
-// message does not, and the extractive answerer's opening tells it.
+// (a "[1]" inside one is a citation, as the server counts it). The final chunk and a stored message name
+// their answerer; a message stored by an earlier unirank does not, and the extractive answerer's opening tells it.
 function quotesDocuments(message, text) {
   return message.answerer ? message.answerer === "extractive" : text.startsWith(EXTRACTIVE_OPENING);
 }
