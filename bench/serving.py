@@ -16,9 +16,9 @@ One run, one machine:
   int8 reading at most 128 tokens per pair, the ONNX file on ONNX Runtime's OpenVINO provider in bfloat16
   at 256 and 128 tokens, and on PyTorch in bfloat16 at 256 and 128 tokens (all made by ``unirank models
   optimize``: ``--quantize int8``, ``--provider openvino``, ``--dtype bfloat16``, ``--max-length 128``), all
-  served by the same server process; then the OpenVINO copy at 256 tokens again on a second server with
-  ``reranker.openvino_fixed_shape`` off (dynamic shapes only), the baseline for its fixed-shape session
-  (``unirank.models.fixed_shape``). bf16 is fast only on CPUs with AMX or AVX512-BF16; the table
+  served by the same server process. The OpenVINO copy at 256 tokens is measured against a second server
+  with ``reranker.openvino_fixed_shape`` off (dynamic shapes only), the baseline for its fixed-shape session
+  (``unirank.models.fixed_shape``), in four alternating rounds. bf16 is fast only on CPUs with AMX or AVX512-BF16; the table
   says whether this one has them. No trained cross-encoder ships with
   unirank, so the cross-encoder is the one ``unirank train`` builds before training (the base encoder,
   mean pooling and a new 1-logit head; pairs cut at 256 tokens): its scores are meaningless, its latency
@@ -255,7 +255,7 @@ def server_cpu_s(pid: int) -> float:
 
 
 def rerank_latency(url: str, ref: str, query_texts: list[str], docs: list[str], requests: int,
-                   cpu: Callable[[], float]) -> dict:
+                   cpu: Callable[[], float], *, first_query: int = 0) -> dict:
     """Sequential requests after two warm-ups; also the server's CPU seconds per request, which other
     processes on the machine do not inflate the way they inflate wall-clock latency."""
     import httpx
@@ -266,7 +266,8 @@ def rerank_latency(url: str, ref: str, query_texts: list[str], docs: list[str], 
         for i in range(requests + 2):
             if i == 2:
                 cpu_before = cpu()
-            body = {"query": query_texts[i % len(query_texts)], "texts": docs, "model": ref, "truncate": True}
+            body = {"query": query_texts[(first_query + i) % len(query_texts)], "texts": docs, "model": ref,
+                    "truncate": True}
             started = time.perf_counter()
             response = client.post("/rerank", json=body)
             elapsed = time.perf_counter() - started
@@ -275,34 +276,58 @@ def rerank_latency(url: str, ref: str, query_texts: list[str], docs: list[str], 
             if i >= 2:
                 latencies.append(elapsed)
         cpu_used = cpu() - cpu_before
-    return {"model": ref, "requests": requests, "passages": len(docs),
+    return latency_summary(ref, latencies, len(docs), cpu_used)
+
+
+def latency_summary(ref: str, latencies: list[float], passages: int, cpu_used: float) -> dict:
+    return {"model": ref, "requests": len(latencies), "passages": passages,
             "p50_ms": round(C.percentile(latencies, 50) * 1000, 1),
             "p95_ms": round(C.percentile(latencies, 95) * 1000, 1),
             "max_ms": round(max(latencies) * 1000, 1),
-            "server_cpu_ms_per_request": round(cpu_used / requests * 1000, 1)}
+            "server_cpu_ms_per_request": round(cpu_used / len(latencies) * 1000, 1),
+            "latencies_s": latencies}
 
 
 def rerank_with_batches(url: str, ref: str, queries: list[str], docs: list[str], requests: int,
-                        cpu: Callable[[], float]) -> dict:
+                        cpu: Callable[[], float], *, first_query: int = 0) -> dict:
     """``rerank_latency`` plus the micro-batch sizes the server's metrics counted meanwhile."""
     before = batch_histogram(url, "rerank")
-    result = rerank_latency(url, ref, queries, docs, requests, cpu)
+    result = rerank_latency(url, ref, queries, docs, requests, cpu, first_query=first_query)
     result.update(batch_sizes_between(before, batch_histogram(url, "rerank")))
     return result
 
 
-def dynamic_shape_rerank(settings, ref: str, queries: list[str], docs: list[str], requests: int) -> dict:
-    """The OpenVINO copy on a server with ``reranker.openvino_fixed_shape`` off: the dynamic-shape session
-    alone, the baseline for the fixed-shape one (unirank.models.fixed_shape)."""
+def fixed_against_dynamic(settings, main: ModelServer, ref: str, queries: list[str], docs: list[str],
+                          requests: int, rounds: int = 4) -> tuple[dict, dict]:
+    """The OpenVINO copy on ``main`` (its fixed-shape session, unirank.models.fixed_shape) against a
+    second server with ``reranker.openvino_fixed_shape`` off (dynamic shapes only, the baseline), in
+    alternating rounds on the same queries: measured one server after the other, the load drifting
+    between them was read as a difference between the sessions. One request runs at a time."""
     server = ModelServer(settings.data_dir, [ref], env={"UNIRANK_RERANKER__OPENVINO_FIXED_SHAPE": "false"},
                          log_path=C.OUT_DIR / f"{NAME}-server-dynamic-shapes.log")
+    parts: dict[str, list[dict]] = {"fixed": [], "dynamic": []}
     try:
         server.wait_ready(timeout=600)
-        result = rerank_with_batches(server.url, ref, queries, docs, requests, lambda: server_cpu_s(server.process.pid))
+        per_round = max(1, -(-requests // rounds))
+        for round_no in range(rounds):
+            sides = [("fixed", main), ("dynamic", server)]
+            for side, on in (sides if round_no % 2 == 0 else sides[::-1]):
+                parts[side].append(rerank_with_batches(
+                    on.url, ref, queries, docs, per_round, lambda on=on: server_cpu_s(on.process.pid),
+                    first_query=round_no * per_round))
     finally:
         server.stop()
-    print(f"  rerank {OPENVINO_FULL}, {DYNAMIC}: p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms")
-    return result
+    merged = {}
+    for side, results in parts.items():
+        latencies = [t for r in results for t in r["latencies_s"]]
+        cpu_used = sum(r["server_cpu_ms_per_request"] * r["requests"] for r in results) / 1000
+        merged[side] = latency_summary(ref, latencies, len(docs), cpu_used)
+        merged[side]["mean_micro_batch"] = round(sum(r["mean_micro_batch"] for r in results) / len(results), 1)
+        merged[side]["p95_ms_by_round"] = [r["p95_ms"] for r in results]
+    print(f"  rerank {OPENVINO_FULL} ({rounds} alternating rounds): fixed shape p50 {merged['fixed']['p50_ms']} ms, "
+          f"p95 {merged['fixed']['p95_ms']} ms; {DYNAMIC} p50 {merged['dynamic']['p50_ms']} ms, "
+          f"p95 {merged['dynamic']['p95_ms']} ms")
+    return merged["fixed"], merged["dynamic"]
 
 
 def main() -> None:
@@ -381,13 +406,16 @@ def main() -> None:
                 levels.append(level)
             reranks: dict[str, dict] = {}
             for label, ref in refs.items():
+                if label == OPENVINO_FULL:
+                    reranks[label], reranks[f"{OPENVINO_FULL}, {DYNAMIC}"] = fixed_against_dynamic(
+                        settings, server, ref, queries, docs, args.rerank_requests)
+                    continue
                 reranks[label] = rerank_with_batches(server.url, ref, queries, docs, args.rerank_requests, cpu)
                 print(f"  rerank {label}: p50 {reranks[label]['p50_ms']} ms, p95 {reranks[label]['p95_ms']} ms")
         finally:
             server.stop()
-        if OPENVINO_FULL in refs:
-            reranks[f"{OPENVINO_FULL}, {DYNAMIC}"] = dynamic_shape_rerank(settings, refs[OPENVINO_FULL], queries, docs,
-                                                                          args.rerank_requests)
+        for result in reranks.values():
+            result.pop("latencies_s", None)
 
     print()
     print(f"Embeddings/s, {len(texts)} CISI passages of <= {args.words} words ({levels[0]['requests']} at 1 client), "
