@@ -114,10 +114,9 @@ def _on_llm(ur, llm: OpenAIProtocolServer):
     return ur
 
 
-def _streamed_usage(client, asked: dict) -> dict | None:
+def _streamed_usage(client, asked: dict, route: str = "/v1/chat/completions") -> dict | None:
     """The usage chunk of ``asked`` streamed with ``stream_options.include_usage``, after the answer's last."""
-    streamed = client.post("/v1/chat/completions", json={
-        **asked, "stream": True, "stream_options": {"include_usage": True}}).text
+    streamed = client.post(route, json={**asked, "stream": True, "stream_options": {"include_usage": True}}).text
     chunks = [json.loads(event[6:]) for event in streamed.strip().split("\n\n")[:-1]]
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and chunks[-2]["answerer"] == "openai", chunks[-2]
     assert chunks[-1]["choices"] == [], chunks[-1]
@@ -171,6 +170,16 @@ def test_an_llm_answer_sends_the_tokens_its_endpoint_counted(tmp_path, base_embe
             llm.requests.clear()
             assert _streamed_usage(client, asked) == _counted(llm.requests)
             assert [r["body"].get("stream_options") for r in llm.requests] == [None, {"include_usage": True}]
+            # In a session too: the answer, and the stream's last chunk when asked (it was never sent there)
+            sid = client.post("/v1/sessions", json={"index": "policies"}).json()["id"]
+            client.post(f"/v1/sessions/{sid}/messages", json={"content": "How long are backups kept?"})
+            llm.requests.clear()
+            follow_up = client.post(f"/v1/sessions/{sid}/messages", json={"content": "And the monthly ones?"}).json()
+            assert len(llm.requests) == 2 and follow_up["usage"] == _counted(llm.requests), follow_up
+            llm.requests.clear()
+            sid = client.post("/v1/sessions", json={"index": "policies"}).json()["id"]
+            streamed = _streamed_usage(client, {"content": "How long are backups kept?"}, f"/v1/sessions/{sid}/messages")
+            assert len(llm.requests) == 1 and streamed == _counted(llm.requests) and streamed["total_tokens"] > 0
     finally:
         ur.close()
         llm.stop()

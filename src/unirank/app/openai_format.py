@@ -102,6 +102,11 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
+def usage_asked(options: StreamOptions | None) -> bool:
+    """Whether a stream ends with a usage chunk: ``stream_options.include_usage``, as OpenAI's."""
+    return bool(options and options.include_usage)
+
+
 class ChatCompletionRequest(RequestBody):
     #: temperature, max_tokens… are accepted and ignored. Strict: ``"stream": "yes"`` is a 422 naming
     #: the field, not a guess at what was meant.
@@ -123,7 +128,7 @@ class ChatCompletionRequest(RequestBody):
     filters: dict[str, FilterValue] | None = None
 
     def wants_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
+        return usage_asked(self.stream_options)
 
     def question_and_history(self) -> tuple[str, list[Turn]]:
         """The last user message is the question; earlier user/assistant messages are the history."""
@@ -313,6 +318,9 @@ class SessionAnswer(BaseModel):
     session_id: str | None
     message_id: str | None
     timings_ms: dict[str, float]
+    #: As on /v1/chat/completions: the tokens the answer's LLM calls cost (the answer and the follow-up's
+    #: rewrite), as the endpoint counted them; zero when none ran; null when the endpoint did not count one.
+    usage: Usage | None
 
 
 def answer_responses(model: type[BaseModel]) -> dict[int | str, dict]:

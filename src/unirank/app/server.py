@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict
 
 from unirank.api import Unirank
 from unirank.app.openai_format import (DEFAULT_MODEL, ChatCompletion, ChatCompletionRequest, ChunkWriter, FilterValue,
-                                       RequestBody, SessionAnswer, answer_responses, completion, error_body,
-                                       error_responses)
+                                       RequestBody, SessionAnswer, StreamOptions, answer_responses, completion,
+                                       error_body, error_responses, usage_asked)
 from unirank.app.search_format import SearchRequest, SearchResponse
 from unirank.app.session_format import (CitedPassage, DeletedTurn, FeedbackList, FeedbackOut, IndexAsModel,
                                         IndexList, IndexModels, Liveness, SessionList, SessionOut,
@@ -103,6 +103,8 @@ class SessionQuestion(RequestBody):
     #: "" is refused by the service as a blank question is (a 400), not by a 422 of its own.
     content: str
     stream: bool = False
+    #: With ``stream``, as on /v1/chat/completions: ``include_usage`` adds a last chunk with the usage.
+    stream_options: StreamOptions | None = None
     #: Answer only from chunks whose metadata, ``doc_id`` or ``source_uri`` match.
     filters: dict[str, FilterValue] | None = None
     #: Optional: the session's own index. Another index is refused (as on /v1/chat/completions), not
@@ -289,7 +291,7 @@ def create_app(settings: Settings | None = None, *, unirank: Unirank | None = No
         asked = dict(session_id=session_id, filters=body.filters)
         if body.stream:
             return await _sse(await _answering(service.stream, body.content, body.index, **asked),
-                              ChunkWriter("unirank"))
+                              ChunkWriter("unirank", usage_asked(body.stream_options)))
         answer = await _answering(service.ask, body.content, body.index, **asked)
         return answer.to_dict()
 

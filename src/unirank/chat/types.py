@@ -159,7 +159,8 @@ class ChatAnswer:
         return {"question": self.question, "query": self.query, "answer": self.answer, "grounded": self.grounded,
                 "citations": [c.to_dict() for c in self.citations], "answerer": self.answerer,
                 "relevance": self.relevance, "threshold": self.threshold, "session_id": self.session_id,
-                "message_id": self.message_id, "timings_ms": self.timings_ms}
+                "message_id": self.message_id, "timings_ms": self.timings_ms,
+                "usage": None if self.usage is None else self.usage.to_dict()}
 
 
 # -- what the chat service streams -------------------------------------------------------------
