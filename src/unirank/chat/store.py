@@ -138,8 +138,8 @@ _COLUMNS = {
                  "created_at", "answerer"],
     "feedback": ["id", "message_id", "kind", "citation_n", "created_at"],
 }
-#: Columns added since a table was first made, last first: a file made before them is given them
-#: (ALTER TABLE ... ADD COLUMN, NULL in the rows it has) when it is opened.
+#: Columns added since a table was first made, in the order they were added (the last of _COLUMNS): a file
+#: made before them is given them (ALTER TABLE ... ADD COLUMN, NULL in the rows it has) when it is opened.
 _ADDED_COLUMNS = {"messages": {"answerer": "TEXT"}}
 
 
@@ -198,14 +198,20 @@ def _check_tables(db: sqlite3.Connection, path: Path) -> None:
 
 def _add_new_columns(db: sqlite3.Connection) -> None:
     """Gives a file an earlier unirank made the columns added since (their values unknown: NULL). Under the
-    write lock, and looked at again there: two processes opening the file at once add each column once."""
+    write lock, and looked at again there: two processes opening the file at once add each column once.
+    A file that has them all is not locked: opening it does not wait for another process's write."""
+
+    def missing() -> list[tuple[str, str, str]]:
+        found = {table: {row["name"] for row in db.execute(f"PRAGMA table_info({table})")} for table in _ADDED_COLUMNS}
+        return [(table, column, kind) for table, added in _ADDED_COLUMNS.items() for column, kind in added.items()
+                if column not in found[table]]
+
+    if not missing():
+        return
     db.execute("BEGIN IMMEDIATE")
     try:
-        for table, added in _ADDED_COLUMNS.items():
-            found = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
-            for column, kind in added.items():
-                if column not in found:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        for table, column, kind in missing():
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
