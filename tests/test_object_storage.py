@@ -582,3 +582,29 @@ def test_a_warning_names_the_object_by_its_uri(client, bucket, s3_endpoint):
     report = client.ingest("s3://handbook/warn", "warn")
     assert report.ingested == ["s3://handbook/warn/fm.md"]
     assert [w.split(": ", 1)[0] for w in report.warnings] == ["s3://handbook/warn/fm.md"], report.warnings
+
+
+#: The keys an export of `_model_version`'s m@1 under PREFIX holds, its marker included.
+EXPORTED = ("m-v1/1_Pooling/config.json", "m-v1/config.json", "m-v1/model.safetensors", "m-v1/tokenizer.json",
+            "m-v1/unirank_model.json")
+
+
+def _keys(s3, prefix: str, bucket: str = "handbook") -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+
+
+def test_export_with_force_deletes_exactly_the_stale_keys_of_its_destination(tmp_path, bucket, s3_endpoint):
+    """`models export --force` deleted the stale keys as glob patterns (s3fs's rm): to s3://handbook/team[1] it
+    deleted team1/m-v1/old.txt, outside the destination, and kept the stale team[1]/m-v1/old.txt and notes[1].txt;
+    a stale `config*` deleted the export's own config.json after it was written, and the marker said it was whole."""
+    from unirank.registry.export import export_version
+
+    storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
+    mv = _model_version(tmp_path / "m")
+    for key in ("team1/m-v1/old.txt", "team[1]/m-v1/old.txt", "team[1]/m-v1/notes[1].txt", "glob/m-v1/config*"):
+        bucket.put_object(Bucket="handbook", Key=key, Body=b"stale")
+    assert export_version(mv, "s3://handbook/team[1]", storage, force=True) == "s3://handbook/team[1]/m-v1"
+    assert _keys(bucket, "team1/") == ["team1/m-v1/old.txt"]
+    assert _keys(bucket, "team[1]/") == [f"team[1]/{key}" for key in EXPORTED]
+    export_version(mv, "s3://handbook/glob", storage, force=True)
+    assert _keys(bucket, "glob/") == [f"glob/{key}" for key in EXPORTED]

@@ -172,9 +172,8 @@ def _export_to_objects(mv: ModelVersion, location: Any, dest: str, marker: str, 
         fs.rm_file(marker_key)
     for path in files:
         fs.put_file(str(path), f"{dest}/{path.relative_to(root).as_posix()}")
-    stale = sorted(existing - keys - {marker_key, note_key})
-    if stale:
-        fs.rm(stale)
+    for stale in sorted(existing - keys - {marker_key, note_key}):
+        fs.rm_file(stale)  # the key as it is: fs.rm read `[`, `*` and `?` in it as a pattern, deleting other keys
     fs.pipe_file(marker_key, marker.encode())
     fs.rm_file(note_key)
 
