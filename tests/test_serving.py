@@ -1342,3 +1342,64 @@ def test_a_keys_file_line_of_three_fields_or_a_token_listed_twice_is_refused(tmp
     store.check("Bearer old-token")  # the last good set stays
     with pytest.raises(AuthenticationError):
         store.check("Bearer new-token")
+
+
+def test_a_blank_api_key_is_refused_and_a_padded_one_is_read_stripped(tmp_path: Path) -> None:
+    """`api_keys = ["$MODEL_KEY"]` with the variable unset served with no auth at all (a blank key was dropped),
+    and `" k1"` could never match the stripped bearer token: 401 for every client."""
+    from unirank.errors import AuthenticationError, ConfigurationError
+    from unirank.serving.auth import TokenStore
+
+    for keys, entry in (([""], 0), (["k1", "  "], 1)):
+        with pytest.raises(ConfigurationError, match=rf"serving.api_keys entry {entry} is empty"):
+            TokenStore(keys, None)
+    store = TokenStore([" k1 "], None)
+    store.check("Bearer k1")
+    with pytest.raises(AuthenticationError):
+        store.check(None)
+    keys = tmp_path / "keys.txt"  # started, then refused every request
+    keys.write_text("tok-old 2000-01-01T00:00:00+00:00\n")
+    with pytest.raises(ConfigurationError, match=rf"Every token in serving.api_keys_file {keys} has expired"):
+        TokenStore([], keys)
+    TokenStore(["k1"], keys).check("Bearer k1")  # a static key still lets clients in
+
+
+def test_serve_models_refuses_a_blank_api_key_before_starting(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from serving_helpers import isolated_env
+
+    env = {**isolated_env(tmp_path / "data"), "UNIRANK_SERVING__API_KEYS": '[""]'}
+    out = subprocess.run([sys.executable, "-m", "unirank.cli.main", "serve", "models", "--model", "base",
+                          "--port", "1"], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "serving.api_keys entry 0 is empty" in " ".join(out.stderr.split()), out.stderr
+
+
+def test_a_keys_file_not_in_utf8_is_refused_at_start_and_logged_later_and_a_bom_is_no_part_of_a_token(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stray non-UTF-8 byte was a traceback at start, and while serving one request's 500, after which the
+    file was not read again: the token rotated out kept working, unlogged. A BOM made the first token unusable."""
+    import logging
+
+    from unirank.errors import AuthenticationError, ConfigurationError
+    from unirank.serving.auth import TokenStore
+
+    keys = tmp_path / "keys.txt"
+    keys.write_bytes(b"tok\xff\n")
+    with pytest.raises(ConfigurationError, match=rf"serving.api_keys_file {keys} cannot be read as UTF-8 text"):
+        TokenStore([], keys)
+    keys.write_bytes("\ufefftok-bom\n".encode())  # Notepad's "UTF-8 with BOM"
+    store = TokenStore([], keys)
+    store.check("Bearer tok-bom")
+    keys.write_bytes(b"tok-rot\ntok-bom 2020-01-01T00:00:00+00:00\n\xff\n")
+    os.utime(keys, (time.time() + 5, time.time() + 5))
+    with caplog.at_level(logging.ERROR, logger="unirank.serving.auth"):
+        store.check("Bearer tok-bom")  # the last good set stays, as for a file that does not parse
+    assert "cannot be read as UTF-8 text" in caplog.text and "Keeping the tokens read before" in caplog.text
+    keys.write_bytes(b"tok-rot\ntok-bom 2020-01-01T00:00:00+00:00\n")  # fixed: read again
+    os.utime(keys, (time.time() + 10, time.time() + 10))
+    store.check("Bearer tok-rot")
+    with pytest.raises(AuthenticationError, match="expired"):
+        store.check("Bearer tok-bom")

@@ -61,7 +61,8 @@ def serve_models(
     host, port = host or settings.serving.host, port or settings.serving.port
     try:  # a ref that names nothing is refused here; a model that then fails to load is reported on /health
         ModelCatalog(settings, refs).check_refs()
-        TokenStore(settings.serving.api_keys, settings.serving.api_keys_file)  # a keys file that cannot be read
+        # a blank key, or a keys file that is missing, does not parse or is not UTF-8: an `error:` line
+        TokenStore(settings.serving.api_keys, settings.serving.api_keys_file)
         refuse_busy_port(host, port)
     except UnirankError as exc:
         fail(exc)

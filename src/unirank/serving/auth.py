@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 class TokenStore:
     def __init__(self, keys: list[str], keys_file: Path | None) -> None:
-        self._static = {k: None for k in keys if k}
+        self._static: dict[str, datetime | None] = {k: None for k in static_keys(keys)}
         self._file = keys_file
         self._file_state: tuple[float, int] | None = None
         self._file_keys: dict[str, datetime | None] = {}
@@ -33,6 +33,7 @@ class TokenStore:
                                          "`TOKEN [EXPIRES]` a line) or unset it. Serving without it would refuse "
                                          "every request.")
             self._file_tokens(strict=True)
+            self._refuse_only_expired_tokens()
 
     @property
     def enabled(self) -> bool:
@@ -68,7 +69,7 @@ class TokenStore:
         if state != self._file_state:
             self._file_state = state
             try:
-                self._file_keys = parse_keys_file(Path(self._file).read_text())
+                self._file_keys = parse_keys_file(read_keys_file(Path(self._file)))
             except ConfigurationError as exc:
                 if strict:
                     raise
@@ -77,12 +78,42 @@ class TokenStore:
                 log.error("%s Keeping the tokens read before until the file is fixed.", _sentence(str(exc)))
         return self._file_keys
 
+    def _refuse_only_expired_tokens(self) -> None:
+        """At start, a keys file whose every token has expired would refuse every request, as one holding none."""
+        now = datetime.now(timezone.utc)
+        if self._static or any(expires is None or expires > now for expires in self._file_keys.values()):
+            return
+        raise ConfigurationError(f"Every token in serving.api_keys_file {self._file} has expired, so every "
+                                 "request would be refused: add a token (or a later expiry), or unset it to serve "
+                                 "without keys.")
+
     def _log_missing_once(self) -> None:
         """Every request looks at the file: once a disappearance, not once a request."""
         if not self._missing_logged:
             self._missing_logged = True
             log.error("serving.api_keys_file %s is missing: put it back (one `TOKEN [EXPIRES]` a line). Keeping the "
                       "tokens read before until it is back.", self._file)
+
+
+def static_keys(keys: list[str]) -> list[str]:
+    """``serving.api_keys`` as clients send them (a bearer token is compared stripped, so a padded key could never
+    match). A blank key is refused: it turned auth off in silence (``["$MODEL_KEY"]`` with the variable unset)."""
+    keys = [key.strip() for key in keys]
+    blank = [i for i, key in enumerate(keys) if not key]
+    if blank:
+        raise ConfigurationError(f"serving.api_keys entry {blank[0]} is empty (a variable that is not set?): give "
+                                 "each key its text, or unset serving.api_keys to serve without keys.")
+    return keys
+
+
+def read_keys_file(path: Path) -> str:
+    """The file's text: UTF-8, a byte-order mark (Notepad's "UTF-8 with BOM") dropped, as it is no part of the
+    first token. Text that cannot be read is a ConfigurationError, handled as a file that does not parse."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"serving.api_keys_file {path} cannot be read as UTF-8 text ({exc}): save it as "
+                                 "UTF-8, one `TOKEN [EXPIRES]` a line.") from None
 
 
 def _sentence(text: str) -> str:
