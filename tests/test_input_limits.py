@@ -36,12 +36,37 @@ def test_a_long_text_of_many_words_is_refused_without_tokenizing_it(tokenizer):
                                                   r"limit of 256 tokens in its first 8,192 alone") as refused:
         enforce_token_limit(tokenizer, ["short", prose], 256, truncate=False)
     assert refused.value.status_code == 413 and time.perf_counter() - started < 1.0
-    # Just over the character bound, with fewer words than the limit: counted, and refused on the count.
+    # Just over the character bound, with fewer words than the limit: refused on its prefix's tokens.
     words = "antidisestablishmentarianism " * 250  # 7,250 characters... and 250 words of 6 tokens each
-    with pytest.raises(ServingRequestError, match=r"input 0 has \d+ tokens; the limit is 256"):
+    with pytest.raises(ServingRequestError, match=r"input 0 has 9,250 characters, and more tokens than the limit"):
         enforce_token_limit(tokenizer, [words + "x" * 2000], 256, truncate=False)
+    with pytest.raises(ServingRequestError, match=r"input 0 has \d+ tokens; the limit is 256"):  # within the bound
+        enforce_token_limit(tokenizer, [words], 256, truncate=False)
     texts, tokens = enforce_token_limit(tokenizer, [prose], 256, truncate=True)
     assert tokens == 256 and prose.startswith(texts[0]) and len(texts[0]) < 2000
+
+
+def test_a_long_text_without_spaces_is_refused_on_its_prefixs_tokens_without_tokenizing_it(tokenizer):
+    """Chinese or Japanese text is one "word" to a split on spaces: 4 M characters of it were tokenized whole to
+    be refused (14 s on the server's one tokenizing thread, every other long request queued behind)."""
+    han = "\u6f22" * 4_000_000
+    started = time.perf_counter()
+    with pytest.raises(ServingRequestError, match=r"input 0 has 4,000,000 characters, and more tokens than the "
+                                                  r"limit of 256 tokens in its first 8,192 alone") as refused:
+        enforce_token_limit(tokenizer, [han], 256, truncate=False)
+    with pytest.raises(ServingRequestError, match=r"^document 0 has 4,000,000 characters"):
+        enforce_pair_limit(tokenizer, "which character?", [han], 256, truncate=False)
+    assert refused.value.status_code == 413 and time.perf_counter() - started < 1.0
+    texts, tokens = enforce_token_limit(tokenizer, [han], 256, truncate=True)
+    assert tokens == 256 and texts[0] == han[:254]  # one token a character, [CLS] and [SEP] aside
+    assert time.perf_counter() - started < 2.0
+
+
+def test_a_word_cut_by_the_prefix_does_not_count_against_the_text(tokenizer):
+    """A word over 100 characters is one [UNK] to this tokenizer, but its first 52 characters are 26 tokens: the
+    prefix's last word is left out of its count, so a text of 5 tokens is not refused on it."""
+    text = "y" * 101 + " " + "y" * 101 + " " + "z" * 5000  # 5,206 characters, over 8 * 32
+    assert enforce_token_limit(tokenizer, [text], 8, truncate=False) == ([text], 5)
 
 
 def test_a_text_of_invisible_characters_only_is_an_empty_input(tmp_path):

@@ -121,6 +121,10 @@ def test_a_huge_input_is_refused_or_cut_without_holding_up_other_clients(tight: 
         started = time.monotonic()
         refused = tight.post("/embed", json={"inputs": ["short", huge]})
         refused_in = time.monotonic() - started
+        started = time.monotonic()  # no spaces: one "word", refused on the tokens of its first 4,096 characters
+        unspaced = tight.post("/embed", json={"inputs": "\u6f22" * 1_000_000})
+        unspaced_in = time.monotonic() - started
+        unspaced_cut = tight.post("/v1/embeddings", json={"input": "\u6f22" * 1_000_000, "truncate": True})
         cut = tight.post("/v1/embeddings", json={"input": [huge] * 8, "truncate": True})
         too_big = tight.post("/v1/embeddings", json={"input": [huge] * 16, "truncate": True})
         body = json.dumps({"inputs": [huge] * 16, "truncate": True}).encode()
@@ -133,6 +137,9 @@ def test_a_huge_input_is_refused_or_cut_without_holding_up_other_clients(tight: 
     assert refused.json()["error"].startswith("input 1 has 1,080,000 characters, and more words than the limit of "
                                               "128 tokens in its first 4,096 alone")
     assert refused_in < 3.0
+    assert unspaced.status_code == 413 and unspaced_in < 1.0, unspaced.text  # 0.04 s; tokenized whole: 2.9 s
+    assert unspaced.json()["error"].startswith("input 0 has 1,000,000 characters, and more tokens than the limit")
+    assert unspaced_cut.json()["usage"]["prompt_tokens"] == 128
     assert cut.status_code == 200 and cut.json()["usage"]["prompt_tokens"] == 8 * 128
     head = tight.post("/v1/embeddings", json={"input": huge[:2000], "truncate": True}).json()
     np.testing.assert_allclose(cut.json()["data"][7]["embedding"], head["data"][0]["embedding"], atol=1e-5)

@@ -7,7 +7,7 @@ from typing import Any
 from unirank.errors import ServingRequestError
 
 #: A generous bound on the characters one token stands for (English averages ~4): a text longer than
-#: ``limit * CHARS_PER_TOKEN`` characters is cut there, or refused when its words show it is over the
+#: ``limit * CHARS_PER_TOKEN`` characters is cut there, or refused when its prefix shows it is over the
 #: limit, without tokenizing it. Tokenizing a 10 MB text to count it held the event loop for 9.5 s.
 CHARS_PER_TOKEN = 32
 #: Texts holding fewer characters than this in all are tokenized on the event loop: a thread hop
@@ -15,13 +15,15 @@ CHARS_PER_TOKEN = 32
 INLINE_CHARS = 16_384
 
 
-def bound_characters(texts: list[str], limit: int, *, truncate: bool, what: str = "input") -> list[str]:
-    """Refuse, or cut, texts too long to hold ``limit`` tokens, before they are tokenized.
+def bound_characters(tokenizer: Any, texts: list[str], limit: int, *, truncate: bool,
+                     what: str = "input") -> list[str]:
+    """Refuse, or cut, texts too long to hold ``limit`` tokens, before they are tokenized whole.
 
-    A text over ``limit * CHARS_PER_TOKEN`` characters is refused only when its words alone outnumber
-    the limit (every tokenizer makes at least one token of each word); one of few words in many
-    characters (a base64 image, a long URL: 20,000 characters in 17 tokens) is left to the tokenizer
-    to count, and was refused as "far more than the limit holds"."""
+    A text over ``limit * CHARS_PER_TOKEN`` characters is refused when its words alone outnumber the
+    limit (every tokenizer makes at least one token of each word), else when the tokens of that prefix
+    do: a text without spaces (Chinese, Japanese) is one "word", and tokenizing 4 M characters of it
+    to count them held the tokenizing thread 14 s. One of few tokens in many characters (a base64
+    image, a long URL: 20,000 characters in 17 tokens) is left to the tokenizer to count."""
     max_chars = limit * CHARS_PER_TOKEN
     over = [i for i, text in enumerate(texts) if len(text) > max_chars]
     if not over:
@@ -29,12 +31,29 @@ def bound_characters(texts: list[str], limit: int, *, truncate: bool, what: str 
     if truncate:
         return [text[:max_chars] if len(text) > max_chars else text for text in texts]
     for i in over:
-        if len(texts[i][:max_chars].split()) > limit:  # the words in a prefix are at most the text's
-            raise ServingRequestError(
-                f"{what} {i} has {len(texts[i]):,} characters, and more words than the limit of {limit} tokens "
-                f"in its first {max_chars:,} alone. Shorten it, or send `truncate: true` to cut it to the limit.",
-                status_code=413, code="input_too_long")
+        prefix = texts[i][:max_chars]
+        if len(prefix.split()) > limit:  # the words in a prefix are at most the text's
+            counted = "words"
+        elif prefix_tokens(tokenizer, prefix) > limit:
+            counted = "tokens"
+        else:
+            continue
+        raise ServingRequestError(
+            f"{what} {i} has {len(texts[i]):,} characters, and more {counted} than the limit of {limit} tokens "
+            f"in its first {max_chars:,} alone. Shorten it, or send `truncate: true` to cut it to the limit.",
+            status_code=413, code="input_too_long")
     return texts
+
+
+def prefix_tokens(tokenizer: Any, prefix: str) -> int:
+    """Tokens of ``prefix`` that the whole text holds too, at least: those of its last word are not counted,
+    as the cut may have split it (a word cut short can take more tokens than the whole, which a WordPiece
+    tokenizer reads as one [UNK] past 100 characters). With no word break in it, its last token is dropped."""
+    encoded = tokenizer(prefix, add_special_tokens=False, verbose=False)
+    words = encoded.word_ids() if encoded.is_fast else []
+    if len(set(words)) > 1:
+        return sum(word != words[-1] for word in words)
+    return max(0, len(encoded["input_ids"]) - 1)
 
 
 def enforce_token_limit(tokenizer: Any, texts: list[str], limit: int, *, truncate: bool,
@@ -46,7 +65,7 @@ def enforce_token_limit(tokenizer: Any, texts: list[str], limit: int, *, truncat
     tenth of a short-window rerank. A text too long to fit is found by its length first (see
     :data:`CHARS_PER_TOKEN`), so a huge one costs no tokenizing.
     """
-    texts = bound_characters(texts, limit, truncate=truncate, what=what)
+    texts = bound_characters(tokenizer, texts, limit, truncate=truncate, what=what)
     encoded = tokenizer(texts, add_special_tokens=True, truncation=False, return_offsets_mapping=True,
                         verbose=False)
     counts = [len(ids) for ids in encoded["input_ids"]]
@@ -76,8 +95,8 @@ def enforce_pair_limit(tokenizer: Any, query: str, texts: list[str], limit: int,
     Returns the query and documents to run and the tokens of all the pairs (for usage reporting).
     When cutting, the query keeps its tokens unless that left a document less than half the window.
     """
-    (query,) = bound_characters([query], limit, truncate=truncate, what="query")
-    texts = bound_characters(texts, limit, truncate=truncate, what="document")
+    (query,) = bound_characters(tokenizer, [query], limit, truncate=truncate, what="query")
+    texts = bound_characters(tokenizer, texts, limit, truncate=truncate, what="document")
     encoded = tokenizer([query, *texts], add_special_tokens=False, truncation=False,
                         return_offsets_mapping=True, verbose=False)
     query_tokens, *doc_tokens = (len(ids) for ids in encoded["input_ids"])
