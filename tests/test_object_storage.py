@@ -480,8 +480,9 @@ def test_an_export_to_object_storage_that_failed_partway_is_exported_again(tmp_p
 @pytest.fixture()
 def scoped_keys(no_aws_credentials):
     """A moto server that checks keys and policies, with a bucket `scoped` (corp/a.md, corp/b.md, secret.md) and
-    keys of two users: `reader` may list the bucket and read corp/* alone, `lister` may list it and read nothing.
-    Yields a client that may write the bucket, and each user's storage settings."""
+    keys of three users: `reader` may list the bucket and read corp/* alone, `lister` may list it and read nothing,
+    `team` may list it (and the missing bucket `gone`) and read, write and delete team/* alone, but not HEAD the
+    bucket. Yields a client that may write the bucket, and each user's storage settings."""
     import json
 
     import httpx
@@ -500,9 +501,18 @@ def scoped_keys(no_aws_credentials):
     # moto asks for s3:ListObjectsV2 where AWS asks for s3:ListBucket; a HEAD needs s3:GetObject on both.
     may_list = {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListObjectsV2"], "Resource": "arn:aws:s3:::scoped"}
     may_read = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::scoped/corp/*"}
+    # AWS authorises a HeadBucket as an s3:ListBucket without s3:prefix, which this condition denies; moto asks for
+    # s3:HeadBucket (and does not read conditions): `team` is denied it either way. A HeadObject, which AWS
+    # authorises as s3:GetObject, is moto's s3:HeadObject.
+    team_lists = {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListObjectsV2"],
+                  "Resource": ["arn:aws:s3:::scoped", "arn:aws:s3:::gone"],
+                  "Condition": {"StringLike": {"s3:prefix": ["team/*"]}}}
+    team_writes = {"Effect": "Allow", "Action": ["s3:GetObject", "s3:HeadObject", "s3:PutObject", "s3:DeleteObject"],
+                   "Resource": "arn:aws:s3:::scoped/team/*"}
     users = {}
     may_write = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
-    for user, statements in (("reader", [may_list, may_read]), ("lister", [may_list]), ("writer", [may_write])):
+    for user, statements in (("reader", [may_list, may_read]), ("lister", [may_list]),
+                             ("team", [team_lists, team_writes]), ("writer", [may_write])):
         iam.create_user(UserName=user)
         iam.put_user_policy(UserName=user, PolicyName="scoped", PolicyDocument=json.dumps(
             {"Version": "2012-10-17", "Statement": statements}))
@@ -608,3 +618,19 @@ def test_export_with_force_deletes_exactly_the_stale_keys_of_its_destination(tmp
     assert _keys(bucket, "team[1]/") == [f"team[1]/{key}" for key in EXPORTED]
     export_version(mv, "s3://handbook/glob", storage, force=True)
     assert _keys(bucket, "glob/") == [f"glob/{key}" for key in EXPORTED]
+
+
+def test_models_export_works_with_keys_that_may_list_and_write_only_under_the_destination(tmp_path, scoped_keys):
+    """`models export --to s3://scoped/team` was refused as "Cannot reach s3://scoped: access denied" for keys that
+    may list, write and delete under team/ alone: it asked for a HeadBucket first, to tell a missing bucket, which
+    such keys may not make. A missing bucket is still said to be missing, by the listing."""
+    from unirank.errors import ExportError
+    from unirank.registry.export import export_version
+
+    s3, users = scoped_keys
+    mv = _model_version(tmp_path / "m")
+    for _ in range(2):  # exported, then exported again over it
+        assert export_version(mv, "s3://scoped/team", users["team"]) == "s3://scoped/team/m-v1"
+        assert _keys(s3, "team/", "scoped") == [f"team/{key}" for key in EXPORTED]
+    with pytest.raises(ExportError, match=r"^s3://gone does not exist: create the bucket first"):
+        export_version(mv, "s3://gone/team", users["team"])

@@ -244,6 +244,24 @@ class DocumentSource:
         return sorted(uri for uri in uris if self.contains(uri))
 
 
+def objects_under(fs: Any, path: str) -> dict[str, dict[str, Any]]:
+    """The objects under ``path`` (``bucket/key``) + "/", or in the whole bucket, by path, with the keys as
+    they are, as ``fs.find`` gives them. Not fs.find: where nothing is under the prefix it looks for an object
+    ``path`` itself, a HEAD that keys allowed only under the prefix may not make; and it drops the key's
+    leading "/" (``s3://b//docs`` listed ``docs/``)."""
+    bucket, _, key = path.partition("/")
+    request = {"Bucket": bucket, "Prefix": f"{key}/" if key else ""}
+    objects: dict[str, dict[str, Any]] = {}
+    while True:
+        page = fs.call_s3("list_objects_v2", **request)
+        for obj in page.get("Contents", []):
+            name = f"{bucket}/{obj['Key']}"
+            objects[name] = {**obj, "name": name, "type": "file", "size": obj["Size"]}
+        if not page.get("IsTruncated"):
+            return objects
+        request["ContinuationToken"] = page["NextContinuationToken"]
+
+
 def storage_endpoint(scheme: str, storage: StorageSettings) -> tuple[str, str]:
     """The endpoint ``scheme``'s object storage is reached at, and the setting (and variable) that names it."""
     if scheme == "oss":
@@ -286,6 +304,11 @@ def access_denied(exc: PermissionError, action: str) -> str:
     said = f"{code}: {message.rstrip('.')}" if code and not code.isdigit() else str(exc)
     return (f"access denied (403 {said}): the storage rejected the credentials, or they may not {action}. "
             f"Check the keys and their permissions. {_SET_CREDENTIALS}")
+
+
+def missing_bucket(exc: BaseException) -> bool:
+    """Whether ``exc`` is S3's NoSuchBucket (which s3fs raises as a FileNotFoundError)."""
+    return isinstance(exc, FileNotFoundError) and _s3_error(exc)[0] == "NoSuchBucket"
 
 
 def _s3_error(exc: BaseException) -> tuple[str | None, str]:

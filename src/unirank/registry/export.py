@@ -41,7 +41,7 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
     written last and the note removed. A destination that holds anything else is refused unless
     ``force``, and so is a folder inside ``registry_root`` (the registry's own files).
     """
-    from unirank.ingest.sources import filesystem_for, storage_endpoint, storage_problem
+    from unirank.ingest.sources import filesystem_for, missing_bucket, storage_problem
     from unirank.settings import StorageSettings
 
     storage = storage or StorageSettings()
@@ -56,17 +56,7 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
     if not location.is_object_storage and registry_root is not None:
         _refuse_inside_registry(Path(dest), Path(registry_root))
     if location.is_object_storage:
-        bucket = location.path.split("/", 1)[0]
-        try:  # not fs.exists: it answers False for missing credentials or an unreachable endpoint too
-            location.fs.info(bucket)
-        except FileNotFoundError:
-            raise ExportError(f"{location.scheme}://{bucket} does not exist: create the bucket first (export "
-                              "does not create buckets), or check the name and storage endpoint.") from None
-        except Exception as exc:  # worded as ingest words it: a timeout names the setting to raise
-            why = storage_problem(exc, location.scheme, storage) or (
-                f"{str(exc).rstrip('.')}. Check {storage_endpoint(location.scheme, storage)[1]} and the credentials.")
-            raise ExportError(f"Cannot reach {location.scheme}://{bucket}: {why} Nothing was exported; export "
-                              "again once it is fixed.") from exc
+        _require_bucket(location, storage)
     marker = json.dumps(_export_marker(mv), indent=2)
     try:
         if location.is_object_storage:
@@ -74,6 +64,8 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
         else:
             _export_to_folder(mv, Path(dest), marker, force)
     except Exception as exc:  # the storage failing partway (a timeout, a dropped connection) is said as above
+        if location.is_object_storage and missing_bucket(exc):  # listed by keys that may not HEAD the bucket
+            raise _no_bucket(location) from None
         why = storage_problem(exc, location.scheme, storage) if location.is_object_storage else None
         if why is not None:
             raise ExportError(f"Exporting {mv.ref} to {location.uri(dest)} failed: {why} Nothing in the registry "
@@ -83,6 +75,33 @@ def export_version(mv: ModelVersion, to: str, storage: Any = None, *, force: boo
         raise ExportError(f"Exporting {mv.ref} to {location.uri(dest)} failed: {exc}. Nothing in the registry "
                           "changed; fix the destination and export again.") from exc
     return location.uri(dest)
+
+
+def _require_bucket(location: Any, storage: Any) -> None:
+    """Refuse a missing bucket, or storage that cannot be reached, before anything is written. Not fs.exists:
+    it answers False for missing credentials or an unreachable endpoint too."""
+    from unirank.ingest.sources import storage_endpoint, storage_problem
+
+    bucket = location.path.split("/", 1)[0]
+    try:
+        location.fs.info(bucket)
+    except FileNotFoundError:
+        raise _no_bucket(location) from None
+    except PermissionError:
+        # Keys that may list and write under a prefix alone may not HEAD the bucket (AWS authorises it as a
+        # ListBucket without s3:prefix, which their policy denies): the destination's listing answers.
+        pass
+    except Exception as exc:  # worded as ingest words it: a timeout names the setting to raise
+        why = storage_problem(exc, location.scheme, storage) or (
+            f"{str(exc).rstrip('.')}. Check {storage_endpoint(location.scheme, storage)[1]} and the credentials.")
+        raise ExportError(f"Cannot reach {location.scheme}://{bucket}: {why} Nothing was exported; export "
+                          "again once it is fixed.") from exc
+
+
+def _no_bucket(location: Any) -> ExportError:
+    bucket = location.path.split("/", 1)[0]
+    return ExportError(f"{location.scheme}://{bucket} does not exist: create the bucket first (export does not "
+                       "create buckets), or check the name and storage endpoint.")
 
 
 def _refuse_inside_registry(dest: Path, registry_root: Path) -> None:
@@ -158,10 +177,12 @@ def _sweep_abandoned(folder: Path, *prefixes: str) -> None:
 
 
 def _export_to_objects(mv: ModelVersion, location: Any, dest: str, marker: str, force: bool) -> None:
+    from unirank.ingest.sources import objects_under
+
     assert mv.path is not None
     root, fs = mv.path, location.fs
     marker_key, note_key = f"{dest}/{MARKER_FILE}", f"{dest}/{IN_PROGRESS_FILE}"
-    existing = set(fs.find(dest + "/"))
+    existing = set(objects_under(fs, dest))
     if existing and not force:
         _refuse_other_contents(mv, location.uri(dest), _json_object(fs, marker_key), _json_object(fs, note_key))
     files = model_files(root)
