@@ -195,6 +195,28 @@ def test_tei_embed_and_both_rerank_shapes(http: httpx.Client) -> None:
         assert result["document"]["text"] == texts[result["index"]]
     default = http.post("/rerank", json={"query": "sleeping cats", "texts": texts}).json()
     assert {r["index"] for r in default} == {0, 1, 2}  # the default reranker is the cross-encoder
+
+
+    # Cohere's max_tokens_per_doc cuts each document to its first N tokens; it was ignored, as rank_fields was.
+    docs = ["the cat sat on the mat", "dogs bark at night", "a kitten naps"]
+    short = http.post("/v1/rerank", json={"model": "tiny-rerank", "query": "cats", "documents": docs,
+                                          "max_tokens_per_doc": 2, "return_documents": True}).json()
+    cut = http.post("/v1/rerank", json={"model": "tiny-rerank", "query": "cats",
+                                        "documents": ["the cat", "dogs bark", "a kitten"]}).json()
+    whole = http.post("/v1/rerank", json={"model": "tiny-rerank", "query": "cats", "documents": docs}).json()
+    scores = {name: {r["index"]: r["relevance_score"] for r in answer["results"]}
+              for name, answer in (("short", short), ("cut", cut), ("whole", whole))}
+    assert scores["short"] == pytest.approx(scores["cut"], abs=1e-6) and scores["short"] != scores["whole"]
+    assert short["usage"]["total_tokens"] == 3 * (1 + 2 + 3)  # [CLS] cats [SEP] two tokens [SEP]
+    assert {r["document"]["text"] for r in short["results"]} == set(docs)  # as sent, as Cohere returns them
+    refused = http.post("/v1/rerank", json={"query": "cats", "documents": [{"text": "t", "title": "cats"}],
+                                            "rank_fields": ["title"]})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "unsupported_option"
+    assert refused.json()["error"]["message"].startswith("rank_fields=['title'] is not served")
+    assert http.post("/v1/rerank", json={"query": "cats", "documents": [{"text": "t"}],
+                                         "rank_fields": ["text"]}).status_code == 200
+    assert http.post("/v1/rerank", json={"query": "cats", "documents": docs,
+                                         "max_tokens_per_doc": 0}).status_code == 422
     assert http.post("/rerank", json={"query": "sleeping cats", "texts": texts, "raw_scores": True}
                      ).json()[0]["score"] != default[0]["score"]
 

@@ -31,7 +31,7 @@ from unirank.request_errors import (RequestSizeLimit, body_refusal, body_type, d
 from unirank.serving.auth import TokenStore
 from unirank.serving.batcher import MicroBatcher
 from unirank.serving.catalog import ModelCatalog, ServedModel, default_refs
-from unirank.serving.limits import INLINE_CHARS, enforce_pair_limit, enforce_token_limit
+from unirank.serving.limits import INLINE_CHARS, cut_to_tokens, enforce_pair_limit, enforce_token_limit
 from unirank.text import is_blank
 from unirank.serving.metrics import RequestMetricsMiddleware, ServerMetrics
 from unirank.serving.runner import exit_with_parent
@@ -251,6 +251,14 @@ def refuse_unsupported_tei_options(truncation_direction: str, *, prompt_name: st
                                   code="unsupported_option")
 
 
+def refuse_unsupported_cohere_options(rank_fields: list[str] | None) -> None:
+    """As for TEI: ranking another field than the one asked for would be an answer to another question."""
+    if rank_fields is not None and rank_fields != ["text"]:
+        raise ServingRequestError(f"rank_fields={rank_fields!r} is not served: a document's `text` is what is "
+                                  "ranked. Drop the field and send the text to rank as `text` (or the document "
+                                  "as a string).", code="unsupported_option")
+
+
 async def unless_shut_down(work: Awaitable[T]) -> T:
     """``work``'s result; the handler cancelled meanwhile is a shutdown whose grace period
     (``serving.graceful_shutdown_s``) ran out: a 503 the client can retry, not uvicorn's plain-text 500."""
@@ -349,7 +357,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         return np.asarray(rows, dtype=np.float32), tokens
 
     async def rerank(request: Request, model: ServedModel, query: str, texts: list[str], field: str,
-                     truncate: bool, raw: bool) -> tuple[list[float], int]:
+                     truncate: bool, raw: bool, max_doc_tokens: int | None = None) -> tuple[list[float], int]:
         if is_blank(query):
             raise ServingRequestError("query is empty: send the text to rank the documents against.",
                                       code="empty_input")
@@ -358,6 +366,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             raise ServingRequestError(
                 f"{len(texts)} documents sent; at most {limits.max_rerank_documents} can be reranked "
                 "per request.", status_code=413, code="too_many_documents")
+        if max_doc_tokens is not None:  # Cohere's max_tokens_per_doc: each document is read that far only
+            texts = await tokenized(partial(cut_to_tokens, model.tokenizer, texts, max_doc_tokens), texts)
         limit = model.token_limit(limits)
         if model.is_cross_encoder:  # it reads each (query, document) pair as one sequence
             query, texts, tokens = await tokenized(partial(
@@ -423,10 +433,12 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
               dependencies=guarded, tags=["Cohere / Jina"], summary="Cohere- and Jina-compatible rerank",
               responses=error_responses(OpenAIError, *INFERENCE_ERRORS))
     async def cohere_rerank(body: CohereRerankRequest, request: Request) -> CohereRerankResponse:
+        refuse_unsupported_cohere_options(body.rank_fields)
         model = state.catalog.find(body.model, "reranker")
         texts = [d.text if isinstance(d, RerankDocument) else d for d in body.documents]
         # Cohere cuts long documents itself rather than refusing them.
-        scores, tokens = await rerank(request, model, body.query, texts, "documents", truncate=True, raw=False)
+        scores, tokens = await rerank(request, model, body.query, texts, "documents", truncate=True, raw=False,
+                                      max_doc_tokens=body.max_tokens_per_doc)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.top_n or len(scores)]
         results = [CohereRerankResult(index=i, relevance_score=scores[i],
                                       document=RerankDocument(text=texts[i]) if body.return_documents else None)

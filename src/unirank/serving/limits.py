@@ -120,6 +120,16 @@ def enforce_pair_limit(tokenizer: Any, query: str, texts: list[str], limit: int,
     return query, texts, sum(query_keep + min(n, doc_keep) + specials for n in doc_tokens)
 
 
+def cut_to_tokens(tokenizer: Any, texts: list[str], keep: int) -> list[str]:
+    """Each text cut to its first ``keep`` tokens (Cohere's ``max_tokens_per_doc``), special tokens aside. A
+    text longer than ``keep * CHARS_PER_TOKEN`` characters is cut there first, so a huge one costs little."""
+    texts = bound_characters(tokenizer, texts, keep, truncate=True)
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=False, return_offsets_mapping=True,
+                        verbose=False)
+    return [_cut(text, offsets, keep) if len(ids) > keep else text
+            for text, ids, offsets in zip(texts, encoded["input_ids"], encoded["offset_mapping"])]
+
+
 def _cut(text: str, offsets: list[tuple[int, int]], keep: int) -> str:
     """``text`` up to the end of its ``keep``-th token (``offsets`` are its tokens' character spans)."""
     ends = [end for start, end in offsets if end > start][:keep]

@@ -101,6 +101,10 @@ class CohereRerankRequest(_Request):
     model: str | None = None
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
+    max_tokens_per_doc: int | None = Field(None, ge=1, description="Cohere v2: each document is cut to its "
+                                           "first N tokens before it is ranked.")
+    rank_fields: list[str] | None = Field(None, description="Only a document's `text` is ranked: any other "
+                                          "field is refused with 400.")
 
 
 class CohereRerankResult(BaseModel):
