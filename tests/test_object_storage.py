@@ -634,3 +634,24 @@ def test_models_export_works_with_keys_that_may_list_and_write_only_under_the_de
         assert _keys(s3, "team/", "scoped") == [f"team/{key}" for key in EXPORTED]
     with pytest.raises(ExportError, match=r"^s3://gone does not exist: create the bucket first"):
         export_version(mv, "s3://gone/team", users["team"])
+
+
+@pytest.mark.parametrize(("uri", "meant"), [("s3:/policies", "s3://policies"), ("oss:/b/x", "oss://b/x"),
+                                            ("s3:handbook/x", "s3://handbook/x"), ("s3:", "s3://bucket/prefix")])
+def test_an_object_uri_without_two_slashes_is_refused_not_read_as_a_local_folder(client, tmp_path, monkeypatch, uri,
+                                                                                 meant):
+    """`models export --to s3:/models/unirank` copied the model to a local folder `s3:/models/unirank` and exited 0,
+    and `ingest s3:/policies` read one, as `s3://` (no bucket) did before it was refused."""
+    from unirank.registry.export import export_version
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / uri).mkdir(parents=True)
+    (tmp_path / uri / "a.md").write_text("# A\n\nNot in a bucket.")
+    said = (rf"{re.escape(repr(uri))} is not an object storage URI \({uri.split(':')[0]}:// takes two slashes\): "
+            rf"did you mean {re.escape(meant)}\? For a local folder of that name, write \./{re.escape(uri)}\.$")
+    with pytest.raises(SourceError, match=rf"^The source {said}"):
+        client.ingest(uri, "s3docs")
+    with pytest.raises(SourceError, match=rf"^The export destination \(--to\) {said}"):
+        export_version(_model_version(tmp_path / "m"), uri)
+    assert sorted(p.name for p in (tmp_path / uri).iterdir()) == ["a.md"] and not client.backend.exists("s3docs")
+    assert client.ingest(f"./{uri}", "s3docs").ingested == [(tmp_path / uri / "a.md").as_uri()]

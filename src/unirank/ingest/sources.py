@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
 from pathlib import Path
@@ -510,12 +511,24 @@ def _parse(uri: str, what: str = "source") -> tuple[str, str, bool]:
     if scheme == "file" and sep:  # before `not sep`: "file://" is refused as a URI, not read as a folder named "file:"
         return "file", _absolute(local_path(uri)), False
     if not sep:
+        _refuse_one_slash(uri, what)
         return "file", _absolute(os.path.expanduser(uri)), False
     if scheme not in OBJECT_SCHEMES:
         raise SourceError(f"Unsupported {what} {uri!r}: use a local path, s3://bucket/prefix or oss://bucket/prefix.")
     if not rest.split("/", 1)[0]:  # "s3://" was read as a local folder named "s3:"; "s3:///key" has no bucket either
         raise SourceError(f"{scheme}:// needs a bucket: {scheme}://bucket/prefix")
     return scheme, rest.rstrip("/"), rest.endswith("/")
+
+
+def _refuse_one_slash(uri: str, what: str) -> None:
+    """Refuse ``s3:/bucket/x``, ``oss:bucket``: read as a local path, `models export --to s3:/models/x` copied
+    the model into a folder named "s3:" and said it was exported."""
+    written = re.match(r"(s3|oss):/?(.*)", uri, re.IGNORECASE | re.DOTALL)
+    if written:
+        scheme, rest = written[1], written[2]
+        meant = f"{scheme.lower()}://{rest or 'bucket/prefix'}"
+        raise SourceError(f"The {what} {uri!r} is not an object storage URI ({scheme}:// takes two slashes): did "
+                          f"you mean {meant}? For a local folder of that name, write ./{uri}.")
 
 
 def _fsspec_filesystem(scheme: str, storage: StorageSettings) -> Any:
