@@ -655,3 +655,23 @@ def test_an_object_uri_without_two_slashes_is_refused_not_read_as_a_local_folder
         export_version(_model_version(tmp_path / "m"), uri)
     assert sorted(p.name for p in (tmp_path / uri).iterdir()) == ["a.md"] and not client.backend.exists("s3docs")
     assert client.ingest(f"./{uri}", "s3docs").ingested == [(tmp_path / uri / "a.md").as_uri()]
+
+
+def test_a_prefix_whose_key_begins_with_a_slash_is_listed_as_it_is(tmp_path, client, bucket, s3_endpoint):
+    """`ingest s3://handbook//lead` listed `lead/` (s3fs drops a key's leading "/"): it ingested lead/b.md, outside the
+    root asked for, which --prune and `index remove` then never found, and not /lead/a.md. Scripts that join `prefix/`
+    and `/name` make such keys. `models export --force` to s3://handbook//team deleted an export under team/."""
+    from unirank.registry.export import export_version
+
+    storage = client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
+    bucket.put_object(Bucket="handbook", Key="/lead/a.md", Body=b"# A\n\nLeading slash key armadillo.")
+    bucket.put_object(Bucket="handbook", Key="lead/b.md", Body=b"# B\n\nNormal key badger.")
+    assert client.ingest("s3://handbook//lead", "lead").ingested == ["s3://handbook//lead/a.md"]
+    again = client.ingest("s3://handbook//lead/", "lead", prune=True)
+    assert (again.files_seen, again.ingested, again.pruned) == (1, [], [])
+    assert client.sources_under("lead", "s3://handbook//lead") == ["s3://handbook//lead/a.md"]
+    mv = _model_version(tmp_path / "m")
+    export_version(mv, "s3://handbook/team", storage)
+    assert export_version(mv, "s3://handbook//team", storage, force=True) == "s3://handbook//team/m-v1"
+    assert _keys(bucket, "team/") == [f"team/{key}" for key in EXPORTED]
+    assert _keys(bucket, "/team/") == [f"/team/{key}" for key in EXPORTED]

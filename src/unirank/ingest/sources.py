@@ -99,8 +99,10 @@ class DocumentSource:
         """The objects at and under the root. ``s3://b/notes/`` is the prefix ``notes/`` alone. ``s3://b/notes``
         is the object ``notes`` and the objects under ``notes/``, where both exist: --prune and `index remove`
         take both as at or under it, so listing one alone pruned the other's documents."""
-        entries = fs.find(self.path, detail=True)  # under path + "/"; where nothing is, the object path itself
         key = self.path.partition("/")[2]
+        # Under path + "/"; where nothing is, fs.find gives the object path itself. It lists a key's leading "/"
+        # away (s3://b//docs listed docs/): such keys are listed as they are.
+        entries = objects_under(fs, self.path) if key.startswith("/") else fs.find(self.path, detail=True)
         if self._folder:
             if entries.pop(self.path, None) is not None and not entries:
                 raise SourceError(f"{self.shown} is not a folder: {self.shown[:-1]} is an object and nothing is "
