@@ -675,3 +675,23 @@ def test_a_prefix_whose_key_begins_with_a_slash_is_listed_as_it_is(tmp_path, cli
     assert export_version(mv, "s3://handbook//team", storage, force=True) == "s3://handbook//team/m-v1"
     assert _keys(bucket, "team/") == [f"team/{key}" for key in EXPORTED]
     assert _keys(bucket, "/team/") == [f"/team/{key}" for key in EXPORTED]
+
+
+def test_an_export_into_a_key_that_is_an_object_is_refused(tmp_path, bucket, s3_endpoint):
+    """`models export --to s3://handbook/unirank/m-v1/model.safetensors` wrote under model.safetensors/, and the export
+    that holds model.safetensors could no longer be downloaded (a file and a folder of one name); a local folder
+    export refuses the same. An object named as the export itself was taken for its files."""
+    from unirank.errors import ExportError
+    from unirank.registry.export import export_version
+
+    storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS)
+    mv = _model_version(tmp_path / "m")
+    export_version(mv, "s3://handbook/unirank", storage)
+    bucket.put_object(Bucket="handbook", Key="flat/m-v1", Body=b"an object named as the export")
+    for to, key in (("unirank/m-v1/model.safetensors", "unirank/m-v1/model.safetensors"),
+                    ("unirank/m-v1/config.json/sub", "unirank/m-v1/config.json"), ("flat", "flat/m-v1")):
+        with pytest.raises(ExportError, match=rf"^s3://handbook/{re.escape(key)} is an object, not a folder: nothing "
+                                              r"was exported\. Export elsewhere\.$"):
+            export_version(mv, f"s3://handbook/{to}", storage, force=True)
+    assert _keys(bucket, "unirank/") == [f"unirank/{key}" for key in EXPORTED]
+    assert _keys(bucket, "flat") == ["flat/m-v1"]

@@ -182,6 +182,7 @@ def _export_to_objects(mv: ModelVersion, location: Any, dest: str, marker: str, 
     assert mv.path is not None
     root, fs = mv.path, location.fs
     marker_key, note_key = f"{dest}/{MARKER_FILE}", f"{dest}/{IN_PROGRESS_FILE}"
+    _refuse_object_on_the_way(location, dest)
     existing = set(objects_under(fs, dest))
     if existing and not force:
         _refuse_other_contents(mv, location.uri(dest), _json_object(fs, marker_key), _json_object(fs, note_key))
@@ -197,6 +198,27 @@ def _export_to_objects(mv: ModelVersion, location: Any, dest: str, marker: str, 
         fs.rm_file(stale)  # the key as it is: fs.rm read `[`, `*` and `?` in it as a pattern, deleting other keys
     fs.pipe_file(marker_key, marker.encode())
     fs.rm_file(note_key)
+
+
+def _refuse_object_on_the_way(location: Any, dest: str) -> None:
+    """Refuse ``dest`` where it, or a key above it in the bucket (the --to key), is an object: the export's keys
+    under it would make a file and a folder of one name, which no download can write, breaking the export
+    that holds the object too."""
+    bucket, _, key = dest.partition("/")
+    parts = key.split("/")
+    for depth in range(1, len(parts) + 1):
+        above = "/".join(parts[:depth])
+        if above and _is_object(location.fs, bucket, above):
+            raise ExportError(f"{location.uri(f'{bucket}/{above}')} is an object, not a folder: nothing was "
+                              "exported. Export elsewhere.")
+
+
+def _is_object(fs: Any, bucket: str, key: str) -> bool:
+    try:  # a HEAD alone: fs.isfile says False for a timeout too, and fs.info lists the prefix where it finds none
+        fs.call_s3("head_object", Bucket=bucket, Key=key)
+    except (FileNotFoundError, PermissionError):  # keys allowed under the destination alone may not look above it
+        return False
+    return True
 
 
 def _json_object(fs: Any, key: str) -> Any:
