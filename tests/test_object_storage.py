@@ -695,3 +695,44 @@ def test_an_export_into_a_key_that_is_an_object_is_refused(tmp_path, bucket, s3_
             export_version(mv, f"s3://handbook/{to}", storage, force=True)
     assert _keys(bucket, "unirank/") == [f"unirank/{key}" for key in EXPORTED]
     assert _keys(bucket, "flat") == ["flat/m-v1"]
+
+
+def test_an_invalid_region_and_a_virtual_oss_bucket_on_a_local_server_name_their_settings(tmp_path, client, bucket,
+                                                                                          s3_endpoint, monkeypatch):
+    """An invalid region failed as "Provided region_name 'eu central' doesn't match a supported format" and "Check
+    storage.endpoint_url" (export) or no setting (ingest); an oss:// bucket put in the host name of a local server
+    ("Could not connect to the endpoint URL: http://docs.localhost:PORT/...") did not name
+    storage.oss_addressing_style, the setting to change for one."""
+    from unirank.errors import ExportError
+    from unirank.registry.export import export_version
+
+    mv = _model_version(tmp_path / "m")
+    invalid = r"Provided region_name 'eu central' doesn't match a supported format\. "
+    # model_copy: a region a settings check would refuse still reaches boto from AWS_DEFAULT_REGION
+    client.settings.storage = StorageSettings(endpoint_url=s3_endpoint, **KEYS).model_copy(update={"region": "eu central"})
+    named = rf"{invalid}Check storage\.region \(UNIRANK_STORAGE__REGION\): a region name such as eu-central-1\."
+    with pytest.raises(SourceError, match=rf"^Cannot list s3://handbook/policies: {named}$"):
+        client.ingest("s3://handbook/policies", "s3docs")
+    with pytest.raises(ExportError, match=rf"^Cannot reach s3://handbook: {named} Nothing was exported"):
+        export_version(mv, "s3://handbook/team", client.settings.storage)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu central")
+    client.settings.storage = client.settings.storage.model_copy(update={"region": None})
+    with pytest.raises(SourceError, match=rf"^Cannot list s3://handbook/policies: {invalid}storage\.region is unset, "
+                                          r"so boto read it from AWS_REGION, AWS_DEFAULT_REGION or the AWS config"):
+        client.ingest("s3://handbook/policies", "s3docs")
+
+    url = f"http://localhost:{free_port()}"
+    hint = (r"; for a local S3-compatible server, set storage\.oss_addressing_style = \"path\" "
+            r"\(UNIRANK_STORAGE__OSS_ADDRESSING_STYLE=path\): \"virtual\" puts the bucket in the host name "
+            r"\(docs\.localhost\)\.")
+    client.settings.storage = StorageSettings(oss_endpoint_url=url, connect_timeout_s=1, attempts=1, **KEYS)
+    with pytest.raises(SourceError, match=rf"^Cannot list oss://docs/hb: Could not connect .*docs\.localhost.* Check "
+                                          rf"storage\.oss_endpoint_url \(UNIRANK_STORAGE__OSS_ENDPOINT_URL\){hint}$"):
+        client.ingest("oss://docs/hb", "s3docs")
+    with pytest.raises(ExportError, match=rf"^Cannot reach oss://docs: Could not connect .*{hint} Nothing was exported"):
+        export_version(mv, "oss://docs/team", client.settings.storage)
+    client.settings.storage = client.settings.storage.model_copy(update={"oss_addressing_style": "path"})
+    with pytest.raises(SourceError, match=r"^Cannot list oss://docs/hb: Could not connect .* Check storage\."
+                                          r"oss_endpoint_url \(UNIRANK_STORAGE__OSS_ENDPOINT_URL\)\.$"):
+        client.ingest("oss://docs/hb", "s3docs")  # the bucket in the path: nothing more to say

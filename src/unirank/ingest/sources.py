@@ -278,8 +278,8 @@ def storage_problem(exc: BaseException, scheme: str, storage: StorageSettings) -
     ("Read timeout on endpoint URL", "Unable to locate credentials", "Forbidden") name no setting. Ingest,
     `index remove` and `models export` all say storage errors with it."""
     from botocore.exceptions import ConnectionError as NoConnection
-    from botocore.exceptions import (ConnectTimeoutError, NoCredentialsError, PartialCredentialsError,
-                                     ReadTimeoutError)
+    from botocore.exceptions import (ConnectTimeoutError, InvalidRegionError, NoCredentialsError,
+                                     PartialCredentialsError, ReadTimeoutError)
 
     endpoint, setting = storage_endpoint(scheme, storage)
     if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):  # before NoConnection: a connect timeout is one
@@ -290,7 +290,9 @@ def storage_problem(exc: BaseException, scheme: str, storage: StorageSettings) -
                 f"{'s' * (attempts != 1)}). Check {setting} and that the storage is up; for a slow one, "
                 f"raise storage.{limit} (UNIRANK_STORAGE__{limit.upper()}).")
     if isinstance(exc, NoConnection):  # refused, dropped, no such host
-        return f"{str(exc).rstrip('.')}. Check {setting}."
+        return f"{str(exc).rstrip('.')}. Check {setting}{_virtual_host_hint(exc, scheme, storage)}."
+    if isinstance(exc, InvalidRegionError):  # said as the endpoint's, or with no setting named
+        return f"{str(exc).rstrip('.')}. {_REGION_FROM_SETTINGS if storage.region else _REGION_FROM_BOTO}"
     if isinstance(exc, PartialCredentialsError):
         return f"the credentials are incomplete ({exc}). {_SET_CREDENTIALS}"
     if isinstance(exc, NoCredentialsError):
@@ -298,6 +300,26 @@ def storage_problem(exc: BaseException, scheme: str, storage: StorageSettings) -
     if isinstance(exc, PermissionError):
         return access_denied(exc, "list this bucket")
     return None
+
+
+_REGION_FROM_SETTINGS = "Check storage.region (UNIRANK_STORAGE__REGION): a region name such as eu-central-1."
+_REGION_FROM_BOTO = ("storage.region is unset, so boto read it from AWS_REGION, AWS_DEFAULT_REGION or the AWS config "
+                     "file: fix it there, or set storage.region (UNIRANK_STORAGE__REGION), e.g. eu-central-1.")
+
+
+def _virtual_host_hint(exc: Exception, scheme: str, storage: StorageSettings) -> str:
+    """Where an oss:// bucket was put in the endpoint's host name (virtual addressing, what OSS wants), the
+    setting a local S3-compatible server needs instead: such a host (docs.localhost) does not exist."""
+    from urllib.parse import urlsplit
+
+    if scheme != "oss" or storage.oss_addressing_style != "virtual" or not storage.oss_endpoint_url:
+        return ""
+    failed = urlsplit(str(getattr(exc, "kwargs", {}).get("endpoint_url") or "")).hostname or ""
+    endpoint = urlsplit(storage.oss_endpoint_url).hostname or ""
+    if not endpoint or not failed.endswith(f".{endpoint}"):
+        return ""
+    return (f"; for a local S3-compatible server, set storage.oss_addressing_style = \"path\" "
+            f"(UNIRANK_STORAGE__OSS_ADDRESSING_STYLE=path): \"virtual\" puts the bucket in the host name ({failed})")
 
 
 def access_denied(exc: PermissionError, action: str) -> str:
