@@ -265,3 +265,66 @@ def test_a_rebuild_with_a_model_of_a_smaller_window_is_refused_before_any_embedd
     assert [i.name for i in client.list_indexes()] == ["docs"]
     base_folder = resolve_model_path("base")[0]  # base's window, as another model: rebuilt, not left alone
     assert client.rebuild_index("docs", base_folder).model.version.startswith("local-")  # nothing refused
+
+
+OTHER = ModelSignature(name="other", version="1", dims=384)
+
+
+def _index_of_other_model(backend, name: str, *texts: str) -> None:
+    """``name`` made by a model other than base: base's copy of it is ``reembedded_index``'s to make."""
+    backend.create_index(name, OTHER)
+    vectors = np.eye(384, dtype=np.float32)
+    backend.index(name, [source(f"mem://{n}", [text], [vectors[n]]) for n, text in enumerate(texts)])
+    backend.flush(name)
+
+
+def _texts(backend, index: str) -> list[str]:
+    return sorted(c.text for batch in backend.iter_chunks(index) for c in batch)
+
+
+def test_a_long_index_names_copy_is_another_index_not_the_index_itself(settings, base_embedder):
+    """A copy's name was cut to 120 characters: a 120-character index was its own copy's name, and eval
+    deleted it (then failed, saying it did not exist)."""
+    from unirank.search.backend import derived_index_name, require_valid_index_name
+    from unirank.search.rebuild import reembedded_index
+
+    backend = EmbeddedBackend(settings.indexes_dir)
+    long = "h" * 120
+    _index_of_other_model(backend, long, "Backups run nightly.")
+    copy = reembedded_index(backend, long, base_embedder)
+    assert copy != long and len(copy) == 120
+    require_valid_index_name(copy)
+    assert backend.info(copy).copy_of == long
+    assert _texts(backend, long) == _texts(backend, copy) == ["Backups run nightly."]
+    assert reembedded_index(backend, long, base_embedder) == copy  # found again, not made anew
+    # Cut short, two models' copies of one long index (or one model's of two) shared a name.
+    assert derived_index_name(long, "small-embed-1") != derived_index_name(long, "small-embed-2")
+    assert derived_index_name(long, "m-1") != derived_index_name(long + "x", "m-1")
+    assert derived_index_name("docs", "small-embed-1") == "docs--small-embed-1"  # short names as before
+    backend.close()
+
+
+def test_an_index_of_the_users_under_a_copys_name_is_refused_not_replaced(settings, base_embedder):
+    """The user's own ``hb3--MODEL-VERSION`` (19 chunks) was deleted without a word and replaced by a copy
+    of hb3."""
+    from unirank.errors import UnirankError
+    from unirank.search.rebuild import reembedded_index, reembedded_sources
+
+    backend = EmbeddedBackend(settings.indexes_dir)
+    _index_of_other_model(backend, "hb3", "Backups run nightly.")
+    _index_of_other_model(backend, "hb3--all-MiniLM-L6-v2-base", "Keys rotate monthly.", "Disks are mirrored.")
+    with pytest.raises(UnirankError, match=r"Index 'hb3--all-MiniLM-L6-v2-base' exists and is not a copy of "
+                                           r"'hb3', so it is not replaced by one"):
+        reembedded_index(backend, "hb3", base_embedder)
+    assert _texts(backend, "hb3--all-MiniLM-L6-v2-base") == ["Disks are mirrored.", "Keys rotate monthly."]
+    assert backend.model("hb3--all-MiniLM-L6-v2-base") == OTHER
+    # A copy an earlier unirank made (no copy_of then) is used while it holds its index's sources as they are.
+    backend.delete_index("hb3--all-MiniLM-L6-v2-base")
+    backend.create_index("hb3--all-MiniLM-L6-v2-base", base_embedder.signature)
+    for batch in reembedded_sources(backend, "hb3", base_embedder):
+        backend.index("hb3--all-MiniLM-L6-v2-base", batch)
+    stages: list[str] = []
+    assert reembedded_index(backend, "hb3", base_embedder, stage=stages.append) == "hb3--all-MiniLM-L6-v2-base"
+    assert stages == [] and backend.info("hb3--all-MiniLM-L6-v2-base").copy_of is None
+    backend.close()
+

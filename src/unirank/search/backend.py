@@ -7,6 +7,7 @@ their chunks hydrated and ``scores`` naming the stage that produced each score.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 import unicodedata
 from typing import Callable, Collection, Iterable, Iterator, Mapping, Protocol, Sequence
@@ -43,10 +44,19 @@ def refuse_unknown_filter_keys(filters: Mapping[str, str] | None, filter_keys: C
         raise InvalidQueryError(" ".join(notes) + " Fix the filter's key, or drop it.")
 
 
+#: Derived names stay within the 128 characters of ``_INDEX_NAME``, with room to spare.
+_DERIVED_NAME_MAX = 120
+
+
 def derived_index_name(*parts: str) -> str:
-    """A valid name for an index unirank makes itself (``INDEX--MODEL-VERSION``): other characters become '-'."""
+    """A valid name for an index unirank makes itself (``INDEX--MODEL-VERSION``): other characters become '-'.
+    A name too long ends in a digest of the whole: cut short, a 120-character INDEX's copy was named INDEX
+    itself (and replaced it), and two models' copies of a long INDEX shared one name."""
     name = re.sub(r"[^A-Za-z0-9_-]", "-", "--".join(parts)).lstrip("-_")
-    return name[:120] or "index"
+    if len(name) > _DERIVED_NAME_MAX:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        name = f"{name[:_DERIVED_NAME_MAX - len(digest) - 1]}-{digest}"
+    return name or "index"
 
 
 def refuse_path_like_index_name(index: str) -> None:

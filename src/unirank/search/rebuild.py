@@ -6,7 +6,7 @@ import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Collection, Iterator
 
-from unirank.errors import ChunksTooLongError
+from unirank.errors import ChunksTooLongError, UnirankError
 from unirank.models.embedder import Embedder
 from unirank.search.backend import SearchBackend, derived_index_name
 from unirank.search.types import Chunk, IndexedSource, ModelSignature, SourceState
@@ -72,7 +72,8 @@ def _embed(pending: list[tuple[SourceState, list[Chunk]]], embedder: Embedder) -
 
 
 def reembedded_index(backend: SearchBackend, index: str, embedder: Embedder, stage: Stage | None = None) -> str:
-    """A sibling index ``INDEX--MODEL-VERSION`` with ``embedder``'s vectors, made once and reused."""
+    """A sibling index ``INDEX--MODEL-VERSION`` with ``embedder``'s vectors, made once and reused. Only a
+    copy of ``index`` is ever deleted to be made again."""
     sig = embedder.signature
     if backend.model(index) == sig:
         return index
@@ -82,6 +83,7 @@ def reembedded_index(backend: SearchBackend, index: str, embedder: Embedder, sta
         info = backend.info(target)
         if info.model == sig and info.chunk_count == source_info.chunk_count and info.updated_at >= source_info.updated_at:
             return target
+        _refuse_replacing_other_index(backend, index, target, sig)
         backend.delete_index(target)
     refuse_chunks_over_window(backend, index, embedder)
     (stage or (lambda _: None))(f"re-embedding {index} with {sig} into {target}")
@@ -92,11 +94,20 @@ def reembedded_index(backend: SearchBackend, index: str, embedder: Embedder, sta
     return target
 
 
+def _refuse_replacing_other_index(backend: SearchBackend, index: str, target: str, sig: ModelSignature) -> None:
+    """The name a copy takes may be the user's own index (``docs--small-embed-1``, made by ingest): it is
+    not deleted to make the copy."""
+    if target == index or backend.info(target).copy_of != index:
+        raise UnirankError(
+            f"Index {target!r} exists and is not a copy of {index!r}, so it is not replaced by one; a copy of "
+            f"{index!r} re-embedded with {sig} needs that name. Ingest its documents under another name and "
+            f"delete it (`unirank index delete {target}`), or delete it if an earlier unirank made it as this copy.")
+
+
 def configured_model_refused(settings: Settings, rebuilt_with: str, index_model: ModelSignature) -> bool:
     """Whether ``embedder.model`` is set to a model other than ``index_model``, which `index rebuild --model
     rebuilt_with` just gave the index: every search and ingest of it with that setting is then refused.
     Told without loading the model: by name, by the registry (an alias, an optimized copy), by folder."""
-    from unirank.errors import UnirankError
     from unirank.models.loading import BASE_ALIAS, BASE_SIGNATURE_REF, _same_vectors, registry_version
 
     configured = settings.embedder.model
