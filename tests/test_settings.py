@@ -496,6 +496,22 @@ def test_a_storage_endpoint_is_a_url_with_a_scheme_and_a_host(config, monkeypatc
     assert Settings.load().storage.endpoint_url is None  # unset: AWS S3
 
 
+def test_a_storage_region_is_a_region_name(config, monkeypatch):
+    """"eu central" loaded, and boto refused it only when the storage was first reached: as the endpoint's
+    failure on export, with no setting named on ingest."""
+    for value in ("eu central", "-eu", "eu-", "", "x" * 64):
+        monkeypatch.setenv("UNIRANK_STORAGE__REGION", value)
+        with pytest.raises(unirank.ConfigurationError, match=r"\(read from UNIRANK_STORAGE__REGION\):\n  - storage\."
+                                                             rf"region {re.escape(repr(value))} is not a region name: "
+                                                             r"give one such as eu-central-1"):
+            Settings.load()
+    for value in ("eu-central-1", "cn-hangzhou", "us-gov-west-1"):
+        monkeypatch.setenv("UNIRANK_STORAGE__REGION", value)
+        assert Settings.load().storage.region == value
+    monkeypatch.delenv("UNIRANK_STORAGE__REGION")
+    assert Settings.load().storage.region is None
+
+
 @pytest.mark.parametrize("encoding", ["hex", "rot13", "base64", "undefined"])
 def test_a_legacy_encoding_that_reads_no_text_is_a_configuration_error(config, monkeypatch, encoding):
     """Python's bytes-to-bytes codecs passed, then stopped the ingest at the first file not in UTF-8."""
