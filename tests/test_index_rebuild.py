@@ -7,6 +7,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -328,3 +329,51 @@ def test_an_index_of_the_users_under_a_copys_name_is_refused_not_replaced(settin
     assert stages == [] and backend.info("hb3--all-MiniLM-L6-v2-base").copy_of is None
     backend.close()
 
+
+def test_a_copy_is_made_again_when_its_index_changed_even_within_the_same_second(settings, base_embedder):
+    """A copy was reused while its index's chunk count was the same and its updated_at (to the second) no
+    later than the copy's: an edit in the same second left eval scoring the old text."""
+    from dataclasses import replace
+
+    from unirank.search.rebuild import reembedded_index
+
+    backend = EmbeddedBackend(settings.indexes_dir)
+    _index_of_other_model(backend, "docs", "Backups run nightly.", "Keys rotate monthly.")
+    time.sleep(1.01 - time.time() % 1)  # the copy and the edit below fall in one second
+    copy = reembedded_index(backend, "docs", base_embedder)
+    vectors = np.eye(384, dtype=np.float32)
+    backend.index("docs", [source("mem://0", ["Backups run weekly."], [vectors[0]])])  # one chunk still
+    stages: list[str] = []
+    assert reembedded_index(backend, "docs", base_embedder, stage=stages.append) == copy
+    assert stages == [f"re-embedding docs with {base_embedder.signature} into {copy}"]
+    assert _texts(backend, copy) == _texts(backend, "docs") == ["Backups run weekly.", "Keys rotate monthly."]
+    touched = [replace(state, modified="later") for state in backend.source_states("docs").values()]
+    backend.update_states("docs", touched)  # a touched file: the same content, no new chunk
+    reembedded_index(backend, "docs", base_embedder, stage=stages.append)
+    assert len(stages) == 1  # reused
+    backend.close()
+
+
+def test_a_copy_of_an_index_changed_while_it_was_made_is_made_again(settings, base_embedder):
+    """The copy took the time of its last write: an edit of its index while it was being made was older
+    than that, and the copy holding the old text was reused."""
+    from unirank.search.rebuild import reembedded_index
+
+    backend = EmbeddedBackend(settings.indexes_dir)
+    _index_of_other_model(backend, "docs", "Backups run nightly.")
+
+    class EditedMeanwhile:
+        """Base, with the index's one source ingested again as its chunks are being embedded."""
+
+        def __getattr__(self, name):
+            return getattr(base_embedder, name)
+
+        def embed_documents(self, texts):
+            backend.index("docs", [source("mem://0", ["Backups run weekly."], [np.eye(384, dtype=np.float32)[0]])])
+            return base_embedder.embed_documents(texts)
+
+    copy = reembedded_index(backend, "docs", EditedMeanwhile())
+    assert _texts(backend, copy) == ["Backups run nightly."]  # read before the edit
+    assert reembedded_index(backend, "docs", base_embedder) == copy
+    assert _texts(backend, copy) == ["Backups run weekly."]
+    backend.close()

@@ -72,16 +72,14 @@ def _embed(pending: list[tuple[SourceState, list[Chunk]]], embedder: Embedder) -
 
 
 def reembedded_index(backend: SearchBackend, index: str, embedder: Embedder, stage: Stage | None = None) -> str:
-    """A sibling index ``INDEX--MODEL-VERSION`` with ``embedder``'s vectors, made once and reused. Only a
-    copy of ``index`` is ever deleted to be made again."""
+    """A sibling index ``INDEX--MODEL-VERSION`` with ``embedder``'s vectors, made once and reused while
+    ``index``'s content is as it was copied. Only a copy of ``index`` is ever deleted to be made again."""
     sig = embedder.signature
     if backend.model(index) == sig:
         return index
     target = derived_index_name(index, f"{sig.name}-{sig.version}")
-    source_info = backend.info(index)
     if backend.exists(target):
-        info = backend.info(target)
-        if info.model == sig and info.chunk_count == source_info.chunk_count and info.updated_at >= source_info.updated_at:
+        if _holds_current_copy(backend, index, target, sig):
             return target
         _refuse_replacing_other_index(backend, index, target, sig)
         backend.delete_index(target)
@@ -92,6 +90,20 @@ def reembedded_index(backend: SearchBackend, index: str, embedder: Embedder, sta
         backend.index(target, batch, model=sig)
     backend.flush(target)
     return target
+
+
+def _holds_current_copy(backend: SearchBackend, index: str, target: str, sig: ModelSignature) -> bool:
+    """Whether ``target`` has ``sig``'s vectors of every source of ``index`` as it is now. A copy holds the
+    source states it was made from (read before its chunks): the content hash and recipe that ingest itself
+    skips unchanged files by. Its ``updated_at``, to the second, missed an edit made in the same second."""
+    if backend.model(target) != sig:
+        return False
+    return _contents(backend.source_states(target)) == _contents(backend.source_states(index))
+
+
+def _contents(states: dict[str, SourceState]) -> dict[str, tuple[str, str]]:
+    """What a source's chunks are made from; a touched file's new size and time change none of them."""
+    return {uri: (state.content_hash, state.recipe) for uri, state in states.items()}
 
 
 def _refuse_replacing_other_index(backend: SearchBackend, index: str, target: str, sig: ModelSignature) -> None:
