@@ -94,6 +94,27 @@ def test_json_lines_queries_are_read_as_such_by_any_of_the_pair_files_suffixes(t
     assert load_queries(_write(tmp_path / name, '{"_id": 7, "text": "key rotation"}\n')) == {"7": "key rotation"}
 
 
+@pytest.mark.parametrize("raw, shown", [
+    ("2.0", "2.0"), ("1e2", "100.0"), ("true", "true"), ('{"a": 1}', '{"a": 1}'), ("[7]", "[7]"),
+])
+def test_a_query_id_the_corpus_would_refuse_is_refused_naming_its_line(tmp_path, raw, shown):
+    """A query _id was read as Python wrote it: 2.0 as "2.0" (the qrels' "2" then matched no query, said as
+    not in the file), true as "True", an object as "{'a': 1}". corpus.jsonl refuses them, for that reason."""
+    lines = '{"_id": "q1", "text": "a"}\n' f'{{"_id": {raw}, "text": "b"}}\n'
+    with pytest.raises(EvaluationDataError, match=rf"q\.jsonl:2: _id must be a string or an integer, got "
+                                                  rf"{re.escape(shown)}; write the id as a JSON string"):
+        load_queries(_write(tmp_path / "q.jsonl", lines))
+
+
+def test_a_query_id_is_read_as_the_corpus_reads_ids(tmp_path):
+    """Stripped, as corpus ids are, and never empty (an empty id was a query no qrels line could name)."""
+    text = '{"_id": 2, "text": "a"}\n{"_id": " q3 ", "text": "b"}\n'
+    assert load_queries(_write(tmp_path / "q.jsonl", text)) == {"2": "a", "q3": "b"}
+    for empty in ('""', '"  "'):
+        with pytest.raises(EvaluationDataError, match=r"q\.jsonl:1: _id is empty; give the query the id"):
+            load_queries(_write(tmp_path / "q.jsonl", f'{{"_id": {empty}, "text": "a"}}\n'))
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("q.tsv", "q1\tkey rotation\nq2\tbackups\nq1\tsev2\n", r"q\.tsv:3: query id 'q1' is given again with another "
                                                           r"text \(first on line 1\)"),

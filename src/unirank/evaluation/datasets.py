@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,8 +129,22 @@ def _jsonl_queries(path: Path) -> list[tuple[int, str, str]]:
         if not isinstance(record["text"], str):
             raise EvaluationDataError(f"{path}:{n}: \"text\" must be a text, got {record['text']!r}; "
                                       "expected {\"_id\", \"text\"}.")
-        rows.append((n, str(record["_id"]), record["text"]))
+        rows.append((n, _query_id(record["_id"], path, n), record["text"]))
     return rows
+
+
+def _query_id(raw: object, path: Path, n: int) -> str:
+    """The corpus's rule for ``_id`` (``ingest/parsers/jsonl.py``): a string or an integer as written,
+    stripped. 2.0 was read as "2.0" and true as "True", which no qrels id matched."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        shown = json.dumps(raw, ensure_ascii=False)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise EvaluationDataError(f"{path}:{n}: _id must be a string or an integer, got {shown}; write the id "
+                                  "as a JSON string, as the qrels name the query.")
+    qid = str(raw).strip()
+    if not qid:
+        raise EvaluationDataError(f"{path}:{n}: _id is empty; give the query the id the qrels name it by.")
+    return qid
 
 
 def _tsv_queries(path: Path) -> list[tuple[int, str, str]]:
