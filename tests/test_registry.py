@@ -395,6 +395,26 @@ def test_a_damaged_registry_database_is_named_with_what_to_do(tmp_path, monkeypa
         assert "Traceback" not in output
 
 
+def test_a_registry_whose_database_was_moved_aside_numbers_past_the_version_folders_it_keeps(tmp_path):
+    """Moved aside as its error says ("the version folders beside it are kept"), the next registration took
+    version 1 and deleted v1's files to put its own there: a trained model's only copy."""
+    registry = ModelRegistry(tmp_path / "models")
+    registry.register("c", "embedder", path=BASE)
+    registry.register("c", "embedder", path=BASE)
+    (registry.root / "c" / "v1" / "OLD_FILE").write_text("precious")
+    registry.close()
+    registry.db_path.rename(registry.db_path.with_name("registry.sqlite.bad"))
+    for leftover in registry.root.glob("registry.sqlite-*"):
+        leftover.unlink()
+
+    with ModelRegistry(tmp_path / "models") as fresh:
+        assert fresh.list() == []
+        assert fresh.register("c", "embedder", path=BASE).ref == "c@3"
+        assert fresh.register("other", "embedder", path=BASE).ref == "other@1"
+    assert (registry.root / "c" / "v1" / "OLD_FILE").read_text() == "precious"
+    assert (registry.root / "c" / "v2" / "model.safetensors").is_file()
+
+
 def test_the_python_registry_refuses_what_is_no_model_folder_or_no_text_and_closes_as_a_context(tmp_path):
     """ModelRegistry.register took a folder of documents (the CLI refuses it): promoted, it failed at the
     first ingest. A reference, name or alias that is not a str ended in an AttributeError or TypeError,

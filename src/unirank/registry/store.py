@@ -243,7 +243,8 @@ class ModelRegistry:
                 if path is not None:
                     target = self.root / name / f"v{version}"
                     (incoming / MARKER_FILE).write_text(json.dumps({"name": name, "version": version, "role": role}))
-                    shutil.rmtree(target, ignore_errors=True)  # no row names it: left by a failed registration
+                    # Never onto an existing folder: _next_version numbers past every vN there. One no row
+                    # names may be all that is left of a version (its database moved aside), so it is kept.
                     incoming.rename(target)
                 self.db.execute(
                     "INSERT INTO versions (name, version, role, path, record, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -343,7 +344,13 @@ class ModelRegistry:
         # Past deleted versions too: an index or a setting naming NAME@3 must never get another model.
         row = self.db.execute("SELECT MAX(v) FROM (SELECT version AS v FROM versions WHERE name = ? UNION ALL "
                               "SELECT version FROM deleted_versions WHERE name = ?)", (name, name)).fetchone()
-        return (row[0] or 0) + 1
+        return max(row[0] or 0, self._highest_version_folder(name)) + 1
+
+    def _highest_version_folder(self, name: str) -> int:
+        """The largest N of the NAME/vN folders on disk, rows or not: a database moved aside (as its error
+        says to) or restored from an older backup knows none of them, and version 1 replaced v1's files."""
+        numbers = [int(p.name[1:]) for p in (self.root / name).glob("v[0-9]*") if _is_version_number(p.name[1:])]
+        return max(numbers, default=0)
 
     def deletable(self, ref: str) -> ModelVersion:
         """The version ``ref`` names, if ``delete`` may delete it: named by its number, and no alias on it."""
