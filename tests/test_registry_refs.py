@@ -139,6 +139,52 @@ def test_an_alias_is_not_rolled_back_to_a_version_whose_folder_was_deleted(tmp_p
         registry.close()
 
 
+def test_a_version_that_lost_a_file_is_not_promoted_rolled_back_to_exported_or_loaded(tmp_path):
+    """Only a folder deleted or emptied was refused: with its weights removed by hand, c@1 was rolled back to,
+    promoted and exported (with no weights), and ingest then failed loading it."""
+    from unirank.errors import ExportError, PromotionRefusedError
+    from unirank.models.loading import resolve_model_path
+    from unirank.registry import ModelRegistry
+
+    with ModelRegistry(tmp_path / "models") as registry:
+        for version in (1, 2):
+            registry.register("c", "embedder", path=BASE, record={"dims": 384})
+            registry.promote(f"c@{version}", "prod", force=True)
+        (registry.get("c@1").path / "model.safetensors").unlink()
+        lost = r"1 of the files of c@1 are missing or changed in .*v1 \(e\.g\. model\.safetensors\)"
+        with pytest.raises(PromotionRefusedError, match=lost + r": nothing was rolled back"):
+            registry.rollback("c", "prod")
+        with pytest.raises(PromotionRefusedError, match=lost + r": nothing was promoted"):
+            registry.promote("c@1", "staging", force=True)
+        with pytest.raises(ExportError, match=lost + r": nothing was exported"):
+            registry.export("c@1", str(tmp_path / "out"))
+        assert not (tmp_path / "out").exists()
+        with pytest.raises(ModelLoadError, match=lost + r": it cannot be loaded"):
+            resolve_model_path("c@1", registry.root)
+        assert registry.get("c@prod").version == 2
+
+        # A file cut short is a changed file; one added since is no loss.
+        (registry.get("c@2").path / "tokenizer.json").write_text("{}")
+        (registry.get("c@2").path / "NOTES.txt").write_text("kept beside the model")
+        assert "e.g. tokenizer.json" in registry.get("c@2").files_missing()
+
+
+def test_a_version_registered_before_file_listings_is_refused_without_config_or_weights(tmp_path):
+    """Such a record has no listing to check against: what no model loads without is checked instead."""
+    from unirank.registry import ModelRegistry
+
+    with ModelRegistry(tmp_path / "models") as registry:
+        registry.register("old", "embedder", path=BASE, record={"dims": 384})
+        old = registry.change_record("old@1", lambda record: {k: v for k, v in record.items() if k != "files"})
+        assert "files" not in old.record and old.files_missing() is None
+        (old.path / "model.safetensors").unlink()
+        assert old.files_missing() == f"1 of the files of old@1 are missing or changed in {old.path} " \
+                                      "(e.g. model.safetensors)"
+        for configuration in ("config.json", "modules.json"):
+            (old.path / configuration).unlink()
+        assert old.files_missing().startswith("2 of the files of old@1") and "(e.g. config.json)" in old.files_missing()
+
+
 @pytest.fixture()
 def emb_cli(settings, tmp_path, monkeypatch):
     """emb@1 (a small folder) promoted to prod, and a CliRunner's invoke on that registry."""

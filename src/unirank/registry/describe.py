@@ -113,7 +113,7 @@ def exported_record(path: Path, role: str) -> tuple[dict[str, Any], list[str]]:
     lineage.update({key: record[key] for key in REGISTRY_LINKS if key in record})
     if record.get("lineage"):
         lineage["lineage"] = record["lineage"]  # where that version came from in turn
-    restored = {k: v for k, v in record.items() if k not in (*REGISTRY_LINKS, "lineage", "files_sha256")}
+    restored = {k: v for k, v in record.items() if k not in (*REGISTRY_LINKS, "lineage", "files_sha256", "files")}
     warnings = []
     expected = marker.get("files_sha256")
     if expected and files_digest(Path(path)) != expected:

@@ -91,16 +91,49 @@ class ModelVersion:
         return evaluations(self.record)
 
     def files_missing(self) -> str | None:
-        """Why this version's files cannot be used (its folder deleted or emptied by hand), as `models export`
-        words it; None when they are there, or it has none (an endpoint)."""
-        if self.path is None or (self.path.is_dir() and any(self.path.iterdir())):
+        """Why this version's files cannot be used (its folder deleted or emptied by hand, or files of it
+        removed or cut short), as `models export` words it; None when they are there, or it has none (an
+        endpoint). A folder that had lost its weights was promoted, rolled back to and exported."""
+        if self.path is None:
             return None
-        return f"The files of {self.ref} are missing from {self.path}"
+        if not (self.path.is_dir() and any(self.path.iterdir())):
+            return f"The files of {self.ref} are missing from {self.path}"
+        listing = self.record.get("files")
+        lost = _lost_files(self.path, listing) if isinstance(listing, dict) else _lost_model_files(self.path)
+        if lost:
+            return f"{len(lost)} of the files of {self.ref} are missing or changed in {self.path} (e.g. {lost[0]})"
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "role": self.role,
                 "path": str(self.path) if self.path else None, "created_at": self.created_at,
                 "aliases": self.aliases, **self.record}
+
+
+#: What a model folder registered before file listings were recorded needs to load: a configuration and weights.
+_CONFIG_FILES = ("config.json", "modules.json")
+_WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.onnx")
+
+
+def _lost_files(folder: Path, listing: dict[str, int]) -> list[str]:
+    """The files of the registration's listing (``file_listing``: path -> size) gone from ``folder`` or of
+    another size now; files added since are not counted. Only stats them: this runs at every load."""
+    lost = []
+    for relative, size in listing.items():
+        try:
+            if (folder / relative).stat().st_size != size:
+                lost.append(relative)
+        except OSError:
+            lost.append(relative)
+    return lost
+
+
+def _lost_model_files(folder: Path) -> list[str]:
+    """For a version registered before listings were recorded: what no model folder loads without."""
+    lost = [] if any((folder / name).is_file() for name in _CONFIG_FILES) else ["config.json"]
+    if not any(next(folder.rglob(pattern), None) for pattern in _WEIGHT_FILES):
+        lost.append("model.safetensors")
+    return lost
 
 
 def parse_reference(ref: str) -> tuple[str, str | None]:
@@ -225,6 +258,8 @@ class ModelRegistry:
                 # What the files are, to tell an identical folder registered again (`identical_versions`) and
                 # an exported copy changed since (`describe.exported_record`); a caller's record can't say.
                 record["files_sha256"] = files_digest(incoming)
+                # What `files_missing` checks the folder against later, at the cost of a stat per file.
+                record["files"] = dict(file_listing(incoming))
                 if "training_queries" not in record:
                     record.update(self._training_of_copy(incoming, record)
                                   or self.training_of_files(record["files_sha256"], record.get("lineage")))
