@@ -1107,6 +1107,27 @@ def test_links_to_the_exporting_registry_become_lineage(registry, tmp_path):
     assert record["backend"] == "torch"  # how it loads is kept
 
 
+def test_a_trained_reranker_registered_from_its_export_names_its_partner_only_under_lineage(registry, tmp_path):
+    """`trained_with` stayed at the top: in another registry, promotion compared the reranker's figures over
+    that registry's tiny-embed@1 (another model, or none) as its trained pair's, and advised evaluating it."""
+    from unirank.registry.describe import registration_record
+    from unirank.registry.evaluations import over_its_partner
+
+    (_, reranker), = _rerankers_of_two_runs(registry, runs=1)
+    dest = Path(registry.export(reranker.ref, str(tmp_path / "out")))
+    with ModelRegistry(tmp_path / "elsewhere") as other:
+        other.register("tiny-embed", "embedder", path=BASE, record={"dims": 384})  # another tiny-embed@1
+        record, _ = registration_record(dest, "reranker")
+        copy = other.register("r", "reranker", path=dest, record=record)
+        assert "trained_with" not in copy.record and copy.record["lineage"]["trained_with"] == "tiny-embed@1"
+        figures = {"system": f"hybrid+rerank:tiny-embed@1+{copy.ref}", "ndcg@10": 0.5}
+        assert not over_its_partner(figures, copy)
+        # Registered before the link went under lineage, the record kept it at the top: not its partner here.
+        old = other.change_record(copy.ref, lambda r: {**r, "trained_with": "tiny-embed@1"})
+        assert not over_its_partner(figures, old)
+    assert over_its_partner({"system": f"hybrid+rerank:tiny-embed@1+{reranker.ref}"}, reranker)
+
+
 def _evaluated(registry, ref, ndcg, eval_set, queries):
     """What `unirank eval --models REF` (recording, the default) stores."""
     from unirank.evaluation.runner import ModelSpec, record_metrics

@@ -89,10 +89,17 @@ def comparable(a: dict[str, Any], b: dict[str, Any], role: str | None = None) ->
     return same_data(a, b)
 
 
+def trained_with(version: ModelVersion) -> str | None:
+    """The version ``version`` was trained with, as this registry names it. None for one registered from a
+    copy (``lineage``): registered before ``trained_with`` went under its lineage, an export's record kept it
+    here, naming a version of the registry it came from (which this one may lack, or hold as another model)."""
+    return None if "lineage" in version.record else version.record.get("trained_with")
+
+
 def over_its_partner(figures: dict[str, Any], reranker: ModelVersion) -> bool:
     """Whether a reranker's figure ran it over the embedder it was trained with (its ``trained_with``):
     the pair `unirank eval --models NAME@N` scores."""
-    partner = reranker.record.get("trained_with")
+    partner = trained_with(reranker)
     return bool(partner) and system_setup(figures, "reranker") == ("hybrid+rerank", partner)
 
 
@@ -198,6 +205,6 @@ def _evaluate_both(candidate: ModelVersion, current: ModelVersion, new_sets: dic
     options = next((f["eval_options"] for f in sorted(new_sets.values(), key=lambda f: not _trained_on(
         candidate, f.get("eval_set"))) if f.get("eval_options")), "...")
     models = [current.ref, candidate.ref]
-    if candidate.role == "reranker" and candidate.record.get("trained_with"):
-        models.insert(0, candidate.record["trained_with"])
+    if candidate.role == "reranker" and trained_with(candidate):
+        models.insert(0, trained_with(candidate))
     return f"unirank eval {options} --models {','.join(models)}"

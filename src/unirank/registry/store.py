@@ -34,7 +34,7 @@ Role = Literal["embedder", "reranker"]
 ROLES: tuple[str, ...] = ("embedder", "reranker")
 #: Record fields that name other versions of the registry they were written in (``NAME@VERSION``): a
 #: folder exported and registered again keeps them under ``lineage``, where they link nothing.
-REGISTRY_LINKS = ("optimized_from", "serves", "bundled_base")
+REGISTRY_LINKS = ("optimized_from", "serves", "bundled_base", "trained_with")
 #: A name goes into folder names, `--models A,B` lists, URLs and settings as it is.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: ``v3``: an alias so named would read as version 3 (its folder's name), and NAME@v3 typed for NAME@3 is that.
