@@ -880,6 +880,18 @@ def test_training_settings_that_cannot_train_are_refused(minibeir, embedder, mes
         TrainRequest(name="x", beir=minibeir, embedder=EmbedderTrainingConfig(**embedder)).validate()
 
 
+@pytest.mark.parametrize("option", TrainRequest.INPUT_FILES)
+def test_a_folder_given_for_an_input_file_is_refused_as_a_folder(minibeir, tmp_path, option):
+    """It said "--pairs /tmp: no such file" of a path that exists, and the user looked for a typo."""
+    from unirank.errors import TrainingError
+
+    with pytest.raises(TrainingError, match=rf"^--{option} {re.escape(str(tmp_path))} is a folder: give the {option} "
+                                            "file\\.$"):
+        TrainRequest(name="x", beir=minibeir, **{option: tmp_path}).validate()
+    with pytest.raises(TrainingError, match=rf"^--{option} .*nowhere\.jsonl: no such file\.$"):
+        TrainRequest(name="x", beir=minibeir, **{option: tmp_path / "nowhere.jsonl"}).validate()
+
+
 def test_too_little_data_is_refused_saying_what_was_made_of_it(client, tmp_path):
     from unirank.errors import TrainingError
 

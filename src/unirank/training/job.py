@@ -103,6 +103,8 @@ class TrainRequest:
                                 "has no such index: train with --index to use them.")
         for option in self.INPUT_FILES:
             path = getattr(self, option)
+            if path is not None and Path(path).is_dir():  # "no such file" sent the user looking for a typo
+                raise TrainingError(f"--{option} {path} is a folder: give the {option} file.")
             if path is not None and not Path(path).is_file():
                 raise TrainingError(f"--{option} {path}: no such file.")
         if not 0 <= self.min_dwell_s < math.inf:  # NaN fails this too
