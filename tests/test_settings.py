@@ -499,7 +499,7 @@ def test_a_storage_endpoint_is_a_url_with_a_scheme_and_a_host(config, monkeypatc
 def test_a_storage_region_is_a_region_name(config, monkeypatch):
     """"eu central" loaded, and boto refused it only when the storage was first reached: as the endpoint's
     failure on export, with no setting named on ingest."""
-    for value in ("eu central", "-eu", "eu-", "", "x" * 64):
+    for value in ("eu central", "-eu", "eu-", "123", "x" * 64):
         monkeypatch.setenv("UNIRANK_STORAGE__REGION", value)
         with pytest.raises(unirank.ConfigurationError, match=r"\(read from UNIRANK_STORAGE__REGION\):\n  - storage\."
                                                              rf"region {re.escape(repr(value))} is not a region name: "
@@ -508,6 +508,9 @@ def test_a_storage_region_is_a_region_name(config, monkeypatch):
     for value in ("eu-central-1", "cn-hangzhou", "us-gov-west-1"):
         monkeypatch.setenv("UNIRANK_STORAGE__REGION", value)
         assert Settings.load().storage.region == value
+    for blank in ("", "  "):  # unset, boto's default, as before: `REGION=${AWS_REGION}` with it unset
+        monkeypatch.setenv("UNIRANK_STORAGE__REGION", blank)
+        assert Settings.load().storage.region is None
     monkeypatch.delenv("UNIRANK_STORAGE__REGION")
     assert Settings.load().storage.region is None
 

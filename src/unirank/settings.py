@@ -263,13 +263,20 @@ class StorageSettings(_Section):
     def _oss_endpoint_url(cls, value: str | None) -> str | None:
         return cls._url(value, "storage.oss_endpoint_url")
 
+    @field_validator("region", mode="before")
+    @classmethod
+    def _blank_region(cls, value: object) -> object:
+        """A blank region is unset, boto's default, as it was: ``UNIRANK_STORAGE__REGION=${AWS_REGION}`` with
+        the variable unset must not stop every command."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("region")
     @classmethod
     def _region(cls, value: str | None) -> str | None:
         """A region that is no host label ("eu central") was refused by boto only when the storage was first
         reached, and reported as the endpoint's failure (export) or with no setting named (ingest). boto's
         own rule (botocore.utils.validate_region_name), without importing boto to load the settings."""
-        if value is not None and not re.fullmatch(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?", value):
+        if value is not None and not re.fullmatch(r"(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)", value):
             raise ValueError(f"storage.region {value!r} is not a region name: give one such as eu-central-1 "
                              "(OSS: cn-hangzhou), or remove the setting to use boto's (AWS_DEFAULT_REGION, the "
                              "AWS config file)")
