@@ -736,3 +736,9 @@ def test_an_invalid_region_and_a_virtual_oss_bucket_on_a_local_server_name_their
     with pytest.raises(SourceError, match=r"^Cannot list oss://docs/hb: Could not connect .* Check storage\."
                                           r"oss_endpoint_url \(UNIRANK_STORAGE__OSS_ENDPOINT_URL\)\.$"):
         client.ingest("oss://docs/hb", "s3docs")  # the bucket in the path: nothing more to say
+    # A cloud's endpoint (OSS wants virtual addressing) that cannot be reached: no advice to leave it
+    client.settings.storage = StorageSettings(oss_endpoint_url="http://oss-cn-nowhere.invalid", connect_timeout_s=1,
+                                              attempts=1, **KEYS)
+    with pytest.raises(SourceError, match=r"^Cannot list oss://docs/hb: Could not connect .*docs\.oss-cn-nowhere\."
+                                          r"invalid.* Check storage\.oss_endpoint_url \(UNIRANK_STORAGE__OSS_ENDPOINT_URL\)\.$"):
+        client.ingest("oss://docs/hb", "s3docs")

@@ -316,10 +316,21 @@ def _virtual_host_hint(exc: Exception, scheme: str, storage: StorageSettings) ->
         return ""
     failed = urlsplit(str(getattr(exc, "kwargs", {}).get("endpoint_url") or "")).hostname or ""
     endpoint = urlsplit(storage.oss_endpoint_url).hostname or ""
-    if not endpoint or not failed.endswith(f".{endpoint}"):
-        return ""
+    if not endpoint or not failed.endswith(f".{endpoint}") or not _local_server(endpoint):
+        return ""  # OSS itself (*.aliyuncs.com) wants virtual addressing: any failure there is another one
     return (f"; for a local S3-compatible server, set storage.oss_addressing_style = \"path\" "
             f"(UNIRANK_STORAGE__OSS_ADDRESSING_STYLE=path): \"virtual\" puts the bucket in the host name ({failed})")
+
+
+def _local_server(host: str) -> bool:
+    """A test or self-hosted server's host (localhost, an IP address, a name with no dot), not a cloud's."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return host == "localhost" or host.endswith(".localhost") or "." not in host
 
 
 def access_denied(exc: PermissionError, action: str) -> str:
