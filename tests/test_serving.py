@@ -209,6 +209,9 @@ def test_tei_embed_and_both_rerank_shapes(http: httpx.Client) -> None:
     assert scores["short"] == pytest.approx(scores["cut"], abs=1e-6) and scores["short"] != scores["whole"]
     assert short["usage"]["total_tokens"] == 3 * (1 + 2 + 3)  # [CLS] cats [SEP] two tokens [SEP]
     assert {r["document"]["text"] for r in short["results"]} == set(docs)  # as sent, as Cohere returns them
+    default_cut = http.post("/v1/rerank", json={"model": "tiny-rerank", "query": "cats", "documents": docs,
+                                                "max_tokens_per_doc": 4096}).json()  # Cohere's default, sent
+    assert default_cut["results"] == whole["results"] and default_cut["usage"] == whole["usage"]
     refused = http.post("/v1/rerank", json={"query": "cats", "documents": [{"text": "t", "title": "cats"}],
                                             "rank_fields": ["title"]})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "unsupported_option"

@@ -366,9 +366,11 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             raise ServingRequestError(
                 f"{len(texts)} documents sent; at most {limits.max_rerank_documents} can be reranked "
                 "per request.", status_code=413, code="too_many_documents")
-        if max_doc_tokens is not None:  # Cohere's max_tokens_per_doc: each document is read that far only
-            texts = await tokenized(partial(cut_to_tokens, model.tokenizer, texts, max_doc_tokens), texts)
         limit = model.token_limit(limits)
+        # Cohere's max_tokens_per_doc: each document is read that far only. At or past the model's window it
+        # cuts nothing the window does not (Cohere's default, 4096, sent as is), and was a second tokenizing.
+        if max_doc_tokens is not None and max_doc_tokens < limit:
+            texts = await tokenized(partial(cut_to_tokens, model.tokenizer, texts, max_doc_tokens), texts)
         if model.is_cross_encoder:  # it reads each (query, document) pair as one sequence
             query, texts, tokens = await tokenized(partial(
                 enforce_pair_limit, model.tokenizer, query, texts, limit, truncate=truncate), [query, *texts])
