@@ -313,6 +313,50 @@ def test_a_remote_cross_encoder_scores_what_it_scores_in_process(remote, client_
         reranker.close()
 
 
+def test_a_remote_bi_encoder_reranker_is_held_to_the_cosine_threshold_as_in_process(indexes, remote,
+                                                                                      client_settings, base_embedder):
+    """A unirank server reranks with `base` by cosine (scores below 0 too), but the chat held the remote
+    reranker's scores to the cross-encoder threshold (0.5): "How much does the team plan cost?" (best passage
+    0.44) was "not covered" through the endpoint and answered with `reranker.model = base` in process."""
+    from unirank.chat.service import ChatService
+
+    registry = ModelRegistry(client_settings.models_dir)
+    scores = {key: registry.get(remote[key]).record.get("scores") for key in ("rerank-tei", "rerank-cohere", "cross-tei")}
+    registry.close()
+    assert scores == {"rerank-tei": "cosine", "rerank-cohere": "cosine", "cross-tei": "probability"}
+    answers = {}
+    for model in ("base", remote["rerank-tei"]):
+        settings = _with(client_settings, reranker__model=model)
+        settings.remote.rerank_timeout_s = 60  # a busy 2-core machine
+        with Unirank(settings) as ur:
+            ur.__dict__["embedder"] = base_embedder
+            answers[model] = ChatService(ur).ask("How much does the team plan cost?", "local")
+    here, through = answers["base"], answers[remote["rerank-tei"]]
+    assert 0.30 < here.relevance < 0.5  # between the two thresholds: the case that split
+    assert through.relevance == pytest.approx(here.relevance, abs=1e-5)
+    assert through.threshold == here.threshold == client_settings.chat.min_score_cosine
+    assert here.grounded and (through.grounded, through.answer) == (True, here.answer)
+
+
+def test_a_remote_reranker_registered_before_scores_were_recorded_is_judged_by_its_model_id(
+        server, remote, client_settings):
+    """A record without `scores` still loads: `base` or an embedder registered here is served to rerank by
+    cosine; a model id this registry does not know (or none) keeps the cross-encoder threshold, as before."""
+    from unirank.chat.retrieval import scores_cosine
+
+    registry = ModelRegistry(client_settings.models_dir)
+    refs = {remote_model: registry.register(f"old-rerank-{i}", "reranker", record={
+                "endpoint": server.url, "api": "tei", "remote_model": remote_model}).ref
+            for i, remote_model in enumerate(["base", remote["openai"], "tiny-cross@1", None])}
+    registry.close()
+    judged = {}
+    for remote_model, ref in refs.items():
+        reranker = load_reranker(_with(client_settings, reranker__model=ref))
+        judged[remote_model] = scores_cosine(reranker)
+        reranker.close()
+    assert judged == {"base": True, remote["openai"]: True, "tiny-cross@1": False, None: False}
+
+
 # -- dimensions are checked against the live endpoint before any write -----------------------------
 def _new_doc(tmp_path: Path) -> str:
     folder = tmp_path / "new-docs"

@@ -14,8 +14,8 @@ from unirank.registry.lineage import same_vector_refs
 from unirank.registry.store import MARKER_FILE, ModelVersion, parse_reference
 from unirank.models.backends import registry_backend
 from unirank.models.embedder import Embedder, SentenceTransformerEmbedder
-from unirank.models.remote import (PROBE_TEXT, Endpoint, RemoteEmbedder, RemoteReranker, describe_endpoint,
-                                   matches_fingerprint)
+from unirank.models.remote import (COSINE_SCORES, PROBABILITY_SCORES, PROBE_TEXT, Endpoint, RemoteEmbedder,
+                                   RemoteReranker, describe_endpoint, matches_fingerprint)
 from unirank.models.reranker import BiEncoderReranker, CrossEncoderReranker, Reranker, stored_blend_weight
 from unirank.search.types import FOLDER_VERSION, ModelSignature
 from unirank.settings import Settings
@@ -189,11 +189,41 @@ def describe_remote(endpoint: Endpoint, settings: Settings, *, tokenizer: str = 
     if served:
         record["serves"] = served
     if endpoint.role == "reranker":
+        record["scores"] = _reranker_scores(record, settings)
         if blend_weight is not None:
             record["blend_weight"] = float(blend_weight)
         else:
             record.update(_blend_weight_here(record, settings))
     return record
+
+
+def _reranker_scores(record: dict[str, Any], settings: Settings) -> str:
+    """What an endpoint reranker scores (``scores``): what the server's listing said at registration, else
+    judged by its model id: ``base`` or a bi-encoder registered here reranks by cosine, anything else is
+    taken for a cross-encoder's probability. A version registered before ``scores`` was kept is judged so."""
+    if record.get("scores"):
+        return str(record["scores"])
+    return COSINE_SCORES if _names_a_bi_encoder(record.get("remote_model"), settings) else PROBABILITY_SCORES
+
+
+def _names_a_bi_encoder(model: str | None, settings: Settings) -> bool:
+    """Whether ``model`` is ``base`` or a version registered here that scores by cosine: an embedder, or a
+    reranker whose files (for an endpoint, whose record) are a bi-encoder's."""
+    if not model:
+        return False
+    if model == BASE_ALIAS:
+        return True
+    try:
+        local = registry_version(model, settings.models_dir)
+    except ModelNotFoundError:  # the server's registry names it; this one does not
+        return False
+    if local is None:
+        return False
+    if local.role == "embedder":
+        return True
+    if local.path is None:
+        return local.record.get("scores") == COSINE_SCORES
+    return not is_cross_encoder(str(local.path))
 
 
 def _blend_weight_here(record: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -240,7 +270,18 @@ def _remote_reranker(version: ModelVersion, settings: Settings) -> RemoteReranke
         raise ModelLoadError(f"{version.ref} is a remote {version.role}, not a reranker: set reranker.model "
                              "to a reranker.")
     return RemoteReranker(Endpoint.from_record("reranker", version.record), settings.remote,
-                          name=version.ref, blend_weight=_remote_blend_weight(version.record, settings))
+                          name=version.ref, blend_weight=_remote_blend_weight(version.record, settings),
+                          scores_cosine=_remote_scores_cosine(version.record, settings))
+
+
+def _remote_scores_cosine(record: dict[str, Any], settings: Settings) -> bool:
+    """Whether the endpoint answers cosines. Only a record made before ``scores`` was kept consults the registry
+    here, and one it cannot read leaves the cross-encoder's threshold, as before."""
+    try:
+        return _reranker_scores(record, settings) == COSINE_SCORES
+    except UnirankError as exc:
+        log.warning("%s: taking its scores for a cross-encoder's probabilities (%s)", record.get("remote_model"), exc)
+        return False
 
 
 def _remote_blend_weight(record: dict[str, Any], settings: Settings) -> float:

@@ -59,6 +59,9 @@ INPUT_REFUSED_STATUSES = (400, 413, 422)
 ROUTES = ("/v1/embeddings", "/v1/rerank", "/v1/models", "/embed", "/rerank")
 #: The longest single backoff wait, whatever remote.backoff_s and the attempt number give.
 _MAX_BACKOFF_S = 30.0
+#: A remote reranker's ``scores``, as registration records them: a bi-encoder served to rerank (a unirank
+#: server reranks with one by cosine, in [-1, 1]) or a cross-encoder's probability (TEI, Cohere: [0, 1]).
+COSINE_SCORES, PROBABILITY_SCORES = "cosine", "probability"
 
 
 def vector_fingerprint(vector: np.ndarray) -> str:
@@ -515,11 +518,14 @@ class RemoteReranker:
     """A :class:`~unirank.models.reranker.Reranker` scored by an endpoint; fails fast on timeouts."""
 
     def __init__(self, endpoint: Endpoint, settings: RemoteSettings, *, name: str,
-                 blend_weight: float = 1.0) -> None:
+                 blend_weight: float = 1.0, scores_cosine: bool = False) -> None:
         self.client = RemoteClient(endpoint, settings)
         self.endpoint = endpoint
         self.name = name
         self.blend_weight = blend_weight
+        #: Whether the endpoint serves a bi-encoder and answers cosines: the chat's relevance threshold is
+        #: the cosine one then (a cross-encoder's 0.5 called questions the documents answer not covered).
+        self.scores_cosine = scores_cosine
         self.timeout_s = settings.rerank_timeout_s
         #: Passages one request carries: more than the server takes was a 413, and every rerank degraded.
         self.per_request = endpoint.per_request(settings)
@@ -602,6 +608,9 @@ def probe_endpoint(endpoint: Endpoint, settings: RemoteSettings) -> dict[str, An
     for key in ("max_inputs", "max_rerank_documents"):  # the server's limits per request, where it says
         if limits.get(key):
             info[key] = int(limits[key])
+    scores = _listed_scores(limits) if endpoint.role == "reranker" else None
+    if scores:  # else the caller judges by the model id (describe_remote)
+        info["scores"] = scores
     if endpoint.role == "embedder":
         model = RemoteEmbedder(endpoint, settings, name="probe", version="0", dims=None,
                                max_seq_length=info["max_seq_length"], tokenizer_path="")
@@ -650,6 +659,15 @@ def _pick_entry(listing: list[dict[str, Any]], endpoint: Endpoint) -> dict[str, 
         return of_role[0]
     # A server with one bi-encoder reranks with it too (by cosine), as ``reranker.model = base`` does.
     return listing[0] if not of_role and len(listing) == 1 else None
+
+
+def _listed_scores(entry: dict[str, Any]) -> str | None:
+    """What the listed model a rerank reaches scores: a unirank server lists a bi-encoder with its dims (it
+    reranks by cosine) and a cross-encoder without. None for a listing that is not a unirank server's (no
+    role), or for no listed model, which cannot tell."""
+    if "role" not in entry:
+        return None
+    return COSINE_SCORES if entry.get("dims") else PROBABILITY_SCORES
 
 
 def _limits_requests_meet(listing: list[dict[str, Any]], endpoint: Endpoint) -> dict[str, Any]:
