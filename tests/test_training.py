@@ -701,6 +701,7 @@ def test_train_eval_promote_through_the_cli(tmp_path, minibeir):
                              "--batch-size", "8", "--json"))
     assert (trained["embedder"], trained["reranker"]) == ("cli-embed@1", "cli-rerank@1")
     assert trained["registered_before"] is False  # registered by this command, which --json did not tell
+    assert (trained["embedder_registered_before"], trained["reranker_registered_before"]) == (False, False)
     chart = tmp_path / "eval.png"
     results = json.loads(run("eval", "--beir", str(minibeir), "--models", "base,cli", "--json", "--plot", str(chart)))
     assert "hybrid+rerank:cli-embed@1+cli-rerank@1" in results and "bm25" in results
@@ -967,6 +968,21 @@ def test_a_rerun_after_its_versions_were_deleted_registers_them_again_and_says_s
     assert (again.embedder.ref, again.reranker.ref) == ("from-pairs-embed@2", "from-pairs-rerank@2")
     assert not again.registered_before
     assert again.embedder.record["trained_with"] == "from-pairs-rerank@2"
+
+    # The reranker alone deleted: the embedder is reused, and said to be, not "Registered" with the new one.
+    from unirank.cli.training import registered_line
+
+    registry = ModelRegistry(client.settings.models_dir)
+    registry.delete(again.reranker.ref)
+    registry.close()
+    third = TrainJob(client.settings, client.backend, client.embedder, request).run()
+    assert (third.embedder.ref, third.reranker.ref) == ("from-pairs-embed@2", "from-pairs-rerank@3")
+    assert (third.embedder_registered_before, third.reranker_registered_before, third.registered_before) == (
+        True, False, False)
+    assert registered_line(third).startswith("Registered [bold]from-pairs-rerank@3[/bold]; [bold]from-pairs-embed@2"
+                                             "[/bold] (registered by this run before) is reused (run folder ")
+    assert registered_line(again).startswith("Registered [bold]from-pairs-embed@2[/bold] and [bold]"
+                                             "from-pairs-rerank@2[/bold] (run folder ")
 
 
 def test_a_rerun_after_the_index_or_the_base_changed_trains_again(client, minibeir, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -16,6 +16,9 @@ from unirank.cli.context import client, load_settings
 from unirank.cli.output import console, fail, print_json, print_stage
 from unirank.errors import UnirankError
 from unirank.training.centering import DEFAULT_WHITENING
+
+if TYPE_CHECKING:  # imported where a run starts: the models' libraries load with it
+    from unirank.training.job import TrainResult
 
 
 def train(
@@ -87,14 +90,15 @@ def train(
             _interrupted(job, fresh)
     summary = {"run_dir": str(result.run_dir), "embedder": result.embedder.ref, "reranker": result.reranker.ref,
                # both versions were an earlier run's (nothing new registered): the text's "This run had registered"
-               "registered_before": result.registered_before, "data": result.stats, "validation": result.metrics}
+               "registered_before": result.registered_before,
+               # each one's: one reused beside one registered now was said as neither (or as both registered)
+               "embedder_registered_before": result.embedder_registered_before,
+               "reranker_registered_before": result.reranker_registered_before,
+               "data": result.stats, "validation": result.metrics}
     if as_json:
         print_json(summary)
         return
-    done = "This run had registered" if result.registered_before else "Registered"  # not a second time
-    console.print(f"{done} [bold]{result.embedder.ref}[/bold] and [bold]{result.reranker.ref}[/bold] "
-                  f"(run folder {escape(str(result.run_dir))}"
-                  f"{'; --fresh trains again' if result.registered_before else ''}).")
+    console.print(registered_line(result))
     console.print(escape(validation_summary(result.metrics)), soft_wrap=True)
     where = f"--beir {beir}" if beir else f"--index {index} --queries HELD_OUT_QUERIES --qrels HELD_OUT_QRELS"
     # Both: `--models NAME@prod` (eval, serving) names the pair, and refused a reranker not promoted too.
@@ -103,6 +107,20 @@ def train(
     if index:
         steps.append(f"unirank index rebuild {index} --model {name}-embed@prod   (its searches then use it)")
     console.print("Next:\n" + "\n".join(f"  {escape(step)}" for step in steps), soft_wrap=True)
+
+
+def registered_line(result: TrainResult) -> str:
+    """What the run registered, as console markup: one version reused from an earlier run of the command
+    (its partner deleted since) was said to be "Registered" with the new one."""
+    embedder, reranker = f"[bold]{result.embedder.ref}[/bold]", f"[bold]{result.reranker.ref}[/bold]"
+    run_folder = f"run folder {escape(str(result.run_dir))}"
+    if result.registered_before:  # not a second time
+        return f"This run had registered {embedder} and {reranker} ({run_folder}; --fresh trains again)."
+    if result.embedder_registered_before:
+        return f"Registered {reranker}; {embedder} (registered by this run before) is reused ({run_folder})."
+    if result.reranker_registered_before:
+        return f"Registered {embedder}; {reranker} (registered by this run before) is reused ({run_folder})."
+    return f"Registered {embedder} and {reranker} ({run_folder})."
 
 
 def validation_summary(metrics: dict) -> str:

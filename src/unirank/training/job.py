@@ -189,8 +189,14 @@ class TrainResult:
     reranker: ModelVersion
     stats: dict
     metrics: dict
-    #: Both versions were registered by an earlier run of the same command (nothing new was registered).
-    registered_before: bool = False
+    #: Each version was registered by an earlier run of the same command and reused (not registered again).
+    embedder_registered_before: bool = False
+    reranker_registered_before: bool = False
+
+    @property
+    def registered_before(self) -> bool:
+        """Both versions were an earlier run's: nothing new was registered."""
+        return self.embedder_registered_before and self.reranker_registered_before
 
 
 class TrainJob:
@@ -457,7 +463,7 @@ class TrainJob:
             remove_checkpoints(self.run_dir / folder)
         return TrainResult(run_dir=self.run_dir, embedder=embedder_version, reranker=reranker_version,
                            stats=stats, metrics={"embedder": embed_val, "reranker": rerank_val},
-                           registered_before=embedder_reused and reranker_reused)
+                           embedder_registered_before=embedder_reused, reranker_registered_before=reranker_reused)
 
     def _check_hard_negatives(self, split: Split, chunks: list[Chunk]) -> None:
         """Mining skips each query's top documents and its judged ones: in an index of a few documents
