@@ -218,13 +218,19 @@ class RemoteClient:
         return self.request("GET", path, None, timeout=self.settings.timeout_s, retry_timeouts=True)
 
     def post(self, path: str, payload: dict[str, Any], *, timeout: float, retry_timeouts: bool,
-             deadline_s: float | None = None) -> Any:
+             deadline_s: float | None = None, setting: str = "remote.timeout_s",
+             setting_s: float | None = None) -> Any:
         return self.request("POST", path, payload, timeout=timeout, retry_timeouts=retry_timeouts,
-                            deadline_s=deadline_s)
+                            deadline_s=deadline_s, setting=setting, setting_s=setting_s)
 
     def request(self, method: str, path: str, payload: dict[str, Any] | None, *, timeout: float,
-                retry_timeouts: bool, deadline_s: float | None = None) -> Any:
-        """Send with retries; ``deadline_s`` stops retrying once that long has passed in all."""
+                retry_timeouts: bool, deadline_s: float | None = None, setting: str = "remote.timeout_s",
+                setting_s: float | None = None) -> Any:
+        """Send with retries; ``deadline_s`` stops retrying once that long has passed in all.
+
+        A timeout names ``setting``, the one that applied, with its value ``setting_s`` (``timeout`` when
+        not given): a rerank's ``timeout`` and ``deadline_s`` are what is left of it, and the error said
+        "within 0.999994 s" for a setting of 1 s."""
 
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, httpx.TimeoutException):
@@ -258,9 +264,10 @@ class RemoteClient:
                 status_code=exc.response.status_code,
             ) from None
         except httpx.TimeoutException as exc:
+            limit = f"{setting} ({timeout if setting_s is None else setting_s:g} s)"
             raise RemoteModelError(
-                f"{self._where(path)} did not answer within {timeout:g} s ({type(exc).__name__}). "
-                "Raise remote.timeout_s / remote.rerank_timeout_s, or check the server's load."
+                f"{self._where(path)} did not answer within {limit}{' in all' if deadline_s is not None else ''} "
+                f"({type(exc).__name__}). Raise {setting}, or check the server's load."
             ) from exc
         except httpx.TransportError as exc:
             spent = time.perf_counter() - started
@@ -518,7 +525,8 @@ class RemoteReranker:
     """A :class:`~unirank.models.reranker.Reranker` scored by an endpoint; fails fast on timeouts."""
 
     def __init__(self, endpoint: Endpoint, settings: RemoteSettings, *, name: str,
-                 blend_weight: float = 1.0, scores_cosine: bool = False) -> None:
+                 blend_weight: float = 1.0, scores_cosine: bool = False,
+                 timeout_setting: str = "remote.rerank_timeout_s") -> None:
         self.client = RemoteClient(endpoint, settings)
         self.endpoint = endpoint
         self.name = name
@@ -527,6 +535,8 @@ class RemoteReranker:
         #: the cosine one then (a cross-encoder's 0.5 called questions the documents answer not covered).
         self.scores_cosine = scores_cosine
         self.timeout_s = settings.rerank_timeout_s
+        #: The setting ``timeout_s`` comes from, as errors name it (registration probes on remote.timeout_s).
+        self.timeout_setting = timeout_setting
         #: Passages one request carries: more than the server takes was a 413, and every rerank degraded.
         self.per_request = endpoint.per_request(settings)
         self._workers = settings.max_connections
@@ -552,7 +562,7 @@ class RemoteReranker:
         left = self.timeout_s - (time.perf_counter() - started)
         if left <= 0:
             raise RemoteModelError(f"{self.endpoint.url} did not rerank {len(passages)} of the passages within "
-                                   f"remote.rerank_timeout_s ({self.timeout_s:g} s) in all.")
+                                   f"{self.timeout_setting} ({self.timeout_s:g} s) in all.")
         if self.endpoint.api == "cohere":
             payload: dict[str, Any] = {"query": query, "documents": passages, "top_n": len(passages),
                                        "return_documents": False}
@@ -565,7 +575,8 @@ class RemoteReranker:
             path, index_key, score_key = "/rerank", "index", "score"
         if self.endpoint.remote_model:
             payload["model"] = self.endpoint.remote_model
-        body = self.client.post(path, payload, timeout=left, retry_timeouts=False, deadline_s=left)
+        body = self.client.post(path, payload, timeout=left, retry_timeouts=False, deadline_s=left,
+                                setting=self.timeout_setting, setting_s=self.timeout_s)
         rows = body.get("results") if isinstance(body, dict) else body
         scores: list[float | None] = [None] * len(passages)
         try:
@@ -624,7 +635,7 @@ def probe_endpoint(endpoint: Endpoint, settings: RemoteSettings) -> dict[str, An
                                    f"returned {info['dims']}-dimensional vectors.")
     else:
         reranker = RemoteReranker(endpoint, settings.model_copy(update={"rerank_timeout_s": settings.timeout_s}),
-                                  name="probe")
+                                  name="probe", timeout_setting="remote.timeout_s")
         try:
             reranker.score(PROBE_TEXT, [PROBE_TEXT, "an unrelated passage"])
         finally:
