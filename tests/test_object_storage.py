@@ -313,10 +313,8 @@ def test_models_export_words_storage_errors_as_ingest_does(tmp_path, bucket, s3_
 
     import unirank.registry.export as export
     from unirank.errors import ExportError
-    from unirank.registry.store import ModelVersion
 
-    (tmp_path / "model.safetensors").write_bytes(b"weights")
-    mv = ModelVersion(name="m", version=1, role="embedder", path=tmp_path, created_at="2024-01-01T00:00:00Z")
+    mv = _model_version(tmp_path / "m")  # a configuration and weights: a version that lost them is refused first
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel accepts; nothing reads or answers
@@ -348,10 +346,8 @@ def test_models_export_words_storage_errors_as_ingest_does(tmp_path, bucket, s3_
 def test_models_export_refusals_name_the_destination(tmp_path):
     """An empty or unsupported `models export --to` was called "the source", a word of ingest."""
     from unirank.registry.export import export_version
-    from unirank.registry.store import ModelVersion
 
-    (tmp_path / "model.safetensors").write_bytes(b"weights")
-    mv = ModelVersion(name="m", version=1, role="embedder", path=tmp_path, created_at="2024-01-01T00:00:00Z")
+    mv = _model_version(tmp_path / "m")  # a configuration and weights: a version that lost them is refused first
     with pytest.raises(SourceError, match=r"^The export destination \(--to\) must be a folder, .* got ''\.$"):
         export_version(mv, "")
     with pytest.raises(SourceError, match=r"^Unsupported export destination \(--to\) 'gs://b/x': use a local path"):
