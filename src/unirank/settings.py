@@ -416,7 +416,8 @@ class ChatSettings(_Section):
     #: queries at least 0.39, off-topic ones up to 0.36 (a larger corpus has closer near-misses).
     min_score_cosine: float = Field(0.30, allow_inf_nan=False)
     #: For a cross-encoder: its score is a probability (sentence-transformers puts a sigmoid on
-    #: the one-logit head; TEI and Cohere rerank endpoints answer in [0, 1] too); 0.5 is even odds.
+    #: the one-logit head; TEI and Cohere rerank endpoints answer in [0, 1] too); 0.5 is even odds. A
+    #: remote reranker recorded with ``scores: cosine`` (a bi-encoder served) is held to min_score_cosine.
     min_score_cross_encoder: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
     #: Sentences the extractive answerer quotes at most.
     max_sentences: int = Field(3, ge=1, le=20)
