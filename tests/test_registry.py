@@ -751,6 +751,10 @@ def test_show_gives_each_alias_s_history_under_its_name(registry, tmp_path, monk
         "prod": [1], "staging": [2]}
     code, output = _cli(tmp_path, monkeypatch, "models", "show", "cisi-embed@staging")
     assert "history: prod: - version: 1," in output and "staging: - version: 2," in output, output
+    # The file listing registration keeps (a line a file) is a count and a size; --json lists it
+    listing = registry.get("cisi-embed@2").record["files"]
+    assert f"files: {len(listing)}, {sum(listing.values()) / 1e6:,.1f} MB (--json lists them)" in output, output
+    assert "config.json" not in output
 
 
 def test_a_registration_of_the_same_files_in_between_is_refused_under_the_lock(registry, tmp_path, monkeypatch):

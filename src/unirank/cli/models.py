@@ -180,10 +180,18 @@ def show(ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALI
     if as_json:
         print_json(data)
     else:
-        print_record(data)
+        print_record(_files_summed(data))
     blend = _remote_blend(data)
     if blend and "blend_weight" not in data:  # a recorded one is in the record
         errors.print(escape(blend))
+
+
+def _files_summed(data: dict) -> dict:
+    """The registered file listing (a line a file, what `files_missing` checks) as a count and a size."""
+    listing = data.get("files")
+    if not isinstance(listing, dict):
+        return data
+    return {**data, "files": f"{len(listing)}, {sum(listing.values()) / 1e6:,.1f} MB (--json lists them)"}
 
 
 @models_app.command("promote")
