@@ -104,6 +104,17 @@ def test_an_index_from_before_recipes_opens_and_is_read_again_once(client, corpu
         assert ur.index_info("docs").chunk_count == first.chunks_written
 
 
+def test_files_read_by_an_earlier_parser_version_are_read_again_once(client, corpus, monkeypatch):
+    """A parse or chunking fix (PARSER_VERSION raised) re-reads unchanged files once, not never: their old
+    chunks (a megabyte of spaces in one, before PARSER_VERSION 7) were kept for good."""
+    import unirank.ingest.pipeline as pipeline
+
+    first = client.ingest(str(corpus), "docs")
+    monkeypatch.setattr(pipeline, "PARSER_VERSION", pipeline.PARSER_VERSION + 1)
+    assert sorted(client.ingest(str(corpus), "docs").reread) == sorted(first.ingested)
+    assert client.ingest(str(corpus), "docs").reread == []
+
+
 def test_a_changed_file_replaces_its_chunks_and_prune_removes_deleted_ones(client, corpus):
     client.ingest(str(corpus), "docs")
     before = client.index_info("docs").chunk_count
