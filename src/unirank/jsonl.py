@@ -25,6 +25,17 @@ def parse_object_line(line: str, required: Sequence[str] = ()) -> dict[str, Any]
     return value
 
 
+def record_id(raw: Any) -> str:
+    """A record's ``_id`` as text: a string, or an integer as written, stripped (corpus.jsonl and query files
+    alike). Anything else was stored as its Python repr ("{'a': 1}", "True"), and 1e2 as "100.0", which no
+    qrels id "100" matched. ``ValueError`` says what is wrong; callers add where, and refuse an empty id."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        shown = json.dumps(raw, ensure_ascii=False)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ValueError(f"_id must be a string or an integer, got {shown}; write the id as a JSON string")
+    return str(raw).strip()
+
+
 def _refuse_constant(name: str) -> Any:
     """NaN and Infinity are not JSON: Python reads them, and results carrying them then break every strict
     JSON reader (a browser, jq, another language's parser)."""

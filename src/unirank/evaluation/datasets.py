@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from unirank.errors import EvaluationDataError
-from unirank.jsonl import CSV_QUOTING, csv_quoted, label_file_lines, parse_object_line, tsv_cells
+from unirank.jsonl import CSV_QUOTING, csv_quoted, label_file_lines, parse_object_line, record_id, tsv_cells
 from unirank.text import LONE_SURROGATE, is_blank
 from unirank.training.labelled import JSONL_SUFFIXES
 
@@ -134,14 +133,11 @@ def _jsonl_queries(path: Path) -> list[tuple[int, str, str]]:
 
 
 def _query_id(raw: object, path: Path, n: int) -> str:
-    """The corpus's rule for ``_id`` (``ingest/parsers/jsonl.py``): a string or an integer as written,
-    stripped. 2.0 was read as "2.0" and true as "True", which no qrels id matched."""
-    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        shown = json.dumps(raw, ensure_ascii=False)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise EvaluationDataError(f"{path}:{n}: _id must be a string or an integer, got {shown}; write the id "
-                                  "as a JSON string, as the qrels name the query.")
-    qid = str(raw).strip()
+    """The corpus's rule for ``_id``: 2.0 was read as "2.0" and true as "True", which no qrels id matched."""
+    try:
+        qid = record_id(raw)
+    except ValueError as exc:
+        raise EvaluationDataError(f"{path}:{n}: {exc}, as the qrels name the query.") from None
     if not qid:
         raise EvaluationDataError(f"{path}:{n}: _id is empty; give the query the id the qrels name it by.")
     return qid

@@ -5,13 +5,10 @@ A bad line fails the whole file: half a corpus in the index is worse than a clea
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from unirank.errors import ParseError
 from unirank.ingest.documents import ParsedDocument, Section
 from unirank.ingest.parsers.common import NON_FINITE, decode_text, is_non_finite, metadata_value
-from unirank.jsonl import parse_object_line
+from unirank.jsonl import parse_object_line, record_id
 from unirank.search.types import Metadata
 from unirank.text import is_blank
 
@@ -60,24 +57,17 @@ def _lines(lines: list[int], most: int = 10) -> str:
     return f"line{'s' if len(lines) > 1 else ''} {shown}"
 
 
-def _doc_id(raw: Any, number: int) -> str:
-    """The record's id as text: a string, or an integer as written. Anything else was stored as its Python
-    repr ("{'a': 1}", "True"), and 1e2 as "100.0", which no qrels id "100" matched."""
-    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        shown = json.dumps(raw, ensure_ascii=False)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise ParseError(f"line {number}: _id must be a string or an integer, got {shown}; write the id as "
-                         "a JSON string")
-    return str(raw).strip()
-
-
 def _record(line: str, number: int) -> tuple[ParsedDocument, list[str]]:
     """The record's document, and the fields left out of its metadata for being NaN or infinite."""
     try:
         record = parse_object_line(line, ("_id", "text"))
     except ValueError as exc:
         raise ParseError(f"line {number}: {exc}") from None
-    doc_id, text = _doc_id(record["_id"], number), record["text"]
+    try:
+        doc_id = record_id(record["_id"])
+    except ValueError as exc:
+        raise ParseError(f"line {number}: {exc}") from None
+    text = record["text"]
     if not doc_id:
         raise ParseError(f"line {number}: empty _id")
     if not isinstance(text, str):
