@@ -141,6 +141,6 @@ def names_asked_codes(query: str, best: Passage) -> bool:
 
 def scores_cosine(reranker: Reranker) -> bool:
     """A bi-encoder reranker scores a cosine in [-1, 1], in process or behind an endpoint that serves one
-    (a unirank model server reranking with ``base``: its ``scores_cosine``); anything else is taken to be a
-    cross-encoder scoring a probability in [0, 1] (in process or behind a TEI/Cohere rerank endpoint)."""
-    return isinstance(reranker, BiEncoderReranker) or bool(getattr(reranker, "scores_cosine", False))
+    (a unirank model server reranking with ``base``): it says so with ``scores_cosine``. Anything else is
+    taken to be a cross-encoder scoring a probability in [0, 1] (in process or behind a TEI/Cohere endpoint)."""
+    return bool(getattr(reranker, "scores_cosine", False))

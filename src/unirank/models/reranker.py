@@ -86,6 +86,10 @@ class BiEncoderReranker:
     re-orders the BM25 side of the fused list by meaning. A trained cross-encoder replaces it.
     """
 
+    #: Its score is a cosine in [-1, 1], not a probability: the chat holds it to chat.min_score_cosine (as a
+    #: RemoteReranker serving a bi-encoder says it does too).
+    scores_cosine = True
+
     def __init__(self, embedder: Embedder, *, name: str) -> None:
         self.embedder = embedder
         self.name = name
