@@ -36,7 +36,7 @@ DEFAULT_SEED = 13
 
 
 def run_strategy(strategy: str, cisi: Path, work: Path, epochs: float, max_pairs: int, bf16: bool = False,
-                 seed: int = DEFAULT_SEED) -> dict:
+                 seed: int = DEFAULT_SEED, reranker_layers: int | None = None) -> dict:
     from unirank.api import Unirank
     from unirank.evaluation.datasets import load_beir
     from unirank.evaluation.runner import Evaluation, resolve_specs
@@ -45,12 +45,13 @@ def run_strategy(strategy: str, cisi: Path, work: Path, epochs: float, max_pairs
     from unirank.training.job import TrainJob, TrainRequest, ensure_beir_index
     from unirank.training.reranker_trainer import RerankerTrainingConfig
 
-    settings = isolated_settings(work / (strategy if seed == DEFAULT_SEED else f"{strategy}-seed{seed}"))
+    folder = strategy if seed == DEFAULT_SEED else f"{strategy}-seed{seed}"
+    settings = isolated_settings(work / (folder if reranker_layers is None else f"{folder}-layers{reranker_layers}"))
     data = load_beir(cisi).judged()
     log = lambda m: print(f"  [{strategy}] {m}", flush=True)  # noqa: E731
     request = TrainRequest(name=f"cisi-{strategy}", beir=cisi, max_pseudo_pairs=max_pairs, seed=seed,
                            embedder=EmbedderTrainingConfig(epochs=epochs, bf16=bf16, seed=seed),
-                           reranker=RerankerTrainingConfig(epochs=epochs, bf16=bf16, seed=seed))
+                           reranker=RerankerTrainingConfig(epochs=epochs, bf16=bf16, seed=seed, layers=reranker_layers))
     held_out = data
     train_ids: set[str] = set()
     if strategy in ("labels", "clicks"):
@@ -89,6 +90,7 @@ def run_strategy(strategy: str, cisi: Path, work: Path, epochs: float, max_pairs
         "tuned hybrid + tuned rerank": results[f"hybrid+rerank:{tuned_e}+{tuned_r}"],
     }
     return {"queries": results["_meta"]["queries"], "train_seconds": round(train_seconds, 1),
+            "reranker_layers": reranker_layers,
             "timings": result.embedder.record.get("timings"), "data": result.stats, "systems": rows,
             "gain_vs_base_hybrid": round(rows["tuned hybrid + tuned rerank"]["ndcg@10"] - rows["base hybrid"]["ndcg@10"], 4)}
 
@@ -122,6 +124,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="Training seed (`unirank train --seed`): the pseudo-query sample, the validation split, "
                              "the training order. The held-out query split stays fixed.")
+    parser.add_argument("--reranker-layers", type=positive_int,
+                        help="`unirank train --reranker-layers`: keep the base's first N layers in the reranker.")
     args = parser.parse_args()
     cisi = require_cisi()
     strategies = [args.only] if args.only else ["corpus", "labels"]
@@ -131,7 +135,8 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         for strategy in strategies:
             print(f"\n== strategy: {strategy} ==", flush=True)
-            report[strategy] = run_strategy(strategy, cisi, work, args.epochs, args.max_pairs, args.bf16, args.seed)
+            report[strategy] = run_strategy(strategy, cisi, work, args.epochs, args.max_pairs, args.bf16, args.seed,
+                                            args.reranker_layers)
     targets = {"corpus": "target +0.03", "labels": "target +0.06", "clicks": "no target: simulated clicks"}
     for strategy, r in report.items():
         print(f"\n{strategy}: {r['queries']} held-out queries, training {r['train_seconds']} s "

@@ -11,7 +11,8 @@ import pytest
 from data.make_minibeir import DOCS
 from unirank.models.loading import is_cross_encoder, resolve_model_path
 from unirank.training.examples import TrainingPair
-from unirank.training.reranker_trainer import RerankerTrainingConfig, build_cross_encoder, train_reranker
+from unirank.training.reranker_trainer import (RerankerTrainingConfig, build_cross_encoder, keep_first_layers,
+                                               train_reranker)
 
 
 def title_pairs() -> list[TrainingPair]:
@@ -41,6 +42,30 @@ def test_scoring_head_reads_mean_pooled_tokens(tmp_path: Path):
     assert model[1].get_config_dict()["pooling_mode"] == "mean"
     model.save(str(tmp_path / "ce"))
     assert is_cross_encoder(str(tmp_path / "ce"))  # saved with modules.json and pooling, still a cross-encoder
+
+
+def test_a_shallower_reranker_keeps_the_first_layers_and_loads_back_with_them(tmp_path: Path):
+    """--reranker-layers 3: the saved model must load with 3 layers (not 6 with 3 random ones) and
+    score as it was saved."""
+    from unirank.errors import TrainingError
+    from unirank.models.reranker import CrossEncoderReranker
+
+    model = build_cross_encoder(resolve_model_path("base")[0], max_length=64)
+    whole = model[0].auto_model.base_model.encoder.layer
+    first = [layer.attention.self.query.weight.clone() for layer in whole[:3]]
+    with pytest.raises(TrainingError, match=r"--reranker-layers must be 1 to 6 \(the base's layers\), got 7"):
+        keep_first_layers(model, 7)
+    keep_first_layers(model, 3)
+    kept = model[0].auto_model.base_model.encoder.layer
+    assert len(kept) == 3 and all((a == b.attention.self.query.weight).all() for a, b in zip(first, kept))
+    pairs = [(p.query, p.positive) for p in title_pairs()[:4]]
+    saved_scores = np.asarray(model.predict(pairs, show_progress_bar=False))
+    model.save(str(tmp_path / "ce3"))
+    assert '"num_hidden_layers": 3' in (tmp_path / "ce3" / "config.json").read_text()
+    loaded = CrossEncoderReranker(str(tmp_path / "ce3"), name="ce3")
+    assert len(loaded.model[0].auto_model.base_model.encoder.layer) == 3
+    np.testing.assert_allclose(np.asarray(loaded.model.predict(pairs, show_progress_bar=False)).ravel(),
+                               saved_scores.ravel(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow  # builds and saves a cross-encoder (~10 s): in the slow step, for the default run's margin

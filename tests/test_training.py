@@ -29,8 +29,8 @@ TINY = dict(batch_size=8, max_steps=4)
 
 def tiny_request(name: str, beir: Path, **extra) -> TrainRequest:
     # The tiny corpus is under centring's passage floor; lowered here so the runs centre the base too.
-    return TrainRequest(name=name, beir=beir, embedder=EmbedderTrainingConfig(**TINY, center_min_passages=1),
-                        reranker=RerankerTrainingConfig(**TINY), **extra)
+    return TrainRequest(**{"name": name, "beir": beir, "embedder": EmbedderTrainingConfig(**TINY, center_min_passages=1),
+                           "reranker": RerankerTrainingConfig(**TINY), **extra})
 
 
 @pytest.fixture(scope="module")
@@ -751,6 +751,8 @@ def test_a_click_log_trains_and_its_queries_count_as_seen(client, minibeir, tmp_
     # offline (as the tests run), said by resolve_model_path; online, by require_hub_model ("the hub cannot give it")
     (dict(base="no-such-org/no-such-model"), r"'no-such-org/no-such-model' is not (a registered model.*nor a hub model "
                                              r"in this machine's cache|`base`.*the hub cannot give it)"),
+    # found only when the reranker was built, after the embedder's training
+    (dict(reranker=RerankerTrainingConfig(**TINY, layers=7)), r"--reranker-layers 7: the base base has 6 layers; give 1 to 6"),
 ])
 def test_training_refuses_what_would_fail_at_registration_before_any_work(client, minibeir, change, message):
     """Before, these failed only when registering (or loading the base), after minutes of indexing, mining
@@ -1106,6 +1108,7 @@ def test_train_says_to_promote_both_models(minibeir, tmp_path, monkeypatch):
     (dict(reranker=RerankerTrainingConfig(warmup_ratio=float("nan"))), r"reranker's warmup ratio must be 0 to 1"),
     (dict(min_dwell_s=float("nan")), r"--min-dwell must be 0 or more seconds, got nan"),
     (dict(min_dwell_s=float("inf")), r"--min-dwell must be 0 or more seconds, got inf"),
+    (dict(reranker=RerankerTrainingConfig(layers=0)), r"--reranker-layers must be 1 or more, got 0"),
 ])
 def test_numbers_that_cannot_train_are_refused_before_any_work(minibeir, change, message):
     """`--epochs nan` / `inf` and `--seed -1` failed with a traceback in the trainer, after mining."""

@@ -153,6 +153,8 @@ class TrainRequest:
             if not 0 <= seed <= 2**32 - 1:  # numpy's and transformers' set_seed refuse others
                 raise TrainingError(f"--seed must be 0 to {2**32 - 1}, got {seed}.")
         e, r = self.embedder, self.reranker
+        if r.layers is not None and r.layers < 1:
+            raise TrainingError(f"--reranker-layers must be 1 or more, got {r.layers}.")
         for what, value in (("The embedder's learning rate", e.learning_rate),
                             ("The embedder's labelled learning rate", e.labelled_learning_rate),
                             ("The reranker's learning rate", r.learning_rate),
@@ -295,12 +297,27 @@ class TrainJob:
         base_path = resolve_model_path(self.request.base, self.settings.models_dir)[0]
         if not Path(base_path).exists():
             require_hub_model(base_path)
+        self._check_reranker_layers(base_path)
         self._check_label_files()
         if self.request.index:
             self.backend.info(self.request.index)  # a missing index raises, naming the ones there are
         self._check_qrels_match_the_data()
         self._check_click_log()
         return base_path
+
+    def _check_reranker_layers(self, base_path: str) -> None:
+        """More layers than the base has: refused now, not when the reranker is built after the embedder's
+        minutes of training."""
+        layers = self.request.reranker.layers
+        if layers is None:
+            return
+        from transformers import AutoConfig
+
+        available = getattr(AutoConfig.from_pretrained(base_path, local_files_only=Path(base_path).exists()),
+                            "num_hidden_layers", None)
+        if available is not None and layers > available:
+            raise TrainingError(f"--reranker-layers {layers}: the base {self.request.base} has {available} layers; "
+                                f"give 1 to {available}.")
 
     def _check_qrels_match_the_data(self) -> None:
         """Qrels whose query ids are none of the query file's, or whose relevant documents are none of the

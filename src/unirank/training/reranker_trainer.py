@@ -47,6 +47,9 @@ class RerankerTrainingConfig:
     max_steps: int = -1
     #: bf16 mixed precision (fp32 master weights), as ``EmbedderTrainingConfig.bf16``.
     bf16: bool = False
+    #: Keep only the encoder's first N layers (None: all of them). A cross-encoder reads every
+    #: candidate at every query, so its time is per layer: 3 of MiniLM's 6 halve it.
+    layers: int | None = None
 
     def __post_init__(self) -> None:
         if self.bf16:
@@ -93,6 +96,24 @@ def build_cross_encoder(base_path: str, max_length: int):
     return CrossEncoder(modules=[encoder, Pooling(dims, "mean"), head], device="cpu")
 
 
+def keep_first_layers(model, layers: int) -> None:
+    """Cut the cross-encoder's transformer to its first ``layers`` layers, in place (saved so: the
+    config's ``num_hidden_layers`` says it). The lower layers are kept, not every other one: they
+    are the ones the embeddings above them were built on (Sajjad et al., 2023, "On the effect of
+    dropping layers of pre-trained transformer models")."""
+    from unirank.errors import TrainingError
+
+    auto_model = model[0].auto_model
+    stack = getattr(getattr(auto_model.base_model, "encoder", None), "layer", None)
+    if stack is None:
+        raise TrainingError(f"--reranker-layers cuts a BERT-style encoder's layers; "
+                            f"{type(auto_model).__name__} has none to cut: leave --reranker-layers out.")
+    if not 1 <= layers <= len(stack):
+        raise TrainingError(f"--reranker-layers must be 1 to {len(stack)} (the base's layers), got {layers}.")
+    del stack[layers:]
+    auto_model.config.num_hidden_layers = layers
+
+
 def _optimizer(model, config: RerankerTrainingConfig):
     """AdamW with the scoring head on its own, higher rate (the Trainer adds the schedule)."""
     import torch
@@ -135,6 +156,8 @@ def train_reranker(
 
     set_seed(config.seed)  # the new head's initial weights too, not only the Trainer's steps
     model = build_cross_encoder(base_path, config.train_length)
+    if config.layers is not None:
+        keep_first_layers(model, config.layers)
     rows = _rows(train, config.negatives_per_positive, config.random_negatives_per_positive, config.seed)
     dataset = Dataset.from_dict(rows)
     positives = sum(1 for y in rows["label"] if y > 0)
