@@ -15,6 +15,7 @@ _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _P, _TBL, _R, _SDT, _SDT_CONTENT, _CUSTOM_XML, _BR, _TEXT_BOX = (
     _W + tag for tag in ("p", "tbl", "r", "sdt", "sdtContent", "customXml", "br", "txbxContent")
 )
+_OUTLINE_LEVEL, _VAL = _W + "outlineLvl", _W + "val"
 #: Word writes each text box twice: as a DrawingML shape, and in mc:Fallback as VML for old readers.
 _MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
 #: What python-docx reads as a run's text (CT_R.text).
@@ -119,15 +120,54 @@ def _run_text(run: Any) -> str:
 
 
 def _heading_level(paragraph: Any) -> int | None:
-    """0 for the Title style, n for "Heading n"; None for body text."""
+    """0 for the Title style, n for "Heading n" or outline level n - 1; None for body text.
+
+    As Word reads it: the paragraph's own outline level, else the nearest style in its ``basedOn`` chain
+    that is a Title or "Heading n" style or sets an outline level. A corporate template's "Chapter" based
+    on "Heading 1" is a heading; Word's "TOC Heading", based on "Heading 1" with outline level 9 (body
+    text), is not."""
+    own = _outline_level(paragraph._p.pPr)
+    if own is not None:
+        return _level_of_outline(own)
     try:
-        name = (paragraph.style.name or "") if paragraph.style is not None else ""
+        style = paragraph.style
     except Exception:  # a style id that the styles part does not define
         return None
-    if name.lower() == "title":
-        return 0
-    match = _HEADING.match(name)
-    return int(match.group(1)) if match else None
+    for element in _style_chain(style.element if style is not None else None):
+        name = element.name_val or ""
+        if name.lower() == "title":
+            return 0
+        match = _HEADING.match(name)
+        if match:
+            return int(match.group(1))
+        outline = _outline_level(element.pPr)
+        if outline is not None:
+            return _level_of_outline(outline)
+    return None
+
+
+def _style_chain(style: Any) -> Iterator[Any]:
+    """The style element and those it is based on, nearest first; each once (a loop in a damaged
+    styles part ends the chain)."""
+    seen: set[int] = set()
+    while style is not None and id(style) not in seen:
+        seen.add(id(style))
+        yield style
+        style = style.base_style
+
+
+def _outline_level(properties: Any) -> int | None:
+    """The ``w:outlineLvl`` a paragraph's or style's properties set, None when they set none."""
+    element = properties.find(_OUTLINE_LEVEL) if properties is not None else None
+    try:
+        return int(element.get(_VAL)) if element is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _level_of_outline(outline: int) -> int | None:
+    """Outline levels 0-8 are heading levels 1-9; 9 is Word's "body text"."""
+    return outline + 1 if 0 <= outline <= 8 else None
 
 
 def _table_text(table: Any) -> str:

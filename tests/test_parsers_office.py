@@ -1,0 +1,53 @@
+"""Word, PDF and JSONL files made here, read as their authors' tools wrote them: headings in custom
+styles, tables in content controls, producers' placeholder titles, titles that are numbers."""
+
+from __future__ import annotations
+
+from test_parsers import only
+
+
+def wordml(markup: str):
+    """One WordprocessingML element, the w: namespace declared on it."""
+    from docx.oxml import parse_xml
+    from docx.oxml.ns import nsdecls
+
+    return parse_xml(markup.replace(">", f" {nsdecls('w')}>", 1))
+
+
+def set_outline_level(properties_owner, level: int) -> None:
+    """Give a paragraph or a style its own ``w:outlineLvl``, as Word's paragraph dialog writes it."""
+    properties_owner.get_or_add_pPr().append(wordml(f'<w:outlineLvl w:val="{level}"></w:outlineLvl>'))
+
+
+# -- DOCX headings -------------------------------------------------------------------------------
+
+
+def test_docx_headings_in_styles_based_on_heading_styles_or_set_by_outline_level(tmp_path):
+    """Only styles named "Heading n" were headings: a template's "Chapter" (based on Heading 1) and a
+    paragraph given an outline level were body text, so the document was one section without a path."""
+    from docx import Document
+    from docx.enum.style import WD_STYLE_TYPE
+
+    document = Document()
+    chapter = document.styles.add_style("Chapter", WD_STYLE_TYPE.PARAGRAPH)
+    chapter.base_style = document.styles["Heading 1"]
+    topic = document.styles.add_style("Topic", WD_STYLE_TYPE.PARAGRAPH)
+    topic.base_style = chapter
+    set_outline_level(topic.element, 2)  # its own outline level outranks its base's
+    document.add_paragraph("Security chapter", style="Chapter")
+    document.add_paragraph("Rotate keys.")
+    document.add_paragraph("Key storage", style="Topic")
+    document.add_paragraph("Keys live in the vault.")
+    set_outline_level(document.add_paragraph("Backups")._p, 0)
+    document.add_paragraph("Nightly at two.")
+    document.add_paragraph("Contents", style="TOC Heading")  # based on Heading 1, outline level 9: body text
+    set_outline_level(document.add_paragraph("Marked as body text", style="Chapter")._p, 9)
+    document.add_paragraph("Restores are tested monthly.")
+    document.save(str(tmp_path / "security.docx"))
+
+    sections = [(s.heading_path, s.text) for s in only(tmp_path / "security.docx").sections]
+    assert sections == [
+        (("Security chapter",), "Rotate keys."),
+        (("Security chapter", "Key storage"), "Keys live in the vault."),
+        (("Backups",), "Nightly at two.\n\nContents\n\nMarked as body text\n\nRestores are tested monthly."),
+    ]
