@@ -51,3 +51,49 @@ def test_docx_headings_in_styles_based_on_heading_styles_or_set_by_outline_level
         (("Security chapter", "Key storage"), "Keys live in the vault."),
         (("Backups",), "Nightly at two.\n\nContents\n\nMarked as body text\n\nRestores are tested monthly."),
     ]
+
+
+# -- DOCX tables ---------------------------------------------------------------------------------
+
+
+def wrap(elements, wrapper: str = "sdt") -> None:
+    """Put elements (adjacent siblings) in a content control (``w:sdt``, its ``w:sdtContent``) or in
+    custom XML, where they stood: the XML of a form's repeating section or a bound template."""
+    outer = wordml("<w:sdt><w:sdtPr></w:sdtPr><w:sdtContent></w:sdtContent></w:sdt>" if wrapper == "sdt"
+                   else '<w:customXml w:element="approvals"></w:customXml>')
+    elements[0].addprevious(outer)
+    inner = outer[1] if wrapper == "sdt" else outer
+    for element in elements:
+        inner.append(element)
+
+
+def test_docx_table_rows_and_cells_in_content_controls_and_custom_xml_are_read(tmp_path):
+    """python-docx's rows and cells see only a table's direct w:tr and a row's direct w:tc: rows of a
+    repeating section, a cell in a content control and rows in custom XML were left out without a word.
+    Merged cells read as before: a spanned cell once, a vertically merged one in each row, across the
+    control's edge too."""
+    from docx import Document
+
+    document = Document()
+    table = document.add_table(rows=6, cols=3)
+    for row, values in enumerate([("Step", "Owner", "Due"), ("Draft", "Ann", "May"), ("Review", "Bob", ""),
+                                  ("Sign", "Cy", "July"), ("Approver", "Jane Doe", "Aug"), ("Archive", "Dan", "")]):
+        for column, value in enumerate(values):
+            table.cell(row, column).text = value
+    table.cell(1, 2).merge(table.cell(2, 2))  # "May" spans two rows, the second inside the control
+    table.cell(5, 1).merge(table.cell(5, 2))  # "Dan" spans two columns
+    rows = table._tbl.tr_lst
+    wrap(rows[2:4])  # a repeating section's rows
+    wrap([rows[4].tc_lst[1]])  # a form field's cell
+    wrap(rows[5:6], "customXml")
+    document.save(str(tmp_path / "form.docx"))
+
+    [section] = only(tmp_path / "form.docx").sections
+    assert section.text.split("\n") == [
+        "Step | Owner | Due",
+        "Draft | Ann | May",
+        "Review | Bob | May",
+        "Sign | Cy | July",
+        "Approver | Jane Doe | Aug",
+        "Archive | Dan",
+    ]

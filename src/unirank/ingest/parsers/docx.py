@@ -15,7 +15,7 @@ _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _P, _TBL, _R, _SDT, _SDT_CONTENT, _CUSTOM_XML, _BR, _TEXT_BOX = (
     _W + tag for tag in ("p", "tbl", "r", "sdt", "sdtContent", "customXml", "br", "txbxContent")
 )
-_OUTLINE_LEVEL, _VAL = _W + "outlineLvl", _W + "val"
+_TR, _TC, _OUTLINE_LEVEL, _VAL = (_W + tag for tag in ("tr", "tc", "outlineLvl", "val"))
 #: Word writes each text box twice: as a DrawingML shape, and in mc:Fallback as VML for old readers.
 _MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
 #: What python-docx reads as a run's text (CT_R.text).
@@ -171,17 +171,49 @@ def _level_of_outline(outline: int) -> int | None:
 
 
 def _table_text(table: Any) -> str:
-    """One line per row, cells joined by ' | '; merged cells (repeated in python-docx) once."""
+    """One line per row, cells joined by ' | '; a merged cell once in its row, and a vertically merged
+    one in each row it spans (as python-docx repeats them). Rows and cells are read from the XML, as
+    python-docx's ``rows`` and ``cells`` see only a table's direct ``w:tr`` and a row's direct ``w:tc``:
+    those in content controls (a form's repeating section) were left out without a word."""
+    from docx.table import _Cell
+
     lines = []
-    for row in table.rows:
-        cells: list[Any] = []
-        for cell in row.cells:
-            if not any(cell._tc is seen._tc for seen in cells):
-                cells.append(cell)
-        texts = [_cell_text(cell) for cell in cells]
+    above: dict[int, Any] = {}  # grid column -> the cell holding the text there in the row above
+    for tr in _wrapped_children(table._tbl, _TR):
+        row = _row_cells(tr, above)
+        texts = [_cell_text(_Cell(tc, table)) for tc in dict.fromkeys(row.values())]
         if any(texts):
             lines.append(" | ".join(texts))
+        above = row
     return "\n".join(lines)
+
+
+def _row_cells(tr: Any, above: dict[int, Any]) -> dict[int, Any]:
+    """Each grid column of the row and the cell holding its text: a cell spanning columns holds each of
+    them, and a vertically merged cell's continuation (``w:vMerge`` without "restart") is the cell above
+    it, or itself in the first row."""
+    cells: dict[int, Any] = {}
+    column = tr.grid_before
+    for tc in _wrapped_children(tr, _TC):
+        holder = above.get(column, tc) if tc.vMerge == "continue" else tc
+        for offset in range(tc.grid_span):
+            cells[column + offset] = holder
+        column += tc.grid_span
+    return cells
+
+
+def _wrapped_children(element: Any, tag: str) -> Iterator[Any]:
+    """The element's children with ``tag``, in order, with those inside content controls (``w:sdt``) and
+    custom XML, which Word writes around rows and cells as around paragraphs."""
+    for child in element.iterchildren():
+        if child.tag == tag:
+            yield child
+        elif child.tag == _SDT:
+            content = child.find(_SDT_CONTENT)
+            if content is not None:
+                yield from _wrapped_children(content, tag)
+        elif child.tag == _CUSTOM_XML:
+            yield from _wrapped_children(child, tag)
 
 
 def _cell_text(cell: Any) -> str:
