@@ -620,6 +620,40 @@ def test_an_inline_html_line_break_in_markdown_parts_words(tmp_path):
     assert section.text == "First line second line and word joined.\n\nStep | Notes\n1 | open close"
 
 
+def _nested_list(depth: int) -> str:
+    return "".join("  " * level + f"- level {level}\n" for level in range(depth))
+
+
+def test_deeply_nested_markdown_lists_and_quotes_keep_their_text(tmp_path):
+    """commonmark's nesting limit (20, a list level counting two) silently left out the rest of the file
+    after a list 10 levels deep, and the text of 25 nested quotes."""
+    tail = "\n# Escalation\n\nPage the duty manager for SEV1 incidents.\n"
+    (tmp_path / "outline.md").write_text("# Outline\n\n" + _nested_list(12) + tail)
+    doc = only(tmp_path / "outline.md")
+    paths = {s.heading_path: s.text for s in doc.sections}
+    assert "level 11" in paths[("Outline",)]
+    assert paths[("Escalation",)] == "Page the duty manager for SEV1 incidents."
+    assert doc.warnings == []
+    (tmp_path / "quotes.md").write_text(">" * 25 + " Quoted deep down.\n" + tail)
+    assert [s.text for s in only(tmp_path / "quotes.md").sections] == [
+        "Quoted deep down.", "Page the duty manager for SEV1 incidents."]
+
+
+def test_markdown_nested_past_the_limit_is_said_and_never_exhausts_the_stack(tmp_path):
+    """Past MAX_NESTING markdown-it still leaves text out, now with a warning naming the line; the limit
+    stays low enough that its recursion (a few frames a level) never reaches Python's limit."""
+    from unirank.ingest.parsers.markdown import MAX_NESTING
+
+    (tmp_path / "deep.md").write_text("---\nteam: ops\n---\n# Deep\n\n" + _nested_list(300)
+                                      + "\n" + "[" * 3000 + "x" + "]" * 3000 + "(u)\n")
+    doc = only(tmp_path / "deep.md")
+    assert "level 48" in doc.sections[0].text
+    line = 6 + MAX_NESTING // 2 - 1  # the item at the limit's depth: 3 lines of front matter, 2 of heading
+    assert doc.warnings == [f"a list or quote nested over {MAX_NESTING} levels deep on line {line} (a list level "
+                            "counts two): the text inside it, and after a list the rest of the file, is left "
+                            "out; nest it less"]
+
+
 def test_a_heading_with_no_body_is_its_own_text(tmp_path):
     """A document of headings only (an outline, an agenda) was refused as "no text found", and a last
     heading with nothing under it was dropped. A heading whose body is its sub-headings stays a path."""

@@ -21,6 +21,14 @@ from unirank.search.types import Metadata
 _FENCES = ("---", "...")
 #: An HTML line break written inline: <br>, <br/>, <BR />.
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+#: How deep markdown-it lets blocks nest (a list level counts two: the list and its item). Past it, it
+#: leaves out the rest of the container, and for a list the rest of the file: commonmark's 20 lost the
+#: tail of a file after a list 10 levels deep. Not higher: markdown-it recurses a few frames a level,
+#: and at 100 its deepest input (nested link brackets) still parses a few hundred frames under Python's
+#: recursion limit.
+MAX_NESTING = 100
+#: Blocks whose content markdown-it parses one level deeper than themselves.
+_CONTAINERS = ("blockquote_open", "list_item_open")
 
 
 class MarkdownParser:
@@ -29,14 +37,27 @@ class MarkdownParser:
     def parse(self, data: bytes, uri: str) -> list[ParsedDocument]:
         from markdown_it import MarkdownIt
 
-        metadata, body, dropped = split_front_matter(decode_text(data))
-        tokens = MarkdownIt("commonmark").enable("table").parse(body)
+        text = decode_text(data)
+        metadata, body, dropped = split_front_matter(text)
+        tokens = MarkdownIt("commonmark", {"maxNesting": MAX_NESTING}).enable("table").parse(body)
         builder = SectionBuilder()
         _Renderer(builder).render(tokens)
         sections = builder.finish()
         title = collapse(str(metadata.pop("title", ""))) or builder.first_heading.get(1) or stem_from_uri(uri)
-        return [ParsedDocument(doc_id=uri, title=title, sections=sections, metadata=metadata,
-                               warnings=[dropped] if dropped else [])]
+        header_lines = max(0, text.count("\n") - body.count("\n"))  # the front matter's, taken off
+        warnings = [warning for warning in (dropped, _too_deep(tokens, header_lines)) if warning]
+        return [ParsedDocument(doc_id=uri, title=title, sections=sections, metadata=metadata, warnings=warnings)]
+
+
+def _too_deep(tokens: list[Any], header_lines: int) -> str | None:
+    """Said when markdown-it left text out for nesting past ``MAX_NESTING``: it does so without a word."""
+    for token in tokens:
+        if token.type in _CONTAINERS and token.level >= MAX_NESTING - 1:
+            line = token.map[0] + 1 + header_lines if token.map else None
+            where = f" on line {line}" if line else ""
+            return (f"a list or quote nested over {MAX_NESTING} levels deep{where} (a list level counts two): "
+                    "the text inside it, and after a list the rest of the file, is left out; nest it less")
+    return None
 
 
 def split_front_matter(text: str) -> tuple[Metadata, str, str | None]:
