@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from chat_helpers import INJECTION_MARKERS, build_corpus, build_policies, isolated_env, quotes, squash
+from chat_helpers import INJECTION_MARKERS, build_corpus, build_policies, free_port, isolated_env, quotes, squash
 from unirank.api import Unirank
 from unirank.chat import NOT_COVERED, ChatService, ConversationStore
 from unirank.chat.extractive import PREFIX, ExtractiveAnswerer
@@ -207,6 +207,27 @@ def test_a_passage_naming_the_code_asked_about_covers_it(service):
     for question in ["what is SEV9", "what is the capital of France"]:
         refused = service.ask(question, "handbook")
         assert refused.answer == NOT_COVERED and refused.relevance < refused.threshold, question
+
+
+def test_when_the_remote_reranker_is_down_the_embedders_cosine_decides_what_is_covered(corpus, caplog):
+    """Search came back degraded, with no reranker score, and every question counted as covered: "the
+    capital of France" was answered with handbook quotes marked grounded. The cosine judges them now."""
+    from unirank.models.remote import Endpoint, RemoteReranker
+
+    down = Endpoint(f"http://127.0.0.1:{free_port()}", api="tei", role="reranker")  # nothing listens there
+    ur = Unirank(corpus.settings)
+    ur.__dict__.update(embedder=corpus.embedder, backend=corpus.backend,
+                       reranker=RemoteReranker(down, corpus.settings.remote, name="edge-rerank"))
+    service = ChatService(ur)
+    for question in ["What is the capital of France?", "How do I bake sourdough bread?"]:
+        with caplog.at_level("WARNING", logger="unirank.search.searcher"):
+            refused = service.ask(question, "handbook")
+        assert "edge-rerank failed" in caplog.text  # the search did degrade
+        assert refused.answer == NOT_COVERED and not refused.grounded and refused.citations == []
+        assert refused.relevance < refused.threshold == corpus.settings.chat.min_score_cosine
+    answered = service.ask("How often are backups taken?", "handbook")
+    assert answered.grounded and answered.citations[0].title == "Backup and restore policy"
+    assert answered.relevance >= answered.threshold
 
 
 @pytest.mark.parametrize(("turn", "problem"), [

@@ -5,6 +5,8 @@ all. The base bi-encoder scores a cosine and a cross-encoder a probability, so e
 threshold (``chat.min_score_cosine`` / ``chat.min_score_cross_encoder``; ``chat.min_score`` overrides both).
 A question naming a code ("what is SEV2") is also covered when the best passage names that code: a short
 code question scores a low cosine (0.29) even against the passage that defines it.
+When the reranker fails (a remote one that is down), search answers un-reranked; the passages are then
+scored by the embedder's cosine and held to the cosine threshold, so the check is never skipped.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from unirank.chat.rewrite import codes
 from unirank.chat.types import Passage
 from unirank.models.reranker import BiEncoderReranker, Reranker
 from unirank.search.searcher import Searcher
-from unirank.search.types import Chunk
+from unirank.search.types import Chunk, Hit
 from unirank.settings import ChatSettings
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 class Retrieval:
     query: str
     passages: list[Passage]
-    #: Best reranker score among the passages (None when reranking failed and nothing was scored).
+    #: Best relevance score among the passages (the reranker's, or the embedder's cosine when the reranker
+    #: failed); None when nothing could score them, and the question then counts as not covered.
     relevance: float | None
     threshold: float
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -41,7 +44,9 @@ class Retrieval:
         """Read several times a turn: the code check below the score is made once."""
         if not self.passages:
             return False
-        if self.relevance is None or self.relevance >= self.threshold:
+        if self.relevance is None:  # unscored passages may be about anything: quoting them is guessing
+            return False
+        if self.relevance >= self.threshold:
             return True
         return names_asked_codes(self.query, self.passages[0])  # below the score, on the code it asks about
 
@@ -73,10 +78,13 @@ class Retriever:
 
     @property
     def threshold(self) -> float:
+        return self._threshold_for(self.scorer)
+
+    def _threshold_for(self, scorer: Reranker) -> float:
         s = self.settings
         if s.min_score is not None:
             return s.min_score
-        return s.min_score_cosine if scores_cosine(self.scorer) else s.min_score_cross_encoder
+        return s.min_score_cosine if scores_cosine(scorer) else s.min_score_cross_encoder
 
     @property
     def tokenizer(self) -> Any:
@@ -85,9 +93,11 @@ class Retriever:
     def retrieve(self, query: str, index: str, filters: Mapping[str, str] | None = None) -> Retrieval:
         started = time.perf_counter()
         results = self.searcher.search(query, index, top_k=self.settings.top_k, rerank=True, filters=filters)
+        threshold = self.threshold
         if results.degraded:
-            log.warning("the reranker failed: answering from un-reranked passages without a relevance check")
-        scored = [(hit.chunk, hit.scores.get("rerank")) for hit in results.hits]
+            scored, threshold = self._scored_by_cosine(query, results.hits), self._threshold_for(self.cosine)
+        else:
+            scored = [(hit.chunk, hit.scores.get("rerank")) for hit in results.hits]
         chunks = self._within_budget([c for c, _ in scored])
         passages = [Passage(n=i, chunk=chunk, score=float(score if score is not None else 0.0))
                     for i, (chunk, (_, score)) in enumerate(zip(chunks, scored), start=1)]
@@ -95,8 +105,22 @@ class Retriever:
         relevance = max(known) if known else None
         timings = {**{f"search_{k}": v for k, v in results.timings_ms.items()},
                    "retrieve": round((time.perf_counter() - started) * 1000, 3)}
-        return Retrieval(query=query, passages=passages, relevance=relevance, threshold=self.threshold,
+        return Retrieval(query=query, passages=passages, relevance=relevance, threshold=threshold,
                          timings_ms=timings)
+
+    def _scored_by_cosine(self, query: str, hits: list[Hit]) -> list[tuple[Chunk, float | None]]:
+        """Un-reranked hits (the reranker failed) scored and ordered by the embedder's cosine, as with
+        ``reranker.model = none``: without a score every question, "the capital of France" too, counted as
+        covered and was answered with quotes. Unscored (None) when the cosine fails as well."""
+        try:
+            scores = [float(s) for s in self.cosine.score(query, [hit.chunk.embedding_input() for hit in hits])]
+        except Exception as exc:  # the embedder failing too: no score, so nothing is said to be covered
+            log.warning("the reranker failed and so did the embedder's cosine (%s: %s): no passage is relevant "
+                        "enough to answer from", type(exc).__name__, exc)
+            return [(hit.chunk, None) for hit in hits]
+        log.warning("the reranker failed: the passages are judged by the embedder's cosine")
+        ranked = sorted(zip(hits, scores), key=lambda pair: pair[1], reverse=True)
+        return [(hit.chunk, score) for hit, score in ranked]
 
     def texts_about(self, words: str, index: str, filters: Mapping[str, str] | None = None, k: int = 3) -> list[str]:
         """What the passages BM25 finds first for ``words`` say: the context a follow-up's new subject has."""
