@@ -3,7 +3,8 @@ styles, tables in content controls, producers' placeholder titles, titles that a
 
 from __future__ import annotations
 
-from test_parsers import only
+import pytest
+from test_parsers import make_pdf, only
 
 
 def wordml(markup: str):
@@ -97,3 +98,22 @@ def test_docx_table_rows_and_cells_in_content_controls_and_custom_xml_are_read(t
         "Approver | Jane Doe | Aug",
         "Archive | Dan",
     ]
+
+
+# -- PDF titles ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("placeholder", ["Microsoft Word - draft_v3.docx", "Microsoft PowerPoint - Deck",
+                                         "untitled", "Untitled document", "Untitled-1", "report.DOC",
+                                         r"C:\temp\policy notes.txt", "scan_0042.pdf"])
+def test_a_pdf_producers_placeholder_title_gives_way_to_the_file_name(tmp_path, placeholder):
+    """Office's print driver and other producers write a title when the author wrote none: it went before
+    every chunk's text, and named every hit and citation, instead of the file."""
+    doc = only(make_pdf(tmp_path / "key-rotation-policy.pdf", ["Keys rotate every ninety days."], placeholder))
+    assert doc.title == "key-rotation-policy"
+
+
+@pytest.mark.parametrize("title", ["Untitled Symphony programme notes", "Working with .txt files",
+                                   "Microsoft Word features explained", "Acme Inc."])
+def test_a_pdf_title_that_only_resembles_a_placeholder_is_kept(tmp_path, title):
+    assert only(make_pdf(tmp_path / "notes.pdf", ["Body text."], title)).title == title

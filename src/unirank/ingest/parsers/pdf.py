@@ -232,8 +232,22 @@ def _decrypt(reader: object) -> None:
 
 
 def _metadata_title(reader: object) -> str:
+    """The PDF's /Title, or "" when it has none or only a producer's placeholder (the file's stem names
+    the document then)."""
     try:
         title = reader.metadata.title if reader.metadata else None  # type: ignore[attr-defined]
     except Exception:  # a broken info dictionary should not cost us the text
         return ""
-    return collapse(str(title)) if title else ""
+    title = collapse(str(title)) if title else ""
+    return "" if _PLACEHOLDER_TITLE.search(title) else title
+
+
+#: What a producer writes as /Title when the author wrote none: Office's print driver "Microsoft Word -
+#: draft_v3.docx", "untitled" ("Untitled document", "Untitled-1"), or a source file's name ("report.doc",
+#: "C:\temp\notes.txt"). It went before every chunk's text and named every hit of the document.
+_PLACEHOLDER_TITLE = re.compile(
+    r"^microsoft (?:office )?(?:word|powerpoint|excel|publisher|visio) - "
+    r"|^untitled(?:[ _-]*(?:document|presentation|spreadsheet|\d+))?$"
+    r"|\S\.(?:docx?|docm|dotx?|pptx?|ppsx?|xlsx?|xlsm|rtf|odt|odp|ods|txt|md|tex|dvi|html?|pages|key|indd|pdf)$",
+    re.IGNORECASE,
+)
