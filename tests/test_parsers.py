@@ -654,6 +654,17 @@ def test_markdown_nested_past_the_limit_is_said_and_never_exhausts_the_stack(tmp
                             "out; nest it less"]
 
 
+def test_markdown_ordered_lists_keep_their_numbers(tmp_path):
+    """Every item became "- ", so "if step 2 fails" referred to nothing in the chunk. Numbers are the
+    rendered ones: from the list's start, one up an item."""
+    (tmp_path / "rotate.md").write_text(
+        "# Rotate a key\n\n1. Open Settings.\n1. Click Rotate.\n   - Confirm\n\n   Wait for the banner.\n"
+        "1. Copy the new key.\n\nIf step 2 fails, retry.\n\n7) Seventh\n8) Eighth\n\n- Bullet\n")
+    [section] = only(tmp_path / "rotate.md").sections
+    assert section.text == ("1. Open Settings.\n2. Click Rotate.\n- Confirm\nWait for the banner.\n"
+                            "3. Copy the new key.\n\nIf step 2 fails, retry.\n\n7) Seventh\n8) Eighth\n\n- Bullet")
+
+
 def test_a_heading_with_no_body_is_its_own_text(tmp_path):
     """A document of headings only (an outline, an agenda) was refused as "no text found", and a last
     heading with nothing under it was dropped. A heading whose body is its sub-headings stays a path."""

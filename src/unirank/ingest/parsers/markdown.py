@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -173,7 +174,7 @@ class _Renderer:
 
     def __init__(self, builder: SectionBuilder) -> None:
         self.builder = builder
-        self.list_depth = 0
+        self.lists: list[_List] = []  # the open lists, innermost last
         self.lines: list[str] = []
         self.cells: list[str] | None = None
 
@@ -192,15 +193,19 @@ class _Renderer:
                     self.builder.heading(heading_level, text)
                 elif self.cells is not None:
                     self.cells.append(collapse(text))
-                elif self.list_depth:
-                    self.lines.append("  " * (self.list_depth - 1) + "- " + text.strip())
+                elif self.lists:
+                    self.lines.append("  " * (len(self.lists) - 1) + self.lists[-1].take_marker() + text.strip())
                 else:
                     self.builder.paragraph(text)
-            elif kind in ("bullet_list_open", "ordered_list_open"):
-                self.list_depth += 1
+            elif kind == "bullet_list_open":
+                self.lists.append(_List())
+            elif kind == "ordered_list_open":
+                self.lists.append(_List(number=int(token.attrGet("start") or 1), delimiter=token.markup or "."))
+            elif kind == "list_item_open":
+                self.lists[-1].next_item()
             elif kind in ("bullet_list_close", "ordered_list_close"):
-                self.list_depth -= 1
-                if not self.list_depth:
+                self.lists.pop()
+                if not self.lists:
                     self._end_block()
             elif kind == "table_open":
                 self._end_block()
@@ -218,7 +223,7 @@ class _Renderer:
                 self._code(_strip_html(token.content))
 
     def _code(self, text: str) -> None:
-        if self.list_depth:
+        if self.lists:
             self.lines.append(text)
         else:
             self.builder.paragraph(text)
@@ -227,6 +232,28 @@ class _Renderer:
         if self.lines:
             self.builder.paragraph("\n".join(self.lines))
             self.lines = []
+
+
+@dataclass
+class _List:
+    """An open list: a bullet list marks each of its items' paragraphs "- "; an ordered one numbers its items
+    from its start, with its delimiter ("1. ", "2) "), as a reader sees them, so that "step 2" still names a
+    line (each was "- "). An item's later paragraphs continue it, unnumbered."""
+
+    number: int | None = None  # the next item's number; None for a bullet list
+    delimiter: str = "."
+    marker: str = "- "
+
+    def next_item(self) -> None:
+        if self.number is not None:
+            self.marker = f"{self.number}{self.delimiter} "
+            self.number += 1
+
+    def take_marker(self) -> str:
+        marker = self.marker
+        if self.number is not None:
+            self.marker = ""  # the item's next paragraph continues it
+        return marker
 
 
 def inline_text(token: Any) -> str:
