@@ -527,6 +527,17 @@ def test_markdown_front_matter_is_yaml(tmp_path):
     assert doc.metadata == {} and doc.sections[0].text == "The body stays."
 
 
+@pytest.mark.parametrize(("header", "title"), [
+    ("title: [Keys, Rotation]", "Keys, Rotation"),
+    ("title:\n  - Keys\n  - 2024", "Keys, 2024"),
+    ("title: 2024", "2024"),
+])
+def test_a_front_matter_title_that_is_not_text_reads_as_text(tmp_path, header, title):
+    """A list title became its Python repr, "['Keys', 'Rotation']"."""
+    (tmp_path / "keys.md").write_text(f"---\n{header}\n---\nBody.\n")
+    assert only(tmp_path / "keys.md").title == title
+
+
 @pytest.mark.parametrize(("opening", "kept"), [
     ("This document explains key rotation.", "This document explains key rotation."),  # YAML: a string
     ("- Rotate keys\n- Revoke the old ones", "- Rotate keys\n- Revoke the old ones"),  # YAML: a list

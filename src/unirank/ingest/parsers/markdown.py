@@ -44,10 +44,17 @@ class MarkdownParser:
         builder = SectionBuilder()
         _Renderer(builder).render(tokens)
         sections = builder.finish()
-        title = collapse(str(metadata.pop("title", ""))) or builder.first_heading.get(1) or stem_from_uri(uri)
+        title = _title_text(metadata.pop("title", "")) or builder.first_heading.get(1) or stem_from_uri(uri)
         header_lines = max(0, text.count("\n") - body.count("\n"))  # the front matter's, taken off
         warnings = [warning for warning in (dropped, _too_deep(tokens, header_lines)) if warning]
         return [ParsedDocument(doc_id=uri, title=title, sections=sections, metadata=metadata, warnings=warnings)]
+
+
+def _title_text(value: object) -> str:
+    """A front matter title as text: a list (``title: [Keys, Rotation]``) joined with commas, not its Python
+    repr "['Keys', 'Rotation']"."""
+    items = value if isinstance(value, list) else [value]
+    return collapse(", ".join(str(item) for item in items))
 
 
 def _too_deep(tokens: list[Any], header_lines: int) -> str | None:
