@@ -3,8 +3,10 @@ styles, tables in content controls, producers' placeholder titles, titles that a
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from test_parsers import make_pdf, only
+from test_parsers import make_pdf, only, parse
 
 
 def wordml(markup: str):
@@ -117,3 +119,29 @@ def test_a_pdf_producers_placeholder_title_gives_way_to_the_file_name(tmp_path, 
                                    "Microsoft Word features explained", "Acme Inc."])
 def test_a_pdf_title_that_only_resembles_a_placeholder_is_kept(tmp_path, title):
     assert only(make_pdf(tmp_path / "notes.pdf", ["Body text."], title)).title == title
+
+
+# -- JSONL titles --------------------------------------------------------------------------------
+
+
+def test_a_jsonl_title_that_is_a_number_is_kept_and_one_that_is_not_text_is_said(tmp_path):
+    """A title 2024 was dropped without a word, as were a list or an object: a number is the title as
+    written, and anything else is left out with a warning naming the lines."""
+    records = ['{"_id": "1", "title": 2024, "text": "Annual report."}',
+               '{"_id": "2", "title": 3.5, "text": "Release notes."}',
+               '{"_id": "3", "title": ["Keys", "Rotation"], "text": "Rotate keys yearly."}',
+               '{"_id": "4", "title": null, "text": "No title, and none meant."}',
+               '{"_id": "5", "title": true, "text": "Flag."}',
+               '{"_id": "6", "title": 1e400, "text": "Overflow."}',
+               '{"_id": "7", "title": {"en": "Backups"}, "text": ""}',  # no text, and no title left to index
+               json.dumps({"_id": "8", "title": 7, "text": ""})]  # a number alone is indexed as the text
+    (tmp_path / "c.jsonl").write_text("\n".join(records) + "\n")
+    docs = parse(tmp_path / "c.jsonl")
+    assert [(d.doc_id, d.title) for d in docs] == [("1", "2024"), ("2", "3.5"), ("3", ""), ("4", ""), ("5", ""),
+                                                  ("6", ""), ("8", "7")]
+    assert docs[-1].sections[0].text == "7"
+    assert docs[0].warnings == [
+        "1 record with neither text nor title left out (line 7)",
+        "field title left out of 4 records (lines 3, 5, 6, 7): a title is text or a finite number; "
+        "write it as a JSON string to keep it",
+    ]
