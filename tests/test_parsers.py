@@ -435,6 +435,19 @@ def test_html_headers_footers_form_fields_and_stray_cells_stand_apart_from_their
         "Opt A", "Opt B", "TA text", "Submit", "Find a policy", "Cell one", "Cell two"]
 
 
+def test_html_table_captions_and_image_alt_text_are_kept(tmp_path):
+    """Both were dropped (Markdown keeps an image's alt text). The caption is a paragraph of its own, so
+    the rows stay a table of rows."""
+    (tmp_path / "policy.html").write_text(
+        "<h1>Policy</h1><p>See<img alt='Architecture diagram' src='a.png'>below.<img src='spacer.gif'></p>"
+        "<table><caption>Retention periods for <b>customer</b> data</caption><tr><th>Data</th><th>Keep</th></tr>"
+        "<tr><td>Invoices</td><td>7 years</td></tr><tr><td><img alt='Tickets'></td><td>3 years</td></tr></table>")
+    [section] = only(tmp_path / "policy.html").sections
+    assert section.text.split("\n\n") == [
+        "See Architecture diagram below.", "Retention periods for customer data",
+        "Data | Keep\nInvoices | 7 years\nTickets | 3 years"]
+
+
 def test_html_title_falls_back_to_the_first_h1_then_the_stem(tmp_path):
     (tmp_path / "a.htm").write_text("<h1>First heading</h1><p>Text.</p>")
     assert only(tmp_path / "a.htm").title == "First heading"

@@ -51,6 +51,7 @@ class HtmlParser:
         for tag in soup.find_all(_PAGE_CHROME):
             if tag.find_parent(_SECTIONING) is None:
                 tag.decompose()
+        _images_as_alt_text(soup)
         walker = _Walker()
         walker.walk(soup.body or soup)
         sections = walker.finish()
@@ -65,6 +66,14 @@ def _page_title(soup: Any) -> str:
         if tag.find_parent("svg") is None:
             return collapse(tag.get_text())
     return ""
+
+
+def _images_as_alt_text(soup: Any) -> None:
+    """Each image as its alt text, wherever it is (a paragraph, a heading, a table cell), as the Markdown
+    parser reads one: an ``<img alt="Architecture diagram">`` was dropped."""
+    for image in soup.find_all("img"):
+        alt = collapse(image.get("alt") or "")
+        image.replace_with(f" {alt} " if alt else "")
 
 
 #: Marks on the walk's stack where a block element's content ends.
@@ -110,6 +119,7 @@ class _Walker(SectionBuilder):
                 self.paragraph(child.get_text())
             elif name == "table":
                 self.end_paragraph()
+                self.paragraph(_caption_text(child))
                 self.paragraph(_table_text(child))
             elif name in _BLOCKS:
                 self.end_paragraph()
@@ -121,6 +131,13 @@ class _Walker(SectionBuilder):
     def finish(self) -> list:
         self.end_paragraph()
         return super().finish()
+
+
+def _caption_text(table: Any) -> str:
+    """A table's caption, which says what the table is: a paragraph of its own before the rows, so that the
+    rows stay a table (every line a row) for the chat, which quotes a row with its header."""
+    caption = table.find("caption", recursive=False)
+    return collapse(caption.get_text(" ")) if caption is not None else ""
 
 
 def _table_text(table: Any) -> str:
