@@ -105,6 +105,21 @@ def test_a_piped_chat_that_answers_everything_exits_0_with_the_questions_in_its_
 
 
 @pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
+def test_piped_input_that_starts_with_a_byte_order_mark_is_read_without_it(data_dir, tmp_path):
+    """A questions file saved by Notepad: its first line's "/help" was searched as a question ("not covered"),
+    and a first question was stored with U+FEFF at the start of the conversation's title."""
+    proc = chat(data_dir, tmp_path, "\ufeff/help\n".encode())
+    assert proc.returncode == 0, proc.stderr
+    assert "you: /help\nCommands: /up or /down" in proc.stdout.decode() and sessions(tmp_path) == []
+
+    proc = chat(data_dir, tmp_path, "\ufeffWhat does SEV1 mean?\n".encode())
+    assert proc.returncode == 0, proc.stderr
+    assert "you: What does SEV1 mean?\nunirank From the documents:" in proc.stdout.decode()
+    (session, messages), = sessions(tmp_path)
+    assert session.title == messages[0].content == "What does SEV1 mean?"
+
+
+@pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
 @pytest.mark.parametrize("setting, says", [
     ({"UNIRANK_EMBEDDER__MODEL": "nosuch-embed@prod"}, "'nosuch-embed@prod' names a registry version"),
     ({"UNIRANK_RERANKER__MODEL": "/nonexistent/xx"}, "'/nonexistent/xx' is not a registered model"),

@@ -127,7 +127,9 @@ class _Chat:
     def _one_line(self) -> bool:
         """Reads and handles one line; False when the chat ends."""
         try:
-            line = Prompt.ask("\n[bold cyan]you[/bold cyan]", console=console).strip()
+            # A file saved with a byte-order mark (Notepad's UTF-8) starts with U+FEFF, which strip() keeps:
+            # its "/help" was asked as a question, and a question's BOM went into the conversation's title.
+            line = Prompt.ask("\n[bold cyan]you[/bold cyan]", console=console).lstrip("\ufeff").strip()
         except (EOFError, KeyboardInterrupt):
             console.print()
             return False
