@@ -836,6 +836,20 @@ def test_ask_cli_prints_exactly_the_documented_json(corpus, tmp_path):
     assert "SEV2" not in out["answer"] and "SEV3" not in out["answer"]  # all three were quoted: they score alike
 
 
+def test_ask_cli_json_cites_the_quoted_parts_not_the_rows_between_them(policies, tmp_path):
+    """A citation's "text" ran from its first quote to its last: quoting a table's header and its "Support
+    tickets" row printed every row between them, which /open and the web page do not mark."""
+    env = isolated_env(policies.settings.data_dir)
+    proc = subprocess.run([sys.executable, "-m", "unirank.cli.main", "ask", "how long are support tickets kept?",
+                           "--index", "policies", "--json"], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cited = json.loads(proc.stdout)["citations"][0]
+    assert list(cited) == ["n", "title", "uri", "page", "text"]  # the documented keys
+    assert cited["text"].startswith("Data type | Retention period | Owner \u2026 Support tickets | 3 years | Support")
+    assert "Customer records" not in cited["text"] and "Application logs" not in cited["text"]
+
+
 @pytest.mark.slow  # four CLI subprocesses (~18 s): kept out of the default run for time
 def test_ask_cli_filters_and_refuses_in_its_exit_codes(corpus, tmp_path):
     env = isolated_env(corpus.settings.data_dir)
