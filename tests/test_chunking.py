@@ -135,6 +135,59 @@ def test_a_long_paragraph_is_cut_at_sentence_ends_with_overlap(tokenizer):
     covered(text, [ch.text for ch in chunks])
 
 
+#: Sentences of cased scripts other than English, and of Japanese (no space after its 。！？).
+FOREIGN_WORDS = {
+    "ru": ("ключи сервер пароль политика резервные копии хранятся меняются каждые девяносто дней проверяет "
+           "правила доступ журнал").split(),
+    "el": "κλειδιά διακομιστής πολιτική αντίγραφα ασφαλείας αλλάζουν κάθε ενενήντα ημέρες κανόνες".split(),
+    "pl": "łódź śląsk klucze serwer hasło polityka kopie zapasowe działają codziennie čísla".split(),
+}
+FOREIGN_CAPITALS = {"ru": "КСПРД", "el": "ΚΗΤΑΨ", "pl": "ŁŚČİŻ"}
+JAPANESE = ("鍵を交換します", "バックアップは毎日行われます", "東京リージョンです", "設定を確認してください")
+
+
+def foreign_paragraph(rng: random.Random, language: str, sentences: int) -> str:
+    if language == "ja":
+        return "".join(rng.choice(JAPANESE) + rng.choice("。！？") for _ in range(sentences))
+    return " ".join(rng.choice(FOREIGN_CAPITALS[language]) + " ".join(rng.choice(FOREIGN_WORDS[language])
+                                                                     for _ in range(rng.randint(4, 12)))
+                    + rng.choice(".!?") for _ in range(sentences))
+
+
+@pytest.mark.parametrize("language", ["ru", "el", "pl", "ja"])
+def test_text_in_other_scripts_is_cut_at_its_sentence_ends(tokenizer, language):
+    """Only a Latin capital up to Þ started a sentence, and a CJK 。 (with no space after it) ended none:
+    every other Russian chunk began and ended mid-sentence."""
+    text = foreign_paragraph(random.Random(11), language, 60)
+    c = chunker(tokenizer, size=120 if language == "ja" else 254)
+    chunks = c.chunk(ParsedDocument("d", "", [Section(text)]), "d")
+    assert len(chunks) >= 4
+    for chunk in chunks:
+        assert chunk.text[-1] in ".!?。！？"  # whole sentences only
+        assert chunk.text[0] in FOREIGN_CAPITALS.get(language, "") or chunk.text.startswith(JAPANESE)
+        assert tokens(tokenizer, chunk.embedding_input()) <= c.size
+    covered(text, [ch.text for ch in chunks])
+
+
+@pytest.mark.parametrize("text, sentences", [
+    ("Ключи меняются каждые девяносто дней. Резервные копии хранятся тридцать дней.",
+     ["Ключи меняются каждые девяносто дней.", "Резервные копии хранятся тридцать дней."]),
+    ("Τα κλειδιά αλλάζουν. Η πολιτική ισχύει!", ["Τα κλειδιά αλλάζουν.", "Η πολιτική ισχύει!"]),
+    ("Klucze działają. Łódź jest duża? Śląsk też. İstanbul. Černá.",
+     ["Klucze działają.", "Łódź jest duża?", "Śląsk też.", "İstanbul.", "Černá."]),
+    ("Он сказал. «Ключи» меняются.", ["Он сказал.", "«Ключи» меняются."]),
+    ("鍵を交換します。バックアップは毎日行われます！次は？ はい。",
+     ["鍵を交換します。", "バックアップは毎日行われます！", "次は？", "はい。"]),
+    ("「はい。」と言った。東京です。", ["「はい。」と言った。", "東京です。"]),  # an end inside a quote is none
+    ("Keys rotate. backups run. Dr. Weber said so.", ["Keys rotate. backups run.", "Dr. Weber said so."]),
+], ids=["russian", "greek", "central-european", "guillemets", "japanese", "japanese-quote", "english"])
+def test_the_chats_sentence_spans_find_sentence_ends_in_every_script(text, sentences):
+    """The chat quotes sentences by the chunker's own boundaries: a Russian passage was one "sentence"."""
+    from unirank.chat.sentences import sentence_spans
+
+    assert [text[a:b] for a, b in sentence_spans(text)] == sentences
+
+
 def _overlap(before: str, after: str) -> str:
     """The longest prefix of ``after`` that ``before`` ends with."""
     for size in range(min(len(before), len(after)), 0, -1):

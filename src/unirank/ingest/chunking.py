@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 PARAGRAPH, SENTENCE, LINE, TOKEN = 0, 1, 2, 3
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
-# A sentence ends at . ! ? (plus closing quotes/brackets) followed by space and a capital,
-# digit or opening quote; group 1 is the gap between the sentences. Not after a title or an
+# A sentence ends at . ! ? (plus closing quotes/brackets) followed by space and a capital (of any
+# cased script: Ł, Č, Ψ, Ж as well as A), digit or opening quote, or at a CJK 。！？, which needs no space
+# after it; group 1 is the gap between the sentences (empty after a CJK end). Not after a title or an
 # abbreviation that is followed by a capital ("Dr. Weber", "e.g. Slack"), nor after a day before its
 # month ("bis zum 31. März", "1. Mai"): those cut a sentence in two, and a quote of either half misled.
 _ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "Prof", "St", "Nr", "vs", "ca", "bzw", "e.g", "i.e", "z.B", "u.a", "d.h")
@@ -40,12 +41,36 @@ _NOT_AN_END = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS) + (
     + "".join(rf"(?<!{line}\d{{{n}}}\.)" for line in ("^", "\n") for n in (1, 2, 3)))  # a list's "1. "
 # What opens a list item at a line's start: "- ", "* ", "1. ", "2) ".
 _LIST_MARKER = r"(?:[-*+\u2022]|\d{1,3}[.)])"
+
+
+def _capitals() -> str:
+    """A character class of the digits and every upper- or title-case letter of the Basic Multilingual
+    Plane: only Latin ones up to Þ were, so no sentence ended before a Cyrillic, Greek or Ł, Ś, Č, İ."""
+    import unicodedata
+
+    cased = [c for c in map(chr, range(0x10000)) if unicodedata.category(c) in ("Lu", "Lt")]
+    ranges: list[list[str]] = []
+    for c in cased:
+        if ranges and ord(c) == ord(ranges[-1][1]) + 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    return "[0-9" + "".join(f"\\u{ord(a):04x}-\\u{ord(b):04x}" for a, b in ranges) + "]"
+
+
+#: Quotes and brackets that may close a sentence, and open the next ("«Ключи", „Klucze", ¿Qué).
+_CLOSERS = "[\"'\u201d\u2019\u00bb)\\]]"
+_OPENERS = "[\"'\u201c\u2018\u201e\u00ab\u00bf\u00a1(\\[]"
+#: CJK sentence ends (full and half width), and the closing quotes and brackets after which a CJK end is
+#: inside a quote (「はい。」と言った: one sentence), not the end of the sentence.
+_CJK_ENDS = "\u3002\uff01\uff1f\uff61"
+_CJK_CLOSERS = "\u300d\u300f\uff09\u3011\u3015\u3009\u300b\u201d\u2019\"')\\]"
 # A list item begins a sentence too, whatever ended the line before it: an item with no full stop
 # was read as one sentence with the next.
 _SENTENCE = re.compile(
-    r"""(?:[.!?]""" + _NOT_AN_END
-    + r"""["'\u201d\u2019)\]]*(?=\s+["'\u201c\u2018(\[]?[A-Z0-9\u00c0-\u00d6\u00d8-\u00de])"""
-    + r"""|(?=[ \t]*\n\s*""" + _LIST_MARKER + r"""[ \t]))(\s+)"""
+    r"""(?:[.!?]""" + _NOT_AN_END + _CLOSERS + r"""*(?=\s+""" + _OPENERS + "?" + _capitals() + ")"
+    + r"""|(?=[ \t]*\n\s*""" + _LIST_MARKER + r"""[ \t])"""
+    + rf"""|(?<=[{_CJK_ENDS}])(?![{_CJK_ENDS}{_CJK_CLOSERS}]))(\s*)"""
 )
 _LINE = re.compile(r"\s*\n\s*")
 _TOKENIZE_BATCH = 1024
