@@ -358,6 +358,16 @@ def test_megabytes_of_whitespace_between_words_are_shortened_in_the_chunk_text(t
         "Alpha" + " " * 20 + "beta.\n\nGamma\n\ndelta\n" + " " * 19 + "indented  twenty" + " " * 20 + "kept."]
 
 
+def test_a_code_blocks_indentation_reaches_the_chunks(tokenizer):
+    """What the README says the chunker keeps, "the next line's indentation", was gone before it: the
+    parsers stripped every line."""
+    from unirank.ingest.parsers import parse_document
+
+    data = b"# Config\n\n```yaml\nserver:\n  port: 8080\ndatabase:\n  port: 5432\n```\n"
+    [chunk] = chunker(tokenizer).chunk(parse_document(data, "c.md")[0], "c.md")
+    assert chunk.text == "server:\n  port: 8080\ndatabase:\n  port: 5432"
+
+
 def test_many_documents_are_chunked_together_with_their_own_ordinals(tokenizer):
     rng = random.Random(6)
     docs = [ParsedDocument(f"faq-{i}", f"Question {i}", [Section(paragraph(rng, 3 + 15 * (i % 2)))],

@@ -689,6 +689,26 @@ def test_markdown_ordered_lists_keep_their_numbers(tmp_path):
                             "3. Copy the new key.\n\nIf step 2 fails, retry.\n\n7) Seventh\n8) Eighth\n\n- Bullet")
 
 
+def test_code_blocks_keep_their_indentation_and_prose_does_not(tmp_path):
+    """Every line was stripped: YAML's nesting was lost (two top-level `port` keys) and Python's blocks with
+    it. Only code keeps its indentation (its inner space runs still collapse, as the text's do)."""
+    (tmp_path / "config.md").write_text(
+        "# Config\n\n   Indented   prose.\n\n```yaml\nserver:\n  port:  8080\n\n  hosts:\n\t- a  \n```\n\n"
+        "- Then:\n\n  ```\n  if ready:\n      go()\n  ```\n\n"
+        "Indented code:\n\n    def rotate(key):\n        return key\n\n## Empty\n\n```\n   \n```\n")
+    doc = only(tmp_path / "config.md")
+    assert [(s.heading_path, s.text) for s in doc.sections] == [
+        (("Config",), "Indented prose.\n\nserver:\n  port: 8080\n\n  hosts:\n\t- a\n\n- Then:\nif ready:\n    go()"
+                      "\n\nIndented code:\n\ndef rotate(key):\n    return key"),
+        (("Config", "Empty"), "Empty")]  # a blank fence is no body
+    (tmp_path / "code.html").write_text(
+        "<h1>Rotate</h1><p>  Call   it:</p><pre>def rotate(key):\n    if key.expired:\n&nbsp;&nbsp;&nbsp;&nbsp;"
+        "&nbsp;&nbsp;&nbsp;&nbsp;return renew(key)\n    return key</pre>")
+    [section] = only(tmp_path / "code.html").sections
+    assert section.text == ("Call it:\n\ndef rotate(key):\n    if key.expired:\n        return renew(key)\n"
+                            "    return key")
+
+
 def test_a_heading_with_no_body_is_its_own_text(tmp_path):
     """A document of headings only (an outline, an agenda) was refused as "no text found", and a last
     heading with nothing under it was dropped. A heading whose body is its sub-headings stays a path."""

@@ -20,6 +20,7 @@ PLAUSIBLE_MESS = 0.2
 
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_RUNS = re.compile(r"\n\s*\n\s*")
+_NOT_TAB = re.compile(r"[^\t]")
 # Control characters that never occur in real text (tab, LF, CR, FF and ESC, for coloured logs, are allowed).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 _CONTROL_BYTES = re.compile(_CONTROL.pattern.encode("ascii"))
@@ -192,12 +193,40 @@ def without_lone_surrogates(text: str) -> str:
     return LONE_SURROGATE.sub("\ufffd", text)
 
 
+#: Opens each line of a code block (a Markdown fence or indented block, an HTML <pre>) in a parser's text:
+#: ``normalize_whitespace`` keeps that line's indentation, and takes the mark out. Only a code block's: the
+#: indentation of prose is layout, not text. A Unicode noncharacter, reserved for a program's own use.
+CODE_LINE = "\ufdd0"
+
+
+def code_lines(text: str) -> str:
+    """``text`` with each line marked as code (``CODE_LINE``), so that its indentation survives; YAML or
+    Python without it reads otherwise. Blank text stays blank."""
+    if not text.strip():
+        return ""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(CODE_LINE + line for line in lines)
+
+
 def normalize_whitespace(text: str) -> str:
-    """Collapse runs of spaces/tabs and blank lines, keeping paragraph breaks as one blank line."""
+    """Collapse runs of spaces/tabs and blank lines, keeping paragraph breaks as one blank line; a code
+    line (``CODE_LINE``) keeps its indentation."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _SPACES.sub(" ", text)
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    return _BLANK_RUNS.sub("\n\n", text).strip()
+    text = "\n".join(_normalize_line(line) for line in text.split("\n"))
+    return _BLANK_RUNS.sub("\n\n", text).strip().replace(CODE_LINE, "")
+
+
+def _normalize_line(line: str) -> str:
+    """The line with its space runs collapsed and its ends stripped; a code line's indentation is kept (its
+    other spaces as spaces, tabs as tabs), behind its mark, which no strip takes off."""
+    if not line.startswith(CODE_LINE):
+        return _SPACES.sub(" ", line).strip()
+    code = line.replace(CODE_LINE, "")
+    indentation = _SPACES.match(code)
+    rest = _SPACES.sub(" ", code).strip()
+    if not rest:
+        return ""
+    return CODE_LINE + (_NOT_TAB.sub(" ", indentation.group()) if indentation else "") + rest
 
 
 def collapse(text: str) -> str:

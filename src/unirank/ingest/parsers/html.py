@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from unirank.ingest.documents import ParsedDocument
-from unirank.ingest.parsers.common import SectionBuilder, collapse, decode_text, stem_from_uri
+from unirank.ingest.parsers.common import SectionBuilder, code_lines, collapse, decode_text, stem_from_uri
 
 _DROP = ("script", "style", "noscript", "nav", "template", "iframe", "svg", "head")
 #: A header or footer is the site's banner or footer only at page level. Inside an article or section
@@ -116,7 +116,7 @@ class _Walker(SectionBuilder):
                 self._inline.append(" ")
             elif name == "pre":
                 self.end_paragraph()
-                self.paragraph(child.get_text())
+                self.paragraph(code_lines(child.get_text()))
             elif name == "table":
                 self.end_paragraph()
                 self.paragraph(_caption_text(child))

@@ -11,6 +11,7 @@ from unirank.ingest.documents import ParsedDocument
 from unirank.ingest.parsers.common import (
     NON_FINITE,
     SectionBuilder,
+    code_lines,
     collapse,
     decode_text,
     is_non_finite,
@@ -225,11 +226,12 @@ class _Renderer:
             elif kind == "table_close":
                 self._end_block()
             elif kind in ("fence", "code_block"):
-                self._code(token.content.rstrip("\n"))
+                self._block(code_lines(token.content.rstrip("\n")))
             elif kind == "html_block":
-                self._code(_strip_html(token.content))
+                self._block(_strip_html(token.content))
 
-    def _code(self, text: str) -> None:
+    def _block(self, text: str) -> None:
+        """A block with lines of its own (code, HTML): a line of the list it is in, else a paragraph."""
         if self.lists:
             self.lines.append(text)
         else:
