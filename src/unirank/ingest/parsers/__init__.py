@@ -38,7 +38,9 @@ PARSERS: tuple[Parser, ...] = (
 #: Raised when a change to the parsers (or to how their text is cut into chunks) changes what a file
 #: yields: ingesting again then re-reads files parsed by the older ones (``SourceState.recipe``), instead
 #: of keeping their old text for good. 7: long whitespace runs shortened in chunks, titles and headings.
-PARSER_VERSION = 7
+#: 8: code indentation, ordered list numbers, HTML captions and alt text, DOCX content controls and
+#: heading styles, PDF placeholder titles, number titles in JSONL, sentence ends in every cased script.
+PARSER_VERSION = 8
 _BY_EXTENSION: dict[str, Parser] = {ext: parser for parser in PARSERS for ext in parser.extensions}
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_BY_EXTENSION)
 #: Formats that must be text: a NUL byte or undecodable bytes mean a mislabelled binary file.
