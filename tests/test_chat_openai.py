@@ -40,7 +40,9 @@ class Script:
     "not json" (an event that is not JSON, then "stop"); ``usage``, the counts of a last chunk before
     [DONE] (when the request's ``stream_options`` asks for it). ``reply``, a (Content-Type, body) pair, is sent
     instead of the stream, and ``plain`` instead of it to a request that is not streamed (a rewrite).
-    ``models`` is what GET /v1/models lists. ``client_left`` is set when its client hangs up mid-answer."""
+    ``models`` is what GET /v1/models lists. ``client_left`` is set when its client hangs up mid-answer.
+    ``refuses``: the request parameters it answers a 400 for, as OpenAI's reasoning models refuse theirs;
+    ``bodies``: the requests it was sent."""
 
     pieces: list[str] = field(default_factory=lambda: ["According to the documents, ", "it is so [1]"])
     delay_s: float = 0.0
@@ -50,6 +52,8 @@ class Script:
     plain: tuple[str, str] | None = None
     stream_type: str = "text/event-stream"
     models: list[str] = field(default_factory=lambda: ["scripted"])
+    refuses: tuple[str, ...] = ()
+    bodies: list[dict] = field(default_factory=list)
     sent: int = 0
     client_left: threading.Event = field(default_factory=threading.Event)
 
@@ -67,6 +71,15 @@ def _sse_usage(usage: dict) -> bytes:
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
+#: OpenAI's 400s for parameters its reasoning models (o1, o3, gpt-5) do not take.
+_REFUSALS = {
+    "temperature": {"message": "Unsupported value: 'temperature' does not support 0 with this model. Only the "
+                               "default (1) value is supported.", "code": "unsupported_value"},
+    "max_tokens": {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                              "'max_completion_tokens' instead.", "code": "unsupported_parameter"},
+}
+
+
 class ScriptedHandler(JsonHandler):
     """Streams its server's :class:`Script` over chunked HTTP/1.1, so an ending can be clean or broken."""
 
@@ -82,6 +95,11 @@ class ScriptedHandler(JsonHandler):
 
     def do_POST(self) -> None:
         body = self.json_body()
+        self.script.bodies.append(body)
+        if refused := next((name for name in self.script.refuses if name in body), None):
+            refusal = _REFUSALS.get(refused, {"message": f"Invalid value for '{refused}'.", "code": "invalid_value"})
+            self.answer(400, {"error": {**refusal, "type": "invalid_request_error", "param": refused}})
+            return
         streamed = body.get("stream")
         whole = self.script.reply if streamed else self.script.plain or self.script.reply
         if whole is not None:
@@ -637,3 +655,32 @@ def test_a_stream_says_whether_it_is_grounded_only_once_it_knows(scripted_app, s
     chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
     assert chunks[0]["query"] == COVERED and chunks[-1]["grounded"] is False and chunks[-1]["citations"] == []
     assert [c["grounded"] for c in chunks if "grounded" in c] == [False]  # the last chunk's only
+
+
+def test_a_reasoning_model_that_refuses_temperature_and_max_tokens_still_answers(make_service, scripted_endpoint,
+                                                                                  scripted):
+    """Every answer was asked at temperature 0 and every rewrite with max_tokens, which OpenAI's reasoning
+    models refuse with a 400: every question failed. The refused parameter is left out of a second try,
+    and of every later request to that endpoint."""
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    scripted.refuses = ("temperature", "max_tokens")
+    scripted.plain = _completion("How often should an API key be rotated?")
+    session = service.store.create_session("handbook")
+    assert service.ask("How do I rotate an API key?", session_id=session.id).answer == \
+        "According to the documents, it is so [1]"
+    follow_up = service.ask("How often should I do it?", session_id=session.id)
+    assert follow_up.query == "How often should an API key be rotated?"  # the LLM's rewrite, not the offline one
+    assert follow_up.answer == "According to the documents, it is so [1]"
+    refused = [body for body in scripted.bodies if set(scripted.refuses) & body.keys()]
+    assert len(refused) == 2  # once each: temperature by the first answer, max_tokens by the first rewrite
+    assert service.answerer.refused_parameters == {"temperature", "max_tokens"}
+    assert all(body.get("stream_options") for body in scripted.bodies if body.get("stream"))  # still asked for
+
+
+def test_an_http_error_says_the_endpoints_message_once_punctuated(make_service, scripted_endpoint, scripted):
+    """"... Only the default (1) value is supported.. Check chat.llm_model": the endpoint's message ends a clause."""
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    scripted.refuses = ("messages",)
+    with pytest.raises(AnswererError, match=r"answered HTTP 400: .*[^.]\. Check chat\.llm_model") as refused:
+        service.answerer.complete([{"role": "user", "content": "hello"}], temperature=0, max_tokens=8)
+    assert ".." not in str(refused.value)

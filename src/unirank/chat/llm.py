@@ -45,8 +45,8 @@ class OpenAIAnswerer:
         key = os.environ.get(settings.llm_api_key_env) or "no-key-set"
         self.client = openai.OpenAI(base_url=settings.llm_base_url, api_key=key,
                                     timeout=settings.llm_timeout_s, max_retries=0)
-        #: Whether a stream asks for its token counts (``stream_options``); off once the endpoint refused it.
-        self.asks_stream_usage = True
+        #: The optional request parameters this endpoint refused (:data:`_OPTIONAL_PARAMETERS`): left out from then on.
+        self.refused_parameters: set[str] = set()
 
     def stream(self, question: str, passages: Sequence[Passage], *,
                as_asked: str | None = None) -> Iterator[AnswerEvent]:
@@ -81,20 +81,25 @@ class OpenAIAnswerer:
         yield _final("".join(parts), passages, usage)
 
     def _open_stream(self, messages: list[dict[str, str]]) -> openai.Stream:
-        """The answer's stream, asked to end with its token counts. An endpoint that refuses
-        ``stream_options`` (older vLLM, some proxies) is asked again without it, and not asked for it again."""
-        create = partial(self.client.chat.completions.create, model=self.model, messages=messages,
-                         stream=True, temperature=0)
-        if self.asks_stream_usage:
+        """The answer's stream, at temperature 0 and asked to end with its token counts (as far as the
+        endpoint takes those parameters: see :meth:`_create`)."""
+        return self._create(model=self.model, messages=messages, stream=True, temperature=0,
+                            stream_options={"include_usage": True})
+
+    def _create(self, **request: object) -> object:
+        """``chat.completions.create`` without the optional parameters this endpoint refused. One it refuses
+        now (a 4xx that names it: ``stream_options`` on older vLLM and some proxies, ``temperature`` 0 and
+        ``max_tokens`` on OpenAI's reasoning models) is left out of a second try and of every later request."""
+        while True:
+            sent = {name: value for name, value in request.items() if name not in self.refused_parameters}
             try:
-                return create(stream_options={"include_usage": True})
+                return self.client.chat.completions.create(**sent)  # type: ignore[call-overload]
             except openai.APIStatusError as exc:
-                if not _refuses_stream_options(exc):
+                refused = _refused_parameter(exc, [name for name in sent if name in _OPTIONAL_PARAMETERS])
+                if refused is None:
                     raise
-                log.info("%s refuses stream_options: its answers are streamed without their token counts.",
-                         _capital(self._where))
-                self.asks_stream_usage = False
-        return create()
+                log.info("%s refuses %s: %s.", _capital(self._where), refused, _OPTIONAL_PARAMETERS[refused])
+                self.refused_parameters.add(refused)
 
     def _whole_answer(self, response: httpx.Response, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
         """The answer of an endpoint that sent one complete chat completion instead of a stream: it is the
@@ -138,9 +143,8 @@ class OpenAIAnswerer:
                          seed: int | None = None) -> tuple[str, Usage | None]:
         """:meth:`complete`, with the tokens the reply cost (None when the endpoint did not say)."""
         with self._errors():
-            response = self.client.chat.completions.create(model=self.model, messages=messages,  # type: ignore[arg-type]
-                                                           temperature=temperature, max_tokens=max_tokens,
-                                                           **({"seed": seed} if seed is not None else {}))
+            response = self._create(model=self.model, messages=messages, temperature=temperature,
+                                    max_tokens=max_tokens, **({"seed": seed} if seed is not None else {}))
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list):  # the openai client hands back a body it could not read as one
             raise AnswererError(f"{self._where} did not answer with a chat completion (got "
@@ -221,7 +225,7 @@ class OpenAIAnswerer:
             ) from exc
         except openai.APIError as exc:  # an error event in the stream
             raise AnswererError(f"{_capital(self._where)} reported an error mid-answer ({_got(parts)}): "
-                                f"{_short(exc.message)}. Check the endpoint's logs.") from exc
+                                f"{_short(exc.message).rstrip('.')}. Check the endpoint's logs.") from exc
         except ValueError as exc:  # the client lets json.JSONDecodeError through as it is
             raise AnswererError(f"{_capital(self._where)} sent an event that is not JSON mid-answer ({_got(parts)}: "
                                 f"{_short(str(exc)).rstrip('.')}): check that chat.llm_base_url names an "
@@ -243,7 +247,7 @@ class OpenAIAnswerer:
                 f"variable {self.settings.llm_api_key_env} (named by chat.llm_api_key_env)."
             ) from exc
         except openai.APIStatusError as exc:
-            raise AnswererError(f"{where} answered HTTP {exc.status_code}: {_short(exc.message)}. "
+            raise AnswererError(f"{where} answered HTTP {exc.status_code}: {_short(exc.message).rstrip('.')}. "
                                 "Check chat.llm_model and the endpoint's logs.") from exc
         except (openai.APIConnectionError, httpx.HTTPError) as exc:
             raise AnswererError(
@@ -269,9 +273,24 @@ def _final(text: str, passages: Sequence[Passage], usage: Usage | None) -> Final
     return Final(text, cited(text, passages), usage)
 
 
-def _refuses_stream_options(exc: openai.APIStatusError) -> bool:
-    """Whether an endpoint's 4xx is its refusal of the ``stream_options`` parameter, which it names."""
-    return 400 <= exc.status_code < 500 and "stream_options" in f"{exc.message} {exc.body}"
+#: The request parameters an answer can do without, each with what leaving it out costs.
+_OPTIONAL_PARAMETERS = {
+    "stream_options": "its answers are streamed without their token counts",
+    "temperature": "it is asked at its own default temperature",
+    "max_tokens": "its replies (follow-up rewrites) are asked without a token limit",
+    "seed": "its replies are asked without a seed",
+}
+
+
+def _refused_parameter(exc: openai.APIStatusError, sent: Sequence[str]) -> str | None:
+    """Which of the parameters ``sent`` an endpoint's 4xx refuses: the one its error's ``param`` names
+    (OpenAI's), else the first its message names as a word ("max_tokens", not in "max_completion_tokens")."""
+    if not 400 <= exc.status_code < 500:
+        return None
+    if exc.param in sent:
+        return exc.param
+    said = f"{exc.message} {exc.body}"
+    return next((name for name in sent if re.search(rf"\b{name}\b", said)), None)
 
 
 def _reported_usage(reported: object) -> Usage | None:
