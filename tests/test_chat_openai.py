@@ -684,3 +684,18 @@ def test_an_http_error_says_the_endpoints_message_once_punctuated(make_service, 
     with pytest.raises(AnswererError, match=r"answered HTTP 400: .*[^.]\. Check chat\.llm_model") as refused:
         service.answerer.complete([{"role": "user", "content": "hello"}], temperature=0, max_tokens=8)
     assert ".." not in str(refused.value)
+
+
+@pytest.mark.parametrize("pieces, reply", [([""], None), ([], None), (["  ", "[99]"], None),
+                                           ([], _completion("")), ([], _completion(None))],
+                         ids=["empty piece", "no piece", "a marker of no passage", "whole, empty", "whole, null"])
+def test_an_empty_answer_is_an_error_not_a_blank_turn(make_service, scripted_endpoint, scripted, pieces, reply):
+    """An endpoint that finished ("stop") with no text gave a blank answer, stored as the turn's; `ask --json`
+    printed "answer": "" and exited 0, and the web page said the documents do not cover the question."""
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    scripted.pieces, scripted.reply = pieces, reply
+    session = service.store.create_session("handbook")
+    with pytest.raises(AnswererError, match=r"finished with an empty answer \(finish_reason 'stop'\), so nothing "
+                                            r"was stored\. Ask again"):
+        service.ask(COVERED, session_id=session.id)
+    assert service.store.messages(session.id) == []

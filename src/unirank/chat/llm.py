@@ -76,9 +76,11 @@ class OpenAIAnswerer:
                     if piece := shown.feed(parts[-1]):
                         yield Delta(piece)
         self._check_finished(finish_reason, parts)
+        final = _final("".join(parts), passages, usage)
+        self._check_not_empty(final.text, finish_reason)
         if rest := shown.flush():
             yield Delta(rest)
-        yield _final("".join(parts), passages, usage)
+        yield final
 
     def _open_stream(self, messages: list[dict[str, str]]) -> openai.Stream:
         """The answer's stream, at temperature 0 and asked to end with its token counts (as far as the
@@ -119,6 +121,7 @@ class OpenAIAnswerer:
                 "(usually ending in /v1).") from None
         self._check_finished(finish_reason, [text])
         final = _final(text, passages, _reported_usage(body.get("usage")))
+        self._check_not_empty(final.text, finish_reason)
         if final.text:
             yield Delta(final.text)
         yield final
@@ -205,6 +208,15 @@ class OpenAIAnswerer:
             raise AnswererError(f"{_capital(self._where)} stopped the answer with its content filter ({got}), "
                                 "so it is cut off and was not stored. Rephrase the question, or check the "
                                 "endpoint's filter settings.")
+
+    def _check_not_empty(self, text: str, finish_reason: str | None) -> None:
+        """Refuse an answer with nothing in it (a finished one, markers of no passage aside): stored, it was
+        a blank turn, and the web page said the documents do not cover a question they do."""
+        if not text.strip():
+            raise AnswererError(
+                f"{_capital(self._where)} finished with an empty answer (finish_reason {finish_reason!r}), so "
+                "nothing was stored. Ask again, and check the endpoint's logs if it keeps happening."
+            )
 
     @contextlib.contextmanager
     def _mid_answer_errors(self, parts: list[str]) -> Iterator[None]:
