@@ -37,7 +37,8 @@ class Script:
     """What the scripted endpoint answers: ``pieces``, one every ``delay_s``, then ``ending``: "stop" or
     "length" (that finish_reason, then ``[DONE]``), "truncated" (the body ends with neither), "dropped"
     (the connection closes mid-body), "stalled" (nothing for 1 s, then "stop"), "error" (an error event),
-    "not json" (an event that is not JSON, then "stop"); ``usage``, the counts of a last chunk before
+    "not json" (an event that is not JSON, then "stop"), "pinging" (a keep-alive comment every 0.1 s for 5 s,
+    then "stop"); ``usage``, the counts of a last chunk before
     [DONE] (when the request's ``stream_options`` asks for it). ``reply``, a (Content-Type, body) pair, is sent
     instead of the stream, and ``plain`` instead of it to a request that is not streamed (a rewrite).
     ``models`` is what GET /v1/models lists. ``client_left`` is set when its client hangs up mid-answer.
@@ -122,6 +123,11 @@ class ScriptedHandler(JsonHandler):
             time.sleep(script.delay_s)
         if script.ending == "stalled":
             time.sleep(1.0)  # past the answerer's timeout; then it ends as usual
+        if script.ending == "pinging":  # as OpenRouter keeps a stalled stream open
+            for _ in range(50):
+                self._send(b": ping\n\n")
+                time.sleep(0.1)
+            script.ending = "stop"
         if script.ending == "dropped":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)  # no last chunk: the body is incomplete
@@ -699,3 +705,37 @@ def test_an_empty_answer_is_an_error_not_a_blank_turn(make_service, scripted_end
                                             r"was stored\. Ask again"):
         service.ask(COVERED, session_id=session.id)
     assert service.store.messages(session.id) == []
+
+
+@pytest.mark.parametrize("pieces, got", [([], 0), (["According to the documents, ", "it is so [1]"], 40)],
+                         ids=["before the first token", "mid-answer"])
+def test_keep_alive_comments_do_not_hold_off_the_timeout(make_service, scripted_endpoint, scripted, pieces, got):
+    """An endpoint that sent `: ping` comments while it stalled was waited on for ever: each restarted the
+    read timeout, and the client drops comments, so chat.llm_timeout_s never fired."""
+    service = make_service(llm_base_url=scripted_endpoint[0], llm_timeout_s=0.5)
+    scripted.pieces, scripted.ending = pieces, "pinging"
+    session = service.store.create_session("handbook")
+    events = service.stream(COVERED, session_id=session.id)
+    assert isinstance(next(events), Retrieved)
+    started = time.monotonic()  # the LLM call starts now
+    with pytest.raises(AnswererError, match=rf"stopped mid-answer \({got} characters of it had arrived\) and sent "
+                                            r"nothing more for 0\.5s\. .*raise chat\.llm_timeout_s"):
+        list(events)
+    assert time.monotonic() - started < 2.0  # not the 5 s of pings
+    assert scripted.client_left.wait(2)  # the connection is closed: the endpoint stops too
+    assert service.store.messages(session.id) == []
+
+
+def test_the_timeout_bounds_each_wait_not_the_answer_nor_its_reader(make_service, scripted_endpoint, scripted):
+    """A stream slower than chat.llm_timeout_s in all, but never that long between two pieces, is answered;
+    so is one whose caller takes longer than that with a piece (a slow client of the app server)."""
+    service = make_service(llm_base_url=scripted_endpoint[0], llm_timeout_s=0.5)
+    scripted.pieces, scripted.delay_s = [f"word{i} " for i in range(5)] + ["[1]"], 0.2  # 1.2 s in all
+    assert service.ask(COVERED, "handbook").answer == "word0 word1 word2 word3 word4 [1]"
+    scripted.delay_s = 0.0
+    events = service.stream(COVERED, "handbook")
+    for event in events:
+        if isinstance(event, Delta):
+            time.sleep(1.0)  # twice the limit, with the first piece
+            break
+    assert list(events)[-1].answer.answer == "word0 word1 word2 word3 word4 [1]"

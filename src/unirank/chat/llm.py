@@ -11,6 +11,9 @@ import contextlib
 import logging
 import os
 import re
+import socket
+import threading
+import time
 from functools import partial
 from typing import Iterator, Sequence
 
@@ -65,16 +68,20 @@ class OpenAIAnswerer:
             if not _is_event_stream(stream.response):  # an endpoint that ignores `stream: true`
                 yield from self._whole_answer(stream.response, passages)
                 return
-            for chunk in stream:
-                usage = _reported_usage(getattr(chunk, "usage", None)) or usage  # the last chunk's, as asked
-                if not chunk.choices:
-                    continue  # e.g. the usage chunk
-                choice = chunk.choices[0]
-                finish_reason = choice.finish_reason or finish_reason
-                if choice.delta and choice.delta.content:
-                    parts.append(choice.delta.content)
-                    if piece := shown.feed(parts[-1]):
-                        yield Delta(piece)
+            with StallWatch(stream.response, self.settings.llm_timeout_s) as watch:
+                for chunk in stream:
+                    watch.fed()
+                    usage = _reported_usage(getattr(chunk, "usage", None)) or usage  # the last chunk's, as asked
+                    if not chunk.choices:
+                        continue  # e.g. the usage chunk
+                    choice = chunk.choices[0]
+                    finish_reason = choice.finish_reason or finish_reason
+                    if choice.delta and choice.delta.content:
+                        parts.append(choice.delta.content)
+                        if piece := shown.feed(parts[-1]):
+                            watch.hold()  # the caller's time with the piece is not the endpoint's
+                            yield Delta(piece)
+                            watch.fed()
         self._check_finished(finish_reason, parts)
         final = _final("".join(parts), passages, usage)
         self._check_not_empty(final.text, finish_reason)
@@ -269,6 +276,65 @@ class OpenAIAnswerer:
         except ValueError as exc:  # the client lets json.JSONDecodeError through as it is
             raise AnswererError(f"{where} sent a reply that is not JSON ({_short(str(exc)).rstrip('.')}): check "
                                 "that chat.llm_base_url names an OpenAI-compatible API (usually ending in /v1).") from exc
+
+
+class StallWatch:
+    """Cuts an answer's stream once no event has come for ``timeout_s``, so that the stream's reader fails
+    as at a read timeout (:class:`openai.APITimeoutError`). The read timeout alone did not bound the wait:
+    any byte restarts it, and an endpoint's keep-alive comments (``: ping``; OpenRouter's ``: OPENROUTER
+    PROCESSING`` while its upstream stalls) are bytes the client then drops, so an answer that had stalled
+    was waited on for ever. One thread per answer, which sleeps until the deadline."""
+
+    def __init__(self, response: httpx.Response, timeout_s: float) -> None:
+        self.response = response
+        self.timeout_s = timeout_s
+        self.cut = False
+        self._deadline = time.monotonic() + timeout_s
+        self._over = threading.Event()
+        self._lock = threading.Lock()  # the stream cannot end as its watch cuts it
+
+    def fed(self) -> None:
+        """An event came (or the caller is back for the next): the endpoint has ``timeout_s`` again."""
+        self._deadline = time.monotonic() + self.timeout_s
+
+    def hold(self) -> None:
+        """No deadline while the caller has the stream's last piece."""
+        self._deadline = float("inf")
+
+    def __enter__(self) -> StallWatch:
+        threading.Thread(target=self._watch, name="unirank-llm-stall-watch", daemon=True).start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        with self._lock:
+            self._over.set()
+        # What the cut did to the reader (a closed connection, a body that ends early) is the stall's doing.
+        if self.cut and (exc is None or isinstance(exc, Exception)):
+            raise openai.APITimeoutError(request=self.response.request) from exc
+
+    def _watch(self) -> None:
+        while not self._over.wait(min(max(self._deadline - time.monotonic(), 0.0), self.timeout_s)):
+            with self._lock:
+                if self._over.is_set() or time.monotonic() < self._deadline:
+                    continue
+                self.cut = True
+            _cut(self.response)
+            return
+
+
+def _cut(response: httpx.Response) -> None:
+    """End the response's connection under the thread that reads it. A shutdown wakes a read in progress at
+    once; a close may not until more bytes come. The plain socket's shutdown: a TLS socket's own would drop
+    its TLS state under the reader."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    try:
+        if isinstance(sock, socket.socket):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        else:
+            response.close()
+    except OSError:  # it closed meanwhile
+        pass
 
 
 #: Content types an event stream may come under: some servers and proxies label theirs loosely.
