@@ -142,6 +142,24 @@ def test_a_turn_that_cannot_be_answered_is_refused_when_asked(service):
         service.ask(5, "handbook")
 
 
+def test_a_new_session_is_made_only_as_its_first_answer_is_stored(service):
+    """``new_session`` (how `unirank chat` starts a conversation): a turn stopped before its answer is stored
+    (cancelled, or its process killed) leaves no empty session; an answered one is stored in a new session."""
+    store = service.store
+    events = service.stream("How do I rotate an API key?", "handbook", new_session=True)
+    assert next(events).grounded  # Retrieved: the answer is about to be written
+    events.close()
+    assert store.sessions() == []
+    answer = service.ask("How do I rotate an API key?", "handbook", new_session=True)
+    (session,) = store.sessions()
+    assert answer.session_id == session.id and session.title == "How do I rotate an API key?"
+    assert [m.id for m in store.messages(session.id)][1] == answer.message_id
+    with pytest.raises(InvalidQueryError, match="new_session starts a conversation: pass it without session_id"):
+        service.stream("And how often?", "handbook", session_id=session.id, new_session=True)
+    with pytest.raises(InvalidQueryError, match="new_session needs a conversation store"):
+        ChatService(service.ur).stream("How do I rotate an API key?", "handbook", new_session=True)
+
+
 def test_sentence_spans_are_slices_of_the_text():
     text = "Rotate keys every 90 days. Rotation creates a successor\nkey. After the window it is revoked!\n\nSEV1: down."
     spans = sentence_spans(text)

@@ -229,6 +229,33 @@ def test_a_conversation_deleted_elsewhere_and_ctrl_c_while_answering(data_dir, t
     assert [s.id for s, _ in sessions(tmp_path)] == [second.id]  # the cancelled question left no empty one
 
 
+@pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_chat_killed_while_its_first_answer_is_written_leaves_no_empty_conversation(data_dir, tmp_path, sig):
+    """`timeout`, a closed terminal (SIGHUP) or `kill` end the chat without its `finally`: the session made
+    before the answer stayed, empty, listed by the web page as "(untitled)"."""
+    llm = OpenAIProtocolServer()
+    llm.delay_s = 30  # still answering when the signal comes
+    env = isolated_env(data_dir, UNIRANK_CHAT__DB_PATH=str(tmp_path / "chat.sqlite"), COLUMNS="200",
+                       UNIRANK_CHAT__ANSWERER="openai", UNIRANK_CHAT__LLM_BASE_URL=llm.url, UNIRANK_CHAT__LLM_MODEL="m")
+    term = Terminal(env, tmp_path)
+    try:
+        term.prompts(1)
+        term.send("How do I rotate an API key?")
+        term.wait_for(lambda text: "How do I rotate an API key?\nunirank " in text)
+        deadline = time.monotonic() + 30
+        while not llm.requests and time.monotonic() < deadline:  # the answer is being written
+            time.sleep(0.05)
+        assert llm.requests, term.text
+        term.proc.send_signal(sig)
+        assert term.proc.wait(30) == -sig
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        llm.stop()
+    assert sessions(tmp_path) == []
+
+
 def test_open_marks_the_quoted_sentences_not_the_text_between_them(tmp_path, monkeypatch):
     """An answer that quotes sentences 1 and 3 of a passage: ``/open`` marks those two, as the web page
     does (its spans), not sentence 2 between them (``start:end``)."""

@@ -6,6 +6,7 @@ the same answer whichever surface asked it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import time
@@ -21,7 +22,7 @@ from unirank.chat.types import (
     NOT_COVERED, AnswerEvent, ChatAnswer, ChatEvent, Completed, Delta, Final, Passage, Retrieved, Turn, Usage,
     add_usage,
 )
-from unirank.errors import InvalidQueryError
+from unirank.errors import InvalidQueryError, UnirankError
 from unirank.text import is_blank
 
 
@@ -112,25 +113,31 @@ class ChatService:
             check_reachable()
 
     def ask(self, question: str, index: str | None = None, *, session_id: str | None = None,
-            history: Sequence[Turn] | None = None, filters: Mapping[str, str] | None = None) -> ChatAnswer:
-        for event in self.stream(question, index, session_id=session_id, history=history, filters=filters):
+            history: Sequence[Turn] | None = None, filters: Mapping[str, str] | None = None,
+            new_session: bool = False) -> ChatAnswer:
+        for event in self.stream(question, index, session_id=session_id, history=history, filters=filters,
+                                 new_session=new_session):
             if isinstance(event, Completed):
                 return event.answer
         raise AssertionError("the chat stream ended without an answer")  # pragma: no cover
 
     def stream(self, question: str, index: str | None = None, *, session_id: str | None = None,
-               history: Sequence[Turn] | None = None,
-               filters: Mapping[str, str] | None = None) -> Iterator[ChatEvent]:
+               history: Sequence[Turn] | None = None, filters: Mapping[str, str] | None = None,
+               new_session: bool = False) -> Iterator[ChatEvent]:
         """Events of one turn: :class:`Retrieved`, then :class:`Delta` pieces, then :class:`Completed`.
 
         With ``session_id`` the session's stored history is used and the turn is stored in it;
         otherwise ``history`` (e.g. an OpenAI request's earlier messages) and the answer is stored
-        on its own, so feedback can still point at it.
+        on its own, so feedback can still point at it. With ``new_session`` the turn starts a session of
+        ``index``, made only as the answer is stored (the answer's ``session_id`` names it): a session made
+        before would stay empty when the answer fails or its process is killed meanwhile.
         """
         if not isinstance(question, str):
             raise InvalidQueryError(f"The question must be text, got {type(question).__name__}.")
         if is_blank(question):  # a zero-width space passed .strip()
             raise InvalidQueryError("The question is empty: ask something.")
+        if new_session:
+            _refuse_new_session_with(session_id, history, self.store)
         if history is not None:
             history = _checked_history(history)
         if session_id is not None:
@@ -138,7 +145,7 @@ class ChatService:
             history = self.store.history(session_id)  # type: ignore[union-attr]
         index = index or self.default_index()
         self.ur.backend.model(index)  # a missing index is said now, not once the events are read
-        return self._turn(question, index, session_id, history, filters)
+        return self._turn(question, index, session_id, history, filters, new_session)
 
     def create_session(self, index: str | None = None, title: str = "") -> Session:
         """A session of ``index`` (the default index when None) that exists now: the store alone keeps any
@@ -162,7 +169,7 @@ class ChatService:
         return index
 
     def _turn(self, question: str, index: str, session_id: str | None, history: Sequence[Turn] | None,
-              filters: Mapping[str, str] | None) -> Iterator[ChatEvent]:
+              filters: Mapping[str, str] | None, new_session: bool = False) -> Iterator[ChatEvent]:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         rewriter, rewrites = self._rewriter_of_one_turn()
@@ -204,11 +211,25 @@ class ChatService:
             usage=add_usage(rewrites.usage, self._cost_of(final)),
         )
         if self.store is not None:
-            _, stored = self.store.add_turn(session_id, index, answer.question, answer.answer, query=query,
-                                            grounded=answer.grounded, citations=answer.citations,
-                                            answerer=answer.answerer)
-            answer.message_id = stored.id
+            self._remember(answer, index, new_session)
         yield Completed(answer)
+
+    def _remember(self, answer: ChatAnswer, index: str, new_session: bool) -> None:
+        """Stores the turn (in a session made now, with ``new_session``), setting the answer's ids."""
+        store = self.store
+        assert store is not None
+        if new_session:
+            answer.session_id = store.create_session(index).id
+        try:
+            _, stored = store.add_turn(answer.session_id, index, answer.question, answer.answer, query=answer.query,
+                                       grounded=answer.grounded, citations=answer.citations,
+                                       answerer=answer.answerer)
+        except BaseException:  # the session made for this turn must not outlive it empty
+            if new_session:
+                with contextlib.suppress(UnirankError):
+                    store.delete_session(answer.session_id)  # type: ignore[arg-type]
+            raise
+        answer.message_id = stored.id
 
     def _rewriter_of_one_turn(self) -> tuple[QueryRewriter, "_CountedRewrites"]:
         """The rewriter, its LLM's rewrites counted for this turn alone: a copy, as turns run side by side.
@@ -258,6 +279,16 @@ class _CountedRewrites:
         text, cost = counted(question, history)
         self.usage = add_usage(self.usage, cost)
         return text
+
+
+def _refuse_new_session_with(session_id: str | None, history: Sequence[Turn] | None,
+                             store: ConversationStore | None) -> None:
+    """``new_session`` starts a conversation: it has no session yet, nor earlier turns."""
+    if store is None:
+        raise InvalidQueryError("new_session needs a conversation store: ChatService(ur, ConversationStore(path)).")
+    if session_id is not None or history is not None:
+        raise InvalidQueryError("new_session starts a conversation: pass it without session_id or history (ask "
+                                "in an existing session with session_id alone).")
 
 
 def _checked_history(history: Sequence[Turn]) -> list[Turn]:

@@ -102,8 +102,9 @@ class _Chat:
         self.store = service.store
         self.index = index
         self.filters = filters
-        #: Made for the first question, and deleted again if it got no answer: no empty "(untitled)" one is left.
-        self.session = None
+        #: The conversation's session id: made as the first answer is stored, so a question that gets no answer
+        #: (failed, cancelled, or the chat killed meanwhile) leaves no empty "(untitled)" one.
+        self.session: str | None = None
         self.last = None
         #: Questions that got no answer (failed, cancelled, or not UTF-8 text).
         self.unanswered = 0
@@ -176,38 +177,38 @@ class _Chat:
         """Streams the answer to ``question`` in the conversation; False when it got none."""
         from unirank.chat.types import Completed, Delta
 
-        if self.session is not None and not self._exists(self.session.id):
+        if self.session is not None and not self._exists(self.session):
             self.session = None  # deleted elsewhere (the web page): its history went with it
             console.print("[yellow]This conversation was deleted elsewhere, so this question starts a new "
                           "one.[/yellow]")
         console.print("[bold green]unirank[/bold green] ", end="")
         # /up, /down and /open then act on this question's answer, not an earlier one when this one gets none.
         self.last = None
-        created = answered = False
         events = None
         try:
             if self.session is None:
-                self.session, created = self.store.create_session(self.index), True
-            events = self.service.stream(question, session_id=self.session.id, filters=self.filters)
+                events = self.service.stream(question, self.index, new_session=True, filters=self.filters)
+            else:
+                events = self.service.stream(question, session_id=self.session, filters=self.filters)
             for event in events:
                 if isinstance(event, Delta):
                     console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
                 elif isinstance(event, Completed):
                     self.last = event.answer
+                    self.session = self.last.session_id
                     console.print()
                     if self.last.query != self.last.question:
                         console.print(f"[dim]searched for: {escape(self.last.query)}[/dim]")
                     _print_sources(self.last.citations)
-            answered = True
             return True
         except KeyboardInterrupt:
             console.print("\n[yellow]Answer cancelled.[/yellow] [dim]Ask again, or Ctrl-D to leave.[/dim]")
         except ConversationNotFoundError as exc:
             console.print()
-            if self.session is not None and not self._exists(self.session.id):
+            if self.session is not None and not self._exists(self.session):
                 console.print("[yellow]This conversation was deleted elsewhere while the answer was written, "
                               "so it was not kept; the next question starts a new conversation.[/yellow]")
-                self.session, created = None, False
+                self.session = None
             else:
                 print_error(exc)
         except UnirankError as exc:
@@ -216,8 +217,6 @@ class _Chat:
         finally:
             if events is not None:
                 events.close()  # a cancelled answer stops where it was
-            if created and not answered:  # whatever ended it, an unexpected error included
-                self._drop_if_empty()
         return False
 
     def _exists(self, session_id: str) -> bool:
@@ -226,16 +225,6 @@ class _Chat:
         except ConversationNotFoundError:
             return False
         return True
-
-    def _drop_if_empty(self) -> None:
-        """The session made for a question that got no answer holds nothing: it is deleted, not left in
-        the web page's list as "(untitled)", and the next question makes another."""
-        session, self.session = self.session, None
-        try:
-            if session is not None and not self.store.messages(session.id):
-                self.store.delete_session(session.id)
-        except UnirankError:
-            pass  # deleted elsewhere meanwhile
 
 
 def _reconfigure_stdin(**options: str) -> bool:
