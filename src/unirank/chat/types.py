@@ -63,9 +63,24 @@ class Citation:
         return Citation(**{**self.to_dict(), "start": start, "end": end, "text": self.passage[start:end],
                            "score": max(self.score, other.score), "spans": sorted({*self.spans, *other.spans})})
 
+    def quoted_spans(self) -> list[tuple[int, int]]:
+        """Where in ``passage`` the answer quoted, as ``/open`` and the web page mark it."""
+        return list(self.spans or [(self.start, self.end)])
+
+    def quoted_text(self) -> str:
+        """The quoted parts of the passage: ``text`` (``start:end``) also holds what lies between them, the
+        table rows and sentences the answer left out. Parts apart are joined by " … "; parts only
+        whitespace apart keep the passage's own text."""
+        spans = self.quoted_spans()
+        parts = [self.passage[slice(*spans[0])]]
+        for (_, end), (start, stop) in zip(spans, spans[1:]):
+            between = self.passage[end:start]
+            parts.append((between if not between.strip() else " \u2026 ") + self.passage[start:stop])
+        return "".join(parts)
+
     def brief(self) -> dict:
-        """The fields ``unirank ask --json`` prints."""
-        return {"n": self.n, "title": self.title, "uri": self.uri, "page": self.page, "text": self.text}
+        """The fields ``unirank ask --json`` prints; ``text`` is what was quoted."""
+        return {"n": self.n, "title": self.title, "uri": self.uri, "page": self.page, "text": self.quoted_text()}
 
     def to_dict(self) -> dict:
         return {"n": self.n, "chunk_id": self.chunk_id, "doc_id": self.doc_id, "title": self.title,

@@ -49,7 +49,7 @@ def ask(
             index = index or service.default_index()
             _refuse_unknown_filter_keys(ur, index, filters)
             if as_json:
-                print_json(_brief(service.ask(question, index, filters=filters)))
+                print_json(service.ask(question, index, filters=filters).brief())
                 return
             for event in service.stream(question, index, filters=filters):
                 if isinstance(event, Delta):
@@ -275,34 +275,9 @@ def _marked(citation) -> Text:
     """The cited passage with each quoted sentence marked (``spans``, as the web page marks them): an
     answer quoting sentences 1 and 3 does not mark sentence 2, which ``start:end`` spans."""
     text = Text(citation.passage)
-    for start, end in _quoted_spans(citation):
+    for start, end in citation.quoted_spans():
         text.stylize("reverse", start, end)
     return text
-
-
-def _quoted_spans(citation) -> list[tuple[int, int]]:
-    return list(citation.spans or [(citation.start, citation.end)])
-
-
-def _brief(answer) -> dict:
-    """What ``ask --json`` prints: the answer's brief, each citation's ``text`` what was quoted of it."""
-    brief = answer.brief()
-    for shown, citation in zip(brief["citations"], answer.citations):
-        shown["text"] = _quoted_text(citation)
-    return brief
-
-
-def _quoted_text(citation) -> str:
-    """The quoted parts of the passage, as ``/open`` marks them: ``text`` (``start:end``) also holds what lies
-    between them, the table rows and sentences the answer left out. Parts apart are joined by " … "; parts
-    only whitespace apart keep the passage's own text."""
-    passage = citation.passage
-    spans = _quoted_spans(citation)
-    parts = [passage[slice(*spans[0])]]
-    for (_, end), (start, stop) in zip(spans, spans[1:]):
-        between = passage[end:start]
-        parts.append((between if not between.strip() else " \u2026 ") + passage[start:stop])
-    return "".join(parts)
 
 
 def _print_sources(citations) -> None:
