@@ -3,7 +3,7 @@
 import pytest
 
 from unirank.search.types import Chunk
-from unirank.training.pseudo_queries import DEFAULT_KINDS, PseudoQueryGenerator
+from unirank.training.pseudo_queries import DEFAULT_KINDS, PseudoQueryGenerator, sentences
 
 TEXTS = [
     "Library catalogues describe books by author and title. Subject headings add a controlled vocabulary "
@@ -80,3 +80,19 @@ def test_training_refuses_an_unknown_kind_before_any_work(tmp_path):
     with pytest.raises(TrainingError, match="none given"):
         TrainRequest(name="x", beir=tmp_path, pseudo_kinds=()).validate()
     TrainRequest(name="x", beir=tmp_path, pseudo_kinds=("lead",)).validate()
+
+
+@pytest.mark.parametrize("text, first", [
+    ("Ключи меняются каждые девяносто дней. Резервные копии хранятся тридцать дней. Журналы удаляются через год.",
+     "Ключи меняются каждые девяносто дней."),
+    ("Τα κλειδιά αλλάζουν κάθε ενενήντα ημέρες. Η πολιτική ισχύει για όλους. Οι αλλαγές καταγράφονται.",
+     "Τα κλειδιά αλλάζουν κάθε ενενήντα ημέρες."),
+    ("鍵は九十日ごとに交換します。バックアップは三十日間保存します。ログは一年後に削除します。", "鍵は九十日ごとに交換します。"),
+    ("Keys rotate every ninety days. Backups are kept for thirty days. Logs go after a year.",
+     "Keys rotate every ninety days."),
+])
+def test_sentences_are_split_in_every_cased_script_and_after_cjk_ends(text, first):
+    """Only an A-Z capital started a sentence: a Russian, Greek or Japanese passage was one sentence,
+    too few for a lead query, so corpus-only training on such documents had only keyphrase and title ones."""
+    parts = sentences(text)
+    assert len(parts) == 3 and parts[0] == first

@@ -65,10 +65,14 @@ _OPENERS = "[\"'\u201c\u2018\u201e\u00ab\u00bf\u00a1(\\[]"
 #: inside a quote (「はい。」と言った: one sentence), not the end of the sentence.
 _CJK_ENDS = "\u3002\uff01\uff1f\uff61"
 _CJK_CLOSERS = "\u300d\u300f\uff09\u3011\u3015\u3009\u300b\u201d\u2019\"')\\]"
+#: What a sentence after a full stop starts with: a digit or a capital of any cased script.
+SENTENCE_START = _capitals()
+#: CJK sentence ends, after which no space comes.
+CJK_SENTENCE_ENDS = _CJK_ENDS
 # A list item begins a sentence too, whatever ended the line before it: an item with no full stop
 # was read as one sentence with the next.
 _SENTENCE = re.compile(
-    r"""(?:[.!?]""" + _NOT_AN_END + _CLOSERS + r"""*(?=\s+""" + _OPENERS + "?" + _capitals() + ")"
+    r"""(?:[.!?]""" + _NOT_AN_END + _CLOSERS + r"""*(?=\s+""" + _OPENERS + "?" + SENTENCE_START + ")"
     + r"""|(?=[ \t]*\n\s*""" + _LIST_MARKER + r"""[ \t])"""
     + rf"""|(?<=[{_CJK_ENDS}])(?![{_CJK_ENDS}{_CJK_CLOSERS}]))(\s*)"""
 )

@@ -43,10 +43,13 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from unirank.errors import TrainingError
+from unirank.ingest.chunking import CJK_SENTENCE_ENDS, SENTENCE_START
 from unirank.search.types import Chunk
 from unirank.training.examples import TrainingPair
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+# The chunker's sentence starts (a capital of any cased script) and CJK ends: with A-Z only, a Russian or
+# Japanese passage was one sentence, too few for a lead or crop query.
+_SENTENCE = re.compile(rf"(?<=[.!?])\s+(?=[\"'(]|{SENTENCE_START})|(?<=[{CJK_SENTENCE_ENDS}])\s*")
 #: ``llm`` (doc2query on an OpenAI-compatible endpoint) is written by ``doc2query.LLMQueryWriter``;
 #: this generator makes the other, offline kinds.
 KINDS = ("crop", "keyphrase", "title", "lead", "llm")
