@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from unirank.ingest.chunking import MAX_TOKEN_CHARS, Chunker
+from unirank.ingest.chunking import MAX_INDENT_CHARS, MAX_TOKEN_CHARS, Chunker
 from unirank.ingest.documents import ParsedDocument, Section
 
 MAX_SEQ_LENGTH = 256  # all-MiniLM-L6-v2's
@@ -180,7 +180,12 @@ def test_text_in_other_scripts_is_cut_at_its_sentence_ends(tokenizer, language):
      ["鍵を交換します。", "バックアップは毎日行われます！", "次は？", "はい。"]),
     ("「はい。」と言った。東京です。", ["「はい。」と言った。", "東京です。"]),  # an end inside a quote is none
     ("Keys rotate. backups run. Dr. Weber said so.", ["Keys rotate. backups run.", "Dr. Weber said so."]),
-], ids=["russian", "greek", "central-european", "guillemets", "japanese", "japanese-quote", "english"])
+    ("Офис находится в г. Москва на ул. Ленина. Звоните проф. Иванову.",
+     ["Офис находится в г. Москва на ул. Ленина.", "Звоните проф. Иванову."]),
+    ("Biuro jest przy ul. Marszałkowskiej, np. Warszawa. Dzwoń do dr. Nowaka.",
+     ["Biuro jest przy ul. Marszałkowskiej, np. Warszawa.", "Dzwoń do dr. Nowaka."]),
+], ids=["russian", "greek", "central-european", "guillemets", "japanese", "japanese-quote", "english",
+        "russian-abbreviations", "polish-abbreviations"])
 def test_the_chats_sentence_spans_find_sentence_ends_in_every_script(text, sentences):
     """The chat quotes sentences by the chunker's own boundaries: a Russian passage was one "sentence"."""
     from unirank.chat.sentences import sentence_spans
@@ -350,12 +355,13 @@ def test_megabytes_of_whitespace_between_words_are_shortened_in_the_chunk_text(t
     """The text between two tokens counted for nothing: a megabyte of spaces between two words was one
     chunk of "2 tokens", stored, cited and sent to the chat whole (and cutting its sentences took hours).
     A run of more than MAX_TOKEN_CHARS whitespace characters keeps its line breaks (two at most) and the
-    indentation of the line it ends on, up to MAX_TOKEN_CHARS characters in all."""
+    indentation of the line it ends on, up to MAX_INDENT_CHARS characters; inside a line, MAX_TOKEN_CHARS."""
     text = ("Alpha" + " " * 1_000_000 + "beta." + "\n" * 1_000_000 + "Gamma" + "\t \n" * 300_000 + "delta\n"
-            + " " * 40 + "indented  twenty" + " " * 20 + "kept.")
+            + " " * 40 + "indented  forty" + " " * 20 + "kept.\n" + " " * 1_000_000 + "deep.")
     chunks = chunker(tokenizer).chunk(ParsedDocument("d", "Spaced", [Section(text)]), "d")
     assert [ch.text for ch in chunks] == [
-        "Alpha" + " " * 20 + "beta.\n\nGamma\n\ndelta\n" + " " * 19 + "indented  twenty" + " " * 20 + "kept."]
+        "Alpha" + " " * 20 + "beta.\n\nGamma\n\ndelta\n" + " " * 40 + "indented  forty" + " " * 20 + "kept.\n"
+        + " " * MAX_INDENT_CHARS + "deep."]
 
 
 def test_a_code_blocks_indentation_reaches_the_chunks(tokenizer):
@@ -366,6 +372,21 @@ def test_a_code_blocks_indentation_reaches_the_chunks(tokenizer):
     data = b"# Config\n\n```yaml\nserver:\n  port: 8080\ndatabase:\n  port: 5432\n```\n"
     [chunk] = chunker(tokenizer).chunk(parse_document(data, "c.md")[0], "c.md")
     assert chunk.text == "server:\n  port: 8080\ndatabase:\n  port: 5432"
+
+
+def test_deep_code_keeps_its_nesting_its_columns_and_no_shared_indent(tokenizer):
+    """Code six levels deep lost its nesting (every line over 19 spaces came out at 19, so try, pass, except
+    and raise lined up), spaces inside a line were squeezed (aligned columns broke), and a <pre> indented
+    as a whole kept its indent on every line but the chunk's first."""
+    from unirank.ingest.parsers import parse_document
+
+    levels = ["def f(x):", "for a in x:", "if a:", "while True:", "try:", "pass"]
+    nested = "\n".join("    " * depth + line for depth, line in enumerate(levels))
+    html = (f"<html><body><h1>Code</h1><pre>\n{nested}\n</pre>"
+            "<pre>\n        name    port\n        api     8080\n</pre></body></html>").encode()
+    [chunk] = chunker(tokenizer).chunk(parse_document(html, "c.html")[0], "c.html")
+    assert nested in chunk.text and "    " * 5 + "pass" in chunk.text
+    assert "name    port\napi     8080" in chunk.text
 
 
 def test_many_documents_are_chunked_together_with_their_own_ordinals(tokenizer):

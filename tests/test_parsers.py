@@ -683,22 +683,23 @@ def test_markdown_ordered_lists_keep_their_numbers(tmp_path):
     rendered ones: from the list's start, one up an item."""
     (tmp_path / "rotate.md").write_text(
         "# Rotate a key\n\n1. Open Settings.\n1. Click Rotate.\n   - Confirm\n\n   Wait for the banner.\n"
-        "1. Copy the new key.\n\nIf step 2 fails, retry.\n\n7) Seventh\n8) Eighth\n\n- Bullet\n")
+        "1. Copy the new key.\n\nIf step 2 fails, retry.\n\n7) Seventh\n8) Eighth\n\n- Bullet\n\n0. Zero\n1. One\n")
     [section] = only(tmp_path / "rotate.md").sections
     assert section.text == ("1. Open Settings.\n2. Click Rotate.\n- Confirm\nWait for the banner.\n"
-                            "3. Copy the new key.\n\nIf step 2 fails, retry.\n\n7) Seventh\n8) Eighth\n\n- Bullet")
+                            "3. Copy the new key.\n\nIf step 2 fails, retry.\n\n7) Seventh\n8) Eighth\n\n- Bullet"
+                            "\n\n0. Zero\n1. One")  # a list may start at 0
 
 
 def test_code_blocks_keep_their_indentation_and_prose_does_not(tmp_path):
     """Every line was stripped: YAML's nesting was lost (two top-level `port` keys) and Python's blocks with
-    it. Only code keeps its indentation (its inner space runs still collapse, as the text's do)."""
+    it. Only code keeps its indentation and its inner space runs (aligned columns); prose collapses both."""
     (tmp_path / "config.md").write_text(
         "# Config\n\n   Indented   prose.\n\n```yaml\nserver:\n  port:  8080\n\n  hosts:\n\t- a  \n```\n\n"
         "- Then:\n\n  ```\n  if ready:\n      go()\n  ```\n\n"
         "Indented code:\n\n    def rotate(key):\n        return key\n\n## Empty\n\n```\n   \n```\n")
     doc = only(tmp_path / "config.md")
     assert [(s.heading_path, s.text) for s in doc.sections] == [
-        (("Config",), "Indented prose.\n\nserver:\n  port: 8080\n\n  hosts:\n\t- a\n\n- Then:\nif ready:\n    go()"
+        (("Config",), "Indented prose.\n\nserver:\n  port:  8080\n\n  hosts:\n\t- a\n\n- Then:\nif ready:\n    go()"
                       "\n\nIndented code:\n\ndef rotate(key):\n    return key"),
         (("Config", "Empty"), "Empty")]  # a blank fence is no body
     (tmp_path / "code.html").write_text(

@@ -33,7 +33,9 @@ _PARAGRAPH = re.compile(r"\n\s*\n")
 # after it; group 1 is the gap between the sentences (empty after a CJK end). Not after a title or an
 # abbreviation that is followed by a capital ("Dr. Weber", "e.g. Slack"), nor after a day before its
 # month ("bis zum 31. März", "1. Mai"): those cut a sentence in two, and a quote of either half misled.
-_ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "Prof", "St", "Nr", "vs", "ca", "bzw", "e.g", "i.e", "z.B", "u.a", "d.h")
+_ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "Prof", "St", "Nr", "vs", "ca", "bzw", "e.g", "i.e", "z.B", "u.a", "d.h",
+                  # Russian and Polish ones a name follows ("в г. Москва на ул. Ленина", "przy ul. Marszałkowskiej")
+                  "г", "ул", "пр", "проф", "им", "т.е", "ul", "al", "np", "tzn", "prof", "dr", "im")
 _MONTHS = (r"(?:Jan(?:uar|uary)?|J\u00e4nner|Feb(?:ruar|ruary)?|M\u00e4rz|Mar(?:ch)?|Apr(?:il)?|Mai|May|Jun[ie]?|"
            r"Jul[iy]?|Aug(?:ust)?|Sep(?:t|tember)?|O[ck]t(?:ober)?|Nov(?:ember)?|De[cz](?:ember)?)\b")
 _NOT_AN_END = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS) + (
@@ -67,8 +69,9 @@ _CJK_ENDS = "\u3002\uff01\uff1f\uff61"
 _CJK_CLOSERS = "\u300d\u300f\uff09\u3011\u3015\u3009\u300b\u201d\u2019\"')\\]"
 #: What a sentence after a full stop starts with: a digit or a capital of any cased script.
 SENTENCE_START = _capitals()
-#: CJK sentence ends, after which no space comes.
+#: CJK sentence ends, after which no space comes, and what after one keeps the sentence going.
 CJK_SENTENCE_ENDS = _CJK_ENDS
+CJK_SENTENCE_CLOSERS = _CJK_CLOSERS
 # A list item begins a sentence too, whatever ended the line before it: an item with no full stop
 # was read as one sentence with the next.
 _SENTENCE = re.compile(
@@ -84,6 +87,9 @@ _TOKENIZE_BATCH = 1024
 MAX_TOKEN_CHARS = 20
 #: Whitespace no token covers: a megabyte of it between two words made a chunk of "two tokens".
 _LONG_WHITESPACE = re.compile(rf"\s{{{MAX_TOKEN_CHARS + 1},}}")
+#: The most indentation a line keeps: code nested six levels deep at four spaces (24) kept only 19, which
+#: flattened its blocks (Python's meaning with them); more than this is no nesting anyone reads.
+MAX_INDENT_CHARS = 64
 _ContextKey = tuple[str, tuple[str, ...]]  # (title, heading path)
 _Context = tuple[str, tuple[str, ...], int]  # (title, heading path) as used, prefix tokens
 _MAX_REPLANS = 8
@@ -399,11 +405,12 @@ def _bound_whitespace(text: str) -> str:
 
 def _shortened_run(match: re.Match[str]) -> str:
     """A long whitespace run as its line breaks (two at most: a paragraph break stays one) and the end of
-    the indentation of the line it ends on, ``MAX_TOKEN_CHARS`` characters in all."""
+    the indentation of the line it ends on: up to ``MAX_INDENT_CHARS`` characters after a break, and
+    ``MAX_TOKEN_CHARS`` in all for a run inside a line."""
     run = match.group()
     breaks = "\n" * min(2, run.count("\n"))
     indentation = run[run.rfind("\n") + 1:]  # all of it when the run holds no line break
-    return breaks + indentation[-(MAX_TOKEN_CHARS - len(breaks)):]
+    return breaks + indentation[-(MAX_INDENT_CHARS if breaks else MAX_TOKEN_CHARS):]
 
 
 def _best_break(units: list[_Unit], totals: list[int], start: int, end: int, fresh: int,

@@ -40,7 +40,9 @@ PARSERS: tuple[Parser, ...] = (
 #: of keeping their old text for good. 7: long whitespace runs shortened in chunks, titles and headings.
 #: 8: code indentation, ordered list numbers, HTML captions and alt text, DOCX content controls and
 #: heading styles, PDF placeholder titles, number titles in JSONL, sentence ends in every cased script.
-PARSER_VERSION = 8
+#: 9: code keeps deep indentation and its inner spaces, less the indentation all its lines share; lists
+#: from 0; Russian and Polish abbreviations end no sentence.
+PARSER_VERSION = 9
 _BY_EXTENSION: dict[str, Parser] = {ext: parser for parser in PARSERS for ext in parser.extensions}
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_BY_EXTENSION)
 #: Formats that must be text: a NUL byte or undecodable bytes mean a mislabelled binary file.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
+import textwrap
 from datetime import date, time
 from pathlib import PurePosixPath
 
@@ -201,10 +202,12 @@ CODE_LINE = "\ufdd0"
 
 def code_lines(text: str) -> str:
     """``text`` with each line marked as code (``CODE_LINE``), so that its indentation survives; YAML or
-    Python without it reads otherwise. Blank text stays blank."""
+    Python without it reads otherwise. The indentation all lines share is dropped: a block that opens
+    indented (``<pre>`` inside an indented page) would otherwise lose its first line's indent alone where
+    a chunk begins. Blank text stays blank."""
     if not text.strip():
         return ""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = textwrap.dedent(text.replace("\r\n", "\n").replace("\r", "\n")).split("\n")
     return "\n".join(CODE_LINE + line for line in lines)
 
 
@@ -217,13 +220,14 @@ def normalize_whitespace(text: str) -> str:
 
 
 def _normalize_line(line: str) -> str:
-    """The line with its space runs collapsed and its ends stripped; a code line's indentation is kept (its
-    other spaces as spaces, tabs as tabs), behind its mark, which no strip takes off."""
+    """The line with its space runs collapsed and its ends stripped; a code line keeps its indentation (other
+    spaces as spaces, tabs as tabs) and the spaces inside it (columns aligned by them stay aligned), behind
+    its mark, which no strip takes off."""
     if not line.startswith(CODE_LINE):
         return _SPACES.sub(" ", line).strip()
     code = line.replace(CODE_LINE, "")
     indentation = _SPACES.match(code)
-    rest = _SPACES.sub(" ", code).strip()
+    rest = _SPACES.sub(lambda run: _NOT_TAB.sub(" ", run.group()), code.strip())  # no-break spaces as spaces
     if not rest:
         return ""
     return CODE_LINE + (_NOT_TAB.sub(" ", indentation.group()) if indentation else "") + rest

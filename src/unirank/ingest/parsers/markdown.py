@@ -208,7 +208,8 @@ class _Renderer:
             elif kind == "bullet_list_open":
                 self.lists.append(_List())
             elif kind == "ordered_list_open":
-                self.lists.append(_List(number=int(token.attrGet("start") or 1), delimiter=token.markup or "."))
+                start = token.attrGet("start")  # 0 is a start too: "0. zero" numbers from 0
+                self.lists.append(_List(number=1 if start is None else int(start), delimiter=token.markup or "."))
             elif kind == "list_item_open":
                 self.lists[-1].next_item()
             elif kind in ("bullet_list_close", "ordered_list_close"):
