@@ -43,7 +43,7 @@ class Script:
     instead of the stream, and ``plain`` instead of it to a request that is not streamed (a rewrite).
     ``models`` is what GET /v1/models lists. ``client_left`` is set when its client hangs up mid-answer.
     ``refuses``: the request parameters it answers a 400 for, as OpenAI's reasoning models refuse theirs;
-    ``bodies``: the requests it was sent."""
+    ``errors``: 400 bodies answered first, one a request; ``bodies``: the requests it was sent."""
 
     pieces: list[str] = field(default_factory=lambda: ["According to the documents, ", "it is so [1]"])
     delay_s: float = 0.0
@@ -54,6 +54,7 @@ class Script:
     stream_type: str = "text/event-stream"
     models: list[str] = field(default_factory=lambda: ["scripted"])
     refuses: tuple[str, ...] = ()
+    errors: list[dict] = field(default_factory=list)
     bodies: list[dict] = field(default_factory=list)
     sent: int = 0
     client_left: threading.Event = field(default_factory=threading.Event)
@@ -97,6 +98,9 @@ class ScriptedHandler(JsonHandler):
     def do_POST(self) -> None:
         body = self.json_body()
         self.script.bodies.append(body)
+        if self.script.errors:
+            self.answer(400, self.script.errors.pop(0))
+            return
         if refused := next((name for name in self.script.refuses if name in body), None):
             refusal = _REFUSALS.get(refused, {"message": f"Invalid value for '{refused}'.", "code": "invalid_value"})
             self.answer(400, {"error": {**refusal, "type": "invalid_request_error", "param": refused}})
@@ -681,6 +685,31 @@ def test_a_reasoning_model_that_refuses_temperature_and_max_tokens_still_answers
     assert len(refused) == 2  # once each: temperature by the first answer, max_tokens by the first rewrite
     assert service.answerer.refused_parameters == {"temperature", "max_tokens"}
     assert all(body.get("stream_options") for body in scripted.bodies if body.get("stream"))  # still asked for
+
+
+_ECHOED = ("[{'type': 'extra_forbidden', 'loc': ('body', 'guided_json'), 'msg': 'Extra inputs are not permitted', "
+           "'input': {'model': 'scripted', 'temperature': 0, 'max_tokens': 8}}]")
+_TOO_LARGE = ("'max_tokens' or 'max_completion_tokens' is too large: 8. This model's maximum context length is 512 "
+              "tokens and your request has 600 input tokens.")
+
+
+@pytest.mark.parametrize("message, tries", [(_ECHOED, 3), (_TOO_LARGE, 1)], ids=["request echoed", "too large"])
+def test_an_error_that_names_a_parameter_without_refusing_it_leaves_later_requests_whole(
+        make_service, scripted_endpoint, scripted, message, tries):
+    """A server that echoes the request in its validation errors (pydantic's input, as vLLM's) names every
+    parameter, and "max_tokens is too large" names one it does take: each was dropped in turn, and from every
+    later request (no more temperature 0, no usage counts). One is dropped for good only when a try without
+    it is answered, and only for words that refuse it."""
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    scripted.errors = [{"object": "error", "message": message, "type": "BadRequestError", "param": None,
+                        "code": 400}] * 3  # the request's real fault stays
+    scripted.plain = _completion("Rotated.")
+    with pytest.raises(AnswererError, match="HTTP 400"):
+        service.answerer.complete([{"role": "user", "content": "hello"}], temperature=0, max_tokens=8)
+    assert len(scripted.bodies) == tries and service.answerer.refused_parameters == set()
+    scripted.errors.clear()
+    assert service.answerer.complete([{"role": "user", "content": "hello"}], temperature=0, max_tokens=8) == "Rotated."
+    assert scripted.bodies[-1]["temperature"] == 0 and scripted.bodies[-1]["max_tokens"] == 8
 
 
 def test_an_http_error_says_the_endpoints_message_once_punctuated(make_service, scripted_endpoint, scripted):

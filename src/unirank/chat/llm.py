@@ -98,17 +98,25 @@ class OpenAIAnswerer:
     def _create(self, **request: object) -> object:
         """``chat.completions.create`` without the optional parameters this endpoint refused. One it refuses
         now (a 4xx that names it: ``stream_options`` on older vLLM and some proxies, ``temperature`` 0 and
-        ``max_tokens`` on OpenAI's reasoning models) is left out of a second try and of every later request."""
+        ``max_tokens`` on OpenAI's reasoning models) is left out of a second try, and of every later request
+        once a try without it is answered: a server that echoes the request in its errors names every
+        parameter, and one refused on a guess that changes nothing is the original error, not a refusal."""
+        left_out: list[str] = []
         while True:
-            sent = {name: value for name, value in request.items() if name not in self.refused_parameters}
+            sent = {name: value for name, value in request.items()
+                    if name not in self.refused_parameters and name not in left_out}
             try:
-                return self.client.chat.completions.create(**sent)  # type: ignore[call-overload]
+                response = self.client.chat.completions.create(**sent)  # type: ignore[call-overload]
             except openai.APIStatusError as exc:
                 refused = _refused_parameter(exc, [name for name in sent if name in _OPTIONAL_PARAMETERS])
                 if refused is None:
                     raise
+                left_out.append(refused)
+                continue
+            for refused in left_out:
                 log.info("%s refuses %s: %s.", _capital(self._where), refused, _OPTIONAL_PARAMETERS[refused])
                 self.refused_parameters.add(refused)
+            return response
 
     def _whole_answer(self, response: httpx.Response, passages: Sequence[Passage]) -> Iterator[AnswerEvent]:
         """The answer of an endpoint that sent one complete chat completion instead of a stream: it is the
@@ -360,14 +368,24 @@ _OPTIONAL_PARAMETERS = {
 }
 
 
+#: How endpoints say a parameter is not taken at all: OpenAI's "Unsupported parameter"/"unsupported_value",
+#: pydantic's "Extra inputs are not permitted" (vLLM, FastAPI servers), "unrecognized request argument".
+_REFUSAL = re.compile(r"unsupported|not supported|does not support|unrecogni[sz]ed|unknown|not permitted|"
+                      r"not allowed|extra_forbidden|unexpected", re.IGNORECASE)
+
+
 def _refused_parameter(exc: openai.APIStatusError, sent: Sequence[str]) -> str | None:
-    """Which of the parameters ``sent`` an endpoint's 4xx refuses: the one its error's ``param`` names
-    (OpenAI's), else the first its message names as a word ("max_tokens", not in "max_completion_tokens")."""
+    """Which of the parameters ``sent`` an endpoint's 4xx refuses as such ("unsupported", "not permitted",
+    ...; "max_tokens is too large" asks for a shorter prompt, not for no limit): the one its error's
+    ``param`` names (OpenAI's), else the first its message names as a word ("max_tokens", not in
+    "max_completion_tokens")."""
     if not 400 <= exc.status_code < 500:
+        return None
+    said = f"{exc.message} {exc.body}"
+    if not _REFUSAL.search(said):
         return None
     if exc.param in sent:
         return exc.param
-    said = f"{exc.message} {exc.body}"
     return next((name for name in sent if re.search(rf"\b{name}\b", said)), None)
 
 
