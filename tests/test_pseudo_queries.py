@@ -93,6 +93,14 @@ def test_training_refuses_an_unknown_kind_before_any_work(tmp_path):
 ])
 def test_sentences_are_split_in_every_cased_script_and_after_cjk_ends(text, first):
     """Only an A-Z capital started a sentence: a Russian, Greek or Japanese passage was one sentence,
-    too few for a lead query, so corpus-only training on such documents had only keyphrase and title ones."""
+    too few for a lead query, so corpus-only training on such documents had only keyphrase and title ones.
+    A Japanese sentence, one space-separated "word", was then still too short for one."""
     parts = sentences(text)
     assert len(parts) == 3 and parts[0] == first
+    chunk = Chunk(id="c", doc_id="d", source_uri="d", ordinal=1, text=text, title="")
+    [lead] = PseudoQueryGenerator(kinds=("lead",)).generate([chunk])
+    assert lead.query == first and lead.positive == text.replace(first, "").strip()
+
+
+def test_a_cjk_end_inside_quotes_or_doubled_ends_no_sentence():
+    assert sentences("彼は「はい。」と言った。本当！？次です。") == ["彼は「はい。」と言った。", "本当！？", "次です。"]

@@ -43,13 +43,18 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from unirank.errors import TrainingError
-from unirank.ingest.chunking import CJK_SENTENCE_ENDS, SENTENCE_START
+from unirank.ingest.chunking import CJK_SENTENCE_CLOSERS, CJK_SENTENCE_ENDS, SENTENCE_START
 from unirank.search.types import Chunk
 from unirank.training.examples import TrainingPair
 
 # The chunker's sentence starts (a capital of any cased script) and CJK ends: with A-Z only, a Russian or
-# Japanese passage was one sentence, too few for a lead or crop query.
-_SENTENCE = re.compile(rf"(?<=[.!?])\s+(?=[\"'(]|{SENTENCE_START})|(?<=[{CJK_SENTENCE_ENDS}])\s*")
+# Japanese passage was one sentence, too few for a lead or crop query. A CJK end before a closing quote or
+# another end is inside the sentence (「はい。」と言った。, 本当！？).
+_SENTENCE = re.compile(rf"(?<=[.!?])\s+(?=[\"'(]|{SENTENCE_START})"
+                       rf"|(?<=[{CJK_SENTENCE_ENDS}])(?![{CJK_SENTENCE_ENDS}{CJK_SENTENCE_CLOSERS}])\s*")
+#: Characters of scripts written without spaces (Han, kana): two count as a word, so a Japanese sentence
+#: is long enough for a query by its length, not by its (one) space-separated "word".
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 #: ``llm`` (doc2query on an OpenAI-compatible endpoint) is written by ``doc2query.LLMQueryWriter``;
 #: this generator makes the other, offline kinds.
 KINDS = ("crop", "keyphrase", "title", "lead", "llm")
@@ -67,6 +72,11 @@ def check_kinds(kinds: Sequence[str]) -> None:
 
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+def word_count(text: str) -> int:
+    """Words as a reader counts them: space-separated, plus one per two Han or kana characters."""
+    return len(text.split()) + len(_UNSPACED.findall(text)) // 2
 
 
 def passage_without_title(chunk: Chunk, text: str | None = None) -> str:
@@ -101,7 +111,7 @@ class PseudoQueryGenerator:
 
     def _crops(self, chunk: Chunk, rng: random.Random) -> list[TrainingPair]:
         parts = sentences(chunk.text)
-        candidates = [i for i, s in enumerate(parts) if len(s.split()) >= self.min_words]
+        candidates = [i for i, s in enumerate(parts) if len(s.split()) >= self.min_words]  # crops cut at spaces
         if len(parts) < MIN_SENTENCES or not candidates:
             return []
         out = []
@@ -144,7 +154,7 @@ class PseudoQueryGenerator:
 
     def _lead(self, chunk: Chunk) -> TrainingPair | None:
         parts = sentences(chunk.text)
-        if len(parts) < MIN_SENTENCES or len(parts[0].split()) < self.min_words:
+        if len(parts) < MIN_SENTENCES or word_count(parts[0]) < self.min_words:
             return None
         return TrainingPair(query=parts[0], positive=_without_sentence(chunk, parts, 0), origin="pseudo:lead",
                             doc_id=chunk.doc_id)
@@ -159,7 +169,10 @@ class PseudoQueryGenerator:
 
 def _without_sentence(chunk: Chunk, parts: list[str], index: int) -> str:
     """The passage as embedded (title included) with the sentence a query was taken from left out."""
-    return _with_title(chunk, " ".join(parts[:index] + parts[index + 1 :]))
+    kept = parts[:index] + parts[index + 1 :]
+    text = "".join(part if i == 0 or kept[i - 1][-1] in CJK_SENTENCE_ENDS else " " + part  # no space after 。
+                   for i, part in enumerate(kept))
+    return _with_title(chunk, text)
 
 
 def _with_title(chunk: Chunk, text: str) -> str:
