@@ -775,6 +775,30 @@ def test_training_refuses_what_would_fail_at_registration_before_any_work(client
     assert stages == [] and (sorted(runs.rglob("*")) if runs.exists() else []) == before
 
 
+def test_reranker_layers_of_a_base_that_keeps_them_elsewhere_are_refused_before_any_work(client, minibeir, tmp_path):
+    """Only the layer count was checked up front: a DistilBERT base failed in keep_first_layers, after the
+    embedder's training."""
+    from transformers import DistilBertConfig
+
+    from unirank.errors import TrainingError
+
+    DistilBertConfig(n_layers=2, dim=32, hidden_dim=64, n_heads=2, vocab_size=100).save_pretrained(tmp_path / "distil")
+    request = tiny_request("distil", minibeir, base=str(tmp_path / "distil"),
+                           reranker=RerankerTrainingConfig(**TINY, layers=1))
+    stages: list[str] = []
+    with pytest.raises(TrainingError, match=r"is a DistilBertModel, which keeps them elsewhere: leave --reranker-layers"):
+        TrainJob(client.settings, client.backend, client.embedder, request, stage=stages.append).run()
+    assert stages == []
+
+
+def test_a_run_folder_keeps_its_name_across_the_reranker_layers_option(tmp_path):
+    """Adding --reranker-layers put ``layers: None`` in every request's fingerprint, so a run interrupted
+    before the upgrade started again from nothing in a new folder. The value is the fingerprint this
+    request had before the option existed (869a79e)."""
+    assert TrainRequest(name="x", beir="/tmp").fingerprint() == "ba7bf82553"
+    assert TrainRequest(name="x", beir="/tmp", reranker=RerankerTrainingConfig(layers=3)).fingerprint() != "ba7bf82553"
+
+
 def test_the_same_training_run_twice_at_once_is_refused(client, minibeir, trained):
     """A retry while the first run still ran wrote one run folder's checkpoints from two processes."""
     from unirank.errors import TrainingRunningError

@@ -82,6 +82,9 @@ class TrainRequest:
 
     #: The options that name input files: checked up front, and their contents are in the fingerprint.
     INPUT_FILES = ("pairs", "qrels", "queries", "clicks")
+    #: (config, option) pairs added after run folders existed, left out of the fingerprint while unset, so
+    #: that a run interrupted before the upgrade resumes in its folder.
+    LATER_OPTIONS = (("reranker", "layers"),)
 
     def validate(self) -> None:
         if (self.index is None) == (self.beir is None):
@@ -171,7 +174,11 @@ class TrainRequest:
     def fingerprint(self, inputs: dict[str, str] | None = None) -> str:
         """The run folder's key: a re-run of the same command on the same inputs resumes. ``inputs``: what
         the request only names (the index's contents, the version the base names now)."""
-        data = {k: str(v) for k, v in asdict(self).items() if k not in {"fresh", "name"}}
+        fields = asdict(self)
+        for section, option in self.LATER_OPTIONS:  # unset, as every run before it had them: same folder
+            if fields[section][option] is None:
+                del fields[section][option]
+        data = {k: str(v) for k, v in fields.items() if k not in {"fresh", "name"}}
         data.update(inputs or {})
         for key in self.INPUT_FILES:
             path = getattr(self, key)
@@ -306,15 +313,23 @@ class TrainJob:
         return base_path
 
     def _check_reranker_layers(self, base_path: str) -> None:
-        """More layers than the base has: refused now, not when the reranker is built after the embedder's
-        minutes of training."""
+        """More layers than the base has, or a base whose layers are not where they are cut: refused now,
+        not when the reranker is built after the embedder's minutes of training."""
         layers = self.request.reranker.layers
         if layers is None:
             return
-        from transformers import AutoConfig
+        import torch
+        from transformers import AutoConfig, AutoModel
 
-        available = getattr(AutoConfig.from_pretrained(base_path, local_files_only=Path(base_path).exists()),
-                            "num_hidden_layers", None)
+        from unirank.training.reranker_trainer import layer_stack
+
+        config = AutoConfig.from_pretrained(base_path, local_files_only=Path(base_path).exists())
+        with torch.device("meta"):  # the architecture without its weights: no memory, no time
+            skeleton = AutoModel.from_config(config)
+        if layer_stack(skeleton) is None:
+            raise TrainingError(f"--reranker-layers cuts a BERT-style encoder's layers; the base {self.request.base} "
+                                f"is a {type(skeleton).__name__}, which keeps them elsewhere: leave --reranker-layers out.")
+        available = getattr(config, "num_hidden_layers", None)
         if available is not None and layers > available:
             raise TrainingError(f"--reranker-layers {layers}: the base {self.request.base} has {available} layers; "
                                 f"give 1 to {available}.")

@@ -96,6 +96,12 @@ def build_cross_encoder(base_path: str, max_length: int):
     return CrossEncoder(modules=[encoder, Pooling(dims, "mean"), head], device="cpu")
 
 
+def layer_stack(auto_model):
+    """The transformer's list of layers ``keep_first_layers`` cuts (BERT, RoBERTa, MiniLM, MPNet, ELECTRA);
+    None for an architecture that keeps them elsewhere (DistilBERT, ALBERT)."""
+    return getattr(getattr(auto_model.base_model, "encoder", None), "layer", None)
+
+
 def keep_first_layers(model, layers: int) -> None:
     """Cut the cross-encoder's transformer to its first ``layers`` layers, in place (saved so: the
     config's ``num_hidden_layers`` says it). The lower layers are kept, not every other one: they
@@ -104,7 +110,7 @@ def keep_first_layers(model, layers: int) -> None:
     from unirank.errors import TrainingError
 
     auto_model = model[0].auto_model
-    stack = getattr(getattr(auto_model.base_model, "encoder", None), "layer", None)
+    stack = layer_stack(auto_model)
     if stack is None:
         raise TrainingError(f"--reranker-layers cuts a BERT-style encoder's layers; "
                             f"{type(auto_model).__name__} has none to cut: leave --reranker-layers out.")
