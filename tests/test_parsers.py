@@ -676,6 +676,9 @@ def test_markdown_nested_past_the_limit_is_said_and_never_exhausts_the_stack(tmp
     assert doc.warnings == [f"a list or quote nested over {MAX_NESTING} levels deep on line {line} (a list level "
                             "counts two): the text inside it, and after a list the rest of the file, is left "
                             "out; nest it less"]
+    (tmp_path / "all-deep.md").write_text("- " * 200 + "x\n")  # nothing above the limit: the error says why
+    with pytest.raises(ParseError, match=r"no text found: a list or quote nested over \d+ levels deep on line 1"):
+        parse_document((tmp_path / "all-deep.md").read_bytes(), "all-deep.md")
 
 
 def test_markdown_ordered_lists_keep_their_numbers(tmp_path):
