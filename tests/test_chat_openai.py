@@ -693,13 +693,14 @@ _TOO_LARGE = ("'max_tokens' or 'max_completion_tokens' is too large: 8. This mod
               "tokens and your request has 600 input tokens.")
 
 
-@pytest.mark.parametrize("message, tries", [(_ECHOED, 3), (_TOO_LARGE, 1)], ids=["request echoed", "too large"])
+@pytest.mark.parametrize("message, tries", [(_ECHOED, 1), (_TOO_LARGE, 1)], ids=["request echoed", "too large"])
 def test_an_error_that_names_a_parameter_without_refusing_it_leaves_later_requests_whole(
         make_service, scripted_endpoint, scripted, message, tries):
     """A server that echoes the request in its validation errors (pydantic's input, as vLLM's) names every
     parameter, and "max_tokens is too large" names one it does take: each was dropped in turn, and from every
     later request (no more temperature 0, no usage counts). One is dropped for good only when a try without
-    it is answered, and only for words that refuse it."""
+    it is answered, and only for words that refuse it: where a pydantic error says the fault is (its loc),
+    else beside the refusal's words."""
     service = make_service(llm_base_url=scripted_endpoint[0])
     scripted.errors = [{"object": "error", "message": message, "type": "BadRequestError", "param": None,
                         "code": 400}] * 3  # the request's real fault stays
@@ -710,6 +711,21 @@ def test_an_error_that_names_a_parameter_without_refusing_it_leaves_later_reques
     scripted.errors.clear()
     assert service.answerer.complete([{"role": "user", "content": "hello"}], temperature=0, max_tokens=8) == "Rotated."
     assert scripted.bodies[-1]["temperature"] == 0 and scripted.bodies[-1]["max_tokens"] == 8
+
+
+def test_a_validation_error_that_echoes_the_request_drops_only_the_parameter_it_locates(
+        make_service, scripted_endpoint, scripted):
+    """Its echo named temperature first: temperature was left out, the retry (still without it) was answered,
+    and every later answer lost temperature 0 for a refusal of stream_options."""
+    service = make_service(llm_base_url=scripted_endpoint[0])
+    refusal = ("[{'type': 'extra_forbidden', 'loc': ('body', 'stream_options'), 'msg': 'Extra inputs are not "
+               "permitted', 'input': {'temperature': 0, 'stream_options': {'include_usage': True}}}]")
+    scripted.errors = [{"object": "error", "message": refusal, "type": "BadRequestError", "code": 400}]
+    session = service.store.create_session("handbook")
+    assert service.ask("How do I rotate an API key?", session_id=session.id).answer == \
+        "According to the documents, it is so [1]"
+    assert service.answerer.refused_parameters == {"stream_options"}
+    assert scripted.bodies[-1]["temperature"] == 0 and "stream_options" not in scripted.bodies[-1]
 
 
 def test_an_http_error_says_the_endpoints_message_once_punctuated(make_service, scripted_endpoint, scripted):

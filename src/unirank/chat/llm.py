@@ -372,13 +372,16 @@ _OPTIONAL_PARAMETERS = {
 #: pydantic's "Extra inputs are not permitted" (vLLM, FastAPI servers), "unrecognized request argument".
 _REFUSAL = re.compile(r"unsupported|not supported|does not support|unrecogni[sz]ed|unknown|not permitted|"
                       r"not allowed|extra_forbidden|unexpected", re.IGNORECASE)
+#: Where a pydantic validation error says the fault is: ``'loc': ('body', 'stream_options')`` (or JSON's list).
+_LOCATION = re.compile(r"""['"]loc['"]\s*:\s*[(\[]([^)\]]*)[)\]]""")
 
 
 def _refused_parameter(exc: openai.APIStatusError, sent: Sequence[str]) -> str | None:
     """Which of the parameters ``sent`` an endpoint's 4xx refuses as such ("unsupported", "not permitted",
     ...; "max_tokens is too large" asks for a shorter prompt, not for no limit): the one its error's
-    ``param`` names (OpenAI's), else the first its message names as a word ("max_tokens", not in
-    "max_completion_tokens")."""
+    ``param`` names (OpenAI's); else, when it says where (pydantic's ``loc``), the one named there, not one
+    its echo of the request names; else the first it names as a word ("max_tokens", not in
+    "max_completion_tokens") beside the refusal."""
     if not 400 <= exc.status_code < 500:
         return None
     said = f"{exc.message} {exc.body}"
@@ -386,7 +389,16 @@ def _refused_parameter(exc: openai.APIStatusError, sent: Sequence[str]) -> str |
         return None
     if exc.param in sent:
         return exc.param
-    return next((name for name in sent if re.search(rf"\b{name}\b", said)), None)
+    if locations := _LOCATION.findall(said):
+        where = " ".join(locations)
+        return next((name for name in sent if re.search(rf"\b{name}\b", where)), None)
+    return next((name for name in sent if re.search(_beside_refusal(name), said, re.IGNORECASE)), None)
+
+
+def _beside_refusal(name: str) -> str:
+    """``name`` as a word within 40 characters of a refusal's words, on the same line."""
+    refusal = _REFUSAL.pattern
+    return rf"(?:{refusal})[^\n]{{0,40}}\b{name}\b|\b{name}\b[^\n]{{0,40}}(?:{refusal})"
 
 
 def _reported_usage(reported: object) -> Usage | None:
