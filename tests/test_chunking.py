@@ -184,8 +184,10 @@ def test_text_in_other_scripts_is_cut_at_its_sentence_ends(tokenizer, language):
      ["Офис находится в г. Москва на ул. Ленина.", "Звоните проф. Иванову."]),
     ("Biuro jest przy ul. Marszałkowskiej, np. Warszawa. Dzwoń do dr. Nowaka.",
      ["Biuro jest przy ul. Marszałkowskiej, np. Warszawa.", "Dzwoń do dr. Nowaka."]),
+    ("Я позвонил им. Компания основана в 1998 г. Купил тетради и пр. Всё.",  # "them", a year, "etc." do end
+     ["Я позвонил им.", "Компания основана в 1998 г.", "Купил тетради и пр.", "Всё."]),
 ], ids=["russian", "greek", "central-european", "guillemets", "japanese", "japanese-quote", "english",
-        "russian-abbreviations", "polish-abbreviations"])
+        "russian-abbreviations", "polish-abbreviations", "russian-words-like-abbreviations"])
 def test_the_chats_sentence_spans_find_sentence_ends_in_every_script(text, sentences):
     """The chat quotes sentences by the chunker's own boundaries: a Russian passage was one "sentence"."""
     from unirank.chat.sentences import sentence_spans

@@ -1,7 +1,8 @@
 """Token-aware chunking: every chunk, with its title/heading prefix, fits the embedder's window.
 
 Chunks are contiguous slices of one section's text (never crossing a section, so page and
-heading stay exact), its whitespace runs over ``MAX_TOKEN_CHARS`` characters shortened. Breaks
+heading stay exact), its whitespace runs over ``MAX_TOKEN_CHARS`` characters shortened (a line's
+indentation to ``MAX_INDENT_CHARS``). Breaks
 prefer paragraph ends, then sentence ends, then line ends, and only then hard cuts at token
 boundaries. Token counts come from the embedder's own tokenizer, called on batches of paragraphs
 so that chunking costs a small fraction of embedding.
@@ -34,12 +35,14 @@ _PARAGRAPH = re.compile(r"\n\s*\n")
 # abbreviation that is followed by a capital ("Dr. Weber", "e.g. Slack"), nor after a day before its
 # month ("bis zum 31. März", "1. Mai"): those cut a sentence in two, and a quote of either half misled.
 _ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "Prof", "St", "Nr", "vs", "ca", "bzw", "e.g", "i.e", "z.B", "u.a", "d.h",
-                  # Russian and Polish ones a name follows ("в г. Москва на ул. Ленина", "przy ul. Marszałkowskiej")
-                  "г", "ул", "пр", "проф", "им", "т.е", "ul", "al", "np", "tzn", "prof", "dr", "im")
+                  # Russian and Polish ones a name follows ("на ул. Ленина", "przy ul. Marszałkowskiej"); not
+                  # им/im ("them") nor пр ("и пр." is "etc."), which end sentences as often
+                  "ул", "проф", "т.е", "ul", "al", "np", "tzn", "prof", "dr")
 _MONTHS = (r"(?:Jan(?:uar|uary)?|J\u00e4nner|Feb(?:ruar|ruary)?|M\u00e4rz|Mar(?:ch)?|Apr(?:il)?|Mai|May|Jun[ie]?|"
            r"Jul[iy]?|Aug(?:ust)?|Sep(?:t|tember)?|O[ck]t(?:ober)?|Nov(?:ember)?|De[cz](?:ember)?)\b")
 _NOT_AN_END = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS) + (
-    rf"(?!(?<=\b\d\.)\s+{_MONTHS})(?!(?<=\b[0-3]\d\.)\s+{_MONTHS})"
+    r"(?:(?<!\bг\.)|(?<=\d\sг\.))"  # "в г. Москва" (city), but "в 1998 г." (year) may end a sentence
+    + rf"(?!(?<=\b\d\.)\s+{_MONTHS})(?!(?<=\b[0-3]\d\.)\s+{_MONTHS})"
     + "".join(rf"(?<!{line}\d{{{n}}}\.)" for line in ("^", "\n") for n in (1, 2, 3)))  # a list's "1. "
 # What opens a list item at a line's start: "- ", "* ", "1. ", "2) ".
 _LIST_MARKER = r"(?:[-*+\u2022]|\d{1,3}[.)])"

@@ -90,7 +90,7 @@ def parse_document(data: bytes, uri: str, *, legacy_encoding: str = "cp1252") ->
     fallback = _title_fallback(parser, uri)
     documents = [doc for doc in (_clean(doc, fallback) for doc in parsed) if doc.sections]
     if not documents:  # a warning of text left out (nested too deep) says why there is none
-        said = "; ".join(warning for doc in parsed for warning in doc.warnings)
+        said = "; ".join([warning for doc in parsed for warning in doc.warnings][:3])  # not a PDF's every page
         raise ParseError(f"no text found{f': {said}' if said else ''}")
     return documents
 
