@@ -326,13 +326,13 @@ class TrainJob:
         config = AutoConfig.from_pretrained(base_path, local_files_only=Path(base_path).exists())
         with torch.device("meta"):  # the architecture without its weights: no memory, no time
             skeleton = AutoModel.from_config(config)
-        if layer_stack(skeleton) is None:
+        stack = layer_stack(skeleton)  # what keep_first_layers will cut, so its count is the one to check
+        if stack is None:
             raise TrainingError(f"--reranker-layers cuts a BERT-style encoder's layers; the base {self.request.base} "
                                 f"is a {type(skeleton).__name__}, which keeps them elsewhere: leave --reranker-layers out.")
-        available = getattr(config, "num_hidden_layers", None)
-        if available is not None and layers > available:
-            raise TrainingError(f"--reranker-layers {layers}: the base {self.request.base} has {available} layers; "
-                                f"give 1 to {available}.")
+        if layers > len(stack):
+            raise TrainingError(f"--reranker-layers {layers}: the base {self.request.base} has {len(stack)} layers; "
+                                f"give 1 to {len(stack)}.")
 
     def _check_qrels_match_the_data(self) -> None:
         """Qrels whose query ids are none of the query file's, or whose relevant documents are none of the
