@@ -103,10 +103,10 @@ def build_models(settings, stage) -> dict[str, str]:
     from unirank.training.reranker_trainer import build_cross_encoder, keep_first_layers
 
     folder, shallow_folder = settings.data_dir / "untrained-cross-encoder", settings.data_dir / "untrained-shallow"
-    build_cross_encoder(resolve_model_path("base")[0], RERANK_MAX_LENGTH).save_pretrained(str(folder))
-    shallow = build_cross_encoder(resolve_model_path("base")[0], RERANK_MAX_LENGTH)
-    keep_first_layers(shallow, SHALLOW_LAYERS)  # as `unirank train --reranker-layers 3` builds it
-    shallow.save_pretrained(str(shallow_folder))
+    cross_encoder = build_cross_encoder(resolve_model_path("base")[0], RERANK_MAX_LENGTH)
+    cross_encoder.save_pretrained(str(folder))
+    keep_first_layers(cross_encoder, SHALLOW_LAYERS)  # as `unirank train --reranker-layers 3` builds it
+    cross_encoder.save_pretrained(str(shallow_folder))
     registry = ModelRegistry(settings.models_dir)
     try:
         torch_ref = registry.register("bench-rerank", "reranker", path=folder,
