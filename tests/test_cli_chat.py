@@ -185,12 +185,17 @@ class Terminal:
         self.proc.stdin.flush()  # type: ignore[union-attr]
 
 
+def llm_terminal(data_dir: Path, tmp_path: Path, llm: OpenAIProtocolServer) -> Terminal:
+    """``unirank chat`` answered by ``llm``, its conversations in ``tmp_path / "chat.sqlite"``, 200 columns wide."""
+    env = isolated_env(data_dir, UNIRANK_CHAT__DB_PATH=str(tmp_path / "chat.sqlite"), COLUMNS="200",
+                       UNIRANK_CHAT__ANSWERER="openai", UNIRANK_CHAT__LLM_BASE_URL=llm.url, UNIRANK_CHAT__LLM_MODEL="m")
+    return Terminal(env, tmp_path)
+
+
 @pytest.mark.slow  # a `unirank chat` process per case (~8 s each): in the slow step
 def test_a_conversation_deleted_elsewhere_and_ctrl_c_while_answering(data_dir, tmp_path):
     llm = OpenAIProtocolServer()
-    env = isolated_env(data_dir, UNIRANK_CHAT__DB_PATH=str(tmp_path / "chat.sqlite"), COLUMNS="200",
-                       UNIRANK_CHAT__ANSWERER="openai", UNIRANK_CHAT__LLM_BASE_URL=llm.url, UNIRANK_CHAT__LLM_MODEL="m")
-    term = Terminal(env, tmp_path)
+    term = llm_terminal(data_dir, tmp_path, llm)
     try:
         term.prompts(1)
         term.send("How do I rotate an API key?")
@@ -236,9 +241,7 @@ def test_a_chat_killed_while_its_first_answer_is_written_leaves_no_empty_convers
     before the answer stayed, empty, listed by the web page as "(untitled)"."""
     llm = OpenAIProtocolServer()
     llm.delay_s = 30  # still answering when the signal comes
-    env = isolated_env(data_dir, UNIRANK_CHAT__DB_PATH=str(tmp_path / "chat.sqlite"), COLUMNS="200",
-                       UNIRANK_CHAT__ANSWERER="openai", UNIRANK_CHAT__LLM_BASE_URL=llm.url, UNIRANK_CHAT__LLM_MODEL="m")
-    term = Terminal(env, tmp_path)
+    term = llm_terminal(data_dir, tmp_path, llm)
     try:
         term.prompts(1)
         term.send("How do I rotate an API key?")
