@@ -183,6 +183,14 @@ def _refused_without_bf16_units(config_class, monkeypatch) -> None:
         config_class(bf16=True)
 
 
+def _as_if_bf16_were_native(monkeypatch) -> None:
+    """The config refuses bf16 where the CPU would emulate it (slower, not wrong): a CPU without bf16 units
+    (an AMD EPYC without AVX-512, say) still runs these few steps, emulated, so the training is checked
+    everywhere, not only where bf16 is native."""
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+
+
+@pytest.mark.slow  # emulated bf16 on CPUs without its units: ~80 s each, in the slow step
 def test_the_embedder_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
     """A few real steps with ``bf16=True``: the trainer ran in bf16 autocast, the saved model keeps fp32
     master weights and has moved from the base; on a CPU without bf16 units the config is refused."""
@@ -192,6 +200,7 @@ def test_the_embedder_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
 
     pairs = title_pairs()
     corpus = {p.doc_id: p.positive for p in pairs}
+    _as_if_bf16_were_native(monkeypatch)
     config = EmbedderTrainingConfig(batch_size=8, max_steps=3, eval_steps=3, bf16=True, pseudo_query_loss="mnrl")
     base = resolve_model_path("base")[0]
     train_embedder(base, pairs[:20], pairs[20:], corpus, tmp_path / "emb", config)
@@ -207,6 +216,7 @@ def test_the_embedder_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
     _refused_without_bf16_units(EmbedderTrainingConfig, monkeypatch)
 
 
+@pytest.mark.slow  # emulated bf16 on CPUs without its units: ~80 s each, in the slow step
 def test_the_reranker_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
     """The cross-encoder too: bf16 autocast in the trainer, fp32 weights saved, scores moved from the
     seeded start; refused on a CPU without bf16 units."""
@@ -217,6 +227,7 @@ def test_the_reranker_trains_in_bf16_mixed_precision(tmp_path, monkeypatch):
     from unirank.training.reranker_trainer import RerankerTrainingConfig, build_cross_encoder, train_reranker
 
     pairs = title_pairs()
+    _as_if_bf16_were_native(monkeypatch)
     config = RerankerTrainingConfig(batch_size=8, max_steps=3, eval_steps=3, bf16=True)
     base = resolve_model_path("base")[0]
     train_reranker(base, pairs[:20], pairs[20:], tmp_path / "rr", config)
