@@ -155,8 +155,11 @@ class Terminal:
     """``unirank chat`` with its input written line by line, its output read as it comes."""
 
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        # SIGHUP as a terminal's chat gets it: a runner under nohup passes it on ignored, and the chat then
+        # outlived the SIGHUP case.
         self.proc = subprocess.Popen(CHAT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env={**env, "PYTHONUNBUFFERED": "1"}, cwd=cwd)
+                                     env={**env, "PYTHONUNBUFFERED": "1"}, cwd=cwd,
+                                     preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
         self.out = b""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
